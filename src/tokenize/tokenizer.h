@@ -1,0 +1,45 @@
+/* tokenizer.h — tokenizers from GGUF metadata (tokenizer.ggml.*), matching
+ * llama.cpp id for id: `llama` (SentencePiece: merges by score, byte fallback),
+ * `gpt2` (byte-level BPE by merge rank; pre-tokenizer from tokenizer.ggml.pre),
+ * `bert` (WordPiece; word starts stored with a U+2581 prefix by llama.cpp's
+ * converter). */
+#ifndef AC_TOKENIZER_H
+#define AC_TOKENIZER_H
+
+#include "../load/gguf.h"
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ac_vocab ac_vocab;
+
+enum ac_vocab_type { AC_VOCAB_SPM = 1, AC_VOCAB_BPE = 2, AC_VOCAB_WPM = 3 };
+
+/* Build from metadata. Token strings may point into g's mapping, so g must
+ * outlive the vocab. Caller owns *out (ac_vocab_free). */
+int ac_vocab_load(const gguf_file *g, ac_vocab **out);
+void ac_vocab_free(ac_vocab *v);
+
+int ac_vocab_type(const ac_vocab *v);
+int ac_vocab_n_tokens(const ac_vocab *v);
+int32_t ac_vocab_bos(const ac_vocab *v); /* -1 if none */
+int32_t ac_vocab_eos(const ac_vocab *v);
+int32_t ac_vocab_cls(const ac_vocab *v); /* BERT: CLS (== bos in llama.cpp's bert vocab) */
+int32_t ac_vocab_sep(const ac_vocab *v);
+int32_t ac_vocab_pad(const ac_vocab *v);
+
+/* Tokenize len bytes of UTF-8. add_special: BOS/EOS (or CLS/SEP) as the
+ * metadata says (tokenizer.ggml.add_bos_token / add_eos_token, defaults per
+ * type as llama.cpp). Invalid UTF-8 bytes are replaced by U+FFFD before
+ * tokenizing. Writes min(cap, n) ids; *n_out = n. Returns AC_ERR_RANGE if
+ * cap < n. parse_special is off: special-token text in the input is plain text. */
+int ac_vocab_tokenize(const ac_vocab *v, const char *text, size_t len, int add_special,
+                      int32_t *ids, int cap, int *n_out);
+
+/* The text of a token as it would appear in output (SPM '▁' -> ' ', byte
+ * tokens <0xNN> -> the byte, byte-level BPE unicode -> bytes). *n_out = bytes. */
+int ac_vocab_piece(const ac_vocab *v, int32_t id, char *buf, int cap, int *n_out);
+
+/* Raw token string as stored in the vocab (borrowed). */
+gguf_str ac_vocab_token_text(const ac_vocab *v, int32_t id);
+
+#endif
