@@ -116,6 +116,8 @@ ac_ctx_params ac_ctx_default_params(void);
 /* The model is borrowed and must outlive the context. Caller owns *out. */
 int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out);
 void ac_ctx_free(ac_ctx *ctx);
+/* The model a context was made for (borrowed). */
+const ac_model *ac_ctx_model(const ac_ctx *ctx);
 
 /* ---- forward ---------------------------------------------------------------------- */
 /* One input: a token sequence (borrowed). */
@@ -137,6 +139,10 @@ typedef struct ac_outputs {
 /* Run the prefill over n_seq sequences of possibly different lengths, each with
  * its own mask; results equal one-at-a-time calls. */
 int ac_forward(ac_ctx *ctx, const ac_seq *seqs, int n_seq, ac_outputs *out);
+
+/* Apply the LM head to n final hidden states (after the final norm, as in
+ * ac_outputs.hidden): h [n][n_embd] -> logits [n][n_vocab], caller-allocated. */
+int ac_lm_head(ac_ctx *ctx, const float *h, int n, float *logits);
 
 /* Convenience: tokenize (with specials) + forward + pooling for n texts.
  * out: [n][n_embd], caller-allocated. n_tokens_out (optional): [n]. */

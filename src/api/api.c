@@ -1,0 +1,244 @@
+/* api.c — the text-level public API on top of the forward stage:
+ * tokenization wrappers, embedding of texts, label scoring. */
+#include "attncache.h"
+#include "load/model.h"
+#include "util/common.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- tokenizer wrappers ------------------------------------------------------------ */
+
+int ac_tokenize(const ac_model *m, const char *text, size_t len, int add_special, int32_t *ids,
+                int cap, int *n_out) {
+    if (!m || !n_out || (!text && len) || cap < 0 || (!ids && cap))
+        return ac_err(AC_ERR_ARG, "ac_tokenize: invalid argument");
+    if (!m->vocab) return ac_err(AC_ERR_UNSUPPORTED, "model has no tokenizer metadata");
+    return ac_vocab_tokenize(m->vocab, text ? text : "", len, add_special, ids, cap, n_out);
+}
+
+int ac_token_to_piece(const ac_model *m, int32_t id, char *buf, int cap, int *n_out) {
+    if (!m || !n_out || cap < 0 || (!buf && cap)) return ac_err(AC_ERR_ARG, "ac_token_to_piece: invalid argument");
+    if (!m->vocab) return ac_err(AC_ERR_UNSUPPORTED, "model has no tokenizer metadata");
+    return ac_vocab_piece(m->vocab, id, buf, cap, n_out);
+}
+
+int32_t ac_token_bos(const ac_model *m) { return m && m->vocab ? ac_vocab_bos(m->vocab) : -1; }
+int32_t ac_token_eos(const ac_model *m) { return m && m->vocab ? ac_vocab_eos(m->vocab) : -1; }
+
+/* Tokenize into a malloc'd array (caller frees *ids). */
+static int tokenize_alloc(const ac_model *m, const char *text, size_t len, int add_special, int32_t **ids,
+                          int *n) {
+    *ids = NULL;
+    *n = 0;
+    int cap = (int)AC_MIN(len + 16, (size_t)1 << 28), need = 0;
+    int32_t *buf = AC_MALLOC((size_t)cap * sizeof *buf);
+    if (!buf) return AC_ERR_NOMEM;
+    int rc = ac_tokenize(m, text, len, add_special, buf, cap, &need);
+    if (rc == AC_ERR_RANGE) {
+        free(buf);
+        cap = need;
+        buf = AC_MALLOC((size_t)cap * sizeof *buf);
+        if (!buf) return AC_ERR_NOMEM;
+        rc = ac_tokenize(m, text, len, add_special, buf, cap, &need);
+    }
+    if (rc != AC_OK) {
+        free(buf);
+        return rc;
+    }
+    *ids = buf;
+    *n = need;
+    return AC_OK;
+}
+
+/* ---- embeddings ---------------------------------------------------------------------- */
+
+int ac_embed_texts(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize, float *out,
+                   int *n_tokens_out) {
+    if (!ctx || !texts || n < 0 || !out) return ac_err(AC_ERR_ARG, "ac_embed_texts: invalid argument");
+    const ac_model *m = ac_ctx_model(ctx);
+    int rc = AC_OK;
+    ac_seq *seqs = AC_CALLOC((size_t)n, sizeof *seqs);
+    int32_t **toks = AC_CALLOC((size_t)n, sizeof *toks);
+    if (!seqs || !toks) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        int nt = 0;
+        if (!texts[i]) {
+            rc = ac_err(AC_ERR_ARG, "ac_embed_texts: text %d is NULL", i);
+            goto done;
+        }
+        rc = tokenize_alloc(m, texts[i], strlen(texts[i]), 1, &toks[i], &nt);
+        if (rc != AC_OK) {
+            ac_err_prefix(rc, "text %d", i);
+            goto done;
+        }
+        seqs[i].tokens = toks[i];
+        seqs[i].n_tokens = nt;
+        if (n_tokens_out) n_tokens_out[i] = nt;
+    }
+    ac_outputs o = {0};
+    o.pooled = out;
+    o.pooling = pooling;
+    o.normalize = normalize;
+    rc = ac_forward(ctx, seqs, n, &o);
+done:
+    if (toks)
+        for (int i = 0; i < n; i++) free(toks[i]);
+    free(toks);
+    free(seqs);
+    return rc;
+}
+
+/* ---- label scoring ----------------------------------------------------------------------- */
+
+/* log-softmax value of logits[id] over n entries, in double. */
+static double log_softmax_at(const float *logits, int n, int id) {
+    double mx = logits[0];
+    for (int i = 1; i < n; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)logits[i] - mx);
+    return (double)logits[id] - mx - log(s);
+}
+
+/* The label's tokens as a continuation of the prompt: tokenize prompt+label and
+ * take what follows the prompt's own tokens when the prompt's tokens are a
+ * prefix; otherwise tokenize the label alone (no specials). Caller frees *out. */
+static int continuation_tokens(const ac_model *m, const int32_t *ptoks, int np, const char *prompt,
+                               const char *label, int32_t **out, int *nout) {
+    size_t lp = strlen(prompt), ll = strlen(label);
+    char *joined = AC_MALLOC(lp + ll + 1);
+    if (!joined) return AC_ERR_NOMEM;
+    memcpy(joined, prompt, lp);
+    memcpy(joined + lp, label, ll + 1);
+    int32_t *jt = NULL;
+    int nj = 0;
+    int rc = tokenize_alloc(m, joined, lp + ll, 1, &jt, &nj);
+    free(joined);
+    if (rc != AC_OK) return rc;
+    /* the prompt's tokens without a trailing EOS/SEP the vocab may append */
+    int nprefix = np;
+    int32_t eos = ac_token_eos(m);
+    if (nprefix > 0 && ptoks[nprefix - 1] == eos && eos >= 0) nprefix--;
+    int nje = nj;
+    if (nje > 0 && jt[nje - 1] == eos && eos >= 0) nje--;
+    if (nje > nprefix && memcmp(jt, ptoks, (size_t)nprefix * sizeof *jt) == 0) {
+        memmove(jt, jt + nprefix, (size_t)(nje - nprefix) * sizeof *jt);
+        *out = jt;
+        *nout = nje - nprefix;
+        return AC_OK;
+    }
+    free(jt);
+    rc = tokenize_alloc(m, label, ll, 0, out, nout);
+    if (rc == AC_OK && *nout == 0) {
+        free(*out);
+        *out = NULL;
+        return ac_err(AC_ERR_INPUT, "label '%s' has no tokens", label);
+    }
+    return rc;
+}
+
+int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, int n_labels,
+                    double *logprob_out) {
+    if (!ctx || !prompt || !labels || n_labels <= 0 || !logprob_out)
+        return ac_err(AC_ERR_ARG, "ac_score_labels: invalid argument");
+    const ac_model *m = ac_ctx_model(ctx);
+    ac_model_info info;
+    int rc = ac_model_get_info(m, &info);
+    if (rc != AC_OK) return rc;
+    if (!info.has_lm_head || !info.causal)
+        return ac_err(AC_ERR_UNSUPPORTED, "label scoring needs a decoder with an LM head (model is %s)",
+                      info.arch_name);
+    const int V = info.n_vocab, D = info.n_embd;
+    int32_t *ptoks = NULL, **ltoks = NULL, *buf = NULL;
+    int np = 0, *nl = NULL;
+    float *hidden = NULL, *logits = NULL;
+    ac_seq *seqs = NULL;
+
+    rc = tokenize_alloc(m, prompt, strlen(prompt), 1, &ptoks, &np);
+    if (rc != AC_OK) goto done;
+    int32_t eos = ac_token_eos(m);
+    if (np > 0 && ptoks[np - 1] == eos && eos >= 0) np--; /* never score after an appended EOS */
+    if (np == 0) {
+        rc = ac_err(AC_ERR_INPUT, "empty prompt");
+        goto done;
+    }
+    ltoks = AC_CALLOC((size_t)n_labels, sizeof *ltoks);
+    nl = AC_CALLOC((size_t)n_labels, sizeof *nl);
+    if (!ltoks || !nl) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    int all_single = 1, total = 0;
+    for (int i = 0; i < n_labels; i++) {
+        if (!labels[i]) {
+            rc = ac_err(AC_ERR_ARG, "label %d is NULL", i);
+            goto done;
+        }
+        rc = continuation_tokens(m, ptoks, np, prompt, labels[i], &ltoks[i], &nl[i]);
+        if (rc != AC_OK) goto done;
+        if (nl[i] != 1) all_single = 0;
+        total += np + nl[i];
+    }
+    if (all_single) {
+        /* one prefill of the prompt: the last position's logits score every label */
+        logits = AC_MALLOC((size_t)V * sizeof *logits);
+        if (!logits) {
+            rc = AC_ERR_NOMEM;
+            goto done;
+        }
+        ac_seq s = {ptoks, np};
+        ac_outputs o = {0};
+        o.logits = logits;
+        if ((rc = ac_forward(ctx, &s, 1, &o)) != AC_OK) goto done;
+        for (int i = 0; i < n_labels; i++) logprob_out[i] = log_softmax_at(logits, V, ltoks[i][0]);
+        goto done;
+    }
+    /* multi-token labels: one batch of prompt+label sequences; the LM head is
+     * applied at the label positions only */
+    seqs = AC_CALLOC((size_t)n_labels, sizeof *seqs);
+    buf = AC_MALLOC((size_t)total * sizeof *buf);
+    hidden = AC_MALLOC((size_t)total * D * sizeof *hidden);
+    logits = AC_MALLOC((size_t)V * sizeof *logits);
+    if (!seqs || !buf || !hidden || !logits) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    int off = 0;
+    for (int i = 0; i < n_labels; i++) {
+        memcpy(buf + off, ptoks, (size_t)np * sizeof *buf);
+        memcpy(buf + off + np, ltoks[i], (size_t)nl[i] * sizeof *buf);
+        seqs[i].tokens = buf + off;
+        seqs[i].n_tokens = np + nl[i];
+        off += np + nl[i];
+    }
+    ac_outputs o = {0};
+    o.hidden = hidden;
+    if ((rc = ac_forward(ctx, seqs, n_labels, &o)) != AC_OK) goto done;
+    off = 0;
+    for (int i = 0; i < n_labels; i++) {
+        double lp = 0;
+        for (int j = 0; j < nl[i]; j++) {
+            /* the hidden state at position np-1+j predicts label token j */
+            const float *h = hidden + (size_t)(off + np - 1 + j) * D;
+            if ((rc = ac_lm_head(ctx, h, 1, logits)) != AC_OK) goto done;
+            lp += log_softmax_at(logits, V, ltoks[i][j]);
+        }
+        logprob_out[i] = lp;
+        off += np + nl[i];
+    }
+done:
+    if (ltoks)
+        for (int i = 0; i < n_labels; i++) free(ltoks[i]);
+    free(ltoks);
+    free(nl);
+    free(ptoks);
+    free(buf);
+    free(hidden);
+    free(logits);
+    free(seqs);
+    return rc;
+}
