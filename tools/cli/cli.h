@@ -1,0 +1,33 @@
+/* cli.h — helpers shared by the attncache commands (tools/cli/). */
+#ifndef AC_CLI_H
+#define AC_CLI_H
+
+#include "attncache.h"
+#include <stdio.h>
+
+#define AC_CLI_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+typedef struct cli_common {
+    const char *model, *input;
+    int threads, gemm, attn, profile;
+} cli_common;
+
+typedef struct cli_lines {
+    char **lines;
+    size_t n, cap;
+} cli_lines;
+
+extern const char *cli_common_help;
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_api_fail(const char *what, int rc);
+int cli_read_lines(const char *path, cli_lines *out);
+void cli_lines_free(cli_lines *l);
+int cli_is_blank(const char *s);
+void cli_json_str(FILE *f, const char *s);
+int cli_parse_int(const char *s, int lo, int hi, int *out);
+int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx);
+int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
+
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,507 @@
+/* attncache — command-line tool. Uses only the public API (include/attncache.h).
+ *
+ *   attncache tokenize -m MODEL [--special] [-f FILE]
+ *   attncache embed    -m MODEL [--pooling mean|cls|last] [--normalize] [-f FILE]
+ *   attncache score    -m MODEL --labels "a,b" [--template "...{text}..."] [-f FILE]
+ *   attncache info     -m MODEL
+ *   attncache bench    -m MODEL [-L 128,512,1024] ...
+ *
+ * Inputs: one text per line from -f FILE or stdin. Errors: one line on
+ * stderr, non-zero exit. */
+#define _GNU_SOURCE
+#include "attncache.h"
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small helpers shared by the commands (cli.h) ----------------------------------- */
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("attncache: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_api_fail(const char *what, int rc) {
+    return cli_fail("%s: %s (%s)", what, ac_last_error()[0] ? ac_last_error() : "failed", ac_status_str(rc));
+}
+
+int cli_read_lines(const char *path, cli_lines *out) {
+    memset(out, 0, sizeof *out);
+    FILE *f = stdin;
+    if (path && strcmp(path, "-") != 0) {
+        f = fopen(path, "rb");
+        if (!f) return cli_fail("cannot open input '%s': %s", path, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
+        if (n > 0 && line[n - 1] == '\r') line[--n] = 0;
+        if (memchr(line, 0, (size_t)n)) {
+            rc = cli_fail("input line %zu contains a NUL byte", out->n + 1);
+            break;
+        }
+        if (out->n == out->cap) {
+            size_t nc = out->cap ? out->cap * 2 : 64;
+            char **nl = realloc(out->lines, nc * sizeof *nl);
+            if (!nl) {
+                rc = cli_fail("out of memory reading input");
+                break;
+            }
+            out->lines = nl;
+            out->cap = nc;
+        }
+        out->lines[out->n] = strdup(line);
+        if (!out->lines[out->n]) {
+            rc = cli_fail("out of memory reading input");
+            break;
+        }
+        out->n++;
+    }
+    if (!rc && ferror(f)) rc = cli_fail("error reading input: %s", strerror(errno));
+    free(line);
+    if (f != stdin) fclose(f);
+    if (rc) cli_lines_free(out);
+    return rc;
+}
+
+void cli_lines_free(cli_lines *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->lines[i]);
+    free(l->lines);
+    memset(l, 0, sizeof *l);
+}
+
+int cli_is_blank(const char *s) {
+    for (; *s; s++)
+        if (!isspace((unsigned char)*s)) return 0;
+    return 1;
+}
+
+void cli_json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+            else fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
+    *m = NULL;
+    if (ctx) *ctx = NULL;
+    if (!c->model) return cli_fail("no model given (-m MODEL)");
+    ac_model_params mp = ac_model_default_params();
+    int rc = ac_model_load(c->model, &mp, m);
+    if (rc != AC_OK) return cli_fail("cannot load model '%s': %s", c->model, ac_last_error());
+    if (!ctx) return 0;
+    ac_ctx_params cp = ac_ctx_default_params();
+    cp.n_threads = c->threads;
+    cp.gemm = c->gemm;
+    cp.attn = c->attn;
+    cp.profile = c->profile;
+    rc = ac_ctx_new(*m, &cp, ctx);
+    if (rc != AC_OK) {
+        ac_model_free(*m);
+        *m = NULL;
+        return cli_api_fail("cannot create context", rc);
+    }
+    return 0;
+}
+
+/* Common options; returns 1 if argv[*i] was consumed (with its value), 0 if
+ * not ours, -1 on error. */
+int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+#define NEXT() ((*i) + 1 < argc ? argv[++(*i)] : (cli_fail("option %s needs a value", a), (char *)NULL))
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        if (!(c->model = NEXT())) return -1;
+    } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+        if (!(c->input = NEXT())) return -1;
+    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        const char *v = NEXT();
+        if (!v || !cli_parse_int(v, 0, 1024, &c->threads)) return v ? (cli_fail("bad --threads '%s'", v), -1) : -1;
+    } else if (!strcmp(a, "--gemm")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "auto")) c->gemm = AC_GEMM_AUTO;
+        else if (!strcmp(v, "openblas")) c->gemm = AC_GEMM_OPENBLAS;
+        else if (!strcmp(v, "dnnl") || !strcmp(v, "onednn")) c->gemm = AC_GEMM_DNNL;
+        else if (!strcmp(v, "naive")) c->gemm = AC_GEMM_NAIVE;
+        else return cli_fail("bad --gemm '%s' (auto|openblas|dnnl|naive)", v), -1;
+    } else if (!strcmp(a, "--attn")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "fused")) c->attn = AC_ATTN_FUSED;
+        else if (!strcmp(v, "materialized")) c->attn = AC_ATTN_MATERIALIZED;
+        else return cli_fail("bad --attn '%s' (fused|materialized)", v), -1;
+    } else {
+        return 0;
+    }
+#undef NEXT
+    return 1;
+}
+
+const char *cli_common_help =
+    "  -m, --model FILE     GGUF model (required)\n"
+    "  -f, --file FILE      input texts, one per line (default: stdin)\n"
+    "  -t, --threads N      threads (default: all cores)\n"
+    "      --gemm B         auto|openblas|dnnl|naive (default auto)\n"
+    "      --attn A         fused|materialized exact attention (default fused)\n";
+
+/* ---- commands -------------------------------------------------------------------------- */
+
+static int cmd_tokenize(int argc, char **argv) {
+    cli_common c = {0};
+    int special = 0;
+    for (int i = 0; i < argc; i++) {
+        int r = cli_common_opt(&c, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r) continue;
+        if (!strcmp(argv[i], "--special")) special = 1;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: attncache tokenize -m MODEL [--special] [-f FILE]\n"
+                   "Prints one line per input line: the token ids separated by single spaces.\n"
+                   "  --special            add BOS/EOS/CLS/SEP as the model's metadata says\n%s",
+                   cli_common_help);
+            return 0;
+        } else return cli_fail("tokenize: unknown option '%s' (see --help)", argv[i]);
+    }
+    ac_model *m;
+    if (cli_load(&c, &m, NULL)) return 1;
+    cli_lines in;
+    if (cli_read_lines(c.input, &in)) {
+        ac_model_free(m);
+        return 1;
+    }
+    int rc = 0, cap = 1024;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    for (size_t l = 0; l < in.n && !rc; l++) {
+        int n = 0, r = ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n);
+        if (r == AC_ERR_RANGE) {
+            cap = n;
+            free(ids);
+            ids = malloc((size_t)cap * sizeof *ids);
+            r = ids ? ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n) : AC_ERR_NOMEM;
+        }
+        if (r != AC_OK) {
+            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            break;
+        }
+        for (int k = 0; k < n; k++) printf(k ? " %d" : "%d", ids[k]);
+        putchar('\n');
+    }
+    free(ids);
+    cli_lines_free(&in);
+    ac_model_free(m);
+    return rc;
+}
+
+static int parse_pooling(const char *v, int *out) {
+    if (!strcmp(v, "mean")) *out = AC_POOL_MEAN;
+    else if (!strcmp(v, "cls")) *out = AC_POOL_CLS;
+    else if (!strcmp(v, "last")) *out = AC_POOL_LAST;
+    else if (!strcmp(v, "default")) *out = AC_POOL_DEFAULT;
+    else return 0;
+    return 1;
+}
+
+static void print_embedding(const float *e, int d, int ntok) {
+    fputs("{\"embedding\":[", stdout);
+    for (int k = 0; k < d; k++) printf(k ? ",%.7g" : "%.7g", e[k]);
+    printf("],\"tokens\":%d}\n", ntok);
+}
+
+static int cmd_embed(int argc, char **argv) {
+    cli_common c = {0};
+    int pooling = AC_POOL_DEFAULT, normalize = 0, batch = 16;
+    for (int i = 0; i < argc; i++) {
+        int r = cli_common_opt(&c, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r) continue;
+        if (!strcmp(argv[i], "--normalize")) normalize = 1;
+        else if (!strcmp(argv[i], "--pooling") && i + 1 < argc) {
+            if (!parse_pooling(argv[++i], &pooling)) return cli_fail("bad --pooling '%s' (mean|cls|last)", argv[i]);
+        } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            if (!cli_parse_int(argv[++i], 1, 4096, &batch)) return cli_fail("bad --batch '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: attncache embed -m MODEL [--pooling mean|cls|last] [--normalize] [-f FILE]\n"
+                   "Prints one JSON line per input line: {\"embedding\":[...],\"tokens\":N}.\n"
+                   "  --pooling P          mean|cls|last (default: the model's pooling type)\n"
+                   "  --normalize          L2-normalise the embedding\n"
+                   "  --batch N            inputs per forward call (default 16)\n%s",
+                   cli_common_help);
+            return 0;
+        } else return cli_fail("embed: unknown option '%s' (see --help)", argv[i]);
+    }
+    ac_model *m;
+    ac_ctx *ctx;
+    if (cli_load(&c, &m, &ctx)) return 1;
+    cli_lines in;
+    if (cli_read_lines(c.input, &in)) goto fail_model;
+    ac_model_info info;
+    ac_model_get_info(m, &info);
+    const int d = info.n_embd;
+    float *emb = malloc((size_t)batch * d * sizeof *emb);
+    int *ntok = malloc((size_t)batch * sizeof *ntok);
+    int rc = (!emb || !ntok) ? cli_fail("out of memory") : 0;
+    for (size_t l0 = 0; l0 < in.n && !rc; l0 += (size_t)batch) {
+        int nb = (int)AC_CLI_MIN((size_t)batch, in.n - l0);
+        for (int k = 0; k < nb && !rc; k++)
+            if (cli_is_blank(in.lines[l0 + k])) rc = cli_fail("line %zu: empty input text", l0 + k + 1);
+        if (rc) break;
+        int r = ac_embed_texts(ctx, (const char *const *)in.lines + l0, nb, pooling, normalize, emb, ntok);
+        if (r == AC_OK) {
+            for (int k = 0; k < nb; k++) print_embedding(emb + (size_t)k * d, d, ntok[k]);
+            continue;
+        }
+        /* find the failing line: one at a time, printing the good ones before it */
+        for (int k = 0; k < nb; k++) {
+            r = ac_embed_texts(ctx, (const char *const *)in.lines + l0 + k, 1, pooling, normalize, emb, ntok);
+            if (r != AC_OK) {
+                rc = cli_fail("line %zu: %s", l0 + k + 1, ac_last_error());
+                break;
+            }
+            print_embedding(emb, d, ntok[0]);
+        }
+        if (!rc) rc = cli_fail("embedding failed: %s", ac_last_error());
+    }
+    free(emb);
+    free(ntok);
+    cli_lines_free(&in);
+    ac_ctx_free(ctx);
+    ac_model_free(m);
+    return rc;
+fail_model:
+    ac_ctx_free(ctx);
+    ac_model_free(m);
+    return 1;
+}
+
+/* Split "a,b,c" into a malloc'd array of strdup'd labels. */
+static int split_labels(const char *s, char ***out, int *n) {
+    *out = NULL;
+    *n = 0;
+    int cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    char **v = calloc((size_t)cap, sizeof *v);
+    if (!v) return 0;
+    const char *p = s;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        v[*n] = strndup(p, len);
+        if (!v[*n]) return 0;
+        if (len == 0 || cli_is_blank(v[*n])) {
+            for (int i = 0; i <= *n; i++) free(v[i]);
+            free(v);
+            return 0;
+        }
+        (*n)++;
+        if (!e) break;
+        p = e + 1;
+    }
+    *out = v;
+    return 1;
+}
+
+/* template with {text} replaced (first occurrence); malloc'd */
+static char *apply_template(const char *tpl, const char *text) {
+    const char *at = strstr(tpl, "{text}");
+    if (!at) return strdup(text);
+    size_t a = (size_t)(at - tpl), lt = strlen(text), rest = strlen(at + 6);
+    char *s = malloc(a + lt + rest + 1);
+    if (!s) return NULL;
+    memcpy(s, tpl, a);
+    memcpy(s + a, text, lt);
+    memcpy(s + a + lt, at + 6, rest + 1);
+    return s;
+}
+
+static int cmd_score(int argc, char **argv) {
+    cli_common c = {0};
+    const char *labels_arg = NULL, *tpl = "{text}";
+    for (int i = 0; i < argc; i++) {
+        int r = cli_common_opt(&c, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r) continue;
+        if (!strcmp(argv[i], "--labels") && i + 1 < argc) labels_arg = argv[++i];
+        else if (!strcmp(argv[i], "--template") && i + 1 < argc) tpl = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: attncache score -m MODEL --labels \"a,b,...\" [--template \"...{text}...\"] [-f FILE]\n"
+                   "Prompt-based classification: for each input line, the prompt is the template with\n"
+                   "{text} replaced by the line; each label is scored by the log-probability of its tokens\n"
+                   "as a continuation of the prompt (a space is put between prompt and label unless the\n"
+                   "prompt ends in whitespace). Prints JSON lines:\n"
+                   "  {\"logprobs\":{\"a\":-1.2,...},\"label\":\"a\",\"tokens\":N}\n%s",
+                   cli_common_help);
+            return 0;
+        } else return cli_fail("score: unknown option '%s' (see --help)", argv[i]);
+    }
+    if (!labels_arg) return cli_fail("score: --labels \"a,b,...\" is required");
+    char **labels;
+    int nl;
+    if (!split_labels(labels_arg, &labels, &nl) || nl < 1)
+        return cli_fail("score: bad --labels '%s' (comma-separated, none empty)", labels_arg);
+    ac_model *m;
+    ac_ctx *ctx;
+    int rc = 1;
+    cli_lines in = {0};
+    double *lp = calloc((size_t)nl, sizeof *lp);
+    char **cont = calloc((size_t)nl, sizeof *cont);
+    if (!lp || !cont) goto out_labels;
+    if (cli_load(&c, &m, &ctx)) goto out_labels;
+    if (cli_read_lines(c.input, &in)) goto out;
+    rc = 0;
+    for (size_t l = 0; l < in.n && !rc; l++) {
+        if (cli_is_blank(in.lines[l])) {
+            rc = cli_fail("line %zu: empty input text", l + 1);
+            break;
+        }
+        char *prompt = apply_template(tpl, in.lines[l]);
+        if (!prompt) {
+            rc = cli_fail("out of memory");
+            break;
+        }
+        size_t plen = strlen(prompt);
+        int need_space = plen > 0 && !isspace((unsigned char)prompt[plen - 1]);
+        for (int k = 0; k < nl; k++) {
+            free(cont[k]);
+            if (asprintf(&cont[k], "%s%s", need_space ? " " : "", labels[k]) < 0) cont[k] = NULL;
+        }
+        int r = ac_score_labels(ctx, prompt, (const char *const *)cont, nl, lp);
+        int ntok = 0;
+        ac_tokenize(m, prompt, plen, 1, NULL, 0, &ntok);
+        free(prompt);
+        if (r != AC_OK) {
+            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            break;
+        }
+        int best = 0;
+        fputs("{\"logprobs\":{", stdout);
+        for (int k = 0; k < nl; k++) {
+            if (k) putchar(',');
+            cli_json_str(stdout, labels[k]);
+            printf(":%.6f", lp[k]);
+            if (lp[k] > lp[best]) best = k;
+        }
+        fputs("},\"label\":", stdout);
+        cli_json_str(stdout, labels[best]);
+        printf(",\"tokens\":%d}\n", ntok);
+    }
+out:
+    cli_lines_free(&in);
+    ac_ctx_free(ctx);
+    ac_model_free(m);
+out_labels:
+    for (int k = 0; k < nl; k++) {
+        free(labels[k]);
+        if (cont) free(cont[k]);
+    }
+    free(labels);
+    free(cont);
+    free(lp);
+    return rc;
+}
+
+static const char *pool_name(int p) {
+    switch (p) {
+    case AC_POOL_NONE: return "none";
+    case AC_POOL_MEAN: return "mean";
+    case AC_POOL_CLS: return "cls";
+    case AC_POOL_LAST: return "last";
+    default: return "default";
+    }
+}
+
+static int cmd_info(int argc, char **argv) {
+    cli_common c = {0};
+    for (int i = 0; i < argc; i++) {
+        int r = cli_common_opt(&c, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r) continue;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: attncache info -m MODEL\nPrints the model's architecture and sizes as JSON.\n");
+            return 0;
+        }
+        return cli_fail("info: unknown option '%s' (see --help)", argv[i]);
+    }
+    ac_model *m;
+    if (cli_load(&c, &m, NULL)) return 1;
+    ac_model_info f;
+    ac_model_get_info(m, &f);
+    printf("{\"arch\":");
+    cli_json_str(stdout, f.arch_name);
+    printf(",\"name\":");
+    cli_json_str(stdout, f.name ? f.name : "");
+    printf(",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_head_kv\":%d,"
+           "\"n_ff\":%d,\"head_dim\":%d,\"causal\":%s,\"pooling\":\"%s\",\"lm_head\":%s,\"n_cls_out\":%d,"
+           "\"n_params\":%zu,\"file_bytes\":%zu,\"bos\":%d,\"eos\":%d}\n",
+           f.n_vocab, f.n_ctx_train, f.n_embd, f.n_layer, f.n_head, f.n_head_kv, f.n_ff, f.head_dim,
+           f.causal ? "true" : "false", pool_name(f.pooling), f.has_lm_head ? "true" : "false", f.n_cls_out,
+           f.n_params, f.file_bytes, ac_token_bos(m), ac_token_eos(m));
+    ac_model_free(m);
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "attncache %d.%d — prefill-only transformer engine with an attention cache\n\n"
+               "usage: attncache <command> [options]   (attncache <command> --help)\n\n"
+               "commands:\n"
+               "  tokenize   token ids of each input line\n"
+               "  embed      pooled embeddings (JSON lines)\n"
+               "  score      prompt-based classification by label log-probabilities\n"
+               "  info       model architecture and sizes\n"
+               "  bench      prefill throughput and per-stage time split\n",
+            AC_VERSION_MAJOR, AC_VERSION_MINOR);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    argc -= 2;
+    argv += 2;
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
+    if (!strcmp(cmd, "embed")) return cmd_embed(argc, argv);
+    if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
+    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    cli_fail("unknown command '%s'", cmd);
+    usage(stderr);
+    return 2;
+}
