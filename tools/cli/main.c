@@ -432,6 +432,76 @@ out_labels:
     return rc;
 }
 
+/* Embeds every input line (normalised) and prints the cosine-similarity matrix. */
+static int cmd_similarity(int argc, char **argv) {
+    cli_common c = {0};
+    int pooling = AC_POOL_DEFAULT;
+    for (int i = 0; i < argc; i++) {
+        int r = cli_common_opt(&c, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r) continue;
+        if (!strcmp(argv[i], "--pooling") && i + 1 < argc) {
+            if (!parse_pooling(argv[++i], &pooling)) return cli_fail("bad --pooling '%s' (mean|cls|last)", argv[i]);
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: attncache similarity -m MODEL [--pooling mean|cls|last] [-f FILE]\n"
+                   "Embeds each input line (L2-normalised) and prints the cosine similarity of every pair.\n%s",
+                   cli_common_help);
+            return 0;
+        } else return cli_fail("similarity: unknown option '%s' (see --help)", argv[i]);
+    }
+    ac_model *m;
+    ac_ctx *ctx;
+    if (cli_load(&c, &m, &ctx)) return 1;
+    cli_lines in = {0};
+    float *emb = NULL;
+    int rc = cli_read_lines(c.input, &in);
+    if (rc) goto out;
+    if (in.n == 0) {
+        rc = cli_fail("similarity: no input lines");
+        goto out;
+    }
+    for (size_t l = 0; l < in.n; l++)
+        if (cli_is_blank(in.lines[l])) {
+            rc = cli_fail("line %zu: empty input text", l + 1);
+            goto out;
+        }
+    ac_model_info info;
+    ac_model_get_info(m, &info);
+    const int d = info.n_embd;
+    emb = malloc(in.n * (size_t)d * sizeof *emb);
+    if (!emb) {
+        rc = cli_fail("out of memory");
+        goto out;
+    }
+    for (size_t l = 0; l < in.n; l++) {
+        int r = ac_embed_texts(ctx, (const char *const *)in.lines + l, 1, pooling, 1, emb + l * d, NULL);
+        if (r != AC_OK) {
+            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            goto out;
+        }
+    }
+    printf("model: %s (%s, dim %d)\n", c.model, info.arch_name, d);
+    for (size_t i = 0; i < in.n; i++) printf("[%zu] %s\n", i + 1, in.lines[i]);
+    printf("cosine similarity:\n     ");
+    for (size_t j = 0; j < in.n; j++) printf("  [%zu] ", j + 1);
+    putchar('\n');
+    for (size_t i = 0; i < in.n; i++) {
+        printf("[%zu] ", i + 1);
+        for (size_t j = 0; j < in.n; j++) {
+            double s = 0;
+            for (int k = 0; k < d; k++) s += (double)emb[i * d + k] * emb[j * d + k];
+            printf(" %6.3f", s);
+        }
+        putchar('\n');
+    }
+out:
+    free(emb);
+    cli_lines_free(&in);
+    ac_ctx_free(ctx);
+    ac_model_free(m);
+    return rc;
+}
+
 static const char *pool_name(int p) {
     switch (p) {
     case AC_POOL_NONE: return "none";
@@ -479,6 +549,7 @@ static void usage(FILE *f) {
                "  tokenize   token ids of each input line\n"
                "  embed      pooled embeddings (JSON lines)\n"
                "  score      prompt-based classification by label log-probabilities\n"
+               "  similarity cosine similarity of the input lines' embeddings\n"
                "  info       model architecture and sizes\n"
                "  bench      prefill throughput and per-stage time split\n",
             AC_VERSION_MAJOR, AC_VERSION_MINOR);
@@ -499,6 +570,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "embed")) return cmd_embed(argc, argv);
     if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
+    if (!strcmp(cmd, "similarity")) return cmd_similarity(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     cli_fail("unknown command '%s'", cmd);
