@@ -1,6 +1,7 @@
 /* attncache bench — prefill throughput and where the time goes.
  * Random token ids (fixed seed) of each length L; warm-up run, then REPS runs;
  * prints tokens/s (best and median) and the per-stage split. */
+#define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"
 
