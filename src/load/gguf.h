@@ -20,10 +20,16 @@ enum gguf_vtype {
     GGUF_T_FLOAT64 = 12, GGUF_T_COUNT
 };
 
-/* tensor types (ggml numbering). Supported for compute: F32, F16, Q8_0, BF16. */
+/* tensor types (ggml numbering). Supported for compute: F32, F16, Q8_0, BF16.
+ * The others are known (parsed, sizes checked) but ggml_dtype_supported() == 0.
+ * Ids 4, 5, 31-33, 36-38 were removed from ggml; they and ids >= 40 are a format error. */
 enum ggml_dtype {
     GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
-    GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_BF16 = 30,
+    GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13,
+    GGML_Q6_K = 14, GGML_Q8_K = 15, GGML_IQ2_XXS = 16, GGML_IQ2_XS = 17, GGML_IQ3_XXS = 18,
+    GGML_IQ1_S = 19, GGML_IQ4_NL = 20, GGML_IQ3_S = 21, GGML_IQ2_S = 22, GGML_IQ4_XS = 23,
+    GGML_I8 = 24, GGML_I16 = 25, GGML_I32 = 26, GGML_I64 = 27, GGML_F64 = 28, GGML_IQ1_M = 29,
+    GGML_BF16 = 30, GGML_TQ1_0 = 34, GGML_TQ2_0 = 35, GGML_MXFP4 = 39, GGML_DTYPE_COUNT = 40,
 };
 #define GGML_QK8_0 32 /* Q8_0 block: fp16 scale + 32 int8 = 34 bytes */
 
@@ -92,19 +98,34 @@ int gguf_get_float(const gguf_file *g, const char *key, double *out, int require
 int gguf_get_bool(const gguf_file *g, const char *key, int *out, int required);
 /* *out borrowed from the file (not NUL-terminated). */
 int gguf_get_str(const gguf_file *g, const char *key, gguf_str *out, int required);
-/* Array of given element type; *kv_out for element access. */
+/* Array of given element type; *kv_out for element access. elem_type == GGUF_T_COUNT
+ * accepts an array of any element type (check (*kv_out)->arr_type yourself). */
 int gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type, const gguf_kv **kv_out, int required);
-/* Element access for numeric arrays (unaligned-safe); index must be < arr_n. */
+/* Element access for numeric arrays (unaligned-safe); index must be < arr_n.
+ * Any numeric element type is converted (C casts; floats truncate toward zero);
+ * out-of-range index, string or non-array kv: 0. */
 float gguf_arr_f32(const gguf_kv *kv, uint64_t i);
 int32_t gguf_arr_i32(const gguf_kv *kv, uint64_t i);
 uint32_t gguf_arr_u32(const gguf_kv *kv, uint64_t i);
+const char *gguf_vtype_name(uint32_t t);          /* "u32", "string", ... or "invalid" */
 
 /* Tensor helpers */
-const char *ggml_dtype_name(uint32_t type);       /* "F32", "Q8_0", ... or "type#N" */
+const char *ggml_dtype_name(uint32_t type);       /* "F32", "Q8_0", "Q4_K"... or "type#N" */
 int ggml_dtype_supported(uint32_t type);          /* 1 for F32, F16, Q8_0, BF16 */
+int ggml_dtype_known(uint32_t type);              /* 1 for any ggml type this reader can size */
+/* Block geometry of a known type (elements per block, bytes per block); 0 if unknown. */
+int ggml_dtype_block(uint32_t type, size_t *blck, size_t *bytes);
 /* Bytes of a row of n elements; 0 if unsupported or n not a multiple of the block size. */
 size_t ggml_row_bytes(uint32_t type, int64_t n);
-/* Check a tensor exists with exactly these dims (ne[0] first, n_dims given). */
+/* Same for any known type (Q4_K...), supported or not. */
+size_t ggml_row_bytes_any(uint32_t type, int64_t n);
+/* AC_OK if the tensor's type is supported for compute, else AC_ERR_UNSUPPORTED
+ * with "unsupported type Q4_K in tensor blk.0.attn_q.weight". */
+int gguf_check_supported(const gguf_tensor *t);
+/* Check a tensor exists with exactly these dims (ne[0] first, n_dims given) and a
+ * supported type. Missing: AC_ERR_FORMAT if required (else AC_OK, *out = NULL);
+ * wrong shape: AC_ERR_FORMAT naming both shapes; unsupported type: AC_ERR_UNSUPPORTED
+ * (as gguf_check_supported). */
 int gguf_expect_tensor(const gguf_file *g, const char *name, uint32_t n_dims, const int64_t *ne,
                        const gguf_tensor **out, int required);
 
