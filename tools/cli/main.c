@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"
+#include "eval.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -551,6 +552,7 @@ static void usage(FILE *f) {
                "  score      prompt-based classification by label log-probabilities\n"
                "  similarity cosine similarity of the input lines' embeddings\n"
                "  info       model architecture and sizes\n"
+               "  eval       accuracy on real data sets (sst2, stsb, agnews-fewshot, trec)\n"
                "  bench      prefill throughput and per-stage time split\n",
             AC_VERSION_MAJOR, AC_VERSION_MINOR);
 }
@@ -573,6 +575,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "similarity")) return cmd_similarity(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     cli_fail("unknown command '%s'", cmd);
     usage(stderr);
     return 2;
