@@ -26,7 +26,7 @@ int ac_err_prefix(int code, const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, g_err, sizeof old);
-    snprintf(g_err, sizeof g_err, "%s: %s", pre, old);
+    snprintf(g_err, sizeof g_err, "%.400s: %.600s", pre, old);
     return code;
 }
 

@@ -1,0 +1,400 @@
+/* projector.c — feature projector: 2-layer MLP, Siamese training with a
+ * SmoothL1 loss on pair distances, Adam; persistence as GGUF. */
+#include "projector.h"
+
+#include "load/gguf.h"
+#include "util/common.h"
+
+#include <math.h>
+#include <string.h>
+
+ac_proj_train_params ac_proj_default_train_params(void) {
+    ac_proj_train_params p = {.epochs = 30, .batch = 64, .lr = 1e-3f, .beta = 0, .seed = 1, .verbose = 0};
+    return p;
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static float gauss(uint64_t *s) { /* Box-Muller */
+    double u1 = ((splitmix(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (splitmix(s) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static int proj_alloc(int in, int hid, int out, ac_projector **res) {
+    *res = NULL;
+    if (in <= 0 || hid <= 0 || out <= 0 || in > (1 << 24) || hid > (1 << 16) || out > (1 << 16))
+        return ac_err(AC_ERR_ARG, "projector: bad dimensions %d -> %d -> %d", in, hid, out);
+    ac_projector *p = AC_CALLOC(1, sizeof *p);
+    if (!p) return AC_ERR_NOMEM;
+    p->in_dim = in;
+    p->hidden = hid;
+    p->out_dim = out;
+    p->mu = AC_CALLOC((size_t)in, sizeof(float));
+    p->isig = AC_CALLOC((size_t)in, sizeof(float));
+    p->w1 = AC_CALLOC((size_t)hid * in, sizeof(float));
+    p->b1 = AC_CALLOC((size_t)hid, sizeof(float));
+    p->w2 = AC_CALLOC((size_t)out * hid, sizeof(float));
+    p->b2 = AC_CALLOC((size_t)out, sizeof(float));
+    if (!p->mu || !p->isig || !p->w1 || !p->b1 || !p->w2 || !p->b2) {
+        ac_proj_free(p);
+        return AC_ERR_NOMEM;
+    }
+    *res = p;
+    return AC_OK;
+}
+
+int ac_proj_new(int in_dim, int hidden, int out_dim, uint64_t seed, ac_projector **out) {
+    int rc = proj_alloc(in_dim, hidden, out_dim, out);
+    if (rc != AC_OK) return rc;
+    ac_projector *p = *out;
+    uint64_t s = seed ? seed : 1;
+    float s1 = sqrtf(2.0f / (float)in_dim), s2 = sqrtf(1.0f / (float)hidden);
+    for (size_t i = 0; i < (size_t)hidden * in_dim; i++) p->w1[i] = s1 * gauss(&s);
+    for (size_t i = 0; i < (size_t)out_dim * hidden; i++) p->w2[i] = s2 * gauss(&s);
+    for (int i = 0; i < in_dim; i++) p->isig[i] = 1.0f;
+    return AC_OK;
+}
+
+void ac_proj_free(ac_projector *p) {
+    if (!p) return;
+    free(p->mu);
+    free(p->isig);
+    free(p->w1);
+    free(p->b1);
+    free(p->w2);
+    free(p->b2);
+    free(p);
+}
+
+/* One vector through the network, keeping the intermediates for backprop.
+ * u [in] standardised input, hpre [hidden], h [hidden], z [out]. */
+static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre, float *h, float *z) {
+    const int in = p->in_dim, hid = p->hidden, out = p->out_dim;
+    for (int i = 0; i < in; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
+    for (int r = 0; r < hid; r++) {
+        const float *w = p->w1 + (size_t)r * in;
+        float acc = p->b1[r];
+#pragma omp simd reduction(+ : acc)
+        for (int i = 0; i < in; i++) acc += w[i] * u[i];
+        hpre[r] = acc;
+        h[r] = acc > 0 ? acc : 0;
+    }
+    for (int o = 0; o < out; o++) {
+        const float *w = p->w2 + (size_t)o * hid;
+        float acc = p->b2[o];
+#pragma omp simd reduction(+ : acc)
+        for (int r = 0; r < hid; r++) acc += w[r] * h[r];
+        z[o] = acc;
+    }
+}
+
+int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
+    if (!p || (!x && n) || (!z && n) || n < 0) return ac_err(AC_ERR_ARG, "ac_proj_apply: invalid argument");
+    const int in = p->in_dim, hid = p->hidden;
+    int rc = AC_OK;
+#pragma omp parallel
+    {
+        float *u = malloc((size_t)(in + 2 * hid) * sizeof *u);
+        if (!u) {
+#pragma omp atomic write
+            rc = AC_ERR_NOMEM;
+        } else {
+#pragma omp for schedule(static)
+            for (int i = 0; i < n; i++)
+                fwd_one(p, x + (size_t)i * in, u, u + in, u + in + hid, z + (size_t)i * p->out_dim);
+        }
+        free(u);
+    }
+    if (rc != AC_OK) return ac_err(rc, "ac_proj_apply: out of memory");
+    return AC_OK;
+}
+
+static double pair_dist(const float *za, const float *zb, int d) {
+    double s = 0;
+    for (int k = 0; k < d; k++) {
+        double t = (double)za[k] - zb[k];
+        s += t * t;
+    }
+    return sqrt(s);
+}
+
+double ac_proj_eval_mae(const ac_projector *p, const float *X, const ac_proj_pair *pairs, int n_pairs) {
+    if (!p || !X || !pairs || n_pairs <= 0) return NAN;
+    float *za = malloc((size_t)2 * p->out_dim * sizeof *za);
+    if (!za) return NAN;
+    double mae = 0;
+    for (int i = 0; i < n_pairs; i++) {
+        ac_proj_apply(p, X + (size_t)pairs[i].a * p->in_dim, 1, za);
+        ac_proj_apply(p, X + (size_t)pairs[i].b * p->in_dim, 1, za + p->out_dim);
+        mae += fabs(pair_dist(za, za + p->out_dim, p->out_dim) - pairs[i].target);
+    }
+    free(za);
+    return mae / n_pairs;
+}
+
+/* Adam update of n parameters. */
+static void adam(float *w, const float *g, float *m, float *v, size_t n, float lr, int t) {
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    const float c1 = 1.0f / (1.0f - powf(b1, (float)t)), c2 = 1.0f / (1.0f - powf(b2, (float)t));
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        w[i] -= lr * (m[i] * c1) / (sqrtf(v[i] * c2) + eps);
+    }
+}
+
+int ac_proj_train(ac_projector *p, const float *X, int n, const ac_proj_pair *pairs, int n_pairs,
+                  const ac_proj_train_params *tpp, double *final_loss) {
+    if (!p || !X || n <= 1 || !pairs || n_pairs <= 0) return ac_err(AC_ERR_ARG, "ac_proj_train: invalid argument");
+    ac_proj_train_params tp = tpp ? *tpp : ac_proj_default_train_params();
+    if (tp.epochs <= 0 || tp.batch <= 0 || !(tp.lr > 0)) return ac_err(AC_ERR_ARG, "ac_proj_train: bad parameters");
+    for (int i = 0; i < n_pairs; i++)
+        if (pairs[i].a < 0 || pairs[i].a >= n || pairs[i].b < 0 || pairs[i].b >= n || !isfinite(pairs[i].target))
+            return ac_err(AC_ERR_ARG, "ac_proj_train: pair %d out of range or non-finite", i);
+    const int in = p->in_dim, hid = p->hidden, out = p->out_dim;
+    const int B = AC_MIN(tp.batch, n_pairs), NV = 2 * B;
+    const size_t n1 = (size_t)hid * in, n2 = (size_t)out * hid;
+    int rc = AC_OK;
+
+    /* standardisation from the training rows */
+    for (int i = 0; i < in; i++) {
+        double s = 0, ss = 0;
+        for (int r = 0; r < n; r++) {
+            double v = X[(size_t)r * in + i];
+            s += v;
+            ss += v * v;
+        }
+        double mean = s / n, var = ss / n - mean * mean;
+        p->mu[i] = (float)mean;
+        p->isig[i] = (float)(1.0 / sqrt(var > 1e-12 ? var : 1e-12));
+    }
+    double tmean = 0;
+    for (int i = 0; i < n_pairs; i++) tmean += pairs[i].target;
+    tmean /= n_pairs;
+    const float beta = tp.beta > 0 ? tp.beta : (float)(0.1 * (tmean > 0 ? tmean : 1));
+
+    /* buffers: per vector u[in], hpre[hid], h[hid], z[out], gz[out], gh[hid] */
+    float *U = AC_MALLOC((size_t)NV * in * sizeof(float));
+    float *HP = AC_MALLOC((size_t)NV * hid * sizeof(float)), *H = AC_MALLOC((size_t)NV * hid * sizeof(float));
+    float *Z = AC_MALLOC((size_t)NV * out * sizeof(float)), *GZ = AC_MALLOC((size_t)NV * out * sizeof(float));
+    float *GH = AC_MALLOC((size_t)NV * hid * sizeof(float));
+    float *g1 = AC_MALLOC(n1 * sizeof(float)), *gb1 = AC_MALLOC((size_t)hid * sizeof(float));
+    float *g2 = AC_MALLOC(n2 * sizeof(float)), *gb2 = AC_MALLOC((size_t)out * sizeof(float));
+    float *m1 = AC_CALLOC(n1, sizeof(float)), *v1 = AC_CALLOC(n1, sizeof(float));
+    float *m2 = AC_CALLOC(n2, sizeof(float)), *v2 = AC_CALLOC(n2, sizeof(float));
+    float *mb1 = AC_CALLOC((size_t)hid, sizeof(float)), *vb1 = AC_CALLOC((size_t)hid, sizeof(float));
+    float *mb2 = AC_CALLOC((size_t)out, sizeof(float)), *vb2 = AC_CALLOC((size_t)out, sizeof(float));
+    int *order = AC_MALLOC((size_t)n_pairs * sizeof(int));
+    if (!U || !HP || !H || !Z || !GZ || !GH || !g1 || !gb1 || !g2 || !gb2 || !m1 || !v1 || !m2 || !v2 || !mb1 ||
+        !vb1 || !mb2 || !vb2 || !order) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < n_pairs; i++) order[i] = i;
+    uint64_t s = tp.seed ? tp.seed : 1;
+    int step = 0;
+    double epoch_loss = 0;
+    for (int ep = 0; ep < tp.epochs; ep++) {
+        for (int i = n_pairs - 1; i > 0; i--) { /* shuffle */
+            int j = (int)(splitmix(&s) % (uint64_t)(i + 1)), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        epoch_loss = 0;
+        for (int b0 = 0; b0 < n_pairs; b0 += B) {
+            const int nb = AC_MIN(B, n_pairs - b0), nv = 2 * nb;
+            /* forward both sides of every pair */
+#pragma omp parallel for schedule(static)
+            for (int v = 0; v < nv; v++) {
+                const ac_proj_pair *pr = &pairs[order[b0 + v / 2]];
+                int row = (v & 1) ? pr->b : pr->a;
+                fwd_one(p, X + (size_t)row * in, U + (size_t)v * in, HP + (size_t)v * hid, H + (size_t)v * hid,
+                        Z + (size_t)v * out);
+            }
+            /* loss and dL/dz */
+            for (int k = 0; k < nb; k++) {
+                const float *za = Z + (size_t)(2 * k) * out, *zb = Z + (size_t)(2 * k + 1) * out;
+                double d = pair_dist(za, zb, out), e = d - pairs[order[b0 + k]].target;
+                double ae = fabs(e), l = ae < beta ? 0.5 * e * e / beta : ae - 0.5 * beta;
+                double dl = ae < beta ? e / beta : (e > 0 ? 1 : -1);
+                epoch_loss += l;
+                double sc = dl / (d > 1e-12 ? d : 1e-12) / nb;
+                for (int o = 0; o < out; o++) {
+                    float g = (float)(sc * ((double)za[o] - zb[o]));
+                    GZ[(size_t)(2 * k) * out + o] = g;
+                    GZ[(size_t)(2 * k + 1) * out + o] = -g;
+                }
+            }
+            /* layer 2 grads; gh = W2^T gz masked by relu */
+#pragma omp parallel for schedule(static)
+            for (int o = 0; o < out; o++) {
+                float *gw = g2 + (size_t)o * hid;
+                memset(gw, 0, (size_t)hid * sizeof *gw);
+                float gb = 0;
+                for (int v = 0; v < nv; v++) {
+                    float g = GZ[(size_t)v * out + o];
+                    const float *h = H + (size_t)v * hid;
+                    gb += g;
+#pragma omp simd
+                    for (int r = 0; r < hid; r++) gw[r] += g * h[r];
+                }
+                gb2[o] = gb;
+            }
+#pragma omp parallel for schedule(static)
+            for (int v = 0; v < nv; v++) {
+                float *gh = GH + (size_t)v * hid;
+                const float *gz = GZ + (size_t)v * out, *hp = HP + (size_t)v * hid;
+                for (int r = 0; r < hid; r++) gh[r] = 0;
+                for (int o = 0; o < out; o++) {
+                    const float *w = p->w2 + (size_t)o * hid;
+                    float g = gz[o];
+#pragma omp simd
+                    for (int r = 0; r < hid; r++) gh[r] += g * w[r];
+                }
+                for (int r = 0; r < hid; r++)
+                    if (hp[r] <= 0) gh[r] = 0;
+            }
+            /* layer 1 grads: each thread owns rows of g1 */
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < hid; r++) {
+                float *gw = g1 + (size_t)r * in;
+                memset(gw, 0, (size_t)in * sizeof *gw);
+                float gb = 0;
+                for (int v = 0; v < nv; v++) {
+                    float g = GH[(size_t)v * hid + r];
+                    if (g == 0) continue;
+                    gb += g;
+                    const float *u = U + (size_t)v * in;
+#pragma omp simd
+                    for (int i = 0; i < in; i++) gw[i] += g * u[i];
+                }
+                gb1[r] = gb;
+            }
+            step++;
+            adam(p->w1, g1, m1, v1, n1, tp.lr, step);
+            adam(p->b1, gb1, mb1, vb1, (size_t)hid, tp.lr, step);
+            adam(p->w2, g2, m2, v2, n2, tp.lr, step);
+            adam(p->b2, gb2, mb2, vb2, (size_t)out, tp.lr, step);
+        }
+        epoch_loss /= n_pairs;
+        if (tp.verbose) fprintf(stderr, "projector: epoch %d/%d loss %.6f\n", ep + 1, tp.epochs, epoch_loss);
+        if (!isfinite(epoch_loss)) {
+            rc = ac_err(AC_ERR_INTERNAL, "projector training diverged (loss %g at epoch %d); lower the learning rate",
+                        epoch_loss, ep + 1);
+            goto done;
+        }
+    }
+    if (final_loss) *final_loss = epoch_loss;
+done:
+    free(U), free(HP), free(H), free(Z), free(GZ), free(GH);
+    free(g1), free(gb1), free(g2), free(gb2), free(m1), free(v1), free(m2), free(v2);
+    free(mb1), free(vb1), free(mb2), free(vb2), free(order);
+    if (rc == AC_ERR_NOMEM) ac_err(rc, "projector training: out of memory");
+    return rc;
+}
+
+/* ---- persistence ------------------------------------------------------------------------ */
+
+uint64_t ac_proj_fingerprint(const ac_projector *p) {
+    uint64_t h = 1469598103934665603ULL;
+#define FNV(ptr, n)                                                                                                    \
+    do {                                                                                                               \
+        const unsigned char *b_ = (const unsigned char *)(ptr);                                                        \
+        for (size_t i_ = 0; i_ < (n); i_++) h = (h ^ b_[i_]) * 1099511628211ULL;                                       \
+    } while (0)
+    int dims[3] = {p->in_dim, p->hidden, p->out_dim};
+    FNV(dims, sizeof dims);
+    FNV(p->mu, (size_t)p->in_dim * 4);
+    FNV(p->isig, (size_t)p->in_dim * 4);
+    FNV(p->w1, (size_t)p->hidden * p->in_dim * 4);
+    FNV(p->b1, (size_t)p->hidden * 4);
+    FNV(p->w2, (size_t)p->out_dim * p->hidden * 4);
+    FNV(p->b2, (size_t)p->out_dim * 4);
+#undef FNV
+    return h;
+}
+
+int ac_proj_save(const ac_projector *p, const char *path) {
+    if (!p || !path) return ac_err(AC_ERR_ARG, "ac_proj_save: invalid argument");
+    gguf_writer *w = gguf_writer_new();
+    if (!w) return ac_err(AC_ERR_NOMEM, "ac_proj_save: out of memory");
+    int64_t in = p->in_dim, hid = p->hidden, out = p->out_dim;
+    int64_t ne_in[1] = {in}, ne_h[1] = {hid}, ne_o[1] = {out}, ne_w1[2] = {in, hid}, ne_w2[2] = {hid, out};
+    int rc = gguf_w_str(w, "general.architecture", "attncache-projector");
+    if (!rc) rc = gguf_w_u32(w, "projector.in_dim", (uint32_t)in);
+    if (!rc) rc = gguf_w_u32(w, "projector.hidden", (uint32_t)hid);
+    if (!rc) rc = gguf_w_u32(w, "projector.out_dim", (uint32_t)out);
+    if (!rc) rc = gguf_w_u64(w, "projector.trained_on", p->trained_on);
+    if (!rc) rc = gguf_w_tensor(w, "proj.mu", GGML_F32, 1, ne_in, p->mu);
+    if (!rc) rc = gguf_w_tensor(w, "proj.isig", GGML_F32, 1, ne_in, p->isig);
+    if (!rc) rc = gguf_w_tensor(w, "proj.w1", GGML_F32, 2, ne_w1, p->w1);
+    if (!rc) rc = gguf_w_tensor(w, "proj.b1", GGML_F32, 1, ne_h, p->b1);
+    if (!rc) rc = gguf_w_tensor(w, "proj.w2", GGML_F32, 2, ne_w2, p->w2);
+    if (!rc) rc = gguf_w_tensor(w, "proj.b2", GGML_F32, 1, ne_o, p->b2);
+    if (!rc) rc = gguf_w_write(w, path, 3);
+    gguf_writer_free(w);
+    if (rc) ac_err_prefix(rc, "saving projector '%s'", path);
+    return rc;
+}
+
+static int load_f32(const gguf_file *g, const char *name, uint32_t nd, const int64_t *ne, float *dst, size_t n) {
+    const gguf_tensor *t;
+    int rc = gguf_expect_tensor(g, name, nd, ne, &t, 1);
+    if (rc) return rc;
+    if (t->type != GGML_F32) return ac_err(AC_ERR_FORMAT, "projector tensor %s: type %s, want F32", name,
+                                           ggml_dtype_name(t->type));
+    memcpy(dst, t->data, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i])) return ac_err(AC_ERR_FORMAT, "projector tensor %s: non-finite value at %zu", name, i);
+    return AC_OK;
+}
+
+int ac_proj_load(const char *path, ac_projector **out) {
+    if (!path || !out) return ac_err(AC_ERR_ARG, "ac_proj_load: invalid argument");
+    *out = NULL;
+    gguf_file *g = NULL;
+    ac_projector *p = NULL;
+    int rc = gguf_open(path, &g);
+    if (rc) goto fail;
+    gguf_str arch;
+    if ((rc = gguf_get_str(g, "general.architecture", &arch, 1))) goto fail;
+    if (!gguf_str_eq(arch, "attncache-projector")) {
+        rc = ac_err(AC_ERR_FORMAT, "not a projector file (architecture '%.*s')", (int)AC_MIN(arch.len, 64),
+                    arch.ptr);
+        goto fail;
+    }
+    int64_t in = 0, hid = 0, od = 0, tr = 0;
+    if ((rc = gguf_get_int(g, "projector.in_dim", &in, 1)) || (rc = gguf_get_int(g, "projector.hidden", &hid, 1)) ||
+        (rc = gguf_get_int(g, "projector.out_dim", &od, 1)) ||
+        (rc = gguf_get_int(g, "projector.trained_on", &tr, 0)))
+        goto fail;
+    if (in <= 0 || hid <= 0 || od <= 0 || in > (1 << 24) || hid > (1 << 16) || od > (1 << 16)) {
+        rc = ac_err(AC_ERR_FORMAT, "projector dims out of range");
+        goto fail;
+    }
+    if ((rc = proj_alloc((int)in, (int)hid, (int)od, &p))) goto fail;
+    p->trained_on = (uint64_t)tr;
+    int64_t ne_in[1] = {in}, ne_h[1] = {hid}, ne_o[1] = {od}, ne_w1[2] = {in, hid}, ne_w2[2] = {hid, od};
+    if ((rc = load_f32(g, "proj.mu", 1, ne_in, p->mu, (size_t)in)) ||
+        (rc = load_f32(g, "proj.isig", 1, ne_in, p->isig, (size_t)in)) ||
+        (rc = load_f32(g, "proj.w1", 2, ne_w1, p->w1, (size_t)(in * hid))) ||
+        (rc = load_f32(g, "proj.b1", 1, ne_h, p->b1, (size_t)hid)) ||
+        (rc = load_f32(g, "proj.w2", 2, ne_w2, p->w2, (size_t)(hid * od))) ||
+        (rc = load_f32(g, "proj.b2", 1, ne_o, p->b2, (size_t)od)))
+        goto fail;
+    gguf_close(g);
+    *out = p;
+    return AC_OK;
+fail:
+    ac_err_prefix(rc, "loading projector '%s'", path);
+    ac_proj_free(p);
+    gguf_close(g);
+    return rc;
+}
