@@ -568,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", "-v", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("gguf").setLevel(logging.WARNING)
+    if not args.verbose:  # "No handler for special token type cls": llama.cpp's own converter says it too
+        logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
 
     with open(args.model / "config.json", encoding="utf-8") as f:
         archs = json.load(f).get("architectures") or []
