@@ -26,6 +26,13 @@ int32_t ac_vocab_eos(const ac_vocab *v);
 int32_t ac_vocab_cls(const ac_vocab *v); /* BERT: CLS (== bos in llama.cpp's bert vocab) */
 int32_t ac_vocab_sep(const ac_vocab *v);
 int32_t ac_vocab_pad(const ac_vocab *v);
+int32_t ac_vocab_unk(const ac_vocab *v);
+/* Whether add_special adds BOS (CLS for BERT) / EOS, as the metadata says. */
+int ac_vocab_add_bos(const ac_vocab *v);
+int ac_vocab_add_eos(const ac_vocab *v);
+/* tokenizer.ggml.pre as read ("" if absent or not BPE). Unknown values use
+ * llama.cpp's default BPE pre-tokenizer. Borrowed. */
+const char *ac_vocab_pre(const ac_vocab *v);
 
 /* Tokenize len bytes of UTF-8. add_special: BOS/EOS (or CLS/SEP) as the
  * metadata says (tokenizer.ggml.add_bos_token / add_eos_token, defaults per
@@ -36,8 +43,22 @@ int ac_vocab_tokenize(const ac_vocab *v, const char *text, size_t len, int add_s
                       int32_t *ids, int cap, int *n_out);
 
 /* The text of a token as it would appear in output (SPM '▁' -> ' ', byte
- * tokens <0xNN> -> the byte, byte-level BPE unicode -> bytes). *n_out = bytes. */
+ * tokens <0xNN> -> the byte, byte-level BPE unicode -> bytes; WPM '▁' -> ' ',
+ * continuation pieces as stored, i.e. without "##"), as llama.cpp's
+ * llama_token_to_piece(special = true): control/unknown/user-defined tokens
+ * give their raw text, unused/undefined ones nothing. *n_out = bytes. Writes
+ * min(cap, n) bytes (no NUL); AC_ERR_RANGE if cap < n. */
 int ac_vocab_piece(const ac_vocab *v, int32_t id, char *buf, int cap, int *n_out);
+
+/* Text of a token sequence as llama.cpp's llama_detokenize(): pieces joined,
+ * the space the SPM tokenizer prefixed removed from the first piece,
+ * remove_special drops a leading BOS / trailing EOS that add_special would
+ * add, unparse_special renders control/unknown tokens (else they vanish),
+ * and vocabs with clean_spaces (gpt-2 style BPE, BERT) get llama.cpp's
+ * " ," / " 's" clean-up. Writes min(cap, n) bytes (no NUL); *n_out = n;
+ * AC_ERR_RANGE if cap < n. */
+int ac_vocab_detokenize(const ac_vocab *v, const int32_t *ids, int n, int remove_special, int unparse_special,
+                        char *buf, int cap, int *n_out);
 
 /* Raw token string as stored in the vocab (borrowed). */
 gguf_str ac_vocab_token_text(const ac_vocab *v, int32_t id);
