@@ -1,0 +1,149 @@
+/* store.h — the attention cache's map store ("memorization database").
+ *
+ * One file holds every entry: key id, token count L, feature vector
+ * float[feat_dim] and n_layer*n_head compressed L x L attention maps (codec.h).
+ * Format and crash-safety argument: docs/CACHE_STORE.md. In short:
+ *   - append-only; records are written past the committed end, fsync'd, and
+ *     only then published by a checksummed commit slot in the header page
+ *     (two slots, alternating, the highest valid sequence wins);
+ *   - readers mmap the file and hand out pointers into the map (zero copy);
+ *     they see exactly the entries of the last commit they read;
+ *   - one writer at a time (flock); any number of reader processes alongside;
+ *   - a writer killed at any moment (SIGKILL, ENOSPC, power loss after fsync)
+ *     leaves every committed entry intact; the next writer truncates the
+ *     uncommitted tail.
+ * Threading: one handle is used by one thread at a time. */
+#ifndef AC_CACHE_STORE_H
+#define AC_CACHE_STORE_H
+
+#include "cache/codec.h"
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AC_STORE_VERSION_MAJOR 1
+#define AC_STORE_VERSION_MINOR 0
+
+typedef struct ac_store ac_store;
+
+/* What the database was built for; a DB opened with different values is refused. */
+typedef struct ac_store_params {
+    uint64_t fingerprint[2]; /* caller's 128-bit model hash (weights + settings that shape the maps) */
+    int n_layer, n_head;     /* maps per entry = n_layer * n_head                                   */
+    int causal;              /* 1: the model is causal; lower-triangle codecs are allowed           */
+    int feat_dim;            /* feature vector length (e.g. 128)                                     */
+} ac_store_params;
+
+enum ac_store_flags {
+    AC_STORE_READ = 0,      /* read-only handle                                                   */
+    AC_STORE_WRITE = 1,     /* the (single) writer; also reads                                    */
+    AC_STORE_CREATE = 2,    /* with WRITE: create the file if missing                            */
+    AC_STORE_NOSYNC = 4,    /* commits skip fsync: survives a process kill, NOT a power loss       */
+    AC_STORE_NO_VERIFY = 8, /* get/find skip the payload checksum on first access (trust the file) */
+    AC_STORE_REPAIR = 16,   /* with WRITE: a damaged DB is cut back to its last intact record      */
+};
+
+/* Open (or create) path. params: what the caller's model is; NULL accepts
+ * whatever the file holds (tools; not with CREATE). On success the caller owns
+ * *out (ac_store_close). A damaged file (bad record header, truncated tail)
+ * opens read-only with the entries before the damage (ac_store_damage() says
+ * what and where); a writer refuses it unless AC_STORE_REPAIR.
+ * Errors: AC_ERR_IO (open/lock/mmap), AC_ERR_FORMAT (not a map DB, bad header
+ * checksum, unknown version, no valid commit), AC_ERR_CACHE (different model
+ * fingerprint or shape, writer lock held, damaged DB opened for writing),
+ * AC_ERR_ARG. */
+int ac_store_open(const char *path, const ac_store_params *params, int flags, ac_store **out);
+void ac_store_close(ac_store *st); /* NULL is fine; an unfinished entry is dropped */
+
+/* The parameters recorded in the file. */
+void ac_store_get_params(const ac_store *st, ac_store_params *p);
+/* Committed entries visible to this handle. */
+int64_t ac_store_count(const ac_store *st);
+/* NULL if the file is intact as far as open/refresh could see, else a message
+ * (record offset and problem). Borrowed, valid until close. */
+const char *ac_store_damage(const ac_store *st);
+/* Readers: pick up entries committed since open / the last refresh. Pointers
+ * handed out earlier stay valid. *n_new (optional): entries added. */
+int ac_store_refresh(ac_store *st, int64_t *n_new);
+
+/* ---- reading (zero copy) -------------------------------------------------------- */
+typedef struct ac_store_entry {
+    uint64_t key;
+    int n_tokens;         /* L */
+    ac_map_codec codec;
+    const float *feature; /* [feat_dim], into the map, 64-byte aligned                  */
+    const uint8_t *maps;  /* [n_layer*n_head][map_bytes], layer-major, 64-byte aligned */
+    size_t map_bytes;     /* one head's compressed map (ac_codec_map_bytes)             */
+    int64_t index;        /* ordinal in the DB (commit order)                           */
+} ac_store_entry;
+
+/* Entry by ordinal 0..count-1. The first access verifies the record's payload
+ * checksum (unless AC_STORE_NO_VERIFY): a damaged record gives AC_ERR_CACHE
+ * (and keeps giving it); other entries stay readable. Pointers stay valid
+ * until ac_store_close. */
+int ac_store_get(ac_store *st, int64_t i, ac_store_entry *e);
+/* Entry by key: AC_OK, AC_ERR_RANGE if absent (no message), or get()'s errors. */
+int ac_store_find(ac_store *st, uint64_t key, ac_store_entry *e);
+/* One head's map of an entry. */
+static inline const void *ac_store_entry_map(const ac_store_entry *e, int n_head, int layer, int head) {
+    return e->maps + ((size_t)layer * (size_t)n_head + (size_t)head) * e->map_bytes;
+}
+
+/* ---- writing (handle opened with AC_STORE_WRITE) ------------------------------------------ */
+/* Start an entry: key (unique in the DB), L tokens, codec (causal codecs only in
+ * a causal DB), feature [feat_dim] (copied). */
+int ac_store_begin(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec *codec, const float *feature);
+/* The maps, in order layer 0 head 0, layer 0 head 1, ...: P is [L][L] (encoded
+ * here) or, for _encoded, one head's compressed map of map_bytes bytes. */
+int ac_store_put_map(ac_store *st, int layer, int head, const float *P);
+int ac_store_put_map_encoded(ac_store *st, int layer, int head, const void *map, size_t bytes);
+/* Finish the entry: written, not yet committed (invisible to readers). */
+int ac_store_end(ac_store *st);
+/* Drop the entry in progress (if any). */
+void ac_store_abort(ac_store *st);
+/* Make every finished entry durable and visible: fsync data, write the next
+ * commit slot, fsync. After a failed fsync the handle refuses further writes
+ * (reopen); committed entries are never affected. */
+int ac_store_commit(ac_store *st);
+/* begin + all maps (maps: [n_layer][n_head][L][L]) + end + commit. */
+int ac_store_append(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec *codec, const float *feature,
+                    const float *maps);
+
+/* ---- db verify / db stats ---------------------------------------------------------------- */
+typedef struct ac_store_stats {
+    int64_t entries;            /* committed, intact headers                          */
+    uint64_t file_bytes;        /* file size                                          */
+    uint64_t committed_bytes;   /* end of the committed region                        */
+    uint64_t commit_seq;        /* sequence number of the commit in use               */
+    uint64_t tokens;            /* sum of L                                           */
+    int64_t codec_entries[AC_CODEC_COUNT];
+    uint64_t codec_bytes[AC_CODEC_COUNT];    /* record bytes (header+feature+maps)   */
+    uint64_t codec_elements[AC_CODEC_COUNT]; /* attention probabilities represented: n_maps*L*L */
+    int damaged;                /* 1 if open/refresh stopped at a bad record            */
+    uint64_t damage_offset;
+} ac_store_stats;
+int ac_store_stats_get(const ac_store *st, ac_store_stats *s);
+/* Human-readable stats (entries, bytes, bytes/element per codec). */
+void ac_store_stats_print(const ac_store *st, FILE *f);
+/* Check every committed record: header checksum and structure (sizes agree
+ * with L, codec and shape; keys unique), payload checksum, and TOPK indices in
+ * range. *n_bad (optional): damaged records. Returns AC_OK if all are intact,
+ * else AC_ERR_CACHE naming the first bad record; never crashes on a damaged
+ * file. report (optional): one line per bad record. */
+int ac_store_verify(ac_store *st, int64_t *n_bad, FILE *report);
+
+/* ---- testing hook --------------------------------------------------------------------------- */
+/* Replaces pwrite() for every store write in this process (NULL restores it).
+ * Fault injection: return -1 with errno = ENOSPC, or a short count. */
+typedef ssize_t (*ac_store_pwrite_fn)(int fd, const void *buf, size_t n, off_t off);
+void ac_store_set_pwrite_hook(ac_store_pwrite_fn fn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
