@@ -894,6 +894,11 @@ static void m_off_misaligned(uint8_t **b, size_t *n) {
     st64(*b + at, ld64(*b + at) + 4);
 }
 static void m_overlap(uint8_t **b, size_t *n) { st64(*b + TI_OFF(tinfo(*b, *n, "tB"), 1), 0); }
+static void m_elem_misaligned(uint8_t **b, size_t *n) { /* alignment 1, F32 data at file offset 2 mod 4 */
+    size_t q = tinfo(*b, *n, "tQ"), end_infos = TI_OFF(q, 1) + 8, t = tinfo(*b, *n, "tA");
+    st32(*b + kv_value(*b, *n, "general.alignment"), 1);
+    st64(*b + TI_OFF(t, 2), (6 - end_infos % 4) % 4);
+}
 static void m_type999(uint8_t **b, size_t *n) { st32(*b + TI_TYPE(tinfo(*b, *n, "tA"), 2), 999); }
 static void m_type4(uint8_t **b, size_t *n) { st32(*b + TI_TYPE(tinfo(*b, *n, "tA"), 2), 4); }
 static void m_type40(uint8_t **b, size_t *n) { st32(*b + TI_TYPE(tinfo(*b, *n, "tA"), 2), 40); }
@@ -945,6 +950,7 @@ static const corrupt_case k_cases[] = {
     {"offset past end", m_off_past, AC_ERR_FORMAT, "tensor 'tB': data [1099511627776, 1099511627776 + 16) past end of file (size"},
     {"offset wraps", m_off_wrap, AC_ERR_FORMAT, "tensor 'tB': data [18446744073709551584"},
     {"offset misaligned", m_off_misaligned, AC_ERR_FORMAT, "tensor 'tB': offset 68 is not a multiple of the alignment 32"},
+    {"F32 data misaligned", m_elem_misaligned, AC_ERR_FORMAT, "is not 4-byte aligned for F32"},
     {"overlapping tensors", m_overlap, AC_ERR_FORMAT, "overlap"},
     {"type 999", m_type999, AC_ERR_FORMAT, "tensor 'tA': unknown tensor type id 999"},
     {"type 4 (removed)", m_type4, AC_ERR_FORMAT, "tensor 'tA': unknown tensor type id 4"},

@@ -469,6 +469,14 @@ static int parse(gguf_priv *P) {
             return ac_err(AC_ERR_FORMAT,
                           "tensor '" KEYFMT "': data [%" PRIu64 ", %" PRIu64 " + %zu) past end of file (size %zu, data section at %zu)",
                           TNAME(t), t->offset, t->offset, t->nbytes, g->size, data);
+        /* element alignment of the data in the file, so a (>= 8-byte aligned) mapping can be used in place */
+        size_t ea = t->type == GGML_F32 || t->type == GGML_I32 ? 4
+                  : t->type == GGML_I64 || t->type == GGML_F64 ? 8
+                  : t->type == GGML_F16 || t->type == GGML_BF16 || t->type == GGML_Q8_0 || t->type == GGML_I16 ? 2
+                  : 1;
+        if (start % ea)
+            return ac_err(AC_ERR_FORMAT, "tensor '" KEYFMT "': data at file offset %" PRIu64 " is not %zu-byte aligned for %s",
+                          TNAME(t), start, ea, ggml_dtype_name(t->type));
         t->data = g->base + start;
     }
     /* overlapping tensor data is a corrupt file */

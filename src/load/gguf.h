@@ -82,7 +82,9 @@ typedef struct gguf_file {
 
 /* Open and validate a file; tensor data is mmap'd. Caller owns *out (gguf_close). */
 int gguf_open(const char *path, gguf_file **out);
-/* Same on a caller's buffer, which must outlive the result (tests, fuzzing). */
+/* Same on a caller's buffer, which must outlive the result (tests, fuzzing). Tensor
+ * data is checked to be naturally aligned within the file (F32 at 4 bytes...); it is
+ * aligned in memory when buf is (malloc'd buffers are). */
 int gguf_open_memory(const void *buf, size_t size, gguf_file **out);
 void gguf_close(gguf_file *g);
 
