@@ -284,7 +284,7 @@ static gguf_writer *build_full(size_t alignment, const tensors_in *tin) {
     uint8_t abool[4] = {1, 0, 0, 1};
     uint64_t au64[2] = {0, 1ull << 63};
     int64_t ai64[2] = {INT64_MIN, INT64_MAX};
-    double af64[2] = {1e-300, -7.0};
+    double af64[3] = {1e-300, -7.0, -1e300};
     assert_int_equal(gguf_w_raw(w, "a.u8", GGUF_T_ARRAY, GGUF_T_UINT8, 3, au8, sizeof au8), AC_OK);
     assert_int_equal(gguf_w_raw(w, "a.i8", GGUF_T_ARRAY, GGUF_T_INT8, 3, ai8, sizeof ai8), AC_OK);
     assert_int_equal(gguf_w_raw(w, "a.u16", GGUF_T_ARRAY, GGUF_T_UINT16, 2, au16, sizeof au16), AC_OK);
@@ -295,7 +295,7 @@ static gguf_writer *build_full(size_t alignment, const tensors_in *tin) {
     assert_int_equal(gguf_w_raw(w, "a.bool", GGUF_T_ARRAY, GGUF_T_BOOL, 4, abool, sizeof abool), AC_OK);
     assert_int_equal(gguf_w_raw(w, "a.u64", GGUF_T_ARRAY, GGUF_T_UINT64, 2, au64, sizeof au64), AC_OK);
     assert_int_equal(gguf_w_raw(w, "a.i64", GGUF_T_ARRAY, GGUF_T_INT64, 2, ai64, sizeof ai64), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.f64", GGUF_T_ARRAY, GGUF_T_FLOAT64, 2, af64, sizeof af64), AC_OK);
+    assert_int_equal(gguf_w_raw(w, "a.f64", GGUF_T_ARRAY, GGUF_T_FLOAT64, 3, af64, sizeof af64), AC_OK);
     assert_int_equal(gguf_w_arr_str(w, "a.str", k_strs, 5), AC_OK);
     assert_int_equal(gguf_w_arr_f32(w, "a.empty", NULL, 0), AC_OK);
     uint8_t rawstr[8 + 2 + 8 + 0];
@@ -406,6 +406,8 @@ static void check_full(const gguf_file *g, uint32_t version, size_t alignment, c
     assert_true((int64_t)ld64(kv->arr_data) == INT64_MIN);
     assert_int_equal(gguf_get_arr(g, "a.f64", GGUF_T_FLOAT64, &kv, 1), AC_OK);
     assert_true(gguf_arr_f32(kv, 1) == -7.0f);
+    assert_true(isinf(gguf_arr_f32(kv, 2)) && gguf_arr_f32(kv, 2) < 0);
+    assert_int_equal(gguf_arr_i32(kv, 2), 0); /* not representable: 0 */
     assert_int_equal(gguf_get_arr(g, "a.str", GGUF_T_STRING, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 5);
     assert_null(kv->arr_data);

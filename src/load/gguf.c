@@ -684,7 +684,10 @@ float gguf_arr_f32(const gguf_kv *kv, uint64_t i) {
     int64_t s = 0;
     if (kv && kv->arr_type == GGUF_T_FLOAT32 && kv->arr_data && i < kv->arr_n)
         return u2f(ld32((const uint8_t *)kv->arr_data + 4 * i)); /* fast path */
-    return arr_elem(kv, i, &d, &s) ? (float)d : 0.0f;
+    if (!arr_elem(kv, i, &d, &s)) return 0.0f;
+    if (d > 3.4028234663852886e38) return u2f(0x7f800000u); /* out of float range: inf, no UB */
+    if (d < -3.4028234663852886e38) return u2f(0xff800000u);
+    return (float)d;
 }
 
 int32_t gguf_arr_i32(const gguf_kv *kv, uint64_t i) {
