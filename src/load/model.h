@@ -1,7 +1,11 @@
 /* model.h — a loaded model: the GGUF mapping, its vocab, hyper-parameters and
  * pointers to every weight (into the mapping where the type allows).
  * Owned by the forward stage (src/load/model.c); other stages rely only on
- * the fields `gguf`, `vocab` and `info`. */
+ * the fields `gguf`, `vocab` and `info`.
+ *
+ * Weight layout convention (ggml's): a matrix tensor with ne = {n_in, n_out}
+ * is stored as n_out rows of n_in contiguous elements, and y = W x means
+ * y[o] = sum_i W[o][i] x[i]. */
 #ifndef AC_MODEL_H
 #define AC_MODEL_H
 
@@ -9,11 +13,85 @@
 #include "gguf.h"
 #include "../tokenize/tokenizer.h"
 
+/* A weight matrix W [n_out][n_in] (y = W x). Every backend can use `data`
+ * (any supported type, converted on the fly); F32 is used in place (`f32`);
+ * non-F32 weights may also carry a backend-packed copy made at load. */
+typedef struct ac_mat {
+    char name[96];         /* tensor name, for messages                      */
+    int n_out, n_in;       /* rows (ne[1]), columns (ne[0])                  */
+    uint32_t type;         /* enum ggml_dtype of `data`                      */
+    size_t row_bytes;      /* bytes of one row of `data`                     */
+    const void *data;      /* [n_out] rows of row_bytes, in the file mapping */
+    const float *f32;      /* [n_out][n_in] when usable in place, else NULL  */
+    void *packed;          /* backend-packed copy (owned) or NULL: oneDNN BF16 blocked layout */
+    void *packed_md;       /* its oneDNN memory descriptor (owned) or NULL   */
+} ac_mat;
+
+typedef struct ac_layer {
+    /* llama/qwen2: norm1 = attn_norm (before attention), norm2 = ffn_norm (before MLP), RMSNorm, no bias.
+     * bert: norm1 = attn_output_norm (after attention + residual), norm2 = layer_output_norm (after MLP +
+     * residual), LayerNorm with bias. */
+    const float *norm1_w, *norm1_b; /* [n_embd] (b: bert only)   */
+    const float *norm2_w, *norm2_b; /* [n_embd]                  */
+    ac_mat wq, wk, wv, wo;          /* [H*hd][D], [Hkv*hd][D] x2, [D][H*hd] */
+    const float *bq, *bk, *bv, *bo; /* [H*hd], [Hkv*hd] x2, [D]; NULL if absent */
+    ac_mat w_gate, w_up, w_down;    /* [F][D], [F][D], [D][F]; w_gate unused (n_out 0) for bert */
+    const float *b_up, *b_down;     /* [F], [D]; bert, NULL if absent */
+} ac_layer;
+
+typedef struct ac_hparams {
+    int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_rot;          /* rotary dims (<= head_dim, even)                  */
+    int rope_neox;      /* 0: adjacent pairs (2i,2i+1) llama; 1: (i, i+n_rot/2) qwen2 */
+    float rope_base;
+    float norm_eps;
+    int causal;
+    int pooling;        /* enum ac_pooling; model default                   */
+    int has_rank_head;  /* pooling_type == RANK (4) in the file             */
+    int n_types;        /* bert token types (rows of token_types), 0 if absent */
+} ac_hparams;
+
 struct ac_model {
     gguf_file *gguf;     /* owned mapping */
-    ac_vocab *vocab;     /* owned tokenizer */
+    ac_vocab *vocab;     /* owned tokenizer (NULL if the file has no tokenizer metadata) */
     ac_model_info info;  /* strings owned by the model */
-    /* hyper-parameters and weights: added by the forward stage */
+
+    /* ---- added by the forward stage ---- */
+    ac_hparams hp;
+    char arch_name[32], name[128];
+    void *file_buf;            /* owned copy of the file (use_mmap = 0 or memory loads), or NULL */
+
+    const gguf_tensor *tok_embd;    /* [n_vocab][D] any type (row lookup with conversion) */
+    const float *type_embd0;        /* [D] token type 0 row (bert), NULL if absent */
+    const gguf_tensor *pos_embd;    /* [n_ctx_train][D] (bert) */
+    const float *embd_norm_w, *embd_norm_b; /* [D] (bert token_embd_norm) */
+    const float *out_norm_w;        /* [D] (llama/qwen2 output_norm) */
+    const float *rope_freqs;        /* [n_rot/2] frequency divisors (llama3 rope_freqs), NULL if absent */
+    ac_mat output;                  /* [n_vocab][D] LM head (decoders; tied = token_embd data) */
+    int has_output;
+    ac_mat cls, cls_out;            /* classifier: [D][D] dense+tanh (optional), [n_cls][D] */
+    const float *cls_b, *cls_out_b; /* [D], [n_cls] */
+    int has_cls, has_cls_out;
+
+    ac_layer *layers;               /* [n_layer] */
+
+    float **owned_f32;              /* converted small tensors (norms, biases), owned */
+    int n_owned, cap_owned;
+    int packed_bf16;                /* 1 if non-F32 matrices were packed for oneDNN BF16 */
 };
+
+/* Internal load entry points (tests, tools). flags: */
+enum {
+    AC_LOAD_NO_VOCAB = 1,   /* do not build the tokenizer even if metadata is present */
+    AC_LOAD_NO_PACK = 2,    /* do not make backend-packed copies (only on-the-fly conversion) */
+};
+int ac_model_load_ex(const char *path, const ac_model_params *params, int flags, ac_model **out);
+/* From a GGUF image in memory. The buffer is copied when params->use_mmap == 0, else
+ * borrowed (it must outlive the model). */
+int ac_model_load_memory(const void *buf, size_t size, const ac_model_params *params, int flags,
+                         ac_model **out);
+
+/* Convert row `row` of tensor data of `type` ([rows][n] elements) to f32. */
+void ac_row_to_f32(uint32_t type, const void *data, size_t row_bytes, int64_t row, int64_t n, float *dst);
 
 #endif

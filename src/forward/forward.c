@@ -1,0 +1,564 @@
+/* forward.c — contexts and the prefill forward pass (llama2.c style: one
+ * clear pass over the model), for llama/qwen2 (pre-RMSNorm, RoPE, GQA,
+ * SwiGLU) and bert (embeddings + LayerNorm, post-LayerNorm blocks, GELU).
+ *
+ * Rows: T = sum of the sequences' lengths; sequence s owns rows
+ * off[s] .. off[s] + L[s] - 1 of every [T][...] buffer. Projections are GEMMs
+ * over all T rows; RoPE positions, masks and attention are per sequence. */
+#define _POSIX_C_SOURCE 200809L
+#include "forward/forward.h"
+#include "util/common.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- stage names, params ---------------------------------------------------------------- */
+
+const char *ac_stage_name(int stage) {
+    static const char *const names[AC_STAGE_COUNT] = {"qkv", "qk", "softmax", "av", "attn", "o", "mlp", "norm", "head"};
+    return stage >= 0 && stage < AC_STAGE_COUNT ? names[stage] : "?";
+}
+
+ac_ctx_params ac_ctx_default_params(void) {
+    ac_ctx_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 0;
+    p.gemm = AC_GEMM_AUTO;
+    p.attn = AC_ATTN_FUSED;
+    p.max_tokens = 0;
+    p.profile = 0;
+    return p;
+}
+
+int ac_ctx_get_profile(const ac_ctx *ctx, double *seconds) {
+    if (!ctx || !seconds) return ac_err(AC_ERR_ARG, "ac_ctx_get_profile: NULL argument");
+    memcpy(seconds, ctx->prof, sizeof ctx->prof);
+    return AC_OK;
+}
+
+void ac_ctx_reset_profile(ac_ctx *ctx) {
+    if (ctx) memset(ctx->prof, 0, sizeof ctx->prof);
+}
+
+const ac_model *ac_ctx_model(const ac_ctx *ctx) { return ctx ? ctx->model : NULL; }
+
+void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
+    if (!ctx) return;
+    if (hook) {
+        ctx->hook = *hook;
+        ctx->has_hook = 1;
+    } else {
+        memset(&ctx->hook, 0, sizeof ctx->hook);
+        ctx->has_hook = 0;
+    }
+}
+
+/* ---- context --------------------------------------------------------------------------------- */
+
+static const ac_gemm_ops *backend_by_id(int id) {
+    switch (id) {
+    case AC_GEMM_NAIVE: return &ac_gemm_naive_ops;
+    case AC_GEMM_OPENBLAS: return &ac_gemm_blas_ops;
+#ifdef AC_HAVE_DNNL
+    case AC_GEMM_DNNL: return &ac_gemm_dnnl_ops;
+#endif
+    default: return NULL;
+    }
+}
+
+/* AC_GEMM=auto|openblas|onednn|naive overrides a ctx param left at AUTO. */
+static int env_gemm(int *id) {
+    const char *e = getenv("AC_GEMM");
+    if (!e || !*e || !strcasecmp(e, "auto")) return AC_OK;
+    if (!strcasecmp(e, "openblas") || !strcasecmp(e, "blas")) *id = AC_GEMM_OPENBLAS;
+    else if (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) *id = AC_GEMM_DNNL;
+    else if (!strcasecmp(e, "naive")) *id = AC_GEMM_NAIVE;
+    else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, openblas, onednn or naive", e);
+    return AC_OK;
+}
+
+int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out) {
+    if (!model || !out) return ac_err(AC_ERR_ARG, "ac_ctx_new: NULL argument");
+    *out = NULL;
+    ac_ctx_params p = params ? *params : ac_ctx_default_params();
+    if (p.n_threads < 0 || p.n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p.n_threads);
+    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_NAIVE) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
+    if (p.attn != AC_ATTN_FUSED && p.attn != AC_ATTN_MATERIALIZED)
+        return ac_err(AC_ERR_ARG, "ac_ctx_new: attention kind %d", p.attn);
+    if (p.max_tokens < 0) return ac_err(AC_ERR_ARG, "ac_ctx_new: max_tokens %d", p.max_tokens);
+    int gemm = p.gemm, rc;
+    if (gemm == AC_GEMM_AUTO && (rc = env_gemm(&gemm))) return rc;
+
+    ac_ctx *c = AC_CALLOC(1, sizeof *c);
+    if (!c) return AC_ERR_NOMEM;
+    c->model = model;
+    c->params = p;
+    c->n_threads = p.n_threads ? p.n_threads : omp_get_num_procs();
+    const ac_hparams *hp = &model->hp;
+    c->max_tokens = p.max_tokens ? p.max_tokens : hp->n_ctx_train;
+    if (model->info.arch == AC_ARCH_BERT && c->max_tokens > hp->n_ctx_train) c->max_tokens = hp->n_ctx_train;
+
+    if (gemm == AC_GEMM_AUTO) {
+        /* F32 weights: exact f32 GEMM, oneDNN (brgemm) measured faster than OpenBLAS at the
+         * shapes that matter; other types: BF16 oneDNN on the packed copy when present. */
+#ifdef AC_HAVE_DNNL
+        c->gemm_f32 = &ac_gemm_dnnl_ops;
+        c->gemm_q = model->packed_bf16 ? &ac_gemm_dnnl_ops : &ac_gemm_blas_ops;
+#else
+        c->gemm_f32 = c->gemm_q = &ac_gemm_blas_ops;
+#endif
+    } else {
+        c->gemm_f32 = c->gemm_q = backend_by_id(gemm);
+        if (!c->gemm_f32) {
+            free(c);
+            return ac_err(AC_ERR_UNSUPPORTED, "GEMM backend %d not available in this build", gemm);
+        }
+    }
+    *out = c;
+    return AC_OK;
+}
+
+static void ws_free(ac_ctx *c) {
+    free(c->x), free(c->xb), free(c->q), free(c->k), free(c->v), free(c->att), free(c->hb), free(c->hb2);
+    free(c->act_bf16), free(c->rope_cs);
+    c->x = c->xb = c->q = c->k = c->v = c->att = c->hb = c->hb2 = c->rope_cs = NULL;
+    c->act_bf16 = NULL;
+    c->cap_T = 0;
+    c->rope_L = 0;
+}
+
+void ac_ctx_free(ac_ctx *c) {
+    if (!c) return;
+    ws_free(c);
+    free(c->P);
+    free(c->wtile);
+    free(c->rows);
+    free(c->cls_tmp);
+    ac_dnnl_state_free(c->dnnl);
+    free(c);
+}
+
+int ac_ctx_scratch_f32(float **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return AC_OK;
+    float *b = AC_ALIGNED_ALLOC(n * sizeof(float));
+    if (!b) return AC_ERR_NOMEM;
+    free(*buf);
+    *buf = b;
+    *cap = n;
+    return AC_OK;
+}
+
+/* Make room for T rows. */
+static int ws_reserve(ac_ctx *c, int T) {
+    if (T <= c->cap_T) return AC_OK;
+    const ac_hparams *hp = &c->model->hp;
+    const size_t D = (size_t)hp->n_embd, QD = (size_t)hp->n_head * hp->head_dim,
+                 KVD = (size_t)hp->n_head_kv * hp->head_dim, F = (size_t)hp->n_ff;
+    const size_t W = AC_MAX(AC_MAX(D, QD), F);
+    size_t cap = (size_t)T, tmp;
+    if (!ac_mul_ok(cap, W * sizeof(float), &tmp))
+        return ac_err(AC_ERR_NOMEM, "%d tokens: workspace size overflows", T);
+    ws_free(c);
+    c->x = AC_ALIGNED_ALLOC(cap * D * sizeof(float));
+    c->xb = AC_ALIGNED_ALLOC(cap * D * sizeof(float));
+    c->q = AC_ALIGNED_ALLOC(cap * QD * sizeof(float));
+    c->k = AC_ALIGNED_ALLOC(cap * KVD * sizeof(float));
+    c->v = AC_ALIGNED_ALLOC(cap * KVD * sizeof(float));
+    c->att = AC_ALIGNED_ALLOC(cap * QD * sizeof(float));
+    c->hb = AC_ALIGNED_ALLOC(cap * F * sizeof(float));
+    c->hb2 = AC_ALIGNED_ALLOC(cap * F * sizeof(float));
+    c->act_bf16 = AC_ALIGNED_ALLOC(cap * W * sizeof(uint16_t));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->act_bf16) {
+        ws_free(c);
+        return AC_ERR_NOMEM;
+    }
+    c->cap_T = T;
+    return AC_OK;
+}
+
+/* cos/sin of every (position, pair) up to L positions: rope_cs [L][n_rot/2][2]. */
+static int rope_reserve(ac_ctx *c, int L) {
+    if (L <= c->rope_L) return AC_OK;
+    const ac_model *m = c->model;
+    const int half = m->hp.n_rot / 2;
+    float *cs = AC_ALIGNED_ALLOC((size_t)L * half * 2 * sizeof(float));
+    if (!cs) return AC_ERR_NOMEM;
+    for (int pos = 0; pos < L; pos++)
+        for (int i = 0; i < half; i++) {
+            double inv = pow((double)m->hp.rope_base, -2.0 * i / m->hp.n_rot);
+            if (m->rope_freqs) inv /= (double)m->rope_freqs[i];
+            double th = pos * inv;
+            cs[((size_t)pos * half + i) * 2] = (float)cos(th);
+            cs[((size_t)pos * half + i) * 2 + 1] = (float)sin(th);
+        }
+    free(c->rope_cs);
+    c->rope_cs = cs;
+    c->rope_L = L;
+    return AC_OK;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------------ */
+
+static inline void prof_lap(ac_ctx *c, int stage, double *t) {
+    if (!c->params.profile) return;
+    double now = ac_now();
+    c->prof[stage] += now - *t;
+    *t = now;
+}
+
+static int matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
+    const ac_gemm_ops *ops = W->type == GGML_F32 ? c->gemm_f32 : c->gemm_q;
+    return ops->matmul(c, W, X, Y, bias, accumulate);
+}
+
+static ac_act make_act(ac_ctx *c, const float *x, int M, int K, size_t row0) {
+    ac_act a = {x, M, K, c->act_bf16 + row0 * (size_t)K, 0};
+    return a;
+}
+
+/* embedding row of token id into dst [D] */
+static void embed_row(const ac_model *m, int32_t id, float *dst) {
+    const gguf_tensor *t = m->tok_embd;
+    ac_row_to_f32(t->type, t->data, ggml_row_bytes(t->type, t->ne[0]), id, t->ne[0], dst);
+}
+
+typedef struct fwd_plan {
+    int n_seq, T;
+    const ac_seq *seqs;
+    int *off;             /* [n_seq] first row of each sequence */
+    const float **maps;   /* [n_seq] supplied attention maps of the current layer */
+    uint8_t *rec;         /* [n_seq] 1: record the map of this site */
+} fwd_plan;
+
+/* Q/K projections (+ RoPE for decoders) for the rows of the sequences without a
+ * supplied map, as GEMMs over runs of consecutive such sequences. */
+static int project_qk(ac_ctx *c, const ac_layer *L, const float *in, const fwd_plan *pl) {
+    const ac_model *m = c->model;
+    const ac_hparams *hp = &m->hp;
+    const int D = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    int rc;
+    for (int s = 0; s < pl->n_seq;) {
+        if (pl->maps[s]) {
+            s++;
+            continue;
+        }
+        int e = s;
+        while (e < pl->n_seq && !pl->maps[e]) e++;
+        const int r0 = pl->off[s], r1 = e < pl->n_seq ? pl->off[e] : pl->T;
+        ac_act a = make_act(c, in + (size_t)r0 * D, r1 - r0, D, (size_t)r0);
+        if ((rc = matmul(c, &L->wq, &a, c->q + (size_t)r0 * QD, L->bq, 0))) return rc;
+        if ((rc = matmul(c, &L->wk, &a, c->k + (size_t)r0 * KVD, L->bk, 0))) return rc;
+        if (m->info.arch != AC_ARCH_BERT) {
+            for (int ss = s; ss < e; ss++) {
+                const int n = pl->seqs[ss].n_tokens, o = pl->off[ss];
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+                for (int t = 0; t < n; t++) {
+                    const float *cs = c->rope_cs + (size_t)t * hp->n_rot;
+                    ac_rope_row(c->q + (size_t)(o + t) * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+                    ac_rope_row(c->k + (size_t)(o + t) * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+                }
+            }
+        }
+        s = e;
+    }
+    return AC_OK;
+}
+
+/* Q, K, V and attention of one layer; in: [T][D] input of the projections. Result in c->att. */
+static int attention_block(ac_ctx *c, int il, const ac_layer *L, const float *in, fwd_plan *pl, double *tp) {
+    const ac_model *m = c->model;
+    const ac_hparams *hp = &m->hp;
+    const int D = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    int rc;
+    /* ask the hook which sequences come with a map */
+    for (int s = 0; s < pl->n_seq; s++) {
+        pl->maps[s] = NULL;
+        pl->rec[s] = 0;
+        if (!c->has_hook) continue;
+        ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal};
+        if (c->hook.supply) pl->maps[s] = c->hook.supply(c->hook.user, &site);
+        if (!pl->maps[s] && c->hook.record)
+            pl->rec[s] = c->hook.want_record ? c->hook.want_record(c->hook.user, &site) != 0 : 1;
+    }
+    if ((rc = project_qk(c, L, in, pl))) return rc;
+    ac_act a = make_act(c, in, pl->T, D, 0);
+    if ((rc = matmul(c, &L->wv, &a, c->v, L->bv, 0))) return rc;
+    prof_lap(c, AC_STAGE_QKV, tp);
+
+    for (int s = 0; s < pl->n_seq; s++) {
+        const int o = pl->off[s], n = pl->seqs[s].n_tokens;
+        ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
+                           c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
+                           hp->causal, 1.0f / sqrtf((float)hp->head_dim)};
+        if (pl->maps[s]) {
+            ac_attn_apply(&aa, pl->maps[s], c->n_threads);
+            prof_lap(c, AC_STAGE_AV, tp);
+        } else if (pl->rec[s] || c->params.attn == AC_ATTN_MATERIALIZED) {
+            size_t need = (size_t)hp->n_head * n * n;
+            if ((rc = ac_ctx_scratch_f32(&c->P, &c->cap_P, need))) return rc;
+            double tq = 0, ts = 0;
+            ac_attn_scores(&aa, c->P, c->n_threads, &tq, &ts);
+            if (c->params.profile) {
+                c->prof[AC_STAGE_QK] += tq;
+                c->prof[AC_STAGE_SOFTMAX] += ts;
+                *tp = ac_now();
+            }
+            if (pl->rec[s]) {
+                ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
+                if ((rc = c->hook.record(c->hook.user, &site, c->P)) != AC_OK)
+                    return ac_err_prefix(rc, "attention hook (layer %d, sequence %d)", il, s);
+                if (c->params.profile) *tp = ac_now(); /* the hook's own time is not ours */
+            }
+            ac_attn_apply(&aa, c->P, c->n_threads);
+            prof_lap(c, AC_STAGE_AV, tp);
+        } else {
+            ac_attn_fused(&aa, c->n_threads);
+            prof_lap(c, AC_STAGE_ATTN, tp);
+        }
+    }
+    return AC_OK;
+}
+
+static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
+    const ac_model *m = c->model;
+    const ac_hparams *hp = &m->hp;
+    const ac_layer *L = &m->layers[il];
+    const int T = pl->T, D = hp->n_embd, QD = hp->n_head * hp->head_dim, F = hp->n_ff;
+    int rc;
+    /* xb = rmsnorm(x) * attn_norm */
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++) ac_rmsnorm(c->xb + (size_t)t * D, c->x + (size_t)t * D, L->norm1_w, D, hp->norm_eps);
+    prof_lap(c, AC_STAGE_NORM, tp);
+    if ((rc = attention_block(c, il, L, c->xb, pl, tp))) return rc;
+    /* x += att Wo^T (+ bo) */
+    ac_act a = make_act(c, c->att, T, QD, 0);
+    if ((rc = matmul(c, &L->wo, &a, c->x, L->bo, 1))) return rc;
+    prof_lap(c, AC_STAGE_O, tp);
+    /* xb = rmsnorm(x) * ffn_norm */
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++) ac_rmsnorm(c->xb + (size_t)t * D, c->x + (size_t)t * D, L->norm2_w, D, hp->norm_eps);
+    prof_lap(c, AC_STAGE_NORM, tp);
+    /* hb = silu(xb Wg^T) * (xb Wu^T);  x += hb Wd^T */
+    a = make_act(c, c->xb, T, D, 0);
+    if ((rc = matmul(c, &L->w_gate, &a, c->hb, NULL, 0))) return rc;
+    if ((rc = matmul(c, &L->w_up, &a, c->hb2, NULL, 0))) return rc;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++) ac_silu_mul(c->hb + (size_t)t * F, c->hb2 + (size_t)t * F, F);
+    a = make_act(c, c->hb, T, F, 0);
+    if ((rc = matmul(c, &L->w_down, &a, c->x, NULL, 1))) return rc;
+    prof_lap(c, AC_STAGE_MLP, tp);
+    return AC_OK;
+}
+
+static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
+    const ac_model *m = c->model;
+    const ac_hparams *hp = &m->hp;
+    const ac_layer *L = &m->layers[il];
+    const int T = pl->T, D = hp->n_embd, QD = hp->n_head * hp->head_dim, F = hp->n_ff;
+    int rc;
+    if ((rc = attention_block(c, il, L, c->x, pl, tp))) return rc;
+    /* x = LN(x + att Wo^T + bo) */
+    ac_act a = make_act(c, c->att, T, QD, 0);
+    if ((rc = matmul(c, &L->wo, &a, c->x, L->bo, 1))) return rc;
+    prof_lap(c, AC_STAGE_O, tp);
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++)
+        ac_layernorm(c->x + (size_t)t * D, c->x + (size_t)t * D, L->norm1_w, L->norm1_b, D, hp->norm_eps);
+    prof_lap(c, AC_STAGE_NORM, tp);
+    /* x = LN(x + gelu(x Wu^T + bu) Wd^T + bd) */
+    a = make_act(c, c->x, T, D, 0);
+    if ((rc = matmul(c, &L->w_up, &a, c->hb, L->b_up, 0))) return rc;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++) ac_gelu_erf(c->hb + (size_t)t * F, F);
+    a = make_act(c, c->hb, T, F, 0);
+    if ((rc = matmul(c, &L->w_down, &a, c->x, L->b_down, 1))) return rc;
+    prof_lap(c, AC_STAGE_MLP, tp);
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++)
+        ac_layernorm(c->x + (size_t)t * D, c->x + (size_t)t * D, L->norm2_w, L->norm2_b, D, hp->norm_eps);
+    prof_lap(c, AC_STAGE_NORM, tp);
+    return AC_OK;
+}
+
+static int check_inputs(const ac_ctx *c, const ac_seq *seqs, int n_seq, int *T_out, int *Lmax_out) {
+    const int V = c->model->hp.n_vocab;
+    int64_t T = 0;
+    int Lmax = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const ac_seq *q = &seqs[s];
+        if (q->n_tokens <= 0) return ac_err(AC_ERR_INPUT, "sequence %d is empty", s);
+        if (!q->tokens) return ac_err(AC_ERR_ARG, "sequence %d: NULL tokens", s);
+        if (q->n_tokens > c->max_tokens)
+            return ac_err(AC_ERR_INPUT, "input of %d tokens exceeds the limit of %d tokens (sequence %d)", q->n_tokens,
+                          c->max_tokens, s);
+        for (int i = 0; i < q->n_tokens; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= V)
+                return ac_err(AC_ERR_INPUT, "token id %d at position %d of sequence %d is out of range [0, %d)",
+                              (int)q->tokens[i], i, s, V);
+        T += q->n_tokens;
+        Lmax = AC_MAX(Lmax, q->n_tokens);
+        if (T > (1 << 30)) return ac_err(AC_ERR_INPUT, "batch of more than 2^30 tokens");
+    }
+    *T_out = (int)T;
+    *Lmax_out = Lmax;
+    return AC_OK;
+}
+
+/* rows [n][D] of the final hidden states picked per sequence (first or last token) */
+static int gather_rows(ac_ctx *c, const fwd_plan *pl, const float *h, int last, float **out) {
+    const int D = c->model->hp.n_embd;
+    int rc = ac_ctx_scratch_f32(&c->rows, &c->cap_rows, (size_t)pl->n_seq * D);
+    if (rc) return rc;
+    for (int s = 0; s < pl->n_seq; s++) {
+        int r = pl->off[s] + (last ? pl->seqs[s].n_tokens - 1 : 0);
+        memcpy(c->rows + (size_t)s * D, h + (size_t)r * D, (size_t)D * sizeof(float));
+    }
+    *out = c->rows;
+    return AC_OK;
+}
+
+static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *out, int pooling, double *tp) {
+    const ac_model *m = c->model;
+    const int D = m->hp.n_embd, n_seq = pl->n_seq;
+    int rc;
+    if (out->hidden) memcpy(out->hidden, h, (size_t)pl->T * D * sizeof(float));
+    if (out->pooled) {
+        for (int s = 0; s < n_seq; s++) {
+            const int o = pl->off[s], n = pl->seqs[s].n_tokens;
+            float *dst = out->pooled + (size_t)s * D;
+            if (pooling == AC_POOL_MEAN) {
+                for (int d = 0; d < D; d++) {
+                    double acc = 0;
+                    for (int t = 0; t < n; t++) acc += h[(size_t)(o + t) * D + d];
+                    dst[d] = (float)(acc / n);
+                }
+            } else {
+                memcpy(dst, h + (size_t)(o + (pooling == AC_POOL_CLS ? 0 : n - 1)) * D, (size_t)D * sizeof(float));
+            }
+            if (out->normalize) {
+                double ss = 0;
+                for (int d = 0; d < D; d++) ss += (double)dst[d] * dst[d];
+                if (ss > 0) {
+                    float inv = (float)(1.0 / sqrt(ss));
+                    for (int d = 0; d < D; d++) dst[d] *= inv;
+                }
+            }
+        }
+        prof_lap(c, AC_STAGE_NORM, tp);
+    }
+    if (out->logits) {
+        float *rows;
+        if ((rc = gather_rows(c, pl, h, 1, &rows))) return rc;
+        ac_act a = make_act(c, rows, n_seq, D, 0);
+        if ((rc = matmul(c, &m->output, &a, out->logits, NULL, 0))) return rc;
+        prof_lap(c, AC_STAGE_HEAD, tp);
+    }
+    if (out->cls) {
+        float *rows;
+        if ((rc = gather_rows(c, pl, h, m->info.arch != AC_ARCH_BERT, &rows))) return rc;
+        ac_act a = make_act(c, rows, n_seq, D, 0);
+        if (m->has_cls) {
+            /* hb [n_seq][D] = tanh(rows Wc^T + bc) */
+            float *y = out->cls;
+            if (m->has_cls_out) {
+                if ((rc = ac_ctx_scratch_f32(&c->cls_tmp, &c->cap_cls_tmp, (size_t)n_seq * D))) return rc;
+                y = c->cls_tmp;
+            }
+            if ((rc = matmul(c, &m->cls, &a, y, m->cls_b, 0))) return rc;
+            for (size_t i = 0; i < (size_t)n_seq * D; i++) y[i] = tanhf(y[i]);
+            a = make_act(c, y, n_seq, D, 0);
+        }
+        if (m->has_cls_out && (rc = matmul(c, &m->cls_out, &a, out->cls, m->cls_out_b, 0))) return rc;
+        prof_lap(c, AC_STAGE_HEAD, tp);
+    }
+    return AC_OK;
+}
+
+int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
+    if (!c || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_forward: invalid argument");
+    const ac_model *m = c->model;
+    const ac_hparams *hp = &m->hp;
+    const int D = hp->n_embd, bert = m->info.arch == AC_ARCH_BERT;
+    int T = 0, Lmax = 0, rc;
+    if ((rc = check_inputs(c, seqs, n_seq, &T, &Lmax))) return rc;
+    if (out->logits && !m->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
+    if (out->cls && !m->info.n_cls_out) return ac_err(AC_ERR_UNSUPPORTED, "model has no classifier head");
+    int pooling = out->pooling == AC_POOL_DEFAULT ? hp->pooling : out->pooling;
+    if (out->pooled && (pooling < AC_POOL_MEAN || pooling > AC_POOL_LAST))
+        return ac_err(AC_ERR_ARG, "pooled output requested with pooling %d", out->pooling);
+
+    fwd_plan pl = {n_seq, T, seqs, NULL, NULL, NULL};
+    pl.off = AC_MALLOC((size_t)n_seq * sizeof *pl.off);
+    pl.maps = AC_MALLOC((size_t)n_seq * sizeof *pl.maps);
+    pl.rec = AC_MALLOC((size_t)n_seq);
+    if (!pl.off || !pl.maps || !pl.rec) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    for (int s = 0, o = 0; s < n_seq; o += seqs[s].n_tokens, s++) pl.off[s] = o;
+    if ((rc = ws_reserve(c, T))) goto done;
+    if (!bert && (rc = rope_reserve(c, Lmax))) goto done;
+
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(c->n_threads); /* oneDNN (OpenMP runtime) follows the caller's setting */
+    double tp = c->params.profile ? ac_now() : 0;
+
+    /* embeddings: x [T][D] */
+    for (int s = 0; s < n_seq; s++) {
+        const int o = pl.off[s], n = seqs[s].n_tokens;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+        for (int t = 0; t < n; t++) {
+            float *x = c->x + (size_t)(o + t) * D;
+            embed_row(m, seqs[s].tokens[t], x);
+            if (bert) {
+                if (m->type_embd0)
+                    for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
+                float *pe = c->xb + (size_t)(o + t) * D;
+                const gguf_tensor *pt = m->pos_embd;
+                ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, pe);
+                for (int d = 0; d < D; d++) x[d] += pe[d];
+                ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, hp->norm_eps);
+            }
+        }
+    }
+    prof_lap(c, AC_STAGE_NORM, &tp);
+
+    for (int il = 0; il < hp->n_layer && rc == AC_OK; il++)
+        rc = bert ? layer_bert(c, il, &pl, &tp) : layer_llama(c, il, &pl, &tp);
+
+    if (rc == AC_OK) {
+        const float *h = c->x;
+        if (!bert) { /* final norm: xb = rmsnorm(x) * output_norm */
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+            for (int t = 0; t < T; t++)
+                ac_rmsnorm(c->xb + (size_t)t * D, c->x + (size_t)t * D, m->out_norm_w, D, hp->norm_eps);
+            h = c->xb;
+            prof_lap(c, AC_STAGE_NORM, &tp);
+        }
+        rc = outputs(c, &pl, h, out, pooling, &tp);
+    }
+    omp_set_num_threads(saved_threads);
+done:
+    free(pl.off);
+    free(pl.maps);
+    free(pl.rec);
+    return rc;
+}
+
+int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
+    if (!c || !h || n <= 0 || !logits) return ac_err(AC_ERR_ARG, "ac_lm_head: invalid argument");
+    const ac_model *m = c->model;
+    if (!m->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
+    int rc = ws_reserve(c, n);
+    if (rc) return rc;
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(c->n_threads);
+    double tp = c->params.profile ? ac_now() : 0;
+    ac_act a = make_act(c, h, n, m->hp.n_embd, 0);
+    rc = matmul(c, &m->output, &a, logits, NULL, 0);
+    prof_lap(c, AC_STAGE_HEAD, &tp);
+    omp_set_num_threads(saved_threads);
+    return rc;
+}

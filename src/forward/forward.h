@@ -1,0 +1,152 @@
+/* forward.h — internals of the forward stage: the context, the GEMM backend
+ * table, the attention stage and its hook (the attention cache plugs in here).
+ *
+ * One ac_forward call runs T = sum of n_tokens rows through the model at once:
+ * every projection is one GEMM over all T rows (sequences concatenated), while
+ * attention, positions and masks are per sequence. */
+#ifndef AC_FORWARD_H
+#define AC_FORWARD_H
+
+#include "attncache.h"
+#include "load/model.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- attention hook ------------------------------------------------------------
+ * A site is one (layer, sequence) pair of one ac_forward call. */
+typedef struct ac_attn_site {
+    int layer;              /* 0..n_layer-1                                    */
+    int seq;                /* index into the seqs[] of this ac_forward call   */
+    const int32_t *tokens;  /* [n_tokens] the sequence's token ids (borrowed)  */
+    int n_tokens;           /* L                                               */
+    int n_head;             /* H (query heads)                                 */
+    int causal;             /* 1: P[h][t][s] == 0 for s > t                    */
+} ac_attn_site;
+
+/* All callbacks are optional (NULL) and are called from the thread that
+ * called ac_forward, never concurrently. Per layer, every sequence is asked
+ * `supply` first; `want_record`/`record` are asked for sequences that were not
+ * supplied. */
+typedef struct ac_attn_hook {
+    void *user;
+    /* Return a normalised attention map P [H][L][L] (row t: weights over
+     * positions s of the same sequence, rows sum to 1, zero above the diagonal
+     * when causal) to use for this site, or NULL to compute attention. When a
+     * map is supplied, the Q and K projections, RoPE, QK^T and softmax are
+     * skipped for the sequence: only V, P.V, the output projection and the MLP
+     * run. The pointer must stay valid until the call for the next site. */
+    const float *(*supply)(void *user, const ac_attn_site *site);
+    /* Return 1 to have P of this site computed on the materialised path and
+     * passed to `record`. NULL: record every site when `record` is set. */
+    int (*want_record)(void *user, const ac_attn_site *site);
+    /* Receives P [H][L][L] (borrowed, valid during the call). Return AC_OK or
+     * an AC_ERR_* code, which aborts the forward pass. */
+    int (*record)(void *user, const ac_attn_site *site, const float *P);
+} ac_attn_hook;
+
+/* Install (a copy of) a hook on a context; NULL removes it. */
+void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook);
+
+/* ---- GEMM backends ---------------------------------------------------------------
+ * Activations: X [M][K] row-major f32, optionally with a BF16 copy made on
+ * demand (once per activation, shared by the GEMMs that read it). */
+typedef struct ac_act {
+    const float *x;   /* [M][K] */
+    int M, K;
+    uint16_t *bf16;   /* [M][K] scratch owned by ctx; valid when bf16_ok */
+    int bf16_ok;
+} ac_act;
+
+typedef struct ac_gemm_ops {
+    const char *name;
+    int id; /* enum ac_gemm_backend */
+    /* Y [M][N] = X [M][K] . W^T (+ bias [N]); accumulate: Y += instead. N = W->n_out, K = W->n_in. */
+    int (*matmul)(ac_ctx *ctx, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate);
+} ac_gemm_ops;
+
+extern const ac_gemm_ops ac_gemm_naive_ops;
+extern const ac_gemm_ops ac_gemm_blas_ops;
+#ifdef AC_HAVE_DNNL
+extern const ac_gemm_ops ac_gemm_dnnl_ops;
+#endif
+
+/* oneDNN helpers (gemm_dnnl.c); without AC_HAVE_DNNL they report unavailability. */
+int ac_dnnl_bf16_available(void);                 /* 1 if built with oneDNN and the CPU has AVX512-BF16 */
+int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp);  /* tmp: [n_out][n_in] scratch; sets W->packed */
+void ac_dnnl_free_packed(ac_mat *W);
+typedef struct ac_dnnl_state ac_dnnl_state;       /* per-context primitive cache */
+void ac_dnnl_state_free(ac_dnnl_state *s);
+
+/* Tile conversion for backends that need f32 weights: rows [r0, r0+n) of W -> dst [n][K]. */
+void ac_mat_rows_f32(const ac_mat *W, int r0, int n, float *dst);
+
+/* ---- attention kind ----------------------------------------------------------------- */
+typedef struct ac_attn_args {
+    const float *q;  /* [L][ldq], head h at column h*hd (already RoPE'd, unscaled) */
+    const float *k;  /* [L][ldk], kv head g at column g*hd */
+    const float *v;  /* [L][ldk] */
+    float *out;      /* [L][ldq] */
+    int L, H, Hkv, hd, ldq, ldk, causal;
+    float scale;     /* 1/sqrt(hd) */
+} ac_attn_args;
+
+/* Fused blocked attention with online softmax; never materialises L x L. */
+void ac_attn_fused(const ac_attn_args *a, int n_threads);
+/* Materialised: P [H][L][L] = softmax(scale Q K^T) (masked), then out = P V. */
+void ac_attn_scores(const ac_attn_args *a, float *P, int n_threads, double *t_qk, double *t_softmax);
+void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads);
+
+/* ---- the context ------------------------------------------------------------------------- */
+struct ac_ctx {
+    const ac_model *model;
+    ac_ctx_params params;
+    int n_threads;
+    int max_tokens;                  /* effective limit per sequence */
+    const ac_gemm_ops *gemm_f32;     /* for F32 weights */
+    const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */
+    ac_attn_hook hook;
+    int has_hook;
+
+    double prof[AC_STAGE_COUNT];
+
+    /* workspace, grown on demand (capacity in tokens: cap_T) */
+    int cap_T;
+    float *x;      /* [T][D]   residual stream                          */
+    float *xb;     /* [T][D]   normed input of a sub-block               */
+    float *q;      /* [T][H*hd]                                          */
+    float *k;      /* [T][Hkv*hd]                                        */
+    float *v;      /* [T][Hkv*hd]                                        */
+    float *att;    /* [T][H*hd] attention output (before wo)             */
+    float *hb;     /* [T][F]    MLP hidden (gate / up)                   */
+    float *hb2;    /* [T][F]                                             */
+    uint16_t *act_bf16; /* [T][max(D, H*hd, F)] bf16 copy of a GEMM input */
+    size_t cap_P;
+    float *P;      /* [H][L][L] materialised map of one sequence         */
+    float *wtile;  /* [tile rows][K] f32 weight tile (on-the-fly conversion) */
+    size_t cap_wtile;
+    float *rope_cs; /* [rope_L][n_rot/2][2] cos, sin per position and pair */
+    int rope_L;
+    float *rows;   /* [n_seq][D] gathered rows for the heads */
+    size_t cap_rows;
+    float *cls_tmp; /* [n_seq][D] classifier dense output */
+    size_t cap_cls_tmp;
+    ac_dnnl_state *dnnl;
+};
+
+/* Grow a float buffer to at least n elements (64-byte aligned). */
+int ac_ctx_scratch_f32(float **buf, size_t *cap, size_t n);
+
+/* ---- CPU kernels (cpu/ops.c) -------------------------------------------------------------- */
+void ac_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+void ac_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
+void ac_f32_to_bf16(uint16_t *dst, const float *src, size_t n); /* round to nearest even */
+void ac_vexp(float *x, int n);      /* x[i] = expf(x[i]) (vectorised; exp(-inf) = 0) */
+float ac_expf(float x);             /* scalar version of the same approximation */
+void ac_silu_mul(float *g, const float *u, int n); /* g = silu(g) * u */
+void ac_gelu_erf(float *x, int n);  /* x = 0.5 x (1 + erf(x / sqrt 2)) */
+/* RoPE on one token's row of n_heads heads of hd: cs [n_rot/2][2] = (cos, sin) of its
+ * position's angles. neox = 0: pairs (2i, 2i+1); neox = 1: pairs (i, i + n_rot/2). */
+void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs);
+
+#endif
