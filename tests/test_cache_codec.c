@@ -1,0 +1,389 @@
+/* test_cache_codec.c — attention-map codecs: XXH64, half conversion, layout
+ * offsets, encode/decode round trips with per-codec error bounds, fused A.V
+ * against the plain reference, hostile input, and the codec error table
+ * (bytes/element and reconstruction error on synthetic softmax maps). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cache/codec.h"
+#include "cache/hash.h"
+#include "util/common.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+/* ---- helpers ------------------------------------------------------------------------ */
+static uint64_t rng_state = 0x1234567ULL;
+static uint64_t rng_u64(void) { /* splitmix64 */
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static double rng_uniform(void) { return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_normal(void) {
+    double u = rng_uniform(), v = rng_uniform();
+    if (u < 1e-300) u = 1e-300;
+    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+/* Synthetic attention map P [L][L]: row t = softmax(g / temp) over the allowed
+ * columns (0..t if causal), g ~ N(0,1). temp <= 0: per-row temperature drawn
+ * log-uniformly in [0.05, 5] (a mix of peaked and flat rows). */
+static void synth_map(float *P, int L, int causal, double temp) {
+    for (int t = 0; t < L; t++) {
+        float *p = P + (size_t)t * L;
+        int n = causal ? t + 1 : L;
+        double tt = temp > 0 ? temp : exp(log(0.05) + rng_uniform() * (log(5.0) - log(0.05)));
+        double mx = -1e300, s = 0;
+        double *lg = (double *)mallocCheck((size_t)n * sizeof(double));
+        for (int j = 0; j < n; j++) { lg[j] = rng_normal() / tt; if (lg[j] > mx) mx = lg[j]; }
+        for (int j = 0; j < n; j++) { lg[j] = exp(lg[j] - mx); s += lg[j]; }
+        for (int j = 0; j < L; j++) p[j] = j < n ? (float)(lg[j] / s) : 0.0f;
+        free(lg);
+    }
+}
+
+static const ac_map_codec all_codecs[] = {
+    {AC_CODEC_F32, 0, 0}, {AC_CODEC_F16, 0, 0}, {AC_CODEC_Q8, 0, 0},  {AC_CODEC_Q4, 0, 0},
+    {AC_CODEC_TOPK, 0, 1}, {AC_CODEC_TOPK, 0, 8}, {AC_CODEC_TOPK, 0, 32},
+};
+#define N_CODECS (int)(sizeof all_codecs / sizeof all_codecs[0])
+
+/* ---- hash ----------------------------------------------------------------------------- */
+static void test_xxh64(void **state) {
+    (void)state;
+    assert_true(ac_xxh64("", 0, 0) == 0xEF46DB3751D8E999ULL);
+    assert_true(ac_xxh64("abc", 3, 0) == 0x44BC2CF5AD770999ULL);
+    uint8_t buf[1000];
+    for (int i = 0; i < 1000; i++) buf[i] = (uint8_t)rng_u64();
+    for (size_t len = 0; len <= 1000; len += 37) {
+        uint64_t ref = ac_xxh64(buf, len, 77);
+        for (size_t split = 0; split <= len; split += 13) {
+            ac_xxh64_state s;
+            ac_xxh64_init(&s, 77);
+            ac_xxh64_update(&s, buf, split);
+            ac_xxh64_update(&s, buf + split, (len - split) / 2);
+            ac_xxh64_update(&s, buf + split + (len - split) / 2, len - split - (len - split) / 2);
+            assert_true(ac_xxh64_digest(&s) == ref);
+        }
+    }
+    /* one flipped bit changes the hash */
+    uint64_t h0 = ac_xxh64(buf, 1000, 0);
+    buf[500] ^= 4;
+    assert_true(ac_xxh64(buf, 1000, 0) != h0);
+}
+
+/* ---- half -------------------------------------------------------------------------------- */
+static void test_half(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7C00) == 0x7C00 && (h & 0x3FF)) continue; /* NaN payloads */
+        float f = ac_f16_to_f32((uint16_t)h);
+        assert_int_equal(ac_f32_to_f16(f), h);
+    }
+    assert_int_equal(ac_f32_to_f16(65520.0f), 0x7C00);
+    assert_int_equal(ac_f32_to_f16(65519.0f), 0x7BFF);
+    assert_int_equal(ac_f32_to_f16(2.98023224e-8f), 0); /* 2^-25 ties to even 0 */
+    assert_true(isnan(ac_f16_to_f32(ac_f32_to_f16(NAN))));
+#if defined(__F16C__)
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t x = (uint32_t)rng_u64();
+        float f;
+        memcpy(&f, &x, 4);
+        if (isnan(f)) continue;
+        if (i & 1) f = (float)(rng_uniform() * pow(2.0, -30.0 + 40.0 * rng_uniform()));
+        uint16_t hw = _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+        assert_int_equal(ac_f32_to_f16(f), hw);
+        assert_true(ac_f16_to_f32(hw) == _cvtsh_ss(hw));
+    }
+#else
+    print_message("no F16C: hardware comparison skipped\n");
+#endif
+}
+
+/* ---- layout ------------------------------------------------------------------------------------ */
+static void test_offsets(void **state) {
+    (void)state;
+    int ks[] = {1, 3, 8, 64};
+    for (int kind = 0; kind < AC_CODEC_COUNT; kind++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int ki = 0; ki < (kind == AC_CODEC_TOPK ? 4 : 1); ki++) {
+                ac_map_codec c = {kind, causal, ks[ki]};
+                for (int L = 1; L <= 70; L++) {
+                    size_t off = 0;
+                    for (int t = 0; t <= L; t++) {
+                        assert_true(ac_codec_row_offset(&c, L, t) == off);
+                        if (t < L) off += ac_codec_row_bytes(&c, ac_codec_row_n(&c, L, t));
+                    }
+                    size_t mb = ac_codec_map_bytes(&c, L);
+                    assert_true(mb >= off && mb < off + 64 && mb % 64 == 0);
+                }
+            }
+    ac_map_codec c = {AC_CODEC_Q8, 0, 0};
+    assert_int_equal(ac_codec_map_bytes(&c, 0), 0);
+    assert_int_equal(ac_codec_map_bytes(&c, AC_CODEC_MAX_L + 1), 0);
+}
+
+static void test_parse(void **state) {
+    (void)state;
+    const char *names[] = {"f32", "f16", "q8", "q4", "topk32", "q8-causal", "topk1-causal", "f32-causal"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        ac_map_codec c;
+        char buf[64];
+        assert_int_equal(ac_codec_parse(names[i], &c), AC_OK);
+        ac_codec_format(&c, buf, sizeof buf);
+        assert_string_equal(buf, names[i]);
+    }
+    const char *bad[] = {"", "q9", "topk", "topk0", "topk70000", "topkx", "q8-causa", "f32-causal-causal"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ac_map_codec c;
+        assert_int_equal(ac_codec_parse(bad[i], &c), AC_ERR_ARG);
+        assert_true(strstr(ac_last_error(), "codec") != NULL);
+    }
+}
+
+/* ---- round trips -------------------------------------------------------------------------------- */
+static void check_roundtrip(const ac_map_codec *c, int L, double temp) {
+    float *P = (float *)mallocCheck((size_t)L * L * sizeof(float)); /* [L][L] */
+    float *D = (float *)mallocCheck((size_t)L * L * sizeof(float)); /* [L][L] decoded */
+    synth_map(P, L, c->causal, temp);
+    size_t mb = ac_codec_map_bytes(c, L);
+    uint8_t *m1 = (uint8_t *)mallocCheck(mb), *m2 = (uint8_t *)mallocCheck(mb);
+    memset(m1, 0xAA, mb);
+    memset(m2, 0x55, mb);
+    assert_int_equal(ac_codec_encode(c, P, L, m1), AC_OK);
+    assert_int_equal(ac_codec_encode(c, P, L, m2), AC_OK);
+    assert_memory_equal(m1, m2, mb); /* deterministic, padding written */
+    ac_codec_decode(c, m1, L, D);
+    for (int t = 0; t < L; t++) {
+        const float *p = P + (size_t)t * L, *d = D + (size_t)t * L;
+        int n = ac_codec_row_n(c, L, t);
+        float mx = 0;
+        for (int j = 0; j < n; j++) mx = p[j] > mx ? p[j] : mx;
+        for (int j = n; j < L; j++) assert_true(d[j] == 0.0f); /* causal: nothing above the diagonal */
+        if (c->kind == AC_CODEC_TOPK) {
+            int kk = AC_MIN(c->topk, n), nz = 0;
+            double kept_mass = 0, dsum = 0;
+            float min_kept = INFINITY, max_dropped = 0;
+            for (int j = 0; j < n; j++) {
+                if (d[j] != 0.0f) { nz++; kept_mass += p[j]; min_kept = AC_MIN(min_kept, p[j]); dsum += d[j]; }
+                else max_dropped = AC_MAX(max_dropped, p[j]);
+            }
+            assert_true(nz <= kk);
+            assert_true(max_dropped <= min_kept || nz == 0);
+            for (int j = 0; j < n; j++)
+                if (d[j] != 0.0f) assert_true(fabs(d[j] - p[j] / kept_mass) <= 1e-3 * (p[j] / kept_mass) + 1e-7);
+            if (nz) assert_true(fabs(dsum - 1.0) < 2e-3);
+            continue;
+        }
+        for (int j = 0; j < n; j++) {
+            double e = fabs((double)d[j] - p[j]);
+            switch (c->kind) {
+            case AC_CODEC_F32: assert_true(d[j] == p[j]); break;
+            case AC_CODEC_F16: assert_true(e <= p[j] * (1.0 / 2048) + 3e-8); break;
+            case AC_CODEC_Q8: assert_true(e <= mx / 510.0 * (1 + 1e-5) + 1e-9); break;
+            case AC_CODEC_Q4: assert_true(e <= mx / 30.0 * (1 + 1e-5) + 1e-9); break;
+            }
+        }
+    }
+    free(P); free(D); free(m1); free(m2);
+}
+
+static void test_roundtrip(void **state) {
+    (void)state;
+    int Ls[] = {1, 2, 15, 16, 17, 64, 127};
+    double temps[] = {0.1, 1.0, 5.0, -1};
+    for (int ci = 0; ci < N_CODECS; ci++)
+        for (int causal = 0; causal < 2; causal++)
+            for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
+                for (size_t ti = 0; ti < 4; ti++) {
+                    ac_map_codec c = all_codecs[ci];
+                    c.causal = causal;
+                    check_roundtrip(&c, Ls[li], temps[ti]);
+                }
+}
+
+static void test_encode_rejects(void **state) {
+    (void)state;
+    int L = 8;
+    float P[64];
+    uint8_t dst[1024];
+    ac_map_codec c = {AC_CODEC_Q8, 0, 0};
+    synth_map(P, L, 0, 1.0);
+    P[3 * 8 + 5] = NAN;
+    assert_int_equal(ac_codec_encode(&c, P, L, dst), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "row 3 col 5"));
+    P[3 * 8 + 5] = -0.25f;
+    assert_int_equal(ac_codec_encode(&c, P, L, dst), AC_ERR_ARG);
+    P[3 * 8 + 5] = INFINITY;
+    assert_int_equal(ac_codec_encode(&c, P, L, dst), AC_ERR_ARG);
+    /* causal codecs ignore whatever lies above the diagonal */
+    c.causal = 1;
+    P[3 * 8 + 5] = NAN;
+    assert_int_equal(ac_codec_encode(&c, P, L, dst), AC_OK);
+    ac_map_codec bad[] = {{-1, 0, 0}, {AC_CODEC_COUNT, 0, 0}, {AC_CODEC_Q8, 2, 0}, {AC_CODEC_TOPK, 0, 0}, {AC_CODEC_TOPK, 0, 70000}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(ac_codec_check(&bad[i], L), AC_ERR_ARG);
+        assert_int_equal(ac_codec_encode(&bad[i], P, L, dst), AC_ERR_ARG);
+    }
+    assert_int_equal(ac_codec_check(&c, 0), AC_ERR_ARG);
+    assert_int_equal(ac_codec_check(&c, AC_CODEC_MAX_L + 1), AC_ERR_ARG);
+}
+
+/* ---- fused A.V ---------------------------------------------------------------------------------- */
+static void check_fused(const ac_map_codec *c, int L, int hd, double temp) {
+    int ld_v = hd + 3, ld_o = hd + 5;
+    float *P = (float *)mallocCheck((size_t)L * L * sizeof(float));       /* [L][L] */
+    float *V = (float *)mallocCheck((size_t)L * ld_v * sizeof(float));    /* [L][ld_v] */
+    float *o1 = (float *)mallocCheck((size_t)L * ld_o * sizeof(float));   /* [L][ld_o] fused */
+    float *o2 = (float *)mallocCheck((size_t)L * ld_o * sizeof(float));   /* [L][ld_o] reference */
+    float *row = (float *)mallocCheck((size_t)L * sizeof(float));
+    synth_map(P, L, c->causal, temp);
+    for (size_t i = 0; i < (size_t)L * ld_v; i++) V[i] = (float)rng_normal();
+    size_t mb = ac_codec_map_bytes(c, L);
+    uint8_t *m = (uint8_t *)mallocCheck(mb);
+    assert_int_equal(ac_codec_encode(c, P, L, m), AC_OK);
+    for (size_t i = 0; i < (size_t)L * ld_o; i++) o1[i] = o2[i] = 12345.0f; /* canaries */
+    ac_codec_av(c, m, L, V, ld_v, hd, o1, ld_o);
+    assert_int_equal(ac_codec_av_ref(c, m, L, V, ld_v, hd, o2, ld_o), AC_OK);
+    for (int t = 0; t < L; t++) {
+        ac_codec_decode_row(c, m, L, t, row);
+        for (int d = 0; d < hd; d++) {
+            double bound = 0;
+            for (int j = 0; j < L; j++) bound += fabs((double)row[j] * V[(size_t)j * ld_v + d]);
+            double e = fabs((double)o1[(size_t)t * ld_o + d] - o2[(size_t)t * ld_o + d]);
+            if (!(e <= 1e-5 * bound + 1e-6)) fail_msg("codec %d causal %d L %d hd %d t %d d %d: fused %g ref %g", c->kind, c->causal, L, hd, t, d,
+                                                      (double)o1[(size_t)t * ld_o + d], (double)o2[(size_t)t * ld_o + d]);
+        }
+        for (int d = hd; d < ld_o; d++) assert_true(o1[(size_t)t * ld_o + d] == 12345.0f);
+    }
+    free(P); free(V); free(o1); free(o2); free(row); free(m);
+}
+
+static void test_fused_vs_reference(void **state) {
+    (void)state;
+    int Ls[] = {1, 5, 16, 33, 100};
+    int hds[] = {1, 8, 16, 24, 64, 100, 128, 136, 256};
+    for (int ci = 0; ci < N_CODECS; ci++)
+        for (int causal = 0; causal < 2; causal++)
+            for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
+                for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+                    ac_map_codec c = all_codecs[ci];
+                    c.causal = causal;
+                    check_fused(&c, Ls[li], hds[hi], (li + hi) % 2 ? 0.2 : -1);
+                }
+    print_message("fused kernels: %s\n", ac_codec_simd() ? "AVX-512" : "portable C");
+}
+
+/* A hostile TOPK row (indices past the row) must not read outside V. */
+static void test_fused_hostile_topk(void **state) {
+    (void)state;
+    ac_map_codec c = {AC_CODEC_TOPK, 0, 4};
+    int n = 5, hd = 16;
+    uint8_t row[16];
+    uint16_t idx[4] = {0, 4, 5, 65535}, val[4];
+    for (int i = 0; i < 4; i++) val[i] = ac_f32_to_f16(0.25f);
+    memcpy(row, idx, 8);
+    memcpy(row + 8, val, 8);
+    float *V = (float *)mallocCheck((size_t)n * hd * sizeof(float)); /* exactly [n][hd] */
+    for (int i = 0; i < n * hd; i++) V[i] = 1.0f;
+    float out[16];
+    ac_codec_av_row(&c, row, n, V, hd, hd, out);
+    for (int d = 0; d < hd; d++) assert_true(fabsf(out[d] - 0.5f) < 1e-6f); /* rows 0 and 4 only */
+    free(V);
+}
+
+/* ---- error table ------------------------------------------------------------------------------------- */
+typedef struct { double max_abs, mean_abs, max_rowsum, av_rel; } errs;
+
+static errs measure(const ac_map_codec *c, int L, double temp, int reps) {
+    errs r = {0, 0, 0, 0};
+    int hd = 64;
+    float *P = (float *)mallocCheck((size_t)L * L * sizeof(float));
+    float *D = (float *)mallocCheck((size_t)L * L * sizeof(float));
+    float *V = (float *)mallocCheck((size_t)L * hd * sizeof(float));
+    float *o = (float *)mallocCheck((size_t)L * hd * sizeof(float));
+    uint8_t *m = (uint8_t *)mallocCheck(ac_codec_map_bytes(c, L));
+    double sum_abs = 0, n_el = 0, av_num = 0, av_den = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        synth_map(P, L, c->causal, temp);
+        for (int i = 0; i < L * hd; i++) V[i] = (float)rng_normal();
+        assert_int_equal(ac_codec_encode(c, P, L, m), AC_OK);
+        ac_codec_decode(c, m, L, D);
+        ac_codec_av(c, m, L, V, hd, hd, o, hd);
+        for (int t = 0; t < L; t++) {
+            double rs = 0;
+            int n = ac_codec_row_n(c, L, t);
+            for (int j = 0; j < n; j++) {
+                double e = fabs((double)D[(size_t)t * L + j] - P[(size_t)t * L + j]);
+                r.max_abs = AC_MAX(r.max_abs, e);
+                sum_abs += e;
+                n_el++;
+                rs += D[(size_t)t * L + j];
+            }
+            r.max_rowsum = AC_MAX(r.max_rowsum, fabs(rs - 1.0));
+            for (int d = 0; d < hd; d++) { /* A.V error vs exact fp32 maps */
+                double ex = 0;
+                for (int j = 0; j < n; j++) ex += (double)P[(size_t)t * L + j] * V[(size_t)j * hd + d];
+                av_num += (o[(size_t)t * hd + d] - ex) * (o[(size_t)t * hd + d] - ex);
+                av_den += ex * ex;
+            }
+        }
+    }
+    r.mean_abs = sum_abs / n_el;
+    r.av_rel = sqrt(av_num / av_den);
+    free(P); free(D); free(V); free(o); free(m);
+    return r;
+}
+
+static void test_error_table(void **state) {
+    (void)state;
+    const int L = 128;
+    const char *regime[] = {"peaked (T=0.1)", "medium (T=1)", "flat (T=5)", "mixed (T~logU[0.05,5])"};
+    double temps[] = {0.1, 1.0, 5.0, -1};
+    ac_map_codec list[] = {{AC_CODEC_F32, 0, 0},  {AC_CODEC_F16, 0, 0},  {AC_CODEC_Q8, 0, 0},   {AC_CODEC_Q4, 0, 0},
+                           {AC_CODEC_TOPK, 0, 8}, {AC_CODEC_TOPK, 0, 32}, {AC_CODEC_F16, 1, 0}, {AC_CODEC_Q8, 1, 0},
+                           {AC_CODEC_Q4, 1, 0},   {AC_CODEC_TOPK, 1, 32}};
+    print_message("codec error table, L=%d, 4 maps per cell; bytes/elem = map bytes / (L*L)\n", L);
+    print_message("| codec | bytes/elem | regime | max abs | mean abs | max |rowsum-1| | A.V rel err |\n");
+    print_message("|---|---|---|---|---|---|---|\n");
+    for (size_t ci = 0; ci < sizeof list / sizeof list[0]; ci++) {
+        char name[32];
+        ac_codec_format(&list[ci], name, sizeof name);
+        double bpe = (double)ac_codec_map_bytes(&list[ci], L) / ((double)L * L);
+        for (int ti = 0; ti < 4; ti++) {
+            errs e = measure(&list[ci], L, temps[ti], 4);
+            print_message("| %s | %.3f | %s | %.2e | %.2e | %.2e | %.2e |\n", name, bpe, regime[ti], e.max_abs, e.mean_abs,
+                          e.max_rowsum, e.av_rel);
+            switch (list[ci].kind) {
+            case AC_CODEC_F32: assert_true(e.max_abs == 0 && e.max_rowsum < 1e-5); break;
+            case AC_CODEC_F16: assert_true(e.max_abs <= 1.0 / 2048 && e.max_rowsum < 2e-3 && e.av_rel < 1e-3); break;
+            case AC_CODEC_Q8: assert_true(e.max_abs <= 1.0 / 510 + 1e-6 && e.av_rel < 0.05); break;
+            case AC_CODEC_Q4: assert_true(e.max_abs <= 1.0 / 30 + 1e-6); break;
+            case AC_CODEC_TOPK: assert_true(e.max_rowsum < 2e-3); break;
+            }
+        }
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_xxh64),
+        cmocka_unit_test(test_half),
+        cmocka_unit_test(test_offsets),
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_encode_rejects),
+        cmocka_unit_test(test_fused_vs_reference),
+        cmocka_unit_test(test_fused_hostile_topk),
+        cmocka_unit_test(test_error_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
