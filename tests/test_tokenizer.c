@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "load/gguf.h"
+#include "tokenize/tok_internal.h"
 #include "tokenize/tok_pretok.h"
 #include "tokenize/tok_unicode.h"
 #include "tokenize/tokenizer.h"
@@ -898,6 +899,81 @@ static void test_regex_collapse(void **st) {
     tok_pretok_free(&p);
 }
 
+/* ---- fast paths against their plain references ---------------------------------------------------- */
+
+static void compare_dbg(ac_vocab *v, int flags, const char *text, size_t len, const char *what) {
+    int n0, n1;
+    tok_debug_set(v, 0);
+    double t0 = ac_now();
+    int32_t *a = tok(v, text, len, 1, &n0);
+    double t1 = ac_now();
+    tok_debug_set(v, flags);
+    int32_t *b = tok(v, text, len, 1, &n1);
+    double t2 = ac_now();
+    tok_debug_set(v, 0);
+    if (n0 != n1 || memcmp(a, b, sizeof(int32_t) * (size_t)n0)) fail_msg("%s: fast path differs from reference", what);
+    if (len > 100000)
+        printf("%-34s %8d tokens, fast %6.1f ms, reference %6.1f ms\n", what, n0, (t1 - t0) * 500, (t2 - t1) * 500);
+    free(a);
+    free(b);
+}
+
+static void test_fast_paths(void **st) {
+    (void)st;
+    vocab_t t;
+    int any = 0;
+    if (open_vocab("llama-spm", &t)) { /* pair-set segmentation == one queue */
+        size_t len;
+        char *text = make_long_text("llama-spm", 1u << 20, &len);
+        if (text) {
+            any = 1;
+            compare_dbg(t.v, TOK_DBG_SPM_NO_SEGMENT, text, len, "llama-spm segmented SPM, 1 MiB");
+            free(text);
+        }
+        close_vocab(&t);
+    }
+    if (open_vocab("deepseek-coder", &t)) { /* trie partition == per-token memmem */
+        size_t len;
+        char *text = make_long_text("deepseek-coder", 1u << 20, &len);
+        if (text) {
+            any = 1;
+            const char *ins[] = {"<|User|>", "<|Assistant|>", "<|EOT|>", "[PAD32022]", "[PAD32040]", "<|EOT|><|EOT|>"};
+            for (size_t i = 0, k = 0; i + 16 < len; i += 997, k++) { /* sprinkle user-defined token texts */
+                const char *x = ins[k % 6];
+                size_t l = strlen(x);
+                if (i + l < len) memcpy(text + i, x, l);
+            }
+            compare_dbg(t.v, TOK_DBG_REF_PARTITION, text, len, "deepseek-coder udt partition, 1 MiB");
+            free(text);
+        }
+        close_vocab(&t);
+    }
+    /* overlapping user-defined tokens on a synthetic vocab, random texts */
+    const char *toks[] = {"<unk>", "<s>", "</s>", "<U>", "<UU>", "U>x", "ab", "b", "x", "a", "<", "U", ">"};
+    int32_t types[] = {2, 3, 3, 4, 4, 4, 4, 4, 1, 1, 1, 1, 1};
+    synth s = {gguf_writer_new(), NULL, NULL};
+    gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
+    gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, 13);
+    gguf_w_arr_i32(s.w, "tokenizer.ggml.token_type", types, 13);
+    ac_vocab *v = NULL;
+    assert_int_equal(synth_open(&s, &v), AC_OK);
+    for (int it = 0; it < 3000; it++) {
+        char buf[48];
+        int l = (int)(rnd() % 40);
+        for (int j = 0; j < l; j++) buf[j] = "<U>xab "[rnd() % 7];
+        compare_dbg(v, TOK_DBG_REF_PARTITION | TOK_DBG_SPM_NO_SEGMENT, buf, (size_t)l, "synthetic partition");
+    }
+    /* a known case: longest first ("<UU>" before "<U>"), then leftmost non-overlapping */
+    int n;
+    int32_t *ids = tok(v, "<UU>U>xab", 9, 0, &n);
+    int32_t want[] = {4, 5, 6}; /* <UU> U>x ab */
+    assert_int_equal(n, 3);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    synth_close(&s, v);
+    if (!any) printf("(fixtures absent: synthetic checks only)\n");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_spm),
@@ -922,6 +998,7 @@ int main(void) {
         cmocka_unit_test(test_synthetic_bpe),
         cmocka_unit_test(test_hostile_metadata),
         cmocka_unit_test(test_regex_collapse),
+        cmocka_unit_test(test_fast_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include "tokenizer.h"
+#include "tok_internal.h"
 #include "tok_pretok.h"
 #include "tok_unicode.h"
 #include "util/common.h"
@@ -64,8 +65,25 @@ struct ac_vocab {
     tok_pretok pre;
     char pre_name[48];
 
+    /* SPM: set of adjacent character pairs occurring inside some token. A
+     * text position between two characters whose pair is not in the set can
+     * never be inside a merged symbol, so the text is merged in independent
+     * segments there (same result as one pass, much smaller queues). */
+    uint64_t *pairs; /* keys (c1 << 21 | c2) + 1, 0 empty */
+    uint64_t pairs_mask;
+
     int32_t *udt; /* USER_DEFINED tokens, longest first (partition targets) */
     int n_udt;
+    /* byte trie of the udt texts: node 0 is the root; edge (node, byte) ->
+     * child in an open-addressing table; term[node] = udt rank + 1 or 0 */
+    uint64_t *tr_keys; /* (node << 8 | byte) + 1, 0 empty */
+    int32_t *tr_child;
+    uint64_t tr_mask;
+    int32_t *tr_term;
+    int tr_nodes;
+    uint8_t tr_first[256]; /* bytes that start some udt */
+
+    int dbg; /* TOK_DBG_* */
 
     char byte_enc[256][3]; /* GPT-2 byte -> UTF-8 of its code point, NUL-terminated */
 };
@@ -121,6 +139,53 @@ static uint64_t table_size(uint64_t n) {
     uint64_t s = 16;
     while (s < 2 * n) s <<= 1;
     return s;
+}
+
+/* one character at s[0..len): code point as tu_decode reads it, byte length in *l */
+static inline uint32_t char_at(const char *s, size_t len, size_t *l) {
+    uint32_t c;
+    size_t k = tu_len_utf8((unsigned char)s[0]);
+    if (k > len) k = len;
+    tu_decode(s, k, &c, NULL);
+    *l = k;
+    return c;
+}
+
+static inline uint64_t pair_key(uint32_t a, uint32_t b) { return (((uint64_t)a << 21) | b) + 1; }
+
+static int pair_known(const ac_vocab *v, uint64_t k) {
+    for (uint64_t i = hmix(k) & v->pairs_mask;; i = (i + 1) & v->pairs_mask) {
+        if (v->pairs[i] == k) return 1;
+        if (v->pairs[i] == 0) return 0;
+    }
+}
+
+static int build_pairs(ac_vocab *v) {
+    uint64_t count = 0;
+    for (int i = 0; i < v->n_tokens; i++) count += v->text[i].len; /* >= number of pairs */
+    uint64_t sz = table_size(count);
+    v->pairs = AC_CALLOC(sz, sizeof *v->pairs);
+    if (!v->pairs) return AC_ERR_NOMEM;
+    v->pairs_mask = sz - 1;
+    for (int i = 0; i < v->n_tokens; i++) {
+        const char *t = v->text[i].ptr;
+        size_t len = v->text[i].len, o = 0, l;
+        if (len == 0) continue;
+        uint32_t prev = char_at(t, len, &l);
+        for (o = l; o < len; o += l) {
+            uint32_t c = char_at(t + o, len - o, &l);
+            uint64_t k = pair_key(prev, c);
+            for (uint64_t j = hmix(k) & v->pairs_mask;; j = (j + 1) & v->pairs_mask) {
+                if (v->pairs[j] == k) break;
+                if (v->pairs[j] == 0) {
+                    v->pairs[j] = k;
+                    break;
+                }
+            }
+            prev = c;
+        }
+    }
+    return AC_OK;
 }
 
 /* ---- output vector ---------------------------------------------------------- */
@@ -293,6 +358,49 @@ static void sort_udt(ac_vocab *v) {
         }
         v->udt[j + 1] = x;
     }
+}
+
+static int32_t trie_child(const ac_vocab *v, int32_t node, unsigned char b) {
+    uint64_t k = (((uint64_t)node << 8) | b) + 1;
+    for (uint64_t i = hmix(k) & v->tr_mask;; i = (i + 1) & v->tr_mask) {
+        if (v->tr_keys[i] == k) return v->tr_child[i];
+        if (v->tr_keys[i] == 0) return -1;
+    }
+}
+
+static int build_trie(ac_vocab *v) {
+    uint64_t total = 1;
+    for (int k = 0; k < v->n_udt; k++) total += v->text[v->udt[k]].len;
+    uint64_t sz = table_size(total);
+    v->tr_keys = AC_CALLOC(sz, sizeof *v->tr_keys);
+    v->tr_child = AC_MALLOC(sz * sizeof *v->tr_child);
+    v->tr_term = AC_CALLOC(total, sizeof *v->tr_term);
+    if (!v->tr_keys || !v->tr_child || !v->tr_term) return AC_ERR_NOMEM;
+    v->tr_mask = sz - 1;
+    v->tr_nodes = 1;
+    for (int k = 0; k < v->n_udt; k++) {
+        const gguf_str *t = &v->text[v->udt[k]];
+        int32_t node = 0;
+        v->tr_first[(unsigned char)t->ptr[0]] = 1;
+        for (uint64_t j = 0; j < t->len; j++) {
+            unsigned char b = (unsigned char)t->ptr[j];
+            int32_t c = trie_child(v, node, b);
+            if (c < 0) {
+                uint64_t key = (((uint64_t)node << 8) | b) + 1;
+                uint64_t i = hmix(key) & v->tr_mask;
+                while (v->tr_keys[i]) i = (i + 1) & v->tr_mask;
+                v->tr_keys[i] = key;
+                v->tr_child[i] = c = v->tr_nodes++;
+            }
+            node = c;
+        }
+        v->tr_term[node] = k + 1; /* texts are distinct: one udt per node */
+    }
+    return AC_OK;
+}
+
+void tok_debug_set(ac_vocab *v, int flags) {
+    if (v) v->dbg = flags;
 }
 
 int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
@@ -501,6 +609,8 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
         if (id >= 0) v->attr[id] = ATTR_USER_DEFINED;
     }
 
+    if (v->type == AC_VOCAB_SPM && (rc = build_pairs(v))) goto fail;
+
     /* tokens matched in raw text before tokenizing (parse_special off) */
     for (int i = 0; i < n; i++)
         if ((v->attr[i] & ATTR_USER_DEFINED) && !(v->attr[i] & (ATTR_CONTROL | ATTR_UNKNOWN)) && v->text[i].len)
@@ -516,6 +626,7 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
             if ((v->attr[i] & ATTR_USER_DEFINED) && !(v->attr[i] & (ATTR_CONTROL | ATTR_UNKNOWN)) && v->text[i].len)
                 v->udt[k++] = i;
         sort_udt(v);
+        if ((rc = build_trie(v))) goto fail;
     }
     *out = v;
     return AC_OK;
@@ -532,6 +643,10 @@ void ac_vocab_free(ac_vocab *v) {
     free(v->merges);
     free(v->mh);
     free(v->udt);
+    free(v->pairs);
+    free(v->tr_keys);
+    free(v->tr_child);
+    free(v->tr_term);
     tok_pretok_free(&v->pre);
     free(v);
 }
@@ -561,11 +676,27 @@ typedef struct sym {
     uint32_t start, n; /* bytes in the session text */
 } sym;
 
+/* A queued pair. prio packs the order of llama.cpp's comparators into one
+ * integer, highest first: high 32 bits = order-preserving key of the SPM
+ * score (higher first) or ~rank for BPE (lower rank first), low 32 bits =
+ * ~left (leftmost first on ties). 16 bytes: the queue of a long text stays
+ * cache-friendlier. */
 typedef struct bigram {
-    double score; /* SPM: token score (highest first); BPE: -rank (lowest rank first), exact in double */
-    int32_t left, right;
+    uint64_t prio;
+    int32_t right;
     uint32_t size;
 } bigram;
+
+static inline int32_t bg_left(const bigram *b) { return (int32_t)~(uint32_t)b->prio; }
+
+static inline uint32_t score_key(float f) { /* monotonic float -> uint32 (-0 == +0) */
+    uint32_t u;
+    if (f == 0.0f) f = 0.0f;
+    memcpy(&u, &f, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+static inline uint64_t bg_prio(uint32_t key, int32_t left) { return ((uint64_t)key << 32) | (uint32_t)~(uint32_t)left; }
 
 typedef struct scratch {
     char *buf;
@@ -586,10 +717,8 @@ static void scratch_free(scratch *s) {
     free(s->off);
 }
 
-/* max-heap on (score, then smaller left) */
-static inline int hp_before(const bigram *a, const bigram *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
+/* max-heap on prio */
+static inline int hp_before(const bigram *a, const bigram *b) { return a->prio > b->prio; }
 
 static int hp_push(scratch *s, bigram b) {
     if (!grow((void **)&s->hp, &s->hp_cap, s->hp_n + 1, sizeof *s->hp)) return 0;
@@ -656,12 +785,12 @@ static int spm_try_add(const ac_vocab *v, scratch *s, const char *t, int32_t l, 
     uint32_t size = a->n + b->n;
     int32_t id = lookup(v, t + a->start, size);
     if (id < 0) return 1;
-    bigram g = {v->score[id], l, r, size};
+    bigram g = {bg_prio(score_key(v->score[id]), l), r, size};
     return hp_push(s, g);
 }
 
-/* t: escaped text (U+2581 for spaces) */
-static int spm_tokenize(const ac_vocab *v, scratch *s, const char *t, size_t len, ivec *out) {
+/* one independent segment t[0..len) */
+static int spm_segment(const ac_vocab *v, scratch *s, const char *t, size_t len, ivec *out) {
     size_t ns;
     if (len == 0) return 1;
     if (!make_symbols(s, len, t, &ns)) return 0;
@@ -670,13 +799,14 @@ static int spm_tokenize(const ac_vocab *v, scratch *s, const char *t, size_t len
         if (!spm_try_add(v, s, t, (int32_t)i - 1, (int32_t)i)) return 0;
     while (s->hp_n) {
         bigram g = hp_pop(s);
-        sym *a = &s->sy[g.left], *b = &s->sy[g.right];
+        int32_t gl = bg_left(&g);
+        sym *a = &s->sy[gl], *b = &s->sy[g.right];
         if (a->n == 0 || b->n == 0 || a->n + b->n != g.size) continue; /* stale */
         a->n += b->n;
         b->n = 0;
         a->next = b->next;
-        if (b->next >= 0) s->sy[b->next].prev = g.left;
-        if (!spm_try_add(v, s, t, a->prev, g.left) || !spm_try_add(v, s, t, g.left, a->next)) return 0;
+        if (b->next >= 0) s->sy[b->next].prev = gl;
+        if (!spm_try_add(v, s, t, a->prev, gl) || !spm_try_add(v, s, t, gl, a->next)) return 0;
     }
     /* Every merged symbol is a token (a pair is only queued if it is one), so
      * a symbol that is no token is a single character: emit its bytes. */
@@ -695,6 +825,23 @@ static int spm_tokenize(const ac_vocab *v, scratch *s, const char *t, size_t len
     return 1;
 }
 
+/* t: escaped text (U+2581 for spaces); cut where no token can span */
+static int spm_tokenize(const ac_vocab *v, scratch *s, const char *t, size_t len, ivec *out) {
+    size_t seg = 0, l;
+    if (len == 0) return 1;
+    if (v->dbg & TOK_DBG_SPM_NO_SEGMENT) return spm_segment(v, s, t, len, out);
+    uint32_t prev = char_at(t, len, &l);
+    for (size_t o = l; o < len; o += l) {
+        uint32_t c = char_at(t + o, len - o, &l);
+        if (!pair_known(v, pair_key(prev, c))) {
+            if (!spm_segment(v, s, t + seg, o - seg, out)) return 0;
+            seg = o;
+        }
+        prev = c;
+    }
+    return spm_segment(v, s, t + seg, len - seg, out);
+}
+
 /* ---- BPE ---------------------------------------------------------------------- */
 
 static int bpe_try_add(const ac_vocab *v, scratch *s, const char *t, int32_t l, int32_t r) {
@@ -702,7 +849,7 @@ static int bpe_try_add(const ac_vocab *v, scratch *s, const char *t, int32_t l, 
     const sym *a = &s->sy[l], *b = &s->sy[r];
     int32_t rank = merge_rank(v, t + a->start, a->n, t + b->start, b->n);
     if (rank < 0) return 1;
-    bigram g = {-(double)rank, l, r, a->n + b->n};
+    bigram g = {bg_prio(~(uint32_t)rank, l), r, a->n + b->n};
     return hp_push(s, g);
 }
 
@@ -720,13 +867,14 @@ static int bpe_word(const ac_vocab *v, scratch *s, const char *w, size_t len, iv
         if (!bpe_try_add(v, s, w, (int32_t)i - 1, (int32_t)i)) return 0;
     while (s->hp_n) {
         bigram g = hp_pop(s);
-        sym *a = &s->sy[g.left], *b = &s->sy[g.right];
+        int32_t gl = bg_left(&g);
+        sym *a = &s->sy[gl], *b = &s->sy[g.right];
         if (a->n == 0 || b->n == 0 || a->n + b->n != g.size) continue; /* outdated */
         a->n += b->n;
         b->n = 0;
         a->next = b->next;
-        if (b->next >= 0) s->sy[b->next].prev = g.left;
-        if (!bpe_try_add(v, s, w, a->prev, g.left) || !bpe_try_add(v, s, w, g.left, a->next)) return 0;
+        if (b->next >= 0) s->sy[b->next].prev = gl;
+        if (!bpe_try_add(v, s, w, a->prev, gl) || !bpe_try_add(v, s, w, gl, a->next)) return 0;
     }
     for (int32_t i = 0; i != -1; i = s->sy[i].next) {
         const sym *y = &s->sy[i];
@@ -861,8 +1009,10 @@ typedef struct frag {
 } frag;
 
 /* Split text around USER_DEFINED tokens (llama.cpp's tokenizer_st_partition
- * with parse_special = false). *fr gets malloc'd fragments. */
-static int partition(const ac_vocab *v, const char *t, size_t len, frag **fr, size_t *nfr) {
+ * with parse_special = false), the plain way: for each token, longest
+ * first, cut every text fragment at its leftmost non-overlapping
+ * occurrences. *fr gets malloc'd fragments. */
+static int partition_ref(const ac_vocab *v, const char *t, size_t len, frag **fr, size_t *nfr) {
     size_t n = 0, cap = 16;
     frag *a = malloc(cap * sizeof *a);
     if (!a) return 0;
@@ -915,6 +1065,85 @@ static int partition(const ac_vocab *v, const char *t, size_t len, frag **fr, si
     *nfr = n;
     return 1;
 oom:
+    free(a);
+    return 0;
+}
+
+typedef struct occ {
+    uint32_t rank, start; /* udt rank (longest first), byte offset */
+} occ;
+
+static int occ_cmp(const void *a, const void *b) {
+    const occ *x = a, *y = b;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return (x->start > y->start) - (x->start < y->start);
+}
+
+/* Same result as partition_ref with one scan: find every occurrence of every
+ * udt with the trie, then replay llama.cpp's order — tokens longest first,
+ * each taking its leftmost occurrences that overlap nothing taken before
+ * (an occurrence is inside a text fragment iff it overlaps no taken token). */
+static int partition(const ac_vocab *v, const char *t, size_t len, frag **fr, size_t *nfr) {
+    if (v->n_udt == 0 || len == 0 || (v->dbg & TOK_DBG_REF_PARTITION)) return partition_ref(v, t, len, fr, nfr);
+    occ *oc = NULL;
+    size_t no = 0, ocap = 0;
+    uint8_t *taken = NULL;
+    int32_t *at = NULL; /* at[start] = udt rank taken there, -1 */
+    frag *a = NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (!v->tr_first[(unsigned char)t[i]]) continue;
+        int32_t node = 0;
+        for (size_t j = i; j < len; j++) {
+            node = trie_child(v, node, (unsigned char)t[j]);
+            if (node < 0) break;
+            if (v->tr_term[node]) {
+                if (!grow((void **)&oc, &ocap, no + 1, sizeof *oc)) goto oom;
+                oc[no++] = (occ){(uint32_t)v->tr_term[node] - 1, (uint32_t)i};
+            }
+        }
+    }
+    size_t n = 0, cap = 2 * no + 2;
+    a = malloc(cap * sizeof *a);
+    if (!a) goto oom;
+    if (no == 0) {
+        a[n++] = (frag){-1, 0, len};
+        *fr = a, *nfr = n;
+        return 1;
+    }
+    qsort(oc, no, sizeof *oc, occ_cmp);
+    taken = calloc(len, 1);
+    at = malloc(len * sizeof *at);
+    if (!taken || !at) goto oom;
+    memset(at, 0xFF, len * sizeof *at);
+    for (size_t k = 0; k < no; k++) {
+        size_t s0 = oc[k].start, l = v->text[v->udt[oc[k].rank]].len, j;
+        for (j = 0; j < l && !taken[s0 + j]; j++) {}
+        if (j < l) continue; /* overlaps a longer token or this token's previous match */
+        memset(taken + s0, 1, l);
+        at[s0] = (int32_t)oc[k].rank;
+    }
+    size_t txt = 0; /* start of the pending text run */
+    for (size_t i = 0; i < len;) {
+        if (at[i] < 0) {
+            i++;
+            continue;
+        }
+        if (i > txt) a[n++] = (frag){-1, txt, i - txt};
+        int32_t id = v->udt[at[i]];
+        a[n++] = (frag){id, 0, 0};
+        i += v->text[id].len;
+        txt = i;
+    }
+    if (len > txt) a[n++] = (frag){-1, txt, len - txt};
+    free(oc);
+    free(taken);
+    free(at);
+    *fr = a, *nfr = n;
+    return 1;
+oom:
+    free(oc);
+    free(taken);
+    free(at);
     free(a);
     return 0;
 }
