@@ -149,6 +149,7 @@ static int key_int(loader *ld, const char *suffix, int64_t lo, int64_t hi, int r
     int64_t v = *out;
     int rc = gguf_get_int(ld->g, key, &v, required);
     if (rc) return rc;
+    if (!gguf_find(ld->g, key)) return AC_OK; /* optional and absent: default kept */
     if (v < lo || v > hi)
         return ac_err(AC_ERR_FORMAT, "key %s = %lld out of range [%lld, %lld]", key, (long long)v, (long long)lo,
                       (long long)hi);

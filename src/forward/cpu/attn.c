@@ -148,15 +148,15 @@ static void fused_task(const ac_attn_args *a, int h, int i0, int nq, float *Kt, 
                 }
                 float mx = s[0];
                 for (int j = 1; j < nvalid; j++) mx = s[j] > mx ? s[j] : mx;
-                const float m_old = mrow[r], m_new = mx > m_old ? mx : m_old;
+                const float m_old = mrow[r0 + r], m_new = mx > m_old ? mx : m_old;
                 const float alpha = ac_expf(m_old - m_new); /* exp(-inf) = 0 on the first block */
                 for (int j = 0; j < nvalid; j++) s[j] -= m_new;
                 ac_vexp(s, nvalid);
                 for (int j = nvalid; j < BK; j++) s[j] = 0.0f;
                 float sum = 0.0f;
                 for (int j = 0; j < nvalid; j++) sum += s[j];
-                lrow[r] = lrow[r] * alpha + sum;
-                mrow[r] = m_new;
+                lrow[r0 + r] = lrow[r0 + r] * alpha + sum;
+                mrow[r0 + r] = m_new;
                 float *o = O + (size_t)(r0 + r) * hd;
                 if (alpha != 1.0f)
                     for (int d = 0; d < hd; d++) o[d] *= alpha;

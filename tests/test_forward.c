@@ -1,0 +1,724 @@
+/* test_forward.c — the fast forward pass against the plain reference
+ * (tests/ref_forward.c) on random synthetic models of every architecture and
+ * weight type, every GEMM backend and both attention kinds; batches against
+ * one-at-a-time runs; the attention hook (record, supply = skip path); input
+ * limits; loader errors; profiling. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "attncache.h"
+#include "forward/forward.h"
+#include "load/model.h"
+#include "ref_forward.h"
+#include "util/common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- fixture ------------------------------------------------------------------------------ */
+typedef struct fx {
+    uint8_t *buf;
+    size_t size;
+    gguf_file *g;
+    ref_model ref;
+    ac_model *m;
+} fx;
+
+static void fx_open(fx *f, const ref_spec *s) {
+    memset(f, 0, sizeof *f);
+    assert_int_equal(ref_build(s, &f->buf, &f->size), AC_OK);
+    assert_int_equal(gguf_open_memory(f->buf, f->size, &f->g), AC_OK);
+    assert_int_equal(ref_model_init(&f->ref, f->g), 0);
+    int rc = ac_model_load_memory(f->buf, f->size, NULL, AC_LOAD_NO_VOCAB, &f->m);
+    if (rc) fprintf(stderr, "load: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+}
+
+static void fx_close(fx *f) {
+    ac_model_free(f->m);
+    ref_model_free(&f->ref);
+    gguf_close(f->g);
+    free(f->buf);
+}
+
+static int have_dnnl(void) {
+#ifdef AC_HAVE_DNNL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static ac_ctx *mkctx(const ac_model *m, int gemm, int attn) {
+    ac_ctx_params p = ac_ctx_default_params();
+    p.gemm = gemm;
+    p.attn = attn;
+    p.n_threads = 2;
+    ac_ctx *c = NULL;
+    int rc = ac_ctx_new(m, &p, &c);
+    if (rc) fprintf(stderr, "ctx: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    return c;
+}
+
+/* A batch of sequences of the given lengths with random ids. */
+typedef struct batch {
+    int n;
+    ac_seq seqs[8];
+    int32_t *ids;
+    int T;
+} batch;
+
+static void batch_make(batch *b, const int *lens, int n, int V, uint64_t seed) {
+    b->n = n;
+    b->T = 0;
+    for (int i = 0; i < n; i++) b->T += lens[i];
+    b->ids = malloc((size_t)b->T * sizeof *b->ids);
+    ref_random_tokens(&seed, b->ids, b->T, V);
+    for (int i = 0, o = 0; i < n; o += lens[i], i++) {
+        b->seqs[i].tokens = b->ids + o;
+        b->seqs[i].n_tokens = lens[i];
+    }
+}
+
+/* Run the engine on batch b and compare hidden states (+ logits, pooled, cls where
+ * the model has them) with the reference, per sequence. Returns the worst error. */
+static double check_vs_ref(fx *f, ac_ctx *c, const batch *b, double tol, const char *what) {
+    const ac_model_info *in = &f->m->info;
+    const int D = in->n_embd, V = in->n_vocab, NC = in->n_cls_out;
+    float *hidden = malloc((size_t)b->T * D * sizeof *hidden);
+    float *logits = in->has_lm_head ? malloc((size_t)b->n * V * sizeof *logits) : NULL;
+    float *pooled = malloc((size_t)b->n * D * sizeof *pooled);
+    float *cls = NC ? malloc((size_t)b->n * NC * sizeof *cls) : NULL;
+    ac_outputs o = {hidden, pooled, logits, cls, AC_POOL_MEAN, 0};
+    int rc = ac_forward(c, b->seqs, b->n, &o);
+    if (rc) fprintf(stderr, "forward: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    double worst = 0;
+    for (int s = 0, off = 0; s < b->n; off += b->seqs[s].n_tokens, s++) {
+        const int n = b->seqs[s].n_tokens;
+        double *rh = malloc((size_t)n * D * sizeof *rh), *rl = malloc((size_t)V * sizeof *rl),
+               *rc_ = malloc((size_t)(NC ? NC : 1) * sizeof *rc_), *rp = calloc((size_t)D, sizeof *rp);
+        ref_forward(&f->ref, b->seqs[s].tokens, n, rh, logits ? rl : NULL, NC ? rc_ : NULL);
+        double e = ref_rel_err_f(hidden + (size_t)off * D, rh, (size_t)n * D);
+        double el = logits ? ref_rel_err_f(logits + (size_t)s * V, rl, (size_t)V) : 0;
+        double ec = NC ? ref_rel_err_f(cls + (size_t)s * NC, rc_, (size_t)NC) : 0;
+        for (int t = 0; t < n; t++)
+            for (int d = 0; d < D; d++) rp[d] += rh[(size_t)t * D + d] / n;
+        double ep = ref_rel_err_f(pooled + (size_t)s * D, rp, (size_t)D);
+        double w = fmax(fmax(e, el), fmax(ec, ep));
+        if (!(w <= tol))
+            fprintf(stderr, "%s: seq %d (L=%d): hidden %.3g logits %.3g cls %.3g pooled %.3g > %.1g\n", what, s, n, e, el,
+                    ec, ep, tol);
+        assert_true(w <= tol);
+        worst = fmax(worst, w);
+        free(rh), free(rl), free(rc_), free(rp);
+    }
+    free(hidden), free(logits), free(pooled), free(cls);
+    return worst;
+}
+
+static const int g_lens[3] = {70, 1, 37}; /* crosses the 64-key and 32-query blocks; a 1-token sequence */
+
+static void run_all_backends(const ref_spec *s, double tol_f32_math, const char *label) {
+    fx f;
+    fx_open(&f, s);
+    batch b;
+    batch_make(&b, g_lens, 3, s->n_vocab, 99);
+    const int gemms[3] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL};
+    for (int gi = 0; gi < 3; gi++) {
+        if (gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) continue;
+        for (int attn = 0; attn < 2; attn++) {
+            ac_ctx *c = mkctx(f.m, gemms[gi], attn);
+            /* oneDNN on non-F32 weights computes in BF16: the looser bound */
+            double tol = gemms[gi] == AC_GEMM_DNNL && s->wtype != GGML_F32 && f.m->packed_bf16 ? 1e-2 : tol_f32_math;
+            char what[128];
+            snprintf(what, sizeof what, "%s gemm=%d attn=%d", label, gemms[gi], attn);
+            double w = check_vs_ref(&f, c, &b, tol, what);
+            printf("  %-28s gemm %-8s attn %-12s max rel err %.2e\n", label, c->gemm_q->name,
+                   attn ? "materialised" : "fused", w);
+            ac_ctx_free(c);
+        }
+    }
+    free(b.ids);
+    fx_close(&f);
+}
+
+/* ---- accuracy against the reference ----------------------------------------------------------- */
+
+static void test_llama_f32(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    run_all_backends(&s, 1e-4, "llama f32");
+}
+
+static void test_llama_variants(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    s.tied = 1;
+    s.fused_qkv = 1;
+    s.rope_freqs = 1;
+    s.n_rot = 8; /* partial rotary: 8 of 16 dims */
+    s.o_bias = 1;
+    s.qkv_bias = 1;
+    s.n_head_kv = 1;
+    s.n_cls = 3;
+    s.seed = 77;
+    run_all_backends(&s, 1e-4, "llama tied/fused/partial");
+}
+
+static void test_qwen2_f32(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_QWEN2);
+    s.seed = 5;
+    run_all_backends(&s, 1e-4, "qwen2 f32");
+}
+
+static void test_bert_f32(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_BERT);
+    s.n_cls = 2;
+    s.pooling_type = 2;
+    run_all_backends(&s, 1e-4, "bert f32");
+}
+
+static void test_bert_causal_flag(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_BERT);
+    s.causal = 1; /* {arch}.attention.causal honoured */
+    s.seed = 9;
+    fx f;
+    fx_open(&f, &s);
+    assert_int_equal(f.m->info.causal, 1);
+    batch b;
+    batch_make(&b, g_lens, 3, s.n_vocab, 3);
+    ac_ctx *c = mkctx(f.m, AC_GEMM_OPENBLAS, AC_ATTN_FUSED);
+    check_vs_ref(&f, c, &b, 1e-4, "bert causal");
+    ac_ctx_free(c);
+    free(b.ids);
+    fx_close(&f);
+}
+
+static void test_weight_types(void **st) {
+    (void)st;
+    const uint32_t types[3] = {GGML_F16, GGML_BF16, GGML_Q8_0};
+    const int archs[3] = {AC_ARCH_LLAMA, AC_ARCH_QWEN2, AC_ARCH_BERT};
+    for (int a = 0; a < 3; a++)
+        for (int t = 0; t < 3; t++) {
+            ref_spec s = ref_spec_default(archs[a]);
+            s.wtype = types[t];
+            s.seed = 100 + 10 * a + t;
+            if (archs[a] == AC_ARCH_BERT) s.n_cls = 2;
+            char label[64];
+            snprintf(label, sizeof label, "%s %s", archs[a] == AC_ARCH_BERT ? "bert" : archs[a] ? "qwen2" : "llama",
+                     ggml_dtype_name(types[t]));
+            /* the f32-math backends see exactly the file's values: tight bound */
+            run_all_backends(&s, 1e-4, label);
+        }
+}
+
+/* AUTO picks oneDNN BF16 for packed weights and the 1e-2 bound holds on a larger model */
+static void test_auto_bf16_larger(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    s.n_embd = 256;
+    s.n_head = 8;
+    s.n_head_kv = 4;
+    s.n_ff = 512;
+    s.n_layer = 3;
+    s.n_vocab = 300;
+    s.n_ctx = 160;
+    s.wtype = GGML_F16;
+    fx f;
+    fx_open(&f, &s);
+    batch b;
+    const int lens[2] = {130, 17};
+    batch_make(&b, lens, 2, s.n_vocab, 4);
+    ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    if (f.m->packed_bf16) assert_ptr_equal(c->gemm_q, &ac_gemm_dnnl_ops);
+    double w = check_vs_ref(&f, c, &b, 1e-2, "auto f16 larger");
+    printf("  llama f16 dim 256, AUTO (%s): max rel err %.2e\n", c->gemm_q->name, w);
+    ac_ctx_free(c);
+    free(b.ids);
+    fx_close(&f);
+}
+
+/* ---- batch == one at a time ------------------------------------------------------------------ */
+
+static void run_batch_vs_single(const ref_spec *s) {
+    fx f;
+    fx_open(&f, s);
+    const int lens[4] = {33, 70, 5, 64};
+    batch b;
+    batch_make(&b, lens, 4, s->n_vocab, 11);
+    const int D = f.m->info.n_embd;
+    const int gemms[3] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL};
+    for (int gi = 0; gi < 3; gi++) {
+        if (gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) continue;
+        for (int attn = 0; attn < 2; attn++) {
+            ac_ctx *c = mkctx(f.m, gemms[gi], attn);
+            float *hb = malloc((size_t)b.T * D * sizeof *hb), *h1 = malloc((size_t)b.T * D * sizeof *h1);
+            ac_outputs o = {0};
+            o.hidden = hb;
+            assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+            for (int i = 0, off = 0; i < b.n; off += b.seqs[i].n_tokens, i++) {
+                o.hidden = h1 + (size_t)off * D;
+                assert_int_equal(ac_forward(c, &b.seqs[i], 1, &o), AC_OK);
+            }
+            size_t n = (size_t)b.T * D, ndiff = 0;
+            double mx = 0, err = 0;
+            for (size_t i = 0; i < n; i++) {
+                ndiff += hb[i] != h1[i];
+                err = fmax(err, fabs((double)hb[i] - h1[i]));
+                mx = fmax(mx, fabs((double)h1[i]));
+            }
+            printf("  batch vs single %-6s gemm %-8s attn %d: %s (max rel diff %.2e)\n", ref_spec_default(0).arch == s->arch ? "llama" : "bert",
+                   c->gemm_q->name, attn, ndiff ? "within tolerance" : "bitwise identical", err / mx);
+            assert_true(err / mx <= 1e-6);
+            free(hb), free(h1);
+            ac_ctx_free(c);
+        }
+    }
+    free(b.ids);
+    fx_close(&f);
+}
+
+static void test_batch_vs_single(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    run_batch_vs_single(&s);
+    s = ref_spec_default(AC_ARCH_BERT);
+    run_batch_vs_single(&s);
+    s = ref_spec_default(AC_ARCH_LLAMA);
+    s.wtype = GGML_F16;
+    run_batch_vs_single(&s);
+}
+
+/* ---- attention hook: record, then supply (skip path) ----------------------------------------------- */
+typedef struct map_store {
+    int n_layer, n_seq;
+    float **P;        /* [n_layer * n_seq] recorded maps */
+    size_t *n;        /* their sizes */
+    int supply_mask;  /* bit s: supply maps for sequence s */
+    int n_supplied, n_recorded;
+    float perturb;    /* added to the supplied maps (0: exact) */
+    float *tmp;
+} map_store;
+
+static int rec_cb(void *u, const ac_attn_site *s, const float *P) {
+    map_store *ms = u;
+    size_t n = (size_t)s->n_head * s->n_tokens * s->n_tokens;
+    float **slot = &ms->P[s->layer * ms->n_seq + s->seq];
+    free(*slot);
+    *slot = malloc(n * sizeof **slot);
+    memcpy(*slot, P, n * sizeof **slot);
+    ms->n[s->layer * ms->n_seq + s->seq] = n;
+    ms->n_recorded++;
+    return AC_OK;
+}
+
+static const float *sup_cb(void *u, const ac_attn_site *s) {
+    map_store *ms = u;
+    if (!(ms->supply_mask >> s->seq & 1)) return NULL;
+    ms->n_supplied++;
+    const float *P = ms->P[s->layer * ms->n_seq + s->seq];
+    if (ms->perturb == 0) return P;
+    /* a different valid map: mix with uniform attention over the visible keys */
+    size_t n = ms->n[s->layer * ms->n_seq + s->seq];
+    free(ms->tmp);
+    ms->tmp = malloc(n * sizeof *ms->tmp);
+    const int L = s->n_tokens;
+    for (size_t i = 0; i < n; i++) {
+        int t = (int)(i / L % L), j = (int)(i % L);
+        float u_ = (!s->causal || j <= t) ? 1.0f / (float)(s->causal ? t + 1 : L) : 0.0f;
+        ms->tmp[i] = (1 - ms->perturb) * P[i] + ms->perturb * u_;
+    }
+    return ms->tmp;
+}
+
+static void run_skip_path(const ref_spec *spec) {
+    fx f;
+    fx_open(&f, spec);
+    const int lens[3] = {40, 70, 9};
+    batch b;
+    batch_make(&b, lens, 3, spec->n_vocab, 21);
+    const ac_model_info *in = &f.m->info;
+    const int D = in->n_embd, T = b.T;
+    map_store ms = {in->n_layer, 3, calloc((size_t)in->n_layer * 3, sizeof(float *)),
+                    calloc((size_t)in->n_layer * 3, sizeof(size_t)), 0, 0, 0, 0, NULL};
+    float *h_rec = malloc((size_t)T * D * 4), *h_sup = malloc((size_t)T * D * 4), *h_ref = malloc((size_t)T * D * 4);
+    ac_outputs o = {0};
+
+    /* 1. materialised run recording every map */
+    ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_MATERIALIZED);
+    ac_attn_hook hk = {&ms, NULL, NULL, rec_cb};
+    ac_ctx_set_attn_hook(c, &hk);
+    o.hidden = h_rec;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    assert_int_equal(ms.n_recorded, in->n_layer * 3);
+    /* rows of each map sum to 1, zero above the diagonal for causal models */
+    for (int i = 0; i < in->n_layer * 3; i++) {
+        const int L = lens[i % 3];
+        for (int r = 0; r < in->n_head * L; r++) {
+            double sum = 0;
+            for (int j = 0; j < L; j++) {
+                float p = ms.P[i][(size_t)r * L + j];
+                if (in->causal && j > r % L) assert_true(p == 0.0f);
+                sum += p;
+            }
+            assert_true(fabs(sum - 1.0) < 1e-5);
+        }
+    }
+
+    /* 2. supply every map: Q/K/RoPE/QK^T/softmax skipped; poison Q and K to prove it */
+    hk.record = NULL;
+    hk.supply = sup_cb;
+    ms.supply_mask = 7;
+    ac_ctx_set_attn_hook(c, &hk);
+    const size_t qn = (size_t)T * in->n_head * in->head_dim, kn = (size_t)T * in->n_head_kv * in->head_dim;
+    for (size_t i = 0; i < qn; i++) c->q[i] = NAN;
+    for (size_t i = 0; i < kn; i++) c->k[i] = NAN;
+    ac_ctx_reset_profile(c);
+    o.hidden = h_sup;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    assert_int_equal(ms.n_supplied, in->n_layer * 3);
+    assert_true(isnan(c->q[0]) && isnan(c->q[qn - 1]) && isnan(c->k[0]) && isnan(c->k[kn - 1]));
+    assert_memory_equal(h_sup, h_rec, (size_t)T * D * 4); /* exact maps -> exact output */
+
+    /* 3. supply only sequence 1 in the batch; the others compute theirs (materialised: bitwise) */
+    ms.supply_mask = 2;
+    o.hidden = h_sup;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    assert_memory_equal(h_sup, h_rec, (size_t)T * D * 4);
+    ac_ctx_free(c);
+
+    /* 4. fused default context + supplied maps for sequence 0 and 2: close to the reference */
+    c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    ms.supply_mask = 5;
+    ac_ctx_set_attn_hook(c, &hk);
+    o.hidden = h_sup;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    ac_ctx_set_attn_hook(c, NULL);
+    o.hidden = h_ref;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    double err = 0, mx = 0;
+    for (size_t i = 0; i < (size_t)T * D; i++) {
+        err = fmax(err, fabs((double)h_sup[i] - h_ref[i]));
+        mx = fmax(mx, fabs((double)h_ref[i]));
+    }
+    printf("  skip path, fused ctx, maps from the materialised run: rel diff %.2e\n", err / mx);
+    assert_true(err / mx < (spec->wtype == GGML_F32 ? 1e-5 : 1e-2));
+
+    /* 5. a different map changes the output: the supplied map is really what is used */
+    ms.perturb = 0.5f;
+    ms.supply_mask = 7;
+    ac_ctx_set_attn_hook(c, &hk);
+    o.hidden = h_sup;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    err = 0;
+    for (size_t i = 0; i < (size_t)T * D; i++) err = fmax(err, fabs((double)h_sup[i] - h_ref[i]));
+    assert_true(err / mx > 1e-3);
+    ac_ctx_free(c);
+
+    for (int i = 0; i < in->n_layer * 3; i++) free(ms.P[i]);
+    free(ms.P), free(ms.n), free(ms.tmp);
+    free(h_rec), free(h_sup), free(h_ref), free(b.ids);
+    fx_close(&f);
+}
+
+static void test_skip_path(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    run_skip_path(&s);
+    s = ref_spec_default(AC_ARCH_BERT);
+    run_skip_path(&s);
+    s = ref_spec_default(AC_ARCH_QWEN2);
+    s.wtype = GGML_BF16;
+    run_skip_path(&s);
+}
+
+static int fail_rec(void *u, const ac_attn_site *s, const float *P) {
+    (void)u, (void)P;
+    return s->layer == 1 ? ac_err(AC_ERR_CACHE, "disk full") : AC_OK;
+}
+
+static void test_hook_error(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    fx f;
+    fx_open(&f, &s);
+    ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    ac_attn_hook hk = {NULL, NULL, NULL, fail_rec};
+    ac_ctx_set_attn_hook(c, &hk);
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    ac_seq q = {ids, 5};
+    float h[5 * 64];
+    ac_outputs o = {0};
+    o.hidden = h;
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "disk full"));
+    assert_non_null(strstr(ac_last_error(), "layer 1"));
+    ac_ctx_free(c);
+    fx_close(&f);
+}
+
+/* ---- limits and arguments ----------------------------------------------------------------------- */
+static void test_limits(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_BERT);
+    fx f;
+    fx_open(&f, &s);
+    ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    int32_t ids[200];
+    for (int i = 0; i < 200; i++) ids[i] = i % s.n_vocab;
+    float *pooled = malloc(4 * 64 * sizeof *pooled);
+    ac_outputs o = {0};
+    o.pooled = pooled;
+    o.pooling = AC_POOL_DEFAULT;
+    ac_seq q = {ids, s.n_ctx + 1};
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_INPUT);
+    assert_non_null(strstr(ac_last_error(), "input of 97 tokens exceeds"));
+    q.n_tokens = s.n_ctx; /* exactly at the limit: fine */
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_OK);
+    ac_seq two[2] = {{ids, 3}, {ids, 0}};
+    assert_int_equal(ac_forward(c, two, 2, &o), AC_ERR_INPUT);
+    assert_non_null(strstr(ac_last_error(), "sequence 1 is empty"));
+    ids[2] = s.n_vocab;
+    q.n_tokens = 4;
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_INPUT);
+    assert_non_null(strstr(ac_last_error(), "out of range"));
+    ids[2] = -1;
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_INPUT);
+    ids[2] = 2;
+    assert_int_equal(ac_forward(c, &q, 0, &o), AC_ERR_ARG);
+    assert_int_equal(ac_forward(c, NULL, 1, &o), AC_ERR_ARG);
+    o.pooling = AC_POOL_NONE;
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_ARG);
+    o.pooling = AC_POOL_DEFAULT;
+    float logits[200];
+    o.logits = logits; /* bert has no LM head */
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_UNSUPPORTED);
+    ac_ctx_free(c);
+
+    /* max_tokens below n_ctx_train */
+    ac_ctx_params p = ac_ctx_default_params();
+    p.max_tokens = 8;
+    assert_int_equal(ac_ctx_new(f.m, &p, &c), AC_OK);
+    o.logits = NULL;
+    q.n_tokens = 9;
+    assert_int_equal(ac_forward(c, &q, 1, &o), AC_ERR_INPUT);
+    assert_non_null(strstr(ac_last_error(), "input of 9 tokens exceeds the limit of 8"));
+    ac_ctx_free(c);
+    p = ac_ctx_default_params();
+    p.gemm = 42;
+    assert_int_equal(ac_ctx_new(f.m, &p, &c), AC_ERR_ARG);
+    p = ac_ctx_default_params();
+    p.attn = 7;
+    assert_int_equal(ac_ctx_new(f.m, &p, &c), AC_ERR_ARG);
+    free(pooled);
+    fx_close(&f);
+}
+
+/* ---- loader errors ------------------------------------------------------------------------------------ */
+static int load_spec_rc(const ref_spec *s) {
+    uint8_t *buf;
+    size_t size;
+    assert_int_equal(ref_build(s, &buf, &size), AC_OK);
+    ac_model *m = NULL;
+    int rc = ac_model_load_memory(buf, size, NULL, AC_LOAD_NO_VOCAB, &m);
+    if (rc == AC_OK) ac_model_free(m);
+    else assert_null(m);
+    free(buf);
+    return rc;
+}
+
+static void test_loader_errors(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    s.arch_override = "gpt2";
+    assert_int_equal(load_spec_rc(&s), AC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ac_last_error(), "unsupported architecture 'gpt2'"));
+
+    s = ref_spec_default(AC_ARCH_LLAMA);
+    s.omit = "blk.1.ffn_up.weight";
+    assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "blk.1.ffn_up.weight"));
+
+    s = ref_spec_default(AC_ARCH_BERT);
+    s.omit = "blk.0.layer_output_norm.bias";
+    assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "blk.0.layer_output_norm.bias"));
+
+    s = ref_spec_default(AC_ARCH_QWEN2);
+    s.omit = "blk.0.attn_k.bias"; /* required for qwen2 */
+    assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "blk.0.attn_k.bias"));
+
+    s = ref_spec_default(AC_ARCH_LLAMA);
+    s.reshape = "blk.0.attn_k.weight";
+    assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "blk.0.attn_k.weight"));
+    assert_non_null(strstr(ac_last_error(), "shape"));
+
+    s = ref_spec_default(AC_ARCH_LLAMA);
+    s.reshape = "output_norm.weight";
+    assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "output_norm.weight"));
+
+    s = ref_spec_default(AC_ARCH_LLAMA);
+    s.q4 = "blk.1.ffn_down.weight";
+    assert_int_equal(load_spec_rc(&s), AC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ac_last_error(), "blk.1.ffn_down.weight"));
+
+    s = ref_spec_default(AC_ARCH_LLAMA);
+    s.n_head_kv = 3; /* 4 heads not a multiple of 3 */
+    s.n_head = 4;
+    s.omit = NULL;
+    /* shapes follow n_head_kv = 3 consistently; the loader must reject the hparams */
+    assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "head_count"));
+
+    ac_model *m = (ac_model *)1;
+    assert_int_equal(ac_model_load("/nonexistent/model.gguf", NULL, &m), AC_ERR_IO);
+    assert_null(m);
+    assert_int_equal(ac_model_load(NULL, NULL, &m), AC_ERR_ARG);
+}
+
+/* ---- info, profile, lm head, load paths -------------------------------------------------------------- */
+static void test_info_profile_head(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_QWEN2);
+    s.wtype = GGML_Q8_0;
+    fx f;
+    fx_open(&f, &s);
+    ac_model_info in;
+    assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+    assert_string_equal(in.arch_name, "qwen2");
+    assert_int_equal(in.arch, AC_ARCH_QWEN2);
+    assert_string_equal(in.name, "synthetic");
+    assert_int_equal(in.n_embd, 64);
+    assert_int_equal(in.n_layer, 2);
+    assert_int_equal(in.n_head, 4);
+    assert_int_equal(in.n_head_kv, 2);
+    assert_int_equal(in.head_dim, 16);
+    assert_int_equal(in.n_ff, 160);
+    assert_int_equal(in.n_vocab, 101);
+    assert_int_equal(in.n_ctx_train, 96);
+    assert_int_equal(in.causal, 1);
+    assert_int_equal(in.pooling, AC_POOL_LAST);
+    assert_int_equal(in.has_lm_head, 1);
+    assert_int_equal(in.weight_type, GGML_Q8_0);
+    assert_int_equal(in.file_bytes, f.size);
+    assert_true(in.n_params > 2 * 64 * 101);
+
+    ac_ctx_params p = ac_ctx_default_params();
+    p.profile = 1;
+    p.n_threads = 2;
+    ac_ctx *c;
+    assert_int_equal(ac_ctx_new(f.m, &p, &c), AC_OK);
+    assert_ptr_equal(ac_ctx_model(c), f.m);
+    batch b;
+    batch_make(&b, g_lens, 3, s.n_vocab, 5);
+    float *hidden = malloc((size_t)b.T * 64 * 4), *logits = malloc(3 * 101 * 4), *l2 = malloc(3 * 101 * 4);
+    ac_outputs o = {0};
+    o.hidden = hidden;
+    o.logits = logits;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    double sec[AC_STAGE_COUNT];
+    assert_int_equal(ac_ctx_get_profile(c, sec), AC_OK);
+    assert_true(sec[AC_STAGE_QKV] > 0 && sec[AC_STAGE_ATTN] > 0 && sec[AC_STAGE_MLP] > 0 && sec[AC_STAGE_O] > 0 &&
+                sec[AC_STAGE_HEAD] > 0 && sec[AC_STAGE_NORM] > 0);
+    assert_true(sec[AC_STAGE_QK] == 0 && sec[AC_STAGE_SOFTMAX] == 0); /* fused path only */
+    ac_ctx_reset_profile(c);
+    assert_int_equal(ac_ctx_get_profile(c, sec), AC_OK);
+    for (int i = 0; i < AC_STAGE_COUNT; i++) assert_true(sec[i] == 0);
+    assert_string_equal(ac_stage_name(AC_STAGE_QKV), "qkv");
+    assert_string_equal(ac_stage_name(AC_STAGE_HEAD), "head");
+    assert_string_equal(ac_stage_name(99), "?");
+    /* ac_lm_head on the last hidden rows reproduces the forward's logits */
+    for (int i = 0, off = 0; i < 3; off += b.seqs[i].n_tokens, i++)
+        assert_int_equal(ac_lm_head(c, hidden + (size_t)(off + b.seqs[i].n_tokens - 1) * 64, 1, l2 + i * 101), AC_OK);
+    assert_memory_equal(l2, logits, 3 * 101 * 4);
+    ac_ctx_free(c);
+
+    /* use_mmap = 0 (private copy) gives the same model */
+    ac_model_params mp = ac_model_default_params();
+    mp.use_mmap = 0;
+    mp.check_tensors = 1;
+    ac_model *m2;
+    assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &m2), AC_OK);
+    assert_int_equal(ac_ctx_new(m2, &p, &c), AC_OK);
+    o.hidden = NULL;
+    o.logits = l2;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    assert_memory_equal(l2, logits, 3 * 101 * 4);
+    ac_ctx_free(c);
+    ac_model_free(m2);
+    free(hidden), free(logits), free(l2), free(b.ids);
+    fx_close(&f);
+}
+
+static void test_pooling_modes(void **st) {
+    (void)st;
+    ref_spec s = ref_spec_default(AC_ARCH_BERT);
+    fx f;
+    fx_open(&f, &s);
+    ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    batch b;
+    batch_make(&b, g_lens, 3, s.n_vocab, 8);
+    const int D = 64;
+    float *h = malloc((size_t)b.T * D * 4), *pl = malloc(3 * D * 4);
+    ac_outputs o = {0};
+    o.hidden = h;
+    assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+    o.hidden = NULL;
+    o.pooled = pl;
+    const int modes[3] = {AC_POOL_CLS, AC_POOL_LAST, AC_POOL_MEAN};
+    for (int mi = 0; mi < 3; mi++)
+        for (int norm = 0; norm < 2; norm++) {
+            o.pooling = modes[mi];
+            o.normalize = norm;
+            assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+            for (int i = 0, off = 0; i < 3; off += b.seqs[i].n_tokens, i++) {
+                const int n = b.seqs[i].n_tokens;
+                double want[64], ss = 0;
+                for (int d = 0; d < D; d++) {
+                    if (modes[mi] == AC_POOL_CLS) want[d] = h[(size_t)off * D + d];
+                    else if (modes[mi] == AC_POOL_LAST) want[d] = h[(size_t)(off + n - 1) * D + d];
+                    else {
+                        want[d] = 0;
+                        for (int t = 0; t < n; t++) want[d] += h[(size_t)(off + t) * D + d];
+                        want[d] /= n;
+                    }
+                    ss += want[d] * want[d];
+                }
+                for (int d = 0; d < D; d++) {
+                    double w = norm ? want[d] / sqrt(ss) : want[d];
+                    assert_true(fabs(pl[i * D + d] - w) <= 1e-6 * (1 + fabs(w)));
+                }
+            }
+        }
+    /* the model default for bert without pooling_type is MEAN */
+    assert_int_equal(f.m->info.pooling, AC_POOL_MEAN);
+    free(h), free(pl), free(b.ids);
+    ac_ctx_free(c);
+    fx_close(&f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama_f32),        cmocka_unit_test(test_llama_variants),
+        cmocka_unit_test(test_qwen2_f32),        cmocka_unit_test(test_bert_f32),
+        cmocka_unit_test(test_bert_causal_flag), cmocka_unit_test(test_weight_types),
+        cmocka_unit_test(test_auto_bf16_larger), cmocka_unit_test(test_batch_vs_single),
+        cmocka_unit_test(test_skip_path),        cmocka_unit_test(test_hook_error),
+        cmocka_unit_test(test_limits),           cmocka_unit_test(test_loader_errors),
+        cmocka_unit_test(test_info_profile_head), cmocka_unit_test(test_pooling_modes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
