@@ -317,14 +317,7 @@ class Model:
     def vocab_pre(self, tok) -> str:
         if self.tokenizer_pre:
             return self.tokenizer_pre
-        h = sha256(str(tok.encode(CHKTXT)).encode()).hexdigest()
-        res = None
-        for k, name in KNOWN_PRE:
-            if k == h:
-                res = name
-        if res is None:
-            raise NotImplementedError(f"unknown pre-tokenizer (chkhsh {h}); pass --tokenizer-pre NAME")
-        return res
+        return tokenizer_pre_name(tok)
 
     def set_vocab_gpt2(self) -> None:
         tokens, types, pre = self.vocab_base()
@@ -439,6 +432,18 @@ class Model:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, outfile)
+
+
+def tokenizer_pre_name(tok) -> str:
+    """llama.cpp's tokenizer.ggml.pre for a HF tokenizer: sha256 of str(ids of CHKTXT)."""
+    h = sha256(str(tok.encode(CHKTXT)).encode()).hexdigest()
+    res = None
+    for k, name in KNOWN_PRE:
+        if k == h:
+            res = name
+    if res is None:
+        raise NotImplementedError(f"unknown pre-tokenizer (chkhsh {h}); pass --tokenizer-pre NAME")
+    return res
 
 
 def looks_special(t: str) -> bool:
