@@ -135,6 +135,8 @@ struct ac_store {
 /* ---- write hook ----------------------------------------------------------------------- */
 static ac_store_pwrite_fn g_pwrite = NULL;
 void ac_store_set_pwrite_hook(ac_store_pwrite_fn fn) { g_pwrite = fn; }
+static size_t g_reserve = 0;
+void ac_store_set_reserve_hint(size_t bytes) { g_reserve = bytes; }
 
 /* Write all n bytes at off. 0, or -1 with errno set. */
 static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off) {
@@ -246,8 +248,9 @@ static int map_extend(ac_store *st, uint64_t need) {
     long pg = sysconf(_SC_PAGESIZE);
     size_t len = (size_t)((need + (uint64_t)pg - 1) & ~(uint64_t)(pg - 1));
     if (!r || len > r->reserved) {
-        size_t res = RESERVE_MIN;
-        while (res < len * 2) res *= 2;
+        size_t res = g_reserve ? g_reserve : RESERVE_MIN;
+        while (res < len) res *= 2;
+        if (!g_reserve && res < 2 * len) res *= 2; /* room to grow in place */
         region *nr = (region *)realloc(st->rg, (size_t)(st->n_rg + 1) * sizeof(region));
         if (!nr) return ac_err(AC_ERR_NOMEM, "store %s: out of memory", st->path);
         st->rg = nr;
@@ -680,6 +683,7 @@ static void fill_entry(const ac_store *st, const ent *e, int64_t i, ac_store_ent
     out->maps = r + REC_HDR + st->feat_bytes;
     out->map_bytes = (size_t)e->map_bytes;
     out->index = i;
+    out->offset = e->off;
 }
 
 int ac_store_get(ac_store *st, int64_t i, ac_store_entry *out) {

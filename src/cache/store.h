@@ -80,6 +80,7 @@ typedef struct ac_store_entry {
     const uint8_t *maps;  /* [n_layer*n_head][map_bytes], layer-major, 64-byte aligned */
     size_t map_bytes;     /* one head's compressed map (ac_codec_map_bytes)             */
     int64_t index;        /* ordinal in the DB (commit order)                           */
+    uint64_t offset;      /* file offset of the record (diagnostics)                    */
 } ac_store_entry;
 
 /* Entry by ordinal 0..count-1. The first access verifies the record's payload
@@ -142,6 +143,9 @@ int ac_store_verify(ac_store *st, int64_t *n_bad, FILE *report);
  * Fault injection: return -1 with errno = ENOSPC, or a short count. */
 typedef ssize_t (*ac_store_pwrite_fn)(int fd, const void *buf, size_t n, off_t off);
 void ac_store_set_pwrite_hook(ac_store_pwrite_fn fn);
+/* Address space reserved per mapping region (default 16 GiB; 0 restores it).
+ * Tests set it tiny to exercise re-mapping into new regions. */
+void ac_store_set_reserve_hint(size_t bytes);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,826 @@
+/* test_cache_store.c — the attention-map store: round trips per codec, reopen,
+ * model-fingerprint refusal, writer rules, a reader alongside a writer (same
+ * process and another process), corrupted files (flipped bytes, truncation,
+ * bad header, random damage), SIGKILL of a writer at random moments, and a
+ * full disk (write fault hook and RLIMIT_FSIZE). */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cache/hash.h"
+#include "cache/store.h"
+#include "util/common.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- deterministic entries ------------------------------------------------------------- */
+#define NL 2  /* layers */
+#define NH 3  /* heads  */
+#define FD 16 /* feature dim */
+
+static const ac_store_params g_params = {{0x0123456789abcdefULL, 0xfedcba9876543210ULL}, NL, NH, 1, FD};
+
+typedef struct { uint64_t s; } rng;
+static uint64_t rng_u64(rng *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static double rng_unif(rng *r) { return (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+static const ac_map_codec codecs[] = {
+    {AC_CODEC_F32, 0, 0}, {AC_CODEC_F16, 0, 0}, {AC_CODEC_Q8, 0, 0},  {AC_CODEC_Q4, 0, 0},  {AC_CODEC_TOPK, 0, 4},
+    {AC_CODEC_F32, 1, 0}, {AC_CODEC_F16, 1, 0}, {AC_CODEC_Q8, 1, 0},  {AC_CODEC_Q4, 1, 0},  {AC_CODEC_TOPK, 1, 4},
+};
+#define N_CODECS (int)(sizeof codecs / sizeof codecs[0])
+
+static int key_L(uint64_t key) { return 1 + (int)(key % 37); }
+static ac_map_codec key_codec(uint64_t key) { return codecs[(key / 7) % N_CODECS]; }
+
+/* feature [FD], maps [NL][NH][L][L] (softmax rows, causal if the codec is).
+ * noipa: exactly one machine-code copy, so every call gives bit-identical
+ * floats (GCC 12 made constant-key clones of this function whose folded
+ * arithmetic differed from the generic copy in the last bit). */
+__attribute__((noipa)) static void gen_entry(uint64_t key, float *feat, float *maps) {
+    rng r = {key * 0x2545F4914F6CDD1DULL + 1};
+    int L = key_L(key);
+    ac_map_codec c = key_codec(key);
+    for (int i = 0; i < FD; i++) feat[i] = (float)(rng_unif(&r) * 2 - 1);
+    for (int m = 0; m < NL * NH; m++) {
+        double temp = 0.05 + 3 * rng_unif(&r);
+        for (int t = 0; t < L; t++) {
+            float *p = maps + ((size_t)m * L + t) * L;
+            int n = c.causal ? t + 1 : L;
+            double s = 0;
+            for (int j = 0; j < L; j++) {
+                p[j] = j < n ? (float)exp((rng_unif(&r) * 2 - 1) / temp) : 0.0f;
+                s += p[j];
+            }
+            for (int j = 0; j < n; j++) p[j] = (float)(p[j] / s);
+        }
+    }
+}
+
+static float *g_feat, *g_maps; /* scratch, sized for the largest L */
+
+static int append_key(ac_store *st, uint64_t key) {
+    ac_map_codec c = key_codec(key);
+    gen_entry(key, g_feat, g_maps);
+    return ac_store_append(st, key, key_L(key), &c, g_feat, g_maps);
+}
+
+/* 0 if the stored entry equals what gen_entry(key) encodes to. */
+static int entry_matches(const ac_store_entry *e, uint64_t key) {
+    int L = key_L(key);
+    ac_map_codec c = key_codec(key);
+    if (e->key != key || e->n_tokens != L || e->codec.kind != c.kind || e->codec.causal != c.causal ||
+        (c.kind == AC_CODEC_TOPK && e->codec.topk != c.topk))
+        return 1;
+    gen_entry(key, g_feat, g_maps);
+    if (memcmp(e->feature, g_feat, FD * sizeof(float)) != 0) return 2;
+    if ((uintptr_t)e->feature % 64 || (uintptr_t)e->maps % 64) return 3;
+    size_t mb = ac_codec_map_bytes(&c, L);
+    if (e->map_bytes != mb) return 4;
+    uint8_t *buf = (uint8_t *)mallocCheck(mb);
+    int rc = 0;
+    for (int l = 0; l < NL && !rc; l++)
+        for (int h = 0; h < NH && !rc; h++) {
+            if (ac_codec_encode(&c, g_maps + ((size_t)l * NH + h) * L * L, L, buf) != AC_OK) rc = 5;
+            else if (memcmp(ac_store_entry_map(e, NH, l, h), buf, mb) != 0) rc = 6;
+        }
+    free(buf);
+    return rc;
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+static char g_dir[256];
+static char *path_in(const char *name) {
+    static char buf[4][512];
+    static int k = 0;
+    k = (k + 1) & 3;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
+    return buf[k];
+}
+
+static uint8_t *read_file(const char *p, size_t *n) {
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = (uint8_t *)mallocCheck((size_t)sz + 1);
+    assert_int_equal(fread(b, 1, (size_t)sz, f), (size_t)sz);
+    fclose(f);
+    *n = (size_t)sz;
+    return b;
+}
+
+static void write_file(const char *p, const uint8_t *b, size_t n) {
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* A DB with keys 1..n, closed. */
+static void make_db(const char *p, int n) {
+    unlink(p);
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE | AC_STORE_CREATE, &st), AC_OK);
+    for (int k = 1; k <= n; k++) assert_int_equal(append_key(st, (uint64_t)k), AC_OK);
+    ac_store_close(st);
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/ac_test_cache_store.XXXXXX");
+    if (!mkdtemp(g_dir)) return -1;
+    g_feat = (float *)mallocCheck(FD * sizeof(float));
+    g_maps = (float *)mallocCheck((size_t)NL * NH * 64 * 64 * sizeof(float));
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) return -1;
+    free(g_feat);
+    free(g_maps);
+    return 0;
+}
+
+/* ---- round trip ------------------------------------------------------------------------------- */
+static void test_roundtrip_reopen(void **state) {
+    (void)state;
+    const char *p = path_in("rt.acdb");
+    make_db(p, 80); /* every codec (dense + causal) several times, L 1..37 */
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 80);
+    assert_null(ac_store_damage(st));
+    for (int64_t i = 0; i < 80; i++) {
+        ac_store_entry e;
+        assert_int_equal(ac_store_get(st, i, &e), AC_OK);
+        assert_int_equal(e.index, i);
+        assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+        ac_store_entry e2;
+        assert_int_equal(ac_store_find(st, (uint64_t)i + 1, &e2), AC_OK);
+        assert_ptr_equal(e2.maps, e.maps);
+        /* the stored map feeds the fused kernel directly (zero copy) */
+        int L = e.n_tokens, hd = 8;
+        float V[37 * 8], o1[37 * 8], o2[37 * 8];
+        for (int j = 0; j < L * hd; j++) V[j] = (float)((j * 7) % 11) - 5.0f;
+        ac_codec_av(&e.codec, ac_store_entry_map(&e, NH, 1, 2), L, V, hd, hd, o1, hd);
+        assert_int_equal(ac_codec_av_ref(&e.codec, ac_store_entry_map(&e, NH, 1, 2), L, V, hd, hd, o2, hd), AC_OK);
+        for (int j = 0; j < L * hd; j++) assert_true(fabsf(o1[j] - o2[j]) <= 1e-4f * (1 + fabsf(o2[j])));
+    }
+    ac_store_entry e;
+    assert_int_equal(ac_store_find(st, 999, &e), AC_ERR_RANGE);
+    assert_int_equal(ac_store_get(st, 80, &e), AC_ERR_RANGE);
+    assert_int_equal(ac_store_get(st, -1, &e), AC_ERR_RANGE);
+    int64_t bad = -1;
+    assert_int_equal(ac_store_verify(st, &bad, stderr), AC_OK);
+    assert_int_equal(bad, 0);
+    ac_store_stats s;
+    assert_int_equal(ac_store_stats_get(st, &s), AC_OK);
+    assert_int_equal(s.entries, 80);
+    uint64_t sum = 0;
+    int64_t ne = 0;
+    for (int k = 0; k < AC_CODEC_COUNT; k++) { sum += s.codec_bytes[k]; ne += s.codec_entries[k]; }
+    assert_int_equal(ne, 80);
+    assert_true(sum == s.committed_bytes - 4096);
+    assert_true(s.file_bytes == s.committed_bytes);
+    assert_true(s.codec_bytes[AC_CODEC_Q8] < s.codec_bytes[AC_CODEC_F32]);
+    char *txt = NULL;
+    size_t tl = 0;
+    FILE *mf = open_memstream(&txt, &tl);
+    ac_store_stats_print(st, mf);
+    fclose(mf);
+    assert_non_null(strstr(txt, "entries    80"));
+    assert_non_null(strstr(txt, "codec q4"));
+    free(txt);
+    ac_store_params got;
+    ac_store_get_params(st, &got);
+    assert_memory_equal(&got, &g_params, sizeof got);
+    ac_store_close(st);
+
+    /* reopen as writer, add more, reopen again */
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 80);
+    for (int k = 81; k <= 90; k++) assert_int_equal(append_key(st, (uint64_t)k), AC_OK);
+    ac_store_close(st);
+    assert_int_equal(ac_store_open(p, NULL, AC_STORE_READ, &st), AC_OK); /* NULL: accept the file's model */
+    assert_int_equal(ac_store_count(st), 90);
+    assert_int_equal(ac_store_get(st, 85, &e), AC_OK);
+    assert_int_equal(entry_matches(&e, 86), 0);
+    assert_int_equal(ac_store_verify(st, NULL, NULL), AC_OK);
+    ac_store_close(st);
+}
+
+static void test_model_mismatch(void **state) {
+    (void)state;
+    const char *p = path_in("mm.acdb");
+    make_db(p, 2);
+    ac_store *st = NULL;
+    ac_store_params q = g_params;
+    q.fingerprint[1] ^= 1;
+    assert_int_equal(ac_store_open(p, &q, AC_STORE_READ, &st), AC_ERR_CACHE);
+    assert_null(st);
+    assert_non_null(strstr(ac_last_error(), "different model"));
+    assert_non_null(strstr(ac_last_error(), "fedcba9876543210"));
+    q = g_params;
+    q.n_head = 4;
+    assert_int_equal(ac_store_open(p, &q, AC_STORE_WRITE, &st), AC_ERR_CACHE);
+    q = g_params;
+    q.feat_dim = 32;
+    assert_int_equal(ac_store_open(p, &q, AC_STORE_READ, &st), AC_ERR_CACHE);
+    q = g_params;
+    q.causal = 0;
+    assert_int_equal(ac_store_open(p, &q, AC_STORE_READ, &st), AC_ERR_CACHE);
+    q = g_params;
+    q.n_layer = 0;
+    assert_int_equal(ac_store_open(p, &q, AC_STORE_READ, &st), AC_ERR_ARG);
+    assert_int_equal(ac_store_open(path_in("missing.acdb"), &g_params, AC_STORE_READ, &st), AC_ERR_IO);
+    assert_non_null(strstr(ac_last_error(), "missing.acdb"));
+    assert_int_equal(ac_store_open(p, NULL, AC_STORE_WRITE | AC_STORE_CREATE, &st), AC_ERR_ARG);
+}
+
+static void test_writer_rules(void **state) {
+    (void)state;
+    const char *p = path_in("wr.acdb");
+    make_db(p, 3);
+    ac_store *w = NULL, *w2 = NULL, *r = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &w), AC_OK);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &w2), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "locked by another writer"));
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &r), AC_OK);
+    ac_map_codec c = {AC_CODEC_Q8, 0, 0};
+    float feat[FD] = {0};
+    assert_int_equal(ac_store_begin(r, 100, 4, &c, feat), AC_ERR_ARG); /* read-only handle */
+    assert_int_equal(ac_store_begin(w, 2, 4, &c, feat), AC_ERR_ARG);   /* duplicate key */
+    assert_non_null(strstr(ac_last_error(), "already"));
+    assert_int_equal(ac_store_begin(w, 100, 0, &c, feat), AC_ERR_ARG); /* L = 0 */
+    assert_int_equal(ac_store_begin(w, 100, 4, &c, NULL), AC_ERR_ARG); /* no feature */
+    float P[16];
+    for (int i = 0; i < 16; i++) P[i] = 0.25f;
+    /* out of order maps drop the entry */
+    assert_int_equal(ac_store_begin(w, 100, 4, &c, feat), AC_OK);
+    assert_int_equal(ac_store_begin(w, 101, 4, &c, feat), AC_ERR_ARG); /* one at a time */
+    assert_int_equal(ac_store_put_map(w, 0, 1, P), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "expected layer 0 head 0"));
+    assert_int_equal(ac_store_put_map(w, 0, 0, P), AC_ERR_ARG); /* entry was dropped */
+    /* missing maps */
+    assert_int_equal(ac_store_begin(w, 100, 4, &c, feat), AC_OK);
+    assert_int_equal(ac_store_put_map(w, 0, 0, P), AC_OK);
+    assert_int_equal(ac_store_end(w), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "1 of 6 maps"));
+    /* a non-probability drops the entry, the DB is unharmed */
+    assert_int_equal(ac_store_begin(w, 100, 4, &c, feat), AC_OK);
+    P[5] = NAN;
+    assert_int_equal(ac_store_put_map(w, 0, 0, P), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "layer 0 head 0"));
+    P[5] = 0.25f;
+    /* encoded maps of the wrong size */
+    assert_int_equal(ac_store_begin(w, 100, 4, &c, feat), AC_OK);
+    uint8_t enc[4096];
+    assert_int_equal(ac_store_put_map_encoded(w, 0, 0, enc, 17), AC_ERR_ARG);
+    /* a good one through put_map_encoded */
+    size_t mb = ac_codec_map_bytes(&c, 4);
+    assert_int_equal(ac_codec_encode(&c, P, 4, enc), AC_OK);
+    assert_int_equal(ac_store_begin(w, 100, 4, &c, feat), AC_OK);
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NH; h++) assert_int_equal(ac_store_put_map_encoded(w, l, h, enc, mb), AC_OK);
+    assert_int_equal(ac_store_end(w), AC_OK);
+    assert_int_equal(ac_store_commit(w), AC_OK);
+    assert_int_equal(ac_store_count(w), 4);
+    ac_store_close(w);
+    ac_store_close(r);
+    /* causal codecs need a causal model */
+    ac_store_params nc = g_params;
+    nc.causal = 0;
+    const char *p2 = path_in("noncausal.acdb");
+    assert_int_equal(ac_store_open(p2, &nc, AC_STORE_WRITE | AC_STORE_CREATE, &w), AC_OK);
+    ac_map_codec cc = {AC_CODEC_Q8, 1, 0};
+    assert_int_equal(ac_store_begin(w, 1, 4, &cc, feat), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "non-causal"));
+    ac_store_close(w);
+    /* the lock is released by close: a new writer gets it */
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &w), AC_OK);
+    ac_store_close(w);
+}
+
+/* ---- readers alongside the writer ------------------------------------------------------------ */
+static void test_reader_sees_committed_only(void **state) {
+    (void)state;
+    const char *p = path_in("rw.acdb");
+    unlink(p);
+    ac_store_set_reserve_hint(64 << 10); /* tiny regions: every growth maps a new region */
+    ac_store *w = NULL, *r = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE | AC_STORE_CREATE, &w), AC_OK);
+    for (int k = 1; k <= 3; k++) assert_int_equal(append_key(w, (uint64_t)k), AC_OK);
+    /* a finished but uncommitted entry, then one in progress */
+    ac_map_codec c = key_codec(4);
+    gen_entry(4, g_feat, g_maps);
+    int L = key_L(4);
+    assert_int_equal(ac_store_begin(w, 4, L, &c, g_feat), AC_OK);
+    for (int m = 0; m < NL * NH; m++) assert_int_equal(ac_store_put_map(w, m / NH, m % NH, g_maps + (size_t)m * L * L), AC_OK);
+    assert_int_equal(ac_store_end(w), AC_OK);
+    assert_int_equal(ac_store_count(w), 3); /* not visible before commit, even to the writer */
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &r), AC_OK);
+    assert_int_equal(ac_store_count(r), 3);
+    ac_store_entry e0, e;
+    assert_int_equal(ac_store_get(r, 0, &e0), AC_OK);
+    assert_int_equal(ac_store_find(r, 4, &e), AC_ERR_RANGE);
+    int64_t nn = -1;
+    assert_int_equal(ac_store_refresh(r, &nn), AC_OK);
+    assert_int_equal(nn, 0);
+    assert_int_equal(ac_store_commit(w), AC_OK);
+    assert_int_equal(ac_store_refresh(r, &nn), AC_OK);
+    assert_int_equal(nn, 1);
+    assert_int_equal(ac_store_find(r, 4, &e), AC_OK);
+    assert_int_equal(entry_matches(&e, 4), 0);
+    /* grow well past the reader's mapping: old pointers must stay valid */
+    for (int k = 5; k <= 60; k++) assert_int_equal(append_key(w, (uint64_t)k), AC_OK);
+    assert_int_equal(ac_store_refresh(r, &nn), AC_OK);
+    assert_int_equal(nn, 56);
+    assert_int_equal(entry_matches(&e0, 1), 0);
+    assert_int_equal(entry_matches(&e, 4), 0);
+    for (int64_t i = 0; i < 60; i++) {
+        assert_int_equal(ac_store_get(r, i, &e), AC_OK);
+        assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+    }
+    ac_store_close(w);
+    assert_int_equal(ac_store_verify(r, NULL, NULL), AC_OK);
+    ac_store_close(r);
+    ac_store_set_reserve_hint(0);
+}
+
+/* A writer process appends while this process reads. */
+static void test_cross_process_reader(void **state) {
+    (void)state;
+    const char *p = path_in("xp.acdb");
+    make_db(p, 1);
+    const int N = 60;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ac_store *w = NULL;
+        if (ac_store_open(p, &g_params, AC_STORE_WRITE | AC_STORE_NOSYNC, &w) != AC_OK) _exit(2);
+        for (int k = 2; k <= N; k++) {
+            if (append_key(w, (uint64_t)k) != AC_OK) _exit(3);
+            struct timespec ts = {0, 300000};
+            nanosleep(&ts, NULL);
+        }
+        ac_store_close(w);
+        _exit(0);
+    }
+    ac_store *r = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &r), AC_OK);
+    int64_t seen = ac_store_count(r), prev = seen;
+    int refreshes = 0, grew = 0;
+    double t0 = ac_now();
+    while (seen < N && ac_now() - t0 < 60) {
+        int64_t nn;
+        assert_int_equal(ac_store_refresh(r, &nn), AC_OK);
+        refreshes++;
+        seen = ac_store_count(r);
+        assert_true(seen >= prev);
+        if (seen > prev) grew++;
+        for (int64_t i = prev; i < seen; i++) {
+            ac_store_entry e;
+            assert_int_equal(ac_store_get(r, i, &e), AC_OK);
+            assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+        }
+        assert_null(ac_store_damage(r));
+        prev = seen;
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(seen, N);
+    print_message("cross-process: %d refreshes, the count grew %d times\n", refreshes, grew);
+    assert_true(grew >= 2); /* saw the DB grow while the writer ran */
+    assert_int_equal(ac_store_verify(r, NULL, NULL), AC_OK);
+    ac_store_close(r);
+}
+
+/* ---- corruption ---------------------------------------------------------------------------------- */
+static uint64_t entry_offset(const char *p, int64_t i) {
+    ac_store *st = NULL;
+    ac_store_entry e;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_get(st, i, &e), AC_OK);
+    uint64_t off = e.offset;
+    ac_store_close(st);
+    return off;
+}
+
+static void test_corrupt_payload(void **state) {
+    (void)state;
+    const char *p = path_in("cp.acdb");
+    make_db(p, 6);
+    uint64_t off3 = entry_offset(p, 3);
+    size_t n;
+    uint8_t *b = read_file(p, &n);
+    b[off3 + 64 + 64 + 5] ^= 0x10; /* inside the first map of entry 3 */
+    write_file(p, b, n);
+    free(b);
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 6);
+    ac_store_entry e;
+    assert_int_equal(ac_store_get(st, 3, &e), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "checksum"));
+    assert_int_equal(ac_store_find(st, 4, &e), AC_ERR_CACHE); /* key 4 = entry 3 */
+    for (int64_t i = 0; i < 6; i++) {
+        if (i == 3) continue;
+        assert_int_equal(ac_store_get(st, i, &e), AC_OK);
+        assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+    }
+    int64_t bad = 0;
+    assert_int_equal(ac_store_verify(st, &bad, NULL), AC_ERR_CACHE);
+    assert_int_equal(bad, 1);
+    assert_non_null(strstr(ac_last_error(), "payload checksum"));
+    ac_store_close(st);
+    /* AC_STORE_NO_VERIFY trusts the file: the damaged entry is handed out */
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ | AC_STORE_NO_VERIFY, &st), AC_OK);
+    assert_int_equal(ac_store_get(st, 3, &e), AC_OK);
+    assert_int_not_equal(entry_matches(&e, 4), 0);
+    ac_store_close(st);
+}
+
+static void test_corrupt_record_header(void **state) {
+    (void)state;
+    const char *p = path_in("ch.acdb");
+    make_db(p, 6);
+    uint64_t off3 = entry_offset(p, 3);
+    size_t n;
+    uint8_t *b = read_file(p, &n);
+    b[off3 + 20] ^= 0x01; /* the key field of entry 3's header */
+    write_file(p, b, n);
+    free(b);
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 3); /* entries before the damage */
+    assert_non_null(ac_store_damage(st));
+    assert_non_null(strstr(ac_store_damage(st), "header checksum"));
+    for (int64_t i = 0; i < 3; i++) {
+        ac_store_entry e;
+        assert_int_equal(ac_store_get(st, i, &e), AC_OK);
+        assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+    }
+    assert_int_equal(ac_store_verify(st, NULL, NULL), AC_ERR_CACHE);
+    ac_store_stats s;
+    ac_store_stats_get(st, &s);
+    assert_true(s.damaged && s.damage_offset == off3);
+    ac_store_close(st);
+    /* a writer refuses a damaged DB, unless asked to repair it */
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &st), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "damaged"));
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE | AC_STORE_REPAIR, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 3);
+    assert_int_equal(append_key(st, 50), AC_OK);
+    ac_store_close(st);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 4);
+    assert_null(ac_store_damage(st));
+    assert_int_equal(ac_store_verify(st, NULL, NULL), AC_OK);
+    ac_store_entry e;
+    assert_int_equal(ac_store_find(st, 50, &e), AC_OK);
+    assert_int_equal(entry_matches(&e, 50), 0);
+    ac_store_close(st);
+}
+
+static void test_truncated(void **state) {
+    (void)state;
+    const char *p = path_in("tr.acdb");
+    make_db(p, 6);
+    uint64_t off4 = entry_offset(p, 4);
+    assert_int_equal(truncate(p, (off_t)(off4 + 100)), 0); /* mid entry 4 */
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 4);
+    assert_non_null(ac_store_damage(st));
+    print_message("truncated: %s\n", ac_store_damage(st));
+    for (int64_t i = 0; i < 4; i++) {
+        ac_store_entry e;
+        assert_int_equal(ac_store_get(st, i, &e), AC_OK);
+        assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+    }
+    ac_store_close(st);
+    assert_int_equal(truncate(p, 4096), 0);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 0);
+    assert_non_null(ac_store_damage(st));
+    ac_store_close(st);
+    assert_int_equal(truncate(p, 100), 0);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "too small"));
+    assert_int_equal(truncate(p, 0), 0);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+}
+
+static void test_bad_header(void **state) {
+    (void)state;
+    const char *p = path_in("bh.acdb");
+    make_db(p, 3);
+    size_t n;
+    uint8_t *orig = read_file(p, &n);
+    uint8_t *b = (uint8_t *)mallocCheck(n);
+    ac_store *st = NULL;
+    /* magic */
+    memcpy(b, orig, n);
+    b[0] = 'X';
+    write_file(p, b, n);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "bad magic"));
+    /* a flipped bit in the model fields */
+    memcpy(b, orig, n);
+    b[30] ^= 0x40;
+    write_file(p, b, n);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "header checksum"));
+    /* a future major version, correctly checksummed */
+    memcpy(b, orig, n);
+    uint32_t v = 7;
+    memcpy(b + 8, &v, 4);
+    uint64_t h = ac_xxh64(b, 120, 0);
+    memcpy(b + 120, &h, 8);
+    write_file(p, b, n);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "version 7"));
+    /* both commit slots damaged */
+    memcpy(b, orig, n);
+    b[512 + 20] ^= 1;
+    b[1024 + 20] ^= 1;
+    write_file(p, b, n);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "no valid commit"));
+    /* only the newest slot damaged: the previous commit is used (one entry fewer) */
+    memcpy(b, orig, n);
+    uint64_t s0, s1;
+    memcpy(&s0, b + 512 + 8, 8);
+    memcpy(&s1, b + 1024 + 8, 8);
+    b[(s0 > s1 ? 512 : 1024) + 20] ^= 1;
+    write_file(p, b, n);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 2);
+    assert_int_equal(ac_store_verify(st, NULL, NULL), AC_OK);
+    ac_store_close(st);
+    /* garbage file, directory */
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(i * 131 + 7);
+    write_file(p, b, n);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_int_not_equal(ac_store_open(g_dir, &g_params, AC_STORE_READ, &st), AC_OK);
+    free(b);
+    free(orig);
+}
+
+/* Random damage: open/get/verify never crash, and every entry handed out is
+ * exactly what was written. */
+static void test_random_damage(void **state) {
+    (void)state;
+    const char *p = path_in("fz.acdb");
+    make_db(p, 5);
+    size_t n;
+    uint8_t *orig = read_file(p, &n);
+    uint8_t *b = (uint8_t *)mallocCheck(n);
+    rng r = {42};
+    int opened = 0, served = 0, refused = 0;
+    for (int it = 0; it < 300; it++) {
+        memcpy(b, orig, n);
+        size_t len = n;
+        int flips = 1 + (int)(rng_u64(&r) % 4);
+        for (int f = 0; f < flips; f++) {
+            size_t pos = (it % 3 == 0) ? rng_u64(&r) % 4096 : rng_u64(&r) % n; /* header page a third of the time */
+            b[pos] ^= (uint8_t)(1u << (rng_u64(&r) % 8));
+        }
+        if (it % 5 == 4) len = 4096 + rng_u64(&r) % (n - 4096);
+        write_file(p, b, len);
+        ac_store *st = NULL;
+        int rc = ac_store_open(p, &g_params, AC_STORE_READ, &st);
+        if (rc != AC_OK) {
+            assert_true(rc == AC_ERR_FORMAT || rc == AC_ERR_CACHE);
+            assert_true(strlen(ac_last_error()) > 10);
+            continue;
+        }
+        opened++;
+        for (int64_t i = 0; i < ac_store_count(st); i++) {
+            ac_store_entry e;
+            rc = ac_store_get(st, i, &e);
+            if (rc == AC_OK) {
+                assert_int_equal(entry_matches(&e, e.key), 0);
+                served++;
+            } else {
+                assert_int_equal(rc, AC_ERR_CACHE);
+                refused++;
+            }
+        }
+        ac_store_verify(st, NULL, NULL);
+        ac_store_close(st);
+    }
+    print_message("random damage: %d/300 opened, %d entries served intact, %d refused\n", opened, served, refused);
+    assert_true(opened > 0 && served > 0 && refused > 0);
+    free(b);
+    free(orig);
+}
+
+/* ---- crash safety: SIGKILL --------------------------------------------------------------------- */
+static void test_sigkill(void **state) {
+    (void)state;
+    const char *p = path_in("kill.acdb");
+    unlink(p);
+    rng r = {2024};
+    uint64_t next_key = 1;
+    int64_t total_reported = 0;
+    for (int it = 0; it < 8; it++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        uint64_t base = next_key;
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            ac_store *w = NULL;
+            int flags = AC_STORE_WRITE | AC_STORE_CREATE | ((it & 1) ? AC_STORE_NOSYNC : 0);
+            if (ac_store_open(p, &g_params, flags, &w) != AC_OK) _exit(2);
+            for (uint64_t k = base;; k++) {
+                if (append_key(w, k) != AC_OK) _exit(3);
+                if (write(fds[1], &k, sizeof k) != (ssize_t)sizeof k) _exit(4); /* report: committed */
+            }
+        }
+        close(fds[1]);
+        struct timespec ts = {0, (long)(2000000 + rng_u64(&r) % 40000000)}; /* 2..42 ms */
+        nanosleep(&ts, NULL);
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        uint64_t k, reported = 0, last = base - 1;
+        while (read(fds[0], &k, sizeof k) == (ssize_t)sizeof k) { reported++; last = k; }
+        close(fds[0]);
+        if (access(p, F_OK) != 0) { /* killed before it created the file */
+            assert_int_equal(reported, 0);
+            continue;
+        }
+        ac_store *st = NULL;
+        assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+        assert_null(ac_store_damage(st));
+        for (uint64_t q = base; q <= last; q++) { /* every reported entry, intact */
+            ac_store_entry e;
+            assert_int_equal(ac_store_find(st, q, &e), AC_OK);
+            assert_int_equal(entry_matches(&e, q), 0);
+        }
+        assert_int_equal(ac_store_verify(st, NULL, NULL), AC_OK);
+        int64_t count = ac_store_count(st);
+        /* at most one committed entry was not reported (killed between commit and pipe write) */
+        assert_true((uint64_t)count == last || (uint64_t)count == last + 1);
+        next_key = (uint64_t)count + 1;
+        ac_store_close(st);
+        /* the next writer cuts off the dead writer's uncommitted tail */
+        assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &st), AC_OK);
+        ac_store_stats s;
+        ac_store_stats_get(st, &s);
+        assert_true(s.file_bytes == s.committed_bytes);
+        ac_store_close(st);
+        total_reported += (int64_t)reported;
+        print_message("kill %d: %llu reported, %lld in the DB\n", it, (unsigned long long)reported, (long long)count);
+    }
+    assert_true(total_reported > 0);
+}
+
+/* ---- full disk ----------------------------------------------------------------------------------- */
+static long long g_budget; /* bytes the fake disk still takes */
+static int g_fail_header;  /* fail writes into the header page (commit slots) */
+static ssize_t fake_pwrite(int fd, const void *buf, size_t n, off_t off) {
+    if (g_fail_header && off < 4096) { errno = EIO; return -1; }
+    if (off >= 4096) {
+        if (g_budget <= 0) { errno = ENOSPC; return -1; }
+        if ((long long)n > g_budget) n = (size_t)g_budget; /* a short write first, like a real full disk */
+        g_budget -= (long long)n;
+    }
+    return pwrite(fd, buf, n, off);
+}
+
+static void test_enospc_hook(void **state) {
+    (void)state;
+    const char *p = path_in("full.acdb");
+    make_db(p, 3);
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_WRITE, &st), AC_OK);
+    g_budget = 60000;
+    g_fail_header = 0;
+    ac_store_set_pwrite_hook(fake_pwrite);
+    int rc = AC_OK, ok = 0;
+    for (uint64_t k = 4; k < 200 && rc == AC_OK; k++) {
+        rc = append_key(st, k);
+        if (rc == AC_OK) ok++;
+    }
+    assert_int_equal(rc, AC_ERR_IO);
+    assert_non_null(strstr(ac_last_error(), "No space left"));
+    assert_non_null(strstr(ac_last_error(), "committed entries intact"));
+    assert_int_equal(ac_store_count(st), 3 + ok);
+    /* space comes back: the same handle goes on */
+    ac_store_set_pwrite_hook(NULL);
+    assert_int_equal(append_key(st, 500), AC_OK);
+    /* a failing commit write poisons the handle; the commit before stays */
+    ac_store_set_pwrite_hook(fake_pwrite);
+    g_budget = 1 << 30;
+    g_fail_header = 1;
+    assert_int_equal(append_key(st, 501), AC_ERR_IO);
+    assert_non_null(strstr(ac_last_error(), "commit"));
+    assert_int_equal(append_key(st, 502), AC_ERR_IO);
+    assert_non_null(strstr(ac_last_error(), "reopen"));
+    ac_store_set_pwrite_hook(NULL);
+    g_fail_header = 0;
+    ac_store_close(st);
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 3 + ok + 1);
+    assert_int_equal(ac_store_verify(st, NULL, NULL), AC_OK);
+    ac_store_entry e;
+    assert_int_equal(ac_store_find(st, 500, &e), AC_OK);
+    assert_int_equal(entry_matches(&e, 500), 0);
+    assert_int_equal(ac_store_find(st, 501, &e), AC_ERR_RANGE);
+    ac_store_close(st);
+    print_message("fake full disk: %d entries fitted before ENOSPC\n", ok);
+}
+
+/* The real thing: RLIMIT_FSIZE in a child with SIGXFSZ ignored -> EFBIG. */
+static void test_rlimit_fsize(void **state) {
+    (void)state;
+    const char *p = path_in("fsize.acdb");
+    make_db(p, 3);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        signal(SIGXFSZ, SIG_IGN);
+        ac_store *w = NULL;
+        if (ac_store_open(p, &g_params, AC_STORE_WRITE, &w) != AC_OK) _exit(2);
+        struct rlimit rl = {(rlim_t)sb.st_size + 50000, (rlim_t)sb.st_size + 50000};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(3);
+        int ok = 0, rc = AC_OK;
+        for (uint64_t k = 4; k < 500 && rc == AC_OK; k++) {
+            rc = append_key(w, k);
+            if (rc == AC_OK) ok++;
+        }
+        int big = strstr(ac_last_error(), "File too large") != NULL;
+        int msg[3] = {ok, rc, big};
+        if (write(fds[1], msg, sizeof msg) != (ssize_t)sizeof msg) _exit(4);
+        ac_store_close(w);
+        _exit(0);
+    }
+    close(fds[1]);
+    int msg[3] = {0, 0, 0}, status;
+    assert_int_equal(read(fds[0], msg, sizeof msg), (ssize_t)sizeof msg);
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(msg[1], AC_ERR_IO);
+    assert_int_equal(msg[2], 1);
+    assert_true(msg[0] >= 1);
+    ac_store *st = NULL;
+    assert_int_equal(ac_store_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_store_count(st), 3 + msg[0]);
+    assert_null(ac_store_damage(st));
+    assert_int_equal(ac_store_verify(st, NULL, NULL), AC_OK);
+    ac_store_close(st);
+    print_message("RLIMIT_FSIZE: %d entries fitted before EFBIG\n", msg[0]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_reopen),
+        cmocka_unit_test(test_model_mismatch),
+        cmocka_unit_test(test_writer_rules),
+        cmocka_unit_test(test_reader_sees_committed_only),
+        cmocka_unit_test(test_cross_process_reader),
+        cmocka_unit_test(test_corrupt_payload),
+        cmocka_unit_test(test_corrupt_record_header),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_bad_header),
+        cmocka_unit_test(test_random_damage),
+        cmocka_unit_test(test_sigkill),
+        cmocka_unit_test(test_enospc_hook),
+        cmocka_unit_test(test_rlimit_fsize),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
