@@ -974,6 +974,71 @@ static void test_fast_paths(void **st) {
     if (!any) printf("(fixtures absent: synthetic checks only)\n");
 }
 
+/* ---- pre-tokenizers against a true regex engine ------------------------------------------------------ */
+
+/* Every pre-tokenizer in the table (hand-written GPT-2 / Llama-3 matchers,
+ * collapsed-category and UTF PCRE2 paths) must split like PCRE2 in UTF+UCP
+ * mode running the original regexes, on text made of characters where
+ * llama.cpp's engine and real regex semantics agree (no U+0085, no '~',
+ * which llama.cpp's \p{S} lacks; and where a regex has a literal range
+ * containing non-ASCII whitespace, as the CJK class U+0800-U+4E00 holds
+ * U+2028 and U+3000, no such whitespace: llama.cpp matches those ranges
+ * on text where that whitespace became U+000B, and so do we). */
+static void test_pretok_vs_regex(void **st) {
+    (void)st;
+    static const char *const alpha[] = {
+        "a", "Z", "e", "s", "t", "r", "v", "l", "d", "m", "S", "T", "L", "\xC3\xA9", "\xD0\xB6", "\xE4\xB8\xAD",
+        "\xEA\xB0\x80", "\xC7\x85", "1", "2", "\xD9\xA3", "\xE2\x85\xAB", "\xC2\xBD", "'", "'", "!", ".", ",", "?",
+        "_", "-", "$", "+", "<", "`", "|", "(", "\xE3\x80\x82", "\xF0\x9F\x98\x80", "\xE2\x9C\x85", "\xCC\x81",
+        " ", " ", " ", "  ", "\t", "\n", "\r", "\r\n", "\xC2\xA0", "\xE3\x80\x80", "\xE2\x80\xA8", "\x0B", "\x01",
+        "\xEF\xBF\xBD",
+    };
+    const int na = (int)(sizeof alpha / sizeof alpha[0]);
+    int total = 0;
+    for (int k = 0; k < tok_pre_count(); k++) {
+        const char *const *rx;
+        int nrx = tok_pre_regexes(k, &rx);
+        int ws_in_range = 0;
+        for (int j = 0; j < nrx; j++) ws_in_range |= strstr(rx[j], "\xE0\xA0\x80") != NULL; /* U+0800 */
+        tok_pretok fast, ref;
+        assert_int_equal(tok_pretok_compile(&fast, rx, nrx), AC_OK);
+        assert_int_equal(tok_pretok_compile_reference(&ref, rx, nrx), AC_OK);
+        for (int it = 0; it < 1500; it++) {
+            char buf[512];
+            size_t bl = 0;
+            int nch = (int)(rnd() % 40);
+            for (int j = 0; j < nch; j++) {
+                const char *c = alpha[rnd() % (uint32_t)na];
+                if (ws_in_range && (!strcmp(c, "\xE3\x80\x80") || !strcmp(c, "\xE2\x80\xA8"))) c = " ";
+                memcpy(buf + bl, c, strlen(c));
+                bl += strlen(c);
+            }
+            uint32_t cps[512];
+            size_t n = tu_decode(buf, bl, cps, NULL);
+            uint32_t *l1 = NULL, *l2 = NULL;
+            size_t n1 = 0, n2 = 0;
+            assert_int_equal(tok_pretok_split(&fast, cps, n, &l1, &n1), AC_OK);
+            assert_int_equal(tok_pretok_split(&ref, cps, n, &l2, &n2), AC_OK);
+            if (n1 != n2 || (n1 && memcmp(l1, l2, n1 * sizeof *l1))) {
+                fprintf(stderr, "pre '%s' text '%.*s' =", tok_pre_names(k), (int)bl, buf);
+                for (size_t j = 0; j < bl; j++) fprintf(stderr, " %02x", (unsigned char)buf[j]);
+                fprintf(stderr, "\n  fast:");
+                for (size_t j = 0; j < n1; j++) fprintf(stderr, " %u", l1[j]);
+                fprintf(stderr, "\n  ref: ");
+                for (size_t j = 0; j < n2; j++) fprintf(stderr, " %u", l2[j]);
+                fprintf(stderr, "\n");
+                fail_msg("pre-tokenizer %s differs from the regex", tok_pre_names(k));
+            }
+            free(l1);
+            free(l2);
+            total++;
+        }
+        tok_pretok_free(&fast);
+        tok_pretok_free(&ref);
+    }
+    printf("pre-tokenizers: %d pre types x random texts = %d splits equal to PCRE2 UCP\n", tok_pre_count(), total);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_spm),
@@ -999,6 +1064,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_metadata),
         cmocka_unit_test(test_regex_collapse),
         cmocka_unit_test(test_fast_paths),
+        cmocka_unit_test(test_pretok_vs_regex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

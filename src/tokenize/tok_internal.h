@@ -12,4 +12,10 @@ enum {
 
 void tok_debug_set(ac_vocab *v, int flags);
 
+/* The BPE pre-tokenizer table: number of entries, the '|'-separated
+ * tokenizer.ggml.pre names of entry k, and its regexes (returns count). */
+int tok_pre_count(void);
+const char *tok_pre_names(int k);
+int tok_pre_regexes(int k, const char *const **rx);
+
 #endif

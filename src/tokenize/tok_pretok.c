@@ -144,6 +144,24 @@ int tok_pretok_compile(tok_pretok *p, const char *const *exprs, int n) {
     return AC_OK;
 }
 
+int tok_pretok_compile_reference(tok_pretok *p, const char *const *exprs, int n) {
+    memset(p, 0, sizeof *p);
+    if (n < 1 || n > TOK_MAX_REGEX) return ac_err(AC_ERR_INTERNAL, "pre-tokenizer: %d regexes", n);
+    for (int i = 0; i < n; i++) {
+        int errcode = 0;
+        PCRE2_SIZE erroff = 0;
+        p->n = i + 1;
+        p->re[i].kind = TOK_RE_UCP;
+        p->re[i].code = pcre2_compile((PCRE2_SPTR)exprs[i], strlen(exprs[i]),
+                                      PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &errcode, &erroff, NULL);
+        if (!p->re[i].code) {
+            tok_pretok_free(p);
+            return ac_err(AC_ERR_INTERNAL, "reference regex %d: error %d at %zu", i, errcode, (size_t)erroff);
+        }
+    }
+    return AC_OK;
+}
+
 void tok_pretok_free(tok_pretok *p) {
     for (int i = 0; i < p->n; i++)
         if (p->re[i].code) pcre2_code_free((pcre2_code *)p->re[i].code);
@@ -381,11 +399,12 @@ int tok_pretok_split(const tok_pretok *p, const uint32_t *cp, size_t n, uint32_t
     if (n == 0) return AC_OK;
     if (!lens_push(&cur, n)) goto fail;
 
-    int need_fl = 0, need_col = 0, need_wt = 0;
+    int need_fl = 0, need_col = 0, need_wt = 0, vt_ws = 0;
     for (int i = 0; i < p->n; i++) {
         if (p->re[i].kind == TOK_RE_GPT2 || p->re[i].kind == TOK_RE_LLAMA3) need_fl = 1;
         if (p->re[i].kind == TOK_RE_COLLAPSED) need_col = 1;
-        if (p->re[i].kind == TOK_RE_UTF) need_wt = 1;
+        if (p->re[i].kind == TOK_RE_UTF) need_wt = vt_ws = 1;
+        if (p->re[i].kind == TOK_RE_UCP) need_wt = 1;
     }
     if (need_fl) {
         fl = malloc(n * sizeof *fl);
@@ -406,7 +425,7 @@ int tok_pretok_split(const tok_pretok *p, const uint32_t *cp, size_t n, uint32_t
         size_t o = 0;
         for (size_t i = 0; i < n; i++) {
             uint32_t c = cp[i];
-            if (c > 0x7F && (tu_flags(c) & TU_WHITESPACE)) c = 0x0B;
+            if (vt_ws && c > 0x7F && (tu_flags(c) & TU_WHITESPACE)) c = 0x0B;
             woff[i] = (uint32_t)o;
             int k = tu_encode(c, (char *)wt + o);
             for (int j = 0; j < k; j++) w2c[o + j] = (uint32_t)i;

@@ -23,7 +23,7 @@
 
 #define TOK_MAX_REGEX 8
 
-enum { TOK_RE_GPT2 = 1, TOK_RE_LLAMA3 = 2, TOK_RE_COLLAPSED = 3, TOK_RE_UTF = 4 };
+enum { TOK_RE_GPT2 = 1, TOK_RE_LLAMA3 = 2, TOK_RE_COLLAPSED = 3, TOK_RE_UTF = 4, TOK_RE_UCP = 5 };
 
 typedef struct tok_regex {
     int kind;   /* TOK_RE_* */
@@ -44,6 +44,11 @@ void tok_pretok_free(tok_pretok *p);
  * on a shared p. Returns AC_OK or AC_ERR_NOMEM / AC_ERR_INTERNAL. */
 int tok_pretok_split(const tok_pretok *p, const uint32_t *cpts, size_t n, uint32_t **lens,
                      size_t *n_pieces);
+
+/* Tests: compile the regexes as plain PCRE2 UTF + UCP patterns on the real
+ * text (a true regex engine), the reference the matchers above must equal
+ * on text where llama.cpp's engine and real regex semantics agree. */
+int tok_pretok_compile_reference(tok_pretok *p, const char *const *exprs, int n);
 
 /* Exposed for tests: the collapsed form of a regex (caller frees), NULL if
  * the regex uses no category. */

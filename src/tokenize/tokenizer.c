@@ -290,6 +290,16 @@ static const pre_def PRE_DEFS[] = {
 };
 #define N_PRE_DEFS (sizeof PRE_DEFS / sizeof PRE_DEFS[0])
 
+int tok_pre_count(void) { return (int)N_PRE_DEFS; }
+const char *tok_pre_names(int k) { return k >= 0 && k < (int)N_PRE_DEFS ? PRE_DEFS[k].names : ""; }
+int tok_pre_regexes(int k, const char *const **rx) {
+    if (k < 0 || k >= (int)N_PRE_DEFS) return 0;
+    int n = 0;
+    while (n < TOK_MAX_REGEX && PRE_DEFS[k].rx[n]) n++;
+    *rx = PRE_DEFS[k].rx;
+    return n;
+}
+
 static const pre_def *find_pre(gguf_str name) {
     if (!name.ptr || name.len == 0) return &PRE_DEFS[0];
     for (size_t k = 0; k < N_PRE_DEFS; k++) {
@@ -1225,7 +1235,7 @@ int ac_vocab_tokenize(const ac_vocab *v, const char *text, size_t len, int add_s
         goto done;
     }
     *n_out = (int)out.n;
-    if (out.n) memcpy(ids, out.v, (size_t)AC_MIN((size_t)cap, out.n) * sizeof *ids);
+    if (out.n && cap > 0) memcpy(ids, out.v, (size_t)AC_MIN((size_t)cap, out.n) * sizeof *ids);
     if ((size_t)cap < out.n) rc = ac_err(AC_ERR_RANGE, "ac_vocab_tokenize: %zu tokens, room for %d", out.n, cap);
     goto done;
 oom:
