@@ -515,6 +515,46 @@ static void test_roundtrip_spm_all_tokens(void **st) {
     close_vocab(&t);
 }
 
+/* the SentencePiece vocab of a real model (stories260K, 512 tokens, mostly
+ * byte fallback): the reference continuations round trip */
+static void test_stories260k_vocab(void **st) {
+    (void)st;
+    size_t len;
+    char *tsv = read_all(AC_SHARED_DIR "/models/stories260K.greedy.tsv", &len);
+    gguf_file *g = NULL;
+    ac_vocab *v = NULL;
+    if (!tsv || gguf_open(AC_SHARED_DIR "/models/stories260K.gguf", &g) != AC_OK) {
+        free(tsv);
+        skip();
+    }
+    assert_int_equal(ac_vocab_load(g, &v), AC_OK);
+    assert_int_equal(ac_vocab_type(v), AC_VOCAB_SPM);
+    assert_int_equal(ac_vocab_n_tokens(v), 512);
+    int lines = 0;
+    for (char *line = strtok(tsv, "\n"); line; line = strtok(NULL, "\n")) {
+        char *tab = strchr(line, '\t');
+        if (line[0] == '#' || !tab) continue;
+        const char *texts[2] = {line, tab + 1};
+        *tab = 0;
+        for (int k = 0; k < 2; k++) {
+            int n, m;
+            int32_t *ids = tok(v, texts[k], strlen(texts[k]), 1, &n);
+            assert_int_equal(ids[0], 1); /* BOS */
+            char out[4096];
+            assert_int_equal(ac_vocab_detokenize(v, ids + 1, n - 1, 0, 0, out, sizeof out, &m), AC_OK);
+            assert_int_equal((size_t)m, strlen(texts[k]));
+            assert_memory_equal(out, texts[k], (size_t)m);
+            if (k) printf("stories260K continuation %d: %d tokens (with BOS)\n", lines, n);
+            free(ids);
+        }
+        lines++;
+    }
+    assert_true(lines >= 4);
+    ac_vocab_free(v);
+    gguf_close(g);
+    free(tsv);
+}
+
 /* detokenize options: remove_special, unparse_special, clean_spaces */
 static void test_detokenize_options(void **st) {
     (void)st;
@@ -1056,6 +1096,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_deepseek),
         cmocka_unit_test(test_roundtrip_gpt2),
         cmocka_unit_test(test_roundtrip_spm_all_tokens),
+        cmocka_unit_test(test_stories260k_vocab),
         cmocka_unit_test(test_detokenize_options),
         cmocka_unit_test(test_long_input),
         cmocka_unit_test(test_threads),

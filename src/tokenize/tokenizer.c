@@ -354,20 +354,27 @@ static int read_flag(const gguf_file *g, const char *key, int *flag) {
     return AC_OK;
 }
 
-/* insertion sort by (length desc, id asc): no global state, n_udt is small */
-static void sort_udt(ac_vocab *v) {
-    for (int i = 1; i < v->n_udt; i++) {
-        int32_t x = v->udt[i];
-        int j = i - 1;
-        while (j >= 0) {
-            int32_t y = v->udt[j];
-            uint64_t lx = v->text[x].len, ly = v->text[y].len;
-            if (ly > lx || (ly == lx && y < x)) break;
-            v->udt[j + 1] = y;
-            j--;
-        }
-        v->udt[j + 1] = x;
-    }
+typedef struct {
+    uint64_t len;
+    int32_t id;
+} len_id;
+
+static int cmp_len_id(const void *a, const void *b) { /* length desc, then id asc */
+    const len_id *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* udt ids longest first (llama.cpp sorts by length; ties by id here, which
+ * only matters for two equal-length tokens overlapping in the text) */
+static int sort_udt(ac_vocab *v) {
+    len_id *t = AC_MALLOC((size_t)v->n_udt * sizeof *t);
+    if (!t) return AC_ERR_NOMEM;
+    for (int i = 0; i < v->n_udt; i++) t[i] = (len_id){v->text[v->udt[i]].len, v->udt[i]};
+    qsort(t, (size_t)v->n_udt, sizeof *t, cmp_len_id);
+    for (int i = 0; i < v->n_udt; i++) v->udt[i] = t[i].id;
+    free(t);
+    return AC_OK;
 }
 
 static int32_t trie_child(const ac_vocab *v, int32_t node, unsigned char b) {
@@ -635,8 +642,7 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
         for (int i = 0; i < n; i++)
             if ((v->attr[i] & ATTR_USER_DEFINED) && !(v->attr[i] & (ATTR_CONTROL | ATTR_UNKNOWN)) && v->text[i].len)
                 v->udt[k++] = i;
-        sort_udt(v);
-        if ((rc = build_trie(v))) goto fail;
+        if ((rc = sort_udt(v)) || (rc = build_trie(v))) goto fail;
     }
     *out = v;
     return AC_OK;
