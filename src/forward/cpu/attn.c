@@ -10,17 +10,14 @@
 #include "forward/forward.h"
 #include "util/common.h"
 
+#include "simd.h"
+
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define AC_AVX512 1
-#endif
-
 #define BK 64  /* keys per block (micro-kernel width)        */
-#define BQ 32  /* query rows per task of the fused kernel    */
+#define BQ 64  /* query rows per task of the fused kernel    */
 #define MR 4   /* query rows per micro-kernel call           */
 #define HD_MAX 256
 
@@ -105,6 +102,80 @@ static void load_kt(const ac_attn_args *a, int g, int j0, int nk, float *Kt) {
 
 static const float g_zero_row[HD_MAX > BK ? HD_MAX : BK] __attribute__((aligned(64)));
 
+/* Online-softmax update of one row of a key block: s [BK] raw scores, the first
+ * nvalid of them visible. Updates the running max *m and sum *l, overwrites s
+ * with p = exp(s - m_new) (0 past nvalid) and returns alpha = exp(m_old - m_new),
+ * the factor that rescales the row's output accumulated so far. */
+static float online_row(float *s, int nvalid, float *m, float *l) {
+    const float m_old = *m;
+#ifdef AC_AVX512
+    __m512 v[4];
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int c = 0; c < 4; c++) {
+        int n = nvalid - 16 * c;
+        __mmask16 mk = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+        v[c] = _mm512_mask_loadu_ps(ninf, mk, s + 16 * c);
+    }
+    float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
+    const float m_new = mx > m_old ? mx : m_old;
+    const __m512 mn = _mm512_set1_ps(m_new);
+    __m512 sum = _mm512_setzero_ps();
+    for (int c = 0; c < 4; c++) {
+        __m512 p = ac_exp512(_mm512_sub_ps(v[c], mn)); /* -inf -> 0 */
+        _mm512_store_ps(s + 16 * c, p);
+        sum = _mm512_add_ps(sum, p);
+    }
+    const float alpha = ac_expf(m_old - m_new); /* exp(-inf) = 0 on the first block */
+    *l = *l * alpha + _mm512_reduce_add_ps(sum);
+#else
+    float mx = s[0];
+    for (int j = 1; j < nvalid; j++) mx = s[j] > mx ? s[j] : mx;
+    const float m_new = mx > m_old ? mx : m_old;
+    for (int j = 0; j < nvalid; j++) s[j] -= m_new;
+    ac_vexp(s, nvalid);
+    for (int j = nvalid; j < BK; j++) s[j] = 0.0f;
+    float sum = 0.0f;
+    for (int j = 0; j < nvalid; j++) sum += s[j];
+    const float alpha = ac_expf(m_old - m_new);
+    *l = *l * alpha + sum;
+#endif
+    *m = m_new;
+    return alpha;
+}
+
+/* In place: row[0..nv) = softmax, row[nv..L) = 0. */
+static void softmax_row(float *row, int nv, int L) {
+#ifdef AC_AVX512
+    __m512 vmx = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 16 <= nv; j += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(row + j));
+    if (j < nv) vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(vmx, (__mmask16)((1u << (nv - j)) - 1), row + j));
+    const __m512 mn = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
+    __m512 vs = _mm512_setzero_ps();
+    for (j = 0; j < nv; j += 16) {
+        __mmask16 mk = nv - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nv - j)) - 1);
+        __m512 p = ac_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), mn));
+        _mm512_mask_storeu_ps(row + j, mk, p);
+        vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(mk, p));
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
+    for (j = 0; j < nv; j += 16) {
+        __mmask16 mk = nv - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nv - j)) - 1);
+        _mm512_mask_storeu_ps(row + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, row + j), inv));
+    }
+#else
+    float mx = row[0];
+    for (int j = 1; j < nv; j++) mx = row[j] > mx ? row[j] : mx;
+    for (int j = 0; j < nv; j++) row[j] -= mx;
+    ac_vexp(row, nv);
+    float sum = 0.0f;
+    for (int j = 0; j < nv; j++) sum += row[j];
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < nv; j++) row[j] *= inv;
+#endif
+    for (int j = nv; j < L; j++) row[j] = 0.0f;
+}
+
 /* ---- fused ------------------------------------------------------------------------------ */
 
 /* One task: head h, query rows i0..i0+nq. */
@@ -146,17 +217,7 @@ static void fused_task(const ac_attn_args *a, int h, int i0, int nq, float *Kt, 
                     orow[r] = NULL;
                     continue;
                 }
-                float mx = s[0];
-                for (int j = 1; j < nvalid; j++) mx = s[j] > mx ? s[j] : mx;
-                const float m_old = mrow[r0 + r], m_new = mx > m_old ? mx : m_old;
-                const float alpha = ac_expf(m_old - m_new); /* exp(-inf) = 0 on the first block */
-                for (int j = 0; j < nvalid; j++) s[j] -= m_new;
-                ac_vexp(s, nvalid);
-                for (int j = nvalid; j < BK; j++) s[j] = 0.0f;
-                float sum = 0.0f;
-                for (int j = 0; j < nvalid; j++) sum += s[j];
-                lrow[r0 + r] = lrow[r0 + r] * alpha + sum;
-                mrow[r0 + r] = m_new;
+                const float alpha = online_row(s, nvalid, &mrow[r0 + r], &lrow[r0 + r]);
                 float *o = O + (size_t)(r0 + r) * hd;
                 if (alpha != 1.0f)
                     for (int d = 0; d < hd; d++) o[d] *= alpha;
@@ -232,16 +293,7 @@ void ac_attn_scores(const ac_attn_args *a, float *P, int n_threads, double *t_qk
     for (long hi = 0; hi < (long)a->H * L; hi++) {
         const int i = (int)(hi % L);
         float *row = P + (size_t)hi * L;
-        const int nv = a->causal ? i + 1 : L;
-        float mx = row[0];
-        for (int j = 1; j < nv; j++) mx = row[j] > mx ? row[j] : mx;
-        for (int j = 0; j < nv; j++) row[j] -= mx;
-        ac_vexp(row, nv);
-        float sum = 0.0f;
-        for (int j = 0; j < nv; j++) sum += row[j];
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < nv; j++) row[j] *= inv;
-        for (int j = nv; j < L; j++) row[j] = 0.0f;
+        softmax_row(row, a->causal ? i + 1 : L, L);
     }
     double t2 = ac_now();
     if (t_qk) *t_qk += t1 - t0;
