@@ -58,7 +58,7 @@ enum ac_store_flags {
  * fingerprint or shape, writer lock held, damaged DB opened for writing),
  * AC_ERR_ARG. */
 int ac_store_open(const char *path, const ac_store_params *params, int flags, ac_store **out);
-void ac_store_close(ac_store *st); /* NULL is fine; an unfinished entry is dropped */
+void ac_store_close(ac_store *st); /* NULL is fine; an unfinished or uncommitted entry is dropped (commit first) */
 
 /* The parameters recorded in the file. */
 void ac_store_get_params(const ac_store *st, ac_store_params *p);
