@@ -35,7 +35,9 @@ typedef struct ac_attn_hook {
      * when causal) to use for this site, or NULL to compute attention. When a
      * map is supplied, the Q and K projections, RoPE, QK^T and softmax are
      * skipped for the sequence: only V, P.V, the output projection and the MLP
-     * run. The pointer must stay valid until the call for the next site. */
+     * run. All sequences of a layer are asked before that layer's attention
+     * runs, so the map must stay valid until `supply` is called for the next
+     * layer (or ac_forward returns). */
     const float *(*supply)(void *user, const ac_attn_site *site);
     /* Return 1 to have P of this site computed on the materialised path and
      * passed to `record`. NULL: record every site when `record` is set. */
