@@ -101,7 +101,10 @@ int32_t ac_token_eos(const ac_model *model);
 /* ---- context: settings + workspace ------------------------------------------------ */
 typedef struct ac_ctx ac_ctx;
 
-enum ac_gemm_backend { AC_GEMM_AUTO = 0, AC_GEMM_OPENBLAS = 1, AC_GEMM_DNNL = 2, AC_GEMM_NAIVE = 3 };
+enum ac_gemm_backend {
+    AC_GEMM_AUTO = 0, AC_GEMM_OPENBLAS = 1, AC_GEMM_DNNL = 2, AC_GEMM_NAIVE = 3,
+    AC_GEMM_BF16 = 4, /* own AVX512-BF16 kernel on weights packed at load (F32 weights: oneDNN f32) */
+};
 enum ac_attn_kind { AC_ATTN_FUSED = 0, AC_ATTN_MATERIALIZED = 1 };
 
 typedef struct ac_ctx_params {
@@ -172,6 +175,99 @@ const char *ac_stage_name(int stage);
 /* seconds[AC_STAGE_COUNT] accumulated since the last reset. */
 int ac_ctx_get_profile(const ac_ctx *ctx, double *seconds);
 void ac_ctx_reset_profile(ac_ctx *ctx);
+
+/* ---- attention cache --------------------------------------------------------------------
+ * A cache is a directory: maps.acdb (the map store: per input, its compressed
+ * attention maps, token count and layer-0 feature summary), projector.gguf
+ * (optional trained feature projector), index-*.faiss (the vector index of
+ * the keys), policy.txt (optional per-layer reuse policy from tuning).
+ * Attached to a context, every forward pass looks each sequence up (its
+ * feature summary, key, nearest entry) and on a hit serves the chosen layers'
+ * attention from the stored map: Q/K projections, RoPE, QK^T and softmax are
+ * skipped; V, A.V (decoding the stored rows inside the kernel), the output
+ * projection and the MLP run. All lookup work is inside ac_forward's time. */
+typedef struct ac_cache ac_cache;
+
+enum ac_cache_keykind {
+    AC_KEY_AUTO = -1,     /* PROJECTOR when the cache has a trained projector, else MEAN */
+    AC_KEY_PROJECTOR = 0, /* trained projector (128-d), L2 distance                        */
+    AC_KEY_MEAN = 1,      /* mean-pooled layer-0 states, cosine distance (1 - cos)         */
+    AC_KEY_RANDOM = 2,    /* fixed random projection of MEAN to 128-d, cosine distance    */
+};
+
+typedef struct ac_cache_params {
+    int writable;         /* 1: open for appending (one writer at a time)                   */
+    int create;           /* 1 (with writable): create the directory/database if missing   */
+    const char *codec;    /* new entries: "f32","f16","q8","q4","topkK" (+"-causal"); NULL: q8 (causal for decoders) */
+    int key;              /* enum ac_cache_keykind                                           */
+    int index_kind;       /* 0 flat (exact), 1 IVF-Flat, 2 HNSW                              */
+    float threshold;      /* hit when the key distance <= threshold (<0: never hit)          */
+    const char *layers;   /* layers served on a hit: "all" (default), "none", "policy", "0-3,7" */
+    int allow_longer;     /* bidirectional models: 1 lets a longer entry serve (renormalised
+                             top-left block); causal models always accept longer entries    */
+    int commit_every;     /* writer: commit after this many new entries (default 16)        */
+} ac_cache_params;
+
+ac_cache_params ac_cache_default_params(void);
+/* Open (or create) the cache directory for this model; a database built with
+ * another model, or a projector trained for another one, is refused with
+ * AC_ERR_CACHE naming it. The model is borrowed and must outlive the cache.
+ * Caller owns *out (ac_cache_close). */
+int ac_cache_open(const ac_model *model, const char *dir, const ac_cache_params *p, ac_cache **out);
+/* Commits pending entries (writer) and frees. NULL is fine. */
+int ac_cache_close(ac_cache *cache);
+/* Attach to (or with NULL detach from) a context. The cache is borrowed and
+ * must outlive the attachment. One context per cache at a time. */
+int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *cache);
+
+/* Writer: run the exact forward on one input and store its maps. *added = 0
+ * when an entry with the same tokens is already stored. */
+int ac_cache_add(ac_cache *cache, ac_ctx *ctx, const int32_t *tokens, int n_tokens, int *added);
+int ac_cache_commit(ac_cache *cache);
+/* Rebuild the key index from the stored entries (after adding or training). */
+int ac_cache_reindex(ac_cache *cache);
+
+/* Train the projector on pairs of stored entries (target: mean |P_a - P_b|
+ * over layers and heads on the common top-left block, plus the relative length
+ * difference), save it in the directory, and reindex. Reports the hit quality
+ * of each key kind on held-out entries: mean map distance of the retrieved
+ * entry over that of the best entry (1.0 = ideal). report: optional [3]
+ * indexed by enum ac_cache_keykind. */
+typedef struct ac_cache_train_params {
+    int n_pairs, epochs, hidden;
+    float lr;
+    uint64_t seed;
+    int verbose;
+} ac_cache_train_params;
+ac_cache_train_params ac_cache_default_train_params(void);
+int ac_cache_train_projector(ac_cache *cache, const ac_cache_train_params *tp, double *report);
+
+/* Layers served on a hit: mask[n_layer] of 0/1. */
+int ac_cache_set_layers(ac_cache *cache, const uint8_t *mask);
+int ac_cache_get_layers(const ac_cache *cache, uint8_t *mask);
+int ac_cache_set_threshold(ac_cache *cache, float threshold);
+/* Save the current layer mask as the directory's policy (policy.txt). */
+int ac_cache_save_policy(ac_cache *cache);
+
+typedef struct ac_cache_stats {
+    int64_t entries;           /* stored */
+    int64_t queries, hits;     /* sequences looked up, served */
+    int64_t layers_served;     /* (sequence, layer) sites served from maps */
+    double t_features;         /* s: layer-0 states + summary */
+    double t_key;              /* s: projector / key computation */
+    double t_search;           /* s: index search */
+    double t_fetch;            /* s: map fetch + checksum on first touch */
+    uint64_t bytes_read;       /* compressed map bytes used */
+    double sum_distance_hit;   /* sum of key distances of the hits */
+} ac_cache_stats;
+int ac_cache_get_stats(const ac_cache *cache, ac_cache_stats *s);
+void ac_cache_reset_stats(ac_cache *cache);
+/* Human-readable database statistics / full verification (db stats / db verify). */
+int ac_cache_print_db_stats(ac_cache *cache, void *file /* FILE* */);
+int ac_cache_verify(ac_cache *cache, void *file /* FILE*: one line per problem */, int64_t *n_bad);
+/* The same on a cache directory without a model (read-only; any model's database). */
+int ac_db_print_stats(const char *dir, void *file /* FILE* */);
+int ac_db_verify(const char *dir, void *file /* FILE* */, int64_t *n_bad);
 
 #ifdef __cplusplus
 }

@@ -229,6 +229,7 @@ typedef struct fwd_plan {
     const ac_seq *seqs;
     int *off;             /* [n_seq] first row of each sequence */
     const float **maps;   /* [n_seq] supplied attention maps of the current layer */
+    uint8_t *reuse;       /* [n_seq] 1: served by the hook's apply (compressed maps) */
     uint8_t *rec;         /* [n_seq] 1: record the map of this site */
 } fwd_plan;
 
@@ -240,12 +241,12 @@ static int project_qk(ac_ctx *c, const ac_layer *L, const float *in, const fwd_p
     const int D = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
     int rc;
     for (int s = 0; s < pl->n_seq;) {
-        if (pl->maps[s]) {
+        if (pl->maps[s] || pl->reuse[s]) {
             s++;
             continue;
         }
         int e = s;
-        while (e < pl->n_seq && !pl->maps[e]) e++;
+        while (e < pl->n_seq && !pl->maps[e] && !pl->reuse[e]) e++;
         const int r0 = pl->off[s], r1 = e < pl->n_seq ? pl->off[e] : pl->T;
         ac_act a = make_act(c, in + (size_t)r0 * D, r1 - r0, D, (size_t)r0);
         if ((rc = matmul(c, &L->wq, &a, c->q + (size_t)r0 * QD, L->bq, 0))) return rc;
@@ -276,9 +277,12 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, const float *in
     for (int s = 0; s < pl->n_seq; s++) {
         pl->maps[s] = NULL;
         pl->rec[s] = 0;
+        pl->reuse[s] = 0;
         if (!c->has_hook) continue;
         ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal};
         if (c->hook.supply) pl->maps[s] = c->hook.supply(c->hook.user, &site);
+        if (!pl->maps[s] && c->hook.reuse && c->hook.apply) pl->reuse[s] = c->hook.reuse(c->hook.user, &site) != 0;
+        if (pl->reuse[s]) continue;
         if (!pl->maps[s] && c->hook.record)
             pl->rec[s] = c->hook.want_record ? c->hook.want_record(c->hook.user, &site) != 0 : 1;
     }
@@ -292,7 +296,12 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, const float *in
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
                            hp->causal, 1.0f / sqrtf((float)hp->head_dim)};
-        if (pl->maps[s]) {
+        if (pl->reuse[s]) {
+            ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
+            if ((rc = c->hook.apply(c->hook.user, &site, aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out, QD)) != AC_OK)
+                return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
+            prof_lap(c, AC_STAGE_AV, tp);
+        } else if (pl->maps[s]) {
             ac_attn_apply(&aa, pl->maps[s], c->n_threads);
             prof_lap(c, AC_STAGE_AV, tp);
         } else if (pl->rec[s] || c->params.attn == AC_ATTN_MATERIALIZED) {
@@ -489,11 +498,12 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     if (out->pooled && (pooling < AC_POOL_MEAN || pooling > AC_POOL_LAST))
         return ac_err(AC_ERR_ARG, "pooled output requested with pooling %d", out->pooling);
 
-    fwd_plan pl = {n_seq, T, seqs, NULL, NULL, NULL};
+    fwd_plan pl = {n_seq, T, seqs, NULL, NULL, NULL, NULL};
     pl.off = AC_MALLOC((size_t)n_seq * sizeof *pl.off);
     pl.maps = AC_MALLOC((size_t)n_seq * sizeof *pl.maps);
     pl.rec = AC_MALLOC((size_t)n_seq);
-    if (!pl.off || !pl.maps || !pl.rec) {
+    pl.reuse = AC_MALLOC((size_t)n_seq);
+    if (!pl.off || !pl.maps || !pl.rec || !pl.reuse) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
@@ -544,6 +554,7 @@ done:
     free(pl.off);
     free(pl.maps);
     free(pl.rec);
+    free(pl.reuse);
     return rc;
 }
 
@@ -561,4 +572,35 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
     prof_lap(c, AC_STAGE_HEAD, &tp);
     omp_set_num_threads(saved_threads);
     return rc;
+}
+
+int ac_ctx_threads(const ac_ctx *c) { return c ? c->n_threads : 1; }
+
+int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0) {
+    if (!m || !tokens || n <= 0 || !x0) return ac_err(AC_ERR_ARG, "ac_model_layer0_states: invalid argument");
+    const ac_hparams *hp = &m->hp;
+    const int D = hp->n_embd, bert = m->info.arch == AC_ARCH_BERT;
+    if (bert && n > hp->n_ctx_train)
+        return ac_err(AC_ERR_INPUT, "input of %d tokens exceeds the model's %d positions", n, hp->n_ctx_train);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->info.n_vocab)
+            return ac_err(AC_ERR_INPUT, "token id %d at position %d out of range [0, %d)", tokens[t], t, m->info.n_vocab);
+    float *tmp = bert ? AC_MALLOC((size_t)D * sizeof *tmp) : NULL;
+    if (bert && !tmp) return AC_ERR_NOMEM;
+    for (int t = 0; t < n; t++) {
+        float *x = x0 + (size_t)t * D;
+        embed_row(m, tokens[t], x);
+        if (bert) { /* as in ac_forward: token + type 0 + position, then LayerNorm */
+            if (m->type_embd0)
+                for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
+            const gguf_tensor *pt = m->pos_embd;
+            ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, tmp);
+            for (int d = 0; d < D; d++) x[d] += tmp[d];
+            ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, hp->norm_eps);
+        } else { /* the input of layer 0's attention */
+            ac_rmsnorm(x, x, m->layers[0].norm1_w, D, hp->norm_eps);
+        }
+    }
+    free(tmp);
+    return AC_OK;
 }

@@ -45,7 +45,23 @@ typedef struct ac_attn_hook {
     /* Receives P [H][L][L] (borrowed, valid during the call). Return AC_OK or
      * an AC_ERR_* code, which aborts the forward pass. */
     int (*record)(void *user, const ac_attn_site *site, const float *P);
+    /* Compressed reuse (the attention cache): asked after `supply` returned
+     * NULL; return 1 to serve this site with `apply` instead of computing
+     * attention (Q/K projections, RoPE, QK^T and softmax are then skipped). */
+    int (*reuse)(void *user, const ac_attn_site *site);
+    /* out [L][ldo] (head h at column h*hd) = P_h . V, V [L][ldv] (kv head g at
+     * column g*hd), from the hook's own (compressed) maps. AC_OK or an error. */
+    int (*apply)(void *user, const ac_attn_site *site, const float *v, int ldv, int n_head_kv, int head_dim,
+                 float *out, int ldo);
 } ac_attn_hook;
+
+/* Layer-0 states of a token sequence: the normed embeddings the first
+ * attention block reads (llama/qwen2: RMSNorm(embedding) * attn_norm of
+ * layer 0; bert: LayerNorm(token + position + type embeddings)). x0 [n][D].
+ * Uses no context workspace (callable from inside a hook). */
+int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0);
+/* Threads a context runs with. */
+int ac_ctx_threads(const ac_ctx *ctx);
 
 /* Install (a copy of) a hook on a context; NULL removes it. */
 void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook);
@@ -67,7 +83,33 @@ typedef struct ac_gemm_ops {
     int (*matmul)(ac_ctx *ctx, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate);
 } ac_gemm_ops;
 
+/* A GEMM with a fused epilogue; several independent jobs can run as one
+ * parallel region (ac_ctx_gemm). Y [M][N] and/or Ybf [M][N] receive:
+ *   STORE  X W^T + b          ACCUM  Y + X W^T + b
+ *   GELU   gelu(X W^T + b)    SWIGLU silu(X W^T) * (X W_up^T)              */
+enum { AC_EPI_STORE = 0, AC_EPI_ACCUM, AC_EPI_GELU, AC_EPI_SWIGLU };
+typedef struct ac_gemm_job {
+    const ac_mat *W, *W_up; /* W_up: SWIGLU's up projection (W is the gate) */
+    ac_act *X;
+    float *Y;               /* [M][N] f32 result (required by the generic path) */
+    uint16_t *Ybf;          /* [M][N] bf16 copy of the result, or NULL */
+    const float *bias;      /* [N] or NULL */
+    int epi;
+} ac_gemm_job;
+
+/* Run jobs (any backend; packed BF16 weights on the own kernel in one region). */
+int ac_ctx_gemm(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs);
+/* 1 if a job on W will run on the own BF16 kernel (the f32 Y may then be skipped). */
+int ac_ctx_gemm_fast(const ac_ctx *ctx, const ac_mat *W);
+
+/* The own AVX512-BF16 kernel (gemm_bf16.c). */
+int ac_bf16_gemm_available(void);
+size_t ac_bf16_packed_bytes(int n_out, int n_in);
+int ac_bf16_pack(ac_mat *W);                               /* sets W->packed, W->pack */
+int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* all W packed AC_PACK_BF16 */
+
 extern const ac_gemm_ops ac_gemm_naive_ops;
+extern const ac_gemm_ops ac_gemm_bf16_ops;
 extern const ac_gemm_ops ac_gemm_blas_ops;
 #ifdef AC_HAVE_DNNL
 extern const ac_gemm_ops ac_gemm_dnnl_ops;

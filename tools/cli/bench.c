@@ -21,10 +21,93 @@ static int cmp_d(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static void fill_random(int32_t *ids, int n, int n_vocab, uint64_t *rng) {
+    for (int k = 0; k < n; k++) {
+        *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        ids[k] = (int32_t)((*rng >> 33) % (uint64_t)n_vocab);
+    }
+}
+
+/* Exact vs cached, side by side, REPS times each, alternating. */
+static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_model_info *info, ac_seq *seqs,
+                        int batch, int L, int reps, int n_build, double t_exact_best, FILE *jf, int *first) {
+    (void)t_exact_best; /* the exact figure is re-measured here, alternating with the cached one */
+    uint64_t rng = 0xB111D + (uint64_t)L;
+    int32_t *ids = malloc((size_t)L * sizeof *ids);
+    if (!ids) return cli_fail("out of memory");
+    double tb = now_s();
+    for (int b = 0; b < n_build; b++) { /* entries of this length (other random ids than the queries) */
+        fill_random(ids, L, info->n_vocab, &rng);
+        int added = 0;
+        if (ac_cache_add(cache, ctx, ids, L, &added) != AC_OK) {
+            free(ids);
+            return cli_fail("L=%d: recording the cache: %s", L, ac_last_error());
+        }
+    }
+    free(ids);
+    if (ac_cache_commit(cache) != AC_OK || ac_cache_reindex(cache) != AC_OK)
+        return cli_fail("L=%d: %s", L, ac_last_error());
+    tb = now_s() - tb;
+    ac_ctx_attach_cache(cctx, cache);
+    ac_outputs o = {0};
+    float *pooled = malloc((size_t)batch * info->n_embd * sizeof *pooled);
+    o.pooled = pooled;
+    o.pooling = AC_POOL_DEFAULT;
+    if (!pooled || ac_forward(cctx, seqs, batch, &o) != AC_OK) { /* warm-up */
+        free(pooled);
+        return cli_fail("L=%d: %s", L, ac_last_error());
+    }
+    ac_ctx_reset_profile(ctx);
+    ac_ctx_reset_profile(cctx);
+    ac_cache_reset_stats(cache);
+    double te = 1e30, tc = 1e30;
+    for (int k = 0; k < reps; k++) {
+        double t0 = now_s();
+        if (ac_forward(ctx, seqs, batch, &o) != AC_OK) break;
+        double t1 = now_s();
+        if (ac_forward(cctx, seqs, batch, &o) != AC_OK) break;
+        double t2 = now_s();
+        te = t1 - t0 < te ? t1 - t0 : te;
+        tc = t2 - t1 < tc ? t2 - t1 : tc;
+    }
+    free(pooled);
+    double pe[AC_STAGE_COUNT], pc[AC_STAGE_COUNT];
+    ac_ctx_get_profile(ctx, pe);
+    ac_ctx_get_profile(cctx, pc);
+    ac_cache_stats st;
+    ac_cache_get_stats(cache, &st);
+    const double QD = (double)info->n_head * info->head_dim, KVD = (double)info->n_head_kv * info->head_dim;
+    /* per run: exact attention op (fused kernel), cached attention op (map A.V + fused for unserved layers) */
+    const double ea = (pe[AC_STAGE_ATTN] + pe[AC_STAGE_QK] + pe[AC_STAGE_SOFTMAX] + pe[AC_STAGE_AV]) / reps;
+    const double ca = (pc[AC_STAGE_ATTN] + pc[AC_STAGE_QK] + pc[AC_STAGE_SOFTMAX] + pc[AC_STAGE_AV]) / reps;
+    const double lookup = (st.t_features + st.t_key + st.t_search + st.t_fetch) / reps;
+    double sum_e = 0;
+    for (int s = 0; s < AC_STAGE_COUNT; s++) sum_e += pe[s] / reps;
+    /* Amdahl: reuse skips the Q/K share of the QKV stage (by FLOPs) and the
+     * attention kernel, and adds the stored-map A.V */
+    const double skipped = pe[AC_STAGE_QKV] / reps * (QD + KVD) / (QD + 2 * KVD) + ea;
+    const double bound = sum_e / (sum_e - skipped + (pc[AC_STAGE_AV] / reps));
+    const double hit_rate = st.queries ? (double)st.hits / st.queries : 0;
+    printf("%6d  exact %8.1f tok/s  cache %8.1f tok/s  e2e %.3fx (Amdahl bound %.3fx, %.0f%% of it)  attn-op %.2fx  "
+           "lookup %.2f%%  hits %.0f%%  %.1f MiB maps/query  (built %d entries in %.1f s)\n",
+           L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, 100.0 * (te / tc) / bound,
+           ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate,
+           st.queries ? st.bytes_read / 1048576.0 / st.queries : 0, n_build, tb);
+    if (jf) {
+        fprintf(jf,
+                "%s{\"L\":%d,\"tok_s_exact\":%.3f,\"tok_s_cache\":%.3f,\"speedup_e2e\":%.4f,\"amdahl_bound\":%.4f,"
+                "\"speedup_attn_op\":%.4f,\"lookup_s\":%.6f,\"hit_rate\":%.3f,\"bytes_per_query\":%.0f}",
+                *first ? "" : ",", L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, ca > 0 ? ea / ca : 0,
+                lookup, hit_rate, st.queries ? (double)st.bytes_read / st.queries : 0);
+        *first = 0;
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     cli_common c = {0};
     const char *lens = "128,512", *json = NULL;
-    int reps = 3, batch = 1;
+    int reps = 3, batch = 1, cache_build = 2;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -34,12 +117,19 @@ int cmd_bench(int argc, char **argv) {
             if (!cli_parse_int(argv[++i], 1, 1000, &reps)) return cli_fail("bad -r '%s'", argv[i]);
         } else if (!strcmp(argv[i], "-b") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 1, 256, &batch)) return cli_fail("bad -b '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--cache-build") && i + 1 < argc) {
+            if (!cli_parse_int(argv[++i], 0, 1000, &cache_build)) return cli_fail("bad --cache-build '%s'", argv[i]);
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE]\n"
                    "Prefill throughput on random token ids (seed 42): one warm-up run, then REPS timed runs\n"
-                   "(default 3); prints tokens/s (best, median) and the per-stage time split.\n%s",
-                   cli_common_help);
+                   "(default 3); prints tokens/s (best, median) and the per-stage time split.\n"
+                   "With --cache DIR: first records --cache-build N (default 2) random inputs of each length\n"
+                   "into DIR (created if missing), then times every run exact (fused attention) and with the\n"
+                   "cache side by side on other random inputs of the same length, lookup included, and\n"
+                   "prints the speedups and the Amdahl bound (speed only: use --threshold 1e9 to force the\n"
+                   "nearest entry to serve; accuracy is measured by `attncache eval`).\n%s%s",
+                   cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("bench: unknown option '%s' (see --help)", argv[i]);
     }
@@ -49,6 +139,20 @@ int cmd_bench(int argc, char **argv) {
     if (cli_load(&c, &m, &ctx)) return 1;
     ac_model_info info;
     ac_model_get_info(m, &info);
+    ac_ctx *cctx = NULL;
+    ac_cache *cache = NULL;
+    if (c.cache) {
+        ac_ctx_params cp = ac_ctx_default_params();
+        cp.n_threads = c.threads;
+        cp.gemm = c.gemm;
+        cp.profile = 1;
+        if (ac_ctx_new(m, &cp, &cctx) != AC_OK || cli_open_cache(&c, m, 1, 1, &cache)) {
+            ac_ctx_free(cctx);
+            ac_ctx_free(ctx);
+            ac_model_free(m);
+            return 1;
+        }
+    }
     FILE *jf = NULL;
     if (json && !(jf = fopen(json, "w"))) {
         ac_ctx_free(ctx);
@@ -96,6 +200,10 @@ int cmd_bench(int argc, char **argv) {
             t[k] = now_s() - t0;
         }
         if (rc) goto next;
+        if (cache) {
+            rc = bench_cached(ctx, cctx, cache, &info, seqs, batch, L, reps, cache_build, t[0], jf, &first);
+            goto next;
+        }
         double prof[AC_STAGE_COUNT], tot = 0;
         ac_ctx_get_profile(ctx, prof);
         for (int s = 0; s < AC_STAGE_COUNT; s++) tot += prof[s];
@@ -124,6 +232,8 @@ int cmd_bench(int argc, char **argv) {
         fputs("]}\n", jf);
         fclose(jf);
     }
+    if (cache) ac_cache_close(cache);
+    ac_ctx_free(cctx);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

@@ -10,6 +10,10 @@
 typedef struct cli_common {
     const char *model, *input;
     int threads, gemm, attn, profile;
+    /* attention cache options */
+    const char *cache, *layers, *codec;
+    int key, index_kind, allow_longer, have_threshold;
+    float threshold;
 } cli_common;
 
 typedef struct cli_lines {
@@ -28,6 +32,14 @@ int cli_parse_int(const char *s, int lo, int hi, int *out);
 int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx);
 int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
 
+/* Open the cache named by --cache for model m (writable/create for build). */
+int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out);
+extern const char *cli_cache_help;
+
 int cmd_bench(int argc, char **argv);
+int cmd_build(int argc, char **argv);
+int cmd_db(int argc, char **argv);
+int cmd_train_projector(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 
 #endif

@@ -358,98 +358,109 @@ static char *build_prompt(const task_spec *t, const eval_ds *pool, const char *q
     return b.s;
 }
 
-/* ---- runners --------------------------------------------------------------------------- */
+/* ---- one example ----------------------------------------------------------------------- */
 
-/* label scoring over a held-out set; returns accuracy, counts tokens */
-static int run_scoring(ac_ctx *ctx, const task_spec *t, const eval_ds *pool, const eval_ds *q, int n, int shots,
-                       eval_result *r) {
+typedef struct ex_out {
+    double sec;       /* wall time of the example's forward work */
+    double attn;      /* s in the attention stages (fused attn + QK^T + softmax + A.V) */
+    double lookup;    /* s in cache lookup (features, key, search, fetch) */
+    uint64_t bytes;   /* cache map bytes read */
+    int hit;          /* cache served at least one layer */
+    int pred;         /* predicted class */
+    double score;     /* STS-B cosine */
+    int tokens;
+} ex_out;
+
+typedef struct eval_job {
+    const char *task;
+    const task_spec *spec; /* label scoring tasks */
+    const eval_ds *pool, *q;
+    int shots;
+} eval_job;
+
+/* Runs example i on ctx (cache attached or not), filling *o. */
+static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, ex_out *o) {
     const ac_model *m = ac_ctx_model(ctx);
-    const char *labs[6];
-    char lbuf[6][64];
-    for (int i = 0; i < t->n_labels; i++) {
-        snprintf(lbuf[i], sizeof lbuf[i], " %s", t->labels[i]);
-        labs[i] = lbuf[i];
-    }
-    int correct = 0;
-    double lp[6];
-    long long tokens = 0, ptok_sum = 0;
-    for (int i = 0; i < n; i++) {
-        char *prompt = build_prompt(t, pool, q->ex[i].a, shots, (uint64_t)i + 1);
+    double p0[AC_STAGE_COUNT], p1[AC_STAGE_COUNT];
+    ac_cache_stats s0 = {0}, s1 = {0};
+    ac_ctx_get_profile(ctx, p0);
+    if (cache) ac_cache_get_stats(cache, &s0);
+    const eval_ex *ex = &j->q->ex[i];
+    int rc = AC_OK;
+    double t0 = ac_cli_now();
+    if (j->spec) { /* label scoring */
+        const task_spec *t = j->spec;
+        const char *labs[6];
+        char lbuf[6][64];
+        double lp[6];
+        for (int k = 0; k < t->n_labels; k++) {
+            snprintf(lbuf[k], sizeof lbuf[k], " %s", t->labels[k]);
+            labs[k] = lbuf[k];
+        }
+        char *prompt = build_prompt(t, j->pool, ex->a, j->shots, (uint64_t)i + 1);
         if (!prompt) return cli_fail("out of memory");
-        int ntok = 0;
-        ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &ntok);
-        int rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
+        ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
+        rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
         free(prompt);
-        if (rc != AC_OK) return cli_fail("%s example %d: %s", t->name, i, ac_last_error());
         int best = 0;
         for (int k = 1; k < t->n_labels; k++)
             if (lp[k] > lp[best]) best = k;
-        correct += best == q->ex[i].label;
-        tokens += ntok;
-        ptok_sum += ntok;
-    }
-    r->metric = 100.0 * correct / (n ? n : 1);
-    r->metric_name = "accuracy";
-    r->tokens = tokens;
-    r->mean_prompt_tokens = n ? (double)ptok_sum / n : 0;
-    return 0;
-}
-
-static int run_sst2_head(ac_ctx *ctx, const eval_ds *q, int n, int n_cls, eval_result *r) {
-    const ac_model *m = ac_ctx_model(ctx);
-    float cls[64];
-    int correct = 0;
-    long long tokens = 0;
-    if (n_cls < 2 || n_cls > 64) return cli_fail("sst2: classifier head has %d outputs (want 2)", n_cls);
-    for (int i = 0; i < n; i++) {
-        int32_t ids[2048];
-        int nt = 0;
-        int rc = ac_tokenize(m, q->ex[i].a, strlen(q->ex[i].a), 1, ids, 2048, &nt);
-        if (rc != AC_OK) return cli_fail("sst2 example %d: %s", i, ac_last_error());
-        ac_seq s = {ids, nt};
-        ac_outputs o = {0};
-        o.cls = cls;
-        if ((rc = ac_forward(ctx, &s, 1, &o)) != AC_OK) return cli_fail("sst2 example %d: %s", i, ac_last_error());
-        correct += (cls[1] > cls[0]) == (q->ex[i].label == 1);
-        tokens += nt;
-    }
-    r->metric = 100.0 * correct / (n ? n : 1);
-    r->metric_name = "accuracy";
-    r->tokens = tokens;
-    return 0;
-}
-
-static int run_stsb(ac_ctx *ctx, const eval_ds *q, int n, eval_result *r) {
-    const ac_model *m = ac_ctx_model(ctx);
-    ac_model_info info;
-    ac_model_get_info(m, &info);
-    const int d = info.n_embd;
-    float *e = malloc(2 * (size_t)d * sizeof *e);
-    double *pred = malloc((size_t)n * sizeof *pred), *gold = malloc((size_t)n * sizeof *gold);
-    int nt[2], rc = 0;
-    long long tokens = 0;
-    if (!e || !pred || !gold) rc = cli_fail("out of memory");
-    for (int i = 0; i < n && !rc; i++) {
-        const char *pair[2] = {q->ex[i].a, q->ex[i].b};
-        if (ac_embed_texts(ctx, pair, 2, AC_POOL_DEFAULT, 1, e, nt) != AC_OK) {
-            rc = cli_fail("stsb example %d: %s", i, ac_last_error());
-            break;
+        o->pred = best;
+    } else if (!strcmp(j->task, "sst2")) { /* encoder with a classifier head */
+        int32_t ids[4096];
+        float cls[64];
+        rc = ac_tokenize(m, ex->a, strlen(ex->a), 1, ids, 4096, &o->tokens);
+        if (rc == AC_OK) {
+            ac_seq s = {ids, o->tokens};
+            ac_outputs out = {0};
+            out.cls = cls;
+            rc = ac_forward(ctx, &s, 1, &out);
+            o->pred = cls[1] > cls[0];
         }
+    } else { /* stsb */
+        ac_model_info info;
+        ac_model_get_info(m, &info);
+        float *e = malloc(2 * (size_t)info.n_embd * sizeof *e);
+        int nt[2] = {0, 0};
+        const char *pair[2] = {ex->a, ex->b};
+        rc = e ? ac_embed_texts(ctx, pair, 2, AC_POOL_DEFAULT, 1, e, nt) : AC_ERR_NOMEM;
         double s = 0;
-        for (int k = 0; k < d; k++) s += (double)e[k] * e[d + k];
-        pred[i] = s;
-        gold[i] = q->ex[i].score;
-        tokens += nt[0] + nt[1];
+        for (int k = 0; rc == AC_OK && k < info.n_embd; k++) s += (double)e[k] * e[info.n_embd + k];
+        o->score = s;
+        o->tokens = nt[0] + nt[1];
+        free(e);
     }
-    if (!rc) {
-        r->metric = 100.0 * eval_spearman(pred, gold, n);
-        r->metric_name = "spearman";
-        r->tokens = tokens;
+    o->sec = ac_cli_now() - t0;
+    if (rc != AC_OK) return cli_fail("%s example %d: %s", j->task, i, ac_last_error());
+    ac_ctx_get_profile(ctx, p1);
+    o->attn = (p1[AC_STAGE_ATTN] - p0[AC_STAGE_ATTN]) + (p1[AC_STAGE_QK] - p0[AC_STAGE_QK]) +
+              (p1[AC_STAGE_SOFTMAX] - p0[AC_STAGE_SOFTMAX]) + (p1[AC_STAGE_AV] - p0[AC_STAGE_AV]);
+    if (cache) {
+        ac_cache_get_stats(cache, &s1);
+        o->hit = s1.layers_served > s0.layers_served;
+        o->lookup = (s1.t_features - s0.t_features) + (s1.t_key - s0.t_key) + (s1.t_search - s0.t_search) +
+                    (s1.t_fetch - s0.t_fetch);
+        o->bytes = s1.bytes_read - s0.bytes_read;
     }
-    free(e);
-    free(pred);
-    free(gold);
-    return rc;
+    return AC_OK;
+}
+
+static double metric_of(const eval_job *j, const ex_out *o, int n) {
+    if (!j->spec && strcmp(j->task, "sst2") != 0) { /* stsb: Spearman x 100 */
+        double *p = malloc((size_t)n * sizeof *p), *g = malloc((size_t)n * sizeof *g);
+        for (int i = 0; i < n; i++) p[i] = o[i].score, g[i] = j->q->ex[i].score;
+        double r = 100.0 * eval_spearman(p, g, n);
+        free(p);
+        free(g);
+        return r;
+    }
+    int c = 0;
+    for (int i = 0; i < n; i++) c += o[i].pred == j->q->ex[i].label;
+    return 100.0 * c / n;
+}
+
+static void print_speed(FILE *f, const char *name, double a, double b) {
+    fprintf(f, "  %-34s %9.4f s %9.4f s   %6.3fx\n", name, a, b, b > 0 ? a / b : 0);
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -469,66 +480,111 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_parse_int(argv[++i], 0, 64, &shots)) return cli_fail("bad --shots '%s'", argv[i]);
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache eval --task sst2|stsb|agnews-fewshot|trec -m MODEL [--data DIR]\n"
-                   "                      [--limit N] [--shots K] [--json FILE]\n"
+                   "                      [--limit N] [--shots K] [--json FILE] [--cache DIR ...]\n"
                    "  --data DIR           data sets (default ../shared/data)\n"
                    "  --limit N            first N held-out examples only\n"
                    "  --shots K            demonstrations per prompt for label scoring\n"
                    "                       (defaults: sst2 0, agnews-fewshot 8, trec 6)\n"
-                   "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s",
-                   AC_EVAL_HOLDOUT, cli_common_help);
+                   "With --cache, every example runs twice side by side, exact (fused attention) and with\n"
+                   "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
+                   "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
+                   "and over hits only.\n"
+                   "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
+                   AC_EVAL_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("eval: unknown option '%s' (see --help)", argv[i]);
     }
     if (!task) return cli_fail("eval: --task is required (sst2|stsb|agnews-fewshot|trec)");
     if (!dir) dir = "../shared/data";
+    c.profile = 1;
     ac_model *m;
-    ac_ctx *ctx;
+    ac_ctx *ctx, *cctx = NULL;
+    ac_cache *cache = NULL;
     if (cli_load(&c, &m, &ctx)) return 1;
     ac_model_info info;
     ac_model_get_info(m, &info);
     eval_ds pool = {0}, q = {0};
-    eval_result res = {0};
+    ex_out *o0 = NULL, *o1 = NULL;
     int rc = 0;
-    const task_spec *spec = NULL;
+    eval_job job = {task, NULL, &pool, &q, 0};
     if (!strcmp(task, "sst2")) {
         rc = eval_load_sst2(dir, "dev", &q);
         if (!rc && !info.n_cls_out) {
             rc = eval_load_sst2(dir, "train", &pool);
-            spec = &SPEC_SST2;
+            job.spec = &SPEC_SST2;
         }
     } else if (!strcmp(task, "stsb")) rc = eval_load_stsb(dir, &q);
     else if (!strcmp(task, "agnews-fewshot")) {
         rc = eval_load_agnews(dir, &pool, &q);
-        spec = &SPEC_AGNEWS;
+        job.spec = &SPEC_AGNEWS;
     } else if (!strcmp(task, "trec")) {
         rc = eval_load_trec(dir, &pool, &q);
-        spec = &SPEC_TREC;
+        job.spec = &SPEC_TREC;
     } else rc = cli_fail("eval: unknown task '%s' (sst2|stsb|agnews-fewshot|trec)", task);
     if (rc) goto out;
-    int n = limit && limit < q.n ? limit : q.n;
+    if (job.spec && (!info.causal || !info.has_lm_head)) {
+        rc = cli_fail("eval: task %s needs a decoder with an LM head (or, for sst2, a classifier head)", task);
+        goto out;
+    }
+    if (job.spec) job.shots = shots >= 0 ? shots : job.spec->default_shots;
+    const int n = limit && limit < q.n ? limit : q.n;
     if (n == 0) {
         rc = cli_fail("eval: no examples");
         goto out;
     }
-    double t0 = ac_cli_now();
-    if (spec) {
-        if (!info.causal || !info.has_lm_head) {
-            rc = cli_fail("eval: task %s needs a decoder with an LM head (or, for sst2, a classifier head)", task);
+    if (c.cache) {
+        ac_ctx_params cp = ac_ctx_default_params();
+        cp.n_threads = c.threads;
+        cp.gemm = c.gemm;
+        cp.profile = 1;
+        if (ac_ctx_new(m, &cp, &cctx) != AC_OK) {
+            rc = cli_api_fail("context", AC_ERR_INTERNAL);
             goto out;
         }
-        res.shots = shots >= 0 ? shots : spec->default_shots;
-        rc = run_scoring(ctx, spec, &pool, &q, n, res.shots, &res);
-    } else if (!strcmp(task, "sst2")) rc = run_sst2_head(ctx, &q, n, info.n_cls_out, &res);
-    else rc = run_stsb(ctx, &q, n, &res);
+        if ((rc = cli_open_cache(&c, m, 0, 0, &cache))) goto out;
+        ac_ctx_attach_cache(cctx, cache);
+    }
+    o0 = calloc((size_t)n, sizeof *o0);
+    o1 = calloc((size_t)n, sizeof *o1);
+    if (!o0 || !o1) {
+        rc = cli_fail("out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n && !rc; i++) { /* exact and cached side by side */
+        rc = run_example(ctx, NULL, &job, i, &o0[i]);
+        if (!rc && cache) rc = run_example(cctx, cache, &job, i, &o1[i]);
+    }
     if (rc) goto out;
-    res.seconds = ac_cli_now() - t0;
-    res.n = n;
-    printf("%-16s %-28s %-9s %8s %6s %9s %10s\n", "task", "model", "metric", "value", "n", "seconds", "tokens/s");
+    double sec0 = 0, sec1 = 0, hsec0 = 0, hsec1 = 0, att0 = 0, att1 = 0, hatt0 = 0, hatt1 = 0, look = 0;
+    long long tokens = 0, bytes = 0;
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        sec0 += o0[i].sec, sec1 += o1[i].sec, att0 += o0[i].attn, att1 += o1[i].attn + o1[i].lookup;
+        look += o1[i].lookup, bytes += (long long)o1[i].bytes, tokens += o0[i].tokens;
+        if (o1[i].hit) {
+            hits++;
+            hsec0 += o0[i].sec, hsec1 += o1[i].sec, hatt0 += o0[i].attn, hatt1 += o1[i].attn;
+        }
+    }
+    const double met0 = metric_of(&job, o0, n), met1 = cache ? metric_of(&job, o1, n) : 0;
+    const char *mname = (!job.spec && strcmp(task, "sst2") != 0) ? "spearman" : "accuracy";
     const char *base = strrchr(c.model, '/');
     base = base ? base + 1 : c.model;
-    printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f\n", task, base, res.metric_name, res.metric, n, res.seconds,
-           res.seconds > 0 ? res.tokens / res.seconds : 0);
-    if (spec) printf("(%d-shot, mean prompt %.0f tokens)\n", res.shots, res.mean_prompt_tokens);
+    printf("%-16s %-28s %-9s %8s %6s %9s %10s\n", "task", "model", "metric", "value", "n", "seconds", "tokens/s");
+    printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f\n", task, base, mname, met0, n, sec0, sec0 > 0 ? tokens / sec0 : 0);
+    if (job.spec) printf("(%d-shot, mean prompt %.0f tokens)\n", job.shots, (double)tokens / n);
+    if (cache) {
+        printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f   (with cache)\n", task, base, mname, met1, n, sec1,
+               sec1 > 0 ? tokens / sec1 : 0);
+        printf("cache: hit rate %.1f%% (%d/%d), %.1f KiB of maps read per query, lookup %.2f%% of cached time\n",
+               100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0);
+        printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
+        print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
+        print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
+        print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
+        print_speed(stdout, "attention op, hits only", hatt0, hatt1);
+        printf("  accuracy change: %+.2f points\n", met1 - met0);
+    }
     if (json) {
         FILE *jf = fopen(json, "w");
         if (!jf) {
@@ -537,15 +593,30 @@ int cmd_eval(int argc, char **argv) {
         }
         fprintf(jf, "{\"task\":\"%s\",\"model\":", task);
         cli_json_str(jf, c.model);
-        fprintf(jf, ",\"metric\":\"%s\",\"value\":%.4f,\"n\":%d,\"seconds\":%.3f,\"tokens\":%lld,\"tokens_per_s\":%.2f",
-                res.metric_name, res.metric, n, res.seconds, res.tokens, res.seconds > 0 ? res.tokens / res.seconds : 0);
-        if (spec) fprintf(jf, ",\"shots\":%d,\"mean_prompt_tokens\":%.1f", res.shots, res.mean_prompt_tokens);
+        fprintf(jf, ",\"metric\":\"%s\",\"value\":%.4f,\"n\":%d,\"seconds\":%.4f,\"tokens\":%lld,\"tokens_per_s\":%.2f",
+                mname, met0, n, sec0, tokens, sec0 > 0 ? tokens / sec0 : 0);
+        if (job.spec) fprintf(jf, ",\"shots\":%d,\"mean_prompt_tokens\":%.1f", job.shots, (double)tokens / n);
+        if (cache) {
+            fprintf(jf, ",\"cache\":{\"dir\":");
+            cli_json_str(jf, c.cache);
+            fprintf(jf,
+                    ",\"threshold\":%g,\"value\":%.4f,\"seconds\":%.4f,\"hits\":%d,\"hit_rate\":%.4f,"
+                    "\"bytes_per_query\":%.1f,\"lookup_seconds\":%.4f,\"speedup_e2e\":%.4f,\"speedup_e2e_hits\":%.4f,"
+                    "\"speedup_attn\":%.4f,\"speedup_attn_hits\":%.4f}",
+                    c.have_threshold ? c.threshold : ac_cache_default_params().threshold, met1, sec1, hits,
+                    (double)hits / n, (double)bytes / n, look, sec1 > 0 ? sec0 / sec1 : 0,
+                    hsec1 > 0 ? hsec0 / hsec1 : 0, att1 > 0 ? att0 / att1 : 0, hatt1 > 0 ? hatt0 / hatt1 : 0);
+        }
         fputs("}\n", jf);
         fclose(jf);
     }
 out:
+    free(o0);
+    free(o1);
     ds_free(&pool);
     ds_free(&q);
+    if (cache) ac_cache_close(cache);
+    ac_ctx_free(cctx);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

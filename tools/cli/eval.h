@@ -15,13 +15,6 @@ typedef struct eval_ds {
     int n, cap;
 } eval_ds;
 
-typedef struct eval_result {
-    const char *metric_name;
-    double metric, seconds, mean_prompt_tokens;
-    long long tokens;
-    int n, shots;
-} eval_result;
-
 int eval_load_sst2(const char *dir, const char *split, eval_ds *d);
 int eval_load_stsb(const char *dir, eval_ds *d);
 int eval_load_agnews(const char *dir, eval_ds *train, eval_ds *held);

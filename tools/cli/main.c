@@ -164,6 +164,37 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!strcmp(v, "fused")) c->attn = AC_ATTN_FUSED;
         else if (!strcmp(v, "materialized")) c->attn = AC_ATTN_MATERIALIZED;
         else return cli_fail("bad --attn '%s' (fused|materialized)", v), -1;
+    } else if (!strcmp(a, "--cache")) {
+        if (!(c->cache = NEXT())) return -1;
+    } else if (!strcmp(a, "--layers")) {
+        if (!(c->layers = NEXT())) return -1;
+    } else if (!strcmp(a, "--codec")) {
+        if (!(c->codec = NEXT())) return -1;
+    } else if (!strcmp(a, "--threshold")) {
+        const char *v = NEXT();
+        char *end;
+        if (!v) return -1;
+        c->threshold = strtof(v, &end);
+        if (end == v || *end) return cli_fail("bad --threshold '%s'", v), -1;
+        c->have_threshold = 1;
+    } else if (!strcmp(a, "--key")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "projector")) c->key = AC_KEY_PROJECTOR;
+        else if (!strcmp(v, "mean")) c->key = AC_KEY_MEAN;
+        else if (!strcmp(v, "random")) c->key = AC_KEY_RANDOM;
+        else if (!strcmp(v, "auto")) c->key = AC_KEY_AUTO;
+        else return cli_fail("bad --key '%s' (projector|mean|random|auto)", v), -1;
+        c->key++; /* stored +1 so that 0 means unset */
+    } else if (!strcmp(a, "--index")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "flat")) c->index_kind = 1;
+        else if (!strcmp(v, "ivf")) c->index_kind = 2;
+        else if (!strcmp(v, "hnsw")) c->index_kind = 3;
+        else return cli_fail("bad --index '%s' (flat|ivf|hnsw)", v), -1;
+    } else if (!strcmp(a, "--allow-longer")) {
+        c->allow_longer = 1;
     } else {
         return 0;
     }
@@ -177,6 +208,31 @@ const char *cli_common_help =
     "  -t, --threads N      threads (default: all cores)\n"
     "      --gemm B         auto|openblas|dnnl|naive (default auto)\n"
     "      --attn A         fused|materialized exact attention (default fused)\n";
+
+const char *cli_cache_help =
+    "      --cache DIR      attention cache directory (see `attncache build`)\n"
+    "      --threshold T    hit when the key distance <= T (default 0.05)\n"
+    "      --layers SPEC    layers served on a hit: all|none|policy|0-3,7 (default all)\n"
+    "      --key K          projector|mean|random|auto (default auto: projector if trained)\n"
+    "      --index I        flat|ivf|hnsw (default flat)\n"
+    "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n";
+
+int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out) {
+    *out = NULL;
+    if (!c->cache) return cli_fail("no attention cache given (--cache DIR)");
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = writable;
+    p.create = create;
+    p.codec = c->codec;
+    if (c->key) p.key = c->key - 1;
+    if (c->index_kind) p.index_kind = c->index_kind - 1;
+    if (c->have_threshold) p.threshold = c->threshold;
+    if (c->layers) p.layers = c->layers;
+    p.allow_longer = c->allow_longer;
+    int rc = ac_cache_open(m, c->cache, &p, out);
+    if (rc != AC_OK) return cli_fail("%s", ac_last_error());
+    return 0;
+}
 
 /* ---- commands -------------------------------------------------------------------------- */
 
@@ -553,6 +609,10 @@ static void usage(FILE *f) {
                "  similarity cosine similarity of the input lines' embeddings\n"
                "  info       model architecture and sizes\n"
                "  eval       accuracy on real data sets (sst2, stsb, agnews-fewshot, trec)\n"
+               "  build      record an attention cache over a corpus\n"
+               "  db         stats|verify of an attention cache\n"
+               "  train-projector  train the cache's feature projector\n"
+               "  tune       choose the layers to reuse from measured sensitivity\n"
                "  bench      prefill throughput and per-stage time split\n",
             AC_VERSION_MAJOR, AC_VERSION_MINOR);
 }
@@ -576,6 +636,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "build")) return cmd_build(argc, argv);
+    if (!strcmp(cmd, "db")) return cmd_db(argc, argv);
+    if (!strcmp(cmd, "train-projector")) return cmd_train_projector(argc, argv);
+    if (!strcmp(cmd, "tune")) return cmd_tune(argc, argv);
     cli_fail("unknown command '%s'", cmd);
     usage(stderr);
     return 2;
