@@ -29,15 +29,17 @@ typedef struct fx {
     ac_model *m;
 } fx;
 
-static void fx_open(fx *f, const ref_spec *s) {
+static void fx_open_flags(fx *f, const ref_spec *s, int flags) {
     memset(f, 0, sizeof *f);
     assert_int_equal(ref_build(s, &f->buf, &f->size), AC_OK);
     assert_int_equal(gguf_open_memory(f->buf, f->size, &f->g), AC_OK);
     assert_int_equal(ref_model_init(&f->ref, f->g), 0);
-    int rc = ac_model_load_memory(f->buf, f->size, NULL, AC_LOAD_NO_VOCAB, &f->m);
+    int rc = ac_model_load_memory(f->buf, f->size, NULL, AC_LOAD_NO_VOCAB | flags, &f->m);
     if (rc) fprintf(stderr, "load: %s\n", ac_last_error());
     assert_int_equal(rc, AC_OK);
 }
+
+static void fx_open(fx *f, const ref_spec *s) { fx_open_flags(f, s, 0); }
 
 static void fx_close(fx *f) {
     ac_model_free(f->m);
@@ -125,28 +127,46 @@ static double check_vs_ref(fx *f, ac_ctx *c, const batch *b, double tol, const c
 
 static const int g_lens[3] = {70, 1, 37}; /* crosses the 64-key and 32-query blocks; a 1-token sequence */
 
-static void run_backends(const ref_spec *s, double tol_f32_math, const char *label, int with_naive) {
-    fx f;
-    fx_open(&f, s);
+/* 1 if ctx computes products with W's type in BF16 (the looser bound applies) */
+static int bf16_math(const ac_ctx *c, const ac_model *m) {
+    return m->pack != AC_PACK_NONE && (c->gemm_q == &ac_gemm_bf16_ops || (m->pack == AC_PACK_DNNL && c->gemm_q->id == AC_GEMM_DNNL));
+}
+
+static void run_backends_on(fx *f, const ref_spec *s, const int *gemms, int ng, double tol_f32_math, const char *label) {
     batch b;
     batch_make(&b, g_lens, 3, s->n_vocab, 99);
-    const int gemms[3] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL};
-    for (int gi = 0; gi < 3; gi++) {
-        if ((gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) || (gemms[gi] == AC_GEMM_NAIVE && !with_naive)) continue;
+    for (int gi = 0; gi < ng; gi++) {
+        if (gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) continue;
+        if (gemms[gi] == AC_GEMM_BF16 && !ac_bf16_gemm_available()) continue;
         for (int attn = 0; attn < 2; attn++) {
-            ac_ctx *c = mkctx(f.m, gemms[gi], attn);
-            /* oneDNN on non-F32 weights computes in BF16: the looser bound */
-            double tol = gemms[gi] == AC_GEMM_DNNL && s->wtype != GGML_F32 && f.m->packed_bf16 ? 1e-2 : tol_f32_math;
+            ac_ctx *c = mkctx(f->m, gemms[gi], attn);
+            /* BF16 products (non-F32 weights on the BF16 kernels): the looser bound */
+            double tol = s->wtype != GGML_F32 && bf16_math(c, f->m) ? 1e-2 : tol_f32_math;
             char what[128];
             snprintf(what, sizeof what, "%s gemm=%d attn=%d", label, gemms[gi], attn);
-            double w = check_vs_ref(&f, c, &b, tol, what);
-            printf("  %-28s gemm %-8s attn %-12s max rel err %.2e\n", label, c->gemm_q->name,
+            double w = check_vs_ref(f, c, &b, tol, what);
+            printf("  %-28s pack %d gemm %-8s attn %-12s max rel err %.2e\n", label, f->m->pack, c->gemm_q->name,
                    attn ? "materialised" : "fused", w);
             ac_ctx_free(c);
         }
     }
     free(b.ids);
+}
+
+static void run_backends(const ref_spec *s, double tol_f32_math, const char *label, int with_naive) {
+    fx f;
+    fx_open(&f, s);
+    const int all[4] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL, AC_GEMM_BF16};
+    run_backends_on(&f, s, with_naive ? all : all + 1, with_naive ? 4 : 3, tol_f32_math, label);
     fx_close(&f);
+    if (s->wtype != GGML_F32 && have_dnnl() && ac_dnnl_bf16_available()) {
+        /* the same model packed for oneDNN's BF16 matmul */
+        fx_open_flags(&f, s, AC_LOAD_PACK_DNNL);
+        assert_int_equal(f.m->pack, AC_PACK_DNNL);
+        const int dn[2] = {AC_GEMM_DNNL, AC_GEMM_AUTO};
+        run_backends_on(&f, s, dn, 2, tol_f32_math, label);
+        fx_close(&f);
+    }
 }
 
 static void run_all_backends(const ref_spec *s, double tol_f32_math, const char *label) {
@@ -244,7 +264,10 @@ static void test_auto_bf16_larger(void **st) {
     const int lens[2] = {130, 17};
     batch_make(&b, lens, 2, s.n_vocab, 4);
     ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
-    if (f.m->packed_bf16) assert_ptr_equal(c->gemm_q, &ac_gemm_dnnl_ops);
+    if (ac_bf16_gemm_available()) { /* AUTO: F16 packed at load for the own BF16 kernel */
+        assert_int_equal(f.m->pack, AC_PACK_BF16);
+        assert_ptr_equal(c->gemm_q, &ac_gemm_bf16_ops);
+    }
     double w = check_vs_ref(&f, c, &b, 1e-2, "auto f16 larger");
     printf("  llama f16 dim 256, AUTO (%s): max rel err %.2e\n", c->gemm_q->name, w);
     ac_ctx_free(c);
@@ -261,9 +284,10 @@ static void run_batch_vs_single(const ref_spec *s) {
     batch b;
     batch_make(&b, lens, 4, s->n_vocab, 11);
     const int D = f.m->info.n_embd;
-    const int gemms[3] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL};
-    for (int gi = 0; gi < 3; gi++) {
+    const int gemms[4] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL, AC_GEMM_BF16};
+    for (int gi = 0; gi < 4; gi++) {
         if (gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) continue;
+        if (gemms[gi] == AC_GEMM_BF16 && !ac_bf16_gemm_available()) continue;
         for (int attn = 0; attn < 2; attn++) {
             ac_ctx *c = mkctx(f.m, gemms[gi], attn);
             float *hb = malloc((size_t)b.T * D * sizeof *hb), *h1 = malloc((size_t)b.T * D * sizeof *h1);
@@ -361,7 +385,7 @@ static void run_skip_path(const ref_spec *spec) {
 
     /* 1. materialised run recording every map */
     ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_MATERIALIZED);
-    ac_attn_hook hk = {&ms, NULL, NULL, rec_cb};
+    ac_attn_hook hk = {.user = &ms, .record = rec_cb};
     ac_ctx_set_attn_hook(c, &hk);
     o.hidden = h_rec;
     assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
@@ -459,7 +483,7 @@ static void test_hook_error(void **st) {
     fx f;
     fx_open(&f, &s);
     ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
-    ac_attn_hook hk = {NULL, NULL, NULL, fail_rec};
+    ac_attn_hook hk = {.record = fail_rec};
     ac_ctx_set_attn_hook(c, &hk);
     int32_t ids[5] = {1, 2, 3, 4, 5};
     ac_seq q = {ids, 5};

@@ -60,6 +60,7 @@ void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
 static const ac_gemm_ops *backend_by_id(int id) {
     switch (id) {
     case AC_GEMM_NAIVE: return &ac_gemm_naive_ops;
+    case AC_GEMM_BF16: return &ac_gemm_bf16_ops;
     case AC_GEMM_OPENBLAS: return &ac_gemm_blas_ops;
 #ifdef AC_HAVE_DNNL
     case AC_GEMM_DNNL: return &ac_gemm_dnnl_ops;
@@ -75,7 +76,8 @@ static int env_gemm(int *id) {
     if (!strcasecmp(e, "openblas") || !strcasecmp(e, "blas")) *id = AC_GEMM_OPENBLAS;
     else if (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) *id = AC_GEMM_DNNL;
     else if (!strcasecmp(e, "naive")) *id = AC_GEMM_NAIVE;
-    else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, openblas, onednn or naive", e);
+    else if (!strcasecmp(e, "bf16")) *id = AC_GEMM_BF16;
+    else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, bf16, openblas, onednn or naive", e);
     return AC_OK;
 }
 
@@ -84,7 +86,7 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     *out = NULL;
     ac_ctx_params p = params ? *params : ac_ctx_default_params();
     if (p.n_threads < 0 || p.n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p.n_threads);
-    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_NAIVE) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
+    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_BF16) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
     if (p.attn != AC_ATTN_FUSED && p.attn != AC_ATTN_MATERIALIZED)
         return ac_err(AC_ERR_ARG, "ac_ctx_new: attention kind %d", p.attn);
     if (p.max_tokens < 0) return ac_err(AC_ERR_ARG, "ac_ctx_new: max_tokens %d", p.max_tokens);
@@ -105,9 +107,23 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
          * shapes that matter; other types: BF16 oneDNN on the packed copy when present. */
 #ifdef AC_HAVE_DNNL
         c->gemm_f32 = &ac_gemm_dnnl_ops;
-        c->gemm_q = model->packed_bf16 ? &ac_gemm_dnnl_ops : &ac_gemm_blas_ops;
+        c->gemm_q = model->pack == AC_PACK_BF16   ? &ac_gemm_bf16_ops
+                    : model->pack == AC_PACK_DNNL ? &ac_gemm_dnnl_ops
+                                                  : &ac_gemm_blas_ops;
 #else
-        c->gemm_f32 = c->gemm_q = &ac_gemm_blas_ops;
+        c->gemm_f32 = &ac_gemm_blas_ops;
+        c->gemm_q = model->pack == AC_PACK_BF16 ? &ac_gemm_bf16_ops : &ac_gemm_blas_ops;
+#endif
+    } else if (gemm == AC_GEMM_BF16) {
+        if (!ac_bf16_gemm_available()) {
+            free(c);
+            return ac_err(AC_ERR_UNSUPPORTED, "the BF16 GEMM needs AVX512-BF16 (not on this CPU or build)");
+        }
+        c->gemm_q = &ac_gemm_bf16_ops;
+#ifdef AC_HAVE_DNNL
+        c->gemm_f32 = &ac_gemm_dnnl_ops;
+#else
+        c->gemm_f32 = &ac_gemm_blas_ops;
 #endif
     } else {
         c->gemm_f32 = c->gemm_q = backend_by_id(gemm);
@@ -122,9 +138,9 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 
 static void ws_free(ac_ctx *c) {
     free(c->x), free(c->xb), free(c->q), free(c->k), free(c->v), free(c->att), free(c->hb), free(c->hb2);
-    free(c->act_bf16), free(c->rope_cs);
+    free(c->act_bf16), free(c->rope_cs), free(c->x_bf), free(c->xb_bf), free(c->att_bf), free(c->hb_bf);
     c->x = c->xb = c->q = c->k = c->v = c->att = c->hb = c->hb2 = c->rope_cs = NULL;
-    c->act_bf16 = NULL;
+    c->act_bf16 = c->x_bf = c->xb_bf = c->att_bf = c->hb_bf = NULL;
     c->cap_T = 0;
     c->rope_L = 0;
 }
@@ -170,7 +186,12 @@ static int ws_reserve(ac_ctx *c, int T) {
     c->hb = AC_ALIGNED_ALLOC(cap * F * sizeof(float));
     c->hb2 = AC_ALIGNED_ALLOC(cap * F * sizeof(float));
     c->act_bf16 = AC_ALIGNED_ALLOC(cap * W * sizeof(uint16_t));
-    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->act_bf16) {
+    c->x_bf = AC_ALIGNED_ALLOC(cap * D * sizeof(uint16_t));
+    c->xb_bf = AC_ALIGNED_ALLOC(cap * D * sizeof(uint16_t));
+    c->att_bf = AC_ALIGNED_ALLOC(cap * QD * sizeof(uint16_t));
+    c->hb_bf = AC_ALIGNED_ALLOC(cap * F * sizeof(uint16_t));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->act_bf16 || !c->x_bf ||
+        !c->xb_bf || !c->att_bf || !c->hb_bf) {
         ws_free(c);
         return AC_ERR_NOMEM;
     }
@@ -208,15 +229,69 @@ static inline void prof_lap(ac_ctx *c, int stage, double *t) {
     *t = now;
 }
 
-static int matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
-    const ac_gemm_ops *ops = W->type == GGML_F32 ? c->gemm_f32 : c->gemm_q;
-    return ops->matmul(c, W, X, Y, bias, accumulate);
+static const ac_gemm_ops *ops_for(const ac_ctx *c, const ac_mat *W) {
+    return W->type == GGML_F32 ? c->gemm_f32 : c->gemm_q;
 }
 
-static ac_act make_act(ac_ctx *c, const float *x, int M, int K, size_t row0) {
-    ac_act a = {x, M, K, c->act_bf16 + row0 * (size_t)K, 0};
+static int matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
+    return ops_for(c, W)->matmul(c, W, X, Y, bias, accumulate);
+}
+
+/* An activation X [M][K] with its bf16 copy (bf: [M][K]; ok: 1 if bf already holds it). */
+static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
+    ac_act a = {x, M, K, bf, ok};
     return a;
 }
+
+int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
+    return W->pack == AC_PACK_BF16 && ops_for(c, W) == &ac_gemm_bf16_ops;
+}
+
+/* One job on the generic backends: the product, then the epilogue as plain loops. */
+static int gemm_generic(ac_ctx *c, ac_gemm_job *j) {
+    const int M = j->X->M, N = j->W->n_out;
+    int rc;
+    if (!j->Y) return ac_err(AC_ERR_INTERNAL, "GEMM job on %s without an f32 output", j->W->name);
+    switch (j->epi) {
+    case AC_EPI_ACCUM: rc = matmul(c, j->W, j->X, j->Y, j->bias, 1); break;
+    case AC_EPI_SWIGLU:
+        if ((rc = matmul(c, j->W, j->X, j->Y, NULL, 0)) || (rc = matmul(c, j->W_up, j->X, c->hb2, NULL, 0))) break;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+        for (int m = 0; m < M; m++) ac_silu_mul(j->Y + (size_t)m * N, c->hb2 + (size_t)m * N, N);
+        break;
+    case AC_EPI_GELU:
+        if ((rc = matmul(c, j->W, j->X, j->Y, j->bias, 0))) break;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+        for (int m = 0; m < M; m++) ac_gelu_erf(j->Y + (size_t)m * N, N);
+        break;
+    default: rc = matmul(c, j->W, j->X, j->Y, j->bias, 0); break;
+    }
+    if (rc == AC_OK && j->Ybf) {
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+        for (int m = 0; m < M; m++) ac_f32_to_bf16(j->Ybf + (size_t)m * N, j->Y + (size_t)m * N, (size_t)N);
+    }
+    return rc;
+}
+
+int ac_ctx_gemm(ac_ctx *c, ac_gemm_job *jobs, int n_jobs) {
+    ac_gemm_job fast[16];
+    int nf = 0, rc;
+    for (int i = 0; i < n_jobs; i++) {
+        ac_gemm_job *j = &jobs[i];
+        if (nf < 16 && ac_ctx_gemm_fast(c, j->W) && (!j->W_up || ac_ctx_gemm_fast(c, j->W_up))) fast[nf++] = *j;
+        else if ((rc = gemm_generic(c, j))) return rc;
+    }
+    return nf ? ac_bf16_gemm_run(c, fast, nf) : AC_OK;
+}
+
+/* The own BF16 kernel behind the plain backend interface (one job). */
+static int bf16_matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
+    if (W->pack != AC_PACK_BF16) return ac_gemm_blas_ops.matmul(c, W, X, Y, bias, accumulate);
+    ac_gemm_job j = {W, NULL, X, Y, NULL, bias, accumulate ? AC_EPI_ACCUM : AC_EPI_STORE};
+    return ac_bf16_gemm_run(c, &j, 1);
+}
+
+const ac_gemm_ops ac_gemm_bf16_ops = {"bf16", AC_GEMM_BF16, bf16_matmul};
 
 /* embedding row of token id into dst [D] */
 static void embed_row(const ac_model *m, int32_t id, float *dst) {
@@ -233,13 +308,31 @@ typedef struct fwd_plan {
     uint8_t *rec;         /* [n_seq] 1: record the map of this site */
 } fwd_plan;
 
-/* Q/K projections (+ RoPE for decoders) for the rows of the sequences without a
- * supplied map, as GEMMs over runs of consecutive such sequences. */
-static int project_qk(ac_ctx *c, const ac_layer *L, const float *in, const fwd_plan *pl) {
+/* RoPE of the Q and K rows of sequence s (positions 0..n-1). */
+static void rope_seq(ac_ctx *c, const fwd_plan *pl, int s) {
+    const ac_hparams *hp = &c->model->hp;
+    const int QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    const int n = pl->seqs[s].n_tokens, o = pl->off[s];
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < n; t++) {
+        const float *cs = c->rope_cs + (size_t)t * hp->n_rot;
+        ac_rope_row(c->q + (size_t)(o + t) * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+        ac_rope_row(c->k + (size_t)(o + t) * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+    }
+}
+
+/* Q, K, V projections (+ RoPE for decoders): V for every row; Q and K only for
+ * the rows of sequences without a supplied map, as GEMMs over runs of
+ * consecutive such sequences. All of them run as one parallel region when the
+ * weights are packed for the BF16 kernel. X: [T][D] input. */
+static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *pl) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
     const int D = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
-    int rc;
+    ac_gemm_job jobs[16];
+    ac_act sub[8];
+    int nj = 0, ns = 0, rc;
+    jobs[nj++] = (ac_gemm_job){&L->wv, NULL, X, c->v, NULL, L->bv, AC_EPI_STORE};
     for (int s = 0; s < pl->n_seq;) {
         if (pl->maps[s] || pl->reuse[s]) {
             s++;
@@ -248,30 +341,28 @@ static int project_qk(ac_ctx *c, const ac_layer *L, const float *in, const fwd_p
         int e = s;
         while (e < pl->n_seq && !pl->maps[e] && !pl->reuse[e]) e++;
         const int r0 = pl->off[s], r1 = e < pl->n_seq ? pl->off[e] : pl->T;
-        ac_act a = make_act(c, in + (size_t)r0 * D, r1 - r0, D, (size_t)r0);
-        if ((rc = matmul(c, &L->wq, &a, c->q + (size_t)r0 * QD, L->bq, 0))) return rc;
-        if ((rc = matmul(c, &L->wk, &a, c->k + (size_t)r0 * KVD, L->bk, 0))) return rc;
-        if (m->info.arch != AC_ARCH_BERT) {
-            for (int ss = s; ss < e; ss++) {
-                const int n = pl->seqs[ss].n_tokens, o = pl->off[ss];
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-                for (int t = 0; t < n; t++) {
-                    const float *cs = c->rope_cs + (size_t)t * hp->n_rot;
-                    ac_rope_row(c->q + (size_t)(o + t) * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
-                    ac_rope_row(c->k + (size_t)(o + t) * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
-                }
-            }
+        if (ns == 8) { /* flush a full job list */
+            if ((rc = ac_ctx_gemm(c, jobs, nj))) return rc;
+            nj = ns = 0;
         }
+        ac_act *a = &sub[ns++];
+        *a = r0 == 0 && r1 == pl->T ? *X : act(X->x + (size_t)r0 * D, X->bf16 + (size_t)r0 * D, r1 - r0, D, X->bf16_ok);
+        jobs[nj++] = (ac_gemm_job){&L->wq, NULL, a, c->q + (size_t)r0 * QD, NULL, L->bq, AC_EPI_STORE};
+        jobs[nj++] = (ac_gemm_job){&L->wk, NULL, a, c->k + (size_t)r0 * KVD, NULL, L->bk, AC_EPI_STORE};
         s = e;
     }
+    if (nj && (rc = ac_ctx_gemm(c, jobs, nj))) return rc;
+    if (m->info.arch != AC_ARCH_BERT)
+        for (int s = 0; s < pl->n_seq; s++)
+            if (!pl->maps[s] && !pl->reuse[s]) rope_seq(c, pl, s);
     return AC_OK;
 }
 
-/* Q, K, V and attention of one layer; in: [T][D] input of the projections. Result in c->att. */
-static int attention_block(ac_ctx *c, int il, const ac_layer *L, const float *in, fwd_plan *pl, double *tp) {
+/* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
+static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_plan *pl, double *tp) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
-    const int D = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    const int QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
     int rc;
     /* ask the hook which sequences come with a map */
     for (int s = 0; s < pl->n_seq; s++) {
@@ -286,9 +377,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, const float *in
         if (!pl->maps[s] && c->hook.record)
             pl->rec[s] = c->hook.want_record ? c->hook.want_record(c->hook.user, &site) != 0 : 1;
     }
-    if ((rc = project_qk(c, L, in, pl))) return rc;
-    ac_act a = make_act(c, in, pl->T, D, 0);
-    if ((rc = matmul(c, &L->wv, &a, c->v, L->bv, 0))) return rc;
+    if ((rc = project_qkv(c, L, X, pl))) return rc;
     prof_lap(c, AC_STAGE_QKV, tp);
 
     for (int s = 0; s < pl->n_seq; s++) {
@@ -330,6 +419,28 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, const float *in
     return AC_OK;
 }
 
+/* out = rmsnorm(x) * w (f32 and bf16), rows of [T][D] */
+static void rmsnorm_rows(ac_ctx *c, const float *x, const float *w, float *out, uint16_t *out_bf, int T) {
+    const ac_hparams *hp = &c->model->hp;
+    const int D = hp->n_embd;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++) {
+        ac_rmsnorm(out + (size_t)t * D, x + (size_t)t * D, w, D, hp->norm_eps);
+        if (out_bf) ac_f32_to_bf16(out_bf + (size_t)t * D, out + (size_t)t * D, (size_t)D);
+    }
+}
+
+/* x = layernorm(x) * w + b in place, with its bf16 copy */
+static void layernorm_rows(ac_ctx *c, float *x, const float *w, const float *b, uint16_t *x_bf, int T) {
+    const ac_hparams *hp = &c->model->hp;
+    const int D = hp->n_embd;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static)
+    for (int t = 0; t < T; t++) {
+        ac_layernorm(x + (size_t)t * D, x + (size_t)t * D, w, b, D, hp->norm_eps);
+        ac_f32_to_bf16(x_bf + (size_t)t * D, x + (size_t)t * D, (size_t)D);
+    }
+}
+
 static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
@@ -337,26 +448,28 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     const int T = pl->T, D = hp->n_embd, QD = hp->n_head * hp->head_dim, F = hp->n_ff;
     int rc;
     /* xb = rmsnorm(x) * attn_norm */
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++) ac_rmsnorm(c->xb + (size_t)t * D, c->x + (size_t)t * D, L->norm1_w, D, hp->norm_eps);
+    rmsnorm_rows(c, c->x, L->norm1_w, c->xb, c->xb_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
-    if ((rc = attention_block(c, il, L, c->xb, pl, tp))) return rc;
+    ac_act X = act(c->xb, c->xb_bf, T, D, 1);
+    if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
     /* x += att Wo^T (+ bo) */
-    ac_act a = make_act(c, c->att, T, QD, 0);
-    if ((rc = matmul(c, &L->wo, &a, c->x, L->bo, 1))) return rc;
+    ac_act A = act(c->att, c->att_bf, T, QD, 0);
+    ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
+    if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
     prof_lap(c, AC_STAGE_O, tp);
     /* xb = rmsnorm(x) * ffn_norm */
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++) ac_rmsnorm(c->xb + (size_t)t * D, c->x + (size_t)t * D, L->norm2_w, D, hp->norm_eps);
+    rmsnorm_rows(c, c->x, L->norm2_w, c->xb, c->xb_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
-    /* hb = silu(xb Wg^T) * (xb Wu^T);  x += hb Wd^T */
-    a = make_act(c, c->xb, T, D, 0);
-    if ((rc = matmul(c, &L->w_gate, &a, c->hb, NULL, 0))) return rc;
-    if ((rc = matmul(c, &L->w_up, &a, c->hb2, NULL, 0))) return rc;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++) ac_silu_mul(c->hb + (size_t)t * F, c->hb2 + (size_t)t * F, F);
-    a = make_act(c, c->hb, T, F, 0);
-    if ((rc = matmul(c, &L->w_down, &a, c->x, NULL, 1))) return rc;
+    /* hb = silu(xb Wg^T) * (xb Wu^T);  x += hb Wd^T. When all three run on the BF16 kernel,
+     * hb exists only in bf16. */
+    const int down_fast = ac_ctx_gemm_fast(c, &L->w_down);
+    const int all_fast = down_fast && ac_ctx_gemm_fast(c, &L->w_gate) && ac_ctx_gemm_fast(c, &L->w_up);
+    ac_gemm_job jg = {&L->w_gate, &L->w_up, &X, all_fast ? NULL : c->hb, down_fast ? c->hb_bf : NULL, NULL,
+                      AC_EPI_SWIGLU};
+    if ((rc = ac_ctx_gemm(c, &jg, 1))) return rc;
+    ac_act H = act(c->hb, c->hb_bf, T, F, down_fast);
+    ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, NULL, AC_EPI_ACCUM};
+    if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);
     return AC_OK;
 }
@@ -367,26 +480,25 @@ static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     const ac_layer *L = &m->layers[il];
     const int T = pl->T, D = hp->n_embd, QD = hp->n_head * hp->head_dim, F = hp->n_ff;
     int rc;
-    if ((rc = attention_block(c, il, L, c->x, pl, tp))) return rc;
+    ac_act X = act(c->x, c->x_bf, T, D, 1); /* x_bf is kept current by the LayerNorms */
+    if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
     /* x = LN(x + att Wo^T + bo) */
-    ac_act a = make_act(c, c->att, T, QD, 0);
-    if ((rc = matmul(c, &L->wo, &a, c->x, L->bo, 1))) return rc;
+    ac_act A = act(c->att, c->att_bf, T, QD, 0);
+    ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
+    if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
     prof_lap(c, AC_STAGE_O, tp);
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++)
-        ac_layernorm(c->x + (size_t)t * D, c->x + (size_t)t * D, L->norm1_w, L->norm1_b, D, hp->norm_eps);
+    layernorm_rows(c, c->x, L->norm1_w, L->norm1_b, c->x_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
     /* x = LN(x + gelu(x Wu^T + bu) Wd^T + bd) */
-    a = make_act(c, c->x, T, D, 0);
-    if ((rc = matmul(c, &L->w_up, &a, c->hb, L->b_up, 0))) return rc;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++) ac_gelu_erf(c->hb + (size_t)t * F, F);
-    a = make_act(c, c->hb, T, F, 0);
-    if ((rc = matmul(c, &L->w_down, &a, c->x, L->b_down, 1))) return rc;
+    const int down_fast = ac_ctx_gemm_fast(c, &L->w_down);
+    const int all_fast = down_fast && ac_ctx_gemm_fast(c, &L->w_up);
+    ac_gemm_job ju = {&L->w_up, NULL, &X, all_fast ? NULL : c->hb, down_fast ? c->hb_bf : NULL, L->b_up, AC_EPI_GELU};
+    if ((rc = ac_ctx_gemm(c, &ju, 1))) return rc;
+    ac_act H = act(c->hb, c->hb_bf, T, F, down_fast);
+    ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, L->b_down, AC_EPI_ACCUM};
+    if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++)
-        ac_layernorm(c->x + (size_t)t * D, c->x + (size_t)t * D, L->norm2_w, L->norm2_b, D, hp->norm_eps);
+    layernorm_rows(c, c->x, L->norm2_w, L->norm2_b, c->x_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
     return AC_OK;
 }
@@ -460,14 +572,14 @@ static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *ou
     if (out->logits) {
         float *rows;
         if ((rc = gather_rows(c, pl, h, 1, &rows))) return rc;
-        ac_act a = make_act(c, rows, n_seq, D, 0);
+        ac_act a = act(rows, c->act_bf16, n_seq, D, 0);
         if ((rc = matmul(c, &m->output, &a, out->logits, NULL, 0))) return rc;
         prof_lap(c, AC_STAGE_HEAD, tp);
     }
     if (out->cls) {
         float *rows;
         if ((rc = gather_rows(c, pl, h, m->info.arch != AC_ARCH_BERT, &rows))) return rc;
-        ac_act a = make_act(c, rows, n_seq, D, 0);
+        ac_act a = act(rows, c->act_bf16, n_seq, D, 0);
         if (m->has_cls) {
             /* hb [n_seq][D] = tanh(rows Wc^T + bc) */
             float *y = out->cls;
@@ -477,7 +589,7 @@ static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *ou
             }
             if ((rc = matmul(c, &m->cls, &a, y, m->cls_b, 0))) return rc;
             for (size_t i = 0; i < (size_t)n_seq * D; i++) y[i] = tanhf(y[i]);
-            a = make_act(c, y, n_seq, D, 0);
+            a = act(y, c->act_bf16, n_seq, D, 0);
         }
         if (m->has_cls_out && (rc = matmul(c, &m->cls_out, &a, out->cls, m->cls_out_b, 0))) return rc;
         prof_lap(c, AC_STAGE_HEAD, tp);
@@ -530,6 +642,7 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
                 ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, pe);
                 for (int d = 0; d < D; d++) x[d] += pe[d];
                 ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, hp->norm_eps);
+                ac_f32_to_bf16(c->x_bf + (size_t)(o + t) * D, x, (size_t)D);
             }
         }
     }
@@ -567,7 +680,7 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
     const int saved_threads = omp_get_max_threads();
     omp_set_num_threads(c->n_threads);
     double tp = c->params.profile ? ac_now() : 0;
-    ac_act a = make_act(c, h, n, m->hp.n_embd, 0);
+    ac_act a = act(h, c->act_bf16, n, m->hp.n_embd, 0);
     rc = matmul(c, &m->output, &a, logits, NULL, 0);
     prof_lap(c, AC_STAGE_HEAD, &tp);
     omp_set_num_threads(saved_threads);

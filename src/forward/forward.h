@@ -118,7 +118,6 @@ extern const ac_gemm_ops ac_gemm_dnnl_ops;
 /* oneDNN helpers (gemm_dnnl.c); without AC_HAVE_DNNL they report unavailability. */
 int ac_dnnl_bf16_available(void);                 /* 1 if built with oneDNN and the CPU has AVX512-BF16 */
 int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp);  /* tmp: [n_out][n_in] scratch; sets W->packed */
-void ac_dnnl_free_packed(ac_mat *W);
 typedef struct ac_dnnl_state ac_dnnl_state;       /* per-context primitive cache */
 void ac_dnnl_state_free(ac_dnnl_state *s);
 
@@ -164,7 +163,11 @@ struct ac_ctx {
     float *att;    /* [T][H*hd] attention output (before wo)             */
     float *hb;     /* [T][F]    MLP hidden (gate / up)                   */
     float *hb2;    /* [T][F]                                             */
-    uint16_t *act_bf16; /* [T][max(D, H*hd, F)] bf16 copy of a GEMM input */
+    uint16_t *act_bf16; /* [T][max(D, H*hd, F)] bf16 scratch for other GEMM inputs */
+    uint16_t *x_bf;     /* [T][D]    bf16 copies of x, xb, att, hb (the GEMM inputs) */
+    uint16_t *xb_bf;    /* [T][D]    */
+    uint16_t *att_bf;   /* [T][H*hd] */
+    uint16_t *hb_bf;    /* [T][F]    */
     size_t cap_P;
     float *P;      /* [H][L][L] materialised map of one sequence         */
     float *wtile;  /* [tile rows][K] f32 weight tile (on-the-fly conversion) */

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -384,7 +385,7 @@ static int all_mats(ac_model *m, ac_mat **out, int cap) {
     return n;
 }
 
-static int pack_weights(ac_model *m) {
+static int pack_weights(ac_model *m, int kind) {
     const int cap = 7 * m->hp.n_layer + 3;
     ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
     if (!mats) return AC_ERR_NOMEM;
@@ -393,13 +394,16 @@ static int pack_weights(ac_model *m) {
     for (int i = 0; i < n; i++)
         if (mats[i]->type != GGML_F32) maxe = AC_MAX(maxe, (size_t)mats[i]->n_out * mats[i]->n_in);
     if (maxe) {
-        uint16_t *tmp = AC_ALIGNED_ALLOC(maxe * sizeof *tmp); /* [n_out][n_in] bf16 staging */
-        if (!tmp) rc = AC_ERR_NOMEM;
-        for (int i = 0; i < n && !rc; i++)
-            if (mats[i]->type != GGML_F32 && (rc = ac_dnnl_pack_bf16(mats[i], tmp)))
-                ac_err_prefix(rc, "packing %s", mats[i]->name);
+        uint16_t *tmp = NULL; /* [n_out][n_in] bf16 staging (oneDNN reorder source) */
+        if (kind == AC_PACK_DNNL && !(tmp = AC_ALIGNED_ALLOC(maxe * sizeof *tmp))) rc = AC_ERR_NOMEM;
+        for (int i = 0; i < n && !rc; i++) {
+            if (mats[i]->type == GGML_F32) continue;
+            if (kind == AC_PACK_BF16 && mats[i]->n_in % 2) continue; /* stays on the f32 path */
+            rc = kind == AC_PACK_BF16 ? ac_bf16_pack(mats[i]) : ac_dnnl_pack_bf16(mats[i], tmp);
+            if (rc) ac_err_prefix(rc, "packing %s", mats[i]->name);
+        }
         free(tmp);
-        if (!rc) m->packed_bf16 = 1;
+        if (!rc) m->pack = kind;
     }
     free(mats);
     return rc;
@@ -449,9 +453,18 @@ static int dominant_type(const gguf_file *g) {
     return best;
 }
 
-static int env_wants_pack(void) {
-    const char *e = getenv("AC_GEMM");
-    return !(e && (!strcmp(e, "openblas") || !strcmp(e, "naive") || !strcmp(e, "blas")));
+/* Packing of F16/BF16/Q8_0 matrices at load: AC_PACK=bf16 (own AVX512-BF16 kernel, the
+ * default where the CPU has it), onednn (oneDNN's blocked BF16 layout) or none; AC_GEMM=openblas
+ * or naive also means none (those backends convert the mapped rows on the fly). */
+static int pack_kind_wanted(void) {
+    const char *e = getenv("AC_GEMM"), *p = getenv("AC_PACK");
+    if (e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas"))) return AC_PACK_NONE;
+    if (p && !strcasecmp(p, "none")) return AC_PACK_NONE;
+    if (p && !strcasecmp(p, "onednn")) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
+    if (e && (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) && ac_dnnl_bf16_available()) return AC_PACK_DNNL;
+    if (ac_bf16_gemm_available()) return AC_PACK_BF16;
+    if (ac_dnnl_bf16_available()) return AC_PACK_DNNL;
+    return AC_PACK_NONE;
 }
 
 static int load_common(ac_model *m, const ac_model_params *params, int flags) {
@@ -477,8 +490,9 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
         if ((rc = ac_vocab_load(g, &m->vocab))) return ac_err_prefix(rc, "tokenizer");
     }
     if (params->check_tensors && (rc = check_finite(m))) return rc;
-    if (!(flags & AC_LOAD_NO_PACK) && env_wants_pack() && ac_dnnl_bf16_available())
-        if ((rc = pack_weights(m))) return rc;
+    int kind = flags & AC_LOAD_NO_PACK ? AC_PACK_NONE : flags & AC_LOAD_PACK_DNNL ? AC_PACK_DNNL : pack_kind_wanted();
+    if (kind == AC_PACK_DNNL && !ac_dnnl_bf16_available()) kind = AC_PACK_NONE;
+    if (kind != AC_PACK_NONE && (rc = pack_weights(m, kind))) return rc;
 
     const ac_hparams *hp = &m->hp;
     ac_model_info *in = &m->info;
@@ -515,19 +529,26 @@ ac_model_params ac_model_default_params(void) {
     return p;
 }
 
+static void mat_free_packed(ac_mat *w) {
+    free(w->packed);
+    free(w->packed_md);
+    w->packed = w->packed_md = NULL;
+    w->pack = AC_PACK_NONE;
+}
+
 void ac_model_free(ac_model *m) {
     if (!m) return;
     if (m->layers) {
         for (int il = 0; il < m->hp.n_layer; il++) {
             ac_layer *L = &m->layers[il];
             ac_mat *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (int i = 0; i < 7; i++) ac_dnnl_free_packed(w[i]);
+            for (int i = 0; i < 7; i++) mat_free_packed(w[i]);
         }
         free(m->layers);
     }
-    ac_dnnl_free_packed(&m->output);
-    ac_dnnl_free_packed(&m->cls);
-    ac_dnnl_free_packed(&m->cls_out);
+    mat_free_packed(&m->output);
+    mat_free_packed(&m->cls);
+    mat_free_packed(&m->cls_out);
     for (int i = 0; i < m->n_owned; i++) free(m->owned_f32[i]);
     free(m->owned_f32);
     if (m->vocab) ac_vocab_free(m->vocab);

@@ -23,9 +23,12 @@ typedef struct ac_mat {
     size_t row_bytes;      /* bytes of one row of `data`                     */
     const void *data;      /* [n_out] rows of row_bytes, in the file mapping */
     const float *f32;      /* [n_out][n_in] when usable in place, else NULL  */
-    void *packed;          /* backend-packed copy (owned) or NULL: oneDNN BF16 blocked layout */
-    void *packed_md;       /* its oneDNN memory descriptor (owned) or NULL   */
+    void *packed;          /* backend-packed BF16 copy (owned) or NULL, layout per `pack` */
+    void *packed_md;       /* AC_PACK_DNNL: its oneDNN memory descriptor (owned) */
+    int pack;              /* AC_PACK_NONE, AC_PACK_BF16 (own panels), AC_PACK_DNNL (oneDNN blocked) */
 } ac_mat;
+
+enum { AC_PACK_NONE = 0, AC_PACK_BF16 = 1, AC_PACK_DNNL = 2 };
 
 typedef struct ac_layer {
     /* llama/qwen2: norm1 = attn_norm (before attention), norm2 = ffn_norm (before MLP), RMSNorm, no bias.
@@ -77,13 +80,14 @@ struct ac_model {
 
     float **owned_f32;              /* converted small tensors (norms, biases), owned */
     int n_owned, cap_owned;
-    int packed_bf16;                /* 1 if non-F32 matrices were packed for oneDNN BF16 */
+    int pack;                       /* how non-F32 matrices were packed at load (AC_PACK_*) */
 };
 
 /* Internal load entry points (tests, tools). flags: */
 enum {
     AC_LOAD_NO_VOCAB = 1,   /* do not build the tokenizer even if metadata is present */
     AC_LOAD_NO_PACK = 2,    /* do not make backend-packed copies (only on-the-fly conversion) */
+    AC_LOAD_PACK_DNNL = 4,  /* pack for oneDNN's BF16 matmul instead of the own BF16 kernel */
 };
 int ac_model_load_ex(const char *path, const ac_model_params *params, int flags, ac_model **out);
 /* From a GGUF image in memory. The buffer is copied when params->use_mmap == 0, else

@@ -125,6 +125,7 @@ int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp) {
         goto done;
     }
     W->packed_md = wmd;
+    W->pack = AC_PACK_DNNL;
     wmd = NULL;
 done:
     if (rc != AC_OK) {
@@ -142,12 +143,6 @@ done:
     return rc;
 }
 
-void ac_dnnl_free_packed(ac_mat *W) {
-    free(W->packed);
-    free(W->packed_md);
-    W->packed = NULL;
-    W->packed_md = NULL;
-}
 
 /* ---- per-context primitive cache ------------------------------------------------------------ */
 #define CACHE_N 96
@@ -246,7 +241,7 @@ static int onednn_matmul(ac_ctx *ctx, const ac_mat *W, ac_act *X, float *Y, cons
     const int M = X->M;
     int bf16;
     const void *src;
-    if (W->packed) {
+    if (W->pack == AC_PACK_DNNL) {
         bf16 = 1;
         if (!X->bf16_ok) {
             ac_f32_to_bf16(X->bf16, X->x, (size_t)X->M * X->K);
@@ -288,7 +283,6 @@ int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp) {
     (void)tmp;
     return ac_err(AC_ERR_UNSUPPORTED, "built without oneDNN");
 }
-void ac_dnnl_free_packed(ac_mat *W) { (void)W; }
 void ac_dnnl_state_free(ac_dnnl_state *s) { (void)s; }
 
 #endif

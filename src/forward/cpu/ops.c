@@ -79,36 +79,7 @@ void ac_silu_mul(float *g, const float *u, int n) {
 #endif
 }
 
-/* erf(x) as a rational function x P(x^2) / Q(x^2) on [-4, 4] (clamped outside,
- * where erf is +-1 in single precision); max abs error ~1e-7. */
-static const float ERF_A1 = -1.60960333262415e-02f, ERF_A3 = -2.95459980854025e-03f,
-                   ERF_A5 = -7.34990630326855e-04f, ERF_A7 = -5.69250639462346e-05f,
-                   ERF_A9 = -2.10102402082508e-06f, ERF_A11 = 2.77068142495902e-08f,
-                   ERF_A13 = -2.72614225801306e-10f;
-static const float ERF_B0 = -1.42647390514189e-02f, ERF_B2 = -7.37332916720468e-03f,
-                   ERF_B4 = -1.68282697438203e-03f, ERF_B6 = -2.13374055278905e-04f,
-                   ERF_B8 = -1.45660718464996e-05f;
-
-#ifdef AC_AVX512
-static inline __m512 erf512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.0f)), _mm512_set1_ps(4.0f));
-    __m512 x2 = _mm512_mul_ps(x, x);
-    __m512 p = _mm512_set1_ps(ERF_A13);
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(ERF_A11));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(ERF_A9));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(ERF_A7));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(ERF_A5));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(ERF_A3));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(ERF_A1));
-    p = _mm512_mul_ps(p, x);
-    __m512 q = _mm512_set1_ps(ERF_B8);
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(ERF_B6));
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(ERF_B4));
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(ERF_B2));
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(ERF_B0));
-    return _mm512_div_ps(p, q);
-}
-#else
+#ifndef AC_AVX512
 static float erf_approx(float x) {
     x = fminf(fmaxf(x, -4.0f), 4.0f);
     float x2 = x * x;
@@ -136,7 +107,7 @@ void ac_gelu_erf(float *x, int n) {
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = erf512(_mm512_mul_ps(v, is2));
+        __m512 e = ac_erf512(_mm512_mul_ps(v, is2));
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
     }
 #else

@@ -1,0 +1,208 @@
+/* gemm_bf16.c — the project's own AVX512-BF16 GEMM for packed weights, with
+ * dynamic scheduling and fused epilogues.
+ *
+ *   Y [M][N] = epilogue(X [M][K] (bf16) . W^T)        W [N][K] packed at load
+ *
+ * Packed layout ("panels"): W is cut into panels of NR = 64 output columns;
+ * panel p holds, for each pair of input columns k2 = 0..K/2-1, the 64 rows'
+ * bf16 pairs: panel[p][k2][c][e] = W[64p + c][2 k2 + e] (zero padded past N).
+ * One VDPBF16PS multiplies a broadcast bf16 pair of X by 16 columns' pairs and
+ * accumulates 16 f32 sums, so the micro-kernel keeps MR = 6 rows x 64 columns
+ * = 24 zmm accumulators over the whole K (no K blocking: a panel is at most
+ * K * 128 bytes, 1 MiB for K = 8192, and stays in L2).
+ *
+ * Work: every job (one matrix product) is cut into tasks of one panel x a block
+ * of rows; the tasks of all jobs of a call are handed out dynamically to the
+ * threads, so a thread that the OS preempts costs one task, not a static share.
+ * The summation order over K is fixed per output element (pair by pair, in
+ * order), independent of M, the task split or the thread count: batched and
+ * single-sequence results are bitwise identical. */
+#include "forward/forward.h"
+#include "simd.h"
+#include "util/common.h"
+
+#include <omp.h>
+#include <string.h>
+
+#define NR 64
+#define MR 6
+#define MB (MR * 16) /* rows per task */
+
+int ac_bf16_gemm_available(void) {
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
+
+size_t ac_bf16_packed_bytes(int n_out, int n_in) {
+    size_t np = ((size_t)n_out + NR - 1) / NR;
+    return np * NR * (size_t)n_in * sizeof(uint16_t);
+}
+
+int ac_bf16_pack(ac_mat *W) {
+    const int N = W->n_out, K = W->n_in;
+    if (K % 2) return ac_err(AC_ERR_UNSUPPORTED, "%s: odd row length %d cannot be packed in bf16 pairs", W->name, K);
+    const int np = (N + NR - 1) / NR, kp = K / 2;
+    uint16_t *P = AC_ALIGNED_ALLOC(ac_bf16_packed_bytes(N, K)); /* [np][kp][NR][2] */
+    if (!P) return AC_ERR_NOMEM;
+    int nomem = 0;
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)K * sizeof *row); /* [K] one converted row */
+        uint16_t *rb = malloc((size_t)K * sizeof *rb);
+        if (!row || !rb) {
+#pragma omp atomic write
+            nomem = 1;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int n = 0; n < np * NR; n++) {
+            if (!row || !rb) continue;
+            const int p = n / NR, c = n % NR;
+            uint16_t *dst = P + (size_t)p * kp * NR * 2 + (size_t)c * 2;
+            if (n < N) {
+                ac_row_to_f32(W->type, W->data, W->row_bytes, n, K, row);
+                ac_f32_to_bf16(rb, row, (size_t)K);
+            } else {
+                memset(rb, 0, (size_t)K * sizeof *rb);
+            }
+            for (int k2 = 0; k2 < kp; k2++) {
+                dst[(size_t)k2 * NR * 2] = rb[2 * k2];
+                dst[(size_t)k2 * NR * 2 + 1] = rb[2 * k2 + 1];
+            }
+        }
+        free(row);
+        free(rb);
+    }
+    if (nomem) {
+        free(P);
+        return ac_err(AC_ERR_NOMEM, "out of memory packing %s", W->name);
+    }
+    W->packed = P;
+    W->pack = AC_PACK_BF16;
+    return AC_OK;
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+
+/* acc [MR][4] = sum over k2 of A rows (bf16 pairs) x panel; mr rows valid. */
+static inline __attribute__((always_inline)) void kernel(const int mr, int kp, const uint16_t *A, size_t lda,
+                                                          const uint16_t *B, __m512 acc[MR][4]) {
+    const int32_t *a[MR];
+    for (int r = 0; r < mr; r++) {
+        a[r] = (const int32_t *)(A + (size_t)r * lda);
+        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < kp; k++) {
+        const uint16_t *b = B + (size_t)k * NR * 2;
+        __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 32),
+                 b2 = (__m512bh)_mm512_load_si512(b + 64), b3 = (__m512bh)_mm512_load_si512(b + 96);
+        for (int r = 0; r < mr; r++) {
+            int32_t pair;
+            memcpy(&pair, a[r] + k, 4);
+            __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, b2);
+            acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, b3);
+        }
+    }
+}
+
+static void kernel_mr(int mr, int kp, const uint16_t *A, size_t lda, const uint16_t *B, __m512 acc[MR][4]) {
+    switch (mr) {
+    case 6: kernel(6, kp, A, lda, B, acc); break;
+    case 5: kernel(5, kp, A, lda, B, acc); break;
+    case 4: kernel(4, kp, A, lda, B, acc); break;
+    case 3: kernel(3, kp, A, lda, B, acc); break;
+    case 2: kernel(2, kp, A, lda, B, acc); break;
+    default: kernel(1, kp, A, lda, B, acc); break;
+    }
+}
+
+static inline void store_bf16(uint16_t *dst, __mmask16 m, __m512 v) {
+    __m256i b = (__m256i)_mm512_cvtneps_pbh(v);
+    _mm256_mask_storeu_epi16(dst, m, b);
+}
+
+/* One task: rows m0..m0+nm of job j, panel p. gate: [MR][NR] scratch (SWIGLU). */
+static void run_task(const ac_gemm_job *j, int p, int m0, int nm, float *gate) {
+    const ac_mat *W = j->W;
+    const int N = W->n_out, K = W->n_in, kp = K / 2, n0 = p * NR;
+    const uint16_t *A = j->X->bf16;
+    const uint16_t *B = (const uint16_t *)W->packed + (size_t)p * kp * NR * 2;
+    const uint16_t *Bu = j->W_up ? (const uint16_t *)j->W_up->packed + (size_t)p * kp * NR * 2 : NULL;
+    __mmask16 mk[4];
+    for (int c = 0; c < 4; c++) mk[c] = ac_mask16(N - n0 - 16 * c);
+    __m512 acc[MR][4];
+    for (int r0 = m0; r0 < m0 + nm; r0 += MR) {
+        const int mr = AC_MIN(MR, m0 + nm - r0);
+        kernel_mr(mr, kp, A + (size_t)r0 * K, (size_t)K, B, acc);
+        if (j->epi == AC_EPI_SWIGLU) { /* keep silu's input, then the up projection */
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < 4; c++) _mm512_store_ps(gate + r * NR + 16 * c, acc[r][c]);
+            kernel_mr(mr, kp, A + (size_t)r0 * K, (size_t)K, Bu, acc);
+        }
+        for (int r = 0; r < mr; r++) {
+            const size_t row = (size_t)(r0 + r) * N + n0;
+            for (int c = 0; c < 4; c++) {
+                if (!mk[c]) break;
+                const int col = n0 + 16 * c;
+                __m512 v = acc[r][c];
+                if (j->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[c], j->bias + col));
+                switch (j->epi) {
+                case AC_EPI_ACCUM: v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[c], j->Y + row + 16 * c)); break;
+                case AC_EPI_GELU: v = ac_gelu512(v); break;
+                case AC_EPI_SWIGLU: v = ac_swiglu512(_mm512_load_ps(gate + r * NR + 16 * c), v); break;
+                default: break;
+                }
+                if (j->Y) _mm512_mask_storeu_ps(j->Y + row + 16 * c, mk[c], v);
+                if (j->Ybf) store_bf16(j->Ybf + row + 16 * c, mk[c], v);
+            }
+        }
+    }
+}
+
+int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
+    /* task counts per job: panels x row blocks */
+    int total = 0, start[16];
+    if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
+    for (int i = 0; i < n_jobs; i++) {
+        const int np = (jobs[i].W->n_out + NR - 1) / NR, nb = (jobs[i].X->M + MB - 1) / MB;
+        start[i] = total;
+        total += np * nb;
+    }
+#pragma omp parallel num_threads(ctx->n_threads)
+    {
+        float gate[MR * NR] __attribute__((aligned(64)));
+        /* inputs not yet in bf16: convert them first (rows split over threads) */
+        for (int i = 0; i < n_jobs; i++) {
+            ac_act *X = jobs[i].X;
+            if (X->bf16_ok) continue;
+#pragma omp for schedule(static)
+            for (int m = 0; m < X->M; m++)
+                ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
+#pragma omp single
+            X->bf16_ok = 1; /* implicit barrier */
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < total; t++) {
+            int i = n_jobs - 1;
+            while (start[i] > t) i--;
+            const ac_gemm_job *j = &jobs[i];
+            const int nb = (j->X->M + MB - 1) / MB, lt = t - start[i], p = lt / nb, b = lt % nb;
+            run_task(j, p, b * MB, AC_MIN(MB, j->X->M - b * MB), gate);
+        }
+    }
+    return AC_OK;
+}
+
+#else
+
+int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
+    (void)ctx, (void)jobs, (void)n_jobs;
+    return ac_err(AC_ERR_UNSUPPORTED, "built without AVX512-BF16");
+}
+
+#endif
