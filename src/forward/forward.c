@@ -152,6 +152,7 @@ void ac_ctx_free(ac_ctx *c) {
     free(c->wtile);
     free(c->rows);
     free(c->cls_tmp);
+    free(c->kt);
     ac_dnnl_state_free(c->dnnl);
     free(c);
 }
@@ -397,7 +398,8 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             size_t need = (size_t)hp->n_head * n * n;
             if ((rc = ac_ctx_scratch_f32(&c->P, &c->cap_P, need))) return rc;
             double tq = 0, ts = 0;
-            ac_attn_scores(&aa, c->P, c->n_threads, &tq, &ts);
+            if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
+            if ((rc = ac_attn_scores(&aa, c->P, c->kt, c->n_threads, &tq, &ts))) return rc;
             if (c->params.profile) {
                 c->prof[AC_STAGE_QK] += tq;
                 c->prof[AC_STAGE_SOFTMAX] += ts;
@@ -412,7 +414,8 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             ac_attn_apply(&aa, c->P, c->n_threads);
             prof_lap(c, AC_STAGE_AV, tp);
         } else {
-            ac_attn_fused(&aa, c->n_threads);
+            if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
+            if ((rc = ac_attn_fused(&aa, c->kt, c->n_threads))) return rc;
             prof_lap(c, AC_STAGE_ATTN, tp);
         }
     }

@@ -134,10 +134,14 @@ typedef struct ac_attn_args {
     float scale;     /* 1/sqrt(hd) */
 } ac_attn_args;
 
+/* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks
+ * (NULL: allocated per call). */
+size_t ac_attn_kt_floats(const ac_attn_args *a);
 /* Fused blocked attention with online softmax; never materialises L x L. */
-void ac_attn_fused(const ac_attn_args *a, int n_threads);
-/* Materialised: P [H][L][L] = softmax(scale Q K^T) (masked), then out = P V. */
-void ac_attn_scores(const ac_attn_args *a, float *P, int n_threads, double *t_qk, double *t_softmax);
+int ac_attn_fused(const ac_attn_args *a, float *kt, int n_threads);
+/* Materialised: P [H][L][L] = softmax(scale Q K^T) (masked) ... */
+int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, int n_threads, double *t_qk, double *t_softmax);
+/* ... then out = P V (also the skip path, with a supplied P). */
 void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads);
 
 /* ---- the context ------------------------------------------------------------------------- */
@@ -178,6 +182,8 @@ struct ac_ctx {
     size_t cap_rows;
     float *cls_tmp; /* [n_seq][D] classifier dense output */
     size_t cap_cls_tmp;
+    float *kt;      /* attention key blocks of one sequence (ac_attn_kt_floats) */
+    size_t cap_kt;
     ac_dnnl_state *dnnl;
 };
 

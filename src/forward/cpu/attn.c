@@ -1,12 +1,15 @@
 /* attn.c — attention of one sequence, two replaceable kinds:
  *  - fused (default): blocked over queries (BQ rows) and keys (BK columns) with an
  *    online softmax (running max m, running sum l, rescaled output O); the L x L
- *    map never exists. Threaded over heads x query blocks.
+ *    map never exists. Threaded over heads x query blocks (dynamic).
  *  - materialised: P [H][L][L] = softmax(scale Q K^T) with the causal mask, then
  *    out = P V; P is what the attention cache records or supplies.
- * Both share the two micro-kernels below (4 query rows x 64 keys for Q K^T,
- * 4 rows x 64 head dims for P V), written with AVX-512 intrinsics, plain C
- * otherwise. Scores: s = scale * sum_d q[d] k[d] in f32 with d in order. */
+ * K is first transposed once per call into key blocks Kt [Hkv][nkb][hd][BK]
+ * (zero padded), shared by every head of a KV group and every query block.
+ * Both kinds use the same two micro-kernels: MR = 6 query rows x BK = 64 keys
+ * for Q K^T (24 zmm accumulators, broadcast q, load Kt rows) and 6 rows x 64
+ * head dims for P V (broadcast p, load V rows); AVX-512 intrinsics, plain C
+ * otherwise. A score is scale * sum_d q[d] k[d] in f32 with d in order. */
 #include "forward/forward.h"
 #include "util/common.h"
 
@@ -16,33 +19,77 @@
 #include <omp.h>
 #include <string.h>
 
-#define BK 64  /* keys per block (micro-kernel width)        */
-#define BQ 64  /* query rows per task of the fused kernel    */
-#define MR 4   /* query rows per micro-kernel call           */
+#define BK 64  /* keys per block (micro-kernel width)     */
+#define MR 6   /* query rows per micro-kernel call        */
+#define BQ 48  /* query rows per task of the fused kernel */
 #define HD_MAX 256
 
-/* S [MR][BK] = scale * Q[r] . Kt[:, j] for the MR rows q[r] (each [hd]) and
- * Kt [hd][BK] (zero padded past the valid keys). */
+static const float g_zero_row[BK] __attribute__((aligned(64)));
+
+size_t ac_attn_kt_floats(const ac_attn_args *a) {
+    const size_t nkb = ((size_t)a->L + BK - 1) / BK;
+    return (size_t)a->Hkv * nkb * (size_t)a->hd * BK;
+}
+
+/* Kt block (g, kb) [hd][BK] = K rows kb*BK.. of kv head g, transposed, zero padded. */
+static void transpose_block(const ac_attn_args *a, float *Kt, int g, int kb) {
+    const int nkb = (a->L + BK - 1) / BK, j0 = kb * BK, nk = AC_MIN(BK, a->L - j0), hd = a->hd;
+    float *dst = Kt + ((size_t)g * nkb + kb) * (size_t)hd * BK;
+    const float *k = a->k + (size_t)g * hd;
+    for (int d = 0; d < hd; d++) {
+        float *row = dst + (size_t)d * BK;
+        for (int j = 0; j < nk; j++) row[j] = k[(size_t)(j0 + j) * a->ldk + d];
+        for (int j = nk; j < BK; j++) row[j] = 0.0f;
+    }
+}
+
+static inline const float *kt_block(const ac_attn_args *a, const float *Kt, int g, int kb) {
+    const int nkb = (a->L + BK - 1) / BK;
+    return Kt + ((size_t)g * nkb + kb) * (size_t)a->hd * BK;
+}
+
+/* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]). */
 static void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S) {
 #ifdef AC_AVX512
-    __m512 acc[MR][4];
-    for (int r = 0; r < MR; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
+           c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,
+           c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3], *q4 = q[4], *q5 = q[5];
+#define QK_ROW(c0, c1, c2, c3, qr)                    \
+    do {                                              \
+        __m512 qb = _mm512_set1_ps((qr)[d]);          \
+        c0 = _mm512_fmadd_ps(qb, k0, c0);             \
+        c1 = _mm512_fmadd_ps(qb, k1, c1);             \
+        c2 = _mm512_fmadd_ps(qb, k2, c2);             \
+        c3 = _mm512_fmadd_ps(qb, k3, c3);             \
+    } while (0)
     for (int d = 0; d < hd; d++) {
         const float *kr = Kt + (size_t)d * BK;
         __m512 k0 = _mm512_load_ps(kr), k1 = _mm512_load_ps(kr + 16), k2 = _mm512_load_ps(kr + 32),
                k3 = _mm512_load_ps(kr + 48);
-        for (int r = 0; r < MR; r++) {
-            __m512 qb = _mm512_set1_ps(q[r][d]);
-            acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(qb, k2, acc[r][2]);
-            acc[r][3] = _mm512_fmadd_ps(qb, k3, acc[r][3]);
-        }
+        QK_ROW(c00, c01, c02, c03, q0);
+        QK_ROW(c10, c11, c12, c13, q1);
+        QK_ROW(c20, c21, c22, c23, q2);
+        QK_ROW(c30, c31, c32, c33, q3);
+        QK_ROW(c40, c41, c42, c43, q4);
+        QK_ROW(c50, c51, c52, c53, q5);
     }
+#undef QK_ROW
     const __m512 sc = _mm512_set1_ps(scale);
-    for (int r = 0; r < MR; r++)
-        for (int c = 0; c < 4; c++) _mm512_store_ps(S + r * BK + 16 * c, _mm512_mul_ps(acc[r][c], sc));
+#define QK_ST(r, c0, c1, c2, c3)                                         \
+    do {                                                                 \
+        _mm512_store_ps(S + (r) * BK, _mm512_mul_ps(c0, sc));            \
+        _mm512_store_ps(S + (r) * BK + 16, _mm512_mul_ps(c1, sc));       \
+        _mm512_store_ps(S + (r) * BK + 32, _mm512_mul_ps(c2, sc));       \
+        _mm512_store_ps(S + (r) * BK + 48, _mm512_mul_ps(c3, sc));       \
+    } while (0)
+    QK_ST(0, c00, c01, c02, c03);
+    QK_ST(1, c10, c11, c12, c13);
+    QK_ST(2, c20, c21, c22, c23);
+    QK_ST(3, c30, c31, c32, c33);
+    QK_ST(4, c40, c41, c42, c43);
+    QK_ST(5, c50, c51, c52, c53);
+#undef QK_ST
 #else
     for (int r = 0; r < MR; r++) {
         float acc[BK] = {0};
@@ -58,28 +105,52 @@ static void qk_tile(const float *const q[MR], const float *Kt, int hd, float sca
 /* O[r][0..w) += sum_{j < nk} p[r][j] * V[j][0..w), w <= 64, for MR rows. */
 static void pv_tile(const float *const p[MR], int nk, const float *V, size_t ldv, int w, float *const O[MR]) {
 #ifdef AC_AVX512
-    __mmask16 m[4];
-    for (int c = 0; c < 4; c++) {
-        int n = w - 16 * c;
-        m[c] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-    }
-    __m512 acc[MR][4];
-    for (int r = 0; r < MR; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_maskz_loadu_ps(m[c], O[r] + 16 * c);
+    const __mmask16 m0 = ac_mask16(w), m1 = ac_mask16(w - 16), m2 = ac_mask16(w - 32), m3 = ac_mask16(w - 48);
+#define PV_LD(r, c0, c1, c2, c3)                                                                          \
+    __m512 c0 = _mm512_maskz_loadu_ps(m0, O[r]), c1 = _mm512_maskz_loadu_ps(m1, O[r] + 16),               \
+           c2 = _mm512_maskz_loadu_ps(m2, O[r] + 32), c3 = _mm512_maskz_loadu_ps(m3, O[r] + 48)
+    PV_LD(0, c00, c01, c02, c03);
+    PV_LD(1, c10, c11, c12, c13);
+    PV_LD(2, c20, c21, c22, c23);
+    PV_LD(3, c30, c31, c32, c33);
+    PV_LD(4, c40, c41, c42, c43);
+    PV_LD(5, c50, c51, c52, c53);
+#undef PV_LD
+    const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3], *p4 = p[4], *p5 = p[5];
+#define PV_ROW(c0, c1, c2, c3, pr)                    \
+    do {                                              \
+        __m512 pb = _mm512_set1_ps((pr)[j]);          \
+        c0 = _mm512_fmadd_ps(pb, v0, c0);             \
+        c1 = _mm512_fmadd_ps(pb, v1, c1);             \
+        c2 = _mm512_fmadd_ps(pb, v2, c2);             \
+        c3 = _mm512_fmadd_ps(pb, v3, c3);             \
+    } while (0)
     for (int j = 0; j < nk; j++) {
         const float *vr = V + (size_t)j * ldv;
-        __m512 v0 = _mm512_maskz_loadu_ps(m[0], vr), v1 = _mm512_maskz_loadu_ps(m[1], vr + 16),
-               v2 = _mm512_maskz_loadu_ps(m[2], vr + 32), v3 = _mm512_maskz_loadu_ps(m[3], vr + 48);
-        for (int r = 0; r < MR; r++) {
-            __m512 pb = _mm512_set1_ps(p[r][j]);
-            acc[r][0] = _mm512_fmadd_ps(pb, v0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(pb, v1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(pb, v2, acc[r][2]);
-            acc[r][3] = _mm512_fmadd_ps(pb, v3, acc[r][3]);
-        }
+        __m512 v0 = _mm512_maskz_loadu_ps(m0, vr), v1 = _mm512_maskz_loadu_ps(m1, vr + 16),
+               v2 = _mm512_maskz_loadu_ps(m2, vr + 32), v3 = _mm512_maskz_loadu_ps(m3, vr + 48);
+        PV_ROW(c00, c01, c02, c03, p0);
+        PV_ROW(c10, c11, c12, c13, p1);
+        PV_ROW(c20, c21, c22, c23, p2);
+        PV_ROW(c30, c31, c32, c33, p3);
+        PV_ROW(c40, c41, c42, c43, p4);
+        PV_ROW(c50, c51, c52, c53, p5);
     }
-    for (int r = 0; r < MR; r++)
-        for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(O[r] + 16 * c, m[c], acc[r][c]);
+#undef PV_ROW
+#define PV_ST(r, c0, c1, c2, c3)                           \
+    do {                                                   \
+        _mm512_mask_storeu_ps(O[r], m0, c0);               \
+        _mm512_mask_storeu_ps(O[r] + 16, m1, c1);          \
+        _mm512_mask_storeu_ps(O[r] + 32, m2, c2);          \
+        _mm512_mask_storeu_ps(O[r] + 48, m3, c3);          \
+    } while (0)
+    PV_ST(0, c00, c01, c02, c03);
+    PV_ST(1, c10, c11, c12, c13);
+    PV_ST(2, c20, c21, c22, c23);
+    PV_ST(3, c30, c31, c32, c33);
+    PV_ST(4, c40, c41, c42, c43);
+    PV_ST(5, c50, c51, c52, c53);
+#undef PV_ST
 #else
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < nk; j++) {
@@ -90,18 +161,6 @@ static void pv_tile(const float *const p[MR], int nk, const float *V, size_t ldv
 #endif
 }
 
-/* Kt [hd][BK] = K rows j0..j0+nk of kv head g, transposed, zero padded. */
-static void load_kt(const ac_attn_args *a, int g, int j0, int nk, float *Kt) {
-    const float *k = a->k + (size_t)g * a->hd;
-    for (int d = 0; d < a->hd; d++) {
-        float *row = Kt + (size_t)d * BK;
-        for (int j = 0; j < nk; j++) row[j] = k[(size_t)(j0 + j) * a->ldk + d];
-        for (int j = nk; j < BK; j++) row[j] = 0.0f;
-    }
-}
-
-static const float g_zero_row[HD_MAX > BK ? HD_MAX : BK] __attribute__((aligned(64)));
-
 /* Online-softmax update of one row of a key block: s [BK] raw scores, the first
  * nvalid of them visible. Updates the running max *m and sum *l, overwrites s
  * with p = exp(s - m_new) (0 past nvalid) and returns alpha = exp(m_old - m_new),
@@ -111,11 +170,7 @@ static float online_row(float *s, int nvalid, float *m, float *l) {
 #ifdef AC_AVX512
     __m512 v[4];
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    for (int c = 0; c < 4; c++) {
-        int n = nvalid - 16 * c;
-        __mmask16 mk = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-        v[c] = _mm512_mask_loadu_ps(ninf, mk, s + 16 * c);
-    }
+    for (int c = 0; c < 4; c++) v[c] = _mm512_mask_loadu_ps(ninf, ac_mask16(nvalid - 16 * c), s + 16 * c);
     float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
     const float m_new = mx > m_old ? mx : m_old;
     const __m512 mn = _mm512_set1_ps(m_new);
@@ -147,20 +202,18 @@ static float online_row(float *s, int nvalid, float *m, float *l) {
 static void softmax_row(float *row, int nv, int L) {
 #ifdef AC_AVX512
     __m512 vmx = _mm512_set1_ps(-INFINITY);
-    int j = 0;
-    for (; j + 16 <= nv; j += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(row + j));
-    if (j < nv) vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(vmx, (__mmask16)((1u << (nv - j)) - 1), row + j));
+    for (int j = 0; j < nv; j += 16) vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(vmx, ac_mask16(nv - j), row + j));
     const __m512 mn = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
     __m512 vs = _mm512_setzero_ps();
-    for (j = 0; j < nv; j += 16) {
-        __mmask16 mk = nv - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nv - j)) - 1);
+    for (int j = 0; j < nv; j += 16) {
+        const __mmask16 mk = ac_mask16(nv - j);
         __m512 p = ac_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), mn));
         _mm512_mask_storeu_ps(row + j, mk, p);
         vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(mk, p));
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
-    for (j = 0; j < nv; j += 16) {
-        __mmask16 mk = nv - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nv - j)) - 1);
+    for (int j = 0; j < nv; j += 16) {
+        const __mmask16 mk = ac_mask16(nv - j);
         _mm512_mask_storeu_ps(row + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, row + j), inv));
     }
 #else
@@ -176,13 +229,19 @@ static void softmax_row(float *row, int nv, int L) {
     for (int j = nv; j < L; j++) row[j] = 0.0f;
 }
 
+/* The MR query-row pointers of a tile starting at row i (padding rows repeat row i). */
+static void tile_rows(const ac_attn_args *a, int h, int i, int nr, const float *q[MR]) {
+    for (int r = 0; r < MR; r++) q[r] = a->q + (size_t)(i + (r < nr ? r : 0)) * a->ldq + (size_t)h * a->hd;
+}
+
 /* ---- fused ------------------------------------------------------------------------------ */
 
 /* One task: head h, query rows i0..i0+nq. */
-static void fused_task(const ac_attn_args *a, int h, int i0, int nq, float *Kt, float *S, float *O,
+static void fused_task(const ac_attn_args *a, const float *Kt, int h, int i0, int nq, float *S, float *O,
                        float *mrow, float *lrow) {
     const int hd = a->hd, g = h / (a->H / a->Hkv);
     const int jend = a->causal ? i0 + nq : a->L;
+    float dummy[MR][64] __attribute__((aligned(64)));
     for (int r = 0; r < nq; r++) {
         mrow[r] = -INFINITY;
         lrow[r] = 0.0f;
@@ -190,30 +249,20 @@ static void fused_task(const ac_attn_args *a, int h, int i0, int nq, float *Kt, 
     }
     for (int j0 = 0; j0 < jend; j0 += BK) {
         const int nk = AC_MIN(BK, jend - j0);
-        load_kt(a, g, j0, nk, Kt);
+        const float *kt = kt_block(a, Kt, g, j0 / BK);
         for (int r0 = 0; r0 < nq; r0 += MR) {
-            const float *q[MR];
+            const int nr = AC_MIN(MR, nq - r0);
+            const float *q[MR], *prow[MR];
             float *orow[MR];
-            const float *prow[MR];
-            for (int r = 0; r < MR; r++) {
-                int rr = r0 + r < nq ? r0 + r : r0; /* pad with a valid row, result unused */
-                q[r] = a->q + (size_t)(i0 + rr) * a->ldq + (size_t)h * hd;
-            }
-            qk_tile(q, Kt, hd, a->scale, S);
+            tile_rows(a, h, i0 + r0, nr, q);
+            qk_tile(q, kt, hd, a->scale, S);
             for (int r = 0; r < MR; r++) {
                 float *s = S + r * BK;
-                if (r0 + r >= nq) { /* padding row: contributes nothing */
-                    memset(s, 0, BK * sizeof *s);
-                    prow[r] = s;
-                    orow[r] = NULL;
-                    continue;
-                }
                 const int i = i0 + r0 + r;
-                int nvalid = nk;
+                int nvalid = r < nr ? nk : 0;
                 if (a->causal && i - j0 + 1 < nvalid) nvalid = i - j0 + 1; /* keys j <= i */
-                if (nvalid <= 0) {                                          /* nothing visible here */
-                    memset(s, 0, BK * sizeof *s);
-                    prow[r] = s;
+                if (nvalid <= 0) { /* padding row, or nothing visible in this block */
+                    prow[r] = g_zero_row;
                     orow[r] = NULL;
                     continue;
                 }
@@ -224,8 +273,6 @@ static void fused_task(const ac_attn_args *a, int h, int i0, int nq, float *Kt, 
                 prow[r] = s;
                 orow[r] = o;
             }
-            /* P V over head-dim chunks of 64; padding rows write into a dummy row */
-            float dummy[MR][64] __attribute__((aligned(64)));
             for (int c0 = 0; c0 < hd; c0 += 64) {
                 float *oc[MR];
                 for (int r = 0; r < MR; r++) oc[r] = orow[r] ? orow[r] + c0 : dummy[r];
@@ -242,48 +289,61 @@ static void fused_task(const ac_attn_args *a, int h, int i0, int nq, float *Kt, 
     }
 }
 
-void ac_attn_fused(const ac_attn_args *a, int n_threads) {
-    const int nblk = (a->L + BQ - 1) / BQ, ntask = a->H * nblk;
+/* Kt: caller scratch of ac_attn_kt_floats(a) floats, or NULL (allocated here). */
+static float *kt_scratch(const ac_attn_args *a, float *kt, float **owned) {
+    *owned = NULL;
+    if (kt) return kt;
+    return *owned = AC_ALIGNED_ALLOC(ac_attn_kt_floats(a) * sizeof(float)); /* 64-byte rows */
+}
+
+int ac_attn_fused(const ac_attn_args *a, float *kt, int n_threads) {
+    float *owned, *Kt = kt_scratch(a, kt, &owned);
+    if (!Kt) return ac_err(AC_ERR_NOMEM, "attention: out of memory for the key blocks");
+    const int nblk = (a->L + BQ - 1) / BQ, ntask = a->H * nblk, nkb = (a->L + BK - 1) / BK;
 #pragma omp parallel num_threads(n_threads)
     {
-        float Kt[HD_MAX * BK] __attribute__((aligned(64)));
         float S[MR * BK] __attribute__((aligned(64)));
         float O[BQ * HD_MAX] __attribute__((aligned(64)));
         float mrow[BQ], lrow[BQ];
+#pragma omp for schedule(static)
+        for (int t = 0; t < a->Hkv * nkb; t++) transpose_block(a, Kt, t / nkb, t % nkb);
         /* causal: later query blocks have more keys, so hand them out first */
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < ntask; t++) {
             int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H;
             int i0 = b * BQ;
-            fused_task(a, h, i0, AC_MIN(BQ, a->L - i0), Kt, S, O, mrow, lrow);
+            fused_task(a, Kt, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
         }
     }
+    free(owned);
+    return AC_OK;
 }
 
 /* ---- materialised ------------------------------------------------------------------------- */
 
-void ac_attn_scores(const ac_attn_args *a, float *P, int n_threads, double *t_qk, double *t_softmax) {
-    const int L = a->L, hd = a->hd, nblk = (L + BK - 1) / BK;
+int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, int n_threads, double *t_qk, double *t_softmax) {
+    float *owned, *Kt = kt_scratch(a, kt, &owned);
+    if (!Kt) return ac_err(AC_ERR_NOMEM, "attention: out of memory for the key blocks");
+    const int L = a->L, hd = a->hd, nkb = (L + BK - 1) / BK;
     double t0 = ac_now();
     /* pass 1: raw scaled scores for j <= i (causal) or all j; tasks = head x key block */
 #pragma omp parallel num_threads(n_threads)
     {
-        float Kt[HD_MAX * BK] __attribute__((aligned(64)));
         float S[MR * BK] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int t = 0; t < a->Hkv * nkb; t++) transpose_block(a, Kt, t / nkb, t % nkb);
 #pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < a->H * nblk; t++) {
-            const int h = t / nblk, jb = t % nblk, j0 = jb * BK, nk = AC_MIN(BK, L - j0);
-            const int g = h / (a->H / a->Hkv);
-            load_kt(a, g, j0, nk, Kt);
+        for (int t = 0; t < a->H * nkb; t++) {
+            const int h = t / nkb, kb = t % nkb, j0 = kb * BK, nk = AC_MIN(BK, L - j0);
+            const float *kt_ = kt_block(a, Kt, h / (a->H / a->Hkv), kb);
             float *Ph = P + (size_t)h * L * L;
             const int rstart = a->causal ? j0 : 0; /* rows i < j0 see none of these keys */
             for (int r0 = rstart; r0 < L; r0 += MR) {
+                const int nr = AC_MIN(MR, L - r0);
                 const float *q[MR];
-                for (int r = 0; r < MR; r++)
-                    q[r] = a->q + (size_t)AC_MIN(r0 + r, L - 1) * a->ldq + (size_t)h * hd;
-                qk_tile(q, Kt, hd, a->scale, S);
-                for (int r = 0; r < MR && r0 + r < L; r++)
-                    memcpy(Ph + (size_t)(r0 + r) * L + j0, S + r * BK, (size_t)nk * sizeof *S);
+                tile_rows(a, h, r0, nr, q);
+                qk_tile(q, kt_, hd, a->scale, S);
+                for (int r = 0; r < nr; r++) memcpy(Ph + (size_t)(r0 + r) * L + j0, S + r * BK, (size_t)nk * sizeof *S);
             }
         }
     }
@@ -292,12 +352,13 @@ void ac_attn_scores(const ac_attn_args *a, float *P, int n_threads, double *t_qk
 #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (long hi = 0; hi < (long)a->H * L; hi++) {
         const int i = (int)(hi % L);
-        float *row = P + (size_t)hi * L;
-        softmax_row(row, a->causal ? i + 1 : L, L);
+        softmax_row(P + (size_t)hi * L, a->causal ? i + 1 : L, L);
     }
     double t2 = ac_now();
     if (t_qk) *t_qk += t1 - t0;
     if (t_softmax) *t_softmax += t2 - t1;
+    free(owned);
+    return AC_OK;
 }
 
 void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads) {
@@ -306,17 +367,14 @@ void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads) {
     for (int t = 0; t < a->H * nblk; t++) {
         const int h = t / nblk, r0 = (t % nblk) * MR, g = h / (a->H / a->Hkv);
         const float *Ph = P + (size_t)h * L * L;
-        const float *prow[MR];
         float *orow[MR];
         float dummy[MR][HD_MAX] __attribute__((aligned(64)));
-        int nr = AC_MIN(MR, L - r0);
+        const int nr = AC_MIN(MR, L - r0);
         for (int r = 0; r < MR; r++) {
             if (r < nr) {
-                prow[r] = Ph + (size_t)(r0 + r) * L;
                 orow[r] = a->out + (size_t)(r0 + r) * a->ldq + (size_t)h * hd;
                 memset(orow[r], 0, (size_t)hd * sizeof(float));
             } else {
-                prow[r] = g_zero_row; /* only read for j < nk <= BK */
                 orow[r] = dummy[r];
             }
         }
@@ -325,7 +383,7 @@ void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads) {
         for (int j0 = 0; j0 < jend; j0 += BK) {
             const int nk = AC_MIN(BK, jend - j0);
             const float *pp[MR];
-            for (int r = 0; r < MR; r++) pp[r] = r < nr ? prow[r] + j0 : g_zero_row;
+            for (int r = 0; r < MR; r++) pp[r] = r < nr ? Ph + (size_t)(r0 + r) * L + j0 : g_zero_row;
             for (int c0 = 0; c0 < hd; c0 += 64) {
                 float *oc[MR];
                 for (int r = 0; r < MR; r++) oc[r] = orow[r] + c0;

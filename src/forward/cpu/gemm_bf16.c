@@ -86,28 +86,44 @@ int ac_bf16_pack(ac_mat *W) {
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 
-/* acc [MR][4] = sum over k2 of A rows (bf16 pairs) x panel; mr rows valid. */
+/* out [MR][4] = sum over k2 of A rows (bf16 pairs) x panel; mr rows valid. The
+ * accumulators are locals (registers): __m512 may alias anything, so summing
+ * through the out pointer would go through memory. */
 static inline __attribute__((always_inline)) void kernel(const int mr, int kp, const uint16_t *A, size_t lda,
-                                                          const uint16_t *B, __m512 acc[MR][4]) {
-    const int32_t *a[MR];
-    for (int r = 0; r < mr; r++) {
-        a[r] = (const int32_t *)(A + (size_t)r * lda);
-        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
-    }
+                                                          const uint16_t *B, __m512 out[MR][4]) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
+           c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,
+           c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    const uint8_t *a0 = (const uint8_t *)A, *a1 = a0 + 2 * lda, *a2 = a1 + 2 * lda, *a3 = a2 + 2 * lda,
+                  *a4 = a3 + 2 * lda, *a5 = a4 + 2 * lda;
+#define AC_ROW(cr0, cr1, cr2, cr3, ap)                                  \
+    do {                                                                \
+        int32_t pr;                                                     \
+        memcpy(&pr, (ap) + 4 * (size_t)k, 4);                           \
+        __m512bh av = (__m512bh)_mm512_set1_epi32(pr);                  \
+        cr0 = _mm512_dpbf16_ps(cr0, av, b0);                            \
+        cr1 = _mm512_dpbf16_ps(cr1, av, b1);                            \
+        cr2 = _mm512_dpbf16_ps(cr2, av, b2);                            \
+        cr3 = _mm512_dpbf16_ps(cr3, av, b3);                            \
+    } while (0)
     for (int k = 0; k < kp; k++) {
         const uint16_t *b = B + (size_t)k * NR * 2;
         __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 32),
                  b2 = (__m512bh)_mm512_load_si512(b + 64), b3 = (__m512bh)_mm512_load_si512(b + 96);
-        for (int r = 0; r < mr; r++) {
-            int32_t pair;
-            memcpy(&pair, a[r] + k, 4);
-            __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, b2);
-            acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, b3);
-        }
+        AC_ROW(c00, c01, c02, c03, a0);
+        if (mr > 1) AC_ROW(c10, c11, c12, c13, a1);
+        if (mr > 2) AC_ROW(c20, c21, c22, c23, a2);
+        if (mr > 3) AC_ROW(c30, c31, c32, c33, a3);
+        if (mr > 4) AC_ROW(c40, c41, c42, c43, a4);
+        if (mr > 5) AC_ROW(c50, c51, c52, c53, a5);
     }
+#undef AC_ROW
+    out[0][0] = c00, out[0][1] = c01, out[0][2] = c02, out[0][3] = c03;
+    out[1][0] = c10, out[1][1] = c11, out[1][2] = c12, out[1][3] = c13;
+    out[2][0] = c20, out[2][1] = c21, out[2][2] = c22, out[2][3] = c23;
+    out[3][0] = c30, out[3][1] = c31, out[3][2] = c32, out[3][3] = c33;
+    out[4][0] = c40, out[4][1] = c41, out[4][2] = c42, out[4][3] = c43;
+    out[5][0] = c50, out[5][1] = c51, out[5][2] = c52, out[5][3] = c53;
 }
 
 static void kernel_mr(int mr, int kp, const uint16_t *A, size_t lda, const uint16_t *B, __m512 acc[MR][4]) {
