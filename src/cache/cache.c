@@ -55,6 +55,7 @@ struct ac_cache {
     int ss_cap;
     /* recording (ac_cache_add) */
     int recording, pending;
+    double last_commit;      /* ac_now() of the last commit */
     /* scratch */
     float *x0;               /* [cap_x0][D] layer-0 states */
     size_t cap_x0;
@@ -186,7 +187,7 @@ ac_cache_params ac_cache_default_params(void) {
     p.index_kind = AC_INDEX_FLAT;
     p.threshold = 0.05f;
     p.layers = "all";
-    p.commit_every = 16;
+    p.commit_every = 64;
     return p;
 }
 
@@ -618,7 +619,12 @@ int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *ad
     if ((rc = ac_store_end(c->st))) goto fail;
     c->pending++;
     if (added) *added = 1;
-    if (c->pending >= (c->p.commit_every > 0 ? c->p.commit_every : 1)) return ac_cache_commit(c);
+    /* commit after commit_every entries, but not more than once a second
+     * (each commit is two fsyncs), and always once 4096 are pending */
+    const double now = ac_now();
+    if ((c->pending >= (c->p.commit_every > 0 ? c->p.commit_every : 1) && now - c->last_commit >= 1.0) ||
+        c->pending >= 4096)
+        return ac_cache_commit(c);
     return AC_OK;
 fail:
     ac_store_abort(c->st);
@@ -629,6 +635,7 @@ int ac_cache_commit(ac_cache *c) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_commit: NULL cache");
     if (!c->p.writable || !c->pending) return AC_OK;
     int rc = ac_store_commit(c->st);
+    c->last_commit = ac_now();
     if (rc == AC_OK) {
         c->pending = 0;
         c->stats.entries = ac_store_count(c->st);
@@ -779,22 +786,22 @@ int ac_cache_train_projector(ac_cache *c, const ac_cache_train_params *tpp, doub
         if (i % 10 == 9) held[nho++] = (int)i; /* held out: hit-quality queries */
         else train[ntr++] = (int)i;
     }
-    /* pairs: half random, half hard (a near neighbour of a under the mean key) */
+    /* pairs (a, b) where b could serve a (the retrievals that matter): half
+     * random among those, half hard (the nearest of 32 such candidates under
+     * the mean key); falls back to any b when a has no servable partner */
     uint64_t s = tp.seed ? tp.seed : 1;
     for (int p = 0; p < tp.n_pairs; p++) {
-        int a = train[rng_u64(&s) % (uint64_t)ntr], b = a;
-        if (p % 2 == 0 || ntr < 16) {
-            while (b == a) b = train[rng_u64(&s) % (uint64_t)ntr];
-        } else { /* nearest of 32 random candidates by cosine of mean states */
-            float bd = INFINITY;
-            for (int k = 0; k < 32; k++) {
-                int cand = train[rng_u64(&s) % (uint64_t)ntr];
-                if (cand == a) continue;
-                float d = key_distance(AC_KEY_MEAN, mean + (size_t)a * D, mean + (size_t)cand * D, D);
-                if (d < bd) bd = d, b = cand;
-            }
-            while (b == a) b = train[rng_u64(&s) % (uint64_t)ntr];
+        const int a = train[rng_u64(&s) % (uint64_t)ntr], hard = p % 2 == 1;
+        int b = -1;
+        float bd = INFINITY;
+        for (int k = 0, found = 0; k < 256 && found < (hard ? 32 : 1); k++) {
+            const int cand = train[rng_u64(&s) % (uint64_t)ntr];
+            if (cand == a || !entry_fits(c, ents[cand].n_tokens, ents[a].n_tokens)) continue;
+            found++;
+            float d = hard ? key_distance(AC_KEY_MEAN, mean + (size_t)a * D, mean + (size_t)cand * D, D) : 0;
+            if (b < 0 || d < bd) bd = d, b = cand;
         }
+        while (b < 0 || b == a) b = train[rng_u64(&s) % (uint64_t)ntr];
         pairs[p].a = a;
         pairs[p].b = b;
     }

@@ -24,7 +24,7 @@ static void progress(size_t done, size_t total, size_t added, double t0) {
 int cmd_build(int argc, char **argv) {
     cli_common c = {0};
     const char *out = NULL;
-    int limit = 0, skip_bad = 0, commit_every = 16, quiet = 0;
+    int limit = 0, skip_bad = 0, commit_every = 64, quiet = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -42,8 +42,8 @@ int cmd_build(int argc, char **argv) {
                    "Runs the exact prefill over each input line and stores its attention maps (every layer\n"
                    "and head, compressed), token count and feature summary; then indexes the entries.\n"
                    "Appends to an existing cache of the same model; inputs already stored are skipped.\n"
-                   "Entries are committed every --commit-every inputs (default 16): a build killed at any\n"
-                   "moment keeps every committed entry.\n"
+                   "Entries are committed every --commit-every inputs (default 64, at most once a second):\n"
+                   "a build killed at any moment keeps every committed entry.\n"
                    "  --codec C            f32|f16|q8|q4|topkK, +\"-causal\" for decoders (default q8[-causal])\n"
                    "  --limit N            first N lines only\n"
                    "  --skip-bad           skip (and report) empty or over-long lines instead of stopping\n"
@@ -54,6 +54,7 @@ int cmd_build(int argc, char **argv) {
     }
     if (!out) return cli_fail("build: -o CACHE_DIR is required");
     c.cache = out;
+    c.commit_every = commit_every;
     ac_model *m;
     ac_ctx *ctx;
     ac_cache *cache = NULL;

@@ -229,6 +229,7 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     if (c->have_threshold) p.threshold = c->threshold;
     if (c->layers) p.layers = c->layers;
     p.allow_longer = c->allow_longer;
+    if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());
     return 0;
