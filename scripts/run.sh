@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build
 model=models-cache/all-MiniLM-L6-v2-f32.gguf
-if ! bash tools/setup_models.sh || [ ! -f "$model" ]; then
+if ! bash tools/setup_models.sh --sst2 || [ ! -f "$model" ]; then
   echo "run: MiniLM setup failed; falling back to ../shared/models/stories260K.gguf" >&2
   model=../shared/models/stories260K.gguf
 fi

@@ -582,6 +582,20 @@ static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *ou
     if (out->cls) {
         float *rows;
         if ((rc = gather_rows(c, pl, h, m->info.arch != AC_ARCH_BERT, &rows))) return rc;
+        if (m->cls_mean_l2) /* the head was trained on the L2-normalised mean pool */
+            for (int s = 0; s < n_seq; s++) {
+                const int o = pl->off[s], n = pl->seqs[s].n_tokens;
+                float *dst = rows + (size_t)s * D;
+                double ss = 0;
+                for (int d = 0; d < D; d++) {
+                    double acc = 0;
+                    for (int t = 0; t < n; t++) acc += h[(size_t)(o + t) * D + d];
+                    dst[d] = (float)(acc / n);
+                    ss += (double)dst[d] * dst[d];
+                }
+                const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+                for (int d = 0; d < D; d++) dst[d] *= inv;
+            }
         ac_act a = act(rows, c->act_bf16, n_seq, D, 0);
         if (m->has_cls) {
             /* hb [n_seq][D] = tanh(rows Wc^T + bc) */

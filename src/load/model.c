@@ -353,6 +353,11 @@ static int load_tensors(loader *ld) {
         if ((rc = get_mat(ld, "cls.output.weight", D, co->ne[1], 1, &m->cls_out))) return rc;
         if ((rc = get_vec(ld, "cls.output.bias", co->ne[1], 0, &m->cls_out_b))) return rc;
         m->has_cls_out = 1;
+        gguf_str hin = {0, NULL};
+        if ((rc = gguf_get_str(ld->g, "attncache.head.input", &hin, 0))) return rc;
+        if (hin.ptr && gguf_str_eq(hin, "mean_l2")) m->cls_mean_l2 = 1;
+        else if (hin.ptr && !gguf_str_eq(hin, "token"))
+            return ac_err(AC_ERR_UNSUPPORTED, "attncache.head.input '%.*s' (want mean_l2 or token)", (int)AC_MIN(hin.len, 32), hin.ptr);
     }
     m->layers = AC_CALLOC((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return AC_ERR_NOMEM;
