@@ -98,7 +98,7 @@ int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
     if (!p || (!x && n) || (!z && n) || n < 0) return ac_err(AC_ERR_ARG, "ac_proj_apply: invalid argument");
     const int in = p->in_dim, hid = p->hidden;
     int rc = AC_OK;
-#pragma omp parallel
+#pragma omp parallel if (n > 4) /* one lookup vector: no thread start-up */
     {
         float *u = malloc((size_t)(in + 2 * hid) * sizeof *u);
         if (!u) {

@@ -24,7 +24,8 @@ static void progress(size_t done, size_t total, size_t added, double t0) {
 int cmd_build(int argc, char **argv) {
     cli_common c = {0};
     const char *out = NULL;
-    int limit = 0, skip_bad = 0, commit_every = 64, quiet = 0;
+    int limit = 0, skip_bad = 0, commit_every = 64, quiet = 0, shots = -1;
+    const char *task = NULL, *data = "../shared/data";
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -35,6 +36,10 @@ int cmd_build(int argc, char **argv) {
             if (!cli_parse_int(argv[++i], 1, 1 << 30, &limit)) return cli_fail("bad --limit '%s'", argv[i]);
         } else if (!strcmp(argv[i], "--commit-every") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 1, 1 << 20, &commit_every)) return cli_fail("bad --commit-every '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
+        else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
+            if (!cli_parse_int(argv[++i], 0, 64, &shots)) return cli_fail("bad --shots '%s'", argv[i]);
         } else if (!strcmp(argv[i], "--skip-bad")) skip_bad = 1;
         else if (!strcmp(argv[i], "-q")) quiet = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -46,6 +51,8 @@ int cmd_build(int argc, char **argv) {
                    "a build killed at any moment keeps every committed entry.\n"
                    "  --codec C            f32|f16|q8|q4|topkK, +\"-causal\" for decoders (default q8[-causal])\n"
                    "  --limit N            first N lines only\n"
+                   "  --task T [--shots K] instead of -i: the prompts of label-scoring task T (sst2,\n"
+                   "                       agnews-fewshot, trec) built from its training rows, as eval builds them\n"
                    "  --skip-bad           skip (and report) empty or over-long lines instead of stopping\n"
                    "  -q                   no progress bar\n%s",
                    cli_common_help);
@@ -60,8 +67,14 @@ int cmd_build(int argc, char **argv) {
     ac_cache *cache = NULL;
     cli_lines in = {0};
     if (cli_load(&c, &m, &ctx)) return 1;
-    int rc = cli_read_lines(c.input, &in);
-    if (rc) goto done;
+    int rc = 0;
+    if (task) {
+        char **pr;
+        int np;
+        if ((rc = eval_task_prompts(task, data, shots, limit, &pr, &np))) goto done;
+        in.lines = pr;
+        in.n = in.cap = (size_t)np;
+    } else if ((rc = cli_read_lines(c.input, &in))) goto done;
     if ((rc = cli_open_cache(&c, m, 1, 1, &cache))) goto done;
     size_t n = limit && (size_t)limit < in.n ? (size_t)limit : in.n, added = 0, dup = 0, bad = 0;
     int tty = !quiet && isatty(2);

@@ -627,3 +627,44 @@ double ac_cli_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+/* Prompts of a label-scoring task built from its TRAINING pool (never the
+ * held-out rows): the corpus for an attention cache of that task. Each prompt
+ * is built exactly as eval builds the held-out ones, with the answer slot open.
+ * *prompts: malloc'd array of malloc'd strings (caller frees). */
+int eval_task_prompts(const char *task, const char *dir, int shots, int limit, char ***prompts, int *n) {
+    eval_ds pool = {0}, held = {0};
+    const task_spec *spec = NULL;
+    int rc = 0;
+    *prompts = NULL;
+    *n = 0;
+    if (!strcmp(task, "sst2")) {
+        rc = eval_load_sst2(dir, "train", &pool);
+        spec = &SPEC_SST2;
+    } else if (!strcmp(task, "agnews-fewshot")) {
+        rc = eval_load_agnews(dir, &pool, &held);
+        spec = &SPEC_AGNEWS;
+    } else if (!strcmp(task, "trec")) {
+        rc = eval_load_trec(dir, &pool, &held);
+        spec = &SPEC_TREC;
+    } else rc = cli_fail("build: --task must be sst2, agnews-fewshot or trec");
+    if (!rc) {
+        const int k = shots >= 0 ? shots : spec->default_shots;
+        const int m = limit > 0 && limit < pool.n ? limit : pool.n;
+        char **v = calloc((size_t)(m > 0 ? m : 1), sizeof *v);
+        if (!v) rc = cli_fail("out of memory");
+        /* seeds offset from eval's (which use 1..n) so demonstrations differ from the eval prompts' */
+        for (int i = 0; i < m && !rc; i++)
+            if (!(v[i] = build_prompt(spec, &pool, pool.ex[i].a, k, 1000003ULL + (uint64_t)i))) rc = cli_fail("out of memory");
+        if (rc) {
+            for (int i = 0; v && i < m; i++) free(v[i]);
+            free(v);
+        } else {
+            *prompts = v;
+            *n = m;
+        }
+    }
+    ds_free(&pool);
+    ds_free(&held);
+    return rc;
+}

@@ -23,5 +23,6 @@ double eval_pearson(const double *x, const double *y, int n);
 double eval_spearman(const double *x, const double *y, int n);
 double ac_cli_now(void);
 int cmd_eval(int argc, char **argv);
+int eval_task_prompts(const char *task, const char *dir, int shots, int limit, char ***prompts, int *n);
 
 #endif
