@@ -98,6 +98,10 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     c->model = model;
     c->params = p;
     c->n_threads = p.n_threads ? p.n_threads : omp_get_num_procs();
+    if ((rc = ac_pool_new(c->n_threads, &c->pool))) {
+        free(c);
+        return rc;
+    }
     const ac_hparams *hp = &model->hp;
     c->max_tokens = p.max_tokens ? p.max_tokens : hp->n_ctx_train;
     if (model->info.arch == AC_ARCH_BERT && c->max_tokens > hp->n_ctx_train) c->max_tokens = hp->n_ctx_train;
@@ -116,7 +120,7 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 #endif
     } else if (gemm == AC_GEMM_BF16) {
         if (!ac_bf16_gemm_available()) {
-            free(c);
+            ac_ctx_free(c);
             return ac_err(AC_ERR_UNSUPPORTED, "the BF16 GEMM needs AVX512-BF16 (not on this CPU or build)");
         }
         c->gemm_q = &ac_gemm_bf16_ops;
@@ -128,7 +132,7 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     } else {
         c->gemm_f32 = c->gemm_q = backend_by_id(gemm);
         if (!c->gemm_f32) {
-            free(c);
+            ac_ctx_free(c);
             return ac_err(AC_ERR_UNSUPPORTED, "GEMM backend %d not available in this build", gemm);
         }
     }
@@ -147,6 +151,7 @@ static void ws_free(ac_ctx *c) {
 
 void ac_ctx_free(ac_ctx *c) {
     if (!c) return;
+    ac_pool_free(c->pool);
     ws_free(c);
     free(c->P);
     free(c->wtile);
@@ -307,18 +312,51 @@ typedef struct fwd_plan {
     const float **maps;   /* [n_seq] supplied attention maps of the current layer */
     uint8_t *reuse;       /* [n_seq] 1: served by the hook's apply (compressed maps) */
     uint8_t *rec;         /* [n_seq] 1: record the map of this site */
+    int *row_seq;         /* [T] sequence of each row */
+    int *row_pos;         /* [T] position of each row in its sequence */
+    int att_bf_ok;        /* 1: the attention wrote the bf16 copy of every row (no hook apply) */
 } fwd_plan;
 
-/* RoPE of the Q and K rows of sequence s (positions 0..n-1). */
-static void rope_seq(ac_ctx *c, const fwd_plan *pl, int s) {
+/* ---- row-parallel steps on the context's pool ------------------------------------------------ */
+typedef void (*row_fn)(ac_ctx *c, const void *arg, int r0, int r1);
+typedef struct rows_call {
+    ac_ctx *c;
+    row_fn fn;
+    const void *arg;
+    int n, chunk;
+} rows_call;
+
+static void rows_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    rows_call *rc = v;
+    const int nchunk = (rc->n + rc->chunk - 1) / rc->chunk;
+    for (int ch; (ch = ac_pool_next(rc->c->pool)) < nchunk;)
+        rc->fn(rc->c, rc->arg, ch * rc->chunk, AC_MIN(rc->n, (ch + 1) * rc->chunk));
+}
+
+/* fn over rows 0..n-1 of width elements each, in dynamic chunks; small jobs run on
+ * the caller alone (a parallel step costs a barrier). */
+static void par_rows(ac_ctx *c, int n, int width, row_fn fn, const void *arg) {
+    const int nth = ac_pool_threads(c->pool);
+    if (nth == 1 || (size_t)n * (size_t)width < 32768) {
+        fn(c, arg, 0, n);
+        return;
+    }
+    rows_call rc = {c, fn, arg, n, AC_MAX(1, n / (4 * nth))};
+    ac_pool_run(c->pool, rows_step, &rc);
+}
+
+/* RoPE of the Q and K rows of the sequences that computed them (row positions). */
+static void rope_rows(ac_ctx *c, const void *arg, int r0, int r1) {
+    const fwd_plan *pl = arg;
     const ac_hparams *hp = &c->model->hp;
     const int QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
-    const int n = pl->seqs[s].n_tokens, o = pl->off[s];
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < n; t++) {
-        const float *cs = c->rope_cs + (size_t)t * hp->n_rot;
-        ac_rope_row(c->q + (size_t)(o + t) * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
-        ac_rope_row(c->k + (size_t)(o + t) * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+    for (int r = r0; r < r1; r++) {
+        const int s = pl->row_seq[r];
+        if (pl->maps[s] || pl->reuse[s]) continue;
+        const float *cs = c->rope_cs + (size_t)pl->row_pos[r] * hp->n_rot;
+        ac_rope_row(c->q + (size_t)r * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+        ac_rope_row(c->k + (size_t)r * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
     }
 }
 
@@ -353,9 +391,7 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
         s = e;
     }
     if (nj && (rc = ac_ctx_gemm(c, jobs, nj))) return rc;
-    if (m->info.arch != AC_ARCH_BERT)
-        for (int s = 0; s < pl->n_seq; s++)
-            if (!pl->maps[s] && !pl->reuse[s]) rope_seq(c, pl, s);
+    if (m->info.arch != AC_ARCH_BERT) par_rows(c, pl->T, QD + KVD, rope_rows, pl);
     return AC_OK;
 }
 
@@ -380,26 +416,28 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
     }
     if ((rc = project_qkv(c, L, X, pl))) return rc;
     prof_lap(c, AC_STAGE_QKV, tp);
+    pl->att_bf_ok = 1;
+    for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->reuse[s];
 
     for (int s = 0; s < pl->n_seq; s++) {
         const int o = pl->off[s], n = pl->seqs[s].n_tokens;
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                           hp->causal, 1.0f / sqrtf((float)hp->head_dim)};
+                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD};
         if (pl->reuse[s]) {
             ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
             if ((rc = c->hook.apply(c->hook.user, &site, aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out, QD)) != AC_OK)
                 return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
             prof_lap(c, AC_STAGE_AV, tp);
         } else if (pl->maps[s]) {
-            ac_attn_apply(&aa, pl->maps[s], c->n_threads);
+            ac_attn_apply(&aa, pl->maps[s], c->pool);
             prof_lap(c, AC_STAGE_AV, tp);
         } else if (pl->rec[s] || c->params.attn == AC_ATTN_MATERIALIZED) {
             size_t need = (size_t)hp->n_head * n * n;
             if ((rc = ac_ctx_scratch_f32(&c->P, &c->cap_P, need))) return rc;
             double tq = 0, ts = 0;
             if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
-            if ((rc = ac_attn_scores(&aa, c->P, c->kt, c->n_threads, &tq, &ts))) return rc;
+            if ((rc = ac_attn_scores(&aa, c->P, c->kt, c->pool, &tq, &ts))) return rc;
             if (c->params.profile) {
                 c->prof[AC_STAGE_QK] += tq;
                 c->prof[AC_STAGE_SOFTMAX] += ts;
@@ -411,37 +449,46 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
                     return ac_err_prefix(rc, "attention hook (layer %d, sequence %d)", il, s);
                 if (c->params.profile) *tp = ac_now(); /* the hook's own time is not ours */
             }
-            ac_attn_apply(&aa, c->P, c->n_threads);
+            ac_attn_apply(&aa, c->P, c->pool);
             prof_lap(c, AC_STAGE_AV, tp);
         } else {
             if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
-            if ((rc = ac_attn_fused(&aa, c->kt, c->n_threads))) return rc;
+            if ((rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
             prof_lap(c, AC_STAGE_ATTN, tp);
         }
     }
     return AC_OK;
 }
 
-/* out = rmsnorm(x) * w (f32 and bf16), rows of [T][D] */
-static void rmsnorm_rows(ac_ctx *c, const float *x, const float *w, float *out, uint16_t *out_bf, int T) {
+typedef struct norm_arg {
+    const float *x, *w, *b;
+    float *out;
+    uint16_t *out_bf;
+    int rms;
+} norm_arg;
+
+static void norm_fn(ac_ctx *c, const void *arg, int r0, int r1) {
+    const norm_arg *na = arg;
     const ac_hparams *hp = &c->model->hp;
     const int D = hp->n_embd;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++) {
-        ac_rmsnorm(out + (size_t)t * D, x + (size_t)t * D, w, D, hp->norm_eps);
-        if (out_bf) ac_f32_to_bf16(out_bf + (size_t)t * D, out + (size_t)t * D, (size_t)D);
+    for (int t = r0; t < r1; t++) {
+        float *o = na->out + (size_t)t * D;
+        if (na->rms) ac_rmsnorm(o, na->x + (size_t)t * D, na->w, D, hp->norm_eps);
+        else ac_layernorm(o, na->x + (size_t)t * D, na->w, na->b, D, hp->norm_eps);
+        if (na->out_bf) ac_f32_to_bf16(na->out_bf + (size_t)t * D, o, (size_t)D);
     }
+}
+
+/* out = rmsnorm(x) * w (f32 and, if out_bf, bf16), rows of [T][D] */
+static void rmsnorm_rows(ac_ctx *c, const float *x, const float *w, float *out, uint16_t *out_bf, int T) {
+    norm_arg na = {x, w, NULL, out, out_bf, 1};
+    par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
 }
 
 /* x = layernorm(x) * w + b in place, with its bf16 copy */
 static void layernorm_rows(ac_ctx *c, float *x, const float *w, const float *b, uint16_t *x_bf, int T) {
-    const ac_hparams *hp = &c->model->hp;
-    const int D = hp->n_embd;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-    for (int t = 0; t < T; t++) {
-        ac_layernorm(x + (size_t)t * D, x + (size_t)t * D, w, b, D, hp->norm_eps);
-        ac_f32_to_bf16(x_bf + (size_t)t * D, x + (size_t)t * D, (size_t)D);
-    }
+    norm_arg na = {x, w, b, x, x_bf, 0};
+    par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
 }
 
 static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
@@ -456,7 +503,7 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     ac_act X = act(c->xb, c->xb_bf, T, D, 1);
     if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
     /* x += att Wo^T (+ bo) */
-    ac_act A = act(c->att, c->att_bf, T, QD, 0);
+    ac_act A = act(c->att, c->att_bf, T, QD, pl->att_bf_ok);
     ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
     if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
     prof_lap(c, AC_STAGE_O, tp);
@@ -486,7 +533,7 @@ static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     ac_act X = act(c->x, c->x_bf, T, D, 1); /* x_bf is kept current by the LayerNorms */
     if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
     /* x = LN(x + att Wo^T + bo) */
-    ac_act A = act(c->att, c->att_bf, T, QD, 0);
+    ac_act A = act(c->att, c->att_bf, T, QD, pl->att_bf_ok);
     ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
     if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
     prof_lap(c, AC_STAGE_O, tp);
@@ -614,6 +661,28 @@ static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *ou
     return AC_OK;
 }
 
+/* x = token embedding (+ bert: type 0 + position, LayerNorm, bf16 copy) */
+static void embed_rows(ac_ctx *c, const void *arg, int r0, int r1) {
+    const fwd_plan *pl = arg;
+    const ac_model *m = c->model;
+    const int D = m->hp.n_embd;
+    for (int r = r0; r < r1; r++) {
+        const int t = pl->row_pos[r];
+        float *x = c->x + (size_t)r * D;
+        embed_row(m, pl->seqs[pl->row_seq[r]].tokens[t], x);
+        if (m->info.arch == AC_ARCH_BERT) {
+            if (m->type_embd0)
+                for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
+            float *pe = c->xb + (size_t)r * D;
+            const gguf_tensor *pt = m->pos_embd;
+            ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, pe);
+            for (int d = 0; d < D; d++) x[d] += pe[d];
+            ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, m->hp.norm_eps);
+            ac_f32_to_bf16(c->x_bf + (size_t)r * D, x, (size_t)D);
+        }
+    }
+}
+
 int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     if (!c || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_forward: invalid argument");
     const ac_model *m = c->model;
@@ -627,16 +696,21 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     if (out->pooled && (pooling < AC_POOL_MEAN || pooling > AC_POOL_LAST))
         return ac_err(AC_ERR_ARG, "pooled output requested with pooling %d", out->pooling);
 
-    fwd_plan pl = {n_seq, T, seqs, NULL, NULL, NULL, NULL};
+    fwd_plan pl = {n_seq, T, seqs, NULL, NULL, NULL, NULL, NULL, NULL, 0};
     pl.off = AC_MALLOC((size_t)n_seq * sizeof *pl.off);
     pl.maps = AC_MALLOC((size_t)n_seq * sizeof *pl.maps);
     pl.rec = AC_MALLOC((size_t)n_seq);
     pl.reuse = AC_MALLOC((size_t)n_seq);
-    if (!pl.off || !pl.maps || !pl.rec || !pl.reuse) {
+    pl.row_seq = AC_MALLOC((size_t)T * sizeof *pl.row_seq);
+    pl.row_pos = AC_MALLOC((size_t)T * sizeof *pl.row_pos);
+    if (!pl.off || !pl.maps || !pl.rec || !pl.reuse || !pl.row_seq || !pl.row_pos) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
-    for (int s = 0, o = 0; s < n_seq; o += seqs[s].n_tokens, s++) pl.off[s] = o;
+    for (int s = 0, o = 0; s < n_seq; o += seqs[s].n_tokens, s++) {
+        pl.off[s] = o;
+        for (int t = 0; t < seqs[s].n_tokens; t++) pl.row_seq[o + t] = s, pl.row_pos[o + t] = t;
+    }
     if ((rc = ws_reserve(c, T))) goto done;
     if (!bert && (rc = rope_reserve(c, Lmax))) goto done;
 
@@ -645,24 +719,7 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     double tp = c->params.profile ? ac_now() : 0;
 
     /* embeddings: x [T][D] */
-    for (int s = 0; s < n_seq; s++) {
-        const int o = pl.off[s], n = seqs[s].n_tokens;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-        for (int t = 0; t < n; t++) {
-            float *x = c->x + (size_t)(o + t) * D;
-            embed_row(m, seqs[s].tokens[t], x);
-            if (bert) {
-                if (m->type_embd0)
-                    for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
-                float *pe = c->xb + (size_t)(o + t) * D;
-                const gguf_tensor *pt = m->pos_embd;
-                ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, pe);
-                for (int d = 0; d < D; d++) x[d] += pe[d];
-                ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, hp->norm_eps);
-                ac_f32_to_bf16(c->x_bf + (size_t)(o + t) * D, x, (size_t)D);
-            }
-        }
-    }
+    par_rows(c, T, D, embed_rows, &pl);
     prof_lap(c, AC_STAGE_NORM, &tp);
 
     for (int il = 0; il < hp->n_layer && rc == AC_OK; il++)
@@ -671,9 +728,7 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     if (rc == AC_OK) {
         const float *h = c->x;
         if (!bert) { /* final norm: xb = rmsnorm(x) * output_norm */
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-            for (int t = 0; t < T; t++)
-                ac_rmsnorm(c->xb + (size_t)t * D, c->x + (size_t)t * D, m->out_norm_w, D, hp->norm_eps);
+            rmsnorm_rows(c, c->x, m->out_norm_w, c->xb, NULL, T);
             h = c->xb;
             prof_lap(c, AC_STAGE_NORM, &tp);
         }
@@ -685,6 +740,8 @@ done:
     free(pl.maps);
     free(pl.rec);
     free(pl.reuse);
+    free(pl.row_seq);
+    free(pl.row_pos);
     return rc;
 }
 

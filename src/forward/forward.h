@@ -9,6 +9,7 @@
 
 #include "attncache.h"
 #include "load/model.h"
+#include "cpu/pool.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -132,23 +133,25 @@ typedef struct ac_attn_args {
     float *out;      /* [L][ldq] */
     int L, H, Hkv, hd, ldq, ldk, causal;
     float scale;     /* 1/sqrt(hd) */
+    uint16_t *out_bf; /* [L][ldq] bf16 copy of out (the next GEMM's input), or NULL */
 } ac_attn_args;
 
 /* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks
  * (NULL: allocated per call). */
 size_t ac_attn_kt_floats(const ac_attn_args *a);
 /* Fused blocked attention with online softmax; never materialises L x L. */
-int ac_attn_fused(const ac_attn_args *a, float *kt, int n_threads);
+int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool);
 /* Materialised: P [H][L][L] = softmax(scale Q K^T) (masked) ... */
-int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, int n_threads, double *t_qk, double *t_softmax);
+int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
 /* ... then out = P V (also the skip path, with a supplied P). */
-void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads);
+void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool);
 
 /* ---- the context ------------------------------------------------------------------------- */
 struct ac_ctx {
     const ac_model *model;
     ac_ctx_params params;
     int n_threads;
+    ac_pool *pool;                   /* the forward's threads (n_threads, caller included) */
     int max_tokens;                  /* effective limit per sequence */
     const ac_gemm_ops *gemm_f32;     /* for F32 weights */
     const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */

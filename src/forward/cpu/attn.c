@@ -5,7 +5,8 @@
  *  - materialised: P [H][L][L] = softmax(scale Q K^T) with the causal mask, then
  *    out = P V; P is what the attention cache records or supplies.
  * K is first transposed once per call into key blocks Kt [Hkv][nkb][hd][BK]
- * (zero padded), shared by every head of a KV group and every query block.
+ * (zero padded), shared by every head of a KV group and every query block;
+ * a block is transposed by the first task that needs it (per-block flag).
  * Both kinds use the same two micro-kernels: MR = 6 query rows x BK = 64 keys
  * for Q K^T (24 zmm accumulators, broadcast q, load Kt rows) and 6 rows x 64
  * head dims for P V (broadcast p, load V rows); AVX-512 intrinsics, plain C
@@ -15,8 +16,11 @@
 
 #include "simd.h"
 
+#include "pool.h"
+
 #include <math.h>
-#include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define BK 64  /* keys per block (micro-kernel width)     */
@@ -43,9 +47,32 @@ static void transpose_block(const ac_attn_args *a, float *Kt, int g, int kb) {
     }
 }
 
-static inline const float *kt_block(const ac_attn_args *a, const float *Kt, int g, int kb) {
+/* The shared state of one call: key blocks and their flags (0 todo, 1 busy, 2 ready). */
+typedef struct attn_call {
+    const ac_attn_args *a;
+    float *Kt;
+    _Atomic int *flag; /* [Hkv][nkb] */
+    float *P;
+    ac_pool *pool;
+} attn_call;
+
+/* Key block (g, kb), transposing it first if no task did yet. */
+static const float *kt_block(attn_call *ac, int g, int kb) {
+    const ac_attn_args *a = ac->a;
     const int nkb = (a->L + BK - 1) / BK;
-    return Kt + ((size_t)g * nkb + kb) * (size_t)a->hd * BK;
+    _Atomic int *f = &ac->flag[g * nkb + kb];
+    int st = atomic_load_explicit(f, memory_order_acquire);
+    if (st != 2) {
+        int zero = 0;
+        if (st == 0 && atomic_compare_exchange_strong(f, &zero, 1)) {
+            transpose_block(a, ac->Kt, g, kb);
+            atomic_store_explicit(f, 2, memory_order_release);
+        } else {
+            for (int i = 0; atomic_load_explicit(f, memory_order_acquire) != 2; i++)
+                if (i > 1000) sched_yield(); /* the transposing thread may be preempted */
+        }
+    }
+    return ac->Kt + ((size_t)g * nkb + kb) * (size_t)a->hd * BK;
 }
 
 /* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]). */
@@ -237,8 +264,8 @@ static void tile_rows(const ac_attn_args *a, int h, int i, int nr, const float *
 /* ---- fused ------------------------------------------------------------------------------ */
 
 /* One task: head h, query rows i0..i0+nq. */
-static void fused_task(const ac_attn_args *a, const float *Kt, int h, int i0, int nq, float *S, float *O,
-                       float *mrow, float *lrow) {
+static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O, float *mrow, float *lrow) {
+    const ac_attn_args *a = ac->a;
     const int hd = a->hd, g = h / (a->H / a->Hkv);
     const int jend = a->causal ? i0 + nq : a->L;
     float dummy[MR][64] __attribute__((aligned(64)));
@@ -249,7 +276,7 @@ static void fused_task(const ac_attn_args *a, const float *Kt, int h, int i0, in
     }
     for (int j0 = 0; j0 < jend; j0 += BK) {
         const int nk = AC_MIN(BK, jend - j0);
-        const float *kt = kt_block(a, Kt, g, j0 / BK);
+        const float *kt = kt_block(ac, g, j0 / BK);
         for (int r0 = 0; r0 < nq; r0 += MR) {
             const int nr = AC_MIN(MR, nq - r0);
             const float *q[MR], *prow[MR];
@@ -286,89 +313,125 @@ static void fused_task(const ac_attn_args *a, const float *Kt, int h, int i0, in
         float *dst = a->out + (size_t)(i0 + r) * a->ldq + (size_t)h * hd;
         const float *o = O + (size_t)r * hd;
         for (int d = 0; d < hd; d++) dst[d] = o[d] * inv;
+        if (a->out_bf) ac_f32_to_bf16(a->out_bf + (size_t)(i0 + r) * a->ldq + (size_t)h * hd, dst, (size_t)hd);
     }
 }
 
 /* Kt: caller scratch of ac_attn_kt_floats(a) floats, or NULL (allocated here). */
-static float *kt_scratch(const ac_attn_args *a, float *kt, float **owned) {
+static int call_init(attn_call *ac, const ac_attn_args *a, float *kt, ac_pool *pool, float **owned) {
+    const int nkb = (a->L + BK - 1) / BK;
     *owned = NULL;
-    if (kt) return kt;
-    return *owned = AC_ALIGNED_ALLOC(ac_attn_kt_floats(a) * sizeof(float)); /* 64-byte rows */
+    ac->a = a;
+    ac->pool = pool;
+    ac->P = NULL;
+    ac->Kt = kt ? kt : (*owned = AC_ALIGNED_ALLOC(ac_attn_kt_floats(a) * sizeof(float))); /* 64-byte rows */
+    ac->flag = calloc((size_t)a->Hkv * nkb, sizeof *ac->flag);
+    if (!ac->Kt || !ac->flag) {
+        free(*owned);
+        free(ac->flag);
+        return ac_err(AC_ERR_NOMEM, "attention: out of memory for the key blocks");
+    }
+    return AC_OK;
 }
 
-int ac_attn_fused(const ac_attn_args *a, float *kt, int n_threads) {
-    float *owned, *Kt = kt_scratch(a, kt, &owned);
-    if (!Kt) return ac_err(AC_ERR_NOMEM, "attention: out of memory for the key blocks");
-    const int nblk = (a->L + BQ - 1) / BQ, ntask = a->H * nblk, nkb = (a->L + BK - 1) / BK;
-#pragma omp parallel num_threads(n_threads)
-    {
-        float S[MR * BK] __attribute__((aligned(64)));
-        float O[BQ * HD_MAX] __attribute__((aligned(64)));
-        float mrow[BQ], lrow[BQ];
-#pragma omp for schedule(static)
-        for (int t = 0; t < a->Hkv * nkb; t++) transpose_block(a, Kt, t / nkb, t % nkb);
-        /* causal: later query blocks have more keys, so hand them out first */
-#pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < ntask; t++) {
-            int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H;
-            int i0 = b * BQ;
-            fused_task(a, Kt, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
-        }
+static void fused_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    attn_call *ac = v;
+    const ac_attn_args *a = ac->a;
+    const int nblk = (a->L + BQ - 1) / BQ, ntask = a->H * nblk;
+    float S[MR * BK] __attribute__((aligned(64)));
+    float O[BQ * HD_MAX] __attribute__((aligned(64)));
+    float mrow[BQ], lrow[BQ];
+    /* causal: later query blocks have more keys, so hand them out first */
+    for (int t; (t = ac_pool_next(ac->pool)) < ntask;) {
+        int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H;
+        int i0 = b * BQ;
+        fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
     }
+}
+
+int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool) {
+    attn_call ac;
+    float *owned;
+    int rc = call_init(&ac, a, kt, pool, &owned);
+    if (rc) return rc;
+    ac_pool_run(pool, fused_step, &ac);
     free(owned);
+    free(ac.flag);
     return AC_OK;
 }
 
 /* ---- materialised ------------------------------------------------------------------------- */
 
-int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, int n_threads, double *t_qk, double *t_softmax) {
-    float *owned, *Kt = kt_scratch(a, kt, &owned);
-    if (!Kt) return ac_err(AC_ERR_NOMEM, "attention: out of memory for the key blocks");
+/* raw scaled scores for j <= i (causal) or all j; tasks = head x key block */
+static void scores_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    attn_call *ac = v;
+    const ac_attn_args *a = ac->a;
     const int L = a->L, hd = a->hd, nkb = (L + BK - 1) / BK;
-    double t0 = ac_now();
-    /* pass 1: raw scaled scores for j <= i (causal) or all j; tasks = head x key block */
-#pragma omp parallel num_threads(n_threads)
-    {
-        float S[MR * BK] __attribute__((aligned(64)));
-#pragma omp for schedule(static)
-        for (int t = 0; t < a->Hkv * nkb; t++) transpose_block(a, Kt, t / nkb, t % nkb);
-#pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < a->H * nkb; t++) {
-            const int h = t / nkb, kb = t % nkb, j0 = kb * BK, nk = AC_MIN(BK, L - j0);
-            const float *kt_ = kt_block(a, Kt, h / (a->H / a->Hkv), kb);
-            float *Ph = P + (size_t)h * L * L;
-            const int rstart = a->causal ? j0 : 0; /* rows i < j0 see none of these keys */
-            for (int r0 = rstart; r0 < L; r0 += MR) {
-                const int nr = AC_MIN(MR, L - r0);
-                const float *q[MR];
-                tile_rows(a, h, r0, nr, q);
-                qk_tile(q, kt_, hd, a->scale, S);
-                for (int r = 0; r < nr; r++) memcpy(Ph + (size_t)(r0 + r) * L + j0, S + r * BK, (size_t)nk * sizeof *S);
-            }
+    float S[MR * BK] __attribute__((aligned(64)));
+    for (int t; (t = ac_pool_next(ac->pool)) < a->H * nkb;) {
+        const int h = t / nkb, kb = t % nkb, j0 = kb * BK, nk = AC_MIN(BK, L - j0);
+        const float *kt_ = kt_block(ac, h / (a->H / a->Hkv), kb);
+        float *Ph = ac->P + (size_t)h * L * L;
+        const int rstart = a->causal ? j0 : 0; /* rows i < j0 see none of these keys */
+        for (int r0 = rstart; r0 < L; r0 += MR) {
+            const int nr = AC_MIN(MR, L - r0);
+            const float *q[MR];
+            tile_rows(a, h, r0, nr, q);
+            qk_tile(q, kt_, hd, a->scale, S);
+            for (int r = 0; r < nr; r++) memcpy(Ph + (size_t)(r0 + r) * L + j0, S + r * BK, (size_t)nk * sizeof *S);
         }
     }
+}
+
+/* masked softmax per row, in chunks of 16 rows */
+static void softmax_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    attn_call *ac = v;
+    const ac_attn_args *a = ac->a;
+    const long rows = (long)a->H * a->L, nchunk = (rows + 15) / 16;
+    for (long c; (c = ac_pool_next(ac->pool)) < nchunk;)
+        for (long hi = c * 16; hi < AC_MIN(rows, c * 16 + 16); hi++) {
+            const int i = (int)(hi % a->L);
+            softmax_row(ac->P + (size_t)hi * a->L, a->causal ? i + 1 : a->L, a->L);
+        }
+}
+
+int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax) {
+    attn_call ac;
+    float *owned;
+    int rc = call_init(&ac, a, kt, pool, &owned);
+    if (rc) return rc;
+    ac.P = P;
+    double t0 = ac_now();
+    ac_pool_run(pool, scores_step, &ac);
     double t1 = ac_now();
-    /* pass 2: masked softmax per row */
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (long hi = 0; hi < (long)a->H * L; hi++) {
-        const int i = (int)(hi % L);
-        softmax_row(P + (size_t)hi * L, a->causal ? i + 1 : L, L);
-    }
+    ac_pool_run(pool, softmax_step, &ac);
     double t2 = ac_now();
     if (t_qk) *t_qk += t1 - t0;
     if (t_softmax) *t_softmax += t2 - t1;
     free(owned);
+    free(ac.flag);
     return AC_OK;
 }
 
-void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads) {
+typedef struct apply_call {
+    const ac_attn_args *a;
+    const float *P;
+    ac_pool *pool;
+} apply_call;
+
+static void apply_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    const apply_call *ap = v;
+    const ac_attn_args *a = ap->a;
     const int L = a->L, hd = a->hd, nblk = (L + MR - 1) / MR;
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 4)
-    for (int t = 0; t < a->H * nblk; t++) {
+    float dummy[MR][HD_MAX] __attribute__((aligned(64)));
+    for (int t; (t = ac_pool_next(ap->pool)) < a->H * nblk;) {
         const int h = t / nblk, r0 = (t % nblk) * MR, g = h / (a->H / a->Hkv);
-        const float *Ph = P + (size_t)h * L * L;
+        const float *Ph = ap->P + (size_t)h * L * L;
         float *orow[MR];
-        float dummy[MR][HD_MAX] __attribute__((aligned(64)));
         const int nr = AC_MIN(MR, L - r0);
         for (int r = 0; r < MR; r++) {
             if (r < nr) {
@@ -391,5 +454,13 @@ void ac_attn_apply(const ac_attn_args *a, const float *P, int n_threads) {
                         AC_MIN(64, hd - c0), oc);
             }
         }
+        if (a->out_bf)
+            for (int r = 0; r < nr; r++)
+                ac_f32_to_bf16(a->out_bf + (size_t)(r0 + r) * a->ldq + (size_t)h * hd, orow[r], (size_t)hd);
     }
+}
+
+void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool) {
+    apply_call ap = {a, P, pool};
+    ac_pool_run(pool, apply_step, &ap);
 }

@@ -21,7 +21,6 @@
 #include "simd.h"
 #include "util/common.h"
 
-#include <omp.h>
 #include <string.h>
 
 #define NR 64
@@ -180,37 +179,66 @@ static void run_task(const ac_gemm_job *j, int p, int m0, int nm, float *gate) {
     }
 }
 
+typedef struct gemm_call {
+    ac_gemm_job *jobs;
+    int n_jobs, total;
+    int start[16];    /* first task of each job */
+    ac_act *conv[16]; /* inputs to convert to bf16 first */
+    int n_conv;
+    ac_pool *pool;
+} gemm_call;
+
+/* an input not yet in bf16 (conv[0]), in chunks of 8 rows */
+static void convert_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    gemm_call *g = v;
+    ac_act *X = g->conv[0];
+    const int nchunk = (X->M + 7) / 8;
+    for (int c; (c = ac_pool_next(g->pool)) < nchunk;)
+        for (int m = c * 8; m < AC_MIN(X->M, c * 8 + 8); m++)
+            ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
+}
+
+static void gemm_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    gemm_call *g = v;
+    float gate[MR * NR] __attribute__((aligned(64)));
+    for (int t; (t = ac_pool_next(g->pool)) < g->total;) {
+        int i = g->n_jobs - 1;
+        while (g->start[i] > t) i--;
+        const ac_gemm_job *j = &g->jobs[i];
+        const int nb = (j->X->M + MB - 1) / MB, lt = t - g->start[i], p = lt / nb, b = lt % nb;
+        run_task(j, p, b * MB, AC_MIN(MB, j->X->M - b * MB), gate);
+    }
+}
+
 int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
-    /* task counts per job: panels x row blocks */
-    int total = 0, start[16];
     if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
-    for (int i = 0; i < n_jobs; i++) {
+    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, 0, ctx->pool};
+    for (int i = 0; i < n_jobs; i++) { /* task counts per job: panels x row blocks */
         const int np = (jobs[i].W->n_out + NR - 1) / NR, nb = (jobs[i].X->M + MB - 1) / MB;
-        start[i] = total;
-        total += np * nb;
+        g.start[i] = g.total;
+        g.total += np * nb;
+        ac_act *X = jobs[i].X;
+        if (X->bf16_ok) continue;
+        int seen = 0;
+        for (int k = 0; k < g.n_conv; k++) seen |= g.conv[k] == X;
+        if (!seen) g.conv[g.n_conv++] = X;
     }
-#pragma omp parallel num_threads(ctx->n_threads)
-    {
-        float gate[MR * NR] __attribute__((aligned(64)));
-        /* inputs not yet in bf16: convert them first (rows split over threads) */
-        for (int i = 0; i < n_jobs; i++) {
-            ac_act *X = jobs[i].X;
-            if (X->bf16_ok) continue;
-#pragma omp for schedule(static)
-            for (int m = 0; m < X->M; m++)
-                ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
-#pragma omp single
-            X->bf16_ok = 1; /* implicit barrier */
+    if (g.n_conv) {
+        /* one input at a time keeps the task numbering simple */
+        ac_act *all[16];
+        int n = g.n_conv;
+        memcpy(all, g.conv, sizeof all);
+        for (int i = 0; i < n; i++) {
+            g.conv[0] = all[i];
+            g.n_conv = 1;
+            ac_pool_run(ctx->pool, convert_step, &g);
+            all[i]->bf16_ok = 1;
         }
-#pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < total; t++) {
-            int i = n_jobs - 1;
-            while (start[i] > t) i--;
-            const ac_gemm_job *j = &jobs[i];
-            const int nb = (j->X->M + MB - 1) / MB, lt = t - start[i], p = lt / nb, b = lt % nb;
-            run_task(j, p, b * MB, AC_MIN(MB, j->X->M - b * MB), gate);
-        }
+        g.n_conv = 0;
     }
+    ac_pool_run(ctx->pool, gemm_step, &g);
     return AC_OK;
 }
 
