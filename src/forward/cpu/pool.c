@@ -111,8 +111,8 @@ int ac_pool_new(int n_threads, ac_pool **out) {
     }
     for (int i = 1; i < p->n; i++) {
         worker_arg *wa = malloc(sizeof *wa);
-        int rc = wa ? pthread_create(&p->th[i - 1], NULL, worker, wa) : ENOMEM;
         if (wa) wa->p = p, wa->ith = i;
+        int rc = wa ? pthread_create(&p->th[i - 1], NULL, worker, wa) : ENOMEM;
         if (rc != 0) {
             free(wa);
             p->n = i; /* stop the ones already running */
