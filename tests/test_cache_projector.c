@@ -83,7 +83,7 @@ static void test_save_load(void **state) {
     (void)state;
     ac_projector *p = NULL, *q = NULL;
     assert_int_equal(ac_proj_new(IN, 32, 8, 11, &p), AC_OK);
-    p->trained_on = 0x1234567890ULL;
+    p->trained_on = 0xF234567890ABCDEFULL; /* above INT64_MAX */
     char path[] = "/tmp/ac_proj_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);

@@ -372,9 +372,14 @@ int ac_proj_load(const char *path, ac_projector **out) {
     }
     int64_t in = 0, hid = 0, od = 0, tr = 0;
     if ((rc = gguf_get_int(g, "projector.in_dim", &in, 1)) || (rc = gguf_get_int(g, "projector.hidden", &hid, 1)) ||
-        (rc = gguf_get_int(g, "projector.out_dim", &od, 1)) ||
-        (rc = gguf_get_int(g, "projector.trained_on", &tr, 0)))
+        (rc = gguf_get_int(g, "projector.out_dim", &od, 1)))
         goto fail;
+    const gguf_kv *trk = gguf_find(g, "projector.trained_on"); /* u64: beyond gguf_get_int's int64 */
+    if (trk && trk->type != GGUF_T_UINT64) {
+        rc = ac_err(AC_ERR_FORMAT, "key projector.trained_on: expected uint64");
+        goto fail;
+    }
+    if (trk) tr = (int64_t)trk->v.u64;
     if (in <= 0 || hid <= 0 || od <= 0 || in > (1 << 24) || hid > (1 << 16) || od > (1 << 16)) {
         rc = ac_err(AC_ERR_FORMAT, "projector dims out of range");
         goto fail;
