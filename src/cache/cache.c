@@ -55,6 +55,8 @@ struct ac_cache {
     int ss_cap;
     /* recording (ac_cache_add) */
     int recording, pending;
+    uint64_t *pend_keys;     /* [pending] keys written since the last commit (not yet findable) */
+    int pend_cap;
     double last_commit;      /* ac_now() of the last commit */
     /* scratch */
     float *x0;               /* [cap_x0][D] layer-0 states */
@@ -251,24 +253,37 @@ static int build_index(ac_cache *c, int save) {
     c->idx = NULL;
     if (n == 0) return AC_OK;
     float *keys = AC_MALLOC((size_t)n * kd * sizeof *keys), *tmp = AC_MALLOC((size_t)c->D * sizeof *tmp);
-    int rc = (!keys || !tmp) ? AC_ERR_NOMEM : AC_OK;
+    int64_t *ids = AC_MALLOC((size_t)n * sizeof *ids), nk = 0; /* [nk] entries indexed */
+    int rc = (!keys || !tmp || !ids) ? AC_ERR_NOMEM : AC_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         ac_store_entry e;
-        if ((rc = ac_store_get(c->st, i, &e))) break;
-        rc = make_key(c, c->key, e.feature, keys + (size_t)i * kd, tmp);
+        if ((rc = ac_store_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
+            ac_err_clear();
+            rc = AC_OK;
+            continue;
+        }
+        if (rc) break;
+        rc = make_key(c, c->key, e.feature, keys + (size_t)nk * kd, tmp);
+        ids[nk++] = i;
+    }
+    if (!rc && nk == 0) { /* every record damaged: nothing to look up */
+        free(keys);
+        free(tmp);
+        free(ids);
+        return AC_OK;
     }
     if (!rc) {
         int kind = c->p.index_kind;
-        if (kind == AC_INDEX_IVF_FLAT && n < 64) kind = AC_INDEX_FLAT; /* too few to train lists */
+        if (kind == AC_INDEX_IVF_FLAT && nk < 64) kind = AC_INDEX_FLAT; /* too few to train lists */
         ac_index_params ip = ac_index_default_params(kind, kd);
         ip.metric = c->key == AC_KEY_PROJECTOR ? AC_METRIC_L2 : AC_METRIC_COSINE;
         if (kind == AC_INDEX_IVF_FLAT) {
-            int nl = (int)sqrt((double)n);
+            int nl = (int)sqrt((double)nk);
             ip.nlist = nl < 4 ? 4 : nl;
         }
         rc = ac_index_create(&ip, &c->idx);
-        if (!rc && kind == AC_INDEX_IVF_FLAT) rc = ac_index_train(c->idx, keys, n);
-        if (!rc) rc = ac_index_add(c->idx, keys, NULL, n);
+        if (!rc && kind == AC_INDEX_IVF_FLAT) rc = ac_index_train(c->idx, keys, nk);
+        if (!rc) rc = ac_index_add(c->idx, keys, ids, nk);
     }
     if (!rc && save) {
         char name[64], path[PATH_MAX + 80];
@@ -291,6 +306,7 @@ static int build_index(ac_cache *c, int save) {
     }
     free(keys);
     free(tmp);
+    free(ids);
     if (rc == AC_ERR_NOMEM) ac_err(rc, "cache: out of memory building the index");
     return rc;
 }
@@ -313,7 +329,7 @@ static int open_index(ac_cache *c) {
     }
     uint64_t pfp = c->proj ? ac_proj_fingerprint(c->proj) : 0;
     if (mn == n && mfp == pfp && mkind == c->p.index_kind && ac_index_load(path, &c->idx) == AC_OK &&
-        ac_index_ntotal(c->idx) == n && ac_index_dim(c->idx) == key_dim(c, c->key))
+        ac_index_ntotal(c->idx) <= n && ac_index_dim(c->idx) == key_dim(c, c->key))
         return AC_OK;
     ac_index_free(c->idx);
     c->idx = NULL;
@@ -416,11 +432,13 @@ fail:
     return rc;
 }
 
+static ac_cache *attached_cache(const ac_ctx *ctx);
+
 int ac_cache_close(ac_cache *c) {
     if (!c) return AC_OK;
     int rc = AC_OK;
     if (c->st && c->pending) rc = ac_cache_commit(c);
-    if (c->ctx) ac_ctx_set_attn_hook(c->ctx, NULL);
+    if (attached_cache(c->ctx) == c) ac_ctx_set_attn_hook(c->ctx, NULL);
     ac_store_close(c->st);
     ac_index_free(c->idx);
     ac_proj_free(c->proj);
@@ -430,6 +448,7 @@ int ac_cache_close(ac_cache *c) {
     free(c->x0);
     free(c->feat);
     free(c->keyv);
+    free(c->pend_keys);
     free(c);
     return rc;
 }
@@ -573,13 +592,7 @@ static int hook_record(void *user, const ac_attn_site *site, const float *P) {
     return AC_OK;
 }
 
-int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
-    if (!ctx) return ac_err(AC_ERR_ARG, "ac_ctx_attach_cache: NULL context");
-    if (!c) {
-        ac_ctx_set_attn_hook(ctx, NULL);
-        return AC_OK;
-    }
-    if (ac_ctx_model(ctx) != c->m) return ac_err(AC_ERR_ARG, "cache and context belong to different models");
+static void install_hook(ac_ctx *ctx, ac_cache *c) {
     ac_attn_hook h;
     memset(&h, 0, sizeof h);
     h.user = c;
@@ -588,6 +601,26 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.want_record = hook_want_record;
     h.record = hook_record;
     ac_ctx_set_attn_hook(ctx, &h);
+}
+
+/* The cache whose hook ctx carries, or NULL. */
+static ac_cache *attached_cache(const ac_ctx *ctx) {
+    return ctx && ctx->has_hook && ctx->hook.reuse == hook_reuse ? ctx->hook.user : NULL;
+}
+
+int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
+    if (!ctx) return ac_err(AC_ERR_ARG, "ac_ctx_attach_cache: NULL context");
+    if (c && ac_ctx_model(ctx) != c->m) return ac_err(AC_ERR_ARG, "cache and context belong to different models");
+    /* the cache ctx carried forgets it (a detached context may be freed before
+     * that cache is closed); a cache moves from its previous context */
+    ac_cache *old = attached_cache(ctx);
+    if (old && old->ctx == ctx) old->ctx = NULL;
+    if (!c) {
+        ac_ctx_set_attn_hook(ctx, NULL);
+        return AC_OK;
+    }
+    if (c->ctx && c->ctx != ctx && attached_cache(c->ctx) == c) ac_ctx_set_attn_hook(c->ctx, NULL);
+    install_hook(ctx, c);
     c->ctx = ctx;
     return AC_OK;
 }
@@ -604,20 +637,36 @@ int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *ad
     if (rc == AC_OK) return AC_OK; /* already stored */
     if (rc != AC_ERR_RANGE) return rc;
     ac_err_clear();
+    for (int i = 0; i < c->pending; i++) /* written since the last commit: the store cannot find it yet */
+        if (c->pend_keys[i] == key) return AC_OK;
+    if (c->pending == c->pend_cap) {
+        int nc = c->pend_cap ? 2 * c->pend_cap : 64;
+        uint64_t *nk = realloc(c->pend_keys, (size_t)nc * sizeof *nk);
+        if (!nk) return ac_err(AC_ERR_NOMEM, "cache: out of memory");
+        c->pend_keys = nk;
+        c->pend_cap = nc;
+    }
     if ((rc = features_of(c, tokens, n, c->feat))) return rc;
     if ((rc = ac_store_begin(c->st, key, n, &c->codec, c->feat))) return rc;
-    ac_cache *prev = c->ctx == ctx ? c : NULL;
-    if ((rc = ac_ctx_attach_cache(ctx, c))) goto fail;
+    /* record through ctx; afterwards ctx gets its own hook back (none, this
+     * cache's or another cache's) and this cache stays attached where it was */
+    const ac_attn_hook prev_hook = ctx->hook;
+    const int prev_has = ctx->has_hook;
+    if (ac_ctx_model(ctx) != c->m) {
+        rc = ac_err(AC_ERR_ARG, "cache and context belong to different models");
+        goto fail;
+    }
+    install_hook(ctx, c);
     c->recording = 1;
     ac_seq s = {tokens, n};
     ac_outputs o;
     memset(&o, 0, sizeof o);
     rc = ac_forward(ctx, &s, 1, &o);
     c->recording = 0;
-    if (!prev) ac_ctx_attach_cache(ctx, NULL), c->ctx = NULL;
+    ac_ctx_set_attn_hook(ctx, prev_has ? &prev_hook : NULL);
     if (rc) goto fail;
     if ((rc = ac_store_end(c->st))) goto fail;
-    c->pending++;
+    c->pend_keys[c->pending++] = key;
     if (added) *added = 1;
     /* commit after commit_every entries, but not more than once a second
      * (each commit is two fsyncs), and always once 4096 are pending */

@@ -1,0 +1,1037 @@
+/* test_cache_reuse.c — the attention cache as integrated into the engine
+ * (src/cache/cache.c on the forward hook), on tiny synthetic models of both
+ * kinds: a causal llama-arch decoder and a bidirectional bert-arch encoder.
+ * The store, codecs, index and projector have their own unit tests; this file
+ * tests what ties them together:
+ *   exactness of served layers (f32 maps: equal to the exact forward; q8: a
+ *   small nonzero error), the layer policy, misses staying bitwise exact,
+ *   length rules (causal prefix served by a longer entry; bidirectional longer
+ *   entries only with allow_longer; shorter entries never), batches mixing
+ *   hits and misses, bad inputs (another model's database or projector, a
+ *   missing directory, damaged and truncated databases, writes to a read-only
+ *   cache), and projector training end to end. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "attncache.h"
+#include "cache/store.h"
+#include "ref_forward.h"
+#include "util/common.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+
+static void write_file(const char *path, const void *buf, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int file_exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void copy_file(const char *from, const char *to) {
+    FILE *f = fopen(from, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc((size_t)n);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    write_file(to, b, (size_t)n);
+    free(b);
+}
+
+/* max |a - b| / max |b| */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= num)) num = d; /* NaN propagates */
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+
+static int all_finite(const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return 0;
+    return 1;
+}
+
+/* ---- fixture: one synthetic model on disk, an exact and a cache context ----------------------------- */
+
+typedef struct fx {
+    int arch, causal;
+    char root[64];      /* mkdtemp directory holding the model and the caches */
+    char model_path[128];
+    ac_model *m;
+    ac_ctx *exact;      /* never has a cache attached (except inside ac_cache_add) */
+    ac_ctx *cctx;       /* the context caches are attached to for lookups */
+    int D, NL, V;
+} fx;
+
+static ac_model *load_model_spec(const ref_spec *s, const char *path) {
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    assert_int_equal(ref_build(s, &buf, &size), AC_OK);
+    write_file(path, buf, size);
+    free(buf);
+    ac_model *m = NULL;
+    int rc = ac_model_load(path, NULL, &m);
+    if (rc) fprintf(stderr, "load %s: %s\n", path, ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    return m;
+}
+
+static ac_ctx *mkctx(const ac_model *m) {
+    ac_ctx_params p = ac_ctx_default_params();
+    p.n_threads = 2;
+    ac_ctx *c = NULL;
+    int rc = ac_ctx_new(m, &p, &c);
+    if (rc) fprintf(stderr, "ctx: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    return c;
+}
+
+static void fx_open(fx *f, int arch) {
+    memset(f, 0, sizeof *f);
+    f->arch = arch;
+    strcpy(f->root, "/tmp/ac_cache_reuse_XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(f->model_path, sizeof f->model_path, "%s/model.gguf", f->root);
+    ref_spec s = ref_spec_default(arch);
+    f->m = load_model_spec(&s, f->model_path);
+    ac_model_info in;
+    assert_int_equal(ac_model_get_info(f->m, &in), AC_OK);
+    f->causal = in.causal;
+    f->D = in.n_embd;
+    f->NL = in.n_layer;
+    f->V = in.n_vocab;
+    assert_int_equal(f->causal, arch != AC_ARCH_BERT);
+    f->exact = mkctx(f->m);
+    f->cctx = mkctx(f->m);
+}
+
+static void fx_close(fx *f) {
+    ac_ctx_free(f->cctx);
+    ac_ctx_free(f->exact);
+    ac_model_free(f->m);
+    rm_rf(f->root);
+}
+
+static void cache_dir(const fx *f, const char *name, char *buf, size_t cap) { snprintf(buf, cap, "%s/%s", f->root, name); }
+
+/* codec name for this model: "-causal" appended for decoders */
+static const char *codec_for(const fx *f, const char *base, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s%s", base, f->causal ? "-causal" : "");
+    return buf;
+}
+
+static ac_cache *open_cache(const fx *f, const char *dir, const ac_cache_params *p) {
+    ac_cache *c = NULL;
+    int rc = ac_cache_open(f->m, dir, p, &c);
+    if (rc) fprintf(stderr, "ac_cache_open(%s): %s\n", dir, ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    assert_non_null(c);
+    return c;
+}
+
+/* Build a cache at dir with the given codec from n sequences (added through
+ * the exact context), commit, reindex, close. */
+static void build_cache(fx *f, const char *dir, const char *codec, const ac_seq *seqs, int n) {
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = 1;
+    p.create = 1;
+    p.codec = codec;
+    ac_cache *c = open_cache(f, dir, &p);
+    for (int i = 0; i < n; i++) {
+        int added = -1;
+        int rc = ac_cache_add(c, f->exact, seqs[i].tokens, seqs[i].n_tokens, &added);
+        if (rc) fprintf(stderr, "ac_cache_add: %s\n", ac_last_error());
+        assert_int_equal(rc, AC_OK);
+        assert_int_equal(added, 1);
+    }
+    /* the same tokens again: already stored */
+    int added = -1;
+    int rc = ac_cache_add(c, f->exact, seqs[0].tokens, seqs[0].n_tokens, &added);
+    if (rc) fprintf(stderr, "ac_cache_add again: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    assert_int_equal(added, 0);
+    assert_int_equal(ac_cache_commit(c), AC_OK);
+    assert_int_equal(ac_cache_reindex(c), AC_OK);
+    ac_cache_stats st;
+    assert_int_equal(ac_cache_get_stats(c, &st), AC_OK);
+    assert_int_equal(st.entries, n);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+}
+
+/* A reader of dir attached to f->cctx. */
+static ac_cache *open_reader(fx *f, const char *dir, float threshold, const char *layers, int allow_longer) {
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = threshold;
+    if (layers) p.layers = layers;
+    p.allow_longer = allow_longer;
+    ac_cache *c = open_cache(f, dir, &p);
+    assert_int_equal(ac_ctx_attach_cache(f->cctx, c), AC_OK);
+    return c;
+}
+
+static void close_reader(fx *f, ac_cache *c) {
+    assert_int_equal(ac_ctx_attach_cache(f->cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+}
+
+/* Outputs of one forward call: hidden [T][D], pooled [n][D], logits [n][V] (decoders). */
+typedef struct outs {
+    float *hidden, *pooled, *logits;
+    int T, n;
+} outs;
+
+static void outs_free(outs *o) {
+    free(o->hidden);
+    free(o->pooled);
+    free(o->logits);
+    memset(o, 0, sizeof *o);
+}
+
+static outs run(fx *f, ac_ctx *ctx, const ac_seq *seqs, int n) {
+    outs o = {0};
+    o.n = n;
+    for (int i = 0; i < n; i++) o.T += seqs[i].n_tokens;
+    o.hidden = malloc((size_t)o.T * f->D * sizeof(float));
+    o.pooled = malloc((size_t)n * f->D * sizeof(float));
+    o.logits = f->causal ? malloc((size_t)n * f->V * sizeof(float)) : NULL;
+    ac_outputs out = {o.hidden, o.pooled, o.logits, NULL, AC_POOL_MEAN, 0};
+    int rc = ac_forward(ctx, seqs, n, &out);
+    if (rc) fprintf(stderr, "ac_forward: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    return o;
+}
+
+/* worst relative error over hidden, pooled and logits */
+static double outs_err(const fx *f, const outs *a, const outs *b) {
+    assert_int_equal(a->T, b->T);
+    double e = rel_err(a->hidden, b->hidden, (size_t)a->T * f->D);
+    e = fmax(e, rel_err(a->pooled, b->pooled, (size_t)a->n * f->D));
+    if (a->logits) e = fmax(e, rel_err(a->logits, b->logits, (size_t)a->n * f->V));
+    return e;
+}
+
+static int outs_bitwise(const fx *f, const outs *a, const outs *b) {
+    if (a->T != b->T) return 0;
+    if (memcmp(a->hidden, b->hidden, (size_t)a->T * f->D * sizeof(float))) return 0;
+    if (memcmp(a->pooled, b->pooled, (size_t)a->n * f->D * sizeof(float))) return 0;
+    if (a->logits && memcmp(a->logits, b->logits, (size_t)a->n * f->V * sizeof(float))) return 0;
+    return 1;
+}
+
+static ac_cache_stats stats_of(const ac_cache *c) {
+    ac_cache_stats s;
+    assert_int_equal(ac_cache_get_stats(c, &s), AC_OK);
+    return s;
+}
+
+/* Random sequences of the given lengths (ids in one buffer, caller frees *ids). */
+static void make_seqs(const fx *f, const int *lens, int n, uint64_t seed, ac_seq *seqs, int32_t **ids) {
+    int T = 0;
+    for (int i = 0; i < n; i++) T += lens[i];
+    *ids = malloc((size_t)T * sizeof **ids);
+    ref_random_tokens(&seed, *ids, T, f->V);
+    for (int i = 0, o = 0; i < n; o += lens[i], i++) {
+        seqs[i].tokens = *ids + o;
+        seqs[i].n_tokens = lens[i];
+    }
+}
+
+/* Query one sequence through the cache context (stats reset first) and
+ * compare it with the exact forward. Returns the relative error; *st the stats. */
+static double query_one(fx *f, ac_cache *c, const ac_seq *s, ac_cache_stats *st, int *bitwise) {
+    ac_cache_reset_stats(c);
+    outs e = run(f, f->exact, s, 1), q = run(f, f->cctx, s, 1);
+    *st = stats_of(c);
+    double err = outs_err(f, &q, &e);
+    if (bitwise) *bitwise = outs_bitwise(f, &q, &e);
+    assert_true(all_finite(q.hidden, (size_t)q.T * f->D));
+    outs_free(&e);
+    outs_free(&q);
+    return err;
+}
+
+#define TINY 1e-5f /* threshold that admits an identical sequence (key distance 0 up to rounding) only */
+
+/* ---- 1. exactness ------------------------------------------------------------------------------------ */
+
+static void exactness(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {9, 17, 24, 31};
+    ac_seq seqs[4];
+    int32_t *ids;
+    make_seqs(&f, lens, 4, 11, seqs, &ids);
+    char dir[160], codec[32];
+
+    /* f32 maps: served layers give the exact result */
+    cache_dir(&f, "f32", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "f32", codec, sizeof codec), seqs, 4);
+    ac_cache *c = open_reader(&f, dir, TINY, NULL, 0);
+    ac_cache_stats st;
+    assert_int_equal(stats_of(c).entries, 4);
+    for (int i = 0; i < 4; i++) {
+        int bw;
+        double err = query_one(&f, c, &seqs[i], &st, &bw);
+        if (!(err <= 1e-5)) fprintf(stderr, "f32 seq %d (L=%d): rel err %.3g\n", i, lens[i], err);
+        assert_true(err <= 1e-5);
+        assert_int_equal(st.queries, 1);
+        assert_int_equal(st.hits, 1);
+        assert_int_equal(st.layers_served, f.NL);
+        assert_true(st.bytes_read > 0);
+        assert_true(st.sum_distance_hit <= TINY);
+    }
+    close_reader(&f, c);
+
+    /* q8 maps: a small, nonzero error */
+    cache_dir(&f, "q8", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "q8", codec, sizeof codec), seqs, 4);
+    c = open_reader(&f, dir, TINY, NULL, 0);
+    double worst = 0;
+    for (int i = 0; i < 4; i++) {
+        int bw;
+        double err = query_one(&f, c, &seqs[i], &st, &bw);
+        assert_int_equal(st.hits, 1);
+        assert_int_equal(st.layers_served, f.NL);
+        assert_false(bw);
+        assert_true(err > 0);
+        worst = fmax(worst, err);
+    }
+    fprintf(stderr, "%s: q8 maps, worst relative error %.3g\n", arch == AC_ARCH_BERT ? "bert" : "llama", worst);
+    assert_true(worst <= 2e-2);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_exactness_llama(void **st) { (void)st, exactness(AC_ARCH_LLAMA); }
+static void test_exactness_bert(void **st) { (void)st, exactness(AC_ARCH_BERT); }
+
+/* ---- 2. layer policy ------------------------------------------------------------------------------------- */
+
+static void layer_policy(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    assert_true(f.NL >= 2);
+    const int lens[] = {12, 20};
+    ac_seq seqs[2];
+    int32_t *ids;
+    make_seqs(&f, lens, 2, 21, seqs, &ids);
+    char dir[160], codec[32];
+    cache_dir(&f, "c", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "f32", codec, sizeof codec), seqs, 2);
+    ac_cache *c = open_reader(&f, dir, TINY, NULL, 0);
+    uint8_t *mask = calloc((size_t)f.NL, 1), *got = calloc((size_t)f.NL, 1);
+    ac_cache_stats st;
+    int bw;
+
+    /* default "all" */
+    assert_int_equal(ac_cache_get_layers(c, got), AC_OK);
+    for (int l = 0; l < f.NL; l++) assert_int_equal(got[l], 1);
+
+    /* some layers: only those are served, still exact (f32) */
+    for (int l = 0; l < f.NL; l++) mask[l] = l % 2 == 1;
+    int want = f.NL / 2;
+    assert_int_equal(ac_cache_set_layers(c, mask), AC_OK);
+    assert_int_equal(ac_cache_get_layers(c, got), AC_OK);
+    assert_memory_equal(got, mask, (size_t)f.NL);
+    double err = query_one(&f, c, &seqs[1], &st, &bw);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.layers_served, want);
+    assert_true(err <= 1e-5);
+
+    /* the policy file round trip: save, reopen with layers = "policy" */
+    assert_int_equal(ac_cache_save_policy(c), AC_OK);
+    close_reader(&f, c);
+    c = open_reader(&f, dir, TINY, "policy", 0);
+    assert_int_equal(ac_cache_get_layers(c, got), AC_OK);
+    assert_memory_equal(got, mask, (size_t)f.NL);
+    err = query_one(&f, c, &seqs[0], &st, &bw);
+    assert_int_equal(st.layers_served, want);
+    assert_true(err <= 1e-5);
+    close_reader(&f, c);
+
+    /* a list on open */
+    c = open_reader(&f, dir, TINY, "0", 0);
+    err = query_one(&f, c, &seqs[0], &st, &bw);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.layers_served, 1);
+    assert_true(err <= 1e-5);
+
+    /* none: a hit serves nothing, the output is the exact one bit for bit */
+    memset(mask, 0, (size_t)f.NL);
+    assert_int_equal(ac_cache_set_layers(c, mask), AC_OK);
+    err = query_one(&f, c, &seqs[0], &st, &bw);
+    assert_int_equal(st.layers_served, 0);
+    assert_true(bw);
+    close_reader(&f, c);
+    c = open_reader(&f, dir, TINY, "none", 0);
+    err = query_one(&f, c, &seqs[1], &st, &bw);
+    assert_int_equal(st.layers_served, 0);
+    assert_true(bw);
+    close_reader(&f, c);
+
+    /* bad layer lists are refused */
+    ac_cache_params p = ac_cache_default_params();
+    ac_cache *bad = NULL;
+    const char *specs[] = {"7", "x", "0-", "1-0", "0,,1"};
+    char big[16];
+    snprintf(big, sizeof big, "%d", f.NL);
+    specs[0] = big;
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        p.layers = specs[i];
+        assert_int_equal(ac_cache_open(f.m, dir, &p, &bad), AC_ERR_ARG);
+        assert_null(bad);
+    }
+    free(mask);
+    free(got);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_layers_llama(void **st) { (void)st, layer_policy(AC_ARCH_LLAMA); }
+static void test_layers_bert(void **st) { (void)st, layer_policy(AC_ARCH_BERT); }
+
+/* ---- 3. misses ------------------------------------------------------------------------------------------------ */
+
+static void misses(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {14, 22, 14, 22};
+    ac_seq seqs[4];
+    int32_t *ids;
+    make_seqs(&f, lens, 4, 31, seqs, &ids); /* 0, 1 stored; 2, 3 new (same lengths) */
+    char dir[160], codec[32];
+    cache_dir(&f, "c", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "f32", codec, sizeof codec), seqs, 2);
+    ac_cache_stats st;
+    int bw;
+
+    /* threshold < 0: never a hit, not even looked up; bitwise exact */
+    ac_cache *c = open_reader(&f, dir, -1.0f, NULL, 0);
+    for (int i = 0; i < 4; i++) {
+        query_one(&f, c, &seqs[i], &st, &bw);
+        assert_int_equal(st.hits, 0);
+        assert_int_equal(st.layers_served, 0);
+        assert_true(bw);
+    }
+    /* set_threshold turns lookups on */
+    assert_int_equal(ac_cache_set_threshold(c, TINY), AC_OK);
+    query_one(&f, c, &seqs[0], &st, &bw);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(ac_cache_set_threshold(c, NAN), AC_ERR_ARG);
+    close_reader(&f, c);
+
+    /* different sequences of the stored lengths: looked up, missed, bitwise exact */
+    c = open_reader(&f, dir, TINY, NULL, 0);
+    for (int i = 2; i < 4; i++) {
+        query_one(&f, c, &seqs[i], &st, &bw);
+        assert_int_equal(st.queries, 1);
+        assert_int_equal(st.hits, 0);
+        assert_int_equal(st.layers_served, 0);
+        assert_true(bw);
+    }
+    close_reader(&f, c);
+
+    /* an empty cache: every lookup misses */
+    cache_dir(&f, "empty", dir, sizeof dir);
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = p.create = 1;
+    ac_cache *w = open_cache(&f, dir, &p);
+    assert_int_equal(stats_of(w).entries, 0);
+    assert_int_equal(ac_cache_close(w), AC_OK);
+    c = open_reader(&f, dir, 2.0f, NULL, 1);
+    query_one(&f, c, &seqs[0], &st, &bw);
+    assert_int_equal(st.hits, 0);
+    assert_true(bw);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_misses_llama(void **st) { (void)st, misses(AC_ARCH_LLAMA); }
+static void test_misses_bert(void **st) { (void)st, misses(AC_ARCH_BERT); }
+
+/* ---- 4. length rules ---------------------------------------------------------------------------------------------- */
+
+/* Causal: a prefix of a stored longer entry is served from its top-left block,
+ * which is the prefix's own map: exact. */
+static void test_lengths_causal(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, AC_ARCH_LLAMA);
+    const int lens[] = {40, 10, 12};
+    ac_seq seqs[3];
+    int32_t *ids;
+    make_seqs(&f, lens, 3, 41, seqs, &ids);
+    char dir[160];
+    cache_dir(&f, "c", dir, sizeof dir);
+    build_cache(&f, dir, "f32-causal", seqs, 3);
+    ac_cache *c = open_reader(&f, dir, 2.0f, NULL, 0); /* cosine distance <= 2: any entry that fits */
+    ac_cache_stats st;
+    int bw;
+    const int plens[] = {25, 13, 39};
+    for (int k = 0; k < 3; k++) {
+        ac_seq prefix = {seqs[0].tokens, plens[k]}; /* longer than the short entries: only the 40 fits */
+        double err = query_one(&f, c, &prefix, &st, &bw);
+        if (!(err <= 1e-5)) fprintf(stderr, "prefix L=%d of the 40-token entry: rel err %.3g\n", plens[k], err);
+        assert_int_equal(st.hits, 1);
+        assert_int_equal(st.layers_served, f.NL);
+        assert_true(err <= 1e-5);
+    }
+    /* longer than every entry: nothing may serve it */
+    int32_t *longer = malloc(50 * sizeof *longer);
+    memcpy(longer, seqs[0].tokens, 40 * sizeof *longer);
+    for (int i = 40; i < 50; i++) longer[i] = (int32_t)(i % f.V);
+    ac_seq q = {longer, 50};
+    query_one(&f, c, &q, &st, &bw);
+    assert_int_equal(st.hits, 0);
+    assert_true(bw);
+    free(longer);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+/* Bidirectional: a longer entry serves only with allow_longer; a shorter one never. */
+static void test_lengths_bidirectional(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    const int lens[] = {40, 10, 25};
+    ac_seq seqs[3];
+    int32_t *ids;
+    make_seqs(&f, lens, 3, 51, seqs, &ids);
+    char dlong[160], dshort[160];
+    cache_dir(&f, "long", dlong, sizeof dlong);
+    cache_dir(&f, "short", dshort, sizeof dshort);
+    build_cache(&f, dlong, "f32", &seqs[0], 1);  /* one entry of 40 tokens */
+    build_cache(&f, dshort, "f32", &seqs[1], 1); /* one entry of 10 tokens */
+    ac_cache_stats st;
+    int bw;
+    ac_seq prefix = {seqs[0].tokens, 25}, other = seqs[2];
+
+    /* causal-only codecs are refused for a bidirectional model */
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = p.create = 1;
+    p.codec = "f32-causal";
+    ac_cache *bad = NULL;
+    assert_int_equal(ac_cache_open(f.m, dlong, &p, &bad), AC_ERR_ARG);
+    assert_null(bad);
+
+    /* default: the longer entry does not serve (the bidirectional block is not the query's map) */
+    ac_cache *c = open_reader(&f, dlong, 2.0f, NULL, 0);
+    for (int k = 0; k < 2; k++) {
+        query_one(&f, c, k ? &other : &prefix, &st, &bw);
+        assert_int_equal(st.queries, 1);
+        assert_int_equal(st.hits, 0);
+        assert_true(bw);
+    }
+    close_reader(&f, c);
+
+    /* allow_longer: served through the renormalised top-left block */
+    c = open_reader(&f, dlong, 2.0f, NULL, 1);
+    for (int k = 0; k < 2; k++) {
+        double err = query_one(&f, c, k ? &other : &prefix, &st, &bw);
+        assert_int_equal(st.hits, 1);
+        assert_int_equal(st.layers_served, f.NL);
+        assert_true(isfinite(err));
+        assert_false(bw);
+    }
+    close_reader(&f, c);
+
+    /* a shorter entry never serves, allow_longer or not */
+    for (int al = 0; al < 2; al++) {
+        c = open_reader(&f, dshort, 2.0f, NULL, al);
+        query_one(&f, c, &other, &st, &bw);
+        assert_int_equal(st.queries, 1);
+        assert_int_equal(st.hits, 0);
+        assert_true(bw);
+        close_reader(&f, c);
+    }
+    free(ids);
+    fx_close(&f);
+}
+
+/* ---- 5. batches mixing hits and misses --------------------------------------------------------------------------- */
+
+static void mixed_batch(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {18, 27, 23};
+    ac_seq seqs[3];
+    int32_t *ids;
+    make_seqs(&f, lens, 3, 61, seqs, &ids); /* 0, 1 stored, 2 new */
+    char dir[160], codec[32];
+    cache_dir(&f, "c", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "f32", codec, sizeof codec), seqs, 2);
+    ac_cache *c = open_reader(&f, dir, TINY, NULL, 0);
+    ac_seq batch[4] = {seqs[0], seqs[2], seqs[1], seqs[0]};
+    ac_cache_reset_stats(c);
+    outs b = run(&f, f.cctx, batch, 4);
+    ac_cache_stats st = stats_of(c);
+    assert_int_equal(st.queries, 4);
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.layers_served, 3 * f.NL);
+    outs be = run(&f, f.exact, batch, 4);
+    assert_true(outs_err(&f, &b, &be) <= 1e-5);
+    /* each sequence: the batch rows equal the one-at-a-time cached result and the exact one */
+    for (int i = 0, off = 0; i < 4; off += batch[i].n_tokens, i++) {
+        outs one = run(&f, f.cctx, &batch[i], 1), ex = run(&f, f.exact, &batch[i], 1);
+        const size_t n = (size_t)batch[i].n_tokens * f.D;
+        double e1 = rel_err(b.hidden + (size_t)off * f.D, one.hidden, n);
+        double e2 = rel_err(b.hidden + (size_t)off * f.D, ex.hidden, n);
+        double e3 = rel_err(b.pooled + (size_t)i * f.D, one.pooled, (size_t)f.D);
+        double e4 = f.causal ? rel_err(b.logits + (size_t)i * f.V, one.logits, (size_t)f.V) : 0;
+        if (!(fmax(fmax(e1, e2), fmax(e3, e4)) <= 1e-5))
+            fprintf(stderr, "batch seq %d: vs one-at-a-time %.3g (pooled %.3g logits %.3g), vs exact %.3g\n", i, e1, e3,
+                    e4, e2);
+        assert_true(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5 && e4 <= 1e-5);
+        outs_free(&one);
+        outs_free(&ex);
+    }
+    outs_free(&b);
+    outs_free(&be);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_batch_llama(void **st) { (void)st, mixed_batch(AC_ARCH_LLAMA); }
+static void test_batch_bert(void **st) { (void)st, mixed_batch(AC_ARCH_BERT); }
+
+/* ---- 6. bad inputs -------------------------------------------------------------------------------------------------- */
+
+/* file offset of the middle of entry i's maps (store.h: reader handle, any model) */
+static uint64_t map_offset(const char *db, int64_t i, size_t *span) {
+    ac_store *s = NULL;
+    assert_int_equal(ac_store_open(db, NULL, AC_STORE_READ, &s), AC_OK);
+    ac_store_params sp;
+    ac_store_get_params(s, &sp);
+    ac_store_entry e;
+    assert_int_equal(ac_store_get(s, i, &e), AC_OK);
+    /* maps follow the 64-byte record header and the 64-byte-padded feature */
+    const uint64_t feat = ((uint64_t)sp.feat_dim * 4 + 63) / 64 * 64;
+    assert_ptr_equal((const uint8_t *)e.feature + feat, e.maps);
+    const uint64_t off = e.offset + 64 + feat;
+    *span = e.map_bytes * (size_t)sp.n_layer * sp.n_head;
+    ac_store_close(s);
+    return off;
+}
+
+static void flip_bytes(const char *path, uint64_t off, int n) {
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    for (int k = 0; k < n; k++) {
+        uint8_t b;
+        assert_int_equal(pread(fd, &b, 1, (off_t)(off + k)), 1);
+        b ^= 0x5a;
+        assert_int_equal(pwrite(fd, &b, 1, (off_t)(off + k)), 1);
+    }
+    close(fd);
+}
+
+static void bad_inputs(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {11, 19, 26, 15};
+    ac_seq seqs[4];
+    int32_t *ids;
+    make_seqs(&f, lens, 4, 71, seqs, &ids);
+    char dir[160], codec[32], db[200];
+    cache_dir(&f, "c", dir, sizeof dir);
+    codec_for(&f, "f32", codec, sizeof codec);
+    build_cache(&f, dir, codec, seqs, 3);
+    snprintf(db, sizeof db, "%s/maps.acdb", dir);
+    ac_cache_params p = ac_cache_default_params();
+    ac_cache *c = NULL;
+    ac_cache_stats st;
+    int bw;
+
+    /* another model (other weights, same shape) */
+    {
+        ref_spec s2 = ref_spec_default(arch);
+        s2.seed = 999;
+        char path2[160];
+        snprintf(path2, sizeof path2, "%s/other.gguf", f.root);
+        ac_model *m2 = load_model_spec(&s2, path2);
+        for (int wr = 0; wr < 2; wr++) {
+            p = ac_cache_default_params();
+            p.writable = wr;
+            int rc = ac_cache_open(m2, dir, &p, &c);
+            fprintf(stderr, "other model (%s): %s\n", wr ? "writer" : "reader", ac_last_error());
+            assert_int_equal(rc, AC_ERR_CACHE);
+            assert_null(c);
+            assert_non_null(strstr(ac_last_error(), "fingerprint"));
+            assert_non_null(strstr(ac_last_error(), "model"));
+            assert_non_null(strstr(ac_last_error(), dir));
+        }
+        /* a context of another model cannot take this model's cache */
+        ac_ctx *c2 = mkctx(m2);
+        c = open_reader(&f, dir, TINY, NULL, 0);
+        assert_int_equal(ac_ctx_attach_cache(c2, c), AC_ERR_ARG);
+        close_reader(&f, c);
+        ac_ctx_free(c2);
+        ac_model_free(m2);
+    }
+    /* a missing directory: clear errors, nothing created */
+    {
+        char missing[200];
+        snprintf(missing, sizeof missing, "%s/no/such/dir", f.root);
+        p = ac_cache_default_params();
+        assert_int_equal(ac_cache_open(f.m, missing, &p, &c), AC_ERR_CACHE);
+        fprintf(stderr, "missing dir: %s\n", ac_last_error());
+        assert_non_null(strstr(ac_last_error(), missing));
+        assert_null(c);
+        p.writable = 1; /* a writer without create */
+        assert_true(ac_cache_open(f.m, missing, &p, &c) < 0);
+        assert_non_null(strstr(ac_last_error(), missing));
+        p.create = 1; /* create makes one level only */
+        assert_int_equal(ac_cache_open(f.m, missing, &p, &c), AC_ERR_IO);
+        assert_null(c);
+        assert_false(file_exists(missing));
+        /* a directory without a database, opened read-only */
+        char emptyd[200];
+        snprintf(emptyd, sizeof emptyd, "%s/emptydir", f.root);
+        assert_int_equal(mkdir(emptyd, 0755), 0);
+        p = ac_cache_default_params();
+        assert_true(ac_cache_open(f.m, emptyd, &p, &c) < 0);
+        assert_null(c);
+        assert_non_null(strstr(ac_last_error(), emptyd));
+        /* NULL arguments */
+        assert_int_equal(ac_cache_open(NULL, dir, &p, &c), AC_ERR_ARG);
+        assert_int_equal(ac_cache_open(f.m, NULL, &p, &c), AC_ERR_ARG);
+        assert_int_equal(ac_cache_close(NULL), AC_OK);
+    }
+    /* writes to a read-only cache */
+    {
+        p = ac_cache_default_params();
+        c = open_cache(&f, dir, &p);
+        int added = -1;
+        assert_int_equal(ac_cache_add(c, f.exact, seqs[3].tokens, seqs[3].n_tokens, &added), AC_ERR_CACHE);
+        assert_non_null(strstr(ac_last_error(), "read-only"));
+        assert_int_equal(ac_cache_train_projector(c, NULL, NULL), AC_ERR_CACHE);
+        assert_int_equal(stats_of(c).entries, 3);
+        int64_t nbad = -1;
+        assert_int_equal(ac_cache_verify(c, NULL, &nbad), AC_OK);
+        assert_int_equal(nbad, 0);
+        assert_int_equal(ac_cache_close(c), AC_OK);
+        /* the exact context kept no hook: still exact after the refused add */
+        outs a = run(&f, f.exact, &seqs[3], 1);
+        outs_free(&a);
+    }
+    /* a damaged record payload: that entry is skipped (the query stays exact), the others serve */
+    {
+        size_t span;
+        uint64_t off = map_offset(db, 1, &span);
+        flip_bytes(db, off + span / 2, 8);
+        int64_t nbad = -1;
+        FILE *rep = tmpfile();
+        assert_int_equal(ac_db_verify(dir, rep, &nbad), AC_ERR_CACHE);
+        assert_int_equal(nbad, 1);
+        fclose(rep);
+        for (int key = AC_KEY_MEAN; key <= AC_KEY_RANDOM; key++) { /* saved index, and one rebuilt at open */
+            p = ac_cache_default_params();
+            p.threshold = key == AC_KEY_MEAN ? TINY : 1e-4f;
+            p.key = key;
+            int rc = ac_cache_open(f.m, dir, &p, &c);
+            if (rc) fprintf(stderr, "open damaged (key %d): %s\n", key, ac_last_error());
+            assert_int_equal(rc, AC_OK);
+            assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+            query_one(&f, c, &seqs[1], &st, &bw);
+            assert_int_equal(st.queries, 1);
+            assert_int_equal(st.hits, 0);
+            assert_true(bw);
+            for (int i = 0; i < 3; i += 2) {
+                double err = query_one(&f, c, &seqs[i], &st, &bw);
+                assert_int_equal(st.hits, 1);
+                assert_true(err <= 1e-5);
+            }
+            nbad = -1;
+            assert_int_equal(ac_cache_verify(c, NULL, &nbad), AC_ERR_CACHE);
+            assert_int_equal(nbad, 1);
+            close_reader(&f, c);
+        }
+    }
+    /* a truncated database: opens read-only with the intact entries; a writer is refused */
+    {
+        char dir2[160], db2[200];
+        cache_dir(&f, "trunc", dir2, sizeof dir2);
+        build_cache(&f, dir2, codec, seqs, 3);
+        snprintf(db2, sizeof db2, "%s/maps.acdb", dir2);
+        size_t span;
+        uint64_t off = map_offset(db2, 2, &span);
+        assert_int_equal(truncate(db2, (off_t)(off + span / 3)), 0);
+        p = ac_cache_default_params();
+        p.threshold = TINY;
+        c = open_cache(&f, dir2, &p);
+        assert_int_equal(stats_of(c).entries, 2);
+        assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+        for (int i = 0; i < 3; i++) {
+            double err = query_one(&f, c, &seqs[i], &st, &bw);
+            assert_int_equal(st.hits, i < 2);
+            if (i < 2) assert_true(err <= 1e-5);
+            else assert_true(bw);
+        }
+        close_reader(&f, c);
+        p.writable = 1;
+        assert_int_equal(ac_cache_open(f.m, dir2, &p, &c), AC_ERR_CACHE);
+        fprintf(stderr, "truncated, writer: %s\n", ac_last_error());
+        assert_null(c);
+        /* a file that is not a database at all */
+        write_file(db2, "not a database", 14);
+        p.writable = 0;
+        assert_true(ac_cache_open(f.m, dir2, &p, &c) < 0);
+        assert_null(c);
+    }
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_bad_inputs_llama(void **st) { (void)st, bad_inputs(AC_ARCH_LLAMA); }
+static void test_bad_inputs_bert(void **st) { (void)st, bad_inputs(AC_ARCH_BERT); }
+
+/* ---- a writer cache attached to its own context ------------------------------------------------------------------------ */
+
+/* The writer adds through the context it is attached to for lookups: new
+ * entries become hits after reindexing; another context's hook is left alone. */
+static void test_writer_attached(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, AC_ARCH_LLAMA);
+    const int lens[] = {16, 21};
+    ac_seq seqs[2];
+    int32_t *ids;
+    make_seqs(&f, lens, 2, 81, seqs, &ids);
+    char dir[160];
+    cache_dir(&f, "c", dir, sizeof dir);
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = p.create = 1;
+    p.codec = "f32-causal";
+    p.threshold = TINY;
+    ac_cache *c = open_cache(&f, dir, &p);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    ac_cache_stats st;
+    int bw, added;
+    query_one(&f, c, &seqs[0], &st, &bw); /* empty: miss */
+    assert_int_equal(st.hits, 0);
+    assert_true(bw);
+    assert_int_equal(ac_cache_add(c, f.cctx, seqs[0].tokens, seqs[0].n_tokens, &added), AC_OK);
+    assert_int_equal(added, 1);
+    assert_int_equal(ac_cache_commit(c), AC_OK);
+    assert_int_equal(ac_cache_reindex(c), AC_OK);
+    double err = query_one(&f, c, &seqs[0], &st, &bw); /* still attached after the add */
+    assert_int_equal(st.hits, 1);
+    assert_true(err <= 1e-5);
+    /* adding through another context keeps the attachment of this one */
+    assert_int_equal(ac_cache_add(c, f.exact, seqs[1].tokens, seqs[1].n_tokens, &added), AC_OK);
+    assert_int_equal(added, 1);
+    assert_int_equal(ac_cache_commit(c), AC_OK);
+    assert_int_equal(ac_cache_reindex(c), AC_OK);
+    for (int i = 0; i < 2; i++) {
+        err = query_one(&f, c, &seqs[i], &st, &bw);
+        assert_int_equal(st.hits, 1);
+        assert_true(err <= 1e-5);
+    }
+    /* one context per cache: attaching it to another context detaches the first */
+    ac_ctx *third = mkctx(f.m);
+    assert_int_equal(ac_ctx_attach_cache(third, c), AC_OK);
+    ac_cache_reset_stats(c);
+    outs a = run(&f, f.cctx, &seqs[0], 1), b = run(&f, f.exact, &seqs[0], 1);
+    assert_true(outs_bitwise(&f, &a, &b));
+    assert_int_equal(stats_of(c).queries, 0);
+    outs_free(&a);
+    err = query_one(&f, c, &seqs[0], &st, &bw); /* through cctx: detached, so not looked up */
+    assert_int_equal(st.queries, 0);
+    assert_true(bw);
+    a = run(&f, third, &seqs[0], 1);
+    assert_int_equal(stats_of(c).hits, 1);
+    assert_true(outs_err(&f, &a, &b) <= 1e-5);
+    outs_free(&a);
+    outs_free(&b);
+    /* a detached context may be freed before the cache is closed */
+    assert_int_equal(ac_ctx_attach_cache(third, NULL), AC_OK);
+    ac_ctx_free(third);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    /* close while attached detaches the context: it runs exact afterwards */
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    a = run(&f, f.cctx, &seqs[0], 1), b = run(&f, f.exact, &seqs[0], 1);
+    assert_true(outs_bitwise(&f, &a, &b));
+    outs_free(&a);
+    outs_free(&b);
+    /* both entries were committed by close */
+    c = open_reader(&f, dir, TINY, NULL, 0);
+    assert_int_equal(stats_of(c).entries, 2);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+/* ---- 7. projector end to end ----------------------------------------------------------------------------------------------- */
+
+static int print_has(ac_cache *c, const char *needle) {
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&buf, &n);
+    assert_non_null(m);
+    assert_int_equal(ac_cache_print_db_stats(c, m), AC_OK);
+    fclose(m);
+    int r = buf && strstr(buf, needle) != NULL;
+    free(buf);
+    return r;
+}
+
+static void projector(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    enum { N = 44 };
+    int lens[N];
+    uint64_t ls = 91;
+    for (int i = 0; i < N; i++) {
+        ls ^= ls << 13, ls ^= ls >> 7, ls ^= ls << 17;
+        lens[i] = 8 + (int)(ls % 25);
+    }
+    ac_seq seqs[N];
+    int32_t *ids;
+    make_seqs(&f, lens, N, 93, seqs, &ids);
+    char dir[160], codec[32], ppath[200];
+    cache_dir(&f, "c", dir, sizeof dir);
+    snprintf(ppath, sizeof ppath, "%s/projector.gguf", dir);
+    build_cache(&f, dir, codec_for(&f, "f32", codec, sizeof codec), seqs, N);
+    ac_cache_params p = ac_cache_default_params();
+    ac_cache *c = NULL;
+
+    /* no projector yet: asking for its key is refused */
+    p.key = AC_KEY_PROJECTOR;
+    assert_int_equal(ac_cache_open(f.m, dir, &p, &c), AC_ERR_CACHE);
+    assert_null(c);
+
+    p = ac_cache_default_params();
+    p.writable = 1;
+    c = open_cache(&f, dir, &p);
+    assert_true(print_has(c, "key: mean"));
+    ac_cache_train_params tp = ac_cache_default_train_params();
+    tp.n_pairs = 300;
+    tp.epochs = 4;
+    tp.hidden = 64;
+    tp.seed = 5;
+    double report[3] = {NAN, NAN, NAN};
+    double t0 = ac_now();
+    int rc = ac_cache_train_projector(c, &tp, report);
+    if (rc) fprintf(stderr, "train: %s\n", ac_last_error());
+    assert_int_equal(rc, AC_OK);
+    fprintf(stderr, "%s: projector trained in %.2f s; hit quality projector %.3f mean %.3f random %.3f\n",
+            arch == AC_ARCH_BERT ? "bert" : "llama", ac_now() - t0, report[0], report[1], report[2]);
+    for (int k = 0; k < 3; k++) {
+        assert_true(isfinite(report[k]));
+        assert_true(report[k] >= 0.999); /* retrieved/best map distance; best <= retrieved */
+    }
+    assert_true(file_exists(ppath));
+    assert_true(print_has(c, "key: projector"));
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* reopened with AC_KEY_AUTO: the projector key; a stored sequence hits itself */
+    p = ac_cache_default_params();
+    p.threshold = 1e-2f;
+    c = open_cache(&f, dir, &p);
+    assert_true(print_has(c, "key: projector"));
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    ac_cache_stats st;
+    int bw;
+    for (int i = 0; i < N; i += 11) {
+        double err = query_one(&f, c, &seqs[i], &st, &bw);
+        if (!(err <= 1e-5)) fprintf(stderr, "projector key, stored seq %d: rel err %.3g\n", i, err);
+        assert_int_equal(st.hits, 1);
+        assert_int_equal(st.layers_served, f.NL);
+        assert_true(err <= 1e-5);
+        assert_true(st.t_key >= 0 && st.t_search >= 0);
+    }
+    close_reader(&f, c);
+    /* the other key kinds still open beside the projector */
+    p.key = AC_KEY_MEAN;
+    c = open_cache(&f, dir, &p);
+    assert_true(print_has(c, "key: mean"));
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* another model's projector is refused */
+    {
+        ref_spec s2 = ref_spec_default(arch);
+        s2.seed = 4242;
+        char path2[160], dir2[160], pp2[200];
+        snprintf(path2, sizeof path2, "%s/other.gguf", f.root);
+        ac_model *m2 = load_model_spec(&s2, path2);
+        ac_ctx *c2 = mkctx(m2);
+        cache_dir(&f, "other", dir2, sizeof dir2);
+        ac_cache_params p2 = ac_cache_default_params();
+        p2.writable = p2.create = 1;
+        ac_cache *w = NULL;
+        assert_int_equal(ac_cache_open(m2, dir2, &p2, &w), AC_OK);
+        int added;
+        assert_int_equal(ac_cache_add(w, c2, seqs[0].tokens, seqs[0].n_tokens, &added), AC_OK);
+        assert_int_equal(ac_cache_close(w), AC_OK);
+        snprintf(pp2, sizeof pp2, "%s/projector.gguf", dir2);
+        copy_file(ppath, pp2);
+        for (int wr = 0; wr < 2; wr++) {
+            p2 = ac_cache_default_params();
+            p2.writable = wr;
+            w = NULL;
+            rc = ac_cache_open(m2, dir2, &p2, &w);
+            fprintf(stderr, "foreign projector: %s\n", ac_last_error());
+            assert_int_equal(rc, AC_ERR_CACHE);
+            assert_null(w);
+            assert_non_null(strstr(ac_last_error(), "projector"));
+        }
+        /* a damaged projector file is refused too */
+        write_file(pp2, "GGUF garbage", 12);
+        p2 = ac_cache_default_params();
+        assert_true(ac_cache_open(m2, dir2, &p2, &w) < 0);
+        assert_null(w);
+        ac_ctx_free(c2);
+        ac_model_free(m2);
+    }
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_projector_llama(void **st) { (void)st, projector(AC_ARCH_LLAMA); }
+static void test_projector_bert(void **st) { (void)st, projector(AC_ARCH_BERT); }
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exactness_llama),   cmocka_unit_test(test_exactness_bert),
+        cmocka_unit_test(test_layers_llama),      cmocka_unit_test(test_layers_bert),
+        cmocka_unit_test(test_misses_llama),      cmocka_unit_test(test_misses_bert),
+        cmocka_unit_test(test_lengths_causal),    cmocka_unit_test(test_lengths_bidirectional),
+        cmocka_unit_test(test_batch_llama),       cmocka_unit_test(test_batch_bert),
+        cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
+        cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
+        cmocka_unit_test(test_projector_bert),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
