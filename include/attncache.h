@@ -103,7 +103,8 @@ typedef struct ac_ctx ac_ctx;
 
 enum ac_gemm_backend {
     AC_GEMM_AUTO = 0, AC_GEMM_OPENBLAS = 1, AC_GEMM_DNNL = 2, AC_GEMM_NAIVE = 3,
-    AC_GEMM_BF16 = 4, /* own AVX512-BF16 kernel on weights packed at load (F32 weights: oneDNN f32) */
+    AC_GEMM_AVX512 = 4, /* own AVX-512 kernels on the forward's threads: BF16 on F16/BF16/Q8_0
+                           weights packed at load, F32 on F32 weights in place (AUTO's choice) */
 };
 enum ac_attn_kind { AC_ATTN_FUSED = 0, AC_ATTN_MATERIALIZED = 1 };
 

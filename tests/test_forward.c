@@ -129,7 +129,7 @@ static const int g_lens[3] = {70, 1, 37}; /* crosses the 64-key and 32-query blo
 
 /* 1 if ctx computes products with W's type in BF16 (the looser bound applies) */
 static int bf16_math(const ac_ctx *c, const ac_model *m) {
-    return m->pack != AC_PACK_NONE && (c->gemm_q == &ac_gemm_bf16_ops || (m->pack == AC_PACK_DNNL && c->gemm_q->id == AC_GEMM_DNNL));
+    return m->pack != AC_PACK_NONE && (c->gemm_q == &ac_gemm_own_ops || (m->pack == AC_PACK_DNNL && c->gemm_q->id == AC_GEMM_DNNL));
 }
 
 static void run_backends_on(fx *f, const ref_spec *s, const int *gemms, int ng, double tol_f32_math, const char *label) {
@@ -137,7 +137,7 @@ static void run_backends_on(fx *f, const ref_spec *s, const int *gemms, int ng, 
     batch_make(&b, g_lens, 3, s->n_vocab, 99);
     for (int gi = 0; gi < ng; gi++) {
         if (gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) continue;
-        if (gemms[gi] == AC_GEMM_BF16 && !ac_bf16_gemm_available()) continue;
+        if (gemms[gi] == AC_GEMM_AVX512 && !ac_f32_gemm_available()) continue;
         for (int attn = 0; attn < 2; attn++) {
             ac_ctx *c = mkctx(f->m, gemms[gi], attn);
             /* BF16 products (non-F32 weights on the BF16 kernels): the looser bound */
@@ -156,7 +156,7 @@ static void run_backends_on(fx *f, const ref_spec *s, const int *gemms, int ng, 
 static void run_backends(const ref_spec *s, double tol_f32_math, const char *label, int with_naive) {
     fx f;
     fx_open(&f, s);
-    const int all[4] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL, AC_GEMM_BF16};
+    const int all[4] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL, AC_GEMM_AVX512};
     run_backends_on(&f, s, with_naive ? all : all + 1, with_naive ? 4 : 3, tol_f32_math, label);
     fx_close(&f);
     if (s->wtype != GGML_F32 && have_dnnl() && ac_dnnl_bf16_available()) {
@@ -266,7 +266,7 @@ static void test_auto_bf16_larger(void **st) {
     ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
     if (ac_bf16_gemm_available()) { /* AUTO: F16 packed at load for the own BF16 kernel */
         assert_int_equal(f.m->pack, AC_PACK_BF16);
-        assert_ptr_equal(c->gemm_q, &ac_gemm_bf16_ops);
+        assert_ptr_equal(c->gemm_q, &ac_gemm_own_ops);
     }
     double w = check_vs_ref(&f, c, &b, 1e-2, "auto f16 larger");
     printf("  llama f16 dim 256, AUTO (%s): max rel err %.2e\n", c->gemm_q->name, w);
@@ -284,10 +284,10 @@ static void run_batch_vs_single(const ref_spec *s) {
     batch b;
     batch_make(&b, lens, 4, s->n_vocab, 11);
     const int D = f.m->info.n_embd;
-    const int gemms[4] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL, AC_GEMM_BF16};
+    const int gemms[4] = {AC_GEMM_NAIVE, AC_GEMM_OPENBLAS, AC_GEMM_DNNL, AC_GEMM_AVX512};
     for (int gi = 0; gi < 4; gi++) {
         if (gemms[gi] == AC_GEMM_DNNL && !have_dnnl()) continue;
-        if (gemms[gi] == AC_GEMM_BF16 && !ac_bf16_gemm_available()) continue;
+        if (gemms[gi] == AC_GEMM_AVX512 && !ac_f32_gemm_available()) continue;
         for (int attn = 0; attn < 2; attn++) {
             ac_ctx *c = mkctx(f.m, gemms[gi], attn);
             float *hb = malloc((size_t)b.T * D * sizeof *hb), *h1 = malloc((size_t)b.T * D * sizeof *h1);

@@ -60,7 +60,7 @@ void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
 static const ac_gemm_ops *backend_by_id(int id) {
     switch (id) {
     case AC_GEMM_NAIVE: return &ac_gemm_naive_ops;
-    case AC_GEMM_BF16: return &ac_gemm_bf16_ops;
+    case AC_GEMM_AVX512: return &ac_gemm_own_ops;
     case AC_GEMM_OPENBLAS: return &ac_gemm_blas_ops;
 #ifdef AC_HAVE_DNNL
     case AC_GEMM_DNNL: return &ac_gemm_dnnl_ops;
@@ -76,8 +76,8 @@ static int env_gemm(int *id) {
     if (!strcasecmp(e, "openblas") || !strcasecmp(e, "blas")) *id = AC_GEMM_OPENBLAS;
     else if (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) *id = AC_GEMM_DNNL;
     else if (!strcasecmp(e, "naive")) *id = AC_GEMM_NAIVE;
-    else if (!strcasecmp(e, "bf16")) *id = AC_GEMM_BF16;
-    else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, bf16, openblas, onednn or naive", e);
+    else if (!strcasecmp(e, "avx512") || !strcasecmp(e, "own")) *id = AC_GEMM_AVX512;
+    else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, avx512, openblas, onednn or naive", e);
     return AC_OK;
 }
 
@@ -86,7 +86,7 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     *out = NULL;
     ac_ctx_params p = params ? *params : ac_ctx_default_params();
     if (p.n_threads < 0 || p.n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p.n_threads);
-    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_BF16) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
+    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_AVX512) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
     if (p.attn != AC_ATTN_FUSED && p.attn != AC_ATTN_MATERIALIZED)
         return ac_err(AC_ERR_ARG, "ac_ctx_new: attention kind %d", p.attn);
     if (p.max_tokens < 0) return ac_err(AC_ERR_ARG, "ac_ctx_new: max_tokens %d", p.max_tokens);
@@ -107,28 +107,23 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     if (model->info.arch == AC_ARCH_BERT && c->max_tokens > hp->n_ctx_train) c->max_tokens = hp->n_ctx_train;
 
     if (gemm == AC_GEMM_AUTO) {
-        /* F32 weights: exact f32 GEMM, oneDNN (brgemm) measured faster than OpenBLAS at the
-         * shapes that matter; other types: BF16 oneDNN on the packed copy when present. */
+        /* the own kernels where the CPU has them (measured faster than oneDNN and OpenBLAS at
+         * these shapes, and on the forward's own threads); else oneDNN / OpenBLAS */
 #ifdef AC_HAVE_DNNL
-        c->gemm_f32 = &ac_gemm_dnnl_ops;
-        c->gemm_q = model->pack == AC_PACK_BF16   ? &ac_gemm_bf16_ops
-                    : model->pack == AC_PACK_DNNL ? &ac_gemm_dnnl_ops
+        const ac_gemm_ops *lib = &ac_gemm_dnnl_ops;
+#else
+        const ac_gemm_ops *lib = &ac_gemm_blas_ops;
+#endif
+        c->gemm_f32 = ac_f32_gemm_available() ? &ac_gemm_own_ops : lib;
+        c->gemm_q = model->pack == AC_PACK_BF16   ? &ac_gemm_own_ops
+                    : model->pack == AC_PACK_DNNL ? lib
                                                   : &ac_gemm_blas_ops;
-#else
-        c->gemm_f32 = &ac_gemm_blas_ops;
-        c->gemm_q = model->pack == AC_PACK_BF16 ? &ac_gemm_bf16_ops : &ac_gemm_blas_ops;
-#endif
-    } else if (gemm == AC_GEMM_BF16) {
-        if (!ac_bf16_gemm_available()) {
+    } else if (gemm == AC_GEMM_AVX512) {
+        if (!ac_f32_gemm_available()) {
             ac_ctx_free(c);
-            return ac_err(AC_ERR_UNSUPPORTED, "the BF16 GEMM needs AVX512-BF16 (not on this CPU or build)");
+            return ac_err(AC_ERR_UNSUPPORTED, "the own GEMM kernels need AVX-512 (not on this CPU or build)");
         }
-        c->gemm_q = &ac_gemm_bf16_ops;
-#ifdef AC_HAVE_DNNL
-        c->gemm_f32 = &ac_gemm_dnnl_ops;
-#else
-        c->gemm_f32 = &ac_gemm_blas_ops;
-#endif
+        c->gemm_f32 = c->gemm_q = &ac_gemm_own_ops;
     } else {
         c->gemm_f32 = c->gemm_q = backend_by_id(gemm);
         if (!c->gemm_f32) {
@@ -151,6 +146,9 @@ static void ws_free(ac_ctx *c) {
 
 void ac_ctx_free(ac_ctx *c) {
     if (!c) return;
+    if (c->pk)
+        for (int i = 0; i < ac_pool_threads(c->pool); i++) free(c->pk[i]);
+    free(c->pk);
     ac_pool_free(c->pool);
     ws_free(c);
     free(c->P);
@@ -160,6 +158,24 @@ void ac_ctx_free(ac_ctx *c) {
     free(c->kt);
     ac_dnnl_state_free(c->dnnl);
     free(c);
+}
+
+int ac_ctx_pack_scratch(ac_ctx *c, size_t n, float ***out) {
+    const int nth = ac_pool_threads(c->pool);
+    if (!c->pk && !(c->pk = AC_CALLOC((size_t)nth, sizeof *c->pk))) return AC_ERR_NOMEM;
+    if (n > c->cap_pk) {
+        for (int i = 0; i < nth; i++) {
+            free(c->pk[i]);
+            if (!(c->pk[i] = AC_ALIGNED_ALLOC(n * sizeof(float)))) {
+                for (int k = 0; k < nth; k++) free(c->pk[k]), c->pk[k] = NULL;
+                c->cap_pk = 0;
+                return AC_ERR_NOMEM;
+            }
+        }
+        c->cap_pk = n;
+    }
+    *out = c->pk;
+    return AC_OK;
 }
 
 int ac_ctx_scratch_f32(float **buf, size_t *cap, size_t n) {
@@ -250,7 +266,13 @@ static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
 }
 
 int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
-    return W->pack == AC_PACK_BF16 && ops_for(c, W) == &ac_gemm_bf16_ops;
+    if (ops_for(c, W) != &ac_gemm_own_ops) return 0;
+    return W->pack == AC_PACK_BF16 || (W->f32 && ac_f32_gemm_available());
+}
+
+/* 1 if a GEMM on W reads only the bf16 copy of its input (the own BF16 kernel) */
+static int reads_bf16_only(const ac_ctx *c, const ac_mat *W) {
+    return W->pack == AC_PACK_BF16 && ac_ctx_gemm_fast(c, W);
 }
 
 /* One job on the generic backends: the product, then the epilogue as plain loops. */
@@ -287,17 +309,17 @@ int ac_ctx_gemm(ac_ctx *c, ac_gemm_job *jobs, int n_jobs) {
         if (nf < 16 && ac_ctx_gemm_fast(c, j->W) && (!j->W_up || ac_ctx_gemm_fast(c, j->W_up))) fast[nf++] = *j;
         else if ((rc = gemm_generic(c, j))) return rc;
     }
-    return nf ? ac_bf16_gemm_run(c, fast, nf) : AC_OK;
+    return nf ? ac_own_gemm_run(c, fast, nf) : AC_OK;
 }
 
-/* The own BF16 kernel behind the plain backend interface (one job). */
-static int bf16_matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
-    if (W->pack != AC_PACK_BF16) return ac_gemm_blas_ops.matmul(c, W, X, Y, bias, accumulate);
+/* The own kernels behind the plain backend interface (one job). */
+static int own_matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
+    if (!ac_ctx_gemm_fast(c, W)) return ac_gemm_blas_ops.matmul(c, W, X, Y, bias, accumulate);
     ac_gemm_job j = {W, NULL, X, Y, NULL, bias, accumulate ? AC_EPI_ACCUM : AC_EPI_STORE};
-    return ac_bf16_gemm_run(c, &j, 1);
+    return ac_own_gemm_run(c, &j, 1);
 }
 
-const ac_gemm_ops ac_gemm_bf16_ops = {"bf16", AC_GEMM_BF16, bf16_matmul};
+const ac_gemm_ops ac_gemm_own_ops = {"avx512", AC_GEMM_AVX512, own_matmul};
 
 /* embedding row of token id into dst [D] */
 static void embed_row(const ac_model *m, int32_t id, float *dst) {
@@ -512,12 +534,12 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     prof_lap(c, AC_STAGE_NORM, tp);
     /* hb = silu(xb Wg^T) * (xb Wu^T);  x += hb Wd^T. When all three run on the BF16 kernel,
      * hb exists only in bf16. */
-    const int down_fast = ac_ctx_gemm_fast(c, &L->w_down);
-    const int all_fast = down_fast && ac_ctx_gemm_fast(c, &L->w_gate) && ac_ctx_gemm_fast(c, &L->w_up);
-    ac_gemm_job jg = {&L->w_gate, &L->w_up, &X, all_fast ? NULL : c->hb, down_fast ? c->hb_bf : NULL, NULL,
+    const int down_bf = reads_bf16_only(c, &L->w_down);
+    const int skip_f32 = down_bf && ac_ctx_gemm_fast(c, &L->w_gate) && ac_ctx_gemm_fast(c, &L->w_up);
+    ac_gemm_job jg = {&L->w_gate, &L->w_up, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, NULL,
                       AC_EPI_SWIGLU};
     if ((rc = ac_ctx_gemm(c, &jg, 1))) return rc;
-    ac_act H = act(c->hb, c->hb_bf, T, F, down_fast);
+    ac_act H = act(c->hb, c->hb_bf, T, F, down_bf);
     ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, NULL, AC_EPI_ACCUM};
     if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);
@@ -540,11 +562,11 @@ static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     layernorm_rows(c, c->x, L->norm1_w, L->norm1_b, c->x_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
     /* x = LN(x + gelu(x Wu^T + bu) Wd^T + bd) */
-    const int down_fast = ac_ctx_gemm_fast(c, &L->w_down);
-    const int all_fast = down_fast && ac_ctx_gemm_fast(c, &L->w_up);
-    ac_gemm_job ju = {&L->w_up, NULL, &X, all_fast ? NULL : c->hb, down_fast ? c->hb_bf : NULL, L->b_up, AC_EPI_GELU};
+    const int down_bf = reads_bf16_only(c, &L->w_down);
+    const int skip_f32 = down_bf && ac_ctx_gemm_fast(c, &L->w_up);
+    ac_gemm_job ju = {&L->w_up, NULL, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, L->b_up, AC_EPI_GELU};
     if ((rc = ac_ctx_gemm(c, &ju, 1))) return rc;
-    ac_act H = act(c->hb, c->hb_bf, T, F, down_fast);
+    ac_act H = act(c->hb, c->hb_bf, T, F, down_bf);
     ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, L->b_down, AC_EPI_ACCUM};
     if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);

@@ -100,17 +100,18 @@ typedef struct ac_gemm_job {
 
 /* Run jobs (any backend; packed BF16 weights on the own kernel in one region). */
 int ac_ctx_gemm(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs);
-/* 1 if a job on W will run on the own BF16 kernel (the f32 Y may then be skipped). */
+/* 1 if a job on W will run on the own kernels (the f32 Y of a bf16-only input may be skipped). */
 int ac_ctx_gemm_fast(const ac_ctx *ctx, const ac_mat *W);
 
-/* The own AVX512-BF16 kernel (gemm_bf16.c). */
+/* The own AVX-512 kernels (gemm_avx512.c): BF16 on packed weights, F32 on F32 weights. */
+int ac_f32_gemm_available(void);
 int ac_bf16_gemm_available(void);
 size_t ac_bf16_packed_bytes(int n_out, int n_in);
 int ac_bf16_pack(ac_mat *W);                               /* sets W->packed, W->pack */
-int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* all W packed AC_PACK_BF16 */
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16 or F32 */
 
 extern const ac_gemm_ops ac_gemm_naive_ops;
-extern const ac_gemm_ops ac_gemm_bf16_ops;
+extern const ac_gemm_ops ac_gemm_own_ops;
 extern const ac_gemm_ops ac_gemm_blas_ops;
 #ifdef AC_HAVE_DNNL
 extern const ac_gemm_ops ac_gemm_dnnl_ops;
@@ -187,11 +188,15 @@ struct ac_ctx {
     size_t cap_cls_tmp;
     float *kt;      /* attention key blocks of one sequence (ac_attn_kt_floats) */
     size_t cap_kt;
+    float **pk;     /* [n_threads] F32 weight panels of the own GEMM, cap_pk floats each */
+    size_t cap_pk;
     ac_dnnl_state *dnnl;
 };
 
 /* Grow a float buffer to at least n elements (64-byte aligned). */
 int ac_ctx_scratch_f32(float **buf, size_t *cap, size_t n);
+/* Per-thread scratch of n floats each (the own GEMM's F32 panels). */
+int ac_ctx_pack_scratch(ac_ctx *ctx, size_t n, float ***out);
 
 /* ---- CPU kernels (cpu/ops.c) -------------------------------------------------------------- */
 void ac_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

@@ -1,7 +1,9 @@
-/* gemm_bf16.c — the project's own AVX512-BF16 GEMM for packed weights, with
- * dynamic scheduling and fused epilogues.
+/* gemm_avx512.c — the project's own GEMMs, on the forward's thread pool with
+ * dynamic scheduling and fused epilogues:
  *
- *   Y [M][N] = epilogue(X [M][K] (bf16) . W^T)        W [N][K] packed at load
+ *   Y [M][N] = epilogue(X [M][K] . W^T)        W [N][K]
+ *
+ * BF16 (F16/BF16/Q8_0 weights, packed at load; X rounded to bf16 once):
  *
  * Packed layout ("panels"): W is cut into panels of NR = 64 output columns;
  * panel p holds, for each pair of input columns k2 = 0..K/2-1, the 64 rows'
@@ -16,7 +18,11 @@
  * threads, so a thread that the OS preempts costs one task, not a static share.
  * The summation order over K is fixed per output element (pair by pair, in
  * order), independent of M, the task split or the thread count: batched and
- * single-sequence results are bitwise identical. */
+ * single-sequence results are bitwise identical.
+ *
+ * F32 (weights used in place from the mapping, no packing): an "NT" kernel, a
+ * tile of 4 rows of X x 4 rows of W, both read along K, 16 zmm accumulators of
+ * 16 lanes each, reduced across lanes at the end (fixed order again). */
 #include "forward/forward.h"
 #include "simd.h"
 #include "util/common.h"
@@ -26,6 +32,14 @@
 #define NR 64
 #define MR 6
 #define MB (MR * 16) /* rows per task */
+
+int ac_f32_gemm_available(void) {
+#if defined(__AVX512F__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
 
 int ac_bf16_gemm_available(void) {
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -141,6 +155,20 @@ static inline void store_bf16(uint16_t *dst, __mmask16 m, __m512 v) {
     _mm256_mask_storeu_epi16(dst, m, b);
 }
 
+/* The epilogue of 16 results v of row `row` (Y offset), columns col.. (mask mk);
+ * g: the SWIGLU gate values of the same outputs. */
+static inline void epi16(const ac_gemm_job *j, size_t row, int col, __mmask16 mk, __m512 v, const float *g) {
+    if (j->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, j->bias + col));
+    switch (j->epi) {
+    case AC_EPI_ACCUM: v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, j->Y + row)); break;
+    case AC_EPI_GELU: v = ac_gelu512(v); break;
+    case AC_EPI_SWIGLU: v = ac_swiglu512(_mm512_maskz_loadu_ps(mk, g), v); break;
+    default: break;
+    }
+    if (j->Y) _mm512_mask_storeu_ps(j->Y + row, mk, v);
+    if (j->Ybf) store_bf16(j->Ybf + row, mk, v);
+}
+
 /* One task: rows m0..m0+nm of job j, panel p. gate: [MR][NR] scratch (SWIGLU). */
 static void run_task(const ac_gemm_job *j, int p, int m0, int nm, float *gate) {
     const ac_mat *W = j->W;
@@ -161,20 +189,123 @@ static void run_task(const ac_gemm_job *j, int p, int m0, int nm, float *gate) {
         }
         for (int r = 0; r < mr; r++) {
             const size_t row = (size_t)(r0 + r) * N + n0;
-            for (int c = 0; c < 4; c++) {
-                if (!mk[c]) break;
-                const int col = n0 + 16 * c;
-                __m512 v = acc[r][c];
-                if (j->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[c], j->bias + col));
-                switch (j->epi) {
-                case AC_EPI_ACCUM: v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[c], j->Y + row + 16 * c)); break;
-                case AC_EPI_GELU: v = ac_gelu512(v); break;
-                case AC_EPI_SWIGLU: v = ac_swiglu512(_mm512_load_ps(gate + r * NR + 16 * c), v); break;
-                default: break;
-                }
-                if (j->Y) _mm512_mask_storeu_ps(j->Y + row + 16 * c, mk[c], v);
-                if (j->Ybf) store_bf16(j->Ybf + row + 16 * c, mk[c], v);
-            }
+            for (int c = 0; c < 4 && mk[c]; c++) epi16(j, row + 16 * c, n0 + 16 * c, mk[c], acc[r][c], gate + r * NR + 16 * c);
+        }
+    }
+}
+
+/* ---- F32 -------------------------------------------------------------------------------------- */
+#define MBF 192 /* rows per F32 task (each task packs its panel once) */
+
+/* In-register transpose of 16 rows of 16 floats. */
+static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* P [K][NR] = the 64 rows of W from n0, transposed (rows past N repeat the last one;
+ * their results are never stored). */
+static void pack_panel_f32(const ac_mat *W, int n0, float *P) {
+    const int N = W->n_out, K = W->n_in;
+    for (int c = 0; c < NR / 16; c++) {
+        const float *src[16];
+        for (int i = 0; i < 16; i++) src[i] = W->f32 + (size_t)AC_MIN(n0 + 16 * c + i, N - 1) * K;
+        for (int k0 = 0; k0 < K; k0 += 16) {
+            const __mmask16 mk = ac_mask16(K - k0);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(mk, src[i] + k0);
+            tr16(r);
+            for (int kk = 0; kk < 16 && k0 + kk < K; kk++) _mm512_store_ps(P + (size_t)(k0 + kk) * NR + 16 * c, r[kk]);
+        }
+    }
+}
+
+/* out [MR][4] = A rows (f32) x panel P [K][NR]; mr rows valid (registers, as the BF16 kernel). */
+static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K, const float *A, size_t lda,
+                                                              const float *P, __m512 out[MR][4]) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
+           c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,
+           c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
+#define F_ROW(cr0, cr1, cr2, cr3, ap)                 \
+    do {                                              \
+        __m512 av = _mm512_set1_ps((ap)[k]);          \
+        cr0 = _mm512_fmadd_ps(av, b0, cr0);           \
+        cr1 = _mm512_fmadd_ps(av, b1, cr1);           \
+        cr2 = _mm512_fmadd_ps(av, b2, cr2);           \
+        cr3 = _mm512_fmadd_ps(av, b3, cr3);           \
+    } while (0)
+    for (int k = 0; k < K; k++) {
+        const float *b = P + (size_t)k * NR;
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
+               b3 = _mm512_load_ps(b + 48);
+        F_ROW(c00, c01, c02, c03, a0);
+        if (mr > 1) F_ROW(c10, c11, c12, c13, a1);
+        if (mr > 2) F_ROW(c20, c21, c22, c23, a2);
+        if (mr > 3) F_ROW(c30, c31, c32, c33, a3);
+        if (mr > 4) F_ROW(c40, c41, c42, c43, a4);
+        if (mr > 5) F_ROW(c50, c51, c52, c53, a5);
+    }
+#undef F_ROW
+    out[0][0] = c00, out[0][1] = c01, out[0][2] = c02, out[0][3] = c03;
+    out[1][0] = c10, out[1][1] = c11, out[1][2] = c12, out[1][3] = c13;
+    out[2][0] = c20, out[2][1] = c21, out[2][2] = c22, out[2][3] = c23;
+    out[3][0] = c30, out[3][1] = c31, out[3][2] = c32, out[3][3] = c33;
+    out[4][0] = c40, out[4][1] = c41, out[4][2] = c42, out[4][3] = c43;
+    out[5][0] = c50, out[5][1] = c51, out[5][2] = c52, out[5][3] = c53;
+}
+
+static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float *P, __m512 acc[MR][4]) {
+    switch (mr) {
+    case 6: kernel_f32(6, K, A, lda, P, acc); break;
+    case 5: kernel_f32(5, K, A, lda, P, acc); break;
+    case 4: kernel_f32(4, K, A, lda, P, acc); break;
+    case 3: kernel_f32(3, K, A, lda, P, acc); break;
+    case 2: kernel_f32(2, K, A, lda, P, acc); break;
+    default: kernel_f32(1, K, A, lda, P, acc); break;
+    }
+}
+
+/* One F32 task: rows m0..m0+nm of job j, panel p; pk: [2][K][NR] panel scratch. */
+static void run_task_f32(const ac_gemm_job *j, int p, int m0, int nm, float *gate, float *pk) {
+    const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR;
+    float *P = pk, *Pu = pk + (size_t)K * NR;
+    pack_panel_f32(j->W, n0, P);
+    if (j->epi == AC_EPI_SWIGLU) pack_panel_f32(j->W_up, n0, Pu);
+    __mmask16 mk[4];
+    for (int c = 0; c < 4; c++) mk[c] = ac_mask16(N - n0 - 16 * c);
+    __m512 acc[MR][4];
+    for (int r0 = m0; r0 < m0 + nm; r0 += MR) {
+        const int mr = AC_MIN(MR, m0 + nm - r0);
+        const float *A = j->X->x + (size_t)r0 * K;
+        kernel_f32_mr(mr, K, A, (size_t)K, P, acc);
+        if (j->epi == AC_EPI_SWIGLU) {
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < 4; c++) _mm512_store_ps(gate + r * NR + 16 * c, acc[r][c]);
+            kernel_f32_mr(mr, K, A, (size_t)K, Pu, acc);
+        }
+        for (int r = 0; r < mr; r++) {
+            const size_t row = (size_t)(r0 + r) * N + n0;
+            for (int c = 0; c < 4 && mk[c]; c++) epi16(j, row + 16 * c, n0 + 16 * c, mk[c], acc[r][c], gate + r * NR + 16 * c);
         }
     }
 }
@@ -183,6 +314,8 @@ typedef struct gemm_call {
     ac_gemm_job *jobs;
     int n_jobs, total;
     int start[16];    /* first task of each job */
+    int mb[16];       /* rows per task of each job */
+    float **pk;       /* [nth] F32 panel scratch of each thread */
     ac_act *conv[16]; /* inputs to convert to bf16 first */
     int n_conv;
     ac_pool *pool;
@@ -200,27 +333,32 @@ static void convert_step(void *v, int ith, int nth) {
 }
 
 static void gemm_step(void *v, int ith, int nth) {
-    (void)ith, (void)nth;
+    (void)nth;
     gemm_call *g = v;
     float gate[MR * NR] __attribute__((aligned(64)));
     for (int t; (t = ac_pool_next(g->pool)) < g->total;) {
         int i = g->n_jobs - 1;
         while (g->start[i] > t) i--;
         const ac_gemm_job *j = &g->jobs[i];
-        const int nb = (j->X->M + MB - 1) / MB, lt = t - g->start[i], p = lt / nb, b = lt % nb;
-        run_task(j, p, b * MB, AC_MIN(MB, j->X->M - b * MB), gate);
+        const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, lt = t - g->start[i], p = lt / nb, b = lt % nb;
+        if (j->W->pack == AC_PACK_BF16) run_task(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), gate);
+        else run_task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), gate, g->pk[ith]);
     }
 }
 
-int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
     if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
-    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, 0, ctx->pool};
+    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, NULL, {0}, 0, ctx->pool};
+    int maxk = 0;
     for (int i = 0; i < n_jobs; i++) { /* task counts per job: panels x row blocks */
-        const int np = (jobs[i].W->n_out + NR - 1) / NR, nb = (jobs[i].X->M + MB - 1) / MB;
+        const int f32 = jobs[i].W->pack != AC_PACK_BF16;
+        g.mb[i] = f32 ? MBF : MB;
+        if (f32) maxk = AC_MAX(maxk, jobs[i].W->n_in);
+        const int np = (jobs[i].W->n_out + NR - 1) / NR, nb = (jobs[i].X->M + g.mb[i] - 1) / g.mb[i];
         g.start[i] = g.total;
         g.total += np * nb;
         ac_act *X = jobs[i].X;
-        if (X->bf16_ok) continue;
+        if (X->bf16_ok || jobs[i].W->pack != AC_PACK_BF16) continue;
         int seen = 0;
         for (int k = 0; k < g.n_conv; k++) seen |= g.conv[k] == X;
         if (!seen) g.conv[g.n_conv++] = X;
@@ -238,13 +376,17 @@ int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
         }
         g.n_conv = 0;
     }
+    if (maxk) { /* F32 panels: 2 x [K][NR] per thread (gate and up for SWIGLU) */
+        int rc = ac_ctx_pack_scratch(ctx, (size_t)2 * maxk * NR, &g.pk);
+        if (rc) return rc;
+    }
     ac_pool_run(ctx->pool, gemm_step, &g);
     return AC_OK;
 }
 
 #else
 
-int ac_bf16_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
     (void)ctx, (void)jobs, (void)n_jobs;
     return ac_err(AC_ERR_UNSUPPORTED, "built without AVX512-BF16");
 }
