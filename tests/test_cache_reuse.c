@@ -449,15 +449,17 @@ static void misses(int arch) {
     close_reader(&f, c);
 
     /* different sequences of the stored lengths: looked up, missed, bitwise exact */
-    c = open_reader(&f, dir, TINY, NULL, 0);
-    for (int i = 2; i < 4; i++) {
-        query_one(&f, c, &seqs[i], &st, &bw);
-        assert_int_equal(st.queries, 1);
-        assert_int_equal(st.hits, 0);
-        assert_int_equal(st.layers_served, 0);
-        assert_true(bw);
+    for (int k = 0; k < 2; k++) {
+        c = open_reader(&f, dir, k ? 0.0f : TINY, NULL, 0);
+        for (int i = 2; i < 4; i++) {
+            query_one(&f, c, &seqs[i], &st, &bw);
+            assert_int_equal(st.queries, 1);
+            assert_int_equal(st.hits, 0);
+            assert_int_equal(st.layers_served, 0);
+            assert_true(bw);
+        }
+        close_reader(&f, c);
     }
-    close_reader(&f, c);
 
     /* an empty cache: every lookup misses */
     cache_dir(&f, "empty", dir, sizeof dir);
@@ -842,6 +844,30 @@ static void test_writer_attached(void **state) {
     query_one(&f, c, &seqs[0], &st, &bw); /* empty: miss */
     assert_int_equal(st.hits, 0);
     assert_true(bw);
+    /* failed adds store nothing and leave the writer usable */
+    {
+        int32_t bad[4] = {1, 2, 100000, 3}; /* id out of range */
+        added = -1;
+        assert_int_equal(ac_cache_add(c, f.cctx, bad, 4, &added), AC_ERR_INPUT);
+        assert_int_equal(added, 0);
+        int32_t *toolong = calloc(4096, sizeof *toolong); /* past max_tokens */
+        assert_true(ac_cache_add(c, f.cctx, toolong, 4096, &added) < 0);
+        free(toolong);
+        assert_int_equal(ac_cache_add(c, f.cctx, bad, 0, &added), AC_ERR_ARG);
+        ac_model *m2 = NULL; /* a context of another model */
+        char path2[160];
+        snprintf(path2, sizeof path2, "%s/other.gguf", f.root);
+        ref_spec s2 = ref_spec_default(AC_ARCH_LLAMA);
+        s2.seed = 77;
+        m2 = load_model_spec(&s2, path2);
+        ac_ctx *c2 = mkctx(m2);
+        assert_int_equal(ac_cache_add(c, c2, seqs[0].tokens, seqs[0].n_tokens, &added), AC_ERR_ARG);
+        ac_ctx_free(c2);
+        ac_model_free(m2);
+        assert_int_equal(stats_of(c).entries, 0);
+        query_one(&f, c, &seqs[0], &st, &bw); /* still attached, still exact */
+        assert_true(bw);
+    }
     assert_int_equal(ac_cache_add(c, f.cctx, seqs[0].tokens, seqs[0].n_tokens, &added), AC_OK);
     assert_int_equal(added, 1);
     assert_int_equal(ac_cache_commit(c), AC_OK);
@@ -973,11 +999,24 @@ static void projector(int arch) {
         assert_true(st.t_key >= 0 && st.t_search >= 0);
     }
     close_reader(&f, c);
-    /* the other key kinds still open beside the projector */
-    p.key = AC_KEY_MEAN;
-    c = open_cache(&f, dir, &p);
-    assert_true(print_has(c, "key: mean"));
-    assert_int_equal(ac_cache_close(c), AC_OK);
+    /* the other key kinds still open beside the projector, with every index kind
+     * (IVF falls back to flat below 64 entries); stored sequences hit themselves */
+    for (int key = AC_KEY_MEAN; key <= AC_KEY_RANDOM; key++)
+        for (int kind = 0; kind < 3; kind++) {
+            p.key = key;
+            p.index_kind = kind;
+            p.threshold = TINY * 10;
+            c = open_cache(&f, dir, &p);
+            assert_true(print_has(c, key == AC_KEY_MEAN ? "key: mean" : "key: random"));
+            assert_true(print_has(c, kind == 0 ? "index: flat" : kind == 1 ? "index: ivf" : "index: hnsw"));
+            assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+            for (int i = 5; i < N; i += 13) {
+                double err = query_one(&f, c, &seqs[i], &st, &bw);
+                assert_int_equal(st.hits, 1);
+                assert_true(err <= 1e-5);
+            }
+            close_reader(&f, c);
+        }
 
     /* another model's projector is refused */
     {
