@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MODEL AC_SHARED_DIR "/models/stories260K.gguf"
@@ -94,6 +95,8 @@ static void test_greedy(void **st) {
             p.attn = attn;
             ac_ctx *c;
             assert_int_equal(ac_ctx_new(m, &p, &c), AC_OK);
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             FILE *f = fopen(GREEDY, "r");
             assert_non_null(f);
             char line[8192];
@@ -113,7 +116,9 @@ static void test_greedy(void **st) {
             }
             fclose(f);
             assert_true(n_lines > 0);
-            printf("  stories260K: %d greedy continuations reproduced (gemm %d, attn %d)\n", n_lines, gemms[gi], attn);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            printf("  stories260K: %d greedy continuations reproduced (gemm %d, attn %d) in %.2f s\n", n_lines,
+                   gemms[gi], attn, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
             ac_ctx_free(c);
         }
     ac_model_free(m);

@@ -131,6 +131,11 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
             return ac_err(AC_ERR_UNSUPPORTED, "GEMM backend %d not available in this build", gemm);
         }
     }
+#ifdef AC_HAVE_DNNL
+    /* oneDNN runs on OpenMP's threads: ours must not poll while those work */
+    if ((c->gemm_f32 == &ac_gemm_dnnl_ops || c->gemm_q == &ac_gemm_dnnl_ops) && !getenv("AC_POOL_SPIN_US"))
+        ac_pool_set_wait(c->pool, 20);
+#endif
     *out = c;
     return AC_OK;
 }
@@ -275,6 +280,51 @@ static int reads_bf16_only(const ac_ctx *c, const ac_mat *W) {
     return W->pack == AC_PACK_BF16 && ac_ctx_gemm_fast(c, W);
 }
 
+/* ---- row-parallel steps on the context's pool ------------------------------------------------ */
+typedef struct rows_call {
+    ac_ctx *c;
+    ac_row_fn fn;
+    const void *arg;
+    int n, chunk;
+} rows_call;
+
+static void rows_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    rows_call *rc = v;
+    const int nchunk = (rc->n + rc->chunk - 1) / rc->chunk;
+    for (int ch; (ch = ac_pool_next(rc->c->pool)) < nchunk;)
+        rc->fn(rc->c, rc->arg, ch * rc->chunk, AC_MIN(rc->n, (ch + 1) * rc->chunk));
+}
+
+/* fn over rows 0..n-1 of width elements each, in dynamic chunks; small jobs run on
+ * the caller alone (a parallel step costs a barrier). */
+void ac_ctx_par_rows(ac_ctx *c, int n, int width, ac_row_fn fn, const void *arg) {
+    const int nth = ac_pool_threads(c->pool);
+    if (nth == 1 || (size_t)n * (size_t)width < 32768) {
+        fn(c, arg, 0, n);
+        return;
+    }
+    rows_call rc = {c, fn, arg, n, AC_MAX(1, n / (4 * nth))};
+    ac_pool_run(c->pool, rows_step, &rc);
+}
+
+/* rows of a generic job's epilogue: SWIGLU (gate in Y, up in hb2) or GELU */
+static void epi_rows(ac_ctx *c, const void *arg, int r0, int r1) {
+    const ac_gemm_job *j = arg;
+    const int N = j->W->n_out;
+    for (int m = r0; m < r1; m++) {
+        if (j->epi == AC_EPI_SWIGLU) ac_silu_mul(j->Y + (size_t)m * N, c->hb2 + (size_t)m * N, N);
+        else ac_gelu_erf(j->Y + (size_t)m * N, N);
+    }
+}
+
+static void bf16_rows(ac_ctx *c, const void *arg, int r0, int r1) {
+    (void)c;
+    const ac_gemm_job *j = arg;
+    const int N = j->W->n_out;
+    for (int m = r0; m < r1; m++) ac_f32_to_bf16(j->Ybf + (size_t)m * N, j->Y + (size_t)m * N, (size_t)N);
+}
+
 /* One job on the generic backends: the product, then the epilogue as plain loops. */
 static int gemm_generic(ac_ctx *c, ac_gemm_job *j) {
     const int M = j->X->M, N = j->W->n_out;
@@ -284,20 +334,15 @@ static int gemm_generic(ac_ctx *c, ac_gemm_job *j) {
     case AC_EPI_ACCUM: rc = matmul(c, j->W, j->X, j->Y, j->bias, 1); break;
     case AC_EPI_SWIGLU:
         if ((rc = matmul(c, j->W, j->X, j->Y, NULL, 0)) || (rc = matmul(c, j->W_up, j->X, c->hb2, NULL, 0))) break;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-        for (int m = 0; m < M; m++) ac_silu_mul(j->Y + (size_t)m * N, c->hb2 + (size_t)m * N, N);
+        ac_ctx_par_rows(c, M, N, epi_rows, j);
         break;
     case AC_EPI_GELU:
         if ((rc = matmul(c, j->W, j->X, j->Y, j->bias, 0))) break;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-        for (int m = 0; m < M; m++) ac_gelu_erf(j->Y + (size_t)m * N, N);
+        ac_ctx_par_rows(c, M, N, epi_rows, j);
         break;
     default: rc = matmul(c, j->W, j->X, j->Y, j->bias, 0); break;
     }
-    if (rc == AC_OK && j->Ybf) {
-#pragma omp parallel for num_threads(c->n_threads) schedule(static)
-        for (int m = 0; m < M; m++) ac_f32_to_bf16(j->Ybf + (size_t)m * N, j->Y + (size_t)m * N, (size_t)N);
-    }
+    if (rc == AC_OK && j->Ybf) ac_ctx_par_rows(c, M, N, bf16_rows, j);
     return rc;
 }
 
@@ -339,34 +384,7 @@ typedef struct fwd_plan {
     int att_bf_ok;        /* 1: the attention wrote the bf16 copy of every row (no hook apply) */
 } fwd_plan;
 
-/* ---- row-parallel steps on the context's pool ------------------------------------------------ */
-typedef void (*row_fn)(ac_ctx *c, const void *arg, int r0, int r1);
-typedef struct rows_call {
-    ac_ctx *c;
-    row_fn fn;
-    const void *arg;
-    int n, chunk;
-} rows_call;
 
-static void rows_step(void *v, int ith, int nth) {
-    (void)ith, (void)nth;
-    rows_call *rc = v;
-    const int nchunk = (rc->n + rc->chunk - 1) / rc->chunk;
-    for (int ch; (ch = ac_pool_next(rc->c->pool)) < nchunk;)
-        rc->fn(rc->c, rc->arg, ch * rc->chunk, AC_MIN(rc->n, (ch + 1) * rc->chunk));
-}
-
-/* fn over rows 0..n-1 of width elements each, in dynamic chunks; small jobs run on
- * the caller alone (a parallel step costs a barrier). */
-static void par_rows(ac_ctx *c, int n, int width, row_fn fn, const void *arg) {
-    const int nth = ac_pool_threads(c->pool);
-    if (nth == 1 || (size_t)n * (size_t)width < 32768) {
-        fn(c, arg, 0, n);
-        return;
-    }
-    rows_call rc = {c, fn, arg, n, AC_MAX(1, n / (4 * nth))};
-    ac_pool_run(c->pool, rows_step, &rc);
-}
 
 /* RoPE of the Q and K rows of the sequences that computed them (row positions). */
 static void rope_rows(ac_ctx *c, const void *arg, int r0, int r1) {
@@ -413,7 +431,7 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
         s = e;
     }
     if (nj && (rc = ac_ctx_gemm(c, jobs, nj))) return rc;
-    if (m->info.arch != AC_ARCH_BERT) par_rows(c, pl->T, QD + KVD, rope_rows, pl);
+    if (m->info.arch != AC_ARCH_BERT) ac_ctx_par_rows(c, pl->T, QD + KVD, rope_rows, pl);
     return AC_OK;
 }
 
@@ -504,13 +522,13 @@ static void norm_fn(ac_ctx *c, const void *arg, int r0, int r1) {
 /* out = rmsnorm(x) * w (f32 and, if out_bf, bf16), rows of [T][D] */
 static void rmsnorm_rows(ac_ctx *c, const float *x, const float *w, float *out, uint16_t *out_bf, int T) {
     norm_arg na = {x, w, NULL, out, out_bf, 1};
-    par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
+    ac_ctx_par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
 }
 
 /* x = layernorm(x) * w + b in place, with its bf16 copy */
 static void layernorm_rows(ac_ctx *c, float *x, const float *w, const float *b, uint16_t *x_bf, int T) {
     norm_arg na = {x, w, b, x, x_bf, 0};
-    par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
+    ac_ctx_par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
 }
 
 static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
@@ -741,7 +759,7 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     double tp = c->params.profile ? ac_now() : 0;
 
     /* embeddings: x [T][D] */
-    par_rows(c, T, D, embed_rows, &pl);
+    ac_ctx_par_rows(c, T, D, embed_rows, &pl);
     prof_lap(c, AC_STAGE_NORM, &tp);
 
     for (int il = 0; il < hp->n_layer && rc == AC_OK; il++)

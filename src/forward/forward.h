@@ -193,6 +193,11 @@ struct ac_ctx {
     ac_dnnl_state *dnnl;
 };
 
+/* fn over rows 0..n-1 (width elements each) on the context's pool, in dynamic
+ * chunks; small jobs run on the caller alone. */
+typedef void (*ac_row_fn)(ac_ctx *c, const void *arg, int r0, int r1);
+void ac_ctx_par_rows(ac_ctx *c, int n, int width, ac_row_fn fn, const void *arg);
+
 /* Grow a float buffer to at least n elements (64-byte aligned). */
 int ac_ctx_scratch_f32(float **buf, size_t *cap, size_t n);
 /* Per-thread scratch of n floats each (the own GEMM's F32 panels). */

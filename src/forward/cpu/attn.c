@@ -322,7 +322,8 @@ static int call_init(attn_call *ac, const ac_attn_args *a, float *kt, ac_pool *p
     const int nkb = (a->L + BK - 1) / BK;
     *owned = NULL;
     ac->a = a;
-    ac->pool = pool;
+    /* little work: the caller alone (a parallel step costs a barrier) */
+    ac->pool = (double)a->H * a->L * a->L * a->hd < 2e5 ? NULL : pool;
     ac->P = NULL;
     ac->Kt = kt ? kt : (*owned = AC_ALIGNED_ALLOC(ac_attn_kt_floats(a) * sizeof(float))); /* 64-byte rows */
     ac->flag = calloc((size_t)a->Hkv * nkb, sizeof *ac->flag);
@@ -355,7 +356,7 @@ int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool) {
     float *owned;
     int rc = call_init(&ac, a, kt, pool, &owned);
     if (rc) return rc;
-    ac_pool_run(pool, fused_step, &ac);
+    ac_pool_run(ac.pool, fused_step, &ac);
     free(owned);
     free(ac.flag);
     return AC_OK;
@@ -405,9 +406,9 @@ int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, do
     if (rc) return rc;
     ac.P = P;
     double t0 = ac_now();
-    ac_pool_run(pool, scores_step, &ac);
+    ac_pool_run(ac.pool, scores_step, &ac);
     double t1 = ac_now();
-    ac_pool_run(pool, softmax_step, &ac);
+    ac_pool_run(ac.pool, softmax_step, &ac);
     double t2 = ac_now();
     if (t_qk) *t_qk += t1 - t0;
     if (t_softmax) *t_softmax += t2 - t1;
@@ -461,6 +462,6 @@ static void apply_step(void *v, int ith, int nth) {
 }
 
 void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool) {
-    apply_call ap = {a, P, pool};
-    ac_pool_run(pool, apply_step, &ap);
+    apply_call ap = {a, P, (double)a->H * a->L * a->L * a->hd < 2e5 ? NULL : pool};
+    ac_pool_run(ap.pool, apply_step, &ap);
 }

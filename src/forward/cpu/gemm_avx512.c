@@ -349,6 +349,7 @@ static void gemm_step(void *v, int ith, int nth) {
 int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
     if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
     gemm_call g = {jobs, n_jobs, 0, {0}, {0}, NULL, {0}, 0, ctx->pool};
+    /* (g.pool is what the steps take their task numbers from: NULL for a caller-only run) */
     int maxk = 0;
     for (int i = 0; i < n_jobs; i++) { /* task counts per job: panels x row blocks */
         const int f32 = jobs[i].W->pack != AC_PACK_BF16;
@@ -380,7 +381,11 @@ int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
         int rc = ac_ctx_pack_scratch(ctx, (size_t)2 * maxk * NR, &g.pk);
         if (rc) return rc;
     }
-    ac_pool_run(ctx->pool, gemm_step, &g);
+    /* a single task, or little work: the caller alone (a parallel step costs a barrier) */
+    double flops = 0;
+    for (int i = 0; i < n_jobs; i++) flops += 2.0 * jobs[i].X->M * jobs[i].W->n_out * jobs[i].W->n_in;
+    if (g.total == 1 || flops < 2e6) g.pool = NULL;
+    ac_pool_run(g.pool, gemm_step, &g);
     return AC_OK;
 }
 

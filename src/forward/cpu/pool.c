@@ -136,6 +136,10 @@ void ac_pool_free(ac_pool *p) {
 
 int ac_pool_threads(const ac_pool *p) { return p ? p->n : 1; }
 
+void ac_pool_set_wait(ac_pool *p, double spin_us) {
+    if (p) p->spin_s = spin_us * 1e-6;
+}
+
 static _Thread_local int tl_next; /* task counter of a pool-less (NULL) run */
 
 void ac_pool_run(ac_pool *p, ac_pool_fn fn, void *arg) {
