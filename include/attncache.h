@@ -218,7 +218,8 @@ int ac_cache_open(const ac_model *model, const char *dir, const ac_cache_params 
 /* Commits pending entries (writer) and frees. NULL is fine. */
 int ac_cache_close(ac_cache *cache);
 /* Attach to (or with NULL detach from) a context. The cache is borrowed and
- * must outlive the attachment. One context per cache at a time. */
+ * must outlive the attachment. One context per cache at a time. Detach (or
+ * close the cache) before freeing an attached context. */
 int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *cache);
 
 /* Writer: run the exact forward on one input and store its maps. *added = 0

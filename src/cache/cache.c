@@ -394,8 +394,13 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     path_of(c, "projector.gguf", path, sizeof path);
     if (access(path, F_OK) == 0) {
         if ((rc = ac_proj_load(path, &c->proj))) goto fail;
-        if (c->proj->trained_on != c->fp[0] || c->proj->in_dim != c->feat_dim) {
-            rc = ac_err(AC_ERR_CACHE, "projector '%s' was trained for another model (or feature size %d != %d)", path,
+        if (c->proj->trained_on != c->fp[0]) {
+            rc = ac_err(AC_ERR_CACHE, "projector '%s' was trained for another model (fingerprint %016llx, this model %016llx)",
+                        path, (unsigned long long)c->proj->trained_on, (unsigned long long)c->fp[0]);
+            goto fail;
+        }
+        if (c->proj->in_dim != c->feat_dim) {
+            rc = ac_err(AC_ERR_CACHE, "projector '%s' reads %d features, this model's summaries have %d", path,
                         c->proj->in_dim, c->feat_dim);
             goto fail;
         }
