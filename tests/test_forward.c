@@ -275,6 +275,36 @@ static void test_auto_bf16_larger(void **st) {
     fx_close(&f);
 }
 
+/* f32_math: F16/Q8_0 weights widened at load, products in f32: the tight bound */
+static void test_f32_math(void **st) {
+    (void)st;
+    const uint32_t types[2] = {GGML_F16, GGML_Q8_0};
+    for (int a = 0; a < 2; a++)
+        for (int t = 0; t < 2; t++) {
+            ref_spec s = ref_spec_default(a ? AC_ARCH_BERT : AC_ARCH_QWEN2);
+            s.wtype = types[t];
+            s.seed = 300 + 2 * a + t;
+            fx f;
+            memset(&f, 0, sizeof f);
+            assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
+            assert_int_equal(gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
+            assert_int_equal(ref_model_init(&f.ref, f.g), 0);
+            ac_model_params mp = ac_model_default_params();
+            mp.f32_math = 1;
+            assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
+            assert_int_equal(f.m->pack, AC_PACK_F32);
+            batch b;
+            batch_make(&b, g_lens, 3, s.n_vocab, 17);
+            ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+            double w = check_vs_ref(&f, c, &b, 1e-4, "f32_math");
+            printf("  f32_math %s %s: max rel err %.2e (gemm %s)\n", a ? "bert" : "qwen2", ggml_dtype_name(types[t]), w,
+                   c->gemm_q->name);
+            ac_ctx_free(c);
+            free(b.ids);
+            fx_close(&f);
+        }
+}
+
 /* ---- batch == one at a time ------------------------------------------------------------------ */
 
 static void run_batch_vs_single(const ref_spec *s) {
@@ -745,7 +775,8 @@ int main(void) {
         cmocka_unit_test(test_llama_f32),        cmocka_unit_test(test_llama_variants),
         cmocka_unit_test(test_qwen2_f32),        cmocka_unit_test(test_bert_f32),
         cmocka_unit_test(test_bert_causal_flag), cmocka_unit_test(test_weight_types),
-        cmocka_unit_test(test_auto_bf16_larger), cmocka_unit_test(test_batch_vs_single),
+        cmocka_unit_test(test_auto_bf16_larger), cmocka_unit_test(test_f32_math),
+        cmocka_unit_test(test_batch_vs_single),
         cmocka_unit_test(test_skip_path),        cmocka_unit_test(test_hook_error),
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_loader_errors),
         cmocka_unit_test(test_info_profile_head), cmocka_unit_test(test_pooling_modes),

@@ -116,6 +116,7 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 #endif
         c->gemm_f32 = ac_f32_gemm_available() ? &ac_gemm_own_ops : lib;
         c->gemm_q = model->pack == AC_PACK_BF16   ? &ac_gemm_own_ops
+                    : model->pack == AC_PACK_F32  ? c->gemm_f32
                     : model->pack == AC_PACK_DNNL ? lib
                                                   : &ac_gemm_blas_ops;
     } else if (gemm == AC_GEMM_AVX512) {

@@ -390,6 +390,18 @@ static int all_mats(ac_model *m, ac_mat **out, int cap) {
     return n;
 }
 
+/* An owned f32 copy of a matrix (AC_PACK_F32). */
+static int widen_f32(ac_mat *w) {
+    float *b = AC_ALIGNED_ALLOC((size_t)w->n_out * w->n_in * sizeof(float)); /* [n_out][n_in] */
+    if (!b) return AC_ERR_NOMEM;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->n_out; r++) ac_row_to_f32(w->type, w->data, w->row_bytes, r, w->n_in, b + (size_t)r * w->n_in);
+    w->packed = b;
+    w->f32 = b;
+    w->pack = AC_PACK_F32;
+    return AC_OK;
+}
+
 static int pack_weights(ac_model *m, int kind) {
     const int cap = 7 * m->hp.n_layer + 3;
     ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
@@ -404,7 +416,10 @@ static int pack_weights(ac_model *m, int kind) {
         for (int i = 0; i < n && !rc; i++) {
             if (mats[i]->type == GGML_F32) continue;
             if (kind == AC_PACK_BF16 && mats[i]->n_in % 2) continue; /* stays on the f32 path */
-            rc = kind == AC_PACK_BF16 ? ac_bf16_pack(mats[i]) : ac_dnnl_pack_bf16(mats[i], tmp);
+            if (mats[i]->pack != AC_PACK_NONE) continue;                /* already packed */
+            rc = kind == AC_PACK_BF16 ? ac_bf16_pack(mats[i])
+                 : kind == AC_PACK_F32 ? widen_f32(mats[i])
+                                       : ac_dnnl_pack_bf16(mats[i], tmp);
             if (rc) ac_err_prefix(rc, "packing %s", mats[i]->name);
         }
         free(tmp);
@@ -461,8 +476,9 @@ static int dominant_type(const gguf_file *g) {
 /* Packing of F16/BF16/Q8_0 matrices at load: AC_PACK=bf16 (own AVX512-BF16 kernel, the
  * default where the CPU has it), onednn (oneDNN's blocked BF16 layout) or none; AC_GEMM=openblas
  * or naive also means none (those backends convert the mapped rows on the fly). */
-static int pack_kind_wanted(void) {
+static int pack_kind_wanted(const ac_model_params *params) {
     const char *e = getenv("AC_GEMM"), *p = getenv("AC_PACK");
+    if (params->f32_math || (p && !strcasecmp(p, "f32"))) return AC_PACK_F32;
     if (e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas"))) return AC_PACK_NONE;
     if (p && !strcasecmp(p, "none")) return AC_PACK_NONE;
     if (p && !strcasecmp(p, "onednn")) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
@@ -495,7 +511,9 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
         if ((rc = ac_vocab_load(g, &m->vocab))) return ac_err_prefix(rc, "tokenizer");
     }
     if (params->check_tensors && (rc = check_finite(m))) return rc;
-    int kind = flags & AC_LOAD_NO_PACK ? AC_PACK_NONE : flags & AC_LOAD_PACK_DNNL ? AC_PACK_DNNL : pack_kind_wanted();
+    int kind = flags & AC_LOAD_NO_PACK    ? AC_PACK_NONE
+               : flags & AC_LOAD_PACK_DNNL ? AC_PACK_DNNL
+                                           : pack_kind_wanted(params);
     if (kind == AC_PACK_DNNL && !ac_dnnl_bf16_available()) kind = AC_PACK_NONE;
     if (kind != AC_PACK_NONE && (rc = pack_weights(m, kind))) return rc;
 
@@ -530,11 +548,12 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
 /* ---- public ---------------------------------------------------------------------------------- */
 
 ac_model_params ac_model_default_params(void) {
-    ac_model_params p = {1, 0};
+    ac_model_params p = {1, 0, 0};
     return p;
 }
 
 static void mat_free_packed(ac_mat *w) {
+    if (w->pack == AC_PACK_F32) w->f32 = NULL;
     free(w->packed);
     free(w->packed_md);
     w->packed = w->packed_md = NULL;

@@ -28,7 +28,7 @@ typedef struct ac_mat {
     int pack;              /* AC_PACK_NONE, AC_PACK_BF16 (own panels), AC_PACK_DNNL (oneDNN blocked) */
 } ac_mat;
 
-enum { AC_PACK_NONE = 0, AC_PACK_BF16 = 1, AC_PACK_DNNL = 2 };
+enum { AC_PACK_NONE = 0, AC_PACK_BF16 = 1, AC_PACK_DNNL = 2, AC_PACK_F32 = 3 /* widened to an owned f32 copy */ };
 
 typedef struct ac_layer {
     /* llama/qwen2: norm1 = attn_norm (before attention), norm2 = ffn_norm (before MLP), RMSNorm, no bias.
