@@ -69,20 +69,20 @@ int ac_bf16_pack(ac_mat *W) {
 #pragma omp atomic write
             nomem = 1;
         }
-#pragma omp for schedule(dynamic, 4)
-        for (int n = 0; n < np * NR; n++) {
+        /* whole panels per thread: the 64 rows of a panel interleave in its cache lines */
+#pragma omp for schedule(dynamic, 1)
+        for (int p = 0; p < np; p++) {
             if (!row || !rb) continue;
-            const int p = n / NR, c = n % NR;
-            uint16_t *dst = P + (size_t)p * kp * NR * 2 + (size_t)c * 2;
-            if (n < N) {
-                ac_row_to_f32(W->type, W->data, W->row_bytes, n, K, row);
-                ac_f32_to_bf16(rb, row, (size_t)K);
-            } else {
-                memset(rb, 0, (size_t)K * sizeof *rb);
-            }
-            for (int k2 = 0; k2 < kp; k2++) {
-                dst[(size_t)k2 * NR * 2] = rb[2 * k2];
-                dst[(size_t)k2 * NR * 2 + 1] = rb[2 * k2 + 1];
+            for (int c = 0; c < NR; c++) {
+                const int n = p * NR + c;
+                uint16_t *dst = P + (size_t)p * kp * NR * 2 + (size_t)c * 2;
+                if (n < N) {
+                    ac_row_to_f32(W->type, W->data, W->row_bytes, n, K, row);
+                    ac_f32_to_bf16(rb, row, (size_t)K);
+                } else {
+                    memset(rb, 0, (size_t)K * sizeof *rb);
+                }
+                for (int k2 = 0; k2 < kp; k2++) memcpy(dst + (size_t)k2 * NR * 2, rb + 2 * k2, 2 * sizeof *rb);
             }
         }
         free(row);
