@@ -40,7 +40,7 @@ struct ac_pool {
     _Atomic int stop;
     ac_pool_fn fn;
     void *arg;
-    double spin_s;
+    double pause_s, spin_s;
 };
 
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val) {
@@ -53,22 +53,21 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Wait until *w != old: spin briefly, then keep polling with sched_yield (the
- * core goes to whoever is runnable, a preempted sibling included, while a quiet
- * machine sees no wake-up latency), and after spin_s sleep on the futex. */
-static void wait_change(_Atomic uint32_t *w, uint32_t old, double spin_s) {
+/* Wait until *w != old: spin (pause) for pause_s, then keep polling with
+ * sched_yield (the core goes to whoever is runnable, a preempted sibling
+ * included, while a quiet machine sees no wake-up latency), and after spin_s
+ * sleep on the futex. */
+static void wait_change(_Atomic uint32_t *w, uint32_t old, double pause_s, double spin_s) {
     double t0 = 0;
     for (int i = 0;; i++) {
         if (atomic_load_explicit(w, memory_order_acquire) != old) return;
-        if (i < 2048) {
-            CPU_RELAX();
-            continue;
-        }
-        sched_yield();
-        if ((i & 15) == 0) {
+        if ((i & 63) == 63) {
             double t = now_s();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin_s) break;
+            if (t - t0 > pause_s) sched_yield();
+        } else {
+            CPU_RELAX();
         }
     }
     while (atomic_load_explicit(w, memory_order_acquire) == old) futex(w, FUTEX_WAIT_PRIVATE, old);
@@ -85,7 +84,7 @@ static void *worker(void *v) {
     ac_pool *p = wa.p;
     uint32_t seen = 0;
     for (;;) {
-        wait_change(&p->gen, seen, p->spin_s);
+        wait_change(&p->gen, seen, p->pause_s, p->spin_s);
         seen = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (atomic_load(&p->stop)) break;
         p->fn(p->arg, wa.ith, p->n);
@@ -102,6 +101,8 @@ int ac_pool_new(int n_threads, ac_pool **out) {
     p->n = n_threads < 1 ? 1 : n_threads;
     const char *e = getenv("AC_POOL_SPIN_US");
     p->spin_s = (e && *e ? atof(e) : 5000.0) * 1e-6;
+    e = getenv("AC_POOL_PAUSE_US");
+    p->pause_s = (e && *e ? atof(e) : 0.0) * 1e-6;
     if (p->n > 1) {
         p->th = AC_CALLOC((size_t)p->n - 1, sizeof *p->th);
         if (!p->th) {
@@ -137,7 +138,9 @@ void ac_pool_free(ac_pool *p) {
 int ac_pool_threads(const ac_pool *p) { return p ? p->n : 1; }
 
 void ac_pool_set_wait(ac_pool *p, double spin_us) {
-    if (p) p->spin_s = spin_us * 1e-6;
+    if (!p) return;
+    p->spin_s = spin_us * 1e-6;
+    if (p->pause_s > p->spin_s) p->pause_s = p->spin_s;
 }
 
 static _Thread_local int tl_next; /* task counter of a pool-less (NULL) run */
@@ -157,7 +160,7 @@ void ac_pool_run(ac_pool *p, ac_pool_fn fn, void *arg) {
     futex(&p->gen, FUTEX_WAKE_PRIVATE, INT_MAX);
     fn(arg, 0, p->n);
     for (uint32_t d; (d = atomic_load_explicit(&p->done, memory_order_acquire)) != (uint32_t)(p->n - 1);)
-        wait_change(&p->done, d, p->spin_s);
+        wait_change(&p->done, d, p->pause_s, p->spin_s);
 }
 
 int ac_pool_next(ac_pool *p) {
