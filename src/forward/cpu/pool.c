@@ -4,11 +4,15 @@
  * Why not OpenMP here: the 2 cores are shared with other processes. At the end
  * of a step a thread that finished early must wait for the others; if one of
  * them was preempted, spinning on (as libgomp does by default) keeps a core
- * busy while the preempted thread waits for one. Here a waiting thread spins
- * only briefly (AC_POOL_SPIN_US, default 50 us, enough for back-to-back steps
- * on a quiet machine), then sleeps on a futex and gives its core back. Work
- * inside a step is shared dynamically (ac_pool_next), so a preempted thread
- * delays at most the task it holds. */
+ * busy while the preempted thread waits for one, and sleeping (passive) costs a
+ * wake-up of 0.1 ms or more per step on this VM. Here a waiting thread polls
+ * with sched_yield (the core goes to any runnable thread, a preempted sibling
+ * included; on a quiet machine the yield returns at once), after an optional
+ * pure spin (AC_POOL_PAUSE_US, default 0: measured best next to other jobs),
+ * and sleeps on a futex only after AC_POOL_SPIN_US (default 5000 us) of
+ * waiting, e.g. between forward calls. Work inside a step is shared
+ * dynamically (ac_pool_next), so a preempted thread delays at most the task
+ * it holds. */
 #define _GNU_SOURCE
 #include "pool.h"
 #include "util/common.h"
