@@ -155,6 +155,10 @@ int ref_build_writer(const ref_spec *s, gguf_writer **out) {
         CHECK(gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), s->eps));
         CHECK(gguf_w_f32(w, KEY("rope.freq_base"), s->rope_base));
         CHECK(gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)(s->n_rot ? s->n_rot : HD)));
+        if (s->rope_linear > 0) {
+            CHECK(gguf_w_str(w, KEY("rope.scaling.type"), "linear"));
+            CHECK(gguf_w_f32(w, KEY("rope.scaling.factor"), s->rope_linear));
+        }
     }
     if (s->causal >= 0) CHECK(gguf_w_bool(w, KEY("attention.causal"), s->causal));
     if (s->pooling_type >= 0) CHECK(gguf_w_u32(w, KEY("pooling_type"), (uint32_t)s->pooling_type));
@@ -314,6 +318,7 @@ int ref_model_init(ref_model *r, const gguf_file *g) {
     r->n_rot = geti(g, a, "rope.dimension_count", r->HD);
     r->neox = r->arch == AC_ARCH_QWEN2;
     r->base = getf(g, a, "rope.freq_base", 10000.0);
+    r->rope_scale = 1.0 / getf(g, a, "rope.scaling.factor", 1.0);
     r->eps = bert ? getf(g, a, "attention.layer_norm_epsilon", 1e-12) : getf(g, a, "attention.layer_norm_rms_epsilon", 1e-5);
     {
         char key[128];
@@ -440,7 +445,7 @@ static void layernorm(double *o, const double *x, const float *w, const float *b
 static void rope(const ref_model *r, double *v, int pos) { /* one head of HD */
     const int half = r->n_rot / 2;
     for (int i = 0; i < half; i++) {
-        double th = pos * pow(r->base, -2.0 * i / r->n_rot);
+        double th = pos * r->rope_scale * pow(r->base, -2.0 * i / r->n_rot);
         if (r->rope_ff) th /= r->rope_ff[i];
         double c = cos(th), s = sin(th);
         int a = r->neox ? i : 2 * i, b = r->neox ? i + half : 2 * i + 1;

@@ -28,6 +28,7 @@ typedef struct ref_spec {
     int causal;                     /* -1: arch default, else write {arch}.attention.causal */
     int pooling_type;               /* -1: not written */
     float rope_base, eps;
+    float rope_linear;              /* > 0: write rope.scaling.type = linear with this factor */
     float wscale;                   /* matrix values ~ U(-1,1) * wscale / sqrt(n_in); 0: 1 */
     uint64_t seed;
     /* fault injection (NULL: none): a tensor left out, one written a row short, one written as Q4_0,
@@ -51,7 +52,7 @@ typedef struct ref_layer {
 
 typedef struct ref_model {
     int arch, V, n_ctx, D, NL, H, HKV, HD, F, n_rot, neox, causal;
-    double base, eps;
+    double base, eps, rope_scale;
     float *tok, *type0, *pos, *en_w, *en_b, *out_norm, *out, *rope_ff;
     float *cls_w, *cls_b, *clso_w, *clso_b;
     int n_cls, has_cls;

@@ -193,6 +193,7 @@ static void test_llama_variants(void **st) {
     s.n_head_kv = 1;
     s.n_cls = 3;
     s.seed = 77;
+    s.rope_linear = 4.0f;
     run_all_backends(&s, 1e-4, "llama tied/fused/partial");
 }
 
@@ -642,6 +643,22 @@ static void test_loader_errors(void **st) {
     /* shapes follow n_head_kv = 3 consistently; the loader must reject the hparams */
     assert_int_equal(load_spec_rc(&s), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "head_count"));
+
+    /* RoPE scaling other than linear */
+    {
+        gguf_writer *w;
+        s = ref_spec_default(AC_ARCH_LLAMA);
+        assert_int_equal(ref_build_writer(&s, &w), AC_OK);
+        assert_int_equal(gguf_w_str(w, "llama.rope.scaling.type", "yarn"), AC_OK);
+        uint8_t *buf;
+        size_t size;
+        assert_int_equal(gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
+        gguf_writer_free(w);
+        ac_model *mm = NULL;
+        assert_int_equal(ac_model_load_memory(buf, size, NULL, AC_LOAD_NO_VOCAB, &mm), AC_ERR_UNSUPPORTED);
+        assert_non_null(strstr(ac_last_error(), "rope.scaling.type"));
+        free(buf);
+    }
 
     ac_model *m = (ac_model *)1;
     assert_int_equal(ac_model_load("/nonexistent/model.gguf", NULL, &m), AC_ERR_IO);

@@ -238,7 +238,7 @@ static int rope_reserve(ac_ctx *c, int L) {
         for (int i = 0; i < half; i++) {
             double inv = pow((double)m->hp.rope_base, -2.0 * i / m->hp.n_rot);
             if (m->rope_freqs) inv /= (double)m->rope_freqs[i];
-            double th = pos * inv;
+            double th = pos * (double)m->hp.rope_scale * inv;
             cs[((size_t)pos * half + i) * 2] = (float)cos(th);
             cs[((size_t)pos * half + i) * 2 + 1] = (float)sin(th);
         }

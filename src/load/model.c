@@ -270,6 +270,7 @@ static int load_hparams(loader *ld) {
     if ((int64_t)hp->n_head * hp->head_dim > (1 << 20))
         return ac_err(AC_ERR_FORMAT, "%s: %d heads x %d dims is too large", ld->arch, hp->n_head, hp->head_dim);
     hp->rope_base = 10000.0f;
+    hp->rope_scale = 1.0f;
     hp->n_rot = hp->head_dim;
     if (bert) {
         if ((rc = key_float(ld, "attention.layer_norm_epsilon", 1, &hp->norm_eps))) return rc;
@@ -280,6 +281,23 @@ static int load_hparams(loader *ld) {
         if ((rc = key_int(ld, "rope.dimension_count", 2, hp->head_dim, 0, &hp->n_rot))) return rc;
         if (hp->n_rot % 2) return ac_err(AC_ERR_FORMAT, "%s.rope.dimension_count %d is odd", ld->arch, hp->n_rot);
         if (!(hp->rope_base > 0)) return ac_err(AC_ERR_FORMAT, "%s.rope.freq_base must be > 0", ld->arch);
+        /* position scaling: linear only (positions x 1/factor), as llama.cpp's freq_scale */
+        hp->rope_scale = 1.0f;
+        float lin = 0;
+        if ((rc = key_float(ld, "rope.scale_linear", 0, &lin))) return rc;
+        if (lin > 0) hp->rope_scale = 1.0f / lin;
+        char key[160];
+        snprintf(key, sizeof key, "%s.rope.scaling.type", ld->arch);
+        gguf_str st = {0, ""};
+        if ((rc = gguf_get_str(ld->g, key, &st, 0))) return rc;
+        if (st.len && !gguf_str_eq(st, "none")) {
+            if (!gguf_str_eq(st, "linear"))
+                return ac_err(AC_ERR_UNSUPPORTED, "%s = '%.*s' (only none and linear RoPE scaling are supported)", key,
+                              (int)AC_MIN(st.len, 32), st.ptr);
+            float f = 0;
+            if ((rc = key_float(ld, "rope.scaling.factor", 0, &f))) return rc;
+            if (f > 0) hp->rope_scale = 1.0f / f;
+        }
         hp->rope_neox = m->info.arch == AC_ARCH_QWEN2;
         hp->causal = 1;
     }

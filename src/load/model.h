@@ -47,6 +47,7 @@ typedef struct ac_hparams {
     int n_rot;          /* rotary dims (<= head_dim, even)                  */
     int rope_neox;      /* 0: adjacent pairs (2i,2i+1) llama; 1: (i, i+n_rot/2) qwen2 */
     float rope_base;
+    float rope_scale;   /* linear position scaling (1/factor), 1 if none */
     float norm_eps;
     int causal;
     int pooling;        /* enum ac_pooling; model default                   */
