@@ -75,10 +75,11 @@ typedef struct ac_model_info {
 typedef struct ac_model_params {
     int use_mmap;       /* 1 (default): map the file, weights used in place where possible */
     int check_tensors;  /* 1: scan weights for NaN/Inf at load (slow)                       */
-    int f32_math;       /* 1: F16/BF16/Q8_0 weights are widened to f32 at load and multiplied in
-                           f32 (exact products, 2x memory, ~2x slower); 0 (default): packed to
-                           BF16 for the AVX512-BF16 kernel, activations rounded to bf16 (rel.
-                           error ~1e-3..5e-3). Env AC_PACK=f32 does the same. */
+    int f32_math;       /* 1 (default): exact products — F16/BF16/Q8_0 weights are widened to f32
+                           at load and multiplied in f32 (matches PyTorch to ~2e-4 with F16 weights;
+                           2x the memory of the file's weights). 0: "fast" — packed to BF16 for the
+                           AVX512-BF16 kernel, activations rounded to bf16 (~2x faster; relative
+                           error ~1e-3..5e-3). Env AC_PACK=bf16|f32|onednn|none overrides. */
 } ac_model_params;
 
 ac_model_params ac_model_default_params(void);

@@ -34,7 +34,11 @@ static void fx_open_flags(fx *f, const ref_spec *s, int flags) {
     assert_int_equal(ref_build(s, &f->buf, &f->size), AC_OK);
     assert_int_equal(gguf_open_memory(f->buf, f->size, &f->g), AC_OK);
     assert_int_equal(ref_model_init(&f->ref, f->g), 0);
-    int rc = ac_model_load_memory(f->buf, f->size, NULL, AC_LOAD_NO_VOCAB | flags, &f->m);
+    /* the fast (bf16) mode, so that these fixtures cover the packed kernels;
+     * test_f32_math covers the exact default */
+    ac_model_params mp = ac_model_default_params();
+    mp.f32_math = 0;
+    int rc = ac_model_load_memory(f->buf, f->size, &mp, AC_LOAD_NO_VOCAB | flags, &f->m);
     if (rc) fprintf(stderr, "load: %s\n", ac_last_error());
     assert_int_equal(rc, AC_OK);
 }

@@ -496,7 +496,8 @@ static int dominant_type(const gguf_file *g) {
  * or naive also means none (those backends convert the mapped rows on the fly). */
 static int pack_kind_wanted(const ac_model_params *params) {
     const char *e = getenv("AC_GEMM"), *p = getenv("AC_PACK");
-    if (params->f32_math || (p && !strcasecmp(p, "f32"))) return AC_PACK_F32;
+    if (p && !strcasecmp(p, "f32")) return AC_PACK_F32;
+    if (params->f32_math && !(p && (!strcasecmp(p, "bf16") || !strcasecmp(p, "onednn")))) return AC_PACK_F32;
     if (e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas"))) return AC_PACK_NONE;
     if (p && !strcasecmp(p, "none")) return AC_PACK_NONE;
     if (p && !strcasecmp(p, "onednn")) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
@@ -566,7 +567,7 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
 /* ---- public ---------------------------------------------------------------------------------- */
 
 ac_model_params ac_model_default_params(void) {
-    ac_model_params p = {1, 0, 0};
+    ac_model_params p = {1, 0, 1}; /* exact (f32) arithmetic unless asked for the fast bf16 mode */
     return p;
 }
 

@@ -9,7 +9,7 @@
 
 typedef struct cli_common {
     const char *model, *input;
-    int threads, gemm, attn, profile;
+    int threads, gemm, attn, profile, fast;
     /* attention cache options */
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every;
