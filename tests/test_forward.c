@@ -731,6 +731,7 @@ static void test_info_profile_head(void **st) {
     ac_model_params mp = ac_model_default_params();
     mp.use_mmap = 0;
     mp.check_tensors = 1;
+    mp.f32_math = 0; /* the same (fast) arithmetic as the fixture */
     ac_model *m2;
     assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &m2), AC_OK);
     assert_int_equal(ac_ctx_new(m2, &p, &c), AC_OK);
