@@ -52,10 +52,10 @@ def llamacpp_prefill(path, lengths, threads, reps, embedding):
     return out
 
 
-def attncache_prefill(binary, path, lengths, threads, reps):
+def attncache_prefill(binary, path, lengths, threads, reps, fast):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [binary, "bench", "-m", path, "-L", ",".join(map(str, lengths)), "-t", str(threads), "-r", str(reps),
-               "--json", f.name]
+               "--json", f.name] + (["--fast"] if fast else [])
         subprocess.run(cmd, check=True, stdout=sys.stderr)
         res = json.load(open(f.name))
     return {r["L"]: r["tok_s_best"] for r in res["results"]}, res
@@ -69,12 +69,13 @@ def main():
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "attncache"))
     ap.add_argument("--embedding", action="store_true", help="llama.cpp embedding mode (BERT models)")
+    ap.add_argument("--fast", action="store_true", help="attncache's bf16 mode (default: exact f32 products)")
     a = ap.parse_args()
     lengths = [int(x) for x in a.L.split(",")]
-    ours, _ = attncache_prefill(a.bin, a.m, lengths, a.t, a.r)
+    ours, _ = attncache_prefill(a.bin, a.m, lengths, a.t, a.r, a.fast)
     theirs = llamacpp_prefill(a.m, lengths, a.t, a.r, a.embedding)
-    ours2, _ = attncache_prefill(a.bin, a.m, lengths, a.t, a.r)  # again, after llama.cpp: drift check
-    print(f"model {a.m}, {a.t} threads, best of {a.r}")
+    ours2, _ = attncache_prefill(a.bin, a.m, lengths, a.t, a.r, a.fast)  # again, after llama.cpp: drift check
+    print(f"model {a.m}, {a.t} threads, best of {a.r}, attncache {'--fast (bf16)' if a.fast else 'exact (f32 products)'}")
     print(f"{'L':>6} {'attncache t/s':>14} {'(2nd run)':>10} {'llama.cpp t/s':>14} {'ratio':>7}")
     for L in lengths:
         o = max(ours[L], ours2[L])
