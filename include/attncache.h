@@ -80,6 +80,8 @@ typedef struct ac_model_params {
                            2x the memory of the file's weights). 0: "fast" — packed to BF16 for the
                            AVX512-BF16 kernel, activations rounded to bf16 (~2x faster; relative
                            error ~1e-3..5e-3). Env AC_PACK=bf16|f32|onednn|none overrides. */
+    int vocab_only;     /* 1: load only the tokenizer (any architecture; no weights needed, e.g.
+                           llama.cpp's vocab fixtures); contexts refuse such a model. Default 0. */
 } ac_model_params;
 
 ac_model_params ac_model_default_params(void);

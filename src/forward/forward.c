@@ -84,6 +84,7 @@ static int env_gemm(int *id) {
 int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out) {
     if (!model || !out) return ac_err(AC_ERR_ARG, "ac_ctx_new: NULL argument");
     *out = NULL;
+    if (model->vocab_only) return ac_err(AC_ERR_ARG, "model was loaded vocab-only (no weights): no context");
     ac_ctx_params p = params ? *params : ac_ctx_default_params();
     if (p.n_threads < 0 || p.n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p.n_threads);
     if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_AVX512) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);

@@ -514,6 +514,17 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
     gguf_str arch;
     if ((rc = gguf_get_str(g, "general.architecture", &arch, 1))) return rc;
     snprintf(m->arch_name, sizeof m->arch_name, "%.*s", (int)AC_MIN(arch.len, 31), arch.ptr);
+    if (params->vocab_only) { /* the tokenizer alone */
+        if (!gguf_find(g, "tokenizer.ggml.model"))
+            return ac_err(AC_ERR_FORMAT, "no tokenizer metadata (tokenizer.ggml.model) to load");
+        if ((rc = ac_vocab_load(g, &m->vocab))) return ac_err_prefix(rc, "tokenizer");
+        m->vocab_only = 1;
+        m->info.arch = -1;
+        m->info.arch_name = m->arch_name;
+        m->info.name = m->name;
+        m->info.n_vocab = ac_vocab_n_tokens(m->vocab);
+        return AC_OK;
+    }
     if (gguf_str_eq(arch, "llama")) m->info.arch = AC_ARCH_LLAMA;
     else if (gguf_str_eq(arch, "qwen2")) m->info.arch = AC_ARCH_QWEN2;
     else if (gguf_str_eq(arch, "bert")) m->info.arch = AC_ARCH_BERT;
@@ -567,7 +578,7 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
 /* ---- public ---------------------------------------------------------------------------------- */
 
 ac_model_params ac_model_default_params(void) {
-    ac_model_params p = {1, 0, 1}; /* exact (f32) arithmetic unless asked for the fast bf16 mode */
+    ac_model_params p = {1, 0, 1, 0}; /* exact (f32) arithmetic unless asked for the fast bf16 mode */
     return p;
 }
 

@@ -76,6 +76,7 @@ struct ac_model {
     ac_mat cls, cls_out;            /* classifier: [D][D] dense+tanh (optional), [n_cls][D] */
     const float *cls_b, *cls_out_b; /* [D], [n_cls] */
     int has_cls, has_cls_out;
+    int vocab_only;     /* loaded with ac_model_params.vocab_only: no weights */
     int cls_mean_l2;    /* 1: the head reads the L2-normalised mean pool (attncache.head.input = mean_l2), 0: CLS/last token */
 
     ac_layer *layers;               /* [n_layer] */

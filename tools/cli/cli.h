@@ -9,7 +9,7 @@
 
 typedef struct cli_common {
     const char *model, *input;
-    int threads, gemm, attn, profile, fast;
+    int threads, gemm, attn, profile, fast, vocab_only;
     /* attention cache options */
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every;

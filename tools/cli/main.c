@@ -122,6 +122,7 @@ int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
     if (!c->model) return cli_fail("no model given (-m MODEL)");
     ac_model_params mp = ac_model_default_params();
     if (c->fast) mp.f32_math = 0;
+    mp.vocab_only = c->vocab_only;
     int rc = ac_model_load(c->model, &mp, m);
     if (rc != AC_OK) return cli_fail("cannot load model '%s': %s", c->model, ac_last_error());
     if (!ctx) return 0;
@@ -241,6 +242,21 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     return 0;
 }
 
+/* --cache for the commands that only read a cache (embed, similarity, score) */
+static int attach_cache(const cli_common *c, ac_model *m, ac_ctx *ctx, ac_cache **cache) {
+    *cache = NULL;
+    if (!c->cache) return 0;
+    if (cli_open_cache(c, m, 0, 0, cache)) return 1;
+    ac_ctx_attach_cache(ctx, *cache);
+    return 0;
+}
+
+static void detach_cache(ac_ctx *ctx, ac_cache *cache) {
+    if (!cache) return;
+    ac_ctx_attach_cache(ctx, NULL);
+    ac_cache_close(cache);
+}
+
 /* ---- commands -------------------------------------------------------------------------- */
 
 static int cmd_tokenize(int argc, char **argv) {
@@ -259,6 +275,7 @@ static int cmd_tokenize(int argc, char **argv) {
             return 0;
         } else return cli_fail("tokenize: unknown option '%s' (see --help)", argv[i]);
     }
+    c.vocab_only = 1; /* the tokenizer is all this needs: vocab-only GGUFs work too */
     ac_model *m;
     if (cli_load(&c, &m, NULL)) return 1;
     cli_lines in;
@@ -321,15 +338,17 @@ static int cmd_embed(int argc, char **argv) {
                    "Prints one JSON line per input line: {\"embedding\":[...],\"tokens\":N}.\n"
                    "  --pooling P          mean|cls|last (default: the model's pooling type)\n"
                    "  --normalize          L2-normalise the embedding\n"
-                   "  --batch N            inputs per forward call (default 16)\n%s",
-                   cli_common_help);
+                   "  --batch N            inputs per forward call (default 16)\n%s%s",
+                   cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("embed: unknown option '%s' (see --help)", argv[i]);
     }
     ac_model *m;
     ac_ctx *ctx;
-    if (cli_load(&c, &m, &ctx)) return 1;
+    ac_cache *cache = NULL;
     cli_lines in;
+    if (cli_load(&c, &m, &ctx)) return 1;
+    if (attach_cache(&c, m, ctx, &cache)) goto fail_model;
     if (cli_read_lines(c.input, &in)) goto fail_model;
     ac_model_info info;
     ac_model_get_info(m, &info);
@@ -361,10 +380,12 @@ static int cmd_embed(int argc, char **argv) {
     free(emb);
     free(ntok);
     cli_lines_free(&in);
+    detach_cache(ctx, cache);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;
 fail_model:
+    detach_cache(ctx, cache);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return 1;
@@ -442,7 +463,9 @@ static int cmd_score(int argc, char **argv) {
     double *lp = calloc((size_t)nl, sizeof *lp);
     char **cont = calloc((size_t)nl, sizeof *cont);
     if (!lp || !cont) goto out_labels;
+    ac_cache *cache = NULL;
     if (cli_load(&c, &m, &ctx)) goto out_labels;
+    if (attach_cache(&c, m, ctx, &cache)) goto out;
     if (cli_read_lines(c.input, &in)) goto out;
     rc = 0;
     for (size_t l = 0; l < in.n && !rc; l++) {
@@ -483,6 +506,7 @@ static int cmd_score(int argc, char **argv) {
     }
 out:
     cli_lines_free(&in);
+    detach_cache(ctx, cache);
     ac_ctx_free(ctx);
     ac_model_free(m);
 out_labels:
@@ -515,10 +539,12 @@ static int cmd_similarity(int argc, char **argv) {
     }
     ac_model *m;
     ac_ctx *ctx;
+    ac_cache *cache = NULL;
     if (cli_load(&c, &m, &ctx)) return 1;
     cli_lines in = {0};
     float *emb = NULL;
-    int rc = cli_read_lines(c.input, &in);
+    int rc = attach_cache(&c, m, ctx, &cache);
+    if (!rc) rc = cli_read_lines(c.input, &in);
     if (rc) goto out;
     if (in.n == 0) {
         rc = cli_fail("similarity: no input lines");
@@ -561,6 +587,7 @@ static int cmd_similarity(int argc, char **argv) {
 out:
     free(emb);
     cli_lines_free(&in);
+    detach_cache(ctx, cache);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

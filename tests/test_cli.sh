@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# test_cli.sh — the attncache command as a user runs it: output formats, the
+# fixture ids through the CLI, and clear one-line errors with a non-zero exit.
+# usage: test_cli.sh BUILD_DIR SHARED_DIR   (run by ctest)
+set -u
+BIN="$1/attncache"
+SHARED="$2"
+pass=0 fail=0 skipped=0
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+skip() { skipped=$((skipped + 1)); echo "skip $1"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+
+STORIES="$SHARED/models/stories260K.gguf"
+SPM="$SHARED/vocab/ggml-vocab-llama-spm.gguf"
+
+# --help on every command, exit 0
+for c in tokenize embed similarity score eval info bench build db train-projector tune; do
+  check "help $c" "'$BIN' $c --help >/dev/null 2>&1"
+done
+check "unknown command exits 2" "'$BIN' frobnicate 2>/dev/null; [ \$? -eq 2 ]"
+
+if [ -f "$SPM" ] && [ -f "$SPM.inp" ]; then
+  # single-line fixture cases through `attncache tokenize` (a vocab-only file: tokenize needs no weights)
+  python3 - "$SPM.inp" "$SPM.out" "$T" <<'EOF'
+import sys
+inp = open(sys.argv[1], encoding="utf-8").read().split("\n__ggml_vocab_test__\n")
+out = open(sys.argv[2], encoding="utf-8").read().split("\n")
+cases = [(t, o) for t, o in zip(inp, out) if t and "\n" not in t and "\r" not in t and t.strip()]
+open(sys.argv[3] + "/in.txt", "w", encoding="utf-8").write("".join(t + "\n" for t, _ in cases))
+open(sys.argv[3] + "/want.txt", "w", encoding="utf-8").write("".join(o.strip() + "\n" for _, o in cases))
+EOF
+  if "$BIN" tokenize -m "$SPM" -f "$T/in.txt" > "$T/got.txt" 2> "$T/err.txt"; then
+    check "tokenize: $(wc -l < "$T/in.txt") fixture lines give llama.cpp's ids" "diff -q '$T/want.txt' '$T/got.txt' >/dev/null"
+  else
+    bad "tokenize on the SPM fixture: $(cat "$T/err.txt")"
+  fi
+else
+  skip "tokenize fixture (absent: $SPM)"
+fi
+
+if [ -f "$STORIES" ]; then
+  check "tokenize --special adds BOS" "[ \"\$(echo 'Once upon a time' | '$BIN' tokenize -m '$STORIES' --special | cut -d' ' -f1)\" = 1 ]"
+  printf 'Once upon a time\nThe little dog\n' | "$BIN" embed -m "$STORIES" --normalize > "$T/emb.jsonl" 2>"$T/err.txt"
+  check "embed: JSON lines with 64-d unit vectors and token counts" "python3 -c '
+import json,sys,math
+L=[json.loads(l) for l in open(\"$T/emb.jsonl\")]
+assert len(L)==2 and all(len(x[\"embedding\"])==64 and x[\"tokens\"]>1 for x in L)
+assert all(abs(math.sqrt(sum(v*v for v in x[\"embedding\"]))-1)<1e-4 for x in L)'"
+  echo 'Once upon a time there was a' | "$BIN" score -m "$STORIES" --labels "girl,dog,car" > "$T/score.jsonl" 2>"$T/err.txt"
+  check "score: log-probabilities and the argmax" "python3 -c '
+import json
+x=json.loads(open(\"$T/score.jsonl\").read())
+lp=x[\"logprobs\"]; assert set(lp)=={\"girl\",\"dog\",\"car\"} and all(v<0 for v in lp.values())
+assert x[\"label\"]==max(lp,key=lp.get)'"
+  check "info: JSON with the architecture" "'$BIN' info -m '$STORIES' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"arch\"]==\"llama\" and d[\"n_layer\"]==5'"
+  # bad input: one clear line on stderr, non-zero exit, output before the bad line kept
+  printf 'Once upon a time\n\nmore\n' | "$BIN" embed -m "$STORIES" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "empty line: exit != 0, one error line naming line 2" "[ $rc -ne 0 ] && [ \$(wc -l < '$T/e.txt') -eq 1 ] && grep -q 'line 2: empty' '$T/e.txt'"
+  python3 -c "print('word ' * 400)" | "$BIN" embed -m "$STORIES" > /dev/null 2> "$T/e.txt"; rc=$?
+  check "over-long input: clear error" "[ $rc -ne 0 ] && grep -q 'exceeds' '$T/e.txt'"
+  printf 'caf\xc3 \xff\xfe ok\n' | "$BIN" tokenize -m "$STORIES" > /dev/null 2> "$T/e.txt"
+  check "invalid UTF-8: tokenized (replacement), exit 0" "[ \$? -eq 0 ]"
+  head -c 5000 "$STORIES" > "$T/trunc.gguf"
+  "$BIN" info -m "$T/trunc.gguf" > /dev/null 2> "$T/e.txt"; rc=$?
+  check "truncated GGUF: exit != 0, one line" "[ $rc -ne 0 ] && [ \$(wc -l < '$T/e.txt') -eq 1 ] && grep -q 'cannot load model' '$T/e.txt'"
+  printf 'GGUF\x03\x00\x00\x00' > "$T/short.gguf"
+  check "8-byte GGUF: clear error" "! '$BIN' info -m '$T/short.gguf' 2>/dev/null"
+  check "missing file: clear error" "'$BIN' info -m '$T/nope.gguf' 2>&1 | grep -q 'nope.gguf'"
+  if [ -f "$SPM" ]; then
+    check "vocab-only GGUF (no weights): names the missing tensor" "'$BIN' embed -m '$SPM' </dev/null 2>&1 | grep -q 'missing required tensor'"
+  fi
+  check "score without --labels: clear error" "! echo x | '$BIN' score -m '$STORIES' 2>/dev/null"
+  check "bad --pooling: clear error" "! echo x | '$BIN' embed -m '$STORIES' --pooling max 2>/dev/null"
+  # the cache commands on a damaged database: errors, never a crash
+  mkdir -p "$T/c"; echo garbage > "$T/c/maps.acdb"
+  "$BIN" db verify "$T/c" > /dev/null 2> "$T/e.txt"; rc=$?
+  check "db verify on garbage: exit 1 (not a crash), message" "[ $rc -eq 1 ] && [ -s '$T/e.txt' ]"
+  echo 'Once upon a time' | "$BIN" embed -m "$STORIES" --cache "$T/c" > /dev/null 2> "$T/e.txt"; rc=$?
+  check "embed --cache on garbage: exit 1 with a message" "[ $rc -eq 1 ] && grep -q 'attention cache' '$T/e.txt'"
+else
+  skip "model tests (absent: $STORIES)"
+fi
+
+echo "$pass passed, $fail failed, $skipped skipped"
+[ "$fail" -eq 0 ]
