@@ -15,6 +15,7 @@
 #include "cache/projector.h"
 #include "cache/store.h"
 #include "forward/forward.h"
+#include "forward/cpu/pool.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -539,46 +540,75 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
 /* out[t][h*hd + d] = sum_j P_h[t][j] V[j][g*hd + d], g = h / (H/Hkv), from
  * the stored compressed rows (decoded inside the A.V kernel). A longer
  * entry serves through its top-left L x L block (causal: exact prefix;
- * bidirectional with allow_longer: rows renormalised). */
+ * bidirectional with allow_longer: rows renormalised). Runs on the
+ * context's own thread pool: tasks of one head x 16 rows. */
+typedef struct apply_job {
+    const ac_store_entry *e;
+    int layer, L, H, grp, hd, ldv, ldo, causal, renorm;
+    const float *v;
+    float *out;
+    float **rowbuf; /* [n threads][Le] when renorm */
+    struct ac_pool *pool;
+} apply_job;
+
+#define APPLY_ROWS 16
+
+/* one task: head h = task / nb, rows [16 (task % nb), +16) */
+static void apply_task(const apply_job *j, int task, float *row) {
+    const ac_store_entry *e = j->e;
+    const ac_map_codec *codec = &e->codec;
+    const int Le = e->n_tokens, nb = (j->L + APPLY_ROWS - 1) / APPLY_ROWS;
+    const int h = task / nb, t0 = (task % nb) * APPLY_ROWS, t1 = AC_MIN(j->L, t0 + APPLY_ROWS);
+    const uint8_t *map = ac_store_entry_map(e, j->H, j->layer, h);
+    const float *vh = j->v + (size_t)(h / j->grp) * j->hd;
+    for (int t = t0; t < t1; t++) {
+        float *o = j->out + (size_t)t * j->ldo + (size_t)h * j->hd;
+        ac_codec_av_row(codec, map + ac_codec_row_offset(codec, Le, t), j->causal ? t + 1 : j->L, vh, j->ldv, j->hd, o);
+        if (j->renorm) { /* a longer bidirectional entry: rows renormalised over the first L columns */
+            ac_codec_decode_row(codec, map, Le, t, row);
+            double s = 0;
+            for (int k = 0; k < j->L; k++) s += row[k];
+            const float inv = s > 1e-20 ? (float)(1.0 / s) : 0.0f;
+            for (int d = 0; d < j->hd; d++) o[d] *= inv;
+        }
+    }
+}
+
+static void apply_step(void *arg, int ith, int nth) {
+    (void)nth;
+    apply_job *j = arg;
+    const int ntask = j->H * ((j->L + APPLY_ROWS - 1) / APPLY_ROWS);
+    for (int task; (task = ac_pool_next(j->pool)) < ntask;) apply_task(j, task, j->renorm ? j->rowbuf[ith] : NULL);
+}
+
 static int hook_apply(void *user, const ac_attn_site *site, const float *v, int ldv, int n_head_kv, int hd,
                       float *out, int ldo) {
     ac_cache *c = user;
-    const seq_state *st = &c->ss[site->seq];
-    const ac_store_entry *e = &st->e;
-    const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, grp = H / n_head_kv;
-    const int renorm = !c->causal && Le > L;
-    const ac_map_codec *codec = &e->codec;
-    const int nthr = ac_ctx_threads(c->ctx);
+    const ac_store_entry *e = &c->ss[site->seq].e;
+    const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head;
+    struct ac_pool *pool = ac_ctx_pool(c->ctx);
+    const int nthr = pool ? ac_pool_threads(pool) : 1, ntask = H * ((L + APPLY_ROWS - 1) / APPLY_ROWS);
+    apply_job j = {e, site->layer, L, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out, NULL,
+                   pool};
     int rc = AC_OK;
-#pragma omp parallel num_threads(nthr)
-    {
-        float *row = renorm ? malloc((size_t)Le * sizeof *row) : NULL;
-        if (renorm && !row) {
-#pragma omp atomic write
-            rc = AC_ERR_NOMEM;
-        } else {
-#pragma omp for collapse(2) schedule(dynamic, 16)
-            for (int h = 0; h < H; h++)
-                for (int t = 0; t < L; t++) {
-                    const uint8_t *map = ac_store_entry_map(e, H, site->layer, h);
-                    const uint8_t *r = map + ac_codec_row_offset(codec, Le, t);
-                    const int n = c->causal ? t + 1 : L;
-                    float *o = out + (size_t)t * ldo + (size_t)h * hd;
-                    ac_codec_av_row(codec, r, n, v + (size_t)(h / grp) * hd, ldv, hd, o);
-                    if (renorm) {
-                        ac_codec_decode_row(codec, map, Le, t, row);
-                        double s = 0;
-                        for (int j = 0; j < L; j++) s += row[j];
-                        const float inv = s > 1e-20 ? (float)(1.0 / s) : 0.0f;
-                        for (int d = 0; d < hd; d++) o[d] *= inv;
-                    }
-                }
-        }
-        free(row);
+    if (j.renorm) {
+        if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
+        for (int i = 0; !rc && i < nthr; i++)
+            if (!(j.rowbuf[i] = AC_MALLOC((size_t)Le * sizeof(float)))) rc = AC_ERR_NOMEM;
     }
+    if (!rc) {
+        if (!pool || nthr == 1 || (double)L * L * H * hd < 2e5) /* little work: the caller alone, no barrier */
+            for (int task = 0; task < ntask; task++) apply_task(&j, task, j.renorm ? j.rowbuf[0] : NULL);
+        else
+            ac_pool_run(pool, apply_step, &j);
+    }
+    if (j.rowbuf)
+        for (int i = 0; i < nthr; i++) free(j.rowbuf[i]);
+    free(j.rowbuf);
     if (rc) return ac_err(rc, "cache: out of memory serving a map");
-    for (int h = 0; h < H; h++)
-        c->stats.bytes_read += ac_codec_row_offset(codec, Le, L - 1) + ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, L - 1));
+    const ac_map_codec *codec = &e->codec;
+    c->stats.bytes_read += (uint64_t)H * (ac_codec_row_offset(codec, Le, L - 1) +
+                                          ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, L - 1)));
     return AC_OK;
 }
 

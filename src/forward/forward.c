@@ -632,33 +632,34 @@ static int gather_rows(ac_ctx *c, const fwd_plan *pl, const float *h, int last, 
     return AC_OK;
 }
 
+/* dst [D] = pooling (mean / first / last) of the rows o .. o+n-1 of h, optionally L2-normalised */
+static void pool_row(const float *h, int o, int n, int D, int pooling, int normalize, float *dst) {
+    if (pooling == AC_POOL_MEAN) {
+        for (int d = 0; d < D; d++) {
+            double acc = 0;
+            for (int t = 0; t < n; t++) acc += h[(size_t)(o + t) * D + d];
+            dst[d] = (float)(acc / n);
+        }
+    } else {
+        memcpy(dst, h + (size_t)(o + (pooling == AC_POOL_CLS ? 0 : n - 1)) * D, (size_t)D * sizeof(float));
+    }
+    if (!normalize) return;
+    double ss = 0;
+    for (int d = 0; d < D; d++) ss += (double)dst[d] * dst[d];
+    if (ss > 0) {
+        const float inv = (float)(1.0 / sqrt(ss));
+        for (int d = 0; d < D; d++) dst[d] *= inv;
+    }
+}
+
 static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *out, int pooling, double *tp) {
     const ac_model *m = c->model;
     const int D = m->hp.n_embd, n_seq = pl->n_seq;
     int rc;
     if (out->hidden) memcpy(out->hidden, h, (size_t)pl->T * D * sizeof(float));
     if (out->pooled) {
-        for (int s = 0; s < n_seq; s++) {
-            const int o = pl->off[s], n = pl->seqs[s].n_tokens;
-            float *dst = out->pooled + (size_t)s * D;
-            if (pooling == AC_POOL_MEAN) {
-                for (int d = 0; d < D; d++) {
-                    double acc = 0;
-                    for (int t = 0; t < n; t++) acc += h[(size_t)(o + t) * D + d];
-                    dst[d] = (float)(acc / n);
-                }
-            } else {
-                memcpy(dst, h + (size_t)(o + (pooling == AC_POOL_CLS ? 0 : n - 1)) * D, (size_t)D * sizeof(float));
-            }
-            if (out->normalize) {
-                double ss = 0;
-                for (int d = 0; d < D; d++) ss += (double)dst[d] * dst[d];
-                if (ss > 0) {
-                    float inv = (float)(1.0 / sqrt(ss));
-                    for (int d = 0; d < D; d++) dst[d] *= inv;
-                }
-            }
-        }
+        for (int s = 0; s < n_seq; s++)
+            pool_row(h, pl->off[s], pl->seqs[s].n_tokens, D, pooling, out->normalize, out->pooled + (size_t)s * D);
         prof_lap(c, AC_STAGE_NORM, tp);
     }
     if (out->logits) {
@@ -672,19 +673,8 @@ static int outputs(ac_ctx *c, const fwd_plan *pl, const float *h, ac_outputs *ou
         float *rows;
         if ((rc = gather_rows(c, pl, h, m->info.arch != AC_ARCH_BERT, &rows))) return rc;
         if (m->cls_mean_l2) /* the head was trained on the L2-normalised mean pool */
-            for (int s = 0; s < n_seq; s++) {
-                const int o = pl->off[s], n = pl->seqs[s].n_tokens;
-                float *dst = rows + (size_t)s * D;
-                double ss = 0;
-                for (int d = 0; d < D; d++) {
-                    double acc = 0;
-                    for (int t = 0; t < n; t++) acc += h[(size_t)(o + t) * D + d];
-                    dst[d] = (float)(acc / n);
-                    ss += (double)dst[d] * dst[d];
-                }
-                const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-                for (int d = 0; d < D; d++) dst[d] *= inv;
-            }
+            for (int s = 0; s < n_seq; s++)
+                pool_row(h, pl->off[s], pl->seqs[s].n_tokens, D, AC_POOL_MEAN, 1, rows + (size_t)s * D);
         ac_act a = act(rows, c->act_bf16, n_seq, D, 0);
         if (m->has_cls) {
             /* hb [n_seq][D] = tanh(rows Wc^T + bc) */
@@ -804,6 +794,8 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
 }
 
 int ac_ctx_threads(const ac_ctx *c) { return c ? c->n_threads : 1; }
+
+struct ac_pool *ac_ctx_pool(const ac_ctx *c) { return c ? c->pool : NULL; }
 
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0) {
     if (!m || !tokens || n <= 0 || !x0) return ac_err(AC_ERR_ARG, "ac_model_layer0_states: invalid argument");

@@ -235,6 +235,23 @@ static double deviation(const float *a, const float *b, int n, int decoder) {
     return 1.0 - ab / (sqrt(aa * bb) + 1e-30);
 }
 
+/* Sum over the hitting queries of the deviation of the cached output from the
+ * exact one (ref [nq][V]); *rc set on a forward error. */
+static double mean_deviation(ac_ctx *cached, int32_t **tok, const int *ntok, const int *hit, int nq, const float *ref,
+                             float *got, int V, int dec, int *rc) {
+    double sum = 0;
+    for (int q = 0; q < nq && !*rc; q++) {
+        if (!hit[q]) continue;
+        ac_seq s = {tok[q], ntok[q]};
+        ac_outputs o = {0};
+        if (dec) o.logits = got;
+        else o.pooled = got, o.pooling = AC_POOL_DEFAULT;
+        if (ac_forward(cached, &s, 1, &o) != AC_OK) *rc = cli_fail("%s", ac_last_error());
+        else sum += deviation(ref + (size_t)q * V, got, V, dec);
+    }
+    return sum;
+}
+
 int cmd_tune(int argc, char **argv) {
     cli_common c = {0};
     double budget = -1;
@@ -327,17 +344,7 @@ int cmd_tune(int argc, char **argv) {
         memset(mask, 0, (size_t)NL);
         mask[l] = 1;
         ac_cache_set_layers(cache, mask);
-        double sum = 0;
-        for (int q = 0; q < nq && !rc; q++) {
-            if (!hit[q]) continue;
-            ac_seq s = {tok[q], ntok[q]};
-            ac_outputs o = {0};
-            if (dec) o.logits = got;
-            else o.pooled = got, o.pooling = AC_POOL_DEFAULT;
-            if (ac_forward(cached, &s, 1, &o) != AC_OK) rc = cli_fail("%s", ac_last_error());
-            sum += deviation(ref + (size_t)q * V, got, V, dec);
-        }
-        sens[l] = sum / nh;
+        sens[l] = mean_deviation(cached, tok, ntok, hit, nq, ref, got, V, dec, &rc) / nh;
     }
     for (int l = 0; l < NL; l++) order[l] = l;
     for (int i = 1; i < NL; i++) /* insertion sort by sensitivity */
@@ -356,17 +363,7 @@ int cmd_tune(int argc, char **argv) {
         memset(mask, 0, (size_t)NL);
         for (int i = 0; i < k; i++) mask[order[i]] = 1;
         ac_cache_set_layers(cache, mask);
-        double sum = 0;
-        for (int q = 0; q < nq && !rc; q++) {
-            if (!hit[q]) continue;
-            ac_seq s = {tok[q], ntok[q]};
-            ac_outputs o = {0};
-            if (dec) o.logits = got;
-            else o.pooled = got, o.pooling = AC_POOL_DEFAULT;
-            if (ac_forward(cached, &s, 1, &o) != AC_OK) rc = cli_fail("%s", ac_last_error());
-            sum += deviation(ref + (size_t)q * V, got, V, dec);
-        }
-        double dev = sum / nh;
+        double dev = mean_deviation(cached, tok, ntok, hit, nq, ref, got, V, dec, &rc) / nh;
         printf("  %2d layers: deviation %.3e%s\n", k, dev, dev <= budget ? "" : " (over budget)");
         if (dev > budget) break;
         best_k = k;
