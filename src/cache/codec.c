@@ -1,6 +1,7 @@
 /* codec.c — attention-map codecs: encoders, plain reference decoders, and the
  * fused "decode inside A.V" kernels (AVX-512 + portable C). Layouts: codec.h. */
 #include "cache/codec.h"
+#include "load/gguf.h"
 #include "util/common.h"
 #include <math.h>
 #include <stdio.h>
@@ -110,41 +111,10 @@ size_t ac_codec_map_bytes(const ac_map_codec *c, int L) {
 }
 
 /* ---- half precision ---------------------------------------------------------------- */
-uint16_t ac_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t ax = x & 0x7FFFFFFFu;
-    if (ax >= 0x7F800000u) return (uint16_t)(sign | (ax > 0x7F800000u ? 0x7E00u : 0x7C00u));
-    if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u); /* >= 65520 rounds to inf */
-    if (ax < 0x38800000u) {                                   /* below 2^-14: half subnormal */
-        if (ax <= 0x33000000u) return (uint16_t)sign;         /* <= 2^-25 rounds to 0 */
-        uint32_t m = (ax & 0x7FFFFFu) | 0x800000u;
-        int shift = 126 - (int)(ax >> 23); /* value / 2^-24 = m * 2^(e-126) */
-        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (r & 1))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = (ax - 0x38000000u) >> 13, rem = ax & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
-    return (uint16_t)(sign | r);
-}
+/* The GGUF stage's exact conversions (round to nearest even; tested exhaustively in test_gguf). */
+uint16_t ac_f32_to_f16(float f) { return ac_fp32_to_fp16(f); }
 
-float ac_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu, x;
-    float f;
-    if (e == 0) {
-        f = (float)m * 5.9604644775390625e-8f; /* m * 2^-24 */
-        memcpy(&x, &f, 4);
-        x |= sign;
-    } else if (e == 31) {
-        x = sign | 0x7F800000u | (m << 13);
-    } else {
-        x = sign | ((e + 112) << 23) | (m << 13);
-    }
-    memcpy(&f, &x, 4);
-    return f;
-}
+float ac_f16_to_f32(uint16_t h) { return ac_fp16_to_fp32(h); }
 
 /* ---- encoder --------------------------------------------------------------------------- */
 static inline void st_f32(uint8_t *p, float v) { memcpy(p, &v, 4); }

@@ -4,17 +4,13 @@
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"
+#include "eval.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -35,7 +31,7 @@ static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_mod
     uint64_t rng = 0xB111D + (uint64_t)L;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
     if (!ids) return cli_fail("out of memory");
-    double tb = now_s();
+    double tb = ac_cli_now();
     for (int b = 0; b < n_build; b++) { /* entries of this length (other random ids than the queries) */
         fill_random(ids, L, info->n_vocab, &rng);
         int added = 0;
@@ -47,7 +43,7 @@ static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_mod
     free(ids);
     if (ac_cache_commit(cache) != AC_OK || ac_cache_reindex(cache) != AC_OK)
         return cli_fail("L=%d: %s", L, ac_last_error());
-    tb = now_s() - tb;
+    tb = ac_cli_now() - tb;
     ac_ctx_attach_cache(cctx, cache);
     ac_outputs o = {0};
     float *pooled = malloc((size_t)batch * info->n_embd * sizeof *pooled);
@@ -62,11 +58,11 @@ static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_mod
     ac_cache_reset_stats(cache);
     double te = 1e30, tc = 1e30;
     for (int k = 0; k < reps; k++) {
-        double t0 = now_s();
+        double t0 = ac_cli_now();
         if (ac_forward(ctx, seqs, batch, &o) != AC_OK) break;
-        double t1 = now_s();
+        double t1 = ac_cli_now();
         if (ac_forward(cctx, seqs, batch, &o) != AC_OK) break;
-        double t2 = now_s();
+        double t2 = ac_cli_now();
         te = t1 - t0 < te ? t1 - t0 : te;
         tc = t2 - t1 < tc ? t2 - t1 : tc;
     }
@@ -195,9 +191,9 @@ int cmd_bench(int argc, char **argv) {
         }
         ac_ctx_reset_profile(ctx);
         for (int k = 0; k < reps && !rc; k++) {
-            double t0 = now_s();
+            double t0 = ac_cli_now();
             if (ac_forward(ctx, seqs, batch, &o) != AC_OK) rc = cli_fail("L=%d: %s", L, ac_last_error());
-            t[k] = now_s() - t0;
+            t[k] = ac_cli_now() - t0;
         }
         if (rc) goto next;
         if (cache) {
