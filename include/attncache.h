@@ -213,7 +213,9 @@ typedef struct ac_cache_params {
     const char *layers;   /* layers served on a hit: "all" (default), "none", "policy", "0-3,7" */
     int allow_longer;     /* bidirectional models: 1 lets a longer entry serve (renormalised
                              top-left block); causal models always accept longer entries    */
-    int commit_every;     /* writer: commit after this many new entries (default 16)        */
+    int commit_every;     /* writer: commit after this many new entries (default 64)        */
+    int no_verify;        /* 1: skip each entry's payload checksum on first use (trust the file;
+                             the headers and commit records are still checked). Default 0. */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);

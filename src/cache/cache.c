@@ -387,6 +387,7 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     path_of(c, "maps.acdb", path, sizeof path);
     ac_store_params sp = {{c->fp[0], c->fp[1]}, c->n_layer, c->n_head, c->causal, c->feat_dim};
     int flags = p.writable ? AC_STORE_WRITE | (p.create ? AC_STORE_CREATE : 0) : AC_STORE_READ;
+    if (p.no_verify) flags |= AC_STORE_NO_VERIFY;
     if ((rc = ac_store_open(path, &sp, flags, &c->st))) {
         ac_err_prefix(rc, "attention cache '%s'", dir);
         goto fail;

@@ -200,6 +200,8 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         else return cli_fail("bad --index '%s' (flat|ivf|hnsw)", v), -1;
     } else if (!strcmp(a, "--allow-longer")) {
         c->allow_longer = 1;
+    } else if (!strcmp(a, "--no-verify")) {
+        c->no_verify = 1;
     } else {
         return 0;
     }
@@ -222,7 +224,8 @@ const char *cli_cache_help =
     "      --layers SPEC    layers served on a hit: all|none|policy|0-3,7 (default all)\n"
     "      --key K          projector|mean|random|auto (default auto: projector if trained)\n"
     "      --index I        flat|ivf|hnsw (default flat)\n"
-    "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n";
+    "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
+    "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n";
 
 int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out) {
     *out = NULL;
@@ -236,6 +239,7 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     if (c->have_threshold) p.threshold = c->threshold;
     if (c->layers) p.layers = c->layers;
     p.allow_longer = c->allow_longer;
+    p.no_verify = c->no_verify;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());
