@@ -80,6 +80,35 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
   check "db verify on garbage: exit 1 (not a crash), message" "[ $rc -eq 1 ] && [ -s '$T/e.txt' ]"
   echo 'Once upon a time' | "$BIN" embed -m "$STORIES" --cache "$T/c" > /dev/null 2> "$T/e.txt"; rc=$?
   check "embed --cache on garbage: exit 1 with a message" "[ $rc -eq 1 ] && grep -q 'attention cache' '$T/e.txt'"
+  DATA="$SHARED/data"
+  if [ -f "$DATA/sst2/dev.tsv" ] && [ -f "$DATA/stsb/sts-dev.csv" ]; then
+    # the evaluation harness end to end (stories260K: label scoring and embeddings; tiny limits)
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --json "$T/ev.json" > "$T/ev.txt" 2> "$T/e.txt"
+    check "eval sst2 (label scoring): table + JSON" "grep -q '^sst2 ' '$T/ev.txt' && python3 -c 'import json; d=json.load(open(\"$T/ev.json\")); assert d[\"n\"]==8 and 0<=d[\"value\"]<=100'"
+    check "eval stsb (embeddings): Spearman row" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 20 2>/dev/null | grep -q spearman"
+    check "eval on a missing data dir: clear error" "'$BIN' eval --task sst2 -m '$STORIES' --data '$T/none' 2>&1 | grep -q 'cannot open data file'"
+    # the cache commands end to end on a small corpus of SST-2 train sentences (short enough for stories' 128 positions)
+    tail -n +2 "$DATA/sst2/train.tsv" | cut -f1 | awk 'length($0) < 60' | head -60 > "$T/corpus.txt"
+    "$BIN" build -m "$STORIES" -i "$T/corpus.txt" -o "$T/cache" -q > "$T/b.txt" 2> "$T/e.txt"
+    check "build: 60 lines recorded" "grep -q 'entries    60' '$T/b.txt' || grep -q '60 new entries' '$T/e.txt'"
+    check "build again: nothing new (already stored)" "'$BIN' build -m '$STORIES' -i '$T/corpus.txt' -o '$T/cache' -q 2>&1 >/dev/null | grep -q '0 new entries, 60 already stored'"
+    check "db stats and db verify" "'$BIN' db stats '$T/cache' | grep -q 'entries    60' && '$BIN' db verify '$T/cache' | grep -q 'all records intact'"
+    check "train-projector: hit quality report" "'$BIN' train-projector -m '$STORIES' --cache '$T/cache' --pairs 200 --epochs 3 2>/dev/null | grep -q 'projector .* mean-pooled'"
+    # stored lines served from q8 maps: close to, but not bitwise, the exact embeddings
+    head -3 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --normalize > "$T/x.jsonl"
+    head -3 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --normalize --cache "$T/cache" --threshold 1e-4 > "$T/c.jsonl"
+    check "embed --cache: stored lines served (close to exact, not identical)" "python3 -c '
+import json
+a=[json.loads(l)[\"embedding\"] for l in open(\"$T/x.jsonl\")]; b=[json.loads(l)[\"embedding\"] for l in open(\"$T/c.jsonl\")]
+cos=[sum(x*y for x,y in zip(u,v)) for u,v in zip(a,b)]
+assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
+    head -20 "$T/corpus.txt" > "$T/q.txt"
+    check "tune: saves a policy" "'$BIN' tune -m '$STORIES' --cache '$T/cache' -f '$T/q.txt' --threshold 1e-4 --limit 20 2>/dev/null | grep -q 'policy:' && [ -f '$T/cache/policy.txt' ]"
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
+    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt'"
+  else
+    skip "eval and cache flows (absent: $DATA)"
+  fi
 else
   skip "model tests (absent: $STORIES)"
 fi
