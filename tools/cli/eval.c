@@ -459,19 +459,43 @@ static double metric_of(const eval_job *j, const ex_out *o, int n) {
     return 100.0 * c / n;
 }
 
+/* sums over a side-by-side run (o0 exact, o1 cached) */
+typedef struct stream_agg {
+    double sec0, sec1, hsec0, hsec1, att0, att1, hatt0, hatt1, look;
+    long long tokens, bytes;
+    int hits;
+} stream_agg;
+
+static stream_agg aggregate(const ex_out *o0, const ex_out *o1, int n) {
+    stream_agg a;
+    memset(&a, 0, sizeof a);
+    for (int i = 0; i < n; i++) {
+        a.sec0 += o0[i].sec, a.sec1 += o1[i].sec, a.att0 += o0[i].attn, a.att1 += o1[i].attn + o1[i].lookup;
+        a.look += o1[i].lookup, a.bytes += (long long)o1[i].bytes, a.tokens += o0[i].tokens;
+        if (o1[i].hit) {
+            a.hits++;
+            a.hsec0 += o0[i].sec, a.hsec1 += o1[i].sec, a.hatt0 += o0[i].attn, a.hatt1 += o1[i].attn;
+        }
+    }
+    return a;
+}
+
+static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
 static void print_speed(FILE *f, const char *name, double a, double b) {
     fprintf(f, "  %-34s %9.4f s %9.4f s   %6.3fx\n", name, a, b, b > 0 ? a / b : 0);
 }
 
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
-    const char *task = NULL, *dir = NULL, *json = NULL;
+    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL;
     int limit = 0, shots = -1;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
+        else if (!strcmp(argv[i], "--thresholds") && i + 1 < argc) thresholds = argv[++i];
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
@@ -488,7 +512,8 @@ int cmd_eval(int argc, char **argv) {
                    "With --cache, every example runs twice side by side, exact (fused attention) and with\n"
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
-                   "and over hits only.\n"
+                   "and over hits only. --thresholds a,b,c repeats that run at each threshold (one row each;\n"
+                   "JSON \"sweep\"); the --plot picture of it is not implemented yet.\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_EVAL_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
@@ -555,17 +580,11 @@ int cmd_eval(int argc, char **argv) {
         if (!rc && cache) rc = run_example(cctx, cache, &job, i, &o1[i]);
     }
     if (rc) goto out;
-    double sec0 = 0, sec1 = 0, hsec0 = 0, hsec1 = 0, att0 = 0, att1 = 0, hatt0 = 0, hatt1 = 0, look = 0;
-    long long tokens = 0, bytes = 0;
-    int hits = 0;
-    for (int i = 0; i < n; i++) {
-        sec0 += o0[i].sec, sec1 += o1[i].sec, att0 += o0[i].attn, att1 += o1[i].attn + o1[i].lookup;
-        look += o1[i].lookup, bytes += (long long)o1[i].bytes, tokens += o0[i].tokens;
-        if (o1[i].hit) {
-            hits++;
-            hsec0 += o0[i].sec, hsec1 += o1[i].sec, hatt0 += o0[i].attn, hatt1 += o1[i].attn;
-        }
-    }
+    const stream_agg A = aggregate(o0, o1, n);
+    const double sec0 = A.sec0, sec1 = A.sec1, hsec0 = A.hsec0, hsec1 = A.hsec1, att0 = A.att0, att1 = A.att1,
+                 hatt0 = A.hatt0, hatt1 = A.hatt1, look = A.look;
+    const long long tokens = A.tokens, bytes = A.bytes;
+    const int hits = A.hits;
     const double met0 = metric_of(&job, o0, n), met1 = cache ? metric_of(&job, o1, n) : 0;
     const char *mname = (!job.spec && strcmp(task, "sst2") != 0) ? "spearman" : "accuracy";
     const char *base = strrchr(c.model, '/');
@@ -584,6 +603,39 @@ int cmd_eval(int argc, char **argv) {
         print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
         print_speed(stdout, "attention op, hits only", hatt0, hatt1);
         printf("  accuracy change: %+.2f points\n", met1 - met0);
+    }
+    /* --thresholds: the same side-by-side run at each threshold */
+    int n_sweep = 0;
+    double sweep[32][9];
+    if (cache && thresholds) {
+        printf("threshold sweep (exact and cached side by side at each threshold):\n");
+        printf("  %10s %8s %9s %8s %9s %9s %10s %9s %10s\n", "threshold", "hits", mname, "change", "e2e",
+               "e2e.hits", "attn.hits", "lookup", "KiB/query");
+        char *list = strdup(thresholds);
+        for (char *tok = strtok(list, ","); tok && !rc && n_sweep < 32; tok = strtok(NULL, ",")) {
+            char *end;
+            const float t = strtof(tok, &end);
+            if (end == tok || *end) {
+                rc = cli_fail("bad threshold '%s' in --thresholds", tok);
+                break;
+            }
+            ac_cache_set_threshold(cache, t);
+            for (int i = 0; i < n && !rc; i++) {
+                rc = run_example(ctx, NULL, &job, i, &o0[i]);
+                if (!rc) rc = run_example(cctx, cache, &job, i, &o1[i]);
+            }
+            if (rc) break;
+            const stream_agg B = aggregate(o0, o1, n);
+            const double m1 = metric_of(&job, o1, n), m0 = metric_of(&job, o0, n);
+            double *r = sweep[n_sweep++];
+            r[0] = t, r[1] = (double)B.hits / n, r[2] = m1, r[3] = m1 - m0, r[4] = ratio(B.sec0, B.sec1);
+            r[5] = ratio(B.hsec0, B.hsec1), r[6] = ratio(B.hatt0, B.hatt1), r[7] = ratio(B.look, B.sec1);
+            r[8] = (double)B.bytes / n;
+            printf("  %10g %7.1f%% %9.2f %+8.2f %8.3fx %8.3fx %9.3fx %8.2f%% %10.1f\n", r[0], 100 * r[1], r[2], r[3],
+                   r[4], r[5], r[6], 100 * r[7], r[8] / 1024.0);
+        }
+        free(list);
+        if (rc) goto out;
     }
     if (json) {
         FILE *jf = fopen(json, "w");
@@ -606,6 +658,17 @@ int cmd_eval(int argc, char **argv) {
                     c.have_threshold ? c.threshold : ac_cache_default_params().threshold, met1, sec1, hits,
                     (double)hits / n, (double)bytes / n, look, sec1 > 0 ? sec0 / sec1 : 0,
                     hsec1 > 0 ? hsec0 / hsec1 : 0, att1 > 0 ? att0 / att1 : 0, hatt1 > 0 ? hatt0 / hatt1 : 0);
+            if (n_sweep) {
+                fputs(",\"sweep\":[", jf);
+                for (int k = 0; k < n_sweep; k++)
+                    fprintf(jf,
+                            "%s{\"threshold\":%g,\"hit_rate\":%.4f,\"value\":%.4f,\"change\":%.4f,\"speedup_e2e\":%.4f,"
+                            "\"speedup_e2e_hits\":%.4f,\"speedup_attn_hits\":%.4f,\"lookup_share\":%.4f,"
+                            "\"bytes_per_query\":%.1f}",
+                            k ? "," : "", sweep[k][0], sweep[k][1], sweep[k][2], sweep[k][3], sweep[k][4], sweep[k][5],
+                            sweep[k][6], sweep[k][7], sweep[k][8]);
+                fputc(']', jf);
+            }
         }
         fputs("}\n", jf);
         fclose(jf);
