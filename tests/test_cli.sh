@@ -110,6 +110,18 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     check "eval --thresholds: one sweep row per threshold (none hit at -1)" "python3 -c '
 import json; d=json.load(open(\"$T/sw.json\")); s=d[\"sweep\"]
 assert [r[\"threshold\"] for r in s]==[-1,1e9] and s[0][\"hit_rate\"]==0'"
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/cache" --thresholds -1,0.5,1e9 --plot "$T/p.png" > /dev/null 2>&1
+    check "eval --plot: a valid PNG (chunks, CRCs, zlib stream of the right size)" "python3 -c '
+import struct, zlib
+b=open(\"$T/p.png\",\"rb\").read(); assert b[:8]==bytes([137,80,78,71,13,10,26,10])
+i=8; idat=b\"\"; w=h=0
+while i < len(b):
+    n,=struct.unpack(\">I\",b[i:i+4]); t=b[i+4:i+8]; d=b[i+8:i+8+n]; c,=struct.unpack(\">I\",b[i+8+n:i+12+n])
+    assert zlib.crc32(t+d)==c, t
+    if t==b\"IHDR\": w,h=struct.unpack(\">II\",d[:8])
+    if t==b\"IDAT\": idat+=d
+    i+=12+n
+assert len(zlib.decompress(idat))==h*(1+3*w) and w>0 and h>0'"
   else
     skip "eval and cache flows (absent: $DATA)"
   fi

@@ -36,6 +36,10 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
 int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out);
 extern const char *cli_cache_help;
 
+/* eval --plot: PNG of speedup and metric against the threshold (plot.c) */
+int cli_plot_sweep(const char *path, int n, const double *thr, const double *speedup, const double *metric,
+                   const double *hit_rate, double metric_exact, const char *metric_name);
+
 int cmd_bench(int argc, char **argv);
 int cmd_build(int argc, char **argv);
 int cmd_db(int argc, char **argv);

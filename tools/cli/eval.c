@@ -488,7 +488,7 @@ static void print_speed(FILE *f, const char *name, double a, double b) {
 
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
-    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL;
+    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
     int limit = 0, shots = -1;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
@@ -496,6 +496,7 @@ int cmd_eval(int argc, char **argv) {
         if (r) continue;
         if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
         else if (!strcmp(argv[i], "--thresholds") && i + 1 < argc) thresholds = argv[++i];
+        else if (!strcmp(argv[i], "--plot") && i + 1 < argc) plot = argv[++i];
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
@@ -513,7 +514,7 @@ int cmd_eval(int argc, char **argv) {
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
                    "and over hits only. --thresholds a,b,c repeats that run at each threshold (one row each;\n"
-                   "JSON \"sweep\"); the --plot picture of it is not implemented yet.\n"
+                   "JSON \"sweep\"); --plot FILE.png draws speedup and the metric against the threshold.\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_EVAL_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
@@ -636,6 +637,16 @@ int cmd_eval(int argc, char **argv) {
         }
         free(list);
         if (rc) goto out;
+    }
+    if (plot) {
+        if (!n_sweep) {
+            rc = cli_fail("--plot needs --cache and --thresholds a,b,...");
+            goto out;
+        }
+        double t[32], sp[32], mt[32], hr[32];
+        for (int k = 0; k < n_sweep; k++) t[k] = sweep[k][0], hr[k] = sweep[k][1], mt[k] = sweep[k][2], sp[k] = sweep[k][4];
+        if ((rc = cli_plot_sweep(plot, n_sweep, t, sp, mt, hr, met0, mname))) goto out;
+        printf("plot written to %s\n", plot);
     }
     if (json) {
         FILE *jf = fopen(json, "w");
