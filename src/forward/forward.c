@@ -793,8 +793,6 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
     return rc;
 }
 
-int ac_ctx_threads(const ac_ctx *c) { return c ? c->n_threads : 1; }
-
 struct ac_pool *ac_ctx_pool(const ac_ctx *c) { return c ? c->pool : NULL; }
 
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0) {

@@ -74,9 +74,8 @@ typedef struct ac_attn_hook {
  * layer 0; bert: LayerNorm(token + position + type embeddings)). x0 [n][D].
  * Uses no context workspace (callable from inside a hook). */
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0);
-/* Threads a context runs with, and its thread pool (hooks run their parallel
- * work on it: no second set of threads competing for the cores). */
-int ac_ctx_threads(const ac_ctx *ctx);
+/* A context's thread pool (hooks run their parallel work on it: no second set
+ * of threads competing for the cores). */
 struct ac_pool *ac_ctx_pool(const ac_ctx *ctx);
 
 /* Install (a copy of) a hook on a context; NULL removes it. */
