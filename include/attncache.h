@@ -203,6 +203,16 @@ enum ac_cache_keykind {
     AC_KEY_RANDOM = 2,    /* fixed random projection of MEAN to 128-d, cosine distance    */
 };
 
+enum ac_cache_rows {
+    AC_ROWS_ALL = 0,    /* every row of the matched entry's (top-left) maps when its key
+                           distance <= threshold: the paper's reuse, approximate */
+    AC_ROWS_PREFIX = 1, /* causal models: only the rows of the token prefix the query shares
+                           with the entry (the best of the nearest candidates, >= 16 tokens);
+                           row t depends on tokens 0..t alone, so these rows are what the
+                           model computes, up to the codec; later rows are computed exactly
+                           (K for every row, Q and attention for the rest). No threshold. */
+};
+
 typedef struct ac_cache_params {
     int writable;         /* 1: open for appending (one writer at a time)                   */
     int create;           /* 1 (with writable): create the directory/database if missing   */
@@ -216,6 +226,7 @@ typedef struct ac_cache_params {
     int commit_every;     /* writer: commit after this many new entries (default 64)        */
     int no_verify;        /* 1: skip each entry's payload checksum on first use (trust the file;
                              the headers and commit records are still checked). Default 0. */
+    int rows;             /* enum ac_cache_rows: which rows of a served layer come from the map */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);
@@ -264,6 +275,8 @@ typedef struct ac_cache_stats {
     int64_t entries;           /* stored */
     int64_t queries, hits;     /* sequences looked up, served */
     int64_t layers_served;     /* (sequence, layer) sites served from maps */
+    int64_t rows_served;       /* query rows served from maps, summed over served sites */
+    int64_t rows_total;        /* query rows of the served sites (rows_served <= rows_total) */
     double t_features;         /* s: layer-0 states + summary */
     double t_key;              /* s: projector / key computation */
     double t_search;           /* s: index search */

@@ -638,10 +638,14 @@ static uint64_t map_offset(const char *db, int64_t i, size_t *span) {
     ac_store_get_params(s, &sp);
     ac_store_entry e;
     assert_int_equal(ac_store_get(s, i, &e), AC_OK);
-    /* maps follow the 64-byte record header and the 64-byte-padded feature */
+    /* maps follow the 64-byte record header, the 64-byte-padded feature and
+     * (format 2) the 64-byte-padded token ids */
     const uint64_t feat = ((uint64_t)sp.feat_dim * 4 + 63) / 64 * 64;
-    assert_ptr_equal((const uint8_t *)e.feature + feat, e.maps);
-    const uint64_t off = e.offset + 64 + feat;
+    const uint64_t toks = sp.with_tokens ? ((uint64_t)e.n_tokens * 4 + 63) / 64 * 64 : 0;
+    assert_int_equal(sp.with_tokens, 1);
+    assert_ptr_equal((const uint8_t *)e.feature + feat, (const uint8_t *)e.tokens);
+    assert_ptr_equal((const uint8_t *)e.feature + feat + toks, e.maps);
+    const uint64_t off = e.offset + 64 + feat + toks;
     *span = e.map_bytes * (size_t)sp.n_layer * sp.n_head;
     ac_store_close(s);
     return off;
@@ -1061,6 +1065,96 @@ static void projector(int arch) {
 static void test_projector_llama(void **st) { (void)st, projector(AC_ARCH_LLAMA); }
 static void test_projector_bert(void **st) { (void)st, projector(AC_ARCH_BERT); }
 
+/* ---- 7. prefix rows ------------------------------------------------------------------------------------------
+ * rows = PREFIX: a query sharing a token prefix with a stored entry gets the
+ * rows of that prefix from the map (exact for a causal model up to the codec:
+ * f32 maps here) and computes the rest; a shared prefix under 16 tokens is a
+ * miss; batches mix full, partial and missed sequences; bidirectional models
+ * and format-1 databases refuse the mode. */
+static void test_prefix_rows(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, AC_ARCH_LLAMA);
+    enum { P = 20 };
+    const int lens[] = {P, 10, 14, 25, 12, 9};
+    ac_seq parts[6];
+    int32_t *ids;
+    make_seqs(&f, lens, 6, 77, parts, &ids);
+    /* the tails (parts 1, 2, 4) start with distinct tokens, none equal to part 3's first */
+    int32_t *t1 = (int32_t *)parts[1].tokens, *t2 = (int32_t *)parts[2].tokens, *t4 = (int32_t *)parts[4].tokens;
+    t1[0] = 1, t2[0] = 2, t4[0] = 3, ((int32_t *)parts[3].tokens)[0] = 4;
+    int32_t A[P + 10], B[P + 14], Q[P + 12];
+    memcpy(A, parts[0].tokens, P * 4), memcpy(A + P, t1, 10 * 4);
+    memcpy(B, parts[0].tokens, P * 4), memcpy(B + P, t2, 14 * 4);
+    memcpy(Q, parts[0].tokens, P * 4), memcpy(Q + P, t4, 12 * 4);
+    ac_seq ents[3] = {{A, P + 10}, {B, P + 14}, parts[3]};
+    char dir[160];
+    cache_dir(&f, "prefix", dir, sizeof dir);
+    build_cache(&f, dir, "f32-causal", ents, 3);
+
+    ac_cache_params p = ac_cache_default_params();
+    p.rows = AC_ROWS_PREFIX;
+    p.key = AC_KEY_MEAN;
+    ac_cache *c = open_cache(&f, dir, &p);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    ac_cache_stats st;
+    /* a new tail after the shared prefix: P rows served per layer, the rest computed */
+    ac_seq q = {Q, P + 12};
+    double err = query_one(&f, c, &q, &st, NULL);
+    fprintf(stderr, "prefix rows: partial hit rel err %.3g, rows %lld of %lld\n", err, (long long)st.rows_served,
+            (long long)st.rows_total);
+    assert_true(err <= 1e-5);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.layers_served, f.NL);
+    assert_int_equal(st.rows_served, (int64_t)P * f.NL);
+    assert_int_equal(st.rows_total, (int64_t)(P + 12) * f.NL);
+    /* a stored sequence, and the bare prefix (a prefix of two entries): every row served */
+    ac_seq full[2] = {{A, P + 10}, {Q, P}};
+    for (int i = 0; i < 2; i++) {
+        err = query_one(&f, c, &full[i], &st, NULL);
+        assert_true(err <= 1e-5);
+        assert_int_equal(st.hits, 1);
+        assert_int_equal(st.rows_served, st.rows_total);
+    }
+    /* 15 shared tokens: a miss */
+    int32_t S[30];
+    memcpy(S, Q, 15 * 4);
+    for (int i = 15; i < 30; i++) S[i] = (Q[i] + 7) % f.V == A[i] || (Q[i] + 7) % f.V == B[i] ? (Q[i] + 9) % f.V : (Q[i] + 7) % f.V;
+    ac_seq sq = {S, 30};
+    err = query_one(&f, c, &sq, &st, NULL);
+    assert_int_equal(st.hits, 0);
+    assert_true(err <= 1e-6);
+    /* one batch: partial, miss, full, partial */
+    ac_seq batch[4] = {q, sq, full[0], q};
+    ac_cache_reset_stats(c);
+    outs e = run(&f, f.exact, batch, 4), b = run(&f, f.cctx, batch, 4);
+    st = stats_of(c);
+    err = outs_err(&f, &b, &e);
+    assert_true(err <= 1e-5);
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.rows_served, (int64_t)(P + P + 10 + P) * f.NL);
+    outs_free(&e);
+    outs_free(&b);
+    close_reader(&f, c);
+
+    /* refusals: a bidirectional model; a database without token ids is covered by
+     * test_cache_store (format 1 layout = format 2 without FLAG_TOKENS) */
+    fx fb;
+    fx_open(&fb, AC_ARCH_BERT);
+    char dirb[160];
+    cache_dir(&fb, "pb", dirb, sizeof dirb);
+    ac_seq sb = {parts[3].tokens, 25};
+    for (int i = 0; i < 25; i++) ((int32_t *)sb.tokens)[i] %= fb.V;
+    build_cache(&fb, dirb, "f32", &sb, 1);
+    ac_cache *cb = NULL;
+    assert_int_equal(ac_cache_open(fb.m, dirb, &p, &cb), AC_ERR_ARG);
+    assert_null(cb);
+    assert_non_null(strstr(ac_last_error(), "causal"));
+    fx_close(&fb);
+    free(ids);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exactness_llama),   cmocka_unit_test(test_exactness_bert),
@@ -1070,7 +1164,7 @@ int main(void) {
         cmocka_unit_test(test_batch_llama),       cmocka_unit_test(test_batch_bert),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
-        cmocka_unit_test(test_projector_bert),
+        cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,7 @@
 #define NH 3  /* heads  */
 #define FD 16 /* feature dim */
 
-static const ac_store_params g_params = {{0x0123456789abcdefULL, 0xfedcba9876543210ULL}, NL, NH, 1, FD};
+static const ac_store_params g_params = {{0x0123456789abcdefULL, 0xfedcba9876543210ULL}, NL, NH, 1, FD, 0};
 
 typedef struct { uint64_t s; } rng;
 static uint64_t rng_u64(rng *r) {
@@ -79,7 +79,7 @@ static float *g_feat, *g_maps; /* scratch, sized for the largest L */
 static int append_key(ac_store *st, uint64_t key) {
     ac_map_codec c = key_codec(key);
     gen_entry(key, g_feat, g_maps);
-    return ac_store_append(st, key, key_L(key), &c, g_feat, g_maps);
+    return ac_store_append(st, key, key_L(key), NULL, &c, g_feat, g_maps);
 }
 
 /* 0 if the stored entry equals what gen_entry(key) encodes to. */
@@ -806,9 +806,73 @@ static void test_rlimit_fsize(void **state) {
     print_message("RLIMIT_FSIZE: %d entries fitted before EFBIG\n", msg[0]);
 }
 
+/* A database created with_tokens keeps each entry's token ids beside its
+ * feature (format 2): they read back, the maps stay intact and aligned, an
+ * entry without put_tokens is refused, and a token-less database refuses
+ * put_tokens and hands out NULL tokens. */
+static void test_tokens(void **state) {
+    (void)state;
+    const char *p = path_in("tok.acdb");
+    unlink(p);
+    ac_store_params tp = g_params;
+    tp.with_tokens = 1;
+    ac_store *w = NULL;
+    assert_int_equal(ac_store_open(p, &tp, AC_STORE_WRITE | AC_STORE_CREATE, &w), AC_OK);
+    int32_t tok[64];
+    for (uint64_t k = 1; k <= 12; k++) {
+        for (int i = 0; i < 64; i++) tok[i] = (int32_t)(k * 1000 + (uint64_t)i);
+        ac_map_codec c = key_codec(k);
+        gen_entry(k, g_feat, g_maps);
+        assert_int_equal(ac_store_append(w, k, key_L(k), tok, &c, g_feat, g_maps), AC_OK);
+    }
+    ac_map_codec c = key_codec(99);
+    gen_entry(99, g_feat, g_maps);
+    assert_int_equal(ac_store_begin(w, 99, key_L(99), &c, g_feat), AC_OK);
+    assert_int_equal(ac_store_put_tokens(w, NULL), AC_ERR_ARG);
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NH; h++)
+            assert_int_equal(ac_store_put_map(w, l, h, g_maps + ((size_t)l * NH + h) * key_L(99) * key_L(99)), AC_OK);
+    assert_int_equal(ac_store_put_tokens(w, tok), AC_ERR_ARG); /* only right after begin */
+    assert_int_equal(ac_store_end(w), AC_ERR_ARG);             /* no token ids: dropped */
+    assert_non_null(strstr(ac_last_error(), "put_tokens"));
+    ac_store_close(w);
+
+    ac_store *r = NULL;
+    assert_int_equal(ac_store_open(p, &tp, AC_STORE_READ, &r), AC_OK);
+    ac_store_params got;
+    ac_store_get_params(r, &got);
+    assert_int_equal(got.with_tokens, 1);
+    assert_int_equal(ac_store_count(r), 12);
+    for (int64_t i = 0; i < 12; i++) {
+        ac_store_entry e;
+        assert_int_equal(ac_store_get(r, i, &e), AC_OK);
+        assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+        assert_non_null(e.tokens);
+        for (int t = 0; t < e.n_tokens; t++) assert_int_equal(e.tokens[t], (int32_t)((i + 1) * 1000 + t));
+    }
+    int64_t bad = -1;
+    assert_int_equal(ac_store_verify(r, &bad, NULL), AC_OK);
+    assert_int_equal(bad, 0);
+    ac_store_close(r);
+
+    /* a database without token ids */
+    make_db(path_in("notok.acdb"), 3);
+    assert_int_equal(ac_store_open(path_in("notok.acdb"), &g_params, AC_STORE_WRITE, &w), AC_OK);
+    ac_store_get_params(w, &got);
+    assert_int_equal(got.with_tokens, 0);
+    ac_store_entry e;
+    assert_int_equal(ac_store_get(w, 0, &e), AC_OK);
+    assert_null(e.tokens);
+    c = key_codec(50);
+    assert_int_equal(ac_store_begin(w, 50, key_L(50), &c, g_feat), AC_OK);
+    assert_int_equal(ac_store_put_tokens(w, tok), AC_ERR_ARG);
+    ac_store_close(w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_reopen),
+        cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_model_mismatch),
         cmocka_unit_test(test_writer_rules),
         cmocka_unit_test(test_reader_sees_committed_only),

@@ -30,9 +30,11 @@
 #define AC_FEAT_SEGMENTS 4 /* S: position segments of the feature summary */
 #define AC_KEY_DIM 128     /* projector / random-projection key length   */
 #define AC_LOOKUP_K 8      /* index candidates examined per lookup        */
+#define AC_MIN_PREFIX_ROWS 16 /* PREFIX mode: shorter common prefixes are misses */
 
 typedef struct seq_state {
     int looked_up, hit;
+    int rows;                /* rows served on a hit (L, or the common token prefix in PREFIX mode) */
     ac_store_entry e;
     float dist;
 } seq_state;
@@ -385,12 +387,30 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     /* the store, refusing another model's */
     char path[PATH_MAX + 32];
     path_of(c, "maps.acdb", path, sizeof path);
-    ac_store_params sp = {{c->fp[0], c->fp[1]}, c->n_layer, c->n_head, c->causal, c->feat_dim};
+    ac_store_params sp = {{c->fp[0], c->fp[1]}, c->n_layer, c->n_head, c->causal, c->feat_dim, 1};
     int flags = p.writable ? AC_STORE_WRITE | (p.create ? AC_STORE_CREATE : 0) : AC_STORE_READ;
     if (p.no_verify) flags |= AC_STORE_NO_VERIFY;
     if ((rc = ac_store_open(path, &sp, flags, &c->st))) {
         ac_err_prefix(rc, "attention cache '%s'", dir);
         goto fail;
+    }
+    if (p.rows != AC_ROWS_ALL && p.rows != AC_ROWS_PREFIX) {
+        rc = ac_err(AC_ERR_ARG, "bad cache rows mode %d", p.rows);
+        goto fail;
+    }
+    if (p.rows == AC_ROWS_PREFIX) {
+        ac_store_params got;
+        ac_store_get_params(c->st, &got);
+        if (!c->causal) {
+            rc = ac_err(AC_ERR_ARG, "rows 'prefix' needs a causal model: every row of %s's bidirectional maps "
+                        "depends on every token", m->info.arch_name);
+            goto fail;
+        }
+        if (!got.with_tokens) {
+            rc = ac_err(AC_ERR_CACHE, "attention cache '%s' keeps no token ids (format 1): rows 'prefix' needs a "
+                        "database rebuilt with this version", dir);
+            goto fail;
+        }
     }
     /* projector, if trained, must be this model's */
     path_of(c, "projector.gguf", path, sizeof path);
@@ -491,16 +511,36 @@ static int lookup(ac_cache *c, const int32_t *tokens, int L, seq_state *st) {
     if (rc) return rc;
     for (int k = 0; k < AC_LOOKUP_K && ids[k] >= 0; k++) {
         float d = sim_to_dist(c->key, sims[k]);
-        if (d > c->p.threshold) break; /* candidates come best first */
         ac_store_entry e;
+        if (c->p.rows == AC_ROWS_PREFIX) {
+            /* exact rows only: the candidate sharing the longest token prefix
+             * (row t of a causal map depends on tokens 0..t alone); distance
+             * plays no part in exactness, so no threshold */
+            if (ac_store_get(c->st, ids[k], &e) != AC_OK || !e.tokens) continue;
+            const int n = AC_MIN(L, e.n_tokens);
+            int p = 0;
+            while (p < n && e.tokens[p] == tokens[p]) p++;
+            if (p >= AC_MIN_PREFIX_ROWS && p > st->rows) {
+                st->hit = 1;
+                st->rows = p;
+                st->e = e;
+                st->dist = d;
+                if (p == L) break;
+            }
+            continue;
+        }
+        if (d > c->p.threshold) break; /* candidates come best first */
         if (ac_store_get(c->st, ids[k], &e) != AC_OK) continue; /* damaged record: skip it */
         if (!entry_fits(c, e.n_tokens, L)) continue;
         st->hit = 1;
+        st->rows = L;
         st->e = e;
         st->dist = d;
-        c->stats.hits++;
-        c->stats.sum_distance_hit += d;
         break;
+    }
+    if (st->hit) {
+        c->stats.hits++;
+        c->stats.sum_distance_hit += st->dist;
     }
     c->stats.t_fetch += ac_now() - t3;
     ac_err_clear();
@@ -535,7 +575,9 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     }
     if (!st->hit || !c->layers[site->layer]) return 0;
     c->stats.layers_served++;
-    return 1;
+    c->stats.rows_served += st->rows;
+    c->stats.rows_total += site->n_tokens;
+    return st->rows;
 }
 
 /* out[t][h*hd + d] = sum_j P_h[t][j] V[j][g*hd + d], g = h / (H/Hkv), from
@@ -545,7 +587,7 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
  * context's own thread pool: tasks of one head x 16 rows. */
 typedef struct apply_job {
     const ac_store_entry *e;
-    int layer, L, H, grp, hd, ldv, ldo, causal, renorm;
+    int layer, L, nrows, H, grp, hd, ldv, ldo, causal, renorm; /* rows [0, nrows) of L */
     const float *v;
     float *out;
     float **rowbuf; /* [n threads][Le] when renorm */
@@ -558,8 +600,8 @@ typedef struct apply_job {
 static void apply_task(const apply_job *j, int task, float *row) {
     const ac_store_entry *e = j->e;
     const ac_map_codec *codec = &e->codec;
-    const int Le = e->n_tokens, nb = (j->L + APPLY_ROWS - 1) / APPLY_ROWS;
-    const int h = task / nb, t0 = (task % nb) * APPLY_ROWS, t1 = AC_MIN(j->L, t0 + APPLY_ROWS);
+    const int Le = e->n_tokens, nb = (j->nrows + APPLY_ROWS - 1) / APPLY_ROWS;
+    const int h = task / nb, t0 = (task % nb) * APPLY_ROWS, t1 = AC_MIN(j->nrows, t0 + APPLY_ROWS);
     const uint8_t *map = ac_store_entry_map(e, j->H, j->layer, h);
     const float *vh = j->v + (size_t)(h / j->grp) * j->hd;
     for (int t = t0; t < t1; t++) {
@@ -578,19 +620,20 @@ static void apply_task(const apply_job *j, int task, float *row) {
 static void apply_step(void *arg, int ith, int nth) {
     (void)nth;
     apply_job *j = arg;
-    const int ntask = j->H * ((j->L + APPLY_ROWS - 1) / APPLY_ROWS);
+    const int ntask = j->H * ((j->nrows + APPLY_ROWS - 1) / APPLY_ROWS);
     for (int task; (task = ac_pool_next(j->pool)) < ntask;) apply_task(j, task, j->renorm ? j->rowbuf[ith] : NULL);
 }
 
-static int hook_apply(void *user, const ac_attn_site *site, const float *v, int ldv, int n_head_kv, int hd,
-                      float *out, int ldo) {
+static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
+                      int hd, float *out, int ldo) {
     ac_cache *c = user;
     const ac_store_entry *e = &c->ss[site->seq].e;
-    const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head;
+    const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, R = n_rows;
+    if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
     struct ac_pool *pool = ac_ctx_pool(c->ctx);
-    const int nthr = pool ? ac_pool_threads(pool) : 1, ntask = H * ((L + APPLY_ROWS - 1) / APPLY_ROWS);
-    apply_job j = {e, site->layer, L, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out, NULL,
-                   pool};
+    const int nthr = pool ? ac_pool_threads(pool) : 1, ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
+    apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
+                   NULL, pool};
     int rc = AC_OK;
     if (j.renorm) {
         if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
@@ -598,7 +641,7 @@ static int hook_apply(void *user, const ac_attn_site *site, const float *v, int 
             if (!(j.rowbuf[i] = AC_MALLOC((size_t)Le * sizeof(float)))) rc = AC_ERR_NOMEM;
     }
     if (!rc) {
-        if (!pool || nthr == 1 || (double)L * L * H * hd < 2e5) /* little work: the caller alone, no barrier */
+        if (!pool || nthr == 1 || (double)R * L * H * hd < 2e5) /* little work: the caller alone, no barrier */
             for (int task = 0; task < ntask; task++) apply_task(&j, task, j.renorm ? j.rowbuf[0] : NULL);
         else
             ac_pool_run(pool, apply_step, &j);
@@ -608,8 +651,8 @@ static int hook_apply(void *user, const ac_attn_site *site, const float *v, int 
     free(j.rowbuf);
     if (rc) return ac_err(rc, "cache: out of memory serving a map");
     const ac_map_codec *codec = &e->codec;
-    c->stats.bytes_read += (uint64_t)H * (ac_codec_row_offset(codec, Le, L - 1) +
-                                          ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, L - 1)));
+    c->stats.bytes_read += (uint64_t)H * (ac_codec_row_offset(codec, Le, R - 1) +
+                                          ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, R - 1)));
     return AC_OK;
 }
 
@@ -684,6 +727,9 @@ int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *ad
     }
     if ((rc = features_of(c, tokens, n, c->feat))) return rc;
     if ((rc = ac_store_begin(c->st, key, n, &c->codec, c->feat))) return rc;
+    ac_store_params sp;
+    ac_store_get_params(c->st, &sp);
+    if (sp.with_tokens && (rc = ac_store_put_tokens(c->st, tokens))) goto fail;
     /* record through ctx; afterwards ctx gets its own hook back (none, this
      * cache's or another cache's) and this cache stays attached where it was */
     const ac_attn_hook prev_hook = ctx->hook;

@@ -9,6 +9,7 @@
  *   [4096, end)  records, back to back, each a multiple of 64 bytes:
  *       rec_hdr (64 B): key, L, codec, sizes, payload checksum, header checksum
  *       feature float[feat_dim], zero-padded to 64
+ *       (format 2 with FLAG_TOKENS) token ids int32[L], zero-padded to 64
  *       n_layer*n_head maps of map_bytes each (codec.h layouts, 64-padded)
  *   [end, size)  uncommitted tail (a killed writer's partial append): ignored by
  *                readers, truncated by the next writer.
@@ -41,6 +42,7 @@
 #define MAX_HEAD 4096
 #define MAX_FEAT 65536
 #define WBUF_MIN (4u << 20)
+#define FLAG_TOKENS 1u /* records carry their token ids (format 2) */
 #define RESERVE_MIN ((size_t)16 << 30) /* virtual address space reserved per mapping region */
 static const char FILE_MAGIC[8] = {'A', 'C', 'M', 'A', 'P', 'D', 'B', 0};
 
@@ -48,7 +50,7 @@ typedef struct file_hdr {
     char magic[8];
     uint32_t ver_major, ver_minor;
     uint32_t data_start; /* HDR_PAGE */
-    uint32_t flags;      /* 0 */
+    uint32_t flags;      /* FLAG_TOKENS (format 2) */
     uint64_t fingerprint[2];
     uint32_t n_layer, n_head, causal, feat_dim;
     uint64_t created_unix;
@@ -107,6 +109,8 @@ struct ac_store {
     ac_store_params p;
     uint32_t n_maps;
     uint64_t feat_bytes; /* feature bytes padded to 64 */
+    int tokens;          /* records carry int32[L] token ids after the feature */
+    int cur_tokens;      /* the entry in progress has its token ids */
     region *rg;          /* [n_rg]; the last one is current */
     int n_rg;
     /* committed state */
@@ -332,6 +336,9 @@ static void set_damage(ac_store *st, uint64_t off, const char *fmt, ...) {
              (unsigned long long)off, msg);
 }
 
+/* Bytes of a record's token-id section (0 when the DB carries none). */
+static uint64_t tok_bytes(const ac_store *st, int L) { return st->tokens ? pad64((uint64_t)L * 4) : 0; }
+
 /* Expected record size from a header, or 0 if the header is inconsistent
  * (why in *why). */
 static uint64_t rec_expected(const ac_store *st, const rec_hdr *h, ac_map_codec *codec, const char **why) {
@@ -348,7 +355,8 @@ static uint64_t rec_expected(const ac_store *st, const rec_hdr *h, ac_map_codec 
     if (!mb || mb != h->map_bytes) { *why = "map size disagrees with codec and token count"; return 0; }
     size_t maps;
     uint64_t total;
-    if (!ac_mul_ok(mb, st->n_maps, &maps) || __builtin_add_overflow((uint64_t)REC_HDR + st->feat_bytes, (uint64_t)maps, &total)) {
+    if (!ac_mul_ok(mb, st->n_maps, &maps) ||
+        __builtin_add_overflow((uint64_t)REC_HDR + st->feat_bytes + tok_bytes(st, (int)h->n_tokens), (uint64_t)maps, &total)) {
         *why = "record size overflows";
         return 0;
     }
@@ -462,6 +470,7 @@ static int create_file(const char *path, const ac_store_params *p) {
     memcpy(h.magic, FILE_MAGIC, 8);
     h.ver_major = AC_STORE_VERSION_MAJOR;
     h.ver_minor = AC_STORE_VERSION_MINOR;
+    h.flags = p->with_tokens ? FLAG_TOKENS : 0;
     h.data_start = HDR_PAGE;
     h.fingerprint[0] = p->fingerprint[0];
     h.fingerprint[1] = p->fingerprint[1];
@@ -566,9 +575,13 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     if (pread_all(st->fd, &h, sizeof h, 0) != 0) { rc = ac_err(AC_ERR_IO, "store %s: reading header: %s", path, strerror(errno)); goto fail; }
     if (memcmp(h.magic, FILE_MAGIC, 8) != 0) { rc = ac_err(AC_ERR_FORMAT, "store %s: not an attention-map database (bad magic)", path); goto fail; }
     if (h.checksum != ac_xxh64(&h, 120, 0)) { rc = ac_err(AC_ERR_FORMAT, "store %s: file header checksum mismatch (damaged header)", path); goto fail; }
-    if (h.ver_major != AC_STORE_VERSION_MAJOR) {
+    if ((h.ver_major != 1 && h.ver_major != AC_STORE_VERSION_MAJOR) || (h.flags & ~FLAG_TOKENS) ||
+        (h.ver_major == 1 && h.flags)) {
         rc = ac_err(AC_ERR_FORMAT, "store %s: format version %u.%u, this build reads %d.x", path, h.ver_major, h.ver_minor,
                     AC_STORE_VERSION_MAJOR);
+        if (h.ver_major == AC_STORE_VERSION_MAJOR || h.ver_major == 1)
+            rc = ac_err(AC_ERR_FORMAT, "store %s: unknown header flags 0x%x (format %u.%u)", path, h.flags, h.ver_major,
+                        h.ver_minor);
         goto fail;
     }
     st->p.fingerprint[0] = h.fingerprint[0];
@@ -577,6 +590,7 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     st->p.n_head = (int)h.n_head;
     st->p.causal = (int)h.causal;
     st->p.feat_dim = (int)h.feat_dim;
+    st->p.with_tokens = st->tokens = (h.flags & FLAG_TOKENS) != 0;
     if (h.data_start != HDR_PAGE || h.n_layer > MAX_LAYER || h.n_head > MAX_HEAD || h.feat_dim > MAX_FEAT ||
         (rc = check_params(&st->p))) {
         rc = ac_err(AC_ERR_FORMAT, "store %s: header holds an impossible shape (n_layer %u, n_head %u, causal %u, feat_dim %u)",
@@ -680,7 +694,8 @@ static void fill_entry(const ac_store *st, const ent *e, int64_t i, ac_store_ent
     out->codec.causal = e->causal;
     out->codec.topk = (int)e->topk;
     out->feature = (const float *)(r + REC_HDR);
-    out->maps = r + REC_HDR + st->feat_bytes;
+    out->tokens = st->tokens ? (const int32_t *)(r + REC_HDR + st->feat_bytes) : NULL;
+    out->maps = r + REC_HDR + st->feat_bytes + tok_bytes(st, (int)e->L);
     out->map_bytes = (size_t)e->map_bytes;
     out->index = i;
     out->offset = e->off;
@@ -749,7 +764,8 @@ int ac_store_begin(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec 
         return ac_err(AC_ERR_ARG, "store %s: key %llu is already in the database", st->path, (unsigned long long)key);
     size_t mb = ac_codec_map_bytes(codec, n_tokens), maps;
     uint64_t total;
-    if (!ac_mul_ok(mb, st->n_maps, &maps) || __builtin_add_overflow((uint64_t)REC_HDR + st->feat_bytes, (uint64_t)maps, &total))
+    if (!ac_mul_ok(mb, st->n_maps, &maps) ||
+        __builtin_add_overflow((uint64_t)REC_HDR + st->feat_bytes + tok_bytes(st, n_tokens), (uint64_t)maps, &total))
         return ac_err(AC_ERR_ARG, "store %s: entry too large", st->path);
     memset(&st->cur, 0, sizeof st->cur);
     st->cur.off = st->append_off;
@@ -764,10 +780,24 @@ int ac_store_begin(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec 
     st->wrote_any = 0;
     ac_xxh64_init(&st->hs, st->cur.off);
     st->wbuf_off = st->cur.off + REC_HDR;
-    st->wlen = (size_t)st->feat_bytes; /* wcap >= 4 MiB >= feat_bytes (MAX_FEAT*4) */
+    /* wcap >= 4 MiB >= feat_bytes (MAX_FEAT*4) + token bytes (AC_CODEC_MAX_L*4) */
+    st->wlen = (size_t)(st->feat_bytes + tok_bytes(st, n_tokens));
     memset(st->wbuf, 0, st->wlen);
     if (st->p.feat_dim > 0) memcpy(st->wbuf, feature, (size_t)st->p.feat_dim * sizeof(float));
     st->in_entry = 1;
+    st->cur_tokens = 0;
+    return AC_OK;
+}
+
+int ac_store_put_tokens(ac_store *st, const int32_t *tokens) {
+    int rc = writer_ok(st, "put_tokens");
+    if (rc) return rc;
+    if (!st->in_entry || st->next_map || st->wbuf_off != st->cur.off + REC_HDR)
+        return ac_err(AC_ERR_ARG, "store %s: put_tokens goes right after begin", st->path);
+    if (!st->tokens) return ac_err(AC_ERR_ARG, "store %s: this database does not carry token ids", st->path);
+    if (!tokens) return ac_err(AC_ERR_ARG, "store %s: NULL tokens", st->path);
+    memcpy(st->wbuf + st->feat_bytes, tokens, (size_t)st->cur.L * sizeof *tokens);
+    st->cur_tokens = 1;
     return AC_OK;
 }
 
@@ -843,6 +873,12 @@ int ac_store_end(ac_store *st) {
     int rc = writer_ok(st, "end");
     if (rc) return rc;
     if (!st->in_entry) return ac_err(AC_ERR_ARG, "store %s: end without begin", st->path);
+    if (st->tokens && !st->cur_tokens) {
+        rc = ac_err(AC_ERR_ARG, "store %s: key %llu: this database carries token ids; put_tokens was not called", st->path,
+                    (unsigned long long)st->cur.key);
+        ac_store_abort(st);
+        return rc;
+    }
     if (st->next_map != st->n_maps) {
         rc = ac_err(AC_ERR_ARG, "store %s: key %llu has %u of %u maps", st->path, (unsigned long long)st->cur.key,
                     st->next_map, st->n_maps);
@@ -900,10 +936,11 @@ int ac_store_commit(ac_store *st) {
     return map_extend(st, st->end);
 }
 
-int ac_store_append(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec *codec, const float *feature,
-                    const float *maps) {
+int ac_store_append(ac_store *st, uint64_t key, int n_tokens, const int32_t *tokens, const ac_map_codec *codec,
+                    const float *feature, const float *maps) {
     int rc = ac_store_begin(st, key, n_tokens, codec, feature);
     if (rc) return rc;
+    if (tokens && (rc = ac_store_put_tokens(st, tokens))) return rc;
     size_t LL = (size_t)n_tokens * (size_t)n_tokens;
     for (int l = 0; l < st->p.n_layer; l++)
         for (int h = 0; h < st->p.n_head; h++)
@@ -1009,7 +1046,7 @@ int ac_store_verify(ac_store *st, int64_t *n_bad_out, FILE *report) {
             e->vstate = V_BAD;
             continue;
         }
-        if (e->kind == AC_CODEC_TOPK && !topk_ok(e, r + REC_HDR + st->feat_bytes, st->n_maps)) {
+        if (e->kind == AC_CODEC_TOPK && !topk_ok(e, r + REC_HDR + st->feat_bytes + tok_bytes(st, (int)e->L), st->n_maps)) {
             BAD("%s: entry %lld (key %llu): top-k indices out of order or range", st->path, (long long)i,
                 (unsigned long long)e->key);
             e->vstate = V_BAD;

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define AC_STORE_VERSION_MAJOR 1
+#define AC_STORE_VERSION_MAJOR 2 /* reads 1 (no token ids) and 2 */
 #define AC_STORE_VERSION_MINOR 0
 
 typedef struct ac_store ac_store;
@@ -37,6 +37,8 @@ typedef struct ac_store_params {
     int n_layer, n_head;     /* maps per entry = n_layer * n_head                                   */
     int causal;              /* 1: the model is causal; lower-triangle codecs are allowed           */
     int feat_dim;            /* feature vector length (e.g. 128)                                     */
+    int with_tokens;         /* create: records carry their token ids (ac_store_put_tokens); open:
+                                reports the file's choice (not compared)                             */
 } ac_store_params;
 
 enum ac_store_flags {
@@ -77,6 +79,7 @@ typedef struct ac_store_entry {
     int n_tokens;         /* L */
     ac_map_codec codec;
     const float *feature; /* [feat_dim], into the map, 64-byte aligned                  */
+    const int32_t *tokens; /* [n_tokens] token ids, or NULL when the DB carries none   */
     const uint8_t *maps;  /* [n_layer*n_head][map_bytes], layer-major, 64-byte aligned */
     size_t map_bytes;     /* one head's compressed map (ac_codec_map_bytes)             */
     int64_t index;        /* ordinal in the DB (commit order)                           */
@@ -99,6 +102,9 @@ static inline const void *ac_store_entry_map(const ac_store_entry *e, int n_head
 /* Start an entry: key (unique in the DB), L tokens, codec (causal codecs only in
  * a causal DB), feature [feat_dim] (copied). */
 int ac_store_begin(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec *codec, const float *feature);
+/* Token ids [n_tokens] of the entry just begun (required, right after begin,
+ * when the DB was created with_tokens; refused otherwise). */
+int ac_store_put_tokens(ac_store *st, const int32_t *tokens);
 /* The maps, in order layer 0 head 0, layer 0 head 1, ...: P is [L][L] (encoded
  * here) or, for _encoded, one head's compressed map of map_bytes bytes. */
 int ac_store_put_map(ac_store *st, int layer, int head, const float *P);
@@ -111,9 +117,9 @@ void ac_store_abort(ac_store *st);
  * commit slot, fsync. After a failed fsync the handle refuses further writes
  * (reopen); committed entries are never affected. */
 int ac_store_commit(ac_store *st);
-/* begin + all maps (maps: [n_layer][n_head][L][L]) + end + commit. */
-int ac_store_append(ac_store *st, uint64_t key, int n_tokens, const ac_map_codec *codec, const float *feature,
-                    const float *maps);
+/* begin (+ put_tokens when tokens) + all maps (maps: [n_layer][n_head][L][L]) + end + commit. */
+int ac_store_append(ac_store *st, uint64_t key, int n_tokens, const int32_t *tokens, const ac_map_codec *codec,
+                    const float *feature, const float *maps);
 
 /* ---- db verify / db stats ---------------------------------------------------------------- */
 typedef struct ac_store_stats {

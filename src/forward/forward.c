@@ -379,7 +379,8 @@ typedef struct fwd_plan {
     const ac_seq *seqs;
     int *off;             /* [n_seq] first row of each sequence */
     const float **maps;   /* [n_seq] supplied attention maps of the current layer */
-    uint8_t *reuse;       /* [n_seq] 1: served by the hook's apply (compressed maps) */
+    int *srv;             /* [n_seq] rows [0, srv) served by the hook's apply (compressed maps);
+                             rows [srv, L) computed (0 < srv < L only for causal models) */
     uint8_t *rec;         /* [n_seq] 1: record the map of this site */
     int *row_seq;         /* [T] sequence of each row */
     int *row_pos;         /* [T] position of each row in its sequence */
@@ -394,17 +395,18 @@ static void rope_rows(ac_ctx *c, const void *arg, int r0, int r1) {
     const ac_hparams *hp = &c->model->hp;
     const int QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
     for (int r = r0; r < r1; r++) {
-        const int s = pl->row_seq[r];
-        if (pl->maps[s] || pl->reuse[s]) continue;
-        const float *cs = c->rope_cs + (size_t)pl->row_pos[r] * hp->n_rot;
-        ac_rope_row(c->q + (size_t)r * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+        const int s = pl->row_seq[r], pos = pl->row_pos[r];
+        if (pl->maps[s] || pl->srv[s] >= pl->seqs[s].n_tokens) continue;
+        const float *cs = c->rope_cs + (size_t)pos * hp->n_rot;
+        if (pos >= pl->srv[s]) ac_rope_row(c->q + (size_t)r * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
         ac_rope_row(c->k + (size_t)r * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
     }
 }
 
 /* Q, K, V projections (+ RoPE for decoders): V for every row; Q and K only for
  * the rows of sequences without a supplied map, as GEMMs over runs of
- * consecutive such sequences. All of them run as one parallel region when the
+ * consecutive such sequences; a partly served sequence (rows [0, srv) from
+ * the hook) projects K for all its rows and Q for rows [srv, L) only. All of them run as one parallel region when the
  * weights are packed for the BF16 kernel. X: [T][D] input. */
 static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *pl) {
     const ac_model *m = c->model;
@@ -415,20 +417,25 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
     int nj = 0, ns = 0, rc;
     jobs[nj++] = (ac_gemm_job){&L->wv, NULL, X, c->v, NULL, L->bv, AC_EPI_STORE};
     for (int s = 0; s < pl->n_seq;) {
-        if (pl->maps[s] || pl->reuse[s]) {
+        if (pl->maps[s] || pl->srv[s] >= pl->seqs[s].n_tokens) {
             s++;
             continue;
         }
-        int e = s;
-        while (e < pl->n_seq && !pl->maps[e] && !pl->reuse[e]) e++;
+        int e = s + 1, part = pl->srv[s]; /* a partly served sequence is a run of its own */
+        while (!part && e < pl->n_seq && !pl->maps[e] && !pl->srv[e]) e++;
         const int r0 = pl->off[s], r1 = e < pl->n_seq ? pl->off[e] : pl->T;
-        if (ns == 8) { /* flush a full job list */
+        if (ns >= 7) { /* flush a full job list */
             if ((rc = ac_ctx_gemm(c, jobs, nj))) return rc;
             nj = ns = 0;
         }
         ac_act *a = &sub[ns++];
         *a = r0 == 0 && r1 == pl->T ? *X : act(X->x + (size_t)r0 * D, X->bf16 + (size_t)r0 * D, r1 - r0, D, X->bf16_ok);
-        jobs[nj++] = (ac_gemm_job){&L->wq, NULL, a, c->q + (size_t)r0 * QD, NULL, L->bq, AC_EPI_STORE};
+        ac_act *aq = a;
+        if (part) {
+            aq = &sub[ns++];
+            *aq = act(X->x + (size_t)(r0 + part) * D, X->bf16 + (size_t)(r0 + part) * D, r1 - r0 - part, D, X->bf16_ok);
+        }
+        jobs[nj++] = (ac_gemm_job){&L->wq, NULL, aq, c->q + (size_t)(r0 + part) * QD, NULL, L->bq, AC_EPI_STORE};
         jobs[nj++] = (ac_gemm_job){&L->wk, NULL, a, c->k + (size_t)r0 * KVD, NULL, L->bk, AC_EPI_STORE};
         s = e;
     }
@@ -447,30 +454,44 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
     for (int s = 0; s < pl->n_seq; s++) {
         pl->maps[s] = NULL;
         pl->rec[s] = 0;
-        pl->reuse[s] = 0;
+        pl->srv[s] = 0;
         if (!c->has_hook) continue;
-        ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal};
+        const int n = pl->seqs[s].n_tokens;
+        ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
         if (c->hook.supply) pl->maps[s] = c->hook.supply(c->hook.user, &site);
-        if (!pl->maps[s] && c->hook.reuse && c->hook.apply) pl->reuse[s] = c->hook.reuse(c->hook.user, &site) != 0;
-        if (pl->reuse[s]) continue;
+        if (!pl->maps[s] && c->hook.reuse && c->hook.apply) {
+            int r = c->hook.reuse(c->hook.user, &site);
+            r = r < 0 ? 0 : r > n ? n : r;
+            if (r < n && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none */
+            pl->srv[s] = r;
+        }
+        if (pl->srv[s]) continue;
         if (!pl->maps[s] && c->hook.record)
             pl->rec[s] = c->hook.want_record ? c->hook.want_record(c->hook.user, &site) != 0 : 1;
     }
     if ((rc = project_qkv(c, L, X, pl))) return rc;
     prof_lap(c, AC_STAGE_QKV, tp);
     pl->att_bf_ok = 1;
-    for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->reuse[s];
+    for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->srv[s];
 
     for (int s = 0; s < pl->n_seq; s++) {
         const int o = pl->off[s], n = pl->seqs[s].n_tokens;
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD};
-        if (pl->reuse[s]) {
+                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0};
+        if (pl->srv[s]) {
             ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
-            if ((rc = c->hook.apply(c->hook.user, &site, aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out, QD)) != AC_OK)
+            if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,
+                                    QD)) != AC_OK)
                 return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
             prof_lap(c, AC_STAGE_AV, tp);
+            if (pl->srv[s] < n) { /* the rows past the served ones: exact, over every key */
+                aa.q0 = pl->srv[s];
+                aa.out_bf = NULL;
+                if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
+                if ((rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
+                prof_lap(c, AC_STAGE_ATTN, tp);
+            }
         } else if (pl->maps[s]) {
             ac_attn_apply(&aa, pl->maps[s], c->pool);
             prof_lap(c, AC_STAGE_AV, tp);
@@ -732,10 +753,10 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     pl.off = AC_MALLOC((size_t)n_seq * sizeof *pl.off);
     pl.maps = AC_MALLOC((size_t)n_seq * sizeof *pl.maps);
     pl.rec = AC_MALLOC((size_t)n_seq);
-    pl.reuse = AC_MALLOC((size_t)n_seq);
+    pl.srv = AC_MALLOC((size_t)n_seq * sizeof *pl.srv);
     pl.row_seq = AC_MALLOC((size_t)T * sizeof *pl.row_seq);
     pl.row_pos = AC_MALLOC((size_t)T * sizeof *pl.row_pos);
-    if (!pl.off || !pl.maps || !pl.rec || !pl.reuse || !pl.row_seq || !pl.row_pos) {
+    if (!pl.off || !pl.maps || !pl.rec || !pl.srv || !pl.row_seq || !pl.row_pos) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
@@ -771,7 +792,7 @@ done:
     free(pl.off);
     free(pl.maps);
     free(pl.rec);
-    free(pl.reuse);
+    free(pl.srv);
     free(pl.row_seq);
     free(pl.row_pos);
     return rc;

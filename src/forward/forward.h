@@ -60,13 +60,16 @@ typedef struct ac_attn_hook {
      * an AC_ERR_* code, which aborts the forward pass. */
     int (*record)(void *user, const ac_attn_site *site, const float *P);
     /* Compressed reuse (the attention cache): asked after `supply` returned
-     * NULL; return 1 to serve this site with `apply` instead of computing
-     * attention (Q/K projections, RoPE, QK^T and softmax are then skipped). */
+     * NULL; return R > 0 to serve rows [0, R) of this site with `apply`
+     * instead of computing them (R = L: Q/K projections, RoPE, QK^T and
+     * softmax are skipped; causal models may return R < L: K is projected
+     * for every row, Q and the exact attention only for rows [R, L)). 0: compute. */
     int (*reuse)(void *user, const ac_attn_site *site);
-    /* out [L][ldo] (head h at column h*hd) = P_h . V, V [L][ldv] (kv head g at
-     * column g*hd), from the hook's own (compressed) maps. AC_OK or an error. */
-    int (*apply)(void *user, const ac_attn_site *site, const float *v, int ldv, int n_head_kv, int head_dim,
-                 float *out, int ldo);
+    /* out rows [0, n_rows) of [L][ldo] (head h at column h*hd) = P_h . V,
+     * V [L][ldv] (kv head g at column g*hd), from the hook's own (compressed)
+     * maps. AC_OK or an error. */
+    int (*apply)(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
+                 int head_dim, float *out, int ldo);
 } ac_attn_hook;
 
 /* Layer-0 states of a token sequence: the normed embeddings the first
@@ -149,6 +152,7 @@ typedef struct ac_attn_args {
     int L, H, Hkv, hd, ldq, ldk, causal;
     float scale;     /* 1/sqrt(hd) */
     uint16_t *out_bf; /* [L][ldq] bf16 copy of out (the next GEMM's input), or NULL */
+    int q0;          /* fused: query rows [q0, L) only (0: all; causal; q rows before q0 unused) */
 } ac_attn_args;
 
 /* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks
