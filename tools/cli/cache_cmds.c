@@ -24,7 +24,7 @@ static void progress(size_t done, size_t total, size_t added, double t0) {
 int cmd_build(int argc, char **argv) {
     cli_common c = {0};
     const char *out = NULL;
-    int limit = 0, skip_bad = 0, commit_every = 64, quiet = 0, shots = -1;
+    int limit = 0, skip_bad = 0, commit_every = 64, quiet = 0, shots = -1, shared = 0;
     const char *task = NULL, *data = "../shared/data";
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
@@ -40,6 +40,8 @@ int cmd_build(int argc, char **argv) {
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 0, 64, &shots)) return cli_fail("bad --shots '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
+            if ((shared = eval_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "--skip-bad")) skip_bad = 1;
         else if (!strcmp(argv[i], "-q")) quiet = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -53,6 +55,7 @@ int cmd_build(int argc, char **argv) {
                    "  --limit N            first N lines only\n"
                    "  --task T [--shots K] instead of -i: the prompts of label-scoring task T (sst2,\n"
                    "                       agnews-fewshot, trec) built from its training rows, as eval builds them\n"
+                   "  --demos D            with --task: per-query (default) or shared demonstrations (as eval)\n"
                    "  --skip-bad           skip (and report) empty or over-long lines instead of stopping\n"
                    "  -q                   no progress bar\n%s",
                    cli_common_help);
@@ -71,7 +74,7 @@ int cmd_build(int argc, char **argv) {
     if (task) {
         char **pr;
         int np;
-        if ((rc = eval_task_prompts(task, data, shots, limit, &pr, &np))) goto done;
+        if ((rc = eval_task_prompts(task, data, shots, shared, limit, &pr, &np))) goto done;
         in.lines = pr;
         in.n = in.cap = (size_t)np;
     } else if ((rc = cli_read_lines(c.input, &in))) goto done;

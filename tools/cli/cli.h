@@ -12,7 +12,7 @@ typedef struct cli_common {
     int threads, gemm, attn, profile, fast, vocab_only;
     /* attention cache options */
     const char *cache, *layers, *codec;
-    int key, index_kind, allow_longer, have_threshold, commit_every, no_verify;
+    int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
     float threshold;
 } cli_common;
 

@@ -338,6 +338,11 @@ static uint64_t rng_next(uint64_t *s) {
     return *s;
 }
 
+/* --demos shared: the one demonstration set every prompt carries (the usual
+ * few-shot protocol, e.g. MMLU's fixed dev-set shots; prompts then share a
+ * long token prefix). Default (per-query): demonstrations seeded by the query. */
+#define SHARED_SEED 0x5eedULL
+
 /* Prompt for query q: instruction, k demonstrations drawn (seeded by q) from
  * `pool` balanced over classes, then the query with an open answer slot. */
 static char *build_prompt(const task_spec *t, const eval_ds *pool, const char *query, int k, uint64_t seed) {
@@ -366,6 +371,7 @@ typedef struct ex_out {
     double lookup;    /* s in cache lookup (features, key, search, fetch) */
     uint64_t bytes;   /* cache map bytes read */
     int hit;          /* cache served at least one layer */
+    long long rows_served, rows_total; /* query rows served from maps / of the served sites */
     int pred;         /* predicted class */
     double score;     /* STS-B cosine */
     int tokens;
@@ -376,6 +382,7 @@ typedef struct eval_job {
     const task_spec *spec; /* label scoring tasks */
     const eval_ds *pool, *q;
     int shots;
+    int shared_demos; /* 1: every prompt carries the same demonstrations */
 } eval_job;
 
 /* Runs example i on ctx (cache attached or not), filling *o. */
@@ -397,7 +404,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
             snprintf(lbuf[k], sizeof lbuf[k], " %s", t->labels[k]);
             labs[k] = lbuf[k];
         }
-        char *prompt = build_prompt(t, j->pool, ex->a, j->shots, (uint64_t)i + 1);
+        char *prompt = build_prompt(t, j->pool, ex->a, j->shots, j->shared_demos ? SHARED_SEED : (uint64_t)i + 1);
         if (!prompt) return cli_fail("out of memory");
         ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
         rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
@@ -441,6 +448,8 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
         o->lookup = (s1.t_features - s0.t_features) + (s1.t_key - s0.t_key) + (s1.t_search - s0.t_search) +
                     (s1.t_fetch - s0.t_fetch);
         o->bytes = s1.bytes_read - s0.bytes_read;
+        o->rows_served = s1.rows_served - s0.rows_served;
+        o->rows_total = s1.rows_total - s0.rows_total;
     }
     return AC_OK;
 }
@@ -462,7 +471,7 @@ static double metric_of(const eval_job *j, const ex_out *o, int n) {
 /* sums over a side-by-side run (o0 exact, o1 cached) */
 typedef struct stream_agg {
     double sec0, sec1, hsec0, hsec1, att0, att1, hatt0, hatt1, look;
-    long long tokens, bytes;
+    long long tokens, bytes, rows_served, rows_total;
     int hits;
 } stream_agg;
 
@@ -472,6 +481,7 @@ static stream_agg aggregate(const ex_out *o0, const ex_out *o1, int n) {
     for (int i = 0; i < n; i++) {
         a.sec0 += o0[i].sec, a.sec1 += o1[i].sec, a.att0 += o0[i].attn, a.att1 += o1[i].attn + o1[i].lookup;
         a.look += o1[i].lookup, a.bytes += (long long)o1[i].bytes, a.tokens += o0[i].tokens;
+        a.rows_served += o1[i].rows_served, a.rows_total += o1[i].rows_total;
         if (o1[i].hit) {
             a.hits++;
             a.hsec0 += o0[i].sec, a.hsec1 += o1[i].sec, a.hatt0 += o0[i].attn, a.hatt1 += o1[i].attn;
@@ -489,7 +499,7 @@ static void print_speed(FILE *f, const char *name, double a, double b) {
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
     const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
-    int limit = 0, shots = -1;
+    int limit = 0, shots = -1, shared = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -503,6 +513,8 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_parse_int(argv[++i], 1, 1 << 30, &limit)) return cli_fail("bad --limit '%s'", argv[i]);
         } else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 0, 64, &shots)) return cli_fail("bad --shots '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
+            if ((shared = eval_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache eval --task sst2|stsb|agnews-fewshot|trec -m MODEL [--data DIR]\n"
                    "                      [--limit N] [--shots K] [--json FILE] [--cache DIR ...]\n"
@@ -510,6 +522,8 @@ int cmd_eval(int argc, char **argv) {
                    "  --limit N            first N held-out examples only\n"
                    "  --shots K            demonstrations per prompt for label scoring\n"
                    "                       (defaults: sst2 0, agnews-fewshot 8, trec 6)\n"
+                   "  --demos D            per-query (default): demonstrations drawn per prompt; shared:\n"
+                   "                       one demonstration set for every prompt (long shared prefix)\n"
                    "With --cache, every example runs twice side by side, exact (fused attention) and with\n"
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
@@ -532,7 +546,7 @@ int cmd_eval(int argc, char **argv) {
     eval_ds pool = {0}, q = {0};
     ex_out *o0 = NULL, *o1 = NULL;
     int rc = 0;
-    eval_job job = {task, NULL, &pool, &q, 0};
+    eval_job job = {task, NULL, &pool, &q, 0, shared};
     if (!strcmp(task, "sst2")) {
         rc = eval_load_sst2(dir, "dev", &q);
         if (!rc && !info.n_cls_out) {
@@ -592,12 +606,16 @@ int cmd_eval(int argc, char **argv) {
     base = base ? base + 1 : c.model;
     printf("%-16s %-28s %-9s %8s %6s %9s %10s\n", "task", "model", "metric", "value", "n", "seconds", "tokens/s");
     printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f\n", task, base, mname, met0, n, sec0, sec0 > 0 ? tokens / sec0 : 0);
-    if (job.spec) printf("(%d-shot, mean prompt %.0f tokens)\n", job.shots, (double)tokens / n);
+    if (job.spec)
+        printf("(%d-shot, %s demonstrations, mean prompt %.0f tokens)\n", job.shots, shared ? "shared" : "per-query",
+               (double)tokens / n);
     if (cache) {
         printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f   (with cache)\n", task, base, mname, met1, n, sec1,
                sec1 > 0 ? tokens / sec1 : 0);
-        printf("cache: hit rate %.1f%% (%d/%d), %.1f KiB of maps read per query, lookup %.2f%% of cached time\n",
-               100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0);
+        printf("cache: hit rate %.1f%% (%d/%d), %.1f KiB of maps read per query, lookup %.2f%% of cached time, "
+               "%.1f%% of the served layers' rows from maps\n",
+               100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0,
+               A.rows_total ? 100.0 * (double)A.rows_served / (double)A.rows_total : 0);
         printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
@@ -658,17 +676,20 @@ int cmd_eval(int argc, char **argv) {
         cli_json_str(jf, c.model);
         fprintf(jf, ",\"metric\":\"%s\",\"value\":%.4f,\"n\":%d,\"seconds\":%.4f,\"tokens\":%lld,\"tokens_per_s\":%.2f",
                 mname, met0, n, sec0, tokens, sec0 > 0 ? tokens / sec0 : 0);
-        if (job.spec) fprintf(jf, ",\"shots\":%d,\"mean_prompt_tokens\":%.1f", job.shots, (double)tokens / n);
+        if (job.spec)
+            fprintf(jf, ",\"shots\":%d,\"demos\":\"%s\",\"mean_prompt_tokens\":%.1f", job.shots,
+                    shared ? "shared" : "per-query", (double)tokens / n);
         if (cache) {
             fprintf(jf, ",\"cache\":{\"dir\":");
             cli_json_str(jf, c.cache);
             fprintf(jf,
                     ",\"threshold\":%g,\"value\":%.4f,\"seconds\":%.4f,\"hits\":%d,\"hit_rate\":%.4f,"
                     "\"bytes_per_query\":%.1f,\"lookup_seconds\":%.4f,\"speedup_e2e\":%.4f,\"speedup_e2e_hits\":%.4f,"
-                    "\"speedup_attn\":%.4f,\"speedup_attn_hits\":%.4f}",
+                    "\"speedup_attn\":%.4f,\"speedup_attn_hits\":%.4f,\"rows_served_share\":%.4f}",
                     c.have_threshold ? c.threshold : ac_cache_default_params().threshold, met1, sec1, hits,
                     (double)hits / n, (double)bytes / n, look, sec1 > 0 ? sec0 / sec1 : 0,
-                    hsec1 > 0 ? hsec0 / hsec1 : 0, att1 > 0 ? att0 / att1 : 0, hatt1 > 0 ? hatt0 / hatt1 : 0);
+                    hsec1 > 0 ? hsec0 / hsec1 : 0, att1 > 0 ? att0 / att1 : 0, hatt1 > 0 ? hatt0 / hatt1 : 0,
+                    A.rows_total ? (double)A.rows_served / (double)A.rows_total : 0);
             if (n_sweep) {
                 fputs(",\"sweep\":[", jf);
                 for (int k = 0; k < n_sweep; k++)
@@ -706,7 +727,14 @@ double ac_cli_now(void) {
  * held-out rows): the corpus for an attention cache of that task. Each prompt
  * is built exactly as eval builds the held-out ones, with the answer slot open.
  * *prompts: malloc'd array of malloc'd strings (caller frees). */
-int eval_task_prompts(const char *task, const char *dir, int shots, int limit, char ***prompts, int *n) {
+int eval_parse_demos(const char *v) {
+    if (!strcmp(v, "shared")) return 1;
+    if (!strcmp(v, "per-query")) return 0;
+    cli_fail("bad --demos '%s' (per-query|shared)", v);
+    return -1;
+}
+
+int eval_task_prompts(const char *task, const char *dir, int shots, int shared, int limit, char ***prompts, int *n) {
     eval_ds pool = {0}, held = {0};
     const task_spec *spec = NULL;
     int rc = 0;
@@ -729,7 +757,8 @@ int eval_task_prompts(const char *task, const char *dir, int shots, int limit, c
         if (!v) rc = cli_fail("out of memory");
         /* seeds offset from eval's (which use 1..n) so demonstrations differ from the eval prompts' */
         for (int i = 0; i < m && !rc; i++)
-            if (!(v[i] = build_prompt(spec, &pool, pool.ex[i].a, k, 1000003ULL + (uint64_t)i))) rc = cli_fail("out of memory");
+            if (!(v[i] = build_prompt(spec, &pool, pool.ex[i].a, k, shared ? SHARED_SEED : 1000003ULL + (uint64_t)i)))
+                rc = cli_fail("out of memory");
         if (rc) {
             for (int i = 0; v && i < m; i++) free(v[i]);
             free(v);

@@ -23,6 +23,8 @@ double eval_pearson(const double *x, const double *y, int n);
 double eval_spearman(const double *x, const double *y, int n);
 double ac_cli_now(void);
 int cmd_eval(int argc, char **argv);
-int eval_task_prompts(const char *task, const char *dir, int shots, int limit, char ***prompts, int *n);
+int eval_task_prompts(const char *task, const char *dir, int shots, int shared, int limit, char ***prompts, int *n);
+/* "shared" -> 1, "per-query" -> 0, else an error message and -1 (--demos). */
+int eval_parse_demos(const char *v);
 
 #endif

@@ -198,6 +198,12 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         else if (!strcmp(v, "ivf")) c->index_kind = 2;
         else if (!strcmp(v, "hnsw")) c->index_kind = 3;
         else return cli_fail("bad --index '%s' (flat|ivf|hnsw)", v), -1;
+    } else if (!strcmp(a, "--rows")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "all")) c->rows = AC_ROWS_ALL;
+        else if (!strcmp(v, "prefix")) c->rows = AC_ROWS_PREFIX;
+        else return cli_fail("bad --rows '%s' (all|prefix)", v), -1;
     } else if (!strcmp(a, "--allow-longer")) {
         c->allow_longer = 1;
     } else if (!strcmp(a, "--no-verify")) {
@@ -224,6 +230,9 @@ const char *cli_cache_help =
     "      --layers SPEC    layers served on a hit: all|none|policy|0-3,7 (default all)\n"
     "      --key K          projector|mean|random|auto (default auto: projector if trained)\n"
     "      --index I        flat|ivf|hnsw (default flat)\n"
+    "      --rows R         all: a hit serves every row (approximate; default); prefix: causal\n"
+    "                       models, only the rows of the token prefix shared with the entry\n"
+    "                       (exact), the other rows computed; no threshold\n"
     "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
     "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n";
 
@@ -240,6 +249,7 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     if (c->layers) p.layers = c->layers;
     p.allow_longer = c->allow_longer;
     p.no_verify = c->no_verify;
+    p.rows = c->rows;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());
