@@ -108,6 +108,18 @@ static void check_flat(int metric) {
             assert_true(r + 1 < k && fabsf(bs[i] - bs[i + 1]) <= tol);
         }
     }
+    /* one query at a time: the own AVX-512 scan (nq < 16) instead of FAISS's search */
+    for (int64_t a = 0; a < nq; a++) {
+        int64_t oi[10];
+        float os[10];
+        assert_int_equal(ac_index_search(idx, q + a * d, 1, k, oi, os), AC_OK);
+        for (int r = 0; r < k; r++) {
+            const int64_t i = a * k + r;
+            float tol = metric == AC_METRIC_COSINE ? 1e-5f : 1e-3f * fabsf(bs[i]);
+            assert_true(fabsf(os[r] - bs[i]) <= tol);
+            if (oi[r] != bi[i]) assert_true(r + 1 < k && fabsf(bs[i] - bs[i + 1]) <= tol);
+        }
+    }
     /* a query equal to a stored vector is its own best hit */
     int64_t id;
     float sim;

@@ -6,6 +6,9 @@
 #include "util/common.h"
 
 #include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <string.h>
 
 ac_proj_train_params ac_proj_default_train_params(void) {
@@ -72,6 +75,48 @@ void ac_proj_free(ac_projector *p) {
     free(p);
 }
 
+/* y[r] = b[r] + W[r] . x for r < rows (W [rows][n] row-major): four rows at a
+ * time with independent accumulators (the plain loop is bound by the latency
+ * of one reduction chain: 130 us for a 1537 -> 256 -> 128 lookup key, ~10%
+ * of a short MiniLM query; this is ~8x faster). */
+static void gemv(const float *W, const float *b, const float *x, int rows, int n, float *y, int relu) {
+    int r = 0;
+#ifdef __AVX512F__
+    for (; r + 4 <= rows; r += 4) {
+        const float *w0 = W + (size_t)r * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 16) {
+            const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + i), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + i), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + i), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + i), xv, a3);
+        }
+        float v[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                      _mm512_reduce_add_ps(a3)};
+        for (int k = 0; k < 4; k++) {
+            const float t = b[r + k] + v[k];
+            y[r + k] = relu && t < 0 ? 0 : t;
+        }
+    }
+#endif
+    for (; r < rows; r++) {
+        const float *w = W + (size_t)r * n;
+        float acc = b[r];
+#pragma omp simd reduction(+ : acc)
+        for (int i = 0; i < n; i++) acc += w[i] * x[i];
+        y[r] = relu && acc < 0 ? 0 : acc;
+    }
+}
+
+/* Inference of one vector: u [in] scratch. */
+static void apply_one(const ac_projector *p, const float *x, float *u, float *h, float *z) {
+    for (int i = 0; i < p->in_dim; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
+    gemv(p->w1, p->b1, u, p->hidden, p->in_dim, h, 1);
+    gemv(p->w2, p->b2, h, p->out_dim, p->hidden, z, 0);
+}
+
 /* One vector through the network, keeping the intermediates for backprop.
  * u [in] standardised input, hpre [hidden], h [hidden], z [out]. */
 static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre, float *h, float *z) {
@@ -106,8 +151,7 @@ int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
             rc = AC_ERR_NOMEM;
         } else {
 #pragma omp for schedule(static)
-            for (int i = 0; i < n; i++)
-                fwd_one(p, x + (size_t)i * in, u, u + in, u + in + hid, z + (size_t)i * p->out_dim);
+            for (int i = 0; i < n; i++) apply_one(p, x + (size_t)i * in, u, u + in, z + (size_t)i * p->out_dim);
         }
         free(u);
     }

@@ -26,7 +26,8 @@ static void fill_random(int32_t *ids, int n, int n_vocab, uint64_t *rng) {
 
 /* Exact vs cached, side by side, REPS times each, alternating. */
 static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_model_info *info, ac_seq *seqs,
-                        int batch, int L, int reps, int n_build, double t_exact_best, FILE *jf, int *first) {
+                        int batch, int L, int reps, int n_build, double shared, double t_exact_best, FILE *jf,
+                        int *first) {
     (void)t_exact_best; /* the exact figure is re-measured here, alternating with the cached one */
     uint64_t rng = 0xB111D + (uint64_t)L;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
@@ -34,6 +35,10 @@ static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_mod
     double tb = ac_cli_now();
     for (int b = 0; b < n_build; b++) { /* entries of this length (other random ids than the queries) */
         fill_random(ids, L, info->n_vocab, &rng);
+        /* --shared-prefix F: the entry starts with the first F*L tokens of the first query */
+        const int P = (int)(shared * L);
+        memcpy(ids, seqs[0].tokens, (size_t)P * sizeof *ids);
+        if (P < L && ids[P] == seqs[0].tokens[P]) ids[P] = (ids[P] + 1) % info->n_vocab;
         int added = 0;
         if (ac_cache_add(cache, ctx, ids, L, &added) != AC_OK) {
             free(ids);
@@ -79,22 +84,27 @@ static int bench_cached(ac_ctx *ctx, ac_ctx *cctx, ac_cache *cache, const ac_mod
     const double lookup = (st.t_features + st.t_key + st.t_search + st.t_fetch) / reps;
     double sum_e = 0;
     for (int s = 0; s < AC_STAGE_COUNT; s++) sum_e += pe[s] / reps;
-    /* Amdahl: reuse skips the Q/K share of the QKV stage (by FLOPs) and the
-     * attention kernel, and adds the stored-map A.V */
-    const double skipped = pe[AC_STAGE_QKV] / reps * (QD + KVD) / (QD + 2 * KVD) + ea;
-    const double bound = sum_e / (sum_e - skipped + (pc[AC_STAGE_AV] / reps));
+    /* Amdahl: reuse skips the Q/K share of the QKV stage (by FLOPs; rows=prefix
+     * with a share r < 1 of the rows served: Q of those rows only) and the exact
+     * attention, and adds what the cached run spends in attention (stored-map
+     * A.V, plus the exact rows past a served prefix) */
+    const double r = st.rows_total ? (double)st.rows_served / (double)st.rows_total : 1.0;
+    const double qk_share = r >= 1.0 ? (QD + KVD) / (QD + 2 * KVD) : QD * r / (QD + 2 * KVD);
+    const double skipped = pe[AC_STAGE_QKV] / reps * qk_share + ea;
+    const double bound = sum_e / (sum_e - skipped + ca);
     const double hit_rate = st.queries ? (double)st.hits / st.queries : 0;
     printf("%6d  exact %8.1f tok/s  cache %8.1f tok/s  e2e %.3fx (Amdahl bound %.3fx, %.0f%% of it)  attn-op %.2fx  "
-           "lookup %.2f%%  hits %.0f%%  %.1f MiB maps/query  (built %d entries in %.1f s)\n",
+           "lookup %.2f%%  hits %.0f%%  rows %.0f%%  %.1f MiB maps/query  (built %d entries in %.1f s)\n",
            L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, 100.0 * (te / tc) / bound,
-           ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate,
+           ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate, 100.0 * r,
            st.queries ? st.bytes_read / 1048576.0 / st.queries : 0, n_build, tb);
     if (jf) {
         fprintf(jf,
                 "%s{\"L\":%d,\"tok_s_exact\":%.3f,\"tok_s_cache\":%.3f,\"speedup_e2e\":%.4f,\"amdahl_bound\":%.4f,"
-                "\"speedup_attn_op\":%.4f,\"lookup_s\":%.6f,\"hit_rate\":%.3f,\"bytes_per_query\":%.0f}",
+                "\"speedup_attn_op\":%.4f,\"lookup_s\":%.6f,\"hit_rate\":%.3f,\"rows_served_share\":%.4f,"
+                "\"bytes_per_query\":%.0f}",
                 *first ? "" : ",", L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, ca > 0 ? ea / ca : 0,
-                lookup, hit_rate, st.queries ? (double)st.bytes_read / st.queries : 0);
+                lookup, hit_rate, r, st.queries ? (double)st.bytes_read / st.queries : 0);
         *first = 0;
     }
     return 0;
@@ -104,6 +114,7 @@ int cmd_bench(int argc, char **argv) {
     cli_common c = {0};
     const char *lens = "128,512", *json = NULL;
     int reps = 3, batch = 1, cache_build = 2;
+    double shared = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -115,6 +126,10 @@ int cmd_bench(int argc, char **argv) {
             if (!cli_parse_int(argv[++i], 1, 256, &batch)) return cli_fail("bad -b '%s'", argv[i]);
         } else if (!strcmp(argv[i], "--cache-build") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 0, 1000, &cache_build)) return cli_fail("bad --cache-build '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--shared-prefix") && i + 1 < argc) {
+            char *end;
+            shared = strtod(argv[++i], &end);
+            if (end == argv[i] || *end || !(shared >= 0 && shared <= 1)) return cli_fail("bad --shared-prefix '%s' (0..1)", argv[i]);
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE]\n"
@@ -124,7 +139,9 @@ int cmd_bench(int argc, char **argv) {
                    "into DIR (created if missing), then times every run exact (fused attention) and with the\n"
                    "cache side by side on other random inputs of the same length, lookup included, and\n"
                    "prints the speedups and the Amdahl bound (speed only: use --threshold 1e9 to force the\n"
-                   "nearest entry to serve; accuracy is measured by `attncache eval`).\n%s%s",
+                   "nearest entry to serve; accuracy is measured by `attncache eval`).\n"
+                   "  --shared-prefix F    the recorded entries start with the first F*L tokens of the\n"
+                   "                       first query (for --rows prefix; default 0)\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("bench: unknown option '%s' (see --help)", argv[i]);
@@ -197,7 +214,7 @@ int cmd_bench(int argc, char **argv) {
         }
         if (rc) goto next;
         if (cache) {
-            rc = bench_cached(ctx, cctx, cache, &info, seqs, batch, L, reps, cache_build, t[0], jf, &first);
+            rc = bench_cached(ctx, cctx, cache, &info, seqs, batch, L, reps, cache_build, shared, t[0], jf, &first);
             goto next;
         }
         double prof[AC_STAGE_COUNT], tot = 0;

@@ -616,6 +616,12 @@ int cmd_eval(int argc, char **argv) {
                "%.1f%% of the served layers' rows from maps\n",
                100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0,
                A.rows_total ? 100.0 * (double)A.rows_served / (double)A.rows_total : 0);
+        ac_cache_stats cs;
+        ac_cache_get_stats(cache, &cs);
+        if (cs.queries)
+            printf("lookup per query: features %.1f us, key %.1f us, search %.1f us, fetch %.1f us\n",
+                   1e6 * cs.t_features / cs.queries, 1e6 * cs.t_key / cs.queries, 1e6 * cs.t_search / cs.queries,
+                   1e6 * cs.t_fetch / cs.queries);
         printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
