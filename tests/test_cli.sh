@@ -122,6 +122,22 @@ while i < len(b):
     if t==b\"IDAT\": idat+=d
     i+=12+n
 assert len(zlib.decompress(idat))==h*(1+3*w) and w>0 and h>0'"
+    # rows=prefix on few-shot prompts that share their demonstrations (the committed decoder):
+    # every query shares the demonstrations with a stored prompt, those rows come from f32 maps
+    # (exact), the rest is computed: 100% hits, the metric unchanged
+    ATTNLM="$(cd "$(dirname "$0")/.." && pwd)/models/attnlm-8k.gguf"
+    if [ -f "$ATTNLM" ]; then
+      "$BIN" build -m "$ATTNLM" --task agnews-fewshot --data "$DATA" --demos shared --shots 2 --limit 3 \
+          --codec f32-causal -o "$T/cp" -q > /dev/null 2>&1
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --demos shared --shots 2 --limit 6 \
+          --cache "$T/cp" --rows prefix --json "$T/pf.json" > "$T/pf.txt" 2>&1
+      check "eval --rows prefix --demos shared: all hits, rows served, metric unchanged" "python3 -c '
+import json; d=json.load(open(\"$T/pf.json\")); c=d[\"cache\"]
+assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_share\"]<1 and c[\"value\"]==d[\"value\"], d'"
+      check "--demos: bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --demos some 2>&1 | grep -q \"bad --demos 'some'\""
+    else
+      skip "rows=prefix flow (absent: $ATTNLM)"
+    fi
   else
     skip "eval and cache flows (absent: $DATA)"
   fi
