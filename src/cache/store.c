@@ -110,6 +110,7 @@ struct ac_store {
     uint32_t n_maps;
     uint64_t feat_bytes; /* feature bytes padded to 64 */
     int tokens;          /* records carry int32[L] token ids after the feature */
+    int format;          /* file format major version (1 or 2) */
     int cur_tokens;      /* the entry in progress has its token ids */
     region *rg;          /* [n_rg]; the last one is current */
     int n_rg;
@@ -591,6 +592,7 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     st->p.causal = (int)h.causal;
     st->p.feat_dim = (int)h.feat_dim;
     st->p.with_tokens = st->tokens = (h.flags & FLAG_TOKENS) != 0;
+    st->format = (int)h.ver_major;
     if (h.data_start != HDR_PAGE || h.n_layer > MAX_LAYER || h.n_head > MAX_HEAD || h.feat_dim > MAX_FEAT ||
         (rc = check_params(&st->p))) {
         rc = ac_err(AC_ERR_FORMAT, "store %s: header holds an impossible shape (n_layer %u, n_head %u, causal %u, feat_dim %u)",
@@ -973,7 +975,8 @@ int ac_store_stats_get(const ac_store *st, ac_store_stats *s) {
 void ac_store_stats_print(const ac_store *st, FILE *f) {
     ac_store_stats s;
     if (ac_store_stats_get(st, &s) != AC_OK) return;
-    fprintf(f, "database   %s\n", st->path);
+    fprintf(f, "database   %s (format %d%s)\n", st->path, st->format,
+            st->tokens ? ", token ids kept" : ", no token ids: --rows prefix needs a rebuild");
     fprintf(f, "model      fingerprint %016llx%016llx  n_layer %d  n_head %d  causal %d  feat_dim %d\n",
             (unsigned long long)st->p.fingerprint[0], (unsigned long long)st->p.fingerprint[1], st->p.n_layer,
             st->p.n_head, st->p.causal, st->p.feat_dim);
