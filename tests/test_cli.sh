@@ -134,6 +134,7 @@ assert len(zlib.decompress(idat))==h*(1+3*w) and w>0 and h>0'"
       check "eval --rows prefix --demos shared: all hits, rows served, metric unchanged" "python3 -c '
 import json; d=json.load(open(\"$T/pf.json\")); c=d[\"cache\"]
 assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_share\"]<1 and c[\"value\"]==d[\"value\"], d'"
+      check "bench --rows prefix --shared-prefix 0.5: half the rows served" "'$BIN' bench -m '$STORIES' -L 64 -r 1 --cache '$T/bp' --cache-build 1 --rows prefix --shared-prefix 0.5 --codec f32-causal 2>/dev/null | grep -q 'hits 100%  rows 50%'"
       check "--demos: bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --demos some 2>&1 | grep -q \"bad --demos 'some'\""
     else
       skip "rows=prefix flow (absent: $ATTNLM)"
