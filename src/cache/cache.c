@@ -46,6 +46,7 @@ struct ac_cache {
     int D, n_layer, n_head, causal, feat_dim;
     uint64_t fp[2];          /* model fingerprint */
     ac_store *st;
+    int with_tokens;         /* the store keeps each entry's token ids (format 2) */
     ac_map_codec codec;      /* codec of new entries */
     ac_projector *proj;      /* NULL until trained */
     int key;                 /* enum ac_cache_keykind in use */
@@ -394,19 +395,20 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
         ac_err_prefix(rc, "attention cache '%s'", dir);
         goto fail;
     }
+    ac_store_params got;
+    ac_store_get_params(c->st, &got);
+    c->with_tokens = got.with_tokens;
     if (p.rows != AC_ROWS_ALL && p.rows != AC_ROWS_PREFIX) {
         rc = ac_err(AC_ERR_ARG, "bad cache rows mode %d", p.rows);
         goto fail;
     }
     if (p.rows == AC_ROWS_PREFIX) {
-        ac_store_params got;
-        ac_store_get_params(c->st, &got);
         if (!c->causal) {
             rc = ac_err(AC_ERR_ARG, "rows 'prefix' needs a causal model: every row of %s's bidirectional maps "
                         "depends on every token", m->info.arch_name);
             goto fail;
         }
-        if (!got.with_tokens) {
+        if (!c->with_tokens) {
             rc = ac_err(AC_ERR_CACHE, "attention cache '%s' keeps no token ids (format 1): rows 'prefix' needs a "
                         "database rebuilt with this version", dir);
             goto fail;
@@ -727,9 +729,7 @@ int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *ad
     }
     if ((rc = features_of(c, tokens, n, c->feat))) return rc;
     if ((rc = ac_store_begin(c->st, key, n, &c->codec, c->feat))) return rc;
-    ac_store_params sp;
-    ac_store_get_params(c->st, &sp);
-    if (sp.with_tokens && (rc = ac_store_put_tokens(c->st, tokens))) goto fail;
+    if (c->with_tokens && (rc = ac_store_put_tokens(c->st, tokens))) goto fail;
     /* record through ctx; afterwards ctx gets its own hook back (none, this
      * cache's or another cache's) and this cache stays attached where it was */
     const ac_attn_hook prev_hook = ctx->hook;

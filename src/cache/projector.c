@@ -110,33 +110,13 @@ static void gemv(const float *W, const float *b, const float *x, int rows, int n
     }
 }
 
-/* Inference of one vector: u [in] scratch. */
-static void apply_one(const ac_projector *p, const float *x, float *u, float *h, float *z) {
-    for (int i = 0; i < p->in_dim; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
-    gemv(p->w1, p->b1, u, p->hidden, p->in_dim, h, 1);
-    gemv(p->w2, p->b2, h, p->out_dim, p->hidden, z, 0);
-}
-
 /* One vector through the network, keeping the intermediates for backprop.
  * u [in] standardised input, hpre [hidden], h [hidden], z [out]. */
 static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre, float *h, float *z) {
-    const int in = p->in_dim, hid = p->hidden, out = p->out_dim;
-    for (int i = 0; i < in; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
-    for (int r = 0; r < hid; r++) {
-        const float *w = p->w1 + (size_t)r * in;
-        float acc = p->b1[r];
-#pragma omp simd reduction(+ : acc)
-        for (int i = 0; i < in; i++) acc += w[i] * u[i];
-        hpre[r] = acc;
-        h[r] = acc > 0 ? acc : 0;
-    }
-    for (int o = 0; o < out; o++) {
-        const float *w = p->w2 + (size_t)o * hid;
-        float acc = p->b2[o];
-#pragma omp simd reduction(+ : acc)
-        for (int r = 0; r < hid; r++) acc += w[r] * h[r];
-        z[o] = acc;
-    }
+    for (int i = 0; i < p->in_dim; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
+    gemv(p->w1, p->b1, u, p->hidden, p->in_dim, hpre, 0);
+    for (int r = 0; r < p->hidden; r++) h[r] = hpre[r] > 0 ? hpre[r] : 0;
+    gemv(p->w2, p->b2, h, p->out_dim, p->hidden, z, 0);
 }
 
 int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
@@ -151,7 +131,8 @@ int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
             rc = AC_ERR_NOMEM;
         } else {
 #pragma omp for schedule(static)
-            for (int i = 0; i < n; i++) apply_one(p, x + (size_t)i * in, u, u + in, z + (size_t)i * p->out_dim);
+            for (int i = 0; i < n; i++)
+                fwd_one(p, x + (size_t)i * in, u, u + in, u + in + hid, z + (size_t)i * p->out_dim);
         }
         free(u);
     }

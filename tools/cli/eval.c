@@ -342,6 +342,7 @@ static uint64_t rng_next(uint64_t *s) {
  * few-shot protocol, e.g. MMLU's fixed dev-set shots; prompts then share a
  * long token prefix). Default (per-query): demonstrations seeded by the query. */
 #define SHARED_SEED 0x5eedULL
+static uint64_t demo_seed(int shared, uint64_t per_query) { return shared ? SHARED_SEED : per_query; }
 
 /* Prompt for query q: instruction, k demonstrations drawn (seeded by q) from
  * `pool` balanced over classes, then the query with an open answer slot. */
@@ -404,7 +405,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
             snprintf(lbuf[k], sizeof lbuf[k], " %s", t->labels[k]);
             labs[k] = lbuf[k];
         }
-        char *prompt = build_prompt(t, j->pool, ex->a, j->shots, j->shared_demos ? SHARED_SEED : (uint64_t)i + 1);
+        char *prompt = build_prompt(t, j->pool, ex->a, j->shots, demo_seed(j->shared_demos, (uint64_t)i + 1));
         if (!prompt) return cli_fail("out of memory");
         ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
         rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
@@ -763,7 +764,7 @@ int eval_task_prompts(const char *task, const char *dir, int shots, int shared, 
         if (!v) rc = cli_fail("out of memory");
         /* seeds offset from eval's (which use 1..n) so demonstrations differ from the eval prompts' */
         for (int i = 0; i < m && !rc; i++)
-            if (!(v[i] = build_prompt(spec, &pool, pool.ex[i].a, k, shared ? SHARED_SEED : 1000003ULL + (uint64_t)i)))
+            if (!(v[i] = build_prompt(spec, &pool, pool.ex[i].a, k, demo_seed(shared, 1000003ULL + (uint64_t)i))))
                 rc = cli_fail("out of memory");
         if (rc) {
             for (int i = 0; v && i < m; i++) free(v[i]);
