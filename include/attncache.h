@@ -283,6 +283,9 @@ typedef struct ac_cache_stats {
     double t_fetch;            /* s: map fetch + checksum on first touch */
     uint64_t bytes_read;       /* compressed map bytes used */
     double sum_distance_hit;   /* sum of key distances of the hits */
+    int64_t search_unproven;   /* lookups whose flat-index f16 pass could not prove the top k at
+                                  once (exact results all the same: more vectors computed in f32) */
+    int64_t search_recomputed; /* the vectors computed exactly for them */
 } ac_cache_stats;
 int ac_cache_get_stats(const ac_cache *cache, ac_cache_stats *s);
 void ac_cache_reset_stats(ac_cache *cache);

@@ -118,6 +118,59 @@ static void test_save_load(void **state) {
     ac_proj_free(p);
 }
 
+/* The lookup key (int8 weights, blocked layout, padded shapes) equals
+ * ac_proj_apply bitwise, stays close to the f32 network, and follows
+ * ac_proj_pack after a change of the weights. */
+static void ref_key(const ac_projector *p, const float *x, float *z) {
+    float h[64];
+    for (int r = 0; r < p->hidden; r++) {
+        double a = p->b1[r];
+        for (int i = 0; i < p->in_dim; i++) a += (double)p->w1[(size_t)r * p->in_dim + i] * ((x[i] - p->mu[i]) * p->isig[i]);
+        h[r] = a > 0 ? (float)a : 0.0f;
+    }
+    for (int o = 0; o < p->out_dim; o++) {
+        double a = p->b2[o];
+        for (int r = 0; r < p->hidden; r++) a += (double)p->w2[(size_t)o * p->hidden + r] * h[r];
+        z[o] = (float)a;
+    }
+}
+
+static void test_lookup_key(void **state) {
+    (void)state;
+    const int in = 37, hid = 30, out = 7; /* none a multiple of 4 or 32: padding paths */
+    ac_projector *p = NULL;
+    assert_int_equal(ac_proj_new(in, hid, out, 5, &p), AC_OK);
+    for (int i = 0; i < in; i++) p->mu[i] = 0.1f * (float)(i % 5), p->isig[i] = 0.5f + 0.05f * (float)(i % 7);
+    for (int r = 0; r < hid; r++) p->b1[r] = 0.01f * (float)(r % 3);
+    assert_int_equal(ac_proj_pack(p), AC_OK);
+    for (int t = 0; t < 20; t++) {
+        float x[37], za[7], zk[7], zr[7];
+        for (int i = 0; i < in; i++) x[i] = (float)(2 * urand() - 1);
+        assert_int_equal(ac_proj_apply(p, x, 1, za), AC_OK);
+        assert_int_equal(ac_proj_key(p, x, zk), AC_OK);
+        assert_memory_equal(za, zk, sizeof za); /* one function for stored and query keys */
+        ref_key(p, x, zr);
+        double e = 0, n = 0;
+        for (int o = 0; o < out; o++) e += (za[o] - zr[o]) * (double)(za[o] - zr[o]), n += zr[o] * (double)zr[o];
+        assert_true(sqrt(e / n) < 0.02); /* int8 rows: ~0.5% typical */
+    }
+    /* weights changed by hand: the key follows after ac_proj_pack */
+    float x[37], z0[7], z1[7];
+    for (int i = 0; i < in; i++) x[i] = (float)i / in;
+    assert_int_equal(ac_proj_key(p, x, z0), AC_OK);
+    for (int o = 0; o < out; o++) p->b2[o] += 1.0f; /* biases stay f32: seen at once */
+    for (size_t i = 0; i < (size_t)out * hid; i++) p->w2[i] *= 2.0f;
+    assert_int_equal(ac_proj_pack(p), AC_OK);
+    assert_int_equal(ac_proj_key(p, x, z1), AC_OK);
+    float zr[7];
+    ref_key(p, x, zr);
+    for (int o = 0; o < out; o++) {
+        assert_true(fabsf(z1[o] - z0[o]) > 0.5f);
+        assert_true(fabsf(z1[o] - zr[o]) < 0.05f * (1 + fabsf(zr[o])));
+    }
+    ac_proj_free(p);
+}
+
 static void test_bad_args(void **state) {
     (void)state;
     ac_projector *p = NULL;
@@ -135,6 +188,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_learns_distance),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_lookup_key),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

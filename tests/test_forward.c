@@ -507,6 +507,60 @@ static void test_skip_path(void **st) {
     run_skip_path(&s);
 }
 
+/* ---- the hook sees each layer's attention input; at layer 0 it is what
+ * ac_model_layer0_states computes (the cache summarises it instead of
+ * recomputing the embeddings) ----------------------------------------------------------------------- */
+typedef struct x_check {
+    const ac_model *m;
+    int n_checked, n_layers_seen;
+} x_check;
+
+static int x_reuse(void *u, const ac_attn_site *s) {
+    x_check *xc = u;
+    assert_non_null(s->x);
+    xc->n_layers_seen++;
+    if (s->layer == 0) {
+        const int D = xc->m->info.n_embd;
+        float *want = malloc((size_t)s->n_tokens * D * sizeof *want);
+        assert_int_equal(ac_model_layer0_states(xc->m, s->tokens, s->n_tokens, want), AC_OK);
+        assert_memory_equal(s->x, want, (size_t)s->n_tokens * D * sizeof *want); /* bitwise */
+        free(want);
+        xc->n_checked++;
+    }
+    return 0; /* compute every map */
+}
+
+static int x_apply(void *u, const ac_attn_site *s, int n, const float *v, int ldv, int nkv, int hd, float *o, int ldo) {
+    (void)u, (void)s, (void)n, (void)v, (void)ldv, (void)nkv, (void)hd, (void)o, (void)ldo;
+    return ac_err(AC_ERR_INTERNAL, "never called: reuse returned 0");
+}
+
+static void test_site_input(void **st) {
+    (void)st;
+    const int archs[3] = {AC_ARCH_LLAMA, AC_ARCH_BERT, AC_ARCH_QWEN2};
+    for (int a = 0; a < 3; a++) {
+        ref_spec spec = ref_spec_default(archs[a]);
+        fx f;
+        fx_open(&f, &spec);
+        const int lens[3] = {17, 5, 30};
+        batch b;
+        batch_make(&b, lens, 3, spec.n_vocab, 5);
+        ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+        x_check xc = {f.m, 0, 0};
+        ac_attn_hook hk = {.user = &xc, .reuse = x_reuse, .apply = x_apply};
+        ac_ctx_set_attn_hook(c, &hk);
+        float *h = malloc((size_t)b.T * f.m->info.n_embd * sizeof *h);
+        ac_outputs o = {0};
+        o.hidden = h;
+        assert_int_equal(ac_forward(c, b.seqs, b.n, &o), AC_OK);
+        assert_int_equal(xc.n_checked, 3);
+        assert_int_equal(xc.n_layers_seen, 3 * f.m->info.n_layer);
+        free(h), free(b.ids);
+        ac_ctx_free(c);
+        fx_close(&f);
+    }
+}
+
 static int fail_rec(void *u, const ac_attn_site *s, const float *P) {
     (void)u, (void)P;
     return s->layer == 1 ? ac_err(AC_ERR_CACHE, "disk full") : AC_OK;
@@ -800,6 +854,7 @@ int main(void) {
         cmocka_unit_test(test_auto_bf16_larger), cmocka_unit_test(test_f32_math),
         cmocka_unit_test(test_batch_vs_single),
         cmocka_unit_test(test_skip_path),        cmocka_unit_test(test_hook_error),
+        cmocka_unit_test(test_site_input),
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_loader_errors),
         cmocka_unit_test(test_info_profile_head), cmocka_unit_test(test_pooling_modes),
     };

@@ -248,8 +248,10 @@ static int parse_layers(ac_cache *c, const char *spec) {
 /* ---- index ------------------------------------------------------------------------------------- */
 
 /* index-<key>.faiss holds the keys of entries 0..n-1 in order; a sidecar
- * index-<key>.faiss.meta records (n, projector fingerprint) so a stale index
- * (more entries since, or another projector) is rebuilt. */
+ * index-<key>.faiss.meta records (n, projector fingerprint, index kind, keys
+ * version) so a stale index (more entries since, another projector, keys made
+ * by older code) is rebuilt. Version 3: projector keys from int8 lookup weights. */
+#define KEYS_VERSION 3
 static int build_index(ac_cache *c, int save) {
     const int64_t n = ac_store_count(c->st);
     const int kd = key_dim(c, c->key);
@@ -301,8 +303,8 @@ static int build_index(ac_cache *c, int save) {
             FILE *f = fopen(tpath, "w");
             if (!f) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tpath, strerror(errno));
             else {
-                fprintf(f, "%lld %016llx %d\n", (long long)n, (unsigned long long)(c->proj ? ac_proj_fingerprint(c->proj) : 0),
-                        c->p.index_kind);
+                fprintf(f, "%lld %016llx %d %d\n", (long long)n,
+                        (unsigned long long)(c->proj ? ac_proj_fingerprint(c->proj) : 0), c->p.index_kind, KEYS_VERSION);
                 if (fclose(f) != 0 || rename(tpath, mpath) != 0)
                     rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", mpath, strerror(errno));
             }
@@ -326,9 +328,9 @@ static int open_index(ac_cache *c) {
     FILE *f = fopen(mpath, "r");
     long long mn = -1;
     unsigned long long mfp = 0;
-    int mkind = -1;
+    int mkind = -1, mver = 0;
     if (f) {
-        if (fscanf(f, "%lld %llx %d", &mn, &mfp, &mkind) != 3) mn = -1;
+        if (fscanf(f, "%lld %llx %d %d", &mn, &mfp, &mkind, &mver) != 4 || mver != KEYS_VERSION) mn = -1;
         fclose(f);
     }
     uint64_t pfp = c->proj ? ac_proj_fingerprint(c->proj) : 0;
@@ -489,25 +491,37 @@ static int entry_fits(const ac_cache *c, int Le, int L) {
     return Le > L && (c->causal || c->p.allow_longer);
 }
 
-/* Look sequence `tokens` up; fills *st. Errors are reported but a failed
- * lookup is a miss (the forward pass stays exact). */
-static int lookup(ac_cache *c, const int32_t *tokens, int L, seq_state *st) {
+/* Look sequence `tokens` up; fills *st. x0 [L][D]: its layer-0 states when
+ * the forward pass has them (else computed here). Key and search run on the
+ * context's thread pool. Errors are reported but a failed lookup is a miss
+ * (the forward pass stays exact). */
+static int lookup(ac_cache *c, const int32_t *tokens, int L, const float *x0, seq_state *st) {
     st->looked_up = 1;
     st->hit = 0;
     if (!c->idx || c->p.threshold < 0) return AC_OK;
     c->stats.queries++;
+    struct ac_pool *pool = c->ctx ? ac_ctx_pool(c->ctx) : NULL;
     double t0 = ac_now();
-    int rc = features_of(c, tokens, L, c->feat);
+    int rc = AC_OK;
+    if (x0) summarize(x0, L, c->D, c->feat);
+    else rc = features_of(c, tokens, L, c->feat);
     double t1 = ac_now();
     c->stats.t_features += t1 - t0;
     if (rc) return rc;
     float *key = c->keyv, *tmp = c->keyv + AC_MAX(c->D, 1024);
-    if ((rc = make_key(c, c->key, c->feat, key, tmp))) return rc;
+    if (c->key == AC_KEY_PROJECTOR && c->proj) rc = ac_proj_key(c->proj, c->feat, key);
+    else rc = make_key(c, c->key, c->feat, key, tmp);
+    if (rc) return rc;
     double t2 = ac_now();
     c->stats.t_key += t2 - t1;
     int64_t ids[AC_LOOKUP_K];
     float sims[AC_LOOKUP_K];
-    rc = ac_index_search(c->idx, key, 1, AC_LOOKUP_K, ids, sims);
+    int64_t u0, r0, u1, r1;
+    ac_index_scan_stats(c->idx, NULL, &u0, &r0);
+    rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
+    ac_index_scan_stats(c->idx, NULL, &u1, &r1);
+    c->stats.search_unproven += u1 - u0;
+    c->stats.search_recomputed += r1 - r0;
     double t3 = ac_now();
     c->stats.t_search += t3 - t2;
     if (rc) return rc;
@@ -532,8 +546,8 @@ static int lookup(ac_cache *c, const int32_t *tokens, int L, seq_state *st) {
             continue;
         }
         if (d > c->p.threshold) break; /* candidates come best first */
+        if (!entry_fits(c, ac_store_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
         if (ac_store_get(c->st, ids[k], &e) != AC_OK) continue; /* damaged record: skip it */
-        if (!entry_fits(c, e.n_tokens, L)) continue;
         st->hit = 1;
         st->rows = L;
         st->e = e;
@@ -570,7 +584,7 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     if (!st) return 0;
     if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
         memset(st, 0, sizeof *st);
-        if (lookup(c, site->tokens, site->n_tokens, st) != AC_OK) {
+        if (lookup(c, site->tokens, site->n_tokens, site->x, st) != AC_OK) {
             st->hit = 0; /* a failed lookup never breaks the exact path */
             ac_err_clear();
         }

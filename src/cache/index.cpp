@@ -12,6 +12,9 @@
 #include <stdlib.h>
 extern "C" {
 #include "util/common.h" /* a C header without extern "C" guards */
+#include "forward/cpu/pool.h"
+float ac_fp16_to_fp32(uint16_t h); /* load/gguf.c */
+uint16_t ac_fp32_to_fp16(float f);
 }
 
 #include <faiss/IndexFlat.h>
@@ -22,6 +25,8 @@ extern "C" {
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #ifdef __AVX512F__
@@ -64,6 +69,17 @@ struct ac_index {
     faiss::Index *top = nullptr;       // owns everything below
     faiss::IndexIVF *ivf = nullptr;    // IVF view (not owned)
     faiss::IndexHNSW *hnsw = nullptr;  // HNSW view (not owned)
+    // Flat kind: an f16 copy of the stored vectors for the scan of a few
+    // queries, in blocks of 16 vectors stored element-major ([n/16][dim][16]:
+    // element j of the 16 vectors side by side), so one FMA serves 16 vectors
+    // and no horizontal sums are needed; sc_sq, sc_norm [n]: |x|^2 and |x| of
+    // the f32 vectors. See flat_search for how the results stay exact.
+    std::vector<uint16_t> sc;
+    std::vector<float> sc_sq, sc_norm;
+    float sc_max_norm = 0;
+    int64_t sc_count = 0;
+    bool sc_bad = false; // a value beyond f16's range: no scan copy
+    mutable std::atomic<int64_t> sc_queries{0}, sc_unproven{0}, sc_recomputed{0}; // see ac_index_scan_stats
     ~ac_index() { delete top; }
 };
 
@@ -125,6 +141,8 @@ static int all_finite(const float *x, size_t n) {
 }
 
 extern "C" {
+
+static void sync_scan(ac_index *idx);
 
 ac_index_params ac_index_default_params(int kind, int dim) {
     ac_index_params p;
@@ -239,6 +257,7 @@ int ac_index_add(ac_index *idx, const float *x, const int64_t *ids, int64_t n) {
         xid = seq.data();
     }
     idx->top->add_with_ids(n, v, xid);
+    sync_scan(idx);
     return AC_OK;
     AC_CATCH("add")
 }
@@ -274,29 +293,192 @@ static float flat_sim(const float *q, const float *x, int d, int l2) {
     return l2 ? -acc : acc;
 }
 
-static bool flat_search(const faiss::Index *top, const float *q, int64_t nq, int k, int l2, float *sims,
-                        faiss::Index::idx_t *lab) {
-    const auto *map = dynamic_cast<const faiss::IndexIDMap *>(top);
+// Bring the f16 scan copy up to the flat index's vectors (after add / load).
+// A value beyond f16's range drops the copy (the f32 scan serves).
+static void sync_scan(ac_index *idx) {
+    const auto *map = dynamic_cast<const faiss::IndexIDMap *>(idx->top);
+    const auto *flat = map ? dynamic_cast<const faiss::IndexFlat *>(map->index) : nullptr;
+    if (!flat || idx->sc_bad) return;
+    const float *xb = flat->get_xb();
+    const int64_t n = flat->ntotal;
+    const size_t d = (size_t)flat->d;
+    idx->sc.resize((size_t)((n + 15) / 16) * 16 * d, 0);
+    idx->sc_sq.resize((size_t)n);
+    idx->sc_norm.resize((size_t)n);
+    for (int64_t i = idx->sc_count; i < n; i++) {
+        uint16_t *blk = idx->sc.data() + (size_t)(i / 16) * 16 * d;
+        const float *x = xb + (size_t)i * d;
+        double nn = 0;
+        for (size_t j = 0; j < d; j++) {
+            if (!(std::fabs(x[j]) < 65504.0f)) {
+                idx->sc_bad = true;
+                std::vector<uint16_t>().swap(idx->sc);
+                return;
+            }
+            blk[j * 16 + (size_t)(i % 16)] = ac_fp32_to_fp16(x[j]);
+            nn += (double)x[j] * x[j];
+        }
+        idx->sc_sq[(size_t)i] = (float)nn;
+        idx->sc_norm[(size_t)i] = (float)std::sqrt(nn);
+        idx->sc_max_norm = std::max(idx->sc_max_norm, (float)std::sqrt(nn));
+    }
+    idx->sc_count = n;
+}
+
+// Insert (v, i) into the best-first list s/l of capacity k holding *have.
+static inline void topk_push(float *s, faiss::Index::idx_t *l, int k, int *have, float v, faiss::Index::idx_t i) {
+    if (*have == k && !(v > s[k - 1])) return;
+    int p = *have < k ? (*have)++ : k - 1;
+    while (p > 0 && v > s[p - 1]) {
+        s[p] = s[p - 1];
+        l[p] = l[p - 1];
+        p--;
+    }
+    s[p] = v;
+    l[p] = i;
+}
+
+// One thread's share of the f16 pass: the approximate similarities of its
+// blocks [b0, b1) into approx, and its best kc of them.
+struct scan_job {
+    const ac_index *idx;
+    const float *q;             // [d]
+    int64_t n;
+    int d, l2, kc;
+    float *approx;              // [n rounded up to 16]
+    float *cs;                  // [nth][kc]
+    faiss::Index::idx_t *cl;    // [nth][kc]
+    int *have;                  // [nth]
+};
+
+// Approximate similarities out[16] (flat_sim's convention, up to the
+// constant -|q|^2 for L2: 2 q.x^ - |x|^2) of the query to the nv <= 16
+// vectors of one element-major block (x^: the f16 values); returns the mask
+// of the lanes < nv above thr.
+static uint32_t block_sims(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
+                           float *out) {
+    int j = 0;
+#ifdef __AVX512F__
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+#define AC_LDB(jj) _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256((const __m256i *)(blk + (size_t)(jj) * 16)))
+    for (; j + 4 <= d; j += 4) {
+        a0 = _mm512_fmadd_ps(AC_LDB(j), _mm512_set1_ps(q[j]), a0);
+        a1 = _mm512_fmadd_ps(AC_LDB(j + 1), _mm512_set1_ps(q[j + 1]), a1);
+        a2 = _mm512_fmadd_ps(AC_LDB(j + 2), _mm512_set1_ps(q[j + 2]), a2);
+        a3 = _mm512_fmadd_ps(AC_LDB(j + 3), _mm512_set1_ps(q[j + 3]), a3);
+    }
+    for (; j < d; j++) a0 = _mm512_fmadd_ps(AC_LDB(j), _mm512_set1_ps(q[j]), a0);
+#undef AC_LDB
+    const __mmask16 valid = (__mmask16)(nv >= 16 ? 0xFFFFu : (1u << nv) - 1u);
+    __m512 sv = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+    if (l2) sv = _mm512_fmsub_ps(_mm512_set1_ps(2.0f), sv, _mm512_maskz_loadu_ps(valid, sq));
+    _mm512_storeu_ps(out, sv);
+    return _mm512_mask_cmp_ps_mask(valid, sv, _mm512_set1_ps(thr), _CMP_GT_OQ);
+#else
+    for (int v = 0; v < 16; v++) out[v] = 0;
+    for (; j < d; j++)
+        for (int v = 0; v < 16; v++) out[v] += ac_fp16_to_fp32(blk[(size_t)j * 16 + v]) * q[j];
+    uint32_t m = 0;
+    for (int v = 0; v < nv; v++) {
+        if (l2) out[v] = 2.0f * out[v] - sq[v];
+        m |= (uint32_t)(out[v] > thr) << v;
+    }
+    return m;
+#endif
+}
+
+static void scan_step(void *arg, int ith, int nth) {
+    const scan_job *j = (const scan_job *)arg;
+    const int64_t nb = (j->n + 15) / 16, b0 = nb * ith / nth, b1 = nb * (ith + 1) / nth;
+    float *cs = j->cs + (size_t)ith * j->kc;
+    faiss::Index::idx_t *cl = j->cl + (size_t)ith * j->kc;
+    int hc = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        const int nv = (int)std::min<int64_t>(16, j->n - 16 * b);
+        float *sim = j->approx + 16 * b;
+        /* once the list is full, only lanes above its worst enter (few, after the first blocks) */
+        const float thr = hc < j->kc ? -INFINITY : cs[j->kc - 1];
+        uint32_t m = block_sims(j->idx->sc.data() + (size_t)b * 16 * j->d, j->idx->sc_sq.data() + 16 * b, nv, j->q,
+                                j->d, j->l2, thr, sim);
+        for (; m; m &= m - 1) {
+            const int v = __builtin_ctz(m);
+            topk_push(cs, cl, j->kc, &hc, sim[v], 16 * b + v);
+        }
+    }
+    j->have[ith] = hc;
+}
+
+// Scans this large or more (vectors x dim) are split over the pool's threads;
+// smaller ones run on the caller (a parallel step's wake-up and barrier cost
+// more than a ~30 us scan on this VM).
+static const int64_t kParallelScan = (int64_t)1 << 22;
+
+static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, int l2, float *sims,
+                        faiss::Index::idx_t *lab, ac_pool *pool) {
+    const auto *map = dynamic_cast<const faiss::IndexIDMap *>(idx->top);
     const auto *flat = map ? dynamic_cast<const faiss::IndexFlat *>(map->index) : nullptr;
     if (!flat || map->id_map.size() != (size_t)flat->ntotal) return false;
     const float *xb = flat->get_xb();
     const int64_t n = flat->ntotal;
     const int d = (int)flat->d;
+    /* Exact results from an f16 pass (half the f32 bytes: the scan's cost is
+     * reading them cold) and a proof. The pass gives approximate similarities
+     * a_i of every vector and its best kc candidates; these are re-ranked on
+     * the f32 vectors, giving the k-th exact similarity S. With x^ the f16
+     * copy (relative rounding 2^-11, absolute 2^-25 below f16's normal
+     * range) and f32 sums, |q.x - q.x^| <= e_i = g |q| |x_i| + d 2^-25 |q|_inf,
+     * g = 2^-11 + (d + 2) 2^-24 (twice that for L2's 2 q.x - |x|^2), plus a
+     * 1e-5 relative margin for the remaining f32 roundings. A vector outside
+     * the candidates with a_i + e_i < S cannot enter the top k; the others
+     * (none, unless many vectors are near-equal) are computed exactly. A
+     * 4-bit or 8-bit pass was measured too: its error bound is ~10x the gaps
+     * between real neighbours, so the proof failed on most queries. */
+    const bool scan = !idx->sc_bad && idx->sc_count == n && n > k;
+    const int nth = scan && pool && n * d >= kParallelScan ? ac_pool_threads(pool) : 1;
+    const int kc = scan ? (int)std::min<int64_t>(n, k + 8) : k;
+    std::vector<float> cs((size_t)nth * kc), approx(scan ? (size_t)((n + 15) / 16) * 16 : 0);
+    std::vector<faiss::Index::idx_t> cl((size_t)nth * kc), cand;
+    std::vector<int> have_t((size_t)nth);
     for (int64_t iq = 0; iq < nq; iq++) {
+        const float *qv = q + iq * d;
         float *s = sims + iq * k;
         faiss::Index::idx_t *l = lab + iq * k;
         int have = 0;
-        for (int64_t i = 0; i < n; i++) {
-            const float v = flat_sim(q + iq * d, xb + (size_t)i * d, d, l2);
-            if (have == k && !(v > s[k - 1])) continue;
-            int p = have < k ? have++ : k - 1;
-            while (p > 0 && v > s[p - 1]) {
-                s[p] = s[p - 1];
-                l[p] = l[p - 1];
-                p--;
+        if (scan) {
+            scan_job j = {idx, qv, n, d, l2, kc, approx.data(), cs.data(), cl.data(), have_t.data()};
+            ac_pool_run(nth > 1 ? pool : nullptr, scan_step, &j);
+            cand.clear();
+            for (int t = 0; t < nth; t++)
+                cand.insert(cand.end(), cl.begin() + (size_t)t * kc, cl.begin() + (size_t)t * kc + have_t[t]);
+            std::sort(cand.begin(), cand.end()); /* re-rank in position order: ties keep the lower position */
+            for (faiss::Index::idx_t c : cand) /* the candidates' f32 rows are cold: fetch them all at once */
+                for (int o = 0; o < d; o += 16) _mm_prefetch((const char *)(xb + (size_t)c * d + o), _MM_HINT_T0);
+            for (faiss::Index::idx_t c : cand) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)c * d, d, l2), c);
+            /* the proof that no other vector enters the top k */
+            double qn = 0, qi = 0;
+            for (int i = 0; i < d; i++) qn += (double)qv[i] * qv[i], qi = std::max(qi, (double)std::fabs(qv[i]));
+            const double f = l2 ? 2.0 : 1.0, g = std::ldexp(1.0, -11) + (d + 2) * std::ldexp(1.0, -24);
+            const double a = f * g * std::sqrt(qn), b0 = f * d * std::ldexp(1.0, -25) * qi;
+            const double S = (have == k ? (double)s[k - 1] : -INFINITY) + (l2 ? qn : 0.0); /* in the pass's terms */
+            const double margin = 1e-5 * (std::fabs(S) + (l2 ? qn + (double)idx->sc_max_norm * idx->sc_max_norm : 1.0));
+            double worst = -INFINITY; /* best approximate similarity outside the candidates */
+            for (int t = 0; t < nth; t++)
+                if (have_t[t] == kc) worst = std::max(worst, (double)cs[(size_t)t * kc + kc - 1]);
+            idx->sc_queries++;
+            if (worst + a * idx->sc_max_norm + b0 + margin >= S) { /* not proven at once: vector by vector */
+                idx->sc_unproven++;
+                for (int64_t i = 0; i < n; i++) {
+                    if ((double)approx[(size_t)i] + a * idx->sc_norm[(size_t)i] + b0 + margin < S) continue;
+                    if (std::binary_search(cand.begin(), cand.end(), (faiss::Index::idx_t)i)) continue;
+                    idx->sc_recomputed++;
+                    topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)i * d, d, l2), i);
+                }
+                /* pushed out of position order: restore "ties keep the lower position" */
+                for (int r = 1; r < have; r++)
+                    for (int t = r; t > 0 && s[t] == s[t - 1] && l[t] < l[t - 1]; t--) std::swap(l[t], l[t - 1]);
             }
-            s[p] = v;
-            l[p] = i;
+        } else {
+            for (int64_t i = 0; i < n; i++) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)i * d, d, l2), i);
         }
         for (int r = 0; r < have; r++) l[r] = map->id_map[(size_t)l[r]];
         for (int r = have; r < k; r++) s[r] = -INFINITY, l[r] = -1;
@@ -304,7 +486,18 @@ static bool flat_search(const faiss::Index *top, const float *q, int64_t nq, int
     return true;
 }
 
+void ac_index_scan_stats(const ac_index *idx, int64_t *queries, int64_t *unproven, int64_t *recomputed) {
+    if (queries) *queries = idx ? (int64_t)idx->sc_queries : 0;
+    if (unproven) *unproven = idx ? (int64_t)idx->sc_unproven : 0;
+    if (recomputed) *recomputed = idx ? (int64_t)idx->sc_recomputed : 0;
+}
+
 int ac_index_search(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims) {
+    return ac_index_search_pool(idx, q, nq, k, ids, sims, nullptr);
+}
+
+int ac_index_search_pool(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims,
+                         ac_pool *pool) {
     if (!idx || (!q && nq > 0) || nq < 0) return ac_err(AC_ERR_ARG, "index search: bad arguments");
     if (k < 1 || k > 65536) return ac_err(AC_ERR_ARG, "index search: k=%d out of range 1..65536", k);
     if (nq == 0) return AC_OK;
@@ -321,7 +514,7 @@ int ac_index_search(const ac_index *idx, const float *q, int64_t nq, int k, int6
      * the search and take the cores from the forward's own thread pool
      * (measured: 7.5 ms per MiniLM query lost to it). */
     const int l2 = idx->p.metric != AC_METRIC_COSINE;
-    if (idx->p.kind == AC_INDEX_FLAT && nq < 16 && flat_search(idx->top, v, nq, k, l2, dist.data(), lab.data())) {
+    if (idx->p.kind == AC_INDEX_FLAT && nq < 16 && flat_search(idx, v, nq, k, l2, dist.data(), lab.data(), pool)) {
         for (size_t i = 0; i < n; i++) dist[i] = l2 ? -dist[i] : dist[i]; /* FAISS's convention: L2 distances */
     } else {
         const int saved_threads = omp_get_max_threads();
@@ -524,6 +717,7 @@ int ac_index_load(const char *path, ac_index **out) {
     }
     if (!ok) return ac_err(AC_ERR_FORMAT, "index load %s: payload does not match its header (kind %d, dim %d)", path, p.kind, p.dim);
     idx->top = top.release();
+    sync_scan(idx.get());
     *out = idx.release();
     return AC_OK;
     AC_CATCH("load")

@@ -56,6 +56,16 @@ int ac_index_set_search(ac_index *idx, int nprobe, int ef_search);
 /* k nearest of each query q [nq][dim]: ids [nq][k], sims [nq][k] (either may
  * be NULL), best first; missing results (k > ntotal) are id -1, sim -INFINITY. */
 int ac_index_search(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims);
+/* The same results, with a flat index's scan of a few queries split over
+ * pool's threads (NULL: the calling thread). Call it from outside any step of
+ * that pool. */
+struct ac_pool;
+int ac_index_search_pool(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims,
+                         struct ac_pool *pool);
+/* The flat index's own scan (single queries): queries scanned, those whose
+ * f16 pass could not prove the top k at once, and the vectors then computed
+ * exactly (see flat_search in index.cpp). Any pointer may be NULL. */
+void ac_index_scan_stats(const ac_index *idx, int64_t *queries, int64_t *unproven, int64_t *recomputed);
 /* Nearest stored vector of one query and whether it is a hit
  * (sim >= threshold). Empty index: *id = -1, *hit = 0. */
 int ac_index_lookup(const ac_index *idx, const float *q, float threshold, int64_t *id, float *sim, int *hit);

@@ -61,6 +61,58 @@ int ac_proj_new(int in_dim, int hidden, int out_dim, uint64_t seed, ac_projector
     for (size_t i = 0; i < (size_t)hidden * in_dim; i++) p->w1[i] = s1 * gauss(&s);
     for (size_t i = 0; i < (size_t)out_dim * hidden; i++) p->w2[i] = s2 * gauss(&s);
     for (int i = 0; i < in_dim; i++) p->isig[i] = 1.0f;
+    if ((rc = ac_proj_pack(p)) != AC_OK) {
+        ac_proj_free(p);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int pad32(int n) { return (n + 31) & ~31; }
+static int pad4(int n) { return (n + 3) & ~3; }
+
+/* W [rows][n] as int8 in the lookup layout: blocks of 4 rows (rows padded to
+ * a multiple of 4 with zero rows), each block stored as chunks of 16 columns
+ * x 4 rows (16 values of row 0, of row 1, ...), the columns padded to ld (a
+ * multiple of 32) with zeros; scale[r] = max |W[r]| / 127. A GEMV then reads
+ * W as one sequential stream of a quarter of its f32 bytes. Measured on a
+ * cold 256 x 1568 matrix: f32 row-major 60 us, f16 one stream 31 us, int8
+ * one stream 17 us. */
+static void pack_q8(const float *src, int rows, int n, int ld, int8_t *dst, float *scale) {
+    for (int r = 0; r < pad4(rows); r++) {
+        float m = 0;
+        for (int i = 0; r < rows && i < n; i++) m = fmaxf(m, fabsf(src[(size_t)r * n + i]));
+        scale[r] = m / 127.0f;
+    }
+    for (int r0 = 0; r0 < pad4(rows); r0 += 4)
+        for (int c = 0; c < ld; c += 16)
+            for (int k = 0; k < 4; k++)
+                for (int e = 0; e < 16; e++) {
+                    const int r = r0 + k, col = c + e;
+                    const float v = r < rows && col < n && scale[r] > 0 ? src[(size_t)r * n + col] / scale[r] : 0.0f;
+                    dst[(size_t)r0 * ld + (size_t)c * 4 + (size_t)k * 16 + e] = (int8_t)lrintf(fminf(127.0f, fmaxf(-127.0f, v)));
+                }
+}
+
+int ac_proj_pack(ac_projector *p) {
+    if (!p) return ac_err(AC_ERR_ARG, "ac_proj_pack: NULL projector");
+    free(p->w1q);
+    free(p->w2q);
+    p->w1q = p->w2q = NULL;
+    const int ld1 = pad32(p->in_dim), ld2 = pad32(p->hidden), h4 = pad4(p->hidden), o4 = pad4(p->out_dim);
+    int8_t *a = AC_MALLOC((size_t)h4 * ld1 + (size_t)h4 * sizeof(float)),
+           *b = AC_MALLOC((size_t)o4 * ld2 + (size_t)o4 * sizeof(float));
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return ac_err(AC_ERR_NOMEM, "projector: out of memory for the lookup weights");
+    }
+    p->w1q = a;
+    p->w1s = (float *)(a + (size_t)h4 * ld1); /* ld1 is a multiple of 32: aligned */
+    p->w2q = b;
+    p->w2s = (float *)(b + (size_t)o4 * ld2);
+    pack_q8(p->w1, p->hidden, p->in_dim, ld1, p->w1q, p->w1s);
+    pack_q8(p->w2, p->out_dim, p->hidden, ld2, p->w2q, p->w2s);
     return AC_OK;
 }
 
@@ -72,6 +124,8 @@ void ac_proj_free(ac_projector *p) {
     free(p->b1);
     free(p->w2);
     free(p->b2);
+    free(p->w1q);
+    free(p->w2q);
     free(p);
 }
 
@@ -110,6 +164,39 @@ static void gemv(const float *W, const float *b, const float *x, int rows, int n
     }
 }
 
+/* y[r] = b[r] + scale[r] (W[r] . x) for r < rows, W int8 in the lookup
+ * layout of pack_q8 (ld a multiple of 32), x [ld] f32 zero-padded. */
+static void gemv_q8(const int8_t *W, const float *scale, const float *b, const float *x, int rows, int ld, float *y,
+                    int relu) {
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        const int8_t *w = W + (size_t)r0 * ld;
+        float v[4];
+#if defined(__AVX512F__)
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int i = 0; i < ld; i += 16, w += 64) {
+            const __m512 xv = _mm512_loadu_ps(x + i);
+#define AC_LDQ(o) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + (o)))))
+            a0 = _mm512_fmadd_ps(AC_LDQ(0), xv, a0);
+            a1 = _mm512_fmadd_ps(AC_LDQ(16), xv, a1);
+            a2 = _mm512_fmadd_ps(AC_LDQ(32), xv, a2);
+            a3 = _mm512_fmadd_ps(AC_LDQ(48), xv, a3);
+#undef AC_LDQ
+        }
+        v[0] = _mm512_reduce_add_ps(a0), v[1] = _mm512_reduce_add_ps(a1);
+        v[2] = _mm512_reduce_add_ps(a2), v[3] = _mm512_reduce_add_ps(a3);
+#else
+        v[0] = v[1] = v[2] = v[3] = 0;
+        for (int i = 0; i < ld; i += 16, w += 64)
+            for (int k = 0; k < 4; k++)
+                for (int e = 0; e < 16; e++) v[k] += (float)w[k * 16 + e] * x[i + e];
+#endif
+        for (int k = 0; k < 4 && r0 + k < rows; k++) {
+            const float t = b[r0 + k] + scale[r0 + k] * v[k];
+            y[r0 + k] = relu && t < 0 ? 0 : t;
+        }
+    }
+}
+
 /* One vector through the network, keeping the intermediates for backprop.
  * u [in] standardised input, hpre [hidden], h [hidden], z [out]. */
 static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre, float *h, float *z) {
@@ -119,20 +206,45 @@ static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre
     gemv(p->w2, p->b2, h, p->out_dim, p->hidden, z, 0);
 }
 
+/* The lookup path: int8 weights, u [ld1] and h [ld2] zero-padded. */
+static void apply_one(const ac_projector *p, const float *x, float *u, float *h, float *z) {
+    const int ld1 = pad32(p->in_dim), ld2 = pad32(p->hidden);
+    for (int i = 0; i < p->in_dim; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
+    for (int i = p->in_dim; i < ld1; i++) u[i] = 0;
+    gemv_q8(p->w1q, p->w1s, p->b1, u, p->hidden, ld1, h, 1);
+    for (int i = p->hidden; i < ld2; i++) h[i] = 0;
+    gemv_q8(p->w2q, p->w2s, p->b2, h, p->out_dim, ld2, z, 0);
+}
+
+int ac_proj_key(const ac_projector *p, const float *x, float *z) {
+    if (!p || !x || !z) return ac_err(AC_ERR_ARG, "ac_proj_key: invalid argument");
+    if (!p->w1q) return ac_proj_apply(p, x, 1, z);
+    const int ld1 = pad32(p->in_dim), ld2 = pad32(p->hidden);
+    float *u = malloc((size_t)(ld1 + ld2) * sizeof *u);
+    if (!u) return ac_err(AC_ERR_NOMEM, "ac_proj_key: out of memory");
+    apply_one(p, x, u, u + ld1, z);
+    free(u);
+    return AC_OK;
+}
+
 int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
     if (!p || (!x && n) || (!z && n) || n < 0) return ac_err(AC_ERR_ARG, "ac_proj_apply: invalid argument");
-    const int in = p->in_dim, hid = p->hidden;
+    const int in = p->in_dim, hid = p->hidden, ld1 = pad32(in), ld2 = pad32(hid);
     int rc = AC_OK;
 #pragma omp parallel if (n > 4) /* one lookup vector: no thread start-up */
     {
-        float *u = malloc((size_t)(in + 2 * hid) * sizeof *u);
+        float *u = malloc((size_t)(ld1 + 2 * ld2) * sizeof *u);
         if (!u) {
 #pragma omp atomic write
             rc = AC_ERR_NOMEM;
         } else {
 #pragma omp for schedule(static)
-            for (int i = 0; i < n; i++)
-                fwd_one(p, x + (size_t)i * in, u, u + in, u + in + hid, z + (size_t)i * p->out_dim);
+            for (int i = 0; i < n; i++) {
+                if (p->w1q)
+                    apply_one(p, x + (size_t)i * in, u, u + ld1, z + (size_t)i * p->out_dim);
+                else
+                    fwd_one(p, x + (size_t)i * in, u, u + in, u + in + hid, z + (size_t)i * p->out_dim);
+            }
         }
         free(u);
     }
@@ -317,6 +429,7 @@ int ac_proj_train(ac_projector *p, const float *X, int n, const ac_proj_pair *pa
         }
     }
     if (final_loss) *final_loss = epoch_loss;
+    rc = ac_proj_pack(p);
 done:
     free(U), free(HP), free(H), free(Z), free(GZ), free(GH);
     free(g1), free(gb1), free(g2), free(gb2), free(m1), free(v1), free(m2), free(v2);
@@ -419,6 +532,7 @@ int ac_proj_load(const char *path, ac_projector **out) {
         (rc = load_f32(g, "proj.w2", 2, ne_w2, p->w2, (size_t)(hid * od))) ||
         (rc = load_f32(g, "proj.b2", 1, ne_o, p->b2, (size_t)od)))
         goto fail;
+    if ((rc = ac_proj_pack(p))) goto fail;
     gguf_close(g);
     *out = p;
     return AC_OK;

@@ -660,6 +660,7 @@ fail:
 
 void ac_store_get_params(const ac_store *st, ac_store_params *p) { *p = st->p; }
 int64_t ac_store_count(const ac_store *st) { return st->n; }
+int ac_store_n_tokens(const ac_store *st, int64_t i) { return st && i >= 0 && i < st->n ? (int)st->ents[i].L : -1; }
 const char *ac_store_damage(const ac_store *st) { return st->damaged ? st->damage_msg : NULL; }
 
 int ac_store_refresh(ac_store *st, int64_t *n_new) {

@@ -66,6 +66,9 @@ void ac_store_close(ac_store *st); /* NULL is fine; an unfinished or uncommitted
 void ac_store_get_params(const ac_store *st, ac_store_params *p);
 /* Committed entries visible to this handle. */
 int64_t ac_store_count(const ac_store *st);
+/* Token count of entry i from the in-memory record table (no read of the
+ * record, no checksum); -1 when i is out of range. */
+int ac_store_n_tokens(const ac_store *st, int64_t i);
 /* NULL if the file is intact as far as open/refresh could see, else a message
  * (record offset and problem). Borrowed, valid until close. */
 const char *ac_store_damage(const ac_store *st);

@@ -457,7 +457,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         pl->srv[s] = 0;
         if (!c->has_hook) continue;
         const int n = pl->seqs[s].n_tokens;
-        ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
+        ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
         if (c->hook.supply) pl->maps[s] = c->hook.supply(c->hook.user, &site);
         if (!pl->maps[s] && c->hook.reuse && c->hook.apply) {
             int r = c->hook.reuse(c->hook.user, &site);
@@ -480,7 +480,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
                            hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0};
         if (pl->srv[s]) {
-            ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
+            ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
             if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,
                                     QD)) != AC_OK)
                 return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
@@ -507,7 +507,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
                 *tp = ac_now();
             }
             if (pl->rec[s]) {
-                ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal};
+                ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
                 if ((rc = c->hook.record(c->hook.user, &site, c->P)) != AC_OK)
                     return ac_err_prefix(rc, "attention hook (layer %d, sequence %d)", il, s);
                 if (c->params.profile) *tp = ac_now(); /* the hook's own time is not ours */

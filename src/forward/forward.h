@@ -36,6 +36,9 @@ typedef struct ac_attn_site {
     int n_tokens;           /* L                                               */
     int n_head;             /* H (query heads)                                 */
     int causal;             /* 1: P[h][t][s] == 0 for s > t                    */
+    const float *x;         /* [n_tokens][n_embd] this layer's attention input
+                               (borrowed; layer 0: the normed embeddings, the
+                               values ac_model_layer0_states computes)        */
 } ac_attn_site;
 
 /* All callbacks are optional (NULL) and are called from the thread that
