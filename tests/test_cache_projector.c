@@ -152,7 +152,8 @@ static void test_lookup_key(void **state) {
         ref_key(p, x, zr);
         double e = 0, n = 0;
         for (int o = 0; o < out; o++) e += (za[o] - zr[o]) * (double)(za[o] - zr[o]), n += zr[o] * (double)zr[o];
-        assert_true(sqrt(e / n) < 0.02); /* int8 rows: ~0.5% typical */
+        if (t == 0) printf("  lookup key vs f32 network: relative error %.4f\n", sqrt(e / n));
+        assert_true(sqrt(e / n) < 0.04); /* int8 weights x uint8 activations: ~1% (1.1% on the SST-2 projector) */
     }
     /* weights changed by hand: the key follows after ac_proj_pack */
     float x[37], z0[7], z1[7];

@@ -74,13 +74,17 @@ struct ac_index {
     // element j of the 16 vectors side by side), so one FMA serves 16 vectors
     // and no horizontal sums are needed; sc_sq, sc_norm [n]: |x|^2 and |x| of
     // the f32 vectors. See flat_search for how the results stay exact.
-    std::vector<uint16_t> sc;
+    uint16_t *sc = nullptr; // huge pages (AC_HUGE_ALLOC): read cold on every lookup
+    size_t sc_cap = 0;      // elements allocated
     std::vector<float> sc_sq, sc_norm;
     float sc_max_norm = 0;
     int64_t sc_count = 0;
     bool sc_bad = false; // a value beyond f16's range: no scan copy
     mutable std::atomic<int64_t> sc_queries{0}, sc_unproven{0}, sc_recomputed{0}; // see ac_index_scan_stats
-    ~ac_index() { delete top; }
+    ~ac_index() {
+        delete top;
+        free(sc);
+    }
 };
 
 #define AC_TRY try {
@@ -302,17 +306,29 @@ static void sync_scan(ac_index *idx) {
     const float *xb = flat->get_xb();
     const int64_t n = flat->ntotal;
     const size_t d = (size_t)flat->d;
-    idx->sc.resize((size_t)((n + 15) / 16) * 16 * d, 0);
+    const size_t need = (size_t)((n + 15) / 16) * 16 * d;
+    if (need > idx->sc_cap) {
+        const size_t cap = std::max(need, 2 * idx->sc_cap);
+        uint16_t *nsc = (uint16_t *)AC_HUGE_ALLOC(cap * sizeof(uint16_t));
+        if (!nsc) throw std::bad_alloc();
+        if (idx->sc) std::memcpy(nsc, idx->sc, idx->sc_cap * sizeof(uint16_t));
+        std::memset(nsc + idx->sc_cap, 0, (cap - idx->sc_cap) * sizeof(uint16_t));
+        free(idx->sc);
+        idx->sc = nsc;
+        idx->sc_cap = cap;
+    }
     idx->sc_sq.resize((size_t)n);
     idx->sc_norm.resize((size_t)n);
     for (int64_t i = idx->sc_count; i < n; i++) {
-        uint16_t *blk = idx->sc.data() + (size_t)(i / 16) * 16 * d;
+        uint16_t *blk = idx->sc + (size_t)(i / 16) * 16 * d;
         const float *x = xb + (size_t)i * d;
         double nn = 0;
         for (size_t j = 0; j < d; j++) {
             if (!(std::fabs(x[j]) < 65504.0f)) {
                 idx->sc_bad = true;
-                std::vector<uint16_t>().swap(idx->sc);
+                free(idx->sc);
+                idx->sc = nullptr;
+                idx->sc_cap = 0;
                 return;
             }
             blk[j * 16 + (size_t)(i % 16)] = ac_fp32_to_fp16(x[j]);
@@ -398,7 +414,7 @@ static void scan_step(void *arg, int ith, int nth) {
         float *sim = j->approx + 16 * b;
         /* once the list is full, only lanes above its worst enter (few, after the first blocks) */
         const float thr = hc < j->kc ? -INFINITY : cs[j->kc - 1];
-        uint32_t m = block_sims(j->idx->sc.data() + (size_t)b * 16 * j->d, j->idx->sc_sq.data() + 16 * b, nv, j->q,
+        uint32_t m = block_sims(j->idx->sc + (size_t)b * 16 * j->d, j->idx->sc_sq.data() + 16 * b, nv, j->q,
                                 j->d, j->l2, thr, sim);
         for (; m; m &= m - 1) {
             const int v = __builtin_ctz(m);

@@ -1,8 +1,9 @@
 /* common.c — error messages, checked allocation, timing. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include "common.h"
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 static _Thread_local char g_err[1024];
@@ -65,6 +66,20 @@ void *ac_aligned_alloc_at(size_t n, const char *file, int line) {
         ac_err(AC_ERR_NOMEM, "out of memory allocating %zu aligned bytes at %s:%d", n, file, line);
         return NULL;
     }
+    return p;
+}
+
+void *ac_huge_alloc_at(size_t n, const char *file, int line) {
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    size_t sz = (n + huge - 1) & ~(huge - 1);
+    if (sz < n || posix_memalign(&p, huge, sz ? sz : huge) != 0) {
+        ac_err(AC_ERR_NOMEM, "out of memory allocating %zu bytes at %s:%d", n, file, line);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, sz ? sz : huge, MADV_HUGEPAGE); /* advice only: 4 KiB pages where refused */
+#endif
     return p;
 }
 
