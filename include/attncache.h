@@ -197,7 +197,8 @@ void ac_ctx_reset_profile(ac_ctx *ctx);
 typedef struct ac_cache ac_cache;
 
 enum ac_cache_keykind {
-    AC_KEY_AUTO = -1,     /* PROJECTOR when the cache has a trained projector, else MEAN */
+    AC_KEY_AUTO = -1,     /* PROJECTOR when the cache has a trained projector, else RANDOM (a 128-d scan: 3x
+                             cheaper than MEAN's 384-d one on MiniLM, with the same hit quality) */
     AC_KEY_PROJECTOR = 0, /* trained projector (128-d), L2 distance                        */
     AC_KEY_MEAN = 1,      /* mean-pooled layer-0 states, cosine distance (1 - cos)         */
     AC_KEY_RANDOM = 2,    /* fixed random projection of MEAN to 128-d, cosine distance    */

@@ -13,6 +13,7 @@
 #include "cache/hash.h"
 #include "cache/index.h"
 #include "cache/projector.h"
+#include "cache/q8mat.h"
 #include "cache/store.h"
 #include "forward/forward.h"
 #include "forward/cpu/pool.h"
@@ -51,7 +52,8 @@ struct ac_cache {
     ac_projector *proj;      /* NULL until trained */
     int key;                 /* enum ac_cache_keykind in use */
     ac_index *idx;           /* NULL when the store is empty */
-    float *rand_proj;        /* [AC_KEY_DIM][D] for AC_KEY_RANDOM */
+    ac_q8mat rand_proj;      /* [AC_KEY_DIM][D] +-1/sqrt(D) for AC_KEY_RANDOM (exact in int8) */
+    uint8_t *rand_x8;        /* [rand_proj.ld] its quantised input */
     uint8_t *layers;         /* [n_layer] 1: served on a hit */
     ac_ctx *ctx;             /* attached context */
     /* per forward call */
@@ -139,15 +141,12 @@ static int make_key(const ac_cache *c, int key, const float *feat, float *out, f
         if (!c->proj) return ac_err(AC_ERR_CACHE, "no trained projector in '%s' (run train-projector)", c->dir);
         return ac_proj_apply(c->proj, feat, 1, out);
     case AC_KEY_MEAN: summary_mean(c, feat, out); return AC_OK;
-    case AC_KEY_RANDOM:
+    case AC_KEY_RANDOM: { /* q8mat.h: the same GEMV as the projector's */
         summary_mean(c, feat, tmp);
-        for (int o = 0; o < AC_KEY_DIM; o++) {
-            const float *r = c->rand_proj + (size_t)o * c->D;
-            float s = 0;
-            for (int d = 0; d < c->D; d++) s += r[d] * tmp[d];
-            out[o] = s;
-        }
+        const float sx = ac_q8_quant_u8(tmp, c->D, c->rand_proj.ld, 0, c->rand_x8);
+        ac_q8mat_gemv(&c->rand_proj, NULL, c->rand_x8, sx, 128, out, 0);
         return AC_OK;
+    }
     default: return ac_err(AC_ERR_ARG, "unknown cache key kind %d", key);
     }
 }
@@ -250,8 +249,8 @@ static int parse_layers(ac_cache *c, const char *spec) {
 /* index-<key>.faiss holds the keys of entries 0..n-1 in order; a sidecar
  * index-<key>.faiss.meta records (n, projector fingerprint, index kind, keys
  * version) so a stale index (more entries since, another projector, keys made
- * by older code) is rebuilt. Version 3: projector keys from int8 lookup weights. */
-#define KEYS_VERSION 3
+ * by older code) is rebuilt. Version 4: projector and random keys from int8 GEMVs (q8mat.h). */
+#define KEYS_VERSION 4
 static int build_index(ac_cache *c, int save) {
     const int64_t n = ac_store_count(c->st);
     const int kd = key_dim(c, c->key);
@@ -431,7 +430,7 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
             goto fail;
         }
     }
-    c->key = p.key == AC_KEY_AUTO ? (c->proj ? AC_KEY_PROJECTOR : AC_KEY_MEAN) : p.key;
+    c->key = p.key == AC_KEY_AUTO ? (c->proj ? AC_KEY_PROJECTOR : AC_KEY_RANDOM) : p.key;
     if (c->key < 0 || c->key > AC_KEY_RANDOM) {
         rc = ac_err(AC_ERR_ARG, "bad cache key kind %d", c->key);
         goto fail;
@@ -440,19 +439,24 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
         rc = ac_err(AC_ERR_CACHE, "no trained projector in '%s' (run `attncache train-projector`)", dir);
         goto fail;
     }
-    c->rand_proj = AC_MALLOC((size_t)AC_KEY_DIM * c->D * sizeof(float));
+    float *rp = AC_MALLOC((size_t)AC_KEY_DIM * c->D * sizeof(float));
     c->layers = AC_CALLOC((size_t)c->n_layer, 1);
     c->feat = AC_MALLOC((size_t)c->feat_dim * sizeof(float));
     c->keyv = AC_MALLOC((size_t)AC_MAX(c->D, 1024) * sizeof(float) * 2);
-    if (!c->rand_proj || !c->layers || !c->feat || !c->keyv) {
+    c->rand_x8 = AC_MALLOC((size_t)c->D + 64);
+    if (!rp || !c->layers || !c->feat || !c->keyv || !c->rand_x8) {
+        free(rp);
         rc = AC_ERR_NOMEM;
         goto fail;
     }
     uint64_t s = 0x5eed;
     for (size_t i = 0; i < (size_t)AC_KEY_DIM * c->D; i++) { /* +-1/sqrt(D), fixed seed */
         s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-        c->rand_proj[i] = ((s >> 63) ? 1.0f : -1.0f) / sqrtf((float)c->D);
+        rp[i] = ((s >> 63) ? 1.0f : -1.0f) / sqrtf((float)c->D);
     }
+    rc = ac_q8mat_pack(rp, AC_KEY_DIM, c->D, &c->rand_proj);
+    free(rp);
+    if (rc) goto fail;
     if ((rc = parse_layers(c, p.layers))) goto fail;
     if ((rc = open_index(c))) goto fail;
     c->stats.entries = ac_store_count(c->st);
@@ -473,7 +477,8 @@ int ac_cache_close(ac_cache *c) {
     ac_store_close(c->st);
     ac_index_free(c->idx);
     ac_proj_free(c->proj);
-    free(c->rand_proj);
+    ac_q8mat_free(&c->rand_proj);
+    free(c->rand_x8);
     free(c->layers);
     free(c->ss);
     free(c->x0);

@@ -1,6 +1,7 @@
 /* projector.c — feature projector: 2-layer MLP, Siamese training with a
  * SmoothL1 loss on pair distances, Adam; persistence as GGUF. */
 #include "projector.h"
+#include "q8mat.h"
 
 #include "load/gguf.h"
 #include "util/common.h"
@@ -68,58 +69,14 @@ int ac_proj_new(int in_dim, int hidden, int out_dim, uint64_t seed, ac_projector
     return rc;
 }
 
-static int pad64(int n) { return (n + 63) & ~63; }
-static int pad4(int n) { return (n + 3) & ~3; }
-
-/* W [rows][n] as int8 in the lookup layout: blocks of 4 rows (rows padded to
- * a multiple of 4 with zero rows), each block stored as chunks of 64 columns
- * x 4 rows (64 codes of row 0, of row 1, ...), the columns padded to ld (a
- * multiple of 64) with zeros; scale[r] = max |W[r]| / 127, rsum[r] = sum of
- * row r's codes. A GEMV reads W as one sequential stream of a quarter of its
- * f32 bytes, 64 products per VNNI instruction. Measured on a cold 256 x 1568
- * matrix: f32 row-major 60 us, f16 one stream 31 us, int8 converted to f32
- * 17 us, int8 x uint8 (VNNI) 13 us. */
-static void pack_q8(const float *src, int rows, int n, int ld, int8_t *dst, float *scale, int32_t *rsum) {
-    for (int r = 0; r < pad4(rows); r++) {
-        float m = 0;
-        for (int i = 0; r < rows && i < n; i++) m = fmaxf(m, fabsf(src[(size_t)r * n + i]));
-        scale[r] = m / 127.0f;
-        rsum[r] = 0;
-    }
-    for (int r0 = 0; r0 < pad4(rows); r0 += 4)
-        for (int c = 0; c < ld; c += 64)
-            for (int k = 0; k < 4; k++)
-                for (int e = 0; e < 64; e++) {
-                    const int r = r0 + k, col = c + e;
-                    const float v = r < rows && col < n && scale[r] > 0 ? src[(size_t)r * n + col] / scale[r] : 0.0f;
-                    const int8_t q = (int8_t)lrintf(fminf(127.0f, fmaxf(-127.0f, v)));
-                    dst[(size_t)r0 * ld + (size_t)c * 4 + (size_t)k * 64 + e] = q;
-                    rsum[r] += q;
-                }
-}
-
 int ac_proj_pack(ac_projector *p) {
     if (!p) return ac_err(AC_ERR_ARG, "ac_proj_pack: NULL projector");
-    free(p->w1q);
-    free(p->w2q);
-    p->w1q = p->w2q = NULL;
-    const int ld1 = pad64(p->in_dim), ld2 = pad64(p->hidden), h4 = pad4(p->hidden), o4 = pad4(p->out_dim);
-    /* codes, then scales and row sums (ld a multiple of 64: aligned) */
-    int8_t *a = AC_HUGE_ALLOC((size_t)h4 * ld1 + (size_t)h4 * 8), *b = AC_MALLOC((size_t)o4 * ld2 + (size_t)o4 * 8);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        return ac_err(AC_ERR_NOMEM, "projector: out of memory for the lookup weights");
-    }
-    p->w1q = a;
-    p->w1s = (float *)(a + (size_t)h4 * ld1);
-    p->w1r = (int32_t *)(p->w1s + h4);
-    p->w2q = b;
-    p->w2s = (float *)(b + (size_t)o4 * ld2);
-    p->w2r = (int32_t *)(p->w2s + o4);
-    pack_q8(p->w1, p->hidden, p->in_dim, ld1, p->w1q, p->w1s, p->w1r);
-    pack_q8(p->w2, p->out_dim, p->hidden, ld2, p->w2q, p->w2s, p->w2r);
-    return AC_OK;
+    ac_q8mat_free(&p->k1);
+    ac_q8mat_free(&p->k2);
+    int rc = ac_q8mat_pack(p->w1, p->hidden, p->in_dim, &p->k1);
+    if (!rc) rc = ac_q8mat_pack(p->w2, p->out_dim, p->hidden, &p->k2);
+    if (rc) ac_q8mat_free(&p->k1);
+    return rc;
 }
 
 void ac_proj_free(ac_projector *p) {
@@ -130,8 +87,8 @@ void ac_proj_free(ac_projector *p) {
     free(p->b1);
     free(p->w2);
     free(p->b2);
-    free(p->w1q);
-    free(p->w2q);
+    ac_q8mat_free(&p->k1);
+    ac_q8mat_free(&p->k2);
     free(p);
 }
 
@@ -170,67 +127,6 @@ static void gemv(const float *W, const float *b, const float *x, int rows, int n
     }
 }
 
-/* x8 [ld] = the uint8 codes of x [n] (zero-padded to ld): x = sx (x8 - off)
- * with off 128 for a signed x, 0 for a non-negative one (ReLU output). */
-static float quant_u8(const float *x, int n, int ld, int nonneg, uint8_t *x8) {
-    const float lim = nonneg ? 255.0f : 127.0f;
-    const int off = nonneg ? 0 : 128;
-    int i = 0;
-    float m = 0;
-#if defined(__AVX512F__)
-    __m512 mv = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
-    m = _mm512_reduce_max_ps(mv);
-#endif
-    for (; i < n; i++) m = fmaxf(m, fabsf(x[i]));
-    const float sx = m / lim, inv = sx > 0 ? 1.0f / sx : 0.0f;
-    i = 0;
-#if defined(__AVX512F__)
-    const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(nonneg ? 0.0f : -127.0f), hi = _mm512_set1_ps(lim);
-    const __m512i voff = _mm512_set1_epi32(off);
-    for (; i + 16 <= n; i += 16) { /* round to nearest even (the default mode), as lrintf */
-        const __m512 v = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv)));
-        _mm_storeu_si128((__m128i *)(x8 + i), _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), voff)));
-    }
-#endif
-    for (; i < n; i++) x8[i] = (uint8_t)(lrintf(fminf(lim, fmaxf(nonneg ? 0.0f : -127.0f, x[i] * inv))) + off);
-    for (i = n; i < ld; i++) x8[i] = (uint8_t)off;
-    return sx;
-}
-
-/* y[r] = b[r] + scale[r] sx (W8[r] . (x8 - off)) for r < rows, W8 in the
- * lookup layout of pack_q8, x8 [ld] from quant_u8; integer dot products
- * (the same integers on every path). */
-static void gemv_q8(const int8_t *W, const float *scale, const int32_t *rsum, const float *b, const uint8_t *x8,
-                    float sx, int off, int rows, int ld, float *y, int relu) {
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-        const int8_t *w = W + (size_t)r0 * ld;
-        int32_t v[4];
-#if defined(__AVX512VNNI__)
-        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512(), a2 = _mm512_setzero_si512(),
-                a3 = _mm512_setzero_si512();
-        for (int i = 0; i < ld; i += 64, w += 256) {
-            const __m512i xv = _mm512_loadu_si512(x8 + i);
-            a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_loadu_si512(w));
-            a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_loadu_si512(w + 64));
-            a2 = _mm512_dpbusd_epi32(a2, xv, _mm512_loadu_si512(w + 128));
-            a3 = _mm512_dpbusd_epi32(a3, xv, _mm512_loadu_si512(w + 192));
-        }
-        v[0] = _mm512_reduce_add_epi32(a0), v[1] = _mm512_reduce_add_epi32(a1);
-        v[2] = _mm512_reduce_add_epi32(a2), v[3] = _mm512_reduce_add_epi32(a3);
-#else
-        v[0] = v[1] = v[2] = v[3] = 0;
-        for (int i = 0; i < ld; i += 64, w += 256)
-            for (int k = 0; k < 4; k++)
-                for (int e = 0; e < 64; e++) v[k] += (int32_t)x8[i + e] * (int32_t)w[k * 64 + e];
-#endif
-        for (int k = 0; k < 4 && r0 + k < rows; k++) {
-            const float t = b[r0 + k] + scale[r0 + k] * sx * (float)(v[k] - off * rsum[r0 + k]);
-            y[r0 + k] = relu && t < 0 ? 0 : t;
-        }
-    }
-}
-
 /* One vector through the network, keeping the intermediates for backprop.
  * u [in] standardised input, hpre [hidden], h [hidden], z [out]. */
 static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre, float *h, float *z) {
@@ -243,22 +139,21 @@ static void fwd_one(const ac_projector *p, const float *x, float *u, float *hpre
 /* The lookup path: int8 weights times uint8 activations. u [in] f32 scratch,
  * h [hidden], x8 [max(ld1, ld2)]. */
 static void apply_one(const ac_projector *p, const float *x, float *u, float *h, uint8_t *x8, float *z) {
-    const int ld1 = pad64(p->in_dim), ld2 = pad64(p->hidden);
     for (int i = 0; i < p->in_dim; i++) u[i] = (x[i] - p->mu[i]) * p->isig[i];
-    float sx = quant_u8(u, p->in_dim, ld1, 0, x8);
-    gemv_q8(p->w1q, p->w1s, p->w1r, p->b1, x8, sx, 128, p->hidden, ld1, h, 1);
-    sx = quant_u8(h, p->hidden, ld2, 1, x8);
-    gemv_q8(p->w2q, p->w2s, p->w2r, p->b2, x8, sx, 0, p->out_dim, ld2, z, 0);
+    float sx = ac_q8_quant_u8(u, p->in_dim, p->k1.ld, 0, x8);
+    ac_q8mat_gemv(&p->k1, p->b1, x8, sx, 128, h, 1);
+    sx = ac_q8_quant_u8(h, p->hidden, p->k2.ld, 1, x8);
+    ac_q8mat_gemv(&p->k2, p->b2, x8, sx, 0, z, 0);
 }
 
 /* scratch floats for apply_one */
 static size_t key_scratch(const ac_projector *p) {
-    return (size_t)p->in_dim + (size_t)p->hidden + (size_t)AC_MAX(pad64(p->in_dim), pad64(p->hidden)) / 4 + 16;
+    return (size_t)p->in_dim + (size_t)p->hidden + (size_t)AC_MAX(p->in_dim, p->hidden) / 4 + 32;
 }
 
 int ac_proj_key(const ac_projector *p, const float *x, float *z) {
     if (!p || !x || !z) return ac_err(AC_ERR_ARG, "ac_proj_key: invalid argument");
-    if (!p->w1q) return ac_proj_apply(p, x, 1, z);
+    if (!p->k1.w) return ac_proj_apply(p, x, 1, z);
     float *u = malloc(key_scratch(p) * sizeof *u);
     if (!u) return ac_err(AC_ERR_NOMEM, "ac_proj_key: out of memory");
     apply_one(p, x, u, u + p->in_dim, (uint8_t *)(u + p->in_dim + p->hidden), z);
@@ -280,7 +175,7 @@ int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
         } else {
 #pragma omp for schedule(static)
             for (int i = 0; i < n; i++) {
-                if (p->w1q)
+                if (p->k1.w)
                     apply_one(p, x + (size_t)i * in, u, u + in, (uint8_t *)(u + in + hid), z + (size_t)i * p->out_dim);
                 else
                     fwd_one(p, x + (size_t)i * in, u, u + in, u + in + hid, z + (size_t)i * p->out_dim);

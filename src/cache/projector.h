@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "q8mat.h"
+
 typedef struct ac_projector {
     int in_dim, hidden, out_dim;
     float *mu;    /* [in_dim]  input mean (standardisation)      */
@@ -17,18 +19,10 @@ typedef struct ac_projector {
     float *b1;    /* [hidden]                                     */
     float *w2;    /* [out_dim][hidden]                            */
     float *b2;    /* [out_dim]                                    */
-    /* Lookup copies (ac_proj_pack): W1, W2 as int8 with a scale per row, in
-     * blocks of 4 rows x 64 columns, so that a GEMV reads each as one
-     * sequential stream and multiplies them with uint8 activations (AVX512
-     * VNNI, 64 products per instruction). A lookup key reads these cold from
-     * memory on every query (the forward pass in between evicts them): this
-     * took the key of a 1537 -> 256 -> 128 projector from 117 to ~15 us. */
-    int8_t *w1q;  /* [hidden/4][ld1/64][4][64], ld1 = in_dim up to a multiple of 64, rows up to 4; NULL: unpacked */
-    float *w1s;   /* [hidden up to 4] row scales   (inside the w1q allocation) */
-    int32_t *w1r; /* [hidden up to 4] row code sums (inside the w1q allocation) */
-    int8_t *w2q;  /* [out_dim/4][ld2/64][4][64], ld2 = hidden up to a multiple of 64 */
-    float *w2s;   /* [out_dim up to 4] */
-    int32_t *w2r; /* [out_dim up to 4] */
+    /* Lookup copies of W1, W2 (ac_proj_pack): int8 rows for VNNI GEMVs
+     * (q8mat.h: the key of a 1537 -> 256 -> 128 projector 117 -> ~18 us,
+     * cold); k1.w NULL: unpacked, the f32 weights serve. */
+    ac_q8mat k1, k2;
     uint64_t trained_on; /* fingerprint of the model whose features it was trained on (0: none) */
 } ac_projector;
 

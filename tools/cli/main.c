@@ -228,7 +228,7 @@ const char *cli_cache_help =
     "      --cache DIR      attention cache directory (see `attncache build`)\n"
     "      --threshold T    hit when the key distance <= T (default 0.05)\n"
     "      --layers SPEC    layers served on a hit: all|none|policy|0-3,7 (default all)\n"
-    "      --key K          projector|mean|random|auto (default auto: projector if trained)\n"
+    "      --key K          projector|mean|random|auto (default auto: projector if trained, else random)\n"
     "      --index I        flat|ivf|hnsw (default flat)\n"
     "      --rows R         all: a hit serves every row (approximate; default); prefix: causal\n"
     "                       models, only the rows of the token prefix shared with the entry\n"
