@@ -444,7 +444,7 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
      * copy (relative rounding 2^-11, absolute 2^-25 below f16's normal
      * range) and f32 sums, |q.x - q.x^| <= e_i = g |q| |x_i| + d 2^-25 |q|_inf,
      * g = 2^-11 + (d + 2) 2^-24 (twice that for L2's 2 q.x - |x|^2), plus a
-     * 1e-5 relative margin for the remaining f32 roundings. A vector outside
+     * relative margin of 1e-5 + (d + 32) 2^-24 for the remaining f32 roundings. A vector outside
      * the candidates with a_i + e_i < S cannot enter the top k; the others
      * (none, unless many vectors are near-equal) are computed exactly. A
      * 4-bit or 8-bit pass was measured too: its error bound is ~10x the gaps
@@ -476,7 +476,9 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
             const double f = l2 ? 2.0 : 1.0, g = std::ldexp(1.0, -11) + (d + 2) * std::ldexp(1.0, -24);
             const double a = f * g * std::sqrt(qn), b0 = f * d * std::ldexp(1.0, -25) * qi;
             const double S = (have == k ? (double)s[k - 1] : -INFINITY) + (l2 ? qn : 0.0); /* in the pass's terms */
-            const double margin = 1e-5 * (std::fabs(S) + (l2 ? qn + (double)idx->sc_max_norm * idx->sc_max_norm : 1.0));
+            /* the f32 roundings of the exact similarities (sums of d terms) and of 2 q.x^ - |x|^2 */
+            const double margin = (1e-5 + (d + 32) * std::ldexp(1.0, -24)) *
+                                  (std::fabs(S) + (l2 ? qn + (double)idx->sc_max_norm * idx->sc_max_norm : 1.0));
             double worst = -INFINITY; /* best approximate similarity outside the candidates */
             for (int t = 0; t < nth; t++)
                 if (have_t[t] == kc) worst = std::max(worst, (double)cs[(size_t)t * kc + kc - 1]);
