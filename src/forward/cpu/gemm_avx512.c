@@ -97,16 +97,27 @@ int ac_bf16_pack(ac_mat *W) {
     return AC_OK;
 }
 
+/* The MR x 4 accumulators of a micro-kernel as named locals (registers:
+ * __m512 may alias anything, so summing through an array or the out pointer
+ * would go through memory), and their copy-out. */
+#define AC_ACC_DECL                                                                                              \
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00, \
+           c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,      \
+           c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00
+#define AC_ACC_OUT(o)                                                                                            \
+    do {                                                                                                         \
+        o[0][0] = c00, o[0][1] = c01, o[0][2] = c02, o[0][3] = c03, o[1][0] = c10, o[1][1] = c11;                \
+        o[1][2] = c12, o[1][3] = c13, o[2][0] = c20, o[2][1] = c21, o[2][2] = c22, o[2][3] = c23;                \
+        o[3][0] = c30, o[3][1] = c31, o[3][2] = c32, o[3][3] = c33, o[4][0] = c40, o[4][1] = c41;                \
+        o[4][2] = c42, o[4][3] = c43, o[5][0] = c50, o[5][1] = c51, o[5][2] = c52, o[5][3] = c53;                \
+    } while (0)
+
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 
-/* out [MR][4] = sum over k2 of A rows (bf16 pairs) x panel; mr rows valid. The
- * accumulators are locals (registers): __m512 may alias anything, so summing
- * through the out pointer would go through memory. */
+/* out [MR][4] = sum over k2 of A rows (bf16 pairs) x panel; mr rows valid. */
 static inline __attribute__((always_inline)) void kernel(const int mr, int kp, const uint16_t *A, size_t lda,
                                                           const uint16_t *B, __m512 out[MR][4]) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
-           c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,
-           c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    AC_ACC_DECL;
     const uint8_t *a0 = (const uint8_t *)A, *a1 = a0 + 2 * lda, *a2 = a1 + 2 * lda, *a3 = a2 + 2 * lda,
                   *a4 = a3 + 2 * lda, *a5 = a4 + 2 * lda;
 #define AC_ROW(cr0, cr1, cr2, cr3, ap)                                  \
@@ -131,12 +142,7 @@ static inline __attribute__((always_inline)) void kernel(const int mr, int kp, c
         if (mr > 5) AC_ROW(c50, c51, c52, c53, a5);
     }
 #undef AC_ROW
-    out[0][0] = c00, out[0][1] = c01, out[0][2] = c02, out[0][3] = c03;
-    out[1][0] = c10, out[1][1] = c11, out[1][2] = c12, out[1][3] = c13;
-    out[2][0] = c20, out[2][1] = c21, out[2][2] = c22, out[2][3] = c23;
-    out[3][0] = c30, out[3][1] = c31, out[3][2] = c32, out[3][3] = c33;
-    out[4][0] = c40, out[4][1] = c41, out[4][2] = c42, out[4][3] = c43;
-    out[5][0] = c50, out[5][1] = c51, out[5][2] = c52, out[5][3] = c53;
+    AC_ACC_OUT(out);
 }
 
 static void kernel_mr(int mr, int kp, const uint16_t *A, size_t lda, const uint16_t *B, __m512 acc[MR][4]) {
@@ -242,9 +248,7 @@ static void pack_panel_f32(const ac_mat *W, int n0, float *P) {
 /* out [MR][4] = A rows (f32) x panel P [K][NR]; mr rows valid (registers, as the BF16 kernel). */
 static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K, const float *A, size_t lda,
                                                               const float *P, __m512 out[MR][4]) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
-           c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,
-           c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    AC_ACC_DECL;
     const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
 #define F_ROW(cr0, cr1, cr2, cr3, ap)                 \
     do {                                              \
@@ -266,12 +270,7 @@ static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K
         if (mr > 5) F_ROW(c50, c51, c52, c53, a5);
     }
 #undef F_ROW
-    out[0][0] = c00, out[0][1] = c01, out[0][2] = c02, out[0][3] = c03;
-    out[1][0] = c10, out[1][1] = c11, out[1][2] = c12, out[1][3] = c13;
-    out[2][0] = c20, out[2][1] = c21, out[2][2] = c22, out[2][3] = c23;
-    out[3][0] = c30, out[3][1] = c31, out[3][2] = c32, out[3][3] = c33;
-    out[4][0] = c40, out[4][1] = c41, out[4][2] = c42, out[4][3] = c43;
-    out[5][0] = c50, out[5][1] = c51, out[5][2] = c52, out[5][3] = c53;
+    AC_ACC_OUT(out);
 }
 
 static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float *P, __m512 acc[MR][4]) {
