@@ -71,6 +71,7 @@ void *ac_aligned_alloc_at(size_t n, const char *file, int line) {
 
 void *ac_huge_alloc_at(size_t n, const char *file, int line) {
     const size_t huge = (size_t)2 << 20;
+    if (n < huge / 8) return ac_aligned_alloc_at(n, file, line); /* small: not worth a 2 MiB page */
     void *p = NULL;
     size_t sz = (n + huge - 1) & ~(huge - 1);
     if (sz < n || posix_memalign(&p, huge, sz ? sz : huge) != 0) {

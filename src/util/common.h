@@ -24,10 +24,11 @@ void *ac_aligned_alloc_at(size_t n, const char *file, int line); /* 64-byte alig
 #define AC_MALLOC(n) ac_malloc_at((n), __FILE__, __LINE__)
 #define AC_CALLOC(n, sz) ac_calloc_at((n), (sz), __FILE__, __LINE__)
 #define AC_ALIGNED_ALLOC(n) ac_aligned_alloc_at((n), __FILE__, __LINE__)
-/* 2 MiB-aligned, whole 2 MiB pages, with transparent huge pages advised
+/* From 256 KiB up: 2 MiB-aligned, whole 2 MiB pages, with transparent huge pages advised
  * where the kernel offers them (madvise mode): for data read cold on every
  * cache lookup (projector weights, index scan copy), where 4 KiB pages cost a
- * TLB miss each (measured: 25 -> 18 us for a cold lookup key). Free with free(). */
+ * TLB miss each (measured: 25 -> 18 us for a cold lookup key); smaller
+ * sizes: 64-byte aligned. Free with free(). */
 void *ac_huge_alloc_at(size_t n, const char *file, int line);
 #define AC_HUGE_ALLOC(n) ac_huge_alloc_at((n), __FILE__, __LINE__)
 
