@@ -177,6 +177,7 @@ static void test_roundtrip_reopen(void **state) {
         assert_int_equal(ac_store_get(st, i, &e), AC_OK);
         assert_int_equal(e.index, i);
         assert_int_equal(entry_matches(&e, (uint64_t)i + 1), 0);
+        assert_int_equal(ac_store_n_tokens(st, i), e.n_tokens); /* from the in-memory table */
         ac_store_entry e2;
         assert_int_equal(ac_store_find(st, (uint64_t)i + 1, &e2), AC_OK);
         assert_ptr_equal(e2.maps, e.maps);
@@ -192,6 +193,9 @@ static void test_roundtrip_reopen(void **state) {
     assert_int_equal(ac_store_find(st, 999, &e), AC_ERR_RANGE);
     assert_int_equal(ac_store_get(st, 80, &e), AC_ERR_RANGE);
     assert_int_equal(ac_store_get(st, -1, &e), AC_ERR_RANGE);
+    assert_int_equal(ac_store_n_tokens(st, 80), -1);
+    assert_int_equal(ac_store_n_tokens(st, -1), -1);
+    assert_int_equal(ac_store_n_tokens(NULL, 0), -1);
     int64_t bad = -1;
     assert_int_equal(ac_store_verify(st, &bad, stderr), AC_OK);
     assert_int_equal(bad, 0);
