@@ -170,6 +170,16 @@ static void test_lookup_key(void **state) {
         assert_true(fabsf(z1[o] - zr[o]) < 0.05f * (1 + fabsf(zr[o])));
     }
     ac_proj_free(p);
+    /* wider than the int8 GEMV's int32 sums allow: no lookup copy, f32 keys */
+    assert_int_equal(ac_proj_new(AC_Q8MAT_MAX_COLS + 1, 8, 4, 3, &p), AC_OK);
+    assert_null(p->k1.w);
+    float *xw = calloc(AC_Q8MAT_MAX_COLS + 1, sizeof *xw), zw[4], zw2[4];
+    xw[7] = 1.0f;
+    assert_int_equal(ac_proj_key(p, xw, zw), AC_OK);
+    assert_int_equal(ac_proj_apply(p, xw, 1, zw2), AC_OK);
+    assert_memory_equal(zw, zw2, sizeof zw);
+    free(xw);
+    ac_proj_free(p);
 }
 
 static void test_bad_args(void **state) {

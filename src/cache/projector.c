@@ -73,6 +73,7 @@ int ac_proj_pack(ac_projector *p) {
     if (!p) return ac_err(AC_ERR_ARG, "ac_proj_pack: NULL projector");
     ac_q8mat_free(&p->k1);
     ac_q8mat_free(&p->k2);
+    if (p->in_dim > AC_Q8MAT_MAX_COLS || p->hidden > AC_Q8MAT_MAX_COLS) return AC_OK; /* too wide: f32 keys */
     int rc = ac_q8mat_pack(p->w1, p->hidden, p->in_dim, &p->k1);
     if (!rc) rc = ac_q8mat_pack(p->w2, p->out_dim, p->hidden, &p->k2);
     if (rc) ac_q8mat_free(&p->k1);

@@ -14,7 +14,8 @@ static int pad4(int n) { return (n + 3) & ~3; }
 
 int ac_q8mat_pack(const float *W, int rows, int cols, ac_q8mat *m) {
     memset(m, 0, sizeof *m);
-    if (!W || rows <= 0 || cols <= 0) return ac_err(AC_ERR_ARG, "q8mat: bad shape %d x %d", rows, cols);
+    if (!W || rows <= 0 || cols <= 0 || cols > AC_Q8MAT_MAX_COLS)
+        return ac_err(AC_ERR_ARG, "q8mat: bad shape %d x %d (at most %d columns)", rows, cols, AC_Q8MAT_MAX_COLS);
     const int ld = pad64(cols), r4 = pad4(rows);
     /* codes, then scales and row sums (ld a multiple of 64: aligned) */
     int8_t *w = AC_HUGE_ALLOC((size_t)r4 * ld + (size_t)r4 * 8);

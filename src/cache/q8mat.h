@@ -22,8 +22,12 @@ typedef struct ac_q8mat {
     int32_t *rsum;      /* [rows up to 4] sum of row r's codes (inside w's allocation) */
 } ac_q8mat;
 
+/* Widest matrix: the int32 dot products hold 255 * 127 * cols without overflow. */
+#define AC_Q8MAT_MAX_COLS 65536
+
 /* m = W [rows][cols] (row-major f32), quantised. Caller frees with
- * ac_q8mat_free. AC_OK or AC_ERR_NOMEM. */
+ * ac_q8mat_free. AC_OK, AC_ERR_ARG (bad shape, cols > AC_Q8MAT_MAX_COLS) or
+ * AC_ERR_NOMEM. */
 int ac_q8mat_pack(const float *W, int rows, int cols, ac_q8mat *m);
 void ac_q8mat_free(ac_q8mat *m); /* zeroes *m; NULL or empty is fine */
 
