@@ -139,7 +139,7 @@ static int make_key(const ac_cache *c, int key, const float *feat, float *out, f
     switch (key) {
     case AC_KEY_PROJECTOR:
         if (!c->proj) return ac_err(AC_ERR_CACHE, "no trained projector in '%s' (run train-projector)", c->dir);
-        return ac_proj_apply(c->proj, feat, 1, out);
+        return ac_proj_key(c->proj, feat, out);
     case AC_KEY_MEAN: summary_mean(c, feat, out); return AC_OK;
     case AC_KEY_RANDOM: { /* q8mat.h: the same GEMV as the projector's */
         summary_mean(c, feat, tmp);
@@ -514,9 +514,7 @@ static int lookup(ac_cache *c, const int32_t *tokens, int L, const float *x0, se
     c->stats.t_features += t1 - t0;
     if (rc) return rc;
     float *key = c->keyv, *tmp = c->keyv + AC_MAX(c->D, 1024);
-    if (c->key == AC_KEY_PROJECTOR && c->proj) rc = ac_proj_key(c->proj, c->feat, key);
-    else rc = make_key(c, c->key, c->feat, key, tmp);
-    if (rc) return rc;
+    if ((rc = make_key(c, c->key, c->feat, key, tmp))) return rc;
     double t2 = ac_now();
     c->stats.t_key += t2 - t1;
     int64_t ids[AC_LOOKUP_K];

@@ -13,8 +13,7 @@
 extern "C" {
 #include "util/common.h" /* a C header without extern "C" guards */
 #include "forward/cpu/pool.h"
-float ac_fp16_to_fp32(uint16_t h); /* load/gguf.c */
-uint16_t ac_fp32_to_fp16(float f);
+#include "load/gguf.h" /* ac_fp32_to_fp16, ac_fp16_to_fp32 */
 }
 
 #include <faiss/IndexFlat.h>
@@ -452,7 +451,9 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
     const bool scan = !idx->sc_bad && idx->sc_count == n && n > k;
     const int nth = scan && pool && n * d >= kParallelScan ? ac_pool_threads(pool) : 1;
     const int kc = scan ? (int)std::min<int64_t>(n, k + 8) : k;
-    std::vector<float> cs((size_t)nth * kc), approx(scan ? (size_t)((n + 15) / 16) * 16 : 0);
+    std::vector<float> cs((size_t)nth * kc);
+    /* every block's 16 lanes are written by the scan: no zero fill */
+    std::unique_ptr<float[]> approx(scan ? new float[(size_t)((n + 15) / 16) * 16] : nullptr);
     std::vector<faiss::Index::idx_t> cl((size_t)nth * kc), cand;
     std::vector<int> have_t((size_t)nth);
     for (int64_t iq = 0; iq < nq; iq++) {
@@ -461,7 +462,7 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
         faiss::Index::idx_t *l = lab + iq * k;
         int have = 0;
         if (scan) {
-            scan_job j = {idx, qv, n, d, l2, kc, approx.data(), cs.data(), cl.data(), have_t.data()};
+            scan_job j = {idx, qv, n, d, l2, kc, approx.get(), cs.data(), cl.data(), have_t.data()};
             ac_pool_run(nth > 1 ? pool : nullptr, scan_step, &j);
             cand.clear();
             for (int t = 0; t < nth; t++)
