@@ -219,7 +219,7 @@ static int cur_str(cursor *c, gguf_str *s, const char *what) {
     return AC_OK;
 }
 
-static size_t vtype_size(uint32_t t) { /* fixed size of a scalar type, 0 for string/array/unknown */
+size_t gguf_vtype_size(uint32_t t) {
     switch (t) {
     case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
     case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
@@ -279,7 +279,7 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
     }
     if (kv->type != GGUF_T_ARRAY) {
         const uint8_t *p = NULL;
-        if ((rc = cur_take(c, vtype_size(kv->type), &p, "scalar value")))
+        if ((rc = cur_take(c, gguf_vtype_size(kv->type), &p, "scalar value")))
             return ac_err_prefix(rc, "key '" KEYFMT "'", KEYARG(kv->key));
         return decode_scalar(kv, p);
     }
@@ -291,7 +291,7 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
     if (kv->arr_type >= GGUF_T_COUNT)
         return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': invalid array element type %" PRIu32, KEYARG(kv->key),
                       kv->arr_type);
-    size_t esz = kv->arr_type == GGUF_T_STRING ? 8 : vtype_size(kv->arr_type); /* min bytes per element */
+    size_t esz = kv->arr_type == GGUF_T_STRING ? 8 : gguf_vtype_size(kv->arr_type); /* min bytes per element */
     if (kv->arr_n > cur_left(c) / esz)
         return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': array length %" PRIu64 " of %s exceeds the %zu bytes left in the file",
                       KEYARG(kv->key), kv->arr_n, gguf_vtype_name(kv->arr_type), cur_left(c));
@@ -663,7 +663,7 @@ static int arr_elem(const gguf_kv *kv, uint64_t i, double *d, int64_t *s) {
     gguf_kv tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.type = kv->arr_type;
-    size_t esz = vtype_size(kv->arr_type);
+    size_t esz = gguf_vtype_size(kv->arr_type);
     if (!esz) return 0;
     if (decode_scalar(&tmp, (const uint8_t *)kv->arr_data + i * esz) != AC_OK) return 0;
     if (tmp.type == GGUF_T_FLOAT32 || tmp.type == GGUF_T_FLOAT64) {

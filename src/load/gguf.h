@@ -110,6 +110,7 @@ float gguf_arr_f32(const gguf_kv *kv, uint64_t i);
 int32_t gguf_arr_i32(const gguf_kv *kv, uint64_t i);
 uint32_t gguf_arr_u32(const gguf_kv *kv, uint64_t i);
 const char *gguf_vtype_name(uint32_t t);          /* "u32", "string", ... or "invalid" */
+size_t gguf_vtype_size(uint32_t t);                /* fixed size of a scalar value type; 0 for string, array or unknown (one table for reader and writer) */
 
 /* Tensor helpers */
 const char *ggml_dtype_name(uint32_t type);       /* "F32", "Q8_0", "Q4_K"... or "type#N" */

@@ -62,16 +62,6 @@ static void st32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static size_t vsize(uint32_t t) {
-    switch (t) {
-    case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
-    case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
-    case GGUF_T_UINT32: case GGUF_T_INT32: case GGUF_T_FLOAT32: return 4;
-    case GGUF_T_UINT64: case GGUF_T_INT64: case GGUF_T_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 /* Take ownership of payload (freed on failure). */
 static int set_kv(gguf_writer *w, const char *key, uint32_t type, uint8_t *payload, size_t plen) {
     if (!w || !key) {
@@ -108,7 +98,7 @@ static int set_kv(gguf_writer *w, const char *key, uint32_t type, uint8_t *paylo
 }
 
 static int set_scalar(gguf_writer *w, const char *key, uint32_t type, uint64_t bits) {
-    size_t n = vsize(type);
+    size_t n = gguf_vtype_size(type);
     uint8_t *p = AC_MALLOC(8);
     if (!p) return AC_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(bits >> (8 * i));
@@ -187,7 +177,7 @@ int gguf_w_raw(gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type
         return set_kv(w, key, type, p, plen);
     }
     if (type != GGUF_T_ARRAY) {
-        if (nbytes != vsize(type))
+        if (nbytes != gguf_vtype_size(type))
             return ac_err(AC_ERR_ARG, "gguf_w_raw %s: %zu bytes for a %s", k, nbytes, gguf_vtype_name(type));
         if (type == GGUF_T_BOOL && *(const uint8_t *)data > 1)
             return ac_err(AC_ERR_ARG, "gguf_w_raw %s: bool must be 0 or 1", k);
@@ -198,7 +188,7 @@ int gguf_w_raw(gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type
     if (arr_type == GGUF_T_ARRAY || arr_type >= GGUF_T_COUNT)
         return ac_err(AC_ERR_ARG, "gguf_w_raw %s: invalid array element type %" PRIu32, k, arr_type);
     if (arr_type != GGUF_T_STRING) {
-        size_t esz = vsize(arr_type), want;
+        size_t esz = gguf_vtype_size(arr_type), want;
         if (arr_n > SIZE_MAX || !ac_mul_ok((size_t)arr_n, esz, &want) || want != nbytes)
             return ac_err(AC_ERR_ARG, "gguf_w_raw %s: %zu bytes for %" PRIu64 " x %s", k, nbytes, arr_n,
                           gguf_vtype_name(arr_type));
@@ -337,7 +327,7 @@ static int writer_alignment(const gguf_writer *w, size_t *align) {
     for (size_t i = 0; i < w->n_kv; i++) {
         const wkv *kv = &w->kv[i];
         if (kv->klen != 17 || memcmp(kv->key, "general.alignment", 17) != 0) continue;
-        size_t n = vsize(kv->type);
+        size_t n = gguf_vtype_size(kv->type);
         uint64_t a = 0;
         if (kv->type == GGUF_T_FLOAT32 || kv->type == GGUF_T_FLOAT64 || kv->type == GGUF_T_BOOL || n == 0)
             return ac_err(AC_ERR_ARG, "gguf writer: general.alignment must be an integer");
