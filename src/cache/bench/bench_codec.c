@@ -2,6 +2,7 @@
  * one head, single thread, against decode-to-fp32 + OpenBLAS sgemm.
  *
  * Build (after building ac_cache in build-cache):
+ *   (scripts/build.sh builds it as build/bench_codec; by hand:)
  *   gcc -O2 -march=native -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       src/cache/bench/bench_codec.c build-cache/libac_cache.a build-cache/libac_util.a \
  *       -lopenblas -lm -fopenmp -o build-cache/bench_codec

@@ -105,7 +105,7 @@ static void bench_ours(const char *dir, const shape *sh, int n, const uint8_t *m
                        result *r) {
     char path[512];
     snprintf(path, sizeof path, "%s/ours_%s.acdb", dir, sh->name);
-    ac_store_params p = {{1, 2}, sh->n_layer, sh->n_head, 0, 128};
+    ac_store_params p = {{1, 2}, sh->n_layer, sh->n_head, 0, 128, 0};
     ac_map_codec c = {AC_CODEC_Q8, 0, 0};
     for (int sync = 1; sync >= 0; sync--) {
         unlink(path);
@@ -280,7 +280,7 @@ static void fill_val(uint8_t *v, size_t n, uint64_t key) { /* the "maps" of entr
 /* child: 0 intact, 1 error(s) reported, 2 silent corruption */
 static int read_ours(const char *path, size_t mb) {
     ac_store *st = NULL;
-    ac_store_params p = {{1, 2}, cshape.n_layer, cshape.n_head, 0, 128};
+    ac_store_params p = {{1, 2}, cshape.n_layer, cshape.n_head, 0, 128, 0};
     if (ac_store_open(path, &p, AC_STORE_READ, &st)) return 1;
     int out = ac_store_damage(st) || ac_store_count(st) != CN ? 1 : 0;
     size_t nb = mb * (size_t)(cshape.n_layer * cshape.n_head);
@@ -332,7 +332,7 @@ static int corrupt_main(const char *dir, int trials) {
     unlink(pl);
     unlink(lk);
     ac_store *st = NULL;
-    ac_store_params p = {{1, 2}, cshape.n_layer, cshape.n_head, 0, 128};
+    ac_store_params p = {{1, 2}, cshape.n_layer, cshape.n_head, 0, 128, 0};
     if (ac_store_open(po, &p, AC_STORE_WRITE | AC_STORE_CREATE | AC_STORE_NOSYNC, &st)) return 1;
     for (uint64_t k = 0; k < CN; k++) {
         fill_val(val, nb, k);
