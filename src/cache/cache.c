@@ -1189,8 +1189,9 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
             c->proj ? " (trained projector present)" : "", c->p.index_kind == 0 ? "flat" : c->p.index_kind == 1 ? "ivf" : "hnsw");
     ac_store_stats_print(c->st, f);
     rw_unlock(c);
-    fprintf(f, "lookups since open (or reset): %lld, hits %lld, failed %lld, damaged records skipped %lld\n",
-            (long long)s.queries, (long long)s.hits, (long long)s.lookups_failed, (long long)s.records_damaged);
+    if (s.queries || s.lookups_failed || s.records_damaged) /* this handle looked something up */
+        fprintf(f, "lookups since open (or reset): %lld, hits %lld, failed %lld, damaged records skipped %lld\n",
+                (long long)s.queries, (long long)s.hits, (long long)s.lookups_failed, (long long)s.records_damaged);
     if (s.first_failure[0]) fprintf(f, "first failed lookup: %s\n", s.first_failure);
     return AC_OK;
 }
