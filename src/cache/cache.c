@@ -28,7 +28,7 @@
 #include "cache/projector.h"
 #include "cache/q8mat.h"
 #include "cache/cache_testing.h"
-#include "cache/store.h"
+#include "cache/store_ops.h"
 #include "forward/forward.h"
 #include "forward/cpu/pool.h"
 #include "util/common.h"
@@ -97,7 +97,7 @@ struct ac_cache {
     ac_q8mat rand_proj;      /* [AC_KEY_DIM][D] +-1/sqrt(D) for AC_KEY_RANDOM (exact in int8) */
     /* shared, read-mostly: read under rw (read), changed under rw (write) */
     pthread_rwlock_t rw;
-    ac_store *st;            /* reader handle: lookups, stats, index builds */
+    ac_mapstore *st;         /* reader handle: lookups, stats, index builds */
     ac_projector *proj;      /* NULL until trained */
     int key;                 /* enum ac_cache_keykind in use */
     ac_index *idx;           /* NULL when the store is empty */
@@ -105,7 +105,7 @@ struct ac_cache {
     int64_t scan_base[2], scan_carry[2]; /* index scan stats: idx's counters at the last reset, and those of replaced indexes */
     /* the writer: under wmu */
     pthread_mutex_t wmu;
-    ac_store *stw;           /* writer handle (writable caches), never read by lookups */
+    ac_mapstore *stw;        /* writer handle (writable caches), never read by lookups */
     int pending;
     uint64_t *pend_keys;     /* [pending] keys written since the last commit (not yet findable) */
     int pend_cap;
@@ -336,7 +336,7 @@ static int parse_layers(ac_cache *c, const char *spec) {
  * that the writer alone changes: call it as the writer (wmu) or at open. */
 static int make_index(ac_cache *c, const ac_projector *proj, int key, ac_index **out) {
     *out = NULL;
-    const int64_t n = ac_store_count(c->st);
+    const int64_t n = ac_mapstore_count(c->st);
     const int kd = key_dim(c, proj, key);
     if (n == 0) return AC_OK;
     float *keys = AC_MALLOC((size_t)n * kd * sizeof *keys);
@@ -344,7 +344,7 @@ static int make_index(ac_cache *c, const ac_projector *proj, int key, ac_index *
     int rc = (!keys || !ids) ? AC_ERR_NOMEM : AC_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         ac_store_entry e;
-        if ((rc = ac_store_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
+        if ((rc = ac_mapstore_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
             ac_err_clear();
             rc = AC_OK;
             continue;
@@ -402,7 +402,7 @@ static int save_index(ac_cache *c) {
     snprintf(tpath, sizeof tpath, "%s.tmp", mpath);
     FILE *f = fopen(tpath, "w");
     if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tpath, strerror(errno));
-    fprintf(f, "%lld %016llx %d %d\n", (long long)ac_store_count(c->st),
+    fprintf(f, "%lld %016llx %d %d\n", (long long)ac_mapstore_count(c->st),
             (unsigned long long)(c->proj ? ac_proj_fingerprint(c->proj) : 0), c->p.index_kind, KEYS_VERSION);
     if (fclose(f) != 0 || rename(tpath, mpath) != 0) return ac_err(AC_ERR_IO, "cannot write '%s': %s", mpath, strerror(errno));
     c->idx_dirty = 0;
@@ -423,7 +423,7 @@ static int build_index(ac_cache *c, int save) {
 
 /* Load the saved index if it matches the store and projector; else rebuild. */
 static int open_index(ac_cache *c) {
-    const int64_t n = ac_store_count(c->st);
+    const int64_t n = ac_mapstore_count(c->st);
     if (n == 0) return AC_OK;
     char name[64], path[PATH_MAX + 80], mpath[PATH_MAX + 96];
     index_name(c->key, name, sizeof name);
@@ -450,12 +450,12 @@ static int open_index(ac_cache *c) {
 /* The entries committed since the reader handle last looked: refresh it and
  * add their keys to the index (a first index is built whole). Writer (wmu). */
 static int publish_new(ac_cache *c) {
-    const int64_t n0 = ac_store_count(c->st);
+    const int64_t n0 = ac_mapstore_count(c->st);
     wr_lock(c);
-    int rc = ac_store_refresh(c->st, NULL);
+    int rc = ac_mapstore_refresh(c->st, NULL);
     rw_unlock(c);
     if (rc) return rc;
-    const int64_t n1 = ac_store_count(c->st);
+    const int64_t n1 = ac_mapstore_count(c->st);
     if (n1 == n0) return AC_OK;
     if (!c->idx) {
         if ((rc = build_index(c, 0)) == AC_OK) c->idx_dirty = 1;
@@ -467,7 +467,7 @@ static int publish_new(ac_cache *c) {
     rc = (!keys || !ids) ? AC_ERR_NOMEM : AC_OK;
     for (int64_t i = n0; i < n1 && !rc; i++) {
         ac_store_entry e;
-        if ((rc = ac_store_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged: left out, as in make_index */
+        if ((rc = ac_mapstore_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged: left out, as in make_index */
             ac_err_clear();
             rc = AC_OK;
             continue;
@@ -550,13 +550,14 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     if (p.no_verify) flags |= AC_STORE_NO_VERIFY;
     /* a writable cache has two handles: the writer's, and the readers' (lookups
      * never touch the writer's state; it is refreshed after each commit) */
-    if ((rc = ac_store_open(path, &sp, flags, p.writable ? &c->stw : &c->st)) ||
-        (p.writable && (rc = ac_store_open(path, &sp, AC_STORE_READ | (flags & AC_STORE_NO_VERIFY), &c->st)))) {
+    if ((rc = ac_mapstore_open(&ac_store_file_ops, path, &sp, flags, p.writable ? &c->stw : &c->st)) ||
+        (p.writable &&
+         (rc = ac_mapstore_open(&ac_store_file_ops, path, &sp, AC_STORE_READ | (flags & AC_STORE_NO_VERIFY), &c->st)))) {
         ac_err_prefix(rc, "attention cache '%s'", dir);
         goto fail;
     }
     ac_store_params got;
-    ac_store_get_params(c->st, &got);
+    ac_mapstore_get_params(c->st, &got);
     c->with_tokens = got.with_tokens;
     if (p.rows != AC_ROWS_ALL && p.rows != AC_ROWS_PREFIX) {
         rc = ac_err(AC_ERR_ARG, "bad cache rows mode %d", p.rows);
@@ -643,8 +644,8 @@ int ac_cache_close(ac_cache *c) {
             if (!rc) rc = rs;
         }
     }
-    ac_store_close(c->stw);
-    ac_store_close(c->st);
+    ac_mapstore_close(c->stw);
+    ac_mapstore_close(c->st);
     ac_index_free(c->idx);
     ac_proj_free(c->proj);
     ac_q8mat_free(&c->rand_proj);
@@ -720,7 +721,7 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
             /* exact rows only: the candidate sharing the longest token prefix
              * (row t of a causal map depends on tokens 0..t alone); distance
              * plays no part in exactness, so no threshold */
-            if (ac_store_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+            if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
                 add_i64(&n->damaged, 1);
                 continue;
             }
@@ -738,8 +739,8 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
             continue;
         }
         if (d > threshold) break; /* candidates come best first */
-        if (!entry_fits(c, ac_store_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
-        if (ac_store_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+        if (!entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
+        if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
             add_i64(&n->damaged, 1);
             continue;
         }
@@ -962,7 +963,7 @@ static int rec_put(void *user, const ac_attn_site *site, const float *P) {
     ac_cache *c = user;
     const size_t LL = (size_t)site->n_tokens * site->n_tokens;
     for (int h = 0; h < site->n_head; h++) {
-        int rc = ac_store_put_map(c->stw, site->layer, h, P + (size_t)h * LL);
+        int rc = ac_mapstore_put_map(c->stw, site->layer, h, P + (size_t)h * LL);
         if (rc) return rc;
     }
     return AC_OK;
@@ -971,7 +972,7 @@ static int rec_put(void *user, const ac_attn_site *site, const float *P) {
 /* Commit the pending entries and publish them to lookups. Writer (wmu). */
 static int commit_locked(ac_cache *c) {
     if (!c->stw || !c->pending) return AC_OK;
-    int rc = ac_store_commit(c->stw);
+    int rc = ac_mapstore_commit(c->stw);
     c->last_commit = ac_now();
     if (rc) return rc;
     c->pending = 0;
@@ -981,7 +982,7 @@ static int commit_locked(ac_cache *c) {
 static int add_locked(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *added) {
     uint64_t key = ac_xxh64(tokens, (size_t)n * sizeof *tokens, 0);
     ac_store_entry e;
-    int rc = ac_store_find(c->stw, key, &e);
+    int rc = ac_mapstore_find(c->stw, key, &e);
     if (rc == AC_OK) return AC_OK; /* already stored */
     if (rc != AC_ERR_RANGE) return rc;
     ac_err_clear();
@@ -995,8 +996,8 @@ static int add_locked(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, in
         c->pend_cap = nc;
     }
     if ((rc = features_of(c, &c->wscr, tokens, n, c->wscr.feat))) return rc;
-    if ((rc = ac_store_begin(c->stw, key, n, &c->codec, c->wscr.feat))) return rc;
-    if (c->with_tokens && (rc = ac_store_put_tokens(c->stw, tokens))) goto fail;
+    if ((rc = ac_mapstore_begin(c->stw, key, n, &c->codec, c->wscr.feat))) return rc;
+    if (c->with_tokens && (rc = ac_mapstore_put_tokens(c->stw, tokens))) goto fail;
     /* record through ctx with a lent hook; afterwards ctx gets its own hook
      * back (none, or its attachment to this or another cache) */
     ac_attn_hook rec, prev, tmp;
@@ -1011,7 +1012,7 @@ static int add_locked(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, in
     rc = ac_forward(ctx, &s, 1, &o);
     ac_ctx_swap_attn_hook(ctx, had ? &prev : NULL, &tmp);
     if (rc) goto fail;
-    if ((rc = ac_store_end(c->stw))) goto fail;
+    if ((rc = ac_mapstore_end(c->stw))) goto fail;
     c->pend_keys[c->pending++] = key;
     if (added) *added = 1;
     /* commit after commit_every entries, but not more than once a second
@@ -1022,7 +1023,7 @@ static int add_locked(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, in
         return commit_locked(c);
     return AC_OK;
 fail:
-    ac_store_abort(c->stw);
+    ac_mapstore_abort(c->stw);
     return rc;
 }
 
@@ -1143,7 +1144,7 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
     pthread_mutex_unlock(&c->fmu);
     rd_lock(c);
-    s->entries = ac_store_count(c->st);
+    s->entries = ac_mapstore_count(c->st);
     int64_t u = 0, r = 0;
     ac_index_scan_stats(c->idx, NULL, &u, &r);
     s->search_unproven = c->scan_carry[0] + u - c->scan_base[0];
@@ -1187,7 +1188,7 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
             c->m->info.arch_name, c->n_layer, c->n_head, c->causal ? "causal" : "bidirectional",
             c->key == AC_KEY_PROJECTOR ? "projector" : c->key == AC_KEY_MEAN ? "mean" : "random",
             c->proj ? " (trained projector present)" : "", c->p.index_kind == 0 ? "flat" : c->p.index_kind == 1 ? "ivf" : "hnsw");
-    ac_store_stats_print(c->st, f);
+    ac_mapstore_stats_print(c->st, f);
     rw_unlock(c);
     if (s.queries || s.lookups_failed || s.records_damaged) /* this handle looked something up */
         fprintf(f, "lookups since open (or reset): %lld, hits %lld, failed %lld, damaged records skipped %lld\n",
@@ -1199,7 +1200,7 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
 int ac_cache_verify(ac_cache *c, void *file, int64_t *n_bad) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_verify: NULL cache");
     wr_lock(c); /* verification marks records on the reader handle */
-    int rc = ac_store_verify(c->st, n_bad, file);
+    int rc = ac_mapstore_verify(c->st, n_bad, file);
     rw_unlock(c);
     return rc;
 }
@@ -1263,7 +1264,7 @@ int ac_cache_train_projector(ac_cache *c, const ac_cache_train_params *tpp, doub
  * writer changes; lookups go on with the old projector until the swap. */
 static int train_locked(ac_cache *c, const ac_cache_train_params *tpp, double *report) {
     ac_cache_train_params tp = tpp ? *tpp : ac_cache_default_train_params();
-    const int64_t n = ac_store_count(c->st);
+    const int64_t n = ac_mapstore_count(c->st);
     if (n < 20) return ac_err(AC_ERR_CACHE, "projector training needs at least 20 entries (cache has %lld)", (long long)n);
     const int F = c->feat_dim, D = c->D;
     int rc = AC_OK, Lmax = 0;
@@ -1280,7 +1281,7 @@ static int train_locked(ac_cache *c, const ac_cache_train_params *tpp, double *r
     }
     int ntr = 0, nho = 0;
     for (int64_t i = 0; i < n; i++) {
-        if ((rc = ac_store_get(c->st, i, &ents[i]))) goto done;
+        if ((rc = ac_mapstore_get(c->st, i, &ents[i]))) goto done;
         memcpy(X + (size_t)i * F, ents[i].feature, (size_t)F * sizeof *X);
         summary_mean(c, ents[i].feature, mean + (size_t)i * D);
         Lmax = AC_MAX(Lmax, ents[i].n_tokens);
@@ -1410,35 +1411,35 @@ done:
 
 /* ---- db tools without a model ----------------------------------------------------------------------------- */
 
-static int open_raw(const char *dir, ac_store **st) {
+static int open_raw(const char *dir, ac_mapstore **st) {
     if (!dir) return ac_err(AC_ERR_ARG, "no cache directory given");
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/maps.acdb", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
-    int rc = ac_store_open(path, NULL, AC_STORE_READ, st);
+    int rc = ac_mapstore_open(&ac_store_file_ops, path, NULL, AC_STORE_READ, st);
     if (rc) ac_err_prefix(rc, "attention cache '%s'", dir);
     return rc;
 }
 
 int ac_db_print_stats(const char *dir, void *file) {
-    ac_store *st = NULL;
+    ac_mapstore *st = NULL;
     int rc = open_raw(dir, &st);
     if (rc) return rc;
     ac_store_params sp;
-    ac_store_get_params(st, &sp);
+    ac_mapstore_get_params(st, &sp);
     fprintf(file, "cache: %s\nshape: %d layers x %d heads, %s, feature %d floats\nmodel fingerprint: %016llx%016llx\n",
             dir, sp.n_layer, sp.n_head, sp.causal ? "causal" : "bidirectional", sp.feat_dim,
             (unsigned long long)sp.fingerprint[0], (unsigned long long)sp.fingerprint[1]);
-    ac_store_stats_print(st, file);
-    if (ac_store_damage(st)) fprintf(file, "DAMAGED: %s\n", ac_store_damage(st));
-    ac_store_close(st);
+    ac_mapstore_stats_print(st, file);
+    if (ac_mapstore_damage(st)) fprintf(file, "DAMAGED: %s\n", ac_mapstore_damage(st));
+    ac_mapstore_close(st);
     return AC_OK;
 }
 
 int ac_db_verify(const char *dir, void *file, int64_t *n_bad) {
-    ac_store *st = NULL;
+    ac_mapstore *st = NULL;
     int rc = open_raw(dir, &st);
     if (rc) return rc;
-    rc = ac_store_verify(st, n_bad, file);
-    ac_store_close(st);
+    rc = ac_mapstore_verify(st, n_bad, file);
+    ac_mapstore_close(st);
     return rc;
 }
