@@ -15,6 +15,7 @@
 
 #include "attncache.h"
 #include "cache/cache_testing.h"
+#include "forward/forward.h"
 #include "ref_forward.h"
 
 #include <ftw.h>
@@ -475,11 +476,48 @@ static void test_failed_lookups_counted(void **s) {
     fx_close(&f);
 }
 
+/* ---- 5. the context's task runner (the cache serves maps on it) --------------------------------------- */
+
+typedef struct task_count {
+    atomic_int runs[1000];
+    atomic_int bad_ith;
+    int nth;
+} task_count;
+
+static void count_task(void *arg, int task, int ith) {
+    task_count *tc = arg;
+    atomic_fetch_add(&tc->runs[task], 1);
+    if (ith < 0 || ith >= tc->nth) atomic_fetch_add(&tc->bad_ith, 1);
+}
+
+static void test_ctx_run_tasks(void **s) {
+    (void)s;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    ac_ctx_params p = ac_ctx_default_params();
+    p.n_threads = 2;
+    ac_ctx *ctx = NULL;
+    assert_int_equal(ac_ctx_new(f.m, &p, &ctx), AC_OK);
+    assert_int_equal(ac_ctx_threads(ctx), 2);
+    assert_int_equal(ac_ctx_threads(NULL), 1);
+    static task_count tc;
+    for (int serial = 0; serial < 2; serial++)
+        for (int n = 0; n <= 1000; n += 333) {
+            memset(&tc, 0, sizeof tc);
+            tc.nth = serial ? 1 : 2; /* serial: every task on the caller, ith 0 */
+            ac_ctx_run_tasks(ctx, n, serial, count_task, &tc);
+            for (int t = 0; t < 1000; t++) assert_int_equal(atomic_load(&tc.runs[t]), t < n ? 1 : 0);
+            assert_int_equal(atomic_load(&tc.bad_ith), 0);
+        }
+    ac_ctx_free(ctx);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threads_llama),       cmocka_unit_test(test_threads_bert),
         cmocka_unit_test(test_concurrent_inserter), cmocka_unit_test(test_free_order),
-        cmocka_unit_test(test_failed_lookups_counted),
+        cmocka_unit_test(test_failed_lookups_counted), cmocka_unit_test(test_ctx_run_tasks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

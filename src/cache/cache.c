@@ -30,7 +30,6 @@
 #include "cache/cache_testing.h"
 #include "cache/store_ops.h"
 #include "forward/forward.h"
-#include "forward/cpu/pool.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -821,13 +820,14 @@ typedef struct apply_job {
     const float *v;
     float *out;
     float **rowbuf; /* [n threads][Le] when renorm */
-    struct ac_pool *pool;
 } apply_job;
 
 #define APPLY_ROWS 16
 
-/* one task: head h = task / nb, rows [16 (task % nb), +16) */
-static void apply_task(const apply_job *j, int task, float *row) {
+/* one task: head h = task / nb, rows [16 (task % nb), +16); ith: the thread running it */
+static void apply_task(void *arg, int task, int ith) {
+    const apply_job *j = arg;
+    float *row = j->renorm ? j->rowbuf[ith] : NULL;
     const ac_store_entry *e = j->e;
     const ac_map_codec *codec = &e->codec;
     const int Le = e->n_tokens, nb = (j->nrows + APPLY_ROWS - 1) / APPLY_ROWS;
@@ -847,13 +847,6 @@ static void apply_task(const apply_job *j, int task, float *row) {
     }
 }
 
-static void apply_step(void *arg, int ith, int nth) {
-    (void)nth;
-    apply_job *j = arg;
-    const int ntask = j->H * ((j->nrows + APPLY_ROWS - 1) / APPLY_ROWS);
-    for (int task; (task = ac_pool_next(j->pool)) < ntask;) apply_task(j, task, j->renorm ? j->rowbuf[ith] : NULL);
-}
-
 static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                       int hd, float *out, int ldo) {
     cache_att *a = user;
@@ -861,22 +854,17 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     const ac_store_entry *e = &a->ss[site->seq].e;
     const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, R = n_rows;
     if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
-    struct ac_pool *pool = ac_ctx_pool(a->ctx);
-    const int nthr = pool ? ac_pool_threads(pool) : 1, ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
+    const int nthr = ac_ctx_threads(a->ctx), ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
     apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
-                   NULL, pool};
+                   NULL};
     int rc = AC_OK;
     if (j.renorm) {
         if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
         for (int i = 0; !rc && i < nthr; i++)
             if (!(j.rowbuf[i] = AC_MALLOC((size_t)Le * sizeof(float)))) rc = AC_ERR_NOMEM;
     }
-    if (!rc) {
-        if (!pool || nthr == 1 || (double)R * L * H * hd < 2e5) /* little work: the caller alone, no barrier */
-            for (int task = 0; task < ntask; task++) apply_task(&j, task, j.renorm ? j.rowbuf[0] : NULL);
-        else
-            ac_pool_run(pool, apply_step, &j);
-    }
+    if (!rc) /* little work: the caller alone, no barrier */
+        ac_ctx_run_tasks(a->ctx, ntask, (double)R * L * H * hd < 2e5, apply_task, &j);
     if (j.rowbuf)
         for (int i = 0; i < nthr; i++) free(j.rowbuf[i]);
     free(j.rowbuf);

@@ -831,6 +831,31 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
 
 struct ac_pool *ac_ctx_pool(const ac_ctx *c) { return c ? c->pool : NULL; }
 
+int ac_ctx_threads(const ac_ctx *c) { return c && c->pool ? ac_pool_threads(c->pool) : 1; }
+
+typedef struct task_job {
+    ac_pool *pool;
+    int n;
+    ac_task_fn fn;
+    void *arg;
+} task_job;
+
+static void task_step(void *arg, int ith, int nth) {
+    (void)nth;
+    const task_job *j = arg;
+    for (int t; (t = ac_pool_next(j->pool)) < j->n;) j->fn(j->arg, t, ith);
+}
+
+void ac_ctx_run_tasks(ac_ctx *c, int n_task, int serial, ac_task_fn fn, void *arg) {
+    ac_pool *pool = c ? c->pool : NULL;
+    if (serial || !pool || ac_pool_threads(pool) == 1) {
+        for (int t = 0; t < n_task; t++) fn(arg, t, 0);
+        return;
+    }
+    task_job j = {pool, n_task, fn, arg};
+    ac_pool_run(pool, task_step, &j);
+}
+
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0) {
     if (!m || !tokens || n <= 0 || !x0) return ac_err(AC_ERR_ARG, "ac_model_layer0_states: invalid argument");
     const ac_hparams *hp = &m->hp;

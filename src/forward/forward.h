@@ -87,6 +87,15 @@ int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, floa
 /* A context's thread pool (hooks run their parallel work on it: no second set
  * of threads competing for the cores). */
 struct ac_pool *ac_ctx_pool(const ac_ctx *ctx);
+/* Threads of a context's pool (the caller included; 1 for NULL). */
+int ac_ctx_threads(const ac_ctx *ctx);
+/* fn(arg, task, ith) for every task in [0, n_task) on the context's threads,
+ * each thread taking the next task; ith in [0, ac_ctx_threads(ctx)) names the
+ * thread (per-thread scratch). serial != 0 (little work) or a context of one
+ * thread: all on the caller, ith 0. Call from the context's thread, outside
+ * any step of its pool (e.g. from a hook). */
+typedef void (*ac_task_fn)(void *arg, int task, int ith);
+void ac_ctx_run_tasks(ac_ctx *ctx, int n_task, int serial, ac_task_fn fn, void *arg);
 
 /* Install (a copy of) a hook on a context; NULL removes it. The hook it
  * replaces is released (its `release`, if any, is called after the swap). */
