@@ -12,6 +12,9 @@
  *    in are borrowed for the duration of the call only, unless stated.
  *  - Objects: ac_model is immutable after load and may be shared by threads.
  *    ac_ctx (workspace + settings) is used by one thread at a time.
+ *    ac_cache is shared: attached to many contexts, looked up from their
+ *    threads at once, while one writer adds entries (thread-safety is stated
+ *    at each cache function).
  */
 #ifndef ATTNCACHE_H
 #define ATTNCACHE_H
@@ -126,6 +129,7 @@ typedef struct ac_ctx_params {
 ac_ctx_params ac_ctx_default_params(void);
 /* The model is borrowed and must outlive the context. Caller owns *out. */
 int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out);
+/* Frees the context; an attached cache forgets it (the cache stays open). NULL is fine. */
 void ac_ctx_free(ac_ctx *ctx);
 /* The model a context was made for (borrowed). */
 const ac_model *ac_ctx_model(const ac_ctx *ctx);
@@ -193,7 +197,14 @@ void ac_ctx_reset_profile(ac_ctx *ctx);
  * feature summary, key, nearest entry) and on a hit serves the chosen layers'
  * attention from the stored map: Q/K projections, RoPE, QK^T and softmax are
  * skipped; V, A.V (decoding the stored rows inside the kernel), the output
- * projection and the MLP run. All lookup work is inside ac_forward's time. */
+ * projection and the MLP run. All lookup work is inside ac_forward's time.
+ *
+ * Sharing: one open cache serves any number of contexts at once (each
+ * attached context keeps its own per-call state), looked up from as many
+ * threads; one writer at a time may add entries meanwhile, and lookups find
+ * them once committed. Thread-safety is stated per function below; "any
+ * thread" means concurrently with lookups and with each other. docs/CACHE.md
+ * ("One cache, many contexts") describes the locking. */
 typedef struct ac_cache ac_cache;
 
 enum ac_cache_keykind {
@@ -234,20 +245,34 @@ ac_cache_params ac_cache_default_params(void);
 /* Open (or create) the cache directory for this model; a database built with
  * another model, or a projector trained for another one, is refused with
  * AC_ERR_CACHE naming it. The model is borrowed and must outlive the cache.
- * Caller owns *out (ac_cache_close). */
+ * Caller owns *out (ac_cache_close). Writable: one writer per directory
+ * across processes (the store's lock); readers need none. */
 int ac_cache_open(const ac_model *model, const char *dir, const ac_cache_params *p, ac_cache **out);
-/* Commits pending entries (writer) and frees. NULL is fine. */
+/* Commits pending entries (writer), saves the index if entries were added,
+ * detaches every context still attached (they run exact afterwards) and
+ * frees. Contexts may be freed before or after it. Not while another thread
+ * uses the cache or runs ac_forward on one of its contexts. NULL is fine. */
 int ac_cache_close(ac_cache *cache);
-/* Attach to (or with NULL detach from) a context. The cache is borrowed and
- * must outlive the attachment. One context per cache at a time. Detach (or
- * close the cache) before freeing an attached context. */
+/* Attach the cache to a context (NULL: detach whatever cache ctx has). A
+ * context has at most one cache: attaching another replaces the first; a cache
+ * has any number of contexts. The cache is borrowed: the attachment ends at
+ * detach, ac_ctx_free(ctx) or ac_cache_close(cache), whichever comes first.
+ * Thread-safety: ctx as for any context call (its own thread); different
+ * contexts may attach to one cache from several threads at once. */
 int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *cache);
 
-/* Writer: run the exact forward on one input and store its maps. *added = 0
- * when an entry with the same tokens is already stored. */
+/* Writer: run the exact forward on one input through ctx (its own cache
+ * attachment, if any, is kept) and store its maps. *added = 0 when an entry
+ * with the same tokens is already stored. Any thread (writers are serialised;
+ * lookups go on meanwhile); ctx is used by this call. The entry becomes
+ * visible to lookups at the next commit (automatic every commit_every entries,
+ * at most once a second, or ac_cache_commit). */
 int ac_cache_add(ac_cache *cache, ac_ctx *ctx, const int32_t *tokens, int n_tokens, int *added);
+/* Make the added entries durable and visible to lookups (their keys join the
+ * index). Any thread; no-op on a read-only cache. */
 int ac_cache_commit(ac_cache *cache);
-/* Rebuild the key index from the stored entries (after adding or training). */
+/* Rebuild the key index from the stored entries (e.g. after a change of index
+ * kind); lookups use the old index until the new one is swapped in. Any thread. */
 int ac_cache_reindex(ac_cache *cache);
 
 /* Train the projector on pairs of stored entries (target: mean |P_a - P_b|
@@ -263,13 +288,17 @@ typedef struct ac_cache_train_params {
     int verbose;
 } ac_cache_train_params;
 ac_cache_train_params ac_cache_default_train_params(void);
+/* Writer; any thread: lookups use the old key until the projector, key kind
+ * and index are swapped in together. */
 int ac_cache_train_projector(ac_cache *cache, const ac_cache_train_params *tp, double *report);
 
-/* Layers served on a hit: mask[n_layer] of 0/1. */
+/* Layers served on a hit: mask[n_layer] of 0/1 (copied). Any thread; a
+ * forward call already past its lookups keeps the mask it read. */
 int ac_cache_set_layers(ac_cache *cache, const uint8_t *mask);
 int ac_cache_get_layers(const ac_cache *cache, uint8_t *mask);
+/* Any thread; applies to lookups that start afterwards. */
 int ac_cache_set_threshold(ac_cache *cache, float threshold);
-/* Save the current layer mask as the directory's policy (policy.txt). */
+/* Save the current layer mask as the directory's policy (policy.txt). Any thread. */
 int ac_cache_save_policy(ac_cache *cache);
 
 typedef struct ac_cache_stats {
@@ -287,10 +316,18 @@ typedef struct ac_cache_stats {
     int64_t search_unproven;   /* lookups whose flat-index f16 pass could not prove the top k at
                                   once (exact results all the same: more vectors computed in f32) */
     int64_t search_recomputed; /* the vectors computed exactly for them */
+    int64_t lookups_failed;    /* lookups that ended in an error (out of memory, a bad key...): those
+                                  sequences ran exact; counted in queries when they got that far */
+    int64_t records_damaged;   /* candidate records skipped because their checksum failed */
+    char first_failure[192];   /* message of the first failed lookup since open / reset ("" if none) */
 } ac_cache_stats;
+/* Lookup statistics since open or the last reset, summed over every attached
+ * context (atomic counters); entries: committed and visible. Any thread. */
 int ac_cache_get_stats(const ac_cache *cache, ac_cache_stats *s);
 void ac_cache_reset_stats(ac_cache *cache);
-/* Human-readable database statistics / full verification (db stats / db verify). */
+/* Human-readable database statistics, with the lookup counts (failed lookups
+ * included) / full verification (db stats / db verify; lookups wait for it).
+ * Any thread. */
 int ac_cache_print_db_stats(ac_cache *cache, void *file /* FILE* */);
 int ac_cache_verify(ac_cache *cache, void *file /* FILE*: one line per problem */, int64_t *n_bad);
 /* The same on a cache directory without a model (read-only; any model's database). */

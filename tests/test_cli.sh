@@ -105,7 +105,7 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     head -20 "$T/corpus.txt" > "$T/q.txt"
     check "tune: saves a policy" "'$BIN' tune -m '$STORIES' --cache '$T/cache' -f '$T/q.txt' --threshold 1e-4 --limit 20 2>/dev/null | grep -q 'policy:' && [ -f '$T/cache/policy.txt' ]"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
-    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt'"
+    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 6 --cache "$T/cache" --thresholds -1,1e9 --json "$T/sw.json" > /dev/null 2>&1
     check "eval --thresholds: one sweep row per threshold (none hit at -1)" "python3 -c '
 import json; d=json.load(open(\"$T/sw.json\")); s=d[\"sweep\"]

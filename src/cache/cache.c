@@ -6,7 +6,20 @@
  * summary of its layer-0 states (S segment means of the [L][D] states and
  * log(1+L): S*D+1 floats) and its n_layer*n_head compressed maps. The index
  * holds one key vector per entry (projector output, mean state, or a random
- * projection of it); lookups run inside the forward pass, timed. */
+ * projection of it); lookups run inside the forward pass, timed.
+ *
+ * Sharing (docs/CACHE.md, "One cache, many contexts"): an ac_cache is opened
+ * once and attached to any number of contexts; each attachment (cache_att)
+ * holds that context's per-call state (sequence results, scratch), so lookups
+ * run from several threads at once. What they share is read under `rw`
+ * (a writer-preferring reader-writer lock): the reader store handle, the
+ * index, projector, key kind, layer mask and threshold. A writer (ac_cache_add
+ * and the other writing calls, serialised by `wmu`) records into its own store
+ * handle, which readers never touch, and takes `rw` exclusively only to
+ * publish: refresh the reader handle after a commit and add the new keys to
+ * the index (or swap in a rebuilt index / projector). Zero-copy map pointers
+ * stay valid until the cache is closed (store contract), so a forward pass
+ * keeps serving the maps it looked up after the lock is released. */
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cache/codec.h"
@@ -14,15 +27,17 @@
 #include "cache/index.h"
 #include "cache/projector.h"
 #include "cache/q8mat.h"
-#include "cache/store.h"
+#include "cache/cache_testing.h"
+#include "cache/store_ops.h"
 #include "forward/forward.h"
-#include "forward/cpu/pool.h"
 #include "util/common.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -36,40 +51,101 @@
 typedef struct seq_state {
     int looked_up, hit;
     int rows;                /* rows served on a hit (L, or the common token prefix in PREFIX mode) */
-    ac_store_entry e;
+    ac_store_entry e;        /* zero copy into the reader store handle: valid until the cache closes */
     float dist;
 } seq_state;
 
+/* Scratch of one thread of work (an attachment's lookups, or the writer). */
+typedef struct scratch {
+    float *x0;               /* [cap_x0][D] layer-0 states */
+    size_t cap_x0;
+    float *feat;             /* [feat_dim] */
+    float *keyv;             /* [2 * max(D, 1024)]: key, then make_key's tmp */
+    uint8_t *rand_x8;        /* [D + 64] the random key's quantised input */
+} scratch;
+
+/* One context attached to a cache: its per-call state. Owned by the context's
+ * hook (freed by att_release when the context drops the hook: detach, another
+ * attach, ac_ctx_free, or ac_cache_close detaching it). */
+typedef struct cache_att {
+    ac_cache *c;
+    ac_ctx *ctx;
+    struct cache_att *prev, *next; /* the cache's list, under c->amu */
+    seq_state *ss;           /* [ss_cap] per sequence of the current forward call */
+    int ss_cap;
+    uint8_t *layers;         /* [n_layer] the layer mask read at this call's lookups */
+    scratch scr;
+} cache_att;
+
+/* Lookup statistics: atomics, updated by every attachment's thread. */
+typedef struct counters {
+    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total;
+    _Atomic uint64_t bytes_read;
+    _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit;
+} counters;
+
 struct ac_cache {
+    /* fixed at open */
     const ac_model *m;
     char dir[PATH_MAX];
-    ac_cache_params p;
+    ac_cache_params p;       /* threshold changes under rw (write) */
     int D, n_layer, n_head, causal, feat_dim;
     uint64_t fp[2];          /* model fingerprint */
-    ac_store *st;
     int with_tokens;         /* the store keeps each entry's token ids (format 2) */
     ac_map_codec codec;      /* codec of new entries */
+    ac_q8mat rand_proj;      /* [AC_KEY_DIM][D] +-1/sqrt(D) for AC_KEY_RANDOM (exact in int8) */
+    /* shared, read-mostly: read under rw (read), changed under rw (write) */
+    pthread_rwlock_t rw;
+    ac_mapstore *st;         /* reader handle: lookups, stats, index builds */
     ac_projector *proj;      /* NULL until trained */
     int key;                 /* enum ac_cache_keykind in use */
     ac_index *idx;           /* NULL when the store is empty */
-    ac_q8mat rand_proj;      /* [AC_KEY_DIM][D] +-1/sqrt(D) for AC_KEY_RANDOM (exact in int8) */
-    uint8_t *rand_x8;        /* [rand_proj.ld] its quantised input */
     uint8_t *layers;         /* [n_layer] 1: served on a hit */
-    ac_ctx *ctx;             /* attached context */
-    /* per forward call */
-    seq_state *ss;
-    int ss_cap;
-    /* recording (ac_cache_add) */
-    int recording, pending;
+    int64_t scan_base[2], scan_carry[2]; /* index scan stats: idx's counters at the last reset, and those of replaced indexes */
+    /* the writer: under wmu */
+    pthread_mutex_t wmu;
+    ac_mapstore *stw;        /* writer handle (writable caches), never read by lookups */
+    int pending;
     uint64_t *pend_keys;     /* [pending] keys written since the last commit (not yet findable) */
     int pend_cap;
     double last_commit;      /* ac_now() of the last commit */
-    /* scratch */
-    float *x0;               /* [cap_x0][D] layer-0 states */
-    size_t cap_x0;
-    float *feat, *keyv;      /* [feat_dim], [max key dim] */
-    ac_cache_stats stats;
+    int idx_dirty;           /* the index holds keys not saved in its file */
+    scratch wscr;
+    /* attachments */
+    pthread_mutex_t amu;
+    cache_att *atts;
+    int locks;               /* 1: rw, wmu and amu initialised */
+    counters n;
+    _Atomic int fail_next;   /* cache_testing.h: lookups still to fail */
+    pthread_mutex_t fmu;     /* first_failure */
+    char first_failure[192];
 };
+
+static void rd_lock(ac_cache *c) { pthread_rwlock_rdlock(&c->rw); }
+static void wr_lock(ac_cache *c) { pthread_rwlock_wrlock(&c->rw); }
+static void rw_unlock(ac_cache *c) { pthread_rwlock_unlock(&c->rw); }
+
+static void add_f64(_Atomic double *a, double v) {
+    double o = atomic_load_explicit(a, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(a, &o, o + v, memory_order_relaxed, memory_order_relaxed)) {}
+}
+static void add_i64(_Atomic int64_t *a, int64_t v) { atomic_fetch_add_explicit(a, v, memory_order_relaxed); }
+
+static int scratch_init(scratch *s, int D, int feat_dim) {
+    memset(s, 0, sizeof *s);
+    s->feat = AC_MALLOC((size_t)feat_dim * sizeof(float));
+    s->keyv = AC_MALLOC((size_t)AC_MAX(D, 1024) * sizeof(float) * 2);
+    s->rand_x8 = AC_MALLOC((size_t)D + 64);
+    return s->feat && s->keyv && s->rand_x8 ? AC_OK : AC_ERR_NOMEM;
+}
+
+static void scratch_free(scratch *s) {
+    free(s->x0);
+    free(s->feat);
+    free(s->keyv);
+    free(s->rand_x8);
+    memset(s, 0, sizeof *s);
+}
 
 /* ---- model fingerprint --------------------------------------------------------------------- */
 
@@ -120,8 +196,8 @@ static void summarize(const float *x0, int L, int D, float *feat) {
     feat[(size_t)S * D] = logf(1.0f + (float)L);
 }
 
-static int key_dim(const ac_cache *c, int key) {
-    return key == AC_KEY_MEAN ? c->D : key == AC_KEY_PROJECTOR ? (c->proj ? c->proj->out_dim : AC_KEY_DIM) : AC_KEY_DIM;
+static int key_dim(const ac_cache *c, const ac_projector *proj, int key) {
+    return key == AC_KEY_MEAN ? c->D : key == AC_KEY_PROJECTOR ? (proj ? proj->out_dim : AC_KEY_DIM) : AC_KEY_DIM;
 }
 
 /* The whole-sequence mean state from a summary (segments are equal-sized up to rounding). */
@@ -134,17 +210,19 @@ static void summary_mean(const ac_cache *c, const float *feat, float *mean) {
     }
 }
 
-/* key [key_dim] of a feature summary */
-static int make_key(const ac_cache *c, int key, const float *feat, float *out, float *tmp /*[D]*/) {
+/* key [key_dim] of a feature summary, with projector proj (the key kind
+ * PROJECTOR's); scr: the caller's scratch (keyv's second half, rand_x8). */
+static int make_key(const ac_cache *c, const ac_projector *proj, int key, const float *feat, float *out, scratch *scr) {
+    float *tmp = scr->keyv + AC_MAX(c->D, 1024);
     switch (key) {
     case AC_KEY_PROJECTOR:
-        if (!c->proj) return ac_err(AC_ERR_CACHE, "no trained projector in '%s' (run train-projector)", c->dir);
-        return ac_proj_key(c->proj, feat, out);
+        if (!proj) return ac_err(AC_ERR_CACHE, "no trained projector in '%s' (run train-projector)", c->dir);
+        return ac_proj_key(proj, feat, out);
     case AC_KEY_MEAN: summary_mean(c, feat, out); return AC_OK;
     case AC_KEY_RANDOM: { /* q8mat.h: the same GEMV as the projector's */
         summary_mean(c, feat, tmp);
-        const float sx = ac_q8_quant_u8(tmp, c->D, c->rand_proj.ld, 0, c->rand_x8);
-        ac_q8mat_gemv(&c->rand_proj, NULL, c->rand_x8, sx, 128, out, 0);
+        const float sx = ac_q8_quant_u8(tmp, c->D, c->rand_proj.ld, 0, scr->rand_x8);
+        ac_q8mat_gemv(&c->rand_proj, NULL, scr->rand_x8, sx, 128, out, 0);
         return AC_OK;
     }
     default: return ac_err(AC_ERR_ARG, "unknown cache key kind %d", key);
@@ -157,20 +235,20 @@ static float sim_to_dist(int key, float sim) {
     return 1.0f - sim;
 }
 
-static int ensure_x0(ac_cache *c, int L) {
-    if ((size_t)L <= c->cap_x0) return AC_OK;
-    float *n = realloc(c->x0, (size_t)L * c->D * sizeof *n);
+static int ensure_x0(const ac_cache *c, scratch *s, int L) {
+    if ((size_t)L <= s->cap_x0) return AC_OK;
+    float *n = realloc(s->x0, (size_t)L * c->D * sizeof *n);
     if (!n) return ac_err(AC_ERR_NOMEM, "cache: out of memory for %d layer-0 states", L);
-    c->x0 = n;
-    c->cap_x0 = (size_t)L;
+    s->x0 = n;
+    s->cap_x0 = (size_t)L;
     return AC_OK;
 }
 
-static int features_of(ac_cache *c, const int32_t *tokens, int L, float *feat) {
-    int rc = ensure_x0(c, L);
+static int features_of(const ac_cache *c, scratch *s, const int32_t *tokens, int L, float *feat) {
+    int rc = ensure_x0(c, s, L);
     if (rc) return rc;
-    if ((rc = ac_model_layer0_states(c->m, tokens, L, c->x0))) return rc;
-    summarize(c->x0, L, c->D, feat);
+    if ((rc = ac_model_layer0_states(c->m, tokens, L, s->x0))) return rc;
+    summarize(s->x0, L, c->D, feat);
     return AC_OK;
 }
 
@@ -251,74 +329,100 @@ static int parse_layers(ac_cache *c, const char *spec) {
  * version) so a stale index (more entries since, another projector, keys made
  * by older code) is rebuilt. Version 4: projector and random keys from int8 GEMVs (q8mat.h). */
 #define KEYS_VERSION 4
-static int build_index(ac_cache *c, int save) {
-    const int64_t n = ac_store_count(c->st);
-    const int kd = key_dim(c, c->key);
-    ac_index_free(c->idx);
-    c->idx = NULL;
+
+/* A new index over the reader handle's entries with key kind `key` (projector
+ * proj); *out = NULL when there is nothing to index. Reads only shared state
+ * that the writer alone changes: call it as the writer (wmu) or at open. */
+static int make_index(ac_cache *c, const ac_projector *proj, int key, ac_index **out) {
+    *out = NULL;
+    const int64_t n = ac_mapstore_count(c->st);
+    const int kd = key_dim(c, proj, key);
     if (n == 0) return AC_OK;
-    float *keys = AC_MALLOC((size_t)n * kd * sizeof *keys), *tmp = AC_MALLOC((size_t)c->D * sizeof *tmp);
+    float *keys = AC_MALLOC((size_t)n * kd * sizeof *keys);
     int64_t *ids = AC_MALLOC((size_t)n * sizeof *ids), nk = 0; /* [nk] entries indexed */
-    int rc = (!keys || !tmp || !ids) ? AC_ERR_NOMEM : AC_OK;
+    int rc = (!keys || !ids) ? AC_ERR_NOMEM : AC_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         ac_store_entry e;
-        if ((rc = ac_store_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
+        if ((rc = ac_mapstore_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
             ac_err_clear();
             rc = AC_OK;
             continue;
         }
         if (rc) break;
-        rc = make_key(c, c->key, e.feature, keys + (size_t)nk * kd, tmp);
+        rc = make_key(c, proj, key, e.feature, keys + (size_t)nk * kd, &c->wscr);
         ids[nk++] = i;
     }
-    if (!rc && nk == 0) { /* every record damaged: nothing to look up */
-        free(keys);
-        free(tmp);
-        free(ids);
-        return AC_OK;
-    }
-    if (!rc) {
+    ac_index *idx = NULL;
+    if (!rc && nk > 0) { /* nk == 0: every record damaged, nothing to look up */
         int kind = c->p.index_kind;
         if (kind == AC_INDEX_IVF_FLAT && nk < 64) kind = AC_INDEX_FLAT; /* too few to train lists */
         ac_index_params ip = ac_index_default_params(kind, kd);
-        ip.metric = c->key == AC_KEY_PROJECTOR ? AC_METRIC_L2 : AC_METRIC_COSINE;
+        ip.metric = key == AC_KEY_PROJECTOR ? AC_METRIC_L2 : AC_METRIC_COSINE;
         if (kind == AC_INDEX_IVF_FLAT) {
             int nl = (int)sqrt((double)nk);
             ip.nlist = nl < 4 ? 4 : nl;
         }
-        rc = ac_index_create(&ip, &c->idx);
-        if (!rc && kind == AC_INDEX_IVF_FLAT) rc = ac_index_train(c->idx, keys, nk);
-        if (!rc) rc = ac_index_add(c->idx, keys, ids, nk);
-    }
-    if (!rc && save) {
-        char name[64], path[PATH_MAX + 80];
-        index_name(c->key, name, sizeof name);
-        path_of(c, name, path, sizeof path);
-        rc = ac_index_save(c->idx, path);
-        if (!rc) {
-            char mpath[PATH_MAX + 96], tpath[PATH_MAX + 128];
-            snprintf(mpath, sizeof mpath, "%s.meta", path);
-            snprintf(tpath, sizeof tpath, "%s.tmp", mpath);
-            FILE *f = fopen(tpath, "w");
-            if (!f) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tpath, strerror(errno));
-            else {
-                fprintf(f, "%lld %016llx %d %d\n", (long long)n,
-                        (unsigned long long)(c->proj ? ac_proj_fingerprint(c->proj) : 0), c->p.index_kind, KEYS_VERSION);
-                if (fclose(f) != 0 || rename(tpath, mpath) != 0)
-                    rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", mpath, strerror(errno));
-            }
-        }
+        rc = ac_index_create(&ip, &idx);
+        if (!rc && kind == AC_INDEX_IVF_FLAT) rc = ac_index_train(idx, keys, nk);
+        if (!rc) rc = ac_index_add(idx, keys, ids, nk);
     }
     free(keys);
-    free(tmp);
     free(ids);
-    if (rc == AC_ERR_NOMEM) ac_err(rc, "cache: out of memory building the index");
-    return rc;
+    if (rc) {
+        ac_index_free(idx);
+        if (rc == AC_ERR_NOMEM) ac_err(rc, "cache: out of memory building the index");
+        return rc;
+    }
+    *out = idx;
+    return AC_OK;
+}
+
+/* Make idx (may be NULL) the index lookups use, freeing the old one. Caller
+ * holds rw for writing. The old index's scan statistics carry over. */
+static void swap_index(ac_cache *c, ac_index *idx) {
+    int64_t u = 0, r = 0;
+    ac_index_scan_stats(c->idx, NULL, &u, &r);
+    c->scan_carry[0] += u - c->scan_base[0];
+    c->scan_carry[1] += r - c->scan_base[1];
+    c->scan_base[0] = c->scan_base[1] = 0;
+    ac_index_free(c->idx);
+    c->idx = idx;
+}
+
+/* Save the index and its sidecar (writer, or open). */
+static int save_index(ac_cache *c) {
+    if (!c->idx) return AC_OK;
+    char name[64], path[PATH_MAX + 80], mpath[PATH_MAX + 96], tpath[PATH_MAX + 128];
+    index_name(c->key, name, sizeof name);
+    path_of(c, name, path, sizeof path);
+    int rc = ac_index_save(c->idx, path);
+    if (rc) return rc;
+    snprintf(mpath, sizeof mpath, "%s.meta", path);
+    snprintf(tpath, sizeof tpath, "%s.tmp", mpath);
+    FILE *f = fopen(tpath, "w");
+    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tpath, strerror(errno));
+    fprintf(f, "%lld %016llx %d %d\n", (long long)ac_mapstore_count(c->st),
+            (unsigned long long)(c->proj ? ac_proj_fingerprint(c->proj) : 0), c->p.index_kind, KEYS_VERSION);
+    if (fclose(f) != 0 || rename(tpath, mpath) != 0) return ac_err(AC_ERR_IO, "cannot write '%s': %s", mpath, strerror(errno));
+    c->idx_dirty = 0;
+    return AC_OK;
+}
+
+/* Rebuild the index of the cache's key kind from every entry and swap it in;
+ * save: also write it to the directory. Writer (wmu) or open. */
+static int build_index(ac_cache *c, int save) {
+    ac_index *idx = NULL;
+    int rc = make_index(c, c->proj, c->key, &idx);
+    if (rc) return rc;
+    wr_lock(c);
+    swap_index(c, idx);
+    rw_unlock(c);
+    return save ? save_index(c) : AC_OK;
 }
 
 /* Load the saved index if it matches the store and projector; else rebuild. */
 static int open_index(ac_cache *c) {
-    const int64_t n = ac_store_count(c->st);
+    const int64_t n = ac_mapstore_count(c->st);
     if (n == 0) return AC_OK;
     char name[64], path[PATH_MAX + 80], mpath[PATH_MAX + 96];
     index_name(c->key, name, sizeof name);
@@ -334,7 +438,7 @@ static int open_index(ac_cache *c) {
     }
     uint64_t pfp = c->proj ? ac_proj_fingerprint(c->proj) : 0;
     if (mn == n && mfp == pfp && mkind == c->p.index_kind && ac_index_load(path, &c->idx) == AC_OK &&
-        ac_index_ntotal(c->idx) <= n && ac_index_dim(c->idx) == key_dim(c, c->key))
+        ac_index_ntotal(c->idx) <= n && ac_index_dim(c->idx) == key_dim(c, c->proj, c->key))
         return AC_OK;
     ac_index_free(c->idx);
     c->idx = NULL;
@@ -342,9 +446,47 @@ static int open_index(ac_cache *c) {
     return build_index(c, c->p.writable);
 }
 
-int ac_cache_reindex(ac_cache *c) {
-    if (!c) return ac_err(AC_ERR_ARG, "ac_cache_reindex: NULL cache");
-    return build_index(c, c->p.writable);
+/* The entries committed since the reader handle last looked: refresh it and
+ * add their keys to the index (a first index is built whole). Writer (wmu). */
+static int publish_new(ac_cache *c) {
+    const int64_t n0 = ac_mapstore_count(c->st);
+    wr_lock(c);
+    int rc = ac_mapstore_refresh(c->st, NULL);
+    rw_unlock(c);
+    if (rc) return rc;
+    const int64_t n1 = ac_mapstore_count(c->st);
+    if (n1 == n0) return AC_OK;
+    if (!c->idx) {
+        if ((rc = build_index(c, 0)) == AC_OK) c->idx_dirty = 1;
+        return rc;
+    }
+    const int kd = key_dim(c, c->proj, c->key);
+    float *keys = AC_MALLOC((size_t)(n1 - n0) * kd * sizeof *keys);
+    int64_t *ids = AC_MALLOC((size_t)(n1 - n0) * sizeof *ids), nk = 0;
+    rc = (!keys || !ids) ? AC_ERR_NOMEM : AC_OK;
+    for (int64_t i = n0; i < n1 && !rc; i++) {
+        ac_store_entry e;
+        if ((rc = ac_mapstore_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged: left out, as in make_index */
+            ac_err_clear();
+            rc = AC_OK;
+            continue;
+        }
+        if (!rc) rc = make_key(c, c->proj, c->key, e.feature, keys + (size_t)nk * kd, &c->wscr);
+        if (!rc) ids[nk++] = i;
+    }
+    if (!rc && nk) {
+        wr_lock(c);
+        rc = ac_index_add(c->idx, keys, ids, nk);
+        rw_unlock(c);
+    }
+    free(keys);
+    free(ids);
+    c->idx_dirty = 1;
+    if (rc) { /* a partial add: rebuild whole rather than leave entries unfindable */
+        ac_err_clear();
+        rc = build_index(c, 0);
+    }
+    return rc;
 }
 
 /* ---- open / close ---------------------------------------------------------------------------------- */
@@ -356,6 +498,19 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     ac_cache *c = AC_CALLOC(1, sizeof *c);
     if (!c) return AC_ERR_NOMEM;
     int rc = AC_OK;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra); /* a writer waiting to publish is not starved by a stream of lookups */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    const int lk = pthread_rwlock_init(&c->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    if (lk != 0) {
+        free(c);
+        return ac_err(AC_ERR_NOMEM, "cache: cannot create its lock");
+    }
+    pthread_mutex_init(&c->wmu, NULL);
+    pthread_mutex_init(&c->amu, NULL);
+    pthread_mutex_init(&c->fmu, NULL);
+    c->locks = 1;
     if (strlen(dir) >= sizeof c->dir - 64) {
         rc = ac_err(AC_ERR_ARG, "cache path too long");
         goto fail;
@@ -392,12 +547,16 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     ac_store_params sp = {{c->fp[0], c->fp[1]}, c->n_layer, c->n_head, c->causal, c->feat_dim, 1};
     int flags = p.writable ? AC_STORE_WRITE | (p.create ? AC_STORE_CREATE : 0) : AC_STORE_READ;
     if (p.no_verify) flags |= AC_STORE_NO_VERIFY;
-    if ((rc = ac_store_open(path, &sp, flags, &c->st))) {
+    /* a writable cache has two handles: the writer's, and the readers' (lookups
+     * never touch the writer's state; it is refreshed after each commit) */
+    if ((rc = ac_mapstore_open(&ac_store_file_ops, path, &sp, flags, p.writable ? &c->stw : &c->st)) ||
+        (p.writable &&
+         (rc = ac_mapstore_open(&ac_store_file_ops, path, &sp, AC_STORE_READ | (flags & AC_STORE_NO_VERIFY), &c->st)))) {
         ac_err_prefix(rc, "attention cache '%s'", dir);
         goto fail;
     }
     ac_store_params got;
-    ac_store_get_params(c->st, &got);
+    ac_mapstore_get_params(c->st, &got);
     c->with_tokens = got.with_tokens;
     if (p.rows != AC_ROWS_ALL && p.rows != AC_ROWS_PREFIX) {
         rc = ac_err(AC_ERR_ARG, "bad cache rows mode %d", p.rows);
@@ -441,10 +600,7 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     }
     float *rp = AC_MALLOC((size_t)AC_KEY_DIM * c->D * sizeof(float));
     c->layers = AC_CALLOC((size_t)c->n_layer, 1);
-    c->feat = AC_MALLOC((size_t)c->feat_dim * sizeof(float));
-    c->keyv = AC_MALLOC((size_t)AC_MAX(c->D, 1024) * sizeof(float) * 2);
-    c->rand_x8 = AC_MALLOC((size_t)c->D + 64);
-    if (!rp || !c->layers || !c->feat || !c->keyv || !c->rand_x8) {
+    if (!rp || !c->layers || scratch_init(&c->wscr, c->D, c->feat_dim)) {
         free(rp);
         rc = AC_ERR_NOMEM;
         goto fail;
@@ -459,7 +615,6 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     if (rc) goto fail;
     if ((rc = parse_layers(c, p.layers))) goto fail;
     if ((rc = open_index(c))) goto fail;
-    c->stats.entries = ac_store_count(c->st);
     *out = c;
     return AC_OK;
 fail:
@@ -467,24 +622,41 @@ fail:
     return rc;
 }
 
-static ac_cache *attached_cache(const ac_ctx *ctx);
+static void att_release(void *user);
 
 int ac_cache_close(ac_cache *c) {
     if (!c) return AC_OK;
     int rc = AC_OK;
-    if (c->st && c->pending) rc = ac_cache_commit(c);
-    if (attached_cache(c->ctx) == c) ac_ctx_set_attn_hook(c->ctx, NULL);
-    ac_store_close(c->st);
+    if (c->locks) {
+        /* every attached context drops the hook (att_release unlinks and frees
+         * its attachment); afterwards they run exact */
+        for (;;) {
+            pthread_mutex_lock(&c->amu);
+            cache_att *a = c->atts;
+            pthread_mutex_unlock(&c->amu);
+            if (!a) break;
+            ac_ctx_set_attn_hook(a->ctx, NULL);
+        }
+        if (c->stw && c->pending) rc = ac_cache_commit(c);
+        if (c->stw && c->idx_dirty) {
+            int rs = save_index(c); /* the keys added since open, so the next open need not rebuild */
+            if (!rc) rc = rs;
+        }
+    }
+    ac_mapstore_close(c->stw);
+    ac_mapstore_close(c->st);
     ac_index_free(c->idx);
     ac_proj_free(c->proj);
     ac_q8mat_free(&c->rand_proj);
-    free(c->rand_x8);
     free(c->layers);
-    free(c->ss);
-    free(c->x0);
-    free(c->feat);
-    free(c->keyv);
+    scratch_free(&c->wscr);
     free(c->pend_keys);
+    if (c->locks) {
+        pthread_rwlock_destroy(&c->rw);
+        pthread_mutex_destroy(&c->wmu);
+        pthread_mutex_destroy(&c->amu);
+        pthread_mutex_destroy(&c->fmu);
+    }
     free(c);
     return rc;
 }
@@ -496,49 +668,66 @@ static int entry_fits(const ac_cache *c, int Le, int L) {
     return Le > L && (c->causal || c->p.allow_longer);
 }
 
-/* Look sequence `tokens` up; fills *st. x0 [L][D]: its layer-0 states when
- * the forward pass has them (else computed here). Key and search run on the
- * context's thread pool. Errors are reported but a failed lookup is a miss
- * (the forward pass stays exact). */
-static int lookup(ac_cache *c, const int32_t *tokens, int L, const float *x0, seq_state *st) {
+/* Keep the first failure's message (shown with the failure count). */
+static void note_failure(ac_cache *c, const char *msg) {
+    pthread_mutex_lock(&c->fmu);
+    if (!c->first_failure[0]) snprintf(c->first_failure, sizeof c->first_failure, "%s", msg && *msg ? msg : "(no message)");
+    pthread_mutex_unlock(&c->fmu);
+}
+
+/* Look sequence `tokens` up for attachment a; fills *st (and a->layers). x0
+ * [L][D]: its layer-0 states when the forward pass has them (else computed
+ * here). Key and search run on the context's thread pool. Holds rw (read)
+ * throughout. A damaged candidate record is skipped (counted); an error is
+ * returned and the caller serves the sequence exactly. */
+static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, seq_state *st) {
+    ac_cache *c = a->c;
+    counters *n = &c->n;
     st->looked_up = 1;
     st->hit = 0;
-    if (!c->idx || c->p.threshold < 0) return AC_OK;
-    c->stats.queries++;
-    struct ac_pool *pool = c->ctx ? ac_ctx_pool(c->ctx) : NULL;
+    rd_lock(c);
+    memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    const float threshold = c->p.threshold;
+    if (!c->idx || threshold < 0) {
+        rw_unlock(c);
+        return AC_OK;
+    }
+    add_i64(&n->queries, 1);
+    struct ac_pool *pool = ac_ctx_pool(a->ctx);
+    scratch *s = &a->scr;
     double t0 = ac_now();
     int rc = AC_OK;
-    if (x0) summarize(x0, L, c->D, c->feat);
-    else rc = features_of(c, tokens, L, c->feat);
+    if (x0) summarize(x0, L, c->D, s->feat);
+    else rc = features_of(c, s, tokens, L, s->feat);
     double t1 = ac_now();
-    c->stats.t_features += t1 - t0;
-    if (rc) return rc;
-    float *key = c->keyv, *tmp = c->keyv + AC_MAX(c->D, 1024);
-    if ((rc = make_key(c, c->key, c->feat, key, tmp))) return rc;
+    add_f64(&n->t_features, t1 - t0);
+    float *key = s->keyv;
+    if (!rc) rc = make_key(c, c->proj, c->key, s->feat, key, s);
+    if (!rc && atomic_load_explicit(&c->fail_next, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub_explicit(&c->fail_next, 1, memory_order_relaxed) > 0)
+        rc = ac_err(AC_ERR_INTERNAL, "cache '%s': lookup failure injected for testing", c->dir);
     double t2 = ac_now();
-    c->stats.t_key += t2 - t1;
+    add_f64(&n->t_key, t2 - t1);
     int64_t ids[AC_LOOKUP_K];
     float sims[AC_LOOKUP_K];
-    int64_t u0, r0, u1, r1;
-    ac_index_scan_stats(c->idx, NULL, &u0, &r0);
-    rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
-    ac_index_scan_stats(c->idx, NULL, &u1, &r1);
-    c->stats.search_unproven += u1 - u0;
-    c->stats.search_recomputed += r1 - r0;
+    if (!rc) rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
     double t3 = ac_now();
-    c->stats.t_search += t3 - t2;
-    if (rc) return rc;
-    for (int k = 0; k < AC_LOOKUP_K && ids[k] >= 0; k++) {
+    add_f64(&n->t_search, t3 - t2);
+    for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
         float d = sim_to_dist(c->key, sims[k]);
         ac_store_entry e;
         if (c->p.rows == AC_ROWS_PREFIX) {
             /* exact rows only: the candidate sharing the longest token prefix
              * (row t of a causal map depends on tokens 0..t alone); distance
              * plays no part in exactness, so no threshold */
-            if (ac_store_get(c->st, ids[k], &e) != AC_OK || !e.tokens) continue;
-            const int n = AC_MIN(L, e.n_tokens);
+            if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+                add_i64(&n->damaged, 1);
+                continue;
+            }
+            if (!e.tokens) continue;
+            const int m = AC_MIN(L, e.n_tokens);
             int p = 0;
-            while (p < n && e.tokens[p] == tokens[p]) p++;
+            while (p < m && e.tokens[p] == tokens[p]) p++;
             if (p >= AC_MIN_PREFIX_ROWS && p > st->rows) {
                 st->hit = 1;
                 st->rows = p;
@@ -548,54 +737,75 @@ static int lookup(ac_cache *c, const int32_t *tokens, int L, const float *x0, se
             }
             continue;
         }
-        if (d > c->p.threshold) break; /* candidates come best first */
-        if (!entry_fits(c, ac_store_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
-        if (ac_store_get(c->st, ids[k], &e) != AC_OK) continue; /* damaged record: skip it */
+        if (d > threshold) break; /* candidates come best first */
+        if (!entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
+        if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+            add_i64(&n->damaged, 1);
+            continue;
+        }
         st->hit = 1;
         st->rows = L;
         st->e = e;
         st->dist = d;
         break;
     }
-    if (st->hit) {
-        c->stats.hits++;
-        c->stats.sum_distance_hit += st->dist;
+    rw_unlock(c);
+    if (rc) {
+        st->hit = 0;
+        return rc;
     }
-    c->stats.t_fetch += ac_now() - t3;
-    ac_err_clear();
+    if (st->hit) {
+        add_i64(&n->hits, 1);
+        add_f64(&n->sum_distance_hit, st->dist);
+    }
+    add_f64(&n->t_fetch, ac_now() - t3);
+    ac_err_clear(); /* skipped damaged records: counted, not this call's error */
     return AC_OK;
+}
+
+void ac_cache_fail_next_lookups(ac_cache *c, int n) {
+    if (c) atomic_store(&c->fail_next, n > 0 ? n : 0);
 }
 
 /* ---- hook callbacks --------------------------------------------------------------------------------- */
 
-static seq_state *seq_slot(ac_cache *c, int seq) {
-    if (seq >= c->ss_cap) {
-        int nc = AC_MAX(seq + 1, c->ss_cap * 2);
-        seq_state *n = realloc(c->ss, (size_t)nc * sizeof *n);
+static seq_state *seq_slot(cache_att *a, int seq) {
+    if (seq >= a->ss_cap) {
+        int nc = AC_MAX(seq + 1, a->ss_cap * 2);
+        seq_state *n = realloc(a->ss, (size_t)nc * sizeof *n);
         if (!n) return NULL;
-        memset(n + c->ss_cap, 0, (size_t)(nc - c->ss_cap) * sizeof *n);
-        c->ss = n;
-        c->ss_cap = nc;
+        memset(n + a->ss_cap, 0, (size_t)(nc - a->ss_cap) * sizeof *n);
+        a->ss = n;
+        a->ss_cap = nc;
     }
-    return &c->ss[seq];
+    return &a->ss[seq];
 }
 
 static int hook_reuse(void *user, const ac_attn_site *site) {
-    ac_cache *c = user;
-    if (c->recording) return 0;
-    seq_state *st = seq_slot(c, site->seq);
-    if (!st) return 0;
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    seq_state *st = seq_slot(a, site->seq);
+    if (!st) { /* no memory for the sequence's state: a failed lookup */
+        if (site->layer == 0) {
+            add_i64(&c->n.failed, 1);
+            note_failure(c, "cache: out of memory for a sequence's lookup state");
+        }
+        return 0;
+    }
     if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
         memset(st, 0, sizeof *st);
-        if (lookup(c, site->tokens, site->n_tokens, site->x, st) != AC_OK) {
-            st->hit = 0; /* a failed lookup never breaks the exact path */
+        if (lookup(a, site->tokens, site->n_tokens, site->x, st) != AC_OK) {
+            /* a failed lookup never breaks the exact path: counted, its message kept */
+            st->hit = 0;
+            add_i64(&c->n.failed, 1);
+            note_failure(c, ac_last_error());
             ac_err_clear();
         }
     }
-    if (!st->hit || !c->layers[site->layer]) return 0;
-    c->stats.layers_served++;
-    c->stats.rows_served += st->rows;
-    c->stats.rows_total += site->n_tokens;
+    if (!st->hit || !a->layers[site->layer]) return 0;
+    add_i64(&c->n.layers_served, 1);
+    add_i64(&c->n.rows_served, st->rows);
+    add_i64(&c->n.rows_total, site->n_tokens);
     return st->rows;
 }
 
@@ -610,13 +820,14 @@ typedef struct apply_job {
     const float *v;
     float *out;
     float **rowbuf; /* [n threads][Le] when renorm */
-    struct ac_pool *pool;
 } apply_job;
 
 #define APPLY_ROWS 16
 
-/* one task: head h = task / nb, rows [16 (task % nb), +16) */
-static void apply_task(const apply_job *j, int task, float *row) {
+/* one task: head h = task / nb, rows [16 (task % nb), +16); ith: the thread running it */
+static void apply_task(void *arg, int task, int ith) {
+    const apply_job *j = arg;
+    float *row = j->renorm ? j->rowbuf[ith] : NULL;
     const ac_store_entry *e = j->e;
     const ac_map_codec *codec = &e->codec;
     const int Le = e->n_tokens, nb = (j->nrows + APPLY_ROWS - 1) / APPLY_ROWS;
@@ -636,102 +847,130 @@ static void apply_task(const apply_job *j, int task, float *row) {
     }
 }
 
-static void apply_step(void *arg, int ith, int nth) {
-    (void)nth;
-    apply_job *j = arg;
-    const int ntask = j->H * ((j->nrows + APPLY_ROWS - 1) / APPLY_ROWS);
-    for (int task; (task = ac_pool_next(j->pool)) < ntask;) apply_task(j, task, j->renorm ? j->rowbuf[ith] : NULL);
-}
-
 static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                       int hd, float *out, int ldo) {
-    ac_cache *c = user;
-    const ac_store_entry *e = &c->ss[site->seq].e;
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    const ac_store_entry *e = &a->ss[site->seq].e;
     const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, R = n_rows;
     if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
-    struct ac_pool *pool = ac_ctx_pool(c->ctx);
-    const int nthr = pool ? ac_pool_threads(pool) : 1, ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
+    const int nthr = ac_ctx_threads(a->ctx), ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
     apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
-                   NULL, pool};
+                   NULL};
     int rc = AC_OK;
     if (j.renorm) {
         if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
         for (int i = 0; !rc && i < nthr; i++)
             if (!(j.rowbuf[i] = AC_MALLOC((size_t)Le * sizeof(float)))) rc = AC_ERR_NOMEM;
     }
-    if (!rc) {
-        if (!pool || nthr == 1 || (double)R * L * H * hd < 2e5) /* little work: the caller alone, no barrier */
-            for (int task = 0; task < ntask; task++) apply_task(&j, task, j.renorm ? j.rowbuf[0] : NULL);
-        else
-            ac_pool_run(pool, apply_step, &j);
-    }
+    if (!rc) /* little work: the caller alone, no barrier */
+        ac_ctx_run_tasks(a->ctx, ntask, (double)R * L * H * hd < 2e5, apply_task, &j);
     if (j.rowbuf)
         for (int i = 0; i < nthr; i++) free(j.rowbuf[i]);
     free(j.rowbuf);
     if (rc) return ac_err(rc, "cache: out of memory serving a map");
     const ac_map_codec *codec = &e->codec;
-    c->stats.bytes_read += (uint64_t)H * (ac_codec_row_offset(codec, Le, R - 1) +
-                                          ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, R - 1)));
+    atomic_fetch_add_explicit(&c->n.bytes_read,
+                              (uint64_t)H * (ac_codec_row_offset(codec, Le, R - 1) +
+                                             ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, R - 1))),
+                              memory_order_relaxed);
     return AC_OK;
 }
 
-static int hook_want_record(void *user, const ac_attn_site *site) {
-    (void)site;
-    return ((ac_cache *)user)->recording;
+/* ---- attaching -------------------------------------------------------------------------------------- */
+
+static void att_free(cache_att *a) {
+    scratch_free(&a->scr);
+    free(a->ss);
+    free(a->layers);
+    free(a);
 }
 
-static int hook_record(void *user, const ac_attn_site *site, const float *P) {
-    ac_cache *c = user;
-    const size_t LL = (size_t)site->n_tokens * site->n_tokens;
-    for (int h = 0; h < site->n_head; h++) {
-        int rc = ac_store_put_map(c->st, site->layer, h, P + (size_t)h * LL);
-        if (rc) return rc;
-    }
-    return AC_OK;
+/* The context drops the hook (detach, another attach, ac_ctx_free, or the
+ * cache closing): unlink the attachment from its cache and free it. */
+static void att_release(void *user) {
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    pthread_mutex_lock(&c->amu);
+    if (a->prev) a->prev->next = a->next;
+    else c->atts = a->next;
+    if (a->next) a->next->prev = a->prev;
+    pthread_mutex_unlock(&c->amu);
+    att_free(a);
 }
 
-static void install_hook(ac_ctx *ctx, ac_cache *c) {
+/* The attachment ctx's hook carries, or NULL. */
+static cache_att *att_of(const ac_ctx *ctx) {
     ac_attn_hook h;
-    memset(&h, 0, sizeof h);
-    h.user = c;
-    h.reuse = hook_reuse;
-    h.apply = hook_apply;
-    h.want_record = hook_want_record;
-    h.record = hook_record;
-    ac_ctx_set_attn_hook(ctx, &h);
-}
-
-/* The cache whose hook ctx carries, or NULL. */
-static ac_cache *attached_cache(const ac_ctx *ctx) {
-    return ctx && ctx->has_hook && ctx->hook.reuse == hook_reuse ? ctx->hook.user : NULL;
+    return ac_ctx_get_attn_hook(ctx, &h) && h.release == att_release ? h.user : NULL;
 }
 
 int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     if (!ctx) return ac_err(AC_ERR_ARG, "ac_ctx_attach_cache: NULL context");
-    if (c && ac_ctx_model(ctx) != c->m) return ac_err(AC_ERR_ARG, "cache and context belong to different models");
-    /* the cache ctx carried forgets it (a detached context may be freed before
-     * that cache is closed); a cache moves from its previous context */
-    ac_cache *old = attached_cache(ctx);
-    if (old && old->ctx == ctx) old->ctx = NULL;
     if (!c) {
-        ac_ctx_set_attn_hook(ctx, NULL);
+        ac_ctx_set_attn_hook(ctx, NULL); /* releases the attachment, if any */
         return AC_OK;
     }
-    if (c->ctx && c->ctx != ctx && attached_cache(c->ctx) == c) ac_ctx_set_attn_hook(c->ctx, NULL);
-    install_hook(ctx, c);
-    c->ctx = ctx;
+    if (ac_ctx_model(ctx) != c->m) return ac_err(AC_ERR_ARG, "cache and context belong to different models");
+    const cache_att *old = att_of(ctx);
+    if (old && old->c == c) return AC_OK; /* already attached */
+    cache_att *a = AC_CALLOC(1, sizeof *a);
+    if (!a) return ac_err(AC_ERR_NOMEM, "cache: out of memory attaching a context");
+    a->c = c;
+    a->ctx = ctx;
+    a->layers = AC_CALLOC((size_t)c->n_layer, 1);
+    if (!a->layers || scratch_init(&a->scr, c->D, c->feat_dim)) {
+        att_free(a);
+        return ac_err(AC_ERR_NOMEM, "cache: out of memory attaching a context");
+    }
+    pthread_mutex_lock(&c->amu);
+    a->next = c->atts;
+    if (c->atts) c->atts->prev = a;
+    c->atts = a;
+    pthread_mutex_unlock(&c->amu);
+    ac_attn_hook h;
+    memset(&h, 0, sizeof h);
+    h.user = a;
+    h.reuse = hook_reuse;
+    h.apply = hook_apply;
+    h.release = att_release;
+    ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */
     return AC_OK;
 }
 
 /* ---- writing ------------------------------------------------------------------------------------------ */
 
-int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *added) {
-    if (!c || !ctx || !tokens || n <= 0) return ac_err(AC_ERR_ARG, "ac_cache_add: invalid argument");
-    if (!c->p.writable) return ac_err(AC_ERR_CACHE, "cache '%s' is open read-only", c->dir);
-    if (added) *added = 0;
+/* The recording hook ac_cache_add lends its context: every site's P goes to
+ * the writer's store handle. */
+static int rec_want(void *user, const ac_attn_site *site) {
+    (void)user, (void)site;
+    return 1;
+}
+
+static int rec_put(void *user, const ac_attn_site *site, const float *P) {
+    ac_cache *c = user;
+    const size_t LL = (size_t)site->n_tokens * site->n_tokens;
+    for (int h = 0; h < site->n_head; h++) {
+        int rc = ac_mapstore_put_map(c->stw, site->layer, h, P + (size_t)h * LL);
+        if (rc) return rc;
+    }
+    return AC_OK;
+}
+
+/* Commit the pending entries and publish them to lookups. Writer (wmu). */
+static int commit_locked(ac_cache *c) {
+    if (!c->stw || !c->pending) return AC_OK;
+    int rc = ac_mapstore_commit(c->stw);
+    c->last_commit = ac_now();
+    if (rc) return rc;
+    c->pending = 0;
+    return publish_new(c);
+}
+
+static int add_locked(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *added) {
     uint64_t key = ac_xxh64(tokens, (size_t)n * sizeof *tokens, 0);
     ac_store_entry e;
-    int rc = ac_store_find(c->st, key, &e);
+    int rc = ac_mapstore_find(c->stw, key, &e);
     if (rc == AC_OK) return AC_OK; /* already stored */
     if (rc != AC_ERR_RANGE) return rc;
     ac_err_clear();
@@ -744,27 +983,24 @@ int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *ad
         c->pend_keys = nk;
         c->pend_cap = nc;
     }
-    if ((rc = features_of(c, tokens, n, c->feat))) return rc;
-    if ((rc = ac_store_begin(c->st, key, n, &c->codec, c->feat))) return rc;
-    if (c->with_tokens && (rc = ac_store_put_tokens(c->st, tokens))) goto fail;
-    /* record through ctx; afterwards ctx gets its own hook back (none, this
-     * cache's or another cache's) and this cache stays attached where it was */
-    const ac_attn_hook prev_hook = ctx->hook;
-    const int prev_has = ctx->has_hook;
-    if (ac_ctx_model(ctx) != c->m) {
-        rc = ac_err(AC_ERR_ARG, "cache and context belong to different models");
-        goto fail;
-    }
-    install_hook(ctx, c);
-    c->recording = 1;
+    if ((rc = features_of(c, &c->wscr, tokens, n, c->wscr.feat))) return rc;
+    if ((rc = ac_mapstore_begin(c->stw, key, n, &c->codec, c->wscr.feat))) return rc;
+    if (c->with_tokens && (rc = ac_mapstore_put_tokens(c->stw, tokens))) goto fail;
+    /* record through ctx with a lent hook; afterwards ctx gets its own hook
+     * back (none, or its attachment to this or another cache) */
+    ac_attn_hook rec, prev, tmp;
+    memset(&rec, 0, sizeof rec);
+    rec.user = c;
+    rec.want_record = rec_want;
+    rec.record = rec_put;
+    const int had = ac_ctx_swap_attn_hook(ctx, &rec, &prev);
     ac_seq s = {tokens, n};
     ac_outputs o;
     memset(&o, 0, sizeof o);
     rc = ac_forward(ctx, &s, 1, &o);
-    c->recording = 0;
-    ac_ctx_set_attn_hook(ctx, prev_has ? &prev_hook : NULL);
+    ac_ctx_swap_attn_hook(ctx, had ? &prev : NULL, &tmp);
     if (rc) goto fail;
-    if ((rc = ac_store_end(c->st))) goto fail;
+    if ((rc = ac_mapstore_end(c->stw))) goto fail;
     c->pend_keys[c->pending++] = key;
     if (added) *added = 1;
     /* commit after commit_every entries, but not more than once a second
@@ -772,22 +1008,38 @@ int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *ad
     const double now = ac_now();
     if ((c->pending >= (c->p.commit_every > 0 ? c->p.commit_every : 1) && now - c->last_commit >= 1.0) ||
         c->pending >= 4096)
-        return ac_cache_commit(c);
+        return commit_locked(c);
     return AC_OK;
 fail:
-    ac_store_abort(c->st);
+    ac_mapstore_abort(c->stw);
+    return rc;
+}
+
+int ac_cache_add(ac_cache *c, ac_ctx *ctx, const int32_t *tokens, int n, int *added) {
+    if (added) *added = 0;
+    if (!c || !ctx || !tokens || n <= 0) return ac_err(AC_ERR_ARG, "ac_cache_add: invalid argument");
+    if (!c->p.writable) return ac_err(AC_ERR_CACHE, "cache '%s' is open read-only", c->dir);
+    if (ac_ctx_model(ctx) != c->m) return ac_err(AC_ERR_ARG, "cache and context belong to different models");
+    pthread_mutex_lock(&c->wmu);
+    int rc = add_locked(c, ctx, tokens, n, added);
+    pthread_mutex_unlock(&c->wmu);
     return rc;
 }
 
 int ac_cache_commit(ac_cache *c) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_commit: NULL cache");
-    if (!c->p.writable || !c->pending) return AC_OK;
-    int rc = ac_store_commit(c->st);
-    c->last_commit = ac_now();
-    if (rc == AC_OK) {
-        c->pending = 0;
-        c->stats.entries = ac_store_count(c->st);
-    }
+    if (!c->p.writable) return AC_OK;
+    pthread_mutex_lock(&c->wmu);
+    int rc = commit_locked(c);
+    pthread_mutex_unlock(&c->wmu);
+    return rc;
+}
+
+int ac_cache_reindex(ac_cache *c) {
+    if (!c) return ac_err(AC_ERR_ARG, "ac_cache_reindex: NULL cache");
+    pthread_mutex_lock(&c->wmu);
+    int rc = build_index(c, c->p.writable);
+    pthread_mutex_unlock(&c->wmu);
     return rc;
 }
 
@@ -795,19 +1047,26 @@ int ac_cache_commit(ac_cache *c) {
 
 int ac_cache_set_layers(ac_cache *c, const uint8_t *mask) {
     if (!c || !mask) return ac_err(AC_ERR_ARG, "ac_cache_set_layers: invalid argument");
+    wr_lock(c);
     for (int l = 0; l < c->n_layer; l++) c->layers[l] = mask[l] != 0;
+    rw_unlock(c);
     return AC_OK;
 }
 
-int ac_cache_get_layers(const ac_cache *c, uint8_t *mask) {
-    if (!c || !mask) return ac_err(AC_ERR_ARG, "ac_cache_get_layers: invalid argument");
+int ac_cache_get_layers(const ac_cache *cc, uint8_t *mask) {
+    if (!cc || !mask) return ac_err(AC_ERR_ARG, "ac_cache_get_layers: invalid argument");
+    ac_cache *c = (ac_cache *)cc; /* the lock is not part of the value */
+    rd_lock(c);
     memcpy(mask, c->layers, (size_t)c->n_layer);
+    rw_unlock(c);
     return AC_OK;
 }
 
 int ac_cache_set_threshold(ac_cache *c, float t) {
     if (!c || !isfinite(t)) return ac_err(AC_ERR_ARG, "ac_cache_set_threshold: invalid argument");
+    wr_lock(c);
     c->p.threshold = t;
+    rw_unlock(c);
     return AC_OK;
 }
 
@@ -816,50 +1075,122 @@ int ac_cache_save_policy(ac_cache *c) {
     char path[PATH_MAX + 32], tmp[PATH_MAX + 48];
     path_of(c, "policy.txt", path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    uint8_t *layers = AC_MALLOC((size_t)c->n_layer);
+    if (!layers) return ac_err(AC_ERR_NOMEM, "cache: out of memory");
+    rd_lock(c);
+    memcpy(layers, c->layers, (size_t)c->n_layer);
+    const float threshold = c->p.threshold;
+    rw_unlock(c);
+    pthread_mutex_lock(&c->wmu); /* one writer of the directory's files */
+    int rc = AC_OK;
     FILE *f = fopen(tmp, "w");
-    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    if (!f) {
+        rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        goto out;
+    }
     fputs("layers ", f);
     int first = 1, any = 0;
     for (int l = 0; l < c->n_layer; l++)
-        if (c->layers[l]) {
+        if (layers[l]) {
             fprintf(f, first ? "%d" : ",%d", l);
             first = 0;
             any = 1;
         }
     if (!any) fputs("none", f);
-    fprintf(f, "\nthreshold %g\n", c->p.threshold);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, path) != 0)
-        return ac_err(AC_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    return AC_OK;
+    fprintf(f, "\nthreshold %g\n", threshold);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        fclose(f);
+        goto out;
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+out:
+    pthread_mutex_unlock(&c->wmu);
+    free(layers);
+    return rc;
 }
 
-int ac_cache_get_stats(const ac_cache *c, ac_cache_stats *s) {
-    if (!c || !s) return ac_err(AC_ERR_ARG, "ac_cache_get_stats: invalid argument");
-    *s = c->stats;
-    s->entries = ac_store_count(c->st);
+int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
+    if (!cc || !s) return ac_err(AC_ERR_ARG, "ac_cache_get_stats: invalid argument");
+    ac_cache *c = (ac_cache *)cc; /* the locks are not part of the value */
+    counters *n = &c->n;
+    memset(s, 0, sizeof *s);
+    s->queries = atomic_load(&n->queries);
+    s->hits = atomic_load(&n->hits);
+    s->lookups_failed = atomic_load(&n->failed);
+    s->records_damaged = atomic_load(&n->damaged);
+    s->layers_served = atomic_load(&n->layers_served);
+    s->rows_served = atomic_load(&n->rows_served);
+    s->rows_total = atomic_load(&n->rows_total);
+    s->bytes_read = atomic_load(&n->bytes_read);
+    s->t_features = atomic_load(&n->t_features);
+    s->t_key = atomic_load(&n->t_key);
+    s->t_search = atomic_load(&n->t_search);
+    s->t_fetch = atomic_load(&n->t_fetch);
+    s->sum_distance_hit = atomic_load(&n->sum_distance_hit);
+    pthread_mutex_lock(&c->fmu);
+    memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
+    pthread_mutex_unlock(&c->fmu);
+    rd_lock(c);
+    s->entries = ac_mapstore_count(c->st);
+    int64_t u = 0, r = 0;
+    ac_index_scan_stats(c->idx, NULL, &u, &r);
+    s->search_unproven = c->scan_carry[0] + u - c->scan_base[0];
+    s->search_recomputed = c->scan_carry[1] + r - c->scan_base[1];
+    rw_unlock(c);
     return AC_OK;
 }
 
 void ac_cache_reset_stats(ac_cache *c) {
     if (!c) return;
-    memset(&c->stats, 0, sizeof c->stats);
-    c->stats.entries = ac_store_count(c->st);
+    counters *n = &c->n;
+    atomic_store(&n->queries, 0);
+    atomic_store(&n->hits, 0);
+    atomic_store(&n->failed, 0);
+    atomic_store(&n->damaged, 0);
+    atomic_store(&n->layers_served, 0);
+    atomic_store(&n->rows_served, 0);
+    atomic_store(&n->rows_total, 0);
+    atomic_store(&n->bytes_read, 0);
+    atomic_store(&n->t_features, 0.0);
+    atomic_store(&n->t_key, 0.0);
+    atomic_store(&n->t_search, 0.0);
+    atomic_store(&n->t_fetch, 0.0);
+    atomic_store(&n->sum_distance_hit, 0.0);
+    pthread_mutex_lock(&c->fmu);
+    c->first_failure[0] = 0;
+    pthread_mutex_unlock(&c->fmu);
+    wr_lock(c);
+    ac_index_scan_stats(c->idx, NULL, &c->scan_base[0], &c->scan_base[1]);
+    c->scan_carry[0] = c->scan_carry[1] = 0;
+    rw_unlock(c);
 }
 
 int ac_cache_print_db_stats(ac_cache *c, void *file) {
     if (!c || !file) return ac_err(AC_ERR_ARG, "ac_cache_print_db_stats: invalid argument");
     FILE *f = file;
+    ac_cache_stats s;
+    ac_cache_get_stats(c, &s);
+    rd_lock(c);
     fprintf(f, "cache: %s\nmodel: %s, %d layers x %d heads, %s\nkey: %s%s, index: %s\n", c->dir,
             c->m->info.arch_name, c->n_layer, c->n_head, c->causal ? "causal" : "bidirectional",
             c->key == AC_KEY_PROJECTOR ? "projector" : c->key == AC_KEY_MEAN ? "mean" : "random",
             c->proj ? " (trained projector present)" : "", c->p.index_kind == 0 ? "flat" : c->p.index_kind == 1 ? "ivf" : "hnsw");
-    ac_store_stats_print(c->st, f);
+    ac_mapstore_stats_print(c->st, f);
+    rw_unlock(c);
+    if (s.queries || s.lookups_failed || s.records_damaged) /* this handle looked something up */
+        fprintf(f, "lookups since open (or reset): %lld, hits %lld, failed %lld, damaged records skipped %lld\n",
+                (long long)s.queries, (long long)s.hits, (long long)s.lookups_failed, (long long)s.records_damaged);
+    if (s.first_failure[0]) fprintf(f, "first failed lookup: %s\n", s.first_failure);
     return AC_OK;
 }
 
 int ac_cache_verify(ac_cache *c, void *file, int64_t *n_bad) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_verify: NULL cache");
-    return ac_store_verify(c->st, n_bad, file);
+    wr_lock(c); /* verification marks records on the reader handle */
+    int rc = ac_mapstore_verify(c->st, n_bad, file);
+    rw_unlock(c);
+    return rc;
 }
 
 /* ---- projector training ------------------------------------------------------------------------------------ */
@@ -906,11 +1237,22 @@ static float key_distance(int key, const float *a, const float *b, int d) {
     return (float)(1.0 - ab / (sqrt(aa * bb) + 1e-30));
 }
 
+static int train_locked(ac_cache *c, const ac_cache_train_params *tpp, double *report);
+
 int ac_cache_train_projector(ac_cache *c, const ac_cache_train_params *tpp, double *report) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_train_projector: NULL cache");
     if (!c->p.writable) return ac_err(AC_ERR_CACHE, "cache '%s' is open read-only", c->dir);
+    pthread_mutex_lock(&c->wmu);
+    int rc = train_locked(c, tpp, report);
+    pthread_mutex_unlock(&c->wmu);
+    return rc;
+}
+
+/* Writer (wmu): entries are read from the reader handle, which only the
+ * writer changes; lookups go on with the old projector until the swap. */
+static int train_locked(ac_cache *c, const ac_cache_train_params *tpp, double *report) {
     ac_cache_train_params tp = tpp ? *tpp : ac_cache_default_train_params();
-    const int64_t n = ac_store_count(c->st);
+    const int64_t n = ac_mapstore_count(c->st);
     if (n < 20) return ac_err(AC_ERR_CACHE, "projector training needs at least 20 entries (cache has %lld)", (long long)n);
     const int F = c->feat_dim, D = c->D;
     int rc = AC_OK, Lmax = 0;
@@ -927,7 +1269,7 @@ int ac_cache_train_projector(ac_cache *c, const ac_cache_train_params *tpp, doub
     }
     int ntr = 0, nho = 0;
     for (int64_t i = 0; i < n; i++) {
-        if ((rc = ac_store_get(c->st, i, &ents[i]))) goto done;
+        if ((rc = ac_mapstore_get(c->st, i, &ents[i]))) goto done;
         memcpy(X + (size_t)i * F, ents[i].feature, (size_t)F * sizeof *X);
         summary_mean(c, ents[i].feature, mean + (size_t)i * D);
         Lmax = AC_MAX(Lmax, ents[i].n_tokens);
@@ -976,14 +1318,12 @@ int ac_cache_train_projector(ac_cache *c, const ac_cache_train_params *tpp, doub
     /* hit quality on held-out entries: map distance of the entry each key
      * retrieves (nearest train entry that may serve it) over the best one */
     const int kd[3] = {AC_KEY_DIM, D, AC_KEY_DIM};
-    ac_projector *saved = c->proj;
-    c->proj = proj;
     for (int k = 0; k < 3 && !rc; k++) {
         keys[k] = AC_MALLOC((size_t)n * kd[k] * sizeof(float));
         if (!keys[k]) rc = AC_ERR_NOMEM;
-        for (int64_t i = 0; i < n && !rc; i++) rc = make_key(c, k, X + (size_t)i * F, keys[k] + (size_t)i * kd[k], c->keyv);
+        for (int64_t i = 0; i < n && !rc; i++)
+            rc = make_key(c, proj, k, X + (size_t)i * F, keys[k] + (size_t)i * kd[k], &c->wscr);
     }
-    c->proj = saved;
     if (rc) goto done;
     const int nq = AC_MIN(nho, 100);
     double sum_ret[3] = {0, 0, 0}, sum_best = 0;
@@ -1034,11 +1374,16 @@ int ac_cache_train_projector(ac_cache *c, const ac_cache_train_params *tpp, doub
     char path[PATH_MAX + 32];
     path_of(c, "projector.gguf", path, sizeof path);
     if ((rc = ac_proj_save(proj, path))) goto done;
-    ac_proj_free(c->proj);
+    ac_index *idx = NULL;
+    if ((rc = make_index(c, proj, AC_KEY_PROJECTOR, &idx))) goto done;
+    wr_lock(c); /* projector, key kind and index change together */
+    ac_projector *old = c->proj;
     c->proj = proj;
-    proj = NULL;
     c->key = AC_KEY_PROJECTOR;
-    rc = build_index(c, 1);
+    swap_index(c, idx);
+    rw_unlock(c);
+    proj = old; /* freed below */
+    rc = save_index(c);
 done:
     if (rc == AC_ERR_NOMEM) ac_err(rc, "projector training: out of memory");
     for (int k = 0; k < 3; k++) free(keys[k]);
@@ -1054,35 +1399,35 @@ done:
 
 /* ---- db tools without a model ----------------------------------------------------------------------------- */
 
-static int open_raw(const char *dir, ac_store **st) {
+static int open_raw(const char *dir, ac_mapstore **st) {
     if (!dir) return ac_err(AC_ERR_ARG, "no cache directory given");
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/maps.acdb", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
-    int rc = ac_store_open(path, NULL, AC_STORE_READ, st);
+    int rc = ac_mapstore_open(&ac_store_file_ops, path, NULL, AC_STORE_READ, st);
     if (rc) ac_err_prefix(rc, "attention cache '%s'", dir);
     return rc;
 }
 
 int ac_db_print_stats(const char *dir, void *file) {
-    ac_store *st = NULL;
+    ac_mapstore *st = NULL;
     int rc = open_raw(dir, &st);
     if (rc) return rc;
     ac_store_params sp;
-    ac_store_get_params(st, &sp);
+    ac_mapstore_get_params(st, &sp);
     fprintf(file, "cache: %s\nshape: %d layers x %d heads, %s, feature %d floats\nmodel fingerprint: %016llx%016llx\n",
             dir, sp.n_layer, sp.n_head, sp.causal ? "causal" : "bidirectional", sp.feat_dim,
             (unsigned long long)sp.fingerprint[0], (unsigned long long)sp.fingerprint[1]);
-    ac_store_stats_print(st, file);
-    if (ac_store_damage(st)) fprintf(file, "DAMAGED: %s\n", ac_store_damage(st));
-    ac_store_close(st);
+    ac_mapstore_stats_print(st, file);
+    if (ac_mapstore_damage(st)) fprintf(file, "DAMAGED: %s\n", ac_mapstore_damage(st));
+    ac_mapstore_close(st);
     return AC_OK;
 }
 
 int ac_db_verify(const char *dir, void *file, int64_t *n_bad) {
-    ac_store *st = NULL;
+    ac_mapstore *st = NULL;
     int rc = open_raw(dir, &st);
     if (rc) return rc;
-    rc = ac_store_verify(st, n_bad, file);
-    ac_store_close(st);
+    rc = ac_mapstore_verify(st, n_bad, file);
+    ac_mapstore_close(st);
     return rc;
 }

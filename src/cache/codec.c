@@ -1,7 +1,7 @@
 /* codec.c — attention-map codecs: encoders, plain reference decoders, and the
  * fused "decode inside A.V" kernels (AVX-512 + portable C). Layouts: codec.h. */
 #include "cache/codec.h"
-#include "load/gguf.h"
+#include "util/fp16.h"
 #include "util/common.h"
 #include <math.h>
 #include <stdio.h>

@@ -13,7 +13,7 @@
 extern "C" {
 #include "util/common.h" /* a C header without extern "C" guards */
 #include "forward/cpu/pool.h"
-#include "load/gguf.h" /* ac_fp32_to_fp16, ac_fp16_to_fp32 */
+#include "util/fp16.h"
 }
 
 #include <faiss/IndexFlat.h>

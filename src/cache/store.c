@@ -709,8 +709,13 @@ int ac_store_get(ac_store *st, int64_t i, ac_store_entry *out) {
     if (i < 0 || i >= st->n)
         return ac_err(AC_ERR_RANGE, "store %s: entry %lld out of range (%lld entries)", st->path, (long long)i, (long long)st->n);
     ent *e = &st->ents[i];
-    if (e->vstate == V_UNCHECKED && !(st->flags & AC_STORE_NO_VERIFY)) e->vstate = verify_payload(st, e) ? V_OK : V_BAD;
-    if (e->vstate == V_BAD)
+    /* vstate is atomic: readers of one handle may verify the same record at once (same result) */
+    uint8_t vs = __atomic_load_n(&e->vstate, __ATOMIC_ACQUIRE);
+    if (vs == V_UNCHECKED && !(st->flags & AC_STORE_NO_VERIFY)) {
+        vs = verify_payload(st, e) ? V_OK : V_BAD;
+        __atomic_store_n(&e->vstate, vs, __ATOMIC_RELEASE);
+    }
+    if (vs == V_BAD)
         return ac_err(AC_ERR_CACHE, "store %s: entry %lld (key %llu) at offset %llu: payload checksum mismatch (damaged record)",
                       st->path, (long long)i, (unsigned long long)e->key, (unsigned long long)e->off);
     fill_entry(st, e, i, out);

@@ -12,7 +12,10 @@
  *   - a writer killed at any moment (SIGKILL, ENOSPC, power loss after fsync)
  *     leaves every committed entry intact; the next writer truncates the
  *     uncommitted tail.
- * Threading: one handle is used by one thread at a time. */
+ * Threading: the reading calls (get_params, count, n_tokens, damage, get, find,
+ * stats) may run from several threads at once on one handle while no thread
+ * changes it (refresh, writes, commit, verify); see store_ops.h, the interface
+ * through which the cache uses this store, for the whole contract. */
 #ifndef AC_CACHE_STORE_H
 #define AC_CACHE_STORE_H
 

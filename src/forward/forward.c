@@ -44,8 +44,10 @@ void ac_ctx_reset_profile(ac_ctx *ctx) {
 
 const ac_model *ac_ctx_model(const ac_ctx *ctx) { return ctx ? ctx->model : NULL; }
 
-void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
-    if (!ctx) return;
+int ac_ctx_swap_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook, ac_attn_hook *prev) {
+    if (!ctx) return 0;
+    const int had = ctx->has_hook;
+    if (prev) *prev = ctx->hook;
     if (hook) {
         ctx->hook = *hook;
         ctx->has_hook = 1;
@@ -53,6 +55,18 @@ void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
         memset(&ctx->hook, 0, sizeof ctx->hook);
         ctx->has_hook = 0;
     }
+    return had;
+}
+
+void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
+    ac_attn_hook old;
+    if (ac_ctx_swap_attn_hook(ctx, hook, &old) && old.release) old.release(old.user);
+}
+
+int ac_ctx_get_attn_hook(const ac_ctx *ctx, ac_attn_hook *out) {
+    if (!ctx || !ctx->has_hook) return 0;
+    if (out) *out = ctx->hook;
+    return 1;
 }
 
 /* ---- context --------------------------------------------------------------------------------- */
@@ -153,6 +167,7 @@ static void ws_free(ac_ctx *c) {
 
 void ac_ctx_free(ac_ctx *c) {
     if (!c) return;
+    ac_ctx_set_attn_hook(c, NULL); /* releases the hook (an attached cache forgets this context) */
     if (c->pk)
         for (int i = 0; i < ac_pool_threads(c->pool); i++) free(c->pk[i]);
     free(c->pk);
@@ -815,6 +830,31 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
 }
 
 struct ac_pool *ac_ctx_pool(const ac_ctx *c) { return c ? c->pool : NULL; }
+
+int ac_ctx_threads(const ac_ctx *c) { return c && c->pool ? ac_pool_threads(c->pool) : 1; }
+
+typedef struct task_job {
+    ac_pool *pool;
+    int n;
+    ac_task_fn fn;
+    void *arg;
+} task_job;
+
+static void task_step(void *arg, int ith, int nth) {
+    (void)nth;
+    const task_job *j = arg;
+    for (int t; (t = ac_pool_next(j->pool)) < j->n;) j->fn(j->arg, t, ith);
+}
+
+void ac_ctx_run_tasks(ac_ctx *c, int n_task, int serial, ac_task_fn fn, void *arg) {
+    ac_pool *pool = c ? c->pool : NULL;
+    if (serial || !pool || ac_pool_threads(pool) == 1) {
+        for (int t = 0; t < n_task; t++) fn(arg, t, 0);
+        return;
+    }
+    task_job j = {pool, n_task, fn, arg};
+    ac_pool_run(pool, task_step, &j);
+}
 
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0) {
     if (!m || !tokens || n <= 0 || !x0) return ac_err(AC_ERR_ARG, "ac_model_layer0_states: invalid argument");

@@ -73,6 +73,10 @@ typedef struct ac_attn_hook {
      * maps. AC_OK or an error. */
     int (*apply)(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                  int head_dim, float *out, int ldo);
+    /* The context gives the hook up: called once, when ac_ctx_set_attn_hook
+     * replaces it or ac_ctx_free frees the context (the hook's owner releases
+     * `user`; the context must not be used from inside). NULL: nothing to do. */
+    void (*release)(void *user);
 } ac_attn_hook;
 
 /* Layer-0 states of a token sequence: the normed embeddings the first
@@ -83,9 +87,25 @@ int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, floa
 /* A context's thread pool (hooks run their parallel work on it: no second set
  * of threads competing for the cores). */
 struct ac_pool *ac_ctx_pool(const ac_ctx *ctx);
+/* Threads of a context's pool (the caller included; 1 for NULL). */
+int ac_ctx_threads(const ac_ctx *ctx);
+/* fn(arg, task, ith) for every task in [0, n_task) on the context's threads,
+ * each thread taking the next task; ith in [0, ac_ctx_threads(ctx)) names the
+ * thread (per-thread scratch). serial != 0 (little work) or a context of one
+ * thread: all on the caller, ith 0. Call from the context's thread, outside
+ * any step of its pool (e.g. from a hook). */
+typedef void (*ac_task_fn)(void *arg, int task, int ith);
+void ac_ctx_run_tasks(ac_ctx *ctx, int n_task, int serial, ac_task_fn fn, void *arg);
 
-/* Install (a copy of) a hook on a context; NULL removes it. */
+/* Install (a copy of) a hook on a context; NULL removes it. The hook it
+ * replaces is released (its `release`, if any, is called after the swap). */
 void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook);
+/* The context's hook: 1 and *out = a copy, or 0 when it has none. */
+int ac_ctx_get_attn_hook(const ac_ctx *ctx, ac_attn_hook *out);
+/* Lend ctx a hook for a while: installs `hook` (NULL: none) WITHOUT releasing
+ * the current one, which is copied to *prev; returns 1 if there was one. Put
+ * it back with ac_ctx_swap_attn_hook(ctx, had ? &prev : NULL, &tmp). */
+int ac_ctx_swap_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook, ac_attn_hook *prev);
 
 /* ---- GEMM backends ---------------------------------------------------------------
  * Activations: X [M][K] row-major f32, optionally with a BF16 copy made on

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/fp16.h"
+
 /* metadata value types (GGUF spec numbering) */
 enum gguf_vtype {
     GGUF_T_UINT8 = 0, GGUF_T_INT8 = 1, GGUF_T_UINT16 = 2, GGUF_T_INT16 = 3,
@@ -132,11 +134,7 @@ int gguf_check_supported(const gguf_tensor *t);
 int gguf_expect_tensor(const gguf_file *g, const char *name, uint32_t n_dims, const int64_t *ne,
                        const gguf_tensor **out, int required);
 
-/* fp16/bf16 scalar conversion */
-float ac_fp16_to_fp32(uint16_t h);
-uint16_t ac_fp32_to_fp16(float f);
-float ac_bf16_to_fp32(uint16_t h);
-uint16_t ac_fp32_to_bf16(float f); /* round to nearest even */
+/* fp16/bf16 scalar conversion: util/fp16.h (included here for the loader's users) */
 
 /* ---- writer (tests, tools: synthetic models) ---------------------------- */
 typedef struct gguf_writer gguf_writer;

@@ -621,10 +621,12 @@ int cmd_eval(int argc, char **argv) {
         ac_cache_get_stats(cache, &cs);
         if (cs.queries)
             printf("lookup per query: features %.1f us, key %.1f us, search %.1f us, fetch %.1f us "
-                   "(search: %lld of %lld not proven by the f16 pass, %lld vectors recomputed)\n",
+                   "(search: %lld of %lld not proven by the f16 pass, %lld vectors recomputed); "
+                   "%lld failed lookups, %lld damaged records skipped%s%s%s\n",
                    1e6 * cs.t_features / cs.queries, 1e6 * cs.t_key / cs.queries, 1e6 * cs.t_search / cs.queries,
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
-                   (long long)cs.search_recomputed);
+                   (long long)cs.search_recomputed, (long long)cs.lookups_failed, (long long)cs.records_damaged,
+                   cs.first_failure[0] ? " (first: " : "", cs.first_failure, cs.first_failure[0] ? ")" : "");
         printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
