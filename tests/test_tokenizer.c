@@ -589,11 +589,6 @@ static void test_detokenize_options(void **st) {
 
 /* ---- long input ------------------------------------------------------------------------------ */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TIME_SLACK 25.0
-#else
-#define TIME_SLACK 1.0
-#endif
 
 static char *make_long_text(const char *name, size_t target, size_t *len) {
     cases_t c = {0};
@@ -611,6 +606,21 @@ static char *make_long_text(const char *name, size_t target, size_t *len) {
     return b;
 }
 
+/* Long inputs: right, and not quadratic. No speed target here (speed lives in benchmarks,
+ * and a loaded or sanitized run is slow): a quadratic tokenizer needs ~1e11 steps for
+ * 1 MiB, hours, while a linear one takes under a second (3 s under ASan); 60 s tells
+ * the two apart on any machine. */
+#define QUADRATIC_GUARD_S 60.0
+static void check_not_quadratic(const ac_vocab *v, const char *what, const char *text, size_t len, int special) {
+    double t0 = ac_now();
+    int n;
+    int32_t *ids = tok(v, text, len, special, &n); /* tokenizes twice: size, then fill */
+    double dt = (ac_now() - t0) / 2;
+    free(ids);
+    printf("  %-12s %6.1f ms per pass\n", what, dt * 1e3);
+    assert_true(dt < QUADRATIC_GUARD_S);
+}
+
 static void test_long_input(void **st) {
     (void)st;
     int any = 0;
@@ -624,15 +634,11 @@ static void test_long_input(void **st) {
             continue;
         }
         any = 1;
-        double t0 = ac_now();
         int n;
-        int32_t *ids = tok(t.v, text, len, 1, &n); /* tokenizes twice: size, then fill */
-        double dt = (ac_now() - t0) / 2;
-        printf("%-15s 1 MiB mixed text: %8d tokens in %6.1f ms\n", VOCABS[k], n, dt * 1e3);
+        int32_t *ids = tok(t.v, text, len, 1, &n);
+        printf("%-15s 1 MiB mixed text: %8d tokens\n", VOCABS[k], n);
         assert_true(n > 100000);
         int type = ac_vocab_type(t.v);
-        if (type != AC_VOCAB_WPM) assert_true(dt < 1.0 * TIME_SLACK);
-        else assert_true(dt < 3.0 * TIME_SLACK);
         if (type == AC_VOCAB_SPM || !strcmp(VOCABS[k], "deepseek-coder")) { /* lossless */
             char *back = mallocCheck(len + 16);
             int m = 0;
@@ -643,16 +649,15 @@ static void test_long_input(void **st) {
             free(back);
         }
         free(ids);
+        check_not_quadratic(t.v, "mixed text", text, len, 1);
         /* one 1 MiB "word" without spaces (worst case for merges / greedy matching) */
         memset(text, 'a', len);
         for (size_t i = 7; i < len; i += 13) text[i] = "bcdefgh"[i % 7];
-        t0 = ac_now();
         ids = tok(t.v, text, len, 0, &n);
-        dt = (ac_now() - t0) / 2;
-        printf("%-15s 1 MiB single word: %8d tokens in %6.1f ms\n", VOCABS[k], n, dt * 1e3);
+        printf("%-15s 1 MiB single word: %8d tokens\n", VOCABS[k], n);
         assert_true(n > 0);
-        assert_true(dt < 3.0 * TIME_SLACK);
         free(ids);
+        check_not_quadratic(t.v, "single word", text, len, 0);
         free(text);
         close_vocab(&t);
     }
