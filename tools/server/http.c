@@ -25,9 +25,10 @@ typedef struct req_state {
     int route, openai;
     int admitted;        /* counted in s->in_flight */
     int answered;        /* a response is queued: the rest of the body is discarded */
-    srv_response early;  /* an error decided before the body was read (body discarded) */
+    srv_response early;  /* an error decided before or while the body was read (body discarded) */
     char *body;
     size_t len, cap;
+    size_t discarded;    /* body bytes read past the limit (chunked uploads without a length) */
 } req_state;
 
 static int bearer_ok(srv_server *s, struct MHD_Connection *c) {
@@ -111,13 +112,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_size;
         *upload_size = 0;
         if (st->answered) return MHD_YES; /* discarded */
+        if (st->early.body) {
+            /* over the limit without a Content-Length: read and drop the rest so the client
+             * gets its 413 (MHD answers only once the upload is complete), up to 4x the
+             * limit; a client still sending after that is disconnected */
+            st->discarded += n;
+            return st->discarded > 4 * s->cfg.max_body ? MHD_NO : MHD_YES;
+        }
         if (n > s->cfg.max_body - st->len) {
             free(st->body);
             st->body = NULL;
             st->len = st->cap = 0;
+            st->discarded = n;
             srv_route_error(&st->early, st->openai, 413, "request body exceeds the limit of %zu bytes", s->cfg.max_body);
-            /* answer at once: MHD closes the connection after it (the rest is not read) */
-            return send_response(s, c, st, method, url, &st->early);
+            return MHD_YES;
         }
         if (st->len + n > st->cap) {
             size_t nc = st->cap ? st->cap : 4096;
@@ -133,6 +141,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* the whole request is in */
     if (st->answered) return MHD_YES;
+    if (st->early.body) return send_response(s, c, st, method, url, &st->early);
     srv_response rs;
     srv_route_handle(s, st->route, st->body ? st->body : "", st->len, &rs);
     free(st->body);
