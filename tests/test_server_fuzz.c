@@ -94,6 +94,7 @@ static const struct {
     {SRV_R_PREDICT, "{\"inputs\":\"a wonderful film\",\"raw_scores\":false}"},
     {SRV_R_PREDICT, "{\"inputs\":[\"bad\",\"good\"],\"raw_scores\":true,\"truncate\":true}"},
     {SRV_R_SCORE, "{\"inputs\":\"x\",\"labels\":[\"a\"],\"template\":\"{text}\"}"},
+    {SRV_R_EMBED, "{\"inputs\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}"},
 };
 #define N_SEEDS ((int)(sizeof seeds / sizeof seeds[0]))
 
@@ -101,6 +102,7 @@ static const char *const tokens[] = {
     "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "\\ud800", "\\u0000", "null", "true", "false", "-1", "1e400",
     "0.5", "99999999", "\"input\"", "\"inputs\"", "\"truncate\"", "\"labels\"", "\xff", "\xc0\xaf", "\xed\xa0\x80",
     "\xf4\x90\x80\x80", "\xe2\x82", " ", "\t", "[[", "]]", "\"\"", "[]", "{}", "word word word word word word ",
+    "many words many words many words many words many words many words many words many words many words many words "
     "many words many words many words many words many words many words many words many words many words many words "
     "many words many words many words many words many words many words many words many words many words many words ",
 };
