@@ -321,6 +321,31 @@ curl -s -o /dev/null "$URL/health" && bad "still listening after exit" || ok
 "$BIN" serve -m "$M" --max-batch-tokens 100 --port 0 2>"$TMP/err" && bad "batch budget below input limit accepted" || { grep -q "max-batch-tokens" "$TMP/err" && ok || bad "no message for --max-batch-tokens"; }
 "$BIN" serve -m /nonexistent.gguf --port 0 2>"$TMP/err" && bad "missing model accepted" || { grep -q "cannot load model" "$TMP/err" && ok || bad "no message for a missing model"; }
 
+# ---- an attention cache served read-only (two workers, one view each) -------------------------------
+head -20 "$SRC/../shared/data/sst2/train.tsv" 2>/dev/null | tail -n +2 | cut -f1 > "$TMP/corpus.txt"
+if [[ -s "$TMP/corpus.txt" ]] && "$BIN" build -m "$M" -i "$TMP/corpus.txt" -o "$TMP/c.cache" > /dev/null 2>&1; then
+    start_server -m "$M" -t 1 --workers 2 -q --cache "$TMP/c.cache"
+    $PY -c "import json,sys; print(json.dumps({'input': [open('$TMP/corpus.txt').readline().strip(), 'zebras compute eigenvalues at dawn']}))" > "$TMP/body"
+    req cache-embed 200 POST /v1/embeddings "$TMP/body"
+    cp "$TMP/out" "$TMP/cached.json"
+    req cache-metrics 200 GET /metrics
+    grep -q '^attncache_cache_hits_total [1-9]' "$TMP/out" && ok || bad "no cache hit: $(grep cache_hits "$TMP/out")"
+    grep -q '^attncache_cache_lookups_total 2$' "$TMP/out" && ok || bad "cache lookups: $(grep cache_lookups "$TMP/out")"
+    stop_server
+    start_server -m "$M" -t 2 -q
+    req exact-embed 200 POST /v1/embeddings "$TMP/body"
+    if $PY - "$TMP/cached.json" "$TMP/out" <<'EOF'
+import json, sys
+a, b = (json.load(open(p))["data"] for p in sys.argv[1:3])
+for x, y in zip(a, b):
+    assert sum(u * v for u, v in zip(x["embedding"], y["embedding"])) > 0.99, "cached embedding far from exact"
+EOF
+    then ok; else bad "cached embeddings differ from exact ones"; fi
+    stop_server
+else
+    echo "note: no SST-2 data or cache build failed: cache test skipped"
+fi
+
 # ---- /score with the committed decoder ------------------------------------------------------------
 if [[ -f "$DEC" ]]; then
     start_server -m "$DEC" -t 2 -q

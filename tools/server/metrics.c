@@ -116,8 +116,9 @@ static void hist_render(sbuf *b, const char *name, const char *labels, const his
     }
     cum += h->counts[h->n];
     sbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
-    sbuf_printf(b, "%s_sum{%s} %.9g\n", name, labels, h->sum);
-    sbuf_printf(b, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
+    const char *lb = labels[0] ? "{" : "", *rb = labels[0] ? "}" : "";
+    sbuf_printf(b, "%s_sum%s%s%s %.9g\n", name, lb, labels, rb, h->sum);
+    sbuf_printf(b, "%s_count%s%s%s %llu\n", name, lb, labels, rb, (unsigned long long)h->count);
 }
 
 void srv_metrics_render(sbuf *b, const srv_gauges *g) {
