@@ -191,6 +191,9 @@ printf '{"inputs":["ok","\xed\xa0\x80 surrogate"]}' > "$TMP/body"
 req invalid-utf8-surrogate 422 POST /embed "$TMP/body"
 printf '{"inputs":"\xc0\xaf overlong"}' > "$TMP/body"
 req invalid-utf8-overlong 422 POST /tokenize "$TMP/body"
+jreq nul-escape 400 POST /v1/embeddings '{"input":"abc\u0000def"}'
+pycheck nul-escape-msg "'NUL' in d['error']['message']"
+jreq escaped-backslash-u 200 POST /v1/embeddings '{"input":"a literal \\\\u0000 is fine"}'
 $PY -c "import json; print(json.dumps({'input': ['x'] * 33}))" > "$TMP/body"
 req huge-array 413 POST /v1/embeddings "$TMP/body"
 $PY -c "import json; print(json.dumps({'inputs': 'word ' * 600}))" > "$TMP/long.json"

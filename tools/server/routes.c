@@ -370,6 +370,23 @@ static int get_trunc(rq *q, const cJSON *obj, tok_opts *o) {
     return 0;
 }
 
+/* 1 if a JSON string in the text holds the escape \u0000 (the parser would end
+ * the C string there and silently drop the rest of the input). */
+static int has_nul_escape(const char *p, size_t n) {
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!in_str) {
+            in_str = p[i] == '"';
+        } else if (p[i] == '"') {
+            in_str = 0;
+        } else if (p[i] == '\\' && i + 1 < n) {
+            if (p[i + 1] == 'u' && i + 5 < n && !memcmp(p + i + 2, "0000", 4)) return 1;
+            i++; /* the escaped character */
+        }
+    }
+    return 0;
+}
+
 /* Parse the body as a JSON object. NULL (response set) on error. */
 static cJSON *parse_body(rq *q, const char *body, size_t len) {
     if (len == 0) return fail(q, 400, "empty request body (a JSON object is expected)"), NULL;
@@ -385,6 +402,10 @@ static cJSON *parse_body(rq *q, const char *body, size_t len) {
             cJSON_Delete(root);
             return fail(q, 400, "malformed JSON: trailing data at byte %zu", (size_t)(p - body)), NULL;
         }
+    if (has_nul_escape(body, len)) {
+        cJSON_Delete(root);
+        return fail(q, BAD(q), "a string holds the NUL character (\\u0000), which inputs cannot contain"), NULL;
+    }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return fail(q, BAD(q), "the request body must be a JSON object"), NULL;
