@@ -58,7 +58,7 @@ stop_server() {
     wait "$SRV_PID"
     local rc=$?
     SRV_PID=""
-    [[ $rc -eq 0 ]] && ok || bad "server exited with $rc after SIGTERM"
+    if [[ $rc -eq 0 ]]; then ok; else bad "server exited with $rc after SIGTERM: $(tail -20 "$LOG")"; fi
 }
 
 # req NAME EXPECTED_STATUS METHOD PATH [BODY_FILE|-] [curl args...]: body in $TMP/out
@@ -314,7 +314,7 @@ $PY -c "import json; d=json.load(open('$TMP/slow.out')); assert len(d) == $n" &&
 wait "$SRV_PID"
 rc=$?
 SRV_PID=""
-[[ $rc -eq 0 ]] && ok || bad "exit status $rc after SIGTERM drain"
+[[ $rc -eq 0 ]] && ok || bad "exit status $rc after SIGTERM drain: $(tail -20 "$LOG")"
 grep -q "stopped" "$LOG" && ok || bad "no 'stopped' line: $(tail -3 "$LOG")"
 curl -s -o /dev/null "$URL/health" && bad "still listening after exit" || ok
 
