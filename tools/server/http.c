@@ -63,7 +63,14 @@ static enum MHD_Result send_response(srv_server *s, struct MHD_Connection *c, re
     double dt = srv_now() - st->t0;
     srv_metrics_request(st->route, rs->status, dt);
     if (rs->status == 429) srv_metrics_rejected(st->route);
-    if (!s->cfg.quiet) fprintf(stderr, "attncache serve: %s %s %d %.1f ms\n", method, url, rs->status, dt * 1e3);
+    if (!s->cfg.quiet) {
+        /* the path is the client's (percent-decoded): no control bytes into the log */
+        char path[128];
+        size_t k = 0;
+        for (const char *p = url; *p && k + 1 < sizeof path; p++) path[k++] = (*p < 0x20 && *p >= 0) || *p == 0x7f ? '?' : *p;
+        path[k] = 0;
+        fprintf(stderr, "attncache serve: %s %s %d %.1f ms\n", method, path, rs->status, dt * 1e3);
+    }
     return ok;
 }
 
