@@ -349,6 +349,39 @@ else
     echo "note: no SST-2 data or cache build failed: cache test skipped"
 fi
 
+# ---- 503 while loading: the F16 model is widened to f32 at load (~1 s), the socket is open before --------
+F16="$SRC/models-cache/all-MiniLM-L6-v2-f16.gguf"
+if [[ -f "$F16" ]]; then
+    LOG="$TMP/server.loading.log"
+    "$BIN" serve --port 0 -q -m "$F16" 2>"$LOG" &
+    SRV_PID=$!
+    PORT=""
+    for _ in $(seq 200); do
+        PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$LOG" 2>/dev/null | grep -o '[0-9]*$')
+        [[ -n "$PORT" ]] && break
+        sleep 0.01
+    done
+    # each check asserts when the request came before the end of loading (a race it nearly always wins)
+    code=$(curl -s -o "$TMP/out" -w '%{http_code}' -d '{"inputs":"x"}' "http://127.0.0.1:$PORT/embed")
+    if [[ "$code" == 503 ]]; then
+        pycheck embed-loading "'loading' in d['error']"
+    else
+        echo "note: the model loaded before the first /embed ($code): 503 while loading not observed"
+    fi
+    code=$(curl -s -o "$TMP/out" -w '%{http_code}' "http://127.0.0.1:$PORT/health")
+    if [[ "$code" == 503 ]]; then
+        pycheck health-loading "d['status'] == 'loading'"
+    else
+        echo "note: the model loaded before the first /health ($code)"
+    fi
+    for _ in $(seq 300); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health")" == 200 ]] && break
+        sleep 0.05
+    done
+    jreq embed-loaded 200 POST /embed '{"inputs":"x"}'
+    stop_server
+fi
+
 # ---- /score with the committed decoder ------------------------------------------------------------
 if [[ -f "$DEC" ]]; then
     start_server -m "$DEC" -t 2 -q
