@@ -318,6 +318,23 @@ SRV_PID=""
 grep -q "stopped" "$LOG" && ok || bad "no 'stopped' line: $(tail -3 "$LOG")"
 curl -s -o /dev/null "$URL/health" && bad "still listening after exit" || ok
 
+# a second SIGTERM during the drain: the request's queued sequences are cancelled (small batches: many queued)
+start_server -m "$M" -t 2 -q --max-batch-tokens 512
+curl -s -o "$TMP/slow.out" -w '%{http_code}' --data-binary @"$TMP/slow.json" "$URL/embed" > "$TMP/slow.code" &
+cpid=$!
+sleep 0.4
+kill -TERM "$SRV_PID"
+sleep 0.2
+kill -TERM "$SRV_PID"
+wait "$cpid"
+wait "$SRV_PID"
+rc=$?
+SRV_PID=""
+[[ $rc -eq 0 ]] && ok || bad "exit status $rc after a second SIGTERM: $(tail -20 "$LOG")"
+code=$(cat "$TMP/slow.code")
+[[ "$code" == 503 || "$code" == 000 ]] && ok || bad "request cut by a second SIGTERM: status $code, want 503 (or closed)"
+grep -q "second signal" "$LOG" && ok || bad "no second-signal line: $(tail -3 "$LOG")"
+
 # bad start-up options are refused with a message
 "$BIN" serve -m "$M" --port 99999 2>"$TMP/err" && bad "bad --port accepted" || { grep -q "bad --port" "$TMP/err" && ok || bad "no message for bad --port"; }
 "$BIN" serve 2>"$TMP/err" && bad "serve without -m accepted" || ok

@@ -230,6 +230,20 @@ int srv_batcher_run(srv_batcher *b, srv_job *j) {
     return rc;
 }
 
+void srv_batcher_cancel_queued(srv_batcher *b) {
+    pthread_mutex_lock(&b->mu);
+    b->stopping = 1;
+    for (srv_item *it = b->head, *next; it; it = next) {
+        next = it->next;
+        finish_item(it, SRV_CANCELLED, "the server is shutting down");
+        if (--it->job->remaining == 0) pthread_cond_signal(&it->job->done);
+    }
+    b->head = b->tail = NULL;
+    b->q_seqs = b->q_tokens = 0;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+}
+
 void srv_batcher_depth(srv_batcher *b, int64_t *seqs, int64_t *tokens) {
     pthread_mutex_lock(&b->mu);
     *seqs = b->q_seqs;

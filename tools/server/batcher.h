@@ -70,6 +70,13 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
  * (per-sequence results in job->status) or AC_ERR_ARG when the batcher is
  * stopping. The job is borrowed for the call. */
 int srv_batcher_run(srv_batcher *b, srv_job *job);
+/* Status of a sequence dropped from the queue by srv_batcher_cancel_queued
+ * (positive: not an AC_ERR_* code). */
+#define SRV_CANCELLED 1
+/* Completes every queued (not yet running) sequence with SRV_CANCELLED and
+ * refuses new jobs: the second signal of a shutdown. Batches already running
+ * finish. */
+void srv_batcher_cancel_queued(srv_batcher *b);
 /* Sequences and tokens waiting in the queue. */
 void srv_batcher_depth(srv_batcher *b, int64_t *seqs, int64_t *tokens);
 /* Attention-cache statistics summed over the workers (0 if no cache). */

@@ -432,6 +432,10 @@ static int run_job(rq *q, srv_job *j) {
     } else {
         for (int i = 0; i < j->n; i++) {
             if (st[i] == AC_OK) continue;
+            if (st[i] == SRV_CANCELLED) {
+                r = fail(q, 503, "the server is shutting down");
+                break;
+            }
             int status = st[i] == AC_ERR_INPUT || st[i] == AC_ERR_ARG || st[i] == AC_ERR_UNSUPPORTED ? BAD(q) : 500;
             r = fail(q, status, "input %d: %s", i, err[i]);
             break;

@@ -49,7 +49,8 @@ static const char *usage_text =
     "      --layers SPEC            cache layers served on a hit: all|none|policy|0-3,7\n"
     "  -q, --quiet                  no log line per request\n"
     "\n"
-    "SIGTERM or SIGINT: stop accepting connections, finish the requests in flight, exit 0.\n";
+    "SIGTERM or SIGINT: stop accepting connections, finish the requests in flight, exit 0\n"
+    "(a second signal answers the requests still queued with 503 and exits).\n";
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -281,8 +282,13 @@ int cmd_serve(int argc, char **argv) {
     srv_http_quiesce(http);
     double t_end = srv_now() + c->drain_s;
     while (atomic_load(&s->open) > 0 && srv_now() < t_end) {
+        /* a second signal ends the wait: the requests left are closed */
         struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        if (sigtimedwait(&sigs, NULL, &ts) > 0) {
+            fprintf(stderr, "attncache serve: second signal: queued requests cancelled (503)\n");
+            srv_batcher_cancel_queued(s->batcher);
+            break;
+        }
     }
     long left = atomic_load(&s->open);
     srv_http_stop(http); /* closes what is left after the drain timeout */
