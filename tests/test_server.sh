@@ -351,6 +351,7 @@ if [[ -s "$TMP/corpus.txt" ]] && "$BIN" build -m "$M" -i "$TMP/corpus.txt" -o "$
     req cache-metrics 200 GET /metrics
     grep -q '^attncache_cache_hits_total [1-9]' "$TMP/out" && ok || bad "no cache hit: $(grep cache_hits "$TMP/out")"
     grep -q '^attncache_cache_lookups_total 2$' "$TMP/out" && ok || bad "cache lookups: $(grep cache_lookups "$TMP/out")"
+    grep -q '^attncache_stage_duration_seconds_count{stage="lookup"} [1-9]' "$TMP/out" && ok || bad "no lookup stage histogram"
     stop_server
     start_server -m "$M" -t 2 -q
     req exact-embed 200 POST /v1/embeddings "$TMP/body"

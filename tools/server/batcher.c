@@ -125,8 +125,14 @@ static void *worker_main(void *arg) {
         srv_metrics_stage(SRV_ST_FORWARD, t1 - t0);
         srv_metrics_batch(n, tok);
 
+        ac_cache_stats cs;
+        if (w->cache) {
+            ac_cache_get_stats(w->cache, &cs);
+            double before = w->stats.t_features + w->stats.t_key + w->stats.t_search + w->stats.t_fetch;
+            srv_metrics_stage(SRV_ST_LOOKUP, cs.t_features + cs.t_key + cs.t_search + cs.t_fetch - before);
+        }
         pthread_mutex_lock(&b->mu);
-        if (w->cache) ac_cache_get_stats(w->cache, &w->stats);
+        if (w->cache) w->stats = cs;
         for (int i = 0; i < n; i++) {
             srv_job *j = w->batch[i]->job;
             if (--j->remaining == 0) pthread_cond_signal(&j->done);

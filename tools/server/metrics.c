@@ -122,7 +122,7 @@ static void hist_render(sbuf *b, const char *name, const char *labels, const his
 }
 
 void srv_metrics_render(sbuf *b, const srv_gauges *g) {
-    static const char *const stage_names[SRV_ST_COUNT] = {"queue", "tokenize", "forward"};
+    static const char *const stage_names[SRV_ST_COUNT] = {"queue", "tokenize", "forward", "lookup"};
     pthread_mutex_lock(&M.mu);
     double up = srv_now() - M.t0;
     sbuf_puts(b, "# HELP attncache_requests_total HTTP requests by route and status code.\n"
@@ -152,9 +152,11 @@ void srv_metrics_render(sbuf *b, const srv_gauges *g) {
         hist_render(b, "attncache_request_duration_seconds", lab, &M.req_lat[r]);
     }
     sbuf_puts(b, "# HELP attncache_stage_duration_seconds Time per stage: queue (per sequence, enqueue to batch "
-                 "start), tokenize (per request), forward (per batch).\n"
+                 "start), tokenize (per request), forward (per batch, lookup included), lookup (per batch: the attention "
+                 "cache's features, key, search and fetch).\n"
                  "# TYPE attncache_stage_duration_seconds histogram\n");
     for (int s = 0; s < SRV_ST_COUNT; s++) {
+        if (s == SRV_ST_LOOKUP && !M.stage[s].count) continue; /* no cache */
         char lab[64];
         snprintf(lab, sizeof lab, "stage=\"%s\"", stage_names[s]);
         hist_render(b, "attncache_stage_duration_seconds", lab, &M.stage[s]);

@@ -22,7 +22,9 @@ enum srv_route {
 };
 const char *srv_route_path(int route);
 
-enum srv_stage { SRV_ST_QUEUE = 0, SRV_ST_TOKENIZE, SRV_ST_FORWARD, SRV_ST_COUNT };
+/* queue: per sequence, enqueue to batch start; tokenize: per request; forward: per
+ * batch (lookup included); lookup: per batch, the attention cache's share (with --cache) */
+enum srv_stage { SRV_ST_QUEUE = 0, SRV_ST_TOKENIZE, SRV_ST_FORWARD, SRV_ST_LOOKUP, SRV_ST_COUNT };
 
 /* Gauges read at render time (owned by the batcher / HTTP layer). */
 typedef struct srv_gauges {
