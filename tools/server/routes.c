@@ -969,13 +969,14 @@ static void route_health(rq *q) {
 static void route_metrics(rq *q) {
     srv_server *s = q->s;
     srv_gauges g = {0};
-    if (s->batcher) srv_batcher_depth(s->batcher, &g.queue_sequences, &g.queue_tokens);
+    g.ready = atomic_load(&s->ready); /* the batcher is set before ready (seq_cst): read it only after */
+    srv_batcher *bt = g.ready ? s->batcher : NULL;
+    if (bt) srv_batcher_depth(bt, &g.queue_sequences, &g.queue_tokens);
     g.in_flight = atomic_load(&s->in_flight);
-    g.ready = atomic_load(&s->ready);
     sbuf b = {0};
     srv_metrics_render(&b, &g);
     ac_cache_stats cs;
-    if (s->batcher && srv_batcher_cache_stats(s->batcher, &cs)) {
+    if (bt && srv_batcher_cache_stats(bt, &cs)) {
         sbuf_printf(&b,
                     "# HELP attncache_cache_lookups_total Sequences looked up in the attention cache.\n"
                     "# TYPE attncache_cache_lookups_total counter\nattncache_cache_lookups_total %lld\n"
