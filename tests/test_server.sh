@@ -367,6 +367,50 @@ else
     echo "note: no SST-2 data or cache build failed: cache test skipped"
 fi
 
+# ---- the cache online: --cache-insert records served inputs, later requests hit them ---------------------
+metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+wait_metric() { # NAME MIN: poll up to 30 s until the metric reaches MIN
+    for _ in $(seq 300); do
+        local v
+        v=$(metric "$1")
+        [[ -n "$v" && "$v" -ge "$2" ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+start_server -m "$M" -t 2 -q --cache "$TMP/live.cache" --cache-insert
+jreq insert-first 200 POST /embed '{"inputs":["a first sentence to remember","another one, quite different","and a third"]}'
+wait_metric attncache_cache_committed_entries 3 && ok || bad "3 inputs not recorded: $(curl -s "$URL/metrics" | grep cache_)"
+sleep 0.3 # the worker re-opens its view at its next batch
+jreq insert-again 200 POST /embed '{"inputs":["a first sentence to remember","another one, quite different","and a third"]}'
+req insert-metrics 200 GET /metrics
+grep -q '^attncache_cache_hits_total 3$' "$TMP/out" && ok || bad "recorded inputs not served: $(grep -E 'cache_(hits|lookups)' "$TMP/out")"
+wait_metric attncache_cache_insert_duplicates_total 3 && ok || bad "repeated inputs not recognised as stored"
+stop_server
+"$BIN" db verify "$TMP/live.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after insert: $(cat "$TMP/verify.txt")"
+
+# SIGKILL while inserting under load: a restart sees every committed entry and nothing half-written
+start_server -m "$M" -t 2 -q --cache "$TMP/kill.cache" --cache-insert
+(for i in $(seq 400); do
+    curl -s -o /dev/null -d "{\"inputs\":[\"request number $i about topic $((i * 7919 % 1000))\",\"second text $i\"]}" "$URL/embed" || break
+done) &
+lpid=$!
+wait_metric attncache_cache_committed_entries 6 && ok || bad "no entries committed under load"
+sleep 0.5
+committed=$(metric attncache_cache_committed_entries)
+kill -KILL "$SRV_PID"
+wait "$SRV_PID" 2>/dev/null
+SRV_PID=""
+wait "$lpid" 2>/dev/null
+"$BIN" db verify "$TMP/kill.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after SIGKILL: $(cat "$TMP/verify.txt")"
+entries=$("$BIN" db stats "$TMP/kill.cache" 2>/dev/null | awk '$1 == "entries" {print $2}')
+[[ -n "$entries" && -n "$committed" && "$entries" -ge "$committed" ]] && ok || bad "after SIGKILL: $entries entries, $committed were committed"
+start_server -m "$M" -t 2 -q --cache "$TMP/kill.cache" --cache-insert
+jreq after-kill 200 POST /embed '{"inputs":"request number 1 about topic 919"}'
+req after-kill-metrics 200 GET /metrics
+grep -q '^attncache_cache_hits_total 1$' "$TMP/out" && ok || bad "a committed entry not served after restart: $(grep -E 'cache_(hits|lookups)' "$TMP/out")"
+stop_server
+
 # ---- 503 while loading: the F16 model is widened to f32 at load (~1 s), the socket is open before --------
 F16="$SRC/models-cache/all-MiniLM-L6-v2-f16.gguf"
 if [[ -f "$F16" ]]; then

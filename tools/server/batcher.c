@@ -21,7 +21,10 @@ typedef struct worker {
     int started;
     ac_ctx *ctx;
     ac_cache *cache;
-    ac_cache_stats stats; /* snapshot after the last batch (under b->mu) */
+    int64_t cache_gen;    /* generation of the view in `cache` */
+    ac_cache_stats base;  /* lookup counts of the views closed at re-opens */
+    ac_cache_stats stats; /* base + the current view's, after the last batch (under b->mu) */
+    double t_lookup;      /* the current view's lookup seconds at the last batch */
     /* batch scratch */
     srv_item **batch; /* [max_batch_seqs] */
     ac_seq *seqs;     /* [max_batch_seqs] */
@@ -86,6 +89,48 @@ static void run_batch(worker *w, srv_item **items, int n) {
     }
 }
 
+static void add_stats(ac_cache_stats *a, const ac_cache_stats *b) {
+    a->queries += b->queries;
+    a->hits += b->hits;
+    a->layers_served += b->layers_served;
+    a->rows_served += b->rows_served;
+    a->rows_total += b->rows_total;
+    a->bytes_read += b->bytes_read;
+    a->t_features += b->t_features;
+    a->t_key += b->t_key;
+    a->t_search += b->t_search;
+    a->t_fetch += b->t_fetch;
+}
+
+static double lookup_seconds(const ac_cache_stats *s) { return s->t_features + s->t_key + s->t_search + s->t_fetch; }
+
+/* Re-open the worker's read-only view when new entries were committed. Keeps
+ * the old view if the new one cannot be opened. Worker thread, outside b->mu. */
+static void refresh_view(worker *w) {
+    srv_batcher *b = w->b;
+    if (!w->cache || !b->p.generation) return;
+    int64_t g = b->p.generation(b->p.user);
+    if (g == w->cache_gen) return;
+    ac_cache_params cap = b->p.cache_params ? *b->p.cache_params : ac_cache_default_params();
+    cap.writable = 0;
+    cap.create = 0;
+    ac_cache *nc = NULL;
+    if (ac_cache_open(b->model, b->p.cache_dir, &cap, &nc) != AC_OK) {
+        fprintf(stderr, "attncache serve: cannot re-open the cache view: %s\n", ac_last_error());
+        w->cache_gen = g; /* try again at the next commit */
+        return;
+    }
+    ac_cache_stats old;
+    ac_cache_get_stats(w->cache, &old);
+    ac_ctx_attach_cache(w->ctx, NULL);
+    ac_cache_close(w->cache);
+    w->cache = nc;
+    ac_ctx_attach_cache(w->ctx, nc);
+    w->cache_gen = g;
+    add_stats(&w->base, &old);
+    w->t_lookup = 0;
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     srv_batcher *b = w->b;
@@ -118,6 +163,7 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_unlock(&b->mu);
 
+        refresh_view(w);
         double t0 = srv_now();
         for (int i = 0; i < n; i++) srv_metrics_stage(SRV_ST_QUEUE, t0 - w->batch[i]->job->t_enqueue);
         run_batch(w, w->batch, n);
@@ -128,9 +174,16 @@ static void *worker_main(void *arg) {
         ac_cache_stats cs;
         if (w->cache) {
             ac_cache_get_stats(w->cache, &cs);
-            double before = w->stats.t_features + w->stats.t_key + w->stats.t_search + w->stats.t_fetch;
-            srv_metrics_stage(SRV_ST_LOOKUP, cs.t_features + cs.t_key + cs.t_search + cs.t_fetch - before);
+            srv_metrics_stage(SRV_ST_LOOKUP, lookup_seconds(&cs) - w->t_lookup);
+            w->t_lookup = lookup_seconds(&cs);
+            add_stats(&cs, &w->base);
         }
+        if (b->p.on_sequence && kind != SRV_JOB_SCORE)
+            for (int i = 0; i < n; i++) {
+                srv_item *it = w->batch[i];
+                if (it->job->status[it->idx] == AC_OK)
+                    b->p.on_sequence(b->p.user, it->job->tokens[it->idx], it->n_tokens);
+            }
         pthread_mutex_lock(&b->mu);
         if (w->cache) w->stats = cs;
         for (int i = 0; i < n; i++) {
@@ -185,6 +238,7 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
             cap.create = 0;
             if ((rc = ac_cache_open(model, p->cache_dir, &cap, &w->cache)) != AC_OK) goto fail;
             if ((rc = ac_ctx_attach_cache(w->ctx, w->cache)) != AC_OK) goto fail;
+            if (p->generation) w->cache_gen = p->generation(p->user);
         }
     }
     for (int i = 0; i < p->workers; i++) {

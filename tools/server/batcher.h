@@ -58,6 +58,12 @@ typedef struct srv_batcher_params {
     int max_tokens;       /* ac_ctx_params.max_tokens */
     const char *cache_dir;            /* NULL: no attention cache */
     const ac_cache_params *cache_params; /* with cache_dir: opened read-only once per worker */
+    /* optional, with a cache: each sequence run successfully is passed to on_sequence (from a
+     * worker thread; tokens borrowed for the call), and a worker re-opens its read-only view
+     * between batches whenever generation(user) has changed (new entries committed) */
+    void (*on_sequence)(void *user, const int32_t *tokens, int n_tokens);
+    int64_t (*generation)(void *user);
+    void *user;
 } srv_batcher_params;
 
 typedef struct srv_batcher srv_batcher;

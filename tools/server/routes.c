@@ -996,6 +996,31 @@ static void route_metrics(rq *q) {
                     cs.queries ? (double)cs.hits / (double)cs.queries : 0.0, (unsigned long long)cs.bytes_read,
                     (long long)cs.entries, cs.t_features + cs.t_key + cs.t_search + cs.t_fetch);
     }
+    srv_recorder *rec = g.ready ? s->recorder : NULL;
+    if (rec) {
+        srv_recorder_stats r;
+        srv_recorder_get_stats(rec, &r);
+        sbuf_printf(&b,
+                    "# HELP attncache_cache_inserts_total Inputs recorded into the attention cache.\n"
+                    "# TYPE attncache_cache_inserts_total counter\nattncache_cache_inserts_total %lld\n"
+                    "# HELP attncache_cache_insert_duplicates_total Inputs offered that were stored already.\n"
+                    "# TYPE attncache_cache_insert_duplicates_total counter\n"
+                    "attncache_cache_insert_duplicates_total %lld\n"
+                    "# HELP attncache_cache_insert_dropped_total Inputs not recorded (queue full, store at its byte cap, shutdown).\n"
+                    "# TYPE attncache_cache_insert_dropped_total counter\nattncache_cache_insert_dropped_total %lld\n"
+                    "# HELP attncache_cache_insert_errors_total Failed inserts and commits.\n"
+                    "# TYPE attncache_cache_insert_errors_total counter\nattncache_cache_insert_errors_total %lld\n"
+                    "# HELP attncache_cache_commits_total Commits of recorded entries.\n"
+                    "# TYPE attncache_cache_commits_total counter\nattncache_cache_commits_total %lld\n"
+                    "# HELP attncache_cache_committed_entries Entries committed in the store.\n"
+                    "# TYPE attncache_cache_committed_entries gauge\nattncache_cache_committed_entries %lld\n"
+                    "# HELP attncache_cache_store_bytes Size of the map store file.\n"
+                    "# TYPE attncache_cache_store_bytes gauge\nattncache_cache_store_bytes %lld\n"
+                    "# HELP attncache_cache_store_full 1 once the store reached --cache-max-bytes.\n"
+                    "# TYPE attncache_cache_store_full gauge\nattncache_cache_store_full %d\n",
+                    (long long)r.inserted, (long long)r.duplicates, (long long)r.dropped, (long long)r.errors,
+                    (long long)r.commits, (long long)r.entries, (long long)r.store_bytes, r.full);
+    }
     respond(q->rs, 200, &b, "text/plain; version=0.0.4; charset=utf-8");
 }
 

@@ -47,10 +47,17 @@ static const char *usage_text =
     "      --cache DIR              serve an attention cache read-only (one view per worker)\n"
     "      --threshold T            cache hit when the key distance <= T (default 0.05)\n"
     "      --layers SPEC            cache layers served on a hit: all|none|policy|0-3,7\n"
+    "      --cache-insert           record served inputs into the cache in the background (DIR is\n"
+    "                               created if missing); the workers serve them after each commit\n"
+    "      --cache-max-bytes N      stop inserting once the map store reaches N bytes (no eviction)\n"
+    "      --cache-queue N          inputs waiting to be recorded before new ones are dropped (default 1024)\n"
     "  -q, --quiet                  no log line per request\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting connections, finish the requests in flight, exit 0\n"
     "(a second signal answers the requests still queued with 503 and exits).\n";
+
+static void offer_sequence(void *user, const int32_t *tokens, int n) { srv_recorder_offer(user, tokens, n); }
+static int64_t cache_generation(void *user) { return srv_recorder_generation(user); }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -166,6 +173,17 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
             char *end;
             c->cache_params.threshold = strtof(v, &end);
             if (end == v || *end) return fprintf(stderr, "attncache: error: bad --threshold '%s'\n", v), 0;
+        } else if (!strcmp(a, "--cache-insert")) {
+            c->cache_insert = 1;
+        } else if (!strcmp(a, "--cache-queue")) {
+            INT(cache_queue, 1, 1 << 20);
+        } else if (!strcmp(a, "--cache-max-bytes")) {
+            VAL();
+            char *end;
+            errno = 0;
+            long long x2 = strtoll(v, &end, 10);
+            if (errno || end == v || *end || x2 < 1) return fprintf(stderr, "attncache: error: bad --cache-max-bytes '%s'\n", v), 0;
+            c->cache_max_bytes = x2;
         } else if (!strcmp(a, "--layers")) {
             VAL();
             c->cache_params.layers = v;
@@ -182,6 +200,10 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
         c->api_key = *key_owned;
     }
     if (!c->model_path) return fprintf(stderr, "attncache: error: no model given (-m MODEL)\n"), 0;
+    if (c->cache_insert && !c->cache_dir)
+        return fprintf(stderr, "attncache: error: --cache-insert needs --cache DIR\n"), 0;
+    if (c->cache_max_bytes && !c->cache_insert)
+        return fprintf(stderr, "attncache: error: --cache-max-bytes applies to --cache-insert\n"), 0;
     return 1;
 }
 
@@ -202,6 +224,7 @@ int cmd_serve(int argc, char **argv) {
     c->max_connections = 256;
     c->pooling = AC_POOL_DEFAULT;
     c->cache_params = ac_cache_default_params();
+    c->cache_queue = 1024;
     char *key_owned = NULL, *id_owned = NULL;
     srv_http *http = NULL;
     int rc = 1, help = 0, port = 0;
@@ -256,6 +279,19 @@ int cmd_serve(int argc, char **argv) {
             if (!(s->cls_labels[i] = strdup(buf))) goto out;
         }
     }
+    if (c->cache_insert) {
+        srv_recorder_params rp = {0};
+        rp.dir = c->cache_dir;
+        rp.cache_params = &c->cache_params;
+        rp.threads = c->threads;
+        rp.queue_cap = c->cache_queue;
+        rp.max_bytes = c->cache_max_bytes;
+        if (srv_recorder_new(s->model, &rp, &s->recorder) != AC_OK) {
+            fprintf(stderr, "attncache: error: cannot open the cache '%s' for inserting: %s\n", c->cache_dir,
+                    ac_last_error()[0] ? ac_last_error() : "failed");
+            goto out;
+        }
+    }
     srv_batcher_params bp = {0};
     bp.workers = c->workers;
     bp.threads = c->threads;
@@ -265,6 +301,11 @@ int cmd_serve(int argc, char **argv) {
     bp.max_tokens = s->info.n_ctx_train;
     bp.cache_dir = c->cache_dir;
     bp.cache_params = &c->cache_params;
+    if (s->recorder) {
+        bp.on_sequence = offer_sequence;
+        bp.generation = cache_generation;
+        bp.user = s->recorder;
+    }
     if (srv_batcher_new(s->model, &bp, &s->batcher) != AC_OK) {
         fprintf(stderr, "attncache: error: cannot start the workers: %s\n",
                 ac_last_error()[0] ? ac_last_error() : "failed");
@@ -298,6 +339,13 @@ int cmd_serve(int argc, char **argv) {
 out:
     srv_http_stop(http);
     srv_batcher_free(s->batcher);
+    if (s->recorder) {
+        srv_recorder_stats rs;
+        srv_recorder_get_stats(s->recorder, &rs);
+        srv_recorder_free(s->recorder, rc == 0 ? 5.0 : 0.0); /* record what is queued, up to 5 s */
+        fprintf(stderr, "attncache serve: cache: %lld inserted, %lld already stored, %lld dropped\n",
+                (long long)rs.inserted, (long long)rs.duplicates, (long long)rs.dropped);
+    }
     if (s->cls_labels)
         for (int i = 0; i < s->info.n_cls_out; i++) free(s->cls_labels[i]);
     free(s->cls_labels);
