@@ -389,6 +389,16 @@ wait_metric attncache_cache_insert_duplicates_total 3 && ok || bad "repeated inp
 stop_server
 "$BIN" db verify "$TMP/live.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after insert: $(cat "$TMP/verify.txt")"
 
+# --cache-max-bytes: inserting stops once the store reaches the cap (one entry is ~15 KB here)
+start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 20000
+jreq cap-1 200 POST /embed '{"inputs":["first text for the capped cache","second text for the capped cache"]}'
+wait_metric attncache_cache_store_full 1 && ok || bad "store never full: $(curl -s "$URL/metrics" | grep cache_store)"
+jreq cap-2 200 POST /embed '{"inputs":["third text, after the cap","fourth text, after the cap"]}'
+wait_metric attncache_cache_insert_dropped_total 2 && ok || bad "inputs past the cap not dropped"
+n_cap=$(metric attncache_cache_committed_entries)
+[[ "$n_cap" -le 2 ]] && ok || bad "$n_cap entries in a store capped at 20000 bytes"
+stop_server
+
 # SIGKILL while inserting under load: a restart sees every committed entry and nothing half-written
 start_server -m "$M" -t 2 -q --cache "$TMP/kill.cache" --cache-insert
 (for i in $(seq 400); do
