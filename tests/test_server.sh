@@ -385,7 +385,12 @@ sleep 0.3 # the worker re-opens its view at its next batch
 jreq insert-again 200 POST /embed '{"inputs":["a first sentence to remember","another one, quite different","and a third"]}'
 req insert-metrics 200 GET /metrics
 grep -q '^attncache_cache_hits_total 3$' "$TMP/out" && ok || bad "recorded inputs not served: $(grep -E 'cache_(hits|lookups)' "$TMP/out")"
-wait_metric attncache_cache_insert_duplicates_total 3 && ok || bad "repeated inputs not recognised as stored"
+grep -q '^attncache_cache_inserts_total 3$' "$TMP/out" && grep -q '^attncache_cache_insert_duplicates_total 0$' "$TMP/out" &&
+    ok || bad "a batch served wholly from the cache was offered for recording again"
+# a batch with a hit and a miss is recorded whole: the stored input is recognised by its tokens
+jreq insert-mixed 200 POST /embed '{"inputs":["a first sentence to remember","zebras compute eigenvalues at dawn"]}'
+wait_metric attncache_cache_inserts_total 4 && ok || bad "the new input of a mixed batch not recorded"
+wait_metric attncache_cache_insert_duplicates_total 1 && ok || bad "the stored input of a mixed batch not recognised"
 stop_server
 "$BIN" db verify "$TMP/live.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after insert: $(cat "$TMP/verify.txt")"
 

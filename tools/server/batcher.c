@@ -25,6 +25,7 @@ typedef struct worker {
     ac_cache_stats base;  /* lookup counts of the views closed at re-opens */
     ac_cache_stats stats; /* base + the current view's, after the last batch (under b->mu) */
     double t_lookup;      /* the current view's lookup seconds at the last batch */
+    int64_t hits;         /* the current view's hits at the last batch */
     /* batch scratch */
     srv_item **batch; /* [max_batch_seqs] */
     ac_seq *seqs;     /* [max_batch_seqs] */
@@ -129,6 +130,7 @@ static void refresh_view(worker *w) {
     w->cache_gen = g;
     add_stats(&w->base, &old);
     w->t_lookup = 0;
+    w->hits = 0;
 }
 
 static void *worker_main(void *arg) {
@@ -172,13 +174,18 @@ static void *worker_main(void *arg) {
         srv_metrics_batch(n, tok);
 
         ac_cache_stats cs;
+        int64_t batch_hits = 0;
         if (w->cache) {
             ac_cache_get_stats(w->cache, &cs);
             srv_metrics_stage(SRV_ST_LOOKUP, lookup_seconds(&cs) - w->t_lookup);
             w->t_lookup = lookup_seconds(&cs);
+            batch_hits = cs.hits - w->hits;
+            w->hits = cs.hits;
             add_stats(&cs, &w->base);
         }
-        if (b->p.on_sequence && kind != SRV_JOB_SCORE)
+        /* record the batch's sequences unless all of them were served from the cache (the
+         * lookup reports counts, not which sequence hit: a mixed batch is recorded whole) */
+        if (b->p.on_sequence && kind != SRV_JOB_SCORE && batch_hits < n)
             for (int i = 0; i < n; i++) {
                 srv_item *it = w->batch[i];
                 if (it->job->status[it->idx] == AC_OK)
