@@ -94,6 +94,11 @@ int ac_model_load(const char *path, const ac_model_params *params, ac_model **ou
 void ac_model_free(ac_model *model); /* NULL is fine */
 /* Fills *info; strings inside are owned by the model. */
 int ac_model_get_info(const ac_model *model, ac_model_info *info);
+/* Name of classifier output i (0 <= i < n_cls_out) from the file's
+ * "<arch>.classifier.output_labels" (llama.cpp's key), copied into buf as a
+ * NUL-terminated string cut to cap-1 bytes. AC_ERR_UNSUPPORTED when the file
+ * names no labels (callers may then say "LABEL_<i>"); AC_ERR_RANGE for i. */
+int ac_model_cls_label(const ac_model *model, int i, char *buf, size_t cap);
 
 /* ---- tokenizer --------------------------------------------------------------- */
 /* Tokenize UTF-8 text of len bytes. add_special: add BOS/EOS/CLS/SEP as the

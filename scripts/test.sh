@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash tools/setup_models.sh --sst2     # converts the real MiniLM (+ SST-2 head); golden tests use it
+bash tools/setup_server_tests.sh      # the pinned openai client for tests/test_server.sh (.venv-server)
 bash scripts/build.sh build
 (cd build && ctest --output-on-failure -j2)
 bash scripts/build.sh build-asan -DAC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+int cmd_serve(int argc, char **argv); /* tools/server/serve.c */
+
 /* ---- small helpers shared by the commands (cli.h) ----------------------------------- */
 
 int cli_fail(const char *fmt, ...) {
@@ -661,7 +663,8 @@ static void usage(FILE *f) {
                "  db         stats|verify of an attention cache\n"
                "  train-projector  train the cache's feature projector\n"
                "  tune       choose the layers to reuse from measured sensitivity\n"
-               "  bench      prefill throughput and per-stage time split\n",
+               "  bench      prefill throughput and per-stage time split\n"
+               "  serve      HTTP server: OpenAI/TEI embeddings, predict, score, metrics\n",
             AC_VERSION_MAJOR, AC_VERSION_MINOR);
 }
 
@@ -688,6 +691,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "db")) return cmd_db(argc, argv);
     if (!strcmp(cmd, "train-projector")) return cmd_train_projector(argc, argv);
     if (!strcmp(cmd, "tune")) return cmd_tune(argc, argv);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv); /* tools/server/serve.c */
     cli_fail("unknown command '%s'", cmd);
     usage(stderr);
     return 2;

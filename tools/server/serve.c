@@ -1,0 +1,357 @@
+/* serve.c — `attncache serve`: options, start-up (listen first so that
+ * /health answers 503 while the model loads), the worker pool, and the
+ * shutdown on SIGTERM/SIGINT (stop accepting, drain in-flight requests,
+ * finish the queue, free). */
+#define _GNU_SOURCE
+#include "server.h"
+#include "http.h"
+#include "metrics.h"
+#include "srvutil.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *usage_text =
+    "usage: attncache serve -m MODEL [--host 127.0.0.1] [--port 8080] [options]\n"
+    "An HTTP server for embeddings, classification and label scoring with dynamic batching.\n"
+    "Routes: POST /v1/embeddings, GET /v1/models (OpenAI); POST /embed, /tokenize, /predict (TEI);\n"
+    "POST /score (label log-probabilities, decoders); GET /health, /info, /metrics (Prometheus).\n"
+    "\n"
+    "  -m, --model FILE             GGUF model (required)\n"
+    "      --model-id NAME          model name in responses (default: the file name without .gguf)\n"
+    "      --host ADDR              address to listen on (default 127.0.0.1: this machine only)\n"
+    "      --port N                 TCP port (default 8080; 0: a free port, printed at start)\n"
+    "  -t, --threads N              threads per worker (default: cores / workers)\n"
+    "      --workers W              model contexts running batches in parallel (default 1)\n"
+    "      --max-batch-tokens N     token budget of one forward batch (default 16384)\n"
+    "      --max-batch-requests N   sequences in one forward batch (default 64)\n"
+    "      --max-concurrent-requests N  requests in flight before 429 Too Many Requests (default 64)\n"
+    "      --max-client-batch-size N    inputs in one request before 413 (default 256)\n"
+    "      --max-input-tokens N     longest input in tokens (default and maximum: the model's context)\n"
+    "      --auto-truncate          cut over-long inputs instead of refusing them (a request's\n"
+    "                               \"truncate\" field overrides it on the TEI routes)\n"
+    "      --max-body-bytes N       request body limit (default 2097152)\n"
+    "      --timeout S              close connections idle for S seconds (default 30)\n"
+    "      --drain-timeout S        on SIGTERM, wait up to S seconds for requests in flight (default 30)\n"
+    "      --max-connections N      open connections (default 256)\n"
+    "      --pooling P              mean|cls|last (default: the model's pooling type)\n"
+    "      --fast                   bf16 arithmetic for F16/BF16/Q8_0 weights (see attncache embed --help)\n"
+    "      --api-key KEY            require \"Authorization: Bearer KEY\" on every route but /health\n"
+    "      --api-key-file FILE      the same, the key read from FILE (first line; preferred: not in ps)\n"
+    "      --cache DIR              serve an attention cache read-only (one view per worker)\n"
+    "      --threshold T            cache hit when the key distance <= T (default 0.05)\n"
+    "      --layers SPEC            cache layers served on a hit: all|none|policy|0-3,7\n"
+    "      --cache-insert           record served inputs into the cache in the background (DIR is\n"
+    "                               created if missing); the workers serve them after each commit\n"
+    "      --cache-max-bytes N      stop inserting once the map store reaches N bytes (no eviction)\n"
+    "      --cache-queue N          inputs waiting to be recorded before new ones are dropped (default 1024)\n"
+    "  -q, --quiet                  no log line per request\n"
+    "\n"
+    "SIGTERM or SIGINT: stop accepting connections, finish the requests in flight, exit 0\n"
+    "(a second signal answers the requests still queued with 503 and exits).\n";
+
+static void offer_sequence(void *user, const int32_t *tokens, int n) { srv_recorder_offer(user, tokens, n); }
+static int64_t cache_generation(void *user) { return srv_recorder_generation(user); }
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "attncache: error: bad %s '%s' (an integer in [%ld, %ld])\n", opt, v ? v : "", lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* The API key from a file: its first line, trailing whitespace removed. malloc'd or NULL. */
+static char *read_key_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "attncache: error: cannot open --api-key-file '%s': %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    fclose(f);
+    if (n < 0) n = 0;
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
+    if (line) line[n] = 0;
+    if (n == 0) {
+        fprintf(stderr, "attncache: error: --api-key-file '%s' holds no key\n", path);
+        free(line);
+        return NULL;
+    }
+    return line;
+}
+
+static char *default_model_id(const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t n = strlen(b);
+    if (n > 5 && !strcmp(b + n - 5, ".gguf")) n -= 5;
+    return strndup(b, n);
+}
+
+static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, int *help) {
+    *help = 0;
+    const char *key_file = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x;
+#define VAL()                                                                                                  \
+    do {                                                                                                       \
+        if (!v) {                                                                                              \
+            fprintf(stderr, "attncache: error: option %s needs a value\n", a);                                  \
+            return 0;                                                                                          \
+        }                                                                                                      \
+        i++;                                                                                                   \
+    } while (0)
+#define INT(field, lo, hi)                                                                                     \
+    do {                                                                                                       \
+        VAL();                                                                                                 \
+        if (!parse_int(a, v, lo, hi, &x)) return 0;                                                            \
+        c->field = (int)x;                                                                                     \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            *help = 1;
+            return 1;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            VAL();
+            c->model_path = v;
+        } else if (!strcmp(a, "--model-id")) {
+            VAL();
+            c->model_id = v;
+        } else if (!strcmp(a, "--host")) {
+            VAL();
+            c->host = v;
+        } else if (!strcmp(a, "--port")) INT(port, 0, 65535);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) INT(threads, 0, 1024);
+        else if (!strcmp(a, "--workers")) INT(workers, 1, 256);
+        else if (!strcmp(a, "--max-batch-tokens")) INT(max_batch_tokens, 1, 1 << 24);
+        else if (!strcmp(a, "--max-batch-requests")) INT(max_batch_requests, 1, 1 << 16);
+        else if (!strcmp(a, "--max-concurrent-requests")) INT(max_concurrent, 1, 1 << 20);
+        else if (!strcmp(a, "--max-client-batch-size")) INT(max_client_batch, 1, 1 << 20);
+        else if (!strcmp(a, "--max-input-tokens")) INT(max_input_tokens, 1, 1 << 24);
+        else if (!strcmp(a, "--timeout")) INT(timeout_s, 1, 86400);
+        else if (!strcmp(a, "--drain-timeout")) INT(drain_s, 0, 86400);
+        else if (!strcmp(a, "--max-connections")) INT(max_connections, 1, 1 << 16);
+        else if (!strcmp(a, "--max-body-bytes")) {
+            VAL();
+            if (!parse_int(a, v, 64, (long)1 << 32, &x)) return 0;
+            c->max_body = (size_t)x;
+        } else if (!strcmp(a, "--auto-truncate")) c->auto_truncate = 1;
+        else if (!strcmp(a, "--fast")) c->fast = 1;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) c->quiet = 1;
+        else if (!strcmp(a, "--pooling")) {
+            VAL();
+            if (!strcmp(v, "mean")) c->pooling = AC_POOL_MEAN;
+            else if (!strcmp(v, "cls")) c->pooling = AC_POOL_CLS;
+            else if (!strcmp(v, "last")) c->pooling = AC_POOL_LAST;
+            else return fprintf(stderr, "attncache: error: bad --pooling '%s' (mean|cls|last)\n", v), 0;
+        } else if (!strcmp(a, "--api-key")) {
+            VAL();
+            if (!v[0]) return fprintf(stderr, "attncache: error: --api-key is empty\n"), 0;
+            c->api_key = v;
+        } else if (!strcmp(a, "--api-key-file")) {
+            VAL();
+            key_file = v;
+        } else if (!strcmp(a, "--cache")) {
+            VAL();
+            c->cache_dir = v;
+        } else if (!strcmp(a, "--threshold")) {
+            VAL();
+            char *end;
+            c->cache_params.threshold = strtof(v, &end);
+            if (end == v || *end) return fprintf(stderr, "attncache: error: bad --threshold '%s'\n", v), 0;
+        } else if (!strcmp(a, "--cache-insert")) {
+            c->cache_insert = 1;
+        } else if (!strcmp(a, "--cache-queue")) {
+            INT(cache_queue, 1, 1 << 20);
+        } else if (!strcmp(a, "--cache-max-bytes")) {
+            VAL();
+            char *end;
+            errno = 0;
+            long long x2 = strtoll(v, &end, 10);
+            if (errno || end == v || *end || x2 < 1) return fprintf(stderr, "attncache: error: bad --cache-max-bytes '%s'\n", v), 0;
+            c->cache_max_bytes = x2;
+        } else if (!strcmp(a, "--layers")) {
+            VAL();
+            c->cache_params.layers = v;
+        } else {
+            fprintf(stderr, "attncache: error: serve: unknown option '%s' (see --help)\n", a);
+            return 0;
+        }
+#undef INT
+#undef VAL
+    }
+    if (key_file) {
+        if (c->api_key) return fprintf(stderr, "attncache: error: give --api-key or --api-key-file, not both\n"), 0;
+        if (!(*key_owned = read_key_file(key_file))) return 0;
+        c->api_key = *key_owned;
+    }
+    if (!c->model_path) return fprintf(stderr, "attncache: error: no model given (-m MODEL)\n"), 0;
+    if (c->cache_insert && !c->cache_dir)
+        return fprintf(stderr, "attncache: error: --cache-insert needs --cache DIR\n"), 0;
+    if (c->cache_max_bytes && !c->cache_insert)
+        return fprintf(stderr, "attncache: error: --cache-max-bytes applies to --cache-insert\n"), 0;
+    return 1;
+}
+
+int cmd_serve(int argc, char **argv) {
+    srv_server *s = calloc(1, sizeof *s);
+    if (!s) return fprintf(stderr, "attncache: error: out of memory\n"), 1;
+    srv_config *c = &s->cfg;
+    c->host = "127.0.0.1";
+    c->port = 8080;
+    c->workers = 1;
+    c->max_batch_tokens = 16384;
+    c->max_batch_requests = 64;
+    c->max_concurrent = 64;
+    c->max_client_batch = 256;
+    c->max_body = (size_t)2 << 20;
+    c->timeout_s = 30;
+    c->drain_s = 30;
+    c->max_connections = 256;
+    c->pooling = AC_POOL_DEFAULT;
+    c->cache_params = ac_cache_default_params();
+    c->cache_queue = 1024;
+    char *key_owned = NULL, *id_owned = NULL;
+    srv_http *http = NULL;
+    int rc = 1, help = 0, port = 0;
+
+    if (!parse_args(argc, argv, c, &key_owned, &help)) goto out;
+    if (help) {
+        fputs(usage_text, stdout);
+        rc = 0;
+        goto out;
+    }
+    if (!c->model_id && !(c->model_id = id_owned = default_model_id(c->model_path))) goto out;
+    if (c->threads == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        c->threads = ncpu > c->workers ? (int)(ncpu / c->workers) : 1;
+    }
+
+    /* every thread started from here on inherits the blocked signals; main waits for them */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv_metrics_init();
+    if (srv_http_start(s, &http, &port) != AC_OK) goto out;
+    fprintf(stderr, "attncache serve: listening on http://%s%s%s:%d (loading %s)\n", strchr(c->host, ':') ? "[" : "",
+            c->host, strchr(c->host, ':') ? "]" : "", port, c->model_path);
+
+    ac_model_params mp = ac_model_default_params();
+    if (c->fast) mp.f32_math = 0;
+    if (ac_model_load(c->model_path, &mp, &s->model) != AC_OK) {
+        fprintf(stderr, "attncache: error: cannot load model '%s': %s\n", c->model_path, ac_last_error());
+        goto out;
+    }
+    ac_model_get_info(s->model, &s->info);
+    s->max_input = s->info.n_ctx_train > 0 ? s->info.n_ctx_train : INT_MAX;
+    if (c->max_input_tokens > 0 && c->max_input_tokens < s->max_input) s->max_input = c->max_input_tokens;
+    if (s->max_input > c->max_batch_tokens) {
+        fprintf(stderr,
+                "attncache: error: --max-batch-tokens %d is smaller than the longest input (%d tokens): raise it or "
+                "lower --max-input-tokens\n",
+                c->max_batch_tokens, s->max_input);
+        goto out;
+    }
+    if (s->info.n_cls_out > 0) {
+        s->cls_labels = calloc((size_t)s->info.n_cls_out, sizeof *s->cls_labels);
+        if (!s->cls_labels) goto out;
+        for (int i = 0; i < s->info.n_cls_out; i++) {
+            char buf[128];
+            if (ac_model_cls_label(s->model, i, buf, sizeof buf) != AC_OK) snprintf(buf, sizeof buf, "LABEL_%d", i);
+            if (!(s->cls_labels[i] = strdup(buf))) goto out;
+        }
+    }
+    if (c->cache_insert) {
+        srv_recorder_params rp = {0};
+        rp.dir = c->cache_dir;
+        rp.cache_params = &c->cache_params;
+        rp.threads = c->threads;
+        rp.queue_cap = c->cache_queue;
+        rp.max_bytes = c->cache_max_bytes;
+        if (srv_recorder_new(s->model, &rp, &s->recorder) != AC_OK) {
+            fprintf(stderr, "attncache: error: cannot open the cache '%s' for inserting: %s\n", c->cache_dir,
+                    ac_last_error()[0] ? ac_last_error() : "failed");
+            goto out;
+        }
+    }
+    srv_batcher_params bp = {0};
+    bp.workers = c->workers;
+    bp.threads = c->threads;
+    bp.max_batch_tokens = c->max_batch_tokens;
+    bp.max_batch_seqs = c->max_batch_requests;
+    bp.pooling = c->pooling;
+    bp.max_tokens = s->info.n_ctx_train;
+    bp.cache_dir = c->cache_dir;
+    bp.cache_params = &c->cache_params;
+    if (s->recorder) {
+        bp.on_sequence = offer_sequence;
+        bp.generation = cache_generation;
+        bp.user = s->recorder;
+    }
+    if (srv_batcher_new(s->model, &bp, &s->batcher) != AC_OK) {
+        fprintf(stderr, "attncache: error: cannot start the workers: %s\n",
+                ac_last_error()[0] ? ac_last_error() : "failed");
+        goto out;
+    }
+    atomic_store(&s->ready, 1);
+    fprintf(stderr, "attncache serve: ready: %s (%s, dim %d), %d worker(s) x %d thread(s)%s\n", c->model_id,
+            s->info.arch_name, s->info.n_embd, c->workers, c->threads, c->api_key ? ", API key required" : "");
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    fprintf(stderr, "attncache serve: %s: draining (up to %d s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT", c->drain_s);
+    atomic_store(&s->draining, 1);
+    srv_http_quiesce(http);
+    double t_end = srv_now() + c->drain_s;
+    while (atomic_load(&s->open) > 0 && srv_now() < t_end) {
+        /* a second signal ends the wait: the requests left are closed */
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        if (sigtimedwait(&sigs, NULL, &ts) > 0) {
+            fprintf(stderr, "attncache serve: second signal: queued requests cancelled (503)\n");
+            srv_batcher_cancel_queued(s->batcher);
+            break;
+        }
+    }
+    long left = atomic_load(&s->open);
+    srv_http_stop(http); /* closes what is left after the drain timeout */
+    http = NULL;
+    fprintf(stderr, "attncache serve: stopped%s\n", left > 0 ? " (drain timeout: open requests closed)" : "");
+    rc = 0;
+out:
+    srv_http_stop(http);
+    srv_batcher_free(s->batcher);
+    if (s->recorder) {
+        srv_recorder_stats rs;
+        srv_recorder_get_stats(s->recorder, &rs);
+        srv_recorder_free(s->recorder, rc == 0 ? 5.0 : 0.0); /* record what is queued, up to 5 s */
+        fprintf(stderr, "attncache serve: cache: %lld inserted, %lld already stored, %lld dropped\n",
+                (long long)rs.inserted, (long long)rs.duplicates, (long long)rs.dropped);
+    }
+    if (s->cls_labels)
+        for (int i = 0; i < s->info.n_cls_out; i++) free(s->cls_labels[i]);
+    free(s->cls_labels);
+    ac_model_free(s->model);
+    free(key_owned);
+    free(id_owned);
+    free(s);
+    return rc;
+}
