@@ -20,8 +20,7 @@ minilm sentences/s embedding whole texts with the real all-MiniLM-L6-v2 (mean po
        what every peer reads). Peers:
          attncache   `attncache embed -f texts` on the F32 GGUF; CLI processes, timed as wall
                      time minus the wall time of the same command on a one-word input (load)
-         llama.cpp   `llama-embedding -f texts` on the same GGUF, timed the same way (its own
-                     "prompt eval time" is kept in the JSON too)
+         llama.cpp   `llama-embedding -f texts` on the same GGUF, timed the same way
          ONNX Runtime  the torch.onnx export (bench/export_minilm_onnx.py), batch 1 and 32
          PyTorch     transformers' BertModel (eager/sdpa default), batch 1 and 32
        ORT and PyTorch run in a fresh worker process per measurement and time in process: the
@@ -270,13 +269,11 @@ def ac_embed(a, model, texts_file, probe_file, env):
 def lcpp_embed(a, build, model, texts_file, probe_file):
     cmd_for = lambda f: [os.path.join(build, "bin", "llama-embedding"), "-m", model, "-f", f, "-t",  # noqa: E731
                          str(a.threads), "-c", "512", "--pooling", "mean", "--embd-normalize", "2",
-                         "--embd-output-format", "raw", "--log-disable"]
+                         "--embd-output-format", "raw"]
     net, wall, load, p = cli_embed_time(cmd_for, texts_file, probe_file, {})
-    m = re.search(r"prompt eval time\s*=\s*([\d.]+)\s*ms", p.stderr + p.stdout)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip() and re.match(r"^-?[\d.]", ln.strip())]
     first = [[float(x) for x in ln.split()] for ln in lines[:4]]
-    return {"seconds": net, "wall": wall, "load": load, "in_process_s": float(m.group(1)) / 1e3 if m else None,
-            "first": first}
+    return {"seconds": net, "wall": wall, "load": load, "first": first}
 
 
 def py_worker(a, kind, batch, texts_file, env):
@@ -411,13 +408,17 @@ def ratio(x, y):
 
 def print_table(res):
     c = res["cpu"]
+    lv = res.get("attncache_level_printed")
     print(f"\n== level {res['level']}: attncache {res['attncache_env'] or '(no AC_CPU: its own choice)'}"
-          f"{' (it printed level ' + res['attncache_level_printed'] + ')' if res.get('attncache_level_printed') else ''}"
+          f" ({'it printed level ' + lv if lv else 'its bench printed no level to confirm it'})"
           f", llama.cpp {os.path.basename(res['llamacpp_build'])} ==")
     print(f"CPU: {c['model']}, {c['cores']} cores; AVX-512: {'yes' if c['avx512'] else 'no'}; flags {' '.join(c['flags'])}")
     print(f"threads {res['threads']}, rounds {res['rounds']} (medians), reps {res['reps']}; load average "
           f"{res['load_before']:.1f} before, {res['load_after']:.1f} after; attncache {res['attncache_rev']}, "
           f"llama.cpp {res['llamacpp_commit'][:12]}")
+    busy = max(res["load_before"], res["load_after"])
+    if busy > c["cores"] * 0.75:
+        print(f"WARNING: load average {busy:.1f} on {c['cores']} cores: other work ran; these figures are noise")
     if res.get("ort_note"):
         print(f"note: {res['ort_note']}")
     if res.get("synth"):
