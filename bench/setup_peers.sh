@@ -120,13 +120,14 @@ fi
 
 # ---- 3. Python peers: venv on top of the project's .venv ------------------------------------
 VENV="$PEERS/venv"
+[[ -x "$AC_VENV/bin/python" ]] || "$ROOT/tools/setup_python.sh"
 REQ="$ROOT/bench/requirements-peers.txt"
-want="$(cat "$REQ" | sha256sum | cut -d' ' -f1)"
+# the base venv's site-packages, through symlinks (a worktree's .venv may be a link to another)
+base_sp="$("$AC_VENV/bin/python" -c 'import os, sysconfig; print(os.path.realpath(sysconfig.get_paths()["purelib"]))')"
+want="$( (cat "$REQ"; echo "$base_sp") | sha256sum | cut -d' ' -f1)"
 if [[ ! -f "$VENV/.req.sha256" || "$(cat "$VENV/.req.sha256")" != "$want" ]]; then
-    [[ -x "$AC_VENV/bin/python" ]] || "$ROOT/tools/setup_python.sh"
     say "venv $VENV (+ $REQ; torch and transformers from $AC_VENV)"
     [[ -x "$VENV/bin/python" ]] || "$AC_VENV/bin/python" -m venv "$VENV"
-    base_sp="$("$AC_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     own_sp="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     echo "$base_sp" > "$own_sp/attncache-base-venv.pth"   # appended after the venv's own packages
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q --no-deps -r "$REQ"
