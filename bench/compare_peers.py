@@ -506,12 +506,13 @@ def main():
         sys.exit(f"compare_peers: no peers in {a.peers}: run bench/setup_peers.sh (AC_PEERS={a.peers})")
     lc_commit = open(lc_commit_file).read().strip()
     all_res = []
+    rev = git_rev(ROOT)  # the source tree's revision (build/attncache is assumed built from it)
     with tempfile.TemporaryDirectory(prefix="ac-peers-") as work:
         for level in a.level.split(","):
             ac_env, build, torch_env, ort_note = level_setup(level, a.peers)
             res = {"level": level, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "cpu": cpu_info(), "threads": a.threads, "rounds": a.rounds, "reps": a.reps,
-                   "attncache_env": " ".join(f"{k}={v}" for k, v in ac_env.items()), "attncache_rev": git_rev(ROOT),
+                   "attncache_env": " ".join(f"{k}={v}" for k, v in ac_env.items()), "attncache_rev": rev,
                    "llamacpp_build": build, "llamacpp_commit": lc_commit, "torch_env": torch_env,
                    "ort_note": ort_note, "load_before": loadavg()}
             if "synth" in parts:
