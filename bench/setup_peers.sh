@@ -32,8 +32,8 @@
 # when given. Both builds: static, Release, OpenMP (llama.cpp's default), no BLAS, no server,
 # no OpenSSL, no tests.
 #
-# Time on 2 shared cores: ~1 min download, ~6-10 min per llama.cpp build with -j2, ~1 min for the
-# venv and the export.
+# Time on 2 cores shared with other builds: ~1 min download, 18 min (AVX2) and 25 min (native)
+# for the two llama.cpp builds with -j2, ~2 min for the venv and the export; re-runs skip it all.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
