@@ -9,6 +9,10 @@ benchmark-only dependency, never the engine's): install it into any venv, e.g.
     python3 -m venv /tmp/lcpp && CMAKE_ARGS="-DGGML_NATIVE=ON" /tmp/lcpp/bin/pip install llama-cpp-python==0.3.36
 and run this script with that venv's python. attncache is run as the CLI
 (`build/attncache bench ... --json`). Prints tokens/s for both and the ratio.
+
+bench/compare_peers.py is the fuller comparison (llama.cpp's CLI tools built from source, an
+AVX2-only build for AC_CPU=avx2, ONNX Runtime and PyTorch on the real MiniLM); this script stays
+for quick checks against the Python bindings.
 """
 import argparse
 import json
