@@ -469,7 +469,7 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
                 cand.insert(cand.end(), cl.begin() + (size_t)t * kc, cl.begin() + (size_t)t * kc + have_t[t]);
             std::sort(cand.begin(), cand.end()); /* re-rank in position order: ties keep the lower position */
             for (faiss::Index::idx_t c : cand) /* the candidates' f32 rows are cold: fetch them all at once */
-                for (int o = 0; o < d; o += 16) _mm_prefetch((const char *)(xb + (size_t)c * d + o), _MM_HINT_T0);
+                for (int o = 0; o < d; o += 16) __builtin_prefetch(xb + (size_t)c * d + o);
             for (faiss::Index::idx_t c : cand) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)c * d, d, l2), c);
             /* the proof that no other vector enters the top k */
             double qn = 0, qi = 0;
