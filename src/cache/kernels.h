@@ -68,7 +68,7 @@ void ac_q8_codes_avx2(const float *x, int n, float inv, float low, float lim, in
 void ac_q8_dot4_avx2(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]);
 float ac_q8_absmax_avx512(const float *x, int n);
 void ac_q8_codes_avx512(const float *x, int n, float inv, float low, float lim, int off, uint8_t *x8);
-void ac_q8_dot4_avx512bw(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]);
+/* AVX-512 without VNNI: ac_q8_dot4_avx2. */
 void ac_q8_dot4_avx512vnni(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]);
 
 /* ---- projector.c: y = b + W x (f32 weights, training and unpacked keys) ------------ */
