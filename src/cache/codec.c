@@ -291,10 +291,15 @@ int ac_codec_av_ref(const ac_map_codec *c, const void *map, int L, const float *
 }
 
 /* ---- fused kernels --------------------------------------------------------------------- */
+#if AC_CACHE_NEON
+#define AC_PORTABLE __attribute__((unused)) /* aarch64: NEON serves the baseline level */
+#else
+#define AC_PORTABLE
+#endif
 /* Portable C: p_j decoded 16 at a time, zero probabilities skipped. Without
  * FMA (the x86-64 baseline) each product is rounded before the add, which the
  * SIMD kernels do not: kernels.h states the tolerance between them. */
-static void av_row_c(const ac_map_codec *c, const void *row, int n, const float *V, int ld_v, int head_dim,
+AC_PORTABLE static void av_row_c(const ac_map_codec *c, const void *row, int n, const float *V, int ld_v, int head_dim,
                      float *out) {
     const uint8_t *r = (const uint8_t *)row;
     for (int d = 0; d < head_dim; d++) out[d] = 0.0f;
@@ -330,7 +335,7 @@ static void av_row_c(const ac_map_codec *c, const void *row, int n, const float 
     }
 }
 
-static void av_c(const ac_map_codec *c, const void *map, int L, const float *V, int ld_v, int head_dim, float *out,
+AC_PORTABLE static void av_c(const ac_map_codec *c, const void *map, int L, const float *V, int ld_v, int head_dim, float *out,
                  int ld_o) {
     const uint8_t *r = (const uint8_t *)map;
     for (int t = 0; t < L; t++) {

@@ -5,13 +5,19 @@
 #include "load/gguf.h" /* ac_fp16_to_fp32 */
 #include "util/cpu.h"
 
-static float sim_c(const float *q, const float *x, int d, int l2) {
+#if AC_CACHE_NEON
+#define AC_PORTABLE __attribute__((unused)) /* aarch64: NEON serves the baseline level */
+#else
+#define AC_PORTABLE
+#endif
+
+AC_PORTABLE static float sim_c(const float *q, const float *x, int d, int l2) {
     float acc = 0.0f;
     for (int j = 0; j < d; j++) acc += l2 ? (x[j] - q[j]) * (x[j] - q[j]) : x[j] * q[j];
     return l2 ? -acc : acc;
 }
 
-static uint32_t block_c(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
+AC_PORTABLE static uint32_t block_c(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
                         float *out) {
     for (int v = 0; v < 16; v++) out[v] = 0;
     for (int j = 0; j < d; j++)
@@ -25,7 +31,11 @@ static uint32_t block_c(const uint16_t *blk, const float *sq, int nv, const floa
 }
 
 static const ac_scan_kernels kernels[] = {
+#if AC_CACHE_NEON
+    {ac_scan_sim_neon, ac_scan_block_neon},
+#else
     {sim_c, block_c},
+#endif
 #if AC_CACHE_X86
     {ac_scan_sim_avx2, ac_scan_block_avx2},
     {ac_scan_sim_avx512, ac_scan_block_avx512},

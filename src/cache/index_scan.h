@@ -16,8 +16,8 @@
  * fused multiply-adds) is at most h u times the sum of the magnitudes, to
  * first order. The f16 pass sums as follows per vector:
  *   portable C     : one product rounding, then d sequential adds: h <= d + 1
- *   AVX2 / AVX-512 : 4 FMA chains (j mod 4; the d mod 4 last terms on the
- *                    first), then (c0 + c1) + (c2 + c3): h <= d/4 + 5, and
+ *   AVX2, AVX-512, : 4 FMA chains (j mod 4; the d mod 4 last terms on the
+ *   NEON             first), then (c0 + c1) + (c2 + c3): h <= d/4 + 5, and
  *                    h <= d + 1 for every d (adding a chain that is still
  *                    zero is exact)
  * so h <= d + 1 on every level, and g = 2^-11 + (d + 2) 2^-24 bounds both
@@ -27,8 +27,9 @@
  * deep on every level) and of L2's 2 q.x^ - |x|^2.
  *
  * AVX2 and AVX-512 add in exactly the same order per lane (the AVX2 kernels
- * keep the AVX-512 register layout as pairs of 8-lane halves), so both levels
- * return bitwise the same similarities and results. */
+ * keep the AVX-512 register layout as pairs of 8-lane halves, NEON's on
+ * aarch64 as quarters), so they return bitwise the same similarities and
+ * results. */
 #ifndef AC_CACHE_INDEX_SCAN_H
 #define AC_CACHE_INDEX_SCAN_H
 
@@ -55,6 +56,9 @@ const ac_scan_kernels *ac_scan_kernels_now(void);
 
 float ac_scan_sim_avx2(const float *q, const float *x, int d, int l2);
 uint32_t ac_scan_block_avx2(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
+                            float *out);
+float ac_scan_sim_neon(const float *q, const float *x, int d, int l2);
+uint32_t ac_scan_block_neon(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
                             float *out);
 float ac_scan_sim_avx512(const float *q, const float *x, int d, int l2);
 uint32_t ac_scan_block_avx512(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2,

@@ -14,8 +14,11 @@
  *     outputs are bitwise equal; portable C rounds the product before the add
  *     (no FMA on the x86-64 baseline): within 1e-6 relative of sum |p_j V_jd|.
  *   - q8mat: integer dot products, exact on every path (bitwise equal keys).
- *   - the f16 scan: sums in a different order per level; index_scan.h states
- *     the bound that holds for all of them. */
+ *   - the f16 scan: AVX2 and AVX-512 sum in the same order (bitwise equal),
+ *     portable C in another; index_scan.h states the bound that holds for all.
+ * On aarch64 the NEON kernels (Advanced SIMD is always there) serve the one
+ * level, AC_CPU_SCALAR; their arithmetic is the x86 SIMD kernels' (codec,
+ * scan) or exact (q8mat). */
 #ifndef AC_CACHE_KERNELS_H
 #define AC_CACHE_KERNELS_H
 
@@ -68,6 +71,9 @@ void ac_q8_codes_avx2(const float *x, int n, float inv, float low, float lim, in
 void ac_q8_dot4_avx2(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]);
 float ac_q8_absmax_avx512(const float *x, int n);
 void ac_q8_codes_avx512(const float *x, int n, float inv, float low, float lim, int off, uint8_t *x8);
+float ac_q8_absmax_neon(const float *x, int n);
+void ac_q8_codes_neon(const float *x, int n, float inv, float low, float lim, int off, uint8_t *x8);
+void ac_q8_dot4_neon(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]);
 /* AVX-512 without VNNI: ac_q8_dot4_avx2. */
 void ac_q8_dot4_avx512vnni(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]);
 

@@ -49,17 +49,23 @@ void ac_q8mat_free(ac_q8mat *m) {
 }
 
 /* ---- portable C kernels (kernels.h) ---------------------------------------------------- */
-static float absmax_c(const float *x, int n) {
+#if AC_CACHE_NEON
+#define AC_PORTABLE __attribute__((unused)) /* aarch64: NEON serves the baseline level */
+#else
+#define AC_PORTABLE
+#endif
+
+AC_PORTABLE static float absmax_c(const float *x, int n) {
     float mx = 0;
     for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(x[i]));
     return mx;
 }
 
-static void codes_c(const float *x, int n, float inv, float low, float lim, int off, uint8_t *x8) {
+AC_PORTABLE static void codes_c(const float *x, int n, float inv, float low, float lim, int off, uint8_t *x8) {
     for (int i = 0; i < n; i++) x8[i] = (uint8_t)(lrintf(fminf(lim, fmaxf(low, x[i] * inv))) + off);
 }
 
-static void dot4_c(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]) {
+AC_PORTABLE static void dot4_c(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]) {
     const int8_t *w = m->w + (size_t)r0 * m->ld;
     v[0] = v[1] = v[2] = v[3] = 0;
     for (int i = 0; i < m->ld; i += 64, w += 256)
@@ -76,7 +82,11 @@ typedef struct q8_kernels {
 } q8_kernels;
 
 static q8_kernels pick(void) {
+#if AC_CACHE_NEON
+    q8_kernels k = {ac_q8_absmax_neon, ac_q8_codes_neon, ac_q8_dot4_neon};
+#else
     q8_kernels k = {absmax_c, codes_c, dot4_c};
+#endif
 #if AC_CACHE_X86
     const int lv = ac_cpu_level();
     if (lv >= AC_CPU_AVX512) {
