@@ -57,16 +57,19 @@ AC_AI __m256 decode8(const int kind, const uint8_t *data, int j0, int m, __m256 
     }
 }
 
-/* acc[c] += b V[c] for the nv vectors of one V row (the last one masked). */
+/* acc[c] += b V[c] for the nv vectors of one V row (the last one masked
+ * unless full: vmaskmovps is slower than a plain load, on AMD especially). */
 #define AC_FMA_ROW(acc, b, v)                                                                                    \
     do {                                                                                                         \
         for (int c_ = 0; c_ < nv - 1; c_++) acc[c_] = _mm256_fmadd_ps(b, _mm256_loadu_ps((v) + 8 * c_), acc[c_]); \
-        acc[nv - 1] = _mm256_fmadd_ps(b, _mm256_maskload_ps((v) + 8 * (nv - 1), tail), acc[nv - 1]);          \
+        acc[nv - 1] = _mm256_fmadd_ps(b, full ? _mm256_loadu_ps((v) + 8 * (nv - 1))                             \
+                                              : _mm256_maskload_ps((v) + 8 * (nv - 1), tail),                  \
+                                      acc[nv - 1]);                                                              \
     } while (0)
 
 /* out[0..8 nv) (the last vector masked by tail) = sum_j p_j V[j][0..), dense row. */
-AC_AI void av_dense_chunk(const int kind, const int nv, const uint8_t *row, int n, const float *V, int ld_v,
-                          __m256i tail, float *out) {
+AC_AI void av_dense_chunk(const int kind, const int nv, const int full, const uint8_t *row, int n, const float *V,
+                          int ld_v, __m256i tail, float *out) {
     __m256 acc[NV_MAX];
     for (int c = 0; c < nv; c++) acc[c] = _mm256_setzero_ps();
     const uint8_t *data = row;
@@ -91,13 +94,16 @@ AC_AI void av_dense_chunk(const int kind, const int nv, const uint8_t *row, int 
         }
     }
     for (int c = 0; c < nv - 1; c++) _mm256_storeu_ps(out + 8 * c, acc[c]);
-    _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
+    if (full)
+        _mm256_storeu_ps(out + 8 * (nv - 1), acc[nv - 1]);
+    else
+        _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
 }
 
 /* The same for a TOPK row (kk kept entries; indices >= n ignored). Zero
  * values are not skipped, as in the AVX-512 kernel. */
-AC_AI void av_topk_chunk(const int nv, const uint8_t *row, int kk, int n, const float *V, int ld_v, __m256i tail,
-                         float *out) {
+AC_AI void av_topk_chunk(const int nv, const int full, const uint8_t *row, int kk, int n, const float *V, int ld_v,
+                         __m256i tail, float *out) {
     __m256 acc[NV_MAX];
     for (int c = 0; c < nv; c++) acc[c] = _mm256_setzero_ps();
     const uint8_t *idx = row, *val = row + 2 * (size_t)kk;
@@ -108,7 +114,10 @@ AC_AI void av_topk_chunk(const int nv, const uint8_t *row, int kk, int n, const 
         AC_FMA_ROW(acc, b, V + (size_t)j * ld_v);
     }
     for (int c = 0; c < nv - 1; c++) _mm256_storeu_ps(out + 8 * c, acc[c]);
-    _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
+    if (full)
+        _mm256_storeu_ps(out + 8 * (nv - 1), acc[nv - 1]);
+    else
+        _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
 }
 
 /* Specialise on (kind, nv) so the accumulators live in registers. */
@@ -123,25 +132,36 @@ AC_AI void av_topk_chunk(const int nv, const uint8_t *row, int kk, int n, const 
     case 7: CALL(7); break;                                                                                      \
     default: CALL(8); break;                                                                                     \
     }
-#define DENSE(KIND) DENSE_##KIND
-#define DENSE_F32(NV) av_dense_chunk(AC_CODEC_F32, NV, row, n, V, ld_v, tail, out)
-#define DENSE_F16(NV) av_dense_chunk(AC_CODEC_F16, NV, row, n, V, ld_v, tail, out)
-#define DENSE_Q8(NV) av_dense_chunk(AC_CODEC_Q8, NV, row, n, V, ld_v, tail, out)
-#define DENSE_Q4(NV) av_dense_chunk(AC_CODEC_Q4, NV, row, n, V, ld_v, tail, out)
-#define TOPK(NV) av_topk_chunk(NV, row, kk, n, V, ld_v, tail, out)
-
-static void av_chunk(const ac_map_codec *c, const uint8_t *row, int n, const float *V, int ld_v, int nv,
-                     __m256i tail, float *out) {
-    switch (c->kind) {
-    case AC_CODEC_F32: AV_NV_CASES(DENSE_F32); break;
-    case AC_CODEC_F16: AV_NV_CASES(DENSE_F16); break;
-    case AC_CODEC_Q8: AV_NV_CASES(DENSE_Q8); break;
-    case AC_CODEC_Q4: AV_NV_CASES(DENSE_Q4); break;
-    case AC_CODEC_TOPK: {
-        const int kk = AC_MIN(c->topk, n);
-        AV_NV_CASES(TOPK);
-        break;
+/* Specialised on (kind, nv, full); full: the head-dim chunk is a multiple of 8. */
+#define DENSE_F32(NV) av_dense_chunk(AC_CODEC_F32, NV, FULL, row, n, V, ld_v, tail, out)
+#define DENSE_F16(NV) av_dense_chunk(AC_CODEC_F16, NV, FULL, row, n, V, ld_v, tail, out)
+#define DENSE_Q8(NV) av_dense_chunk(AC_CODEC_Q8, NV, FULL, row, n, V, ld_v, tail, out)
+#define DENSE_Q4(NV) av_dense_chunk(AC_CODEC_Q4, NV, FULL, row, n, V, ld_v, tail, out)
+#define TOPK(NV) av_topk_chunk(NV, FULL, row, kk, n, V, ld_v, tail, out)
+#define AV_KIND_CASES                                                                                            \
+    switch (c->kind) {                                                                                           \
+    case AC_CODEC_F32: AV_NV_CASES(DENSE_F32); break;                                                            \
+    case AC_CODEC_F16: AV_NV_CASES(DENSE_F16); break;                                                            \
+    case AC_CODEC_Q8: AV_NV_CASES(DENSE_Q8); break;                                                              \
+    case AC_CODEC_Q4: AV_NV_CASES(DENSE_Q4); break;                                                              \
+    case AC_CODEC_TOPK: {                                                                                        \
+        const int kk = AC_MIN(c->topk, n);                                                                       \
+        AV_NV_CASES(TOPK);                                                                                       \
+        break;                                                                                                   \
+    }                                                                                                            \
     }
+
+static void av_chunk(const ac_map_codec *c, const uint8_t *row, int n, const float *V, int ld_v, int nv, int rem,
+                     float *out) {
+    const __m256i tail = tail_mask(rem);
+    if (rem == 8) {
+#define FULL 1
+        AV_KIND_CASES
+#undef FULL
+    } else {
+#define FULL 0
+        AV_KIND_CASES
+#undef FULL
     }
 }
 
@@ -151,7 +171,7 @@ void ac_codec_av_row_avx2(const ac_map_codec *c, const void *row, int n, const f
      * re-decoded per chunk, which is cheap next to the FMAs. */
     for (int d0 = 0; d0 < head_dim; d0 += 8 * NV_MAX) {
         const int w = AC_MIN(8 * NV_MAX, head_dim - d0), nv = (w + 7) / 8;
-        av_chunk(c, (const uint8_t *)row, n, V + d0, ld_v, nv, tail_mask(w - 8 * (nv - 1)), out + d0);
+        av_chunk(c, (const uint8_t *)row, n, V + d0, ld_v, nv, w - 8 * (nv - 1), out + d0);
     }
 }
 
