@@ -1,7 +1,9 @@
 /* test_cache_codec.c — attention-map codecs: XXH64, half conversion, layout
  * offsets, encode/decode round trips with per-codec error bounds, fused A.V
- * against the plain reference, hostile input, and the codec error table
- * (bytes/element and reconstruction error on synthetic softmax maps). */
+ * against the plain reference at every CPU level and across levels (AVX2 and
+ * AVX-512 bitwise equal, portable C within a stated bound), hostile input,
+ * and the codec error table (bytes/element and reconstruction error on
+ * synthetic softmax maps). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,9 +16,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#if defined(__F16C__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
+
+#include "cache_levels.h"
 
 /* ---- helpers ------------------------------------------------------------------------ */
 static uint64_t rng_state = 0x1234567ULL;
@@ -81,6 +85,22 @@ static void test_xxh64(void **state) {
 }
 
 /* ---- half -------------------------------------------------------------------------------- */
+#if defined(__x86_64__) || defined(__i386__)
+/* The portable conversions against the F16C instructions (the SIMD kernels'). */
+__attribute__((target("f16c"))) static void half_vs_f16c(void) {
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t x = (uint32_t)rng_u64();
+        float f;
+        memcpy(&f, &x, 4);
+        if (isnan(f)) continue;
+        if (i & 1) f = (float)(rng_uniform() * pow(2.0, -30.0 + 40.0 * rng_uniform()));
+        uint16_t hw = _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+        assert_int_equal(ac_f32_to_f16(f), hw);
+        assert_true(ac_f16_to_f32(hw) == _cvtsh_ss(hw));
+    }
+}
+#endif
+
 static void test_half(void **state) {
     (void)state;
     for (uint32_t h = 0; h < 65536; h++) {
@@ -92,19 +112,13 @@ static void test_half(void **state) {
     assert_int_equal(ac_f32_to_f16(65519.0f), 0x7BFF);
     assert_int_equal(ac_f32_to_f16(2.98023224e-8f), 0); /* 2^-25 ties to even 0 */
     assert_true(isnan(ac_f16_to_f32(ac_f32_to_f16(NAN))));
-#if defined(__F16C__)
-    for (int i = 0; i < 2000000; i++) {
-        uint32_t x = (uint32_t)rng_u64();
-        float f;
-        memcpy(&f, &x, 4);
-        if (isnan(f)) continue;
-        if (i & 1) f = (float)(rng_uniform() * pow(2.0, -30.0 + 40.0 * rng_uniform()));
-        uint16_t hw = _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
-        assert_int_equal(ac_f32_to_f16(f), hw);
-        assert_true(ac_f16_to_f32(hw) == _cvtsh_ss(hw));
-    }
+#if defined(__x86_64__) || defined(__i386__)
+    if (ac_cpu_hw()->f16c)
+        half_vs_f16c();
+    else
+        print_message("no F16C: hardware comparison skipped\n");
 #else
-    print_message("no F16C: hardware comparison skipped\n");
+    print_message("not x86: F16C comparison skipped\n");
 #endif
 }
 
@@ -271,15 +285,84 @@ static void test_fused_vs_reference(void **state) {
     (void)state;
     int Ls[] = {1, 5, 16, 33, 100};
     int hds[] = {1, 8, 16, 24, 64, 100, 128, 136, 256};
-    for (int ci = 0; ci < N_CODECS; ci++)
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        for (int ci = 0; ci < N_CODECS; ci++)
+            for (int causal = 0; causal < 2; causal++)
+                for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
+                    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+                        ac_map_codec c = all_codecs[ci];
+                        c.causal = causal;
+                        check_fused(&c, Ls[li], hds[hi], (li + hi) % 2 ? 0.2 : -1);
+                    }
+        assert_int_equal(ac_codec_simd(), lv);
+        print_message("fused kernels at level %s: match the reference\n", ac_cpu_level_name(lv));
+    }
+    levels_leave();
+}
+
+/* The same map and V at every level: AVX2 and AVX-512 give bitwise equal
+ * outputs (the same decoded probabilities, one FMA per nonzero column in
+ * column order, kernels.h), whole-map and row-by-row calls too. Portable C
+ * rounds each product before its add: both sums of the same n <= L terms are
+ * within (n + 1) 2^-24 sum_j |p_j V_jd| of the exact one (one rounding per
+ * product and per add), so they differ by at most 2 (L + 1) 2^-24 times that
+ * sum, the bound checked (the measured worst is printed). */
+static void test_fused_across_levels(void **state) {
+    (void)state;
+    const int top = levels_top();
+    int Ls[] = {1, 7, 8, 9, 31, 100};
+    int hds[] = {1, 7, 8, 9, 32, 63, 64, 65, 128, 200};
+    double worst_c = 0;
+    for (int ci = 0; ci < N_CODECS + 1; ci++)
         for (int causal = 0; causal < 2; causal++)
             for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
                 for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
-                    ac_map_codec c = all_codecs[ci];
+                    ac_map_codec c = ci < N_CODECS ? all_codecs[ci] : (ac_map_codec){AC_CODEC_TOPK, 0, 5};
                     c.causal = causal;
-                    check_fused(&c, Ls[li], hds[hi], (li + hi) % 2 ? 0.2 : -1);
+                    const int L = Ls[li], hd = hds[hi], ld_v = hd + 1, ld_o = hd + 2;
+                    float *P = (float *)mallocCheck((size_t)L * L * sizeof(float));    /* [L][L] */
+                    float *V = (float *)mallocCheck((size_t)L * ld_v * sizeof(float)); /* [L][ld_v] */
+                    float *o[3], *orow = (float *)mallocCheck((size_t)L * ld_o * sizeof(float));
+                    synth_map(P, L, causal, (li + hi) % 2 ? 0.1 : -1);
+                    for (int i = 0; i < L * L; i++) /* exact zeros, as peaked maps quantise to */
+                        if (rng_uniform() < 0.3) P[i] = 0.0f;
+                    for (size_t i = 0; i < (size_t)L * ld_v; i++) V[i] = (float)rng_normal();
+                    uint8_t *m = (uint8_t *)mallocCheck(ac_codec_map_bytes(&c, L));
+                    assert_int_equal(ac_codec_encode(&c, P, L, m), AC_OK);
+                    for (int lv = top; lv >= 0; lv--) {
+                        levels_enter(lv);
+                        o[lv] = (float *)mallocCheck((size_t)L * ld_o * sizeof(float));
+                        memset(o[lv], 0, (size_t)L * ld_o * sizeof(float));
+                        memset(orow, 0, (size_t)L * ld_o * sizeof(float));
+                        ac_codec_av(&c, m, L, V, ld_v, hd, o[lv], ld_o);
+                        for (int t = 0; t < L; t++)
+                            ac_codec_av_row(&c, m + ac_codec_row_offset(&c, L, t), ac_codec_row_n(&c, L, t), V, ld_v,
+                                            hd, orow + (size_t)t * ld_o);
+                        /* whole map and row by row alike, bit for bit (AVX-512's row pairs too) */
+                        assert_memory_equal(orow, o[lv], (size_t)L * ld_o * sizeof(float));
+                        if (lv < top && lv > 0) assert_memory_equal(o[lv], o[top], (size_t)L * ld_o * sizeof(float));
+                    }
+                    float *row = (float *)mallocCheck((size_t)L * sizeof(float));
+                    for (int t = 0; t < L && top > 0; t++) {
+                        ac_codec_decode_row(&c, m, L, t, row);
+                        for (int d = 0; d < hd; d++) {
+                            double sum = 0;
+                            for (int j = 0; j < L; j++) sum += fabs((double)row[j] * V[(size_t)j * ld_v + d]);
+                            const double e = fabs((double)o[0][(size_t)t * ld_o + d] - o[top][(size_t)t * ld_o + d]);
+                            if (sum > 0) worst_c = AC_MAX(worst_c, e / sum);
+                            if (!(e <= 2.0 * (L + 1) * 0x1p-24 * sum))
+                                fail_msg("codec %d causal %d L %d hd %d t %d d %d: scalar %.9g simd %.9g", c.kind, causal,
+                                         L, hd, t, d, (double)o[0][(size_t)t * ld_o + d],
+                                         (double)o[top][(size_t)t * ld_o + d]);
+                        }
+                    }
+                    for (int lv = top; lv >= 0; lv--) free(o[lv]);
+                    free(P); free(V); free(orow); free(row); free(m);
                 }
-    print_message("fused kernels: %s\n", ac_codec_simd() ? "AVX-512" : "portable C");
+    levels_leave();
+    print_message("levels %s..scalar: SIMD levels bitwise equal; portable C within %.2e of sum |p V| "
+                  "(bound 2 (L+1) 2^-24 <= %.2e)\n", ac_cpu_level_name(top), worst_c, 2.0 * 101 * 0x1p-24);
 }
 
 /* A hostile TOPK row (indices past the row) must not read outside V. */
@@ -294,10 +377,41 @@ static void test_fused_hostile_topk(void **state) {
     memcpy(row + 8, val, 8);
     float *V = (float *)mallocCheck((size_t)n * hd * sizeof(float)); /* exactly [n][hd] */
     for (int i = 0; i < n * hd; i++) V[i] = 1.0f;
-    float out[16];
-    ac_codec_av_row(&c, row, n, V, hd, hd, out);
-    for (int d = 0; d < hd; d++) assert_true(fabsf(out[d] - 0.5f) < 1e-6f); /* rows 0 and 4 only */
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        float out[16];
+        ac_codec_av_row(&c, row, n, V, hd, hd, out);
+        for (int d = 0; d < hd; d++) assert_true(fabsf(out[d] - 0.5f) < 1e-6f); /* rows 0 and 4 only */
+    }
+    levels_leave();
     free(V);
+}
+
+/* A damaged Q8/Q4 row whose scale is NaN (0 x NaN is NaN, not zero) must not
+ * make the kernels read V past the row's n columns (ASan checks the reads). */
+static void test_fused_hostile_scale(void **state) {
+    (void)state;
+    const int hd = 40; /* unmasked vector loads too (ASan does not see masked ones) */
+    for (int kind = AC_CODEC_Q8; kind <= AC_CODEC_Q4; kind++)
+        for (int n = 1; n <= 40; n += 3) {
+            ac_map_codec c = {kind, 0, 0};
+            const size_t rb = ac_codec_row_bytes(&c, n);
+            uint8_t *row = (uint8_t *)mallocCheck(rb);
+            memset(row, 0x11, rb);
+            const float nan = NAN;
+            memcpy(row, &nan, 4);
+            float *V = (float *)mallocCheck((size_t)n * hd * sizeof(float)); /* exactly [n][hd] */
+            for (int i = 0; i < n * hd; i++) V[i] = 1.0f;
+            for (int lv = levels_top(); lv >= 0; lv--) {
+                levels_enter(lv);
+                float out[40];
+                ac_codec_av_row(&c, row, n, V, hd, hd, out);
+                for (int d = 0; d < hd; d++) assert_true(isnan(out[d]));
+            }
+            free(row);
+            free(V);
+        }
+    levels_leave();
 }
 
 /* ---- error table ------------------------------------------------------------------------------------- */
@@ -382,7 +496,9 @@ int main(void) {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_encode_rejects),
         cmocka_unit_test(test_fused_vs_reference),
+        cmocka_unit_test(test_fused_across_levels),
         cmocka_unit_test(test_fused_hostile_topk),
+        cmocka_unit_test(test_fused_hostile_scale),
         cmocka_unit_test(test_error_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,10 @@
 /* test_cache_index.c — the FAISS wrapper: exact flat search against a plain C
- * brute force (cosine and L2, caller ids), IVF-Flat and HNSW recall on random
- * data, the hit helper, save/load round trips, corrupt/truncated/garbage index
- * files, and FAISS errors coming back as codes (never exceptions). */
+ * brute force (cosine and L2, caller ids) and, at every CPU level, the own
+ * f16 scan + proof against an exhaustive scan with the level's own exact
+ * similarity (bitwise; AVX2 and AVX-512 bitwise equal too), IVF-Flat and HNSW
+ * recall on random data, the hit helper, save/load round trips,
+ * corrupt/truncated/garbage index files, and FAISS errors coming back as
+ * codes (never exceptions). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +12,7 @@
 #include <cmocka.h>
 
 #include "cache/index.h"
+#include "cache/index_scan.h"
 #include "forward/cpu/pool.h"
 #include "util/common.h"
 #include <math.h>
@@ -16,6 +20,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "cache_levels.h"
 
 static uint64_t rng_state = 99;
 static uint64_t rng_u64(void) {
@@ -144,15 +150,134 @@ static void check_flat(int metric, int64_t n, int d) {
  * of 16 vectors and of 4 elements); 384-d like the mean keys */
 static void test_flat_cosine(void **state) {
     (void)state;
-    check_flat(AC_METRIC_COSINE, 700, 128);
-    check_flat(AC_METRIC_COSINE, 45, 7);
-    check_flat(AC_METRIC_COSINE, 333, 384);
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        check_flat(AC_METRIC_COSINE, 700, 128);
+        check_flat(AC_METRIC_COSINE, 45, 7);
+        check_flat(AC_METRIC_COSINE, 333, 384);
+    }
+    levels_leave();
 }
 static void test_flat_l2(void **state) {
     (void)state;
-    check_flat(AC_METRIC_L2, 700, 128);
-    check_flat(AC_METRIC_L2, 45, 7);
-    check_flat(AC_METRIC_L2, 333, 384);
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        check_flat(AC_METRIC_L2, 700, 128);
+        check_flat(AC_METRIC_L2, 45, 7);
+        check_flat(AC_METRIC_L2, 333, 384);
+    }
+    levels_leave();
+}
+
+/* index.cpp's prepare(): cosine vectors normalised in place, the same bits. */
+static void normalise(float *v, int64_t n, int d) {
+    for (int64_t i = 0; i < n; i++) {
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)v[i * d + j] * v[i * d + j];
+        if (ss > 0) {
+            const float inv = (float)(1.0 / sqrt(ss));
+            for (int j = 0; j < d; j++) v[i * d + j] *= inv;
+        }
+    }
+}
+
+/* One data set: the single-query scan (serial and on a 2-thread pool) equals
+ * an exhaustive scan with the level's exact similarity, bit for bit — the
+ * f16 pass and its proof (index_scan.h: the bound holds for every level's
+ * summation order) lose nothing. res_ids/res_sims [nq][k] get the results. */
+static void exact_case(const char *name, float *x, int64_t n, float *q, int64_t nq, int d, int metric, int k,
+                       ac_pool *pool, int64_t *res_ids, float *res_sims) {
+    ac_index_params p = ac_index_default_params(AC_INDEX_FLAT, d);
+    p.metric = metric;
+    ac_index *idx = NULL;
+    assert_int_equal(ac_index_create(&p, &idx), AC_OK);
+    assert_int_equal(ac_index_add(idx, x, NULL, n), AC_OK);
+    const int l2 = metric == AC_METRIC_L2;
+    float *xs = (float *)mallocCheck((size_t)n * d * sizeof(float)), *qs = (float *)mallocCheck((size_t)d * sizeof(float));
+    memcpy(xs, x, (size_t)n * d * sizeof(float));
+    if (!l2) normalise(xs, n, d);
+    const ac_scan_kernels *ker = ac_scan_kernels_now();
+    float *all = (float *)mallocCheck((size_t)n * sizeof(float));
+    for (int64_t a = 0; a < nq; a++) {
+        memcpy(qs, q + a * d, (size_t)d * sizeof(float));
+        if (!l2) normalise(qs, 1, d);
+        for (int64_t i = 0; i < n; i++) all[i] = ker->sim(qs, xs + i * d, d, l2);
+        int64_t oi[16], pi[16];
+        float os[16], ps[16];
+        assert_int_equal(ac_index_search(idx, q + a * d, 1, k, oi, os), AC_OK);
+        assert_int_equal(ac_index_search_pool(idx, q + a * d, 1, k, pi, ps, pool), AC_OK);
+        for (int r = 0; r < k; r++) { /* the exhaustive top k, ties to the lower position */
+            int64_t best = -1;
+            for (int64_t i = 0; i < n; i++)
+                if (all[i] > -INFINITY && (best < 0 || all[i] > all[best])) best = i;
+            if (oi[r] != best || os[r] != all[best])
+                fail_msg("%s, level %s, query %lld rank %d: scan %lld (%.9g), exhaustive %lld (%.9g)", name,
+                         ac_cpu_level_name(ac_cpu_level()), (long long)a, r, (long long)oi[r], (double)os[r],
+                         (long long)best, (double)all[best]);
+            assert_int_equal(pi[r], best);
+            assert_true(ps[r] == all[best]);
+            res_ids[a * k + r] = best;
+            res_sims[a * k + r] = all[best];
+            all[best] = -INFINITY;
+        }
+    }
+    free(all), free(xs), free(qs);
+    ac_index_free(idx);
+}
+
+/* Data sets that stress the proof, at every level; across levels, AVX2 and
+ * AVX-512 return bitwise equal results (same summation order), portable C
+ * the same vectors with similarities within 1e-5 relative (its sums of d <=
+ * 128 products round in another order: at most 2 (d + 1) 2^-24 ~ 1.5e-5 of
+ * sum |q_j x_j|, which the similarities here are close to; near-ties within
+ * that may swap). */
+static void test_flat_exact_across_levels(void **state) {
+    (void)state;
+    enum { NQ = 30, K = 8, NSET = 4 };
+    const int top = levels_top();
+    ac_pool *pool = NULL;
+    assert_int_equal(ac_pool_new(2, &pool), AC_OK);
+    int64_t *ids[3][NSET];
+    float *sims[3][NSET];
+    const char *names[NSET] = {"tight L2 clusters", "tiny values (f16 subnormals), L2", "cosine, odd d", "large values, L2"};
+    for (int set = 0; set < NSET; set++) {
+        const int d = set == 2 ? 37 : 128;
+        const int64_t n = set == 0 ? 40000 : 3000; /* set 0: n d > 2^22, the parallel scan */
+        const int metric = set == 2 ? AC_METRIC_COSINE : AC_METRIC_L2;
+        const int nc = 10;
+        rng_state = 1234 + (uint64_t)set;
+        float *c = randn(nc, d);
+        const float scale = set == 1 ? 1e-6f : set == 3 ? 3000.0f : 1.0f, noise = set == 2 ? 0.3f : 0.005f;
+        float *x = (float *)mallocCheck((size_t)n * d * sizeof(float)), *q = (float *)mallocCheck((size_t)NQ * d * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            for (int j = 0; j < d; j++) x[i * d + j] = scale * (c[(i % nc) * d + j] + noise * rng_normal());
+        for (int64_t a = 0; a < NQ; a++)
+            for (int j = 0; j < d; j++) q[a * d + j] = scale * (c[(a % nc) * d + j] + noise * rng_normal());
+        for (int lv = top; lv >= 0; lv--) {
+            levels_enter(lv);
+            ids[lv][set] = (int64_t *)mallocCheck(NQ * K * sizeof(int64_t));
+            sims[lv][set] = (float *)mallocCheck(NQ * K * sizeof(float));
+            exact_case(names[set], x, n, q, NQ, d, metric, K, pool, ids[lv][set], sims[lv][set]);
+            if (lv > 0 && lv < top) {
+                assert_memory_equal(ids[lv][set], ids[top][set], NQ * K * sizeof(int64_t));
+                assert_memory_equal(sims[lv][set], sims[top][set], NQ * K * sizeof(float));
+            }
+        }
+        double worst = 0;
+        for (int i = 0; i < NQ * K && top > 0; i++) {
+            const double e = fabs((double)sims[0][set][i] - sims[top][set][i]) / fmax(1e-30, fabs(sims[top][set][i]));
+            worst = fmax(worst, e);
+            assert_true(e <= 1e-5);
+            if (ids[0][set][i] != ids[top][set][i]) /* a near-tie within the tolerance */
+                assert_true(fabs((double)sims[top][set][i] - sims[top][set][i + (i % K + 1 < K ? 1 : -1)]) <=
+                            2e-5 * fabs(sims[top][set][i]));
+        }
+        print_message("%s: exact at every level; portable C vs SIMD similarities within %.1e\n", names[set], worst);
+        for (int lv = top; lv >= 0; lv--) free(ids[lv][set]), free(sims[lv][set]);
+        free(c), free(x), free(q);
+    }
+    levels_leave();
+    ac_pool_free(pool);
 }
 
 /* Tight clusters of near-equal vectors, where the f16 pass cannot tell the
@@ -466,6 +591,7 @@ int main(void) {
         cmocka_unit_test(test_flat_cosine),
         cmocka_unit_test(test_flat_l2),
         cmocka_unit_test(test_flat_tight_clusters),
+        cmocka_unit_test(test_flat_exact_across_levels),
         cmocka_unit_test(test_flat_edge),
         cmocka_unit_test(test_ivf_hnsw_recall),
         cmocka_unit_test(test_recall_isotropic),

@@ -1,6 +1,7 @@
 /* test_cache_projector.c — the feature projector learns a distance it is
  * shown, beats an untrained projector, survives save/load, and rejects
- * damaged files. */
+ * damaged files; its int8 lookup GEMV (q8mat) gives the same integers, codes
+ * and keys at every CPU level, extreme codes included. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include "cache/projector.h"
+#include "cache/q8mat.h"
 #include "util/common.h"
 
 #include <math.h>
@@ -16,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "cache_levels.h"
 
 enum { N = 400, IN = 48, LAT = 4, NP = 3000 };
 
@@ -47,8 +51,7 @@ static void make_data(float *X, ac_proj_pair *pairs) {
     }
 }
 
-static void test_learns_distance(void **state) {
-    (void)state;
+static void learns_distance(void) {
     float *X = malloc(sizeof(float) * N * IN);
     ac_proj_pair *pairs = malloc(sizeof *pairs * NP);
     make_data(X, pairs);
@@ -77,6 +80,19 @@ static void test_learns_distance(void **state) {
     ac_proj_free(untrained);
     free(X);
     free(pairs);
+}
+
+/* Training's f32 GEMVs sum in a different order per level (kernels.h): each
+ * level trains its own, equally good, projector. */
+static void test_learns_distance(void **state) {
+    (void)state;
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        print_message("level %s: ", ac_cpu_level_name(lv));
+        rs = 7;
+        learns_distance();
+    }
+    levels_leave();
 }
 
 static void test_save_load(void **state) {
@@ -135,8 +151,7 @@ static void ref_key(const ac_projector *p, const float *x, float *z) {
     }
 }
 
-static void test_lookup_key(void **state) {
-    (void)state;
+static void lookup_key(void) {
     const int in = 37, hid = 30, out = 7; /* none a multiple of 4 or 32: padding paths */
     ac_projector *p = NULL;
     assert_int_equal(ac_proj_new(in, hid, out, 5, &p), AC_OK);
@@ -182,6 +197,128 @@ static void test_lookup_key(void **state) {
     ac_proj_free(p);
 }
 
+static void test_lookup_key(void **state) {
+    (void)state;
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        lookup_key();
+    }
+    levels_leave();
+}
+
+/* The lookup key is bitwise the same at every level: equal codes, exact
+ * integer dot products, then the same f32 epilogue. */
+static void test_key_across_levels(void **state) {
+    (void)state;
+    const int in = 1537, hid = 256, out = 128; /* the SST-2 projector's shape */
+    ac_projector *p = NULL;
+    assert_int_equal(ac_proj_new(in, hid, out, 9, &p), AC_OK);
+    for (int i = 0; i < in; i++) p->mu[i] = 0.01f * (float)(i % 11), p->isig[i] = 0.5f + 0.1f * (float)(i % 7);
+    float *x = malloc(sizeof(float) * in), z[3][128];
+    const int top = levels_top();
+    for (int t = 0; t < 10; t++) {
+        for (int i = 0; i < in; i++) x[i] = (float)(4 * urand() - 2);
+        for (int lv = top; lv >= 0; lv--) {
+            levels_enter(lv);
+            assert_int_equal(ac_proj_key(p, x, z[lv]), AC_OK);
+            if (lv < top) assert_memory_equal(z[lv], z[top], sizeof z[0]);
+        }
+    }
+    levels_leave();
+    free(x);
+    ac_proj_free(p);
+}
+
+/* y of ac_q8mat_gemv with sx = scale = 1 and b = NULL is the integer dot
+ * product itself; reference in int64 from the float codes. */
+static void q8_case(const float *W, int rows, int cols, const uint8_t *x8, int off, const char *what) {
+    ac_q8mat m;
+    assert_int_equal(ac_q8mat_pack(W, rows, cols, &m), AC_OK);
+    float *y[3];
+    const int top = levels_top();
+    for (int lv = top; lv >= 0; lv--) {
+        levels_enter(lv);
+        y[lv] = malloc(sizeof(float) * rows);
+        ac_q8mat_gemv(&m, NULL, x8, 1.0f, off, y[lv], 0);
+        if (lv < top) assert_memory_equal(y[lv], y[top], sizeof(float) * rows);
+    }
+    levels_leave();
+    for (int r = 0; r < rows; r++) {
+        int64_t ref = 0; /* codes: W[r][i] / scale[r] rounded, as the pack */
+        for (int i = 0; i < cols; i++)
+            ref += (int64_t)((int)x8[i] - off) * (int64_t)lrintf(W[(size_t)r * cols + i] / m.scale[r]);
+        const double want = (double)m.scale[r] * (double)ref;
+        if (!(fabs(y[top][r] - want) <= 1e-6 * fabs(want) + 1e-6))
+            fail_msg("%s: row %d: gemv %.9g, exact %.9g", what, r, (double)y[top][r], want);
+    }
+    for (int lv = top; lv >= 0; lv--) free(y[lv]);
+    ac_q8mat_free(&m);
+}
+
+/* Extreme codes: weights +-127 against activations 255 make every
+ * vpmaddubsw-style int16 pair sum (2 x 255 x 127 = 64770) overflow; the
+ * widest matrix (AC_Q8MAT_MAX_COLS) puts the int32 sums near 2^31. */
+static void test_q8mat_extremes(void **state) {
+    (void)state;
+    const int cols = AC_Q8MAT_MAX_COLS, rows = 5;
+    float *W = malloc(sizeof(float) * rows * cols);
+    uint8_t *x8 = malloc((size_t)cols);
+    for (int i = 0; i < cols; i++) {
+        W[i] = 1.0f;                             /* +127 everywhere */
+        W[cols + i] = -1.0f;                     /* -127 */
+        W[2 * cols + i] = (i & 1) ? 1.0f : -1.0f; /* alternating */
+        W[3 * cols + i] = (float)(2 * urand() - 1);
+        W[4 * cols + i] = (i % 3) ? 1.0f : -0.5f;
+    }
+    memset(x8, 255, (size_t)cols);
+    q8_case(W, rows, cols, x8, 0, "x8 = 255");
+    q8_case(W, rows, cols, x8, 128, "x8 = 255, off 128");
+    memset(x8, 0, (size_t)cols);
+    q8_case(W, rows, cols, x8, 128, "x8 = 0, off 128");
+    for (int i = 0; i < cols; i++) x8[i] = (uint8_t)(urand() * 256);
+    q8_case(W, rows, cols, x8, 0, "random x8");
+    for (int c = 1; c <= 130; c += 43) { /* short, padded rows */
+        for (int i = 0; i < c; i++) x8[i] = (uint8_t)(i & 1 ? 255 : 3);
+        q8_case(W + 2 * cols, 3, c, x8, 128, "short rows");
+    }
+    free(W);
+    free(x8);
+}
+
+/* The activation codes are equal at every level: ties at .5 round to even,
+ * clamping at both ends, lengths off the vector widths. */
+static void test_q8_codes_across_levels(void **state) {
+    (void)state;
+    const int top = levels_top();
+    for (int n = 1; n <= 300; n += 13) {
+        const int ld = (n + 63) & ~63;
+        float *x = malloc(sizeof(float) * n);
+        uint8_t *c[3];
+        for (int nonneg = 0; nonneg < 2; nonneg++) {
+            for (int i = 0; i < n; i++) /* halves: many exact ties once scaled */
+                x[i] = (float)((int)(urand() * 64) - (nonneg ? 0 : 32)) * 0.5f;
+            x[n / 2] = nonneg ? 31.5f : -31.5f;
+            float sx[3];
+            for (int lv = top; lv >= 0; lv--) {
+                levels_enter(lv);
+                c[lv] = malloc((size_t)ld);
+                sx[lv] = ac_q8_quant_u8(x, n, ld, nonneg, c[lv]);
+                if (lv < top) {
+                    assert_true(sx[lv] == sx[top]);
+                    assert_memory_equal(c[lv], c[top], (size_t)ld);
+                }
+            }
+            for (int i = 0; i < n; i++) { /* against lrintf */
+                const float lim = nonneg ? 255.0f : 127.0f, v = x[i] * (1.0f / sx[top]);
+                assert_int_equal(c[top][i], (int)lrintf(fminf(lim, fmaxf(-lim, v))) + (nonneg ? 0 : 128));
+            }
+            for (int lv = top; lv >= 0; lv--) free(c[lv]);
+        }
+        free(x);
+    }
+    levels_leave();
+}
+
 static void test_bad_args(void **state) {
     (void)state;
     ac_projector *p = NULL;
@@ -200,6 +337,9 @@ int main(void) {
         cmocka_unit_test(test_learns_distance),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_lookup_key),
+        cmocka_unit_test(test_key_across_levels),
+        cmocka_unit_test(test_q8mat_extremes),
+        cmocka_unit_test(test_q8_codes_across_levels),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,7 +9,7 @@
  *   entries only with allow_longer; shorter entries never), batches mixing
  *   hits and misses, bad inputs (another model's database or projector, a
  *   missing directory, damaged and truncated databases, writes to a read-only
- *   cache), and projector training end to end. */
+ *   cache), and projector training end to end — at every CPU level. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +21,8 @@
 #include "cache/store.h"
 #include "ref_forward.h"
 #include "util/common.h"
+
+#include "cache_levels.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -1179,5 +1181,16 @@ int main(void) {
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* the whole file at every CPU level (cache_levels.h): models, caches and
+     * contexts are made inside each test, after the level is set */
+    int failed = 0;
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        char name[64];
+        snprintf(name, sizeof name, "test_cache_reuse, level %s", ac_cpu_level_name(lv));
+        print_message("level %s:\n", ac_cpu_level_name(lv));
+        failed += _cmocka_run_group_tests(name, tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    }
+    levels_leave();
+    return failed;
 }

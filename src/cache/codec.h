@@ -91,8 +91,9 @@ int ac_codec_av_ref(const ac_map_codec *c, const void *map, int L, const float *
 void ac_codec_av_row(const ac_map_codec *c, const void *row, int n, const float *V, int ld_v,
                      int head_dim, float *out);
 /* Whole head: out[t][:] = A[t][:] . V for t < L. Rows are walked in order;
- * nothing larger than 16 decoded values is materialised. AVX-512 when built
- * with it, else portable C. */
+ * nothing larger than 16 decoded values is materialised. Both fused kernels
+ * run at ac_cpu_level() (AVX-512, AVX2 or portable C / NEON; kernels.h says
+ * how their results compare). */
 void ac_codec_av(const ac_map_codec *c, const void *map, int L, const float *V, int ld_v,
                  int head_dim, float *out, int ld_o);
 
@@ -100,7 +101,7 @@ void ac_codec_av(const ac_map_codec *c, const void *map, int L, const float *V, 
 uint16_t ac_f32_to_f16(float f);
 float ac_f16_to_f32(uint16_t h);
 
-/* 1 if the fused kernels use AVX-512 in this build. */
+/* The level (util/cpu.h AC_CPU_*) whose fused kernels run now. */
 int ac_codec_simd(void);
 
 #ifdef __cplusplus

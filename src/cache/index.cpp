@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "cache/index_scan.h"
 extern "C" {
 #include "util/common.h" /* a C header without extern "C" guards */
 #include "forward/cpu/pool.h"
@@ -28,9 +29,6 @@ extern "C" {
 #include <atomic>
 #include <cerrno>
 #include <cmath>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -268,33 +266,10 @@ int ac_index_add(ac_index *idx, const float *x, const int64_t *ids, int64_t n) {
 // Exact flat search of a few queries on the calling thread: Debian's generic
 // libfaiss build computes ~1-3 GFLOP/s in its distance loops (measured: 255 us
 // for one 128-d query over 3,000 entries, which is 5-9% of a MiniLM forward);
-// this AVX-512 scan over the same stored vectors takes ~20 us. Same results:
+// this scan over the same stored vectors (an f16 pass and a proof, kernels
+// per CPU level in index_scan.h) takes ~20 us with AVX-512. Same results:
 // similarity = inner product (cosine, normalised vectors) or -||q - x||^2,
 // best first, ties to the lower position, then mapped through the id map.
-static float flat_sim(const float *q, const float *x, int d, int l2) {
-    int j = 0;
-#ifdef __AVX512F__
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (; j + 32 <= d; j += 32) {
-        __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
-        __m512 q0 = _mm512_loadu_ps(q + j), q1 = _mm512_loadu_ps(q + j + 16);
-        if (l2) {
-            x0 = _mm512_sub_ps(x0, q0), x1 = _mm512_sub_ps(x1, q1);
-            a0 = _mm512_fmadd_ps(x0, x0, a0), a1 = _mm512_fmadd_ps(x1, x1, a1);
-        } else {
-            a0 = _mm512_fmadd_ps(x0, q0, a0), a1 = _mm512_fmadd_ps(x1, q1, a1);
-        }
-    }
-    alignas(64) float t[16];
-    _mm512_store_ps(t, _mm512_add_ps(a0, a1));
-    float acc = 0.0f;
-    for (int i = 0; i < 16; i++) acc += t[i];
-#else
-    float acc = 0.0f;
-#endif
-    for (; j < d; j++) acc += l2 ? (x[j] - q[j]) * (x[j] - q[j]) : x[j] * q[j];
-    return l2 ? -acc : acc;
-}
 
 // Bring the f16 scan copy up to the flat index's vectors (after add / load).
 // A value beyond f16's range drops the copy (the f32 scan serves).
@@ -357,6 +332,7 @@ static inline void topk_push(float *s, faiss::Index::idx_t *l, int k, int *have,
 // blocks [b0, b1) into approx, and its best kc of them.
 struct scan_job {
     const ac_index *idx;
+    const ac_scan_kernels *k;   // the level's kernels
     const float *q;             // [d]
     int64_t n;
     int d, l2, kc;
@@ -365,42 +341,6 @@ struct scan_job {
     faiss::Index::idx_t *cl;    // [nth][kc]
     int *have;                  // [nth]
 };
-
-// Approximate similarities out[16] (flat_sim's convention, up to the
-// constant -|q|^2 for L2: 2 q.x^ - |x|^2) of the query to the nv <= 16
-// vectors of one element-major block (x^: the f16 values); returns the mask
-// of the lanes < nv above thr.
-static uint32_t block_sims(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
-                           float *out) {
-    int j = 0;
-#ifdef __AVX512F__
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-#define AC_LDB(jj) _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256((const __m256i *)(blk + (size_t)(jj) * 16)))
-    for (; j + 4 <= d; j += 4) {
-        a0 = _mm512_fmadd_ps(AC_LDB(j), _mm512_set1_ps(q[j]), a0);
-        a1 = _mm512_fmadd_ps(AC_LDB(j + 1), _mm512_set1_ps(q[j + 1]), a1);
-        a2 = _mm512_fmadd_ps(AC_LDB(j + 2), _mm512_set1_ps(q[j + 2]), a2);
-        a3 = _mm512_fmadd_ps(AC_LDB(j + 3), _mm512_set1_ps(q[j + 3]), a3);
-    }
-    for (; j < d; j++) a0 = _mm512_fmadd_ps(AC_LDB(j), _mm512_set1_ps(q[j]), a0);
-#undef AC_LDB
-    const __mmask16 valid = (__mmask16)(nv >= 16 ? 0xFFFFu : (1u << nv) - 1u);
-    __m512 sv = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-    if (l2) sv = _mm512_fmsub_ps(_mm512_set1_ps(2.0f), sv, _mm512_maskz_loadu_ps(valid, sq));
-    _mm512_storeu_ps(out, sv);
-    return _mm512_mask_cmp_ps_mask(valid, sv, _mm512_set1_ps(thr), _CMP_GT_OQ);
-#else
-    for (int v = 0; v < 16; v++) out[v] = 0;
-    for (; j < d; j++)
-        for (int v = 0; v < 16; v++) out[v] += ac_fp16_to_fp32(blk[(size_t)j * 16 + v]) * q[j];
-    uint32_t m = 0;
-    for (int v = 0; v < nv; v++) {
-        if (l2) out[v] = 2.0f * out[v] - sq[v];
-        m |= (uint32_t)(out[v] > thr) << v;
-    }
-    return m;
-#endif
-}
 
 static void scan_step(void *arg, int ith, int nth) {
     const scan_job *j = (const scan_job *)arg;
@@ -413,8 +353,8 @@ static void scan_step(void *arg, int ith, int nth) {
         float *sim = j->approx + 16 * b;
         /* once the list is full, only lanes above its worst enter (few, after the first blocks) */
         const float thr = hc < j->kc ? -INFINITY : cs[j->kc - 1];
-        uint32_t m = block_sims(j->idx->sc + (size_t)b * 16 * j->d, j->idx->sc_sq.data() + 16 * b, nv, j->q,
-                                j->d, j->l2, thr, sim);
+        uint32_t m = j->k->block(j->idx->sc + (size_t)b * 16 * j->d, j->idx->sc_sq.data() + 16 * b, nv, j->q,
+                                 j->d, j->l2, thr, sim);
         for (; m; m &= m - 1) {
             const int v = __builtin_ctz(m);
             topk_push(cs, cl, j->kc, &hc, sim[v], 16 * b + v);
@@ -436,12 +376,15 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
     const float *xb = flat->get_xb();
     const int64_t n = flat->ntotal;
     const int d = (int)flat->d;
+    const ac_scan_kernels *ker = ac_scan_kernels_now();
+    auto flat_sim = ker->sim;
     /* Exact results from an f16 pass (half the f32 bytes: the scan's cost is
      * reading them cold) and a proof. The pass gives approximate similarities
      * a_i of every vector and its best kc candidates; these are re-ranked on
      * the f32 vectors, giving the k-th exact similarity S. With x^ the f16
      * copy (relative rounding 2^-11, absolute 2^-25 below f16's normal
-     * range) and f32 sums, |q.x - q.x^| <= e_i = g |q| |x_i| + d 2^-25 |q|_inf,
+     * range) and f32 sums in any order (index_scan.h derives the bound for
+     * each level's), |q.x - q.x^| <= e_i = g |q| |x_i| + d 2^-25 |q|_inf,
      * g = 2^-11 + (d + 2) 2^-24 (twice that for L2's 2 q.x - |x|^2), plus a
      * relative margin of 1e-5 + (d + 32) 2^-24 for the remaining f32 roundings. A vector outside
      * the candidates with a_i + e_i < S cannot enter the top k; the others
@@ -462,14 +405,14 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
         faiss::Index::idx_t *l = lab + iq * k;
         int have = 0;
         if (scan) {
-            scan_job j = {idx, qv, n, d, l2, kc, approx.get(), cs.data(), cl.data(), have_t.data()};
+            scan_job j = {idx, ker, qv, n, d, l2, kc, approx.get(), cs.data(), cl.data(), have_t.data()};
             ac_pool_run(nth > 1 ? pool : nullptr, scan_step, &j);
             cand.clear();
             for (int t = 0; t < nth; t++)
                 cand.insert(cand.end(), cl.begin() + (size_t)t * kc, cl.begin() + (size_t)t * kc + have_t[t]);
             std::sort(cand.begin(), cand.end()); /* re-rank in position order: ties keep the lower position */
             for (faiss::Index::idx_t c : cand) /* the candidates' f32 rows are cold: fetch them all at once */
-                for (int o = 0; o < d; o += 16) _mm_prefetch((const char *)(xb + (size_t)c * d + o), _MM_HINT_T0);
+                for (int o = 0; o < d; o += 16) __builtin_prefetch(xb + (size_t)c * d + o);
             for (faiss::Index::idx_t c : cand) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)c * d, d, l2), c);
             /* the proof that no other vector enters the top k */
             double qn = 0, qi = 0;

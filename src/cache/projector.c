@@ -3,13 +3,12 @@
 #include "projector.h"
 #include "q8mat.h"
 
+#include "cache/kernels.h"
 #include "load/gguf.h"
 #include "util/common.h"
+#include "util/cpu.h"
 
 #include <math.h>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 #include <string.h>
 
 ac_proj_train_params ac_proj_default_train_params(void) {
@@ -94,31 +93,20 @@ void ac_proj_free(ac_projector *p) {
 }
 
 /* y[r] = b[r] + W[r] . x for r < rows (W [rows][n] row-major): four rows at a
- * time with independent accumulators (the plain loop is bound by the latency
- * of one reduction chain: 130 us for a 1537 -> 256 -> 128 lookup key, ~10%
- * of a short MiniLM query; this is ~8x faster). */
+ * time with independent accumulators in the SIMD kernels (projector_avx2.c,
+ * projector_avx512.c; the plain loop is bound by the latency of one
+ * reduction chain: 130 us for a 1537 -> 256 -> 128 lookup key, ~10% of a
+ * short MiniLM query; four rows are ~8x faster). Sums run in a different
+ * order per level: results differ in the last bits between levels. */
 static void gemv(const float *W, const float *b, const float *x, int rows, int n, float *y, int relu) {
     int r = 0;
-#ifdef __AVX512F__
-    for (; r + 4 <= rows; r += 4) {
-        const float *w0 = W + (size_t)r * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        for (int i = 0; i < n; i += 16) {
-            const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + i), xv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + i), xv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + i), xv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + i), xv, a3);
-        }
-        float v[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
-                      _mm512_reduce_add_ps(a3)};
-        for (int k = 0; k < 4; k++) {
-            const float t = b[r + k] + v[k];
-            y[r + k] = relu && t < 0 ? 0 : t;
-        }
-    }
+    ac_proj_gemv4_fn gemv4 = NULL;
+#if AC_CACHE_X86
+    const int lv = ac_cpu_level();
+    gemv4 = lv >= AC_CPU_AVX512 ? ac_proj_gemv4_avx512 : lv >= AC_CPU_AVX2 ? ac_proj_gemv4_avx2 : NULL;
 #endif
+    if (gemv4)
+        for (; r + 4 <= rows; r += 4) gemv4(W, b, x, r, n, y, relu);
     for (; r < rows; r++) {
         const float *w = W + (size_t)r * n;
         float acc = b[r];

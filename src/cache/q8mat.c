@@ -1,13 +1,13 @@
-/* q8mat.c — see q8mat.h. */
+/* q8mat.c — see q8mat.h: packing, the portable C kernels, and the choice of
+ * SIMD kernels (q8mat_avx2.c, q8mat_avx512.c) at run time. */
 #include "q8mat.h"
 
+#include "cache/kernels.h"
 #include "util/common.h"
+#include "util/cpu.h"
 
 #include <math.h>
 #include <string.h>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
 static int pad64(int n) { return (n + 63) & ~63; }
 static int pad4(int n) { return (n + 3) & ~3; }
@@ -48,55 +48,76 @@ void ac_q8mat_free(ac_q8mat *m) {
     memset(m, 0, sizeof *m);
 }
 
-float ac_q8_quant_u8(const float *x, int n, int ld, int nonneg, uint8_t *x8) {
-    const float lim = nonneg ? 255.0f : 127.0f, low = nonneg ? 0.0f : -127.0f;
-    const int off = nonneg ? 0 : 128;
-    int i = 0;
-    float mx = 0;
-#if defined(__AVX512F__)
-    __m512 mv = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
-    mx = _mm512_reduce_max_ps(mv);
+/* ---- portable C kernels (kernels.h) ---------------------------------------------------- */
+#if AC_CACHE_NEON
+#define AC_PORTABLE __attribute__((unused)) /* aarch64: NEON serves the baseline level */
+#else
+#define AC_PORTABLE
 #endif
-    for (; i < n; i++) mx = fmaxf(mx, fabsf(x[i]));
-    const float sx = mx / lim, inv = sx > 0 ? 1.0f / sx : 0.0f;
-    i = 0;
-#if defined(__AVX512F__)
-    const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(low), hi = _mm512_set1_ps(lim);
-    const __m512i voff = _mm512_set1_epi32(off);
-    for (; i + 16 <= n; i += 16) { /* round to nearest even (the default mode), as lrintf */
-        const __m512 v = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv)));
-        _mm_storeu_si128((__m128i *)(x8 + i), _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), voff)));
+
+AC_PORTABLE static float absmax_c(const float *x, int n) {
+    float mx = 0;
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(x[i]));
+    return mx;
+}
+
+AC_PORTABLE static void codes_c(const float *x, int n, float inv, float low, float lim, int off, uint8_t *x8) {
+    for (int i = 0; i < n; i++) x8[i] = (uint8_t)(lrintf(fminf(lim, fmaxf(low, x[i] * inv))) + off);
+}
+
+AC_PORTABLE static void dot4_c(const ac_q8mat *m, int r0, const uint8_t *x8, int32_t v[4]) {
+    const int8_t *w = m->w + (size_t)r0 * m->ld;
+    v[0] = v[1] = v[2] = v[3] = 0;
+    for (int i = 0; i < m->ld; i += 64, w += 256)
+        for (int k = 0; k < 4; k++)
+            for (int e = 0; e < 64; e++) v[k] += (int32_t)x8[i + e] * (int32_t)w[k * 64 + e];
+}
+
+/* The kernels in use: the level's (util/cpu.h); on AVX-512 without VNNI the
+ * dot products take the AVX2 kernel (vpmaddwd on widened codes). */
+typedef struct q8_kernels {
+    ac_q8_absmax_fn absmax;
+    ac_q8_codes_fn codes;
+    ac_q8_dot4_fn dot4;
+} q8_kernels;
+
+static q8_kernels pick(void) {
+#if AC_CACHE_NEON
+    q8_kernels k = {ac_q8_absmax_neon, ac_q8_codes_neon, ac_q8_dot4_neon};
+#else
+    q8_kernels k = {absmax_c, codes_c, dot4_c};
+#endif
+#if AC_CACHE_X86
+    const int lv = ac_cpu_level();
+    if (lv >= AC_CPU_AVX512) {
+        k = (q8_kernels){ac_q8_absmax_avx512, ac_q8_codes_avx512, ac_q8_dot4_avx2};
+        if (ac_cpu_vnni()) k.dot4 = ac_q8_dot4_avx512vnni;
+    } else if (lv >= AC_CPU_AVX2) {
+        k = (q8_kernels){ac_q8_absmax_avx2, ac_q8_codes_avx2, ac_q8_dot4_avx2};
     }
 #endif
-    for (; i < n; i++) x8[i] = (uint8_t)(lrintf(fminf(lim, fmaxf(low, x[i] * inv))) + off);
-    for (i = n; i < ld; i++) x8[i] = (uint8_t)off;
+    return k;
+}
+
+/* Every path rounds alike (x inv, one rounding; clamp; round to nearest
+ * even) and max |x| is exact in any order, so the codes match bit for bit
+ * (finite x). */
+float ac_q8_quant_u8(const float *x, int n, int ld, int nonneg, uint8_t *x8) {
+    const q8_kernels k = pick();
+    const float lim = nonneg ? 255.0f : 127.0f, low = nonneg ? 0.0f : -127.0f;
+    const int off = nonneg ? 0 : 128;
+    const float mx = k.absmax(x, n);
+    const float sx = mx / lim, inv = sx > 0 ? 1.0f / sx : 0.0f;
+    k.codes(x, n, inv, low, lim, off, x8);
+    for (int i = n; i < ld; i++) x8[i] = (uint8_t)off;
     return sx;
 }
 
 void ac_q8mat_gemv(const ac_q8mat *m, const float *b, const uint8_t *x8, float sx, int off, float *y, int relu) {
-    const int ld = m->ld;
+    const ac_q8_dot4_fn dot4 = pick().dot4;
     for (int r0 = 0; r0 < m->rows; r0 += 4) {
-        const int8_t *w = m->w + (size_t)r0 * ld;
         int32_t v[4];
-#if defined(__AVX512VNNI__)
-        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512(), a2 = _mm512_setzero_si512(),
-                a3 = _mm512_setzero_si512();
-        for (int i = 0; i < ld; i += 64, w += 256) {
-            const __m512i xv = _mm512_loadu_si512(x8 + i);
-            a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_loadu_si512(w));
-            a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_loadu_si512(w + 64));
-            a2 = _mm512_dpbusd_epi32(a2, xv, _mm512_loadu_si512(w + 128));
-            a3 = _mm512_dpbusd_epi32(a3, xv, _mm512_loadu_si512(w + 192));
-        }
-        v[0] = _mm512_reduce_add_epi32(a0), v[1] = _mm512_reduce_add_epi32(a1);
-        v[2] = _mm512_reduce_add_epi32(a2), v[3] = _mm512_reduce_add_epi32(a3);
-#else
-        v[0] = v[1] = v[2] = v[3] = 0;
-        for (int i = 0; i < ld; i += 64, w += 256)
-            for (int k = 0; k < 4; k++)
-                for (int e = 0; e < 64; e++) v[k] += (int32_t)x8[i + e] * (int32_t)w[k * 64 + e];
-#endif
+        dot4(m, r0, x8, v); /* exact integers on every path */
         for (int k = 0; k < 4 && r0 + k < m->rows; k++) {
             const float t = (b ? b[r0 + k] : 0.0f) + m->scale[r0 + k] * sx * (float)(v[k] - off * m->rsum[r0 + k]);
             y[r0 + k] = relu && t < 0 ? 0 : t;

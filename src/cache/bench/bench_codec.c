@@ -12,6 +12,7 @@
  * (2*L*L*hd dense flops, L*(L+1)*hd for causal maps). */
 #include "cache/codec.h"
 #include "util/common.h"
+#include "util/cpu.h"
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -51,7 +52,7 @@ int main(void) {
     const int hd = 64;
     int Ls[] = {128, 512};
     const char *names[] = {"f32", "f16", "q8", "q4", "topk32", "f32-causal", "f16-causal", "q8-causal", "q4-causal", "topk32-causal"};
-    printf("fused kernels: %s; head_dim %d; single thread\n", ac_codec_simd() ? "AVX-512" : "portable C", hd);
+    printf("fused kernels: %s; head_dim %d; single thread\n", ac_cpu_level_name(ac_codec_simd()), hd);
     printf("timings: best of 5 interleaved rounds\n");
     printf("| L | codec | bytes/elem | fused A.V us/head | GFLOP/s | fused, 1 row at a time us | decode+sgemm us/head |\n|---|---|---|---|---|---|---|\n");
     for (int li = 0; li < 2; li++) {
