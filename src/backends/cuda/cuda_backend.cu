@@ -23,60 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct cu_layer {
-    void *wqkv, *wo, *wgu, *wdown; /* T: [QKV][D], [D][QD], [2F or F][D], [D][F] */
-    float *bqkv, *bo, *bup, *bdown; /* [QKV], [D], [F], [D] or NULL */
-    float *n1w, *n1b, *n2w, *n2b;   /* [D] */
-} cu_layer;
-
-enum { EV_CAP = 1024 };
-
-struct ac_cuda_model {
-    const ac_model *m; /* NULL for random models */
-    int arch, prec, bert;
-    ac_hparams hp;
-    int D, H, Hkv, hd, QD, KVD, QKV, F, V;
-    int has_output, has_cls, has_cls_out, n_cls, cls_mean_l2;
-
-    float *tok;                        /* [V][D] f32 */
-    float *pos, *type0, *en_w, *en_b;  /* bert: [n_ctx][D], [D], [D], [D] */
-    float *out_norm;                   /* [D] decoders */
-    void *output;                      /* T [V][D] LM head or NULL */
-    void *cls, *cls_out;               /* T [D][D], [n_cls][D] */
-    float *cls_b, *cls_out_b;
-    cu_layer *L;
-
-    float *rope_cs; /* [rope_L][n_rot/2][2] */
-    int rope_L;
-
-    cudaStream_t st;
-    ac_cu_gemm *gemm;
-
-    /* workspace (capacity cap_T rows, cap_S sequences) */
-    int cap_T, cap_S;
-    float *x, *h;
-    void *xb, *qkv, *att, *gu, *hh, *rows;
-    float *pooled, *logits, *clsbuf, *clsout;
-    int *d_tok, *d_pos, *d_cu;
-    long long *d_poff;
-    float *P;
-    size_t cap_P;
-    int *h_tok, *h_pos, *h_cu;
-    long long *h_poff;
-    float *h_P;
-    size_t cap_hP;
-
-    int profile;
-    cudaEvent_t ev[EV_CAP];
-    int ev_stage[EV_CAP], n_ev, ev_made;
-    float prof[AC_CUDA_PROF_N];
-    cudaEvent_t t0, t1; /* first and last operation of a forward call */
-    float last_ms;
-};
+#include "cuda_model.h"
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-static int dmalloc(void **p, size_t bytes) {
+int ac_cu_dmalloc(void **p, size_t bytes) {
     *p = NULL;
     if (!bytes) return AC_OK;
     if (cudaMalloc(p, bytes) != cudaSuccess) {
@@ -86,7 +37,6 @@ static int dmalloc(void **p, size_t bytes) {
     }
     return AC_OK;
 }
-#define DMALLOC(ptr, bytes) dmalloc((void **)&(ptr), (bytes))
 
 int ac_cuda_available(void) {
     int n = 0;
@@ -107,24 +57,9 @@ int ac_cuda_device_name(char *buf, size_t n) {
     return AC_OK;
 }
 
-static size_t tsize(int prec) { return prec == AC_CUDA_F32 ? 4 : 2; }
+size_t ac_cu_tsize(int prec) { return prec == AC_CUDA_F32 ? 4 : 2; }
 
-/* Host f32 [n] -> device buffer of the precision's type. */
-static int upload_t(void *dst, const float *src, size_t n, int prec) {
-    if (prec == AC_CUDA_F32) {
-        AC_CU(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
-        return AC_OK;
-    }
-    uint16_t *tmp = (uint16_t *)malloc(n * 2);
-    if (!tmp) return AC_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) tmp[i] = ac_host_f32_to_bf16(src[i]);
-    cudaError_t e = cudaMemcpy(dst, tmp, n * 2, cudaMemcpyHostToDevice);
-    free(tmp);
-    if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA: weight upload: %s", cudaGetErrorString(e));
-    return AC_OK;
-}
-
-static int upload_f32(float **dst, const float *src, size_t n) {
+int ac_cu_upload_f32(float **dst, const float *src, size_t n) {
     *dst = NULL;
     if (!src) return AC_OK;
     int rc = DMALLOC(*dst, n * 4);
@@ -133,65 +68,7 @@ static int upload_f32(float **dst, const float *src, size_t n) {
     return AC_OK;
 }
 
-/* rows of W as f32 into dst [n_out][n_in] */
-static void mat_f32(const ac_mat *W, float *dst) {
-    if (W->f32) {
-        memcpy(dst, W->f32, (size_t)W->n_out * W->n_in * 4);
-        return;
-    }
-    for (int r = 0; r < W->n_out; r++) ac_row_to_f32(W->type, W->data, W->row_bytes, r, W->n_in, dst + (size_t)r * W->n_in);
-}
-
-/* Device matrix [sum n_out][n_in] of the precision's type from 1..3 matrices stacked by rows. */
-static int upload_mats(void **dst, const ac_mat *const *W, int n, int prec) {
-    size_t rows = 0;
-    const int K = W[0]->n_in;
-    for (int i = 0; i < n; i++) {
-        if (W[i]->n_in != K) return ac_err(AC_ERR_FORMAT, "%s: %d columns, expected %d", W[i]->name, W[i]->n_in, K);
-        rows += (size_t)W[i]->n_out;
-    }
-    float *tmp = (float *)malloc(rows * K * 4);
-    if (!tmp) return AC_ERR_NOMEM;
-    size_t r = 0;
-    for (int i = 0; i < n; i++) {
-        mat_f32(W[i], tmp + r * K);
-        r += (size_t)W[i]->n_out;
-    }
-    int rc = dmalloc(dst, rows * K * tsize(prec));
-    if (!rc) rc = upload_t(*dst, tmp, rows * K, prec);
-    free(tmp);
-    return rc;
-}
-
-/* Concatenated biases (absent parts as zeros); NULL when all are absent. */
-static int upload_bias3(float **dst, const float *b0, int n0, const float *b1, int n1, const float *b2, int n2) {
-    *dst = NULL;
-    if (!b0 && !b1 && !b2) return AC_OK;
-    float *tmp = (float *)calloc((size_t)n0 + n1 + n2, 4);
-    if (!tmp) return AC_ERR_NOMEM;
-    if (b0) memcpy(tmp, b0, (size_t)n0 * 4);
-    if (b1) memcpy(tmp + n0, b1, (size_t)n1 * 4);
-    if (b2) memcpy(tmp + n0 + n1, b2, (size_t)n2 * 4);
-    int rc = upload_f32(dst, tmp, (size_t)n0 + n1 + n2);
-    free(tmp);
-    return rc;
-}
-
-/* A gguf tensor [rows][n] of any readable type as device f32. */
-static int upload_tensor_f32(float **dst, const gguf_tensor *t) {
-    *dst = NULL;
-    if (!t) return AC_OK;
-    const int64_t n = t->ne[0], rows = t->ne[1];
-    float *tmp = (float *)malloc((size_t)(n * rows) * 4);
-    if (!tmp) return AC_ERR_NOMEM;
-    const size_t rb = ggml_row_bytes(t->type, n);
-    for (int64_t r = 0; r < rows; r++) ac_row_to_f32(t->type, t->data, rb, r, n, tmp + r * n);
-    int rc = upload_f32(dst, tmp, (size_t)(n * rows));
-    free(tmp);
-    return rc;
-}
-
-static int shapes(ac_cuda_model *g) {
+int ac_cu_shapes(ac_cuda_model *g) {
     const ac_hparams *hp = &g->hp;
     g->D = hp->n_embd, g->H = hp->n_head, g->Hkv = hp->n_head_kv, g->hd = hp->head_dim, g->F = hp->n_ff;
     g->V = hp->n_vocab;
@@ -203,7 +80,7 @@ static int shapes(ac_cuda_model *g) {
     return AC_OK;
 }
 
-static int common_init(ac_cuda_model *g) {
+int ac_cu_common_init(ac_cuda_model *g) {
     if (!ac_cuda_available()) return ac_err(AC_ERR_UNSUPPORTED, "no CUDA device");
     AC_CU(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
     AC_CU(cudaEventCreate(&g->t0));
@@ -212,68 +89,6 @@ static int common_init(ac_cuda_model *g) {
     if (rc) return rc;
     g->L = (cu_layer *)calloc((size_t)g->hp.n_layer, sizeof *g->L);
     return g->L ? AC_OK : AC_ERR_NOMEM;
-}
-
-int ac_cuda_model_upload(const ac_model *m, int prec, ac_cuda_model **out) {
-    if (!m || !out || (prec != AC_CUDA_BF16 && prec != AC_CUDA_F32))
-        return ac_err(AC_ERR_ARG, "ac_cuda_model_upload: invalid argument");
-    *out = NULL;
-    if (m->vocab_only) return ac_err(AC_ERR_ARG, "model was loaded vocab-only (no weights)");
-    ac_cuda_model *g = (ac_cuda_model *)calloc(1, sizeof *g);
-    if (!g) return AC_ERR_NOMEM;
-    g->m = m, g->arch = m->info.arch, g->prec = prec, g->hp = m->hp;
-    int rc = shapes(g);
-    if (!rc) rc = common_init(g);
-    const int D = g->D;
-    if (!rc) rc = upload_tensor_f32(&g->tok, m->tok_embd);
-    if (!rc && g->bert) {
-        if (!m->pos_embd || !m->embd_norm_w) rc = ac_err(AC_ERR_FORMAT, "bert model without position embeddings");
-        if (!rc) rc = upload_tensor_f32(&g->pos, m->pos_embd);
-        if (!rc) rc = upload_f32(&g->type0, m->type_embd0, D);
-        if (!rc) rc = upload_f32(&g->en_w, m->embd_norm_w, D);
-        if (!rc) rc = upload_f32(&g->en_b, m->embd_norm_b, D);
-    }
-    if (!rc && !g->bert) rc = upload_f32(&g->out_norm, m->out_norm_w, D);
-    for (int il = 0; il < g->hp.n_layer && !rc; il++) {
-        const ac_layer *l = &m->layers[il];
-        cu_layer *c = &g->L[il];
-        const ac_mat *qkv[3] = {&l->wq, &l->wk, &l->wv};
-        if ((rc = upload_mats(&c->wqkv, qkv, 3, prec))) break;
-        if ((rc = upload_bias3(&c->bqkv, l->bq, g->QD, l->bk, g->KVD, l->bv, g->KVD))) break;
-        const ac_mat *wo[1] = {&l->wo};
-        if ((rc = upload_mats(&c->wo, wo, 1, prec)) || (rc = upload_f32(&c->bo, l->bo, D))) break;
-        if (g->bert) {
-            const ac_mat *up[1] = {&l->w_up};
-            if ((rc = upload_mats(&c->wgu, up, 1, prec)) || (rc = upload_f32(&c->bup, l->b_up, g->F))) break;
-        } else {
-            const ac_mat *gu[2] = {&l->w_gate, &l->w_up};
-            if ((rc = upload_mats(&c->wgu, gu, 2, prec))) break;
-        }
-        const ac_mat *dn[1] = {&l->w_down};
-        if ((rc = upload_mats(&c->wdown, dn, 1, prec)) || (rc = upload_f32(&c->bdown, l->b_down, D))) break;
-        if ((rc = upload_f32(&c->n1w, l->norm1_w, D)) || (rc = upload_f32(&c->n1b, l->norm1_b, D)) ||
-            (rc = upload_f32(&c->n2w, l->norm2_w, D)) || (rc = upload_f32(&c->n2b, l->norm2_b, D)))
-            break;
-    }
-    if (!rc && m->has_output) {
-        const ac_mat *o[1] = {&m->output};
-        g->has_output = 1;
-        rc = upload_mats(&g->output, o, 1, prec);
-    }
-    if (!rc && m->info.n_cls_out) {
-        g->has_cls = m->has_cls, g->has_cls_out = m->has_cls_out, g->n_cls = m->info.n_cls_out;
-        g->cls_mean_l2 = m->cls_mean_l2;
-        const ac_mat *c1[1] = {&m->cls}, *c2[1] = {&m->cls_out};
-        if (g->has_cls && !(rc = upload_mats(&g->cls, c1, 1, prec))) rc = upload_f32(&g->cls_b, m->cls_b, D);
-        if (!rc && g->has_cls_out && !(rc = upload_mats(&g->cls_out, c2, 1, prec)))
-            rc = upload_f32(&g->cls_out_b, m->cls_out_b, g->n_cls);
-    }
-    if (rc) {
-        ac_cuda_model_free(g);
-        return rc;
-    }
-    *out = g;
-    return AC_OK;
 }
 
 /* ---- random models (benchmarks) ------------------------------------------------------------- */
@@ -291,7 +106,7 @@ template <typename T> __global__ void k_rand(T *w, size_t n, uint64_t seed, floa
 }
 
 static int rand_buf(void **p, size_t n, int f32, uint64_t seed, float base, float amp) {
-    int rc = dmalloc(p, n * (f32 ? 4 : 2));
+    int rc = ac_cu_dmalloc(p, n * (f32 ? 4 : 2));
     if (rc) return rc;
     if (f32) k_rand<float><<<1024, 256>>>((float *)*p, n, seed, base, amp);
     else k_rand<bf16><<<1024, 256>>>((bf16 *)*p, n, seed, base, amp);
@@ -307,8 +122,8 @@ int ac_cuda_model_random(int arch, const ac_hparams *hp, int prec, uint64_t seed
     ac_cuda_model *g = (ac_cuda_model *)calloc(1, sizeof *g);
     if (!g) return AC_ERR_NOMEM;
     g->arch = arch, g->prec = prec, g->hp = *hp;
-    int rc = shapes(g);
-    if (!rc) rc = common_init(g);
+    int rc = ac_cu_shapes(g);
+    if (!rc) rc = ac_cu_common_init(g);
     const int D = g->D, F = g->F, f32 = prec == AC_CUDA_F32;
     const float aD = 1.0f / sqrtf((float)D), aF = 1.0f / sqrtf((float)F), aQ = 1.0f / sqrtf((float)g->QD);
     uint64_t s = seed * 1000003ull;
@@ -389,7 +204,7 @@ static int ws_reserve(ac_cuda_model *g, int T, int S) {
     T = T > g->cap_T ? T : g->cap_T;
     S = S > g->cap_S ? S : g->cap_S;
     ws_free(g);
-    const size_t ts = tsize(g->prec), D = g->D, F = g->F, t = (size_t)T, s = (size_t)S;
+    const size_t ts = ac_cu_tsize(g->prec), D = g->D, F = g->F, t = (size_t)T, s = (size_t)S;
     const size_t ncls = g->n_cls > 0 ? g->n_cls : 1, V = g->has_output ? g->V : 1;
     int rc = DMALLOC(g->x, t * D * 4);
     if (!rc) rc = DMALLOC(g->h, t * D * 4);
@@ -438,7 +253,7 @@ static int rope_reserve(ac_cuda_model *g, int L) {
         }
     cudaFree(g->rope_cs);
     g->rope_cs = NULL;
-    int rc = upload_f32(&g->rope_cs, cs, (size_t)L * half * 2);
+    int rc = ac_cu_upload_f32(&g->rope_cs, cs, (size_t)L * half * 2);
     free(cs);
     if (rc) return rc;
     g->rope_L = L;
@@ -476,6 +291,11 @@ template <typename T> static int gemm(ac_cuda_model *g, const void *W, const voi
     return ac_cu_gemm_run(g->gemm, sizeof(T) == 4, y_f32, W, X, Y, ldy, M, N, K, b, acc);
 }
 
+/* 1: the materialised attention (f32 mode, recording, or a head dim the fused kernel lacks) */
+static int use_materialised(const ac_cuda_model *g, const ac_cuda_opts *o) {
+    return g->prec == AC_CUDA_F32 || (o && (o->materialised || o->record)) || (g->hd != 32 && g->hd != 64 && g->hd != 128);
+}
+
 /* attention of one layer: qkv -> att */
 template <typename T>
 static int attention(ac_cuda_model *g, int il, int T_rows, int n_seq, int Lmax, const ac_cuda_opts *o) {
@@ -484,7 +304,7 @@ static int attention(ac_cuda_model *g, int il, int T_rows, int n_seq, int Lmax, 
     ac_cu_attn a = {n_seq, Lmax, g->d_cu, g->H, g->Hkv, g->hd, g->QKV, g->QKV, g->QD, g->hp.causal,
                     1.0f / sqrtf((float)g->hd)};
     (void)T_rows;
-    const int mat = sizeof(T) == 4 || (o && (o->materialised || o->record));
+    const int mat = use_materialised(g, o);
     if (!mat) return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + g->QD, (const bf16 *)qkv + g->QD + g->KVD,
                                       (bf16 *)g->att, o ? o->attn_warps : 0, g->st);
     TRY(ac_cu_attn_materialised<T>(&a, qkv, qkv + g->QD, qkv + g->QD + g->KVD, (T *)g->att, g->P, g->d_poff, g->st));
@@ -633,8 +453,7 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
         for (int t = 0; t < L; t++, r++) g->h_tok[r] = seqs[s].tokens[t], g->h_pos[r] = t;
     }
     g->h_cu[n_seq] = Tn;
-    const int mat = g->prec == AC_CUDA_F32 || (o && (o->materialised || o->record));
-    if (mat && (size_t)poff > g->cap_P) {
+    if (use_materialised(g, o) && (size_t)poff > g->cap_P) {
         cudaFree(g->P);
         g->P = NULL;
         g->cap_P = 0;
