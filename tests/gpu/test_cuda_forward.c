@@ -6,7 +6,9 @@
  *   bf16 mode  within bf16 tolerance (2e-2 relative, pooled cosine > 0.999);
  *   stories260K's llama2.c greedy lines reproduced by repeated GPU prefill (f32);
  *   recorded maps (materialised path): rows sum to 1, causal zeros, same output;
- *   bad input (empty, out-of-range ids) refused with AC_ERR_INPUT.
+ *   bad input (empty, out-of-range ids) refused with AC_ERR_INPUT;
+ *   synthetic qwen2 (NEOX RoPE, q/k/v biases, GQA, head dim 64: the fused kernel), llama with
+ *   rope_freqs and head dim 32, and bert with a classifier head (tests/ref_forward.c's builder).
  * Exits 0 with "SKIP" without a CUDA device; a model file that is absent is
  * skipped with a message. usage: test_cuda_forward [minilm.gguf] [stories260K.gguf] [greedy.tsv] */
 #include "gpu_check.h"
@@ -14,6 +16,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "forward/forward.h"
 #include "util/common.h"
+#include "ref_forward.h"
 
 #include <string.h>
 
@@ -59,15 +62,17 @@ static void compare_batch(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
         seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
         for (int i = 0; i < lens[s]; i++) tok[o + i] = 3 + rnd_int(V - 3);
     }
-    float *h[3], *p[3], *lg[3];
+    const int nc = m->info.n_cls_out;
+    float *h[3], *p[3], *lg[3], *cl[3];
     for (int k = 0; k < 3; k++) {
         h[k] = malloc((size_t)T * D * 4), p[k] = malloc((size_t)n_seq * D * 4);
         lg[k] = dec ? malloc((size_t)n_seq * V * 4) : NULL;
+        cl[k] = nc ? malloc((size_t)n_seq * nc * 4) : NULL;
         for (size_t i = 0; i < (size_t)T * D; i++) h[k][i] = NAN;
     }
     for (int k = 0; k < 3; k++) {
         ac_outputs o = {0};
-        o.hidden = h[k], o.pooled = p[k], o.logits = lg[k];
+        o.hidden = h[k], o.pooled = p[k], o.logits = lg[k], o.cls = cl[k];
         o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
         o.normalize = !dec;
         if (k == 0) OK(ac_forward(cpu, seqs, n_seq, &o));
@@ -78,12 +83,16 @@ static void compare_batch(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
     const double cbf = cosine_min(p[2], p[0], n_seq, D);
     double el32 = 0, elbf = 0;
     if (dec) el32 = rel_err(lg[1], lg[0], (size_t)n_seq * V), elbf = rel_err(lg[2], lg[0], (size_t)n_seq * V);
-    printf("  %s, %d seqs, %d tokens: f32 hidden %.2e pooled %.2e logits %.2e | bf16 hidden %.2e pooled %.2e "
-           "(cos >= %.6f) logits %.2e\n",
+    if (nc) { /* the classifier's outputs count with the logits */
+        const double c32 = rel_err(cl[1], cl[0], (size_t)n_seq * nc), cbf16 = rel_err(cl[2], cl[0], (size_t)n_seq * nc);
+        el32 = c32 > el32 ? c32 : el32, elbf = cbf16 > elbf ? cbf16 : elbf;
+    }
+    printf("  %s, %d seqs, %d tokens: f32 hidden %.2e pooled %.2e logits/cls %.2e | bf16 hidden %.2e pooled %.2e "
+           "(cos >= %.6f) logits/cls %.2e\n",
            name, n_seq, T, eh32, ep32, el32, ehbf, epbf, cbf, elbf);
     CHECK(eh32 < 1e-4 && ep32 < 1e-4 && el32 < 1e-4, "%s f32 vs CPU", name);
     CHECK(ehbf < 3e-2 && epbf < 2e-2 && cbf > 0.999 && elbf < 3e-2, "%s bf16 vs CPU", name);
-    for (int k = 0; k < 3; k++) free(h[k]), free(p[k]), free(lg[k]);
+    for (int k = 0; k < 3; k++) free(h[k]), free(p[k]), free(lg[k]), free(cl[k]);
     free(tok), free(seqs);
 }
 
@@ -206,16 +215,7 @@ static void check_greedy(ac_model *m, ac_cuda_model *g, const char *tsv) {
     CHECK(n_lines > 0 && n_ok == n_lines, "greedy lines %d/%d", n_ok, n_lines);
 }
 
-static void run_model(const char *name, const char *path, const char *tsv) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        printf("SKIP %s: %s absent\n", name, path);
-        return;
-    }
-    fclose(f);
-    ac_model_params mp = ac_model_default_params();
-    ac_model *m;
-    OK(ac_model_load_ex(path, &mp, AC_LOAD_NO_PACK, &m)); /* CPU side: exact f32 products */
+static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     ac_ctx_params cp = ac_ctx_default_params();
     ac_ctx *cpu;
     OK(ac_ctx_new(m, &cp, &cpu));
@@ -238,7 +238,34 @@ static void run_model(const char *name, const char *path, const char *tsv) {
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);
     ac_ctx_free(cpu);
+}
+
+static void run_model(const char *name, const char *path, const char *tsv) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        printf("SKIP %s: %s absent\n", name, path);
+        return;
+    }
+    fclose(f);
+    ac_model_params mp = ac_model_default_params();
+    ac_model *m;
+    OK(ac_model_load_ex(path, &mp, AC_LOAD_NO_PACK, &m)); /* CPU side: exact f32 products */
+    run_loaded(name, m, tsv);
     ac_model_free(m);
+}
+
+/* a synthetic model of tests/ref_forward.c's builder */
+static void run_synthetic(const char *name, ref_spec s) {
+    uint8_t *buf;
+    size_t size;
+    OK(ref_build(&s, &buf, &size));
+    ac_model_params mp = ac_model_default_params();
+    mp.use_mmap = 0;
+    ac_model *m;
+    OK(ac_model_load_memory(buf, size, &mp, AC_LOAD_NO_PACK | AC_LOAD_NO_VOCAB, &m));
+    run_loaded(name, m, NULL);
+    ac_model_free(m);
+    free(buf);
 }
 
 int main(int argc, char **argv) {
@@ -253,6 +280,15 @@ int main(int argc, char **argv) {
     run_model("all-MiniLM-L6-v2", argc > 1 ? argv[1] : AC_SOURCE_DIR "/models-cache/all-MiniLM-L6-v2-f32.gguf", NULL);
     run_model("stories260K", argc > 2 ? argv[2] : AC_SHARED_DIR "/models/stories260K.gguf",
               argc > 3 ? argv[3] : AC_SHARED_DIR "/models/stories260K.greedy.tsv");
+    ref_spec q = ref_spec_default(AC_ARCH_QWEN2);
+    q.n_embd = 256, q.n_head = 4, q.n_head_kv = 2, q.n_ff = 512, q.n_rot = 0, q.qkv_bias = 1, q.wtype = GGML_F16;
+    run_synthetic("synthetic qwen2 (hd 64, NEOX, q/k/v bias, GQA 2:1)", q);
+    ref_spec l = ref_spec_default(AC_ARCH_LLAMA);
+    l.n_embd = 128, l.n_head = 4, l.n_head_kv = 1, l.n_ff = 320, l.n_rot = 0, l.rope_freqs = 1, l.o_bias = 1;
+    run_synthetic("synthetic llama (hd 32, rope_freqs, o bias, GQA 4:1)", l);
+    ref_spec b = ref_spec_default(AC_ARCH_BERT);
+    b.n_embd = 256, b.n_head = 2, b.n_ff = 384, b.n_cls = 3, b.wtype = GGML_BF16;
+    run_synthetic("synthetic bert (hd 128, classifier head)", b);
     printf("test_cuda_forward: %d checks passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
