@@ -26,8 +26,11 @@ stories=${AC_GPU_STORIES:-../shared/models/stories260K.gguf}
 greedy=${AC_GPU_GREEDY:-../shared/models/stories260K.greedy.tsv}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$bin/test_cuda_ops"
+"$bin/test_cuda_cache"
 "$bin/test_cuda_forward" "$minilm" "$stories" "$greedy"
 if [ "${AC_GPU_SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_cuda_ops"
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_cuda_cache"
+"$bin/test_cuda_cache"
 fi
 echo "test_gpu: all GPU tests passed"
