@@ -6,7 +6,7 @@
  *                       L x batch; median of 10 after 3 warm-ups, CUDA events
  *                       (first to last GPU operation of each call); per-stage
  *                       split from a profiled extra call.
- *   gpu_bench attn      the fused attention kernel alone (4 and 8 warps) at
+ *   gpu_bench attn      the fused attention kernel alone (each variant) at
  *                       head dims 64 and 128, causal and not.
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
  * readable table. usage: gpu_bench forward|attn|all [repeats] */
@@ -113,7 +113,7 @@ static void bench_attn(int reps) {
         int B, H, L, hd, causal;
     } cases[] = {{8, 16, 2048, 128, 0}, {8, 16, 2048, 128, 1}, {8, 32, 2048, 64, 0}, {8, 32, 2048, 64, 1},
                  {2, 16, 8192, 128, 1}, {2, 32, 8192, 64, 1}};
-    printf("\n%-28s %6s %10s %10s\n", "attention (B,H,L,hd,causal)", "warps", "median ms", "TFLOP/s");
+    printf("\n%-28s %6s %10s %10s\n", "attention (B,H,L,hd,causal)", "variant", "median ms", "TFLOP/s");
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0), cudaEventCreate(&e1);
     for (auto &c : cases) {
@@ -134,7 +134,7 @@ static void bench_attn(int reps) {
         ac_cu_attn a = {c.B, c.L, cu, c.H, c.H, c.hd, c.H * c.hd, c.H * c.hd, c.H * c.hd, c.causal,
                         1.0f / sqrtf((float)c.hd)};
         const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * c.hd * (c.causal ? 0.5 : 1.0);
-        for (int w = 4; w <= 8; w += 4) {
+        for (int w = AC_FLASH_W4; w <= (c.hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); w++) {
             for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
             std::vector<double> t;
             for (int i = 0; i < reps; i++) {

@@ -51,11 +51,11 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-template <int HD, int NW>
+template <int HD, int NW, int MT>
 __global__ void __launch_bounds__(NW * 32)
     k_flash(const bf16 *__restrict__ Q, const bf16 *__restrict__ K, const bf16 *__restrict__ V, bf16 *__restrict__ O,
             const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2) {
-    constexpr int BM = 16 * NW, LDS = HD + 8, NT = BN / 8, DT = HD / 8, KC = HD / 16;
+    constexpr int BM = 16 * NW * MT, LDS = HD + 8, NT = BN / 8, DT = HD / 8, KC = HD / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
     bf16 *Vs = Ks + 2 * BN * LDS;                  /* [2][BN][LDS] */
@@ -65,27 +65,36 @@ __global__ void __launch_bounds__(NW * 32)
     const int q0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
     if (q0 >= L) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const int row0 = q0 + warp * 16 + gr, row1 = row0 + 8; /* this thread's two query rows */
+    const int wrow = q0 + warp * 16 * MT; /* this warp's first row; m-tile mt holds rows wrow + 16 mt .. + 15 */
+    int row[MT][2];                       /* this thread's rows: gr and gr + 8 of each m-tile */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) row[mt][0] = wrow + mt * 16 + gr, row[mt][1] = row[mt][0] + 8;
 
     /* Q fragments (A layout), rows past L read as zero */
-    uint32_t qf[KC][4];
-    {
-        const bf16 *q_0 = Q + (size_t)(start + row0) * ldq + (size_t)h * HD;
-        const bf16 *q_1 = Q + (size_t)(start + row1) * ldq + (size_t)h * HD;
+    uint32_t qf[MT][KC][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        const bf16 *q_0 = Q + (size_t)(start + row[mt][0]) * ldq + (size_t)h * HD;
+        const bf16 *q_1 = Q + (size_t)(start + row[mt][1]) * ldq + (size_t)h * HD;
+        const bool ok0 = row[mt][0] < L, ok1 = row[mt][1] < L;
 #pragma unroll
         for (int kc = 0; kc < KC; kc++) {
             const int c = kc * 16 + 2 * tq;
-            qf[kc][0] = row0 < L ? *reinterpret_cast<const uint32_t *>(q_0 + c) : 0u;
-            qf[kc][1] = row1 < L ? *reinterpret_cast<const uint32_t *>(q_1 + c) : 0u;
-            qf[kc][2] = row0 < L ? *reinterpret_cast<const uint32_t *>(q_0 + c + 8) : 0u;
-            qf[kc][3] = row1 < L ? *reinterpret_cast<const uint32_t *>(q_1 + c + 8) : 0u;
+            qf[mt][kc][0] = ok0 ? *reinterpret_cast<const uint32_t *>(q_0 + c) : 0u;
+            qf[mt][kc][1] = ok1 ? *reinterpret_cast<const uint32_t *>(q_1 + c) : 0u;
+            qf[mt][kc][2] = ok0 ? *reinterpret_cast<const uint32_t *>(q_0 + c + 8) : 0u;
+            qf[mt][kc][3] = ok1 ? *reinterpret_cast<const uint32_t *>(q_1 + c + 8) : 0u;
         }
     }
 
-    float o[DT][4];
+    float o[MT][DT][4];
+    float m[MT][2], l[MT][2];
 #pragma unroll
-    for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int i = 0; i < DT; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
+    }
 
     const int kv_end = causal ? min(L, q0 + BM) : L;
     const int n_tiles = (kv_end + BN - 1) / BN;
@@ -118,10 +127,12 @@ __global__ void __launch_bounds__(NW * 32)
         const bf16 *ks = Ks + (t & 1) * BN * LDS, *vs = Vs + (t & 1) * BN * LDS;
         const int j0 = t * BN;
 
-        /* S = Q K^T for this warp's 16 rows x BN keys */
-        float sc[NT][4];
+        /* S = Q K^T for this warp's 16 MT rows x BN keys: each K fragment feeds MT products */
+        float sc[MT][NT][4];
 #pragma unroll
-        for (int i = 0; i < NT; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < NT; i++) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.f;
 #pragma unroll
         for (int kc = 0; kc < KC; kc++) {
 #pragma unroll
@@ -129,48 +140,54 @@ __global__ void __launch_bounds__(NW * 32)
                 const int key = nb * 16 + (lane & 7) + ((lane >> 4) << 3), col = kc * 16 + ((lane >> 3) & 1) * 8;
                 uint32_t b0, b1, b2, b3;
                 ldsm_x4(smem_u32(ks + key * LDS + col), b0, b1, b2, b3);
-                mma16816(sc[2 * nb], qf[kc], b0, b1);
-                mma16816(sc[2 * nb + 1], qf[kc], b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(sc[mt][2 * nb], qf[mt][kc], b0, b1);
+                    mma16816(sc[mt][2 * nb + 1], qf[mt][kc], b2, b3);
+                }
             }
         }
         /* mask keys past L and, causal, past the row */
-        const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > q0 + warp * 16);
-        float mx0 = m0, mx1 = m1;
+        const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > wrow);
+        uint32_t pf[MT][BN / 16][4];
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
+        for (int mt = 0; mt < MT; mt++) {
+            float mx0 = m[mt][0], mx1 = m[mt][1];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float v = sc[n][e] * scale_log2;
-                if (need_mask) {
-                    const int key = j0 + n * 8 + 2 * tq + (e & 1), row = e < 2 ? row0 : row1;
-                    if (key >= L || (causal && key > row)) v = -INFINITY;
+            for (int n = 0; n < NT; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float v = sc[mt][n][e] * scale_log2;
+                    if (need_mask) {
+                        const int key = j0 + n * 8 + 2 * tq + (e & 1), r = row[mt][e >> 1];
+                        if (key >= L || (causal && key > r)) v = -INFINITY;
+                    }
+                    sc[mt][n][e] = v;
                 }
-                sc[n][e] = v;
+                mx0 = fmaxf(mx0, fmaxf(sc[mt][n][0], sc[mt][n][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[mt][n][2], sc[mt][n][3]));
             }
-            mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
-            mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* a row with every key masked so far keeps max -inf: use 0 as its base (exp2 gives 0) */
-        const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-        const float a0 = exp2f(m0 - b0), a1 = exp2f(m1 - b1); /* m = -inf at the start: 0 */
-        m0 = mx0, m1 = mx1;
-        l0 *= a0, l1 *= a1;
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            /* a row with every key masked so far keeps max -inf: use 0 as its base (exp2 gives 0) */
+            const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
+            const float a0 = exp2f(m[mt][0] - b0), a1 = exp2f(m[mt][1] - b1); /* m = -inf at the start: 0 */
+            m[mt][0] = mx0, m[mt][1] = mx1;
+            l[mt][0] *= a0, l[mt][1] *= a1;
 #pragma unroll
-        for (int i = 0; i < DT; i++) o[i][0] *= a0, o[i][1] *= a0, o[i][2] *= a1, o[i][3] *= a1;
-        uint32_t pf[BN / 16][4];
+            for (int i = 0; i < DT; i++) o[mt][i][0] *= a0, o[mt][i][1] *= a0, o[mt][i][2] *= a1, o[mt][i][3] *= a1;
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            const float p0 = exp2f(sc[n][0] - b0), p1 = exp2f(sc[n][1] - b0);
-            const float p2 = exp2f(sc[n][2] - b1), p3 = exp2f(sc[n][3] - b1);
-            l0 += p0 + p1, l1 += p2 + p3;
-            pf[n >> 1][(n & 1) * 2] = pack_bf16(p0, p1);
-            pf[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
+            for (int n = 0; n < NT; n++) {
+                const float p0 = exp2f(sc[mt][n][0] - b0), p1 = exp2f(sc[mt][n][1] - b0);
+                const float p2 = exp2f(sc[mt][n][2] - b1), p3 = exp2f(sc[mt][n][3] - b1);
+                l[mt][0] += p0 + p1, l[mt][1] += p2 + p3;
+                pf[mt][n >> 1][(n & 1) * 2] = pack_bf16(p0, p1);
+                pf[mt][n >> 1][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
+            }
         }
-        /* O += P V */
+        /* O += P V: each V fragment feeds MT products */
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
 #pragma unroll
@@ -178,38 +195,46 @@ __global__ void __launch_bounds__(NW * 32)
                 const int key = kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
                 uint32_t v0, v1, v2, v3;
                 ldsm_x4_t(smem_u32(vs + key * LDS + col), v0, v1, v2, v3);
-                mma16816(o[2 * db], pf[kk], v0, v1);
-                mma16816(o[2 * db + 1], pf[kk], v2, v3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(o[mt][2 * db], pf[mt][kk], v0, v1);
+                    mma16816(o[mt][2 * db + 1], pf[mt][kk], v2, v3);
+                }
             }
         }
         __syncthreads(); /* the next iteration's load overwrites this stage */
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = l0 > 0 ? 1.f / l0 : 0.f, i1 = l1 > 0 ? 1.f / l1 : 0.f;
-    bf16 *o0 = O + (size_t)(start + row0) * ldo + (size_t)h * HD, *o1 = O + (size_t)(start + row1) * ldo + (size_t)h * HD;
 #pragma unroll
-    for (int d = 0; d < DT; d++) {
-        const int c = d * 8 + 2 * tq;
-        if (row0 < L) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[d][0] * i0, o[d][1] * i0);
-        if (row1 < L) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[d][2] * i1, o[d][3] * i1);
+    for (int mt = 0; mt < MT; mt++) {
+        float l0 = l[mt][0], l1 = l[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float i0 = l0 > 0 ? 1.f / l0 : 0.f, i1 = l1 > 0 ? 1.f / l1 : 0.f;
+        bf16 *o0 = O + (size_t)(start + row[mt][0]) * ldo + (size_t)h * HD;
+        bf16 *o1 = O + (size_t)(start + row[mt][1]) * ldo + (size_t)h * HD;
+#pragma unroll
+        for (int d = 0; d < DT; d++) {
+            const int c = d * 8 + 2 * tq;
+            if (row[mt][0] < L) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[mt][d][0] * i0, o[mt][d][1] * i0);
+            if (row[mt][1] < L) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[mt][d][2] * i1, o[mt][d][3] * i1);
+        }
     }
 }
 
-template <int HD, int NW> int launch_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out,
-                                           cudaStream_t st) {
-    constexpr int BM = 16 * NW;
+template <int HD, int NW, int MT> int launch_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v,
+                                                   bf16 *out, cudaStream_t st) {
+    constexpr int BM = 16 * NW * MT;
     const size_t smem = (size_t)4 * BN * (HD + 8) * sizeof(bf16);
     static bool attr_set = false; /* one attribute per instantiation (host side, before the first launch) */
     if (!attr_set) {
-        AC_CU(cudaFuncSetAttribute(k_flash<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        AC_CU(cudaFuncSetAttribute(k_flash<HD, NW, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set = true;
     }
     dim3 grid((a->Lmax + BM - 1) / BM, a->H, a->n_seq);
-    k_flash<HD, NW><<<grid, NW * 32, smem, st>>>(q, k, v, out, a->cu, a->ldq, a->ldk, a->ldo, a->H, a->Hkv, a->causal,
-                                                 a->scale * 1.4426950408889634f);
+    k_flash<HD, NW, MT><<<grid, NW * 32, smem, st>>>(q, k, v, out, a->cu, a->ldq, a->ldk, a->ldo, a->H, a->Hkv,
+                                                     a->causal, a->scale * 1.4426950408889634f);
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -275,7 +300,7 @@ __global__ void k_apply(const float *P, const long long *p_off, const T *V, T *O
 
 } // namespace
 
-int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int warps,
+int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int variant,
                      cudaStream_t st) {
     if (a->n_seq <= 0 || a->Lmax <= 0) return AC_OK;
     if (a->H <= 0 || a->Hkv <= 0 || a->H % a->Hkv)
@@ -283,15 +308,18 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
     if ((a->ldq | a->ldk | a->ldo) & 7 || ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)out) & 15)
         return ac_err(AC_ERR_ARG, "flash attention: strides/pointers not 16-byte aligned");
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "flash attention: grid too large");
-    if (!warps) warps = a->hd == 128 ? 8 : 4;
-    if (warps != 4 && warps != 8) return ac_err(AC_ERR_ARG, "flash attention: %d warps (4 or 8)", warps);
-    switch (a->hd * 16 + warps) {
-    case 32 * 16 + 4: return launch_flash<32, 4>(a, q, k, v, out, st);
-    case 32 * 16 + 8: return launch_flash<32, 8>(a, q, k, v, out, st);
-    case 64 * 16 + 4: return launch_flash<64, 4>(a, q, k, v, out, st);
-    case 64 * 16 + 8: return launch_flash<64, 8>(a, q, k, v, out, st);
-    case 128 * 16 + 4: return launch_flash<128, 4>(a, q, k, v, out, st);
-    case 128 * 16 + 8: return launch_flash<128, 8>(a, q, k, v, out, st);
+    if (!variant) variant = a->hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W4;
+    if (variant < AC_FLASH_W4 || variant > AC_FLASH_W4X2 || (variant == AC_FLASH_W4X2 && a->hd > 64))
+        return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
+    switch (a->hd * 16 + variant) {
+    case 32 * 16 + AC_FLASH_W4: return launch_flash<32, 4, 1>(a, q, k, v, out, st);
+    case 32 * 16 + AC_FLASH_W8: return launch_flash<32, 8, 1>(a, q, k, v, out, st);
+    case 32 * 16 + AC_FLASH_W4X2: return launch_flash<32, 4, 2>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_W4: return launch_flash<64, 4, 1>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_W8: return launch_flash<64, 8, 1>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_W4X2: return launch_flash<64, 4, 2>(a, q, k, v, out, st);
+    case 128 * 16 + AC_FLASH_W4: return launch_flash<128, 4, 1>(a, q, k, v, out, st);
+    case 128 * 16 + AC_FLASH_W8: return launch_flash<128, 8, 1>(a, q, k, v, out, st);
     default: return ac_err(AC_ERR_UNSUPPORTED, "flash attention: head dim %d (32, 64 or 128)", a->hd);
     }
 }

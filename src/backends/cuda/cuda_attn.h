@@ -20,9 +20,11 @@ typedef struct ac_cu_attn {
 
 /* Fused FlashAttention-2-style kernel: bf16 tensor cores (mma.sync m16n8k16),
  * f32 online softmax, never materialises L x L. hd in {32, 64, 128}; ldq, ldk,
- * ldo multiples of 8 and q, k, v, out 16-byte aligned. warps: 4 or 8 query
- * warps of 16 rows per block (0: the default for hd). */
-int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int warps,
+ * ldo multiples of 8 and q, k, v, out 16-byte aligned. variant (0: the default
+ * for hd): query rows per block as warps x m-tiles of 16 rows each. */
+enum { AC_FLASH_W4 = 1 /* 4 x 1: 64 rows */, AC_FLASH_W8 = 2 /* 8 x 1: 128 rows */,
+       AC_FLASH_W4X2 = 3 /* 4 x 2: 128 rows, each K/V fragment feeds 2 products; hd <= 64 */ };
+int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int variant,
                      cudaStream_t st);
 
 /* Materialised attention: P = softmax(scale Q K^T) (masked, f32) written to

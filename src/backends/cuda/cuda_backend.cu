@@ -306,7 +306,7 @@ static int attention(ac_cuda_model *g, int il, int T_rows, int n_seq, int Lmax, 
     (void)T_rows;
     const int mat = use_materialised(g, o);
     if (!mat) return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + g->QD, (const bf16 *)qkv + g->QD + g->KVD,
-                                      (bf16 *)g->att, o ? o->attn_warps : 0, g->st);
+                                      (bf16 *)g->att, o ? o->attn_variant : 0, g->st);
     TRY(ac_cu_attn_materialised<T>(&a, qkv, qkv + g->QD, qkv + g->QD + g->KVD, (T *)g->att, g->P, g->d_poff, g->st));
     if (o && o->record) {
         size_t total = (size_t)g->h_poff[n_seq - 1] + (size_t)g->H * (g->h_cu[n_seq] - g->h_cu[n_seq - 1]) *
@@ -333,12 +333,13 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     const int D = g->D, F = g->F;
     const float eps = g->hp.norm_eps;
     T *xb = (T *)g->xb, *qkv = (T *)g->qkv, *hh = (T *)g->hh, *gu = (T *)g->gu;
+    const int yt = sizeof(T) == 4; /* outputs of type T: f32 in the f32 mode */
     int rc;
     if (!g->bert) {
         TRY(ac_cu_rmsnorm<T>(xb, g->x, c->n1w, Tn, D, eps, g->st));
         TRY(mark(g, 5));
     }
-    TRY(gemm<T>(g, c->wqkv, xb, qkv, 0, g->QKV, Tn, g->QKV, D, c->bqkv, 0));
+    TRY(gemm<T>(g, c->wqkv, xb, qkv, yt, g->QKV, Tn, g->QKV, D, c->bqkv, 0));
     if (!g->bert)
         TRY(ac_cu_rope<T>(qkv, g->QKV, g->H, qkv + g->QD, g->QKV, g->Hkv, g->hd, g->hp.n_rot, g->hp.rope_neox,
                           g->rope_cs, g->d_pos, Tn, g->st));
@@ -350,7 +351,7 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     if (g->bert) {
         TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n1w, c->n1b, Tn, D, eps, g->st));
         TRY(mark(g, 5));
-        TRY(gemm<T>(g, c->wgu, xb, hh, 0, F, Tn, F, D, c->bup, 0));
+        TRY(gemm<T>(g, c->wgu, xb, hh, yt, F, Tn, F, D, c->bup, 0));
         TRY(ac_cu_gelu<T>(hh, (size_t)Tn * F, g->st));
         TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
         TRY(mark(g, 4));
@@ -359,7 +360,7 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     } else {
         TRY(ac_cu_rmsnorm<T>(xb, g->x, c->n2w, Tn, D, eps, g->st));
         TRY(mark(g, 5));
-        TRY(gemm<T>(g, c->wgu, xb, gu, 0, 2 * F, Tn, 2 * F, D, NULL, 0));
+        TRY(gemm<T>(g, c->wgu, xb, gu, yt, 2 * F, Tn, 2 * F, D, NULL, 0));
         TRY(ac_cu_swiglu<T>(hh, gu, Tn, F, g->st));
         TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
         TRY(mark(g, 4));

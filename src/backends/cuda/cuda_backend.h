@@ -26,7 +26,7 @@ typedef struct ac_cuda_model ac_cuda_model;
 
 /* Options of a forward call (zero-initialise; all optional). */
 typedef struct ac_cuda_opts {
-    int attn_warps;      /* fused attention: 4 or 8 query warps per block, 0: default */
+    int attn_variant;    /* fused attention: AC_FLASH_* of cuda_attn.h, 0: the default for the head dim */
     int materialised;    /* 1: materialised attention (P [H][L][L] in device memory) even in bf16 */
     /* Called per (layer, sequence) with P [H][L][L] (host copy, borrowed for the call) when set;
      * implies materialised. Return AC_OK or an error, which aborts the forward. */

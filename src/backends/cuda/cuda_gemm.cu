@@ -27,6 +27,7 @@ typedef struct plan {
 } plan;
 
 #define N_PLANS 64
+#define N_BIAS 1024 /* bf16 copies of f32 biases (2 per layer in use) */
 #define WS_BYTES (32u << 20)
 
 struct ac_cu_gemm {
@@ -35,6 +36,9 @@ struct ac_cu_gemm {
     void *ws;
     plan plans[N_PLANS];
     int n_plans;
+    const float *bias_key[N_BIAS]; /* f32 bias -> its bf16 copy (bf16 outputs take a bf16 bias:  */
+    bf16 *bias_bf[N_BIAS];         /* an f32 bias on a bf16 output made cuBLASLt pick kernels   */
+    int n_bias;                    /* 1.7x slower on BERT-base, H200, see docs/GPU_NOTES.md)    */
 };
 
 static void plan_free(plan *p) {
@@ -66,6 +70,7 @@ int ac_cu_gemm_new(cudaStream_t st, ac_cu_gemm **out) {
 void ac_cu_gemm_free(ac_cu_gemm *g) {
     if (!g) return;
     for (int i = 0; i < g->n_plans; i++) plan_free(&g->plans[i]);
+    for (int i = 0; i < g->n_bias; i++) cudaFree(g->bias_bf[i]);
     cudaFree(g->ws);
     cublasLtDestroy(g->lt);
     free(g);
@@ -80,7 +85,7 @@ static int make_plan(ac_cu_gemm *g, plan *p, int with_bias) {
     AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     if (with_bias) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        cudaDataType_t bt = CUDA_R_32F;
+        cudaDataType_t bt = p->y_f32 ? CUDA_R_32F : CUDA_R_16BF; /* the bias in D's type */
         AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
     }
@@ -136,7 +141,24 @@ int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const vo
         }
         g->n_plans++;
     }
-    if (p->bias) AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (p->bias) {
+        const void *bp = bias;
+        if (!y_f32) { /* the bf16 copy of this bias, made once */
+            int i = 0;
+            while (i < g->n_bias && g->bias_key[i] != bias) i++;
+            if (i == g->n_bias) {
+                if (i == N_BIAS) return ac_err(AC_ERR_UNSUPPORTED, "cuBLASLt: more than %d biases", N_BIAS);
+                if (cudaMalloc(&g->bias_bf[i], (size_t)N * sizeof(bf16)) != cudaSuccess)
+                    return ac_err(AC_ERR_NOMEM, "CUDA: bias copy of %d elements", N);
+                int rc = ac_cu_convert<bf16>(g->bias_bf[i], bias, (size_t)N, g->st);
+                if (rc) return rc;
+                g->bias_key[i] = bias;
+                g->n_bias++;
+            }
+            bp = g->bias_bf[i];
+        }
+        AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+    }
     const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
     AC_LT(cublasLtMatmul(g->lt, p->op, &alpha, W, p->la, X, p->lb, &beta, Y, p->lc, Y, p->lc, &p->algo, g->ws,
                          WS_BYTES, g->st));

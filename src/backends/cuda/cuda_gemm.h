@@ -2,7 +2,8 @@
  * only matrix product. Row-major: X [M][K] (ld K), W [N][K] (ld K, ggml's
  * weight layout), Y [M][ldy]. Types: W and X both bf16 (f32 accumulate) or both
  * f32 (CUBLAS_COMPUTE_32F: no TF32, exact-mode checks); Y bf16 or f32. The bias
- * (f32 [N]) rides cuBLASLt's bias epilogue, with a kernel as fallback.
+ * (f32 [N]; bf16 outputs use a bf16 copy made on first use, keyed by the pointer: biases must
+ * stay put while the handle lives) rides cuBLASLt's bias epilogue, with a kernel as fallback.
  * accumulate: Y += X W^T (+ bias) (beta = 1; residual adds). */
 #ifndef AC_CUDA_GEMM_H
 #define AC_CUDA_GEMM_H

@@ -8,6 +8,8 @@
 #include <math.h>
 
 #define ROW_THREADS 256
+/* threads per row of the norms: 128 up to D = 1024 (BERT-base, MiniLM: fewer idle threads), else 256 */
+static int norm_threads(int D) { return D <= 1024 ? 128 : 256; }
 
 /* Sum of v over the block (ROW_THREADS threads); every thread gets the result. */
 __device__ __forceinline__ float block_sum(float v, float *red) {
@@ -63,7 +65,7 @@ template <typename T> __global__ void k_rmsnorm(T *out, const float *x, const fl
 
 template <typename T> int ac_cu_rmsnorm(T *out, const float *x, const float *w, int n, int D, float eps, cudaStream_t st) {
     if (n <= 0) return AC_OK;
-    k_rmsnorm<T><<<n, ROW_THREADS, 0, st>>>(out, x, w, D, eps);
+    k_rmsnorm<T><<<n, norm_threads(D), 0, st>>>(out, x, w, D, eps);
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -94,7 +96,7 @@ template <typename T>
 int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int n, int D, float eps,
                     cudaStream_t st) {
     if (n <= 0) return AC_OK;
-    k_layernorm<T><<<n, ROW_THREADS, 0, st>>>(y, out_t, x, w, b, D, eps);
+    k_layernorm<T><<<n, norm_threads(D), 0, st>>>(y, out_t, x, w, b, D, eps);
     AC_CU_LAUNCH();
     return AC_OK;
 }
