@@ -287,7 +287,7 @@ int main(int argc, char **argv) {
     l.n_embd = 128, l.n_head = 4, l.n_head_kv = 1, l.n_ff = 320, l.n_rot = 0, l.rope_freqs = 1, l.o_bias = 1;
     run_synthetic("synthetic llama (hd 32, rope_freqs, o bias, GQA 4:1)", l);
     ref_spec b = ref_spec_default(AC_ARCH_BERT);
-    b.n_embd = 256, b.n_head = 2, b.n_ff = 384, b.n_cls = 3, b.wtype = GGML_BF16;
+    b.n_embd = 256, b.n_head = 2, b.n_head_kv = 2, b.n_ff = 384, b.n_cls = 3, b.wtype = GGML_BF16;
     run_synthetic("synthetic bert (hd 128, classifier head)", b);
     printf("test_cuda_forward: %d checks passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

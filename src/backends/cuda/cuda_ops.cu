@@ -63,9 +63,32 @@ template <typename T> __global__ void k_rmsnorm(T *out, const float *x, const fl
     for (int d = threadIdx.x; d < D; d += blockDim.x) ac_st(o + d, xr[d] * s * w[d]);
 }
 
+/* The row read once into registers (PER values per thread): rows up to PER x threads. */
+#define NORM_PER 8
+template <typename T> __global__ void k_rmsnorm_reg(T *out, const float *x, const float *w, int D, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float v[NORM_PER], ss = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        v[i] = d < D ? xr[d] : 0.f;
+        ss += v[i] * v[i];
+    }
+    const float s = rsqrtf(block_sum(ss, red) / D + eps);
+    T *o = out + (size_t)blockIdx.x * D;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        if (d < D) ac_st(o + d, v[i] * s * w[d]);
+    }
+}
+
 template <typename T> int ac_cu_rmsnorm(T *out, const float *x, const float *w, int n, int D, float eps, cudaStream_t st) {
     if (n <= 0) return AC_OK;
-    k_rmsnorm<T><<<n, norm_threads(D), 0, st>>>(out, x, w, D, eps);
+    const int th = norm_threads(D);
+    if (D <= th * NORM_PER) k_rmsnorm_reg<T><<<n, th, 0, st>>>(out, x, w, D, eps);
+    else k_rmsnorm<T><<<n, th, 0, st>>>(out, x, w, D, eps);
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -93,10 +116,44 @@ __global__ void k_layernorm(float *y, T *out_t, const float *x, const float *w, 
 }
 
 template <typename T>
+__global__ void k_layernorm_reg(float *y, T *out_t, const float *x, const float *w, const float *b, int D, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float v[NORM_PER], s1 = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        v[i] = d < D ? xr[d] : 0.f;
+        s1 += v[i];
+    }
+    const float mu = block_sum(s1, red) / D;
+    float s2 = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        const float c = d < D ? v[i] - mu : 0.f;
+        s2 += c * c;
+    }
+    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
+    float *yr = y + (size_t)blockIdx.x * D;
+    T *tr = out_t ? out_t + (size_t)blockIdx.x * D : NULL;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        if (d >= D) continue;
+        const float r = (v[i] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
+        yr[d] = r;
+        if (tr) ac_st(tr + d, r);
+    }
+}
+
+template <typename T>
 int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int n, int D, float eps,
                     cudaStream_t st) {
     if (n <= 0) return AC_OK;
-    k_layernorm<T><<<n, norm_threads(D), 0, st>>>(y, out_t, x, w, b, D, eps);
+    const int th = norm_threads(D);
+    if (D <= th * NORM_PER) k_layernorm_reg<T><<<n, th, 0, st>>>(y, out_t, x, w, b, D, eps);
+    else k_layernorm<T><<<n, th, 0, st>>>(y, out_t, x, w, b, D, eps);
     AC_CU_LAUNCH();
     return AC_OK;
 }
