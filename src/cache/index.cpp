@@ -26,6 +26,9 @@ extern "C" {
 #include <faiss/index_io.h>
 
 #include <algorithm>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h> /* _mm_prefetch (without -march=native nothing else includes it) */
+#endif
 #include <atomic>
 #include <cerrno>
 #include <cmath>

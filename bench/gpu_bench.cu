@@ -1,0 +1,172 @@
+/* gpu_bench.cu — attncache's side of the GPU benchmark (bench/gpu_run.sh runs
+ * it beside the PyTorch peer, bench/gpu_torch_peer.py, on the same shapes).
+ *
+ *   gpu_bench forward   exact bf16 prefill of random-weight models with real
+ *                       shapes (Llama-3.2-1B, BERT-base, MiniLM-L6) at
+ *                       L x batch; median of 10 after 3 warm-ups, CUDA events
+ *                       (first to last GPU operation of each call); per-stage
+ *                       split from a profiled extra call.
+ *   gpu_bench attn      the fused attention kernel alone (each variant) at
+ *                       head dims 64 and 128, causal and not.
+ * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
+ * readable table. usage: gpu_bench forward|attn|all [repeats] */
+#include "backends/cuda/cuda_attn.h"
+#include "backends/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+#define OK(x)                                                                                                  \
+    do {                                                                                                       \
+        int rc_ = (x);                                                                                         \
+        if (rc_ != AC_OK) {                                                                                    \
+            fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #x, rc_, ac_last_error());            \
+            exit(1);                                                                                           \
+        }                                                                                                      \
+    } while (0)
+
+static double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+typedef struct shape {
+    const char *name;
+    int arch;
+    ac_hparams hp;
+} shape;
+
+static shape llama1b(void) {
+    shape s = {"llama-1b", AC_ARCH_LLAMA, {}};
+    ac_hparams *h = &s.hp;
+    h->n_vocab = 128256, h->n_ctx_train = 131072, h->n_embd = 2048, h->n_layer = 16, h->n_head = 32;
+    h->n_head_kv = 8, h->head_dim = 64, h->n_ff = 8192, h->n_rot = 64, h->rope_neox = 0, h->rope_base = 500000.f;
+    h->rope_scale = 1.f, h->norm_eps = 1e-5f, h->causal = 1, h->pooling = AC_POOL_LAST;
+    return s;
+}
+static shape bert(const char *name, int D, int layers, int heads, int ff) {
+    shape s = {name, AC_ARCH_BERT, {}};
+    ac_hparams *h = &s.hp;
+    h->n_vocab = 30522, h->n_ctx_train = 512, h->n_embd = D, h->n_layer = layers, h->n_head = heads;
+    h->n_head_kv = heads, h->head_dim = D / heads, h->n_ff = ff, h->n_rot = 0, h->norm_eps = 1e-12f, h->causal = 0;
+    h->pooling = AC_POOL_MEAN;
+    return s;
+}
+
+static void bench_forward(int reps) {
+    struct {
+        shape s;
+        int L, B;
+    } cases[] = {{llama1b(), 512, 16},
+                 {llama1b(), 2048, 4},
+                 {llama1b(), 8192, 1},
+                 {bert("bert-base", 768, 12, 12, 3072), 128, 256},
+                 {bert("bert-base", 768, 12, 12, 3072), 512, 64},
+                 {bert("minilm-l6", 384, 6, 12, 1536), 128, 256},
+                 {bert("minilm-l6", 384, 6, 12, 1536), 512, 64}};
+    printf("%-10s %6s %6s %10s %10s %12s   stages ms: embed qkv+rope attn o mlp norm out\n", "model", "L", "batch",
+           "median ms", "wall ms", "tokens/s");
+    const char *last = "";
+    ac_cuda_model *g = NULL;
+    for (auto &c : cases) {
+        if (strcmp(last, c.s.name)) {
+            ac_cuda_model_free(g);
+            OK(ac_cuda_model_random(c.s.arch, &c.s.hp, AC_CUDA_BF16, 7, &g));
+            last = c.s.name;
+        }
+        const int T = c.L * c.B, D = c.s.hp.n_embd;
+        std::vector<int32_t> tok(T);
+        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c.s.hp.n_vocab);
+        std::vector<ac_seq> seqs(c.B);
+        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
+        std::vector<float> pooled((size_t)c.B * D);
+        ac_outputs o = {};
+        o.pooled = pooled.data();
+        o.pooling = c.s.hp.pooling;
+        for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+        std::vector<double> ev, wall;
+        for (int i = 0; i < reps; i++) {
+            double t0 = ac_now();
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+            wall.push_back((ac_now() - t0) * 1e3);
+            ev.push_back(ac_cuda_last_ms(g));
+        }
+        float st[AC_CUDA_PROF_N];
+        ac_cuda_set_profile(g, 1);
+        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+        ac_cuda_get_profile(g, st);
+        ac_cuda_set_profile(g, 0);
+        const double ms = median(ev);
+        printf("%-10s %6d %6d %10.3f %10.3f %12.0f   %.2f %.2f %.2f %.2f %.2f %.2f %.2f\n", c.s.name, c.L, c.B, ms,
+               median(wall), T / (ms * 1e-3), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
+        printf("RESULT forward %s %d %d %.4f\n", c.s.name, c.L, c.B, ms);
+        fflush(stdout);
+    }
+    ac_cuda_model_free(g);
+}
+
+static void bench_attn(int reps) {
+    struct {
+        int B, H, L, hd, causal;
+    } cases[] = {{8, 16, 2048, 128, 0}, {8, 16, 2048, 128, 1}, {8, 32, 2048, 64, 0}, {8, 32, 2048, 64, 1},
+                 {2, 16, 8192, 128, 1}, {2, 32, 8192, 64, 1}};
+    printf("\n%-28s %6s %10s %10s\n", "attention (B,H,L,hd,causal)", "variant", "median ms", "TFLOP/s");
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    for (auto &c : cases) {
+        const size_t T = (size_t)c.B * c.L, n = T * c.H * c.hd;
+        bf16 *q, *k, *v, *o;
+        int *cu;
+        cudaMalloc(&q, n * 2), cudaMalloc(&k, n * 2), cudaMalloc(&v, n * 2), cudaMalloc(&o, n * 2);
+        cudaMalloc(&cu, (c.B + 1) * 4);
+        std::vector<int> hcu(c.B + 1);
+        for (int b = 0; b <= c.B; b++) hcu[b] = b * c.L;
+        cudaMemcpy(cu, hcu.data(), hcu.size() * 4, cudaMemcpyHostToDevice);
+        std::vector<uint16_t> h(n);
+        for (size_t i = 0; i < n; i++) h[i] = ac_host_f32_to_bf16((float)((i * 2654435761u) % 2001) / 1000.f - 1.f);
+        cudaMemcpy(q, h.data(), n * 2, cudaMemcpyHostToDevice);
+        for (size_t i = 0; i < n; i++) h[i] = ac_host_f32_to_bf16((float)((i * 40503u + 7) % 1999) / 1000.f - 1.f);
+        cudaMemcpy(k, h.data(), n * 2, cudaMemcpyHostToDevice);
+        cudaMemcpy(v, h.data(), n * 2, cudaMemcpyHostToDevice);
+        ac_cu_attn a = {c.B, c.L, cu, c.H, c.H, c.hd, c.H * c.hd, c.H * c.hd, c.H * c.hd, c.causal,
+                        1.0f / sqrtf((float)c.hd)};
+        const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * c.hd * (c.causal ? 0.5 : 1.0);
+        for (int w = AC_FLASH_W4; w <= (c.hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); w++) {
+            for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
+            std::vector<double> t;
+            for (int i = 0; i < reps; i++) {
+                cudaEventRecord(e0);
+                OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
+                cudaEventRecord(e1);
+                cudaEventSynchronize(e1);
+                float ms;
+                cudaEventElapsedTime(&ms, e0, e1);
+                t.push_back(ms);
+            }
+            const double ms = median(t);
+            printf("%2d,%2d,%5d,%3d,%d %17d %10.3f %10.1f\n", c.B, c.H, c.L, c.hd, c.causal, w, ms,
+                   flop / (ms * 1e-3) / 1e12);
+            printf("RESULT attn %d %d %d %d %d %d %.4f\n", c.B, c.H, c.L, c.hd, c.causal, w, ms);
+            fflush(stdout);
+        }
+        cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o), cudaFree(cu);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "all";
+    const int reps = argc > 2 ? atoi(argv[2]) : 10;
+    if (!ac_cuda_available()) {
+        printf("SKIP gpu_bench: no CUDA device\n");
+        return 0;
+    }
+    char dev[256];
+    OK(ac_cuda_device_name(dev, sizeof dev));
+    printf("device: %s\n", dev);
+    if (!strcmp(what, "attn") || !strcmp(what, "all")) bench_attn(reps);
+    if (!strcmp(what, "forward") || !strcmp(what, "all")) bench_forward(reps);
+    return 0;
+}

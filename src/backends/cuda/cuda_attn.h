@@ -1,0 +1,37 @@
+/* cuda_attn.h — attention on the GPU over packed variable-length sequences
+ * (cu_seqlens style: sequence s owns rows cu[s] .. cu[s+1]-1 of q, k, v, out;
+ * no padding). Q [rows][ldq] holds head h at column h*hd (already RoPE'd,
+ * unscaled); K, V [rows][ldk] hold kv head g at column g*hd; query head h reads
+ * kv head h / (H / Hkv) (GQA without expanding K/V). All pointers are device
+ * pointers; every launcher returns AC_OK or an AC_ERR_* status. */
+#ifndef AC_CUDA_ATTN_H
+#define AC_CUDA_ATTN_H
+
+#include "cuda_common.h"
+
+typedef struct ac_cu_attn {
+    int n_seq, Lmax;       /* sequences, longest length                      */
+    const int *cu;         /* [n_seq+1] device row offsets                   */
+    int H, Hkv, hd;        /* heads, kv heads, head dim                      */
+    int ldq, ldk, ldo;     /* row strides in elements                        */
+    int causal;
+    float scale;           /* usually 1/sqrt(hd)                             */
+} ac_cu_attn;
+
+/* Fused FlashAttention-2-style kernel: bf16 tensor cores (mma.sync m16n8k16),
+ * f32 online softmax, never materialises L x L. hd in {32, 64, 128}; ldq, ldk,
+ * ldo multiples of 8 and q, k, v, out 16-byte aligned. variant (0: the default
+ * for hd): query rows per block as warps x m-tiles of 16 rows each. */
+enum { AC_FLASH_W4 = 1 /* 4 x 1: 64 rows */, AC_FLASH_W8 = 2 /* 8 x 1: 128 rows */,
+       AC_FLASH_W4X2 = 3 /* 4 x 2: 128 rows, each K/V fragment feeds 2 products; hd <= 64 */ };
+int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int variant,
+                     cudaStream_t st);
+
+/* Materialised attention: P = softmax(scale Q K^T) (masked, f32) written to
+ * P + p_off[s] as [H][L][L] per sequence (p_off: device [n_seq] element offsets),
+ * then out = P V. Any hd; T = float or bf16. The recording path and the f32 mode. */
+template <typename T>
+int ac_cu_attn_materialised(const ac_cu_attn *a, const T *q, const T *k, const T *v, T *out, float *P,
+                            const long long *p_off, cudaStream_t st);
+
+#endif

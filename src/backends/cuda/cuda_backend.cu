@@ -1,0 +1,485 @@
+/* cuda_backend.cu — the exact prefill forward pass on the GPU (see
+ * cuda_backend.h): weights uploaded once, one pass per call over all T rows of
+ * the packed sequences (projections are GEMMs over T rows; RoPE positions,
+ * masks and attention are per sequence through cu_seqlens offsets).
+ *
+ * Per layer, llama/qwen2 (pre-RMSNorm):          bert (post-LayerNorm):
+ *   xb  = rmsnorm(x) * n1              (T)        qkv = xb Wqkv^T + b
+ *   qkv = xb Wqkv^T (+ b)  RoPE on q, k            att = attention(qkv)
+ *   att = attention(qkv)                           x  += att Wo^T + bo; x, xb = LN(x)
+ *   x  += att Wo^T (+ bo)              (f32)       hh  = gelu(xb Wup^T + bu)
+ *   xb  = rmsnorm(x) * n2                          x  += hh Wdown^T + bd; x, xb = LN(x)
+ *   gu  = xb [Wgate; Wup]^T; hh = silu(g) * u
+ *   x  += hh Wdown^T
+ * x is the f32 residual stream; xb, qkv, att, gu, hh are in the precision's
+ * type T (bf16 or f32). Wq, Wk, Wv are concatenated into one matrix (one GEMM),
+ * as are Wgate and Wup. */
+#include "cuda_backend.h"
+#include "cuda_attn.h"
+#include "cuda_gemm.h"
+#include "cuda_ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_model.h"
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+int ac_cu_dmalloc(void **p, size_t bytes) {
+    *p = NULL;
+    if (!bytes) return AC_OK;
+    if (cudaMalloc(p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        *p = NULL;
+        return ac_err(AC_ERR_NOMEM, "CUDA: cannot allocate %zu MiB of device memory", bytes >> 20);
+    }
+    return AC_OK;
+}
+
+int ac_cuda_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+int ac_cuda_device_name(char *buf, size_t n) {
+    cudaDeviceProp p;
+    if (!buf || !n) return ac_err(AC_ERR_ARG, "ac_cuda_device_name: no buffer");
+    if (!ac_cuda_available()) return ac_err(AC_ERR_UNSUPPORTED, "no CUDA device");
+    AC_CU(cudaGetDeviceProperties(&p, 0));
+    snprintf(buf, n, "%s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major, p.minor, p.multiProcessorCount,
+             p.totalGlobalMem / 1073741824.0);
+    return AC_OK;
+}
+
+size_t ac_cu_tsize(int prec) { return prec == AC_CUDA_F32 ? 4 : 2; }
+
+int ac_cu_upload_f32(float **dst, const float *src, size_t n) {
+    *dst = NULL;
+    if (!src) return AC_OK;
+    int rc = DMALLOC(*dst, n * 4);
+    if (rc) return rc;
+    AC_CU(cudaMemcpy(*dst, src, n * 4, cudaMemcpyHostToDevice));
+    return AC_OK;
+}
+
+int ac_cu_shapes(ac_cuda_model *g) {
+    const ac_hparams *hp = &g->hp;
+    g->D = hp->n_embd, g->H = hp->n_head, g->Hkv = hp->n_head_kv, g->hd = hp->head_dim, g->F = hp->n_ff;
+    g->V = hp->n_vocab;
+    g->QD = g->H * g->hd, g->KVD = g->Hkv * g->hd, g->QKV = g->QD + 2 * g->KVD;
+    g->bert = g->arch == AC_ARCH_BERT;
+    if (g->D <= 0 || g->H <= 0 || g->Hkv <= 0 || g->H % g->Hkv || g->hd <= 0 || g->F <= 0 || hp->n_layer <= 0)
+        return ac_err(AC_ERR_UNSUPPORTED, "CUDA backend: unsupported shape (D %d, heads %d/%d, head dim %d)", g->D,
+                      g->H, g->Hkv, g->hd);
+    return AC_OK;
+}
+
+int ac_cu_common_init(ac_cuda_model *g) {
+    if (!ac_cuda_available()) return ac_err(AC_ERR_UNSUPPORTED, "no CUDA device");
+    AC_CU(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    AC_CU(cudaEventCreate(&g->t0));
+    AC_CU(cudaEventCreate(&g->t1));
+    int rc = ac_cu_gemm_new(g->st, &g->gemm);
+    if (rc) return rc;
+    g->L = (cu_layer *)calloc((size_t)g->hp.n_layer, sizeof *g->L);
+    return g->L ? AC_OK : AC_ERR_NOMEM;
+}
+
+/* ---- random models (benchmarks) ------------------------------------------------------------- */
+__device__ __forceinline__ float hash_unit(uint64_t seed, uint64_t i) { /* splitmix64 -> [-1, 1) */
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+template <typename T> __global__ void k_rand(T *w, size_t n, uint64_t seed, float base, float amp) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        ac_st(w + i, base + amp * hash_unit(seed, i));
+}
+
+static int rand_buf(void **p, size_t n, int f32, uint64_t seed, float base, float amp) {
+    int rc = ac_cu_dmalloc(p, n * (f32 ? 4 : 2));
+    if (rc) return rc;
+    if (f32) k_rand<float><<<1024, 256>>>((float *)*p, n, seed, base, amp);
+    else k_rand<bf16><<<1024, 256>>>((bf16 *)*p, n, seed, base, amp);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+#define RAND_F32(ptr, n, seed, base, amp) rand_buf((void **)&(ptr), (n), 1, (seed), (base), (amp))
+
+int ac_cuda_model_random(int arch, const ac_hparams *hp, int prec, uint64_t seed, ac_cuda_model **out) {
+    if (!hp || !out || (prec != AC_CUDA_BF16 && prec != AC_CUDA_F32) || arch < AC_ARCH_LLAMA || arch > AC_ARCH_BERT)
+        return ac_err(AC_ERR_ARG, "ac_cuda_model_random: invalid argument");
+    *out = NULL;
+    ac_cuda_model *g = (ac_cuda_model *)calloc(1, sizeof *g);
+    if (!g) return AC_ERR_NOMEM;
+    g->arch = arch, g->prec = prec, g->hp = *hp;
+    int rc = ac_cu_shapes(g);
+    if (!rc) rc = ac_cu_common_init(g);
+    const int D = g->D, F = g->F, f32 = prec == AC_CUDA_F32;
+    const float aD = 1.0f / sqrtf((float)D), aF = 1.0f / sqrtf((float)F), aQ = 1.0f / sqrtf((float)g->QD);
+    uint64_t s = seed * 1000003ull;
+    if (!rc) rc = RAND_F32(g->tok, (size_t)g->V * D, ++s, 0.f, 1.f);
+    if (!rc && g->bert) {
+        if (!rc) rc = RAND_F32(g->pos, (size_t)g->hp.n_ctx_train * D, ++s, 0.f, 0.1f);
+        if (!rc) rc = RAND_F32(g->type0, D, ++s, 0.f, 0.1f);
+        if (!rc) rc = RAND_F32(g->en_w, D, ++s, 1.f, 0.1f);
+        if (!rc) rc = RAND_F32(g->en_b, D, ++s, 0.f, 0.1f);
+    }
+    if (!rc && !g->bert) rc = RAND_F32(g->out_norm, D, ++s, 1.f, 0.1f);
+    for (int il = 0; il < g->hp.n_layer && !rc; il++) {
+        cu_layer *c = &g->L[il];
+        rc = rand_buf(&c->wqkv, (size_t)g->QKV * D, f32, ++s, 0.f, aD);
+        if (!rc) rc = rand_buf(&c->wo, (size_t)D * g->QD, f32, ++s, 0.f, aQ);
+        if (!rc) rc = rand_buf(&c->wgu, (size_t)(g->bert ? F : 2 * F) * D, f32, ++s, 0.f, aD);
+        if (!rc) rc = rand_buf(&c->wdown, (size_t)D * F, f32, ++s, 0.f, aF);
+        if (!rc) rc = RAND_F32(c->n1w, D, ++s, 1.f, 0.1f);
+        if (!rc) rc = RAND_F32(c->n2w, D, ++s, 1.f, 0.1f);
+        if (!rc && g->bert) {
+            if (!rc) rc = RAND_F32(c->bqkv, g->QKV, ++s, 0.f, 0.05f);
+            if (!rc) rc = RAND_F32(c->bo, D, ++s, 0.f, 0.05f);
+            if (!rc) rc = RAND_F32(c->bup, F, ++s, 0.f, 0.05f);
+            if (!rc) rc = RAND_F32(c->bdown, D, ++s, 0.f, 0.05f);
+            if (!rc) rc = RAND_F32(c->n1b, D, ++s, 0.f, 0.05f);
+            if (!rc) rc = RAND_F32(c->n2b, D, ++s, 0.f, 0.05f);
+        }
+    }
+    if (!rc) AC_CU(cudaDeviceSynchronize());
+    if (rc) {
+        ac_cuda_model_free(g);
+        return rc;
+    }
+    *out = g;
+    return AC_OK;
+}
+
+static void ws_free(ac_cuda_model *g) {
+    cudaFree(g->x), cudaFree(g->h), cudaFree(g->xb), cudaFree(g->qkv), cudaFree(g->att), cudaFree(g->gu);
+    cudaFree(g->hh), cudaFree(g->rows), cudaFree(g->pooled), cudaFree(g->logits), cudaFree(g->clsbuf);
+    cudaFree(g->clsout), cudaFree(g->d_tok), cudaFree(g->d_pos), cudaFree(g->d_cu), cudaFree(g->d_poff);
+    free(g->h_tok), free(g->h_pos), free(g->h_cu), free(g->h_poff);
+    g->x = g->h = g->pooled = g->logits = g->clsbuf = g->clsout = NULL;
+    g->xb = g->qkv = g->att = g->gu = g->hh = g->rows = NULL;
+    g->d_tok = g->d_pos = g->d_cu = g->h_tok = g->h_pos = g->h_cu = NULL;
+    g->d_poff = g->h_poff = NULL;
+    g->cap_T = g->cap_S = 0;
+}
+
+void ac_cuda_model_free(ac_cuda_model *g) {
+    if (!g) return;
+    if (g->st) cudaStreamSynchronize(g->st);
+    ws_free(g);
+    cudaFree(g->P);
+    free(g->h_P);
+    cudaFree(g->tok), cudaFree(g->pos), cudaFree(g->type0), cudaFree(g->en_w), cudaFree(g->en_b);
+    cudaFree(g->out_norm), cudaFree(g->output), cudaFree(g->cls), cudaFree(g->cls_out), cudaFree(g->cls_b);
+    cudaFree(g->cls_out_b), cudaFree(g->rope_cs);
+    if (g->L)
+        for (int i = 0; i < g->hp.n_layer; i++) {
+            cu_layer *c = &g->L[i];
+            cudaFree(c->wqkv), cudaFree(c->wo), cudaFree(c->wgu), cudaFree(c->wdown);
+            cudaFree(c->bqkv), cudaFree(c->bo), cudaFree(c->bup), cudaFree(c->bdown);
+            cudaFree(c->n1w), cudaFree(c->n1b), cudaFree(c->n2w), cudaFree(c->n2b);
+        }
+    free(g->L);
+    for (int i = 0; i < g->ev_made; i++) cudaEventDestroy(g->ev[i]);
+    if (g->t0) cudaEventDestroy(g->t0);
+    if (g->t1) cudaEventDestroy(g->t1);
+    ac_cu_gemm_free(g->gemm);
+    if (g->st) cudaStreamDestroy(g->st);
+    free(g);
+}
+
+/* ---- workspace ------------------------------------------------------------------------------- */
+static int ws_reserve(ac_cuda_model *g, int T, int S) {
+    if (T <= g->cap_T && S <= g->cap_S) return AC_OK;
+    T = T > g->cap_T ? T : g->cap_T;
+    S = S > g->cap_S ? S : g->cap_S;
+    ws_free(g);
+    const size_t ts = ac_cu_tsize(g->prec), D = g->D, F = g->F, t = (size_t)T, s = (size_t)S;
+    const size_t ncls = g->n_cls > 0 ? g->n_cls : 1, V = g->has_output ? g->V : 1;
+    int rc = DMALLOC(g->x, t * D * 4);
+    if (!rc) rc = DMALLOC(g->h, t * D * 4);
+    if (!rc) rc = DMALLOC(g->xb, t * D * ts);
+    if (!rc) rc = DMALLOC(g->qkv, t * g->QKV * ts);
+    if (!rc) rc = DMALLOC(g->att, t * g->QD * ts);
+    if (!rc) rc = DMALLOC(g->gu, t * (g->bert ? F : 2 * F) * ts);
+    if (!rc) rc = DMALLOC(g->hh, t * F * ts);
+    if (!rc) rc = DMALLOC(g->rows, s * D * ts);
+    if (!rc) rc = DMALLOC(g->pooled, s * D * 4);
+    if (!rc) rc = DMALLOC(g->logits, s * V * 4);
+    if (!rc) rc = DMALLOC(g->clsbuf, s * D * 4);
+    if (!rc) rc = DMALLOC(g->clsout, s * ncls * 4);
+    if (!rc) rc = DMALLOC(g->d_tok, t * 4);
+    if (!rc) rc = DMALLOC(g->d_pos, t * 4);
+    if (!rc) rc = DMALLOC(g->d_cu, (s + 1) * 4);
+    if (!rc) rc = DMALLOC(g->d_poff, s * 8);
+    if (!rc) {
+        g->h_tok = (int *)malloc(t * 4), g->h_pos = (int *)malloc(t * 4), g->h_cu = (int *)malloc((s + 1) * 4);
+        g->h_poff = (long long *)malloc(s * 8);
+        if (!g->h_tok || !g->h_pos || !g->h_cu || !g->h_poff) rc = AC_ERR_NOMEM;
+    }
+    if (rc) {
+        ws_free(g);
+        return rc;
+    }
+    g->cap_T = T, g->cap_S = S;
+    return AC_OK;
+}
+
+/* cos/sin table for positions [0, L), exactly as the CPU path computes it (double, then f32). */
+static int rope_reserve(ac_cuda_model *g, int L) {
+    if (L <= g->rope_L) return AC_OK;
+    if (L < 512) L = 512;
+    const int half = g->hp.n_rot / 2;
+    float *cs = (float *)malloc((size_t)L * half * 2 * 4);
+    if (!cs) return AC_ERR_NOMEM;
+    const float *freqs = g->m ? g->m->rope_freqs : NULL;
+    for (int pos = 0; pos < L; pos++)
+        for (int i = 0; i < half; i++) {
+            double inv = pow((double)g->hp.rope_base, -2.0 * i / g->hp.n_rot);
+            if (freqs) inv /= (double)freqs[i];
+            double th = pos * (double)g->hp.rope_scale * inv;
+            cs[((size_t)pos * half + i) * 2] = (float)cos(th);
+            cs[((size_t)pos * half + i) * 2 + 1] = (float)sin(th);
+        }
+    cudaFree(g->rope_cs);
+    g->rope_cs = NULL;
+    int rc = ac_cu_upload_f32(&g->rope_cs, cs, (size_t)L * half * 2);
+    free(cs);
+    if (rc) return rc;
+    g->rope_L = L;
+    return AC_OK;
+}
+
+/* ---- profiling --------------------------------------------------------------------------------- */
+void ac_cuda_set_profile(ac_cuda_model *g, int on) {
+    if (g) g->profile = on;
+}
+float ac_cuda_last_ms(const ac_cuda_model *g) { return g ? g->last_ms : 0.f; }
+void ac_cuda_get_profile(const ac_cuda_model *g, float *ms) {
+    if (g && ms) memcpy(ms, g->prof, sizeof g->prof);
+}
+/* mark the end of a stage (profiling only) */
+static int mark(ac_cuda_model *g, int stage) {
+    if (!g->profile || g->n_ev >= EV_CAP) return AC_OK;
+    if (g->n_ev == g->ev_made) {
+        AC_CU(cudaEventCreate(&g->ev[g->n_ev]));
+        g->ev_made++;
+    }
+    g->ev_stage[g->n_ev] = stage;
+    AC_CU(cudaEventRecord(g->ev[g->n_ev++], g->st));
+    return AC_OK;
+}
+
+/* ---- the forward pass ------------------------------------------------------------------------------ */
+#define TRY(x)                                                                                                 \
+    do {                                                                                                       \
+        if ((rc = (x)) != AC_OK) return rc;                                                                    \
+    } while (0)
+
+template <typename T> static int gemm(ac_cuda_model *g, const void *W, const void *X, void *Y, int y_f32, int ldy,
+                                      int M, int N, int K, const float *b, int acc) {
+    return ac_cu_gemm_run(g->gemm, sizeof(T) == 4, y_f32, W, X, Y, ldy, M, N, K, b, acc);
+}
+
+/* 1: the materialised attention (f32 mode, recording, or a head dim the fused kernel lacks) */
+static int use_materialised(const ac_cuda_model *g, const ac_cuda_opts *o) {
+    return g->prec == AC_CUDA_F32 || (o && (o->materialised || o->record)) || (g->hd != 32 && g->hd != 64 && g->hd != 128);
+}
+
+/* attention of one layer: qkv -> att */
+template <typename T>
+static int attention(ac_cuda_model *g, int il, int T_rows, int n_seq, int Lmax, const ac_cuda_opts *o) {
+    int rc;
+    T *qkv = (T *)g->qkv;
+    ac_cu_attn a = {n_seq, Lmax, g->d_cu, g->H, g->Hkv, g->hd, g->QKV, g->QKV, g->QD, g->hp.causal,
+                    1.0f / sqrtf((float)g->hd)};
+    (void)T_rows;
+    const int mat = use_materialised(g, o);
+    if (!mat) return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + g->QD, (const bf16 *)qkv + g->QD + g->KVD,
+                                      (bf16 *)g->att, o ? o->attn_variant : 0, g->st);
+    TRY(ac_cu_attn_materialised<T>(&a, qkv, qkv + g->QD, qkv + g->QD + g->KVD, (T *)g->att, g->P, g->d_poff, g->st));
+    if (o && o->record) {
+        size_t total = (size_t)g->h_poff[n_seq - 1] + (size_t)g->H * (g->h_cu[n_seq] - g->h_cu[n_seq - 1]) *
+                                                          (g->h_cu[n_seq] - g->h_cu[n_seq - 1]);
+        if (total > g->cap_hP) {
+            free(g->h_P);
+            if (!(g->h_P = (float *)malloc(total * 4))) {
+                g->cap_hP = 0;
+                return AC_ERR_NOMEM;
+            }
+            g->cap_hP = total;
+        }
+        AC_CU(cudaMemcpyAsync(g->h_P, g->P, total * 4, cudaMemcpyDeviceToHost, g->st));
+        AC_CU(cudaStreamSynchronize(g->st));
+        for (int s = 0; s < n_seq; s++)
+            if ((rc = o->record(o->user, il, s, g->h_P + g->h_poff[s], g->H, g->h_cu[s + 1] - g->h_cu[s])))
+                return ac_err_prefix(rc, "attention record (layer %d, sequence %d)", il, s);
+    }
+    return AC_OK;
+}
+
+template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_seq, int Lmax, const ac_cuda_opts *o) {
+    const cu_layer *c = &g->L[il];
+    const int D = g->D, F = g->F;
+    const float eps = g->hp.norm_eps;
+    T *xb = (T *)g->xb, *qkv = (T *)g->qkv, *hh = (T *)g->hh, *gu = (T *)g->gu;
+    const int yt = sizeof(T) == 4; /* outputs of type T: f32 in the f32 mode */
+    int rc;
+    if (!g->bert) {
+        TRY(ac_cu_rmsnorm<T>(xb, g->x, c->n1w, Tn, D, eps, g->st));
+        TRY(mark(g, 5));
+    }
+    TRY(gemm<T>(g, c->wqkv, xb, qkv, yt, g->QKV, Tn, g->QKV, D, c->bqkv, 0));
+    if (!g->bert)
+        TRY(ac_cu_rope<T>(qkv, g->QKV, g->H, qkv + g->QD, g->QKV, g->Hkv, g->hd, g->hp.n_rot, g->hp.rope_neox,
+                          g->rope_cs, g->d_pos, Tn, g->st));
+    TRY(mark(g, 1));
+    TRY(attention<T>(g, il, Tn, n_seq, Lmax, o));
+    TRY(mark(g, 2));
+    TRY(gemm<T>(g, c->wo, g->att, g->x, 1, D, Tn, D, g->QD, c->bo, 1));
+    TRY(mark(g, 3));
+    if (g->bert) {
+        TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n1w, c->n1b, Tn, D, eps, g->st));
+        TRY(mark(g, 5));
+        TRY(gemm<T>(g, c->wgu, xb, hh, yt, F, Tn, F, D, c->bup, 0));
+        TRY(ac_cu_gelu<T>(hh, (size_t)Tn * F, g->st));
+        TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
+        TRY(mark(g, 4));
+        TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n2w, c->n2b, Tn, D, eps, g->st));
+        TRY(mark(g, 5));
+    } else {
+        TRY(ac_cu_rmsnorm<T>(xb, g->x, c->n2w, Tn, D, eps, g->st));
+        TRY(mark(g, 5));
+        TRY(gemm<T>(g, c->wgu, xb, gu, yt, 2 * F, Tn, 2 * F, D, NULL, 0));
+        TRY(ac_cu_swiglu<T>(hh, gu, Tn, F, g->st));
+        TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
+        TRY(mark(g, 4));
+    }
+    return AC_OK;
+}
+
+template <typename T> static int outputs(ac_cuda_model *g, int Tn, int n_seq, ac_outputs *out, int pooling) {
+    const int D = g->D;
+    const float *h = g->bert ? g->x : g->h;
+    T *rows = (T *)g->rows;
+    int rc;
+    if (out->hidden) AC_CU(cudaMemcpyAsync(out->hidden, h, (size_t)Tn * D * 4, cudaMemcpyDeviceToHost, g->st));
+    if (out->pooled) {
+        TRY(ac_cu_pool(g->pooled, h, g->d_cu, n_seq, D, pooling, out->normalize, g->st));
+        AC_CU(cudaMemcpyAsync(out->pooled, g->pooled, (size_t)n_seq * D * 4, cudaMemcpyDeviceToHost, g->st));
+    }
+    if (out->logits) {
+        TRY(ac_cu_gather<T>(rows, h, g->d_cu, n_seq, D, 1, g->st));
+        TRY(gemm<T>(g, g->output, rows, g->logits, 1, g->V, n_seq, g->V, D, NULL, 0));
+        AC_CU(cudaMemcpyAsync(out->logits, g->logits, (size_t)n_seq * g->V * 4, cudaMemcpyDeviceToHost, g->st));
+    }
+    if (out->cls) {
+        if (g->cls_mean_l2) {
+            TRY(ac_cu_pool(g->clsbuf, h, g->d_cu, n_seq, D, AC_POOL_MEAN, 1, g->st));
+            TRY(ac_cu_convert<T>(rows, g->clsbuf, (size_t)n_seq * D, g->st));
+        } else {
+            TRY(ac_cu_gather<T>(rows, h, g->d_cu, n_seq, D, !g->bert, g->st));
+        }
+        if (g->has_cls) {
+            TRY(gemm<T>(g, g->cls, rows, g->clsbuf, 1, D, n_seq, D, D, NULL, 0));
+            TRY(ac_cu_bias_tanh(g->clsbuf, g->cls_b, (size_t)n_seq * D, D, g->st));
+            TRY(ac_cu_convert<T>(rows, g->clsbuf, (size_t)n_seq * D, g->st));
+        }
+        float *res = g->has_cls_out ? g->clsout : g->clsbuf;
+        if (g->has_cls_out) TRY(gemm<T>(g, g->cls_out, rows, g->clsout, 1, g->n_cls, n_seq, g->n_cls, D, g->cls_out_b, 0));
+        AC_CU(cudaMemcpyAsync(out->cls, res, (size_t)n_seq * g->n_cls * 4, cudaMemcpyDeviceToHost, g->st));
+    }
+    return mark(g, 6);
+}
+
+template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, int Lmax, ac_outputs *out, int pooling,
+                                         const ac_cuda_opts *o) {
+    int rc;
+    const int D = g->D;
+    TRY(ac_cu_embed(g->x, g->tok, g->d_tok, g->bert ? g->pos : NULL, g->d_pos, g->bert ? g->type0 : NULL, Tn, D, g->st));
+    if (g->bert) TRY(ac_cu_layernorm<T>(g->x, (T *)g->xb, g->x, g->en_w, g->en_b, Tn, D, g->hp.norm_eps, g->st));
+    TRY(mark(g, 0));
+    for (int il = 0; il < g->hp.n_layer; il++) TRY(layer<T>(g, il, Tn, n_seq, Lmax, o));
+    if (!g->bert) {
+        TRY(ac_cu_rmsnorm<float>(g->h, g->x, g->out_norm, Tn, D, g->hp.norm_eps, g->st));
+        TRY(mark(g, 5));
+    }
+    return outputs<T>(g, Tn, n_seq, out, pooling);
+}
+
+int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *o) {
+    if (!g || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_cuda_forward: invalid argument");
+    const int limit = g->hp.n_ctx_train > 0 ? g->hp.n_ctx_train : (1 << 20);
+    int64_t T = 0;
+    int Lmax = 0, rc;
+    for (int s = 0; s < n_seq; s++) {
+        const ac_seq *q = &seqs[s];
+        if (q->n_tokens <= 0) return ac_err(AC_ERR_INPUT, "sequence %d is empty", s);
+        if (!q->tokens) return ac_err(AC_ERR_ARG, "sequence %d: NULL tokens", s);
+        if (q->n_tokens > limit)
+            return ac_err(AC_ERR_INPUT, "input of %d tokens exceeds the limit of %d tokens (sequence %d)", q->n_tokens,
+                          limit, s);
+        for (int i = 0; i < q->n_tokens; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= g->V)
+                return ac_err(AC_ERR_INPUT, "token id %d at position %d of sequence %d is out of range [0, %d)",
+                              (int)q->tokens[i], i, s, g->V);
+        T += q->n_tokens;
+        if (q->n_tokens > Lmax) Lmax = q->n_tokens;
+        if (T > (1 << 28)) return ac_err(AC_ERR_INPUT, "batch of more than 2^28 tokens");
+    }
+    if (out->logits && !g->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
+    if (out->cls && !g->n_cls) return ac_err(AC_ERR_UNSUPPORTED, "model has no classifier head");
+    const int pooling = out->pooling == AC_POOL_DEFAULT ? g->hp.pooling : out->pooling;
+    if (out->pooled && (pooling < AC_POOL_MEAN || pooling > AC_POOL_LAST))
+        return ac_err(AC_ERR_ARG, "pooled output requested with pooling %d", out->pooling);
+    const int Tn = (int)T;
+    if ((rc = ws_reserve(g, Tn, n_seq))) return rc;
+    if (!g->bert && (rc = rope_reserve(g, Lmax))) return rc;
+    long long poff = 0;
+    for (int s = 0, r = 0; s < n_seq; s++) {
+        g->h_cu[s] = r;
+        g->h_poff[s] = poff;
+        const int L = seqs[s].n_tokens;
+        poff += (long long)g->H * L * L;
+        for (int t = 0; t < L; t++, r++) g->h_tok[r] = seqs[s].tokens[t], g->h_pos[r] = t;
+    }
+    g->h_cu[n_seq] = Tn;
+    if (use_materialised(g, o) && (size_t)poff > g->cap_P) {
+        cudaFree(g->P);
+        g->P = NULL;
+        g->cap_P = 0;
+        if ((rc = DMALLOC(g->P, (size_t)poff * 4))) return rc;
+        g->cap_P = (size_t)poff;
+    }
+    AC_CU(cudaEventRecord(g->t0, g->st)); /* the token upload counts */
+    AC_CU(cudaMemcpyAsync(g->d_tok, g->h_tok, (size_t)Tn * 4, cudaMemcpyHostToDevice, g->st));
+    AC_CU(cudaMemcpyAsync(g->d_pos, g->h_pos, (size_t)Tn * 4, cudaMemcpyHostToDevice, g->st));
+    AC_CU(cudaMemcpyAsync(g->d_cu, g->h_cu, (size_t)(n_seq + 1) * 4, cudaMemcpyHostToDevice, g->st));
+    AC_CU(cudaMemcpyAsync(g->d_poff, g->h_poff, (size_t)n_seq * 8, cudaMemcpyHostToDevice, g->st));
+    g->n_ev = 0;
+    if ((rc = mark(g, -1))) return rc;
+    rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o)
+                                : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o);
+    if (rc == AC_OK) AC_CU(cudaEventRecord(g->t1, g->st));
+    cudaError_t e = cudaStreamSynchronize(g->st);
+    if (rc) return rc;
+    if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
+    if (cudaEventElapsedTime(&g->last_ms, g->t0, g->t1) != cudaSuccess) g->last_ms = 0;
+    memset(g->prof, 0, sizeof g->prof);
+    for (int i = 1; i < g->n_ev; i++) {
+        float ms = 0;
+        if (g->ev_stage[i] >= 0 && cudaEventElapsedTime(&ms, g->ev[i - 1], g->ev[i]) == cudaSuccess)
+            g->prof[g->ev_stage[i]] += ms;
+    }
+    return AC_OK;
+}

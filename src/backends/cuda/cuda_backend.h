@@ -1,0 +1,70 @@
+/* cuda_backend.h — the CUDA backend's narrow C interface: a model's weights
+ * uploaded once, and the exact prefill forward pass on the GPU returning what
+ * ac_forward returns (final hidden states, pooled embeddings, last-position
+ * logits, classifier outputs). It is meant to fill the forward-level backend
+ * table (issue 10) once that exists; until then callers use it directly.
+ *
+ * Precision: AC_CUDA_BF16 keeps matrices and the activations between GEMMs in
+ * bf16 (f32 accumulation, f32 residual stream, f32 norms/softmax) and runs the
+ * fused tensor-core attention; AC_CUDA_F32 keeps everything in f32 (GEMMs with
+ * CUBLAS_COMPUTE_32F, no TF32; materialised f32 attention): the exactness check
+ * against the CPU engine. Embedding tables stay f32 in both.
+ * Built only with -DAC_CUDA=ON; all functions are plain C. */
+#ifndef AC_CUDA_BACKEND_H
+#define AC_CUDA_BACKEND_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "attncache.h"
+#include "load/model.h" /* C headers without their own extern "C" guards */
+
+enum { AC_CUDA_BF16 = 0, AC_CUDA_F32 = 1 };
+
+typedef struct ac_cuda_model ac_cuda_model;
+
+/* Options of a forward call (zero-initialise; all optional). */
+typedef struct ac_cuda_opts {
+    int attn_variant;    /* fused attention: AC_FLASH_* of cuda_attn.h, 0: the default for the head dim */
+    int materialised;    /* 1: materialised attention (P [H][L][L] in device memory) even in bf16 */
+    /* Called per (layer, sequence) with P [H][L][L] (host copy, borrowed for the call) when set;
+     * implies materialised. Return AC_OK or an error, which aborts the forward. */
+    int (*record)(void *user, int layer, int seq, const float *P, int n_head, int L);
+    void *user;
+} ac_cuda_opts;
+
+/* 1 if a CUDA device is usable (driver present, at least one device), else 0 with no error set. */
+int ac_cuda_available(void);
+/* Short description of device 0 ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs") into buf. */
+int ac_cuda_device_name(char *buf, size_t n);
+
+/* Upload a loaded model (llama, qwen2 or bert; any weight type the loader reads) in `precision`.
+ * The model is borrowed (tokenizer, hyper-parameters) and must outlive the result; the
+ * weights are copied. *out is owned by the caller (ac_cuda_model_free). */
+int ac_cuda_model_upload(const ac_model *m, int precision, ac_cuda_model **out);
+/* A model with random weights of the given shape (benchmarks): arch AC_ARCH_*, hp as a loaded
+ * model's (n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot, rope, eps,
+ * causal, n_ctx_train). Norm weights near 1, matrices uniform in +-1/sqrt(n_in). */
+int ac_cuda_model_random(int arch, const ac_hparams *hp, int precision, uint64_t seed, ac_cuda_model **out);
+void ac_cuda_model_free(ac_cuda_model *g);
+
+/* The forward pass over n_seq sequences (packed, no padding), as ac_forward: out's host buffers
+ * (hidden, pooled, logits, cls; any NULL) receive the same quantities. opts may be NULL. */
+int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *opts);
+
+/* Device milliseconds of the last ac_cuda_forward per stage, from CUDA events:
+ * ms[0] embeddings, [1] attention blocks' projections + RoPE, [2] attention core,
+ * [3] output projections, [4] MLP, [5] norms, [6] outputs. Zeros unless profiling
+ * was switched on with ac_cuda_set_profile (events cost a little). */
+enum { AC_CUDA_PROF_N = 7 };
+/* Device milliseconds of the last ac_cuda_forward from its first to its last GPU operation
+ * (CUDA events on the backend's stream: launch gaps included, host preparation not). */
+float ac_cuda_last_ms(const ac_cuda_model *g);
+void ac_cuda_set_profile(ac_cuda_model *g, int on);
+void ac_cuda_get_profile(const ac_cuda_model *g, float *ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,114 @@
+/* cuda_codec_av.cu — A·V from compressed attention-map rows (see
+ * cuda_codec_av.h). One block per (row t, head h): the block decodes row t of
+ * head h into shared memory (weights, and for top-k their key indices), then
+ * each thread accumulates its output columns d over the stored keys, reading V
+ * rows coalesced across d. Row offsets are the codec's closed forms. */
+#include "cuda_codec_av.h"
+
+#include <cuda_fp16.h>
+
+namespace {
+
+__device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
+    switch (c.kind) {
+    case 0: return 4 * (size_t)n;
+    case 1: return 2 * (size_t)n;
+    case 2: return 4 + (size_t)n;
+    case 3: return 4 + (size_t)(n + 1) / 2;
+    default: return 4 * (size_t)(n < c.topk ? n : c.topk);
+    }
+}
+
+/* byte offset of row t in a head map (rows back to back) */
+__device__ __forceinline__ size_t row_offset(const ac_cu_codec &c, int L, int t) {
+    if (!c.causal) return (size_t)t * row_bytes(c, L);
+    const size_t T = (size_t)t, tri = T * (T + 1) / 2; /* sum of n = 1..t */
+    switch (c.kind) {
+    case 0: return 4 * tri;
+    case 1: return 2 * tri;
+    case 2: return 4 * T + tri;
+    case 3: return 4 * T + (T + 1) * (T + 1) / 4; /* sum of ceil(n/2) */
+    default: {
+        const size_t k = (size_t)c.topk;
+        return 4 * (T <= k ? tri : k * (k + 1) / 2 + (T - k) * k);
+    }
+    }
+}
+
+__device__ __forceinline__ float ld_f32(const unsigned char *p) {
+    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return __uint_as_float(u);
+}
+__device__ __forceinline__ uint16_t ld_u16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+__device__ __forceinline__ float half_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+template <typename T>
+__global__ void k_codec_av(ac_cu_codec c, const unsigned char *maps, size_t map_bytes, int L, int H, int Hkv, int hd,
+                           const T *V, int ldv, T *O, int ldo) {
+    extern __shared__ float sm[]; /* w [n] then (top-k) idx [n] as ints */
+    const int t = blockIdx.x, h = blockIdx.y, g = h / (H / Hkv);
+    const unsigned char *row = maps + (size_t)h * map_bytes + row_offset(c, L, t);
+    const int n_t = c.causal ? t + 1 : L;
+    const int n = c.kind == 4 ? (n_t < c.topk ? n_t : c.topk) : n_t;
+    float *w = sm;
+    int *idx = reinterpret_cast<int *>(sm + n);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float p;
+        switch (c.kind) {
+        case 0: p = ld_f32(row + 4 * (size_t)j); break;
+        case 1: p = half_f32(ld_u16(row + 2 * (size_t)j)); break;
+        case 2: p = ld_f32(row) * row[4 + j]; break;
+        case 3: {
+            const unsigned char b = row[4 + j / 2];
+            p = ld_f32(row) * (float)(j & 1 ? b >> 4 : b & 15);
+            break;
+        }
+        default:
+            idx[j] = ld_u16(row + 2 * (size_t)j);
+            p = half_f32(ld_u16(row + 2 * (size_t)n + 2 * (size_t)j));
+        }
+        w[j] = p;
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        const T *vc = V + (size_t)g * hd + d;
+        float acc = 0;
+        if (c.kind == 4)
+            for (int j = 0; j < n; j++) acc += w[j] * ac_ld(vc + (size_t)idx[j] * ldv);
+        else
+            for (int j = 0; j < n; j++) acc += w[j] * ac_ld(vc + (size_t)j * ldv);
+        ac_st(O + (size_t)t * ldo + (size_t)h * hd + d, acc);
+    }
+}
+
+} // namespace
+
+template <typename T>
+int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int L, int n_rows, int H, int Hkv,
+                   int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
+    if (!c || c->kind < 0 || c->kind > 4 || (c->kind == 4 && c->topk < 1) || L < 1 || L > 65536 || n_rows < 0 ||
+        n_rows > L || H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0)
+        return ac_err(AC_ERR_ARG, "codec A.V: invalid arguments (L %d, rows %d, heads %d/%d)", L, n_rows, H, Hkv);
+    if (!n_rows) return AC_OK;
+    /* weights + indices of the longest row, + 16 bytes: compute-sanitizer saw the compiled loop
+     * read up to 12 bytes past a 1-key row (values it does not use) */
+    const size_t smem = (size_t)L * 8 + 16;
+    if (smem > 48 * 1024) {
+        static size_t set = 0; /* raise the dynamic limit once per size class */
+        if (smem > set) {
+            if (smem > 227 * 1024) return ac_err(AC_ERR_UNSUPPORTED, "codec A.V: rows of %d keys exceed shared memory", L);
+            AC_CU(cudaFuncSetAttribute(k_codec_av<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            set = smem;
+        }
+    }
+    dim3 grid(n_rows, H);
+    k_codec_av<T><<<grid, hd < 128 ? (hd < 32 ? 32 : hd) : 128, smem, st>>>(
+        *c, (const unsigned char *)maps, map_bytes, L, H, Hkv, hd, v, ldv, out, ldo);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template int ac_cu_codec_av<float>(const ac_cu_codec *, const void *, size_t, int, int, int, int, int, const float *,
+                                   int, float *, int, cudaStream_t);
+template int ac_cu_codec_av<bf16>(const ac_cu_codec *, const void *, size_t, int, int, int, int, int, const bf16 *,
+                                  int, bf16 *, int, cudaStream_t);

@@ -1,0 +1,25 @@
+/* cuda_codec_av.h — the attention cache's A·V on the GPU: out = P·V where P
+ * is read row by row straight from the cache's compressed map formats (the
+ * row layouts of src/cache/codec.h: f32, f16, q8, q4, top-k; dense or causal),
+ * never expanded to an L x L temporary. The layout description is passed as
+ * plain ints so this file needs nothing from the cache stage.
+ * Status: a kernel with its CPU-checked test (tests/gpu/test_cuda_cache.c); not
+ * yet wired into a GPU forward with cache hits (see docs/GPU_NOTES.md). */
+#ifndef AC_CUDA_CODEC_AV_H
+#define AC_CUDA_CODEC_AV_H
+
+#include "cuda_common.h"
+
+/* kind: 0 f32, 1 f16, 2 q8, 3 q4, 4 top-k (enum ac_codec_kind's values); causal 0/1; topk: k. */
+typedef struct ac_cu_codec {
+    int kind, causal, topk;
+} ac_cu_codec;
+
+/* Rows [0, n_rows) of one sequence of L tokens: out [L][ldo] (head h at column h*hd) =
+ * P_h V, V [L][ldv] (kv head h / (H/Hkv) at column g*hd); maps: device, head h's map at
+ * maps + h * map_bytes (ac_codec_map_bytes). T = float or bf16. L <= 65536. */
+template <typename T>
+int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int L, int n_rows, int H, int Hkv,
+                   int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st);
+
+#endif

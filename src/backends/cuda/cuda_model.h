@@ -1,0 +1,69 @@
+/* cuda_model.h — the CUDA backend's model and workspace (internal to
+ * src/backends/cuda): cuda_upload.cu fills it from a loaded ac_model,
+ * cuda_backend.cu makes random ones and runs the forward pass on it. */
+#ifndef AC_CUDA_MODEL_H
+#define AC_CUDA_MODEL_H
+
+#include "cuda_backend.h"
+#include "cuda_common.h"
+#include "cuda_gemm.h"
+
+typedef struct cu_layer {
+    void *wqkv, *wo, *wgu, *wdown; /* T: [QKV][D], [D][QD], [2F or F][D], [D][F] */
+    float *bqkv, *bo, *bup, *bdown; /* [QKV], [D], [F], [D] or NULL */
+    float *n1w, *n1b, *n2w, *n2b;   /* [D] */
+} cu_layer;
+
+enum { EV_CAP = 1024 };
+
+struct ac_cuda_model {
+    const ac_model *m; /* NULL for random models */
+    int arch, prec, bert;
+    ac_hparams hp;
+    int D, H, Hkv, hd, QD, KVD, QKV, F, V;
+    int has_output, has_cls, has_cls_out, n_cls, cls_mean_l2;
+
+    float *tok;                        /* [V][D] f32 */
+    float *pos, *type0, *en_w, *en_b;  /* bert: [n_ctx][D], [D], [D], [D] */
+    float *out_norm;                   /* [D] decoders */
+    void *output;                      /* T [V][D] LM head or NULL */
+    void *cls, *cls_out;               /* T [D][D], [n_cls][D] */
+    float *cls_b, *cls_out_b;
+    cu_layer *L;
+
+    float *rope_cs; /* [rope_L][n_rot/2][2] */
+    int rope_L;
+
+    cudaStream_t st;
+    ac_cu_gemm *gemm;
+
+    /* workspace (capacity cap_T rows, cap_S sequences) */
+    int cap_T, cap_S;
+    float *x, *h;
+    void *xb, *qkv, *att, *gu, *hh, *rows;
+    float *pooled, *logits, *clsbuf, *clsout;
+    int *d_tok, *d_pos, *d_cu;
+    long long *d_poff;
+    float *P;
+    size_t cap_P;
+    int *h_tok, *h_pos, *h_cu;
+    long long *h_poff;
+    float *h_P;
+    size_t cap_hP;
+
+    int profile;
+    cudaEvent_t ev[EV_CAP];
+    int ev_stage[EV_CAP], n_ev, ev_made;
+    float prof[AC_CUDA_PROF_N];
+    cudaEvent_t t0, t1; /* first and last operation of a forward call */
+    float last_ms;
+};
+
+int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */
+#define DMALLOC(ptr, bytes) ac_cu_dmalloc((void **)&(ptr), (bytes))
+size_t ac_cu_tsize(int prec);                         /* bytes of one element of the precision's type */
+int ac_cu_upload_f32(float **dst, const float *src, size_t n); /* NULL src: *dst = NULL */
+int ac_cu_shapes(ac_cuda_model *g);                   /* derived sizes from g->hp and g->arch; checks them */
+int ac_cu_common_init(ac_cuda_model *g);              /* stream, events, cuBLASLt, layer table */
+
+#endif

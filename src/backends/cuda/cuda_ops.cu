@@ -1,0 +1,318 @@
+/* cuda_ops.cu — element-wise and row kernels of the CUDA backend (see
+ * cuda_ops.h). Rows are independent: one block per row for the reductions
+ * (norms, pooling), a grid-stride loop for the element-wise ones. Statistics
+ * are accumulated in f32 per thread and combined by a block reduction; the
+ * CPU path accumulates in double, so results agree to f32 rounding. */
+#include "cuda_ops.h"
+
+#include <math.h>
+
+#define ROW_THREADS 256
+/* threads per row of the norms: 128 up to D = 1024 (BERT-base, MiniLM: fewer idle threads), else 256 */
+static int norm_threads(int D) { return D <= 1024 ? 128 : 256; }
+
+/* Sum of v over the block (ROW_THREADS threads); every thread gets the result. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads(); /* red may still be read by a previous call */
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float s = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) s += red[i];
+    return s;
+}
+
+static int grid_for(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (int)(b > 65535 * 8 ? 65535 * 8 : b ? b : 1);
+}
+
+/* ---- embeddings ------------------------------------------------------------------------- */
+__global__ void k_embed(float *x, const float *tok, const int *tokens, const float *pos_tab, const int *pos,
+                        const float *type0, int D) {
+    const int r = blockIdx.x;
+    const float *e = tok + (size_t)tokens[r] * D;
+    const float *p = pos_tab ? pos_tab + (size_t)pos[r] * D : NULL;
+    float *o = x + (size_t)r * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = e[d];
+        if (type0) v += type0[d];
+        if (p) v += p[d];
+        o[d] = v;
+    }
+}
+
+int ac_cu_embed(float *x, const float *tok, const int *tokens, const float *pos_tab, const int *pos, const float *type0,
+                int n, int D, cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    k_embed<<<n, ROW_THREADS, 0, st>>>(x, tok, tokens, pos_tab, pos, type0, D);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* ---- norms ------------------------------------------------------------------------------ */
+template <typename T> __global__ void k_rmsnorm(T *out, const float *x, const float *w, int D, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float ss = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) ss += xr[d] * xr[d];
+    ss = block_sum(ss, red);
+    const float s = rsqrtf(ss / D + eps);
+    T *o = out + (size_t)blockIdx.x * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) ac_st(o + d, xr[d] * s * w[d]);
+}
+
+/* The row read once into registers (PER values per thread): rows up to PER x threads. */
+#define NORM_PER 8
+template <typename T> __global__ void k_rmsnorm_reg(T *out, const float *x, const float *w, int D, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float v[NORM_PER], ss = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        v[i] = d < D ? xr[d] : 0.f;
+        ss += v[i] * v[i];
+    }
+    const float s = rsqrtf(block_sum(ss, red) / D + eps);
+    T *o = out + (size_t)blockIdx.x * D;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        if (d < D) ac_st(o + d, v[i] * s * w[d]);
+    }
+}
+
+template <typename T> int ac_cu_rmsnorm(T *out, const float *x, const float *w, int n, int D, float eps, cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    const int th = norm_threads(D);
+    if (D <= th * NORM_PER) k_rmsnorm_reg<T><<<n, th, 0, st>>>(out, x, w, D, eps);
+    else k_rmsnorm<T><<<n, th, 0, st>>>(out, x, w, D, eps);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template <typename T>
+__global__ void k_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int D, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float s1 = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) s1 += xr[d];
+    const float mu = block_sum(s1, red) / D;
+    float s2 = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float c = xr[d] - mu;
+        s2 += c * c;
+    }
+    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
+    float *yr = y + (size_t)blockIdx.x * D;
+    T *tr = out_t ? out_t + (size_t)blockIdx.x * D : NULL;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = (xr[d] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
+        yr[d] = v; /* same thread read xr[d] above: in place is safe */
+        if (tr) ac_st(tr + d, v);
+    }
+}
+
+template <typename T>
+__global__ void k_layernorm_reg(float *y, T *out_t, const float *x, const float *w, const float *b, int D, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float v[NORM_PER], s1 = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        v[i] = d < D ? xr[d] : 0.f;
+        s1 += v[i];
+    }
+    const float mu = block_sum(s1, red) / D;
+    float s2 = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        const float c = d < D ? v[i] - mu : 0.f;
+        s2 += c * c;
+    }
+    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
+    float *yr = y + (size_t)blockIdx.x * D;
+    T *tr = out_t ? out_t + (size_t)blockIdx.x * D : NULL;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        if (d >= D) continue;
+        const float r = (v[i] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
+        yr[d] = r;
+        if (tr) ac_st(tr + d, r);
+    }
+}
+
+template <typename T>
+int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int n, int D, float eps,
+                    cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    const int th = norm_threads(D);
+    if (D <= th * NORM_PER) k_layernorm_reg<T><<<n, th, 0, st>>>(y, out_t, x, w, b, D, eps);
+    else k_layernorm<T><<<n, th, 0, st>>>(y, out_t, x, w, b, D, eps);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* ---- RoPE: one block per row, threads over (head, pair) of q then k ------------------------ */
+template <typename T>
+__global__ void k_rope(T *q, int ldq, int nh, T *k, int ldk, int nkv, int hd, int n_rot, int neox, const float *cs,
+                       const int *pos) {
+    const int r = blockIdx.x, half = n_rot / 2;
+    const float *c = cs + (size_t)pos[r] * n_rot;
+    for (int i = threadIdx.x; i < (nh + nkv) * half; i += blockDim.x) {
+        const int h = i / half, p = i % half;
+        T *v = h < nh ? q + (size_t)r * ldq + (size_t)h * hd : k + (size_t)r * ldk + (size_t)(h - nh) * hd;
+        const int i0 = neox ? p : 2 * p, i1 = neox ? p + half : 2 * p + 1;
+        const float co = c[2 * p], si = c[2 * p + 1];
+        const float a = ac_ld(v + i0), b = ac_ld(v + i1);
+        ac_st(v + i0, a * co - b * si);
+        ac_st(v + i1, a * si + b * co);
+    }
+}
+
+template <typename T>
+int ac_cu_rope(T *q, int ldq, int nh, T *k, int ldk, int nkv, int hd, int n_rot, int neox, const float *cs,
+               const int *pos, int n, cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    k_rope<T><<<n, 128, 0, st>>>(q, ldq, nh, k, ldk, nkv, hd, n_rot, neox, cs, pos);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* ---- activations ---------------------------------------------------------------------------- */
+template <typename T> __global__ void k_swiglu(T *h, const T *gu, int n, int F) {
+    const size_t total = (size_t)n * F;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / F, c = i % F;
+        const float g = ac_ld(gu + r * 2 * F + c), u = ac_ld(gu + r * 2 * F + F + c);
+        ac_st(h + i, g / (1.0f + expf(-g)) * u);
+    }
+}
+
+template <typename T> int ac_cu_swiglu(T *h, const T *gu, int n, int F, cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    k_swiglu<T><<<grid_for((size_t)n * F, 256), 256, 0, st>>>(h, gu, n, F);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template <typename T> __global__ void k_gelu(T *x, size_t count) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = ac_ld(x + i);
+        ac_st(x + i, 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
+    }
+}
+
+template <typename T> int ac_cu_gelu(T *x, size_t count, cudaStream_t st) {
+    if (!count) return AC_OK;
+    k_gelu<T><<<grid_for(count, 256), 256, 0, st>>>(x, count);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+__global__ void k_bias_tanh(float *x, const float *b, size_t count, int width) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = tanhf(x[i] + (b ? b[i % width] : 0.0f));
+}
+
+int ac_cu_bias_tanh(float *x, const float *b, size_t count, int width, cudaStream_t st) {
+    if (!count) return AC_OK;
+    k_bias_tanh<<<grid_for(count, 256), 256, 0, st>>>(x, b, count, width);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template <typename T> __global__ void k_add_bias(T *y, int ldy, const float *b, int n, int N) {
+    const size_t total = (size_t)n * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / N, c = i % N;
+        T *p = y + r * ldy + c;
+        ac_st(p, ac_ld(p) + b[c]);
+    }
+}
+
+template <typename T> int ac_cu_add_bias(T *y, int ldy, const float *b, int n, int N, cudaStream_t st) {
+    if (n <= 0 || !b) return AC_OK;
+    k_add_bias<T><<<grid_for((size_t)n * N, 256), 256, 0, st>>>(y, ldy, b, n, N);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* ---- pooling: one block per sequence; each thread owns columns d (sums in order t = 0..L-1) ---- */
+__global__ void k_pool(float *out, const float *h, const int *cu, int D, int mode, int normalize) {
+    __shared__ float red[32];
+    const int s = blockIdx.x, r0 = cu[s], L = cu[s + 1] - r0;
+    float *o = out + (size_t)s * D;
+    float ss = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v;
+        if (mode == AC_POOL_MEAN) {
+            float acc = 0;
+            for (int t = 0; t < L; t++) acc += h[(size_t)(r0 + t) * D + d];
+            v = acc / L;
+        } else {
+            v = h[(size_t)(r0 + (mode == AC_POOL_CLS ? 0 : L - 1)) * D + d];
+        }
+        o[d] = v;
+        ss += v * v;
+    }
+    if (!normalize) return;
+    ss = block_sum(ss, red);
+    if (ss > 0) {
+        const float inv = rsqrtf(ss);
+        for (int d = threadIdx.x; d < D; d += blockDim.x) o[d] *= inv;
+    }
+}
+
+int ac_cu_pool(float *out, const float *h, const int *cu, int n_seq, int D, int mode, int normalize, cudaStream_t st) {
+    if (mode != AC_POOL_MEAN && mode != AC_POOL_CLS && mode != AC_POOL_LAST)
+        return ac_err(AC_ERR_ARG, "CUDA pooling: mode %d", mode);
+    if (n_seq <= 0) return AC_OK;
+    k_pool<<<n_seq, ROW_THREADS, 0, st>>>(out, h, cu, D, mode, normalize);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template <typename T> __global__ void k_gather(T *dst, const float *src, const int *cu, int D, int last) {
+    const int s = blockIdx.x, r = last ? cu[s + 1] - 1 : cu[s];
+    for (int d = threadIdx.x; d < D; d += blockDim.x) ac_st(dst + (size_t)s * D + d, src[(size_t)r * D + d]);
+}
+
+template <typename T> int ac_cu_gather(T *dst, const float *src, const int *cu, int n_seq, int D, int last, cudaStream_t st) {
+    if (n_seq <= 0) return AC_OK;
+    k_gather<T><<<n_seq, ROW_THREADS, 0, st>>>(dst, src, cu, D, last);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template <typename T> __global__ void k_convert(T *dst, const float *src, size_t count) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+        ac_st(dst + i, src[i]);
+}
+
+template <typename T> int ac_cu_convert(T *dst, const float *src, size_t count, cudaStream_t st) {
+    if (!count) return AC_OK;
+    k_convert<T><<<grid_for(count, 256), 256, 0, st>>>(dst, src, count);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* the two activation types */
+#define AC_INST(T)                                                                                             \
+    template int ac_cu_rmsnorm<T>(T *, const float *, const float *, int, int, float, cudaStream_t);           \
+    template int ac_cu_layernorm<T>(float *, T *, const float *, const float *, const float *, int, int, float, \
+                                    cudaStream_t);                                                             \
+    template int ac_cu_rope<T>(T *, int, int, T *, int, int, int, int, int, const float *, const int *, int,   \
+                               cudaStream_t);                                                                  \
+    template int ac_cu_swiglu<T>(T *, const T *, int, int, cudaStream_t);                                      \
+    template int ac_cu_gelu<T>(T *, size_t, cudaStream_t);                                                     \
+    template int ac_cu_add_bias<T>(T *, int, const float *, int, int, cudaStream_t);                           \
+    template int ac_cu_gather<T>(T *, const float *, const int *, int, int, int, cudaStream_t);                 \
+    template int ac_cu_convert<T>(T *, const float *, size_t, cudaStream_t);
+AC_INST(float)
+AC_INST(bf16)

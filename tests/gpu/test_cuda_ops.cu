@@ -1,0 +1,404 @@
+/* test_cuda_ops.cu — every CUDA kernel of src/backends/cuda against a plain
+ * CPU reference written beside it (the llm.c dev/cuda habit), on fresh random
+ * inputs, with outputs poisoned (NaN) before each run so unwritten elements
+ * fail. Exits 0 with "SKIP" when no CUDA device is present.
+ * usage: test_cuda_ops [seed] */
+#include "gpu_check.h"
+
+#include "backends/cuda/cuda_attn.h"
+#include "backends/cuda/cuda_gemm.h"
+#include "backends/cuda/cuda_ops.h"
+
+#include <string.h>
+#include <vector>
+
+using std::vector;
+
+#define OK(x)                                                                                                  \
+    do {                                                                                                       \
+        int rc_ = (x);                                                                                         \
+        if (rc_ != AC_OK) {                                                                                    \
+            fprintf(stderr, "FAIL %s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #x, rc_, ac_last_error());       \
+            exit(1);                                                                                           \
+        }                                                                                                      \
+    } while (0)
+#define CU(x)                                                                                                  \
+    do {                                                                                                       \
+        cudaError_t e_ = (x);                                                                                  \
+        if (e_ != cudaSuccess) {                                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));            \
+            exit(1);                                                                                           \
+        }                                                                                                      \
+    } while (0)
+
+static vector<float> randv(size_t n, float amp = 1.0f, float base = 0.0f) {
+    vector<float> v(n);
+    for (auto &x : v) x = base + amp * rnd();
+    return v;
+}
+static float bfr(float f) { return ac_host_bf16_to_f32(ac_host_f32_to_bf16(f)); } /* round to bf16 */
+
+/* device copies: f32 or bf16 */
+template <typename T> static T *dev(const vector<float> &h) {
+    T *d;
+    CU(cudaMalloc(&d, h.size() * sizeof(T) + 16));
+    if (sizeof(T) == 4) {
+        CU(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    } else {
+        vector<uint16_t> b(h.size());
+        for (size_t i = 0; i < h.size(); i++) b[i] = ac_host_f32_to_bf16(h[i]);
+        CU(cudaMemcpy(d, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
+    }
+    return d;
+}
+template <typename T> static T *dev_nan(size_t n) { /* poisoned output */
+    vector<float> h(n, NAN);
+    return dev<T>(h);
+}
+static int *dev_i(const vector<int> &h) {
+    int *d;
+    CU(cudaMalloc(&d, h.size() * 4));
+    CU(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    return d;
+}
+template <typename T> static vector<float> host(const T *d, size_t n) {
+    CU(cudaDeviceSynchronize());
+    vector<float> h(n);
+    if (sizeof(T) == 4) {
+        CU(cudaMemcpy(h.data(), d, n * 4, cudaMemcpyDeviceToHost));
+    } else {
+        vector<uint16_t> b(n);
+        CU(cudaMemcpy(b.data(), d, n * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) h[i] = ac_host_bf16_to_f32(b[i]);
+    }
+    return h;
+}
+
+/* ---- references -------------------------------------------------------------------------------- */
+static void ref_rmsnorm(float *o, const float *x, const float *w, int D, float eps) {
+    double ss = 0;
+    for (int i = 0; i < D; i++) ss += (double)x[i] * x[i];
+    float s = (float)(1.0 / sqrt(ss / D + eps));
+    for (int i = 0; i < D; i++) o[i] = x[i] * s * w[i];
+}
+static void ref_layernorm(float *o, const float *x, const float *w, const float *b, int D, float eps) {
+    double mu = 0, var = 0;
+    for (int i = 0; i < D; i++) mu += x[i];
+    mu /= D;
+    for (int i = 0; i < D; i++) var += (x[i] - mu) * (x[i] - mu);
+    var /= D;
+    float s = (float)(1.0 / sqrt(var + eps));
+    for (int i = 0; i < D; i++) o[i] = (float)(x[i] - mu) * s * w[i] + b[i];
+}
+
+/* cu offsets of random lengths (1 included) */
+static vector<int> rand_cu(int n_seq, int Lmax, int *T, int *lmax) {
+    vector<int> cu(n_seq + 1, 0);
+    *lmax = 0;
+    for (int s = 0; s < n_seq; s++) {
+        int L = s == 0 ? 1 : s == 1 ? Lmax : 1 + rnd_int(Lmax);
+        cu[s + 1] = cu[s] + L;
+        if (L > *lmax) *lmax = L;
+    }
+    *T = cu[n_seq];
+    return cu;
+}
+
+static void test_embed(void) {
+    const int V = 50, D = 96, n = 37, P = 64;
+    auto tok = randv((size_t)V * D), pos = randv((size_t)P * D, 0.1f), type0 = randv(D, 0.1f);
+    vector<int> ids(n), ps(n);
+    for (int i = 0; i < n; i++) ids[i] = rnd_int(V), ps[i] = rnd_int(P);
+    float *dt = dev<float>(tok), *dp = dev<float>(pos), *d0 = dev<float>(type0), *x = dev_nan<float>((size_t)n * D);
+    int *di = dev_i(ids), *dps = dev_i(ps);
+    for (int bert = 0; bert < 2; bert++) {
+        OK(ac_cu_embed(x, dt, di, bert ? dp : NULL, dps, bert ? d0 : NULL, n, D, 0));
+        auto got = host(x, (size_t)n * D);
+        vector<float> ref((size_t)n * D);
+        for (int r = 0; r < n; r++)
+            for (int d = 0; d < D; d++)
+                ref[(size_t)r * D + d] =
+                    tok[(size_t)ids[r] * D + d] + (bert ? type0[d] + pos[(size_t)ps[r] * D + d] : 0.0f);
+        double e = rel_err(got.data(), ref.data(), ref.size());
+        CHECK(e < 1e-6, "embed bert=%d rel err %.3g", bert, e);
+    }
+    cudaFree(dt), cudaFree(dp), cudaFree(d0), cudaFree(x), cudaFree(di), cudaFree(dps);
+}
+
+template <typename T> static void test_norms(double tol, int D) { /* D <= 2048: registers; larger: the loop kernel */
+    const int n = 19;
+    auto x = randv((size_t)n * D, 3.0f, 0.5f), w = randv(D, 0.2f, 1.0f), b = randv(D, 0.2f);
+    float *dx = dev<float>(x), *dw = dev<float>(w), *db = dev<float>(b);
+    T *o = dev_nan<T>((size_t)n * D);
+    vector<float> ref((size_t)n * D);
+    OK(ac_cu_rmsnorm<T>(o, dx, dw, n, D, 1e-6f, 0));
+    for (int r = 0; r < n; r++) ref_rmsnorm(&ref[(size_t)r * D], &x[(size_t)r * D], w.data(), D, 1e-6f);
+    auto got = host(o, ref.size());
+    double e = rel_err(got.data(), ref.data(), ref.size());
+    CHECK(e < tol, "rmsnorm (%zu-byte out, D %d) rel err %.3g", sizeof(T), D, e);
+    /* layernorm in place on x, with a typed copy */
+    for (int r = 0; r < n; r++) ref_layernorm(&ref[(size_t)r * D], &x[(size_t)r * D], w.data(), b.data(), D, 1e-12f);
+    CU(cudaMemset(o, 0xff, (size_t)n * D * sizeof(T)));
+    OK(ac_cu_layernorm<T>(dx, o, dx, dw, db, n, D, 1e-12f, 0));
+    auto gx = host(dx, ref.size()), go = host(o, ref.size());
+    double e1 = rel_err(gx.data(), ref.data(), ref.size()), e2 = rel_err(go.data(), ref.data(), ref.size());
+    CHECK(e1 < 1e-5 && e2 < tol, "layernorm (%zu-byte out) rel err %.3g / %.3g", sizeof(T), e1, e2);
+    cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(o);
+}
+
+static void test_rope(void) {
+    const int n = 23, nh = 4, nkv = 2, hd = 64, ldq = nh * hd + 2 * nkv * hd, n_rot = 48, L = 40;
+    vector<float> cs((size_t)L * n_rot);
+    for (int p = 0; p < L; p++)
+        for (int i = 0; i < n_rot / 2; i++) {
+            double th = p * pow(10000.0, -2.0 * i / n_rot);
+            cs[((size_t)p * n_rot / 2 + i) * 2] = (float)cos(th), cs[((size_t)p * n_rot / 2 + i) * 2 + 1] = (float)sin(th);
+        }
+    vector<int> pos(n);
+    for (int i = 0; i < n; i++) pos[i] = rnd_int(L);
+    for (int neox = 0; neox < 2; neox++) {
+        auto x = randv((size_t)n * ldq);
+        float *dx = dev<float>(x), *dcs = dev<float>(cs);
+        int *dp = dev_i(pos);
+        OK(ac_cu_rope<float>(dx, ldq, nh, dx + nh * hd, ldq, nkv, hd, n_rot, neox, dcs, dp, n, 0));
+        auto got = host(dx, x.size());
+        vector<float> ref = x;
+        for (int r = 0; r < n; r++)
+            for (int h = 0; h < nh + nkv; h++) { /* q heads then k heads: both rotate the same way (v untouched) */
+                float *v = &ref[(size_t)r * ldq + (size_t)h * hd];
+                const float *c = &cs[(size_t)pos[r] * n_rot];
+                for (int i = 0; i < n_rot / 2; i++) {
+                    int i0 = neox ? i : 2 * i, i1 = neox ? i + n_rot / 2 : 2 * i + 1;
+                    float a = v[i0], b = v[i1];
+                    v[i0] = a * c[2 * i] - b * c[2 * i + 1];
+                    v[i1] = a * c[2 * i + 1] + b * c[2 * i];
+                }
+            }
+        double e = rel_err(got.data(), ref.data(), ref.size());
+        CHECK(e < 1e-6, "rope neox=%d rel err %.3g", neox, e);
+        cudaFree(dx), cudaFree(dcs), cudaFree(dp);
+    }
+}
+
+template <typename T> static void test_act(double tol) {
+    const int n = 13, F = 1000;
+    auto gu = randv((size_t)n * 2 * F, 4.0f);
+    for (auto &v : gu) v = sizeof(T) == 2 ? bfr(v) : v;
+    T *dgu = dev<T>(gu), *dh = dev_nan<T>((size_t)n * F);
+    OK(ac_cu_swiglu<T>(dh, dgu, n, F, 0));
+    vector<float> ref((size_t)n * F);
+    for (int r = 0; r < n; r++)
+        for (int c = 0; c < F; c++) {
+            float g = gu[(size_t)r * 2 * F + c], u = gu[(size_t)r * 2 * F + F + c];
+            ref[(size_t)r * F + c] = (float)(g / (1.0 + exp(-(double)g)) * u);
+        }
+    auto got = host(dh, ref.size());
+    double e = rel_err(got.data(), ref.data(), ref.size());
+    CHECK(e < tol, "swiglu (%zu-byte) rel err %.3g", sizeof(T), e);
+    OK(ac_cu_gelu<T>(dgu, gu.size(), 0));
+    got = host(dgu, gu.size());
+    ref.resize(gu.size());
+    for (size_t i = 0; i < gu.size(); i++) ref[i] = (float)(0.5 * gu[i] * (1.0 + erf(gu[i] / sqrt(2.0))));
+    e = rel_err(got.data(), ref.data(), ref.size());
+    CHECK(e < tol, "gelu (%zu-byte) rel err %.3g", sizeof(T), e);
+    cudaFree(dgu), cudaFree(dh);
+}
+
+static void test_pool(void) {
+    const int n_seq = 6, D = 200;
+    int T, lmax;
+    auto cu = rand_cu(n_seq, 50, &T, &lmax);
+    auto h = randv((size_t)T * D);
+    float *dh = dev<float>(h), *o = dev_nan<float>((size_t)n_seq * D);
+    int *dcu = dev_i(cu);
+    for (int mode = AC_POOL_MEAN; mode <= AC_POOL_LAST; mode++)
+        for (int norm = 0; norm < 2; norm++) {
+            OK(ac_cu_pool(o, dh, dcu, n_seq, D, mode, norm, 0));
+            auto got = host(o, (size_t)n_seq * D);
+            vector<float> ref((size_t)n_seq * D);
+            for (int s = 0; s < n_seq; s++) {
+                double ss = 0;
+                for (int d = 0; d < D; d++) {
+                    double v = 0;
+                    if (mode == AC_POOL_MEAN) {
+                        for (int t = cu[s]; t < cu[s + 1]; t++) v += h[(size_t)t * D + d];
+                        v /= cu[s + 1] - cu[s];
+                    } else {
+                        v = h[(size_t)(mode == AC_POOL_CLS ? cu[s] : cu[s + 1] - 1) * D + d];
+                    }
+                    ref[(size_t)s * D + d] = (float)v;
+                    ss += v * v;
+                }
+                if (norm)
+                    for (int d = 0; d < D; d++) ref[(size_t)s * D + d] /= (float)sqrt(ss);
+            }
+            double e = rel_err(got.data(), ref.data(), ref.size());
+            CHECK(e < 1e-5, "pool mode %d norm %d rel err %.3g", mode, norm, e);
+        }
+    cudaFree(dh), cudaFree(o), cudaFree(dcu);
+}
+
+/* Y = X W^T + b (+ Y) */
+static void test_gemm(void) {
+    const int shapes[][3] = {{1, 64, 32}, {37, 384, 384}, {130, 1536, 384}, {256, 96, 1000}};
+    for (auto &sh : shapes)
+        for (int f32 = 0; f32 < 2; f32++)
+            for (int acc = 0; acc < 2; acc++) {
+                const int M = sh[0], N = sh[1], K = sh[2];
+                ac_cu_gemm *g; /* fresh: bf16 bias copies are keyed by the (reused) f32 pointer */
+                OK(ac_cu_gemm_new(0, &g));
+                auto X = randv((size_t)M * K), W = randv((size_t)N * K, 1.0f / sqrtf((float)K)), b = randv(N),
+                     Y0 = randv((size_t)M * N);
+                if (!f32)
+                    for (auto *v : {&X, &W})
+                        for (auto &e : *v) e = bfr(e);
+                void *dX = f32 ? (void *)dev<float>(X) : (void *)dev<bf16>(X);
+                void *dW = f32 ? (void *)dev<float>(W) : (void *)dev<bf16>(W);
+                float *db = dev<float>(b), *dY = dev<float>(Y0);
+                OK(ac_cu_gemm_run(g, f32, 1, dW, dX, dY, N, M, N, K, acc ? db : NULL, acc));
+                auto got = host(dY, (size_t)M * N);
+                vector<float> ref((size_t)M * N);
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) {
+                        double s = 0;
+                        for (int k = 0; k < K; k++) s += (double)X[(size_t)m * K + k] * W[(size_t)n * K + k];
+                        ref[(size_t)m * N + n] = (float)(s + (acc ? b[n] + Y0[(size_t)m * N + n] : 0.0));
+                    }
+                double e = rel_err(got.data(), ref.data(), ref.size());
+                CHECK(e < (f32 ? 1e-5 : 1e-3), "gemm %dx%dx%d f32=%d acc=%d rel err %.3g", M, N, K, f32, acc, e);
+                /* bf16 output with bias (the QKV projection's case) */
+                if (!f32 && !acc) {
+                    bf16 *dYb = dev_nan<bf16>((size_t)M * N);
+                    OK(ac_cu_gemm_run(g, 0, 0, dW, dX, dYb, N, M, N, K, db, 0));
+                    auto gb = host(dYb, (size_t)M * N);
+                    for (int m = 0; m < M; m++)
+                        for (int n = 0; n < N; n++) ref[(size_t)m * N + n] += b[n];
+                    e = rel_err(gb.data(), ref.data(), ref.size());
+                    CHECK(e < 8e-3, "gemm bf16 out %dx%dx%d + bias rel err %.3g", M, N, K, e);
+                    cudaFree(dYb);
+                }
+                cudaFree(dX), cudaFree(dW), cudaFree(db), cudaFree(dY);
+                ac_cu_gemm_free(g);
+            }
+}
+
+/* reference attention (double) over packed sequences; P_out [H][L][L] per sequence when non-NULL */
+static void ref_attn(const vector<float> &q, const vector<float> &k, const vector<float> &v, vector<float> &o,
+                     const vector<int> &cu, int H, int Hkv, int hd, int ldq, int ldk, int causal, vector<float> *P) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    size_t poff = 0;
+    for (size_t s = 0; s + 1 < cu.size(); s++) {
+        const int st = cu[s], L = cu[s + 1] - cu[s];
+        vector<double> p(L);
+        for (int h = 0; h < H; h++) {
+            const int g = h / (H / Hkv);
+            for (int i = 0; i < L; i++) {
+                double mx = -1e300;
+                const int n = causal ? i + 1 : L;
+                for (int j = 0; j < n; j++) {
+                    double a = 0;
+                    for (int d = 0; d < hd; d++)
+                        a += (double)q[(size_t)(st + i) * ldq + h * hd + d] * k[(size_t)(st + j) * ldk + g * hd + d];
+                    p[j] = a * scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                double sum = 0;
+                for (int j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < hd; d++) {
+                    double a = 0;
+                    for (int j = 0; j < n; j++) a += p[j] * v[(size_t)(st + j) * ldk + g * hd + d];
+                    o[(size_t)(st + i) * ldq + h * hd + d] = (float)(a / sum);
+                }
+                if (P)
+                    for (int j = 0; j < L; j++) (*P)[poff + ((size_t)h * L + i) * L + j] = j < n ? (float)(p[j] / sum) : 0.f;
+            }
+        }
+        poff += (size_t)H * L * L;
+    }
+}
+
+static void test_flash(int hd, int causal, int H, int Hkv, int variant, int n_seq, int Lmax) {
+    int T, lmax;
+    auto cu = rand_cu(n_seq, Lmax, &T, &lmax);
+    const int ldq = H * hd, ldk = Hkv * hd;
+    auto q = randv((size_t)T * ldq, 2.0f), k = randv((size_t)T * ldk, 2.0f), v = randv((size_t)T * ldk);
+    for (auto *x : {&q, &k, &v})
+        for (auto &e : *x) e = bfr(e);
+    bf16 *dq = dev<bf16>(q), *dk = dev<bf16>(k), *dv = dev<bf16>(v), *dout = dev_nan<bf16>((size_t)T * ldq);
+    int *dcu = dev_i(cu);
+    ac_cu_attn a = {n_seq, lmax, dcu, H, Hkv, hd, ldq, ldk, ldq, causal, 1.0f / sqrtf((float)hd)};
+    OK(ac_cu_flash_attn(&a, dq, dk, dv, dout, variant, 0));
+    auto got = host(dout, (size_t)T * ldq);
+    vector<float> ref((size_t)T * ldq);
+    ref_attn(q, k, v, ref, cu, H, Hkv, hd, ldq, ldk, causal, NULL);
+    double e = rel_err(got.data(), ref.data(), ref.size());
+    CHECK(all_finite(got.data(), got.size()) && e < 1e-2,
+          "flash hd %d causal %d H %d/%d variant %d, %d seqs up to %d: rel err %.3g", hd, causal, H, Hkv, variant, n_seq,
+          lmax, e);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dcu);
+}
+
+template <typename T> static void test_materialised(int hd, int causal, double tol) {
+    const int H = 4, Hkv = 2, n_seq = 4;
+    int Tn, lmax;
+    auto cu = rand_cu(n_seq, 70, &Tn, &lmax);
+    const int ldq = H * hd, ldk = Hkv * hd;
+    auto q = randv((size_t)Tn * ldq, 2.0f), k = randv((size_t)Tn * ldk, 2.0f), v = randv((size_t)Tn * ldk);
+    if (sizeof(T) == 2)
+        for (auto *x : {&q, &k, &v})
+            for (auto &e : *x) e = bfr(e);
+    vector<long long> poff(n_seq);
+    long long tot = 0;
+    for (int s = 0; s < n_seq; s++) poff[s] = tot, tot += (long long)H * (cu[s + 1] - cu[s]) * (cu[s + 1] - cu[s]);
+    T *dq = dev<T>(q), *dk = dev<T>(k), *dv = dev<T>(v), *dout = dev_nan<T>((size_t)Tn * ldq);
+    float *dP = dev_nan<float>((size_t)tot);
+    long long *dpo;
+    CU(cudaMalloc(&dpo, n_seq * 8));
+    CU(cudaMemcpy(dpo, poff.data(), n_seq * 8, cudaMemcpyHostToDevice));
+    int *dcu = dev_i(cu);
+    ac_cu_attn a = {n_seq, lmax, dcu, H, Hkv, hd, ldq, ldk, ldq, causal, 1.0f / sqrtf((float)hd)};
+    OK(ac_cu_attn_materialised<T>(&a, dq, dk, dv, dout, dP, dpo, 0));
+    auto got = host(dout, (size_t)Tn * ldq);
+    auto gP = host(dP, (size_t)tot);
+    vector<float> ref((size_t)Tn * ldq), rP((size_t)tot);
+    ref_attn(q, k, v, ref, cu, H, Hkv, hd, ldq, ldk, causal, &rP);
+    double e = rel_err(got.data(), ref.data(), ref.size()), eP = rel_err(gP.data(), rP.data(), rP.size());
+    CHECK(e < tol && eP < tol, "materialised (%zu-byte) hd %d causal %d: out rel err %.3g, P rel err %.3g", sizeof(T),
+          hd, causal, e, eP);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dP), cudaFree(dpo), cudaFree(dcu);
+}
+
+int main(int argc, char **argv) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("SKIP test_cuda_ops: no CUDA device\n");
+        return 0;
+    }
+    rng_seed(argc > 1 ? strtoull(argv[1], NULL, 10) : 1234);
+    test_embed();
+    for (int D : {391, 2048, 3001}) {
+        test_norms<float>(1e-5, D);
+        test_norms<bf16>(8e-3, D);
+    }
+    test_rope();
+    test_act<float>(1e-5);
+    test_act<bf16>(8e-3);
+    test_pool();
+    test_gemm();
+    const int hds[] = {32, 64, 128};
+    for (int hd : hds)
+        for (int causal = 0; causal < 2; causal++)
+            for (int variant = AC_FLASH_W4; variant <= (hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); variant++) {
+                test_flash(hd, causal, 8, 2, variant, 5, 300); /* GQA 4:1, lengths 1 .. 300 */
+                test_flash(hd, causal, 4, 4, variant, 3, 64);  /* MHA, one exact tile */
+            }
+    test_flash(64, 1, 12, 12, 0, 2, 1030);                   /* long rows: many KV tiles */
+    test_flash(128, 0, 4, 2, 0, 3, 700);
+    for (int causal = 0; causal < 2; causal++) {
+        test_materialised<float>(64, causal, 1e-5);
+        test_materialised<float>(40, causal, 1e-5);
+        test_materialised<bf16>(64, causal, 1e-2);
+    }
+    printf("test_cuda_ops: %d checks passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
