@@ -24,7 +24,9 @@
 /* ---- exp ------------------------------------------------------------------------------
  * exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln 2 (two-part ln 2),
  * exp(r) = 1 + r + r^2 P(r) (Cephes expf polynomial, ~1 ulp on |r| <= ln2/2).
- * Inputs below -104 (including -inf) give 0, above 88.7 give +inf. */
+ * Inputs below -104 (including -inf) give 0; inputs above 88.7228 are clamped to
+ * it (3.4027e38, just below FLT_MAX: +inf included); NaN stays NaN. Every form
+ * (vector and scalar) behaves alike at these edges. */
 #define EXP_LO (-104.0f)
 #define EXP_HI (88.7228f)
 static const float EXP_P0 = 1.9875691500E-4f, EXP_P1 = 1.3981999507E-3f, EXP_P2 = 8.3334519073E-3f,
@@ -66,7 +68,7 @@ static inline float ac_expf_c(float x) {
 static inline float ac_expf_fma(float x) {
     if (x != x) return x;
     if (x < EXP_LO) return 0.0f;
-    if (x > EXP_HI) return INFINITY;
+    if (x > EXP_HI) x = EXP_HI;
     float n = nearbyintf(x * LOG2E);
     float r = fmaf(n, -LN2_HI, x);
     r = fmaf(n, -LN2_LO, r);
