@@ -53,11 +53,20 @@ static void pack_panel(const ac_mat *W, int n0, float *P) {
     }
 }
 
-/* out [MR][2] = A rows x P's 16 columns (row stride NR); mr rows valid. */
+/* C [MR][NR] (row stride NR, columns s..s+15 of it) += A rows (k = 0..K-1) x the 16 columns
+ * of P (row stride NR); mr rows valid. The accumulators start from and return to C, so a
+ * product cut into k blocks adds exactly what one pass would. */
 static inline __attribute__((always_inline)) void kernel(const int mr, int K, const float *A, size_t lda,
-                                                          const float *P, __m256 out[MR][2]) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+                                                          const float *P, float *C) {
+#define C_LD(r) _mm256_load_ps(C + (r) * NR), _mm256_load_ps(C + (r) * NR + 8)
+    __m256 c00 = _mm256_load_ps(C), c01 = _mm256_load_ps(C + 8), c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    if (mr > 1) c10 = _mm256_load_ps(C + NR), c11 = _mm256_load_ps(C + NR + 8);
+    if (mr > 2) c20 = _mm256_load_ps(C + 2 * NR), c21 = _mm256_load_ps(C + 2 * NR + 8);
+    if (mr > 3) c30 = _mm256_load_ps(C + 3 * NR), c31 = _mm256_load_ps(C + 3 * NR + 8);
+    if (mr > 4) c40 = _mm256_load_ps(C + 4 * NR), c41 = _mm256_load_ps(C + 4 * NR + 8);
+    if (mr > 5) c50 = _mm256_load_ps(C + 5 * NR), c51 = _mm256_load_ps(C + 5 * NR + 8);
+#undef C_LD
     const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
 #define F_ROW(cr0, cr1, ap)                            \
     do {                                               \
@@ -76,18 +85,33 @@ static inline __attribute__((always_inline)) void kernel(const int mr, int K, co
         if (mr > 5) F_ROW(c50, c51, a5);
     }
 #undef F_ROW
-    out[0][0] = c00, out[0][1] = c01, out[1][0] = c10, out[1][1] = c11, out[2][0] = c20, out[2][1] = c21;
-    out[3][0] = c30, out[3][1] = c31, out[4][0] = c40, out[4][1] = c41, out[5][0] = c50, out[5][1] = c51;
+    _mm256_store_ps(C, c00), _mm256_store_ps(C + 8, c01);
+    if (mr > 1) _mm256_store_ps(C + NR, c10), _mm256_store_ps(C + NR + 8, c11);
+    if (mr > 2) _mm256_store_ps(C + 2 * NR, c20), _mm256_store_ps(C + 2 * NR + 8, c21);
+    if (mr > 3) _mm256_store_ps(C + 3 * NR, c30), _mm256_store_ps(C + 3 * NR + 8, c31);
+    if (mr > 4) _mm256_store_ps(C + 4 * NR, c40), _mm256_store_ps(C + 4 * NR + 8, c41);
+    if (mr > 5) _mm256_store_ps(C + 5 * NR, c50), _mm256_store_ps(C + 5 * NR + 8, c51);
 }
 
-static void kernel_mr(int mr, int K, const float *A, size_t lda, const float *P, __m256 acc[MR][2]) {
-    switch (mr) {
-    case 6: kernel(6, K, A, lda, P, acc); break;
-    case 5: kernel(5, K, A, lda, P, acc); break;
-    case 4: kernel(4, K, A, lda, P, acc); break;
-    case 3: kernel(3, K, A, lda, P, acc); break;
-    case 2: kernel(2, K, A, lda, P, acc); break;
-    default: kernel(1, K, A, lda, P, acc); break;
+#define KB 128 /* k block: the 6 rows' block of A (3 KiB) stays in L1 across the 4 strips (measured best of 64..1024) */
+
+/* C [MR][NR] = A rows x P's nc columns (strips of 16), k blocked; mr rows valid. */
+static void tile(int mr, int K, int nc, const float *A, size_t lda, const float *P, float *C) {
+    memset(C, 0, (size_t)MR * NR * sizeof *C);
+    for (int k0 = 0; k0 < K; k0 += KB) {
+        const int kl = AC_MIN(KB, K - k0);
+        for (int s = 0; s < nc; s += 16) {
+            const float *Pk = P + (size_t)k0 * NR + s;
+            float *Cs = C + s;
+            switch (mr) {
+            case 6: kernel(6, kl, A + k0, lda, Pk, Cs); break;
+            case 5: kernel(5, kl, A + k0, lda, Pk, Cs); break;
+            case 4: kernel(4, kl, A + k0, lda, Pk, Cs); break;
+            case 3: kernel(3, kl, A + k0, lda, Pk, Cs); break;
+            case 2: kernel(2, kl, A + k0, lda, Pk, Cs); break;
+            default: kernel(1, kl, A + k0, lda, Pk, Cs); break;
+            }
+        }
     }
 }
 
@@ -120,21 +144,22 @@ void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *p
     float *P = pk, *Pu = pk + (size_t)K * NR;
     pack_panel(j->W, n0, P);
     if (j->epi == AC_EPI_SWIGLU) pack_panel(j->W_up, n0, Pu);
-    __m256 acc[MR][2], gate[MR][2];
-    memset(gate, 0, sizeof gate);
+    float C[MR * NR] __attribute__((aligned(32))), G[MR * NR] __attribute__((aligned(32)));
+    const __m256 zero = _mm256_setzero_ps();
     for (int r0 = m0; r0 < m0 + nm; r0 += MR) {
         const int mr = AC_MIN(MR, m0 + nm - r0);
         const float *A = j->X->x + (size_t)r0 * K;
-        for (int s = 0; s < nc; s += 16) {
-            kernel_mr(mr, K, A, (size_t)K, P + s, acc);
-            if (j->epi == AC_EPI_SWIGLU) {
-                memcpy(gate, acc, sizeof gate);
-                kernel_mr(mr, K, A, (size_t)K, Pu + s, acc);
-            }
-            for (int r = 0; r < mr; r++) {
-                const size_t row = (size_t)(r0 + r) * N + n0 + s;
-                epi8(j, row, n0 + s, nc - s, acc[r][0], gate[r][0]);
-                if (nc - s > 8) epi8(j, row + 8, n0 + s + 8, nc - s - 8, acc[r][1], gate[r][1]);
+        if (j->epi == AC_EPI_SWIGLU) { /* G: silu's input (gate), C: the up projection */
+            tile(mr, K, nc, A, (size_t)K, P, G);
+            tile(mr, K, nc, A, (size_t)K, Pu, C);
+        } else {
+            tile(mr, K, nc, A, (size_t)K, P, C);
+        }
+        for (int r = 0; r < mr; r++) {
+            const size_t row = (size_t)(r0 + r) * N + n0;
+            for (int c = 0; c < nc; c += 8) {
+                const __m256 g = j->epi == AC_EPI_SWIGLU ? _mm256_load_ps(G + r * NR + c) : zero;
+                epi8(j, row + c, n0 + c, nc - c, _mm256_load_ps(C + r * NR + c), g);
             }
         }
     }
