@@ -2,7 +2,7 @@
  * RoPE, exp, f32 -> bf16. exp, SiLU and GELU have a form per CPU level
  * (ops_avx512.c, ops_avx2.c, the portable C here, which the compiler
  * vectorises), picked at each call from ac_cpu_level(); norms and RoPE are
- * portable C at every level. Within a level each has one code path for all
+ * the same C compiled once per level (norm_impl.h). Within a level each has one code path for all
  * elements (masked tails), so a value never depends on its position in a
  * buffer: batched and single runs agree bitwise. f32 -> bf16 rounds the same
  * way on every path (VCVTNEPS2BF16 where present). */
@@ -41,26 +41,39 @@ void ac_vexp(float *x, int n) {
     }
 }
 
-/* ---- norms (double accumulation of the sums: cheap at these sizes, and exact enough
- * that the result does not depend on vector width) ------------------------------------- */
+/* ---- norms and RoPE: norm_impl.h, one copy per level ------------------------------------------- */
+#define NORM_FN(name) name##_scalar
+#include "norm_impl.h"
+#undef NORM_FN
+void ac_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps);
+void ac_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps);
+void ac_layernorm_avx2(float *out, const float *x, const float *w, const float *b, int n, float eps);
+void ac_layernorm_avx512(float *out, const float *x, const float *w, const float *b, int n, float eps);
+void ac_rope_row_avx2(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs);
+void ac_rope_row_avx512(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs);
+
 void ac_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float s = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) out[i] = x[i] * s * w[i];
+    switch (LEVEL()) {
+    case AC_CPU_AVX512: ac_rmsnorm_avx512(out, x, w, n, eps); return;
+    case AC_CPU_AVX2: ac_rmsnorm_avx2(out, x, w, n, eps); return;
+    default: ac_rmsnorm_scalar(out, x, w, n, eps);
+    }
 }
 
 void ac_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
-    double mean = 0, var = 0;
-    for (int i = 0; i < n; i++) mean += x[i];
-    mean /= n;
-    for (int i = 0; i < n; i++) {
-        double d = x[i] - mean;
-        var += d * d;
+    switch (LEVEL()) {
+    case AC_CPU_AVX512: ac_layernorm_avx512(out, x, w, b, n, eps); return;
+    case AC_CPU_AVX2: ac_layernorm_avx2(out, x, w, b, n, eps); return;
+    default: ac_layernorm_scalar(out, x, w, b, n, eps);
     }
-    var /= n;
-    float s = (float)(1.0 / sqrt(var + eps)), mu = (float)mean;
-    for (int i = 0; i < n; i++) out[i] = (x[i] - mu) * s * w[i] + (b ? b[i] : 0.0f);
+}
+
+void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs) {
+    switch (LEVEL()) {
+    case AC_CPU_AVX512: ac_rope_row_avx512(x, n_heads, hd, n_rot, neox, cs); return;
+    case AC_CPU_AVX2: ac_rope_row_avx2(x, n_heads, hd, n_rot, neox, cs); return;
+    default: ac_rope_row_scalar(x, n_heads, hd, n_rot, neox, cs);
+    }
 }
 
 /* ---- activations ------------------------------------------------------------------------ */
@@ -98,29 +111,6 @@ void ac_gelu_erf(float *x, int n) {
     case AC_CPU_AVX2: ac_gelu_erf_avx2(x, n); return;
     default:
         for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678118654752f));
-    }
-}
-
-/* ---- RoPE ------------------------------------------------------------------------------------ */
-void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs) {
-    const int half = n_rot / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *v = x + (size_t)h * hd;
-        if (!neox) {
-            for (int i = 0; i < half; i++) {
-                float c = cs[2 * i], s = cs[2 * i + 1];
-                float a = v[2 * i], b = v[2 * i + 1];
-                v[2 * i] = a * c - b * s;
-                v[2 * i + 1] = a * s + b * c;
-            }
-        } else {
-            for (int i = 0; i < half; i++) {
-                float c = cs[2 * i], s = cs[2 * i + 1];
-                float a = v[i], b = v[i + half];
-                v[i] = a * c - b * s;
-                v[i + half] = a * s + b * c;
-            }
-        }
     }
 }
 

@@ -29,3 +29,6 @@ void ac_gelu_erf_avx2(float *x, int n) {
         _mm256_maskstore_ps(x + i, m, ac_gelu256(_mm256_maskload_ps(x + i, m)));
     }
 }
+
+#define NORM_FN(name) name##_avx2
+#include "norm_impl.h"

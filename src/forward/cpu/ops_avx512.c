@@ -44,3 +44,6 @@ size_t ac_f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t n) {
     }
     return i;
 }
+
+#define NORM_FN(name) name##_avx512
+#include "norm_impl.h"
