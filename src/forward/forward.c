@@ -69,8 +69,8 @@ const char *ac_ctx_describe(const ac_ctx *c, char *buf, int n) {
     if (m->info.weight_type == GGML_F32)
         snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
     else
-        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights), %s (other weights, %s)", ac_cpu_level_name(c->level), f,
-                 q, how);
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights), %s (other weights, %s)%s", ac_cpu_level_name(c->level), f,
+                 q, how, m->fast_fallback ? "; --fast: no AVX512-BF16 at this level, the exact f32 path runs" : "");
     return buf;
 }
 

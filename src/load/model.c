@@ -548,6 +548,7 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
                                            : pack_kind_wanted(params);
     if (kind == AC_PACK_DNNL && !ac_dnnl_bf16_available()) kind = AC_PACK_NONE;
     if (kind != AC_PACK_NONE && (rc = pack_weights(m, kind))) return rc;
+    m->fast_fallback = !params->f32_math && kind == AC_PACK_F32 && !(flags & AC_LOAD_NO_PACK);
 
     const ac_hparams *hp = &m->hp;
     ac_model_info *in = &m->info;
