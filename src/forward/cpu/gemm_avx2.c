@@ -93,23 +93,22 @@ static inline __attribute__((always_inline)) void kernel(const int mr, int K, co
     if (mr > 5) _mm256_store_ps(C + 5 * NR, c50), _mm256_store_ps(C + 5 * NR + 8, c51);
 }
 
-#define KB 128 /* k block: the 6 rows' block of A (3 KiB) stays in L1 across the 4 strips (measured best of 64..1024) */
+#define KB 128 /* k block: P's block (128 x 64 floats, 32 KiB) stays in L1 over all the task's rows */
 
-/* C [MR][NR] = A rows x P's nc columns (strips of 16), k blocked; mr rows valid. */
-static void tile(int mr, int K, int nc, const float *A, size_t lda, const float *P, float *C) {
-    memset(C, 0, (size_t)MR * NR * sizeof *C);
-    for (int k0 = 0; k0 < K; k0 += KB) {
-        const int kl = AC_MIN(KB, K - k0);
+/* C [.][NR] (rows r0.., columns of the panel) += A rows x P over k0..k0+kl for the task's rows. */
+static void kblock(int nm, int kl, int nc, const float *A, size_t lda, const float *P, float *C) {
+    for (int r = 0; r < nm; r += MR) {
+        const int mr = AC_MIN(MR, nm - r);
+        const float *Ar = A + (size_t)r * lda;
+        float *Cr = C + (size_t)r * NR;
         for (int s = 0; s < nc; s += 16) {
-            const float *Pk = P + (size_t)k0 * NR + s;
-            float *Cs = C + s;
             switch (mr) {
-            case 6: kernel(6, kl, A + k0, lda, Pk, Cs); break;
-            case 5: kernel(5, kl, A + k0, lda, Pk, Cs); break;
-            case 4: kernel(4, kl, A + k0, lda, Pk, Cs); break;
-            case 3: kernel(3, kl, A + k0, lda, Pk, Cs); break;
-            case 2: kernel(2, kl, A + k0, lda, Pk, Cs); break;
-            default: kernel(1, kl, A + k0, lda, Pk, Cs); break;
+            case 6: kernel(6, kl, Ar, lda, P + s, Cr + s); break;
+            case 5: kernel(5, kl, Ar, lda, P + s, Cr + s); break;
+            case 4: kernel(4, kl, Ar, lda, P + s, Cr + s); break;
+            case 3: kernel(3, kl, Ar, lda, P + s, Cr + s); break;
+            case 2: kernel(2, kl, Ar, lda, P + s, Cr + s); break;
+            default: kernel(1, kl, Ar, lda, P + s, Cr + s); break;
             }
         }
     }
@@ -138,29 +137,36 @@ static inline void epi8(const ac_gemm_job *j, size_t row, int col, int n, __m256
     }
 }
 
-/* One F32 task: rows m0..m0+nm of job j, panel p; pk: [2][K][NR] panel scratch. */
+/* One F32 task: rows m0..m0+nm (nm <= MBF) of job j, panel p; pk: [2][K][NR] panel scratch.
+ * Loop order k block, rows, strips: each k block of the panel is read from L1 by every row of
+ * the task (a whole panel, K x 256 bytes, can exceed L2 at K = 8192); each output still sums
+ * over k in order. */
 void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
+    const int swiglu = j->epi == AC_EPI_SWIGLU;
     float *P = pk, *Pu = pk + (size_t)K * NR;
     pack_panel(j->W, n0, P);
-    if (j->epi == AC_EPI_SWIGLU) pack_panel(j->W_up, n0, Pu);
-    float C[MR * NR] __attribute__((aligned(32))), G[MR * NR] __attribute__((aligned(32)));
-    const __m256 zero = _mm256_setzero_ps();
-    for (int r0 = m0; r0 < m0 + nm; r0 += MR) {
-        const int mr = AC_MIN(MR, m0 + nm - r0);
-        const float *A = j->X->x + (size_t)r0 * K;
-        if (j->epi == AC_EPI_SWIGLU) { /* G: silu's input (gate), C: the up projection */
-            tile(mr, K, nc, A, (size_t)K, P, G);
-            tile(mr, K, nc, A, (size_t)K, Pu, C);
+    if (swiglu) pack_panel(j->W_up, n0, Pu);
+    /* C: the product (SWIGLU: the up projection), G: SWIGLU's gate (silu's input) */
+    float C[MBF * NR] __attribute__((aligned(32))), G[MBF * NR] __attribute__((aligned(32)));
+    memset(C, 0, (size_t)nm * NR * sizeof *C);
+    if (swiglu) memset(G, 0, (size_t)nm * NR * sizeof *G);
+    const float *A = j->X->x + (size_t)m0 * K;
+    for (int k0 = 0; k0 < K; k0 += KB) {
+        const int kl = AC_MIN(KB, K - k0);
+        if (swiglu) {
+            kblock(nm, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, G);
+            kblock(nm, kl, nc, A + k0, (size_t)K, Pu + (size_t)k0 * NR, C);
         } else {
-            tile(mr, K, nc, A, (size_t)K, P, C);
+            kblock(nm, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, C);
         }
-        for (int r = 0; r < mr; r++) {
-            const size_t row = (size_t)(r0 + r) * N + n0;
-            for (int c = 0; c < nc; c += 8) {
-                const __m256 g = j->epi == AC_EPI_SWIGLU ? _mm256_load_ps(G + r * NR + c) : zero;
-                epi8(j, row + c, n0 + c, nc - c, _mm256_load_ps(C + r * NR + c), g);
-            }
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int r = 0; r < nm; r++) {
+        const size_t row = (size_t)(m0 + r) * N + n0;
+        for (int c = 0; c < nc; c += 8) {
+            const __m256 g = swiglu ? _mm256_load_ps(G + r * NR + c) : zero;
+            epi8(j, row + c, n0 + c, nc - c, _mm256_load_ps(C + r * NR + c), g);
         }
     }
 }

@@ -24,18 +24,23 @@ void ac_gelu_erf_avx2(float *x, int n);
 void ac_gelu_erf_avx512(float *x, int n);
 size_t ac_f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t n);
 
+/* X86(...): the per-level cases, compiled only where those files are (x86-64) */
 #if defined(__x86_64__) || defined(__i386__)
 #define LEVEL() ac_cpu_level()
+#define X86(...) __VA_ARGS__
 #else
 #define LEVEL() AC_CPU_SCALAR
+#define X86(...)
 #endif
 
 float ac_expf(float x) { return ac_expf_c(x); }
 
 void ac_vexp(float *x, int n) {
     switch (LEVEL()) {
-    case AC_CPU_AVX512: ac_vexp_avx512(x, n); return;
-    case AC_CPU_AVX2: ac_vexp_avx2(x, n); return;
+    X86(
+        case AC_CPU_AVX512: ac_vexp_avx512(x, n); return;
+        case AC_CPU_AVX2: ac_vexp_avx2(x, n); return;
+    )
     default:
         for (int i = 0; i < n; i++) x[i] = ac_expf_c(x[i]);
     }
@@ -54,24 +59,30 @@ void ac_rope_row_avx512(float *x, int n_heads, int hd, int n_rot, int neox, cons
 
 void ac_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     switch (LEVEL()) {
-    case AC_CPU_AVX512: ac_rmsnorm_avx512(out, x, w, n, eps); return;
-    case AC_CPU_AVX2: ac_rmsnorm_avx2(out, x, w, n, eps); return;
+    X86(
+        case AC_CPU_AVX512: ac_rmsnorm_avx512(out, x, w, n, eps); return;
+        case AC_CPU_AVX2: ac_rmsnorm_avx2(out, x, w, n, eps); return;
+    )
     default: ac_rmsnorm_scalar(out, x, w, n, eps);
     }
 }
 
 void ac_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
     switch (LEVEL()) {
-    case AC_CPU_AVX512: ac_layernorm_avx512(out, x, w, b, n, eps); return;
-    case AC_CPU_AVX2: ac_layernorm_avx2(out, x, w, b, n, eps); return;
+    X86(
+        case AC_CPU_AVX512: ac_layernorm_avx512(out, x, w, b, n, eps); return;
+        case AC_CPU_AVX2: ac_layernorm_avx2(out, x, w, b, n, eps); return;
+    )
     default: ac_layernorm_scalar(out, x, w, b, n, eps);
     }
 }
 
 void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs) {
     switch (LEVEL()) {
-    case AC_CPU_AVX512: ac_rope_row_avx512(x, n_heads, hd, n_rot, neox, cs); return;
-    case AC_CPU_AVX2: ac_rope_row_avx2(x, n_heads, hd, n_rot, neox, cs); return;
+    X86(
+        case AC_CPU_AVX512: ac_rope_row_avx512(x, n_heads, hd, n_rot, neox, cs); return;
+        case AC_CPU_AVX2: ac_rope_row_avx2(x, n_heads, hd, n_rot, neox, cs); return;
+    )
     default: ac_rope_row_scalar(x, n_heads, hd, n_rot, neox, cs);
     }
 }
@@ -79,8 +90,10 @@ void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float
 /* ---- activations ------------------------------------------------------------------------ */
 void ac_silu_mul(float *g, const float *u, int n) {
     switch (LEVEL()) {
-    case AC_CPU_AVX512: ac_silu_mul_avx512(g, u, n); return;
-    case AC_CPU_AVX2: ac_silu_mul_avx2(g, u, n); return;
+    X86(
+        case AC_CPU_AVX512: ac_silu_mul_avx512(g, u, n); return;
+        case AC_CPU_AVX2: ac_silu_mul_avx2(g, u, n); return;
+    )
     default:
         for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + ac_expf_c(-g[i])) * u[i];
     }
@@ -107,8 +120,10 @@ static inline float erf_approx(float x) {
 
 void ac_gelu_erf(float *x, int n) {
     switch (LEVEL()) {
-    case AC_CPU_AVX512: ac_gelu_erf_avx512(x, n); return;
-    case AC_CPU_AVX2: ac_gelu_erf_avx2(x, n); return;
+    X86(
+        case AC_CPU_AVX512: ac_gelu_erf_avx512(x, n); return;
+        case AC_CPU_AVX2: ac_gelu_erf_avx2(x, n); return;
+    )
     default:
         for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678118654752f));
     }
