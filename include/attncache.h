@@ -140,6 +140,9 @@ typedef struct ac_ctx_params {
     int attn;          /* enum ac_attn_kind; FUSED (online softmax) is the default */
     int max_tokens;    /* longest single input accepted; 0 = model's n_ctx_train */
     int profile;       /* 1: accumulate per-stage timings (ac_ctx_get_profile) */
+    int truncate;      /* 1: ac_embed_texts cuts a text longer than the limit (max_tokens) to it,
+                          keeping the closing special token the tokenizer added ([SEP], EOS), as
+                          TEI does; 0 (default): such a text is refused (AC_ERR_INPUT) */
 } ac_ctx_params;
 
 ac_ctx_params ac_ctx_default_params(void);

@@ -76,6 +76,8 @@ PY"
   check "empty line: exit != 0, one error line naming line 2" "[ $rc -ne 0 ] && [ \$(wc -l < '$T/e.txt') -eq 1 ] && grep -q 'line 2: empty' '$T/e.txt'"
   python3 -c "print('word ' * 400)" | "$BIN" embed -m "$STORIES" > /dev/null 2> "$T/e.txt"; rc=$?
   check "over-long input: clear error" "[ $rc -ne 0 ] && grep -q 'exceeds' '$T/e.txt'"
+  python3 -c "print('word ' * 400); print('short')" | "$BIN" embed -m "$STORIES" --truncate > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "over-long input with --truncate: cut to the limit, the next line too" "[ $rc -eq 0 ] && [ \$(wc -l < '$T/o.txt') -eq 2 ] && head -1 '$T/o.txt' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"tokens\"]==128, d[\"tokens\"]'"
   printf 'caf\xc3 \xff\xfe ok\n' | "$BIN" tokenize -m "$STORIES" > /dev/null 2> "$T/e.txt"
   check "invalid UTF-8: tokenized (replacement), exit 0" "[ \$? -eq 0 ]"
   head -c 5000 "$STORIES" > "$T/trunc.gguf"

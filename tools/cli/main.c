@@ -137,6 +137,7 @@ int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
     cp.gemm = c->gemm;
     cp.attn = c->attn;
     cp.profile = c->profile;
+    cp.truncate = c->truncate;
     rc = ac_ctx_new(*m, &cp, ctx);
     if (rc != AC_OK) {
         ac_model_free(*m);
@@ -168,6 +169,8 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         else if (!strcmp(v, "own")) c->gemm = AC_GEMM_OWN;
         else if (!strcmp(v, "avx512")) c->gemm = AC_GEMM_OWN, c->gemm_avx512 = 1;
         else return cli_fail("bad --gemm '%s' (auto|own|avx512|openblas|dnnl|naive)", v), -1;
+    } else if (!strcmp(a, "--truncate")) {
+        c->truncate = 1;
     } else if (!strcmp(a, "--cpu")) { /* process-wide, before any model is loaded */
         const char *v = NEXT();
         if (!v) return -1;
@@ -237,7 +240,9 @@ const char *cli_common_help =
     "      --fast           bf16 arithmetic for F16/BF16/Q8_0 weights where the CPU has AVX512-BF16\n"
     "                       (~2x faster, rel. error ~1e-3..5e-3; elsewhere the exact path);\n"
     "                       default: exact f32 products\n"
-    "      --attn A         fused|materialized exact attention (default fused)\n";
+    "      --attn A         fused|materialized exact attention (default fused)\n"
+    "      --truncate       embed, similarity: cut a text longer than the model's limit to it\n"
+    "                       (keeping the closing [SEP]/EOS) instead of refusing it\n";
 
 const char *cli_cache_help =
     "      --cache DIR      attention cache directory (see `attncache build`)\n"
