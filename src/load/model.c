@@ -1,9 +1,11 @@
 /* model.c — load a GGUF model (llama, qwen2, bert) as llama.cpp writes it:
  * hyper-parameters from {arch}.* keys, every tensor checked for presence,
  * exact shape and a supported type (errors name it), F32 weights used in
- * place from the mapping, F16/BF16/Q8_0 matrices packed at load into BF16 in
- * oneDNN's blocked layout (when the CPU has AVX512-BF16; the original data
- * stays mapped for the other backends, which convert rows on the fly). */
+ * place from the mapping, F16/BF16/Q8_0 matrices widened to f32 at load (the
+ * exact default, and the fast mode where the CPU level has no AVX512-BF16) or
+ * packed into BF16 panels for the own kernel (or oneDNN's layout) in the fast
+ * mode; the original data stays mapped for the other backends, which convert
+ * rows on the fly. The packing depends on the CPU level at load (util/cpu.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "load/model.h"
 #include "forward/forward.h"
