@@ -48,6 +48,22 @@ const char *ac_last_error(void);
 /* Static name of a status code, e.g. "AC_ERR_FORMAT". Borrowed. */
 const char *ac_status_str(int status);
 
+/* ---- CPU level ------------------------------------------------------------- */
+/* The CPU kernels are chosen at run time from cpuid: "avx512" (AVX-512 F/BW/VL/DQ,
+ * with BF16 and VNNI kernels where present), "avx2" (AVX2 + FMA + F16C) or
+ * "scalar" (portable C). The environment variable AC_CPU=avx512|avx2|scalar or
+ * ac_set_cpu_level lowers it (e.g. to test or measure the other levels on one
+ * machine). The level is process-wide and is read when a model is loaded (its
+ * weight packing) and when a context is created (its GEMM kernels): set it
+ * before both. */
+/* name: "avx512", "avx2", "scalar" or "auto" (back to the hardware's level, or
+ * AC_CPU's). AC_ERR_ARG for another name, AC_ERR_UNSUPPORTED for a level above
+ * the CPU's (the message names both). */
+int ac_set_cpu_level(const char *name);
+/* One line: the level in use and the hardware's, e.g. "avx2 (hardware avx512
+ * +bf16 +vnni)". Writes at most n bytes (NUL included) to buf; returns buf. */
+const char *ac_cpu_info(char *buf, int n);
+
 /* ---- model ----------------------------------------------------------------- */
 typedef struct ac_model ac_model;
 
@@ -118,8 +134,11 @@ typedef struct ac_ctx ac_ctx;
 
 enum ac_gemm_backend {
     AC_GEMM_AUTO = 0, AC_GEMM_OPENBLAS = 1, AC_GEMM_DNNL = 2, AC_GEMM_NAIVE = 3,
-    AC_GEMM_AVX512 = 4, /* own AVX-512 kernels on the forward's threads: BF16 on F16/BF16/Q8_0
-                           weights packed at load, F32 on F32 weights in place (AUTO's choice) */
+    AC_GEMM_OWN = 4,    /* own kernels at the CPU level in use (ac_cpu_level: AVX-512, AVX2 or
+                           portable C) on the forward's threads: F32 at every level, BF16 on
+                           F16/BF16/Q8_0 weights packed at load where the CPU has AVX512-BF16
+                           (AUTO's choice) */
+    AC_GEMM_AVX512 = AC_GEMM_OWN, /* the former name of AC_GEMM_OWN */
 };
 enum ac_attn_kind { AC_ATTN_FUSED = 0, AC_ATTN_MATERIALIZED = 1 };
 
@@ -129,6 +148,9 @@ typedef struct ac_ctx_params {
     int attn;          /* enum ac_attn_kind; FUSED (online softmax) is the default */
     int max_tokens;    /* longest single input accepted; 0 = model's n_ctx_train */
     int profile;       /* 1: accumulate per-stage timings (ac_ctx_get_profile) */
+    int truncate;      /* 1: ac_embed_texts cuts a text longer than the limit (max_tokens) to it,
+                          keeping the closing special token the tokenizer added ([SEP], EOS), as
+                          TEI does; 0 (default): such a text is refused (AC_ERR_INPUT) */
 } ac_ctx_params;
 
 ac_ctx_params ac_ctx_default_params(void);
@@ -138,6 +160,11 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 void ac_ctx_free(ac_ctx *ctx);
 /* The model a context was made for (borrowed). */
 const ac_model *ac_ctx_model(const ac_ctx *ctx);
+/* One line naming the context's kernels: CPU level, the GEMM backend and
+ * kernel for F32 and for other weights, e.g. "cpu avx2; gemm own avx2-f32
+ * (f32 weights), own avx2-f32 (f16 weights widened to f32 at load)".
+ * Writes at most n bytes to buf; returns buf. */
+const char *ac_ctx_describe(const ac_ctx *ctx, char *buf, int n);
 
 /* ---- forward ---------------------------------------------------------------------- */
 /* One input: a token sequence (borrowed). */

@@ -56,11 +56,28 @@ x=json.loads(open(\"$T/score.jsonl\").read())
 lp=x[\"logprobs\"]; assert set(lp)=={\"girl\",\"dog\",\"car\"} and all(v<0 for v in lp.values())
 assert x[\"label\"]==max(lp,key=lp.get)'"
   check "info: JSON with the architecture" "'$BIN' info -m '$STORIES' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"arch\"]==\"llama\" and d[\"n_layer\"]==5'"
+  # CPU level (issue 9): --cpu, AC_CPU and --gemm avx512 below the avx512 level
+  check "info --cpu scalar: level and kernels reported" "'$BIN' info -m '$STORIES' --cpu scalar | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"cpu\"].startswith(\"scalar\") and \"own scalar-f32\" in d[\"kernels\"], d'"
+  check "bench prints the level and the GEMM" "'$BIN' bench -m '$STORIES' -L 16 -r 1 --cpu scalar 2>/dev/null | grep -q '^cpu: scalar.*kernels: cpu scalar; gemm own scalar-f32'"
+  echo hi | "$BIN" embed -m "$STORIES" --cpu scalar --gemm avx512 > /dev/null 2> "$T/e.txt"; rc=$?
+  check "--gemm avx512 below the avx512 level: exit != 0, names the level" "[ $rc -ne 0 ] && grep -q 'level in use is scalar' '$T/e.txt'"
+  echo hi | "$BIN" embed -m "$STORIES" --cpu sse9 > /dev/null 2> "$T/e.txt"; rc=$?
+  check "--cpu with a bad level: exit != 0" "[ $rc -ne 0 ] && grep -q \"'sse9'\" '$T/e.txt'"
+  echo hi | AC_CPU=bogus "$BIN" embed -m "$STORIES" > /dev/null 2> "$T/e.txt"; rc=$?
+  check "AC_CPU with a bad level: exit != 0" "[ $rc -ne 0 ] && grep -q 'AC_CPU' '$T/e.txt'"
+  check "--cpu scalar and the default level: same embedding to 1e-5" "python3 - '$BIN' '$STORIES' <<'PY'
+import json, subprocess, sys
+run = lambda *a: json.loads(subprocess.run([sys.argv[1], 'embed', '-m', sys.argv[2], *a], input='Once upon a time there was a dog\\n', capture_output=True, text=True, check=True).stdout)['embedding']
+a, b = run(), run('--cpu', 'scalar')
+assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-5 * max(abs(x) for x in a)
+PY"
   # bad input: one clear line on stderr, non-zero exit, output before the bad line kept
   printf 'Once upon a time\n\nmore\n' | "$BIN" embed -m "$STORIES" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
   check "empty line: exit != 0, one error line naming line 2" "[ $rc -ne 0 ] && [ \$(wc -l < '$T/e.txt') -eq 1 ] && grep -q 'line 2: empty' '$T/e.txt'"
   python3 -c "print('word ' * 400)" | "$BIN" embed -m "$STORIES" > /dev/null 2> "$T/e.txt"; rc=$?
   check "over-long input: clear error" "[ $rc -ne 0 ] && grep -q 'exceeds' '$T/e.txt'"
+  python3 -c "print('word ' * 400); print('short')" | "$BIN" embed -m "$STORIES" --truncate > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "over-long input with --truncate: cut to the limit, the next line too" "[ $rc -eq 0 ] && [ \$(wc -l < '$T/o.txt') -eq 2 ] && head -1 '$T/o.txt' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"tokens\"]==128, d[\"tokens\"]'"
   printf 'caf\xc3 \xff\xfe ok\n' | "$BIN" tokenize -m "$STORIES" > /dev/null 2> "$T/e.txt"
   check "invalid UTF-8: tokenized (replacement), exit 0" "[ \$? -eq 0 ]"
   head -c 5000 "$STORIES" > "$T/trunc.gguf"

@@ -318,9 +318,12 @@ SRV_PID=""
 grep -q "stopped" "$LOG" && ok || bad "no 'stopped' line: $(tail -3 "$LOG")"
 curl -s -o /dev/null "$URL/health" && bad "still listening after exit" || ok
 
-# a second SIGTERM during the drain: the request's queued sequences are cancelled (small batches: many queued)
+# a second SIGTERM during the drain: the request's queued sequences are cancelled (small batches: many
+# queued). The request is made long enough (256 inputs of ~250 tokens, seconds of work on any CPU
+# level) that it is still running when the signals come.
+$PY -c "import json; print(json.dumps({'inputs': ['a much slower request of many words number %d ' % i * 30 for i in range(256)]}))" > "$TMP/slower.json"
 start_server -m "$M" -t 2 -q --max-batch-tokens 512
-curl -s -o "$TMP/slow.out" -w '%{http_code}' --data-binary @"$TMP/slow.json" "$URL/embed" > "$TMP/slow.code" &
+curl -s -o "$TMP/slow.out" -w '%{http_code}' --data-binary @"$TMP/slower.json" "$URL/embed" > "$TMP/slow.code" &
 cpid=$!
 sleep 0.4
 kill -TERM "$SRV_PID"

@@ -1,6 +1,7 @@
 /* api.c — the text-level public API on top of the forward stage:
  * tokenization wrappers, embedding of texts, label scoring. */
 #include "attncache.h"
+#include "forward/forward.h" /* the context's limit and truncation setting */
 #include "load/model.h"
 #include "util/common.h"
 
@@ -74,6 +75,12 @@ int ac_embed_texts(ac_ctx *ctx, const char *const *texts, int n, int pooling, in
         if (rc != AC_OK) {
             ac_err_prefix(rc, "text %d", i);
             goto done;
+        }
+        if (ctx->params.truncate && nt > ctx->max_tokens) { /* keep the closing special token */
+            const int32_t last = toks[i][nt - 1];
+            const int closing = ctx->max_tokens > 1 && (last == ac_vocab_sep(m->vocab) || last == ac_vocab_eos(m->vocab));
+            nt = ctx->max_tokens;
+            if (closing) toks[i][nt - 1] = last;
         }
         seqs[i].tokens = toks[i];
         seqs[i].n_tokens = nt;

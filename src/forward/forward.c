@@ -8,8 +8,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "forward/forward.h"
 #include "util/common.h"
+#include "util/cpu.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <omp.h>
 #include <string.h>
 #include <strings.h>
@@ -44,6 +46,34 @@ void ac_ctx_reset_profile(ac_ctx *ctx) {
 
 const ac_model *ac_ctx_model(const ac_ctx *ctx) { return ctx ? ctx->model : NULL; }
 
+/* "own avx2-f32", "onednn", ... for weights packed as `pack` */
+static void backend_name(const ac_ctx *c, const ac_gemm_ops *ops, int pack, char *buf, size_t n) {
+    if (ops == &ac_gemm_own_ops) snprintf(buf, n, "own %s", ac_own_gemm_kernel(c->level, pack == AC_PACK_BF16));
+    else snprintf(buf, n, "%s", ops->name);
+}
+
+const char *ac_ctx_describe(const ac_ctx *c, char *buf, int n) {
+    if (!buf || n <= 0) return buf;
+    if (!c) {
+        snprintf(buf, (size_t)n, "(no context)");
+        return buf;
+    }
+    const ac_model *m = c->model;
+    char f[48], q[48];
+    backend_name(c, c->gemm_f32, AC_PACK_NONE, f, sizeof f);
+    backend_name(c, c->gemm_q, m->pack, q, sizeof q);
+    const char *how = m->pack == AC_PACK_BF16   ? "packed bf16 at load"
+                      : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout) at load"
+                      : m->pack == AC_PACK_F32  ? "widened to f32 at load"
+                                                : "converted to f32 per call";
+    if (m->info.weight_type == GGML_F32)
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
+    else
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights), %s (other weights, %s)%s", ac_cpu_level_name(c->level), f,
+                 q, how, m->fast_fallback ? "; --fast: no AVX512-BF16 at this level, the exact f32 path runs" : "");
+    return buf;
+}
+
 int ac_ctx_swap_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook, ac_attn_hook *prev) {
     if (!ctx) return 0;
     const int had = ctx->has_hook;
@@ -74,7 +104,7 @@ int ac_ctx_get_attn_hook(const ac_ctx *ctx, ac_attn_hook *out) {
 static const ac_gemm_ops *backend_by_id(int id) {
     switch (id) {
     case AC_GEMM_NAIVE: return &ac_gemm_naive_ops;
-    case AC_GEMM_AVX512: return &ac_gemm_own_ops;
+    case AC_GEMM_OWN: return &ac_gemm_own_ops;
     case AC_GEMM_OPENBLAS: return &ac_gemm_blas_ops;
 #ifdef AC_HAVE_DNNL
     case AC_GEMM_DNNL: return &ac_gemm_dnnl_ops;
@@ -90,8 +120,13 @@ static int env_gemm(int *id) {
     if (!strcasecmp(e, "openblas") || !strcasecmp(e, "blas")) *id = AC_GEMM_OPENBLAS;
     else if (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) *id = AC_GEMM_DNNL;
     else if (!strcasecmp(e, "naive")) *id = AC_GEMM_NAIVE;
-    else if (!strcasecmp(e, "avx512") || !strcasecmp(e, "own")) *id = AC_GEMM_AVX512;
-    else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, avx512, openblas, onednn or naive", e);
+    else if (!strcasecmp(e, "own")) *id = AC_GEMM_OWN;
+    else if (!strcasecmp(e, "avx512")) {
+        if (ac_cpu_level() < AC_CPU_AVX512)
+            return ac_err(AC_ERR_UNSUPPORTED, "AC_GEMM=avx512: the CPU level in use is %s (AC_GEMM=own runs the own kernels at any level)",
+                          ac_cpu_level_name(ac_cpu_level()));
+        *id = AC_GEMM_OWN;
+    } else return ac_err(AC_ERR_ARG, "AC_GEMM='%s': expected auto, own, avx512, openblas, onednn or naive", e);
     return AC_OK;
 }
 
@@ -101,17 +136,20 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     if (model->vocab_only) return ac_err(AC_ERR_ARG, "model was loaded vocab-only (no weights): no context");
     ac_ctx_params p = params ? *params : ac_ctx_default_params();
     if (p.n_threads < 0 || p.n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p.n_threads);
-    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_AVX512) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
+    if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_OWN) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
     if (p.attn != AC_ATTN_FUSED && p.attn != AC_ATTN_MATERIALIZED)
         return ac_err(AC_ERR_ARG, "ac_ctx_new: attention kind %d", p.attn);
     if (p.max_tokens < 0) return ac_err(AC_ERR_ARG, "ac_ctx_new: max_tokens %d", p.max_tokens);
     int gemm = p.gemm, rc;
+    if ((rc = ac_cpu_check_env())) return rc;
     if (gemm == AC_GEMM_AUTO && (rc = env_gemm(&gemm))) return rc;
+    const int level = ac_cpu_level();
 
     ac_ctx *c = AC_CALLOC(1, sizeof *c);
     if (!c) return AC_ERR_NOMEM;
     c->model = model;
     c->params = p;
+    c->level = level;
     c->n_threads = p.n_threads ? p.n_threads : omp_get_num_procs();
     if ((rc = ac_pool_new(c->n_threads, &c->pool))) {
         free(c);
@@ -122,23 +160,19 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     if (model->info.arch == AC_ARCH_BERT && c->max_tokens > hp->n_ctx_train) c->max_tokens = hp->n_ctx_train;
 
     if (gemm == AC_GEMM_AUTO) {
-        /* the own kernels where the CPU has them (measured faster than oneDNN and OpenBLAS at
-         * these shapes, and on the forward's own threads); else oneDNN / OpenBLAS */
+        /* the own kernels at every level (measured faster than oneDNN and OpenBLAS at these
+         * shapes, on the forward's own threads: no second thread set, and bitwise independent
+         * of M); oneDNN for weights packed in its layout, OpenBLAS for unpacked ones */
+        c->gemm_f32 = &ac_gemm_own_ops;
 #ifdef AC_HAVE_DNNL
         const ac_gemm_ops *lib = &ac_gemm_dnnl_ops;
 #else
         const ac_gemm_ops *lib = &ac_gemm_blas_ops;
 #endif
-        c->gemm_f32 = ac_f32_gemm_available() ? &ac_gemm_own_ops : lib;
-        c->gemm_q = model->pack == AC_PACK_BF16   ? &ac_gemm_own_ops
-                    : model->pack == AC_PACK_F32  ? c->gemm_f32
-                    : model->pack == AC_PACK_DNNL ? lib
-                                                  : &ac_gemm_blas_ops;
-    } else if (gemm == AC_GEMM_AVX512) {
-        if (!ac_f32_gemm_available()) {
-            ac_ctx_free(c);
-            return ac_err(AC_ERR_UNSUPPORTED, "the own GEMM kernels need AVX-512 (not on this CPU or build)");
-        }
+        c->gemm_q = model->pack == AC_PACK_BF16 || model->pack == AC_PACK_F32 ? &ac_gemm_own_ops
+                    : model->pack == AC_PACK_DNNL                           ? lib
+                                                                            : &ac_gemm_blas_ops;
+    } else if (gemm == AC_GEMM_OWN) {
         c->gemm_f32 = c->gemm_q = &ac_gemm_own_ops;
     } else {
         c->gemm_f32 = c->gemm_q = backend_by_id(gemm);
@@ -146,6 +180,13 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
             ac_ctx_free(c);
             return ac_err(AC_ERR_UNSUPPORTED, "GEMM backend %d not available in this build", gemm);
         }
+    }
+    if (c->gemm_q == &ac_gemm_own_ops && model->pack == AC_PACK_BF16 && !(level >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16)) {
+        ac_ctx_free(c);
+        return ac_err(AC_ERR_UNSUPPORTED,
+                      "the model's weights were packed for AVX512-BF16 when it was loaded, but the CPU level is now %s: "
+                      "load the model again at this level",
+                      ac_cpu_level_name(level));
     }
 #ifdef AC_HAVE_DNNL
     /* oneDNN runs on OpenMP's threads: ours must not poll while those work */
@@ -289,7 +330,7 @@ static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
 
 int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
     if (ops_for(c, W) != &ac_gemm_own_ops) return 0;
-    return W->pack == AC_PACK_BF16 || (W->f32 && ac_f32_gemm_available());
+    return W->pack == AC_PACK_BF16 || W->f32; /* (BF16 packing and level checked at creation) */
 }
 
 /* 1 if a GEMM on W reads only the bf16 copy of its input (the own BF16 kernel) */
@@ -381,7 +422,7 @@ static int own_matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const flo
     return ac_own_gemm_run(c, &j, 1);
 }
 
-const ac_gemm_ops ac_gemm_own_ops = {"avx512", AC_GEMM_AVX512, own_matmul};
+const ac_gemm_ops ac_gemm_own_ops = {"own", AC_GEMM_OWN, own_matmul};
 
 /* embedding row of token id into dst [D] */
 static void embed_row(const ac_model *m, int32_t id, float *dst) {

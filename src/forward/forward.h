@@ -6,9 +6,12 @@
  * attention, positions and masks are per sequence.
  *
  * GEMM backends (ac_gemm_ops, runtime choice per context; AUTO or AC_GEMM=...):
- *   avx512   own kernels (cpu/gemm_avx512.c) on the context's thread pool:
- *            BF16 (VDPBF16PS) on F16/BF16/Q8_0 weights packed at load, F32 FMA on
- *            F32 weights read in place; fused epilogues. AUTO's choice.
+ *   own      own kernels (cpu/gemm_own.c) on the context's thread pool at the
+ *            context's CPU level (ctx->level, from ac_cpu_level() at creation):
+ *            F32 on F32 (and load-widened) weights at every level (AVX-512,
+ *            AVX2+FMA, portable C), BF16 (VDPBF16PS) on F16/BF16/Q8_0 weights
+ *            packed at load where the CPU has AVX512-BF16; fused epilogues.
+ *            AUTO's choice at every level.
  *   onednn   oneDNN matmul: F32 weights in place; BF16 on weights packed in
  *            oneDNN's blocked layout (AC_PACK=onednn).
  *   openblas cblas_sgemm: F32 in place, other types widened to f32 in tiles.
@@ -143,9 +146,12 @@ int ac_ctx_gemm(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs);
 /* 1 if a job on W will run on the own kernels (the f32 Y of a bf16-only input may be skipped). */
 int ac_ctx_gemm_fast(const ac_ctx *ctx, const ac_mat *W);
 
-/* The own AVX-512 kernels (gemm_avx512.c): BF16 on packed weights, F32 on F32 weights. */
+/* The own kernels (gemm_own.c): F32 at every level; BF16 on packed weights
+ * where the level in use has AVX512-BF16 (ac_bf16_gemm_available). */
 int ac_f32_gemm_available(void);
 int ac_bf16_gemm_available(void);
+/* Name of the own kernel a context at `level` runs (bf16: for packed weights). */
+const char *ac_own_gemm_kernel(int level, int bf16);
 size_t ac_bf16_packed_bytes(int n_out, int n_in);
 int ac_bf16_pack(ac_mat *W);                               /* sets W->packed, W->pack */
 int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16 or F32 */
@@ -193,6 +199,7 @@ struct ac_ctx {
     const ac_model *model;
     ac_ctx_params params;
     int n_threads;
+    int level;                       /* CPU level of the own GEMM (AC_CPU_*, fixed at creation) */
     ac_pool *pool;                   /* the forward's threads (n_threads, caller included) */
     int max_tokens;                  /* effective limit per sequence */
     const ac_gemm_ops *gemm_f32;     /* for F32 weights */

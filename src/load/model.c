@@ -1,13 +1,16 @@
 /* model.c — load a GGUF model (llama, qwen2, bert) as llama.cpp writes it:
  * hyper-parameters from {arch}.* keys, every tensor checked for presence,
  * exact shape and a supported type (errors name it), F32 weights used in
- * place from the mapping, F16/BF16/Q8_0 matrices packed at load into BF16 in
- * oneDNN's blocked layout (when the CPU has AVX512-BF16; the original data
- * stays mapped for the other backends, which convert rows on the fly). */
+ * place from the mapping, F16/BF16/Q8_0 matrices widened to f32 at load (the
+ * exact default, and the fast mode where the CPU level has no AVX512-BF16) or
+ * packed into BF16 panels for the own kernel (or oneDNN's layout) in the fast
+ * mode; the original data stays mapped for the other backends, which convert
+ * rows on the fly. The packing depends on the CPU level at load (util/cpu.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "load/model.h"
 #include "forward/forward.h"
 #include "util/common.h"
+#include "util/cpu.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,16 +21,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 /* ---- row conversion ------------------------------------------------------------------------ */
+
+/* F16C form (model_avx2.c): the first n - n % 8 elements. Conversion is exact on every path. */
+int64_t ac_f16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n);
 
 static void f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+#if defined(__x86_64__) || defined(__i386__)
+    if (ac_cpu_level() >= AC_CPU_AVX2) i = ac_f16_to_f32_avx2(src, dst, n);
 #endif
     for (; i < n; i++) {
         uint16_t h;
@@ -504,7 +506,9 @@ static int pack_kind_wanted(const ac_model_params *params) {
     if (e && (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) && ac_dnnl_bf16_available()) return AC_PACK_DNNL;
     if (ac_bf16_gemm_available()) return AC_PACK_BF16;
     if (ac_dnnl_bf16_available()) return AC_PACK_DNNL;
-    return AC_PACK_NONE;
+    /* no BF16 kernel at this CPU level: the fast mode runs the exact f32 path (widened once
+     * here), never slower than exact (unpacked weights would be converted on every forward) */
+    return AC_PACK_F32;
 }
 
 static int load_common(ac_model *m, const ac_model_params *params, int flags) {
@@ -546,6 +550,7 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
                                            : pack_kind_wanted(params);
     if (kind == AC_PACK_DNNL && !ac_dnnl_bf16_available()) kind = AC_PACK_NONE;
     if (kind != AC_PACK_NONE && (rc = pack_weights(m, kind))) return rc;
+    m->fast_fallback = !params->f32_math && kind == AC_PACK_F32 && !(flags & AC_LOAD_NO_PACK);
 
     const ac_hparams *hp = &m->hp;
     ac_model_info *in = &m->info;
@@ -625,10 +630,11 @@ static int finish_load(ac_model *m, const ac_model_params *p, int flags, ac_mode
 int ac_model_load_ex(const char *path, const ac_model_params *params, int flags, ac_model **out) {
     if (!path || !out) return ac_err(AC_ERR_ARG, "ac_model_load: NULL argument");
     *out = NULL;
+    int rc;
+    if ((rc = ac_cpu_check_env())) return rc; /* packing depends on the CPU level */
     ac_model_params p = params ? *params : ac_model_default_params();
     ac_model *m = AC_CALLOC(1, sizeof *m);
     if (!m) return AC_ERR_NOMEM;
-    int rc;
     if (p.use_mmap) {
         rc = gguf_open(path, &m->gguf);
     } else {
@@ -679,6 +685,8 @@ int ac_model_load(const char *path, const ac_model_params *params, ac_model **ou
 int ac_model_load_memory(const void *buf, size_t size, const ac_model_params *params, int flags, ac_model **out) {
     if (!buf || !out) return ac_err(AC_ERR_ARG, "ac_model_load_memory: NULL argument");
     *out = NULL;
+    int crc = ac_cpu_check_env();
+    if (crc) return crc;
     ac_model_params p = params ? *params : ac_model_default_params();
     ac_model *m = AC_CALLOC(1, sizeof *m);
     if (!m) return AC_ERR_NOMEM;

@@ -84,6 +84,8 @@ struct ac_model {
     float **owned_f32;              /* converted small tensors (norms, biases), owned */
     int n_owned, cap_owned;
     int pack;                       /* how non-F32 matrices were packed at load (AC_PACK_*) */
+    int fast_fallback;              /* 1: the fast (bf16) mode was asked but the CPU level has no
+                                       BF16 kernel: the exact f32 path runs instead */
 };
 
 /* Internal load entry points (tests, tools). flags: */

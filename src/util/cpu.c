@@ -133,3 +133,17 @@ const char *ac_cpu_describe(char *buf, int n) {
              f->neon ? " neon" : "");
     return buf;
 }
+
+/* ---- public (attncache.h) ---------------------------------------------------------------- */
+int ac_set_cpu_level(const char *name) {
+    if (!name) return ac_err(AC_ERR_ARG, "ac_set_cpu_level: NULL name");
+    if (!strcasecmp(name, "auto")) return ac_cpu_set_level(-1);
+    int lv, rc;
+    if ((rc = ac_cpu_parse_level(name, &lv))) return rc;
+    return ac_cpu_set_level(lv);
+}
+
+const char *ac_cpu_info(char *buf, int n) {
+    if (!buf || n <= 0) return buf;
+    return ac_cpu_describe(buf, n);
+}

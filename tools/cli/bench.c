@@ -178,8 +178,18 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("model: %s (%s), %d layers, dim %d, %d heads, %d kv heads, ffn %d; batch %d, reps %d\n",
            c.model, info.arch_name, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_ff, batch, reps);
+    char cpu[128], kern[256];
+    ac_cpu_info(cpu, sizeof cpu);
+    ac_ctx_describe(ctx, kern, sizeof kern);
+    printf("cpu: %s; kernels: %s\n", cpu, kern);
     printf("%6s %10s %10s  %s\n", "L", "tok/s", "tok/s.med", "split (% of time)");
-    if (jf) fprintf(jf, "{\"model\":\"%s\",\"arch\":\"%s\",\"batch\":%d,\"results\":[", c.model, info.arch_name, batch);
+    if (jf) {
+        fprintf(jf, "{\"model\":\"%s\",\"arch\":\"%s\",\"batch\":%d,\"cpu\":", c.model, info.arch_name, batch);
+        cli_json_str(jf, cpu);
+        fprintf(jf, ",\"kernels\":");
+        cli_json_str(jf, kern);
+        fprintf(jf, ",\"results\":[");
+    }
     int rc = 0, first = 1;
     char *lens_dup = strdup(lens);
     uint64_t rng = 42;

@@ -10,6 +10,8 @@
 typedef struct cli_common {
     const char *model, *input;
     int threads, gemm, attn, profile, fast, vocab_only;
+    int gemm_avx512; /* --gemm avx512: the own kernels, and the CPU level must be avx512 */
+    int truncate;    /* --truncate: embed/similarity cut over-long texts to the model's limit */
     /* attention cache options */
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;

@@ -122,6 +122,12 @@ int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
     *m = NULL;
     if (ctx) *ctx = NULL;
     if (!c->model) return cli_fail("no model given (-m MODEL)");
+    if (c->gemm_avx512) { /* --gemm avx512 names a level: refuse it below */
+        char cpu[96];
+        ac_cpu_info(cpu, sizeof cpu);
+        if (strncmp(cpu, "avx512", 6) != 0)
+            return cli_fail("--gemm avx512: the CPU level in use is %s (--gemm own runs the own kernels at any level)", cpu);
+    }
     ac_model_params mp = ac_model_default_params();
     if (c->fast) mp.f32_math = 0;
     mp.vocab_only = c->vocab_only;
@@ -133,6 +139,7 @@ int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
     cp.gemm = c->gemm;
     cp.attn = c->attn;
     cp.profile = c->profile;
+    cp.truncate = c->truncate;
     rc = ac_ctx_new(*m, &cp, ctx);
     if (rc != AC_OK) {
         ac_model_free(*m);
@@ -161,8 +168,15 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         else if (!strcmp(v, "openblas")) c->gemm = AC_GEMM_OPENBLAS;
         else if (!strcmp(v, "dnnl") || !strcmp(v, "onednn")) c->gemm = AC_GEMM_DNNL;
         else if (!strcmp(v, "naive")) c->gemm = AC_GEMM_NAIVE;
-        else if (!strcmp(v, "avx512")) c->gemm = AC_GEMM_AVX512;
-        else return cli_fail("bad --gemm '%s' (auto|avx512|openblas|dnnl|naive)", v), -1;
+        else if (!strcmp(v, "own")) c->gemm = AC_GEMM_OWN;
+        else if (!strcmp(v, "avx512")) c->gemm = AC_GEMM_OWN, c->gemm_avx512 = 1;
+        else return cli_fail("bad --gemm '%s' (auto|own|avx512|openblas|dnnl|naive)", v), -1;
+    } else if (!strcmp(a, "--truncate")) {
+        c->truncate = 1;
+    } else if (!strcmp(a, "--cpu")) { /* process-wide, before any model is loaded */
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (ac_set_cpu_level(v) != AC_OK) return cli_fail("--cpu %s: %s", v, ac_last_error()), -1;
     } else if (!strcmp(a, "--fast")) {
         c->fast = 1;
     } else if (!strcmp(a, "--attn")) {
@@ -221,10 +235,16 @@ const char *cli_common_help =
     "  -m, --model FILE     GGUF model (required)\n"
     "  -f, --file FILE      input texts, one per line (default: stdin)\n"
     "  -t, --threads N      threads (default: all cores)\n"
-    "      --gemm B         auto|avx512|openblas|dnnl|naive (default auto)\n"
-    "      --fast           bf16 arithmetic for F16/BF16/Q8_0 weights (~2x faster, rel. error\n"
-    "                       ~1e-3..5e-3); default: exact f32 products\n"
-    "      --attn A         fused|materialized exact attention (default fused)\n";
+    "      --gemm B         auto|own|avx512|openblas|dnnl|naive (default auto: own kernels at the\n"
+    "                       CPU level; avx512: the same, refused below that level)\n"
+    "      --cpu L          avx512|avx2|scalar|auto: CPU kernel level (default auto = the CPU's,\n"
+    "                       or the AC_CPU environment variable's); a level above the CPU's is refused\n"
+    "      --fast           bf16 arithmetic for F16/BF16/Q8_0 weights where the CPU has AVX512-BF16\n"
+    "                       (~2x faster, rel. error ~1e-3..5e-3; elsewhere the exact path);\n"
+    "                       default: exact f32 products\n"
+    "      --attn A         fused|materialized exact attention (default fused)\n"
+    "      --truncate       embed, similarity: cut a text longer than the model's limit to it\n"
+    "                       (keeping the closing [SEP]/EOS) instead of refusing it\n";
 
 const char *cli_cache_help =
     "      --cache DIR      attention cache directory (see `attncache build`)\n"
@@ -626,25 +646,35 @@ static int cmd_info(int argc, char **argv) {
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: attncache info -m MODEL\nPrints the model's architecture and sizes as JSON.\n");
+            printf("usage: attncache info -m MODEL\nPrints the model's architecture and sizes, the CPU level and the kernels a context\nwould run (cpu, kernels) as JSON.\n");
             return 0;
         }
         return cli_fail("info: unknown option '%s' (see --help)", argv[i]);
     }
     ac_model *m;
-    if (cli_load(&c, &m, NULL)) return 1;
+    ac_ctx *ctx; /* only to report the kernels it would run */
+    if (cli_load(&c, &m, &ctx)) return 1;
     ac_model_info f;
     ac_model_get_info(m, &f);
+    char cpu[128], kern[256];
+    ac_cpu_info(cpu, sizeof cpu);
+    ac_ctx_describe(ctx, kern, sizeof kern);
+    ac_ctx_free(ctx);
     printf("{\"arch\":");
     cli_json_str(stdout, f.arch_name);
     printf(",\"name\":");
     cli_json_str(stdout, f.name ? f.name : "");
     printf(",\"n_vocab\":%d,\"n_ctx_train\":%d,\"n_embd\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_head_kv\":%d,"
            "\"n_ff\":%d,\"head_dim\":%d,\"causal\":%s,\"pooling\":\"%s\",\"lm_head\":%s,\"n_cls_out\":%d,"
-           "\"n_params\":%zu,\"file_bytes\":%zu,\"bos\":%d,\"eos\":%d}\n",
+           "\"n_params\":%zu,\"file_bytes\":%zu,\"bos\":%d,\"eos\":%d,",
            f.n_vocab, f.n_ctx_train, f.n_embd, f.n_layer, f.n_head, f.n_head_kv, f.n_ff, f.head_dim,
            f.causal ? "true" : "false", pool_name(f.pooling), f.has_lm_head ? "true" : "false", f.n_cls_out,
            f.n_params, f.file_bytes, ac_token_bos(m), ac_token_eos(m));
+    printf("\"cpu\":");
+    cli_json_str(stdout, cpu);
+    printf(",\"kernels\":");
+    cli_json_str(stdout, kern);
+    printf("}\n");
     ac_model_free(m);
     return 0;
 }

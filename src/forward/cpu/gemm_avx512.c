@@ -1,5 +1,5 @@
-/* gemm_avx512.c — the project's own GEMMs, on the forward's thread pool with
- * dynamic scheduling and fused epilogues:
+/* gemm_avx512.c — the own GEMM's AVX-512 micro-kernels and tasks (the driver,
+ * packing and the other levels: gemm_own.c):
  *
  *   Y [M][N] = epilogue(X [M][K] . W^T)        W [N][K]
  *
@@ -13,89 +13,25 @@
  * = 24 zmm accumulators over the whole K (no K blocking: a panel is at most
  * K * 128 bytes, 1 MiB for K = 8192, and stays in L2).
  *
- * Work: every job (one matrix product) is cut into tasks of one panel x a block
- * of rows; the tasks of all jobs of a call are handed out dynamically to the
- * threads, so a thread that the OS preempts costs one task, not a static share.
  * The summation order over K is fixed per output element (pair by pair, in
  * order), independent of M, the task split or the thread count: batched and
  * single-sequence results are bitwise identical.
  *
- * F32 (weights used in place from the mapping, no packing): an "NT" kernel, a
- * tile of 4 rows of X x 4 rows of W, both read along K, 16 zmm accumulators of
- * 16 lanes each, reduced across lanes at the end (fixed order again). */
+ * F32 (weights read in place from the mapping): each task transposes its
+ * panel of 64 rows of W into P [K][64] (16x16 in-register transposes), then
+ * the same 6 x 64 register tile with FMAs, k in order.
+ *
+ * Compiled with the AVX-512 flags (BF16, VNNI included); gemm_own.c calls
+ * the F32 task at level AC_CPU_AVX512 and the BF16 task only where the CPU
+ * has AVX512-BF16. */
 #include "forward/forward.h"
+#include "gemm_own.h"
 #include "simd.h"
 #include "util/common.h"
 
 #include <string.h>
 
-#define NR 64
 #define MR 6
-#define MB (MR * 16) /* rows per task */
-
-int ac_f32_gemm_available(void) {
-#if defined(__AVX512F__)
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
-int ac_bf16_gemm_available(void) {
-#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
-#else
-    return 0;
-#endif
-}
-
-size_t ac_bf16_packed_bytes(int n_out, int n_in) {
-    size_t np = ((size_t)n_out + NR - 1) / NR;
-    return np * NR * (size_t)n_in * sizeof(uint16_t);
-}
-
-int ac_bf16_pack(ac_mat *W) {
-    const int N = W->n_out, K = W->n_in;
-    if (K % 2) return ac_err(AC_ERR_UNSUPPORTED, "%s: odd row length %d cannot be packed in bf16 pairs", W->name, K);
-    const int np = (N + NR - 1) / NR, kp = K / 2;
-    uint16_t *P = AC_ALIGNED_ALLOC(ac_bf16_packed_bytes(N, K)); /* [np][kp][NR][2] */
-    if (!P) return AC_ERR_NOMEM;
-    int nomem = 0;
-#pragma omp parallel
-    {
-        float *row = malloc((size_t)K * sizeof *row); /* [K] one converted row */
-        uint16_t *rb = malloc((size_t)K * sizeof *rb);
-        if (!row || !rb) {
-#pragma omp atomic write
-            nomem = 1;
-        }
-        /* whole panels per thread: the 64 rows of a panel interleave in its cache lines */
-#pragma omp for schedule(dynamic, 1)
-        for (int p = 0; p < np; p++) {
-            if (!row || !rb) continue;
-            for (int c = 0; c < NR; c++) {
-                const int n = p * NR + c;
-                uint16_t *dst = P + (size_t)p * kp * NR * 2 + (size_t)c * 2;
-                if (n < N) {
-                    ac_row_to_f32(W->type, W->data, W->row_bytes, n, K, row);
-                    ac_f32_to_bf16(rb, row, (size_t)K);
-                } else {
-                    memset(rb, 0, (size_t)K * sizeof *rb);
-                }
-                for (int k2 = 0; k2 < kp; k2++) memcpy(dst + (size_t)k2 * NR * 2, rb + 2 * k2, 2 * sizeof *rb);
-            }
-        }
-        free(row);
-        free(rb);
-    }
-    if (nomem) {
-        free(P);
-        return ac_err(AC_ERR_NOMEM, "out of memory packing %s", W->name);
-    }
-    W->packed = P;
-    W->pack = AC_PACK_BF16;
-    return AC_OK;
-}
 
 /* The MR x 4 accumulators of a micro-kernel as named locals (registers:
  * __m512 may alias anything, so summing through an array or the out pointer
@@ -111,8 +47,6 @@ int ac_bf16_pack(ac_mat *W) {
         o[3][0] = c30, o[3][1] = c31, o[3][2] = c32, o[3][3] = c33, o[4][0] = c40, o[4][1] = c41;                \
         o[4][2] = c42, o[4][3] = c43, o[5][0] = c50, o[5][1] = c51, o[5][2] = c52, o[5][3] = c53;                \
     } while (0)
-
-#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 
 /* out [MR][4] = sum over k2 of A rows (bf16 pairs) x panel; mr rows valid. */
 static inline __attribute__((always_inline)) void kernel(const int mr, int kp, const uint16_t *A, size_t lda,
@@ -175,8 +109,10 @@ static inline void epi16(const ac_gemm_job *j, size_t row, int col, __mmask16 mk
     if (j->Ybf) store_bf16(j->Ybf + row, mk, v);
 }
 
-/* One task: rows m0..m0+nm of job j, panel p. gate: [MR][NR] scratch (SWIGLU). */
-static void run_task(const ac_gemm_job *j, int p, int m0, int nm, float *gate) {
+/* One task: rows m0..m0+nm of job j, panel p. */
+void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+    (void)pk;
+    float gate[MR * NR] __attribute__((aligned(64))); /* SWIGLU: silu's input */
     const ac_mat *W = j->W;
     const int N = W->n_out, K = W->n_in, kp = K / 2, n0 = p * NR;
     const uint16_t *A = j->X->bf16;
@@ -201,7 +137,6 @@ static void run_task(const ac_gemm_job *j, int p, int m0, int nm, float *gate) {
 }
 
 /* ---- F32 -------------------------------------------------------------------------------------- */
-#define MBF 192 /* rows per F32 task (each task packs its panel once) */
 
 /* In-register transpose of 16 rows of 16 floats. */
 static inline void tr16(__m512 r[16]) {
@@ -285,7 +220,8 @@ static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float
 }
 
 /* One F32 task: rows m0..m0+nm of job j, panel p; pk: [2][K][NR] panel scratch. */
-static void run_task_f32(const ac_gemm_job *j, int p, int m0, int nm, float *gate, float *pk) {
+void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+    float gate[MR * NR] __attribute__((aligned(64))); /* SWIGLU: silu's input */
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR;
     float *P = pk, *Pu = pk + (size_t)K * NR;
     pack_panel_f32(j->W, n0, P);
@@ -309,90 +245,3 @@ static void run_task_f32(const ac_gemm_job *j, int p, int m0, int nm, float *gat
     }
 }
 
-typedef struct gemm_call {
-    ac_gemm_job *jobs;
-    int n_jobs, total;
-    int start[16];    /* first task of each job */
-    int mb[16];       /* rows per task of each job */
-    float **pk;       /* [nth] F32 panel scratch of each thread */
-    ac_act *conv[16]; /* inputs to convert to bf16 first */
-    int n_conv;
-    ac_pool *pool;
-} gemm_call;
-
-/* an input not yet in bf16 (conv[0]), in chunks of 8 rows */
-static void convert_step(void *v, int ith, int nth) {
-    (void)ith, (void)nth;
-    gemm_call *g = v;
-    ac_act *X = g->conv[0];
-    const int nchunk = (X->M + 7) / 8;
-    for (int c; (c = ac_pool_next(g->pool)) < nchunk;)
-        for (int m = c * 8; m < AC_MIN(X->M, c * 8 + 8); m++)
-            ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
-}
-
-static void gemm_step(void *v, int ith, int nth) {
-    (void)nth;
-    gemm_call *g = v;
-    float gate[MR * NR] __attribute__((aligned(64)));
-    for (int t; (t = ac_pool_next(g->pool)) < g->total;) {
-        int i = g->n_jobs - 1;
-        while (g->start[i] > t) i--;
-        const ac_gemm_job *j = &g->jobs[i];
-        const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, lt = t - g->start[i], p = lt / nb, b = lt % nb;
-        if (j->W->pack == AC_PACK_BF16) run_task(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), gate);
-        else run_task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), gate, g->pk[ith]);
-    }
-}
-
-int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
-    if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
-    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, NULL, {0}, 0, ctx->pool};
-    /* (g.pool is what the steps take their task numbers from: NULL for a caller-only run) */
-    int maxk = 0;
-    for (int i = 0; i < n_jobs; i++) { /* task counts per job: panels x row blocks */
-        const int f32 = jobs[i].W->pack != AC_PACK_BF16;
-        g.mb[i] = f32 ? MBF : MB;
-        if (f32) maxk = AC_MAX(maxk, jobs[i].W->n_in);
-        const int np = (jobs[i].W->n_out + NR - 1) / NR, nb = (jobs[i].X->M + g.mb[i] - 1) / g.mb[i];
-        g.start[i] = g.total;
-        g.total += np * nb;
-        ac_act *X = jobs[i].X;
-        if (X->bf16_ok || jobs[i].W->pack != AC_PACK_BF16) continue;
-        int seen = 0;
-        for (int k = 0; k < g.n_conv; k++) seen |= g.conv[k] == X;
-        if (!seen) g.conv[g.n_conv++] = X;
-    }
-    if (g.n_conv) {
-        /* one input at a time keeps the task numbering simple */
-        ac_act *all[16];
-        int n = g.n_conv;
-        memcpy(all, g.conv, sizeof all);
-        for (int i = 0; i < n; i++) {
-            g.conv[0] = all[i];
-            g.n_conv = 1;
-            ac_pool_run(ctx->pool, convert_step, &g);
-            all[i]->bf16_ok = 1;
-        }
-        g.n_conv = 0;
-    }
-    if (maxk) { /* F32 panels: 2 x [K][NR] per thread (gate and up for SWIGLU) */
-        int rc = ac_ctx_pack_scratch(ctx, (size_t)2 * maxk * NR, &g.pk);
-        if (rc) return rc;
-    }
-    /* a single task, or little work: the caller alone (a parallel step costs a barrier) */
-    double flops = 0;
-    for (int i = 0; i < n_jobs; i++) flops += 2.0 * jobs[i].X->M * jobs[i].W->n_out * jobs[i].W->n_in;
-    if (g.total == 1 || flops < 2e6) g.pool = NULL;
-    ac_pool_run(g.pool, gemm_step, &g);
-    return AC_OK;
-}
-
-#else
-
-int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
-    (void)ctx, (void)jobs, (void)n_jobs;
-    return ac_err(AC_ERR_UNSUPPORTED, "built without AVX512-BF16");
-}
-
-#endif

@@ -8,6 +8,7 @@
  * Primitives are cached per context by (M, N, K, type, bias, accumulate). */
 #include "forward/forward.h"
 #include "util/common.h"
+#include "util/cpu.h"
 
 #include <string.h>
 
@@ -29,7 +30,7 @@ static void engine_init(void) {
 
 int ac_dnnl_bf16_available(void) {
     pthread_once(&g_once, engine_init);
-    return g_engine_ok && g_bf16_ok;
+    return g_engine_ok && g_bf16_ok && ac_cpu_bf16(); /* (and the CPU level in use allows it) */
 }
 
 #define PACK_REF_M 128 /* the M used to ask oneDNN for its preferred weight layout */

@@ -1,140 +1,131 @@
 /* ops.c — element-wise CPU kernels of the forward pass: norms, activations,
- * RoPE, exp, f32 -> bf16. Each has one code path for all elements (AVX-512
- * with masked tails when compiled for it, plain C otherwise), so a value never
- * depends on its position in a buffer: batched and single runs agree bitwise. */
+ * RoPE, exp, f32 -> bf16. exp, SiLU and GELU have a form per CPU level
+ * (ops_avx512.c, ops_avx2.c, the portable C here, which the compiler
+ * vectorises), picked at each call from ac_cpu_level(); norms and RoPE are
+ * the same C compiled once per level (norm_impl.h). Within a level each has one code path for all
+ * elements (masked tails), so a value never depends on its position in a
+ * buffer: batched and single runs agree bitwise. f32 -> bf16 rounds the same
+ * way on every path (VCVTNEPS2BF16 where present). */
 #include "forward/forward.h"
 #include "util/common.h"
 
 #include "simd.h"
+#include "util/cpu.h"
 
 #include <math.h>
 #include <string.h>
 
-float ac_expf(float x) {
-    if (x != x) return x;
-    if (x < EXP_LO) return 0.0f;
-    if (x > EXP_HI) return INFINITY;
-    float n = nearbyintf(x * LOG2E);
-    float r = fmaf(n, -LN2_HI, x);
-    r = fmaf(n, -LN2_LO, r);
-    float p = EXP_P0;
-    p = fmaf(p, r, EXP_P1);
-    p = fmaf(p, r, EXP_P2);
-    p = fmaf(p, r, EXP_P3);
-    p = fmaf(p, r, EXP_P4);
-    p = fmaf(p, r, EXP_P5);
-    float r2 = r * r;
-    p = fmaf(p, r2, r + 1.0f);
-    return ldexpf(p, (int)n);
-}
+/* Per-level forms (ops_avx2.c, ops_avx512.c). */
+void ac_vexp_avx2(float *x, int n);
+void ac_vexp_avx512(float *x, int n);
+void ac_silu_mul_avx2(float *g, const float *u, int n);
+void ac_silu_mul_avx512(float *g, const float *u, int n);
+void ac_gelu_erf_avx2(float *x, int n);
+void ac_gelu_erf_avx512(float *x, int n);
+size_t ac_f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t n);
+
+/* X86(...): the per-level cases, compiled only where those files are (x86-64) */
+#if defined(__x86_64__) || defined(__i386__)
+#define LEVEL() ac_cpu_level()
+#define X86(...) __VA_ARGS__
+#else
+#define LEVEL() AC_CPU_SCALAR
+#define X86(...)
+#endif
+
+float ac_expf(float x) { return ac_expf_c(x); }
 
 void ac_vexp(float *x, int n) {
-#ifdef AC_AVX512
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, ac_exp512(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(x + i, m, ac_exp512(_mm512_maskz_loadu_ps(m, x + i)));
+    switch (LEVEL()) {
+    X86(
+        case AC_CPU_AVX512: ac_vexp_avx512(x, n); return;
+        case AC_CPU_AVX2: ac_vexp_avx2(x, n); return;
+    )
+    default:
+        for (int i = 0; i < n; i++) x[i] = ac_expf_c(x[i]);
     }
-#else
-    for (int i = 0; i < n; i++) x[i] = ac_expf(x[i]);
-#endif
 }
 
-/* ---- norms (double accumulation of the sums: cheap at these sizes, and exact enough
- * that the result does not depend on vector width) ------------------------------------- */
+/* ---- norms and RoPE: norm_impl.h, one copy per level ------------------------------------------- */
+#define NORM_FN(name) name##_scalar
+#include "norm_impl.h"
+#undef NORM_FN
+void ac_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps);
+void ac_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps);
+void ac_layernorm_avx2(float *out, const float *x, const float *w, const float *b, int n, float eps);
+void ac_layernorm_avx512(float *out, const float *x, const float *w, const float *b, int n, float eps);
+void ac_rope_row_avx2(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs);
+void ac_rope_row_avx512(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs);
+
 void ac_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float s = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) out[i] = x[i] * s * w[i];
+    switch (LEVEL()) {
+    X86(
+        case AC_CPU_AVX512: ac_rmsnorm_avx512(out, x, w, n, eps); return;
+        case AC_CPU_AVX2: ac_rmsnorm_avx2(out, x, w, n, eps); return;
+    )
+    default: ac_rmsnorm_scalar(out, x, w, n, eps);
+    }
 }
 
 void ac_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
-    double mean = 0, var = 0;
-    for (int i = 0; i < n; i++) mean += x[i];
-    mean /= n;
-    for (int i = 0; i < n; i++) {
-        double d = x[i] - mean;
-        var += d * d;
+    switch (LEVEL()) {
+    X86(
+        case AC_CPU_AVX512: ac_layernorm_avx512(out, x, w, b, n, eps); return;
+        case AC_CPU_AVX2: ac_layernorm_avx2(out, x, w, b, n, eps); return;
+    )
+    default: ac_layernorm_scalar(out, x, w, b, n, eps);
     }
-    var /= n;
-    float s = (float)(1.0 / sqrt(var + eps)), mu = (float)mean;
-    for (int i = 0; i < n; i++) out[i] = (x[i] - mu) * s * w[i] + (b ? b[i] : 0.0f);
+}
+
+void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs) {
+    switch (LEVEL()) {
+    X86(
+        case AC_CPU_AVX512: ac_rope_row_avx512(x, n_heads, hd, n_rot, neox, cs); return;
+        case AC_CPU_AVX2: ac_rope_row_avx2(x, n_heads, hd, n_rot, neox, cs); return;
+    )
+    default: ac_rope_row_scalar(x, n_heads, hd, n_rot, neox, cs);
+    }
 }
 
 /* ---- activations ------------------------------------------------------------------------ */
 void ac_silu_mul(float *g, const float *u, int n) {
-#ifdef AC_AVX512
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
-        __m512 e = ac_exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
-        __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, e));
-        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(s, uv));
+    switch (LEVEL()) {
+    X86(
+        case AC_CPU_AVX512: ac_silu_mul_avx512(g, u, n); return;
+        case AC_CPU_AVX2: ac_silu_mul_avx2(g, u, n); return;
+    )
+    default:
+        for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + ac_expf_c(-g[i])) * u[i];
     }
-#else
-    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + ac_expf(-g[i])) * u[i];
-#endif
 }
 
-#ifndef AC_AVX512
-static float erf_approx(float x) {
-    x = fminf(fmaxf(x, -4.0f), 4.0f);
+static inline float erf_approx(float x) {
+    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
     float x2 = x * x;
     float p = ERF_A13;
-    p = fmaf(p, x2, ERF_A11);
-    p = fmaf(p, x2, ERF_A9);
-    p = fmaf(p, x2, ERF_A7);
-    p = fmaf(p, x2, ERF_A5);
-    p = fmaf(p, x2, ERF_A3);
-    p = fmaf(p, x2, ERF_A1);
+    p = p * x2 + ERF_A11;
+    p = p * x2 + ERF_A9;
+    p = p * x2 + ERF_A7;
+    p = p * x2 + ERF_A5;
+    p = p * x2 + ERF_A3;
+    p = p * x2 + ERF_A1;
     p *= x;
     float q = ERF_B8;
-    q = fmaf(q, x2, ERF_B6);
-    q = fmaf(q, x2, ERF_B4);
-    q = fmaf(q, x2, ERF_B2);
-    q = fmaf(q, x2, ERF_B0);
+    q = q * x2 + ERF_B6;
+    q = q * x2 + ERF_B4;
+    q = q * x2 + ERF_B2;
+    q = q * x2 + ERF_B0;
     return p / q;
 }
-#endif
 
 void ac_gelu_erf(float *x, int n) {
-    const float inv_sqrt2 = 0.70710678118654752f;
-#ifdef AC_AVX512
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), is2 = _mm512_set1_ps(inv_sqrt2);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = ac_erf512(_mm512_mul_ps(v, is2));
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
-    }
-#else
-    for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * inv_sqrt2));
-#endif
-}
-
-/* ---- RoPE ------------------------------------------------------------------------------------ */
-void ac_rope_row(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs) {
-    const int half = n_rot / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *v = x + (size_t)h * hd;
-        if (!neox) {
-            for (int i = 0; i < half; i++) {
-                float c = cs[2 * i], s = cs[2 * i + 1];
-                float a = v[2 * i], b = v[2 * i + 1];
-                v[2 * i] = a * c - b * s;
-                v[2 * i + 1] = a * s + b * c;
-            }
-        } else {
-            for (int i = 0; i < half; i++) {
-                float c = cs[2 * i], s = cs[2 * i + 1];
-                float a = v[i], b = v[i + half];
-                v[i] = a * c - b * s;
-                v[i + half] = a * s + b * c;
-            }
-        }
+    switch (LEVEL()) {
+    X86(
+        case AC_CPU_AVX512: ac_gelu_erf_avx512(x, n); return;
+        case AC_CPU_AVX2: ac_gelu_erf_avx2(x, n); return;
+    )
+    default:
+        for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678118654752f));
     }
 }
 
@@ -150,11 +141,8 @@ static inline uint16_t bf16_rne(float f) {
 
 void ac_f32_to_bf16(uint16_t *dst, const float *src, size_t n) {
     size_t i = 0;
-#if defined(__AVX512BF16__) && defined(__AVX512VL__)
-    for (; i + 16 <= n; i += 16) {
-        __m256bh b = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
-        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)b);
-    }
+#if defined(__x86_64__) || defined(__i386__)
+    if (ac_cpu_bf16()) i = ac_f32_to_bf16_avx512(dst, src, n);
 #endif
     for (; i < n; i++) dst[i] = bf16_rne(src[i]);
 }

@@ -1,0 +1,268 @@
+/* gemm_own.c — the project's own GEMMs, on the forward's thread pool with
+ * dynamic scheduling and fused epilogues:
+ *
+ *   Y [M][N] = epilogue(X [M][K] . W^T)        W [N][K]
+ *
+ * This file: the driver (tasks of every job of a call handed out dynamically,
+ * so a preempted thread costs one task, not a static share), the BF16 packing
+ * at load and the portable F32 task. The micro-kernels of each CPU level live
+ * in their own files: gemm_avx512.c (F32 and BF16; layouts described there),
+ * gemm_avx2.c (F32), picked by the context's level (ctx->level).
+ *
+ * Work: every job is cut into tasks of one panel (NR = 64 output columns) x a
+ * block of rows. Every level sums each output element over k in order (one
+ * FMA or multiply-add per k), independent of M, the task split and the thread
+ * count: batched and single-sequence results are bitwise identical at every
+ * level, and AVX2 and AVX-512 F32 products agree bitwise (the same FMAs in the
+ * same order). */
+#include "forward/forward.h"
+#include "gemm_own.h"
+#include "simd.h"
+#include "util/common.h"
+#include "util/cpu.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define AC_GEMM_X86 1
+#endif
+
+#define MR 6
+
+int ac_f32_gemm_available(void) { return 1; /* every level has an own F32 task */ }
+
+static int own_bf16_level(int level) { return level >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16 && ac_cpu_hw()->avx512bw; }
+
+int ac_bf16_gemm_available(void) { return own_bf16_level(ac_cpu_level()); }
+
+static ac_gemm_task_fn task_f32_for(int level) {
+#ifdef AC_GEMM_X86
+    if (level >= AC_CPU_AVX512) return ac_gemm_task_f32_avx512;
+    if (level >= AC_CPU_AVX2) return ac_gemm_task_f32_avx2;
+#endif
+    (void)level;
+    return ac_gemm_task_f32_scalar;
+}
+
+const char *ac_own_gemm_kernel(int level, int bf16) {
+    if (bf16 && own_bf16_level(level)) return "avx512-bf16";
+    return level >= AC_CPU_AVX512 ? "avx512-f32" : level >= AC_CPU_AVX2 ? "avx2-f32" : "scalar-f32";
+}
+
+size_t ac_bf16_packed_bytes(int n_out, int n_in) {
+    size_t np = ((size_t)n_out + NR - 1) / NR;
+    return np * NR * (size_t)n_in * sizeof(uint16_t);
+}
+
+int ac_bf16_pack(ac_mat *W) {
+    const int N = W->n_out, K = W->n_in;
+    if (K % 2) return ac_err(AC_ERR_UNSUPPORTED, "%s: odd row length %d cannot be packed in bf16 pairs", W->name, K);
+    const int np = (N + NR - 1) / NR, kp = K / 2;
+    uint16_t *P = AC_ALIGNED_ALLOC(ac_bf16_packed_bytes(N, K)); /* [np][kp][NR][2] */
+    if (!P) return AC_ERR_NOMEM;
+    int nomem = 0;
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)K * sizeof *row); /* [K] one converted row */
+        uint16_t *rb = malloc((size_t)K * sizeof *rb);
+        if (!row || !rb) {
+#pragma omp atomic write
+            nomem = 1;
+        }
+        /* whole panels per thread: the 64 rows of a panel interleave in its cache lines */
+#pragma omp for schedule(dynamic, 1)
+        for (int p = 0; p < np; p++) {
+            if (!row || !rb) continue;
+            for (int c = 0; c < NR; c++) {
+                const int n = p * NR + c;
+                uint16_t *dst = P + (size_t)p * kp * NR * 2 + (size_t)c * 2;
+                if (n < N) {
+                    ac_row_to_f32(W->type, W->data, W->row_bytes, n, K, row);
+                    ac_f32_to_bf16(rb, row, (size_t)K);
+                } else {
+                    memset(rb, 0, (size_t)K * sizeof *rb);
+                }
+                for (int k2 = 0; k2 < kp; k2++) memcpy(dst + (size_t)k2 * NR * 2, rb + 2 * k2, 2 * sizeof *rb);
+            }
+        }
+        free(row);
+        free(rb);
+    }
+    if (nomem) {
+        free(P);
+        return ac_err(AC_ERR_NOMEM, "out of memory packing %s", W->name);
+    }
+    W->packed = P;
+    W->pack = AC_PACK_BF16;
+    return AC_OK;
+}
+
+/* ---- the portable F32 task -------------------------------------------------------------
+ * P [K][NR] = the 64 rows of W from n0, transposed (rows past N repeat the last
+ * one; their results are never stored); then tiles of 4 rows x 16 columns of
+ * multiply-adds with k in order (16 x 4 sums: what a baseline x86-64 compiler
+ * keeps in SSE registers). */
+#define SR 4  /* rows per portable tile    */
+#define SC 16 /* columns per portable tile */
+
+static void pack_panel_c(const ac_mat *W, int n0, float *P) {
+    const int N = W->n_out, K = W->n_in;
+    for (int c = 0; c < NR; c++) {
+        const float *src = W->f32 + (size_t)AC_MIN(n0 + c, N - 1) * K;
+        for (int k = 0; k < K; k++) P[(size_t)k * NR + c] = src[k];
+    }
+}
+
+static void tile_c(int mr, int K, const float *A, size_t lda, const float *P, float acc[SR][SC]) {
+    float a[SR][SC];
+    memset(a, 0, sizeof a);
+    for (int k = 0; k < K; k++) {
+        const float *b = P + (size_t)k * NR;
+        for (int r = 0; r < SR; r++) {
+            const float x = r < mr ? A[(size_t)r * lda + k] : 0.0f;
+            for (int c = 0; c < SC; c++) a[r][c] += x * b[c];
+        }
+    }
+    memcpy(acc, a, sizeof a);
+}
+
+static float erf_c(float x) {
+    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
+    float x2 = x * x;
+    float p = ERF_A13;
+    p = p * x2 + ERF_A11;
+    p = p * x2 + ERF_A9;
+    p = p * x2 + ERF_A7;
+    p = p * x2 + ERF_A5;
+    p = p * x2 + ERF_A3;
+    p = p * x2 + ERF_A1;
+    p *= x;
+    float q = ERF_B8;
+    q = q * x2 + ERF_B6;
+    q = q * x2 + ERF_B4;
+    q = q * x2 + ERF_B2;
+    q = q * x2 + ERF_B0;
+    return p / q;
+}
+
+void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+    const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
+    float *P = pk, *Pu = pk + (size_t)K * NR;
+    pack_panel_c(j->W, n0, P);
+    if (j->epi == AC_EPI_SWIGLU) pack_panel_c(j->W_up, n0, Pu);
+    float acc[SR][SC], up[SR][SC];
+    for (int r0 = m0; r0 < m0 + nm; r0 += SR) {
+        const int mr = AC_MIN(SR, m0 + nm - r0);
+        const float *A = j->X->x + (size_t)r0 * K;
+        for (int c0 = 0; c0 < nc; c0 += SC) {
+            tile_c(mr, K, A, (size_t)K, P + c0, acc);
+            if (j->epi == AC_EPI_SWIGLU) tile_c(mr, K, A, (size_t)K, Pu + c0, up);
+            for (int r = 0; r < mr; r++) {
+                const size_t row = (size_t)(r0 + r) * N + n0 + c0;
+                for (int c = 0; c < SC && c0 + c < nc; c++) {
+                    /* SWIGLU: acc holds the gate (silu's input), up the up projection */
+                    float v = j->epi == AC_EPI_SWIGLU ? up[r][c] : acc[r][c];
+                    if (j->bias) v += j->bias[n0 + c0 + c];
+                    switch (j->epi) {
+                    case AC_EPI_ACCUM: v += j->Y[row + c]; break;
+                    case AC_EPI_GELU: v = 0.5f * v * (1.0f + erf_c(v * 0.70710678118654752f)); break;
+                    case AC_EPI_SWIGLU: v = acc[r][c] / (1.0f + ac_expf_c(-acc[r][c])) * v; break;
+                    default: break;
+                    }
+                    if (j->Y) j->Y[row + c] = v;
+                    if (j->Ybf) ac_f32_to_bf16(j->Ybf + row + c, &v, 1);
+                }
+            }
+        }
+    }
+}
+
+/* ---- the driver ------------------------------------------------------------------------------- */
+typedef struct gemm_call {
+    ac_gemm_job *jobs;
+    int n_jobs, total;
+    int start[16];    /* first task of each job */
+    int mb[16];       /* rows per task of each job */
+    float **pk;       /* [nth] F32 panel scratch of each thread */
+    ac_act *conv[16]; /* inputs to convert to bf16 first */
+    int n_conv;
+    ac_pool *pool;
+    ac_gemm_task_fn task_f32, task_bf16; /* the level's tasks */
+} gemm_call;
+
+/* an input not yet in bf16 (conv[0]), in chunks of 8 rows */
+static void convert_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    gemm_call *g = v;
+    ac_act *X = g->conv[0];
+    const int nchunk = (X->M + 7) / 8;
+    for (int c; (c = ac_pool_next(g->pool)) < nchunk;)
+        for (int m = c * 8; m < AC_MIN(X->M, c * 8 + 8); m++)
+            ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
+}
+
+static void gemm_step(void *v, int ith, int nth) {
+    (void)nth;
+    gemm_call *g = v;
+    for (int t; (t = ac_pool_next(g->pool)) < g->total;) {
+        int i = g->n_jobs - 1;
+        while (g->start[i] > t) i--;
+        const ac_gemm_job *j = &g->jobs[i];
+        const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, lt = t - g->start[i], p = lt / nb, b = lt % nb;
+        if (j->W->pack == AC_PACK_BF16) g->task_bf16(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk ? g->pk[ith] : NULL);
+        else g->task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk[ith]);
+    }
+}
+
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
+    if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
+    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, NULL, {0}, 0, ctx->pool, task_f32_for(ctx->level), NULL};
+    for (int i = 0; i < n_jobs; i++)
+        if (jobs[i].W->pack == AC_PACK_BF16 || (jobs[i].W_up && jobs[i].W_up->pack == AC_PACK_BF16)) {
+            if (!own_bf16_level(ctx->level))
+                return ac_err(AC_ERR_UNSUPPORTED, "%s: packed for AVX512-BF16, which level %s does not run",
+                              jobs[i].W->name, ac_cpu_level_name(ctx->level));
+#ifdef AC_GEMM_X86
+            g.task_bf16 = ac_gemm_task_bf16_avx512;
+#endif
+        }
+    /* (g.pool is what the steps take their task numbers from: NULL for a caller-only run) */
+    int maxk = 0;
+    for (int i = 0; i < n_jobs; i++) { /* task counts per job: panels x row blocks */
+        const int f32 = jobs[i].W->pack != AC_PACK_BF16;
+        g.mb[i] = f32 ? MBF : MB;
+        if (f32) maxk = AC_MAX(maxk, jobs[i].W->n_in);
+        const int np = (jobs[i].W->n_out + NR - 1) / NR, nb = (jobs[i].X->M + g.mb[i] - 1) / g.mb[i];
+        g.start[i] = g.total;
+        g.total += np * nb;
+        ac_act *X = jobs[i].X;
+        if (X->bf16_ok || jobs[i].W->pack != AC_PACK_BF16) continue;
+        int seen = 0;
+        for (int k = 0; k < g.n_conv; k++) seen |= g.conv[k] == X;
+        if (!seen) g.conv[g.n_conv++] = X;
+    }
+    if (g.n_conv) {
+        /* one input at a time keeps the task numbering simple */
+        ac_act *all[16];
+        int n = g.n_conv;
+        memcpy(all, g.conv, sizeof all);
+        for (int i = 0; i < n; i++) {
+            g.conv[0] = all[i];
+            g.n_conv = 1;
+            ac_pool_run(ctx->pool, convert_step, &g);
+            all[i]->bf16_ok = 1;
+        }
+        g.n_conv = 0;
+    }
+    if (maxk) { /* F32 panels: 2 x [K][NR] per thread (gate and up for SWIGLU) */
+        int rc = ac_ctx_pack_scratch(ctx, (size_t)2 * maxk * NR, &g.pk);
+        if (rc) return rc;
+    }
+    /* a single task, or little work: the caller alone (a parallel step costs a barrier) */
+    double flops = 0;
+    for (int i = 0; i < n_jobs; i++) flops += 2.0 * jobs[i].X->M * jobs[i].W->n_out * jobs[i].W->n_in;
+    if (g.total == 1 || flops < 2e6) g.pool = NULL;
+    ac_pool_run(g.pool, gemm_step, &g);
+    return AC_OK;
+}
+

@@ -1,0 +1,22 @@
+/* gemm_own.h — the own GEMM's per-level tasks (gemm_own.c drives them).
+ * A task computes rows m0..m0+nm of job j for panel p (output columns
+ * 64p .. 64p+63), epilogue included; pk: the calling thread's scratch of
+ * 2 x K x AC_GEMM_NR floats (F32 panels: W's and, for SWIGLU, W_up's). */
+#ifndef AC_GEMM_OWN_H
+#define AC_GEMM_OWN_H
+
+#include "forward/forward.h"
+
+#define NR 64          /* output columns per panel (every level) */
+#define AC_GEMM_NR NR
+#define MB (6 * 16)    /* rows per BF16 task */
+#define MBF 192        /* rows per F32 task (each task packs its panel once) */
+
+typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+
+void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+
+#endif

@@ -1,0 +1,329 @@
+/* test_forward_levels.c — the forward's kernels at every CPU level this machine
+ * has (AVX-512, AVX2, portable C), set with ac_set_cpu_level, against each
+ * other and against the double-precision reference:
+ *   - exp: AVX-512 and AVX2 bitwise equal to the scalar FMA formula
+ *     (ac_expf_fma), edge cases included; the portable form within 2 ulp;
+ *   - the own F32 GEMM: AVX2 bitwise equal to AVX-512 (the same FMAs, k in
+ *     order), every level independent of M (a row's result does not depend on
+ *     the rows beside it), each level within f32 rounding of double sums;
+ *   - whole forwards (fused and materialised, llama/bert/qwen2, F32/F16/Q8_0)
+ *     at each level within 1e-5 of the portable level and of the reference;
+ *   - --fast without AVX512-BF16 runs the exact path; a model packed for
+ *     AVX512-BF16 refuses a context at a lower level with a clear error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "attncache.h"
+#include "forward/cpu/simd.h"
+#include "forward/forward.h"
+#include "load/model.h"
+#include "ref_forward.h"
+#include "util/common.h"
+#include "util/cpu.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const g_names[3] = {"scalar", "avx2", "avx512"};
+
+static void set_level(int lv) { assert_int_equal(ac_set_cpu_level(g_names[lv]), AC_OK); }
+
+static int ulp_diff(float a, float b) {
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    if (ia < 0) ia = INT32_MIN - ia;
+    if (ib < 0) ib = INT32_MIN - ib;
+    return abs(ia - ib);
+}
+
+/* ---- exp ------------------------------------------------------------------------------------ */
+static void test_exp(void **st) {
+    (void)st;
+    enum { N = 4096 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    const float special[] = {NAN, -INFINITY, INFINITY, 0.0f, -0.0f, -104.0f, -103.99f, -103.3f, -88.0f, -87.3f,
+                             88.72f, 88.7228f, 88.8f, -1e-30f, 1e-30f, 0.5f, -0.5f, 1.0f};
+    const int ns = (int)(sizeof special / sizeof *special);
+    for (int i = 0; i < N; i++) x[i] = i < ns ? special[i] : -110.0f + 200.0f * (float)(i - ns) / (float)(N - ns);
+    for (int lv = AC_CPU_SCALAR; lv <= ac_cpu_hw_level(); lv++) {
+        set_level(lv);
+        memcpy(y, x, N * sizeof *y);
+        ac_vexp(y, N - 5); /* an odd length: the masked tail */
+        int maxu = 0;
+        for (int i = 0; i < N - 5; i++) {
+            const float r = ac_expf_fma(x[i]); /* fmaf: exactly rounded, whatever the build's flags */
+            if (isnan(r)) {
+                assert_true(isnan(y[i]));
+                continue;
+            }
+            if (lv >= AC_CPU_AVX2) { /* the same formula and FMAs: bitwise */
+                if (memcmp(&r, &y[i], 4)) fprintf(stderr, "exp(%.9g): %.9g vs %.9g\n", x[i], y[i], r);
+                assert_memory_equal(&r, &y[i], 4);
+            } else {
+                maxu = AC_MAX(maxu, ulp_diff(r, y[i]));
+            }
+            if (x[i] > -87.0f && x[i] < 88.0f) assert_true(fabs((double)y[i] - exp((double)x[i])) <= 4e-7 * exp((double)x[i]));
+        }
+        for (int i = N - 5; i < N; i++) assert_memory_equal(&x[i], &y[i], 4); /* past n: untouched */
+        /* portable C: separate multiply and add where the build has no FMA (2 ulp) */
+        printf("  exp at %s: %s (max %d ulp from the FMA formula)\n", g_names[lv],
+               lv >= AC_CPU_AVX2 ? "bitwise" : "portable", maxu);
+        assert_true(maxu <= 2);
+    }
+    assert_true(ac_expf(-INFINITY) == 0.0f && ac_expf(0.0f) == 1.0f && ac_expf(100.0f) > 3.4e38f && isfinite(ac_expf(INFINITY)));
+    ac_cpu_set_level(-1);
+    free(x), free(y);
+}
+
+/* ---- the own F32 GEMM ------------------------------------------------------------------------- */
+typedef struct small_ctx {
+    uint8_t *buf;
+    size_t size;
+    ac_model *m;
+    ac_ctx *c;
+} small_ctx;
+
+/* a context at level lv (its pool, level and scratch are what ac_own_gemm_run uses) */
+static void small_open(small_ctx *s, int lv) {
+    memset(s, 0, sizeof *s);
+    set_level(lv);
+    ref_spec sp = ref_spec_default(AC_ARCH_LLAMA);
+    assert_int_equal(ref_build(&sp, &s->buf, &s->size), AC_OK);
+    assert_int_equal(ac_model_load_memory(s->buf, s->size, NULL, AC_LOAD_NO_VOCAB, &s->m), AC_OK);
+    ac_ctx_params p = ac_ctx_default_params();
+    p.n_threads = 2;
+    assert_int_equal(ac_ctx_new(s->m, &p, &s->c), AC_OK);
+    assert_int_equal(s->c->level, lv);
+}
+
+static void small_close(small_ctx *s) {
+    ac_ctx_free(s->c);
+    ac_model_free(s->m);
+    free(s->buf);
+    ac_cpu_set_level(-1);
+}
+
+static ac_mat f32_mat(const char *name, const float *w, int n_out, int n_in) {
+    ac_mat m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.name, sizeof m.name, "%s", name);
+    m.n_out = n_out, m.n_in = n_in, m.type = GGML_F32, m.row_bytes = (size_t)n_in * 4, m.data = w, m.f32 = w;
+    return m;
+}
+
+static void test_gemm(void **st) {
+    (void)st;
+    enum { M = 13, N = 77, K = 300, EPI = 4 }; /* K: several of the AVX2 kernel's k blocks, and a tail */
+    float *W = malloc(N * K * 4), *Wu = malloc(N * K * 4), *X = malloc(M * K * 4), *b = malloc(N * 4);
+    float *Y[3][EPI], *Y5 = malloc(5 * N * 4);
+    uint64_t rs = 99;
+    for (int i = 0; i < N * K; i++) W[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 16777216.0f - 0.5f;
+    for (int i = 0; i < N * K; i++) Wu[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 16777216.0f - 0.5f;
+    for (int i = 0; i < M * K; i++) X[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 8388608.0f - 1.0f;
+    for (int i = 0; i < N; i++) b[i] = 0.01f * (float)(i % 7) - 0.03f;
+    ac_mat mw = f32_mat("w", W, N, K), mu = f32_mat("w_up", Wu, N, K);
+    const int epis[EPI] = {AC_EPI_STORE, AC_EPI_ACCUM, AC_EPI_GELU, AC_EPI_SWIGLU};
+    for (int lv = AC_CPU_SCALAR; lv <= ac_cpu_hw_level(); lv++) {
+        small_ctx s;
+        small_open(&s, lv);
+        for (int e = 0; e < EPI; e++) {
+            Y[lv][e] = malloc(M * N * 4);
+            for (int i = 0; i < M * N; i++) Y[lv][e][i] = 0.25f; /* what ACCUM adds to */
+            ac_act a = {X, M, K, NULL, 0};
+            ac_gemm_job j = {&mw, epis[e] == AC_EPI_SWIGLU ? &mu : NULL, &a, Y[lv][e], NULL,
+                             epis[e] == AC_EPI_SWIGLU ? NULL : b, epis[e]};
+            assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+            /* rows 4..8 alone (M = 5): bitwise the rows of the whole product */
+            for (int i = 0; i < 5 * N; i++) Y5[i] = 0.25f;
+            ac_act a5 = {X + 4 * K, 5, K, NULL, 0};
+            j.X = &a5;
+            j.Y = Y5;
+            assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+            assert_memory_equal(Y5, Y[lv][e] + 4 * N, 5 * N * 4);
+            /* against double sums: f32 rounding of K = 300 terms */
+            double err = 0, mx = 0;
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    double g = 0, u = 0;
+                    for (int k = 0; k < K; k++) g += (double)X[m * K + k] * W[n * K + k], u += (double)X[m * K + k] * Wu[n * K + k];
+                    double r = g + (epis[e] == AC_EPI_SWIGLU ? 0 : b[n]);
+                    if (epis[e] == AC_EPI_ACCUM) r += 0.25;
+                    if (epis[e] == AC_EPI_GELU) r = 0.5 * r * (1 + erf(r / sqrt(2.0)));
+                    if (epis[e] == AC_EPI_SWIGLU) r = g / (1 + exp(-g)) * u;
+                    err = fmax(err, fabs(r - Y[lv][e][m * N + n]));
+                    mx = fmax(mx, fabs(r));
+                }
+            assert_true(err / mx < 2e-6);
+            if (lv == AC_CPU_AVX512) /* the same FMAs in the same order as AVX2 */
+                assert_memory_equal(Y[AC_CPU_AVX512][e], Y[AC_CPU_AVX2][e], M * N * 4);
+            printf("  own gemm at %-6s epilogue %d: rel err vs double %.2e, M-independent%s\n", g_names[lv], epis[e],
+                   err / mx, lv == AC_CPU_AVX512 ? ", bitwise equal to avx2" : "");
+        }
+        small_close(&s);
+    }
+    for (int lv = AC_CPU_SCALAR; lv <= ac_cpu_hw_level(); lv++)
+        for (int e = 0; e < EPI; e++) free(Y[lv][e]);
+    free(W), free(Wu), free(X), free(b), free(Y5);
+}
+
+/* ---- whole forwards --------------------------------------------------------------------------- */
+typedef struct run_out {
+    float *h[2]; /* [attn kind][T][D] */
+} run_out;
+
+static void forward_at(const ref_spec *sp, int lv, int f32_math, const int *lens, int n, run_out *o, int T,
+                       const ref_model *ref, const int32_t *ids) {
+    set_level(lv);
+    uint8_t *buf;
+    size_t size;
+    assert_int_equal(ref_build(sp, &buf, &size), AC_OK);
+    ac_model_params mp = ac_model_default_params();
+    mp.f32_math = f32_math;
+    ac_model *m;
+    assert_int_equal(ac_model_load_memory(buf, size, &mp, AC_LOAD_NO_VOCAB, &m), AC_OK);
+    if (lv < AC_CPU_AVX512 || !ac_cpu_hw()->avx512bf16) assert_int_equal(m->pack == AC_PACK_BF16, 0);
+    const int D = m->info.n_embd;
+    ac_seq seqs[4];
+    for (int s = 0, off = 0; s < n; off += lens[s], s++) seqs[s].tokens = ids + off, seqs[s].n_tokens = lens[s];
+    for (int attn = 0; attn < 2; attn++) {
+        ac_ctx_params p = ac_ctx_default_params();
+        p.n_threads = 2;
+        p.attn = attn;
+        ac_ctx *c;
+        assert_int_equal(ac_ctx_new(m, &p, &c), AC_OK);
+        o->h[attn] = malloc((size_t)T * D * 4);
+        ac_outputs out = {0};
+        out.hidden = o->h[attn];
+        assert_int_equal(ac_forward(c, seqs, n, &out), AC_OK);
+        ac_ctx_free(c);
+    }
+    if (ref) { /* each sequence against the double reference */
+        double *hr = malloc((size_t)T * D * sizeof *hr);
+        for (int s = 0, off = 0; s < n; off += lens[s], s++) ref_forward(ref, ids + off, lens[s], hr + (size_t)off * D, NULL, NULL);
+        for (int attn = 0; attn < 2; attn++) assert_true(ref_rel_err_f(o->h[attn], hr, (size_t)T * D) < 1e-5);
+        free(hr);
+    }
+    ac_model_free(m);
+    free(buf);
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i] - b[i])), mx = fmax(mx, fabs((double)b[i]));
+    return e / (mx > 0 ? mx : 1);
+}
+
+static void test_forward_levels(void **st) {
+    (void)st;
+    ref_spec specs[4] = {ref_spec_default(AC_ARCH_LLAMA), ref_spec_default(AC_ARCH_BERT),
+                         ref_spec_default(AC_ARCH_QWEN2), ref_spec_default(AC_ARCH_LLAMA)};
+    specs[2].wtype = GGML_F16;
+    specs[3].wtype = GGML_Q8_0;
+    specs[3].n_embd = 64, specs[3].n_ff = 160; /* rows of whole Q8_0 blocks */
+    const char *labels[4] = {"llama F32", "bert F32", "qwen2 F16", "llama Q8_0"};
+    const int lens[3] = {33, 70, 5};
+    const int T = 108;
+    for (int si = 0; si < 4; si++) {
+        uint8_t *buf;
+        size_t size;
+        gguf_file *g;
+        ref_model ref;
+        assert_int_equal(ref_build(&specs[si], &buf, &size), AC_OK);
+        assert_int_equal(gguf_open_memory(buf, size, &g), AC_OK);
+        assert_int_equal(ref_model_init(&ref, g), 0);
+        int32_t ids[108];
+        uint64_t rs = 5 + (uint64_t)si;
+        ref_random_tokens(&rs, ids, T, specs[si].n_vocab);
+        run_out base;
+        forward_at(&specs[si], AC_CPU_SCALAR, 1, lens, 3, &base, T, &ref, ids);
+        const size_t n = (size_t)T * specs[si].n_embd;
+        for (int lv = AC_CPU_AVX2; lv <= ac_cpu_hw_level(); lv++) {
+            run_out o;
+            forward_at(&specs[si], lv, 1, lens, 3, &o, T, &ref, ids);
+            for (int attn = 0; attn < 2; attn++) {
+                /* GEMMs agree bitwise between AVX2 and AVX-512, not with the portable path (no FMA in
+                 * a baseline build); softmax sums are reduced in different lane orders: f32 rounding */
+                const double d = rel_diff(o.h[attn], base.h[attn], n);
+                printf("  %-10s %-6s vs scalar, %s attention: rel diff %.2e\n", labels[si], g_names[lv],
+                       attn ? "materialised" : "fused", d);
+                assert_true(d < 1e-5);
+                free(o.h[attn]);
+            }
+            if (specs[si].wtype != GGML_F32 && !(lv >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16)) {
+                /* --fast without AVX512-BF16: the exact path, bitwise */
+                run_out ex, fa;
+                forward_at(&specs[si], lv, 1, lens, 3, &ex, T, NULL, ids);
+                forward_at(&specs[si], lv, 0, lens, 3, &fa, T, NULL, ids);
+                for (int attn = 0; attn < 2; attn++) {
+                    assert_memory_equal(ex.h[attn], fa.h[attn], n * 4);
+                    free(ex.h[attn]), free(fa.h[attn]);
+                }
+            }
+        }
+        for (int attn = 0; attn < 2; attn++) free(base.h[attn]);
+        ref_model_free(&ref);
+        gguf_close(g);
+        free(buf);
+    }
+    ac_cpu_set_level(-1);
+}
+
+/* ---- level errors ------------------------------------------------------------------------------ */
+static void test_level_errors(void **st) {
+    (void)st;
+    assert_int_equal(ac_set_cpu_level("sse9"), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "sse9"));
+    assert_int_equal(ac_cpu_set_level(7), AC_ERR_ARG);
+    if (ac_cpu_hw_level() < AC_CPU_AVX512) {
+        assert_int_equal(ac_set_cpu_level("avx512"), AC_ERR_UNSUPPORTED);
+        assert_non_null(strstr(ac_last_error(), "at most"));
+    }
+    assert_int_equal(ac_set_cpu_level("scalar"), AC_OK);
+    char buf[128];
+    assert_int_equal(strncmp(ac_cpu_info(buf, sizeof buf), "scalar", 6), 0);
+    assert_int_equal(ac_set_cpu_level("auto"), AC_OK);
+    assert_int_equal(ac_cpu_level(), ac_cpu_hw_level());
+
+    /* weights packed for AVX512-BF16, then a context at AVX2: refused, naming the levels */
+    if (ac_cpu_hw_level() >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16) {
+        ref_spec sp = ref_spec_default(AC_ARCH_QWEN2);
+        sp.wtype = GGML_F16;
+        uint8_t *b;
+        size_t size;
+        assert_int_equal(ref_build(&sp, &b, &size), AC_OK);
+        ac_model_params mp = ac_model_default_params();
+        mp.f32_math = 0;
+        ac_model *m;
+        assert_int_equal(ac_model_load_memory(b, size, &mp, AC_LOAD_NO_VOCAB, &m), AC_OK);
+        assert_int_equal(m->pack, AC_PACK_BF16);
+        assert_int_equal(ac_set_cpu_level("avx2"), AC_OK);
+        ac_ctx *c = NULL;
+        assert_int_equal(ac_ctx_new(m, NULL, &c), AC_ERR_UNSUPPORTED);
+        assert_null(c);
+        assert_non_null(strstr(ac_last_error(), "AVX512-BF16"));
+        /* a library backend converts the mapped rows itself: allowed */
+        ac_ctx_params p = ac_ctx_default_params();
+        p.gemm = AC_GEMM_OPENBLAS;
+        assert_int_equal(ac_ctx_new(m, &p, &c), AC_OK);
+        ac_ctx_free(c);
+        ac_model_free(m);
+        free(b);
+        ac_cpu_set_level(-1);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exp),
+        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_forward_levels),
+        cmocka_unit_test(test_level_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
