@@ -296,6 +296,13 @@ int ac_cache_verify(ac_cache *cache, void *file /* FILE*: one line per problem *
 /* The same on a cache directory without a model (read-only; any model's database). */
 int ac_db_print_stats(const char *dir, void *file /* FILE* */);
 int ac_db_verify(const char *dir, void *file /* FILE* */, int64_t *n_bad);
+/* db repair: keep every intact record of a damaged database (a damaged commit
+ * slot, damaged records, a torn tail) and make it writable again; an intact
+ * one is left alone. What was found and done goes to file (FILE*, optional);
+ * *n_entries (optional): entries after the repair. Needs the writer lock
+ * (AC_ERR_CACHE while a build runs). The saved indexes are rebuilt at the next
+ * open. Design: docs/CACHE_STORE.md, "Damage". */
+int ac_db_repair(const char *dir, void *file /* FILE* */, int64_t *n_entries);
 
 #ifdef __cplusplus
 }

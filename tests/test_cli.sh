@@ -93,6 +93,16 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
     check "build: 60 lines recorded" "grep -q 'entries    60' '$T/b.txt' || grep -q '60 new entries' '$T/e.txt'"
     check "build again: nothing new (already stored)" "'$BIN' build -m '$STORIES' -i '$T/corpus.txt' -o '$T/cache' -q 2>&1 >/dev/null | grep -q '0 new entries, 60 already stored'"
     check "db stats and db verify" "'$BIN' db stats '$T/cache' | grep -q 'entries    60' && '$BIN' db verify '$T/cache' | grep -q 'all records intact'"
+    # one flipped byte in the newest commit slot: reported, nothing truncated, db repair gives all back
+    cp -r "$T/cache" "$T/slot" && python3 -c "
+import struct; f=open('$T/slot/maps.acdb','r+b'); h=f.read(2048)
+o=512 if struct.unpack_from('<Q',h,520)[0] > struct.unpack_from('<Q',h,1032)[0] else 1024
+f.seek(o+6); b=f.read(1); f.seek(o+6); f.write(bytes([b[0]^0x5a]))" && cp "$T/slot/maps.acdb" "$T/slot.orig"
+    "$BIN" db verify "$T/slot" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+    check "db verify: a damaged newest commit slot is an error naming the commit" "[ $rc -eq 1 ] && grep -q 'commit slot .* is damaged: commit [0-9]*, the newest' '$T/e.txt'"
+    echo 'a new line' | "$BIN" build -m "$STORIES" -o "$T/slot" -q > /dev/null 2> "$T/e.txt"; rc=$?
+    check "build into it: refused, the file untouched" "[ $rc -ne 0 ] && grep -q 'db repair' '$T/e.txt' && cmp -s '$T/slot/maps.acdb' '$T/slot.orig'"
+    check "db repair, then verify clean and all 60 entries" "'$BIN' db repair '$T/slot' | grep -q 'repair: 60 entries' && '$BIN' db verify '$T/slot' | grep -q 'all records intact' && '$BIN' db stats '$T/slot' | grep -q 'entries    60'"
     check "train-projector: hit quality report" "'$BIN' train-projector -m '$STORIES' --cache '$T/cache' --pairs 200 --epochs 3 2>/dev/null | grep -q 'projector .* mean-pooled'"
     # stored lines served from q8 maps: close to, but not bitwise, the exact embeddings
     head -3 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --normalize > "$T/x.jsonl"

@@ -1072,10 +1072,39 @@ int ac_db_print_stats(const char *dir, void *file) {
     fprintf(file, "cache: %s\nshape: %d layers x %d heads, %s, feature %d floats\nmodel fingerprint: %016llx%016llx\n",
             dir, sp.n_layer, sp.n_head, sp.causal ? "causal" : "bidirectional", sp.feat_dim,
             (unsigned long long)sp.fingerprint[0], (unsigned long long)sp.fingerprint[1]);
-    ac_store_stats_print(st, file);
-    if (ac_store_damage(st)) fprintf(file, "DAMAGED: %s\n", ac_store_damage(st));
+    ac_store_stats_print(st, file); /* with its DAMAGED / WARNING lines */
     ac_store_close(st);
     return AC_OK;
+}
+
+/* The saved indexes of dir: each one present is loaded (its checksums
+ * checked) and its size compared with the store; a damaged or stale index is
+ * reported as such, not as damage: it is rebuilt from the store when a cache
+ * is next opened (the store is the only source of truth). */
+static void verify_indexes(const char *dir, int64_t n_store, FILE *f) {
+    for (int k = 0; k < 3; k++) {
+        char name[64], path[PATH_MAX + 80];
+        index_name(k, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (access(path, F_OK) != 0) continue;
+        ac_index *idx = NULL;
+        if (ac_index_load(path, &idx) != AC_OK) {
+            if (f) fprintf(f, "index %s: unreadable (%s); not a loss: it is rebuilt from the store at the next open\n",
+                           name, ac_last_error());
+            ac_err_clear();
+            continue;
+        }
+        const int64_t nt = ac_index_ntotal(idx);
+        ac_index_free(idx);
+        if (f) {
+            if (nt > n_store)
+                fprintf(f, "index %s: %lld vectors for %lld entries (stale); rebuilt from the store at the next open\n",
+                        name, (long long)nt, (long long)n_store);
+            else
+                fprintf(f, "index %s: intact (%lld vectors; rebuilt from the store whenever it falls behind)\n", name,
+                        (long long)nt);
+        }
+    }
 }
 
 int ac_db_verify(const char *dir, void *file, int64_t *n_bad) {
@@ -1083,6 +1112,29 @@ int ac_db_verify(const char *dir, void *file, int64_t *n_bad) {
     int rc = open_raw(dir, &st);
     if (rc) return rc;
     rc = ac_store_verify(st, n_bad, file);
+    int64_t n = ac_store_count(st);
     ac_store_close(st);
+    char *msg = rc ? strdup(ac_last_error()) : NULL; /* keep the store's message past the index checks */
+    verify_indexes(dir, n, file);
+    if (rc) ac_err(rc, "%s", msg ? msg : "store verify failed");
+    free(msg);
     return rc;
+}
+
+int ac_db_repair(const char *dir, void *file, int64_t *n_entries) {
+    if (!dir) return ac_err(AC_ERR_ARG, "no cache directory given");
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/maps.acdb", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
+    int changed = 0;
+    int rc = ac_store_repair(path, NULL, file, n_entries, &changed);
+    if (rc) return ac_err_prefix(rc, "attention cache '%s'", dir);
+    if (changed) { /* entry ordinals may have changed: the saved indexes are rebuilt at the next open */
+        for (int k = 0; k < 3; k++) {
+            char name[64], mpath[PATH_MAX + 96];
+            index_name(k, name, sizeof name);
+            snprintf(mpath, sizeof mpath, "%s/%s.meta", dir, name);
+            if (unlink(mpath) == 0 && file) fprintf(file, "repair: %s will be rebuilt at the next open\n", name);
+        }
+    }
+    return AC_OK;
 }

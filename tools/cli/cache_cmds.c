@@ -144,7 +144,10 @@ done:
 int cmd_db(int argc, char **argv) {
     if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
         printf("usage: attncache db stats CACHE_DIR     entries, bytes, bytes per map element by codec\n"
-               "       attncache db verify CACHE_DIR    check every record (checksums, structure)\n");
+               "       attncache db verify CACHE_DIR    check every record (checksums, structure), both commit\n"
+               "                                        slots and the saved indexes; exit 1 on any damage\n"
+               "       attncache db repair CACHE_DIR    keep every intact record of a damaged cache and make it\n"
+               "                                        writable again (a damaged original is kept beside it)\n");
         return argc < 1 ? 2 : 0;
     }
     if (argc < 2) return cli_fail("db %s: CACHE_DIR is required", argv[0]);
@@ -159,7 +162,13 @@ int cmd_db(int argc, char **argv) {
         printf("verify: all records intact\n");
         return 0;
     }
-    return cli_fail("db: unknown subcommand '%s' (stats|verify)", argv[0]);
+    if (!strcmp(argv[0], "repair")) {
+        int64_t n = 0;
+        if (ac_db_repair(argv[1], stdout, &n) != AC_OK) return cli_fail("repair: %s", ac_last_error());
+        printf("repair: %lld entries\n", (long long)n);
+        return 0;
+    }
+    return cli_fail("db: unknown subcommand '%s' (stats|verify|repair)", argv[0]);
 }
 
 /* ---- train-projector ------------------------------------------------------------------------------ */
