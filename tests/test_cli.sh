@@ -55,6 +55,17 @@ import json
 x=json.loads(open(\"$T/score.jsonl\").read())
 lp=x[\"logprobs\"]; assert set(lp)=={\"girl\",\"dog\",\"car\"} and all(v<0 for v in lp.values())
 assert x[\"label\"]==max(lp,key=lp.get)'"
+  # a failed write on stdout (here /dev/full) is an error naming the stream, never a silent cut
+  if [ -w /dev/full ]; then
+    python3 -c "print('Once upon a time there was a dog\n' * 300, end='')" > "$T/many.txt"
+    for cmd in "tokenize -m $STORIES" "embed -m $STORIES" "score -m $STORIES --labels a,b" "similarity -m $STORIES" "info -m $STORIES" "--help" "embed --help"; do
+      "$BIN" $cmd -f "$T/many.txt" > /dev/full 2> "$T/e.txt" < /dev/null; rc=$?
+      [ "$cmd" = "--help" ] && { "$BIN" --help > /dev/full 2> "$T/e.txt"; rc=$?; }
+      check "stdout on a full disk: '${cmd%% -m*}' exits 1 naming standard output" "[ $rc -eq 1 ] && grep -q 'writing standard output failed: No space left' '$T/e.txt'"
+    done
+  else
+    skip "write errors (no /dev/full)"
+  fi
   check "info: JSON with the architecture" "'$BIN' info -m '$STORIES' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"arch\"]==\"llama\" and d[\"n_layer\"]==5'"
   # bad input: one clear line on stderr, non-zero exit, output before the bad line kept
   printf 'Once upon a time\n\nmore\n' | "$BIN" embed -m "$STORIES" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
@@ -86,6 +97,8 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --json "$T/ev.json" > "$T/ev.txt" 2> "$T/e.txt"
     check "eval sst2 (label scoring): table + JSON" "grep -q '^sst2 ' '$T/ev.txt' && python3 -c 'import json; d=json.load(open(\"$T/ev.json\")); assert d[\"n\"]==8 and 0<=d[\"value\"]<=100'"
     check "eval stsb (embeddings): Spearman row" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 20 2>/dev/null | grep -q spearman"
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 2 --json /dev/full > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --json on a full disk: exit 1 naming the file" "[ $rc -eq 1 ] && grep -q 'writing /dev/full failed' '$T/e.txt'"
     check "eval on a missing data dir: clear error" "'$BIN' eval --task sst2 -m '$STORIES' --data '$T/none' 2>&1 | grep -q 'cannot open data file'"
     # the cache commands end to end on a small corpus of SST-2 train sentences (short enough for stories' 128 positions)
     tail -n +2 "$DATA/sst2/train.tsv" | cut -f1 | awk 'length($0) < 60' | head -60 > "$T/corpus.txt"
@@ -93,6 +106,7 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
     check "build: 60 lines recorded" "grep -q 'entries    60' '$T/b.txt' || grep -q '60 new entries' '$T/e.txt'"
     check "build again: nothing new (already stored)" "'$BIN' build -m '$STORIES' -i '$T/corpus.txt' -o '$T/cache' -q 2>&1 >/dev/null | grep -q '0 new entries, 60 already stored'"
     check "db stats and db verify" "'$BIN' db stats '$T/cache' | grep -q 'entries    60' && '$BIN' db verify '$T/cache' | grep -q 'all records intact'"
+    check "db stats to a full disk: exit 1" "! '$BIN' db stats '$T/cache' > /dev/full 2>/dev/null"
     # one flipped byte in the newest commit slot: reported, nothing truncated, db repair gives all back
     cp -r "$T/cache" "$T/slot" && python3 -c "
 import struct; f=open('$T/slot/maps.acdb','r+b'); h=f.read(2048)

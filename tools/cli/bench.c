@@ -247,7 +247,7 @@ int cmd_bench(int argc, char **argv) {
     free(lens_dup);
     if (jf) {
         fputs("]}\n", jf);
-        fclose(jf);
+        if (cli_close_file(jf, json) && !rc) rc = 1;
     }
     if (cache) ac_cache_close(cache);
     ac_ctx_free(ctx);

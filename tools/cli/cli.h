@@ -29,6 +29,14 @@ void cli_lines_free(cli_lines *l);
 int cli_is_blank(const char *s);
 void cli_json_str(FILE *f, const char *s);
 int cli_parse_int(const char *s, int lo, int hi, int *out);
+/* Output streams: every write is checked. cli_close_file closes f (named
+ * `name` in the message) and returns 0, or 1 after one error line when a write,
+ * the flush or the close failed (disk full, /dev/full, EIO). cli_stdout_failed:
+ * stdout already saw a write error (commands stop early). cli_finish_stdout:
+ * main's last word: flushes and closes stdout; rc, or 1 if that failed. */
+int cli_close_file(FILE *f, const char *name);
+int cli_stdout_failed(void);
+int cli_finish_stdout(int rc);
 int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx);
 int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
 

@@ -709,7 +709,10 @@ int cmd_eval(int argc, char **argv) {
             }
         }
         fputs("}\n", jf);
-        fclose(jf);
+        if (cli_close_file(jf, json)) {
+            rc = 1;
+            goto out;
+        }
     }
 out:
     free(o0);

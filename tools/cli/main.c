@@ -107,6 +107,23 @@ void cli_json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+int cli_close_file(FILE *f, const char *name) {
+    errno = 0;
+    int bad = ferror(f) != 0;
+    int e = errno;
+    if (fflush(f) != 0) bad = 1, e = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad) return 0;
+    return cli_fail("writing %s failed: %s", name, e ? strerror(e) : "write error");
+}
+
+int cli_stdout_failed(void) { return ferror(stdout) != 0; }
+
+int cli_finish_stdout(int rc) {
+    int frc = cli_close_file(stdout, "standard output");
+    return rc ? rc : frc;
+}
+
 int cli_parse_int(const char *s, int lo, int hi, int *out) {
     char *end;
     errno = 0;
@@ -299,7 +316,7 @@ static int cmd_tokenize(int argc, char **argv) {
     }
     int rc = 0, cap = 1024;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    for (size_t l = 0; l < in.n && !rc; l++) {
+    for (size_t l = 0; l < in.n && !rc && !cli_stdout_failed(); l++) {
         int n = 0, r = ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n);
         if (r == AC_ERR_RANGE) {
             cap = n;
@@ -370,7 +387,7 @@ static int cmd_embed(int argc, char **argv) {
     float *emb = malloc((size_t)batch * d * sizeof *emb);
     int *ntok = malloc((size_t)batch * sizeof *ntok);
     int rc = (!emb || !ntok) ? cli_fail("out of memory") : 0;
-    for (size_t l0 = 0; l0 < in.n && !rc; l0 += (size_t)batch) {
+    for (size_t l0 = 0; l0 < in.n && !rc && !cli_stdout_failed(); l0 += (size_t)batch) {
         int nb = (int)AC_CLI_MIN((size_t)batch, in.n - l0);
         for (int k = 0; k < nb && !rc; k++)
             if (cli_is_blank(in.lines[l0 + k])) rc = cli_fail("line %zu: empty input text", l0 + k + 1);
@@ -482,7 +499,7 @@ static int cmd_score(int argc, char **argv) {
     if (attach_cache(&c, m, ctx, &cache)) goto out;
     if (cli_read_lines(c.input, &in)) goto out;
     rc = 0;
-    for (size_t l = 0; l < in.n && !rc; l++) {
+    for (size_t l = 0; l < in.n && !rc && !cli_stdout_failed(); l++) {
         if (cli_is_blank(in.lines[l])) {
             rc = cli_fail("line %zu: empty input text", l + 1);
             break;
@@ -673,22 +690,28 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
-        return 0;
+        return cli_finish_stdout(0);
     }
     argc -= 2;
     argv += 2;
-    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
-    if (!strcmp(cmd, "embed")) return cmd_embed(argc, argv);
-    if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
-    if (!strcmp(cmd, "similarity")) return cmd_similarity(argc, argv);
-    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
-    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
-    if (!strcmp(cmd, "build")) return cmd_build(argc, argv);
-    if (!strcmp(cmd, "db")) return cmd_db(argc, argv);
-    if (!strcmp(cmd, "train-projector")) return cmd_train_projector(argc, argv);
-    if (!strcmp(cmd, "tune")) return cmd_tune(argc, argv);
-    cli_fail("unknown command '%s'", cmd);
-    usage(stderr);
-    return 2;
+    int (*run)(int, char **) = !strcmp(cmd, "tokenize")          ? cmd_tokenize
+                               : !strcmp(cmd, "embed")           ? cmd_embed
+                               : !strcmp(cmd, "score")           ? cmd_score
+                               : !strcmp(cmd, "similarity")      ? cmd_similarity
+                               : !strcmp(cmd, "info")            ? cmd_info
+                               : !strcmp(cmd, "bench")           ? cmd_bench
+                               : !strcmp(cmd, "eval")            ? cmd_eval
+                               : !strcmp(cmd, "build")           ? cmd_build
+                               : !strcmp(cmd, "db")              ? cmd_db
+                               : !strcmp(cmd, "train-projector") ? cmd_train_projector
+                               : !strcmp(cmd, "tune")            ? cmd_tune
+                                                                 : NULL;
+    if (!run) {
+        cli_fail("unknown command '%s'", cmd);
+        usage(stderr);
+        return 2;
+    }
+    /* every command's stdout is checked at the end: a failed write (full
+     * disk, /dev/full) is an error and a non-zero exit, never a silent cut */
+    return cli_finish_stdout(run(argc, argv));
 }
