@@ -83,6 +83,15 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
   if [ -f "$SPM" ]; then
     check "vocab-only GGUF (no weights): names the missing tensor" "'$BIN' embed -m '$SPM' </dev/null 2>&1 | grep -q 'missing required tensor'"
   fi
+  # numeric options: one strict parser; NaN, infinities, trailing garbage, out of range refused by name
+  for bad in "--threshold nan" "--threshold inf" "--threshold -inf" "--threshold 0.5x" "--threshold 1e99" "--threshold ''" \
+             "--threads 5000" "--threads 2x" "--batch 0" "--batch 99999999999999999999"; do
+    opt=${bad%% *}
+    eval "echo x | '$BIN' embed -m '$STORIES' $bad > /dev/null 2> '$T/e.txt'"; rc=$?
+    check "numeric option refused: $bad" "[ $rc -eq 1 ] && grep -q \"bad $opt '\" '$T/e.txt'"
+  done
+  check "eval --thresholds with a NaN: refused before any work" "'$BIN' eval --task sst2 -m '$STORIES' --thresholds 1,nan 2>&1 | grep -q \"bad threshold in --thresholds 'nan': not a number\""
+  check "bench -L with garbage: refused" "'$BIN' bench -m '$STORIES' -L 16,1e3 2>&1 | grep -q \"bad length in -L '1e3': trailing characters\""
   check "score without --labels: clear error" "! echo x | '$BIN' score -m '$STORIES' 2>/dev/null"
   check "bad --pooling: clear error" "! echo x | '$BIN' embed -m '$STORIES' --pooling max 2>/dev/null"
   # the cache commands on a damaged database: errors, never a crash

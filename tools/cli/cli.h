@@ -3,6 +3,7 @@
 #define AC_CLI_H
 
 #include "attncache.h"
+#include <stdint.h>
 #include <stdio.h>
 
 #define AC_CLI_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -28,7 +29,14 @@ int cli_read_lines(const char *path, cli_lines *out);
 void cli_lines_free(cli_lines *l);
 int cli_is_blank(const char *s);
 void cli_json_str(FILE *f, const char *s);
-int cli_parse_int(const char *s, int lo, int hi, int *out);
+int cli_parse_int(const char *s, int lo, int hi, int *out); /* 1 if s is an integer in lo..hi (strict, no message) */
+/* Numeric options, one strict parser for all: the whole string, finite (no
+ * NaN/inf), in [lo, hi]. 0 on success; else 1 after one error line naming the
+ * option, the value, why, and the accepted range. */
+int cli_opt_int(const char *name, const char *s, long lo, long hi, int *out);
+int cli_opt_double(const char *name, const char *s, double lo, double hi, double *out);
+int cli_opt_float(const char *name, const char *s, double lo, double hi, float *out);
+int cli_opt_u64(const char *name, const char *s, uint64_t *out);
 /* Output streams: every write is checked. cli_close_file closes f (named
  * `name` in the message) and returns 0, or 1 after one error line when a write,
  * the flush or the close failed (disk full, /dev/full, EIO). cli_stdout_failed:

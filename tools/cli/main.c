@@ -15,6 +15,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,13 +126,76 @@ int cli_finish_stdout(int rc) {
     return rc ? rc : frc;
 }
 
-int cli_parse_int(const char *s, int lo, int hi, int *out) {
+/* Strict number parsing, one place for every numeric option: the whole
+ * string is the number (no blanks, no trailing characters), finite, in range.
+ * Returns NULL or why not. */
+static const char *num_why(const char *s, double v, const char *end, int err, double lo, double hi) {
+    if (!*s) return "empty";
+    if (isspace((unsigned char)*s)) return "leading blank";
+    if (end == s) return "not a number";
+    if (*end) return "trailing characters";
+    if (v != v) return "not a number (NaN)";
+    if (v == 1.0 / 0.0 || v == -1.0 / 0.0) return "infinite";
+    if (err == ERANGE || v < lo || v > hi) return "out of range";
+    return NULL;
+}
+
+static const char *long_why(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    const char *why = num_why(s, 0, end, 0, 0, 0);
+    if (!why && (errno == ERANGE || v < lo || v > hi)) why = "out of range";
+    *out = v;
+    return why;
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out) {
+    long v = 0;
+    if (!s || long_why(s, lo, hi, &v)) return 0;
     *out = (int)v;
     return 1;
+}
+
+int cli_opt_int(const char *name, const char *s, long lo, long hi, int *out) {
+    if (lo < INT_MIN) lo = INT_MIN;
+    if (hi > INT_MAX) hi = INT_MAX;
+    long v = 0;
+    const char *why = s ? long_why(s, lo, hi, &v) : "missing";
+    if (why) return cli_fail("bad %s '%s': %s (an integer in %ld..%ld)", name, s ? s : "", why, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+int cli_opt_double(const char *name, const char *s, double lo, double hi, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    const char *why = s ? num_why(s, v, end, errno, lo, hi) : "missing";
+    if (why && lo <= -FLT_MAX && hi >= FLT_MAX) return cli_fail("bad %s '%s': %s (a finite number)", name, s ? s : "", why);
+    if (why) return cli_fail("bad %s '%s': %s (a finite number in %g..%g)", name, s ? s : "", why, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int cli_opt_float(const char *name, const char *s, double lo, double hi, float *out) {
+    double v;
+    if (lo < -FLT_MAX) lo = -FLT_MAX;
+    if (hi > FLT_MAX) hi = FLT_MAX;
+    if (cli_opt_double(name, s, lo, hi, &v)) return 1;
+    *out = (float)v;
+    return 0;
+}
+
+int cli_opt_u64(const char *name, const char *s, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = s && *s != '-' ? strtoull(s, &end, 10) : 0;
+    const char *why = !s ? "missing" : *s == '-' ? "negative" : num_why(s, 0, end, 0, 0, 0);
+    if (!why && errno == ERANGE) why = "out of range";
+    if (why) return cli_fail("bad %s '%s': %s (an integer in 0..%llu)", name, s ? s : "", why, (unsigned long long)UINT64_MAX);
+    *out = (uint64_t)v;
+    return 0;
 }
 
 int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
@@ -168,7 +233,7 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!(c->input = NEXT())) return -1;
     } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
         const char *v = NEXT();
-        if (!v || !cli_parse_int(v, 0, 1024, &c->threads)) return v ? (cli_fail("bad --threads '%s'", v), -1) : -1;
+        if (!v || cli_opt_int("--threads", v, 0, 1024, &c->threads)) return -1;
     } else if (!strcmp(a, "--gemm")) {
         const char *v = NEXT();
         if (!v) return -1;
@@ -194,10 +259,7 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!(c->codec = NEXT())) return -1;
     } else if (!strcmp(a, "--threshold")) {
         const char *v = NEXT();
-        char *end;
-        if (!v) return -1;
-        c->threshold = strtof(v, &end);
-        if (end == v || *end) return cli_fail("bad --threshold '%s'", v), -1;
+        if (!v || cli_opt_float("--threshold", v, -FLT_MAX, FLT_MAX, &c->threshold)) return -1;
         c->have_threshold = 1;
     } else if (!strcmp(a, "--key")) {
         const char *v = NEXT();
@@ -363,7 +425,7 @@ static int cmd_embed(int argc, char **argv) {
         else if (!strcmp(argv[i], "--pooling") && i + 1 < argc) {
             if (!parse_pooling(argv[++i], &pooling)) return cli_fail("bad --pooling '%s' (mean|cls|last)", argv[i]);
         } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 4096, &batch)) return cli_fail("bad --batch '%s'", argv[i]);
+            if (cli_opt_int("--batch", argv[++i], 1, 4096, &batch)) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache embed -m MODEL [--pooling mean|cls|last] [--normalize] [-f FILE]\n"
                    "Prints one JSON line per input line: {\"embedding\":[...],\"tokens\":N}.\n"
