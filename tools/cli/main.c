@@ -179,7 +179,7 @@ int cli_opt_double(const char *name, const char *s, double lo, double hi, double
 }
 
 int cli_opt_float(const char *name, const char *s, double lo, double hi, float *out) {
-    double v;
+    double v = 0;
     if (lo < -FLT_MAX) lo = -FLT_MAX;
     if (hi > FLT_MAX) hi = FLT_MAX;
     if (cli_opt_double(name, s, lo, hi, &v)) return 1;
