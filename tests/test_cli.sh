@@ -72,6 +72,28 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
   check "empty line: exit != 0, one error line naming line 2" "[ $rc -ne 0 ] && [ \$(wc -l < '$T/e.txt') -eq 1 ] && grep -q 'line 2: empty' '$T/e.txt'"
   python3 -c "print('word ' * 400)" | "$BIN" embed -m "$STORIES" > /dev/null 2> "$T/e.txt"; rc=$?
   check "over-long input: clear error" "[ $rc -ne 0 ] && grep -q 'exceeds' '$T/e.txt'"
+  # --on-error skip: a bad line gets a JSON error object, every other line its answer
+  python3 -c "print('Once upon a time\n\n' + 'word ' * 400 + '\nThe little dog')" > "$T/mix.txt"
+  "$BIN" embed -m "$STORIES" -f "$T/mix.txt" --on-error skip > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  printf 'Once upon a time\nThe little dog\n' | "$BIN" embed -m "$STORIES" > "$T/good.txt"
+  check "embed --on-error skip: errors on lines 2 and 3, lines 1 and 4 answered as alone, exit 0" "[ $rc -eq 0 ] && grep -q '2 of 4 lines failed' '$T/e.txt' && python3 -c '
+import json
+L=[json.loads(l) for l in open(\"$T/o.txt\")]; G=[json.loads(l) for l in open(\"$T/good.txt\")]
+assert len(L)==4 and L[1]==dict(error=\"empty input text\",line=2), L[1]
+assert L[2][\"line\"]==3 and \"exceeds the limit of 128 tokens\" in L[2][\"error\"], L[2]
+assert L[0]==G[0] and L[3]==G[1]'"
+  "$BIN" embed -m "$STORIES" -f "$T/mix.txt" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "embed default (stop): exit 1 at line 2, line 1 answered" "[ $rc -eq 1 ] && [ \$(wc -l < '$T/o.txt') -eq 1 ] && grep -q 'line 2: empty input text' '$T/e.txt'"
+  "$BIN" score -m "$STORIES" --labels "girl,dog" -f "$T/mix.txt" --on-error skip > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "score --on-error skip: the same, as JSON lines" "[ $rc -eq 0 ] && python3 -c '
+import json
+L=[json.loads(l) for l in open(\"$T/o.txt\")]
+assert len(L)==4 and L[1][\"line\"]==2 and L[2][\"line\"]==3 and \"logprobs\" in L[0] and \"logprobs\" in L[3], L'"
+  python3 -c "print('word ' * 400)" | "$BIN" score -m "$STORIES" --labels a,b > /dev/null 2> "$T/e.txt"; rc=$?
+  check "score over-long: the same message as embed" "[ $rc -eq 1 ] && grep -q 'line 1: input of [0-9]* tokens exceeds the limit of 128 tokens' '$T/e.txt'"
+  check "score --template without {text}: refused" "echo x | '$BIN' score -m '$STORIES' --labels a,b --template 'Review: x' 2>&1 >/dev/null | grep -q 'bad --template .*no {text}'"
+  check "bad --on-error: refused" "echo x | '$BIN' embed -m '$STORIES' --on-error maybe 2>&1 | grep -q \"bad --on-error 'maybe'\""
+  check "tokenize --on-error skip: accepted, every line answered" "[ \$('$BIN' tokenize -m '$STORIES' --on-error skip -f '$T/mix.txt' | wc -l) -eq 4 ]"
   printf 'caf\xc3 \xff\xfe ok\n' | "$BIN" tokenize -m "$STORIES" > /dev/null 2> "$T/e.txt"
   check "invalid UTF-8: tokenized (replacement), exit 0" "[ \$? -eq 0 ]"
   head -c 5000 "$STORIES" > "$T/trunc.gguf"

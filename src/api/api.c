@@ -213,6 +213,8 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
         rc = ac_err(AC_ERR_INPUT, "empty prompt");
         goto done;
     }
+    ac_seq pq = {ptoks, np};
+    if ((rc = ac_ctx_check_seq(ctx, &pq))) goto done; /* "input of N tokens exceeds the limit of M tokens" */
     ltoks = AC_CALLOC((size_t)n_labels, sizeof *ltoks);
     nl = AC_CALLOC((size_t)n_labels, sizeof *nl);
     if (!ltoks || !nl) {
@@ -261,6 +263,10 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
         seqs[i].tokens = buf + off;
         seqs[i].n_tokens = np + nl[i];
         off += np + nl[i];
+        if ((rc = ac_ctx_check_seq(ctx, &seqs[i]))) {
+            ac_err_prefix(rc, "prompt + label '%s'", labels[i]);
+            goto done;
+        }
     }
     ac_outputs o = {0};
     o.hidden = hidden;

@@ -350,21 +350,59 @@ static void detach_cache(ac_ctx *ctx, ac_cache *cache) {
     ac_cache_close(cache);
 }
 
+/* ---- per-line errors (--on-error stop|skip) ------------------------------------------------ */
+
+static const char *on_error_help =
+    "      --on-error M     what a bad line (empty, over-long) does: stop (default): an error naming\n"
+    "                       the line, exit 1, the lines before it answered; skip: its output line is\n"
+    "                       {\"error\":\"...\",\"line\":N}, the other lines are answered, exit 0 and a\n"
+    "                       count on stderr\n";
+
+/* --on-error VALUE: 1 if argv[*i] was it (consumed), 0 if not, -1 on a bad value. */
+static int on_error_opt(int argc, char **argv, int *i, int *skip) {
+    if (strcmp(argv[*i], "--on-error")) return 0;
+    if (*i + 1 >= argc) return cli_fail("option --on-error needs a value (stop|skip)"), -1;
+    const char *v = argv[++*i];
+    if (!strcmp(v, "stop")) *skip = 0;
+    else if (!strcmp(v, "skip")) *skip = 1;
+    else return cli_fail("bad --on-error '%s' (stop|skip)", v), -1;
+    return 1;
+}
+
+/* A bad input line: with skip, its output line is a JSON error object and
+ * *n_failed counts it (returns 0: go on); else one error line (returns 1). */
+static int line_error(int skip, size_t line, const char *msg, size_t *n_failed) {
+    if (!skip) return cli_fail("line %zu: %s", line, msg);
+    fputs("{\"error\":", stdout);
+    cli_json_str(stdout, msg);
+    printf(",\"line\":%zu}\n", line);
+    (*n_failed)++;
+    return 0;
+}
+
+/* The summary of a skip run on stderr. */
+static void failed_summary(const char *cmd, size_t n_failed, size_t n) {
+    if (n_failed)
+        fprintf(stderr, "attncache: warning: %s: %zu of %zu lines failed; their output lines are {\"error\":...} objects\n",
+                cmd, n_failed, n);
+}
+
 /* ---- commands -------------------------------------------------------------------------- */
 
 static int cmd_tokenize(int argc, char **argv) {
     cli_common c = {0};
-    int special = 0;
+    int special = 0, skip = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
+        if (!r) r = on_error_opt(argc, argv, &i, &skip);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--special")) special = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache tokenize -m MODEL [--special] [-f FILE]\n"
                    "Prints one line per input line: the token ids separated by single spaces.\n"
-                   "  --special            add BOS/EOS/CLS/SEP as the model's metadata says\n%s",
-                   cli_common_help);
+                   "  --special            add BOS/EOS/CLS/SEP as the model's metadata says\n%s%s",
+                   on_error_help, cli_common_help);
             return 0;
         } else return cli_fail("tokenize: unknown option '%s' (see --help)", argv[i]);
     }
@@ -377,22 +415,28 @@ static int cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     int rc = 0, cap = 1024;
+    size_t n_failed = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     for (size_t l = 0; l < in.n && !rc && !cli_stdout_failed(); l++) {
-        int n = 0, r = ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n);
+        int n = 0, r = ids ? ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n) : AC_ERR_NOMEM;
         if (r == AC_ERR_RANGE) {
             cap = n;
             free(ids);
             ids = malloc((size_t)cap * sizeof *ids);
             r = ids ? ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n) : AC_ERR_NOMEM;
         }
+        if (r == AC_ERR_INPUT) { /* this line's problem */
+            rc = line_error(skip, l + 1, ac_last_error(), &n_failed);
+            continue;
+        }
         if (r != AC_OK) {
-            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            rc = cli_fail("line %zu: %s", l + 1, r == AC_ERR_NOMEM ? "out of memory" : ac_last_error());
             break;
         }
         for (int k = 0; k < n; k++) printf(k ? " %d" : "%d", ids[k]);
         putchar('\n');
     }
+    failed_summary("tokenize", n_failed, in.n);
     free(ids);
     cli_lines_free(&in);
     ac_model_free(m);
@@ -416,9 +460,10 @@ static void print_embedding(const float *e, int d, int ntok) {
 
 static int cmd_embed(int argc, char **argv) {
     cli_common c = {0};
-    int pooling = AC_POOL_DEFAULT, normalize = 0, batch = 16;
+    int pooling = AC_POOL_DEFAULT, normalize = 0, batch = 16, skip = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
+        if (!r) r = on_error_opt(argc, argv, &i, &skip);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--normalize")) normalize = 1;
@@ -431,8 +476,8 @@ static int cmd_embed(int argc, char **argv) {
                    "Prints one JSON line per input line: {\"embedding\":[...],\"tokens\":N}.\n"
                    "  --pooling P          mean|cls|last (default: the model's pooling type)\n"
                    "  --normalize          L2-normalise the embedding\n"
-                   "  --batch N            inputs per forward call (default 16)\n%s%s",
-                   cli_common_help, cli_cache_help);
+                   "  --batch N            inputs per forward call (default 16)\n%s%s%s",
+                   on_error_help, cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("embed: unknown option '%s' (see --help)", argv[i]);
     }
@@ -446,30 +491,35 @@ static int cmd_embed(int argc, char **argv) {
     ac_model_info info;
     ac_model_get_info(m, &info);
     const int d = info.n_embd;
-    float *emb = malloc((size_t)batch * d * sizeof *emb);
+    float *emb = malloc((size_t)batch * d * sizeof *emb); /* [batch][d] */
     int *ntok = malloc((size_t)batch * sizeof *ntok);
-    int rc = (!emb || !ntok) ? cli_fail("out of memory") : 0;
+    ac_status *st = malloc((size_t)batch * sizeof *st);
+    const char **texts = malloc((size_t)batch * sizeof *texts); /* the batch's non-blank lines */
+    int rc = (!emb || !ntok || !st || !texts) ? cli_fail("out of memory") : 0;
+    size_t n_failed = 0;
     for (size_t l0 = 0; l0 < in.n && !rc && !cli_stdout_failed(); l0 += (size_t)batch) {
-        int nb = (int)AC_CLI_MIN((size_t)batch, in.n - l0);
-        for (int k = 0; k < nb && !rc; k++)
-            if (cli_is_blank(in.lines[l0 + k])) rc = cli_fail("line %zu: empty input text", l0 + k + 1);
-        if (rc) break;
-        int r = ac_embed_texts(ctx, (const char *const *)in.lines + l0, nb, pooling, normalize, emb, ntok);
-        if (r == AC_OK) {
-            for (int k = 0; k < nb; k++) print_embedding(emb + (size_t)k * d, d, ntok[k]);
-            continue;
+        int nb = (int)AC_CLI_MIN((size_t)batch, in.n - l0), nt = 0;
+        for (int k = 0; k < nb; k++)
+            if (!cli_is_blank(in.lines[l0 + k])) texts[nt++] = in.lines[l0 + k];
+        /* one call per batch; a bad line gets its own status (no retry line by line) */
+        int r = ac_embed_texts_status(ctx, texts, nt, pooling, normalize, emb, ntok, st);
+        if (r != AC_OK) {
+            rc = cli_fail("embedding failed: %s", ac_last_error());
+            break;
         }
-        /* find the failing line: one at a time, printing the good ones before it */
-        for (int k = 0; k < nb; k++) {
-            r = ac_embed_texts(ctx, (const char *const *)in.lines + l0 + k, 1, pooling, normalize, emb, ntok);
-            if (r != AC_OK) {
-                rc = cli_fail("line %zu: %s", l0 + k + 1, ac_last_error());
-                break;
+        for (int k = 0, j = 0; k < nb && !rc; k++) {
+            if (cli_is_blank(in.lines[l0 + k])) {
+                rc = line_error(skip, l0 + k + 1, "empty input text", &n_failed);
+                continue;
             }
-            print_embedding(emb, d, ntok[0]);
+            if (st[j].code == AC_OK) print_embedding(emb + (size_t)j * d, d, ntok[j]);
+            else rc = line_error(skip, l0 + k + 1, st[j].message, &n_failed);
+            j++;
         }
-        if (!rc) rc = cli_fail("embedding failed: %s", ac_last_error());
     }
+    failed_summary("embed", n_failed, in.n);
+    free(st);
+    free(texts);
     free(emb);
     free(ntok);
     cli_lines_free(&in);
@@ -527,8 +577,10 @@ static char *apply_template(const char *tpl, const char *text) {
 static int cmd_score(int argc, char **argv) {
     cli_common c = {0};
     const char *labels_arg = NULL, *tpl = "{text}";
+    int skip = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
+        if (!r) r = on_error_opt(argc, argv, &i, &skip);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--labels") && i + 1 < argc) labels_arg = argv[++i];
@@ -539,12 +591,15 @@ static int cmd_score(int argc, char **argv) {
                    "{text} replaced by the line; each label is scored by the log-probability of its tokens\n"
                    "as a continuation of the prompt (a space is put between prompt and label unless the\n"
                    "prompt ends in whitespace). Prints JSON lines:\n"
-                   "  {\"logprobs\":{\"a\":-1.2,...},\"label\":\"a\",\"tokens\":N}\n%s",
-                   cli_common_help);
+                   "  {\"logprobs\":{\"a\":-1.2,...},\"label\":\"a\",\"tokens\":N}\n"
+                   "  --template T         the prompt, with {text} where each line goes (default \"{text}\")\n%s%s",
+                   on_error_help, cli_common_help);
             return 0;
         } else return cli_fail("score: unknown option '%s' (see --help)", argv[i]);
     }
     if (!labels_arg) return cli_fail("score: --labels \"a,b,...\" is required");
+    if (!strstr(tpl, "{text}"))
+        return cli_fail("score: bad --template '%s': it has no {text} (the place each input line goes)", tpl);
     char **labels;
     int nl;
     if (!split_labels(labels_arg, &labels, &nl) || nl < 1)
@@ -561,10 +616,11 @@ static int cmd_score(int argc, char **argv) {
     if (attach_cache(&c, m, ctx, &cache)) goto out;
     if (cli_read_lines(c.input, &in)) goto out;
     rc = 0;
+    size_t n_failed = 0;
     for (size_t l = 0; l < in.n && !rc && !cli_stdout_failed(); l++) {
         if (cli_is_blank(in.lines[l])) {
-            rc = cli_fail("line %zu: empty input text", l + 1);
-            break;
+            rc = line_error(skip, l + 1, "empty input text", &n_failed);
+            continue;
         }
         char *prompt = apply_template(tpl, in.lines[l]);
         if (!prompt) {
@@ -578,13 +634,15 @@ static int cmd_score(int argc, char **argv) {
             if (asprintf(&cont[k], "%s%s", need_space ? " " : "", labels[k]) < 0) cont[k] = NULL;
         }
         int r = ac_score_labels(ctx, prompt, (const char *const *)cont, nl, lp);
-        int ntok = 0;
-        ac_tokenize(m, prompt, plen, 1, NULL, 0, &ntok);
-        free(prompt);
         if (r != AC_OK) {
-            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
-            break;
+            free(prompt);
+            if (r == AC_ERR_INPUT) rc = line_error(skip, l + 1, ac_last_error(), &n_failed); /* this line's problem */
+            else rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            continue;
         }
+        int ntok = 0;
+        ac_tokenize(m, prompt, plen, 1, NULL, 0, &ntok); /* the count only (AC_ERR_RANGE expected) */
+        free(prompt);
         int best = 0;
         fputs("{\"logprobs\":{", stdout);
         for (int k = 0; k < nl; k++) {
@@ -597,6 +655,7 @@ static int cmd_score(int argc, char **argv) {
         cli_json_str(stdout, labels[best]);
         printf(",\"tokens\":%d}\n", ntok);
     }
+    failed_summary("score", n_failed, in.n);
 out:
     cli_lines_free(&in);
     detach_cache(ctx, cache);
