@@ -313,6 +313,11 @@ typedef struct ac_cache_stats {
     int64_t search_unproven;   /* lookups whose flat-index f16 pass could not prove the top k at
                                   once (exact results all the same: more vectors computed in f32) */
     int64_t search_recomputed; /* the vectors computed exactly for them */
+    int64_t damaged_skipped;   /* lookup candidates passed over because their record is damaged
+                                  (payload checksum): those queries were computed exactly instead */
+    int64_t lookup_errors;     /* lookups that failed (e.g. out of memory): served exactly, as misses */
+    int64_t damaged_unindexed; /* records left out of the index as damaged when it was (re)built;
+                                  not reset by ac_cache_reset_stats                                  */
 } ac_cache_stats;
 int ac_cache_get_stats(const ac_cache *cache, ac_cache_stats *s);
 void ac_cache_reset_stats(ac_cache *cache);

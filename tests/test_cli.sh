@@ -148,6 +148,20 @@ f.seek(o+6); b=f.read(1); f.seek(o+6); f.write(bytes([b[0]^0x5a]))" && cp "$T/sl
     echo 'a new line' | "$BIN" build -m "$STORIES" -o "$T/slot" -q > /dev/null 2> "$T/e.txt"; rc=$?
     check "build into it: refused, the file untouched" "[ $rc -ne 0 ] && grep -q 'db repair' '$T/e.txt' && cmp -s '$T/slot/maps.acdb' '$T/slot.orig'"
     check "db repair, then verify clean and all 60 entries" "'$BIN' db repair '$T/slot' | grep -q 'repair: 60 entries' && '$BIN' db verify '$T/slot' | grep -q 'all records intact' && '$BIN' db stats '$T/slot' | grep -q 'entries    60'"
+    idx=$(ls "$T/slot"/index-*.faiss 2>/dev/null | head -1)
+    if [ -n "$idx" ]; then
+      python3 -c "f=open('$idx','r+b'); f.seek(200); b=f.read(1); f.seek(200); f.write(bytes([b[0]^1]))"
+      check "db verify: a damaged index is reported as rebuilt at the next open (the store intact: exit 0)" "'$BIN' db verify '$T/slot' | grep -q 'unreadable.*rebuilt from the store at the next open'"
+    else
+      bad "no saved index in $T/slot"
+    fi
+    # a damaged record: db verify names it (and reports the indexes), a lookup that meets it says so
+    cp -r "$T/cache" "$T/dmg" && python3 -c "
+f=open('$T/dmg/maps.acdb','r+b'); f.seek(4096+64+8); b=f.read(1); f.seek(4096+64+8); f.write(bytes([b[0]^1]))"
+    "$BIN" db verify "$T/dmg" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+    check "db verify: a damaged record named, the indexes reported" "[ $rc -eq 1 ] && grep -q 'entry 0 .*payload checksum mismatch' '$T/o.txt' && grep -q '^index index-.*' '$T/o.txt'"
+    head -5 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --cache "$T/dmg" --threshold 1e9 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "embed --cache over a damaged record: exit 0, a warning counting it" "[ $rc -eq 0 ] && grep -q 'warning: attention cache: .*damaged' '$T/e.txt'"
     check "train-projector: hit quality report" "'$BIN' train-projector -m '$STORIES' --cache '$T/cache' --pairs 200 --epochs 3 2>/dev/null | grep -q 'projector .* mean-pooled'"
     # stored lines served from q8 maps: close to, but not bitwise, the exact embeddings
     head -3 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --normalize > "$T/x.jsonl"

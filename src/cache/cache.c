@@ -69,6 +69,7 @@ struct ac_cache {
     size_t cap_x0;
     float *feat, *keyv;      /* [feat_dim], [max key dim] */
     ac_cache_stats stats;
+    int64_t n_unindexed; /* damaged records the index left out (build_index) */
 };
 
 /* ---- model fingerprint --------------------------------------------------------------------- */
@@ -258,19 +259,21 @@ static int build_index(ac_cache *c, int save) {
     c->idx = NULL;
     if (n == 0) return AC_OK;
     float *keys = AC_MALLOC((size_t)n * kd * sizeof *keys), *tmp = AC_MALLOC((size_t)c->D * sizeof *tmp);
-    int64_t *ids = AC_MALLOC((size_t)n * sizeof *ids), nk = 0; /* [nk] entries indexed */
+    int64_t *ids = AC_MALLOC((size_t)n * sizeof *ids), nk = 0, n_damaged = 0; /* [nk] entries indexed */
     int rc = (!keys || !tmp || !ids) ? AC_ERR_NOMEM : AC_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         ac_store_entry e;
         if ((rc = ac_store_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
             ac_err_clear();
             rc = AC_OK;
+            n_damaged++;
             continue;
         }
         if (rc) break;
         rc = make_key(c, c->key, e.feature, keys + (size_t)nk * kd, tmp);
         ids[nk++] = i;
     }
+    c->n_unindexed = n_damaged;
     if (!rc && nk == 0) { /* every record damaged: nothing to look up */
         free(keys);
         free(tmp);
@@ -535,7 +538,11 @@ static int lookup(ac_cache *c, const int32_t *tokens, int L, const float *x0, se
             /* exact rows only: the candidate sharing the longest token prefix
              * (row t of a causal map depends on tokens 0..t alone); distance
              * plays no part in exactness, so no threshold */
-            if (ac_store_get(c->st, ids[k], &e) != AC_OK || !e.tokens) continue;
+            if (ac_store_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it, counted */
+                c->stats.damaged_skipped++;
+                continue;
+            }
+            if (!e.tokens) continue;
             const int n = AC_MIN(L, e.n_tokens);
             int p = 0;
             while (p < n && e.tokens[p] == tokens[p]) p++;
@@ -550,7 +557,10 @@ static int lookup(ac_cache *c, const int32_t *tokens, int L, const float *x0, se
         }
         if (d > c->p.threshold) break; /* candidates come best first */
         if (!entry_fits(c, ac_store_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
-        if (ac_store_get(c->st, ids[k], &e) != AC_OK) continue; /* damaged record: skip it */
+        if (ac_store_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it, counted */
+            c->stats.damaged_skipped++;
+            continue;
+        }
         st->hit = 1;
         st->rows = L;
         st->e = e;
@@ -588,6 +598,7 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
         memset(st, 0, sizeof *st);
         if (lookup(c, site->tokens, site->n_tokens, site->x, st) != AC_OK) {
+            c->stats.lookup_errors++; /* counted; reported by the tools */
             st->hit = 0; /* a failed lookup never breaks the exact path */
             ac_err_clear();
         }
@@ -837,6 +848,7 @@ int ac_cache_get_stats(const ac_cache *c, ac_cache_stats *s) {
     if (!c || !s) return ac_err(AC_ERR_ARG, "ac_cache_get_stats: invalid argument");
     *s = c->stats;
     s->entries = ac_store_count(c->st);
+    s->damaged_unindexed = c->n_unindexed;
     return AC_OK;
 }
 
@@ -854,6 +866,9 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
             c->key == AC_KEY_PROJECTOR ? "projector" : c->key == AC_KEY_MEAN ? "mean" : "random",
             c->proj ? " (trained projector present)" : "", c->p.index_kind == 0 ? "flat" : c->p.index_kind == 1 ? "ivf" : "hnsw");
     ac_store_stats_print(c->st, f);
+    if (c->n_unindexed)
+        fprintf(f, "DAMAGED    %lld record(s) failed their checksum and are left out of the index (served by exact "
+                "compute); `attncache db repair` drops them\n", (long long)c->n_unindexed);
     return AC_OK;
 }
 

@@ -247,7 +247,10 @@ int cmd_bench(int argc, char **argv) {
         fputs("]}\n", jf);
         if (cli_close_file(jf, json) && !rc) rc = 1;
     }
-    if (cache) ac_cache_close(cache);
+    if (cache) {
+        cli_cache_warn(cache);
+        ac_cache_close(cache);
+    }
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

@@ -51,6 +51,9 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
 /* Open the cache named by --cache for model m (writable/create for build). */
 int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out);
 extern const char *cli_cache_help;
+/* One warning line on stderr when the cache passed over damaged records or a
+ * lookup failed (those queries were computed exactly); nothing otherwise. */
+void cli_cache_warn(const ac_cache *cache);
 
 /* eval --plot: PNG of speedup and metric against the threshold (plot.c) */
 int cli_plot_sweep(const char *path, int n, const double *thr, const double *speedup, const double *metric,

@@ -637,6 +637,10 @@ int cmd_eval(int argc, char **argv) {
                    1e6 * cs.t_features / cs.queries, 1e6 * cs.t_key / cs.queries, 1e6 * cs.t_search / cs.queries,
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
                    (long long)cs.search_recomputed);
+        if (cs.damaged_skipped || cs.lookup_errors || cs.damaged_unindexed)
+            printf("lookup problems: %lld damaged record(s) left out of the index, %lld candidate(s) skipped as "
+                   "damaged, %lld failed lookup(s) (computed exactly; `attncache db verify`)\n",
+                   (long long)cs.damaged_unindexed, (long long)cs.damaged_skipped, (long long)cs.lookup_errors);
         printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
@@ -730,7 +734,10 @@ out:
     free(o1);
     ds_free(&pool);
     ds_free(&q);
-    if (cache) ac_cache_close(cache);
+    if (cache) {
+        cli_cache_warn(cache);
+        ac_cache_close(cache);
+    }
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

@@ -344,8 +344,20 @@ static int attach_cache(const cli_common *c, ac_model *m, ac_ctx *ctx, ac_cache 
     return 0;
 }
 
+void cli_cache_warn(const ac_cache *cache) {
+    ac_cache_stats s;
+    if (!cache || ac_cache_get_stats(cache, &s) != AC_OK) return;
+    if (s.damaged_skipped || s.lookup_errors || s.damaged_unindexed)
+        fprintf(stderr,
+                "attncache: warning: attention cache: %lld damaged record(s) left out of the index, %lld lookup "
+                "candidate(s) skipped as damaged, %lld failed lookup(s); those inputs were computed exactly "
+                "(`attncache db verify` names the records, `attncache db repair` drops them)\n",
+                (long long)s.damaged_unindexed, (long long)s.damaged_skipped, (long long)s.lookup_errors);
+}
+
 static void detach_cache(ac_ctx *ctx, ac_cache *cache) {
     if (!cache) return;
+    cli_cache_warn(cache);
     ac_ctx_attach_cache(ctx, NULL);
     ac_cache_close(cache);
 }
