@@ -314,11 +314,23 @@ static int slot_state(const commit_slot *s, uint64_t off) {
     return memcmp(s, &zero, sizeof zero) == 0 ? SLOT_BLANK : SLOT_DAMAGED;
 }
 
+/* 1 if a writer holds the database (its exclusive flock makes a shared try
+ * fail). Asked only when a slot looks damaged: without a writer no slot write
+ * can be in flight, so the damage is real and re-reading is pointless. */
+static int writer_active(int fd) {
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        return 0;
+    }
+    return errno == EWOULDBLOCK;
+}
+
 /* Read both commit slots; *best = the valid one with the highest seq, *other
  * = the state of the slot not chosen (SLOT_*), *other_idx its index (0/1).
  * Returns 1 if a valid slot was found. A reader racing the writer may see the
- * slot being written torn: retry a few times while a slot looks damaged (also
- * when both do: two commits inside one read) before believing it. */
+ * slot being written torn: while a writer is active, retry a few times while a
+ * slot looks damaged (also when both do: two commits inside one read) before
+ * believing it. */
 static int read_commit(ac_store *st, commit_slot *best, int *other, int *other_idx, int retries) {
     int found = 0;
     for (int attempt = 0; attempt <= retries; attempt++) {
@@ -336,6 +348,7 @@ static int read_commit(ac_store *st, commit_slot *best, int *other, int *other_i
             }
         }
         if (attempt < retries) {
+            if (!writer_active(st->fd)) break;
             struct timespec ts = {0, 200000};
             nanosleep(&ts, NULL);
         }
@@ -652,7 +665,14 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     }
     st->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (st->fd < 0) { rc = ac_err(AC_ERR_IO, "store %s: cannot open: %s", path, strerror(errno)); goto fail; }
-    if (writable && flock(st->fd, LOCK_EX | LOCK_NB) != 0) {
+    /* a reader that found a damaged slot holds a shared lock for a moment
+     * (writer_active): try a few times before calling the file locked */
+    int locked = writable ? -1 : 0;
+    for (int t = 0; writable && t < 5 && (locked = flock(st->fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK; t++) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    if (writable && locked != 0) {
         if (errno == EWOULDBLOCK)
             rc = ac_err(AC_ERR_CACHE, "store %s: locked by another writer (one writer at a time; readers are fine)", path);
         else
@@ -711,7 +731,7 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
 
     commit_slot c;
     int other = SLOT_BLANK, other_idx = 1;
-    if (!read_commit(st, &c, &other, &other_idx, writable ? 0 : 20)) {
+    if (!read_commit(st, &c, &other, &other_idx, writable || (flags & OPEN_NO_COMMIT_OK) ? 0 : 20)) {
         if (!(flags & OPEN_NO_COMMIT_OK)) {
             rc = ac_err(AC_ERR_FORMAT, "store %s: no valid commit record (both header slots damaged); "
                         "`attncache db repair` recovers the intact records", path);
