@@ -12,7 +12,9 @@
  *       (format 2 with FLAG_TOKENS) token ids int32[L], zero-padded to 64
  *       n_layer*n_head maps of map_bytes each (codec.h layouts, 64-padded)
  *   [end, size)  uncommitted tail (a killed writer's partial append): ignored by
- *                readers, truncated by the next writer.
+ *                readers, truncated by the next writer, unless the other commit
+ *                slot is damaged: then it may hold the newest commit's records,
+ *                and writers refuse until ac_store_repair (check_other_slot).
  * Commit protocol: write records past `end`; fdatasync; write slot (seq+1)&1 with
  * the new end; fdatasync. A torn slot fails its checksum and the other slot (the
  * previous commit) is used. Checksums are seeded with the record's file offset. */
@@ -125,8 +127,8 @@ struct ac_store {
     size_t ht_cap;
     int damaged;
     uint64_t damage_off;
-    char damage_msg[320];
-    char slot_msg[320];   /* a damaged commit slot that cost nothing (an older commit); "" if none */
+    char damage_msg[512];
+    char slot_msg[512];   /* a damaged commit slot that cost nothing (an older commit); "" if none */
     int64_t lost_n;       /* intact records past the last readable commit (a damaged newest slot) */
     uint64_t lost_bytes;
     /* writer */
@@ -531,7 +533,8 @@ static int check_other_slot(ac_store *st, int other, int other_idx) {
         st->damaged = 1;
         st->damage_off = st->end;
         snprintf(st->damage_msg, sizeof st->damage_msg,
-                 "%s: commit slot %d (offset %u) is damaged: commit %llu, the newest, cannot be read; %lld intact "
+                 "%s: commit slot %d (offset %u) is damaged: commit %llu, the newest (or one a killed writer "
+                 "never finished), cannot be read; %lld intact "
                  "records (%llu bytes) past the end of commit %llu (offset %llu) are not served; "
                  "`attncache db repair` recovers them",
                  st->path, other_idx, slot_off, (unsigned long long)st->seq + 1, (long long)n,
@@ -1328,10 +1331,10 @@ static int topk_ok(const ent *e, const uint8_t *maps, uint32_t n_maps) {
 int ac_store_verify(ac_store *st, int64_t *n_bad_out, FILE *report) {
     if (!st) return ac_err(AC_ERR_ARG, "store: NULL handle");
     int64_t n_bad = 0;
-    char first[400] = "";
+    char first[640] = "";
 #define BAD(...)                                                                   \
     do {                                                                           \
-        char m_[400];                                                              \
+        char m_[640];                                                              \
         snprintf(m_, sizeof m_, __VA_ARGS__);                                      \
         if (report) fprintf(report, "%s\n", m_);                                   \
         if (!n_bad) snprintf(first, sizeof first, "%s", m_);                       \

@@ -11,7 +11,10 @@
  *   - one writer at a time (flock); any number of reader processes alongside;
  *   - a writer killed at any moment (SIGKILL, ENOSPC, power loss after fsync)
  *     leaves every committed entry intact; the next writer truncates the
- *     uncommitted tail.
+ *     uncommitted tail;
+ *   - damage (a bad record, a damaged newest commit slot) is reported, never
+ *     repaired behind the caller's back: writers refuse a damaged file, and
+ *     ac_store_repair keeps every record whose checksums hold.
  * Threading: one handle is used by one thread at a time. */
 #ifndef AC_CACHE_STORE_H
 #define AC_CACHE_STORE_H
