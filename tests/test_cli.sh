@@ -161,6 +161,9 @@ f=open('$T/dmg/maps.acdb','r+b'); f.seek(4096+64+8); b=f.read(1); f.seek(4096+64
     "$BIN" db verify "$T/dmg" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
     check "db verify: a damaged record named, the indexes reported" "[ $rc -eq 1 ] && grep -q 'entry 0 .*payload checksum mismatch' '$T/o.txt' && grep -q '^index index-.*' '$T/o.txt'"
     head -5 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --cache "$T/dmg" --threshold 1e9 > /dev/null 2> "$T/e.txt"; rc=$?
+    rm -f "$T/dmg"/index-*.meta  # the index is rebuilt at open and leaves the damaged record out
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/dmg" --threshold 1e9 > "$T/o.txt" 2> "$T/e.txt"
+    check "eval --cache over a damaged record: counted on the lookup line" "grep -q 'lookup problems: 1 damaged record(s) left out of the index' '$T/o.txt'"
     check "embed --cache over a damaged record: exit 0, a warning counting it" "[ $rc -eq 0 ] && grep -q 'warning: attention cache: .*damaged' '$T/e.txt'"
     check "train-projector: hit quality report" "'$BIN' train-projector -m '$STORIES' --cache '$T/cache' --pairs 200 --epochs 3 2>/dev/null | grep -q 'projector .* mean-pooled'"
     # stored lines served from q8 maps: close to, but not bitwise, the exact embeddings
