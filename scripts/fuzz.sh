@@ -22,11 +22,24 @@ for t in gguf store; do
   FUZZ_SEED_DIR="$corpus" "$out/fuzz_$t" -runs=0 "$corpus" > "$out/seed-$t.log" 2>&1
   max_len=$([ $t = gguf ] && echo 4096 || echo 16384)
   echo "fuzz: $t for ${secs}s (corpus $corpus)"
-  if ! "$out/fuzz_$t" -max_len="$max_len" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-       -artifact_prefix="$out/crash-$t-" -print_final_stats=1 "$corpus" > "$out/fuzz-$t.log" 2>&1; then
-    tail -n 60 "$out/fuzz-$t.log"
-    echo "fuzz: $t FAILED (input kept as $out/crash-$t-*; replay: $out/fuzz_$t FILE)" >&2
-    exit 1
+  rm -f "$out/$t-timeout-"*
+  if ! "$out/fuzz_$t" -max_len="$max_len" -max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 \
+       -artifact_prefix="$out/$t-" -print_final_stats=1 "$corpus" > "$out/fuzz-$t.log" 2>&1; then
+    # a unit over the 60 s limit (each takes about a millisecond) that replays quickly was a stall of
+    # this machine, not of the code (seen twice in long runs on a loaded 2-core VM): warn, go on.
+    # Anything else (a crash, a sanitizer report, a wrong answer, a timeout that replays slowly) fails.
+    stalled=0
+    for f in "$out/$t-timeout-"*; do
+      [ -e "$f" ] || continue
+      if timeout 30 "$out/fuzz_$t" "$f" > /dev/null 2>&1; then stalled=1; else stalled=0; break; fi
+    done
+    if [ $stalled -eq 1 ] && ! ls "$out/$t-"{crash,leak,oom}-* > /dev/null 2>&1; then
+      echo "fuzz: warning: $t: a unit hit the 60 s limit but replays within 30 s (a stall of the machine, not a hang); kept as $out/$t-timeout-*" >&2
+    else
+      tail -n 60 "$out/fuzz-$t.log"
+      echo "fuzz: $t FAILED (input kept as $out/$t-*; replay: $out/fuzz_$t FILE)" >&2
+      exit 1
+    fi
   fi
   grep -E '^stat::number_of_executed_units|^Done' "$out/fuzz-$t.log" | tr '\n' ' '
   echo
