@@ -114,6 +114,21 @@ static void make_seed(const char *path) {
     ac_store_close(st);
 }
 
+/* The scratch directory goes when the fuzzer exits normally (a crash keeps it). */
+static void remove_dir(void) {
+    DIR *d = opendir(g_dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') continue;
+        char p[400];
+        snprintf(p, sizeof p, "%s/%s", g_dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(g_dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
@@ -121,6 +136,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(g_dir, sizeof g_dir, "%s/fuzz_store.%ld", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (long)getpid());
     ac_store_set_reserve_hint((size_t)1 << 20); /* small mappings: thousands of opens a second */
     if (mkdir(g_dir, 0700) != 0) abort();
+    atexit(remove_dir);
     snprintf(g_path, sizeof g_path, "%s/maps.acdb", g_dir);
     make_seed(g_path);
     const char *seed_dir = getenv("FUZZ_SEED_DIR");
