@@ -186,15 +186,41 @@ typedef struct ac_outputs {
 /* Run the prefill over n_seq sequences of possibly different lengths, each with
  * its own mask; results equal one-at-a-time calls. */
 int ac_forward(ac_ctx *ctx, const ac_seq *seqs, int n_seq, ac_outputs *out);
+/* The checks ac_forward makes on each sequence (not empty, at most the
+ * context's token limit, ids in the vocabulary): AC_OK or AC_ERR_INPUT/ARG
+ * with the reason ("input of 202 tokens exceeds the limit of 128 tokens"). */
+int ac_ctx_check_seq(const ac_ctx *ctx, const ac_seq *seq);
 
 /* Apply the LM head to n final hidden states (after the final norm, as in
  * ac_outputs.hidden): h [n][n_embd] -> logits [n][n_vocab], caller-allocated. */
 int ac_lm_head(ac_ctx *ctx, const float *h, int n, float *logits);
 
 /* Convenience: tokenize (with specials) + forward + pooling for n texts.
- * out: [n][n_embd], caller-allocated. n_tokens_out (optional): [n]. */
+ * out: [n][n_embd], caller-allocated. n_tokens_out (optional): [n]. One bad
+ * text (NULL, no tokens, over-long) fails the whole call with its error
+ * ("text 3: input of 202 tokens exceeds ..."); see ac_embed_texts_status. */
 int ac_embed_texts(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize,
                    float *out, int *n_tokens_out);
+
+/* Per-input status of a batched call. */
+typedef struct ac_status {
+    int code;          /* AC_OK, or this input's AC_ERR_* (INPUT: no tokens, over-long, bad token id;
+                          ARG: NULL text)                                                          */
+    char message[192]; /* "" when code is AC_OK, else why, e.g. "input of 202 tokens exceeds the
+                          limit of 128 tokens" (truncated to fit)                                  */
+} ac_status;
+
+/* As ac_embed_texts, with a status per text: a bad text gets its own code and
+ * message in status[i] and a zero row in out; the good ones are computed
+ * together (in one forward call) and their rows are what ac_embed_texts would
+ * give. status: [n], caller-allocated, always filled. n_tokens_out (optional):
+ * [n], the token count (also of an over-long text; 0 when unknown). Returns
+ * AC_OK when the call worked, even if some texts failed (check status[]);
+ * a call-level error (bad argument, out of memory, a failing forward pass)
+ * returns its code, and then status[] says AC_OK only for inputs that were
+ * not reached. Borrowed: ctx, texts. */
+int ac_embed_texts_status(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize,
+                          float *out, int *n_tokens_out, ac_status *status);
 
 /* Label scoring: log P(label_i | prompt) summed over the label's tokens
  * (prompt tokenized with BOS; each label tokenized as a continuation).
@@ -352,6 +378,8 @@ typedef struct ac_cache_stats {
                                   sequences ran exact; counted in queries when they got that far */
     int64_t records_damaged;   /* candidate records skipped because their checksum failed */
     char first_failure[192];   /* message of the first failed lookup since open / reset ("" if none) */
+    int64_t damaged_unindexed; /* records left out of the index as damaged when it was (re)built;
+                                  not reset by ac_cache_reset_stats                                  */
 } ac_cache_stats;
 /* Lookup statistics since open or the last reset, summed over every attached
  * context (atomic counters); entries: committed and visible. Any thread. */
@@ -365,6 +393,13 @@ int ac_cache_verify(ac_cache *cache, void *file /* FILE*: one line per problem *
 /* The same on a cache directory without a model (read-only; any model's database). */
 int ac_db_print_stats(const char *dir, void *file /* FILE* */);
 int ac_db_verify(const char *dir, void *file /* FILE* */, int64_t *n_bad);
+/* db repair: keep every intact record of a damaged database (a damaged commit
+ * slot, damaged records, a torn tail) and make it writable again; an intact
+ * one is left alone. What was found and done goes to file (FILE*, optional);
+ * *n_entries (optional): entries after the repair. Needs the writer lock
+ * (AC_ERR_CACHE while a build runs). The saved indexes are rebuilt at the next
+ * open. Design: docs/CACHE_STORE.md, "Damage". */
+int ac_db_repair(const char *dir, void *file /* FILE* */, int64_t *n_entries);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libopenblas-dev libdnnl-dev libfaiss-dev liblmdb-dev
       libutf8proc-dev libpcre2-dev libcmocka-dev libxxhash-dev
-      libmicrohttpd-dev libcjson-dev curl wrk)
+      libmicrohttpd-dev libcjson-dev curl wrk
+      clang libclang-rt-14-dev)  # libFuzzer + sanitizer runtimes for scripts/fuzz.sh
 # Python (tools only): any python3 with a working venv module will do.
 python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3 python3-venv python3-pip)
 missing=()

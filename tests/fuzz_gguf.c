@@ -1,15 +1,14 @@
 /* fuzz_gguf.c — libFuzzer entry point for the GGUF reader (not built by
  * default; the tests/ glob only picks up test_*.c).
  *
- * Build and run (from the repo root):
+ * scripts/fuzz.sh builds and runs it for a bounded time (CI); by hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
  *       tests/fuzz_gguf.c src/load/gguf.c src/load/gguf_write.c src/util/common.c -lm -o /tmp/fuzz_gguf
- *   mkdir -p /tmp/gguf_corpus && cp ../shared/vocab/ggml-vocab-bert-bge.gguf /tmp/gguf_corpus/  # optional seeds
+ *   mkdir -p /tmp/gguf_corpus && FUZZ_SEED_DIR=/tmp/gguf_corpus /tmp/fuzz_gguf -runs=0 /tmp/gguf_corpus
  *   /tmp/fuzz_gguf -max_len=4096 -max_total_time=60 /tmp/gguf_corpus
  * With -DFUZZ_GGUF_MAIN it builds as a plain program that replays files given on
- * the command line (for gcc / no libFuzzer). The harness seeds itself with a small
- * valid file written by gguf_writer when the corpus is empty (LLVMFuzzerInitialize
- * writes nothing to disk; use -seed_inputs or the corpus dir for that). */
+ * the command line (for gcc / no libFuzzer). With FUZZ_SEED_DIR set,
+ * LLVMFuzzerInitialize writes a small valid GGUF (seed.gguf) into that directory. */
 #include "load/gguf.h"
 #include "util/common.h"
 
@@ -19,6 +18,41 @@
 #include <string.h>
 
 static volatile uint64_t g_sink;
+
+/* With FUZZ_SEED_DIR set (scripts/fuzz.sh), write a small valid GGUF there:
+ * one key of every scalar type, string and number arrays, and tensors of
+ * F32, F16 and Q8_0, so the fuzzer starts from the reader's whole surface. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    const char *dir = getenv("FUZZ_SEED_DIR");
+    if (!dir) return 0;
+    gguf_writer *w = gguf_writer_new();
+    if (!w) abort();
+    const char *strs[3] = {"a", "bc", "\xc3\xa9t\xc3\xa9"};
+    const float fv[4] = {0.5f, -1.0f, 2.0f, 3.25f};
+    const int32_t iv[3] = {1, -2, 3};
+    float t32[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint16_t t16[6] = {0x3c00, 0x4000, 0xbc00, 0, 0x7bff, 1};
+    uint8_t q8[34] = {0x00, 0x3c}; /* one Q8_0 block: fp16 scale 1.0, 32 int8 */
+    for (int i = 0; i < 32; i++) q8[2 + i] = (uint8_t)(i * 7 - 100);
+    const int64_t ne32[2] = {4, 2}, ne16[2] = {3, 2}, ne8[1] = {32};
+    int rc = gguf_w_str(w, "general.architecture", "llama") | gguf_w_u32(w, "u32", 7) | gguf_w_i32(w, "i32", -7) |
+             gguf_w_u64(w, "u64", 1ull << 40) | gguf_w_f32(w, "f32", 0.25f) | gguf_w_bool(w, "bool", 1) |
+             gguf_w_arr_str(w, "strs", strs, 3) | gguf_w_arr_f32(w, "fv", fv, 4) | gguf_w_arr_i32(w, "iv", iv, 3) |
+             gguf_w_tensor(w, "t.f32", 0, 2, ne32, t32) | gguf_w_tensor(w, "t.f16", 1, 2, ne16, t16) |
+             gguf_w_tensor(w, "t.q8", 8, 1, ne8, q8);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (rc || gguf_w_to_memory(w, 3, &buf, &n)) abort();
+    gguf_writer_free(w);
+    char path[512];
+    snprintf(path, sizeof path, "%s/seed.gguf", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(buf, 1, n, f) != n || fclose(f) != 0) abort();
+    free(buf);
+    return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

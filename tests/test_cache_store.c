@@ -557,21 +557,122 @@ static void test_corrupt_record_header(void **state) {
     ac_mapstore_stats_get(st, &s);
     assert_true(s.damaged && s.damage_offset == off3);
     ac_mapstore_close(st);
-    /* a writer refuses a damaged DB, unless asked to repair it */
+    /* a writer refuses a damaged DB, unless asked to repair it; the repair
+     * keeps the intact records after the damaged one (a rewritten copy) */
     assert_int_equal(ms_open(p, &g_params, AC_STORE_WRITE, &st), AC_ERR_CACHE);
     assert_non_null(strstr(ac_last_error(), "damaged"));
     assert_int_equal(ms_open(p, &g_params, AC_STORE_WRITE | AC_STORE_REPAIR, &st), AC_OK);
-    assert_int_equal(ac_mapstore_count(st), 3);
+    assert_int_equal(ac_mapstore_count(st), 5);
     assert_int_equal(append_key(st, 50), AC_OK);
     ac_mapstore_close(st);
     assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
-    assert_int_equal(ac_mapstore_count(st), 4);
+    assert_int_equal(ac_mapstore_count(st), 6);
     assert_null(ac_mapstore_damage(st));
     assert_int_equal(ac_mapstore_verify(st, NULL, NULL), AC_OK);
     ac_store_entry e;
-    assert_int_equal(ac_mapstore_find(st, 50, &e), AC_OK);
-    assert_int_equal(entry_matches(&e, 50), 0);
+    const uint64_t keys[] = {1, 2, 3, 5, 6, 50};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(ac_mapstore_find(st, keys[i], &e), AC_OK);
+        assert_int_equal(entry_matches(&e, keys[i]), 0);
+    }
+    assert_int_equal(ac_mapstore_find(st, 4, &e), AC_ERR_RANGE);
     ac_mapstore_close(st);
+    /* the damaged original is kept beside it */
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls %s.damaged.* >/dev/null 2>&1", p);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Every byte of both commit slots, flipped: the newest slot damaged is
+ * reported (reader, verify) and a writer refuses without touching the file; the
+ * older slot damaged costs nothing and is reported by verify; repair always
+ * gives back every committed entry, byte-identical, and a writable DB. */
+static void test_commit_slot_damage(void **state) {
+    (void)state;
+    const char *p = path_in("slot.acdb");
+    make_db(p, 6);
+    size_t n;
+    uint8_t *orig = read_file(p, &n);
+    uint8_t *b = (uint8_t *)mallocCheck(n);
+    uint64_t s0, s1;
+    memcpy(&s0, orig + 512 + 8, 8);
+    memcpy(&s1, orig + 1024 + 8, 8);
+    const size_t newest = s0 > s1 ? 512 : 1024;
+    int n_newest = 0, n_older = 0;
+    for (size_t pos = 512; pos < 1024 + 64; pos++) {
+        if (pos == 512 + 64) pos = 1024;
+        memcpy(b, orig, n);
+        b[pos] ^= (uint8_t)(1u << (pos % 8));
+        write_file(p, b, n);
+        ac_mapstore *st = NULL;
+        assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+        int64_t bad = 0;
+        assert_int_equal(ac_mapstore_verify(st, &bad, NULL), AC_ERR_CACHE);
+        assert_int_equal(bad, 1);
+        assert_non_null(strstr(ac_last_error(), "commit slot"));
+        ac_store_stats ss;
+        assert_int_equal(ac_mapstore_stats_get(st, &ss), AC_OK);
+        assert_true(ss.slot_damaged);
+        if ((pos & ~(size_t)63) == newest) {
+            n_newest++;
+            assert_int_equal(ac_mapstore_count(st), 5);
+            assert_non_null(ac_mapstore_damage(st));
+            assert_int_equal(ss.lost_entries, 1);
+            ac_mapstore_close(st);
+            assert_int_equal(ms_open(p, &g_params, AC_STORE_WRITE, &st), AC_ERR_CACHE);
+            size_t n2;
+            uint8_t *after = read_file(p, &n2);
+            assert_true(n2 == n && memcmp(after, b, n) == 0);
+            free(after);
+        } else {
+            n_older++;
+            assert_int_equal(ac_mapstore_count(st), 6);
+            assert_null(ac_mapstore_damage(st));
+            ac_mapstore_close(st);
+        }
+        int64_t ne = -1;
+        assert_int_equal(ac_store_repair(p, &g_params, NULL, &ne, NULL), AC_OK);
+        assert_int_equal(ne, 6);
+        assert_int_equal(ms_open(p, &g_params, AC_STORE_WRITE, &st), AC_OK);
+        assert_int_equal(append_key(st, 100), AC_OK);
+        ac_mapstore_close(st);
+        assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+        assert_int_equal(ac_mapstore_count(st), 7);
+        assert_int_equal(ac_mapstore_verify(st, NULL, NULL), AC_OK);
+        for (int64_t i = 0; i < 7; i++) {
+            ac_store_entry e;
+            assert_int_equal(ac_mapstore_get(st, i, &e), AC_OK);
+            assert_int_equal(entry_matches(&e, i < 6 ? (uint64_t)i + 1 : 100), 0);
+        }
+        ac_mapstore_close(st);
+    }
+    assert_int_equal(n_newest, 64);
+    assert_int_equal(n_older, 64);
+    /* both slots damaged: no reader can open it, repair recovers every record */
+    memcpy(b, orig, n);
+    b[512 + 9] ^= 4;
+    b[1024 + 17] ^= 1;
+    write_file(p, b, n);
+    ac_mapstore *st = NULL;
+    assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
+    assert_non_null(strstr(ac_last_error(), "db repair"));
+    int64_t ne = -1;
+    assert_int_equal(ac_store_repair(p, &g_params, NULL, &ne, NULL), AC_OK);
+    assert_int_equal(ne, 6);
+    assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_mapstore_count(st), 6);
+    assert_int_equal(ac_mapstore_verify(st, NULL, NULL), AC_OK);
+    ac_mapstore_close(st);
+    /* an intact DB: repair leaves it byte for byte */
+    write_file(p, orig, n);
+    assert_int_equal(ac_store_repair(p, &g_params, NULL, &ne, NULL), AC_OK);
+    assert_int_equal(ne, 6);
+    size_t n2;
+    uint8_t *after = read_file(p, &n2);
+    assert_true(n2 == n && memcmp(after, orig, n) == 0);
+    free(after);
+    free(b);
+    free(orig);
 }
 
 static void test_truncated(void **state) {
@@ -639,7 +740,8 @@ static void test_bad_header(void **state) {
     write_file(p, b, n);
     assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "no valid commit"));
-    /* only the newest slot damaged: the previous commit is used (one entry fewer) */
+    /* only the newest slot damaged: readers get the previous commit (one entry
+     * fewer), but it is reported, and the writer touches nothing until repair */
     memcpy(b, orig, n);
     uint64_t s0, s1;
     memcpy(&s0, b + 512 + 8, 8);
@@ -648,6 +750,23 @@ static void test_bad_header(void **state) {
     write_file(p, b, n);
     assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
     assert_int_equal(ac_mapstore_count(st), 2);
+    assert_non_null(ac_mapstore_damage(st));
+    assert_non_null(strstr(ac_mapstore_damage(st), "commit 5, the newest"));
+    assert_int_equal(ac_mapstore_verify(st, NULL, NULL), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "commit slot"));
+    ac_mapstore_close(st);
+    assert_int_equal(ms_open(p, &g_params, AC_STORE_WRITE, &st), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "db repair"));
+    size_t n2;
+    uint8_t *after = read_file(p, &n2);
+    assert_true(n2 == n && memcmp(after, b, n) == 0); /* the refused writer changed nothing */
+    free(after);
+    int64_t ne = -1;
+    assert_int_equal(ac_store_repair(p, &g_params, NULL, &ne, NULL), AC_OK);
+    assert_int_equal(ne, 3);
+    assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+    assert_int_equal(ac_mapstore_count(st), 3);
+    assert_null(ac_mapstore_damage(st));
     assert_int_equal(ac_mapstore_verify(st, NULL, NULL), AC_OK);
     ac_mapstore_close(st);
     /* garbage file, directory */
@@ -674,13 +793,36 @@ static void test_random_damage(void **state) {
         memcpy(b, orig, n);
         size_t len = n;
         int flips = 1 + (int)(rng_u64(&r) % 4);
+        const int slots_only = it % 6 == 1; /* the commit slots alone: no record is touched */
         for (int f = 0; f < flips; f++) {
-            size_t pos = (it % 3 == 0) ? rng_u64(&r) % 4096 : rng_u64(&r) % n; /* header page a third of the time */
+            size_t pos = slots_only ? (rng_u64(&r) & 1 ? 1024 : 512) + rng_u64(&r) % 64
+                       : (it % 3 == 0) ? rng_u64(&r) % 4096 : rng_u64(&r) % n; /* header page a third of the time */
             b[pos] ^= (uint8_t)(1u << (rng_u64(&r) % 8));
         }
-        if (it % 5 == 4) len = 4096 + rng_u64(&r) % (n - 4096);
+        if (it % 5 == 4 && !slots_only) len = 4096 + rng_u64(&r) % (n - 4096);
         write_file(p, b, len);
+        /* a writer never truncates or overwrites an intact record (it refuses a
+         * damaged file), and repair gives back every intact record there is:
+         * all of them when only the commit slots were hit */
         ac_mapstore *st = NULL;
+        if (ms_open(p, &g_params, AC_STORE_WRITE, &st) == AC_OK) ac_mapstore_close(st);
+        int64_t n_rep = -1;
+        int rrc = ac_store_repair(p, &g_params, NULL, &n_rep, NULL);
+        if (slots_only) {
+            assert_int_equal(rrc, AC_OK);
+            assert_int_equal(n_rep, 5);
+        }
+        if (rrc == AC_OK) {
+            assert_int_equal(ms_open(p, &g_params, AC_STORE_READ, &st), AC_OK);
+            if (ac_mapstore_verify(st, NULL, stderr) != AC_OK) fail_msg("after repair (it %d): %s", it, ac_last_error());
+            for (int64_t i = 0; i < ac_mapstore_count(st); i++) {
+                ac_store_entry e;
+                assert_int_equal(ac_mapstore_get(st, i, &e), AC_OK);
+                assert_int_equal(entry_matches(&e, e.key), 0);
+            }
+            ac_mapstore_close(st);
+        }
+        write_file(p, b, len);
         int rc = ms_open(p, &g_params, AC_STORE_READ, &st);
         if (rc != AC_OK) {
             assert_true(rc == AC_ERR_FORMAT || rc == AC_ERR_CACHE);
@@ -760,8 +902,42 @@ static void test_sigkill(void **state) {
         assert_true((uint64_t)count == last || (uint64_t)count == last + 1);
         next_key = (uint64_t)count + 1;
         ac_mapstore_close(st);
+        /* the newest commit slot of a copy damaged: reported, the writer refuses,
+         * repair gives back every committed entry (the kill tests cover the slots) */
+        {
+            size_t cn;
+            uint8_t *cb = read_file(p, &cn);
+            uint64_t q0, q1;
+            memcpy(&q0, cb + 512 + 8, 8);
+            memcpy(&q1, cb + 1024 + 8, 8);
+            size_t at = (q0 > q1 ? 512 : 1024) + rng_u64(&r) % 64;
+            cb[at] ^= 0x5a;
+            char cp[600];
+            snprintf(cp, sizeof cp, "%s.copy", p);
+            write_file(cp, cb, cn);
+            ac_store *cs = NULL;
+            assert_int_equal(ms_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
+            int64_t before = ac_store_count(cs);
+            int lost = ac_store_damage(cs) != NULL;
+            assert_true(lost ? ac_store_verify(cs, NULL, NULL) == AC_ERR_CACHE : before == count);
+            ac_store_close(cs);
+            if (lost) assert_int_equal(ms_open(cp, &g_params, AC_STORE_WRITE, &cs), AC_ERR_CACHE);
+            int64_t ne = -1;
+            assert_int_equal(ac_store_repair(cp, &g_params, NULL, &ne, NULL), AC_OK);
+            assert_true(ne >= count);
+            assert_int_equal(ms_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
+            for (uint64_t q = base; q <= last; q++) {
+                ac_store_entry e;
+                assert_int_equal(ac_store_find(cs, q, &e), AC_OK);
+                assert_int_equal(entry_matches(&e, q), 0);
+            }
+            assert_int_equal(ac_store_verify(cs, NULL, NULL), AC_OK);
+            ac_store_close(cs);
+            free(cb);
+            unlink(cp);
+        }
         /* the next writer cuts off the dead writer's uncommitted tail */
-        assert_int_equal(ms_open(p, &g_params, AC_STORE_WRITE, &st), AC_OK);
+        if (ms_open(p, &g_params, AC_STORE_WRITE, &st) != AC_OK) fail_msg("writer: %s", ac_last_error());
         ac_store_stats s;
         ac_mapstore_stats_get(st, &s);
         assert_true(s.file_bytes == s.committed_bytes);
@@ -953,6 +1129,7 @@ int main(void) {
         cmocka_unit_test(test_corrupt_record_header),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_bad_header),
+        cmocka_unit_test(test_commit_slot_damage),
         cmocka_unit_test(test_random_damage),
         cmocka_unit_test(test_sigkill),
         cmocka_unit_test(test_enospc_hook),

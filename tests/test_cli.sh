@@ -55,6 +55,17 @@ import json
 x=json.loads(open(\"$T/score.jsonl\").read())
 lp=x[\"logprobs\"]; assert set(lp)=={\"girl\",\"dog\",\"car\"} and all(v<0 for v in lp.values())
 assert x[\"label\"]==max(lp,key=lp.get)'"
+  # a failed write on stdout (here /dev/full) is an error naming the stream, never a silent cut
+  if [ -w /dev/full ]; then
+    python3 -c "print('Once upon a time there was a dog\n' * 300, end='')" > "$T/many.txt"
+    for cmd in "tokenize -m $STORIES" "embed -m $STORIES" "score -m $STORIES --labels a,b" "similarity -m $STORIES" "info -m $STORIES" "--help" "embed --help"; do
+      "$BIN" $cmd -f "$T/many.txt" > /dev/full 2> "$T/e.txt" < /dev/null; rc=$?
+      [ "$cmd" = "--help" ] && { "$BIN" --help > /dev/full 2> "$T/e.txt"; rc=$?; }
+      check "stdout on a full disk: '${cmd%% -m*}' exits 1 naming standard output" "[ $rc -eq 1 ] && grep -q 'writing standard output failed: No space left' '$T/e.txt'"
+    done
+  else
+    skip "write errors (no /dev/full)"
+  fi
   check "info: JSON with the architecture" "'$BIN' info -m '$STORIES' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"arch\"]==\"llama\" and d[\"n_layer\"]==5'"
   # CPU level (issue 9): --cpu, AC_CPU and --gemm avx512 below the avx512 level
   check "info --cpu scalar: level and kernels reported" "'$BIN' info -m '$STORIES' --cpu scalar | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"cpu\"].startswith(\"scalar\") and \"own scalar-f32\" in d[\"kernels\"], d'"
@@ -78,6 +89,28 @@ PY"
   check "over-long input: clear error" "[ $rc -ne 0 ] && grep -q 'exceeds' '$T/e.txt'"
   python3 -c "print('word ' * 400); print('short')" | "$BIN" embed -m "$STORIES" --truncate > "$T/o.txt" 2> "$T/e.txt"; rc=$?
   check "over-long input with --truncate: cut to the limit, the next line too" "[ $rc -eq 0 ] && [ \$(wc -l < '$T/o.txt') -eq 2 ] && head -1 '$T/o.txt' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"tokens\"]==128, d[\"tokens\"]'"
+  # --on-error skip: a bad line gets a JSON error object, every other line its answer
+  python3 -c "print('Once upon a time\n\n' + 'word ' * 400 + '\nThe little dog')" > "$T/mix.txt"
+  "$BIN" embed -m "$STORIES" -f "$T/mix.txt" --on-error skip > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  printf 'Once upon a time\nThe little dog\n' | "$BIN" embed -m "$STORIES" > "$T/good.txt"
+  check "embed --on-error skip: errors on lines 2 and 3, lines 1 and 4 answered as alone, exit 0" "[ $rc -eq 0 ] && grep -q '2 of 4 lines failed' '$T/e.txt' && python3 -c '
+import json
+L=[json.loads(l) for l in open(\"$T/o.txt\")]; G=[json.loads(l) for l in open(\"$T/good.txt\")]
+assert len(L)==4 and L[1]==dict(error=\"empty input text\",line=2), L[1]
+assert L[2][\"line\"]==3 and \"exceeds the limit of 128 tokens\" in L[2][\"error\"], L[2]
+assert L[0]==G[0] and L[3]==G[1]'"
+  "$BIN" embed -m "$STORIES" -f "$T/mix.txt" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "embed default (stop): exit 1 at line 2, line 1 answered" "[ $rc -eq 1 ] && [ \$(wc -l < '$T/o.txt') -eq 1 ] && grep -q 'line 2: empty input text' '$T/e.txt'"
+  "$BIN" score -m "$STORIES" --labels "girl,dog" -f "$T/mix.txt" --on-error skip > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+  check "score --on-error skip: the same, as JSON lines" "[ $rc -eq 0 ] && python3 -c '
+import json
+L=[json.loads(l) for l in open(\"$T/o.txt\")]
+assert len(L)==4 and L[1][\"line\"]==2 and L[2][\"line\"]==3 and \"logprobs\" in L[0] and \"logprobs\" in L[3], L'"
+  python3 -c "print('word ' * 400)" | "$BIN" score -m "$STORIES" --labels a,b > /dev/null 2> "$T/e.txt"; rc=$?
+  check "score over-long: the same message as embed" "[ $rc -eq 1 ] && grep -q 'line 1: input of [0-9]* tokens exceeds the limit of 128 tokens' '$T/e.txt'"
+  check "score --template without {text}: refused" "echo x | '$BIN' score -m '$STORIES' --labels a,b --template 'Review: x' 2>&1 >/dev/null | grep -q 'bad --template .*no {text}'"
+  check "bad --on-error: refused" "echo x | '$BIN' embed -m '$STORIES' --on-error maybe 2>&1 | grep -q \"bad --on-error 'maybe'\""
+  check "tokenize --on-error skip: accepted, every line answered" "[ \$('$BIN' tokenize -m '$STORIES' --on-error skip -f '$T/mix.txt' | wc -l) -eq 4 ]"
   printf 'caf\xc3 \xff\xfe ok\n' | "$BIN" tokenize -m "$STORIES" > /dev/null 2> "$T/e.txt"
   check "invalid UTF-8: tokenized (replacement), exit 0" "[ \$? -eq 0 ]"
   head -c 5000 "$STORIES" > "$T/trunc.gguf"
@@ -89,6 +122,15 @@ PY"
   if [ -f "$SPM" ]; then
     check "vocab-only GGUF (no weights): names the missing tensor" "'$BIN' embed -m '$SPM' </dev/null 2>&1 | grep -q 'missing required tensor'"
   fi
+  # numeric options: one strict parser; NaN, infinities, trailing garbage, out of range refused by name
+  for bad in "--threshold nan" "--threshold inf" "--threshold -inf" "--threshold 0.5x" "--threshold 1e99" "--threshold ''" \
+             "--threads 5000" "--threads 2x" "--batch 0" "--batch 99999999999999999999"; do
+    opt=${bad%% *}
+    eval "echo x | '$BIN' embed -m '$STORIES' $bad > /dev/null 2> '$T/e.txt'"; rc=$?
+    check "numeric option refused: $bad" "[ $rc -eq 1 ] && grep -q \"bad $opt '\" '$T/e.txt'"
+  done
+  check "eval --thresholds with a NaN: refused before any work" "'$BIN' eval --task sst2 -m '$STORIES' --thresholds 1,nan 2>&1 | grep -q \"bad threshold in --thresholds 'nan': not a number\""
+  check "bench -L with garbage: refused" "'$BIN' bench -m '$STORIES' -L 16,1e3 2>&1 | grep -q \"bad length in -L '1e3': trailing characters\""
   check "score without --labels: clear error" "! echo x | '$BIN' score -m '$STORIES' 2>/dev/null"
   check "bad --pooling: clear error" "! echo x | '$BIN' embed -m '$STORIES' --pooling max 2>/dev/null"
   # the cache commands on a damaged database: errors, never a crash
@@ -103,6 +145,8 @@ PY"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --json "$T/ev.json" > "$T/ev.txt" 2> "$T/e.txt"
     check "eval sst2 (label scoring): table + JSON" "grep -q '^sst2 ' '$T/ev.txt' && python3 -c 'import json; d=json.load(open(\"$T/ev.json\")); assert d[\"n\"]==8 and 0<=d[\"value\"]<=100'"
     check "eval stsb (embeddings): Spearman row" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 20 2>/dev/null | grep -q spearman"
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 2 --json /dev/full > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --json on a full disk: exit 1 naming the file" "[ $rc -eq 1 ] && grep -q 'writing /dev/full failed' '$T/e.txt'"
     check "eval on a missing data dir: clear error" "'$BIN' eval --task sst2 -m '$STORIES' --data '$T/none' 2>&1 | grep -q 'cannot open data file'"
     # the cache commands end to end on a small corpus of SST-2 train sentences (short enough for stories' 128 positions)
     tail -n +2 "$DATA/sst2/train.tsv" | cut -f1 | awk 'length($0) < 60' | head -60 > "$T/corpus.txt"
@@ -110,6 +154,34 @@ PY"
     check "build: 60 lines recorded" "grep -q 'entries    60' '$T/b.txt' || grep -q '60 new entries' '$T/e.txt'"
     check "build again: nothing new (already stored)" "'$BIN' build -m '$STORIES' -i '$T/corpus.txt' -o '$T/cache' -q 2>&1 >/dev/null | grep -q '0 new entries, 60 already stored'"
     check "db stats and db verify" "'$BIN' db stats '$T/cache' | grep -q 'entries    60' && '$BIN' db verify '$T/cache' | grep -q 'all records intact'"
+    check "db stats to a full disk: exit 1" "! '$BIN' db stats '$T/cache' > /dev/full 2>/dev/null"
+    # one flipped byte in the newest commit slot: reported, nothing truncated, db repair gives all back
+    cp -r "$T/cache" "$T/slot" && python3 -c "
+import struct; f=open('$T/slot/maps.acdb','r+b'); h=f.read(2048)
+o=512 if struct.unpack_from('<Q',h,520)[0] > struct.unpack_from('<Q',h,1032)[0] else 1024
+f.seek(o+6); b=f.read(1); f.seek(o+6); f.write(bytes([b[0]^0x5a]))" && cp "$T/slot/maps.acdb" "$T/slot.orig"
+    "$BIN" db verify "$T/slot" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+    check "db verify: a damaged newest commit slot is an error naming the commit" "[ $rc -eq 1 ] && grep -q 'commit slot .* is damaged: commit [0-9]*, the newest' '$T/e.txt'"
+    echo 'a new line' | "$BIN" build -m "$STORIES" -o "$T/slot" -q > /dev/null 2> "$T/e.txt"; rc=$?
+    check "build into it: refused, the file untouched" "[ $rc -ne 0 ] && grep -q 'db repair' '$T/e.txt' && cmp -s '$T/slot/maps.acdb' '$T/slot.orig'"
+    check "db repair, then verify clean and all 60 entries" "'$BIN' db repair '$T/slot' | grep -q 'repair: 60 entries' && '$BIN' db verify '$T/slot' | grep -q 'all records intact' && '$BIN' db stats '$T/slot' | grep -q 'entries    60'"
+    idx=$(ls "$T/slot"/index-*.faiss 2>/dev/null | head -1)
+    if [ -n "$idx" ]; then
+      python3 -c "f=open('$idx','r+b'); f.seek(200); b=f.read(1); f.seek(200); f.write(bytes([b[0]^1]))"
+      check "db verify: a damaged index is reported as rebuilt at the next open (the store intact: exit 0)" "'$BIN' db verify '$T/slot' | grep -q 'unreadable.*rebuilt from the store at the next open'"
+    else
+      bad "no saved index in $T/slot"
+    fi
+    # a damaged record: db verify names it (and reports the indexes), a lookup that meets it says so
+    cp -r "$T/cache" "$T/dmg" && python3 -c "
+f=open('$T/dmg/maps.acdb','r+b'); f.seek(4096+64+8); b=f.read(1); f.seek(4096+64+8); f.write(bytes([b[0]^1]))"
+    "$BIN" db verify "$T/dmg" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+    check "db verify: a damaged record named, the indexes reported" "[ $rc -eq 1 ] && grep -q 'entry 0 .*payload checksum mismatch' '$T/o.txt' && grep -q '^index index-.*' '$T/o.txt'"
+    head -5 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --cache "$T/dmg" --threshold 1e9 > /dev/null 2> "$T/e.txt"; rc=$?
+    rm -f "$T/dmg"/index-*.meta  # the index is rebuilt at open and leaves the damaged record out
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/dmg" --threshold 1e9 > "$T/o.txt" 2> "$T/e.txt"
+    check "eval --cache over a damaged record: counted on the lookup line" "grep -q 'lookup problems: 1 damaged record(s) left out of the index' '$T/o.txt'"
+    check "embed --cache over a damaged record: exit 0, a warning counting it" "[ $rc -eq 0 ] && grep -q 'warning: attention cache: .*damaged' '$T/e.txt'"
     check "train-projector: hit quality report" "'$BIN' train-projector -m '$STORIES' --cache '$T/cache' --pairs 200 --epochs 3 2>/dev/null | grep -q 'projector .* mean-pooled'"
     # stored lines served from q8 maps: close to, but not bitwise, the exact embeddings
     head -3 "$T/corpus.txt" | "$BIN" embed -m "$STORIES" --normalize > "$T/x.jsonl"

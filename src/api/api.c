@@ -6,6 +6,7 @@
 #include "util/common.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- tokenizer wrappers ------------------------------------------------------------ */
@@ -54,49 +55,96 @@ static int tokenize_alloc(const ac_model *m, const char *text, size_t len, int a
 
 /* ---- embeddings ---------------------------------------------------------------------- */
 
-int ac_embed_texts(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize, float *out,
-                   int *n_tokens_out) {
-    if (!ctx || !texts || n < 0 || !out) return ac_err(AC_ERR_ARG, "ac_embed_texts: invalid argument");
+static void set_status(ac_status *st, int code, const char *msg) {
+    st->code = code;
+    snprintf(st->message, sizeof st->message, "%s", code ? msg : "");
+}
+
+/* The embedding of texts[0..n): each text tokenized and checked alone; the
+ * good ones go through one forward call. fail_fast: stop at the first bad
+ * text with its error (ac_embed_texts); else record it in status[] and go on. */
+static int embed_impl(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize, float *out,
+                      int *n_tokens_out, ac_status *status, int fail_fast) {
     const ac_model *m = ac_ctx_model(ctx);
-    int rc = AC_OK;
-    ac_seq *seqs = AC_CALLOC((size_t)n, sizeof *seqs);
-    int32_t **toks = AC_CALLOC((size_t)n, sizeof *toks);
-    if (!seqs || !toks) {
+    ac_model_info info;
+    int rc = ac_model_get_info(m, &info);
+    if (rc) return rc;
+    const int D = info.n_embd;
+    ac_seq *seqs = AC_CALLOC((size_t)AC_MAX(n, 1), sizeof *seqs);  /* [n_good] */
+    int32_t **toks = AC_CALLOC((size_t)AC_MAX(n, 1), sizeof *toks); /* [n] */
+    int *good = AC_MALLOC((size_t)AC_MAX(n, 1) * sizeof *good);      /* [n_good] index into texts */
+    float *pooled = NULL;                                            /* [n_good][D] */
+    int n_good = 0;
+    if (!seqs || !toks || !good) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
     for (int i = 0; i < n; i++) {
-        int nt = 0;
-        if (!texts[i]) {
-            rc = ac_err(AC_ERR_ARG, "ac_embed_texts: text %d is NULL", i);
+        int nt = 0, r;
+        if (status) set_status(&status[i], AC_OK, "");
+        if (n_tokens_out) n_tokens_out[i] = 0;
+        if (!texts[i]) r = ac_err(AC_ERR_ARG, "text is NULL");
+        else if ((r = tokenize_alloc(m, texts[i], strlen(texts[i]), 1, &toks[i], &nt)) == AC_OK) {
+            if (ctx->params.truncate && nt > ctx->max_tokens) { /* keep the closing special token */
+                const int32_t last = toks[i][nt - 1];
+                const int closing =
+                    ctx->max_tokens > 1 && (last == ac_vocab_sep(m->vocab) || last == ac_vocab_eos(m->vocab));
+                nt = ctx->max_tokens;
+                if (closing) toks[i][nt - 1] = last;
+            }
+            if (n_tokens_out) n_tokens_out[i] = nt;
+            ac_seq q = {toks[i], nt};
+            r = ac_ctx_check_seq(ctx, &q);
+        }
+        if (r == AC_ERR_NOMEM || (r && fail_fast)) { /* the call fails */
+            rc = r == AC_ERR_NOMEM ? ac_err(r, "out of memory tokenizing text %d", i) : ac_err_prefix(r, "text %d", i);
+            if (status) set_status(&status[i], rc, ac_last_error());
             goto done;
         }
-        rc = tokenize_alloc(m, texts[i], strlen(texts[i]), 1, &toks[i], &nt);
-        if (rc != AC_OK) {
-            ac_err_prefix(rc, "text %d", i);
-            goto done;
+        if (r) {
+            set_status(&status[i], r, ac_last_error());
+            memset(out + (size_t)i * D, 0, (size_t)D * sizeof *out);
+            continue;
         }
-        if (ctx->params.truncate && nt > ctx->max_tokens) { /* keep the closing special token */
-            const int32_t last = toks[i][nt - 1];
-            const int closing = ctx->max_tokens > 1 && (last == ac_vocab_sep(m->vocab) || last == ac_vocab_eos(m->vocab));
-            nt = ctx->max_tokens;
-            if (closing) toks[i][nt - 1] = last;
-        }
-        seqs[i].tokens = toks[i];
-        seqs[i].n_tokens = nt;
-        if (n_tokens_out) n_tokens_out[i] = nt;
+        seqs[n_good].tokens = toks[i];
+        seqs[n_good].n_tokens = nt;
+        good[n_good++] = i;
+    }
+    if (n_good == 0) goto done;
+    int all = n_good == n; /* then out is written in place */
+    pooled = all ? out : AC_MALLOC((size_t)n_good * D * sizeof *pooled);
+    if (!pooled) {
+        rc = AC_ERR_NOMEM;
+        goto done;
     }
     ac_outputs o = {0};
-    o.pooled = out;
+    o.pooled = pooled;
     o.pooling = pooling;
     o.normalize = normalize;
-    rc = ac_forward(ctx, seqs, n, &o);
+    if ((rc = ac_forward(ctx, seqs, n_good, &o))) goto done;
+    if (!all)
+        for (int k = 0; k < n_good; k++) memcpy(out + (size_t)good[k] * D, pooled + (size_t)k * D, (size_t)D * sizeof *out);
 done:
     if (toks)
         for (int i = 0; i < n; i++) free(toks[i]);
+    if (pooled != out) free(pooled);
     free(toks);
     free(seqs);
+    free(good);
+    if (rc == AC_OK) ac_err_clear(); /* per-text errors live in status[] */
     return rc;
+}
+
+int ac_embed_texts(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize, float *out,
+                   int *n_tokens_out) {
+    if (!ctx || !texts || n < 0 || !out) return ac_err(AC_ERR_ARG, "ac_embed_texts: invalid argument");
+    return embed_impl(ctx, texts, n, pooling, normalize, out, n_tokens_out, NULL, 1);
+}
+
+int ac_embed_texts_status(ac_ctx *ctx, const char *const *texts, int n, int pooling, int normalize, float *out,
+                          int *n_tokens_out, ac_status *status) {
+    if (!ctx || !texts || n < 0 || !out || !status) return ac_err(AC_ERR_ARG, "ac_embed_texts_status: invalid argument");
+    return embed_impl(ctx, texts, n, pooling, normalize, out, n_tokens_out, status, 0);
 }
 
 /* ---- label scoring ----------------------------------------------------------------------- */
@@ -173,6 +221,8 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
         rc = ac_err(AC_ERR_INPUT, "empty prompt");
         goto done;
     }
+    ac_seq pq = {ptoks, np};
+    if ((rc = ac_ctx_check_seq(ctx, &pq))) goto done; /* "input of N tokens exceeds the limit of M tokens" */
     ltoks = AC_CALLOC((size_t)n_labels, sizeof *ltoks);
     nl = AC_CALLOC((size_t)n_labels, sizeof *nl);
     if (!ltoks || !nl) {
@@ -221,6 +271,10 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
         seqs[i].tokens = buf + off;
         seqs[i].n_tokens = np + nl[i];
         off += np + nl[i];
+        if ((rc = ac_ctx_check_seq(ctx, &seqs[i]))) {
+            ac_err_prefix(rc, "prompt + label '%s'", labels[i]);
+            goto done;
+        }
     }
     ac_outputs o = {0};
     o.hidden = hidden;

@@ -119,6 +119,7 @@ struct ac_cache {
     _Atomic int fail_next;   /* cache_testing.h: lookups still to fail */
     pthread_mutex_t fmu;     /* first_failure */
     char first_failure[192];
+    int64_t n_unindexed;     /* damaged records the index left out (build_index; under rw) */
 };
 
 static void rd_lock(ac_cache *c) { pthread_rwlock_rdlock(&c->rw); }
@@ -339,19 +340,21 @@ static int make_index(ac_cache *c, const ac_projector *proj, int key, ac_index *
     const int kd = key_dim(c, proj, key);
     if (n == 0) return AC_OK;
     float *keys = AC_MALLOC((size_t)n * kd * sizeof *keys);
-    int64_t *ids = AC_MALLOC((size_t)n * sizeof *ids), nk = 0; /* [nk] entries indexed */
+    int64_t *ids = AC_MALLOC((size_t)n * sizeof *ids), nk = 0, n_damaged = 0; /* [nk] entries indexed */
     int rc = (!keys || !ids) ? AC_ERR_NOMEM : AC_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         ac_store_entry e;
         if ((rc = ac_mapstore_get(c->st, i, &e)) == AC_ERR_CACHE) { /* damaged record: left out (a lookup skips it too) */
             ac_err_clear();
             rc = AC_OK;
+            n_damaged++;
             continue;
         }
         if (rc) break;
         rc = make_key(c, proj, key, e.feature, keys + (size_t)nk * kd, &c->wscr);
         ids[nk++] = i;
     }
+    c->n_unindexed = n_damaged;
     ac_index *idx = NULL;
     if (!rc && nk > 0) { /* nk == 0: every record damaged, nothing to look up */
         int kind = c->p.index_kind;
@@ -1133,6 +1136,7 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     pthread_mutex_unlock(&c->fmu);
     rd_lock(c);
     s->entries = ac_mapstore_count(c->st);
+    s->damaged_unindexed = c->n_unindexed;
     int64_t u = 0, r = 0;
     ac_index_scan_stats(c->idx, NULL, &u, &r);
     s->search_unproven = c->scan_carry[0] + u - c->scan_base[0];
@@ -1177,6 +1181,9 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
             c->key == AC_KEY_PROJECTOR ? "projector" : c->key == AC_KEY_MEAN ? "mean" : "random",
             c->proj ? " (trained projector present)" : "", c->p.index_kind == 0 ? "flat" : c->p.index_kind == 1 ? "ivf" : "hnsw");
     ac_mapstore_stats_print(c->st, f);
+    if (c->n_unindexed)
+        fprintf(f, "DAMAGED    %lld record(s) failed their checksum and are left out of the index (served by exact "
+                "compute); `attncache db repair` drops them\n", (long long)c->n_unindexed);
     rw_unlock(c);
     if (s.queries || s.lookups_failed || s.records_damaged) /* this handle looked something up */
         fprintf(f, "lookups since open (or reset): %lld, hits %lld, failed %lld, damaged records skipped %lld\n",
@@ -1417,10 +1424,39 @@ int ac_db_print_stats(const char *dir, void *file) {
     fprintf(file, "cache: %s\nshape: %d layers x %d heads, %s, feature %d floats\nmodel fingerprint: %016llx%016llx\n",
             dir, sp.n_layer, sp.n_head, sp.causal ? "causal" : "bidirectional", sp.feat_dim,
             (unsigned long long)sp.fingerprint[0], (unsigned long long)sp.fingerprint[1]);
-    ac_mapstore_stats_print(st, file);
-    if (ac_mapstore_damage(st)) fprintf(file, "DAMAGED: %s\n", ac_mapstore_damage(st));
+    ac_mapstore_stats_print(st, file); /* with its DAMAGED / WARNING lines */
     ac_mapstore_close(st);
     return AC_OK;
+}
+
+/* The saved indexes of dir: each one present is loaded (its checksums
+ * checked) and its size compared with the store; a damaged or stale index is
+ * reported as such, not as damage: it is rebuilt from the store when a cache
+ * is next opened (the store is the only source of truth). */
+static void verify_indexes(const char *dir, int64_t n_store, FILE *f) {
+    for (int k = 0; k < 3; k++) {
+        char name[64], path[PATH_MAX + 80];
+        index_name(k, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (access(path, F_OK) != 0) continue;
+        ac_index *idx = NULL;
+        if (ac_index_load(path, &idx) != AC_OK) {
+            if (f) fprintf(f, "index %s: unreadable (%s); not a loss: it is rebuilt from the store at the next open\n",
+                           name, ac_last_error());
+            ac_err_clear();
+            continue;
+        }
+        const int64_t nt = ac_index_ntotal(idx);
+        ac_index_free(idx);
+        if (f) {
+            if (nt > n_store)
+                fprintf(f, "index %s: %lld vectors for %lld entries (stale); rebuilt from the store at the next open\n",
+                        name, (long long)nt, (long long)n_store);
+            else
+                fprintf(f, "index %s: intact (%lld vectors; rebuilt from the store whenever it falls behind)\n", name,
+                        (long long)nt);
+        }
+    }
 }
 
 int ac_db_verify(const char *dir, void *file, int64_t *n_bad) {
@@ -1428,6 +1464,29 @@ int ac_db_verify(const char *dir, void *file, int64_t *n_bad) {
     int rc = open_raw(dir, &st);
     if (rc) return rc;
     rc = ac_mapstore_verify(st, n_bad, file);
+    int64_t n = ac_mapstore_count(st);
     ac_mapstore_close(st);
+    char *msg = rc ? strdup(ac_last_error()) : NULL; /* keep the store's message past the index checks */
+    verify_indexes(dir, n, file);
+    if (rc) ac_err(rc, "%s", msg ? msg : "store verify failed");
+    free(msg);
     return rc;
+}
+
+int ac_db_repair(const char *dir, void *file, int64_t *n_entries) {
+    if (!dir) return ac_err(AC_ERR_ARG, "no cache directory given");
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/maps.acdb", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
+    int changed = 0;
+    int rc = ac_store_repair(path, NULL, file, n_entries, &changed);
+    if (rc) return ac_err_prefix(rc, "attention cache '%s'", dir);
+    if (changed) { /* entry ordinals may have changed: the saved indexes are rebuilt at the next open */
+        for (int k = 0; k < 3; k++) {
+            char name[64], mpath[PATH_MAX + 96];
+            index_name(k, name, sizeof name);
+            snprintf(mpath, sizeof mpath, "%s/%s.meta", dir, name);
+            if (unlink(mpath) == 0 && file) fprintf(file, "repair: %s will be rebuilt at the next open\n", name);
+        }
+    }
+    return AC_OK;
 }

@@ -12,7 +12,9 @@
  *       (format 2 with FLAG_TOKENS) token ids int32[L], zero-padded to 64
  *       n_layer*n_head maps of map_bytes each (codec.h layouts, 64-padded)
  *   [end, size)  uncommitted tail (a killed writer's partial append): ignored by
- *                readers, truncated by the next writer.
+ *                readers, truncated by the next writer, unless the other commit
+ *                slot is damaged: then it may hold the newest commit's records,
+ *                and writers refuse until ac_store_repair (check_other_slot).
  * Commit protocol: write records past `end`; fdatasync; write slot (seq+1)&1 with
  * the new end; fdatasync. A torn slot fails its checksum and the other slot (the
  * previous commit) is used. Checksums are seeded with the record's file offset. */
@@ -44,6 +46,8 @@
 #define WBUF_MIN (4u << 20)
 #define FLAG_TOKENS 1u /* records carry their token ids (format 2) */
 #define RESERVE_MIN ((size_t)16 << 30) /* virtual address space reserved per mapping region */
+#define OPEN_NO_COMMIT_OK (1 << 28)     /* internal (repair): open even when neither commit slot is valid */
+#define SCAN_BUF (1u << 20)             /* pread chunk when checking records outside the mapping */
 static const char FILE_MAGIC[8] = {'A', 'C', 'M', 'A', 'P', 'D', 'B', 0};
 
 typedef struct file_hdr {
@@ -123,7 +127,10 @@ struct ac_store {
     size_t ht_cap;
     int damaged;
     uint64_t damage_off;
-    char damage_msg[320];
+    char damage_msg[512];
+    char slot_msg[512];   /* a damaged commit slot that cost nothing (an older commit); "" if none */
+    int64_t lost_n;       /* intact records past the last readable commit (a damaged newest slot) */
+    uint64_t lost_bytes;
     /* writer */
     uint64_t append_off; /* where the next record starts */
     int64_t n_pending;   /* finished, uncommitted entries at ents[n..) */
@@ -300,27 +307,55 @@ static int slot_valid(const commit_slot *s, uint64_t off) {
     return 1;
 }
 
-/* Read both commit slots; *best = the valid one with the highest seq.
- * Returns 1 if one was found. A reader racing the writer may see a slot torn;
- * the other one is then intact, but two commits inside one read could tear
- * both: retry a few times before giving up. */
-static int read_commit(ac_store *st, commit_slot *best, int retries) {
+enum { SLOT_BLANK = 0, SLOT_VALID = 1, SLOT_DAMAGED = 2 };
+
+/* Blank (never written: all zero), valid, or damaged (written, fails its checks). */
+static int slot_state(const commit_slot *s, uint64_t off) {
+    if (slot_valid(s, off)) return SLOT_VALID;
+    static const commit_slot zero;
+    return memcmp(s, &zero, sizeof zero) == 0 ? SLOT_BLANK : SLOT_DAMAGED;
+}
+
+/* 1 if a writer holds the database (its exclusive flock makes a shared try
+ * fail). Asked only when a slot looks damaged: without a writer no slot write
+ * can be in flight, so the damage is real and re-reading is pointless. */
+static int writer_active(int fd) {
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        return 0;
+    }
+    return errno == EWOULDBLOCK;
+}
+
+/* Read both commit slots; *best = the valid one with the highest seq, *other
+ * = the state of the slot not chosen (SLOT_*), *other_idx its index (0/1).
+ * Returns 1 if a valid slot was found. A reader racing the writer may see the
+ * slot being written torn: while a writer is active, retry a few times while a
+ * slot looks damaged (also when both do: two commits inside one read) before
+ * believing it. */
+static int read_commit(ac_store *st, commit_slot *best, int *other, int *other_idx, int retries) {
+    int found = 0;
     for (int attempt = 0; attempt <= retries; attempt++) {
         commit_slot s[2];
         if (pread_all(st->fd, &s[0], sizeof s[0], SLOT_OFF0) == 0 &&
             pread_all(st->fd, &s[1], sizeof s[1], SLOT_OFF1) == 0) {
-            int v0 = slot_valid(&s[0], SLOT_OFF0), v1 = slot_valid(&s[1], SLOT_OFF1);
-            if (v0 || v1) {
-                *best = (v0 && (!v1 || s[0].seq > s[1].seq)) ? s[0] : s[1];
-                return 1;
+            int v0 = slot_state(&s[0], SLOT_OFF0), v1 = slot_state(&s[1], SLOT_OFF1);
+            if (v0 == SLOT_VALID || v1 == SLOT_VALID) {
+                int b = (v0 == SLOT_VALID && (v1 != SLOT_VALID || s[0].seq > s[1].seq)) ? 0 : 1;
+                *best = s[b];
+                *other = b ? v0 : v1;
+                *other_idx = !b;
+                found = 1;
+                if (*other != SLOT_DAMAGED) return 1;
             }
         }
         if (attempt < retries) {
+            if (!writer_active(st->fd)) break;
             struct timespec ts = {0, 200000};
             nanosleep(&ts, NULL);
         }
     }
-    return 0;
+    return found;
 }
 
 static void set_damage(ac_store *st, uint64_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -442,6 +477,78 @@ static int apply_commit(ac_store *st, const commit_slot *c) {
     return AC_OK;
 }
 
+/* The record at off in a file of `size` bytes, read with pread (it may lie
+ * outside the mapping): its total size if the header and the payload
+ * checksums (both seeded with off) hold and its shape is consistent, else 0.
+ * *h (optional) receives the header. buf: [SCAN_BUF] scratch. */
+static uint64_t record_at(ac_store *st, uint64_t off, uint64_t size, uint8_t *buf, rec_hdr *hout) {
+    rec_hdr h;
+    if (off > size || size - off < REC_HDR || pread_all(st->fd, &h, sizeof h, off) != 0) return 0;
+    if (h.magic != REC_MAGIC || h.hdr_hash != ac_xxh64(&h, 56, off)) return 0;
+    ac_map_codec c;
+    const char *why = NULL;
+    uint64_t total = rec_expected(st, &h, &c, &why);
+    if (!total || total > size - off) return 0;
+    ac_xxh64_state hs;
+    ac_xxh64_init(&hs, off);
+    for (uint64_t p = REC_HDR; p < total;) {
+        size_t n = (size_t)AC_MIN((uint64_t)SCAN_BUF, total - p);
+        if (pread_all(st->fd, buf, n, off + p) != 0) return 0;
+        ac_xxh64_update(&hs, buf, n);
+        p += n;
+    }
+    if (ac_xxh64_digest(&hs) != h.payload_hash) return 0;
+    if (hout) *hout = h;
+    return total;
+}
+
+/* After the commit in use was applied: judge the slot not chosen. A damaged
+ * slot held either the commit after the one in use (the newest: its records
+ * lie, intact, past the committed end) or the one before (nothing lost). The
+ * first is damage (readers keep the older commit, writers refuse until
+ * repair); the second a note that db verify reports. */
+static int check_other_slot(ac_store *st, int other, int other_idx) {
+    st->slot_msg[0] = 0;
+    st->lost_n = 0;
+    st->lost_bytes = 0;
+    if (other != SLOT_DAMAGED) return AC_OK;
+    const unsigned slot_off = other_idx ? SLOT_OFF1 : SLOT_OFF0;
+    struct stat sb;
+    if (fstat(st->fd, &sb) != 0) return ac_err(AC_ERR_IO, "store %s: fstat: %s", st->path, strerror(errno));
+    int64_t n = 0;
+    uint64_t off = st->end;
+    if (!st->damaged) {
+        uint8_t *buf = (uint8_t *)AC_MALLOC(SCAN_BUF);
+        if (!buf) return AC_ERR_NOMEM;
+        uint64_t t;
+        while ((t = record_at(st, off, (uint64_t)sb.st_size, buf, NULL)) != 0) {
+            n++;
+            off += t;
+        }
+        free(buf);
+    }
+    if (n > 0) {
+        st->lost_n = n;
+        st->lost_bytes = off - st->end;
+        st->damaged = 1;
+        st->damage_off = st->end;
+        snprintf(st->damage_msg, sizeof st->damage_msg,
+                 "%s: commit slot %d (offset %u) is damaged: commit %llu, the newest (or one a killed writer "
+                 "never finished), cannot be read; %lld intact "
+                 "records (%llu bytes) past the end of commit %llu (offset %llu) are not served; "
+                 "`attncache db repair` recovers them",
+                 st->path, other_idx, slot_off, (unsigned long long)st->seq + 1, (long long)n,
+                 (unsigned long long)st->lost_bytes, (unsigned long long)st->seq, (unsigned long long)st->end);
+    } else {
+        snprintf(st->slot_msg, sizeof st->slot_msg,
+                 "%s: commit slot %d (offset %u) is damaged; it held commit %llu (older than commit %llu in use) or "
+                 "one that never completed: no record is lost, and the next commit rewrites the slot",
+                 st->path, other_idx, slot_off, st->seq ? (unsigned long long)st->seq - 1 : 0ULL,
+                 (unsigned long long)st->seq);
+    }
+    return AC_OK;
+}
+
 /* ---- create ----------------------------------------------------------------------------- */
 static int fsync_dir_of(const char *path) {
     char dir[4096];
@@ -539,6 +646,10 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     if ((flags & AC_STORE_CREATE) && !writable) return ac_err(AC_ERR_ARG, "store %s: CREATE needs WRITE", path);
     if ((flags & AC_STORE_CREATE) && !params) return ac_err(AC_ERR_ARG, "store %s: CREATE needs params", path);
     if (params && (rc = check_params(params))) return ac_err_prefix(rc, "store %s", path);
+    if (writable && (flags & AC_STORE_REPAIR) && access(path, F_OK) == 0 &&
+        (rc = ac_store_repair(path, params, NULL, NULL, NULL)))
+        return rc;
+    flags &= ~AC_STORE_REPAIR;
 
     ac_store *st = (ac_store *)AC_CALLOC(1, sizeof *st);
     if (!st) return AC_ERR_NOMEM;
@@ -557,7 +668,14 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     }
     st->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (st->fd < 0) { rc = ac_err(AC_ERR_IO, "store %s: cannot open: %s", path, strerror(errno)); goto fail; }
-    if (writable && flock(st->fd, LOCK_EX | LOCK_NB) != 0) {
+    /* a reader that found a damaged slot holds a shared lock for a moment
+     * (writer_active): try a few times before calling the file locked */
+    int locked = writable ? -1 : 0;
+    for (int t = 0; writable && t < 5 && (locked = flock(st->fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK; t++) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    if (writable && locked != 0) {
         if (errno == EWOULDBLOCK)
             rc = ac_err(AC_ERR_CACHE, "store %s: locked by another writer (one writer at a time; readers are fine)", path);
         else
@@ -615,31 +733,27 @@ int ac_store_open(const char *path, const ac_store_params *params, int flags, ac
     st->feat_bytes = pad64((uint64_t)st->p.feat_dim * 4);
 
     commit_slot c;
-    if (!read_commit(st, &c, writable ? 0 : 20)) {
-        rc = ac_err(AC_ERR_FORMAT, "store %s: no valid commit record (both header slots damaged)", path);
-        goto fail;
+    int other = SLOT_BLANK, other_idx = 1;
+    if (!read_commit(st, &c, &other, &other_idx, writable || (flags & OPEN_NO_COMMIT_OK) ? 0 : 20)) {
+        if (!(flags & OPEN_NO_COMMIT_OK)) {
+            rc = ac_err(AC_ERR_FORMAT, "store %s: no valid commit record (both header slots damaged); "
+                        "`attncache db repair` recovers the intact records", path);
+            goto fail;
+        }
+        slot_fill(&c, 2, HDR_PAGE, 0); /* repair: start from an empty commit */
+        c.seq = 0;
+        snprintf(st->slot_msg, sizeof st->slot_msg, "%s: both commit slots are damaged", path);
     }
     st->end = HDR_PAGE;
     if ((rc = apply_commit(st, &c))) goto fail;
+    if (c.seq && (rc = check_other_slot(st, other, other_idx))) goto fail;
 
     if (writable) {
         if (st->damaged) {
-            if (!(flags & AC_STORE_REPAIR)) {
-                rc = ac_err(AC_ERR_CACHE, "store %s: damaged (%s); open read-only to use the %lld intact entries, "
-                            "or with AC_STORE_REPAIR to cut the database back to them", path, st->damage_msg,
-                            (long long)st->n);
-                goto fail;
-            }
-            /* repair: publish a commit that ends at the last intact record */
-            commit_slot s;
-            slot_fill(&s, st->seq + 1, st->end, (uint64_t)st->n);
-            if (pwrite_all(st->fd, &s, sizeof s, slot_offset(s.seq)) != 0 || fdatasync(st->fd) != 0) {
-                rc = ac_err(AC_ERR_IO, "store %s: repair commit failed: %s", path, strerror(errno));
-                goto fail;
-            }
-            st->seq = s.seq;
-            st->damaged = 0;
-            st->damage_msg[0] = 0;
+            rc = ac_err(AC_ERR_CACHE, "store %s: damaged (%s); readers still get the %lld entries before the damage; "
+                        "run `attncache db repair` (ac_store_repair) to keep every intact record and write again",
+                        path, st->damage_msg, (long long)st->n);
+            goto fail;
         }
         /* drop an uncommitted tail (a killed writer's partial append) */
         if ((uint64_t)sb.st_size > st->end && ftruncate(st->fd, (off_t)st->end) != 0) {
@@ -658,6 +772,194 @@ fail:
     return rc;
 }
 
+/* ---- repair ----------------------------------------------------------------------------- */
+typedef struct found_rec {
+    uint64_t off, bytes, key;
+} found_rec;
+
+static int cmp_found_key(const void *a, const void *b) {
+    const found_rec *x = *(const found_rec *const *)a, *y = *(const found_rec *const *)b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off; /* the first copy of a key wins */
+}
+
+/* Rewrite the records `r[0..n)` of `st` into a fresh file `dst` (offsets
+ * change, so both checksums are recomputed), committed once. */
+static int rewrite_records(ac_store *st, const found_rec *r, int64_t n, const char *dst) {
+    int rc = create_file(dst, &st->p);
+    if (rc) return rc;
+    int fd = open(dst, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return ac_err(AC_ERR_IO, "store %s: cannot open %s: %s", st->path, dst, strerror(errno));
+    uint8_t *buf = NULL;
+    uint64_t cap = 0, out = HDR_PAGE;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        if (r[i].bytes > cap) {
+            free(buf);
+            cap = r[i].bytes;
+            buf = (uint8_t *)AC_MALLOC((size_t)cap);
+            if (!buf) { rc = AC_ERR_NOMEM; break; }
+        }
+        if (pread_all(st->fd, buf, (size_t)r[i].bytes, r[i].off) != 0) {
+            rc = ac_err(AC_ERR_IO, "store %s: reading the record at offset %llu: %s", st->path,
+                        (unsigned long long)r[i].off, strerror(errno));
+            break;
+        }
+        rec_hdr h;
+        memcpy(&h, buf, sizeof h);
+        if (h.payload_hash != ac_xxh64(buf + REC_HDR, (size_t)r[i].bytes - REC_HDR, r[i].off)) {
+            rc = ac_err(AC_ERR_CACHE, "store %s: the record at offset %llu changed during the repair", st->path,
+                        (unsigned long long)r[i].off);
+            break;
+        }
+        h.payload_hash = ac_xxh64(buf + REC_HDR, (size_t)r[i].bytes - REC_HDR, out);
+        h.hdr_hash = ac_xxh64(&h, 56, out);
+        memcpy(buf, &h, sizeof h);
+        if (pwrite_all(fd, buf, (size_t)r[i].bytes, out) != 0)
+            rc = ac_err(AC_ERR_IO, "store %s: writing %s: %s", st->path, dst, strerror(errno));
+        out += r[i].bytes;
+    }
+    commit_slot c;
+    slot_fill(&c, 3, out, (uint64_t)n);
+    if (!rc && (fdatasync(fd) != 0 || pwrite_all(fd, &c, sizeof c, slot_offset(3)) != 0 || fdatasync(fd) != 0))
+        rc = ac_err(AC_ERR_IO, "store %s: committing %s: %s", st->path, dst, strerror(errno));
+    free(buf);
+    close(fd);
+    if (rc) unlink(dst);
+    return rc;
+}
+
+int ac_store_repair(const char *path, const ac_store_params *params, FILE *report, int64_t *n_entries, int *changed) {
+    if (!path) return ac_err(AC_ERR_ARG, "store: NULL path");
+    if (n_entries) *n_entries = 0;
+    if (changed) *changed = 0;
+    /* the writer lock first, so no commit lands between the scan and the repair */
+    int lfd = open(path, O_RDWR | O_CLOEXEC);
+    if (lfd < 0) return ac_err(AC_ERR_IO, "store %s: cannot open: %s", path, strerror(errno));
+    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(lfd);
+        if (e == EWOULDBLOCK) return ac_err(AC_ERR_CACHE, "store %s: locked by a writer; repair needs it alone", path);
+        return ac_err(AC_ERR_IO, "store %s: flock: %s", path, strerror(e));
+    }
+    ac_store *st = NULL;
+    found_rec *r = NULL, **byk = NULL;
+    uint8_t *buf = NULL;
+    char *tmp = NULL, *bak = NULL;
+    int rc = ac_store_open(path, params, AC_STORE_READ | OPEN_NO_COMMIT_OK, &st);
+    if (rc) goto done;
+    struct stat sb;
+    if (fstat(st->fd, &sb) != 0) { rc = ac_err(AC_ERR_IO, "store %s: fstat: %s", path, strerror(errno)); goto done; }
+    const uint64_t size = (uint64_t)sb.st_size;
+    /* every intact record in the file: records are 64-byte aligned and their
+     * checksums are seeded with their offset, so a scan in 64-byte steps over
+     * damaged bytes finds the next record and nothing else */
+    int64_t n = 0, cap = 0, skipped = 0;
+    uint64_t damaged_bytes = 0;
+    buf = (uint8_t *)AC_MALLOC(SCAN_BUF);
+    if (!buf) { rc = AC_ERR_NOMEM; goto done; }
+    for (uint64_t off = HDR_PAGE; off < size;) {
+        rec_hdr h;
+        uint64_t t = record_at(st, off, size, buf, &h);
+        if (!t) {
+            off += 64;
+            damaged_bytes += AC_MIN((uint64_t)64, size - (off - 64));
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            found_rec *nr = (found_rec *)realloc(r, (size_t)cap * sizeof *r);
+            if (!nr) { rc = ac_err(AC_ERR_NOMEM, "store %s: out of memory", path); goto done; }
+            r = nr;
+        }
+        r[n++] = (found_rec){off, t, h.key};
+        off += t;
+    }
+    /* a key stored twice (only in a damaged or hand-made file): keep the first */
+    if (n > 1) {
+        byk = (found_rec **)AC_MALLOC((size_t)n * sizeof *byk);
+        if (!byk) { rc = AC_ERR_NOMEM; goto done; }
+        for (int64_t i = 0; i < n; i++) byk[i] = &r[i];
+        qsort(byk, (size_t)n, sizeof *byk, cmp_found_key);
+        for (int64_t i = 1; i < n; i++)
+            if (byk[i]->key == byk[i - 1]->key) byk[i]->bytes = 0; /* dropped */
+        int64_t k = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (r[i].bytes) r[k++] = r[i];
+            else skipped++;
+        }
+        n = k;
+    }
+    int chain = 1; /* the intact records lie back to back from the data start: commit them in place */
+    uint64_t end = HDR_PAGE;
+    for (int64_t i = 0; i < n && chain; i++) {
+        if (r[i].off != end) chain = 0;
+        end += r[i].bytes;
+    }
+    if (chain && n == st->n && end == st->end && !st->damaged && !st->slot_msg[0]) {
+        if (report) fprintf(report, "repair: %s is intact (%lld entries, commit %llu): nothing to do\n", path,
+                            (long long)st->n, (unsigned long long)st->seq);
+        if (n_entries) *n_entries = n;
+        goto done;
+    }
+    if (report) {
+        if (st->damaged) fprintf(report, "repair: %s\n", st->damage_msg);
+        if (st->slot_msg[0]) fprintf(report, "repair: %s\n", st->slot_msg);
+        if (!st->damaged && !st->slot_msg[0])
+            fprintf(report, "repair: %s: damaged records inside the committed data\n", path);
+    }
+    if (changed) *changed = 1;
+    if (chain && n >= st->n) {
+        /* two commits, so both slots end up valid (the damaged one rewritten) */
+        commit_slot c;
+        for (uint64_t q = 1; q <= 2 && !rc; q++) {
+            slot_fill(&c, st->seq + q, end, (uint64_t)n);
+            if (pwrite_all(lfd, &c, sizeof c, slot_offset(c.seq)) != 0 || fdatasync(lfd) != 0)
+                rc = ac_err(AC_ERR_IO, "store %s: repair commit failed: %s", path, strerror(errno));
+        }
+        if (!rc && size > end && ftruncate(lfd, (off_t)end) != 0) { /* what lies past is no intact record */ }
+        if (!rc && report)
+            fprintf(report, "repair: committed %lld entries in place (commit %llu; %lld were readable before, %lld "
+                    "recovered)\n", (long long)n, (unsigned long long)c.seq, (long long)st->n, (long long)(n - st->n));
+    } else {
+        /* holes (damaged records) inside the data: copy the intact records into a
+         * new file and swap it in; the damaged original is kept beside it */
+        size_t pl = strlen(path) + 64;
+        tmp = (char *)AC_MALLOC(pl);
+        bak = (char *)AC_MALLOC(pl);
+        if (!tmp || !bak) { rc = AC_ERR_NOMEM; goto done; }
+        snprintf(tmp, pl, "%s.repair.%ld", path, (long)getpid());
+        snprintf(bak, pl, "%s.damaged.%lld", path, (long long)time(NULL));
+        unlink(tmp);
+        if ((rc = rewrite_records(st, r, n, tmp))) goto done;
+        if (link(path, bak) != 0) {
+            rc = ac_err(AC_ERR_IO, "store %s: cannot keep the damaged original as %s: %s", path, bak, strerror(errno));
+            unlink(tmp);
+            goto done;
+        }
+        if (rename(tmp, path) != 0) {
+            rc = ac_err(AC_ERR_IO, "store %s: cannot move the repaired copy into place: %s", path, strerror(errno));
+            unlink(tmp);
+            unlink(bak);
+            goto done;
+        }
+        fsync_dir_of(path);
+        if (report)
+            fprintf(report, "repair: rewrote %s with the %lld intact records (%lld were readable before; %llu damaged "
+                    "bytes and %lld duplicate keys left out); the damaged original is kept as %s\n", path, (long long)n,
+                    (long long)st->n, (unsigned long long)damaged_bytes, (long long)skipped, bak);
+    }
+    if (!rc && n_entries) *n_entries = n;
+done:
+    ac_store_close(st);
+    free(r);
+    free(byk);
+    free(buf);
+    free(tmp);
+    free(bak);
+    close(lfd); /* releases the lock */
+    return rc;
+}
+
 void ac_store_get_params(const ac_store *st, ac_store_params *p) { *p = st->p; }
 int64_t ac_store_count(const ac_store *st) { return st->n; }
 int ac_store_n_tokens(const ac_store *st, int64_t i) { return st && i >= 0 && i < st->n ? (int)st->ents[i].L : -1; }
@@ -668,7 +970,8 @@ int ac_store_refresh(ac_store *st, int64_t *n_new) {
     if (!st) return ac_err(AC_ERR_ARG, "store: NULL handle");
     if (st->writable || st->damaged) return AC_OK; /* the writer is current; damage stops progress */
     commit_slot c;
-    if (!read_commit(st, &c, 50))
+    int other = SLOT_BLANK, other_idx = 1;
+    if (!read_commit(st, &c, &other, &other_idx, 50))
         return ac_err(AC_ERR_FORMAT, "store %s: no valid commit record (both header slots damaged)", st->path);
     if (c.seq == st->seq) return AC_OK;
     if (c.seq < st->seq || c.end < st->end || c.n_entries < (uint64_t)st->n)
@@ -676,6 +979,7 @@ int ac_store_refresh(ac_store *st, int64_t *n_new) {
                       st->path, (unsigned long long)st->seq, (unsigned long long)c.seq);
     int64_t before = st->n;
     int rc = apply_commit(st, &c);
+    if (!rc) rc = check_other_slot(st, other, other_idx);
     if (n_new) *n_new = st->n - before;
     return rc;
 }
@@ -968,6 +1272,9 @@ int ac_store_stats_get(const ac_store *st, ac_store_stats *s) {
     s->commit_seq = st->seq;
     s->damaged = st->damaged;
     s->damage_offset = st->damage_off;
+    s->slot_damaged = st->slot_msg[0] || st->lost_n;
+    s->lost_entries = st->lost_n;
+    s->lost_bytes = st->lost_bytes;
     for (int64_t i = 0; i < st->n; i++) {
         const ent *e = &st->ents[i];
         s->tokens += e->L;
@@ -997,6 +1304,7 @@ void ac_store_stats_print(const ac_store *st, FILE *f) {
                 (unsigned long long)s.codec_elements[k], (double)s.codec_bytes[k] / (double)s.codec_elements[k]);
     }
     if (s.damaged) fprintf(f, "DAMAGED    %s\n", st->damage_msg);
+    if (st->slot_msg[0]) fprintf(f, "WARNING    %s\n", st->slot_msg);
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -1028,10 +1336,10 @@ static int topk_ok(const ent *e, const uint8_t *maps, uint32_t n_maps) {
 int ac_store_verify(ac_store *st, int64_t *n_bad_out, FILE *report) {
     if (!st) return ac_err(AC_ERR_ARG, "store: NULL handle");
     int64_t n_bad = 0;
-    char first[400] = "";
+    char first[640] = "";
 #define BAD(...)                                                                   \
     do {                                                                           \
-        char m_[400];                                                              \
+        char m_[640];                                                              \
         snprintf(m_, sizeof m_, __VA_ARGS__);                                      \
         if (report) fprintf(report, "%s\n", m_);                                   \
         if (!n_bad) snprintf(first, sizeof first, "%s", m_);                       \
@@ -1073,6 +1381,7 @@ int ac_store_verify(ac_store *st, int64_t *n_bad_out, FILE *report) {
         free(keys);
     }
     if (st->damaged) BAD("%s", st->damage_msg);
+    if (st->slot_msg[0]) BAD("%s", st->slot_msg);
 #undef BAD
     if (n_bad_out) *n_bad_out = n_bad;
     if (n_bad) return ac_err(AC_ERR_CACHE, "store verify: %lld problem(s); first: %s", (long long)n_bad, first);

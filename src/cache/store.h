@@ -11,7 +11,10 @@
  *   - one writer at a time (flock); any number of reader processes alongside;
  *   - a writer killed at any moment (SIGKILL, ENOSPC, power loss after fsync)
  *     leaves every committed entry intact; the next writer truncates the
- *     uncommitted tail.
+ *     uncommitted tail;
+ *   - damage (a bad record, a damaged newest commit slot) is reported, never
+ *     repaired behind the caller's back: writers refuse a damaged file, and
+ *     ac_store_repair keeps every record whose checksums hold.
  * Threading: the reading calls (get_params, count, n_tokens, damage, get, find,
  * stats) may run from several threads at once on one handle while no thread
  * changes it (refresh, writes, commit, verify); see store_ops.h, the interface
@@ -50,14 +53,16 @@ enum ac_store_flags {
     AC_STORE_CREATE = 2,    /* with WRITE: create the file if missing                            */
     AC_STORE_NOSYNC = 4,    /* commits skip fsync: survives a process kill, NOT a power loss       */
     AC_STORE_NO_VERIFY = 8, /* get/find skip the payload checksum on first access (trust the file) */
-    AC_STORE_REPAIR = 16,   /* with WRITE: a damaged DB is cut back to its last intact record      */
+    AC_STORE_REPAIR = 16,   /* with WRITE: run ac_store_repair first (a damaged DB is repaired)   */
 };
 
 /* Open (or create) path. params: what the caller's model is; NULL accepts
  * whatever the file holds (tools; not with CREATE). On success the caller owns
- * *out (ac_store_close). A damaged file (bad record header, truncated tail)
- * opens read-only with the entries before the damage (ac_store_damage() says
- * what and where); a writer refuses it unless AC_STORE_REPAIR.
+ * *out (ac_store_close). A damaged file (bad record header, truncated tail, a
+ * damaged newest commit slot with intact records past the older commit) opens
+ * read-only with the entries before the damage (ac_store_damage() says what
+ * and where); a writer refuses it (nothing is truncated or overwritten) until
+ * ac_store_repair has run (or with AC_STORE_REPAIR, which runs it).
  * Errors: AC_ERR_IO (open/lock/mmap), AC_ERR_FORMAT (not a map DB, bad header
  * checksum, unknown version, no valid commit), AC_ERR_CACHE (different model
  * fingerprint or shape, writer lock held, damaged DB opened for writing),
@@ -73,7 +78,10 @@ int64_t ac_store_count(const ac_store *st);
  * record, no checksum); -1 when i is out of range. */
 int ac_store_n_tokens(const ac_store *st, int64_t i);
 /* NULL if the file is intact as far as open/refresh could see, else a message
- * (record offset and problem). Borrowed, valid until close. */
+ * (record offset and problem, or the damaged commit slot). Borrowed, valid
+ * until close or the next refresh. A damaged commit slot that cost nothing (it
+ * held the commit before the one in use) is not damage: ac_store_verify and
+ * ac_store_stats report it. */
 const char *ac_store_damage(const ac_store *st);
 /* Readers: pick up entries committed since open / the last refresh. Pointers
  * handed out earlier stay valid. *n_new (optional): entries added. */
@@ -137,8 +145,12 @@ typedef struct ac_store_stats {
     int64_t codec_entries[AC_CODEC_COUNT];
     uint64_t codec_bytes[AC_CODEC_COUNT];    /* record bytes (header+feature+maps)   */
     uint64_t codec_elements[AC_CODEC_COUNT]; /* attention probabilities represented: n_maps*L*L */
-    int damaged;                /* 1 if open/refresh stopped at a bad record            */
+    int damaged;                /* 1 if open/refresh stopped at a bad record or a damaged newest commit */
     uint64_t damage_offset;
+    int slot_damaged;           /* a commit slot fails its checksum (newest: damaged = 1 too)          */
+    int64_t lost_entries;       /* intact records past the commit in use that a damaged newest commit
+                                   slot hides (db repair recovers them)                                */
+    uint64_t lost_bytes;
 } ac_store_stats;
 int ac_store_stats_get(const ac_store *st, ac_store_stats *s);
 /* Human-readable stats (entries, bytes, bytes/element per codec). */
@@ -149,6 +161,25 @@ void ac_store_stats_print(const ac_store *st, FILE *f);
  * else AC_ERR_CACHE naming the first bad record; never crashes on a damaged
  * file. report (optional): one line per bad record. */
 int ac_store_verify(ac_store *st, int64_t *n_bad, FILE *report);
+
+/* db repair: keep every intact record of a damaged database and make it
+ * writable again. Takes the writer lock (AC_ERR_CACHE if a writer holds it),
+ * then finds every record whose header and payload checksums hold, anywhere
+ * in the file (past a damaged newest commit, after a damaged record, even with
+ * both commit slots damaged; a key stored twice keeps its first copy).
+ *   - if they lie back to back from the data start (a damaged commit slot, a
+ *     torn tail): commits them in place (both slots rewritten); nothing moves;
+ *   - else (damaged records in between): writes them to a new file (checksums
+ *     re-seeded with their new offsets), fsyncs, and renames it over path; the
+ *     damaged original stays as "<path>.damaged.<unix time>". Entry ordinals
+ *     change, keys do not.
+ * An intact database (every committed record checks out, both slots valid or
+ * blank) is left alone. params: as ac_store_open (NULL accepts the
+ * file's model). report (optional): what was found and done. *n_entries
+ * (optional): entries after the repair; *changed (optional): 1 if the file was
+ * changed. Readers that have the file open keep their view (reopen to see the
+ * repair). */
+int ac_store_repair(const char *path, const ac_store_params *params, FILE *report, int64_t *n_entries, int *changed);
 
 /* ---- testing hook --------------------------------------------------------------------------- */
 /* Replaces pwrite() for every store write in this process (NULL restores it).

@@ -672,21 +672,35 @@ static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     return AC_OK;
 }
 
-static int check_inputs(const ac_ctx *c, const ac_seq *seqs, int n_seq, int *T_out, int *Lmax_out) {
+/* One sequence against the context's limits; s >= 0 names it in the message. */
+static int check_seq(const ac_ctx *c, const ac_seq *q, int s) {
     const int V = c->model->hp.n_vocab;
+    char where[32] = "";
+    if (s >= 0) snprintf(where, sizeof where, " (sequence %d)", s);
+    if (q->n_tokens <= 0) return ac_err(AC_ERR_INPUT, "empty input (no tokens)%s", where);
+    if (!q->tokens) return ac_err(AC_ERR_ARG, "NULL tokens%s", where);
+    if (q->n_tokens > c->max_tokens)
+        return ac_err(AC_ERR_INPUT, "input of %d tokens exceeds the limit of %d tokens%s", q->n_tokens, c->max_tokens,
+                      where);
+    for (int i = 0; i < q->n_tokens; i++)
+        if (q->tokens[i] < 0 || q->tokens[i] >= V)
+            return ac_err(AC_ERR_INPUT, "token id %d at position %d is out of range [0, %d)%s", (int)q->tokens[i], i, V,
+                          where);
+    return AC_OK;
+}
+
+int ac_ctx_check_seq(const ac_ctx *c, const ac_seq *seq) {
+    if (!c || !seq) return ac_err(AC_ERR_ARG, "ac_ctx_check_seq: invalid argument");
+    return check_seq(c, seq, -1);
+}
+
+static int check_inputs(const ac_ctx *c, const ac_seq *seqs, int n_seq, int *T_out, int *Lmax_out) {
     int64_t T = 0;
     int Lmax = 0;
     for (int s = 0; s < n_seq; s++) {
         const ac_seq *q = &seqs[s];
-        if (q->n_tokens <= 0) return ac_err(AC_ERR_INPUT, "sequence %d is empty", s);
-        if (!q->tokens) return ac_err(AC_ERR_ARG, "sequence %d: NULL tokens", s);
-        if (q->n_tokens > c->max_tokens)
-            return ac_err(AC_ERR_INPUT, "input of %d tokens exceeds the limit of %d tokens (sequence %d)", q->n_tokens,
-                          c->max_tokens, s);
-        for (int i = 0; i < q->n_tokens; i++)
-            if (q->tokens[i] < 0 || q->tokens[i] >= V)
-                return ac_err(AC_ERR_INPUT, "token id %d at position %d of sequence %d is out of range [0, %d)",
-                              (int)q->tokens[i], i, s, V);
+        int rc = check_seq(c, q, s);
+        if (rc) return rc;
         T += q->n_tokens;
         Lmax = AC_MAX(Lmax, q->n_tokens);
         if (T > (1 << 30)) return ac_err(AC_ERR_INPUT, "batch of more than 2^30 tokens");

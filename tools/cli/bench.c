@@ -131,15 +131,13 @@ int cmd_bench(int argc, char **argv) {
         if (r) continue;
         if (!strcmp(argv[i], "-L") && i + 1 < argc) lens = argv[++i];
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 1000, &reps)) return cli_fail("bad -r '%s'", argv[i]);
+            if (cli_opt_int("-r", argv[++i], 1, 1000, &reps)) return 1;
         } else if (!strcmp(argv[i], "-b") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 256, &batch)) return cli_fail("bad -b '%s'", argv[i]);
+            if (cli_opt_int("-b", argv[++i], 1, 256, &batch)) return 1;
         } else if (!strcmp(argv[i], "--cache-build") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 0, 1000, &cache_build)) return cli_fail("bad --cache-build '%s'", argv[i]);
+            if (cli_opt_int("--cache-build", argv[++i], 0, 1000, &cache_build)) return 1;
         } else if (!strcmp(argv[i], "--shared-prefix") && i + 1 < argc) {
-            char *end;
-            shared = strtod(argv[++i], &end);
-            if (end == argv[i] || *end || !(shared >= 0 && shared <= 1)) return cli_fail("bad --shared-prefix '%s' (0..1)", argv[i]);
+            if (cli_opt_double("--shared-prefix", argv[++i], 0, 1, &shared)) return 1;
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE]\n"
@@ -195,8 +193,8 @@ int cmd_bench(int argc, char **argv) {
     uint64_t rng = 42;
     for (char *tok = strtok(lens_dup, ","); tok && !rc; tok = strtok(NULL, ",")) {
         int L;
-        if (!cli_parse_int(tok, 1, 1 << 20, &L)) {
-            rc = cli_fail("bad length '%s' in -L", tok);
+        if (cli_opt_int("length in -L", tok, 1, 1 << 20, &L)) {
+            rc = 1;
             break;
         }
         int32_t *ids = malloc((size_t)L * batch * sizeof *ids);
@@ -257,9 +255,12 @@ int cmd_bench(int argc, char **argv) {
     free(lens_dup);
     if (jf) {
         fputs("]}\n", jf);
-        fclose(jf);
+        if (cli_close_file(jf, json) && !rc) rc = 1;
     }
-    if (cache) ac_cache_close(cache);
+    if (cache) {
+        cli_cache_warn(cache);
+        ac_cache_close(cache);
+    }
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

@@ -33,13 +33,13 @@ int cmd_build(int argc, char **argv) {
         if (!strcmp(argv[i], "-i") && i + 1 < argc) c.input = argv[++i];
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 1 << 30, &limit)) return cli_fail("bad --limit '%s'", argv[i]);
+            if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
         } else if (!strcmp(argv[i], "--commit-every") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 1 << 20, &commit_every)) return cli_fail("bad --commit-every '%s'", argv[i]);
+            if (cli_opt_int("--commit-every", argv[++i], 1, 1 << 20, &commit_every)) return 1;
         } else if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 0, 64, &shots)) return cli_fail("bad --shots '%s'", argv[i]);
+            if (cli_opt_int("--shots", argv[++i], 0, 64, &shots)) return 1;
         } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
             if ((shared = eval_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "--skip-bad")) skip_bad = 1;
@@ -144,7 +144,10 @@ done:
 int cmd_db(int argc, char **argv) {
     if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
         printf("usage: attncache db stats CACHE_DIR     entries, bytes, bytes per map element by codec\n"
-               "       attncache db verify CACHE_DIR    check every record (checksums, structure)\n");
+               "       attncache db verify CACHE_DIR    check every record (checksums, structure), both commit\n"
+               "                                        slots and the saved indexes; exit 1 on any damage\n"
+               "       attncache db repair CACHE_DIR    keep every intact record of a damaged cache and make it\n"
+               "                                        writable again (a damaged original is kept beside it)\n");
         return argc < 1 ? 2 : 0;
     }
     if (argc < 2) return cli_fail("db %s: CACHE_DIR is required", argv[0]);
@@ -159,7 +162,13 @@ int cmd_db(int argc, char **argv) {
         printf("verify: all records intact\n");
         return 0;
     }
-    return cli_fail("db: unknown subcommand '%s' (stats|verify)", argv[0]);
+    if (!strcmp(argv[0], "repair")) {
+        int64_t n = 0;
+        if (ac_db_repair(argv[1], stdout, &n) != AC_OK) return cli_fail("repair: %s", ac_last_error());
+        printf("repair: %lld entries\n", (long long)n);
+        return 0;
+    }
+    return cli_fail("db: unknown subcommand '%s' (stats|verify|repair)", argv[0]);
 }
 
 /* ---- train-projector ------------------------------------------------------------------------------ */
@@ -173,16 +182,15 @@ int cmd_train_projector(int argc, char **argv) {
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--pairs") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 10, 1 << 24, &tp.n_pairs)) return cli_fail("bad --pairs '%s'", argv[i]);
+            if (cli_opt_int("--pairs", argv[++i], 10, 1 << 24, &tp.n_pairs)) return 1;
         } else if (!strcmp(argv[i], "--epochs") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 100000, &tp.epochs)) return cli_fail("bad --epochs '%s'", argv[i]);
+            if (cli_opt_int("--epochs", argv[++i], 1, 100000, &tp.epochs)) return 1;
         } else if (!strcmp(argv[i], "--hidden") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 65536, &tp.hidden)) return cli_fail("bad --hidden '%s'", argv[i]);
+            if (cli_opt_int("--hidden", argv[++i], 1, 65536, &tp.hidden)) return 1;
         } else if (!strcmp(argv[i], "--lr") && i + 1 < argc) {
-            tp.lr = strtof(argv[++i], NULL);
-            if (!(tp.lr > 0)) return cli_fail("bad --lr '%s'", argv[i]);
+            if (cli_opt_float("--lr", argv[++i], 1e-12, 1e3, &tp.lr)) return 1;
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
-            tp.seed = strtoull(argv[++i], NULL, 10);
+            if (cli_opt_u64("--seed", argv[++i], &tp.seed)) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache train-projector -m MODEL --cache DIR [--pairs N] [--epochs N] [--hidden N]\n"
                    "Trains the 2-layer feature projector on pairs of stored entries (target: mean attention-map\n"
@@ -263,9 +271,10 @@ int cmd_tune(int argc, char **argv) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
         if (r) continue;
-        if (!strcmp(argv[i], "--budget") && i + 1 < argc) budget = strtod(argv[++i], NULL);
-        else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 1 << 20, &limit)) return cli_fail("bad --limit '%s'", argv[i]);
+        if (!strcmp(argv[i], "--budget") && i + 1 < argc) {
+            if (cli_opt_double("--budget", argv[++i], 0, 1e9, &budget)) return 1;
+        } else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
+            if (cli_opt_int("--limit", argv[++i], 1, 1 << 20, &limit)) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache tune -m MODEL --cache DIR -f queries.txt [--budget X] [--limit N]\n"
                    "Measures, on held-out query lines that hit, how much serving each single layer from the\n"

@@ -19,6 +19,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -520,14 +521,25 @@ int cmd_eval(int argc, char **argv) {
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
-        else if (!strcmp(argv[i], "--thresholds") && i + 1 < argc) thresholds = argv[++i];
+        else if (!strcmp(argv[i], "--thresholds") && i + 1 < argc) {
+            thresholds = argv[++i];
+            char *list = strdup(thresholds); /* checked here, before any work */
+            int bad = !list, n_thr = 0;
+            for (char *tok = list ? strtok(list, ",") : NULL; tok && !bad; tok = strtok(NULL, ",")) {
+                float t;
+                bad = cli_opt_float("threshold in --thresholds", tok, -FLT_MAX, FLT_MAX, &t) || ++n_thr > 32;
+                if (n_thr > 32) cli_fail("--thresholds: at most 32 values");
+            }
+            free(list);
+            if (bad || !n_thr) return bad ? 1 : cli_fail("bad --thresholds '%s': no value", thresholds);
+        }
         else if (!strcmp(argv[i], "--plot") && i + 1 < argc) plot = argv[++i];
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 1 << 30, &limit)) return cli_fail("bad --limit '%s'", argv[i]);
+            if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
         } else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 0, 64, &shots)) return cli_fail("bad --shots '%s'", argv[i]);
+            if (cli_opt_int("--shots", argv[++i], 0, 64, &shots)) return 1;
         } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
             if ((shared = eval_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -627,6 +639,9 @@ int cmd_eval(int argc, char **argv) {
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
                    (long long)cs.search_recomputed, (long long)cs.lookups_failed, (long long)cs.records_damaged,
                    cs.first_failure[0] ? " (first: " : "", cs.first_failure, cs.first_failure[0] ? ")" : "");
+        if (cs.damaged_unindexed)
+            printf("lookup problems: %lld damaged record(s) left out of the index (computed exactly; "
+                   "`attncache db verify`, `attncache db repair`)\n", (long long)cs.damaged_unindexed);
         printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
@@ -643,10 +658,9 @@ int cmd_eval(int argc, char **argv) {
                "e2e.hits", "attn.hits", "lookup", "KiB/query");
         char *list = strdup(thresholds);
         for (char *tok = strtok(list, ","); tok && !rc && n_sweep < 32; tok = strtok(NULL, ",")) {
-            char *end;
-            const float t = strtof(tok, &end);
-            if (end == tok || *end) {
-                rc = cli_fail("bad threshold '%s' in --thresholds", tok);
+            float t;
+            if (cli_opt_float("threshold in --thresholds", tok, -FLT_MAX, FLT_MAX, &t)) {
+                rc = 1;
                 break;
             }
             ac_cache_set_threshold(cache, t);
@@ -711,14 +725,20 @@ int cmd_eval(int argc, char **argv) {
             }
         }
         fputs("}\n", jf);
-        fclose(jf);
+        if (cli_close_file(jf, json)) {
+            rc = 1;
+            goto out;
+        }
     }
 out:
     free(o0);
     free(o1);
     ds_free(&pool);
     ds_free(&q);
-    if (cache) ac_cache_close(cache);
+    if (cache) {
+        cli_cache_warn(cache);
+        ac_cache_close(cache);
+    }
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

@@ -15,6 +15,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,13 +111,93 @@ void cli_json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-int cli_parse_int(const char *s, int lo, int hi, int *out) {
+int cli_close_file(FILE *f, const char *name) {
+    errno = 0;
+    int bad = ferror(f) != 0;
+    int e = errno;
+    if (fflush(f) != 0) bad = 1, e = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad) return 0;
+    return cli_fail("writing %s failed: %s", name, e ? strerror(e) : "write error");
+}
+
+int cli_stdout_failed(void) { return ferror(stdout) != 0; }
+
+int cli_finish_stdout(int rc) {
+    int frc = cli_close_file(stdout, "standard output");
+    return rc ? rc : frc;
+}
+
+/* Strict number parsing, one place for every numeric option: the whole
+ * string is the number (no blanks, no trailing characters), finite, in range.
+ * Returns NULL or why not. */
+static const char *num_why(const char *s, double v, const char *end, int err, double lo, double hi) {
+    if (!*s) return "empty";
+    if (isspace((unsigned char)*s)) return "leading blank";
+    if (end == s) return "not a number";
+    if (*end) return "trailing characters";
+    if (v != v) return "not a number (NaN)";
+    if (v == 1.0 / 0.0 || v == -1.0 / 0.0) return "infinite";
+    if (err == ERANGE || v < lo || v > hi) return "out of range";
+    return NULL;
+}
+
+static const char *long_why(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    const char *why = num_why(s, 0, end, 0, 0, 0);
+    if (!why && (errno == ERANGE || v < lo || v > hi)) why = "out of range";
+    *out = v;
+    return why;
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out) {
+    long v = 0;
+    if (!s || long_why(s, lo, hi, &v)) return 0;
     *out = (int)v;
     return 1;
+}
+
+int cli_opt_int(const char *name, const char *s, long lo, long hi, int *out) {
+    if (lo < INT_MIN) lo = INT_MIN;
+    if (hi > INT_MAX) hi = INT_MAX;
+    long v = 0;
+    const char *why = s ? long_why(s, lo, hi, &v) : "missing";
+    if (why) return cli_fail("bad %s '%s': %s (an integer in %ld..%ld)", name, s ? s : "", why, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+int cli_opt_double(const char *name, const char *s, double lo, double hi, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    const char *why = s ? num_why(s, v, end, errno, lo, hi) : "missing";
+    if (why && lo <= -FLT_MAX && hi >= FLT_MAX) return cli_fail("bad %s '%s': %s (a finite number)", name, s ? s : "", why);
+    if (why) return cli_fail("bad %s '%s': %s (a finite number in %g..%g)", name, s ? s : "", why, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int cli_opt_float(const char *name, const char *s, double lo, double hi, float *out) {
+    double v = 0;
+    if (lo < -FLT_MAX) lo = -FLT_MAX;
+    if (hi > FLT_MAX) hi = FLT_MAX;
+    if (cli_opt_double(name, s, lo, hi, &v)) return 1;
+    *out = (float)v;
+    return 0;
+}
+
+int cli_opt_u64(const char *name, const char *s, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = s && *s != '-' ? strtoull(s, &end, 10) : 0;
+    const char *why = !s ? "missing" : *s == '-' ? "negative" : num_why(s, 0, end, 0, 0, 0);
+    if (!why && errno == ERANGE) why = "out of range";
+    if (why) return cli_fail("bad %s '%s': %s (an integer in 0..%llu)", name, s ? s : "", why, (unsigned long long)UINT64_MAX);
+    *out = (uint64_t)v;
+    return 0;
 }
 
 int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
@@ -160,7 +242,7 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!(c->input = NEXT())) return -1;
     } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
         const char *v = NEXT();
-        if (!v || !cli_parse_int(v, 0, 1024, &c->threads)) return v ? (cli_fail("bad --threads '%s'", v), -1) : -1;
+        if (!v || cli_opt_int("--threads", v, 0, 1024, &c->threads)) return -1;
     } else if (!strcmp(a, "--gemm")) {
         const char *v = NEXT();
         if (!v) return -1;
@@ -193,10 +275,7 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!(c->codec = NEXT())) return -1;
     } else if (!strcmp(a, "--threshold")) {
         const char *v = NEXT();
-        char *end;
-        if (!v) return -1;
-        c->threshold = strtof(v, &end);
-        if (end == v || *end) return cli_fail("bad --threshold '%s'", v), -1;
+        if (!v || cli_opt_float("--threshold", v, -FLT_MAX, FLT_MAX, &c->threshold)) return -1;
         c->have_threshold = 1;
     } else if (!strcmp(a, "--key")) {
         const char *v = NEXT();
@@ -287,27 +366,77 @@ static int attach_cache(const cli_common *c, ac_model *m, ac_ctx *ctx, ac_cache 
     return 0;
 }
 
+void cli_cache_warn(const ac_cache *cache) {
+    ac_cache_stats s;
+    if (!cache || ac_cache_get_stats(cache, &s) != AC_OK) return;
+    if (s.records_damaged || s.lookups_failed || s.damaged_unindexed)
+        fprintf(stderr,
+                "attncache: warning: attention cache: %lld damaged record(s) left out of the index, %lld lookup "
+                "candidate(s) skipped as damaged, %lld failed lookup(s); those inputs were computed exactly "
+                "(`attncache db verify` names the records, `attncache db repair` drops them)\n",
+                (long long)s.damaged_unindexed, (long long)s.records_damaged, (long long)s.lookups_failed);
+}
+
 static void detach_cache(ac_ctx *ctx, ac_cache *cache) {
     if (!cache) return;
+    cli_cache_warn(cache);
     ac_ctx_attach_cache(ctx, NULL);
     ac_cache_close(cache);
+}
+
+/* ---- per-line errors (--on-error stop|skip) ------------------------------------------------ */
+
+static const char *on_error_help =
+    "      --on-error M     what a bad line (empty, over-long) does: stop (default): an error naming\n"
+    "                       the line, exit 1, the lines before it answered; skip: its output line is\n"
+    "                       {\"error\":\"...\",\"line\":N}, the other lines are answered, exit 0 and a\n"
+    "                       count on stderr\n";
+
+/* --on-error VALUE: 1 if argv[*i] was it (consumed), 0 if not, -1 on a bad value. */
+static int on_error_opt(int argc, char **argv, int *i, int *skip) {
+    if (strcmp(argv[*i], "--on-error")) return 0;
+    if (*i + 1 >= argc) return cli_fail("option --on-error needs a value (stop|skip)"), -1;
+    const char *v = argv[++*i];
+    if (!strcmp(v, "stop")) *skip = 0;
+    else if (!strcmp(v, "skip")) *skip = 1;
+    else return cli_fail("bad --on-error '%s' (stop|skip)", v), -1;
+    return 1;
+}
+
+/* A bad input line: with skip, its output line is a JSON error object and
+ * *n_failed counts it (returns 0: go on); else one error line (returns 1). */
+static int line_error(int skip, size_t line, const char *msg, size_t *n_failed) {
+    if (!skip) return cli_fail("line %zu: %s", line, msg);
+    fputs("{\"error\":", stdout);
+    cli_json_str(stdout, msg);
+    printf(",\"line\":%zu}\n", line);
+    (*n_failed)++;
+    return 0;
+}
+
+/* The summary of a skip run on stderr. */
+static void failed_summary(const char *cmd, size_t n_failed, size_t n) {
+    if (n_failed)
+        fprintf(stderr, "attncache: warning: %s: %zu of %zu lines failed; their output lines are {\"error\":...} objects\n",
+                cmd, n_failed, n);
 }
 
 /* ---- commands -------------------------------------------------------------------------- */
 
 static int cmd_tokenize(int argc, char **argv) {
     cli_common c = {0};
-    int special = 0;
+    int special = 0, skip = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
+        if (!r) r = on_error_opt(argc, argv, &i, &skip);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--special")) special = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache tokenize -m MODEL [--special] [-f FILE]\n"
                    "Prints one line per input line: the token ids separated by single spaces.\n"
-                   "  --special            add BOS/EOS/CLS/SEP as the model's metadata says\n%s",
-                   cli_common_help);
+                   "  --special            add BOS/EOS/CLS/SEP as the model's metadata says\n%s%s",
+                   on_error_help, cli_common_help);
             return 0;
         } else return cli_fail("tokenize: unknown option '%s' (see --help)", argv[i]);
     }
@@ -320,22 +449,28 @@ static int cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     int rc = 0, cap = 1024;
+    size_t n_failed = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    for (size_t l = 0; l < in.n && !rc; l++) {
-        int n = 0, r = ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n);
+    for (size_t l = 0; l < in.n && !rc && !cli_stdout_failed(); l++) {
+        int n = 0, r = ids ? ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n) : AC_ERR_NOMEM;
         if (r == AC_ERR_RANGE) {
             cap = n;
             free(ids);
             ids = malloc((size_t)cap * sizeof *ids);
             r = ids ? ac_tokenize(m, in.lines[l], strlen(in.lines[l]), special, ids, cap, &n) : AC_ERR_NOMEM;
         }
+        if (r == AC_ERR_INPUT) { /* this line's problem */
+            rc = line_error(skip, l + 1, ac_last_error(), &n_failed);
+            continue;
+        }
         if (r != AC_OK) {
-            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            rc = cli_fail("line %zu: %s", l + 1, r == AC_ERR_NOMEM ? "out of memory" : ac_last_error());
             break;
         }
         for (int k = 0; k < n; k++) printf(k ? " %d" : "%d", ids[k]);
         putchar('\n');
     }
+    failed_summary("tokenize", n_failed, in.n);
     free(ids);
     cli_lines_free(&in);
     ac_model_free(m);
@@ -359,23 +494,24 @@ static void print_embedding(const float *e, int d, int ntok) {
 
 static int cmd_embed(int argc, char **argv) {
     cli_common c = {0};
-    int pooling = AC_POOL_DEFAULT, normalize = 0, batch = 16;
+    int pooling = AC_POOL_DEFAULT, normalize = 0, batch = 16, skip = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
+        if (!r) r = on_error_opt(argc, argv, &i, &skip);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--normalize")) normalize = 1;
         else if (!strcmp(argv[i], "--pooling") && i + 1 < argc) {
             if (!parse_pooling(argv[++i], &pooling)) return cli_fail("bad --pooling '%s' (mean|cls|last)", argv[i]);
         } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
-            if (!cli_parse_int(argv[++i], 1, 4096, &batch)) return cli_fail("bad --batch '%s'", argv[i]);
+            if (cli_opt_int("--batch", argv[++i], 1, 4096, &batch)) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache embed -m MODEL [--pooling mean|cls|last] [--normalize] [-f FILE]\n"
                    "Prints one JSON line per input line: {\"embedding\":[...],\"tokens\":N}.\n"
                    "  --pooling P          mean|cls|last (default: the model's pooling type)\n"
                    "  --normalize          L2-normalise the embedding\n"
-                   "  --batch N            inputs per forward call (default 16)\n%s%s",
-                   cli_common_help, cli_cache_help);
+                   "  --batch N            inputs per forward call (default 16)\n%s%s%s",
+                   on_error_help, cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("embed: unknown option '%s' (see --help)", argv[i]);
     }
@@ -389,30 +525,35 @@ static int cmd_embed(int argc, char **argv) {
     ac_model_info info;
     ac_model_get_info(m, &info);
     const int d = info.n_embd;
-    float *emb = malloc((size_t)batch * d * sizeof *emb);
+    float *emb = malloc((size_t)batch * d * sizeof *emb); /* [batch][d] */
     int *ntok = malloc((size_t)batch * sizeof *ntok);
-    int rc = (!emb || !ntok) ? cli_fail("out of memory") : 0;
-    for (size_t l0 = 0; l0 < in.n && !rc; l0 += (size_t)batch) {
-        int nb = (int)AC_CLI_MIN((size_t)batch, in.n - l0);
-        for (int k = 0; k < nb && !rc; k++)
-            if (cli_is_blank(in.lines[l0 + k])) rc = cli_fail("line %zu: empty input text", l0 + k + 1);
-        if (rc) break;
-        int r = ac_embed_texts(ctx, (const char *const *)in.lines + l0, nb, pooling, normalize, emb, ntok);
-        if (r == AC_OK) {
-            for (int k = 0; k < nb; k++) print_embedding(emb + (size_t)k * d, d, ntok[k]);
-            continue;
+    ac_status *st = malloc((size_t)batch * sizeof *st);
+    const char **texts = malloc((size_t)batch * sizeof *texts); /* the batch's non-blank lines */
+    int rc = (!emb || !ntok || !st || !texts) ? cli_fail("out of memory") : 0;
+    size_t n_failed = 0;
+    for (size_t l0 = 0; l0 < in.n && !rc && !cli_stdout_failed(); l0 += (size_t)batch) {
+        int nb = (int)AC_CLI_MIN((size_t)batch, in.n - l0), nt = 0;
+        for (int k = 0; k < nb; k++)
+            if (!cli_is_blank(in.lines[l0 + k])) texts[nt++] = in.lines[l0 + k];
+        /* one call per batch; a bad line gets its own status (no retry line by line) */
+        int r = ac_embed_texts_status(ctx, texts, nt, pooling, normalize, emb, ntok, st);
+        if (r != AC_OK) {
+            rc = cli_fail("embedding failed: %s", ac_last_error());
+            break;
         }
-        /* find the failing line: one at a time, printing the good ones before it */
-        for (int k = 0; k < nb; k++) {
-            r = ac_embed_texts(ctx, (const char *const *)in.lines + l0 + k, 1, pooling, normalize, emb, ntok);
-            if (r != AC_OK) {
-                rc = cli_fail("line %zu: %s", l0 + k + 1, ac_last_error());
-                break;
+        for (int k = 0, j = 0; k < nb && !rc; k++) {
+            if (cli_is_blank(in.lines[l0 + k])) {
+                rc = line_error(skip, l0 + k + 1, "empty input text", &n_failed);
+                continue;
             }
-            print_embedding(emb, d, ntok[0]);
+            if (st[j].code == AC_OK) print_embedding(emb + (size_t)j * d, d, ntok[j]);
+            else rc = line_error(skip, l0 + k + 1, st[j].message, &n_failed);
+            j++;
         }
-        if (!rc) rc = cli_fail("embedding failed: %s", ac_last_error());
     }
+    failed_summary("embed", n_failed, in.n);
+    free(st);
+    free(texts);
     free(emb);
     free(ntok);
     cli_lines_free(&in);
@@ -470,8 +611,10 @@ static char *apply_template(const char *tpl, const char *text) {
 static int cmd_score(int argc, char **argv) {
     cli_common c = {0};
     const char *labels_arg = NULL, *tpl = "{text}";
+    int skip = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
+        if (!r) r = on_error_opt(argc, argv, &i, &skip);
         if (r < 0) return 1;
         if (r) continue;
         if (!strcmp(argv[i], "--labels") && i + 1 < argc) labels_arg = argv[++i];
@@ -482,12 +625,15 @@ static int cmd_score(int argc, char **argv) {
                    "{text} replaced by the line; each label is scored by the log-probability of its tokens\n"
                    "as a continuation of the prompt (a space is put between prompt and label unless the\n"
                    "prompt ends in whitespace). Prints JSON lines:\n"
-                   "  {\"logprobs\":{\"a\":-1.2,...},\"label\":\"a\",\"tokens\":N}\n%s",
-                   cli_common_help);
+                   "  {\"logprobs\":{\"a\":-1.2,...},\"label\":\"a\",\"tokens\":N}\n"
+                   "  --template T         the prompt, with {text} where each line goes (default \"{text}\")\n%s%s",
+                   on_error_help, cli_common_help);
             return 0;
         } else return cli_fail("score: unknown option '%s' (see --help)", argv[i]);
     }
     if (!labels_arg) return cli_fail("score: --labels \"a,b,...\" is required");
+    if (!strstr(tpl, "{text}"))
+        return cli_fail("score: bad --template '%s': it has no {text} (the place each input line goes)", tpl);
     char **labels;
     int nl;
     if (!split_labels(labels_arg, &labels, &nl) || nl < 1)
@@ -504,10 +650,11 @@ static int cmd_score(int argc, char **argv) {
     if (attach_cache(&c, m, ctx, &cache)) goto out;
     if (cli_read_lines(c.input, &in)) goto out;
     rc = 0;
-    for (size_t l = 0; l < in.n && !rc; l++) {
+    size_t n_failed = 0;
+    for (size_t l = 0; l < in.n && !rc && !cli_stdout_failed(); l++) {
         if (cli_is_blank(in.lines[l])) {
-            rc = cli_fail("line %zu: empty input text", l + 1);
-            break;
+            rc = line_error(skip, l + 1, "empty input text", &n_failed);
+            continue;
         }
         char *prompt = apply_template(tpl, in.lines[l]);
         if (!prompt) {
@@ -521,13 +668,15 @@ static int cmd_score(int argc, char **argv) {
             if (asprintf(&cont[k], "%s%s", need_space ? " " : "", labels[k]) < 0) cont[k] = NULL;
         }
         int r = ac_score_labels(ctx, prompt, (const char *const *)cont, nl, lp);
-        int ntok = 0;
-        ac_tokenize(m, prompt, plen, 1, NULL, 0, &ntok);
-        free(prompt);
         if (r != AC_OK) {
-            rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
-            break;
+            free(prompt);
+            if (r == AC_ERR_INPUT) rc = line_error(skip, l + 1, ac_last_error(), &n_failed); /* this line's problem */
+            else rc = cli_fail("line %zu: %s", l + 1, ac_last_error());
+            continue;
         }
+        int ntok = 0;
+        ac_tokenize(m, prompt, plen, 1, NULL, 0, &ntok); /* the count only (AC_ERR_RANGE expected) */
+        free(prompt);
         int best = 0;
         fputs("{\"logprobs\":{", stdout);
         for (int k = 0; k < nl; k++) {
@@ -540,6 +689,7 @@ static int cmd_score(int argc, char **argv) {
         cli_json_str(stdout, labels[best]);
         printf(",\"tokens\":%d}\n", ntok);
     }
+    failed_summary("score", n_failed, in.n);
 out:
     cli_lines_free(&in);
     detach_cache(ctx, cache);
@@ -706,23 +856,29 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
-        return 0;
+        return cli_finish_stdout(0);
     }
     argc -= 2;
     argv += 2;
-    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
-    if (!strcmp(cmd, "embed")) return cmd_embed(argc, argv);
-    if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
-    if (!strcmp(cmd, "similarity")) return cmd_similarity(argc, argv);
-    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
-    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
-    if (!strcmp(cmd, "build")) return cmd_build(argc, argv);
-    if (!strcmp(cmd, "db")) return cmd_db(argc, argv);
-    if (!strcmp(cmd, "train-projector")) return cmd_train_projector(argc, argv);
-    if (!strcmp(cmd, "tune")) return cmd_tune(argc, argv);
-    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv); /* tools/server/serve.c */
-    cli_fail("unknown command '%s'", cmd);
-    usage(stderr);
-    return 2;
+    int (*run)(int, char **) = !strcmp(cmd, "tokenize")          ? cmd_tokenize
+                               : !strcmp(cmd, "embed")           ? cmd_embed
+                               : !strcmp(cmd, "score")           ? cmd_score
+                               : !strcmp(cmd, "similarity")      ? cmd_similarity
+                               : !strcmp(cmd, "info")            ? cmd_info
+                               : !strcmp(cmd, "bench")           ? cmd_bench
+                               : !strcmp(cmd, "eval")            ? cmd_eval
+                               : !strcmp(cmd, "build")           ? cmd_build
+                               : !strcmp(cmd, "db")              ? cmd_db
+                               : !strcmp(cmd, "train-projector") ? cmd_train_projector
+                               : !strcmp(cmd, "tune")            ? cmd_tune
+                               : !strcmp(cmd, "serve")           ? cmd_serve /* tools/server/serve.c */
+                                                                 : NULL;
+    if (!run) {
+        cli_fail("unknown command '%s'", cmd);
+        usage(stderr);
+        return 2;
+    }
+    /* every command's stdout is checked at the end: a failed write (full
+     * disk, /dev/full) is an error and a non-zero exit, never a silent cut */
+    return cli_finish_stdout(run(argc, argv));
 }
