@@ -4,12 +4,13 @@
  * each thread accumulates its output columns d over the stored keys, reading V
  * rows coalesced across d. Row offsets are the codec's closed forms. */
 #include "cuda_codec_av.h"
+#include "cuda_backend.h"
 
 #include <cuda_fp16.h>
 
 namespace {
 
-__device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
+__host__ __device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
     switch (c.kind) {
     case 0: return 4 * (size_t)n;
     case 1: return 2 * (size_t)n;
@@ -20,7 +21,7 @@ __device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
 }
 
 /* byte offset of row t in a head map (rows back to back) */
-__device__ __forceinline__ size_t row_offset(const ac_cu_codec &c, int L, int t) {
+__host__ __device__ __forceinline__ size_t row_offset(const ac_cu_codec &c, int L, int t) {
     if (!c.causal) return (size_t)t * row_bytes(c, L);
     const size_t T = (size_t)t, tri = T * (T + 1) / 2; /* sum of n = 1..t */
     switch (c.kind) {
@@ -63,9 +64,12 @@ __global__ void k_codec_av(ac_cu_codec c, const unsigned char *maps, size_t map_
             p = ld_f32(row) * (float)(j & 1 ? b >> 4 : b & 15);
             break;
         }
-        default:
-            idx[j] = ld_u16(row + 2 * (size_t)j);
+        default: {
+            const int i = ld_u16(row + 2 * (size_t)j);
             p = half_f32(ld_u16(row + 2 * (size_t)n + 2 * (size_t)j));
+            if (i >= n_t) p = 0.f; /* damaged index: ignored, as the CPU kernels do */
+            idx[j] = i < n_t ? i : 0;
+        }
         }
         w[j] = p;
     }
@@ -82,6 +86,13 @@ __global__ void k_codec_av(ac_cu_codec c, const unsigned char *maps, size_t map_
 }
 
 } // namespace
+
+size_t ac_cuda_map_bytes(int kind, int causal, int topk, int L) {
+    if (kind < 0 || kind > 4 || (kind == 4 && (topk < 1 || topk > 65536)) || L < 1 || L > 65536) return 0;
+    const ac_cu_codec c = {kind, causal ? 1 : 0, topk};
+    const size_t b = row_offset(c, L, L); /* the end of row L-1 */
+    return (b + 63) / 64 * 64;
+}
 
 template <typename T>
 int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int L, int n_rows, int H, int Hkv,
