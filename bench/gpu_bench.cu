@@ -8,12 +8,21 @@
  *                       split from a profiled extra call.
  *   gpu_bench attn      the fused attention kernel alone (each variant) at
  *                       head dims 64 and 128, causal and not.
+ *   gpu_bench cache     the cache on the GPU: Llama-1B at 512 x 16 and 2048 x 4,
+ *                       every (layer, sequence) served from compressed maps
+ *                       (top-k 32 and q8 rows, causal), side by side with the
+ *                       exact forward in one run: maps resident on the device
+ *                       (hot entries) and maps copied from pinned host memory
+ *                       (overlapped with the layers before them); the attention
+ *                       stage (A.V vs the fused kernel) and the Amdahl bound
+ *                       (exact minus its attention core and Q/K projections).
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
- * readable table. usage: gpu_bench forward|attn|all [repeats] */
+ * readable table. usage: gpu_bench forward|attn|cache|all [repeats] */
 #include "backends/cuda/cuda_attn.h"
 #include "backends/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cuda_fp16.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +165,129 @@ static void bench_attn(int reps) {
     }
 }
 
+/* One sequence's H head maps of random rows in a codec (kind 2 q8 or 4 top-k), rows back to back as
+ * src/cache/codec.h lays them out: top-k keeps k evenly spaced keys of 1/k each, q8 random weights
+ * summing to about 1. */
+static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int L, int H) {
+    const size_t mb = ac_cuda_map_bytes(kind, causal, topk, L);
+    std::vector<unsigned char> m(mb * H, 0);
+    uint64_t r = 12345;
+    for (int h = 0; h < H; h++) {
+        unsigned char *p = m.data() + mb * h;
+        for (int t = 0; t < L; t++) {
+            const int n = causal ? t + 1 : L;
+            if (kind == 4) {
+                const int k = n < topk ? n : topk;
+                uint16_t *idx = (uint16_t *)p, *val = idx + k; /* unaligned in general: memcpy */
+                const __half w = __float2half(1.0f / k);
+                for (int i = 0; i < k; i++) {
+                    const uint16_t ix = (uint16_t)((int64_t)i * n / k);
+                    uint16_t wv;
+                    memcpy(&wv, &w, 2);
+                    memcpy((unsigned char *)idx + 2 * i, &ix, 2);
+                    memcpy((unsigned char *)val + 2 * i, &wv, 2);
+                }
+                p += 4 * (size_t)k;
+            } else {
+                const float scale = 2.0f / (255.0f * n);
+                memcpy(p, &scale, 4);
+                for (int j = 0; j < n; j++) {
+                    r = r * 6364136223846793005ull + 1442695040888963407ull;
+                    p[4 + j] = (unsigned char)(r >> 56);
+                }
+                p += 4 + (size_t)n;
+            }
+        }
+    }
+    return m;
+}
+
+typedef struct served_maps {
+    const void *p;
+} served_maps;
+static const void *serve_same(void *user, int layer, int seq, int L) {
+    (void)layer, (void)seq, (void)L;
+    return ((served_maps *)user)->p;
+}
+
+static void bench_cache(int reps) {
+    struct {
+        int L, B;
+    } cases[] = {{512, 16}, {2048, 4}};
+    struct {
+        const char *name;
+        int kind, causal, topk;
+    } codecs[] = {{"topk32-causal", 4, 1, 32}, {"q8-causal", 2, 1, 0}};
+    shape sh = llama1b();
+    ac_cuda_model *g = NULL;
+    OK(ac_cuda_model_random(sh.arch, &sh.hp, AC_CUDA_BF16, 7, &g));
+    const int H = sh.hp.n_head, QD = H * sh.hp.head_dim, KVD = sh.hp.n_head_kv * sh.hp.head_dim, QKV = QD + 2 * KVD;
+    (void)QKV;
+    printf("\ncache on the GPU, llama-1b bf16, every site served (stages ms: qkv+rope | attention)\n");
+    printf("%-6s %-14s %-10s %9s %8s %8s %9s %9s %9s %8s\n", "L x B", "codec", "maps", "ms", "qkv ms", "attn ms",
+           "vs exact", "attn op x", "bound x", "% bound");
+    for (auto &c : cases) {
+        const int T = c.L * c.B;
+        std::vector<int32_t> tok(T);
+        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)sh.hp.n_vocab);
+        std::vector<ac_seq> seqs(c.B);
+        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
+        std::vector<float> pooled((size_t)c.B * sh.hp.n_embd);
+        ac_outputs o = {};
+        o.pooled = pooled.data();
+        o.pooling = AC_POOL_LAST;
+        /* run(opts): median ms of reps after 3 warm-ups, then one profiled call */
+        auto run = [&](const ac_cuda_opts *opts, float *st) {
+            for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
+            std::vector<double> ev;
+            for (int i = 0; i < reps; i++) {
+                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
+                ev.push_back(ac_cuda_last_ms(g));
+            }
+            ac_cuda_set_profile(g, 1);
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
+            ac_cuda_get_profile(g, st);
+            ac_cuda_set_profile(g, 0);
+            return median(ev);
+        };
+        float se[AC_CUDA_PROF_N];
+        const double exact = run(NULL, se);
+        printf("%4dx%-2d %-14s %-10s %9.3f %8.3f %8.3f\n", c.L, c.B, "exact", "-", exact, se[1], se[2]);
+        printf("RESULT cache %d %d exact - %.4f %.4f %.4f\n", c.L, c.B, exact, se[1], se[2]);
+        for (auto &k : codecs) {
+            std::vector<unsigned char> h = rand_maps(k.kind, k.causal, k.topk, c.L, H);
+            void *dmaps = NULL, *pinned = NULL;
+            if (cudaMalloc(&dmaps, h.size()) != cudaSuccess || cudaMallocHost(&pinned, h.size()) != cudaSuccess) {
+                fprintf(stderr, "cannot allocate %zu bytes of maps\n", h.size());
+                exit(1);
+            }
+            cudaMemcpy(dmaps, h.data(), h.size(), cudaMemcpyHostToDevice);
+            memcpy(pinned, h.data(), h.size());
+            for (int where = 0; where < 2; where++) {
+                served_maps sm = {where ? pinned : dmaps};
+                ac_cuda_opts opts = {};
+                opts.serve = serve_same, opts.user = &sm;
+                opts.codec_kind = k.kind, opts.codec_causal = k.causal, opts.codec_topk = k.topk;
+                float sc[AC_CUDA_PROF_N];
+                const double ms = run(&opts, sc);
+                int sites = 0;
+                size_t up = 0;
+                ac_cuda_last_served(g, &sites, &up);
+                /* bound: the exact forward without its attention core and with only V projected */
+                const double bound = exact - se[1] - se[2] + sc[1];
+                printf("%4dx%-2d %-14s %-10s %9.3f %8.3f %8.3f %8.2fx %8.2fx %8.2fx %7.0f%%   (%d sites, %.0f MB up)\n",
+                       c.L, c.B, k.name, where ? "pinned" : "device", ms, sc[1], sc[2], exact / ms, se[2] / sc[2],
+                       exact / bound, 100.0 * bound / ms, sites, up / 1e6);
+                printf("RESULT cache %d %d %s %s %.4f %.4f %.4f %.4f\n", c.L, c.B, k.name, where ? "pinned" : "device",
+                       ms, sc[1], sc[2], bound);
+                fflush(stdout);
+            }
+            cudaFree(dmaps), cudaFreeHost(pinned);
+        }
+    }
+    ac_cuda_model_free(g);
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     const int reps = argc > 2 ? atoi(argv[2]) : 10;
@@ -168,5 +300,6 @@ int main(int argc, char **argv) {
     printf("device: %s\n", dev);
     if (!strcmp(what, "attn") || !strcmp(what, "all")) bench_attn(reps);
     if (!strcmp(what, "forward") || !strcmp(what, "all")) bench_forward(reps);
+    if (!strcmp(what, "cache")) bench_cache(reps);
     return 0;
 }

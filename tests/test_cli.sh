@@ -22,6 +22,14 @@ for c in tokenize embed similarity score eval info bench build db train-projecto
 done
 check "unknown command exits 2" "'$BIN' frobnicate 2>/dev/null; [ \$? -eq 2 ]"
 
+# bench --gpu: where it cannot run (built without the CUDA backend, or no device) a clear error, exit 1
+if [ -f "$STORIES" ]; then
+  if ! nvidia-smi -L >/dev/null 2>&1; then
+    check "bench --gpu without a GPU: clear error" "'$BIN' bench -m '$STORIES' -L 8 -r 1 --gpu 2>&1 | grep -Eq 'no CUDA device found|built without the CUDA backend'"
+  fi
+  check "bench --gpu with --cache refused" "'$BIN' bench -m '$STORIES' -L 8 --gpu --cache '$T/gc' 2>&1 | grep -Eq 'not supported yet|no CUDA device|built without'"
+fi
+
 if [ -f "$SPM" ] && [ -f "$SPM.inp" ]; then
   # single-line fixture cases through `attncache tokenize` (a vocab-only file: tokenize needs no weights)
   python3 - "$SPM.inp" "$SPM.out" "$T" <<'EOF'

@@ -37,7 +37,8 @@ static void rand_map(float *P, int L, int causal) {
     }
 }
 
-template <typename T> static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows) {
+/* damage 1: the first top-k index of every row set past the row (must be ignored, never read) */
+template <typename T> static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int damage = 0) {
     ac_map_codec c;
     if (ac_codec_parse(spec, &c) != AC_OK) {
         CHECK(0, "codec %s", spec);
@@ -49,6 +50,10 @@ template <typename T> static void run(const char *spec, int L, int H, int Hkv, i
     for (int h = 0; h < H; h++) {
         rand_map(P.data(), L, c.causal);
         CHECK(ac_codec_encode(&c, P.data(), L, maps.data() + h * mb) == AC_OK, "encode %s", spec);
+        for (int t = 0; damage && t < L; t++) {
+            unsigned char *r = maps.data() + h * mb + ac_codec_row_offset(&c, L, t);
+            r[0] = 0xff, r[1] = 0xff;
+        }
         ac_codec_decode(&c, maps.data() + h * mb, L, D.data() + (size_t)h * L * L);
     }
     const int ldv = Hkv * hd, ldo = H * hd;
@@ -112,7 +117,13 @@ int main(void) {
             run<bf16>(s, L, 4, 4, 32, L);
             if (strstr(s, "causal") && L > 1) run<float>(s, L, 4, 1, 128, L / 2); /* served prefix */
         }
-    run<float>("q8-causal", 3000, 2, 1, 64, 3000); /* rows past 48 KB of shared memory */
+    run<float>("q8-causal", 3000, 2, 1, 64, 3000); /* long rows */
+    run<float>("q8-causal", 3000, 2, 1, 48, 3000); /* head dim 48: the block kernel, past 48 KB of shared memory */
+    run<bf16>("topk8", 200, 4, 2, 48, 200);
+    run<float>("f16", 37, 2, 2, 16, 37);
+    run<float>("topk8", 200, 4, 2, 64, 200, 1); /* damaged indices: warp kernel */
+    run<bf16>("topk8-causal", 200, 4, 4, 32, 200, 1);
+    run<float>("topk8", 200, 4, 2, 48, 200, 1); /* and block kernel */
     /* bad arguments are refused, not run */
     ac_cu_codec bad = {9, 0, 0};
     CHECK(ac_cu_codec_av<float>(&bad, NULL, 0, 8, 8, 1, 1, 8, NULL, 8, NULL, 8, 0) == AC_ERR_ARG, "bad codec kind");

@@ -14,10 +14,12 @@
 #include "gpu_check.h"
 
 #include "backends/cuda/cuda_backend.h"
+#include "cache/codec.h"
 #include "forward/forward.h"
 #include "util/common.h"
 #include "ref_forward.h"
 
+#include <cuda_runtime_api.h>
 #include <string.h>
 
 #ifndef AC_SOURCE_DIR
@@ -140,6 +142,207 @@ static void check_record(const char *name, ac_model *m, ac_cuda_model *gbf) {
     free(a), free(b);
 }
 
+/* ---- served maps (the cache on the GPU) -------------------------------------------------------
+ * Exact maps recorded by the CPU engine, encoded in a cache codec; some (layer, sequence) sites
+ * served, the others computed, in one batch. The CPU engine's cached forward (its reuse/apply hook
+ * over the same compressed maps) is the reference. */
+enum { SRV_NSEQ = 4 };
+typedef struct srv_state {
+    ac_map_codec c;
+    int n_layer, H, all;            /* all: every site served */
+    int lens[SRV_NSEQ];
+    float *P[64][SRV_NSEQ];         /* exact maps [H][L][L] from the CPU (record) */
+    unsigned char *enc[64][SRV_NSEQ]; /* H encoded maps, host (pageable) */
+    void *dev[64][SRV_NSEQ];        /* the same on the device or in pinned memory (where != NULL) */
+    int use_dev;
+} srv_state;
+
+static int srv_served(const srv_state *st, int layer, int seq) {
+    if (st->all) return 1;
+    return seq == 0 || (seq == 1 && layer % 2 == 1) || (seq == 3 && layer != 0); /* seq 2: never */
+}
+
+static int srv_record(void *user, const ac_attn_site *site, const float *P) {
+    srv_state *st = user;
+    const size_t n = (size_t)site->n_head * site->n_tokens * site->n_tokens;
+    float *c = malloc(n * 4);
+    if (!c) return AC_ERR_NOMEM;
+    memcpy(c, P, n * 4);
+    st->P[site->layer][site->seq] = c;
+    return AC_OK;
+}
+static int srv_reuse(void *user, const ac_attn_site *site) {
+    srv_state *st = user;
+    return srv_served(st, site->layer, site->seq) ? site->n_tokens : 0;
+}
+static int srv_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
+                     int head_dim, float *out, int ldo) {
+    srv_state *st = user;
+    const int L = site->n_tokens, grp = site->n_head / n_head_kv;
+    const size_t mb = ac_codec_map_bytes(&st->c, L);
+    (void)n_rows;
+    for (int h = 0; h < site->n_head; h++)
+        ac_codec_av(&st->c, st->enc[site->layer][site->seq] + h * mb, L, v + (h / grp) * head_dim, ldv, head_dim,
+                    out + h * head_dim, ldo);
+    return AC_OK;
+}
+static const void *srv_serve(void *user, int layer, int seq, int L) {
+    srv_state *st = user;
+    if (!srv_served(st, layer, seq) || L != st->lens[seq]) return NULL;
+    return st->use_dev ? st->dev[layer][seq] : st->enc[layer][seq];
+}
+
+static void srv_forward(ac_cuda_model *g, srv_state *st, ac_seq *seqs, float *hidden, float *pooled, int dec) {
+    ac_outputs o = {0};
+    o.hidden = hidden, o.pooled = pooled;
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    ac_cuda_opts opts = {0};
+    opts.serve = srv_serve, opts.user = st;
+    opts.codec_kind = st->c.kind, opts.codec_causal = st->c.causal, opts.codec_topk = st->c.topk;
+    OK(ac_cuda_forward(g, seqs, SRV_NSEQ, &o, &opts));
+}
+
+static void check_served(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf) {
+    const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer, dec = m->hp.causal;
+    if (NL > 64) return;
+    srv_state st;
+    memset(&st, 0, sizeof st);
+    st.n_layer = NL, st.H = H;
+    const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
+    st.lens[0] = 5, st.lens[1] = maxL, st.lens[2] = 1 + rnd_int(maxL), st.lens[3] = 1 + rnd_int(maxL);
+    int T = 0;
+    for (int s = 0; s < SRV_NSEQ; s++) T += st.lens[s];
+    int32_t *tok = malloc((size_t)T * 4);
+    ac_seq seqs[SRV_NSEQ];
+    for (int s = 0, o = 0; s < SRV_NSEQ; o += st.lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = st.lens[s];
+        for (int i = 0; i < st.lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    float *h[5], *p[5];
+    for (int k = 0; k < 5; k++) h[k] = malloc((size_t)T * D * 4), p[k] = malloc((size_t)SRV_NSEQ * D * 4);
+    /* 1. the exact maps, recorded by the CPU engine; h[0]: its exact output */
+    ac_attn_hook hook = {0};
+    hook.user = &st, hook.record = srv_record;
+    ac_ctx_set_attn_hook(cpu, &hook);
+    ac_outputs o = {0};
+    o.hidden = h[0], o.pooled = p[0], o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    OK(ac_forward(cpu, seqs, SRV_NSEQ, &o));
+    ac_ctx_set_attn_hook(cpu, NULL);
+    int have = 1;
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < SRV_NSEQ; s++) have &= st.P[l][s] != NULL;
+    CHECK(have, "%s served: CPU recorded every site", name);
+    if (!have) goto done;
+    const char *specs[3] = {dec ? "q8-causal" : "q8", dec ? "topk8-causal" : "topk8", "f32"};
+    for (int ci = 0; ci < 3; ci++) {
+        OK(ac_codec_parse(specs[ci], &st.c));
+        for (int l = 0; l < NL; l++)
+            for (int s = 0; s < SRV_NSEQ; s++) {
+                const int L = st.lens[s];
+                const size_t mb = ac_codec_map_bytes(&st.c, L);
+                CHECK(mb == ac_cuda_map_bytes(st.c.kind, st.c.causal, st.c.topk, L), "%s map bytes L %d", specs[ci], L);
+                st.enc[l][s] = malloc(mb * H);
+                for (int hh = 0; hh < H; hh++)
+                    OK(ac_codec_encode(&st.c, st.P[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
+            }
+        if (ci < 2) {
+            /* 2. mixed hits and misses: CPU cached forward (h[1]) vs the GPU, maps from pageable memory */
+            st.all = 0;
+            hook = (ac_attn_hook){0};
+            hook.user = &st, hook.reuse = srv_reuse, hook.apply = srv_apply;
+            ac_ctx_set_attn_hook(cpu, &hook);
+            o.hidden = h[1], o.pooled = p[1];
+            OK(ac_forward(cpu, seqs, SRV_NSEQ, &o));
+            ac_ctx_set_attn_hook(cpu, NULL);
+            st.use_dev = 0;
+            for (size_t i = 0; i < (size_t)T * D; i++) h[2][i] = h[3][i] = NAN;
+            srv_forward(gbf, &st, seqs, h[2], p[2], dec);
+            int sites = 0;
+            ac_cuda_last_served(gbf, &sites, NULL);
+            /* the same maps from device memory, f32 mode */
+            for (int l = 0; l < NL; l++)
+                for (int s = 0; s < SRV_NSEQ; s++) {
+                    const size_t b = ac_codec_map_bytes(&st.c, st.lens[s]) * H;
+                    CHECK(cudaMalloc(&st.dev[l][s], b) == cudaSuccess, "cudaMalloc");
+                    cudaMemcpy(st.dev[l][s], st.enc[l][s], b, cudaMemcpyHostToDevice);
+                }
+            st.use_dev = 1;
+            srv_forward(g32, &st, seqs, h[3], p[3], dec);
+            int want = 0;
+            for (int l = 0; l < NL; l++)
+                for (int s = 0; s < SRV_NSEQ; s++) want += srv_served(&st, l, s);
+            const double ebf = rel_err(h[2], h[1], (size_t)T * D), e32 = rel_err(h[3], h[1], (size_t)T * D);
+            const double pbf = rel_err(p[2], p[1], (size_t)SRV_NSEQ * D), dex = rel_err(h[1], h[0], (size_t)T * D);
+            printf("  %s served %s (%d of %d sites, mixed): GPU bf16 vs CPU cached hidden %.2e pooled %.2e | GPU f32 "
+                   "(device maps) %.2e | cached vs exact %.2e\n",
+                   name, specs[ci], sites, NL * SRV_NSEQ, ebf, pbf, e32, dex);
+            CHECK(sites == want, "%s served %s: %d sites served, want %d", name, specs[ci], sites, want);
+            CHECK(ebf < 3e-2 && pbf < 2e-2 && e32 < 1e-4 && all_finite(h[2], (size_t)T * D),
+                  "%s served %s vs CPU cached", name, specs[ci]);
+            for (int l = 0; l < NL; l++)
+                for (int s = 0; s < SRV_NSEQ; s++) cudaFree(st.dev[l][s]), st.dev[l][s] = NULL;
+        } else {
+            /* 3. f32 mode, every site served its exact f32 map (pinned memory) == the exact forward */
+            st.all = 1;
+            for (int l = 0; l < NL; l++)
+                for (int s = 0; s < SRV_NSEQ; s++) {
+                    const size_t b = ac_codec_map_bytes(&st.c, st.lens[s]) * H;
+                    CHECK(cudaMallocHost(&st.dev[l][s], b) == cudaSuccess, "cudaMallocHost");
+                    memcpy(st.dev[l][s], st.enc[l][s], b);
+                }
+            st.use_dev = 1;
+            for (size_t i = 0; i < (size_t)T * D; i++) h[3][i] = NAN;
+            srv_forward(g32, &st, seqs, h[3], p[3], dec);
+            size_t up = 0;
+            ac_cuda_last_served(g32, NULL, &up);
+            o.hidden = h[4], o.pooled = p[4];
+            OK(ac_cuda_forward(g32, seqs, SRV_NSEQ, &o, NULL));
+            const double e = rel_err(h[3], h[4], (size_t)T * D), ec = rel_err(h[3], h[0], (size_t)T * D);
+            printf("  %s served f32 exact maps (all sites, pinned): vs GPU exact %.2e, vs CPU exact %.2e\n", name, e, ec);
+            size_t want_up = 0; /* pinned host maps are copied, every byte once */
+            for (int l = 0; l < NL; l++)
+                for (int s = 0; s < SRV_NSEQ; s++) want_up += ac_codec_map_bytes(&st.c, st.lens[s]) * H;
+            CHECK(e < 1e-4 && ec < 1e-4 && up == want_up, "%s served exact f32 maps (uploaded %zu of %zu bytes)", name,
+                  up, want_up);
+            for (int l = 0; l < NL; l++)
+                for (int s = 0; s < SRV_NSEQ; s++) cudaFreeHost(st.dev[l][s]), st.dev[l][s] = NULL;
+        }
+        for (int l = 0; l < NL; l++)
+            for (int s = 0; s < SRV_NSEQ; s++) free(st.enc[l][s]), st.enc[l][s] = NULL;
+    }
+    /* 4. damaged top-k maps (indices past the row) read nothing outside V; serve + record refused */
+    {
+        OK(ac_codec_parse("topk4", &st.c));
+        st.all = 1, st.use_dev = 0;
+        for (int l = 0; l < NL; l++)
+            for (int s = 0; s < SRV_NSEQ; s++) {
+                const int L = st.lens[s];
+                const size_t mb = ac_codec_map_bytes(&st.c, L);
+                st.enc[l][s] = malloc(mb * H);
+                for (int hh = 0; hh < H; hh++)
+                    OK(ac_codec_encode(&st.c, st.P[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
+                for (size_t b = 0; b + 1 < mb * H; b += 16) st.enc[l][s][b] = 0xff, st.enc[l][s][b + 1] = 0xff;
+            }
+        srv_forward(gbf, &st, seqs, h[2], p[2], dec);
+        CHECK(all_finite(h[2], (size_t)T * D), "%s damaged top-k maps: finite output", name);
+        ac_cuda_opts opts = {0};
+        opts.serve = srv_serve, opts.user = &st, opts.codec_kind = 4, opts.codec_topk = 4;
+        opts.record = on_record;
+        o.hidden = h[2], o.pooled = NULL;
+        CHECK(ac_cuda_forward(gbf, seqs, SRV_NSEQ, &o, &opts) == AC_ERR_ARG, "serve + record refused");
+        opts.record = NULL, opts.codec_topk = 0;
+        CHECK(ac_cuda_forward(gbf, seqs, SRV_NSEQ, &o, &opts) == AC_ERR_ARG && strstr(ac_last_error(), "codec"),
+              "top-k 0 refused: %s", ac_last_error());
+        for (int l = 0; l < NL; l++)
+            for (int s = 0; s < SRV_NSEQ; s++) free(st.enc[l][s]), st.enc[l][s] = NULL;
+    }
+done:
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < SRV_NSEQ; s++) free(st.P[l][s]);
+    for (int k = 0; k < 5; k++) free(h[k]), free(p[k]);
+    free(tok);
+}
+
 static void check_bad_input(ac_cuda_model *g, int V) {
     int32_t ids[3] = {1, 2, V};
     ac_seq s = {ids, 3};
@@ -234,6 +437,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     for (int i = 0; i < 16; i++) b4[i] = 1 + rnd_int(maxL);
     compare_batch(name, m, cpu, g32, gbf, b4, 16);
     check_record(name, m, gbf);
+    check_served(name, m, cpu, g32, gbf);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

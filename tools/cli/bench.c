@@ -125,6 +125,7 @@ int cmd_bench(int argc, char **argv) {
     const char *lens = "128,512", *json = NULL;
     int reps = 3, batch = 1, cache_build = 2;
     double shared = 0;
+    int gpu = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -139,8 +140,9 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--shared-prefix") && i + 1 < argc) {
             if (cli_opt_double("--shared-prefix", argv[++i], 0, 1, &shared)) return 1;
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--gpu")) gpu = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE]\n"
+            printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE] [--gpu]\n"
                    "Prefill throughput on random token ids (seed 42): one warm-up run, then REPS timed runs\n"
                    "(default 3); prints tokens/s (best, median) and the per-stage time split.\n"
                    "With --cache DIR: first records --cache-build N (default 2) random inputs of each length\n"
@@ -149,11 +151,15 @@ int cmd_bench(int argc, char **argv) {
                    "prints the speedups and the Amdahl bound (speed only: use --threshold 1e9 to force the\n"
                    "nearest entry to serve; accuracy is measured by `attncache eval`).\n"
                    "  --shared-prefix F    the recorded entries start with the first F*L tokens of the\n"
-                   "                       first query (for --rows prefix; default 0)\n%s%s",
+                   "                       first query (for --rows prefix; default 0)\n"
+                   "  --gpu                the forward through the CUDA backend (bf16; builds with -DAC_CUDA=ON,\n"
+                   "                       a CUDA device present); not with --cache\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("bench: unknown option '%s' (see --help)", argv[i]);
     }
+    if (gpu && c.cache) return cli_fail("bench: --gpu with --cache is not supported yet");
+    if (gpu && cli_bench_gpu_check()) return 1;
     c.profile = 1;
     ac_model *m;
     ac_ctx *ctx;
@@ -189,6 +195,9 @@ int cmd_bench(int argc, char **argv) {
         fprintf(jf, ",\"results\":[");
     }
     int rc = 0, first = 1;
+#ifdef AC_HAVE_CUDA
+    ac_cuda_model *gpu_model = NULL;
+#endif
     char *lens_dup = strdup(lens);
     uint64_t rng = 42;
     for (char *tok = strtok(lens_dup, ","); tok && !rc; tok = strtok(NULL, ",")) {
@@ -210,6 +219,12 @@ int cmd_bench(int argc, char **argv) {
             ids[k] = (int32_t)((rng >> 33) % (uint64_t)info.n_vocab);
         }
         for (int b = 0; b < batch; b++) seqs[b] = (ac_seq){ids + (size_t)b * L, L};
+#ifdef AC_HAVE_CUDA
+        if (gpu) {
+            rc = cli_bench_gpu(m, seqs, batch, L, reps, &gpu_model, jf, &first);
+            goto next;
+        }
+#endif
         ac_outputs o = {0};
         o.pooled = pooled;
         o.pooling = AC_POOL_DEFAULT;
@@ -253,6 +268,9 @@ int cmd_bench(int argc, char **argv) {
         free(pooled);
     }
     free(lens_dup);
+#ifdef AC_HAVE_CUDA
+    cli_bench_gpu_free(gpu_model);
+#endif
     if (jf) {
         fputs("]}\n", jf);
         if (cli_close_file(jf, json) && !rc) rc = 1;

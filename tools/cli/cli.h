@@ -61,6 +61,17 @@ void cli_cache_warn(const ac_cache *cache);
 int cli_plot_sweep(const char *path, int n, const double *thr, const double *speedup, const double *metric,
                    const double *hit_rate, double metric_exact, const char *metric_name);
 
+/* bench --gpu (bench_gpu.c): 0 if the CUDA backend is built in and a device is present, else 1
+ * with a message; cli_bench_gpu times one length on the GPU (*g: the uploaded model, made on first
+ * use, freed with cli_bench_gpu_free). */
+int cli_bench_gpu_check(void);
+#ifdef AC_HAVE_CUDA
+typedef struct ac_cuda_model ac_cuda_model;
+int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int reps, ac_cuda_model **g, FILE *jf,
+                  int *first);
+void cli_bench_gpu_free(ac_cuda_model *g);
+#endif
+
 int cmd_bench(int argc, char **argv);
 int cmd_build(int argc, char **argv);
 int cmd_db(int argc, char **argv);

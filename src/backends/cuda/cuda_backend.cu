@@ -16,6 +16,7 @@
  * as are Wgate and Wup. */
 #include "cuda_backend.h"
 #include "cuda_attn.h"
+#include "cuda_codec_av.h"
 #include "cuda_gemm.h"
 #include "cuda_ops.h"
 
@@ -176,8 +177,17 @@ static void ws_free(ac_cuda_model *g) {
 void ac_cuda_model_free(ac_cuda_model *g) {
     if (!g) return;
     if (g->st) cudaStreamSynchronize(g->st);
+    if (g->st_up) cudaStreamSynchronize(g->st_up);
     ws_free(g);
     cudaFree(g->P);
+    free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb);
+    cudaFree(g->d_maps);
+    cudaFreeHost(g->h_stage);
+    if (g->ev_up)
+        for (int i = 0; i < g->hp.n_layer; i++)
+            if (g->ev_up[i]) cudaEventDestroy(g->ev_up[i]);
+    free(g->ev_up);
+    if (g->st_up) cudaStreamDestroy(g->st_up);
     free(g->h_P);
     cudaFree(g->tok), cudaFree(g->pos), cudaFree(g->type0), cudaFree(g->en_w), cudaFree(g->en_b);
     cudaFree(g->out_norm), cudaFree(g->output), cudaFree(g->cls), cudaFree(g->cls_out), cudaFree(g->cls_b);
@@ -187,7 +197,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
             cu_layer *c = &g->L[i];
             cudaFree(c->wqkv), cudaFree(c->wo), cudaFree(c->wgu), cudaFree(c->wdown);
             cudaFree(c->bqkv), cudaFree(c->bo), cudaFree(c->bup), cudaFree(c->bdown);
-            cudaFree(c->n1w), cudaFree(c->n1b), cudaFree(c->n2w), cudaFree(c->n2b);
+            cudaFree(c->n1w), cudaFree(c->n1b), cudaFree(c->n2w), cudaFree(c->n2b), cudaFree(c->bv);
         }
     free(g->L);
     for (int i = 0; i < g->ev_made; i++) cudaEventDestroy(g->ev[i]);
@@ -297,17 +307,18 @@ static int use_materialised(const ac_cuda_model *g, const ac_cuda_opts *o) {
 }
 
 /* attention of one layer: qkv -> att */
+/* attention of sequences [s0, s0 + n_seq) of one layer: qkv -> att (cu_seqlens and P offsets are absolute) */
 template <typename T>
-static int attention(ac_cuda_model *g, int il, int T_rows, int n_seq, int Lmax, const ac_cuda_opts *o) {
+static int attention(ac_cuda_model *g, int il, int s0, int n_seq, int Lmax, const ac_cuda_opts *o) {
     int rc;
     T *qkv = (T *)g->qkv;
-    ac_cu_attn a = {n_seq, Lmax, g->d_cu, g->H, g->Hkv, g->hd, g->QKV, g->QKV, g->QD, g->hp.causal,
+    ac_cu_attn a = {n_seq, Lmax, g->d_cu + s0, g->H, g->Hkv, g->hd, g->QKV, g->QKV, g->QD, g->hp.causal,
                     1.0f / sqrtf((float)g->hd)};
-    (void)T_rows;
     const int mat = use_materialised(g, o);
     if (!mat) return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + g->QD, (const bf16 *)qkv + g->QD + g->KVD,
                                       (bf16 *)g->att, o ? o->attn_variant : 0, g->st);
-    TRY(ac_cu_attn_materialised<T>(&a, qkv, qkv + g->QD, qkv + g->QD + g->KVD, (T *)g->att, g->P, g->d_poff, g->st));
+    TRY(ac_cu_attn_materialised<T>(&a, qkv, qkv + g->QD, qkv + g->QD + g->KVD, (T *)g->att, g->P, g->d_poff + s0,
+                                   g->st));
     if (o && o->record) {
         size_t total = (size_t)g->h_poff[n_seq - 1] + (size_t)g->H * (g->h_cu[n_seq] - g->h_cu[n_seq - 1]) *
                                                           (g->h_cu[n_seq] - g->h_cu[n_seq - 1]);
@@ -328,6 +339,165 @@ static int attention(ac_cuda_model *g, int il, int T_rows, int n_seq, int Lmax, 
     return AC_OK;
 }
 
+/* ---- served maps (opts.serve) ------------------------------------------------------------------ */
+/* The projections and attention of one layer when some sequences are served: runs of consecutive
+ * sequences alike in kind share one GEMM; computed runs get Q, K, V, RoPE and the fused (or
+ * materialised) attention, served runs only V and A.V from their compressed maps. */
+template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_seq, const ac_cuda_opts *o) {
+    cu_layer *c = &g->L[il];
+    const int D = g->D, QKV = g->QKV, VO = g->QD + g->KVD; /* V's first column in qkv */
+    T *xb = (T *)g->xb, *qkv = (T *)g->qkv;
+    const int yt = sizeof(T) == 4;
+    const void **dev = g->srv_dev + (size_t)il * n_seq;
+    int rc;
+    if (c->bqkv && !c->bv) { /* the V part of the bias, in its own allocation (aligned for cuBLASLt) */
+        TRY(DMALLOC(c->bv, (size_t)g->KVD * 4));
+        AC_CU(cudaMemcpyAsync(c->bv, c->bqkv + VO, (size_t)g->KVD * 4, cudaMemcpyDeviceToDevice, g->st));
+    }
+    for (int s0 = 0, s1; s0 < n_seq; s0 = s1) {
+        const int hit = dev[s0] != NULL;
+        for (s1 = s0 + 1; s1 < n_seq && (dev[s1] != NULL) == hit; s1++) {}
+        const int r0 = g->h_cu[s0], rows = g->h_cu[s1] - r0;
+        if (hit) {
+            TRY(gemm<T>(g, (const T *)c->wqkv + (size_t)VO * D, xb + (size_t)r0 * D, qkv + (size_t)r0 * QKV + VO, yt, QKV,
+                        rows, g->KVD, D, c->bv, 0));
+        } else {
+            TRY(gemm<T>(g, c->wqkv, xb + (size_t)r0 * D, qkv + (size_t)r0 * QKV, yt, QKV, rows, QKV, D, c->bqkv, 0));
+            if (!g->bert)
+                TRY(ac_cu_rope<T>(qkv + (size_t)r0 * QKV, QKV, g->H, qkv + (size_t)r0 * QKV + g->QD, QKV, g->Hkv, g->hd,
+                                  g->hp.n_rot, g->hp.rope_neox, g->rope_cs, g->d_pos + r0, rows, g->st));
+        }
+    }
+    TRY(mark(g, 1));
+    int waited = 0;
+    const ac_cu_codec cc = {o->codec_kind, o->codec_causal ? 1 : 0, o->codec_topk};
+    for (int s0 = 0, s1; s0 < n_seq; s0 = s1) {
+        const int hit = dev[s0] != NULL;
+        int Lmax = 0;
+        for (s1 = s0; s1 < n_seq && (dev[s1] != NULL) == hit; s1++) {
+            const int L = g->h_cu[s1 + 1] - g->h_cu[s1];
+            Lmax = L > Lmax ? L : Lmax;
+        }
+        if (!hit) {
+            TRY(attention<T>(g, il, s0, s1 - s0, Lmax, o));
+            continue;
+        }
+        if (!waited && g->ev_up) { /* this layer's uploaded maps */
+            AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
+            waited = 1;
+        }
+        for (int s = s0; s < s1; s++) {
+            const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
+            TRY(ac_cu_codec_av<T>(&cc, dev[s], g->srv_mb[s], L, L, g->H, g->Hkv, g->hd, qkv + (size_t)r0 * QKV + VO, QKV,
+                                  (T *)g->att + (size_t)r0 * g->QD, g->QD, g->st));
+        }
+    }
+    return mark(g, 2);
+}
+
+/* Copy layer il's host-served maps to the device on the upload stream (pageable ones through the
+ * pinned staging buffer first) and record the layer's event. */
+static int stage_layer(ac_cuda_model *g, int il) {
+    if (!g->srv_on || il >= g->hp.n_layer || !g->ev_up) return AC_OK;
+    const int n = g->srv_nseq;
+    for (int s = 0; s < n; s++) {
+        const size_t k = (size_t)il * n + s, bytes = g->srv_mb[s] * g->H;
+        const int how = g->srv_how[k];
+        if (how < 2) continue;
+        const void *src = g->srv_src[k];
+        if (how == 3) {
+            memcpy(g->h_stage + g->srv_off[k], src, bytes);
+            src = g->h_stage + g->srv_off[k];
+        }
+        AC_CU(cudaMemcpyAsync(g->d_maps + g->srv_off[k], src, bytes, cudaMemcpyHostToDevice, g->st_up));
+    }
+    AC_CU(cudaEventRecord(g->ev_up[il], g->st_up));
+    return AC_OK;
+}
+
+/* Ask serve for every site of the call; sizes, offsets and buffers for the host-served maps. */
+static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_cuda_opts *o) {
+    g->srv_on = 0, g->srv_sites = 0, g->srv_bytes = 0;
+    if (!o || !o->serve) return AC_OK;
+    if (o->record) return ac_err(AC_ERR_ARG, "ac_cuda_forward: serve and record cannot be combined");
+    const int NL = g->hp.n_layer;
+    const size_t n = (size_t)NL * n_seq;
+    if (n > g->srv_cap) {
+        free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb);
+        g->srv_dev = (const void **)calloc(n, sizeof *g->srv_dev);
+        g->srv_src = (const void **)calloc(n, sizeof *g->srv_src);
+        g->srv_how = (unsigned char *)calloc(n, 1);
+        g->srv_off = (size_t *)calloc(n, sizeof *g->srv_off);
+        g->srv_mb = (size_t *)calloc(n, sizeof *g->srv_mb); /* n >= n_seq */
+        g->srv_cap = 0;
+        if (!g->srv_dev || !g->srv_src || !g->srv_how || !g->srv_off || !g->srv_mb) return AC_ERR_NOMEM;
+        g->srv_cap = n;
+    }
+    for (int s = 0; s < n_seq; s++) {
+        g->srv_mb[s] = ac_cuda_map_bytes(o->codec_kind, o->codec_causal, o->codec_topk, seqs[s].n_tokens);
+        if (!g->srv_mb[s])
+            return ac_err(AC_ERR_ARG, "served maps: invalid codec (kind %d, top-k %d) for %d tokens", o->codec_kind,
+                          o->codec_topk, seqs[s].n_tokens);
+    }
+    size_t dev_total = 0, stage_total = 0;
+    for (int il = 0; il < NL; il++)
+        for (int s = 0; s < n_seq; s++) {
+            const size_t k = (size_t)il * n_seq + s, bytes = g->srv_mb[s] * g->H;
+            const void *p = o->serve(o->user, il, s, seqs[s].n_tokens);
+            g->srv_src[k] = p, g->srv_dev[k] = NULL, g->srv_how[k] = 0;
+            if (!p) continue;
+            g->srv_sites++;
+            cudaPointerAttributes at;
+            cudaMemoryType type = cudaMemoryTypeUnregistered;
+            if (cudaPointerGetAttributes(&at, p) == cudaSuccess) type = at.type;
+            else cudaGetLastError();
+            if (type == cudaMemoryTypeDevice || type == cudaMemoryTypeManaged) {
+                g->srv_how[k] = 1, g->srv_dev[k] = p;
+                continue;
+            }
+            g->srv_how[k] = type == cudaMemoryTypeHost ? 2 : 3;
+            g->srv_off[k] = dev_total;
+            dev_total += (bytes + 255) / 256 * 256;
+            if (g->srv_how[k] == 3) stage_total = dev_total;
+            g->srv_bytes += bytes;
+        }
+    if (dev_total > g->cap_dmaps) {
+        cudaFree(g->d_maps);
+        g->d_maps = NULL, g->cap_dmaps = 0;
+        int rc = DMALLOC(g->d_maps, dev_total);
+        if (rc) return rc;
+        g->cap_dmaps = dev_total;
+    }
+    if (stage_total > g->cap_stage) {
+        cudaFreeHost(g->h_stage);
+        g->h_stage = NULL, g->cap_stage = 0;
+        if (cudaMallocHost((void **)&g->h_stage, stage_total) != cudaSuccess) {
+            cudaGetLastError();
+            g->h_stage = NULL;
+            return ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory for map staging", stage_total >> 20);
+        }
+        g->cap_stage = stage_total;
+    }
+    for (size_t k = 0; k < n; k++)
+        if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
+    if (dev_total && !g->st_up) {
+        AC_CU(cudaStreamCreateWithFlags(&g->st_up, cudaStreamNonBlocking));
+        g->ev_up = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_up);
+        if (!g->ev_up) return AC_ERR_NOMEM;
+        for (int il = 0; il < NL; il++) AC_CU(cudaEventCreateWithFlags(&g->ev_up[il], cudaEventDisableTiming));
+    }
+    g->srv_on = 1, g->srv_nseq = n_seq;
+    if (!dev_total) return AC_OK;
+    /* the previous call's kernels have finished (its stream was synchronised): the buffers are free */
+    AC_CU(cudaStreamWaitEvent(g->st_up, g->t0, 0));
+    return AC_OK;
+}
+
+void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes) {
+    if (sites) *sites = g ? g->srv_sites : 0;
+    if (bytes) *bytes = g ? g->srv_bytes : 0;
+}
+
 template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_seq, int Lmax, const ac_cuda_opts *o) {
     const cu_layer *c = &g->L[il];
     const int D = g->D, F = g->F;
@@ -339,13 +509,17 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
         TRY(ac_cu_rmsnorm<T>(xb, g->x, c->n1w, Tn, D, eps, g->st));
         TRY(mark(g, 5));
     }
-    TRY(gemm<T>(g, c->wqkv, xb, qkv, yt, g->QKV, Tn, g->QKV, D, c->bqkv, 0));
-    if (!g->bert)
-        TRY(ac_cu_rope<T>(qkv, g->QKV, g->H, qkv + g->QD, g->QKV, g->Hkv, g->hd, g->hp.n_rot, g->hp.rope_neox,
-                          g->rope_cs, g->d_pos, Tn, g->st));
-    TRY(mark(g, 1));
-    TRY(attention<T>(g, il, Tn, n_seq, Lmax, o));
-    TRY(mark(g, 2));
+    if (!g->srv_on) {
+        TRY(gemm<T>(g, c->wqkv, xb, qkv, yt, g->QKV, Tn, g->QKV, D, c->bqkv, 0));
+        if (!g->bert)
+            TRY(ac_cu_rope<T>(qkv, g->QKV, g->H, qkv + g->QD, g->QKV, g->Hkv, g->hd, g->hp.n_rot, g->hp.rope_neox,
+                              g->rope_cs, g->d_pos, Tn, g->st));
+        TRY(mark(g, 1));
+        TRY(attention<T>(g, il, 0, n_seq, Lmax, o));
+        TRY(mark(g, 2));
+    } else {
+        TRY(served_layer<T>(g, il, n_seq, o));
+    }
     TRY(gemm<T>(g, c->wo, g->att, g->x, 1, D, Tn, D, g->QD, c->bo, 1));
     TRY(mark(g, 3));
     if (g->bert) {
@@ -409,7 +583,11 @@ template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, in
     TRY(ac_cu_embed(g->x, g->tok, g->d_tok, g->bert ? g->pos : NULL, g->d_pos, g->bert ? g->type0 : NULL, Tn, D, g->st));
     if (g->bert) TRY(ac_cu_layernorm<T>(g->x, (T *)g->xb, g->x, g->en_w, g->en_b, Tn, D, g->hp.norm_eps, g->st));
     TRY(mark(g, 0));
-    for (int il = 0; il < g->hp.n_layer; il++) TRY(layer<T>(g, il, Tn, n_seq, Lmax, o));
+    TRY(stage_layer(g, 0)); /* each layer's maps are staged while the layer before it runs */
+    for (int il = 0; il < g->hp.n_layer; il++) {
+        TRY(stage_layer(g, il + 1));
+        TRY(layer<T>(g, il, Tn, n_seq, Lmax, o));
+    }
     if (!g->bert) {
         TRY(ac_cu_rmsnorm<float>(g->h, g->x, g->out_norm, Tn, D, g->hp.norm_eps, g->st));
         TRY(mark(g, 5));
@@ -468,10 +646,16 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     AC_CU(cudaMemcpyAsync(g->d_poff, g->h_poff, (size_t)n_seq * 8, cudaMemcpyHostToDevice, g->st));
     g->n_ev = 0;
     if ((rc = mark(g, -1))) return rc;
-    rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o)
-                                : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o);
+    rc = serve_plan(g, seqs, n_seq, o);
+    if (!rc)
+        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o)
+                                    : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o);
     if (rc == AC_OK) AC_CU(cudaEventRecord(g->t1, g->st));
     cudaError_t e = cudaStreamSynchronize(g->st);
+    if (g->st_up) { /* no upload outlives the call (its staging buffer is reused by the next) */
+        cudaError_t e2 = cudaStreamSynchronize(g->st_up);
+        if (e == cudaSuccess) e = e2;
+    }
     if (rc) return rc;
     if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
     if (cudaEventElapsedTime(&g->last_ms, g->t0, g->t1) != cudaSuccess) g->last_ms = 0;

@@ -32,7 +32,24 @@ typedef struct ac_cuda_opts {
      * implies materialised. Return AC_OK or an error, which aborts the forward. */
     int (*record)(void *user, int layer, int seq, const float *P, int n_head, int L);
     void *user;
+    /* Served attention maps (the attention cache on the GPU). When set, serve(user, layer, seq, L) is
+     * asked once per (layer, sequence) and returns that site's n_head maps back to back, each
+     * ac_cuda_map_bytes(codec_kind, codec_causal, codec_topk, L) bytes in the cache's codec format
+     * (src/cache/codec.h: 0 f32, 1 f16, 2 q8, 3 q4, 4 top-k; dense or causal), or NULL to compute the
+     * site's attention. The memory is borrowed until ac_cuda_forward returns: device memory (used in
+     * place: hot entries kept on the GPU), pinned host memory (copied directly) or pageable host memory
+     * (staged through the backend's pinned buffer). Host maps are copied on a second stream, layer by
+     * layer, while the layers before them run. A served site skips Wq, Wk, RoPE, QK^T and softmax:
+     * only V, A.V straight from the compressed rows, the output projection and the MLP run; served
+     * and computed sequences mix freely in one batch. Not with `record`. Top-k indices outside a
+     * row's stored columns are ignored (damaged maps never read outside V). */
+    const void *(*serve)(void *user, int layer, int seq, int L);
+    int codec_kind, codec_causal, codec_topk;
 } ac_cuda_opts;
+
+/* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:
+ * rows back to back, padded to 64 bytes); 0 for an invalid codec or L outside [1, 65536]. */
+size_t ac_cuda_map_bytes(int kind, int causal, int topk, int L);
 
 /* 1 if a CUDA device is usable (driver present, at least one device), else 0 with no error set. */
 int ac_cuda_available(void);
@@ -62,6 +79,9 @@ enum { AC_CUDA_PROF_N = 7 };
  * (CUDA events on the backend's stream: launch gaps included, host preparation not). */
 float ac_cuda_last_ms(const ac_cuda_model *g);
 void ac_cuda_set_profile(ac_cuda_model *g, int on);
+/* Of the last ac_cuda_forward: sites (layer, sequence) served from maps, and map bytes copied from
+ * host memory to the device. */
+void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes_uploaded);
 void ac_cuda_get_profile(const ac_cuda_model *g, float *ms);
 
 #ifdef __cplusplus

@@ -1,15 +1,17 @@
 /* cuda_codec_av.cu — A·V from compressed attention-map rows (see
- * cuda_codec_av.h). One block per (row t, head h): the block decodes row t of
- * head h into shared memory (weights, and for top-k their key indices), then
- * each thread accumulates its output columns d over the stored keys, reading V
- * rows coalesced across d. Row offsets are the codec's closed forms. */
+ * cuda_codec_av.h). Head dims 32/64/128: one warp per (row t, head h), weights
+ * decoded into registers and broadcast by shuffle (k_codec_av_warp). Other head
+ * dims: one block per (row t, head h) decoding row t into shared memory
+ * (weights, and for top-k their key indices), each thread accumulating its
+ * output columns d. Row offsets are the codec's closed forms. */
 #include "cuda_codec_av.h"
+#include "cuda_backend.h"
 
 #include <cuda_fp16.h>
 
 namespace {
 
-__device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
+__host__ __device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
     switch (c.kind) {
     case 0: return 4 * (size_t)n;
     case 1: return 2 * (size_t)n;
@@ -20,7 +22,7 @@ __device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
 }
 
 /* byte offset of row t in a head map (rows back to back) */
-__device__ __forceinline__ size_t row_offset(const ac_cu_codec &c, int L, int t) {
+__host__ __device__ __forceinline__ size_t row_offset(const ac_cu_codec &c, int L, int t) {
     if (!c.causal) return (size_t)t * row_bytes(c, L);
     const size_t T = (size_t)t, tri = T * (T + 1) / 2; /* sum of n = 1..t */
     switch (c.kind) {
@@ -63,9 +65,12 @@ __global__ void k_codec_av(ac_cu_codec c, const unsigned char *maps, size_t map_
             p = ld_f32(row) * (float)(j & 1 ? b >> 4 : b & 15);
             break;
         }
-        default:
-            idx[j] = ld_u16(row + 2 * (size_t)j);
+        default: {
+            const int i = ld_u16(row + 2 * (size_t)j);
             p = half_f32(ld_u16(row + 2 * (size_t)n + 2 * (size_t)j));
+            if (i >= n_t) p = 0.f; /* damaged index: ignored, as the CPU kernels do */
+            idx[j] = i < n_t ? i : 0;
+        }
         }
         w[j] = p;
     }
@@ -81,7 +86,86 @@ __global__ void k_codec_av(ac_cu_codec c, const unsigned char *maps, size_t map_
     }
 }
 
+/* Weight of stored key j of a row of n stored keys (n_t columns of the row; top-k: n = min(n_t, k)),
+ * and for top-k its key index (damaged indices: weight 0). */
+__device__ __forceinline__ float decode_w(const ac_cu_codec &c, const unsigned char *row, int n, int n_t, int j,
+                                          float scale, int *key) {
+    *key = j;
+    switch (c.kind) {
+    case 0: return ld_f32(row + 4 * (size_t)j);
+    case 1: return half_f32(ld_u16(row + 2 * (size_t)j));
+    case 2: return scale * row[4 + j];
+    case 3: {
+        const unsigned char b = row[4 + j / 2];
+        return scale * (float)(j & 1 ? b >> 4 : b & 15);
+    }
+    default: {
+        const int i = ld_u16(row + 2 * (size_t)j);
+        const float p = half_f32(ld_u16(row + 2 * (size_t)n + 2 * (size_t)j));
+        *key = i < n_t ? i : 0;
+        return i < n_t ? p : 0.f;
+    }
+    }
+}
+
+/* One warp per (row t, head h), ROWS warps per block (rows t0 .. t0 + ROWS - 1 of one head): lane l
+ * decodes stored key j0 + l of each 32-key chunk into registers, then the warp walks the chunk,
+ * broadcasting each weight (and top-k key) by shuffle; lane l owns output columns l + 32 c,
+ * c < COLS (hd = 32 COLS), so every V row is read as COLS coalesced 32-element segments. No shared
+ * memory and no block barrier: a top-k row is a handful of shuffles and loads. */
+template <typename T, int COLS, int ROWS>
+__global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, const unsigned char *maps, size_t map_bytes,
+                                                         int L, int n_rows, int H, int Hkv, const T *V, int ldv, T *O,
+                                                         int ldo) {
+    const int lane = threadIdx.x & 31, t = blockIdx.x * ROWS + (threadIdx.x >> 5), h = blockIdx.y;
+    if (t >= n_rows) return;
+    constexpr int HD = 32 * COLS;
+    const int g = h / (H / Hkv);
+    const unsigned char *row = maps + (size_t)h * map_bytes + row_offset(c, L, t);
+    const int n_t = c.causal ? t + 1 : L;
+    const int n = c.kind == 4 ? (n_t < c.topk ? n_t : c.topk) : n_t;
+    const float scale = (c.kind == 2 || c.kind == 3) ? ld_f32(row) : 0.f;
+    const T *vb = V + (size_t)g * HD + lane;
+    float acc[COLS];
+#pragma unroll
+    for (int k = 0; k < COLS; k++) acc[k] = 0.f;
+    for (int j0 = 0; j0 < n; j0 += 32) {
+        int key = 0;
+        const float w = j0 + lane < n ? decode_w(c, row, n, n_t, j0 + lane, scale, &key) : 0.f;
+        const int m = n - j0 < 32 ? n - j0 : 32;
+        if (c.kind == 4) { /* key and weight (a half, exactly as stored) in one shuffle */
+            const uint32_t pk = (uint32_t)key << 16 | __half_as_ushort(__float2half_rn(w));
+            for (int jj = 0; jj < m; jj++) {
+                const uint32_t q = __shfl_sync(0xffffffffu, pk, jj);
+                const float wj = half_f32((uint16_t)(q & 0xffffu));
+                if (wj == 0.f) continue; /* warp-uniform */
+                const T *vr = vb + (size_t)(q >> 16) * ldv;
+#pragma unroll
+                for (int k = 0; k < COLS; k++) acc[k] += wj * ac_ld(vr + 32 * k);
+            }
+        } else {
+            const T *vr = vb + (size_t)j0 * ldv;
+            for (int jj = 0; jj < m; jj++, vr += ldv) {
+                const float wj = __shfl_sync(0xffffffffu, w, jj);
+                if (wj == 0.f) continue; /* warp-uniform */
+#pragma unroll
+                for (int k = 0; k < COLS; k++) acc[k] += wj * ac_ld(vr + 32 * k);
+            }
+        }
+    }
+    T *o = O + (size_t)t * ldo + (size_t)h * HD + lane;
+#pragma unroll
+    for (int k = 0; k < COLS; k++) ac_st(o + 32 * k, acc[k]);
+}
+
 } // namespace
+
+size_t ac_cuda_map_bytes(int kind, int causal, int topk, int L) {
+    if (kind < 0 || kind > 4 || (kind == 4 && (topk < 1 || topk > 65536)) || L < 1 || L > 65536) return 0;
+    const ac_cu_codec c = {kind, causal ? 1 : 0, topk};
+    const size_t b = row_offset(c, L, L); /* the end of row L-1 */
+    return (b + 63) / 64 * 64;
+}
 
 template <typename T>
 int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int L, int n_rows, int H, int Hkv,
@@ -90,6 +174,16 @@ int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int
         n_rows > L || H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0)
         return ac_err(AC_ERR_ARG, "codec A.V: invalid arguments (L %d, rows %d, heads %d/%d)", L, n_rows, H, Hkv);
     if (!n_rows) return AC_OK;
+    if (hd == 32 || hd == 64 || hd == 128) { /* the warp-per-row kernel */
+        constexpr int R = 8;
+        dim3 grid((n_rows + R - 1) / R, H);
+        const unsigned char *m = (const unsigned char *)maps;
+        if (hd == 32) k_codec_av_warp<T, 1, R><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo);
+        else if (hd == 64) k_codec_av_warp<T, 2, R><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo);
+        else k_codec_av_warp<T, 4, R><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo);
+        AC_CU_LAUNCH();
+        return AC_OK;
+    }
     /* weights + indices of the longest row, + 16 bytes: compute-sanitizer saw the compiled loop
      * read up to 12 bytes past a 1-key row (values it does not use) */
     const size_t smem = (size_t)L * 8 + 16;

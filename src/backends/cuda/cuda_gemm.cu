@@ -20,7 +20,7 @@
     } while (0)
 
 typedef struct plan {
-    int M, N, K, ab_f32, y_f32, ldy, bias, used;
+    int M, N, K, ab_f32, y_f32, ldy, bias, used, align; /* align: of the pointers, bytes (<= 256) */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -96,6 +96,13 @@ static int make_plan(ac_cu_gemm *g, plan *p, int with_bias) {
     AC_LT(cublasLtMatmulPreferenceCreate(&pref));
     size_t ws = WS_BYTES;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (p->align < 256) { /* row ranges of a buffer (served sites' GEMMs): only algorithms that accept them */
+        uint32_t a = (uint32_t)p->align;
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a, sizeof a);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a, sizeof a);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a, sizeof a);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a, sizeof a);
+    }
     cublasLtMatmulHeuristicResult_t res;
     int n = 0;
     cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &n);
@@ -110,11 +117,13 @@ int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const vo
                    int K, const float *bias, int accumulate) {
     if (M <= 0) return AC_OK;
     const int want_bias = bias != NULL;
+    uintptr_t bits = (uintptr_t)W | (uintptr_t)X | (uintptr_t)Y | 256;
+    const int align = (int)(bits & (~bits + 1)); /* lowest set bit: the pointers' common alignment */
     plan *p = NULL;
     for (int i = 0; i < g->n_plans && !p; i++) {
         plan *q = &g->plans[i];
         if (q->M == M && q->N == N && q->K == K && q->ab_f32 == ab_f32 && q->y_f32 == y_f32 && q->ldy == ldy &&
-            q->used == 1 + want_bias)
+            q->used == 1 + want_bias && q->align == align)
             p = q;
     }
     if (!p) {
@@ -126,10 +135,12 @@ int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const vo
         }
         p = &g->plans[g->n_plans];
         p->M = M, p->N = N, p->K = K, p->ab_f32 = ab_f32, p->y_f32 = y_f32, p->ldy = ldy, p->used = 1 + want_bias;
+        p->align = align;
         int rc = make_plan(g, p, want_bias);
         if (rc == AC_ERR_UNSUPPORTED && want_bias) { /* no bias epilogue for this combination: plain + kernel */
             plan_free(p);
             p->M = M, p->N = N, p->K = K, p->ab_f32 = ab_f32, p->y_f32 = y_f32, p->ldy = ldy, p->used = 1 + want_bias;
+            p->align = align;
             rc = make_plan(g, p, 0);
         }
         if (rc) {

@@ -12,6 +12,7 @@ typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown; /* T: [QKV][D], [D][QD], [2F or F][D], [D][F] */
     float *bqkv, *bo, *bup, *bdown; /* [QKV], [D], [F], [D] or NULL */
     float *n1w, *n1b, *n2w, *n2b;   /* [D] */
+    float *bv;                      /* [KVD] copy of bqkv's V part (served sites' V-only GEMM), lazily */
 } cu_layer;
 
 enum { EV_CAP = 1024 };
@@ -57,6 +58,21 @@ struct ac_cuda_model {
     float prof[AC_CUDA_PROF_N];
     cudaEvent_t t0, t1; /* first and last operation of a forward call */
     float last_ms;
+
+    /* served maps (opts.serve): per (layer, sequence) of the current call */
+    int srv_on, srv_nseq;
+    const void **srv_dev;      /* [n_layer][n_seq] device pointer of the site's maps, NULL: computed */
+    const void **srv_src;      /* [n_layer][n_seq] the pointer serve returned */
+    unsigned char *srv_how;    /* [n_layer][n_seq] 0 computed, 1 device, 2 pinned host, 3 pageable host */
+    size_t *srv_off;           /* [n_layer][n_seq] offset in d_maps (host-served sites) */
+    size_t *srv_mb;            /* [n_seq] bytes of one head map of sequence s */
+    size_t srv_cap;            /* entries of the arrays above */
+    unsigned char *d_maps, *h_stage; /* device copies of host-served maps; pinned staging (pageable ones) */
+    size_t cap_dmaps, cap_stage;
+    cudaStream_t st_up;        /* map uploads */
+    cudaEvent_t *ev_up;        /* [n_layer] layer's maps on the device */
+    int srv_sites;
+    size_t srv_bytes;
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */
