@@ -915,24 +915,42 @@ static void test_sigkill(void **state) {
             char cp[600];
             snprintf(cp, sizeof cp, "%s.copy", p);
             write_file(cp, cb, cn);
-            ac_store *cs = NULL;
-            assert_int_equal(ms_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
-            int64_t before = ac_store_count(cs);
-            int lost = ac_store_damage(cs) != NULL;
-            assert_true(lost ? ac_store_verify(cs, NULL, NULL) == AC_ERR_CACHE : before == count);
-            ac_store_close(cs);
-            if (lost) assert_int_equal(ms_open(cp, &g_params, AC_STORE_WRITE, &cs), AC_ERR_CACHE);
+            ac_mapstore *cs = NULL;
+            const int orc = ms_open(cp, &g_params, AC_STORE_READ, &cs);
+            int lost = 1;
+            if (orc != AC_OK) {
+                /* the file's first commit damaged: no older commit to fall back to, so no
+                 * reader opens it (the message says to repair); repair brings every entry back */
+                if (orc != AC_ERR_FORMAT || !strstr(ac_last_error(), "db repair") || (q0 > q1 ? q1 : q0) != 0)
+                    fail_msg("slot byte %zu of a copy at commits %llu/%llu (%lld entries): open %d (%s)", at,
+                             (unsigned long long)q0, (unsigned long long)q1, (long long)count, orc, ac_last_error());
+            } else {
+                int64_t before = ac_mapstore_count(cs);
+                lost = ac_mapstore_damage(cs) != NULL;
+                const int vrc = lost ? ac_mapstore_verify(cs, NULL, NULL) : AC_OK;
+                if (lost ? vrc != AC_ERR_CACHE : before != count)
+                    fail_msg("slot byte %zu of a copy at commits %llu/%llu (%lld entries): reader %lld entries, "
+                             "damage '%s', verify %d (%s)", at, (unsigned long long)q0, (unsigned long long)q1,
+                             (long long)count, (long long)before, lost ? ac_mapstore_damage(cs) : "", vrc,
+                             vrc ? ac_last_error() : "ok");
+                ac_mapstore_close(cs);
+            }
+            if (lost) { /* a writer refuses (and so leaves every record as it is) */
+                const int wrc = ms_open(cp, &g_params, AC_STORE_WRITE, &cs);
+                if (orc == AC_OK) assert_int_equal(wrc, AC_ERR_CACHE);
+                else assert_int_not_equal(wrc, AC_OK);
+            }
             int64_t ne = -1;
             assert_int_equal(ac_store_repair(cp, &g_params, NULL, &ne, NULL), AC_OK);
             assert_true(ne >= count);
             assert_int_equal(ms_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
             for (uint64_t q = base; q <= last; q++) {
                 ac_store_entry e;
-                assert_int_equal(ac_store_find(cs, q, &e), AC_OK);
+                assert_int_equal(ac_mapstore_find(cs, q, &e), AC_OK);
                 assert_int_equal(entry_matches(&e, q), 0);
             }
-            assert_int_equal(ac_store_verify(cs, NULL, NULL), AC_OK);
-            ac_store_close(cs);
+            assert_int_equal(ac_mapstore_verify(cs, NULL, NULL), AC_OK);
+            ac_mapstore_close(cs);
             free(cb);
             unlink(cp);
         }
