@@ -100,8 +100,5 @@ int cli_json_write(FILE *f, cJSON *j);
 
 double cli_now(void); /* monotonic seconds */
 
-/* eval --plot: PNG of speedup and metric against the threshold (plot.c) */
-int cli_plot_sweep(const char *path, int n, const double *thr, const double *speedup, const double *metric,
-                   const double *hit_rate, double metric_exact, const char *metric_name);
 
 #endif

@@ -21,6 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- one example ----------------------------------------------------------------------- */
 
@@ -169,6 +172,43 @@ static void print_speed(FILE *f, const char *name, double a, double b) {
     fprintf(f, "  %-34s %9.4f s %9.4f s   %6.3fx\n", name, a, b, b > 0 ? a / b : 0);
 }
 
+/* --plot: draws the sweep JSON with tools/py/plot_sweep.py (matplotlib) in
+ * the source tree's .venv (AC_VENV names another, as for
+ * tools/setup_python.sh). Without that Python: a warning saying how to draw
+ * it, and 0 (the sweep is in the JSON). 1 after an error line when the script
+ * ran and failed. */
+static int draw_plot(const char *json, const char *png) {
+    const char *venv = getenv("AC_VENV");
+    char py[4096], script[4096];
+    snprintf(script, sizeof script, "%s/tools/py/plot_sweep.py", AC_SOURCE_DIR);
+    if (venv && *venv) snprintf(py, sizeof py, "%s/bin/python", venv);
+    else snprintf(py, sizeof py, "%s/.venv/bin/python", AC_SOURCE_DIR);
+    if (access(py, X_OK) != 0 || access(script, R_OK) != 0) {
+        fprintf(stderr,
+                "attncache: warning: --plot: %s not found, so %s was not drawn; the sweep is in %s. To draw it, "
+                "in the attncache source tree: bash tools/setup_python.sh, then .venv/bin/python "
+                "tools/py/plot_sweep.py %s %s\n",
+                access(py, X_OK) != 0 ? py : script, png, json, json, png);
+        return 0;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return cli_fail("--plot: cannot start %s: %s", py, strerror(errno));
+    if (pid == 0) {
+        execl(py, py, script, json, png, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return cli_fail("--plot: waiting for %s: %s", script, strerror(errno));
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return cli_fail("--plot: %s %s failed (%s %d); the sweep is in %s", py, script,
+                        WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), json);
+    printf("plot written to %s (sweep in %s)\n", png, json);
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
     const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
@@ -212,13 +252,25 @@ int cmd_eval(int argc, char **argv) {
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
                    "and over hits only. --thresholds a,b,c repeats that run at each threshold (one row each;\n"
-                   "JSON \"sweep\"); --plot FILE.png draws speedup and the metric against the threshold.\n"
+                   "JSON \"sweep\"); --plot FILE.png draws speedup, hit rate and the metric against the\n"
+                   "threshold with matplotlib (tools/py/plot_sweep.py in the source tree's .venv) from the\n"
+                   "JSON (--json FILE, else FILE.json beside the plot).\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("eval: unknown option '%s' (see --help)", argv[i]);
     }
     if (!task) return cli_fail("eval: --task is required (sst2|stsb|agnews-fewshot|trec)");
+    if (plot && (!c.cache || !thresholds)) return cli_fail("--plot needs --cache and --thresholds a,b,...");
+    /* --plot draws from the sweep's JSON: --json FILE, or the plot's name with .json */
+    char *json_path = NULL;
+    if (json) json_path = strdup(json);
+    else if (plot) {
+        size_t lp = strlen(plot);
+        const size_t ext = lp > 4 && !strcasecmp(plot + lp - 4, ".png") ? 4 : 0;
+        if ((json_path = malloc(lp - ext + 6))) sprintf(json_path, "%.*s.json", (int)(lp - ext), plot);
+    }
+    if ((json || plot) && !json_path) return cli_fail("out of memory");
     if (!dir) dir = "../shared/data";
     c.profile = 1;
     ac_model *m;
@@ -335,17 +387,7 @@ int cmd_eval(int argc, char **argv) {
         free(list);
         if (rc) goto out;
     }
-    if (plot) {
-        if (!n_sweep) {
-            rc = cli_fail("--plot needs --cache and --thresholds a,b,...");
-            goto out;
-        }
-        double t[32], sp[32], mt[32], hr[32];
-        for (int k = 0; k < n_sweep; k++) t[k] = sweep[k][0], hr[k] = sweep[k][1], mt[k] = sweep[k][2], sp[k] = sweep[k][4];
-        if ((rc = cli_plot_sweep(plot, n_sweep, t, sp, mt, hr, met0, mname))) goto out;
-        printf("plot written to %s\n", plot);
-    }
-    if (json) {
+    if (json_path) {
         cJSON *root = cJSON_CreateObject(), *cj = NULL, *sw = NULL;
         if (root) {
             cJSON_AddStringToObject(root, "task", task);
@@ -390,17 +432,19 @@ int cmd_eval(int argc, char **argv) {
                     cJSON_AddItemToArray(sw, row);
                 }
         }
-        FILE *jf = fopen(json, "w");
+        FILE *jf = fopen(json_path, "w");
         if (!jf) {
             cJSON_Delete(root);
-            rc = cli_fail("cannot write '%s': %s", json, strerror(errno));
+            rc = cli_fail("cannot write '%s': %s", json_path, strerror(errno));
             goto out;
         }
         rc = cli_json_write(jf, root);
-        if (cli_close_file(jf, json)) rc = 1;
+        if (cli_close_file(jf, json_path)) rc = 1;
         if (rc) goto out;
     }
+    if (plot) rc = draw_plot(json_path, plot);
 out:
+    free(json_path);
     free(o0);
     free(o1);
     task_ds_free(&pool);
