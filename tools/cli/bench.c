@@ -1,6 +1,8 @@
-/* attncache bench — prefill throughput and where the time goes.
+/* bench.c — `attncache bench`: prefill throughput and where the time goes.
  * Random token ids (fixed seed) of each length L; warm-up run, then REPS runs;
- * prints tokens/s (best and median) and the per-stage split. */
+ * prints tokens/s (best and median) and the per-stage split. With --cache DIR:
+ * records entries of each length, then times exact and cached runs side by
+ * side (speedups, Amdahl bound). --json FILE: the same figures (cJSON). */
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"

@@ -1,4 +1,6 @@
-/* Attention-cache commands: build, db stats|verify, train-projector, tune. */
+/* cache_cmds.c — the attention-cache commands: build (a cache over a corpus or
+ * a task's training prompts, tasks.c), db stats|verify|repair,
+ * train-projector, tune (the layers to serve, from measured sensitivity). */
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"
