@@ -207,18 +207,25 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     check "eval --thresholds: one sweep row per threshold (none hit at -1)" "python3 -c '
 import json; d=json.load(open(\"$T/sw.json\")); s=d[\"sweep\"]
 assert [r[\"threshold\"] for r in s]==[-1,1e9] and s[0][\"hit_rate\"]==0'"
-    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/cache" --thresholds -1,0.5,1e9 --plot "$T/p.png" > /dev/null 2>&1
-    check "eval --plot: a valid PNG (chunks, CRCs, zlib stream of the right size)" "python3 -c '
-import struct, zlib
-b=open(\"$T/p.png\",\"rb\").read(); assert b[:8]==bytes([137,80,78,71,13,10,26,10])
-i=8; idat=b\"\"; w=h=0
-while i < len(b):
-    n,=struct.unpack(\">I\",b[i:i+4]); t=b[i+4:i+8]; d=b[i+8:i+8+n]; c,=struct.unpack(\">I\",b[i+8+n:i+12+n])
-    assert zlib.crc32(t+d)==c, t
-    if t==b\"IHDR\": w,h=struct.unpack(\">II\",d[:8])
-    if t==b\"IDAT\": idat+=d
-    i+=12+n
-assert len(zlib.decompress(idat))==h*(1+3*w) and w>0 and h>0'"
+    # --plot: the sweep's JSON beside the plot, drawn by tools/py/plot_sweep.py (matplotlib, .venv)
+    SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if "$SRC/.venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+      "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/cache" --thresholds -1,0.5,1e9 --plot "$T/p.png" > "$T/o.txt" 2> "$T/e.txt"; rc=$?
+      check "eval --plot: sweep JSON beside it, a PNG drawn by matplotlib (Software tag)" "[ $rc -eq 0 ] && grep -q 'plot written to' '$T/o.txt' && python3 -c '
+import json, struct
+d=json.load(open(\"$T/p.json\")); assert [r[\"threshold\"] for r in d[\"sweep\"]]==[-1,0.5,1e9]
+b=open(\"$T/p.png\",\"rb\").read(); assert b[:8]==bytes([137,80,78,71,13,10,26,10]) and b[12:16]==b\"IHDR\"
+w,h=struct.unpack(\">II\",b[16:24]); assert w>=600 and h>=500, (w,h)
+assert b\"matplotlib\" in b  # tEXt Software
+'"
+    else
+      skip "eval --plot with matplotlib: .venv lacks it (tools/setup_python.sh)"
+    fi
+    rm -f "$T/p.png" "$T/p.json"
+    AC_VENV="$T/no-venv" "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 2 --cache "$T/cache" --thresholds 0.5 --plot "$T/p.png" > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --plot without the Python tools: exit 0, the JSON, a warning saying how to draw it" "[ $rc -eq 0 ] && [ -f '$T/p.json' ] && [ ! -f '$T/p.png' ] && grep -q 'plot_sweep.py $T/p.json $T/p.png' '$T/e.txt'"
+    echo x | "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --plot "$T/q.png" > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --plot without --cache/--thresholds: refused before any work" "[ $rc -eq 1 ] && grep -q 'needs --cache and --thresholds' '$T/e.txt'"
     # rows=prefix on few-shot prompts that share their demonstrations (the committed decoder):
     # every query shares the demonstrations with a stored prompt, those rows come from f32 maps
     # (exact), the rest is computed: 100% hits, the metric unchanged

@@ -94,6 +94,7 @@ Quantum computers use qubits, which can be in superposition.
 Le café est très bon aujourd'hui — naïve façade, 東京タワー.
 EOF
 "$BIN" embed -m "$M" -f "$TMP/texts.txt" > "$TMP/cli.jsonl" || bad "CLI embed failed"
+"$BIN" embed -m "$M" -f "$TMP/texts.txt" --normalize > "$TMP/cli_norm.jsonl" || bad "CLI embed --normalize failed"
 
 start_server -m "$M" -t 2 -q --max-client-batch-size 32 --timeout 2
 
@@ -124,6 +125,18 @@ for a, b in zip(cli, srv):
     assert abs(math.sqrt(sum(y * y for y in b)) - 1) < 1e-5  # /v1/embeddings are L2-normalised
 EOF
 then ok; else bad "server embeddings differ from the CLI's"; fi
+# the same batch, normalised, on both sides: the same float32 values (the CLI
+# prints each float with the digits that read back exactly, as the server does)
+if $PY - "$TMP/cli_norm.jsonl" "$TMP/emb_resp.json" <<'EOF'
+import json, struct, sys
+f32 = lambda v: struct.pack("<f", v)
+cli = [json.loads(l)["embedding"] for l in open(sys.argv[1])]
+srv = [e["embedding"] for e in json.load(open(sys.argv[2]))["data"]]
+assert len(cli) == len(srv) == 4
+bad = sum(f32(x) != f32(y) for a, b in zip(cli, srv) for x, y in zip(a, b))
+assert bad == 0, f"{bad} values differ as float32"
+EOF
+then ok; else bad "CLI --normalize and server embeddings not the same float32 values"; fi
 # usage counts the CLI's tokens
 pycheck usage "d['usage']['prompt_tokens'] == sum(json.loads(l)['tokens'] for l in open('$TMP/cli.jsonl'))"
 

@@ -430,6 +430,23 @@ static void embed_row(const ac_model *m, int32_t id, float *dst) {
     ac_row_to_f32(t->type, t->data, ggml_row_bytes(t->type, t->ne[0]), id, t->ne[0], dst);
 }
 
+/* x [D] = the input embedding of token `id` at position `pos`: its row of the
+ * token table, and for BERT + token type 0 + position `pos`, then the
+ * embedding LayerNorm; tmp [D] is scratch (BERT only). The one definition that
+ * ac_forward (embed_rows) and ac_model_layer0_states share: cache keys are
+ * computed from the latter and must match the forward pass bitwise. */
+static void embed_token(const ac_model *m, int32_t id, int pos, float *x, float *tmp) {
+    const int D = m->hp.n_embd;
+    embed_row(m, id, x);
+    if (m->info.arch != AC_ARCH_BERT) return;
+    if (m->type_embd0)
+        for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
+    const gguf_tensor *pt = m->pos_embd;
+    ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), pos, D, tmp);
+    for (int d = 0; d < D; d++) x[d] += tmp[d];
+    ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, m->hp.norm_eps);
+}
+
 typedef struct fwd_plan {
     int n_seq, T;
     const ac_seq *seqs;
@@ -792,17 +809,8 @@ static void embed_rows(ac_ctx *c, const void *arg, int r0, int r1) {
     for (int r = r0; r < r1; r++) {
         const int t = pl->row_pos[r];
         float *x = c->x + (size_t)r * D;
-        embed_row(m, pl->seqs[pl->row_seq[r]].tokens[t], x);
-        if (m->info.arch == AC_ARCH_BERT) {
-            if (m->type_embd0)
-                for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
-            float *pe = c->xb + (size_t)r * D;
-            const gguf_tensor *pt = m->pos_embd;
-            ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, pe);
-            for (int d = 0; d < D; d++) x[d] += pe[d];
-            ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, m->hp.norm_eps);
-            ac_f32_to_bf16(c->x_bf + (size_t)r * D, x, (size_t)D);
-        }
+        embed_token(m, pl->seqs[pl->row_seq[r]].tokens[t], t, x, c->xb + (size_t)r * D);
+        if (m->info.arch == AC_ARCH_BERT) ac_f32_to_bf16(c->x_bf + (size_t)r * D, x, (size_t)D);
     }
 }
 
@@ -924,17 +932,8 @@ int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, floa
     if (bert && !tmp) return AC_ERR_NOMEM;
     for (int t = 0; t < n; t++) {
         float *x = x0 + (size_t)t * D;
-        embed_row(m, tokens[t], x);
-        if (bert) { /* as in ac_forward: token + type 0 + position, then LayerNorm */
-            if (m->type_embd0)
-                for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
-            const gguf_tensor *pt = m->pos_embd;
-            ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), t, D, tmp);
-            for (int d = 0; d < D; d++) x[d] += tmp[d];
-            ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, hp->norm_eps);
-        } else { /* the input of layer 0's attention */
-            ac_rmsnorm(x, x, m->layers[0].norm1_w, D, hp->norm_eps);
-        }
+        embed_token(m, tokens[t], t, x, tmp); /* as in ac_forward (embed_rows) */
+        if (!bert) ac_rmsnorm(x, x, m->layers[0].norm1_w, D, hp->norm_eps); /* the input of layer 0's attention */
     }
     free(tmp);
     return AC_OK;

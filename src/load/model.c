@@ -1,11 +1,18 @@
 /* model.c — load a GGUF model (llama, qwen2, bert) as llama.cpp writes it:
- * hyper-parameters from {arch}.* keys, every tensor checked for presence,
- * exact shape and a supported type (errors name it), F32 weights used in
- * place from the mapping, F16/BF16/Q8_0 matrices widened to f32 at load (the
- * exact default, and the fast mode where the CPU level has no AVX512-BF16) or
- * packed into BF16 panels for the own kernel (or oneDNN's layout) in the fast
- * mode; the original data stays mapped for the other backends, which convert
- * rows on the fly. The packing depends on the CPU level at load (util/cpu.h). */
+ * hyper-parameters from {arch}.* keys; every tensor checked for presence,
+ * exact shape and a supported type (F32, F16, BF16, Q8_0; errors name the
+ * tensor); the tokenizer (a vocab-only load stops there); with check_tensors,
+ * every weight checked finite. F32 weights are used in place from the mapping.
+ * F16/BF16/Q8_0 matrices are then prepared once (pack_kind_wanted):
+ *   exact (f32_math, the default): widened to an owned f32 copy (AC_PACK_F32);
+ *   fast: packed into BF16 panels for the own AVX512-BF16 kernel
+ *     (forward/cpu/gemm_own.c) or into oneDNN's blocked layout (gemm_dnnl.c),
+ *     or widened to f32 where the CPU level has neither;
+ *   fast with AC_PACK=none or AC_GEMM=openblas|naive (or AC_LOAD_NO_PACK):
+ *     left as mapped; those kernels convert rows on the fly (ac_row_to_f32).
+ * The choice depends on the CPU level at load (util/cpu.h), and the packing
+ * calls the CPU backend's packers (forward/forward.h): the upward dependency
+ * that issue 10 item 1 (a forward-level backend interface) removes. */
 #define _POSIX_C_SOURCE 200809L
 #include "load/model.h"
 #include "forward/forward.h"

@@ -1,11 +1,13 @@
-/* attncache bench — prefill throughput and where the time goes.
+/* bench.c — `attncache bench`: prefill throughput and where the time goes.
  * Random token ids (fixed seed) of each length L; warm-up run, then REPS runs;
- * prints tokens/s (best and median) and the per-stage split. */
+ * prints tokens/s (best and median) and the per-stage split. With --cache DIR:
+ * records entries of each length, then times exact and cached runs side by
+ * side (speedups, Amdahl bound). --json FILE: the same figures (cJSON). */
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"
-#include "eval.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +31,12 @@ static void fill_random(int32_t *ids, int n, int n_vocab, uint64_t *rng) {
  * cached run only): one thread pool, whose idle workers cannot poll the cores
  * while the other run works, as a second context's would. */
 static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info, ac_seq *seqs,
-                        int batch, int L, int reps, int n_build, double shared, double t_exact_best, FILE *jf,
-                        int *first) {
+                        int batch, int L, int reps, int n_build, double shared, double t_exact_best, cJSON *results) {
     (void)t_exact_best; /* the exact figure is re-measured here, alternating with the cached one */
     uint64_t rng = 0xB111D + (uint64_t)L;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
     if (!ids) return cli_fail("out of memory");
-    double tb = ac_cli_now();
+    double tb = cli_now();
     for (int b = 0; b < n_build; b++) { /* entries of this length (other random ids than the queries) */
         fill_random(ids, L, info->n_vocab, &rng);
         /* --shared-prefix F: the entry starts with the first F*L tokens of the first query */
@@ -51,7 +52,7 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
     free(ids);
     if (ac_cache_commit(cache) != AC_OK || ac_cache_reindex(cache) != AC_OK)
         return cli_fail("L=%d: %s", L, ac_last_error());
-    tb = ac_cli_now() - tb;
+    tb = cli_now() - tb;
     ac_outputs o = {0};
     float *pooled = malloc((size_t)batch * info->n_embd * sizeof *pooled);
     o.pooled = pooled;
@@ -68,15 +69,15 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
            p1[AC_STAGE_COUNT];
     for (int k = 0; k < reps; k++) {
         ac_ctx_get_profile(ctx, p0);
-        double t0 = ac_cli_now();
+        double t0 = cli_now();
         if (ac_forward(ctx, seqs, batch, &o) != AC_OK) break;
-        double t1 = ac_cli_now();
+        double t1 = cli_now();
         ac_ctx_get_profile(ctx, p1);
         for (int s = 0; s < AC_STAGE_COUNT; s++) pe[s] += p1[s] - p0[s];
         ac_ctx_attach_cache(ctx, cache);
-        double t2 = ac_cli_now();
+        double t2 = cli_now();
         const int crc = ac_forward(ctx, seqs, batch, &o);
-        double t3 = ac_cli_now();
+        double t3 = cli_now();
         ac_ctx_attach_cache(ctx, NULL);
         if (crc != AC_OK) break;
         ac_ctx_get_profile(ctx, p0);
@@ -108,14 +109,19 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
            L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, 100.0 * (te / tc) / bound,
            ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate, 100.0 * r,
            st.queries ? st.bytes_read / 1048576.0 / st.queries : 0, n_build, tb);
-    if (jf) {
-        fprintf(jf,
-                "%s{\"L\":%d,\"tok_s_exact\":%.3f,\"tok_s_cache\":%.3f,\"speedup_e2e\":%.4f,\"amdahl_bound\":%.4f,"
-                "\"speedup_attn_op\":%.4f,\"lookup_s\":%.6f,\"hit_rate\":%.3f,\"rows_served_share\":%.4f,"
-                "\"bytes_per_query\":%.0f}",
-                *first ? "" : ",", L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, ca > 0 ? ea / ca : 0,
-                lookup, hit_rate, r, st.queries ? (double)st.bytes_read / st.queries : 0);
-        *first = 0;
+    cJSON *row = results ? cJSON_CreateObject() : NULL;
+    if (row) {
+        cJSON_AddNumberToObject(row, "L", L);
+        cJSON_AddNumberToObject(row, "tok_s_exact", (double)L * batch / te);
+        cJSON_AddNumberToObject(row, "tok_s_cache", (double)L * batch / tc);
+        cJSON_AddNumberToObject(row, "speedup_e2e", te / tc);
+        cJSON_AddNumberToObject(row, "amdahl_bound", bound);
+        cJSON_AddNumberToObject(row, "speedup_attn_op", ca > 0 ? ea / ca : 0);
+        cJSON_AddNumberToObject(row, "lookup_s", lookup);
+        cJSON_AddNumberToObject(row, "hit_rate", hit_rate);
+        cJSON_AddNumberToObject(row, "rows_served_share", r);
+        cJSON_AddNumberToObject(row, "bytes_per_query", st.queries ? (double)st.bytes_read / st.queries : 0);
+        cJSON_AddItemToArray(results, row);
     }
     return 0;
 }
@@ -175,10 +181,11 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     FILE *jf = NULL;
-    if (json && !(jf = fopen(json, "w"))) {
+    if (json && !(jf = fopen(json, "w"))) { /* opened first: a bad path fails before the runs */
+        if (cache) ac_cache_close(cache);
         ac_ctx_free(ctx);
         ac_model_free(m);
-        return cli_fail("cannot write '%s'", json);
+        return cli_fail("cannot write '%s': %s", json, strerror(errno));
     }
     printf("model: %s (%s), %d layers, dim %d, %d heads, %d kv heads, ffn %d; batch %d, reps %d\n",
            c.model, info.arch_name, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_ff, batch, reps);
@@ -187,14 +194,16 @@ int cmd_bench(int argc, char **argv) {
     ac_ctx_describe(ctx, kern, sizeof kern);
     printf("cpu: %s; kernels: %s\n", cpu, kern);
     printf("%6s %10s %10s  %s\n", "L", "tok/s", "tok/s.med", "split (% of time)");
-    if (jf) {
-        fprintf(jf, "{\"model\":\"%s\",\"arch\":\"%s\",\"batch\":%d,\"cpu\":", c.model, info.arch_name, batch);
-        cli_json_str(jf, cpu);
-        fprintf(jf, ",\"kernels\":");
-        cli_json_str(jf, kern);
-        fprintf(jf, ",\"results\":[");
+    cJSON *root = jf ? cJSON_CreateObject() : NULL, *results = NULL;
+    if (root) {
+        cJSON_AddStringToObject(root, "model", c.model);
+        cJSON_AddStringToObject(root, "arch", info.arch_name);
+        cJSON_AddNumberToObject(root, "batch", batch);
+        cJSON_AddStringToObject(root, "cpu", cpu);
+        cJSON_AddStringToObject(root, "kernels", kern);
+        results = cJSON_AddArrayToObject(root, "results");
     }
-    int rc = 0, first = 1;
+    int rc = 0;
 #ifdef AC_HAVE_CUDA
     ac_cuda_model *gpu_model = NULL;
 #endif
@@ -221,7 +230,7 @@ int cmd_bench(int argc, char **argv) {
         for (int b = 0; b < batch; b++) seqs[b] = (ac_seq){ids + (size_t)b * L, L};
 #ifdef AC_HAVE_CUDA
         if (gpu) {
-            rc = cli_bench_gpu(m, seqs, batch, L, reps, &gpu_model, jf, &first);
+            rc = cli_bench_gpu(m, seqs, batch, L, reps, &gpu_model, results);
             goto next;
         }
 #endif
@@ -235,13 +244,13 @@ int cmd_bench(int argc, char **argv) {
         }
         ac_ctx_reset_profile(ctx);
         for (int k = 0; k < reps && !rc; k++) {
-            double t0 = ac_cli_now();
+            double t0 = cli_now();
             if (ac_forward(ctx, seqs, batch, &o) != AC_OK) rc = cli_fail("L=%d: %s", L, ac_last_error());
-            t[k] = ac_cli_now() - t0;
+            t[k] = cli_now() - t0;
         }
         if (rc) goto next;
         if (cache) {
-            rc = bench_cached(ctx, cache, &info, seqs, batch, L, reps, cache_build, shared, t[0], jf, &first);
+            rc = bench_cached(ctx, cache, &info, seqs, batch, L, reps, cache_build, shared, t[0], results);
             goto next;
         }
         double prof[AC_STAGE_COUNT], tot = 0;
@@ -253,13 +262,14 @@ int cmd_bench(int argc, char **argv) {
         for (int s = 0; s < AC_STAGE_COUNT; s++)
             if (prof[s] > 0) printf("%s %.1f  ", ac_stage_name(s), 100.0 * prof[s] / (tot > 0 ? tot : 1));
         putchar('\n');
-        if (jf) {
-            fprintf(jf, "%s{\"L\":%d,\"tok_s_best\":%.3f,\"tok_s_median\":%.3f,\"stages_s\":{", first ? "" : ",", L,
-                    best, med);
-            for (int s = 0; s < AC_STAGE_COUNT; s++)
-                fprintf(jf, "%s\"%s\":%.6f", s ? "," : "", ac_stage_name(s), prof[s] / reps);
-            fputs("}}", jf);
-            first = 0;
+        cJSON *row = results ? cJSON_CreateObject() : NULL, *stages;
+        if (row) {
+            cJSON_AddNumberToObject(row, "L", L);
+            cJSON_AddNumberToObject(row, "tok_s_best", best);
+            cJSON_AddNumberToObject(row, "tok_s_median", med);
+            if ((stages = cJSON_AddObjectToObject(row, "stages_s")))
+                for (int s = 0; s < AC_STAGE_COUNT; s++) cJSON_AddNumberToObject(stages, ac_stage_name(s), prof[s] / reps);
+            cJSON_AddItemToArray(results, row);
         }
     next:
         free(ids);
@@ -272,7 +282,7 @@ int cmd_bench(int argc, char **argv) {
     cli_bench_gpu_free(gpu_model);
 #endif
     if (jf) {
-        fputs("]}\n", jf);
+        if (cli_json_write(jf, root) && !rc) rc = 1;
         if (cli_close_file(jf, json) && !rc) rc = 1;
     }
     if (cache) {

@@ -3,7 +3,8 @@
  * REPS timed ac_cuda_forward calls on the same batch. Built with -DAC_CUDA=ON
  * only (AC_HAVE_CUDA); otherwise --gpu fails with a message saying so. */
 #include "cli.h"
-#include "eval.h"
+
+#include <cjson/cJSON.h>
 
 #include <stdlib.h>
 
@@ -20,8 +21,8 @@ int cli_bench_gpu_check(void) {
     return 0;
 }
 
-int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int reps, ac_cuda_model **g, FILE *jf,
-                  int *first) {
+int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int reps, ac_cuda_model **g,
+                  cJSON *results) {
     if (!*g) {
         char dev[256];
         if (ac_cuda_device_name(dev, sizeof dev) == AC_OK) printf("GPU: %s\n", dev);
@@ -43,22 +44,25 @@ int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int r
     o.pooled = pooled;
     o.pooling = AC_POOL_DEFAULT;
     for (int k = -1; k < reps; k++) { /* k = -1: warm-up */
-        const double t0 = ac_cli_now();
+        const double t0 = cli_now();
         int r = ac_cuda_forward(*g, seqs, batch, &o, NULL);
         if (r != AC_OK) {
             rc = cli_fail("L=%d (GPU): %s", L, ac_last_error());
             goto done;
         }
-        if (k >= 0) t[k] = ac_cli_now() - t0, gms[k] = ac_cuda_last_ms(*g);
+        if (k >= 0) t[k] = cli_now() - t0, gms[k] = ac_cuda_last_ms(*g);
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_dbl);
     qsort(gms, (size_t)reps, sizeof *gms, cmp_dbl);
     const double best = (double)L * batch / t[0], med = (double)L * batch / t[reps / 2];
     printf("%6d %10.1f %10.1f  GPU %.3f ms (median, device events)\n", L, best, med, gms[reps / 2]);
-    if (jf) {
-        fprintf(jf, "%s{\"L\":%d,\"tok_s_best\":%.3f,\"tok_s_median\":%.3f,\"gpu_ms_median\":%.4f}", *first ? "" : ",",
-                L, best, med, gms[reps / 2]);
-        *first = 0;
+    cJSON *row = results ? cJSON_CreateObject() : NULL;
+    if (row) {
+        cJSON_AddNumberToObject(row, "L", L);
+        cJSON_AddNumberToObject(row, "tok_s_best", best);
+        cJSON_AddNumberToObject(row, "tok_s_median", med);
+        cJSON_AddNumberToObject(row, "gpu_ms_median", gms[reps / 2]);
+        cJSON_AddItemToArray(results, row);
     }
 done:
     free(t), free(gms), free(pooled);

@@ -1,8 +1,10 @@
-/* Attention-cache commands: build, db stats|verify, train-projector, tune. */
+/* cache_cmds.c — the attention-cache commands: build (a cache over a corpus or
+ * a task's training prompts, tasks.c), db stats|verify|repair,
+ * train-projector, tune (the layers to serve, from measured sensitivity). */
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "cli.h"
-#include "eval.h"
+#include "tasks.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -13,7 +15,7 @@
 /* ---- build ------------------------------------------------------------------------------------ */
 
 static void progress(size_t done, size_t total, size_t added, double t0) {
-    double el = ac_cli_now() - t0, rate = el > 0 ? (double)done / el : 0;
+    double el = cli_now() - t0, rate = el > 0 ? (double)done / el : 0;
     double eta = rate > 0 ? (double)(total - done) / rate : 0;
     int w = 30, fill = total ? (int)((double)w * done / total) : w;
     fprintf(stderr, "\r[%.*s%*s] %zu/%zu inputs, %zu new  %.1f/s  ETA %d:%02d ", fill,
@@ -41,7 +43,7 @@ int cmd_build(int argc, char **argv) {
         else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
             if (cli_opt_int("--shots", argv[++i], 0, 64, &shots)) return 1;
         } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
-            if ((shared = eval_parse_demos(argv[++i])) < 0) return 1;
+            if ((shared = task_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "--skip-bad")) skip_bad = 1;
         else if (!strcmp(argv[i], "-q")) quiet = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -74,14 +76,14 @@ int cmd_build(int argc, char **argv) {
     if (task) {
         char **pr;
         int np;
-        if ((rc = eval_task_prompts(task, data, shots, shared, limit, &pr, &np))) goto done;
+        if ((rc = task_prompts(task, data, shots, shared, limit, &pr, &np))) goto done;
         in.lines = pr;
         in.n = in.cap = (size_t)np;
     } else if ((rc = cli_read_lines(c.input, &in))) goto done;
     if ((rc = cli_open_cache(&c, m, 1, 1, &cache))) goto done;
     size_t n = limit && (size_t)limit < in.n ? (size_t)limit : in.n, added = 0, dup = 0, bad = 0;
     int tty = !quiet && isatty(2);
-    double t0 = ac_cli_now(), last = 0;
+    double t0 = cli_now(), last = 0;
     int cap = 4096;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     for (size_t l = 0; l < n && !rc; l++) {
@@ -116,7 +118,7 @@ int cmd_build(int argc, char **argv) {
         }
         added += was_added;
         dup += !was_added;
-        double now = ac_cli_now();
+        double now = cli_now();
         if (tty && (now - last > 0.2 || l + 1 == n)) {
             progress(l + 1, n, added, t0);
             last = now;
@@ -127,7 +129,7 @@ int cmd_build(int argc, char **argv) {
     /* commit what was added (also after an error: nothing stored is lost) and index */
     if (ac_cache_commit(cache) != AC_OK) rc = cli_fail("commit failed: %s", ac_last_error());
     if (!rc && ac_cache_reindex(cache) != AC_OK) rc = cli_fail("indexing failed: %s", ac_last_error());
-    double el = ac_cli_now() - t0;
+    double el = cli_now() - t0;
     fprintf(stderr, "build: %zu new entries, %zu already stored, %zu skipped, %.1f s (%.1f inputs/s)\n", added, dup, bad,
             el, el > 0 ? (double)(added + dup) / el : 0);
     if (!rc) ac_cache_print_db_stats(cache, stdout);
@@ -211,12 +213,12 @@ int cmd_train_projector(int argc, char **argv) {
         return 1;
     }
     double rep[3];
-    double t0 = ac_cli_now();
+    double t0 = cli_now();
     int rc = ac_cache_train_projector(cache, &tp, rep);
     if (rc != AC_OK) rc = cli_fail("train-projector: %s", ac_last_error());
     else {
         printf("projector trained in %.1f s; hit quality (retrieved/best map distance, held-out, 1 = ideal):\n",
-               ac_cli_now() - t0);
+               cli_now() - t0);
         printf("  projector %.3f   mean-pooled layer-0 %.3f   random projection %.3f\n", rep[0], rep[1], rep[2]);
     }
     if (ac_cache_close(cache) != AC_OK && !rc) rc = cli_fail("%s", ac_last_error());

@@ -1,8 +1,12 @@
-/* cli.h — helpers shared by the attncache commands (tools/cli/). */
+/* cli.h — the helpers every attncache command uses (common.c): errors, input
+ * lines, strict option parsing, the common options, model/context/cache
+ * loading, checked output streams, JSON output. Commands include this (and
+ * tasks.h for data sets and prompts); it includes only the public API. */
 #ifndef AC_CLI_H
 #define AC_CLI_H
 
 #include "attncache.h"
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -24,58 +28,88 @@ typedef struct cli_lines {
     size_t n, cap;
 } cli_lines;
 
-extern const char *cli_common_help;
+/* ---- errors: one line on stderr, "attncache: error: ..."; both return 1 ---- */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int cli_api_fail(const char *what, int rc);
+int cli_api_fail(const char *what, int rc); /* what + ac_last_error() + the status name */
+
+/* ---- input lines: -f FILE or stdin ("-"), one text a line, CR/LF cut; a NUL
+ * byte is an error. *out owns the lines (cli_lines_free). 0 or 1 after an error. */
 int cli_read_lines(const char *path, cli_lines *out);
 void cli_lines_free(cli_lines *l);
 int cli_is_blank(const char *s);
-void cli_json_str(FILE *f, const char *s);
+
+/* ---- numeric options, one strict parser for all: the whole string, finite
+ * (no NaN/inf), in [lo, hi]. 0 on success; else 1 after one error line naming
+ * the option, the value, why, and the accepted range. ---- */
 int cli_parse_int(const char *s, int lo, int hi, int *out); /* 1 if s is an integer in lo..hi (strict, no message) */
-/* Numeric options, one strict parser for all: the whole string, finite (no
- * NaN/inf), in [lo, hi]. 0 on success; else 1 after one error line naming the
- * option, the value, why, and the accepted range. */
 int cli_opt_int(const char *name, const char *s, long lo, long hi, int *out);
 int cli_opt_double(const char *name, const char *s, double lo, double hi, double *out);
 int cli_opt_float(const char *name, const char *s, double lo, double hi, float *out);
 int cli_opt_u64(const char *name, const char *s, uint64_t *out);
-/* Output streams: every write is checked. cli_close_file closes f (named
- * `name` in the message) and returns 0, or 1 after one error line when a write,
- * the flush or the close failed (disk full, /dev/full, EIO). cli_stdout_failed:
- * stdout already saw a write error (commands stop early). cli_finish_stdout:
- * main's last word: flushes and closes stdout; rc, or 1 if that failed. */
-int cli_close_file(FILE *f, const char *name);
-int cli_stdout_failed(void);
-int cli_finish_stdout(int rc);
-int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx);
-int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
 
-/* Open the cache named by --cache for model m (writable/create for build). */
-int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out);
+/* ---- common options: model, input, threads, --gemm, --cpu, --fast, --attn,
+ * --truncate and the cache options. 1 if argv[*i] was consumed (with its
+ * value), 0 if not ours, -1 after an error line. ---- */
+int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
+extern const char *cli_common_help;
 extern const char *cli_cache_help;
+int cli_parse_pooling(const char *v, int *out); /* mean|cls|last|default: 1, else 0 */
+
+/* ---- per-line errors (--on-error stop|skip) of embed, score, tokenize ---- */
+extern const char *cli_on_error_help;
+/* --on-error VALUE: 1 if argv[*i] was it (consumed), 0 if not, -1 on a bad value. */
+int cli_on_error_opt(int argc, char **argv, int *i, int *skip);
+/* A bad input line: with skip, its output line is the JSON object
+ * {"error":"...","line":N} and *n_failed counts it (returns 0: go on); else
+ * one error line (returns 1). */
+int cli_line_error(int skip, size_t line, const char *msg, size_t *n_failed);
+void cli_failed_summary(const char *cmd, size_t n_failed, size_t n); /* a skip run's count on stderr */
+
+/* ---- model, context, cache ---- */
+/* Loads c->model into *m (caller frees with ac_model_free) and, when ctx is
+ * not NULL, a context on it into *ctx (ac_ctx_free). 0 or 1 after an error. */
+int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx);
+/* Open the cache named by --cache for model m (writable/create for build);
+ * *out is the caller's (ac_cache_close). */
+int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out);
+/* --cache for the commands that only read a cache (embed, similarity, score):
+ * opens and attaches it (*cache NULL without --cache); detach warns, detaches,
+ * closes (NULL: nothing). */
+int cli_attach_cache(const cli_common *c, ac_model *m, ac_ctx *ctx, ac_cache **cache);
+void cli_detach_cache(ac_ctx *ctx, ac_cache *cache);
 /* One warning line on stderr when the cache passed over damaged records or a
  * lookup failed (those queries were computed exactly); nothing otherwise. */
 void cli_cache_warn(const ac_cache *cache);
 
-/* eval --plot: PNG of speedup and metric against the threshold (plot.c) */
-int cli_plot_sweep(const char *path, int n, const double *thr, const double *speedup, const double *metric,
-                   const double *hit_rate, double metric_exact, const char *metric_name);
+/* ---- output streams: every write is checked. cli_close_file closes f (named
+ * `name` in the message) and returns 0, or 1 after one error line when a write,
+ * the flush or the close failed (disk full, /dev/full, EIO). cli_stdout_failed:
+ * stdout already saw a write error (commands stop early). cli_finish_stdout:
+ * main's last word: flushes and closes stdout; rc, or 1 if that failed. ---- */
+int cli_close_file(FILE *f, const char *name);
+int cli_stdout_failed(void);
+int cli_finish_stdout(int rc);
+
+/* ---- JSON (cJSON) ---- */
+/* A float as a JSON number with the fewest digits (<= 9) that read back as
+ * the same float: embeddings round-trip exactly. NULL when out of memory. */
+cJSON *cli_json_float(float v);
+/* Writes j unformatted and a newline to f, and frees j (takes it; NULL is
+ * out of memory). 0, or 1 after an error line. */
+int cli_json_write(FILE *f, cJSON *j);
+
+double cli_now(void); /* monotonic seconds */
 
 /* bench --gpu (bench_gpu.c): 0 if the CUDA backend is built in and a device is present, else 1
  * with a message; cli_bench_gpu times one length on the GPU (*g: the uploaded model, made on first
- * use, freed with cli_bench_gpu_free). */
+ * use, freed with cli_bench_gpu_free) and adds its row to results (--json) when not NULL. */
 int cli_bench_gpu_check(void);
 #ifdef AC_HAVE_CUDA
 typedef struct ac_cuda_model ac_cuda_model;
-int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int reps, ac_cuda_model **g, FILE *jf,
-                  int *first);
+int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int reps, ac_cuda_model **g,
+                  cJSON *results);
 void cli_bench_gpu_free(ac_cuda_model *g);
 #endif
 
-int cmd_bench(int argc, char **argv);
-int cmd_build(int argc, char **argv);
-int cmd_db(int argc, char **argv);
-int cmd_train_projector(int argc, char **argv);
-int cmd_tune(int argc, char **argv);
 
 #endif

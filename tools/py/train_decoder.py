@@ -11,14 +11,14 @@ Three sub-commands (tools/train_decoder.sh chains them):
                                              saves an HF checkpoint (fp16 safetensors + tokenizer)
   eval       --model DIR --data DIR          PyTorch label-scoring accuracy of a saved checkpoint
 
-Data (all from ../shared/data or a copy of it) and the held-out rule of tools/cli/eval.c:
+Data (all from ../shared/data or a copy of it) and the held-out rule of tools/cli/tasks.c:
   * never trained on: SST-2 dev.tsv, STS-B sts-dev.csv, AG News train.csv data rows i with
     i % 8 == 0, TREC train.txt rows i with i % 8 == 0 (i 0-based, empty lines not counted);
   * MR/SUBJ/MPQA/CR lines that repeat an SST-2 dev sentence (MR and SST come from the same
     Rotten Tomatoes snippets: ~800 of the 872 dev sentences occur in MR) are dropped, and
     MRPC sentences that occur in STS-B dev are dropped.
 The LM stream mixes raw text (IMDB, SST-2 train, AG News/TREC train rows, MRPC, STS-B train,
-MR/CR/SUBJ/MPQA) with prompts in exactly the format of eval.c's build_prompt():
+MR/CR/SUBJ/MPQA) with prompts in exactly the format of tasks.c's task_build_prompt():
   "<instruction>\\n\\n" + k x "<Field>: <text>\\n<Answer>: <label>\\n\\n" + "<Field>: <q>\\n<Answer>:" + " <label>"
 for SST-2 (and IMDB reviews, same task words), AG News and TREC, k = 0..8.
 Every training row is 1024 (+1) tokens starting with BOS at a document start; documents are
@@ -47,7 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-HOLDOUT = 8  # AC_EVAL_HOLDOUT in tools/cli/eval.h
+HOLDOUT = 8  # AC_TASK_HOLDOUT in tools/cli/tasks.h
 BOS_TEXT, EOS_TEXT = "<s>", "</s>"
 C_SPACE = " \t\n\v\f\r"  # C isspace() in the C locale
 
@@ -63,7 +63,7 @@ def log(*a) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# data: loaders mirror tools/cli/eval.c byte for byte where it matters
+# data: loaders mirror tools/cli/tasks.c byte for byte where it matters
 
 
 def read_lines(path: Path, fallback_latin1: bool = False) -> list[str]:
@@ -108,7 +108,7 @@ def load_sst2(d: Path, split: str) -> list[Ex]:
 
 
 def csv_field(s: str, p: int) -> tuple[str, int]:
-    """eval.c csv_field(): "..." with "" escapes and backslash-n -> space, or bare."""
+    """tasks.c csv_field(): "..." with "" escapes and backslash-n -> space, or bare."""
     out = []
     n = len(s)
     if p < n and s[p] == '"':
@@ -191,7 +191,7 @@ M64 = (1 << 64) - 1
 
 
 def build_prompt(t: Task, pool: list[Ex], query: str, k: int, seed: int) -> str:
-    """eval.c build_prompt(): k demonstrations drawn with xorshift64 seeded by `seed`,
+    """tasks.c task_build_prompt(): k demonstrations drawn with xorshift64 seeded by `seed`,
     balanced over classes in label order (i % n_labels), never the query itself."""
     parts = [f"{t.instruction}\n\n"]
     s = (seed * 0x9E3779B97F4A7C15 + 12345) & M64
@@ -402,7 +402,7 @@ def prompt_doc(f: dict, nl: np.ndarray, rng: np.random.Generator, kmax: int, ret
     n_lab = len(f["by_label"])
     q = int(rng.integers(len(f["q"])))
     k = int(rng.integers(kmax + 1))
-    if rng.random() < 0.7:  # eval.c order: label i % n_labels
+    if rng.random() < 0.7:  # tasks.c order: label i % n_labels
         seq = [i % n_lab for i in range(k)]
     else:
         seq = [int(x) for x in rng.integers(n_lab, size=k)]

@@ -1,0 +1,442 @@
+/* common.c — the helpers every attncache command uses (cli.h): error lines,
+ * input lines, the strict numeric option parser, the common options (model,
+ * threads, --cpu, --gemm, --truncate, cache options, --on-error), model and
+ * context loading, cache opening, checked output streams and JSON output
+ * (cJSON). Calls only the public API (include/attncache.h); no command code. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("attncache: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_api_fail(const char *what, int rc) {
+    return cli_fail("%s: %s (%s)", what, ac_last_error()[0] ? ac_last_error() : "failed", ac_status_str(rc));
+}
+
+int cli_read_lines(const char *path, cli_lines *out) {
+    memset(out, 0, sizeof *out);
+    FILE *f = stdin;
+    if (path && strcmp(path, "-") != 0) {
+        f = fopen(path, "rb");
+        if (!f) return cli_fail("cannot open input '%s': %s", path, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
+        if (n > 0 && line[n - 1] == '\r') line[--n] = 0;
+        if (memchr(line, 0, (size_t)n)) {
+            rc = cli_fail("input line %zu contains a NUL byte", out->n + 1);
+            break;
+        }
+        if (out->n == out->cap) {
+            size_t nc = out->cap ? out->cap * 2 : 64;
+            char **nl = realloc(out->lines, nc * sizeof *nl);
+            if (!nl) {
+                rc = cli_fail("out of memory reading input");
+                break;
+            }
+            out->lines = nl;
+            out->cap = nc;
+        }
+        out->lines[out->n] = strdup(line);
+        if (!out->lines[out->n]) {
+            rc = cli_fail("out of memory reading input");
+            break;
+        }
+        out->n++;
+    }
+    if (!rc && ferror(f)) rc = cli_fail("error reading input: %s", strerror(errno));
+    free(line);
+    if (f != stdin) fclose(f);
+    if (rc) cli_lines_free(out);
+    return rc;
+}
+
+void cli_lines_free(cli_lines *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->lines[i]);
+    free(l->lines);
+    memset(l, 0, sizeof *l);
+}
+
+int cli_is_blank(const char *s) {
+    for (; *s; s++)
+        if (!isspace((unsigned char)*s)) return 0;
+    return 1;
+}
+
+int cli_close_file(FILE *f, const char *name) {
+    errno = 0;
+    int bad = ferror(f) != 0;
+    int e = errno;
+    if (fflush(f) != 0) bad = 1, e = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad) return 0;
+    return cli_fail("writing %s failed: %s", name, e ? strerror(e) : "write error");
+}
+
+int cli_stdout_failed(void) { return ferror(stdout) != 0; }
+
+int cli_finish_stdout(int rc) {
+    int frc = cli_close_file(stdout, "standard output");
+    return rc ? rc : frc;
+}
+
+/* Strict number parsing, one place for every numeric option: the whole
+ * string is the number (no blanks, no trailing characters), finite, in range.
+ * Returns NULL or why not. */
+static const char *num_why(const char *s, double v, const char *end, int err, double lo, double hi) {
+    if (!*s) return "empty";
+    if (isspace((unsigned char)*s)) return "leading blank";
+    if (end == s) return "not a number";
+    if (*end) return "trailing characters";
+    if (v != v) return "not a number (NaN)";
+    if (v == 1.0 / 0.0 || v == -1.0 / 0.0) return "infinite";
+    if (err == ERANGE || v < lo || v > hi) return "out of range";
+    return NULL;
+}
+
+static const char *long_why(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    const char *why = num_why(s, 0, end, 0, 0, 0);
+    if (!why && (errno == ERANGE || v < lo || v > hi)) why = "out of range";
+    *out = v;
+    return why;
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out) {
+    long v = 0;
+    if (!s || long_why(s, lo, hi, &v)) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+int cli_opt_int(const char *name, const char *s, long lo, long hi, int *out) {
+    if (lo < INT_MIN) lo = INT_MIN;
+    if (hi > INT_MAX) hi = INT_MAX;
+    long v = 0;
+    const char *why = s ? long_why(s, lo, hi, &v) : "missing";
+    if (why) return cli_fail("bad %s '%s': %s (an integer in %ld..%ld)", name, s ? s : "", why, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+int cli_opt_double(const char *name, const char *s, double lo, double hi, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    const char *why = s ? num_why(s, v, end, errno, lo, hi) : "missing";
+    if (why && lo <= -FLT_MAX && hi >= FLT_MAX) return cli_fail("bad %s '%s': %s (a finite number)", name, s ? s : "", why);
+    if (why) return cli_fail("bad %s '%s': %s (a finite number in %g..%g)", name, s ? s : "", why, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int cli_opt_float(const char *name, const char *s, double lo, double hi, float *out) {
+    double v = 0;
+    if (lo < -FLT_MAX) lo = -FLT_MAX;
+    if (hi > FLT_MAX) hi = FLT_MAX;
+    if (cli_opt_double(name, s, lo, hi, &v)) return 1;
+    *out = (float)v;
+    return 0;
+}
+
+int cli_opt_u64(const char *name, const char *s, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = s && *s != '-' ? strtoull(s, &end, 10) : 0;
+    const char *why = !s ? "missing" : *s == '-' ? "negative" : num_why(s, 0, end, 0, 0, 0);
+    if (!why && errno == ERANGE) why = "out of range";
+    if (why) return cli_fail("bad %s '%s': %s (an integer in 0..%llu)", name, s ? s : "", why, (unsigned long long)UINT64_MAX);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
+    *m = NULL;
+    if (ctx) *ctx = NULL;
+    if (!c->model) return cli_fail("no model given (-m MODEL)");
+    if (c->gemm_avx512) { /* --gemm avx512 names a level: refuse it below */
+        char cpu[96];
+        ac_cpu_info(cpu, sizeof cpu);
+        if (strncmp(cpu, "avx512", 6) != 0)
+            return cli_fail("--gemm avx512: the CPU level in use is %s (--gemm own runs the own kernels at any level)", cpu);
+    }
+    ac_model_params mp = ac_model_default_params();
+    if (c->fast) mp.f32_math = 0;
+    mp.vocab_only = c->vocab_only;
+    int rc = ac_model_load(c->model, &mp, m);
+    if (rc != AC_OK) return cli_fail("cannot load model '%s': %s", c->model, ac_last_error());
+    if (!ctx) return 0;
+    ac_ctx_params cp = ac_ctx_default_params();
+    cp.n_threads = c->threads;
+    cp.gemm = c->gemm;
+    cp.attn = c->attn;
+    cp.profile = c->profile;
+    cp.truncate = c->truncate;
+    rc = ac_ctx_new(*m, &cp, ctx);
+    if (rc != AC_OK) {
+        ac_model_free(*m);
+        *m = NULL;
+        return cli_api_fail("cannot create context", rc);
+    }
+    return 0;
+}
+
+/* Common options; returns 1 if argv[*i] was consumed (with its value), 0 if
+ * not ours, -1 on error. */
+int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+#define NEXT() ((*i) + 1 < argc ? argv[++(*i)] : (cli_fail("option %s needs a value", a), (char *)NULL))
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        if (!(c->model = NEXT())) return -1;
+    } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+        if (!(c->input = NEXT())) return -1;
+    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--threads", v, 0, 1024, &c->threads)) return -1;
+    } else if (!strcmp(a, "--gemm")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "auto")) c->gemm = AC_GEMM_AUTO;
+        else if (!strcmp(v, "openblas")) c->gemm = AC_GEMM_OPENBLAS;
+        else if (!strcmp(v, "dnnl") || !strcmp(v, "onednn")) c->gemm = AC_GEMM_DNNL;
+        else if (!strcmp(v, "naive")) c->gemm = AC_GEMM_NAIVE;
+        else if (!strcmp(v, "own")) c->gemm = AC_GEMM_OWN;
+        else if (!strcmp(v, "avx512")) c->gemm = AC_GEMM_OWN, c->gemm_avx512 = 1;
+        else return cli_fail("bad --gemm '%s' (auto|own|avx512|openblas|dnnl|naive)", v), -1;
+    } else if (!strcmp(a, "--truncate")) {
+        c->truncate = 1;
+    } else if (!strcmp(a, "--cpu")) { /* process-wide, before any model is loaded */
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (ac_set_cpu_level(v) != AC_OK) return cli_fail("--cpu %s: %s", v, ac_last_error()), -1;
+    } else if (!strcmp(a, "--fast")) {
+        c->fast = 1;
+    } else if (!strcmp(a, "--attn")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "fused")) c->attn = AC_ATTN_FUSED;
+        else if (!strcmp(v, "materialized")) c->attn = AC_ATTN_MATERIALIZED;
+        else return cli_fail("bad --attn '%s' (fused|materialized)", v), -1;
+    } else if (!strcmp(a, "--cache")) {
+        if (!(c->cache = NEXT())) return -1;
+    } else if (!strcmp(a, "--layers")) {
+        if (!(c->layers = NEXT())) return -1;
+    } else if (!strcmp(a, "--codec")) {
+        if (!(c->codec = NEXT())) return -1;
+    } else if (!strcmp(a, "--threshold")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_float("--threshold", v, -FLT_MAX, FLT_MAX, &c->threshold)) return -1;
+        c->have_threshold = 1;
+    } else if (!strcmp(a, "--key")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "projector")) c->key = AC_KEY_PROJECTOR;
+        else if (!strcmp(v, "mean")) c->key = AC_KEY_MEAN;
+        else if (!strcmp(v, "random")) c->key = AC_KEY_RANDOM;
+        else if (!strcmp(v, "auto")) c->key = AC_KEY_AUTO;
+        else return cli_fail("bad --key '%s' (projector|mean|random|auto)", v), -1;
+        c->key++; /* stored +1 so that 0 means unset */
+    } else if (!strcmp(a, "--index")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "flat")) c->index_kind = 1;
+        else if (!strcmp(v, "ivf")) c->index_kind = 2;
+        else if (!strcmp(v, "hnsw")) c->index_kind = 3;
+        else return cli_fail("bad --index '%s' (flat|ivf|hnsw)", v), -1;
+    } else if (!strcmp(a, "--rows")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (!strcmp(v, "all")) c->rows = AC_ROWS_ALL;
+        else if (!strcmp(v, "prefix")) c->rows = AC_ROWS_PREFIX;
+        else return cli_fail("bad --rows '%s' (all|prefix)", v), -1;
+    } else if (!strcmp(a, "--allow-longer")) {
+        c->allow_longer = 1;
+    } else if (!strcmp(a, "--no-verify")) {
+        c->no_verify = 1;
+    } else {
+        return 0;
+    }
+#undef NEXT
+    return 1;
+}
+
+const char *cli_common_help =
+    "  -m, --model FILE     GGUF model (required)\n"
+    "  -f, --file FILE      input texts, one per line (default: stdin)\n"
+    "  -t, --threads N      threads (default: all cores)\n"
+    "      --gemm B         auto|own|avx512|openblas|dnnl|naive (default auto: own kernels at the\n"
+    "                       CPU level; avx512: the same, refused below that level)\n"
+    "      --cpu L          avx512|avx2|scalar|auto: CPU kernel level (default auto = the CPU's,\n"
+    "                       or the AC_CPU environment variable's); a level above the CPU's is refused\n"
+    "      --fast           bf16 arithmetic for F16/BF16/Q8_0 weights where the CPU has AVX512-BF16\n"
+    "                       (~2x faster, rel. error ~1e-3..5e-3; elsewhere the exact path);\n"
+    "                       default: exact f32 products\n"
+    "      --attn A         fused|materialized exact attention (default fused)\n"
+    "      --truncate       embed, similarity: cut a text longer than the model's limit to it\n"
+    "                       (keeping the closing [SEP]/EOS) instead of refusing it\n";
+
+const char *cli_cache_help =
+    "      --cache DIR      attention cache directory (see `attncache build`)\n"
+    "      --threshold T    hit when the key distance <= T (default 0.05)\n"
+    "      --layers SPEC    layers served on a hit: all|none|policy|0-3,7 (default all)\n"
+    "      --key K          projector|mean|random|auto (default auto: projector if trained, else random)\n"
+    "      --index I        flat|ivf|hnsw (default flat)\n"
+    "      --rows R         all: a hit serves every row (approximate; default); prefix: causal\n"
+    "                       models, only the rows of the token prefix shared with the entry\n"
+    "                       (exact), the other rows computed; no threshold\n"
+    "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
+    "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n";
+
+int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out) {
+    *out = NULL;
+    if (!c->cache) return cli_fail("no attention cache given (--cache DIR)");
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = writable;
+    p.create = create;
+    p.codec = c->codec;
+    if (c->key) p.key = c->key - 1;
+    if (c->index_kind) p.index_kind = c->index_kind - 1;
+    if (c->have_threshold) p.threshold = c->threshold;
+    if (c->layers) p.layers = c->layers;
+    p.allow_longer = c->allow_longer;
+    p.no_verify = c->no_verify;
+    p.rows = c->rows;
+    if (c->commit_every > 0) p.commit_every = c->commit_every;
+    int rc = ac_cache_open(m, c->cache, &p, out);
+    if (rc != AC_OK) return cli_fail("%s", ac_last_error());
+    return 0;
+}
+
+/* --cache for the commands that only read a cache (embed, similarity, score) */
+int cli_attach_cache(const cli_common *c, ac_model *m, ac_ctx *ctx, ac_cache **cache) {
+    *cache = NULL;
+    if (!c->cache) return 0;
+    if (cli_open_cache(c, m, 0, 0, cache)) return 1;
+    ac_ctx_attach_cache(ctx, *cache);
+    return 0;
+}
+
+void cli_cache_warn(const ac_cache *cache) {
+    ac_cache_stats s;
+    if (!cache || ac_cache_get_stats(cache, &s) != AC_OK) return;
+    if (s.records_damaged || s.lookups_failed || s.damaged_unindexed)
+        fprintf(stderr,
+                "attncache: warning: attention cache: %lld damaged record(s) left out of the index, %lld lookup "
+                "candidate(s) skipped as damaged, %lld failed lookup(s); those inputs were computed exactly "
+                "(`attncache db verify` names the records, `attncache db repair` drops them)\n",
+                (long long)s.damaged_unindexed, (long long)s.records_damaged, (long long)s.lookups_failed);
+}
+
+void cli_detach_cache(ac_ctx *ctx, ac_cache *cache) {
+    if (!cache) return;
+    cli_cache_warn(cache);
+    ac_ctx_attach_cache(ctx, NULL);
+    ac_cache_close(cache);
+}
+
+/* ---- per-line errors (--on-error stop|skip) ------------------------------------------------ */
+
+const char *cli_on_error_help =
+    "      --on-error M     what a bad line (empty, over-long) does: stop (default): an error naming\n"
+    "                       the line, exit 1, the lines before it answered; skip: its output line is\n"
+    "                       {\"error\":\"...\",\"line\":N}, the other lines are answered, exit 0 and a\n"
+    "                       count on stderr\n";
+
+/* --on-error VALUE: 1 if argv[*i] was it (consumed), 0 if not, -1 on a bad value. */
+int cli_on_error_opt(int argc, char **argv, int *i, int *skip) {
+    if (strcmp(argv[*i], "--on-error")) return 0;
+    if (*i + 1 >= argc) return cli_fail("option --on-error needs a value (stop|skip)"), -1;
+    const char *v = argv[++*i];
+    if (!strcmp(v, "stop")) *skip = 0;
+    else if (!strcmp(v, "skip")) *skip = 1;
+    else return cli_fail("bad --on-error '%s' (stop|skip)", v), -1;
+    return 1;
+}
+
+/* A bad input line: with skip, its output line is a JSON error object and
+ * *n_failed counts it (returns 0: go on); else one error line (returns 1). */
+int cli_line_error(int skip, size_t line, const char *msg, size_t *n_failed) {
+    if (!skip) return cli_fail("line %zu: %s", line, msg);
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "error", msg);
+        cJSON_AddNumberToObject(o, "line", (double)line);
+    }
+    if (cli_json_write(stdout, o)) return 1;
+    (*n_failed)++;
+    return 0;
+}
+
+/* The summary of a skip run on stderr. */
+void cli_failed_summary(const char *cmd, size_t n_failed, size_t n) {
+    if (n_failed)
+        fprintf(stderr, "attncache: warning: %s: %zu of %zu lines failed; their output lines are {\"error\":...} objects\n",
+                cmd, n_failed, n);
+}
+
+int cli_parse_pooling(const char *v, int *out) {
+    if (!strcmp(v, "mean")) *out = AC_POOL_MEAN;
+    else if (!strcmp(v, "cls")) *out = AC_POOL_CLS;
+    else if (!strcmp(v, "last")) *out = AC_POOL_LAST;
+    else if (!strcmp(v, "default")) *out = AC_POOL_DEFAULT;
+    else return 0;
+    return 1;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- JSON output (cJSON) ------------------------------------------------------------------- */
+
+cJSON *cli_json_float(float v) {
+    /* the fewest significant digits (6..9) that read back as the same float
+     * (9 always do: every float round-trips); cJSON prints a double with %1.15g (or %1.17g when that
+     * does not round-trip), which keeps those <= 9 digits as they are */
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    for (int p = 6; p < 9; p++) {
+        char b2[32];
+        snprintf(b2, sizeof b2, "%.*g", p, (double)v);
+        if ((float)strtod(b2, NULL) == v) {
+            memcpy(buf, b2, sizeof b2);
+            break;
+        }
+    }
+    return cJSON_CreateNumber(strtod(buf, NULL));
+}
+
+int cli_json_write(FILE *f, cJSON *j) {
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!s) return cli_fail("out of memory writing JSON");
+    fputs(s, f);
+    fputc('\n', f);
+    cJSON_free(s);
+    return 0;
+}
