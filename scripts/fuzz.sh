@@ -11,11 +11,26 @@ secs=${1:-60}
 out=${2:-build-fuzz}
 CC=${FUZZ_CC:-clang}
 mkdir -p "$out"
-flags=(-g -O1 -march=native -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc)
-"$CC" "${flags[@]}" tests/fuzz_gguf.c src/load/gguf.c src/load/gguf_write.c src/util/common.c -lm \
-  -o "$out/fuzz_gguf"
-"$CC" "${flags[@]}" tests/fuzz_store.c src/cache/store.c src/cache/codec.c src/cache/hash.c src/load/gguf.c \
-  src/util/common.c -lxxhash -lm -o "$out/fuzz_store"
+flags=(-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc)
+link=(-fsanitize=fuzzer,address,undefined)
+# the engine's per-ISA files get their level's flags, as in CMakeLists.txt (ac_isa_sources)
+avx2=(-mavx2 -mfma -mf16c -mbmi2)
+avx512=("${avx2[@]}" -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512cd -mavx512bf16 -mavx512vnni)
+compile() { # compile FILE... into $out/obj, echo the objects
+  for f in "$@"; do
+    local o="$out/obj/$(echo "$f" | tr / _).o" extra=()
+    case "$f" in *_avx512.c) extra=("${avx512[@]}") ;; *_avx2.c) extra=("${avx2[@]}") ;; esac
+    "$CC" "${flags[@]}" "${extra[@]}" -c "$f" -o "$o"
+    echo "$o"
+  done
+}
+mkdir -p "$out/obj"
+util=(src/util/common.c src/util/fp16.c src/util/cpu.c)
+mapfile -t gguf_objs < <(compile tests/fuzz_gguf.c src/load/gguf.c src/load/gguf_write.c "${util[@]}")
+"$CC" "${link[@]}" "${gguf_objs[@]}" -lm -o "$out/fuzz_gguf"
+mapfile -t store_objs < <(compile tests/fuzz_store.c src/cache/store.c src/cache/codec.c src/cache/codec_avx2.c \
+  src/cache/codec_avx512.c src/cache/hash.c src/load/gguf.c "${util[@]}")
+"$CC" "${link[@]}" "${store_objs[@]}" -lxxhash -lm -o "$out/fuzz_store"
 for t in gguf store; do
   corpus="$out/corpus-$t"
   mkdir -p "$corpus"

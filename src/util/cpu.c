@@ -31,7 +31,14 @@ static void detect(ac_cpu_features *f) {
     f->avx512dq = __builtin_cpu_supports("avx512dq");
     f->avx512bf16 = __builtin_cpu_supports("avx512bf16");
     f->avx512vnni = __builtin_cpu_supports("avx512vnni");
-    f->avxvnni = __builtin_cpu_supports("avxvnni");
+    { /* AVX-VNNI: CPUID.(7,1):EAX bit 4 (no __builtin_cpu_supports name in clang 14) */
+        unsigned a, b, c, d;
+        __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+        if (a >= 7) {
+            __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+            f->avxvnni = (a >> 4) & 1;
+        }
+    }
 #elif defined(__aarch64__)
     f->neon = 1; /* Advanced SIMD is part of the aarch64 base */
 #endif
