@@ -8,7 +8,8 @@
 #   TEST_REGEX  ctest -R filter (default: every test program)
 # Installs what is missing (adds the arm64 architecture to dpkg; removes nothing).
 # Every arm64 package the build needs exists in Debian 12 (bookworm): pcre2,
-# utf8proc, cmocka, xxhash, openblas, faiss (static), oneDNN. oneDNN is left
+# utf8proc, cmocka, xxhash, openblas, faiss (static), libmicrohttpd and cJSON (the
+# server), oneDNN. oneDNN is left
 # out (AC_WITH_DNNL=OFF): its GEMM dispatch is x86 only here; OpenBLAS serves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ filter=${2:-}
 
 pkgs=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static cmake pkg-config
       libpcre2-dev:arm64 libutf8proc-dev:arm64 libcmocka-dev:arm64 libxxhash-dev:arm64
-      libopenblas-dev:arm64 libfaiss-dev:arm64)
+      libopenblas-dev:arm64 libfaiss-dev:arm64 libmicrohttpd-dev:arm64 libcjson-dev:arm64)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
