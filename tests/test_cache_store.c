@@ -14,6 +14,7 @@
 
 #include "cache/hash.h"
 #include "cache/store_ops.h"
+#include "store_reserve.h"
 #include "util/common.h"
 #include <errno.h>
 #include <pthread.h>
@@ -386,7 +387,7 @@ static void test_reader_sees_committed_only(void **state) {
     ac_mapstore_close(w);
     assert_int_equal(ac_mapstore_verify(r, NULL, NULL), AC_OK);
     ac_mapstore_close(r);
-    ac_store_set_reserve_hint(0);
+    test_store_reserve_apply(); /* back to the default (or AC_TEST_STORE_RESERVE) */
 }
 
 /* Readers of one handle on several threads at once (the first get of a record
@@ -1124,6 +1125,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_readers),
         cmocka_unit_test(test_cross_process_reader),
     };
+    test_store_reserve_apply(); /* AC_TEST_STORE_RESERVE: see store_reserve.h */
     const struct CMUnitTest file_format[] = { /* the file store's format, crash safety and full disk */
         cmocka_unit_test(test_corrupt_payload),
         cmocka_unit_test(test_corrupt_record_header),
