@@ -53,10 +53,11 @@ const char *ac_status_str(int status);
  * with BF16 and VNNI kernels where present), "avx2" (AVX2 + FMA + F16C) or
  * "scalar" (portable C). The environment variable AC_CPU=avx512|avx2|scalar or
  * ac_set_cpu_level lowers it (e.g. to test or measure the other levels on one
- * machine). The level is process-wide and is read when a model is loaded (its
+ * machine). On aarch64 the levels are "neon" (NEON kernels, the default) and
+ * "scalar". The level is process-wide and is read when a model is loaded (its
  * weight packing) and when a context is created (its GEMM kernels): set it
  * before both. */
-/* name: "avx512", "avx2", "scalar" or "auto" (back to the hardware's level, or
+/* name: "avx512", "avx2", "scalar" (aarch64: "neon", "scalar") or "auto" (back to the hardware's level, or
  * AC_CPU's). AC_ERR_ARG for another name, AC_ERR_UNSUPPORTED for a level above
  * the CPU's (the message names both). */
 int ac_set_cpu_level(const char *name);

@@ -23,6 +23,7 @@
 #include "util/common.h"
 
 #include "cache_levels.h"
+#include "store_reserve.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -1184,6 +1185,7 @@ int main(void) {
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),
     };
+    test_store_reserve_apply(); /* AC_TEST_STORE_RESERVE: see store_reserve.h */
     /* the whole file at every CPU level (cache_levels.h): models, caches and
      * contexts are made inside each test, after the level is set */
     int failed = 0;

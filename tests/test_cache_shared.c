@@ -15,6 +15,7 @@
 
 #include "attncache.h"
 #include "cache/cache_testing.h"
+#include "store_reserve.h"
 #include "forward/forward.h"
 #include "ref_forward.h"
 
@@ -519,5 +520,6 @@ int main(void) {
         cmocka_unit_test(test_concurrent_inserter), cmocka_unit_test(test_free_order),
         cmocka_unit_test(test_failed_lookups_counted), cmocka_unit_test(test_ctx_run_tasks),
     };
+    test_store_reserve_apply(); /* AC_TEST_STORE_RESERVE: see store_reserve.h */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

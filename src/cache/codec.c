@@ -364,6 +364,7 @@ static const struct {
     ac_codec_av_fn map;
 } kernels[] = {
 #if AC_CACHE_NEON
+    {ac_codec_av_row_neon, av_neon}, /* scalar and neon (util/cpu.h): NEON serves both */
     {ac_codec_av_row_neon, av_neon},
 #else
     {av_row_c, av_c},

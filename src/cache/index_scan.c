@@ -32,6 +32,7 @@ AC_PORTABLE static uint32_t block_c(const uint16_t *blk, const float *sq, int nv
 
 static const ac_scan_kernels kernels[] = {
 #if AC_CACHE_NEON
+    {ac_scan_sim_neon, ac_scan_block_neon}, /* scalar and neon (util/cpu.h): NEON serves both */
     {ac_scan_sim_neon, ac_scan_block_neon},
 #else
     {sim_c, block_c},

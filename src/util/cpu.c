@@ -56,22 +56,33 @@ const ac_cpu_features *ac_cpu_hw(void) {
 
 int ac_cpu_hw_level(void) {
     const ac_cpu_features *f = ac_cpu_hw();
+    if (f->neon) return AC_CPU_NEON;
     if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx2 && f->fma && f->f16c) return AC_CPU_AVX512;
     if (f->avx2 && f->fma && f->f16c) return AC_CPU_AVX2;
     return AC_CPU_SCALAR;
 }
 
+#if defined(__aarch64__)
+#define LEVEL_NAMES "neon or scalar"
+static int parse(const char *name) {
+    if (!strcasecmp(name, "neon")) return AC_CPU_NEON;
+    if (!strcasecmp(name, "scalar")) return AC_CPU_SCALAR;
+    return -1;
+}
+#else
+#define LEVEL_NAMES "avx512, avx2 or scalar"
 static int parse(const char *name) {
     if (!strcasecmp(name, "avx512")) return AC_CPU_AVX512;
     if (!strcasecmp(name, "avx2")) return AC_CPU_AVX2;
     if (!strcasecmp(name, "scalar")) return AC_CPU_SCALAR;
     return -1;
 }
+#endif
 
 int ac_cpu_parse_level(const char *name, int *level) {
     if (!name || !level) return ac_err(AC_ERR_ARG, "cpu level: NULL argument");
     int lv = parse(name);
-    if (lv < 0) return ac_err(AC_ERR_ARG, "cpu level '%s': expected avx512, avx2 or scalar", name);
+    if (lv < 0) return ac_err(AC_ERR_ARG, "cpu level '%s': expected " LEVEL_NAMES, name);
     *level = lv;
     return AC_OK;
 }
@@ -124,6 +135,9 @@ int ac_cpu_set_level(int level) {
 }
 
 const char *ac_cpu_level_name(int level) {
+#if defined(__aarch64__)
+    if (level == AC_CPU_NEON) return "neon";
+#endif
     switch (level) {
     case AC_CPU_AVX512: return "avx512";
     case AC_CPU_AVX2: return "avx2";
@@ -135,9 +149,8 @@ const char *ac_cpu_level_name(int level) {
 const char *ac_cpu_describe(char *buf, int n) {
     const ac_cpu_features *f = ac_cpu_hw();
     int hw = ac_cpu_hw_level();
-    snprintf(buf, (size_t)n, "%s (hardware %s%s%s%s)", ac_cpu_level_name(ac_cpu_level()), ac_cpu_level_name(hw),
-             hw >= AC_CPU_AVX512 && f->avx512bf16 ? " +bf16" : "", hw >= AC_CPU_AVX512 && f->avx512vnni ? " +vnni" : "",
-             f->neon ? " neon" : "");
+    snprintf(buf, (size_t)n, "%s (hardware %s%s%s)", ac_cpu_level_name(ac_cpu_level()), ac_cpu_level_name(hw),
+             hw >= AC_CPU_AVX512 && f->avx512bf16 ? " +bf16" : "", hw >= AC_CPU_AVX512 && f->avx512vnni ? " +vnni" : "");
     return buf;
 }
 

@@ -5,9 +5,14 @@
  *   AC_CPU_SCALAR  portable C, any x86-64 (and any other architecture)
  *   AC_CPU_AVX2    AVX2 + FMA + F16C (Haswell, Zen 1 and later)
  *   AC_CPU_AVX512  AVX-512 F/BW/VL/DQ (+ BF16 and VNNI kernels where present)
+ * On aarch64 the levels are AC_CPU_SCALAR and AC_CPU_NEON (Advanced SIMD, in
+ * every aarch64; AC_CPU=neon|scalar), NEON having AVX2's rank: code that
+ * compares a level with AC_CPU_AVX2 or AC_CPU_AVX512 must do so only on x86
+ * (the x86 kernels are not built elsewhere). The cache's NEON kernels serve
+ * both aarch64 levels (src/cache/kernels.h); the forward's run at AC_CPU_NEON.
  *
  * Kernels for a level live in their own translation units, named *_avx2.c /
- * *_avx512.c, which CMake compiles with that level's target flags (see
+ * *_avx512.c (*_neon.c on aarch64), which CMake compiles with that level's target flags (see
  * CMakeLists.txt, ac_isa_sources); the rest of the engine is built for the
  * baseline. Code must call a level's kernels only when ac_cpu_level() is at
  * least that level.
@@ -18,7 +23,7 @@
 #ifndef AC_CPU_H
 #define AC_CPU_H
 
-enum { AC_CPU_SCALAR = 0, AC_CPU_AVX2 = 1, AC_CPU_AVX512 = 2 };
+enum { AC_CPU_SCALAR = 0, AC_CPU_AVX2 = 1, AC_CPU_AVX512 = 2, AC_CPU_NEON = 1 /* aarch64 */ };
 
 typedef struct ac_cpu_features {
     int avx2, fma, f16c;                            /* AC_CPU_AVX2 needs all three   */
@@ -40,7 +45,8 @@ int ac_cpu_vnni(void);
 /* Force a level (AC_CPU_*), or -1 to go back to the default. A level above
  * the hardware's is refused: AC_ERR_UNSUPPORTED with a message naming both. */
 int ac_cpu_set_level(int level);
-/* "avx512", "avx2", "scalar" -> level; AC_ERR_ARG naming the value otherwise. */
+/* "avx512", "avx2", "scalar" -> level (aarch64: "neon", "scalar"); AC_ERR_ARG
+ * naming the value otherwise. */
 int ac_cpu_parse_level(const char *name, int *level);
 /* AC_OK, or the error for an AC_CPU value that is not a level or above the
  * hardware's (checked by model load and context creation). */

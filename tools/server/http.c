@@ -67,7 +67,7 @@ static enum MHD_Result send_response(srv_server *s, struct MHD_Connection *c, re
         /* the path is the client's (percent-decoded): no control bytes into the log */
         char path[128];
         size_t k = 0;
-        for (const char *p = url; *p && k + 1 < sizeof path; p++) path[k++] = (*p < 0x20 && *p >= 0) || *p == 0x7f ? '?' : *p;
+        for (const char *p = url; *p && k + 1 < sizeof path; p++) path[k++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
         path[k] = 0;
         fprintf(stderr, "attncache serve: %s %s %d %.1f ms\n", method, path, rs->status, dt * 1e3);
     }

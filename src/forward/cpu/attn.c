@@ -12,7 +12,8 @@
  *
  * The driver (attn_impl.h) is compiled once per CPU level with that level's
  * micro-kernels: this file (portable C, which the compiler vectorises for
- * the baseline), attn_avx2.c and attn_avx512.c. The entry points below pick
+ * the baseline), attn_avx2.c and attn_avx512.c (x86-64), attn_neon.c
+ * (aarch64). The entry points below pick
  * one at each call from ac_cpu_level().
  *
  * Within a level a score is scale * sum_d q[d] k[d] in f32 with d in order, and
@@ -92,6 +93,9 @@ void ac_attn_apply_avx2(const ac_attn_args *a, const float *P, ac_pool *pool);
 int ac_attn_fused_avx512(const ac_attn_args *a, float *kt, ac_pool *pool);
 int ac_attn_scores_avx512(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
 void ac_attn_apply_avx512(const ac_attn_args *a, const float *P, ac_pool *pool);
+int ac_attn_fused_neon(const ac_attn_args *a, float *kt, ac_pool *pool);
+int ac_attn_scores_neon(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
+void ac_attn_apply_neon(const ac_attn_args *a, const float *P, ac_pool *pool);
 
 size_t ac_attn_kt_floats(const ac_attn_args *a) {
     const size_t nkb = ((size_t)a->L + BK - 1) / BK;
@@ -109,6 +113,8 @@ int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool) {
     case AC_CPU_AVX2: return ac_attn_fused_avx2(a, kt, pool);
     default: break;
     }
+#elif defined(__aarch64__)
+    if (ac_cpu_level() >= AC_CPU_NEON) return ac_attn_fused_neon(a, kt, pool);
 #endif
     return ac_attn_fused_scalar(a, kt, pool);
 }
@@ -120,6 +126,8 @@ int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, do
     case AC_CPU_AVX2: return ac_attn_scores_avx2(a, P, kt, pool, t_qk, t_softmax);
     default: break;
     }
+#elif defined(__aarch64__)
+    if (ac_cpu_level() >= AC_CPU_NEON) return ac_attn_scores_neon(a, P, kt, pool, t_qk, t_softmax);
 #endif
     return ac_attn_scores_scalar(a, P, kt, pool, t_qk, t_softmax);
 }
@@ -130,6 +138,11 @@ void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool) {
     case AC_CPU_AVX512: ac_attn_apply_avx512(a, P, pool); return;
     case AC_CPU_AVX2: ac_attn_apply_avx2(a, P, pool); return;
     default: break;
+    }
+#elif defined(__aarch64__)
+    if (ac_cpu_level() >= AC_CPU_NEON) {
+        ac_attn_apply_neon(a, P, pool);
+        return;
     }
 #endif
     ac_attn_apply_scalar(a, P, pool);

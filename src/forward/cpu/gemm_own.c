@@ -7,7 +7,8 @@
  * so a preempted thread costs one task, not a static share), the BF16 packing
  * at load and the portable F32 task. The micro-kernels of each CPU level live
  * in their own files: gemm_avx512.c (F32 and BF16; layouts described there),
- * gemm_avx2.c (F32), picked by the context's level (ctx->level).
+ * gemm_avx2.c (F32), gemm_neon.c (F32, aarch64), picked by the context's
+ * level (ctx->level).
  *
  * Work: every job is cut into tasks of one panel (NR = 64 output columns) x a
  * block of rows. Every level sums each output element over k in order (one
@@ -39,6 +40,8 @@ static ac_gemm_task_fn task_f32_for(int level) {
 #ifdef AC_GEMM_X86
     if (level >= AC_CPU_AVX512) return ac_gemm_task_f32_avx512;
     if (level >= AC_CPU_AVX2) return ac_gemm_task_f32_avx2;
+#elif defined(__aarch64__)
+    if (level >= AC_CPU_NEON) return ac_gemm_task_f32_neon;
 #endif
     (void)level;
     return ac_gemm_task_f32_scalar;
@@ -46,6 +49,9 @@ static ac_gemm_task_fn task_f32_for(int level) {
 
 const char *ac_own_gemm_kernel(int level, int bf16) {
     if (bf16 && own_bf16_level(level)) return "avx512-bf16";
+#if defined(__aarch64__)
+    return level >= AC_CPU_NEON ? "neon-f32" : "scalar-f32";
+#endif
     return level >= AC_CPU_AVX512 ? "avx512-f32" : level >= AC_CPU_AVX2 ? "avx2-f32" : "scalar-f32";
 }
 

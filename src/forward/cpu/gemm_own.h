@@ -17,6 +17,7 @@ typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, flo
 void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 
 #endif

@@ -1,7 +1,7 @@
 /* ops.c — element-wise CPU kernels of the forward pass: norms, activations,
  * RoPE, exp, f32 -> bf16. exp, SiLU and GELU have a form per CPU level
- * (ops_avx512.c, ops_avx2.c, the portable C here, which the compiler
- * vectorises), picked at each call from ac_cpu_level(); norms and RoPE are
+ * (ops_avx512.c, ops_avx2.c, ops_neon.c on aarch64, the portable C here,
+ * which the compiler vectorises), picked at each call from ac_cpu_level(); norms and RoPE are
  * the same C compiled once per level (norm_impl.h). Within a level each has one code path for all
  * elements (masked tails), so a value never depends on its position in a
  * buffer: batched and single runs agree bitwise. f32 -> bf16 rounds the same
@@ -23,14 +23,24 @@ void ac_silu_mul_avx512(float *g, const float *u, int n);
 void ac_gelu_erf_avx2(float *x, int n);
 void ac_gelu_erf_avx512(float *x, int n);
 size_t ac_f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t n);
+void ac_vexp_neon(float *x, int n);
+void ac_silu_mul_neon(float *g, const float *u, int n);
+void ac_gelu_erf_neon(float *x, int n);
 
-/* X86(...): the per-level cases, compiled only where those files are (x86-64) */
+/* X86(...), ARM(...): the per-level cases, compiled only where those files are
+ * (x86-64; aarch64) */
 #if defined(__x86_64__) || defined(__i386__)
 #define LEVEL() ac_cpu_level()
 #define X86(...) __VA_ARGS__
+#define ARM(...)
+#elif defined(__aarch64__)
+#define LEVEL() ac_cpu_level()
+#define X86(...)
+#define ARM(...) __VA_ARGS__
 #else
 #define LEVEL() AC_CPU_SCALAR
 #define X86(...)
+#define ARM(...)
 #endif
 
 float ac_expf(float x) { return ac_expf_c(x); }
@@ -41,6 +51,7 @@ void ac_vexp(float *x, int n) {
         case AC_CPU_AVX512: ac_vexp_avx512(x, n); return;
         case AC_CPU_AVX2: ac_vexp_avx2(x, n); return;
     )
+    ARM(case AC_CPU_NEON: ac_vexp_neon(x, n); return;)
     default:
         for (int i = 0; i < n; i++) x[i] = ac_expf_c(x[i]);
     }
@@ -94,6 +105,7 @@ void ac_silu_mul(float *g, const float *u, int n) {
         case AC_CPU_AVX512: ac_silu_mul_avx512(g, u, n); return;
         case AC_CPU_AVX2: ac_silu_mul_avx2(g, u, n); return;
     )
+    ARM(case AC_CPU_NEON: ac_silu_mul_neon(g, u, n); return;)
     default:
         for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + ac_expf_c(-g[i])) * u[i];
     }
@@ -124,6 +136,7 @@ void ac_gelu_erf(float *x, int n) {
         case AC_CPU_AVX512: ac_gelu_erf_avx512(x, n); return;
         case AC_CPU_AVX2: ac_gelu_erf_avx2(x, n); return;
     )
+    ARM(case AC_CPU_NEON: ac_gelu_erf_neon(x, n); return;)
     default:
         for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678118654752f));
     }

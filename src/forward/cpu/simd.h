@@ -2,9 +2,10 @@
  * approximations as constants, a scalar exp for the per-ISA files, and their
  * AVX-512 (ac_*512) and AVX2+FMA (ac_*256) vector forms. The vector forms
  * exist only in translation units compiled for that level (*_avx512.c,
- * *_avx2.c; see CMakeLists.txt ac_isa_sources). All forms compute the same
+ * *_avx2.c; see CMakeLists.txt ac_isa_sources), and NEON forms (ac_*_f32x4)
+ * on aarch64, where Advanced SIMD is always there. All forms compute the same
  * formula with the same fused multiply-adds: exp and erf agree bitwise across
- * AVX-512, AVX2 and ac_expf_fma. */
+ * AVX-512, AVX2, NEON and ac_expf_fma. */
 #ifndef AC_SIMD_H
 #define AC_SIMD_H
 
@@ -19,6 +20,10 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define AC_AVX2 1
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define AC_NEON 1
 #endif
 
 /* ---- exp ------------------------------------------------------------------------------
@@ -226,6 +231,61 @@ static inline float ac_hsum256(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+#endif
+
+#ifdef AC_NEON
+/* exp on 4 lanes: ac_exp256's formula and FMAs (vfmaq_f32(a, b, c) = a + b c, fused),
+ * 2^n in two factors as there: bitwise equal to ac_expf_fma. */
+static inline float32x4_t ac_exp_f32x4(float32x4_t x) {
+    float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP_LO)), vdupq_n_f32(EXP_HI));
+    float32x4_t n = vrndnq_f32(vmulq_f32(xc, vdupq_n_f32(LOG2E))); /* nearest, ties to even */
+    float32x4_t r = vfmaq_f32(xc, n, vdupq_n_f32(-LN2_HI));
+    r = vfmaq_f32(r, n, vdupq_n_f32(-LN2_LO));
+    float32x4_t p = vdupq_n_f32(EXP_P0);
+    p = vfmaq_f32(vdupq_n_f32(EXP_P1), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EXP_P2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EXP_P3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EXP_P4), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EXP_P5), p, r);
+    float32x4_t r2 = vmulq_f32(r, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, r2);
+    const int32x4_t ni = vcvtq_s32_f32(n), n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
+    const int32x4_t bias = vdupq_n_s32(127);
+    float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23)));
+    y = vmulq_f32(y, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23)));
+    /* below the range: 0; NaN stays NaN */
+    y = vbslq_f32(vcltq_f32(x, vdupq_n_f32(EXP_LO)), vdupq_n_f32(0.0f), y);
+    return vbslq_f32(vceqq_f32(x, x), y, x);
+}
+
+static inline float32x4_t ac_erf_f32x4(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-4.0f)), vdupq_n_f32(4.0f));
+    float32x4_t x2 = vmulq_f32(x, x);
+    float32x4_t p = vdupq_n_f32(ERF_A13);
+    p = vfmaq_f32(vdupq_n_f32(ERF_A11), p, x2);
+    p = vfmaq_f32(vdupq_n_f32(ERF_A9), p, x2);
+    p = vfmaq_f32(vdupq_n_f32(ERF_A7), p, x2);
+    p = vfmaq_f32(vdupq_n_f32(ERF_A5), p, x2);
+    p = vfmaq_f32(vdupq_n_f32(ERF_A3), p, x2);
+    p = vfmaq_f32(vdupq_n_f32(ERF_A1), p, x2);
+    p = vmulq_f32(p, x);
+    float32x4_t q = vdupq_n_f32(ERF_B8);
+    q = vfmaq_f32(vdupq_n_f32(ERF_B6), q, x2);
+    q = vfmaq_f32(vdupq_n_f32(ERF_B4), q, x2);
+    q = vfmaq_f32(vdupq_n_f32(ERF_B2), q, x2);
+    q = vfmaq_f32(vdupq_n_f32(ERF_B0), q, x2);
+    return vdivq_f32(p, q);
+}
+
+static inline float32x4_t ac_gelu_f32x4(float32x4_t v) {
+    float32x4_t e = ac_erf_f32x4(vmulq_f32(v, vdupq_n_f32(0.70710678118654752f)));
+    return vmulq_f32(vmulq_f32(vdupq_n_f32(0.5f), v), vaddq_f32(vdupq_n_f32(1.0f), e));
+}
+
+static inline float32x4_t ac_swiglu_f32x4(float32x4_t g, float32x4_t u) {
+    float32x4_t e = ac_exp_f32x4(vsubq_f32(vdupq_n_f32(0.0f), g));
+    return vmulq_f32(vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), e)), u);
 }
 #endif
 
