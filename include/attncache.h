@@ -319,6 +319,18 @@ int ac_cache_close(ac_cache *cache);
  * contexts may attach to one cache from several threads at once. */
 int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *cache);
 
+/* Which sequences of the last ac_forward call on ctx were served from its
+ * attached cache: hit[i] = 1 when sequence i found an entry (its maps served
+ * the chosen layers; in AC_ROWS_PREFIX mode, at least a prefix of its rows),
+ * else 0 (a miss, a failed lookup, no index yet). key (optional, [n]): the
+ * served entry's key (its token hash, as stored; stable across compaction),
+ * 0 for a miss. n: the sequence count of that call. Valid after a successful
+ * ac_forward on ctx and until its next forward; after a failed one the values
+ * are unspecified. A context with no cache attached reports all misses.
+ * Thread-safety: ctx's own thread, as for any context call; hit and key are
+ * caller-allocated. */
+int ac_cache_last_hits(const ac_ctx *ctx, int n, uint8_t *hit, uint64_t *key);
+
 /* Writer: run the exact forward on one input through ctx (its own cache
  * attachment, if any, is kept) and store its maps. *added = 0 when an entry
  * with the same tokens is already stored. Any thread (writers are serialised;

@@ -428,6 +428,55 @@ static void test_free_order(void **s) {
     fx_close(&f);
 }
 
+/* ---- 3b. which sequences of a call hit (ac_cache_last_hits) ---------------------------------------- */
+
+static void test_last_hits(void **s) {
+    (void)s;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    ac_seq qs[4];
+    int32_t *ids;
+    make_seqs(&f, 4, 11, qs, &ids);
+    ac_cache *w = open_cache(&f, "h", 1);
+    add_all(w, f.exact, qs, 2); /* 0 and 1 stored; 2 and 3 not */
+    ac_ctx *x = mkctx(f.m);
+    uint8_t hit[4];
+    uint64_t key[4];
+    /* no cache attached: all misses */
+    assert_int_equal(ac_cache_last_hits(x, 4, hit, key), AC_OK);
+    for (int i = 0; i < 4; i++) assert_int_equal(hit[i], 0);
+    assert_int_equal(ac_ctx_attach_cache(x, w), AC_OK);
+    float *out = malloc((size_t)4 * f.D * sizeof *out);
+    ac_outputs o;
+    memset(&o, 0, sizeof o);
+    o.pooled = out;
+    o.pooling = AC_POOL_MEAN;
+    const ac_seq mixed[4] = {qs[2], qs[0], qs[3], qs[1]};
+    assert_int_equal(ac_forward(x, mixed, 4, &o), AC_OK);
+    memset(hit, 9, sizeof hit);
+    assert_int_equal(ac_cache_last_hits(x, 4, hit, key), AC_OK);
+    const uint8_t want[4] = {0, 1, 0, 1};
+    assert_memory_equal(hit, want, 4);
+    assert_int_equal(key[0], 0);
+    assert_int_equal(key[2], 0);
+    assert_true(key[1] != 0 && key[3] != 0 && key[1] != key[3]);
+    /* the next call replaces the report: one sequence, a miss */
+    assert_int_equal(ac_forward(x, &qs[3], 1, &o), AC_OK);
+    assert_int_equal(ac_cache_last_hits(x, 1, hit, NULL), AC_OK);
+    assert_int_equal(hit[0], 0);
+    assert_int_equal(ac_forward(x, &qs[1], 1, &o), AC_OK);
+    assert_int_equal(ac_cache_last_hits(x, 1, hit, key), AC_OK);
+    assert_int_equal(hit[0], 1);
+    assert_true(key[0] == key[3]); /* the same entry as in the mixed call (key[1..3] untouched) */
+    assert_int_equal(ac_cache_last_hits(NULL, 1, hit, key), AC_ERR_ARG);
+    assert_int_equal(ac_cache_last_hits(x, 1, NULL, key), AC_ERR_ARG);
+    ac_ctx_free(x);
+    assert_int_equal(ac_cache_close(w), AC_OK);
+    free(out);
+    free(ids);
+    fx_close(&f);
+}
+
 /* ---- 4. failed lookups are counted ------------------------------------------------------------------ */
 
 static void test_failed_lookups_counted(void **s) {
@@ -516,7 +565,7 @@ static void test_ctx_run_tasks(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threads_llama),       cmocka_unit_test(test_threads_bert),
-        cmocka_unit_test(test_concurrent_inserter), cmocka_unit_test(test_free_order),
+        cmocka_unit_test(test_concurrent_inserter), cmocka_unit_test(test_free_order), cmocka_unit_test(test_last_hits),
         cmocka_unit_test(test_failed_lookups_counted), cmocka_unit_test(test_ctx_run_tasks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -941,6 +941,18 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     return AC_OK;
 }
 
+int ac_cache_last_hits(const ac_ctx *ctx, int n, uint8_t *hit, uint64_t *key) {
+    if (!ctx || n < 0 || (n > 0 && !hit)) return ac_err(AC_ERR_ARG, "ac_cache_last_hits: invalid argument");
+    const cache_att *a = att_of(ctx);
+    for (int i = 0; i < n; i++) {
+        const seq_state *st = a && i < a->ss_cap ? &a->ss[i] : NULL;
+        const int h = st && st->looked_up && st->hit;
+        hit[i] = (uint8_t)h;
+        if (key) key[i] = h ? st->e.key : 0;
+    }
+    return AC_OK;
+}
+
 /* ---- writing ------------------------------------------------------------------------------------------ */
 
 /* The recording hook ac_cache_add lends its context: every site's P goes to

@@ -23,7 +23,7 @@ struct srv_recorder {
     const ac_model *model;
     srv_recorder_params p;
     char dir[4096];
-    ac_cache *cache; /* writable; used by the recorder thread only (and at free) */
+    ac_cache *cache; /* borrowed, writable, shared with the workers' lookups */
     ac_ctx *ctx;     /* created by the recorder thread (its pool inherits the lower priority) */
     pthread_t th;
     int started;
@@ -34,7 +34,6 @@ struct srv_recorder {
     int stop;
     double drain_until; /* at stop: record what is queued until then */
     srv_recorder_stats st;
-    atomic_llong gen;
     int init_rc;        /* the thread's context creation status */
     int init_done;
 };
@@ -62,8 +61,7 @@ static void commit(srv_recorder *r, int *uncommitted) {
     r->st.store_bytes = bytes;
     if (r->p.max_bytes > 0 && bytes >= r->p.max_bytes) r->st.full = 1;
     pthread_mutex_unlock(&r->mu);
-    if (rc == AC_OK) atomic_fetch_add(&r->gen, 1);
-    else fprintf(stderr, "attncache serve: cache commit failed: %s\n", ac_last_error());
+    if (rc != AC_OK) fprintf(stderr, "attncache serve: cache commit failed: %s\n", ac_last_error());
     *uncommitted = 0;
 }
 
@@ -138,7 +136,7 @@ static void *recorder_main(void *arg) {
 
 int srv_recorder_new(const ac_model *model, const srv_recorder_params *p, srv_recorder **out) {
     *out = NULL;
-    if (!model || !p || !p->dir || p->queue_cap < 1) return AC_ERR_ARG;
+    if (!model || !p || !p->dir || !p->cache || p->queue_cap < 1) return AC_ERR_ARG;
     srv_recorder *r = calloc(1, sizeof *r);
     if (!r) return AC_ERR_NOMEM;
     r->model = model;
@@ -152,10 +150,7 @@ int srv_recorder_new(const ac_model *model, const srv_recorder_params *p, srv_re
         rc = AC_ERR_NOMEM;
         goto fail;
     }
-    ac_cache_params cp = p->cache_params ? *p->cache_params : ac_cache_default_params();
-    cp.writable = 1;
-    cp.create = 1;
-    if ((rc = ac_cache_open(model, p->dir, &cp, &r->cache)) != AC_OK) goto fail;
+    r->cache = p->cache;
     ac_cache_stats cs;
     ac_cache_get_stats(r->cache, &cs);
     r->st.entries = cs.entries;
@@ -203,8 +198,6 @@ void srv_recorder_offer(srv_recorder *r, const int32_t *tokens, int n) {
     pthread_mutex_unlock(&r->mu);
 }
 
-int64_t srv_recorder_generation(srv_recorder *r) { return r ? atomic_load(&r->gen) : 0; }
-
 void srv_recorder_get_stats(srv_recorder *r, srv_recorder_stats *s) {
     pthread_mutex_lock(&r->mu);
     *s = r->st;
@@ -224,7 +217,8 @@ void srv_recorder_free(srv_recorder *r, double drain_s) {
     if (r->q)
         for (int i = 0; i < r->count; i++) free(r->q[(r->head + i) % r->p.queue_cap].tokens);
     free(r->q);
-    if (r->cache) ac_cache_close(r->cache); /* commits what is pending */
+    if (r->cache && r->started && ac_cache_commit(r->cache) != AC_OK) /* what is pending */
+        fprintf(stderr, "attncache serve: cache commit failed: %s\n", ac_last_error());
     ac_ctx_free(r->ctx);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);

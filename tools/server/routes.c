@@ -1001,6 +1001,8 @@ static void route_metrics(rq *q) {
         srv_recorder_stats r;
         srv_recorder_get_stats(rec, &r);
         sbuf_printf(&b,
+                    "# HELP attncache_cache_insert_offered_total Inputs offered for recording (the misses served).\n"
+                    "# TYPE attncache_cache_insert_offered_total counter\nattncache_cache_insert_offered_total %lld\n"
                     "# HELP attncache_cache_inserts_total Inputs recorded into the attention cache.\n"
                     "# TYPE attncache_cache_inserts_total counter\nattncache_cache_inserts_total %lld\n"
                     "# HELP attncache_cache_insert_duplicates_total Inputs offered that were stored already.\n"
@@ -1018,7 +1020,7 @@ static void route_metrics(rq *q) {
                     "# TYPE attncache_cache_store_bytes gauge\nattncache_cache_store_bytes %lld\n"
                     "# HELP attncache_cache_store_full 1 once the store reached --cache-max-bytes.\n"
                     "# TYPE attncache_cache_store_full gauge\nattncache_cache_store_full %d\n",
-                    (long long)r.inserted, (long long)r.duplicates, (long long)r.dropped, (long long)r.errors,
+                    (long long)r.offered, (long long)r.inserted, (long long)r.duplicates, (long long)r.dropped, (long long)r.errors,
                     (long long)r.commits, (long long)r.entries, (long long)r.store_bytes, r.full);
     }
     respond(q->rs, 200, &b, "text/plain; version=0.0.4; charset=utf-8");

@@ -44,7 +44,7 @@ static const char *usage_text =
     "      --fast                   bf16 arithmetic for F16/BF16/Q8_0 weights (see attncache embed --help)\n"
     "      --api-key KEY            require \"Authorization: Bearer KEY\" on every route but /health\n"
     "      --api-key-file FILE      the same, the key read from FILE (first line; preferred: not in ps)\n"
-    "      --cache DIR              serve an attention cache read-only (one view per worker)\n"
+    "      --cache DIR              serve an attention cache (one cache shared by the workers)\n"
     "      --threshold T            cache hit when the key distance <= T (default 0.05)\n"
     "      --layers SPEC            cache layers served on a hit: all|none|policy|0-3,7\n"
     "      --cache-insert           record served inputs into the cache in the background (DIR is\n"
@@ -57,7 +57,6 @@ static const char *usage_text =
     "(a second signal answers the requests still queued with 503 and exits).\n";
 
 static void offer_sequence(void *user, const int32_t *tokens, int n) { srv_recorder_offer(user, tokens, n); }
-static int64_t cache_generation(void *user) { return srv_recorder_generation(user); }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -279,15 +278,25 @@ int cmd_serve(int argc, char **argv) {
             if (!(s->cls_labels[i] = strdup(buf))) goto out;
         }
     }
+    if (c->cache_dir) { /* one cache for every worker (and the recorder, which writes through it) */
+        ac_cache_params cap = c->cache_params;
+        cap.writable = c->cache_insert;
+        cap.create = c->cache_insert;
+        if (ac_cache_open(s->model, c->cache_dir, &cap, &s->cache) != AC_OK) {
+            fprintf(stderr, "attncache: error: cannot open the cache '%s'%s: %s\n", c->cache_dir,
+                    c->cache_insert ? " for inserting" : "", ac_last_error()[0] ? ac_last_error() : "failed");
+            goto out;
+        }
+    }
     if (c->cache_insert) {
         srv_recorder_params rp = {0};
         rp.dir = c->cache_dir;
-        rp.cache_params = &c->cache_params;
+        rp.cache = s->cache;
         rp.threads = c->threads;
         rp.queue_cap = c->cache_queue;
         rp.max_bytes = c->cache_max_bytes;
         if (srv_recorder_new(s->model, &rp, &s->recorder) != AC_OK) {
-            fprintf(stderr, "attncache: error: cannot open the cache '%s' for inserting: %s\n", c->cache_dir,
+            fprintf(stderr, "attncache: error: cannot start the cache recorder: %s\n",
                     ac_last_error()[0] ? ac_last_error() : "failed");
             goto out;
         }
@@ -299,11 +308,9 @@ int cmd_serve(int argc, char **argv) {
     bp.max_batch_seqs = c->max_batch_requests;
     bp.pooling = c->pooling;
     bp.max_tokens = s->info.n_ctx_train;
-    bp.cache_dir = c->cache_dir;
-    bp.cache_params = &c->cache_params;
+    bp.cache = s->cache;
     if (s->recorder) {
         bp.on_sequence = offer_sequence;
-        bp.generation = cache_generation;
         bp.user = s->recorder;
     }
     if (srv_batcher_new(s->model, &bp, &s->batcher) != AC_OK) {
@@ -346,6 +353,8 @@ out:
         fprintf(stderr, "attncache serve: cache: %lld inserted, %lld already stored, %lld dropped\n",
                 (long long)rs.inserted, (long long)rs.duplicates, (long long)rs.dropped);
     }
+    if (s->cache && ac_cache_close(s->cache) != AC_OK) /* after the workers and the recorder */
+        fprintf(stderr, "attncache serve: closing the cache: %s\n", ac_last_error());
     if (s->cls_labels)
         for (int i = 0; i < s->info.n_cls_out; i++) free(s->cls_labels[i]);
     free(s->cls_labels);

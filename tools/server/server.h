@@ -34,7 +34,7 @@ typedef struct srv_config {
     int pooling;              /* enum ac_pooling (default: the model's) */
     int fast;                 /* bf16 arithmetic */
     const char *api_key;      /* NULL: no authentication */
-    const char *cache_dir;    /* attention cache: a read-only view per worker */
+    const char *cache_dir;    /* attention cache, shared by the workers */
     ac_cache_params cache_params;
     int cache_insert;         /* record served inputs into the cache (recorder.c) */
     long long cache_max_bytes; /* stop inserting at this store size (0: no cap) */
@@ -49,6 +49,7 @@ typedef struct srv_server {
     int max_input;            /* effective per-input token limit */
     char **cls_labels;        /* [info.n_cls_out] label names (owned) */
     srv_batcher *batcher;     /* owned */
+    ac_cache *cache;          /* owned; NULL without --cache; writable with --cache-insert */
     srv_recorder *recorder;   /* owned; NULL without --cache-insert */
     atomic_int ready;         /* 1 once model and workers are up */
     atomic_int draining;      /* 1 after SIGTERM: new requests get 503 */
