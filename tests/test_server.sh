@@ -399,15 +399,43 @@ grep -q '^attncache_cache_hits_total 4$' "$TMP/out" && ok || bad "the stored inp
 stop_server
 "$BIN" db verify "$TMP/live.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after insert: $(cat "$TMP/verify.txt")"
 
-# --cache-max-bytes: inserting stops once the store reaches the cap (one entry is ~15 KB here)
-start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 20000
-jreq cap-1 200 POST /embed '{"inputs":["first text for the capped cache","second text for the capped cache"]}'
-wait_metric attncache_cache_store_full 1 && ok || bad "store never full: $(curl -s "$URL/metrics" | grep cache_store)"
-jreq cap-2 200 POST /embed '{"inputs":["third text, after the cap","fourth text, after the cap"]}'
-wait_metric attncache_cache_insert_dropped_total 2 && ok || bad "inputs past the cap not dropped"
-n_cap=$(metric attncache_cache_committed_entries)
-[[ "$n_cap" -le 2 ]] && ok || bad "$n_cap entries in a store capped at 20000 bytes"
+# --cache-max-bytes: eviction. An insert that takes the store to the budget compacts it (3/4 of the
+# budget, LRU); the store never passes the budget by more than one entry (~15-40 KB here), every
+# entry stays intact, and what is inserted after a compaction is served
+BUDGET=120000
+start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes $BUDGET
+maxseen=0
+for i in $(seq 12); do
+    jreq "cap-$i" 200 POST /embed "{\"inputs\":[\"capped text number $i about subject $((i * 37 % 101))\"]}"
+    wait_metric attncache_cache_insert_offered_total "$i" || bad "input $i not offered"
+    sz=$(stat -c %s "$TMP/cap.cache/maps.acdb" 2>/dev/null || echo 0)
+    ((sz > maxseen)) && maxseen=$sz
+done
+wait_metric attncache_cache_compactions_total 1 && ok || bad "no compaction under the budget: $(curl -s "$URL/metrics" | grep -E 'cache_(store|evict|compact)')"
+wait_metric attncache_cache_evictions_total 1 && ok || bad "nothing evicted"
+((maxseen <= BUDGET + 45000)) && ok || bad "store reached $maxseen bytes under a budget of $BUDGET"
+# an entry inserted after the compactions is served from the shared cache
+jreq cap-new 200 POST /embed '{"inputs":["a fresh sentence after the compactions"]}'
+hits0=$(metric attncache_cache_hits_total)
+wait_metric attncache_cache_insert_offered_total 13
+for _ in $(seq 50); do # until it is committed and the lookup finds it
+    jreq cap-again 200 POST /embed '{"inputs":["a fresh sentence after the compactions"]}'
+    [[ "$(metric attncache_cache_hits_total)" -gt "$hits0" ]] && break
+    sleep 0.1
+done
+[[ "$(metric attncache_cache_hits_total)" -gt "$hits0" ]] && ok || bad "an entry inserted after compaction not served"
+[[ "$(metric attncache_cache_store_full)" == 0 ]] && ok || bad "store marked full despite eviction"
 stop_server
+"$BIN" db verify "$TMP/cap.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after compactions: $(cat "$TMP/verify.txt")"
+sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+((sz <= BUDGET + 45000)) && ok || bad "store of $sz bytes after stop (budget $BUDGET)"
+# a smaller budget at start: compacted before serving
+start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 60000 --cache-evict lfu
+wait_metric attncache_cache_evictions_total 1 && ok || bad "no eviction at start under a smaller budget"
+sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+((sz <= 60000)) && ok || bad "store of $sz bytes after the start-up compaction (budget 60000)"
+stop_server
+"$BIN" serve -m "$M" --cache "$TMP/cap.cache" --cache-insert --cache-evict fifo --port 0 2>"$TMP/err" && bad "bad --cache-evict accepted" || { grep -q "bad --cache-evict" "$TMP/err" && ok || bad "no message for a bad --cache-evict"; }
 
 # SIGKILL while inserting under load: a restart sees every committed entry and nothing half-written
 start_server -m "$M" -t 2 -q --cache "$TMP/kill.cache" --cache-insert

@@ -38,6 +38,11 @@ struct srv_batcher {
     srv_item *head, *tail;
     int64_t q_seqs, q_tokens;
     int stopping;
+    int had_cache;        /* created with a cache */
+    int paused;           /* srv_batcher_pause: workers take no batch */
+    int running;          /* workers running a batch */
+    pthread_cond_t idle;  /* running dropped to 0 while paused */
+    ac_cache_stats base;  /* lookup counts of the caches closed since start (compactions) */
     double t_lookup;      /* the shared cache's lookup seconds at the last batch (under mu) */
     worker *w;            /* [workers] */
 };
@@ -104,8 +109,9 @@ static void *worker_main(void *arg) {
     const int max_seqs = b->p.max_batch_seqs, max_tok = b->p.max_batch_tokens;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (!b->head && !b->stopping) pthread_cond_wait(&b->work, &b->mu);
+        while ((!b->head || b->paused) && !b->stopping) pthread_cond_wait(&b->work, &b->mu);
         if (!b->head) break; /* stopping and drained */
+        b->running++;
         /* take sequences of the head's kind in arrival order within the budget */
         const int kind = b->head->job->kind;
         int n = 0, tok = 0;
@@ -158,6 +164,7 @@ static void *worker_main(void *arg) {
             srv_job *j = w->batch[i]->job;
             if (--j->remaining == 0) pthread_cond_signal(&j->done);
         }
+        if (--b->running == 0 && b->paused) pthread_cond_broadcast(&b->idle);
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -171,12 +178,14 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
     if (!b) return AC_ERR_NOMEM;
     b->model = model;
     b->p = *p;
+    b->had_cache = p->cache != NULL;
     ac_model_info info;
     ac_model_get_info(model, &info);
     b->n_embd = info.n_embd;
     b->n_cls = info.n_cls_out;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
+    pthread_cond_init(&b->idle, NULL);
     int rc = AC_OK;
     b->w = calloc((size_t)p->workers, sizeof *b->w);
     if (!b->w) {
@@ -275,11 +284,57 @@ void srv_batcher_depth(srv_batcher *b, int64_t *seqs, int64_t *tokens) {
     pthread_mutex_unlock(&b->mu);
 }
 
+static void add_stats(ac_cache_stats *a, const ac_cache_stats *b) {
+    a->queries += b->queries;
+    a->hits += b->hits;
+    a->layers_served += b->layers_served;
+    a->rows_served += b->rows_served;
+    a->rows_total += b->rows_total;
+    a->bytes_read += b->bytes_read;
+    a->t_features += b->t_features;
+    a->t_key += b->t_key;
+    a->t_search += b->t_search;
+    a->t_fetch += b->t_fetch;
+    a->lookups_failed += b->lookups_failed;
+    a->records_damaged += b->records_damaged;
+}
+
 int srv_batcher_cache_stats(srv_batcher *b, ac_cache_stats *s) {
     memset(s, 0, sizeof *s);
-    if (!b->p.cache) return 0;
-    ac_cache_get_stats(b->p.cache, s);
-    return 1;
+    pthread_mutex_lock(&b->mu);
+    const int have = b->had_cache;
+    if (b->p.cache) ac_cache_get_stats(b->p.cache, s);
+    add_stats(s, &b->base);
+    pthread_mutex_unlock(&b->mu);
+    return have;
+}
+
+void srv_batcher_pause(srv_batcher *b) {
+    pthread_mutex_lock(&b->mu);
+    b->paused = 1;
+    while (b->running > 0) pthread_cond_wait(&b->idle, &b->mu);
+    if (b->p.cache) { /* its counts live on in base; the contexts let go of it */
+        ac_cache_stats cs;
+        ac_cache_get_stats(b->p.cache, &cs);
+        add_stats(&b->base, &cs);
+        for (int i = 0; i < b->p.workers; i++) ac_ctx_attach_cache(b->w[i].ctx, NULL);
+        b->p.cache = NULL;
+    }
+    b->t_lookup = 0;
+    pthread_mutex_unlock(&b->mu);
+}
+
+int srv_batcher_resume(srv_batcher *b, ac_cache *cache) {
+    int rc = AC_OK;
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; cache && i < b->p.workers && rc == AC_OK; i++) rc = ac_ctx_attach_cache(b->w[i].ctx, cache);
+    if (rc != AC_OK)
+        for (int i = 0; i < b->p.workers; i++) ac_ctx_attach_cache(b->w[i].ctx, NULL);
+    b->p.cache = rc == AC_OK ? cache : NULL;
+    b->paused = 0;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    return rc;
 }
 
 void srv_batcher_free(srv_batcher *b) {
@@ -304,6 +359,7 @@ void srv_batcher_free(srv_batcher *b) {
         free(b->w);
     }
     pthread_cond_destroy(&b->work);
+    pthread_cond_destroy(&b->idle);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }

@@ -89,6 +89,14 @@ void srv_batcher_cancel_queued(srv_batcher *b);
 void srv_batcher_depth(srv_batcher *b, int64_t *seqs, int64_t *tokens);
 /* The shared attention cache's statistics; returns 0 (s zeroed) without a cache. */
 int srv_batcher_cache_stats(srv_batcher *b, ac_cache_stats *s);
+/* Cache maintenance (compaction): waits until no batch runs, holds the
+ * workers off (queued sequences wait), and detaches every worker's context
+ * from the cache (its lookup counts are kept for srv_batcher_cache_stats).
+ * Then the caller may close the cache. Any thread but a worker's. */
+void srv_batcher_pause(srv_batcher *b);
+/* Attaches every worker's context to cache (borrowed; NULL: run without one)
+ * and lets the workers go on. AC status (on failure: no cache). */
+int srv_batcher_resume(srv_batcher *b, ac_cache *cache);
 /* Stops taking jobs, finishes the queued ones, joins the workers, frees all. NULL is fine. */
 void srv_batcher_free(srv_batcher *b);
 
