@@ -916,16 +916,16 @@ static void test_sigkill(void **state) {
             snprintf(cp, sizeof cp, "%s.copy", p);
             write_file(cp, cb, cn);
             ac_store *cs = NULL;
-            assert_int_equal(ms_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
+            assert_int_equal(ac_store_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
             int64_t before = ac_store_count(cs);
             int lost = ac_store_damage(cs) != NULL;
             assert_true(lost ? ac_store_verify(cs, NULL, NULL) == AC_ERR_CACHE : before == count);
             ac_store_close(cs);
-            if (lost) assert_int_equal(ms_open(cp, &g_params, AC_STORE_WRITE, &cs), AC_ERR_CACHE);
+            if (lost) assert_int_equal(ac_store_open(cp, &g_params, AC_STORE_WRITE, &cs), AC_ERR_CACHE);
             int64_t ne = -1;
             assert_int_equal(ac_store_repair(cp, &g_params, NULL, &ne, NULL), AC_OK);
             assert_true(ne >= count);
-            assert_int_equal(ms_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
+            assert_int_equal(ac_store_open(cp, &g_params, AC_STORE_READ, &cs), AC_OK);
             for (uint64_t q = base; q <= last; q++) {
                 ac_store_entry e;
                 assert_int_equal(ac_store_find(cs, q, &e), AC_OK);

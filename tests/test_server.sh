@@ -399,9 +399,9 @@ grep -q '^attncache_cache_hits_total 4$' "$TMP/out" && ok || bad "the stored inp
 stop_server
 "$BIN" db verify "$TMP/live.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after insert: $(cat "$TMP/verify.txt")"
 
-# --cache-max-bytes: eviction. An insert that takes the store to the budget compacts it (3/4 of the
-# budget, LRU); the store never passes the budget by more than one entry (~15-40 KB here), every
-# entry stays intact, and what is inserted after a compaction is served
+# --cache-max-bytes: eviction. An insert that takes the store to the budget compacts it (to 3/4 of
+# the budget, the default LFU); the store never passes the budget by more than one entry (~15-40 KB
+# here), every entry stays intact, and what is inserted after a compaction is served
 BUDGET=120000
 start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes $BUDGET
 maxseen=0
@@ -430,11 +430,20 @@ stop_server
 sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
 ((sz <= BUDGET + 45000)) && ok || bad "store of $sz bytes after stop (budget $BUDGET)"
 # a smaller budget at start: compacted before serving
-start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 60000 --cache-evict lfu
+start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 60000 --cache-evict lru
 wait_metric attncache_cache_evictions_total 1 && ok || bad "no eviction at start under a smaller budget"
 sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
 ((sz <= 60000)) && ok || bad "store of $sz bytes after the start-up compaction (budget 60000)"
 stop_server
+# the same offline: attncache db compact
+sz0=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+"$BIN" db compact "$TMP/cap.cache" --max-bytes $((sz0 - 1)) --policy lru > "$TMP/cout" 2>&1 && grep -q "evicted [1-9]" "$TMP/cout" && ok || bad "db compact: $(cat "$TMP/cout")"
+sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+((sz < sz0)) && ok || bad "store of $sz bytes after db compact --max-bytes $((sz0 - 1))"
+"$BIN" db compact "$TMP/cap.cache" --max-bytes $((sz0 - 1)) > "$TMP/cout" 2>&1 && grep -q "nothing to do" "$TMP/cout" && ok || bad "db compact within the budget: $(cat "$TMP/cout")"
+"$BIN" db verify "$TMP/cap.cache" > "$TMP/verify.txt" 2>&1 && ok || bad "db verify after db compact: $(cat "$TMP/verify.txt")"
+"$BIN" db compact "$TMP/cap.cache" --max-bytes 40000 --policy mru 2>"$TMP/err" && bad "bad --policy accepted" || { grep -q "bad --policy" "$TMP/err" && ok || bad "no message for a bad --policy"; }
+"$BIN" db compact "$TMP/cap.cache" 2>"$TMP/err" && bad "db compact without --max-bytes accepted" || { grep -q "max-bytes" "$TMP/err" && ok || bad "no message for a missing --max-bytes"; }
 "$BIN" serve -m "$M" --cache "$TMP/cap.cache" --cache-insert --cache-evict fifo --port 0 2>"$TMP/err" && bad "bad --cache-evict accepted" || { grep -q "bad --cache-evict" "$TMP/err" && ok || bad "no message for a bad --cache-evict"; }
 
 # SIGKILL while inserting under load: a restart sees every committed entry and nothing half-written

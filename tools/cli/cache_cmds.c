@@ -145,7 +145,7 @@ done:
 /* db compact DIR --max-bytes N [--policy lru|lfu] */
 static int db_compact(int argc, char **argv) {
     long long max = 0;
-    int policy = AC_EVICT_LRU;
+    int policy = AC_EVICT_LFU;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) {
             char *end = NULL;
@@ -175,8 +175,8 @@ int cmd_db(int argc, char **argv) {
                "       attncache db repair CACHE_DIR    keep every intact record of a damaged cache and make it\n"
                "                                        writable again (a damaged original is kept beside it)\n"
                "       attncache db compact CACHE_DIR --max-bytes N [--policy lru|lfu]\n"
-               "                                        evict entries (least recently / least often hit first,\n"
-               "                                        default lru) until the store fits in N bytes\n");
+               "                                        evict entries (least often hit first, default lfu; lru:\n"
+               "                                        least recently used first) until the store fits in N bytes\n");
         return argc < 1 ? 2 : 0;
     }
     if (argc < 2) return cli_fail("db %s: CACHE_DIR is required", argv[0]);

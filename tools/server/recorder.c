@@ -74,8 +74,11 @@ static void maybe_compact(srv_recorder *r, int *uncommitted) {
     if (!r->p.compact || r->p.max_bytes <= 0 || store_bytes(r->dir) < r->p.max_bytes) return;
     commit(r, uncommitted);
     pthread_mutex_lock(&r->cmu);
-    if (r->no_compact) {
+    if (r->no_compact) { /* shutting down: no compaction, so no insert past the budget either */
         pthread_mutex_unlock(&r->cmu);
+        pthread_mutex_lock(&r->mu);
+        r->st.full = 1;
+        pthread_mutex_unlock(&r->mu);
         return;
     }
     int64_t evicted = 0;
@@ -236,13 +239,6 @@ void srv_recorder_stop_compaction(srv_recorder *r) {
     pthread_mutex_lock(&r->cmu); /* waits for a compaction in progress */
     r->no_compact = 1;
     pthread_mutex_unlock(&r->cmu);
-}
-
-ac_cache *srv_recorder_cache(srv_recorder *r) {
-    pthread_mutex_lock(&r->cmu);
-    ac_cache *c = r->cache;
-    pthread_mutex_unlock(&r->cmu);
-    return c;
 }
 
 void srv_recorder_get_stats(srv_recorder *r, srv_recorder_stats *s) {

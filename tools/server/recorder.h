@@ -47,11 +47,9 @@ int srv_recorder_new(const ac_model *model, const srv_recorder_params *p, srv_re
 /* Queue a copy of tokens[0..n) for recording; never blocks (drops when full). Any thread. */
 void srv_recorder_offer(srv_recorder *r, const int32_t *tokens, int n);
 void srv_recorder_get_stats(srv_recorder *r, srv_recorder_stats *s);
-/* No compaction from now on (waits for one in progress): before the workers that p.compact pauses
- * go away. Any thread. */
+/* No compaction from now on (waits for one in progress), and no insert that would need one: before
+ * the workers that p.compact pauses go away. Any thread. */
 void srv_recorder_stop_compaction(srv_recorder *r);
-/* The cache the recorder writes through now (compactions replace it). Any thread. */
-ac_cache *srv_recorder_cache(srv_recorder *r);
 /* Records what is queued (up to a deadline of drain_s seconds), commits, stops, frees (the cache
  * stays open). NULL is fine. */
 void srv_recorder_free(srv_recorder *r, double drain_s);

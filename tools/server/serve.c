@@ -53,8 +53,8 @@ static const char *usage_text =
     "      --cache-max-bytes N      byte budget of the map store: an insert that reaches it compacts the\n"
     "                               store to 3/4 of N, evicting by --cache-evict (the workers wait\n"
     "                               meanwhile); a store over N is compacted at start\n"
-    "      --cache-evict P          lru (default: least recently hit or inserted go first) | lfu (least\n"
-    "                               often hit first)\n"
+    "      --cache-evict P          lfu (default: least often hit go first; ties: least recently used)\n"
+    "                               | lru (least recently hit or inserted first)\n"
     "      --cache-queue N          inputs waiting to be recorded before new ones are dropped (default 1024)\n"
     "  -q, --quiet                  no log line per request\n"
     "\n"
@@ -268,6 +268,7 @@ int cmd_serve(int argc, char **argv) {
     c->pooling = AC_POOL_DEFAULT;
     c->cache_params = ac_cache_default_params();
     c->cache_queue = 1024;
+    c->cache_evict = AC_EVICT_LFU;
     char *key_owned = NULL, *id_owned = NULL;
     srv_http *http = NULL;
     int rc = 1, help = 0, port = 0;

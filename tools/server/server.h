@@ -38,7 +38,7 @@ typedef struct srv_config {
     ac_cache_params cache_params;
     int cache_insert;         /* record served inputs into the cache (recorder.c) */
     long long cache_max_bytes; /* byte budget of the store: compaction (0: none) */
-    int cache_evict;          /* enum ac_evict_policy (default LRU) */
+    int cache_evict;          /* enum ac_evict_policy (default LFU) */
     int cache_queue;          /* inputs waiting to be recorded before new ones are dropped */
     int quiet;                /* no per-request log lines */
 } srv_config;
