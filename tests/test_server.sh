@@ -389,6 +389,17 @@ req insert-metrics 200 GET /metrics
 grep -q '^attncache_cache_hits_total 3$' "$TMP/out" && ok || bad "recorded inputs not served: $(grep -E 'cache_(hits|lookups)' "$TMP/out")"
 grep -q '^attncache_cache_inserts_total 3$' "$TMP/out" && grep -q '^attncache_cache_insert_duplicates_total 0$' "$TMP/out" &&
     ok || bad "a batch served wholly from the cache was offered for recording again"
+# the hits reach usage.bin (the eviction policy's input) while the server runs: saved when idle
+sleep 2.5
+if $PY - "$TMP/live.cache/usage.bin" <<'EOF'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"ACUSAGE1", "bad magic"
+n = struct.unpack_from("<Q", b, 8)[0]
+recs = [struct.unpack_from("<QQq", b, 16 + 24 * i) for i in range(n)]
+assert n == 3 and all(h == 1 and t > 0 for _, h, t in recs), recs
+EOF
+then ok; else bad "usage.bin does not hold the 3 hits"; fi
 # a batch with a hit and a miss: only the miss is offered for recording (ac_cache_last_hits)
 jreq insert-mixed 200 POST /embed '{"inputs":["a first sentence to remember","zebras compute eigenvalues at dawn"]}'
 wait_metric attncache_cache_inserts_total 4 && ok || bad "the new input of a mixed batch not recorded"

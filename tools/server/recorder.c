@@ -3,6 +3,7 @@
 #include "recorder.h"
 #include "srvutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -125,8 +126,16 @@ static void *recorder_main(void *arg) {
                 if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
                 pthread_cond_timedwait(&r->cv, &r->mu, &ts);
                 if (!r->count && srv_now() - last_commit >= 1.0) break;
-            } else {
-                pthread_cond_wait(&r->cv, &r->mu);
+            } else { /* idle: every 2 s, save the entries' use (hits) if lookups changed it */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 2;
+                if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT && !r->count && !r->stop && r->cache) {
+                    pthread_mutex_unlock(&r->mu);
+                    if (ac_cache_commit(r->cache) != AC_OK) /* nothing pending: writes usage.bin when it changed */
+                        fprintf(stderr, "attncache serve: saving the cache's use records: %s\n", ac_last_error());
+                    pthread_mutex_lock(&r->mu);
+                }
             }
         }
         if (r->stop && (!r->count || srv_now() > r->drain_until)) break;

@@ -7,7 +7,9 @@
  * (opened writable by the caller) (inputs already stored are recognised by their token hash before
  * any forward and skipped), and commits at least once a second while it has
  * added entries. The cache is the one the workers look up in (shared): a
- * commit publishes the new entries to every worker's next lookup. The store's commit protocol keeps the directory consistent if the
+ * commit publishes the new entries to every worker's next lookup. While idle
+ * it commits every 2 s, which saves the entries' use records (usage.bin:
+ * hits, last use; the eviction policy's input) when lookups changed them. The store's commit protocol keeps the directory consistent if the
  * process is killed at any point: a restart sees every committed entry and
  * nothing half-written. Inputs offered while the queue is full are dropped
  * (counted). */
