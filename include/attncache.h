@@ -320,6 +320,18 @@ int ac_cache_close(ac_cache *cache);
  * contexts may attach to one cache from several threads at once. */
 int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *cache);
 
+/* Which sequences of the last ac_forward call on ctx were served from its
+ * attached cache: hit[i] = 1 when sequence i found an entry (its maps served
+ * the chosen layers; in AC_ROWS_PREFIX mode, at least a prefix of its rows),
+ * else 0 (a miss, a failed lookup, no index yet). key (optional, [n]): the
+ * served entry's key (its token hash, as stored; stable across compaction),
+ * 0 for a miss. n: the sequence count of that call. Valid after a successful
+ * ac_forward on ctx and until its next forward; after a failed one the values
+ * are unspecified. A context with no cache attached reports all misses.
+ * Thread-safety: ctx's own thread, as for any context call; hit and key are
+ * caller-allocated. */
+int ac_cache_last_hits(const ac_ctx *ctx, int n, uint8_t *hit, uint64_t *key);
+
 /* Writer: run the exact forward on one input through ctx (its own cache
  * attachment, if any, is kept) and store its maps. *added = 0 when an entry
  * with the same tokens is already stored. Any thread (writers are serialised;
@@ -401,6 +413,27 @@ int ac_db_verify(const char *dir, void *file /* FILE* */, int64_t *n_bad);
  * (AC_ERR_CACHE while a build runs). The saved indexes are rebuilt at the next
  * open. Design: docs/CACHE_STORE.md, "Damage". */
 int ac_db_repair(const char *dir, void *file /* FILE* */, int64_t *n_entries);
+
+/* ---- eviction -------------------------------------------------------------------------------------
+ * A writable cache records each entry's use beside the store (DIR/usage.bin:
+ * hits and the time of the last hit, or of the insert for an entry not hit
+ * since), saved at each commit that has news and at close, crash-safe (temp,
+ * fsync, rename). Read-only caches count their hits in memory only. */
+enum ac_evict_policy {
+    AC_EVICT_LRU = 0, /* keep the most recently used entries (last hit, else insert time) */
+    AC_EVICT_LFU = 1, /* keep the most often hit entries (ties: the more recently used)    */
+};
+/* db compact: when the store's committed bytes exceed max_bytes, rewrite it
+ * with the entries the policy ranks first that fit in max_bytes (best first;
+ * an entry too large for what is left is passed over for smaller ones), in a
+ * new file renamed into place (a process killed at any point leaves the old
+ * store or the new one, complete). Entry keys stay, ordinals change: the
+ * saved indexes are rebuilt at the next open. Needs the writer lock
+ * (AC_ERR_CACHE while a writer has the cache open); readers that have it
+ * open keep their old view until they reopen. A damaged store is refused
+ * (db repair first). file (FILE*, optional): what was done. *n_evicted
+ * (optional): entries dropped. */
+int ac_db_compact(const char *dir, int64_t max_bytes, int policy, void *file, int64_t *n_evicted);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
 #include "attncache.h"
 #include "cache/cache_testing.h"
 #include "store_reserve.h"
+#include "cache/store.h"
 #include "forward/forward.h"
 #include "ref_forward.h"
 
@@ -26,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define TINY 1e-5f /* a threshold that admits the identical sequence only */
@@ -429,6 +432,224 @@ static void test_free_order(void **s) {
     fx_close(&f);
 }
 
+/* ---- 3b. which sequences of a call hit (ac_cache_last_hits) ---------------------------------------- */
+
+static void test_last_hits(void **s) {
+    (void)s;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    ac_seq qs[4];
+    int32_t *ids;
+    make_seqs(&f, 4, 11, qs, &ids);
+    ac_cache *w = open_cache(&f, "h", 1);
+    add_all(w, f.exact, qs, 2); /* 0 and 1 stored; 2 and 3 not */
+    ac_ctx *x = mkctx(f.m);
+    uint8_t hit[4];
+    uint64_t key[4];
+    /* no cache attached: all misses */
+    assert_int_equal(ac_cache_last_hits(x, 4, hit, key), AC_OK);
+    for (int i = 0; i < 4; i++) assert_int_equal(hit[i], 0);
+    assert_int_equal(ac_ctx_attach_cache(x, w), AC_OK);
+    float *out = malloc((size_t)4 * f.D * sizeof *out);
+    ac_outputs o;
+    memset(&o, 0, sizeof o);
+    o.pooled = out;
+    o.pooling = AC_POOL_MEAN;
+    const ac_seq mixed[4] = {qs[2], qs[0], qs[3], qs[1]};
+    assert_int_equal(ac_forward(x, mixed, 4, &o), AC_OK);
+    memset(hit, 9, sizeof hit);
+    assert_int_equal(ac_cache_last_hits(x, 4, hit, key), AC_OK);
+    const uint8_t want[4] = {0, 1, 0, 1};
+    assert_memory_equal(hit, want, 4);
+    assert_int_equal(key[0], 0);
+    assert_int_equal(key[2], 0);
+    assert_true(key[1] != 0 && key[3] != 0 && key[1] != key[3]);
+    /* the next call replaces the report: one sequence, a miss */
+    assert_int_equal(ac_forward(x, &qs[3], 1, &o), AC_OK);
+    assert_int_equal(ac_cache_last_hits(x, 1, hit, NULL), AC_OK);
+    assert_int_equal(hit[0], 0);
+    assert_int_equal(ac_forward(x, &qs[1], 1, &o), AC_OK);
+    assert_int_equal(ac_cache_last_hits(x, 1, hit, key), AC_OK);
+    assert_int_equal(hit[0], 1);
+    assert_true(key[0] == key[3]); /* the same entry as in the mixed call (key[1..3] untouched) */
+    assert_int_equal(ac_cache_last_hits(NULL, 1, hit, key), AC_ERR_ARG);
+    assert_int_equal(ac_cache_last_hits(x, 1, NULL, key), AC_ERR_ARG);
+    ac_ctx_free(x);
+    assert_int_equal(ac_cache_close(w), AC_OK);
+    free(out);
+    free(ids);
+    fx_close(&f);
+}
+
+/* ---- 3c. eviction: use records, LFU/LRU compaction under a budget, SIGKILL during compaction ------ */
+
+static int64_t file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
+
+static int64_t cache_entries(const fx *f, const char *name) {
+    ac_cache *c = open_cache(f, name, 0);
+    ac_cache_stats st;
+    assert_int_equal(ac_cache_get_stats(c, &st), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    return st.entries;
+}
+
+/* hits of sequences qs[idx[0..n)] through a fresh context attached to the named cache */
+static int64_t hits_of(const fx *f, const char *name, const ac_seq *qs, const int *idx, int n) {
+    ac_cache *c = open_cache(f, name, 0);
+    ac_ctx *x = mkctx(f->m);
+    assert_int_equal(ac_ctx_attach_cache(x, c), AC_OK);
+    float *out = malloc((size_t)f->D * sizeof *out);
+    for (int i = 0; i < n; i++) assert_int_equal(embed(x, &qs[idx[i]], out), AC_OK);
+    ac_cache_stats st;
+    assert_int_equal(ac_cache_get_stats(c, &st), AC_OK);
+    ac_ctx_free(x);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    free(out);
+    return st.hits;
+}
+
+/* a writable cache with n entries; sequences use[i] hit times[i] times each, in order */
+static void fill_used(const fx *f, const char *name, const ac_seq *qs, int n, const int *use, const int *times, int nu) {
+    ac_cache *w = open_cache(f, name, 1);
+    add_all(w, f->exact, qs, n);
+    ac_ctx *x = mkctx(f->m);
+    assert_int_equal(ac_ctx_attach_cache(x, w), AC_OK);
+    float *out = malloc((size_t)f->D * sizeof *out);
+    for (int i = 0; i < nu; i++)
+        for (int t = 0; t < times[i]; t++) {
+            usleep(2000); /* distinct last-use times (ms) */
+            assert_int_equal(embed(x, &qs[use[i]], out), AC_OK);
+        }
+    ac_ctx_free(x);
+    assert_int_equal(ac_cache_close(w), AC_OK); /* saves usage.bin */
+    free(out);
+}
+
+static void test_compact_policies(void **s) {
+    (void)s;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    enum { N = 12 };
+    ac_seq qs[N];
+    int32_t *ids;
+    make_seqs(&f, N, 21, qs, &ids);
+    char dir[200], path[240];
+    /* LFU: the often-hit entries stay, whatever their age */
+    const int use[3] = {0, 1, 2}, times[3] = {3, 3, 3};
+    fill_used(&f, "lfu", qs, N, use, times, 3);
+    snprintf(dir, sizeof dir, "%s/lfu", f.root);
+    snprintf(path, sizeof path, "%s/maps.acdb", dir);
+    const int64_t full = file_size(path);
+    const int64_t budget = 4096 + (full - 4096) / 3;
+    int64_t ev = -1;
+    assert_int_equal(ac_db_compact(dir, budget, AC_EVICT_LFU, NULL, &ev), AC_OK);
+    assert_true(ev > 0);
+    assert_true(file_size(path) <= budget);
+    int64_t bad = -1;
+    assert_int_equal(ac_db_verify(dir, NULL, &bad), AC_OK);
+    assert_int_equal(bad, 0);
+    assert_int_equal(cache_entries(&f, "lfu"), N - ev);
+    assert_int_equal(hits_of(&f, "lfu", qs, use, 3), 3); /* every hit entry kept */
+    /* within budget now: a second compaction changes nothing */
+    assert_int_equal(ac_db_compact(dir, budget, AC_EVICT_LFU, NULL, &ev), AC_OK);
+    assert_int_equal(ev, 0);
+
+    /* LRU: the recently hit entries stay, then the newest inserted; the oldest unhit go */
+    const int use2[2] = {7, 3}, times2[2] = {1, 1};
+    fill_used(&f, "lru", qs, N, use2, times2, 2);
+    snprintf(dir, sizeof dir, "%s/lru", f.root);
+    snprintf(path, sizeof path, "%s/maps.acdb", dir);
+    assert_int_equal(ac_db_compact(dir, budget, AC_EVICT_LRU, NULL, &ev), AC_OK);
+    assert_true(ev > 0);
+    assert_true(file_size(path) <= budget);
+    assert_int_equal(hits_of(&f, "lru", qs, use2, 2), 2);
+    const int newest[2] = {11, 10}, older[3] = {1, 2, 4}; /* the short entry 0 fills a gap: not asserted */
+    assert_int_equal(hits_of(&f, "lru", qs, newest, 2), 2);
+    assert_int_equal(hits_of(&f, "lru", qs, older, 3), 0);
+    /* bad arguments, and a writer holding the cache */
+    assert_int_equal(ac_db_compact(dir, 100, AC_EVICT_LRU, NULL, NULL), AC_ERR_ARG);
+    assert_int_equal(ac_db_compact(dir, budget, 7, NULL, NULL), AC_ERR_ARG);
+    ac_cache *w = open_cache(&f, "lru", 1);
+    assert_int_equal(ac_db_compact(dir, 4096 + 64, AC_EVICT_LRU, NULL, NULL), AC_ERR_CACHE);
+    assert_int_equal(ac_cache_close(w), AC_OK);
+    /* a damaged usage.bin is ignored (advisory), never an error */
+    char upath[240];
+    snprintf(upath, sizeof upath, "%s/usage.bin", dir);
+    FILE *uf = fopen(upath, "r+b");
+    assert_non_null(uf);
+    fseek(uf, 20, SEEK_SET);
+    fputc(0x5a, uf);
+    fclose(uf);
+    assert_int_equal(ac_db_compact(dir, 4096 + (full - 4096) / 6, AC_EVICT_LRU, NULL, &ev), AC_OK);
+    assert_int_equal(ac_db_verify(dir, NULL, &bad), AC_OK);
+    free(ids);
+    fx_close(&f);
+}
+
+static int g_kill_after, g_writes;
+static ssize_t killing_pwrite(int fd, const void *buf, size_t n, off_t off) {
+    if (++g_writes >= g_kill_after) {
+        if (n > 128) (void)!pwrite(fd, buf, n / 2, off); /* a torn write, then the kill */
+        kill(getpid(), SIGKILL);
+    }
+    return pwrite(fd, buf, n, off);
+}
+
+static void test_compact_sigkill(void **s) {
+    (void)s;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    enum { N = 10 };
+    ac_seq qs[N];
+    int32_t *ids;
+    make_seqs(&f, N, 33, qs, &ids);
+    const int use[2] = {4, 5}, times[2] = {2, 1};
+    fill_used(&f, "orig", qs, N, use, times, 2);
+    char orig[200], dir[200], path[240], cmd[600];
+    snprintf(orig, sizeof orig, "%s/orig", f.root);
+    snprintf(path, sizeof path, "%s/maps.acdb", orig);
+    const int64_t budget = 4096 + (file_size(path) - 4096) / 2;
+    int64_t n_new = -1;
+    int completed = 0, killed = 0;
+    for (int k = 1; k < 200 && !completed; k++) {
+        snprintf(dir, sizeof dir, "%s/k%d", f.root, k);
+        snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", orig, dir);
+        assert_int_equal(system(cmd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            g_kill_after = k;
+            g_writes = 0;
+            ac_store_set_pwrite_hook(killing_pwrite);
+            _exit(ac_db_compact(dir, budget, AC_EVICT_LFU, NULL, NULL) == AC_OK ? 0 : 3);
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        completed = WIFEXITED(status);
+        if (completed) assert_int_equal(WEXITSTATUS(status), 0);
+        else assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL), killed++;
+        /* either the old store or the new one, complete */
+        int64_t bad = -1;
+        assert_int_equal(ac_db_verify(dir, NULL, &bad), AC_OK);
+        assert_int_equal(bad, 0);
+        char name[32];
+        snprintf(name, sizeof name, "k%d", k);
+        const int64_t n = cache_entries(&f, name);
+        if (completed) n_new = n;
+        else assert_int_equal(n, N); /* killed before the rename: the old store, whole */
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+    }
+    assert_true(completed);
+    assert_true(killed >= 3); /* killed in the temp file's header, records and commit at least */
+    assert_true(n_new > 0 && n_new < N);
+    free(ids);
+    fx_close(&f);
+}
+
 /* ---- 4. failed lookups are counted ------------------------------------------------------------------ */
 
 static void test_failed_lookups_counted(void **s) {
@@ -517,7 +738,7 @@ static void test_ctx_run_tasks(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threads_llama),       cmocka_unit_test(test_threads_bert),
-        cmocka_unit_test(test_concurrent_inserter), cmocka_unit_test(test_free_order),
+        cmocka_unit_test(test_concurrent_inserter), cmocka_unit_test(test_free_order), cmocka_unit_test(test_last_hits), cmocka_unit_test(test_compact_policies), cmocka_unit_test(test_compact_sigkill),
         cmocka_unit_test(test_failed_lookups_counted), cmocka_unit_test(test_ctx_run_tasks),
     };
     test_store_reserve_apply(); /* AC_TEST_STORE_RESERVE: see store_reserve.h */

@@ -357,7 +357,7 @@ grep -q "second signal" "$LOG" && ok || bad "no second-signal line: $(tail -3 "$
 "$BIN" serve -m "$M" --max-batch-tokens 100 --port 0 2>"$TMP/err" && bad "batch budget below input limit accepted" || { grep -q "max-batch-tokens" "$TMP/err" && ok || bad "no message for --max-batch-tokens"; }
 "$BIN" serve -m /nonexistent.gguf --port 0 2>"$TMP/err" && bad "missing model accepted" || { grep -q "cannot load model" "$TMP/err" && ok || bad "no message for a missing model"; }
 
-# ---- an attention cache served read-only (two workers, one view each) -------------------------------
+# ---- an attention cache served read-only (two workers attached to one cache) ---------------------------
 head -20 "$SRC/../shared/data/sst2/train.tsv" 2>/dev/null | tail -n +2 | cut -f1 > "$TMP/corpus.txt"
 if [[ -s "$TMP/corpus.txt" ]] && "$BIN" build -m "$M" -i "$TMP/corpus.txt" -o "$TMP/c.cache" > /dev/null 2>&1; then
     start_server -m "$M" -t 1 --workers 2 -q --cache "$TMP/c.cache"
@@ -397,28 +397,78 @@ wait_metric() { # NAME MIN: poll up to 30 s until the metric reaches MIN
 start_server -m "$M" -t 2 -q --cache "$TMP/live.cache" --cache-insert
 jreq insert-first 200 POST /embed '{"inputs":["a first sentence to remember","another one, quite different","and a third"]}'
 wait_metric attncache_cache_committed_entries 3 && ok || bad "3 inputs not recorded: $(curl -s "$URL/metrics" | grep cache_)"
-sleep 0.3 # the worker re-opens its view at its next batch
 jreq insert-again 200 POST /embed '{"inputs":["a first sentence to remember","another one, quite different","and a third"]}'
 req insert-metrics 200 GET /metrics
 grep -q '^attncache_cache_hits_total 3$' "$TMP/out" && ok || bad "recorded inputs not served: $(grep -E 'cache_(hits|lookups)' "$TMP/out")"
 grep -q '^attncache_cache_inserts_total 3$' "$TMP/out" && grep -q '^attncache_cache_insert_duplicates_total 0$' "$TMP/out" &&
     ok || bad "a batch served wholly from the cache was offered for recording again"
-# a batch with a hit and a miss is recorded whole: the stored input is recognised by its tokens
+# the hits reach usage.bin (the eviction policy's input) while the server runs: saved when idle
+sleep 2.5
+if $PY - "$TMP/live.cache/usage.bin" <<'EOF'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"ACUSAGE1", "bad magic"
+n = struct.unpack_from("<Q", b, 8)[0]
+recs = [struct.unpack_from("<QQq", b, 16 + 24 * i) for i in range(n)]
+assert n == 3 and all(h == 1 and t > 0 for _, h, t in recs), recs
+EOF
+then ok; else bad "usage.bin does not hold the 3 hits"; fi
+# a batch with a hit and a miss: only the miss is offered for recording (ac_cache_last_hits)
 jreq insert-mixed 200 POST /embed '{"inputs":["a first sentence to remember","zebras compute eigenvalues at dawn"]}'
 wait_metric attncache_cache_inserts_total 4 && ok || bad "the new input of a mixed batch not recorded"
-wait_metric attncache_cache_insert_duplicates_total 1 && ok || bad "the stored input of a mixed batch not recognised"
+req insert-mixed-metrics 200 GET /metrics
+grep -q '^attncache_cache_insert_offered_total 4$' "$TMP/out" && grep -q '^attncache_cache_insert_duplicates_total 0$' "$TMP/out" &&
+    ok || bad "the hit of a mixed batch was offered for recording: $(grep -E 'cache_insert' "$TMP/out")"
+grep -q '^attncache_cache_hits_total 4$' "$TMP/out" && ok || bad "the stored input of a mixed batch not served: $(grep -E 'cache_hits' "$TMP/out")"
 stop_server
 "$BIN" db verify "$TMP/live.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after insert: $(cat "$TMP/verify.txt")"
 
-# --cache-max-bytes: inserting stops once the store reaches the cap (one entry is ~15 KB here)
-start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 20000
-jreq cap-1 200 POST /embed '{"inputs":["first text for the capped cache","second text for the capped cache"]}'
-wait_metric attncache_cache_store_full 1 && ok || bad "store never full: $(curl -s "$URL/metrics" | grep cache_store)"
-jreq cap-2 200 POST /embed '{"inputs":["third text, after the cap","fourth text, after the cap"]}'
-wait_metric attncache_cache_insert_dropped_total 2 && ok || bad "inputs past the cap not dropped"
-n_cap=$(metric attncache_cache_committed_entries)
-[[ "$n_cap" -le 2 ]] && ok || bad "$n_cap entries in a store capped at 20000 bytes"
+# --cache-max-bytes: eviction. An insert that takes the store to the budget compacts it (to 3/4 of
+# the budget, the default LFU); the store never passes the budget by more than one entry (~15-40 KB
+# here), every entry stays intact, and what is inserted after a compaction is served
+BUDGET=120000
+start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes $BUDGET
+maxseen=0
+for i in $(seq 12); do
+    jreq "cap-$i" 200 POST /embed "{\"inputs\":[\"capped text number $i about subject $((i * 37 % 101))\"]}"
+    wait_metric attncache_cache_insert_offered_total "$i" || bad "input $i not offered"
+    sz=$(stat -c %s "$TMP/cap.cache/maps.acdb" 2>/dev/null || echo 0)
+    ((sz > maxseen)) && maxseen=$sz
+done
+wait_metric attncache_cache_compactions_total 1 && ok || bad "no compaction under the budget: $(curl -s "$URL/metrics" | grep -E 'cache_(store|evict|compact)')"
+wait_metric attncache_cache_evictions_total 1 && ok || bad "nothing evicted"
+((maxseen <= BUDGET + 45000)) && ok || bad "store reached $maxseen bytes under a budget of $BUDGET"
+# an entry inserted after the compactions is served from the shared cache
+jreq cap-new 200 POST /embed '{"inputs":["a fresh sentence after the compactions"]}'
+hits0=$(metric attncache_cache_hits_total)
+wait_metric attncache_cache_insert_offered_total 13
+for _ in $(seq 50); do # until it is committed and the lookup finds it
+    jreq cap-again 200 POST /embed '{"inputs":["a fresh sentence after the compactions"]}'
+    [[ "$(metric attncache_cache_hits_total)" -gt "$hits0" ]] && break
+    sleep 0.1
+done
+[[ "$(metric attncache_cache_hits_total)" -gt "$hits0" ]] && ok || bad "an entry inserted after compaction not served"
+[[ "$(metric attncache_cache_store_full)" == 0 ]] && ok || bad "store marked full despite eviction"
 stop_server
+"$BIN" db verify "$TMP/cap.cache" > "$TMP/verify.txt" 2>&1 && grep -q "all records intact" "$TMP/verify.txt" && ok || bad "db verify after compactions: $(cat "$TMP/verify.txt")"
+sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+((sz <= BUDGET + 45000)) && ok || bad "store of $sz bytes after stop (budget $BUDGET)"
+# a smaller budget at start: compacted before serving
+start_server -m "$M" -t 2 -q --cache "$TMP/cap.cache" --cache-insert --cache-max-bytes 60000 --cache-evict lru
+wait_metric attncache_cache_evictions_total 1 && ok || bad "no eviction at start under a smaller budget"
+sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+((sz <= 60000)) && ok || bad "store of $sz bytes after the start-up compaction (budget 60000)"
+stop_server
+# the same offline: attncache db compact
+sz0=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+"$BIN" db compact "$TMP/cap.cache" --max-bytes $((sz0 - 1)) --policy lru > "$TMP/cout" 2>&1 && grep -q "evicted [1-9]" "$TMP/cout" && ok || bad "db compact: $(cat "$TMP/cout")"
+sz=$(stat -c %s "$TMP/cap.cache/maps.acdb")
+((sz < sz0)) && ok || bad "store of $sz bytes after db compact --max-bytes $((sz0 - 1))"
+"$BIN" db compact "$TMP/cap.cache" --max-bytes $((sz0 - 1)) > "$TMP/cout" 2>&1 && grep -q "nothing to do" "$TMP/cout" && ok || bad "db compact within the budget: $(cat "$TMP/cout")"
+"$BIN" db verify "$TMP/cap.cache" > "$TMP/verify.txt" 2>&1 && ok || bad "db verify after db compact: $(cat "$TMP/verify.txt")"
+"$BIN" db compact "$TMP/cap.cache" --max-bytes 40000 --policy mru 2>"$TMP/err" && bad "bad --policy accepted" || { grep -q "bad --policy" "$TMP/err" && ok || bad "no message for a bad --policy"; }
+"$BIN" db compact "$TMP/cap.cache" 2>"$TMP/err" && bad "db compact without --max-bytes accepted" || { grep -q "max-bytes" "$TMP/err" && ok || bad "no message for a missing --max-bytes"; }
+"$BIN" serve -m "$M" --cache "$TMP/cap.cache" --cache-insert --cache-evict fifo --port 0 2>"$TMP/err" && bad "bad --cache-evict accepted" || { grep -q "bad --cache-evict" "$TMP/err" && ok || bad "no message for a bad --cache-evict"; }
 
 # SIGKILL while inserting under load: a restart sees every committed entry and nothing half-written
 start_server -m "$M" -t 2 -q --cache "$TMP/kill.cache" --cache-insert

@@ -29,6 +29,7 @@
 #include "cache/q8mat.h"
 #include "cache/cache_testing.h"
 #include "cache/store_ops.h"
+#include "cache/usage.h"
 #include "forward/forward.h"
 #include "util/common.h"
 
@@ -41,6 +42,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define AC_FEAT_SEGMENTS 4 /* S: position segments of the feature summary */
@@ -120,7 +122,77 @@ struct ac_cache {
     pthread_mutex_t fmu;     /* first_failure */
     char first_failure[192];
     int64_t n_unindexed;     /* damaged records the index left out (build_index; under rw) */
+    /* per-entry use, by ordinal [u_cap] (usage.h): grown by the writer under rw (write) or at
+     * open; updated by lookups under rw (read); saved by the writer (writable caches only) */
+    _Atomic uint64_t *u_key;   /* 0: not known (never hit nor inserted since open) */
+    _Atomic uint64_t *u_hits;
+    _Atomic int64_t *u_last;   /* unix ms of the last hit or the insert; 0: unknown */
+    int64_t u_cap;
+    _Atomic int u_dirty;       /* hits since the last save */
 };
+
+static int64_t unix_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Room for n entries' use. At open, or by the writer under rw (write). */
+static int usage_grow(ac_cache *c, int64_t n) {
+    if (n <= c->u_cap) return AC_OK;
+    int64_t nc = AC_MAX(n, AC_MAX(2 * c->u_cap, 64));
+    _Atomic uint64_t *k = realloc((void *)c->u_key, (size_t)nc * sizeof *k);
+    if (k) c->u_key = k;
+    _Atomic uint64_t *h = realloc((void *)c->u_hits, (size_t)nc * sizeof *h);
+    if (h) c->u_hits = h;
+    _Atomic int64_t *l = realloc((void *)c->u_last, (size_t)nc * sizeof *l);
+    if (l) c->u_last = l;
+    if (!k || !h || !l) return ac_err(AC_ERR_NOMEM, "cache: out of memory for use records");
+    for (int64_t i = c->u_cap; i < nc; i++) {
+        atomic_init(&c->u_key[i], 0);
+        atomic_init(&c->u_hits[i], 0);
+        atomic_init(&c->u_last[i], 0);
+    }
+    c->u_cap = nc;
+    return AC_OK;
+}
+
+/* Write the known entries' use to DIR/usage.bin. Writer (wmu) or close. */
+static int usage_save(ac_cache *c) {
+    if (!c->p.writable || !c->u_cap) return AC_OK;
+    const int64_t n = AC_MIN(ac_mapstore_count(c->st), c->u_cap);
+    ac_usage_rec *r = AC_MALLOC((size_t)(n ? n : 1) * sizeof *r);
+    if (!r) return AC_ERR_NOMEM;
+    atomic_store(&c->u_dirty, 0);
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t key = atomic_load(&c->u_key[i]);
+        if (key) r[k++] = (ac_usage_rec){key, atomic_load(&c->u_hits[i]), atomic_load(&c->u_last[i])};
+    }
+    int rc = ac_usage_save(c->dir, r, k);
+    free(r);
+    return rc;
+}
+
+/* At open (writable): the saved use of the entries still stored. */
+static void usage_load(ac_cache *c) {
+    ac_usage_rec *r = NULL;
+    int64_t n = 0;
+    if (ac_usage_load(c->dir, &r, &n) != AC_OK) { /* advisory: a damaged file counts as none */
+        fprintf(stderr, "attncache: %s\n", ac_last_error());
+        ac_err_clear();
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        ac_store_entry e;
+        if (ac_mapstore_find(c->st, r[j].key, &e) != AC_OK || e.index < 0 || e.index >= c->u_cap) continue;
+        atomic_store(&c->u_key[e.index], r[j].key);
+        atomic_store(&c->u_hits[e.index], r[j].hits);
+        atomic_store(&c->u_last[e.index], r[j].last_ms);
+    }
+    ac_err_clear();
+    free(r);
+}
 
 static void rd_lock(ac_cache *c) { pthread_rwlock_rdlock(&c->rw); }
 static void wr_lock(ac_cache *c) { pthread_rwlock_wrlock(&c->rw); }
@@ -455,10 +527,18 @@ static int publish_new(ac_cache *c) {
     const int64_t n0 = ac_mapstore_count(c->st);
     wr_lock(c);
     int rc = ac_mapstore_refresh(c->st, NULL);
+    const int64_t n1 = ac_mapstore_count(c->st);
+    if (!rc) rc = usage_grow(c, n1);
+    const int64_t now = unix_ms();
+    for (int64_t i = n0; !rc && i < n1; i++) atomic_store(&c->u_last[i], now); /* inserted now */
     rw_unlock(c);
     if (rc) return rc;
-    const int64_t n1 = ac_mapstore_count(c->st);
     if (n1 == n0) return AC_OK;
+    for (int64_t i = n0; i < n1; i++) { /* the use records know the new entries' keys */
+        ac_store_entry e;
+        if (ac_mapstore_get(c->st, i, &e) == AC_OK) atomic_store(&c->u_key[i], e.key);
+    }
+    ac_err_clear(); /* a damaged record: left out here and by the index below */
     if (!c->idx) {
         if ((rc = build_index(c, 0)) == AC_OK) c->idx_dirty = 1;
         return rc;
@@ -617,6 +697,8 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     free(rp);
     if (rc) goto fail;
     if ((rc = parse_layers(c, p.layers))) goto fail;
+    if ((rc = usage_grow(c, ac_mapstore_count(c->st)))) goto fail;
+    if (p.writable) usage_load(c);
     if ((rc = open_index(c))) goto fail;
     *out = c;
     return AC_OK;
@@ -640,7 +722,7 @@ int ac_cache_close(ac_cache *c) {
             if (!a) break;
             ac_ctx_set_attn_hook(a->ctx, NULL);
         }
-        if (c->stw && c->pending) rc = ac_cache_commit(c);
+        if (c->stw) rc = ac_cache_commit(c); /* pending entries, then the use records */
         if (c->stw && c->idx_dirty) {
             int rs = save_index(c); /* the keys added since open, so the next open need not rebuild */
             if (!rc) rc = rs;
@@ -654,6 +736,9 @@ int ac_cache_close(ac_cache *c) {
     free(c->layers);
     scratch_free(&c->wscr);
     free(c->pend_keys);
+    free((void *)c->u_key);
+    free((void *)c->u_hits);
+    free((void *)c->u_last);
     if (c->locks) {
         pthread_rwlock_destroy(&c->rw);
         pthread_mutex_destroy(&c->wmu);
@@ -751,6 +836,12 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
         st->e = e;
         st->dist = d;
         break;
+    }
+    if (!rc && st->hit && st->e.index >= 0 && st->e.index < c->u_cap) { /* the entry's use (rw held) */
+        atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
+        atomic_store_explicit(&c->u_last[st->e.index], unix_ms(), memory_order_relaxed);
+        atomic_store_explicit(&c->u_dirty, 1, memory_order_relaxed);
     }
     rw_unlock(c);
     if (rc) {
@@ -941,6 +1032,18 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     return AC_OK;
 }
 
+int ac_cache_last_hits(const ac_ctx *ctx, int n, uint8_t *hit, uint64_t *key) {
+    if (!ctx || n < 0 || (n > 0 && !hit)) return ac_err(AC_ERR_ARG, "ac_cache_last_hits: invalid argument");
+    const cache_att *a = att_of(ctx);
+    for (int i = 0; i < n; i++) {
+        const seq_state *st = a && i < a->ss_cap ? &a->ss[i] : NULL;
+        const int h = st && st->looked_up && st->hit;
+        hit[i] = (uint8_t)h;
+        if (key) key[i] = h ? st->e.key : 0;
+    }
+    return AC_OK;
+}
+
 /* ---- writing ------------------------------------------------------------------------------------------ */
 
 /* The recording hook ac_cache_add lends its context: every site's P goes to
@@ -1033,7 +1136,9 @@ int ac_cache_commit(ac_cache *c) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_commit: NULL cache");
     if (!c->p.writable) return AC_OK;
     pthread_mutex_lock(&c->wmu);
+    const int added = c->pending > 0;
     int rc = commit_locked(c);
+    if (!rc && (added || atomic_load(&c->u_dirty))) rc = usage_save(c); /* the new entries' insert times, hits */
     pthread_mutex_unlock(&c->wmu);
     return rc;
 }

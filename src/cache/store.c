@@ -960,6 +960,90 @@ done:
     return rc;
 }
 
+/* ---- compaction ------------------------------------------------------------------------- */
+int ac_store_compact(const char *path, const ac_store_params *params, ac_store_choose_fn choose, void *user,
+                     FILE *report, int64_t *n_kept, uint64_t *bytes_after) {
+    if (!path || !choose) return ac_err(AC_ERR_ARG, "store compact: invalid argument");
+    if (n_kept) *n_kept = 0;
+    if (bytes_after) *bytes_after = 0;
+    /* the writer lock for the whole compaction: no commit lands between the choice and the swap */
+    int lfd = open(path, O_RDWR | O_CLOEXEC);
+    if (lfd < 0) return ac_err(AC_ERR_IO, "store %s: cannot open: %s", path, strerror(errno));
+    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(lfd);
+        if (e == EWOULDBLOCK) return ac_err(AC_ERR_CACHE, "store %s: locked by a writer; compaction needs it alone", path);
+        return ac_err(AC_ERR_IO, "store %s: flock: %s", path, strerror(e));
+    }
+    ac_store *st = NULL;
+    uint64_t *keys = NULL, *bytes = NULL;
+    uint8_t *keep = NULL;
+    found_rec *r = NULL;
+    char *tmp = NULL;
+    int rc = ac_store_open(path, params, AC_STORE_READ, &st);
+    if (rc) goto done;
+    if (st->damaged || st->slot_msg[0]) {
+        rc = ac_err(AC_ERR_CACHE, "store %s: damaged (%s); run `attncache db repair` before compacting", path,
+                    st->damaged ? st->damage_msg : st->slot_msg);
+        goto done;
+    }
+    const int64_t n = st->n;
+    keys = (uint64_t *)AC_MALLOC((size_t)(n ? n : 1) * sizeof *keys);
+    bytes = (uint64_t *)AC_MALLOC((size_t)(n ? n : 1) * sizeof *bytes);
+    keep = (uint8_t *)calloc((size_t)(n ? n : 1), 1);
+    r = (found_rec *)AC_MALLOC((size_t)(n ? n : 1) * sizeof *r);
+    if (!keys || !bytes || !keep || !r) { rc = ac_err(AC_ERR_NOMEM, "store %s: out of memory", path); goto done; }
+    for (int64_t i = 0; i < n; i++) {
+        keys[i] = st->ents[i].key;
+        bytes[i] = st->ents[i].rec_bytes;
+    }
+    if ((rc = choose(user, n, keys, bytes, keep))) goto done;
+    int64_t k = 0;
+    uint64_t out = HDR_PAGE;
+    for (int64_t i = 0; i < n; i++)
+        if (keep[i]) {
+            r[k++] = (found_rec){st->ents[i].off, st->ents[i].rec_bytes, st->ents[i].key};
+            out += st->ents[i].rec_bytes;
+        }
+    if (k == n) { /* nothing to evict: the file is left alone */
+        if (report) fprintf(report, "compact: %s: all %lld entries kept, nothing to do\n", path, (long long)n);
+        if (n_kept) *n_kept = n;
+        if (bytes_after) *bytes_after = st->end;
+        goto done;
+    }
+    /* the kept records go to a new file (fsync'd, committed once), which is renamed over the old:
+     * a crash before the rename leaves the old store whole (and a stray temp file), after it the new */
+    size_t pl = strlen(path) + 64;
+    tmp = (char *)AC_MALLOC(pl);
+    if (!tmp) { rc = AC_ERR_NOMEM; goto done; }
+    snprintf(tmp, pl, "%s.compact.%ld", path, (long)getpid());
+    unlink(tmp);
+    if ((rc = rewrite_records(st, r, k, tmp))) goto done;
+    if (rename(tmp, path) != 0) {
+        rc = ac_err(AC_ERR_IO, "store %s: cannot move the compacted copy into place: %s", path, strerror(errno));
+        unlink(tmp);
+        goto done;
+    }
+    if (fsync_dir_of(path) != 0) {
+        rc = ac_err(AC_ERR_IO, "store %s: fsync of the directory after compaction: %s", path, strerror(errno));
+        goto done;
+    }
+    if (report)
+        fprintf(report, "compact: %s: kept %lld of %lld entries (%llu -> %llu bytes)\n", path, (long long)k,
+                (long long)n, (unsigned long long)st->end, (unsigned long long)out);
+    if (n_kept) *n_kept = k;
+    if (bytes_after) *bytes_after = out;
+done:
+    ac_store_close(st);
+    free(keys);
+    free(bytes);
+    free(keep);
+    free(r);
+    free(tmp);
+    close(lfd); /* releases the lock (on the old file, now unlinked) */
+    return rc;
+}
+
 void ac_store_get_params(const ac_store *st, ac_store_params *p) { *p = st->p; }
 int64_t ac_store_count(const ac_store *st) { return st->n; }
 int ac_store_n_tokens(const ac_store *st, int64_t i) { return st && i >= 0 && i < st->n ? (int)st->ents[i].L : -1; }

@@ -34,6 +34,7 @@ extern "C" {
 
 #define AC_STORE_VERSION_MAJOR 2 /* reads 1 (no token ids) and 2 */
 #define AC_STORE_VERSION_MINOR 0
+#define AC_STORE_HEADER_BYTES 4096 /* the header page before the first record */
 
 typedef struct ac_store ac_store;
 
@@ -180,6 +181,24 @@ int ac_store_verify(ac_store *st, int64_t *n_bad, FILE *report);
  * changed. Readers that have the file open keep their view (reopen to see the
  * repair). */
 int ac_store_repair(const char *path, const ac_store_params *params, FILE *report, int64_t *n_entries, int *changed);
+
+/* ---- compaction (eviction) ------------------------------------------------------------------ */
+/* choose: given the n committed entries' keys [n] and record bytes [n] (in
+ * commit order), set keep[i] = 1 for the entries to keep (keep is [n], zeroed);
+ * return AC_OK or an error that stops the compaction (nothing changed). */
+typedef int (*ac_store_choose_fn)(void *user, int64_t n, const uint64_t *keys, const uint64_t *bytes, uint8_t *keep);
+/* Rewrite the database with the entries choose() keeps (in their order): under
+ * the writer lock (AC_ERR_CACHE while a writer holds it), the kept records are
+ * copied into "<path>.compact.<pid>" (checksums re-seeded with their new
+ * offsets), fsync'd and committed, then renamed over path and the directory
+ * fsync'd. A process killed at any point leaves either the old store or the
+ * new one, each complete (a stray temp file at most). Keys are kept, ordinals
+ * change. Nothing is written when every entry is kept. A damaged database is
+ * refused (repair it first). Readers that have the file open keep their view
+ * (the old file's mapping) until they reopen. report (optional): one line;
+ * *n_kept, *bytes_after (optional): entries and committed bytes afterwards. */
+int ac_store_compact(const char *path, const ac_store_params *params, ac_store_choose_fn choose, void *user,
+                     FILE *report, int64_t *n_kept, uint64_t *bytes_after);
 
 /* ---- testing hook --------------------------------------------------------------------------- */
 /* Replaces pwrite() for every store write in this process (NULL restores it).

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "tasks.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,13 +144,41 @@ done:
 
 /* ---- db ----------------------------------------------------------------------------------------- */
 
+/* db compact DIR --max-bytes N [--policy lru|lfu] */
+static int db_compact(int argc, char **argv) {
+    long long max = 0;
+    int policy = AC_EVICT_LFU;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) {
+            char *end = NULL;
+            errno = 0;
+            max = strtoll(argv[++i], &end, 10);
+            if (errno || end == argv[i] || *end || max < 1) return cli_fail("bad --max-bytes '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--policy") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "lru")) policy = AC_EVICT_LRU;
+            else if (!strcmp(v, "lfu")) policy = AC_EVICT_LFU;
+            else return cli_fail("bad --policy '%s' (lru|lfu)", v);
+        } else {
+            return cli_fail("db compact: unknown or incomplete option '%s'", argv[i]);
+        }
+    }
+    if (!max) return cli_fail("db compact: --max-bytes N is required");
+    int64_t ev = 0;
+    if (ac_db_compact(argv[0], max, policy, stdout, &ev) != AC_OK) return cli_fail("compact: %s", ac_last_error());
+    return 0;
+}
+
 int cmd_db(int argc, char **argv) {
     if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
         printf("usage: attncache db stats CACHE_DIR     entries, bytes, bytes per map element by codec\n"
                "       attncache db verify CACHE_DIR    check every record (checksums, structure), both commit\n"
                "                                        slots and the saved indexes; exit 1 on any damage\n"
                "       attncache db repair CACHE_DIR    keep every intact record of a damaged cache and make it\n"
-               "                                        writable again (a damaged original is kept beside it)\n");
+               "                                        writable again (a damaged original is kept beside it)\n"
+               "       attncache db compact CACHE_DIR --max-bytes N [--policy lru|lfu]\n"
+               "                                        evict entries (least often hit first, default lfu; lru:\n"
+               "                                        least recently used first) until the store fits in N bytes\n");
         return argc < 1 ? 2 : 0;
     }
     if (argc < 2) return cli_fail("db %s: CACHE_DIR is required", argv[0]);
@@ -170,7 +199,8 @@ int cmd_db(int argc, char **argv) {
         printf("repair: %lld entries\n", (long long)n);
         return 0;
     }
-    return cli_fail("db: unknown subcommand '%s' (stats|verify|repair)", argv[0]);
+    if (!strcmp(argv[0], "compact")) return db_compact(argc - 1, argv + 1);
+    return cli_fail("db: unknown subcommand '%s' (stats|verify|repair|compact)", argv[0]);
 }
 
 /* ---- train-projector ------------------------------------------------------------------------------ */

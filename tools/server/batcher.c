@@ -19,16 +19,13 @@ typedef struct worker {
     srv_batcher *b;
     pthread_t th;
     int started;
-    ac_ctx *ctx;
-    ac_cache *cache;
-    int64_t cache_gen;    /* generation of the view in `cache` */
-    ac_cache_stats base;  /* lookup counts of the views closed at re-opens */
-    ac_cache_stats stats; /* base + the current view's, after the last batch (under b->mu) */
-    double t_lookup;      /* the current view's lookup seconds at the last batch */
-    int64_t hits;         /* the current view's hits at the last batch */
+    ac_ctx *ctx;      /* attached to b->p.cache, if any */
     /* batch scratch */
     srv_item **batch; /* [max_batch_seqs] */
+    srv_item **run;   /* [max_batch_seqs] the batch's sequences that passed ac_ctx_check_seq */
     ac_seq *seqs;     /* [max_batch_seqs] */
+    uint8_t *hit;     /* [max_batch_seqs] per sequence of the last forward: served from the cache */
+    uint64_t *key;    /* [max_batch_seqs] the served entry's key */
     float *out;       /* [max_batch_seqs][max(n_embd, n_cls)] */
 } worker;
 
@@ -41,6 +38,12 @@ struct srv_batcher {
     srv_item *head, *tail;
     int64_t q_seqs, q_tokens;
     int stopping;
+    int had_cache;        /* created with a cache */
+    int paused;           /* srv_batcher_pause: workers take no batch */
+    int running;          /* workers running a batch */
+    pthread_cond_t idle;  /* running dropped to 0 while paused */
+    ac_cache_stats base;  /* lookup counts of the caches closed since start (compactions) */
+    double t_lookup;      /* the shared cache's lookup seconds at the last batch (under mu) */
     worker *w;            /* [workers] */
 };
 
@@ -50,8 +53,11 @@ static void finish_item(srv_item *it, int status, const char *msg) {
     if (status != AC_OK) snprintf(j->err[it->idx], SRV_ERR_LEN, "%s", msg && msg[0] ? msg : ac_status_str(status));
 }
 
-/* Runs items [0, n) of one kind on the worker's context; per-item statuses set. */
-static void run_batch(worker *w, srv_item **items, int n) {
+/* Runs items [0, n) of one kind on the worker's context; per-item statuses
+ * set. Each sequence is checked first (ac_ctx_check_seq): a bad one fails
+ * alone and the others run together as one ac_forward. Returns the number of
+ * sequences that went through the forward (w->run[0..k), w->hit/key filled). */
+static int run_batch(worker *w, srv_item **items, int n) {
     srv_batcher *b = w->b;
     const int kind = items[0]->job->kind;
     if (kind == SRV_JOB_SCORE) {
@@ -59,13 +65,21 @@ static void run_batch(worker *w, srv_item **items, int n) {
         const int k = items[0]->idx;
         int rc = ac_score_labels(w->ctx, j->prompts[k], j->labels, j->n_labels, j->logprobs + (size_t)k * j->n_labels);
         finish_item(items[0], rc, rc == AC_OK ? NULL : ac_last_error());
-        return;
+        return 0;
     }
     const int dim = kind == SRV_JOB_EMBED ? b->n_embd : b->n_cls;
+    int k = 0;
     for (int i = 0; i < n; i++) {
-        w->seqs[i].tokens = items[i]->job->tokens[items[i]->idx];
-        w->seqs[i].n_tokens = items[i]->n_tokens;
+        ac_seq sq = {items[i]->job->tokens[items[i]->idx], items[i]->n_tokens};
+        int rc = ac_ctx_check_seq(w->ctx, &sq);
+        if (rc != AC_OK) {
+            finish_item(items[i], rc, ac_last_error());
+            continue;
+        }
+        w->run[k] = items[i];
+        w->seqs[k++] = sq;
     }
+    if (!k) return 0;
     ac_outputs o = {0};
     if (kind == SRV_JOB_EMBED) {
         o.pooled = w->out;
@@ -73,65 +87,21 @@ static void run_batch(worker *w, srv_item **items, int n) {
     } else {
         o.cls = w->out;
     }
-    int rc = ac_forward(w->ctx, w->seqs, n, &o);
-    if (rc == AC_OK) {
-        for (int i = 0; i < n; i++) {
-            memcpy(items[i]->job->out + (size_t)items[i]->idx * dim, w->out + (size_t)i * dim, (size_t)dim * sizeof(float));
-            finish_item(items[i], AC_OK, NULL);
-        }
-        return;
+    int rc = ac_forward(w->ctx, w->seqs, k, &o);
+    if (rc != AC_OK) { /* a call-level failure (out of memory...): every sequence of the call fails */
+        for (int i = 0; i < k; i++) finish_item(w->run[i], rc, ac_last_error());
+        return 0;
     }
-    /* per-sequence status: one at a time, so only the failing sequences fail */
-    for (int i = 0; i < n; i++) {
-        rc = n > 1 ? ac_forward(w->ctx, w->seqs + i, 1, &o) : rc;
-        if (rc == AC_OK)
-            memcpy(items[i]->job->out + (size_t)items[i]->idx * dim, w->out, (size_t)dim * sizeof(float));
-        finish_item(items[i], rc, rc == AC_OK ? NULL : ac_last_error());
+    for (int i = 0; i < k; i++) {
+        memcpy(w->run[i]->job->out + (size_t)w->run[i]->idx * dim, w->out + (size_t)i * dim, (size_t)dim * sizeof(float));
+        finish_item(w->run[i], AC_OK, NULL);
     }
-}
-
-static void add_stats(ac_cache_stats *a, const ac_cache_stats *b) {
-    a->queries += b->queries;
-    a->hits += b->hits;
-    a->layers_served += b->layers_served;
-    a->rows_served += b->rows_served;
-    a->rows_total += b->rows_total;
-    a->bytes_read += b->bytes_read;
-    a->t_features += b->t_features;
-    a->t_key += b->t_key;
-    a->t_search += b->t_search;
-    a->t_fetch += b->t_fetch;
+    if (b->p.cache) ac_cache_last_hits(w->ctx, k, w->hit, w->key);
+    else memset(w->hit, 0, (size_t)k);
+    return k;
 }
 
 static double lookup_seconds(const ac_cache_stats *s) { return s->t_features + s->t_key + s->t_search + s->t_fetch; }
-
-/* Re-open the worker's read-only view when new entries were committed. Keeps
- * the old view if the new one cannot be opened. Worker thread, outside b->mu. */
-static void refresh_view(worker *w) {
-    srv_batcher *b = w->b;
-    if (!w->cache || !b->p.generation) return;
-    int64_t g = b->p.generation(b->p.user);
-    if (g == w->cache_gen) return;
-    ac_cache_params cap = b->p.cache_params ? *b->p.cache_params : ac_cache_default_params();
-    cap.writable = 0;
-    cap.create = 0;
-    ac_cache *nc = NULL;
-    if (ac_cache_open(b->model, b->p.cache_dir, &cap, &nc) != AC_OK) {
-        fprintf(stderr, "attncache serve: cannot re-open the cache view: %s\n", ac_last_error());
-        w->cache_gen = g; /* try again at the next commit */
-        return;
-    }
-    ac_cache_stats old;
-    ac_cache_get_stats(w->cache, &old);
-    ac_ctx_attach_cache(w->ctx, NULL);
-    ac_cache_close(w->cache);
-    w->cache = nc;
-    ac_ctx_attach_cache(w->ctx, nc);
-    w->cache_gen = g;
-    add_stats(&w->base, &old);
-    w->t_lookup = 0;
-    w->hits = 0;
-}
 
 static void *worker_main(void *arg) {
     worker *w = arg;
@@ -139,8 +109,9 @@ static void *worker_main(void *arg) {
     const int max_seqs = b->p.max_batch_seqs, max_tok = b->p.max_batch_tokens;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (!b->head && !b->stopping) pthread_cond_wait(&b->work, &b->mu);
+        while ((!b->head || b->paused) && !b->stopping) pthread_cond_wait(&b->work, &b->mu);
         if (!b->head) break; /* stopping and drained */
+        b->running++;
         /* take sequences of the head's kind in arrival order within the budget */
         const int kind = b->head->job->kind;
         int n = 0, tok = 0;
@@ -165,38 +136,35 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_unlock(&b->mu);
 
-        refresh_view(w);
         double t0 = srv_now();
         for (int i = 0; i < n; i++) srv_metrics_stage(SRV_ST_QUEUE, t0 - w->batch[i]->job->t_enqueue);
-        run_batch(w, w->batch, n);
+        const int ran = run_batch(w, w->batch, n);
         double t1 = srv_now();
         srv_metrics_stage(SRV_ST_FORWARD, t1 - t0);
         srv_metrics_batch(n, tok);
 
-        ac_cache_stats cs;
-        int64_t batch_hits = 0;
-        if (w->cache) {
-            ac_cache_get_stats(w->cache, &cs);
-            srv_metrics_stage(SRV_ST_LOOKUP, lookup_seconds(&cs) - w->t_lookup);
-            w->t_lookup = lookup_seconds(&cs);
-            batch_hits = cs.hits - w->hits;
-            w->hits = cs.hits;
-            add_stats(&cs, &w->base);
-        }
-        /* record the batch's sequences unless all of them were served from the cache (the
-         * lookup reports counts, not which sequence hit: a mixed batch is recorded whole) */
-        if (b->p.on_sequence && kind != SRV_JOB_SCORE && batch_hits < n)
-            for (int i = 0; i < n; i++) {
-                srv_item *it = w->batch[i];
-                if (it->job->status[it->idx] == AC_OK)
-                    b->p.on_sequence(b->p.user, it->job->tokens[it->idx], it->n_tokens);
+        /* misses only go to the recorder; hits tell it which entries were used */
+        for (int i = 0; i < ran; i++) {
+            srv_item *it = w->run[i];
+            if (w->hit[i]) {
+                if (b->p.on_hit) b->p.on_hit(b->p.user, w->key[i]);
+            } else if (b->p.on_sequence) {
+                b->p.on_sequence(b->p.user, it->job->tokens[it->idx], it->n_tokens);
             }
+        }
         pthread_mutex_lock(&b->mu);
-        if (w->cache) w->stats = cs;
+        if (b->p.cache) { /* the shared cache's lookup time since the last batch of any worker */
+            ac_cache_stats cs;
+            ac_cache_get_stats(b->p.cache, &cs);
+            const double tl = lookup_seconds(&cs);
+            if (tl > b->t_lookup) srv_metrics_stage(SRV_ST_LOOKUP, tl - b->t_lookup);
+            b->t_lookup = tl;
+        }
         for (int i = 0; i < n; i++) {
             srv_job *j = w->batch[i]->job;
             if (--j->remaining == 0) pthread_cond_signal(&j->done);
         }
+        if (--b->running == 0 && b->paused) pthread_cond_broadcast(&b->idle);
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -210,12 +178,14 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
     if (!b) return AC_ERR_NOMEM;
     b->model = model;
     b->p = *p;
+    b->had_cache = p->cache != NULL;
     ac_model_info info;
     ac_model_get_info(model, &info);
     b->n_embd = info.n_embd;
     b->n_cls = info.n_cls_out;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
+    pthread_cond_init(&b->idle, NULL);
     int rc = AC_OK;
     b->w = calloc((size_t)p->workers, sizeof *b->w);
     if (!b->w) {
@@ -227,9 +197,12 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
         worker *w = &b->w[i];
         w->b = b;
         w->batch = calloc((size_t)p->max_batch_seqs, sizeof *w->batch);
+        w->run = calloc((size_t)p->max_batch_seqs, sizeof *w->run);
         w->seqs = calloc((size_t)p->max_batch_seqs, sizeof *w->seqs);
+        w->hit = calloc((size_t)p->max_batch_seqs, 1);
+        w->key = calloc((size_t)p->max_batch_seqs, sizeof *w->key);
         w->out = calloc((size_t)p->max_batch_seqs * dim, sizeof *w->out);
-        if (!w->batch || !w->seqs || !w->out) {
+        if (!w->batch || !w->run || !w->seqs || !w->hit || !w->key || !w->out) {
             rc = AC_ERR_NOMEM;
             goto fail;
         }
@@ -239,14 +212,7 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
         cp.attn = p->attn;
         cp.max_tokens = p->max_tokens;
         if ((rc = ac_ctx_new(model, &cp, &w->ctx)) != AC_OK) goto fail;
-        if (p->cache_dir) {
-            ac_cache_params cap = p->cache_params ? *p->cache_params : ac_cache_default_params();
-            cap.writable = 0;
-            cap.create = 0;
-            if ((rc = ac_cache_open(model, p->cache_dir, &cap, &w->cache)) != AC_OK) goto fail;
-            if ((rc = ac_ctx_attach_cache(w->ctx, w->cache)) != AC_OK) goto fail;
-            if (p->generation) w->cache_gen = p->generation(p->user);
-        }
+        if (p->cache && (rc = ac_ctx_attach_cache(w->ctx, p->cache)) != AC_OK) goto fail;
     }
     for (int i = 0; i < p->workers; i++) {
         if (pthread_create(&b->w[i].th, NULL, worker_main, &b->w[i]) != 0) {
@@ -318,26 +284,57 @@ void srv_batcher_depth(srv_batcher *b, int64_t *seqs, int64_t *tokens) {
     pthread_mutex_unlock(&b->mu);
 }
 
+static void add_stats(ac_cache_stats *a, const ac_cache_stats *b) {
+    a->queries += b->queries;
+    a->hits += b->hits;
+    a->layers_served += b->layers_served;
+    a->rows_served += b->rows_served;
+    a->rows_total += b->rows_total;
+    a->bytes_read += b->bytes_read;
+    a->t_features += b->t_features;
+    a->t_key += b->t_key;
+    a->t_search += b->t_search;
+    a->t_fetch += b->t_fetch;
+    a->lookups_failed += b->lookups_failed;
+    a->records_damaged += b->records_damaged;
+}
+
 int srv_batcher_cache_stats(srv_batcher *b, ac_cache_stats *s) {
     memset(s, 0, sizeof *s);
-    int have = 0;
     pthread_mutex_lock(&b->mu);
-    for (int i = 0; i < b->p.workers; i++) {
-        const ac_cache_stats *w = &b->w[i].stats;
-        if (!b->w[i].cache) continue;
-        have = 1;
-        if (w->entries > s->entries) s->entries = w->entries;
-        s->queries += w->queries;
-        s->hits += w->hits;
-        s->layers_served += w->layers_served;
-        s->bytes_read += w->bytes_read;
-        s->t_features += w->t_features;
-        s->t_key += w->t_key;
-        s->t_search += w->t_search;
-        s->t_fetch += w->t_fetch;
-    }
+    const int have = b->had_cache;
+    if (b->p.cache) ac_cache_get_stats(b->p.cache, s);
+    add_stats(s, &b->base);
     pthread_mutex_unlock(&b->mu);
     return have;
+}
+
+void srv_batcher_pause(srv_batcher *b) {
+    pthread_mutex_lock(&b->mu);
+    b->paused = 1;
+    while (b->running > 0) pthread_cond_wait(&b->idle, &b->mu);
+    if (b->p.cache) { /* its counts live on in base; the contexts let go of it */
+        ac_cache_stats cs;
+        ac_cache_get_stats(b->p.cache, &cs);
+        add_stats(&b->base, &cs);
+        for (int i = 0; i < b->p.workers; i++) ac_ctx_attach_cache(b->w[i].ctx, NULL);
+        b->p.cache = NULL;
+    }
+    b->t_lookup = 0;
+    pthread_mutex_unlock(&b->mu);
+}
+
+int srv_batcher_resume(srv_batcher *b, ac_cache *cache) {
+    int rc = AC_OK;
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; cache && i < b->p.workers && rc == AC_OK; i++) rc = ac_ctx_attach_cache(b->w[i].ctx, cache);
+    if (rc != AC_OK)
+        for (int i = 0; i < b->p.workers; i++) ac_ctx_attach_cache(b->w[i].ctx, NULL);
+    b->p.cache = rc == AC_OK ? cache : NULL;
+    b->paused = 0;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    return rc;
 }
 
 void srv_batcher_free(srv_batcher *b) {
@@ -351,18 +348,18 @@ void srv_batcher_free(srv_batcher *b) {
             if (b->w[i].started) pthread_join(b->w[i].th, NULL);
         for (int i = 0; i < b->p.workers; i++) {
             worker *w = &b->w[i];
-            if (w->cache) {
-                if (w->ctx) ac_ctx_attach_cache(w->ctx, NULL);
-                ac_cache_close(w->cache);
-            }
-            ac_ctx_free(w->ctx);
+            ac_ctx_free(w->ctx); /* detaches it from the cache */
             free(w->batch);
+            free(w->run);
             free(w->seqs);
+            free(w->hit);
+            free(w->key);
             free(w->out);
         }
         free(b->w);
     }
     pthread_cond_destroy(&b->work);
+    pthread_cond_destroy(&b->idle);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }

@@ -1,12 +1,14 @@
 /* batcher.h — the server's queue and worker pool (dynamic batching).
  *
- * One model, W workers, each with its own ac_ctx (and its own read-only view
- * of the attention cache, if one is given). HTTP threads submit jobs of
+ * One model, W workers, each with its own ac_ctx, all attached to one shared
+ * attention cache if one is given (lookups from every worker at once; the
+ * recorder inserts through the same cache, and new entries are served by
+ * every worker once committed). HTTP threads submit jobs of
  * already tokenized and validated sequences and block until every sequence of
  * the job is done. Each worker takes sequences of one kind from the queue in
  * arrival order, across jobs and so across clients, until the batch holds
  * max_batch_tokens tokens or max_batch_seqs sequences, and runs them as one
- * ac_forward call. A failing batch is re-run one sequence at a time, so a bad
+ * ac_forward call. Each sequence is checked first (ac_ctx_check_seq), so a bad
  * sequence fails only its own job; every sequence carries its own status. */
 #ifndef SRV_BATCHER_H
 #define SRV_BATCHER_H
@@ -56,13 +58,13 @@ typedef struct srv_batcher_params {
     int pooling;          /* enum ac_pooling of EMBED outputs */
     int gemm, attn;       /* ac_ctx_params */
     int max_tokens;       /* ac_ctx_params.max_tokens */
-    const char *cache_dir;            /* NULL: no attention cache */
-    const ac_cache_params *cache_params; /* with cache_dir: opened read-only once per worker */
-    /* optional, with a cache: each sequence run successfully is passed to on_sequence (from a
-     * worker thread; tokens borrowed for the call), and a worker re-opens its read-only view
-     * between batches whenever generation(user) has changed (new entries committed) */
+    ac_cache *cache;      /* NULL: no attention cache; else borrowed (outlives the batcher): every
+                             worker's context is attached to this one shared cache */
+    /* optional, with a cache (called from a worker thread after each batch): on_sequence with each
+     * sequence that ran and missed the cache (tokens borrowed for the call), on_hit with the key
+     * of the entry that served each sequence that hit */
     void (*on_sequence)(void *user, const int32_t *tokens, int n_tokens);
-    int64_t (*generation)(void *user);
+    void (*on_hit)(void *user, uint64_t key);
     void *user;
 } srv_batcher_params;
 
@@ -85,8 +87,16 @@ int srv_batcher_run(srv_batcher *b, srv_job *job);
 void srv_batcher_cancel_queued(srv_batcher *b);
 /* Sequences and tokens waiting in the queue. */
 void srv_batcher_depth(srv_batcher *b, int64_t *seqs, int64_t *tokens);
-/* Attention-cache statistics summed over the workers (0 if no cache). */
+/* The shared attention cache's statistics; returns 0 (s zeroed) without a cache. */
 int srv_batcher_cache_stats(srv_batcher *b, ac_cache_stats *s);
+/* Cache maintenance (compaction): waits until no batch runs, holds the
+ * workers off (queued sequences wait), and detaches every worker's context
+ * from the cache (its lookup counts are kept for srv_batcher_cache_stats).
+ * Then the caller may close the cache. Any thread but a worker's. */
+void srv_batcher_pause(srv_batcher *b);
+/* Attaches every worker's context to cache (borrowed; NULL: run without one)
+ * and lets the workers go on. AC status (on failure: no cache). */
+int srv_batcher_resume(srv_batcher *b, ac_cache *cache);
 /* Stops taking jobs, finishes the queued ones, joins the workers, frees all. NULL is fine. */
 void srv_batcher_free(srv_batcher *b);
 

@@ -3,6 +3,7 @@
 #include "recorder.h"
 #include "srvutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,7 +24,10 @@ struct srv_recorder {
     const ac_model *model;
     srv_recorder_params p;
     char dir[4096];
-    ac_cache *cache; /* writable; used by the recorder thread only (and at free) */
+    ac_cache *cache; /* borrowed, writable, shared with the workers' lookups; replaced by p.compact
+                        (under cmu); NULL after a failed re-open (nothing more is recorded) */
+    pthread_mutex_t cmu; /* held through a compaction; no_compact takes it */
+    int no_compact;      /* srv_recorder_stop_compaction: the batcher is going away */
     ac_ctx *ctx;     /* created by the recorder thread (its pool inherits the lower priority) */
     pthread_t th;
     int started;
@@ -34,7 +38,6 @@ struct srv_recorder {
     int stop;
     double drain_until; /* at stop: record what is queued until then */
     srv_recorder_stats st;
-    atomic_llong gen;
     int init_rc;        /* the thread's context creation status */
     int init_done;
 };
@@ -47,7 +50,7 @@ static int64_t store_bytes(const char *dir) {
 }
 
 static void commit(srv_recorder *r, int *uncommitted) {
-    if (!*uncommitted) return;
+    if (!*uncommitted || !r->cache) return;
     int rc = ac_cache_commit(r->cache);
     ac_cache_stats cs;
     ac_cache_get_stats(r->cache, &cs);
@@ -60,11 +63,41 @@ static void commit(srv_recorder *r, int *uncommitted) {
         r->st.errors++;
     }
     r->st.store_bytes = bytes;
-    if (r->p.max_bytes > 0 && bytes >= r->p.max_bytes) r->st.full = 1;
+    if (r->p.max_bytes > 0 && bytes >= r->p.max_bytes && !r->p.compact) r->st.full = 1;
     pthread_mutex_unlock(&r->mu);
-    if (rc == AC_OK) atomic_fetch_add(&r->gen, 1);
-    else fprintf(stderr, "attncache serve: cache commit failed: %s\n", ac_last_error());
+    if (rc != AC_OK) fprintf(stderr, "attncache serve: cache commit failed: %s\n", ac_last_error());
     *uncommitted = 0;
+}
+
+/* Over the byte budget: commit, then let p.compact evict (it pauses the
+ * workers, closes the cache, compacts the store, re-opens it). Recorder thread. */
+static void maybe_compact(srv_recorder *r, int *uncommitted) {
+    if (!r->p.compact || r->p.max_bytes <= 0 || store_bytes(r->dir) < r->p.max_bytes) return;
+    commit(r, uncommitted);
+    pthread_mutex_lock(&r->cmu);
+    if (r->no_compact) { /* shutting down: no compaction, so no insert past the budget either */
+        pthread_mutex_unlock(&r->cmu);
+        pthread_mutex_lock(&r->mu);
+        r->st.full = 1;
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    int64_t evicted = 0;
+    double t0 = srv_now();
+    int rc = r->p.compact(r->p.user, &r->cache, &evicted);
+    double dt = srv_now() - t0;
+    pthread_mutex_unlock(&r->cmu);
+    ac_cache_stats cs = {0};
+    if (r->cache) ac_cache_get_stats(r->cache, &cs);
+    int64_t bytes = store_bytes(r->dir);
+    pthread_mutex_lock(&r->mu);
+    if (rc == AC_OK) r->st.compactions++, r->st.evictions += evicted;
+    else r->st.errors++;
+    r->st.compact_seconds += dt;
+    r->st.entries = cs.entries;
+    r->st.store_bytes = bytes;
+    if (!r->cache || bytes >= r->p.max_bytes) r->st.full = 1; /* cannot get under the budget: stop inserting */
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void *recorder_main(void *arg) {
@@ -93,8 +126,16 @@ static void *recorder_main(void *arg) {
                 if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
                 pthread_cond_timedwait(&r->cv, &r->mu, &ts);
                 if (!r->count && srv_now() - last_commit >= 1.0) break;
-            } else {
-                pthread_cond_wait(&r->cv, &r->mu);
+            } else { /* idle: every 2 s, save the entries' use (hits) if lookups changed it */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 2;
+                if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT && !r->count && !r->stop && r->cache) {
+                    pthread_mutex_unlock(&r->mu);
+                    if (ac_cache_commit(r->cache) != AC_OK) /* nothing pending: writes usage.bin when it changed */
+                        fprintf(stderr, "attncache serve: saving the cache's use records: %s\n", ac_last_error());
+                    pthread_mutex_lock(&r->mu);
+                }
             }
         }
         if (r->stop && (!r->count || srv_now() > r->drain_until)) break;
@@ -108,15 +149,16 @@ static void *recorder_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
         if (it.tokens) {
             int added = 0;
-            rc = full ? AC_OK : ac_cache_add(r->cache, r->ctx, it.tokens, it.n, &added);
+            rc = full || !r->cache ? AC_OK : ac_cache_add(r->cache, r->ctx, it.tokens, it.n, &added);
             if (rc != AC_OK) fprintf(stderr, "attncache serve: cache insert failed: %s\n", ac_last_error());
             pthread_mutex_lock(&r->mu);
             if (rc != AC_OK) r->st.errors++;
-            else if (full) r->st.dropped++;
+            else if (full || !r->cache) r->st.dropped++;
             else if (added) r->st.inserted++, uncommitted++;
             else r->st.duplicates++;
             pthread_mutex_unlock(&r->mu);
             free(it.tokens);
+            if (added) maybe_compact(r, &uncommitted);
         }
         if (uncommitted && (srv_now() - last_commit >= 1.0 || uncommitted >= 64)) {
             commit(r, &uncommitted);
@@ -138,13 +180,14 @@ static void *recorder_main(void *arg) {
 
 int srv_recorder_new(const ac_model *model, const srv_recorder_params *p, srv_recorder **out) {
     *out = NULL;
-    if (!model || !p || !p->dir || p->queue_cap < 1) return AC_ERR_ARG;
+    if (!model || !p || !p->dir || !p->cache || p->queue_cap < 1) return AC_ERR_ARG;
     srv_recorder *r = calloc(1, sizeof *r);
     if (!r) return AC_ERR_NOMEM;
     r->model = model;
     r->p = *p;
     snprintf(r->dir, sizeof r->dir, "%s", p->dir);
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->cmu, NULL);
     pthread_cond_init(&r->cv, NULL);
     int rc = AC_OK;
     r->q = calloc((size_t)p->queue_cap, sizeof *r->q);
@@ -152,15 +195,12 @@ int srv_recorder_new(const ac_model *model, const srv_recorder_params *p, srv_re
         rc = AC_ERR_NOMEM;
         goto fail;
     }
-    ac_cache_params cp = p->cache_params ? *p->cache_params : ac_cache_default_params();
-    cp.writable = 1;
-    cp.create = 1;
-    if ((rc = ac_cache_open(model, p->dir, &cp, &r->cache)) != AC_OK) goto fail;
+    r->cache = p->cache;
     ac_cache_stats cs;
     ac_cache_get_stats(r->cache, &cs);
     r->st.entries = cs.entries;
     r->st.store_bytes = store_bytes(r->dir);
-    r->st.full = p->max_bytes > 0 && r->st.store_bytes >= p->max_bytes;
+    r->st.full = p->max_bytes > 0 && r->st.store_bytes >= p->max_bytes && !p->compact;
     if (pthread_create(&r->th, NULL, recorder_main, r) != 0) {
         rc = AC_ERR_NOMEM;
         goto fail;
@@ -203,7 +243,12 @@ void srv_recorder_offer(srv_recorder *r, const int32_t *tokens, int n) {
     pthread_mutex_unlock(&r->mu);
 }
 
-int64_t srv_recorder_generation(srv_recorder *r) { return r ? atomic_load(&r->gen) : 0; }
+void srv_recorder_stop_compaction(srv_recorder *r) {
+    if (!r) return;
+    pthread_mutex_lock(&r->cmu); /* waits for a compaction in progress */
+    r->no_compact = 1;
+    pthread_mutex_unlock(&r->cmu);
+}
 
 void srv_recorder_get_stats(srv_recorder *r, srv_recorder_stats *s) {
     pthread_mutex_lock(&r->mu);
@@ -224,9 +269,11 @@ void srv_recorder_free(srv_recorder *r, double drain_s) {
     if (r->q)
         for (int i = 0; i < r->count; i++) free(r->q[(r->head + i) % r->p.queue_cap].tokens);
     free(r->q);
-    if (r->cache) ac_cache_close(r->cache); /* commits what is pending */
+    if (r->cache && r->started && ac_cache_commit(r->cache) != AC_OK) /* what is pending */
+        fprintf(stderr, "attncache serve: cache commit failed: %s\n", ac_last_error());
     ac_ctx_free(r->ctx);
     pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->cmu);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }

@@ -1001,6 +1001,8 @@ static void route_metrics(rq *q) {
         srv_recorder_stats r;
         srv_recorder_get_stats(rec, &r);
         sbuf_printf(&b,
+                    "# HELP attncache_cache_insert_offered_total Inputs offered for recording (the misses served).\n"
+                    "# TYPE attncache_cache_insert_offered_total counter\nattncache_cache_insert_offered_total %lld\n"
                     "# HELP attncache_cache_inserts_total Inputs recorded into the attention cache.\n"
                     "# TYPE attncache_cache_inserts_total counter\nattncache_cache_inserts_total %lld\n"
                     "# HELP attncache_cache_insert_duplicates_total Inputs offered that were stored already.\n"
@@ -1016,10 +1018,17 @@ static void route_metrics(rq *q) {
                     "# TYPE attncache_cache_committed_entries gauge\nattncache_cache_committed_entries %lld\n"
                     "# HELP attncache_cache_store_bytes Size of the map store file.\n"
                     "# TYPE attncache_cache_store_bytes gauge\nattncache_cache_store_bytes %lld\n"
-                    "# HELP attncache_cache_store_full 1 once the store reached --cache-max-bytes.\n"
-                    "# TYPE attncache_cache_store_full gauge\nattncache_cache_store_full %d\n",
-                    (long long)r.inserted, (long long)r.duplicates, (long long)r.dropped, (long long)r.errors,
-                    (long long)r.commits, (long long)r.entries, (long long)r.store_bytes, r.full);
+                    "# HELP attncache_cache_store_full 1 once the store reached --cache-max-bytes with no way under it.\n"
+                    "# TYPE attncache_cache_store_full gauge\nattncache_cache_store_full %d\n"
+                    "# HELP attncache_cache_evictions_total Entries evicted by compactions (at start and online).\n"
+                    "# TYPE attncache_cache_evictions_total counter\nattncache_cache_evictions_total %lld\n"
+                    "# HELP attncache_cache_compactions_total Online compactions of the store under --cache-max-bytes.\n"
+                    "# TYPE attncache_cache_compactions_total counter\nattncache_cache_compactions_total %lld\n"
+                    "# HELP attncache_cache_compaction_seconds_total Time spent compacting (the workers wait).\n"
+                    "# TYPE attncache_cache_compaction_seconds_total counter\nattncache_cache_compaction_seconds_total %.6f\n",
+                    (long long)r.offered, (long long)r.inserted, (long long)r.duplicates, (long long)r.dropped, (long long)r.errors,
+                    (long long)r.commits, (long long)r.entries, (long long)r.store_bytes, r.full,
+                    (long long)(r.evictions + s->evicted_at_start), (long long)r.compactions, r.compact_seconds);
     }
     respond(q->rs, 200, &b, "text/plain; version=0.0.4; charset=utf-8");
 }

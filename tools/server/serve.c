@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,12 +45,16 @@ static const char *usage_text =
     "      --fast                   bf16 arithmetic for F16/BF16/Q8_0 weights (see attncache embed --help)\n"
     "      --api-key KEY            require \"Authorization: Bearer KEY\" on every route but /health\n"
     "      --api-key-file FILE      the same, the key read from FILE (first line; preferred: not in ps)\n"
-    "      --cache DIR              serve an attention cache read-only (one view per worker)\n"
+    "      --cache DIR              serve an attention cache (one cache shared by the workers)\n"
     "      --threshold T            cache hit when the key distance <= T (default 0.05)\n"
     "      --layers SPEC            cache layers served on a hit: all|none|policy|0-3,7\n"
     "      --cache-insert           record served inputs into the cache in the background (DIR is\n"
     "                               created if missing); the workers serve them after each commit\n"
-    "      --cache-max-bytes N      stop inserting once the map store reaches N bytes (no eviction)\n"
+    "      --cache-max-bytes N      byte budget of the map store: an insert that reaches it compacts the\n"
+    "                               store to 3/4 of N, evicting by --cache-evict (the workers wait\n"
+    "                               meanwhile); a store over N is compacted at start\n"
+    "      --cache-evict P          lfu (default: least often hit go first; ties: least recently used)\n"
+    "                               | lru (least recently hit or inserted first)\n"
     "      --cache-queue N          inputs waiting to be recorded before new ones are dropped (default 1024)\n"
     "  -q, --quiet                  no log line per request\n"
     "\n"
@@ -57,7 +62,40 @@ static const char *usage_text =
     "(a second signal answers the requests still queued with 503 and exits).\n";
 
 static void offer_sequence(void *user, const int32_t *tokens, int n) { srv_recorder_offer(user, tokens, n); }
-static int64_t cache_generation(void *user) { return srv_recorder_generation(user); }
+
+/* The store's size after a compaction: 3/4 of the budget, so that inserting goes on a while before
+ * the next one. */
+static int64_t compact_target(const srv_config *c) { return c->cache_max_bytes - c->cache_max_bytes / 4; }
+
+/* The recorder's compaction (recorder.h, p.compact): the workers wait, the cache is closed (its
+ * pending entries and use records saved), the store compacted, the cache re-opened and attached
+ * again. Recorder thread. */
+static int compact_cache(void *user, ac_cache **cache, int64_t *evicted) {
+    srv_server *s = user;
+    const srv_config *c = &s->cfg;
+    srv_batcher_pause(s->batcher);
+    int rc = ac_cache_close(*cache);
+    if (rc != AC_OK) fprintf(stderr, "attncache serve: closing the cache for compaction: %s\n", ac_last_error());
+    *cache = s->cache = NULL;
+    rc = ac_db_compact(c->cache_dir, compact_target(c), c->cache_evict, NULL, evicted);
+    if (rc != AC_OK) fprintf(stderr, "attncache serve: cache compaction failed: %s\n", ac_last_error());
+    ac_cache_params cap = c->cache_params;
+    cap.writable = 1;
+    cap.create = 1;
+    ac_cache *nc = NULL;
+    int ro = ac_cache_open(s->model, c->cache_dir, &cap, &nc);
+    if (ro != AC_OK) {
+        fprintf(stderr, "attncache serve: cannot re-open the cache after compaction (serving without it): %s\n",
+                ac_last_error());
+        nc = NULL;
+    }
+    if (srv_batcher_resume(s->batcher, nc) != AC_OK)
+        fprintf(stderr, "attncache serve: cannot attach the workers to the compacted cache: %s\n", ac_last_error());
+    *cache = s->cache = nc;
+    if (!c->quiet && rc == AC_OK)
+        fprintf(stderr, "attncache serve: cache compacted: %lld entries evicted\n", (long long)*evicted);
+    return rc != AC_OK ? rc : ro;
+}
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -184,6 +222,11 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
             long long x2 = strtoll(v, &end, 10);
             if (errno || end == v || *end || x2 < 1) return fprintf(stderr, "attncache: error: bad --cache-max-bytes '%s'\n", v), 0;
             c->cache_max_bytes = x2;
+        } else if (!strcmp(a, "--cache-evict")) {
+            VAL();
+            if (!strcmp(v, "lru")) c->cache_evict = AC_EVICT_LRU;
+            else if (!strcmp(v, "lfu")) c->cache_evict = AC_EVICT_LFU;
+            else return fprintf(stderr, "attncache: error: bad --cache-evict '%s' (lru|lfu)\n", v), 0;
         } else if (!strcmp(a, "--layers")) {
             VAL();
             c->cache_params.layers = v;
@@ -225,6 +268,7 @@ int cmd_serve(int argc, char **argv) {
     c->pooling = AC_POOL_DEFAULT;
     c->cache_params = ac_cache_default_params();
     c->cache_queue = 1024;
+    c->cache_evict = AC_EVICT_LFU;
     char *key_owned = NULL, *id_owned = NULL;
     srv_http *http = NULL;
     int rc = 1, help = 0, port = 0;
@@ -279,15 +323,43 @@ int cmd_serve(int argc, char **argv) {
             if (!(s->cls_labels[i] = strdup(buf))) goto out;
         }
     }
+    if (c->cache_dir && c->cache_max_bytes > 0) { /* a store over the budget is compacted before use */
+        char path[4200];
+        snprintf(path, sizeof path, "%s/maps.acdb", c->cache_dir);
+        struct stat sb;
+        if (stat(path, &sb) == 0 && sb.st_size > c->cache_max_bytes) {
+            int64_t ev = 0;
+            if (ac_db_compact(c->cache_dir, compact_target(c), c->cache_evict, NULL, &ev) != AC_OK) {
+                fprintf(stderr, "attncache: error: cannot compact the cache '%s' to --cache-max-bytes: %s\n",
+                        c->cache_dir, ac_last_error());
+                goto out;
+            }
+            s->evicted_at_start = ev;
+            fprintf(stderr, "attncache serve: cache over --cache-max-bytes: %lld entries evicted at start\n",
+                    (long long)ev);
+        }
+    }
+    if (c->cache_dir) { /* one cache for every worker (and the recorder, which writes through it) */
+        ac_cache_params cap = c->cache_params;
+        cap.writable = c->cache_insert;
+        cap.create = c->cache_insert;
+        if (ac_cache_open(s->model, c->cache_dir, &cap, &s->cache) != AC_OK) {
+            fprintf(stderr, "attncache: error: cannot open the cache '%s'%s: %s\n", c->cache_dir,
+                    c->cache_insert ? " for inserting" : "", ac_last_error()[0] ? ac_last_error() : "failed");
+            goto out;
+        }
+    }
     if (c->cache_insert) {
         srv_recorder_params rp = {0};
         rp.dir = c->cache_dir;
-        rp.cache_params = &c->cache_params;
+        rp.cache = s->cache;
         rp.threads = c->threads;
         rp.queue_cap = c->cache_queue;
         rp.max_bytes = c->cache_max_bytes;
+        rp.compact = compact_cache;
+        rp.user = s;
         if (srv_recorder_new(s->model, &rp, &s->recorder) != AC_OK) {
-            fprintf(stderr, "attncache: error: cannot open the cache '%s' for inserting: %s\n", c->cache_dir,
+            fprintf(stderr, "attncache: error: cannot start the cache recorder: %s\n",
                     ac_last_error()[0] ? ac_last_error() : "failed");
             goto out;
         }
@@ -299,11 +371,9 @@ int cmd_serve(int argc, char **argv) {
     bp.max_batch_seqs = c->max_batch_requests;
     bp.pooling = c->pooling;
     bp.max_tokens = s->info.n_ctx_train;
-    bp.cache_dir = c->cache_dir;
-    bp.cache_params = &c->cache_params;
+    bp.cache = s->cache;
     if (s->recorder) {
         bp.on_sequence = offer_sequence;
-        bp.generation = cache_generation;
         bp.user = s->recorder;
     }
     if (srv_batcher_new(s->model, &bp, &s->batcher) != AC_OK) {
@@ -338,6 +408,7 @@ int cmd_serve(int argc, char **argv) {
     rc = 0;
 out:
     srv_http_stop(http);
+    srv_recorder_stop_compaction(s->recorder); /* compactions pause the workers: none from here on */
     srv_batcher_free(s->batcher);
     if (s->recorder) {
         srv_recorder_stats rs;
@@ -346,6 +417,8 @@ out:
         fprintf(stderr, "attncache serve: cache: %lld inserted, %lld already stored, %lld dropped\n",
                 (long long)rs.inserted, (long long)rs.duplicates, (long long)rs.dropped);
     }
+    if (s->cache && ac_cache_close(s->cache) != AC_OK) /* after the workers and the recorder */
+        fprintf(stderr, "attncache serve: closing the cache: %s\n", ac_last_error());
     if (s->cls_labels)
         for (int i = 0; i < s->info.n_cls_out; i++) free(s->cls_labels[i]);
     free(s->cls_labels);

@@ -34,10 +34,11 @@ typedef struct srv_config {
     int pooling;              /* enum ac_pooling (default: the model's) */
     int fast;                 /* bf16 arithmetic */
     const char *api_key;      /* NULL: no authentication */
-    const char *cache_dir;    /* attention cache: a read-only view per worker */
+    const char *cache_dir;    /* attention cache, shared by the workers */
     ac_cache_params cache_params;
     int cache_insert;         /* record served inputs into the cache (recorder.c) */
-    long long cache_max_bytes; /* stop inserting at this store size (0: no cap) */
+    long long cache_max_bytes; /* byte budget of the store: compaction (0: none) */
+    int cache_evict;          /* enum ac_evict_policy (default LFU) */
     int cache_queue;          /* inputs waiting to be recorded before new ones are dropped */
     int quiet;                /* no per-request log lines */
 } srv_config;
@@ -49,7 +50,10 @@ typedef struct srv_server {
     int max_input;            /* effective per-input token limit */
     char **cls_labels;        /* [info.n_cls_out] label names (owned) */
     srv_batcher *batcher;     /* owned */
+    ac_cache *cache;          /* owned; NULL without --cache; writable with --cache-insert; replaced by each
+                                 compaction (recorder thread), read by the main thread after the recorder */
     srv_recorder *recorder;   /* owned; NULL without --cache-insert */
+    int64_t evicted_at_start; /* entries evicted by the start-up compaction */
     atomic_int ready;         /* 1 once model and workers are up */
     atomic_int draining;      /* 1 after SIGTERM: new requests get 503 */
     atomic_long in_flight;    /* admitted inference requests (the 429 limit) */

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Throughput and p50/p99 latency of embedding servers under 1, 8 and 64
+concurrent clients: `attncache serve` (without and with its attention cache)
+against llama.cpp's server, same GGUF file, same thread count, loopback only.
+
+Each client is a thread with one keep-alive HTTP connection that sends
+OpenAI-style `POST /v1/embeddings` requests ({"input": [text], "model": ...};
+both servers speak it) back to back, one text per request, for --seconds
+after --warmup seconds. Reported per (server, data set, clients): requests/s,
+input tokens/s where the server reports usage, p50 and p99 latency (ms),
+errors. Nothing is written unless --json FILE is given: the figures are the
+lead's to record (docs/PERFORMANCE.md), from a quiet machine.
+
+Servers (each started, measured and stopped in turn; one at a time):
+  attncache        BIN serve -m MODEL -t T --workers W --max-batch-requests 64
+  attncache+cache  the same with --cache DIR (a cache built from the --cache-corpus
+                   sentences with `BIN build`; a fraction of the requests repeat them)
+  llama.cpp        llama-server -m MODEL --embedding --pooling mean -t T -tb T
+                   -c CTX -b CTX -ub CTX --parallel P (give --llama-server PATH)
+
+llama-server: bench/setup_peers.sh unpacks llama.cpp's source in /work/peers/llama.cpp/src and
+builds only llama-bench and llama-embedding; build the server from the same tree with
+    cmake -S /work/peers/llama.cpp/src -B /work/peers/llama.cpp/build-server -DCMAKE_BUILD_TYPE=Release \\
+          -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF
+    cmake --build /work/peers/llama.cpp/build-server --target llama-server -j
+or use llama-cpp-python[server] from PyPI (`python -m llama_cpp.server --model MODEL --embedding true
+--n_threads T --port P`: give it with --llama-cmd). Without either, only attncache is measured.
+
+Example (the lead's run):
+    python3 bench/server_compare.py --bin build/attncache \\
+        --model models-cache/all-MiniLM-L6-v2-f32.gguf --threads 4 \\
+        --llama-server /work/peers/llama.cpp/build-server/bin/llama-server \\
+        --data sst2=../shared/data/sst2/train.tsv,imdb=../shared/data/imdb/train.tsv \\
+        --clients 1,8,64 --seconds 20 --json /tmp/server_compare.json
+
+The load generator is Python threads: past a few thousand requests/s it is the bottleneck
+(the report says how busy its process was: compare with the servers' CPU time).
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_health(port, proc, log_path, timeout=300):
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        if proc.poll() is not None:
+            sys.exit(f"server exited early (status {proc.returncode}); log {log_path}:\n" + open(log_path).read()[-3000:])
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            if r.status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    sys.exit(f"server on port {port} not healthy after {timeout} s; log {log_path}")
+
+
+def start(cmd, port, log_path):
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    wait_health(port, proc, log_path)
+    return proc
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def load_texts(path, n, seed):
+    """First column of an SST-2 style TSV (header line) or the third of the IMDB one (no header)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, ln in enumerate(f):
+            cols = ln.rstrip("\n").split("\t")
+            if i == 0 and cols[0] == "sentence":
+                continue
+            t = cols[0] if len(cols) <= 2 else cols[-1]
+            t = t.strip()
+            if t:
+                out.append(t)
+    random.Random(seed).shuffle(out)
+    return out[:n]
+
+
+def client(port, model, texts, start_at, warm_end, t_end, lat, errs, toks, seed):
+    rng = random.Random(seed)
+    conn = None
+    while time.time() < start_at:
+        time.sleep(0.001)
+    while True:
+        now = time.time()
+        if now >= t_end:
+            break
+        body = json.dumps({"input": [texts[rng.randrange(len(texts))]], "model": model})
+        t0 = time.perf_counter()
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            ok = r.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+            data = b""
+            if conn is not None:
+                conn.close()
+            conn = None
+        dt = time.perf_counter() - t0
+        if now < warm_end:
+            continue
+        if not ok:
+            errs.append(1)
+            continue
+        lat.append(dt)
+        try:
+            toks.append(json.loads(data).get("usage", {}).get("prompt_tokens", 0))
+        except ValueError:
+            pass
+    if conn is not None:
+        conn.close()
+
+
+def measure(port, model, texts, clients, warmup, seconds):
+    lat, errs, toks = [], [], []
+    t0 = time.time() + 0.2
+    warm_end = t0 + warmup
+    t_end = warm_end + seconds
+    cpu0 = time.process_time()
+    th = [threading.Thread(target=client, args=(port, model, texts, t0, warm_end, t_end, lat, errs, toks, i))
+          for i in range(clients)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    cpu = time.process_time() - cpu0
+    lat.sort()
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+
+    return {"clients": clients, "requests": len(lat), "errors": len(errs), "req_per_s": len(lat) / seconds,
+            "tokens_per_s": sum(toks) / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "loadgen_cpu_share": cpu / (warmup + seconds)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="build/attncache")
+    ap.add_argument("--model", default="models-cache/all-MiniLM-L6-v2-f32.gguf")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--workers", type=int, default=1, help="attncache serve --workers (threads are per worker)")
+    ap.add_argument("--data", default="sst2=../shared/data/sst2/train.tsv",
+                    help="NAME=TSV[,NAME=TSV...] (SST-2 style, or IMDB's label/id/text)")
+    ap.add_argument("--texts", type=int, default=2000, help="distinct texts per data set")
+    ap.add_argument("--clients", default="1,8,64")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--warmup", type=float, default=3)
+    ap.add_argument("--ctx", type=int, default=512, help="llama-server context / batch size (>= longest input)")
+    ap.add_argument("--llama-server", default="", help="path of llama.cpp's llama-server")
+    ap.add_argument("--llama-cmd", default="",
+                    help="another llama.cpp server command, {port} {model} {threads} substituted "
+                         "(e.g. llama-cpp-python's: 'python -m llama_cpp.server --model {model} --embedding true "
+                         "--n_threads {threads} --port {port} --host 127.0.0.1')")
+    ap.add_argument("--cache-corpus", type=int, default=1000,
+                    help="attncache+cache: build the cache from this many of each data set's texts "
+                         "(the requests draw from the same texts: the cache's best case; 0: skip the cached run)")
+    ap.add_argument("--servers", default="attncache,attncache+cache,llama.cpp")
+    ap.add_argument("--json", default="", help="write every result to this file")
+    args = ap.parse_args()
+
+    data = {}
+    for item in args.data.split(","):
+        name, _, path = item.partition("=")
+        data[name] = load_texts(path, args.texts, 7)
+    clients = [int(c) for c in args.clients.split(",")]
+    tmp = tempfile.mkdtemp(prefix="server_compare_")
+    results = []
+    model_id = os.path.basename(args.model).rsplit(".gguf", 1)[0]
+    wanted = args.servers.split(",")
+    try:
+        for dname, texts in data.items():
+            runs = []
+            if "attncache" in wanted:
+                runs.append(("attncache", None))
+            if "attncache+cache" in wanted and args.cache_corpus > 0:
+                cdir = os.path.join(tmp, "cache-" + dname)
+                corpus = os.path.join(tmp, "corpus-" + dname + ".txt")
+                with open(corpus, "w", encoding="utf-8") as f:
+                    f.write("\n".join(t.replace("\n", " ") for t in texts[: args.cache_corpus]) + "\n")
+                subprocess.run([args.bin, "build", "-m", args.model, "-i", corpus, "-o", cdir, "-t", str(args.threads), "--skip-bad"],
+                               check=True, stdout=subprocess.DEVNULL)
+                runs.append(("attncache+cache", cdir))
+            if "llama.cpp" in wanted and (args.llama_server or args.llama_cmd):
+                runs.append(("llama.cpp", None))
+            for name, cdir in runs:
+                port = free_port()
+                if name.startswith("attncache"):
+                    cmd = [args.bin, "serve", "-m", args.model, "--port", str(port), "-q", "-t", str(args.threads),
+                           "--workers", str(args.workers), "--max-batch-requests", "64",
+                           "--max-concurrent-requests", str(max(clients) * 2), "--auto-truncate"]
+                    if cdir:
+                        cmd += ["--cache", cdir]
+                elif args.llama_server:
+                    cmd = [args.llama_server, "-m", args.model, "--embedding", "--pooling", "mean", "--host", "127.0.0.1",
+                           "--port", str(port), "-t", str(args.threads), "-tb", str(args.threads), "-c",
+                           str(args.ctx * max(clients)), "-b", str(args.ctx), "-ub", str(args.ctx), "--parallel",
+                           str(max(clients))]
+                else:
+                    cmd = shlex.split(args.llama_cmd.format(port=port, model=args.model, threads=args.threads))
+                log = os.path.join(tmp, f"{name}-{dname}.log")
+                proc = start(cmd, port, log)
+                try:
+                    for c in clients:
+                        r = measure(port, model_id, texts, c, args.warmup, args.seconds)
+                        r.update(server=name, data=dname, threads=args.threads)
+                        results.append(r)
+                        print(f"{name:16s} {dname:5s} clients {c:3d}: {r['req_per_s']:8.1f} req/s "
+                              f"{r['tokens_per_s']:9.0f} tok/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+                              f"errors {r['errors']}  (load generator {100 * r['loadgen_cpu_share']:.0f}% of a core)",
+                              flush=True)
+                finally:
+                    stop(proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "threads": args.threads, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
