@@ -132,25 +132,6 @@ static void tile_c(int mr, int K, const float *A, size_t lda, const float *P, fl
     memcpy(acc, a, sizeof a);
 }
 
-static float erf_c(float x) {
-    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
-    float x2 = x * x;
-    float p = ERF_A13;
-    p = p * x2 + ERF_A11;
-    p = p * x2 + ERF_A9;
-    p = p * x2 + ERF_A7;
-    p = p * x2 + ERF_A5;
-    p = p * x2 + ERF_A3;
-    p = p * x2 + ERF_A1;
-    p *= x;
-    float q = ERF_B8;
-    q = q * x2 + ERF_B6;
-    q = q * x2 + ERF_B4;
-    q = q * x2 + ERF_B2;
-    q = q * x2 + ERF_B0;
-    return p / q;
-}
-
 void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     float *P = pk, *Pu = pk + (size_t)K * NR;
@@ -171,7 +152,7 @@ void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float 
                     if (j->bias) v += j->bias[n0 + c0 + c];
                     switch (j->epi) {
                     case AC_EPI_ACCUM: v += j->Y[row + c]; break;
-                    case AC_EPI_GELU: v = 0.5f * v * (1.0f + erf_c(v * 0.70710678118654752f)); break;
+                    case AC_EPI_GELU: v = 0.5f * v * (1.0f + ac_erf_c(v * 0.70710678118654752f)); break;
                     case AC_EPI_SWIGLU: v = acc[r][c] / (1.0f + ac_expf_c(-acc[r][c])) * v; break;
                     default: break;
                     }

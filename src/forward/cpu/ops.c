@@ -111,25 +111,6 @@ void ac_silu_mul(float *g, const float *u, int n) {
     }
 }
 
-static inline float erf_approx(float x) {
-    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
-    float x2 = x * x;
-    float p = ERF_A13;
-    p = p * x2 + ERF_A11;
-    p = p * x2 + ERF_A9;
-    p = p * x2 + ERF_A7;
-    p = p * x2 + ERF_A5;
-    p = p * x2 + ERF_A3;
-    p = p * x2 + ERF_A1;
-    p *= x;
-    float q = ERF_B8;
-    q = q * x2 + ERF_B6;
-    q = q * x2 + ERF_B4;
-    q = q * x2 + ERF_B2;
-    q = q * x2 + ERF_B0;
-    return p / q;
-}
-
 void ac_gelu_erf(float *x, int n) {
     switch (LEVEL()) {
     X86(
@@ -138,7 +119,7 @@ void ac_gelu_erf(float *x, int n) {
     )
     ARM(case AC_CPU_NEON: ac_gelu_erf_neon(x, n); return;)
     default:
-        for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678118654752f));
+        for (int i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + ac_erf_c(x[i] * 0.70710678118654752f));
     }
 }
 

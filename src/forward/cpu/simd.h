@@ -123,6 +123,26 @@ static const float ERF_B0 = -1.42647390514189e-02f, ERF_B2 = -7.37332916720468e-
                    ERF_B4 = -1.68282697438203e-03f, ERF_B6 = -2.13374055278905e-04f,
                    ERF_B8 = -1.45660718464996e-05f;
 
+/* The same rational erf in plain C (the portable kernels' GELU, also inside the GEMM epilogue). */
+static inline float ac_erf_c(float x) {
+    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
+    float x2 = x * x;
+    float p = ERF_A13;
+    p = p * x2 + ERF_A11;
+    p = p * x2 + ERF_A9;
+    p = p * x2 + ERF_A7;
+    p = p * x2 + ERF_A5;
+    p = p * x2 + ERF_A3;
+    p = p * x2 + ERF_A1;
+    p *= x;
+    float q = ERF_B8;
+    q = q * x2 + ERF_B6;
+    q = q * x2 + ERF_B4;
+    q = q * x2 + ERF_B2;
+    q = q * x2 + ERF_B0;
+    return p / q;
+}
+
 #ifdef AC_AVX512
 static inline __m512 ac_erf512(__m512 x) {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.0f)), _mm512_set1_ps(4.0f));
