@@ -95,12 +95,12 @@ int main(int argc, char **argv) {
     if (access(path, R_OK) != 0) {
         fprintf(stderr, "writing %s ...\n", path);
         double t0 = now_s();
-        gguf_writer *w;
-        if (ref_build_writer(&s, &w) != AC_OK || gguf_w_write(w, path, 3) != AC_OK) {
+        ac_gguf_writer *w;
+        if (ref_build_writer(&s, &w) != AC_OK || ac_gguf_w_write(w, path, 3) != AC_OK) {
             fprintf(stderr, "cannot build %s: %s\n", path, ac_last_error());
             return 1;
         }
-        gguf_writer_free(w);
+        ac_gguf_writer_free(w);
         fprintf(stderr, "  %.1f s\n", now_s() - t0);
     }
     double t0 = now_s();

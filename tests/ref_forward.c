@@ -83,29 +83,29 @@ static void *encode(const float *x, int64_t n_in, int64_t n_out, uint32_t type) 
 
 static const ref_spec *g_spec; /* the spec being built (for the fault-injection names) */
 
-static int put(gguf_writer *w, const char *name, uint32_t type, int64_t n_in, int64_t n_out, const float *x) {
+static int put(ac_gguf_writer *w, const char *name, uint32_t type, int64_t n_in, int64_t n_out, const float *x) {
     if (g_spec->omit && !strcmp(name, g_spec->omit)) return 0;
     if (g_spec->q4 && !strcmp(name, g_spec->q4)) { /* an unsupported type: Q4_0 blocks of zeros */
         size_t nb = (size_t)(n_in / 32) * (size_t)n_out * 18;
         void *z = calloc(nb, 1);
         int64_t ne[2] = {n_in, n_out};
-        int rc = gguf_w_tensor(w, name, GGML_Q4_0, 2, ne, z);
+        int rc = ac_gguf_w_tensor(w, name, GGML_Q4_0, 2, ne, z);
         free(z);
         return rc;
     }
     if (g_spec->reshape && !strcmp(name, g_spec->reshape)) n_out -= 1; /* one row short */
     void *data = encode(x, n_in, n_out, type);
     int64_t ne[2] = {n_in, n_out};
-    int rc = gguf_w_tensor(w, name, type, 2, ne, data);
+    int rc = ac_gguf_w_tensor(w, name, type, 2, ne, data);
     free(data);
     return rc;
 }
 
-static int put_vec(gguf_writer *w, const char *name, int64_t n, const float *x) {
+static int put_vec(ac_gguf_writer *w, const char *name, int64_t n, const float *x) {
     if (g_spec->omit && !strcmp(name, g_spec->omit)) return 0;
     if (g_spec->reshape && !strcmp(name, g_spec->reshape)) n -= 1;
     int64_t ne[1] = {n};
-    return gguf_w_tensor(w, name, GGML_F32, 1, ne, x);
+    return ac_gguf_w_tensor(w, name, GGML_F32, 1, ne, x);
 }
 
 static float *rand_mat(uint64_t *st, int64_t n_in, int64_t n_out, float scale) {
@@ -125,8 +125,8 @@ static float *rand_vec(uint64_t *st, int64_t n, float center, float spread) {
         if ((rc = (x)) != 0) goto fail; \
     } while (0)
 
-int ref_build_writer(const ref_spec *s, gguf_writer **out) {
-    gguf_writer *w = gguf_writer_new();
+int ref_build_writer(const ref_spec *s, ac_gguf_writer **out) {
+    ac_gguf_writer *w = ac_gguf_writer_new();
     if (!w) return AC_ERR_NOMEM;
     g_spec = s;
     uint64_t st = s->seed ? s->seed : 1;
@@ -141,27 +141,27 @@ int ref_build_writer(const ref_spec *s, gguf_writer **out) {
 #define KEY(sfx) (snprintf(key, sizeof key, "%s." sfx, a), key)
 #define MAT(nm, nin, nout, type) do { m = rand_mat(&st, nin, nout, ws); CHECK(put(w, nm, type, nin, nout, m)); free(m); m = NULL; } while (0)
 #define VEC(nm, n, c, sp) do { m = rand_vec(&st, n, c, sp); CHECK(put_vec(w, nm, n, m)); free(m); m = NULL; } while (0)
-    CHECK(gguf_w_str(w, "general.architecture", s->arch_override ? s->arch_override : a));
-    CHECK(gguf_w_str(w, "general.name", "synthetic"));
-    CHECK(gguf_w_u32(w, KEY("context_length"), (uint32_t)s->n_ctx));
-    CHECK(gguf_w_u32(w, KEY("embedding_length"), (uint32_t)D));
-    CHECK(gguf_w_u32(w, KEY("block_count"), (uint32_t)s->n_layer));
-    CHECK(gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)F));
-    CHECK(gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)H));
-    CHECK(gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)HKV));
+    CHECK(ac_gguf_w_str(w, "general.architecture", s->arch_override ? s->arch_override : a));
+    CHECK(ac_gguf_w_str(w, "general.name", "synthetic"));
+    CHECK(ac_gguf_w_u32(w, KEY("context_length"), (uint32_t)s->n_ctx));
+    CHECK(ac_gguf_w_u32(w, KEY("embedding_length"), (uint32_t)D));
+    CHECK(ac_gguf_w_u32(w, KEY("block_count"), (uint32_t)s->n_layer));
+    CHECK(ac_gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)F));
+    CHECK(ac_gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)H));
+    CHECK(ac_gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)HKV));
     if (bert) {
-        CHECK(gguf_w_f32(w, KEY("attention.layer_norm_epsilon"), s->eps));
+        CHECK(ac_gguf_w_f32(w, KEY("attention.layer_norm_epsilon"), s->eps));
     } else {
-        CHECK(gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), s->eps));
-        CHECK(gguf_w_f32(w, KEY("rope.freq_base"), s->rope_base));
-        CHECK(gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)(s->n_rot ? s->n_rot : HD)));
+        CHECK(ac_gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), s->eps));
+        CHECK(ac_gguf_w_f32(w, KEY("rope.freq_base"), s->rope_base));
+        CHECK(ac_gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)(s->n_rot ? s->n_rot : HD)));
         if (s->rope_linear > 0) {
-            CHECK(gguf_w_str(w, KEY("rope.scaling.type"), "linear"));
-            CHECK(gguf_w_f32(w, KEY("rope.scaling.factor"), s->rope_linear));
+            CHECK(ac_gguf_w_str(w, KEY("rope.scaling.type"), "linear"));
+            CHECK(ac_gguf_w_f32(w, KEY("rope.scaling.factor"), s->rope_linear));
         }
     }
-    if (s->causal >= 0) CHECK(gguf_w_bool(w, KEY("attention.causal"), s->causal));
-    if (s->pooling_type >= 0) CHECK(gguf_w_u32(w, KEY("pooling_type"), (uint32_t)s->pooling_type));
+    if (s->causal >= 0) CHECK(ac_gguf_w_bool(w, KEY("attention.causal"), s->causal));
+    if (s->pooling_type >= 0) CHECK(ac_gguf_w_u32(w, KEY("pooling_type"), (uint32_t)s->pooling_type));
 
     /* embeddings: token_embd rows ~ U(-1,1) (unit scale, like real embeddings after norms) */
     m = rand_vec(&st, (int64_t)D * s->n_vocab, 0.0f, 1.0f);
@@ -231,23 +231,23 @@ int ref_build_writer(const ref_spec *s, gguf_writer **out) {
     return 0;
 fail:
     free(m);
-    gguf_writer_free(w);
+    ac_gguf_writer_free(w);
     return rc;
 }
 
 int ref_build(const ref_spec *s, uint8_t **buf, size_t *size) {
-    gguf_writer *w;
+    ac_gguf_writer *w;
     int rc = ref_build_writer(s, &w);
     if (rc) return rc;
-    rc = gguf_w_to_memory(w, 3, buf, size);
-    gguf_writer_free(w);
+    rc = ac_gguf_w_to_memory(w, 3, buf, size);
+    ac_gguf_writer_free(w);
     return rc;
 }
 
 /* ---- reference model ----------------------------------------------------------------- */
 
 /* Dequantise a whole tensor (F32, F16, BF16, Q8_0), written out longhand. */
-static float *deq(const gguf_tensor *t) {
+static float *deq(const ac_gguf_tensor *t) {
     size_t n = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) n *= (size_t)t->ne[d];
     float *o = malloc(n * sizeof *o);
@@ -280,30 +280,30 @@ static float *deq(const gguf_tensor *t) {
     return o;
 }
 
-static float *get(const gguf_file *g, const char *name) {
-    const gguf_tensor *t = gguf_find_tensor(g, name);
+static float *get(const ac_gguf_file *g, const char *name) {
+    const ac_gguf_tensor *t = ac_gguf_find_tensor(g, name);
     return t ? deq(t) : NULL;
 }
 
-static int geti(const gguf_file *g, const char *arch, const char *sfx, int64_t def) {
+static int geti(const ac_gguf_file *g, const char *arch, const char *sfx, int64_t def) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, sfx);
     int64_t v = def;
-    gguf_get_int(g, key, &v, 0);
+    ac_gguf_get_int(g, key, &v, 0);
     return (int)v;
 }
-static double getf(const gguf_file *g, const char *arch, const char *sfx, double def) {
+static double getf(const ac_gguf_file *g, const char *arch, const char *sfx, double def) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, sfx);
     double v = def;
-    gguf_get_float(g, key, &v, 0);
+    ac_gguf_get_float(g, key, &v, 0);
     return v;
 }
 
-int ref_model_init(ref_model *r, const gguf_file *g) {
+int ref_model_init(ref_model *r, const ac_gguf_file *g) {
     memset(r, 0, sizeof *r);
-    gguf_str as;
-    if (gguf_get_str(g, "general.architecture", &as, 1)) return -1;
+    ac_gguf_str as;
+    if (ac_gguf_get_str(g, "general.architecture", &as, 1)) return -1;
     char a[32];
     snprintf(a, sizeof a, "%.*s", (int)as.len, as.ptr);
     r->arch = !strcmp(a, "llama") ? AC_ARCH_LLAMA : !strcmp(a, "qwen2") ? AC_ARCH_QWEN2 : AC_ARCH_BERT;
@@ -324,10 +324,10 @@ int ref_model_init(ref_model *r, const gguf_file *g) {
         char key[128];
         snprintf(key, sizeof key, "%s.attention.causal", a);
         int c = !bert;
-        gguf_get_bool(g, key, &c, 0);
+        ac_gguf_get_bool(g, key, &c, 0);
         r->causal = c;
     }
-    const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    const ac_gguf_tensor *te = ac_gguf_find_tensor(g, "token_embd.weight");
     r->V = (int)te->ne[1];
     r->tok = deq(te);
     if (bert) {
@@ -347,7 +347,7 @@ int ref_model_init(ref_model *r, const gguf_file *g) {
     r->clso_w = get(g, "cls.output.weight");
     r->clso_b = get(g, "cls.output.bias");
     r->has_cls = r->cls_w != NULL;
-    r->n_cls = r->clso_w ? (int)gguf_find_tensor(g, "cls.output.weight")->ne[1] : r->has_cls ? r->D : 0;
+    r->n_cls = r->clso_w ? (int)ac_gguf_find_tensor(g, "cls.output.weight")->ne[1] : r->has_cls ? r->D : 0;
     r->L = calloc((size_t)r->NL, sizeof *r->L);
     const int QD = r->H * r->HD, KVD = r->HKV * r->HD;
     char n[128];

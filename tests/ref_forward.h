@@ -39,8 +39,8 @@ typedef struct ref_spec {
 /* A small default spec of each architecture. */
 ref_spec ref_spec_default(int arch);
 
-/* Fill a writer with the model of spec s (caller owns *out, gguf_writer_free). */
-int ref_build_writer(const ref_spec *s, gguf_writer **out);
+/* Fill a writer with the model of spec s (caller owns *out, ac_gguf_writer_free). */
+int ref_build_writer(const ref_spec *s, ac_gguf_writer **out);
 /* Build into memory (caller frees *buf). */
 int ref_build(const ref_spec *s, uint8_t **buf, size_t *size);
 
@@ -60,7 +60,7 @@ typedef struct ref_model {
 } ref_model;
 
 /* Read the model back from a GGUF (weights dequantised independently). */
-int ref_model_init(ref_model *r, const gguf_file *g);
+int ref_model_init(ref_model *r, const ac_gguf_file *g);
 void ref_model_free(ref_model *r);
 
 /* One sequence: hidden [n][D] final hidden states (after the final norm);

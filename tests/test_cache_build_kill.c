@@ -81,7 +81,7 @@ static void write_model(const char *path) {
     s.n_layer = 8;
     s.n_ff = 1536;
 #endif
-    gguf_writer *w = NULL;
+    ac_gguf_writer *w = NULL;
     assert_int_equal(ref_build_writer(&s, &w), AC_OK);
     const char *toks[V];
     const char *special[N_SPECIAL] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
@@ -93,16 +93,16 @@ static void write_model(const char *path) {
         toks[i] = g_tokens[i];
         types[i] = i < N_SPECIAL ? 3 : 1;
     }
-    assert_int_equal(gguf_w_str(w, "tokenizer.ggml.model", "bert"), AC_OK);
-    assert_int_equal(gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, V), AC_OK);
-    assert_int_equal(gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, V), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "tokenizer.ggml.padding_token_id", 0), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", 1), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "tokenizer.ggml.cls_token_id", 2), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "tokenizer.ggml.seperator_token_id", 3), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "tokenizer.ggml.mask_token_id", 4), AC_OK);
-    assert_int_equal(gguf_w_write(w, path, 3), AC_OK);
-    gguf_writer_free(w);
+    assert_int_equal(ac_gguf_w_str(w, "tokenizer.ggml.model", "bert"), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, V), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, V), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "tokenizer.ggml.padding_token_id", 0), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", 1), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "tokenizer.ggml.cls_token_id", 2), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "tokenizer.ggml.seperator_token_id", 3), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "tokenizer.ggml.mask_token_id", 4), AC_OK);
+    assert_int_equal(ac_gguf_w_write(w, path, 3), AC_OK);
+    ac_gguf_writer_free(w);
 }
 
 /* N_LINES lines of 4..100 random words; every 10th line repeats an earlier one.

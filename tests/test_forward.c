@@ -24,7 +24,7 @@
 typedef struct fx {
     uint8_t *buf;
     size_t size;
-    gguf_file *g;
+    ac_gguf_file *g;
     ref_model ref;
     ac_model *m;
 } fx;
@@ -32,7 +32,7 @@ typedef struct fx {
 static void fx_open_flags(fx *f, const ref_spec *s, int flags) {
     memset(f, 0, sizeof *f);
     assert_int_equal(ref_build(s, &f->buf, &f->size), AC_OK);
-    assert_int_equal(gguf_open_memory(f->buf, f->size, &f->g), AC_OK);
+    assert_int_equal(ac_gguf_open_memory(f->buf, f->size, &f->g), AC_OK);
     assert_int_equal(ref_model_init(&f->ref, f->g), 0);
     /* the fast (bf16) mode, so that these fixtures cover the packed kernels;
      * test_f32_math covers the exact default */
@@ -48,7 +48,7 @@ static void fx_open(fx *f, const ref_spec *s) { fx_open_flags(f, s, 0); }
 static void fx_close(fx *f) {
     ac_model_free(f->m);
     ref_model_free(&f->ref);
-    gguf_close(f->g);
+    ac_gguf_close(f->g);
     free(f->buf);
 }
 
@@ -292,7 +292,7 @@ static void test_f32_math(void **st) {
             fx f;
             memset(&f, 0, sizeof f);
             assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
-            assert_int_equal(gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
+            assert_int_equal(ac_gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
             assert_int_equal(ref_model_init(&f.ref, f.g), 0);
             ac_model_params mp = ac_model_default_params();
             mp.f32_math = 1;
@@ -726,14 +726,14 @@ static void test_loader_errors(void **st) {
 
     /* RoPE scaling other than linear */
     {
-        gguf_writer *w;
+        ac_gguf_writer *w;
         s = ref_spec_default(AC_ARCH_LLAMA);
         assert_int_equal(ref_build_writer(&s, &w), AC_OK);
-        assert_int_equal(gguf_w_str(w, "llama.rope.scaling.type", "yarn"), AC_OK);
+        assert_int_equal(ac_gguf_w_str(w, "llama.rope.scaling.type", "yarn"), AC_OK);
         uint8_t *buf;
         size_t size;
-        assert_int_equal(gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
-        gguf_writer_free(w);
+        assert_int_equal(ac_gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
+        ac_gguf_writer_free(w);
         ac_model *mm = NULL;
         assert_int_equal(ac_model_load_memory(buf, size, NULL, AC_LOAD_NO_VOCAB, &mm), AC_ERR_UNSUPPORTED);
         assert_non_null(strstr(ac_last_error(), "rope.scaling.type"));

@@ -248,10 +248,10 @@ static void test_forward_levels(void **st) {
     for (int si = 0; si < 4; si++) {
         uint8_t *buf;
         size_t size;
-        gguf_file *g;
+        ac_gguf_file *g;
         ref_model ref;
         assert_int_equal(ref_build(&specs[si], &buf, &size), AC_OK);
-        assert_int_equal(gguf_open_memory(buf, size, &g), AC_OK);
+        assert_int_equal(ac_gguf_open_memory(buf, size, &g), AC_OK);
         assert_int_equal(ref_model_init(&ref, g), 0);
         int32_t ids[108];
         uint64_t rs = 5 + (uint64_t)si;
@@ -284,7 +284,7 @@ static void test_forward_levels(void **st) {
         }
         for (int attn = 0; attn < 2; attn++) free(base.h[attn]);
         ref_model_free(&ref);
-        gguf_close(g);
+        ac_gguf_close(g);
         free(buf);
     }
     ac_cpu_set_level(-1);

@@ -49,21 +49,21 @@ static size_t find_bytes(const uint8_t *buf, size_t n, const char *s) {
 }
 
 /* Read everything the parsed file exposes, so ASan sees any bad pointer. */
-static uint64_t touch_all(const gguf_file *g) {
+static uint64_t touch_all(const ac_gguf_file *g) {
     uint64_t h = 0;
     for (uint64_t i = 0; i < g->n_kv; i++) {
-        const gguf_kv *kv = &g->kv[i];
+        const ac_gguf_kv *kv = &g->kv[i];
         for (uint64_t j = 0; j < kv->key.len; j++) h = h * 31 + (uint8_t)kv->key.ptr[j];
-        if (kv->type == GGUF_T_STRING)
+        if (kv->type == AC_GGUF_T_STRING)
             for (uint64_t j = 0; j < kv->v.str.len; j++) h = h * 31 + (uint8_t)kv->v.str.ptr[j];
-        if (kv->type == GGUF_T_ARRAY) {
-            if (kv->arr_type == GGUF_T_STRING) {
+        if (kv->type == AC_GGUF_T_ARRAY) {
+            if (kv->arr_type == AC_GGUF_T_STRING) {
                 for (uint64_t e = 0; e < kv->arr_n; e++)
                     for (uint64_t j = 0; j < kv->arr_str[e].len; j++) h = h * 31 + (uint8_t)kv->arr_str[e].ptr[j];
             } else {
                 for (uint64_t e = 0; e < kv->arr_n; e++) {
-                    float f = gguf_arr_f32(kv, e);
-                    h = h * 31 + (uint64_t)gguf_arr_i32(kv, e) + gguf_arr_u32(kv, e) + (f == f);
+                    float f = ac_gguf_arr_f32(kv, e);
+                    h = h * 31 + (uint64_t)ac_gguf_arr_i32(kv, e) + ac_gguf_arr_u32(kv, e) + (f == f);
                 }
             }
         }
@@ -72,11 +72,11 @@ static uint64_t touch_all(const gguf_file *g) {
             char k[256];
             memcpy(k, kv->key.ptr, kv->key.len);
             k[kv->key.len] = 0;
-            assert_ptr_equal(gguf_find(g, k), kv);
+            assert_ptr_equal(ac_gguf_find(g, k), kv);
         }
     }
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const ac_gguf_tensor *t = &g->tensors[i];
         const uint8_t *d = t->data;
         assert_true(d >= g->base && t->nbytes <= g->size && (size_t)(d - g->base) <= g->size - t->nbytes);
         for (size_t j = 0; j < t->nbytes; j++) h += d[j];
@@ -86,11 +86,11 @@ static uint64_t touch_all(const gguf_file *g) {
 }
 
 /* Open a copy of buf in an exactly-sized heap block (ASan catches any over-read). */
-static int open_copy(const uint8_t *buf, size_t n, gguf_file **g, uint8_t **copy) {
+static int open_copy(const uint8_t *buf, size_t n, ac_gguf_file **g, uint8_t **copy) {
     *copy = malloc(n ? n : 1);
     assert_non_null(*copy);
     if (n) memcpy(*copy, buf, n);
-    return gguf_open_memory(*copy, n, g);
+    return ac_gguf_open_memory(*copy, n, g);
 }
 
 static char *tmp_path(const char *name) {
@@ -236,11 +236,11 @@ static void fill_tensors(tensors_in *t) {
 }
 
 /* Build a writer holding every value type and every tensor type. */
-static gguf_writer *build_full(size_t alignment, const tensors_in *tin) {
-    gguf_writer *w = gguf_writer_new();
+static ac_gguf_writer *build_full(size_t alignment, const tensors_in *tin) {
+    ac_gguf_writer *w = ac_gguf_writer_new();
     assert_non_null(w);
-    if (alignment != GGUF_DEFAULT_ALIGNMENT) assert_int_equal(gguf_w_u32(w, "general.alignment", (uint32_t)alignment), AC_OK);
-    assert_int_equal(gguf_w_str(w, "general.architecture", "llama"), AC_OK);
+    if (alignment != AC_GGUF_DEFAULT_ALIGNMENT) assert_int_equal(ac_gguf_w_u32(w, "general.alignment", (uint32_t)alignment), AC_OK);
+    assert_int_equal(ac_gguf_w_str(w, "general.architecture", "llama"), AC_OK);
     uint8_t u8 = 200;
     int8_t i8 = -100;
     uint16_t u16 = 60000;
@@ -252,27 +252,27 @@ static gguf_writer *build_full(size_t alignment, const tensors_in *tin) {
     uint64_t u64 = 18000000000000000000ull;
     int64_t i64 = -9000000000000000000ll;
     double f64 = -2.25e300;
-    assert_int_equal(gguf_w_raw(w, "v.u8", GGUF_T_UINT8, 0, 0, &u8, 1), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.i8", GGUF_T_INT8, 0, 0, &i8, 1), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.u16", GGUF_T_UINT16, 0, 0, &u16, 2), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.i16", GGUF_T_INT16, 0, 0, &i16, 2), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.u32", GGUF_T_UINT32, 0, 0, &u32, 4), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.i32", GGUF_T_INT32, 0, 0, &i32, 4), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.f32", GGUF_T_FLOAT32, 0, 0, &f32, 4), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.bool", GGUF_T_BOOL, 0, 0, &b, 1), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.u64", GGUF_T_UINT64, 0, 0, &u64, 8), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.i64", GGUF_T_INT64, 0, 0, &i64, 8), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.f64", GGUF_T_FLOAT64, 0, 0, &f64, 8), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "v.strnul", GGUF_T_STRING, 0, 0, "a\0b", 3), AC_OK);
-    assert_int_equal(gguf_w_str(w, "v.str", "stories"), AC_OK);
-    assert_int_equal(gguf_w_str(w, "v.empty", ""), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "c.u32", 7), AC_OK);
-    assert_int_equal(gguf_w_i32(w, "c.i32", -7), AC_OK);
-    assert_int_equal(gguf_w_u64(w, "c.u64", 1ull << 40), AC_OK);
-    assert_int_equal(gguf_w_f32(w, "c.f32", 1e-5f), AC_OK);
-    assert_int_equal(gguf_w_bool(w, "c.bool", 0), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "c.replaced", 1), AC_OK);
-    assert_int_equal(gguf_w_str(w, "c.replaced", "now a string"), AC_OK); /* replaces in place */
+    assert_int_equal(ac_gguf_w_raw(w, "v.u8", AC_GGUF_T_UINT8, 0, 0, &u8, 1), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.i8", AC_GGUF_T_INT8, 0, 0, &i8, 1), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.u16", AC_GGUF_T_UINT16, 0, 0, &u16, 2), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.i16", AC_GGUF_T_INT16, 0, 0, &i16, 2), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.u32", AC_GGUF_T_UINT32, 0, 0, &u32, 4), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.i32", AC_GGUF_T_INT32, 0, 0, &i32, 4), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.f32", AC_GGUF_T_FLOAT32, 0, 0, &f32, 4), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.bool", AC_GGUF_T_BOOL, 0, 0, &b, 1), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.u64", AC_GGUF_T_UINT64, 0, 0, &u64, 8), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.i64", AC_GGUF_T_INT64, 0, 0, &i64, 8), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.f64", AC_GGUF_T_FLOAT64, 0, 0, &f64, 8), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "v.strnul", AC_GGUF_T_STRING, 0, 0, "a\0b", 3), AC_OK);
+    assert_int_equal(ac_gguf_w_str(w, "v.str", "stories"), AC_OK);
+    assert_int_equal(ac_gguf_w_str(w, "v.empty", ""), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "c.u32", 7), AC_OK);
+    assert_int_equal(ac_gguf_w_i32(w, "c.i32", -7), AC_OK);
+    assert_int_equal(ac_gguf_w_u64(w, "c.u64", 1ull << 40), AC_OK);
+    assert_int_equal(ac_gguf_w_f32(w, "c.f32", 1e-5f), AC_OK);
+    assert_int_equal(ac_gguf_w_bool(w, "c.bool", 0), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "c.replaced", 1), AC_OK);
+    assert_int_equal(ac_gguf_w_str(w, "c.replaced", "now a string"), AC_OK); /* replaces in place */
     /* arrays of every element type */
     uint8_t au8[3] = {0, 128, 255};
     int8_t ai8[3] = {-128, 0, 127};
@@ -285,139 +285,139 @@ static gguf_writer *build_full(size_t alignment, const tensors_in *tin) {
     uint64_t au64[2] = {0, 1ull << 63};
     int64_t ai64[2] = {INT64_MIN, INT64_MAX};
     double af64[3] = {1e-300, -7.0, -1e300};
-    assert_int_equal(gguf_w_raw(w, "a.u8", GGUF_T_ARRAY, GGUF_T_UINT8, 3, au8, sizeof au8), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.i8", GGUF_T_ARRAY, GGUF_T_INT8, 3, ai8, sizeof ai8), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.u16", GGUF_T_ARRAY, GGUF_T_UINT16, 2, au16, sizeof au16), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.i16", GGUF_T_ARRAY, GGUF_T_INT16, 2, ai16, sizeof ai16), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.u32", GGUF_T_ARRAY, GGUF_T_UINT32, 3, au32, sizeof au32), AC_OK);
-    assert_int_equal(gguf_w_arr_i32(w, "a.i32", ai32, 4), AC_OK);
-    assert_int_equal(gguf_w_arr_f32(w, "a.f32", af32, 3), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.bool", GGUF_T_ARRAY, GGUF_T_BOOL, 4, abool, sizeof abool), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.u64", GGUF_T_ARRAY, GGUF_T_UINT64, 2, au64, sizeof au64), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.i64", GGUF_T_ARRAY, GGUF_T_INT64, 2, ai64, sizeof ai64), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "a.f64", GGUF_T_ARRAY, GGUF_T_FLOAT64, 3, af64, sizeof af64), AC_OK);
-    assert_int_equal(gguf_w_arr_str(w, "a.str", k_strs, 5), AC_OK);
-    assert_int_equal(gguf_w_arr_f32(w, "a.empty", NULL, 0), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.u8", AC_GGUF_T_ARRAY, AC_GGUF_T_UINT8, 3, au8, sizeof au8), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.i8", AC_GGUF_T_ARRAY, AC_GGUF_T_INT8, 3, ai8, sizeof ai8), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.u16", AC_GGUF_T_ARRAY, AC_GGUF_T_UINT16, 2, au16, sizeof au16), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.i16", AC_GGUF_T_ARRAY, AC_GGUF_T_INT16, 2, ai16, sizeof ai16), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.u32", AC_GGUF_T_ARRAY, AC_GGUF_T_UINT32, 3, au32, sizeof au32), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_i32(w, "a.i32", ai32, 4), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_f32(w, "a.f32", af32, 3), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.bool", AC_GGUF_T_ARRAY, AC_GGUF_T_BOOL, 4, abool, sizeof abool), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.u64", AC_GGUF_T_ARRAY, AC_GGUF_T_UINT64, 2, au64, sizeof au64), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.i64", AC_GGUF_T_ARRAY, AC_GGUF_T_INT64, 2, ai64, sizeof ai64), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.f64", AC_GGUF_T_ARRAY, AC_GGUF_T_FLOAT64, 3, af64, sizeof af64), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_str(w, "a.str", k_strs, 5), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_f32(w, "a.empty", NULL, 0), AC_OK);
     uint8_t rawstr[8 + 2 + 8 + 0];
     st64(rawstr, 2);
     memcpy(rawstr + 8, "xy", 2);
     st64(rawstr + 10, 0);
-    assert_int_equal(gguf_w_raw(w, "a.rawstr", GGUF_T_ARRAY, GGUF_T_STRING, 2, rawstr, sizeof rawstr), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "a.rawstr", AC_GGUF_T_ARRAY, AC_GGUF_T_STRING, 2, rawstr, sizeof rawstr), AC_OK);
     /* tensors: every supported type, 1-4 dims, plus a known-but-unsupported one */
     int64_t ne_f32[2] = {8, 3}, ne_f16[1] = {64}, ne_bf16[4] = {4, 2, 2, 2}, ne_q8[2] = {64, 1}, ne_q4k[2] = {256, 2};
-    assert_int_equal(gguf_w_tensor(w, "t.f32", GGML_F32, 2, ne_f32, tin->f32), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "t.f16", GGML_F16, 1, ne_f16, tin->f16), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "t.bf16", GGML_BF16, 4, ne_bf16, tin->bf16), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "t.q8_0", GGML_Q8_0, 2, ne_q8, tin->q8), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "blk.0.attn_q.weight", GGML_Q4_K, 2, ne_q4k, tin->q4k), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "t.f32", GGML_F32, 2, ne_f32, tin->f32), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "t.f16", GGML_F16, 1, ne_f16, tin->f16), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "t.bf16", GGML_BF16, 4, ne_bf16, tin->bf16), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "t.q8_0", GGML_Q8_0, 2, ne_q8, tin->q8), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "blk.0.attn_q.weight", GGML_Q4_K, 2, ne_q4k, tin->q4k), AC_OK);
     return w;
 }
 
-static void check_full(const gguf_file *g, uint32_t version, size_t alignment, const tensors_in *tin) {
+static void check_full(const ac_gguf_file *g, uint32_t version, size_t alignment, const tensors_in *tin) {
     int64_t iv;
     double dv;
     int bv;
-    gguf_str sv;
-    const gguf_kv *kv;
+    ac_gguf_str sv;
+    const ac_gguf_kv *kv;
     assert_int_equal(g->version, version);
     assert_int_equal(g->alignment, alignment);
     assert_int_equal(g->data_offset % alignment, 0);
     assert_int_equal(g->n_tensors, 5);
-    assert_int_equal(g->n_kv, 35 + (alignment != GGUF_DEFAULT_ALIGNMENT));
-    assert_int_equal(gguf_get_str(g, "general.architecture", &sv, 1), AC_OK);
-    assert_true(gguf_str_eq(sv, "llama"));
-    assert_int_equal(gguf_get_int(g, "v.u8", &iv, 1), AC_OK);
+    assert_int_equal(g->n_kv, 35 + (alignment != AC_GGUF_DEFAULT_ALIGNMENT));
+    assert_int_equal(ac_gguf_get_str(g, "general.architecture", &sv, 1), AC_OK);
+    assert_true(ac_gguf_str_eq(sv, "llama"));
+    assert_int_equal(ac_gguf_get_int(g, "v.u8", &iv, 1), AC_OK);
     assert_int_equal(iv, 200);
-    assert_int_equal(gguf_get_int(g, "v.i8", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "v.i8", &iv, 1), AC_OK);
     assert_int_equal(iv, -100);
-    assert_int_equal(gguf_get_int(g, "v.u16", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "v.u16", &iv, 1), AC_OK);
     assert_int_equal(iv, 60000);
-    assert_int_equal(gguf_get_int(g, "v.i16", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "v.i16", &iv, 1), AC_OK);
     assert_int_equal(iv, -30000);
-    assert_int_equal(gguf_get_int(g, "v.u32", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "v.u32", &iv, 1), AC_OK);
     assert_int_equal(iv, 4000000000ll);
-    assert_int_equal(gguf_get_int(g, "v.i32", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "v.i32", &iv, 1), AC_OK);
     assert_int_equal(iv, -2000000000ll);
-    assert_int_equal(gguf_get_float(g, "v.f32", &dv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_float(g, "v.f32", &dv, 1), AC_OK);
     assert_true(dv == 1.5);
-    assert_int_equal(gguf_get_bool(g, "v.bool", &bv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_bool(g, "v.bool", &bv, 1), AC_OK);
     assert_int_equal(bv, 1);
-    kv = gguf_find(g, "v.u64");
+    kv = ac_gguf_find(g, "v.u64");
     assert_non_null(kv);
-    assert_int_equal(kv->type, GGUF_T_UINT64);
+    assert_int_equal(kv->type, AC_GGUF_T_UINT64);
     assert_true(kv->v.u64 == 18000000000000000000ull);
-    assert_int_equal(gguf_get_int(g, "v.u64", &iv, 1), AC_ERR_FORMAT); /* > INT64_MAX */
+    assert_int_equal(ac_gguf_get_int(g, "v.u64", &iv, 1), AC_ERR_FORMAT); /* > INT64_MAX */
     assert_non_null(strstr(ac_last_error(), "v.u64"));
-    assert_int_equal(gguf_get_int(g, "v.i64", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "v.i64", &iv, 1), AC_OK);
     assert_true(iv == -9000000000000000000ll);
-    assert_int_equal(gguf_get_float(g, "v.f64", &dv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_float(g, "v.f64", &dv, 1), AC_OK);
     assert_true(dv == -2.25e300);
-    assert_int_equal(gguf_get_str(g, "v.strnul", &sv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_str(g, "v.strnul", &sv, 1), AC_OK);
     assert_int_equal(sv.len, 3);
     assert_memory_equal(sv.ptr, "a\0b", 3);
-    assert_false(gguf_str_eq(sv, "a"));
-    assert_int_equal(gguf_get_str(g, "v.str", &sv, 1), AC_OK);
-    assert_true(gguf_str_eq(sv, "stories"));
-    assert_int_equal(gguf_get_str(g, "v.empty", &sv, 1), AC_OK);
+    assert_false(ac_gguf_str_eq(sv, "a"));
+    assert_int_equal(ac_gguf_get_str(g, "v.str", &sv, 1), AC_OK);
+    assert_true(ac_gguf_str_eq(sv, "stories"));
+    assert_int_equal(ac_gguf_get_str(g, "v.empty", &sv, 1), AC_OK);
     assert_int_equal(sv.len, 0);
-    assert_true(gguf_str_eq(sv, ""));
-    assert_int_equal(gguf_get_int(g, "c.u32", &iv, 1), AC_OK);
+    assert_true(ac_gguf_str_eq(sv, ""));
+    assert_int_equal(ac_gguf_get_int(g, "c.u32", &iv, 1), AC_OK);
     assert_int_equal(iv, 7);
-    assert_int_equal(gguf_get_int(g, "c.i32", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "c.i32", &iv, 1), AC_OK);
     assert_int_equal(iv, -7);
-    assert_int_equal(gguf_get_int(g, "c.u64", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "c.u64", &iv, 1), AC_OK);
     assert_int_equal(iv, 1ll << 40);
-    assert_int_equal(gguf_get_float(g, "c.f32", &dv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_float(g, "c.f32", &dv, 1), AC_OK);
     assert_true(dv == (double)1e-5f);
-    assert_int_equal(gguf_get_bool(g, "c.bool", &bv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_bool(g, "c.bool", &bv, 1), AC_OK);
     assert_int_equal(bv, 0);
-    assert_int_equal(gguf_get_str(g, "c.replaced", &sv, 1), AC_OK);
-    assert_true(gguf_str_eq(sv, "now a string"));
-    assert_int_equal(g->kv[1 + (alignment != GGUF_DEFAULT_ALIGNMENT)].type, GGUF_T_UINT8); /* insertion order */
+    assert_int_equal(ac_gguf_get_str(g, "c.replaced", &sv, 1), AC_OK);
+    assert_true(ac_gguf_str_eq(sv, "now a string"));
+    assert_int_equal(g->kv[1 + (alignment != AC_GGUF_DEFAULT_ALIGNMENT)].type, AC_GGUF_T_UINT8); /* insertion order */
     /* arrays */
-    assert_int_equal(gguf_get_arr(g, "a.u8", GGUF_T_UINT8, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_arr(g, "a.u8", AC_GGUF_T_UINT8, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 3);
-    assert_int_equal(gguf_arr_u32(kv, 2), 255);
-    assert_int_equal(gguf_arr_i32(kv, 1), 128);
-    assert_int_equal(gguf_get_arr(g, "a.i8", GGUF_T_INT8, &kv, 1), AC_OK);
-    assert_int_equal(gguf_arr_i32(kv, 0), -128);
-    assert_true(gguf_arr_f32(kv, 2) == 127.0f);
-    assert_int_equal(gguf_get_arr(g, "a.u16", GGUF_T_UINT16, &kv, 1), AC_OK);
-    assert_int_equal(gguf_arr_u32(kv, 1), 65535);
-    assert_int_equal(gguf_get_arr(g, "a.i16", GGUF_T_INT16, &kv, 1), AC_OK);
-    assert_int_equal(gguf_arr_i32(kv, 0), -32768);
-    assert_int_equal(gguf_get_arr(g, "a.u32", GGUF_T_UINT32, &kv, 1), AC_OK);
-    assert_int_equal(gguf_arr_u32(kv, 2), 4294967295u);
-    assert_int_equal(gguf_get_arr(g, "a.i32", GGUF_T_INT32, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_u32(kv, 2), 255);
+    assert_int_equal(ac_gguf_arr_i32(kv, 1), 128);
+    assert_int_equal(ac_gguf_get_arr(g, "a.i8", AC_GGUF_T_INT8, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_i32(kv, 0), -128);
+    assert_true(ac_gguf_arr_f32(kv, 2) == 127.0f);
+    assert_int_equal(ac_gguf_get_arr(g, "a.u16", AC_GGUF_T_UINT16, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_u32(kv, 1), 65535);
+    assert_int_equal(ac_gguf_get_arr(g, "a.i16", AC_GGUF_T_INT16, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_i32(kv, 0), -32768);
+    assert_int_equal(ac_gguf_get_arr(g, "a.u32", AC_GGUF_T_UINT32, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_u32(kv, 2), 4294967295u);
+    assert_int_equal(ac_gguf_get_arr(g, "a.i32", AC_GGUF_T_INT32, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 4);
-    assert_int_equal(gguf_arr_i32(kv, 0), -1);
-    assert_int_equal(gguf_arr_i32(kv, 3), 2147483647);
-    assert_int_equal(gguf_arr_i32(kv, 4), 0); /* out of range -> 0 */
-    assert_int_equal(gguf_get_arr(g, "a.f32", GGUF_T_FLOAT32, &kv, 1), AC_OK);
-    assert_true(gguf_arr_f32(kv, 0) == -0.5f && gguf_arr_f32(kv, 2) == 3.25f);
-    assert_int_equal(gguf_arr_i32(kv, 2), 3); /* converted, truncated */
-    assert_int_equal(gguf_get_arr(g, "a.bool", GGUF_T_BOOL, &kv, 1), AC_OK);
-    assert_int_equal(gguf_arr_u32(kv, 0), 1);
-    assert_int_equal(gguf_arr_u32(kv, 1), 0);
-    assert_int_equal(gguf_get_arr(g, "a.u64", GGUF_T_UINT64, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_i32(kv, 0), -1);
+    assert_int_equal(ac_gguf_arr_i32(kv, 3), 2147483647);
+    assert_int_equal(ac_gguf_arr_i32(kv, 4), 0); /* out of range -> 0 */
+    assert_int_equal(ac_gguf_get_arr(g, "a.f32", AC_GGUF_T_FLOAT32, &kv, 1), AC_OK);
+    assert_true(ac_gguf_arr_f32(kv, 0) == -0.5f && ac_gguf_arr_f32(kv, 2) == 3.25f);
+    assert_int_equal(ac_gguf_arr_i32(kv, 2), 3); /* converted, truncated */
+    assert_int_equal(ac_gguf_get_arr(g, "a.bool", AC_GGUF_T_BOOL, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_u32(kv, 0), 1);
+    assert_int_equal(ac_gguf_arr_u32(kv, 1), 0);
+    assert_int_equal(ac_gguf_get_arr(g, "a.u64", AC_GGUF_T_UINT64, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 2);
     assert_true(ld64((const uint8_t *)kv->arr_data + 8) == 1ull << 63);
-    assert_int_equal(gguf_get_arr(g, "a.i64", GGUF_T_INT64, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_arr(g, "a.i64", AC_GGUF_T_INT64, &kv, 1), AC_OK);
     assert_true((int64_t)ld64(kv->arr_data) == INT64_MIN);
-    assert_int_equal(gguf_get_arr(g, "a.f64", GGUF_T_FLOAT64, &kv, 1), AC_OK);
-    assert_true(gguf_arr_f32(kv, 1) == -7.0f);
-    assert_true(isinf(gguf_arr_f32(kv, 2)) && gguf_arr_f32(kv, 2) < 0);
-    assert_int_equal(gguf_arr_i32(kv, 2), 0); /* not representable: 0 */
-    assert_int_equal(gguf_get_arr(g, "a.str", GGUF_T_STRING, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_arr(g, "a.f64", AC_GGUF_T_FLOAT64, &kv, 1), AC_OK);
+    assert_true(ac_gguf_arr_f32(kv, 1) == -7.0f);
+    assert_true(isinf(ac_gguf_arr_f32(kv, 2)) && ac_gguf_arr_f32(kv, 2) < 0);
+    assert_int_equal(ac_gguf_arr_i32(kv, 2), 0); /* not representable: 0 */
+    assert_int_equal(ac_gguf_get_arr(g, "a.str", AC_GGUF_T_STRING, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 5);
     assert_null(kv->arr_data);
-    for (int i = 0; i < 5; i++) assert_true(gguf_str_eq(kv->arr_str[i], k_strs[i]));
-    assert_int_equal(gguf_arr_i32(kv, 0), 0); /* not numeric */
-    assert_int_equal(gguf_get_arr(g, "a.empty", GGUF_T_FLOAT32, &kv, 1), AC_OK);
+    for (int i = 0; i < 5; i++) assert_true(ac_gguf_str_eq(kv->arr_str[i], k_strs[i]));
+    assert_int_equal(ac_gguf_arr_i32(kv, 0), 0); /* not numeric */
+    assert_int_equal(ac_gguf_get_arr(g, "a.empty", AC_GGUF_T_FLOAT32, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 0);
-    assert_int_equal(gguf_get_arr(g, "a.rawstr", GGUF_T_COUNT, &kv, 1), AC_OK); /* any element type */
-    assert_int_equal(kv->arr_type, GGUF_T_STRING);
-    assert_true(gguf_str_eq(kv->arr_str[0], "xy") && gguf_str_eq(kv->arr_str[1], ""));
+    assert_int_equal(ac_gguf_get_arr(g, "a.rawstr", AC_GGUF_T_COUNT, &kv, 1), AC_OK); /* any element type */
+    assert_int_equal(kv->arr_type, AC_GGUF_T_STRING);
+    assert_true(ac_gguf_str_eq(kv->arr_str[0], "xy") && ac_gguf_str_eq(kv->arr_str[1], ""));
     /* tensors */
     struct {
         const char *name;
@@ -433,7 +433,7 @@ static void check_full(const gguf_file *g, uint32_t version, size_t alignment, c
         {"blk.0.attn_q.weight", GGML_Q4_K, 2, {256, 2, 1, 1}, tin->q4k, sizeof tin->q4k},
     };
     for (int i = 0; i < 5; i++) {
-        const gguf_tensor *t = gguf_find_tensor(g, exp[i].name);
+        const ac_gguf_tensor *t = ac_gguf_find_tensor(g, exp[i].name);
         assert_non_null(t);
         assert_ptr_equal(t, &g->tensors[i]);
         assert_int_equal(t->type, exp[i].type);
@@ -446,27 +446,27 @@ static void check_full(const gguf_file *g, uint32_t version, size_t alignment, c
         if (exp[i].type != GGML_Q4_K) {
             assert_true(ggml_dtype_supported(t->type));
             assert_int_equal(ggml_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]), t->nbytes);
-            const gguf_tensor *o = NULL;
-            assert_int_equal(gguf_expect_tensor(g, exp[i].name, exp[i].n_dims, exp[i].ne, &o, 1), AC_OK);
+            const ac_gguf_tensor *o = NULL;
+            assert_int_equal(ac_gguf_expect_tensor(g, exp[i].name, exp[i].n_dims, exp[i].ne, &o, 1), AC_OK);
             assert_ptr_equal(o, t);
         }
     }
     assert_int_equal(ggml_row_bytes(GGML_Q8_0, 64), 68);
     /* f16 / bf16 payloads decode to what was written */
-    const gguf_tensor *t = gguf_find_tensor(g, "t.f16");
+    const ac_gguf_tensor *t = ac_gguf_find_tensor(g, "t.f16");
     uint16_t h;
     memcpy(&h, (const uint8_t *)t->data + 2 * 14, 2);
     assert_true(ac_fp16_to_fp32(h) == ac_fp16_to_fp32(ac_fp32_to_fp16(2.0f)));
     /* unsupported type: parsed, but reported by name */
-    t = gguf_find_tensor(g, "blk.0.attn_q.weight");
+    t = ac_gguf_find_tensor(g, "blk.0.attn_q.weight");
     assert_false(ggml_dtype_supported(t->type));
     assert_int_equal(ggml_row_bytes(t->type, 256), 0);
     assert_int_equal(ggml_row_bytes_any(t->type, 256), 144);
     assert_string_equal(ggml_dtype_name(t->type), "Q4_K");
-    assert_int_equal(gguf_check_supported(t), AC_ERR_UNSUPPORTED);
+    assert_int_equal(ac_gguf_check_supported(t), AC_ERR_UNSUPPORTED);
     assert_string_equal(ac_last_error(), "unsupported type Q4_K in tensor blk.0.attn_q.weight");
     int64_t ne_q4k[2] = {256, 2};
-    assert_int_equal(gguf_expect_tensor(g, "blk.0.attn_q.weight", 2, ne_q4k, NULL, 1), AC_ERR_UNSUPPORTED);
+    assert_int_equal(ac_gguf_expect_tensor(g, "blk.0.attn_q.weight", 2, ne_q4k, NULL, 1), AC_ERR_UNSUPPORTED);
     assert_non_null(strstr(ac_last_error(), "unsupported type Q4_K in tensor blk.0.attn_q.weight"));
     touch_all(g);
 }
@@ -477,22 +477,22 @@ static void test_roundtrip(void **state) {
     fill_tensors(&tin);
     for (uint32_t version = 2; version <= 3; version++) {
         for (size_t alignment = 32; alignment <= 64; alignment *= 2) {
-            gguf_writer *w = build_full(alignment, &tin);
+            ac_gguf_writer *w = build_full(alignment, &tin);
             uint8_t *buf = NULL;
             size_t size = 0;
-            assert_int_equal(gguf_w_to_memory(w, version, &buf, &size), AC_OK);
+            assert_int_equal(ac_gguf_w_to_memory(w, version, &buf, &size), AC_OK);
             assert_int_equal(size % alignment, 0);
             /* memory */
-            gguf_file *g = NULL;
+            ac_gguf_file *g = NULL;
             uint8_t *copy;
             assert_int_equal(open_copy(buf, size, &g, &copy), AC_OK);
             check_full(g, version, alignment, &tin);
             assert_int_equal(g->mapped, 0);
-            gguf_close(g);
+            ac_gguf_close(g);
             free(copy);
             /* file: bytes identical to the memory serialisation, mmap'd */
             const char *path = tmp_path("rt.gguf");
-            assert_int_equal(gguf_w_write(w, path, version), AC_OK);
+            assert_int_equal(ac_gguf_w_write(w, path, version), AC_OK);
             FILE *f = fopen(path, "rb");
             assert_non_null(f);
             uint8_t *fb = malloc(size + 1);
@@ -500,13 +500,13 @@ static void test_roundtrip(void **state) {
             fclose(f);
             assert_memory_equal(fb, buf, size);
             free(fb);
-            assert_int_equal(gguf_open(path, &g), AC_OK);
+            assert_int_equal(ac_gguf_open(path, &g), AC_OK);
             assert_int_equal(g->mapped, 1);
             check_full(g, version, alignment, &tin);
-            gguf_close(g);
+            ac_gguf_close(g);
             unlink(path);
             free(buf);
-            gguf_writer_free(w);
+            ac_gguf_writer_free(w);
         }
     }
 }
@@ -514,95 +514,95 @@ static void test_roundtrip(void **state) {
 /* A file with no tensors and no kvs; a writer with general.alignment but no tensors. */
 static void test_empty_files(void **state) {
     (void)state;
-    gguf_writer *w = gguf_writer_new();
+    ac_gguf_writer *w = ac_gguf_writer_new();
     uint8_t *buf;
     size_t size;
-    gguf_file *g;
-    assert_int_equal(gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
+    ac_gguf_file *g;
+    assert_int_equal(ac_gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
     assert_int_equal(size, 32); /* 24-byte header + padding */
-    assert_int_equal(gguf_open_memory(buf, size, &g), AC_OK);
+    assert_int_equal(ac_gguf_open_memory(buf, size, &g), AC_OK);
     assert_int_equal(g->n_kv, 0);
     assert_int_equal(g->n_tensors, 0);
-    assert_null(gguf_find(g, "x"));
-    assert_null(gguf_find_tensor(g, "x"));
-    gguf_close(g);
-    assert_int_equal(gguf_open_memory(buf, 24, &g), AC_OK); /* tensor-less file without final padding */
+    assert_null(ac_gguf_find(g, "x"));
+    assert_null(ac_gguf_find_tensor(g, "x"));
+    ac_gguf_close(g);
+    assert_int_equal(ac_gguf_open_memory(buf, 24, &g), AC_OK); /* tensor-less file without final padding */
     assert_int_equal(g->data_offset, 24);
-    gguf_close(g);
+    ac_gguf_close(g);
     free(buf);
-    gguf_writer_free(w);
+    ac_gguf_writer_free(w);
 }
 
 /* ---- getters ------------------------------------------------------------------ */
 
 static void test_getters(void **state) {
     (void)state;
-    gguf_writer *w = gguf_writer_new();
-    assert_int_equal(gguf_w_u32(w, "n", 5), AC_OK);
-    assert_int_equal(gguf_w_str(w, "s", "x"), AC_OK);
-    assert_int_equal(gguf_w_f32(w, "f", 0.5f), AC_OK);
-    assert_int_equal(gguf_w_bool(w, "b", 1), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "llama.block_count", 5), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "llama.block_count2", 6), AC_OK);
+    ac_gguf_writer *w = ac_gguf_writer_new();
+    assert_int_equal(ac_gguf_w_u32(w, "n", 5), AC_OK);
+    assert_int_equal(ac_gguf_w_str(w, "s", "x"), AC_OK);
+    assert_int_equal(ac_gguf_w_f32(w, "f", 0.5f), AC_OK);
+    assert_int_equal(ac_gguf_w_bool(w, "b", 1), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "llama.block_count", 5), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "llama.block_count2", 6), AC_OK);
     float row[4] = {1, 2, 3, 4};
     int64_t ne[2] = {4, 1};
-    assert_int_equal(gguf_w_tensor(w, "w", GGML_F32, 2, ne, row), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "w", GGML_F32, 2, ne, row), AC_OK);
     uint8_t *buf;
     size_t size;
-    gguf_file *g;
-    assert_int_equal(gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
-    assert_int_equal(gguf_open_memory(buf, size, &g), AC_OK);
+    ac_gguf_file *g;
+    assert_int_equal(ac_gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
+    assert_int_equal(ac_gguf_open_memory(buf, size, &g), AC_OK);
     int64_t iv = 42;
     double dv = 42;
     int bv = 42;
-    gguf_str sv = {0, NULL};
-    const gguf_kv *kv = NULL;
+    ac_gguf_str sv = {0, NULL};
+    const ac_gguf_kv *kv = NULL;
     /* missing */
-    assert_int_equal(gguf_get_int(g, "nope", &iv, 0), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "nope", &iv, 0), AC_OK);
     assert_int_equal(iv, 42);
-    assert_int_equal(gguf_get_int(g, "nope", &iv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_int(g, "nope", &iv, 1), AC_ERR_FORMAT);
     assert_string_equal(ac_last_error(), "missing required key nope");
-    assert_int_equal(gguf_get_float(g, "nope", &dv, 0), AC_OK);
+    assert_int_equal(ac_gguf_get_float(g, "nope", &dv, 0), AC_OK);
     assert_true(dv == 42);
-    assert_int_equal(gguf_get_bool(g, "nope", &bv, 1), AC_ERR_FORMAT);
-    assert_int_equal(gguf_get_str(g, "nope", &sv, 0), AC_OK);
+    assert_int_equal(ac_gguf_get_bool(g, "nope", &bv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_str(g, "nope", &sv, 0), AC_OK);
     assert_null(sv.ptr);
-    assert_int_equal(gguf_get_arr(g, "nope", GGUF_T_STRING, &kv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_arr(g, "nope", AC_GGUF_T_STRING, &kv, 1), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "nope"));
     /* wrong type */
-    assert_int_equal(gguf_get_int(g, "s", &iv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_int(g, "s", &iv, 1), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "key s: expected an integer"));
-    assert_int_equal(gguf_get_int(g, "f", &iv, 1), AC_ERR_FORMAT);
-    assert_int_equal(gguf_get_str(g, "n", &sv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_int(g, "f", &iv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_str(g, "n", &sv, 1), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "key n: expected string"));
-    assert_int_equal(gguf_get_bool(g, "n", &bv, 1), AC_ERR_FORMAT);
-    assert_int_equal(gguf_get_float(g, "s", &dv, 1), AC_ERR_FORMAT);
-    assert_int_equal(gguf_get_arr(g, "n", GGUF_T_INT32, &kv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_bool(g, "n", &bv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_float(g, "s", &dv, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_get_arr(g, "n", AC_GGUF_T_INT32, &kv, 1), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "expected array of i32"));
     /* conversions */
-    assert_int_equal(gguf_get_float(g, "n", &dv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_float(g, "n", &dv, 1), AC_OK);
     assert_true(dv == 5.0);
-    assert_int_equal(gguf_get_int(g, "b", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "b", &iv, 1), AC_OK);
     assert_int_equal(iv, 1);
     /* exact-length key matching (keys are not NUL-terminated in the file) */
-    assert_int_equal(gguf_get_int(g, "llama.block_count", &iv, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "llama.block_count", &iv, 1), AC_OK);
     assert_int_equal(iv, 5);
-    assert_null(gguf_find(g, "llama.block_coun"));
-    assert_null(gguf_find(g, "llama.block_count22"));
-    assert_null(gguf_find(g, ""));
-    assert_null(gguf_find(g, NULL));
-    assert_null(gguf_find_tensor(g, "ww"));
+    assert_null(ac_gguf_find(g, "llama.block_coun"));
+    assert_null(ac_gguf_find(g, "llama.block_count22"));
+    assert_null(ac_gguf_find(g, ""));
+    assert_null(ac_gguf_find(g, NULL));
+    assert_null(ac_gguf_find_tensor(g, "ww"));
     /* expect_tensor */
-    const gguf_tensor *t = (const gguf_tensor *)1;
+    const ac_gguf_tensor *t = (const ac_gguf_tensor *)1;
     int64_t bad[2] = {4, 2};
-    assert_int_equal(gguf_expect_tensor(g, "w", 2, bad, &t, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_expect_tensor(g, "w", 2, bad, &t, 1), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "tensor w: shape [4 x 1], expected [4 x 2]"));
-    assert_int_equal(gguf_expect_tensor(g, "w", 1, ne, &t, 1), AC_ERR_FORMAT);
-    assert_int_equal(gguf_expect_tensor(g, "missing", 2, ne, &t, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_expect_tensor(g, "w", 1, ne, &t, 1), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_expect_tensor(g, "missing", 2, ne, &t, 1), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "missing required tensor missing"));
-    assert_int_equal(gguf_expect_tensor(g, "missing", 2, ne, &t, 0), AC_OK);
+    assert_int_equal(ac_gguf_expect_tensor(g, "missing", 2, ne, &t, 0), AC_OK);
     assert_null(t);
-    assert_int_equal(gguf_expect_tensor(g, "w", 2, ne, &t, 1), AC_OK);
+    assert_int_equal(ac_gguf_expect_tensor(g, "w", 2, ne, &t, 1), AC_OK);
     assert_non_null(t);
     /* dtype table */
     assert_string_equal(ggml_dtype_name(GGML_Q6_K), "Q6_K");
@@ -616,42 +616,42 @@ static void test_getters(void **state) {
     assert_int_equal(ggml_row_bytes(GGML_F16, 3), 6);
     assert_int_equal(ggml_row_bytes(GGML_BF16, 5), 10);
     assert_int_equal(ggml_row_bytes(GGML_F32, 5), 20);
-    gguf_close(g);
+    ac_gguf_close(g);
     free(buf);
-    gguf_writer_free(w);
+    ac_gguf_writer_free(w);
 }
 
 static void test_writer_errors(void **state) {
     (void)state;
-    gguf_writer *w = gguf_writer_new();
+    ac_gguf_writer *w = ac_gguf_writer_new();
     float x[32] = {0};
     int64_t ne[2] = {32, 1}, ne_bad[2] = {31, 1}, ne_neg[2] = {32, -1};
     uint8_t *buf;
     size_t size;
-    assert_int_equal(gguf_w_tensor(w, "a", GGML_F32, 2, ne, x), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "a", GGML_F32, 2, ne, x), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_tensor(w, "a", GGML_F32, 2, ne, x), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "a", GGML_F32, 2, ne, x), AC_ERR_ARG);
     assert_non_null(strstr(ac_last_error(), "duplicate tensor a"));
-    assert_int_equal(gguf_w_tensor(w, "q", GGML_Q8_0, 2, ne_bad, x), AC_ERR_ARG);
-    assert_int_equal(gguf_w_tensor(w, "n", GGML_F32, 2, ne_neg, x), AC_ERR_ARG);
-    assert_int_equal(gguf_w_tensor(w, "u", 4, 2, ne, x), AC_ERR_ARG);
-    assert_int_equal(gguf_w_tensor(w, "d", GGML_F32, 5, ne, x), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_tensor(w, "q", GGML_Q8_0, 2, ne_bad, x), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_tensor(w, "n", GGML_F32, 2, ne_neg, x), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_tensor(w, "u", 4, 2, ne, x), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_tensor(w, "d", GGML_F32, 5, ne, x), AC_ERR_ARG);
     uint8_t b7 = 7;
-    assert_int_equal(gguf_w_raw(w, "b", GGUF_T_BOOL, 0, 0, &b7, 1), AC_ERR_ARG);
-    assert_int_equal(gguf_w_raw(w, "n", GGUF_T_ARRAY, GGUF_T_ARRAY, 0, NULL, 0), AC_ERR_ARG);
-    assert_int_equal(gguf_w_raw(w, "s", GGUF_T_UINT32, 0, 0, x, 3), AC_ERR_ARG);
-    assert_int_equal(gguf_w_to_memory(w, 1, &buf, &size), AC_ERR_ARG);
-    assert_int_equal(gguf_w_u32(w, "general.alignment", 3), AC_OK);
-    assert_int_equal(gguf_w_to_memory(w, 3, &buf, &size), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_raw(w, "b", AC_GGUF_T_BOOL, 0, 0, &b7, 1), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_raw(w, "n", AC_GGUF_T_ARRAY, AC_GGUF_T_ARRAY, 0, NULL, 0), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_raw(w, "s", AC_GGUF_T_UINT32, 0, 0, x, 3), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_to_memory(w, 1, &buf, &size), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_u32(w, "general.alignment", 3), AC_OK);
+    assert_int_equal(ac_gguf_w_to_memory(w, 3, &buf, &size), AC_ERR_ARG);
     assert_non_null(strstr(ac_last_error(), "general.alignment = 3"));
-    assert_int_equal(gguf_w_u32(w, "general.alignment", 0), AC_OK);
-    assert_int_equal(gguf_w_write(w, tmp_path("bad.gguf"), 3), AC_ERR_ARG);
+    assert_int_equal(ac_gguf_w_u32(w, "general.alignment", 0), AC_OK);
+    assert_int_equal(ac_gguf_w_write(w, tmp_path("bad.gguf"), 3), AC_ERR_ARG);
     assert_int_equal(access(tmp_path("bad.gguf"), F_OK), -1);
-    assert_int_equal(gguf_w_u32(w, "general.alignment", 4096), AC_OK);
-    assert_int_equal(gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "general.alignment", 4096), AC_OK);
+    assert_int_equal(ac_gguf_w_to_memory(w, 3, &buf, &size), AC_OK);
     assert_int_equal(size, 8192);
     free(buf);
-    assert_int_equal(gguf_w_write(w, "/nonexistent-dir/x.gguf", 3), AC_ERR_IO);
-    gguf_writer_free(w);
+    assert_int_equal(ac_gguf_w_write(w, "/nonexistent-dir/x.gguf", 3), AC_ERR_IO);
+    ac_gguf_writer_free(w);
 }
 
 /* Atomic write: replaces an existing file, leaves no temp files behind. */
@@ -662,14 +662,14 @@ static void test_file_io(void **state) {
     assert_non_null(f);
     fputs("old contents", f);
     fclose(f);
-    gguf_writer *w = gguf_writer_new();
-    assert_int_equal(gguf_w_str(w, "k", "v"), AC_OK);
-    assert_int_equal(gguf_w_write(w, path, 2), AC_OK);
-    gguf_file *g;
-    assert_int_equal(gguf_open(path, &g), AC_OK);
+    ac_gguf_writer *w = ac_gguf_writer_new();
+    assert_int_equal(ac_gguf_w_str(w, "k", "v"), AC_OK);
+    assert_int_equal(ac_gguf_w_write(w, path, 2), AC_OK);
+    ac_gguf_file *g;
+    assert_int_equal(ac_gguf_open(path, &g), AC_OK);
     assert_int_equal(g->version, 2);
-    assert_non_null(gguf_find(g, "k"));
-    gguf_close(g);
+    assert_non_null(ac_gguf_find(g, "k"));
+    ac_gguf_close(g);
     DIR *d = opendir(AC_BINARY_DIR);
     assert_non_null(d);
     struct dirent *e;
@@ -682,17 +682,17 @@ static void test_file_io(void **state) {
     assert_int_equal(st.st_mode & 0777, 0644);
     /* truncated file on disk: error names the path */
     assert_int_equal(truncate(path, 40), 0);
-    assert_int_equal(gguf_open(path, &g), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_open(path, &g), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), path));
     assert_int_equal(truncate(path, 10), 0);
-    assert_int_equal(gguf_open(path, &g), AC_ERR_FORMAT);
+    assert_int_equal(ac_gguf_open(path, &g), AC_ERR_FORMAT);
     assert_non_null(strstr(ac_last_error(), "too small"));
     unlink(path);
-    assert_int_equal(gguf_open(path, &g), AC_ERR_IO);
+    assert_int_equal(ac_gguf_open(path, &g), AC_ERR_IO);
     assert_non_null(strstr(ac_last_error(), path));
-    assert_int_equal(gguf_open(AC_BINARY_DIR, &g), AC_ERR_IO);
+    assert_int_equal(ac_gguf_open(AC_BINARY_DIR, &g), AC_ERR_IO);
     assert_non_null(strstr(ac_last_error(), "not a regular file"));
-    gguf_writer_free(w);
+    ac_gguf_writer_free(w);
 }
 
 /* ---- the real model -------------------------------------------------------------- */
@@ -703,40 +703,40 @@ static void test_stories260k(void **state) {
         print_message("skip: %s absent\n", STORIES);
         skip();
     }
-    gguf_file *g;
-    assert_int_equal(gguf_open(STORIES, &g), AC_OK);
+    ac_gguf_file *g;
+    assert_int_equal(ac_gguf_open(STORIES, &g), AC_OK);
     /* values checked independently with gguf-py 0.17.1 (GGUFReader) */
     assert_int_equal(g->version, 3);
     assert_int_equal(g->n_kv, 19);
     assert_int_equal(g->n_tensors, 48);
     assert_int_equal(g->data_offset, 14176);
-    gguf_str s;
-    assert_int_equal(gguf_get_str(g, "general.architecture", &s, 1), AC_OK);
-    assert_true(gguf_str_eq(s, "llama"));
+    ac_gguf_str s;
+    assert_int_equal(ac_gguf_get_str(g, "general.architecture", &s, 1), AC_OK);
+    assert_true(ac_gguf_str_eq(s, "llama"));
     int64_t v;
-    assert_int_equal(gguf_get_int(g, "llama.embedding_length", &v, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "llama.embedding_length", &v, 1), AC_OK);
     assert_int_equal(v, 64);
-    assert_int_equal(gguf_get_int(g, "llama.block_count", &v, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "llama.block_count", &v, 1), AC_OK);
     assert_int_equal(v, 5);
-    assert_int_equal(gguf_get_int(g, "llama.attention.head_count", &v, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "llama.attention.head_count", &v, 1), AC_OK);
     assert_int_equal(v, 8);
-    assert_int_equal(gguf_get_int(g, "llama.context_length", &v, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "llama.context_length", &v, 1), AC_OK);
     assert_int_equal(v, 128);
     double eps;
-    assert_int_equal(gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", &eps, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", &eps, 1), AC_OK);
     assert_true(fabs(eps - 1e-5) < 1e-10);
-    const gguf_kv *kv;
-    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_T_STRING, &kv, 1), AC_OK);
+    const ac_gguf_kv *kv;
+    assert_int_equal(ac_gguf_get_arr(g, "tokenizer.ggml.tokens", AC_GGUF_T_STRING, &kv, 1), AC_OK);
     assert_int_equal(kv->arr_n, 512);
-    assert_true(gguf_str_eq(kv->arr_str[300], "\xe2\x96\x81ha"));
-    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_T_FLOAT32, &kv, 1), AC_OK);
-    assert_true(gguf_arr_f32(kv, 300) == -41.0f);
-    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_T_INT32, &kv, 1), AC_OK);
-    assert_int_equal(gguf_arr_i32(kv, 0), 2);
-    assert_int_equal(gguf_arr_i32(kv, 3), 6);
-    const gguf_tensor *t;
+    assert_true(ac_gguf_str_eq(kv->arr_str[300], "\xe2\x96\x81ha"));
+    assert_int_equal(ac_gguf_get_arr(g, "tokenizer.ggml.scores", AC_GGUF_T_FLOAT32, &kv, 1), AC_OK);
+    assert_true(ac_gguf_arr_f32(kv, 300) == -41.0f);
+    assert_int_equal(ac_gguf_get_arr(g, "tokenizer.ggml.token_type", AC_GGUF_T_INT32, &kv, 1), AC_OK);
+    assert_int_equal(ac_gguf_arr_i32(kv, 0), 2);
+    assert_int_equal(ac_gguf_arr_i32(kv, 3), 6);
+    const ac_gguf_tensor *t;
     int64_t ne[2] = {64, 512};
-    assert_int_equal(gguf_expect_tensor(g, "token_embd.weight", 2, ne, &t, 1), AC_OK);
+    assert_int_equal(ac_gguf_expect_tensor(g, "token_embd.weight", 2, ne, &t, 1), AC_OK);
     assert_int_equal(t->type, GGML_F32);
     assert_int_equal(t->offset, 0);
     assert_ptr_equal(t->data, g->base + 14176);
@@ -744,33 +744,33 @@ static void test_stories260k(void **state) {
     for (int l = 0; l < 5; l++) {
         snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
         int64_t ne_down[2] = {172, 64};
-        assert_int_equal(gguf_expect_tensor(g, name, 2, ne_down, &t, 1), AC_OK);
+        assert_int_equal(ac_gguf_expect_tensor(g, name, 2, ne_down, &t, 1), AC_OK);
     }
     touch_all(g);
-    gguf_close(g);
+    ac_gguf_close(g);
 }
 
 /* ---- hostile files ------------------------------------------------------------------ */
 
 /* Small valid file used for truncation and mutation: every value kind, 3 tensors. */
 static void small_file(uint32_t version, uint8_t **buf, size_t *size) {
-    gguf_writer *w = gguf_writer_new();
+    ac_gguf_writer *w = ac_gguf_writer_new();
     assert_non_null(w);
     static const char *toks[] = {"<s>", "</s>", "ab"};
     float sc[3] = {0, -1, -2.5f};
     int32_t tt[3] = {3, 3, 1};
     uint8_t u8 = 9, b = 1;
-    assert_int_equal(gguf_w_u32(w, "general.alignment", 32), AC_OK);
-    assert_int_equal(gguf_w_str(w, "general.architecture", "llama"), AC_OK);
-    assert_int_equal(gguf_w_u32(w, "llama.block_count", 2), AC_OK);
-    assert_int_equal(gguf_w_f32(w, "llama.eps", 1e-6f), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "k.u8", GGUF_T_UINT8, 0, 0, &u8, 1), AC_OK);
-    assert_int_equal(gguf_w_raw(w, "k.bool", GGUF_T_BOOL, 0, 0, &b, 1), AC_OK);
-    assert_int_equal(gguf_w_arr_str(w, "tok.list", toks, 3), AC_OK);
-    assert_int_equal(gguf_w_arr_f32(w, "tok.scores", sc, 3), AC_OK);
-    assert_int_equal(gguf_w_arr_i32(w, "tok.types", tt, 3), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "general.alignment", 32), AC_OK);
+    assert_int_equal(ac_gguf_w_str(w, "general.architecture", "llama"), AC_OK);
+    assert_int_equal(ac_gguf_w_u32(w, "llama.block_count", 2), AC_OK);
+    assert_int_equal(ac_gguf_w_f32(w, "llama.eps", 1e-6f), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "k.u8", AC_GGUF_T_UINT8, 0, 0, &u8, 1), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "k.bool", AC_GGUF_T_BOOL, 0, 0, &b, 1), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_str(w, "tok.list", toks, 3), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_f32(w, "tok.scores", sc, 3), AC_OK);
+    assert_int_equal(ac_gguf_w_arr_i32(w, "tok.types", tt, 3), AC_OK);
     uint8_t bools[3] = {0, 1, 1};
-    assert_int_equal(gguf_w_raw(w, "k.bools", GGUF_T_ARRAY, GGUF_T_BOOL, 3, bools, 3), AC_OK);
+    assert_int_equal(ac_gguf_w_raw(w, "k.bools", AC_GGUF_T_ARRAY, AC_GGUF_T_BOOL, 3, bools, 3), AC_OK);
     float a[12];
     uint16_t h[8];
     uint8_t q[34];
@@ -778,11 +778,11 @@ static void small_file(uint32_t version, uint8_t **buf, size_t *size) {
     for (int i = 0; i < 8; i++) h[i] = ac_fp32_to_fp16((float)i);
     for (int i = 0; i < 34; i++) q[i] = (uint8_t)i;
     int64_t ne_a[2] = {4, 3}, ne_h[1] = {8}, ne_q[1] = {32};
-    assert_int_equal(gguf_w_tensor(w, "tA", GGML_F32, 2, ne_a, a), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "tB", GGML_F16, 1, ne_h, h), AC_OK);
-    assert_int_equal(gguf_w_tensor(w, "tQ", GGML_Q8_0, 1, ne_q, q), AC_OK); /* 34 bytes: padding follows */
-    assert_int_equal(gguf_w_to_memory(w, version, buf, size), AC_OK);
-    gguf_writer_free(w);
+    assert_int_equal(ac_gguf_w_tensor(w, "tA", GGML_F32, 2, ne_a, a), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "tB", GGML_F16, 1, ne_h, h), AC_OK);
+    assert_int_equal(ac_gguf_w_tensor(w, "tQ", GGML_Q8_0, 1, ne_q, q), AC_OK); /* 34 bytes: padding follows */
+    assert_int_equal(ac_gguf_w_to_memory(w, version, buf, size), AC_OK);
+    ac_gguf_writer_free(w);
 }
 
 static void test_truncation_every_byte(void **state) {
@@ -791,14 +791,14 @@ static void test_truncation_every_byte(void **state) {
         uint8_t *buf;
         size_t size;
         small_file(version, &buf, &size);
-        gguf_file *g;
+        ac_gguf_file *g;
         uint8_t *copy;
         assert_int_equal(open_copy(buf, size, &g, &copy), AC_OK);
         uint64_t ref = touch_all(g);
         size_t need = 0; /* end of the last tensor's data: shorter files lose data */
         for (uint64_t i = 0; i < g->n_tensors; i++)
             need = AC_MAX(need, (size_t)((const uint8_t *)g->tensors[i].data - g->base) + g->tensors[i].nbytes);
-        gguf_close(g);
+        ac_gguf_close(g);
         free(copy);
         assert_true(need < size); /* the Q8_0 tensor leaves trailing padding */
         int n_fail = 0;
@@ -811,7 +811,7 @@ static void test_truncation_every_byte(void **state) {
             } else {
                 if (rc != AC_OK) fail_msg("length %zu >= %zu must parse: %s", len, need, ac_last_error());
                 assert_int_equal(touch_all(g), ref);
-                gguf_close(g);
+                ac_gguf_close(g);
             }
             free(copy);
         }
@@ -861,14 +861,14 @@ static void m_arrlen_str1(uint8_t **b, size_t *n) { /* one more string than pres
     size_t at = kv_value(*b, *n, "tok.list") + 4;
     st64(*b + at, ld64(*b + at) + 1000);
 }
-static void m_nested(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "tok.scores"), GGUF_T_ARRAY); }
+static void m_nested(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "tok.scores"), AC_GGUF_T_ARRAY); }
 static void m_arrtype(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "tok.scores"), 13); }
 static void m_vtype(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "llama.block_count") - 4, 13); }
 static void m_bool7(uint8_t **b, size_t *n) { (*b)[kv_value(*b, *n, "k.bool")] = 7; }
 static void m_boolarr(uint8_t **b, size_t *n) { (*b)[kv_value(*b, *n, "k.bools") + 12 + 1] = 2; }
 static void m_align0(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "general.alignment"), 0); }
 static void m_align3(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "general.alignment"), 3); }
-static void m_align_f32(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "general.alignment") - 4, GGUF_T_FLOAT32); }
+static void m_align_f32(uint8_t **b, size_t *n) { st32(*b + kv_value(*b, *n, "general.alignment") - 4, AC_GGUF_T_FLOAT32); }
 static void m_align64(uint8_t **b, size_t *n) { /* tensors written for 32 are misaligned for 64 */
     st32(*b + kv_value(*b, *n, "general.alignment"), 64);
 }
@@ -976,7 +976,7 @@ static void test_corrupt_table(void **state) {
             memcpy(b, base, n);
             c->mutate(&b, &n);
             uint8_t *copy;
-            gguf_file *g = NULL;
+            ac_gguf_file *g = NULL;
             int rc = open_copy(b, n, &g, &copy);
             if (rc != c->code)
                 fail_msg("case '%s' (v%u): rc %d (%s), want %d", c->name, version, rc, ac_last_error(), c->code);
@@ -984,7 +984,7 @@ static void test_corrupt_table(void **state) {
                 fail_msg("case '%s' (v%u): message \"%s\" lacks \"%s\"", c->name, version, ac_last_error(), c->msg);
             if (rc == AC_OK) {
                 touch_all(g);
-                gguf_close(g);
+                ac_gguf_close(g);
             } else {
                 assert_null(g);
             }
@@ -1032,11 +1032,11 @@ static void test_random_mutations(void **state) {
             }
         }
         uint8_t *copy;
-        gguf_file *g = NULL;
+        ac_gguf_file *g = NULL;
         int rc = open_copy(b, n, &g, &copy);
         if (rc == AC_OK) {
             touch_all(g);
-            gguf_close(g);
+            ac_gguf_close(g);
             n_ok++;
         } else {
             if (rc != AC_ERR_FORMAT) fail_msg("iteration %d: rc %d (%s)", it, rc, ac_last_error());

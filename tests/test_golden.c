@@ -35,10 +35,10 @@ static int rec_cb(void *user, const ac_attn_site *site, const float *P) {
     return AC_OK;
 }
 
-static const float *golden_f32(const gguf_file *g, const char *fmt, int i, size_t want) {
+static const float *golden_f32(const ac_gguf_file *g, const char *fmt, int i, size_t want) {
     char name[128];
     snprintf(name, sizeof name, fmt, i);
-    const gguf_tensor *t = gguf_find_tensor(g, name);
+    const ac_gguf_tensor *t = ac_gguf_find_tensor(g, name);
     assert_non_null(t);
     assert_int_equal(t->type, GGML_F32);
     size_t n = 1;
@@ -69,14 +69,14 @@ static void check_golden(const char *golden_path, const char *model_path, double
         print_message("skipping: %s or %s absent (run tools/setup_models.sh)\n", golden_path, model_path);
         skip();
     }
-    gguf_file *g = NULL;
-    assert_int_equal(gguf_open(golden_path, &g), AC_OK);
+    ac_gguf_file *g = NULL;
+    assert_int_equal(ac_gguf_open(golden_path, &g), AC_OK);
     int64_t n_inputs = 0, n_layer = 0, n_head = 0, n_embd = 0, n_vocab = 0;
-    assert_int_equal(gguf_get_int(g, "golden.n_inputs", &n_inputs, 1), AC_OK);
-    assert_int_equal(gguf_get_int(g, "golden.n_layer", &n_layer, 1), AC_OK);
-    assert_int_equal(gguf_get_int(g, "golden.n_head", &n_head, 1), AC_OK);
-    assert_int_equal(gguf_get_int(g, "golden.n_embd", &n_embd, 1), AC_OK);
-    gguf_get_int(g, "golden.n_vocab", &n_vocab, 0);
+    assert_int_equal(ac_gguf_get_int(g, "golden.n_inputs", &n_inputs, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "golden.n_layer", &n_layer, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "golden.n_head", &n_head, 1), AC_OK);
+    assert_int_equal(ac_gguf_get_int(g, "golden.n_embd", &n_embd, 1), AC_OK);
+    ac_gguf_get_int(g, "golden.n_vocab", &n_vocab, 0);
 
     ac_model *m = NULL;
     ac_model_params mp = ac_model_default_params();
@@ -94,11 +94,11 @@ static void check_golden(const char *golden_path, const char *model_path, double
     for (int i = 0; i < n_inputs; i++) {
         char key[64];
         snprintf(key, sizeof key, "golden.input.%d.text", i);
-        gguf_str text;
-        assert_int_equal(gguf_get_str(g, key, &text, 1), AC_OK);
+        ac_gguf_str text;
+        assert_int_equal(ac_gguf_get_str(g, key, &text, 1), AC_OK);
         char name[64];
         snprintf(name, sizeof name, "in.%d.tokens", i);
-        const gguf_tensor *tt = gguf_find_tensor(g, name);
+        const ac_gguf_tensor *tt = ac_gguf_find_tensor(g, name);
         assert_non_null(tt);
         const int T = (int)tt->ne[0];
         const int32_t *gold_ids = tt->data;
@@ -155,7 +155,7 @@ static void check_golden(const char *golden_path, const char *model_path, double
     }
     ac_ctx_free(ctx);
     ac_model_free(m);
-    gguf_close(g);
+    ac_gguf_close(g);
 }
 
 static void test_minilm_f32(void **state) {

@@ -45,7 +45,7 @@ static char *read_all(const char *path, size_t *len) {
 }
 
 typedef struct {
-    gguf_file *g;
+    ac_gguf_file *g;
     ac_vocab *v;
 } vocab_t;
 
@@ -56,7 +56,7 @@ static int open_vocab(const char *name, vocab_t *out) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     fclose(f);
-    assert_int_equal(gguf_open(path, &out->g), AC_OK);
+    assert_int_equal(ac_gguf_open(path, &out->g), AC_OK);
     int rc = ac_vocab_load(out->g, &out->v);
     if (rc) fprintf(stderr, "load %s: %s\n", name, ac_last_error());
     assert_int_equal(rc, AC_OK);
@@ -65,7 +65,7 @@ static int open_vocab(const char *name, vocab_t *out) {
 
 static void close_vocab(vocab_t *t) {
     ac_vocab_free(t->v);
-    gguf_close(t->g);
+    ac_gguf_close(t->g);
 }
 
 /* tokenize into a malloc'd array (exercises the AC_ERR_RANGE retry) */
@@ -222,15 +222,15 @@ static void test_fixture_bert(void **st) { (void)st; run_fixture("bert-bge"); }
 
 /* ---- special tokens ------------------------------------------------------------------ */
 
-static int meta_bool(const gguf_file *g, const char *key, int dflt) {
+static int meta_bool(const ac_gguf_file *g, const char *key, int dflt) {
     int b = dflt;
-    if (gguf_find(g, key)) assert_int_equal(gguf_get_bool(g, key, &b, 1), AC_OK);
+    if (ac_gguf_find(g, key)) assert_int_equal(ac_gguf_get_bool(g, key, &b, 1), AC_OK);
     return b;
 }
 
-static int32_t meta_id(const gguf_file *g, const char *key, int32_t dflt) {
+static int32_t meta_id(const ac_gguf_file *g, const char *key, int32_t dflt) {
     int64_t x = dflt;
-    if (gguf_find(g, key)) assert_int_equal(gguf_get_int(g, key, &x, 1), AC_OK);
+    if (ac_gguf_find(g, key)) assert_int_equal(ac_gguf_get_int(g, key, &x, 1), AC_OK);
     return (int32_t)x;
 }
 
@@ -283,7 +283,7 @@ static void check_add_special(const char *name, const char *text) {
     /* special-token text is plain text (parse_special off) */
     for (int32_t id = 0; id < ac_vocab_n_tokens(t.v); id++) {
         if (id != bos && id != eos) continue;
-        gguf_str s = ac_vocab_token_text(t.v, id);
+        ac_gguf_str s = ac_vocab_token_text(t.v, id);
         char buf[128];
         snprintf(buf, sizeof buf, "x %.*s y", (int)(s.len < 100 ? s.len : 100), s.ptr);
         a = tok(t.v, buf, strlen(buf), 0, &n0);
@@ -386,7 +386,7 @@ static void test_invalid_utf8_all_vocabs(void **st) {
 
 static int32_t find_token(const ac_vocab *v, const char *s) {
     for (int32_t i = 0; i < ac_vocab_n_tokens(v); i++) {
-        gguf_str t = ac_vocab_token_text(v, i);
+        ac_gguf_str t = ac_vocab_token_text(v, i);
         if (t.len == strlen(s) && !memcmp(t.ptr, s, t.len)) return i;
     }
     return -1;
@@ -521,9 +521,9 @@ static void test_stories260k_vocab(void **st) {
     (void)st;
     size_t len;
     char *tsv = read_all(AC_SHARED_DIR "/models/stories260K.greedy.tsv", &len);
-    gguf_file *g = NULL;
+    ac_gguf_file *g = NULL;
     ac_vocab *v = NULL;
-    if (!tsv || gguf_open(AC_SHARED_DIR "/models/stories260K.gguf", &g) != AC_OK) {
+    if (!tsv || ac_gguf_open(AC_SHARED_DIR "/models/stories260K.gguf", &g) != AC_OK) {
         free(tsv);
         skip();
     }
@@ -551,7 +551,7 @@ static void test_stories260k_vocab(void **st) {
     }
     assert_true(lines >= 4);
     ac_vocab_free(v);
-    gguf_close(g);
+    ac_gguf_close(g);
     free(tsv);
 }
 
@@ -716,23 +716,23 @@ static void test_threads(void **st) {
 /* ---- synthetic vocabs: exact algorithms and hostile metadata ------------------------------------ */
 
 typedef struct {
-    gguf_writer *w;
+    ac_gguf_writer *w;
     uint8_t *buf;
-    gguf_file *g;
+    ac_gguf_file *g;
 } synth;
 
 static int synth_open(synth *s, ac_vocab **v) {
     size_t size = 0;
-    assert_int_equal(gguf_w_to_memory(s->w, 3, &s->buf, &size), AC_OK);
-    assert_int_equal(gguf_open_memory(s->buf, size, &s->g), AC_OK);
+    assert_int_equal(ac_gguf_w_to_memory(s->w, 3, &s->buf, &size), AC_OK);
+    assert_int_equal(ac_gguf_open_memory(s->buf, size, &s->g), AC_OK);
     return ac_vocab_load(s->g, v);
 }
 
 static void synth_close(synth *s, ac_vocab *v) {
     ac_vocab_free(v);
-    gguf_close(s->g);
+    ac_gguf_close(s->g);
     free(s->buf);
-    gguf_writer_free(s->w);
+    ac_gguf_writer_free(s->w);
 }
 
 #define U2581 "\xE2\x96\x81"
@@ -764,11 +764,11 @@ static void test_synthetic_spm(void **st) {
         types[n] = 6;
         n++;
     }
-    synth s = {gguf_writer_new(), NULL, NULL};
-    gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
-    gguf_w_arr_f32(s.w, "tokenizer.ggml.scores", scores, (uint64_t)n);
-    gguf_w_arr_i32(s.w, "tokenizer.ggml.token_type", types, (uint64_t)n);
+    synth s = {ac_gguf_writer_new(), NULL, NULL};
+    ac_gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
+    ac_gguf_w_arr_f32(s.w, "tokenizer.ggml.scores", scores, (uint64_t)n);
+    ac_gguf_w_arr_i32(s.w, "tokenizer.ggml.token_type", types, (uint64_t)n);
     ac_vocab *v = NULL;
     assert_int_equal(synth_open(&s, &v), AC_OK);
     struct {
@@ -802,13 +802,13 @@ static void test_synthetic_bpe(void **st) {
     (void)st;
     const char *toks[] = {"a", "b", "c", "ab", "bc", "abc", "\xC4\xA0", "\xC4\xA0" "a", "!"};
     for (int variant = 0; variant < 2; variant++) {
-        synth s = {gguf_writer_new(), NULL, NULL};
-        gguf_w_str(s.w, "tokenizer.ggml.model", "gpt2");
-        gguf_w_str(s.w, "tokenizer.ggml.pre", variant ? "no-such-pre" : "gpt-2");
-        gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, 9);
+        synth s = {ac_gguf_writer_new(), NULL, NULL};
+        ac_gguf_w_str(s.w, "tokenizer.ggml.model", "gpt2");
+        ac_gguf_w_str(s.w, "tokenizer.ggml.pre", variant ? "no-such-pre" : "gpt-2");
+        ac_gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, 9);
         const char *m0[] = {"a b", "ab c", "\xC4\xA0 a"};
         const char *m1[] = {"b c", "a b", "\xC4\xA0 a"};
-        gguf_w_arr_str(s.w, "tokenizer.ggml.merges", variant ? m1 : m0, 3);
+        ac_gguf_w_arr_str(s.w, "tokenizer.ggml.merges", variant ? m1 : m0, 3);
         ac_vocab *v = NULL;
         assert_int_equal(synth_open(&s, &v), AC_OK);
         assert_string_equal(ac_vocab_pre(v), variant ? "no-such-pre" : "gpt-2");
@@ -827,50 +827,50 @@ static void test_synthetic_bpe(void **st) {
     }
 }
 
-typedef void (*synth_fn)(gguf_writer *w);
+typedef void (*synth_fn)(ac_gguf_writer *w);
 
-static void h_no_model(gguf_writer *w) { gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a"}, 1); }
-static void h_bad_model(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "t5x");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a"}, 1);
+static void h_no_model(ac_gguf_writer *w) { ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a"}, 1); }
+static void h_bad_model(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "t5x");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a"}, 1);
 }
-static void h_no_tokens(gguf_writer *w) { gguf_w_str(w, "tokenizer.ggml.model", "llama"); }
-static void h_tokens_i32(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_i32(w, "tokenizer.ggml.tokens", (const int32_t[]){1, 2}, 2);
+static void h_no_tokens(ac_gguf_writer *w) { ac_gguf_w_str(w, "tokenizer.ggml.model", "llama"); }
+static void h_tokens_i32(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_i32(w, "tokenizer.ggml.tokens", (const int32_t[]){1, 2}, 2);
 }
-static void h_short_scores(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>"}, 3);
-    gguf_w_arr_f32(w, "tokenizer.ggml.scores", (const float[]){0, 0}, 2);
+static void h_short_scores(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>"}, 3);
+    ac_gguf_w_arr_f32(w, "tokenizer.ggml.scores", (const float[]){0, 0}, 2);
 }
-static void h_short_types(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>"}, 3);
-    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", (const int32_t[]){2, 3}, 2);
+static void h_short_types(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>"}, 3);
+    ac_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", (const int32_t[]){2, 3}, 2);
 }
-static void h_dup(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>", "x", "x"}, 5);
+static void h_dup(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>", "x", "x"}, 5);
 }
-static void h_bpe_no_merges(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a", "b"}, 2);
+static void h_bpe_no_merges(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a", "b"}, 2);
 }
-static void h_eos_missing(gguf_writer *w) { /* add_eos with no EOS id (default 11 out of range) */
-    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a", "b"}, 2);
-    gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *[]){"a b"}, 1);
-    gguf_w_bool(w, "tokenizer.ggml.add_eos_token", 1);
+static void h_eos_missing(ac_gguf_writer *w) { /* add_eos with no EOS id (default 11 out of range) */
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"a", "b"}, 2);
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *[]){"a b"}, 1);
+    ac_gguf_w_bool(w, "tokenizer.ggml.add_eos_token", 1);
 }
-static void h_flag_type(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>"}, 3);
-    gguf_w_str(w, "tokenizer.ggml.add_bos_token", "yes");
+static void h_flag_type(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>"}, 3);
+    ac_gguf_w_str(w, "tokenizer.ggml.add_bos_token", "yes");
 }
-static void h_bert_no_sep(gguf_writer *w) {
-    gguf_w_str(w, "tokenizer.ggml.model", "bert");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"[PAD]", "a"}, 2);
+static void h_bert_no_sep(ac_gguf_writer *w) {
+    ac_gguf_w_str(w, "tokenizer.ggml.model", "bert");
+    ac_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *[]){"[PAD]", "a"}, 2);
 }
 
 static void test_hostile_metadata(void **st) {
@@ -893,7 +893,7 @@ static void test_hostile_metadata(void **st) {
         {h_bert_no_sep, AC_ERR_FORMAT, "BERT without SEP/CLS"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        synth s = {gguf_writer_new(), NULL, NULL};
+        synth s = {ac_gguf_writer_new(), NULL, NULL};
         cases[i].f(s.w);
         ac_vocab *v = (ac_vocab *)(uintptr_t)1;
         int rc = synth_open(&s, &v);
@@ -904,11 +904,11 @@ static void test_hostile_metadata(void **st) {
         synth_close(&s, NULL);
     }
     /* out-of-range special ids keep the default */
-    synth s = {gguf_writer_new(), NULL, NULL};
-    gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>", "a"}, 4);
-    gguf_w_u32(s.w, "tokenizer.ggml.bos_token_id", 99);
-    gguf_w_u32(s.w, "tokenizer.ggml.eos_token_id", 3);
+    synth s = {ac_gguf_writer_new(), NULL, NULL};
+    ac_gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", (const char *[]){"<unk>", "<s>", "</s>", "a"}, 4);
+    ac_gguf_w_u32(s.w, "tokenizer.ggml.bos_token_id", 99);
+    ac_gguf_w_u32(s.w, "tokenizer.ggml.eos_token_id", 3);
     ac_vocab *v = NULL;
     assert_int_equal(synth_open(&s, &v), AC_OK);
     assert_int_equal(ac_vocab_bos(v), 1);
@@ -1001,10 +1001,10 @@ static void test_fast_paths(void **st) {
     /* overlapping user-defined tokens on a synthetic vocab, random texts */
     const char *toks[] = {"<unk>", "<s>", "</s>", "<U>", "<UU>", "U>x", "ab", "b", "x", "a", "<", "U", ">"};
     int32_t types[] = {2, 3, 3, 4, 4, 4, 4, 4, 1, 1, 1, 1, 1};
-    synth s = {gguf_writer_new(), NULL, NULL};
-    gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, 13);
-    gguf_w_arr_i32(s.w, "tokenizer.ggml.token_type", types, 13);
+    synth s = {ac_gguf_writer_new(), NULL, NULL};
+    ac_gguf_w_str(s.w, "tokenizer.ggml.model", "llama");
+    ac_gguf_w_arr_str(s.w, "tokenizer.ggml.tokens", toks, 13);
+    ac_gguf_w_arr_i32(s.w, "tokenizer.ggml.token_type", types, 13);
     ac_vocab *v = NULL;
     assert_int_equal(synth_open(&s, &v), AC_OK);
     for (int it = 0; it < 3000; it++) {

@@ -228,14 +228,14 @@ static void scratch_free(scratch *s) {
  * weight bytes, get different fingerprints; a full hash of multi-GB weights
  * at every open would cost seconds. */
 static void model_fingerprint(const ac_model *m, uint64_t fp[2]) {
-    const gguf_file *g = m->gguf;
+    const ac_gguf_file *g = m->gguf;
     ac_xxh64_state s0, s1;
     ac_xxh64_init(&s0, 0x61747463ULL);
     ac_xxh64_init(&s1, 0x68656361ULL);
     ac_xxh64_update(&s0, g->base, g->data_offset);
     ac_xxh64_update(&s1, g->base, g->data_offset);
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const ac_gguf_tensor *t = &g->tensors[i];
         const uint8_t *d = t->data;
         size_t n = t->nbytes, w = AC_MIN(n, (size_t)4096);
         size_t offs[3] = {0, n / 2 - AC_MIN(n / 2, w / 2), n - w};

@@ -385,30 +385,30 @@ uint64_t ac_proj_fingerprint(const ac_projector *p) {
 
 int ac_proj_save(const ac_projector *p, const char *path) {
     if (!p || !path) return ac_err(AC_ERR_ARG, "ac_proj_save: invalid argument");
-    gguf_writer *w = gguf_writer_new();
+    ac_gguf_writer *w = ac_gguf_writer_new();
     if (!w) return ac_err(AC_ERR_NOMEM, "ac_proj_save: out of memory");
     int64_t in = p->in_dim, hid = p->hidden, out = p->out_dim;
     int64_t ne_in[1] = {in}, ne_h[1] = {hid}, ne_o[1] = {out}, ne_w1[2] = {in, hid}, ne_w2[2] = {hid, out};
-    int rc = gguf_w_str(w, "general.architecture", "attncache-projector");
-    if (!rc) rc = gguf_w_u32(w, "projector.in_dim", (uint32_t)in);
-    if (!rc) rc = gguf_w_u32(w, "projector.hidden", (uint32_t)hid);
-    if (!rc) rc = gguf_w_u32(w, "projector.out_dim", (uint32_t)out);
-    if (!rc) rc = gguf_w_u64(w, "projector.trained_on", p->trained_on);
-    if (!rc) rc = gguf_w_tensor(w, "proj.mu", GGML_F32, 1, ne_in, p->mu);
-    if (!rc) rc = gguf_w_tensor(w, "proj.isig", GGML_F32, 1, ne_in, p->isig);
-    if (!rc) rc = gguf_w_tensor(w, "proj.w1", GGML_F32, 2, ne_w1, p->w1);
-    if (!rc) rc = gguf_w_tensor(w, "proj.b1", GGML_F32, 1, ne_h, p->b1);
-    if (!rc) rc = gguf_w_tensor(w, "proj.w2", GGML_F32, 2, ne_w2, p->w2);
-    if (!rc) rc = gguf_w_tensor(w, "proj.b2", GGML_F32, 1, ne_o, p->b2);
-    if (!rc) rc = gguf_w_write(w, path, 3);
-    gguf_writer_free(w);
+    int rc = ac_gguf_w_str(w, "general.architecture", "attncache-projector");
+    if (!rc) rc = ac_gguf_w_u32(w, "projector.in_dim", (uint32_t)in);
+    if (!rc) rc = ac_gguf_w_u32(w, "projector.hidden", (uint32_t)hid);
+    if (!rc) rc = ac_gguf_w_u32(w, "projector.out_dim", (uint32_t)out);
+    if (!rc) rc = ac_gguf_w_u64(w, "projector.trained_on", p->trained_on);
+    if (!rc) rc = ac_gguf_w_tensor(w, "proj.mu", GGML_F32, 1, ne_in, p->mu);
+    if (!rc) rc = ac_gguf_w_tensor(w, "proj.isig", GGML_F32, 1, ne_in, p->isig);
+    if (!rc) rc = ac_gguf_w_tensor(w, "proj.w1", GGML_F32, 2, ne_w1, p->w1);
+    if (!rc) rc = ac_gguf_w_tensor(w, "proj.b1", GGML_F32, 1, ne_h, p->b1);
+    if (!rc) rc = ac_gguf_w_tensor(w, "proj.w2", GGML_F32, 2, ne_w2, p->w2);
+    if (!rc) rc = ac_gguf_w_tensor(w, "proj.b2", GGML_F32, 1, ne_o, p->b2);
+    if (!rc) rc = ac_gguf_w_write(w, path, 3);
+    ac_gguf_writer_free(w);
     if (rc) ac_err_prefix(rc, "saving projector '%s'", path);
     return rc;
 }
 
-static int load_f32(const gguf_file *g, const char *name, uint32_t nd, const int64_t *ne, float *dst, size_t n) {
-    const gguf_tensor *t;
-    int rc = gguf_expect_tensor(g, name, nd, ne, &t, 1);
+static int load_f32(const ac_gguf_file *g, const char *name, uint32_t nd, const int64_t *ne, float *dst, size_t n) {
+    const ac_gguf_tensor *t;
+    int rc = ac_gguf_expect_tensor(g, name, nd, ne, &t, 1);
     if (rc) return rc;
     if (t->type != GGML_F32) return ac_err(AC_ERR_FORMAT, "projector tensor %s: type %s, want F32", name,
                                            ggml_dtype_name(t->type));
@@ -421,23 +421,23 @@ static int load_f32(const gguf_file *g, const char *name, uint32_t nd, const int
 int ac_proj_load(const char *path, ac_projector **out) {
     if (!path || !out) return ac_err(AC_ERR_ARG, "ac_proj_load: invalid argument");
     *out = NULL;
-    gguf_file *g = NULL;
+    ac_gguf_file *g = NULL;
     ac_projector *p = NULL;
-    int rc = gguf_open(path, &g);
+    int rc = ac_gguf_open(path, &g);
     if (rc) goto fail;
-    gguf_str arch;
-    if ((rc = gguf_get_str(g, "general.architecture", &arch, 1))) goto fail;
-    if (!gguf_str_eq(arch, "attncache-projector")) {
+    ac_gguf_str arch;
+    if ((rc = ac_gguf_get_str(g, "general.architecture", &arch, 1))) goto fail;
+    if (!ac_gguf_str_eq(arch, "attncache-projector")) {
         rc = ac_err(AC_ERR_FORMAT, "not a projector file (architecture '%.*s')", (int)AC_MIN(arch.len, 64),
                     arch.ptr);
         goto fail;
     }
     int64_t in = 0, hid = 0, od = 0, tr = 0;
-    if ((rc = gguf_get_int(g, "projector.in_dim", &in, 1)) || (rc = gguf_get_int(g, "projector.hidden", &hid, 1)) ||
-        (rc = gguf_get_int(g, "projector.out_dim", &od, 1)))
+    if ((rc = ac_gguf_get_int(g, "projector.in_dim", &in, 1)) || (rc = ac_gguf_get_int(g, "projector.hidden", &hid, 1)) ||
+        (rc = ac_gguf_get_int(g, "projector.out_dim", &od, 1)))
         goto fail;
-    const gguf_kv *trk = gguf_find(g, "projector.trained_on"); /* u64: beyond gguf_get_int's int64 */
-    if (trk && trk->type != GGUF_T_UINT64) {
+    const ac_gguf_kv *trk = ac_gguf_find(g, "projector.trained_on"); /* u64: beyond ac_gguf_get_int's int64 */
+    if (trk && trk->type != AC_GGUF_T_UINT64) {
         rc = ac_err(AC_ERR_FORMAT, "key projector.trained_on: expected uint64");
         goto fail;
     }
@@ -457,12 +457,12 @@ int ac_proj_load(const char *path, ac_projector **out) {
         (rc = load_f32(g, "proj.b2", 1, ne_o, p->b2, (size_t)od)))
         goto fail;
     if ((rc = ac_proj_pack(p))) goto fail;
-    gguf_close(g);
+    ac_gguf_close(g);
     *out = p;
     return AC_OK;
 fail:
     ac_err_prefix(rc, "loading projector '%s'", path);
     ac_proj_free(p);
-    gguf_close(g);
+    ac_gguf_close(g);
     return rc;
 }

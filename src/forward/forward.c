@@ -426,7 +426,7 @@ const ac_gemm_ops ac_gemm_own_ops = {"own", AC_GEMM_OWN, own_matmul};
 
 /* embedding row of token id into dst [D] */
 static void embed_row(const ac_model *m, int32_t id, float *dst) {
-    const gguf_tensor *t = m->tok_embd;
+    const ac_gguf_tensor *t = m->tok_embd;
     ac_row_to_f32(t->type, t->data, ggml_row_bytes(t->type, t->ne[0]), id, t->ne[0], dst);
 }
 
@@ -441,7 +441,7 @@ static void embed_token(const ac_model *m, int32_t id, int pos, float *x, float 
     if (m->info.arch != AC_ARCH_BERT) return;
     if (m->type_embd0)
         for (int d = 0; d < D; d++) x[d] += m->type_embd0[d];
-    const gguf_tensor *pt = m->pos_embd;
+    const ac_gguf_tensor *pt = m->pos_embd;
     ac_row_to_f32(pt->type, pt->data, ggml_row_bytes(pt->type, D), pos, D, tmp);
     for (int d = 0; d < D; d++) x[d] += tmp[d];
     ac_layernorm(x, x, m->embd_norm_w, m->embd_norm_b, D, m->hp.norm_eps);

@@ -86,7 +86,7 @@ size_t ggml_row_bytes(uint32_t type, int64_t n) {
     return ggml_row_bytes_any(type, n);
 }
 
-int gguf_check_supported(const gguf_tensor *t) {
+int ac_gguf_check_supported(const ac_gguf_tensor *t) {
     if (ggml_dtype_supported(t->type)) return AC_OK;
     return ac_err(AC_ERR_UNSUPPORTED, "unsupported type %s in tensor %.*s", ggml_dtype_name(t->type),
                   (int)AC_MIN(t->name.len, 256), t->name.ptr);
@@ -107,11 +107,11 @@ static inline uint64_t ld64(const uint8_t *p) { return (uint64_t)ld32(p) | ((uin
 /* ---- private file state ------------------------------------------------------------ */
 
 typedef struct {
-    gguf_file pub;       /* first member: gguf_file* <-> gguf_priv* */
+    ac_gguf_file pub;       /* first member: ac_gguf_file* <-> ac_gguf_priv* */
     uint32_t *kv_hash;   /* open addressing, [kv_cap], index+1 (0 = empty) */
     uint32_t *t_hash;    /* [t_cap] */
     size_t kv_cap, t_cap;
-} gguf_priv;
+} ac_gguf_priv;
 
 static uint64_t hash_bytes(const char *p, size_t n) { /* FNV-1a */
     uint64_t h = 1469598103934665603ull;
@@ -119,9 +119,9 @@ static uint64_t hash_bytes(const char *p, size_t n) { /* FNV-1a */
     return h;
 }
 
-static int str_eq_n(gguf_str s, const char *c, size_t n) { return s.len == n && memcmp(s.ptr, c, n) == 0; }
+static int str_eq_n(ac_gguf_str s, const char *c, size_t n) { return s.len == n && memcmp(s.ptr, c, n) == 0; }
 
-int gguf_str_eq(gguf_str s, const char *c) { return c && str_eq_n(s, c, strlen(c)); }
+int ac_gguf_str_eq(ac_gguf_str s, const char *c) { return c && str_eq_n(s, c, strlen(c)); }
 
 static size_t hash_cap(uint64_t n) { /* power of two >= 2n, >= 8 */
     size_t c = 8;
@@ -162,7 +162,7 @@ static int cur_u64(cursor *c, uint64_t *v, const char *what) {
     return rc;
 }
 
-static int cur_str(cursor *c, gguf_str *s, const char *what) {
+static int cur_str(cursor *c, ac_gguf_str *s, const char *what) {
     uint64_t len;
     const uint8_t *p = NULL;
     size_t at = c->pos;
@@ -178,43 +178,43 @@ static int cur_str(cursor *c, gguf_str *s, const char *what) {
     return AC_OK;
 }
 
-size_t gguf_vtype_size(uint32_t t) {
+size_t ac_gguf_vtype_size(uint32_t t) {
     switch (t) {
-    case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
-    case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
-    case GGUF_T_UINT32: case GGUF_T_INT32: case GGUF_T_FLOAT32: return 4;
-    case GGUF_T_UINT64: case GGUF_T_INT64: case GGUF_T_FLOAT64: return 8;
+    case AC_GGUF_T_UINT8: case AC_GGUF_T_INT8: case AC_GGUF_T_BOOL: return 1;
+    case AC_GGUF_T_UINT16: case AC_GGUF_T_INT16: return 2;
+    case AC_GGUF_T_UINT32: case AC_GGUF_T_INT32: case AC_GGUF_T_FLOAT32: return 4;
+    case AC_GGUF_T_UINT64: case AC_GGUF_T_INT64: case AC_GGUF_T_FLOAT64: return 8;
     default: return 0;
     }
 }
 
-const char *gguf_vtype_name(uint32_t t) {
+const char *ac_gguf_vtype_name(uint32_t t) {
     static const char *names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32",
                                   "bool", "string", "array", "u64", "i64", "f64"};
-    return t < GGUF_T_COUNT ? names[t] : "invalid";
+    return t < AC_GGUF_T_COUNT ? names[t] : "invalid";
 }
 
 #define KEYFMT "%.*s"
 #define KEYARG(s) (int)AC_MIN((s).len, 200), (s).ptr
 
 /* Decode a fixed-size scalar at p into kv->v. */
-static int decode_scalar(gguf_kv *kv, const uint8_t *p) {
+static int decode_scalar(ac_gguf_kv *kv, const uint8_t *p) {
     switch (kv->type) {
-    case GGUF_T_UINT8: kv->v.u64 = p[0]; break;
-    case GGUF_T_INT8: kv->v.i64 = (int8_t)p[0]; break;
-    case GGUF_T_UINT16: kv->v.u64 = ld16(p); break;
-    case GGUF_T_INT16: kv->v.i64 = (int16_t)ld16(p); break;
-    case GGUF_T_UINT32: kv->v.u64 = ld32(p); break;
-    case GGUF_T_INT32: kv->v.i64 = (int32_t)ld32(p); break;
-    case GGUF_T_UINT64: kv->v.u64 = ld64(p); break;
-    case GGUF_T_INT64: kv->v.i64 = (int64_t)ld64(p); break;
-    case GGUF_T_FLOAT32: kv->v.f64 = u2f(ld32(p)); break;
-    case GGUF_T_FLOAT64: {
+    case AC_GGUF_T_UINT8: kv->v.u64 = p[0]; break;
+    case AC_GGUF_T_INT8: kv->v.i64 = (int8_t)p[0]; break;
+    case AC_GGUF_T_UINT16: kv->v.u64 = ld16(p); break;
+    case AC_GGUF_T_INT16: kv->v.i64 = (int16_t)ld16(p); break;
+    case AC_GGUF_T_UINT32: kv->v.u64 = ld32(p); break;
+    case AC_GGUF_T_INT32: kv->v.i64 = (int32_t)ld32(p); break;
+    case AC_GGUF_T_UINT64: kv->v.u64 = ld64(p); break;
+    case AC_GGUF_T_INT64: kv->v.i64 = (int64_t)ld64(p); break;
+    case AC_GGUF_T_FLOAT32: kv->v.f64 = u2f(ld32(p)); break;
+    case AC_GGUF_T_FLOAT64: {
         uint64_t u = ld64(p);
         memcpy(&kv->v.f64, &u, 8);
         break;
     }
-    case GGUF_T_BOOL:
+    case AC_GGUF_T_BOOL:
         if (p[0] > 1) return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': bool value %u is not 0 or 1", KEYARG(kv->key), p[0]);
         kv->v.u64 = p[0];
         break;
@@ -223,42 +223,42 @@ static int decode_scalar(gguf_kv *kv, const uint8_t *p) {
     return AC_OK;
 }
 
-static int read_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
+static int read_kv(cursor *c, ac_gguf_kv *kv, uint64_t idx) {
     int rc;
     size_t at = c->pos;
     if ((rc = cur_str(c, &kv->key, "kv key")))
         return ac_err_prefix(rc, "kv %" PRIu64 " (offset %zu)", idx, at);
     if ((rc = cur_u32(c, &kv->type, "kv type")))
         return ac_err_prefix(rc, "key '" KEYFMT "'", KEYARG(kv->key));
-    if (kv->type >= GGUF_T_COUNT)
+    if (kv->type >= AC_GGUF_T_COUNT)
         return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': invalid value type %" PRIu32, KEYARG(kv->key), kv->type);
-    if (kv->type == GGUF_T_STRING) {
+    if (kv->type == AC_GGUF_T_STRING) {
         if ((rc = cur_str(c, &kv->v.str, "string value"))) return ac_err_prefix(rc, "key '" KEYFMT "'", KEYARG(kv->key));
         return AC_OK;
     }
-    if (kv->type != GGUF_T_ARRAY) {
+    if (kv->type != AC_GGUF_T_ARRAY) {
         const uint8_t *p = NULL;
-        if ((rc = cur_take(c, gguf_vtype_size(kv->type), &p, "scalar value")))
+        if ((rc = cur_take(c, ac_gguf_vtype_size(kv->type), &p, "scalar value")))
             return ac_err_prefix(rc, "key '" KEYFMT "'", KEYARG(kv->key));
         return decode_scalar(kv, p);
     }
     /* array */
     if ((rc = cur_u32(c, &kv->arr_type, "array type")) || (rc = cur_u64(c, &kv->arr_n, "array length")))
         return ac_err_prefix(rc, "key '" KEYFMT "'", KEYARG(kv->key));
-    if (kv->arr_type == GGUF_T_ARRAY)
+    if (kv->arr_type == AC_GGUF_T_ARRAY)
         return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': nested arrays are not supported", KEYARG(kv->key));
-    if (kv->arr_type >= GGUF_T_COUNT)
+    if (kv->arr_type >= AC_GGUF_T_COUNT)
         return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': invalid array element type %" PRIu32, KEYARG(kv->key),
                       kv->arr_type);
-    size_t esz = kv->arr_type == GGUF_T_STRING ? 8 : gguf_vtype_size(kv->arr_type); /* min bytes per element */
+    size_t esz = kv->arr_type == AC_GGUF_T_STRING ? 8 : ac_gguf_vtype_size(kv->arr_type); /* min bytes per element */
     if (kv->arr_n > cur_left(c) / esz)
         return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': array length %" PRIu64 " of %s exceeds the %zu bytes left in the file",
-                      KEYARG(kv->key), kv->arr_n, gguf_vtype_name(kv->arr_type), cur_left(c));
-    if (kv->arr_type != GGUF_T_STRING) {
+                      KEYARG(kv->key), kv->arr_n, ac_gguf_vtype_name(kv->arr_type), cur_left(c));
+    if (kv->arr_type != AC_GGUF_T_STRING) {
         const uint8_t *p = NULL;
         if ((rc = cur_take(c, (size_t)kv->arr_n * esz, &p, "array data"))) return rc; /* bounded above */
         kv->arr_data = p;
-        if (kv->arr_type == GGUF_T_BOOL)
+        if (kv->arr_type == AC_GGUF_T_BOOL)
             for (uint64_t i = 0; i < kv->arr_n; i++)
                 if (p[i] > 1)
                     return ac_err(AC_ERR_FORMAT, "key '" KEYFMT "': bool array element %" PRIu64 " is %u, not 0 or 1",
@@ -266,7 +266,7 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
         return AC_OK;
     }
     kv->arr_data = NULL;
-    kv->arr_str = AC_CALLOC((size_t)kv->arr_n, sizeof(gguf_str));
+    kv->arr_str = AC_CALLOC((size_t)kv->arr_n, sizeof(ac_gguf_str));
     if (!kv->arr_str) return AC_ERR_NOMEM;
     for (uint64_t i = 0; i < kv->arr_n; i++)
         if ((rc = cur_str(c, &kv->arr_str[i], "array string")))
@@ -276,16 +276,16 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
 
 #define TNAME(t) KEYARG((t)->name)
 
-static int read_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
+static int read_tensor_info(cursor *c, ac_gguf_tensor *t, uint64_t idx) {
     int rc;
     size_t at = c->pos;
     if ((rc = cur_str(c, &t->name, "tensor name")))
         return ac_err_prefix(rc, "tensor info %" PRIu64 " (offset %zu)", idx, at);
     if ((rc = cur_u32(c, &t->n_dims, "tensor n_dims"))) return ac_err_prefix(rc, "tensor '" KEYFMT "'", TNAME(t));
-    if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS)
+    if (t->n_dims == 0 || t->n_dims > AC_GGUF_MAX_DIMS)
         return ac_err(AC_ERR_FORMAT, "tensor '" KEYFMT "': n_dims %" PRIu32 " not in [1, %d]", TNAME(t), t->n_dims,
-                      GGUF_MAX_DIMS);
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+                      AC_GGUF_MAX_DIMS);
+    for (int d = 0; d < AC_GGUF_MAX_DIMS; d++) t->ne[d] = 1;
     uint64_t nel = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t v;
@@ -315,11 +315,11 @@ static int read_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
 }
 
 /* Insert into an open-addressing table; returns the existing index+1 on a duplicate, else 0. */
-static uint32_t hash_insert(uint32_t *tab, size_t cap, const gguf_str *names, size_t stride, uint32_t idx) {
-    const gguf_str *s = (const gguf_str *)((const char *)names + stride * idx);
+static uint32_t hash_insert(uint32_t *tab, size_t cap, const ac_gguf_str *names, size_t stride, uint32_t idx) {
+    const ac_gguf_str *s = (const ac_gguf_str *)((const char *)names + stride * idx);
     size_t mask = cap - 1, h = (size_t)hash_bytes(s->ptr, (size_t)s->len) & mask;
     while (tab[h]) {
-        const gguf_str *o = (const gguf_str *)((const char *)names + stride * (tab[h] - 1));
+        const ac_gguf_str *o = (const ac_gguf_str *)((const char *)names + stride * (tab[h] - 1));
         if (o->len == s->len && memcmp(o->ptr, s->ptr, (size_t)s->len) == 0) return tab[h];
         h = (h + 1) & mask;
     }
@@ -327,11 +327,11 @@ static uint32_t hash_insert(uint32_t *tab, size_t cap, const gguf_str *names, si
     return 0;
 }
 
-static uint32_t hash_lookup(const uint32_t *tab, size_t cap, const gguf_str *names, size_t stride, const char *key) {
+static uint32_t hash_lookup(const uint32_t *tab, size_t cap, const ac_gguf_str *names, size_t stride, const char *key) {
     if (!tab || !key) return 0;
     size_t n = strlen(key), mask = cap - 1, h = (size_t)hash_bytes(key, n) & mask;
     while (tab[h]) {
-        const gguf_str *o = (const gguf_str *)((const char *)names + stride * (tab[h] - 1));
+        const ac_gguf_str *o = (const ac_gguf_str *)((const char *)names + stride * (tab[h] - 1));
         if (str_eq_n(*o, key, n)) return tab[h];
         h = (h + 1) & mask;
     }
@@ -339,12 +339,12 @@ static uint32_t hash_lookup(const uint32_t *tab, size_t cap, const gguf_str *nam
 }
 
 static int cmp_off(const void *a, const void *b) {
-    const gguf_tensor *x = *(const gguf_tensor *const *)a, *y = *(const gguf_tensor *const *)b;
+    const ac_gguf_tensor *x = *(const ac_gguf_tensor *const *)a, *y = *(const ac_gguf_tensor *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-static int parse(gguf_priv *P) {
-    gguf_file *g = &P->pub;
+static int parse(ac_gguf_priv *P) {
+    ac_gguf_file *g = &P->pub;
     cursor c = {g->base, g->size, 0};
     int rc;
     uint32_t magic;
@@ -373,42 +373,42 @@ static int parse(gguf_priv *P) {
         return ac_err(AC_ERR_FORMAT, "n_tensors = %" PRIu64 " is impossible for the %zu bytes left in the file",
                       g->n_tensors, cur_left(&c));
 
-    g->kv = AC_CALLOC((size_t)g->n_kv, sizeof(gguf_kv));
-    g->tensors = AC_CALLOC((size_t)g->n_tensors, sizeof(gguf_tensor));
+    g->kv = AC_CALLOC((size_t)g->n_kv, sizeof(ac_gguf_kv));
+    g->tensors = AC_CALLOC((size_t)g->n_tensors, sizeof(ac_gguf_tensor));
     P->kv_cap = hash_cap(g->n_kv);
     P->t_cap = hash_cap(g->n_tensors);
     P->kv_hash = AC_CALLOC(P->kv_cap, sizeof(uint32_t));
     P->t_hash = AC_CALLOC(P->t_cap, sizeof(uint32_t));
     if (!g->kv || !g->tensors || !P->kv_hash || !P->t_hash) return AC_ERR_NOMEM;
 
-    g->alignment = GGUF_DEFAULT_ALIGNMENT;
+    g->alignment = AC_GGUF_DEFAULT_ALIGNMENT;
     for (uint64_t i = 0; i < g->n_kv; i++) {
-        gguf_kv *kv = &g->kv[i];
+        ac_gguf_kv *kv = &g->kv[i];
         if ((rc = read_kv(&c, kv, i))) return rc;
-        uint32_t dup = hash_insert(P->kv_hash, P->kv_cap, &g->kv[0].key, sizeof(gguf_kv), (uint32_t)i);
+        uint32_t dup = hash_insert(P->kv_hash, P->kv_cap, &g->kv[0].key, sizeof(ac_gguf_kv), (uint32_t)i);
         if (dup)
             return ac_err(AC_ERR_FORMAT, "duplicate key '" KEYFMT "' (kv %" PRIu32 " and %" PRIu64 ")", KEYARG(kv->key),
                           dup - 1, i);
-        if (gguf_str_eq(kv->key, "general.alignment")) {
+        if (ac_gguf_str_eq(kv->key, "general.alignment")) {
             uint64_t a;
-            if (kv->type == GGUF_T_UINT32 || kv->type == GGUF_T_UINT64 || kv->type == GGUF_T_UINT16 ||
-                kv->type == GGUF_T_UINT8)
+            if (kv->type == AC_GGUF_T_UINT32 || kv->type == AC_GGUF_T_UINT64 || kv->type == AC_GGUF_T_UINT16 ||
+                kv->type == AC_GGUF_T_UINT8)
                 a = kv->v.u64;
-            else if (kv->type == GGUF_T_INT32 || kv->type == GGUF_T_INT64 || kv->type == GGUF_T_INT16 ||
-                     kv->type == GGUF_T_INT8)
+            else if (kv->type == AC_GGUF_T_INT32 || kv->type == AC_GGUF_T_INT64 || kv->type == AC_GGUF_T_INT16 ||
+                     kv->type == AC_GGUF_T_INT8)
                 a = kv->v.i64 < 0 ? 0 : (uint64_t)kv->v.i64;
             else
                 return ac_err(AC_ERR_FORMAT, "general.alignment has type %s, expected an integer",
-                              gguf_vtype_name(kv->type));
+                              ac_gguf_vtype_name(kv->type));
             if (a == 0 || (a & (a - 1)) != 0 || a > (1u << 30))
                 return ac_err(AC_ERR_FORMAT, "general.alignment = %" PRIu64 " is not a power of two in [1, 2^30]", a);
             g->alignment = (size_t)a;
         }
     }
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        gguf_tensor *t = &g->tensors[i];
+        ac_gguf_tensor *t = &g->tensors[i];
         if ((rc = read_tensor_info(&c, t, i))) return rc;
-        uint32_t dup = hash_insert(P->t_hash, P->t_cap, &g->tensors[0].name, sizeof(gguf_tensor), (uint32_t)i);
+        uint32_t dup = hash_insert(P->t_hash, P->t_cap, &g->tensors[0].name, sizeof(ac_gguf_tensor), (uint32_t)i);
         if (dup)
             return ac_err(AC_ERR_FORMAT, "duplicate tensor name '" KEYFMT "' (tensors %" PRIu32 " and %" PRIu64 ")",
                           TNAME(t), dup - 1, i);
@@ -418,7 +418,7 @@ static int parse(gguf_priv *P) {
     if (data % a) data += a - data % a; /* c.pos <= size, a <= 2^30: no overflow on 64-bit size_t */
     g->data_offset = AC_MIN(data, g->size); /* == size when a tensor-less file omits the final padding */
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        gguf_tensor *t = &g->tensors[i];
+        ac_gguf_tensor *t = &g->tensors[i];
         uint64_t start, end;
         if (t->offset % a)
             return ac_err(AC_ERR_FORMAT, "tensor '" KEYFMT "': offset %" PRIu64 " is not a multiple of the alignment %zu",
@@ -440,7 +440,7 @@ static int parse(gguf_priv *P) {
     }
     /* overlapping tensor data is a corrupt file */
     if (g->n_tensors > 1) {
-        gguf_tensor **ord = AC_MALLOC((size_t)g->n_tensors * sizeof *ord);
+        ac_gguf_tensor **ord = AC_MALLOC((size_t)g->n_tensors * sizeof *ord);
         if (!ord) return AC_ERR_NOMEM;
         for (uint64_t i = 0; i < g->n_tensors; i++) ord[i] = &g->tensors[i];
         qsort(ord, (size_t)g->n_tensors, sizeof *ord, cmp_off);
@@ -458,9 +458,9 @@ static int parse(gguf_priv *P) {
     return AC_OK;
 }
 
-static void free_priv(gguf_priv *P) {
+static void free_priv(ac_gguf_priv *P) {
     if (!P) return;
-    gguf_file *g = &P->pub;
+    ac_gguf_file *g = &P->pub;
     if (g->kv)
         for (uint64_t i = 0; i < g->n_kv; i++) free(g->kv[i].arr_str);
     free(g->kv);
@@ -471,10 +471,10 @@ static void free_priv(gguf_priv *P) {
     free(P);
 }
 
-void gguf_close(gguf_file *g) { free_priv((gguf_priv *)g); }
+void ac_gguf_close(ac_gguf_file *g) { free_priv((ac_gguf_priv *)g); }
 
-static int open_common(const uint8_t *base, size_t size, int mapped, gguf_file **out) {
-    gguf_priv *P = AC_CALLOC(1, sizeof *P);
+static int open_common(const uint8_t *base, size_t size, int mapped, ac_gguf_file **out) {
+    ac_gguf_priv *P = AC_CALLOC(1, sizeof *P);
     if (!P) {
         if (mapped) munmap((void *)base, size);
         return AC_ERR_NOMEM;
@@ -493,14 +493,14 @@ static int open_common(const uint8_t *base, size_t size, int mapped, gguf_file *
     return AC_OK;
 }
 
-int gguf_open_memory(const void *buf, size_t size, gguf_file **out) {
-    if (!out || (!buf && size)) return ac_err(AC_ERR_ARG, "gguf_open_memory: NULL argument");
+int ac_gguf_open_memory(const void *buf, size_t size, ac_gguf_file **out) {
+    if (!out || (!buf && size)) return ac_err(AC_ERR_ARG, "ac_gguf_open_memory: NULL argument");
     *out = NULL;
     return open_common(buf, size, 0, out);
 }
 
-int gguf_open(const char *path, gguf_file **out) {
-    if (!path || !out) return ac_err(AC_ERR_ARG, "gguf_open: NULL argument");
+int ac_gguf_open(const char *path, ac_gguf_file **out) {
+    if (!path || !out) return ac_err(AC_ERR_ARG, "ac_gguf_open: NULL argument");
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ac_err(AC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -534,17 +534,17 @@ int gguf_open(const char *path, gguf_file **out) {
 
 /* ---- lookup and getters ------------------------------------------------------------ */
 
-const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
+const ac_gguf_kv *ac_gguf_find(const ac_gguf_file *g, const char *key) {
     if (!g || !key) return NULL;
-    const gguf_priv *P = (const gguf_priv *)g;
-    uint32_t i = hash_lookup(P->kv_hash, P->kv_cap, g->n_kv ? &g->kv[0].key : NULL, sizeof(gguf_kv), key);
+    const ac_gguf_priv *P = (const ac_gguf_priv *)g;
+    uint32_t i = hash_lookup(P->kv_hash, P->kv_cap, g->n_kv ? &g->kv[0].key : NULL, sizeof(ac_gguf_kv), key);
     return i ? &g->kv[i - 1] : NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name) {
+const ac_gguf_tensor *ac_gguf_find_tensor(const ac_gguf_file *g, const char *name) {
     if (!g || !name) return NULL;
-    const gguf_priv *P = (const gguf_priv *)g;
-    uint32_t i = hash_lookup(P->t_hash, P->t_cap, g->n_tensors ? &g->tensors[0].name : NULL, sizeof(gguf_tensor), name);
+    const ac_gguf_priv *P = (const ac_gguf_priv *)g;
+    uint32_t i = hash_lookup(P->t_hash, P->t_cap, g->n_tensors ? &g->tensors[0].name : NULL, sizeof(ac_gguf_tensor), name);
     return i ? &g->tensors[i - 1] : NULL;
 }
 
@@ -553,14 +553,14 @@ static int missing(const char *key, int required) {
 }
 
 static int is_uint(uint32_t t) {
-    return t == GGUF_T_UINT8 || t == GGUF_T_UINT16 || t == GGUF_T_UINT32 || t == GGUF_T_UINT64 || t == GGUF_T_BOOL;
+    return t == AC_GGUF_T_UINT8 || t == AC_GGUF_T_UINT16 || t == AC_GGUF_T_UINT32 || t == AC_GGUF_T_UINT64 || t == AC_GGUF_T_BOOL;
 }
 static int is_sint(uint32_t t) {
-    return t == GGUF_T_INT8 || t == GGUF_T_INT16 || t == GGUF_T_INT32 || t == GGUF_T_INT64;
+    return t == AC_GGUF_T_INT8 || t == AC_GGUF_T_INT16 || t == AC_GGUF_T_INT32 || t == AC_GGUF_T_INT64;
 }
 
-int gguf_get_int(const gguf_file *g, const char *key, int64_t *out, int required) {
-    const gguf_kv *kv = gguf_find(g, key);
+int ac_gguf_get_int(const ac_gguf_file *g, const char *key, int64_t *out, int required) {
+    const ac_gguf_kv *kv = ac_gguf_find(g, key);
     if (!kv) return missing(key, required);
     if (is_sint(kv->type)) {
         *out = kv->v.i64;
@@ -572,60 +572,60 @@ int gguf_get_int(const gguf_file *g, const char *key, int64_t *out, int required
         *out = (int64_t)kv->v.u64;
         return AC_OK;
     }
-    return ac_err(AC_ERR_FORMAT, "key %s: expected an integer, found %s", key, gguf_vtype_name(kv->type));
+    return ac_err(AC_ERR_FORMAT, "key %s: expected an integer, found %s", key, ac_gguf_vtype_name(kv->type));
 }
 
-int gguf_get_float(const gguf_file *g, const char *key, double *out, int required) {
-    const gguf_kv *kv = gguf_find(g, key);
+int ac_gguf_get_float(const ac_gguf_file *g, const char *key, double *out, int required) {
+    const ac_gguf_kv *kv = ac_gguf_find(g, key);
     if (!kv) return missing(key, required);
-    if (kv->type == GGUF_T_FLOAT32 || kv->type == GGUF_T_FLOAT64) *out = kv->v.f64;
+    if (kv->type == AC_GGUF_T_FLOAT32 || kv->type == AC_GGUF_T_FLOAT64) *out = kv->v.f64;
     else if (is_sint(kv->type)) *out = (double)kv->v.i64;
-    else if (is_uint(kv->type) && kv->type != GGUF_T_BOOL) *out = (double)kv->v.u64;
-    else return ac_err(AC_ERR_FORMAT, "key %s: expected a number, found %s", key, gguf_vtype_name(kv->type));
+    else if (is_uint(kv->type) && kv->type != AC_GGUF_T_BOOL) *out = (double)kv->v.u64;
+    else return ac_err(AC_ERR_FORMAT, "key %s: expected a number, found %s", key, ac_gguf_vtype_name(kv->type));
     return AC_OK;
 }
 
-int gguf_get_bool(const gguf_file *g, const char *key, int *out, int required) {
-    const gguf_kv *kv = gguf_find(g, key);
+int ac_gguf_get_bool(const ac_gguf_file *g, const char *key, int *out, int required) {
+    const ac_gguf_kv *kv = ac_gguf_find(g, key);
     if (!kv) return missing(key, required);
-    if (kv->type != GGUF_T_BOOL)
-        return ac_err(AC_ERR_FORMAT, "key %s: expected bool, found %s", key, gguf_vtype_name(kv->type));
+    if (kv->type != AC_GGUF_T_BOOL)
+        return ac_err(AC_ERR_FORMAT, "key %s: expected bool, found %s", key, ac_gguf_vtype_name(kv->type));
     *out = kv->v.u64 != 0;
     return AC_OK;
 }
 
-int gguf_get_str(const gguf_file *g, const char *key, gguf_str *out, int required) {
-    const gguf_kv *kv = gguf_find(g, key);
+int ac_gguf_get_str(const ac_gguf_file *g, const char *key, ac_gguf_str *out, int required) {
+    const ac_gguf_kv *kv = ac_gguf_find(g, key);
     if (!kv) return missing(key, required);
-    if (kv->type != GGUF_T_STRING)
-        return ac_err(AC_ERR_FORMAT, "key %s: expected string, found %s", key, gguf_vtype_name(kv->type));
+    if (kv->type != AC_GGUF_T_STRING)
+        return ac_err(AC_ERR_FORMAT, "key %s: expected string, found %s", key, ac_gguf_vtype_name(kv->type));
     *out = kv->v.str;
     return AC_OK;
 }
 
-int gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type, const gguf_kv **kv_out, int required) {
-    const gguf_kv *kv = gguf_find(g, key);
+int ac_gguf_get_arr(const ac_gguf_file *g, const char *key, uint32_t elem_type, const ac_gguf_kv **kv_out, int required) {
+    const ac_gguf_kv *kv = ac_gguf_find(g, key);
     if (!kv) return missing(key, required);
-    if (kv->type != GGUF_T_ARRAY)
-        return ac_err(AC_ERR_FORMAT, "key %s: expected array of %s, found %s", key, gguf_vtype_name(elem_type),
-                      gguf_vtype_name(kv->type));
-    if (elem_type != GGUF_T_COUNT && kv->arr_type != elem_type)
+    if (kv->type != AC_GGUF_T_ARRAY)
+        return ac_err(AC_ERR_FORMAT, "key %s: expected array of %s, found %s", key, ac_gguf_vtype_name(elem_type),
+                      ac_gguf_vtype_name(kv->type));
+    if (elem_type != AC_GGUF_T_COUNT && kv->arr_type != elem_type)
         return ac_err(AC_ERR_FORMAT, "key %s: expected array of %s, found array of %s", key,
-                      gguf_vtype_name(elem_type), gguf_vtype_name(kv->arr_type));
+                      ac_gguf_vtype_name(elem_type), ac_gguf_vtype_name(kv->arr_type));
     *kv_out = kv;
     return AC_OK;
 }
 
 /* Numeric element i of an array as double / int64 (0 for out of range or non-numeric). */
-static int arr_elem(const gguf_kv *kv, uint64_t i, double *d, int64_t *s) {
-    if (!kv || kv->type != GGUF_T_ARRAY || !kv->arr_data || i >= kv->arr_n) return 0;
-    gguf_kv tmp;
+static int arr_elem(const ac_gguf_kv *kv, uint64_t i, double *d, int64_t *s) {
+    if (!kv || kv->type != AC_GGUF_T_ARRAY || !kv->arr_data || i >= kv->arr_n) return 0;
+    ac_gguf_kv tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.type = kv->arr_type;
-    size_t esz = gguf_vtype_size(kv->arr_type);
+    size_t esz = ac_gguf_vtype_size(kv->arr_type);
     if (!esz) return 0;
     if (decode_scalar(&tmp, (const uint8_t *)kv->arr_data + i * esz) != AC_OK) return 0;
-    if (tmp.type == GGUF_T_FLOAT32 || tmp.type == GGUF_T_FLOAT64) {
+    if (tmp.type == AC_GGUF_T_FLOAT32 || tmp.type == AC_GGUF_T_FLOAT64) {
         *d = tmp.v.f64;
         *s = (int64_t)(tmp.v.f64 == tmp.v.f64 && tmp.v.f64 > -9.2e18 && tmp.v.f64 < 9.2e18 ? tmp.v.f64 : 0);
     } else if (is_sint(tmp.type)) {
@@ -638,10 +638,10 @@ static int arr_elem(const gguf_kv *kv, uint64_t i, double *d, int64_t *s) {
     return 1;
 }
 
-float gguf_arr_f32(const gguf_kv *kv, uint64_t i) {
+float ac_gguf_arr_f32(const ac_gguf_kv *kv, uint64_t i) {
     double d = 0;
     int64_t s = 0;
-    if (kv && kv->arr_type == GGUF_T_FLOAT32 && kv->arr_data && i < kv->arr_n)
+    if (kv && kv->arr_type == AC_GGUF_T_FLOAT32 && kv->arr_data && i < kv->arr_n)
         return u2f(ld32((const uint8_t *)kv->arr_data + 4 * i)); /* fast path */
     if (!arr_elem(kv, i, &d, &s)) return 0.0f;
     if (d > 3.4028234663852886e38) return u2f(0x7f800000u); /* out of float range: inf, no UB */
@@ -649,42 +649,42 @@ float gguf_arr_f32(const gguf_kv *kv, uint64_t i) {
     return (float)d;
 }
 
-int32_t gguf_arr_i32(const gguf_kv *kv, uint64_t i) {
+int32_t ac_gguf_arr_i32(const ac_gguf_kv *kv, uint64_t i) {
     double d = 0;
     int64_t s = 0;
-    if (kv && kv->arr_type == GGUF_T_INT32 && kv->arr_data && i < kv->arr_n)
+    if (kv && kv->arr_type == AC_GGUF_T_INT32 && kv->arr_data && i < kv->arr_n)
         return (int32_t)ld32((const uint8_t *)kv->arr_data + 4 * i);
     return arr_elem(kv, i, &d, &s) ? (int32_t)s : 0;
 }
 
-uint32_t gguf_arr_u32(const gguf_kv *kv, uint64_t i) {
+uint32_t ac_gguf_arr_u32(const ac_gguf_kv *kv, uint64_t i) {
     double d = 0;
     int64_t s = 0;
-    if (kv && kv->arr_type == GGUF_T_UINT32 && kv->arr_data && i < kv->arr_n)
+    if (kv && kv->arr_type == AC_GGUF_T_UINT32 && kv->arr_data && i < kv->arr_n)
         return ld32((const uint8_t *)kv->arr_data + 4 * i);
     return arr_elem(kv, i, &d, &s) ? (uint32_t)s : 0;
 }
 
 /* ---- tensor helpers ---------------------------------------------------------------- */
 
-int gguf_expect_tensor(const gguf_file *g, const char *name, uint32_t n_dims, const int64_t *ne,
-                       const gguf_tensor **out, int required) {
-    const gguf_tensor *t = gguf_find_tensor(g, name);
+int ac_gguf_expect_tensor(const ac_gguf_file *g, const char *name, uint32_t n_dims, const int64_t *ne,
+                       const ac_gguf_tensor **out, int required) {
+    const ac_gguf_tensor *t = ac_gguf_find_tensor(g, name);
     if (out) *out = NULL;
     if (!t) return required ? ac_err(AC_ERR_FORMAT, "missing required tensor %s", name) : AC_OK;
-    int same = t->n_dims == n_dims && n_dims >= 1 && n_dims <= GGUF_MAX_DIMS;
+    int same = t->n_dims == n_dims && n_dims >= 1 && n_dims <= AC_GGUF_MAX_DIMS;
     for (uint32_t d = 0; same && d < n_dims; d++) same = t->ne[d] == ne[d];
     if (!same) {
         char want[128] = "", got[128] = "";
         size_t o = 0;
-        for (uint32_t d = 0; d < n_dims && d < GGUF_MAX_DIMS && o < sizeof want; d++)
+        for (uint32_t d = 0; d < n_dims && d < AC_GGUF_MAX_DIMS && o < sizeof want; d++)
             o += (size_t)snprintf(want + o, sizeof want - o, "%s%" PRId64, d ? " x " : "", ne[d]);
         o = 0;
         for (uint32_t d = 0; d < t->n_dims && o < sizeof got; d++)
             o += (size_t)snprintf(got + o, sizeof got - o, "%s%" PRId64, d ? " x " : "", t->ne[d]);
         return ac_err(AC_ERR_FORMAT, "tensor %s: shape [%s], expected [%s]", name, got, want);
     }
-    int rc = gguf_check_supported(t);
+    int rc = ac_gguf_check_supported(t);
     if (rc) return rc;
     if (out) *out = t;
     return AC_OK;

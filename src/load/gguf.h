@@ -15,11 +15,11 @@
 #include "util/fp16.h"
 
 /* metadata value types (GGUF spec numbering) */
-enum gguf_vtype {
-    GGUF_T_UINT8 = 0, GGUF_T_INT8 = 1, GGUF_T_UINT16 = 2, GGUF_T_INT16 = 3,
-    GGUF_T_UINT32 = 4, GGUF_T_INT32 = 5, GGUF_T_FLOAT32 = 6, GGUF_T_BOOL = 7,
-    GGUF_T_STRING = 8, GGUF_T_ARRAY = 9, GGUF_T_UINT64 = 10, GGUF_T_INT64 = 11,
-    GGUF_T_FLOAT64 = 12, GGUF_T_COUNT
+enum ac_gguf_vtype {
+    AC_GGUF_T_UINT8 = 0, AC_GGUF_T_INT8 = 1, AC_GGUF_T_UINT16 = 2, AC_GGUF_T_INT16 = 3,
+    AC_GGUF_T_UINT32 = 4, AC_GGUF_T_INT32 = 5, AC_GGUF_T_FLOAT32 = 6, AC_GGUF_T_BOOL = 7,
+    AC_GGUF_T_STRING = 8, AC_GGUF_T_ARRAY = 9, AC_GGUF_T_UINT64 = 10, AC_GGUF_T_INT64 = 11,
+    AC_GGUF_T_FLOAT64 = 12, AC_GGUF_T_COUNT
 };
 
 /* tensor types (ggml numbering). Supported for compute: F32, F16, Q8_0, BF16.
@@ -35,84 +35,84 @@ enum ggml_dtype {
 };
 #define GGML_QK8_0 32 /* Q8_0 block: fp16 scale + 32 int8 = 34 bytes */
 
-#define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DIMS 4
+#define AC_GGUF_DEFAULT_ALIGNMENT 32
+#define AC_GGUF_MAX_DIMS 4
 
 /* A string inside the file: NOT NUL-terminated, points into the mapping. */
-typedef struct gguf_str {
+typedef struct ac_gguf_str {
     uint64_t len;
     const char *ptr;
-} gguf_str;
+} ac_gguf_str;
 
-typedef struct gguf_kv {
-    gguf_str key;
-    uint32_t type;           /* enum gguf_vtype */
+typedef struct ac_gguf_kv {
+    ac_gguf_str key;
+    uint32_t type;           /* enum ac_gguf_vtype */
     union {                  /* scalar value (type != ARRAY) */
         uint64_t u64;        /* all unsigned ints and bool, widened */
         int64_t i64;         /* all signed ints, widened */
         double f64;          /* FLOAT32 / FLOAT64, widened */
-        gguf_str str;
+        ac_gguf_str str;
     } v;
     /* arrays (type == ARRAY) */
     uint32_t arr_type;       /* element type; nested arrays are rejected */
     uint64_t arr_n;
     const void *arr_data;    /* raw little-endian elements in the file (maybe unaligned); NULL for strings */
-    gguf_str *arr_str;       /* owned: arr_n strings, for arr_type == STRING */
-} gguf_kv;
+    ac_gguf_str *arr_str;       /* owned: arr_n strings, for arr_type == STRING */
+} ac_gguf_kv;
 
-typedef struct gguf_tensor {
-    gguf_str name;
+typedef struct ac_gguf_tensor {
+    ac_gguf_str name;
     uint32_t n_dims;
-    int64_t ne[GGUF_MAX_DIMS]; /* ne[0] is the contiguous (row) dimension; unused dims = 1 */
+    int64_t ne[AC_GGUF_MAX_DIMS]; /* ne[0] is the contiguous (row) dimension; unused dims = 1 */
     uint32_t type;             /* enum ggml_dtype */
     uint64_t offset;           /* relative to data section start */
     size_t nbytes;
     const void *data;          /* into the mapping */
-} gguf_tensor;
+} ac_gguf_tensor;
 
-typedef struct gguf_file {
+typedef struct ac_gguf_file {
     uint32_t version;
     uint64_t n_kv, n_tensors;
-    gguf_kv *kv;               /* owned [n_kv] */
-    gguf_tensor *tensors;      /* owned [n_tensors] */
+    ac_gguf_kv *kv;               /* owned [n_kv] */
+    ac_gguf_tensor *tensors;      /* owned [n_tensors] */
     size_t alignment;
     size_t data_offset;        /* file offset of the data section */
     const uint8_t *base;       /* whole file (mapped or borrowed) */
     size_t size;
     int mapped;                /* 1 if base is our mmap (unmapped on close) */
-} gguf_file;
+} ac_gguf_file;
 
-/* Open and validate a file; tensor data is mmap'd. Caller owns *out (gguf_close). */
-int gguf_open(const char *path, gguf_file **out);
+/* Open and validate a file; tensor data is mmap'd. Caller owns *out (ac_gguf_close). */
+int ac_gguf_open(const char *path, ac_gguf_file **out);
 /* Same on a caller's buffer, which must outlive the result (tests, fuzzing). Tensor
  * data is checked to be naturally aligned within the file (F32 at 4 bytes...); it is
  * aligned in memory when buf is (malloc'd buffers are). */
-int gguf_open_memory(const void *buf, size_t size, gguf_file **out);
-void gguf_close(gguf_file *g);
+int ac_gguf_open_memory(const void *buf, size_t size, ac_gguf_file **out);
+void ac_gguf_close(ac_gguf_file *g);
 
 /* Lookup; NULL if absent. */
-const gguf_kv *gguf_find(const gguf_file *g, const char *key);
-const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);
-int gguf_str_eq(gguf_str s, const char *c);
+const ac_gguf_kv *ac_gguf_find(const ac_gguf_file *g, const char *key);
+const ac_gguf_tensor *ac_gguf_find_tensor(const ac_gguf_file *g, const char *name);
+int ac_gguf_str_eq(ac_gguf_str s, const char *c);
 
 /* Typed getters. Missing key: if required, AC_ERR_FORMAT ("missing required key K"),
  * else AC_OK with *out untouched. Wrong type or out of range: AC_ERR_FORMAT naming key. */
-int gguf_get_int(const gguf_file *g, const char *key, int64_t *out, int required);  /* any integer type or bool */
-int gguf_get_float(const gguf_file *g, const char *key, double *out, int required); /* float or integer */
-int gguf_get_bool(const gguf_file *g, const char *key, int *out, int required);
+int ac_gguf_get_int(const ac_gguf_file *g, const char *key, int64_t *out, int required);  /* any integer type or bool */
+int ac_gguf_get_float(const ac_gguf_file *g, const char *key, double *out, int required); /* float or integer */
+int ac_gguf_get_bool(const ac_gguf_file *g, const char *key, int *out, int required);
 /* *out borrowed from the file (not NUL-terminated). */
-int gguf_get_str(const gguf_file *g, const char *key, gguf_str *out, int required);
-/* Array of given element type; *kv_out for element access. elem_type == GGUF_T_COUNT
+int ac_gguf_get_str(const ac_gguf_file *g, const char *key, ac_gguf_str *out, int required);
+/* Array of given element type; *kv_out for element access. elem_type == AC_GGUF_T_COUNT
  * accepts an array of any element type (check (*kv_out)->arr_type yourself). */
-int gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type, const gguf_kv **kv_out, int required);
+int ac_gguf_get_arr(const ac_gguf_file *g, const char *key, uint32_t elem_type, const ac_gguf_kv **kv_out, int required);
 /* Element access for numeric arrays (unaligned-safe); index must be < arr_n.
  * Any numeric element type is converted (C casts; floats truncate toward zero);
  * out-of-range index, string or non-array kv: 0. */
-float gguf_arr_f32(const gguf_kv *kv, uint64_t i);
-int32_t gguf_arr_i32(const gguf_kv *kv, uint64_t i);
-uint32_t gguf_arr_u32(const gguf_kv *kv, uint64_t i);
-const char *gguf_vtype_name(uint32_t t);          /* "u32", "string", ... or "invalid" */
-size_t gguf_vtype_size(uint32_t t);                /* fixed size of a scalar value type; 0 for string, array or unknown (one table for reader and writer) */
+float ac_gguf_arr_f32(const ac_gguf_kv *kv, uint64_t i);
+int32_t ac_gguf_arr_i32(const ac_gguf_kv *kv, uint64_t i);
+uint32_t ac_gguf_arr_u32(const ac_gguf_kv *kv, uint64_t i);
+const char *ac_gguf_vtype_name(uint32_t t);          /* "u32", "string", ... or "invalid" */
+size_t ac_gguf_vtype_size(uint32_t t);                /* fixed size of a scalar value type; 0 for string, array or unknown (one table for reader and writer) */
 
 /* Tensor helpers */
 const char *ggml_dtype_name(uint32_t type);       /* "F32", "Q8_0", "Q4_K"... or "type#N" */
@@ -126,40 +126,40 @@ size_t ggml_row_bytes(uint32_t type, int64_t n);
 size_t ggml_row_bytes_any(uint32_t type, int64_t n);
 /* AC_OK if the tensor's type is supported for compute, else AC_ERR_UNSUPPORTED
  * with "unsupported type Q4_K in tensor blk.0.attn_q.weight". */
-int gguf_check_supported(const gguf_tensor *t);
+int ac_gguf_check_supported(const ac_gguf_tensor *t);
 /* Check a tensor exists with exactly these dims (ne[0] first, n_dims given) and a
  * supported type. Missing: AC_ERR_FORMAT if required (else AC_OK, *out = NULL);
  * wrong shape: AC_ERR_FORMAT naming both shapes; unsupported type: AC_ERR_UNSUPPORTED
- * (as gguf_check_supported). */
-int gguf_expect_tensor(const gguf_file *g, const char *name, uint32_t n_dims, const int64_t *ne,
-                       const gguf_tensor **out, int required);
+ * (as ac_gguf_check_supported). */
+int ac_gguf_expect_tensor(const ac_gguf_file *g, const char *name, uint32_t n_dims, const int64_t *ne,
+                       const ac_gguf_tensor **out, int required);
 
 /* fp16/bf16 scalar conversion: util/fp16.h (included here for the loader's users) */
 
 /* ---- writer (tests, tools: synthetic models) ---------------------------- */
-typedef struct gguf_writer gguf_writer;
+typedef struct ac_gguf_writer ac_gguf_writer;
 
-gguf_writer *gguf_writer_new(void); /* NULL on OOM; caller owns, gguf_writer_free */
-void gguf_writer_free(gguf_writer *w);
+ac_gguf_writer *ac_gguf_writer_new(void); /* NULL on OOM; caller owns, ac_gguf_writer_free */
+void ac_gguf_writer_free(ac_gguf_writer *w);
 /* Each setter copies key and value. Setting a key twice replaces it. */
-int gguf_w_u32(gguf_writer *w, const char *key, uint32_t v);
-int gguf_w_i32(gguf_writer *w, const char *key, int32_t v);
-int gguf_w_u64(gguf_writer *w, const char *key, uint64_t v);
-int gguf_w_f32(gguf_writer *w, const char *key, float v);
-int gguf_w_bool(gguf_writer *w, const char *key, int v);
-int gguf_w_str(gguf_writer *w, const char *key, const char *v);
-int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n);
-int gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, uint64_t n);
-int gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
+int ac_gguf_w_u32(ac_gguf_writer *w, const char *key, uint32_t v);
+int ac_gguf_w_i32(ac_gguf_writer *w, const char *key, int32_t v);
+int ac_gguf_w_u64(ac_gguf_writer *w, const char *key, uint64_t v);
+int ac_gguf_w_f32(ac_gguf_writer *w, const char *key, float v);
+int ac_gguf_w_bool(ac_gguf_writer *w, const char *key, int v);
+int ac_gguf_w_str(ac_gguf_writer *w, const char *key, const char *v);
+int ac_gguf_w_arr_str(ac_gguf_writer *w, const char *key, const char *const *v, uint64_t n);
+int ac_gguf_w_arr_f32(ac_gguf_writer *w, const char *key, const float *v, uint64_t n);
+int ac_gguf_w_arr_i32(ac_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
 /* Generic: any scalar/array of any type from raw little-endian bytes (tests of every value type). */
-int gguf_w_raw(gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type, uint64_t arr_n,
+int ac_gguf_w_raw(ac_gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type, uint64_t arr_n,
                const void *data, size_t nbytes);
 /* Tensor data is copied. ne[0] is contiguous. */
-int gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+int ac_gguf_w_tensor(ac_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                   const int64_t *ne, const void *data);
 /* Write atomically: temp file in the same dir, fsync, rename. version 2 or 3. */
-int gguf_w_write(gguf_writer *w, const char *path, uint32_t version);
+int ac_gguf_w_write(ac_gguf_writer *w, const char *path, uint32_t version);
 /* Serialize into a malloc'd buffer (tests). Caller frees *buf. */
-int gguf_w_to_memory(gguf_writer *w, uint32_t version, uint8_t **buf, size_t *size);
+int ac_gguf_w_to_memory(ac_gguf_writer *w, uint32_t version, uint8_t **buf, size_t *size);
 
 #endif

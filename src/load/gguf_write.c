@@ -26,21 +26,21 @@ typedef struct {
     char *name;
     size_t nlen;
     uint32_t type, n_dims;
-    int64_t ne[GGUF_MAX_DIMS];
+    int64_t ne[AC_GGUF_MAX_DIMS];
     uint8_t *data; /* owned copy [nbytes] */
     size_t nbytes;
 } wtensor;
 
-struct gguf_writer {
+struct ac_gguf_writer {
     wkv *kv;
     size_t n_kv, cap_kv;
     wtensor *t;
     size_t n_t, cap_t;
 };
 
-gguf_writer *gguf_writer_new(void) { return AC_CALLOC(1, sizeof(gguf_writer)); }
+ac_gguf_writer *ac_gguf_writer_new(void) { return AC_CALLOC(1, sizeof(ac_gguf_writer)); }
 
-void gguf_writer_free(gguf_writer *w) {
+void ac_gguf_writer_free(ac_gguf_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
@@ -63,7 +63,7 @@ static void st32(uint8_t *p, uint32_t v) {
 }
 
 /* Take ownership of payload (freed on failure). */
-static int set_kv(gguf_writer *w, const char *key, uint32_t type, uint8_t *payload, size_t plen) {
+static int set_kv(ac_gguf_writer *w, const char *key, uint32_t type, uint8_t *payload, size_t plen) {
     if (!w || !key) {
         free(payload);
         return ac_err(AC_ERR_ARG, "gguf writer: NULL argument");
@@ -97,31 +97,31 @@ static int set_kv(gguf_writer *w, const char *key, uint32_t type, uint8_t *paylo
     return AC_OK;
 }
 
-static int set_scalar(gguf_writer *w, const char *key, uint32_t type, uint64_t bits) {
-    size_t n = gguf_vtype_size(type);
+static int set_scalar(ac_gguf_writer *w, const char *key, uint32_t type, uint64_t bits) {
+    size_t n = ac_gguf_vtype_size(type);
     uint8_t *p = AC_MALLOC(8);
     if (!p) return AC_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(bits >> (8 * i));
     return set_kv(w, key, type, p, n);
 }
 
-int gguf_w_u32(gguf_writer *w, const char *key, uint32_t v) { return set_scalar(w, key, GGUF_T_UINT32, v); }
-int gguf_w_i32(gguf_writer *w, const char *key, int32_t v) { return set_scalar(w, key, GGUF_T_INT32, (uint32_t)v); }
-int gguf_w_u64(gguf_writer *w, const char *key, uint64_t v) { return set_scalar(w, key, GGUF_T_UINT64, v); }
-int gguf_w_bool(gguf_writer *w, const char *key, int v) { return set_scalar(w, key, GGUF_T_BOOL, v ? 1 : 0); }
-int gguf_w_f32(gguf_writer *w, const char *key, float v) {
+int ac_gguf_w_u32(ac_gguf_writer *w, const char *key, uint32_t v) { return set_scalar(w, key, AC_GGUF_T_UINT32, v); }
+int ac_gguf_w_i32(ac_gguf_writer *w, const char *key, int32_t v) { return set_scalar(w, key, AC_GGUF_T_INT32, (uint32_t)v); }
+int ac_gguf_w_u64(ac_gguf_writer *w, const char *key, uint64_t v) { return set_scalar(w, key, AC_GGUF_T_UINT64, v); }
+int ac_gguf_w_bool(ac_gguf_writer *w, const char *key, int v) { return set_scalar(w, key, AC_GGUF_T_BOOL, v ? 1 : 0); }
+int ac_gguf_w_f32(ac_gguf_writer *w, const char *key, float v) {
     uint32_t u;
     memcpy(&u, &v, 4);
-    return set_scalar(w, key, GGUF_T_FLOAT32, u);
+    return set_scalar(w, key, AC_GGUF_T_FLOAT32, u);
 }
 
-int gguf_w_str(gguf_writer *w, const char *key, const char *v) {
-    if (!v) return ac_err(AC_ERR_ARG, "gguf_w_str %s: NULL value", key ? key : "(null)");
-    return gguf_w_raw(w, key, GGUF_T_STRING, 0, 0, v, strlen(v));
+int ac_gguf_w_str(ac_gguf_writer *w, const char *key, const char *v) {
+    if (!v) return ac_err(AC_ERR_ARG, "ac_gguf_w_str %s: NULL value", key ? key : "(null)");
+    return ac_gguf_w_raw(w, key, AC_GGUF_T_STRING, 0, 0, v, strlen(v));
 }
 
 /* array header + n elements of esz bytes */
-static int set_arr(gguf_writer *w, const char *key, uint32_t at, const void *v, uint64_t n, size_t esz) {
+static int set_arr(ac_gguf_writer *w, const char *key, uint32_t at, const void *v, uint64_t n, size_t esz) {
     size_t nb, plen;
     if (n && !v) return ac_err(AC_ERR_ARG, "gguf writer %s: NULL array", key ? key : "(null)");
     if (n > SIZE_MAX || !ac_mul_ok((size_t)n, esz, &nb) || !ac_add_ok(nb, 12, &plen))
@@ -131,17 +131,17 @@ static int set_arr(gguf_writer *w, const char *key, uint32_t at, const void *v, 
     st32(p, at);
     st64(p + 4, n);
     if (nb) memcpy(p + 12, v, nb); /* host is little-endian (x86-64, aarch64) */
-    return set_kv(w, key, GGUF_T_ARRAY, p, plen);
+    return set_kv(w, key, AC_GGUF_T_ARRAY, p, plen);
 }
 
-int gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, uint64_t n) {
-    return set_arr(w, key, GGUF_T_FLOAT32, v, n, 4);
+int ac_gguf_w_arr_f32(ac_gguf_writer *w, const char *key, const float *v, uint64_t n) {
+    return set_arr(w, key, AC_GGUF_T_FLOAT32, v, n, 4);
 }
-int gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, uint64_t n) {
-    return set_arr(w, key, GGUF_T_INT32, v, n, 4);
+int ac_gguf_w_arr_i32(ac_gguf_writer *w, const char *key, const int32_t *v, uint64_t n) {
+    return set_arr(w, key, AC_GGUF_T_INT32, v, n, 4);
 }
 
-int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
+int ac_gguf_w_arr_str(ac_gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
     size_t plen = 12;
     if (n && !v) return ac_err(AC_ERR_ARG, "gguf writer %s: NULL array", key ? key : "(null)");
     for (uint64_t i = 0; i < n; i++) {
@@ -150,7 +150,7 @@ int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64
     }
     uint8_t *p = AC_MALLOC(plen), *q;
     if (!p) return AC_ERR_NOMEM;
-    st32(p, GGUF_T_STRING);
+    st32(p, AC_GGUF_T_STRING);
     st64(p + 4, n);
     q = p + 12;
     for (uint64_t i = 0; i < n; i++) {
@@ -159,42 +159,42 @@ int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64
         memcpy(q + 8, v[i], l);
         q += 8 + l;
     }
-    return set_kv(w, key, GGUF_T_ARRAY, p, plen);
+    return set_kv(w, key, AC_GGUF_T_ARRAY, p, plen);
 }
 
-int gguf_w_raw(gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type, uint64_t arr_n,
+int ac_gguf_w_raw(ac_gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type, uint64_t arr_n,
                const void *data, size_t nbytes) {
     const char *k = key ? key : "(null)";
-    if (nbytes && !data) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: NULL data", k);
-    if (type >= GGUF_T_COUNT) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: invalid type %" PRIu32, k, type);
-    if (type == GGUF_T_STRING) {
+    if (nbytes && !data) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: NULL data", k);
+    if (type >= AC_GGUF_T_COUNT) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: invalid type %" PRIu32, k, type);
+    if (type == AC_GGUF_T_STRING) {
         size_t plen;
-        if (!ac_add_ok(nbytes, 8, &plen)) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: too large", k);
+        if (!ac_add_ok(nbytes, 8, &plen)) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: too large", k);
         uint8_t *p = AC_MALLOC(plen);
         if (!p) return AC_ERR_NOMEM;
         st64(p, nbytes);
         if (nbytes) memcpy(p + 8, data, nbytes);
         return set_kv(w, key, type, p, plen);
     }
-    if (type != GGUF_T_ARRAY) {
-        if (nbytes != gguf_vtype_size(type))
-            return ac_err(AC_ERR_ARG, "gguf_w_raw %s: %zu bytes for a %s", k, nbytes, gguf_vtype_name(type));
-        if (type == GGUF_T_BOOL && *(const uint8_t *)data > 1)
-            return ac_err(AC_ERR_ARG, "gguf_w_raw %s: bool must be 0 or 1", k);
+    if (type != AC_GGUF_T_ARRAY) {
+        if (nbytes != ac_gguf_vtype_size(type))
+            return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: %zu bytes for a %s", k, nbytes, ac_gguf_vtype_name(type));
+        if (type == AC_GGUF_T_BOOL && *(const uint8_t *)data > 1)
+            return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: bool must be 0 or 1", k);
         uint64_t bits = 0;
         for (size_t i = 0; i < nbytes; i++) bits |= (uint64_t)((const uint8_t *)data)[i] << (8 * i);
         return set_scalar(w, key, type, bits);
     }
-    if (arr_type == GGUF_T_ARRAY || arr_type >= GGUF_T_COUNT)
-        return ac_err(AC_ERR_ARG, "gguf_w_raw %s: invalid array element type %" PRIu32, k, arr_type);
-    if (arr_type != GGUF_T_STRING) {
-        size_t esz = gguf_vtype_size(arr_type), want;
+    if (arr_type == AC_GGUF_T_ARRAY || arr_type >= AC_GGUF_T_COUNT)
+        return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: invalid array element type %" PRIu32, k, arr_type);
+    if (arr_type != AC_GGUF_T_STRING) {
+        size_t esz = ac_gguf_vtype_size(arr_type), want;
         if (arr_n > SIZE_MAX || !ac_mul_ok((size_t)arr_n, esz, &want) || want != nbytes)
-            return ac_err(AC_ERR_ARG, "gguf_w_raw %s: %zu bytes for %" PRIu64 " x %s", k, nbytes, arr_n,
-                          gguf_vtype_name(arr_type));
-        if (arr_type == GGUF_T_BOOL)
+            return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: %zu bytes for %" PRIu64 " x %s", k, nbytes, arr_n,
+                          ac_gguf_vtype_name(arr_type));
+        if (arr_type == AC_GGUF_T_BOOL)
             for (size_t i = 0; i < nbytes; i++)
-                if (((const uint8_t *)data)[i] > 1) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: bool must be 0 or 1", k);
+                if (((const uint8_t *)data)[i] > 1) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: bool must be 0 or 1", k);
         return set_arr(w, key, arr_type, data, arr_n, esz);
     }
     /* strings: data is arr_n serialized strings (u64 length + bytes), exactly nbytes */
@@ -202,44 +202,44 @@ int gguf_w_raw(gguf_writer *w, const char *key, uint32_t type, uint32_t arr_type
     size_t pos = 0;
     for (uint64_t i = 0; i < arr_n; i++) {
         uint64_t l = 0;
-        if (nbytes - pos < 8) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: string %" PRIu64 " truncated", k, i);
+        if (nbytes - pos < 8) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: string %" PRIu64 " truncated", k, i);
         for (int b = 0; b < 8; b++) l |= (uint64_t)d[pos + b] << (8 * b);
         pos += 8;
-        if (l > nbytes - pos) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: string %" PRIu64 " truncated", k, i);
+        if (l > nbytes - pos) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: string %" PRIu64 " truncated", k, i);
         pos += (size_t)l;
     }
-    if (pos != nbytes) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: %zu trailing bytes", k, nbytes - pos);
+    if (pos != nbytes) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: %zu trailing bytes", k, nbytes - pos);
     size_t plen;
-    if (!ac_add_ok(nbytes, 12, &plen)) return ac_err(AC_ERR_ARG, "gguf_w_raw %s: too large", k);
+    if (!ac_add_ok(nbytes, 12, &plen)) return ac_err(AC_ERR_ARG, "ac_gguf_w_raw %s: too large", k);
     uint8_t *p = AC_MALLOC(plen);
     if (!p) return AC_ERR_NOMEM;
-    st32(p, GGUF_T_STRING);
+    st32(p, AC_GGUF_T_STRING);
     st64(p + 4, arr_n);
     if (nbytes) memcpy(p + 12, data, nbytes);
-    return set_kv(w, key, GGUF_T_ARRAY, p, plen);
+    return set_kv(w, key, AC_GGUF_T_ARRAY, p, plen);
 }
 
-int gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const int64_t *ne,
+int ac_gguf_w_tensor(ac_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims, const int64_t *ne,
                   const void *data) {
-    if (!w || !name || !ne || !data) return ac_err(AC_ERR_ARG, "gguf_w_tensor: NULL argument");
+    if (!w || !name || !ne || !data) return ac_err(AC_ERR_ARG, "ac_gguf_w_tensor: NULL argument");
     size_t blck, bsz, nlen = strlen(name);
     if (!ggml_dtype_block(type, &blck, &bsz))
-        return ac_err(AC_ERR_ARG, "gguf_w_tensor %s: unknown type %" PRIu32, name, type);
-    if (n_dims == 0 || n_dims > GGUF_MAX_DIMS)
-        return ac_err(AC_ERR_ARG, "gguf_w_tensor %s: n_dims %" PRIu32, name, n_dims);
+        return ac_err(AC_ERR_ARG, "ac_gguf_w_tensor %s: unknown type %" PRIu32, name, type);
+    if (n_dims == 0 || n_dims > AC_GGUF_MAX_DIMS)
+        return ac_err(AC_ERR_ARG, "ac_gguf_w_tensor %s: n_dims %" PRIu32, name, n_dims);
     for (size_t i = 0; i < w->n_t; i++)
         if (w->t[i].nlen == nlen && memcmp(w->t[i].name, name, nlen) == 0)
-            return ac_err(AC_ERR_ARG, "gguf_w_tensor: duplicate tensor %s", name);
+            return ac_err(AC_ERR_ARG, "ac_gguf_w_tensor: duplicate tensor %s", name);
     size_t nb = ggml_row_bytes_any(type, ne[0]);
-    if (!nb) return ac_err(AC_ERR_ARG, "gguf_w_tensor %s: bad ne[0] = %" PRId64 " for %s", name, ne[0], ggml_dtype_name(type));
+    if (!nb) return ac_err(AC_ERR_ARG, "ac_gguf_w_tensor %s: bad ne[0] = %" PRId64 " for %s", name, ne[0], ggml_dtype_name(type));
     wtensor t = {0};
     t.type = type;
     t.n_dims = n_dims;
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t.ne[d] = 1;
+    for (int d = 0; d < AC_GGUF_MAX_DIMS; d++) t.ne[d] = 1;
     t.ne[0] = ne[0];
     for (uint32_t d = 1; d < n_dims; d++) {
         if (ne[d] <= 0 || !ac_mul_ok(nb, (size_t)ne[d], &nb))
-            return ac_err(AC_ERR_ARG, "gguf_w_tensor %s: bad ne[%" PRIu32 "] = %" PRId64, name, d, ne[d]);
+            return ac_err(AC_ERR_ARG, "ac_gguf_w_tensor %s: bad ne[%" PRIu32 "] = %" PRId64, name, d, ne[d]);
         t.ne[d] = ne[d];
     }
     if (w->n_t == w->cap_t) {
@@ -322,18 +322,18 @@ static void pad(sink *s, size_t align) {
     }
 }
 
-static int writer_alignment(const gguf_writer *w, size_t *align) {
-    *align = GGUF_DEFAULT_ALIGNMENT;
+static int writer_alignment(const ac_gguf_writer *w, size_t *align) {
+    *align = AC_GGUF_DEFAULT_ALIGNMENT;
     for (size_t i = 0; i < w->n_kv; i++) {
         const wkv *kv = &w->kv[i];
         if (kv->klen != 17 || memcmp(kv->key, "general.alignment", 17) != 0) continue;
-        size_t n = gguf_vtype_size(kv->type);
+        size_t n = ac_gguf_vtype_size(kv->type);
         uint64_t a = 0;
-        if (kv->type == GGUF_T_FLOAT32 || kv->type == GGUF_T_FLOAT64 || kv->type == GGUF_T_BOOL || n == 0)
+        if (kv->type == AC_GGUF_T_FLOAT32 || kv->type == AC_GGUF_T_FLOAT64 || kv->type == AC_GGUF_T_BOOL || n == 0)
             return ac_err(AC_ERR_ARG, "gguf writer: general.alignment must be an integer");
         for (size_t b = 0; b < n; b++) a |= (uint64_t)kv->payload[b] << (8 * b);
-        if ((kv->type == GGUF_T_INT8 || kv->type == GGUF_T_INT16 || kv->type == GGUF_T_INT32 ||
-             kv->type == GGUF_T_INT64) && (a >> (8 * n - 1)) & 1)
+        if ((kv->type == AC_GGUF_T_INT8 || kv->type == AC_GGUF_T_INT16 || kv->type == AC_GGUF_T_INT32 ||
+             kv->type == AC_GGUF_T_INT64) && (a >> (8 * n - 1)) & 1)
             a = 0;
         if (a == 0 || (a & (a - 1)) || a > (1u << 30))
             return ac_err(AC_ERR_ARG, "gguf writer: general.alignment = %" PRIu64 " is not a power of two", a);
@@ -342,7 +342,7 @@ static int writer_alignment(const gguf_writer *w, size_t *align) {
     return AC_OK;
 }
 
-static int serialize(const gguf_writer *w, uint32_t version, sink *s) {
+static int serialize(const ac_gguf_writer *w, uint32_t version, sink *s) {
     size_t align;
     int rc;
     if (version != 2 && version != 3) return ac_err(AC_ERR_ARG, "gguf writer: version %" PRIu32 " (2 or 3)", version);
@@ -377,8 +377,8 @@ static int serialize(const gguf_writer *w, uint32_t version, sink *s) {
     return s->err;
 }
 
-int gguf_w_to_memory(gguf_writer *w, uint32_t version, uint8_t **buf, size_t *size) {
-    if (!w || !buf || !size) return ac_err(AC_ERR_ARG, "gguf_w_to_memory: NULL argument");
+int ac_gguf_w_to_memory(ac_gguf_writer *w, uint32_t version, uint8_t **buf, size_t *size) {
+    if (!w || !buf || !size) return ac_err(AC_ERR_ARG, "ac_gguf_w_to_memory: NULL argument");
     sink s = {0};
     int rc = serialize(w, version, &s);
     if (rc) {
@@ -391,8 +391,8 @@ int gguf_w_to_memory(gguf_writer *w, uint32_t version, uint8_t **buf, size_t *si
     return AC_OK;
 }
 
-int gguf_w_write(gguf_writer *w, const char *path, uint32_t version) {
-    if (!w || !path) return ac_err(AC_ERR_ARG, "gguf_w_write: NULL argument");
+int ac_gguf_w_write(ac_gguf_writer *w, const char *path, uint32_t version) {
+    if (!w || !path) return ac_err(AC_ERR_ARG, "ac_gguf_w_write: NULL argument");
     size_t plen = strlen(path);
     char *tmp = AC_MALLOC(plen + 16), *dir = AC_MALLOC(plen + 2);
     int rc = AC_OK, fd = -1;

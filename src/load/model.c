@@ -75,7 +75,7 @@ void ac_row_to_f32(uint32_t type, const void *data, size_t row_bytes, int64_t ro
 
 typedef struct loader {
     ac_model *m;
-    const gguf_file *g;
+    const ac_gguf_file *g;
     const char *arch;
 } loader;
 
@@ -98,10 +98,10 @@ static int aligned4(const void *p) { return ((uintptr_t)p & 3u) == 0; }
 
 /* A vector [n]: F32 in place when aligned, else converted to an owned f32 copy. */
 static int get_vec(loader *ld, const char *name, int64_t n, int required, const float **out) {
-    const gguf_tensor *t;
+    const ac_gguf_tensor *t;
     int64_t ne[1] = {n};
     *out = NULL;
-    int rc = gguf_expect_tensor(ld->g, name, 1, ne, &t, required);
+    int rc = ac_gguf_expect_tensor(ld->g, name, 1, ne, &t, required);
     if (rc || !t) return rc;
     if (t->type == GGML_F32 && aligned4(t->data)) {
         *out = t->data;
@@ -114,7 +114,7 @@ static int get_vec(loader *ld, const char *name, int64_t n, int required, const 
     return AC_OK;
 }
 
-static void mat_from_tensor(ac_mat *w, const gguf_tensor *t, const char *name, int64_t row0, int64_t n_out) {
+static void mat_from_tensor(ac_mat *w, const ac_gguf_tensor *t, const char *name, int64_t row0, int64_t n_out) {
     snprintf(w->name, sizeof w->name, "%s", name);
     w->n_in = (int)t->ne[0];
     w->n_out = (int)n_out;
@@ -141,10 +141,10 @@ static int finish_mat(loader *ld, ac_mat *w) {
 }
 
 static int get_mat(loader *ld, const char *name, int64_t n_in, int64_t n_out, int required, ac_mat *w) {
-    const gguf_tensor *t;
+    const ac_gguf_tensor *t;
     int64_t ne[2] = {n_in, n_out};
     memset(w, 0, sizeof *w);
-    int rc = gguf_expect_tensor(ld->g, name, 2, ne, &t, required);
+    int rc = ac_gguf_expect_tensor(ld->g, name, 2, ne, &t, required);
     if (rc || !t) return rc;
     if (ggml_row_bytes(t->type, n_in) == 0)
         return ac_err(AC_ERR_FORMAT, "tensor %s: row of %lld not a whole number of %s blocks", name,
@@ -157,9 +157,9 @@ static int key_int(loader *ld, const char *suffix, int64_t lo, int64_t hi, int r
     char key[160];
     snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
     int64_t v = *out;
-    int rc = gguf_get_int(ld->g, key, &v, required);
+    int rc = ac_gguf_get_int(ld->g, key, &v, required);
     if (rc) return rc;
-    if (!gguf_find(ld->g, key)) return AC_OK; /* optional and absent: default kept */
+    if (!ac_gguf_find(ld->g, key)) return AC_OK; /* optional and absent: default kept */
     if (v < lo || v > hi)
         return ac_err(AC_ERR_FORMAT, "key %s = %lld out of range [%lld, %lld]", key, (long long)v, (long long)lo,
                       (long long)hi);
@@ -171,7 +171,7 @@ static int key_float(loader *ld, const char *suffix, int required, float *out) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
     double v = *out;
-    int rc = gguf_get_float(ld->g, key, &v, required);
+    int rc = ac_gguf_get_float(ld->g, key, &v, required);
     if (rc) return rc;
     if (!isfinite(v)) return ac_err(AC_ERR_FORMAT, "key %s is not finite", key);
     *out = (float)v;
@@ -185,10 +185,10 @@ static int load_qkv(loader *ld, int il, ac_layer *L, int bias_required) {
     char name[96];
     int rc;
     snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", il);
-    const gguf_tensor *t = gguf_find_tensor(ld->g, name);
+    const ac_gguf_tensor *t = ac_gguf_find_tensor(ld->g, name);
     if (t) {
         int64_t ne[2] = {D, nq + 2 * nkv};
-        if ((rc = gguf_expect_tensor(ld->g, name, 2, ne, &t, 1))) return rc;
+        if ((rc = ac_gguf_expect_tensor(ld->g, name, 2, ne, &t, 1))) return rc;
         mat_from_tensor(&L->wq, t, name, 0, nq);
         mat_from_tensor(&L->wk, t, name, nq, nkv);
         mat_from_tensor(&L->wv, t, name, nq + nkv, nkv);
@@ -297,10 +297,10 @@ static int load_hparams(loader *ld) {
         if (lin > 0) hp->rope_scale = 1.0f / lin;
         char key[160];
         snprintf(key, sizeof key, "%s.rope.scaling.type", ld->arch);
-        gguf_str st = {0, ""};
-        if ((rc = gguf_get_str(ld->g, key, &st, 0))) return rc;
-        if (st.len && !gguf_str_eq(st, "none")) {
-            if (!gguf_str_eq(st, "linear"))
+        ac_gguf_str st = {0, ""};
+        if ((rc = ac_gguf_get_str(ld->g, key, &st, 0))) return rc;
+        if (st.len && !ac_gguf_str_eq(st, "none")) {
+            if (!ac_gguf_str_eq(st, "linear"))
                 return ac_err(AC_ERR_UNSUPPORTED, "%s = '%.*s' (only none and linear RoPE scaling are supported)", key,
                               (int)AC_MIN(st.len, 32), st.ptr);
             float f = 0;
@@ -314,7 +314,7 @@ static int load_hparams(loader *ld) {
     {
         char key[160];
         snprintf(key, sizeof key, "%s.attention.causal", ld->arch);
-        if ((rc = gguf_get_bool(ld->g, key, &hp->causal, 0))) return rc;
+        if ((rc = ac_gguf_get_bool(ld->g, key, &hp->causal, 0))) return rc;
     }
     int pt = -1;
     if ((rc = key_int(ld, "pooling_type", 0, 4, 0, &pt))) return rc;
@@ -332,22 +332,22 @@ static int load_tensors(loader *ld) {
     const int bert = m->info.arch == AC_ARCH_BERT;
     const int64_t D = hp->n_embd;
     int rc;
-    const gguf_tensor *te = gguf_find_tensor(ld->g, "token_embd.weight");
+    const ac_gguf_tensor *te = ac_gguf_find_tensor(ld->g, "token_embd.weight");
     if (!te) return ac_err(AC_ERR_FORMAT, "missing required tensor token_embd.weight");
     if (te->n_dims != 2 || te->ne[0] != D || te->ne[1] < 1 || te->ne[1] > (1 << 24))
         return ac_err(AC_ERR_FORMAT, "tensor token_embd.weight: shape must be [%lld x n_vocab]", (long long)D);
     hp->n_vocab = (int)te->ne[1];
     {
         int64_t ne[2] = {D, hp->n_vocab};
-        if ((rc = gguf_expect_tensor(ld->g, "token_embd.weight", 2, ne, &m->tok_embd, 1))) return rc;
+        if ((rc = ac_gguf_expect_tensor(ld->g, "token_embd.weight", 2, ne, &m->tok_embd, 1))) return rc;
     }
     if (bert) {
-        const gguf_tensor *tt = gguf_find_tensor(ld->g, "token_types.weight");
+        const ac_gguf_tensor *tt = ac_gguf_find_tensor(ld->g, "token_types.weight");
         if (tt) {
             if (tt->n_dims != 2 || tt->ne[0] != D || tt->ne[1] < 1 || tt->ne[1] > 1024)
                 return ac_err(AC_ERR_FORMAT, "tensor token_types.weight: shape must be [%lld x n_types]", (long long)D);
             int64_t ne[2] = {D, tt->ne[1]};
-            if ((rc = gguf_expect_tensor(ld->g, "token_types.weight", 2, ne, &tt, 1))) return rc;
+            if ((rc = ac_gguf_expect_tensor(ld->g, "token_types.weight", 2, ne, &tt, 1))) return rc;
             hp->n_types = (int)tt->ne[1];
             float *row = NULL;
             if ((rc = own_f32(m, (size_t)D, &row))) return rc;
@@ -355,7 +355,7 @@ static int load_tensors(loader *ld) {
             m->type_embd0 = row;
         }
         int64_t ne[2] = {D, hp->n_ctx_train};
-        if ((rc = gguf_expect_tensor(ld->g, "position_embd.weight", 2, ne, &m->pos_embd, 1))) return rc;
+        if ((rc = ac_gguf_expect_tensor(ld->g, "position_embd.weight", 2, ne, &m->pos_embd, 1))) return rc;
         if ((rc = get_vec(ld, "token_embd_norm.weight", D, 1, &m->embd_norm_w)) ||
             (rc = get_vec(ld, "token_embd_norm.bias", D, 1, &m->embd_norm_b)))
             return rc;
@@ -373,17 +373,17 @@ static int load_tensors(loader *ld) {
     if ((rc = get_mat(ld, "cls.weight", D, D, 0, &m->cls))) return rc;
     m->has_cls = m->cls.data != NULL;
     if (m->has_cls && (rc = get_vec(ld, "cls.bias", D, 1, &m->cls_b))) return rc;
-    const gguf_tensor *co = gguf_find_tensor(ld->g, "cls.output.weight");
+    const ac_gguf_tensor *co = ac_gguf_find_tensor(ld->g, "cls.output.weight");
     if (co) {
         if (co->n_dims != 2 || co->ne[0] != D || co->ne[1] < 1 || co->ne[1] > (1 << 20))
             return ac_err(AC_ERR_FORMAT, "tensor cls.output.weight: shape must be [%lld x n_cls]", (long long)D);
         if ((rc = get_mat(ld, "cls.output.weight", D, co->ne[1], 1, &m->cls_out))) return rc;
         if ((rc = get_vec(ld, "cls.output.bias", co->ne[1], 0, &m->cls_out_b))) return rc;
         m->has_cls_out = 1;
-        gguf_str hin = {0, NULL};
-        if ((rc = gguf_get_str(ld->g, "attncache.head.input", &hin, 0))) return rc;
-        if (hin.ptr && gguf_str_eq(hin, "mean_l2")) m->cls_mean_l2 = 1;
-        else if (hin.ptr && !gguf_str_eq(hin, "token"))
+        ac_gguf_str hin = {0, NULL};
+        if ((rc = ac_gguf_get_str(ld->g, "attncache.head.input", &hin, 0))) return rc;
+        if (hin.ptr && ac_gguf_str_eq(hin, "mean_l2")) m->cls_mean_l2 = 1;
+        else if (hin.ptr && !ac_gguf_str_eq(hin, "token"))
             return ac_err(AC_ERR_UNSUPPORTED, "attncache.head.input '%.*s' (want mean_l2 or token)", (int)AC_MIN(hin.len, 32), hin.ptr);
     }
     m->layers = AC_CALLOC((size_t)hp->n_layer, sizeof *m->layers);
@@ -488,10 +488,10 @@ static int check_finite(ac_model *m) {
 }
 
 /* Dominant weight type: most elements among 2-D tensors. */
-static int dominant_type(const gguf_file *g) {
+static int dominant_type(const ac_gguf_file *g) {
     uint64_t cnt[64] = {0};
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const gguf_tensor *t = &g->tensors[i];
+        const ac_gguf_tensor *t = &g->tensors[i];
         if (t->n_dims == 2 && t->type < 64) cnt[t->type] += (uint64_t)t->ne[0] * (uint64_t)t->ne[1];
     }
     int best = 0;
@@ -519,14 +519,14 @@ static int pack_kind_wanted(const ac_model_params *params) {
 }
 
 static int load_common(ac_model *m, const ac_model_params *params, int flags) {
-    const gguf_file *g = m->gguf;
+    const ac_gguf_file *g = m->gguf;
     loader ld = {m, g, NULL};
     int rc;
-    gguf_str arch;
-    if ((rc = gguf_get_str(g, "general.architecture", &arch, 1))) return rc;
+    ac_gguf_str arch;
+    if ((rc = ac_gguf_get_str(g, "general.architecture", &arch, 1))) return rc;
     snprintf(m->arch_name, sizeof m->arch_name, "%.*s", (int)AC_MIN(arch.len, 31), arch.ptr);
     if (params->vocab_only) { /* the tokenizer alone */
-        if (!gguf_find(g, "tokenizer.ggml.model"))
+        if (!ac_gguf_find(g, "tokenizer.ggml.model"))
             return ac_err(AC_ERR_FORMAT, "no tokenizer metadata (tokenizer.ggml.model) to load");
         if ((rc = ac_vocab_load(g, &m->vocab))) return ac_err_prefix(rc, "tokenizer");
         m->vocab_only = 1;
@@ -536,19 +536,19 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
         m->info.n_vocab = ac_vocab_n_tokens(m->vocab);
         return AC_OK;
     }
-    if (gguf_str_eq(arch, "llama")) m->info.arch = AC_ARCH_LLAMA;
-    else if (gguf_str_eq(arch, "qwen2")) m->info.arch = AC_ARCH_QWEN2;
-    else if (gguf_str_eq(arch, "bert")) m->info.arch = AC_ARCH_BERT;
+    if (ac_gguf_str_eq(arch, "llama")) m->info.arch = AC_ARCH_LLAMA;
+    else if (ac_gguf_str_eq(arch, "qwen2")) m->info.arch = AC_ARCH_QWEN2;
+    else if (ac_gguf_str_eq(arch, "bert")) m->info.arch = AC_ARCH_BERT;
     else return ac_err(AC_ERR_UNSUPPORTED, "unsupported architecture '%.*s'", (int)AC_MIN(arch.len, 64), arch.ptr);
     ld.arch = m->arch_name;
-    gguf_str name = {0, ""};
-    if ((rc = gguf_get_str(g, "general.name", &name, 0))) return rc;
+    ac_gguf_str name = {0, ""};
+    if ((rc = ac_gguf_get_str(g, "general.name", &name, 0))) return rc;
     snprintf(m->name, sizeof m->name, "%.*s", (int)AC_MIN(name.len, sizeof m->name - 1), name.ptr);
 
     if ((rc = load_hparams(&ld))) return rc;
     if ((rc = load_tensors(&ld))) return rc;
 
-    if (!(flags & AC_LOAD_NO_VOCAB) && gguf_find(g, "tokenizer.ggml.model")) {
+    if (!(flags & AC_LOAD_NO_VOCAB) && ac_gguf_find(g, "tokenizer.ggml.model")) {
         if ((rc = ac_vocab_load(g, &m->vocab))) return ac_err_prefix(rc, "tokenizer");
     }
     if (params->check_tensors && (rc = check_finite(m))) return rc;
@@ -618,7 +618,7 @@ void ac_model_free(ac_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned_f32[i]);
     free(m->owned_f32);
     if (m->vocab) ac_vocab_free(m->vocab);
-    gguf_close(m->gguf);
+    ac_gguf_close(m->gguf);
     free(m->file_buf);
     free(m);
 }
@@ -643,7 +643,7 @@ int ac_model_load_ex(const char *path, const ac_model_params *params, int flags,
     ac_model *m = AC_CALLOC(1, sizeof *m);
     if (!m) return AC_ERR_NOMEM;
     if (p.use_mmap) {
-        rc = gguf_open(path, &m->gguf);
+        rc = ac_gguf_open(path, &m->gguf);
     } else {
         /* read the whole file into memory */
         int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -674,7 +674,7 @@ int ac_model_load_ex(const char *path, const ac_model_params *params, int flags,
             got += (size_t)r;
         }
         close(fd);
-        rc = gguf_open_memory(m->file_buf, size, &m->gguf);
+        rc = ac_gguf_open_memory(m->file_buf, size, &m->gguf);
         if (rc) ac_err_prefix(rc, "%s", path);
     }
     if (rc) {
@@ -707,7 +707,7 @@ int ac_model_load_memory(const void *buf, size_t size, const ac_model_params *pa
         memcpy(m->file_buf, buf, size);
         img = m->file_buf;
     }
-    int rc = gguf_open_memory(img, size, &m->gguf);
+    int rc = ac_gguf_open_memory(img, size, &m->gguf);
     if (rc) {
         free(m->file_buf);
         free(m);

@@ -56,7 +56,7 @@ typedef struct ac_hparams {
 } ac_hparams;
 
 struct ac_model {
-    gguf_file *gguf;     /* owned mapping */
+    ac_gguf_file *gguf;     /* owned mapping */
     ac_vocab *vocab;     /* owned tokenizer (NULL if the file has no tokenizer metadata) */
     ac_model_info info;  /* strings owned by the model */
 
@@ -65,9 +65,9 @@ struct ac_model {
     char arch_name[32], name[128];
     void *file_buf;            /* owned copy of the file (use_mmap = 0 or memory loads), or NULL */
 
-    const gguf_tensor *tok_embd;    /* [n_vocab][D] any type (row lookup with conversion) */
+    const ac_gguf_tensor *tok_embd;    /* [n_vocab][D] any type (row lookup with conversion) */
     const float *type_embd0;        /* [D] token type 0 row (bert), NULL if absent */
-    const gguf_tensor *pos_embd;    /* [n_ctx_train][D] (bert) */
+    const ac_gguf_tensor *pos_embd;    /* [n_ctx_train][D] (bert) */
     const float *embd_norm_w, *embd_norm_b; /* [D] (bert token_embd_norm) */
     const float *out_norm_w;        /* [D] (llama/qwen2 output_norm) */
     const float *rope_freqs;        /* [n_rot/2] frequency divisors (llama3 rope_freqs), NULL if absent */

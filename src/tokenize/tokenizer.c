@@ -46,7 +46,7 @@ typedef struct merge {
 struct ac_vocab {
     int type; /* enum ac_vocab_type */
     int n_tokens;
-    const gguf_str *text; /* [n_tokens] borrowed from the gguf file */
+    const ac_gguf_str *text; /* [n_tokens] borrowed from the gguf file */
     float *score;         /* [n_tokens] */
     uint16_t *attr;       /* [n_tokens] ATTR_* */
     int32_t *ht;          /* token text -> id, open addressing, -1 empty */
@@ -110,7 +110,7 @@ static inline int32_t lookup_h(const ac_vocab *v, const char *s, size_t n, uint6
     for (uint64_t i = hmix(h) & v->ht_mask;; i = (i + 1) & v->ht_mask) {
         int32_t id = v->ht[i];
         if (id < 0) return -1;
-        const gguf_str *t = &v->text[id];
+        const ac_gguf_str *t = &v->text[id];
         if (t->len == n && !memcmp(t->ptr, s, n)) return id;
     }
 }
@@ -300,7 +300,7 @@ int tok_pre_regexes(int k, const char *const **rx) {
     return n;
 }
 
-static const pre_def *find_pre(gguf_str name) {
+static const pre_def *find_pre(ac_gguf_str name) {
     if (!name.ptr || name.len == 0) return &PRE_DEFS[0];
     for (size_t k = 0; k < N_PRE_DEFS; k++) {
         const char *p = PRE_DEFS[k].names;
@@ -316,7 +316,7 @@ static const pre_def *find_pre(gguf_str name) {
 
 /* ---- load ------------------------------------------------------------------- */
 
-static int gstr_eq(gguf_str s, const char *c) { return s.ptr && s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
+static int gstr_eq(ac_gguf_str s, const char *c) { return s.ptr && s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
 
 /* Token texts llama.cpp marks CONTROL whatever the file says (EOT/EOM/EOG and
  * FIM detection by text in llama_vocab::impl::load). */
@@ -334,21 +334,21 @@ static const char *const CONTROL_NAMES[] = {
 /* ... and these always USER_DEFINED (gpt-oss) */
 static const char *const USER_NAMES[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
 
-static int read_special(const gguf_file *g, const char *key, int32_t *id, int n_tokens) {
+static int read_special(const ac_gguf_file *g, const char *key, int32_t *id, int n_tokens) {
     if (*id >= n_tokens) *id = -1; /* default out of vocab range: disabled */
     int64_t x;
-    const gguf_kv *kv = gguf_find(g, key);
+    const ac_gguf_kv *kv = ac_gguf_find(g, key);
     if (!kv) return AC_OK;
-    int rc = gguf_get_int(g, key, &x, 1);
+    int rc = ac_gguf_get_int(g, key, &x, 1);
     if (rc) return rc;
     if (x >= 0 && x < n_tokens) *id = (int32_t)x; /* else: keep the default, as llama.cpp */
     return AC_OK;
 }
 
-static int read_flag(const gguf_file *g, const char *key, int *flag) {
-    if (!gguf_find(g, key)) return AC_OK;
+static int read_flag(const ac_gguf_file *g, const char *key, int *flag) {
+    if (!ac_gguf_find(g, key)) return AC_OK;
     int b = 0;
-    int rc = gguf_get_bool(g, key, &b, 1);
+    int rc = ac_gguf_get_bool(g, key, &b, 1);
     if (rc) return rc;
     *flag = b ? 1 : 0;
     return AC_OK;
@@ -396,7 +396,7 @@ static int build_trie(ac_vocab *v) {
     v->tr_mask = sz - 1;
     v->tr_nodes = 1;
     for (int k = 0; k < v->n_udt; k++) {
-        const gguf_str *t = &v->text[v->udt[k]];
+        const ac_gguf_str *t = &v->text[v->udt[k]];
         int32_t node = 0;
         v->tr_first[(unsigned char)t->ptr[0]] = 1;
         for (uint64_t j = 0; j < t->len; j++) {
@@ -420,15 +420,15 @@ void tok_debug_set(ac_vocab *v, int flags) {
     if (v) v->dbg = flags;
 }
 
-int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
+int ac_vocab_load(const ac_gguf_file *g, ac_vocab **out) {
     int rc;
     ac_vocab *v = NULL;
-    gguf_str model = {0}, pre = {0};
+    ac_gguf_str model = {0}, pre = {0};
     if (!g || !out) return ac_err(AC_ERR_ARG, "ac_vocab_load: NULL argument");
     *out = NULL;
 
-    if ((rc = gguf_get_str(g, "tokenizer.ggml.model", &model, 1))) return rc;
-    if ((rc = gguf_get_str(g, "tokenizer.ggml.pre", &pre, 0))) return rc;
+    if ((rc = ac_gguf_get_str(g, "tokenizer.ggml.model", &model, 1))) return rc;
+    if ((rc = ac_gguf_get_str(g, "tokenizer.ggml.pre", &pre, 0))) return rc;
 
     v = AC_CALLOC(1, sizeof *v);
     if (!v) return AC_ERR_NOMEM;
@@ -453,8 +453,8 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
     if ((rc = read_flag(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix))) goto fail;
 
     /* tokens, scores, types */
-    const gguf_kv *ktok = NULL, *ksc = NULL, *ktt = NULL;
-    if ((rc = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_T_STRING, &ktok, 1))) goto fail;
+    const ac_gguf_kv *ktok = NULL, *ksc = NULL, *ktt = NULL;
+    if ((rc = ac_gguf_get_arr(g, "tokenizer.ggml.tokens", AC_GGUF_T_STRING, &ktok, 1))) goto fail;
     if (ktok->arr_n == 0 || ktok->arr_n >= (uint64_t)INT32_MAX / 4 || !ktok->arr_str) {
         rc = ac_err(AC_ERR_FORMAT, "tokenizer.ggml.tokens: %llu tokens", (unsigned long long)ktok->arr_n);
         goto fail;
@@ -462,9 +462,9 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
     int n = (int)ktok->arr_n;
     v->n_tokens = n;
     v->text = ktok->arr_str;
-    if ((rc = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_T_COUNT, &ksc, 0))) goto fail;
+    if ((rc = ac_gguf_get_arr(g, "tokenizer.ggml.scores", AC_GGUF_T_COUNT, &ksc, 0))) goto fail;
     if (ksc) {
-        if (ksc->arr_type != GGUF_T_FLOAT32 && ksc->arr_type != GGUF_T_INT32) {
+        if (ksc->arr_type != AC_GGUF_T_FLOAT32 && ksc->arr_type != AC_GGUF_T_INT32) {
             rc = ac_err(AC_ERR_FORMAT, "tokenizer.ggml.scores: expected float32 or int32 elements");
             goto fail;
         }
@@ -474,7 +474,7 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
             goto fail;
         }
     }
-    if ((rc = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_T_INT32, &ktt, 0))) goto fail;
+    if ((rc = ac_gguf_get_arr(g, "tokenizer.ggml.token_type", AC_GGUF_T_INT32, &ktt, 0))) goto fail;
     if (ktt && ktt->arr_n < (uint64_t)n) {
         rc = ac_err(AC_ERR_FORMAT, "tokenizer.ggml.token_type: %llu types for %d tokens",
                     (unsigned long long)ktt->arr_n, n);
@@ -491,13 +491,13 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
     v->ht_mask = hs - 1;
     memset(v->ht, 0xFF, hs * sizeof *v->ht);
     for (int i = 0; i < n; i++) {
-        const gguf_str *t = &v->text[i];
-        if (ksc) v->score[i] = ksc->arr_type == GGUF_T_FLOAT32 ? gguf_arr_f32(ksc, (uint64_t)i)
-                                                               : (float)gguf_arr_i32(ksc, (uint64_t)i);
+        const ac_gguf_str *t = &v->text[i];
+        if (ksc) v->score[i] = ksc->arr_type == AC_GGUF_T_FLOAT32 ? ac_gguf_arr_f32(ksc, (uint64_t)i)
+                                                               : (float)ac_gguf_arr_i32(ksc, (uint64_t)i);
         else v->score[i] = 0.0f;
         uint16_t a = ATTR_NORMAL;
         if (ktt) {
-            switch (gguf_arr_i32(ktt, (uint64_t)i)) {
+            switch (ac_gguf_arr_i32(ktt, (uint64_t)i)) {
             case 1: a = ATTR_NORMAL; break;
             case 2: a = ATTR_UNKNOWN; break;
             case 3: a = ATTR_CONTROL; break;
@@ -531,8 +531,8 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
 
     /* BPE: merges and pre-tokenizer */
     if (v->type == AC_VOCAB_BPE) {
-        const gguf_kv *km = NULL;
-        if ((rc = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_T_STRING, &km, 1))) goto fail;
+        const ac_gguf_kv *km = NULL;
+        if ((rc = ac_gguf_get_arr(g, "tokenizer.ggml.merges", AC_GGUF_T_STRING, &km, 1))) goto fail;
         if (km->arr_n >= (uint64_t)INT32_MAX / 4 || (km->arr_n && !km->arr_str)) {
             rc = ac_err(AC_ERR_FORMAT, "tokenizer.ggml.merges: %llu merges", (unsigned long long)km->arr_n);
             goto fail;
@@ -548,7 +548,7 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
         v->mh_mask = ms - 1;
         memset(v->mh, 0xFF, ms * sizeof *v->mh);
         for (int i = 0; i < v->n_merges; i++) {
-            gguf_str w = km->arr_str[i];
+            ac_gguf_str w = km->arr_str[i];
             merge *m = &v->merges[i];
             /* split at the first ' ' from index 1; none: ("", "") as llama.cpp */
             const char *sp = w.len > 1 ? memchr(w.ptr + 1, ' ', w.len - 1) : NULL;
@@ -593,7 +593,7 @@ int ac_vocab_load(const gguf_file *g, ac_vocab **out) {
         (rc = read_special(g, "tokenizer.ggml.padding_token_id", &v->pad, n)) ||
         (rc = read_special(g, "tokenizer.ggml.mask_token_id", &v->mask, n)))
         goto fail;
-    if (v->type == AC_VOCAB_WPM && !gguf_find(g, "tokenizer.ggml.bos_token_id") &&
+    if (v->type == AC_VOCAB_WPM && !ac_gguf_find(g, "tokenizer.ggml.bos_token_id") &&
         (rc = read_special(g, "tokenizer.ggml.cls_token_id", &v->bos, n))) /* CLS is BOS for BERT */
         goto fail;
     if ((rc = read_flag(g, "tokenizer.ggml.add_bos_token", &v->add_bos)) ||
@@ -679,8 +679,8 @@ int ac_vocab_add_bos(const ac_vocab *v) { return v ? (v->type == AC_VOCAB_WPM ? 
 int ac_vocab_add_eos(const ac_vocab *v) { return v ? v->add_eos : 0; }
 const char *ac_vocab_pre(const ac_vocab *v) { return v ? v->pre_name : ""; }
 
-gguf_str ac_vocab_token_text(const ac_vocab *v, int32_t id) {
-    gguf_str s = {0, ""};
+ac_gguf_str ac_vocab_token_text(const ac_vocab *v, int32_t id) {
+    ac_gguf_str s = {0, ""};
     if (v && id >= 0 && id < v->n_tokens) s = v->text[id];
     return s;
 }
@@ -1276,7 +1276,7 @@ static int hexval(char c) {
 
 /* token_to_piece(special = true): writes into k */
 static void piece(const ac_vocab *v, int32_t id, sink *k) {
-    const gguf_str *t = &v->text[id];
+    const ac_gguf_str *t = &v->text[id];
     uint16_t a = v->attr[id];
     if (a & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED)) {
         sink_put(k, t->ptr, t->len);

@@ -16,7 +16,7 @@ enum ac_vocab_type { AC_VOCAB_SPM = 1, AC_VOCAB_BPE = 2, AC_VOCAB_WPM = 3 };
 
 /* Build from metadata. Token strings may point into g's mapping, so g must
  * outlive the vocab. Caller owns *out (ac_vocab_free). */
-int ac_vocab_load(const gguf_file *g, ac_vocab **out);
+int ac_vocab_load(const ac_gguf_file *g, ac_vocab **out);
 void ac_vocab_free(ac_vocab *v);
 
 int ac_vocab_type(const ac_vocab *v);
@@ -61,6 +61,6 @@ int ac_vocab_detokenize(const ac_vocab *v, const int32_t *ids, int n, int remove
                         char *buf, int cap, int *n_out);
 
 /* Raw token string as stored in the vocab (borrowed). */
-gguf_str ac_vocab_token_text(const ac_vocab *v, int32_t id);
+ac_gguf_str ac_vocab_token_text(const ac_vocab *v, int32_t id);
 
 #endif

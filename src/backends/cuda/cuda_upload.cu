@@ -67,7 +67,7 @@ static int upload_bias3(float **dst, const float *b0, int n0, const float *b1, i
 }
 
 /* A gguf tensor [rows][n] of any readable type as device f32. */
-static int upload_tensor_f32(float **dst, const gguf_tensor *t) {
+static int upload_tensor_f32(float **dst, const ac_gguf_tensor *t) {
     *dst = NULL;
     if (!t) return AC_OK;
     const int64_t n = t->ne[0], rows = t->ne[1];
