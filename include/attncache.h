@@ -298,6 +298,16 @@ typedef struct ac_cache_params {
     int no_verify;        /* 1: skip each entry's payload checksum on first use (trust the file;
                              the headers and commit records are still checked). Default 0. */
     int rows;             /* enum ac_cache_rows: which rows of a served layer come from the map */
+    /* Adaptive lookups (a cache that does not help costs nothing; docs/CACHE.md): the cache
+     * keeps the hit rate of its recent lookups, over all its contexts together; once it is
+     * below adapt_floor, sequences skip the lookup and run exact, but for one in K, a probe,
+     * looked up: K starts at 4 and doubles while probes miss; a probe that hits turns every
+     * lookup back on. Skipped sequences are misses (exact results); ac_cache_stats counts them. */
+    float adapt_floor;    /* hit rate below which lookups are skipped, in [0, 1]; default 0.02;
+                             0: off (every sequence is looked up, as before; a zeroed struct) */
+    int adapt_window;     /* lookups the hit rate is taken over (the mean of the first ones, then
+                             decayed by 1/N per lookup), made before any skipping; 0: 64 */
+    int adapt_probe_max;  /* largest probe interval K (>= 4); 0: 256 */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);
@@ -369,6 +379,11 @@ int ac_cache_set_layers(ac_cache *cache, const uint8_t *mask);
 int ac_cache_get_layers(const ac_cache *cache, uint8_t *mask);
 /* Any thread; applies to lookups that start afterwards. */
 int ac_cache_set_threshold(ac_cache *cache, float threshold);
+/* Adaptive lookups (ac_cache_params.adapt_*: floor 0 turns them off; window
+ * and probe_max 0: the defaults); starts the hit rate over, lookups on. Any
+ * thread; applies to the lookups that start afterwards. ac_cache_set_threshold
+ * starts the hit rate over too (the stream's hits change with it). */
+int ac_cache_set_adapt(ac_cache *cache, float floor, int window, int probe_max);
 /* Save the current layer mask as the directory's policy (policy.txt). Any thread. */
 int ac_cache_save_policy(ac_cache *cache);
 
@@ -393,6 +408,11 @@ typedef struct ac_cache_stats {
     char first_failure[192];   /* message of the first failed lookup since open / reset ("" if none) */
     int64_t damaged_unindexed; /* records left out of the index as damaged when it was (re)built;
                                   not reset by ac_cache_reset_stats                                  */
+    int64_t lookups_skipped;   /* sequences not looked up (run exact) because the recent hit rate was
+                                  under adapt_floor; not in queries                                  */
+    int64_t probes;            /* lookups made while skipping, to see whether hits came back (in
+                                  queries)                                                           */
+    int skipping;              /* 1: lookups are being skipped now (adaptive lookups)                */
 } ac_cache_stats;
 /* Lookup statistics since open or the last reset, summed over every attached
  * context (atomic counters); entries: committed and visible. Any thread. */

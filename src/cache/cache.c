@@ -22,6 +22,7 @@
  * keeps serving the maps it looked up after the lock is released. */
 #define _GNU_SOURCE
 #include "attncache.h"
+#include "cache/adapt.h"
 #include "cache/codec.h"
 #include "cache/hash.h"
 #include "cache/index.h"
@@ -81,7 +82,7 @@ typedef struct cache_att {
 
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
-    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total;
+    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes;
     _Atomic uint64_t bytes_read;
     _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit;
 } counters;
@@ -129,6 +130,14 @@ struct ac_cache {
     _Atomic int64_t *u_last;   /* unix ms of the last hit or the insert; 0: unknown */
     int64_t u_cap;
     _Atomic int u_dirty;       /* hits since the last save */
+    /* adaptive lookups (adapt.h): one state for the cache, not per attachment — the
+     * server's batcher hands any client's sequences to any worker, so every attachment
+     * sees a sample of one stream: together they learn its hit rate W times faster and
+     * probe once, not W times; and eval/bench attach and detach a context around every
+     * query, which would restart a per-attachment state each time. Decisions follow the
+     * order in which lookups take admu: deterministic for one context. */
+    pthread_mutex_t admu;
+    ac_adapt adapt;
 };
 
 static int64_t unix_ms(void) {
@@ -344,6 +353,9 @@ ac_cache_params ac_cache_default_params(void) {
     p.threshold = 0.05f;
     p.layers = "all";
     p.commit_every = 64;
+    p.adapt_floor = AC_ADAPT_DEFAULT_FLOOR;
+    p.adapt_window = AC_ADAPT_DEFAULT_WINDOW;
+    p.adapt_probe_max = AC_ADAPT_DEFAULT_PROBE_MAX;
     return p;
 }
 
@@ -539,6 +551,9 @@ static int publish_new(ac_cache *c) {
         if (ac_mapstore_get(c->st, i, &e) == AC_OK) atomic_store(&c->u_key[i], e.key);
     }
     ac_err_clear(); /* a damaged record: left out here and by the index below */
+    pthread_mutex_lock(&c->admu); /* new entries may serve the stream: probe again soon */
+    ac_adapt_new_entries(&c->adapt);
+    pthread_mutex_unlock(&c->admu);
     if (!c->idx) {
         if ((rc = build_index(c, 0)) == AC_OK) c->idx_dirty = 1;
         return rc;
@@ -593,6 +608,7 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     pthread_mutex_init(&c->wmu, NULL);
     pthread_mutex_init(&c->amu, NULL);
     pthread_mutex_init(&c->fmu, NULL);
+    pthread_mutex_init(&c->admu, NULL);
     c->locks = 1;
     if (strlen(dir) >= sizeof c->dir - 64) {
         rc = ac_err(AC_ERR_ARG, "cache path too long");
@@ -607,6 +623,8 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     c->causal = m->info.causal;
     c->feat_dim = AC_FEAT_SEGMENTS * c->D + 1;
     model_fingerprint(m, c->fp);
+    if ((rc = ac_adapt_check(p.adapt_floor, p.adapt_window, p.adapt_probe_max))) goto fail;
+    ac_adapt_init(&c->adapt, p.adapt_floor, p.adapt_window, p.adapt_probe_max);
 
     if (p.writable && p.create && mkdir(dir, 0755) != 0 && errno != EEXIST) {
         rc = ac_err(AC_ERR_IO, "cannot create cache directory '%s': %s", dir, strerror(errno));
@@ -744,6 +762,7 @@ int ac_cache_close(ac_cache *c) {
         pthread_mutex_destroy(&c->wmu);
         pthread_mutex_destroy(&c->amu);
         pthread_mutex_destroy(&c->fmu);
+        pthread_mutex_destroy(&c->admu);
     }
     free(c);
     return rc;
@@ -780,6 +799,15 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
         rw_unlock(c);
         return AC_OK;
     }
+    pthread_mutex_lock(&c->admu);
+    const int admit = ac_adapt_admit(&c->adapt);
+    pthread_mutex_unlock(&c->admu);
+    if (admit == AC_ADAPT_SKIP) { /* the stream's recent lookups missed: run exact, no lookup */
+        rw_unlock(c);
+        add_i64(&n->skipped, 1);
+        return AC_OK;
+    }
+    if (admit == AC_ADAPT_PROBE) add_i64(&n->probes, 1);
     add_i64(&n->queries, 1);
     struct ac_pool *pool = ac_ctx_pool(a->ctx);
     scratch *s = &a->scr;
@@ -844,6 +872,9 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
         atomic_store_explicit(&c->u_dirty, 1, memory_order_relaxed);
     }
     rw_unlock(c);
+    pthread_mutex_lock(&c->admu); /* a failed lookup counts as a miss: it cost and served nothing */
+    ac_adapt_note(&c->adapt, admit, !rc && st->hit);
+    pthread_mutex_unlock(&c->admu);
     if (rc) {
         st->hit = 0;
         return rc;
@@ -1175,6 +1206,24 @@ int ac_cache_set_threshold(ac_cache *c, float t) {
     wr_lock(c);
     c->p.threshold = t;
     rw_unlock(c);
+    pthread_mutex_lock(&c->admu); /* another threshold, another hit rate */
+    ac_adapt_reset(&c->adapt);
+    pthread_mutex_unlock(&c->admu);
+    return AC_OK;
+}
+
+int ac_cache_set_adapt(ac_cache *c, float floor, int window, int probe_max) {
+    if (!c) return ac_err(AC_ERR_ARG, "ac_cache_set_adapt: NULL cache");
+    int rc = ac_adapt_check(floor, window, probe_max);
+    if (rc) return rc;
+    pthread_mutex_lock(&c->admu);
+    ac_adapt_init(&c->adapt, floor, window, probe_max);
+    pthread_mutex_unlock(&c->admu);
+    wr_lock(c);
+    c->p.adapt_floor = floor;
+    c->p.adapt_window = c->adapt.window;
+    c->p.adapt_probe_max = c->adapt.probe_max;
+    rw_unlock(c);
     return AC_OK;
 }
 
@@ -1236,6 +1285,11 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     s->t_search = atomic_load(&n->t_search);
     s->t_fetch = atomic_load(&n->t_fetch);
     s->sum_distance_hit = atomic_load(&n->sum_distance_hit);
+    s->lookups_skipped = atomic_load(&n->skipped);
+    s->probes = atomic_load(&n->probes);
+    pthread_mutex_lock(&c->admu);
+    s->skipping = c->adapt.skipping;
+    pthread_mutex_unlock(&c->admu);
     pthread_mutex_lock(&c->fmu);
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
     pthread_mutex_unlock(&c->fmu);
@@ -1266,6 +1320,8 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->t_search, 0.0);
     atomic_store(&n->t_fetch, 0.0);
     atomic_store(&n->sum_distance_hit, 0.0);
+    atomic_store(&n->skipped, 0);
+    atomic_store(&n->probes, 0);
     pthread_mutex_lock(&c->fmu);
     c->first_failure[0] = 0;
     pthread_mutex_unlock(&c->fmu);
@@ -1281,6 +1337,7 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
     ac_cache_stats s;
     ac_cache_get_stats(c, &s);
     rd_lock(c);
+    const double floor = c->p.adapt_floor;
     fprintf(f, "cache: %s\nmodel: %s, %d layers x %d heads, %s\nkey: %s%s, index: %s\n", c->dir,
             c->m->info.arch_name, c->n_layer, c->n_head, c->causal ? "causal" : "bidirectional",
             c->key == AC_KEY_PROJECTOR ? "projector" : c->key == AC_KEY_MEAN ? "mean" : "random",
@@ -1293,6 +1350,10 @@ int ac_cache_print_db_stats(ac_cache *c, void *file) {
     if (s.queries || s.lookups_failed || s.records_damaged) /* this handle looked something up */
         fprintf(f, "lookups since open (or reset): %lld, hits %lld, failed %lld, damaged records skipped %lld\n",
                 (long long)s.queries, (long long)s.hits, (long long)s.lookups_failed, (long long)s.records_damaged);
+    if (s.lookups_skipped || s.probes)
+        fprintf(f, "adaptive lookups: %lld sequences skipped (recent hit rate under %g), %lld probes%s\n",
+                (long long)s.lookups_skipped, floor, (long long)s.probes,
+                s.skipping ? "; skipping now" : "");
     if (s.first_failure[0]) fprintf(f, "first failed lookup: %s\n", s.first_failure);
     return AC_OK;
 }
