@@ -62,8 +62,8 @@ void ac_adapt_note(ac_adapt *a, int kind, int hit) {
 }
 
 void ac_adapt_new_entries(ac_adapt *a) {
-    if (a->skipping) {
+    if (a->skipping) { /* the next sequence is a probe, then K starts over */
         a->interval = AC_ADAPT_PROBE_MIN;
-        if (a->since >= a->interval) a->since = a->interval - 1; /* the next sequence is a probe */
+        a->since = a->interval - 1;
     }
 }

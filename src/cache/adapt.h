@@ -15,8 +15,8 @@
  *     one in K, a probe, which is looked up. A probe that misses doubles K
  *     (up to probe_max); a probe that hits turns lookups back on, with rate 1
  *     counting that hit and `window` lookups before skipping may start again.
- *   new entries committed while skipping: K back to AC_ADAPT_PROBE_MIN (they
- *     may serve the stream; the next probe comes soon).
+ *   new entries committed while skipping: the next sequence is a probe and K
+ *     starts over at AC_ADAPT_PROBE_MIN (the new entries may serve the stream).
  *
  * Worst cases: a stream that turns to hits while skipping waits at most
  * probe_max sequences for its probe; a stream that stays at misses pays
