@@ -132,7 +132,8 @@ assert len(L)==4 and L[1][\"line\"]==2 and L[2][\"line\"]==3 and \"logprobs\" in
   fi
   # numeric options: one strict parser; NaN, infinities, trailing garbage, out of range refused by name
   for bad in "--threshold nan" "--threshold inf" "--threshold -inf" "--threshold 0.5x" "--threshold 1e99" "--threshold ''" \
-             "--threads 5000" "--threads 2x" "--batch 0" "--batch 99999999999999999999"; do
+             "--threads 5000" "--threads 2x" "--batch 0" "--batch 99999999999999999999" \
+             "--adapt-floor nan" "--adapt-floor 1.5" "--adapt-floor -0.1" "--adapt-window 0" "--adapt-probe-max 2"; do
     opt=${bad%% *}
     eval "echo x | '$BIN' embed -m '$STORIES' $bad > /dev/null 2> '$T/e.txt'"; rc=$?
     check "numeric option refused: $bad" "[ $rc -eq 1 ] && grep -q \"bad $opt '\" '$T/e.txt'"
@@ -203,6 +204,14 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     check "tune: saves a policy" "'$BIN' tune -m '$STORIES' --cache '$T/cache' -f '$T/q.txt' --threshold 1e-4 --limit 20 2>/dev/null | grep -q 'policy:' && [ -f '$T/cache/policy.txt' ]"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
     check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt'"
+    # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes
+    # (STS-B, 20 pairs = 40 sequences: 4 looked up, then probe intervals 4, 8, 16: 3 probes, 33 skipped);
+    # --adapt-floor 0 looks every one up
+    "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 20 --cache "$T/cache" --threshold 1e-12 --adapt-window 4 \
+      --json "$T/ad.json" > "$T/ad.txt" 2>&1
+    check "eval --cache, no hits: 33 of 40 lookups skipped, 3 probes, reported and in the JSON" "grep -q 'adaptive lookups: 33 of 40 sequences skipped the lookup (82.5%' '$T/ad.txt' && grep -q ', 3 probes' '$T/ad.txt' && python3 -c '
+import json; d=json.load(open(\"$T/ad.json\"))[\"cache\"]; assert d[\"lookups_skipped\"]==33 and d[\"hits\"]==0'"
+    check "eval --cache --adapt-floor 0: no lookup skipped" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 20 --cache '$T/cache' --threshold 1e-12 --adapt-window 4 --adapt-floor 0 2>&1 | grep -q 'adaptive lookups: 0 of 40 sequences skipped'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 6 --cache "$T/cache" --thresholds -1,1e9 --json "$T/sw.json" > /dev/null 2>&1
     check "eval --thresholds: one sweep row per threshold (none hit at -1)" "python3 -c '
 import json; d=json.load(open(\"$T/sw.json\")); s=d[\"sweep\"]
@@ -238,7 +247,7 @@ assert b\"matplotlib\" in b  # tEXt Software
       check "eval --rows prefix --demos shared: all hits, rows served, metric unchanged" "python3 -c '
 import json; d=json.load(open(\"$T/pf.json\")); c=d[\"cache\"]
 assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_share\"]<1 and c[\"value\"]==d[\"value\"], d'"
-      check "bench --rows prefix --shared-prefix 0.5: half the rows served" "'$BIN' bench -m '$STORIES' -L 64 -r 1 --cache '$T/bp' --cache-build 1 --rows prefix --shared-prefix 0.5 --codec f32-causal 2>/dev/null | grep -q 'hits 100%  rows 50%'"
+      check "bench --rows prefix --shared-prefix 0.5: half the rows served" "'$BIN' bench -m '$STORIES' -L 64 -r 1 --cache '$T/bp' --cache-build 1 --rows prefix --shared-prefix 0.5 --codec f32-causal 2>/dev/null | grep -q 'hits 100%  skipped 0%  rows 50%'"
       check "--demos: bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --demos some 2>&1 | grep -q \"bad --demos 'some'\""
     else
       skip "rows=prefix flow (absent: $ATTNLM)"

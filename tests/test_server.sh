@@ -368,7 +368,19 @@ if [[ -s "$TMP/corpus.txt" ]] && "$BIN" build -m "$M" -i "$TMP/corpus.txt" -o "$
     grep -q '^attncache_cache_hits_total [1-9]' "$TMP/out" && ok || bad "no cache hit: $(grep cache_hits "$TMP/out")"
     grep -q '^attncache_cache_lookups_total 2$' "$TMP/out" && ok || bad "cache lookups: $(grep cache_lookups "$TMP/out")"
     grep -q '^attncache_stage_duration_seconds_count{stage="lookup"} [1-9]' "$TMP/out" && ok || bad "no lookup stage histogram"
+    grep -q '^attncache_cache_lookups_skipped_total 0$' "$TMP/out" && ok || bad "lookups skipped with hits: $(grep skipped "$TMP/out")"
     stop_server
+    # adaptive lookups: 10 inputs that never hit (threshold 1e-12), window 4: 4 looked up, then skip, skip,
+    # skip, probe, skip, skip — /metrics counts them
+    start_server -m "$M" -t 1 -q --cache "$TMP/c.cache" --threshold 1e-12 --adapt-window 4
+    $PY -c "import json; print(json.dumps({'input': ['zebra number %d computes eigenvalues at dawn' % i for i in range(10)]}))" > "$TMP/body10"
+    req adapt-embed 200 POST /v1/embeddings "$TMP/body10"
+    req adapt-metrics 200 GET /metrics
+    grep -q '^attncache_cache_lookups_skipped_total 5$' "$TMP/out" && grep -q '^attncache_cache_probes_total 1$' "$TMP/out" &&
+      grep -q '^attncache_cache_lookups_total 5$' "$TMP/out" && grep -q '^attncache_cache_skipping 1$' "$TMP/out" && ok ||
+      bad "adaptive lookups in /metrics: $(grep -E 'skipp|probes|lookups_total' "$TMP/out")"
+    stop_server
+    "$BIN" serve -m "$M" --cache "$TMP/c.cache" --adapt-floor 2 --port 0 2>"$TMP/err" && bad "bad --adapt-floor accepted" || { grep -q "bad --adapt-floor" "$TMP/err" && ok || bad "no message for a bad --adapt-floor"; }
     start_server -m "$M" -t 2 -q
     req exact-embed 200 POST /v1/embeddings "$TMP/body"
     if $PY - "$TMP/cached.json" "$TMP/out" <<'EOF'

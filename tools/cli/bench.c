@@ -104,10 +104,13 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
     const double skipped = pe[AC_STAGE_QKV] / reps * qk_share + ea;
     const double bound = sum_e / (sum_e - skipped + ca);
     const double hit_rate = st.queries ? (double)st.hits / st.queries : 0;
+    /* adaptive lookups: sequences that skipped the lookup (the cache's recent hit rate under the floor) */
+    const int64_t seen = st.queries + st.lookups_skipped;
+    const double skip_share = seen ? (double)st.lookups_skipped / (double)seen : 0;
     printf("%6d  exact %8.1f tok/s  cache %8.1f tok/s  e2e %.3fx (Amdahl bound %.3fx, %.0f%% of it)  attn-op %.2fx  "
-           "lookup %.2f%%  hits %.0f%%  rows %.0f%%  %.1f MiB maps/query  (built %d entries in %.1f s)\n",
+           "lookup %.2f%%  hits %.0f%%  skipped %.0f%%  rows %.0f%%  %.1f MiB maps/query  (built %d entries in %.1f s)\n",
            L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, 100.0 * (te / tc) / bound,
-           ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate, 100.0 * r,
+           ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate, 100.0 * skip_share, 100.0 * r,
            st.queries ? st.bytes_read / 1048576.0 / st.queries : 0, n_build, tb);
     cJSON *row = results ? cJSON_CreateObject() : NULL;
     if (row) {
@@ -119,6 +122,8 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
         cJSON_AddNumberToObject(row, "speedup_attn_op", ca > 0 ? ea / ca : 0);
         cJSON_AddNumberToObject(row, "lookup_s", lookup);
         cJSON_AddNumberToObject(row, "hit_rate", hit_rate);
+        cJSON_AddNumberToObject(row, "lookups_skipped", (double)st.lookups_skipped);
+        cJSON_AddNumberToObject(row, "probes", (double)st.probes);
         cJSON_AddNumberToObject(row, "rows_served_share", r);
         cJSON_AddNumberToObject(row, "bytes_per_query", st.queries ? (double)st.bytes_read / st.queries : 0);
         cJSON_AddItemToArray(results, row);

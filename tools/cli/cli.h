@@ -21,6 +21,8 @@ typedef struct cli_common {
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
     float threshold;
+    int have_adapt_floor, adapt_window, adapt_probe_max; /* adaptive lookups; 0: the library's defaults */
+    float adapt_floor;
 } cli_common;
 
 typedef struct cli_lines {

@@ -272,6 +272,16 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!strcmp(v, "all")) c->rows = AC_ROWS_ALL;
         else if (!strcmp(v, "prefix")) c->rows = AC_ROWS_PREFIX;
         else return cli_fail("bad --rows '%s' (all|prefix)", v), -1;
+    } else if (!strcmp(a, "--adapt-floor")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_float("--adapt-floor", v, 0.0, 1.0, &c->adapt_floor)) return -1;
+        c->have_adapt_floor = 1;
+    } else if (!strcmp(a, "--adapt-window")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--adapt-window", v, 1, 1 << 20, &c->adapt_window)) return -1;
+    } else if (!strcmp(a, "--adapt-probe-max")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--adapt-probe-max", v, 4, 1 << 20, &c->adapt_probe_max)) return -1;
     } else if (!strcmp(a, "--allow-longer")) {
         c->allow_longer = 1;
     } else if (!strcmp(a, "--no-verify")) {
@@ -309,7 +319,13 @@ const char *cli_cache_help =
     "                       models, only the rows of the token prefix shared with the entry\n"
     "                       (exact), the other rows computed; no threshold\n"
     "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
-    "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n";
+    "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n"
+    "      --adapt-floor F  adaptive lookups: while the cache's recent hit rate is under F (default\n"
+    "                       0.02), sequences skip the lookup and run exact, but for one in K (a\n"
+    "                       probe; K doubles from 4 while probes miss); a probe that hits turns\n"
+    "                       lookups back on. 0: off, every sequence is looked up\n"
+    "      --adapt-window N lookups the hit rate is taken over, made before any skipping (default 64)\n"
+    "      --adapt-probe-max K  largest probe interval (default 256)\n";
 
 int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, ac_cache **out) {
     *out = NULL;
@@ -325,6 +341,9 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     p.allow_longer = c->allow_longer;
     p.no_verify = c->no_verify;
     p.rows = c->rows;
+    if (c->have_adapt_floor) p.adapt_floor = c->adapt_floor;
+    if (c->adapt_window) p.adapt_window = c->adapt_window;
+    if (c->adapt_probe_max) p.adapt_probe_max = c->adapt_probe_max;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());

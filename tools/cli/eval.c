@@ -33,6 +33,8 @@ typedef struct ex_out {
     double lookup;    /* s in cache lookup (features, key, search, fetch) */
     uint64_t bytes;   /* cache map bytes read */
     int hit;          /* cache served at least one layer */
+    int skipped;      /* sequences that skipped the lookup (adaptive lookups: recent hit rate under the floor) */
+    int seqs;         /* sequences that reached the cache: looked up or skipped */
     long long rows_served, rows_total; /* query rows served from maps / of the served sites */
     int pred;         /* predicted class */
     double score;     /* STS-B cosine */
@@ -112,6 +114,8 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
         o->bytes = s1.bytes_read - s0.bytes_read;
         o->rows_served = s1.rows_served - s0.rows_served;
         o->rows_total = s1.rows_total - s0.rows_total;
+        o->skipped = (int)(s1.lookups_skipped - s0.lookups_skipped);
+        o->seqs = o->skipped + (int)(s1.queries - s0.queries);
     }
     return AC_OK;
 }
@@ -149,6 +153,7 @@ typedef struct stream_agg {
     double sec0, sec1, hsec0, hsec1, att0, att1, hatt0, hatt1, look;
     long long tokens, bytes, rows_served, rows_total;
     int hits;
+    long long skipped, seqs;
 } stream_agg;
 
 static stream_agg aggregate(const ex_out *o0, const ex_out *o1, int n) {
@@ -157,7 +162,8 @@ static stream_agg aggregate(const ex_out *o0, const ex_out *o1, int n) {
     for (int i = 0; i < n; i++) {
         a.sec0 += o0[i].sec, a.sec1 += o1[i].sec, a.att0 += o0[i].attn, a.att1 += o1[i].attn + o1[i].lookup;
         a.look += o1[i].lookup, a.bytes += (long long)o1[i].bytes, a.tokens += o0[i].tokens;
-        a.rows_served += o1[i].rows_served, a.rows_total += o1[i].rows_total;
+        a.rows_served += o1[i].rows_served, a.rows_total += o1[i].rows_total, a.skipped += o1[i].skipped;
+        a.seqs += o1[i].seqs;
         if (o1[i].hit) {
             a.hits++;
             a.hsec0 += o0[i].sec, a.hsec1 += o1[i].sec, a.hatt0 += o0[i].attn, a.hatt1 += o1[i].attn;
@@ -348,6 +354,12 @@ int cmd_eval(int argc, char **argv) {
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
                    (long long)cs.search_recomputed, (long long)cs.lookups_failed, (long long)cs.records_damaged,
                    cs.first_failure[0] ? " (first: " : "", cs.first_failure, cs.first_failure[0] ? ")" : "");
+        if (cs.lookups_skipped || cs.probes || c.have_adapt_floor)
+            printf("adaptive lookups: %lld of %lld sequences skipped the lookup (%.1f%%: the cache's recent hit rate "
+                   "was under %g), %lld probes%s\n",
+                   A.skipped, A.seqs, A.seqs ? 100.0 * (double)A.skipped / (double)A.seqs : 0.0,
+                   c.have_adapt_floor ? c.adapt_floor : ac_cache_default_params().adapt_floor, (long long)cs.probes,
+                   cs.skipping ? "; skipping at the end" : "");
         if (cs.damaged_unindexed)
             printf("lookup problems: %lld damaged record(s) left out of the index (computed exactly; "
                    "`attncache db verify`, `attncache db repair`)\n", (long long)cs.damaged_unindexed);
@@ -360,11 +372,11 @@ int cmd_eval(int argc, char **argv) {
     }
     /* --thresholds: the same side-by-side run at each threshold */
     int n_sweep = 0;
-    double sweep[32][9];
+    double sweep[32][10];
     if (cache && thresholds) {
         printf("threshold sweep (exact and cached side by side at each threshold):\n");
-        printf("  %10s %8s %9s %8s %9s %9s %10s %9s %10s\n", "threshold", "hits", mname, "change", "e2e",
-               "e2e.hits", "attn.hits", "lookup", "KiB/query");
+        printf("  %10s %8s %9s %8s %9s %9s %10s %9s %10s %8s\n", "threshold", "hits", mname, "change", "e2e",
+               "e2e.hits", "attn.hits", "lookup", "KiB/query", "skipped");
         char *list = strdup(thresholds);
         for (char *tok = strtok(list, ","); tok && !rc && n_sweep < 32; tok = strtok(NULL, ",")) {
             float t;
@@ -381,8 +393,9 @@ int cmd_eval(int argc, char **argv) {
             r[0] = t, r[1] = (double)B.hits / n, r[2] = m1, r[3] = m1 - m0, r[4] = ratio(B.sec0, B.sec1);
             r[5] = ratio(B.hsec0, B.hsec1), r[6] = ratio(B.hatt0, B.hatt1), r[7] = ratio(B.look, B.sec1);
             r[8] = (double)B.bytes / n;
-            printf("  %10g %7.1f%% %9.2f %+8.2f %8.3fx %8.3fx %9.3fx %8.2f%% %10.1f\n", r[0], 100 * r[1], r[2], r[3],
-                   r[4], r[5], r[6], 100 * r[7], r[8] / 1024.0);
+            r[9] = B.seqs ? (double)B.skipped / (double)B.seqs : 0;
+            printf("  %10g %7.1f%% %9.2f %+8.2f %8.3fx %8.3fx %9.3fx %8.2f%% %10.1f %7.1f%%\n", r[0], 100 * r[1], r[2],
+                   r[3], r[4], r[5], r[6], 100 * r[7], r[8] / 1024.0, 100 * r[9]);
         }
         free(list);
         if (rc) goto out;
@@ -420,15 +433,18 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(cj, "speedup_attn_hits", ratio(hatt0, hatt1));
             cJSON_AddNumberToObject(cj, "rows_served_share",
                                     A.rows_total ? (double)A.rows_served / (double)A.rows_total : 0);
+            cJSON_AddNumberToObject(cj, "lookups_skipped", (double)A.skipped);
+            cJSON_AddNumberToObject(cj, "skipped_share", A.seqs ? (double)A.skipped / (double)A.seqs : 0);
             if (n_sweep && (sw = cJSON_AddArrayToObject(root, "sweep")))
                 for (int k = 0; k < n_sweep; k++) {
-                    static const char *const key[9] = {"threshold",        "hit_rate",          "value",
-                                                       "change",           "speedup_e2e",       "speedup_e2e_hits",
-                                                       "speedup_attn_hits", "lookup_share",     "bytes_per_query"};
+                    static const char *const key[10] = {"threshold",         "hit_rate",     "value",
+                                                        "change",            "speedup_e2e",  "speedup_e2e_hits",
+                                                        "speedup_attn_hits", "lookup_share", "bytes_per_query",
+                                                        "skipped_share"};
                     cJSON *row = cJSON_CreateObject();
                     if (!row) break;
                     cJSON_AddItemToObject(row, key[0], cli_json_float((float)sweep[k][0]));
-                    for (int f = 1; f < 9; f++) cJSON_AddNumberToObject(row, key[f], sweep[k][f]);
+                    for (int f = 1; f < 10; f++) cJSON_AddNumberToObject(row, key[f], sweep[k][f]);
                     cJSON_AddItemToArray(sw, row);
                 }
         }

@@ -991,10 +991,18 @@ static void route_metrics(rq *q) {
                     "# HELP attncache_cache_entries Entries in the attention cache.\n"
                     "# TYPE attncache_cache_entries gauge\nattncache_cache_entries %lld\n"
                     "# HELP attncache_cache_lookup_seconds_total Lookup time (features, key, search, fetch).\n"
-                    "# TYPE attncache_cache_lookup_seconds_total counter\nattncache_cache_lookup_seconds_total %.6f\n",
+                    "# TYPE attncache_cache_lookup_seconds_total counter\nattncache_cache_lookup_seconds_total %.6f\n"
+                    "# HELP attncache_cache_lookups_skipped_total Sequences computed exactly without a lookup: the "
+                    "cache's recent hit rate was under --adapt-floor.\n"
+                    "# TYPE attncache_cache_lookups_skipped_total counter\nattncache_cache_lookups_skipped_total %lld\n"
+                    "# HELP attncache_cache_probes_total Lookups made while skipping, to see whether hits came back.\n"
+                    "# TYPE attncache_cache_probes_total counter\nattncache_cache_probes_total %lld\n"
+                    "# HELP attncache_cache_skipping 1 while lookups are being skipped (adaptive lookups).\n"
+                    "# TYPE attncache_cache_skipping gauge\nattncache_cache_skipping %d\n",
                     (long long)cs.queries, (long long)cs.hits, (long long)(cs.queries - cs.hits),
                     cs.queries ? (double)cs.hits / (double)cs.queries : 0.0, (unsigned long long)cs.bytes_read,
-                    (long long)cs.entries, cs.t_features + cs.t_key + cs.t_search + cs.t_fetch);
+                    (long long)cs.entries, cs.t_features + cs.t_key + cs.t_search + cs.t_fetch,
+                    (long long)cs.lookups_skipped, (long long)cs.probes, cs.skipping);
     }
     srv_recorder *rec = g.ready ? s->recorder : NULL;
     if (rec) {

@@ -56,6 +56,12 @@ static const char *usage_text =
     "      --cache-evict P          lfu (default: least often hit go first; ties: least recently used)\n"
     "                               | lru (least recently hit or inserted first)\n"
     "      --cache-queue N          inputs waiting to be recorded before new ones are dropped (default 1024)\n"
+    "      --adapt-floor F          adaptive lookups: while the cache's recent hit rate (all workers together)\n"
+    "                               is under F (default 0.02), sequences skip the lookup and run exact, but\n"
+    "                               for one in K (a probe, K doubling from 4 while probes miss); a probe\n"
+    "                               that hits turns lookups back on; 0: off. /metrics counts the skipped\n"
+    "      --adapt-window N         lookups the hit rate is taken over (default 64)\n"
+    "      --adapt-probe-max K      largest probe interval (default 256)\n"
     "  -q, --quiet                  no log line per request\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting connections, finish the requests in flight, exit 0\n"
@@ -230,6 +236,17 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
         } else if (!strcmp(a, "--layers")) {
             VAL();
             c->cache_params.layers = v;
+        } else if (!strcmp(a, "--adapt-floor")) {
+            VAL();
+            char *end;
+            const float f = strtof(v, &end);
+            if (end == v || *end || !(f >= 0.0f && f <= 1.0f))
+                return fprintf(stderr, "attncache: error: bad --adapt-floor '%s' (a hit rate in [0, 1]; 0: off)\n", v), 0;
+            c->cache_params.adapt_floor = f;
+        } else if (!strcmp(a, "--adapt-window")) {
+            INT(cache_params.adapt_window, 1, 1 << 20);
+        } else if (!strcmp(a, "--adapt-probe-max")) {
+            INT(cache_params.adapt_probe_max, 4, 1 << 20);
         } else {
             fprintf(stderr, "attncache: error: serve: unknown option '%s' (see --help)\n", a);
             return 0;
