@@ -354,11 +354,14 @@ int cmd_eval(int argc, char **argv) {
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
                    (long long)cs.search_recomputed, (long long)cs.lookups_failed, (long long)cs.records_damaged,
                    cs.first_failure[0] ? " (first: " : "", cs.first_failure, cs.first_failure[0] ? ")" : "");
-        if (cs.lookups_skipped || cs.probes || c.have_adapt_floor)
+        const float floor = c.have_adapt_floor ? c.adapt_floor : ac_cache_default_params().adapt_floor;
+        if (floor <= 0)
+            printf("adaptive lookups: off (--adapt-floor 0): every sequence looked up\n");
+        else
             printf("adaptive lookups: %lld of %lld sequences skipped the lookup (%.1f%%: the cache's recent hit rate "
                    "was under %g), %lld probes%s\n",
-                   A.skipped, A.seqs, A.seqs ? 100.0 * (double)A.skipped / (double)A.seqs : 0.0,
-                   c.have_adapt_floor ? c.adapt_floor : ac_cache_default_params().adapt_floor, (long long)cs.probes,
+                   A.skipped, A.seqs, A.seqs ? 100.0 * (double)A.skipped / (double)A.seqs : 0.0, floor,
+                   (long long)cs.probes,
                    cs.skipping ? "; skipping at the end" : "");
         if (cs.damaged_unindexed)
             printf("lookup problems: %lld damaged record(s) left out of the index (computed exactly; "
