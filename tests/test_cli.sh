@@ -14,6 +14,7 @@ skip() { skipped=$((skipped + 1)); echo "skip $1"; }
 check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
 STORIES="$SHARED/models/stories260K.gguf"
+SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SPM="$SHARED/vocab/ggml-vocab-llama-spm.gguf"
 
 # --help on every command, exit 0
@@ -213,6 +214,17 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
 import json; d=json.load(open(\"$T/ad.json\"))[\"cache\"]; assert d[\"lookups_skipped\"]==33 and d[\"hits\"]==0'"
     check "eval --cache --adapt-floor 0: no lookup skipped" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 20 --cache '$T/cache' --threshold 1e-12 --adapt-window 4 --adapt-floor 0 --json '$T/ad0.json' 2>&1 | grep -q 'adaptive lookups: off' && python3 -c '
 import json; assert json.load(open(\"$T/ad0.json\"))[\"cache\"][\"lookups_skipped\"]==0'"
+    # scripts/demo_cache.sh (run.sh's second part): a few lines with both accuracies, the speedup and the hit
+    # rate; its temporary cache removed; without the data, skipped with a message and exit 0
+    if [ -f "$DATA/agnews/train.csv" ] && [ -f "$SRC_DIR/models/attnlm-8k.gguf" ]; then
+      mkdir -p "$T/demo_tmp"
+      TMPDIR="$T/demo_tmp" AC_BIN="$BIN" bash "$SRC_DIR/scripts/demo_cache.sh" "$DATA" 6 2 > "$T/demo.txt" 2>&1; rc=$?
+      check "demo_cache.sh: exact and cached lines, speedup, hits, temp dir removed" "[ $rc -eq 0 ] && grep -q '^  exact  *accuracy' '$T/demo.txt' && grep -Eq '^  attention cache  *accuracy .* [0-9.]+x end-to-end.*hits 100%' '$T/demo.txt' && [ -z \"\$(ls -A '$T/demo_tmp')\" ]"
+    else
+      skip "demo_cache.sh (AG News or models/attnlm-8k.gguf absent)"
+    fi
+    AC_BIN="$BIN" bash "$SRC_DIR/scripts/demo_cache.sh" "$T/no-data" > "$T/demo.txt" 2>&1; rc=$?
+    check "demo_cache.sh without the data: skipped with a message, exit 0" "[ $rc -eq 0 ] && grep -q 'demo skipped: AG News not found' '$T/demo.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 6 --cache "$T/cache" --thresholds -1,1e9 --json "$T/sw.json" > /dev/null 2>&1
     check "eval --thresholds: one sweep row per threshold (none hit at -1)" "python3 -c '
 import json; d=json.load(open(\"$T/sw.json\")); s=d[\"sweep\"]
