@@ -203,6 +203,9 @@ cos=[sum(x*y for x,y in zip(u,v)) for u,v in zip(a,b)]
 assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     head -20 "$T/corpus.txt" > "$T/q.txt"
     check "tune: saves a policy" "'$BIN' tune -m '$STORIES' --cache '$T/cache' -f '$T/q.txt' --threshold 1e-4 --limit 20 2>/dev/null | grep -q 'policy:' && [ -f '$T/cache/policy.txt' ]"
+    # tune looks every query up (adaptive lookups off): 10 misses first would otherwise make it skip the 3 hits
+    { for i in 1 2 3 4 5 6 7 8 9 10; do echo "zebra $i computes eigenvalues at dawn"; done; head -3 "$T/corpus.txt"; } > "$T/q2.txt"
+    check "tune: every query looked up, whatever --adapt-window says" "'$BIN' tune -m '$STORIES' --cache '$T/cache' -f '$T/q2.txt' --threshold 1e-4 --adapt-window 4 2>/dev/null | grep -q 'mean over 3 hitting queries'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
     check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt'"
     # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes

@@ -329,6 +329,12 @@ int cmd_tune(int argc, char **argv) {
     if (rc) goto out0;
     if ((rc = cli_read_lines(c.input, &in))) goto out;
     if ((rc = cli_open_cache(&c, m, 1, 0, &cache))) goto out;
+    /* every pass must look every query up: adaptive lookups would skip some of the hitting
+     * queries once the misses among them pass the floor, and their deviation would read 0 */
+    if (ac_cache_set_adapt(cache, 0.0f, 0, 0) != AC_OK) {
+        rc = cli_fail("%s", ac_last_error());
+        goto out;
+    }
     ac_ctx_attach_cache(cached, cache);
     ac_model_info info;
     ac_model_get_info(m, &info);
