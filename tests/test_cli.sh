@@ -213,7 +213,7 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     # --adapt-floor 0 looks every one up
     "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 20 --cache "$T/cache" --threshold 1e-12 --adapt-window 4 \
       --json "$T/ad.json" > "$T/ad.txt" 2>&1
-    check "eval --cache, no hits: 33 of 40 lookups skipped, 3 probes, reported and in the JSON" "grep -q 'adaptive lookups: 33 of 40 sequences skipped the lookup (82.5%' '$T/ad.txt' && grep -q ', 3 probes' '$T/ad.txt' && python3 -c '
+    check "eval --cache, no hits: 33 of 40 lookups skipped, 3 probes, reported and in the JSON" "grep -q 'adaptive lookups (skipped while the recent hit rate is under 0.02): 33 of 40 sequences skipped the lookup (82.5%)' '$T/ad.txt' && grep -q ', 3 probes' '$T/ad.txt' && python3 -c '
 import json; d=json.load(open(\"$T/ad.json\"))[\"cache\"]; assert d[\"lookups_skipped\"]==33 and d[\"hits\"]==0'"
     check "eval --cache --adapt-floor 0: no lookup skipped" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 20 --cache '$T/cache' --threshold 1e-12 --adapt-window 4 --adapt-floor 0 --json '$T/ad0.json' 2>&1 | grep -q 'adaptive lookups: off' && python3 -c '
 import json; assert json.load(open(\"$T/ad0.json\"))[\"cache\"][\"lookups_skipped\"]==0'"

@@ -358,9 +358,9 @@ int cmd_eval(int argc, char **argv) {
         if (floor <= 0)
             printf("adaptive lookups: off (--adapt-floor 0): every sequence looked up\n");
         else
-            printf("adaptive lookups: %lld of %lld sequences skipped the lookup (%.1f%%: the cache's recent hit rate "
-                   "was under %g), %lld probes%s\n",
-                   A.skipped, A.seqs, A.seqs ? 100.0 * (double)A.skipped / (double)A.seqs : 0.0, floor,
+            printf("adaptive lookups (skipped while the recent hit rate is under %g): %lld of %lld sequences "
+                   "skipped the lookup (%.1f%%), %lld probes%s\n",
+                   floor, A.skipped, A.seqs, A.seqs ? 100.0 * (double)A.skipped / (double)A.seqs : 0.0,
                    (long long)cs.probes,
                    cs.skipping ? "; skipping at the end" : "");
         if (cs.damaged_unindexed)
