@@ -372,6 +372,14 @@ int cmd_eval(int argc, char **argv) {
         print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
         print_speed(stdout, "attention op, hits only", hatt0, hatt1);
         printf("  accuracy change: %+.2f points\n", met1 - met0);
+        /* the hit rate where a lookup pays for itself: its cost over the time a hit saves (hsec1
+         * includes the hits' own lookups); a guide for --adapt-floor (its own cache misses not counted) */
+        const long long looked = A.seqs - A.skipped;
+        const double per_lookup = looked > 0 ? look / (double)looked : 0,
+                     saved = hits ? (hsec0 - hsec1) / hits + per_lookup : 0;
+        if (hits && per_lookup > 0 && saved > 0)
+            printf("  break-even hit rate: %.2f%% (lookup %.1f us / %.1f us saved per hit; --adapt-floor)\n",
+                   100.0 * per_lookup / saved, 1e6 * per_lookup, 1e6 * saved);
     }
     /* --thresholds: the same side-by-side run at each threshold */
     int n_sweep = 0;
