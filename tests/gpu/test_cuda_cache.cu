@@ -37,8 +37,10 @@ static void rand_map(float *P, int L, int causal) {
     }
 }
 
-/* damage 1: the first top-k index of every row set past the row (must be ignored, never read) */
-template <typename T> static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int damage = 0) {
+/* damage 1: the first top-k index of every row set past the row (must be ignored, never read);
+ * vpad: V rows vpad elements longer than the K/V heads (odd: no vector loads, the strided kernel) */
+template <typename T>
+static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int damage = 0, int vpad = 0) {
     ac_map_codec c;
     if (ac_codec_parse(spec, &c) != AC_OK) {
         CHECK(0, "codec %s", spec);
@@ -56,7 +58,7 @@ template <typename T> static void run(const char *spec, int L, int H, int Hkv, i
         }
         ac_codec_decode(&c, maps.data() + h * mb, L, D.data() + (size_t)h * L * L);
     }
-    const int ldv = Hkv * hd, ldo = H * hd;
+    const int ldv = Hkv * hd + vpad, ldo = H * hd;
     vector<float> V((size_t)L * ldv);
     for (auto &x : V) x = rnd();
     if (sizeof(T) == 2)
@@ -115,6 +117,8 @@ int main(void) {
         for (int L : Ls) {
             run<float>(s, L, 4, 2, 64, L);
             run<bf16>(s, L, 4, 4, 32, L);
+            run<bf16>(s, L, 4, 2, 64, L);  /* bf16 pairs per lane */
+            run<bf16>(s, L, 8, 2, 128, L); /* bf16 quads per lane */
             if (strstr(s, "causal") && L > 1) run<float>(s, L, 4, 1, 128, L / 2); /* served prefix */
         }
     run<float>("q8-causal", 3000, 2, 1, 64, 3000); /* long rows */
@@ -124,6 +128,9 @@ int main(void) {
     run<float>("topk8", 200, 4, 2, 64, 200, 1); /* damaged indices: warp kernel */
     run<bf16>("topk8-causal", 200, 4, 4, 32, 200, 1);
     run<float>("topk8", 200, 4, 2, 48, 200, 1); /* and block kernel */
+    run<float>("topk8-causal", 200, 4, 2, 64, 200, 0, 1); /* odd V stride: columns 32 apart per lane */
+    run<bf16>("q8-causal", 200, 4, 2, 128, 200, 0, 1);
+    run<bf16>("topk32", 300, 4, 1, 64, 300, 0, 3);
     /* bad arguments are refused, not run */
     ac_cu_codec bad = {9, 0, 0};
     CHECK(ac_cu_codec_av<float>(&bad, NULL, 0, 8, 8, 1, 1, 8, NULL, 8, NULL, 8, 0) == AC_ERR_ARG, "bad codec kind");

@@ -108,15 +108,49 @@ __device__ __forceinline__ float decode_w(const ac_cu_codec &c, const unsigned c
     }
 }
 
+/* COLS consecutive elements of a V row into floats: one vector load when the
+ * columns are contiguous and aligned (CONTIG), else COLS loads 32 apart. */
+template <int COLS, bool CONTIG>
+__device__ __forceinline__ void ld_cols(const float *p, float *x) {
+    if (CONTIG && COLS == 4) {
+        const float4 v = *reinterpret_cast<const float4 *>(p);
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    } else if (CONTIG && COLS == 2) {
+        const float2 v = *reinterpret_cast<const float2 *>(p);
+        x[0] = v.x, x[1] = v.y;
+    } else {
+#pragma unroll
+        for (int k = 0; k < COLS; k++) x[k] = p[CONTIG ? k : 32 * k];
+    }
+}
+template <int COLS, bool CONTIG>
+__device__ __forceinline__ void ld_cols(const bf16 *p, float *x) {
+    if (CONTIG && COLS == 4) {
+        const uint2 u = *reinterpret_cast<const uint2 *>(p);
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+        x[0] = a.x, x[1] = a.y, x[2] = b.x, x[3] = b.y;
+    } else if (CONTIG && COLS == 2) {
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+        x[0] = a.x, x[1] = a.y;
+    } else {
+#pragma unroll
+        for (int k = 0; k < COLS; k++) x[k] = __bfloat162float(p[CONTIG ? k : 32 * k]);
+    }
+}
+
 /* One warp per (row t, head h), ROWS warps per block (rows t0 .. t0 + ROWS - 1 of one head): lane l
- * decodes stored key j0 + l of each 32-key chunk into registers, then the warp walks the chunk,
- * broadcasting each weight (and top-k key) by shuffle; lane l owns output columns l + 32 c,
- * c < COLS (hd = 32 COLS), so every V row is read as COLS coalesced 32-element segments. No shared
- * memory and no block barrier: a top-k row is a handful of shuffles and loads. */
-template <typename T, int COLS, int ROWS>
+ * decodes stored key j0 + l of each 32-key chunk into registers, then the warp walks the chunk U keys
+ * at a time: U shuffles broadcast the weights (and top-k keys), then the U V-row loads are issued
+ * together before their FMAs (memory-level parallelism: v1 waited for each row's load in turn).
+ * CONTIG: lane l owns columns COLS l .. COLS l + COLS - 1 (one vector load per V row), else
+ * columns l + 32 c. The sum runs over keys in stored order, as in v1. Lanes past the row's stored
+ * keys (and damaged top-k indices) carry weight 0 and key 0: their loads are valid and add 0. */
+template <typename T, int COLS, int ROWS, bool CONTIG>
 __global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, const unsigned char *maps, size_t map_bytes,
                                                          int L, int n_rows, int H, int Hkv, const T *V, int ldv, T *O,
                                                          int ldo) {
+    constexpr int U = 8; /* keys in flight per warp */
     const int lane = threadIdx.x & 31, t = blockIdx.x * ROWS + (threadIdx.x >> 5), h = blockIdx.y;
     if (t >= n_rows) return;
     constexpr int HD = 32 * COLS;
@@ -125,7 +159,7 @@ __global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, cons
     const int n_t = c.causal ? t + 1 : L;
     const int n = c.kind == 4 ? (n_t < c.topk ? n_t : c.topk) : n_t;
     const float scale = (c.kind == 2 || c.kind == 3) ? ld_f32(row) : 0.f;
-    const T *vb = V + (size_t)g * HD + lane;
+    const T *vb = V + (size_t)g * HD + (CONTIG ? COLS * lane : lane);
     float acc[COLS];
 #pragma unroll
     for (int k = 0; k < COLS; k++) acc[k] = 0.f;
@@ -133,29 +167,30 @@ __global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, cons
         int key = 0;
         const float w = j0 + lane < n ? decode_w(c, row, n, n_t, j0 + lane, scale, &key) : 0.f;
         const int m = n - j0 < 32 ? n - j0 : 32;
-        if (c.kind == 4) { /* key and weight (a half, exactly as stored) in one shuffle */
-            const uint32_t pk = (uint32_t)key << 16 | __half_as_ushort(__float2half_rn(w));
-            for (int jj = 0; jj < m; jj++) {
-                const uint32_t q = __shfl_sync(0xffffffffu, pk, jj);
-                const float wj = half_f32((uint16_t)(q & 0xffffu));
-                if (wj == 0.f) continue; /* warp-uniform */
-                const T *vr = vb + (size_t)(q >> 16) * ldv;
+        /* top-k: key and weight (a half, exactly as stored) in one shuffle; dense: the key is j0 + lane
+           (clamped to the row's last key where the weight is 0) */
+        const uint32_t pk = c.kind == 4 ? (uint32_t)key << 16 | __half_as_ushort(__float2half_rn(w))
+                                        : (uint32_t)(j0 + lane < n ? j0 + lane : n - 1);
+        for (int jj = 0; jj < m; jj += U) {
+            float wj[U], x[U][COLS];
+            int kj[U];
 #pragma unroll
-                for (int k = 0; k < COLS; k++) acc[k] += wj * ac_ld(vr + 32 * k);
+            for (int u = 0; u < U; u++) {
+                const uint32_t q = __shfl_sync(0xffffffffu, pk, jj + u);
+                if (c.kind == 4) wj[u] = half_f32((uint16_t)(q & 0xffffu)), kj[u] = (int)(q >> 16);
+                else wj[u] = __shfl_sync(0xffffffffu, w, jj + u), kj[u] = (int)q;
             }
-        } else {
-            const T *vr = vb + (size_t)j0 * ldv;
-            for (int jj = 0; jj < m; jj++, vr += ldv) {
-                const float wj = __shfl_sync(0xffffffffu, w, jj);
-                if (wj == 0.f) continue; /* warp-uniform */
 #pragma unroll
-                for (int k = 0; k < COLS; k++) acc[k] += wj * ac_ld(vr + 32 * k);
-            }
+            for (int u = 0; u < U; u++) ld_cols<COLS, CONTIG>(vb + (size_t)kj[u] * ldv, x[u]);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int k = 0; k < COLS; k++) acc[k] += wj[u] * x[u][k];
         }
     }
-    T *o = O + (size_t)t * ldo + (size_t)h * HD + lane;
+    T *o = O + (size_t)t * ldo + (size_t)h * HD + (CONTIG ? COLS * lane : lane);
 #pragma unroll
-    for (int k = 0; k < COLS; k++) ac_st(o + 32 * k, acc[k]);
+    for (int k = 0; k < COLS; k++) ac_st(o + (CONTIG ? k : 32 * k), acc[k]);
 }
 
 } // namespace
@@ -178,9 +213,18 @@ int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int
         constexpr int R = 8;
         dim3 grid((n_rows + R - 1) / R, H);
         const unsigned char *m = (const unsigned char *)maps;
-        if (hd == 32) k_codec_av_warp<T, 1, R><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo);
-        else if (hd == 64) k_codec_av_warp<T, 2, R><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo);
-        else k_codec_av_warp<T, 4, R><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo);
+        /* contiguous columns per lane when V and out rows allow vector loads at every head */
+        const size_t va = (size_t)(hd / 32) * sizeof(T);
+        const bool contig = (uintptr_t)v % va == 0 && (uintptr_t)out % va == 0 && ((size_t)ldv * sizeof(T)) % va == 0 &&
+                            ((size_t)ldo * sizeof(T)) % va == 0;
+#define AC_AV_WARP(COLS, CONTIG)                                                                                        \
+    k_codec_av_warp<T, COLS, R, CONTIG><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo)
+        if (hd == 32) AC_AV_WARP(1, true);
+        else if (hd == 64 && contig) AC_AV_WARP(2, true);
+        else if (hd == 64) AC_AV_WARP(2, false);
+        else if (contig) AC_AV_WARP(4, true);
+        else AC_AV_WARP(4, false);
+#undef AC_AV_WARP
         AC_CU_LAUNCH();
         return AC_OK;
     }
