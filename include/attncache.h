@@ -152,6 +152,14 @@ typedef struct ac_ctx_params {
     int truncate;      /* 1: ac_embed_texts cuts a text longer than the limit (max_tokens) to it,
                           keeping the closing special token the tokenizer added ([SEP], EOS), as
                           TEI does; 0 (default): such a text is refused (AC_ERR_INPUT) */
+    const char *backend; /* which engine runs the context (borrowed during ac_ctx_new only):
+                          "cpu" (NULL or "", the default): this CPU's kernels, with `gemm` and
+                          the CPU level (ac_set_cpu_level); the attention cache attaches here.
+                          "cuda": an NVIDIA GPU (exact prefill, bf16 weights uploaded per
+                          context; `gemm`, `attn` and `profile` do not apply, no attention
+                          cache yet); only in a build with -DAC_CUDA=ON, on a machine with a
+                          CUDA device. ac_ctx_new: AC_ERR_ARG for an unknown name,
+                          AC_ERR_UNSUPPORTED naming why for one that cannot run here. */
 } ac_ctx_params;
 
 ac_ctx_params ac_ctx_default_params(void);
@@ -161,9 +169,11 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 void ac_ctx_free(ac_ctx *ctx);
 /* The model a context was made for (borrowed). */
 const ac_model *ac_ctx_model(const ac_ctx *ctx);
-/* One line naming the context's kernels: CPU level, the GEMM backend and
- * kernel for F32 and for other weights, e.g. "cpu avx2; gemm own avx2-f32
- * (f32 weights), own avx2-f32 (f16 weights widened to f32 at load)".
+/* The name of the backend running a context ("cpu", "cuda"; static), NULL for NULL. */
+const char *ac_ctx_backend(const ac_ctx *ctx);
+/* One line naming the context's backend and kernels; on the CPU: the CPU level,
+ * the GEMM backend and kernel for F32 and for other weights, e.g. "cpu avx2; gemm
+ * own avx2-f32 (f32 weights), own avx2-f32 (other weights, widened to f32)".
  * Writes at most n bytes to buf; returns buf. */
 const char *ac_ctx_describe(const ac_ctx *ctx, char *buf, int n);
 
