@@ -54,9 +54,10 @@ const char *ac_status_str(int status);
  * "scalar" (portable C). The environment variable AC_CPU=avx512|avx2|scalar or
  * ac_set_cpu_level lowers it (e.g. to test or measure the other levels on one
  * machine). On aarch64 the levels are "neon" (NEON kernels, the default) and
- * "scalar". The level is process-wide and is read when a model is loaded (its
- * weight packing) and when a context is created (its GEMM kernels): set it
- * before both. */
+ * "scalar". The level is process-wide; a context of the CPU backend takes it
+ * when it is created (its GEMM kernels and the layout its weights are prepared
+ * in: contexts at several levels can share one model), the other kernels read
+ * it at each call: set it before creating contexts and running them. */
 /* name: "avx512", "avx2", "scalar" (aarch64: "neon", "scalar") or "auto" (back to the hardware's level, or
  * AC_CPU's). AC_ERR_ARG for another name, AC_ERR_UNSUPPORTED for a level above
  * the CPU's (the message names both). */
@@ -96,10 +97,14 @@ typedef struct ac_model_params {
     int use_mmap;       /* 1 (default): map the file, weights used in place where possible */
     int check_tensors;  /* 1: scan weights for NaN/Inf at load (slow)                       */
     int f32_math;       /* 1 (default): exact products — F16/BF16/Q8_0 weights are widened to f32
-                           at load and multiplied in f32 (matches PyTorch to ~2e-4 with F16 weights;
-                           2x the memory of the file's weights). 0: "fast" — packed to BF16 for the
+                           and multiplied in f32 (matches PyTorch to ~2e-4 with F16 weights; 2x the
+                           memory of the file's weights). 0: "fast" — packed to BF16 for the
                            AVX512-BF16 kernel, activations rounded to bf16 (~2x faster; relative
-                           error ~1e-3..5e-3). Env AC_PACK=bf16|f32|onednn|none overrides. */
+                           error ~1e-3..5e-3). The CPU backend widens or packs when the first
+                           context that needs it is created (ac_ctx_new), once per layout, and
+                           keeps the copies with the model (freed by ac_model_free); loading maps
+                           the file and converts nothing large. Env AC_PACK=bf16|f32|onednn|none
+                           overrides. */
     int vocab_only;     /* 1: load only the tokenizer (any architecture; no weights needed, e.g.
                            llama.cpp's vocab fixtures); contexts refuse such a model. Default 0. */
 } ac_model_params;
@@ -145,7 +150,9 @@ enum ac_attn_kind { AC_ATTN_FUSED = 0, AC_ATTN_MATERIALIZED = 1 };
 
 typedef struct ac_ctx_params {
     int n_threads;     /* 0 = all cores */
-    int gemm;          /* enum ac_gemm_backend */
+    int gemm;          /* enum ac_gemm_backend: the CPU backend's GEMM (ignored by others); also
+                          picks the weights' layout in the fast mode (OPENBLAS/NAIVE: unpacked,
+                          DNNL: oneDNN's) */
     int attn;          /* enum ac_attn_kind; FUSED (online softmax) is the default */
     int max_tokens;    /* longest single input accepted; 0 = model's n_ctx_train */
     int profile;       /* 1: accumulate per-stage timings (ac_ctx_get_profile) */

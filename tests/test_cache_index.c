@@ -13,7 +13,7 @@
 
 #include "cache/index.h"
 #include "cache/index_scan.h"
-#include "forward/cpu/pool.h"
+#include "util/pool.h"
 #include "util/common.h"
 #include <math.h>
 #include <stdio.h>

@@ -41,7 +41,9 @@ int ac_backend_find(const char *name, const ac_backend_ops **out) {
     return ac_err(AC_ERR_ARG, "unknown backend '%.64s' (expected cpu or cuda)", name);
 }
 
-int ac_ctx_params_check(const ac_model *m, const ac_ctx_params *p, int *max_tokens) {
+/* The checks for every backend (model, thread count, attention kind, token limit), and the
+ * context's token limit for the model. */
+static int params_check(const ac_model *m, const ac_ctx_params *p, int *max_tokens) {
     if (m->vocab_only) return ac_err(AC_ERR_ARG, "model was loaded vocab-only (no weights): no context");
     if (p->n_threads < 0 || p->n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p->n_threads);
     if (p->attn != AC_ATTN_FUSED && p->attn != AC_ATTN_MATERIALIZED)
@@ -58,13 +60,15 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     if (!model || !out) return ac_err(AC_ERR_ARG, "ac_ctx_new: NULL argument");
     *out = NULL;
     const ac_ctx_params p = params ? *params : ac_ctx_default_params();
-    int mt, rc;
-    if ((rc = ac_ctx_params_check(model, &p, &mt))) return rc;
+    int mt = 0, rc;
+    if ((rc = params_check(model, &p, &mt))) return rc;
     const ac_backend_ops *b;
     if ((rc = ac_backend_find(p.backend, &b))) return rc;
     ac_ctx *c = NULL;
     if ((rc = b->ctx_new(model, &p, &c))) return rc;
     c->ops = b;
+    c->max_tokens = mt;
+    c->params.backend = NULL; /* borrowed during ac_ctx_new only */
     *out = c;
     return AC_OK;
 }

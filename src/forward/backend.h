@@ -36,9 +36,9 @@ typedef struct ac_backend_ops {
     /* 1 if contexts can run here, else 0 with a reason in why[n] ("no CUDA device (driver or
      * GPU missing)"). NULL: always available. */
     int (*available)(char *why, size_t n);
-    /* A new context on model m (borrowed; outlives it) with parameters p (validated for what
-     * every backend shares): its weights prepared or found, its private state made.
-     * Caller owns *out (ac_ctx_free). */
+    /* A new context on model m (borrowed; outlives it) with parameters p (checked for what
+     * every backend shares): its weights prepared or found, its private state made. ac_ctx_new
+     * then sets the shared fields ops and max_tokens. Caller owns *out (ac_ctx_free). */
     int (*ctx_new)(const ac_model *m, const ac_ctx_params *p, ac_ctx **out);
     /* Frees the context's private state and the context (its hook already released). */
     void (*ctx_free)(ac_ctx *c);
@@ -57,9 +57,5 @@ extern const ac_backend_ops ac_backend_cuda;
 /* The backend named `name` (NULL or "": "cpu"). AC_ERR_ARG for a name no backend has,
  * AC_ERR_UNSUPPORTED for one this build or machine cannot run (the message says why). */
 int ac_backend_find(const char *name, const ac_backend_ops **out);
-
-/* The checks ac_ctx_new makes for every backend (model, thread count, attention kind,
- * token limit), and the context's token limit for the model. */
-int ac_ctx_params_check(const ac_model *m, const ac_ctx_params *p, int *max_tokens);
 
 #endif

@@ -129,7 +129,7 @@ static int env_gemm(int *id) {
 
 static void cpu_ctx_free(ac_ctx *c);
 
-/* (p checked by ac_ctx_params_check) */
+/* (p checked, max_tokens set by ac_ctx_new: backend.c) */
 static int cpu_ctx_new(const ac_model *loaded, const ac_ctx_params *params, ac_ctx **out) {
     const ac_ctx_params p = *params;
     if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_OWN) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
@@ -151,12 +151,6 @@ static int cpu_ctx_new(const ac_model *loaded, const ac_ctx_params *params, ac_c
         free(c);
         return rc;
     }
-    if ((rc = ac_ctx_params_check(loaded, &p, &c->max_tokens))) {
-        ac_pool_free(c->pool);
-        free(c);
-        return rc;
-    }
-
     if (gemm == AC_GEMM_AUTO) {
         /* the own kernels at every level (measured faster than oneDNN and OpenBLAS at these
          * shapes, on the forward's own threads: no second thread set, and bitwise independent

@@ -26,7 +26,7 @@
 
 #include "attncache.h"
 #include "load/model.h"
-#include "cpu/pool.h"
+#include "util/pool.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -27,15 +27,13 @@ static int cuda_available(char *why, size_t n) {
 static int cuda_ctx_new(const ac_model *m, const ac_ctx_params *p, ac_ctx **out) {
     ac_ctx *c = AC_CALLOC(1, sizeof *c);
     if (!c) return AC_ERR_NOMEM;
-    int rc = ac_ctx_params_check(m, p, &c->max_tokens);
-    if (rc == AC_OK) rc = ac_cuda_model_upload(m, AC_CUDA_BF16, (ac_cuda_model **)&c->be);
+    int rc = ac_cuda_model_upload(m, AC_CUDA_BF16, (ac_cuda_model **)&c->be);
     if (rc) {
         free(c);
         return ac_err_prefix(rc, "backend 'cuda'");
     }
     c->loaded = c->model = m;
     c->params = *p;
-    c->params.backend = NULL; /* borrowed during ac_ctx_new only */
     c->n_threads = 1;
     *out = c;
     return AC_OK;
