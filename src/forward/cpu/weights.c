@@ -119,7 +119,7 @@ static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
         ac_mat *W = mats[i];
         if (W->type == GGML_F32) continue;                 /* in place from the mapping */
         if (kind == AC_PACK_BF16 && W->n_in % 2) continue; /* stays on the f32 path */
-        if (W->pack != AC_PACK_NONE) continue;             /* the tied LM head: packed once as itself */
+        if (W->pack != AC_PACK_NONE) continue;             /* (listed twice: prepared once) */
         rc = kind == AC_PACK_BF16 ? ac_bf16_pack(W) : kind == AC_PACK_F32 ? widen_f32(W) : ac_dnnl_pack_bf16(W, tmp);
         if (rc) ac_err_prefix(rc, "preparing %s for the CPU", W->name);
     }
