@@ -111,6 +111,14 @@ static void test_cpu_is_default(void **st) {
         assert_int_equal(ac_ctx_new(m, NULL, &c0), AC_OK); /* default parameters */
         ac_ctx *c1 = ctx_with(m, "cpu", AC_GEMM_AUTO), *c2 = ctx_with(m, "", AC_GEMM_AUTO);
         assert_string_equal(ac_ctx_backend(c0), "cpu");
+        if (cases[k].wtype == GGML_F32) { /* zero-copy: the kernels read the mapping, no copy is made */
+            assert_ptr_equal(c0->model, m);
+            assert_ptr_equal(m->layers[0].wq.f32, m->layers[0].wq.data);
+            assert_true((const uint8_t *)m->layers[0].wq.data >= buf && (const uint8_t *)m->layers[0].wq.data < buf + size);
+        } else { /* one prepared view, shared by the contexts */
+            assert_ptr_not_equal(c0->model, m);
+            assert_ptr_equal(c1->model, c0->model);
+        }
         assert_string_equal(ac_ctx_backend(c1), "cpu");
         assert_ptr_equal(ac_ctx_model(c1), m);
         char d0[256], d1[256];
