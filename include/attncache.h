@@ -54,9 +54,10 @@ const char *ac_status_str(int status);
  * "scalar" (portable C). The environment variable AC_CPU=avx512|avx2|scalar or
  * ac_set_cpu_level lowers it (e.g. to test or measure the other levels on one
  * machine). On aarch64 the levels are "neon" (NEON kernels, the default) and
- * "scalar". The level is process-wide and is read when a model is loaded (its
- * weight packing) and when a context is created (its GEMM kernels): set it
- * before both. */
+ * "scalar". The level is process-wide; a context of the CPU backend takes it
+ * when it is created (its GEMM kernels and the layout its weights are prepared
+ * in: contexts at several levels can share one model), the other kernels read
+ * it at each call: set it before creating contexts and running them. */
 /* name: "avx512", "avx2", "scalar" (aarch64: "neon", "scalar") or "auto" (back to the hardware's level, or
  * AC_CPU's). AC_ERR_ARG for another name, AC_ERR_UNSUPPORTED for a level above
  * the CPU's (the message names both). */
@@ -96,10 +97,14 @@ typedef struct ac_model_params {
     int use_mmap;       /* 1 (default): map the file, weights used in place where possible */
     int check_tensors;  /* 1: scan weights for NaN/Inf at load (slow)                       */
     int f32_math;       /* 1 (default): exact products — F16/BF16/Q8_0 weights are widened to f32
-                           at load and multiplied in f32 (matches PyTorch to ~2e-4 with F16 weights;
-                           2x the memory of the file's weights). 0: "fast" — packed to BF16 for the
+                           and multiplied in f32 (matches PyTorch to ~2e-4 with F16 weights; 2x the
+                           memory of the file's weights). 0: "fast" — packed to BF16 for the
                            AVX512-BF16 kernel, activations rounded to bf16 (~2x faster; relative
-                           error ~1e-3..5e-3). Env AC_PACK=bf16|f32|onednn|none overrides. */
+                           error ~1e-3..5e-3). The CPU backend widens or packs when the first
+                           context that needs it is created (ac_ctx_new), once per layout, and
+                           keeps the copies with the model (freed by ac_model_free); loading maps
+                           the file and converts nothing large. Env AC_PACK=bf16|f32|onednn|none
+                           overrides. */
     int vocab_only;     /* 1: load only the tokenizer (any architecture; no weights needed, e.g.
                            llama.cpp's vocab fixtures); contexts refuse such a model. Default 0. */
 } ac_model_params;
@@ -145,13 +150,23 @@ enum ac_attn_kind { AC_ATTN_FUSED = 0, AC_ATTN_MATERIALIZED = 1 };
 
 typedef struct ac_ctx_params {
     int n_threads;     /* 0 = all cores */
-    int gemm;          /* enum ac_gemm_backend */
+    int gemm;          /* enum ac_gemm_backend: the CPU backend's GEMM (ignored by others); also
+                          picks the weights' layout in the fast mode (OPENBLAS/NAIVE: unpacked,
+                          DNNL: oneDNN's) */
     int attn;          /* enum ac_attn_kind; FUSED (online softmax) is the default */
     int max_tokens;    /* longest single input accepted; 0 = model's n_ctx_train */
     int profile;       /* 1: accumulate per-stage timings (ac_ctx_get_profile) */
     int truncate;      /* 1: ac_embed_texts cuts a text longer than the limit (max_tokens) to it,
                           keeping the closing special token the tokenizer added ([SEP], EOS), as
                           TEI does; 0 (default): such a text is refused (AC_ERR_INPUT) */
+    const char *backend; /* which engine runs the context (borrowed during ac_ctx_new only):
+                          "cpu" (NULL or "", the default): this CPU's kernels, with `gemm` and
+                          the CPU level (ac_set_cpu_level); the attention cache attaches here.
+                          "cuda": an NVIDIA GPU (exact prefill, bf16 weights uploaded per
+                          context; `gemm`, `attn` and `profile` do not apply, no attention
+                          cache yet); only in a build with -DAC_CUDA=ON, on a machine with a
+                          CUDA device. ac_ctx_new: AC_ERR_ARG for an unknown name,
+                          AC_ERR_UNSUPPORTED naming why for one that cannot run here. */
 } ac_ctx_params;
 
 ac_ctx_params ac_ctx_default_params(void);
@@ -161,9 +176,11 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 void ac_ctx_free(ac_ctx *ctx);
 /* The model a context was made for (borrowed). */
 const ac_model *ac_ctx_model(const ac_ctx *ctx);
-/* One line naming the context's kernels: CPU level, the GEMM backend and
- * kernel for F32 and for other weights, e.g. "cpu avx2; gemm own avx2-f32
- * (f32 weights), own avx2-f32 (f16 weights widened to f32 at load)".
+/* The name of the backend running a context ("cpu", "cuda"; static), NULL for NULL. */
+const char *ac_ctx_backend(const ac_ctx *ctx);
+/* One line naming the context's backend and kernels; on the CPU: the CPU level,
+ * the GEMM backend and kernel for F32 and for other weights, e.g. "cpu avx2; gemm
+ * own avx2-f32 (f32 weights), own avx2-f32 (other weights, widened to f32)".
  * Writes at most n bytes to buf; returns buf. */
 const char *ac_ctx_describe(const ac_ctx *ctx, char *buf, int n);
 

@@ -2,7 +2,8 @@
 # Install the Debian packages attncache needs (idempotent: only what is missing).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config
-      libopenblas-dev libdnnl-dev libfaiss-dev liblmdb-dev
+      libopenblas-dev libdnnl-dev libfaiss-dev
+      liblmdb-dev   # only build/bench_store: the store vs LMDB measurement (docs/CACHE_STORE.md section 3)
       libutf8proc-dev libpcre2-dev libcmocka-dev libxxhash-dev
       libmicrohttpd-dev libcjson-dev curl wrk
       clang libclang-rt-14-dev)  # libFuzzer + sanitizer runtimes for scripts/fuzz.sh

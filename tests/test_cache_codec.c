@@ -20,7 +20,7 @@
 #include <immintrin.h>
 #endif
 
-#include "cache_levels.h"
+#include "levels.h"
 
 /* ---- helpers ------------------------------------------------------------------------ */
 static uint64_t rng_state = 0x1234567ULL;
@@ -285,20 +285,16 @@ static void test_fused_vs_reference(void **state) {
     (void)state;
     int Ls[] = {1, 5, 16, 33, 100};
     int hds[] = {1, 8, 16, 24, 64, 100, 128, 136, 256};
-    for (int lv = levels_top(); lv >= 0; lv--) {
-        levels_enter(lv);
-        for (int ci = 0; ci < N_CODECS; ci++)
-            for (int causal = 0; causal < 2; causal++)
-                for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
-                    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
-                        ac_map_codec c = all_codecs[ci];
-                        c.causal = causal;
-                        check_fused(&c, Ls[li], hds[hi], (li + hi) % 2 ? 0.2 : -1);
-                    }
-        assert_int_equal(ac_codec_simd(), lv);
-        print_message("fused kernels at level %s: match the reference\n", ac_cpu_level_name(lv));
-    }
-    levels_leave();
+    for (int ci = 0; ci < N_CODECS; ci++)
+        for (int causal = 0; causal < 2; causal++)
+            for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
+                for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+                    ac_map_codec c = all_codecs[ci];
+                    c.causal = causal;
+                    check_fused(&c, Ls[li], hds[hi], (li + hi) % 2 ? 0.2 : -1);
+                }
+    assert_int_equal(ac_codec_simd(), ac_cpu_level());
+    print_message("fused kernels at level %s: match the reference\n", ac_cpu_level_name(ac_cpu_level()));
 }
 
 /* The same map and V at every level: AVX2 and AVX-512 give bitwise equal
@@ -377,13 +373,9 @@ static void test_fused_hostile_topk(void **state) {
     memcpy(row + 8, val, 8);
     float *V = (float *)mallocCheck((size_t)n * hd * sizeof(float)); /* exactly [n][hd] */
     for (int i = 0; i < n * hd; i++) V[i] = 1.0f;
-    for (int lv = levels_top(); lv >= 0; lv--) {
-        levels_enter(lv);
-        float out[16];
-        ac_codec_av_row(&c, row, n, V, hd, hd, out);
-        for (int d = 0; d < hd; d++) assert_true(fabsf(out[d] - 0.5f) < 1e-6f); /* rows 0 and 4 only */
-    }
-    levels_leave();
+    float out[16];
+    ac_codec_av_row(&c, row, n, V, hd, hd, out);
+    for (int d = 0; d < hd; d++) assert_true(fabsf(out[d] - 0.5f) < 1e-6f); /* rows 0 and 4 only */
     free(V);
 }
 
@@ -402,16 +394,12 @@ static void test_fused_hostile_scale(void **state) {
             memcpy(row, &nan, 4);
             float *V = (float *)mallocCheck((size_t)n * hd * sizeof(float)); /* exactly [n][hd] */
             for (int i = 0; i < n * hd; i++) V[i] = 1.0f;
-            for (int lv = levels_top(); lv >= 0; lv--) {
-                levels_enter(lv);
-                float out[40];
-                ac_codec_av_row(&c, row, n, V, hd, hd, out);
-                for (int d = 0; d < hd; d++) assert_true(isnan(out[d]));
-            }
+            float out[40];
+            ac_codec_av_row(&c, row, n, V, hd, hd, out);
+            for (int d = 0; d < hd; d++) assert_true(isnan(out[d]));
             free(row);
             free(V);
         }
-    levels_leave();
 }
 
 /* ---- error table ------------------------------------------------------------------------------------- */

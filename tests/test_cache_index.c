@@ -13,7 +13,7 @@
 
 #include "cache/index.h"
 #include "cache/index_scan.h"
-#include "forward/cpu/pool.h"
+#include "util/pool.h"
 #include "util/common.h"
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cache_levels.h"
+#include "levels.h"
 
 static uint64_t rng_state = 99;
 static uint64_t rng_u64(void) {
@@ -150,23 +150,15 @@ static void check_flat(int metric, int64_t n, int d) {
  * of 16 vectors and of 4 elements); 384-d like the mean keys */
 static void test_flat_cosine(void **state) {
     (void)state;
-    for (int lv = levels_top(); lv >= 0; lv--) {
-        levels_enter(lv);
-        check_flat(AC_METRIC_COSINE, 700, 128);
-        check_flat(AC_METRIC_COSINE, 45, 7);
-        check_flat(AC_METRIC_COSINE, 333, 384);
-    }
-    levels_leave();
+    check_flat(AC_METRIC_COSINE, 700, 128);
+    check_flat(AC_METRIC_COSINE, 45, 7);
+    check_flat(AC_METRIC_COSINE, 333, 384);
 }
 static void test_flat_l2(void **state) {
     (void)state;
-    for (int lv = levels_top(); lv >= 0; lv--) {
-        levels_enter(lv);
-        check_flat(AC_METRIC_L2, 700, 128);
-        check_flat(AC_METRIC_L2, 45, 7);
-        check_flat(AC_METRIC_L2, 333, 384);
-    }
-    levels_leave();
+    check_flat(AC_METRIC_L2, 700, 128);
+    check_flat(AC_METRIC_L2, 45, 7);
+    check_flat(AC_METRIC_L2, 333, 384);
 }
 
 /* index.cpp's prepare(): cosine vectors normalised in place, the same bits. */

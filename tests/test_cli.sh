@@ -23,12 +23,18 @@ for c in tokenize embed similarity score eval info bench build db train-projecto
 done
 check "unknown command exits 2" "'$BIN' frobnicate 2>/dev/null; [ \$? -eq 2 ]"
 
-# bench --gpu: where it cannot run (built without the CUDA backend, or no device) a clear error, exit 1
+# --backend (ac_ctx_params.backend): the cuda backend where it cannot run (built without it, or
+# no device) is a clear error, exit 1; bench --gpu is the same as --backend cuda; an unknown name
+# is refused naming it; --backend cpu is the default, byte for byte
 if [ -f "$STORIES" ]; then
   if ! nvidia-smi -L >/dev/null 2>&1; then
-    check "bench --gpu without a GPU: clear error" "'$BIN' bench -m '$STORIES' -L 8 -r 1 --gpu 2>&1 | grep -Eq 'no CUDA device found|built without the CUDA backend'"
+    for cmd in "bench -L 8 -r 1 --gpu" "bench -L 8 -r 1 --backend cuda" "embed --backend cuda"; do
+      check "$cmd without a GPU: clear error" "! echo hi | '$BIN' $cmd -m '$STORIES' > /dev/null 2> '$T/e.txt' && grep -Eq \"backend 'cuda' cannot run here: no CUDA device|backend 'cuda': this attncache was built without the CUDA backend\" '$T/e.txt'"
+    done
   fi
-  check "bench --gpu with --cache refused" "'$BIN' bench -m '$STORIES' -L 8 --gpu --cache '$T/gc' 2>&1 | grep -Eq 'not supported yet|no CUDA device|built without'"
+  check "bench --gpu with --cache refused" "'$BIN' bench -m '$STORIES' -L 8 --gpu --cache '$T/gc' 2>&1 | grep -Eq 'not supported yet'"
+  check "--backend tpu refused by name" "! echo hi | '$BIN' embed -m '$STORIES' --backend tpu > /dev/null 2> '$T/e.txt' && grep -q \"unknown backend 'tpu'\" '$T/e.txt'"
+  check "--backend cpu is the default" "echo 'one more line' | '$BIN' embed -m '$STORIES' > '$T/d.json' && echo 'one more line' | '$BIN' embed -m '$STORIES' --backend cpu | cmp -s - '$T/d.json'"
 fi
 
 if [ -f "$SPM" ] && [ -f "$SPM.inp" ]; then

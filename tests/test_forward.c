@@ -131,9 +131,11 @@ static double check_vs_ref(fx *f, ac_ctx *c, const batch *b, double tol, const c
 
 static const int g_lens[3] = {70, 1, 37}; /* crosses the 64-key and 32-query blocks; a 1-token sequence */
 
-/* 1 if ctx computes products with W's type in BF16 (the looser bound applies) */
-static int bf16_math(const ac_ctx *c, const ac_model *m) {
-    return m->pack != AC_PACK_NONE && (c->gemm_q == &ac_gemm_own_ops || (m->pack == AC_PACK_DNNL && c->gemm_q->id == AC_GEMM_DNNL));
+/* 1 if ctx computes products with non-F32 weights in BF16 (the looser bound applies); the
+ * layout is the context's (the CPU backend prepares the model's weights per context kind) */
+static int bf16_math(const ac_ctx *c) {
+    const int pack = c->model->pack;
+    return (pack == AC_PACK_BF16 && c->gemm_q == &ac_gemm_own_ops) || (pack == AC_PACK_DNNL && c->gemm_q->id == AC_GEMM_DNNL);
 }
 
 static void run_backends_on(fx *f, const ref_spec *s, const int *gemms, int ng, double tol_f32_math, const char *label) {
@@ -145,11 +147,11 @@ static void run_backends_on(fx *f, const ref_spec *s, const int *gemms, int ng, 
         for (int attn = 0; attn < 2; attn++) {
             ac_ctx *c = mkctx(f->m, gemms[gi], attn);
             /* BF16 products (non-F32 weights on the BF16 kernels): the looser bound */
-            double tol = s->wtype != GGML_F32 && bf16_math(c, f->m) ? 1e-2 : tol_f32_math;
+            double tol = s->wtype != GGML_F32 && bf16_math(c) ? 1e-2 : tol_f32_math;
             char what[128];
             snprintf(what, sizeof what, "%s gemm=%d attn=%d", label, gemms[gi], attn);
             double w = check_vs_ref(f, c, &b, tol, what);
-            printf("  %-28s pack %d gemm %-8s attn %-12s max rel err %.2e\n", label, f->m->pack, c->gemm_q->name,
+            printf("  %-28s pack %d gemm %-8s attn %-12s max rel err %.2e\n", label, c->model->pack, c->gemm_q->name,
                    attn ? "materialised" : "fused", w);
             ac_ctx_free(c);
         }
@@ -166,7 +168,10 @@ static void run_backends(const ref_spec *s, double tol_f32_math, const char *lab
     if (s->wtype != GGML_F32 && have_dnnl() && ac_dnnl_bf16_available()) {
         /* the same model packed for oneDNN's BF16 matmul */
         fx_open_flags(&f, s, AC_LOAD_PACK_DNNL);
-        assert_int_equal(f.m->pack, AC_PACK_DNNL);
+        ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+        assert_int_equal(f.m->pack, AC_PACK_NONE); /* the loader packs nothing: the context's weights do */
+        assert_int_equal(c->model->pack, AC_PACK_DNNL);
+        ac_ctx_free(c);
         const int dn[2] = {AC_GEMM_DNNL, AC_GEMM_AUTO};
         run_backends_on(&f, s, dn, 2, tol_f32_math, label);
         fx_close(&f);
@@ -269,8 +274,8 @@ static void test_auto_bf16_larger(void **st) {
     const int lens[2] = {130, 17};
     batch_make(&b, lens, 2, s.n_vocab, 4);
     ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
-    if (ac_bf16_gemm_available()) { /* AUTO: F16 packed at load for the own BF16 kernel */
-        assert_int_equal(f.m->pack, AC_PACK_BF16);
+    if (ac_bf16_gemm_available()) { /* AUTO: F16 packed for the own BF16 kernel */
+        assert_int_equal(c->model->pack, AC_PACK_BF16);
         assert_ptr_equal(c->gemm_q, &ac_gemm_own_ops);
     }
     double w = check_vs_ref(&f, c, &b, 1e-2, "auto f16 larger");
@@ -280,7 +285,7 @@ static void test_auto_bf16_larger(void **st) {
     fx_close(&f);
 }
 
-/* f32_math: F16/Q8_0 weights widened at load, products in f32: the tight bound */
+/* f32_math: F16/Q8_0 weights widened to f32 (by the CPU backend), products in f32: the tight bound */
 static void test_f32_math(void **st) {
     (void)st;
     const uint32_t types[2] = {GGML_F16, GGML_Q8_0};
@@ -297,10 +302,10 @@ static void test_f32_math(void **st) {
             ac_model_params mp = ac_model_default_params();
             mp.f32_math = 1;
             assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
-            assert_int_equal(f.m->pack, AC_PACK_F32);
             batch b;
             batch_make(&b, g_lens, 3, s.n_vocab, 17);
             ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+            assert_int_equal(c->model->pack, AC_PACK_F32);
             double w = check_vs_ref(&f, c, &b, 1e-4, "f32_math");
             printf("  f32_math %s %s: max rel err %.2e (gemm %s)\n", a ? "bert" : "qwen2", ggml_dtype_name(types[t]), w,
                    c->gemm_q->name);

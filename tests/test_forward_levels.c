@@ -199,7 +199,6 @@ static void forward_at(const ref_spec *sp, int lv, int f32_math, const int *lens
     mp.f32_math = f32_math;
     ac_model *m;
     assert_int_equal(ac_model_load_memory(buf, size, &mp, AC_LOAD_NO_VOCAB, &m), AC_OK);
-    if (lv < AC_CPU_AVX512 || !ac_cpu_hw()->avx512bf16) assert_int_equal(m->pack == AC_PACK_BF16, 0);
     const int D = m->info.n_embd;
     ac_seq seqs[4];
     for (int s = 0, off = 0; s < n; off += lens[s], s++) seqs[s].tokens = ids + off, seqs[s].n_tokens = lens[s];
@@ -209,6 +208,7 @@ static void forward_at(const ref_spec *sp, int lv, int f32_math, const int *lens
         p.attn = attn;
         ac_ctx *c;
         assert_int_equal(ac_ctx_new(m, &p, &c), AC_OK);
+        if (lv < AC_CPU_AVX512 || !ac_cpu_hw()->avx512bf16) assert_int_equal(c->model->pack == AC_PACK_BF16, 0);
         o->h[attn] = malloc((size_t)T * D * 4);
         ac_outputs out = {0};
         out.hidden = o->h[attn];
@@ -316,32 +316,84 @@ static void test_level_errors(void **st) {
     assert_int_equal(ac_set_cpu_level("auto"), AC_OK);
     assert_int_equal(ac_cpu_level(), ac_cpu_hw_level());
 
-    /* weights packed for AVX512-BF16, then a context at AVX2: refused, naming the levels */
-    if (ac_cpu_hw_level() >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16) {
-        ref_spec sp = ref_spec_default(AC_ARCH_QWEN2);
-        sp.wtype = GGML_F16;
-        uint8_t *b;
-        size_t size;
-        assert_int_equal(ref_build(&sp, &b, &size), AC_OK);
-        ac_model_params mp = ac_model_default_params();
-        mp.f32_math = 0;
-        ac_model *m;
-        assert_int_equal(ac_model_load_memory(b, size, &mp, AC_LOAD_NO_VOCAB, &m), AC_OK);
-        assert_int_equal(m->pack, AC_PACK_BF16);
-        assert_int_equal(ac_set_cpu_level("avx2"), AC_OK);
-        ac_ctx *c = NULL;
-        assert_int_equal(ac_ctx_new(m, NULL, &c), AC_ERR_UNSUPPORTED);
-        assert_null(c);
-        assert_non_null(strstr(ac_last_error(), "AVX512-BF16"));
-        /* a library backend converts the mapped rows itself: allowed */
-        ac_ctx_params p = ac_ctx_default_params();
-        p.gemm = AC_GEMM_OPENBLAS;
-        assert_int_equal(ac_ctx_new(m, &p, &c), AC_OK);
-        ac_ctx_free(c);
-        ac_model_free(m);
-        free(b);
-        ac_cpu_set_level(-1);
+}
+
+/* hidden states [T][D] of ctx over the batch */
+static float *hidden_of(ac_ctx *c, const ac_seq *seqs, int n, int T, int D) {
+    float *h = malloc((size_t)T * D * sizeof *h);
+    ac_outputs out = {0};
+    out.hidden = h;
+    assert_int_equal(ac_forward(c, seqs, n, &out), AC_OK);
+    return h;
+}
+
+/* One model, contexts at two CPU levels alive at once: the CPU backend prepares the weights
+ * each level needs (BF16 panels at AVX-512 with BF16, f32 copies at AVX2 in the fast mode)
+ * and keeps both; each context computes what a model loaded at its level computes, bitwise.
+ * (Before the backend table, weights were packed at load for the level of that moment and a
+ * context at another level was refused.) */
+static void test_two_levels_one_model(void **st) {
+    (void)st;
+    if (ac_cpu_hw_level() < AC_CPU_AVX2) {
+        print_message("this CPU has one level: skipped\n");
+        return;
     }
+    const int hi = ac_cpu_hw_level(), lo = hi - 1;
+    ref_spec sp = ref_spec_default(AC_ARCH_QWEN2);
+    sp.wtype = GGML_F16;
+    uint8_t *b;
+    size_t size;
+    assert_int_equal(ref_build(&sp, &b, &size), AC_OK);
+    ac_model_params mp = ac_model_default_params();
+    mp.f32_math = 0;
+    const int lens[2] = {19, 7}, T = 26;
+    int32_t ids[26];
+    uint64_t seed = 5;
+    ref_random_tokens(&seed, ids, T, sp.n_vocab);
+    ac_seq seqs[2] = {{ids, lens[0]}, {ids + lens[0], lens[1]}};
+    ac_ctx_params p = ac_ctx_default_params();
+    p.n_threads = 2;
+
+    ac_model *m;
+    assert_int_equal(ac_model_load_memory(b, size, &mp, AC_LOAD_NO_VOCAB, &m), AC_OK);
+    assert_int_equal(m->pack, AC_PACK_NONE); /* the loader prepares nothing */
+    const int D = m->info.n_embd;
+    ac_ctx *c_hi, *c_lo;
+    set_level(hi);
+    assert_int_equal(ac_ctx_new(m, &p, &c_hi), AC_OK);
+    set_level(lo);
+    assert_int_equal(ac_ctx_new(m, &p, &c_lo), AC_OK);
+    assert_int_equal(c_lo->level, lo);
+    if (hi == AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16) {
+        assert_int_equal(c_hi->model->pack, AC_PACK_BF16);
+        assert_int_equal(c_lo->model->pack, AC_PACK_F32);
+        assert_true(c_lo->model->fast_fallback);
+    }
+    assert_ptr_equal(ac_ctx_model(c_hi), m);
+    assert_ptr_equal(ac_ctx_model(c_lo), m);
+    float *h_lo = hidden_of(c_lo, seqs, 2, T, D);
+    set_level(hi);
+    float *h_hi = hidden_of(c_hi, seqs, 2, T, D);
+
+    for (int k = 0; k < 2; k++) { /* each against a model loaded and run at that level alone */
+        const int lv = k ? lo : hi;
+        set_level(lv);
+        ac_model *m1;
+        ac_ctx *c1;
+        assert_int_equal(ac_model_load_memory(b, size, &mp, AC_LOAD_NO_VOCAB, &m1), AC_OK);
+        assert_int_equal(ac_ctx_new(m1, &p, &c1), AC_OK);
+        float *h1 = hidden_of(c1, seqs, 2, T, D);
+        assert_memory_equal(h1, k ? h_lo : h_hi, (size_t)T * D * sizeof *h1);
+        free(h1);
+        ac_ctx_free(c1);
+        ac_model_free(m1);
+    }
+    free(h_lo), free(h_hi);
+    ac_ctx_free(c_hi);
+    ac_ctx_free(c_lo);
+    ac_model_free(m); /* with it, the weights both contexts read */
+    free(b);
+    ac_cpu_set_level(-1);
 }
 
 int main(void) {
@@ -350,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_forward_levels),
         cmocka_unit_test(test_level_errors),
+        cmocka_unit_test(test_two_levels_one_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

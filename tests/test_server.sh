@@ -504,7 +504,7 @@ req after-kill-metrics 200 GET /metrics
 grep -q '^attncache_cache_hits_total 1$' "$TMP/out" && ok || bad "a committed entry not served after restart: $(grep -E 'cache_(hits|lookups)' "$TMP/out")"
 stop_server
 
-# ---- 503 while loading: the F16 model is widened to f32 at load (~1 s), the socket is open before --------
+# ---- 503 while loading: the F16 model is widened to f32 by the workers' contexts before ready (~1 s), the socket is open before --------
 F16="$SRC/models-cache/all-MiniLM-L6-v2-f16.gguf"
 if [[ -f "$F16" ]]; then
     LOG="$TMP/server.loading.log"

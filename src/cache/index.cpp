@@ -13,7 +13,7 @@
 #include "cache/index_scan.h"
 extern "C" {
 #include "util/common.h" /* a C header without extern "C" guards */
-#include "forward/cpu/pool.h"
+#include "util/pool.h"
 #include "util/fp16.h"
 }
 

@@ -1,12 +1,14 @@
-/* forward.c — contexts and the prefill forward pass (llama2.c style: one
- * clear pass over the model), for llama/qwen2 (pre-RMSNorm, RoPE, GQA,
- * SwiGLU) and bert (embeddings + LayerNorm, post-LayerNorm blocks, GELU).
+/* forward.c — the CPU backend (backend.h: ac_backend_cpu): its contexts and
+ * the prefill forward pass (llama2.c style: one clear pass over the model),
+ * for llama/qwen2 (pre-RMSNorm, RoPE, GQA, SwiGLU) and bert (embeddings +
+ * LayerNorm, post-LayerNorm blocks, GELU).
  *
  * Rows: T = sum of the sequences' lengths; sequence s owns rows
  * off[s] .. off[s] + L[s] - 1 of every [T][...] buffer. Projections are GEMMs
  * over all T rows; RoPE positions, masks and attention are per sequence. */
 #define _POSIX_C_SOURCE 200809L
 #include "forward/forward.h"
+#include "forward/backend.h"
 #include "util/common.h"
 #include "util/cpu.h"
 
@@ -44,7 +46,7 @@ void ac_ctx_reset_profile(ac_ctx *ctx) {
     if (ctx) memset(ctx->prof, 0, sizeof ctx->prof);
 }
 
-const ac_model *ac_ctx_model(const ac_ctx *ctx) { return ctx ? ctx->model : NULL; }
+const ac_model *ac_ctx_model(const ac_ctx *ctx) { return ctx ? ctx->loaded : NULL; }
 
 /* "own avx2-f32", "onednn", ... for weights packed as `pack` */
 static void backend_name(const ac_ctx *c, const ac_gemm_ops *ops, int pack, char *buf, size_t n) {
@@ -52,19 +54,14 @@ static void backend_name(const ac_ctx *c, const ac_gemm_ops *ops, int pack, char
     else snprintf(buf, n, "%s", ops->name);
 }
 
-const char *ac_ctx_describe(const ac_ctx *c, char *buf, int n) {
-    if (!buf || n <= 0) return buf;
-    if (!c) {
-        snprintf(buf, (size_t)n, "(no context)");
-        return buf;
-    }
+static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
     const ac_model *m = c->model;
     char f[48], q[48];
     backend_name(c, c->gemm_f32, AC_PACK_NONE, f, sizeof f);
     backend_name(c, c->gemm_q, m->pack, q, sizeof q);
-    const char *how = m->pack == AC_PACK_BF16   ? "packed bf16 at load"
-                      : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout) at load"
-                      : m->pack == AC_PACK_F32  ? "widened to f32 at load"
+    const char *how = m->pack == AC_PACK_BF16   ? "packed bf16"
+                      : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout)"
+                      : m->pack == AC_PACK_F32  ? "widened to f32"
                                                 : "converted to f32 per call";
     if (m->info.weight_type == GGML_F32)
         snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
@@ -130,23 +127,22 @@ static int env_gemm(int *id) {
     return AC_OK;
 }
 
-int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out) {
-    if (!model || !out) return ac_err(AC_ERR_ARG, "ac_ctx_new: NULL argument");
-    *out = NULL;
-    if (model->vocab_only) return ac_err(AC_ERR_ARG, "model was loaded vocab-only (no weights): no context");
-    ac_ctx_params p = params ? *params : ac_ctx_default_params();
-    if (p.n_threads < 0 || p.n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p.n_threads);
+static void cpu_ctx_free(ac_ctx *c);
+
+/* (p checked, max_tokens set by ac_ctx_new: backend.c) */
+static int cpu_ctx_new(const ac_model *loaded, const ac_ctx_params *params, ac_ctx **out) {
+    const ac_ctx_params p = *params;
     if (p.gemm < AC_GEMM_AUTO || p.gemm > AC_GEMM_OWN) return ac_err(AC_ERR_ARG, "ac_ctx_new: gemm backend %d", p.gemm);
-    if (p.attn != AC_ATTN_FUSED && p.attn != AC_ATTN_MATERIALIZED)
-        return ac_err(AC_ERR_ARG, "ac_ctx_new: attention kind %d", p.attn);
-    if (p.max_tokens < 0) return ac_err(AC_ERR_ARG, "ac_ctx_new: max_tokens %d", p.max_tokens);
     int gemm = p.gemm, rc;
     if ((rc = ac_cpu_check_env())) return rc;
     if (gemm == AC_GEMM_AUTO && (rc = env_gemm(&gemm))) return rc;
     const int level = ac_cpu_level();
+    const ac_model *model; /* the weights in this context's layout */
+    if ((rc = ac_cpu_weights(loaded, level, gemm, &model))) return rc;
 
     ac_ctx *c = AC_CALLOC(1, sizeof *c);
     if (!c) return AC_ERR_NOMEM;
+    c->loaded = loaded;
     c->model = model;
     c->params = p;
     c->level = level;
@@ -155,10 +151,6 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
         free(c);
         return rc;
     }
-    const ac_hparams *hp = &model->hp;
-    c->max_tokens = p.max_tokens ? p.max_tokens : hp->n_ctx_train;
-    if (model->info.arch == AC_ARCH_BERT && c->max_tokens > hp->n_ctx_train) c->max_tokens = hp->n_ctx_train;
-
     if (gemm == AC_GEMM_AUTO) {
         /* the own kernels at every level (measured faster than oneDNN and OpenBLAS at these
          * shapes, on the forward's own threads: no second thread set, and bitwise independent
@@ -177,15 +169,13 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
     } else {
         c->gemm_f32 = c->gemm_q = backend_by_id(gemm);
         if (!c->gemm_f32) {
-            ac_ctx_free(c);
+            cpu_ctx_free(c);
             return ac_err(AC_ERR_UNSUPPORTED, "GEMM backend %d not available in this build", gemm);
         }
     }
     if (c->gemm_q == &ac_gemm_own_ops && model->pack == AC_PACK_BF16 && !(level >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16)) {
-        ac_ctx_free(c);
-        return ac_err(AC_ERR_UNSUPPORTED,
-                      "the model's weights were packed for AVX512-BF16 when it was loaded, but the CPU level is now %s: "
-                      "load the model again at this level",
+        cpu_ctx_free(c);
+        return ac_err(AC_ERR_INTERNAL, "weights packed for AVX512-BF16 chosen for a context at CPU level %s",
                       ac_cpu_level_name(level));
     }
 #ifdef AC_HAVE_DNNL
@@ -206,9 +196,7 @@ static void ws_free(ac_ctx *c) {
     c->rope_L = 0;
 }
 
-void ac_ctx_free(ac_ctx *c) {
-    if (!c) return;
-    ac_ctx_set_attn_hook(c, NULL); /* releases the hook (an attached cache forgets this context) */
+static void cpu_ctx_free(ac_ctx *c) {
     if (c->pk)
         for (int i = 0; i < ac_pool_threads(c->pool); i++) free(c->pk[i]);
     free(c->pk);
@@ -814,8 +802,7 @@ static void embed_rows(ac_ctx *c, const void *arg, int r0, int r1) {
     }
 }
 
-int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
-    if (!c || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_forward: invalid argument");
+static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
     const int D = hp->n_embd, bert = m->info.arch == AC_ARCH_BERT;
@@ -876,8 +863,7 @@ done:
     return rc;
 }
 
-int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
-    if (!c || !h || n <= 0 || !logits) return ac_err(AC_ERR_ARG, "ac_lm_head: invalid argument");
+static int cpu_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
     const ac_model *m = c->model;
     if (!m->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
     int rc = ws_reserve(c, n);
@@ -891,6 +877,8 @@ int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
     omp_set_num_threads(saved_threads);
     return rc;
 }
+
+const ac_backend_ops ac_backend_cpu = {"cpu", NULL, cpu_ctx_new, cpu_ctx_free, cpu_forward, cpu_lm_head, cpu_describe};
 
 struct ac_pool *ac_ctx_pool(const ac_ctx *c) { return c ? c->pool : NULL; }
 

@@ -1,5 +1,6 @@
-/* forward.h — internals of the forward stage: the context, the GEMM backend
- * table, the attention stage and its hook (the attention cache plugs in here).
+/* forward.h — internals of the forward stage: the context, the CPU backend's
+ * GEMM table, the attention stage and its hook (the attention cache plugs in
+ * here). The forward-level backend table (CPU, CUDA) is in backend.h.
  *
  * One ac_forward call runs T = sum of n_tokens rows through the model at once:
  * every projection is one GEMM over all T rows (sequences concatenated), while
@@ -10,7 +11,7 @@
  *            context's CPU level (ctx->level, from ac_cpu_level() at creation):
  *            F32 on F32 (and load-widened) weights at every level (AVX-512,
  *            AVX2+FMA, portable C), BF16 (VDPBF16PS) on F16/BF16/Q8_0 weights
- *            packed at load where the CPU has AVX512-BF16; fused epilogues.
+ *            packed by cpu/weights.c where the CPU has AVX512-BF16; fused epilogues.
  *            AUTO's choice at every level.
  *   onednn   oneDNN matmul: F32 weights in place; BF16 on weights packed in
  *            oneDNN's blocked layout (AC_PACK=onednn).
@@ -25,7 +26,7 @@
 
 #include "attncache.h"
 #include "load/model.h"
-#include "cpu/pool.h"
+#include "util/pool.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -150,6 +151,7 @@ int ac_ctx_gemm_fast(const ac_ctx *ctx, const ac_mat *W);
  * where the level in use has AVX512-BF16 (ac_bf16_gemm_available). */
 int ac_f32_gemm_available(void);
 int ac_bf16_gemm_available(void);
+int ac_bf16_gemm_at(int level); /* the same for a context at `level` */
 /* Name of the own kernel a context at `level` runs (bf16: for packed weights). */
 const char *ac_own_gemm_kernel(int level, int bf16);
 size_t ac_bf16_packed_bytes(int n_out, int n_in);
@@ -168,6 +170,12 @@ int ac_dnnl_bf16_available(void);                 /* 1 if built with oneDNN and 
 int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp);  /* tmp: [n_out][n_in] scratch; sets W->packed */
 typedef struct ac_dnnl_state ac_dnnl_state;       /* per-context primitive cache */
 void ac_dnnl_state_free(ac_dnnl_state *s);
+
+/* The CPU backend's weights (cpu/weights.c): the model as contexts at `level` with GEMM
+ * choice `gemm` (AC_GEMM_*) read it — m itself, or a view of it (made once per layout and
+ * kept on m, thread-safe) whose F16/BF16/Q8_0 matrices are widened or packed (view->pack,
+ * view->fast_fallback say how). *out is borrowed from m. */
+int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out);
 
 /* Tile conversion for backends that need f32 weights: rows [r0, r0+n) of W -> dst [n][K]. */
 void ac_mat_rows_f32(const ac_mat *W, int r0, int n, float *dst);
@@ -195,19 +203,26 @@ int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, do
 void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool);
 
 /* ---- the context ------------------------------------------------------------------------- */
+struct ac_backend_ops;
 struct ac_ctx {
-    const ac_model *model;
+    /* every backend */
+    const struct ac_backend_ops *ops; /* the backend running this context (backend.h) */
+    void *be;                        /* its private state (NULL for the CPU backend: the fields below) */
+    const ac_model *loaded;          /* the model given to ac_ctx_new (ac_ctx_model) */
+    const ac_model *model;           /* the model the kernels read: `loaded`, or the CPU backend's view
+                                        of it with this context's weight layout (ac_cpu_weights) */
     ac_ctx_params params;
+    int max_tokens;                  /* effective limit per sequence */
+    ac_attn_hook hook;
+    int has_hook;
+    double prof[AC_STAGE_COUNT];
+
+    /* the CPU backend */
     int n_threads;
     int level;                       /* CPU level of the own GEMM (AC_CPU_*, fixed at creation) */
     ac_pool *pool;                   /* the forward's threads (n_threads, caller included) */
-    int max_tokens;                  /* effective limit per sequence */
     const ac_gemm_ops *gemm_f32;     /* for F32 weights */
     const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */
-    ac_attn_hook hook;
-    int has_hook;
-
-    double prof[AC_STAGE_COUNT];
 
     /* workspace, grown on demand (capacity in tokens: cap_T) */
     int cap_T;

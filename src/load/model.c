@@ -2,26 +2,23 @@
  * hyper-parameters from {arch}.* keys; every tensor checked for presence,
  * exact shape and a supported type (F32, F16, BF16, Q8_0; errors name the
  * tensor); the tokenizer (a vocab-only load stops there); with check_tensors,
- * every weight checked finite. F32 weights are used in place from the mapping.
- * F16/BF16/Q8_0 matrices are then prepared once (pack_kind_wanted):
- *   exact (f32_math, the default): widened to an owned f32 copy (AC_PACK_F32);
- *   fast: packed into BF16 panels for the own AVX512-BF16 kernel
- *     (forward/cpu/gemm_own.c) or into oneDNN's blocked layout (gemm_dnnl.c),
- *     or widened to f32 where the CPU level has neither;
- *   fast with AC_PACK=none or AC_GEMM=openblas|naive (or AC_LOAD_NO_PACK):
- *     left as mapped; those kernels convert rows on the fly (ac_row_to_f32).
- * The choice depends on the CPU level at load (util/cpu.h), and the packing
- * calls the CPU backend's packers (forward/forward.h): the upward dependency
- * that issue 10 item 1 (a forward-level backend interface) removes. */
+ * every weight checked finite. Matrices are described as the file holds them
+ * (F32 used in place from the mapping; small vectors widened to f32 copies).
+ * Nothing here depends on a backend or the CPU level: the CPU backend widens
+ * or packs F16/BF16/Q8_0 matrices when its first context needs them
+ * (src/forward/cpu/weights.c), a GPU backend uploads them, each keeping the
+ * result on the model through ac_model_prepared (below), which frees it with
+ * the model. */
 #define _POSIX_C_SOURCE 200809L
 #include "load/model.h"
-#include "forward/forward.h"
 #include "util/common.h"
 #include "util/cpu.h"
+#include "util/fp16.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -30,26 +27,11 @@
 
 /* ---- row conversion ------------------------------------------------------------------------ */
 
-/* F16C form (model_avx2.c): the first n - n % 8 elements. Conversion is exact on every path. */
-int64_t ac_f16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n);
-
-static void f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
-    int64_t i = 0;
-#if defined(__x86_64__) || defined(__i386__)
-    if (ac_cpu_level() >= AC_CPU_AVX2) i = ac_f16_to_f32_avx2(src, dst, n);
-#endif
-    for (; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, src + i, 2);
-        dst[i] = ac_fp16_to_fp32(h);
-    }
-}
-
 void ac_row_to_f32(uint32_t type, const void *data, size_t row_bytes, int64_t row, int64_t n, float *dst) {
     const uint8_t *p = (const uint8_t *)data + (size_t)row * row_bytes;
     switch (type) {
     case GGML_F32: memcpy(dst, p, (size_t)n * sizeof(float)); break;
-    case GGML_F16: f16_to_f32((const uint16_t *)p, dst, n); break;
+    case GGML_F16: ac_fp16_row_to_fp32(p, dst, n); break;
     case GGML_BF16:
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
@@ -393,7 +375,7 @@ static int load_tensors(loader *ld) {
     return AC_OK;
 }
 
-/* Every matrix of the model, for packing and checks. */
+/* Every matrix of the model (check_tensors). */
 static int all_mats(ac_model *m, ac_mat **out, int cap) {
     int n = 0;
 #define ADD(w)                                              \
@@ -415,45 +397,6 @@ static int all_mats(ac_model *m, ac_mat **out, int cap) {
     if (m->has_cls_out) ADD(&m->cls_out);
 #undef ADD
     return n;
-}
-
-/* An owned f32 copy of a matrix (AC_PACK_F32). */
-static int widen_f32(ac_mat *w) {
-    float *b = AC_ALIGNED_ALLOC((size_t)w->n_out * w->n_in * sizeof(float)); /* [n_out][n_in] */
-    if (!b) return AC_ERR_NOMEM;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->n_out; r++) ac_row_to_f32(w->type, w->data, w->row_bytes, r, w->n_in, b + (size_t)r * w->n_in);
-    w->packed = b;
-    w->f32 = b;
-    w->pack = AC_PACK_F32;
-    return AC_OK;
-}
-
-static int pack_weights(ac_model *m, int kind) {
-    const int cap = 7 * m->hp.n_layer + 3;
-    ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
-    if (!mats) return AC_ERR_NOMEM;
-    int n = all_mats(m, mats, cap), rc = AC_OK;
-    size_t maxe = 0;
-    for (int i = 0; i < n; i++)
-        if (mats[i]->type != GGML_F32) maxe = AC_MAX(maxe, (size_t)mats[i]->n_out * mats[i]->n_in);
-    if (maxe) {
-        uint16_t *tmp = NULL; /* [n_out][n_in] bf16 staging (oneDNN reorder source) */
-        if (kind == AC_PACK_DNNL && !(tmp = AC_ALIGNED_ALLOC(maxe * sizeof *tmp))) rc = AC_ERR_NOMEM;
-        for (int i = 0; i < n && !rc; i++) {
-            if (mats[i]->type == GGML_F32) continue;
-            if (kind == AC_PACK_BF16 && mats[i]->n_in % 2) continue; /* stays on the f32 path */
-            if (mats[i]->pack != AC_PACK_NONE) continue;                /* already packed */
-            rc = kind == AC_PACK_BF16 ? ac_bf16_pack(mats[i])
-                 : kind == AC_PACK_F32 ? widen_f32(mats[i])
-                                       : ac_dnnl_pack_bf16(mats[i], tmp);
-            if (rc) ac_err_prefix(rc, "packing %s", mats[i]->name);
-        }
-        free(tmp);
-        if (!rc) m->pack = kind;
-    }
-    free(mats);
-    return rc;
 }
 
 static int check_finite(ac_model *m) {
@@ -500,24 +443,6 @@ static int dominant_type(const ac_gguf_file *g) {
     return best;
 }
 
-/* Packing of F16/BF16/Q8_0 matrices at load: AC_PACK=bf16 (own AVX512-BF16 kernel, the
- * default where the CPU has it), onednn (oneDNN's blocked BF16 layout) or none; AC_GEMM=openblas
- * or naive also means none (those backends convert the mapped rows on the fly). */
-static int pack_kind_wanted(const ac_model_params *params) {
-    const char *e = getenv("AC_GEMM"), *p = getenv("AC_PACK");
-    if (p && !strcasecmp(p, "f32")) return AC_PACK_F32;
-    if (params->f32_math && !(p && (!strcasecmp(p, "bf16") || !strcasecmp(p, "onednn")))) return AC_PACK_F32;
-    if (e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas"))) return AC_PACK_NONE;
-    if (p && !strcasecmp(p, "none")) return AC_PACK_NONE;
-    if (p && !strcasecmp(p, "onednn")) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
-    if (e && (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")) && ac_dnnl_bf16_available()) return AC_PACK_DNNL;
-    if (ac_bf16_gemm_available()) return AC_PACK_BF16;
-    if (ac_dnnl_bf16_available()) return AC_PACK_DNNL;
-    /* no BF16 kernel at this CPU level: the fast mode runs the exact f32 path (widened once
-     * here), never slower than exact (unpacked weights would be converted on every forward) */
-    return AC_PACK_F32;
-}
-
 static int load_common(ac_model *m, const ac_model_params *params, int flags) {
     const ac_gguf_file *g = m->gguf;
     loader ld = {m, g, NULL};
@@ -552,12 +477,6 @@ static int load_common(ac_model *m, const ac_model_params *params, int flags) {
         if ((rc = ac_vocab_load(g, &m->vocab))) return ac_err_prefix(rc, "tokenizer");
     }
     if (params->check_tensors && (rc = check_finite(m))) return rc;
-    int kind = flags & AC_LOAD_NO_PACK    ? AC_PACK_NONE
-               : flags & AC_LOAD_PACK_DNNL ? AC_PACK_DNNL
-                                           : pack_kind_wanted(params);
-    if (kind == AC_PACK_DNNL && !ac_dnnl_bf16_available()) kind = AC_PACK_NONE;
-    if (kind != AC_PACK_NONE && (rc = pack_weights(m, kind))) return rc;
-    m->fast_fallback = !params->f32_math && kind == AC_PACK_F32 && !(flags & AC_LOAD_NO_PACK);
 
     const ac_hparams *hp = &m->hp;
     ac_model_info *in = &m->info;
@@ -594,27 +513,77 @@ ac_model_params ac_model_default_params(void) {
     return p;
 }
 
-static void mat_free_packed(ac_mat *w) {
-    if (w->pack == AC_PACK_F32) w->f32 = NULL;
-    free(w->packed);
-    free(w->packed_md);
-    w->packed = w->packed_md = NULL;
-    w->pack = AC_PACK_NONE;
+/* ---- what backends prepared from the model ------------------------------------------------- */
+
+typedef struct ac_model_prep {
+    const void *owner;
+    int kind;
+    void *data;
+    void (*release)(void *data);
+    struct ac_model_prep *next;
+} ac_model_prep;
+
+struct ac_model_preps {
+    pthread_mutex_t lock; /* guards `head` and every make() */
+    ac_model_prep *head;
+};
+
+static int preps_new(ac_model *m) {
+    struct ac_model_preps *p = AC_CALLOC(1, sizeof *p);
+    if (!p) return AC_ERR_NOMEM;
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p);
+        return ac_err(AC_ERR_INTERNAL, "cannot create the model's lock");
+    }
+    m->preps = p;
+    return AC_OK;
+}
+
+static void preps_free(struct ac_model_preps *p) {
+    if (!p) return;
+    for (ac_model_prep *e = p->head, *next; e; e = next) {
+        next = e->next;
+        if (e->release) e->release(e->data);
+        free(e);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+int ac_model_prepared(const ac_model *m, const void *owner, int kind, ac_prep_make_fn make, void *arg,
+                      void (*release)(void *data), void **out) {
+    if (!m || !m->preps || !make || !out) return ac_err(AC_ERR_ARG, "ac_model_prepared: invalid argument");
+    *out = NULL;
+    struct ac_model_preps *p = m->preps;
+    int rc = AC_OK;
+    pthread_mutex_lock(&p->lock);
+    ac_model_prep *e = p->head;
+    while (e && !(e->owner == owner && e->kind == kind)) e = e->next;
+    if (e) {
+        *out = e->data;
+        goto done;
+    }
+    if (!(e = AC_CALLOC(1, sizeof *e))) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    void *data = NULL;
+    if ((rc = make(m, kind, arg, &data)) != AC_OK) {
+        free(e);
+        goto done;
+    }
+    *e = (ac_model_prep){owner, kind, data, release, p->head};
+    p->head = e;
+    *out = data;
+done:
+    pthread_mutex_unlock(&p->lock);
+    return rc;
 }
 
 void ac_model_free(ac_model *m) {
     if (!m) return;
-    if (m->layers) {
-        for (int il = 0; il < m->hp.n_layer; il++) {
-            ac_layer *L = &m->layers[il];
-            ac_mat *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (int i = 0; i < 7; i++) mat_free_packed(w[i]);
-        }
-        free(m->layers);
-    }
-    mat_free_packed(&m->output);
-    mat_free_packed(&m->cls);
-    mat_free_packed(&m->cls_out);
+    preps_free(m->preps); /* before the mapping: prepared copies may point into it */
+    free(m->layers);
     for (int i = 0; i < m->n_owned; i++) free(m->owned_f32[i]);
     free(m->owned_f32);
     if (m->vocab) ac_vocab_free(m->vocab);
@@ -624,7 +593,10 @@ void ac_model_free(ac_model *m) {
 }
 
 static int finish_load(ac_model *m, const ac_model_params *p, int flags, ac_model **out, const char *what) {
-    int rc = load_common(m, p, flags);
+    m->params = *p;
+    m->load_flags = flags;
+    int rc = preps_new(m);
+    if (rc == AC_OK) rc = load_common(m, p, flags);
     if (rc) {
         ac_err_prefix(rc, "%s", what);
         ac_model_free(m);
@@ -638,7 +610,7 @@ int ac_model_load_ex(const char *path, const ac_model_params *params, int flags,
     if (!path || !out) return ac_err(AC_ERR_ARG, "ac_model_load: NULL argument");
     *out = NULL;
     int rc;
-    if ((rc = ac_cpu_check_env())) return rc; /* packing depends on the CPU level */
+    if ((rc = ac_cpu_check_env())) return rc; /* a bad AC_CPU is refused before any work */
     ac_model_params p = params ? *params : ac_model_default_params();
     ac_model *m = AC_CALLOC(1, sizeof *m);
     if (!m) return AC_ERR_NOMEM;

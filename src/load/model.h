@@ -1,7 +1,9 @@
 /* model.h — a loaded model: the GGUF mapping, its vocab, hyper-parameters and
- * pointers to every weight (into the mapping where the type allows).
- * Owned by the forward stage (src/load/model.c); other stages rely only on
- * the fields `gguf`, `vocab` and `info`.
+ * pointers to every weight (into the mapping where the type allows), as the
+ * file has them. The loader (src/load/model.c) calls no backend code: what a
+ * backend makes of the weights (the CPU backend's packed or widened copies,
+ * a GPU upload) it makes itself, when its first context needs it, and keeps
+ * on the model through ac_model_prepared (below).
  *
  * Weight layout convention (ggml's): a matrix tensor with ne = {n_in, n_out}
  * is stored as n_out rows of n_in contiguous elements, and y = W x means
@@ -14,8 +16,10 @@
 #include "../tokenize/tokenizer.h"
 
 /* A weight matrix W [n_out][n_in] (y = W x). Every backend can use `data`
- * (any supported type, converted on the fly); F32 is used in place (`f32`);
- * non-F32 weights may also carry a backend-packed copy made at load. */
+ * (any supported type, converted on the fly); F32 is used in place (`f32`).
+ * The loader leaves `packed`, `packed_md` and `pack` empty: they describe a
+ * backend's own copy of the matrix, set only in that backend's copies of the
+ * tables (the CPU backend's, src/forward/cpu/weights.c). */
 typedef struct ac_mat {
     char name[96];         /* tensor name, for messages                      */
     int n_out, n_in;       /* rows (ne[1]), columns (ne[0])                  */
@@ -23,8 +27,8 @@ typedef struct ac_mat {
     size_t row_bytes;      /* bytes of one row of `data`                     */
     const void *data;      /* [n_out] rows of row_bytes, in the file mapping */
     const float *f32;      /* [n_out][n_in] when usable in place, else NULL  */
-    void *packed;          /* backend-packed BF16 copy (owned) or NULL, layout per `pack` */
-    void *packed_md;       /* AC_PACK_DNNL: its oneDNN memory descriptor (owned) */
+    void *packed;          /* backend-packed copy (owned by the backend's weights) or NULL, layout per `pack` */
+    void *packed_md;       /* AC_PACK_DNNL: its oneDNN memory descriptor (owned likewise) */
     int pack;              /* AC_PACK_NONE, AC_PACK_BF16 (own panels), AC_PACK_DNNL (oneDNN blocked) */
 } ac_mat;
 
@@ -83,15 +87,22 @@ struct ac_model {
 
     float **owned_f32;              /* converted small tensors (norms, biases), owned */
     int n_owned, cap_owned;
-    int pack;                       /* how non-F32 matrices were packed at load (AC_PACK_*) */
-    int fast_fallback;              /* 1: the fast (bf16) mode was asked but the CPU level has no
-                                       BF16 kernel: the exact f32 path runs instead */
+    ac_model_params params;         /* as loaded (f32_math: the arithmetic the backends prepare for) */
+    int load_flags;                 /* AC_LOAD_* flags of the load (hints for the CPU backend) */
+    /* Backends' copies of this model's tables, when a backend's view of the model (struct copy
+     * made by the CPU backend) is what its kernels read: how its matrices are laid out (AC_PACK_*),
+     * and 1 in fast_fallback when the fast (bf16) mode was asked but the CPU level has no BF16
+     * kernel (the exact f32 path runs). Both 0 in a loaded model. */
+    int pack;
+    int fast_fallback;
+    struct ac_model_preps *preps;   /* what backends prepared from this model (ac_model_prepared), owned */
 };
 
 /* Internal load entry points (tests, tools). flags: */
 enum {
     AC_LOAD_NO_VOCAB = 1,   /* do not build the tokenizer even if metadata is present */
-    AC_LOAD_NO_PACK = 2,    /* do not make backend-packed copies (only on-the-fly conversion) */
+    /* hints recorded on the model for the CPU backend's weight preparation: */
+    AC_LOAD_NO_PACK = 2,    /* no packed or widened copies (only on-the-fly conversion) */
     AC_LOAD_PACK_DNNL = 4,  /* pack for oneDNN's BF16 matmul instead of the own BF16 kernel */
 };
 int ac_model_load_ex(const char *path, const ac_model_params *params, int flags, ac_model **out);
@@ -99,6 +110,17 @@ int ac_model_load_ex(const char *path, const ac_model_params *params, int flags,
  * borrowed (it must outlive the model). */
 int ac_model_load_memory(const void *buf, size_t size, const ac_model_params *params, int flags,
                          ac_model **out);
+
+/* What backends make of a model, kept with it. ac_model_prepared returns in *out the
+ * data made for (owner, kind): the one made earlier, or make(m, kind, arg, out) called
+ * now, once, under the model's lock (concurrent callers for the same model wait; the
+ * model stays usable from other threads meanwhile for everything else). On success
+ * the data belongs to the model: release(data) is called by ac_model_free. owner: any
+ * address naming the backend (its ops table). A failed make is not kept (the next call
+ * tries again) and its error is returned. */
+typedef int (*ac_prep_make_fn)(const ac_model *m, int kind, void *arg, void **out);
+int ac_model_prepared(const ac_model *m, const void *owner, int kind, ac_prep_make_fn make, void *arg,
+                      void (*release)(void *data), void **out);
 
 /* Convert row `row` of tensor data of `type` ([rows][n] elements) to f32. */
 void ac_row_to_f32(uint32_t type, const void *data, size_t row_bytes, int64_t row, int64_t n, float *dst);

@@ -1,5 +1,6 @@
-/* fp16.c — scalar fp16 / bf16 conversions (fp16.h). */
+/* fp16.c — fp16 / bf16 conversions (fp16.h); the F16C row form is in fp16_avx2.c. */
 #include "util/fp16.h"
+#include "util/cpu.h"
 
 #include <string.h>
 
@@ -52,4 +53,20 @@ uint16_t ac_fp32_to_bf16(float f) {
     uint32_t x = f2u(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* NaN, quiet */
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+/* F16C form (fp16_avx2.c): the first n - n % 8 elements. */
+int64_t ac_fp16_row_to_fp32_avx2(const void *src, float *dst, int64_t n);
+
+void ac_fp16_row_to_fp32(const void *src, float *dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    if (ac_cpu_level() >= AC_CPU_AVX2) i = ac_fp16_row_to_fp32_avx2(src, dst, n);
+#endif
+    const unsigned char *p = (const unsigned char *)src;
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        dst[i] = ac_fp16_to_fp32(h);
+    }
 }

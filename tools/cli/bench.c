@@ -136,7 +136,6 @@ int cmd_bench(int argc, char **argv) {
     const char *lens = "128,512", *json = NULL;
     int reps = 3, batch = 1, cache_build = 2;
     double shared = 0;
-    int gpu = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -151,7 +150,7 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--shared-prefix") && i + 1 < argc) {
             if (cli_opt_double("--shared-prefix", argv[++i], 0, 1, &shared)) return 1;
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-        else if (!strcmp(argv[i], "--gpu")) gpu = 1;
+        else if (!strcmp(argv[i], "--gpu")) c.backend = "cuda"; /* the same as --backend cuda */
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE] [--gpu]\n"
                    "Prefill throughput on random token ids (seed 42): one warm-up run, then REPS timed runs\n"
@@ -163,14 +162,13 @@ int cmd_bench(int argc, char **argv) {
                    "nearest entry to serve; accuracy is measured by `attncache eval`).\n"
                    "  --shared-prefix F    the recorded entries start with the first F*L tokens of the\n"
                    "                       first query (for --rows prefix; default 0)\n"
-                   "  --gpu                the forward through the CUDA backend (bf16; builds with -DAC_CUDA=ON,\n"
-                   "                       a CUDA device present); not with --cache\n%s%s",
+                   "  --gpu                the same as --backend cuda; not with --cache\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("bench: unknown option '%s' (see --help)", argv[i]);
     }
-    if (gpu && c.cache) return cli_fail("bench: --gpu with --cache is not supported yet");
-    if (gpu && cli_bench_gpu_check()) return 1;
+    if (c.backend && !strcmp(c.backend, "cuda") && c.cache)
+        return cli_fail("bench: the cuda backend with --cache is not supported yet");
     c.profile = 1;
     ac_model *m;
     ac_ctx *ctx;
@@ -209,9 +207,6 @@ int cmd_bench(int argc, char **argv) {
         results = cJSON_AddArrayToObject(root, "results");
     }
     int rc = 0;
-#ifdef AC_HAVE_CUDA
-    ac_cuda_model *gpu_model = NULL;
-#endif
     char *lens_dup = strdup(lens);
     uint64_t rng = 42;
     for (char *tok = strtok(lens_dup, ","); tok && !rc; tok = strtok(NULL, ",")) {
@@ -233,12 +228,6 @@ int cmd_bench(int argc, char **argv) {
             ids[k] = (int32_t)((rng >> 33) % (uint64_t)info.n_vocab);
         }
         for (int b = 0; b < batch; b++) seqs[b] = (ac_seq){ids + (size_t)b * L, L};
-#ifdef AC_HAVE_CUDA
-        if (gpu) {
-            rc = cli_bench_gpu(m, seqs, batch, L, reps, &gpu_model, results);
-            goto next;
-        }
-#endif
         ac_outputs o = {0};
         o.pooled = pooled;
         o.pooling = AC_POOL_DEFAULT;
@@ -283,9 +272,6 @@ int cmd_bench(int argc, char **argv) {
         free(pooled);
     }
     free(lens_dup);
-#ifdef AC_HAVE_CUDA
-    cli_bench_gpu_free(gpu_model);
-#endif
     if (jf) {
         if (cli_json_write(jf, root) && !rc) rc = 1;
         if (cli_close_file(jf, json) && !rc) rc = 1;

@@ -14,6 +14,7 @@
 
 typedef struct cli_common {
     const char *model, *input;
+    const char *backend; /* --backend cpu|cuda (ac_ctx_params.backend); NULL: cpu */
     int threads, gemm, attn, profile, fast, vocab_only;
     int gemm_avx512; /* --gemm avx512: the own kernels, and the CPU level must be avx512 */
     int truncate;    /* --truncate: embed/similarity cut over-long texts to the model's limit */
@@ -102,16 +103,6 @@ int cli_json_write(FILE *f, cJSON *j);
 
 double cli_now(void); /* monotonic seconds */
 
-/* bench --gpu (bench_gpu.c): 0 if the CUDA backend is built in and a device is present, else 1
- * with a message; cli_bench_gpu times one length on the GPU (*g: the uploaded model, made on first
- * use, freed with cli_bench_gpu_free) and adds its row to results (--json) when not NULL. */
-int cli_bench_gpu_check(void);
-#ifdef AC_HAVE_CUDA
-typedef struct ac_cuda_model ac_cuda_model;
-int cli_bench_gpu(const ac_model *m, const ac_seq *seqs, int batch, int L, int reps, ac_cuda_model **g,
-                  cJSON *results);
-void cli_bench_gpu_free(ac_cuda_model *g);
-#endif
 
 
 #endif

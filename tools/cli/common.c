@@ -1,6 +1,6 @@
 /* common.c — the helpers every attncache command uses (cli.h): error lines,
  * input lines, the strict numeric option parser, the common options (model,
- * threads, --cpu, --gemm, --truncate, cache options, --on-error), model and
+ * threads, --backend, --cpu, --gemm, --truncate, cache options, --on-error), model and
  * context loading, cache opening, checked output streams and JSON output
  * (cJSON). Calls only the public API (include/attncache.h); no command code. */
 #define _GNU_SOURCE
@@ -195,6 +195,7 @@ int cli_load(const cli_common *c, ac_model **m, ac_ctx **ctx) {
     cp.attn = c->attn;
     cp.profile = c->profile;
     cp.truncate = c->truncate;
+    cp.backend = c->backend;
     rc = ac_ctx_new(*m, &cp, ctx);
     if (rc != AC_OK) {
         ac_model_free(*m);
@@ -226,6 +227,8 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         else if (!strcmp(v, "own")) c->gemm = AC_GEMM_OWN;
         else if (!strcmp(v, "avx512")) c->gemm = AC_GEMM_OWN, c->gemm_avx512 = 1;
         else return cli_fail("bad --gemm '%s' (auto|own|avx512|openblas|dnnl|naive)", v), -1;
+    } else if (!strcmp(a, "--backend")) {
+        if (!(c->backend = NEXT())) return -1; /* checked by ac_ctx_new, with the reason */
     } else if (!strcmp(a, "--truncate")) {
         c->truncate = 1;
     } else if (!strcmp(a, "--cpu")) { /* process-wide, before any model is loaded */
@@ -297,6 +300,8 @@ const char *cli_common_help =
     "  -m, --model FILE     GGUF model (required)\n"
     "  -f, --file FILE      input texts, one per line (default: stdin)\n"
     "  -t, --threads N      threads (default: all cores)\n"
+    "      --backend B      cpu|cuda: the engine running the model (default cpu; cuda: an NVIDIA GPU,\n"
+    "                       bf16 weights, in a build with -DAC_CUDA=ON; no --cache there yet)\n"
     "      --gemm B         auto|own|avx512|openblas|dnnl|naive (default auto: own kernels at the\n"
     "                       CPU level; avx512: the same, refused below that level)\n"
     "      --cpu L          avx512|avx2|scalar|auto (aarch64: neon|scalar|auto): CPU kernel level\n"

@@ -1,8 +1,9 @@
 /* cuda_backend.h — the CUDA backend's narrow C interface: a model's weights
  * uploaded once, and the exact prefill forward pass on the GPU returning what
  * ac_forward returns (final hidden states, pooled embeddings, last-position
- * logits, classifier outputs). It is meant to fill the forward-level backend
- * table (issue 10) once that exists; until then callers use it directly.
+ * logits, classifier outputs). cuda_ctx.c puts it behind the forward-level
+ * backend table (src/forward/backend.h: ac_ctx_params.backend = "cuda"); the
+ * GPU tests and benchmarks also call it directly.
  *
  * Precision: AC_CUDA_BF16 keeps matrices and the activations between GEMMs in
  * bf16 (f32 accumulation, f32 residual stream, f32 norms/softmax) and runs the

@@ -11,7 +11,7 @@
  * (contracts: see attn.c). The micro-kernels are inlined into the driver, so a
  * level costs no indirect call per tile or row. */
 #include "forward/forward.h"
-#include "pool.h"
+#include "util/pool.h"
 #include "util/common.h"
 
 #include <math.h>

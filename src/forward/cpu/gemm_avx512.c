@@ -3,7 +3,7 @@
  *
  *   Y [M][N] = epilogue(X [M][K] . W^T)        W [N][K]
  *
- * BF16 (F16/BF16/Q8_0 weights, packed at load; X rounded to bf16 once):
+ * BF16 (F16/BF16/Q8_0 weights, packed by the CPU backend (weights.c); X rounded to bf16 once):
  *
  * Packed layout ("panels"): W is cut into panels of NR = 64 output columns;
  * panel p holds, for each pair of input columns k2 = 0..K/2-1, the 64 rows'

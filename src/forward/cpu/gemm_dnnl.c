@@ -1,6 +1,6 @@
 /* gemm_dnnl.c — the oneDNN GEMM backend (matmul primitive, brgemm kernels).
  *  - F32 weights: used in place (plain layout, W [N][K] = B [K][N] "ba"), f32 math.
- *  - F16/BF16/Q8_0 weights: converted at load to BF16 and reordered into the
+ *  - F16/BF16/Q8_0 weights: converted to BF16 (the CPU backend's weights, weights.c) and reordered into the
  *    blocked layout oneDNN's AVX512-BF16 kernel prefers (ac_dnnl_pack_bf16; the
  *    layout depends on N and K only, not on M, checked at pack time); the
  *    activations are rounded to BF16 once per GEMM input; accumulation is f32.

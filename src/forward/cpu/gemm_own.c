@@ -5,7 +5,7 @@
  *
  * This file: the driver (tasks of every job of a call handed out dynamically,
  * so a preempted thread costs one task, not a static share), the BF16 packing
- * at load and the portable F32 task. The micro-kernels of each CPU level live
+ * (called by the CPU backend's weight preparation, weights.c) and the portable F32 task. The micro-kernels of each CPU level live
  * in their own files: gemm_avx512.c (F32 and BF16; layouts described there),
  * gemm_avx2.c (F32), gemm_neon.c (F32, aarch64), picked by the context's
  * level (ctx->level).
@@ -35,6 +35,8 @@ int ac_f32_gemm_available(void) { return 1; /* every level has an own F32 task *
 static int own_bf16_level(int level) { return level >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16 && ac_cpu_hw()->avx512bw; }
 
 int ac_bf16_gemm_available(void) { return own_bf16_level(ac_cpu_level()); }
+
+int ac_bf16_gemm_at(int level) { return own_bf16_level(level); }
 
 static ac_gemm_task_fn task_f32_for(int level) {
 #ifdef AC_GEMM_X86

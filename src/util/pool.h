@@ -1,4 +1,6 @@
-/* pool.h — the forward pass's thread pool (see pool.c). */
+/* pool.h — a fixed set of threads running steps with dynamic task hand-out (see
+ * pool.c): the CPU backend's forward runs on one per context, and the cache's
+ * parallel index scans borrow it (ac_ctx_pool). */
 #ifndef AC_POOL_H
 #define AC_POOL_H
 

@@ -14,7 +14,7 @@
  * dynamically (ac_pool_next), so a preempted thread delays at most the task
  * it holds. */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "util/pool.h"
 #include "util/common.h"
 
 #include <errno.h>

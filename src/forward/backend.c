@@ -1,0 +1,101 @@
+/* backend.c — the registry of forward-level backends (backend.h) and the
+ * public context functions, which check what every backend shares and
+ * dispatch through the context's table. */
+#include "forward/backend.h"
+#include "forward/forward.h"
+#include "util/common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const ac_backend_ops *const registry[] = {
+    &ac_backend_cpu,
+#ifdef AC_HAVE_CUDA
+    &ac_backend_cuda,
+#endif
+};
+
+/* Names this build knows but cannot run, with the reason. */
+static const char *unbuilt(const char *name) {
+#ifndef AC_HAVE_CUDA
+    if (!strcmp(name, "cuda")) return "this attncache was built without the CUDA backend (cmake -DAC_CUDA=ON)";
+#endif
+    (void)name;
+    return NULL;
+}
+
+int ac_backend_find(const char *name, const ac_backend_ops **out) {
+    *out = NULL;
+    if (!name || !*name) name = "cpu";
+    for (size_t i = 0; i < sizeof registry / sizeof *registry; i++) {
+        const ac_backend_ops *b = registry[i];
+        if (strcmp(b->name, name)) continue;
+        char why[256] = "";
+        if (b->available && !b->available(why, sizeof why))
+            return ac_err(AC_ERR_UNSUPPORTED, "backend '%s' cannot run here: %s", name, why);
+        *out = b;
+        return AC_OK;
+    }
+    const char *reason = unbuilt(name);
+    if (reason) return ac_err(AC_ERR_UNSUPPORTED, "backend '%s': %s", name, reason);
+    return ac_err(AC_ERR_ARG, "unknown backend '%.64s' (expected cpu or cuda)", name);
+}
+
+/* The checks for every backend (model, thread count, attention kind, token limit), and the
+ * context's token limit for the model. */
+static int params_check(const ac_model *m, const ac_ctx_params *p, int *max_tokens) {
+    if (m->vocab_only) return ac_err(AC_ERR_ARG, "model was loaded vocab-only (no weights): no context");
+    if (p->n_threads < 0 || p->n_threads > 1024) return ac_err(AC_ERR_ARG, "ac_ctx_new: n_threads %d", p->n_threads);
+    if (p->attn != AC_ATTN_FUSED && p->attn != AC_ATTN_MATERIALIZED)
+        return ac_err(AC_ERR_ARG, "ac_ctx_new: attention kind %d", p->attn);
+    if (p->max_tokens < 0) return ac_err(AC_ERR_ARG, "ac_ctx_new: max_tokens %d", p->max_tokens);
+    const ac_hparams *hp = &m->hp;
+    int mt = p->max_tokens ? p->max_tokens : hp->n_ctx_train;
+    if (m->info.arch == AC_ARCH_BERT && mt > hp->n_ctx_train) mt = hp->n_ctx_train; /* BERT: no positions past it */
+    *max_tokens = mt;
+    return AC_OK;
+}
+
+int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out) {
+    if (!model || !out) return ac_err(AC_ERR_ARG, "ac_ctx_new: NULL argument");
+    *out = NULL;
+    const ac_ctx_params p = params ? *params : ac_ctx_default_params();
+    int mt = 0, rc;
+    if ((rc = params_check(model, &p, &mt))) return rc;
+    const ac_backend_ops *b;
+    if ((rc = ac_backend_find(p.backend, &b))) return rc;
+    ac_ctx *c = NULL;
+    if ((rc = b->ctx_new(model, &p, &c))) return rc;
+    c->ops = b;
+    c->max_tokens = mt;
+    c->params.backend = NULL; /* borrowed during ac_ctx_new only */
+    *out = c;
+    return AC_OK;
+}
+
+void ac_ctx_free(ac_ctx *c) {
+    if (!c) return;
+    ac_ctx_set_attn_hook(c, NULL); /* releases the hook (an attached cache forgets this context) */
+    c->ops->ctx_free(c);
+}
+
+int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
+    if (!c || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_forward: invalid argument");
+    return c->ops->forward(c, seqs, n_seq, out);
+}
+
+int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
+    if (!c || !h || n <= 0 || !logits) return ac_err(AC_ERR_ARG, "ac_lm_head: invalid argument");
+    return c->ops->lm_head(c, h, n, logits);
+}
+
+const char *ac_ctx_describe(const ac_ctx *c, char *buf, int n) {
+    if (!buf || n <= 0) return buf;
+    if (!c) {
+        snprintf(buf, (size_t)n, "(no context)");
+        return buf;
+    }
+    return c->ops->describe(c, buf, n);
+}
+
+const char *ac_ctx_backend(const ac_ctx *c) { return c ? c->ops->name : NULL; }

@@ -1,0 +1,180 @@
+/* weights.c — the CPU backend's weights: what its kernels read of a loaded
+ * model, made when the first context that needs them is created and kept on
+ * the model (ac_model_prepared: once per layout, under the model's lock, freed
+ * with the model), so that every later context, in any thread, shares them.
+ *
+ * A layout ("kind", AC_PACK_*) for the F16/BF16/Q8_0 matrices:
+ *   F32   widened to owned f32 copies: the exact mode (ac_model_params.f32_math,
+ *         the default), and the fast mode where the CPU level has no BF16 kernel;
+ *   BF16  packed into BF16 panels for the own AVX512-BF16 kernel (gemm_own.c):
+ *         the fast mode;
+ *   DNNL  packed into oneDNN's blocked BF16 layout (gemm_dnnl.c): the fast mode
+ *         with AC_PACK=onednn, AC_GEMM=onednn, ac_ctx_params.gemm = DNNL or the
+ *         AC_LOAD_PACK_DNNL hint;
+ *   NONE  as mapped, converted row by row by the kernels (ac_row_to_f32): the
+ *         fast mode with AC_PACK=none, AC_GEMM=openblas|naive, ac_ctx_params.gemm
+ *         = OPENBLAS|NAIVE or the AC_LOAD_NO_PACK hint.
+ * The kernels read a "view" of the model: a copy of its description (struct
+ * ac_model) whose matrices carry the layout's copies; everything else (the
+ * mapping, vectors, tokenizer, hyper-parameters) is the model's, borrowed. A
+ * model whose matrices are all F32 (used in place from the mapping) or a NONE
+ * layout needs no view: the context reads the model itself. */
+#include "forward/forward.h"
+#include "util/common.h"
+#include "util/cpu.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* The view of one layout. `view` first: a cpu_weights is also the ac_model its kernels read. */
+typedef struct cpu_weights {
+    ac_model view;
+} cpu_weights;
+
+static const char cpu_weights_owner = 0; /* names the CPU backend's entries among a model's preparations */
+
+/* Every matrix of a model's tables (view or model), up to cap. */
+static int all_mats(ac_model *m, ac_mat **out, int cap) {
+    int n = 0;
+#define ADD(w)                                                      \
+    do {                                                            \
+        if ((w)->data && (w)->n_out > 0 && n < cap) out[n++] = (w); \
+    } while (0)
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        ac_layer *L = &m->layers[il];
+        ADD(&L->wq);
+        ADD(&L->wk);
+        ADD(&L->wv);
+        ADD(&L->wo);
+        ADD(&L->w_gate);
+        ADD(&L->w_up);
+        ADD(&L->w_down);
+    }
+    if (m->has_output) ADD(&m->output);
+    if (m->has_cls) ADD(&m->cls);
+    if (m->has_cls_out) ADD(&m->cls_out);
+#undef ADD
+    return n;
+}
+
+/* An owned f32 copy of a matrix (AC_PACK_F32). */
+static int widen_f32(ac_mat *w) {
+    float *b = AC_ALIGNED_ALLOC((size_t)w->n_out * w->n_in * sizeof(float)); /* [n_out][n_in] */
+    if (!b) return ac_err(AC_ERR_NOMEM, "out of memory widening %s to f32", w->name);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->n_out; r++) ac_row_to_f32(w->type, w->data, w->row_bytes, r, w->n_in, b + (size_t)r * w->n_in);
+    w->packed = b;
+    w->f32 = b;
+    w->pack = AC_PACK_F32;
+    return AC_OK;
+}
+
+static void weights_release(void *data) {
+    cpu_weights *w = data;
+    if (!w) return;
+    ac_model *v = &w->view;
+    if (v->layers) {
+        const int cap = 7 * v->hp.n_layer + 3;
+        ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
+        /* without the list (out of memory while freeing) the copies leak rather than crash */
+        const int n = mats ? all_mats(v, mats, cap) : 0;
+        for (int i = 0; i < n; i++) {
+            if (mats[i]->pack == AC_PACK_NONE) continue;
+            free(mats[i]->packed);
+            free(mats[i]->packed_md);
+        }
+        free(mats);
+        free(v->layers);
+    }
+    free(w);
+}
+
+/* make() of ac_model_prepared: the view of layout `kind`. */
+static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
+    (void)arg;
+    cpu_weights *w = AC_CALLOC(1, sizeof *w);
+    if (!w) return AC_ERR_NOMEM;
+    ac_model *v = &w->view;
+    *v = *m; /* the description; nothing of it is owned by the view but its layer table and copies */
+    v->owned_f32 = NULL;
+    v->n_owned = v->cap_owned = 0;
+    v->file_buf = NULL;
+    v->preps = NULL;
+    v->layers = AC_MALLOC((size_t)m->hp.n_layer * sizeof *v->layers);
+    const int cap = 7 * m->hp.n_layer + 3;
+    ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
+    uint16_t *tmp = NULL; /* [n_out][n_in] bf16 staging (oneDNN's reorder source) */
+    int rc = AC_OK;
+    if (!v->layers || !mats) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    memcpy(v->layers, m->layers, (size_t)m->hp.n_layer * sizeof *v->layers);
+    const int n = all_mats(v, mats, cap);
+    size_t maxe = 0;
+    for (int i = 0; i < n; i++)
+        if (mats[i]->type != GGML_F32) maxe = AC_MAX(maxe, (size_t)mats[i]->n_out * mats[i]->n_in);
+    if (kind == AC_PACK_DNNL && !(tmp = AC_ALIGNED_ALLOC(maxe * sizeof *tmp))) rc = AC_ERR_NOMEM;
+    for (int i = 0; i < n && !rc; i++) {
+        ac_mat *W = mats[i];
+        if (W->type == GGML_F32) continue;                 /* in place from the mapping */
+        if (kind == AC_PACK_BF16 && W->n_in % 2) continue; /* stays on the f32 path */
+        if (W->pack != AC_PACK_NONE) continue;             /* (listed twice: prepared once) */
+        rc = kind == AC_PACK_BF16 ? ac_bf16_pack(W) : kind == AC_PACK_F32 ? widen_f32(W) : ac_dnnl_pack_bf16(W, tmp);
+        if (rc) ac_err_prefix(rc, "preparing %s for the CPU", W->name);
+    }
+    v->pack = kind;
+    v->fast_fallback = !m->params.f32_math && kind == AC_PACK_F32; /* fast asked, exact runs */
+done:
+    free(tmp);
+    free(mats);
+    if (rc) {
+        weights_release(w);
+        return rc;
+    }
+    *out = w;
+    return AC_OK;
+}
+
+/* The layout contexts at `level` with GEMM choice `gemm` (enum ac_gemm_backend, AUTO:
+ * AC_GEMM's) want for model m's non-F32 matrices. */
+static int kind_wanted(const ac_model *m, int level, int gemm) {
+    const char *e = getenv("AC_GEMM"), *p = getenv("AC_PACK");
+    const int own_bf16 = ac_bf16_gemm_at(level);
+    if (m->load_flags & AC_LOAD_NO_PACK) return AC_PACK_NONE;
+    if (p && !strcasecmp(p, "f32")) return AC_PACK_F32;
+    if (m->params.f32_math && !(p && (!strcasecmp(p, "bf16") || !strcasecmp(p, "onednn")))) return AC_PACK_F32;
+    if (m->load_flags & AC_LOAD_PACK_DNNL) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
+    if (gemm == AC_GEMM_OPENBLAS || gemm == AC_GEMM_NAIVE) return AC_PACK_NONE;
+    if (gemm == AC_GEMM_AUTO && e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas")))
+        return AC_PACK_NONE;
+    if (p && !strcasecmp(p, "none")) return AC_PACK_NONE;
+    if (p && !strcasecmp(p, "onednn")) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
+    const int want_dnnl = gemm == AC_GEMM_DNNL ||
+                          (gemm == AC_GEMM_AUTO && e && (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")));
+    if (want_dnnl && ac_dnnl_bf16_available()) return AC_PACK_DNNL;
+    if (own_bf16) return AC_PACK_BF16;
+    if (ac_dnnl_bf16_available()) return AC_PACK_DNNL;
+    /* no BF16 kernel at this CPU level: the fast mode runs the exact f32 path (widened once),
+     * never slower than exact (unpacked weights would be converted on every forward) */
+    return AC_PACK_F32;
+}
+
+int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out) {
+    *out = m;
+    const int kind = kind_wanted(m, level, gemm);
+    int any = 0; /* a matrix the layout changes */
+    for (int il = 0; il < m->hp.n_layer && !any; il++) {
+        const ac_layer *L = &m->layers[il];
+        any = L->wq.type != GGML_F32 || L->wk.type != GGML_F32 || L->wv.type != GGML_F32 || L->wo.type != GGML_F32 ||
+              (L->w_gate.data && L->w_gate.type != GGML_F32) || L->w_up.type != GGML_F32 || L->w_down.type != GGML_F32;
+    }
+    any = any || (m->has_output && m->output.type != GGML_F32) || (m->has_cls && m->cls.type != GGML_F32) ||
+          (m->has_cls_out && m->cls_out.type != GGML_F32);
+    if (kind == AC_PACK_NONE || !any) return AC_OK; /* the model as loaded */
+    void *w = NULL;
+    int rc = ac_model_prepared(m, &cpu_weights_owner, kind, weights_make, NULL, weights_release, &w);
+    if (rc) return rc;
+    *out = &((cpu_weights *)w)->view;
+    return AC_OK;
+}
