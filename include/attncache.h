@@ -225,7 +225,9 @@ int ac_embed_texts_status(ac_ctx *ctx, const char *const *texts, int n, int pool
 
 /* Label scoring: log P(label_i | prompt) summed over the label's tokens
  * (prompt tokenized with BOS; each label tokenized as a continuation).
- * logprob_out: [n_labels], caller-allocated. */
+ * logprob_out: [n_labels], caller-allocated. With a prefix cache attached
+ * (ac_ctx_attach_prefix) and labels of several tokens, the prompt runs once
+ * and every label's continuation reuses its rows. */
 int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, int n_labels,
                     double *logprob_out);
 

@@ -37,6 +37,7 @@ typedef struct ex_out {
     int pred;         /* predicted class */
     double score;     /* STS-B cosine */
     int tokens;
+    long long reused, computed; /* prefix cache: rows taken from it / computed */
 } ex_out;
 
 typedef struct eval_job {
@@ -48,12 +49,14 @@ typedef struct eval_job {
 } eval_job;
 
 /* Runs example i on ctx (cache attached or not), filling *o. */
-static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, ex_out *o) {
+static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eval_job *j, int i, ex_out *o) {
     const ac_model *m = ac_ctx_model(ctx);
     double p0[AC_STAGE_COUNT], p1[AC_STAGE_COUNT];
     ac_cache_stats s0 = {0}, s1 = {0};
+    ac_prefix_stats q0 = {0}, q1 = {0};
     ac_ctx_get_profile(ctx, p0);
     if (cache) ac_cache_get_stats(cache, &s0);
+    if (pc) ac_prefix_get_stats(pc, &q0);
     const task_ex *ex = &j->q->ex[i];
     int rc = AC_OK;
     double t0 = cli_now();
@@ -113,20 +116,32 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
         o->rows_served = s1.rows_served - s0.rows_served;
         o->rows_total = s1.rows_total - s0.rows_total;
     }
+    if (pc) {
+        ac_prefix_get_stats(pc, &q1);
+        o->reused = q1.tokens_reused - q0.tokens_reused;
+        o->computed = q1.tokens_computed - q0.tokens_computed;
+        o->hit |= o->reused > 0;
+        o->lookup += (q1.t_lookup - q0.t_lookup) + (q1.t_insert - q0.t_insert);
+    }
     return AC_OK;
 }
 
-/* Example i exactly (o0) and then with the cache (o1), on one context: the
- * cache is attached only for the second run. One context, so one thread
- * pool: a second context's idle workers would poll the cores while the
- * other runs and slow both (measured on 13-token MiniLM queries). */
-static int run_pair(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, ex_out *o0, ex_out *o1) {
+/* Example i exactly (o0) and then with the cache and/or the prefix cache
+ * (o1), on one context: they are attached only for the second run. One
+ * context, so one thread pool: a second context's idle workers would poll
+ * the cores while the other runs and slow both (measured on 13-token MiniLM
+ * queries). */
+static int run_pair(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eval_job *j, int i, ex_out *o0,
+                    ex_out *o1) {
     ac_ctx_attach_cache(ctx, NULL);
-    int rc = run_example(ctx, NULL, j, i, o0);
-    if (rc || !cache) return rc;
-    ac_ctx_attach_cache(ctx, cache);
-    rc = run_example(ctx, cache, j, i, o1);
+    ac_ctx_attach_prefix(ctx, NULL);
+    int rc = run_example(ctx, NULL, NULL, j, i, o0);
+    if (rc || (!cache && !pc)) return rc;
+    if (cache) ac_ctx_attach_cache(ctx, cache);
+    if (pc && (rc = ac_ctx_attach_prefix(ctx, pc))) return cli_api_fail("prefix cache", rc);
+    rc = run_example(ctx, cache, pc, j, i, o1);
     ac_ctx_attach_cache(ctx, NULL);
+    ac_ctx_attach_prefix(ctx, NULL);
     return rc;
 }
 
@@ -147,7 +162,7 @@ static double metric_of(const eval_job *j, const ex_out *o, int n) {
 /* sums over a side-by-side run (o0 exact, o1 cached) */
 typedef struct stream_agg {
     double sec0, sec1, hsec0, hsec1, att0, att1, hatt0, hatt1, look;
-    long long tokens, bytes, rows_served, rows_total;
+    long long tokens, bytes, rows_served, rows_total, reused, computed;
     int hits;
 } stream_agg;
 
@@ -158,6 +173,7 @@ static stream_agg aggregate(const ex_out *o0, const ex_out *o1, int n) {
         a.sec0 += o0[i].sec, a.sec1 += o1[i].sec, a.att0 += o0[i].attn, a.att1 += o1[i].attn + o1[i].lookup;
         a.look += o1[i].lookup, a.bytes += (long long)o1[i].bytes, a.tokens += o0[i].tokens;
         a.rows_served += o1[i].rows_served, a.rows_total += o1[i].rows_total;
+        a.reused += o1[i].reused, a.computed += o1[i].computed;
         if (o1[i].hit) {
             a.hits++;
             a.hsec0 += o0[i].sec, a.hsec1 += o1[i].sec, a.hatt0 += o0[i].attn, a.hatt1 += o1[i].attn;
@@ -213,6 +229,7 @@ int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
     const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
     int limit = 0, shots = -1, shared = 0;
+    int64_t prefix_bytes = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -231,6 +248,9 @@ int cmd_eval(int argc, char **argv) {
             if (bad || !n_thr) return bad ? 1 : cli_fail("bad --thresholds '%s': no value", thresholds);
         }
         else if (!strcmp(argv[i], "--plot") && i + 1 < argc) plot = argv[++i];
+        else if ((r = cli_prefix_opt(argc, argv, &i, &prefix_bytes))) {
+            if (r < 0) return 1;
+        }
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
@@ -255,6 +275,10 @@ int cmd_eval(int argc, char **argv) {
                    "JSON \"sweep\"); --plot FILE.png draws speedup, hit rate and the metric against the\n"
                    "threshold with matplotlib (tools/py/plot_sweep.py in the source tree's .venv) from the\n"
                    "JSON (--json FILE, else FILE.json beside the plot).\n"
+                   "With --prefix-cache MB (causal models), the second run of each example keeps the K/V rows of\n"
+                   "earlier prompts in a prefix cache of MB MiB and computes only what a prompt does not share\n"
+                   "with them (exact); with --cache too, both (prefix rows first, maps for later rows). The\n"
+                   "report adds the tokens reused and computed and the Amdahl bound (all tokens / computed).\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
@@ -276,6 +300,7 @@ int cmd_eval(int argc, char **argv) {
     ac_model *m;
     ac_ctx *ctx;
     ac_cache *cache = NULL;
+    ac_prefix_cache *pc = NULL;
     if (cli_load(&c, &m, &ctx)) return 1;
     ac_model_info info;
     ac_model_get_info(m, &info);
@@ -309,20 +334,33 @@ int cmd_eval(int argc, char **argv) {
         goto out;
     }
     if (c.cache && (rc = cli_open_cache(&c, m, 0, 0, &cache))) goto out;
+    if (prefix_bytes) {
+        if (!info.causal) {
+            rc = cli_fail("eval: --prefix-cache needs a causal model (decoder); %s is bidirectional", info.arch_name);
+            goto out;
+        }
+        ac_prefix_params pp = ac_prefix_default_params();
+        pp.max_bytes = prefix_bytes;
+        int prc = ac_prefix_cache_new(m, &pp, &pc);
+        if (prc) {
+            rc = cli_api_fail("prefix cache", prc);
+            goto out;
+        }
+    }
     o0 = calloc((size_t)n, sizeof *o0);
     o1 = calloc((size_t)n, sizeof *o1);
     if (!o0 || !o1) {
         rc = cli_fail("out of memory");
         goto out;
     }
-    for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, &job, i, &o0[i], &o1[i]); /* side by side */
+    for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]); /* side by side */
     if (rc) goto out;
     const stream_agg A = aggregate(o0, o1, n);
     const double sec0 = A.sec0, sec1 = A.sec1, hsec0 = A.hsec0, hsec1 = A.hsec1, att0 = A.att0, att1 = A.att1,
                  hatt0 = A.hatt0, hatt1 = A.hatt1, look = A.look;
     const long long tokens = A.tokens, bytes = A.bytes;
     const int hits = A.hits;
-    const double met0 = metric_of(&job, o0, n), met1 = cache ? metric_of(&job, o1, n) : 0;
+    const double met0 = metric_of(&job, o0, n), met1 = cache || pc ? metric_of(&job, o1, n) : 0;
     const char *mname = (!job.spec && strcmp(task, "sst2") != 0) ? "spearman" : "accuracy";
     const char *base = strrchr(c.model, '/');
     base = base ? base + 1 : c.model;
@@ -331,9 +369,22 @@ int cmd_eval(int argc, char **argv) {
     if (job.spec)
         printf("(%d-shot, %s demonstrations, mean prompt %.0f tokens)\n", job.shots, shared ? "shared" : "per-query",
                (double)tokens / n);
+    if (cache || pc)
+        printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f   (with %s)\n", task, base, mname, met1, n, sec1,
+               sec1 > 0 ? tokens / sec1 : 0,
+               cache && pc ? "prefix cache + cache" : pc ? "prefix cache" : "cache");
+    if (pc) {
+        ac_prefix_stats ps;
+        ac_prefix_get_stats(pc, &ps);
+        const long long all = A.reused + A.computed;
+        printf("prefix cache: %d/%d queries reused a prefix; tokens reused %lld, computed %lld (%.1f%% of %lld); "
+               "Amdahl bound %.2fx (all tokens / computed); %lld nodes, %.1f MiB of %.1f MiB, %lld evictions; "
+               "lookup+insert %.2f%% of its time\n",
+               hits, n, A.reused, A.computed, all ? 100.0 * (double)A.computed / (double)all : 0, all,
+               A.computed ? (double)all / (double)A.computed : 0, (long long)ps.nodes, ps.bytes / 1048576.0,
+               ps.max_bytes / 1048576.0, (long long)ps.evictions, sec1 > 0 ? 100.0 * look / sec1 : 0);
+    }
     if (cache) {
-        printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f   (with cache)\n", task, base, mname, met1, n, sec1,
-               sec1 > 0 ? tokens / sec1 : 0);
         printf("cache: hit rate %.1f%% (%d/%d), %.1f KiB of maps read per query, lookup %.2f%% of cached time, "
                "%.1f%% of the served layers' rows from maps\n",
                100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0,
@@ -351,11 +402,19 @@ int cmd_eval(int argc, char **argv) {
         if (cs.damaged_unindexed)
             printf("lookup problems: %lld damaged record(s) left out of the index (computed exactly; "
                    "`attncache db verify`, `attncache db repair`)\n", (long long)cs.damaged_unindexed);
-        printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
+    }
+    if (cache || pc) {
+        const long long all = A.reused + A.computed;
+        printf("  %-34s %11s %11s   %7s\n", pc ? "speed (exact vs reuse)" : "speed (exact vs cache)", "exact",
+               pc ? "reuse" : "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
         print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
         print_speed(stdout, "attention op, hits only", hatt0, hatt1);
+        if (pc && A.computed)
+            printf("  %-34s %11s %11s   %6.3fx (%.1f%% of it reached)\n", "Amdahl bound (tokens / computed)", "",
+                   "", (double)all / (double)A.computed,
+                   100.0 * ratio(sec0, sec1) / ((double)all / (double)A.computed));
         printf("  accuracy change: %+.2f points\n", met1 - met0);
     }
     /* --thresholds: the same side-by-side run at each threshold */
@@ -373,7 +432,7 @@ int cmd_eval(int argc, char **argv) {
                 break;
             }
             ac_cache_set_threshold(cache, t);
-            for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, &job, i, &o0[i], &o1[i]);
+            for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]);
             if (rc) break;
             const stream_agg B = aggregate(o0, o1, n);
             const double m1 = metric_of(&job, o1, n), m0 = metric_of(&job, o0, n);
@@ -403,6 +462,19 @@ int cmd_eval(int argc, char **argv) {
                 cJSON_AddStringToObject(root, "demos", shared ? "shared" : "per-query");
                 cJSON_AddNumberToObject(root, "mean_prompt_tokens", (double)tokens / n);
             }
+        }
+        cJSON *pj = NULL;
+        if (root && pc && (pj = cJSON_AddObjectToObject(root, "prefix"))) {
+            const long long all = A.reused + A.computed;
+            cJSON_AddNumberToObject(pj, "max_bytes", (double)prefix_bytes);
+            cJSON_AddNumberToObject(pj, "value", met1);
+            cJSON_AddNumberToObject(pj, "seconds", sec1);
+            cJSON_AddNumberToObject(pj, "hits", hits);
+            cJSON_AddNumberToObject(pj, "tokens_reused", (double)A.reused);
+            cJSON_AddNumberToObject(pj, "tokens_computed", (double)A.computed);
+            cJSON_AddNumberToObject(pj, "amdahl_bound", A.computed ? (double)all / (double)A.computed : 0);
+            cJSON_AddNumberToObject(pj, "speedup_e2e", ratio(sec0, sec1));
+            cJSON_AddNumberToObject(pj, "lookup_seconds", look);
         }
         if (root && cache && (cj = cJSON_AddObjectToObject(root, "cache"))) {
             cJSON_AddStringToObject(cj, "dir", c.cache);
@@ -453,6 +525,7 @@ out:
         cli_cache_warn(cache);
         ac_cache_close(cache);
     }
+    ac_prefix_cache_free(pc);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;
