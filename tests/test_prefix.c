@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdlib.h>
 
 #define STORIES AC_SHARED_DIR "/models/stories260K.gguf"
 #define ATTNLM AC_SOURCE_DIR "/models/attnlm-8k.gguf"
@@ -89,6 +90,17 @@ static double rel_diff(const float *a, const float *b, size_t n, int *bitwise) {
         if (!(d <= worst)) worst = d; /* NaN counts */
     }
     return worst;
+}
+
+/* max |a-b| / max |b| over n values */
+static double rel_max(const float *a, const float *b, size_t n) {
+    double dm = 0, bm = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= dm)) dm = d;
+        if (fabs(b[i]) > bm) bm = fabs(b[i]);
+    }
+    return bm > 0 ? dm / bm : dm;
 }
 
 static int g_bitwise = 1;
@@ -405,16 +417,104 @@ static void test_bad_args(void **state) {
     ac_model_free(m2);
 }
 
+/* Both caches on one context: the prefix cache gives the first rows, the
+ * attention-map cache (rows = prefix, exact f32 maps) serves the attention of
+ * the next ones where a stored entry shares them, the rest is computed; the
+ * plan reports each; the outputs equal the exact forward's (up to the maps'
+ * rounding). */
+static void test_with_map_cache(void **state) {
+    fixture *f = *state;
+    if (!f) skip();
+    const int V = f->info.n_vocab, L = 60, PE = 45, PD = 20;
+    int32_t e[60], d[30], q[60];
+    fill(e, 60, V);
+    memcpy(d, e, PD * sizeof *d);
+    fill(d + PD, 30 - PD, V);
+    if (d[PD] == e[PD]) d[PD] = (e[PD] + 1) % V;
+    memcpy(q, e, PE * sizeof *q);
+    fill(q + PE, L - PE, V);
+    if (q[PE] == e[PE]) q[PE] = (e[PE] + 1) % V;
+    char dir[] = "/tmp/test_prefix_mapsXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cdir[64];
+    snprintf(cdir, sizeof cdir, "%s/c", dir);
+    ac_ctx *ex = new_ctx(f), *c = new_ctx(f);
+    ac_cache_params cp = ac_cache_default_params();
+    cp.writable = 1, cp.create = 1, cp.codec = "f32-causal";
+    ac_cache *mc = NULL;
+    assert_int_equal(ac_cache_open(f->m, cdir, &cp, &mc), AC_OK);
+    int added = 0;
+    assert_int_equal(ac_cache_add(mc, ex, e, 60, &added), AC_OK);
+    assert_int_equal(added, 1);
+    assert_int_equal(ac_cache_commit(mc), AC_OK);
+    assert_int_equal(ac_cache_reindex(mc), AC_OK);
+    assert_int_equal(ac_cache_close(mc), AC_OK);
+    cp = ac_cache_default_params();
+    cp.rows = AC_ROWS_PREFIX;
+    assert_int_equal(ac_cache_open(f->m, cdir, &cp, &mc), AC_OK);
+    ac_prefix_cache *pc = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_seq sd = {d, 30}, sq = {q, L};
+    outs od, og, orf;
+    run(c, f, &sd, 1, &od); /* the prefix cache stores d (shares PD tokens with q) */
+    assert_int_equal(ac_ctx_attach_cache(c, mc), AC_OK);
+    run(c, f, &sq, 1, &og);
+    ac_seq_plan p;
+    assert_int_equal(ac_ctx_last_plan(c, 1, &p), AC_OK);
+    fprintf(stderr, "both caches: prefix rows %d, map rows %d in %d layers\n", p.prefix_rows, p.map_rows, p.map_layers);
+    assert_int_equal(p.prefix_rows, PD);
+    assert_int_equal(p.map_rows, PE - PD);
+    assert_int_equal(p.map_layers, f->info.n_layer);
+    uint8_t hit = 0;
+    assert_int_equal(ac_cache_last_hits(c, 1, &hit, NULL), AC_OK);
+    assert_int_equal(hit, 1);
+    run(ex, f, &sq, 1, &orf);
+    /* the same query with the map cache alone (no prefix cache): its own rounding */
+    ac_ctx *mo = new_ctx(f);
+    assert_int_equal(ac_ctx_attach_cache(mo, mc), AC_OK);
+    outs om;
+    run(mo, f, &sq, 1, &om);
+    const size_t D = (size_t)f->info.n_embd;
+    double dl = rel_max(og.logits, orf.logits, (size_t)V), dh = rel_max(og.pooled, orf.pooled, D);
+    double ml = rel_max(om.logits, orf.logits, (size_t)V), mh = rel_max(om.pooled, orf.pooled, D);
+    ac_ctx_free(mo);
+    outs_free(&om);
+    fprintf(stderr, "both caches: max difference / max value: logits %.3g, pooled %.3g (map cache alone: %.3g, %.3g)\n",
+            dl, dh, ml, mh);
+    assert_true(dl <= 1e-5 && dh <= 1e-5);
+    /* the stored sequence itself: the prefix cache has PD rows, the map cache every row up to L-1 */
+    ac_seq se = {e, 60};
+    outs oe, oer;
+    run(c, f, &se, 1, &oe);
+    assert_int_equal(ac_ctx_last_plan(c, 1, &p), AC_OK);
+    assert_int_equal(p.prefix_rows, PE); /* q (stored just now) shares PE tokens with e */
+    assert_int_equal(p.map_rows, 60 - 1 - PE);
+    run(ex, f, &se, 1, &oer);
+    dl = rel_max(oe.logits, oer.logits, (size_t)V);
+    assert_true(dl <= 1e-5);
+    outs_free(&od), outs_free(&og), outs_free(&orf), outs_free(&oe), outs_free(&oer);
+    ac_ctx_free(c);
+    assert_int_equal(ac_cache_close(mc), AC_OK);
+    ac_prefix_cache_free(pc);
+    ac_ctx_free(ex);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest stories[] = {
         cmocka_unit_test(test_exact_P),     cmocka_unit_test(test_batch_mixed), cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_two_threads), cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_with_map_cache),
     };
     const struct CMUnitTest attnlm[] = {
         cmocka_unit_test(test_exact_P),
         cmocka_unit_test(test_batch_mixed),
         cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_with_map_cache),
     };
     int rc = cmocka_run_group_tests_name("prefix_stories260K", stories, setup_stories, teardown);
     rc |= cmocka_run_group_tests_name("prefix_attnlm8k", attnlm, setup_attnlm, teardown);
