@@ -38,6 +38,7 @@ typedef struct ex_out {
     double score;     /* STS-B cosine */
     int tokens;
     long long reused, computed; /* prefix cache: rows taken from it / computed */
+    float stage[AC_STAGE_COUNT]; /* s per forward stage */
 } ex_out;
 
 typedef struct eval_job {
@@ -105,6 +106,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
     o->sec = cli_now() - t0;
     if (rc != AC_OK) return cli_fail("%s example %d: %s", j->task, i, ac_last_error());
     ac_ctx_get_profile(ctx, p1);
+    for (int k = 0; k < AC_STAGE_COUNT; k++) o->stage[k] = (float)(p1[k] - p0[k]);
     o->attn = (p1[AC_STAGE_ATTN] - p0[AC_STAGE_ATTN]) + (p1[AC_STAGE_QK] - p0[AC_STAGE_QK]) +
               (p1[AC_STAGE_SOFTMAX] - p0[AC_STAGE_SOFTMAX]) + (p1[AC_STAGE_AV] - p0[AC_STAGE_AV]);
     if (cache) {
@@ -411,6 +413,15 @@ int cmd_eval(int argc, char **argv) {
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
         print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
         print_speed(stdout, "attention op, hits only", hatt0, hatt1);
+        if (pc) { /* where the time goes, whole stream */
+            double e[AC_STAGE_COUNT] = {0}, r[AC_STAGE_COUNT] = {0};
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < AC_STAGE_COUNT; k++) e[k] += o0[i].stage[k], r[k] += o1[i].stage[k];
+            printf("  stages, s (exact | reuse):");
+            for (int k = 0; k < AC_STAGE_COUNT; k++)
+                if (e[k] > 0 || r[k] > 0) printf("  %s %.3f | %.3f", ac_stage_name(k), e[k], r[k]);
+            printf("\n");
+        }
         if (pc && A.computed)
             printf("  %-34s %11s %11s   %6.3fx (%.1f%% of it reached)\n", "Amdahl bound (tokens / computed)", "",
                    "", (double)all / (double)A.computed,
