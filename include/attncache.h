@@ -277,6 +277,16 @@ int ac_ctx_attach_prefix(ac_ctx *ctx, ac_prefix_cache *pc);
 /* Drop every stored node. Any thread. */
 int ac_prefix_clear(ac_prefix_cache *pc);
 
+/* Persistence: save every stored node to one file (checksummed; written to
+ * PATH.tmp.PID, fsync'd and renamed over PATH, so a crash leaves the old file
+ * or the new one), and load such a file in place of the tree in memory (then
+ * evicted to the budget). A file of another model or weight arithmetic, a
+ * damaged or truncated one, is refused (AC_ERR_CACHE naming the problem) and
+ * the tree in memory is left as it was. Any thread (save: shared lock; load:
+ * exclusive lock for the swap only). */
+int ac_prefix_save(ac_prefix_cache *pc, const char *path);
+int ac_prefix_load(ac_prefix_cache *pc, const char *path);
+
 typedef struct ac_prefix_stats {
     int64_t lookups;         /* sequences looked up                                       */
     int64_t hits;            /* of them, reused a stored prefix (>= min_match tokens)     */

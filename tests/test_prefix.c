@@ -503,11 +503,108 @@ static void test_with_map_cache(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Save, load into a new cache: the loaded tree serves the same prefixes
+ * (exact results); a damaged, truncated or foreign file is refused with a
+ * clear error and the tree in memory is kept. */
+static void test_persist(void **state) {
+    fixture *f = *state;
+    if (!f) skip();
+    const int V = f->info.n_vocab, L = 50;
+    int32_t a[50], b[50];
+    fill(a, L, V);
+    memcpy(b, a, 30 * sizeof *a);
+    fill(b + 30, L - 30, V);
+    if (b[30] == a[30]) b[30] = (a[30] + 1) % V;
+    char dir[] = "/tmp/test_prefix_fileXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[96], bad[112];
+    snprintf(path, sizeof path, "%s/prefix.bin", dir);
+    snprintf(bad, sizeof bad, "%s/damaged.bin", dir);
+    ac_prefix_cache *pc = NULL, *pc2 = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
+    ac_ctx *c = new_ctx(f), *ref = new_ctx(f);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_seq sa = {a, L}, sb = {b, L};
+    outs oa, ob, rb;
+    run(c, f, &sa, 1, &oa);
+    assert_int_equal(ac_prefix_save(pc, path), AC_OK);
+    ac_prefix_stats s1, s2;
+    ac_prefix_get_stats(pc, &s1);
+    /* a new cache from the file: b takes a's first 30 rows from it */
+    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc2), AC_OK);
+    assert_int_equal(ac_prefix_load(pc2, path), AC_OK);
+    ac_prefix_get_stats(pc2, &s2);
+    assert_int_equal(s2.nodes, s1.nodes);
+    assert_int_equal(s2.bytes, s1.bytes);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc2), AC_OK);
+    run(c, f, &sb, 1, &ob);
+    ac_seq_plan p;
+    assert_int_equal(ac_ctx_last_plan(c, 1, &p), AC_OK);
+    assert_int_equal(p.prefix_rows, 30);
+    run(ref, f, &sb, 1, &rb);
+    expect_equal(f, &ob, &rb, L, 1, "after load");
+    /* damaged copies: one flipped byte in the nodes, one in the header, a truncated file */
+    FILE *in = fopen(path, "rb");
+    assert_non_null(in);
+    fseek(in, 0, SEEK_END);
+    const long sz = ftell(in);
+    rewind(in);
+    unsigned char *bytes = malloc((size_t)sz);
+    assert_int_equal(fread(bytes, 1, (size_t)sz, in), (size_t)sz);
+    fclose(in);
+    const long flips[2] = {sz / 2, 20};
+    const char *want[3] = {"nodes damaged", "header damaged", "truncated"};
+    ac_prefix_get_stats(pc2, &s1);
+    for (int k = 0; k < 3; k++) {
+        FILE *o = fopen(bad, "wb");
+        if (k < 2) bytes[flips[k]] ^= 0x40;
+        fwrite(bytes, 1, k < 2 ? (size_t)sz : (size_t)sz - 7, o);
+        fclose(o);
+        if (k < 2) bytes[flips[k]] ^= 0x40;
+        int rc = ac_prefix_load(pc2, bad);
+        fprintf(stderr, "damaged file %d: %s\n", k, ac_last_error());
+        assert_int_equal(rc, AC_ERR_CACHE);
+        assert_non_null(strstr(ac_last_error(), want[k]));
+        ac_prefix_get_stats(pc2, &s2);
+        assert_int_equal(s2.nodes, s1.nodes); /* nothing lost */
+        assert_int_equal(s2.bytes, s1.bytes);
+    }
+    free(bytes);
+    assert_int_equal(ac_prefix_load(pc2, "/nonexistent/prefix.bin"), AC_ERR_IO);
+    assert_int_equal(ac_prefix_load(pc2, NULL), AC_ERR_ARG);
+    assert_int_equal(ac_prefix_save(NULL, path), AC_ERR_ARG);
+    assert_int_equal(ac_prefix_save(pc2, "/nonexistent/dir/prefix.bin"), AC_ERR_IO);
+    /* still serving after the refusals */
+    outs ob2;
+    run(c, f, &sb, 1, &ob2);
+    assert_int_equal(ac_ctx_last_plan(c, 1, &p), AC_OK);
+    assert_true(p.prefix_rows >= 30);
+    expect_equal(f, &ob2, &rb, L, 1, "after refused loads");
+    /* a file of another model is refused */
+    ac_model *m2 = NULL;
+    const char *other = f->info.n_layer == 8 ? STORIES : ATTNLM; /* attnlm-8k has 8 layers, stories260K 5 */
+    if (access(other, R_OK) != 0) other = NULL;
+    if (other && ac_model_load(other, NULL, &m2) == AC_OK) {
+        ac_prefix_cache *pc3 = NULL;
+        assert_int_equal(ac_prefix_cache_new(m2, NULL, &pc3), AC_OK);
+        assert_int_equal(ac_prefix_load(pc3, path), AC_ERR_CACHE);
+        assert_non_null(strstr(ac_last_error(), "another model"));
+        ac_prefix_cache_free(pc3);
+        ac_model_free(m2);
+    }
+    outs_free(&oa), outs_free(&ob), outs_free(&rb), outs_free(&ob2);
+    ac_ctx_free(c), ac_ctx_free(ref);
+    ac_prefix_cache_free(pc), ac_prefix_cache_free(pc2);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest stories[] = {
         cmocka_unit_test(test_exact_P),     cmocka_unit_test(test_batch_mixed), cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_two_threads), cmocka_unit_test(test_bad_args),
-        cmocka_unit_test(test_with_map_cache),
+        cmocka_unit_test(test_with_map_cache), cmocka_unit_test(test_persist),
     };
     const struct CMUnitTest attnlm[] = {
         cmocka_unit_test(test_exact_P),
@@ -515,6 +612,7 @@ int main(void) {
         cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_with_map_cache),
+        cmocka_unit_test(test_persist),
     };
     int rc = cmocka_run_group_tests_name("prefix_stories260K", stories, setup_stories, teardown);
     rc |= cmocka_run_group_tests_name("prefix_attnlm8k", attnlm, setup_attnlm, teardown);

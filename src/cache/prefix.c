@@ -17,13 +17,22 @@
  * nodes per eviction; a parent left childless becomes a leaf itself). */
 #define _POSIX_C_SOURCE 200809L
 #include "attncache.h"
+#include "cache/fingerprint.h"
+#include "cache/hash.h"
 #include "forward/forward.h"
+#include "load/model.h"
 #include "util/common.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct pnode {
     struct pnode *parent;
@@ -46,7 +55,8 @@ typedef struct prefix_att {
 struct ac_prefix_cache {
     const ac_model *model;
     ac_prefix_params p;
-    int n_layer, kvd, n_embd;
+    int n_layer, kvd, n_embd, n_vocab;
+    uint64_t fp[2]; /* the model's fingerprint (the file's check) */
     pthread_rwlock_t lock;
     pnode root;
     _Atomic int64_t bytes, nodes;
@@ -257,6 +267,7 @@ static void hook_insert(void *user, const int32_t *tokens, const ac_kv_rows *row
     ac_prefix_cache *pc = a->pc;
     const int L = rows->L;
     if (rows->kvd != pc->kvd || rows->n_layer != pc->n_layer || rows->n_embd != pc->n_embd) return;
+    if (L < pc->p.min_match) return; /* could never give a prefix of min_match tokens */
     const double t0 = ac_now();
     pthread_rwlock_wrlock(&pc->lock);
     pnode *nd = &pc->root;
@@ -309,6 +320,214 @@ static void hook_release(void *user) {
     free(a);
 }
 
+/* ---- persistence ----------------------------------------------------------------------------------
+ * One file: a header of 80 bytes, then the nodes in preorder.
+ *   header  magic "ACPFXv01", u32 version, n_layer, kvd, n_embd, pack, u32 0,
+ *           u64 fingerprint[2] (the model's, as the map store's), u64 n_nodes, payload bytes,
+ *           payload XXH64, header XXH64 (of the 72 bytes before it)
+ *   node    i64 parent (preorder index, -1: the root), i32 n, i32 0, i32 tokens[n],
+ *           f32 rows[n][n_layer*2*kvd + n_embd] (the node's layout)
+ * Written to PATH.tmp.PID, fsync'd, renamed over PATH, directory fsync'd: a crash leaves
+ * the old file or the new one. A file that fails any check is refused with AC_ERR_CACHE
+ * naming the problem; the tree in memory is then unchanged. Host byte order. */
+#define PFX_MAGIC "ACPFXv01"
+#define PFX_VERSION 1u
+#define PFX_HDR 80
+
+typedef struct pfx_hdr {
+    char magic[8];
+    uint32_t version, n_layer, kvd, n_embd, pack, zero;
+    uint64_t fp[2], n_nodes, payload, payload_hash, hdr_hash;
+} pfx_hdr;
+_Static_assert(sizeof(pfx_hdr) == PFX_HDR, "prefix file header layout");
+
+static size_t tok_floats(const ac_prefix_cache *pc) { return (size_t)pc->n_layer * 2 * pc->kvd + pc->n_embd; }
+
+/* preorder write of nd's subtree; idx: nd's preorder index (-1 root); *next: next index */
+typedef struct pfx_writer {
+    FILE *f;
+    ac_xxh64_state h;
+    uint64_t bytes, nodes;
+    int err;
+} pfx_writer;
+
+static void pw_put(pfx_writer *w, const void *p, size_t n) {
+    if (w->err) return;
+    if (fwrite(p, 1, n, w->f) != n) w->err = 1;
+    ac_xxh64_update(&w->h, p, n);
+    w->bytes += n;
+}
+
+static void pw_tree(const ac_prefix_cache *pc, pfx_writer *w, const pnode *nd, int64_t idx) {
+    for (int i = 0; i < nd->n_kid; i++) {
+        const pnode *k = nd->kid[i];
+        const int64_t me = (int64_t)w->nodes++;
+        const int32_t n = k->n, pad = 0;
+        pw_put(w, &idx, sizeof idx);
+        pw_put(w, &n, sizeof n);
+        pw_put(w, &pad, sizeof pad);
+        pw_put(w, k->tok, (size_t)n * sizeof *k->tok);
+        pw_put(w, k->rows, (size_t)n * tok_floats(pc) * sizeof(float));
+        pw_tree(pc, w, k, me);
+    }
+}
+
+int ac_prefix_save(ac_prefix_cache *pc, const char *path) {
+    if (!pc || !path || !*path) return ac_err(AC_ERR_ARG, "ac_prefix_save: invalid argument");
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return ac_err(AC_ERR_ARG, "prefix cache file name too long: '%s'", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    pfx_hdr h;
+    memset(&h, 0, sizeof h);
+    int rc = AC_OK;
+    if (fwrite(&h, 1, sizeof h, f) != sizeof h) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    pfx_writer w = {f, {{0}}, 0, 0, 0};
+    ac_xxh64_init(&w.h, 0);
+    if (!rc) {
+        pthread_rwlock_rdlock(&pc->lock);
+        pw_tree(pc, &w, &pc->root, -1);
+        pthread_rwlock_unlock(&pc->lock);
+        if (w.err) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    }
+    if (!rc) {
+        memcpy(h.magic, PFX_MAGIC, 8);
+        h.version = PFX_VERSION, h.n_layer = (uint32_t)pc->n_layer, h.kvd = (uint32_t)pc->kvd;
+        h.n_embd = (uint32_t)pc->n_embd, h.pack = (uint32_t)pc->model->pack;
+        memcpy(h.fp, pc->fp, sizeof h.fp);
+        h.n_nodes = w.nodes, h.payload = w.bytes, h.payload_hash = ac_xxh64_digest(&w.h);
+        h.hdr_hash = ac_xxh64(&h, offsetof(pfx_hdr, hdr_hash), 0);
+        if (fseek(f, 0, SEEK_SET) != 0 || fwrite(&h, 1, sizeof h, f) != sizeof h || fflush(f) != 0 || fsync(fileno(f)) != 0)
+            rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    }
+    if (fclose(f) != 0 && !rc) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, path) != 0) rc = ac_err(AC_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    /* the rename itself made durable */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = slash == dir ? (slash[1] = 0, '/') : 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) fsync(dfd), close(dfd);
+    return AC_OK;
+}
+
+/* a fresh tree from the file's payload, or an error naming what is wrong */
+static int pfx_parse(ac_prefix_cache *pc, const char *path, const uint8_t *p, size_t len, uint64_t n_nodes, pnode *root) {
+    const size_t tf = tok_floats(pc);
+    pnode **all = NULL;
+    if (n_nodes > len / 16 || !(all = AC_CALLOC(n_nodes ? n_nodes : 1, sizeof *all)))
+        return n_nodes > len / 16 ? ac_err(AC_ERR_CACHE, "prefix cache file '%s': %llu nodes cannot fit in %zu bytes", path,
+                                           (unsigned long long)n_nodes, len)
+                                  : AC_ERR_NOMEM;
+    size_t off = 0;
+    int rc = AC_OK;
+    for (uint64_t i = 0; i < n_nodes && !rc; i++) {
+        int64_t parent;
+        int32_t n;
+        if (len - off < 16) {
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': truncated at node %llu", path, (unsigned long long)i);
+            break;
+        }
+        memcpy(&parent, p + off, 8), memcpy(&n, p + off + 8, 4);
+        off += 16;
+        if (parent < -1 || parent >= (int64_t)i || n < 1 || (size_t)n > (len - off) / (4 + tf * 4)) {
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': node %llu is malformed (parent %lld, %d tokens)", path,
+                        (unsigned long long)i, (long long)parent, (int)n);
+            break;
+        }
+        const int32_t *tok = (const int32_t *)(p + off);
+        for (int k = 0; k < n && !rc; k++)
+            if (tok[k] < 0 || tok[k] >= pc->n_vocab) rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': node %llu has token id %d out of range", path, (unsigned long long)i, (int)tok[k]);
+        if (rc) break;
+        pnode *par = parent < 0 ? root : all[parent];
+        if (find_kid(par, tok[0])) {
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': node %llu repeats a sibling's first token", path,
+                        (unsigned long long)i);
+            break;
+        }
+        const float *rows = (const float *)(p + off + (size_t)n * 4);
+        pnode *nd = node_new(pc, tok, 0, n, rows, n);
+        if (!nd || add_kid(pc, par, nd)) {
+            if (nd) node_free_tree(pc, nd);
+            rc = AC_ERR_NOMEM;
+            break;
+        }
+        all[i] = nd;
+        off += (size_t)n * (4 + tf * 4);
+    }
+    if (!rc && off != len) rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': %zu bytes past the last node", path, len - off);
+    free(all);
+    return rc;
+}
+
+/* free a tree built beside the live one (its root is not pc->root) */
+static void fresh_free(ac_prefix_cache *pc, pnode *root) {
+    for (int i = 0; i < root->n_kid; i++) node_free_tree(pc, root->kid[i]);
+    free(root->kid);
+    add_bytes(pc, -(int64_t)root->bytes); /* its child array, counted by add_kid */
+    memset(root, 0, sizeof *root);
+}
+
+int ac_prefix_load(ac_prefix_cache *pc, const char *path) {
+    if (!pc || !path || !*path) return ac_err(AC_ERR_ARG, "ac_prefix_load: invalid argument");
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return ac_err(AC_ERR_IO, "cannot open prefix cache file '%s': %s", path, strerror(errno));
+    struct stat st;
+    uint8_t *buf = NULL;
+    int rc = AC_OK;
+    if (fstat(fd, &st) != 0) rc = ac_err(AC_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+    else if (st.st_size < PFX_HDR)
+        rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': %lld bytes, shorter than its header", path, (long long)st.st_size);
+    else if (!(buf = AC_MALLOC((size_t)st.st_size))) rc = AC_ERR_NOMEM;
+    for (size_t got = 0; !rc && got < (size_t)st.st_size;) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r <= 0) rc = ac_err(AC_ERR_IO, "cannot read '%s': %s", path, r < 0 ? strerror(errno) : "unexpected end");
+        else got += (size_t)r;
+    }
+    close(fd);
+    pfx_hdr h;
+    if (!rc) {
+        memcpy(&h, buf, sizeof h);
+        const size_t len = (size_t)st.st_size - PFX_HDR;
+        if (memcmp(h.magic, PFX_MAGIC, 8) != 0) rc = ac_err(AC_ERR_CACHE, "'%s' is not a prefix cache file (bad magic)", path);
+        else if (ac_xxh64(&h, offsetof(pfx_hdr, hdr_hash), 0) != h.hdr_hash)
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': header damaged (checksum mismatch)", path);
+        else if (h.version != PFX_VERSION)
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': version %u (this build reads %u)", path, h.version, PFX_VERSION);
+        else if (h.n_layer != (uint32_t)pc->n_layer || h.kvd != (uint32_t)pc->kvd || h.n_embd != (uint32_t)pc->n_embd ||
+                 memcmp(h.fp, pc->fp, sizeof h.fp) != 0)
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s' was made with another model", path);
+        else if (h.pack != (uint32_t)pc->model->pack)
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s' was made with other weight arithmetic (exact f32 vs --fast bf16)", path);
+        else if (h.payload != len)
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': %zu bytes of nodes, the header says %llu (truncated or extended)",
+                        path, len, (unsigned long long)h.payload);
+        else if (ac_xxh64(buf + PFX_HDR, len, 0) != h.payload_hash)
+            rc = ac_err(AC_ERR_CACHE, "prefix cache file '%s': nodes damaged (checksum mismatch)", path);
+    }
+    pnode fresh;
+    memset(&fresh, 0, sizeof fresh);
+    if (!rc && (rc = pfx_parse(pc, path, buf + PFX_HDR, (size_t)st.st_size - PFX_HDR, h.n_nodes, &fresh)) != AC_OK)
+        fresh_free(pc, &fresh);
+    free(buf);
+    if (rc) return rc;
+    /* swap it in: the old nodes go, the file's are the tree */
+    pthread_rwlock_wrlock(&pc->lock);
+    node_free_tree(pc, &pc->root);
+    pc->root.kid = fresh.kid, pc->root.n_kid = fresh.n_kid, pc->root.cap_kid = fresh.cap_kid;
+    for (int i = 0; i < fresh.n_kid; i++) fresh.kid[i]->parent = &pc->root;
+    add_bytes(pc, -(int64_t)fresh.bytes); /* the root's child array is not counted */
+    evict_to_budget(pc);
+    pthread_rwlock_unlock(&pc->lock);
+    return AC_OK;
+}
+
 /* ---- public API -------------------------------------------------------------------------------- */
 
 int ac_prefix_cache_new(const ac_model *model, const ac_prefix_params *p, ac_prefix_cache **out) {
@@ -327,6 +546,8 @@ int ac_prefix_cache_new(const ac_model *model, const ac_prefix_params *p, ac_pre
     pc->n_layer = info.n_layer;
     pc->kvd = info.n_head_kv * info.head_dim;
     pc->n_embd = info.n_embd;
+    pc->n_vocab = info.n_vocab;
+    ac_cache_model_fingerprint(model, pc->fp);
     if (pthread_rwlock_init(&pc->lock, NULL)) {
         free(pc);
         return ac_err(AC_ERR_NOMEM, "prefix cache: cannot create its lock");

@@ -990,7 +990,11 @@ int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
         goto done;
     }
     for (int s = 0, o = 0; s < n_seq; o += seqs[s].n_tokens, s++) pl.off_full[s] = o;
-    if (pl.kv_on && (rc = prefix_lookup(c, &pl))) goto done;
+    if (pl.kv_on && prefix_lookup(c, &pl) != AC_OK) { /* no room for the rows: this call runs without it */
+        pl.kv_on = 0;
+        memset(pl.first, 0, (size_t)n_seq * sizeof *pl.first);
+        ac_err_clear();
+    }
     int T = 0, any_first = 0;
     for (int s = 0; s < n_seq; s++) {
         pl.off[s] = T;
