@@ -600,6 +600,44 @@ static void test_persist(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* A bidirectional model (MiniLM, models-cache/; skipped if absent) ignores an
+ * attached prefix cache: nothing looked up or stored, results unchanged. */
+static void test_bert_ignores(void **state) {
+    (void)state;
+    const char *path = AC_SOURCE_DIR "/models-cache/all-MiniLM-L6-v2-f32.gguf";
+    fixture *f = NULL;
+    assert_int_equal(setup_model((void **)&f, path), 0);
+    if (!f) skip();
+    int32_t t[40];
+    fill(t, 40, f->info.n_vocab);
+    ac_prefix_cache *pc = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
+    ac_ctx *c = new_ctx(f), *ref = new_ctx(f);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_seq s = {t, 40};
+    ac_outputs o = {0};
+    float *h1 = malloc(40 * (size_t)f->info.n_embd * sizeof *h1), *h2 = malloc(40 * (size_t)f->info.n_embd * sizeof *h2);
+    for (int k = 0; k < 2; k++) {
+        o.hidden = h1;
+        assert_int_equal(ac_forward(c, &s, 1, &o), AC_OK);
+        ac_seq_plan p;
+        assert_int_equal(ac_ctx_last_plan(c, 1, &p), AC_OK);
+        assert_int_equal(p.prefix_rows, 0);
+    }
+    o.hidden = h2;
+    assert_int_equal(ac_forward(ref, &s, 1, &o), AC_OK);
+    assert_memory_equal(h1, h2, 40 * (size_t)f->info.n_embd * sizeof *h1);
+    ac_prefix_stats st;
+    ac_prefix_get_stats(pc, &st);
+    assert_int_equal(st.lookups, 0);
+    assert_int_equal(st.nodes, 0);
+    free(h1), free(h2);
+    ac_ctx_free(c), ac_ctx_free(ref);
+    ac_prefix_cache_free(pc);
+    void *fs = f;
+    teardown(&fs);
+}
+
 int main(void) {
     const struct CMUnitTest stories[] = {
         cmocka_unit_test(test_exact_P),     cmocka_unit_test(test_batch_mixed), cmocka_unit_test(test_eviction),
@@ -614,7 +652,9 @@ int main(void) {
         cmocka_unit_test(test_with_map_cache),
         cmocka_unit_test(test_persist),
     };
+    const struct CMUnitTest bert[] = {cmocka_unit_test(test_bert_ignores)};
     int rc = cmocka_run_group_tests_name("prefix_stories260K", stories, setup_stories, teardown);
+    rc |= cmocka_run_group_tests_name("prefix_bert", bert, NULL, NULL);
     rc |= cmocka_run_group_tests_name("prefix_attnlm8k", attnlm, setup_attnlm, teardown);
     return rc;
 }
