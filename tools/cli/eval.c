@@ -47,6 +47,7 @@ typedef struct eval_job {
     const task_ds *pool, *q;
     int shots;
     int shared_demos; /* 1: every prompt carries the same demonstrations */
+    FILE *dump;       /* --dump-prompts: each label-scoring prompt's token ids, one line each (once) */
 } eval_job;
 
 /* Runs example i on ctx (cache attached or not), filling *o. */
@@ -73,6 +74,16 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
         char *prompt = task_build_prompt(t, j->pool, ex->a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1));
         if (!prompt) return cli_fail("out of memory");
         ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
+        if (j->dump && o->tokens > 0) { /* the ids ac_score_labels runs (a trailing EOS dropped) */
+            int32_t *ids = malloc((size_t)o->tokens * sizeof *ids);
+            int n = 0;
+            if (ids && ac_tokenize(m, prompt, strlen(prompt), 1, ids, o->tokens, &n) == AC_OK) {
+                if (n > 0 && ids[n - 1] == ac_token_eos(m) && ac_token_eos(m) >= 0) n--;
+                for (int k = 0; k < n; k++) fprintf(j->dump, k ? " %d" : "%d", (int)ids[k]);
+                fputc('\n', j->dump);
+            }
+            free(ids);
+        }
         rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
         free(prompt);
         int best = 0;
@@ -141,7 +152,9 @@ static int run_pair(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eva
     if (rc || (!cache && !pc)) return rc;
     if (cache) ac_ctx_attach_cache(ctx, cache);
     if (pc && (rc = ac_ctx_attach_prefix(ctx, pc))) return cli_api_fail("prefix cache", rc);
-    rc = run_example(ctx, cache, pc, j, i, o1);
+    eval_job j1 = *j;
+    j1.dump = NULL; /* the prompts were written by the exact run */
+    rc = run_example(ctx, cache, pc, &j1, i, o1);
     ac_ctx_attach_cache(ctx, NULL);
     ac_ctx_attach_prefix(ctx, NULL);
     return rc;
@@ -229,7 +242,7 @@ static int draw_plot(const char *json, const char *png) {
 
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
-    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
+    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL, *dump = NULL;
     int limit = 0, shots = -1, shared = 0;
     int64_t prefix_bytes = 0;
     for (int i = 0; i < argc; i++) {
@@ -255,6 +268,7 @@ int cmd_eval(int argc, char **argv) {
         }
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--dump-prompts") && i + 1 < argc) dump = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
             if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
         } else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
@@ -281,6 +295,8 @@ int cmd_eval(int argc, char **argv) {
                    "earlier prompts in a prefix cache of MB MiB and computes only what a prompt does not share\n"
                    "with them (exact); with --cache too, both (prefix rows first, maps for later rows). The\n"
                    "report adds the tokens reused and computed and the Amdahl bound (all tokens / computed).\n"
+                   "--dump-prompts FILE writes each label-scoring prompt's token ids (one line per example, as\n"
+                   "scored; bench/prefix_vs_llamacpp.py sends them to llama-server).\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
@@ -309,7 +325,7 @@ int cmd_eval(int argc, char **argv) {
     task_ds pool = {0}, q = {0};
     ex_out *o0 = NULL, *o1 = NULL;
     int rc = 0;
-    eval_job job = {task, NULL, &pool, &q, 0, shared};
+    eval_job job = {task, NULL, &pool, &q, 0, shared, NULL};
     if (!strcmp(task, "sst2")) {
         rc = task_load_sst2(dir, "dev", &q);
         if (!rc && !info.n_cls_out) {
@@ -355,7 +371,21 @@ int cmd_eval(int argc, char **argv) {
         rc = cli_fail("out of memory");
         goto out;
     }
+    if (dump) {
+        if (!job.spec) {
+            rc = cli_fail("eval: --dump-prompts needs a label-scoring task (agnews-fewshot, trec, sst2 on a decoder)");
+            goto out;
+        }
+        if (!(job.dump = fopen(dump, "w"))) {
+            rc = cli_fail("cannot write '%s': %s", dump, strerror(errno));
+            goto out;
+        }
+    }
     for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]); /* side by side */
+    if (job.dump) {
+        if (cli_close_file(job.dump, dump) && !rc) rc = 1;
+        job.dump = NULL;
+    }
     if (rc) goto out;
     const stream_agg A = aggregate(o0, o1, n);
     const double sec0 = A.sec0, sec1 = A.sec1, hsec0 = A.hsec0, hsec1 = A.hsec1, att0 = A.att0, att1 = A.att1,
@@ -527,6 +557,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (plot) rc = draw_plot(json_path, plot);
 out:
+    if (job.dump) fclose(job.dump); /* (an error stopped the run: the file stays incomplete) */
     free(json_path);
     free(o0);
     free(o1);
