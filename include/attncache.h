@@ -242,9 +242,99 @@ int ac_embed_texts_status(ac_ctx *ctx, const char *const *texts, int n, int pool
 
 /* Label scoring: log P(label_i | prompt) summed over the label's tokens
  * (prompt tokenized with BOS; each label tokenized as a continuation).
- * logprob_out: [n_labels], caller-allocated. */
+ * logprob_out: [n_labels], caller-allocated. With a prefix cache attached
+ * (ac_ctx_attach_prefix) and labels of several tokens, the prompt runs once
+ * and every label's continuation reuses its rows. */
 int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, int n_labels,
                     double *logprob_out);
+
+/* ---- prefix K/V cache (causal models) -----------------------------------------------
+ * Exact reuse of a shared token prefix, as vLLM's automatic prefix caching and
+ * SGLang's RadixAttention do: a token-level radix tree whose nodes keep, for
+ * their run of tokens, every layer's K (after RoPE) and V rows and the final
+ * hidden states (after the final norm), in f32. Attached to a context, each
+ * sequence of an ac_forward call takes the longest stored prefix P of its
+ * tokens (at least min_match tokens, and P <= L-1: one row is always
+ * computed), computes only rows P..L-1 through every stage (the new queries
+ * attend over the stored keys and their own), and is then stored whole.
+ * Outputs (hidden, pooled, logits, cls) equal those of the full forward up to
+ * float rounding (bitwise with the own GEMM kernels; tests/test_prefix.c).
+ * Bidirectional models (bert) ignore it. Memory: a byte budget; when an insert
+ * goes past it, the least recently used leaves are evicted (a leaf whose
+ * removal leaves its parent childless makes the parent a leaf in turn).
+ * Sharing: one cache serves any number of contexts of its model at once from
+ * as many threads (a read-write lock: lookups copy the rows they use into the
+ * context while holding it shared, so no node is ever read after the lock is
+ * released and eviction can never free rows a forward is using; inserts and
+ * evictions hold it exclusively). docs/CACHE.md ("Prefix K/V cache"). */
+typedef struct ac_prefix_cache ac_prefix_cache;
+
+typedef struct ac_prefix_params {
+    int64_t max_bytes; /* budget for the stored rows, tokens and nodes (default 256 MiB; >= 1) */
+    int min_match;     /* shortest prefix worth reusing, in tokens (default 16; >= 1)          */
+} ac_prefix_params;
+
+ac_prefix_params ac_prefix_default_params(void);
+/* An empty prefix cache for contexts of `model` (borrowed: it must outlive the
+ * cache). Caller owns *out (ac_prefix_cache_free). */
+int ac_prefix_cache_new(const ac_model *model, const ac_prefix_params *p, ac_prefix_cache **out);
+/* Detaches every context still attached (they run without it afterwards) and
+ * frees. Contexts may be freed before or after it, but not concurrently with
+ * it, and no attached context may be running ac_forward. NULL is fine. */
+void ac_prefix_cache_free(ac_prefix_cache *pc);
+/* Attach pc to ctx (NULL: detach). A context has at most one prefix cache; a
+ * prefix cache has any number of contexts, which must be of its model
+ * (AC_ERR_ARG otherwise). Borrowed: the attachment ends at detach,
+ * ac_ctx_free(ctx) or ac_prefix_cache_free(pc), whichever comes first.
+ * Thread-safety: ctx's own thread; different contexts may attach to one cache
+ * from several threads at once. It may be combined with an attention cache
+ * (ac_ctx_attach_cache): the prefix rows come from this cache, the map cache
+ * may serve later rows (ac_ctx_last_plan says which). */
+int ac_ctx_attach_prefix(ac_ctx *ctx, ac_prefix_cache *pc);
+/* Drop every stored node. Any thread. */
+int ac_prefix_clear(ac_prefix_cache *pc);
+
+/* Persistence: save every stored node to one file (checksummed; written to
+ * PATH.tmp.PID, fsync'd and renamed over PATH, so a crash leaves the old file
+ * or the new one), and load such a file in place of the tree in memory (then
+ * evicted to the budget). A file of another model or weight arithmetic, a
+ * damaged or truncated one, is refused (AC_ERR_CACHE naming the problem) and
+ * the tree in memory is left as it was. Any thread (save: shared lock; load:
+ * exclusive lock for the swap only). */
+int ac_prefix_save(ac_prefix_cache *pc, const char *path);
+int ac_prefix_load(ac_prefix_cache *pc, const char *path);
+
+typedef struct ac_prefix_stats {
+    int64_t lookups;         /* sequences looked up                                       */
+    int64_t hits;            /* of them, reused a stored prefix (>= min_match tokens)     */
+    int64_t tokens_reused;   /* rows taken from the cache (not computed)                  */
+    int64_t tokens_computed; /* rows computed by the forwards that looked up             */
+    int64_t inserts;         /* sequences stored (new rows added)                         */
+    int64_t tokens_stored;   /* rows added by those inserts                               */
+    int64_t evictions;       /* nodes evicted for the budget                              */
+    int64_t insert_failed;   /* inserts skipped (out of memory, larger than the budget)   */
+    int64_t bytes;           /* bytes held now (rows, tokens, nodes)                      */
+    int64_t nodes;           /* nodes now (the root excluded)                             */
+    int64_t max_bytes;       /* the budget                                                */
+    double t_lookup;         /* s in lookups (rows copied into the contexts)              */
+    double t_insert;         /* s in inserts and evictions                                */
+} ac_prefix_stats;
+/* Statistics since creation or the last reset (bytes, nodes: now). Any thread. */
+int ac_prefix_get_stats(const ac_prefix_cache *pc, ac_prefix_stats *s);
+void ac_prefix_reset_stats(ac_prefix_cache *pc);
+
+/* What the last ac_forward on a context did for each sequence. */
+typedef struct ac_seq_plan {
+    int n_tokens;    /* L                                                                      */
+    int prefix_rows; /* rows [0, prefix_rows) taken from the prefix cache (not computed)        */
+    int map_rows;    /* the attention-map cache served the attention of rows
+                        [prefix_rows, prefix_rows + map_rows) in map_layers layers (the most
+                        over those layers; 0: none)                                             */
+    int map_layers;  /* layers whose attention the map cache served (rows or whole maps)       */
+} ac_seq_plan;
+/* plan: [n] caller-allocated; n: the sequence count of the last successful
+ * ac_forward on ctx (AC_ERR_ARG when it differs). ctx's own thread. */
+int ac_ctx_last_plan(const ac_ctx *ctx, int n, ac_seq_plan *plan);
 
 /* ---- profiling ----------------------------------------------------------------------- */
 enum ac_stage {

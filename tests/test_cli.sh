@@ -146,6 +146,15 @@ assert len(L)==4 and L[1][\"line\"]==2 and L[2][\"line\"]==3 and \"logprobs\" in
     check "numeric option refused: $bad" "[ $rc -eq 1 ] && grep -q \"bad $opt '\" '$T/e.txt'"
   done
   check "eval --thresholds with a NaN: refused before any work" "'$BIN' eval --task sst2 -m '$STORIES' --thresholds 1,nan 2>&1 | grep -q \"bad threshold in --thresholds 'nan': not a number\""
+  # --prefix-cache MB: exact vs prefix K/V reuse side by side; strict budget values
+  check "bench --prefix-cache: side by side, reused and computed tokens" "'$BIN' bench -m '$STORIES' -L 64 -r 2 --prefix-cache 8 --shared-prefix 0.75 2>/dev/null | grep -q 'reused 96 computed 32'"
+  "$BIN" eval --task sst2 -m "$STORIES" --data "$SHARED/data" --limit 4 --prefix-cache 8 --dump-prompts "$T/ids.txt" > "$T/evp.txt" 2>&1
+  check "eval --prefix-cache: label continuations reuse the prompt, accuracy unchanged" "grep -q 'prefix cache: 4/4 queries reused a prefix' '$T/evp.txt' && grep -q 'accuracy change: +0.00 points' '$T/evp.txt'"
+  check "eval --dump-prompts: one line of ids per example, BOS first" "[ \$(wc -l < '$T/ids.txt') -eq 4 ] && [ \$(cut -d' ' -f1 '$T/ids.txt' | sort -u) = 1 ]"
+  check "bench --prefix-cache 0: refused" "'$BIN' bench -m '$STORIES' -L 64 --prefix-cache 0 2>&1 | grep -q 'prefix-cache (MiB)'"
+  check "eval --prefix-cache 1e3: refused" "'$BIN' eval --task agnews-fewshot -m '$STORIES' --prefix-cache 1e3 2>&1 | grep -q \"prefix-cache (MiB) '1e3'\""
+  check "bench --prefix-cache without a value: refused" "'$BIN' bench -m '$STORIES' --prefix-cache 2>&1 | grep -q 'needs a value'"
+  check "bench --prefix-cache with --cache: refused" "'$BIN' bench -m '$STORIES' -L 8 --prefix-cache 8 --cache '$T/pcx' 2>&1 | grep -q 'runs alone'"
   check "bench -L with garbage: refused" "'$BIN' bench -m '$STORIES' -L 16,1e3 2>&1 | grep -q \"bad length in -L '1e3': trailing characters\""
   check "score without --labels: clear error" "! echo x | '$BIN' score -m '$STORIES' 2>/dev/null"
   check "bad --pooling: clear error" "! echo x | '$BIN' embed -m '$STORIES' --pooling max 2>/dev/null"

@@ -254,6 +254,14 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
         for (int i = 0; i < n_labels; i++) logprob_out[i] = log_softmax_at(logits, V, ltoks[i][0]);
         goto done;
     }
+    /* With a prefix cache: the prompt alone first (stored, its shared head
+     * taken from the cache), so that every prompt+label sequence below takes
+     * the whole prompt from it and computes its label's tokens only. */
+    if (ac_ctx_get_kv_hook(ctx, NULL) && np >= 2) {
+        ac_seq s = {ptoks, np};
+        ac_outputs o = {0};
+        if ((rc = ac_forward(ctx, &s, 1, &o)) != AC_OK) goto done;
+    }
     /* multi-token labels: one batch of prompt+label sequences; the LM head is
      * applied at the label positions only */
     seqs = AC_CALLOC((size_t)n_labels, sizeof *seqs);

@@ -21,6 +21,7 @@
  * stay valid until the cache is closed (store contract), so a forward pass
  * keeps serving the maps it looked up after the lock is released. */
 #define _GNU_SOURCE
+#include "cache/fingerprint.h"
 #include "attncache.h"
 #include "cache/adapt.h"
 #include "cache/codec.h"
@@ -256,6 +257,8 @@ static void model_fingerprint(const ac_model *m, uint64_t fp[2]) {
     fp[0] = ac_xxh64_digest(&s0);
     fp[1] = ac_xxh64_digest(&s1);
 }
+
+void ac_cache_model_fingerprint(const ac_model *m, uint64_t fp[2]) { model_fingerprint(m, fp); }
 
 /* ---- features and keys ------------------------------------------------------------------------ */
 

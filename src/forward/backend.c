@@ -76,6 +76,8 @@ int ac_ctx_new(const ac_model *model, const ac_ctx_params *params, ac_ctx **out)
 void ac_ctx_free(ac_ctx *c) {
     if (!c) return;
     ac_ctx_set_attn_hook(c, NULL); /* releases the hook (an attached cache forgets this context) */
+    ac_ctx_set_kv_hook(c, NULL);   /* the same for an attached prefix cache */
+    free(c->plan);
     c->ops->ctx_free(c);
 }
 

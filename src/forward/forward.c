@@ -96,6 +96,40 @@ int ac_ctx_get_attn_hook(const ac_ctx *ctx, ac_attn_hook *out) {
     return 1;
 }
 
+int ac_ctx_swap_kv_hook(ac_ctx *ctx, const ac_kv_hook *hook, ac_kv_hook *prev) {
+    if (!ctx) return 0;
+    const int had = ctx->has_kv_hook;
+    if (prev) *prev = ctx->kv_hook;
+    if (hook) {
+        ctx->kv_hook = *hook;
+        ctx->has_kv_hook = 1;
+    } else {
+        memset(&ctx->kv_hook, 0, sizeof ctx->kv_hook);
+        ctx->has_kv_hook = 0;
+    }
+    return had;
+}
+
+void ac_ctx_set_kv_hook(ac_ctx *ctx, const ac_kv_hook *hook) {
+    ac_kv_hook old;
+    if (ac_ctx_swap_kv_hook(ctx, hook, &old) && old.release) old.release(old.user);
+}
+
+int ac_ctx_get_kv_hook(const ac_ctx *ctx, ac_kv_hook *out) {
+    if (!ctx || !ctx->has_kv_hook) return 0;
+    if (out) *out = ctx->kv_hook;
+    return 1;
+}
+
+int ac_ctx_last_plan(const ac_ctx *ctx, int n, ac_seq_plan *plan) {
+    if (!ctx || n <= 0 || !plan) return ac_err(AC_ERR_ARG, "ac_ctx_last_plan: invalid argument");
+    if (n != ctx->n_plan)
+        return ac_err(AC_ERR_ARG, "ac_ctx_last_plan: %d sequences asked, the last successful forward had %d", n,
+                      ctx->n_plan);
+    memcpy(plan, ctx->plan, (size_t)n * sizeof *plan);
+    return AC_OK;
+}
+
 /* ---- context --------------------------------------------------------------------------------- */
 
 static const ac_gemm_ops *backend_by_id(int id) {
@@ -207,6 +241,7 @@ static void cpu_ctx_free(ac_ctx *c) {
     free(c->rows);
     free(c->cls_tmp);
     free(c->kt);
+    free(c->pkv), free(c->pq), free(c->po), free(c->hfull), free(c->x0full);
     ac_dnnl_state_free(c->dnnl);
     free(c);
 }
@@ -446,7 +481,28 @@ typedef struct fwd_plan {
     int *row_seq;         /* [T] sequence of each row */
     int *row_pos;         /* [T] position of each row in its sequence */
     int att_bf_ok;        /* 1: the attention wrote the bf16 copy of every row (no hook apply) */
+    /* the prefix cache: sequence s computes only its rows [first[s], L); T counts computed
+     * rows, off[] indexes them; off_full[] / T_full count every row */
+    int kv_on;            /* 1: the prefix hook takes part in this call (causal model) */
+    int *first;           /* [n_seq] rows [0, first) taken from the prefix cache */
+    int *off_full;        /* [n_seq] first row of each sequence among all T_full rows */
+    int T_full;
+    size_t tok_floats;    /* floats per row of c->pkv: n_layer * 2 * kvd + n_embd */
 } fwd_plan;
+
+/* Sequence s's rows in c->pkv (kv_on): K/V of every layer and final hidden states. */
+static ac_kv_rows seq_rows(const ac_ctx *c, const fwd_plan *pl, int s) {
+    const ac_hparams *hp = &c->model->hp;
+    const int L = pl->seqs[s].n_tokens, kvd = hp->n_head_kv * hp->head_dim;
+    float *base = c->pkv + (size_t)pl->off_full[s] * pl->tok_floats;
+    ac_kv_rows r = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd};
+    return r;
+}
+
+/* No Q or K projected for sequence s (a supplied map, or every row served). */
+static int qk_none(const fwd_plan *pl, int s) { return pl->maps[s] || pl->srv[s] >= pl->seqs[s].n_tokens; }
+/* Computed rows at the start of sequence s that need no query (served by the hook's apply). */
+static int q_skip(const fwd_plan *pl, int s) { return pl->srv[s] > pl->first[s] ? pl->srv[s] - pl->first[s] : 0; }
 
 
 
@@ -457,7 +513,7 @@ static void rope_rows(ac_ctx *c, const void *arg, int r0, int r1) {
     const int QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
     for (int r = r0; r < r1; r++) {
         const int s = pl->row_seq[r], pos = pl->row_pos[r];
-        if (pl->maps[s] || pl->srv[s] >= pl->seqs[s].n_tokens) continue;
+        if (qk_none(pl, s)) continue;
         const float *cs = c->rope_cs + (size_t)pos * hp->n_rot;
         if (pos >= pl->srv[s]) ac_rope_row(c->q + (size_t)r * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
         ac_rope_row(c->k + (size_t)r * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
@@ -478,12 +534,12 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
     int nj = 0, ns = 0, rc;
     jobs[nj++] = (ac_gemm_job){&L->wv, NULL, X, c->v, NULL, L->bv, AC_EPI_STORE};
     for (int s = 0; s < pl->n_seq;) {
-        if (pl->maps[s] || pl->srv[s] >= pl->seqs[s].n_tokens) {
+        if (qk_none(pl, s)) {
             s++;
             continue;
         }
-        int e = s + 1, part = pl->srv[s]; /* a partly served sequence is a run of its own */
-        while (!part && e < pl->n_seq && !pl->maps[e] && !pl->srv[e]) e++;
+        int e = s + 1, part = q_skip(pl, s); /* a partly served sequence is a run of its own */
+        while (!part && e < pl->n_seq && !qk_none(pl, e) && !q_skip(pl, e)) e++;
         const int r0 = pl->off[s], r1 = e < pl->n_seq ? pl->off[e] : pl->T;
         if (ns >= 7) { /* flush a full job list */
             if ((rc = ac_ctx_gemm(c, jobs, nj))) return rc;
@@ -505,6 +561,48 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
     return AC_OK;
 }
 
+/* The hook's view of (layer il, sequence s). */
+static ac_attn_site make_site(const ac_ctx *c, const fwd_plan *pl, int il, int s, const ac_act *X) {
+    const ac_hparams *hp = &c->model->hp;
+    const int P = pl->first[s];
+    const float *x = P == 0 ? X->x + (size_t)pl->off[s] * hp->n_embd : il == 0 ? c->x0full : NULL;
+    ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal, x, P};
+    return site;
+}
+
+/* Attention of a sequence whose rows [0, P) came from the prefix cache: its
+ * queries [q0, L) (q0 = P, or past the rows the hook serves) over the keys and
+ * values of every row, the cached ones included (c->pkv), through per-sequence
+ * scratch (the fused kernel indexes q and out by row of the sequence). */
+static int attend_after_prefix(ac_ctx *c, int il, int s, fwd_plan *pl, const ac_act *X, double *tp) {
+    const ac_hparams *hp = &c->model->hp;
+    const int QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    const int L = pl->seqs[s].n_tokens, P = pl->first[s], o = pl->off[s];
+    const int q0 = AC_MAX(P, pl->srv[s]); /* srv <= L-1 under the prefix cache */
+    const ac_kv_rows kr = seq_rows(c, pl, s);
+    float *K = kr.kv + (size_t)2 * il * L * KVD, *V = K + (size_t)L * KVD; /* [L][KVD] each */
+    int rc;
+    if ((rc = ac_ctx_scratch_f32(&c->pq, &c->cap_pq, (size_t)L * QD)) ||
+        (rc = ac_ctx_scratch_f32(&c->po, &c->cap_po, (size_t)L * QD)))
+        return rc;
+    for (int t = q0; t < L; t++) memcpy(c->pq + (size_t)t * QD, c->q + (size_t)(o + t - P) * QD, (size_t)QD * sizeof(float));
+    ac_attn_args aa = {c->pq, K, V, c->po, L, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
+                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0};
+    if (pl->srv[s] > P) { /* rows [P, srv) from the attention-map cache (it writes rows [0, srv)) */
+        ac_attn_site site = make_site(c, pl, il, s, X);
+        site.x = NULL; /* (layer 0's whole-sequence states were given to `reuse` only) */
+        if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], V, KVD, hp->n_head_kv, hp->head_dim, c->po, QD)) !=
+            AC_OK)
+            return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
+        prof_lap(c, AC_STAGE_AV, tp);
+    }
+    if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
+    if ((rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
+    memcpy(c->att + (size_t)o * QD, c->po + (size_t)P * QD, (size_t)(L - P) * QD * sizeof(float));
+    prof_lap(c, AC_STAGE_ATTN, tp);
+    return AC_OK;
+}
+
 /* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
 static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_plan *pl, double *tp) {
     const ac_model *m = c->model;
@@ -517,31 +615,54 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         pl->rec[s] = 0;
         pl->srv[s] = 0;
         if (!c->has_hook) continue;
-        const int n = pl->seqs[s].n_tokens;
-        ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
-        if (c->hook.supply) pl->maps[s] = c->hook.supply(c->hook.user, &site);
+        const int n = pl->seqs[s].n_tokens, P = pl->first[s];
+        if (il == 0 && P > 0 && c->hook.reuse && /* the hook's site.x: every row's layer-0 states */
+            ((rc = ac_ctx_scratch_f32(&c->x0full, &c->cap_x0full, (size_t)n * hp->n_embd)) ||
+             (rc = ac_model_layer0_states(m, pl->seqs[s].tokens, n, c->x0full))))
+            return rc;
+        ac_attn_site site = make_site(c, pl, il, s, X);
+        if (c->hook.supply) pl->maps[s] = c->hook.supply(c->hook.user, &site); /* (never with kv_on) */
         if (!pl->maps[s] && c->hook.reuse && c->hook.apply) {
             int r = c->hook.reuse(c->hook.user, &site);
             r = r < 0 ? 0 : r > n ? n : r;
             if (r < n && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none */
+            if (pl->kv_on && r > n - 1) r = n - 1; /* K of every computed row goes to the prefix cache */
+            if (r <= P) r = 0;                     /* nothing past the cached rows */
             pl->srv[s] = r;
+        }
+        if (pl->maps[s] || pl->srv[s]) {
+            ac_seq_plan *sp = &c->plan[s];
+            sp->map_layers++;
+            sp->map_rows = AC_MAX(sp->map_rows, pl->maps[s] ? n : pl->srv[s] - P);
         }
         if (pl->srv[s]) continue;
         if (!pl->maps[s] && c->hook.record)
             pl->rec[s] = c->hook.want_record ? c->hook.want_record(c->hook.user, &site) != 0 : 1;
     }
     if ((rc = project_qkv(c, L, X, pl))) return rc;
+    if (pl->kv_on) /* this layer's K (after RoPE) and V rows of every sequence, after its cached ones */
+        for (int s = 0; s < pl->n_seq; s++) {
+            const ac_kv_rows kr = seq_rows(c, pl, s);
+            const int n = kr.L, P = pl->first[s];
+            float *K = kr.kv + (size_t)2 * il * n * KVD, *V = K + (size_t)n * KVD;
+            memcpy(K + (size_t)P * KVD, c->k + (size_t)pl->off[s] * KVD, (size_t)(n - P) * KVD * sizeof(float));
+            memcpy(V + (size_t)P * KVD, c->v + (size_t)pl->off[s] * KVD, (size_t)(n - P) * KVD * sizeof(float));
+        }
     prof_lap(c, AC_STAGE_QKV, tp);
     pl->att_bf_ok = 1;
-    for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->srv[s];
+    for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->srv[s] && !pl->first[s];
 
     for (int s = 0; s < pl->n_seq; s++) {
         const int o = pl->off[s], n = pl->seqs[s].n_tokens;
+        if (pl->first[s]) {
+            if ((rc = attend_after_prefix(c, il, s, pl, X, tp))) return rc;
+            continue;
+        }
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
                            hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0};
         if (pl->srv[s]) {
-            ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
+            ac_attn_site site = make_site(c, pl, il, s, X);
             if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,
                                     QD)) != AC_OK)
                 return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
@@ -568,7 +689,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
                 *tp = ac_now();
             }
             if (pl->rec[s]) {
-                ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
+                ac_attn_site site = make_site(c, pl, il, s, X);
                 if ((rc = c->hook.record(c->hook.user, &site, c->P)) != AC_OK)
                     return ac_err_prefix(rc, "attention hook (layer %d, sequence %d)", il, s);
                 if (c->params.profile) *tp = ac_now(); /* the hook's own time is not ours */
@@ -802,33 +923,83 @@ static void embed_rows(ac_ctx *c, const void *arg, int r0, int r1) {
     }
 }
 
+/* Offer every sequence to the prefix hook: pl->first[s] = P rows found, their
+ * K/V and hidden states in c->pkv (which gets room for every row). */
+static int prefix_lookup(ac_ctx *c, fwd_plan *pl) {
+    const ac_hparams *hp = &c->model->hp;
+    pl->tok_floats = (size_t)hp->n_layer * 2 * hp->n_head_kv * hp->head_dim + hp->n_embd;
+    size_t n;
+    if (!ac_mul_ok((size_t)pl->T_full, pl->tok_floats * sizeof(float), &n))
+        return ac_err(AC_ERR_NOMEM, "%d tokens: prefix rows overflow", pl->T_full);
+    int rc = ac_ctx_scratch_f32(&c->pkv, &c->cap_pkv, (size_t)pl->T_full * pl->tok_floats);
+    if (rc) return ac_err(rc, "out of memory for the prefix cache's rows of %d tokens", pl->T_full);
+    for (int s = 0; s < pl->n_seq; s++) {
+        const ac_kv_rows kr = seq_rows(c, pl, s);
+        int P = c->kv_hook.lookup ? c->kv_hook.lookup(c->kv_hook.user, pl->seqs[s].tokens, &kr) : 0;
+        pl->first[s] = P < 0 ? 0 : P > kr.L - 1 ? kr.L - 1 : P;
+    }
+    return AC_OK;
+}
+
 static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
     const int D = hp->n_embd, bert = m->info.arch == AC_ARCH_BERT;
-    int T = 0, Lmax = 0, rc;
-    if ((rc = check_inputs(c, seqs, n_seq, &T, &Lmax))) return rc;
+    int T_full = 0, Lmax = 0, rc;
+    c->n_plan = 0;
+    if ((rc = check_inputs(c, seqs, n_seq, &T_full, &Lmax))) return rc;
     if (out->logits && !m->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
     if (out->cls && !m->info.n_cls_out) return ac_err(AC_ERR_UNSUPPORTED, "model has no classifier head");
     int pooling = out->pooling == AC_POOL_DEFAULT ? hp->pooling : out->pooling;
     if (out->pooled && (pooling < AC_POOL_MEAN || pooling > AC_POOL_LAST))
         return ac_err(AC_ERR_ARG, "pooled output requested with pooling %d", out->pooling);
+    if (n_seq > c->cap_plan) {
+        ac_seq_plan *np = realloc(c->plan, (size_t)n_seq * sizeof *np);
+        if (!np) return AC_ERR_NOMEM;
+        c->plan = np;
+        c->cap_plan = n_seq;
+    }
+    memset(c->plan, 0, (size_t)n_seq * sizeof *c->plan);
 
-    fwd_plan pl = {n_seq, T, seqs, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    fwd_plan pl = {.n_seq = n_seq, .seqs = seqs, .T_full = T_full};
+    /* the prefix cache takes part unless a hook wants whole maps (supply, record) */
+    pl.kv_on = c->has_kv_hook && hp->causal && !(c->has_hook && (c->hook.supply || c->hook.record));
     pl.off = AC_MALLOC((size_t)n_seq * sizeof *pl.off);
+    pl.off_full = AC_MALLOC((size_t)n_seq * sizeof *pl.off_full);
+    pl.first = AC_CALLOC((size_t)n_seq, sizeof *pl.first);
     pl.maps = AC_MALLOC((size_t)n_seq * sizeof *pl.maps);
     pl.rec = AC_MALLOC((size_t)n_seq);
     pl.srv = AC_MALLOC((size_t)n_seq * sizeof *pl.srv);
-    pl.row_seq = AC_MALLOC((size_t)T * sizeof *pl.row_seq);
-    pl.row_pos = AC_MALLOC((size_t)T * sizeof *pl.row_pos);
-    if (!pl.off || !pl.maps || !pl.rec || !pl.srv || !pl.row_seq || !pl.row_pos) {
+    if (!pl.off || !pl.off_full || !pl.first || !pl.maps || !pl.rec || !pl.srv) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
-    for (int s = 0, o = 0; s < n_seq; o += seqs[s].n_tokens, s++) {
-        pl.off[s] = o;
-        for (int t = 0; t < seqs[s].n_tokens; t++) pl.row_seq[o + t] = s, pl.row_pos[o + t] = t;
+    for (int s = 0, o = 0; s < n_seq; o += seqs[s].n_tokens, s++) pl.off_full[s] = o;
+    if (pl.kv_on && prefix_lookup(c, &pl) != AC_OK) { /* no room for the rows: this call runs without it */
+        pl.kv_on = 0;
+        memset(pl.first, 0, (size_t)n_seq * sizeof *pl.first);
+        ac_err_clear();
     }
+    int T = 0, any_first = 0;
+    for (int s = 0; s < n_seq; s++) {
+        pl.off[s] = T;
+        T += seqs[s].n_tokens - pl.first[s];
+        any_first |= pl.first[s] > 0;
+        c->plan[s].n_tokens = seqs[s].n_tokens;
+        c->plan[s].prefix_rows = pl.first[s];
+    }
+    pl.T = T;
+    pl.row_seq = AC_MALLOC((size_t)T * sizeof *pl.row_seq);
+    pl.row_pos = AC_MALLOC((size_t)T * sizeof *pl.row_pos);
+    if (!pl.row_seq || !pl.row_pos) {
+        rc = AC_ERR_NOMEM;
+        goto done;
+    }
+    for (int s = 0; s < n_seq; s++)
+        for (int t = pl.first[s]; t < seqs[s].n_tokens; t++) {
+            const int r = pl.off[s] + t - pl.first[s];
+            pl.row_seq[r] = s, pl.row_pos[r] = t;
+        }
     if ((rc = ws_reserve(c, T))) goto done;
     if (!bert && (rc = rope_reserve(c, Lmax))) goto done;
 
@@ -850,11 +1021,36 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
             h = c->xb;
             prof_lap(c, AC_STAGE_NORM, &tp);
         }
-        rc = outputs(c, &pl, h, out, pooling, &tp);
+        fwd_plan full = pl; /* the outputs see every row: cached ones from c->pkv */
+        if (pl.kv_on) {
+            for (int s = 0; s < n_seq; s++) {
+                const ac_kv_rows kr = seq_rows(c, &pl, s);
+                memcpy(kr.hid + (size_t)pl.first[s] * D, h + (size_t)pl.off[s] * D,
+                       (size_t)(kr.L - pl.first[s]) * D * sizeof(float));
+            }
+            if (any_first && !(rc = ac_ctx_scratch_f32(&c->hfull, &c->cap_hfull, (size_t)T_full * D))) {
+                for (int s = 0; s < n_seq; s++) {
+                    const ac_kv_rows kr = seq_rows(c, &pl, s);
+                    memcpy(c->hfull + (size_t)pl.off_full[s] * D, kr.hid, (size_t)kr.L * D * sizeof(float));
+                }
+                h = c->hfull;
+                full.off = pl.off_full;
+                full.T = T_full;
+            }
+        }
+        if (rc == AC_OK) rc = outputs(c, &full, h, out, pooling, &tp);
+        if (rc == AC_OK && pl.kv_on && c->kv_hook.insert)
+            for (int s = 0; s < n_seq; s++) {
+                const ac_kv_rows kr = seq_rows(c, &pl, s);
+                c->kv_hook.insert(c->kv_hook.user, seqs[s].tokens, &kr, pl.first[s]);
+            }
     }
     omp_set_num_threads(saved_threads);
+    if (rc == AC_OK) c->n_plan = n_seq;
 done:
     free(pl.off);
+    free(pl.off_full);
+    free(pl.first);
     free(pl.maps);
     free(pl.rec);
     free(pl.srv);

@@ -42,7 +42,14 @@ typedef struct ac_attn_site {
     int causal;             /* 1: P[h][t][s] == 0 for s > t                    */
     const float *x;         /* [n_tokens][n_embd] this layer's attention input
                                (borrowed; layer 0: the normed embeddings, the
-                               values ac_model_layer0_states computes)        */
+                               values ac_model_layer0_states computes). When
+                               the prefix cache supplied the sequence's first
+                               rows (first > 0): layer 0 the whole sequence's
+                               layer-0 states, later layers NULL              */
+    int first;              /* rows [0, first) came from the prefix cache (not
+                               computed); `reuse` may then serve rows up to
+                               L-1. A hook with `supply` or `record` makes
+                               ac_forward bypass the prefix cache (first 0)    */
 } ac_attn_site;
 
 /* All callbacks are optional (NULL) and are called from the thread that
@@ -110,6 +117,42 @@ int ac_ctx_get_attn_hook(const ac_ctx *ctx, ac_attn_hook *out);
  * the current one, which is copied to *prev; returns 1 if there was one. Put
  * it back with ac_ctx_swap_attn_hook(ctx, had ? &prev : NULL, &tmp). */
 int ac_ctx_swap_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook, ac_attn_hook *prev);
+
+/* ---- prefix K/V hook (the prefix cache, src/cache/prefix.c, plugs in here) ----------
+ * Causal models only. Before the layers run, every sequence of an ac_forward
+ * call is offered to `lookup`, which may fill the first P rows (0 <= P < L) of
+ * the sequence's rows below from what it keeps of an earlier input with the
+ * same first P tokens: those rows are then not computed at all (no embedding,
+ * norm, projection, attention query, MLP or final norm); rows P..L-1 are, and
+ * their queries attend over all L keys. After a successful forward, `insert`
+ * receives every row of every sequence (P: how many came from lookup).
+ * Borrowed pointers, valid during the call only; both are called from the
+ * thread that called ac_forward. */
+typedef struct ac_kv_rows {
+    float *kv;  /* [n_layer][2][L][kvd]: layer l's K rows (after RoPE) at kv + (2l) L kvd,
+                   its V rows at kv + (2l+1) L kvd                                        */
+    float *hid; /* [L][n_embd] final hidden states (after the final norm)                 */
+    int L, kvd, n_layer, n_embd;
+} ac_kv_rows;
+
+typedef struct ac_kv_hook {
+    void *user;
+    /* Fill rows [0, P) of *rows for these L tokens and return P (0: nothing
+     * usable; values outside [0, L-1] are clamped). Never an error: a failed
+     * lookup is a miss (the hook counts it). */
+    int (*lookup)(void *user, const int32_t *tokens, const ac_kv_rows *rows);
+    /* Every row of the sequence, after a successful forward (P rows came from lookup). */
+    void (*insert)(void *user, const int32_t *tokens, const ac_kv_rows *rows, int P);
+    /* The context gives the hook up (replaced, or ac_ctx_free): as ac_attn_hook.release. */
+    void (*release)(void *user);
+} ac_kv_hook;
+
+/* Install (a copy of) a prefix hook; NULL removes it. The replaced one is released. */
+void ac_ctx_set_kv_hook(ac_ctx *ctx, const ac_kv_hook *hook);
+/* As ac_ctx_swap_attn_hook: install without releasing the current one (copied to *prev). */
+int ac_ctx_swap_kv_hook(ac_ctx *ctx, const ac_kv_hook *hook, ac_kv_hook *prev);
+/* 1 and *out = a copy of the context's prefix hook, or 0 when it has none. */
+int ac_ctx_get_kv_hook(const ac_ctx *ctx, ac_kv_hook *out);
 
 /* ---- GEMM backends ---------------------------------------------------------------
  * Activations: X [M][K] row-major f32, optionally with a BF16 copy made on
@@ -216,6 +259,10 @@ struct ac_ctx {
     ac_attn_hook hook;
     int has_hook;
     double prof[AC_STAGE_COUNT];
+    ac_kv_hook kv_hook;              /* the prefix cache (causal models), if has_kv_hook */
+    int has_kv_hook;
+    ac_seq_plan *plan;               /* [cap_plan] what the last ac_forward did per sequence */
+    int n_plan, cap_plan;
 
     /* the CPU backend */
     int n_threads;
@@ -223,6 +270,14 @@ struct ac_ctx {
     ac_pool *pool;                   /* the forward's threads (n_threads, caller included) */
     const ac_gemm_ops *gemm_f32;     /* for F32 weights */
     const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */
+    float *pkv;     /* per sequence [L][...]: its ac_kv_rows (K/V of every layer, final hidden) */
+    size_t cap_pkv;
+    float *pq, *po; /* [L][H*hd] query rows / attention output of a sequence with cached rows */
+    size_t cap_pq, cap_po;
+    float *hfull;   /* [sum L][D] final hidden states of every row (cached ones included) */
+    size_t cap_hfull;
+    float *x0full;  /* [L][D] layer-0 states of a whole sequence (the attention hook's site.x) */
+    size_t cap_x0full;
 
     /* workspace, grown on demand (capacity in tokens: cap_T) */
     int cap_T;

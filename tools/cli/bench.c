@@ -131,11 +131,93 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
     return 0;
 }
 
+/* Exact vs prefix K/V reuse, side by side, REPS times each, alternating on
+ * one context (the prefix cache attached for the second run only). Every
+ * repetition draws new queries whose first P = shared*L tokens are one fixed
+ * head (stored by a warm-up run) and whose rest is new, so each prefix run
+ * reuses exactly P rows and computes L-P; lookup and insert are inside its
+ * time. */
+static int bench_prefix(ac_ctx *ctx, ac_prefix_cache *pc, const ac_model_info *info, int batch, int L, int reps,
+                        double shared, cJSON *results) {
+    const int P = AC_CLI_MIN((int)(shared * L), L - 1);
+    uint64_t rng = 0x9FE1 + (uint64_t)L;
+    int32_t *ids = malloc((size_t)L * batch * sizeof *ids);
+    ac_seq *seqs = malloc((size_t)batch * sizeof *seqs);
+    float *pooled = malloc((size_t)batch * info->n_embd * sizeof *pooled);
+    int rc = 0;
+    if (!ids || !seqs || !pooled) {
+        rc = cli_fail("out of memory");
+        goto out;
+    }
+    fill_random(ids, P, info->n_vocab, &rng); /* the shared head */
+    for (int b = 0; b < batch; b++) {
+        if (b) memcpy(ids + (size_t)b * L, ids, (size_t)P * sizeof *ids);
+        seqs[b] = (ac_seq){ids + (size_t)b * L, L};
+    }
+    ac_outputs o = {0};
+    o.pooled = pooled;
+    o.pooling = AC_POOL_DEFAULT;
+    ac_prefix_reset_stats(pc);
+    double te = 1e30, tp = 1e30, se = 0, sp = 0, pe[AC_STAGE_COUNT] = {0}, pp[AC_STAGE_COUNT] = {0}, p0[AC_STAGE_COUNT],
+           p1[AC_STAGE_COUNT], q0[AC_STAGE_COUNT];
+    for (int k = -1; k < reps && !rc; k++) { /* k = -1: warm-up (stores the head) */
+        for (int b = 0; b < batch; b++) fill_random(ids + (size_t)b * L + P, L - P, info->n_vocab, &rng);
+        ac_ctx_get_profile(ctx, q0);
+        double t0 = cli_now();
+        if (ac_forward(ctx, seqs, batch, &o) != AC_OK) rc = cli_fail("L=%d: %s", L, ac_last_error());
+        double t1 = cli_now();
+        ac_ctx_get_profile(ctx, p1);
+        if ((rc = rc ? rc : ac_ctx_attach_prefix(ctx, pc) ? cli_api_fail("prefix cache", -1) : 0)) break;
+        double t2 = cli_now();
+        if (ac_forward(ctx, seqs, batch, &o) != AC_OK) rc = cli_fail("L=%d (prefix cache): %s", L, ac_last_error());
+        double t3 = cli_now();
+        ac_ctx_attach_prefix(ctx, NULL);
+        ac_ctx_get_profile(ctx, p0);
+        if (k < 0) {
+            ac_prefix_reset_stats(pc);
+            continue;
+        }
+        for (int s = 0; s < AC_STAGE_COUNT; s++) pe[s] += p1[s] - q0[s], pp[s] += p0[s] - p1[s];
+        te = AC_CLI_MIN(te, t1 - t0), tp = AC_CLI_MIN(tp, t3 - t2), se += t1 - t0, sp += t3 - t2;
+    }
+    if (rc) goto out;
+    ac_prefix_stats st;
+    ac_prefix_get_stats(pc, &st);
+    const double all = (double)(st.tokens_reused + st.tokens_computed);
+    const double bound = st.tokens_computed ? all / (double)st.tokens_computed : 0;
+    printf("%6d  exact %8.1f tok/s  prefix %8.1f tok/s  e2e %.3fx best, %.3fx summed (Amdahl bound %.3fx = tokens / "
+           "computed, %.0f%% of it)  reused %lld computed %lld  lookup+insert %.2f%%\n",
+           L, (double)L * batch / te, (double)L * batch / tp, te / tp, se / sp, bound, 100.0 * (se / sp) / bound,
+           (long long)st.tokens_reused, (long long)st.tokens_computed, 100.0 * (st.t_lookup + st.t_insert) / sp);
+    printf("        per-stage s/run exact | prefix:");
+    for (int s = 0; s < AC_STAGE_COUNT; s++)
+        if (pe[s] > 0 || pp[s] > 0) printf("  %s %.4f|%.4f", ac_stage_name(s), pe[s] / reps, pp[s] / reps);
+    putchar('\n');
+    cJSON *row = results ? cJSON_CreateObject() : NULL;
+    if (row) {
+        cJSON_AddNumberToObject(row, "L", L);
+        cJSON_AddNumberToObject(row, "prefix_tokens", P);
+        cJSON_AddNumberToObject(row, "tok_s_exact", (double)L * batch / te);
+        cJSON_AddNumberToObject(row, "tok_s_prefix", (double)L * batch / tp);
+        cJSON_AddNumberToObject(row, "speedup_e2e", te / tp);
+        cJSON_AddNumberToObject(row, "amdahl_bound", bound);
+        cJSON_AddNumberToObject(row, "tokens_reused", (double)st.tokens_reused);
+        cJSON_AddNumberToObject(row, "tokens_computed", (double)st.tokens_computed);
+        cJSON_AddItemToArray(results, row);
+    }
+out:
+    free(ids);
+    free(seqs);
+    free(pooled);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     cli_common c = {0};
     const char *lens = "128,512", *json = NULL;
     int reps = 3, batch = 1, cache_build = 2;
-    double shared = 0;
+    double shared = -1;
+    int64_t prefix_bytes = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -151,6 +233,9 @@ int cmd_bench(int argc, char **argv) {
             if (cli_opt_double("--shared-prefix", argv[++i], 0, 1, &shared)) return 1;
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--gpu")) c.backend = "cuda"; /* the same as --backend cuda */
+        else if ((r = cli_prefix_opt(argc, argv, &i, &prefix_bytes))) {
+            if (r < 0) return 1;
+        }
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: attncache bench -m MODEL [-L 128,512,1024] [-r REPS] [-b BATCH] [--json FILE] [--gpu]\n"
                    "Prefill throughput on random token ids (seed 42): one warm-up run, then REPS timed runs\n"
@@ -162,13 +247,20 @@ int cmd_bench(int argc, char **argv) {
                    "nearest entry to serve; accuracy is measured by `attncache eval`).\n"
                    "  --shared-prefix F    the recorded entries start with the first F*L tokens of the\n"
                    "                       first query (for --rows prefix; default 0)\n"
-                   "  --gpu                the same as --backend cuda; not with --cache\n%s%s",
+                   "  --prefix-cache MB    causal models: exact vs prefix K/V reuse (a prefix cache of MB MiB)\n"
+                   "                       side by side; each query starts with a stored head of F*L tokens\n"
+                   "                       (--shared-prefix F, default 0.875) and computes the rest; prints\n"
+                   "                       both speeds, the tokens reused/computed and the Amdahl bound\n"
+                   "  --gpu                the same as --backend cuda; not with --cache or --prefix-cache\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("bench: unknown option '%s' (see --help)", argv[i]);
     }
-    if (c.backend && !strcmp(c.backend, "cuda") && c.cache)
-        return cli_fail("bench: the cuda backend with --cache is not supported yet");
+    const int gpu = c.backend && !strcmp(c.backend, "cuda");
+    if (gpu && c.cache) return cli_fail("bench: the cuda backend with --cache is not supported yet");
+    if (prefix_bytes && (gpu || c.cache))
+        return cli_fail("bench: --prefix-cache runs alone (not with the cuda backend or --cache)");
+    if (shared < 0) shared = prefix_bytes ? 0.875 : 0;
     c.profile = 1;
     ac_model *m;
     ac_ctx *ctx;
@@ -176,6 +268,19 @@ int cmd_bench(int argc, char **argv) {
     ac_model_info info;
     ac_model_get_info(m, &info);
     ac_cache *cache = NULL;
+    ac_prefix_cache *pc = NULL;
+    if (prefix_bytes) {
+        ac_prefix_params pp = ac_prefix_default_params();
+        pp.max_bytes = prefix_bytes;
+        int prc = !info.causal ? 1 : ac_prefix_cache_new(m, &pp, &pc);
+        if (prc) {
+            if (!info.causal) cli_fail("bench: --prefix-cache needs a causal model (decoder); %s is bidirectional", info.arch_name);
+            else cli_api_fail("prefix cache", prc);
+            ac_ctx_free(ctx);
+            ac_model_free(m);
+            return 1;
+        }
+    }
     if (c.cache) {
         if (cli_open_cache(&c, m, 1, 1, &cache)) {
             ac_ctx_free(ctx);
@@ -243,6 +348,10 @@ int cmd_bench(int argc, char **argv) {
             t[k] = cli_now() - t0;
         }
         if (rc) goto next;
+        if (pc) {
+            rc = bench_prefix(ctx, pc, &info, batch, L, reps, shared, results);
+            goto next;
+        }
         if (cache) {
             rc = bench_cached(ctx, cache, &info, seqs, batch, L, reps, cache_build, shared, t[0], results);
             goto next;
@@ -280,6 +389,7 @@ int cmd_bench(int argc, char **argv) {
         cli_cache_warn(cache);
         ac_cache_close(cache);
     }
+    ac_prefix_cache_free(pc);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;

@@ -57,6 +57,10 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i);
 extern const char *cli_common_help;
 extern const char *cli_cache_help;
 int cli_parse_pooling(const char *v, int *out); /* mean|cls|last|default: 1, else 0 */
+/* --prefix-cache MB (eval, bench): the prefix K/V cache's budget in MiB (1..1048576), as
+ * bytes in *bytes. 1 if argv[*i] was it (consumed with its value), 0 if not, -1 after an
+ * error line. */
+int cli_prefix_opt(int argc, char **argv, int *i, int64_t *bytes);
 
 /* ---- per-line errors (--on-error stop|skip) of embed, score, tokenize ---- */
 extern const char *cli_on_error_help;

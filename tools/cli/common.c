@@ -296,6 +296,15 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
     return 1;
 }
 
+int cli_prefix_opt(int argc, char **argv, int *i, int64_t *bytes) {
+    if (strcmp(argv[*i], "--prefix-cache") != 0) return 0;
+    if (*i + 1 >= argc) return cli_fail("option --prefix-cache needs a value (its budget in MiB)"), -1;
+    int mb = 0;
+    if (cli_opt_int("--prefix-cache (MiB)", argv[++*i], 1, 1 << 20, &mb)) return -1;
+    *bytes = (int64_t)mb << 20;
+    return 1;
+}
+
 const char *cli_common_help =
     "  -m, --model FILE     GGUF model (required)\n"
     "  -f, --file FILE      input texts, one per line (default: stdin)\n"

@@ -39,6 +39,8 @@ typedef struct ex_out {
     int pred;         /* predicted class */
     double score;     /* STS-B cosine */
     int tokens;
+    long long reused, computed; /* prefix cache: rows taken from it / computed */
+    float stage[AC_STAGE_COUNT]; /* s per forward stage */
 } ex_out;
 
 typedef struct eval_job {
@@ -47,15 +49,18 @@ typedef struct eval_job {
     const task_ds *pool, *q;
     int shots;
     int shared_demos; /* 1: every prompt carries the same demonstrations */
+    FILE *dump;       /* --dump-prompts: each label-scoring prompt's token ids, one line each (once) */
 } eval_job;
 
 /* Runs example i on ctx (cache attached or not), filling *o. */
-static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, ex_out *o) {
+static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eval_job *j, int i, ex_out *o) {
     const ac_model *m = ac_ctx_model(ctx);
     double p0[AC_STAGE_COUNT], p1[AC_STAGE_COUNT];
     ac_cache_stats s0 = {0}, s1 = {0};
+    ac_prefix_stats q0 = {0}, q1 = {0};
     ac_ctx_get_profile(ctx, p0);
     if (cache) ac_cache_get_stats(cache, &s0);
+    if (pc) ac_prefix_get_stats(pc, &q0);
     const task_ex *ex = &j->q->ex[i];
     int rc = AC_OK;
     double t0 = cli_now();
@@ -71,6 +76,16 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
         char *prompt = task_build_prompt(t, j->pool, ex->a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1));
         if (!prompt) return cli_fail("out of memory");
         ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
+        if (j->dump && o->tokens > 0) { /* the ids ac_score_labels runs (a trailing EOS dropped) */
+            int32_t *ids = malloc((size_t)o->tokens * sizeof *ids);
+            int n = 0;
+            if (ids && ac_tokenize(m, prompt, strlen(prompt), 1, ids, o->tokens, &n) == AC_OK) {
+                if (n > 0 && ids[n - 1] == ac_token_eos(m) && ac_token_eos(m) >= 0) n--;
+                for (int k = 0; k < n; k++) fprintf(j->dump, k ? " %d" : "%d", (int)ids[k]);
+                fputc('\n', j->dump);
+            }
+            free(ids);
+        }
         rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
         free(prompt);
         int best = 0;
@@ -104,6 +119,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
     o->sec = cli_now() - t0;
     if (rc != AC_OK) return cli_fail("%s example %d: %s", j->task, i, ac_last_error());
     ac_ctx_get_profile(ctx, p1);
+    for (int k = 0; k < AC_STAGE_COUNT; k++) o->stage[k] = (float)(p1[k] - p0[k]);
     o->attn = (p1[AC_STAGE_ATTN] - p0[AC_STAGE_ATTN]) + (p1[AC_STAGE_QK] - p0[AC_STAGE_QK]) +
               (p1[AC_STAGE_SOFTMAX] - p0[AC_STAGE_SOFTMAX]) + (p1[AC_STAGE_AV] - p0[AC_STAGE_AV]);
     if (cache) {
@@ -117,20 +133,34 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
         o->skipped = (int)(s1.lookups_skipped - s0.lookups_skipped);
         o->seqs = o->skipped + (int)(s1.queries - s0.queries);
     }
+    if (pc) {
+        ac_prefix_get_stats(pc, &q1);
+        o->reused = q1.tokens_reused - q0.tokens_reused;
+        o->computed = q1.tokens_computed - q0.tokens_computed;
+        o->hit |= o->reused > 0;
+        o->lookup += (q1.t_lookup - q0.t_lookup) + (q1.t_insert - q0.t_insert);
+    }
     return AC_OK;
 }
 
-/* Example i exactly (o0) and then with the cache (o1), on one context: the
- * cache is attached only for the second run. One context, so one thread
- * pool: a second context's idle workers would poll the cores while the
- * other runs and slow both (measured on 13-token MiniLM queries). */
-static int run_pair(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, ex_out *o0, ex_out *o1) {
+/* Example i exactly (o0) and then with the cache and/or the prefix cache
+ * (o1), on one context: they are attached only for the second run. One
+ * context, so one thread pool: a second context's idle workers would poll
+ * the cores while the other runs and slow both (measured on 13-token MiniLM
+ * queries). */
+static int run_pair(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eval_job *j, int i, ex_out *o0,
+                    ex_out *o1) {
     ac_ctx_attach_cache(ctx, NULL);
-    int rc = run_example(ctx, NULL, j, i, o0);
-    if (rc || !cache) return rc;
-    ac_ctx_attach_cache(ctx, cache);
-    rc = run_example(ctx, cache, j, i, o1);
+    ac_ctx_attach_prefix(ctx, NULL);
+    int rc = run_example(ctx, NULL, NULL, j, i, o0);
+    if (rc || (!cache && !pc)) return rc;
+    if (cache) ac_ctx_attach_cache(ctx, cache);
+    if (pc && (rc = ac_ctx_attach_prefix(ctx, pc))) return cli_api_fail("prefix cache", rc);
+    eval_job j1 = *j;
+    j1.dump = NULL; /* the prompts were written by the exact run */
+    rc = run_example(ctx, cache, pc, &j1, i, o1);
     ac_ctx_attach_cache(ctx, NULL);
+    ac_ctx_attach_prefix(ctx, NULL);
     return rc;
 }
 
@@ -151,7 +181,7 @@ static double metric_of(const eval_job *j, const ex_out *o, int n) {
 /* sums over a side-by-side run (o0 exact, o1 cached) */
 typedef struct stream_agg {
     double sec0, sec1, hsec0, hsec1, att0, att1, hatt0, hatt1, look;
-    long long tokens, bytes, rows_served, rows_total;
+    long long tokens, bytes, rows_served, rows_total, reused, computed;
     int hits;
     long long skipped, seqs;
 } stream_agg;
@@ -164,6 +194,7 @@ static stream_agg aggregate(const ex_out *o0, const ex_out *o1, int n) {
         a.look += o1[i].lookup, a.bytes += (long long)o1[i].bytes, a.tokens += o0[i].tokens;
         a.rows_served += o1[i].rows_served, a.rows_total += o1[i].rows_total, a.skipped += o1[i].skipped;
         a.seqs += o1[i].seqs;
+        a.reused += o1[i].reused, a.computed += o1[i].computed;
         if (o1[i].hit) {
             a.hits++;
             a.hsec0 += o0[i].sec, a.hsec1 += o1[i].sec, a.hatt0 += o0[i].attn, a.hatt1 += o1[i].attn;
@@ -217,8 +248,9 @@ static int draw_plot(const char *json, const char *png) {
 
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
-    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
+    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL, *dump = NULL;
     int limit = 0, shots = -1, shared = 0;
+    int64_t prefix_bytes = 0;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -237,8 +269,12 @@ int cmd_eval(int argc, char **argv) {
             if (bad || !n_thr) return bad ? 1 : cli_fail("bad --thresholds '%s': no value", thresholds);
         }
         else if (!strcmp(argv[i], "--plot") && i + 1 < argc) plot = argv[++i];
+        else if ((r = cli_prefix_opt(argc, argv, &i, &prefix_bytes))) {
+            if (r < 0) return 1;
+        }
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--dump-prompts") && i + 1 < argc) dump = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
             if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
         } else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
@@ -261,6 +297,12 @@ int cmd_eval(int argc, char **argv) {
                    "JSON \"sweep\"); --plot FILE.png draws speedup, hit rate and the metric against the\n"
                    "threshold with matplotlib (tools/py/plot_sweep.py in the source tree's .venv) from the\n"
                    "JSON (--json FILE, else FILE.json beside the plot).\n"
+                   "With --prefix-cache MB (causal models), the second run of each example keeps the K/V rows of\n"
+                   "earlier prompts in a prefix cache of MB MiB and computes only what a prompt does not share\n"
+                   "with them (exact); with --cache too, both (prefix rows first, maps for later rows). The\n"
+                   "report adds the tokens reused and computed and the Amdahl bound (all tokens / computed).\n"
+                   "--dump-prompts FILE writes each label-scoring prompt's token ids (one line per example, as\n"
+                   "scored; bench/prefix_vs_llamacpp.py sends them to llama-server).\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
@@ -282,13 +324,14 @@ int cmd_eval(int argc, char **argv) {
     ac_model *m;
     ac_ctx *ctx;
     ac_cache *cache = NULL;
+    ac_prefix_cache *pc = NULL;
     if (cli_load(&c, &m, &ctx)) return 1;
     ac_model_info info;
     ac_model_get_info(m, &info);
     task_ds pool = {0}, q = {0};
     ex_out *o0 = NULL, *o1 = NULL;
     int rc = 0;
-    eval_job job = {task, NULL, &pool, &q, 0, shared};
+    eval_job job = {task, NULL, &pool, &q, 0, shared, NULL};
     if (!strcmp(task, "sst2")) {
         rc = task_load_sst2(dir, "dev", &q);
         if (!rc && !info.n_cls_out) {
@@ -315,20 +358,47 @@ int cmd_eval(int argc, char **argv) {
         goto out;
     }
     if (c.cache && (rc = cli_open_cache(&c, m, 0, 0, &cache))) goto out;
+    if (prefix_bytes) {
+        if (!info.causal) {
+            rc = cli_fail("eval: --prefix-cache needs a causal model (decoder); %s is bidirectional", info.arch_name);
+            goto out;
+        }
+        ac_prefix_params pp = ac_prefix_default_params();
+        pp.max_bytes = prefix_bytes;
+        int prc = ac_prefix_cache_new(m, &pp, &pc);
+        if (prc) {
+            rc = cli_api_fail("prefix cache", prc);
+            goto out;
+        }
+    }
     o0 = calloc((size_t)n, sizeof *o0);
     o1 = calloc((size_t)n, sizeof *o1);
     if (!o0 || !o1) {
         rc = cli_fail("out of memory");
         goto out;
     }
-    for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, &job, i, &o0[i], &o1[i]); /* side by side */
+    if (dump) {
+        if (!job.spec) {
+            rc = cli_fail("eval: --dump-prompts needs a label-scoring task (agnews-fewshot, trec, sst2 on a decoder)");
+            goto out;
+        }
+        if (!(job.dump = fopen(dump, "w"))) {
+            rc = cli_fail("cannot write '%s': %s", dump, strerror(errno));
+            goto out;
+        }
+    }
+    for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]); /* side by side */
+    if (job.dump) {
+        if (cli_close_file(job.dump, dump) && !rc) rc = 1;
+        job.dump = NULL;
+    }
     if (rc) goto out;
     const stream_agg A = aggregate(o0, o1, n);
     const double sec0 = A.sec0, sec1 = A.sec1, hsec0 = A.hsec0, hsec1 = A.hsec1, att0 = A.att0, att1 = A.att1,
                  hatt0 = A.hatt0, hatt1 = A.hatt1, look = A.look;
     const long long tokens = A.tokens, bytes = A.bytes;
     const int hits = A.hits;
-    const double met0 = metric_of(&job, o0, n), met1 = cache ? metric_of(&job, o1, n) : 0;
+    const double met0 = metric_of(&job, o0, n), met1 = cache || pc ? metric_of(&job, o1, n) : 0;
     const char *mname = (!job.spec && strcmp(task, "sst2") != 0) ? "spearman" : "accuracy";
     const char *base = strrchr(c.model, '/');
     base = base ? base + 1 : c.model;
@@ -337,9 +407,22 @@ int cmd_eval(int argc, char **argv) {
     if (job.spec)
         printf("(%d-shot, %s demonstrations, mean prompt %.0f tokens)\n", job.shots, shared ? "shared" : "per-query",
                (double)tokens / n);
+    if (cache || pc)
+        printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f   (with %s)\n", task, base, mname, met1, n, sec1,
+               sec1 > 0 ? tokens / sec1 : 0,
+               cache && pc ? "prefix cache + cache" : pc ? "prefix cache" : "cache");
+    if (pc) {
+        ac_prefix_stats ps;
+        ac_prefix_get_stats(pc, &ps);
+        const long long all = A.reused + A.computed;
+        printf("prefix cache: %d/%d queries reused a prefix; tokens reused %lld, computed %lld (%.1f%% of %lld); "
+               "Amdahl bound %.2fx (all tokens / computed); %lld nodes, %.1f MiB of %.1f MiB, %lld evictions; "
+               "lookup+insert %.2f%% of its time\n",
+               hits, n, A.reused, A.computed, all ? 100.0 * (double)A.computed / (double)all : 0, all,
+               A.computed ? (double)all / (double)A.computed : 0, (long long)ps.nodes, ps.bytes / 1048576.0,
+               ps.max_bytes / 1048576.0, (long long)ps.evictions, sec1 > 0 ? 100.0 * look / sec1 : 0);
+    }
     if (cache) {
-        printf("%-16s %-28.28s %-9s %8.2f %6d %9.2f %10.1f   (with cache)\n", task, base, mname, met1, n, sec1,
-               sec1 > 0 ? tokens / sec1 : 0);
         printf("cache: hit rate %.1f%% (%d/%d), %.1f KiB of maps read per query, lookup %.2f%% of cached time, "
                "%.1f%% of the served layers' rows from maps\n",
                100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0,
@@ -366,11 +449,28 @@ int cmd_eval(int argc, char **argv) {
         if (cs.damaged_unindexed)
             printf("lookup problems: %lld damaged record(s) left out of the index (computed exactly; "
                    "`attncache db verify`, `attncache db repair`)\n", (long long)cs.damaged_unindexed);
-        printf("  %-34s %11s %11s   %7s\n", "speed (exact vs cache)", "exact", "cache", "speedup");
+    }
+    if (cache || pc) {
+        const long long all = A.reused + A.computed;
+        printf("  %-34s %11s %11s   %7s\n", pc ? "speed (exact vs reuse)" : "speed (exact vs cache)", "exact",
+               pc ? "reuse" : "cache", "speedup");
         print_speed(stdout, "end-to-end, whole stream", sec0, sec1);
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
         print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
         print_speed(stdout, "attention op, hits only", hatt0, hatt1);
+        if (pc) { /* where the time goes, whole stream */
+            double e[AC_STAGE_COUNT] = {0}, r[AC_STAGE_COUNT] = {0};
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < AC_STAGE_COUNT; k++) e[k] += o0[i].stage[k], r[k] += o1[i].stage[k];
+            printf("  stages, s (exact | reuse):");
+            for (int k = 0; k < AC_STAGE_COUNT; k++)
+                if (e[k] > 0 || r[k] > 0) printf("  %s %.3f | %.3f", ac_stage_name(k), e[k], r[k]);
+            printf("\n");
+        }
+        if (pc && A.computed)
+            printf("  %-34s %11s %11s   %6.3fx (%.1f%% of it reached)\n", "Amdahl bound (tokens / computed)", "",
+                   "", (double)all / (double)A.computed,
+                   100.0 * ratio(sec0, sec1) / ((double)all / (double)A.computed));
         printf("  accuracy change: %+.2f points\n", met1 - met0);
         /* the hit rate where a lookup pays for itself: its cost over the time a hit saves (hsec1
          * includes the hits' own lookups); a guide for --adapt-floor (its own cache misses not counted) */
@@ -396,7 +496,7 @@ int cmd_eval(int argc, char **argv) {
                 break;
             }
             ac_cache_set_threshold(cache, t);
-            for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, &job, i, &o0[i], &o1[i]);
+            for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]);
             if (rc) break;
             const stream_agg B = aggregate(o0, o1, n);
             const double m1 = metric_of(&job, o1, n), m0 = metric_of(&job, o0, n);
@@ -427,6 +527,19 @@ int cmd_eval(int argc, char **argv) {
                 cJSON_AddStringToObject(root, "demos", shared ? "shared" : "per-query");
                 cJSON_AddNumberToObject(root, "mean_prompt_tokens", (double)tokens / n);
             }
+        }
+        cJSON *pj = NULL;
+        if (root && pc && (pj = cJSON_AddObjectToObject(root, "prefix"))) {
+            const long long all = A.reused + A.computed;
+            cJSON_AddNumberToObject(pj, "max_bytes", (double)prefix_bytes);
+            cJSON_AddNumberToObject(pj, "value", met1);
+            cJSON_AddNumberToObject(pj, "seconds", sec1);
+            cJSON_AddNumberToObject(pj, "hits", hits);
+            cJSON_AddNumberToObject(pj, "tokens_reused", (double)A.reused);
+            cJSON_AddNumberToObject(pj, "tokens_computed", (double)A.computed);
+            cJSON_AddNumberToObject(pj, "amdahl_bound", A.computed ? (double)all / (double)A.computed : 0);
+            cJSON_AddNumberToObject(pj, "speedup_e2e", ratio(sec0, sec1));
+            cJSON_AddNumberToObject(pj, "lookup_seconds", look);
         }
         if (root && cache && (cj = cJSON_AddObjectToObject(root, "cache"))) {
             cJSON_AddStringToObject(cj, "dir", c.cache);
@@ -471,6 +584,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (plot) rc = draw_plot(json_path, plot);
 out:
+    if (job.dump) fclose(job.dump); /* (an error stopped the run: the file stays incomplete) */
     free(json_path);
     free(o0);
     free(o1);
@@ -480,6 +594,7 @@ out:
         cli_cache_warn(cache);
         ac_cache_close(cache);
     }
+    ac_prefix_cache_free(pc);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return rc;
