@@ -126,6 +126,88 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
     return AC_OK;
 }
 
+/* ids of text (add_special as ac_tokenize takes it) into a malloc'd array; trailing EOS cut.
+ * 0, or 1 after an error line. */
+static int tokens_of(const ac_model *m, const char *text, int add_special, int32_t **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    int need = 0, rc = ac_tokenize(m, text, strlen(text), add_special, NULL, 0, &need);
+    if (rc != AC_OK && rc != AC_ERR_RANGE) return cli_api_fail("tokenize", rc);
+    if (!(*out = malloc((size_t)(need > 0 ? need : 1) * sizeof **out))) return cli_fail("out of memory");
+    if ((rc = ac_tokenize(m, text, strlen(text), add_special, *out, need, n)) != AC_OK) {
+        free(*out);
+        *out = NULL;
+        return cli_api_fail("tokenize", rc);
+    }
+    const int32_t eos = ac_token_eos(m);
+    if (*n > 0 && eos >= 0 && (*out)[*n - 1] == eos) (*n)--;
+    return 0;
+}
+
+static cJSON *json_ids(const int32_t *ids, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int k = 0; a && k < n; k++)
+        if (!cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[k]))) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* --dump-prompts FILE: the first n label-scoring prompts exactly as the run scores them, one
+ * JSON object a line: {"index","label" (gold class),"prompt","tokens" (ids with BOS, as
+ * ac_score_labels runs them),"labels" (the continuations scored),"label_tokens" (each one's ids
+ * after the prompt, as ac_score_labels takes them)}, for peers fed the same token ids
+ * (bench/prefix_compare.py). The model runs nothing. 0, or 1 after an error line. */
+static int dump_prompts(const ac_model *m, const eval_job *j, int n, const char *path) {
+    if (!j->spec) return cli_fail("--dump-prompts: task %s is not scored by prompts", j->task);
+    FILE *f = fopen(path, "w");
+    if (!f) return cli_fail("cannot write '%s': %s", path, strerror(errno));
+    const task_spec *t = j->spec;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        char *prompt = task_build_prompt(t, j->pool, j->q->ex[i].a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1));
+        int32_t *pt = NULL;
+        int np = 0;
+        cJSON *o = cJSON_CreateObject(), *labs = NULL, *ltok = NULL;
+        if (!prompt || !o) rc = cli_fail("out of memory");
+        if (!rc) rc = tokens_of(m, prompt, 1, &pt, &np);
+        if (!rc) {
+            cJSON_AddNumberToObject(o, "index", i);
+            cJSON_AddNumberToObject(o, "label", j->q->ex[i].label);
+            cJSON_AddStringToObject(o, "prompt", prompt);
+            cJSON_AddItemToObject(o, "tokens", json_ids(pt, np));
+            labs = cJSON_AddArrayToObject(o, "labels");
+            ltok = cJSON_AddArrayToObject(o, "label_tokens");
+            if (!labs || !ltok) rc = cli_fail("out of memory");
+        }
+        for (int k = 0; !rc && k < t->n_labels; k++) { /* as ac_score_labels: prompt + " label", the ids after the prompt's */
+            char lab[80], *joined = NULL;
+            snprintf(lab, sizeof lab, " %s", t->labels[k]);
+            int32_t *jt = NULL, *lt = NULL;
+            int nj = 0, nl = 0;
+            if (asprintf(&joined, "%s%s", prompt, lab) < 0) joined = NULL, rc = cli_fail("out of memory");
+            if (!rc) rc = tokens_of(m, joined, 1, &jt, &nj);
+            if (!rc && nj > np && !memcmp(jt, pt, (size_t)np * sizeof *pt)) {
+                cJSON_AddItemToArray(ltok, json_ids(jt + np, nj - np));
+            } else if (!rc && !(rc = tokens_of(m, lab, 0, &lt, &nl))) {
+                cJSON_AddItemToArray(ltok, json_ids(lt, nl));
+            }
+            cJSON_AddItemToArray(labs, cJSON_CreateString(lab));
+            free(joined);
+            free(jt);
+            free(lt);
+        }
+        if (!rc) rc = cli_json_write(f, o);
+        else cJSON_Delete(o);
+        free(pt);
+        free(prompt);
+    }
+    if (cli_close_file(f, path)) rc = 1;
+    if (!rc) fprintf(stderr, "attncache: %d prompts written to %s\n", n, path);
+    return rc;
+}
+
 /* Example i exactly (o0) and then with the cache and/or the prefix cache
  * (o1), on one context: they are attached only for the second run. One
  * context, so one thread pool: a second context's idle workers would poll
@@ -227,7 +309,7 @@ static int draw_plot(const char *json, const char *png) {
 
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
-    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL;
+    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL, *dump = NULL;
     int limit = 0, shots = -1, shared = 0;
     int64_t prefix_bytes = 0;
     for (int i = 0; i < argc; i++) {
@@ -252,6 +334,7 @@ int cmd_eval(int argc, char **argv) {
             if (r < 0) return 1;
         }
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "--dump-prompts") && i + 1 < argc) dump = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
             if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
@@ -268,6 +351,9 @@ int cmd_eval(int argc, char **argv) {
                    "                       (defaults: sst2 0, agnews-fewshot 8, trec 6)\n"
                    "  --demos D            per-query (default): demonstrations drawn per prompt; shared:\n"
                    "                       one demonstration set for every prompt (long shared prefix)\n"
+                   "  --dump-prompts FILE  write the prompts (label scoring tasks) as JSON lines — text, token\n"
+                   "                       ids, gold label, the labels' token ids — and exit without running\n"
+                   "                       the model (peers fed the same ids: bench/prefix_compare.py)\n"
                    "With --cache, every example runs twice side by side, exact (fused attention) and with\n"
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
@@ -331,6 +417,10 @@ int cmd_eval(int argc, char **argv) {
     const int n = limit && limit < q.n ? limit : q.n;
     if (n == 0) {
         rc = cli_fail("eval: no examples");
+        goto out;
+    }
+    if (dump) {
+        rc = dump_prompts(m, &job, n, dump);
         goto out;
     }
     if (c.cache && (rc = cli_open_cache(&c, m, 0, 0, &cache))) goto out;
