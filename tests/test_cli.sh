@@ -240,6 +240,18 @@ import json; d=json.load(open(\"$T/pf.json\")); c=d[\"cache\"]
 assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_share\"]<1 and c[\"value\"]==d[\"value\"], d'"
       check "bench --rows prefix --shared-prefix 0.5: half the rows served" "'$BIN' bench -m '$STORIES' -L 64 -r 1 --cache '$T/bp' --cache-build 1 --rows prefix --shared-prefix 0.5 --codec f32-causal 2>/dev/null | grep -q 'hits 100%  rows 50%'"
       check "--demos: bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --demos some 2>&1 | grep -q \"bad --demos 'some'\""
+      # --dump-prompts: the prompts eval scores, as token ids (bench/prefix_compare.py feeds them to llama.cpp)
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --demos shared --shots 2 --limit 3 --dump-prompts "$T/dp.jsonl" 2> /dev/null
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --demos shared --shots 2 --limit 3 --json "$T/dpe.json" > /dev/null 2>&1
+      check "eval --dump-prompts: one line per prompt, BOS + shared demonstrations, the token count eval runs, label ids" "python3 -c '
+import json; d=[json.loads(l) for l in open(\"$T/dp.jsonl\")]; e=json.load(open(\"$T/dpe.json\"))
+assert len(d)==3 and [x[\"index\"] for x in d]==[0,1,2] and all(0<=x[\"label\"]<4 for x in d), d
+assert sum(len(x[\"tokens\"]) for x in d)==round(3*e[\"mean_prompt_tokens\"]), e
+assert len(set(x[\"tokens\"][0] for x in d))==1 and all(x[\"prompt\"].startswith(d[0][\"prompt\"][:200]) for x in d)
+assert all(x[\"labels\"]==[\" world\",\" sports\",\" business\",\" science\"] and all(len(t)>=1 for t in x[\"label_tokens\"]) for x in d)'"
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --limit 2 --dump-prompts /dev/full > /dev/null 2> "$T/e.txt"; rc=$?
+      check "eval --dump-prompts on a full disk: exit 1 naming the file" "[ $rc -eq 1 ] && grep -q '/dev/full' '$T/e.txt'"
+      check "eval --dump-prompts on a task without prompts: refused" "'$BIN' eval --task stsb -m '$ATTNLM' --data '$DATA' --limit 2 --dump-prompts '$T/x.jsonl' 2>&1 | grep -q 'not scored by prompts'"
     else
       skip "rows=prefix flow (absent: $ATTNLM)"
     fi
