@@ -247,7 +247,13 @@ def main():
         subprocess.run([a.bin, "eval", "--task", "agnews-fewshot", "-m", a.model, "--data", a.data, "--demos", "shared",
                         "--shots", str(a.shots), "--limit", str(a.n), "--dump-prompts", dump], check=True,
                        stderr=subprocess.DEVNULL)
-        prompts = [json.loads(l) for l in open(dump)]
+        try:
+            prompts = [json.loads(l) for l in open(dump)]
+            if not prompts or not all(isinstance(p, dict) and "label_tokens" in p for p in prompts):
+                raise ValueError
+        except ValueError:
+            sys.exit(f"{a.bin} eval --dump-prompts did not write JSON lines with token ids, gold labels and label "
+                     "token ids (an attncache whose --dump-prompts writes bare ids?)")
         ntok = sum(len(p["tokens"]) for p in prompts)
         shared = len(os.path.commonprefix([p["tokens"] for p in prompts]))
         print(f"stream: {len(prompts)} AG News {a.shots}-shot prompts, shared demonstrations; {ntok} tokens "
