@@ -3,6 +3,8 @@
 concurrent clients: `attncache serve` (without and with its attention cache)
 against llama.cpp's server, same GGUF file, same thread count, loopback only.
 
+IMDB reviews longer than the model's 512 positions are cut first (--max-tokens, at a word
+boundary, counted by `attncache tokenize`), so that every server embeds the same texts.
 Each client is a thread with one keep-alive HTTP connection that sends
 OpenAI-style `POST /v1/embeddings` requests ({"input": [text], "model": ...};
 both servers speak it) back to back, one text per request, for --seconds
@@ -113,6 +115,24 @@ def load_texts(path, n, seed):
     return out[:n]
 
 
+def cut_to_limit(bin_path, model, texts, limit):
+    """Texts of more than `limit` tokens (with the model's specials, as `attncache tokenize --special`
+    counts them) cut at a word boundary until they fit, so that every server embeds the same text
+    (llama-server refuses an over-long input where attncache --auto-truncate cuts it)."""
+    texts = [" ".join(t.split()) for t in texts]
+    for _ in range(20):
+        p = subprocess.run([bin_path, "tokenize", "-m", model, "--special"], input="\n".join(texts) + "\n",
+                           capture_output=True, text=True, check=True)
+        counts = [len(ln.split()) for ln in p.stdout.splitlines()]
+        over = [i for i, n in enumerate(counts) if n > limit]
+        if not over:
+            return texts
+        for i in over:
+            keep = max(1, int(len(texts[i]) * (limit - 2) / counts[i]) - 1)
+            texts[i] = texts[i][:keep].rsplit(" ", 1)[0] if " " in texts[i][:keep] else texts[i][:keep]
+    sys.exit("cut_to_limit: texts still over the limit after 20 passes")
+
+
 def client(port, model, texts, start_at, warm_end, t_end, lat, errs, toks, seed):
     rng = random.Random(seed)
     conn = None
@@ -188,6 +208,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--ctx", type=int, default=512, help="llama-server context / batch size (>= longest input)")
+    ap.add_argument("--max-tokens", type=int, default=512,
+                    help="cut longer texts (IMDB reviews) to this many tokens first, the same text for every "
+                         "server: llama-server answers an over-long input with an error (0: no cut)")
     ap.add_argument("--llama-server", default="", help="path of llama.cpp's llama-server")
     ap.add_argument("--llama-cmd", default="",
                     help="another llama.cpp server command, {port} {model} {threads} substituted "
@@ -204,6 +227,8 @@ def main():
     for item in args.data.split(","):
         name, _, path = item.partition("=")
         data[name] = load_texts(path, args.texts, 7)
+        if args.max_tokens > 0:
+            data[name] = cut_to_limit(args.bin, args.model, data[name], args.max_tokens)
     clients = [int(c) for c in args.clients.split(",")]
     tmp = tempfile.mkdtemp(prefix="server_compare_")
     results = []

@@ -13,7 +13,9 @@
 #                                GGML_NATIVE=OFF GGML_AVX=ON GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON
 #                                GGML_BMI2=ON GGML_AVX512*=OFF GGML_AVX_VNNI=OFF (what a Zen 3 /
 #                                Haswell-class CPU runs; compare with attncache under AC_CPU=avx2)
-#   llama.cpp/build-native/bin/  the same tools with GGML_NATIVE=ON (-march=native)
+#   llama.cpp/build-native/bin/  the same tools with GGML_NATIVE=ON (-march=native), and llama-server
+#                                (the same tree reconfigured with LLAMA_BUILD_SERVER=ON) for
+#                                bench/server_compare.py and bench/prefix_compare.py
 #   venv/                        Python 3 venv with bench/requirements-peers.txt (onnxruntime,
 #                                onnx, onnxscript; pinned, --no-deps closure) on top of the
 #                                project's .venv (torch, transformers, the MiniLM package), which
@@ -116,6 +118,15 @@ build native "${NATIVE[@]}"
 if objdump -d --no-show-raw-insn "$LC/build-avx2/bin/llama-bench" | grep -q '%zmm'; then
     say "ERROR: the AVX2 build of llama-bench contains AVX-512 instructions"
     exit 1
+fi
+
+# ---- 2b. llama-server in the native build's tree (its prompt cache and --embedding) ----------------
+if [[ ! -x "$LC/build-native/bin/llama-server" ]]; then
+    say "building llama-server (native, -j$JOBS) in $LC/build-native"
+    cmake -S "$LC/src" -B "$LC/build-native" -DLLAMA_BUILD_SERVER=ON > "$LC/build-server.cmake.log" 2>&1 ||
+        { tail -20 "$LC/build-server.cmake.log" >&2; exit 1; }
+    cmake --build "$LC/build-native" -j "$JOBS" --target llama-server > "$LC/build-server.log" 2>&1 ||
+        { tail -30 "$LC/build-server.log" >&2; exit 1; }
 fi
 
 # ---- 3. Python peers: venv on top of the project's .venv ------------------------------------

@@ -148,9 +148,8 @@ assert len(L)==4 and L[1][\"line\"]==2 and L[2][\"line\"]==3 and \"logprobs\" in
   check "eval --thresholds with a NaN: refused before any work" "'$BIN' eval --task sst2 -m '$STORIES' --thresholds 1,nan 2>&1 | grep -q \"bad threshold in --thresholds 'nan': not a number\""
   # --prefix-cache MB: exact vs prefix K/V reuse side by side; strict budget values
   check "bench --prefix-cache: side by side, reused and computed tokens" "'$BIN' bench -m '$STORIES' -L 64 -r 2 --prefix-cache 8 --shared-prefix 0.75 2>/dev/null | grep -q 'reused 96 computed 32'"
-  "$BIN" eval --task sst2 -m "$STORIES" --data "$SHARED/data" --limit 4 --prefix-cache 8 --dump-prompts "$T/ids.txt" > "$T/evp.txt" 2>&1
+  "$BIN" eval --task sst2 -m "$STORIES" --data "$SHARED/data" --limit 4 --prefix-cache 8 > "$T/evp.txt" 2>&1
   check "eval --prefix-cache: label continuations reuse the prompt, accuracy unchanged" "grep -q 'prefix cache: 4/4 queries reused a prefix' '$T/evp.txt' && grep -q 'accuracy change: +0.00 points' '$T/evp.txt'"
-  check "eval --dump-prompts: one line of ids per example, BOS first" "[ \$(wc -l < '$T/ids.txt') -eq 4 ] && [ \$(cut -d' ' -f1 '$T/ids.txt' | sort -u) = 1 ]"
   check "bench --prefix-cache 0: refused" "'$BIN' bench -m '$STORIES' -L 64 --prefix-cache 0 2>&1 | grep -q 'prefix-cache (MiB)'"
   check "eval --prefix-cache 1e3: refused" "'$BIN' eval --task agnews-fewshot -m '$STORIES' --prefix-cache 1e3 2>&1 | grep -q \"prefix-cache (MiB) '1e3'\""
   check "bench --prefix-cache without a value: refused" "'$BIN' bench -m '$STORIES' --prefix-cache 2>&1 | grep -q 'needs a value'"
@@ -280,6 +279,18 @@ import json; d=json.load(open(\"$T/pf.json\")); c=d[\"cache\"]
 assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_share\"]<1 and c[\"value\"]==d[\"value\"], d'"
       check "bench --rows prefix --shared-prefix 0.5: half the rows served" "'$BIN' bench -m '$STORIES' -L 64 -r 1 --cache '$T/bp' --cache-build 1 --rows prefix --shared-prefix 0.5 --codec f32-causal 2>/dev/null | grep -q 'hits 100%  skipped 0%  rows 50%'"
       check "--demos: bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --demos some 2>&1 | grep -q \"bad --demos 'some'\""
+      # --dump-prompts: the prompts eval scores, as token ids (bench/prefix_compare.py feeds them to llama.cpp)
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --demos shared --shots 2 --limit 3 --dump-prompts "$T/dp.jsonl" 2> /dev/null
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --demos shared --shots 2 --limit 3 --json "$T/dpe.json" > /dev/null 2>&1
+      check "eval --dump-prompts: one line per prompt, BOS + shared demonstrations, the token count eval runs, label ids" "python3 -c '
+import json; d=[json.loads(l) for l in open(\"$T/dp.jsonl\")]; e=json.load(open(\"$T/dpe.json\"))
+assert len(d)==3 and [x[\"index\"] for x in d]==[0,1,2] and all(0<=x[\"label\"]<4 for x in d), d
+assert sum(len(x[\"tokens\"]) for x in d)==round(3*e[\"mean_prompt_tokens\"]), e
+assert len(set(x[\"tokens\"][0] for x in d))==1 and all(x[\"prompt\"].startswith(d[0][\"prompt\"][:200]) for x in d)
+assert all(x[\"labels\"]==[\" world\",\" sports\",\" business\",\" science\"] and all(len(t)>=1 for t in x[\"label_tokens\"]) for x in d)'"
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --limit 2 --dump-prompts /dev/full > /dev/null 2> "$T/e.txt"; rc=$?
+      check "eval --dump-prompts on a full disk: exit 1 naming the file" "[ $rc -eq 1 ] && grep -q '/dev/full' '$T/e.txt'"
+      check "eval --dump-prompts on a task without prompts: refused" "'$BIN' eval --task stsb -m '$ATTNLM' --data '$DATA' --limit 2 --dump-prompts '$T/x.jsonl' 2>&1 | grep -q 'not scored by prompts'"
     else
       skip "rows=prefix flow (absent: $ATTNLM)"
     fi

@@ -557,9 +557,97 @@ EOF
     jreq score-no-labels 422 POST /score '{"inputs":"x","labels":[]}'
     jreq score-bad-template 422 POST /score '{"inputs":"x","labels":["a"],"template":"no placeholder"}'
     jreq predict-no-head 400 POST /predict '{"inputs":"x"}'
+    # the prefix K/V cache's inputs (below), answered here without it: two prompts sharing a
+    # 46-token head, a multi-token label, a long unrelated prompt, embeddings sharing the head
+    P="Film reviews from a weekly newspaper, each followed by the critic's verdict on whether the film is worth seeing. The critics write for a general audience and keep their reviews short. "
+    LONG=$(for i in $(seq 6); do printf 'Item %d of an unrelated inventory list: copper wire, brass screws, and oak planks. ' "$i"; done)
+    $PY - "$P" "$LONG" "$TMP" <<'EOF'
+import json, sys
+p, long_text, tmp = sys.argv[1], sys.argv[2], sys.argv[3]
+bodies = {
+    "pa": {"inputs": p + "Review: a great and moving film. Verdict:", "labels": ["good", "bad"]},
+    "pb": {"inputs": p + "Review: a dull and boring film. Verdict:", "labels": ["good", "bad"]},
+    "pc": {"inputs": p + "Review: a great and moving film. Verdict:", "labels": ["good", "very good", "bad"]},
+    "pd": {"inputs": long_text + "Verdict:", "labels": ["good", "bad"]},
+    "pe": {"input": [p + "An embedding of this text.", p + "An embedding of that other text."]},
+}
+for k, v in bodies.items():
+    json.dump(v, open(f"{tmp}/{k}.json", "w"))
+with open(f"{tmp}/pab.txt", "w") as f:
+    f.write(bodies["pa"]["inputs"] + "\n" + bodies["pb"]["inputs"] + "\n")
+EOF
+    for k in pa pb pc pd; do req "exact-$k" 200 POST /score "$TMP/$k.json"; cp "$TMP/out" "$TMP/exact_$k.json"; done
+    req exact-pe 200 POST /v1/embeddings "$TMP/pe.json"
+    cp "$TMP/out" "$TMP/exact_pe.json"
     stop_server
+
+    # ---- the prefix K/V cache (--prefix-cache): the second prompt computes only what it does not
+    # share with the first; answers equal the exact server's; its metrics; eviction under a 1 MiB budget
+    start_server -m "$DEC" -t 2 -q --prefix-cache 1 --prefix-min 8
+    req prefix-info 200 GET /info
+    pycheck prefix-info "d['prefix_cache'] == {'max_bytes': 1048576, 'min_match': 8}"
+    metric() { curl -s "$URL/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
+    # the tokens the two prompts share (with BOS), as the server tokenizes them
+    common=$("$BIN" tokenize -m "$DEC" --special -f "$TMP/pab.txt" | $PY -c "
+import sys
+a, b = [l.split() for l in sys.stdin]
+n = 0
+while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
+print(n)")
+    same_as_exact() { # NAME KEY: the last response equals the exact server's (|d| <= 1e-6)
+        if $PY - "$TMP/exact_$2.json" "$TMP/out" <<'EOF'
+import json, sys
+e, g = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+if isinstance(e, dict):  # /v1/embeddings
+    ea, ga = [x["embedding"] for x in e["data"]], [x["embedding"] for x in g["data"]]
+    assert len(ea) == len(ga) and all(len(x) == len(y) and max(abs(p - q) for p, q in zip(x, y)) <= 1e-6 for x, y in zip(ea, ga)), "embeddings differ"
+else:
+    assert len(e) == len(g)
+    for x, y in zip(e, g):
+        assert x["label"] == y["label"] and x["tokens"] == y["tokens"] and x["logprobs"].keys() == y["logprobs"].keys()
+        for k in x["logprobs"]:
+            assert abs(x["logprobs"][k] - y["logprobs"][k]) <= 1e-6, (k, x, y)
+EOF
+        then ok; else bad "$1: differs from the server without --prefix-cache: $(head -c 300 "$TMP/out")"; fi
+    }
+    req prefix-a 200 POST /score "$TMP/pa.json"
+    same_as_exact prefix-a pa
+    r1=$(metric attncache_prefix_tokens_reused_total)
+    c1=$(metric attncache_prefix_tokens_computed_total)
+    req prefix-b 200 POST /score "$TMP/pb.json"
+    same_as_exact prefix-b pb
+    r2=$(metric attncache_prefix_tokens_reused_total)
+    c2=$(metric attncache_prefix_tokens_computed_total)
+    nb=$($PY -c "import json; print(json.load(open('$TMP/out'))[0]['tokens'])")
+    if [[ "$r1" == 0 && "$common" -ge 40 && $((r2 - r1)) -eq "$common" && $((c2 - c1)) -eq $((nb - common)) ]]; then ok
+    else bad "prefix reuse: reused $r1 then $r2, computed $c1 then $c2 (want 0, then +$common reused and +$((nb - common)) computed of $nb)"; fi
+    [[ "$(metric attncache_prefix_hits_total)" == 1 && "$(metric attncache_prefix_lookups_total)" == 2 ]] && ok || bad "prefix hits/lookups: $(curl -s "$URL/metrics" | grep '^attncache_prefix')"
+    req prefix-multi-token-label 200 POST /score "$TMP/pc.json"
+    same_as_exact prefix-multi-token-label pc
+    req prefix-embeddings 200 POST /v1/embeddings "$TMP/pe.json"
+    same_as_exact prefix-embeddings pe
+    [[ "$(metric attncache_prefix_evictions_total)" == 0 ]] && ok || bad "prefix evictions before the budget was reached"
+    req prefix-long 200 POST /score "$TMP/pd.json" # 173 tokens: its rows take the 1 MiB budget past its limit
+    same_as_exact prefix-long pd
+    ev=$(metric attncache_prefix_evictions_total)
+    by=$(metric attncache_prefix_bytes)
+    if [[ "$ev" -ge 1 && "$by" -gt 0 && "$by" -le 1048576 ]]; then ok; else bad "prefix eviction: evictions $ev, bytes $by of 1048576"; fi
+    for m in lookups_total hits_total tokens_reused_total tokens_computed_total bytes evictions_total; do
+        curl -s "$URL/metrics" | grep -q "^# TYPE attncache_prefix_$m " && ok || bad "metric attncache_prefix_$m missing"
+    done
+    req prefix-a-again 200 POST /score "$TMP/pa.json" # after the eviction
+    same_as_exact prefix-a-again pa
+    stop_server
+    # refused: a bidirectional model, --prefix-min alone, a zero budget
+    for args in "-m $M --prefix-cache 16" "-m $DEC --prefix-min 8" "-m $DEC --prefix-cache 0"; do
+        # shellcheck disable=SC2086
+        "$BIN" serve --port 0 -q $args >/dev/null 2>"$TMP/perr"
+        rc=$?
+        if [[ $rc -ne 0 ]] && grep -qE "needs a causal model|applies to --prefix-cache|bad --prefix-cache" "$TMP/perr"; then ok
+        else bad "serve $args: exit $rc, $(cat "$TMP/perr")"; fi
+    done
 else
-    echo "note: $DEC absent: /score test skipped"
+    echo "note: $DEC absent: /score and --prefix-cache tests skipped"
 fi
 
 echo "test_server: $npass passed, $nfail failed"

@@ -49,7 +49,6 @@ typedef struct eval_job {
     const task_ds *pool, *q;
     int shots;
     int shared_demos; /* 1: every prompt carries the same demonstrations */
-    FILE *dump;       /* --dump-prompts: each label-scoring prompt's token ids, one line each (once) */
 } eval_job;
 
 /* Runs example i on ctx (cache attached or not), filling *o. */
@@ -76,16 +75,6 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
         char *prompt = task_build_prompt(t, j->pool, ex->a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1));
         if (!prompt) return cli_fail("out of memory");
         ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
-        if (j->dump && o->tokens > 0) { /* the ids ac_score_labels runs (a trailing EOS dropped) */
-            int32_t *ids = malloc((size_t)o->tokens * sizeof *ids);
-            int n = 0;
-            if (ids && ac_tokenize(m, prompt, strlen(prompt), 1, ids, o->tokens, &n) == AC_OK) {
-                if (n > 0 && ids[n - 1] == ac_token_eos(m) && ac_token_eos(m) >= 0) n--;
-                for (int k = 0; k < n; k++) fprintf(j->dump, k ? " %d" : "%d", (int)ids[k]);
-                fputc('\n', j->dump);
-            }
-            free(ids);
-        }
         rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
         free(prompt);
         int best = 0;
@@ -143,6 +132,88 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
     return AC_OK;
 }
 
+/* ids of text (add_special as ac_tokenize takes it) into a malloc'd array; trailing EOS cut.
+ * 0, or 1 after an error line. */
+static int tokens_of(const ac_model *m, const char *text, int add_special, int32_t **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    int need = 0, rc = ac_tokenize(m, text, strlen(text), add_special, NULL, 0, &need);
+    if (rc != AC_OK && rc != AC_ERR_RANGE) return cli_api_fail("tokenize", rc);
+    if (!(*out = malloc((size_t)(need > 0 ? need : 1) * sizeof **out))) return cli_fail("out of memory");
+    if ((rc = ac_tokenize(m, text, strlen(text), add_special, *out, need, n)) != AC_OK) {
+        free(*out);
+        *out = NULL;
+        return cli_api_fail("tokenize", rc);
+    }
+    const int32_t eos = ac_token_eos(m);
+    if (*n > 0 && eos >= 0 && (*out)[*n - 1] == eos) (*n)--;
+    return 0;
+}
+
+static cJSON *json_ids(const int32_t *ids, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int k = 0; a && k < n; k++)
+        if (!cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[k]))) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* --dump-prompts FILE: the first n label-scoring prompts exactly as the run scores them, one
+ * JSON object a line: {"index","label" (gold class),"prompt","tokens" (ids with BOS, as
+ * ac_score_labels runs them),"labels" (the continuations scored),"label_tokens" (each one's ids
+ * after the prompt, as ac_score_labels takes them)}, for peers fed the same token ids
+ * (bench/prefix_compare.py). The model runs nothing. 0, or 1 after an error line. */
+static int dump_prompts(const ac_model *m, const eval_job *j, int n, const char *path) {
+    if (!j->spec) return cli_fail("--dump-prompts: task %s is not scored by prompts", j->task);
+    FILE *f = fopen(path, "w");
+    if (!f) return cli_fail("cannot write '%s': %s", path, strerror(errno));
+    const task_spec *t = j->spec;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        char *prompt = task_build_prompt(t, j->pool, j->q->ex[i].a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1));
+        int32_t *pt = NULL;
+        int np = 0;
+        cJSON *o = cJSON_CreateObject(), *labs = NULL, *ltok = NULL;
+        if (!prompt || !o) rc = cli_fail("out of memory");
+        if (!rc) rc = tokens_of(m, prompt, 1, &pt, &np);
+        if (!rc) {
+            cJSON_AddNumberToObject(o, "index", i);
+            cJSON_AddNumberToObject(o, "label", j->q->ex[i].label);
+            cJSON_AddStringToObject(o, "prompt", prompt);
+            cJSON_AddItemToObject(o, "tokens", json_ids(pt, np));
+            labs = cJSON_AddArrayToObject(o, "labels");
+            ltok = cJSON_AddArrayToObject(o, "label_tokens");
+            if (!labs || !ltok) rc = cli_fail("out of memory");
+        }
+        for (int k = 0; !rc && k < t->n_labels; k++) { /* as ac_score_labels: prompt + " label", the ids after the prompt's */
+            char lab[80], *joined = NULL;
+            snprintf(lab, sizeof lab, " %s", t->labels[k]);
+            int32_t *jt = NULL, *lt = NULL;
+            int nj = 0, nl = 0;
+            if (asprintf(&joined, "%s%s", prompt, lab) < 0) joined = NULL, rc = cli_fail("out of memory");
+            if (!rc) rc = tokens_of(m, joined, 1, &jt, &nj);
+            if (!rc && nj > np && !memcmp(jt, pt, (size_t)np * sizeof *pt)) {
+                cJSON_AddItemToArray(ltok, json_ids(jt + np, nj - np));
+            } else if (!rc && !(rc = tokens_of(m, lab, 0, &lt, &nl))) {
+                cJSON_AddItemToArray(ltok, json_ids(lt, nl));
+            }
+            cJSON_AddItemToArray(labs, cJSON_CreateString(lab));
+            free(joined);
+            free(jt);
+            free(lt);
+        }
+        if (!rc) rc = cli_json_write(f, o);
+        else cJSON_Delete(o);
+        free(pt);
+        free(prompt);
+    }
+    if (cli_close_file(f, path)) rc = 1;
+    if (!rc) fprintf(stderr, "attncache: %d prompts written to %s\n", n, path);
+    return rc;
+}
+
 /* Example i exactly (o0) and then with the cache and/or the prefix cache
  * (o1), on one context: they are attached only for the second run. One
  * context, so one thread pool: a second context's idle workers would poll
@@ -156,9 +227,7 @@ static int run_pair(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eva
     if (rc || (!cache && !pc)) return rc;
     if (cache) ac_ctx_attach_cache(ctx, cache);
     if (pc && (rc = ac_ctx_attach_prefix(ctx, pc))) return cli_api_fail("prefix cache", rc);
-    eval_job j1 = *j;
-    j1.dump = NULL; /* the prompts were written by the exact run */
-    rc = run_example(ctx, cache, pc, &j1, i, o1);
+    rc = run_example(ctx, cache, pc, j, i, o1);
     ac_ctx_attach_cache(ctx, NULL);
     ac_ctx_attach_prefix(ctx, NULL);
     return rc;
@@ -273,8 +342,8 @@ int cmd_eval(int argc, char **argv) {
             if (r < 0) return 1;
         }
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
-        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--dump-prompts") && i + 1 < argc) dump = argv[++i];
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
             if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
         } else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
@@ -290,6 +359,9 @@ int cmd_eval(int argc, char **argv) {
                    "                       (defaults: sst2 0, agnews-fewshot 8, trec 6)\n"
                    "  --demos D            per-query (default): demonstrations drawn per prompt; shared:\n"
                    "                       one demonstration set for every prompt (long shared prefix)\n"
+                   "  --dump-prompts FILE  write the prompts (label scoring tasks) as JSON lines — text, token\n"
+                   "                       ids, gold label, the labels' token ids — and exit without running\n"
+                   "                       the model (peers fed the same ids: bench/prefix_compare.py)\n"
                    "With --cache, every example runs twice side by side, exact (fused attention) and with\n"
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
@@ -301,8 +373,6 @@ int cmd_eval(int argc, char **argv) {
                    "earlier prompts in a prefix cache of MB MiB and computes only what a prompt does not share\n"
                    "with them (exact); with --cache too, both (prefix rows first, maps for later rows). The\n"
                    "report adds the tokens reused and computed and the Amdahl bound (all tokens / computed).\n"
-                   "--dump-prompts FILE writes each label-scoring prompt's token ids (one line per example, as\n"
-                   "scored; bench/prefix_vs_llamacpp.py sends them to llama-server).\n"
                    "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
                    AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
             return 0;
@@ -331,7 +401,7 @@ int cmd_eval(int argc, char **argv) {
     task_ds pool = {0}, q = {0};
     ex_out *o0 = NULL, *o1 = NULL;
     int rc = 0;
-    eval_job job = {task, NULL, &pool, &q, 0, shared, NULL};
+    eval_job job = {task, NULL, &pool, &q, 0, shared};
     if (!strcmp(task, "sst2")) {
         rc = task_load_sst2(dir, "dev", &q);
         if (!rc && !info.n_cls_out) {
@@ -357,6 +427,10 @@ int cmd_eval(int argc, char **argv) {
         rc = cli_fail("eval: no examples");
         goto out;
     }
+    if (dump) {
+        rc = dump_prompts(m, &job, n, dump);
+        goto out;
+    }
     if (c.cache && (rc = cli_open_cache(&c, m, 0, 0, &cache))) goto out;
     if (prefix_bytes) {
         if (!info.causal) {
@@ -377,21 +451,7 @@ int cmd_eval(int argc, char **argv) {
         rc = cli_fail("out of memory");
         goto out;
     }
-    if (dump) {
-        if (!job.spec) {
-            rc = cli_fail("eval: --dump-prompts needs a label-scoring task (agnews-fewshot, trec, sst2 on a decoder)");
-            goto out;
-        }
-        if (!(job.dump = fopen(dump, "w"))) {
-            rc = cli_fail("cannot write '%s': %s", dump, strerror(errno));
-            goto out;
-        }
-    }
     for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]); /* side by side */
-    if (job.dump) {
-        if (cli_close_file(job.dump, dump) && !rc) rc = 1;
-        job.dump = NULL;
-    }
     if (rc) goto out;
     const stream_agg A = aggregate(o0, o1, n);
     const double sec0 = A.sec0, sec1 = A.sec1, hsec0 = A.hsec0, hsec1 = A.hsec1, att0 = A.att0, att1 = A.att1,
@@ -584,7 +644,6 @@ int cmd_eval(int argc, char **argv) {
     }
     if (plot) rc = draw_plot(json_path, plot);
 out:
-    if (job.dump) fclose(job.dump); /* (an error stopped the run: the file stays incomplete) */
     free(json_path);
     free(o0);
     free(o1);

@@ -19,7 +19,7 @@ typedef struct worker {
     srv_batcher *b;
     pthread_t th;
     int started;
-    ac_ctx *ctx;      /* attached to b->p.cache, if any */
+    ac_ctx *ctx;      /* attached to b->p.cache and b->p.prefix, if any */
     /* batch scratch */
     srv_item **batch; /* [max_batch_seqs] */
     srv_item **run;   /* [max_batch_seqs] the batch's sequences that passed ac_ctx_check_seq */
@@ -213,6 +213,7 @@ int srv_batcher_new(const ac_model *model, const srv_batcher_params *p, srv_batc
         cp.max_tokens = p->max_tokens;
         if ((rc = ac_ctx_new(model, &cp, &w->ctx)) != AC_OK) goto fail;
         if (p->cache && (rc = ac_ctx_attach_cache(w->ctx, p->cache)) != AC_OK) goto fail;
+        if (p->prefix && (rc = ac_ctx_attach_prefix(w->ctx, p->prefix)) != AC_OK) goto fail;
     }
     for (int i = 0; i < p->workers; i++) {
         if (pthread_create(&b->w[i].th, NULL, worker_main, &b->w[i]) != 0) {

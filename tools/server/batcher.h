@@ -60,6 +60,8 @@ typedef struct srv_batcher_params {
     int max_tokens;       /* ac_ctx_params.max_tokens */
     ac_cache *cache;      /* NULL: no attention cache; else borrowed (outlives the batcher): every
                              worker's context is attached to this one shared cache */
+    ac_prefix_cache *prefix; /* NULL: none; else borrowed (outlives the batcher): every worker's context is
+                                attached to this one shared prefix K/V cache (causal models) */
     /* optional, with a cache (called from a worker thread after each batch): on_sequence with each
      * sequence that ran and missed the cache (tokens borrowed for the call), on_hit with the key
      * of the entry that served each sequence that hit */

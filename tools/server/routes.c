@@ -949,11 +949,17 @@ static void route_info(rq *q) {
                 ",\"architecture\":\"%s\",\"causal\":%s,\"hidden_size\":%d,\"num_layers\":%d,"
                 "\"max_concurrent_requests\":%d,\"max_input_length\":%d,\"max_batch_tokens\":%d,"
                 "\"max_batch_requests\":%d,\"max_client_batch_size\":%d,\"auto_truncate\":%s,"
-                "\"workers\":%d,\"attention_cache\":%s,\"version\":\"%d.%d\"}",
+                "\"workers\":%d,\"attention_cache\":%s,\"prefix_cache\":",
                 f->arch_name, f->causal ? "true" : "false", f->n_embd, f->n_layer, s->cfg.max_concurrent,
                 s->max_input, s->cfg.max_batch_tokens, s->cfg.max_batch_requests, s->cfg.max_client_batch,
-                s->cfg.auto_truncate ? "true" : "false", s->cfg.workers, s->cfg.cache_dir ? "true" : "false",
-                AC_VERSION_MAJOR, AC_VERSION_MINOR);
+                s->cfg.auto_truncate ? "true" : "false", s->cfg.workers, s->cfg.cache_dir ? "true" : "false");
+    ac_prefix_stats ps;
+    if (s->prefix && ac_prefix_get_stats(s->prefix, &ps) == AC_OK)
+        sbuf_printf(&b, "{\"max_bytes\":%lld,\"min_match\":%d}", (long long)ps.max_bytes,
+                    s->cfg.prefix_min ? s->cfg.prefix_min : ac_prefix_default_params().min_match);
+    else
+        sbuf_puts(&b, "null");
+    sbuf_printf(&b, ",\"version\":\"%d.%d\"}", AC_VERSION_MAJOR, AC_VERSION_MINOR);
     respond(q->rs, 200, &b, "application/json");
 }
 
@@ -1004,6 +1010,40 @@ static void route_metrics(rq *q) {
                     (long long)cs.entries, cs.t_features + cs.t_key + cs.t_search + cs.t_fetch,
                     (long long)cs.lookups_skipped, (long long)cs.probes, cs.skipping);
     }
+    ac_prefix_cache *pc = g.ready ? s->prefix : NULL;
+    ac_prefix_stats ps;
+    if (pc && ac_prefix_get_stats(pc, &ps) == AC_OK)
+        sbuf_printf(&b,
+                    "# HELP attncache_prefix_lookups_total Sequences looked up in the prefix K/V cache.\n"
+                    "# TYPE attncache_prefix_lookups_total counter\nattncache_prefix_lookups_total %lld\n"
+                    "# HELP attncache_prefix_hits_total Sequences that reused a stored prefix (--prefix-min tokens or more).\n"
+                    "# TYPE attncache_prefix_hits_total counter\nattncache_prefix_hits_total %lld\n"
+                    "# HELP attncache_prefix_tokens_reused_total Token rows taken from the prefix cache (not computed).\n"
+                    "# TYPE attncache_prefix_tokens_reused_total counter\nattncache_prefix_tokens_reused_total %lld\n"
+                    "# HELP attncache_prefix_tokens_computed_total Token rows computed by the sequences looked up.\n"
+                    "# TYPE attncache_prefix_tokens_computed_total counter\nattncache_prefix_tokens_computed_total %lld\n"
+                    "# HELP attncache_prefix_inserts_total Sequences stored (new rows added).\n"
+                    "# TYPE attncache_prefix_inserts_total counter\nattncache_prefix_inserts_total %lld\n"
+                    "# HELP attncache_prefix_tokens_stored_total Token rows added by the inserts.\n"
+                    "# TYPE attncache_prefix_tokens_stored_total counter\nattncache_prefix_tokens_stored_total %lld\n"
+                    "# HELP attncache_prefix_evictions_total Nodes evicted for the --prefix-cache budget (least recently used first).\n"
+                    "# TYPE attncache_prefix_evictions_total counter\nattncache_prefix_evictions_total %lld\n"
+                    "# HELP attncache_prefix_insert_failed_total Inserts skipped (out of memory, larger than the budget).\n"
+                    "# TYPE attncache_prefix_insert_failed_total counter\nattncache_prefix_insert_failed_total %lld\n"
+                    "# HELP attncache_prefix_bytes Bytes the prefix cache holds (rows, tokens, nodes).\n"
+                    "# TYPE attncache_prefix_bytes gauge\nattncache_prefix_bytes %lld\n"
+                    "# HELP attncache_prefix_max_bytes The prefix cache's budget (--prefix-cache).\n"
+                    "# TYPE attncache_prefix_max_bytes gauge\nattncache_prefix_max_bytes %lld\n"
+                    "# HELP attncache_prefix_nodes Nodes of the prefix cache's radix tree.\n"
+                    "# TYPE attncache_prefix_nodes gauge\nattncache_prefix_nodes %lld\n"
+                    "# HELP attncache_prefix_lookup_seconds_total Time in prefix lookups (rows copied into the contexts).\n"
+                    "# TYPE attncache_prefix_lookup_seconds_total counter\nattncache_prefix_lookup_seconds_total %.6f\n"
+                    "# HELP attncache_prefix_insert_seconds_total Time in prefix inserts and evictions.\n"
+                    "# TYPE attncache_prefix_insert_seconds_total counter\nattncache_prefix_insert_seconds_total %.6f\n",
+                    (long long)ps.lookups, (long long)ps.hits, (long long)ps.tokens_reused, (long long)ps.tokens_computed,
+                    (long long)ps.inserts, (long long)ps.tokens_stored, (long long)ps.evictions,
+                    (long long)ps.insert_failed, (long long)ps.bytes, (long long)ps.max_bytes, (long long)ps.nodes,
+                    ps.t_lookup, ps.t_insert);
     srv_recorder *rec = g.ready ? s->recorder : NULL;
     if (rec) {
         srv_recorder_stats r;

@@ -62,6 +62,11 @@ static const char *usage_text =
     "                               that hits turns lookups back on; 0: off. /metrics counts the skipped\n"
     "      --adapt-window N         lookups the hit rate is taken over (default 64)\n"
     "      --adapt-probe-max K      largest probe interval (default 256)\n"
+    "      --prefix-cache MB        exact prefix K/V reuse for causal models (refused for bidirectional\n"
+    "                               ones): one cache of MB MiB, shared by the workers, keeps every layer's\n"
+    "                               K/V of the sequences run; a sequence that starts with a stored prefix\n"
+    "                               computes only its other tokens, with the same results (LRU eviction)\n"
+    "      --prefix-min N           shortest stored prefix worth reusing, in tokens (default 16)\n"
     "  -q, --quiet                  no log line per request\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting connections, finish the requests in flight, exit 0\n"
@@ -247,6 +252,12 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
             INT(cache_params.adapt_window, 1, 1 << 20);
         } else if (!strcmp(a, "--adapt-probe-max")) {
             INT(cache_params.adapt_probe_max, 4, 1 << 20);
+        } else if (!strcmp(a, "--prefix-cache")) {
+            VAL();
+            if (!parse_int("--prefix-cache (MiB)", v, 1, 1L << 20, &x)) return 0;
+            c->prefix_bytes = (int64_t)x << 20;
+        } else if (!strcmp(a, "--prefix-min")) {
+            INT(prefix_min, 1, 1 << 24);
         } else {
             fprintf(stderr, "attncache: error: serve: unknown option '%s' (see --help)\n", a);
             return 0;
@@ -264,6 +275,8 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
         return fprintf(stderr, "attncache: error: --cache-insert needs --cache DIR\n"), 0;
     if (c->cache_max_bytes && !c->cache_insert)
         return fprintf(stderr, "attncache: error: --cache-max-bytes applies to --cache-insert\n"), 0;
+    if (c->prefix_min && !c->prefix_bytes)
+        return fprintf(stderr, "attncache: error: --prefix-min applies to --prefix-cache MB\n"), 0;
     return 1;
 }
 
@@ -340,6 +353,22 @@ int cmd_serve(int argc, char **argv) {
             if (!(s->cls_labels[i] = strdup(buf))) goto out;
         }
     }
+    if (c->prefix_bytes) { /* one prefix K/V cache for every worker */
+        if (!s->info.causal) {
+            fprintf(stderr,
+                    "attncache: error: --prefix-cache needs a causal model: '%s' (%s) is bidirectional (every token "
+                    "attends to the whole input, so no stored prefix's K/V can be reused); drop the option\n",
+                    c->model_path, s->info.arch_name);
+            goto out;
+        }
+        ac_prefix_params pp = ac_prefix_default_params();
+        pp.max_bytes = c->prefix_bytes;
+        if (c->prefix_min) pp.min_match = c->prefix_min;
+        if (ac_prefix_cache_new(s->model, &pp, &s->prefix) != AC_OK) {
+            fprintf(stderr, "attncache: error: cannot create the prefix cache: %s\n", ac_last_error());
+            goto out;
+        }
+    }
     if (c->cache_dir && c->cache_max_bytes > 0) { /* a store over the budget is compacted before use */
         char path[4200];
         snprintf(path, sizeof path, "%s/maps.acdb", c->cache_dir);
@@ -389,6 +418,7 @@ int cmd_serve(int argc, char **argv) {
     bp.pooling = c->pooling;
     bp.max_tokens = s->info.n_ctx_train;
     bp.cache = s->cache;
+    bp.prefix = s->prefix;
     if (s->recorder) {
         bp.on_sequence = offer_sequence;
         bp.user = s->recorder;
@@ -399,8 +429,9 @@ int cmd_serve(int argc, char **argv) {
         goto out;
     }
     atomic_store(&s->ready, 1);
-    fprintf(stderr, "attncache serve: ready: %s (%s, dim %d), %d worker(s) x %d thread(s)%s\n", c->model_id,
-            s->info.arch_name, s->info.n_embd, c->workers, c->threads, c->api_key ? ", API key required" : "");
+    fprintf(stderr, "attncache serve: ready: %s (%s, dim %d), %d worker(s) x %d thread(s)%s%s\n", c->model_id,
+            s->info.arch_name, s->info.n_embd, c->workers, c->threads, c->api_key ? ", API key required" : "",
+            s->prefix ? ", prefix K/V cache" : "");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
@@ -436,6 +467,14 @@ out:
     }
     if (s->cache && ac_cache_close(s->cache) != AC_OK) /* after the workers and the recorder */
         fprintf(stderr, "attncache serve: closing the cache: %s\n", ac_last_error());
+    if (s->prefix) {
+        ac_prefix_stats ps;
+        ac_prefix_get_stats(s->prefix, &ps);
+        if (!c->quiet)
+            fprintf(stderr, "attncache serve: prefix cache: %lld lookups, %lld hits, %lld tokens reused, %lld computed\n",
+                    (long long)ps.lookups, (long long)ps.hits, (long long)ps.tokens_reused, (long long)ps.tokens_computed);
+        ac_prefix_cache_free(s->prefix); /* after the workers (their contexts are freed) */
+    }
     if (s->cls_labels)
         for (int i = 0; i < s->info.n_cls_out; i++) free(s->cls_labels[i]);
     free(s->cls_labels);

@@ -40,6 +40,8 @@ typedef struct srv_config {
     long long cache_max_bytes; /* byte budget of the store: compaction (0: none) */
     int cache_evict;          /* enum ac_evict_policy (default LFU) */
     int cache_queue;          /* inputs waiting to be recorded before new ones are dropped */
+    int64_t prefix_bytes;     /* --prefix-cache MB: the prefix K/V cache's budget in bytes (0: none) */
+    int prefix_min;           /* --prefix-min N: shortest prefix reused, in tokens (0: the default) */
     int quiet;                /* no per-request log lines */
 } srv_config;
 
@@ -53,6 +55,7 @@ typedef struct srv_server {
     ac_cache *cache;          /* owned; NULL without --cache; writable with --cache-insert; replaced by each
                                  compaction (recorder thread), read by the main thread after the recorder */
     srv_recorder *recorder;   /* owned; NULL without --cache-insert */
+    ac_prefix_cache *prefix;  /* owned; NULL without --prefix-cache; every worker's context attached */
     int64_t evicted_at_start; /* entries evicted by the start-up compaction */
     atomic_int ready;         /* 1 once model and workers are up */
     atomic_int draining;      /* 1 after SIGTERM: new requests get 503 */
