@@ -517,6 +517,55 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
     return AC_OK;
 }
 
+typedef struct local_arg {
+    const ac_attn_args *a;
+    int h, w, n_sink, n_end;
+} local_arg;
+
+static void local_rows(ac_ctx *c, const void *arg, int r0, int r1) {
+    (void)c;
+    const local_arg *la = arg;
+    ac_attn_local_rows(la->a, la->h, la->w, la->n_sink, la->n_end, r0, r1);
+}
+
+/* Attention of one site under the hook's per-head spans: restricted heads by
+ * ac_attn_local_rows, the others by the fused kernel one head at a time.
+ * Returns 1 when done that way, 0 when the hook restricts no head (the caller
+ * runs the usual kernel), -rc on an error. */
+static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *site) {
+    int span[AC_ATTN_SPAN_HEADS], n_sink = 0, n_end = 0;
+    if (aa->H > AC_ATTN_SPAN_HEADS) return 0;
+    for (int h = 0; h < aa->H; h++) span[h] = 0;
+    if (c->hook.head_span(c->hook.user, site, span, &n_sink, &n_end) <= 0) return 0;
+    n_sink = AC_MAX(n_sink, 0), n_end = aa->causal ? 0 : AC_MAX(n_end, 0);
+    int any = 0;
+    for (int h = 0; h < aa->H; h++) {
+        if (span[h] < 0 || span[h] >= aa->L) span[h] = 0; /* a window as long as the input is no restriction */
+        if (n_sink + 2 * span[h] + n_end > AC_ATTN_LOCAL_MAX) span[h] = 0;
+        any |= span[h] > 0;
+    }
+    if (!any) return 0;
+    const int grp = aa->H / aa->Hkv;
+    for (int h = 0; h < aa->H; h++) {
+        const int g = h / grp;
+        if (span[h]) {
+            local_arg la = {aa, h, span[h], n_sink, n_end};
+            ac_ctx_par_rows(c, aa->L, (span[h] * 2 + n_sink + n_end) * aa->hd, local_rows, &la);
+            continue;
+        }
+        ac_attn_args one = *aa; /* head h alone: the same kernel, the same per-row arithmetic */
+        one.q = aa->q + (size_t)h * aa->hd;
+        one.k = aa->k + (size_t)g * aa->hd;
+        one.v = aa->v + (size_t)g * aa->hd;
+        one.out = aa->out + (size_t)h * aa->hd;
+        one.out_bf = aa->out_bf ? aa->out_bf + (size_t)h * aa->hd : NULL;
+        one.H = one.Hkv = 1;
+        const int rc = ac_attn_fused(&one, c->kt, c->pool);
+        if (rc) return -rc;
+    }
+    return 1;
+}
+
 /* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
 static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_plan *pl, double *tp) {
     const ac_model *m = c->model;
@@ -588,8 +637,11 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             ac_attn_apply(&aa, c->P, c->pool);
             prof_lap(c, AC_STAGE_AV, tp);
         } else {
+            ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
             if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
-            if ((rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
+            const int spans = c->has_hook && c->hook.head_span ? attn_spans(c, &aa, &site) : 0;
+            if (spans < 0) return -spans;
+            if (!spans && (rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
             prof_lap(c, AC_STAGE_ATTN, tp);
         }
     }

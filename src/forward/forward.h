@@ -76,6 +76,16 @@ typedef struct ac_attn_hook {
      * maps. AC_OK or an error. */
     int (*apply)(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                  int head_dim, float *out, int ldo);
+    /* Per-head key spans (the cache's head policy), asked for each site whose
+     * rows are all computed on the fused path (nothing supplied, reused or
+     * recorded). Fill span[h] for every query head h < site->n_head (at most
+     * AC_ATTN_SPAN_HEADS): 0 = full exact attention; w > 0 = exact softmax
+     * attention restricted to the first *n_sink keys, the window t-w < s <= t
+     * (causal) or |s-t| < w (bidirectional) and, bidirectional only, the last
+     * *n_end keys (ac_attn_local_rows). Return the number of restricted heads
+     * (0: the usual all-heads kernel). Heads with span 0 are computed by the
+     * same fused kernel, one head at a time: bitwise what they were. */
+    int (*head_span)(void *user, const ac_attn_site *site, int *span, int *n_sink, int *n_end);
     /* The context gives the hook up: called once, when ac_ctx_set_attn_hook
      * replaces it or ac_ctx_free frees the context (the hook's owner releases
      * `user`; the context must not be used from inside). NULL: nothing to do. */
@@ -193,6 +203,18 @@ int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool);
 int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
 /* ... then out = P V (also the skip path, with a supplied P). */
 void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool);
+
+/* Restricted attention of query head h (attn_local.c), rows [t0, t1) of out
+ * (and out_bf when set): softmax over the keys s < n_sink, the window of w
+ * around the diagonal (see head_span) and, bidirectional, the last n_end keys.
+ * n_sink + 2 w + n_end <= AC_ATTN_LOCAL_MAX. */
+#define AC_ATTN_LOCAL_MAX 2048
+#define AC_ATTN_SPAN_HEADS 256
+void ac_attn_local_rows(const ac_attn_args *a, int h, int w, int n_sink, int n_end, int t0, int t1);
+/* The keys row t of such a head attends to, as three disjoint ascending ranges
+ * r = {a0, a1, b0, b1, c0, c1}: sinks [0, a1), window [b0, b1), end [c0, L)
+ * (empty when causal). Returns their total count (<= n_sink + 2w - 1 + n_end). */
+int ac_attn_span_ranges(int t, int L, int causal, int w, int n_sink, int n_end, int r[6]);
 
 /* ---- the context ------------------------------------------------------------------------- */
 struct ac_ctx {

@@ -20,6 +20,8 @@ typedef struct cli_common {
     /* attention cache options */
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
+    const char *heads;  /* --heads none|policy */
+    int exact_tail;     /* --exact-tail N */
     float threshold;
 } cli_common;
 

@@ -272,6 +272,14 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!strcmp(v, "all")) c->rows = AC_ROWS_ALL;
         else if (!strcmp(v, "prefix")) c->rows = AC_ROWS_PREFIX;
         else return cli_fail("bad --rows '%s' (all|prefix)", v), -1;
+    } else if (!strcmp(a, "--heads")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (strcmp(v, "none") != 0 && strcmp(v, "policy") != 0) return cli_fail("bad --heads '%s' (none|policy)", v), -1;
+        c->heads = v;
+    } else if (!strcmp(a, "--exact-tail")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--exact-tail", v, 0, 1 << 20, &c->exact_tail)) return -1;
     } else if (!strcmp(a, "--allow-longer")) {
         c->allow_longer = 1;
     } else if (!strcmp(a, "--no-verify")) {
@@ -308,6 +316,12 @@ const char *cli_cache_help =
     "      --rows R         all: a hit serves every row (approximate; default); prefix: causal\n"
     "                       models, only the rows of the token prefix shared with the entry\n"
     "                       (exact), the other rows computed; no threshold\n"
+    "      --exact-tail N   rows all, causal models: the last N rows of a served layer are\n"
+    "                       computed exactly (the answer position's attention), the rest served\n"
+    "      --heads H        none (default) | policy: the heads of DIR/heads.txt (`tune --head-eps`)\n"
+    "                       run exact attention restricted to sinks + a window around the\n"
+    "                       diagonal, on every computed site (no lookup needed: --threshold -1\n"
+    "                       turns lookups off)\n"
     "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
     "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n";
 
@@ -325,6 +339,8 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     p.allow_longer = c->allow_longer;
     p.no_verify = c->no_verify;
     p.rows = c->rows;
+    p.heads = c->heads;
+    p.exact_tail = c->exact_tail;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());

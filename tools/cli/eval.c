@@ -75,7 +75,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, e
         for (int k = 1; k < t->n_labels; k++)
             if (lp[k] > lp[best]) best = k;
         o->pred = best;
-    } else if (!strcmp(j->task, "sst2")) { /* encoder with a classifier head */
+    } else if (!strcmp(j->task, "sst2") || !strcmp(j->task, "imdb")) { /* encoder with a classifier head */
         int32_t ids[4096];
         float cls[64];
         rc = ac_tokenize(m, ex->a, strlen(ex->a), 1, ids, 4096, &o->tokens);
@@ -131,7 +131,7 @@ static int run_pair(ac_ctx *ctx, ac_cache *cache, const eval_job *j, int i, ex_o
 }
 
 static double metric_of(const eval_job *j, const ex_out *o, int n) {
-    if (!j->spec && strcmp(j->task, "sst2") != 0) { /* stsb: Spearman x 100 */
+    if (!strcmp(j->task, "stsb")) { /* Spearman x 100 */
         double *p = malloc((size_t)n * sizeof *p), *g = malloc((size_t)n * sizeof *g);
         for (int i = 0; i < n; i++) p[i] = o[i].score, g[i] = j->q->ex[i].score;
         double r = 100.0 * task_spearman(p, g, n);
@@ -240,7 +240,7 @@ int cmd_eval(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
             if ((shared = task_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: attncache eval --task sst2|stsb|agnews-fewshot|trec -m MODEL [--data DIR]\n"
+            printf("usage: attncache eval --task sst2|stsb|imdb|agnews-fewshot|trec -m MODEL [--data DIR]\n"
                    "                      [--limit N] [--shots K] [--json FILE] [--cache DIR ...]\n"
                    "  --data DIR           data sets (default ../shared/data)\n"
                    "  --limit N            first N held-out examples only\n"
@@ -255,12 +255,13 @@ int cmd_eval(int argc, char **argv) {
                    "JSON \"sweep\"); --plot FILE.png draws speedup, hit rate and the metric against the\n"
                    "threshold with matplotlib (tools/py/plot_sweep.py in the source tree's .venv) from the\n"
                    "JSON (--json FILE, else FILE.json beside the plot).\n"
-                   "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
-                   AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
+                   "Held-out rows: SST-2/STS-B dev files; AG News, TREC and IMDB rows with index %% %d == 0\n"
+                   "(imdb: reviews of %d-%d tokens, a model with a classifier head).\n%s%s",
+                   AC_TASK_HOLDOUT, AC_IMDB_MIN_TOKENS, AC_IMDB_MAX_TOKENS, cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("eval: unknown option '%s' (see --help)", argv[i]);
     }
-    if (!task) return cli_fail("eval: --task is required (sst2|stsb|agnews-fewshot|trec)");
+    if (!task) return cli_fail("eval: --task is required (sst2|stsb|imdb|agnews-fewshot|trec)");
     if (plot && (!c.cache || !thresholds)) return cli_fail("--plot needs --cache and --thresholds a,b,...");
     /* --plot draws from the sweep's JSON: --json FILE, or the plot's name with .json */
     char *json_path = NULL;
@@ -289,6 +290,10 @@ int cmd_eval(int argc, char **argv) {
             rc = task_load_sst2(dir, "train", &pool);
             job.spec = &TASK_SST2;
         }
+    } else if (!strcmp(task, "imdb")) {
+        rc = task_load_imdb(dir, m, NULL, &q);
+        if (!rc && !info.n_cls_out)
+            rc = cli_fail("eval: task imdb needs an encoder with a classifier head (tools/py/train_imdb_head.py)");
     } else if (!strcmp(task, "stsb")) rc = task_load_stsb(dir, &q);
     else if (!strcmp(task, "agnews-fewshot")) {
         rc = task_load_agnews(dir, &pool, &q);
@@ -296,7 +301,7 @@ int cmd_eval(int argc, char **argv) {
     } else if (!strcmp(task, "trec")) {
         rc = task_load_trec(dir, &pool, &q);
         job.spec = &TASK_TREC;
-    } else rc = cli_fail("eval: unknown task '%s' (sst2|stsb|agnews-fewshot|trec)", task);
+    } else rc = cli_fail("eval: unknown task '%s' (sst2|stsb|imdb|agnews-fewshot|trec)", task);
     if (rc) goto out;
     if (job.spec && (!info.causal || !info.has_lm_head)) {
         rc = cli_fail("eval: task %s needs a decoder with an LM head (or, for sst2, a classifier head)", task);
@@ -323,7 +328,7 @@ int cmd_eval(int argc, char **argv) {
     const long long tokens = A.tokens, bytes = A.bytes;
     const int hits = A.hits;
     const double met0 = metric_of(&job, o0, n), met1 = cache ? metric_of(&job, o1, n) : 0;
-    const char *mname = (!job.spec && strcmp(task, "sst2") != 0) ? "spearman" : "accuracy";
+    const char *mname = !strcmp(task, "stsb") ? "spearman" : "accuracy";
     const char *base = strrchr(c.model, '/');
     base = base ? base + 1 : c.model;
     printf("%-16s %-28s %-9s %8s %6s %9s %10s\n", "task", "model", "metric", "value", "n", "seconds", "tokens/s");
@@ -356,6 +361,15 @@ int cmd_eval(int argc, char **argv) {
         print_speed(stdout, "end-to-end, hits only", hsec0, hsec1);
         print_speed(stdout, "attention (+lookup), whole stream", att0, att1);
         print_speed(stdout, "attention op, hits only", hatt0, hatt1);
+        /* Amdahl: the exact stream's attention stages (QK^T, softmax, A.V / fused) removed
+         * entirely; share reached: the time saved end-to-end over that attention time */
+        const double shr = sec0 > 0 ? att0 / sec0 : 0;
+        printf("  Amdahl bound (no attention op at all): %.3fx (attention %.1f%% of the exact time); reached "
+               "%.3fx = %.0f%% of the attention time saved\n",
+               shr < 1 ? 1.0 / (1.0 - shr) : 0, 100 * shr, ratio(sec0, sec1), att0 > 0 ? 100 * (sec0 - sec1) / att0 : 0);
+        if (cs.head_sites_spanned)
+            printf("  head policy: %.1f%% of the computed (sequence, layer, head) attention sites ran restricted to "
+                   "their span\n", cs.head_sites ? 100.0 * (double)cs.head_sites_spanned / (double)cs.head_sites : 0);
         printf("  accuracy change: %+.2f points\n", met1 - met0);
     }
     /* --thresholds: the same side-by-side run at each threshold */

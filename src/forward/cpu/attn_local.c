@@ -1,0 +1,56 @@
+/* attn_local.c — exact softmax attention of one query head restricted to a
+ * key span (the attention cache's per-head policy, forward.h `head_span`):
+ * row t attends to the first n_sink keys, the keys of a window around the
+ * diagonal (causal: t-w < s <= t; bidirectional: |s-t| < w) and, for
+ * bidirectional models, the last n_end keys. A head whose recorded maps put
+ * nearly all their mass there (positional heads: previous token, diagonal,
+ * first token / [CLS], [SEP]) loses only that small outside mass: the result
+ * is the exact attention renormalised over the span, at O(L (w + sinks) hd)
+ * instead of O(L^2 hd). Portable C (the loops vectorise); the work is small. */
+#include "forward/forward.h"
+#include "util/common.h"
+
+#include <math.h>
+
+int ac_attn_span_ranges(int t, int L, int causal, int w, int n_sink, int n_end, int r[6]) {
+    const int last = causal ? t : L - 1; /* last visible key */
+    const int a1 = AC_MIN(n_sink, last + 1);
+    const int b0 = AC_MAX(AC_MAX(t - w + 1, 0), a1);
+    const int b1 = AC_MAX(causal ? t + 1 : AC_MIN(L, t + w), b0);
+    const int c0 = causal ? L : AC_MAX(L - n_end, b1);
+    r[0] = 0, r[1] = a1, r[2] = b0, r[3] = b1, r[4] = c0, r[5] = L;
+    return a1 + (b1 - b0) + (L - c0);
+}
+
+void ac_attn_local_rows(const ac_attn_args *a, int h, int w, int n_sink, int n_end, int t0, int t1) {
+    const int L = a->L, hd = a->hd, g = h / (a->H / a->Hkv);
+    float s[AC_ATTN_LOCAL_MAX];
+    for (int t = t0; t < t1; t++) {
+        int r[6];
+        const int n = ac_attn_span_ranges(t, L, a->causal, w, n_sink, n_end, r);
+        const float *q = a->q + (size_t)t * a->ldq + (size_t)h * hd;
+        float mx = -INFINITY;
+        int k = 0;
+        for (int p = 0; p < 6; p += 2)
+            for (int j = r[p]; j < r[p + 1]; j++, k++) {
+                const float *kr = a->k + (size_t)j * a->ldk + (size_t)g * hd;
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += q[i] * kr[i];
+                s[k] = d * a->scale;
+                if (s[k] > mx) mx = s[k];
+            }
+        float sum = 0;
+        for (k = 0; k < n; k++) sum += (s[k] = expf(s[k] - mx));
+        const float inv = 1.0f / sum;
+        float *o = a->out + (size_t)t * a->ldq + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0;
+        k = 0;
+        for (int p = 0; p < 6; p += 2)
+            for (int j = r[p]; j < r[p + 1]; j++, k++) {
+                const float *vr = a->v + (size_t)j * a->ldk + (size_t)g * hd;
+                const float pj = s[k] * inv;
+                for (int i = 0; i < hd; i++) o[i] += pj * vr[i];
+            }
+        if (a->out_bf) ac_f32_to_bf16(a->out_bf + (size_t)t * a->ldq + (size_t)h * hd, o, (size_t)hd);
+    }
+}
