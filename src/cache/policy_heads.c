@@ -193,7 +193,7 @@ int ac_heads_load(const char *dir, const char *spec, int n_layer, int n_head, ac
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/heads.txt", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
     FILE *f = fopen(path, "r");
-    if (!f) return ac_err(AC_ERR_CACHE, "no head policy in '%s' (run `attncache tune --heads EPS`)", dir);
+    if (!f) return ac_err(AC_ERR_CACHE, "no head policy in '%s' (run `attncache tune --head-eps EPS`)", dir);
     int ver = 0, nl = 0, nh = 0, ns = 0, ne = 0, rc = AC_OK;
     if (fscanf(f, " heads %d layers %d heads %d sink %d end %d", &ver, &nl, &nh, &ns, &ne) != 5 || ver != 1) {
         rc = ac_err(AC_ERR_CACHE, "'%s': not a head policy (version 1 header expected)", path);

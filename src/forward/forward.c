@@ -517,19 +517,7 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
     return AC_OK;
 }
 
-typedef struct local_arg {
-    const ac_attn_args *a;
-    int h, w, n_sink, n_end;
-} local_arg;
-
-static void local_rows(ac_ctx *c, const void *arg, int r0, int r1) {
-    (void)c;
-    const local_arg *la = arg;
-    ac_attn_local_rows(la->a, la->h, la->w, la->n_sink, la->n_end, r0, r1);
-}
-
-/* Attention of one site under the hook's per-head spans: restricted heads by
- * ac_attn_local_rows, the others by the fused kernel one head at a time.
+/* Attention of one site under the hook's per-head spans (ac_attn_heads).
  * Returns 1 when done that way, 0 when the hook restricts no head (the caller
  * runs the usual kernel), -rc on an error. */
 static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *site) {
@@ -537,33 +525,8 @@ static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *sit
     if (aa->H > AC_ATTN_SPAN_HEADS) return 0;
     for (int h = 0; h < aa->H; h++) span[h] = 0;
     if (c->hook.head_span(c->hook.user, site, span, &n_sink, &n_end) <= 0) return 0;
-    n_sink = AC_MAX(n_sink, 0), n_end = aa->causal ? 0 : AC_MAX(n_end, 0);
-    int any = 0;
-    for (int h = 0; h < aa->H; h++) {
-        if (span[h] < 0 || span[h] >= aa->L) span[h] = 0; /* a window as long as the input is no restriction */
-        if (n_sink + 2 * span[h] + n_end > AC_ATTN_LOCAL_MAX) span[h] = 0;
-        any |= span[h] > 0;
-    }
-    if (!any) return 0;
-    const int grp = aa->H / aa->Hkv;
-    for (int h = 0; h < aa->H; h++) {
-        const int g = h / grp;
-        if (span[h]) {
-            local_arg la = {aa, h, span[h], n_sink, n_end};
-            ac_ctx_par_rows(c, aa->L, (span[h] * 2 + n_sink + n_end) * aa->hd, local_rows, &la);
-            continue;
-        }
-        ac_attn_args one = *aa; /* head h alone: the same kernel, the same per-row arithmetic */
-        one.q = aa->q + (size_t)h * aa->hd;
-        one.k = aa->k + (size_t)g * aa->hd;
-        one.v = aa->v + (size_t)g * aa->hd;
-        one.out = aa->out + (size_t)h * aa->hd;
-        one.out_bf = aa->out_bf ? aa->out_bf + (size_t)h * aa->hd : NULL;
-        one.H = one.Hkv = 1;
-        const int rc = ac_attn_fused(&one, c->kt, c->pool);
-        if (rc) return -rc;
-    }
-    return 1;
+    const int rc = ac_attn_heads(aa, span, n_sink, n_end, c->kt, c->pool);
+    return rc < 0 ? 0 : rc > 0 ? -rc : 1;
 }
 
 /* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
@@ -600,7 +563,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         const int o = pl->off[s], n = pl->seqs[s].n_tokens;
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0};
+                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0, 0, 0, 0};
         if (pl->srv[s]) {
             ac_attn_site site = {il, s, pl->seqs[s].tokens, n, hp->n_head, hp->causal, X->x + (size_t)pl->off[s] * hp->n_embd};
             if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,

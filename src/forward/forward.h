@@ -192,6 +192,11 @@ typedef struct ac_attn_args {
     float scale;     /* 1/sqrt(hd) */
     uint16_t *out_bf; /* [L][ldq] bf16 copy of out (the next GEMM's input), or NULL */
     int q0;          /* fused: query rows [q0, L) only (0: all; causal; q rows before q0 unused) */
+    int win;         /* fused: 0, or each row t attends only to the keys s < n_sink, the window
+                        t-win < s <= t (causal) / |s-t| < win, and (bidirectional) s >= L-n_end
+                        (a head's span, see head_span); key blocks outside every row's span
+                        are skipped */
+    int n_sink, n_end;
 } ac_attn_args;
 
 /* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks
@@ -211,6 +216,12 @@ void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool);
 #define AC_ATTN_LOCAL_MAX 2048
 #define AC_ATTN_SPAN_HEADS 256
 void ac_attn_local_rows(const ac_attn_args *a, int h, int w, int n_sink, int n_end, int t0, int t1);
+/* Fused attention of a site (a->win unused) with per-head spans span[H]
+ * (0: exact): every head by ac_attn_fused one head at a time, the restricted
+ * ones with win = span[h] — heads with span 0 are bitwise what the all-heads
+ * call gives. Spans >= L count as 0. Returns AC_OK, -1 when no head is
+ * restricted (nothing done), or an error. kt: ac_attn_kt_floats(a) floats. */
+int ac_attn_heads(const ac_attn_args *a, const int *span, int n_sink, int n_end, float *kt, ac_pool *pool);
 /* The keys row t of such a head attends to, as three disjoint ascending ranges
  * r = {a0, a1, b0, b1, c0, c1}: sinks [0, a1), window [b0, b1), end [c0, L)
  * (empty when causal). Returns their total count (<= n_sink + 2w - 1 + n_end). */

@@ -1,5 +1,6 @@
-/* attn_local.c — exact softmax attention of one query head restricted to a
- * key span (the attention cache's per-head policy, forward.h `head_span`):
+/* attn_local.c — exact softmax attention restricted to per-head key spans
+ * (ac_attn_heads: the fused kernel head by head, ac_attn_args.win; and
+ * ac_attn_local_rows, a plain reference of one head) — a key span (the attention cache's per-head policy, forward.h `head_span`):
  * row t attends to the first n_sink keys, the keys of a window around the
  * diagonal (causal: t-w < s <= t; bidirectional: |s-t| < w) and, for
  * bidirectional models, the last n_end keys. A head whose recorded maps put
@@ -53,4 +54,28 @@ void ac_attn_local_rows(const ac_attn_args *a, int h, int w, int n_sink, int n_e
             }
         if (a->out_bf) ac_f32_to_bf16(a->out_bf + (size_t)t * a->ldq + (size_t)h * hd, o, (size_t)hd);
     }
+}
+
+int ac_attn_heads(const ac_attn_args *a, const int *span, int n_sink, int n_end, float *kt, ac_pool *pool) {
+    n_sink = AC_MAX(n_sink, 0), n_end = a->causal ? 0 : AC_MAX(n_end, 0);
+    int any = 0;
+    for (int h = 0; h < a->H; h++) any |= span[h] > 0 && span[h] < a->L;
+    if (!any) return -1;
+    const int grp = a->H / a->Hkv;
+    for (int h = 0; h < a->H; h++) {
+        const int g = h / grp;
+        ac_attn_args one = *a; /* head h alone: the same kernel, the same per-row arithmetic */
+        one.q = a->q + (size_t)h * a->hd;
+        one.k = a->k + (size_t)g * a->hd;
+        one.v = a->v + (size_t)g * a->hd;
+        one.out = a->out + (size_t)h * a->hd;
+        one.out_bf = a->out_bf ? a->out_bf + (size_t)h * a->hd : NULL;
+        one.H = one.Hkv = 1;
+        one.win = span[h] > 0 && span[h] < a->L ? span[h] : 0;
+        one.n_sink = one.win ? n_sink : 0;
+        one.n_end = one.win ? n_end : 0;
+        const int rc = ac_attn_fused(&one, kt, pool); /* key blocks outside the span skipped */
+        if (rc) return rc;
+    }
+    return AC_OK;
 }
