@@ -304,6 +304,12 @@ typedef struct ac_cache_params {
                              on every site computed on the fused path (no lookup needed)    */
     int exact_tail;       /* AC_ROWS_ALL on a causal model: the last exact_tail rows of a
                              served layer are computed exactly (0: none; default 0)         */
+    float verify;         /* AC_ROWS_ALL: > 0 checks each candidate before trusting it: a few
+                             exact rows of the query's layer-0 maps (the last row of a causal
+                             model, [CLS] of an encoder, others spread) against the entry's; a
+                             candidate whose mean total-variation distance exceeds `verify`
+                             is rejected (the next one is tried, else a miss). 0: off    */
+    int verify_rows;      /* rows checked per head (default 4 when 0; at most 64)           */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);
@@ -401,6 +407,9 @@ typedef struct ac_cache_stats {
                                   not reset by ac_cache_reset_stats                                  */
     int64_t head_sites;        /* (sequence, layer, head) triples asked for a span (fused sites) */
     int64_t head_sites_spanned; /* of those, run restricted to their span (head policy)         */
+    int64_t verify_checked;    /* candidates verified (ac_cache_params.verify)                   */
+    int64_t verify_rejected;   /* of those, rejected as too far from the query's exact rows      */
+    double t_verify;           /* s: exact layer-0 rows and their comparison (part of the lookup) */
 } ac_cache_stats;
 /* Lookup statistics since open or the last reset, summed over every attached
  * context (atomic counters); entries: committed and visible. Any thread. */

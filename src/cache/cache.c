@@ -31,6 +31,7 @@
 #include "cache/cache_testing.h"
 #include "cache/store_ops.h"
 #include "cache/usage.h"
+#include "cache/verify.h"
 #include "forward/forward.h"
 #include "util/common.h"
 
@@ -82,9 +83,9 @@ typedef struct cache_att {
 
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
-    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, head_sites, head_spanned;
+    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, head_sites, head_spanned, verify_checked, verify_rejected;
     _Atomic uint64_t bytes_read;
-    _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit;
+    _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit, t_verify;
 } counters;
 
 struct ac_cache {
@@ -105,6 +106,7 @@ struct ac_cache {
     ac_index *idx;           /* NULL when the store is empty */
     uint8_t *layers;         /* [n_layer] 1: served on a hit */
     ac_head_policy heads;    /* per-head spans (policy_heads.c) */
+    ac_layer0_qk l0;         /* layer 0's Q/K weights in f32, when p.verify > 0 (verify.c) */
     int64_t scan_base[2], scan_carry[2]; /* index scan stats: idx's counters at the last reset, and those of replaced indexes */
     /* the writer: under wmu */
     pthread_mutex_t wmu;
@@ -704,6 +706,16 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
         rc = ac_err(AC_ERR_ARG, "cache: exact_tail must be >= 0 (got %d)", p.exact_tail);
         goto fail;
     }
+    if (!(p.verify >= 0 && p.verify <= 1) || p.verify_rows < 0 || p.verify_rows > 64) {
+        rc = ac_err(AC_ERR_ARG, "cache: verify must be in [0, 1] and verify_rows in 0-64 (got %g, %d)", p.verify,
+                    p.verify_rows);
+        goto fail;
+    }
+    if (p.verify > 0 && p.rows != AC_ROWS_ALL) {
+        rc = ac_err(AC_ERR_ARG, "cache: verify is for rows 'all' (rows 'prefix' serves exact rows only)");
+        goto fail;
+    }
+    if (p.verify > 0 && (rc = ac_layer0_qk_init(m, &c->l0))) goto fail;
     if (p.exact_tail > 0 && (!c->causal || p.rows != AC_ROWS_ALL)) {
         rc = ac_err(AC_ERR_ARG, "cache: exact tail rows need a causal model and rows 'all'");
         goto fail;
@@ -746,6 +758,7 @@ int ac_cache_close(ac_cache *c) {
     ac_q8mat_free(&c->rand_proj);
     free(c->layers);
     ac_heads_free(&c->heads);
+    ac_layer0_qk_free(&c->l0);
     scratch_free(&c->wscr);
     free(c->pend_keys);
     free((void *)c->u_key);
@@ -813,6 +826,8 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
     if (!rc) rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
     double t3 = ac_now();
     add_f64(&n->t_search, t3 - t2);
+    int vrows[64], nvr = 0;
+    float *vP = NULL, *vrow = NULL; /* verify: the query's exact layer-0 rows [H][nvr][L], scratch */
     for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
         float d = sim_to_dist(c->key, sims[k]);
         ac_store_entry e;
@@ -843,12 +858,34 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
             add_i64(&n->damaged, 1);
             continue;
         }
+        if (c->p.verify > 0) { /* trust the map only if its layer-0 rows agree with the query's */
+            const double tv0 = ac_now();
+            if (!vP) {
+                nvr = ac_verify_pick_rows(L, c->causal, c->p.verify_rows > 0 ? c->p.verify_rows : 4, vrows);
+                vP = AC_MALLOC((size_t)c->n_head * nvr * L * sizeof *vP);
+                rc = vP ? ac_layer0_rows(&c->l0, x0 ? x0 : s->x0, L, vrows, nvr, vP)
+                        : ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            }
+            float *nr_ = rc ? NULL : realloc(vrow, (size_t)e.n_tokens * sizeof *vrow);
+            if (!rc && !nr_) rc = ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            if (rc) break;
+            vrow = nr_;
+            const double dv = ac_verify_distance(&e, c->n_head, L, c->causal, vrows, nvr, vP, vrow);
+            add_i64(&n->verify_checked, 1);
+            add_f64(&n->t_verify, ac_now() - tv0);
+            if (dv > c->p.verify) {
+                add_i64(&n->verify_rejected, 1);
+                continue;
+            }
+        }
         st->hit = 1;
         st->rows = L;
         st->e = e;
         st->dist = d;
         break;
     }
+    free(vP);
+    free(vrow);
     if (!rc && st->hit && st->e.index >= 0 && st->e.index < c->u_cap) { /* the entry's use (rw held) */
         atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
@@ -1339,6 +1376,9 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     s->sum_distance_hit = atomic_load(&n->sum_distance_hit);
     s->head_sites = atomic_load(&n->head_sites);
     s->head_sites_spanned = atomic_load(&n->head_spanned);
+    s->verify_checked = atomic_load(&n->verify_checked);
+    s->verify_rejected = atomic_load(&n->verify_rejected);
+    s->t_verify = atomic_load(&n->t_verify);
     pthread_mutex_lock(&c->fmu);
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
     pthread_mutex_unlock(&c->fmu);
@@ -1365,6 +1405,9 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->rows_total, 0);
     atomic_store(&n->head_sites, 0);
     atomic_store(&n->head_spanned, 0);
+    atomic_store(&n->verify_checked, 0);
+    atomic_store(&n->verify_rejected, 0);
+    atomic_store(&n->t_verify, 0.0);
     atomic_store(&n->bytes_read, 0);
     atomic_store(&n->t_features, 0.0);
     atomic_store(&n->t_key, 0.0);

@@ -284,6 +284,17 @@ static int ws_reserve(ac_ctx *c, int T) {
     return AC_OK;
 }
 
+void ac_model_rope_cs(const ac_model *m, int pos, float *cs) {
+    const int half = m->hp.n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = pow((double)m->hp.rope_base, -2.0 * i / m->hp.n_rot);
+        if (m->rope_freqs) inv /= (double)m->rope_freqs[i];
+        double th = pos * (double)m->hp.rope_scale * inv;
+        cs[i * 2] = (float)cos(th);
+        cs[i * 2 + 1] = (float)sin(th);
+    }
+}
+
 /* cos/sin of every (position, pair) up to L positions: rope_cs [L][n_rot/2][2]. */
 static int rope_reserve(ac_ctx *c, int L) {
     if (L <= c->rope_L) return AC_OK;
@@ -291,14 +302,7 @@ static int rope_reserve(ac_ctx *c, int L) {
     const int half = m->hp.n_rot / 2;
     float *cs = AC_ALIGNED_ALLOC((size_t)L * half * 2 * sizeof(float));
     if (!cs) return AC_ERR_NOMEM;
-    for (int pos = 0; pos < L; pos++)
-        for (int i = 0; i < half; i++) {
-            double inv = pow((double)m->hp.rope_base, -2.0 * i / m->hp.n_rot);
-            if (m->rope_freqs) inv /= (double)m->rope_freqs[i];
-            double th = pos * (double)m->hp.rope_scale * inv;
-            cs[((size_t)pos * half + i) * 2] = (float)cos(th);
-            cs[((size_t)pos * half + i) * 2 + 1] = (float)sin(th);
-        }
+    for (int pos = 0; pos < L; pos++) ac_model_rope_cs(m, pos, cs + (size_t)pos * half * 2);
     free(c->rope_cs);
     c->rope_cs = cs;
     c->rope_L = L;

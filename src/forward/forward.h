@@ -97,6 +97,22 @@ typedef struct ac_attn_hook {
  * layer 0; bert: LayerNorm(token + position + type embeddings)). x0 [n][D].
  * Uses no context workspace (callable from inside a hook). */
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0);
+/* cos, sin of position pos's rotary angles: cs [n_rot/2][2] (the forward's own table). */
+void ac_model_rope_cs(const ac_model *m, int pos, float *cs);
+
+/* Exact layer-0 attention rows without a context (layer0_rows.c): the attention
+ * cache verifies a retrieved map against them. ac_layer0_qk holds f32 copies
+ * of layer 0's Q and K weights (init once; read-only, shareable by threads). */
+typedef struct ac_layer0_qk {
+    const ac_model *m;
+    float *wq, *wk; /* [H*hd][D], [Hkv*hd][D] */
+} ac_layer0_qk;
+int ac_layer0_qk_init(const ac_model *m, ac_layer0_qk *w);
+void ac_layer0_qk_free(ac_layer0_qk *w);
+/* P [H][nr][L]: rows rows[0..nr) of the layer-0 maps of the sequence whose
+ * layer-0 states are x0 [L][D] (ac_model_layer0_states); causal rows are 0
+ * past the diagonal. */
+int ac_layer0_rows(const ac_layer0_qk *w, const float *x0, int L, const int *rows, int nr, float *P);
 /* A context's thread pool (hooks run their parallel work on it: no second set
  * of threads competing for the cores). */
 struct ac_pool *ac_ctx_pool(const ac_ctx *ctx);

@@ -22,6 +22,8 @@ typedef struct cli_common {
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
     const char *heads;  /* --heads none|policy */
     int exact_tail;     /* --exact-tail N */
+    float verify;       /* --verify T */
+    int verify_rows;    /* --verify-rows N */
     float threshold;
 } cli_common;
 

@@ -280,6 +280,12 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
     } else if (!strcmp(a, "--exact-tail")) {
         const char *v = NEXT();
         if (!v || cli_opt_int("--exact-tail", v, 0, 1 << 20, &c->exact_tail)) return -1;
+    } else if (!strcmp(a, "--verify")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_float("--verify", v, 0, 1, &c->verify)) return -1;
+    } else if (!strcmp(a, "--verify-rows")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--verify-rows", v, 1, 64, &c->verify_rows)) return -1;
     } else if (!strcmp(a, "--allow-longer")) {
         c->allow_longer = 1;
     } else if (!strcmp(a, "--no-verify")) {
@@ -322,6 +328,10 @@ const char *cli_cache_help =
     "                       run exact attention restricted to sinks + a window around the\n"
     "                       diagonal, on every computed site (no lookup needed: --threshold -1\n"
     "                       turns lookups off)\n"
+    "      --verify T       rows all: trust a candidate only if a few exact rows of the query's\n"
+    "                       layer-0 maps (causal: the last row first; encoders: [CLS]) are within\n"
+    "                       mean total-variation distance T of the entry's (0-1; default off)\n"
+    "      --verify-rows N  rows checked per head (default 4)\n"
     "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
     "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n";
 
@@ -341,6 +351,8 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     p.rows = c->rows;
     p.heads = c->heads;
     p.exact_tail = c->exact_tail;
+    p.verify = c->verify;
+    p.verify_rows = c->verify_rows;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());

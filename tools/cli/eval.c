@@ -367,6 +367,9 @@ int cmd_eval(int argc, char **argv) {
         printf("  Amdahl bound (no attention op at all): %.3fx (attention %.1f%% of the exact time); reached "
                "%.3fx = %.0f%% of the attention time saved\n",
                shr < 1 ? 1.0 / (1.0 - shr) : 0, 100 * shr, ratio(sec0, sec1), att0 > 0 ? 100 * (sec0 - sec1) / att0 : 0);
+        if (cs.verify_checked)
+            printf("  verification: %lld candidates checked, %lld rejected, %.1f us per query (in the lookup time)\n",
+                   (long long)cs.verify_checked, (long long)cs.verify_rejected, 1e6 * cs.t_verify / (cs.queries ? cs.queries : 1));
         if (cs.head_sites_spanned)
             printf("  head policy: %.1f%% of the computed (sequence, layer, head) attention sites ran restricted to "
                    "their span\n", cs.head_sites ? 100.0 * (double)cs.head_sites_spanned / (double)cs.head_sites : 0);

@@ -1,5 +1,6 @@
-/* test_cache_heads.c — per-head spans (the cache's head policy, docs/CACHE.md
- * "Per-head spans"), at every CPU level:
+/* test_cache_approx.c — the approximate-reuse policies of the attention cache
+ * (docs/CACHE.md "Approximate reuse that keeps accuracy"), at every CPU level.
+ * Per-head spans (the head policy):
  *   the kernel: ac_attn_heads restricts exactly the chosen heads — each
  *   restricted head equals a brute-force softmax over its span (sinks, window,
  *   end keys; causal and bidirectional, GQA), the reference ac_attn_local_rows
@@ -11,7 +12,12 @@
  *   policy is saved and reloaded with heads "policy"), damaged heads.txt files
  *   and bad arguments are refused with a message naming the problem;
  *   exact_tail: the last rows of a served layer are computed (causal), and the
- *   option is refused for bidirectional models. */
+ *   option is refused for bidirectional models.
+ * Verification (ac_cache_params.verify): the exact layer-0 rows of a stored
+ * sequence equal its stored f32 rows (distance ~0: accepted, served); another
+ * sequence's map is rejected at a tight threshold (a miss, bitwise exact) and
+ * accepted without verification (the output moves); the rows checked put the
+ * answer row first; bad settings are refused. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +26,7 @@
 #include <cmocka.h>
 
 #include "attncache.h"
+#include "cache/verify.h"
 #include "forward/forward.h"
 #include "ref_forward.h"
 #include "util/common.h"
@@ -143,7 +150,7 @@ typedef struct fx {
 
 static void fx_open(fx *f, int arch) {
     memset(f, 0, sizeof *f);
-    strcpy(f->root, "/tmp/ac_cache_heads_XXXXXX");
+    strcpy(f->root, "/tmp/ac_cache_approx_XXXXXX");
     assert_non_null(mkdtemp(f->root));
     snprintf(f->model, sizeof f->model, "%s/model.gguf", f->root);
     snprintf(f->dir, sizeof f->dir, "%s/cache", f->root);
@@ -356,6 +363,105 @@ static void through_cache(int arch) {
     fx_close(&f);
 }
 
+static void verification(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    int32_t ids[119 + 40];
+    uint64_t seed = 9;
+    ref_random_tokens(&seed, ids, 119 + 40, f.V);
+    ac_seq s[3] = {{ids, 40}, {ids + 40, 70}, {ids + 110, 9}};
+    build(&f, s, 3);
+    ac_seq other = {ids + 119, 40}; /* not stored; the length of entry 0 */
+    float *e_self = hidden_of(&f, f.exact, &s[0], 1), *e_other = hidden_of(&f, f.exact, &other, 1);
+    const size_t n = (size_t)40 * f.D;
+
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = 1e9f; /* every candidate of a fitting length passes the key test */
+    p.key = AC_KEY_MEAN;
+    ac_cache *c = NULL;
+    /* 1. no verification: the other sequence is served entry 0's maps, its output moves */
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    float *h = hidden_of(&f, f.cctx, &other, 1);
+    ac_cache_stats st;
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.verify_checked, 0);
+    assert_true(max_rel(h, e_other, n) > 1e-4);
+    free(h);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* 2. verification at a tight threshold: the wrong map is rejected (a miss, bitwise exact);
+     * the stored sequence's own map agrees with its exact rows (RoPE, GQA, causal mask) and serves */
+    p.verify = 1e-4f;
+    p.verify_rows = 6;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    h = hidden_of(&f, f.cctx, &other, 1);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 0);
+    assert_true(st.verify_checked >= 1);
+    assert_int_equal(st.verify_rejected, st.verify_checked);
+    assert_memory_equal(h, e_other, n * 4);
+    free(h);
+    ac_cache_reset_stats(c);
+    h = hidden_of(&f, f.cctx, &s[0], 1);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.verify_rejected, 0);
+    assert_true(max_rel(h, e_self, n) < 1e-5);
+    free(h);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* 3. bad settings */
+    p.verify = 1.5f;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "verify"));
+    p.verify = 0.1f, p.verify_rows = 65;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+    if (f.causal) {
+        p.verify_rows = 4, p.rows = AC_ROWS_PREFIX;
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+        assert_non_null(strstr(ac_last_error(), "prefix"));
+    }
+    free(e_self), free(e_other);
+    fx_close(&f);
+}
+
+static void test_verify_rows(void **st) {
+    (void)st;
+    int rows[8];
+    assert_int_equal(ac_verify_pick_rows(10, 1, 4, rows), 4);
+    assert_int_equal(rows[0], 9); /* causal: the answer row first */
+    assert_int_equal(ac_verify_pick_rows(10, 0, 4, rows), 4);
+    assert_int_equal(rows[0], 0); /* encoder: [CLS] first */
+    for (int causal = 0; causal < 2; causal++)
+        for (int L = 1; L < 30; L++) {
+            const int n = ac_verify_pick_rows(L, causal, 8, rows);
+            assert_int_equal(n, L < 8 ? L : 8);
+            for (int i = 0; i < n; i++) {
+                assert_true(rows[i] >= 0 && rows[i] < L);
+                for (int j = 0; j < i; j++) assert_true(rows[i] != rows[j]);
+            }
+        }
+}
+
+static void test_verify_llama(void **st) {
+    (void)st;
+    for (int lv = levels_top(); lv >= 0; lv--) {
+        levels_enter(lv);
+        verification(AC_ARCH_LLAMA);
+    }
+    levels_leave();
+}
+
+static void test_verify_bert(void **st) {
+    (void)st;
+    verification(AC_ARCH_BERT);
+}
+
 static void test_cache_llama(void **st) {
     (void)st;
     for (int lv = levels_top(); lv >= 0; lv--) {
@@ -379,6 +485,9 @@ int main(void) {
         cmocka_unit_test(test_kernel),
         cmocka_unit_test(test_cache_llama),
         cmocka_unit_test(test_cache_bert),
+        cmocka_unit_test(test_verify_rows),
+        cmocka_unit_test(test_verify_llama),
+        cmocka_unit_test(test_verify_bert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
