@@ -437,6 +437,15 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(cj, "speedup_attn_hits", ratio(hatt0, hatt1));
             cJSON_AddNumberToObject(cj, "rows_served_share",
                                     A.rows_total ? (double)A.rows_served / (double)A.rows_total : 0);
+            const double shr = sec0 > 0 ? att0 / sec0 : 0;
+            cJSON_AddNumberToObject(cj, "amdahl_bound", shr < 1 ? 1.0 / (1.0 - shr) : 0);
+            cJSON_AddNumberToObject(cj, "attention_time_saved_share", att0 > 0 ? (sec0 - sec1) / att0 : 0);
+            ac_cache_stats js;
+            ac_cache_get_stats(cache, &js);
+            cJSON_AddNumberToObject(cj, "head_sites_spanned_share",
+                                    js.head_sites ? (double)js.head_sites_spanned / (double)js.head_sites : 0);
+            cJSON_AddNumberToObject(cj, "verify_checked", (double)js.verify_checked);
+            cJSON_AddNumberToObject(cj, "verify_rejected", (double)js.verify_rejected);
             if (n_sweep && (sw = cJSON_AddArrayToObject(root, "sweep")))
                 for (int k = 0; k < n_sweep; k++) {
                     static const char *const key[9] = {"threshold",        "hit_rate",          "value",
