@@ -3,7 +3,7 @@
 embeddings of LONG inputs, like the SST-2 head (tools/py/train_sst2_head.py), and write it as a
 classifier head (cls.output.weight / .bias).
 
-  train_imdb_head.py [--n-train 3000] [--threads 2] [--seed 0]
+  train_imdb_head.py [--n-train 1000] [--n-report 300] [--threads 2] [--seed 0]
       -> models/heads/minilm-imdb-head.gguf            (committed, ~3 KB)
       -> models-cache/imdb-minilm-emb-*.npy            (embedding cache, ignored by git)
   then: tools/py/add_head.py models-cache/all-MiniLM-L6-v2-f32.gguf models/heads/minilm-imdb-head.gguf \
@@ -13,7 +13,8 @@ The data: shared/data/imdb/train.tsv (label <TAB> id <TAB> review; 20,000 rows).
 engine's `eval --task imdb` (tools/cli/tasks.c task_load_imdb): a review is kept when its MiniLM
 token count ([CLS] ... [SEP]) is in [256, 512]; data row i (0-based) is held out when i % 8 == 0.
 The probe is trained on a seeded subset of the kept rows that are NOT held out; the held-out rows
-are used only to report accuracy (the first 400 of them, what `eval --task imdb --limit 400` runs).
+are used only to report accuracy (the first 300 of them, what `eval --task imdb --limit 300` runs).
+The committed head: defaults (1,000 training reviews, ~15 min on 2 busy cores): held-out 78.33%.
 Embedding: mean over all tokens of the final hidden states, L2-normalised (the engine's MiniLM
 pooling), computed here with PyTorch (the engine matches it to ~1e-6).
 """
@@ -80,8 +81,8 @@ def embed_long(texts: list[str], threads: int, batch: int = 16) -> np.ndarray:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n-train", type=int, default=3000)
-    ap.add_argument("--n-report", type=int, default=400, help="held-out rows to report accuracy on")
+    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--n-report", type=int, default=300, help="held-out rows to report accuracy on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--out", type=Path, default=HEAD)
@@ -99,7 +100,9 @@ def main() -> int:
     rng = np.random.default_rng(a.seed)
     tr = sorted(rng.choice(len(pool), min(a.n_train, len(pool)), replace=False).tolist())
     tr = [pool[k] for k in tr]
-    print(f"{len(keep)} reviews of {MIN_TOKENS}-{MAX_TOKENS} tokens; training on {len(tr)}, reporting on {len(held)}")
+    n_held = sum(1 for i in keep if i % HOLDOUT == 0)
+    print(f"{len(keep)} reviews of {MIN_TOKENS}-{MAX_TOKENS} tokens ({n_held} held out); training on {len(tr)}, "
+          f"reporting on {len(held)}")
 
     def cached(name: str, idx: list[int]) -> np.ndarray:
         import hashlib
