@@ -1,13 +1,15 @@
-/* attn_local.c — exact softmax attention restricted to per-head key spans
- * (ac_attn_heads: the fused kernel head by head, ac_attn_args.win; and
- * ac_attn_local_rows, a plain reference of one head) — a key span (the attention cache's per-head policy, forward.h `head_span`):
- * row t attends to the first n_sink keys, the keys of a window around the
- * diagonal (causal: t-w < s <= t; bidirectional: |s-t| < w) and, for
- * bidirectional models, the last n_end keys. A head whose recorded maps put
- * nearly all their mass there (positional heads: previous token, diagonal,
- * first token / [CLS], [SEP]) loses only that small outside mass: the result
- * is the exact attention renormalised over the span, at O(L (w + sinks) hd)
- * instead of O(L^2 hd). Portable C (the loops vectorise); the work is small. */
+/* attn_local.c — attention restricted to per-head key spans (the attention
+ * cache's head policy, forward.h `head_span`): row t of a restricted head
+ * attends only to the first n_sink keys, a window around the diagonal
+ * (causal: t-w < s <= t; bidirectional: |s-t| < w) and, bidirectional, the
+ * last n_end keys. A head whose recorded maps put nearly all their mass there
+ * (previous token, diagonal, [CLS] / BOS, [SEP]) loses only that outside mass:
+ * the result is the exact attention renormalised over the span.
+ *   ac_attn_heads        a site's heads under their spans: the fused kernel
+ *                        one head at a time (ac_attn_args.win for the
+ *                        restricted ones: key blocks outside the span skipped)
+ *   ac_attn_local_rows   a plain reference of one restricted head (tests)
+ *   ac_attn_span_ranges  the keys of one row (shared with the cache's profile) */
 #include "forward/forward.h"
 #include "util/common.h"
 
