@@ -415,6 +415,18 @@ typedef struct ac_cache_params {
     int adapt_window;     /* lookups the hit rate is taken over (the mean of the first ones, then
                              decayed by 1/N per lookup), made before any skipping; 0: 64 */
     int adapt_probe_max;  /* largest probe interval K (>= 4); 0: 256 */
+    const char *heads;    /* per-head spans (docs/CACHE.md "Per-head spans"): NULL or "none"
+                             (default), or "policy": DIR/heads.txt from ac_cache_tune_heads.
+                             Its heads run exact attention restricted to sinks + a window,
+                             on every site computed on the fused path (no lookup needed)    */
+    int exact_tail;       /* AC_ROWS_ALL on a causal model: the last exact_tail rows of a
+                             served layer are computed exactly (0: none; default 0)         */
+    float verify;         /* AC_ROWS_ALL: > 0 checks each candidate before trusting it: a few
+                             exact rows of the query's layer-0 maps (the last row of a causal
+                             model, [CLS] of an encoder, others spread) against the entry's; a
+                             candidate whose mean total-variation distance exceeds `verify`
+                             is rejected (the next one is tried, else a miss). 0: off    */
+    int verify_rows;      /* rows checked per head (default 4 when 0; at most 64)           */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);
@@ -520,10 +532,32 @@ typedef struct ac_cache_stats {
     int64_t probes;            /* lookups made while skipping, to see whether hits came back (in
                                   queries)                                                           */
     int skipping;              /* 1: lookups are being skipped now (adaptive lookups)                */
+    int64_t head_sites;        /* (sequence, layer, head) triples asked for a span (fused sites) */
+    int64_t head_sites_spanned; /* of those, run restricted to their span (head policy)         */
+    int64_t verify_checked;    /* candidates verified (ac_cache_params.verify)                   */
+    int64_t verify_rejected;   /* of those, rejected as too far from the query's exact rows      */
+    double t_verify;           /* s: exact layer-0 rows and their comparison (part of the lookup) */
 } ac_cache_stats;
 /* Lookup statistics since open or the last reset, summed over every attached
  * context (atomic counters); entries: committed and visible. Any thread. */
 int ac_cache_get_stats(const ac_cache *cache, ac_cache_stats *s);
+
+/* Per-head spans (docs/CACHE.md "Per-head spans"). ac_cache_tune_heads
+ * profiles up to max_entries stored entries (0: 64): for each layer and head,
+ * the mass its recorded rows put outside "n_sink first keys + a window around
+ * the diagonal (+ n_end last keys, bidirectional)" for candidate windows
+ * 1..128; a head gets the smallest window (<= max_span, 0: no limit) whose
+ * worst entry loses at most eps, else 0 (exact). The policy is used at once by
+ * every attached context and, on a writable cache, saved as DIR/heads.txt
+ * (the "policy" of ac_cache_params.heads). report (a FILE *, or NULL): the
+ * per-head table. *n_restricted (optional): heads restricted. */
+int ac_cache_tune_heads(ac_cache *cache, float eps, int max_entries, int n_sink, int n_end, int max_span,
+                        void *report, int *n_restricted);
+/* Set / read the spans directly: span [n_layer * n_head] (layer-major; 0 = exact,
+ * 1-512), sinks 0-64. NULL span on set: no restricted head. get copies into
+ * span (may be NULL) and returns the restricted count in *n_restricted. */
+int ac_cache_set_head_spans(ac_cache *cache, const int *span, int n_sink, int n_end);
+int ac_cache_get_head_spans(const ac_cache *cache, int *span, int *n_sink, int *n_end, int *n_restricted);
 void ac_cache_reset_stats(ac_cache *cache);
 /* Human-readable database statistics, with the lookup counts (failed lookups
  * included) / full verification (db stats / db verify; lookups wait for it).

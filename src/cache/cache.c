@@ -27,11 +27,13 @@
 #include "cache/codec.h"
 #include "cache/hash.h"
 #include "cache/index.h"
+#include "cache/policy_heads.h"
 #include "cache/projector.h"
 #include "cache/q8mat.h"
 #include "cache/cache_testing.h"
 #include "cache/store_ops.h"
 #include "cache/usage.h"
+#include "cache/verify.h"
 #include "forward/forward.h"
 #include "util/common.h"
 
@@ -83,9 +85,10 @@ typedef struct cache_att {
 
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
-    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes;
+    _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes, head_sites,
+        head_spanned, verify_checked, verify_rejected;
     _Atomic uint64_t bytes_read;
-    _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit;
+    _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit, t_verify;
 } counters;
 
 struct ac_cache {
@@ -105,6 +108,8 @@ struct ac_cache {
     int key;                 /* enum ac_cache_keykind in use */
     ac_index *idx;           /* NULL when the store is empty */
     uint8_t *layers;         /* [n_layer] 1: served on a hit */
+    ac_head_policy heads;    /* per-head spans (policy_heads.c) */
+    ac_layer0_qk l0;         /* layer 0's Q/K weights in f32, when p.verify > 0 (verify.c) */
     int64_t scan_base[2], scan_carry[2]; /* index scan stats: idx's counters at the last reset, and those of replaced indexes */
     /* the writer: under wmu */
     pthread_mutex_t wmu;
@@ -718,6 +723,25 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     free(rp);
     if (rc) goto fail;
     if ((rc = parse_layers(c, p.layers))) goto fail;
+    if ((rc = ac_heads_load(dir, p.heads, c->n_layer, c->n_head, &c->heads))) goto fail;
+    if (p.exact_tail < 0) {
+        rc = ac_err(AC_ERR_ARG, "cache: exact_tail must be >= 0 (got %d)", p.exact_tail);
+        goto fail;
+    }
+    if (!(p.verify >= 0 && p.verify <= 1) || p.verify_rows < 0 || p.verify_rows > 64) {
+        rc = ac_err(AC_ERR_ARG, "cache: verify must be in [0, 1] and verify_rows in 0-64 (got %g, %d)", p.verify,
+                    p.verify_rows);
+        goto fail;
+    }
+    if (p.verify > 0 && p.rows != AC_ROWS_ALL) {
+        rc = ac_err(AC_ERR_ARG, "cache: verify is for rows 'all' (rows 'prefix' serves exact rows only)");
+        goto fail;
+    }
+    if (p.verify > 0 && (rc = ac_layer0_qk_init(m, &c->l0))) goto fail;
+    if (p.exact_tail > 0 && (!c->causal || p.rows != AC_ROWS_ALL)) {
+        rc = ac_err(AC_ERR_ARG, "cache: exact tail rows need a causal model and rows 'all'");
+        goto fail;
+    }
     if ((rc = usage_grow(c, ac_mapstore_count(c->st)))) goto fail;
     if (p.writable) usage_load(c);
     if ((rc = open_index(c))) goto fail;
@@ -755,6 +779,8 @@ int ac_cache_close(ac_cache *c) {
     ac_proj_free(c->proj);
     ac_q8mat_free(&c->rand_proj);
     free(c->layers);
+    ac_heads_free(&c->heads);
+    ac_layer0_qk_free(&c->l0);
     scratch_free(&c->wscr);
     free(c->pend_keys);
     free((void *)c->u_key);
@@ -832,6 +858,8 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
     if (!rc) rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
     double t3 = ac_now();
     add_f64(&n->t_search, t3 - t2);
+    int vrows[64], nvr = 0;
+    float *vP = NULL, *vrow = NULL; /* verify: the query's exact layer-0 rows [H][nvr][L], scratch */
     for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
         float d = sim_to_dist(c->key, sims[k]);
         ac_store_entry e;
@@ -862,12 +890,34 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
             add_i64(&n->damaged, 1);
             continue;
         }
+        if (c->p.verify > 0) { /* trust the map only if its layer-0 rows agree with the query's */
+            const double tv0 = ac_now();
+            if (!vP) {
+                nvr = ac_verify_pick_rows(L, c->causal, c->p.verify_rows > 0 ? c->p.verify_rows : 4, vrows);
+                vP = AC_MALLOC((size_t)c->n_head * nvr * L * sizeof *vP);
+                rc = vP ? ac_layer0_rows(&c->l0, x0 ? x0 : s->x0, L, vrows, nvr, vP)
+                        : ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            }
+            float *nr_ = rc ? NULL : realloc(vrow, (size_t)e.n_tokens * sizeof *vrow);
+            if (!rc && !nr_) rc = ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            if (rc) break;
+            vrow = nr_;
+            const double dv = ac_verify_distance(&e, c->n_head, L, c->causal, vrows, nvr, vP, vrow);
+            add_i64(&n->verify_checked, 1);
+            add_f64(&n->t_verify, ac_now() - tv0);
+            if (dv > c->p.verify) {
+                add_i64(&n->verify_rejected, 1);
+                continue;
+            }
+        }
         st->hit = 1;
         st->rows = L;
         st->e = e;
         st->dist = d;
         break;
     }
+    free(vP);
+    free(vrow);
     if (!rc && st->hit && st->e.index >= 0 && st->e.index < c->u_cap) { /* the entry's use (rw held) */
         atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
@@ -931,10 +981,33 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
         }
     }
     if (!st->hit || !a->layers[site->layer]) return 0;
+    int rows = st->rows;
+    if (c->p.exact_tail > 0) { /* the last rows exact (causal, rows 'all') */
+        rows = AC_MIN(rows, site->n_tokens - c->p.exact_tail);
+        if (rows < 1) return 0;
+    }
     add_i64(&c->n.layers_served, 1);
-    add_i64(&c->n.rows_served, st->rows);
+    add_i64(&c->n.rows_served, rows);
     add_i64(&c->n.rows_total, site->n_tokens);
-    return st->rows;
+    return rows;
+}
+
+/* The head policy's spans of this site's layer (forward.h head_span). */
+static int hook_head_span(void *user, const ac_attn_site *site, int *span, int *n_sink, int *n_end) {
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    const ac_head_policy *hp = &c->heads;
+    int n = 0;
+    rd_lock(c);
+    if (hp->n_restricted && site->n_head == hp->n_head && site->layer < hp->n_layer) {
+        for (int h = 0; h < hp->n_head; h++) n += (span[h] = hp->span[(size_t)site->layer * hp->n_head + h]) > 0;
+        *n_sink = hp->n_sink;
+        *n_end = hp->n_end;
+    }
+    rw_unlock(c);
+    add_i64(&c->n.head_sites, site->n_head);
+    add_i64(&c->n.head_spanned, n);
+    return n;
 }
 
 /* out[t][h*hd + d] = sum_j P_h[t][j] V[j][g*hd + d], g = h / (H/Hkv), from
@@ -1061,6 +1134,7 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.user = a;
     h.reuse = hook_reuse;
     h.apply = hook_apply;
+    h.head_span = hook_head_span;
     h.release = att_release;
     ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */
     return AC_OK;
@@ -1270,6 +1344,71 @@ out:
     return rc;
 }
 
+int ac_cache_set_head_spans(ac_cache *c, const int *span, int n_sink, int n_end) {
+    if (!c || n_sink < 0 || n_sink > 64 || n_end < 0 || n_end > 64)
+        return ac_err(AC_ERR_ARG, "ac_cache_set_head_spans: invalid argument");
+    const size_t NH = (size_t)c->n_layer * c->n_head;
+    int *ns = NULL, nr = 0;
+    if (span) {
+        for (size_t i = 0; i < NH; i++) {
+            if (span[i] < 0 || span[i] > 512)
+                return ac_err(AC_ERR_ARG, "head span %d of layer %d head %d outside 0-512", span[i],
+                              (int)(i / c->n_head), (int)(i % c->n_head));
+            nr += span[i] > 0;
+        }
+        if (!(ns = AC_MALLOC(NH * sizeof *ns))) return ac_err(AC_ERR_NOMEM, "cache: out of memory");
+        memcpy(ns, span, NH * sizeof *ns);
+    }
+    wr_lock(c);
+    int *old = c->heads.span;
+    c->heads.span = ns;
+    c->heads.n_sink = n_sink;
+    c->heads.n_end = c->causal ? 0 : n_end;
+    c->heads.n_restricted = nr;
+    rw_unlock(c);
+    free(old);
+    return AC_OK;
+}
+
+int ac_cache_get_head_spans(const ac_cache *cc, int *span, int *n_sink, int *n_end, int *n_restricted) {
+    if (!cc) return ac_err(AC_ERR_ARG, "ac_cache_get_head_spans: NULL cache");
+    ac_cache *c = (ac_cache *)cc; /* the lock is not part of the value */
+    const size_t NH = (size_t)c->n_layer * c->n_head;
+    rd_lock(c);
+    if (span)
+        for (size_t i = 0; i < NH; i++) span[i] = c->heads.span ? c->heads.span[i] : 0;
+    if (n_sink) *n_sink = c->heads.n_sink;
+    if (n_end) *n_end = c->heads.n_end;
+    if (n_restricted) *n_restricted = c->heads.n_restricted;
+    rw_unlock(c);
+    return AC_OK;
+}
+
+int ac_cache_tune_heads(ac_cache *c, float eps, int max_entries, int n_sink, int n_end, int max_span, void *report,
+                        int *n_restricted) {
+    if (!c) return ac_err(AC_ERR_ARG, "ac_cache_tune_heads: NULL cache");
+    if (!(eps >= 0 && eps <= 1)) return ac_err(AC_ERR_ARG, "head policy: eps must be in [0, 1] (got %g)", eps);
+    if (c->causal) n_end = 0;
+    ac_head_profile pr;
+    ac_head_policy hp;
+    rd_lock(c); /* entries come from the reader handle, as lookups read them */
+    int rc = ac_heads_profile(c->st, c->n_layer, c->n_head, c->causal, n_sink, n_end, max_entries, &pr);
+    rw_unlock(c);
+    if (rc) return rc;
+    rc = ac_heads_choose(&pr, eps, max_span, n_sink, n_end, &hp);
+    if (!rc && report) ac_heads_print(report, &pr, &hp);
+    if (!rc) rc = ac_cache_set_head_spans(c, hp.span, n_sink, n_end);
+    if (!rc && c->p.writable) {
+        pthread_mutex_lock(&c->wmu); /* one writer of the directory's files */
+        rc = ac_heads_save(c->dir, &hp);
+        pthread_mutex_unlock(&c->wmu);
+    }
+    if (!rc && n_restricted) *n_restricted = hp.n_restricted;
+    ac_heads_free(&hp);
+    ac_heads_profile_free(&pr);
+    return rc;
+}
+
 int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     if (!cc || !s) return ac_err(AC_ERR_ARG, "ac_cache_get_stats: invalid argument");
     ac_cache *c = (ac_cache *)cc; /* the locks are not part of the value */
@@ -1293,6 +1432,11 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     pthread_mutex_lock(&c->admu);
     s->skipping = c->adapt.skipping;
     pthread_mutex_unlock(&c->admu);
+    s->head_sites = atomic_load(&n->head_sites);
+    s->head_sites_spanned = atomic_load(&n->head_spanned);
+    s->verify_checked = atomic_load(&n->verify_checked);
+    s->verify_rejected = atomic_load(&n->verify_rejected);
+    s->t_verify = atomic_load(&n->t_verify);
     pthread_mutex_lock(&c->fmu);
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
     pthread_mutex_unlock(&c->fmu);
@@ -1317,6 +1461,11 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->layers_served, 0);
     atomic_store(&n->rows_served, 0);
     atomic_store(&n->rows_total, 0);
+    atomic_store(&n->head_sites, 0);
+    atomic_store(&n->head_spanned, 0);
+    atomic_store(&n->verify_checked, 0);
+    atomic_store(&n->verify_rejected, 0);
+    atomic_store(&n->t_verify, 0.0);
     atomic_store(&n->bytes_read, 0);
     atomic_store(&n->t_features, 0.0);
     atomic_store(&n->t_key, 0.0);

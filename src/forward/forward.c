@@ -307,6 +307,17 @@ static int ws_reserve(ac_ctx *c, int T) {
     return AC_OK;
 }
 
+void ac_model_rope_cs(const ac_model *m, int pos, float *cs) {
+    const int half = m->hp.n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = pow((double)m->hp.rope_base, -2.0 * i / m->hp.n_rot);
+        if (m->rope_freqs) inv /= (double)m->rope_freqs[i];
+        double th = pos * (double)m->hp.rope_scale * inv;
+        cs[i * 2] = (float)cos(th);
+        cs[i * 2 + 1] = (float)sin(th);
+    }
+}
+
 /* cos/sin of every (position, pair) up to L positions: rope_cs [L][n_rot/2][2]. */
 static int rope_reserve(ac_ctx *c, int L) {
     if (L <= c->rope_L) return AC_OK;
@@ -314,14 +325,7 @@ static int rope_reserve(ac_ctx *c, int L) {
     const int half = m->hp.n_rot / 2;
     float *cs = AC_ALIGNED_ALLOC((size_t)L * half * 2 * sizeof(float));
     if (!cs) return AC_ERR_NOMEM;
-    for (int pos = 0; pos < L; pos++)
-        for (int i = 0; i < half; i++) {
-            double inv = pow((double)m->hp.rope_base, -2.0 * i / m->hp.n_rot);
-            if (m->rope_freqs) inv /= (double)m->rope_freqs[i];
-            double th = pos * (double)m->hp.rope_scale * inv;
-            cs[((size_t)pos * half + i) * 2] = (float)cos(th);
-            cs[((size_t)pos * half + i) * 2 + 1] = (float)sin(th);
-        }
+    for (int pos = 0; pos < L; pos++) ac_model_rope_cs(m, pos, cs + (size_t)pos * half * 2);
     free(c->rope_cs);
     c->rope_cs = cs;
     c->rope_L = L;
@@ -587,7 +591,7 @@ static int attend_after_prefix(ac_ctx *c, int il, int s, fwd_plan *pl, const ac_
         return rc;
     for (int t = q0; t < L; t++) memcpy(c->pq + (size_t)t * QD, c->q + (size_t)(o + t - P) * QD, (size_t)QD * sizeof(float));
     ac_attn_args aa = {c->pq, K, V, c->po, L, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0};
+                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0, 0, 0, 0};
     if (pl->srv[s] > P) { /* rows [P, srv) from the attention-map cache (it writes rows [0, srv)) */
         ac_attn_site site = make_site(c, pl, il, s, X);
         site.x = NULL; /* (layer 0's whole-sequence states were given to `reuse` only) */
@@ -601,6 +605,18 @@ static int attend_after_prefix(ac_ctx *c, int il, int s, fwd_plan *pl, const ac_
     memcpy(c->att + (size_t)o * QD, c->po + (size_t)P * QD, (size_t)(L - P) * QD * sizeof(float));
     prof_lap(c, AC_STAGE_ATTN, tp);
     return AC_OK;
+}
+
+/* Attention of one site under the hook's per-head spans (ac_attn_heads).
+ * Returns 1 when done that way, 0 when the hook restricts no head (the caller
+ * runs the usual kernel), -rc on an error. */
+static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *site) {
+    int span[AC_ATTN_SPAN_HEADS], n_sink = 0, n_end = 0;
+    if (aa->H > AC_ATTN_SPAN_HEADS) return 0;
+    for (int h = 0; h < aa->H; h++) span[h] = 0;
+    if (c->hook.head_span(c->hook.user, site, span, &n_sink, &n_end) <= 0) return 0;
+    const int rc = ac_attn_heads(aa, span, n_sink, n_end, c->kt, c->pool);
+    return rc < 0 ? 0 : rc > 0 ? -rc : 1;
 }
 
 /* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
@@ -660,7 +676,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         }
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0};
+                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0, 0, 0, 0};
         if (pl->srv[s]) {
             ac_attn_site site = make_site(c, pl, il, s, X);
             if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,
@@ -697,8 +713,11 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             ac_attn_apply(&aa, c->P, c->pool);
             prof_lap(c, AC_STAGE_AV, tp);
         } else {
+            ac_attn_site site = make_site(c, pl, il, s, X);
             if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
-            if ((rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
+            const int spans = c->has_hook && c->hook.head_span ? attn_spans(c, &aa, &site) : 0;
+            if (spans < 0) return -spans;
+            if (!spans && (rc = ac_attn_fused(&aa, c->kt, c->pool))) return rc;
             prof_lap(c, AC_STAGE_ATTN, tp);
         }
     }

@@ -84,6 +84,16 @@ typedef struct ac_attn_hook {
      * maps. AC_OK or an error. */
     int (*apply)(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                  int head_dim, float *out, int ldo);
+    /* Per-head key spans (the cache's head policy), asked for each site whose
+     * rows are all computed on the fused path (nothing supplied, reused or
+     * recorded). Fill span[h] for every query head h < site->n_head (at most
+     * AC_ATTN_SPAN_HEADS): 0 = full exact attention; w > 0 = exact softmax
+     * attention restricted to the first *n_sink keys, the window t-w < s <= t
+     * (causal) or |s-t| < w (bidirectional) and, bidirectional only, the last
+     * *n_end keys (ac_attn_local_rows). Return the number of restricted heads
+     * (0: the usual all-heads kernel). Heads with span 0 are computed by the
+     * same fused kernel, one head at a time: bitwise what they were. */
+    int (*head_span)(void *user, const ac_attn_site *site, int *span, int *n_sink, int *n_end);
     /* The context gives the hook up: called once, when ac_ctx_set_attn_hook
      * replaces it or ac_ctx_free frees the context (the hook's owner releases
      * `user`; the context must not be used from inside). NULL: nothing to do. */
@@ -95,6 +105,22 @@ typedef struct ac_attn_hook {
  * layer 0; bert: LayerNorm(token + position + type embeddings)). x0 [n][D].
  * Uses no context workspace (callable from inside a hook). */
 int ac_model_layer0_states(const ac_model *m, const int32_t *tokens, int n, float *x0);
+/* cos, sin of position pos's rotary angles: cs [n_rot/2][2] (the forward's own table). */
+void ac_model_rope_cs(const ac_model *m, int pos, float *cs);
+
+/* Exact layer-0 attention rows without a context (layer0_rows.c): the attention
+ * cache verifies a retrieved map against them. ac_layer0_qk holds f32 copies
+ * of layer 0's Q and K weights (init once; read-only, shareable by threads). */
+typedef struct ac_layer0_qk {
+    const ac_model *m;
+    float *wq, *wk; /* [H*hd][D], [Hkv*hd][D] */
+} ac_layer0_qk;
+int ac_layer0_qk_init(const ac_model *m, ac_layer0_qk *w);
+void ac_layer0_qk_free(ac_layer0_qk *w);
+/* P [H][nr][L]: rows rows[0..nr) of the layer-0 maps of the sequence whose
+ * layer-0 states are x0 [L][D] (ac_model_layer0_states); causal rows are 0
+ * past the diagonal. */
+int ac_layer0_rows(const ac_layer0_qk *w, const float *x0, int L, const int *rows, int nr, float *P);
 /* A context's thread pool (hooks run their parallel work on it: no second set
  * of threads competing for the cores). */
 struct ac_pool *ac_ctx_pool(const ac_ctx *ctx);
@@ -233,6 +259,11 @@ typedef struct ac_attn_args {
     float scale;     /* 1/sqrt(hd) */
     uint16_t *out_bf; /* [L][ldq] bf16 copy of out (the next GEMM's input), or NULL */
     int q0;          /* fused: query rows [q0, L) only (0: all; causal; q rows before q0 unused) */
+    int win;         /* fused: 0, or each row t attends only to the keys s < n_sink, the window
+                        t-win < s <= t (causal) / |s-t| < win, and (bidirectional) s >= L-n_end
+                        (a head's span, see head_span); key blocks outside every row's span
+                        are skipped */
+    int n_sink, n_end;
 } ac_attn_args;
 
 /* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks
@@ -244,6 +275,24 @@ int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool);
 int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
 /* ... then out = P V (also the skip path, with a supplied P). */
 void ac_attn_apply(const ac_attn_args *a, const float *P, ac_pool *pool);
+
+/* Restricted attention of query head h (attn_local.c), rows [t0, t1) of out
+ * (and out_bf when set): softmax over the keys s < n_sink, the window of w
+ * around the diagonal (see head_span) and, bidirectional, the last n_end keys.
+ * n_sink + 2 w + n_end <= AC_ATTN_LOCAL_MAX. */
+#define AC_ATTN_LOCAL_MAX 2048
+#define AC_ATTN_SPAN_HEADS 256
+void ac_attn_local_rows(const ac_attn_args *a, int h, int w, int n_sink, int n_end, int t0, int t1);
+/* Fused attention of a site (a->win unused) with per-head spans span[H]
+ * (0: exact): every head by ac_attn_fused one head at a time, the restricted
+ * ones with win = span[h] — heads with span 0 are bitwise what the all-heads
+ * call gives. Spans >= L count as 0. Returns AC_OK, -1 when no head is
+ * restricted (nothing done), or an error. kt: ac_attn_kt_floats(a) floats. */
+int ac_attn_heads(const ac_attn_args *a, const int *span, int n_sink, int n_end, float *kt, ac_pool *pool);
+/* The keys row t of such a head attends to, as three disjoint ascending ranges
+ * r = {a0, a1, b0, b1, c0, c1}: sinks [0, a1), window [b0, b1), end [c0, L)
+ * (empty when causal). Returns their total count (<= n_sink + 2w - 1 + n_end). */
+int ac_attn_span_ranges(int t, int L, int causal, int w, int n_sink, int n_end, int r[6]);
 
 /* ---- the context ------------------------------------------------------------------------- */
 struct ac_backend_ops;

@@ -298,12 +298,30 @@ static double mean_deviation(ac_ctx *cached, int32_t **tok, const int *ntok, con
 int cmd_tune(int argc, char **argv) {
     cli_common c = {0};
     double budget = -1;
-    int limit = 50;
+    int limit = 50, head_entries = 64, max_span = 0, sink_first = 1, sink_last = 1;
+    float head_eps = -1;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
         if (r) continue;
-        if (!strcmp(argv[i], "--budget") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--head-eps") && i + 1 < argc) {
+            if (cli_opt_float("--head-eps", argv[++i], 0, 1, &head_eps)) return 1;
+        } else if (!strcmp(argv[i], "--head-entries") && i + 1 < argc) {
+            if (cli_opt_int("--head-entries", argv[++i], 1, 1 << 20, &head_entries)) return 1;
+        } else if (!strcmp(argv[i], "--max-span") && i + 1 < argc) {
+            if (cli_opt_int("--max-span", argv[++i], 0, 512, &max_span)) return 1;
+        } else if (!strcmp(argv[i], "--sinks") && i + 1 < argc) {
+            const char *v = argv[++i];
+            char a[32], b[32];
+            const char *comma = strchr(v, ',');
+            if (!comma || comma - v >= 32 || strlen(comma + 1) >= 32)
+                return cli_fail("bad --sinks '%s' (FIRST,LAST: keys at the start and end, 0-64)", v);
+            memcpy(a, v, (size_t)(comma - v));
+            a[comma - v] = 0;
+            strcpy(b, comma + 1);
+            if (cli_opt_int("--sinks (first)", a, 0, 64, &sink_first) || cli_opt_int("--sinks (last)", b, 0, 64, &sink_last))
+                return 1;
+        } else if (!strcmp(argv[i], "--budget") && i + 1 < argc) {
             if (cli_opt_double("--budget", argv[++i], 0, 1e9, &budget)) return 1;
         } else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
             if (cli_opt_int("--limit", argv[++i], 1, 1 << 20, &limit)) return 1;
@@ -313,7 +331,16 @@ int cmd_tune(int argc, char **argv) {
                    "cache changes the output (decoders: KL of the last-position distribution; encoders:\n"
                    "1 - cosine of the pooled embedding), then serves the least sensitive layers first, as\n"
                    "many as keep the mean deviation of the chosen set within the budget (default: twice the\n"
-                   "median single-layer deviation), and saves DIR/policy.txt (use with --layers policy).\n%s%s",
+                   "median single-layer deviation), and saves DIR/policy.txt (use with --layers policy).\n"
+                   "\n"
+                   "       attncache tune -m MODEL --cache DIR --head-eps EPS [--head-entries N] [--sinks F,L]\n"
+                   "                      [--max-span W]\n"
+                   "Per-head spans instead (no queries needed): profiles N stored entries (default 64) and\n"
+                   "gives each head the smallest window w (1..128, at most W) such that, on every profiled\n"
+                   "entry, its rows put at most EPS of their mass outside the first F keys (default 1), the\n"
+                   "last L keys (bidirectional; default 1) and the window (causal t-w < s <= t, else\n"
+                   "|s-t| < w); other heads stay exact. Prints the per-head table, saves DIR/heads.txt\n"
+                   "(use with --heads policy).\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("tune: unknown option '%s' (see --help)", argv[i]);
@@ -322,6 +349,18 @@ int cmd_tune(int argc, char **argv) {
     ac_ctx *exact, *cached;
     ac_cache *cache = NULL;
     cli_lines in = {0};
+    if (head_eps >= 0) { /* per-head spans from the stored maps */
+        ac_model_params mp = ac_model_default_params();
+        if (!c.model) return cli_fail("tune: -m MODEL is required");
+        if (ac_model_load(c.model, &mp, &m) != AC_OK) return cli_fail("%s", ac_last_error());
+        int nr = 0, rh = cli_open_cache(&c, m, 1, 0, &cache);
+        if (!rh && ac_cache_tune_heads(cache, head_eps, head_entries, sink_first, sink_last, max_span, stdout, &nr) != AC_OK)
+            rh = cli_fail("%s", ac_last_error());
+        if (!rh) printf("saved %s/heads.txt: %d heads restricted (use --heads policy)\n", c.cache, nr);
+        if (cache && ac_cache_close(cache) != AC_OK && !rh) rh = cli_fail("%s", ac_last_error());
+        ac_model_free(m);
+        return rh;
+    }
     if (cli_load(&c, &m, &exact)) return 1;
     ac_ctx_params cp = ac_ctx_default_params();
     cp.n_threads = c.threads;

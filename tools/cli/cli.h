@@ -21,6 +21,10 @@ typedef struct cli_common {
     /* attention cache options */
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
+    const char *heads;  /* --heads none|policy */
+    int exact_tail;     /* --exact-tail N */
+    float verify;       /* --verify T */
+    int verify_rows;    /* --verify-rows N */
     float threshold;
     int have_adapt_floor, adapt_window, adapt_probe_max; /* adaptive lookups; 0: the library's defaults */
     float adapt_floor;

@@ -285,6 +285,20 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
     } else if (!strcmp(a, "--adapt-probe-max")) {
         const char *v = NEXT();
         if (!v || cli_opt_int("--adapt-probe-max", v, 4, 1 << 20, &c->adapt_probe_max)) return -1;
+    } else if (!strcmp(a, "--heads")) {
+        const char *v = NEXT();
+        if (!v) return -1;
+        if (strcmp(v, "none") != 0 && strcmp(v, "policy") != 0) return cli_fail("bad --heads '%s' (none|policy)", v), -1;
+        c->heads = v;
+    } else if (!strcmp(a, "--exact-tail")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--exact-tail", v, 0, 1 << 20, &c->exact_tail)) return -1;
+    } else if (!strcmp(a, "--verify")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_float("--verify", v, 0, 1, &c->verify)) return -1;
+    } else if (!strcmp(a, "--verify-rows")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_int("--verify-rows", v, 1, 64, &c->verify_rows)) return -1;
     } else if (!strcmp(a, "--allow-longer")) {
         c->allow_longer = 1;
     } else if (!strcmp(a, "--no-verify")) {
@@ -332,6 +346,16 @@ const char *cli_cache_help =
     "      --rows R         all: a hit serves every row (approximate; default); prefix: causal\n"
     "                       models, only the rows of the token prefix shared with the entry\n"
     "                       (exact), the other rows computed; no threshold\n"
+    "      --exact-tail N   rows all, causal models: the last N rows of a served layer are\n"
+    "                       computed exactly (the answer position's attention), the rest served\n"
+    "      --heads H        none (default) | policy: the heads of DIR/heads.txt (`tune --head-eps`)\n"
+    "                       run exact attention restricted to sinks + a window around the\n"
+    "                       diagonal, on every computed site (no lookup needed: --threshold -1\n"
+    "                       turns lookups off)\n"
+    "      --verify T       rows all: trust a candidate only if a few exact rows of the query's\n"
+    "                       layer-0 maps (causal: the last row first; encoders: [CLS]) are within\n"
+    "                       mean total-variation distance T of the entry's (0-1; default off)\n"
+    "      --verify-rows N  rows checked per head (default 4)\n"
     "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
     "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n"
     "      --adapt-floor F  adaptive lookups: while the cache's recent hit rate is under F (default\n"
@@ -358,6 +382,10 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     if (c->have_adapt_floor) p.adapt_floor = c->adapt_floor;
     if (c->adapt_window) p.adapt_window = c->adapt_window;
     if (c->adapt_probe_max) p.adapt_probe_max = c->adapt_probe_max;
+    p.heads = c->heads;
+    p.exact_tail = c->exact_tail;
+    p.verify = c->verify;
+    p.verify_rows = c->verify_rows;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());

@@ -81,7 +81,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
         for (int k = 1; k < t->n_labels; k++)
             if (lp[k] > lp[best]) best = k;
         o->pred = best;
-    } else if (!strcmp(j->task, "sst2")) { /* encoder with a classifier head */
+    } else if (!strcmp(j->task, "sst2") || !strcmp(j->task, "imdb")) { /* encoder with a classifier head */
         int32_t ids[4096];
         float cls[64];
         rc = ac_tokenize(m, ex->a, strlen(ex->a), 1, ids, 4096, &o->tokens);
@@ -234,7 +234,7 @@ static int run_pair(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eva
 }
 
 static double metric_of(const eval_job *j, const ex_out *o, int n) {
-    if (!j->spec && strcmp(j->task, "sst2") != 0) { /* stsb: Spearman x 100 */
+    if (!strcmp(j->task, "stsb")) { /* Spearman x 100 */
         double *p = malloc((size_t)n * sizeof *p), *g = malloc((size_t)n * sizeof *g);
         for (int i = 0; i < n; i++) p[i] = o[i].score, g[i] = j->q->ex[i].score;
         double r = 100.0 * task_spearman(p, g, n);
@@ -351,7 +351,7 @@ int cmd_eval(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--demos") && i + 1 < argc) {
             if ((shared = task_parse_demos(argv[++i])) < 0) return 1;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: attncache eval --task sst2|stsb|agnews-fewshot|trec -m MODEL [--data DIR]\n"
+            printf("usage: attncache eval --task sst2|stsb|imdb|agnews-fewshot|trec -m MODEL [--data DIR]\n"
                    "                      [--limit N] [--shots K] [--json FILE] [--cache DIR ...]\n"
                    "  --data DIR           data sets (default ../shared/data)\n"
                    "  --limit N            first N held-out examples only\n"
@@ -373,12 +373,13 @@ int cmd_eval(int argc, char **argv) {
                    "earlier prompts in a prefix cache of MB MiB and computes only what a prompt does not share\n"
                    "with them (exact); with --cache too, both (prefix rows first, maps for later rows). The\n"
                    "report adds the tokens reused and computed and the Amdahl bound (all tokens / computed).\n"
-                   "Held-out rows: SST-2/STS-B dev files; AG News and TREC rows with index %% %d == 0.\n%s%s",
-                   AC_TASK_HOLDOUT, cli_common_help, cli_cache_help);
+                   "Held-out rows: SST-2/STS-B dev files; AG News, TREC and IMDB rows with index %% %d == 0\n"
+                   "(imdb: reviews of %d-%d tokens, a model with a classifier head).\n%s%s",
+                   AC_TASK_HOLDOUT, AC_IMDB_MIN_TOKENS, AC_IMDB_MAX_TOKENS, cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("eval: unknown option '%s' (see --help)", argv[i]);
     }
-    if (!task) return cli_fail("eval: --task is required (sst2|stsb|agnews-fewshot|trec)");
+    if (!task) return cli_fail("eval: --task is required (sst2|stsb|imdb|agnews-fewshot|trec)");
     if (plot && (!c.cache || !thresholds)) return cli_fail("--plot needs --cache and --thresholds a,b,...");
     /* --plot draws from the sweep's JSON: --json FILE, or the plot's name with .json */
     char *json_path = NULL;
@@ -408,6 +409,10 @@ int cmd_eval(int argc, char **argv) {
             rc = task_load_sst2(dir, "train", &pool);
             job.spec = &TASK_SST2;
         }
+    } else if (!strcmp(task, "imdb")) {
+        rc = task_load_imdb(dir, m, NULL, &q);
+        if (!rc && !info.n_cls_out)
+            rc = cli_fail("eval: task imdb needs an encoder with a classifier head (tools/py/train_imdb_head.py)");
     } else if (!strcmp(task, "stsb")) rc = task_load_stsb(dir, &q);
     else if (!strcmp(task, "agnews-fewshot")) {
         rc = task_load_agnews(dir, &pool, &q);
@@ -415,7 +420,7 @@ int cmd_eval(int argc, char **argv) {
     } else if (!strcmp(task, "trec")) {
         rc = task_load_trec(dir, &pool, &q);
         job.spec = &TASK_TREC;
-    } else rc = cli_fail("eval: unknown task '%s' (sst2|stsb|agnews-fewshot|trec)", task);
+    } else rc = cli_fail("eval: unknown task '%s' (sst2|stsb|imdb|agnews-fewshot|trec)", task);
     if (rc) goto out;
     if (job.spec && (!info.causal || !info.has_lm_head)) {
         rc = cli_fail("eval: task %s needs a decoder with an LM head (or, for sst2, a classifier head)", task);
@@ -459,7 +464,7 @@ int cmd_eval(int argc, char **argv) {
     const long long tokens = A.tokens, bytes = A.bytes;
     const int hits = A.hits;
     const double met0 = metric_of(&job, o0, n), met1 = cache || pc ? metric_of(&job, o1, n) : 0;
-    const char *mname = (!job.spec && strcmp(task, "sst2") != 0) ? "spearman" : "accuracy";
+    const char *mname = !strcmp(task, "stsb") ? "spearman" : "accuracy";
     const char *base = strrchr(c.model, '/');
     base = base ? base + 1 : c.model;
     printf("%-16s %-28s %-9s %8s %6s %9s %10s\n", "task", "model", "metric", "value", "n", "seconds", "tokens/s");
@@ -531,6 +536,26 @@ int cmd_eval(int argc, char **argv) {
             printf("  %-34s %11s %11s   %6.3fx (%.1f%% of it reached)\n", "Amdahl bound (tokens / computed)", "",
                    "", (double)all / (double)A.computed,
                    100.0 * ratio(sec0, sec1) / ((double)all / (double)A.computed));
+        if (cache) {
+            /* Amdahl: the exact stream's attention stages (QK^T, softmax, A.V / fused) removed
+             * entirely; share reached: the time saved end-to-end over that attention time */
+            ac_cache_stats cs;
+            ac_cache_get_stats(cache, &cs);
+            const double shr = sec0 > 0 ? att0 / sec0 : 0;
+            printf("  Amdahl bound (no attention op at all): %.3fx (attention %.1f%% of the exact time); reached "
+                   "%.3fx = %.0f%% of the attention time saved\n",
+                   shr < 1 ? 1.0 / (1.0 - shr) : 0, 100 * shr, ratio(sec0, sec1),
+                   att0 > 0 ? 100 * (sec0 - sec1) / att0 : 0);
+            if (cs.verify_checked)
+                printf("  verification: %lld candidates checked, %lld rejected, %.1f us per query (in the lookup "
+                       "time)\n",
+                       (long long)cs.verify_checked, (long long)cs.verify_rejected,
+                       1e6 * cs.t_verify / (cs.queries ? cs.queries : 1));
+            if (cs.head_sites_spanned)
+                printf("  head policy: %.1f%% of the computed (sequence, layer, head) attention sites ran restricted "
+                       "to their span\n",
+                       cs.head_sites ? 100.0 * (double)cs.head_sites_spanned / (double)cs.head_sites : 0);
+        }
         printf("  accuracy change: %+.2f points\n", met1 - met0);
         /* the hit rate where a lookup pays for itself: its cost over the time a hit saves (hsec1
          * includes the hits' own lookups); a guide for --adapt-floor (its own cache misses not counted) */
@@ -619,6 +644,15 @@ int cmd_eval(int argc, char **argv) {
                                     A.rows_total ? (double)A.rows_served / (double)A.rows_total : 0);
             cJSON_AddNumberToObject(cj, "lookups_skipped", (double)A.skipped);
             cJSON_AddNumberToObject(cj, "skipped_share", A.seqs ? (double)A.skipped / (double)A.seqs : 0);
+            const double shr = sec0 > 0 ? att0 / sec0 : 0;
+            cJSON_AddNumberToObject(cj, "amdahl_bound", shr < 1 ? 1.0 / (1.0 - shr) : 0);
+            cJSON_AddNumberToObject(cj, "attention_time_saved_share", att0 > 0 ? (sec0 - sec1) / att0 : 0);
+            ac_cache_stats js;
+            ac_cache_get_stats(cache, &js);
+            cJSON_AddNumberToObject(cj, "head_sites_spanned_share",
+                                    js.head_sites ? (double)js.head_sites_spanned / (double)js.head_sites : 0);
+            cJSON_AddNumberToObject(cj, "verify_checked", (double)js.verify_checked);
+            cJSON_AddNumberToObject(cj, "verify_rejected", (double)js.verify_rejected);
             if (n_sweep && (sw = cJSON_AddArrayToObject(root, "sweep")))
                 for (int k = 0; k < n_sweep; k++) {
                     static const char *const key[10] = {"threshold",         "hit_rate",     "value",

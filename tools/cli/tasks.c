@@ -210,6 +210,39 @@ int task_load_agnews(const char *dir, task_ds *train, task_ds *held) {
     return rc;
 }
 
+int task_load_imdb(const char *dir, const ac_model *m, task_ds *train, task_ds *held) {
+    char path[4096], *line = NULL;
+    size_t cap = 0;
+    FILE *f = open_data(dir, "imdb/train.tsv", path, sizeof path);
+    if (!f) return 1;
+    int row = 0, rc = 0;
+    ssize_t len;
+    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
+        if (len && line[len - 1] == '\n') line[--len] = 0;
+        if (!len) continue;
+        char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+        if (!t2 || t1 != line + 1 || (line[0] != '0' && line[0] != '1') || !t2[1]) {
+            rc = cli_fail("%s: row %d: expected label<TAB>id<TAB>review", path, row + 1);
+            break;
+        }
+        task_ds *d = (row % AC_TASK_HOLDOUT == 0) ? held : train;
+        row++;
+        if (!d) continue;
+        const char *text = t2 + 1;
+        int n = 0;
+        const int trc = ac_tokenize(m, text, strlen(text), 1, NULL, 0, &n); /* AC_ERR_RANGE: the count, no ids */
+        if (trc != AC_OK && trc != AC_ERR_RANGE) {
+            rc = cli_fail("%s: row %d: %s", path, row, ac_last_error());
+            break;
+        }
+        if (n < AC_IMDB_MIN_TOKENS || n > AC_IMDB_MAX_TOKENS) continue;
+        if (!ds_push(d, text, strlen(text), NULL, 0, line[0] - '0', 0)) rc = cli_fail("out of memory");
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
 /* TREC: "<label 0..5> <question>" */
 int task_load_trec(const char *dir, task_ds *train, task_ds *held) {
     char path[4096], *line = NULL;

@@ -24,6 +24,13 @@ int task_load_sst2(const char *dir, const char *split, task_ds *d);
 int task_load_stsb(const char *dir, task_ds *d);
 int task_load_agnews(const char *dir, task_ds *train, task_ds *held);
 int task_load_trec(const char *dir, task_ds *train, task_ds *held);
+/* IMDB (label<TAB>id<TAB>review, rows split on '\n' only: reviews hold U+0085
+ * and U+2028): the rows whose token count under model m is in [256, 512]
+ * (long inputs); row i held out when i % 8 == 0. train may be NULL. */
+#define AC_IMDB_MIN_TOKENS 256
+#define AC_IMDB_MAX_TOKENS 512
+struct ac_model;
+int task_load_imdb(const char *dir, const struct ac_model *m, task_ds *train, task_ds *held);
 void task_ds_free(task_ds *d);
 
 double task_pearson(const double *x, const double *y, int n);

@@ -111,7 +111,8 @@ def accuracy(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     return float(np.mean(((x @ w + b) > 0).astype(np.int64) == y))
 
 
-def write_head(path: Path, w: np.ndarray, b: float, info: dict) -> None:
+def write_head(path: Path, w: np.ndarray, b: float, info: dict, name: str = "all-MiniLM-L6-v2 SST-2 linear probe",
+               made_by: str = "tools/py/train_sst2_head.py") -> None:
     import gguf
 
     # symmetric 2-class softmax: softmax([-z/2, z/2])[1] = sigmoid(z), z = w.e + b
@@ -119,9 +120,9 @@ def write_head(path: Path, w: np.ndarray, b: float, info: dict) -> None:
     B = np.array([-b / 2, b / 2], dtype=np.float32)
     g = gguf.GGUFWriter(path=None, arch="bert")
     g.add_type("head")
-    g.add_name("all-MiniLM-L6-v2 SST-2 linear probe")
+    g.add_name(name)
     g.add_description("logistic-regression head on mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings; "
-                      "logits = cls.output.weight . e + cls.output.bias; made by tools/py/train_sst2_head.py")
+                      f"logits = cls.output.weight . e + cls.output.bias; made by {made_by}")
     g.add_classifier_output_labels(LABELS)
     g.add_string("attncache.head.base_model", "all-MiniLM-L6-v2")
     g.add_string("attncache.head.input", "mean_l2")

@@ -89,8 +89,14 @@ static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O,
         lrow[r] = 0.0f;
         memset(O + (size_t)r * hd, 0, (size_t)hd * sizeof *O);
     }
+    const int W = a->win;
     for (int j0 = 0; j0 < jend; j0 += BK) {
         const int nk = AC_MIN(BK, jend - j0);
+        if (W) { /* a restricted head: skip the blocks outside every row's span */
+            const int lo = i0 - W + 1, hi = a->causal ? i0 + nq - 1 : i0 + nq + W - 2;
+            if (!(j0 + nk - 1 >= lo && j0 <= hi) && j0 >= a->n_sink && (a->causal || j0 + nk <= a->L - a->n_end))
+                continue;
+        }
         const float *kt = kt_block(ac, g, j0 / BK);
         for (int r0 = 0; r0 < nq; r0 += MR) {
             const int nr = AC_MIN(MR, nq - r0);
@@ -103,6 +109,15 @@ static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O,
                 const int i = i0 + r0 + r;
                 int nvalid = r < nr ? nk : 0;
                 if (a->causal && i - j0 + 1 < nvalid) nvalid = i - j0 + 1; /* keys j <= i */
+                if (W && nvalid > 0) { /* keys outside the row's span: -inf (weight 0) */
+                    int any = 0;
+                    for (int k = 0; k < nvalid; k++) {
+                        const int j = j0 + k;
+                        if (j < a->n_sink || (j > i - W && j < i + W) || (!a->causal && j >= a->L - a->n_end)) any = 1;
+                        else s[k] = -INFINITY;
+                    }
+                    if (!any) nvalid = 0;
+                }
                 if (nvalid <= 0) { /* padding row, or nothing visible in this block */
                     prow[r] = g_zero_row;
                     orow[r] = NULL;

@@ -1,0 +1,477 @@
+/* test_cache_approx.c — the approximate-reuse policies of the attention cache
+ * (docs/CACHE.md "Approximate reuse that keeps accuracy"); ctest runs it at every CPU level
+ * (AC_LEVEL_TESTS, tests/run_at_level.sh).
+ * Per-head spans (the head policy):
+ *   the kernel: ac_attn_heads restricts exactly the chosen heads — each
+ *   restricted head equals a brute-force softmax over its span (sinks, window,
+ *   end keys; causal and bidirectional, GQA), the reference ac_attn_local_rows
+ *   agrees, and every head with span 0 is bitwise the all-heads fused kernel;
+ *   the cache: spans set through the API change the output of the restricted
+ *   heads' models only, all-zero spans (and spans covering the input) leave it
+ *   bitwise exact, the counters count restricted head sites, ac_cache_tune_heads
+ *   profiles recorded maps (a head whose maps are positional gets a span, the
+ *   policy is saved and reloaded with heads "policy"), damaged heads.txt files
+ *   and bad arguments are refused with a message naming the problem;
+ *   exact_tail: the last rows of a served layer are computed (causal), and the
+ *   option is refused for bidirectional models.
+ * Verification (ac_cache_params.verify): the exact layer-0 rows of a stored
+ * sequence equal its stored f32 rows (distance ~0: accepted, served); another
+ * sequence's map is rejected at a tight threshold (a miss, bitwise exact) and
+ * accepted without verification (the output moves); the rows checked put the
+ * answer row first; bad settings are refused. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "attncache.h"
+#include "cache/verify.h"
+#include "forward/forward.h"
+#include "ref_forward.h"
+#include "util/common.h"
+
+
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+
+static float frand(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*s >> 40) & 0xFFFFFF) / (float)0x1000000 * 2.0f - 1.0f;
+}
+
+/* ---- 1. the kernel ------------------------------------------------------------------------------ */
+
+/* brute force: row t of head h over the keys allowed by (w, sinks, end), double precision */
+static void brute_row(const ac_attn_args *a, int h, int w, int ns, int ne, int t, double *out) {
+    const int g = h / (a->H / a->Hkv), hd = a->hd, L = a->L;
+    double mx = -INFINITY, *s = malloc((size_t)L * sizeof *s), sum = 0;
+    for (int j = 0; j < L; j++) {
+        int ok = a->causal ? j <= t : 1;
+        ok = ok && (j < ns || (j > t - w && j < t + w) || (!a->causal && j >= L - ne));
+        s[j] = -INFINITY;
+        if (!ok) continue;
+        double d = 0;
+        for (int i = 0; i < hd; i++) d += (double)a->q[(size_t)t * a->ldq + h * hd + i] * a->k[(size_t)j * a->ldk + g * hd + i];
+        s[j] = d * a->scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (int j = 0; j < L; j++) sum += s[j] = s[j] == -INFINITY ? 0 : exp(s[j] - mx);
+    for (int i = 0; i < hd; i++) out[i] = 0;
+    for (int j = 0; j < L; j++)
+        for (int i = 0; i < hd; i++) out[i] += s[j] / sum * a->v[(size_t)j * a->ldk + g * hd + i];
+    free(s);
+}
+
+static void kernel_case(int L, int causal, int ns, int ne, uint64_t seed) {
+    enum { H = 4, HKV = 2, HD = 32 };
+    const int QD = H * HD, KVD = HKV * HD;
+    float *q = malloc((size_t)L * QD * 4), *k = malloc((size_t)L * KVD * 4), *v = malloc((size_t)L * KVD * 4);
+    float *o_all = malloc((size_t)L * QD * 4), *o_sp = malloc((size_t)L * QD * 4), *o_ref = malloc((size_t)L * QD * 4);
+    for (int i = 0; i < L * QD; i++) q[i] = 2 * frand(&seed);
+    for (int i = 0; i < L * KVD; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
+    ac_attn_args a = {q, k, v, o_all, L, H, HKV, HD, QD, KVD, causal, 1.0f / sqrtf(HD), NULL, 0, 0, 0, 0};
+    float *kt = aligned_alloc(64, (ac_attn_kt_floats(&a) * 4 + 63) / 64 * 64); /* 64-byte aligned key blocks */
+    assert_int_equal(ac_attn_fused(&a, kt, NULL), AC_OK);
+    const int span[H] = {0, 3, 0, 70}; /* heads 0, 2 exact; 1 and 3 restricted (3: exact when L <= 70) */
+    a.out = o_sp;
+    const int rc = ac_attn_heads(&a, span, ns, ne, kt, NULL);
+    if (L <= 3) { /* spans covering the input: no restriction at all */
+        assert_int_equal(rc, -1);
+        goto done;
+    }
+    assert_int_equal(rc, AC_OK);
+    a.out = o_ref;
+    double *row = malloc(HD * sizeof *row), worst = 0;
+    for (int h = 0; h < H; h++) {
+        const int w = span[h] > 0 && span[h] < L ? span[h] : 0;
+        if (!w) { /* exact heads: bitwise the all-heads kernel */
+            for (int t = 0; t < L; t++) assert_memory_equal(o_sp + (size_t)t * QD + h * HD, o_all + (size_t)t * QD + h * HD, HD * 4);
+            continue;
+        }
+        const int nend = causal ? 0 : ne;
+        ac_attn_local_rows(&a, h, w, ns, nend, 0, L);
+        for (int t = 0; t < L; t++) {
+            brute_row(&a, h, w, ns, nend, t, row);
+            for (int i = 0; i < HD; i++) {
+                worst = fmax(worst, fabs(o_sp[(size_t)t * QD + h * HD + i] - row[i]));
+                worst = fmax(worst, fabs(o_ref[(size_t)t * QD + h * HD + i] - row[i]));
+            }
+        }
+        /* and it is a restriction: some row differs from the full attention */
+        double diff = 0;
+        for (int t = 0; t < L; t++)
+            for (int i = 0; i < HD; i++)
+                diff = fmax(diff, fabs(o_sp[(size_t)t * QD + h * HD + i] - o_all[(size_t)t * QD + h * HD + i]));
+        if (L > w + ns + nend + 1) assert_true(diff > 1e-3);
+    }
+    free(row);
+    if (worst > 2e-5) fprintf(stderr, "L %d causal %d sinks %d/%d: worst %.3g\n", L, causal, ns, ne, worst);
+    assert_true(worst <= 2e-5);
+done:
+    free(q), free(k), free(v), free(o_all), free(o_sp), free(o_ref), free(kt);
+}
+
+static void test_kernel(void **st) {
+    (void)st;
+    const int lens[] = {1, 3, 5, 64, 65, 130, 200};
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++)
+        for (int causal = 0; causal < 2; causal++) {
+            kernel_case(lens[i], causal, 1, 1, 11 + i);
+            kernel_case(lens[i], causal, 0, 0, 23 + i);
+            kernel_case(lens[i], causal, 4, 2, 37 + i);
+        }
+}
+
+/* ---- 2. through the cache ----------------------------------------------------------------------- */
+
+typedef struct fx {
+    char root[64], model[128], dir[160];
+    ac_model *m;
+    ac_ctx *exact, *cctx;
+    int D, NL, NH, causal, V;
+} fx;
+
+static void fx_open(fx *f, int arch) {
+    memset(f, 0, sizeof *f);
+    strcpy(f->root, "/tmp/ac_cache_approx_XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(f->model, sizeof f->model, "%s/model.gguf", f->root);
+    snprintf(f->dir, sizeof f->dir, "%s/cache", f->root);
+    ref_spec s = ref_spec_default(arch);
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    assert_int_equal(ref_build(&s, &buf, &size), AC_OK);
+    FILE *fp = fopen(f->model, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(buf, 1, size, fp), size);
+    fclose(fp);
+    free(buf);
+    assert_int_equal(ac_model_load(f->model, NULL, &f->m), AC_OK);
+    ac_model_info in;
+    ac_model_get_info(f->m, &in);
+    f->D = in.n_embd, f->NL = in.n_layer, f->NH = in.n_head, f->causal = in.causal, f->V = in.n_vocab;
+    ac_ctx_params p = ac_ctx_default_params();
+    p.n_threads = 2;
+    assert_int_equal(ac_ctx_new(f->m, &p, &f->exact), AC_OK);
+    assert_int_equal(ac_ctx_new(f->m, &p, &f->cctx), AC_OK);
+}
+
+static void fx_close(fx *f) {
+    ac_ctx_free(f->exact);
+    ac_ctx_free(f->cctx);
+    ac_model_free(f->m);
+    rm_rf(f->root);
+}
+
+static float *hidden_of(fx *f, ac_ctx *c, const ac_seq *s, int n) {
+    int T = 0;
+    for (int i = 0; i < n; i++) T += s[i].n_tokens;
+    float *h = malloc((size_t)T * f->D * 4);
+    ac_outputs o = {0};
+    o.hidden = h;
+    assert_int_equal(ac_forward(c, s, n, &o), AC_OK);
+    return h;
+}
+
+static double max_rel(const float *a, const float *b, size_t n) {
+    double e = 0, m = 0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i] - b[i])), m = fmax(m, fabs((double)b[i]));
+    return m > 0 ? e / m : e;
+}
+
+/* entries: n random sequences; a few "positional" ones are not needed: the
+ * synthetic model's heads are what they are, the test only checks that the
+ * profile, the choice and the file agree */
+static void build(fx *f, const ac_seq *s, int n) {
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = 1, p.create = 1;
+    p.codec = f->causal ? "f32-causal" : "f32";
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(f->m, f->dir, &p, &c), AC_OK);
+    for (int i = 0; i < n; i++) assert_int_equal(ac_cache_add(c, f->exact, s[i].tokens, s[i].n_tokens, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static void through_cache(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[3] = {40, 70, 9};
+    int32_t ids[119];
+    uint64_t seed = 5;
+    ref_random_tokens(&seed, ids, 119, f.V);
+    ac_seq s[3] = {{ids, 40}, {ids + 40, 70}, {ids + 110, 9}};
+    (void)lens;
+    build(&f, s, 3);
+    const size_t NH = (size_t)f.NL * f.NH, T = 119;
+    float *e = hidden_of(&f, f.exact, s, 3);
+
+    /* a reader with lookups off (threshold < 0): only the head policy acts */
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = -1;
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    int nr = -1, ns = -1, ne = -1;
+    assert_int_equal(ac_cache_get_head_spans(c, NULL, &ns, &ne, &nr), AC_OK);
+    assert_int_equal(nr, 0);
+    float *h = hidden_of(&f, f.cctx, s, 3);
+    assert_memory_equal(h, e, T * f.D * 4); /* no policy: bitwise exact */
+    free(h);
+
+    /* spans of 0 everywhere but set: bitwise exact; spans of 512 (>= every L): bitwise exact */
+    int *span = calloc(NH, sizeof *span);
+    assert_int_equal(ac_cache_set_head_spans(c, span, 1, 1), AC_OK);
+    h = hidden_of(&f, f.cctx, s, 3);
+    assert_memory_equal(h, e, T * f.D * 4);
+    free(h);
+    for (size_t i = 0; i < NH; i++) span[i] = 512;
+    assert_int_equal(ac_cache_set_head_spans(c, span, 1, 1), AC_OK);
+    h = hidden_of(&f, f.cctx, s, 3);
+    assert_memory_equal(h, e, T * f.D * 4);
+    free(h);
+
+    /* head 0 of every layer restricted to a window of 2 (+1 sink): the output moves; counted */
+    for (size_t i = 0; i < NH; i++) span[i] = i % f.NH == 0 ? 2 : 0;
+    assert_int_equal(ac_cache_set_head_spans(c, span, 1, 1), AC_OK);
+    ac_cache_reset_stats(c);
+    h = hidden_of(&f, f.cctx, s, 3);
+    const double moved = max_rel(h, e, T * f.D);
+    ac_cache_stats stt;
+    ac_cache_get_stats(c, &stt);
+    assert_int_equal(stt.head_sites, (int64_t)3 * f.NL * f.NH);
+    assert_int_equal(stt.head_sites_spanned, (int64_t)3 * f.NL);
+    assert_true(moved > 1e-4);
+    /* the same restriction on the sequence alone, in a batch of one: the same rows (per sequence) */
+    float *h1 = hidden_of(&f, f.cctx, &s[1], 1);
+    assert_true(max_rel(h1, h + (size_t)40 * f.D, (size_t)70 * f.D) < 1e-5);
+    free(h1);
+    free(h);
+    /* bad spans refused, policy unchanged */
+    span[3] = -1;
+    assert_int_equal(ac_cache_set_head_spans(c, span, 1, 1), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "outside 0-512"));
+    assert_int_equal(ac_cache_set_head_spans(c, NULL, 65, 0), AC_ERR_ARG);
+    assert_int_equal(ac_cache_get_head_spans(c, NULL, NULL, NULL, &nr), AC_OK);
+    assert_int_equal(nr, f.NL);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* tune on the recorded maps: eps 1 restricts every head to the smallest window; eps 0 to
+     * windows with no loss at all (windows >= L are free); the file is written and reloads */
+    p = ac_cache_default_params();
+    p.writable = 1;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_cache_tune_heads(c, 1.0f, 0, 1, 1, 0, NULL, &nr), AC_OK);
+    assert_int_equal(nr, (int)NH);
+    assert_int_equal(ac_cache_get_head_spans(c, span, NULL, NULL, NULL), AC_OK);
+    for (size_t i = 0; i < NH; i++) assert_int_equal(span[i], 1);
+    assert_int_equal(ac_cache_tune_heads(c, 0.0f, 0, 1, 1, 0, NULL, &nr), AC_OK);
+    assert_int_equal(ac_cache_get_head_spans(c, span, NULL, NULL, NULL), AC_OK);
+    for (size_t i = 0; i < NH; i++) assert_true(span[i] == 0 || span[i] >= 64); /* L 70 needs >= 64..70 */
+    assert_int_equal(ac_cache_tune_heads(c, 0.05f, 0, 1, 1, 8, NULL, &nr), AC_OK); /* max span 8 */
+    int *saved = calloc(NH, sizeof *saved);
+    assert_int_equal(ac_cache_get_head_spans(c, saved, NULL, NULL, NULL), AC_OK);
+    for (size_t i = 0; i < NH; i++) assert_true(saved[i] <= 8);
+    assert_int_equal(ac_cache_tune_heads(c, 2.0f, 0, 1, 1, 0, NULL, NULL), AC_ERR_ARG); /* eps outside [0, 1] */
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    p = ac_cache_default_params();
+    p.heads = "policy";
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_cache_get_head_spans(c, span, &ns, &ne, &nr), AC_OK);
+    assert_memory_equal(span, saved, NH * sizeof *span);
+    assert_int_equal(ns, 1);
+    assert_int_equal(ne, f.causal ? 0 : 1);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* damaged or foreign heads.txt: refused at open, naming the file */
+    char path[256];
+    snprintf(path, sizeof path, "%s/heads.txt", f.dir);
+    const char *bad[] = {"garbage\n", "heads 1\nlayers 99 heads 4 sink 1 end 1\n",
+                         "heads 1\nlayers 2 heads 4 sink 1 end 1\n0: 1 2 3\n"};
+    char good_shape[128];
+    snprintf(good_shape, sizeof good_shape, "heads 1\nlayers %d heads %d sink 1 end 1\n0: 1 -4\n", f.NL, f.NH);
+    const char *bad2[] = {bad[0], bad[1], bad[2], good_shape};
+    for (int i = 0; i < 4; i++) {
+        write_text(path, bad2[i]);
+        c = NULL;
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE);
+        assert_null(c);
+        assert_non_null(strstr(ac_last_error(), "heads.txt"));
+    }
+    unlink(path);
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE); /* missing */
+    assert_non_null(strstr(ac_last_error(), "tune --head-eps"));
+    p.heads = "sometimes";
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+
+    /* exact_tail: bidirectional models refuse it; causal ones compute the last rows */
+    p = ac_cache_default_params();
+    p.exact_tail = 4;
+    p.threshold = 1e-5f;
+    p.key = AC_KEY_MEAN;
+    c = NULL;
+    if (!f.causal) {
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+        assert_non_null(strstr(ac_last_error(), "causal"));
+    } else {
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+        assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+        ac_cache_reset_stats(c);
+        h = hidden_of(&f, f.cctx, &s[1], 1); /* a stored sequence: a hit */
+        ac_cache_get_stats(c, &stt);
+        assert_int_equal(stt.hits, 1);
+        assert_int_equal(stt.rows_served, (int64_t)(70 - 4) * f.NL);
+        assert_int_equal(stt.rows_total, (int64_t)70 * f.NL);
+        assert_true(max_rel(h, e + (size_t)40 * f.D, (size_t)70 * f.D) < 1e-5); /* f32 maps of itself: exact */
+        free(h);
+        h = hidden_of(&f, f.cctx, &s[2], 1); /* 9 tokens: 5 rows served */
+        ac_cache_get_stats(c, &stt);
+        assert_int_equal(stt.rows_served - (int64_t)66 * f.NL, (int64_t)5 * f.NL);
+        free(h);
+        assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+        assert_int_equal(ac_cache_close(c), AC_OK);
+        p.exact_tail = -1;
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+    }
+    free(span);
+    free(saved);
+    free(e);
+    fx_close(&f);
+}
+
+static void verification(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    int32_t ids[119 + 40];
+    uint64_t seed = 9;
+    ref_random_tokens(&seed, ids, 119 + 40, f.V);
+    ac_seq s[3] = {{ids, 40}, {ids + 40, 70}, {ids + 110, 9}};
+    build(&f, s, 3);
+    ac_seq other = {ids + 119, 40}; /* not stored; the length of entry 0 */
+    float *e_self = hidden_of(&f, f.exact, &s[0], 1), *e_other = hidden_of(&f, f.exact, &other, 1);
+    const size_t n = (size_t)40 * f.D;
+
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = 1e9f; /* every candidate of a fitting length passes the key test */
+    p.key = AC_KEY_MEAN;
+    ac_cache *c = NULL;
+    /* 1. no verification: the other sequence is served entry 0's maps, its output moves */
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    float *h = hidden_of(&f, f.cctx, &other, 1);
+    ac_cache_stats st;
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.verify_checked, 0);
+    assert_true(max_rel(h, e_other, n) > 1e-4);
+    free(h);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* 2. verification at a tight threshold: the wrong map is rejected (a miss, bitwise exact);
+     * the stored sequence's own map agrees with its exact rows (RoPE, GQA, causal mask) and serves */
+    p.verify = 1e-4f;
+    p.verify_rows = 6;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    h = hidden_of(&f, f.cctx, &other, 1);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 0);
+    assert_true(st.verify_checked >= 1);
+    assert_int_equal(st.verify_rejected, st.verify_checked);
+    assert_memory_equal(h, e_other, n * 4);
+    free(h);
+    ac_cache_reset_stats(c);
+    h = hidden_of(&f, f.cctx, &s[0], 1);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.verify_rejected, 0);
+    assert_true(max_rel(h, e_self, n) < 1e-5);
+    free(h);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* 3. bad settings */
+    p.verify = 1.5f;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "verify"));
+    p.verify = 0.1f, p.verify_rows = 65;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+    if (f.causal) {
+        p.verify_rows = 4, p.rows = AC_ROWS_PREFIX;
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+        assert_non_null(strstr(ac_last_error(), "prefix"));
+    }
+    free(e_self), free(e_other);
+    fx_close(&f);
+}
+
+static void test_verify_rows(void **st) {
+    (void)st;
+    int rows[8];
+    assert_int_equal(ac_verify_pick_rows(10, 1, 4, rows), 4);
+    assert_int_equal(rows[0], 9); /* causal: the answer row first */
+    assert_int_equal(ac_verify_pick_rows(10, 0, 4, rows), 4);
+    assert_int_equal(rows[0], 0); /* encoder: [CLS] first */
+    for (int causal = 0; causal < 2; causal++)
+        for (int L = 1; L < 30; L++) {
+            const int n = ac_verify_pick_rows(L, causal, 8, rows);
+            assert_int_equal(n, L < 8 ? L : 8);
+            for (int i = 0; i < n; i++) {
+                assert_true(rows[i] >= 0 && rows[i] < L);
+                for (int j = 0; j < i; j++) assert_true(rows[i] != rows[j]);
+            }
+        }
+}
+
+static void test_verify_llama(void **st) {
+    (void)st;
+    verification(AC_ARCH_LLAMA);
+}
+
+static void test_verify_bert(void **st) {
+    (void)st;
+    verification(AC_ARCH_BERT);
+}
+
+static void test_cache_llama(void **st) {
+    (void)st;
+    through_cache(AC_ARCH_LLAMA);
+}
+
+static void test_cache_bert(void **st) {
+    (void)st;
+    through_cache(AC_ARCH_BERT);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernel),
+        cmocka_unit_test(test_cache_llama),
+        cmocka_unit_test(test_cache_bert),
+        cmocka_unit_test(test_verify_rows),
+        cmocka_unit_test(test_verify_llama),
+        cmocka_unit_test(test_verify_bert),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
