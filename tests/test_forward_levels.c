@@ -184,6 +184,61 @@ static void test_gemm(void **st) {
     free(W), free(Wu), free(X), free(b), free(Y5);
 }
 
+/* The F32 task split of larger products: 390 x 200 (K 300) goes panel by panel in tasks of
+ * more than MBF = 192 rows (a task loops over sub-blocks on one packed panel; AVX2's last tile
+ * rows split 4 + 4 style); 1800 x 77 goes row block by row block (X of 2.1 MB, far larger than
+ * W). Every level: a 7-row product alone is bitwise the same rows of the whole one, sampled
+ * rows within f32 rounding of double sums; AVX2 bitwise equal to AVX-512. */
+static void test_gemm_blocks(void **st) {
+    (void)st;
+    const int shapes[2][3] = {{390, 200, 300}, {1800, 77, 300}};
+    for (int sh = 0; sh < 2; sh++) {
+        const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2], m7 = M / 2 + 1;
+        float *W = malloc((size_t)N * K * 4), *Wu = malloc((size_t)N * K * 4), *X = malloc((size_t)M * K * 4);
+        float *Y[3][2], *Y7 = malloc((size_t)7 * N * 4);
+        uint64_t rs = 1234 + sh;
+        for (int i = 0; i < N * K; i++) W[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 16777216.0f - 0.5f;
+        for (int i = 0; i < N * K; i++) Wu[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 16777216.0f - 0.5f;
+        for (int i = 0; i < M * K; i++) X[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 8388608.0f - 1.0f;
+        ac_mat mw = f32_mat("w", W, N, K), mu = f32_mat("w_up", Wu, N, K);
+        const int epis[2] = {AC_EPI_ACCUM, AC_EPI_SWIGLU};
+        for (int lv = AC_CPU_SCALAR; lv <= ac_cpu_hw_level(); lv++) {
+            small_ctx s;
+            small_open(&s, lv);
+            for (int e = 0; e < 2; e++) {
+                Y[lv][e] = malloc((size_t)M * N * 4);
+                for (int i = 0; i < M * N; i++) Y[lv][e][i] = 0.25f;
+                ac_act a = {X, M, K, NULL, 0};
+                ac_gemm_job j = {&mw, epis[e] == AC_EPI_SWIGLU ? &mu : NULL, &a, Y[lv][e], NULL, NULL, epis[e]};
+                assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+                for (int i = 0; i < 7 * N; i++) Y7[i] = 0.25f;
+                ac_act a7 = {X + (size_t)m7 * K, 7, K, NULL, 0};
+                j.X = &a7;
+                j.Y = Y7;
+                assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+                assert_memory_equal(Y7, Y[lv][e] + (size_t)m7 * N, (size_t)7 * N * 4);
+                double err = 0, mx = 0;
+                for (int m = 0; m < M; m += 37)
+                    for (int n = 0; n < N; n++) {
+                        double g = 0, u = 0;
+                        for (int k = 0; k < K; k++) g += (double)X[(size_t)m * K + k] * W[n * K + k], u += (double)X[(size_t)m * K + k] * Wu[n * K + k];
+                        const double r = epis[e] == AC_EPI_SWIGLU ? g / (1 + exp(-g)) * u : g + 0.25;
+                        err = fmax(err, fabs(r - Y[lv][e][(size_t)m * N + n]));
+                        mx = fmax(mx, fabs(r));
+                    }
+                assert_true(err / mx < 2e-6);
+                if (lv == AC_CPU_AVX512) assert_memory_equal(Y[AC_CPU_AVX512][e], Y[AC_CPU_AVX2][e], (size_t)M * N * 4);
+                printf("  own gemm %dx%dx%d at %-6s epilogue %d: rel err vs double %.2e, M-independent%s\n", M, N, K,
+                       LV_NAME(lv), epis[e], err / mx, lv == AC_CPU_AVX512 ? ", bitwise equal to avx2" : "");
+            }
+            small_close(&s);
+        }
+        for (int lv = AC_CPU_SCALAR; lv <= ac_cpu_hw_level(); lv++)
+            for (int e = 0; e < 2; e++) free(Y[lv][e]);
+        free(W), free(Wu), free(X), free(Y7);
+    }
+}
+
 /* ---- whole forwards --------------------------------------------------------------------------- */
 typedef struct run_out {
     float *h[2]; /* [attn kind][T][D] */
@@ -400,6 +455,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exp),
         cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_gemm_blocks),
         cmocka_unit_test(test_forward_levels),
         cmocka_unit_test(test_level_errors),
         cmocka_unit_test(test_two_levels_one_model),

@@ -97,8 +97,10 @@ static inline __attribute__((always_inline)) void kernel(const int mr, int K, co
 
 /* C [.][NR] (rows r0.., columns of the panel) += A rows x P over k0..k0+kl for the task's rows. */
 static void kblock(int nm, int kl, int nc, const float *A, size_t lda, const float *P, float *C) {
-    for (int r = 0; r < nm; r += MR) {
-        const int mr = AC_MIN(MR, nm - r);
+    for (int r = 0; r < nm;) {
+        /* the last 7..11 rows as two tiles of 4..6 (e.g. 8 = 4 + 4, not 6 + 2): a tile of
+         * 1..3 rows has 2..6 accumulators, too few to cover the FMA latency */
+        const int left = nm - r, mr = left > MR && left < 2 * MR ? (left + 1) / 2 : AC_MIN(MR, left);
         const float *Ar = A + (size_t)r * lda;
         float *Cr = C + (size_t)r * NR;
         for (int s = 0; s < nc; s += 16) {
@@ -111,6 +113,7 @@ static void kblock(int nm, int kl, int nc, const float *A, size_t lda, const flo
             default: kernel(1, kl, Ar, lda, P + s, Cr + s); break;
             }
         }
+        r += mr;
     }
 }
 
@@ -137,10 +140,10 @@ static inline void epi8(const ac_gemm_job *j, size_t row, int col, int n, __m256
     }
 }
 
-/* One F32 task: rows m0..m0+nm (nm <= MBF) of job j, panel p; pk: [2][K][NR] panel scratch.
- * Loop order k block, rows, strips: each k block of the panel is read from L1 by every row of
- * the task (a whole panel, K x 256 bytes, can exceed L2 at K = 8192); each output still sums
- * over k in order. */
+/* One F32 task: rows m0..m0+nm of job j, panel p; pk: [2][K][NR] panel scratch. The panel is
+ * packed once and serves every sub-block of MBF rows. Loop order per sub-block: k block, rows,
+ * strips: each k block of the panel is read from L1 by every row of the sub-block (a whole
+ * panel, K x 256 bytes, can exceed L2 at K = 8192); each output still sums over k in order. */
 void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     const int swiglu = j->epi == AC_EPI_SWIGLU;
@@ -149,24 +152,27 @@ void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *p
     if (swiglu) pack_panel(j->W_up, n0, Pu);
     /* C: the product (SWIGLU: the up projection), G: SWIGLU's gate (silu's input) */
     float C[MBF * NR] __attribute__((aligned(32))), G[MBF * NR] __attribute__((aligned(32)));
-    memset(C, 0, (size_t)nm * NR * sizeof *C);
-    if (swiglu) memset(G, 0, (size_t)nm * NR * sizeof *G);
-    const float *A = j->X->x + (size_t)m0 * K;
-    for (int k0 = 0; k0 < K; k0 += KB) {
-        const int kl = AC_MIN(KB, K - k0);
-        if (swiglu) {
-            kblock(nm, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, G);
-            kblock(nm, kl, nc, A + k0, (size_t)K, Pu + (size_t)k0 * NR, C);
-        } else {
-            kblock(nm, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, C);
-        }
-    }
     const __m256 zero = _mm256_setzero_ps();
-    for (int r = 0; r < nm; r++) {
-        const size_t row = (size_t)(m0 + r) * N + n0;
-        for (int c = 0; c < nc; c += 8) {
-            const __m256 g = swiglu ? _mm256_load_ps(G + r * NR + c) : zero;
-            epi8(j, row + c, n0 + c, nc - c, _mm256_load_ps(C + r * NR + c), g);
+    for (int s0 = m0; s0 < m0 + nm; s0 += MBF) {
+        const int sn = AC_MIN(MBF, m0 + nm - s0);
+        memset(C, 0, (size_t)sn * NR * sizeof *C);
+        if (swiglu) memset(G, 0, (size_t)sn * NR * sizeof *G);
+        const float *A = j->X->x + (size_t)s0 * K;
+        for (int k0 = 0; k0 < K; k0 += KB) {
+            const int kl = AC_MIN(KB, K - k0);
+            if (swiglu) {
+                kblock(sn, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, G);
+                kblock(sn, kl, nc, A + k0, (size_t)K, Pu + (size_t)k0 * NR, C);
+            } else {
+                kblock(sn, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, C);
+            }
+        }
+        for (int r = 0; r < sn; r++) {
+            const size_t row = (size_t)(s0 + r) * N + n0;
+            for (int c = 0; c < nc; c += 8) {
+                const __m256 g = swiglu ? _mm256_load_ps(G + r * NR + c) : zero;
+                epi8(j, row + c, n0 + c, nc - c, _mm256_load_ps(C + r * NR + c), g);
+            }
         }
     }
 }

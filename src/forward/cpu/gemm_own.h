@@ -10,7 +10,7 @@
 #define NR 64          /* output columns per panel (every level) */
 #define AC_GEMM_NR NR
 #define MB (6 * 16)    /* rows per BF16 task */
-#define MBF 192        /* rows per F32 task (each task packs its panel once) */
+#define MBF 192        /* rows per F32 sub-block (a task of more rows loops over sub-blocks on one packed panel) */
 
 typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 

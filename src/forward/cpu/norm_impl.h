@@ -7,26 +7,50 @@
 #include <stddef.h>
 
 /* ---- norms (double accumulation of the sums: cheap at these sizes, and exact enough
- * that the result does not depend on vector width) ------------------------------------- */
+ * that the result does not depend on vector width) -------------------------------------
+ * The sums run in NL = 8 double lanes (element i into lane i % 8, lanes added in a fixed
+ * tree at the end): the same additions in the same order at every level, which the compiler
+ * turns into vector adds (one running double sum was a chain of dependent adds, ~1 us per
+ * row of 384: 6% of MiniLM's time at the AVX-512 level). */
+#define NL 8
+
+static inline double NORM_FN(lanes_sum)(const double a[NL]) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 void NORM_FN(ac_rmsnorm)(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    double a[NL] = {0};
+    int i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int l = 0; l < NL; l++) a[l] += (double)x[i + l] * x[i + l];
+    for (int l = 0; i < n; i++, l++) a[l] += (double)x[i] * x[i];
+    const double ss = NORM_FN(lanes_sum)(a);
     float s = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) out[i] = x[i] * s * w[i];
+    for (i = 0; i < n; i++) out[i] = x[i] * s * w[i];
 }
 
 void NORM_FN(ac_layernorm)(float *out, const float *x, const float *w, const float *b, int n, float eps) {
-    double mean = 0, var = 0;
-    for (int i = 0; i < n; i++) mean += x[i];
-    mean /= n;
-    for (int i = 0; i < n; i++) {
-        double d = x[i] - mean;
-        var += d * d;
+    double a[NL] = {0};
+    int i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int l = 0; l < NL; l++) a[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++) a[l] += x[i];
+    const double mean = NORM_FN(lanes_sum)(a) / n;
+    for (int l = 0; l < NL; l++) a[l] = 0;
+    for (i = 0; i + NL <= n; i += NL)
+        for (int l = 0; l < NL; l++) {
+            const double d = x[i + l] - mean;
+            a[l] += d * d;
+        }
+    for (int l = 0; i < n; i++, l++) {
+        const double d = x[i] - mean;
+        a[l] += d * d;
     }
-    var /= n;
+    const double var = NORM_FN(lanes_sum)(a) / n;
     float s = (float)(1.0 / sqrt(var + eps)), mu = (float)mean;
-    for (int i = 0; i < n; i++) out[i] = (x[i] - mu) * s * w[i] + (b ? b[i] : 0.0f);
+    for (i = 0; i < n; i++) out[i] = (x[i] - mu) * s * w[i] + (b ? b[i] : 0.0f);
 }
+#undef NL
 
 /* ---- RoPE ------------------------------------------------------------------------------------ */
 void NORM_FN(ac_rope_row)(float *x, int n_heads, int hd, int n_rot, int neox, const float *cs) {
