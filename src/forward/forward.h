@@ -236,6 +236,7 @@ extern const ac_gemm_ops ac_gemm_dnnl_ops;
 
 /* oneDNN helpers (gemm_dnnl.c); without AC_HAVE_DNNL they report unavailability. */
 int ac_dnnl_bf16_available(void);                 /* 1 if built with oneDNN and the CPU has AVX512-BF16 */
+int ac_dnnl_bf16_at(int level);                   /* the same for a context at `level` (no global read) */
 int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp);  /* tmp: [n_out][n_in] scratch; sets W->packed */
 typedef struct ac_dnnl_state ac_dnnl_state;       /* per-context primitive cache */
 void ac_dnnl_state_free(ac_dnnl_state *s);

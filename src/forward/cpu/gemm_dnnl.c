@@ -28,9 +28,11 @@ static void engine_init(void) {
                 __builtin_cpu_supports("avx512bf16");
 }
 
-int ac_dnnl_bf16_available(void) {
+int ac_dnnl_bf16_available(void) { return ac_dnnl_bf16_at(ac_cpu_level()); }
+
+int ac_dnnl_bf16_at(int level) {
     pthread_once(&g_once, engine_init);
-    return g_engine_ok && g_bf16_ok && ac_cpu_bf16(); /* (and the CPU level in use allows it) */
+    return g_engine_ok && g_bf16_ok && level >= AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16;
 }
 
 #define PACK_REF_M 128 /* the M used to ask oneDNN for its preferred weight layout */
@@ -66,7 +68,8 @@ static int matmul_pd(int M, int N, int K, dnnl_data_type_t wt, const dnnl_memory
 }
 
 int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp) {
-    if (!ac_dnnl_bf16_available()) return ac_err(AC_ERR_UNSUPPORTED, "oneDNN BF16 matmul not available on this CPU");
+    if (!ac_dnnl_bf16_at(AC_CPU_AVX512)) /* the hardware's: packing may run at any level */
+        return ac_err(AC_ERR_UNSUPPORTED, "oneDNN BF16 matmul not available on this CPU");
     const int N = W->n_out, K = W->n_in;
     int nomem = 0;
 #pragma omp parallel
@@ -279,6 +282,10 @@ const ac_gemm_ops ac_gemm_dnnl_ops = {"onednn", AC_GEMM_DNNL, onednn_matmul};
 #else /* !AC_HAVE_DNNL */
 
 int ac_dnnl_bf16_available(void) { return 0; }
+int ac_dnnl_bf16_at(int level) {
+    (void)level;
+    return 0;
+}
 int ac_dnnl_pack_bf16(ac_mat *W, uint16_t *tmp) {
     (void)W;
     (void)tmp;

@@ -140,21 +140,22 @@ done:
  * AC_GEMM's) want for model m's non-F32 matrices. */
 static int kind_wanted(const ac_model *m, int level, int gemm) {
     const char *e = getenv("AC_GEMM"), *p = getenv("AC_PACK");
-    const int own_bf16 = ac_bf16_gemm_at(level);
+    const int own_bf16 = ac_bf16_gemm_at(level), dnnl = ac_dnnl_bf16_at(level); /* `level`, not the global one:
+                                                   another thread may change that meanwhile */
     if (m->load_flags & AC_LOAD_NO_PACK) return AC_PACK_NONE;
     if (p && !strcasecmp(p, "f32")) return AC_PACK_F32;
     if (m->params.f32_math && !(p && (!strcasecmp(p, "bf16") || !strcasecmp(p, "onednn")))) return AC_PACK_F32;
-    if (m->load_flags & AC_LOAD_PACK_DNNL) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
+    if (m->load_flags & AC_LOAD_PACK_DNNL) return dnnl ? AC_PACK_DNNL : AC_PACK_NONE;
     if (gemm == AC_GEMM_OPENBLAS || gemm == AC_GEMM_NAIVE) return AC_PACK_NONE;
     if (gemm == AC_GEMM_AUTO && e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas")))
         return AC_PACK_NONE;
     if (p && !strcasecmp(p, "none")) return AC_PACK_NONE;
-    if (p && !strcasecmp(p, "onednn")) return ac_dnnl_bf16_available() ? AC_PACK_DNNL : AC_PACK_NONE;
+    if (p && !strcasecmp(p, "onednn")) return dnnl ? AC_PACK_DNNL : AC_PACK_NONE;
     const int want_dnnl = gemm == AC_GEMM_DNNL ||
                           (gemm == AC_GEMM_AUTO && e && (!strcasecmp(e, "onednn") || !strcasecmp(e, "dnnl")));
-    if (want_dnnl && ac_dnnl_bf16_available()) return AC_PACK_DNNL;
+    if (want_dnnl && dnnl) return AC_PACK_DNNL;
     if (own_bf16) return AC_PACK_BF16;
-    if (ac_dnnl_bf16_available()) return AC_PACK_DNNL;
+    if (dnnl) return AC_PACK_DNNL;
     /* no BF16 kernel at this CPU level: the fast mode runs the exact f32 path (widened once),
      * never slower than exact (unpacked weights would be converted on every forward) */
     return AC_PACK_F32;
