@@ -180,6 +180,8 @@ int main(int argc, char **argv) {
            "%.1f%%; pooled cosine cached vs exact mean %.6f min %.6f\n",
            best_e / best_c, sum_e / sum_c, sum_e / (sum_e - skip), (long long)st.hits, (long long)st.queries,
            100 * share, csum / n, cmin);
+    printf("lookups (last pass) ms: features %.2f key %.2f search %.2f fetch %.2f; map bytes read %.1f MiB\n",
+           st.t_features * 1e3, st.t_key * 1e3, st.t_search * 1e3, st.t_fetch * 1e3, st.bytes_read / 1048576.0);
     printf("stages ms exact|cached:");
     for (int s = 0; s < AC_STAGE_COUNT; s++)
         if (prof_e[s] > 0 || prof_c[s] > 0) printf("  %s %.2f|%.2f", ac_stage_name(s), prof_e[s] * 1e3, prof_c[s] * 1e3);

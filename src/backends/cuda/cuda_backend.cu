@@ -181,6 +181,8 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     ws_free(g);
     cudaFree(g->P);
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
+    free(g->h_desc);
+    cudaFree(g->d_desc);
     cudaFree(g->d_maps);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
@@ -385,6 +387,11 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
         }
+        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run in one launch (descriptors from serve_plan) */
+            TRY(ac_cu_codec_av_seqs<T>(g->d_desc + (size_t)il * n_seq + s0, s1 - s0, Lmax, g->H, g->Hkv, g->hd,
+                                       qkv + VO, QKV, (T *)g->att, g->QD, g->st));
+            continue;
+        }
         for (int s = s0; s < s1; s++) {
             const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
             const size_t k = (size_t)il * n_seq + s;
@@ -442,7 +449,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             const int L = seqs[s].n_tokens;
             const void *p = NULL;
             size_t mb = 0;
-            int *cc = g->srv_cc + 3 * k;
+            int *cc = g->srv_cc + 3 * k, pageable = 0;
             if (o->serve_site) { /* per site: its own codec and head stride */
                 ac_cuda_site_maps sm;
                 memset(&sm, 0, sizeof sm);
@@ -455,7 +462,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                                       "served maps (layer %d, sequence %d): codec (kind %d, top-k %d) or head stride %zu "
                                       "invalid for %d tokens",
                                       il, s, sm.kind, sm.topk, sm.head_bytes, L);
-                    p = sm.maps, mb = sm.head_bytes;
+                    p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
                     cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
                 }
             } else {
@@ -473,7 +480,8 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             g->srv_sites++;
             cudaPointerAttributes at;
             cudaMemoryType type = cudaMemoryTypeUnregistered;
-            if (cudaPointerGetAttributes(&at, p) == cudaSuccess) type = at.type;
+            if (pageable) {
+            } else if (cudaPointerGetAttributes(&at, p) == cudaSuccess) type = at.type;
             else cudaGetLastError();
             if (type == cudaMemoryTypeDevice || type == cudaMemoryTypeManaged) {
                 g->srv_how[k] = 1, g->srv_dev[k] = p;
@@ -504,6 +512,26 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     for (size_t k = 0; k < n; k++)
         if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
+    if (g->srv_sites && (g->hd == 32 || g->hd == 64 || g->hd == 128)) { /* one A.V launch per run of served sequences */
+        if (n > g->cap_desc) {
+            free(g->h_desc);
+            cudaFree(g->d_desc);
+            g->d_desc = NULL, g->cap_desc = 0;
+            if (!(g->h_desc = (ac_cu_av_seq *)malloc(n * sizeof *g->h_desc))) return AC_ERR_NOMEM;
+            int rc = DMALLOC(g->d_desc, n * sizeof *g->d_desc);
+            if (rc) return rc;
+            g->cap_desc = n;
+        }
+        for (int il = 0; il < NL; il++)
+            for (int s = 0; s < n_seq; s++) {
+                const size_t k = (size_t)il * n_seq + s;
+                ac_cu_av_seq d = {g->srv_dev[k], g->srv_mb[k], g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2],
+                                  seqs[s].n_tokens, g->h_cu[s], 0};
+                g->h_desc[k] = d;
+            }
+        /* ordered before this call's kernels on the main stream (pageable source: copied before the call returns) */
+        AC_CU(cudaMemcpyAsync(g->d_desc, g->h_desc, n * sizeof *g->h_desc, cudaMemcpyHostToDevice, g->st));
+    }
     if (dev_total && !g->st_up) {
         AC_CU(cudaStreamCreateWithFlags(&g->st_up, cudaStreamNonBlocking));
         g->ev_up = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_up);

@@ -30,6 +30,7 @@ typedef struct ac_cuda_site_maps {
     const void *maps;        /* head h's map at maps + h * head_bytes (borrowed until the call returns) */
     size_t head_bytes;
     int kind, causal, topk;  /* codec (src/cache/codec.h: 0 f32, 1 f16, 2 q8, 3 q4, 4 top-k) */
+    int pageable;            /* 1: the caller knows maps is pageable host memory (not asked of CUDA) */
 } ac_cuda_site_maps;
 
 /* Options of a forward call (zero-initialise; all optional). */

@@ -107,6 +107,7 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
                       m.n_tokens, L);
     out->maps = m.data, out->head_bytes = m.head_bytes;
     out->kind = m.kind, out->causal = m.causal, out->topk = m.topk;
+    out->pageable = 1; /* the store's rows: a file mapping or the heap */
     ac_seq_plan *sp = &c->plan[seq];
     sp->map_layers++;
     sp->map_rows = L;
