@@ -18,7 +18,9 @@
 #include <cmocka.h>
 
 #include "attncache.h"
+#include "cache/codec.h"
 #include "cache/store.h"
+#include "forward/forward.h"
 #include "ref_forward.h"
 #include "util/common.h"
 
@@ -631,6 +633,70 @@ static void mixed_batch(int arch) {
 static void test_batch_llama(void **st) { (void)st, mixed_batch(AC_ARCH_LLAMA); }
 static void test_batch_bert(void **st) { (void)st, mixed_batch(AC_ARCH_BERT); }
 
+/* ---- 5b. the GPU seam: the hook's `maps` hands out the rows `apply` reads ----------------------------------------- */
+/* A backend that runs A.V itself (src/backends/cuda) asks a served site's stored rows through the
+ * hook's `maps`; here, on the CPU, the rows it hands out multiplied by a V give what the hook's own
+ * `apply` gives, for every layer of a batch's hits, with the codec and head stride of the store;
+ * a sequence that missed is refused (no rows to hand out). */
+static void maps_seam(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {18, 27, 23};
+    ac_seq seqs[3];
+    int32_t *ids;
+    make_seqs(&f, lens, 3, 67, seqs, &ids); /* 0, 1 stored, 2 new */
+    char dir[160], codec[32];
+    cache_dir(&f, "m", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "q8", codec, sizeof codec), seqs, 2);
+    ac_cache *c = open_reader(&f, dir, TINY, NULL, 0);
+    ac_seq batch[3] = {seqs[0], seqs[2], seqs[1]}; /* hit, miss, hit */
+    outs b = run(&f, f.cctx, batch, 3);
+    outs_free(&b);
+    ac_attn_hook h;
+    assert_true(ac_ctx_get_attn_hook(f.cctx, &h));
+    assert_non_null(h.maps);
+    ac_model_info in;
+    assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+    const int H = in.n_head, Hkv = in.n_head_kv, hd = in.head_dim, QD = H * hd, KVD = Hkv * hd;
+    for (int s = 0; s < 3; s++) {
+        const int L = batch[s].n_tokens;
+        float *v = malloc((size_t)L * KVD * sizeof *v), *o1 = calloc((size_t)L * QD, sizeof *o1),
+              *o2 = calloc((size_t)L * QD, sizeof *o2);
+        assert_true(v && o1 && o2);
+        for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
+        for (int l = 0; l < f.NL; l++) {
+            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0};
+            ac_attn_maps m;
+            memset(&m, 0, sizeof m);
+            const int rc = h.maps(h.user, &site, &m);
+            if (s == 1) { /* the miss */
+                assert_int_equal(rc, AC_ERR_INTERNAL);
+                continue;
+            }
+            assert_int_equal(rc, AC_OK);
+            const ac_map_codec mc = {m.kind, m.causal, m.topk};
+            assert_int_equal(m.n_tokens, L);
+            assert_true(m.data != NULL && m.head_bytes == ac_codec_map_bytes(&mc, L));
+            assert_int_equal(mc.kind, AC_CODEC_Q8);
+            assert_int_equal(mc.causal, f.causal);
+            assert_int_equal(h.apply(h.user, &site, L, v, KVD, Hkv, hd, o1, QD), AC_OK);
+            for (int hh = 0; hh < H; hh++)
+                ac_codec_av(&mc, (const uint8_t *)m.data + (size_t)hh * m.head_bytes, L, v + (size_t)(hh / (H / Hkv)) * hd,
+                            KVD, hd, o2 + (size_t)hh * hd, QD);
+            const double e = rel_err(o2, o1, (size_t)L * QD);
+            if (!(e <= 1e-5)) fprintf(stderr, "maps seam: layer %d sequence %d: %.3g\n", l, s, e);
+            assert_true(e <= 1e-5);
+        }
+        free(v), free(o1), free(o2);
+    }
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_maps_seam_llama(void **st) { (void)st, maps_seam(AC_ARCH_LLAMA); }
+static void test_maps_seam_bert(void **st) { (void)st, maps_seam(AC_ARCH_BERT); }
+
 /* ---- 6. bad inputs -------------------------------------------------------------------------------------------------- */
 
 /* file offset of the middle of entry i's maps (store.h: reader handle, any model) */
@@ -1181,6 +1247,7 @@ int main(void) {
         cmocka_unit_test(test_misses_llama),      cmocka_unit_test(test_misses_bert),
         cmocka_unit_test(test_lengths_causal),    cmocka_unit_test(test_lengths_bidirectional),
         cmocka_unit_test(test_batch_llama),       cmocka_unit_test(test_batch_bert),
+        cmocka_unit_test(test_maps_seam_llama),   cmocka_unit_test(test_maps_seam_bert),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),

@@ -1078,6 +1078,32 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     return AC_OK;
 }
 
+/* The GPU seam (forward.h `maps`): the stored rows of a site hook_reuse
+ * served, as they are kept, for a backend that runs A.V itself. Counts the
+ * bytes of rows [0, L) as read, as hook_apply does for the rows it reads. */
+static int hook_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    if (site->seq < 0 || site->seq >= a->ss_cap || !a->ss[site->seq].hit)
+        return ac_err(AC_ERR_INTERNAL, "cache: maps asked for sequence %d, which no lookup served", site->seq);
+    const ac_store_entry *e = &a->ss[site->seq].e;
+    const int L = site->n_tokens, Le = e->n_tokens;
+    if (L < 1 || L > Le || site->n_head != c->n_head || site->layer < 0 || site->layer >= c->n_layer)
+        return ac_err(AC_ERR_INTERNAL, "cache: maps of layer %d for %d tokens from an entry of %d", site->layer, L, Le);
+    out->data = ac_store_entry_map(e, c->n_head, site->layer, 0);
+    out->head_bytes = e->map_bytes;
+    out->kind = e->codec.kind;
+    out->causal = e->codec.causal;
+    out->topk = e->codec.topk;
+    out->n_tokens = Le;
+    const ac_map_codec *codec = &e->codec;
+    atomic_fetch_add_explicit(&c->n.bytes_read,
+                              (uint64_t)c->n_head * (ac_codec_row_offset(codec, Le, L - 1) +
+                                                     ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, L - 1))),
+                              memory_order_relaxed);
+    return AC_OK;
+}
+
 /* ---- attaching -------------------------------------------------------------------------------------- */
 
 static void att_free(cache_att *a) {
@@ -1134,6 +1160,7 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.user = a;
     h.reuse = hook_reuse;
     h.apply = hook_apply;
+    h.maps = hook_maps;
     h.head_span = hook_head_span;
     h.release = att_release;
     ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */

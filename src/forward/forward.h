@@ -52,6 +52,19 @@ typedef struct ac_attn_site {
                                ac_forward bypass the prefix cache (first 0)    */
 } ac_attn_site;
 
+/* A site's stored maps in the attention cache's codec (src/cache/codec.h row
+ * layouts; plain ints so the forward stage needs nothing from the cache):
+ * query head h's map at data + h * head_bytes, each map of n_tokens rows (the
+ * stored input's length: >= the site's L when a longer entry serves through
+ * its first rows). Host memory, zero copy into the cache's store: valid until
+ * the cache is closed. */
+typedef struct ac_attn_maps {
+    const void *data;
+    size_t head_bytes;          /* one head's map (ac_codec_map_bytes of n_tokens) */
+    int kind, causal, topk;     /* enum ac_codec_kind, 0/1, top-k's k */
+    int n_tokens;               /* Le */
+} ac_attn_maps;
+
 /* All callbacks are optional (NULL) and are called from the thread that
  * called ac_forward, never concurrently. Per layer, every sequence is asked
  * `supply` first; `want_record`/`record` are asked for sequences that were not
@@ -84,6 +97,12 @@ typedef struct ac_attn_hook {
      * maps. AC_OK or an error. */
     int (*apply)(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                  int head_dim, float *out, int ldo);
+    /* The GPU seam of `apply`: a backend that runs P.V itself from the
+     * compressed rows (src/backends/cuda) asks for a site `reuse` served the
+     * stored maps as they are kept instead of their product with V. Fills *out
+     * (ac_attn_maps) and returns AC_OK, or an error. The CPU forward never
+     * calls it. NULL: the hook has no stored rows to hand out. */
+    int (*maps)(void *user, const ac_attn_site *site, struct ac_attn_maps *out);
     /* Per-head key spans (the cache's head policy), asked for each site whose
      * rows are all computed on the fused path (nothing supplied, reused or
      * recorded). Fill span[h] for every query head h < site->n_head (at most

@@ -21,6 +21,7 @@
 
 #include <cuda_runtime_api.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef AC_SOURCE_DIR
 #define AC_SOURCE_DIR "."
@@ -343,6 +344,111 @@ done:
     free(tok);
 }
 
+/* ---- the cache through the public API on a cuda context --------------------------------------
+ * ac_cache_open + ac_ctx_attach_cache on a context with backend "cuda" (the attention hook's GPU
+ * seam, cuda_ctx.c): entries recorded through both contexts (ac_cache_add: the GPU's materialised
+ * maps copied back, and the CPU's), then one batch of exact repeats (hits) and inputs no entry can
+ * serve (misses: longer than every entry) through both backends with the same cache. The GPU must
+ * make the same lookups, serve every layer of its hits from the stored rows (sites counted by the
+ * backend, the context's plan) and agree with the CPU's cached forward within bf16 tolerance.
+ * top-k 8 rows move the outputs far from the exact ones (MiniLM: ~0.26 relative), so a GPU that
+ * computed its hits exactly would fail; q8 rows recorded on the GPU serve a repeat close to exact. */
+enum { CA_NSEQ = 5 };
+static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
+    const int D = m->hp.n_embd, NL = m->hp.n_layer, dec = m->hp.causal;
+    const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    /* entries: 0 and 1 recorded on the GPU, 2 on the CPU; lengths below maxL */
+    const int elen[3] = {5, maxL / 2, maxL / 3 + 1};
+    /* the batch: repeats of entries 0, 1, 2 (hits), and two new inputs of maxL tokens (misses) */
+    const int qsrc[CA_NSEQ] = {0, -1, 1, 2, -1};
+    int lens[CA_NSEQ], T = 0;
+    for (int s = 0; s < CA_NSEQ; s++) T += lens[s] = qsrc[s] >= 0 ? elen[qsrc[s]] : maxL;
+    int32_t *ent[3], *tok = malloc((size_t)T * 4);
+    for (int e = 0; e < 3; e++) {
+        ent[e] = malloc((size_t)elen[e] * 4);
+        for (int i = 0; i < elen[e]; i++) ent[e][i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    ac_seq seqs[CA_NSEQ];
+    for (int s = 0, o = 0; s < CA_NSEQ; o += lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
+        for (int i = 0; i < lens[s]; i++) tok[o + i] = qsrc[s] >= 0 ? ent[qsrc[s]][i] : 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    float *hid[3], *pool[3];
+    for (int k = 0; k < 3; k++) hid[k] = malloc((size_t)T * D * 4), pool[k] = malloc((size_t)CA_NSEQ * D * 4);
+    ac_outputs o = {0};
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    o.hidden = hid[0], o.pooled = pool[0];
+    OK(ac_forward(cpu, seqs, CA_NSEQ, &o)); /* [0]: exact, CPU */
+    const char *codecs[2] = {dec ? "topk8-causal" : "topk8", dec ? "q8-causal" : "q8"};
+    for (int ci = 0; ci < 2; ci++) {
+        char dir[] = "/tmp/ac_gpu_cache_XXXXXX";
+        CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+        ac_cache_params cp = ac_cache_default_params();
+        cp.writable = 1, cp.create = 1, cp.codec = codecs[ci];
+        cp.threshold = 1e-3f, cp.adapt_floor = 0;
+        ac_cache *cache;
+        OK(ac_cache_open(m, dir, &cp, &cache));
+        for (int e = 0; e < 3; e++) OK(ac_cache_add(cache, e < 2 ? gpu : cpu, ent[e], elen[e], NULL));
+        OK(ac_cache_commit(cache));
+        uint8_t hit[2][CA_NSEQ];
+        for (int k = 1; k < 3; k++) { /* [1]: CPU cached, [2]: GPU cached */
+            ac_ctx *c = k == 1 ? cpu : gpu;
+            OK(ac_ctx_attach_cache(c, cache));
+            o.hidden = hid[k], o.pooled = pool[k];
+            for (size_t i = 0; i < (size_t)T * D; i++) hid[k][i] = NAN;
+            OK(ac_forward(c, seqs, CA_NSEQ, &o));
+            OK(ac_cache_last_hits(c, CA_NSEQ, hit[k - 1], NULL));
+            ac_ctx_attach_cache(c, NULL);
+        }
+        int sites = -1, want = 0, same = 1, hits_ok = 1, plan_ok = 1;
+        ac_cuda_last_served(gpu->be, &sites, NULL);
+        ac_seq_plan plan[CA_NSEQ];
+        OK(ac_ctx_last_plan(gpu, CA_NSEQ, plan));
+        for (int s = 0; s < CA_NSEQ; s++) {
+            same &= hit[0][s] == hit[1][s];
+            hits_ok &= hit[1][s] == (qsrc[s] >= 0);
+            want += hit[1][s] ? NL : 0;
+            plan_ok &= plan[s].map_layers == (hit[1][s] ? NL : 0) && plan[s].n_tokens == lens[s];
+        }
+        const double eh = rel_err(hid[2], hid[1], (size_t)T * D), ex = rel_err(hid[1], hid[0], (size_t)T * D);
+        const double cs = cosine_min(pool[2], pool[1], CA_NSEQ, D);
+        printf("  %s cache API on cuda (%s, %d of %d sequences hit, %d sites served): GPU vs CPU cached hidden %.2e, "
+               "pooled cos %.6f; CPU cached vs exact %.2e\n",
+               name, codecs[ci], want / NL, CA_NSEQ, sites, eh, cs, ex);
+        CHECK(same && hits_ok, "%s cache API (%s): GPU and CPU lookups agree and every repeat hits", name, codecs[ci]);
+        CHECK(sites == want && plan_ok, "%s cache API (%s): %d sites served on the GPU, want %d (plan ok %d)", name,
+              codecs[ci], sites, want, plan_ok);
+        CHECK(all_finite(hid[2], (size_t)T * D) && eh < 3e-2 && cs > 0.999,
+              "%s cache API (%s): GPU cached vs CPU cached %.2e, cos %.6f", name, codecs[ci], eh, cs);
+        if (ci == 1) /* q8 maps, two of the three hits recorded by the GPU: near the exact forward */
+            CHECK(ex < 3e-2, "%s cache API (q8): served GPU-recorded maps vs exact %.2e", name, ex);
+        if (ci == 0 && !strcmp(name, "all-MiniLM-L6-v2")) /* top-8 rows must move the output */
+            CHECK(ex > 0.05, "%s cache API (top-8): cached differs from exact (%.2e)", name, ex);
+        OK(ac_cache_close(cache));
+        if (dec && ci == 1) { /* an exact tail (partial rows) is refused on the GPU with a clear error */
+            cp.writable = 0, cp.create = 0, cp.exact_tail = 2;
+            OK(ac_cache_open(m, dir, &cp, &cache));
+            OK(ac_ctx_attach_cache(gpu, cache));
+            const int rc = ac_forward(gpu, seqs, CA_NSEQ, &o);
+            CHECK(rc == AC_ERR_UNSUPPORTED && strstr(ac_last_error(), "partial rows"),
+                  "%s exact tail on cuda: %d (%s)", name, rc, ac_last_error());
+            ac_ctx_attach_cache(gpu, NULL);
+            OK(ac_cache_close(cache));
+        }
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    }
+    for (int k = 0; k < 3; k++) free(hid[k]), free(pool[k]);
+    for (int e = 0; e < 3; e++) free(ent[e]);
+    free(tok);
+    ac_ctx_free(gpu);
+}
+
 static void check_bad_input(ac_cuda_model *g, int V) {
     int32_t ids[3] = {1, 2, V};
     ac_seq s = {ids, 3};
@@ -438,6 +544,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     compare_batch(name, m, cpu, g32, gbf, b4, 16);
     check_record(name, m, gbf);
     check_served(name, m, cpu, g32, gbf);
+    check_cache_api(name, m, cpu);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

@@ -180,7 +180,9 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     if (g->st_up) cudaStreamSynchronize(g->st_up);
     ws_free(g);
     cudaFree(g->P);
-    free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb);
+    free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
+    free(g->h_desc);
+    cudaFree(g->d_desc);
     cudaFree(g->d_maps);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
@@ -370,7 +372,6 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
     }
     TRY(mark(g, 1));
     int waited = 0;
-    const ac_cu_codec cc = {o->codec_kind, o->codec_causal ? 1 : 0, o->codec_topk};
     for (int s0 = 0, s1; s0 < n_seq; s0 = s1) {
         const int hit = dev[s0] != NULL;
         int Lmax = 0;
@@ -386,9 +387,16 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
         }
+        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run in one launch (descriptors from serve_plan) */
+            TRY(ac_cu_codec_av_seqs<T>(g->d_desc + (size_t)il * n_seq + s0, s1 - s0, Lmax, g->H, g->Hkv, g->hd,
+                                       qkv + VO, QKV, (T *)g->att, g->QD, g->st));
+            continue;
+        }
         for (int s = s0; s < s1; s++) {
             const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
-            TRY(ac_cu_codec_av<T>(&cc, dev[s], g->srv_mb[s], L, L, g->H, g->Hkv, g->hd, qkv + (size_t)r0 * QKV + VO, QKV,
+            const size_t k = (size_t)il * n_seq + s;
+            const ac_cu_codec cc = {g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2]};
+            TRY(ac_cu_codec_av<T>(&cc, dev[s], g->srv_mb[k], L, L, g->H, g->Hkv, g->hd, qkv + (size_t)r0 * QKV + VO, QKV,
                                   (T *)g->att + (size_t)r0 * g->QD, g->QD, g->st));
         }
     }
@@ -401,7 +409,7 @@ static int stage_layer(ac_cuda_model *g, int il) {
     if (!g->srv_on || il >= g->hp.n_layer || !g->ev_up) return AC_OK;
     const int n = g->srv_nseq;
     for (int s = 0; s < n; s++) {
-        const size_t k = (size_t)il * n + s, bytes = g->srv_mb[s] * g->H;
+        const size_t k = (size_t)il * n + s, bytes = g->srv_mb[k] * g->H;
         const int how = g->srv_how[k];
         if (how < 2) continue;
         const void *src = g->srv_src[k];
@@ -418,38 +426,62 @@ static int stage_layer(ac_cuda_model *g, int il) {
 /* Ask serve for every site of the call; sizes, offsets and buffers for the host-served maps. */
 static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_cuda_opts *o) {
     g->srv_on = 0, g->srv_sites = 0, g->srv_bytes = 0;
-    if (!o || !o->serve) return AC_OK;
+    if (!o || (!o->serve && !o->serve_site)) return AC_OK;
     if (o->record) return ac_err(AC_ERR_ARG, "ac_cuda_forward: serve and record cannot be combined");
     const int NL = g->hp.n_layer;
     const size_t n = (size_t)NL * n_seq;
     if (n > g->srv_cap) {
-        free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb);
+        free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
         g->srv_dev = (const void **)calloc(n, sizeof *g->srv_dev);
         g->srv_src = (const void **)calloc(n, sizeof *g->srv_src);
         g->srv_how = (unsigned char *)calloc(n, 1);
         g->srv_off = (size_t *)calloc(n, sizeof *g->srv_off);
-        g->srv_mb = (size_t *)calloc(n, sizeof *g->srv_mb); /* n >= n_seq */
+        g->srv_mb = (size_t *)calloc(n, sizeof *g->srv_mb);
+        g->srv_cc = (int *)calloc(3 * n, sizeof *g->srv_cc);
         g->srv_cap = 0;
-        if (!g->srv_dev || !g->srv_src || !g->srv_how || !g->srv_off || !g->srv_mb) return AC_ERR_NOMEM;
+        if (!g->srv_dev || !g->srv_src || !g->srv_how || !g->srv_off || !g->srv_mb || !g->srv_cc) return AC_ERR_NOMEM;
         g->srv_cap = n;
-    }
-    for (int s = 0; s < n_seq; s++) {
-        g->srv_mb[s] = ac_cuda_map_bytes(o->codec_kind, o->codec_causal, o->codec_topk, seqs[s].n_tokens);
-        if (!g->srv_mb[s])
-            return ac_err(AC_ERR_ARG, "served maps: invalid codec (kind %d, top-k %d) for %d tokens", o->codec_kind,
-                          o->codec_topk, seqs[s].n_tokens);
     }
     size_t dev_total = 0, stage_total = 0;
     for (int il = 0; il < NL; il++)
         for (int s = 0; s < n_seq; s++) {
-            const size_t k = (size_t)il * n_seq + s, bytes = g->srv_mb[s] * g->H;
-            const void *p = o->serve(o->user, il, s, seqs[s].n_tokens);
+            const size_t k = (size_t)il * n_seq + s;
+            const int L = seqs[s].n_tokens;
+            const void *p = NULL;
+            size_t mb = 0;
+            int *cc = g->srv_cc + 3 * k, pageable = 0;
+            if (o->serve_site) { /* per site: its own codec and head stride */
+                ac_cuda_site_maps sm;
+                memset(&sm, 0, sizeof sm);
+                const int r = o->serve_site(o->user, il, s, L, &sm);
+                if (r < 0) return ac_err_prefix(r, "served maps (layer %d, sequence %d)", il, s);
+                if (r > 0) {
+                    const size_t need = ac_cuda_map_bytes(sm.kind, sm.causal, sm.topk, L);
+                    if (!sm.maps || !need || sm.head_bytes < need)
+                        return ac_err(AC_ERR_ARG,
+                                      "served maps (layer %d, sequence %d): codec (kind %d, top-k %d) or head stride %zu "
+                                      "invalid for %d tokens",
+                                      il, s, sm.kind, sm.topk, sm.head_bytes, L);
+                    p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
+                    cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
+                }
+            } else {
+                mb = ac_cuda_map_bytes(o->codec_kind, o->codec_causal, o->codec_topk, L);
+                if (!mb)
+                    return ac_err(AC_ERR_ARG, "served maps: invalid codec (kind %d, top-k %d) for %d tokens",
+                                  o->codec_kind, o->codec_topk, L);
+                p = o->serve(o->user, il, s, L);
+                cc[0] = o->codec_kind, cc[1] = o->codec_causal ? 1 : 0, cc[2] = o->codec_topk;
+            }
+            const size_t bytes = mb * g->H;
+            g->srv_mb[k] = mb;
             g->srv_src[k] = p, g->srv_dev[k] = NULL, g->srv_how[k] = 0;
             if (!p) continue;
             g->srv_sites++;
             cudaPointerAttributes at;
             cudaMemoryType type = cudaMemoryTypeUnregistered;
-            if (cudaPointerGetAttributes(&at, p) == cudaSuccess) type = at.type;
+            if (pageable) {
+            } else if (cudaPointerGetAttributes(&at, p) == cudaSuccess) type = at.type;
             else cudaGetLastError();
             if (type == cudaMemoryTypeDevice || type == cudaMemoryTypeManaged) {
                 g->srv_how[k] = 1, g->srv_dev[k] = p;
@@ -480,6 +512,26 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     for (size_t k = 0; k < n; k++)
         if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
+    if (g->srv_sites && (g->hd == 32 || g->hd == 64 || g->hd == 128)) { /* one A.V launch per run of served sequences */
+        if (n > g->cap_desc) {
+            free(g->h_desc);
+            cudaFree(g->d_desc);
+            g->d_desc = NULL, g->cap_desc = 0;
+            if (!(g->h_desc = (ac_cu_av_seq *)malloc(n * sizeof *g->h_desc))) return AC_ERR_NOMEM;
+            int rc = DMALLOC(g->d_desc, n * sizeof *g->d_desc);
+            if (rc) return rc;
+            g->cap_desc = n;
+        }
+        for (int il = 0; il < NL; il++)
+            for (int s = 0; s < n_seq; s++) {
+                const size_t k = (size_t)il * n_seq + s;
+                ac_cu_av_seq d = {g->srv_dev[k], g->srv_mb[k], g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2],
+                                  seqs[s].n_tokens, g->h_cu[s], 0};
+                g->h_desc[k] = d;
+            }
+        /* ordered before this call's kernels on the main stream (pageable source: copied before the call returns) */
+        AC_CU(cudaMemcpyAsync(g->d_desc, g->h_desc, n * sizeof *g->h_desc, cudaMemcpyHostToDevice, g->st));
+    }
     if (dev_total && !g->st_up) {
         AC_CU(cudaStreamCreateWithFlags(&g->st_up, cudaStreamNonBlocking));
         g->ev_up = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_up);

@@ -25,6 +25,14 @@ enum { AC_CUDA_BF16 = 0, AC_CUDA_F32 = 1 };
 
 typedef struct ac_cuda_model ac_cuda_model;
 
+/* One site's served maps (ac_cuda_opts.serve_site). */
+typedef struct ac_cuda_site_maps {
+    const void *maps;        /* head h's map at maps + h * head_bytes (borrowed until the call returns) */
+    size_t head_bytes;
+    int kind, causal, topk;  /* codec (src/cache/codec.h: 0 f32, 1 f16, 2 q8, 3 q4, 4 top-k) */
+    int pageable;            /* 1: the caller knows maps is pageable host memory (not asked of CUDA) */
+} ac_cuda_site_maps;
+
 /* Options of a forward call (zero-initialise; all optional). */
 typedef struct ac_cuda_opts {
     int attn_variant;    /* fused attention: AC_FLASH_* of cuda_attn.h, 0: the default for the head dim */
@@ -46,6 +54,13 @@ typedef struct ac_cuda_opts {
      * row's stored columns are ignored (damaged maps never read outside V). */
     const void *(*serve)(void *user, int layer, int seq, int L);
     int codec_kind, codec_causal, codec_topk;
+    /* The same with a codec and head stride per site (the attention hook's GPU seam: cuda_ctx.c over
+     * the cache's stored entries, whose codecs may differ): fills *out and returns 1 to serve the site,
+     * 0 to compute it, or an AC_ERR_* code (< 0), which aborts the forward. out->maps holds the n_head
+     * maps at out->maps + h * out->head_bytes; head_bytes >= ac_cuda_map_bytes(kind, causal, topk, L)
+     * (a causal map of a longer input serves through its first L rows). Memory as for serve. Used
+     * instead of serve (and the codec_* fields) when set. */
+    int (*serve_site)(void *user, int layer, int seq, int L, struct ac_cuda_site_maps *out);
 } ac_cuda_opts;
 
 /* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:

@@ -146,13 +146,12 @@ __device__ __forceinline__ void ld_cols(const bf16 *p, float *x) {
  * CONTIG: lane l owns columns COLS l .. COLS l + COLS - 1 (one vector load per V row), else
  * columns l + 32 c. The sum runs over keys in stored order, as in v1. Lanes past the row's stored
  * keys (and damaged top-k indices) carry weight 0 and key 0: their loads are valid and add 0. */
-template <typename T, int COLS, int ROWS, bool CONTIG>
-__global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, const unsigned char *maps, size_t map_bytes,
-                                                         int L, int n_rows, int H, int Hkv, const T *V, int ldv, T *O,
-                                                         int ldo) {
+/* Row t of head h (one warp): out row = sum over the row's stored keys of weight x V row. */
+template <typename T, int COLS, bool CONTIG>
+__device__ __forceinline__ void av_row_warp(const ac_cu_codec &c, const unsigned char *maps, size_t map_bytes, int L,
+                                            int t, int h, int H, int Hkv, const T *V, int ldv, T *O, int ldo) {
     constexpr int U = 8; /* keys in flight per warp */
-    const int lane = threadIdx.x & 31, t = blockIdx.x * ROWS + (threadIdx.x >> 5), h = blockIdx.y;
-    if (t >= n_rows) return;
+    const int lane = threadIdx.x & 31;
     constexpr int HD = 32 * COLS;
     const int g = h / (H / Hkv);
     const unsigned char *row = maps + (size_t)h * map_bytes + row_offset(c, L, t);
@@ -191,6 +190,35 @@ __global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, cons
     T *o = O + (size_t)t * ldo + (size_t)h * HD + (CONTIG ? COLS * lane : lane);
 #pragma unroll
     for (int k = 0; k < COLS; k++) ac_st(o + (CONTIG ? k : 32 * k), acc[k]);
+}
+
+/* One warp per (row t, head h), ROWS warps per block (rows t0 .. t0 + ROWS - 1 of one head): lane l
+ * decodes stored key j0 + l of each 32-key chunk into registers, then the warp walks the chunk U keys
+ * at a time: U shuffles broadcast the weights (and top-k keys), then the U V-row loads are issued
+ * together before their FMAs (memory-level parallelism: v1 waited for each row's load in turn).
+ * CONTIG: lane l owns columns COLS l .. COLS l + COLS - 1 (one vector load per V row), else
+ * columns l + 32 c. The sum runs over keys in stored order, as in v1. Lanes past the row's stored
+ * keys (and damaged top-k indices) carry weight 0 and key 0: their loads are valid and add 0. */
+template <typename T, int COLS, int ROWS, bool CONTIG>
+__global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, const unsigned char *maps, size_t map_bytes,
+                                                         int L, int n_rows, int H, int Hkv, const T *V, int ldv, T *O,
+                                                         int ldo) {
+    const int t = blockIdx.x * ROWS + (threadIdx.x >> 5);
+    if (t >= n_rows) return;
+    av_row_warp<T, COLS, CONTIG>(c, maps, map_bytes, L, t, blockIdx.y, H, Hkv, V, ldv, O, ldo);
+}
+
+/* The same over several sequences in one launch (blockIdx.z: the sequence, its descriptor in q):
+ * each sequence's own maps, codec, length and first row in V / O. */
+template <typename T, int COLS, int ROWS, bool CONTIG>
+__global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp_seqs(const ac_cu_av_seq *q, int H, int Hkv, const T *V,
+                                                              int ldv, T *O, int ldo) {
+    const ac_cu_av_seq d = q[blockIdx.z];
+    const int t = blockIdx.x * ROWS + (threadIdx.x >> 5);
+    if (t >= d.L) return;
+    const ac_cu_codec c = {d.kind, d.causal, d.topk};
+    av_row_warp<T, COLS, CONTIG>(c, (const unsigned char *)d.maps, d.map_bytes, d.L, t, blockIdx.y, H, Hkv,
+                                 V + (size_t)d.r0 * ldv, ldv, O + (size_t)d.r0 * ldo, ldo);
 }
 
 } // namespace
@@ -250,3 +278,33 @@ template int ac_cu_codec_av<float>(const ac_cu_codec *, const void *, size_t, in
                                    int, float *, int, cudaStream_t);
 template int ac_cu_codec_av<bf16>(const ac_cu_codec *, const void *, size_t, int, int, int, int, int, const bf16 *,
                                   int, bf16 *, int, cudaStream_t);
+
+template <typename T>
+int ac_cu_codec_av_seqs(const ac_cu_av_seq *d_seqs, int n_seq, int Lmax, int H, int Hkv, int hd, const T *v, int ldv,
+                        T *out, int ldo, cudaStream_t st) {
+    if (!d_seqs || n_seq < 0 || n_seq > 65535 || Lmax < 1 || Lmax > 65536 || H <= 0 || H > 65535 || Hkv <= 0 ||
+        H % Hkv || (hd != 32 && hd != 64 && hd != 128))
+        return ac_err(AC_ERR_ARG, "codec A.V over sequences: invalid arguments (%d sequences, L %d, heads %d/%d, hd %d)",
+                      n_seq, Lmax, H, Hkv, hd);
+    if (!n_seq) return AC_OK;
+    constexpr int R = 8;
+    dim3 grid((Lmax + R - 1) / R, H, n_seq);
+    /* row ranges start at any row: the row strides decide the alignment, as for one sequence */
+    const size_t va = (size_t)(hd / 32) * sizeof(T);
+    const bool contig = (uintptr_t)v % va == 0 && (uintptr_t)out % va == 0 && ((size_t)ldv * sizeof(T)) % va == 0 &&
+                        ((size_t)ldo * sizeof(T)) % va == 0;
+#define AC_AV_SEQS(COLS, CONTIG) k_codec_av_warp_seqs<T, COLS, R, CONTIG><<<grid, R * 32, 0, st>>>(d_seqs, H, Hkv, v, ldv, out, ldo)
+    if (hd == 32) AC_AV_SEQS(1, true);
+    else if (hd == 64 && contig) AC_AV_SEQS(2, true);
+    else if (hd == 64) AC_AV_SEQS(2, false);
+    else if (contig) AC_AV_SEQS(4, true);
+    else AC_AV_SEQS(4, false);
+#undef AC_AV_SEQS
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+template int ac_cu_codec_av_seqs<float>(const ac_cu_av_seq *, int, int, int, int, int, const float *, int, float *, int,
+                                        cudaStream_t);
+template int ac_cu_codec_av_seqs<bf16>(const ac_cu_av_seq *, int, int, int, int, int, const bf16 *, int, bf16 *, int,
+                                       cudaStream_t);

@@ -5,6 +5,7 @@
 #define AC_CUDA_MODEL_H
 
 #include "cuda_backend.h"
+#include "cuda_codec_av.h"
 #include "cuda_common.h"
 #include "cuda_gemm.h"
 
@@ -65,7 +66,10 @@ struct ac_cuda_model {
     const void **srv_src;      /* [n_layer][n_seq] the pointer serve returned */
     unsigned char *srv_how;    /* [n_layer][n_seq] 0 computed, 1 device, 2 pinned host, 3 pageable host */
     size_t *srv_off;           /* [n_layer][n_seq] offset in d_maps (host-served sites) */
-    size_t *srv_mb;            /* [n_seq] bytes of one head map of sequence s */
+    size_t *srv_mb;            /* [n_layer][n_seq] bytes between the site's head maps */
+    int *srv_cc;               /* [n_layer][n_seq][3] the site's codec: kind, causal, top-k */
+    ac_cu_av_seq *h_desc, *d_desc; /* [n_layer][n_seq] the sites' batched A.V descriptors (host, device) */
+    size_t cap_desc;
     size_t srv_cap;            /* entries of the arrays above */
     unsigned char *d_maps, *h_stage; /* device copies of host-served maps; pinned staging (pageable ones) */
     size_t cap_dmaps, cap_stage;
