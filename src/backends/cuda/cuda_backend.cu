@@ -182,6 +182,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     cudaFree(g->P);
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb);
     cudaFree(g->d_maps);
+    cudaFree(g->d_srvtab);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
         for (int i = 0; i < g->hp.n_layer; i++)
@@ -386,6 +387,11 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
         }
+        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run's sequences in one launch */
+            TRY(ac_cu_codec_av_seqs<T>(&cc, g->d_srvtab + (size_t)il * n_seq, g->d_cu, s0, s1 - s0, Lmax, g->H, g->Hkv,
+                                       g->hd, qkv + VO, QKV, (T *)g->att, g->QD, g->st));
+            continue;
+        }
         for (int s = s0; s < s1; s++) {
             const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
             TRY(ac_cu_codec_av<T>(&cc, dev[s], g->srv_mb[s], L, L, g->H, g->Hkv, g->hd, qkv + (size_t)r0 * QKV + VO, QKV,
@@ -480,6 +486,15 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     for (size_t k = 0; k < n; k++)
         if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
+    if (n > g->cap_srvtab) {
+        cudaFree(g->d_srvtab);
+        g->d_srvtab = NULL, g->cap_srvtab = 0;
+        int rc = DMALLOC(g->d_srvtab, n * sizeof *g->d_srvtab);
+        if (rc) return rc;
+        g->cap_srvtab = n;
+    }
+    /* pageable source: copied out before the call returns; ordered before this call's kernels */
+    AC_CU(cudaMemcpyAsync(g->d_srvtab, g->srv_dev, n * sizeof *g->d_srvtab, cudaMemcpyHostToDevice, g->st));
     if (dev_total && !g->st_up) {
         AC_CU(cudaStreamCreateWithFlags(&g->st_up, cudaStreamNonBlocking));
         g->ev_up = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_up);

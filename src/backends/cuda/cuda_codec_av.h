@@ -3,8 +3,8 @@
  * row layouts of src/cache/codec.h: f32, f16, q8, q4, top-k; dense or causal),
  * never expanded to an L x L temporary. The layout description is passed as
  * plain ints so this file needs nothing from the cache stage.
- * Status: a kernel with its CPU-checked test (tests/gpu/test_cuda_cache.c); not
- * yet wired into a GPU forward with cache hits (see docs/GPU_NOTES.md). */
+ * Checked against the CPU codec in tests/gpu/test_cuda_cache.cu; used by the
+ * served layers of ac_cuda_forward (cuda_backend.cu). */
 #ifndef AC_CUDA_CODEC_AV_H
 #define AC_CUDA_CODEC_AV_H
 
@@ -21,5 +21,13 @@ typedef struct ac_cu_codec {
 template <typename T>
 int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int L, int n_rows, int H, int Hkv,
                    int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st);
+
+/* The same for whole sequences s0 .. s0 + n_seq - 1 of a packed batch in one launch (head dims
+ * 32/64/128 only, else AC_ERR_ARG): d_maps (device [s0 + n_seq]) holds sequence s's maps (head h at
+ * + h * ac_cuda_map_bytes(kind, causal, topk, L_s)); d_cu (device) its rows [d_cu[s], d_cu[s+1]) of
+ * v and out, all of them computed; Lmax: the longest of the sequences. */
+template <typename T>
+int ac_cu_codec_av_seqs(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq, int Lmax,
+                        int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st);
 
 #endif
