@@ -540,8 +540,16 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     if (g->bert) {
         TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n1w, c->n1b, Tn, D, eps, g->st));
         TRY(mark(g, 5));
-        TRY(gemm<T>(g, c->wgu, xb, hh, yt, F, Tn, F, D, c->bup, 0));
-        TRY(ac_cu_gelu<T>(hh, (size_t)Tn * F, g->st));
+        /* bf16: GELU in the up projection's epilogue (tanh form, see cuda_gemm.h): saves a read and a
+           write of [T][F]; f32 (exactness checks): the erf form in its own pass */
+        rc = sizeof(T) == 2 ? ac_cu_gemm_run_act(g->gemm, 0, 0, c->wgu, xb, hh, F, Tn, F, D, c->bup, 0, 1)
+                            : AC_ERR_UNSUPPORTED;
+        if (rc == AC_ERR_UNSUPPORTED) {
+            TRY(gemm<T>(g, c->wgu, xb, hh, yt, F, Tn, F, D, c->bup, 0));
+            TRY(ac_cu_gelu<T>(hh, (size_t)Tn * F, g->st));
+        } else if (rc) {
+            return rc;
+        }
         TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
         TRY(mark(g, 4));
         TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n2w, c->n2b, Tn, D, eps, g->st));
