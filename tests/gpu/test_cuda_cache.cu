@@ -220,6 +220,7 @@ int main(void) {
     run<float>("topk8", 1000, 4, 1, 128, 1000);
     run<float>("topk8-causal", 1000, 4, 2, 128, 1000);
     run<bf16>("topk32-causal", 1200, 8, 2, 128, 1200);
+    run<bf16>("topk32", 2000, 4, 1, 64, 2000); /* hd 64 bf16: 1784 rows a tile (the 2048-token bench case) */
     run<bf16>("q8-causal", 1200, 8, 2, 64, 1200);
     run<bf16>("q8", 300, 8, 2, 128, 300);
     run<bf16>("q8-causal", 77, 8, 2, 32, 50);
