@@ -10,7 +10,7 @@
  *                       head dims 64 and 128, causal and not.
  *   gpu_bench cache     the cache on the GPU: Llama-1B at 512 x 16 and 2048 x 4,
  *                       every (layer, sequence) served from compressed maps
- *                       (top-k 32 and q8 rows, causal), side by side with the
+ *                       (top-k 32 and q8 rows, causal; each sequence its own maps), beside the
  *                       exact forward in one run: maps resident on the device
  *                       (hot entries) and maps copied from pinned host memory
  *                       (overlapped with the layers before them); the attention
@@ -168,10 +168,10 @@ static void bench_attn(int reps) {
 /* One sequence's H head maps of random rows in a codec (kind 2 q8 or 4 top-k), rows back to back as
  * src/cache/codec.h lays them out: top-k keeps k evenly spaced keys of 1/k each, q8 random weights
  * summing to about 1. */
-static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int L, int H) {
+static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int L, int H, uint64_t seed) {
     const size_t mb = ac_cuda_map_bytes(kind, causal, topk, L);
     std::vector<unsigned char> m(mb * H, 0);
-    uint64_t r = 12345;
+    uint64_t r = 12345 + seed;
     for (int h = 0; h < H; h++) {
         unsigned char *p = m.data() + mb * h;
         for (int t = 0; t < L; t++) {
@@ -202,12 +202,16 @@ static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int 
     return m;
 }
 
+/* each sequence its own maps (the same at every layer): the A.V reads them from HBM, as distinct
+ * requests would, rather than one sequence's maps from L2 for the whole batch */
 typedef struct served_maps {
-    const void *p;
+    const unsigned char *p;
+    size_t per_seq;
 } served_maps;
 static const void *serve_same(void *user, int layer, int seq, int L) {
-    (void)layer, (void)seq, (void)L;
-    return ((served_maps *)user)->p;
+    (void)layer, (void)L;
+    const served_maps *m = (const served_maps *)user;
+    return m->p + (size_t)seq * m->per_seq;
 }
 
 static void bench_cache(int reps) {
@@ -255,7 +259,12 @@ static void bench_cache(int reps) {
         printf("%4dx%-2d %-14s %-10s %9.3f %8.3f %8.3f\n", c.L, c.B, "exact", "-", exact, se[1], se[2]);
         printf("RESULT cache %d %d exact - %.4f %.4f %.4f\n", c.L, c.B, exact, se[1], se[2]);
         for (auto &k : codecs) {
-            std::vector<unsigned char> h = rand_maps(k.kind, k.causal, k.topk, c.L, H);
+            std::vector<unsigned char> h;
+            for (int b = 0; b < c.B; b++) {
+                std::vector<unsigned char> m = rand_maps(k.kind, k.causal, k.topk, c.L, H, (uint64_t)b);
+                h.insert(h.end(), m.begin(), m.end());
+            }
+            const size_t per_seq = h.size() / c.B;
             void *dmaps = NULL, *pinned = NULL;
             if (cudaMalloc(&dmaps, h.size()) != cudaSuccess || cudaMallocHost(&pinned, h.size()) != cudaSuccess) {
                 fprintf(stderr, "cannot allocate %zu bytes of maps\n", h.size());
@@ -264,7 +273,7 @@ static void bench_cache(int reps) {
             cudaMemcpy(dmaps, h.data(), h.size(), cudaMemcpyHostToDevice);
             memcpy(pinned, h.data(), h.size());
             for (int where = 0; where < 2; where++) {
-                served_maps sm = {where ? pinned : dmaps};
+                served_maps sm = {(const unsigned char *)(where ? pinned : dmaps), per_seq};
                 ac_cuda_opts opts = {};
                 opts.serve = serve_same, opts.user = &sm;
                 opts.codec_kind = k.kind, opts.codec_causal = k.causal, opts.codec_topk = k.topk;
