@@ -17,9 +17,11 @@
  *                       stage (A.V vs the fused kernel) and the Amdahl bound
  *                       (exact minus its attention core and Q/K projections).
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
- * readable table. usage: gpu_bench forward|attn|cache|all [repeats] */
+ * readable table. usage: gpu_bench forward|attn|cache|av|all [repeats]
+ *   (cache runs av after it: the A.V kernels alone, every variant, beside the fused kernel) */
 #include "backends/cuda/cuda_attn.h"
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_codec_av.h"
 
 #include <algorithm>
 #include <cuda_fp16.h>
@@ -297,6 +299,77 @@ static void bench_cache(int reps) {
     ac_cuda_model_free(g);
 }
 
+/* The A.V kernels alone beside our fused attention, one Llama-1B layer (H 32, Hkv 8, hd 64) over
+ * the batch, q/k/v inside one [T][QKV] buffer as in the forward, each sequence its own maps on the
+ * device: per-layer microseconds and the ratio, for every kernel variant (cuda_codec_av.h). */
+static void bench_av(int reps) {
+    struct {
+        int L, B;
+    } cases[] = {{512, 16}, {2048, 4}};
+    struct {
+        const char *name;
+        int kind, causal, topk;
+    } codecs[] = {{"topk32-causal", 4, 1, 32}, {"q8-causal", 2, 1, 0}};
+    const int H = 32, Hkv = 8, hd = 64, QD = H * hd, QKV = QD + 2 * Hkv * hd;
+    printf("\nA.V alone, one llama-1b layer (us), beside our fused attention on the same q/k/v\n");
+    printf("%-8s %-14s %8s %10s %10s %9s\n", "L x B", "codec", "variant", "A.V us", "flash us", "attn op x");
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    auto time_it = [&](auto &&fn) {
+        for (int i = 0; i < 3; i++) fn();
+        std::vector<double> t;
+        for (int i = 0; i < reps; i++) {
+            cudaEventRecord(e0);
+            fn();
+            cudaEventRecord(e1);
+            cudaEventSynchronize(e1);
+            float ms;
+            cudaEventElapsedTime(&ms, e0, e1);
+            t.push_back(ms * 1e3);
+        }
+        return median(t);
+    };
+    for (auto &c : cases) {
+        const size_t T = (size_t)c.L * c.B;
+        bf16 *qkv, *att;
+        int *cu;
+        cudaMalloc(&qkv, T * QKV * 2), cudaMalloc(&att, T * QD * 2), cudaMalloc(&cu, (c.B + 1) * 4);
+        std::vector<uint16_t> h(T * QKV);
+        for (size_t i = 0; i < h.size(); i++) h[i] = ac_host_f32_to_bf16((float)((i * 2654435761u) % 2001) / 1000.f - 1.f);
+        cudaMemcpy(qkv, h.data(), h.size() * 2, cudaMemcpyHostToDevice);
+        std::vector<int> hcu(c.B + 1);
+        for (int b = 0; b <= c.B; b++) hcu[b] = b * c.L;
+        cudaMemcpy(cu, hcu.data(), hcu.size() * 4, cudaMemcpyHostToDevice);
+        ac_cu_attn a = {c.B, c.L, cu, H, Hkv, hd, QKV, QKV, QD, 1, 0.125f};
+        const double flash = time_it([&] { OK(ac_cu_flash_attn(&a, qkv, qkv + QD, qkv + QD + Hkv * hd, att, 0, 0)); });
+        for (auto &k : codecs) {
+            std::vector<void *> maps(c.B);
+            for (int b = 0; b < c.B; b++) {
+                std::vector<unsigned char> m = rand_maps(k.kind, k.causal, k.topk, c.L, H, (uint64_t)b);
+                cudaMalloc(&maps[b], m.size());
+                cudaMemcpy(maps[b], m.data(), m.size(), cudaMemcpyHostToDevice);
+            }
+            void **tab;
+            cudaMalloc(&tab, c.B * sizeof(void *));
+            cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
+            const ac_cu_codec cc = {k.kind, k.causal, k.topk};
+            for (int var = 0; var <= (k.kind == 2 ? 2 : 1); var++) {
+                const double us = time_it([&] {
+                    OK(ac_cu_codec_av_seqs_variant<bf16>(&cc, (const void *const *)tab, cu, 0, c.B, c.L, H, Hkv, hd,
+                                                         qkv + QD + Hkv * hd, QKV, att, QD, 0, var));
+                });
+                printf("%4dx%-3d %-14s %8d %10.1f %10.1f %8.2fx\n", c.L, c.B, k.name, var, us, flash, flash / us);
+                printf("RESULT av %d %d %s %d %.2f %.2f\n", c.L, c.B, k.name, var, us, flash);
+                fflush(stdout);
+            }
+            for (void *m : maps) cudaFree(m);
+            cudaFree(tab);
+        }
+        cudaFree(qkv), cudaFree(att), cudaFree(cu);
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     const int reps = argc > 2 ? atoi(argv[2]) : 10;
@@ -310,5 +383,6 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "attn") || !strcmp(what, "all")) bench_attn(reps);
     if (!strcmp(what, "forward") || !strcmp(what, "all")) bench_forward(reps);
     if (!strcmp(what, "cache")) bench_cache(reps);
+    if (!strcmp(what, "av") || !strcmp(what, "cache")) bench_av(reps);
     return 0;
 }

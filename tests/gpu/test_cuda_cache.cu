@@ -110,7 +110,7 @@ static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int
  * separate allocations found through a device table, sequences s0 .. ns-1 served; the rows of the
  * sequences before s0 must stay as poisoned. */
 template <typename T>
-static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, int Hkv, int hd) {
+static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, int Hkv, int hd, int variant = 0) {
     ac_map_codec c;
     if (ac_codec_parse(spec, &c) != AC_OK) {
         CHECK(0, "codec %s", spec);
@@ -164,8 +164,10 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
         CU(cudaMemcpy(dv, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
     }
     ac_cu_codec cc = {c.kind, c.causal, c.topk};
-    const int rc = ac_cu_codec_av_seqs<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H, Hkv, hd, dv, ldv,
-                                          dout, ldo, 0);
+    const int rc = variant ? ac_cu_codec_av_seqs_variant<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H,
+                                                            Hkv, hd, dv, ldv, dout, ldo, 0, variant)
+                           : ac_cu_codec_av_seqs<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H, Hkv, hd,
+                                                    dv, ldv, dout, ldo, 0);
     CU(cudaDeviceSynchronize());
     vector<float> got((size_t)Tn * ldo);
     if (sizeof(T) == 4) {
@@ -181,8 +183,9 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
     const double e = rel_err(got.data() + first, ref.data() + first, ref.size() - first);
     CHECK(rc == AC_OK && untouched && all_finite(got.data() + first, got.size() - first) &&
               e < (sizeof(T) == 4 ? 1e-5 : 8e-3),
-          "batched codec %s, %d sequences from %d, H %d/%d hd %d (%zu-byte V): rel err %.3g, rows before kept %d", spec,
-          ns, s0, H, Hkv, hd, sizeof(T), e, untouched);
+          "batched codec %s, %d sequences from %d, H %d/%d hd %d (%zu-byte V, variant %d): rel err %.3g, rows before "
+          "kept %d",
+          spec, ns, s0, H, Hkv, hd, sizeof(T), variant, e, untouched);
     for (void *m : dmaps) cudaFree(m);
     cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout);
 }
@@ -232,6 +235,10 @@ int main(void) {
         run_seqs<float>(s, lens, 2, 4, 2, 32);
     }
     run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128);
+    /* the benchmark variants: 8-warp gather blocks (one key tile and several), q8 on the CUDA cores */
+    run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
+    run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
+    run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 2);
     /* bad arguments are refused, not run */
     ac_cu_codec bad = {9, 0, 0};
     CHECK(ac_cu_codec_av<float>(&bad, NULL, 0, 8, 8, 1, 1, 8, NULL, 8, NULL, 8, 0) == AC_ERR_ARG, "bad codec kind");

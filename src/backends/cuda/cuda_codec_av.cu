@@ -442,31 +442,12 @@ template <typename T> struct is_bf16 { static constexpr bool v = false; };
 template <> struct is_bf16<bf16> { static constexpr bool v = true; };
 
 /* Launch the v3 kernels for head dims 32/64/128 over the sequences of q (gridDim.z of them).
- * Lmax: the longest sequence; rows_max: the most rows of one sequence. */
-template <typename T>
-static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
-                     const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
-    const int G = H / Hkv;
-    if constexpr (is_bf16<T>::v) {
-        /* q8 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
-        if (c.kind == 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
-            ldo % 2 == 0) {
-            constexpr int MT = 2;
-            const int GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
-            const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
-            dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
-#define AC_AV_Q8(HD)                                                                                                  \
-    k_av_q8_mma<HD, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
-            if (hd == 32) AC_AV_Q8(32);
-            else if (hd == 64) AC_AV_Q8(64);
-            else AC_AV_Q8(128);
-#undef AC_AV_Q8
-            AC_CU_LAUNCH();
-            return AC_OK;
-        }
-    }
-    constexpr int NW = 16, PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
-    const int ent = NW * 32 * 8, optin = smem_optin();
+ * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel: */
+template <typename T, int NW>
+static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
+                       int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
+    constexpr int PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
+    const int G = H / Hkv, ent = NW * 32 * 8, optin = smem_optin();
     const size_t rowb = (size_t)hd * sizeof(T);
     int KT = (int)((optin - ent) / rowb);
     if (KT > Lmax) KT = Lmax;
@@ -490,6 +471,34 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
 #undef AC_AV_SMEM
     AC_CU_LAUNCH();
     return AC_OK;
+}
+
+/* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
+ * 2 q8 rows by the gather kernel (CUDA cores) instead of the tensor cores */
+template <typename T>
+static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
+                     const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
+    const int G = H / Hkv;
+    if constexpr (is_bf16<T>::v) {
+        /* q8 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
+        if (c.kind == 2 && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
+            ldo % 2 == 0) {
+            constexpr int MT = 2;
+            const int GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
+            const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
+            dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
+#define AC_AV_Q8(HD)                                                                                                  \
+    k_av_q8_mma<HD, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
+            if (hd == 32) AC_AV_Q8(32);
+            else if (hd == 64) AC_AV_Q8(64);
+            else AC_AV_Q8(128);
+#undef AC_AV_Q8
+            AC_CU_LAUNCH();
+            return AC_OK;
+        }
+    }
+    return variant == 1 ? launch_smem<T, 8>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st)
+                        : launch_smem<T, 16>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st);
 }
 
 } // namespace
@@ -534,6 +543,13 @@ int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int
 template <typename T>
 int ac_cu_codec_av_seqs(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq, int Lmax,
                         int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
+    return ac_cu_codec_av_seqs_variant<T>(c, d_maps, d_cu, s0, n_seq, Lmax, H, Hkv, hd, v, ldv, out, ldo, st, 0);
+}
+
+template <typename T>
+int ac_cu_codec_av_seqs_variant(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq,
+                                int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st,
+                                int variant) {
     if (!c || c->kind < 0 || c->kind > 4 || (c->kind == 4 && c->topk < 1) || !d_maps || !d_cu || s0 < 0 || n_seq < 0 ||
         n_seq > 65535 || Lmax < 1 || Lmax > 65536 || H <= 0 || Hkv <= 0 || H % Hkv || !(hd == 32 || hd == 64 || hd == 128))
         return ac_err(AC_ERR_ARG, "codec A.V: invalid arguments (%d sequences, L %d, heads %d/%d, head dim %d)", n_seq,
@@ -541,9 +557,13 @@ int ac_cu_codec_av_seqs(const ac_cu_codec *c, const void *const *d_maps, const i
     if (!n_seq) return AC_OK;
     av_src q = {};
     q.tab = (const unsigned char *const *)d_maps, q.cu = d_cu, q.s0 = s0;
-    return launch_v3<T>(*c, q, n_seq, Lmax, Lmax, H, Hkv, hd, v, ldv, out, ldo, st);
+    return launch_v3<T>(*c, q, n_seq, Lmax, Lmax, H, Hkv, hd, v, ldv, out, ldo, st, variant);
 }
 
+template int ac_cu_codec_av_seqs_variant<float>(const ac_cu_codec *, const void *const *, const int *, int, int, int,
+                                                int, int, int, const float *, int, float *, int, cudaStream_t, int);
+template int ac_cu_codec_av_seqs_variant<bf16>(const ac_cu_codec *, const void *const *, const int *, int, int, int,
+                                               int, int, int, const bf16 *, int, bf16 *, int, cudaStream_t, int);
 template int ac_cu_codec_av_seqs<float>(const ac_cu_codec *, const void *const *, const int *, int, int, int, int, int,
                                         int, const float *, int, float *, int, cudaStream_t);
 template int ac_cu_codec_av_seqs<bf16>(const ac_cu_codec *, const void *const *, const int *, int, int, int, int, int,
