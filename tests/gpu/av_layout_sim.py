@@ -2,7 +2,7 @@
 """av_layout_sim.py — host simulation of the index logic of the A.V v3 kernels
 (src/backends/cuda/cuda_codec_av.cu), checked against a plain product, for
 review without a GPU: k_av_q8_mma's permuted k slots, shared-memory slot
-swizzle, 4-byte row reads and the mma.sync m16n8k16 / ldmatrix.trans fragment
+swizzle, 4-byte (q8) and 2-byte (q4) row reads and the mma.sync m16n8k16 / ldmatrix.trans fragment
 layouts (as the PTX ISA defines them); k_av_smem's pair mapping, key tiles and
 entry compaction. It simulates the arithmetic only (no timing, no races): the
 GPU tests (test_cuda_cache) are the real check. Needs numpy.
@@ -10,8 +10,12 @@ usage: python3 tests/gpu/av_layout_sim.py   (exit 1 on a mismatch)"""
 import numpy as np, struct, sys
 rng = np.random.default_rng(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 
+Q4 = False  # set per run: q4 rows (nibbles, low first) instead of q8 bytes
+
 def row_offset_q8(L, t, causal):
     T = t
+    if Q4:
+        return 4 * T + (T + 1) * (T + 1) // 4 if causal else t * (4 + (L + 1) // 2)
     return 4 * T + T * (T + 1) // 2 if causal else t * (4 + L)
 
 def make_maps(L, H, causal):
@@ -24,10 +28,34 @@ def make_maps(L, H, causal):
             off = h * mb + row_offset_q8(L, t, causal)
             sc = np.float32(rng.random() * 0.01 + 1e-3)
             buf[off:off + 4] = struct.pack('<f', sc)
-            q = rng.integers(0, 256, n)
-            buf[off + 4:off + 4 + n] = bytes(q.astype(np.uint8))
+            if Q4:
+                q = rng.integers(0, 16, n)
+                nb = (n + 1) // 2
+                packed = np.zeros(nb, dtype=np.uint8)
+                for j in range(n): packed[j // 2] |= q[j] << (4 * (j & 1))
+                if n & 1: packed[nb - 1] |= rng.integers(0, 16) << 4  # padding nibble: must be ignored
+                buf[off + 4:off + 4 + nb] = bytes(packed)
+            else:
+                q = rng.integers(0, 256, n)
+                buf[off + 4:off + 4 + n] = bytes(q.astype(np.uint8))
             P[h, t, :n] = q * float(sc)
     return buf, mb, P
+
+def ld4n(buf, p, key, n):
+    if key + 4 <= n:
+        a = p + key // 2
+        w = a & ~3
+        sh = (a & 3) * 8
+        lo = int.from_bytes(buf[w:w + 4], 'little')
+        if sh <= 16: return (lo >> sh) & 0xffff
+        hi = int.from_bytes(buf[w + 4:w + 8], 'little')
+        return ((hi << 32 | lo) >> sh) & 0xffff
+    r = 0
+    for i in range(4):
+        if key + i < n:
+            b = buf[p + (key + i) // 2]
+            r |= ((b >> 4) if i & 1 else (b & 15)) << (4 * i)
+    return r
 
 def ld4(buf, p, key, n):
     if key + 4 <= n:
@@ -90,8 +118,12 @@ def sim(L, rows, H, Hkv, HD, causal):
                             A = np.full((16, 16), np.nan)
                             for (gr, tq, rA, rB, ia, ib) in lanes:
                                 key = t * BN + ks * 16 + 4 * tq
-                                xa = ld4(buf, ia[0], key, ia[1]); xb = ld4(buf, ib[0], key, ib[1])
-                                by = lambda x, i: (x >> (8 * i)) & 255
+                                if Q4:
+                                    xa = ld4n(buf, ia[0], key, ia[1]); xb = ld4n(buf, ib[0], key, ib[1])
+                                    by = lambda x, i: (x >> (4 * i)) & 15
+                                else:
+                                    xa = ld4(buf, ia[0], key, ia[1]); xb = ld4(buf, ib[0], key, ib[1])
+                                    by = lambda x, i: (x >> (8 * i)) & 255
                                 A[gr, 2 * tq], A[gr, 2 * tq + 1] = by(xa, 0), by(xa, 1)      # a0
                                 A[gr + 8, 2 * tq], A[gr + 8, 2 * tq + 1] = by(xb, 0), by(xb, 1)  # a1
                                 A[gr, 2 * tq + 8], A[gr, 2 * tq + 9] = by(xa, 2), by(xa, 3)  # a2
@@ -123,12 +155,13 @@ def sim(L, rows, H, Hkv, HD, causal):
         ref[:, h * HD:(h + 1) * HD] = P[h, :rows] @ V[:, g * HD:(g + 1) * HD]
     got = O[:rows]
     e = np.linalg.norm(got - ref) / np.linalg.norm(ref)
-    print(f"L {L} rows {rows} H {H}/{Hkv} hd {HD} causal {causal}: rel err {e:.3g}, nan {np.isnan(got).sum()}")
+    print(f"{'q4' if Q4 else 'q8'} L {L} rows {rows} H {H}/{Hkv} hd {HD} causal {causal}: rel err {e:.3g}, nan {np.isnan(got).sum()}")
     return e
 
 ok_q8 = True
 for args in [(77, 77, 8, 2, 32, True), (77, 50, 8, 2, 32, True), (130, 130, 4, 4, 16 * 2, False), (70, 70, 2, 1, 64, True), (200, 200, 8, 2, 32, False)]:
-    ok_q8 &= sim(*args) < 1e-9
+    for Q4 in (False, True):
+        ok_q8 &= sim(*args) < 1e-9
 
 
 # ---- k_av_smem ----

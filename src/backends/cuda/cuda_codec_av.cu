@@ -1,6 +1,6 @@
 /* cuda_codec_av.cu — A·V from compressed attention-map rows (see
  * cuda_codec_av.h). Head dims 32/64/128 (v3): q8 rows with bf16 V on the tensor
- * cores (k_av_q8_mma); every other codec, and f32 V, by a gather from V staged
+ * cores (k_av_q8_mma, q4 rows too); every other codec, and f32 V, by a gather from V staged
  * in shared memory once per block for all heads of a kv group (k_av_smem).
  * Other head dims: one block per (row t, head h) decoding row t into shared
  * memory (weights, and for top-k their key indices), each thread accumulating
@@ -278,14 +278,14 @@ __global__ void __launch_bounds__(NW * 32, 1) k_av_smem(ac_cu_codec c, av_src q,
     }
 }
 
-/* ---- v3 q8 rows on the tensor cores (bf16 V) ------------------------------------------------------
- * q8 weights are integers 0..255 times a row scale: exact in bf16, so P V runs as the fused
+/* ---- v3 q8 (and q4) rows on the tensor cores (bf16 V) ---------------------------------------------
+ * q8 weights are integers 0..255 (q4: 0..15) times a row scale: exact in bf16, so P V runs as the fused
  * attention's P V does (mma.sync m16n8k16, V tiles of 64 keys through shared memory by cp.async,
  * two stages), with the map bytes as the A operand and the row scale applied at the end.
  * Block = (sequence, kv head g, BM = 16 MT rows); warp (mt, hw) owns m-tile mt of head g G + hw
  * (+ GW per pass when G > GW): V tiles are shared by the G heads. A fragments straight from the
  * rows: the k index of a 16-key step is permuted so that thread tq's four k slots (2tq, 2tq+1,
- * 2tq+8, 2tq+9) are keys 4tq .. 4tq+3, one 4-byte read per row; V rows are stored in shared memory
+ * 2tq+8, 2tq+9) are keys 4tq .. 4tq+3, one 4-byte (q4: 2-byte) read per row; V rows are stored in shared memory
  * in the same permuted order (key bit 1 -> slot bit 3), so the ldmatrix.trans addressing is the
  * fused kernel's and its 8 row addresses hit 8 different bank groups. */
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -328,12 +328,37 @@ __device__ __forceinline__ uint32_t q8_pair(uint32_t x, int sel) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
 }
+/* q4: nibbles of keys key .. key+3 (key a multiple of 4: byte key / 2 of the row's weights, low
+ * nibble first) in the low 16 bits, 0 past n; the aligned-word reads as in ld4 */
+__device__ __forceinline__ uint32_t ld4n(const unsigned char *p, int key, int n) {
+    if (key + 4 <= n) {
+        const uintptr_t a = (uintptr_t)(p + key / 2);
+        const uint32_t *w = reinterpret_cast<const uint32_t *>(a & ~(uintptr_t)3);
+        const uint32_t sh = (uint32_t)(a & 3) * 8, lo = __ldg(w);
+        return (sh <= 16 ? lo >> sh : __funnelshift_r(lo, __ldg(w + 1), sh)) & 0xffffu;
+    }
+    uint32_t r = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (key + i < n) {
+            const uint32_t b = p[(key + i) / 2];
+            r |= ((i & 1) ? b >> 4 : b & 15u) << (4 * i);
+        }
+    return r;
+}
+/* nibbles (sel = 0: 0 and 1, sel = 8: 2 and 3) of x as a bf16 pair, exactly */
+__device__ __forceinline__ uint32_t q4_pair(uint32_t x, int sel) {
+    const float lo = __uint_as_float(0x4B000000u | ((x >> sel) & 15u)) - 8388608.f;
+    const float hi = __uint_as_float(0x4B000000u | ((x >> (sel + 4)) & 15u)) - 8388608.f;
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
 /* shared-memory slot of key j of a 64-key tile: bit 1 of j moves to bit 3 (bits 3, 2 down one) */
 __device__ __forceinline__ int q8_slot(int j) {
     return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
-template <int HD, int MT>
+template <int HD, int MT, bool Q4>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
     constexpr int BN = 64, LDS = HD + 8, DT = HD / 8, BM = 16 * MT;
@@ -396,9 +421,14 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
 #pragma unroll
                 for (int ks = 0; ks < BN / 16; ks++) {
                     const int key = t * BN + ks * 16 + 4 * tq;
-                    const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
                     uint32_t a[4];
-                    a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
+                    if (Q4) {
+                        const uint32_t xa = ld4n(pA, key, nA), xb = ld4n(pB, key, nB);
+                        a[0] = q4_pair(xa, 0), a[1] = q4_pair(xb, 0), a[2] = q4_pair(xa, 8), a[3] = q4_pair(xb, 8);
+                    } else {
+                        const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
+                        a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
+                    }
 #pragma unroll
                     for (int db = 0; db < HD / 16; db++) {
                         const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
@@ -474,24 +504,25 @@ static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
 }
 
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
- * 2 q8 rows by the gather kernel (CUDA cores) instead of the tensor cores */
+ * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
-        /* q8 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
-        if (c.kind == 2 && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
+        /* q8 and q4 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
+        if ((c.kind == 2 || c.kind == 3) && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
             ldo % 2 == 0) {
             constexpr int MT = 2;
             const int GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
             const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
             dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
-#define AC_AV_Q8(HD)                                                                                                  \
-    k_av_q8_mma<HD, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
-            if (hd == 32) AC_AV_Q8(32);
-            else if (hd == 64) AC_AV_Q8(64);
-            else AC_AV_Q8(128);
+#define AC_AV_Q8(HD, Q4)                                                                                              \
+    k_av_q8_mma<HD, MT, Q4><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
+            const bool q4 = c.kind == 3;
+            if (hd == 32) q4 ? AC_AV_Q8(32, true) : AC_AV_Q8(32, false);
+            else if (hd == 64) q4 ? AC_AV_Q8(64, true) : AC_AV_Q8(64, false);
+            else q4 ? AC_AV_Q8(128, true) : AC_AV_Q8(128, false);
 #undef AC_AV_Q8
             AC_CU_LAUNCH();
             return AC_OK;
