@@ -10,16 +10,18 @@
  *                       head dims 64 and 128, causal and not.
  *   gpu_bench cache     the cache on the GPU: Llama-1B at 512 x 16 and 2048 x 4,
  *                       every (layer, sequence) served from compressed maps
- *                       (top-k 32 and q8 rows, causal), side by side with the
+ *                       (top-k 32 and q8 rows, causal; each sequence its own maps), beside the
  *                       exact forward in one run: maps resident on the device
  *                       (hot entries) and maps copied from pinned host memory
  *                       (overlapped with the layers before them); the attention
  *                       stage (A.V vs the fused kernel) and the Amdahl bound
  *                       (exact minus its attention core and Q/K projections).
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
- * readable table. usage: gpu_bench forward|attn|cache|all [repeats] */
+ * readable table. usage: gpu_bench forward|attn|cache|av|all [repeats]
+ *   (cache runs av after it: the A.V kernels alone, every variant, beside the fused kernel) */
 #include "backends/cuda/cuda_attn.h"
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_codec_av.h"
 
 #include <algorithm>
 #include <cuda_fp16.h>
@@ -168,10 +170,10 @@ static void bench_attn(int reps) {
 /* One sequence's H head maps of random rows in a codec (kind 2 q8 or 4 top-k), rows back to back as
  * src/cache/codec.h lays them out: top-k keeps k evenly spaced keys of 1/k each, q8 random weights
  * summing to about 1. */
-static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int L, int H) {
+static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int L, int H, uint64_t seed) {
     const size_t mb = ac_cuda_map_bytes(kind, causal, topk, L);
     std::vector<unsigned char> m(mb * H, 0);
-    uint64_t r = 12345;
+    uint64_t r = 12345 + seed;
     for (int h = 0; h < H; h++) {
         unsigned char *p = m.data() + mb * h;
         for (int t = 0; t < L; t++) {
@@ -202,12 +204,16 @@ static std::vector<unsigned char> rand_maps(int kind, int causal, int topk, int 
     return m;
 }
 
+/* each sequence its own maps (the same at every layer): the A.V reads them from HBM, as distinct
+ * requests would, rather than one sequence's maps from L2 for the whole batch */
 typedef struct served_maps {
-    const void *p;
+    const unsigned char *p;
+    size_t per_seq;
 } served_maps;
 static const void *serve_same(void *user, int layer, int seq, int L) {
-    (void)layer, (void)seq, (void)L;
-    return ((served_maps *)user)->p;
+    (void)layer, (void)L;
+    const served_maps *m = (const served_maps *)user;
+    return m->p + (size_t)seq * m->per_seq;
 }
 
 static void bench_cache(int reps) {
@@ -255,7 +261,12 @@ static void bench_cache(int reps) {
         printf("%4dx%-2d %-14s %-10s %9.3f %8.3f %8.3f\n", c.L, c.B, "exact", "-", exact, se[1], se[2]);
         printf("RESULT cache %d %d exact - %.4f %.4f %.4f\n", c.L, c.B, exact, se[1], se[2]);
         for (auto &k : codecs) {
-            std::vector<unsigned char> h = rand_maps(k.kind, k.causal, k.topk, c.L, H);
+            std::vector<unsigned char> h;
+            for (int b = 0; b < c.B; b++) {
+                std::vector<unsigned char> m = rand_maps(k.kind, k.causal, k.topk, c.L, H, (uint64_t)b);
+                h.insert(h.end(), m.begin(), m.end());
+            }
+            const size_t per_seq = h.size() / c.B;
             void *dmaps = NULL, *pinned = NULL;
             if (cudaMalloc(&dmaps, h.size()) != cudaSuccess || cudaMallocHost(&pinned, h.size()) != cudaSuccess) {
                 fprintf(stderr, "cannot allocate %zu bytes of maps\n", h.size());
@@ -264,7 +275,7 @@ static void bench_cache(int reps) {
             cudaMemcpy(dmaps, h.data(), h.size(), cudaMemcpyHostToDevice);
             memcpy(pinned, h.data(), h.size());
             for (int where = 0; where < 2; where++) {
-                served_maps sm = {where ? pinned : dmaps};
+                served_maps sm = {(const unsigned char *)(where ? pinned : dmaps), per_seq};
                 ac_cuda_opts opts = {};
                 opts.serve = serve_same, opts.user = &sm;
                 opts.codec_kind = k.kind, opts.codec_causal = k.causal, opts.codec_topk = k.topk;
@@ -288,6 +299,77 @@ static void bench_cache(int reps) {
     ac_cuda_model_free(g);
 }
 
+/* The A.V kernels alone beside our fused attention, one Llama-1B layer (H 32, Hkv 8, hd 64) over
+ * the batch, q/k/v inside one [T][QKV] buffer as in the forward, each sequence its own maps on the
+ * device: per-layer microseconds and the ratio, for every kernel variant (cuda_codec_av.h). */
+static void bench_av(int reps) {
+    struct {
+        int L, B;
+    } cases[] = {{512, 16}, {2048, 4}};
+    struct {
+        const char *name;
+        int kind, causal, topk;
+    } codecs[] = {{"topk32-causal", 4, 1, 32}, {"q8-causal", 2, 1, 0}};
+    const int H = 32, Hkv = 8, hd = 64, QD = H * hd, QKV = QD + 2 * Hkv * hd;
+    printf("\nA.V alone, one llama-1b layer (us), beside our fused attention on the same q/k/v\n");
+    printf("%-8s %-14s %8s %10s %10s %9s\n", "L x B", "codec", "variant", "A.V us", "flash us", "attn op x");
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    auto time_it = [&](auto &&fn) {
+        for (int i = 0; i < 3; i++) fn();
+        std::vector<double> t;
+        for (int i = 0; i < reps; i++) {
+            cudaEventRecord(e0);
+            fn();
+            cudaEventRecord(e1);
+            cudaEventSynchronize(e1);
+            float ms;
+            cudaEventElapsedTime(&ms, e0, e1);
+            t.push_back(ms * 1e3);
+        }
+        return median(t);
+    };
+    for (auto &c : cases) {
+        const size_t T = (size_t)c.L * c.B;
+        bf16 *qkv, *att;
+        int *cu;
+        cudaMalloc(&qkv, T * QKV * 2), cudaMalloc(&att, T * QD * 2), cudaMalloc(&cu, (c.B + 1) * 4);
+        std::vector<uint16_t> h(T * QKV);
+        for (size_t i = 0; i < h.size(); i++) h[i] = ac_host_f32_to_bf16((float)((i * 2654435761u) % 2001) / 1000.f - 1.f);
+        cudaMemcpy(qkv, h.data(), h.size() * 2, cudaMemcpyHostToDevice);
+        std::vector<int> hcu(c.B + 1);
+        for (int b = 0; b <= c.B; b++) hcu[b] = b * c.L;
+        cudaMemcpy(cu, hcu.data(), hcu.size() * 4, cudaMemcpyHostToDevice);
+        ac_cu_attn a = {c.B, c.L, cu, H, Hkv, hd, QKV, QKV, QD, 1, 0.125f};
+        const double flash = time_it([&] { OK(ac_cu_flash_attn(&a, qkv, qkv + QD, qkv + QD + Hkv * hd, att, 0, 0)); });
+        for (auto &k : codecs) {
+            std::vector<void *> maps(c.B);
+            for (int b = 0; b < c.B; b++) {
+                std::vector<unsigned char> m = rand_maps(k.kind, k.causal, k.topk, c.L, H, (uint64_t)b);
+                cudaMalloc(&maps[b], m.size());
+                cudaMemcpy(maps[b], m.data(), m.size(), cudaMemcpyHostToDevice);
+            }
+            void **tab;
+            cudaMalloc(&tab, c.B * sizeof(void *));
+            cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
+            const ac_cu_codec cc = {k.kind, k.causal, k.topk};
+            for (int var = 0; var <= (k.kind == 2 ? 2 : 1); var++) {
+                const double us = time_it([&] {
+                    OK(ac_cu_codec_av_seqs_variant<bf16>(&cc, (const void *const *)tab, cu, 0, c.B, c.L, H, Hkv, hd,
+                                                         qkv + QD + Hkv * hd, QKV, att, QD, 0, var));
+                });
+                printf("%4dx%-3d %-14s %8d %10.1f %10.1f %8.2fx\n", c.L, c.B, k.name, var, us, flash, flash / us);
+                printf("RESULT av %d %d %s %d %.2f %.2f\n", c.L, c.B, k.name, var, us, flash);
+                fflush(stdout);
+            }
+            for (void *m : maps) cudaFree(m);
+            cudaFree(tab);
+        }
+        cudaFree(qkv), cudaFree(att), cudaFree(cu);
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     const int reps = argc > 2 ? atoi(argv[2]) : 10;
@@ -301,5 +383,6 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "attn") || !strcmp(what, "all")) bench_attn(reps);
     if (!strcmp(what, "forward") || !strcmp(what, "all")) bench_forward(reps);
     if (!strcmp(what, "cache")) bench_cache(reps);
+    if (!strcmp(what, "av") || !strcmp(what, "cache")) bench_av(reps);
     return 0;
 }

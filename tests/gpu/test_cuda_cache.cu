@@ -2,10 +2,13 @@
  * (src/backends/cuda/cuda_codec_av.cu) against the CPU: maps encoded by the
  * cache's own codec (ac_codec_encode), decoded by its plain reference
  * (ac_codec_decode), multiplied by V in double. Every codec, dense and causal,
- * GQA, f32 and bf16 V, all rows and a prefix of rows (causal partial reuse).
+ * GQA, f32 and bf16 V, all rows and a prefix of rows (causal partial reuse),
+ * V tiled past shared memory, q8 on the tensor cores, several sequences of a
+ * packed batch in one launch (ac_cu_codec_av_seqs).
  * Exits 0 with "SKIP" when no CUDA device is present. */
 #include "gpu_check.h"
 
+#include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_codec_av.h"
 #include "cache/codec.h"
 
@@ -103,6 +106,90 @@ static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int
     cudaFree(dm), cudaFree(dv), cudaFree(dout);
 }
 
+/* Several sequences of a packed batch in one launch (ac_cu_codec_av_seqs): lens[] tokens each, maps in
+ * separate allocations found through a device table, sequences s0 .. ns-1 served; the rows of the
+ * sequences before s0 must stay as poisoned. */
+template <typename T>
+static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, int Hkv, int hd, int variant = 0) {
+    ac_map_codec c;
+    if (ac_codec_parse(spec, &c) != AC_OK) {
+        CHECK(0, "codec %s", spec);
+        return;
+    }
+    const int ns = (int)lens.size(), ldv = Hkv * hd, ldo = H * hd;
+    vector<int> cu(ns + 1, 0);
+    for (int s = 0; s < ns; s++) cu[s + 1] = cu[s] + lens[s];
+    const int Tn = cu[ns];
+    int Lmax = 0;
+    vector<float> V((size_t)Tn * ldv), ref((size_t)Tn * ldo, 0.f);
+    for (auto &x : V) x = sizeof(T) == 2 ? ac_host_bf16_to_f32(ac_host_f32_to_bf16(rnd())) : rnd();
+    vector<void *> dmaps(ns, nullptr);
+    for (int s = 0; s < ns; s++) {
+        const int L = lens[s];
+        Lmax = L > Lmax ? L : Lmax;
+        const size_t mb = ac_codec_map_bytes(&c, L);
+        CHECK(mb == ac_cuda_map_bytes(c.kind, c.causal, c.topk, L), "map bytes %s L %d", spec, L);
+        vector<unsigned char> maps(mb * H);
+        vector<float> P((size_t)L * L), D((size_t)L * L);
+        for (int h = 0; h < H; h++) {
+            rand_map(P.data(), L, c.causal);
+            CHECK(ac_codec_encode(&c, P.data(), L, maps.data() + h * mb) == AC_OK, "encode %s", spec);
+            ac_codec_decode(&c, maps.data() + h * mb, L, D.data());
+            for (int t = 0; s >= s0 && t < L; t++)
+                for (int d = 0; d < hd; d++) {
+                    double a = 0;
+                    for (int j = 0; j < L; j++)
+                        a += (double)D[(size_t)t * L + j] * V[(size_t)(cu[s] + j) * ldv + (h / (H / Hkv)) * hd + d];
+                    ref[(size_t)(cu[s] + t) * ldo + h * hd + d] = (float)a;
+                }
+        }
+        CU(cudaMalloc(&dmaps[s], maps.size()));
+        CU(cudaMemcpy(dmaps[s], maps.data(), maps.size(), cudaMemcpyHostToDevice));
+    }
+    void **dtab;
+    int *dcu;
+    T *dv, *dout;
+    CU(cudaMalloc(&dtab, ns * sizeof(void *)));
+    CU(cudaMemcpy(dtab, dmaps.data(), ns * sizeof(void *), cudaMemcpyHostToDevice));
+    CU(cudaMalloc(&dcu, (ns + 1) * sizeof(int)));
+    CU(cudaMemcpy(dcu, cu.data(), (ns + 1) * sizeof(int), cudaMemcpyHostToDevice));
+    CU(cudaMalloc(&dv, V.size() * sizeof(T)));
+    CU(cudaMalloc(&dout, (size_t)Tn * ldo * sizeof(T)));
+    CU(cudaMemset(dout, 0xff, (size_t)Tn * ldo * sizeof(T))); /* NaN poison */
+    if (sizeof(T) == 4) {
+        CU(cudaMemcpy(dv, V.data(), V.size() * 4, cudaMemcpyHostToDevice));
+    } else {
+        vector<uint16_t> b(V.size());
+        for (size_t i = 0; i < V.size(); i++) b[i] = ac_host_f32_to_bf16(V[i]);
+        CU(cudaMemcpy(dv, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
+    }
+    ac_cu_codec cc = {c.kind, c.causal, c.topk};
+    const int rc = variant ? ac_cu_codec_av_seqs_variant<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H,
+                                                            Hkv, hd, dv, ldv, dout, ldo, 0, variant)
+                           : ac_cu_codec_av_seqs<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H, Hkv, hd,
+                                                    dv, ldv, dout, ldo, 0);
+    CU(cudaDeviceSynchronize());
+    vector<float> got((size_t)Tn * ldo);
+    if (sizeof(T) == 4) {
+        CU(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost));
+    } else {
+        vector<uint16_t> b(got.size());
+        CU(cudaMemcpy(b.data(), dout, b.size() * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < b.size(); i++) got[i] = ac_host_bf16_to_f32(b[i]);
+    }
+    const size_t first = (size_t)cu[s0] * ldo;
+    int untouched = 1;
+    for (size_t i = 0; i < first; i++) untouched &= !isfinite(got[i]);
+    const double e = rel_err(got.data() + first, ref.data() + first, ref.size() - first);
+    CHECK(rc == AC_OK && untouched && all_finite(got.data() + first, got.size() - first) &&
+              e < (sizeof(T) == 4 ? 1e-5 : 8e-3),
+          "batched codec %s, %d sequences from %d, H %d/%d hd %d (%zu-byte V, variant %d): rel err %.3g, rows before "
+          "kept %d",
+          spec, ns, s0, H, Hkv, hd, sizeof(T), variant, e, untouched);
+    for (void *m : dmaps) cudaFree(m);
+    cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout);
+}
+
 int main(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -131,9 +218,36 @@ int main(void) {
     run<float>("topk8-causal", 200, 4, 2, 64, 200, 0, 1); /* odd V stride: columns 32 apart per lane */
     run<bf16>("q8-causal", 200, 4, 2, 128, 200, 0, 1);
     run<bf16>("topk32", 300, 4, 1, 64, 300, 0, 3);
+    /* v3: V past shared memory in key tiles (f32 hd 128: 446 rows a tile; bf16 hd 128: 892), q8 rows on
+       the tensor cores at every head dim, dense and causal, GQA 4:1 */
+    run<float>("topk8", 1000, 4, 1, 128, 1000);
+    run<float>("topk8-causal", 1000, 4, 2, 128, 1000);
+    run<bf16>("topk32-causal", 1200, 8, 2, 128, 1200);
+    run<bf16>("topk32", 2000, 4, 1, 64, 2000); /* hd 64 bf16: 1784 rows a tile (the 2048-token bench case) */
+    run<bf16>("q8-causal", 1200, 8, 2, 64, 1200);
+    run<bf16>("q8", 300, 8, 2, 128, 300);
+    run<bf16>("q8-causal", 77, 8, 2, 32, 50);
+    /* several sequences in one launch */
+    const vector<int> lens = {37, 200, 1, 130, 64};
+    for (const char *s : {"topk8-causal", "q8-causal", "q8", "topk32", "f16-causal", "q4"}) {
+        run_seqs<bf16>(s, lens, 1, 8, 2, 64);
+        run_seqs<bf16>(s, lens, 0, 4, 4, 128);
+        run_seqs<float>(s, lens, 2, 4, 2, 32);
+    }
+    run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128);
+    /* the benchmark variants: 8-warp gather blocks (one key tile and several), q8 on the CUDA cores */
+    run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
+    run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
+    run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 2);
     /* bad arguments are refused, not run */
     ac_cu_codec bad = {9, 0, 0};
     CHECK(ac_cu_codec_av<float>(&bad, NULL, 0, 8, 8, 1, 1, 8, NULL, 8, NULL, 8, 0) == AC_ERR_ARG, "bad codec kind");
+    ac_cu_codec ok = {4, 1, 8};
+    CHECK(ac_cu_codec_av_seqs<float>(&ok, NULL, NULL, 0, 1, 8, 1, 1, 64, NULL, 8, NULL, 8, 0) == AC_ERR_ARG,
+          "batched: no map table");
+    CHECK(ac_cu_codec_av_seqs<float>(&bad, (const void *const *)&ok, (const int *)&ok, 0, 1, 8, 1, 1, 64, NULL, 8, NULL,
+                                     8, 0) == AC_ERR_ARG,
+          "batched: bad codec kind");
     printf("test_cuda_cache: %d checks passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -180,8 +180,9 @@ static void test_rope(void) {
     }
 }
 
-template <typename T> static void test_act(double tol) {
-    const int n = 13, F = 1000;
+/* F % 8 == 0: the 16-byte bf16 kernels; odd F: the scalar ones */
+template <typename T> static void test_act(double tol, int F) {
+    const int n = 13;
     auto gu = randv((size_t)n * 2 * F, 4.0f);
     for (auto &v : gu) v = sizeof(T) == 2 ? bfr(v) : v;
     T *dgu = dev<T>(gu), *dh = dev_nan<T>((size_t)n * F);
@@ -194,13 +195,13 @@ template <typename T> static void test_act(double tol) {
         }
     auto got = host(dh, ref.size());
     double e = rel_err(got.data(), ref.data(), ref.size());
-    CHECK(e < tol, "swiglu (%zu-byte) rel err %.3g", sizeof(T), e);
+    CHECK(e < tol, "swiglu (%zu-byte, F %d) rel err %.3g", sizeof(T), F, e);
     OK(ac_cu_gelu<T>(dgu, gu.size(), 0));
     got = host(dgu, gu.size());
     ref.resize(gu.size());
     for (size_t i = 0; i < gu.size(); i++) ref[i] = (float)(0.5 * gu[i] * (1.0 + erf(gu[i] / sqrt(2.0))));
     e = rel_err(got.data(), ref.data(), ref.size());
-    CHECK(e < tol, "gelu (%zu-byte) rel err %.3g", sizeof(T), e);
+    CHECK(e < tol, "gelu (%zu-byte, %zu) rel err %.3g", sizeof(T), gu.size(), e);
     cudaFree(dgu), cudaFree(dh);
 }
 
@@ -275,6 +276,23 @@ static void test_gemm(void) {
                         for (int n = 0; n < N; n++) ref[(size_t)m * N + n] += b[n];
                     e = rel_err(gb.data(), ref.data(), ref.size());
                     CHECK(e < 8e-3, "gemm bf16 out %dx%dx%d + bias rel err %.3g", M, N, K, e);
+                    /* the GELU epilogue (BERT's up projection), against the erf form, with and without bias */
+                    for (int wb = 0; wb < 2; wb++) {
+                        const int rc = ac_cu_gemm_run_act(g, 0, 0, dW, dX, dYb, N, M, N, K, wb ? db : NULL, 0, 1);
+                        CHECK(rc == AC_OK || rc == AC_ERR_UNSUPPORTED, "gemm gelu epilogue: %d", rc);
+                        if (rc) continue;
+                        gb = host(dYb, (size_t)M * N);
+                        vector<float> rg(ref.size());
+                        for (int m = 0; m < M; m++)
+                            for (int n = 0; n < N; n++) {
+                                const double v = ref[(size_t)m * N + n] - (wb ? 0.0 : b[n]);
+                                rg[(size_t)m * N + n] = (float)(0.5 * v * (1.0 + erf(v / sqrt(2.0))));
+                            }
+                        e = rel_err(gb.data(), rg.data(), rg.size());
+                        CHECK(e < 8e-3, "gemm bf16 out %dx%dx%d gelu epilogue (bias %d) rel err %.3g", M, N, K, wb, e);
+                    }
+                    CHECK(ac_cu_gemm_run_act(g, 0, 1, dW, dX, dY, N, M, N, K, NULL, 1, 1) == AC_ERR_ARG,
+                          "gelu epilogue with accumulate refused");
                     cudaFree(dYb);
                 }
                 cudaFree(dX), cudaFree(dW), cudaFree(db), cudaFree(dY);
@@ -381,8 +399,9 @@ int main(int argc, char **argv) {
         test_norms<bf16>(8e-3, D);
     }
     test_rope();
-    test_act<float>(1e-5);
-    test_act<bf16>(8e-3);
+    test_act<float>(1e-5, 1000);
+    test_act<bf16>(8e-3, 1000);
+    test_act<bf16>(8e-3, 999);
     test_pool();
     test_gemm();
     const int hds[] = {32, 64, 128};

@@ -181,9 +181,8 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     ws_free(g);
     cudaFree(g->P);
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
-    free(g->h_desc);
-    cudaFree(g->d_desc);
     cudaFree(g->d_maps);
+    cudaFree(g->d_srvtab);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
         for (int i = 0; i < g->hp.n_layer; i++)
@@ -387,10 +386,22 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
         }
-        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run in one launch (descriptors from serve_plan) */
-            TRY(ac_cu_codec_av_seqs<T>(g->d_desc + (size_t)il * n_seq + s0, s1 - s0, Lmax, g->H, g->Hkv, g->hd,
-                                       qkv + VO, QKV, (T *)g->att, g->QD, g->st));
-            continue;
+        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run's sequences in one launch, where */
+            const size_t k0 = (size_t)il * n_seq + s0;  /* its sites share one codec and natural head stride */
+            int same = 1;
+            for (int s = s0; s < s1 && same; s++) {
+                const size_t k = (size_t)il * n_seq + s;
+                const int L = g->h_cu[s + 1] - g->h_cu[s];
+                same = g->srv_cc[3 * k] == g->srv_cc[3 * k0] && g->srv_cc[3 * k + 1] == g->srv_cc[3 * k0 + 1] &&
+                       g->srv_cc[3 * k + 2] == g->srv_cc[3 * k0 + 2] &&
+                       g->srv_mb[k] == ac_cuda_map_bytes(g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2], L);
+            }
+            if (same) {
+                const ac_cu_codec cc = {g->srv_cc[3 * k0], g->srv_cc[3 * k0 + 1], g->srv_cc[3 * k0 + 2]};
+                TRY(ac_cu_codec_av_seqs<T>(&cc, g->d_srvtab + (size_t)il * n_seq, g->d_cu, s0, s1 - s0, Lmax, g->H,
+                                           g->Hkv, g->hd, qkv + VO, QKV, (T *)g->att, g->QD, g->st));
+                continue;
+            }
         }
         for (int s = s0; s < s1; s++) {
             const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
@@ -512,26 +523,15 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     for (size_t k = 0; k < n; k++)
         if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
-    if (g->srv_sites && (g->hd == 32 || g->hd == 64 || g->hd == 128)) { /* one A.V launch per run of served sequences */
-        if (n > g->cap_desc) {
-            free(g->h_desc);
-            cudaFree(g->d_desc);
-            g->d_desc = NULL, g->cap_desc = 0;
-            if (!(g->h_desc = (ac_cu_av_seq *)malloc(n * sizeof *g->h_desc))) return AC_ERR_NOMEM;
-            int rc = DMALLOC(g->d_desc, n * sizeof *g->d_desc);
-            if (rc) return rc;
-            g->cap_desc = n;
-        }
-        for (int il = 0; il < NL; il++)
-            for (int s = 0; s < n_seq; s++) {
-                const size_t k = (size_t)il * n_seq + s;
-                ac_cu_av_seq d = {g->srv_dev[k], g->srv_mb[k], g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2],
-                                  seqs[s].n_tokens, g->h_cu[s], 0};
-                g->h_desc[k] = d;
-            }
-        /* ordered before this call's kernels on the main stream (pageable source: copied before the call returns) */
-        AC_CU(cudaMemcpyAsync(g->d_desc, g->h_desc, n * sizeof *g->h_desc, cudaMemcpyHostToDevice, g->st));
+    if (n > g->cap_srvtab) {
+        cudaFree(g->d_srvtab);
+        g->d_srvtab = NULL, g->cap_srvtab = 0;
+        int rc = DMALLOC(g->d_srvtab, n * sizeof *g->d_srvtab);
+        if (rc) return rc;
+        g->cap_srvtab = n;
     }
+    /* pageable source: copied out before the call returns; ordered before this call's kernels */
+    AC_CU(cudaMemcpyAsync(g->d_srvtab, g->srv_dev, n * sizeof *g->d_srvtab, cudaMemcpyHostToDevice, g->st));
     if (dev_total && !g->st_up) {
         AC_CU(cudaStreamCreateWithFlags(&g->st_up, cudaStreamNonBlocking));
         g->ev_up = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_up);
@@ -577,8 +577,16 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     if (g->bert) {
         TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n1w, c->n1b, Tn, D, eps, g->st));
         TRY(mark(g, 5));
-        TRY(gemm<T>(g, c->wgu, xb, hh, yt, F, Tn, F, D, c->bup, 0));
-        TRY(ac_cu_gelu<T>(hh, (size_t)Tn * F, g->st));
+        /* bf16: GELU in the up projection's epilogue (tanh form, see cuda_gemm.h): saves a read and a
+           write of [T][F]; f32 (exactness checks): the erf form in its own pass */
+        rc = sizeof(T) == 2 ? ac_cu_gemm_run_act(g->gemm, 0, 0, c->wgu, xb, hh, F, Tn, F, D, c->bup, 0, 1)
+                            : AC_ERR_UNSUPPORTED;
+        if (rc == AC_ERR_UNSUPPORTED) {
+            TRY(gemm<T>(g, c->wgu, xb, hh, yt, F, Tn, F, D, c->bup, 0));
+            TRY(ac_cu_gelu<T>(hh, (size_t)Tn * F, g->st));
+        } else if (rc) {
+            return rc;
+        }
         TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
         TRY(mark(g, 4));
         TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n2w, c->n2b, Tn, D, eps, g->st));

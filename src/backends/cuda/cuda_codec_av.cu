@@ -1,9 +1,11 @@
 /* cuda_codec_av.cu — A·V from compressed attention-map rows (see
- * cuda_codec_av.h). Head dims 32/64/128: one warp per (row t, head h), weights
- * decoded into registers and broadcast by shuffle (k_codec_av_warp). Other head
- * dims: one block per (row t, head h) decoding row t into shared memory
- * (weights, and for top-k their key indices), each thread accumulating its
- * output columns d. Row offsets are the codec's closed forms. */
+ * cuda_codec_av.h). Head dims 32/64/128 (v3): q8 rows with bf16 V on the tensor
+ * cores (k_av_q8_mma, q4 rows too); every other codec, and f32 V, by a gather from V staged
+ * in shared memory once per block for all heads of a kv group (k_av_smem).
+ * Other head dims: one block per (row t, head h) decoding row t into shared
+ * memory (weights, and for top-k their key indices), each thread accumulating
+ * its output columns d. Row offsets are the codec's closed forms. Versions,
+ * predictions and measured times: docs/GPU_NOTES.md. */
 #include "cuda_codec_av.h"
 #include "cuda_backend.h"
 
@@ -108,117 +110,419 @@ __device__ __forceinline__ float decode_w(const ac_cu_codec &c, const unsigned c
     }
 }
 
-/* COLS consecutive elements of a V row into floats: one vector load when the
- * columns are contiguous and aligned (CONTIG), else COLS loads 32 apart. */
-template <int COLS, bool CONTIG>
-__device__ __forceinline__ void ld_cols(const float *p, float *x) {
-    if (CONTIG && COLS == 4) {
+/* Where a launch's sequences are: one sequence (`one`, the caller's V and out rows from 0) or
+ * sequences s0 .. s0 + gridDim.z - 1 of a packed batch (maps tab[s], rows cu[s] .. cu[s+1] of V
+ * and out; head maps ac_cuda_map_bytes(L) apart). */
+struct av_src {
+    const unsigned char *const *tab; /* device [n_seq] or NULL */
+    const int *cu;                   /* device [n_seq + 1] with tab */
+    const unsigned char *one;        /* without tab */
+    size_t one_mb;
+    int s0, L1, rows1;
+};
+
+__device__ __forceinline__ void av_seq(const ac_cu_codec &c, const av_src &q, const unsigned char **maps, size_t *mb,
+                                       int *r0, int *L, int *rows) {
+    if (q.tab) {
+        const int s = q.s0 + blockIdx.z;
+        *r0 = q.cu[s], *L = q.cu[s + 1] - *r0, *rows = *L, *maps = q.tab[s];
+        *mb = (row_offset(c, *L, *L) + 63) / 64 * 64;
+    } else {
+        *r0 = 0, *L = q.L1, *rows = q.rows1, *maps = q.one, *mb = q.one_mb;
+    }
+}
+
+/* ---- v3 gather kernel: V of one kv head staged in shared memory ----------------------------------
+ * Block = (sequence, kv head g, PB consecutive (row, head-of-group) pairs); pair p is row p / G,
+ * head g G + p % G, so the G query heads sharing V are served by one block. The block copies the V
+ * rows its pairs can reach (causal: up to its last row; KT rows at a time when they do not fit)
+ * into shared memory once, then each warp takes pairs: lane l decodes stored entry j0 + l of each
+ * 32-entry chunk, the entries whose key lies in the staged rows are compacted into a per-warp list
+ * (ballot + prefix count: stored order kept, damaged top-k indices and zero weights dropped), and
+ * the warp walks the list U entries at a time, every V row read from shared memory (lane l owns
+ * columns COLS l .. COLS l + COLS - 1). v2 read the rows from L2/HBM: ~1 GB of V rows per layer at
+ * Llama-1B 512 x 16 top-32. Accumulators of PW pairs per warp stay in registers across key tiles. */
+template <int COLS>
+__device__ __forceinline__ void lds_cols(const float *p, float *x) {
+    if (COLS == 4) {
         const float4 v = *reinterpret_cast<const float4 *>(p);
         x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
-    } else if (CONTIG && COLS == 2) {
+    } else if (COLS == 2) {
         const float2 v = *reinterpret_cast<const float2 *>(p);
         x[0] = v.x, x[1] = v.y;
     } else {
-#pragma unroll
-        for (int k = 0; k < COLS; k++) x[k] = p[CONTIG ? k : 32 * k];
+        x[0] = p[0];
     }
 }
-template <int COLS, bool CONTIG>
-__device__ __forceinline__ void ld_cols(const bf16 *p, float *x) {
-    if (CONTIG && COLS == 4) {
+template <int COLS>
+__device__ __forceinline__ void lds_cols(const bf16 *p, float *x) {
+    if (COLS == 4) {
         const uint2 u = *reinterpret_cast<const uint2 *>(p);
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
-        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
-        x[0] = a.x, x[1] = a.y, x[2] = b.x, x[3] = b.y;
-    } else if (CONTIG && COLS == 2) {
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
-        x[0] = a.x, x[1] = a.y;
+        x[0] = __uint_as_float(u.x << 16), x[1] = __uint_as_float(u.x & 0xffff0000u);
+        x[2] = __uint_as_float(u.y << 16), x[3] = __uint_as_float(u.y & 0xffff0000u);
+    } else if (COLS == 2) {
+        const uint32_t u = *reinterpret_cast<const uint32_t *>(p);
+        x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
     } else {
-#pragma unroll
-        for (int k = 0; k < COLS; k++) x[k] = __bfloat162float(p[CONTIG ? k : 32 * k]);
+        x[0] = __bfloat162float(*p);
     }
 }
 
-/* One warp per (row t, head h), ROWS warps per block (rows t0 .. t0 + ROWS - 1 of one head): lane l
- * decodes stored key j0 + l of each 32-key chunk into registers, then the warp walks the chunk U keys
- * at a time: U shuffles broadcast the weights (and top-k keys), then the U V-row loads are issued
- * together before their FMAs (memory-level parallelism: v1 waited for each row's load in turn).
- * CONTIG: lane l owns columns COLS l .. COLS l + COLS - 1 (one vector load per V row), else
- * columns l + 32 c. The sum runs over keys in stored order, as in v1. Lanes past the row's stored
- * keys (and damaged top-k indices) carry weight 0 and key 0: their loads are valid and add 0. */
-/* Row t of head h (one warp): out row = sum over the row's stored keys of weight x V row. */
-template <typename T, int COLS, bool CONTIG>
-__device__ __forceinline__ void av_row_warp(const ac_cu_codec &c, const unsigned char *maps, size_t map_bytes, int L,
-                                            int t, int h, int H, int Hkv, const T *V, int ldv, T *O, int ldo) {
-    constexpr int U = 8; /* keys in flight per warp */
-    const int lane = threadIdx.x & 31;
-    constexpr int HD = 32 * COLS;
-    const int g = h / (H / Hkv);
-    const unsigned char *row = maps + (size_t)h * map_bytes + row_offset(c, L, t);
-    const int n_t = c.causal ? t + 1 : L;
-    const int n = c.kind == 4 ? (n_t < c.topk ? n_t : c.topk) : n_t;
-    const float scale = (c.kind == 2 || c.kind == 3) ? ld_f32(row) : 0.f;
-    const T *vb = V + (size_t)g * HD + (CONTIG ? COLS * lane : lane);
-    float acc[COLS];
+template <typename T, int COLS, int NW, int PW>
+__global__ void __launch_bounds__(NW * 32, 1) k_av_smem(ac_cu_codec c, av_src q, int H, int Hkv, const T *__restrict__ V,
+                                                     int ldv, T *__restrict__ O, int ldo, int KT, int PB, int vec) {
+    constexpr int HD = 32 * COLS, U = 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    uint32_t *ent = reinterpret_cast<uint32_t *>(smem_raw); /* [NW][32] (key - k0) HD: the entry's V row in sv */
+    float *entw = reinterpret_cast<float *>(ent + NW * 32);  /* [NW][32] its weight */
+    T *sv = reinterpret_cast<T *>(smem_raw + NW * 32 * 8);   /* [KT][HD] V rows k0 .. k1 - 1 of kv head g */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int G = H / Hkv, g = blockIdx.y, npairs = rows * G;
+    const int qb0 = blockIdx.x * PB;
+    if (qb0 >= npairs) return; /* whole block */
+    const int qb1 = min(npairs, qb0 + PB), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kend = c.causal ? (qb1 - 1) / G + 1 : L, ntiles = (kend + KT - 1) / KT;
+    const T *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
+    uint32_t *e = ent + warp * 32;
+    float *ew = entw + warp * 32;
+    const T *svl = sv + COLS * lane; /* this lane's columns of staged row 0 */
+    for (int qa = qb0; qa < qb1; qa += NW * PW) {
+        float acc[PW][COLS];
 #pragma unroll
-    for (int k = 0; k < COLS; k++) acc[k] = 0.f;
-    for (int j0 = 0; j0 < n; j0 += 32) {
-        int key = 0;
-        const float w = j0 + lane < n ? decode_w(c, row, n, n_t, j0 + lane, scale, &key) : 0.f;
-        const int m = n - j0 < 32 ? n - j0 : 32;
-        /* top-k: key and weight (a half, exactly as stored) in one shuffle; dense: the key is j0 + lane
-           (clamped to the row's last key where the weight is 0) */
-        const uint32_t pk = c.kind == 4 ? (uint32_t)key << 16 | __half_as_ushort(__float2half_rn(w))
-                                        : (uint32_t)(j0 + lane < n ? j0 + lane : n - 1);
-        for (int jj = 0; jj < m; jj += U) {
-            float wj[U], x[U][COLS];
-            int kj[U];
+        for (int i = 0; i < PW; i++)
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const uint32_t q = __shfl_sync(0xffffffffu, pk, jj + u);
-                if (c.kind == 4) wj[u] = half_f32((uint16_t)(q & 0xffffu)), kj[u] = (int)(q >> 16);
-                else wj[u] = __shfl_sync(0xffffffffu, w, jj + u), kj[u] = (int)q;
+            for (int k = 0; k < COLS; k++) acc[i][k] = 0.f;
+        for (int tile = 0; tile < ntiles; tile++) {
+            const int k0 = tile * KT, k1 = min(kend, k0 + KT);
+            if (ntiles > 1 || qa == qb0) { /* stage V rows [k0, k1) */
+                __syncthreads();
+                if (vec) {
+                    constexpr int CH = HD * (int)sizeof(T) / 16, PER = 16 / (int)sizeof(T);
+                    for (int i = threadIdx.x; i < (k1 - k0) * CH; i += NW * 32) {
+                        const int r = i / CH, cc = (i % CH) * PER;
+                        *reinterpret_cast<uint4 *>(sv + (size_t)r * HD + cc) =
+                            __ldg(reinterpret_cast<const uint4 *>(Vg + (size_t)(k0 + r) * ldv + cc));
+                    }
+                } else {
+                    for (int i = threadIdx.x; i < (k1 - k0) * HD; i += NW * 32)
+                        sv[i] = Vg[(size_t)(k0 + i / HD) * ldv + i % HD];
+                }
+                __syncthreads();
             }
 #pragma unroll
-            for (int u = 0; u < U; u++) ld_cols<COLS, CONTIG>(vb + (size_t)kj[u] * ldv, x[u]);
+            for (int i = 0; i < PW; i++) {
+                const int pq = qa + i * NW + warp;
+                if (pq >= qb1) continue;
+                const int t = pq / G, h = g * G + pq % G;
+                const unsigned char *row = maps + (size_t)h * mb + row_offset(c, L, t);
+                const int n_t = c.causal ? t + 1 : L;
+                const int n = c.kind == 4 ? (n_t < c.topk ? n_t : c.topk) : n_t;
+                const float scale = (c.kind == 2 || c.kind == 3) ? ld_f32(row) : 0.f;
+                for (int j0 = 0; j0 < n; j0 += 32) {
+                    if (c.kind != 4) { /* dense rows: stored entry j is key j */
+                        if (j0 + 32 <= k0) continue;
+                        if (j0 >= k1) break;
+                    }
+                    int key = 0;
+                    float w = 0.f;
+                    if (j0 + lane < n) w = decode_w(c, row, n, n_t, j0 + lane, scale, &key);
+                    const bool in = j0 + lane < n && key >= k0 && key < k1 && w != 0.f;
+                    const unsigned mask = __ballot_sync(0xffffffffu, in);
+                    if (!mask) continue;
+                    const int m = __popc(mask), pos = __popc(mask & ((1u << lane) - 1u));
+                    __syncwarp();
+                    e[lane] = 0, ew[lane] = 0.f; /* past m: key k0, weight 0 */
+                    __syncwarp();
+                    if (in) e[pos] = (uint32_t)(key - k0) * HD, ew[pos] = w; /* unpacked once, not per column */
+                    __syncwarp();
+                    for (int jj = 0; jj < m; jj += U) {
+                        uint32_t pk[U];
+                        float wj[U], x[U][COLS];
+                        const uint4 a = *reinterpret_cast<const uint4 *>(e + jj),
+                                    b = *reinterpret_cast<const uint4 *>(e + jj + 4);
+                        const float4 fa = *reinterpret_cast<const float4 *>(ew + jj),
+                                     fb = *reinterpret_cast<const float4 *>(ew + jj + 4);
+                        pk[0] = a.x, pk[1] = a.y, pk[2] = a.z, pk[3] = a.w, pk[4] = b.x, pk[5] = b.y, pk[6] = b.z,
+                        pk[7] = b.w;
+                        wj[0] = fa.x, wj[1] = fa.y, wj[2] = fa.z, wj[3] = fa.w, wj[4] = fb.x, wj[5] = fb.y,
+                        wj[6] = fb.z, wj[7] = fb.w;
 #pragma unroll
-            for (int u = 0; u < U; u++)
+                        for (int u = 0; u < U; u++) lds_cols<COLS>(svl + pk[u], x[u]);
 #pragma unroll
-                for (int k = 0; k < COLS; k++) acc[k] += wj[u] * x[u][k];
+                        for (int u = 0; u < U; u++)
+#pragma unroll
+                            for (int k = 0; k < COLS; k++) acc[i][k] += wj[u] * x[u][k];
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            const int pq = qa + i * NW + warp;
+            if (pq >= qb1) continue;
+            const int t = pq / G, h = g * G + pq % G;
+            T *o = O + (size_t)(r0 + t) * ldo + (size_t)h * HD + COLS * lane;
+#pragma unroll
+            for (int k = 0; k < COLS; k++) ac_st(o + k, acc[i][k]);
         }
     }
-    T *o = O + (size_t)t * ldo + (size_t)h * HD + (CONTIG ? COLS * lane : lane);
+}
+
+/* ---- v3 q8 (and q4) rows on the tensor cores (bf16 V) ---------------------------------------------
+ * q8 weights are integers 0..255 (q4: 0..15) times a row scale: exact in bf16, so P V runs as the fused
+ * attention's P V does (mma.sync m16n8k16, V tiles of 64 keys through shared memory by cp.async,
+ * two stages), with the map bytes as the A operand and the row scale applied at the end.
+ * Block = (sequence, kv head g, BM = 16 MT rows); warp (mt, hw) owns m-tile mt of head g G + hw
+ * (+ GW per pass when G > GW): V tiles are shared by the G heads. A fragments straight from the
+ * rows: the k index of a 16-key step is permuted so that thread tq's four k slots (2tq, 2tq+1,
+ * 2tq+8, 2tq+9) are keys 4tq .. 4tq+3, one 4-byte (q4: 2-byte) read per row; V rows are stored in shared memory
+ * in the same permuted order (key bit 1 -> slot bit 3), so the ldmatrix.trans addressing is the
+ * fused kernel's and its 8 row addresses hit 8 different bank groups. */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* bytes key .. key+3 of a row's weights (key a multiple of 4), 0 past n: one or two aligned 32-bit
+ * reads when all four are in the row (each word holds a byte of the row, so it lies inside the
+ * 4-byte-aligned map allocation), else byte reads */
+__device__ __forceinline__ uint32_t ld4(const unsigned char *p, int key, int n) {
+    if (key + 4 <= n) {
+        const uintptr_t a = (uintptr_t)(p + key);
+        const uint32_t *w = reinterpret_cast<const uint32_t *>(a & ~(uintptr_t)3);
+        const uint32_t sh = (uint32_t)(a & 3) * 8, lo = __ldg(w);
+        return sh ? __funnelshift_r(lo, __ldg(w + 1), sh) : lo;
+    }
+    uint32_t r = 0;
 #pragma unroll
-    for (int k = 0; k < COLS; k++) ac_st(o + (CONTIG ? k : 32 * k), acc[k]);
+    for (int b = 0; b < 4; b++)
+        if (key + b < n) r |= (uint32_t)p[key + b] << (8 * b);
+    return r;
+}
+/* bytes (sel = 0: 0 and 1, sel = 2: 2 and 3) of x as a bf16 pair, exactly (0x4B000000 | b is 2^23 + b) */
+__device__ __forceinline__ uint32_t q8_pair(uint32_t x, int sel) {
+    const float lo = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7440 + sel)) - 8388608.f;
+    const float hi = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7441 + sel)) - 8388608.f;
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+/* q4: nibbles of keys key .. key+3 (key a multiple of 4: byte key / 2 of the row's weights, low
+ * nibble first) in the low 16 bits, 0 past n; the aligned-word reads as in ld4 */
+__device__ __forceinline__ uint32_t ld4n(const unsigned char *p, int key, int n) {
+    if (key + 4 <= n) {
+        const uintptr_t a = (uintptr_t)(p + key / 2);
+        const uint32_t *w = reinterpret_cast<const uint32_t *>(a & ~(uintptr_t)3);
+        const uint32_t sh = (uint32_t)(a & 3) * 8, lo = __ldg(w);
+        return (sh <= 16 ? lo >> sh : __funnelshift_r(lo, __ldg(w + 1), sh)) & 0xffffu;
+    }
+    uint32_t r = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (key + i < n) {
+            const uint32_t b = p[(key + i) / 2];
+            r |= ((i & 1) ? b >> 4 : b & 15u) << (4 * i);
+        }
+    return r;
+}
+/* nibbles (sel = 0: 0 and 1, sel = 8: 2 and 3) of x as a bf16 pair, exactly */
+__device__ __forceinline__ uint32_t q4_pair(uint32_t x, int sel) {
+    const float lo = __uint_as_float(0x4B000000u | ((x >> sel) & 15u)) - 8388608.f;
+    const float hi = __uint_as_float(0x4B000000u | ((x >> (sel + 4)) & 15u)) - 8388608.f;
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+/* shared-memory slot of key j of a 64-key tile: bit 1 of j moves to bit 3 (bits 3, 2 down one) */
+__device__ __forceinline__ int q8_slot(int j) {
+    return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
-/* One warp per (row t, head h), ROWS warps per block (rows t0 .. t0 + ROWS - 1 of one head): lane l
- * decodes stored key j0 + l of each 32-key chunk into registers, then the warp walks the chunk U keys
- * at a time: U shuffles broadcast the weights (and top-k keys), then the U V-row loads are issued
- * together before their FMAs (memory-level parallelism: v1 waited for each row's load in turn).
- * CONTIG: lane l owns columns COLS l .. COLS l + COLS - 1 (one vector load per V row), else
- * columns l + 32 c. The sum runs over keys in stored order, as in v1. Lanes past the row's stored
- * keys (and damaged top-k indices) carry weight 0 and key 0: their loads are valid and add 0. */
-template <typename T, int COLS, int ROWS, bool CONTIG>
-__global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp(ac_cu_codec c, const unsigned char *maps, size_t map_bytes,
-                                                         int L, int n_rows, int H, int Hkv, const T *V, int ldv, T *O,
-                                                         int ldo) {
-    const int t = blockIdx.x * ROWS + (threadIdx.x >> 5);
-    if (t >= n_rows) return;
-    av_row_warp<T, COLS, CONTIG>(c, maps, map_bytes, L, t, blockIdx.y, H, Hkv, V, ldv, O, ldo);
+template <int HD, int MT, bool Q4>
+__global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
+                                                   int ldv, bf16 *__restrict__ O, int ldo, int GW) {
+    constexpr int BN = 64, LDS = HD + 8, DT = HD / 8, BM = 16 * MT;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
+    if (tb0 >= rows) return;
+    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    const int mt = warp % MT, hw = warp / MT;
+    const int rA = tb0 + mt * 16 + gr, rB = rA + 8;
+    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
+    const int w_end = c.causal ? min(L, tb0 + mt * 16 + 16) : L; /* this warp's last key + 1 */
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
+    auto load_tile = [&](int t, int stage) {
+        constexpr int CH = HD / 8;
+        const int j0 = t * BN;
+        bf16 *vs = Vs + stage * BN * LDS;
+        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
+            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
+            cp_async16(smem_u32(vs + q8_slot(r) * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
+        }
+    };
+    for (int hp = 0; hp < G; hp += GW) {
+        const int hh = hp + hw, h = g * G + hh;
+        const bool active = hh < G;
+        /* this thread's two rows: weights from byte 4 of the row, n keys stored (0: no row) */
+        const unsigned char *pA = maps, *pB = maps;
+        int nA = 0, nB = 0;
+        float sA = 0.f, sB = 0.f;
+        if (active && rA < rows) {
+            const unsigned char *rw = maps + (size_t)h * mb + row_offset(c, L, rA);
+            pA = rw + 4, nA = c.causal ? rA + 1 : L, sA = ld_f32(rw);
+        }
+        if (active && rB < rows) {
+            const unsigned char *rw = maps + (size_t)h * mb + row_offset(c, L, rB);
+            pB = rw + 4, nB = c.causal ? rB + 1 : L, sB = ld_f32(rw);
+        }
+        float o[DT][4];
+#pragma unroll
+        for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        __syncthreads(); /* the previous pass's last tile is no longer read */
+        load_tile(0, 0);
+        cp_commit();
+        for (int t = 0; t < n_tiles; t++) {
+            if (t + 1 < n_tiles) {
+                load_tile(t + 1, (t + 1) & 1);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            const bf16 *vs = Vs + (t & 1) * BN * LDS;
+            if (active && t * BN < w_end) {
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++) {
+                    const int key = t * BN + ks * 16 + 4 * tq;
+                    uint32_t a[4];
+                    if (Q4) {
+                        const uint32_t xa = ld4n(pA, key, nA), xb = ld4n(pB, key, nB);
+                        a[0] = q4_pair(xa, 0), a[1] = q4_pair(xb, 0), a[2] = q4_pair(xa, 8), a[3] = q4_pair(xb, 8);
+                    } else {
+                        const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
+                        a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
+                    }
+#pragma unroll
+                    for (int db = 0; db < HD / 16; db++) {
+                        const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
+                        uint32_t v0, v1, v2, v3;
+                        ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
+                        mma16816(o[2 * db], a, v0, v1);
+                        mma16816(o[2 * db + 1], a, v2, v3);
+                    }
+                }
+            }
+            __syncthreads(); /* the stage is refilled next */
+        }
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < DT; i++) {
+                const int col = h * HD + i * 8 + 2 * tq;
+                if (rA < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
+                        __floats2bfloat162_rn(o[i][0] * sA, o[i][1] * sA);
+                if (rB < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
+                        __floats2bfloat162_rn(o[i][2] * sB, o[i][3] * sB);
+            }
+        }
+    }
 }
 
-/* The same over several sequences in one launch (blockIdx.z: the sequence, its descriptor in q):
- * each sequence's own maps, codec, length and first row in V / O. */
-template <typename T, int COLS, int ROWS, bool CONTIG>
-__global__ void __launch_bounds__(ROWS * 32) k_codec_av_warp_seqs(const ac_cu_av_seq *q, int H, int Hkv, const T *V,
-                                                              int ldv, T *O, int ldo) {
-    const ac_cu_av_seq d = q[blockIdx.z];
-    const int t = blockIdx.x * ROWS + (threadIdx.x >> 5);
-    if (t >= d.L) return;
-    const ac_cu_codec c = {d.kind, d.causal, d.topk};
-    av_row_warp<T, COLS, CONTIG>(c, (const unsigned char *)d.maps, d.map_bytes, d.L, t, blockIdx.y, H, Hkv,
-                                 V + (size_t)d.r0 * ldv, ldv, O + (size_t)d.r0 * ldo, ldo);
+/* one-time raise of a kernel's dynamic shared-memory limit to the device's opt-in maximum */
+static int smem_optin(void) {
+    static int v = 0;
+    if (!v) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            cudaGetLastError(), v = 48 * 1024;
+    }
+    return v;
+}
+
+template <typename T> struct is_bf16 { static constexpr bool v = false; };
+template <> struct is_bf16<bf16> { static constexpr bool v = true; };
+
+/* Launch the v3 kernels for head dims 32/64/128 over the sequences of q (gridDim.z of them).
+ * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel: */
+template <typename T, int NW>
+static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
+                       int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
+    constexpr int PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
+    const int G = H / Hkv, ent = NW * 32 * 8, optin = smem_optin();
+    const size_t rowb = (size_t)hd * sizeof(T);
+    int KT = (int)((optin - ent) / rowb);
+    if (KT > Lmax) KT = Lmax;
+    if (KT < 1) return ac_err(AC_ERR_UNSUPPORTED, "codec A.V: V rows of %zu bytes exceed shared memory", rowb);
+    const size_t smem = ent + (size_t)KT * rowb;
+    const int vec = (uintptr_t)v % 16 == 0 && ((size_t)ldv * sizeof(T)) % 16 == 0;
+    dim3 grid((rows_max * G + PB - 1) / PB, Hkv, n_seq);
+#define AC_AV_SMEM(COLS)                                                                                              \
+    do {                                                                                                              \
+        constexpr int PW = COLS == 4 ? 8 : 4;                                                                         \
+        static int set_ = 0;                                                                                          \
+        if (!set_) {                                                                                                  \
+            AC_CU(cudaFuncSetAttribute(k_av_smem<T, COLS, NW, PW>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin)); \
+            set_ = 1;                                                                                                 \
+        }                                                                                                             \
+        k_av_smem<T, COLS, NW, PW><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT, PB, vec);         \
+    } while (0)
+    if (hd == 32) AC_AV_SMEM(1);
+    else if (hd == 64) AC_AV_SMEM(2);
+    else AC_AV_SMEM(4);
+#undef AC_AV_SMEM
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
+ * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores */
+template <typename T>
+static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
+                     const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
+    const int G = H / Hkv;
+    if constexpr (is_bf16<T>::v) {
+        /* q8 and q4 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
+        if ((c.kind == 2 || c.kind == 3) && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
+            ldo % 2 == 0) {
+            constexpr int MT = 2;
+            const int GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
+            const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
+            dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
+#define AC_AV_Q8(HD, Q4)                                                                                              \
+    k_av_q8_mma<HD, MT, Q4><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
+            const bool q4 = c.kind == 3;
+            if (hd == 32) q4 ? AC_AV_Q8(32, true) : AC_AV_Q8(32, false);
+            else if (hd == 64) q4 ? AC_AV_Q8(64, true) : AC_AV_Q8(64, false);
+            else q4 ? AC_AV_Q8(128, true) : AC_AV_Q8(128, false);
+#undef AC_AV_Q8
+            AC_CU_LAUNCH();
+            return AC_OK;
+        }
+    }
+    return variant == 1 ? launch_smem<T, 8>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st)
+                        : launch_smem<T, 16>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st);
 }
 
 } // namespace
@@ -237,24 +541,10 @@ int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int
         n_rows > L || H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0)
         return ac_err(AC_ERR_ARG, "codec A.V: invalid arguments (L %d, rows %d, heads %d/%d)", L, n_rows, H, Hkv);
     if (!n_rows) return AC_OK;
-    if (hd == 32 || hd == 64 || hd == 128) { /* the warp-per-row kernel */
-        constexpr int R = 8;
-        dim3 grid((n_rows + R - 1) / R, H);
-        const unsigned char *m = (const unsigned char *)maps;
-        /* contiguous columns per lane when V and out rows allow vector loads at every head */
-        const size_t va = (size_t)(hd / 32) * sizeof(T);
-        const bool contig = (uintptr_t)v % va == 0 && (uintptr_t)out % va == 0 && ((size_t)ldv * sizeof(T)) % va == 0 &&
-                            ((size_t)ldo * sizeof(T)) % va == 0;
-#define AC_AV_WARP(COLS, CONTIG)                                                                                        \
-    k_codec_av_warp<T, COLS, R, CONTIG><<<grid, R * 32, 0, st>>>(*c, m, map_bytes, L, n_rows, H, Hkv, v, ldv, out, ldo)
-        if (hd == 32) AC_AV_WARP(1, true);
-        else if (hd == 64 && contig) AC_AV_WARP(2, true);
-        else if (hd == 64) AC_AV_WARP(2, false);
-        else if (contig) AC_AV_WARP(4, true);
-        else AC_AV_WARP(4, false);
-#undef AC_AV_WARP
-        AC_CU_LAUNCH();
-        return AC_OK;
+    if (hd == 32 || hd == 64 || hd == 128) { /* the v3 kernels */
+        av_src q = {};
+        q.one = (const unsigned char *)maps, q.one_mb = map_bytes, q.L1 = L, q.rows1 = n_rows;
+        return launch_v3<T>(*c, q, 1, L, n_rows, H, Hkv, hd, v, ldv, out, ldo, st);
     }
     /* weights + indices of the longest row, + 16 bytes: compute-sanitizer saw the compiled loop
      * read up to 12 bytes past a 1-key row (values it does not use) */
@@ -274,37 +564,35 @@ int ac_cu_codec_av(const ac_cu_codec *c, const void *maps, size_t map_bytes, int
     return AC_OK;
 }
 
+template <typename T>
+int ac_cu_codec_av_seqs(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq, int Lmax,
+                        int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
+    return ac_cu_codec_av_seqs_variant<T>(c, d_maps, d_cu, s0, n_seq, Lmax, H, Hkv, hd, v, ldv, out, ldo, st, 0);
+}
+
+template <typename T>
+int ac_cu_codec_av_seqs_variant(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq,
+                                int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st,
+                                int variant) {
+    if (!c || c->kind < 0 || c->kind > 4 || (c->kind == 4 && c->topk < 1) || !d_maps || !d_cu || s0 < 0 || n_seq < 0 ||
+        n_seq > 65535 || Lmax < 1 || Lmax > 65536 || H <= 0 || Hkv <= 0 || H % Hkv || !(hd == 32 || hd == 64 || hd == 128))
+        return ac_err(AC_ERR_ARG, "codec A.V: invalid arguments (%d sequences, L %d, heads %d/%d, head dim %d)", n_seq,
+                      Lmax, H, Hkv, hd);
+    if (!n_seq) return AC_OK;
+    av_src q = {};
+    q.tab = (const unsigned char *const *)d_maps, q.cu = d_cu, q.s0 = s0;
+    return launch_v3<T>(*c, q, n_seq, Lmax, Lmax, H, Hkv, hd, v, ldv, out, ldo, st, variant);
+}
+
+template int ac_cu_codec_av_seqs_variant<float>(const ac_cu_codec *, const void *const *, const int *, int, int, int,
+                                                int, int, int, const float *, int, float *, int, cudaStream_t, int);
+template int ac_cu_codec_av_seqs_variant<bf16>(const ac_cu_codec *, const void *const *, const int *, int, int, int,
+                                               int, int, int, const bf16 *, int, bf16 *, int, cudaStream_t, int);
+template int ac_cu_codec_av_seqs<float>(const ac_cu_codec *, const void *const *, const int *, int, int, int, int, int,
+                                        int, const float *, int, float *, int, cudaStream_t);
+template int ac_cu_codec_av_seqs<bf16>(const ac_cu_codec *, const void *const *, const int *, int, int, int, int, int,
+                                       int, const bf16 *, int, bf16 *, int, cudaStream_t);
 template int ac_cu_codec_av<float>(const ac_cu_codec *, const void *, size_t, int, int, int, int, int, const float *,
                                    int, float *, int, cudaStream_t);
 template int ac_cu_codec_av<bf16>(const ac_cu_codec *, const void *, size_t, int, int, int, int, int, const bf16 *,
                                   int, bf16 *, int, cudaStream_t);
-
-template <typename T>
-int ac_cu_codec_av_seqs(const ac_cu_av_seq *d_seqs, int n_seq, int Lmax, int H, int Hkv, int hd, const T *v, int ldv,
-                        T *out, int ldo, cudaStream_t st) {
-    if (!d_seqs || n_seq < 0 || n_seq > 65535 || Lmax < 1 || Lmax > 65536 || H <= 0 || H > 65535 || Hkv <= 0 ||
-        H % Hkv || (hd != 32 && hd != 64 && hd != 128))
-        return ac_err(AC_ERR_ARG, "codec A.V over sequences: invalid arguments (%d sequences, L %d, heads %d/%d, hd %d)",
-                      n_seq, Lmax, H, Hkv, hd);
-    if (!n_seq) return AC_OK;
-    constexpr int R = 8;
-    dim3 grid((Lmax + R - 1) / R, H, n_seq);
-    /* row ranges start at any row: the row strides decide the alignment, as for one sequence */
-    const size_t va = (size_t)(hd / 32) * sizeof(T);
-    const bool contig = (uintptr_t)v % va == 0 && (uintptr_t)out % va == 0 && ((size_t)ldv * sizeof(T)) % va == 0 &&
-                        ((size_t)ldo * sizeof(T)) % va == 0;
-#define AC_AV_SEQS(COLS, CONTIG) k_codec_av_warp_seqs<T, COLS, R, CONTIG><<<grid, R * 32, 0, st>>>(d_seqs, H, Hkv, v, ldv, out, ldo)
-    if (hd == 32) AC_AV_SEQS(1, true);
-    else if (hd == 64 && contig) AC_AV_SEQS(2, true);
-    else if (hd == 64) AC_AV_SEQS(2, false);
-    else if (contig) AC_AV_SEQS(4, true);
-    else AC_AV_SEQS(4, false);
-#undef AC_AV_SEQS
-    AC_CU_LAUNCH();
-    return AC_OK;
-}
-
-template int ac_cu_codec_av_seqs<float>(const ac_cu_av_seq *, int, int, int, int, int, const float *, int, float *, int,
-                                        cudaStream_t);
-template int ac_cu_codec_av_seqs<bf16>(const ac_cu_av_seq *, int, int, int, int, int, const bf16 *, int, bf16 *, int,
-                                       cudaStream_t);

@@ -21,6 +21,7 @@
 
 typedef struct plan {
     int M, N, K, ab_f32, y_f32, ldy, bias, used, align; /* align: of the pointers, bytes (<= 256) */
+    int gelu;                                            /* the GELU (tanh form) epilogue */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -76,15 +77,19 @@ void ac_cu_gemm_free(ac_cu_gemm *g) {
     free(g);
 }
 
-/* A plan for the shape; with_bias 0 after a failed bias heuristic. */
+/* A plan for the shape; with_bias 0 after a failed bias heuristic; p->gelu set by the caller. */
 static int make_plan(ac_cu_gemm *g, plan *p, int with_bias) {
     const cudaDataType_t ab = p->ab_f32 ? CUDA_R_32F : CUDA_R_16BF, yt = p->y_f32 ? CUDA_R_32F : CUDA_R_16BF;
     AC_LT(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (p->gelu && !with_bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_GELU;
+        AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
     if (with_bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cublasLtEpilogue_t epi = p->gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
         cudaDataType_t bt = p->y_f32 ? CUDA_R_32F : CUDA_R_16BF; /* the bias in D's type */
         AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         AC_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
@@ -115,7 +120,14 @@ static int make_plan(ac_cu_gemm *g, plan *p, int with_bias) {
 
 int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const void *X, void *Y, int ldy, int M, int N,
                    int K, const float *bias, int accumulate) {
+    return ac_cu_gemm_run_act(g, ab_f32, y_f32, W, X, Y, ldy, M, N, K, bias, accumulate, 0);
+}
+
+int ac_cu_gemm_run_act(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const void *X, void *Y, int ldy, int M,
+                       int N, int K, const float *bias, int accumulate, int gelu) {
     if (M <= 0) return AC_OK;
+    gelu = gelu ? 1 : 0;
+    if (gelu && accumulate) return ac_err(AC_ERR_ARG, "cuBLASLt: a GELU epilogue cannot accumulate");
     const int want_bias = bias != NULL;
     uintptr_t bits = (uintptr_t)W | (uintptr_t)X | (uintptr_t)Y | 256;
     const int align = (int)(bits & (~bits + 1)); /* lowest set bit: the pointers' common alignment */
@@ -123,7 +135,7 @@ int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const vo
     for (int i = 0; i < g->n_plans && !p; i++) {
         plan *q = &g->plans[i];
         if (q->M == M && q->N == N && q->K == K && q->ab_f32 == ab_f32 && q->y_f32 == y_f32 && q->ldy == ldy &&
-            q->used == 1 + want_bias && q->align == align)
+            q->used == 1 + want_bias && q->align == align && q->gelu == gelu)
             p = q;
     }
     if (!p) {
@@ -135,8 +147,12 @@ int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const vo
         }
         p = &g->plans[g->n_plans];
         p->M = M, p->N = N, p->K = K, p->ab_f32 = ab_f32, p->y_f32 = y_f32, p->ldy = ldy, p->used = 1 + want_bias;
-        p->align = align;
+        p->align = align, p->gelu = gelu;
         int rc = make_plan(g, p, want_bias);
+        if (rc == AC_ERR_UNSUPPORTED && gelu) { /* the caller runs its own GELU pass */
+            plan_free(p);
+            return AC_ERR_UNSUPPORTED;
+        }
         if (rc == AC_ERR_UNSUPPORTED && want_bias) { /* no bias epilogue for this combination: plain + kernel */
             plan_free(p);
             p->M = M, p->N = N, p->K = K, p->ab_f32 = ab_f32, p->y_f32 = y_f32, p->ldy = ldy, p->used = 1 + want_bias;

@@ -19,4 +19,11 @@ void ac_cu_gemm_free(ac_cu_gemm *g);
 int ac_cu_gemm_run(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const void *X, void *Y, int ldy, int M, int N,
                    int K, const float *bias, int accumulate);
 
+/* The same with gelu = 1: Y = gelu(X W^T + bias) in cuBLASLt's epilogue, GELU in its tanh form
+ * (the erf form differs by < 5e-4 absolute: under bf16 rounding; the backend uses it for bf16
+ * outputs only). Not with accumulate (AC_ERR_ARG). AC_ERR_UNSUPPORTED, without a message, when
+ * cuBLASLt has no such kernel: the caller then runs the plain GEMM and its own GELU. */
+int ac_cu_gemm_run_act(ac_cu_gemm *g, int ab_f32, int y_f32, const void *W, const void *X, void *Y, int ldy, int M,
+                       int N, int K, const float *bias, int accumulate, int gelu);
+
 #endif

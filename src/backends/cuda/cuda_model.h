@@ -68,9 +68,9 @@ struct ac_cuda_model {
     size_t *srv_off;           /* [n_layer][n_seq] offset in d_maps (host-served sites) */
     size_t *srv_mb;            /* [n_layer][n_seq] bytes between the site's head maps */
     int *srv_cc;               /* [n_layer][n_seq][3] the site's codec: kind, causal, top-k */
-    ac_cu_av_seq *h_desc, *d_desc; /* [n_layer][n_seq] the sites' batched A.V descriptors (host, device) */
-    size_t cap_desc;
     size_t srv_cap;            /* entries of the arrays above */
+    const void **d_srvtab;     /* device copy of srv_dev (the batched A.V reads it) */
+    size_t cap_srvtab;         /* its entries */
     unsigned char *d_maps, *h_stage; /* device copies of host-served maps; pinned staging (pageable ones) */
     size_t cap_dmaps, cap_stage;
     cudaStream_t st_up;        /* map uploads */

@@ -194,8 +194,54 @@ template <typename T> __global__ void k_swiglu(T *h, const T *gu, int n, int F) 
     }
 }
 
+/* bf16, 8 columns (16 bytes) a thread, 32-bit indices: the scalar kernel's 64-bit division per
+ * element and 2-byte accesses made it issue-bound on Llama-1B's [T][2F] (same arithmetic) */
+__device__ __forceinline__ void bf8_load(const bf16 *p, float *x) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) x[2 * k] = __uint_as_float(w[k] << 16), x[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+}
+__device__ __forceinline__ void bf8_store(bf16 *p, const float *x) {
+    uint4 u;
+    uint32_t *w = reinterpret_cast<uint32_t *>(&u);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(x[2 * k], x[2 * k + 1]);
+        w[k] = *reinterpret_cast<uint32_t *>(&v);
+    }
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+__global__ void k_swiglu8(bf16 *h, const bf16 *gu, unsigned n_chunks, unsigned F8) {
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n_chunks; i += gridDim.x * blockDim.x) {
+        const unsigned r = i / F8, c = (i - r * F8) * 8, F = F8 * 8;
+        float g[8], u[8], y[8];
+        bf8_load(gu + (size_t)r * 2 * F + c, g);
+        bf8_load(gu + (size_t)r * 2 * F + F + c, u);
+#pragma unroll
+        for (int k = 0; k < 8; k++) y[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+        bf8_store(h + (size_t)r * F + c, y);
+    }
+}
+__global__ void k_gelu8(bf16 *x, size_t n_chunks) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n_chunks; i += (size_t)gridDim.x * blockDim.x) {
+        float v[8];
+        bf8_load(x + 8 * i, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = 0.5f * v[k] * (1.0f + erff(v[k] * 0.70710678118654752f));
+        bf8_store(x + 8 * i, v);
+    }
+}
+static bool vec16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
 template <typename T> int ac_cu_swiglu(T *h, const T *gu, int n, int F, cudaStream_t st) {
     if (n <= 0) return AC_OK;
+    if (sizeof(T) == 2 && F % 8 == 0 && vec16(h) && vec16(gu) && (size_t)n * (F / 8) < (1u << 31)) {
+        const unsigned chunks = (unsigned)((size_t)n * (F / 8));
+        k_swiglu8<<<grid_for(chunks, 256), 256, 0, st>>>((bf16 *)h, (const bf16 *)gu, chunks, (unsigned)(F / 8));
+        AC_CU_LAUNCH();
+        return AC_OK;
+    }
     k_swiglu<T><<<grid_for((size_t)n * F, 256), 256, 0, st>>>(h, gu, n, F);
     AC_CU_LAUNCH();
     return AC_OK;
@@ -210,6 +256,11 @@ template <typename T> __global__ void k_gelu(T *x, size_t count) {
 
 template <typename T> int ac_cu_gelu(T *x, size_t count, cudaStream_t st) {
     if (!count) return AC_OK;
+    if (sizeof(T) == 2 && count % 8 == 0 && vec16(x)) {
+        k_gelu8<<<grid_for(count / 8, 256), 256, 0, st>>>((bf16 *)x, count / 8);
+        AC_CU_LAUNCH();
+        return AC_OK;
+    }
     k_gelu<T><<<grid_for(count, 256), 256, 0, st>>>(x, count);
     AC_CU_LAUNCH();
     return AC_OK;
