@@ -62,6 +62,7 @@ static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
     const char *how = m->pack == AC_PACK_BF16   ? "packed bf16"
                       : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout)"
                       : m->pack == AC_PACK_F32  ? "widened to f32"
+                      : m->pack == AC_PACK_F32P ? "widened to f32 GEMM panels"
                                                 : "converted to f32 per call";
     if (m->info.weight_type == GGML_F32)
         snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
@@ -195,9 +196,10 @@ static int cpu_ctx_new(const ac_model *loaded, const ac_ctx_params *params, ac_c
 #else
         const ac_gemm_ops *lib = &ac_gemm_blas_ops;
 #endif
-        c->gemm_q = model->pack == AC_PACK_BF16 || model->pack == AC_PACK_F32 ? &ac_gemm_own_ops
-                    : model->pack == AC_PACK_DNNL                           ? lib
-                                                                            : &ac_gemm_blas_ops;
+        c->gemm_q = model->pack == AC_PACK_BF16 || model->pack == AC_PACK_F32 || model->pack == AC_PACK_F32P
+                        ? &ac_gemm_own_ops
+                    : model->pack == AC_PACK_DNNL ? lib
+                                                  : &ac_gemm_blas_ops;
     } else if (gemm == AC_GEMM_OWN) {
         c->gemm_f32 = c->gemm_q = &ac_gemm_own_ops;
     } else {
@@ -357,7 +359,7 @@ static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
 
 int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
     if (ops_for(c, W) != &ac_gemm_own_ops) return 0;
-    return W->pack == AC_PACK_BF16 || W->f32; /* (BF16 packing and level checked at creation) */
+    return W->pack == AC_PACK_BF16 || W->pack == AC_PACK_F32P || W->f32; /* (BF16 packing and level checked at creation) */
 }
 
 /* 1 if a GEMM on W reads only the bf16 copy of its input (the own BF16 kernel) */

@@ -225,7 +225,14 @@ int ac_bf16_gemm_at(int level); /* the same for a context at `level` */
 const char *ac_own_gemm_kernel(int level, int bf16);
 size_t ac_bf16_packed_bytes(int n_out, int n_in);
 int ac_bf16_pack(ac_mat *W);                               /* sets W->packed, W->pack */
-int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16 or F32 */
+/* W widened to f32 straight into the own F32 tasks' panel layout [ceil(N/64)][K][64] (rows past
+ * N repeat the last one), which every level's task reads in place instead of transposing 64 rows
+ * of a row-major copy per task: W->packed owns it (the CPU weights free it), W->pack =
+ * AC_PACK_F32P, W->f32 stays NULL. The values are those of the row-major widening, and the
+ * tasks sum in the same order: results are bitwise those of AC_PACK_F32. */
+size_t ac_f32_panel_bytes(int n_out, int n_in);
+int ac_f32_panel_pack(ac_mat *W);
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16, F32P, or f32 */
 
 extern const ac_gemm_ops ac_gemm_naive_ops;
 extern const ac_gemm_ops ac_gemm_own_ops;
