@@ -360,6 +360,25 @@ static void test_kept_rows(void **state) {
             assert_int_equal(p.prefix_rows, want_P[i]);
         }
     }
+    /* logits alone (the last rows, read from the computed ones): one sequence, then two */
+    for (int n = 1; n <= 2; n++) {
+        ac_seq s[2] = {{t[2], len[2]}, {t[6], len[6]}};
+        float *lg = malloc((size_t)n * V * sizeof *lg);
+        ac_outputs o = {0};
+        o.logits = lg;
+        assert_int_equal(ac_forward(c, s, n, &o), AC_OK);
+        ac_seq_plan p[2];
+        assert_int_equal(ac_ctx_last_plan(c, n, p), AC_OK);
+        assert_true(p[n - 1].prefix_rows > 0);
+        outs orf;
+        run(ref, f, s, n, &orf);
+        int bw = 1;
+        const double d = rel_diff(lg, orf.logits, (size_t)n * V, &bw);
+        if (!bw) g_bitwise = 0;
+        assert_true(d <= 1e-5);
+        free(lg);
+        outs_free(&orf);
+    }
     printf("kept rows: every call equal to the full forward%s\n", g_bitwise ? " (bitwise)" : "");
     ac_ctx_free(c);
     ac_ctx_free(ref);

@@ -1081,13 +1081,20 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
             prof_lap(c, AC_STAGE_NORM, &tp);
         }
         fwd_plan full = pl; /* the outputs see every row: cached ones from c->pkv */
+        int *off_last = NULL; /* [n_seq] (logits alone) */
         if (pl.kv_on) {
             for (int s = 0; s < n_seq; s++) {
                 const ac_kv_rows kr = seq_rows(c, &pl, s);
                 memcpy(kr.hid + (size_t)pl.first[s] * D, h + (size_t)pl.off[s] * D,
                        (size_t)(kr.L - pl.first[s]) * D * sizeof(float));
             }
-            if (any_first && !(rc = ac_ctx_scratch_f32(&c->hfull, &c->cap_hfull, (size_t)T_full * D))) {
+            /* logits alone read each sequence's last row, always computed: no need for the rest */
+            const int last_only = !out->hidden && !out->pooled && !out->cls;
+            if (any_first && last_only) {
+                if (!(off_last = AC_MALLOC((size_t)n_seq * sizeof *off_last))) rc = AC_ERR_NOMEM;
+                for (int s = 0; off_last && s < n_seq; s++) off_last[s] = pl.off[s] - pl.first[s]; /* + L - 1: the last row */
+                full.off = off_last;
+            } else if (any_first && !(rc = ac_ctx_scratch_f32(&c->hfull, &c->cap_hfull, (size_t)T_full * D))) {
                 for (int s = 0; s < n_seq; s++) {
                     const ac_kv_rows kr = seq_rows(c, &pl, s);
                     memcpy(c->hfull + (size_t)pl.off_full[s] * D, kr.hid, (size_t)kr.L * D * sizeof(float));
@@ -1098,6 +1105,7 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
             }
         }
         if (rc == AC_OK) rc = outputs(c, &full, h, out, pooling, &tp);
+        free(off_last);
         if (rc == AC_OK && pl.kv_on && c->kv_hook.insert)
             for (int s = 0; s < n_seq; s++) {
                 const ac_kv_rows kr = seq_rows(c, &pl, s);
