@@ -14,6 +14,7 @@
 #include "load/model.h"
 #include "ref_forward.h"
 #include "util/common.h"
+#include "util/cpu.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -286,6 +287,40 @@ static void test_auto_bf16_larger(void **st) {
 }
 
 /* f32_math: F16/Q8_0 weights widened to f32 (by the CPU backend), products in f32: the tight bound */
+/* The own GEMM on weights widened into its panels (c: AC_PACK_F32P) against the same GEMM on
+ * row-major copies (AC_PACK=f32), which it transposes per task: the same products summed in the
+ * same order, so hidden states (GEMMs of ~108 rows), logits (3 rows) and the LM head on one row
+ * are bitwise equal, at the CPU level in use (ctest runs this program at every level). */
+static void check_panels_vs_rowmajor(const ac_model *m, ac_ctx *c, const batch *b) {
+    setenv("AC_PACK", "f32", 1);
+    ac_ctx *r = mkctx(m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    unsetenv("AC_PACK");
+    assert_int_equal(r->model->pack, AC_PACK_F32);
+    assert_ptr_equal(r->gemm_q, c->gemm_q); /* both the own GEMM */
+    const int D = m->info.n_embd, V = m->info.n_vocab, lm = m->info.has_lm_head;
+    float *h[2], *lg[2], *l1[2];
+    ac_ctx *cs[2] = {c, r};
+    for (int i = 0; i < 2; i++) {
+        h[i] = malloc((size_t)b->T * D * sizeof *h[i]);
+        lg[i] = malloc((size_t)b->n * V * sizeof *lg[i]);
+        l1[i] = malloc((size_t)V * sizeof *l1[i]);
+        ac_outputs o = {0};
+        o.hidden = h[i];
+        o.logits = lm ? lg[i] : NULL;
+        assert_int_equal(ac_forward(cs[i], b->seqs, b->n, &o), AC_OK);
+        if (lm) assert_int_equal(ac_lm_head(cs[i], h[0] + (size_t)5 * D, 1, l1[i]), AC_OK);
+    }
+    assert_memory_equal(h[0], h[1], (size_t)b->T * D * sizeof(float));
+    if (lm) {
+        assert_memory_equal(lg[0], lg[1], (size_t)b->n * V * sizeof(float));
+        assert_memory_equal(l1[0], l1[1], (size_t)V * sizeof(float));
+    }
+    printf("  f32 panels vs row-major (own GEMM, level %s): hidden%s bitwise equal\n", ac_cpu_level_name(c->level),
+           lm ? ", logits, LM head (1 row)" : "");
+    for (int i = 0; i < 2; i++) free(h[i]), free(lg[i]), free(l1[i]);
+    ac_ctx_free(r);
+}
+
 static void test_f32_math(void **st) {
     (void)st;
     const uint32_t types[2] = {GGML_F16, GGML_Q8_0};
@@ -305,10 +340,11 @@ static void test_f32_math(void **st) {
             batch b;
             batch_make(&b, g_lens, 3, s.n_vocab, 17);
             ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
-            assert_int_equal(c->model->pack, AC_PACK_F32);
+            assert_int_equal(c->model->pack, AC_PACK_F32P); /* the own GEMM's panels, widened once */
             double w = check_vs_ref(&f, c, &b, 1e-4, "f32_math");
             printf("  f32_math %s %s: max rel err %.2e (gemm %s)\n", a ? "bert" : "qwen2", ggml_dtype_name(types[t]), w,
                    c->gemm_q->name);
+            check_panels_vs_rowmajor(f.m, c, &b);
             ac_ctx_free(c);
             free(b.ids);
             fx_close(&f);

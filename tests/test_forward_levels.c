@@ -421,7 +421,7 @@ static void test_two_levels_one_model(void **st) {
     assert_int_equal(c_lo->level, lo);
     if (hi == AC_CPU_AVX512 && ac_cpu_hw()->avx512bf16) {
         assert_int_equal(c_hi->model->pack, AC_PACK_BF16);
-        assert_int_equal(c_lo->model->pack, AC_PACK_F32);
+        assert_int_equal(c_lo->model->pack, AC_PACK_F32P);
         assert_true(c_lo->model->fast_fallback);
     }
     assert_ptr_equal(ac_ctx_model(c_hi), m);

@@ -297,6 +297,95 @@ static void test_eviction(void **state) {
     ac_prefix_cache_free(pc);
 }
 
+/* The rows a context keeps of its last single sequence (ac_kv_rows.valid: the next lookup
+ * copies only rows past the tokens both share): every call equals the full forward, whatever
+ * the previous call left — a shared head longer or shorter than the tree's match, the same
+ * sequence again, a batch in between (rows laid out per sequence), a sequence past the
+ * 256-row layout (grown), the tree cleared, a call that fails. */
+static void test_kept_rows(void **state) {
+    fixture *f = *state;
+    if (!f) skip();
+    const int V = f->info.n_vocab;
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pc = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, &pp, &pc), AC_OK);
+    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    enum { N = 11, LMAX = 320 };
+    static int32_t t[N][LMAX];
+    int len[N], want_P[N];
+    int32_t head[LMAX];
+    fill(head, LMAX, V);
+    /* 0: head 30 + a; 1: head 20 + g (keeps 60 rows sharing 20 with 0's);
+     * 2: head 30 + b (kept 20, tree 30: copies rows 20..29); 3: 2 again (kept 39, P 38);
+     * 4, 5: a batch; 6: head 30 + c (nothing kept after the batch); 7: head 300 (past 256 rows);
+     * 8: head 310 (kept 300); 9: after the tree is cleared, head 300 + d (kept 300, P 0);
+     * 10: head 30 + e (after a failed call) */
+    const int hl[N] = {30, 20, 30, 30, 30, 30, 30, 300, 310, 300, 30};
+    const int tail[N] = {10, 40, 9, 9, 12, 7, 11, 5, 6, 8, 10};
+    for (int i = 0; i < N; i++) {
+        len[i] = hl[i] + tail[i];
+        memcpy(t[i], head, (size_t)hl[i] * sizeof **t);
+        fill(t[i] + hl[i], tail[i], V);
+    }
+    memcpy(t[3], t[2], sizeof t[2]);
+    len[3] = len[2];
+    want_P[0] = 0, want_P[1] = 20, want_P[2] = 30, want_P[3] = len[3] - 1, want_P[6] = 30, want_P[7] = 30;
+    want_P[8] = 300, want_P[9] = 0, want_P[10] = 30;
+    const int long_ok = f->info.n_ctx_train >= LMAX; /* (stories260K takes 128 tokens: no 7-9) */
+    for (int i = 0; i < N; i++) {
+        if (i == 5 || (!long_ok && i >= 7 && i <= 9)) continue; /* (5: with 4) */
+        if (i == 9) assert_int_equal(ac_prefix_clear(pc), AC_OK);
+        if (i == 10) { /* a call that fails (a token past the vocabulary) leaves nothing kept */
+            int32_t bad[40];
+            memcpy(bad, t[10], sizeof bad);
+            bad[35] = V + 5;
+            ac_seq sb = {bad, 40};
+            ac_outputs ob = {0};
+            assert_int_not_equal(ac_forward(c, &sb, 1, &ob), AC_OK);
+        }
+        const int n = i == 4 ? 2 : 1;
+        const int i2 = n > 1 ? i + 1 : i; /* the batch's second sequence */
+        ac_seq s[2] = {{t[i], len[i]}, {t[i2], len[i2]}};
+        outs o, orf;
+        run(c, f, s, n, &o);
+        run(ref, f, s, n, &orf);
+        char what[48];
+        snprintf(what, sizeof what, "kept rows, call %d", i);
+        expect_equal(f, &o, &orf, len[i] + (n > 1 ? len[i2] : 0), n, what);
+        outs_free(&o), outs_free(&orf);
+        if (n == 1) {
+            ac_seq_plan p;
+            assert_int_equal(ac_ctx_last_plan(c, 1, &p), AC_OK);
+            assert_int_equal(p.prefix_rows, want_P[i]);
+        }
+    }
+    /* logits alone (the last rows, read from the computed ones): one sequence, then two */
+    for (int n = 1; n <= 2; n++) {
+        ac_seq s[2] = {{t[2], len[2]}, {t[6], len[6]}};
+        float *lg = malloc((size_t)n * V * sizeof *lg);
+        ac_outputs o = {0};
+        o.logits = lg;
+        assert_int_equal(ac_forward(c, s, n, &o), AC_OK);
+        ac_seq_plan p[2];
+        assert_int_equal(ac_ctx_last_plan(c, n, p), AC_OK);
+        assert_true(p[n - 1].prefix_rows > 0);
+        outs orf;
+        run(ref, f, s, n, &orf);
+        int bw = 1;
+        const double d = rel_diff(lg, orf.logits, (size_t)n * V, &bw);
+        if (!bw) g_bitwise = 0;
+        assert_true(d <= 1e-5);
+        free(lg);
+        outs_free(&orf);
+    }
+    printf("kept rows: every call equal to the full forward%s\n", g_bitwise ? " (bitwise)" : "");
+    ac_ctx_free(c);
+    ac_ctx_free(ref);
+    ac_prefix_cache_free(pc);
+}
+
 /* Two threads, each with its own context on one shared cache, running
  * sequences that share prefixes with each other's. */
 typedef struct thr_arg {
@@ -641,12 +730,14 @@ static void test_bert_ignores(void **state) {
 int main(void) {
     const struct CMUnitTest stories[] = {
         cmocka_unit_test(test_exact_P),     cmocka_unit_test(test_batch_mixed), cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_kept_rows),
         cmocka_unit_test(test_two_threads), cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_with_map_cache), cmocka_unit_test(test_persist),
     };
     const struct CMUnitTest attnlm[] = {
         cmocka_unit_test(test_exact_P),
         cmocka_unit_test(test_batch_mixed),
+        cmocka_unit_test(test_kept_rows),
         cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_with_map_cache),

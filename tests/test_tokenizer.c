@@ -180,6 +180,72 @@ static void print_ids(const char *what, const int32_t *ids, int n) {
     fprintf(stderr, "\n");
 }
 
+/* ---- the BPE word memo (ac_vocab_tokenize_memo) ---------------------------------------- */
+
+/* ids of text through memo (NULL: none) into a malloc'd array */
+static int32_t *tok_memo(const ac_vocab *v, ac_tok_memo *memo, const char *s, size_t len, int *n) {
+    int need = 0;
+    int rc = ac_vocab_tokenize_memo(v, memo, s, len, 1, NULL, 0, &need);
+    if (need > 0) assert_int_equal(rc, AC_ERR_RANGE);
+    int32_t *ids = malloc((size_t)(need > 0 ? need : 1) * sizeof *ids);
+    assert_int_equal(ac_vocab_tokenize_memo(v, memo, s, len, 1, ids, need, n), AC_OK);
+    assert_int_equal(*n, need);
+    return ids;
+}
+
+/* Every fixture text, and every text joined with the next one (a prompt + a continuation, as
+ * ac_score_labels tokenizes them), through one memo shared by all: the ids of the plain
+ * tokenizer, whether the words were stored already or not; a second vocab (SPM) given the
+ * same memo runs without it. */
+static void memo_check(const char *name, const char *other) {
+    vocab_t t, o;
+    cases_t c = {0};
+    if (!open_vocab(name, &t)) skip();
+    if (!load_cases(name, &c)) {
+        close_vocab(&t);
+        skip();
+    }
+    ac_tok_memo *memo = NULL;
+    assert_int_equal(ac_tok_memo_new(&memo), AC_OK);
+    int checked = 0;
+    for (int pass = 0; pass < 2; pass++) /* pass 1: every word stored by pass 0 */
+        for (int i = 0; i < c.n; i++) {
+            const size_t l2 = c.len[(i + 1) % c.n], lj = c.len[i] + l2;
+            char *joined = malloc(lj + 1);
+            memcpy(joined, c.text[i], c.len[i]);
+            memcpy(joined + c.len[i], c.text[(i + 1) % c.n], l2);
+            joined[lj] = 0;
+            const char *texts[2] = {c.text[i], joined};
+            const size_t lens[2] = {c.len[i], lj};
+            for (int k = 0; k < 2; k++) {
+                int n0 = 0, n1 = 0;
+                int32_t *a = tok(t.v, texts[k], lens[k], 1, &n0), *b = tok_memo(t.v, memo, texts[k], lens[k], &n1);
+                assert_int_equal(n0, n1);
+                if (n0) assert_memory_equal(a, b, (size_t)n0 * sizeof *a);
+                free(a), free(b);
+                checked++;
+            }
+            free(joined);
+        }
+    if (open_vocab(other, &o)) { /* the memo is bound to the first vocab: another one ignores it */
+        for (int i = 0; i < AC_MIN(c.n, 20); i++) {
+            int n0 = 0, n1 = 0;
+            int32_t *a = tok(o.v, c.text[i], c.len[i], 1, &n0), *b = tok_memo(o.v, memo, c.text[i], c.len[i], &n1);
+            assert_int_equal(n0, n1);
+            if (n0) assert_memory_equal(a, b, (size_t)n0 * sizeof *a);
+            free(a), free(b);
+        }
+        close_vocab(&o);
+    }
+    printf("memo %-15s: %d texts equal to the plain tokenizer's ids\n", name, checked);
+    ac_tok_memo_free(memo);
+    free_cases(&c);
+    close_vocab(&t);
+}
+
+static void test_memo_gpt2(void **st) { (void)st; memo_check("gpt-2", "llama-spm"); }
+static void test_memo_deepseek(void **st) { (void)st; memo_check("deepseek-coder", "gpt-2"); }
+
 /* ---- fixtures: every case id for id ---------------------------------------------- */
 
 static void run_fixture(const char *name) {
@@ -1093,6 +1159,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_spm),
         cmocka_unit_test(test_fixture_gpt2),
+        cmocka_unit_test(test_memo_gpt2),
+        cmocka_unit_test(test_memo_deepseek),
         cmocka_unit_test(test_fixture_deepseek_coder),
         cmocka_unit_test(test_fixture_bert),
         cmocka_unit_test(test_add_special_spm),

@@ -28,21 +28,29 @@ int ac_token_to_piece(const ac_model *m, int32_t id, char *buf, int cap, int *n_
 int32_t ac_token_bos(const ac_model *m) { return m && m->vocab ? ac_vocab_bos(m->vocab) : -1; }
 int32_t ac_token_eos(const ac_model *m) { return m && m->vocab ? ac_vocab_eos(m->vocab) : -1; }
 
-/* Tokenize into a malloc'd array (caller frees *ids). */
-static int tokenize_alloc(const ac_model *m, const char *text, size_t len, int add_special, int32_t **ids,
-                          int *n) {
+/* ac_tokenize through a memo of BPE words (NULL: none; tokenizer.h). */
+static int tokenize_memo(const ac_model *m, ac_tok_memo *memo, const char *text, size_t len, int add_special,
+                         int32_t *ids, int cap, int *n_out) {
+    if (!memo) return ac_tokenize(m, text, len, add_special, ids, cap, n_out);
+    if (!m->vocab) return ac_err(AC_ERR_UNSUPPORTED, "model has no tokenizer metadata");
+    return ac_vocab_tokenize_memo(m->vocab, memo, text, len, add_special, ids, cap, n_out);
+}
+
+/* Tokenize into a malloc'd array (caller frees *ids); memo: as tokenize_memo. */
+static int tokenize_alloc(const ac_model *m, ac_tok_memo *memo, const char *text, size_t len, int add_special,
+                          int32_t **ids, int *n) {
     *ids = NULL;
     *n = 0;
     int cap = (int)AC_MIN(len + 16, (size_t)1 << 28), need = 0;
     int32_t *buf = AC_MALLOC((size_t)cap * sizeof *buf);
     if (!buf) return AC_ERR_NOMEM;
-    int rc = ac_tokenize(m, text, len, add_special, buf, cap, &need);
+    int rc = tokenize_memo(m, memo, text, len, add_special, buf, cap, &need);
     if (rc == AC_ERR_RANGE) {
         free(buf);
         cap = need;
         buf = AC_MALLOC((size_t)cap * sizeof *buf);
         if (!buf) return AC_ERR_NOMEM;
-        rc = ac_tokenize(m, text, len, add_special, buf, cap, &need);
+        rc = tokenize_memo(m, memo, text, len, add_special, buf, cap, &need);
     }
     if (rc != AC_OK) {
         free(buf);
@@ -84,7 +92,7 @@ static int embed_impl(ac_ctx *ctx, const char *const *texts, int n, int pooling,
         if (status) set_status(&status[i], AC_OK, "");
         if (n_tokens_out) n_tokens_out[i] = 0;
         if (!texts[i]) r = ac_err(AC_ERR_ARG, "text is NULL");
-        else if ((r = tokenize_alloc(m, texts[i], strlen(texts[i]), 1, &toks[i], &nt)) == AC_OK) {
+        else if ((r = tokenize_alloc(m, NULL, texts[i], strlen(texts[i]), 1, &toks[i], &nt)) == AC_OK) {
             if (ctx->params.truncate && nt > ctx->max_tokens) { /* keep the closing special token */
                 const int32_t last = toks[i][nt - 1];
                 const int closing =
@@ -161,8 +169,9 @@ static double log_softmax_at(const float *logits, int n, int id) {
 
 /* The label's tokens as a continuation of the prompt: tokenize prompt+label and
  * take what follows the prompt's own tokens when the prompt's tokens are a
- * prefix; otherwise tokenize the label alone (no specials). Caller frees *out. */
-static int continuation_tokens(const ac_model *m, const int32_t *ptoks, int np, const char *prompt,
+ * prefix; otherwise tokenize the label alone (no specials). Caller frees *out.
+ * memo: the prompt's words, so that only the words at the junction run BPE merges. */
+static int continuation_tokens(const ac_model *m, ac_tok_memo *memo, const int32_t *ptoks, int np, const char *prompt,
                                const char *label, int32_t **out, int *nout) {
     size_t lp = strlen(prompt), ll = strlen(label);
     char *joined = AC_MALLOC(lp + ll + 1);
@@ -171,7 +180,7 @@ static int continuation_tokens(const ac_model *m, const int32_t *ptoks, int np, 
     memcpy(joined + lp, label, ll + 1);
     int32_t *jt = NULL;
     int nj = 0;
-    int rc = tokenize_alloc(m, joined, lp + ll, 1, &jt, &nj);
+    int rc = tokenize_alloc(m, memo, joined, lp + ll, 1, &jt, &nj);
     free(joined);
     if (rc != AC_OK) return rc;
     /* the prompt's tokens without a trailing EOS/SEP the vocab may append */
@@ -187,7 +196,7 @@ static int continuation_tokens(const ac_model *m, const int32_t *ptoks, int np, 
         return AC_OK;
     }
     free(jt);
-    rc = tokenize_alloc(m, label, ll, 0, out, nout);
+    rc = tokenize_alloc(m, memo, label, ll, 0, out, nout);
     if (rc == AC_OK && *nout == 0) {
         free(*out);
         *out = NULL;
@@ -212,8 +221,10 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
     int np = 0, *nl = NULL;
     float *hidden = NULL, *logits = NULL;
     ac_seq *seqs = NULL;
+    ac_tok_memo *memo = NULL; /* the prompt's BPE words, for the prompt+label texts */
 
-    rc = tokenize_alloc(m, prompt, strlen(prompt), 1, &ptoks, &np);
+    if ((rc = ac_tok_memo_new(&memo)) != AC_OK) goto done;
+    rc = tokenize_alloc(m, memo, prompt, strlen(prompt), 1, &ptoks, &np);
     if (rc != AC_OK) goto done;
     int32_t eos = ac_token_eos(m);
     if (np > 0 && ptoks[np - 1] == eos && eos >= 0) np--; /* never score after an appended EOS */
@@ -235,7 +246,7 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
             rc = ac_err(AC_ERR_ARG, "label %d is NULL", i);
             goto done;
         }
-        rc = continuation_tokens(m, ptoks, np, prompt, labels[i], &ltoks[i], &nl[i]);
+        rc = continuation_tokens(m, memo, ptoks, np, prompt, labels[i], &ltoks[i], &nl[i]);
         if (rc != AC_OK) goto done;
         if (nl[i] != 1) all_single = 0;
         total += np + nl[i];
@@ -309,5 +320,6 @@ done:
     free(hidden);
     free(logits);
     free(seqs);
+    ac_tok_memo_free(memo);
     return rc;
 }

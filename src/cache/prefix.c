@@ -81,7 +81,8 @@ static size_t node_bytes(const ac_prefix_cache *pc, int n, int cap_kid) {
 static void add_bytes(ac_prefix_cache *pc, int64_t d) { atomic_fetch_add(&pc->bytes, d); }
 
 /* copy rows [r0, r0+n) of a row set laid out for `len` tokens (src) to rows [d0, d0+n) of
- * one laid out for `dlen` tokens (dst); both [n_layer][2][len][kvd] + [len][n_embd] */
+ * one laid out for `dlen` tokens (dst); both [n_layer][2][len][kvd] + [len][n_embd] (a
+ * context's ac_kv_rows: len or dlen is its ld) */
 static void copy_rows(const ac_prefix_cache *pc, float *dst, int dlen, int d0, const float *src, int len, int r0,
                       int n) {
     const size_t kvd = (size_t)pc->kvd, D = (size_t)pc->n_embd;
@@ -228,8 +229,9 @@ static int walk(ac_prefix_cache *pc, const int32_t *tok, int lim, const ac_kv_ro
         int m = 0;
         const int cap = AC_MIN(k->n, lim - pos);
         while (m < cap && k->tok[m] == tok[pos + m]) m++;
-        if (rows) {
-            copy_rows(pc, rows->kv, rows->L, pos, k->rows, k->n, 0, m);
+        if (rows) { /* (the context's rows below rows->valid hold these already) */
+            const int skip = AC_MIN(m, AC_MAX(0, rows->valid - pos));
+            if (skip < m) copy_rows(pc, rows->kv, rows->ld, pos + skip, k->rows, k->n, skip, m - skip);
             atomic_store_explicit(&k->last_use, atomic_fetch_add(&pc->tick, 1) + 1, memory_order_relaxed);
         }
         pos += m;
@@ -276,7 +278,7 @@ static void hook_insert(void *user, const int32_t *tokens, const ac_kv_rows *row
         pnode *k = find_kid(nd, tokens[pos]);
         if (!k) {
             if ((int64_t)node_bytes(pc, L - pos, 0) > pc->p.max_bytes || /* could never fit */
-                !(k = node_new(pc, tokens, pos, L - pos, rows->kv, L))) {
+                !(k = node_new(pc, tokens, pos, L - pos, rows->kv, rows->ld))) {
                 failed = 1;
                 break;
             }

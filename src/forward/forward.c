@@ -62,6 +62,7 @@ static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
     const char *how = m->pack == AC_PACK_BF16   ? "packed bf16"
                       : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout)"
                       : m->pack == AC_PACK_F32  ? "widened to f32"
+                      : m->pack == AC_PACK_F32P ? "widened to f32 GEMM panels"
                                                 : "converted to f32 per call";
     if (m->info.weight_type == GGML_F32)
         snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
@@ -195,9 +196,10 @@ static int cpu_ctx_new(const ac_model *loaded, const ac_ctx_params *params, ac_c
 #else
         const ac_gemm_ops *lib = &ac_gemm_blas_ops;
 #endif
-        c->gemm_q = model->pack == AC_PACK_BF16 || model->pack == AC_PACK_F32 ? &ac_gemm_own_ops
-                    : model->pack == AC_PACK_DNNL                           ? lib
-                                                                            : &ac_gemm_blas_ops;
+        c->gemm_q = model->pack == AC_PACK_BF16 || model->pack == AC_PACK_F32 || model->pack == AC_PACK_F32P
+                        ? &ac_gemm_own_ops
+                    : model->pack == AC_PACK_DNNL ? lib
+                                                  : &ac_gemm_blas_ops;
     } else if (gemm == AC_GEMM_OWN) {
         c->gemm_f32 = c->gemm_q = &ac_gemm_own_ops;
     } else {
@@ -241,7 +243,7 @@ static void cpu_ctx_free(ac_ctx *c) {
     free(c->rows);
     free(c->cls_tmp);
     free(c->kt);
-    free(c->pkv), free(c->pq), free(c->po), free(c->hfull), free(c->x0full);
+    free(c->pkv), free(c->pq), free(c->po), free(c->hfull), free(c->x0full), free(c->pkv_tok);
     ac_dnnl_state_free(c->dnnl);
     free(c);
 }
@@ -267,6 +269,16 @@ int ac_ctx_pack_scratch(ac_ctx *c, size_t n, float ***out) {
 int ac_ctx_scratch_f32(float **buf, size_t *cap, size_t n) {
     if (n <= *cap) return AC_OK;
     float *b = AC_ALIGNED_ALLOC(n * sizeof(float));
+    if (!b) return AC_ERR_NOMEM;
+    free(*buf);
+    *buf = b;
+    *cap = n;
+    return AC_OK;
+}
+
+/* *buf [cap] int32 grown to at least n (contents not kept). 0 or an error code. */
+static int grow_i32(int32_t **buf, int *cap, int n) {
+    int32_t *b = AC_MALLOC((size_t)n * sizeof *b);
     if (!b) return AC_ERR_NOMEM;
     free(*buf);
     *buf = b;
@@ -357,7 +369,7 @@ static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
 
 int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
     if (ops_for(c, W) != &ac_gemm_own_ops) return 0;
-    return W->pack == AC_PACK_BF16 || W->f32; /* (BF16 packing and level checked at creation) */
+    return W->pack == AC_PACK_BF16 || W->pack == AC_PACK_F32P || W->f32; /* (BF16 packing and level checked at creation) */
 }
 
 /* 1 if a GEMM on W reads only the bf16 copy of its input (the own BF16 kernel) */
@@ -492,14 +504,16 @@ typedef struct fwd_plan {
     int *off_full;        /* [n_seq] first row of each sequence among all T_full rows */
     int T_full;
     size_t tok_floats;    /* floats per row of c->pkv: n_layer * 2 * kvd + n_embd */
+    int keep;             /* 1: one sequence, its rows laid out for c->pkv_ld rows and kept after the call */
 } fwd_plan;
 
 /* Sequence s's rows in c->pkv (kv_on): K/V of every layer and final hidden states. */
 static ac_kv_rows seq_rows(const ac_ctx *c, const fwd_plan *pl, int s) {
     const ac_hparams *hp = &c->model->hp;
     const int L = pl->seqs[s].n_tokens, kvd = hp->n_head_kv * hp->head_dim;
+    const int ld = pl->keep ? c->pkv_ld : L;
     float *base = c->pkv + (size_t)pl->off_full[s] * pl->tok_floats;
-    ac_kv_rows r = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd};
+    ac_kv_rows r = {base, base + (size_t)hp->n_layer * 2 * ld * kvd, L, kvd, hp->n_layer, hp->n_embd, ld, 0};
     return r;
 }
 
@@ -584,7 +598,7 @@ static int attend_after_prefix(ac_ctx *c, int il, int s, fwd_plan *pl, const ac_
     const int L = pl->seqs[s].n_tokens, P = pl->first[s], o = pl->off[s];
     const int q0 = AC_MAX(P, pl->srv[s]); /* srv <= L-1 under the prefix cache */
     const ac_kv_rows kr = seq_rows(c, pl, s);
-    float *K = kr.kv + (size_t)2 * il * L * KVD, *V = K + (size_t)L * KVD; /* [L][KVD] each */
+    float *K = kr.kv + (size_t)2 * il * kr.ld * KVD, *V = K + (size_t)kr.ld * KVD; /* [L][KVD] each */
     int rc;
     if ((rc = ac_ctx_scratch_f32(&c->pq, &c->cap_pq, (size_t)L * QD)) ||
         (rc = ac_ctx_scratch_f32(&c->po, &c->cap_po, (size_t)L * QD)))
@@ -660,7 +674,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         for (int s = 0; s < pl->n_seq; s++) {
             const ac_kv_rows kr = seq_rows(c, pl, s);
             const int n = kr.L, P = pl->first[s];
-            float *K = kr.kv + (size_t)2 * il * n * KVD, *V = K + (size_t)n * KVD;
+            float *K = kr.kv + (size_t)2 * il * kr.ld * KVD, *V = K + (size_t)kr.ld * KVD;
             memcpy(K + (size_t)P * KVD, c->k + (size_t)pl->off[s] * KVD, (size_t)(n - P) * KVD * sizeof(float));
             memcpy(V + (size_t)P * KVD, c->v + (size_t)pl->off[s] * KVD, (size_t)(n - P) * KVD * sizeof(float));
         }
@@ -955,10 +969,31 @@ static int prefix_lookup(ac_ctx *c, fwd_plan *pl) {
     size_t n;
     if (!ac_mul_ok((size_t)pl->T_full, pl->tok_floats * sizeof(float), &n))
         return ac_err(AC_ERR_NOMEM, "%d tokens: prefix rows overflow", pl->T_full);
-    int rc = ac_ctx_scratch_f32(&c->pkv, &c->cap_pkv, (size_t)pl->T_full * pl->tok_floats);
-    if (rc) return ac_err(rc, "out of memory for the prefix cache's rows of %d tokens", pl->T_full);
+    /* One sequence: rows laid out for pkv_ld rows (grown in steps of 256), so that the next
+     * call finds the rows of the tokens it shares with this one where they are. */
+    const int L0 = pl->seqs[0].n_tokens;
+    pl->keep = pl->n_seq == 1 && c->pkv_ld >= L0;
+    if (pl->n_seq == 1 && !pl->keep && L0 <= INT32_MAX - 256) {
+        c->pkv_ld = (L0 + 255) / 256 * 256;
+        c->pkv_valid = 0;
+        pl->keep = 1;
+    }
+    const size_t rows_needed = pl->keep ? (size_t)c->pkv_ld : (size_t)pl->T_full;
+    int valid = 0; /* rows of the kept sequence that begin this one */
+    if (pl->keep) {
+        const int32_t *t = pl->seqs[0].tokens;
+        while (valid < c->pkv_valid && valid < L0 && c->pkv_tok[valid] == t[valid]) valid++;
+    }
+    c->pkv_valid = 0; /* until this call succeeds (it rewrites the rows) */
+    if (!ac_mul_ok(rows_needed, pl->tok_floats * sizeof(float), &n))
+        return ac_err(AC_ERR_NOMEM, "%zu tokens: prefix rows overflow", rows_needed);
+    const float *before = c->pkv;
+    int rc = ac_ctx_scratch_f32(&c->pkv, &c->cap_pkv, rows_needed * pl->tok_floats);
+    if (rc) return ac_err(rc, "out of memory for the prefix cache's rows of %zu tokens", rows_needed);
+    if (c->pkv != before) valid = 0; /* (a new buffer) */
     for (int s = 0; s < pl->n_seq; s++) {
-        const ac_kv_rows kr = seq_rows(c, pl, s);
+        ac_kv_rows kr = seq_rows(c, pl, s);
+        kr.valid = pl->keep ? valid : 0;
         int P = c->kv_hook.lookup ? c->kv_hook.lookup(c->kv_hook.user, pl->seqs[s].tokens, &kr) : 0;
         pl->first[s] = P < 0 ? 0 : P > kr.L - 1 ? kr.L - 1 : P;
     }
@@ -1046,13 +1081,20 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
             prof_lap(c, AC_STAGE_NORM, &tp);
         }
         fwd_plan full = pl; /* the outputs see every row: cached ones from c->pkv */
+        int *off_last = NULL; /* [n_seq] (logits alone) */
         if (pl.kv_on) {
             for (int s = 0; s < n_seq; s++) {
                 const ac_kv_rows kr = seq_rows(c, &pl, s);
                 memcpy(kr.hid + (size_t)pl.first[s] * D, h + (size_t)pl.off[s] * D,
                        (size_t)(kr.L - pl.first[s]) * D * sizeof(float));
             }
-            if (any_first && !(rc = ac_ctx_scratch_f32(&c->hfull, &c->cap_hfull, (size_t)T_full * D))) {
+            /* logits alone read each sequence's last row, always computed: no need for the rest */
+            const int last_only = !out->hidden && !out->pooled && !out->cls;
+            if (any_first && last_only) {
+                if (!(off_last = AC_MALLOC((size_t)n_seq * sizeof *off_last))) rc = AC_ERR_NOMEM;
+                for (int s = 0; off_last && s < n_seq; s++) off_last[s] = pl.off[s] - pl.first[s]; /* + L - 1: the last row */
+                full.off = off_last;
+            } else if (any_first && !(rc = ac_ctx_scratch_f32(&c->hfull, &c->cap_hfull, (size_t)T_full * D))) {
                 for (int s = 0; s < n_seq; s++) {
                     const ac_kv_rows kr = seq_rows(c, &pl, s);
                     memcpy(c->hfull + (size_t)pl.off_full[s] * D, kr.hid, (size_t)kr.L * D * sizeof(float));
@@ -1063,11 +1105,20 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
             }
         }
         if (rc == AC_OK) rc = outputs(c, &full, h, out, pooling, &tp);
+        free(off_last);
         if (rc == AC_OK && pl.kv_on && c->kv_hook.insert)
             for (int s = 0; s < n_seq; s++) {
                 const ac_kv_rows kr = seq_rows(c, &pl, s);
                 c->kv_hook.insert(c->kv_hook.user, seqs[s].tokens, &kr, pl.first[s]);
             }
+        /* the rows stay for the next call: exact ones only (no row's attention from a stored map) */
+        if (rc == AC_OK && pl.kv_on && pl.keep && !c->plan[0].map_layers) {
+            const int L0 = seqs[0].n_tokens;
+            if (L0 <= c->cap_pkv_tok || !grow_i32(&c->pkv_tok, &c->cap_pkv_tok, L0)) {
+                memcpy(c->pkv_tok, seqs[0].tokens, (size_t)L0 * sizeof *c->pkv_tok);
+                c->pkv_valid = L0;
+            }
+        }
     }
     omp_set_num_threads(saved_threads);
     if (rc == AC_OK) c->n_plan = n_seq;

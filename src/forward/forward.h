@@ -174,10 +174,14 @@ int ac_ctx_swap_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook, ac_attn_hook *p
  * Borrowed pointers, valid during the call only; both are called from the
  * thread that called ac_forward. */
 typedef struct ac_kv_rows {
-    float *kv;  /* [n_layer][2][L][kvd]: layer l's K rows (after RoPE) at kv + (2l) L kvd,
-                   its V rows at kv + (2l+1) L kvd                                        */
+    float *kv;  /* [n_layer][2][ld][kvd], rows 0..L-1 used: layer l's K rows (after RoPE) at
+                   kv + (2l) ld kvd, its V rows at kv + (2l+1) ld kvd                     */
     float *hid; /* [L][n_embd] final hidden states (after the final norm)                 */
     int L, kvd, n_layer, n_embd;
+    int ld;     /* rows per K or V block (>= L)                                            */
+    int valid;  /* rows [0, valid) already hold this sequence's K/V and hidden states (the
+                   context kept them from its previous call, which began with the same
+                   tokens): lookup need not copy them                                      */
 } ac_kv_rows;
 
 typedef struct ac_kv_hook {
@@ -244,7 +248,14 @@ int ac_bf16_gemm_at(int level); /* the same for a context at `level` */
 const char *ac_own_gemm_kernel(int level, int bf16);
 size_t ac_bf16_packed_bytes(int n_out, int n_in);
 int ac_bf16_pack(ac_mat *W);                               /* sets W->packed, W->pack */
-int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16 or F32 */
+/* W widened to f32 straight into the own F32 tasks' panel layout [ceil(N/64)][K][64] (rows past
+ * N repeat the last one), which every level's task reads in place instead of transposing 64 rows
+ * of a row-major copy per task: W->packed owns it (the CPU weights free it), W->pack =
+ * AC_PACK_F32P, W->f32 stays NULL. The values are those of the row-major widening, and the
+ * tasks sum in the same order: results are bitwise those of AC_PACK_F32. */
+size_t ac_f32_panel_bytes(int n_out, int n_in);
+int ac_f32_panel_pack(ac_mat *W);
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16, F32P, or f32 */
 
 extern const ac_gemm_ops ac_gemm_naive_ops;
 extern const ac_gemm_ops ac_gemm_own_ops;
@@ -341,6 +352,11 @@ struct ac_ctx {
     const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */
     float *pkv;     /* per sequence [L][...]: its ac_kv_rows (K/V of every layer, final hidden) */
     size_t cap_pkv;
+    /* A single sequence's rows stay in pkv after its call (layout ld = pkv_ld rows): the next
+     * call's sequence that starts with the same tokens finds its first rows there and the
+     * prefix cache's lookup copies only the rest (shared demonstrations: most of a prompt). */
+    int32_t *pkv_tok; /* [pkv_valid] the tokens whose rows pkv holds (rows 0..pkv_valid-1)  */
+    int pkv_valid, pkv_ld, cap_pkv_tok;
     float *pq, *po; /* [L][H*hd] query rows / attention output of a sequence with cached rows */
     size_t cap_pq, cap_po;
     float *hfull;   /* [sum L][D] final hidden states of every row (cached ones included) */

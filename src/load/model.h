@@ -29,10 +29,17 @@ typedef struct ac_mat {
     const float *f32;      /* [n_out][n_in] when usable in place, else NULL  */
     void *packed;          /* backend-packed copy (owned by the backend's weights) or NULL, layout per `pack` */
     void *packed_md;       /* AC_PACK_DNNL: its oneDNN memory descriptor (owned likewise) */
-    int pack;              /* AC_PACK_NONE, AC_PACK_BF16 (own panels), AC_PACK_DNNL (oneDNN blocked) */
+    int pack;              /* AC_PACK_NONE, AC_PACK_BF16 (own panels), AC_PACK_DNNL (oneDNN blocked), AC_PACK_F32
+                              (row-major f32 copy, `f32` = `packed`), AC_PACK_F32P (f32 in the own GEMM's panels) */
 } ac_mat;
 
-enum { AC_PACK_NONE = 0, AC_PACK_BF16 = 1, AC_PACK_DNNL = 2, AC_PACK_F32 = 3 /* widened to an owned f32 copy */ };
+enum {
+    AC_PACK_NONE = 0,
+    AC_PACK_BF16 = 1,
+    AC_PACK_DNNL = 2,
+    AC_PACK_F32 = 3, /* widened to an owned row-major f32 copy (`f32` points at it) */
+    AC_PACK_F32P = 4 /* widened to f32 straight into the own F32 GEMM's panels [ceil(N/64)][K][64] (`f32` NULL) */
+};
 
 typedef struct ac_layer {
     /* llama/qwen2: norm1 = attn_norm (before attention), norm2 = ffn_norm (before MLP), RMSNorm, no bias.

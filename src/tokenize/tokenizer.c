@@ -18,6 +18,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "tokenizer.h"
 #include "tok_internal.h"
+#include "tok_memo.h"
 #include "tok_pretok.h"
 #include "tok_unicode.h"
 #include "util/common.h"
@@ -723,6 +724,7 @@ typedef struct scratch {
     size_t hp_cap, hp_n;
     uint32_t *cp, *off;
     size_t cp_cap, off_cap;
+    ac_tok_memo *memo; /* BPE words already seen (ac_vocab_tokenize_memo), or NULL */
 } scratch;
 
 static void scratch_free(scratch *s) {
@@ -869,8 +871,27 @@ static int bpe_try_add(const ac_vocab *v, scratch *s, const char *t, int32_t l, 
     return hp_push(s, g);
 }
 
-/* one byte-encoded word w[0..len) */
+static int bpe_word_merge(const ac_vocab *v, scratch *s, const char *w, size_t len, ivec *out);
+
+/* one byte-encoded word w[0..len), through the memo when there is one */
 static int bpe_word(const ac_vocab *v, scratch *s, const char *w, size_t len, ivec *out) {
+    if (len == 0 || !s->memo) return bpe_word_merge(v, s, w, len, out);
+    int n = 0;
+    const int32_t *ids = tok_memo_get(s->memo, w, len, &n);
+    if (ids) {
+        for (int i = 0; i < n; i++)
+            if (!ivec_push(out, ids[i])) return 0;
+        return 1;
+    }
+    const size_t n0 = out->n;
+    if (!bpe_word_merge(v, s, w, len, out)) return 0;
+    const int n_new = (int)(out->n - n0);
+    tok_memo_put(s->memo, w, len, n_new ? out->v + n0 : NULL, n_new);
+    return 1;
+}
+
+/* one byte-encoded word w[0..len): the merges */
+static int bpe_word_merge(const ac_vocab *v, scratch *s, const char *w, size_t len, ivec *out) {
     size_t ns;
     if (len == 0) return 1;
     if (v->ignore_merges) {
@@ -1166,9 +1187,15 @@ oom:
 
 int ac_vocab_tokenize(const ac_vocab *v, const char *text, size_t len, int add_special, int32_t *ids, int cap,
                       int *n_out) {
+    return ac_vocab_tokenize_memo(v, NULL, text, len, add_special, ids, cap, n_out);
+}
+
+int ac_vocab_tokenize_memo(const ac_vocab *v, ac_tok_memo *memo, const char *text, size_t len, int add_special,
+                           int32_t *ids, int cap, int *n_out) {
     int rc = AC_OK;
     ivec out = {0};
     scratch s = {0};
+    if (memo && v && tok_memo_bind(memo, v)) s.memo = memo;
     frag *fr = NULL;
     size_t nfr = 0, clen = 0;
     char *clean = NULL;

@@ -42,6 +42,19 @@ const char *ac_vocab_pre(const ac_vocab *v);
 int ac_vocab_tokenize(const ac_vocab *v, const char *text, size_t len, int add_special,
                       int32_t *ids, int cap, int *n_out);
 
+/* A memo of BPE words for a group of related texts (tok_memo.c): ac_vocab_tokenize_memo with
+ * the same memo runs the merges of a word once, so tokenizing texts that share most of their
+ * words (a prompt, then the prompt + each label) costs about one tokenization. The ids are
+ * those of ac_vocab_tokenize (a word's merges depend on the word alone). Bound to the first
+ * vocab it serves (another vocab's calls run without it); one thread at a time. Owned by the
+ * caller: ac_tok_memo_free. */
+typedef struct ac_tok_memo ac_tok_memo;
+int ac_tok_memo_new(ac_tok_memo **out);
+void ac_tok_memo_free(ac_tok_memo *m);
+/* ac_vocab_tokenize with a memo (NULL: none); other vocab types than BPE ignore it. */
+int ac_vocab_tokenize_memo(const ac_vocab *v, ac_tok_memo *memo, const char *text, size_t len, int add_special,
+                           int32_t *ids, int cap, int *n_out);
+
 /* The text of a token as it would appear in output (SPM '▁' -> ' ', byte
  * tokens <0xNN> -> the byte, byte-level BPE unicode -> bytes; WPM '▁' -> ' ',
  * continuation pieces as stored, i.e. without "##"), as llama.cpp's

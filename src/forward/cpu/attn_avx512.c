@@ -51,8 +51,57 @@ static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, fl
 }
 
 
+/* pv_tile for w <= 32 (head_dim 32 and below): 2 zmm per row instead of 4 — the upper two
+ * would be masked to zero and their FMAs wasted (a third of the fused kernel's multiply-adds
+ * at head_dim 32). The same FMAs, j in order, for every valid column: results unchanged. */
+static inline void pv_tile32(const float *const p[MR], int nk, const float *V, size_t ldv, int w, float *const O[MR]) {
+    const __mmask16 m0 = ac_mask16(w), m1 = ac_mask16(w - 16);
+#define PV_LD(r, c0, c1) __m512 c0 = _mm512_maskz_loadu_ps(m0, O[r]), c1 = _mm512_maskz_loadu_ps(m1, O[r] + 16)
+    PV_LD(0, c00, c01);
+    PV_LD(1, c10, c11);
+    PV_LD(2, c20, c21);
+    PV_LD(3, c30, c31);
+    PV_LD(4, c40, c41);
+    PV_LD(5, c50, c51);
+#undef PV_LD
+    const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3], *p4 = p[4], *p5 = p[5];
+#define PV_ROW(c0, c1, pr)                            \
+    do {                                              \
+        __m512 pb = _mm512_set1_ps((pr)[j]);          \
+        c0 = _mm512_fmadd_ps(pb, v0, c0);             \
+        c1 = _mm512_fmadd_ps(pb, v1, c1);             \
+    } while (0)
+    for (int j = 0; j < nk; j++) {
+        const float *vr = V + (size_t)j * ldv;
+        __m512 v0 = _mm512_maskz_loadu_ps(m0, vr), v1 = _mm512_maskz_loadu_ps(m1, vr + 16);
+        PV_ROW(c00, c01, p0);
+        PV_ROW(c10, c11, p1);
+        PV_ROW(c20, c21, p2);
+        PV_ROW(c30, c31, p3);
+        PV_ROW(c40, c41, p4);
+        PV_ROW(c50, c51, p5);
+    }
+#undef PV_ROW
+#define PV_ST(r, c0, c1)                                   \
+    do {                                                   \
+        _mm512_mask_storeu_ps(O[r], m0, c0);               \
+        _mm512_mask_storeu_ps(O[r] + 16, m1, c1);          \
+    } while (0)
+    PV_ST(0, c00, c01);
+    PV_ST(1, c10, c11);
+    PV_ST(2, c20, c21);
+    PV_ST(3, c30, c31);
+    PV_ST(4, c40, c41);
+    PV_ST(5, c50, c51);
+#undef PV_ST
+}
+
 /* O[r][0..w) += sum_{j < nk} p[r][j] * V[j][0..w), w <= 64, for MR rows. */
 static inline void pv_tile(const float *const p[MR], int nk, const float *V, size_t ldv, int w, float *const O[MR]) {
+    if (w <= 32) {
+        pv_tile32(p, nk, V, ldv, w, O);
+        return;
+    }
     const __mmask16 m0 = ac_mask16(w), m1 = ac_mask16(w - 16), m2 = ac_mask16(w - 32), m3 = ac_mask16(w - 48);
 #define PV_LD(r, c0, c1, c2, c3)                                                                          \
     __m512 c0 = _mm512_maskz_loadu_ps(m0, O[r]), c1 = _mm512_maskz_loadu_ps(m1, O[r] + 16),               \

@@ -147,9 +147,12 @@ static inline void epi8(const ac_gemm_job *j, size_t row, int col, int n, __m256
 void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     const int swiglu = j->epi == AC_EPI_SWIGLU;
-    float *P = pk, *Pu = pk + (size_t)K * NR;
-    pack_panel(j->W, n0, P);
-    if (swiglu) pack_panel(j->W_up, n0, Pu);
+    const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
+    if (P == pk) pack_panel(j->W, n0, pk);
+    if (swiglu) {
+        float *su = pk + (size_t)K * NR;
+        if ((Pu = ac_f32_panel(j->W_up, p, su)) == su) pack_panel(j->W_up, n0, su);
+    }
     /* C: the product (SWIGLU: the up projection), G: SWIGLU's gate (silu's input) */
     float C[MBF * NR] __attribute__((aligned(32))), G[MBF * NR] __attribute__((aligned(32)));
     const __m256 zero = _mm256_setzero_ps();

@@ -223,9 +223,12 @@ static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float
 void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     float gate[MR * NR] __attribute__((aligned(64))); /* SWIGLU: silu's input */
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR;
-    float *P = pk, *Pu = pk + (size_t)K * NR;
-    pack_panel_f32(j->W, n0, P);
-    if (j->epi == AC_EPI_SWIGLU) pack_panel_f32(j->W_up, n0, Pu);
+    const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
+    if (P == pk) pack_panel_f32(j->W, n0, pk);
+    if (j->epi == AC_EPI_SWIGLU) {
+        float *su = pk + (size_t)K * NR;
+        if ((Pu = ac_f32_panel(j->W_up, p, su)) == su) pack_panel_f32(j->W_up, n0, su);
+    }
     __mmask16 mk[4];
     for (int c = 0; c < 4; c++) mk[c] = ac_mask16(N - n0 - 16 * c);
     __m512 acc[MR][4];

@@ -120,9 +120,12 @@ static inline void epi4(const ac_gemm_job *j, size_t row, int col, int nv, float
 void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     float acc[MR * 16], gate[MR * 16]; /* [MR][16] one strip; SWIGLU: silu's input */
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
-    float *P = pk, *Pu = pk + (size_t)K * NR;
-    pack_panel(j->W, n0, P);
-    if (j->epi == AC_EPI_SWIGLU) pack_panel(j->W_up, n0, Pu);
+    const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
+    if (P == pk) pack_panel(j->W, n0, pk);
+    if (j->epi == AC_EPI_SWIGLU) {
+        float *su = pk + (size_t)K * NR;
+        if ((Pu = ac_f32_panel(j->W_up, p, su)) == su) pack_panel(j->W_up, n0, su);
+    }
     for (int r0 = m0; r0 < m0 + nm; r0 += MR) {
         const int mr = AC_MIN(MR, m0 + nm - r0);
         const float *A = j->X->x + (size_t)r0 * K;

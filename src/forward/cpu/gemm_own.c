@@ -4,8 +4,9 @@
  *   Y [M][N] = epilogue(X [M][K] . W^T)        W [N][K]
  *
  * This file: the driver (tasks of every job of a call handed out dynamically,
- * so a preempted thread costs one task, not a static share), the BF16 packing
- * (called by the CPU backend's weight preparation, weights.c) and the portable F32 task. The micro-kernels of each CPU level live
+ * so a preempted thread costs one task, not a static share), the BF16 and F32
+ * panel packing (called by the CPU backend's weight preparation, weights.c) and
+ * the portable F32 task. The micro-kernels of each CPU level live
  * in their own files: gemm_avx512.c (F32 and BF16; layouts described there),
  * gemm_avx2.c (F32), gemm_neon.c (F32, aarch64), picked by the context's
  * level (ctx->level).
@@ -105,6 +106,46 @@ int ac_bf16_pack(ac_mat *W) {
     return AC_OK;
 }
 
+size_t ac_f32_panel_bytes(int n_out, int n_in) {
+    size_t np = ((size_t)n_out + NR - 1) / NR;
+    return np * NR * (size_t)n_in * sizeof(float);
+}
+
+int ac_f32_panel_pack(ac_mat *W) {
+    const int N = W->n_out, K = W->n_in, np = (N + NR - 1) / NR;
+    float *P = AC_ALIGNED_ALLOC(ac_f32_panel_bytes(N, K)); /* [np][K][NR] */
+    if (!P) return ac_err(AC_ERR_NOMEM, "out of memory widening %s to f32 panels", W->name);
+    int nomem = 0;
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)K * sizeof *row); /* [K] one converted row */
+        if (!row) {
+#pragma omp atomic write
+            nomem = 1;
+        }
+        /* whole panels per thread: the 64 rows of a panel interleave in its cache lines */
+#pragma omp for schedule(dynamic, 1)
+        for (int p = 0; p < np; p++) {
+            if (!row) continue;
+            for (int c = 0; c < NR; c++) { /* rows past N repeat the last one, as the per-task transposes do */
+                const int n = AC_MIN(p * NR + c, N - 1);
+                if (c == 0 || p * NR + c < N) ac_row_to_f32(W->type, W->data, W->row_bytes, n, K, row);
+                float *dst = P + (size_t)p * K * NR + c;
+                for (int k = 0; k < K; k++) dst[(size_t)k * NR] = row[k];
+            }
+        }
+        free(row);
+    }
+    if (nomem) {
+        free(P);
+        return ac_err(AC_ERR_NOMEM, "out of memory widening %s to f32 panels", W->name);
+    }
+    W->packed = P;
+    W->f32 = NULL;
+    W->pack = AC_PACK_F32P;
+    return AC_OK;
+}
+
 /* ---- the portable F32 task -------------------------------------------------------------
  * P [K][NR] = the 64 rows of W from n0, transposed (rows past N repeat the last
  * one; their results are never stored); then tiles of 4 rows x 16 columns of
@@ -136,9 +177,12 @@ static void tile_c(int mr, int K, const float *A, size_t lda, const float *P, fl
 
 void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
-    float *P = pk, *Pu = pk + (size_t)K * NR;
-    pack_panel_c(j->W, n0, P);
-    if (j->epi == AC_EPI_SWIGLU) pack_panel_c(j->W_up, n0, Pu);
+    const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
+    if (P == pk) pack_panel_c(j->W, n0, pk);
+    if (j->epi == AC_EPI_SWIGLU) {
+        float *su = pk + (size_t)K * NR;
+        if ((Pu = ac_f32_panel(j->W_up, p, su)) == su) pack_panel_c(j->W_up, n0, su);
+    }
     float acc[SR][SC], up[SR][SC];
     for (int r0 = m0; r0 < m0 + nm; r0 += SR) {
         const int mr = AC_MIN(SR, m0 + nm - r0);

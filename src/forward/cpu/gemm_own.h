@@ -12,6 +12,13 @@
 #define MB (6 * 16)    /* rows per BF16 task */
 #define MBF 192        /* rows per F32 sub-block (a task of more rows loops over sub-blocks on one packed panel) */
 
+/* Panel p of W as P [K][NR]: read in place where the CPU backend's weights widened W into
+ * panels (AC_PACK_F32P, weights.c), else `scratch`, which the task fills by transposing the
+ * 64 rows of W->f32 from 64p (the caller does that when this returns scratch). */
+static inline const float *ac_f32_panel(const ac_mat *W, int p, float *scratch) {
+    return W->pack == AC_PACK_F32P ? (const float *)W->packed + (size_t)p * W->n_in * NR : scratch;
+}
+
 typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 
 void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk);

@@ -4,8 +4,17 @@
  * with the model), so that every later context, in any thread, shares them.
  *
  * A layout ("kind", AC_PACK_*) for the F16/BF16/Q8_0 matrices:
- *   F32   widened to owned f32 copies: the exact mode (ac_model_params.f32_math,
- *         the default), and the fast mode where the CPU level has no BF16 kernel;
+ *   F32P  widened to owned f32 copies laid out in the own F32 GEMM's panels
+ *         (gemm_own.c: [ceil(N/64)][K][64], what each of its tasks otherwise
+ *         transposes out of a row-major copy on every call — a fixed cost per
+ *         panel that a call of few rows, a prefix-cached suffix or the LM head's
+ *         one row, spreads over few rows): the exact mode (ac_model_params.f32_math,
+ *         the default), and the fast mode where the CPU level has no BF16 kernel,
+ *         when the own GEMM runs them (the default). The same bytes as F32 (plus
+ *         the last panel's padding to 64 rows) and bitwise the same results;
+ *   F32   widened to owned row-major f32 copies: the same, for the other GEMMs
+ *         (OpenBLAS, oneDNN, naive: AC_GEMM=..., ac_ctx_params.gemm), and AC_PACK=f32
+ *         (the own GEMM on row-major copies, for comparisons);
  *   BF16  packed into BF16 panels for the own AVX512-BF16 kernel (gemm_own.c):
  *         the fast mode;
  *   DNNL  packed into oneDNN's blocked BF16 layout (gemm_dnnl.c): the fast mode
@@ -18,7 +27,9 @@
  * ac_model) whose matrices carry the layout's copies; everything else (the
  * mapping, vectors, tokenizer, hyper-parameters) is the model's, borrowed. A
  * model whose matrices are all F32 (used in place from the mapping) or a NONE
- * layout needs no view: the context reads the model itself. */
+ * layout needs no view: the context reads the model itself. F32 matrices stay
+ * in place in every layout (the own GEMM transposes their panels per call): a
+ * panel copy would add their size to the mapping's resident pages. */
 #include "forward/forward.h"
 #include "util/common.h"
 #include "util/cpu.h"
@@ -120,11 +131,14 @@ static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
         if (W->type == GGML_F32) continue;                 /* in place from the mapping */
         if (kind == AC_PACK_BF16 && W->n_in % 2) continue; /* stays on the f32 path */
         if (W->pack != AC_PACK_NONE) continue;             /* (listed twice: prepared once) */
-        rc = kind == AC_PACK_BF16 ? ac_bf16_pack(W) : kind == AC_PACK_F32 ? widen_f32(W) : ac_dnnl_pack_bf16(W, tmp);
+        rc = kind == AC_PACK_BF16  ? ac_bf16_pack(W)
+             : kind == AC_PACK_F32P ? ac_f32_panel_pack(W)
+             : kind == AC_PACK_F32  ? widen_f32(W)
+                                    : ac_dnnl_pack_bf16(W, tmp);
         if (rc) ac_err_prefix(rc, "preparing %s for the CPU", W->name);
     }
     v->pack = kind;
-    v->fast_fallback = !m->params.f32_math && kind == AC_PACK_F32; /* fast asked, exact runs */
+    v->fast_fallback = !m->params.f32_math && (kind == AC_PACK_F32 || kind == AC_PACK_F32P); /* fast asked, exact runs */
 done:
     free(tmp);
     free(mats);
@@ -136,6 +150,11 @@ done:
     return AC_OK;
 }
 
+/* The f32 layout for contexts with GEMM choice `gemm`: the own GEMM's panels where the own GEMM
+ * runs the widened matrices (forward.c: AUTO — AC_GEMM already read by the caller — or OWN),
+ * else row-major (the libraries read W->f32). */
+static int f32_kind(int gemm) { return gemm == AC_GEMM_AUTO || gemm == AC_GEMM_OWN ? AC_PACK_F32P : AC_PACK_F32; }
+
 /* The layout contexts at `level` with GEMM choice `gemm` (enum ac_gemm_backend, AUTO:
  * AC_GEMM's) want for model m's non-F32 matrices. */
 static int kind_wanted(const ac_model *m, int level, int gemm) {
@@ -143,8 +162,8 @@ static int kind_wanted(const ac_model *m, int level, int gemm) {
     const int own_bf16 = ac_bf16_gemm_at(level), dnnl = ac_dnnl_bf16_at(level); /* `level`, not the global one:
                                                    another thread may change that meanwhile */
     if (m->load_flags & AC_LOAD_NO_PACK) return AC_PACK_NONE;
-    if (p && !strcasecmp(p, "f32")) return AC_PACK_F32;
-    if (m->params.f32_math && !(p && (!strcasecmp(p, "bf16") || !strcasecmp(p, "onednn")))) return AC_PACK_F32;
+    if (p && !strcasecmp(p, "f32")) return AC_PACK_F32; /* row-major, whatever the GEMM */
+    if (m->params.f32_math && !(p && (!strcasecmp(p, "bf16") || !strcasecmp(p, "onednn")))) return f32_kind(gemm);
     if (m->load_flags & AC_LOAD_PACK_DNNL) return dnnl ? AC_PACK_DNNL : AC_PACK_NONE;
     if (gemm == AC_GEMM_OPENBLAS || gemm == AC_GEMM_NAIVE) return AC_PACK_NONE;
     if (gemm == AC_GEMM_AUTO && e && (!strcasecmp(e, "openblas") || !strcasecmp(e, "naive") || !strcasecmp(e, "blas")))
@@ -158,7 +177,7 @@ static int kind_wanted(const ac_model *m, int level, int gemm) {
     if (dnnl) return AC_PACK_DNNL;
     /* no BF16 kernel at this CPU level: the fast mode runs the exact f32 path (widened once),
      * never slower than exact (unpacked weights would be converted on every forward) */
-    return AC_PACK_F32;
+    return f32_kind(gemm);
 }
 
 int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out) {
