@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(NW * 32, 1) k_av_smem(ac_cu_codec c, av_src q,
                                                      int ldv, T *__restrict__ O, int ldo, int KT, int PB, int vec) {
     constexpr int HD = 32 * COLS, U = 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    uint32_t *ent = reinterpret_cast<uint32_t *>(smem_raw); /* [NW][32] key - k0 (top-k: << 16 | half weight) */
-    float *entw = reinterpret_cast<float *>(ent + NW * 32);  /* [NW][32] weights (dense codecs) */
+    uint32_t *ent = reinterpret_cast<uint32_t *>(smem_raw); /* [NW][32] (key - k0) HD: the entry's V row in sv */
+    float *entw = reinterpret_cast<float *>(ent + NW * 32);  /* [NW][32] its weight */
     T *sv = reinterpret_cast<T *>(smem_raw + NW * 32 * 8);   /* [KT][HD] V rows k0 .. k1 - 1 of kv head g */
     const unsigned char *maps;
     size_t mb;
@@ -188,6 +188,7 @@ __global__ void __launch_bounds__(NW * 32, 1) k_av_smem(ac_cu_codec c, av_src q,
     const T *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
     uint32_t *e = ent + warp * 32;
     float *ew = entw + warp * 32;
+    const T *svl = sv + COLS * lane; /* this lane's columns of staged row 0 */
     for (int qa = qb0; qa < qb1; qa += NW * PW) {
         float acc[PW][COLS];
 #pragma unroll
@@ -235,29 +236,21 @@ __global__ void __launch_bounds__(NW * 32, 1) k_av_smem(ac_cu_codec c, av_src q,
                     __syncwarp();
                     e[lane] = 0, ew[lane] = 0.f; /* past m: key k0, weight 0 */
                     __syncwarp();
-                    if (in) {
-                        if (c.kind == 4) e[pos] = (uint32_t)(key - k0) << 16 | __half_as_ushort(__float2half_rn(w));
-                        else e[pos] = (uint32_t)(key - k0), ew[pos] = w;
-                    }
+                    if (in) e[pos] = (uint32_t)(key - k0) * HD, ew[pos] = w; /* unpacked once, not per column */
                     __syncwarp();
                     for (int jj = 0; jj < m; jj += U) {
                         uint32_t pk[U];
                         float wj[U], x[U][COLS];
                         const uint4 a = *reinterpret_cast<const uint4 *>(e + jj),
                                     b = *reinterpret_cast<const uint4 *>(e + jj + 4);
+                        const float4 fa = *reinterpret_cast<const float4 *>(ew + jj),
+                                     fb = *reinterpret_cast<const float4 *>(ew + jj + 4);
                         pk[0] = a.x, pk[1] = a.y, pk[2] = a.z, pk[3] = a.w, pk[4] = b.x, pk[5] = b.y, pk[6] = b.z,
                         pk[7] = b.w;
-                        if (c.kind == 4) {
+                        wj[0] = fa.x, wj[1] = fa.y, wj[2] = fa.z, wj[3] = fa.w, wj[4] = fb.x, wj[5] = fb.y,
+                        wj[6] = fb.z, wj[7] = fb.w;
 #pragma unroll
-                            for (int u = 0; u < U; u++) wj[u] = half_f32((uint16_t)(pk[u] & 0xffffu)), pk[u] >>= 16;
-                        } else {
-                            const float4 fa = *reinterpret_cast<const float4 *>(ew + jj),
-                                         fb = *reinterpret_cast<const float4 *>(ew + jj + 4);
-                            wj[0] = fa.x, wj[1] = fa.y, wj[2] = fa.z, wj[3] = fa.w, wj[4] = fb.x, wj[5] = fb.y,
-                            wj[6] = fb.z, wj[7] = fb.w;
-                        }
-#pragma unroll
-                        for (int u = 0; u < U; u++) lds_cols<COLS>(sv + (size_t)pk[u] * HD + COLS * lane, x[u]);
+                        for (int u = 0; u < U; u++) lds_cols<COLS>(svl + pk[u], x[u]);
 #pragma unroll
                         for (int u = 0; u < U; u++)
 #pragma unroll
