@@ -375,8 +375,7 @@ static int load_tensors(loader *ld) {
     return AC_OK;
 }
 
-/* Every matrix of the model (check_tensors). */
-static int all_mats(ac_model *m, ac_mat **out, int cap) {
+int ac_model_mats(ac_model *m, ac_mat **out, int cap) {
     int n = 0;
 #define ADD(w)                                              \
     do {                                                    \
@@ -400,10 +399,10 @@ static int all_mats(ac_model *m, ac_mat **out, int cap) {
 }
 
 static int check_finite(ac_model *m) {
-    const int cap = 7 * m->hp.n_layer + 3;
+    const int cap = AC_MODEL_MAX_MATS(m);
     ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
     if (!mats) return AC_ERR_NOMEM;
-    int n = all_mats(m, mats, cap), rc = AC_OK;
+    int n = ac_model_mats(m, mats, cap), rc = AC_OK;
     float *row = NULL;
     size_t cap_row = 0;
     for (int i = 0; i < n && !rc; i++) {

@@ -129,6 +129,12 @@ typedef int (*ac_prep_make_fn)(const ac_model *m, int kind, void *arg, void **ou
 int ac_model_prepared(const ac_model *m, const void *owner, int kind, ac_prep_make_fn make, void *arg,
                       void (*release)(void *data), void **out);
 
+/* Every weight matrix of a model's tables (m itself, or a backend's view of it): the layers'
+ * q, k, v, o, gate, up, down, then the LM head and classifier heads that are present, into
+ * out[0 .. n) (borrowed, at most cap; AC_MODEL_MAX_MATS(m) is enough); returns n. */
+#define AC_MODEL_MAX_MATS(m) (7 * (m)->hp.n_layer + 3)
+int ac_model_mats(ac_model *m, ac_mat **out, int cap);
+
 /* Convert row `row` of tensor data of `type` ([rows][n] elements) to f32. */
 void ac_row_to_f32(uint32_t type, const void *data, size_t row_bytes, int64_t row, int64_t n, float *dst);
 

@@ -8,10 +8,13 @@
  * predictions and measured times: docs/GPU_NOTES.md. */
 #include "cuda_codec_av.h"
 #include "cuda_backend.h"
+#include "cuda_ptx.h"
 
 #include <cuda_fp16.h>
 
 namespace {
+
+using namespace ac_ptx;
 
 __host__ __device__ __forceinline__ size_t row_bytes(const ac_cu_codec &c, int n) {
     switch (c.kind) {
@@ -281,23 +284,6 @@ __global__ void __launch_bounds__(NW * 32, 1) k_av_smem(ac_cu_codec c, av_src q,
  * 2tq+8, 2tq+9) are keys 4tq .. 4tq+3, one 4-byte (q4: 2-byte) read per row; V rows are stored in shared memory
  * in the same permuted order (key bit 1 -> slot bit 3), so the ldmatrix.trans addressing is the
  * fused kernel's and its 8 row addresses hit 8 different bank groups. */
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
-__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 /* bytes key .. key+3 of a row's weights (key a multiple of 4), 0 past n: one or two aligned 32-bit
  * reads when all four are in the row (each word holds a byte of the row, so it lies inside the
  * 4-byte-aligned map allocation), else byte reads */

@@ -44,30 +44,6 @@ typedef struct cpu_weights {
 
 static const char cpu_weights_owner = 0; /* names the CPU backend's entries among a model's preparations */
 
-/* Every matrix of a model's tables (view or model), up to cap. */
-static int all_mats(ac_model *m, ac_mat **out, int cap) {
-    int n = 0;
-#define ADD(w)                                                      \
-    do {                                                            \
-        if ((w)->data && (w)->n_out > 0 && n < cap) out[n++] = (w); \
-    } while (0)
-    for (int il = 0; il < m->hp.n_layer; il++) {
-        ac_layer *L = &m->layers[il];
-        ADD(&L->wq);
-        ADD(&L->wk);
-        ADD(&L->wv);
-        ADD(&L->wo);
-        ADD(&L->w_gate);
-        ADD(&L->w_up);
-        ADD(&L->w_down);
-    }
-    if (m->has_output) ADD(&m->output);
-    if (m->has_cls) ADD(&m->cls);
-    if (m->has_cls_out) ADD(&m->cls_out);
-#undef ADD
-    return n;
-}
-
 /* An owned f32 copy of a matrix (AC_PACK_F32). */
 static int widen_f32(ac_mat *w) {
     float *b = AC_ALIGNED_ALLOC((size_t)w->n_out * w->n_in * sizeof(float)); /* [n_out][n_in] */
@@ -85,10 +61,10 @@ static void weights_release(void *data) {
     if (!w) return;
     ac_model *v = &w->view;
     if (v->layers) {
-        const int cap = 7 * v->hp.n_layer + 3;
+        const int cap = AC_MODEL_MAX_MATS(v);
         ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
         /* without the list (out of memory while freeing) the copies leak rather than crash */
-        const int n = mats ? all_mats(v, mats, cap) : 0;
+        const int n = mats ? ac_model_mats(v, mats, cap) : 0;
         for (int i = 0; i < n; i++) {
             if (mats[i]->pack == AC_PACK_NONE) continue;
             free(mats[i]->packed);
@@ -112,7 +88,7 @@ static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
     v->file_buf = NULL;
     v->preps = NULL;
     v->layers = AC_MALLOC((size_t)m->hp.n_layer * sizeof *v->layers);
-    const int cap = 7 * m->hp.n_layer + 3;
+    const int cap = AC_MODEL_MAX_MATS(m);
     ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
     uint16_t *tmp = NULL; /* [n_out][n_in] bf16 staging (oneDNN's reorder source) */
     int rc = AC_OK;
@@ -121,7 +97,7 @@ static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
         goto done;
     }
     memcpy(v->layers, m->layers, (size_t)m->hp.n_layer * sizeof *v->layers);
-    const int n = all_mats(v, mats, cap);
+    const int n = ac_model_mats(v, mats, cap);
     size_t maxe = 0;
     for (int i = 0; i < n; i++)
         if (mats[i]->type != GGML_F32) maxe = AC_MAX(maxe, (size_t)mats[i]->n_out * mats[i]->n_in);
