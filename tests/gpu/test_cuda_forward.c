@@ -322,7 +322,13 @@ static void check_served(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
                 st.enc[l][s] = malloc(mb * H);
                 for (int hh = 0; hh < H; hh++)
                     OK(ac_codec_encode(&st.c, st.P[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
-                for (size_t b = 0; b + 1 < mb * H; b += 16) st.enc[l][s][b] = 0xff, st.enc[l][s][b + 1] = 0xff;
+                /* every row's first index slot past the row (0xffff); weights untouched: a
+                 * damaged index must read nothing outside V and drop that entry alone */
+                for (int hh = 0; hh < H; hh++)
+                    for (int t = 0; t < L; t++) {
+                        uint8_t *r = st.enc[l][s] + hh * mb + ac_codec_row_offset(&st.c, L, t);
+                        r[0] = r[1] = 0xff;
+                    }
             }
         srv_forward(gbf, &st, seqs, h[2], p[2], dec);
         CHECK(all_finite(h[2], (size_t)T * D), "%s damaged top-k maps: finite output", name);
