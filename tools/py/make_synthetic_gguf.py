@@ -14,6 +14,8 @@ Shapes (n_embd, n_layer, n_head, n_head_kv, n_ff, vocab):
   llama-1b   2048 16 32 8 8192  llama-spm (32000)  rope theta 500000, rms eps 1e-5, ctx 4096
   tiny-llama   64  2  4 2  160  llama-spm (32000)  rope theta 10000,  rms eps 1e-5, ctx 512
   bert-base   768 12 12 12 3072 bert-bge (30522)   ctx 512, 2 token types, ln eps 1e-12, MEAN pooling
+  minilm      384  6 12 12 1536 bert-bge (30522)   all-MiniLM-L6-v2's shape (the GPU machine has no
+                                                   room for the real one: a stream's speed there)
   tiny-bert    64  2  4 4  128  bert-bge (30522)   ctx 128
 The tokenizer.* keys are copied verbatim from llama.cpp's vocab fixtures ggml-vocab-llama-spm.gguf
 / ggml-vocab-bert-bge.gguf; keys and tensor names are those llama.cpp's converter writes.
@@ -58,6 +60,7 @@ SHAPES = {
     "tiny-llama": Shape("llama", 64, 2, 4, 2, 160, 512, "ggml-vocab-llama-spm.gguf", 10000.0, 1e-5),
     "bert-base": Shape("bert", 768, 12, 12, 12, 3072, 512, "ggml-vocab-bert-bge.gguf", eps=1e-12),
     "tiny-bert": Shape("bert", 64, 2, 4, 4, 128, 128, "ggml-vocab-bert-bge.gguf", eps=1e-12),
+    "minilm": Shape("bert", 384, 6, 12, 12, 1536, 512, "ggml-vocab-bert-bge.gguf", eps=1e-12),
 }
 TYPES = {
     "f32": (gguf.LlamaFileType.ALL_F32, Q.F32),
