@@ -665,7 +665,7 @@ static void maps_seam(int arch) {
         assert_true(v && o1 && o2);
         for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
         for (int l = 0; l < f.NL; l++) {
-            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0};
+            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0, NULL};
             ac_attn_maps m;
             memset(&m, 0, sizeof m);
             const int rc = h.maps(h.user, &site, &m);
@@ -696,6 +696,88 @@ static void maps_seam(int arch) {
 
 static void test_maps_seam_llama(void **st) { (void)st, maps_seam(AC_ARCH_LLAMA); }
 static void test_maps_seam_bert(void **st) { (void)st, maps_seam(AC_ARCH_BERT); }
+
+/* ---- 5c. the GPU seam: a layer-0 summary given instead of the states ----------------------------------------------- */
+/* The cuda backend keeps the layer-0 states on the device and hands the cache their segment means
+ * (ac_attn_site.summary, x NULL). Here, on the CPU: the means of ac_model_layer0_states given at
+ * layer 0 make the lookups find what the CPU forward's own states found (same hits, same entries),
+ * are counted in features_given, and are what the lookup keys on: another sequence's summary
+ * changes the result. */
+static void host_summary(const fx *f, const ac_seq *q, float *sum) {
+    const int L = q->n_tokens, S = AC_ATTN_SUMMARY_SEGMENTS, D = f->D;
+    float *x0 = malloc((size_t)L * D * sizeof *x0);
+    assert_non_null(x0);
+    assert_int_equal(ac_model_layer0_states(f->m, q->tokens, L, x0), AC_OK);
+    for (int k = 0; k < S; k++) {
+        int a = (int)((int64_t)k * L / S), b = (int)((int64_t)(k + 1) * L / S);
+        if (b <= a) a = 0, b = L;
+        for (int d = 0; d < D; d++) {
+            double acc = 0;
+            for (int t = a; t < b; t++) acc += x0[(size_t)t * D + d];
+            sum[(size_t)k * D + d] = (float)(acc / (b - a));
+        }
+    }
+    free(x0);
+}
+
+static void summary_seam(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {18, 27, 23, 2};
+    ac_seq seqs[4];
+    int32_t *ids;
+    make_seqs(&f, lens, 4, 73, seqs, &ids); /* 0, 1, 3 stored, 2 new; 3 shorter than S (empty segments) */
+    char dir[160], codec[32];
+    cache_dir(&f, "s", dir, sizeof dir);
+    ac_seq stored[3] = {seqs[0], seqs[1], seqs[3]};
+    build_cache(&f, dir, codec_for(&f, "q8", codec, sizeof codec), stored, 3);
+    ac_cache *c = open_reader(&f, dir, TINY, NULL, 0);
+    ac_seq batch[4] = {seqs[0], seqs[2], seqs[1], seqs[3]}; /* hit, miss, hit, hit */
+    ac_cache_reset_stats(c);
+    outs b = run(&f, f.cctx, batch, 4); /* the CPU forward: its own states (x) */
+    outs_free(&b);
+    uint8_t hit_x[4], hit_s[4];
+    uint64_t key_x[4], key_s[4];
+    assert_int_equal(ac_cache_last_hits(f.cctx, 4, hit_x, key_x), AC_OK);
+    ac_cache_stats st = stats_of(c);
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.features_given, 0);
+    ac_attn_hook h;
+    assert_true(ac_ctx_get_attn_hook(f.cctx, &h));
+    ac_model_info in;
+    assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+    float *sum = malloc((size_t)4 * AC_ATTN_SUMMARY_SEGMENTS * f.D * sizeof *sum);
+    assert_non_null(sum);
+    const size_t SD = (size_t)AC_ATTN_SUMMARY_SEGMENTS * f.D;
+    for (int s = 0; s < 4; s++) host_summary(&f, &batch[s], sum + s * SD);
+    ac_cache_reset_stats(c);
+    for (int s = 0; s < 4; s++) { /* layer 0 as the cuda backend asks it: x NULL, the summary given */
+        ac_attn_site site = {0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+        const int r = h.reuse(h.user, &site);
+        assert_int_equal(r > 0, hit_x[s]);
+    }
+    assert_int_equal(ac_cache_last_hits(f.cctx, 4, hit_s, key_s), AC_OK);
+    st = stats_of(c);
+    assert_int_equal(st.queries, 4);
+    assert_int_equal(st.features_given, 4);
+    assert_int_equal(st.hits, 3);
+    for (int s = 0; s < 4; s++) {
+        assert_int_equal(hit_s[s], hit_x[s]);
+        assert_true(key_s[s] == key_x[s]);
+    }
+    /* sequence 0 asked with sequence 1's summary: the lookup follows the summary, not the tokens */
+    ac_attn_site wrong = {0, 0, batch[0].tokens, batch[0].n_tokens, in.n_head, f.causal, NULL, 0, sum + 2 * SD};
+    h.reuse(h.user, &wrong);
+    assert_int_equal(ac_cache_last_hits(f.cctx, 1, hit_s, key_s), AC_OK);
+    assert_true(!hit_s[0] || key_s[0] != key_x[0]);
+    free(sum);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_summary_seam_llama(void **st) { (void)st, summary_seam(AC_ARCH_LLAMA); }
+static void test_summary_seam_bert(void **st) { (void)st, summary_seam(AC_ARCH_BERT); }
 
 /* ---- 6. bad inputs -------------------------------------------------------------------------------------------------- */
 
@@ -1248,6 +1330,7 @@ int main(void) {
         cmocka_unit_test(test_lengths_causal),    cmocka_unit_test(test_lengths_bidirectional),
         cmocka_unit_test(test_batch_llama),       cmocka_unit_test(test_batch_bert),
         cmocka_unit_test(test_maps_seam_llama),   cmocka_unit_test(test_maps_seam_bert),
+        cmocka_unit_test(test_summary_seam_llama), cmocka_unit_test(test_summary_seam_bert),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),

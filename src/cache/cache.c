@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #define AC_FEAT_SEGMENTS 4 /* S: position segments of the feature summary */
+_Static_assert(AC_FEAT_SEGMENTS == AC_ATTN_SUMMARY_SEGMENTS, "the hook's site summary is the cache's");
 #define AC_KEY_DIM 128     /* projector / random-projection key length   */
 #define AC_LOOKUP_K 8      /* index candidates examined per lookup        */
 #define AC_MIN_PREFIX_ROWS 16 /* PREFIX mode: shorter common prefixes are misses */
@@ -86,7 +87,7 @@ typedef struct cache_att {
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
     _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes, head_sites,
-        head_spanned, verify_checked, verify_rejected;
+        head_spanned, verify_checked, verify_rejected, features_given;
     _Atomic uint64_t bytes_read;
     _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit, t_verify;
 } counters;
@@ -812,11 +813,12 @@ static void note_failure(ac_cache *c, const char *msg) {
 }
 
 /* Look sequence `tokens` up for attachment a; fills *st (and a->layers). x0
- * [L][D]: its layer-0 states when the forward pass has them (else computed
- * here). Key and search run on the context's thread pool. Holds rw (read)
+ * [L][D]: its layer-0 states when the forward pass has them; else summary
+ * [S][D]: their segment means when the backend computed them (the GPU; not
+ * with verify, which needs the states); else both computed here. Key and search run on the context's thread pool. Holds rw (read)
  * throughout. A damaged candidate record is skipped (counted); an error is
  * returned and the caller serves the sequence exactly. */
-static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, seq_state *st) {
+static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary, seq_state *st) {
     ac_cache *c = a->c;
     counters *n = &c->n;
     st->looked_up = 1;
@@ -842,8 +844,15 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
     scratch *s = &a->scr;
     double t0 = ac_now();
     int rc = AC_OK;
-    if (x0) summarize(x0, L, c->D, s->feat);
-    else rc = features_of(c, s, tokens, L, s->feat);
+    if (x0) {
+        summarize(x0, L, c->D, s->feat);
+    } else if (summary && c->p.verify <= 0) { /* the backend's summary: the same values, no states here */
+        memcpy(s->feat, summary, (size_t)AC_FEAT_SEGMENTS * c->D * sizeof *s->feat);
+        s->feat[(size_t)AC_FEAT_SEGMENTS * c->D] = logf(1.0f + (float)L);
+        add_i64(&n->features_given, 1);
+    } else {
+        rc = features_of(c, s, tokens, L, s->feat);
+    }
     double t1 = ac_now();
     add_f64(&n->t_features, t1 - t0);
     float *key = s->keyv;
@@ -972,7 +981,7 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     }
     if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
         memset(st, 0, sizeof *st);
-        if (lookup(a, site->tokens, site->n_tokens, site->x, st) != AC_OK) {
+        if (lookup(a, site->tokens, site->n_tokens, site->x, site->summary, st) != AC_OK) {
             /* a failed lookup never breaks the exact path: counted, its message kept */
             st->hit = 0;
             add_i64(&c->n.failed, 1);
@@ -1464,6 +1473,7 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     s->verify_checked = atomic_load(&n->verify_checked);
     s->verify_rejected = atomic_load(&n->verify_rejected);
     s->t_verify = atomic_load(&n->t_verify);
+    s->features_given = atomic_load(&n->features_given);
     pthread_mutex_lock(&c->fmu);
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
     pthread_mutex_unlock(&c->fmu);
@@ -1493,6 +1503,7 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->verify_checked, 0);
     atomic_store(&n->verify_rejected, 0);
     atomic_store(&n->t_verify, 0.0);
+    atomic_store(&n->features_given, 0);
     atomic_store(&n->bytes_read, 0);
     atomic_store(&n->t_features, 0.0);
     atomic_store(&n->t_key, 0.0);

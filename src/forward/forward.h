@@ -50,7 +50,16 @@ typedef struct ac_attn_site {
                                computed); `reuse` may then serve rows up to
                                L-1. A hook with `supply` or `record` makes
                                ac_forward bypass the prefix cache (first 0)    */
+    const float *summary;   /* layer 0, when x is NULL, optional: [AC_ATTN_SUMMARY_SEGMENTS]
+                               [n_embd] the segment means of the layer-0 states (the
+                               values x would hold), computed where the states are
+                               (the GPU backend, which keeps x on the device): mean
+                               k over positions [k L / S, (k+1) L / S) (integer
+                               division; an empty segment: all L positions). The
+                               attention cache keys on exactly this. NULL: not
+                               given (the CPU forward gives x instead)          */
 } ac_attn_site;
+#define AC_ATTN_SUMMARY_SEGMENTS 4
 
 /* A site's stored maps in the attention cache's codec (src/cache/codec.h row
  * layouts; plain ints so the forward stage needs nothing from the cache):

@@ -400,9 +400,16 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
             OK(ac_ctx_attach_cache(c, cache));
             o.hidden = hid[k], o.pooled = pool[k];
             for (size_t i = 0; i < (size_t)T * D; i++) hid[k][i] = NAN;
+            ac_cache_reset_stats(cache);
             OK(ac_forward(c, seqs, CA_NSEQ, &o));
             OK(ac_cache_last_hits(c, CA_NSEQ, hit[k - 1], NULL));
             ac_ctx_attach_cache(c, NULL);
+            ac_cache_stats cst;
+            OK(ac_cache_get_stats(cache, &cst));
+            /* the GPU keys every lookup on its device summary; the CPU on its own states */
+            CHECK(cst.queries == CA_NSEQ && cst.features_given == (k == 2 ? CA_NSEQ : 0),
+                  "%s cache API (%s, %s): %lld lookups, %lld on a given summary", name, codecs[ci], k == 2 ? "gpu" : "cpu",
+                  (long long)cst.queries, (long long)cst.features_given);
         }
         int sites = -1, want = 0, same = 1, hits_ok = 1, plan_ok = 1;
         ac_cuda_last_served(gpu->be, &sites, NULL);
@@ -447,6 +454,86 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
     for (int e = 0; e < 3; e++) free(ent[e]);
     free(tok);
     ac_ctx_free(gpu);
+}
+
+/* The layer-0 summary on the device (opts.summary, cuda_summary.cu) against the host's: the segment
+ * means of ac_model_layer0_states (the values the CPU forward hands the cache as site.x), in both
+ * precisions (the embeddings and the summary are f32 in both: 1e-5 relative); segments empty for
+ * L < S included. Asking for it changes nothing in the forward's results. */
+typedef struct sum_probe {
+    ac_cuda_model *g;
+    int ready; /* layer-0 sites that found their summary already there when asked */
+} sum_probe;
+static int sum_serve_none(void *user, int layer, int seq, int L, ac_cuda_site_maps *out) {
+    (void)out, (void)L;
+    sum_probe *p = user;
+    if (layer == 0 && ac_cuda_layer0_summary(p->g, seq) != NULL) p->ready++;
+    return 0;
+}
+
+static void check_summary(const char *name, ac_model *m, ac_cuda_model *g32, ac_cuda_model *gbf) {
+    const int D = m->hp.n_embd, S = AC_ATTN_SUMMARY_SEGMENTS, dec = m->hp.causal;
+    const int maxL = m->hp.n_ctx_train < 200 ? m->hp.n_ctx_train : 200;
+    const int lens[] = {1, 2, 3, 5, 8, 37, maxL, maxL / 2 + 1};
+    const int n_seq = (int)(sizeof lens / sizeof lens[0]);
+    int T = 0;
+    for (int s = 0; s < n_seq; s++) T += lens[s];
+    int32_t *tok = malloc((size_t)T * 4);
+    ac_seq seqs[8];
+    for (int s = 0, o = 0; s < n_seq; o += lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
+        for (int i = 0; i < lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    float *ref = malloc((size_t)n_seq * S * D * 4), *x0 = malloc((size_t)maxL * D * 4);
+    for (int s = 0; s < n_seq; s++) { /* the host reference, beside the kernel */
+        const int L = lens[s];
+        OK(ac_model_layer0_states(m, seqs[s].tokens, L, x0));
+        for (int k = 0; k < S; k++) {
+            int a = (int)((int64_t)k * L / S), b = (int)((int64_t)(k + 1) * L / S);
+            if (b <= a) a = 0, b = L;
+            for (int d = 0; d < D; d++) {
+                double acc = 0;
+                for (int t = a; t < b; t++) acc += x0[(size_t)t * D + d];
+                ref[((size_t)s * S + k) * D + d] = (float)(acc / (b - a));
+            }
+        }
+    }
+    float *h0 = malloc((size_t)T * D * 4), *h1 = malloc((size_t)T * D * 4), *got = malloc((size_t)S * D * 4);
+    for (int pi = 0; pi < 2; pi++) {
+        ac_cuda_model *g = pi ? gbf : g32;
+        ac_outputs o = {0};
+        o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+        o.hidden = h0;
+        OK(ac_cuda_forward(g, seqs, n_seq, &o, NULL));
+        CHECK(ac_cuda_layer0_summary(g, 0) == NULL, "%s summary: none without opts.summary", name);
+        sum_probe probe = {g, 0};
+        ac_cuda_opts op;
+        memset(&op, 0, sizeof op);
+        op.serve_site = sum_serve_none, op.user = &probe, op.summary = S;
+        o.hidden = h1;
+        OK(ac_cuda_forward(g, seqs, n_seq, &o, &op));
+        double worst = 0;
+        int have = 1;
+        for (int s = 0; s < n_seq; s++) {
+            const float *dv = ac_cuda_layer0_summary(g, s);
+            if (!dv) {
+                have = 0;
+                break;
+            }
+            memcpy(got, dv, (size_t)S * D * 4);
+            const double e = rel_err(got, ref + (size_t)s * S * D, (size_t)S * D);
+            worst = e > worst ? e : worst;
+        }
+        const double eh = rel_err(h1, h0, (size_t)T * D);
+        printf("  %s layer-0 summary on the device (%s): worst sequence vs host %.2e; forward with it vs without %.2e\n",
+               name, pi ? "bf16" : "f32", worst, eh);
+        CHECK(have && ac_cuda_layer0_summary(g, n_seq) == NULL && probe.ready == n_seq,
+              "%s summary (%s): one per sequence, there before the lookups (%d)", name, pi ? "bf16" : "f32",
+              probe.ready);
+        CHECK(have && worst <= 1e-5, "%s summary (%s): device vs host %.3g", name, pi ? "bf16" : "f32", worst);
+        CHECK(eh <= 1e-6, "%s summary (%s): the forward's hidden states moved %.3g", name, pi ? "bf16" : "f32", eh);
+    }
+    free(tok), free(ref), free(x0), free(h0), free(h1), free(got);
 }
 
 static void check_bad_input(ac_cuda_model *g, int V) {
@@ -544,6 +631,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     compare_batch(name, m, cpu, g32, gbf, b4, 16);
     check_record(name, m, gbf);
     check_served(name, m, cpu, g32, gbf);
+    check_summary(name, m, g32, gbf);
     check_cache_api(name, m, cpu);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);

@@ -183,6 +183,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
     cudaFree(g->d_maps);
     cudaFree(g->d_srvtab);
+    ac_cu_summary_free(g);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
         for (int i = 0; i < g->hp.n_layer; i++)
@@ -636,13 +637,21 @@ template <typename T> static int outputs(ac_cuda_model *g, int Tn, int n_seq, ac
     return mark(g, 6);
 }
 
-template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, int Lmax, ac_outputs *out, int pooling,
-                                         const ac_cuda_opts *o) {
+/* x (f32; bert: normed, with xb its copy in T) of every row */
+template <typename T> static int embed(ac_cuda_model *g, int Tn) {
     int rc;
     const int D = g->D;
     TRY(ac_cu_embed(g->x, g->tok, g->d_tok, g->bert ? g->pos : NULL, g->d_pos, g->bert ? g->type0 : NULL, Tn, D, g->st));
     if (g->bert) TRY(ac_cu_layernorm<T>(g->x, (T *)g->xb, g->x, g->en_w, g->en_b, Tn, D, g->hp.norm_eps, g->st));
-    TRY(mark(g, 0));
+    return mark(g, 0);
+}
+
+/* embedded: embed<T> already ran (the layer-0 summary before the lookups) */
+template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, int Lmax, ac_outputs *out, int pooling,
+                                         const ac_cuda_opts *o, int embedded) {
+    int rc;
+    const int D = g->D;
+    if (!embedded) TRY(embed<T>(g, Tn));
     TRY(stage_layer(g, 0)); /* each layer's maps are staged while the layer before it runs */
     for (int il = 0; il < g->hp.n_layer; il++) {
         TRY(stage_layer(g, il + 1));
@@ -706,10 +715,15 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     AC_CU(cudaMemcpyAsync(g->d_poff, g->h_poff, (size_t)n_seq * 8, cudaMemcpyHostToDevice, g->st));
     g->n_ev = 0;
     if ((rc = mark(g, -1))) return rc;
-    rc = serve_plan(g, seqs, n_seq, o);
+    /* the summaries the lookups key on (asked by serve_plan's first sites): embeddings first */
+    g->sum_n = 0;
+    const int summ = o && o->summary > 0 && (o->serve || o->serve_site);
+    rc = !summ ? AC_OK : g->prec == AC_CUDA_F32 ? embed<float>(g, Tn) : embed<bf16>(g, Tn);
+    if (!rc && summ) rc = ac_cu_layer0_summary(g, Tn, n_seq, o->summary);
+    if (!rc) rc = serve_plan(g, seqs, n_seq, o);
     if (!rc)
-        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o)
-                                    : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o);
+        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o, summ)
+                                    : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o, summ);
     if (rc == AC_OK) AC_CU(cudaEventRecord(g->t1, g->st));
     cudaError_t e = cudaStreamSynchronize(g->st);
     if (g->st_up) { /* no upload outlives the call (its staging buffer is reused by the next) */

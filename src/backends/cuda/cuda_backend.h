@@ -61,6 +61,11 @@ typedef struct ac_cuda_opts {
      * (a causal map of a longer input serves through its first L rows). Memory as for serve. Used
      * instead of serve (and the codec_* fields) when set. */
     int (*serve_site)(void *user, int layer, int seq, int L, struct ac_cuda_site_maps *out);
+    /* S > 0 (with serve or serve_site): before the first site is asked, the embeddings run and the
+     * layer-0 states' S segment means of every sequence are computed on the device and copied
+     * back; ac_cuda_layer0_summary gives them to serve / serve_site (the attention cache keys on
+     * them: no host recomputation of the states). The forward's results are unchanged. */
+    int summary;
 } ac_cuda_opts;
 
 /* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:
@@ -99,6 +104,12 @@ void ac_cuda_set_profile(ac_cuda_model *g, int on);
  * host memory to the device. */
 void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes_uploaded);
 void ac_cuda_get_profile(const ac_cuda_model *g, float *ms);
+/* Sequence seq's layer-0 summary of the current or last ac_cuda_forward that asked for one
+ * (opts.summary = S): [S][n_embd] f32 segment means of the layer-0 states (llama/qwen2: the
+ * embeddings RMS-normed with layer 0's attention norm; bert: the normed embeddings), the values
+ * src/forward/forward.h ac_attn_site.summary describes. Pinned host memory owned by g, valid
+ * until the next ac_cuda_forward; NULL when there is none. */
+const float *ac_cuda_layer0_summary(const ac_cuda_model *g, int seq);
 
 #ifdef __cplusplus
 }

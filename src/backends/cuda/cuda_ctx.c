@@ -10,7 +10,8 @@
  * The attention hook (the attention cache, ac_ctx_attach_cache) reaches the
  * GPU through ac_cuda_opts: before the layers run, every site (layer,
  * sequence) is asked `reuse` in the CPU forward's order (layer 0 first: the
- * cache's lookup, timed inside ac_forward); a site served whole gets the
+ * cache's lookup, timed inside ac_forward, keyed on the layer-0 summary the
+ * GPU computed after the embeddings: ac_attn_site.summary); a site served whole gets the
  * stored rows as they are kept through the hook's `maps` (no decoding on the
  * host) and ac_cuda_forward runs only V and A.V from them; the others are
  * computed exactly. A recording hook (ac_cache_add) gets the materialised
@@ -67,8 +68,11 @@ typedef struct hook_call {
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
     const ac_hparams *hp = &hc->c->loaded->hp;
-    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0};
-    return s; /* x NULL: the cache computes the layer-0 states it keys on from the tokens */
+    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0, NULL};
+    /* x NULL (the states stay on the device); layer 0: their segment means, computed there (opts.summary),
+       which the cache keys on instead of recomputing the states from the tokens */
+    if (layer == 0) s.summary = ac_cuda_layer0_summary(hc->c->be, seq);
+    return s;
 }
 
 /* ac_cuda_opts.serve_site over the hook: reuse (layer 0: the lookup), then the stored rows via `maps` */
@@ -152,7 +156,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
         if (reuse && h->record)
             return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': recording and reuse in one call are not on the GPU yet");
         o.user = &hc;
-        if (reuse) o.serve_site = hook_serve_site;
+        if (reuse) o.serve_site = hook_serve_site, o.summary = AC_ATTN_SUMMARY_SEGMENTS;
         if (h->record) o.record = hook_record;
         use_opts = reuse || h->record;
         if (!use_opts && h->head_span) { /* a hook with spans only: asked per site, as the CPU would */
