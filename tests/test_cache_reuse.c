@@ -658,6 +658,7 @@ static void maps_seam(int arch) {
     ac_model_info in;
     assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
     const int H = in.n_head, Hkv = in.n_head_kv, hd = in.head_dim, QD = H * hd, KVD = Hkv * hd;
+    uint64_t ident[3][2] = {{0}};
     for (int s = 0; s < 3; s++) {
         const int L = batch[s].n_tokens;
         float *v = malloc((size_t)L * KVD * sizeof *v), *o1 = calloc((size_t)L * QD, sizeof *o1),
@@ -679,6 +680,10 @@ static void maps_seam(int arch) {
             assert_true(m.data != NULL && m.head_bytes == ac_codec_map_bytes(&mc, L));
             assert_int_equal(mc.kind, AC_CODEC_Q8);
             assert_int_equal(mc.causal, f.causal);
+            /* the bytes' identity (the GPU's device map cache keys on it): set, the same on every layer */
+            assert_true(m.ident[0] || m.ident[1]);
+            if (l == 0) memcpy(ident[s], m.ident, sizeof m.ident);
+            assert_true(m.ident[0] == ident[s][0] && m.ident[1] == ident[s][1]);
             assert_int_equal(h.apply(h.user, &site, L, v, KVD, Hkv, hd, o1, QD), AC_OK);
             for (int hh = 0; hh < H; hh++)
                 ac_codec_av(&mc, (const uint8_t *)m.data + (size_t)hh * m.head_bytes, L, v + (size_t)(hh / (H / Hkv)) * hd,
@@ -689,6 +694,7 @@ static void maps_seam(int arch) {
         }
         free(v), free(o1), free(o2);
     }
+    assert_true(ident[0][0] != ident[2][0] || ident[0][1] != ident[2][1]); /* two entries, two identities */
     close_reader(&f, c);
     free(ids);
     fx_close(&f);

@@ -1105,6 +1105,7 @@ static int hook_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
     out->causal = e->codec.causal;
     out->topk = e->codec.topk;
     out->n_tokens = Le;
+    out->ident[0] = e->key, out->ident[1] = e->payload_hash;
     const ac_map_codec *codec = &e->codec;
     atomic_fetch_add_explicit(&c->n.bytes_read,
                               (uint64_t)c->n_head * (ac_codec_row_offset(codec, Le, L - 1) +

@@ -72,6 +72,10 @@ typedef struct ac_attn_maps {
     size_t head_bytes;          /* one head's map (ac_codec_map_bytes of n_tokens) */
     int kind, causal, topk;     /* enum ac_codec_kind, 0/1, top-k's k */
     int n_tokens;               /* Le */
+    uint64_t ident[2];          /* identity of the bytes (0, 0: none): equal identities and layers
+                                   mean equal bytes, so a backend may keep a copy (the GPU's
+                                   device-resident hot entries) and serve it again. The cache
+                                   gives its record's key and payload checksum */
 } ac_attn_maps;
 
 /* All callbacks are optional (NULL) and are called from the thread that

@@ -536,6 +536,123 @@ static void check_summary(const char *name, ac_model *m, ac_cuda_model *g32, ac_
     free(tok), free(ref), free(x0), free(h0), free(h1), free(got);
 }
 
+/* The device map cache (cuda_map_cache.cu) through the public API: the second pass of a batch of hits
+ * uploads nothing and gives the first pass's results (1e-6; bitwise expected, printed); repeats inside
+ * a batch upload once; a budget of about two blocks is respected (evictions, uploads again, same
+ * results); budget 0 turns it off; a cache whose entries hold other bytes for the same inputs
+ * (another codec) is served its own maps (as a context that never saw the first), never a stale block. */
+static void cached_pass(ac_ctx *gpu, ac_cache *cache, const ac_seq *seqs, int n, float *hid, int dec, size_t *up,
+                        int *sites) {
+    ac_outputs o = {0};
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    o.hidden = hid;
+    OK(ac_ctx_attach_cache(gpu, cache));
+    OK(ac_forward(gpu, seqs, n, &o));
+    ac_cuda_last_served(gpu->be, sites, up);
+    ac_ctx_attach_cache(gpu, NULL);
+}
+
+static void check_map_cache(const char *name, ac_model *m) {
+    const int D = m->hp.n_embd, NL = m->hp.n_layer, dec = m->hp.causal;
+    const int maxL = m->hp.n_ctx_train < 64 ? m->hp.n_ctx_train : 64;
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu, *fresh;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    OK(ac_ctx_new(m, &gp, &fresh));
+    enum { NE = 3, NQ = 5 };
+    const int elen[NE] = {maxL, maxL / 2, maxL / 3 + 1}, qsrc[NQ] = {0, 1, 2, 0, 1}; /* repeats inside the batch */
+    int T = 0;
+    for (int q = 0; q < NQ; q++) T += elen[qsrc[q]];
+    int32_t *ent[NE];
+    for (int e = 0; e < NE; e++) {
+        ent[e] = malloc((size_t)elen[e] * 4);
+        for (int i = 0; i < elen[e]; i++) ent[e][i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    ac_seq seqs[NQ];
+    for (int q = 0; q < NQ; q++) seqs[q].tokens = ent[qsrc[q]], seqs[q].n_tokens = elen[qsrc[q]];
+    const size_t n = (size_t)T * D;
+    float *h1 = malloc(n * 4), *h2 = malloc(n * 4), *h3 = malloc(n * 4);
+    char dirs[2][32] = {"/tmp/ac_gpu_lru_XXXXXX", "/tmp/ac_gpu_lru_XXXXXX"};
+    const char *codecs[2] = {dec ? "q8-causal" : "q8", dec ? "topk8-causal" : "topk8"};
+    ac_cache *cache[2];
+    for (int c = 0; c < 2; c++) {
+        CHECK(mkdtemp(dirs[c]) != NULL, "mkdtemp");
+        ac_cache_params cp = ac_cache_default_params();
+        cp.writable = 1, cp.create = 1, cp.codec = codecs[c], cp.threshold = 1e-3f, cp.adapt_floor = 0;
+        OK(ac_cache_open(m, dirs[c], &cp, &cache[c]));
+        for (int e = 0; e < NE; e++) OK(ac_cache_add(cache[c], gpu, ent[e], elen[e], NULL));
+        OK(ac_cache_commit(cache[c]));
+    }
+    ac_cuda_model *g = gpu->be;
+    OK(ac_cuda_set_map_cache(g, (size_t)256 << 20));
+    ac_map_lru_stats s0, s1, s2;
+    size_t up1 = 0, up2 = 0, up3 = 0;
+    int sites1 = 0, sites2 = 0, sites3 = 0;
+    ac_cuda_map_cache_stats(g, &s0);
+    cached_pass(gpu, cache[0], seqs, NQ, h1, dec, &up1, &sites1);
+    ac_cuda_map_cache_stats(g, &s1);
+    cached_pass(gpu, cache[0], seqs, NQ, h2, dec, &up2, &sites2);
+    ac_cuda_map_cache_stats(g, &s2);
+    /* pass 1: each (entry, layer) uploaded once (the batch's repeats found the block made this call) */
+    printf("  %s device map cache: pass 1 %d sites, %zu bytes uploaded, %llu blocks; pass 2 %zu bytes, %llu hits; "
+           "%zu bytes resident\n",
+           name, sites1, up1, (unsigned long long)(s1.inserts - s0.inserts), up2,
+           (unsigned long long)(s2.hits - s1.hits), s2.resident);
+    CHECK(sites1 == NQ * NL && up1 > 0 && s1.inserts - s0.inserts == (uint64_t)NE * NL &&
+              s1.hits - s0.hits == (uint64_t)(NQ - NE) * NL,
+          "%s map cache pass 1: %d sites, %zu bytes, %llu inserts, %llu hits", name, sites1, up1,
+          (unsigned long long)(s1.inserts - s0.inserts), (unsigned long long)(s1.hits - s0.hits));
+    CHECK(sites2 == NQ * NL && up2 == 0 && s2.hits - s1.hits == (uint64_t)NQ * NL && s2.inserts == s1.inserts,
+          "%s map cache pass 2: %d sites, %zu bytes uploaded (want 0), %llu hits", name, sites2, up2,
+          (unsigned long long)(s2.hits - s1.hits));
+    printf("  %s device map cache: pass 2 %s pass 1\n", name, memcmp(h1, h2, n * 4) ? "differs from" : "bitwise equal to");
+    CHECK(rel_err(h2, h1, n) <= 1e-6, "%s map cache: pass 2 differs from pass 1 (%.3g)", name, rel_err(h2, h1, n));
+    /* a budget of two blocks: respected, blocks evicted and uploaded again, the same results */
+    const size_t blk = s1.resident / ((size_t)NE * NL);
+    OK(ac_cuda_set_map_cache(g, 2 * blk));
+    ac_map_lru_stats s3;
+    ac_cuda_map_cache_stats(g, &s3);
+    CHECK(s3.resident <= 2 * blk, "%s map cache: budget cut to 2 blocks: %zu resident, %d blocks", name, s3.resident,
+          s3.entries);
+    int ok_budget = 1, ok_same = 1;
+    for (int r = 0; r < 3; r++) {
+        cached_pass(gpu, cache[0], seqs, NQ, h3, dec, &up3, &sites3);
+        ac_map_lru_stats sr;
+        ac_cuda_map_cache_stats(g, &sr);
+        ok_budget &= sr.resident <= 2 * blk && up3 > 0;
+        ok_same &= rel_err(h3, h1, n) <= 1e-6;
+    }
+    ac_map_lru_stats s4;
+    ac_cuda_map_cache_stats(g, &s4);
+    CHECK(ok_budget && s4.evictions > s3.evictions, "%s map cache: two-block budget (evictions %llu)", name,
+          (unsigned long long)(s4.evictions - s3.evictions));
+    CHECK(ok_same, "%s map cache: a tiny budget changed the results", name);
+    OK(ac_cuda_set_map_cache(g, 0)); /* off: everything uploaded, nothing resident */
+    cached_pass(gpu, cache[0], seqs, NQ, h3, dec, &up3, &sites3);
+    ac_cuda_map_cache_stats(g, &s4);
+    CHECK(s4.entries == 0 && s4.resident == 0 && up3 > up1 && rel_err(h3, h1, n) <= 1e-6,
+          "%s map cache off: %d blocks, %zu bytes uploaded", name, s4.entries, up3);
+    /* the other cache: same inputs (same keys), other bytes: served its own maps, never a stale block */
+    OK(ac_cuda_set_map_cache(g, (size_t)256 << 20));
+    cached_pass(gpu, cache[0], seqs, NQ, h3, dec, &up3, &sites3); /* warm with cache 0's blocks */
+    cached_pass(gpu, cache[1], seqs, NQ, h3, dec, &up3, &sites3);
+    cached_pass(fresh, cache[1], seqs, NQ, h2, dec, &up2, &sites2); /* a context that never saw cache 0 */
+    CHECK(sites3 == NQ * NL && up3 > 0 && rel_err(h3, h2, n) <= 1e-6 && rel_err(h3, h1, n) > 1e-4,
+          "%s map cache: other bytes for the same inputs (%zu bytes uploaded; vs fresh %.3g, vs cache 0 %.3g)", name,
+          up3, rel_err(h3, h2, n), rel_err(h3, h1, n));
+    for (int c = 0; c < 2; c++) {
+        OK(ac_cache_close(cache[c]));
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dirs[c]);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dirs[c]);
+    }
+    for (int e = 0; e < NE; e++) free(ent[e]);
+    free(h1), free(h2), free(h3);
+    ac_ctx_free(gpu);
+    ac_ctx_free(fresh);
+}
+
 static void check_bad_input(ac_cuda_model *g, int V) {
     int32_t ids[3] = {1, 2, V};
     ac_seq s = {ids, 3};
@@ -633,6 +750,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     check_served(name, m, cpu, g32, gbf);
     check_summary(name, m, g32, gbf);
     check_cache_api(name, m, cpu);
+    check_map_cache(name, m);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

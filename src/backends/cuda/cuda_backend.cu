@@ -184,6 +184,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     cudaFree(g->d_maps);
     cudaFree(g->d_srvtab);
     ac_cu_summary_free(g);
+    ac_cu_map_cache_free(g);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
         for (int i = 0; i < g->hp.n_layer; i++)
@@ -429,7 +430,8 @@ static int stage_layer(ac_cuda_model *g, int il) {
             memcpy(g->h_stage + g->srv_off[k], src, bytes);
             src = g->h_stage + g->srv_off[k];
         }
-        AC_CU(cudaMemcpyAsync(g->d_maps + g->srv_off[k], src, bytes, cudaMemcpyHostToDevice, g->st_up));
+        /* srv_dev: d_maps + srv_off, or the device map cache's block of the site */
+        AC_CU(cudaMemcpyAsync((void *)g->srv_dev[k], src, bytes, cudaMemcpyHostToDevice, g->st_up));
     }
     AC_CU(cudaEventRecord(g->ev_up[il], g->st_up));
     return AC_OK;
@@ -455,6 +457,8 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
         g->srv_cap = n;
     }
     size_t dev_total = 0, stage_total = 0;
+    ac_cu_map_cache_begin(g); /* the device map cache: blocks of this call stay until the next */
+    const int use_lru = g->lru.budget > 0;
     for (int il = 0; il < NL; il++)
         for (int s = 0; s < n_seq; s++) {
             const size_t k = (size_t)il * n_seq + s;
@@ -462,6 +466,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             const void *p = NULL;
             size_t mb = 0;
             int *cc = g->srv_cc + 3 * k, pageable = 0;
+            uint64_t id0 = 0, id1 = 0; /* identity of the site's bytes (the device map cache's key) */
             if (o->serve_site) { /* per site: its own codec and head stride */
                 ac_cuda_site_maps sm;
                 memset(&sm, 0, sizeof sm);
@@ -475,6 +480,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                                       "invalid for %d tokens",
                                       il, s, sm.kind, sm.topk, sm.head_bytes, L);
                     p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
+                    id0 = sm.ident[0], id1 = sm.ident[1];
                     cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
                 }
             } else {
@@ -499,7 +505,17 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                 g->srv_how[k] = 1, g->srv_dev[k] = p;
                 continue;
             }
+            const int ident = use_lru && (id0 || id1);
+            if (ident) { /* resident on the device from an earlier call (or site) of the same bytes: no upload */
+                void *dp = ac_map_lru_find(&g->lru, id0, id1, il, bytes);
+                if (dp) {
+                    g->srv_how[k] = 1, g->srv_dev[k] = dp;
+                    continue;
+                }
+            }
             g->srv_how[k] = type == cudaMemoryTypeHost ? 2 : 3;
+            /* made resident: the upload below writes into the cache's block instead of d_maps */
+            if (ident) g->srv_dev[k] = ac_map_lru_insert(&g->lru, id0, id1, il, bytes);
             g->srv_off[k] = dev_total;
             dev_total += (bytes + 255) / 256 * 256;
             if (g->srv_how[k] == 3) stage_total = dev_total;
@@ -523,7 +539,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
         g->cap_stage = stage_total;
     }
     for (size_t k = 0; k < n; k++)
-        if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
+        if (g->srv_how[k] >= 2 && !g->srv_dev[k]) g->srv_dev[k] = g->d_maps + g->srv_off[k];
     if (n > g->cap_srvtab) {
         cudaFree(g->d_srvtab);
         g->d_srvtab = NULL, g->cap_srvtab = 0;

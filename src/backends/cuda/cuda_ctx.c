@@ -112,6 +112,7 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     out->maps = m.data, out->head_bytes = m.head_bytes;
     out->kind = m.kind, out->causal = m.causal, out->topk = m.topk;
     out->pageable = 1; /* the store's rows: a file mapping or the heap */
+    out->ident[0] = m.ident[0], out->ident[1] = m.ident[1]; /* the device map cache keeps them by it */
     ac_seq_plan *sp = &c->plan[seq];
     sp->map_layers++;
     sp->map_rows = L;

@@ -82,6 +82,10 @@ struct ac_cuda_model {
     float *d_sum, *h_sum;      /* [sum_n][sum_S][D] device, pinned host */
     size_t cap_sum;            /* floats of each */
     int sum_n, sum_S;          /* sequences and segments held (0: none this call) */
+
+    /* the device map cache of served maps (cuda_map_cache.cu; map_lru.h) */
+    ac_map_lru lru;
+    int lru_on;                /* lru initialised (budget chosen) */
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */
@@ -94,5 +98,8 @@ int ac_cu_common_init(ac_cuda_model *g);              /* stream, events, cuBLASL
  * every sequence into g->h_sum (synchronises the stream). cuda_summary.cu. */
 int ac_cu_layer0_summary(ac_cuda_model *g, int Tn, int n_seq, int S);
 void ac_cu_summary_free(ac_cuda_model *g);
+/* The device map cache (cuda_map_cache.cu): start a call (budget chosen at the first); free every block. */
+void ac_cu_map_cache_begin(ac_cuda_model *g);
+void ac_cu_map_cache_free(ac_cuda_model *g);
 
 #endif
