@@ -771,6 +771,45 @@ static void summary_seam(int arch) {
         assert_int_equal(hit_s[s], hit_x[s]);
         assert_true(key_s[s] == key_x[s]);
     }
+    /* lookup_all (the cuda backend: every sequence's layer-0 lookup at once, on OpenMP threads): the same
+       hits and entries, each sequence looked up once, layer 0's reuse answered from the batch */
+    assert_non_null(h.lookup_all);
+    ac_attn_site all[4];
+    for (int s = 0; s < 4; s++)
+        all[s] = (ac_attn_site){0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+    for (int rep = 0; rep < 2; rep++) {
+        ac_cache_reset_stats(c);
+        assert_int_equal(h.lookup_all(h.user, all, 4), AC_OK);
+        st = stats_of(c);
+        assert_int_equal(st.queries, 4);
+        for (int s = 0; s < 4; s++) assert_int_equal(h.reuse(h.user, &all[s]) > 0, hit_x[s]);
+        for (int l = 1; l < f.NL; l++) /* later layers: the batch's hits served */
+            for (int s = 0; s < 4; s++) {
+                ac_attn_site site = all[s];
+                site.layer = l, site.summary = NULL;
+                assert_int_equal(h.reuse(h.user, &site) > 0, hit_x[s]);
+            }
+        st = stats_of(c);
+        assert_int_equal(st.queries, 4); /* not looked up again by reuse */
+        assert_int_equal(st.hits, 3);
+        assert_int_equal(st.features_given, 4);
+        assert_int_equal(st.layers_served, 3 * f.NL);
+        assert_int_equal(ac_cache_last_hits(f.cctx, 4, hit_s, key_s), AC_OK);
+        for (int s = 0; s < 4; s++) {
+            assert_int_equal(hit_s[s], hit_x[s]);
+            assert_true(key_s[s] == key_x[s]);
+        }
+    }
+    /* a batch result is taken once, and only for its own tokens: another input at that slot is looked up */
+    assert_int_equal(h.lookup_all(h.user, all, 4), AC_OK);
+    ac_cache_reset_stats(c);
+    ac_attn_site other = all[1];
+    other.tokens = batch[0].tokens, other.n_tokens = batch[0].n_tokens, other.summary = sum;
+    assert_int_equal(h.reuse(h.user, &other) > 0, 1); /* sequence 0's input at slot 1: its own lookup, a hit */
+    assert_int_equal(h.reuse(h.user, &all[0]) > 0, 1);
+    assert_int_equal(h.reuse(h.user, &all[0]) > 0, 1); /* taken: looked up again */
+    st = stats_of(c);
+    assert_int_equal(st.queries, 2);
     /* sequence 0 asked with sequence 1's summary: the lookup follows the summary, not the tokens */
     ac_attn_site wrong = {0, 0, batch[0].tokens, batch[0].n_tokens, in.n_head, f.causal, NULL, 0, sum + 2 * SD};
     h.reuse(h.user, &wrong);

@@ -57,6 +57,9 @@ _Static_assert(AC_FEAT_SEGMENTS == AC_ATTN_SUMMARY_SEGMENTS, "the hook's site su
 
 typedef struct seq_state {
     int looked_up, hit;
+    int batched;             /* looked up by hook_lookup_all, not yet taken by layer 0's reuse */
+    const int32_t *bt;       /* ... for these tokens */
+    int bL;
     int rows;                /* rows served on a hit (L, or the common token prefix in PREFIX mode) */
     ac_store_entry e;        /* zero copy into the reader store handle: valid until the cache closes */
     float dist;
@@ -82,6 +85,8 @@ typedef struct cache_att {
     int ss_cap;
     uint8_t *layers;         /* [n_layer] the layer mask read at this call's lookups */
     scratch scr;
+    scratch *tscr;           /* [n_tscr] per-thread scratch of hook_lookup_all's parallel lookups */
+    int n_tscr;
 } cache_att;
 
 /* Lookup statistics: atomics, updated by every attachment's thread. */
@@ -812,19 +817,22 @@ static void note_failure(ac_cache *c, const char *msg) {
     pthread_mutex_unlock(&c->fmu);
 }
 
-/* Look sequence `tokens` up for attachment a; fills *st (and a->layers). x0
- * [L][D]: its layer-0 states when the forward pass has them; else summary
- * [S][D]: their segment means when the backend computed them (the GPU; not
- * with verify, which needs the states); else both computed here. Key and search run on the context's thread pool. Holds rw (read)
- * throughout. A damaged candidate record is skipped (counted); an error is
- * returned and the caller serves the sequence exactly. */
-static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary, seq_state *st) {
+/* Look sequence `tokens` up for attachment a; fills *st (and a->layers when
+ * copy_layers). x0 [L][D]: its layer-0 states when the forward pass has them;
+ * else summary [S][D]: their segment means when the backend computed them
+ * (the GPU; not with verify, which needs the states); else both computed
+ * here. s: the calling thread's scratch; key and search run on pool (NULL:
+ * the calling thread). Holds rw (read) throughout. A damaged candidate record
+ * is skipped (counted); an error is returned and the caller serves the
+ * sequence exactly. */
+static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary,
+                       seq_state *st, scratch *s, struct ac_pool *pool, int copy_layers) {
     ac_cache *c = a->c;
     counters *n = &c->n;
     st->looked_up = 1;
     st->hit = 0;
     rd_lock(c);
-    memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    if (copy_layers) memcpy(a->layers, c->layers, (size_t)c->n_layer);
     const float threshold = c->p.threshold;
     if (!c->idx || threshold < 0) {
         rw_unlock(c);
@@ -840,8 +848,6 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, c
     }
     if (admit == AC_ADAPT_PROBE) add_i64(&n->probes, 1);
     add_i64(&n->queries, 1);
-    struct ac_pool *pool = ac_ctx_pool(a->ctx);
-    scratch *s = &a->scr;
     double t0 = ac_now();
     int rc = AC_OK;
     if (x0) {
@@ -950,6 +956,10 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, c
     return AC_OK;
 }
 
+static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary, seq_state *st) {
+    return lookup_with(a, tokens, L, x0, summary, st, &a->scr, ac_ctx_pool(a->ctx), 1);
+}
+
 void ac_cache_fail_next_lookups(ac_cache *c, int n) {
     if (c) atomic_store(&c->fail_next, n > 0 ? n : 0);
 }
@@ -979,7 +989,9 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
         }
         return 0;
     }
-    if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
+    if (site->layer == 0 && st->batched && st->bt == site->tokens && st->bL == site->n_tokens) {
+        st->batched = 0; /* looked up already, with the call's other sequences (hook_lookup_all) */
+    } else if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
         memset(st, 0, sizeof *st);
         if (lookup(a, site->tokens, site->n_tokens, site->x, site->summary, st) != AC_OK) {
             /* a failed lookup never breaks the exact path: counted, its message kept */
@@ -999,6 +1011,54 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     add_i64(&c->n.rows_served, rows);
     add_i64(&c->n.rows_total, site->n_tokens);
     return rows;
+}
+
+/* forward.h lookup_all: the layer-0 sites of every sequence of a call (the GPU, which has every
+ * sequence's summary at once), looked up in parallel on OpenMP threads, each with its own scratch
+ * and the index searched on that thread; layer 0's reuse then takes each result once. The layer mask
+ * is read once for the call. The adaptive admission sees the lookups in completion order. */
+static int hook_lookup_all(void *user, const ac_attn_site *sites, int n) {
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    if (n <= 0) return AC_OK;
+    int max_seq = 0;
+    for (int i = 0; i < n; i++) {
+        if (sites[i].layer != 0 || sites[i].seq < 0) return ac_err(AC_ERR_ARG, "cache: lookup_all takes layer-0 sites");
+        max_seq = AC_MAX(max_seq, sites[i].seq);
+    }
+    if (!seq_slot(a, max_seq)) return ac_err(AC_ERR_NOMEM, "cache: out of memory for %d sequences' lookup state", n);
+    for (int i = 0; i < n; i++) a->ss[sites[i].seq].batched = 0;
+    const int nt = AC_MAX(1, AC_MIN(omp_get_max_threads(), n));
+    if (nt > a->n_tscr) {
+        scratch *t = realloc(a->tscr, (size_t)nt * sizeof *t);
+        if (!t) return ac_err(AC_ERR_NOMEM, "cache: out of memory for lookup scratch");
+        a->tscr = t;
+        for (int i = a->n_tscr; i < nt; i++) {
+            if (scratch_init(&t[i], c->D, c->feat_dim)) {
+                scratch_free(&t[i]);
+                return ac_err(AC_ERR_NOMEM, "cache: out of memory for lookup scratch");
+            }
+            a->n_tscr = i + 1;
+        }
+    }
+    rd_lock(c);
+    memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    rw_unlock(c);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int i = 0; i < n; i++) {
+        const ac_attn_site *site = &sites[i];
+        seq_state *st = &a->ss[site->seq];
+        memset(st, 0, sizeof *st);
+        if (lookup_with(a, site->tokens, site->n_tokens, site->x, site->summary, st, &a->tscr[omp_get_thread_num()],
+                        NULL, 0) != AC_OK) {
+            st->hit = 0; /* a failed lookup never breaks the exact path: counted, its message kept */
+            add_i64(&c->n.failed, 1);
+            note_failure(c, ac_last_error());
+            ac_err_clear();
+        }
+        st->bt = site->tokens, st->bL = site->n_tokens, st->batched = 1;
+    }
+    return AC_OK;
 }
 
 /* The head policy's spans of this site's layer (forward.h head_span). */
@@ -1118,6 +1178,8 @@ static int hook_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
 
 static void att_free(cache_att *a) {
     scratch_free(&a->scr);
+    for (int i = 0; i < a->n_tscr; i++) scratch_free(&a->tscr[i]);
+    free(a->tscr);
     free(a->ss);
     free(a->layers);
     free(a);
@@ -1172,6 +1234,7 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.apply = hook_apply;
     h.maps = hook_maps;
     h.head_span = hook_head_span;
+    h.lookup_all = hook_lookup_all;
     h.release = att_release;
     ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */
     return AC_OK;

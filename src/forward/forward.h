@@ -130,6 +130,13 @@ typedef struct ac_attn_hook {
      * replaces it or ac_ctx_free frees the context (the hook's owner releases
      * `user`; the context must not be used from inside). NULL: nothing to do. */
     void (*release)(void *user);
+    /* Optional: the layer-0 sites of every sequence of a call at once (sites[i].layer 0,
+     * distinct seq), before `reuse` is asked for any of them; the hook may look them up
+     * in parallel, and `reuse` then answers those sites' layer 0 from the results (each
+     * once, for the same tokens). A backend that has every sequence's layer-0 summary
+     * before the first site calls it (the cuda backend); the CPU forward never does (its
+     * path is unchanged). AC_OK, or an error: reuse then looks each site up itself. */
+    int (*lookup_all)(void *user, const ac_attn_site *sites, int n);
 } ac_attn_hook;
 
 /* Layer-0 states of a token sequence: the normed embeddings the first

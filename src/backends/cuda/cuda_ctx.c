@@ -64,6 +64,7 @@ static void cuda_ctx_free(ac_ctx *c) {
 typedef struct hook_call {
     ac_ctx *c;
     const ac_seq *seqs;
+    int n_seq;
 } hook_call;
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
@@ -82,6 +83,14 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     const ac_attn_hook *h = &c->hook;
     const ac_hparams *hp = &c->loaded->hp;
     ac_attn_site site = site_of(hc, layer, seq);
+    if (layer == 0 && seq == 0 && h->lookup_all) { /* every sequence's lookup at once (in parallel) */
+        ac_attn_site *all = malloc((size_t)hc->n_seq * sizeof *all);
+        int rc = all ? AC_OK : AC_ERR_NOMEM;
+        for (int s = 0; all && s < hc->n_seq; s++) all[s] = site_of(hc, 0, s);
+        if (all) rc = h->lookup_all(h->user, all, hc->n_seq);
+        free(all);
+        if (rc) ac_err_clear(); /* not fatal: reuse then looks each sequence up itself */
+    }
     int r = h->reuse(h->user, &site);
     r = r < 0 ? 0 : r > L ? L : r;
     if (r < L && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none (as the CPU) */
@@ -145,7 +154,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     for (int s = 0; s < n_seq; s++) c->plan[s].n_tokens = seqs[s].n_tokens;
     ac_cuda_opts o;
     memset(&o, 0, sizeof o);
-    hook_call hc = {c, seqs};
+    hook_call hc = {c, seqs, n_seq};
     int use_opts = 0;
     if (c->has_hook) {
         const ac_attn_hook *h = &c->hook;
