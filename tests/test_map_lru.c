@@ -245,12 +245,40 @@ static void test_random_vs_reference(void **state) {
     free(r);
 }
 
+/* a failed call's blocks (their uploads may not have happened) are dropped; the ones it found stay */
+static void test_abort_call(void **state) {
+    (void)state;
+    dev d = {0};
+    ac_map_lru c;
+    ac_map_lru_init(&c, 1 << 20, dev_alloc, dev_free, &d);
+    ac_map_lru_begin_call(&c);
+    void *a = ac_map_lru_insert(&c, 1, 0, 0, 512);
+    assert_non_null(a);
+    ac_map_lru_begin_call(&c);
+    assert_ptr_equal(ac_map_lru_find(&c, 1, 0, 0, 512), a);
+    assert_non_null(ac_map_lru_insert(&c, 2, 0, 0, 512));
+    assert_non_null(ac_map_lru_insert(&c, 3, 0, 1, 512));
+    ac_map_lru_abort_call(&c);
+    ac_map_lru_begin_call(&c);
+    assert_ptr_equal(ac_map_lru_find(&c, 1, 0, 0, 512), a);
+    assert_null(ac_map_lru_find(&c, 2, 0, 0, 512));
+    assert_null(ac_map_lru_find(&c, 3, 0, 1, 512));
+    ac_map_lru_stats st;
+    ac_map_lru_get_stats(&c, &st);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(st.resident, 512);
+    assert_int_equal(d.live, 1);
+    ac_map_lru_clear(&c);
+    assert_int_equal(d.live, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repeat_and_budget),
         cmocka_unit_test(test_pinned),
         cmocka_unit_test(test_stale_and_failures),
         cmocka_unit_test(test_random_vs_reference),
+        cmocka_unit_test(test_abort_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -654,6 +654,84 @@ static void check_map_cache(const char *name, ac_model *m) {
     ac_ctx_free(fresh);
 }
 
+/* A call that fails after the device map cache made blocks resident (serve_site errs at the last layer,
+ * before any upload) must not leave those blocks behind: they were never filled. The next call with the
+ * same identities makes every block resident again (no hit on an unfilled block) and gives what a call
+ * with the cache off gives. */
+typedef struct abort_srv {
+    const unsigned char *enc; /* H maps of one sequence (the same for every layer) */
+    size_t mb;
+    int kind, causal, fail_layer; /* fail_layer < 0: never */
+} abort_srv;
+static int abort_serve(void *user, int layer, int seq, int L, ac_cuda_site_maps *out) {
+    abort_srv *a = user;
+    (void)seq, (void)L;
+    if (layer == a->fail_layer) return ac_err(AC_ERR_ARG, "test: serve fails at layer %d", layer);
+    out->maps = a->enc, out->head_bytes = a->mb, out->kind = a->kind, out->causal = a->causal, out->topk = 0;
+    out->pageable = 1, out->ident[0] = 42, out->ident[1] = 7;
+    return 1;
+}
+
+static void check_map_cache_abort(const char *name, ac_model *m, ac_cuda_model *g) {
+    const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer, dec = m->hp.causal, L = 16;
+    if (NL < 2) return;
+    ac_map_codec mc;
+    OK(ac_codec_parse(dec ? "q8-causal" : "q8", &mc));
+    const size_t mb = ac_codec_map_bytes(&mc, L);
+    unsigned char *enc = malloc(mb * H);
+    float *P = malloc((size_t)L * L * 4);
+    for (int hh = 0; hh < H; hh++) { /* head hh: weight on the diagonal and its neighbours, normalised */
+        for (int t = 0; t < L; t++) {
+            const int hi = dec ? t : L - 1;
+            float sum = 0;
+            for (int u = 0; u < L; u++) {
+                P[t * L + u] = u <= hi ? 1.0f / (1.0f + (float)abs(u - t) + (float)(hh % 3)) : 0.f;
+                sum += P[t * L + u];
+            }
+            for (int u = 0; u < L; u++) P[t * L + u] /= sum;
+        }
+        OK(ac_codec_encode(&mc, P, L, enc + hh * mb));
+    }
+    int32_t tok[16];
+    for (int i = 0; i < L; i++) tok[i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    ac_seq q = {tok, L};
+    float *h1 = malloc((size_t)L * D * 4), *h2 = malloc((size_t)L * D * 4);
+    ac_outputs o = {0};
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    abort_srv a = {enc, mb, mc.kind, mc.causal, NL - 1};
+    ac_cuda_opts op;
+    memset(&op, 0, sizeof op);
+    op.serve_site = abort_serve, op.user = &a;
+    OK(ac_cuda_set_map_cache(g, (size_t)64 << 20));
+    ac_map_lru_stats s0, s1, s2;
+    ac_cuda_map_cache_stats(g, &s0);
+    o.hidden = h1;
+    const int rc = ac_cuda_forward(g, &q, 1, &o, &op); /* fails in serve_plan after NL - 1 blocks */
+    ac_err_clear();
+    ac_cuda_map_cache_stats(g, &s1);
+    a.fail_layer = -1;
+    OK(ac_cuda_forward(g, &q, 1, &o, &op));
+    ac_cuda_map_cache_stats(g, &s2);
+    OK(ac_cuda_set_map_cache(g, 0)); /* reference: every map uploaded into the per-call buffer */
+    o.hidden = h2;
+    OK(ac_cuda_forward(g, &q, 1, &o, &op));
+    size_t up = 0;
+    ac_cuda_last_served(g, NULL, &up);
+    const double e = rel_err(h1, h2, (size_t)L * D);
+    printf("  %s device map cache after a failed call: %d blocks left, then %llu made resident, %llu hits; vs "
+           "cache off %.2e\n",
+           name, s1.entries - s0.entries, (unsigned long long)(s2.inserts - s1.inserts),
+           (unsigned long long)(s2.hits - s1.hits), e);
+    CHECK(rc == AC_ERR_ARG && s1.entries == s0.entries && s1.inserts - s0.inserts == (uint64_t)(NL - 1),
+          "%s map cache: the failed call's %llu blocks were dropped (rc %d, %d left)", name,
+          (unsigned long long)(s1.inserts - s0.inserts), rc, s1.entries - s0.entries);
+    CHECK(s2.inserts - s1.inserts == (uint64_t)NL && s2.hits == s1.hits && up == (size_t)NL * mb * H && e <= 1e-6,
+          "%s map cache: after the failed call, every block uploaded again (%llu), %llu hits, vs off %.3g", name,
+          (unsigned long long)(s2.inserts - s1.inserts), (unsigned long long)(s2.hits - s1.hits), e);
+    OK(ac_cuda_set_map_cache(g, (size_t)64 << 20));
+    free(enc), free(P), free(h1), free(h2);
+}
+
 static void check_bad_input(ac_cuda_model *g, int V) {
     int32_t ids[3] = {1, 2, V};
     ac_seq s = {ids, 3};
@@ -752,6 +830,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     check_summary(name, m, g32, gbf);
     check_cache_api(name, m, cpu);
     check_map_cache(name, m);
+    check_map_cache_abort(name, m, gbf);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

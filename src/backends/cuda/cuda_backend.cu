@@ -746,6 +746,8 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
         cudaError_t e2 = cudaStreamSynchronize(g->st_up);
         if (e == cudaSuccess) e = e2;
     }
+    /* a failed call may not have uploaded the blocks it made resident in the device map cache */
+    if ((rc || e != cudaSuccess) && g->lru_on) ac_map_lru_abort_call(&g->lru);
     if (rc) return rc;
     if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
     if (cudaEventElapsedTime(&g->last_ms, g->t0, g->t1) != cudaSuccess) g->last_ms = 0;

@@ -165,7 +165,7 @@ void *ac_map_lru_insert(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size
     ac_map_lru_ent *x = &c->e[i];
     c->free_head = x->hnext;
     x->k0 = k0, x->k1 = k1, x->layer = layer;
-    x->bytes = bytes, x->acct = acct, x->dev = p, x->call = c->call;
+    x->bytes = bytes, x->acct = acct, x->dev = p, x->call = x->ins_call = c->call;
     const int k = bucket_of(c, k0, k1, layer);
     x->hnext = c->bucket[k];
     c->bucket[k] = i;
@@ -175,6 +175,11 @@ void *ac_map_lru_insert(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size
     c->st.inserts++;
     c->st.bytes_inserted += bytes;
     return p;
+}
+
+void ac_map_lru_abort_call(ac_map_lru *c) {
+    for (int i = 0; i < c->cap; i++)
+        if (c->e[i].dev && c->e[i].ins_call == c->call) drop(c, i);
 }
 
 void ac_map_lru_set_budget(ac_map_lru *c, size_t budget) {

@@ -41,6 +41,7 @@ typedef struct ac_map_lru_ent {
     size_t acct;            /* accounted size (bytes rounded up to 256) */
     void *dev;              /* the block (alloc's pointer); NULL: slot free */
     uint64_t call;          /* last call that used it */
+    uint64_t ins_call;      /* the call that made it resident (its upload belongs to that call) */
     int prev, next;         /* LRU list (prev: more recent), -1 ends */
     int hnext;              /* hash chain, -1 ends; the free list's link when the slot is free */
 } ac_map_lru_ent;
@@ -75,6 +76,9 @@ void *ac_map_lru_find(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size_t
  * cannot fit (bigger than the budget, or the rest pinned) or alloc fails: serve it without caching.
  * Call after a find of the same identity missed. */
 void *ac_map_lru_insert(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size_t bytes);
+/* The current call failed: its uploads may not have happened, so every block it made resident is
+ * dropped (blocks it only found stay). Call before the next begin_call. */
+void ac_map_lru_abort_call(ac_map_lru *c);
 /* Change the budget; unpinned blocks are evicted (LRU first) down to it. */
 void ac_map_lru_set_budget(ac_map_lru *c, size_t budget);
 void ac_map_lru_get_stats(const ac_map_lru *c, ac_map_lru_stats *s);
