@@ -60,11 +60,20 @@ static void cuda_ctx_free(ac_ctx *c) {
     free(c);
 }
 
+/* AC_CUDA_HOST_FEATURES=1 (measurements: the session-10 path side by side): no layer-0 summary on the
+ * device and no parallel lookup_all; the cache recomputes the states from the tokens, one sequence
+ * after another. */
+static int host_features(void) {
+    const char *e = getenv("AC_CUDA_HOST_FEATURES");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
 /* One ac_forward call's view for the hook wrappers below. */
 typedef struct hook_call {
     ac_ctx *c;
     const ac_seq *seqs;
     int n_seq;
+    int host_features; /* host_features() at the call */
 } hook_call;
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
@@ -83,7 +92,7 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     const ac_attn_hook *h = &c->hook;
     const ac_hparams *hp = &c->loaded->hp;
     ac_attn_site site = site_of(hc, layer, seq);
-    if (layer == 0 && seq == 0 && h->lookup_all) { /* every sequence's lookup at once (in parallel) */
+    if (layer == 0 && seq == 0 && h->lookup_all && !hc->host_features) { /* every sequence's lookup at once (in parallel) */
         ac_attn_site *all = malloc((size_t)hc->n_seq * sizeof *all);
         int rc = all ? AC_OK : AC_ERR_NOMEM;
         for (int s = 0; all && s < hc->n_seq; s++) all[s] = site_of(hc, 0, s);
@@ -154,7 +163,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     for (int s = 0; s < n_seq; s++) c->plan[s].n_tokens = seqs[s].n_tokens;
     ac_cuda_opts o;
     memset(&o, 0, sizeof o);
-    hook_call hc = {c, seqs, n_seq};
+    hook_call hc = {c, seqs, n_seq, host_features()};
     int use_opts = 0;
     if (c->has_hook) {
         const ac_attn_hook *h = &c->hook;
@@ -166,7 +175,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
         if (reuse && h->record)
             return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': recording and reuse in one call are not on the GPU yet");
         o.user = &hc;
-        if (reuse) o.serve_site = hook_serve_site, o.summary = AC_ATTN_SUMMARY_SEGMENTS;
+        if (reuse) o.serve_site = hook_serve_site, o.summary = hc.host_features ? 0 : AC_ATTN_SUMMARY_SEGMENTS;
         if (h->record) o.record = hook_record;
         use_opts = reuse || h->record;
         if (!use_opts && h->head_span) { /* a hook with spans only: asked per site, as the CPU would */
