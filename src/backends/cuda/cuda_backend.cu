@@ -557,8 +557,9 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     g->srv_on = 1, g->srv_nseq = n_seq;
     if (!dev_total) return AC_OK;
-    /* the previous call's kernels have finished (its stream was synchronised): the buffers are free */
-    AC_CU(cudaStreamWaitEvent(g->st_up, g->t0, 0));
+    /* the previous call's kernels have finished (its stream was synchronised): the buffers are free; the
+       device map cache's blocks of this call are allocated in stream order on st: uploads wait for them */
+    AC_CU(cudaStreamWaitEvent(g->st_up, ac_cu_map_cache_ready(g), 0));
     return AC_OK;
 }
 

@@ -86,6 +86,9 @@ struct ac_cuda_model {
     /* the device map cache of served maps (cuda_map_cache.cu; map_lru.h) */
     ac_map_lru lru;
     int lru_on;                /* lru initialised (budget chosen) */
+    cudaMemPool_t lru_pool;    /* its blocks' stream-ordered pool (allocated and freed on st), or NULL:
+                                  cudaMalloc / cudaFree */
+    cudaEvent_t lru_ev;        /* recorded on st after a call's allocations; the upload stream waits on it */
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */
@@ -100,6 +103,9 @@ int ac_cu_layer0_summary(ac_cuda_model *g, int Tn, int n_seq, int S);
 void ac_cu_summary_free(ac_cuda_model *g);
 /* The device map cache (cuda_map_cache.cu): start a call (budget chosen at the first); free every block. */
 void ac_cu_map_cache_begin(ac_cuda_model *g);
+/* After serve_plan's allocations: the event the upload stream must wait on before writing this call's
+ * blocks (recorded on st now; t0 when the blocks come from cudaMalloc, which is not stream-ordered). */
+cudaEvent_t ac_cu_map_cache_ready(ac_cuda_model *g);
 void ac_cu_map_cache_free(ac_cuda_model *g);
 
 #endif
