@@ -829,7 +829,11 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     check_served(name, m, cpu, g32, gbf);
     check_summary(name, m, g32, gbf);
     check_cache_api(name, m, cpu);
+    check_map_cache(name, m); /* blocks from the stream-ordered pool (where the device has pools) */
+    setenv("AC_CUDA_MAP_CACHE_POOL", "0", 1); /* ... and from cudaMalloc */
+    printf("  (the same with AC_CUDA_MAP_CACHE_POOL=0)\n");
     check_map_cache(name, m);
+    unsetenv("AC_CUDA_MAP_CACHE_POOL");
     check_map_cache_abort(name, m, gbf);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
