@@ -11,9 +11,11 @@
  * GPU through ac_cuda_opts: before the layers run, every site (layer,
  * sequence) is asked `reuse` in the CPU forward's order (layer 0 first: the
  * cache's lookup, timed inside ac_forward, keyed on the layer-0 summary the
- * GPU computed after the embeddings: ac_attn_site.summary); a site served whole gets the
- * stored rows as they are kept through the hook's `maps` (no decoding on the
- * host) and ac_cuda_forward runs only V and A.V from them; the others are
+ * GPU computed after the embeddings: ac_attn_site.summary; every sequence
+ * looked up at once through the hook's lookup_all, in parallel); a site
+ * served whole gets the stored rows as they are kept through the hook's
+ * `maps` (no decoding on the host; their identity lets the backend keep them
+ * in device memory) and ac_cuda_forward runs only V and A.V from them; the others are
  * computed exactly. A recording hook (ac_cache_add) gets the materialised
  * kernel's maps copied back (`record`). What the GPU does not do yet is
  * refused with a clear error, never run differently: `supply` (dense f32
@@ -92,7 +94,7 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     const ac_attn_hook *h = &c->hook;
     const ac_hparams *hp = &c->loaded->hp;
     ac_attn_site site = site_of(hc, layer, seq);
-    if (layer == 0 && seq == 0 && h->lookup_all && !hc->host_features) { /* every sequence's lookup at once (in parallel) */
+    if (layer == 0 && seq == 0 && h->lookup_all && !hc->host_features) { /* every sequence's lookup, in parallel */
         ac_attn_site *all = malloc((size_t)hc->n_seq * sizeof *all);
         int rc = all ? AC_OK : AC_ERR_NOMEM;
         for (int s = 0; all && s < hc->n_seq; s++) all[s] = site_of(hc, 0, s);

@@ -15,12 +15,13 @@ static uint64_t mix64(uint64_t z) { /* splitmix64's finaliser */
 }
 
 static int bucket_of(const ac_map_lru *c, uint64_t k0, uint64_t k1, int layer) {
-    const uint64_t h = mix64(k0 ^ mix64(k1 + 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(uint32_t)layer * 0xD6E8FEB86659FD93ull));
+    const uint64_t l = (uint64_t)(uint32_t)layer * 0xD6E8FEB86659FD93ull;
+    const uint64_t h = mix64(k0 ^ mix64(k1 + 0x9E3779B97F4A7C15ull) ^ l);
     return (int)(h & (uint64_t)(c->nb - 1));
 }
 
-void ac_map_lru_init(ac_map_lru *c, size_t budget, int (*alloc)(void *, void **, size_t), void (*free_fn)(void *, void *),
-                     void *user) {
+void ac_map_lru_init(ac_map_lru *c, size_t budget, int (*alloc)(void *, void **, size_t),
+                     void (*free_fn)(void *, void *), void *user) {
     memset(c, 0, sizeof *c);
     c->free_head = c->head = c->tail = -1;
     c->call = 1;
