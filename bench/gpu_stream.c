@@ -15,11 +15,20 @@
  * Amdahl bound (device time): exact / (exact - s * (attention + Q/K share of the
  * projection stage)), s the share of (sequence, layer) sites served.
  *
+ * Per pass it also reports the map bytes copied from the host (ac_cuda_last_served) and the backend's
+ * device map cache (hits, blocks made resident, bytes resident; budget from AC_CUDA_MAP_CACHE_MB,
+ * 0: off), and how many lookups keyed on the GPU's layer-0 summary (features_given).
+ * AC_STREAM_COMPARE=1 (cuda) also runs each batch cached on a second context the session-10 way, side
+ * by side: layer-0 states recomputed on the host (AC_CUDA_HOST_FEATURES=1 around its calls), lookups
+ * one after another, no device map cache (budget 0): the before/after ratio in one run.
+ * Lookup times are summed over the threads that ran them (parallel lookups: more than their wall time).
  * AC_STREAM_BACKEND=cpu runs the same stream on the CPU backend (a check of the program itself).
  * usage: gpu_stream MODEL TEXTS [N_REC (default: half)] [B 64] [REPS 3] [CODEC (the cache's default)]
  * Exits 0 with "SKIP" without a CUDA device. */
 #define _GNU_SOURCE
 #include "attncache.h"
+#include "backends/cuda/cuda_backend.h"
+#include "forward/forward.h" /* the context's backend state (ac_cuda_last_served, map cache stats) */
 
 #include <math.h>
 #include <stdint.h>
@@ -125,10 +134,29 @@ int main(int argc, char **argv) {
     double best_e = 1e30, best_c = 1e30, prof_e[AC_STAGE_COUNT] = {0}, prof_c[AC_STAGE_COUNT] = {0};
     ac_cache_stats st;
     memset(&st, 0, sizeof st);
+    ac_cuda_model *g = cp.backend && !strcmp(cp.backend, "cuda") ? ctx->be : NULL;
+    double up_pass = 0, up_best = 0; /* MiB of maps copied from the host in a pass / in the best cached pass */
+    ac_map_lru_stats lru0, lru1, lru_best0, lru_best1;
+    memset(&lru_best0, 0, sizeof lru_best0), memset(&lru_best1, 0, sizeof lru_best1);
+    /* the session-10 path on a second context, side by side (AC_STREAM_COMPARE=1) */
+    const char *cmp_env = getenv("AC_STREAM_COMPARE");
+    ac_ctx *old = NULL;
+    if (g && cmp_env && atoi(cmp_env) > 0) {
+        if (ac_ctx_new(m, &cp, &old)) return fail("the comparison context");
+        if (ac_cuda_set_map_cache(old->be, 0)) return fail("the comparison context's map cache");
+    }
+    float *po = old ? malloc((size_t)n * D * sizeof *po) : NULL;
+    double best_o = 1e30, feat_o = 0, lookup_o = 0, up_o = 0; /* the old path: best pass, its lookups, MiB uploaded */
+
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
         double te = 0, tc = 0, p0[AC_STAGE_COUNT], p1[AC_STAGE_COUNT], p2[AC_STAGE_COUNT], se[AC_STAGE_COUNT] = {0},
                sc[AC_STAGE_COUNT] = {0};
+        double to = 0, fo = 0, lo = 0, uo = 0;
+        ac_cache_stats so; /* the old path's share of the cache's counters this pass */
+        memset(&so, 0, sizeof so);
         ac_cache_reset_stats(cache);
+        up_pass = 0;
+        ac_cuda_map_cache_stats(g, &lru0);
         for (int b0 = 0; b0 < n; b0 += B) {
             const int nb = n - b0 < B ? n - b0 : B;
             ac_outputs o = {0};
@@ -144,15 +172,61 @@ int main(int argc, char **argv) {
             double c = now();
             if (ac_forward(ctx, seqs + b0, nb, &o)) return fail("cached forward");
             double d = now();
+            if (g) {
+                size_t up = 0;
+                ac_cuda_last_served(g, NULL, &up);
+                up_pass += up / 1048576.0;
+            }
             ac_ctx_attach_cache(ctx, NULL);
             ac_ctx_get_profile(ctx, p2);
             te += b - a, tc += d - c;
+            if (old) { /* the same batch the session-10 way */
+                ac_cache_stats k0, k1;
+                ac_cache_get_stats(cache, &k0);
+                if (ac_ctx_attach_cache(old, cache)) return fail("attach (comparison)");
+                o.pooled = po + (size_t)b0 * D;
+                setenv("AC_CUDA_HOST_FEATURES", "1", 1);
+                const double e0 = now();
+                if (ac_forward(old, seqs + b0, nb, &o)) return fail("cached forward (comparison)");
+                const double e1 = now();
+                unsetenv("AC_CUDA_HOST_FEATURES");
+                size_t up = 0;
+                ac_cuda_last_served(old->be, NULL, &up);
+                ac_ctx_attach_cache(old, NULL);
+                ac_cache_get_stats(cache, &k1);
+                to += e1 - e0, uo += up / 1048576.0;
+                fo += k1.t_features - k0.t_features;
+                lo += (k1.t_features + k1.t_key + k1.t_search + k1.t_fetch) -
+                      (k0.t_features + k0.t_key + k0.t_search + k0.t_fetch);
+                so.queries += k1.queries - k0.queries, so.hits += k1.hits - k0.hits;
+                so.layers_served += k1.layers_served - k0.layers_served;
+                so.features_given += k1.features_given - k0.features_given;
+                so.t_features += k1.t_features - k0.t_features, so.t_key += k1.t_key - k0.t_key;
+                so.t_search += k1.t_search - k0.t_search, so.t_fetch += k1.t_fetch - k0.t_fetch;
+                so.bytes_read += k1.bytes_read - k0.bytes_read;
+            }
             for (int s = 0; s < AC_STAGE_COUNT; s++) se[s] += p1[s] - p0[s], sc[s] += p2[s] - p1[s];
         }
+        ac_cuda_map_cache_stats(g, &lru1);
+        if (g)
+            printf("pass %d: cached %.2f ms, %.1f MiB of maps copied from the host; device map cache: %llu hits, %llu "
+                   "misses, %llu blocks made resident, %llu evicted, %.1f of %.1f MiB resident\n",
+                   r, tc * 1e3, up_pass, (unsigned long long)(lru1.hits - lru0.hits),
+                   (unsigned long long)(lru1.misses - lru0.misses), (unsigned long long)(lru1.inserts - lru0.inserts),
+                   (unsigned long long)(lru1.evictions - lru0.evictions), lru1.resident / 1048576.0,
+                   lru1.budget / 1048576.0);
+        if (old)
+            printf("pass %d: session-10 path %.2f ms (lookups %.2f ms, features %.2f), %.1f MiB of maps copied\n", r,
+                   to * 1e3, lo * 1e3, fo * 1e3, uo);
         if (r < 0) continue;
         if (te < best_e) best_e = te, memcpy(prof_e, se, sizeof se);
-        if (tc < best_c) best_c = tc, memcpy(prof_c, sc, sizeof sc);
+        if (tc < best_c) best_c = tc, memcpy(prof_c, sc, sizeof sc), up_best = up_pass, lru_best0 = lru0, lru_best1 = lru1;
+        if (old && to < best_o) best_o = to, feat_o = fo, lookup_o = lo, up_o = uo;
         ac_cache_get_stats(cache, &st);
+        /* the new path's own lookups: the pass's counters minus the comparison context's */
+        st.queries -= so.queries, st.hits -= so.hits, st.layers_served -= so.layers_served;
+        st.features_given -= so.features_given, st.bytes_read -= so.bytes_read;
+        st.t_features -= so.t_features, st.t_key -= so.t_key, st.t_search -= so.t_search, st.t_fetch -= so.t_fetch;
     }
     /* accuracy of the cached embeddings (hits: maps recorded on the GPU, served in a codec) */
     double cmin = 1, csum = 0;
@@ -180,19 +254,36 @@ int main(int argc, char **argv) {
            "%.1f%%; pooled cosine cached vs exact mean %.6f min %.6f\n",
            best_e / best_c, sum_e / sum_c, sum_e / (sum_e - skip), (long long)st.hits, (long long)st.queries,
            100 * share, csum / n, cmin);
-    printf("lookups (last pass) ms: features %.2f key %.2f search %.2f fetch %.2f; map bytes read %.1f MiB\n",
-           st.t_features * 1e3, st.t_key * 1e3, st.t_search * 1e3, st.t_fetch * 1e3, st.bytes_read / 1048576.0);
+    printf("lookups (last pass) ms: features %.2f key %.2f search %.2f fetch %.2f; map bytes read %.1f MiB; %lld of %lld "
+           "lookups keyed on the device's layer-0 summary\n",
+           st.t_features * 1e3, st.t_key * 1e3, st.t_search * 1e3, st.t_fetch * 1e3, st.bytes_read / 1048576.0,
+           (long long)st.features_given, (long long)st.queries);
+    printf("best cached pass: %.1f MiB of maps copied from the host; device map cache %llu hits, %llu blocks made "
+           "resident\n",
+           up_best, (unsigned long long)(lru_best1.hits - lru_best0.hits),
+           (unsigned long long)(lru_best1.inserts - lru_best0.inserts));
+    if (old) {
+        double dmax = 0; /* the two cached paths serve the same maps: their embeddings agree */
+        for (size_t i = 0; i < (size_t)n * D; i++) dmax = fmax(dmax, fabs((double)po[i] - pc[i]));
+        printf("side by side: session-10 path %.2f ms (lookups %.2f ms, features %.2f; %.1f MiB copied a pass), this "
+               "path %.2f ms: %.2fx faster; end-to-end vs exact %.3fx -> %.3fx; max |pooled difference| %.2e\n",
+               best_o * 1e3, lookup_o * 1e3, feat_o * 1e3, up_o, best_c * 1e3, best_o / best_c, best_e / best_o,
+               best_e / best_c, dmax);
+    }
     printf("stages ms exact|cached:");
     for (int s = 0; s < AC_STAGE_COUNT; s++)
         if (prof_e[s] > 0 || prof_c[s] > 0) printf("  %s %.2f|%.2f", ac_stage_name(s), prof_e[s] * 1e3, prof_c[s] * 1e3);
-    printf("\nRESULT gpu_stream n=%d rec=%d B=%d exact_ms=%.3f cached_ms=%.3f lookup_ms=%.3f hits=%lld queries=%lld\n",
-           n, n_rec, B, best_e * 1e3, best_c * 1e3, lookup * 1e3, (long long)st.hits, (long long)st.queries);
+    printf("\nRESULT gpu_stream n=%d rec=%d B=%d exact_ms=%.3f cached_ms=%.3f lookup_ms=%.3f features_ms=%.3f "
+           "key_ms=%.3f search_ms=%.3f fetch_ms=%.3f uploaded_mib=%.2f hits=%lld queries=%lld\n",
+           n, n_rec, B, best_e * 1e3, best_c * 1e3, lookup * 1e3, st.t_features * 1e3, st.t_key * 1e3,
+           st.t_search * 1e3, st.t_fetch * 1e3, up_best, (long long)st.hits, (long long)st.queries);
     ac_cache_close(cache);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "gpu_stream: could not remove %s\n", dir);
     for (int i = 0; i < n; i++) free((void *)seqs[i].tokens);
-    free(seqs), free(pe), free(pc);
+    free(seqs), free(pe), free(pc), free(po);
+    ac_ctx_free(old);
     ac_ctx_free(ctx);
     ac_model_free(m);
     return 0;

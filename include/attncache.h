@@ -537,6 +537,9 @@ typedef struct ac_cache_stats {
     int64_t verify_checked;    /* candidates verified (ac_cache_params.verify)                   */
     int64_t verify_rejected;   /* of those, rejected as too far from the query's exact rows      */
     double t_verify;           /* s: exact layer-0 rows and their comparison (part of the lookup) */
+    int64_t features_given;    /* lookups (in queries) keyed on the layer-0 summary the backend computed
+                                  where its states are (the cuda backend, on the device), instead of
+                                  the states recomputed on the host from the tokens (in t_features) */
 } ac_cache_stats;
 /* Lookup statistics since open or the last reset, summed over every attached
  * context (atomic counters); entries: committed and visible. Any thread. */

@@ -658,6 +658,7 @@ static void maps_seam(int arch) {
     ac_model_info in;
     assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
     const int H = in.n_head, Hkv = in.n_head_kv, hd = in.head_dim, QD = H * hd, KVD = Hkv * hd;
+    uint64_t ident[3][2] = {{0}};
     for (int s = 0; s < 3; s++) {
         const int L = batch[s].n_tokens;
         float *v = malloc((size_t)L * KVD * sizeof *v), *o1 = calloc((size_t)L * QD, sizeof *o1),
@@ -665,7 +666,7 @@ static void maps_seam(int arch) {
         assert_true(v && o1 && o2);
         for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
         for (int l = 0; l < f.NL; l++) {
-            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0};
+            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0, NULL};
             ac_attn_maps m;
             memset(&m, 0, sizeof m);
             const int rc = h.maps(h.user, &site, &m);
@@ -679,6 +680,10 @@ static void maps_seam(int arch) {
             assert_true(m.data != NULL && m.head_bytes == ac_codec_map_bytes(&mc, L));
             assert_int_equal(mc.kind, AC_CODEC_Q8);
             assert_int_equal(mc.causal, f.causal);
+            /* the bytes' identity (the GPU's device map cache keys on it): set, the same on every layer */
+            assert_true(m.ident[0] || m.ident[1]);
+            if (l == 0) memcpy(ident[s], m.ident, sizeof m.ident);
+            assert_true(m.ident[0] == ident[s][0] && m.ident[1] == ident[s][1]);
             assert_int_equal(h.apply(h.user, &site, L, v, KVD, Hkv, hd, o1, QD), AC_OK);
             for (int hh = 0; hh < H; hh++)
                 ac_codec_av(&mc, (const uint8_t *)m.data + (size_t)hh * m.head_bytes, L, v + (size_t)(hh / (H / Hkv)) * hd,
@@ -689,6 +694,7 @@ static void maps_seam(int arch) {
         }
         free(v), free(o1), free(o2);
     }
+    assert_true(ident[0][0] != ident[2][0] || ident[0][1] != ident[2][1]); /* two entries, two identities */
     close_reader(&f, c);
     free(ids);
     fx_close(&f);
@@ -696,6 +702,127 @@ static void maps_seam(int arch) {
 
 static void test_maps_seam_llama(void **st) { (void)st, maps_seam(AC_ARCH_LLAMA); }
 static void test_maps_seam_bert(void **st) { (void)st, maps_seam(AC_ARCH_BERT); }
+
+/* ---- 5c. the GPU seam: a layer-0 summary given instead of the states ----------------------------------------------- */
+/* The cuda backend keeps the layer-0 states on the device and hands the cache their segment means
+ * (ac_attn_site.summary, x NULL). Here, on the CPU: the means of ac_model_layer0_states given at
+ * layer 0 make the lookups find what the CPU forward's own states found (same hits, same entries),
+ * are counted in features_given, and are what the lookup keys on: another sequence's summary
+ * changes the result. */
+static void host_summary(const fx *f, const ac_seq *q, float *sum) {
+    const int L = q->n_tokens, S = AC_ATTN_SUMMARY_SEGMENTS, D = f->D;
+    float *x0 = malloc((size_t)L * D * sizeof *x0);
+    assert_non_null(x0);
+    assert_int_equal(ac_model_layer0_states(f->m, q->tokens, L, x0), AC_OK);
+    for (int k = 0; k < S; k++) {
+        int a = (int)((int64_t)k * L / S), b = (int)((int64_t)(k + 1) * L / S);
+        if (b <= a) a = 0, b = L;
+        for (int d = 0; d < D; d++) {
+            double acc = 0;
+            for (int t = a; t < b; t++) acc += x0[(size_t)t * D + d];
+            sum[(size_t)k * D + d] = (float)(acc / (b - a));
+        }
+    }
+    free(x0);
+}
+
+static void summary_seam(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {18, 27, 23, 2};
+    ac_seq seqs[4];
+    int32_t *ids;
+    make_seqs(&f, lens, 4, 73, seqs, &ids); /* 0, 1, 3 stored, 2 new; 3 shorter than S (empty segments) */
+    char dir[160], codec[32];
+    cache_dir(&f, "s", dir, sizeof dir);
+    ac_seq stored[3] = {seqs[0], seqs[1], seqs[3]};
+    build_cache(&f, dir, codec_for(&f, "q8", codec, sizeof codec), stored, 3);
+    ac_cache *c = open_reader(&f, dir, TINY, NULL, 0);
+    ac_seq batch[4] = {seqs[0], seqs[2], seqs[1], seqs[3]}; /* hit, miss, hit, hit */
+    ac_cache_reset_stats(c);
+    outs b = run(&f, f.cctx, batch, 4); /* the CPU forward: its own states (x) */
+    outs_free(&b);
+    uint8_t hit_x[4], hit_s[4];
+    uint64_t key_x[4], key_s[4];
+    assert_int_equal(ac_cache_last_hits(f.cctx, 4, hit_x, key_x), AC_OK);
+    ac_cache_stats st = stats_of(c);
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.features_given, 0);
+    ac_attn_hook h;
+    assert_true(ac_ctx_get_attn_hook(f.cctx, &h));
+    ac_model_info in;
+    assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+    float *sum = malloc((size_t)4 * AC_ATTN_SUMMARY_SEGMENTS * f.D * sizeof *sum);
+    assert_non_null(sum);
+    const size_t SD = (size_t)AC_ATTN_SUMMARY_SEGMENTS * f.D;
+    for (int s = 0; s < 4; s++) host_summary(&f, &batch[s], sum + s * SD);
+    ac_cache_reset_stats(c);
+    for (int s = 0; s < 4; s++) { /* layer 0 as the cuda backend asks it: x NULL, the summary given */
+        ac_attn_site site = {0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+        const int r = h.reuse(h.user, &site);
+        assert_int_equal(r > 0, hit_x[s]);
+    }
+    assert_int_equal(ac_cache_last_hits(f.cctx, 4, hit_s, key_s), AC_OK);
+    st = stats_of(c);
+    assert_int_equal(st.queries, 4);
+    assert_int_equal(st.features_given, 4);
+    assert_int_equal(st.hits, 3);
+    for (int s = 0; s < 4; s++) {
+        assert_int_equal(hit_s[s], hit_x[s]);
+        assert_true(key_s[s] == key_x[s]);
+    }
+    /* lookup_all (the cuda backend: every sequence's layer-0 lookup at once, on OpenMP threads): the same
+       hits and entries, each sequence looked up once, layer 0's reuse answered from the batch */
+    assert_non_null(h.lookup_all);
+    ac_attn_site all[4];
+    for (int s = 0; s < 4; s++)
+        all[s] = (ac_attn_site){0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+    for (int rep = 0; rep < 2; rep++) {
+        ac_cache_reset_stats(c);
+        assert_int_equal(h.lookup_all(h.user, all, 4), AC_OK);
+        st = stats_of(c);
+        assert_int_equal(st.queries, 4);
+        for (int s = 0; s < 4; s++) assert_int_equal(h.reuse(h.user, &all[s]) > 0, hit_x[s]);
+        for (int l = 1; l < f.NL; l++) /* later layers: the batch's hits served */
+            for (int s = 0; s < 4; s++) {
+                ac_attn_site site = all[s];
+                site.layer = l, site.summary = NULL;
+                assert_int_equal(h.reuse(h.user, &site) > 0, hit_x[s]);
+            }
+        st = stats_of(c);
+        assert_int_equal(st.queries, 4); /* not looked up again by reuse */
+        assert_int_equal(st.hits, 3);
+        assert_int_equal(st.features_given, 4);
+        assert_int_equal(st.layers_served, 3 * f.NL);
+        assert_int_equal(ac_cache_last_hits(f.cctx, 4, hit_s, key_s), AC_OK);
+        for (int s = 0; s < 4; s++) {
+            assert_int_equal(hit_s[s], hit_x[s]);
+            assert_true(key_s[s] == key_x[s]);
+        }
+    }
+    /* a batch result is taken once, and only for its own tokens: another input at that slot is looked up */
+    assert_int_equal(h.lookup_all(h.user, all, 4), AC_OK);
+    ac_cache_reset_stats(c);
+    ac_attn_site other = all[1];
+    other.tokens = batch[0].tokens, other.n_tokens = batch[0].n_tokens, other.summary = sum;
+    assert_int_equal(h.reuse(h.user, &other) > 0, 1); /* sequence 0's input at slot 1: its own lookup, a hit */
+    assert_int_equal(h.reuse(h.user, &all[0]) > 0, 1);
+    assert_int_equal(h.reuse(h.user, &all[0]) > 0, 1); /* taken: looked up again */
+    st = stats_of(c);
+    assert_int_equal(st.queries, 2);
+    /* sequence 0 asked with sequence 1's summary: the lookup follows the summary, not the tokens */
+    ac_attn_site wrong = {0, 0, batch[0].tokens, batch[0].n_tokens, in.n_head, f.causal, NULL, 0, sum + 2 * SD};
+    h.reuse(h.user, &wrong);
+    assert_int_equal(ac_cache_last_hits(f.cctx, 1, hit_s, key_s), AC_OK);
+    assert_true(!hit_s[0] || key_s[0] != key_x[0]);
+    free(sum);
+    close_reader(&f, c);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_summary_seam_llama(void **st) { (void)st, summary_seam(AC_ARCH_LLAMA); }
+static void test_summary_seam_bert(void **st) { (void)st, summary_seam(AC_ARCH_BERT); }
 
 /* ---- 6. bad inputs -------------------------------------------------------------------------------------------------- */
 
@@ -1248,6 +1375,7 @@ int main(void) {
         cmocka_unit_test(test_lengths_causal),    cmocka_unit_test(test_lengths_bidirectional),
         cmocka_unit_test(test_batch_llama),       cmocka_unit_test(test_batch_bert),
         cmocka_unit_test(test_maps_seam_llama),   cmocka_unit_test(test_maps_seam_bert),
+        cmocka_unit_test(test_summary_seam_llama), cmocka_unit_test(test_summary_seam_bert),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),

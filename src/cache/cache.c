@@ -50,12 +50,16 @@
 #include <unistd.h>
 
 #define AC_FEAT_SEGMENTS 4 /* S: position segments of the feature summary */
+_Static_assert(AC_FEAT_SEGMENTS == AC_ATTN_SUMMARY_SEGMENTS, "the hook's site summary is the cache's");
 #define AC_KEY_DIM 128     /* projector / random-projection key length   */
 #define AC_LOOKUP_K 8      /* index candidates examined per lookup        */
 #define AC_MIN_PREFIX_ROWS 16 /* PREFIX mode: shorter common prefixes are misses */
 
 typedef struct seq_state {
     int looked_up, hit;
+    int batched;             /* looked up by hook_lookup_all, not yet taken by layer 0's reuse */
+    const int32_t *bt;       /* ... for these tokens */
+    int bL;
     int rows;                /* rows served on a hit (L, or the common token prefix in PREFIX mode) */
     ac_store_entry e;        /* zero copy into the reader store handle: valid until the cache closes */
     float dist;
@@ -81,12 +85,14 @@ typedef struct cache_att {
     int ss_cap;
     uint8_t *layers;         /* [n_layer] the layer mask read at this call's lookups */
     scratch scr;
+    scratch *tscr;           /* [n_tscr] per-thread scratch of hook_lookup_all's parallel lookups */
+    int n_tscr;
 } cache_att;
 
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
     _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes, head_sites,
-        head_spanned, verify_checked, verify_rejected;
+        head_spanned, verify_checked, verify_rejected, features_given;
     _Atomic uint64_t bytes_read;
     _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit, t_verify;
 } counters;
@@ -811,18 +817,22 @@ static void note_failure(ac_cache *c, const char *msg) {
     pthread_mutex_unlock(&c->fmu);
 }
 
-/* Look sequence `tokens` up for attachment a; fills *st (and a->layers). x0
- * [L][D]: its layer-0 states when the forward pass has them (else computed
- * here). Key and search run on the context's thread pool. Holds rw (read)
- * throughout. A damaged candidate record is skipped (counted); an error is
- * returned and the caller serves the sequence exactly. */
-static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, seq_state *st) {
+/* Look sequence `tokens` up for attachment a; fills *st (and a->layers when
+ * copy_layers). x0 [L][D]: its layer-0 states when the forward pass has them;
+ * else summary [S][D]: their segment means when the backend computed them
+ * (the GPU; not with verify, which needs the states); else both computed
+ * here. s: the calling thread's scratch; key and search run on pool (NULL:
+ * the calling thread). Holds rw (read) throughout. A damaged candidate record
+ * is skipped (counted); an error is returned and the caller serves the
+ * sequence exactly. */
+static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary,
+                       seq_state *st, scratch *s, struct ac_pool *pool, int copy_layers) {
     ac_cache *c = a->c;
     counters *n = &c->n;
     st->looked_up = 1;
     st->hit = 0;
     rd_lock(c);
-    memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    if (copy_layers) memcpy(a->layers, c->layers, (size_t)c->n_layer);
     const float threshold = c->p.threshold;
     if (!c->idx || threshold < 0) {
         rw_unlock(c);
@@ -838,12 +848,17 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
     }
     if (admit == AC_ADAPT_PROBE) add_i64(&n->probes, 1);
     add_i64(&n->queries, 1);
-    struct ac_pool *pool = ac_ctx_pool(a->ctx);
-    scratch *s = &a->scr;
     double t0 = ac_now();
     int rc = AC_OK;
-    if (x0) summarize(x0, L, c->D, s->feat);
-    else rc = features_of(c, s, tokens, L, s->feat);
+    if (x0) {
+        summarize(x0, L, c->D, s->feat);
+    } else if (summary && c->p.verify <= 0) { /* the backend's summary: the same values, no states here */
+        memcpy(s->feat, summary, (size_t)AC_FEAT_SEGMENTS * c->D * sizeof *s->feat);
+        s->feat[(size_t)AC_FEAT_SEGMENTS * c->D] = logf(1.0f + (float)L);
+        add_i64(&n->features_given, 1);
+    } else {
+        rc = features_of(c, s, tokens, L, s->feat);
+    }
     double t1 = ac_now();
     add_f64(&n->t_features, t1 - t0);
     float *key = s->keyv;
@@ -941,6 +956,10 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, s
     return AC_OK;
 }
 
+static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary, seq_state *st) {
+    return lookup_with(a, tokens, L, x0, summary, st, &a->scr, ac_ctx_pool(a->ctx), 1);
+}
+
 void ac_cache_fail_next_lookups(ac_cache *c, int n) {
     if (c) atomic_store(&c->fail_next, n > 0 ? n : 0);
 }
@@ -970,9 +989,11 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
         }
         return 0;
     }
-    if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
+    if (site->layer == 0 && st->batched && st->bt == site->tokens && st->bL == site->n_tokens) {
+        st->batched = 0; /* looked up already, with the call's other sequences (hook_lookup_all) */
+    } else if (site->layer == 0) { /* first layer of a new forward call: look this sequence up */
         memset(st, 0, sizeof *st);
-        if (lookup(a, site->tokens, site->n_tokens, site->x, st) != AC_OK) {
+        if (lookup(a, site->tokens, site->n_tokens, site->x, site->summary, st) != AC_OK) {
             /* a failed lookup never breaks the exact path: counted, its message kept */
             st->hit = 0;
             add_i64(&c->n.failed, 1);
@@ -990,6 +1011,54 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     add_i64(&c->n.rows_served, rows);
     add_i64(&c->n.rows_total, site->n_tokens);
     return rows;
+}
+
+/* forward.h lookup_all: the layer-0 sites of every sequence of a call (the GPU, which has every
+ * sequence's summary at once), looked up in parallel on OpenMP threads, each with its own scratch
+ * and the index searched on that thread; layer 0's reuse then takes each result once. The layer mask
+ * is read once for the call. The adaptive admission sees the lookups in completion order. */
+static int hook_lookup_all(void *user, const ac_attn_site *sites, int n) {
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    if (n <= 0) return AC_OK;
+    int max_seq = 0;
+    for (int i = 0; i < n; i++) {
+        if (sites[i].layer != 0 || sites[i].seq < 0) return ac_err(AC_ERR_ARG, "cache: lookup_all takes layer-0 sites");
+        max_seq = AC_MAX(max_seq, sites[i].seq);
+    }
+    if (!seq_slot(a, max_seq)) return ac_err(AC_ERR_NOMEM, "cache: out of memory for %d sequences' lookup state", n);
+    for (int i = 0; i < n; i++) a->ss[sites[i].seq].batched = 0;
+    const int nt = AC_MAX(1, AC_MIN(omp_get_max_threads(), n));
+    if (nt > a->n_tscr) {
+        scratch *t = realloc(a->tscr, (size_t)nt * sizeof *t);
+        if (!t) return ac_err(AC_ERR_NOMEM, "cache: out of memory for lookup scratch");
+        a->tscr = t;
+        for (int i = a->n_tscr; i < nt; i++) {
+            if (scratch_init(&t[i], c->D, c->feat_dim)) {
+                scratch_free(&t[i]);
+                return ac_err(AC_ERR_NOMEM, "cache: out of memory for lookup scratch");
+            }
+            a->n_tscr = i + 1;
+        }
+    }
+    rd_lock(c);
+    memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    rw_unlock(c);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int i = 0; i < n; i++) {
+        const ac_attn_site *site = &sites[i];
+        seq_state *st = &a->ss[site->seq];
+        memset(st, 0, sizeof *st);
+        if (lookup_with(a, site->tokens, site->n_tokens, site->x, site->summary, st, &a->tscr[omp_get_thread_num()],
+                        NULL, 0) != AC_OK) {
+            st->hit = 0; /* a failed lookup never breaks the exact path: counted, its message kept */
+            add_i64(&c->n.failed, 1);
+            note_failure(c, ac_last_error());
+            ac_err_clear();
+        }
+        st->bt = site->tokens, st->bL = site->n_tokens, st->batched = 1;
+    }
+    return AC_OK;
 }
 
 /* The head policy's spans of this site's layer (forward.h head_span). */
@@ -1096,6 +1165,7 @@ static int hook_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
     out->causal = e->codec.causal;
     out->topk = e->codec.topk;
     out->n_tokens = Le;
+    out->ident[0] = e->key, out->ident[1] = e->payload_hash;
     const ac_map_codec *codec = &e->codec;
     atomic_fetch_add_explicit(&c->n.bytes_read,
                               (uint64_t)c->n_head * (ac_codec_row_offset(codec, Le, L - 1) +
@@ -1108,6 +1178,8 @@ static int hook_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
 
 static void att_free(cache_att *a) {
     scratch_free(&a->scr);
+    for (int i = 0; i < a->n_tscr; i++) scratch_free(&a->tscr[i]);
+    free(a->tscr);
     free(a->ss);
     free(a->layers);
     free(a);
@@ -1162,6 +1234,7 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.apply = hook_apply;
     h.maps = hook_maps;
     h.head_span = hook_head_span;
+    h.lookup_all = hook_lookup_all;
     h.release = att_release;
     ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */
     return AC_OK;
@@ -1464,6 +1537,7 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     s->verify_checked = atomic_load(&n->verify_checked);
     s->verify_rejected = atomic_load(&n->verify_rejected);
     s->t_verify = atomic_load(&n->t_verify);
+    s->features_given = atomic_load(&n->features_given);
     pthread_mutex_lock(&c->fmu);
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
     pthread_mutex_unlock(&c->fmu);
@@ -1493,6 +1567,7 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->verify_checked, 0);
     atomic_store(&n->verify_rejected, 0);
     atomic_store(&n->t_verify, 0.0);
+    atomic_store(&n->features_given, 0);
     atomic_store(&n->bytes_read, 0);
     atomic_store(&n->t_features, 0.0);
     atomic_store(&n->t_key, 0.0);

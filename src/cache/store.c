@@ -1090,6 +1090,9 @@ static void fill_entry(const ac_store *st, const ent *e, int64_t i, ac_store_ent
     out->map_bytes = (size_t)e->map_bytes;
     out->index = i;
     out->offset = e->off;
+    rec_hdr h;
+    memcpy(&h, r, sizeof h);
+    out->payload_hash = h.payload_hash;
 }
 
 int ac_store_get(ac_store *st, int64_t i, ac_store_entry *out) {

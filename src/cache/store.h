@@ -99,6 +99,9 @@ typedef struct ac_store_entry {
     size_t map_bytes;     /* one head's compressed map (ac_codec_map_bytes)             */
     int64_t index;        /* ordinal in the DB (commit order)                           */
     uint64_t offset;      /* file offset of the record (diagnostics)                    */
+    uint64_t payload_hash; /* the record's payload checksum (xxh64 seeded with offset): with
+                              key, the identity of its bytes (a device copy keyed on it is
+                              never stale: another record, or the same after repair, differs) */
 } ac_store_entry;
 
 /* Entry by ordinal 0..count-1. The first access verifies the record's payload

@@ -50,7 +50,16 @@ typedef struct ac_attn_site {
                                computed); `reuse` may then serve rows up to
                                L-1. A hook with `supply` or `record` makes
                                ac_forward bypass the prefix cache (first 0)    */
+    const float *summary;   /* layer 0, when x is NULL, optional: [AC_ATTN_SUMMARY_SEGMENTS]
+                               [n_embd] the segment means of the layer-0 states (the
+                               values x would hold), computed where the states are
+                               (the GPU backend, which keeps x on the device): mean
+                               k over positions [k L / S, (k+1) L / S) (integer
+                               division; an empty segment: all L positions). The
+                               attention cache keys on exactly this. NULL: not
+                               given (the CPU forward gives x instead)          */
 } ac_attn_site;
+#define AC_ATTN_SUMMARY_SEGMENTS 4
 
 /* A site's stored maps in the attention cache's codec (src/cache/codec.h row
  * layouts; plain ints so the forward stage needs nothing from the cache):
@@ -63,6 +72,10 @@ typedef struct ac_attn_maps {
     size_t head_bytes;          /* one head's map (ac_codec_map_bytes of n_tokens) */
     int kind, causal, topk;     /* enum ac_codec_kind, 0/1, top-k's k */
     int n_tokens;               /* Le */
+    uint64_t ident[2];          /* identity of the bytes (0, 0: none): equal identities and layers
+                                   mean equal bytes, so a backend may keep a copy (the GPU's
+                                   device-resident hot entries) and serve it again. The cache
+                                   gives its record's key and payload checksum */
 } ac_attn_maps;
 
 /* All callbacks are optional (NULL) and are called from the thread that
@@ -117,6 +130,13 @@ typedef struct ac_attn_hook {
      * replaces it or ac_ctx_free frees the context (the hook's owner releases
      * `user`; the context must not be used from inside). NULL: nothing to do. */
     void (*release)(void *user);
+    /* Optional: the layer-0 sites of every sequence of a call at once (sites[i].layer 0,
+     * distinct seq), before `reuse` is asked for any of them; the hook may look them up
+     * in parallel, and `reuse` then answers those sites' layer 0 from the results (each
+     * once, for the same tokens). A backend that has every sequence's layer-0 summary
+     * before the first site calls it (the cuda backend); the CPU forward never does (its
+     * path is unchanged). AC_OK, or an error: reuse then looks each site up itself. */
+    int (*lookup_all)(void *user, const ac_attn_site *sites, int n);
 } ac_attn_hook;
 
 /* Layer-0 states of a token sequence: the normed embeddings the first

@@ -406,9 +406,16 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
             OK(ac_ctx_attach_cache(c, cache));
             o.hidden = hid[k], o.pooled = pool[k];
             for (size_t i = 0; i < (size_t)T * D; i++) hid[k][i] = NAN;
+            ac_cache_reset_stats(cache);
             OK(ac_forward(c, seqs, CA_NSEQ, &o));
             OK(ac_cache_last_hits(c, CA_NSEQ, hit[k - 1], NULL));
             ac_ctx_attach_cache(c, NULL);
+            ac_cache_stats cst;
+            OK(ac_cache_get_stats(cache, &cst));
+            /* the GPU keys every lookup on its device summary; the CPU on its own states */
+            CHECK(cst.queries == CA_NSEQ && cst.features_given == (k == 2 ? CA_NSEQ : 0),
+                  "%s cache API (%s, %s): %lld lookups, %lld on a given summary", name, codecs[ci], k == 2 ? "gpu" : "cpu",
+                  (long long)cst.queries, (long long)cst.features_given);
         }
         int sites = -1, want = 0, same = 1, hits_ok = 1, plan_ok = 1;
         ac_cuda_last_served(gpu->be, &sites, NULL);
@@ -453,6 +460,282 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
     for (int e = 0; e < 3; e++) free(ent[e]);
     free(tok);
     ac_ctx_free(gpu);
+}
+
+/* The layer-0 summary on the device (opts.summary, cuda_summary.cu) against the host's: the segment
+ * means of ac_model_layer0_states (the values the CPU forward hands the cache as site.x), in both
+ * precisions (the embeddings and the summary are f32 in both: 1e-5 relative); segments empty for
+ * L < S included. Asking for it changes nothing in the forward's results. */
+typedef struct sum_probe {
+    ac_cuda_model *g;
+    int ready; /* layer-0 sites that found their summary already there when asked */
+} sum_probe;
+static int sum_serve_none(void *user, int layer, int seq, int L, ac_cuda_site_maps *out) {
+    (void)out, (void)L;
+    sum_probe *p = user;
+    if (layer == 0 && ac_cuda_layer0_summary(p->g, seq) != NULL) p->ready++;
+    return 0;
+}
+
+static void check_summary(const char *name, ac_model *m, ac_cuda_model *g32, ac_cuda_model *gbf) {
+    const int D = m->hp.n_embd, S = AC_ATTN_SUMMARY_SEGMENTS, dec = m->hp.causal;
+    const int maxL = m->hp.n_ctx_train < 200 ? m->hp.n_ctx_train : 200;
+    const int lens[] = {1, 2, 3, 5, 8, 37, maxL, maxL / 2 + 1};
+    const int n_seq = (int)(sizeof lens / sizeof lens[0]);
+    int T = 0;
+    for (int s = 0; s < n_seq; s++) T += lens[s];
+    int32_t *tok = malloc((size_t)T * 4);
+    ac_seq seqs[8];
+    for (int s = 0, o = 0; s < n_seq; o += lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
+        for (int i = 0; i < lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    float *ref = malloc((size_t)n_seq * S * D * 4), *x0 = malloc((size_t)maxL * D * 4);
+    for (int s = 0; s < n_seq; s++) { /* the host reference, beside the kernel */
+        const int L = lens[s];
+        OK(ac_model_layer0_states(m, seqs[s].tokens, L, x0));
+        for (int k = 0; k < S; k++) {
+            int a = (int)((int64_t)k * L / S), b = (int)((int64_t)(k + 1) * L / S);
+            if (b <= a) a = 0, b = L;
+            for (int d = 0; d < D; d++) {
+                double acc = 0;
+                for (int t = a; t < b; t++) acc += x0[(size_t)t * D + d];
+                ref[((size_t)s * S + k) * D + d] = (float)(acc / (b - a));
+            }
+        }
+    }
+    float *h0 = malloc((size_t)T * D * 4), *h1 = malloc((size_t)T * D * 4), *got = malloc((size_t)S * D * 4);
+    for (int pi = 0; pi < 2; pi++) {
+        ac_cuda_model *g = pi ? gbf : g32;
+        ac_outputs o = {0};
+        o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+        o.hidden = h0;
+        OK(ac_cuda_forward(g, seqs, n_seq, &o, NULL));
+        CHECK(ac_cuda_layer0_summary(g, 0) == NULL, "%s summary: none without opts.summary", name);
+        sum_probe probe = {g, 0};
+        ac_cuda_opts op;
+        memset(&op, 0, sizeof op);
+        op.serve_site = sum_serve_none, op.user = &probe, op.summary = S;
+        o.hidden = h1;
+        OK(ac_cuda_forward(g, seqs, n_seq, &o, &op));
+        double worst = 0;
+        int have = 1;
+        for (int s = 0; s < n_seq; s++) {
+            const float *dv = ac_cuda_layer0_summary(g, s);
+            if (!dv) {
+                have = 0;
+                break;
+            }
+            memcpy(got, dv, (size_t)S * D * 4);
+            const double e = rel_err(got, ref + (size_t)s * S * D, (size_t)S * D);
+            worst = e > worst ? e : worst;
+        }
+        const double eh = rel_err(h1, h0, (size_t)T * D);
+        printf("  %s layer-0 summary on the device (%s): worst sequence vs host %.2e; forward with it vs without %.2e\n",
+               name, pi ? "bf16" : "f32", worst, eh);
+        CHECK(have && ac_cuda_layer0_summary(g, n_seq) == NULL && probe.ready == n_seq,
+              "%s summary (%s): one per sequence, there before the lookups (%d)", name, pi ? "bf16" : "f32",
+              probe.ready);
+        CHECK(have && worst <= 1e-5, "%s summary (%s): device vs host %.3g", name, pi ? "bf16" : "f32", worst);
+        CHECK(eh <= 1e-6, "%s summary (%s): the forward's hidden states moved %.3g", name, pi ? "bf16" : "f32", eh);
+    }
+    free(tok), free(ref), free(x0), free(h0), free(h1), free(got);
+}
+
+/* The device map cache (cuda_map_cache.cu) through the public API: the second pass of a batch of hits
+ * uploads nothing and gives the first pass's results (1e-6; bitwise expected, printed); repeats inside
+ * a batch upload once; a budget of half the working set is respected (evictions, uploads again, same
+ * results); budget 0 turns it off; a cache whose entries hold other bytes for the same inputs
+ * (another codec) is served its own maps (as a context that never saw the first), never a stale block. */
+static void cached_pass(ac_ctx *gpu, ac_cache *cache, const ac_seq *seqs, int n, float *hid, int dec, size_t *up,
+                        int *sites) {
+    ac_outputs o = {0};
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    o.hidden = hid;
+    OK(ac_ctx_attach_cache(gpu, cache));
+    OK(ac_forward(gpu, seqs, n, &o));
+    ac_cuda_last_served(gpu->be, sites, up);
+    ac_ctx_attach_cache(gpu, NULL);
+}
+
+static void check_map_cache(const char *name, ac_model *m) {
+    const int D = m->hp.n_embd, NL = m->hp.n_layer, dec = m->hp.causal;
+    const int maxL = m->hp.n_ctx_train < 64 ? m->hp.n_ctx_train : 64;
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu, *fresh;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    OK(ac_ctx_new(m, &gp, &fresh));
+    enum { NE = 3, NQ = 5 };
+    const int elen[NE] = {maxL, maxL / 2, maxL / 3 + 1}, qsrc[NQ] = {0, 1, 2, 0, 1}; /* repeats inside the batch */
+    int T = 0;
+    for (int q = 0; q < NQ; q++) T += elen[qsrc[q]];
+    int32_t *ent[NE];
+    for (int e = 0; e < NE; e++) {
+        ent[e] = malloc((size_t)elen[e] * 4);
+        for (int i = 0; i < elen[e]; i++) ent[e][i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    ac_seq seqs[NQ];
+    for (int q = 0; q < NQ; q++) seqs[q].tokens = ent[qsrc[q]], seqs[q].n_tokens = elen[qsrc[q]];
+    const size_t n = (size_t)T * D;
+    float *h1 = malloc(n * 4), *h2 = malloc(n * 4), *h3 = malloc(n * 4);
+    char dirs[2][32] = {"/tmp/ac_gpu_lru_XXXXXX", "/tmp/ac_gpu_lru_XXXXXX"};
+    const char *codecs[2] = {dec ? "q8-causal" : "q8", dec ? "topk8-causal" : "topk8"};
+    ac_cache *cache[2];
+    for (int c = 0; c < 2; c++) {
+        CHECK(mkdtemp(dirs[c]) != NULL, "mkdtemp");
+        ac_cache_params cp = ac_cache_default_params();
+        cp.writable = 1, cp.create = 1, cp.codec = codecs[c], cp.threshold = 1e-3f, cp.adapt_floor = 0;
+        OK(ac_cache_open(m, dirs[c], &cp, &cache[c]));
+        for (int e = 0; e < NE; e++) OK(ac_cache_add(cache[c], gpu, ent[e], elen[e], NULL));
+        OK(ac_cache_commit(cache[c]));
+    }
+    ac_cuda_model *g = gpu->be;
+    OK(ac_cuda_set_map_cache(g, (size_t)256 << 20));
+    ac_map_lru_stats s0, s1, s2;
+    size_t up1 = 0, up2 = 0, up3 = 0;
+    int sites1 = 0, sites2 = 0, sites3 = 0;
+    ac_cuda_map_cache_stats(g, &s0);
+    cached_pass(gpu, cache[0], seqs, NQ, h1, dec, &up1, &sites1);
+    ac_cuda_map_cache_stats(g, &s1);
+    cached_pass(gpu, cache[0], seqs, NQ, h2, dec, &up2, &sites2);
+    ac_cuda_map_cache_stats(g, &s2);
+    /* pass 1: each (entry, layer) uploaded once (the batch's repeats found the block made this call) */
+    printf("  %s device map cache: pass 1 %d sites, %zu bytes uploaded, %llu blocks; pass 2 %zu bytes, %llu hits; "
+           "%zu bytes resident\n",
+           name, sites1, up1, (unsigned long long)(s1.inserts - s0.inserts), up2,
+           (unsigned long long)(s2.hits - s1.hits), s2.resident);
+    CHECK(sites1 == NQ * NL && up1 > 0 && s1.inserts - s0.inserts == (uint64_t)NE * NL &&
+              s1.hits - s0.hits == (uint64_t)(NQ - NE) * NL,
+          "%s map cache pass 1: %d sites, %zu bytes, %llu inserts, %llu hits", name, sites1, up1,
+          (unsigned long long)(s1.inserts - s0.inserts), (unsigned long long)(s1.hits - s0.hits));
+    CHECK(sites2 == NQ * NL && up2 == 0 && s2.hits - s1.hits == (uint64_t)NQ * NL && s2.inserts == s1.inserts,
+          "%s map cache pass 2: %d sites, %zu bytes uploaded (want 0), %llu hits", name, sites2, up2,
+          (unsigned long long)(s2.hits - s1.hits));
+    printf("  %s device map cache: pass 2 %s pass 1\n", name, memcmp(h1, h2, n * 4) ? "differs from" : "bitwise equal to");
+    CHECK(rel_err(h2, h1, n) <= 1e-6, "%s map cache: pass 2 differs from pass 1 (%.3g)", name, rel_err(h2, h1, n));
+    /* half the working set: respected, blocks evicted and uploaded again every pass, the same results
+       (every block is far smaller than half: 3 records x n_layer >= 6 blocks) */
+    const size_t half = s1.resident / 2;
+    OK(ac_cuda_set_map_cache(g, half));
+    ac_map_lru_stats s3;
+    ac_cuda_map_cache_stats(g, &s3);
+    CHECK(s3.resident <= half && s3.entries < NE * NL, "%s map cache: budget cut to half: %zu of %zu resident, %d blocks",
+          name, s3.resident, half, s3.entries);
+    int ok_budget = 1, ok_same = 1;
+    for (int r = 0; r < 3; r++) {
+        cached_pass(gpu, cache[0], seqs, NQ, h3, dec, &up3, &sites3);
+        ac_map_lru_stats sr;
+        ac_cuda_map_cache_stats(g, &sr);
+        ok_budget &= sr.resident <= half && up3 > 0;
+        ok_same &= rel_err(h3, h1, n) <= 1e-6;
+    }
+    ac_map_lru_stats s4;
+    ac_cuda_map_cache_stats(g, &s4);
+    CHECK(ok_budget && s4.evictions > s3.evictions + 1, "%s map cache: half budget (evictions %llu)", name,
+          (unsigned long long)(s4.evictions - s3.evictions));
+    CHECK(ok_same, "%s map cache: a tiny budget changed the results", name);
+    OK(ac_cuda_set_map_cache(g, 0)); /* off: everything uploaded, nothing resident */
+    cached_pass(gpu, cache[0], seqs, NQ, h3, dec, &up3, &sites3);
+    ac_cuda_map_cache_stats(g, &s4);
+    CHECK(s4.entries == 0 && s4.resident == 0 && up3 > up1 && rel_err(h3, h1, n) <= 1e-6,
+          "%s map cache off: %d blocks, %zu bytes uploaded", name, s4.entries, up3);
+    /* the other cache: same inputs (same keys), other bytes: served its own maps, never a stale block */
+    OK(ac_cuda_set_map_cache(g, (size_t)256 << 20));
+    cached_pass(gpu, cache[0], seqs, NQ, h3, dec, &up3, &sites3); /* warm with cache 0's blocks */
+    cached_pass(gpu, cache[1], seqs, NQ, h3, dec, &up3, &sites3);
+    cached_pass(fresh, cache[1], seqs, NQ, h2, dec, &up2, &sites2); /* a context that never saw cache 0 */
+    CHECK(sites3 == NQ * NL && up3 > 0 && rel_err(h3, h2, n) <= 1e-6 && rel_err(h3, h1, n) > 1e-4,
+          "%s map cache: other bytes for the same inputs (%zu bytes uploaded; vs fresh %.3g, vs cache 0 %.3g)", name,
+          up3, rel_err(h3, h2, n), rel_err(h3, h1, n));
+    for (int c = 0; c < 2; c++) {
+        OK(ac_cache_close(cache[c]));
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dirs[c]);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dirs[c]);
+    }
+    for (int e = 0; e < NE; e++) free(ent[e]);
+    free(h1), free(h2), free(h3);
+    ac_ctx_free(gpu);
+    ac_ctx_free(fresh);
+}
+
+/* A call that fails after the device map cache made blocks resident (serve_site errs at the last layer,
+ * before any upload) must not leave those blocks behind: they were never filled. The next call with the
+ * same identities makes every block resident again (no hit on an unfilled block) and gives what a call
+ * with the cache off gives. */
+typedef struct abort_srv {
+    const unsigned char *enc; /* H maps of one sequence (the same for every layer) */
+    size_t mb;
+    int kind, causal, fail_layer; /* fail_layer < 0: never */
+} abort_srv;
+static int abort_serve(void *user, int layer, int seq, int L, ac_cuda_site_maps *out) {
+    abort_srv *a = user;
+    (void)seq, (void)L;
+    if (layer == a->fail_layer) return ac_err(AC_ERR_ARG, "test: serve fails at layer %d", layer);
+    out->maps = a->enc, out->head_bytes = a->mb, out->kind = a->kind, out->causal = a->causal, out->topk = 0;
+    out->pageable = 1, out->ident[0] = 42, out->ident[1] = 7;
+    return 1;
+}
+
+static void check_map_cache_abort(const char *name, ac_model *m, ac_cuda_model *g) {
+    const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer, dec = m->hp.causal, L = 16;
+    if (NL < 2) return;
+    ac_map_codec mc;
+    OK(ac_codec_parse(dec ? "q8-causal" : "q8", &mc));
+    const size_t mb = ac_codec_map_bytes(&mc, L);
+    unsigned char *enc = malloc(mb * H);
+    float *P = malloc((size_t)L * L * 4);
+    for (int hh = 0; hh < H; hh++) { /* head hh: weight on the diagonal and its neighbours, normalised */
+        for (int t = 0; t < L; t++) {
+            const int hi = dec ? t : L - 1;
+            float sum = 0;
+            for (int u = 0; u < L; u++) {
+                P[t * L + u] = u <= hi ? 1.0f / (1.0f + (float)abs(u - t) + (float)(hh % 3)) : 0.f;
+                sum += P[t * L + u];
+            }
+            for (int u = 0; u < L; u++) P[t * L + u] /= sum;
+        }
+        OK(ac_codec_encode(&mc, P, L, enc + hh * mb));
+    }
+    int32_t tok[16];
+    for (int i = 0; i < L; i++) tok[i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    ac_seq q = {tok, L};
+    float *h1 = malloc((size_t)L * D * 4), *h2 = malloc((size_t)L * D * 4);
+    ac_outputs o = {0};
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    abort_srv a = {enc, mb, mc.kind, mc.causal, NL - 1};
+    ac_cuda_opts op;
+    memset(&op, 0, sizeof op);
+    op.serve_site = abort_serve, op.user = &a;
+    OK(ac_cuda_set_map_cache(g, (size_t)64 << 20));
+    ac_map_lru_stats s0, s1, s2;
+    ac_cuda_map_cache_stats(g, &s0);
+    o.hidden = h1;
+    const int rc = ac_cuda_forward(g, &q, 1, &o, &op); /* fails in serve_plan after NL - 1 blocks */
+    ac_err_clear();
+    ac_cuda_map_cache_stats(g, &s1);
+    a.fail_layer = -1;
+    OK(ac_cuda_forward(g, &q, 1, &o, &op));
+    ac_cuda_map_cache_stats(g, &s2);
+    OK(ac_cuda_set_map_cache(g, 0)); /* reference: every map uploaded into the per-call buffer */
+    o.hidden = h2;
+    OK(ac_cuda_forward(g, &q, 1, &o, &op));
+    size_t up = 0;
+    ac_cuda_last_served(g, NULL, &up);
+    const double e = rel_err(h1, h2, (size_t)L * D);
+    printf("  %s device map cache after a failed call: %d blocks left, then %llu made resident, %llu hits; vs "
+           "cache off %.2e\n",
+           name, s1.entries - s0.entries, (unsigned long long)(s2.inserts - s1.inserts),
+           (unsigned long long)(s2.hits - s1.hits), e);
+    CHECK(rc == AC_ERR_ARG && s1.entries == s0.entries && s1.inserts - s0.inserts == (uint64_t)(NL - 1),
+          "%s map cache: the failed call's %llu blocks were dropped (rc %d, %d left)", name,
+          (unsigned long long)(s1.inserts - s0.inserts), rc, s1.entries - s0.entries);
+    CHECK(s2.inserts - s1.inserts == (uint64_t)NL && s2.hits == s1.hits && up == (size_t)NL * mb * H && e <= 1e-6,
+          "%s map cache: after the failed call, every block uploaded again (%llu), %llu hits, vs off %.3g", name,
+          (unsigned long long)(s2.inserts - s1.inserts), (unsigned long long)(s2.hits - s1.hits), e);
+    OK(ac_cuda_set_map_cache(g, (size_t)64 << 20));
+    free(enc), free(P), free(h1), free(h2);
 }
 
 static void check_bad_input(ac_cuda_model *g, int V) {
@@ -550,7 +833,14 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     compare_batch(name, m, cpu, g32, gbf, b4, 16);
     check_record(name, m, gbf);
     check_served(name, m, cpu, g32, gbf);
+    check_summary(name, m, g32, gbf);
     check_cache_api(name, m, cpu);
+    check_map_cache(name, m); /* blocks from the stream-ordered pool (where the device has pools) */
+    setenv("AC_CUDA_MAP_CACHE_POOL", "0", 1); /* ... and from cudaMalloc */
+    printf("  (the same with AC_CUDA_MAP_CACHE_POOL=0)\n");
+    check_map_cache(name, m);
+    unsetenv("AC_CUDA_MAP_CACHE_POOL");
+    check_map_cache_abort(name, m, gbf);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

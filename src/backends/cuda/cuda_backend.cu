@@ -183,6 +183,8 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
     cudaFree(g->d_maps);
     cudaFree(g->d_srvtab);
+    ac_cu_summary_free(g);
+    ac_cu_map_cache_free(g);
     cudaFreeHost(g->h_stage);
     if (g->ev_up)
         for (int i = 0; i < g->hp.n_layer; i++)
@@ -428,7 +430,8 @@ static int stage_layer(ac_cuda_model *g, int il) {
             memcpy(g->h_stage + g->srv_off[k], src, bytes);
             src = g->h_stage + g->srv_off[k];
         }
-        AC_CU(cudaMemcpyAsync(g->d_maps + g->srv_off[k], src, bytes, cudaMemcpyHostToDevice, g->st_up));
+        /* srv_dev: d_maps + srv_off, or the device map cache's block of the site */
+        AC_CU(cudaMemcpyAsync((void *)g->srv_dev[k], src, bytes, cudaMemcpyHostToDevice, g->st_up));
     }
     AC_CU(cudaEventRecord(g->ev_up[il], g->st_up));
     return AC_OK;
@@ -454,6 +457,8 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
         g->srv_cap = n;
     }
     size_t dev_total = 0, stage_total = 0;
+    ac_cu_map_cache_begin(g); /* the device map cache: blocks of this call stay until the next */
+    const int use_lru = g->lru.budget > 0;
     for (int il = 0; il < NL; il++)
         for (int s = 0; s < n_seq; s++) {
             const size_t k = (size_t)il * n_seq + s;
@@ -461,6 +466,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             const void *p = NULL;
             size_t mb = 0;
             int *cc = g->srv_cc + 3 * k, pageable = 0;
+            uint64_t id0 = 0, id1 = 0; /* identity of the site's bytes (the device map cache's key) */
             if (o->serve_site) { /* per site: its own codec and head stride */
                 ac_cuda_site_maps sm;
                 memset(&sm, 0, sizeof sm);
@@ -474,6 +480,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                                       "invalid for %d tokens",
                                       il, s, sm.kind, sm.topk, sm.head_bytes, L);
                     p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
+                    id0 = sm.ident[0], id1 = sm.ident[1];
                     cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
                 }
             } else {
@@ -498,7 +505,17 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                 g->srv_how[k] = 1, g->srv_dev[k] = p;
                 continue;
             }
+            const int ident = use_lru && (id0 || id1);
+            if (ident) { /* resident on the device from an earlier call (or site) of the same bytes: no upload */
+                void *dp = ac_map_lru_find(&g->lru, id0, id1, il, bytes);
+                if (dp) {
+                    g->srv_how[k] = 1, g->srv_dev[k] = dp;
+                    continue;
+                }
+            }
             g->srv_how[k] = type == cudaMemoryTypeHost ? 2 : 3;
+            /* made resident: the upload below writes into the cache's block instead of d_maps */
+            if (ident) g->srv_dev[k] = ac_map_lru_insert(&g->lru, id0, id1, il, bytes);
             g->srv_off[k] = dev_total;
             dev_total += (bytes + 255) / 256 * 256;
             if (g->srv_how[k] == 3) stage_total = dev_total;
@@ -522,7 +539,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
         g->cap_stage = stage_total;
     }
     for (size_t k = 0; k < n; k++)
-        if (g->srv_how[k] >= 2) g->srv_dev[k] = g->d_maps + g->srv_off[k];
+        if (g->srv_how[k] >= 2 && !g->srv_dev[k]) g->srv_dev[k] = g->d_maps + g->srv_off[k];
     if (n > g->cap_srvtab) {
         cudaFree(g->d_srvtab);
         g->d_srvtab = NULL, g->cap_srvtab = 0;
@@ -540,8 +557,9 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     g->srv_on = 1, g->srv_nseq = n_seq;
     if (!dev_total) return AC_OK;
-    /* the previous call's kernels have finished (its stream was synchronised): the buffers are free */
-    AC_CU(cudaStreamWaitEvent(g->st_up, g->t0, 0));
+    /* the previous call's kernels have finished (its stream was synchronised): the buffers are free; the
+       device map cache's blocks of this call are allocated in stream order on st: uploads wait for them */
+    AC_CU(cudaStreamWaitEvent(g->st_up, ac_cu_map_cache_ready(g), 0));
     return AC_OK;
 }
 
@@ -636,13 +654,21 @@ template <typename T> static int outputs(ac_cuda_model *g, int Tn, int n_seq, ac
     return mark(g, 6);
 }
 
-template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, int Lmax, ac_outputs *out, int pooling,
-                                         const ac_cuda_opts *o) {
+/* x (f32; bert: normed, with xb its copy in T) of every row */
+template <typename T> static int embed(ac_cuda_model *g, int Tn) {
     int rc;
     const int D = g->D;
     TRY(ac_cu_embed(g->x, g->tok, g->d_tok, g->bert ? g->pos : NULL, g->d_pos, g->bert ? g->type0 : NULL, Tn, D, g->st));
     if (g->bert) TRY(ac_cu_layernorm<T>(g->x, (T *)g->xb, g->x, g->en_w, g->en_b, Tn, D, g->hp.norm_eps, g->st));
-    TRY(mark(g, 0));
+    return mark(g, 0);
+}
+
+/* embedded: embed<T> already ran (the layer-0 summary before the lookups) */
+template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, int Lmax, ac_outputs *out, int pooling,
+                                         const ac_cuda_opts *o, int embedded) {
+    int rc;
+    const int D = g->D;
+    if (!embedded) TRY(embed<T>(g, Tn));
     TRY(stage_layer(g, 0)); /* each layer's maps are staged while the layer before it runs */
     for (int il = 0; il < g->hp.n_layer; il++) {
         TRY(stage_layer(g, il + 1));
@@ -706,16 +732,23 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     AC_CU(cudaMemcpyAsync(g->d_poff, g->h_poff, (size_t)n_seq * 8, cudaMemcpyHostToDevice, g->st));
     g->n_ev = 0;
     if ((rc = mark(g, -1))) return rc;
-    rc = serve_plan(g, seqs, n_seq, o);
+    /* the summaries the lookups key on (asked by serve_plan's first sites): embeddings first */
+    g->sum_n = 0;
+    const int summ = o && o->summary > 0 && (o->serve || o->serve_site);
+    rc = !summ ? AC_OK : g->prec == AC_CUDA_F32 ? embed<float>(g, Tn) : embed<bf16>(g, Tn);
+    if (!rc && summ) rc = ac_cu_layer0_summary(g, Tn, n_seq, o->summary);
+    if (!rc) rc = serve_plan(g, seqs, n_seq, o);
     if (!rc)
-        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o)
-                                    : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o);
+        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o, summ)
+                                    : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o, summ);
     if (rc == AC_OK) AC_CU(cudaEventRecord(g->t1, g->st));
     cudaError_t e = cudaStreamSynchronize(g->st);
     if (g->st_up) { /* no upload outlives the call (its staging buffer is reused by the next) */
         cudaError_t e2 = cudaStreamSynchronize(g->st_up);
         if (e == cudaSuccess) e = e2;
     }
+    /* a failed call may not have uploaded the blocks it made resident in the device map cache */
+    if ((rc || e != cudaSuccess) && g->lru_on) ac_map_lru_abort_call(&g->lru);
     if (rc) return rc;
     if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
     if (cudaEventElapsedTime(&g->last_ms, g->t0, g->t1) != cudaSuccess) g->last_ms = 0;

@@ -19,6 +19,7 @@ extern "C" {
 #endif
 
 #include "attncache.h"
+#include "backends/cuda/map_lru.h"
 #include "load/model.h" /* C headers without their own extern "C" guards */
 
 enum { AC_CUDA_BF16 = 0, AC_CUDA_F32 = 1 };
@@ -31,6 +32,10 @@ typedef struct ac_cuda_site_maps {
     size_t head_bytes;
     int kind, causal, topk;  /* codec (src/cache/codec.h: 0 f32, 1 f16, 2 q8, 3 q4, 4 top-k) */
     int pageable;            /* 1: the caller knows maps is pageable host memory (not asked of CUDA) */
+    uint64_t ident[2];       /* identity of the site's bytes (0, 0: none): equal identities and layers mean
+                                equal bytes. Host maps with an identity are kept in the backend's
+                                device map cache (ac_cuda_set_map_cache) and served from it again
+                                without an upload */
 } ac_cuda_site_maps;
 
 /* Options of a forward call (zero-initialise; all optional). */
@@ -61,6 +66,11 @@ typedef struct ac_cuda_opts {
      * (a causal map of a longer input serves through its first L rows). Memory as for serve. Used
      * instead of serve (and the codec_* fields) when set. */
     int (*serve_site)(void *user, int layer, int seq, int L, struct ac_cuda_site_maps *out);
+    /* S > 0 (with serve or serve_site): before the first site is asked, the embeddings run and the
+     * layer-0 states' S segment means of every sequence are computed on the device and copied
+     * back; ac_cuda_layer0_summary gives them to serve / serve_site (the attention cache keys on
+     * them: no host recomputation of the states). The forward's results are unchanged. */
+    int summary;
 } ac_cuda_opts;
 
 /* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:
@@ -99,6 +109,24 @@ void ac_cuda_set_profile(ac_cuda_model *g, int on);
  * host memory to the device. */
 void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes_uploaded);
 void ac_cuda_get_profile(const ac_cuda_model *g, float *ms);
+/* Sequence seq's layer-0 summary of the current or last ac_cuda_forward that asked for one
+ * (opts.summary = S): [S][n_embd] f32 segment means of the layer-0 states (llama/qwen2: the
+ * embeddings RMS-normed with layer 0's attention norm; bert: the normed embeddings), the values
+ * src/forward/forward.h ac_attn_site.summary describes. Pinned host memory owned by g, valid
+ * until the next ac_cuda_forward; NULL when there is none. */
+const float *ac_cuda_layer0_summary(const ac_cuda_model *g, int seq);
+
+/* The device map cache: the host maps of served sites that carry an identity (ac_cuda_site_maps.ident)
+ * stay in device memory after their upload, one block per (identity, layer), least recently used
+ * evicted first, within a byte budget; a site whose block is resident is served from it (no staging,
+ * no upload; ac_cuda_last_served counts only the bytes actually copied). Blocks of the current call
+ * are never evicted during it: a call whose maps exceed the budget uploads the rest as before.
+ * Default budget (set at the first served call): AC_CUDA_MAP_CACHE_MB from the environment when set
+ * (0: off), else min(1 GiB, a quarter of the device's free memory). */
+int ac_cuda_set_map_cache(ac_cuda_model *g, size_t budget_bytes); /* evicts down to it; 0: off */
+/* Counters since the model was made: hits, misses, blocks made resident (their bytes = uploaded into
+ * the cache), evictions, refusals; bytes resident and the budget. Zeros before the first served call. */
+void ac_cuda_map_cache_stats(const ac_cuda_model *g, ac_map_lru_stats *out);
 
 #ifdef __cplusplus
 }

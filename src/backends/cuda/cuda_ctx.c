@@ -10,9 +10,12 @@
  * The attention hook (the attention cache, ac_ctx_attach_cache) reaches the
  * GPU through ac_cuda_opts: before the layers run, every site (layer,
  * sequence) is asked `reuse` in the CPU forward's order (layer 0 first: the
- * cache's lookup, timed inside ac_forward); a site served whole gets the
- * stored rows as they are kept through the hook's `maps` (no decoding on the
- * host) and ac_cuda_forward runs only V and A.V from them; the others are
+ * cache's lookup, timed inside ac_forward, keyed on the layer-0 summary the
+ * GPU computed after the embeddings: ac_attn_site.summary; every sequence
+ * looked up at once through the hook's lookup_all, in parallel); a site
+ * served whole gets the stored rows as they are kept through the hook's
+ * `maps` (no decoding on the host; their identity lets the backend keep them
+ * in device memory) and ac_cuda_forward runs only V and A.V from them; the others are
  * computed exactly. A recording hook (ac_cache_add) gets the materialised
  * kernel's maps copied back (`record`). What the GPU does not do yet is
  * refused with a clear error, never run differently: `supply` (dense f32
@@ -59,16 +62,29 @@ static void cuda_ctx_free(ac_ctx *c) {
     free(c);
 }
 
+/* AC_CUDA_HOST_FEATURES=1 (measurements: the session-10 path side by side): no layer-0 summary on the
+ * device and no parallel lookup_all; the cache recomputes the states from the tokens, one sequence
+ * after another. */
+static int host_features(void) {
+    const char *e = getenv("AC_CUDA_HOST_FEATURES");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
 /* One ac_forward call's view for the hook wrappers below. */
 typedef struct hook_call {
     ac_ctx *c;
     const ac_seq *seqs;
+    int n_seq;
+    int host_features; /* host_features() at the call */
 } hook_call;
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
     const ac_hparams *hp = &hc->c->loaded->hp;
-    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0};
-    return s; /* x NULL: the cache computes the layer-0 states it keys on from the tokens */
+    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0, NULL};
+    /* x NULL (the states stay on the device); layer 0: their segment means, computed there (opts.summary),
+       which the cache keys on instead of recomputing the states from the tokens */
+    if (layer == 0) s.summary = ac_cuda_layer0_summary(hc->c->be, seq);
+    return s;
 }
 
 /* ac_cuda_opts.serve_site over the hook: reuse (layer 0: the lookup), then the stored rows via `maps` */
@@ -78,6 +94,14 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     const ac_attn_hook *h = &c->hook;
     const ac_hparams *hp = &c->loaded->hp;
     ac_attn_site site = site_of(hc, layer, seq);
+    if (layer == 0 && seq == 0 && h->lookup_all && !hc->host_features) { /* every sequence's lookup, in parallel */
+        ac_attn_site *all = malloc((size_t)hc->n_seq * sizeof *all);
+        int rc = all ? AC_OK : AC_ERR_NOMEM;
+        for (int s = 0; all && s < hc->n_seq; s++) all[s] = site_of(hc, 0, s);
+        if (all) rc = h->lookup_all(h->user, all, hc->n_seq);
+        free(all);
+        if (rc) ac_err_clear(); /* not fatal: reuse then looks each sequence up itself */
+    }
     int r = h->reuse(h->user, &site);
     r = r < 0 ? 0 : r > L ? L : r;
     if (r < L && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none (as the CPU) */
@@ -108,6 +132,7 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     out->maps = m.data, out->head_bytes = m.head_bytes;
     out->kind = m.kind, out->causal = m.causal, out->topk = m.topk;
     out->pageable = 1; /* the store's rows: a file mapping or the heap */
+    out->ident[0] = m.ident[0], out->ident[1] = m.ident[1]; /* the device map cache keeps them by it */
     ac_seq_plan *sp = &c->plan[seq];
     sp->map_layers++;
     sp->map_rows = L;
@@ -140,7 +165,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     for (int s = 0; s < n_seq; s++) c->plan[s].n_tokens = seqs[s].n_tokens;
     ac_cuda_opts o;
     memset(&o, 0, sizeof o);
-    hook_call hc = {c, seqs};
+    hook_call hc = {c, seqs, n_seq, host_features()};
     int use_opts = 0;
     if (c->has_hook) {
         const ac_attn_hook *h = &c->hook;
@@ -152,7 +177,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
         if (reuse && h->record)
             return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': recording and reuse in one call are not on the GPU yet");
         o.user = &hc;
-        if (reuse) o.serve_site = hook_serve_site;
+        if (reuse) o.serve_site = hook_serve_site, o.summary = hc.host_features ? 0 : AC_ATTN_SUMMARY_SEGMENTS;
         if (h->record) o.record = hook_record;
         use_opts = reuse || h->record;
         if (!use_opts && h->head_span) { /* a hook with spans only: asked per site, as the CPU would */

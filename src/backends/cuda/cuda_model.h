@@ -77,6 +77,18 @@ struct ac_cuda_model {
     cudaEvent_t *ev_up;        /* [n_layer] layer's maps on the device */
     int srv_sites;
     size_t srv_bytes;
+
+    /* the layer-0 summaries of the current call (opts.summary; cuda_summary.cu) */
+    float *d_sum, *h_sum;      /* [sum_n][sum_S][D] device, pinned host */
+    size_t cap_sum;            /* floats of each */
+    int sum_n, sum_S;          /* sequences and segments held (0: none this call) */
+
+    /* the device map cache of served maps (cuda_map_cache.cu; map_lru.h) */
+    ac_map_lru lru;
+    int lru_on;                /* lru initialised (budget chosen) */
+    cudaMemPool_t lru_pool;    /* its blocks' stream-ordered pool (allocated and freed on st), or NULL:
+                                  cudaMalloc / cudaFree */
+    cudaEvent_t lru_ev;        /* recorded on st after a call's allocations; the upload stream waits on it */
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */
@@ -85,5 +97,15 @@ size_t ac_cu_tsize(int prec);                         /* bytes of one element of
 int ac_cu_upload_f32(float **dst, const float *src, size_t n); /* NULL src: *dst = NULL */
 int ac_cu_shapes(ac_cuda_model *g);                   /* derived sizes from g->hp and g->arch; checks them */
 int ac_cu_common_init(ac_cuda_model *g);              /* stream, events, cuBLASLt, layer table */
+/* After the embeddings (x, bert: normed) of a call: the layer-0 states' S segment means of
+ * every sequence into g->h_sum (synchronises the stream). cuda_summary.cu. */
+int ac_cu_layer0_summary(ac_cuda_model *g, int Tn, int n_seq, int S);
+void ac_cu_summary_free(ac_cuda_model *g);
+/* The device map cache (cuda_map_cache.cu): start a call (budget chosen at the first); free every block. */
+void ac_cu_map_cache_begin(ac_cuda_model *g);
+/* After serve_plan's allocations: the event the upload stream must wait on before writing this call's
+ * blocks (recorded on st now; t0 when the blocks come from cudaMalloc, which is not stream-ordered). */
+cudaEvent_t ac_cu_map_cache_ready(ac_cuda_model *g);
+void ac_cu_map_cache_free(ac_cuda_model *g);
 
 #endif
