@@ -439,8 +439,11 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
               "%s cache API (%s): GPU cached vs CPU cached %.2e, cos %.6f", name, codecs[ci], eh, cs);
         if (ci == 1) /* q8 maps, two of the three hits recorded by the GPU: near the exact forward */
             CHECK(ex < 3e-2, "%s cache API (q8): served GPU-recorded maps vs exact %.2e", name, ex);
-        if (ci == 0 && !strcmp(name, "all-MiniLM-L6-v2")) /* top-8 rows must move the output */
-            CHECK(ex > 0.05, "%s cache API (top-8): cached differs from exact (%.2e)", name, ex);
+        if (ci == 0 && !strcmp(name, "all-MiniLM-L6-v2")) /* top-8 rows must move the output: far more than the
+                                                              GPU differs from the CPU (real MiniLM 0.27, random
+                                                              weights of its shape ~0.05), or ignoring the maps passes */
+            CHECK(ex > 0.01 && ex > 3 * eh, "%s cache API (top-8): cached differs from exact (%.2e, GPU vs CPU %.2e)",
+                  name, ex, eh);
         OK(ac_cache_close(cache));
         if (dec && ci == 1) { /* an exact tail (partial rows) is refused on the GPU with a clear error */
             cp.writable = 0, cp.create = 0, cp.exact_tail = 2;
