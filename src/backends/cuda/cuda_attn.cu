@@ -291,7 +291,9 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
         return ac_err(AC_ERR_ARG, "flash attention: strides/pointers not 16-byte aligned");
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "flash attention: grid too large");
     if (!(a->scale > 0.f)) return ac_err(AC_ERR_ARG, "flash attention: scale %g (want > 0)", (double)a->scale);
-    if (!variant) variant = a->hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W4;
+    /* defaults from gpu_bench attn on the H100 (GPU_NOTES run 10): at hd 64 the one-FFMA softmax made
+     * 4 warps x 1 m-tile the fastest (2048 and 8192, causal and not); hd 32 keeps 4 x 2 */
+    if (!variant) variant = a->hd <= 32 ? AC_FLASH_W4X2 : AC_FLASH_W4;
     if (variant < AC_FLASH_W4 || variant > AC_FLASH_W4X2 || (variant == AC_FLASH_W4X2 && a->hd > 64))
         return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
     switch (a->hd * 16 + variant) {
