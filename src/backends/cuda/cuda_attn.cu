@@ -8,6 +8,8 @@
  *   online softmax   in the log2 domain, f32; the row max/sum of a row live in
  *                    the 4 threads of a quad (shuffles), the sum stays per thread
  *                    until the end (the rescale factor is the same for the quad);
+ *                    p = 2^(s scale log2(e) - base) is one FFMA and one MUFU.EX2
+ *                    (ftz), and O is rescaled only when a row's max moved;
  *   O += P V         P re-packed from the S accumulators into A fragments in
  *                    registers (their layouts line up), V by ldmatrix.trans.
  * Rows of shared memory are padded by 8 bf16 (16 bytes): ldmatrix's 8 row
@@ -121,22 +123,20 @@ __global__ void __launch_bounds__(NW * 32)
                 }
             }
         }
-        /* mask keys past L and, causal, past the row */
+        /* mask keys past L and, causal, past the row (raw scores: scale > 0 keeps the max) */
         const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > wrow);
         uint32_t pf[MT][BN / 16][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-            float mx0 = m[mt][0], mx1 = m[mt][1];
+            float mx0 = m[mt][0], mx1 = m[mt][1]; /* running maxima of the raw scores */
 #pragma unroll
             for (int n = 0; n < NT; n++) {
+                if (need_mask) {
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float v = sc[mt][n][e] * scale_log2;
-                    if (need_mask) {
+                    for (int e = 0; e < 4; e++) {
                         const int key = j0 + n * 8 + 2 * tq + (e & 1), r = row[mt][e >> 1];
-                        if (key >= L || (causal && key > r)) v = -INFINITY;
+                        if (key >= L || (causal && key > r)) sc[mt][n][e] = -INFINITY;
                     }
-                    sc[mt][n][e] = v;
                 }
                 mx0 = fmaxf(mx0, fmaxf(sc[mt][n][0], sc[mt][n][1]));
                 mx1 = fmaxf(mx1, fmaxf(sc[mt][n][2], sc[mt][n][3]));
@@ -145,17 +145,25 @@ __global__ void __launch_bounds__(NW * 32)
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            /* a row with every key masked so far keeps max -inf: use 0 as its base (exp2 gives 0) */
-            const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-            const float a0 = exp2f(m[mt][0] - b0), a1 = exp2f(m[mt][1] - b1); /* m = -inf at the start: 0 */
-            m[mt][0] = mx0, m[mt][1] = mx1;
-            l[mt][0] *= a0, l[mt][1] *= a1;
+            /* the base in the log2 domain; a row with every key masked so far keeps max -inf and
+             * uses 0 (its exponentials are then 0). p = 2^(s*scale_log2 - base): one FFMA and one
+             * MUFU.EX2 per score, as FlashAttention-2 does (the scale folded into the FFMA) */
+            const float b0 = mx0 == -INFINITY ? 0.f : mx0 * scale_log2, b1 = mx1 == -INFINITY ? 0.f : mx1 * scale_log2;
+            /* rescale O and l only when some row's max moved (warp-uniform branch: after the first
+             * tiles most tiles move no max, and the rescale costs one FMUL per score at hd 64) */
+            if (__any_sync(0xffffffffu, mx0 != m[mt][0] || mx1 != m[mt][1])) {
+                const float a0 = ex2_ftz(fmaf(m[mt][0], scale_log2, -b0)), a1 = ex2_ftz(fmaf(m[mt][1], scale_log2, -b1));
+                l[mt][0] *= a0, l[mt][1] *= a1; /* m = -inf at the start: a = 0 */
 #pragma unroll
-            for (int i = 0; i < DT; i++) o[mt][i][0] *= a0, o[mt][i][1] *= a0, o[mt][i][2] *= a1, o[mt][i][3] *= a1;
+                for (int i = 0; i < DT; i++) o[mt][i][0] *= a0, o[mt][i][1] *= a0, o[mt][i][2] *= a1, o[mt][i][3] *= a1;
+            }
+            m[mt][0] = mx0, m[mt][1] = mx1;
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                const float p0 = exp2f(sc[mt][n][0] - b0), p1 = exp2f(sc[mt][n][1] - b0);
-                const float p2 = exp2f(sc[mt][n][2] - b1), p3 = exp2f(sc[mt][n][3] - b1);
+                const float p0 = ex2_ftz(fmaf(sc[mt][n][0], scale_log2, -b0));
+                const float p1 = ex2_ftz(fmaf(sc[mt][n][1], scale_log2, -b0));
+                const float p2 = ex2_ftz(fmaf(sc[mt][n][2], scale_log2, -b1));
+                const float p3 = ex2_ftz(fmaf(sc[mt][n][3], scale_log2, -b1));
                 l[mt][0] += p0 + p1, l[mt][1] += p2 + p3;
                 pf[mt][n >> 1][(n & 1) * 2] = pack_bf16(p0, p1);
                 pf[mt][n >> 1][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
@@ -282,7 +290,10 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
     if ((a->ldq | a->ldk | a->ldo) & 7 || ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)out) & 15)
         return ac_err(AC_ERR_ARG, "flash attention: strides/pointers not 16-byte aligned");
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "flash attention: grid too large");
-    if (!variant) variant = a->hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W4;
+    if (!(a->scale > 0.f)) return ac_err(AC_ERR_ARG, "flash attention: scale %g (want > 0)", (double)a->scale);
+    /* defaults from gpu_bench attn on the H100 (GPU_NOTES run 10): at hd 64 the one-FFMA softmax made
+     * 4 warps x 1 m-tile the fastest (2048 and 8192, causal and not); hd 32 keeps 4 x 2 */
+    if (!variant) variant = a->hd <= 32 ? AC_FLASH_W4X2 : AC_FLASH_W4;
     if (variant < AC_FLASH_W4 || variant > AC_FLASH_W4X2 || (variant == AC_FLASH_W4X2 && a->hd > 64))
         return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
     switch (a->hd * 16 + variant) {
