@@ -61,6 +61,24 @@ typedef struct ac_cuda_opts {
      * (a causal map of a longer input serves through its first L rows). Memory as for serve. Used
      * instead of serve (and the codec_* fields) when set. */
     int (*serve_site)(void *user, int layer, int seq, int L, struct ac_cuda_site_maps *out);
+    /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve, serve_site
+     * or record). When pfx_P is set, sequence s's rows [0, P = pfx_P[s]) (0 <= P < L) come from the
+     * caller and are not computed at all: only rows P..L-1 run through every stage (embedding, norms,
+     * projections, RoPE at their positions, MLP); their queries attend causally over all L keys, the
+     * given rows' K/V (uploaded through pinned staging, in the precision's type) and their own.
+     *   pfx_kv[s]  host f32 [n_layer][2][pfx_ld[s]][n_head_kv*head_dim]: layer l's K rows (after
+     *              RoPE) at + 2l ld kvd, its V rows at + (2l+1) ld kvd. Rows [0, P) are read; after
+     *              a successful call rows [P, L) hold what the GPU computed (rounded to the
+     *              precision's type: bf16 values in the bf16 mode).
+     *   pfx_hid[s] host f32 [L][n_embd] final hidden states (after the final norm): rows [0, P)
+     *              are read when an output needs them (hidden, pooled other than last, a
+     *              mean-pooled classifier head); rows [P, L) are written.
+     * Outputs are those of the whole sequences (hidden [sum L][n_embd] as without prefix rows).
+     * Buffers borrowed for the call (the layout of the prefix hook's ac_kv_rows, forward.h). */
+    const int *pfx_P;          /* [n_seq] */
+    float *const *pfx_kv;      /* [n_seq] */
+    float *const *pfx_hid;     /* [n_seq] */
+    const int *pfx_ld;         /* [n_seq] rows per K or V block (>= L) */
 } ac_cuda_opts;
 
 /* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:

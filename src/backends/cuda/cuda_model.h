@@ -77,6 +77,28 @@ struct ac_cuda_model {
     cudaEvent_t *ev_up;        /* [n_layer] layer's maps on the device */
     int srv_sites;
     size_t srv_bytes;
+
+    /* given prefix rows (opts.pfx_P) of the current call: pfx_on = rows are given or written back */
+    int pfx_on, pfx_any, pfx_full; /* any: some P > 0; full: the outputs read the whole sequences */
+    int pfx_tot, pfx_Tfull;        /* sum of P; sum of L */
+    const ac_cuda_opts *pfx_o;     /* the call's options (host buffers) */
+    int *h_pcu, *d_pcu;            /* [n_seq+1] offsets of the given rows (P per sequence) */
+    int *h_fcu, *d_fcu;            /* [n_seq+1] offsets of whole sequences (L) */
+    int *h_src, *d_src;            /* [T_full] each whole row's source: >= 0 computed row, < 0 -1 - given row */
+    int cap_pS, cap_pF;            /* capacities: sequences (+1), whole rows */
+    void *d_pkv, *h_pkv;           /* T [n_layer][pfx_tot][2][KVD] given K, V rows (device; pinned staging) */
+    size_t cap_pkv;                /* bytes of each */
+    void *d_back, *h_back;         /* T [n_layer][Tn][2][KVD] computed K, V rows (device copy; pinned) */
+    size_t cap_back;
+    float *d_ph, *h_ph;            /* [pfx_tot][D] given final hidden rows (device; pinned) */
+    size_t cap_ph;
+    float *d_hfull;                /* [T_full][D] whole sequences' final hidden rows */
+    size_t cap_hfull;
+    float *h_hback;                /* [Tn][D] pinned: computed final hidden rows */
+    size_t cap_hback;
+    cudaStream_t st_pu, st_dn;     /* given rows up, computed rows back */
+    cudaEvent_t *ev_pf, *ev_bk;    /* [n_layer] given rows on the device; computed rows copied (main stream) */
+    cudaEvent_t ev_ph;             /* given hidden rows on the device */
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */

@@ -353,6 +353,20 @@ template <typename T> int ac_cu_convert(T *dst, const float *src, size_t count, 
     return AC_OK;
 }
 
+/* dst row r = src[r] >= 0 ? a row src[r] : b row -1 - src[r] (one block per row) */
+__global__ void k_rows_select(float *dst, const float *a, const float *b, const int *src, int D) {
+    const int r = blockIdx.x, k = src[r];
+    const float *from = k >= 0 ? a + (size_t)k * D : b + (size_t)(-1 - k) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) dst[(size_t)r * D + d] = from[d];
+}
+
+int ac_cu_rows_select(float *dst, const float *a, const float *b, const int *src, int n, int D, cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    k_rows_select<<<n, ROW_THREADS, 0, st>>>(dst, a, b, src, D);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* the two activation types */
 #define AC_INST(T)                                                                                             \
     template int ac_cu_rmsnorm<T>(T *, const float *, const float *, int, int, float, cudaStream_t);           \
