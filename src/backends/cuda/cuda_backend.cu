@@ -580,14 +580,19 @@ void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes) {
  * computed K, V rows (after RoPE) are copied out of the qkv buffer on the main stream (device to device,
  * cheap: the next layer overwrites qkv) and from there to pinned memory on st_dn, overlapped with the
  * layers after it; after the call they go to the caller's rows [P, L) in f32. */
-static int pinned_grow(void **p, size_t *cap, size_t bytes, const char *what) {
+/* A device buffer and its pinned host twin of `bytes` each (grown together; on failure both freed
+ * and *cap = 0, so that the next call allocates them again). */
+static int pair_grow(void **d, void **h, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return AC_OK;
-    cudaFreeHost(*p);
-    *p = NULL, *cap = 0;
-    if (cudaMallocHost(p, bytes) != cudaSuccess) {
+    cudaFree(*d), cudaFreeHost(*h);
+    *d = *h = NULL, *cap = 0;
+    int rc = ac_cu_dmalloc(d, bytes);
+    if (rc) return rc;
+    if (cudaMallocHost(h, bytes) != cudaSuccess) {
         cudaGetLastError();
-        *p = NULL;
-        return ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory for %s", bytes >> 20, what);
+        cudaFree(*d);
+        *d = *h = NULL;
+        return ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory for the prefix cache's rows", bytes >> 20);
     }
     *cap = bytes;
     return AC_OK;
@@ -625,41 +630,39 @@ static int pfx_reserve(ac_cuda_model *g, int Tn) {
     const int NL = g->hp.n_layer;
     const size_t ts = ac_cu_tsize(g->prec), row2 = 2 * (size_t)g->KVD * ts, D = g->D;
     int rc;
-    if (!g->st_pu) {
-        AC_CU(cudaStreamCreateWithFlags(&g->st_pu, cudaStreamNonBlocking));
-        AC_CU(cudaStreamCreateWithFlags(&g->st_dn, cudaStreamNonBlocking));
-        AC_CU(cudaEventCreateWithFlags(&g->ev_ph, cudaEventDisableTiming));
-        g->ev_pf = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_pf);
-        g->ev_bk = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_bk);
-        if (!g->ev_pf || !g->ev_bk) return AC_ERR_NOMEM;
+    if (!g->ev_bk) { /* streams and events, made once (each only if missing: a failure part way is retried) */
+        if (!g->st_pu) AC_CU(cudaStreamCreateWithFlags(&g->st_pu, cudaStreamNonBlocking));
+        if (!g->st_dn) AC_CU(cudaStreamCreateWithFlags(&g->st_dn, cudaStreamNonBlocking));
+        if (!g->ev_ph) AC_CU(cudaEventCreateWithFlags(&g->ev_ph, cudaEventDisableTiming));
+        if (!g->ev_pf && !(g->ev_pf = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_pf))) return AC_ERR_NOMEM;
+        cudaEvent_t *bk = (cudaEvent_t *)calloc((size_t)NL, sizeof *bk);
+        if (!bk) return AC_ERR_NOMEM;
         for (int il = 0; il < NL; il++) {
-            AC_CU(cudaEventCreateWithFlags(&g->ev_pf[il], cudaEventDisableTiming));
-            AC_CU(cudaEventCreateWithFlags(&g->ev_bk[il], cudaEventDisableTiming));
+            if (!g->ev_pf[il]) AC_CU(cudaEventCreateWithFlags(&g->ev_pf[il], cudaEventDisableTiming));
+            if (cudaEventCreateWithFlags(&bk[il], cudaEventDisableTiming) != cudaSuccess) {
+                cudaGetLastError();
+                for (int i = 0; i < il; i++) cudaEventDestroy(bk[i]);
+                free(bk);
+                return ac_err(AC_ERR_INTERNAL, "CUDA: cannot create the prefix rows' events");
+            }
         }
+        g->ev_bk = bk; /* (last: everything above exists) */
     }
-    size_t cap_b = g->cap_back, cap_hb = g->cap_hback;
-    if ((rc = dev_grow(&g->d_back, &cap_b, (size_t)NL * Tn * row2))) return rc;
-    if (cap_b > g->cap_back && (rc = pinned_grow(&g->h_back, &g->cap_back, cap_b, "the prefix cache's rows"))) {
-        cudaFree(g->d_back), g->d_back = NULL;
-        return rc;
-    }
-    if ((rc = pinned_grow((void **)&g->h_hback, &cap_hb, (size_t)Tn * D * 4, "the prefix cache's rows"))) return rc;
-    g->cap_hback = cap_hb;
-    if (g->pfx_any) {
-        size_t cap = g->cap_pkv, need = (size_t)NL * g->pfx_tot * row2;
-        if ((rc = dev_grow(&g->d_pkv, &cap, need))) return rc;
-        if (cap > g->cap_pkv && (rc = pinned_grow(&g->h_pkv, &g->cap_pkv, cap, "the prefix cache's rows"))) {
-            cudaFree(g->d_pkv), g->d_pkv = NULL;
-            return rc;
+    if ((rc = pair_grow(&g->d_back, &g->h_back, &g->cap_back, (size_t)NL * Tn * row2))) return rc;
+    if (Tn * D * 4 > g->cap_hback) { /* pinned only */
+        cudaFreeHost(g->h_hback);
+        g->h_hback = NULL, g->cap_hback = 0;
+        if (cudaMallocHost((void **)&g->h_hback, (size_t)Tn * D * 4) != cudaSuccess) {
+            cudaGetLastError();
+            g->h_hback = NULL;
+            return ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory for the prefix cache's rows",
+                          ((size_t)Tn * D * 4) >> 20);
         }
+        g->cap_hback = (size_t)Tn * D * 4;
     }
+    if (g->pfx_any && (rc = pair_grow(&g->d_pkv, &g->h_pkv, &g->cap_pkv, (size_t)NL * g->pfx_tot * row2))) return rc;
     if (g->pfx_any && g->pfx_full) {
-        size_t cap = g->cap_ph, need = (size_t)g->pfx_tot * D * 4;
-        if ((rc = dev_grow((void **)&g->d_ph, &cap, need))) return rc;
-        if (cap > g->cap_ph && (rc = pinned_grow((void **)&g->h_ph, &g->cap_ph, cap, "the prefix cache's rows"))) {
-            cudaFree(g->d_ph), g->d_ph = NULL;
-            return rc;
-        }
+        if ((rc = pair_grow((void **)&g->d_ph, (void **)&g->h_ph, &g->cap_ph, (size_t)g->pfx_tot * D * 4))) return rc;
         if ((rc = dev_grow((void **)&g->d_hfull, &g->cap_hfull, (size_t)g->pfx_Tfull * D * 4))) return rc;
     }
     return AC_OK;
@@ -912,7 +915,7 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
         g->d_pcu = g->d_fcu = g->d_src = NULL, g->cap_pS = g->cap_pF = 0;
         g->h_pcu = (int *)malloc((size_t)S1 * 4), g->h_fcu = (int *)malloc((size_t)S1 * 4);
         g->h_src = (int *)malloc((size_t)F * 4);
-        if (!g->h_pcu || !g->h_fcu || !g->h_src) return AC_ERR_NOMEM;
+        if (!g->h_pcu || !g->h_fcu || !g->h_src) return ac_err(AC_ERR_NOMEM, "ac_cuda_forward: out of memory");
         if ((rc = DMALLOC(g->d_pcu, (size_t)S1 * 4)) || (rc = DMALLOC(g->d_fcu, (size_t)S1 * 4)) ||
             (rc = DMALLOC(g->d_src, (size_t)F * 4)))
             return rc;
@@ -965,9 +968,10 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
         cudaError_t e2 = cudaStreamSynchronize(g->st_up);
         if (e == cudaSuccess) e = e2;
     }
-    if (g->st_pu) { /* the same for given rows and copies back */
-        cudaError_t e2 = cudaStreamSynchronize(g->st_pu), e3 = cudaStreamSynchronize(g->st_dn);
-        if (e == cudaSuccess) e = e2 != cudaSuccess ? e2 : e3;
+    for (int i = 0; i < 2; i++) { /* the same for given rows and copies back */
+        cudaStream_t x = i ? g->st_dn : g->st_pu;
+        cudaError_t e2 = x ? cudaStreamSynchronize(x) : cudaSuccess;
+        if (e == cudaSuccess) e = e2;
     }
     if (rc) return rc;
     if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
