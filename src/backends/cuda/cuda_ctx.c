@@ -19,6 +19,10 @@
  * maps), partial rows (the cache's rows 'prefix' and exact tail), per-head
  * spans (--heads), a longer dense entry serving a shorter bidirectional
  * input, and recording mixed with reuse in one call.
+ * The prefix hook (ac_ctx_attach_prefix, forward.h ac_kv_hook) runs here too:
+ * lookups on the host before the call, the rows it gives uploaded and only
+ * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
+ * kv_end below); not yet together with the attention cache's reuse.
  * Not here yet either: ac_lm_head on separate hidden states, and the GEMM and
  * attention settings of ac_ctx_params, which name CPU kernels. Per-stage
  * profiles (ac_ctx_params.profile) come from the backend's CUDA events.
