@@ -911,6 +911,55 @@ static void check_prefix_api(const char *name, ac_model *m, ac_ctx *cpu) {
     for (int k = 0; k < 3; k++) free(h[k]), free(pl[k]), free(lg[k]);
 }
 
+/* ac_lm_head on a cuda context == the forward's logits; label scoring with labels of several tokens
+ * (the prompt+label rows' hidden states, then the LM head) on the GPU with and without the prefix
+ * cache (the prompt runs once, every label continues it: P = the prompt's length) and on the CPU. */
+static void check_label_scoring(const char *name, ac_model *m, ac_ctx *cpu) {
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    const int D = m->hp.n_embd, V = m->hp.n_vocab;
+    int32_t tok[40];
+    for (int i = 0; i < 40; i++) tok[i] = 3 + rnd_int(V - 3);
+    ac_seq seqs[2] = {{tok, 23}, {tok + 23, 17}};
+    float *hid = malloc(40 * (size_t)D * 4), *lg = malloc(2 * (size_t)V * 4), *lh = malloc(2 * (size_t)V * 4);
+    float *rows = malloc(2 * (size_t)D * 4);
+    ac_outputs o = {0};
+    o.hidden = hid, o.logits = lg;
+    OK(ac_forward(gpu, seqs, 2, &o));
+    memcpy(rows, hid + (size_t)22 * D, (size_t)D * 4), memcpy(rows + D, hid + (size_t)39 * D, (size_t)D * 4);
+    OK(ac_lm_head(gpu, rows, 2, lh));
+    const double el = rel_err(lh, lg, 2 * (size_t)V);
+    printf("  %s ac_lm_head on cuda vs the forward's logits: %.2e\n", name, el);
+    CHECK(el < 1e-3, "%s ac_lm_head on cuda", name);
+    const char *prompt = "Once upon a time, there was a little girl named Lily. She";
+    const char *labels[3] = {" was very happy", " liked to play outside", " saw a big dog"};
+    double lp[3][3];
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pc;
+    OK(ac_prefix_cache_new(m, &pp, &pc));
+    OK(ac_score_labels(cpu, prompt, labels, 3, lp[0]));
+    OK(ac_score_labels(gpu, prompt, labels, 3, lp[1]));
+    OK(ac_ctx_attach_prefix(gpu, pc));
+    OK(ac_score_labels(gpu, prompt, labels, 3, lp[2]));
+    ac_prefix_stats st;
+    ac_prefix_get_stats(pc, &st);
+    ac_ctx_attach_prefix(gpu, NULL);
+    ac_prefix_cache_free(pc);
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        printf("  %s label '%s': log P CPU %.4f, GPU %.4f, GPU with the prefix cache %.4f\n", name, labels[i], lp[0][i],
+               lp[1][i], lp[2][i]);
+        ok &= fabs(lp[2][i] - lp[1][i]) <= 0.02 * fabs(lp[1][i]) + 0.02 && fabs(lp[1][i] - lp[0][i]) <= 0.05 * fabs(lp[0][i]) + 0.05;
+    }
+    CHECK(ok && st.hits == 3, "%s label scoring on cuda with the prefix cache (%lld hits, want 3)", name,
+          (long long)st.hits);
+    ac_ctx_free(gpu);
+    free(hid), free(lg), free(lh), free(rows);
+}
+
 static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
                          const char *tsv) {
     if (!m->hp.causal) { /* bidirectional: no prefix rows */
@@ -932,6 +981,7 @@ static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
     check_prefix_backend(name, m, cpu, gbf, 0);
     check_prefix_api(name, m, cpu);
     if (tsv) check_greedy_prefix(m, g32, tsv);
+    if (tsv) check_label_scoring(name, m, cpu); /* (stories260K: the one decoder here with a tokenizer) */
 }
 
 static void run_loaded(const char *name, ac_model *m, const char *tsv) {

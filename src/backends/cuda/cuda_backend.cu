@@ -855,6 +855,30 @@ template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, in
     return outputs<T>(g, h, g->d_cu, Tn, n_seq, out, pooling);
 }
 
+template <typename T> static int lm_head(ac_cuda_model *g, const float *h, int n, float *logits) {
+    int rc;
+    AC_CU(cudaMemcpyAsync(g->clsbuf, h, (size_t)n * g->D * 4, cudaMemcpyHostToDevice, g->st));
+    TRY(ac_cu_convert<T>((T *)g->rows, g->clsbuf, (size_t)n * g->D, g->st));
+    TRY(gemm<T>(g, g->output, g->rows, g->logits, 1, g->V, n, g->V, g->D, NULL, 0));
+    AC_CU(cudaMemcpyAsync(logits, g->logits, (size_t)n * g->V * 4, cudaMemcpyDeviceToHost, g->st));
+    return AC_OK;
+}
+
+int ac_cuda_lm_head(ac_cuda_model *g, const float *h, int n, float *logits) {
+    if (!g || !h || n <= 0 || !logits) return ac_err(AC_ERR_ARG, "ac_cuda_lm_head: invalid argument");
+    if (!g->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
+    int rc = AC_OK;
+    for (int i = 0; i < n && rc == AC_OK; i += 256) { /* chunks of rows: the workspace's sequence slots */
+        const int k = n - i < 256 ? n - i : 256;
+        if ((rc = ws_reserve(g, g->cap_T > 0 ? g->cap_T : 1, k))) return rc;
+        rc = g->prec == AC_CUDA_F32 ? lm_head<float>(g, h + (size_t)i * g->D, k, logits + (size_t)i * g->V)
+                                    : lm_head<bf16>(g, h + (size_t)i * g->D, k, logits + (size_t)i * g->V);
+        cudaError_t e = cudaStreamSynchronize(g->st);
+        if (rc == AC_OK && e != cudaSuccess) rc = ac_err(AC_ERR_INTERNAL, "CUDA LM head: %s", cudaGetErrorString(e));
+    }
+    return rc;
+}
+
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *o) {
     if (!g || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_cuda_forward: invalid argument");
     const int limit = g->hp.n_ctx_train > 0 ? g->hp.n_ctx_train : (1 << 20);

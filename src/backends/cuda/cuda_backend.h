@@ -104,6 +104,10 @@ void ac_cuda_model_free(ac_cuda_model *g);
  * (hidden, pooled, logits, cls; any NULL) receive the same quantities. opts may be NULL. */
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *opts);
 
+/* The LM head on n final hidden states (after the final norm): h [n][n_embd] host f32 ->
+ * logits [n][n_vocab] host (ac_lm_head on the cuda backend; label scoring of multi-token labels). */
+int ac_cuda_lm_head(ac_cuda_model *g, const float *h, int n, float *logits);
+
 /* Device milliseconds of the last ac_cuda_forward per stage, from CUDA events:
  * ms[0] embeddings, [1] attention blocks' projections + RoPE, [2] attention core,
  * [3] output projections, [4] MLP, [5] norms, [6] outputs. Zeros unless profiling

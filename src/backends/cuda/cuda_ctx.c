@@ -23,8 +23,8 @@
  * lookups on the host before the call, the rows it gives uploaded and only
  * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
  * kv_end below); not yet together with the attention cache's reuse.
- * Not here yet either: ac_lm_head on separate hidden states, and the GEMM and
- * attention settings of ac_ctx_params, which name CPU kernels. Per-stage
+ * Not here yet either: the GEMM and attention settings of ac_ctx_params, which
+ * name CPU kernels. Per-stage
  * profiles (ac_ctx_params.profile) come from the backend's CUDA events.
  * Without a CUDA device (driver or GPU missing) `available` says so and
  * ac_ctx_new fails with that reason; nothing else is touched. */
@@ -251,9 +251,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
 }
 
 static int cuda_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
-    (void)c, (void)h, (void)n, (void)logits;
-    return ac_err(AC_ERR_UNSUPPORTED,
-                  "backend 'cuda': ac_lm_head on given hidden states is not available (ac_forward's logits are)");
+    return ac_cuda_lm_head(c->be, h, n, logits);
 }
 
 static const char *cuda_describe(const ac_ctx *c, char *buf, int n) {
