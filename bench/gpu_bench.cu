@@ -373,11 +373,12 @@ static void bench_av(int reps) {
 }
 
 /* The prefix K/V cache's seam on the GPU: Llama-1B bf16, each sequence's first P rows given (K/V of
- * every layer and final hidden states in host f32, as the prefix cache's lookup leaves them: converted,
- * staged in pinned memory and uploaded one layer ahead), only rows P..L-1 computed, the computed rows
- * copied back; beside the exact forward of the same sequences in one run. ms = CUDA events of the
- * main stream (the uploads overlap it); wall = the whole call, host conversion and copy-back
- * included. Bound = L / (L - P) (tokens over computed tokens). */
+ * every layer and final hidden states in host f32, as the prefix cache's lookup leaves them, in
+ * pinned memory, uploaded one layer ahead), only rows P..L-1 computed, the computed rows copied
+ * back; beside the exact forward of the same sequences in one run. ms = CUDA events of the main
+ * stream (the uploads overlap it); wall = the whole call, copies included (the tree's own lookup
+ * and insert copies are not: cuda_ctx.c's, timed by `attncache bench --gpu --prefix-cache`).
+ * Bound = L / (L - P) (tokens over computed tokens). */
 static void bench_prefix(int reps) {
     struct {
         int L, B, P;
@@ -398,12 +399,12 @@ static void bench_prefix(int reps) {
         ac_outputs o = {};
         o.pooled = pooled.data();
         o.pooling = AC_POOL_LAST;
-        std::vector<std::vector<float>> kv(c.B), hid(c.B);
-        std::vector<float *> kvp(c.B), hidp(c.B);
+        std::vector<float *> kvp(c.B), hidp(c.B); /* pinned, as the cuda context's rows (cuda_ctx.c) */
         std::vector<int> P(c.B, 0), ld(c.B, c.L);
         for (int b = 0; b < c.B; b++) {
-            kv[b].assign((size_t)NL * 2 * c.L * KVD, 0.f), hid[b].assign((size_t)c.L * D, 0.f);
-            kvp[b] = kv[b].data(), hidp[b] = hid[b].data();
+            kvp[b] = (float *)ac_cuda_host_alloc((size_t)NL * 2 * c.L * KVD * 4);
+            hidp[b] = (float *)ac_cuda_host_alloc((size_t)c.L * D * 4);
+            if (!kvp[b] || !hidp[b]) OK(AC_ERR_NOMEM);
         }
         ac_cuda_opts po = {};
         po.pfx_P = P.data(), po.pfx_ld = ld.data(), po.pfx_kv = kvp.data(), po.pfx_hid = hidp.data();
@@ -427,6 +428,7 @@ static void bench_prefix(int reps) {
                mwe / mwp, (double)c.L / (c.L - c.P));
         printf("RESULT prefix %d %d %d %.4f %.4f %.4f %.4f\n", c.L, c.B, c.P, me, mwe, mp, mwp);
         fflush(stdout);
+        for (int b = 0; b < c.B; b++) ac_cuda_host_free(kvp[b]), ac_cuda_host_free(hidp[b]);
     }
     ac_cuda_model_free(g);
 }

@@ -542,6 +542,25 @@ static void test_rows_select(void) {
     cudaFree(da), cudaFree(db), cudaFree(dd), cudaFree(ds);
 }
 
+/* the K, V columns of qkv rows copied out as f32 [2][n][w] (the prefix cache's computed rows) */
+template <typename T> static void test_kv_out(void) {
+    const int n = 37, w = 96, col = 128, ld = col + 2 * w + 40;
+    auto src = randv((size_t)n * ld);
+    if (sizeof(T) == 2)
+        for (auto &e : src) e = bfr(e);
+    T *ds = dev<T>(src);
+    float *dd = dev_nan<float>((size_t)2 * n * w);
+    OK(ac_cu_kv_out<T>(dd, ds, ld, col, n, w, 0));
+    auto got = host(dd, (size_t)2 * n * w);
+    int bad = 0;
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c < w; c++)
+                bad += got[((size_t)k * n + r) * w + c] != src[(size_t)r * ld + col + k * w + c];
+    CHECK(!bad, "kv_out (%zu-byte): %d elements wrong", sizeof(T), bad);
+    cudaFree(ds), cudaFree(dd);
+}
+
 int main(int argc, char **argv) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -579,6 +598,8 @@ int main(int argc, char **argv) {
     test_materialised_prefix<float>(8, 1e-5);
     test_materialised_prefix<bf16>(64, 1e-2);
     test_rows_select();
+    test_kv_out<float>();
+    test_kv_out<bf16>();
     for (int causal = 0; causal < 2; causal++) {
         test_materialised<float>(64, causal, 1e-5);
         test_materialised<float>(40, causal, 1e-5);

@@ -179,8 +179,7 @@ static void pfx_free(ac_cuda_model *g) {
     if (g->st_dn) cudaStreamSynchronize(g->st_dn);
     free(g->h_pcu), free(g->h_fcu), free(g->h_src);
     cudaFree(g->d_pcu), cudaFree(g->d_fcu), cudaFree(g->d_src);
-    cudaFree(g->d_pkv), cudaFreeHost(g->h_pkv), cudaFree(g->d_back), cudaFreeHost(g->h_back);
-    cudaFree(g->d_ph), cudaFreeHost(g->h_ph), cudaFree(g->d_hfull), cudaFreeHost(g->h_hback);
+    cudaFree(g->d_pup), cudaFree(g->d_pkv), cudaFree(g->d_back), cudaFree(g->d_ph), cudaFree(g->d_hfull);
     for (int i = 0; i < g->hp.n_layer; i++) {
         if (g->ev_pf && g->ev_pf[i]) cudaEventDestroy(g->ev_pf[i]);
         if (g->ev_bk && g->ev_bk[i]) cudaEventDestroy(g->ev_bk[i]);
@@ -189,6 +188,21 @@ static void pfx_free(ac_cuda_model *g) {
     if (g->ev_ph) cudaEventDestroy(g->ev_ph);
     if (g->st_pu) cudaStreamDestroy(g->st_pu);
     if (g->st_dn) cudaStreamDestroy(g->st_dn);
+}
+
+void *ac_cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (!bytes) return NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory", bytes >> 20);
+        return NULL;
+    }
+    return p;
+}
+
+void ac_cuda_host_free(void *p) {
+    if (p) cudaFreeHost(p);
 }
 
 void ac_cuda_model_free(ac_cuda_model *g) {
@@ -333,9 +347,10 @@ static int attention(ac_cuda_model *g, int il, int s0, int n_seq, int Lmax, cons
     T *qkv = (T *)g->qkv;
     ac_cu_attn a = {n_seq, Lmax, g->d_cu + s0, g->H, g->Hkv, g->hd, g->QKV, g->QKV, g->QD, g->hp.causal,
                     1.0f / sqrtf((float)g->hd)};
-    if (g->pfx_any) { /* keys before each sequence's rows: layer il's given K, V rows [pfx_tot][2][KVD] */
-        const T *kp = (const T *)g->d_pkv + (size_t)il * g->pfx_tot * 2 * g->KVD;
-        a.cp = g->d_pcu + s0, a.kp = kp, a.vp = kp + g->KVD, a.ldp = 2 * g->KVD;
+    if (g->pfx_any) { /* keys before each sequence's rows: layer il's given K, V rows [2][pfx_tot][KVD] */
+        const size_t slab = (size_t)2 * g->pfx_tot * g->KVD;
+        const T *kp = sizeof(T) == 4 ? (const T *)g->d_pup + il * slab : (const T *)g->d_pkv + il * slab;
+        a.cp = g->d_pcu + s0, a.kp = kp, a.vp = kp + (size_t)g->pfx_tot * g->KVD, a.ldp = g->KVD;
     }
     const int mat = use_materialised(g, o);
     if (!mat) return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + g->QD, (const bf16 *)qkv + g->QD + g->KVD,
@@ -573,30 +588,16 @@ void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes) {
 }
 
 /* ---- given prefix rows (opts.pfx_P: the prefix K/V cache) ---------------------------------------------
- * Host side: each sequence's given rows [0, P) live in the caller's f32 buffers (ac_kv_rows layout).
- * Layer l's given K, V rows are converted into pinned staging (bf16 or f32), copied on st_pu one layer
- * ahead of the layer that reads them (event ev_pf[l], waited on just before the attention), and read by
- * the attention kernels in place ([pfx_tot][2][KVD] per layer: K then V of each given row). Each layer's
- * computed K, V rows (after RoPE) are copied out of the qkv buffer on the main stream (device to device,
- * cheap: the next layer overwrites qkv) and from there to pinned memory on st_dn, overlapped with the
- * layers after it; after the call they go to the caller's rows [P, L) in f32. */
-/* A device buffer and its pinned host twin of `bytes` each (grown together; on failure both freed
- * and *cap = 0, so that the next call allocates them again). */
-static int pair_grow(void **d, void **h, size_t *cap, size_t bytes) {
-    if (bytes <= *cap) return AC_OK;
-    cudaFree(*d), cudaFreeHost(*h);
-    *d = *h = NULL, *cap = 0;
-    int rc = ac_cu_dmalloc(d, bytes);
-    if (rc) return rc;
-    if (cudaMallocHost(h, bytes) != cudaSuccess) {
-        cudaGetLastError();
-        cudaFree(*d);
-        *d = *h = NULL;
-        return ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory for the prefix cache's rows", bytes >> 20);
-    }
-    *cap = bytes;
-    return AC_OK;
-}
+ * The given rows stay in the caller's f32 buffers (ac_kv_rows layout; cuda_ctx.c allocates them
+ * pinned, so every copy below is a DMA overlapped with the layers; pageable buffers work too, with
+ * copies the driver stages synchronously). Layer l's given K and V rows are copied as they are (f32:
+ * converting 2 bytes of PCIe away would cost the host a pass over every element) one layer ahead, on
+ * st_pu, into [2][pfx_tot][KVD]; in the bf16 mode a kernel on st_pu converts them into the layer's
+ * bf16 slab (the f32 slabs are then a ring of two); event ev_pf[l], waited on just before the layer's
+ * attention, which reads the slab in place. Each layer's computed K, V columns are copied out of the
+ * qkv buffer (a kernel on the main stream: the next layer overwrites qkv) as f32 [2][Tn][KVD], and
+ * from there, on st_dn while later layers run, straight into the caller's rows [P, L); the final
+ * hidden rows [P, L) at the end. No host pass over the rows anywhere. */
 static int dev_grow(void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return AC_OK;
     cudaFree(*p);
@@ -606,29 +607,11 @@ static int dev_grow(void **p, size_t *cap, size_t bytes) {
     return rc;
 }
 
-/* dst [n] in the precision's type (bf16 bits or f32) = src [n] f32, and back */
-static void rows_put(void *dst, int bf, const float *src, size_t n) {
-    if (!bf) {
-        memcpy(dst, src, n * 4);
-        return;
-    }
-    uint16_t *d = (uint16_t *)dst;
-    for (size_t i = 0; i < n; i++) d[i] = ac_host_f32_to_bf16(src[i]);
-}
-static void rows_get(float *dst, const void *src, int bf, size_t n) {
-    if (!bf) {
-        memcpy(dst, src, n * 4);
-        return;
-    }
-    const uint16_t *p = (const uint16_t *)src;
-    for (size_t i = 0; i < n; i++) dst[i] = ac_host_bf16_to_f32(p[i]);
-}
-
 /* Buffers, streams and events of a call with given rows (offsets h_cu, h_pcu, h_fcu, h_src already
  * filled; Tn computed rows). */
 static int pfx_reserve(ac_cuda_model *g, int Tn) {
-    const int NL = g->hp.n_layer;
-    const size_t ts = ac_cu_tsize(g->prec), row2 = 2 * (size_t)g->KVD * ts, D = g->D;
+    const int NL = g->hp.n_layer, f32 = g->prec == AC_CUDA_F32;
+    const size_t D = g->D, slab = (size_t)2 * g->pfx_tot * g->KVD; /* elements per layer */
     int rc;
     if (!g->ev_bk) { /* streams and events, made once (each only if missing: a failure part way is retried) */
         if (!g->st_pu) AC_CU(cudaStreamCreateWithFlags(&g->st_pu, cudaStreamNonBlocking));
@@ -648,58 +631,70 @@ static int pfx_reserve(ac_cuda_model *g, int Tn) {
         }
         g->ev_bk = bk; /* (last: everything above exists) */
     }
-    if ((rc = pair_grow(&g->d_back, &g->h_back, &g->cap_back, (size_t)NL * Tn * row2))) return rc;
-    if (Tn * D * 4 > g->cap_hback) { /* pinned only */
-        cudaFreeHost(g->h_hback);
-        g->h_hback = NULL, g->cap_hback = 0;
-        if (cudaMallocHost((void **)&g->h_hback, (size_t)Tn * D * 4) != cudaSuccess) {
-            cudaGetLastError();
-            g->h_hback = NULL;
-            return ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory for the prefix cache's rows",
-                          ((size_t)Tn * D * 4) >> 20);
-        }
-        g->cap_hback = (size_t)Tn * D * 4;
+    if ((rc = dev_grow((void **)&g->d_back, &g->cap_back, (size_t)NL * 2 * Tn * g->KVD * 4))) return rc;
+    if (g->pfx_any) {
+        if ((rc = dev_grow((void **)&g->d_pup, &g->cap_pup, (f32 ? (size_t)NL : 2) * slab * 4))) return rc;
+        if (!f32 && (rc = dev_grow(&g->d_pkv, &g->cap_pkv, (size_t)NL * slab * 2))) return rc;
     }
-    if (g->pfx_any && (rc = pair_grow(&g->d_pkv, &g->h_pkv, &g->cap_pkv, (size_t)NL * g->pfx_tot * row2))) return rc;
     if (g->pfx_any && g->pfx_full) {
-        if ((rc = pair_grow((void **)&g->d_ph, (void **)&g->h_ph, &g->cap_ph, (size_t)g->pfx_tot * D * 4))) return rc;
+        if ((rc = dev_grow((void **)&g->d_ph, &g->cap_ph, (size_t)g->pfx_tot * D * 4))) return rc;
         if ((rc = dev_grow((void **)&g->d_hfull, &g->cap_hfull, (size_t)g->pfx_Tfull * D * 4))) return rc;
     }
     return AC_OK;
 }
 
-/* Layer il's given K, V rows: converted into pinned staging and copied to the device on st_pu. */
+/* Layer il's given K, V rows: copied (f32) to the device on st_pu, converted there in the bf16 mode. */
 static int pfx_stage(ac_cuda_model *g, int il, int n_seq) {
     if (!g->pfx_any || il >= g->hp.n_layer) return AC_OK;
     const ac_cuda_opts *o = g->pfx_o;
-    const int KVD = g->KVD, bf = g->prec != AC_CUDA_F32;
-    const size_t ts = ac_cu_tsize(g->prec), slab = (size_t)g->pfx_tot * 2 * KVD * ts;
-    unsigned char *h = (unsigned char *)g->h_pkv + (size_t)il * slab, *d = (unsigned char *)g->d_pkv + (size_t)il * slab;
+    const int KVD = g->KVD, f32 = g->prec == AC_CUDA_F32;
+    const size_t half = (size_t)g->pfx_tot * KVD, slab = 2 * half;
+    float *up = g->d_pup + (f32 ? (size_t)il : (size_t)(il & 1)) * slab; /* [2][pfx_tot][KVD] */
     for (int s = 0; s < n_seq; s++) {
         const int P = o->pfx_P[s];
-        const size_t ld = (size_t)o->pfx_ld[s];
-        const float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD; /* [ld][KVD] each */
-        for (int t = 0; t < P; t++) {
-            unsigned char *row = h + ((size_t)g->h_pcu[s] + t) * 2 * KVD * ts; /* [2][KVD]: K, V */
-            rows_put(row, bf, K + (size_t)t * KVD, (size_t)KVD);
-            rows_put(row + (size_t)KVD * ts, bf, V + (size_t)t * KVD, (size_t)KVD);
-        }
+        if (!P) continue;
+        const size_t ld = (size_t)o->pfx_ld[s], bytes = (size_t)P * KVD * 4;
+        const float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD; /* rows [0, P) of each */
+        float *dk = up + (size_t)g->h_pcu[s] * KVD;
+        AC_CU(cudaMemcpyAsync(dk, K, bytes, cudaMemcpyHostToDevice, g->st_pu));
+        AC_CU(cudaMemcpyAsync(dk + half, V, bytes, cudaMemcpyHostToDevice, g->st_pu));
     }
-    AC_CU(cudaMemcpyAsync(d, h, slab, cudaMemcpyHostToDevice, g->st_pu));
+    int rc;
+    if (!f32) TRY(ac_cu_convert<bf16>((bf16 *)g->d_pkv + (size_t)il * slab, up, slab, g->st_pu));
     AC_CU(cudaEventRecord(g->ev_pf[il], g->st_pu));
     return AC_OK;
 }
 
-/* Layer il's computed K, V rows (after RoPE; qkv columns QD .. QD + 2 KVD): device copy now (main
- * stream), then to pinned memory on st_dn. */
-template <typename T> static int pfx_copy_back(ac_cuda_model *g, int il, int Tn) {
-    const size_t row2 = 2 * (size_t)g->KVD * sizeof(T), slab = (size_t)Tn * row2;
-    unsigned char *d = (unsigned char *)g->d_back + (size_t)il * slab, *h = (unsigned char *)g->h_back + (size_t)il * slab;
-    AC_CU(cudaMemcpy2DAsync(d, row2, (const T *)g->qkv + g->QD, (size_t)g->QKV * sizeof(T), row2, (size_t)Tn,
-                            cudaMemcpyDeviceToDevice, g->st));
+/* Layer il's computed K, V rows (after RoPE; qkv columns QD .. QD + 2 KVD): f32 copy now (main stream),
+ * then into every sequence's rows [P, L) of the caller's buffers on st_dn. */
+template <typename T> static int pfx_copy_back(ac_cuda_model *g, int il, int Tn, int n_seq) {
+    const ac_cuda_opts *o = g->pfx_o;
+    const int KVD = g->KVD;
+    float *d = g->d_back + (size_t)il * 2 * Tn * KVD; /* [2][Tn][KVD] */
+    int rc;
+    TRY(ac_cu_kv_out<T>(d, (const T *)g->qkv, g->QKV, g->QD, Tn, KVD, g->st));
     AC_CU(cudaEventRecord(g->ev_bk[il], g->st));
     AC_CU(cudaStreamWaitEvent(g->st_dn, g->ev_bk[il], 0));
-    AC_CU(cudaMemcpyAsync(h, d, slab, cudaMemcpyDeviceToHost, g->st_dn));
+    for (int s = 0; s < n_seq; s++) {
+        const int P = o->pfx_P[s], r0 = g->h_cu[s], n = g->h_cu[s + 1] - r0;
+        const size_t ld = (size_t)o->pfx_ld[s], bytes = (size_t)n * KVD * 4;
+        float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD;
+        AC_CU(cudaMemcpyAsync(K + (size_t)P * KVD, d + (size_t)r0 * KVD, bytes, cudaMemcpyDeviceToHost, g->st_dn));
+        AC_CU(cudaMemcpyAsync(V + (size_t)P * KVD, d + ((size_t)Tn + r0) * KVD, bytes, cudaMemcpyDeviceToHost,
+                              g->st_dn));
+    }
+    return AC_OK;
+}
+
+/* The computed final hidden rows h [Tn][D] into every sequence's rows [P, L) (main stream). */
+static int pfx_hidden_back(ac_cuda_model *g, int n_seq, const float *h) {
+    const ac_cuda_opts *o = g->pfx_o;
+    const int D = g->D;
+    for (int s = 0; s < n_seq; s++) {
+        const int r0 = g->h_cu[s], n = g->h_cu[s + 1] - r0;
+        AC_CU(cudaMemcpyAsync(o->pfx_hid[s] + (size_t)o->pfx_P[s] * D, h + (size_t)r0 * D, (size_t)n * D * 4,
+                              cudaMemcpyDeviceToHost, g->st));
+    }
     return AC_OK;
 }
 
@@ -709,32 +704,12 @@ static int pfx_hidden_full(ac_cuda_model *g, int n_seq, const float *h) {
     const ac_cuda_opts *o = g->pfx_o;
     const int D = g->D;
     for (int s = 0; s < n_seq; s++)
-        memcpy(g->h_ph + (size_t)g->h_pcu[s] * D, o->pfx_hid[s], (size_t)o->pfx_P[s] * D * 4);
-    AC_CU(cudaMemcpyAsync(g->d_ph, g->h_ph, (size_t)g->pfx_tot * D * 4, cudaMemcpyHostToDevice, g->st_pu));
+        if (o->pfx_P[s])
+            AC_CU(cudaMemcpyAsync(g->d_ph + (size_t)g->h_pcu[s] * D, o->pfx_hid[s], (size_t)o->pfx_P[s] * D * 4,
+                                  cudaMemcpyHostToDevice, g->st_pu));
     AC_CU(cudaEventRecord(g->ev_ph, g->st_pu));
     AC_CU(cudaStreamWaitEvent(g->st, g->ev_ph, 0));
     return ac_cu_rows_select(g->d_hfull, h, g->d_ph, g->d_src, g->pfx_Tfull, D, g->st);
-}
-
-/* After the call (streams synchronised): the computed rows [P, L) of every sequence into the caller's
- * f32 buffers. */
-static void pfx_scatter_back(ac_cuda_model *g, int n_seq, int Tn) {
-    const ac_cuda_opts *o = g->pfx_o;
-    const int KVD = g->KVD, D = g->D, bf = g->prec != AC_CUDA_F32;
-    const size_t ts = ac_cu_tsize(g->prec), row2 = 2 * (size_t)KVD * ts;
-    for (int s = 0; s < n_seq; s++) {
-        const int P = o->pfx_P[s], r0 = g->h_cu[s], n = g->h_cu[s + 1] - r0;
-        const size_t ld = (size_t)o->pfx_ld[s];
-        for (int il = 0; il < g->hp.n_layer; il++) {
-            float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD;
-            const unsigned char *src = (const unsigned char *)g->h_back + ((size_t)il * Tn + r0) * row2;
-            for (int t = 0; t < n; t++, src += row2) {
-                rows_get(K + (size_t)(P + t) * KVD, src, bf, (size_t)KVD);
-                rows_get(V + (size_t)(P + t) * KVD, src + (size_t)KVD * ts, bf, (size_t)KVD);
-            }
-        }
-        memcpy(o->pfx_hid[s] + (size_t)P * D, g->h_hback + (size_t)r0 * D, (size_t)n * D * 4);
-    }
 }
 
 template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_seq, int Lmax, const ac_cuda_opts *o) {
@@ -753,7 +728,7 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
         if (!g->bert)
             TRY(ac_cu_rope<T>(qkv, g->QKV, g->H, qkv + g->QD, g->QKV, g->Hkv, g->hd, g->hp.n_rot, g->hp.rope_neox,
                               g->rope_cs, g->d_pos, Tn, g->st));
-        if (g->pfx_on) TRY(pfx_copy_back<T>(g, il, Tn)); /* K, V rows for the prefix cache's insert */
+        if (g->pfx_on) TRY(pfx_copy_back<T>(g, il, Tn, n_seq)); /* K, V rows for the prefix cache's insert */
         TRY(mark(g, 1));
         if (g->pfx_any) AC_CU(cudaStreamWaitEvent(g->st, g->ev_pf[il], 0)); /* this layer's given rows */
         TRY(attention<T>(g, il, 0, n_seq, Lmax, o));
@@ -845,8 +820,7 @@ template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, in
         TRY(mark(g, 5));
     }
     const float *h = g->bert ? g->x : g->h;
-    if (g->pfx_on) /* the computed rows' final hidden states for the prefix cache's insert */
-        AC_CU(cudaMemcpyAsync(g->h_hback, h, (size_t)Tn * D * 4, cudaMemcpyDeviceToHost, g->st));
+    if (g->pfx_on) TRY(pfx_hidden_back(g, n_seq, h)); /* the computed rows' final hidden states, for insert */
     if (g->pfx_any && g->pfx_full) { /* outputs over the whole sequences, given rows included */
         TRY(pfx_hidden_full(g, n_seq, h));
         return outputs<T>(g, g->d_hfull, g->d_fcu, g->pfx_Tfull, n_seq, out, pooling);
@@ -999,7 +973,6 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     }
     if (rc) return rc;
     if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
-    if (pfx) pfx_scatter_back(g, n_seq, Tn);
     if (cudaEventElapsedTime(&g->last_ms, g->t0, g->t1) != cudaSuccess) g->last_ms = 0;
     memset(g->prof, 0, sizeof g->prof);
     for (int i = 1; i < g->n_ev; i++) {

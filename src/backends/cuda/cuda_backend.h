@@ -67,9 +67,10 @@ typedef struct ac_cuda_opts {
      * projections, RoPE at their positions, MLP); their queries attend causally over all L keys, the
      * given rows' K/V (uploaded through pinned staging, in the precision's type) and their own.
      *   pfx_kv[s]  host f32 [n_layer][2][pfx_ld[s]][n_head_kv*head_dim]: layer l's K rows (after
-     *              RoPE) at + 2l ld kvd, its V rows at + (2l+1) ld kvd. Rows [0, P) are read; after
-     *              a successful call rows [P, L) hold what the GPU computed (rounded to the
-     *              precision's type: bf16 values in the bf16 mode).
+     *              RoPE) at + 2l ld kvd, its V rows at + (2l+1) ld kvd. Rows [0, P) are read (and
+     *              rounded to bf16 on the device in the bf16 mode); after a successful call rows
+     *              [P, L) hold what the GPU computed (bf16 values in the bf16 mode). Pinned memory
+     *              (ac_cuda_host_alloc) lets these copies overlap the layers; pageable works too.
      *   pfx_hid[s] host f32 [L][n_embd] final hidden states (after the final norm): rows [0, P)
      *              are read when an output needs them (hidden, pooled other than last, a
      *              mean-pooled classifier head); rows [P, L) are written.
@@ -103,6 +104,11 @@ void ac_cuda_model_free(ac_cuda_model *g);
 /* The forward pass over n_seq sequences (packed, no padding), as ac_forward: out's host buffers
  * (hidden, pooled, logits, cls; any NULL) receive the same quantities. opts may be NULL. */
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *opts);
+
+/* Pinned (page-locked) host memory for given prefix rows (the copies to and from it overlap the
+ * layers), or NULL with an error set. Free with ac_cuda_host_free (NULL is fine). */
+void *ac_cuda_host_alloc(size_t bytes);
+void ac_cuda_host_free(void *p);
 
 /* The LM head on n final hidden states (after the final norm): h [n][n_embd] host f32 ->
  * logits [n][n_vocab] host (ac_lm_head on the cuda backend; label scoring of multi-token labels). */

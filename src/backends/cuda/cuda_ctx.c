@@ -60,7 +60,7 @@ static int cuda_ctx_new(const ac_model *m, const ac_ctx_params *p, ac_ctx **out)
 
 static void cuda_ctx_free(ac_ctx *c) {
     ac_cuda_model_free(c->be);
-    free(c->pkv);
+    ac_cuda_host_free(c->pkv); /* (pinned: kv_begin) */
     free(c);
 }
 
@@ -131,9 +131,10 @@ static int hook_record(void *user, int layer, int seq, const float *P, int n_hea
 
 /* The prefix hook (ac_ctx_attach_prefix) on the GPU: before the call, every sequence is offered to
  * `lookup` with its rows in c->pkv (ac_kv_rows: f32, ld = L, sequences back to back, the CPU
- * forward's layout); the P rows it gives go to ac_cuda_forward as given rows (uploaded, not
- * computed), which writes the rows it computes back into the same buffers; after a successful call
- * `insert` gets every row. The tree itself stays in host memory. */
+ * forward's layout; pinned memory here, so the backend's copies are DMAs overlapped with the
+ * layers); the P rows it gives go to ac_cuda_forward as given rows (uploaded, not computed), which
+ * writes the rows it computes back into the same buffers; after a successful call `insert` gets
+ * every row. The tree itself stays in host memory. */
 typedef struct kv_call {
     int *P, *ld;      /* [n_seq] */
     float **kv, **hid; /* [n_seq] each sequence's rows in c->pkv */
@@ -150,8 +151,14 @@ static int kv_begin(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, ac_cu
     memset(kc, 0, sizeof *kc);
     kc->P = AC_CALLOC((size_t)n_seq, sizeof *kc->P), kc->ld = AC_CALLOC((size_t)n_seq, sizeof *kc->ld);
     kc->kv = AC_CALLOC((size_t)n_seq, sizeof *kc->kv), kc->hid = AC_CALLOC((size_t)n_seq, sizeof *kc->hid);
-    if (!kc->P || !kc->ld || !kc->kv || !kc->hid || !ac_mul_ok(T, tok_floats * sizeof(float), &n) ||
-        ac_ctx_scratch_f32(&c->pkv, &c->cap_pkv, T * tok_floats) != AC_OK) {
+    int room = kc->P && kc->ld && kc->kv && kc->hid && ac_mul_ok(T, tok_floats * sizeof(float), &n);
+    if (room && T * tok_floats > c->cap_pkv) { /* pinned: the backend's copies to and from it overlap the layers */
+        ac_cuda_host_free(c->pkv);
+        c->cap_pkv = 0;
+        if ((c->pkv = ac_cuda_host_alloc(n))) c->cap_pkv = T * tok_floats;
+        room = c->pkv != NULL;
+    }
+    if (!room) {
         free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid);
         memset(kc, 0, sizeof *kc);
         ac_err_clear();

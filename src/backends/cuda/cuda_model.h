@@ -86,16 +86,17 @@ struct ac_cuda_model {
     int *h_fcu, *d_fcu;            /* [n_seq+1] offsets of whole sequences (L) */
     int *h_src, *d_src;            /* [T_full] each whole row's source: >= 0 computed row, < 0 -1 - given row */
     int cap_pS, cap_pF;            /* capacities: sequences (+1), whole rows */
-    void *d_pkv, *h_pkv;           /* T [n_layer][pfx_tot][2][KVD] given K, V rows (device; pinned staging) */
-    size_t cap_pkv;                /* bytes of each */
-    void *d_back, *h_back;         /* T [n_layer][Tn][2][KVD] computed K, V rows (device copy; pinned) */
+    float *d_pup;                  /* f32 [slabs][2][pfx_tot][KVD] given K, V rows as uploaded: f32 mode one slab
+                                      per layer (the attention reads it), bf16 a ring of 2 (converted) */
+    size_t cap_pup;                /* bytes */
+    void *d_pkv;                   /* bf16 mode: bf16 [n_layer][2][pfx_tot][KVD] the converted rows */
+    size_t cap_pkv;
+    float *d_back;                 /* f32 [n_layer][2][Tn][KVD] computed K, V rows (after RoPE) */
     size_t cap_back;
-    float *d_ph, *h_ph;            /* [pfx_tot][D] given final hidden rows (device; pinned) */
+    float *d_ph;                   /* [pfx_tot][D] given final hidden rows */
     size_t cap_ph;
     float *d_hfull;                /* [T_full][D] whole sequences' final hidden rows */
     size_t cap_hfull;
-    float *h_hback;                /* [Tn][D] pinned: computed final hidden rows */
-    size_t cap_hback;
     cudaStream_t st_pu, st_dn;     /* given rows up, computed rows back */
     cudaEvent_t *ev_pf, *ev_bk;    /* [n_layer] given rows on the device; computed rows copied (main stream) */
     cudaEvent_t ev_ph;             /* given hidden rows on the device */
