@@ -16,8 +16,10 @@
  *                       (overlapped with the layers before them); the attention
  *                       stage (A.V vs the fused kernel) and the Amdahl bound
  *                       (exact minus its attention core and Q/K projections).
+ *   gpu_bench prefix    given prefix rows (the prefix K/V cache's seam): Llama-1B, only rows P..L-1
+ *                       computed, beside the exact forward (bench_prefix below).
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
- * readable table. usage: gpu_bench forward|attn|cache|av|all [repeats]
+ * readable table. usage: gpu_bench forward|attn|cache|av|prefix|all [repeats]
  *   (cache runs av after it: the A.V kernels alone, every variant, beside the fused kernel) */
 #include "backends/cuda/cuda_attn.h"
 #include "backends/cuda/cuda_backend.h"
@@ -371,6 +373,67 @@ static void bench_av(int reps) {
     cudaEventDestroy(e0), cudaEventDestroy(e1);
 }
 
+/* The prefix K/V cache's seam on the GPU: Llama-1B bf16, each sequence's first P rows given (K/V of
+ * every layer and final hidden states in host f32, as the prefix cache's lookup leaves them, in
+ * pinned memory, uploaded one layer ahead), only rows P..L-1 computed, the computed rows copied
+ * back; beside the exact forward of the same sequences in one run. ms = CUDA events of the main
+ * stream (the uploads overlap it); wall = the whole call, copies included (the tree's own lookup
+ * and insert copies are not: cuda_ctx.c's, timed by `attncache bench --gpu --prefix-cache`).
+ * Bound = L / (L - P) (tokens over computed tokens). */
+static void bench_prefix(int reps) {
+    struct {
+        int L, B, P;
+    } cases[] = {{512, 16, 448}, {2048, 4, 1792}, {2048, 4, 1024}, {8192, 1, 7168}};
+    shape sh = llama1b();
+    ac_cuda_model *g = NULL;
+    OK(ac_cuda_model_random(sh.arch, &sh.hp, AC_CUDA_BF16, 7, &g));
+    const int NL = sh.hp.n_layer, KVD = sh.hp.n_head_kv * sh.hp.head_dim, D = sh.hp.n_embd;
+    printf("%6s %4s %6s %10s %10s %10s %10s %8s %8s %8s\n", "L", "B", "P", "exact ms", "exact wall", "prefix ms",
+           "pfx wall", "e2e ev", "e2e wall", "bound");
+    for (auto &c : cases) {
+        const int T = c.L * c.B;
+        std::vector<int32_t> tok(T);
+        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)sh.hp.n_vocab);
+        std::vector<ac_seq> seqs(c.B);
+        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
+        std::vector<float> pooled((size_t)c.B * D);
+        ac_outputs o = {};
+        o.pooled = pooled.data();
+        o.pooling = AC_POOL_LAST;
+        std::vector<float *> kvp(c.B), hidp(c.B); /* pinned, as the cuda context's rows (cuda_ctx.c) */
+        std::vector<int> P(c.B, 0), ld(c.B, c.L);
+        for (int b = 0; b < c.B; b++) {
+            kvp[b] = (float *)ac_cuda_host_alloc((size_t)NL * 2 * c.L * KVD * 4);
+            hidp[b] = (float *)ac_cuda_host_alloc((size_t)c.L * D * 4);
+            if (!kvp[b] || !hidp[b]) OK(AC_ERR_NOMEM);
+        }
+        ac_cuda_opts po = {};
+        po.pfx_P = P.data(), po.pfx_ld = ld.data(), po.pfx_kv = kvp.data(), po.pfx_hid = hidp.data();
+        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po)); /* every row written back: the rows to give */
+        for (int b = 0; b < c.B; b++) P[b] = c.P;
+        std::vector<double> ev_e, wall_e, ev_p, wall_p;
+        for (int i = 0; i < 2; i++) { /* warm-ups */
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po));
+        }
+        for (int i = 0; i < reps; i++) { /* alternating */
+            double t0 = ac_now();
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+            wall_e.push_back((ac_now() - t0) * 1e3), ev_e.push_back(ac_cuda_last_ms(g));
+            t0 = ac_now();
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po));
+            wall_p.push_back((ac_now() - t0) * 1e3), ev_p.push_back(ac_cuda_last_ms(g));
+        }
+        const double me = median(ev_e), mwe = median(wall_e), mp = median(ev_p), mwp = median(wall_p);
+        printf("%6d %4d %6d %10.3f %10.3f %10.3f %10.3f %7.2fx %7.2fx %7.2fx\n", c.L, c.B, c.P, me, mwe, mp, mwp, me / mp,
+               mwe / mwp, (double)c.L / (c.L - c.P));
+        printf("RESULT prefix %d %d %d %.4f %.4f %.4f %.4f\n", c.L, c.B, c.P, me, mwe, mp, mwp);
+        fflush(stdout);
+        for (int b = 0; b < c.B; b++) ac_cuda_host_free(kvp[b]), ac_cuda_host_free(hidp[b]);
+    }
+    ac_cuda_model_free(g);
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     const int reps = argc > 2 ? atoi(argv[2]) : 10;
@@ -385,5 +448,6 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "forward") || !strcmp(what, "all")) bench_forward(reps);
     if (!strcmp(what, "cache")) bench_cache(reps);
     if (!strcmp(what, "av") || !strcmp(what, "cache")) bench_av(reps);
+    if (!strcmp(what, "prefix")) bench_prefix(reps);
     return 0;
 }

@@ -289,7 +289,10 @@ void ac_prefix_cache_free(ac_prefix_cache *pc);
  * Thread-safety: ctx's own thread; different contexts may attach to one cache
  * from several threads at once. It may be combined with an attention cache
  * (ac_ctx_attach_cache): the prefix rows come from this cache, the map cache
- * may serve later rows (ac_ctx_last_plan says which). */
+ * may serve later rows (ac_ctx_last_plan says which). Backends "cpu" and
+ * "cuda" (on the GPU: the cached rows are uploaded, only the new rows are
+ * computed; combined with an attention cache on one cuda context, ac_forward
+ * fails with AC_ERR_UNSUPPORTED). */
 int ac_ctx_attach_prefix(ac_ctx *ctx, ac_prefix_cache *pc);
 /* Drop every stored node. Any thread. */
 int ac_prefix_clear(ac_prefix_cache *pc);

@@ -590,8 +590,10 @@ int ac_ctx_attach_prefix(ac_ctx *ctx, ac_prefix_cache *pc) {
     if (ac_ctx_model(ctx) != pc->model)
         return ac_err(AC_ERR_ARG, "ac_ctx_attach_prefix: the prefix cache was made for another model than the context's");
     const char *be = ac_ctx_backend(ctx);
-    if (!be || strcmp(be, "cpu"))
-        return ac_err(AC_ERR_UNSUPPORTED, "ac_ctx_attach_prefix: the prefix cache runs on the cpu backend only (this context runs on %s)",
+    if (!be || (strcmp(be, "cpu") && strcmp(be, "cuda"))) /* (the cuda backend: src/backends/cuda/cuda_ctx.c) */
+        return ac_err(AC_ERR_UNSUPPORTED,
+                      "ac_ctx_attach_prefix: the prefix cache runs on the cpu and cuda backends only (this context runs "
+                      "on %s)",
                       be ? be : "?");
     prefix_att *a = AC_CALLOC(1, sizeof *a);
     if (!a) return AC_ERR_NOMEM;

@@ -816,6 +816,466 @@ static void check_greedy(ac_model *m, ac_cuda_model *g, const char *tsv) {
     CHECK(n_lines > 0 && n_ok == n_lines, "greedy lines %d/%d", n_ok, n_lines);
 }
 
+/* ---- the prefix K/V cache on the GPU ----------------------------------------------------------
+ * Given prefix rows (ac_cuda_opts.pfx_*): sequence s's rows [0, P) come from the caller (K after RoPE,
+ * V, final hidden states, f32), only rows P..L-1 are computed, and those are written back. */
+typedef struct pfx_bufs {
+    int n, NL, KVD, D;
+    int P[8], ld[8];
+    float *kv[8], *hid[8]; /* [NL][2][ld][KVD], [ld][D] */
+} pfx_bufs;
+
+static void pfx_alloc(pfx_bufs *b, const ac_model *m, const ac_seq *seqs, int n) {
+    memset(b, 0, sizeof *b);
+    b->n = n, b->NL = m->hp.n_layer, b->KVD = m->hp.n_head_kv * m->hp.head_dim, b->D = m->hp.n_embd;
+    for (int s = 0; s < n; s++) {
+        const int L = seqs[s].n_tokens;
+        b->ld[s] = L;
+        const size_t nk = (size_t)b->NL * 2 * L * b->KVD, nh = (size_t)L * b->D;
+        b->kv[s] = malloc(nk * 4), b->hid[s] = malloc(nh * 4);
+        for (size_t i = 0; i < nk; i++) b->kv[s][i] = NAN;
+        for (size_t i = 0; i < nh; i++) b->hid[s][i] = NAN;
+    }
+}
+static void pfx_free(pfx_bufs *b) {
+    for (int s = 0; s < b->n; s++) free(b->kv[s]), free(b->hid[s]);
+}
+/* rows [0, P) of b's sequence s = rows [0, P) of a's sequence sa (a stored prefix shared by both) */
+static void pfx_give(pfx_bufs *b, int s, int P, const pfx_bufs *a, int sa) {
+    b->P[s] = P;
+    for (int l = 0; l < b->NL; l++)
+        for (int kv = 0; kv < 2; kv++)
+            memcpy(b->kv[s] + ((size_t)(2 * l + kv) * b->ld[s]) * b->KVD,
+                   a->kv[sa] + ((size_t)(2 * l + kv) * a->ld[sa]) * a->KVD, (size_t)P * b->KVD * 4);
+    memcpy(b->hid[s], a->hid[sa], (size_t)P * b->D * 4);
+}
+static void pfx_opts(pfx_bufs *b, ac_cuda_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->pfx_P = b->P, o->pfx_ld = b->ld, o->pfx_kv = b->kv, o->pfx_hid = b->hid;
+}
+/* ||rows [P, L) of b - the same rows of a|| / ||a's||, over every layer's K, V and the hidden rows */
+static double pfx_rows_err(const pfx_bufs *b, const pfx_bufs *a, int s, double *eh) {
+    double d = 0, r = 0, dh = 0, rh = 0;
+    const int P = b->P[s], L = b->ld[s];
+    for (int l = 0; l < 2 * b->NL; l++)
+        for (size_t i = (size_t)P * b->KVD; i < (size_t)L * b->KVD; i++) {
+            const double x = b->kv[s][(size_t)l * L * b->KVD + i], y = a->kv[s][(size_t)l * L * b->KVD + i];
+            d += (x - y) * (x - y), r += y * y;
+        }
+    for (size_t i = (size_t)P * b->D; i < (size_t)L * b->D; i++) {
+        const double x = b->hid[s][i], y = a->hid[s][i];
+        dh += (x - y) * (x - y), rh += y * y;
+    }
+    *eh = sqrt(dh / (rh > 0 ? rh : 1));
+    return sqrt(d / (r > 0 ? r : 1));
+}
+
+/* the CPU engine's rows of a forward (its prefix hook's insert), for the copied-back rows of f32 mode */
+typedef struct cpu_rows {
+    pfx_bufs *b;
+    int calls;
+} cpu_rows;
+static int cpu_rows_lookup(void *user, const int32_t *tokens, const ac_kv_rows *rows) {
+    (void)user, (void)tokens, (void)rows;
+    return 0;
+}
+static void cpu_rows_insert(void *user, const int32_t *tokens, const ac_kv_rows *rows, int P) {
+    cpu_rows *cr = user;
+    (void)tokens, (void)P;
+    pfx_bufs *b = cr->b;
+    const int s = cr->calls++;
+    if (s >= b->n || rows->L != b->ld[s]) return;
+    for (int l = 0; l < 2 * b->NL; l++)
+        memcpy(b->kv[s] + (size_t)l * rows->L * b->KVD, rows->kv + (size_t)l * rows->ld * rows->kvd,
+               (size_t)rows->L * b->KVD * 4);
+    memcpy(b->hid[s], rows->hid, (size_t)rows->L * b->D * 4);
+}
+
+enum { PF_NSEQ = 6 };
+/* One batch at the backend's level, in one precision: a donor run (every P = 0: the rows written back
+ * are the whole sequences'), then the same batch with prefixes given from the donor's sequence 0 (they
+ * share its head): P = Lh, 0, Lh/2, Lh (one new row), 0 (one token), 37 (inside a key tile). */
+static void check_prefix_backend(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g, int f32) {
+    const int D = m->hp.n_embd, V = m->hp.n_vocab;
+    const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256, Lh = maxL / 2;
+    const int lens[PF_NSEQ] = {Lh + maxL / 4, 33, Lh / 2 + 15, Lh + 1, 1, maxL};
+    const int give[PF_NSEQ] = {Lh, 0, Lh / 2, Lh, 0, 37 < Lh ? 37 : Lh / 3};
+    int T = 0;
+    for (int s = 0; s < PF_NSEQ; s++) T += lens[s];
+    int32_t *tok = malloc((size_t)T * 4);
+    ac_seq seqs[PF_NSEQ];
+    for (int s = 0, o = 0; s < PF_NSEQ; o += lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
+        for (int i = 0; i < lens[s]; i++)
+            tok[o + i] = s > 0 && i < give[s] ? tok[i] /* sequence 0's head */ : 3 + rnd_int(V - 3);
+    }
+    float *h[4], *pm[4], *lg[4];
+    for (int k = 0; k < 4; k++) {
+        h[k] = malloc((size_t)T * D * 4), pm[k] = malloc((size_t)PF_NSEQ * D * 4), lg[k] = malloc((size_t)PF_NSEQ * V * 4);
+        for (size_t i = 0; i < (size_t)T * D; i++) h[k][i] = NAN;
+    }
+    ac_outputs o = {0};
+    o.pooling = AC_POOL_MEAN, o.normalize = 1; /* the mean reads the given rows' hidden states */
+    /* [0]: the exact GPU forward */
+    o.hidden = h[0], o.pooled = pm[0], o.logits = lg[0];
+    OK(ac_cuda_forward(g, seqs, PF_NSEQ, &o, NULL));
+    /* [1]: the donor (every P = 0, every row written back) */
+    pfx_bufs donor, pb;
+    pfx_alloc(&donor, m, seqs, PF_NSEQ);
+    ac_cuda_opts opts;
+    pfx_opts(&donor, &opts);
+    o.hidden = h[1], o.pooled = pm[1], o.logits = lg[1];
+    OK(ac_cuda_forward(g, seqs, PF_NSEQ, &o, &opts));
+    const double e_don = rel_err(h[1], h[0], (size_t)T * D);
+    int don_ok = 1;
+    for (int s = 0; s < PF_NSEQ; s++) { /* every row written back; the hidden ones are the output's rows */
+        don_ok &= all_finite(donor.kv[s], (size_t)donor.NL * 2 * lens[s] * donor.KVD) &&
+                  all_finite(donor.hid[s], (size_t)lens[s] * D);
+        const float *hs = h[0] + (size_t)(seqs[s].tokens - tok) * D;
+        don_ok &= rel_err(donor.hid[s], hs, (size_t)lens[s] * D) < 1e-6;
+    }
+    CHECK(e_don < 1e-6 && don_ok, "%s %s prefix donor: outputs as the plain forward (%.2e), rows written back", name,
+          f32 ? "f32" : "bf16", e_don);
+    /* [2]: given prefixes */
+    pfx_alloc(&pb, m, seqs, PF_NSEQ);
+    for (int s = 0; s < PF_NSEQ; s++) pfx_give(&pb, s, give[s], &donor, 0);
+    pfx_opts(&pb, &opts);
+    o.hidden = h[2], o.pooled = pm[2], o.logits = lg[2];
+    OK(ac_cuda_forward(g, seqs, PF_NSEQ, &o, &opts));
+    const double eh = rel_err(h[2], h[0], (size_t)T * D), ep = rel_err(pm[2], pm[0], (size_t)PF_NSEQ * D);
+    const double el = rel_err(lg[2], lg[0], (size_t)PF_NSEQ * V), cs = cosine_min(pm[2], pm[0], PF_NSEQ, D);
+    double ekv = 0, ehid = 0;
+    for (int s = 0; s < PF_NSEQ; s++) {
+        double e1 = 0;
+        const double e0 = pfx_rows_err(&pb, &donor, s, &e1);
+        ekv = e0 > ekv ? e0 : ekv, ehid = e1 > ehid ? e1 : ehid;
+    }
+    /* [3]: logits and the last-row pooling only (outputs from the computed rows alone) */
+    for (int s = 0; s < PF_NSEQ; s++) pfx_give(&pb, s, give[s], &donor, 0);
+    ac_outputs o3 = {0};
+    o3.pooled = pm[3], o3.logits = lg[3], o3.pooling = AC_POOL_LAST;
+    OK(ac_cuda_forward(g, seqs, PF_NSEQ, &o3, &opts));
+    float *last = malloc((size_t)PF_NSEQ * D * 4);
+    for (int s = 0; s < PF_NSEQ; s++)
+        memcpy(last + (size_t)s * D, h[0] + (size_t)(seqs[s].tokens - tok + lens[s] - 1) * D, (size_t)D * 4);
+    const double e3 = rel_err(pm[3], last, (size_t)PF_NSEQ * D), el3 = rel_err(lg[3], lg[0], (size_t)PF_NSEQ * V);
+    printf("  %s %s given prefixes (P = %d %d %d %d %d %d): vs the full GPU forward hidden %.2e mean-pooled %.2e "
+           "(cos %.6f) logits %.2e; rows written back vs the donor's K/V %.2e hidden %.2e; last-row outputs %.2e / %.2e\n",
+           name, f32 ? "f32" : "bf16", give[0], give[1], give[2], give[3], give[4], give[5], eh, ep, cs, el, ekv, ehid, e3,
+           el3);
+    const double tol = f32 ? 1e-5 : 2e-2;
+    CHECK(all_finite(h[2], (size_t)T * D) && eh < tol && ep < tol && el < tol && cs > 0.999,
+          "%s %s given prefixes vs the full GPU forward", name, f32 ? "f32" : "bf16");
+    CHECK(ekv < tol && ehid < tol, "%s %s given prefixes: computed rows written back (K/V %.2e, hidden %.2e)", name,
+          f32 ? "f32" : "bf16", ekv, ehid);
+    CHECK(e3 < tol && el3 < tol, "%s %s given prefixes, last-row outputs only", name, f32 ? "f32" : "bf16");
+    if (f32) { /* against the CPU engine: its exact forward, its rows, and its prefix cache's forward */
+        float *hc = malloc((size_t)T * D * 4), *hp = malloc((size_t)T * D * 4), *pc = malloc((size_t)PF_NSEQ * D * 4);
+        pfx_bufs cb;
+        pfx_alloc(&cb, m, seqs, PF_NSEQ);
+        cpu_rows cr = {&cb, 0};
+        ac_kv_hook kh = {&cr, cpu_rows_lookup, cpu_rows_insert, NULL};
+        ac_ctx_set_kv_hook(cpu, &kh);
+        o.hidden = hc, o.pooled = pc, o.logits = NULL;
+        OK(ac_forward(cpu, seqs, PF_NSEQ, &o));
+        ac_ctx_set_kv_hook(cpu, NULL);
+        double ekc = 0, ehc = 0;
+        for (int s = 0; s < PF_NSEQ; s++) {
+            double e1 = 0;
+            const double e0 = pfx_rows_err(&pb, &cb, s, &e1);
+            ekc = e0 > ekc ? e0 : ekc, ehc = e1 > ehc ? e1 : ehc;
+        }
+        ac_prefix_params pp = ac_prefix_default_params();
+        pp.min_match = 4;
+        ac_prefix_cache *pcache;
+        OK(ac_prefix_cache_new(m, &pp, &pcache));
+        OK(ac_ctx_attach_prefix(cpu, pcache));
+        ac_seq first = seqs[0];
+        ac_outputs o1 = {0};
+        o1.pooled = pc, o1.pooling = AC_POOL_LAST;
+        OK(ac_forward(cpu, &first, 1, &o1)); /* stores sequence 0: the others find their head */
+        o.hidden = hp, o.pooled = pc;
+        OK(ac_forward(cpu, seqs, PF_NSEQ, &o));
+        ac_prefix_stats st;
+        ac_prefix_get_stats(pcache, &st);
+        ac_ctx_attach_prefix(cpu, NULL);
+        ac_prefix_cache_free(pcache);
+        const double ec = rel_err(h[2], hc, (size_t)T * D), ecp = rel_err(h[2], hp, (size_t)T * D);
+        const double epc = rel_err(pm[2], pc, (size_t)PF_NSEQ * D);
+        printf("  %s f32 given prefixes vs the CPU: exact hidden %.2e, the CPU prefix cache's forward hidden %.2e "
+               "pooled %.2e (%lld hits); rows written back vs the CPU's K/V %.2e hidden %.2e\n",
+               name, ec, ecp, epc, (long long)st.hits, ekc, ehc);
+        CHECK(ec < 1e-4 && ecp < 1e-4 && epc < 1e-4 && st.hits >= 4, "%s f32 given prefixes vs the CPU prefix forward",
+              name);
+        CHECK(ekc < 1e-4 && ehc < 1e-4, "%s f32 rows written back vs the CPU's rows", name);
+        pfx_free(&cb);
+        free(hc), free(hp), free(pc);
+    }
+    /* refusals: P = L, given rows with served maps */
+    pb.P[1] = lens[1];
+    CHECK(ac_cuda_forward(g, seqs, PF_NSEQ, &o3, &opts) == AC_ERR_ARG && strstr(ac_last_error(), "given rows"),
+          "P = L refused: %s", ac_last_error());
+    pb.P[1] = 0;
+    opts.serve = srv_serve;
+    CHECK(ac_cuda_forward(g, seqs, PF_NSEQ, &o3, &opts) == AC_ERR_ARG, "given rows + served maps refused");
+    pfx_free(&donor), pfx_free(&pb);
+    for (int k = 0; k < 4; k++) free(h[k]), free(pm[k]), free(lg[k]);
+    free(last), free(tok);
+}
+
+/* stories260K's greedy lines, each step computing only its one new row over the rows of the steps
+ * before it (given back to the backend as prefix rows: incremental decoding through the seam) */
+static void check_greedy_prefix(ac_model *m, ac_cuda_model *g, const char *tsv) {
+    FILE *f = fopen(tsv, "r");
+    if (!f) return;
+    char line[8192];
+    int n_lines = 0, n_ok = 0;
+    float *logits = malloc((size_t)m->hp.n_vocab * 4);
+    const int KVD = m->hp.n_head_kv * m->hp.head_dim, NL = m->hp.n_layer, D = m->hp.n_embd;
+    float *kv = malloc((size_t)NL * 2 * 65 * KVD * 4), *hid = malloc((size_t)65 * D * 4);
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || !strchr(line, '\t')) continue;
+        char *tab = strchr(line, '\t'), *want = tab + 1;
+        *tab = 0;
+        want[strcspn(want, "\r\n")] = 0;
+        int32_t ids[65];
+        int n = 0, P = 0;
+        OK(ac_tokenize(m, line, strlen(line), 1, ids, 64, &n));
+        while (n < 65) {
+            ac_seq s = {ids, n};
+            ac_outputs o = {0};
+            o.logits = logits;
+            int ld = 65;
+            ac_cuda_opts opts = {0};
+            opts.pfx_P = &P, opts.pfx_ld = &ld, opts.pfx_kv = &kv, opts.pfx_hid = &hid;
+            OK(ac_cuda_forward(g, &s, 1, &o, &opts));
+            const int next = argmax(logits, m->hp.n_vocab);
+            if (next == ac_token_bos(m)) break;
+            P = n; /* rows [0, n) are now in kv, hid */
+            ids[n++] = next;
+        }
+        char text[8192];
+        size_t len = 0;
+        for (int i = 1; i < n; i++) {
+            char piece[256];
+            int np = 0;
+            OK(ac_token_to_piece(m, ids[i], piece, sizeof piece, &np));
+            const char *p = piece;
+            if (i == 1 && np > 0 && piece[0] == ' ') p++, np--;
+            if (len + (size_t)np + 1 >= sizeof text) break;
+            memcpy(text + len, p, (size_t)np);
+            len += (size_t)np;
+        }
+        text[len] = 0;
+        for (size_t i = 0; i < len; i++)
+            if (text[i] == '\n') text[i] = ' ';
+        n_lines++;
+        if (!strcmp(text, want)) n_ok++;
+        else printf("  greedy (prefix rows) mismatch for '%s':\n    got  %s\n    want %s\n", line, text, want);
+    }
+    fclose(f);
+    free(logits), free(kv), free(hid);
+    printf("  stories260K greedy, one new row per step over given prefix rows: %d of %d lines (f32)\n", n_ok, n_lines);
+    CHECK(n_lines > 0 && n_ok == n_lines, "greedy lines with prefix rows %d/%d", n_ok, n_lines);
+}
+
+static int dummy_reuse(void *user, const ac_attn_site *site) {
+    (void)user, (void)site;
+    return 0;
+}
+static int dummy_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
+                       int head_dim, float *out, int ldo) {
+    (void)user, (void)site, (void)n_rows, (void)v, (void)ldv, (void)n_head_kv, (void)head_dim, (void)out, (void)ldo;
+    return AC_ERR_INTERNAL;
+}
+static int dummy_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
+    (void)user, (void)site, (void)out;
+    return AC_ERR_INTERNAL;
+}
+
+/* The public API: ac_prefix_cache attached to a cuda context (bf16), one batch storing two sequences,
+ * then a mixed batch: a shared head (P = Lh), a miss, half the head (P = Lh/2), an exact repeat
+ * (P = L-1), a stored sequence continued (P = its length), one token (no lookup hit). The same
+ * batches on a CPU context with its own prefix cache: same P per sequence and hits; outputs vs the
+ * GPU without the cache and vs the CPU within bf16 tolerance. */
+static void check_prefix_api(const char *name, ac_model *m, ac_ctx *cpu) {
+    const int D = m->hp.n_embd, V = m->hp.n_vocab;
+    const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256, Lh = maxL / 2;
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    int32_t a0[256], a1[40], b[PF_NSEQ][256];
+    const int la0 = Lh + maxL / 4, la1 = 20;
+    for (int i = 0; i < la0; i++) a0[i] = 3 + rnd_int(V - 3);
+    for (int i = 0; i < la1; i++) a1[i] = 3 + rnd_int(V - 3);
+    const int lb[PF_NSEQ] = {Lh + 9, 30, Lh / 2 + 12, la0, la1 + 11, 1};
+    const int wantP[PF_NSEQ] = {Lh, 0, Lh / 2, la0 - 1, la1, 0};
+    for (int s = 0; s < PF_NSEQ; s++)
+        for (int i = 0; i < lb[s]; i++) {
+            const int32_t *src = s == 4 ? a1 : a0;
+            const int keep = s == 4 ? la1 : s == 3 ? la0 : wantP[s];
+            b[s][i] = i < keep ? src[i] : 3 + rnd_int(V - 3);
+            if (i == keep && s != 1 && s != 5 && i < (s == 4 ? la1 : la0) && b[s][i] == src[i]) /* must leave the stored run here */
+                b[s][i] = 3 + (b[s][i] - 3 + 1) % (V - 3);
+        }
+    b[1][0] = 3 + (a0[0] - 3 + 1) % (V - 3); /* the miss starts apart from both stored sequences */
+    if (b[1][0] == a1[0]) b[1][0] = 3 + (b[1][0] - 3 + 1) % (V - 3);
+    ac_seq sa[2] = {{a0, la0}, {a1, la1}}, sb[PF_NSEQ];
+    int T = 0;
+    for (int s = 0; s < PF_NSEQ; s++) sb[s] = (ac_seq){b[s], lb[s]}, T += lb[s];
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pg, *pc;
+    OK(ac_prefix_cache_new(m, &pp, &pg));
+    OK(ac_prefix_cache_new(m, &pp, &pc));
+    float *h[3], *pl[3], *lg[3];
+    for (int k = 0; k < 3; k++)
+        h[k] = malloc((size_t)T * D * 4), pl[k] = malloc((size_t)PF_NSEQ * D * 4), lg[k] = malloc((size_t)PF_NSEQ * V * 4);
+    ac_outputs o = {0};
+    o.pooling = AC_POOL_LAST;
+    /* [0]: GPU without the cache, [1]: GPU with it, [2]: CPU with its own */
+    o.hidden = h[0], o.pooled = pl[0], o.logits = lg[0];
+    OK(ac_forward(gpu, sb, PF_NSEQ, &o));
+    OK(ac_ctx_attach_prefix(gpu, pg));
+    OK(ac_ctx_attach_prefix(cpu, pc));
+    ac_outputs oa = {0};
+    oa.pooled = pl[1], oa.pooling = AC_POOL_LAST;
+    OK(ac_forward(gpu, sa, 2, &oa)); /* stores a0 and a1 */
+    OK(ac_forward(cpu, sa, 2, &oa));
+    ac_prefix_stats s0;
+    ac_prefix_get_stats(pg, &s0);
+    for (size_t i = 0; i < (size_t)T * D; i++) h[1][i] = NAN;
+    o.hidden = h[1], o.pooled = pl[1], o.logits = lg[1];
+    OK(ac_forward(gpu, sb, PF_NSEQ, &o));
+    ac_seq_plan plan[PF_NSEQ], cplan[PF_NSEQ];
+    OK(ac_ctx_last_plan(gpu, PF_NSEQ, plan));
+    o.hidden = h[2], o.pooled = pl[2], o.logits = lg[2];
+    OK(ac_forward(cpu, sb, PF_NSEQ, &o));
+    OK(ac_ctx_last_plan(cpu, PF_NSEQ, cplan));
+    ac_prefix_stats s1, c1;
+    ac_prefix_get_stats(pg, &s1);
+    ac_prefix_get_stats(pc, &c1);
+    int plan_ok = 1, want_hits = 0, reused = 0;
+    for (int s = 0; s < PF_NSEQ; s++) {
+        plan_ok &= plan[s].prefix_rows == wantP[s] && cplan[s].prefix_rows == wantP[s];
+        want_hits += wantP[s] > 0, reused += wantP[s];
+        if (plan[s].prefix_rows != wantP[s])
+            printf("  sequence %d: %d prefix rows on the GPU, %d on the CPU, want %d\n", s, plan[s].prefix_rows,
+                   cplan[s].prefix_rows, wantP[s]);
+    }
+    const long long hits = (long long)(s1.hits - s0.hits), used = (long long)(s1.tokens_reused - s0.tokens_reused);
+    const double eh = rel_err(h[1], h[0], (size_t)T * D), el = rel_err(lg[1], lg[0], (size_t)PF_NSEQ * V);
+    const double ep = rel_err(pl[1], pl[0], (size_t)PF_NSEQ * D), ehc = rel_err(h[1], h[2], (size_t)T * D);
+    const double elc = rel_err(lg[1], lg[2], (size_t)PF_NSEQ * V);
+    printf("  %s prefix cache API on cuda: %lld of %d sequences hit (%lld rows reused; CPU %lld hits), GPU cached vs "
+           "GPU exact hidden %.2e pooled %.2e logits %.2e; vs the CPU's cached forward hidden %.2e logits %.2e\n",
+           name, hits, PF_NSEQ, used, (long long)(c1.hits - 0), eh, ep, el, ehc, elc);
+    CHECK(plan_ok && hits == want_hits && used == reused, "%s prefix cache API on cuda: P per sequence and hits counted",
+          name);
+    CHECK(all_finite(h[1], (size_t)T * D) && eh < 2e-2 && ep < 2e-2 && el < 2e-2,
+          "%s prefix cache API on cuda vs the GPU without it", name);
+    CHECK(ehc < 3e-2 && elc < 3e-2, "%s prefix cache API on cuda vs the CPU's", name);
+    /* again, mean-pooled (the given rows' hidden states from the tree): everything stored now */
+    o.hidden = NULL, o.logits = NULL, o.pooling = AC_POOL_MEAN, o.normalize = 1;
+    o.pooled = pl[1];
+    OK(ac_forward(gpu, sb, PF_NSEQ, &o));
+    OK(ac_ctx_last_plan(gpu, PF_NSEQ, plan));
+    ac_ctx_attach_prefix(gpu, NULL);
+    o.pooled = pl[0];
+    OK(ac_forward(gpu, sb, PF_NSEQ, &o));
+    int all_rep = 1;
+    for (int s = 0; s < PF_NSEQ; s++) all_rep &= plan[s].prefix_rows == (lb[s] > 1 ? lb[s] - 1 : 0);
+    const double em = rel_err(pl[1], pl[0], (size_t)PF_NSEQ * D), cm = cosine_min(pl[1], pl[0], PF_NSEQ, D);
+    printf("  %s prefix cache API on cuda, repeats mean-pooled: %.2e (cos %.6f)\n", name, em, cm);
+    CHECK(all_rep && em < 2e-2 && cm > 0.999, "%s repeats mean-pooled through the prefix cache on cuda", name);
+    /* with an attention cache's reuse too: refused, clearly */
+    OK(ac_ctx_attach_prefix(gpu, pg));
+    ac_attn_hook ah = {0};
+    ah.reuse = dummy_reuse, ah.apply = dummy_apply, ah.maps = dummy_maps;
+    ac_ctx_set_attn_hook(gpu, &ah);
+    CHECK(ac_forward(gpu, sb, PF_NSEQ, &o) == AC_ERR_UNSUPPORTED && strstr(ac_last_error(), "prefix cache"),
+          "prefix cache + attention cache on cuda refused: %s", ac_last_error());
+    ac_ctx_set_attn_hook(gpu, NULL);
+    ac_ctx_attach_prefix(cpu, NULL);
+    ac_ctx_free(gpu);
+    ac_prefix_cache_free(pg), ac_prefix_cache_free(pc);
+    for (int k = 0; k < 3; k++) free(h[k]), free(pl[k]), free(lg[k]);
+}
+
+/* ac_lm_head on a cuda context == the forward's logits; label scoring with labels of several tokens
+ * (the prompt+label rows' hidden states, then the LM head) on the GPU with and without the prefix
+ * cache (the prompt runs once, every label continues it: P = the prompt's length) and on the CPU. */
+static void check_label_scoring(const char *name, ac_model *m, ac_ctx *cpu) {
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    const int D = m->hp.n_embd, V = m->hp.n_vocab;
+    int32_t tok[40];
+    for (int i = 0; i < 40; i++) tok[i] = 3 + rnd_int(V - 3);
+    ac_seq seqs[2] = {{tok, 23}, {tok + 23, 17}};
+    float *hid = malloc(40 * (size_t)D * 4), *lg = malloc(2 * (size_t)V * 4), *lh = malloc(2 * (size_t)V * 4);
+    float *rows = malloc(2 * (size_t)D * 4);
+    ac_outputs o = {0};
+    o.hidden = hid, o.logits = lg;
+    OK(ac_forward(gpu, seqs, 2, &o));
+    memcpy(rows, hid + (size_t)22 * D, (size_t)D * 4), memcpy(rows + D, hid + (size_t)39 * D, (size_t)D * 4);
+    OK(ac_lm_head(gpu, rows, 2, lh));
+    const double el = rel_err(lh, lg, 2 * (size_t)V);
+    printf("  %s ac_lm_head on cuda vs the forward's logits: %.2e\n", name, el);
+    CHECK(el < 1e-3, "%s ac_lm_head on cuda", name);
+    const char *prompt = "Once upon a time, there was a little girl named Lily. She";
+    const char *labels[3] = {" was very happy", " liked to play outside", " saw a big dog"};
+    double lp[3][3];
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pc;
+    OK(ac_prefix_cache_new(m, &pp, &pc));
+    OK(ac_score_labels(cpu, prompt, labels, 3, lp[0]));
+    OK(ac_score_labels(gpu, prompt, labels, 3, lp[1]));
+    OK(ac_ctx_attach_prefix(gpu, pc));
+    OK(ac_score_labels(gpu, prompt, labels, 3, lp[2]));
+    ac_prefix_stats st;
+    ac_prefix_get_stats(pc, &st);
+    ac_ctx_attach_prefix(gpu, NULL);
+    ac_prefix_cache_free(pc);
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        printf("  %s label '%s': log P CPU %.4f, GPU %.4f, GPU with the prefix cache %.4f\n", name, labels[i], lp[0][i],
+               lp[1][i], lp[2][i]);
+        ok &= fabs(lp[2][i] - lp[1][i]) <= 0.02 * fabs(lp[1][i]) + 0.02 && fabs(lp[1][i] - lp[0][i]) <= 0.05 * fabs(lp[0][i]) + 0.05;
+    }
+    CHECK(ok && st.hits == 3, "%s label scoring on cuda with the prefix cache (%lld hits, want 3)", name,
+          (long long)st.hits);
+    ac_ctx_free(gpu);
+    free(hid), free(lg), free(lh), free(rows);
+}
+
+static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
+                         const char *tsv) {
+    if (!m->hp.causal) { /* bidirectional: no prefix rows */
+        int32_t ids[4] = {3, 4, 5, 6};
+        ac_seq s = {ids, 4};
+        float *kv = malloc((size_t)m->hp.n_layer * 2 * 4 * m->hp.n_head_kv * m->hp.head_dim * 4);
+        float *hid = malloc((size_t)4 * m->hp.n_embd * 4), *pooled = malloc((size_t)m->hp.n_embd * 4);
+        int P = 2, ld = 4;
+        ac_cuda_opts opts = {0};
+        opts.pfx_P = &P, opts.pfx_ld = &ld, opts.pfx_kv = &kv, opts.pfx_hid = &hid;
+        ac_outputs o = {0};
+        o.pooled = pooled, o.pooling = AC_POOL_MEAN;
+        CHECK(ac_cuda_forward(gbf, &s, 1, &o, &opts) == AC_ERR_UNSUPPORTED && strstr(ac_last_error(), "causal"),
+              "%s: prefix rows refused on a bidirectional model: %s", name, ac_last_error());
+        free(kv), free(hid), free(pooled);
+        return;
+    }
+    check_prefix_backend(name, m, cpu, g32, 1);
+    check_prefix_backend(name, m, cpu, gbf, 0);
+    check_prefix_api(name, m, cpu);
+    if (tsv) check_greedy_prefix(m, g32, tsv);
+    if (tsv) check_label_scoring(name, m, cpu); /* (stories260K: the one decoder here with a tokenizer) */
+}
+
 static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     ac_ctx_params cp = ac_ctx_default_params();
     ac_ctx *cpu;
@@ -844,6 +1304,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     check_map_cache(name, m);
     unsetenv("AC_CUDA_MAP_CACHE_POOL");
     check_map_cache_abort(name, m, gbf);
+    check_prefix(name, m, cpu, g32, gbf, tsv);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

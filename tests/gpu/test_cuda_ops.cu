@@ -386,6 +386,181 @@ template <typename T> static void test_materialised(int hd, int causal, double t
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dP), cudaFree(dpo), cudaFree(dcu);
 }
 
+/* ---- attention after given prefix rows (the prefix K/V cache) ------------------------------------
+ * Sequence s: P = cp[s+1] - cp[s] given keys (rows of kp / vp, stride ldp), then its n = cu[s+1] - cu[s]
+ * own rows (q, k, v, out); query i sits at position P + i and attends (causal) to keys 0 .. P + i of
+ * the L = P + n keys. Reference: the sequence's keys laid out whole, double accumulation. Pmap
+ * (optional): [H][n][L] per sequence. */
+static void ref_attn_pfx(const vector<float> &q, const vector<float> &k, const vector<float> &v,
+                         const vector<float> &kv_p, int ldp, const vector<int> &cu, const vector<int> &cp, int H,
+                         int Hkv, int hd, int ldq, int ldk, int causal, vector<float> &o, vector<float> *Pmap) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int KVD = Hkv * hd;
+    size_t poff = 0;
+    for (size_t s = 0; s + 1 < cu.size(); s++) {
+        const int st = cu[s], n = cu[s + 1] - cu[s], P = cp[s + 1] - cp[s], L = P + n;
+        auto krow = [&](int j, int g) { /* key j of kv head g */
+            return j < P ? &kv_p[(size_t)(cp[s] + j) * ldp + g * hd] : &k[(size_t)(st + j - P) * ldk + g * hd];
+        };
+        auto vrow = [&](int j, int g) {
+            return j < P ? &kv_p[(size_t)(cp[s] + j) * ldp + KVD + g * hd] : &v[(size_t)(st + j - P) * ldk + g * hd];
+        };
+        vector<double> p(L);
+        for (int h = 0; h < H; h++) {
+            const int g = h / (H / Hkv);
+            for (int i = 0; i < n; i++) {
+                const int nk = causal ? P + i + 1 : L;
+                double mx = -1e300;
+                for (int j = 0; j < nk; j++) {
+                    const float *kr = krow(j, g);
+                    double a = 0;
+                    for (int d = 0; d < hd; d++) a += (double)q[(size_t)(st + i) * ldq + h * hd + d] * kr[d];
+                    p[j] = a * scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                double sum = 0;
+                for (int j = 0; j < nk; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < hd; d++) {
+                    double a = 0;
+                    for (int j = 0; j < nk; j++) a += p[j] * vrow(j, g)[d];
+                    o[(size_t)(st + i) * ldq + h * hd + d] = (float)(a / sum);
+                }
+                if (Pmap)
+                    for (int j = 0; j < L; j++)
+                        (*Pmap)[poff + ((size_t)h * n + i) * L + j] = j < nk ? (float)(p[j] / sum) : 0.f;
+            }
+        }
+        poff += (size_t)H * n * L;
+    }
+}
+
+/* Prefix lengths: 0, a long one (many key tiles before the first query), P ending inside a 64-key tile,
+ * one new row after a long prefix, the rest random; own rows 1 .. Nmax. */
+static void rand_pfx(int n_seq, int Pmax, int Nmax, vector<int> &cu, vector<int> &cp, int *T, int *nmax, int *ptot) {
+    cu.assign(n_seq + 1, 0), cp.assign(n_seq + 1, 0);
+    *nmax = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const int P = s == 0 ? 0 : s == 1 ? Pmax : s == 2 ? 37 : s == 3 ? Pmax - 1 : rnd_int(Pmax + 1);
+        const int n = s == 3 ? 1 : s == 1 ? Nmax : 1 + rnd_int(Nmax);
+        cu[s + 1] = cu[s] + n, cp[s + 1] = cp[s] + P;
+        if (n > *nmax) *nmax = n;
+    }
+    *T = cu[n_seq], *ptot = cp[n_seq];
+}
+
+static void test_flash_prefix(int hd, int H, int Hkv, int variant, int n_seq, int Pmax, int Nmax) {
+    vector<int> cu, cp;
+    int T, nmax, ptot;
+    rand_pfx(n_seq, Pmax, Nmax, cu, cp, &T, &nmax, &ptot);
+    const int ldq = H * hd, ldk = Hkv * hd, ldp = 2 * Hkv * hd + 8; /* (a padded stride) */
+    auto q = randv((size_t)T * ldq, 2.0f), k = randv((size_t)T * ldk, 2.0f), v = randv((size_t)T * ldk);
+    auto kvp = randv((size_t)(ptot > 0 ? ptot : 1) * ldp, 2.0f);
+    for (auto *x : {&q, &k, &v, &kvp})
+        for (auto &e : *x) e = bfr(e);
+    bf16 *dq = dev<bf16>(q), *dk = dev<bf16>(k), *dv = dev<bf16>(v), *dp = dev<bf16>(kvp);
+    bf16 *dout = dev_nan<bf16>((size_t)T * ldq);
+    int *dcu = dev_i(cu), *dcp = dev_i(cp);
+    ac_cu_attn a = {n_seq, nmax, dcu, H, Hkv, hd, ldq, ldk, ldq, 1, 1.0f / sqrtf((float)hd)};
+    a.cp = dcp, a.kp = dp, a.vp = dp + Hkv * hd, a.ldp = ldp;
+    OK(ac_cu_flash_attn(&a, dq, dk, dv, dout, variant, 0));
+    auto got = host(dout, (size_t)T * ldq);
+    vector<float> ref((size_t)T * ldq);
+    ref_attn_pfx(q, k, v, kvp, ldp, cu, cp, H, Hkv, hd, ldq, ldk, 1, ref, NULL);
+    const double e = rel_err(got.data(), ref.data(), ref.size());
+    CHECK(all_finite(got.data(), got.size()) && e < 1e-2,
+          "flash after prefix rows hd %d H %d/%d variant %d, %d seqs (prefix up to %d, own rows up to %d): rel err %.3g",
+          hd, H, Hkv, variant, n_seq, Pmax, nmax, e);
+    /* no prefix rows anywhere (cp all zero) == the plain kernel */
+    vector<int> cp0(n_seq + 1, 0);
+    int *dcp0 = dev_i(cp0);
+    bf16 *dout2 = dev_nan<bf16>((size_t)T * ldq), *dout3 = dev_nan<bf16>((size_t)T * ldq);
+    a.cp = dcp0;
+    OK(ac_cu_flash_attn(&a, dq, dk, dv, dout2, variant, 0));
+    a.cp = NULL;
+    OK(ac_cu_flash_attn(&a, dq, dk, dv, dout3, variant, 0));
+    auto g2 = host(dout2, (size_t)T * ldq), g3 = host(dout3, (size_t)T * ldq);
+    const double e0 = rel_err(g2.data(), g3.data(), g3.size());
+    if (hd == 64 && H == 8) printf("  flash hd 64 variant %d, empty prefixes vs the plain kernel: %s (rel err %.3g)\n",
+                                   variant, memcmp(g2.data(), g3.data(), g2.size() * 4) ? "not bitwise" : "bitwise", e0);
+    CHECK(e0 < 1e-3 && all_finite(g3.data(), g3.size()),
+          "flash hd %d variant %d: empty prefixes give the plain kernel's output (rel err %.3g)", hd, variant, e0);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dp), cudaFree(dout), cudaFree(dout2), cudaFree(dout3);
+    cudaFree(dcu), cudaFree(dcp), cudaFree(dcp0);
+}
+
+template <typename T> static void test_materialised_prefix(int hd, double tol) {
+    const int H = 4, Hkv = 2, n_seq = 6;
+    vector<int> cu, cp;
+    int Tn, nmax, ptot;
+    rand_pfx(n_seq, 90, 40, cu, cp, &Tn, &nmax, &ptot);
+    const int ldq = H * hd, ldk = Hkv * hd, ldp = 2 * Hkv * hd;
+    auto q = randv((size_t)Tn * ldq, 2.0f), k = randv((size_t)Tn * ldk, 2.0f), v = randv((size_t)Tn * ldk);
+    auto kvp = randv((size_t)ptot * ldp, 2.0f);
+    if (sizeof(T) == 2)
+        for (auto *x : {&q, &k, &v, &kvp})
+            for (auto &e : *x) e = bfr(e);
+    vector<long long> poff(n_seq);
+    long long tot = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const long long n = cu[s + 1] - cu[s], L = n + cp[s + 1] - cp[s];
+        poff[s] = tot, tot += (long long)H * n * L;
+    }
+    T *dq = dev<T>(q), *dk = dev<T>(k), *dv = dev<T>(v), *dp = dev<T>(kvp), *dout = dev_nan<T>((size_t)Tn * ldq);
+    float *dP = dev_nan<float>((size_t)tot);
+    long long *dpo;
+    CU(cudaMalloc(&dpo, n_seq * 8));
+    CU(cudaMemcpy(dpo, poff.data(), n_seq * 8, cudaMemcpyHostToDevice));
+    int *dcu = dev_i(cu), *dcp = dev_i(cp);
+    ac_cu_attn a = {n_seq, nmax, dcu, H, Hkv, hd, ldq, ldk, ldq, 1, 1.0f / sqrtf((float)hd)};
+    a.cp = dcp, a.kp = dp, a.vp = dp + Hkv * hd, a.ldp = ldp;
+    OK(ac_cu_attn_materialised<T>(&a, dq, dk, dv, dout, dP, dpo, 0));
+    auto got = host(dout, (size_t)Tn * ldq);
+    auto gP = host(dP, (size_t)tot);
+    vector<float> ref((size_t)Tn * ldq), rP((size_t)tot);
+    ref_attn_pfx(q, k, v, kvp, ldp, cu, cp, H, Hkv, hd, ldq, ldk, 1, ref, &rP);
+    const double e = rel_err(got.data(), ref.data(), ref.size()), eP = rel_err(gP.data(), rP.data(), rP.size());
+    CHECK(e < tol && eP < tol, "materialised (%zu-byte) after prefix rows hd %d: out rel err %.3g, P rel err %.3g",
+          sizeof(T), hd, e, eP);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dp), cudaFree(dout), cudaFree(dP), cudaFree(dpo);
+    cudaFree(dcu), cudaFree(dcp);
+}
+
+static void test_rows_select(void) {
+    const int D = 77, na = 9, nb = 5, n = 14;
+    auto a = randv((size_t)na * D), b = randv((size_t)nb * D);
+    vector<int> src(n);
+    for (int r = 0; r < n; r++) src[r] = r % 3 == 0 ? -1 - (r / 3) % nb : (r * 7) % na;
+    float *da = dev<float>(a), *db = dev<float>(b), *dd = dev_nan<float>((size_t)n * D);
+    int *ds = dev_i(src);
+    OK(ac_cu_rows_select(dd, da, db, ds, n, D, 0));
+    auto got = host(dd, (size_t)n * D);
+    int bad = 0;
+    for (int r = 0; r < n; r++)
+        for (int d = 0; d < D; d++)
+            bad += got[(size_t)r * D + d] != (src[r] >= 0 ? a[(size_t)src[r] * D + d] : b[(size_t)(-1 - src[r]) * D + d]);
+    CHECK(!bad, "rows_select: %d elements wrong", bad);
+    cudaFree(da), cudaFree(db), cudaFree(dd), cudaFree(ds);
+}
+
+/* the K, V columns of qkv rows copied out as f32 [2][n][w] (the prefix cache's computed rows) */
+template <typename T> static void test_kv_out(void) {
+    const int n = 37, w = 96, col = 128, ld = col + 2 * w + 40;
+    auto src = randv((size_t)n * ld);
+    if (sizeof(T) == 2)
+        for (auto &e : src) e = bfr(e);
+    T *ds = dev<T>(src);
+    float *dd = dev_nan<float>((size_t)2 * n * w);
+    OK(ac_cu_kv_out<T>(dd, ds, ld, col, n, w, 0));
+    auto got = host(dd, (size_t)2 * n * w);
+    int bad = 0;
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c < w; c++)
+                bad += got[((size_t)k * n + r) * w + c] != src[(size_t)r * ld + col + k * w + c];
+    CHECK(!bad, "kv_out (%zu-byte): %d elements wrong", sizeof(T), bad);
+    cudaFree(ds), cudaFree(dd);
+}
+
 int main(int argc, char **argv) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -413,6 +588,18 @@ int main(int argc, char **argv) {
             }
     test_flash(64, 1, 12, 12, 0, 2, 1030);                   /* long rows: many KV tiles */
     test_flash(128, 0, 4, 2, 0, 3, 700);
+    for (int hd : hds) /* after given prefix rows (the prefix K/V cache), GQA 4:1 and MHA */
+        for (int variant = AC_FLASH_W4; variant <= (hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); variant++) {
+            test_flash_prefix(hd, 8, 2, variant, 7, 300, 150);
+            test_flash_prefix(hd, 4, 4, variant, 5, 64, 64);
+        }
+    test_flash_prefix(64, 12, 12, 0, 4, 1030, 200); /* long prefixes: many key tiles before the first query */
+    test_materialised_prefix<float>(64, 1e-5);
+    test_materialised_prefix<float>(8, 1e-5);
+    test_materialised_prefix<bf16>(64, 1e-2);
+    test_rows_select();
+    test_kv_out<float>();
+    test_kv_out<bf16>();
     for (int causal = 0; causal < 2; causal++) {
         test_materialised<float>(64, causal, 1e-5);
         test_materialised<float>(40, causal, 1e-5);

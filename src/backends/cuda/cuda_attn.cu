@@ -27,32 +27,38 @@ using namespace ac_ptx;
 constexpr int BN = 64;
 
 
-template <int HD, int NW, int MT>
+/* PFX: sequence s has P = cp[s+1] - cp[s] given keys (rows of KP / VP, stride ldp) before its own
+ * rows; its query i sits at position P + i (see ac_cu_attn). Without PFX, P = 0 (the code of the
+ * exact path is the same as before the prefix cache). */
+template <int HD, int NW, int MT, bool PFX>
 __global__ void __launch_bounds__(NW * 32)
     k_flash(const bf16 *__restrict__ Q, const bf16 *__restrict__ K, const bf16 *__restrict__ V, bf16 *__restrict__ O,
-            const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2) {
+            const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2,
+            const int *__restrict__ cp, const bf16 *__restrict__ KP, const bf16 *__restrict__ VP, int ldp) {
     constexpr int BM = 16 * NW * MT, LDS = HD + 8, NT = BN / 8, DT = HD / 8, KC = HD / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
     bf16 *Vs = Ks + 2 * BN * LDS;                  /* [2][BN][LDS] */
 
     const int s = blockIdx.z, h = blockIdx.y, g = h / (H / Hkv);
-    const int start = cu[s], L = cu[s + 1] - start;
+    const int start = cu[s], n = cu[s + 1] - start; /* query rows (this sequence's rows of Q, K, V, O) */
+    const int P = PFX ? cp[s + 1] - cp[s] : 0;       /* given keys before them (positions 0 .. P-1) */
+    const int L = P + n;                             /* keys */
     const int q0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (q0 >= L) return;
+    if (q0 >= n) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
     const int wrow = q0 + warp * 16 * MT; /* this warp's first row; m-tile mt holds rows wrow + 16 mt .. + 15 */
-    int row[MT][2];                       /* this thread's rows: gr and gr + 8 of each m-tile */
+    int row[MT][2];                       /* this thread's query rows: gr and gr + 8 of each m-tile (position P + row) */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) row[mt][0] = wrow + mt * 16 + gr, row[mt][1] = row[mt][0] + 8;
 
-    /* Q fragments (A layout), rows past L read as zero */
+    /* Q fragments (A layout), rows past n read as zero */
     uint32_t qf[MT][KC][4];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
         const bf16 *q_0 = Q + (size_t)(start + row[mt][0]) * ldq + (size_t)h * HD;
         const bf16 *q_1 = Q + (size_t)(start + row[mt][1]) * ldq + (size_t)h * HD;
-        const bool ok0 = row[mt][0] < L, ok1 = row[mt][1] < L;
+        const bool ok0 = row[mt][0] < n, ok1 = row[mt][1] < n;
 #pragma unroll
         for (int kc = 0; kc < KC; kc++) {
             const int c = kc * 16 + 2 * tq;
@@ -72,9 +78,12 @@ __global__ void __launch_bounds__(NW * 32)
         m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
     }
 
-    const int kv_end = causal ? min(L, q0 + BM) : L;
+    const int kv_end = causal ? min(L, P + q0 + BM) : L; /* the block's last row attends to keys <= P + q0 + BM - 1 */
     const int n_tiles = (kv_end + BN - 1) / BN;
+    /* key j >= P: row j - P of K, V (this sequence's rows); j < P: row j of KP, VP */
     const bf16 *Kg = K + (size_t)start * ldk + (size_t)g * HD, *Vg = V + (size_t)start * ldk + (size_t)g * HD;
+    const bf16 *KPg = nullptr, *VPg = nullptr;
+    if (PFX) KPg = KP + (size_t)cp[s] * ldp + (size_t)g * HD, VPg = VP + (size_t)cp[s] * ldp + (size_t)g * HD;
 
     auto load_tile = [&](int t, int stage) {
         constexpr int CH = HD / 8; /* 16-byte chunks per row */
@@ -82,10 +91,16 @@ __global__ void __launch_bounds__(NW * 32)
         bf16 *ks = Ks + stage * BN * LDS, *vs = Vs + stage * BN * LDS;
         for (int i = threadIdx.x; i < BN * CH; i += NW * 32) {
             const int r = i / CH, c = (i % CH) * 8;
-            const int ok = j0 + r < L;
-            const size_t off = (size_t)(ok ? j0 + r : 0) * ldk + c;
-            cp_async16(smem_u32(ks + r * LDS + c), Kg + off, ok ? 16 : 0);
-            cp_async16(smem_u32(vs + r * LDS + c), Vg + off, ok ? 16 : 0);
+            const int key = j0 + r, ok = key < L;
+            if (PFX && key < P) {
+                const size_t off = (size_t)key * ldp + c;
+                cp_async16(smem_u32(ks + r * LDS + c), KPg + off, 16);
+                cp_async16(smem_u32(vs + r * LDS + c), VPg + off, 16);
+            } else {
+                const size_t off = (size_t)(ok ? key - P : 0) * ldk + c; /* (past L: row 0, nothing read) */
+                cp_async16(smem_u32(ks + r * LDS + c), Kg + off, ok ? 16 : 0);
+                cp_async16(smem_u32(vs + r * LDS + c), Vg + off, ok ? 16 : 0);
+            }
         }
     };
 
@@ -123,23 +138,23 @@ __global__ void __launch_bounds__(NW * 32)
                 }
             }
         }
-        /* mask keys past L and, causal, past the row (raw scores: scale > 0 keeps the max) */
-        const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > wrow);
+        /* mask keys past L and, causal, past the row's position P + row (raw scores: scale > 0 keeps the max) */
+        const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > P + wrow);
         uint32_t pf[MT][BN / 16][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             float mx0 = m[mt][0], mx1 = m[mt][1]; /* running maxima of the raw scores */
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
+            for (int nt = 0; nt < NT; nt++) {
                 if (need_mask) {
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const int key = j0 + n * 8 + 2 * tq + (e & 1), r = row[mt][e >> 1];
-                        if (key >= L || (causal && key > r)) sc[mt][n][e] = -INFINITY;
+                        const int key = j0 + nt * 8 + 2 * tq + (e & 1), pos = P + row[mt][e >> 1];
+                        if (key >= L || (causal && key > pos)) sc[mt][nt][e] = -INFINITY;
                     }
                 }
-                mx0 = fmaxf(mx0, fmaxf(sc[mt][n][0], sc[mt][n][1]));
-                mx1 = fmaxf(mx1, fmaxf(sc[mt][n][2], sc[mt][n][3]));
+                mx0 = fmaxf(mx0, fmaxf(sc[mt][nt][0], sc[mt][nt][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[mt][nt][2], sc[mt][nt][3]));
             }
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
@@ -159,14 +174,14 @@ __global__ void __launch_bounds__(NW * 32)
             }
             m[mt][0] = mx0, m[mt][1] = mx1;
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const float p0 = ex2_ftz(fmaf(sc[mt][n][0], scale_log2, -b0));
-                const float p1 = ex2_ftz(fmaf(sc[mt][n][1], scale_log2, -b0));
-                const float p2 = ex2_ftz(fmaf(sc[mt][n][2], scale_log2, -b1));
-                const float p3 = ex2_ftz(fmaf(sc[mt][n][3], scale_log2, -b1));
+            for (int nt = 0; nt < NT; nt++) {
+                const float p0 = ex2_ftz(fmaf(sc[mt][nt][0], scale_log2, -b0));
+                const float p1 = ex2_ftz(fmaf(sc[mt][nt][1], scale_log2, -b0));
+                const float p2 = ex2_ftz(fmaf(sc[mt][nt][2], scale_log2, -b1));
+                const float p3 = ex2_ftz(fmaf(sc[mt][nt][3], scale_log2, -b1));
                 l[mt][0] += p0 + p1, l[mt][1] += p2 + p3;
-                pf[mt][n >> 1][(n & 1) * 2] = pack_bf16(p0, p1);
-                pf[mt][n >> 1][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
+                pf[mt][nt >> 1][(nt & 1) * 2] = pack_bf16(p0, p1);
+                pf[mt][nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
             }
         }
         /* O += P V: each V fragment feeds MT products */
@@ -199,46 +214,61 @@ __global__ void __launch_bounds__(NW * 32)
 #pragma unroll
         for (int d = 0; d < DT; d++) {
             const int c = d * 8 + 2 * tq;
-            if (row[mt][0] < L) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[mt][d][0] * i0, o[mt][d][1] * i0);
-            if (row[mt][1] < L) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[mt][d][2] * i1, o[mt][d][3] * i1);
+            if (row[mt][0] < n) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[mt][d][0] * i0, o[mt][d][1] * i0);
+            if (row[mt][1] < n) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[mt][d][2] * i1, o[mt][d][3] * i1);
         }
     }
 }
 
-template <int HD, int NW, int MT> int launch_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v,
-                                                   bf16 *out, cudaStream_t st) {
+template <int HD, int NW, int MT, bool PFX>
+int launch_flash_t(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, cudaStream_t st) {
     constexpr int BM = 16 * NW * MT;
     const size_t smem = (size_t)4 * BN * (HD + 8) * sizeof(bf16);
     static bool attr_set = false; /* one attribute per instantiation (host side, before the first launch) */
     if (!attr_set) {
-        AC_CU(cudaFuncSetAttribute(k_flash<HD, NW, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        AC_CU(cudaFuncSetAttribute(k_flash<HD, NW, MT, PFX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set = true;
     }
     dim3 grid((a->Lmax + BM - 1) / BM, a->H, a->n_seq);
-    k_flash<HD, NW, MT><<<grid, NW * 32, smem, st>>>(q, k, v, out, a->cu, a->ldq, a->ldk, a->ldo, a->H, a->Hkv,
-                                                     a->causal, a->scale * 1.4426950408889634f);
+    k_flash<HD, NW, MT, PFX><<<grid, NW * 32, smem, st>>>(q, k, v, out, a->cu, a->ldq, a->ldk, a->ldo, a->H, a->Hkv,
+                                                          a->causal, a->scale * 1.4426950408889634f, a->cp,
+                                                          (const bf16 *)a->kp, (const bf16 *)a->vp, a->ldp);
     AC_CU_LAUNCH();
     return AC_OK;
 }
 
-/* ---- materialised: one block per (query row, head, sequence) ------------------------------------- */
+template <int HD, int NW, int MT> int launch_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v,
+                                                   bf16 *out, cudaStream_t st) {
+    return a->cp ? launch_flash_t<HD, NW, MT, true>(a, q, k, v, out, st)
+                 : launch_flash_t<HD, NW, MT, false>(a, q, k, v, out, st);
+}
+
+/* ---- materialised: one block per (query row, head, sequence) -------------------------------------
+ * With given prefix rows (cp non-NULL; see ac_cu_attn): sequence s has np = cp[s+1] - cp[s] keys
+ * before its n rows, L = np + n keys; query i (position np + i) writes row i of its [H][n][L] map. */
+template <typename T>
+__device__ __forceinline__ const T *key_row(const T *K, const T *KP, const int *cp, int s, int start, int np, int j,
+                                            int ldk, int ldp) {
+    return j < np ? KP + (size_t)(cp[s] + j) * ldp : K + (size_t)(start + j - np) * ldk;
+}
+
 template <typename T>
 __global__ void k_scores(const T *Q, const T *K, float *P, const long long *p_off, const int *cu, int ldq, int ldk,
-                         int H, int Hkv, int hd, int causal, float scale) {
+                         int H, int Hkv, int hd, int causal, float scale, const int *cp, const T *KP, int ldp) {
     __shared__ float red[32];
     const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z, g = h / (H / Hkv);
-    const int start = cu[s], L = cu[s + 1] - start;
-    if (i >= L) return;
+    const int start = cu[s], nq = cu[s + 1] - start, np = cp ? cp[s + 1] - cp[s] : 0, L = np + nq;
+    if (i >= nq) return;
     const T *q = Q + (size_t)(start + i) * ldq + (size_t)h * hd;
-    float *p = P + p_off[s] + ((size_t)h * L + i) * L;
-    const int n = causal ? i + 1 : L;
+    float *p = P + p_off[s] + ((size_t)h * nq + i) * L;
+    const int n = causal ? np + i + 1 : L;
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         if (j >= n) {
             p[j] = 0.f;
             continue;
         }
-        const T *kr = K + (size_t)(start + j) * ldk + (size_t)g * hd;
+        const T *kr = key_row(K, KP, cp, s, start, np, j, ldk, ldp) + (size_t)g * hd;
         float acc = 0;
         for (int d = 0; d < hd; d++) acc += ac_ld(q + d) * ac_ld(kr + d);
         p[j] = acc * scale;
@@ -267,15 +297,15 @@ __global__ void k_scores(const T *Q, const T *K, float *P, const long long *p_of
 
 template <typename T>
 __global__ void k_apply(const float *P, const long long *p_off, const T *V, T *O, const int *cu, int ldk, int ldo,
-                        int H, int Hkv, int hd, int causal) {
+                        int H, int Hkv, int hd, int causal, const int *cp, const T *VP, int ldp) {
     const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z, g = h / (H / Hkv);
-    const int start = cu[s], L = cu[s + 1] - start;
-    if (i >= L) return;
-    const float *p = P + p_off[s] + ((size_t)h * L + i) * L;
-    const int n = causal ? i + 1 : L;
+    const int start = cu[s], nq = cu[s + 1] - start, np = cp ? cp[s + 1] - cp[s] : 0, L = np + nq;
+    if (i >= nq) return;
+    const float *p = P + p_off[s] + ((size_t)h * nq + i) * L;
+    const int n = causal ? np + i + 1 : L;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0;
-        for (int j = 0; j < n; j++) acc += p[j] * ac_ld(V + (size_t)(start + j) * ldk + (size_t)g * hd + d);
+        for (int j = 0; j < n; j++) acc += p[j] * ac_ld(key_row(V, VP, cp, s, start, np, j, ldk, ldp) + (size_t)g * hd + d);
         ac_st(O + (size_t)(start + i) * ldo + (size_t)h * hd + d, acc);
     }
 }
@@ -289,6 +319,8 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
         return ac_err(AC_ERR_ARG, "flash attention: %d heads over %d kv heads", a->H, a->Hkv);
     if ((a->ldq | a->ldk | a->ldo) & 7 || ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)out) & 15)
         return ac_err(AC_ERR_ARG, "flash attention: strides/pointers not 16-byte aligned");
+    if (a->cp && (!a->kp || !a->vp || a->ldp <= 0 || a->ldp & 7 || ((uintptr_t)a->kp | (uintptr_t)a->vp) & 15))
+        return ac_err(AC_ERR_ARG, "flash attention: prefix rows missing or not 16-byte aligned");
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "flash attention: grid too large");
     if (!(a->scale > 0.f)) return ac_err(AC_ERR_ARG, "flash attention: scale %g (want > 0)", (double)a->scale);
     /* defaults from gpu_bench attn on the H100 (GPU_NOTES run 10): at hd 64 the one-FFMA softmax made
@@ -317,10 +349,12 @@ int ac_cu_attn_materialised(const ac_cu_attn *a, const T *q, const T *k, const T
         return ac_err(AC_ERR_ARG, "attention: %d heads over %d kv heads", a->H, a->Hkv);
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "attention: grid too large");
     dim3 grid(a->Lmax, a->H, a->n_seq);
-    k_scores<T><<<grid, 128, 0, st>>>(q, k, P, p_off, a->cu, a->ldq, a->ldk, a->H, a->Hkv, a->hd, a->causal, a->scale);
+    if (a->cp && (!a->kp || !a->vp || a->ldp <= 0)) return ac_err(AC_ERR_ARG, "attention: prefix rows missing");
+    k_scores<T><<<grid, 128, 0, st>>>(q, k, P, p_off, a->cu, a->ldq, a->ldk, a->H, a->Hkv, a->hd, a->causal, a->scale,
+                                      a->cp, (const T *)a->kp, a->ldp);
     AC_CU_LAUNCH();
     k_apply<T><<<grid, a->hd < 128 ? a->hd : 128, 0, st>>>(P, p_off, v, out, a->cu, a->ldk, a->ldo, a->H, a->Hkv,
-                                                           a->hd, a->causal);
+                                                           a->hd, a->causal, a->cp, (const T *)a->vp, a->ldp);
     AC_CU_LAUNCH();
     return AC_OK;
 }

@@ -10,12 +10,20 @@
 #include "cuda_common.h"
 
 typedef struct ac_cu_attn {
-    int n_seq, Lmax;       /* sequences, longest length                      */
+    int n_seq, Lmax;       /* sequences, longest length (with cp: most query rows) */
     const int *cu;         /* [n_seq+1] device row offsets                   */
     int H, Hkv, hd;        /* heads, kv heads, head dim                      */
     int ldq, ldk, ldo;     /* row strides in elements                        */
     int causal;
     float scale;           /* usually 1/sqrt(hd)                             */
+    /* Given prefix rows (the prefix K/V cache; NULL cp: none). Sequence s then has
+     * P = cp[s+1] - cp[s] keys before its rows cu[s] .. cu[s+1]-1: its keys j < P are rows
+     * cp[s] + j of kp / vp [rows][ldp] (kv head g at column g*hd, same type as k and v), its keys
+     * j >= P rows cu[s] + j - P of k / v; its n = cu[s+1] - cu[s] query rows sit at positions
+     * P .. P+n-1 and attend (causal) to keys 0 .. their position, over L = P + n keys. */
+    const int *cp;         /* [n_seq+1] device offsets of the prefix rows, or NULL */
+    const void *kp, *vp;   /* device pointers, 16-byte aligned                      */
+    int ldp;               /* multiple of 8                                         */
 } ac_cu_attn;
 
 /* Fused FlashAttention-2-style kernel: bf16 tensor cores (mma.sync m16n8k16),
@@ -29,7 +37,8 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
 
 /* Materialised attention: P = softmax(scale Q K^T) (masked, f32) written to
  * P + p_off[s] as [H][L][L] per sequence (p_off: device [n_seq] element offsets),
- * then out = P V. Any hd; T = float or bf16. The recording path and the f32 mode. */
+ * then out = P V. Any hd; T = float or bf16. The recording path and the f32 mode.
+ * With prefix rows (a->cp): [H][n][L] per sequence (its n query rows over its L keys). */
 template <typename T>
 int ac_cu_attn_materialised(const ac_cu_attn *a, const T *q, const T *k, const T *v, T *out, float *P,
                             const long long *p_off, cudaStream_t st);

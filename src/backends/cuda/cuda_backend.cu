@@ -174,6 +174,37 @@ static void ws_free(ac_cuda_model *g) {
     g->cap_T = g->cap_S = 0;
 }
 
+static void pfx_free(ac_cuda_model *g) {
+    if (g->st_pu) cudaStreamSynchronize(g->st_pu);
+    if (g->st_dn) cudaStreamSynchronize(g->st_dn);
+    free(g->h_pcu), free(g->h_fcu), free(g->h_src);
+    cudaFree(g->d_pcu), cudaFree(g->d_fcu), cudaFree(g->d_src);
+    cudaFree(g->d_pup), cudaFree(g->d_pkv), cudaFree(g->d_back), cudaFree(g->d_ph), cudaFree(g->d_hfull);
+    for (int i = 0; i < g->hp.n_layer; i++) {
+        if (g->ev_pf && g->ev_pf[i]) cudaEventDestroy(g->ev_pf[i]);
+        if (g->ev_bk && g->ev_bk[i]) cudaEventDestroy(g->ev_bk[i]);
+    }
+    free(g->ev_pf), free(g->ev_bk);
+    if (g->ev_ph) cudaEventDestroy(g->ev_ph);
+    if (g->st_pu) cudaStreamDestroy(g->st_pu);
+    if (g->st_dn) cudaStreamDestroy(g->st_dn);
+}
+
+void *ac_cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (!bytes) return NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        ac_err(AC_ERR_NOMEM, "CUDA: cannot pin %zu MiB of host memory", bytes >> 20);
+        return NULL;
+    }
+    return p;
+}
+
+void ac_cuda_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
 void ac_cuda_model_free(ac_cuda_model *g) {
     if (!g) return;
     if (g->st) cudaStreamSynchronize(g->st);
@@ -192,6 +223,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     free(g->ev_up);
     if (g->st_up) cudaStreamDestroy(g->st_up);
     free(g->h_P);
+    pfx_free(g);
     cudaFree(g->tok), cudaFree(g->pos), cudaFree(g->type0), cudaFree(g->en_w), cudaFree(g->en_b);
     cudaFree(g->out_norm), cudaFree(g->output), cudaFree(g->cls), cudaFree(g->cls_out), cudaFree(g->cls_b);
     cudaFree(g->cls_out_b), cudaFree(g->rope_cs);
@@ -317,6 +349,11 @@ static int attention(ac_cuda_model *g, int il, int s0, int n_seq, int Lmax, cons
     T *qkv = (T *)g->qkv;
     ac_cu_attn a = {n_seq, Lmax, g->d_cu + s0, g->H, g->Hkv, g->hd, g->QKV, g->QKV, g->QD, g->hp.causal,
                     1.0f / sqrtf((float)g->hd)};
+    if (g->pfx_any) { /* keys before each sequence's rows: layer il's given K, V rows [2][pfx_tot][KVD] */
+        const size_t slab = (size_t)2 * g->pfx_tot * g->KVD;
+        const T *kp = sizeof(T) == 4 ? (const T *)g->d_pup + il * slab : (const T *)g->d_pkv + il * slab;
+        a.cp = g->d_pcu + s0, a.kp = kp, a.vp = kp + (size_t)g->pfx_tot * g->KVD, a.ldp = g->KVD;
+    }
     const int mat = use_materialised(g, o);
     if (!mat) return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + g->QD, (const bf16 *)qkv + g->QD + g->KVD,
                                       (bf16 *)g->att, o ? o->attn_variant : 0, g->st);
@@ -568,6 +605,131 @@ void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes) {
     if (bytes) *bytes = g ? g->srv_bytes : 0;
 }
 
+/* ---- given prefix rows (opts.pfx_P: the prefix K/V cache) ---------------------------------------------
+ * The given rows stay in the caller's f32 buffers (ac_kv_rows layout; cuda_ctx.c allocates them
+ * pinned, so every copy below is a DMA overlapped with the layers; pageable buffers work too, with
+ * copies the driver stages synchronously). Layer l's given K and V rows are copied as they are (f32:
+ * converting 2 bytes of PCIe away would cost the host a pass over every element) one layer ahead, on
+ * st_pu, into [2][pfx_tot][KVD]; in the bf16 mode a kernel on st_pu converts them into the layer's
+ * bf16 slab (the f32 slabs are then a ring of two); event ev_pf[l], waited on just before the layer's
+ * attention, which reads the slab in place. Each layer's computed K, V columns are copied out of the
+ * qkv buffer (a kernel on the main stream: the next layer overwrites qkv) as f32 [2][Tn][KVD], and
+ * from there, on st_dn while later layers run, straight into the caller's rows [P, L); the final
+ * hidden rows [P, L) at the end. No host pass over the rows anywhere. */
+static int dev_grow(void **p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return AC_OK;
+    cudaFree(*p);
+    *p = NULL, *cap = 0;
+    int rc = ac_cu_dmalloc(p, bytes);
+    if (!rc) *cap = bytes;
+    return rc;
+}
+
+/* Buffers, streams and events of a call with given rows (offsets h_cu, h_pcu, h_fcu, h_src already
+ * filled; Tn computed rows). */
+static int pfx_reserve(ac_cuda_model *g, int Tn) {
+    const int NL = g->hp.n_layer, f32 = g->prec == AC_CUDA_F32;
+    const size_t D = g->D, slab = (size_t)2 * g->pfx_tot * g->KVD; /* elements per layer */
+    int rc;
+    if (!g->ev_bk) { /* streams and events, made once (each only if missing: a failure part way is retried) */
+        if (!g->st_pu) AC_CU(cudaStreamCreateWithFlags(&g->st_pu, cudaStreamNonBlocking));
+        if (!g->st_dn) AC_CU(cudaStreamCreateWithFlags(&g->st_dn, cudaStreamNonBlocking));
+        if (!g->ev_ph) AC_CU(cudaEventCreateWithFlags(&g->ev_ph, cudaEventDisableTiming));
+        if (!g->ev_pf && !(g->ev_pf = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_pf))) return AC_ERR_NOMEM;
+        cudaEvent_t *bk = (cudaEvent_t *)calloc((size_t)NL, sizeof *bk);
+        if (!bk) return AC_ERR_NOMEM;
+        for (int il = 0; il < NL; il++) {
+            if (!g->ev_pf[il]) AC_CU(cudaEventCreateWithFlags(&g->ev_pf[il], cudaEventDisableTiming));
+            if (cudaEventCreateWithFlags(&bk[il], cudaEventDisableTiming) != cudaSuccess) {
+                cudaGetLastError();
+                for (int i = 0; i < il; i++) cudaEventDestroy(bk[i]);
+                free(bk);
+                return ac_err(AC_ERR_INTERNAL, "CUDA: cannot create the prefix rows' events");
+            }
+        }
+        g->ev_bk = bk; /* (last: everything above exists) */
+    }
+    if ((rc = dev_grow((void **)&g->d_back, &g->cap_back, (size_t)NL * 2 * Tn * g->KVD * 4))) return rc;
+    if (g->pfx_any) {
+        if ((rc = dev_grow((void **)&g->d_pup, &g->cap_pup, (f32 ? (size_t)NL : 2) * slab * 4))) return rc;
+        if (!f32 && (rc = dev_grow(&g->d_pkv, &g->cap_pkv, (size_t)NL * slab * 2))) return rc;
+    }
+    if (g->pfx_any && g->pfx_full) {
+        if ((rc = dev_grow((void **)&g->d_ph, &g->cap_ph, (size_t)g->pfx_tot * D * 4))) return rc;
+        if ((rc = dev_grow((void **)&g->d_hfull, &g->cap_hfull, (size_t)g->pfx_Tfull * D * 4))) return rc;
+    }
+    return AC_OK;
+}
+
+/* Layer il's given K, V rows: copied (f32) to the device on st_pu, converted there in the bf16 mode. */
+static int pfx_stage(ac_cuda_model *g, int il, int n_seq) {
+    if (!g->pfx_any || il >= g->hp.n_layer) return AC_OK;
+    const ac_cuda_opts *o = g->pfx_o;
+    const int KVD = g->KVD, f32 = g->prec == AC_CUDA_F32;
+    const size_t half = (size_t)g->pfx_tot * KVD, slab = 2 * half;
+    float *up = g->d_pup + (f32 ? (size_t)il : (size_t)(il & 1)) * slab; /* [2][pfx_tot][KVD] */
+    for (int s = 0; s < n_seq; s++) {
+        const int P = o->pfx_P[s];
+        if (!P) continue;
+        const size_t ld = (size_t)o->pfx_ld[s], bytes = (size_t)P * KVD * 4;
+        const float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD; /* rows [0, P) of each */
+        float *dk = up + (size_t)g->h_pcu[s] * KVD;
+        AC_CU(cudaMemcpyAsync(dk, K, bytes, cudaMemcpyHostToDevice, g->st_pu));
+        AC_CU(cudaMemcpyAsync(dk + half, V, bytes, cudaMemcpyHostToDevice, g->st_pu));
+    }
+    int rc;
+    if (!f32) TRY(ac_cu_convert<bf16>((bf16 *)g->d_pkv + (size_t)il * slab, up, slab, g->st_pu));
+    AC_CU(cudaEventRecord(g->ev_pf[il], g->st_pu));
+    return AC_OK;
+}
+
+/* Layer il's computed K, V rows (after RoPE; qkv columns QD .. QD + 2 KVD): f32 copy now (main stream),
+ * then into every sequence's rows [P, L) of the caller's buffers on st_dn. */
+template <typename T> static int pfx_copy_back(ac_cuda_model *g, int il, int Tn, int n_seq) {
+    const ac_cuda_opts *o = g->pfx_o;
+    const int KVD = g->KVD;
+    float *d = g->d_back + (size_t)il * 2 * Tn * KVD; /* [2][Tn][KVD] */
+    int rc;
+    TRY(ac_cu_kv_out<T>(d, (const T *)g->qkv, g->QKV, g->QD, Tn, KVD, g->st));
+    AC_CU(cudaEventRecord(g->ev_bk[il], g->st));
+    AC_CU(cudaStreamWaitEvent(g->st_dn, g->ev_bk[il], 0));
+    for (int s = 0; s < n_seq; s++) {
+        const int P = o->pfx_P[s], r0 = g->h_cu[s], n = g->h_cu[s + 1] - r0;
+        const size_t ld = (size_t)o->pfx_ld[s], bytes = (size_t)n * KVD * 4;
+        float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD;
+        AC_CU(cudaMemcpyAsync(K + (size_t)P * KVD, d + (size_t)r0 * KVD, bytes, cudaMemcpyDeviceToHost, g->st_dn));
+        AC_CU(cudaMemcpyAsync(V + (size_t)P * KVD, d + ((size_t)Tn + r0) * KVD, bytes, cudaMemcpyDeviceToHost,
+                              g->st_dn));
+    }
+    return AC_OK;
+}
+
+/* The computed final hidden rows h [Tn][D] into every sequence's rows [P, L) (main stream). */
+static int pfx_hidden_back(ac_cuda_model *g, int n_seq, const float *h) {
+    const ac_cuda_opts *o = g->pfx_o;
+    const int D = g->D;
+    for (int s = 0; s < n_seq; s++) {
+        const int r0 = g->h_cu[s], n = g->h_cu[s + 1] - r0;
+        AC_CU(cudaMemcpyAsync(o->pfx_hid[s] + (size_t)o->pfx_P[s] * D, h + (size_t)r0 * D, (size_t)n * D * 4,
+                              cudaMemcpyDeviceToHost, g->st));
+    }
+    return AC_OK;
+}
+
+/* The whole sequences' final hidden rows [T_full][D] (the outputs that read given rows): the given
+ * rows uploaded from the caller's buffers, interleaved with the computed ones by h_src. */
+static int pfx_hidden_full(ac_cuda_model *g, int n_seq, const float *h) {
+    const ac_cuda_opts *o = g->pfx_o;
+    const int D = g->D;
+    for (int s = 0; s < n_seq; s++)
+        if (o->pfx_P[s])
+            AC_CU(cudaMemcpyAsync(g->d_ph + (size_t)g->h_pcu[s] * D, o->pfx_hid[s], (size_t)o->pfx_P[s] * D * 4,
+                                  cudaMemcpyHostToDevice, g->st_pu));
+    AC_CU(cudaEventRecord(g->ev_ph, g->st_pu));
+    AC_CU(cudaStreamWaitEvent(g->st, g->ev_ph, 0));
+    return ac_cu_rows_select(g->d_hfull, h, g->d_ph, g->d_src, g->pfx_Tfull, D, g->st);
+}
+
 template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_seq, int Lmax, const ac_cuda_opts *o) {
     const cu_layer *c = &g->L[il];
     const int D = g->D, F = g->F;
@@ -584,7 +746,9 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
         if (!g->bert)
             TRY(ac_cu_rope<T>(qkv, g->QKV, g->H, qkv + g->QD, g->QKV, g->Hkv, g->hd, g->hp.n_rot, g->hp.rope_neox,
                               g->rope_cs, g->d_pos, Tn, g->st));
+        if (g->pfx_on) TRY(pfx_copy_back<T>(g, il, Tn, n_seq)); /* K, V rows for the prefix cache's insert */
         TRY(mark(g, 1));
+        if (g->pfx_any) AC_CU(cudaStreamWaitEvent(g->st, g->ev_pf[il], 0)); /* this layer's given rows */
         TRY(attention<T>(g, il, 0, n_seq, Lmax, o));
         TRY(mark(g, 2));
     } else {
@@ -620,27 +784,28 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     return AC_OK;
 }
 
-template <typename T> static int outputs(ac_cuda_model *g, int Tn, int n_seq, ac_outputs *out, int pooling) {
+/* h [Tn][D]: final hidden rows of the n_seq sequences at offsets cu (device) */
+template <typename T>
+static int outputs(ac_cuda_model *g, const float *h, const int *cu, int Tn, int n_seq, ac_outputs *out, int pooling) {
     const int D = g->D;
-    const float *h = g->bert ? g->x : g->h;
     T *rows = (T *)g->rows;
     int rc;
     if (out->hidden) AC_CU(cudaMemcpyAsync(out->hidden, h, (size_t)Tn * D * 4, cudaMemcpyDeviceToHost, g->st));
     if (out->pooled) {
-        TRY(ac_cu_pool(g->pooled, h, g->d_cu, n_seq, D, pooling, out->normalize, g->st));
+        TRY(ac_cu_pool(g->pooled, h, cu, n_seq, D, pooling, out->normalize, g->st));
         AC_CU(cudaMemcpyAsync(out->pooled, g->pooled, (size_t)n_seq * D * 4, cudaMemcpyDeviceToHost, g->st));
     }
     if (out->logits) {
-        TRY(ac_cu_gather<T>(rows, h, g->d_cu, n_seq, D, 1, g->st));
+        TRY(ac_cu_gather<T>(rows, h, cu, n_seq, D, 1, g->st));
         TRY(gemm<T>(g, g->output, rows, g->logits, 1, g->V, n_seq, g->V, D, NULL, 0));
         AC_CU(cudaMemcpyAsync(out->logits, g->logits, (size_t)n_seq * g->V * 4, cudaMemcpyDeviceToHost, g->st));
     }
     if (out->cls) {
         if (g->cls_mean_l2) {
-            TRY(ac_cu_pool(g->clsbuf, h, g->d_cu, n_seq, D, AC_POOL_MEAN, 1, g->st));
+            TRY(ac_cu_pool(g->clsbuf, h, cu, n_seq, D, AC_POOL_MEAN, 1, g->st));
             TRY(ac_cu_convert<T>(rows, g->clsbuf, (size_t)n_seq * D, g->st));
         } else {
-            TRY(ac_cu_gather<T>(rows, h, g->d_cu, n_seq, D, !g->bert, g->st));
+            TRY(ac_cu_gather<T>(rows, h, cu, n_seq, D, !g->bert, g->st));
         }
         if (g->has_cls) {
             TRY(gemm<T>(g, g->cls, rows, g->clsbuf, 1, D, n_seq, D, D, NULL, 0));
@@ -670,15 +835,48 @@ template <typename T> static int forward(ac_cuda_model *g, int Tn, int n_seq, in
     const int D = g->D;
     if (!embedded) TRY(embed<T>(g, Tn));
     TRY(stage_layer(g, 0)); /* each layer's maps are staged while the layer before it runs */
+    TRY(pfx_stage(g, 0, n_seq)); /* the same for given prefix rows */
     for (int il = 0; il < g->hp.n_layer; il++) {
         TRY(stage_layer(g, il + 1));
+        TRY(pfx_stage(g, il + 1, n_seq));
         TRY(layer<T>(g, il, Tn, n_seq, Lmax, o));
     }
     if (!g->bert) {
         TRY(ac_cu_rmsnorm<float>(g->h, g->x, g->out_norm, Tn, D, g->hp.norm_eps, g->st));
         TRY(mark(g, 5));
     }
-    return outputs<T>(g, Tn, n_seq, out, pooling);
+    const float *h = g->bert ? g->x : g->h;
+    if (g->pfx_on) TRY(pfx_hidden_back(g, n_seq, h)); /* the computed rows' final hidden states, for insert */
+    if (g->pfx_any && g->pfx_full) { /* outputs over the whole sequences, given rows included */
+        TRY(pfx_hidden_full(g, n_seq, h));
+        return outputs<T>(g, g->d_hfull, g->d_fcu, g->pfx_Tfull, n_seq, out, pooling);
+    }
+    /* (given rows not needed: the last row of each sequence is the last computed one) */
+    return outputs<T>(g, h, g->d_cu, Tn, n_seq, out, pooling);
+}
+
+template <typename T> static int lm_head(ac_cuda_model *g, const float *h, int n, float *logits) {
+    int rc;
+    AC_CU(cudaMemcpyAsync(g->clsbuf, h, (size_t)n * g->D * 4, cudaMemcpyHostToDevice, g->st));
+    TRY(ac_cu_convert<T>((T *)g->rows, g->clsbuf, (size_t)n * g->D, g->st));
+    TRY(gemm<T>(g, g->output, g->rows, g->logits, 1, g->V, n, g->V, g->D, NULL, 0));
+    AC_CU(cudaMemcpyAsync(logits, g->logits, (size_t)n * g->V * 4, cudaMemcpyDeviceToHost, g->st));
+    return AC_OK;
+}
+
+int ac_cuda_lm_head(ac_cuda_model *g, const float *h, int n, float *logits) {
+    if (!g || !h || n <= 0 || !logits) return ac_err(AC_ERR_ARG, "ac_cuda_lm_head: invalid argument");
+    if (!g->has_output) return ac_err(AC_ERR_UNSUPPORTED, "model has no LM head (no logits)");
+    int rc = AC_OK;
+    for (int i = 0; i < n && rc == AC_OK; i += 256) { /* chunks of rows: the workspace's sequence slots */
+        const int k = n - i < 256 ? n - i : 256;
+        if ((rc = ws_reserve(g, g->cap_T > 0 ? g->cap_T : 1, k))) return rc;
+        rc = g->prec == AC_CUDA_F32 ? lm_head<float>(g, h + (size_t)i * g->D, k, logits + (size_t)i * g->V)
+                                    : lm_head<bf16>(g, h + (size_t)i * g->D, k, logits + (size_t)i * g->V);
+        cudaError_t e = cudaStreamSynchronize(g->st);
+        if (rc == AC_OK && e != cudaSuccess) rc = ac_err(AC_ERR_INTERNAL, "CUDA LM head: %s", cudaGetErrorString(e));
+    }
+    return rc;
 }
 
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *o) {
@@ -706,18 +904,65 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     const int pooling = out->pooling == AC_POOL_DEFAULT ? g->hp.pooling : out->pooling;
     if (out->pooled && (pooling < AC_POOL_MEAN || pooling > AC_POOL_LAST))
         return ac_err(AC_ERR_ARG, "pooled output requested with pooling %d", out->pooling);
-    const int Tn = (int)T;
+    /* given prefix rows: sequence s computes its rows [P, L) only */
+    g->pfx_on = g->pfx_any = g->pfx_full = 0, g->pfx_o = NULL;
+    const int pfx = o && o->pfx_P;
+    int64_t Tc = T, ptot = 0; /* computed rows, given rows */
+    int Lq = Lmax;            /* most query rows of a sequence */
+    if (pfx) {
+        if (g->bert || !g->hp.causal)
+            return ac_err(AC_ERR_UNSUPPORTED, "ac_cuda_forward: prefix rows need a causal model (decoder)");
+        if (o->serve || o->serve_site || o->record)
+            return ac_err(AC_ERR_ARG, "ac_cuda_forward: prefix rows cannot be combined with served or recorded maps");
+        if (!o->pfx_kv || !o->pfx_hid || !o->pfx_ld) return ac_err(AC_ERR_ARG, "ac_cuda_forward: prefix rows without buffers");
+        Lq = 0;
+        for (int s = 0; s < n_seq; s++) {
+            const int P = o->pfx_P[s], L = seqs[s].n_tokens;
+            if (P < 0 || P >= L || !o->pfx_kv[s] || !o->pfx_hid[s] || o->pfx_ld[s] < L)
+                return ac_err(AC_ERR_ARG, "ac_cuda_forward: sequence %d: %d given rows of %d (buffers %p/%p, %d rows)", s,
+                              P, L, (void *)o->pfx_kv[s], (void *)o->pfx_hid[s], o->pfx_ld[s]);
+            ptot += P;
+            Lq = L - P > Lq ? L - P : Lq;
+        }
+        Tc = T - ptot;
+        g->pfx_on = 1, g->pfx_any = ptot > 0, g->pfx_o = o;
+        g->pfx_full = out->hidden || (out->pooled && pooling != AC_POOL_LAST) || (out->cls && g->cls_mean_l2);
+        g->pfx_tot = (int)ptot, g->pfx_Tfull = (int)T;
+    }
+    const int Tn = (int)Tc;
     if ((rc = ws_reserve(g, Tn, n_seq))) return rc;
     if (!g->bert && (rc = rope_reserve(g, Lmax))) return rc;
+    if (pfx && (n_seq + 1 > g->cap_pS || (int)T > g->cap_pF)) { /* offsets and row sources (host, device) */
+        const int S1 = n_seq + 1 > g->cap_pS ? n_seq + 1 : g->cap_pS, F = (int)T > g->cap_pF ? (int)T : g->cap_pF;
+        free(g->h_pcu), free(g->h_fcu), free(g->h_src);
+        cudaFree(g->d_pcu), cudaFree(g->d_fcu), cudaFree(g->d_src);
+        g->d_pcu = g->d_fcu = g->d_src = NULL, g->cap_pS = g->cap_pF = 0;
+        g->h_pcu = (int *)malloc((size_t)S1 * 4), g->h_fcu = (int *)malloc((size_t)S1 * 4);
+        g->h_src = (int *)malloc((size_t)F * 4);
+        if (!g->h_pcu || !g->h_fcu || !g->h_src) return ac_err(AC_ERR_NOMEM, "ac_cuda_forward: out of memory");
+        if ((rc = DMALLOC(g->d_pcu, (size_t)S1 * 4)) || (rc = DMALLOC(g->d_fcu, (size_t)S1 * 4)) ||
+            (rc = DMALLOC(g->d_src, (size_t)F * 4)))
+            return rc;
+        g->cap_pS = S1, g->cap_pF = F;
+    }
     long long poff = 0;
-    for (int s = 0, r = 0; s < n_seq; s++) {
+    for (int s = 0, r = 0, rp = 0, rf = 0; s < n_seq; s++) {
+        const int L = seqs[s].n_tokens, P = pfx ? o->pfx_P[s] : 0;
         g->h_cu[s] = r;
         g->h_poff[s] = poff;
-        const int L = seqs[s].n_tokens;
-        poff += (long long)g->H * L * L;
-        for (int t = 0; t < L; t++, r++) g->h_tok[r] = seqs[s].tokens[t], g->h_pos[r] = t;
+        poff += (long long)g->H * (L - P) * L; /* materialised maps [H][L-P][L] */
+        if (pfx) {
+            g->h_pcu[s] = rp, g->h_fcu[s] = rf;
+            for (int t = 0; t < L; t++, rf++) g->h_src[rf] = t < P ? -1 - (rp + t) : r + t - P;
+            rp += P;
+        }
+        for (int t = P; t < L; t++, r++) g->h_tok[r] = seqs[s].tokens[t], g->h_pos[r] = t;
     }
     g->h_cu[n_seq] = Tn;
+    if (pfx) {
+        g->h_pcu[n_seq] = (int)ptot, g->h_fcu[n_seq] = (int)T;
+        if ((rc = pfx_reserve(g, Tn))) return rc;
+    }
     if (use_materialised(g, o) && (size_t)poff > g->cap_P) {
         cudaFree(g->P);
         g->P = NULL;
@@ -730,6 +975,11 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     AC_CU(cudaMemcpyAsync(g->d_pos, g->h_pos, (size_t)Tn * 4, cudaMemcpyHostToDevice, g->st));
     AC_CU(cudaMemcpyAsync(g->d_cu, g->h_cu, (size_t)(n_seq + 1) * 4, cudaMemcpyHostToDevice, g->st));
     AC_CU(cudaMemcpyAsync(g->d_poff, g->h_poff, (size_t)n_seq * 8, cudaMemcpyHostToDevice, g->st));
+    if (pfx) {
+        AC_CU(cudaMemcpyAsync(g->d_pcu, g->h_pcu, (size_t)(n_seq + 1) * 4, cudaMemcpyHostToDevice, g->st));
+        AC_CU(cudaMemcpyAsync(g->d_fcu, g->h_fcu, (size_t)(n_seq + 1) * 4, cudaMemcpyHostToDevice, g->st));
+        AC_CU(cudaMemcpyAsync(g->d_src, g->h_src, (size_t)T * 4, cudaMemcpyHostToDevice, g->st));
+    }
     g->n_ev = 0;
     if ((rc = mark(g, -1))) return rc;
     /* the summaries the lookups key on (asked by serve_plan's first sites): embeddings first */
@@ -739,12 +989,17 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     if (!rc && summ) rc = ac_cu_layer0_summary(g, Tn, n_seq, o->summary);
     if (!rc) rc = serve_plan(g, seqs, n_seq, o);
     if (!rc)
-        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lmax, out, pooling, o, summ)
-                                    : forward<bf16>(g, Tn, n_seq, Lmax, out, pooling, o, summ);
+        rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lq, out, pooling, o, summ)
+                                    : forward<bf16>(g, Tn, n_seq, Lq, out, pooling, o, summ);
     if (rc == AC_OK) AC_CU(cudaEventRecord(g->t1, g->st));
     cudaError_t e = cudaStreamSynchronize(g->st);
     if (g->st_up) { /* no upload outlives the call (its staging buffer is reused by the next) */
         cudaError_t e2 = cudaStreamSynchronize(g->st_up);
+        if (e == cudaSuccess) e = e2;
+    }
+    for (int i = 0; i < 2; i++) { /* the same for given rows and copies back */
+        cudaStream_t x = i ? g->st_dn : g->st_pu;
+        cudaError_t e2 = x ? cudaStreamSynchronize(x) : cudaSuccess;
         if (e == cudaSuccess) e = e2;
     }
     /* a failed call may not have uploaded the blocks it made resident in the device map cache */

@@ -71,6 +71,26 @@ typedef struct ac_cuda_opts {
      * back; ac_cuda_layer0_summary gives them to serve / serve_site (the attention cache keys on
      * them: no host recomputation of the states). The forward's results are unchanged. */
     int summary;
+
+    /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve, serve_site
+     * or record). When pfx_P is set, sequence s's rows [0, P = pfx_P[s]) (0 <= P < L) come from the
+     * caller and are not computed at all: only rows P..L-1 run through every stage (embedding, norms,
+     * projections, RoPE at their positions, MLP); their queries attend causally over all L keys, the
+     * given rows' K/V (uploaded through pinned staging, in the precision's type) and their own.
+     *   pfx_kv[s]  host f32 [n_layer][2][pfx_ld[s]][n_head_kv*head_dim]: layer l's K rows (after
+     *              RoPE) at + 2l ld kvd, its V rows at + (2l+1) ld kvd. Rows [0, P) are read (and
+     *              rounded to bf16 on the device in the bf16 mode); after a successful call rows
+     *              [P, L) hold what the GPU computed (bf16 values in the bf16 mode). Pinned memory
+     *              (ac_cuda_host_alloc) lets these copies overlap the layers; pageable works too.
+     *   pfx_hid[s] host f32 [L][n_embd] final hidden states (after the final norm): rows [0, P)
+     *              are read when an output needs them (hidden, pooled other than last, a
+     *              mean-pooled classifier head); rows [P, L) are written.
+     * Outputs are those of the whole sequences (hidden [sum L][n_embd] as without prefix rows).
+     * Buffers borrowed for the call (the layout of the prefix hook's ac_kv_rows, forward.h). */
+    const int *pfx_P;          /* [n_seq] */
+    float *const *pfx_kv;      /* [n_seq] */
+    float *const *pfx_hid;     /* [n_seq] */
+    const int *pfx_ld;         /* [n_seq] rows per K or V block (>= L) */
 } ac_cuda_opts;
 
 /* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:
@@ -95,6 +115,15 @@ void ac_cuda_model_free(ac_cuda_model *g);
 /* The forward pass over n_seq sequences (packed, no padding), as ac_forward: out's host buffers
  * (hidden, pooled, logits, cls; any NULL) receive the same quantities. opts may be NULL. */
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *opts);
+
+/* Pinned (page-locked) host memory for given prefix rows (the copies to and from it overlap the
+ * layers), or NULL with an error set. Free with ac_cuda_host_free (NULL is fine). */
+void *ac_cuda_host_alloc(size_t bytes);
+void ac_cuda_host_free(void *p);
+
+/* The LM head on n final hidden states (after the final norm): h [n][n_embd] host f32 ->
+ * logits [n][n_vocab] host (ac_lm_head on the cuda backend; label scoring of multi-token labels). */
+int ac_cuda_lm_head(ac_cuda_model *g, const float *h, int n, float *logits);
 
 /* Device milliseconds of the last ac_cuda_forward per stage, from CUDA events:
  * ms[0] embeddings, [1] attention blocks' projections + RoPE, [2] attention core,

@@ -22,8 +22,12 @@
  * maps), partial rows (the cache's rows 'prefix' and exact tail), per-head
  * spans (--heads), a longer dense entry serving a shorter bidirectional
  * input, and recording mixed with reuse in one call.
- * Not here yet either: ac_lm_head on separate hidden states, and the GEMM and
- * attention settings of ac_ctx_params, which name CPU kernels. Per-stage
+ * The prefix hook (ac_ctx_attach_prefix, forward.h ac_kv_hook) runs here too:
+ * lookups on the host before the call, the rows it gives uploaded and only
+ * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
+ * kv_end below); not yet together with the attention cache's reuse.
+ * Not here yet either: the GEMM and attention settings of ac_ctx_params, which
+ * name CPU kernels. Per-stage
  * profiles (ac_ctx_params.profile) come from the backend's CUDA events.
  * Without a CUDA device (driver or GPU missing) `available` says so and
  * ac_ctx_new fails with that reason; nothing else is touched. */
@@ -59,6 +63,7 @@ static int cuda_ctx_new(const ac_model *m, const ac_ctx_params *p, ac_ctx **out)
 
 static void cuda_ctx_free(ac_ctx *c) {
     ac_cuda_model_free(c->be);
+    ac_cuda_host_free(c->pkv); /* (pinned: kv_begin) */
     free(c);
 }
 
@@ -149,6 +154,69 @@ static int hook_record(void *user, int layer, int seq, const float *P, int n_hea
     return h->record(h->user, &site, P);
 }
 
+/* The prefix hook (ac_ctx_attach_prefix) on the GPU: before the call, every sequence is offered to
+ * `lookup` with its rows in c->pkv (ac_kv_rows: f32, ld = L, sequences back to back, the CPU
+ * forward's layout; pinned memory here, so the backend's copies are DMAs overlapped with the
+ * layers); the P rows it gives go to ac_cuda_forward as given rows (uploaded, not computed), which
+ * writes the rows it computes back into the same buffers; after a successful call `insert` gets
+ * every row. The tree itself stays in host memory. */
+typedef struct kv_call {
+    int *P, *ld;      /* [n_seq] */
+    float **kv, **hid; /* [n_seq] each sequence's rows in c->pkv */
+} kv_call;
+
+/* 1: the prefix hook takes part (rows set up, lookups done, o's pfx_* set); 0: it does not (no hook,
+ * or no memory for the rows: this call runs without it, as on the CPU). */
+static int kv_begin(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, ac_cuda_opts *o) {
+    const ac_hparams *hp = &c->loaded->hp;
+    const int kvd = hp->n_head_kv * hp->head_dim;
+    const size_t tok_floats = (size_t)hp->n_layer * 2 * kvd + hp->n_embd;
+    size_t T = 0, n;
+    for (int s = 0; s < n_seq; s++) T += (size_t)seqs[s].n_tokens;
+    memset(kc, 0, sizeof *kc);
+    kc->P = AC_CALLOC((size_t)n_seq, sizeof *kc->P), kc->ld = AC_CALLOC((size_t)n_seq, sizeof *kc->ld);
+    kc->kv = AC_CALLOC((size_t)n_seq, sizeof *kc->kv), kc->hid = AC_CALLOC((size_t)n_seq, sizeof *kc->hid);
+    int room = kc->P && kc->ld && kc->kv && kc->hid && ac_mul_ok(T, tok_floats * sizeof(float), &n);
+    if (room && T * tok_floats > c->cap_pkv) { /* pinned: the backend's copies to and from it overlap the layers */
+        ac_cuda_host_free(c->pkv);
+        c->cap_pkv = 0;
+        if ((c->pkv = ac_cuda_host_alloc(n))) c->cap_pkv = T * tok_floats;
+        room = c->pkv != NULL;
+    }
+    if (!room) {
+        free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid);
+        memset(kc, 0, sizeof *kc);
+        ac_err_clear();
+        return 0;
+    }
+    c->pkv_valid = 0; /* (the CPU forward's kept rows: not used here) */
+    size_t off = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const int L = seqs[s].n_tokens;
+        float *base = c->pkv + off * tok_floats;
+        ac_kv_rows kr = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd, L, 0};
+        int P = c->kv_hook.lookup ? c->kv_hook.lookup(c->kv_hook.user, seqs[s].tokens, &kr) : 0;
+        kc->P[s] = P < 0 ? 0 : P > L - 1 ? L - 1 : P;
+        kc->ld[s] = L, kc->kv[s] = kr.kv, kc->hid[s] = kr.hid;
+        c->plan[s].prefix_rows = kc->P[s];
+        off += (size_t)L;
+    }
+    o->pfx_P = kc->P, o->pfx_ld = kc->ld, o->pfx_kv = kc->kv, o->pfx_hid = kc->hid;
+    return 1;
+}
+
+/* After the call: every sequence's rows to `insert` (ok), and the call's arrays freed. */
+static void kv_end(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, int ok) {
+    const ac_hparams *hp = &c->loaded->hp;
+    if (ok && c->kv_hook.insert)
+        for (int s = 0; s < n_seq; s++) {
+            const int L = seqs[s].n_tokens;
+            ac_kv_rows kr = {kc->kv[s], kc->hid[s], L, hp->n_head_kv * hp->head_dim, hp->n_layer, hp->n_embd, L, 0};
+            c->kv_hook.insert(c->kv_hook.user, seqs[s].tokens, &kr, kc->P[s]);
+        }
+    free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid);
+}
+
 static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     c->n_plan = 0;
     for (int s = 0; s < n_seq; s++) {
@@ -193,7 +261,15 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
                 }
         }
     }
-    int rc = ac_cuda_forward(c->be, seqs, n_seq, out, use_opts ? &o : NULL);
+    /* the prefix cache takes part unless a hook wants whole maps (supply, record), as on the CPU */
+    const int kv_want = c->has_kv_hook && c->loaded->hp.causal && !(c->has_hook && (c->hook.supply || c->hook.record));
+    if (kv_want && c->has_hook && c->hook.reuse)
+        return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': the prefix cache together with the attention cache (both "
+                                          "attached to one context) is not on the GPU yet; attach one of them");
+    kv_call kc;
+    const int kv_on = kv_want && kv_begin(c, seqs, n_seq, &kc, &o);
+    int rc = ac_cuda_forward(c->be, seqs, n_seq, out, use_opts || kv_on ? &o : NULL);
+    if (kv_on) kv_end(c, seqs, n_seq, &kc, rc == AC_OK);
     if (rc) return rc;
     if (c->params.profile) { /* the backend's CUDA-event stages, in seconds, onto the context's */
         float ms[AC_CUDA_PROF_N];
@@ -207,9 +283,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
 }
 
 static int cuda_lm_head(ac_ctx *c, const float *h, int n, float *logits) {
-    (void)c, (void)h, (void)n, (void)logits;
-    return ac_err(AC_ERR_UNSUPPORTED,
-                  "backend 'cuda': ac_lm_head on given hidden states is not available (ac_forward's logits are)");
+    return ac_cuda_lm_head(c->be, h, n, logits);
 }
 
 static const char *cuda_describe(const ac_ctx *c, char *buf, int n) {

@@ -89,6 +89,29 @@ struct ac_cuda_model {
     cudaMemPool_t lru_pool;    /* its blocks' stream-ordered pool (allocated and freed on st), or NULL:
                                   cudaMalloc / cudaFree */
     cudaEvent_t lru_ev;        /* recorded on st after a call's allocations; the upload stream waits on it */
+
+    /* given prefix rows (opts.pfx_P) of the current call: pfx_on = rows are given or written back */
+    int pfx_on, pfx_any, pfx_full; /* any: some P > 0; full: the outputs read the whole sequences */
+    int pfx_tot, pfx_Tfull;        /* sum of P; sum of L */
+    const ac_cuda_opts *pfx_o;     /* the call's options (host buffers) */
+    int *h_pcu, *d_pcu;            /* [n_seq+1] offsets of the given rows (P per sequence) */
+    int *h_fcu, *d_fcu;            /* [n_seq+1] offsets of whole sequences (L) */
+    int *h_src, *d_src;            /* [T_full] each whole row's source: >= 0 computed row, < 0 -1 - given row */
+    int cap_pS, cap_pF;            /* capacities: sequences (+1), whole rows */
+    float *d_pup;                  /* f32 [slabs][2][pfx_tot][KVD] given K, V rows as uploaded: f32 mode one slab
+                                      per layer (the attention reads it), bf16 a ring of 2 (converted) */
+    size_t cap_pup;                /* bytes */
+    void *d_pkv;                   /* bf16 mode: bf16 [n_layer][2][pfx_tot][KVD] the converted rows */
+    size_t cap_pkv;
+    float *d_back;                 /* f32 [n_layer][2][Tn][KVD] computed K, V rows (after RoPE) */
+    size_t cap_back;
+    float *d_ph;                   /* [pfx_tot][D] given final hidden rows */
+    size_t cap_ph;
+    float *d_hfull;                /* [T_full][D] whole sequences' final hidden rows */
+    size_t cap_hfull;
+    cudaStream_t st_pu, st_dn;     /* given rows up, computed rows back */
+    cudaEvent_t *ev_pf, *ev_bk;    /* [n_layer] given rows on the device; computed rows copied (main stream) */
+    cudaEvent_t ev_ph;             /* given hidden rows on the device */
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */

@@ -353,6 +353,39 @@ template <typename T> int ac_cu_convert(T *dst, const float *src, size_t count, 
     return AC_OK;
 }
 
+/* dst row r = src[r] >= 0 ? a row src[r] : b row -1 - src[r] (one block per row) */
+__global__ void k_rows_select(float *dst, const float *a, const float *b, const int *src, int D) {
+    const int r = blockIdx.x, k = src[r];
+    const float *from = k >= 0 ? a + (size_t)k * D : b + (size_t)(-1 - k) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) dst[(size_t)r * D + d] = from[d];
+}
+
+int ac_cu_rows_select(float *dst, const float *a, const float *b, const int *src, int n, int D, cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    k_rows_select<<<n, ROW_THREADS, 0, st>>>(dst, a, b, src, D);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* dst [2][n][w] f32: dst[k][r][c] = src [r][col + k w + c] (K then V columns of the qkv rows) */
+template <typename T> __global__ void k_kv_out(float *dst, const T *src, int ld, int col, int n, int w) {
+    const size_t total = (size_t)2 * n * w;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int c = (int)(i % w);
+        const size_t rk = i / w; /* k n + r */
+        const int k = (int)(rk / n), r = (int)(rk % n);
+        dst[i] = ac_ld(src + (size_t)r * ld + col + (size_t)k * w + c);
+    }
+}
+
+template <typename T> int ac_cu_kv_out(float *dst, const T *src, int ld, int col, int n, int w, cudaStream_t st) {
+    if (n <= 0 || w <= 0) return AC_OK;
+    const size_t total = (size_t)2 * n * w;
+    k_kv_out<T><<<grid_for(total, 256), 256, 0, st>>>(dst, src, ld, col, n, w);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* the two activation types */
 #define AC_INST(T)                                                                                             \
     template int ac_cu_rmsnorm<T>(T *, const float *, const float *, int, int, float, cudaStream_t);           \
@@ -364,6 +397,7 @@ template <typename T> int ac_cu_convert(T *dst, const float *src, size_t count, 
     template int ac_cu_gelu<T>(T *, size_t, cudaStream_t);                                                     \
     template int ac_cu_add_bias<T>(T *, int, const float *, int, int, cudaStream_t);                           \
     template int ac_cu_gather<T>(T *, const float *, const int *, int, int, int, cudaStream_t);                 \
-    template int ac_cu_convert<T>(T *, const float *, size_t, cudaStream_t);
+    template int ac_cu_convert<T>(T *, const float *, size_t, cudaStream_t);                                   \
+    template int ac_cu_kv_out<T>(float *, const T *, int, int, int, int, cudaStream_t);
 AC_INST(float)
 AC_INST(bf16)

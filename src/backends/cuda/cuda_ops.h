@@ -36,6 +36,12 @@ template <typename T> int ac_cu_add_bias(T *y, int ldy, const float *b, int n, i
 int ac_cu_pool(float *out, const float *h, const int *cu, int n_seq, int D, int mode, int normalize, cudaStream_t st);
 /* dst [n_seq][D] in T = row (first: cu[s], last: cu[s+1]-1) of src [T][D] f32. */
 template <typename T> int ac_cu_gather(T *dst, const float *src, const int *cu, int n_seq, int D, int last, cudaStream_t st);
+/* dst [n][D] f32: row r = a [src[r]] when src[r] >= 0, else b [-1 - src[r]] (the prefix cache: rows
+ * computed on the GPU and given rows interleaved in sequence order). n < 2^31 grid rows. */
+int ac_cu_rows_select(float *dst, const float *a, const float *b, const int *src, int n, int D, cudaStream_t st);
+/* dst [2][n][w] f32 = columns col .. col + 2w - 1 of src [n][ld] (K then V of the qkv rows: the
+ * prefix cache's copy of a layer's computed rows). */
+template <typename T> int ac_cu_kv_out(float *dst, const T *src, int ld, int col, int n, int w, cudaStream_t st);
 /* dst [count] T = src [count] f32. */
 template <typename T> int ac_cu_convert(T *dst, const float *src, size_t count, cudaStream_t st);
 
