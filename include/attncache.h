@@ -162,11 +162,18 @@ typedef struct ac_ctx_params {
     const char *backend; /* which engine runs the context (borrowed during ac_ctx_new only):
                           "cpu" (NULL or "", the default): this CPU's kernels, with `gemm` and
                           the CPU level (ac_set_cpu_level); the attention cache attaches here.
-                          "cuda": an NVIDIA GPU (exact prefill, bf16 weights uploaded per
-                          context; `gemm`, `attn` and `profile` do not apply, no attention
-                          cache yet); only in a build with -DAC_CUDA=ON, on a machine with a
-                          CUDA device. ac_ctx_new: AC_ERR_ARG for an unknown name,
-                          AC_ERR_UNSUPPORTED naming why for one that cannot run here. */
+                          "cuda": an NVIDIA GPU (bf16 weights uploaded per context; `gemm`
+                          and `attn` do not apply; the attention and prefix caches attach as on
+                          the CPU, with the limits docs/GPU_NOTES.md names); only in a build with
+                          -DAC_CUDA=ON, on a machine with a CUDA device. ac_ctx_new: AC_ERR_ARG
+                          for an unknown name, AC_ERR_UNSUPPORTED naming why for one that cannot
+                          run here. */
+    int gain_guard;    /* the measured-gain guard (ac_ctx_gain_stats): a context whose attached
+                          attention cache makes its calls slower per token (lookups included)
+                          runs them without it, but for probes. 0 (default): on where the
+                          backend applies it (cuda); 1: on; -1: off (every call uses the cache,
+                          e.g. to measure the cached path itself). The CPU backend does not
+                          apply it (its hit-rate rule, ac_cache_params.adapt_floor, does). */
 } ac_ctx_params;
 
 ac_ctx_params ac_ctx_default_params(void);
@@ -338,6 +345,23 @@ typedef struct ac_seq_plan {
 /* plan: [n] caller-allocated; n: the sequence count of the last successful
  * ac_forward on ctx (AC_ERR_ARG when it differs). ctx's own thread. */
 int ac_ctx_last_plan(const ac_ctx *ctx, int n, ac_seq_plan *plan);
+
+/* The measured-gain guard of a context (ac_ctx_params.gain_guard): it times each call with
+ * and without the attached attention cache (wall seconds per token, lookups included) and,
+ * while the cached calls are slower, runs calls without the cache but for one in K (K from 4
+ * doubling to 256); one call in 32 runs exact while the cache is used. Counts since the hook
+ * was attached (ac_ctx_attach_cache). ctx's own thread. */
+typedef struct ac_gain_stats {
+    int enabled;                /* 1: the guard runs on this context (backend and params)     */
+    int bypassing;              /* 1: the cache is slower now; calls run without it          */
+    int64_t calls;              /* calls with a reusing cache attached that it decided         */
+    int64_t bypassed;           /* of those, run without the cache because it was slower       */
+    int64_t probes_exact;       /* run without the cache to time the alternative (using)      */
+    int64_t probes_cached;      /* run with the cache while bypassing, to see if it pays again */
+    double s_per_token_exact;   /* decayed means of the timed calls (0: none yet)              */
+    double s_per_token_cached;
+} ac_gain_stats;
+int ac_ctx_gain_stats(const ac_ctx *ctx, ac_gain_stats *out);
 
 /* ---- profiling ----------------------------------------------------------------------- */
 enum ac_stage {

@@ -89,6 +89,7 @@ int ac_ctx_swap_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook, ac_attn_hook *p
 void ac_ctx_set_attn_hook(ac_ctx *ctx, const ac_attn_hook *hook) {
     ac_attn_hook old;
     if (ac_ctx_swap_attn_hook(ctx, hook, &old) && old.release) old.release(old.user);
+    if (ctx) ac_gain_reset(&ctx->gain); /* a new cache: nothing timed yet */
 }
 
 int ac_ctx_get_attn_hook(const ac_ctx *ctx, ac_attn_hook *out) {
@@ -120,6 +121,18 @@ int ac_ctx_get_kv_hook(const ac_ctx *ctx, ac_kv_hook *out) {
     if (!ctx || !ctx->has_kv_hook) return 0;
     if (out) *out = ctx->kv_hook;
     return 1;
+}
+
+int ac_ctx_gain_stats(const ac_ctx *ctx, ac_gain_stats *out) {
+    if (!ctx || !out) return ac_err(AC_ERR_ARG, "ac_ctx_gain_stats: NULL argument");
+    memset(out, 0, sizeof *out);
+    const ac_gain *g = &ctx->gain;
+    out->enabled = ctx->gain_on && ctx->params.gain_guard >= 0;
+    out->bypassing = g->bypassing;
+    out->calls = g->calls, out->bypassed = g->bypassed;
+    out->probes_exact = g->probes_exact, out->probes_cached = g->probes_cached;
+    out->s_per_token_exact = g->t_exact, out->s_per_token_cached = g->t_cached;
+    return AC_OK;
 }
 
 int ac_ctx_last_plan(const ac_ctx *ctx, int n, ac_seq_plan *plan) {

@@ -25,6 +25,7 @@
 #define AC_FORWARD_H
 
 #include "attncache.h"
+#include "forward/gain.h"
 #include "load/model.h"
 #include "util/pool.h"
 
@@ -363,6 +364,8 @@ struct ac_ctx {
     int has_kv_hook;
     ac_seq_plan *plan;               /* [cap_plan] what the last ac_forward did per sequence */
     int n_plan, cap_plan;
+    ac_gain gain;                    /* the measured-gain guard (gain.h), for backends that apply it */
+    int gain_on;                     /* 1: this backend applies it (set by the backend at creation) */
 
     /* the CPU backend */
     int n_threads;

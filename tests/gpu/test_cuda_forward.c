@@ -365,6 +365,7 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
     const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
     ac_ctx_params gp = ac_ctx_default_params();
     gp.backend = "cuda";
+    gp.gain_guard = -1; /* every call uses the cache: the checks count what it served */
     ac_ctx *gpu;
     OK(ac_ctx_new(m, &gp, &gpu));
     /* entries: 0 and 1 recorded on the GPU, 2 on the CPU; lengths below maxL */
@@ -444,6 +445,37 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
                                                               weights of its shape ~0.05), or ignoring the maps passes */
             CHECK(ex > 0.01 && ex > 3 * eh, "%s cache API (top-8): cached differs from exact (%.2e, GPU vs CPU %.2e)",
                   name, ex, eh);
+        if (ci == 1) { /* the measured-gain guard on a cuda context with default params: every call decided; the
+                          exact probe after the warm-up runs without the cache (no site served), the others use it */
+            ac_ctx_params gp2 = ac_ctx_default_params();
+            gp2.backend = "cuda";
+            ac_ctx *gg;
+            OK(ac_ctx_new(m, &gp2, &gg));
+            OK(ac_ctx_attach_cache(gg, cache));
+            float *gh = malloc((size_t)T * D * 4);
+            ac_outputs go = {0};
+            go.pooling = o.pooling, go.hidden = gh;
+            int served_calls = 0, exact_calls = 0;
+            for (int i = 0; i < AC_GAIN_WARM + 1; i++) {
+                OK(ac_forward(gg, seqs, CA_NSEQ, &go));
+                ac_seq_plan pl[CA_NSEQ];
+                OK(ac_ctx_last_plan(gg, CA_NSEQ, pl));
+                int any = 0;
+                for (int q = 0; q < CA_NSEQ; q++) any |= pl[q].map_layers > 0;
+                served_calls += any, exact_calls += !any;
+            }
+            ac_gain_stats gs;
+            OK(ac_ctx_gain_stats(gg, &gs));
+            printf("  %s gain guard: %lld calls, %d served, %d exact (probe %lld); per token exact %.3f us, cached %.3f "
+                   "us\n", name, (long long)gs.calls, served_calls, exact_calls, (long long)gs.probes_exact,
+                   gs.s_per_token_exact * 1e6, gs.s_per_token_cached * 1e6);
+            CHECK(gs.enabled && gs.calls == AC_GAIN_WARM + 1 && gs.probes_exact == 1 && exact_calls == 1 &&
+                      served_calls == AC_GAIN_WARM && gs.s_per_token_exact > 0,
+                  "%s gain guard: %lld calls, %lld exact probes, %d/%d served/exact calls", name, (long long)gs.calls,
+                  (long long)gs.probes_exact, served_calls, exact_calls);
+            free(gh);
+            ac_ctx_free(gg);
+        }
         OK(ac_cache_close(cache));
         if (dec && ci == 1) { /* an exact tail (partial rows) is refused on the GPU with a clear error */
             cp.writable = 0, cp.create = 0, cp.exact_tail = 2;
@@ -566,6 +598,7 @@ static void check_map_cache(const char *name, ac_model *m) {
     const int maxL = m->hp.n_ctx_train < 64 ? m->hp.n_ctx_train : 64;
     ac_ctx_params gp = ac_ctx_default_params();
     gp.backend = "cuda";
+    gp.gain_guard = -1; /* every call uses the cache: the checks count what it served */
     ac_ctx *gpu, *fresh;
     OK(ac_ctx_new(m, &gp, &gpu));
     OK(ac_ctx_new(m, &gp, &fresh));
@@ -1103,6 +1136,7 @@ static void check_prefix_api(const char *name, ac_model *m, ac_ctx *cpu) {
     const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256, Lh = maxL / 2;
     ac_ctx_params gp = ac_ctx_default_params();
     gp.backend = "cuda";
+    gp.gain_guard = -1; /* every call uses the cache: the checks count what it served */
     ac_ctx *gpu;
     OK(ac_ctx_new(m, &gp, &gpu));
     int32_t a0[256], a1[40], b[PF_NSEQ][256];
@@ -1209,6 +1243,7 @@ static void check_prefix_api(const char *name, ac_model *m, ac_ctx *cpu) {
 static void check_label_scoring(const char *name, ac_model *m, ac_ctx *cpu) {
     ac_ctx_params gp = ac_ctx_default_params();
     gp.backend = "cuda";
+    gp.gain_guard = -1; /* every call uses the cache: the checks count what it served */
     ac_ctx *gpu;
     OK(ac_ctx_new(m, &gp, &gpu));
     const int D = m->hp.n_embd, V = m->hp.n_vocab;

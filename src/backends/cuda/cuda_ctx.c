@@ -26,6 +26,11 @@
  * lookups on the host before the call, the rows it gives uploaded and only
  * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
  * kv_end below); not yet together with the attention cache's reuse.
+ * A reusing hook is watched by the measured-gain guard (src/forward/gain.h;
+ * ac_ctx_params.gain_guard): every call is timed per token, lookups included,
+ * and while calls that use the cache run slower than calls without it (short
+ * texts: a host lookup costs about what the whole exact forward of the text
+ * does on the device), calls run without it, but for probes.
  * Not here yet either: the GEMM and attention settings of ac_ctx_params, which
  * name CPU kernels. Per-stage
  * profiles (ac_ctx_params.profile) come from the backend's CUDA events.
@@ -56,6 +61,8 @@ static int cuda_ctx_new(const ac_model *m, const ac_ctx_params *p, ac_ctx **out)
     c->loaded = c->model = m;
     c->params = *p;
     c->n_threads = 1;
+    c->gain_on = 1; /* the measured-gain guard (gain.h) applies here unless params say -1 */
+    ac_gain_reset(&c->gain);
     if (p->profile) ac_cuda_set_profile(c->be, 1);
     *out = c;
     return AC_OK;
@@ -235,7 +242,14 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     memset(&o, 0, sizeof o);
     hook_call hc = {c, seqs, n_seq, host_features()};
     int use_opts = 0;
-    if (c->has_hook) {
+    /* the measured-gain guard: a reusing cache whose calls run slower per token than exact
+     * ones is left out of this call (but for probes); the hook is not asked at all */
+    const int guard = c->has_hook && c->hook.reuse && !c->hook.record && c->gain_on && c->params.gain_guard >= 0;
+    const int skip_cache = guard && ac_gain_next(&c->gain) == AC_GAIN_EXACT;
+    int64_t n_tok = 0;
+    for (int s = 0; s < n_seq; s++) n_tok += seqs[s].n_tokens;
+    const double t_call = ac_now();
+    if (c->has_hook && !skip_cache) {
         const ac_attn_hook *h = &c->hook;
         if (h->supply)
             return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': an attention hook supplying dense maps is not on the GPU");
@@ -271,6 +285,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     int rc = ac_cuda_forward(c->be, seqs, n_seq, out, use_opts || kv_on ? &o : NULL);
     if (kv_on) kv_end(c, seqs, n_seq, &kc, rc == AC_OK);
     if (rc) return rc;
+    if (guard) ac_gain_note(&c->gain, ac_now() - t_call, n_tok);
     if (c->params.profile) { /* the backend's CUDA-event stages, in seconds, onto the context's */
         float ms[AC_CUDA_PROF_N];
         ac_cuda_get_profile(c->be, ms);
