@@ -282,7 +282,7 @@ int main(int argc, char **argv) {
      * once for the whole stream, reps + 1 passes back to back; the best pass after the first */
     {
         ac_ctx_params gp2 = cp;
-        gp2.gain_guard = 0, gp2.profile = 0;
+        gp2.gain_guard = 0; /* profile as the exact passes' context (its CUDA events cost time too) */
         ac_ctx *gc = NULL;
         if (ac_ctx_new(m, &gp2, &gc) || ac_ctx_attach_cache(gc, cache)) return fail("the guarded context");
         double best_g = 1e30;
