@@ -148,7 +148,7 @@ static void bench_attn(int reps) {
         ac_cu_attn a = {c.B, c.L, cu, c.H, c.H, c.hd, c.H * c.hd, c.H * c.hd, c.H * c.hd, c.causal,
                         1.0f / sqrtf((float)c.hd)};
         const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * c.hd * (c.causal ? 0.5 : 1.0);
-        for (int w = AC_FLASH_W4; w <= (c.hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); w++) {
+        for (int w = AC_FLASH_W4; w <= ac_flash_last_variant(c.hd); w++) {
             for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
             std::vector<double> t;
             for (int i = 0; i < reps; i++) {

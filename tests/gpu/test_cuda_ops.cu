@@ -582,14 +582,14 @@ int main(int argc, char **argv) {
     const int hds[] = {32, 64, 128};
     for (int hd : hds)
         for (int causal = 0; causal < 2; causal++)
-            for (int variant = AC_FLASH_W4; variant <= (hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); variant++) {
+            for (int variant = AC_FLASH_W4; variant <= ac_flash_last_variant(hd); variant++) {
                 test_flash(hd, causal, 8, 2, variant, 5, 300); /* GQA 4:1, lengths 1 .. 300 */
                 test_flash(hd, causal, 4, 4, variant, 3, 64);  /* MHA, one exact tile */
             }
     test_flash(64, 1, 12, 12, 0, 2, 1030);                   /* long rows: many KV tiles */
     test_flash(128, 0, 4, 2, 0, 3, 700);
     for (int hd : hds) /* after given prefix rows (the prefix K/V cache), GQA 4:1 and MHA */
-        for (int variant = AC_FLASH_W4; variant <= (hd <= 64 ? AC_FLASH_W4X2 : AC_FLASH_W8); variant++) {
+        for (int variant = AC_FLASH_W4; variant <= ac_flash_last_variant(hd); variant++) {
             test_flash_prefix(hd, 8, 2, variant, 7, 300, 150);
             test_flash_prefix(hd, 4, 4, variant, 5, 64, 64);
         }

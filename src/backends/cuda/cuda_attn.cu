@@ -1,7 +1,7 @@
 /* cuda_attn.cu — fused (FlashAttention-2-style) and materialised attention.
  *
  * Fused kernel, per block: NW warps x 16 query rows of one (sequence, head);
- * K and V tiles of BN = 64 keys stream through shared memory with cp.async,
+ * K and V tiles of BN = 64 keys (128: variant W4K128, hd <= 64) stream through shared memory with cp.async,
  * two stages deep (the next tile loads while this one is used). Per tile:
  *   S = Q K^T        mma.sync m16n8k16 bf16 -> f32; Q fragments stay in registers,
  *                    K fragments by ldmatrix (rows = keys: the B "col" layout);
@@ -24,13 +24,12 @@ namespace {
 
 using namespace ac_ptx;
 
-constexpr int BN = 64;
 
 
 /* PFX: sequence s has P = cp[s+1] - cp[s] given keys (rows of KP / VP, stride ldp) before its own
  * rows; its query i sits at position P + i (see ac_cu_attn). Without PFX, P = 0 (the code of the
  * exact path is the same as before the prefix cache). */
-template <int HD, int NW, int MT, bool PFX>
+template <int HD, int NW, int MT, bool PFX, int BN>
 __global__ void __launch_bounds__(NW * 32)
     k_flash(const bf16 *__restrict__ Q, const bf16 *__restrict__ K, const bf16 *__restrict__ V, bf16 *__restrict__ O,
             const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2,
@@ -220,27 +219,27 @@ __global__ void __launch_bounds__(NW * 32)
     }
 }
 
-template <int HD, int NW, int MT, bool PFX>
+template <int HD, int NW, int MT, bool PFX, int BN>
 int launch_flash_t(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, cudaStream_t st) {
     constexpr int BM = 16 * NW * MT;
     const size_t smem = (size_t)4 * BN * (HD + 8) * sizeof(bf16);
     static bool attr_set = false; /* one attribute per instantiation (host side, before the first launch) */
     if (!attr_set) {
-        AC_CU(cudaFuncSetAttribute(k_flash<HD, NW, MT, PFX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        AC_CU(cudaFuncSetAttribute(k_flash<HD, NW, MT, PFX, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set = true;
     }
     dim3 grid((a->Lmax + BM - 1) / BM, a->H, a->n_seq);
-    k_flash<HD, NW, MT, PFX><<<grid, NW * 32, smem, st>>>(q, k, v, out, a->cu, a->ldq, a->ldk, a->ldo, a->H, a->Hkv,
+    k_flash<HD, NW, MT, PFX, BN><<<grid, NW * 32, smem, st>>>(q, k, v, out, a->cu, a->ldq, a->ldk, a->ldo, a->H, a->Hkv,
                                                           a->causal, a->scale * 1.4426950408889634f, a->cp,
                                                           (const bf16 *)a->kp, (const bf16 *)a->vp, a->ldp);
     AC_CU_LAUNCH();
     return AC_OK;
 }
 
-template <int HD, int NW, int MT> int launch_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v,
-                                                   bf16 *out, cudaStream_t st) {
-    return a->cp ? launch_flash_t<HD, NW, MT, true>(a, q, k, v, out, st)
-                 : launch_flash_t<HD, NW, MT, false>(a, q, k, v, out, st);
+template <int HD, int NW, int MT, int BN = 64>
+int launch_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, cudaStream_t st) {
+    return a->cp ? launch_flash_t<HD, NW, MT, true, BN>(a, q, k, v, out, st)
+                 : launch_flash_t<HD, NW, MT, false, BN>(a, q, k, v, out, st);
 }
 
 /* ---- materialised: one block per (query row, head, sequence) -------------------------------------
@@ -326,7 +325,7 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
     /* defaults from gpu_bench attn on the H100 (GPU_NOTES run 10): at hd 64 the one-FFMA softmax made
      * 4 warps x 1 m-tile the fastest (2048 and 8192, causal and not); hd 32 keeps 4 x 2 */
     if (!variant) variant = a->hd <= 32 ? AC_FLASH_W4X2 : AC_FLASH_W4;
-    if (variant < AC_FLASH_W4 || variant > AC_FLASH_W4X2 || (variant == AC_FLASH_W4X2 && a->hd > 64))
+    if (variant < AC_FLASH_W4 || variant > ac_flash_last_variant(a->hd))
         return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
     switch (a->hd * 16 + variant) {
     case 32 * 16 + AC_FLASH_W4: return launch_flash<32, 4, 1>(a, q, k, v, out, st);
@@ -335,6 +334,8 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
     case 64 * 16 + AC_FLASH_W4: return launch_flash<64, 4, 1>(a, q, k, v, out, st);
     case 64 * 16 + AC_FLASH_W8: return launch_flash<64, 8, 1>(a, q, k, v, out, st);
     case 64 * 16 + AC_FLASH_W4X2: return launch_flash<64, 4, 2>(a, q, k, v, out, st);
+    case 32 * 16 + AC_FLASH_W4K128: return launch_flash<32, 4, 1, 128>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_W4K128: return launch_flash<64, 4, 1, 128>(a, q, k, v, out, st);
     case 128 * 16 + AC_FLASH_W4: return launch_flash<128, 4, 1>(a, q, k, v, out, st);
     case 128 * 16 + AC_FLASH_W8: return launch_flash<128, 8, 1>(a, q, k, v, out, st);
     default: return ac_err(AC_ERR_UNSUPPORTED, "flash attention: head dim %d (32, 64 or 128)", a->hd);

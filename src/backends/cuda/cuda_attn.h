@@ -31,7 +31,10 @@ typedef struct ac_cu_attn {
  * ldo multiples of 8 and q, k, v, out 16-byte aligned. variant (0: the default
  * for hd): query rows per block as warps x m-tiles of 16 rows each. */
 enum { AC_FLASH_W4 = 1 /* 4 x 1: 64 rows */, AC_FLASH_W8 = 2 /* 8 x 1: 128 rows */,
-       AC_FLASH_W4X2 = 3 /* 4 x 2: 128 rows, each K/V fragment feeds 2 products; hd <= 64 */ };
+       AC_FLASH_W4X2 = 3 /* 4 x 2: 128 rows, each K/V fragment feeds 2 products; hd <= 64 */,
+       AC_FLASH_W4K128 = 4 /* 4 x 1 with tiles of 128 keys (half the barriers and softmax passes); hd <= 64 */ };
+/* The last variant for a head dim (variants run from AC_FLASH_W4 to it). */
+static inline int ac_flash_last_variant(int hd) { return hd <= 64 ? AC_FLASH_W4K128 : AC_FLASH_W8; }
 int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int variant,
                      cudaStream_t st);
 
