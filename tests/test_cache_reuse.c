@@ -665,7 +665,7 @@ static void maps_seam(int arch) {
         assert_true(v && o1 && o2);
         for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
         for (int l = 0; l < f.NL; l++) {
-            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0};
+            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0, -1};
             ac_attn_maps m;
             memset(&m, 0, sizeof m);
             const int rc = h.maps(h.user, &site, &m);
