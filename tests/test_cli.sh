@@ -288,7 +288,7 @@ assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_s
       "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --shots 2 --limit 4 --cache "$T/cq" --key mean \
           --threshold 1e9 --exact-tail query+4 --json "$T/eq.json" > "$T/eq.txt" 2>&1
       check "eval --exact-tail query+4: all hits, the query rows exact, the demonstrations' rows served" "grep -Eq '^exact rows from the query.s start \(--exact-tail query\+4\): the query starts at row [1-9][0-9.]* of [0-9.]+ on average; [1-9][0-9.]* rows a prompt exact' '$T/eq.txt' && python3 -c '
-import json; c=json.load(open(\"$T/eq.json\"))[\"cache\"]; assert c[\"hit_rate\"]==1 and 0.3<c[\"rows_served_share\"]<0.95, c'"
+import json; c=json.load(open(\"$T/eq.json\"))[\"cache\"]; assert c[\"hit_rate\"]==1 and 0.3<c[\"rows_served_share\"]<0.95 and c[\"exact_query_margin\"]==4 and 4<c[\"mean_exact_rows\"]<c[\"mean_query_row\"], c'"
       check "--exact-tail: a bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --cache '$T/cq' --exact-tail queryx 2>&1 | grep -q \"bad --exact-tail 'queryx'\""
       check "--exact-tail query+: a bad margin refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --cache '$T/cq' --exact-tail query+ 2>&1 | grep -q \"bad --exact-tail 'query+'\""
       check "--exact-tail query on a task without prompts: refused" "'$BIN' eval --task stsb -m '$ATTNLM' --data '$DATA' --cache '$T/cq' --exact-tail query 2>&1 | grep -q 'needs a prompt task'"

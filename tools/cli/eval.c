@@ -713,6 +713,13 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(cj, "speedup_attn_hits", ratio(hatt0, hatt1));
             cJSON_AddNumberToObject(cj, "rows_served_share",
                                     A.rows_total ? (double)A.rows_served / (double)A.rows_total : 0);
+            if (job.exact_query) { /* --exact-tail query[+M]: where the queries start, rows exact per prompt */
+                long long qr = 0, er = 0;
+                for (int i = 0; i < n; i++) qr += o1[i].query_row, er += o1[i].exact_rows;
+                cJSON_AddNumberToObject(cj, "exact_query_margin", job.exact_margin);
+                cJSON_AddNumberToObject(cj, "mean_query_row", (double)qr / n);
+                cJSON_AddNumberToObject(cj, "mean_exact_rows", (double)er / n);
+            }
             cJSON_AddNumberToObject(cj, "lookups_skipped", (double)A.skipped);
             cJSON_AddNumberToObject(cj, "skipped_share", A.seqs ? (double)A.skipped / (double)A.seqs : 0);
             const double shr = sec0 > 0 ? att0 / sec0 : 0;
