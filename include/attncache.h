@@ -216,6 +216,27 @@ int ac_forward(ac_ctx *ctx, const ac_seq *seqs, int n_seq, ac_outputs *out);
  * with the reason ("input of 202 tokens exceeds the limit of 128 tokens"). */
 int ac_ctx_check_seq(const ac_ctx *ctx, const ac_seq *seq);
 
+/* Per-sequence exact rows for the attention cache (approximate map reuse,
+ * docs/CACHE.md "Exact rows from the query's start"): on a cache hit, rows
+ * [exact_from[s], L) of sequence s are computed exactly in every served
+ * layer (over every key), rows before it are served from the retrieved maps.
+ * Meant for prompts whose own part starts at a known row (a few-shot prompt:
+ * the query after its demonstrations), whose length varies per prompt, where
+ * ac_cache_params.exact_tail fixes one row count for all. Combined with
+ * exact_tail, the more exact rows of the two win. Values: -1 = no limit from
+ * here for that sequence; 0..L: rows from there exact (0: the sequence is not
+ * served; L: nothing exact from here). Bidirectional models serve a sequence
+ * whole or not at all: any value below L leaves it unserved.
+ * Sticky: applies to every following ac_forward on ctx (ac_score_labels'
+ * calls included) until set again; n = 0 (from NULL) clears it. n = 1: one
+ * value for every sequence of a call (ac_score_labels' prompt+label
+ * sequences all start with the prompt); n > 1: a call must have exactly n
+ * sequences. from[n] is copied (borrowed during the call). AC_ERR_ARG for a
+ * value below -1 or n < 0; ac_forward fails with AC_ERR_ARG, naming the
+ * sequence, when a value exceeds that sequence's length or the count does not
+ * match. Without an attached cache it changes nothing. ctx's own thread. */
+int ac_ctx_set_exact_from(ac_ctx *ctx, int n, const int *from);
+
 /* Apply the LM head to n final hidden states (after the final norm, as in
  * ac_outputs.hidden): h [n][n_embd] -> logits [n][n_vocab], caller-allocated. */
 int ac_lm_head(ac_ctx *ctx, const float *h, int n, float *logits);
@@ -447,7 +468,8 @@ typedef struct ac_cache_params {
                              Its heads run exact attention restricted to sinks + a window,
                              on every site computed on the fused path (no lookup needed)    */
     int exact_tail;       /* AC_ROWS_ALL on a causal model: the last exact_tail rows of a
-                             served layer are computed exactly (0: none; default 0)         */
+                             served layer are computed exactly (0: none; default 0). Per
+                             sequence from a row on: ac_ctx_set_exact_from            */
     float verify;         /* AC_ROWS_ALL: > 0 checks each candidate before trusting it: a few
                              exact rows of the query's layer-0 maps (the last row of a causal
                              model, [CLS] of an encoder, others spread) against the entry's; a

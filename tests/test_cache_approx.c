@@ -14,6 +14,13 @@
  *   and bad arguments are refused with a message naming the problem;
  *   exact_tail: the last rows of a served layer are computed (causal), and the
  *   option is refused for bidirectional models.
+ * Exact rows from a row on, per sequence (ac_ctx_set_exact_from): rows before
+ * the value come from the retrieved map at their positions, the rest are
+ * computed (a query sharing exactly those rows with the stored entry gets its
+ * exact output; one more served row moves it); one value per sequence of a
+ * batch or one for all; 0 serves nothing, -1 everything; with exact_tail the
+ * more exact rows win; bidirectional models serve all rows or none; bad values
+ * are refused with a message and leave the values in place.
  * Verification (ac_cache_params.verify): the exact layer-0 rows of a stored
  * sequence equal its stored f32 rows (distance ~0: accepted, served); another
  * sequence's map is rejected at a tight threshold (a miss, bitwise exact) and
@@ -426,6 +433,191 @@ static void verification(int arch) {
     fx_close(&f);
 }
 
+/* ---- 3. exact rows from a row on, per sequence (ac_ctx_set_exact_from) -------------------------- */
+
+/* rows_served of the cache since its last reset */
+static int64_t rows_served(ac_cache *c) {
+    ac_cache_stats st;
+    ac_cache_get_stats(c, &st);
+    return st.rows_served;
+}
+
+/* Causal: one stored entry A (70 tokens, f32 maps); queries Qk share A's first Fk tokens and
+ * differ after them, so A's map rows [0, Fk) ARE Qk's own rows (row t depends on tokens 0..t):
+ * served rows [0, Fk) and computed rows [Fk, L) give Qk's exact output, while serving even a
+ * few rows past Fk moves it. That shows the rows before exact_from come from the map at their
+ * positions and the rows from it on are computed. Bidirectional: all rows or none. */
+static void exact_from_case(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    enum { L = 70 };
+    int32_t ids[4 * L];
+    uint64_t seed = 31;
+    ref_random_tokens(&seed, ids, 4 * L, f.V);
+    int32_t *A = ids, *Q1 = ids + L, *Q2 = ids + 2 * L, *Q3 = ids + 3 * L;
+    memcpy(Q1, A, 30 * sizeof *A); /* Q1 shares 30 tokens with A, Q2 50; Q3 shares none */
+    memcpy(Q2, A, 50 * sizeof *A);
+    const ac_seq sa = {A, L}, q1 = {Q1, L}, q2 = {Q2, L}, q3 = {Q3, L};
+    build(&f, &sa, 1);
+    const size_t n = (size_t)L * f.D;
+    float *e1 = hidden_of(&f, f.exact, &q1, 1), *e2 = hidden_of(&f, f.exact, &q2, 1), *ea = hidden_of(&f, f.exact, &sa, 1);
+    float *e3 = hidden_of(&f, f.exact, &q3, 1);
+
+    /* without a cache the values change nothing */
+    const int f30 = 30;
+    assert_int_equal(ac_ctx_set_exact_from(f.exact, 1, &f30), AC_OK);
+    float *h = hidden_of(&f, f.exact, &q1, 1);
+    assert_memory_equal(h, e1, n * 4);
+    free(h);
+
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = 1e9f; /* every query hits A (the one entry of a fitting length) */
+    p.key = AC_KEY_MEAN;
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    ac_seq_plan plan[3];
+
+    if (!f.causal) { /* bidirectional: a value below L leaves the sequence unserved, L serves it whole */
+        const int f69 = L - 1, fL = L, none = -1;
+        assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f69), AC_OK);
+        h = hidden_of(&f, f.cctx, &q3, 1);
+        assert_memory_equal(h, e3, n * 4);
+        assert_int_equal(rows_served(c), 0);
+        free(h);
+        assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &fL), AC_OK);
+        h = hidden_of(&f, f.cctx, &q3, 1);
+        assert_true(max_rel(h, e3, n) > 1e-4); /* another input's maps */
+        assert_int_equal(rows_served(c), (int64_t)L * f.NL);
+        free(h);
+        ac_cache_reset_stats(c);
+        assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &none), AC_OK);
+        h = hidden_of(&f, f.cctx, &q3, 1);
+        assert_int_equal(rows_served(c), (int64_t)L * f.NL);
+        free(h);
+        goto done;
+    }
+
+    /* 1. Q1 with exact rows from 30: rows [0, 30) served (A's rows: Q1's own), the rest computed */
+    ac_cache_reset_stats(c);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f30), AC_OK);
+    h = hidden_of(&f, f.cctx, &q1, 1);
+    assert_int_equal(rows_served(c), (int64_t)30 * f.NL);
+    assert_int_equal(ac_ctx_last_plan(f.cctx, 1, plan), AC_OK);
+    assert_int_equal(plan[0].map_rows, 30);
+    assert_int_equal(plan[0].map_layers, f.NL);
+    assert_true(max_rel(h, e1, n) < 1e-5);
+    free(h);
+    /* 2. ten rows past the shared prefix served: they are A's, not Q1's, and the output moves;
+     * no value at all: every row served, it moves too */
+    const int f40 = 40, none = -1;
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f40), AC_OK);
+    h = hidden_of(&f, f.cctx, &q1, 1);
+    assert_true(max_rel(h, e1, n) > 1e-4);
+    free(h);
+    ac_cache_reset_stats(c);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &none), AC_OK);
+    h = hidden_of(&f, f.cctx, &q1, 1);
+    assert_true(max_rel(h, e1, n) > 1e-4);
+    assert_int_equal(rows_served(c), (int64_t)L * f.NL);
+    free(h);
+
+    /* 3. one value per sequence in one batch: Q1 from 30, Q2 from 50, A itself whole (-1); each
+     * sequence's rows equal its exact forward */
+    const ac_seq batch[3] = {q1, q2, sa};
+    const int per[3] = {30, 50, -1};
+    ac_cache_reset_stats(c);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 3, per), AC_OK);
+    h = hidden_of(&f, f.cctx, batch, 3);
+    assert_int_equal(rows_served(c), (int64_t)(30 + 50 + L) * f.NL);
+    assert_int_equal(ac_ctx_last_plan(f.cctx, 3, plan), AC_OK);
+    assert_int_equal(plan[0].map_rows, 30);
+    assert_int_equal(plan[1].map_rows, 50);
+    assert_int_equal(plan[2].map_rows, L);
+    assert_true(max_rel(h, e1, n) < 1e-5);
+    assert_true(max_rel(h + n, e2, n) < 1e-5);
+    assert_true(max_rel(h + 2 * n, ea, n) < 1e-5);
+    free(h);
+    /* one value for every sequence of a call */
+    ac_cache_reset_stats(c);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f30), AC_OK);
+    h = hidden_of(&f, f.cctx, batch, 3);
+    assert_int_equal(rows_served(c), (int64_t)3 * 30 * f.NL);
+    assert_true(max_rel(h, e1, n) < 1e-5 && max_rel(h + n, e2, n) < 1e-5 && max_rel(h + 2 * n, ea, n) < 1e-5);
+    free(h);
+    /* 0: the sequence is not served (bitwise exact) */
+    const int zero = 0;
+    ac_cache_reset_stats(c);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &zero), AC_OK);
+    h = hidden_of(&f, f.cctx, &q3, 1);
+    assert_memory_equal(h, e3, n * 4);
+    assert_int_equal(rows_served(c), 0);
+    free(h);
+
+    /* 4. bad values: refused with a message, the values in place kept */
+    const int bad = -2, past = L + 1, two[2] = {10, 20};
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f30), AC_OK);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &bad), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "exact_from -2"));
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, -1, NULL), AC_ERR_ARG);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 2, NULL), AC_ERR_ARG);
+    assert_int_equal(ac_ctx_set_exact_from(NULL, 1, &f30), AC_ERR_ARG);
+    ac_cache_reset_stats(c);
+    h = hidden_of(&f, f.cctx, &q1, 1); /* still 30 */
+    assert_int_equal(rows_served(c), (int64_t)30 * f.NL);
+    free(h);
+    float *hb = malloc(3 * n * 4);
+    ac_outputs o = {0};
+    o.hidden = hb;
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &past), AC_OK);
+    assert_int_equal(ac_forward(f.cctx, &q1, 1, &o), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "exact_from 71 is past its 70 tokens"));
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 2, two), AC_OK);
+    assert_int_equal(ac_forward(f.cctx, batch, 3, &o), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "ac_ctx_set_exact_from gave values for 2"));
+    free(hb);
+    /* cleared: every row served again */
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 0, NULL), AC_OK);
+    ac_cache_reset_stats(c);
+    h = hidden_of(&f, f.cctx, &q1, 1);
+    assert_int_equal(rows_served(c), (int64_t)L * f.NL);
+    free(h);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* 5. with exact_tail: the more exact rows of the two (tail 30: rows from 40; value 50) */
+    p.exact_tail = 30;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    const int f50 = 50, f20 = 20;
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f50), AC_OK);
+    h = hidden_of(&f, f.cctx, &q2, 1);
+    assert_int_equal(rows_served(c), (int64_t)40 * f.NL);
+    assert_true(max_rel(h, e2, n) < 1e-5);
+    free(h);
+    ac_cache_reset_stats(c);
+    assert_int_equal(ac_ctx_set_exact_from(f.cctx, 1, &f20), AC_OK);
+    h = hidden_of(&f, f.cctx, &q2, 1);
+    assert_int_equal(rows_served(c), (int64_t)20 * f.NL);
+    assert_true(max_rel(h, e2, n) < 1e-5);
+    free(h);
+done:
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    free(e1), free(e2), free(e3), free(ea);
+    fx_close(&f);
+}
+
+static void test_exact_from_llama(void **st) {
+    (void)st;
+    exact_from_case(AC_ARCH_LLAMA);
+}
+
+static void test_exact_from_bert(void **st) {
+    (void)st;
+    exact_from_case(AC_ARCH_BERT);
+}
+
 static void test_verify_rows(void **st) {
     (void)st;
     int rows[8];
@@ -472,6 +664,8 @@ int main(void) {
         cmocka_unit_test(test_verify_rows),
         cmocka_unit_test(test_verify_llama),
         cmocka_unit_test(test_verify_bert),
+        cmocka_unit_test(test_exact_from_llama),
+        cmocka_unit_test(test_exact_from_bert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

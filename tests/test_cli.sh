@@ -285,6 +285,19 @@ assert b\"matplotlib\" in b  # tEXt Software
 import json; d=json.load(open(\"$T/pf.json\")); c=d[\"cache\"]
 assert d[\"demos\"]==\"shared\" and c[\"hit_rate\"]==1 and 0.5<c[\"rows_served_share\"]<1 and c[\"value\"]==d[\"value\"], d'"
       check "bench --rows prefix --shared-prefix 0.5: half the rows served" "'$BIN' bench -m '$STORIES' -L 64 -r 1 --cache '$T/bp' --cache-build 1 --rows prefix --shared-prefix 0.5 --codec f32-causal 2>/dev/null | grep -q 'hits 100%  skipped 0%  rows 50%'"
+      # --exact-tail query (ac_ctx_set_exact_from): per-query demonstrations, the rows from each prompt's
+      # query on computed, the demonstrations' rows served; the line says where the queries start
+      "$BIN" build -m "$ATTNLM" --task agnews-fewshot --data "$DATA" --shots 2 --limit 3 --codec f32-causal -o "$T/cq" -q \
+          > /dev/null 2>&1
+      "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --shots 2 --limit 4 --cache "$T/cq" --key mean \
+          --threshold 1e9 --exact-tail query+4 --json "$T/eq.json" > "$T/eq.txt" 2>&1
+      check "eval --exact-tail query+4: all hits, the query rows exact, the demonstrations' rows served" "grep -Eq '^exact rows from the query.s start \(--exact-tail query\+4\): the query starts at row [1-9][0-9.]* of [0-9.]+ on average; [1-9][0-9.]* rows a prompt exact' '$T/eq.txt' && python3 -c '
+import json; c=json.load(open(\"$T/eq.json\"))[\"cache\"]; assert c[\"hit_rate\"]==1 and 0.3<c[\"rows_served_share\"]<0.95 and c[\"exact_query_margin\"]==4 and 4<c[\"mean_exact_rows\"]<c[\"mean_query_row\"], c'"
+      check "--exact-tail: a bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --cache '$T/cq' --exact-tail queryx 2>&1 | grep -q \"bad --exact-tail 'queryx'\""
+      check "--exact-tail query+: a bad margin refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --cache '$T/cq' --exact-tail query+ 2>&1 | grep -q \"bad --exact-tail 'query+'\""
+      check "--exact-tail query on a task without prompts: refused" "'$BIN' eval --task stsb -m '$ATTNLM' --data '$DATA' --cache '$T/cq' --exact-tail query 2>&1 | grep -q 'needs a prompt task'"
+      check "--exact-tail query without --cache: refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --exact-tail query 2>&1 | grep -q 'needs --cache'"
+      check "--exact-tail query outside eval: refused" "echo hello | '$BIN' score -m '$ATTNLM' --labels a,b --cache '$T/cq' --exact-tail query 2>&1 | grep -q 'only .eval. with a prompt task'"
       check "--demos: bad value refused" "'$BIN' eval --task agnews-fewshot -m '$ATTNLM' --data '$DATA' --demos some 2>&1 | grep -q \"bad --demos 'some'\""
       # --dump-prompts: the prompts eval scores, as token ids (bench/prefix_compare.py feeds them to llama.cpp)
       "$BIN" eval --task agnews-fewshot -m "$ATTNLM" --data "$DATA" --demos shared --shots 2 --limit 3 --dump-prompts "$T/dp.jsonl" 2> /dev/null

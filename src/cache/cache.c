@@ -1003,10 +1003,11 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     }
     if (!st->hit || !a->layers[site->layer]) return 0;
     int rows = st->rows;
-    if (c->p.exact_tail > 0) { /* the last rows exact (causal, rows 'all') */
+    if (c->p.exact_tail > 0) /* the last rows exact (causal, rows 'all') */
         rows = AC_MIN(rows, site->n_tokens - c->p.exact_tail);
-        if (rows < 1) return 0;
-    }
+    if (site->exact_from >= 0) /* the caller's exact rows (ac_ctx_set_exact_from): the query's own */
+        rows = AC_MIN(rows, site->exact_from);
+    if (rows < 1 || (rows < site->n_tokens && !site->causal)) return 0; /* bidirectional: all rows or none */
     add_i64(&c->n.layers_served, 1);
     add_i64(&c->n.rows_served, rows);
     add_i64(&c->n.rows_total, site->n_tokens);

@@ -78,11 +78,53 @@ void ac_ctx_free(ac_ctx *c) {
     ac_ctx_set_attn_hook(c, NULL); /* releases the hook (an attached cache forgets this context) */
     ac_ctx_set_kv_hook(c, NULL);   /* the same for an attached prefix cache */
     free(c->plan);
+    free(c->exact_from);
     c->ops->ctx_free(c);
+}
+
+int ac_ctx_set_exact_from(ac_ctx *c, int n, const int *from) {
+    if (!c || n < 0 || (n > 0 && !from)) return ac_err(AC_ERR_ARG, "ac_ctx_set_exact_from: invalid argument");
+    for (int s = 0; s < n; s++)
+        if (from[s] < -1)
+            return ac_err(AC_ERR_ARG, "ac_ctx_set_exact_from: sequence %d: exact_from %d (expected -1 or a row >= 0)",
+                          s, from[s]);
+    int *v = NULL;
+    if (n > 0) {
+        if (!(v = AC_MALLOC((size_t)n * sizeof *v)))
+            return ac_err(AC_ERR_NOMEM, "ac_ctx_set_exact_from: out of memory for %d values", n);
+        memcpy(v, from, (size_t)n * sizeof *v);
+    }
+    free(c->exact_from); /* replaced only once the new values are valid and copied */
+    c->exact_from = v;
+    c->n_exact_from = n;
+    return AC_OK;
+}
+
+int ac_ctx_exact_from(const ac_ctx *c, int s) {
+    if (!c || c->n_exact_from <= 0 || s < 0) return -1;
+    return c->exact_from[c->n_exact_from == 1 ? 0 : s < c->n_exact_from ? s : c->n_exact_from - 1];
+}
+
+/* ac_ctx_set_exact_from's values against this call's sequences. */
+static int check_exact_from(const ac_ctx *c, const ac_seq *seqs, int n_seq) {
+    if (c->n_exact_from <= 0) return AC_OK;
+    if (c->n_exact_from > 1 && c->n_exact_from != n_seq)
+        return ac_err(AC_ERR_ARG,
+                      "ac_forward: %d sequences, but ac_ctx_set_exact_from gave values for %d (1 for all, or one each)",
+                      n_seq, c->n_exact_from);
+    for (int s = 0; s < n_seq; s++) {
+        const int f = ac_ctx_exact_from(c, s);
+        if (f > seqs[s].n_tokens)
+            return ac_err(AC_ERR_ARG, "ac_forward: sequence %d: exact_from %d is past its %d tokens", s, f,
+                          seqs[s].n_tokens);
+    }
+    return AC_OK;
 }
 
 int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     if (!c || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_forward: invalid argument");
+    const int rc = check_exact_from(c, seqs, n_seq);
+    if (rc) return rc;
     return c->ops->forward(c, seqs, n_seq, out);
 }
 

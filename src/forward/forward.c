@@ -597,7 +597,8 @@ static ac_attn_site make_site(const ac_ctx *c, const fwd_plan *pl, int il, int s
     const ac_hparams *hp = &c->model->hp;
     const int P = pl->first[s];
     const float *x = P == 0 ? X->x + (size_t)pl->off[s] * hp->n_embd : il == 0 ? c->x0full : NULL;
-    ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal, x, P, NULL};
+    ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal, x, P, NULL,
+                         ac_ctx_exact_from(c, s)};
     return site;
 }
 

@@ -59,6 +59,9 @@ typedef struct ac_attn_site {
                                division; an empty segment: all L positions). The
                                attention cache keys on exactly this. NULL: not
                                given (the CPU forward gives x instead)          */
+    int exact_from;         /* -1, or rows [exact_from, L) must be computed:
+                               `reuse` serves at most exact_from rows (the
+                               caller's ac_ctx_set_exact_from; ac_ctx_exact_from) */
 } ac_attn_site;
 #define AC_ATTN_SUMMARY_SEGMENTS 4
 
@@ -161,6 +164,9 @@ void ac_layer0_qk_free(ac_layer0_qk *w);
  * layer-0 states are x0 [L][D] (ac_model_layer0_states); causal rows are 0
  * past the diagonal. */
 int ac_layer0_rows(const ac_layer0_qk *w, const float *x0, int L, const int *rows, int nr, float *P);
+/* Sequence s's value of ac_ctx_set_exact_from for a call (-1: none); ac_forward
+ * has checked the values against the call's sequences. */
+int ac_ctx_exact_from(const ac_ctx *ctx, int s);
 /* A context's thread pool (hooks run their parallel work on it: no second set
  * of threads competing for the cores). */
 struct ac_pool *ac_ctx_pool(const ac_ctx *ctx);
@@ -366,6 +372,8 @@ struct ac_ctx {
     int n_plan, cap_plan;
     ac_gain gain;                    /* the measured-gain guard (gain.h), for backends that apply it */
     int gain_on;                     /* 1: this backend applies it (set by the backend at creation) */
+    int *exact_from;                 /* [n_exact_from] ac_ctx_set_exact_from's values (owned) */
+    int n_exact_from;
 
     /* the CPU backend */
     int n_threads;

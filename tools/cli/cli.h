@@ -23,6 +23,9 @@ typedef struct cli_common {
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
     const char *heads;  /* --heads none|policy */
     int exact_tail;     /* --exact-tail N */
+    int exact_query;    /* --exact-tail query[+M|-M]: 1; exact rows from the query's start (eval) */
+    int exact_margin;   /* M of query+M (rows before the query also exact; -M: fewer rows)     */
+    int exact_query_ok; /* set by the command that knows where each prompt's query starts     */
     float verify;       /* --verify T */
     int verify_rows;    /* --verify-rows N */
     float threshold;

@@ -292,7 +292,17 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         c->heads = v;
     } else if (!strcmp(a, "--exact-tail")) {
         const char *v = NEXT();
-        if (!v || cli_opt_int("--exact-tail", v, 0, 1 << 20, &c->exact_tail)) return -1;
+        if (!v) return -1;
+        if (!strncmp(v, "query", 5)) { /* query, query+M, query-M */
+            const char *mv = v + 5;
+            c->exact_query = 1;
+            c->exact_margin = 0;
+            if (*mv && ((*mv != '+' && *mv != '-') || !mv[1]))
+                return cli_fail("bad --exact-tail '%s' (N, query, query+M or query-M)", v), -1;
+            if (*mv && cli_opt_int("--exact-tail query+M (the margin M)", mv + (*mv == '+'), -(1 << 20), 1 << 20,
+                                   &c->exact_margin))
+                return -1;
+        } else if (cli_opt_int("--exact-tail", v, 0, 1 << 20, &c->exact_tail)) return -1;
     } else if (!strcmp(a, "--verify")) {
         const char *v = NEXT();
         if (!v || cli_opt_float("--verify", v, 0, 1, &c->verify)) return -1;
@@ -384,6 +394,9 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     if (c->adapt_window) p.adapt_window = c->adapt_window;
     if (c->adapt_probe_max) p.adapt_probe_max = c->adapt_probe_max;
     p.heads = c->heads;
+    if (c->exact_query && !c->exact_query_ok)
+        return cli_fail("--exact-tail query: only `eval` with a prompt task (agnews-fewshot, trec, sst2 on a decoder) "
+                        "knows where each prompt's query starts; give --exact-tail N");
     p.exact_tail = c->exact_tail;
     p.verify = c->verify;
     p.verify_rows = c->verify_rows;

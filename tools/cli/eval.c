@@ -40,6 +40,7 @@ typedef struct ex_out {
     double score;     /* STS-B cosine */
     int tokens;
     long long reused, computed; /* prefix cache: rows taken from it / computed */
+    int query_row, exact_rows; /* --exact-tail query: the query's first row; rows from there (with the margin) */
     float stage[AC_STAGE_COUNT]; /* s per forward stage */
 } ex_out;
 
@@ -49,7 +50,34 @@ typedef struct eval_job {
     const task_ds *pool, *q;
     int shots;
     int shared_demos; /* 1: every prompt carries the same demonstrations */
+    int exact_query;  /* --exact-tail query[+M|-M]: the cache computes each prompt's query rows exactly */
+    int exact_margin; /* M: that many rows before the query too (negative: fewer rows)                  */
 } eval_job;
+
+static int tokens_of(const ac_model *m, const char *text, int add_special, int32_t **out, int *n);
+
+/* The row where prompt's query segment starts (prompt[0, at) is instruction and
+ * demonstrations): the tokens the prompt and that head have in common, as
+ * ac_score_labels tokenizes them (BOS, no EOS). *n_tokens: the prompt's count.
+ * 0, or 1 after an error line. */
+static int query_row(const ac_model *m, const char *prompt, size_t at, int *row, int *n_tokens) {
+    int32_t *pt = NULL, *ht = NULL;
+    int np = 0, nh = 0, rc;
+    char *head = strndup(prompt, at);
+    if (!head) return cli_fail("out of memory");
+    rc = tokens_of(m, prompt, 1, &pt, &np);
+    if (!rc) rc = tokens_of(m, head, 1, &ht, &nh);
+    if (!rc) {
+        int k = 0;
+        while (k < np && k < nh && pt[k] == ht[k]) k++;
+        *row = k;
+        *n_tokens = np;
+    }
+    free(head);
+    free(pt);
+    free(ht);
+    return rc;
+}
 
 /* Runs example i on ctx (cache attached or not), filling *o. */
 static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eval_job *j, int i, ex_out *o) {
@@ -72,9 +100,26 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
             snprintf(lbuf[k], sizeof lbuf[k], " %s", t->labels[k]);
             labs[k] = lbuf[k];
         }
-        char *prompt = task_build_prompt(t, j->pool, ex->a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1));
+        size_t qat = 0;
+        char *prompt = task_build_prompt_at(t, j->pool, ex->a, j->shots, task_demo_seed(j->shared_demos, (uint64_t)i + 1),
+                                            &qat);
         if (!prompt) return cli_fail("out of memory");
         ac_tokenize(m, prompt, strlen(prompt), 1, NULL, 0, &o->tokens);
+        if (j->exact_query) { /* the query's rows exact: from its first row (less the margin) to the end */
+            int qrow = 0, np = 0;
+            if (query_row(m, prompt, qat, &qrow, &np)) {
+                free(prompt);
+                return 1;
+            }
+            int from = qrow - j->exact_margin;
+            from = from < 0 ? 0 : from > np ? np : from;
+            o->query_row = qrow;
+            o->exact_rows = np - from;
+            if ((rc = ac_ctx_set_exact_from(ctx, 1, &from)) != AC_OK) {
+                free(prompt);
+                return cli_api_fail("exact rows", rc);
+            }
+        }
         t0 = cli_now(); /* the timed work is the library's: the prompt's text and its count are eval's bookkeeping */
         rc = ac_score_labels(ctx, prompt, labs, t->n_labels, lp);
         free(prompt);
@@ -360,6 +405,10 @@ int cmd_eval(int argc, char **argv) {
                    "                       (defaults: sst2 0, agnews-fewshot 8, trec 6)\n"
                    "  --demos D            per-query (default): demonstrations drawn per prompt; shared:\n"
                    "                       one demonstration set for every prompt (long shared prefix)\n"
+                   "  --exact-tail query[+M|-M]  with --cache on a prompt task: each prompt's rows from its\n"
+                   "                       query's start (after the last demonstration) to the end computed\n"
+                   "                       exactly in the served layers, M rows earlier (+M) or later (-M);\n"
+                   "                       the demonstrations' rows served (ac_ctx_set_exact_from)\n"
                    "  --dump-prompts FILE  write the prompts (label scoring tasks) as JSON lines — text, token\n"
                    "                       ids, gold label, the labels' token ids — and exit without running\n"
                    "                       the model (peers fed the same ids: bench/prefix_compare.py)\n"
@@ -403,7 +452,7 @@ int cmd_eval(int argc, char **argv) {
     task_ds pool = {0}, q = {0};
     ex_out *o0 = NULL, *o1 = NULL;
     int rc = 0;
-    eval_job job = {task, NULL, &pool, &q, 0, shared};
+    eval_job job = {task, NULL, &pool, &q, 0, shared, 0, 0};
     if (!strcmp(task, "sst2")) {
         rc = task_load_sst2(dir, "dev", &q);
         if (!rc && !info.n_cls_out) {
@@ -436,6 +485,20 @@ int cmd_eval(int argc, char **argv) {
     if (dump) {
         rc = dump_prompts(m, &job, n, dump);
         goto out;
+    }
+    if (c.exact_query) {
+        if (!job.spec) {
+            rc = cli_fail("eval: --exact-tail query needs a prompt task (agnews-fewshot, trec, sst2 on a decoder); "
+                          "task %s has no query segment", task);
+            goto out;
+        }
+        if (!c.cache) {
+            rc = cli_fail("eval: --exact-tail query needs --cache DIR (it decides which rows the cache serves)");
+            goto out;
+        }
+        c.exact_query_ok = 1;
+        job.exact_query = 1;
+        job.exact_margin = c.exact_margin;
     }
     if (c.cache && (rc = cli_open_cache(&c, m, 0, 0, &cache))) goto out;
     if (prefix_bytes) {
@@ -493,6 +556,13 @@ int cmd_eval(int argc, char **argv) {
                "%.1f%% of the served layers' rows from maps\n",
                100.0 * hits / n, hits, n, bytes / 1024.0 / n, sec1 > 0 ? 100.0 * look / sec1 : 0,
                A.rows_total ? 100.0 * (double)A.rows_served / (double)A.rows_total : 0);
+        if (job.exact_query) {
+            long long qr = 0, er = 0;
+            for (int i = 0; i < n; i++) qr += o1[i].query_row, er += o1[i].exact_rows;
+            printf("exact rows from the query's start (--exact-tail query%+d): the query starts at row %.1f of %.1f "
+                   "on average; %.1f rows a prompt exact in each served layer\n",
+                   job.exact_margin, (double)qr / n, (double)tokens / n, (double)er / n);
+        }
         ac_cache_stats cs;
         ac_cache_get_stats(cache, &cs);
         if (cs.queries)
@@ -643,6 +713,13 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(cj, "speedup_attn_hits", ratio(hatt0, hatt1));
             cJSON_AddNumberToObject(cj, "rows_served_share",
                                     A.rows_total ? (double)A.rows_served / (double)A.rows_total : 0);
+            if (job.exact_query) { /* --exact-tail query[+M]: where the queries start, rows exact per prompt */
+                long long qr = 0, er = 0;
+                for (int i = 0; i < n; i++) qr += o1[i].query_row, er += o1[i].exact_rows;
+                cJSON_AddNumberToObject(cj, "exact_query_margin", job.exact_margin);
+                cJSON_AddNumberToObject(cj, "mean_query_row", (double)qr / n);
+                cJSON_AddNumberToObject(cj, "mean_exact_rows", (double)er / n);
+            }
             cJSON_AddNumberToObject(cj, "lookups_skipped", (double)A.skipped);
             cJSON_AddNumberToObject(cj, "skipped_share", A.seqs ? (double)A.skipped / (double)A.seqs : 0);
             const double shr = sec0 > 0 ? att0 / sec0 : 0;

@@ -368,6 +368,11 @@ uint64_t task_demo_seed(int shared, uint64_t per_query) { return shared ? TASK_S
 /* Prompt for query q: instruction, k demonstrations drawn (seeded by q) from
  * `pool` balanced over classes, then the query with an open answer slot. */
 char *task_build_prompt(const task_spec *t, const task_ds *pool, const char *query, int k, uint64_t seed) {
+    return task_build_prompt_at(t, pool, query, k, seed, NULL);
+}
+
+char *task_build_prompt_at(const task_spec *t, const task_ds *pool, const char *query, int k, uint64_t seed,
+                           size_t *query_at) {
     sbuf b = {0};
     sb_add(&b, "%s\n\n", t->instruction);
     uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 12345;
@@ -381,7 +386,12 @@ char *task_build_prompt(const task_spec *t, const task_ds *pool, const char *que
         if (pick < 0) continue;
         sb_add(&b, "%s: %s\n%s: %s\n\n", t->field, pool->ex[pick].a, t->answer, t->labels[want]);
     }
-    sb_add(&b, "%s: %s\n%s:", t->field, query, t->answer);
+    const size_t at = b.n;
+    if (!sb_add(&b, "%s: %s\n%s:", t->field, query, t->answer)) {
+        free(b.s);
+        return NULL;
+    }
+    if (query_at) *query_at = at;
     return b.s;
 }
 

@@ -3,6 +3,7 @@
 #ifndef AC_TASKS_H
 #define AC_TASKS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define AC_TASK_HOLDOUT 8 /* AG News / TREC: data row i is held out when i % 8 == 0 */
@@ -57,6 +58,10 @@ uint64_t task_demo_seed(int shared, uint64_t per_query);
  * over classes, never the query itself. malloc'd (caller frees); NULL if out
  * of memory. */
 char *task_build_prompt(const task_spec *t, const task_ds *pool, const char *query, int k, uint64_t seed);
+/* The same; *query_at (optional): the byte offset where the query's segment
+ * ("<field>: <query>\n<answer>:", after the last demonstration) begins. */
+char *task_build_prompt_at(const task_spec *t, const task_ds *pool, const char *query, int k, uint64_t seed,
+                           size_t *query_at);
 /* Prompts of a label-scoring task built from its TRAINING pool (never the
  * held-out rows): the corpus for an attention cache of that task.
  * *prompts: malloc'd array of malloc'd strings (caller frees). 0 or 1. */

@@ -92,7 +92,8 @@ typedef struct hook_call {
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
     const ac_hparams *hp = &hc->c->loaded->hp;
-    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0, NULL};
+    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0,
+                      NULL, ac_ctx_exact_from(hc->c, seq)};
     /* x NULL (the states stay on the device); layer 0: their segment means, computed there (opts.summary),
        which the cache keys on instead of recomputing the states from the tokens */
     if (layer == 0) s.summary = ac_cuda_layer0_summary(hc->c->be, seq);
@@ -119,8 +120,8 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     if (r < L && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none (as the CPU) */
     if (r > 0 && r < L)
         return ac_err(AC_ERR_UNSUPPORTED,
-                      "backend 'cuda': the cache serves %d of %d rows (rows 'prefix' or an exact tail); partial rows "
-                      "are not on the GPU yet",
+                      "backend 'cuda': the cache serves %d of %d rows (rows 'prefix', an exact tail or exact_from); "
+                      "partial rows are not on the GPU yet",
                       r, L);
     if (!r) {
         if (h->head_span && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a computed site */
