@@ -817,14 +817,136 @@ static void note_failure(ac_cache *c, const char *msg) {
     pthread_mutex_unlock(&c->fmu);
 }
 
+/* feat [feat_dim] of one query: from x0 [L][D], its layer-0 states, when the
+ * forward pass has them; else from summary [S][D], their segment means, when
+ * the backend computed them (the GPU; not with verify, which needs the
+ * states: *given 1); else computed here from the tokens (into s->x0). */
+static int query_features(const ac_cache *c, scratch *s, const int32_t *tokens, int L, const float *x0,
+                          const float *summary, float *feat, int *given) {
+    *given = 0;
+    if (x0) {
+        summarize(x0, L, c->D, feat);
+        return AC_OK;
+    }
+    if (summary && c->p.verify <= 0) { /* the backend's summary: the same values, no states here */
+        memcpy(feat, summary, (size_t)AC_FEAT_SEGMENTS * c->D * sizeof *feat);
+        feat[(size_t)AC_FEAT_SEGMENTS * c->D] = logf(1.0f + (float)L);
+        *given = 1;
+        return AC_OK;
+    }
+    return features_of(c, s, tokens, L, feat);
+}
+
+/* What one query's candidate check counted (added to the cache's counters by
+ * the caller, only for lookups the admission let through). */
+typedef struct cand_counts {
+    int64_t damaged, verify_checked, verify_rejected;
+    double t_verify;
+} cand_counts;
+
+/* The candidates ids / sims [AC_LOOKUP_K] (best first) of query `tokens`
+ * [L]: the entry it takes into st (st->hit; st->rows 0 on entry). x0v: the
+ * query's layer-0 states [L][D] when verify is on. Reads the store (rw held
+ * by the caller, read); touches nothing shared but the store's readers. A
+ * damaged candidate record is skipped (counted in *cc). */
+static int pick_candidate(ac_cache *c, const int32_t *tokens, int L, const float *x0v, const int64_t *ids,
+                          const float *sims, seq_state *st, cand_counts *cc) {
+    const float threshold = c->p.threshold;
+    int rc = AC_OK;
+    int vrows[64], nvr = 0;
+    float *vP = NULL, *vrow = NULL; /* verify: the query's exact layer-0 rows [H][nvr][L], scratch */
+    for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
+        float d = sim_to_dist(c->key, sims[k]);
+        ac_store_entry e;
+        if (c->p.rows == AC_ROWS_PREFIX) {
+            /* exact rows only: the candidate sharing the longest token prefix
+             * (row t of a causal map depends on tokens 0..t alone); distance
+             * plays no part in exactness, so no threshold */
+            if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+                cc->damaged++;
+                continue;
+            }
+            if (!e.tokens) continue;
+            const int m = AC_MIN(L, e.n_tokens);
+            int p = 0;
+            while (p < m && e.tokens[p] == tokens[p]) p++;
+            if (p >= AC_MIN_PREFIX_ROWS && p > st->rows) {
+                st->hit = 1;
+                st->rows = p;
+                st->e = e;
+                st->dist = d;
+                if (p == L) break;
+            }
+            continue;
+        }
+        if (d > threshold) break; /* candidates come best first */
+        if (!entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
+        if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+            cc->damaged++;
+            continue;
+        }
+        if (c->p.verify > 0) { /* trust the map only if its layer-0 rows agree with the query's */
+            const double tv0 = ac_now();
+            if (!vP) {
+                nvr = ac_verify_pick_rows(L, c->causal, c->p.verify_rows > 0 ? c->p.verify_rows : 4, vrows);
+                vP = AC_MALLOC((size_t)c->n_head * nvr * L * sizeof *vP);
+                rc = vP ? ac_layer0_rows(&c->l0, x0v, L, vrows, nvr, vP)
+                        : ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            }
+            float *nr_ = rc ? NULL : realloc(vrow, (size_t)e.n_tokens * sizeof *vrow);
+            if (!rc && !nr_) rc = ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            if (rc) break;
+            vrow = nr_;
+            const double dv = ac_verify_distance(&e, c->n_head, L, c->causal, vrows, nvr, vP, vrow);
+            cc->verify_checked++;
+            cc->t_verify += ac_now() - tv0;
+            if (dv > c->p.verify) {
+                cc->verify_rejected++;
+                continue;
+            }
+        }
+        st->hit = 1;
+        st->rows = L;
+        st->e = e;
+        st->dist = d;
+        break;
+    }
+    free(vP);
+    free(vrow);
+    if (rc) st->hit = 0;
+    return rc;
+}
+
+static void add_cand_counts(counters *n, const cand_counts *cc) {
+    if (cc->damaged) add_i64(&n->damaged, cc->damaged);
+    if (cc->verify_checked) add_i64(&n->verify_checked, cc->verify_checked);
+    if (cc->verify_rejected) add_i64(&n->verify_rejected, cc->verify_rejected);
+    if (cc->t_verify > 0) add_f64(&n->t_verify, cc->t_verify);
+}
+
+/* A hit's entry use (rw held, read). */
+static void note_use(ac_cache *c, const seq_state *st) {
+    if (!st->hit || st->e.index < 0 || st->e.index >= c->u_cap) return;
+    atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
+    atomic_store_explicit(&c->u_last[st->e.index], unix_ms(), memory_order_relaxed);
+    atomic_store_explicit(&c->u_dirty, 1, memory_order_relaxed);
+}
+
+/* An injected failure (cache_testing.h) for the next lookup, if one is due. */
+static int injected_failure(ac_cache *c) {
+    if (atomic_load_explicit(&c->fail_next, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub_explicit(&c->fail_next, 1, memory_order_relaxed) > 0)
+        return ac_err(AC_ERR_INTERNAL, "cache '%s': lookup failure injected for testing", c->dir);
+    return AC_OK;
+}
+
 /* Look sequence `tokens` up for attachment a; fills *st (and a->layers when
- * copy_layers). x0 [L][D]: its layer-0 states when the forward pass has them;
- * else summary [S][D]: their segment means when the backend computed them
- * (the GPU; not with verify, which needs the states); else both computed
- * here. s: the calling thread's scratch; key and search run on pool (NULL:
- * the calling thread). Holds rw (read) throughout. A damaged candidate record
- * is skipped (counted); an error is returned and the caller serves the
- * sequence exactly. */
+ * copy_layers). x0 [L][D], summary [S][D]: as query_features. s: the calling
+ * thread's scratch; key and search run on pool (NULL: the calling thread).
+ * Holds rw (read) throughout. A damaged candidate record is skipped
+ * (counted); an error is returned and the caller serves the sequence
+ * exactly. */
 static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary,
                        seq_state *st, scratch *s, struct ac_pool *pool, int copy_layers) {
     ac_cache *c = a->c;
@@ -849,23 +971,14 @@ static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *
     if (admit == AC_ADAPT_PROBE) add_i64(&n->probes, 1);
     add_i64(&n->queries, 1);
     double t0 = ac_now();
-    int rc = AC_OK;
-    if (x0) {
-        summarize(x0, L, c->D, s->feat);
-    } else if (summary && c->p.verify <= 0) { /* the backend's summary: the same values, no states here */
-        memcpy(s->feat, summary, (size_t)AC_FEAT_SEGMENTS * c->D * sizeof *s->feat);
-        s->feat[(size_t)AC_FEAT_SEGMENTS * c->D] = logf(1.0f + (float)L);
-        add_i64(&n->features_given, 1);
-    } else {
-        rc = features_of(c, s, tokens, L, s->feat);
-    }
+    int given = 0;
+    int rc = query_features(c, s, tokens, L, x0, summary, s->feat, &given);
+    if (given) add_i64(&n->features_given, 1);
     double t1 = ac_now();
     add_f64(&n->t_features, t1 - t0);
     float *key = s->keyv;
     if (!rc) rc = make_key(c, c->proj, c->key, s->feat, key, s);
-    if (!rc && atomic_load_explicit(&c->fail_next, memory_order_relaxed) > 0 &&
-        atomic_fetch_sub_explicit(&c->fail_next, 1, memory_order_relaxed) > 0)
-        rc = ac_err(AC_ERR_INTERNAL, "cache '%s': lookup failure injected for testing", c->dir);
+    if (!rc) rc = injected_failure(c);
     double t2 = ac_now();
     add_f64(&n->t_key, t2 - t1);
     int64_t ids[AC_LOOKUP_K];
@@ -873,72 +986,10 @@ static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *
     if (!rc) rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
     double t3 = ac_now();
     add_f64(&n->t_search, t3 - t2);
-    int vrows[64], nvr = 0;
-    float *vP = NULL, *vrow = NULL; /* verify: the query's exact layer-0 rows [H][nvr][L], scratch */
-    for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
-        float d = sim_to_dist(c->key, sims[k]);
-        ac_store_entry e;
-        if (c->p.rows == AC_ROWS_PREFIX) {
-            /* exact rows only: the candidate sharing the longest token prefix
-             * (row t of a causal map depends on tokens 0..t alone); distance
-             * plays no part in exactness, so no threshold */
-            if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
-                add_i64(&n->damaged, 1);
-                continue;
-            }
-            if (!e.tokens) continue;
-            const int m = AC_MIN(L, e.n_tokens);
-            int p = 0;
-            while (p < m && e.tokens[p] == tokens[p]) p++;
-            if (p >= AC_MIN_PREFIX_ROWS && p > st->rows) {
-                st->hit = 1;
-                st->rows = p;
-                st->e = e;
-                st->dist = d;
-                if (p == L) break;
-            }
-            continue;
-        }
-        if (d > threshold) break; /* candidates come best first */
-        if (!entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
-        if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
-            add_i64(&n->damaged, 1);
-            continue;
-        }
-        if (c->p.verify > 0) { /* trust the map only if its layer-0 rows agree with the query's */
-            const double tv0 = ac_now();
-            if (!vP) {
-                nvr = ac_verify_pick_rows(L, c->causal, c->p.verify_rows > 0 ? c->p.verify_rows : 4, vrows);
-                vP = AC_MALLOC((size_t)c->n_head * nvr * L * sizeof *vP);
-                rc = vP ? ac_layer0_rows(&c->l0, x0 ? x0 : s->x0, L, vrows, nvr, vP)
-                        : ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
-            }
-            float *nr_ = rc ? NULL : realloc(vrow, (size_t)e.n_tokens * sizeof *vrow);
-            if (!rc && !nr_) rc = ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
-            if (rc) break;
-            vrow = nr_;
-            const double dv = ac_verify_distance(&e, c->n_head, L, c->causal, vrows, nvr, vP, vrow);
-            add_i64(&n->verify_checked, 1);
-            add_f64(&n->t_verify, ac_now() - tv0);
-            if (dv > c->p.verify) {
-                add_i64(&n->verify_rejected, 1);
-                continue;
-            }
-        }
-        st->hit = 1;
-        st->rows = L;
-        st->e = e;
-        st->dist = d;
-        break;
-    }
-    free(vP);
-    free(vrow);
-    if (!rc && st->hit && st->e.index >= 0 && st->e.index < c->u_cap) { /* the entry's use (rw held) */
-        atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
-        atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
-        atomic_store_explicit(&c->u_last[st->e.index], unix_ms(), memory_order_relaxed);
-        atomic_store_explicit(&c->u_dirty, 1, memory_order_relaxed);
-    }
+    cand_counts cc = {0};
+    if (!rc) rc = pick_candidate(c, tokens, L, x0 ? x0 : s->x0, ids, sims, st, &cc);
+    add_cand_counts(n, &cc);
+    if (!rc) note_use(c, st);
     rw_unlock(c);
     pthread_mutex_lock(&c->admu); /* a failed lookup counts as a miss: it cost and served nothing */
     ac_adapt_note(&c->adapt, admit, !rc && st->hit);
