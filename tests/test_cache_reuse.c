@@ -840,12 +840,9 @@ typedef struct batch_run {
     ac_cache_stats st;
 } batch_run;
 
-static void batch_lookups(fx *f, const char *dir, int key, const ac_attn_site *all, int batched, int fails,
-                          batch_run out[2]) {
-    ac_cache_params p = ac_cache_default_params();
-    p.threshold = TINY, p.key = key;
-    p.adapt_floor = 0.5f, p.adapt_window = 4, p.adapt_probe_max = 8;
-    ac_cache *c = open_cache(f, dir, &p);
+static void batch_lookups(fx *f, const char *dir, const ac_cache_params *p, const ac_attn_site *all, int batched,
+                          int fails, batch_run out[2]) {
+    ac_cache *c = open_cache(f, dir, p);
     assert_int_equal(ac_ctx_attach_cache(f->cctx, c), AC_OK);
     ac_attn_hook h;
     assert_true(ac_ctx_get_attn_hook(f->cctx, &h));
@@ -888,8 +885,11 @@ static void lookup_all_batch(int arch) {
     for (int ki = 0; ki < 2; ki++)
         for (int fails = 0; fails <= 3; fails += 3) {
             batch_run one[2], bat[2];
-            batch_lookups(&f, dir, keys[ki], all, 0, fails, one);
-            batch_lookups(&f, dir, keys[ki], all, 1, fails, bat);
+            ac_cache_params p = ac_cache_default_params();
+            p.threshold = TINY, p.key = keys[ki];
+            p.adapt_floor = 0.5f, p.adapt_window = 4, p.adapt_probe_max = 8;
+            batch_lookups(&f, dir, &p, all, 0, fails, one);
+            batch_lookups(&f, dir, &p, all, 1, fails, bat);
             for (int rep = 0; rep < 2; rep++) {
                 const ac_cache_stats *a = &one[rep].st, *b = &bat[rep].st;
                 if (rep == 0 && fails == 0)
@@ -1312,6 +1312,38 @@ static void projector(int arch) {
         assert_true(st.t_key >= 0 && st.t_search >= 0);
     }
     close_reader(&f, c);
+    /* lookup_all, one batch of NB (the projector's keys in one call; flat, IVF and HNSW searched as one
+       batch): the per-query path's hits and entries; a loose threshold so that near neighbours hit too */
+    {
+        ac_model_info in;
+        assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+        const size_t SD = (size_t)AC_ATTN_SUMMARY_SEGMENTS * f.D;
+        float *sum = malloc(NB * SD * sizeof *sum);
+        assert_non_null(sum);
+        ac_attn_site all[NB];
+        for (int s = 0; s < NB; s++) {
+            host_summary(&f, &seqs[s], sum + s * SD);
+            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+        }
+        for (int kind = 0; kind < 3; kind++) {
+            ac_cache_params bp = ac_cache_default_params();
+            bp.threshold = 1.0f;
+            bp.index_kind = kind;
+            batch_run one[2], bat[2];
+            batch_lookups(&f, dir, &bp, all, 0, 0, one);
+            batch_lookups(&f, dir, &bp, all, 1, 0, bat);
+            assert_true(one[0].st.hits >= NB / 2 && one[0].st.queries == NB);
+            for (int rep = 0; rep < 2; rep++) {
+                assert_int_equal(bat[rep].st.hits, one[rep].st.hits);
+                assert_int_equal(bat[rep].st.queries, one[rep].st.queries);
+                for (int s = 0; s < NB; s++) {
+                    assert_int_equal(bat[rep].hit[s], one[rep].hit[s]);
+                    assert_true(bat[rep].key[s] == one[rep].key[s]);
+                }
+            }
+        }
+        free(sum);
+    }
     /* the other key kinds still open beside the projector, with every index kind
      * (IVF falls back to flat below 64 entries); stored sequences hit themselves */
     for (int key = AC_KEY_MEAN; key <= AC_KEY_RANDOM; key++)
