@@ -133,6 +133,7 @@ struct ac_cache {
     int locks;               /* 1: rw, wmu and amu initialised */
     counters n;
     _Atomic int fail_next;   /* cache_testing.h: lookups still to fail */
+    _Atomic int lookup_each; /* cache_testing.h: lookup_all the old way (each sequence alone) */
     pthread_mutex_t fmu;     /* first_failure */
     char first_failure[192];
     int64_t n_unindexed;     /* damaged records the index left out (build_index; under rw) */
@@ -1050,6 +1051,10 @@ void ac_cache_fail_next_lookups(ac_cache *c, int n) {
     if (c) atomic_store(&c->fail_next, n > 0 ? n : 0);
 }
 
+void ac_cache_lookup_all_each(ac_cache *c, int on) {
+    if (c) atomic_store(&c->lookup_each, on ? 1 : 0);
+}
+
 /* ---- hook callbacks --------------------------------------------------------------------------------- */
 
 static seq_state *seq_slot(cache_att *a, int seq) {
@@ -1299,7 +1304,7 @@ static int hook_lookup_all(void *user, const ac_attn_site *sites, int n) {
     }
     rd_lock(c);
     memcpy(a->layers, c->layers, (size_t)c->n_layer);
-    if (c->p.verify > 0) {
+    if (c->p.verify > 0 || atomic_load_explicit(&c->lookup_each, memory_order_relaxed)) {
         rw_unlock(c);
         lookup_each(a, sites, n, nt);
         goto out;

@@ -473,15 +473,22 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
     return true;
 }
 
-// Approximate similarities kept for one group of a batch's queries ([group][n]).
+// Queries of a batch scanned together (each chunk of the f16 copy read once
+// for them), at most: their approximate similarities take group x n floats.
+static const int64_t kBatchGroup = 8;
 static const size_t kBatchApproxBytes = (size_t)32 << 20;
 // Blocks of the f16 copy that every query of a group scans before the next
-// ones are read: 64 KiB of f16 codes (L2-resident while the group passes).
+// ones are read: 64 KiB of f16 codes (L1/L2-resident while the group passes).
 static const size_t kBatchChunkBytes = (size_t)64 << 10;
+// Batches this large or more (queries x vectors x dim) split their groups over
+// OpenMP threads (a 64-query batch over 512 128-d keys: 4 M).
+static const int64_t kParallelBatch = (int64_t)1 << 21;
 
 // The flat scan of nq queries at once (ac_index_search_batch): the same pass,
 // proof and results per query as flat_search, with each chunk of the f16 copy
-// read from memory once for a group of queries instead of once per query.
+// read once for a group of queries instead of once per query; the groups are
+// spread over OpenMP threads (each with its own buffers) when the batch is
+// large and the caller is not inside a parallel region.
 static bool flat_search_batch(const ac_index *idx, const float *q, int64_t nq, int k, int l2, float *sims,
                               faiss::Index::idx_t *lab) {
     const auto *map = dynamic_cast<const faiss::IndexIDMap *>(idx->top);
@@ -495,26 +502,50 @@ static bool flat_search_batch(const ac_index *idx, const float *q, int64_t nq, i
     const ac_scan_kernels *ker = ac_scan_kernels_now();
     const int kc = (int)std::min<int64_t>(n, k + 8);
     const int64_t nb = (n + 15) / 16, n16 = nb * 16;
-    const int64_t group = std::max<int64_t>(1, std::min<int64_t>(nq, (int64_t)(kBatchApproxBytes / (n16 * sizeof(float)))));
+    const int64_t group =
+        std::max<int64_t>(1, std::min<int64_t>(kBatchGroup, (int64_t)(kBatchApproxBytes / (n16 * sizeof(float)))));
     const int64_t chunk = std::max<int64_t>(1, (int64_t)(kBatchChunkBytes / (16 * (size_t)d * sizeof(uint16_t))));
-    std::unique_ptr<float[]> approx(new float[(size_t)(group * n16)]);
-    std::vector<float> cs((size_t)(group * kc));
-    std::vector<faiss::Index::idx_t> cl((size_t)(group * kc)), cand;
-    std::vector<int> have((size_t)group);
-    for (int64_t g0 = 0; g0 < nq; g0 += group) {
-        const int64_t ng = std::min(group, nq - g0);
-        std::fill(have.begin(), have.end(), 0);
-        for (int64_t b0 = 0; b0 < nb; b0 += chunk) {
-            const int64_t b1 = std::min(nb, b0 + chunk);
-            for (int64_t i = 0; i < ng; i++)
-                scan_blocks(idx, ker, q + (g0 + i) * d, n, d, l2, kc, approx.get() + i * n16, cs.data() + i * kc,
-                            cl.data() + i * kc, &have[(size_t)i], b0, b1);
+    const int64_t ngroups = (nq + group - 1) / group;
+    const bool par = ngroups > 1 && nq * n * d >= kParallelBatch && !omp_in_parallel() && omp_get_max_threads() > 1;
+    std::atomic<int> oom{0};
+#pragma omp parallel if (par)
+    {
+        /* nothing may leave a parallel region or skip its barriers: failures are reported after it */
+        std::unique_ptr<float[]> approx;
+        std::vector<float> cs;
+        std::vector<faiss::Index::idx_t> cl, cand;
+        std::vector<int> have;
+        try {
+            approx.reset(new float[(size_t)(group * n16)]);
+            cs.resize((size_t)(group * kc));
+            cl.resize((size_t)(group * kc));
+            have.resize((size_t)group);
+            cand.reserve((size_t)kc);
+        } catch (...) {
+            oom = 1;
         }
-        for (int64_t i = 0; i < ng; i++)
-            scan_finish(idx, ker, map, xb, q + (g0 + i) * d, n, d, l2, k, kc, approx.get() + i * n16,
-                        cs.data() + i * kc, cl.data() + i * kc, &have[(size_t)i], 1, cand, sims + (g0 + i) * k,
-                        lab + (g0 + i) * k);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < ngroups; gi++) {
+            if (oom) continue;
+            const int64_t g0 = gi * group, ng = std::min(group, nq - g0);
+            std::fill(have.begin(), have.end(), 0);
+            for (int64_t b0 = 0; b0 < nb; b0 += chunk) {
+                const int64_t b1 = std::min(nb, b0 + chunk);
+                for (int64_t i = 0; i < ng; i++)
+                    scan_blocks(idx, ker, q + (g0 + i) * d, n, d, l2, kc, approx.get() + i * n16, cs.data() + i * kc,
+                                cl.data() + i * kc, &have[(size_t)i], b0, b1);
+            }
+            try {
+                for (int64_t i = 0; i < ng; i++)
+                    scan_finish(idx, ker, map, xb, q + (g0 + i) * d, n, d, l2, k, kc, approx.get() + i * n16,
+                                cs.data() + i * kc, cl.data() + i * kc, &have[(size_t)i], 1, cand,
+                                sims + (g0 + i) * k, lab + (g0 + i) * k);
+            } catch (...) {
+                oom = 1;
+            }
+        }
     }
+    if (oom) throw std::bad_alloc();
     return true;
 }
 
