@@ -350,6 +350,28 @@ static void scan_blocks(const ac_index *idx, const ac_scan_kernels *k, const flo
     }
 }
 
+// scan_blocks for four queries at once with the level's block4: the same
+// values, candidates and counts *hc [4] as four scan_blocks calls.
+static void scan_blocks4(const ac_index *idx, const ac_scan_kernels *k, const float *const *q, int64_t n, int d,
+                         int l2, int kc, float *const *approx, float *const *cs, faiss::Index::idx_t *const *cl,
+                         int *hc, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+        const int nv = (int)std::min<int64_t>(16, n - 16 * b);
+        float thr[4], *sim[4];
+        uint32_t m[4];
+        for (int i = 0; i < 4; i++) {
+            thr[i] = hc[i] < kc ? -INFINITY : cs[i][kc - 1];
+            sim[i] = approx[i] + 16 * b;
+        }
+        k->block4(idx->sc + (size_t)b * 16 * d, idx->sc_sq.data() + 16 * b, nv, q, d, l2, thr, sim, m);
+        for (int i = 0; i < 4; i++)
+            for (uint32_t mi = m[i]; mi; mi &= mi - 1) {
+                const int v = __builtin_ctz(mi);
+                topk_push(cs[i], cl[i], kc, &hc[i], sim[i][v], 16 * b + v);
+            }
+    }
+}
+
 // One thread's share of the f16 pass: the approximate similarities of its
 // blocks [b0, b1) into approx, and its best kc of them.
 struct scan_job {
@@ -531,7 +553,18 @@ static bool flat_search_batch(const ac_index *idx, const float *q, int64_t nq, i
             std::fill(have.begin(), have.end(), 0);
             for (int64_t b0 = 0; b0 < nb; b0 += chunk) {
                 const int64_t b1 = std::min(nb, b0 + chunk);
-                for (int64_t i = 0; i < ng; i++)
+                int64_t i = 0;
+                for (; ker->block4 && i + 4 <= ng; i += 4) { /* four queries per read of each block */
+                    const float *qq[4];
+                    float *ap[4], *cp[4];
+                    faiss::Index::idx_t *lp[4];
+                    for (int t = 0; t < 4; t++) {
+                        qq[t] = q + (g0 + i + t) * d, ap[t] = approx.get() + (i + t) * n16;
+                        cp[t] = cs.data() + (i + t) * kc, lp[t] = cl.data() + (i + t) * kc;
+                    }
+                    scan_blocks4(idx, ker, qq, n, d, l2, kc, ap, cp, lp, &have[(size_t)i], b0, b1);
+                }
+                for (; i < ng; i++)
                     scan_blocks(idx, ker, q + (g0 + i) * d, n, d, l2, kc, approx.get() + i * n16, cs.data() + i * kc,
                                 cl.data() + i * kc, &have[(size_t)i], b0, b1);
             }
