@@ -21,13 +21,17 @@
  * AC_STREAM_COMPARE=1 (cuda) also runs each batch cached on a second context the session-10 way, side
  * by side: layer-0 states recomputed on the host (AC_CUDA_HOST_FEATURES=1 around its calls), lookups
  * one after another, no device map cache (budget 0): the before/after ratio in one run.
- * Lookup times are summed over the threads that ran them (parallel lookups: more than their wall time).
+ * Lookup times: the cache's lookup_all looks a call's sequences up as one batch (one key call, one index
+ * search, then the candidates on threads): each phase's wall time per call. AC_STREAM_LOOKUP_EACH=1
+ * looks each sequence up alone, on threads, the way before the batch (ac_cache_lookup_all_each), its
+ * times summed over the threads (more than their wall time): run both on one warm machine to compare.
  * AC_STREAM_BACKEND=cpu runs the same stream on the CPU backend (a check of the program itself).
  * usage: gpu_stream MODEL TEXTS [N_REC (default: half)] [B 64] [REPS 3] [CODEC (the cache's default)]
  * Exits 0 with "SKIP" without a CUDA device. */
 #define _GNU_SOURCE
 #include "attncache.h"
 #include "backends/cuda/cuda_backend.h"
+#include "cache/cache_testing.h" /* ac_cache_lookup_all_each */
 #include "forward/forward.h" /* the context's backend state (ac_cuda_last_served, map cache stats) */
 
 #include <math.h>
@@ -124,6 +128,11 @@ int main(int argc, char **argv) {
     kp.writable = 1, kp.create = 1, kp.codec = codec, kp.threshold = 1e-3f, kp.adapt_floor = 0;
     ac_cache *cache = NULL;
     if (ac_cache_open(m, dir, &kp, &cache)) return fail("opening the cache");
+    const char *each_env = getenv("AC_STREAM_LOOKUP_EACH");
+    if (each_env && atoi(each_env) > 0) { /* the lookups of a call each alone (before the batched lookups) */
+        ac_cache_lookup_all_each(cache, 1);
+        printf("lookups: each sequence alone (AC_STREAM_LOOKUP_EACH=1), not one batch\n");
+    }
     double t0 = now();
     for (int i = 0; i < n_rec; i++)
         if (ac_cache_add(cache, ctx, seqs[i].tokens, seqs[i].n_tokens, NULL)) return fail("recording");

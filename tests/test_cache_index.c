@@ -89,6 +89,35 @@ static void brute(const float *x, const int64_t *ids, int64_t n, const float *q,
     free(s);
 }
 
+/* ac_index_search_batch of the nq queries q [nq][d] gives bitwise what
+ * ac_index_search gives each query alone (ids and similarities), and counts
+ * nq scans in the flat index's stats. */
+static void check_batch_equals_single(const ac_index *idx, const float *q, int64_t nq, int d, int k) {
+    int64_t *bi = (int64_t *)mallocCheck((size_t)nq * k * sizeof(int64_t)), *oi = (int64_t *)mallocCheck((size_t)k * sizeof(int64_t));
+    float *bs = (float *)mallocCheck((size_t)nq * k * sizeof(float)), *os = (float *)mallocCheck((size_t)k * sizeof(float));
+    int64_t q0 = 0, q1 = 0;
+    ac_index_scan_stats(idx, &q0, NULL, NULL);
+    assert_int_equal(ac_index_search_batch(idx, q, nq, k, bi, bs), AC_OK);
+    ac_index_scan_stats(idx, &q1, NULL, NULL);
+    ac_index_params p;
+    ac_index_get_params(idx, &p);
+    if (p.kind == AC_INDEX_FLAT && ac_index_ntotal(idx) > k) assert_int_equal(q1 - q0, nq);
+    for (int64_t a = 0; a < nq; a++) {
+        assert_int_equal(ac_index_search(idx, q + a * d, 1, k, oi, os), AC_OK);
+        for (int r = 0; r < k; r++) {
+            assert_true(bi[a * k + r] == oi[r]);
+            assert_memory_equal(&bs[a * k + r], &os[r], sizeof(float));
+        }
+    }
+    /* one query, and none */
+    assert_int_equal(ac_index_search_batch(idx, q, 1, k, bi, bs), AC_OK);
+    assert_int_equal(ac_index_search(idx, q, 1, k, oi, os), AC_OK);
+    assert_memory_equal(bi, oi, (size_t)k * sizeof(int64_t));
+    assert_memory_equal(bs, os, (size_t)k * sizeof(float));
+    assert_int_equal(ac_index_search_batch(idx, q, 0, k, bi, bs), AC_OK);
+    free(bi), free(oi), free(bs), free(os);
+}
+
 static void check_flat(int metric, int64_t n, int d) {
     const int k = 10;
     const int64_t nq = 40;
@@ -127,6 +156,8 @@ static void check_flat(int metric, int64_t n, int d) {
             if (oi[r] != bi[i]) assert_true(r + 1 < k && fabsf(bs[i] - bs[i + 1]) <= tol);
         }
     }
+    /* all the queries in one batch: each one's results bitwise */
+    check_batch_equals_single(idx, q, nq, d, k);
     /* a query equal to a stored vector is its own best hit */
     int64_t id;
     float sim;
@@ -316,12 +347,14 @@ static void test_flat_tight_clusters(void **state) {
             assert_true(ps[r] >= os[r] - 1e-6f * fabsf(os[r]));
         }
     }
+    /* the batch: the same results (the unproven queries recomputed as alone) */
+    check_batch_equals_single(idx, q, nq, d, k);
     const double rec = (double)found / (double)(nq * k);
     printf("  tight clusters (n %lld, noise 1%% of the spread): recall@%d %.4f\n", (long long)n, k, rec);
     assert_true(rec >= 0.999); /* exact up to float-vs-double near-ties */
     int64_t sq_ = 0, su = 0, sr = 0;
     ac_index_scan_stats(idx, &sq_, &su, &sr);
-    assert_int_equal(sq_, 2 * nq);
+    assert_int_equal(sq_, 4 * nq + 2); /* single, pool; the batch check: nq batched, nq alone, one of each */
     assert_true(su > 0 && sr > 0); /* the bound could not exclude the near-equal neighbours */
     printf("  f16 pass: %lld of %lld searches not proven at once, %lld vectors recomputed\n", (long long)su,
            (long long)sq_, (long long)sr);
@@ -446,6 +479,7 @@ static void test_ivf_hnsw_recall(void **state) {
 
         /* save/load keeps results (and search knobs) */
         ac_index *kinds[3] = {flat, ivf, hnsw};
+        for (int t = 0; t < 3; t++) check_batch_equals_single(kinds[t], q, 40, d, k); /* a batch: as alone */
         for (int t = 0; t < 3; t++) {
             const char *path = path_in("rt.acidx");
             assert_int_equal(ac_index_save(kinds[t], path), AC_OK);

@@ -221,6 +221,46 @@ static void test_key_across_levels(void **state) {
     ac_proj_free(p);
 }
 
+/* A batch of keys (ac_proj_keys: the GPU's lookups of one call, each weight
+ * block read once for all of them) is bitwise the keys of ac_proj_key one by
+ * one, at every level: the SST-2 shape with 64 queries (the threaded GEMM),
+ * padding shapes, one query, and an unpacked (f32) projector. */
+static void keys_case(ac_projector *p, int n) {
+    float *x = malloc(sizeof(float) * (size_t)n * p->in_dim), *zb = malloc(sizeof(float) * (size_t)n * p->out_dim),
+          *z1 = malloc(sizeof(float) * p->out_dim);
+    for (size_t i = 0; i < (size_t)n * p->in_dim; i++) x[i] = (float)(4 * urand() - 2);
+    const int top = levels_top();
+    for (int lv = top; lv >= 0; lv--) {
+        levels_enter(lv);
+        assert_int_equal(ac_proj_keys(p, x, n, zb), AC_OK);
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(ac_proj_key(p, x + (size_t)i * p->in_dim, z1), AC_OK);
+            assert_memory_equal(zb + (size_t)i * p->out_dim, z1, sizeof(float) * p->out_dim);
+        }
+    }
+    levels_leave();
+    free(x), free(zb), free(z1);
+}
+
+static void test_keys_batch(void **state) {
+    (void)state;
+    ac_projector *p = NULL;
+    assert_int_equal(ac_proj_new(1537, 256, 128, 11, &p), AC_OK);
+    for (int i = 0; i < p->in_dim; i++) p->mu[i] = 0.01f * (float)(i % 11), p->isig[i] = 0.5f + 0.1f * (float)(i % 7);
+    keys_case(p, 64);
+    keys_case(p, 1);
+    ac_proj_free(p);
+    assert_int_equal(ac_proj_new(37, 30, 7, 5, &p), AC_OK); /* padding paths */
+    keys_case(p, 9);
+    ac_proj_free(p);
+    assert_int_equal(ac_proj_new(AC_Q8MAT_MAX_COLS + 1, 8, 4, 3, &p), AC_OK); /* unpacked: f32 keys */
+    assert_null(p->k1.w);
+    keys_case(p, 3);
+    ac_proj_free(p);
+    float z[4];
+    assert_int_equal(ac_proj_keys(NULL, z, 1, z), AC_ERR_ARG);
+}
+
 /* y of ac_q8mat_gemv with sx = scale = 1 and b = NULL is the integer dot
  * product itself; reference in int64 from the float codes. */
 static void q8_case(const float *W, int rows, int cols, const uint8_t *x8, int off, const char *what) {
@@ -330,6 +370,7 @@ int main(void) {
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_lookup_key),
         cmocka_unit_test(test_key_across_levels),
+        cmocka_unit_test(test_keys_batch),
         cmocka_unit_test(test_q8mat_extremes),
         cmocka_unit_test(test_q8_codes_across_levels),
         cmocka_unit_test(test_bad_args),

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "attncache.h"
+#include "cache/cache_testing.h"
 #include "cache/codec.h"
 #include "cache/store.h"
 #include "forward/forward.h"
@@ -824,6 +825,102 @@ static void summary_seam(int arch) {
 static void test_summary_seam_llama(void **st) { (void)st, summary_seam(AC_ARCH_LLAMA); }
 static void test_summary_seam_bert(void **st) { (void)st, summary_seam(AC_ARCH_BERT); }
 
+/* ---- 5d. lookup_all as one batch: the per-query path's results, admission and counters ----------------------------- */
+/* hook_lookup_all looks a call's sequences up together (all keys in one call, one index search of n
+ * queries, then the candidates). Against the per-query path (layer 0's reuse, site by site, in order),
+ * on two caches opened alike on one directory: the same hit and entry per site, and the same counters,
+ * with the adaptive admission turning lookups off and on inside a batch (window 4, floor 0.5: runs of
+ * misses start skipping, a probe that hits turns lookups back on), over two batches in a row (the state
+ * carried over), and with injected failures. Keys: random (the default here) and mean. */
+enum { NB = 40 };
+
+typedef struct batch_run {
+    uint8_t hit[NB];
+    uint64_t key[NB];
+    ac_cache_stats st;
+} batch_run;
+
+static void batch_lookups(fx *f, const char *dir, const ac_cache_params *p, const ac_attn_site *all, int batched,
+                          int fails, batch_run out[2]) {
+    ac_cache *c = open_cache(f, dir, p);
+    assert_int_equal(ac_ctx_attach_cache(f->cctx, c), AC_OK);
+    ac_attn_hook h;
+    assert_true(ac_ctx_get_attn_hook(f->cctx, &h));
+    for (int rep = 0; rep < 2; rep++) {
+        ac_cache_reset_stats(c);
+        ac_cache_fail_next_lookups(c, fails);
+        if (batched) assert_int_equal(h.lookup_all(h.user, all, NB), AC_OK);
+        for (int s = 0; s < NB; s++) h.reuse(h.user, &all[s]); /* batched: takes the batch's result */
+        assert_int_equal(ac_cache_last_hits(f->cctx, NB, out[rep].hit, out[rep].key), AC_OK);
+        out[rep].st = stats_of(c);
+    }
+    close_reader(f, c);
+}
+
+static void lookup_all_batch(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    int lens[8];
+    for (int i = 0; i < 8; i++) lens[i] = 6 + 5 * i;
+    ac_seq seqs[8];
+    int32_t *ids;
+    make_seqs(&f, lens, 8, 91, seqs, &ids); /* 0-3 stored, 4-7 new */
+    char dir[160], codec[32];
+    cache_dir(&f, "b", dir, sizeof dir);
+    build_cache(&f, dir, codec_for(&f, "q8", codec, sizeof codec), seqs, 4);
+    ac_model_info in;
+    assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+    const size_t SD = (size_t)AC_ATTN_SUMMARY_SEGMENTS * f.D;
+    float *sum = malloc(8 * SD * sizeof *sum);
+    assert_non_null(sum);
+    for (int s = 0; s < 8; s++) host_summary(&f, &seqs[s], sum + s * SD);
+    /* misses, then hits (a probe hits: lookups back on inside the batch), misses, a mix */
+    static const char pat[NB + 1] = "MMMMMMMMMHHHHHHHHHHHHMMMMMMMMMMMMHMHHMHM";
+    ac_attn_site all[NB];
+    for (int s = 0, nh = 0, nm = 0; s < NB; s++) {
+        const int q = pat[s] == 'H' ? nh++ % 4 : 4 + nm++ % 4;
+        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD};
+    }
+    const int keys[2] = {AC_KEY_RANDOM, AC_KEY_MEAN};
+    for (int ki = 0; ki < 2; ki++)
+        for (int fails = 0; fails <= 3; fails += 3) {
+            batch_run one[2], bat[2];
+            ac_cache_params p = ac_cache_default_params();
+            p.threshold = TINY, p.key = keys[ki];
+            p.adapt_floor = 0.5f, p.adapt_window = 4, p.adapt_probe_max = 8;
+            batch_lookups(&f, dir, &p, all, 0, fails, one);
+            batch_lookups(&f, dir, &p, all, 1, fails, bat);
+            for (int rep = 0; rep < 2; rep++) {
+                const ac_cache_stats *a = &one[rep].st, *b = &bat[rep].st;
+                if (rep == 0 && fails == 0)
+                    printf("  lookup_all batch (key %d): %lld queries, %lld hits, %lld skipped, %lld probes\n",
+                           keys[ki], (long long)a->queries, (long long)a->hits, (long long)a->lookups_skipped,
+                           (long long)a->probes);
+                assert_true(a->lookups_skipped > 0 && a->probes > 0 && a->hits > 0); /* the admission at work */
+                for (int s = 0; s < NB; s++) {
+                    assert_int_equal(bat[rep].hit[s], one[rep].hit[s]);
+                    assert_true(bat[rep].key[s] == one[rep].key[s]);
+                }
+                assert_int_equal(b->queries, a->queries);
+                assert_int_equal(b->hits, a->hits);
+                assert_int_equal(b->lookups_skipped, a->lookups_skipped);
+                assert_int_equal(b->probes, a->probes);
+                assert_int_equal(b->skipping, a->skipping);
+                assert_int_equal(b->features_given, a->features_given);
+                assert_int_equal(b->features_given, b->queries);
+                assert_int_equal(b->lookups_failed, a->lookups_failed);
+                assert_int_equal(b->lookups_failed, fails);
+                assert_true(b->sum_distance_hit == a->sum_distance_hit || fabs(b->sum_distance_hit - a->sum_distance_hit) <= 1e-9);
+            }
+        }
+    free(sum);
+    free(ids);
+    fx_close(&f);
+}
+
+static void test_lookup_all_batch_llama(void **st) { (void)st, lookup_all_batch(AC_ARCH_LLAMA); }
+static void test_lookup_all_batch_bert(void **st) { (void)st, lookup_all_batch(AC_ARCH_BERT); }
+
 /* ---- 6. bad inputs -------------------------------------------------------------------------------------------------- */
 
 /* file offset of the middle of entry i's maps (store.h: reader handle, any model) */
@@ -1215,6 +1312,38 @@ static void projector(int arch) {
         assert_true(st.t_key >= 0 && st.t_search >= 0);
     }
     close_reader(&f, c);
+    /* lookup_all, one batch of NB (the projector's keys in one call; flat, IVF and HNSW searched as one
+       batch): the per-query path's hits and entries; a loose threshold so that near neighbours hit too */
+    {
+        ac_model_info in;
+        assert_int_equal(ac_model_get_info(f.m, &in), AC_OK);
+        const size_t SD = (size_t)AC_ATTN_SUMMARY_SEGMENTS * f.D;
+        float *sum = malloc(NB * SD * sizeof *sum);
+        assert_non_null(sum);
+        ac_attn_site all[NB];
+        for (int s = 0; s < NB; s++) {
+            host_summary(&f, &seqs[s], sum + s * SD);
+            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+        }
+        for (int kind = 0; kind < 3; kind++) {
+            ac_cache_params bp = ac_cache_default_params();
+            bp.threshold = 1.0f;
+            bp.index_kind = kind;
+            batch_run one[2], bat[2];
+            batch_lookups(&f, dir, &bp, all, 0, 0, one);
+            batch_lookups(&f, dir, &bp, all, 1, 0, bat);
+            assert_true(one[0].st.hits >= NB / 2 && one[0].st.queries == NB);
+            for (int rep = 0; rep < 2; rep++) {
+                assert_int_equal(bat[rep].st.hits, one[rep].st.hits);
+                assert_int_equal(bat[rep].st.queries, one[rep].st.queries);
+                for (int s = 0; s < NB; s++) {
+                    assert_int_equal(bat[rep].hit[s], one[rep].hit[s]);
+                    assert_true(bat[rep].key[s] == one[rep].key[s]);
+                }
+            }
+        }
+        free(sum);
+    }
     /* the other key kinds still open beside the projector, with every index kind
      * (IVF falls back to flat below 64 entries); stored sequences hit themselves */
     for (int key = AC_KEY_MEAN; key <= AC_KEY_RANDOM; key++)
@@ -1376,6 +1505,7 @@ int main(void) {
         cmocka_unit_test(test_batch_llama),       cmocka_unit_test(test_batch_bert),
         cmocka_unit_test(test_maps_seam_llama),   cmocka_unit_test(test_maps_seam_bert),
         cmocka_unit_test(test_summary_seam_llama), cmocka_unit_test(test_summary_seam_bert),
+        cmocka_unit_test(test_lookup_all_batch_llama), cmocka_unit_test(test_lookup_all_batch_bert),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),

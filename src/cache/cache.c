@@ -87,6 +87,7 @@ typedef struct cache_att {
     scratch scr;
     scratch *tscr;           /* [n_tscr] per-thread scratch of hook_lookup_all's parallel lookups */
     int n_tscr;
+    struct lookup_batch *lb; /* hook_lookup_all's batch buffers (NULL until the first batch) */
 } cache_att;
 
 /* Lookup statistics: atomics, updated by every attachment's thread. */
@@ -132,6 +133,7 @@ struct ac_cache {
     int locks;               /* 1: rw, wmu and amu initialised */
     counters n;
     _Atomic int fail_next;   /* cache_testing.h: lookups still to fail */
+    _Atomic int lookup_each; /* cache_testing.h: lookup_all the old way (each sequence alone) */
     pthread_mutex_t fmu;     /* first_failure */
     char first_failure[192];
     int64_t n_unindexed;     /* damaged records the index left out (build_index; under rw) */
@@ -319,6 +321,40 @@ static int make_key(const ac_cache *c, const ac_projector *proj, int key, const 
         summary_mean(c, feat, tmp);
         const float sx = ac_q8_quant_u8(tmp, c->D, c->rand_proj.ld, 0, scr->rand_x8);
         ac_q8mat_gemv(&c->rand_proj, NULL, scr->rand_x8, sx, 128, out, 0);
+        return AC_OK;
+    }
+    default: return ac_err(AC_ERR_ARG, "unknown cache key kind %d", key);
+    }
+}
+
+/* keys out [n][kd] of n feature summaries feat [n][feat_dim] (a batch of
+ * lookups): row i bitwise make_key of row i (projector: ac_proj_keys; random:
+ * the same quantised means through ac_q8mat_gemm; mean: the same sums). */
+static int make_keys(const ac_cache *c, const ac_projector *proj, int key, const float *feat, int n, float *out) {
+    const int kd = key_dim(c, proj, key), D = c->D;
+    const size_t fd = (size_t)c->feat_dim;
+    switch (key) {
+    case AC_KEY_PROJECTOR:
+        if (!proj) return ac_err(AC_ERR_CACHE, "no trained projector in '%s' (run train-projector)", c->dir);
+        return ac_proj_keys(proj, feat, n, out);
+    case AC_KEY_MEAN:
+        for (int i = 0; i < n; i++) summary_mean(c, feat + i * fd, out + (size_t)i * kd);
+        return AC_OK;
+    case AC_KEY_RANDOM: {
+        const int ld = c->rand_proj.ld;
+        float *tmp = AC_MALLOC(((size_t)D + n) * sizeof *tmp);
+        uint8_t *x8 = AC_MALLOC((size_t)n * ld);
+        if (!tmp || !x8) {
+            free(tmp), free(x8);
+            return ac_err(AC_ERR_NOMEM, "cache: out of memory for %d lookup keys", n);
+        }
+        float *sx = tmp + D;
+        for (int i = 0; i < n; i++) {
+            summary_mean(c, feat + i * fd, tmp);
+            sx[i] = ac_q8_quant_u8(tmp, D, ld, 0, x8 + (size_t)i * ld);
+        }
+        ac_q8mat_gemm(&c->rand_proj, NULL, x8, ld, sx, n, 128, out, kd, 0);
+        free(tmp), free(x8);
         return AC_OK;
     }
     default: return ac_err(AC_ERR_ARG, "unknown cache key kind %d", key);
@@ -817,14 +853,136 @@ static void note_failure(ac_cache *c, const char *msg) {
     pthread_mutex_unlock(&c->fmu);
 }
 
+/* feat [feat_dim] of one query: from x0 [L][D], its layer-0 states, when the
+ * forward pass has them; else from summary [S][D], their segment means, when
+ * the backend computed them (the GPU; not with verify, which needs the
+ * states: *given 1); else computed here from the tokens (into s->x0). */
+static int query_features(const ac_cache *c, scratch *s, const int32_t *tokens, int L, const float *x0,
+                          const float *summary, float *feat, int *given) {
+    *given = 0;
+    if (x0) {
+        summarize(x0, L, c->D, feat);
+        return AC_OK;
+    }
+    if (summary && c->p.verify <= 0) { /* the backend's summary: the same values, no states here */
+        memcpy(feat, summary, (size_t)AC_FEAT_SEGMENTS * c->D * sizeof *feat);
+        feat[(size_t)AC_FEAT_SEGMENTS * c->D] = logf(1.0f + (float)L);
+        *given = 1;
+        return AC_OK;
+    }
+    return features_of(c, s, tokens, L, feat);
+}
+
+/* What one query's candidate check counted (added to the cache's counters by
+ * the caller, only for lookups the admission let through). */
+typedef struct cand_counts {
+    int64_t damaged, verify_checked, verify_rejected;
+    double t_verify;
+} cand_counts;
+
+/* The candidates ids / sims [AC_LOOKUP_K] (best first) of query `tokens`
+ * [L]: the entry it takes into st (st->hit; st->rows 0 on entry). x0v: the
+ * query's layer-0 states [L][D] when verify is on. Reads the store (rw held
+ * by the caller, read); touches nothing shared but the store's readers. A
+ * damaged candidate record is skipped (counted in *cc). */
+static int pick_candidate(ac_cache *c, const int32_t *tokens, int L, const float *x0v, const int64_t *ids,
+                          const float *sims, seq_state *st, cand_counts *cc) {
+    const float threshold = c->p.threshold;
+    int rc = AC_OK;
+    int vrows[64], nvr = 0;
+    float *vP = NULL, *vrow = NULL; /* verify: the query's exact layer-0 rows [H][nvr][L], scratch */
+    for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
+        float d = sim_to_dist(c->key, sims[k]);
+        ac_store_entry e;
+        if (c->p.rows == AC_ROWS_PREFIX) {
+            /* exact rows only: the candidate sharing the longest token prefix
+             * (row t of a causal map depends on tokens 0..t alone); distance
+             * plays no part in exactness, so no threshold */
+            if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+                cc->damaged++;
+                continue;
+            }
+            if (!e.tokens) continue;
+            const int m = AC_MIN(L, e.n_tokens);
+            int p = 0;
+            while (p < m && e.tokens[p] == tokens[p]) p++;
+            if (p >= AC_MIN_PREFIX_ROWS && p > st->rows) {
+                st->hit = 1;
+                st->rows = p;
+                st->e = e;
+                st->dist = d;
+                if (p == L) break;
+            }
+            continue;
+        }
+        if (d > threshold) break; /* candidates come best first */
+        if (!entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
+        if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
+            cc->damaged++;
+            continue;
+        }
+        if (c->p.verify > 0) { /* trust the map only if its layer-0 rows agree with the query's */
+            const double tv0 = ac_now();
+            if (!vP) {
+                nvr = ac_verify_pick_rows(L, c->causal, c->p.verify_rows > 0 ? c->p.verify_rows : 4, vrows);
+                vP = AC_MALLOC((size_t)c->n_head * nvr * L * sizeof *vP);
+                rc = vP ? ac_layer0_rows(&c->l0, x0v, L, vrows, nvr, vP)
+                        : ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            }
+            float *nr_ = rc ? NULL : realloc(vrow, (size_t)e.n_tokens * sizeof *vrow);
+            if (!rc && !nr_) rc = ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
+            if (rc) break;
+            vrow = nr_;
+            const double dv = ac_verify_distance(&e, c->n_head, L, c->causal, vrows, nvr, vP, vrow);
+            cc->verify_checked++;
+            cc->t_verify += ac_now() - tv0;
+            if (dv > c->p.verify) {
+                cc->verify_rejected++;
+                continue;
+            }
+        }
+        st->hit = 1;
+        st->rows = L;
+        st->e = e;
+        st->dist = d;
+        break;
+    }
+    free(vP);
+    free(vrow);
+    if (rc) st->hit = 0;
+    return rc;
+}
+
+static void add_cand_counts(counters *n, const cand_counts *cc) {
+    if (cc->damaged) add_i64(&n->damaged, cc->damaged);
+    if (cc->verify_checked) add_i64(&n->verify_checked, cc->verify_checked);
+    if (cc->verify_rejected) add_i64(&n->verify_rejected, cc->verify_rejected);
+    if (cc->t_verify > 0) add_f64(&n->t_verify, cc->t_verify);
+}
+
+/* A hit's entry use (rw held, read). */
+static void note_use(ac_cache *c, const seq_state *st) {
+    if (!st->hit || st->e.index < 0 || st->e.index >= c->u_cap) return;
+    atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
+    atomic_store_explicit(&c->u_last[st->e.index], unix_ms(), memory_order_relaxed);
+    atomic_store_explicit(&c->u_dirty, 1, memory_order_relaxed);
+}
+
+/* An injected failure (cache_testing.h) for the next lookup, if one is due. */
+static int injected_failure(ac_cache *c) {
+    if (atomic_load_explicit(&c->fail_next, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub_explicit(&c->fail_next, 1, memory_order_relaxed) > 0)
+        return ac_err(AC_ERR_INTERNAL, "cache '%s': lookup failure injected for testing", c->dir);
+    return AC_OK;
+}
+
 /* Look sequence `tokens` up for attachment a; fills *st (and a->layers when
- * copy_layers). x0 [L][D]: its layer-0 states when the forward pass has them;
- * else summary [S][D]: their segment means when the backend computed them
- * (the GPU; not with verify, which needs the states); else both computed
- * here. s: the calling thread's scratch; key and search run on pool (NULL:
- * the calling thread). Holds rw (read) throughout. A damaged candidate record
- * is skipped (counted); an error is returned and the caller serves the
- * sequence exactly. */
+ * copy_layers). x0 [L][D], summary [S][D]: as query_features. s: the calling
+ * thread's scratch; key and search run on pool (NULL: the calling thread).
+ * Holds rw (read) throughout. A damaged candidate record is skipped
+ * (counted); an error is returned and the caller serves the sequence
+ * exactly. */
 static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *x0, const float *summary,
                        seq_state *st, scratch *s, struct ac_pool *pool, int copy_layers) {
     ac_cache *c = a->c;
@@ -849,23 +1007,14 @@ static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *
     if (admit == AC_ADAPT_PROBE) add_i64(&n->probes, 1);
     add_i64(&n->queries, 1);
     double t0 = ac_now();
-    int rc = AC_OK;
-    if (x0) {
-        summarize(x0, L, c->D, s->feat);
-    } else if (summary && c->p.verify <= 0) { /* the backend's summary: the same values, no states here */
-        memcpy(s->feat, summary, (size_t)AC_FEAT_SEGMENTS * c->D * sizeof *s->feat);
-        s->feat[(size_t)AC_FEAT_SEGMENTS * c->D] = logf(1.0f + (float)L);
-        add_i64(&n->features_given, 1);
-    } else {
-        rc = features_of(c, s, tokens, L, s->feat);
-    }
+    int given = 0;
+    int rc = query_features(c, s, tokens, L, x0, summary, s->feat, &given);
+    if (given) add_i64(&n->features_given, 1);
     double t1 = ac_now();
     add_f64(&n->t_features, t1 - t0);
     float *key = s->keyv;
     if (!rc) rc = make_key(c, c->proj, c->key, s->feat, key, s);
-    if (!rc && atomic_load_explicit(&c->fail_next, memory_order_relaxed) > 0 &&
-        atomic_fetch_sub_explicit(&c->fail_next, 1, memory_order_relaxed) > 0)
-        rc = ac_err(AC_ERR_INTERNAL, "cache '%s': lookup failure injected for testing", c->dir);
+    if (!rc) rc = injected_failure(c);
     double t2 = ac_now();
     add_f64(&n->t_key, t2 - t1);
     int64_t ids[AC_LOOKUP_K];
@@ -873,72 +1022,10 @@ static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *
     if (!rc) rc = ac_index_search_pool(c->idx, key, 1, AC_LOOKUP_K, ids, sims, pool);
     double t3 = ac_now();
     add_f64(&n->t_search, t3 - t2);
-    int vrows[64], nvr = 0;
-    float *vP = NULL, *vrow = NULL; /* verify: the query's exact layer-0 rows [H][nvr][L], scratch */
-    for (int k = 0; !rc && k < AC_LOOKUP_K && ids[k] >= 0; k++) {
-        float d = sim_to_dist(c->key, sims[k]);
-        ac_store_entry e;
-        if (c->p.rows == AC_ROWS_PREFIX) {
-            /* exact rows only: the candidate sharing the longest token prefix
-             * (row t of a causal map depends on tokens 0..t alone); distance
-             * plays no part in exactness, so no threshold */
-            if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
-                add_i64(&n->damaged, 1);
-                continue;
-            }
-            if (!e.tokens) continue;
-            const int m = AC_MIN(L, e.n_tokens);
-            int p = 0;
-            while (p < m && e.tokens[p] == tokens[p]) p++;
-            if (p >= AC_MIN_PREFIX_ROWS && p > st->rows) {
-                st->hit = 1;
-                st->rows = p;
-                st->e = e;
-                st->dist = d;
-                if (p == L) break;
-            }
-            continue;
-        }
-        if (d > threshold) break; /* candidates come best first */
-        if (!entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), L)) continue; /* no read of a record that cannot serve */
-        if (ac_mapstore_get(c->st, ids[k], &e) != AC_OK) { /* damaged record: skip it */
-            add_i64(&n->damaged, 1);
-            continue;
-        }
-        if (c->p.verify > 0) { /* trust the map only if its layer-0 rows agree with the query's */
-            const double tv0 = ac_now();
-            if (!vP) {
-                nvr = ac_verify_pick_rows(L, c->causal, c->p.verify_rows > 0 ? c->p.verify_rows : 4, vrows);
-                vP = AC_MALLOC((size_t)c->n_head * nvr * L * sizeof *vP);
-                rc = vP ? ac_layer0_rows(&c->l0, x0 ? x0 : s->x0, L, vrows, nvr, vP)
-                        : ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
-            }
-            float *nr_ = rc ? NULL : realloc(vrow, (size_t)e.n_tokens * sizeof *vrow);
-            if (!rc && !nr_) rc = ac_err(AC_ERR_NOMEM, "cache: out of memory verifying a map");
-            if (rc) break;
-            vrow = nr_;
-            const double dv = ac_verify_distance(&e, c->n_head, L, c->causal, vrows, nvr, vP, vrow);
-            add_i64(&n->verify_checked, 1);
-            add_f64(&n->t_verify, ac_now() - tv0);
-            if (dv > c->p.verify) {
-                add_i64(&n->verify_rejected, 1);
-                continue;
-            }
-        }
-        st->hit = 1;
-        st->rows = L;
-        st->e = e;
-        st->dist = d;
-        break;
-    }
-    free(vP);
-    free(vrow);
-    if (!rc && st->hit && st->e.index >= 0 && st->e.index < c->u_cap) { /* the entry's use (rw held) */
-        atomic_store_explicit(&c->u_key[st->e.index], st->e.key, memory_order_relaxed);
-        atomic_fetch_add_explicit(&c->u_hits[st->e.index], 1, memory_order_relaxed);
-        atomic_store_explicit(&c->u_last[st->e.index], unix_ms(), memory_order_relaxed);
-        atomic_store_explicit(&c->u_dirty, 1, memory_order_relaxed);
-    }
+    cand_counts cc = {0};
+    if (!rc) rc = pick_candidate(c, tokens, L, x0 ? x0 : s->x0, ids, sims, st, &cc);
+    add_cand_counts(n, &cc);
+    if (!rc) note_use(c, st);
     rw_unlock(c);
     pthread_mutex_lock(&c->admu); /* a failed lookup counts as a miss: it cost and served nothing */
     ac_adapt_note(&c->adapt, admit, !rc && st->hit);
@@ -962,6 +1049,10 @@ static int lookup(cache_att *a, const int32_t *tokens, int L, const float *x0, c
 
 void ac_cache_fail_next_lookups(ac_cache *c, int n) {
     if (c) atomic_store(&c->fail_next, n > 0 ? n : 0);
+}
+
+void ac_cache_lookup_all_each(ac_cache *c, int on) {
+    if (c) atomic_store(&c->lookup_each, on ? 1 : 0);
 }
 
 /* ---- hook callbacks --------------------------------------------------------------------------------- */
@@ -1014,13 +1105,183 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     return rows;
 }
 
+/* hook_lookup_all's buffers (an attachment's, grown as needed). Rows of feat,
+ * keys, ids and sims follow a round's order (pos); the rest is by site. */
+typedef struct lookup_batch {
+    int cap, kcap;                /* sites; floats of one key */
+    float *feat;                  /* [cap][feat_dim] */
+    float *keys;                  /* [cap][kcap] */
+    int64_t *ids;                 /* [cap][AC_LOOKUP_K] */
+    float *sims;                  /* [cap][AC_LOOKUP_K] */
+    int *pos;                     /* [cap] the sites looked up in a round */
+    int *rc;                      /* [cap] each site's lookup status */
+    uint8_t *done, *given, *kind; /* [cap] looked up; features from the summary; the admission's answer */
+    cand_counts *cc;              /* [cap] */
+} lookup_batch;
+
+static void lookup_batch_free(lookup_batch *b) {
+    if (!b) return;
+    free(b->feat), free(b->keys), free(b->ids), free(b->sims), free(b->pos), free(b->rc);
+    free(b->done), free(b->cc);
+    free(b);
+}
+
+/* a->lb with room for n sites and keys of kd floats. */
+static lookup_batch *lookup_batch_get(cache_att *a, int n, int kd) {
+    lookup_batch *b = a->lb;
+    if (b && b->cap >= n && b->kcap >= kd) return b;
+    lookup_batch_free(b);
+    a->lb = b = AC_CALLOC(1, sizeof *b);
+    if (!b) return NULL;
+    const int cap = AC_MAX(n, 64);
+    b->cap = cap, b->kcap = kd;
+    b->feat = AC_MALLOC((size_t)cap * a->c->feat_dim * sizeof *b->feat);
+    b->keys = AC_MALLOC((size_t)cap * kd * sizeof *b->keys);
+    b->ids = AC_MALLOC((size_t)cap * AC_LOOKUP_K * sizeof *b->ids);
+    b->sims = AC_MALLOC((size_t)cap * AC_LOOKUP_K * sizeof *b->sims);
+    b->pos = AC_MALLOC((size_t)cap * sizeof *b->pos);
+    b->rc = AC_MALLOC((size_t)cap * sizeof *b->rc);
+    b->done = AC_MALLOC((size_t)cap * 3);
+    b->cc = AC_MALLOC((size_t)cap * sizeof *b->cc);
+    if (!b->feat || !b->keys || !b->ids || !b->sims || !b->pos || !b->rc || !b->done || !b->cc) {
+        lookup_batch_free(b);
+        a->lb = NULL;
+        return NULL;
+    }
+    b->given = b->done + cap, b->kind = b->given + cap;
+    return b;
+}
+
+static int all_finite_f(const float *x, int n) {
+    for (int i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* A site's lookup failed: its message kept (the first failure's), the error cleared. */
+static void batch_fail(ac_cache *c, lookup_batch *b, int i, int rc) {
+    b->rc[i] = rc;
+    note_failure(c, ac_last_error());
+    ac_err_clear();
+}
+
+/* One round of a batch: the m sites b->pos[0 .. m) looked up together (rw held,
+ * read): their features, all their keys in one call (make_keys), one index
+ * search of m queries (ac_index_search_batch), then each one's candidates
+ * (pick_candidate, on nt threads). Fills their seq_state, rc, given and cc,
+ * and marks them done; counts only the phases' times (the admission decides
+ * later which of them count as lookups). */
+static void batch_round(cache_att *a, lookup_batch *b, const ac_attn_site *sites, int m, int nt) {
+    ac_cache *c = a->c;
+    counters *n = &c->n;
+    const size_t fd = (size_t)c->feat_dim;
+    const int kd = key_dim(c, c->proj, c->key);
+    const double t0 = ac_now();
+    int need_states = 0;
+    for (int j = 0; j < m; j++) {
+        const int i = b->pos[j];
+        const ac_attn_site *site = &sites[i];
+        b->rc[i] = AC_OK, b->given[i] = 0, b->done[i] = 1;
+        memset(&b->cc[i], 0, sizeof b->cc[i]);
+        seq_state *st = &a->ss[site->seq];
+        st->hit = 0, st->rows = 0;
+        if (site->x || (site->summary && c->p.verify <= 0)) {
+            int given = 0;
+            query_features(c, NULL, site->tokens, site->n_tokens, site->x, site->summary, b->feat + j * fd, &given);
+            b->given[i] = (uint8_t)given;
+        } else {
+            need_states = 1;
+        }
+    }
+    if (need_states) { /* layer-0 states computed here from the tokens, on the threads' scratch */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+        for (int j = 0; j < m; j++) {
+            const int i = b->pos[j];
+            const ac_attn_site *site = &sites[i];
+            if (site->x || (site->summary && c->p.verify <= 0)) continue;
+            int given = 0, rc = query_features(c, &a->tscr[omp_get_thread_num()], site->tokens, site->n_tokens,
+                                               NULL, site->summary, b->feat + j * fd, &given);
+            if (rc) {
+                batch_fail(c, b, i, rc);
+                memset(b->feat + j * fd, 0, fd * sizeof *b->feat); /* defined values for the batch's keys */
+            }
+        }
+    }
+    const double t1 = ac_now();
+    add_f64(&n->t_features, t1 - t0);
+    int rc = make_keys(c, c->proj, c->key, b->feat, m, b->keys);
+    for (int j = 0; j < m; j++) {
+        const int i = b->pos[j];
+        float *key = b->keys + (size_t)j * kd;
+        if (rc) {
+            if (!b->rc[i]) b->rc[i] = rc;
+        } else if (!b->rc[i] && !all_finite_f(key, kd)) { /* the one query the index refuses alone */
+            batch_fail(c, b, i, ac_err(AC_ERR_ARG, "index search: non-finite query"));
+        }
+        if (b->rc[i]) memset(key, 0, (size_t)kd * sizeof *key); /* searched, not used */
+    }
+    if (rc) note_failure(c, ac_last_error()), ac_err_clear();
+    const double t2 = ac_now();
+    add_f64(&n->t_key, t2 - t1);
+    if (!rc) rc = ac_index_search_batch(c->idx, b->keys, m, AC_LOOKUP_K, b->ids, b->sims);
+    if (rc) {
+        for (int j = 0; j < m; j++)
+            if (!b->rc[b->pos[j]]) b->rc[b->pos[j]] = rc;
+        note_failure(c, ac_last_error());
+        ac_err_clear();
+    }
+    const double t3 = ac_now();
+    add_f64(&n->t_search, t3 - t2);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 4) if (nt > 1 && m >= 8)
+    for (int j = 0; j < m; j++) {
+        const int i = b->pos[j];
+        if (b->rc[i]) continue;
+        const ac_attn_site *site = &sites[i];
+        const int r = pick_candidate(c, site->tokens, site->n_tokens, NULL, b->ids + (size_t)j * AC_LOOKUP_K,
+                                     b->sims + (size_t)j * AC_LOOKUP_K, &a->ss[site->seq], &b->cc[i]);
+        if (r) batch_fail(c, b, i, r);
+        else ac_err_clear(); /* skipped damaged records: counted, not this call's error */
+    }
+    add_f64(&n->t_fetch, ac_now() - t3);
+}
+
+/* The old way, kept for verify (its candidate check needs each query's
+ * layer-0 states, recomputed on the thread that checks): each sequence's own
+ * lookup_with, in parallel. The admission sees them in completion order. */
+static void lookup_each(cache_att *a, const ac_attn_site *sites, int n, int nt) {
+    ac_cache *c = a->c;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int i = 0; i < n; i++) {
+        const ac_attn_site *site = &sites[i];
+        seq_state *st = &a->ss[site->seq];
+        memset(st, 0, sizeof *st);
+        if (lookup_with(a, site->tokens, site->n_tokens, site->x, site->summary, st, &a->tscr[omp_get_thread_num()],
+                        NULL, 0) != AC_OK) {
+            st->hit = 0; /* a failed lookup never breaks the exact path: counted, its message kept */
+            add_i64(&c->n.failed, 1);
+            note_failure(c, ac_last_error());
+            ac_err_clear();
+        }
+    }
+}
+
 /* forward.h lookup_all: the layer-0 sites of every sequence of a call (the GPU, which has every
- * sequence's summary at once), looked up in parallel on OpenMP threads, each with its own scratch
- * and the index searched on that thread; layer 0's reuse then takes each result once. The layer mask
- * is read once for the call. The adaptive admission sees the lookups in completion order. */
+ * sequence's summary at once), looked up as one batch: the keys of all of them in one call, one
+ * index search of n queries, then each one's candidates on OpenMP threads (batch_round). Layer 0's
+ * reuse then takes each result once. Same results as n lookups one after another (the keys and the
+ * search are bitwise those of one query; the candidate check is the same code), and the same
+ * admission decisions and counters as those n lookups in site order: the admission (adapt.h) is
+ * asked for every site in order after the round, from the state it had, and each answer is noted
+ * before the next is asked. A round looks up the sites the admission is predicted to let through
+ * (all, while looking up; while skipping, the probes, as if they missed); a site let through but not
+ * predicted (a probe hit turned lookups back on) starts the next round, with the state restored to
+ * just before it. A site looked up but then skipped (the rate fell below the floor inside the batch)
+ * is dropped uncounted. Times: each phase's wall time for the whole batch. The layer mask is read
+ * once for the call. With verify on, each sequence is looked up alone (lookup_each). */
 static int hook_lookup_all(void *user, const ac_attn_site *sites, int n) {
     cache_att *a = user;
     ac_cache *c = a->c;
+    counters *cn = &c->n;
     if (n <= 0) return AC_OK;
     int max_seq = 0;
     for (int i = 0; i < n; i++) {
@@ -1044,20 +1305,89 @@ static int hook_lookup_all(void *user, const ac_attn_site *sites, int n) {
     }
     rd_lock(c);
     memcpy(a->layers, c->layers, (size_t)c->n_layer);
-    rw_unlock(c);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    if (c->p.verify > 0 || atomic_load_explicit(&c->lookup_each, memory_order_relaxed)) {
+        rw_unlock(c);
+        lookup_each(a, sites, n, nt);
+        goto out;
+    }
     for (int i = 0; i < n; i++) {
-        const ac_attn_site *site = &sites[i];
-        seq_state *st = &a->ss[site->seq];
+        seq_state *st = &a->ss[sites[i].seq];
         memset(st, 0, sizeof *st);
-        if (lookup_with(a, site->tokens, site->n_tokens, site->x, site->summary, st, &a->tscr[omp_get_thread_num()],
-                        NULL, 0) != AC_OK) {
-            st->hit = 0; /* a failed lookup never breaks the exact path: counted, its message kept */
-            add_i64(&c->n.failed, 1);
-            note_failure(c, ac_last_error());
-            ac_err_clear();
+        st->looked_up = 1;
+    }
+    if (!c->idx || c->p.threshold < 0) {
+        rw_unlock(c);
+        goto out;
+    }
+    lookup_batch *b = lookup_batch_get(a, n, key_dim(c, c->proj, c->key));
+    if (!b) {
+        rw_unlock(c);
+        for (int i = 0; i < n; i++) a->ss[sites[i].seq].looked_up = 0;
+        return ac_err(AC_ERR_NOMEM, "cache: out of memory for a batch of %d lookups", n);
+    }
+    memset(b->done, 0, (size_t)n);
+    int start = 0, stalled = 0;
+    while (start < n) {
+        /* the sites the admission is predicted to let through, from its state now */
+        int m = 0;
+        pthread_mutex_lock(&c->admu);
+        ac_adapt sim = c->adapt;
+        pthread_mutex_unlock(&c->admu);
+        for (int i = start; i < n; i++) {
+            const int k = ac_adapt_admit(&sim);
+            if (sim.skipping && k == AC_ADAPT_PROBE) ac_adapt_note(&sim, k, 0);
+            if ((k != AC_ADAPT_SKIP || stalled) && !b->done[i]) b->pos[m++] = i;
         }
-        st->bt = site->tokens, st->bL = site->n_tokens, st->batched = 1;
+        if (m) batch_round(a, b, sites, m, nt);
+        /* the admission, site by site in order, each answer noted before the next is asked */
+        int stop = n;
+        pthread_mutex_lock(&c->admu);
+        for (int i = start; i < n; i++) {
+            const ac_adapt before = c->adapt;
+            const int k = ac_adapt_admit(&c->adapt);
+            if (k != AC_ADAPT_SKIP && !b->done[i]) { /* not looked up yet: the next round, from here */
+                c->adapt = before;
+                stop = i;
+                break;
+            }
+            b->kind[i] = (uint8_t)k;
+            if (k == AC_ADAPT_SKIP) continue;
+            seq_state *st = &a->ss[sites[i].seq];
+            if (!b->rc[i] && (b->rc[i] = injected_failure(c)) != AC_OK) note_failure(c, ac_last_error()), ac_err_clear();
+            if (b->rc[i]) st->hit = 0;
+            ac_adapt_note(&c->adapt, k, !b->rc[i] && st->hit);
+        }
+        pthread_mutex_unlock(&c->admu);
+        /* the counters of the sites decided */
+        for (int i = start; i < stop; i++) {
+            seq_state *st = &a->ss[sites[i].seq];
+            if (b->kind[i] == AC_ADAPT_SKIP) { /* run exact, no lookup (any result looked up is dropped) */
+                st->hit = 0;
+                add_i64(&cn->skipped, 1);
+                continue;
+            }
+            if (b->kind[i] == AC_ADAPT_PROBE) add_i64(&cn->probes, 1);
+            add_i64(&cn->queries, 1);
+            if (b->given[i]) add_i64(&cn->features_given, 1);
+            add_cand_counts(cn, &b->cc[i]);
+            if (b->rc[i]) { /* a failed lookup never breaks the exact path: counted (its message kept) */
+                add_i64(&cn->failed, 1);
+                continue;
+            }
+            if (st->hit) {
+                note_use(c, st);
+                add_i64(&cn->hits, 1);
+                add_f64(&cn->sum_distance_hit, st->dist);
+            }
+        }
+        stalled = stop == start; /* another thread moved the admission: look every site left up */
+        start = stop;
+    }
+    rw_unlock(c);
+out:
+    for (int i = 0; i < n; i++) {
+        seq_state *st = &a->ss[sites[i].seq];
+        st->bt = sites[i].tokens, st->bL = sites[i].n_tokens, st->batched = 1;
     }
     return AC_OK;
 }
@@ -1177,7 +1507,10 @@ static int hook_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
 
 /* ---- attaching -------------------------------------------------------------------------------------- */
 
+static void lookup_batch_free(struct lookup_batch *b);
+
 static void att_free(cache_att *a) {
+    lookup_batch_free(a->lb);
     scratch_free(&a->scr);
     for (int i = 0; i < a->n_tscr; i++) scratch_free(&a->tscr[i]);
     free(a->tscr);

@@ -9,4 +9,9 @@
  * the sequence runs exact and the failure is counted. n <= 0 clears. */
 void ac_cache_fail_next_lookups(ac_cache *c, int n);
 
+/* on 1: the hook's lookup_all looks each sequence up alone, in parallel (the
+ * way before the batched lookups), for side-by-side timings and comparisons
+ * (bench/bench_lookup_all.c); 0: one batch (the default). */
+void ac_cache_lookup_all_each(ac_cache *c, int on);
+
 #endif

@@ -331,6 +331,47 @@ static inline void topk_push(float *s, faiss::Index::idx_t *l, int k, int *have,
     l[p] = i;
 }
 
+// The f16 pass over blocks [b0, b1) for one query q [d]: approximate
+// similarities into approx (every block's 16 lanes written), the best kc
+// into cs / cl (holding *hc). Blocks in order: a query's candidates do not
+// depend on how its blocks were grouped into calls.
+static void scan_blocks(const ac_index *idx, const ac_scan_kernels *k, const float *q, int64_t n, int d, int l2,
+                        int kc, float *approx, float *cs, faiss::Index::idx_t *cl, int *hc, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+        const int nv = (int)std::min<int64_t>(16, n - 16 * b);
+        float *sim = approx + 16 * b;
+        /* once the list is full, only lanes above its worst enter (few, after the first blocks) */
+        const float thr = *hc < kc ? -INFINITY : cs[kc - 1];
+        uint32_t m = k->block(idx->sc + (size_t)b * 16 * d, idx->sc_sq.data() + 16 * b, nv, q, d, l2, thr, sim);
+        for (; m; m &= m - 1) {
+            const int v = __builtin_ctz(m);
+            topk_push(cs, cl, kc, hc, sim[v], 16 * b + v);
+        }
+    }
+}
+
+// scan_blocks for four queries at once with the level's block4: the same
+// values, candidates and counts *hc [4] as four scan_blocks calls.
+static void scan_blocks4(const ac_index *idx, const ac_scan_kernels *k, const float *const *q, int64_t n, int d,
+                         int l2, int kc, float *const *approx, float *const *cs, faiss::Index::idx_t *const *cl,
+                         int *hc, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+        const int nv = (int)std::min<int64_t>(16, n - 16 * b);
+        float thr[4], *sim[4];
+        uint32_t m[4];
+        for (int i = 0; i < 4; i++) {
+            thr[i] = hc[i] < kc ? -INFINITY : cs[i][kc - 1];
+            sim[i] = approx[i] + 16 * b;
+        }
+        k->block4(idx->sc + (size_t)b * 16 * d, idx->sc_sq.data() + 16 * b, nv, q, d, l2, thr, sim, m);
+        for (int i = 0; i < 4; i++)
+            for (uint32_t mi = m[i]; mi; mi &= mi - 1) {
+                const int v = __builtin_ctz(mi);
+                topk_push(cs[i], cl[i], kc, &hc[i], sim[i][v], 16 * b + v);
+            }
+    }
+}
+
 // One thread's share of the f16 pass: the approximate similarities of its
 // blocks [b0, b1) into approx, and its best kc of them.
 struct scan_job {
@@ -348,21 +389,9 @@ struct scan_job {
 static void scan_step(void *arg, int ith, int nth) {
     const scan_job *j = (const scan_job *)arg;
     const int64_t nb = (j->n + 15) / 16, b0 = nb * ith / nth, b1 = nb * (ith + 1) / nth;
-    float *cs = j->cs + (size_t)ith * j->kc;
-    faiss::Index::idx_t *cl = j->cl + (size_t)ith * j->kc;
     int hc = 0;
-    for (int64_t b = b0; b < b1; b++) {
-        const int nv = (int)std::min<int64_t>(16, j->n - 16 * b);
-        float *sim = j->approx + 16 * b;
-        /* once the list is full, only lanes above its worst enter (few, after the first blocks) */
-        const float thr = hc < j->kc ? -INFINITY : cs[j->kc - 1];
-        uint32_t m = j->k->block(j->idx->sc + (size_t)b * 16 * j->d, j->idx->sc_sq.data() + 16 * b, nv, j->q,
-                                 j->d, j->l2, thr, sim);
-        for (; m; m &= m - 1) {
-            const int v = __builtin_ctz(m);
-            topk_push(cs, cl, j->kc, &hc, sim[v], 16 * b + v);
-        }
-    }
+    scan_blocks(j->idx, j->k, j->q, j->n, j->d, j->l2, j->kc, j->approx, j->cs + (size_t)ith * j->kc,
+                j->cl + (size_t)ith * j->kc, &hc, b0, b1);
     j->have[ith] = hc;
 }
 
@@ -370,6 +399,65 @@ static void scan_step(void *arg, int ith, int nth) {
 // smaller ones run on the caller (a parallel step's wake-up and barrier cost
 // more than a ~30 us scan on this VM).
 static const int64_t kParallelScan = (int64_t)1 << 22;
+
+/* Exact results from an f16 pass (half the f32 bytes: the scan's cost is
+ * reading them cold) and a proof. The pass gives approximate similarities
+ * a_i of every vector and its best kc candidates; these are re-ranked on
+ * the f32 vectors, giving the k-th exact similarity S. With x^ the f16
+ * copy (relative rounding 2^-11, absolute 2^-25 below f16's normal
+ * range) and f32 sums in any order (index_scan.h derives the bound for
+ * each level's), |q.x - q.x^| <= e_i = g |q| |x_i| + d 2^-25 |q|_inf,
+ * g = 2^-11 + (d + 2) 2^-24 (twice that for L2's 2 q.x - |x|^2), plus a
+ * relative margin of 1e-5 + (d + 32) 2^-24 for the remaining f32 roundings. A vector outside
+ * the candidates with a_i + e_i < S cannot enter the top k; the others
+ * (none, unless many vectors are near-equal) are computed exactly. A
+ * 4-bit or 8-bit pass was measured too: its error bound is ~10x the gaps
+ * between real neighbours, so the proof failed on most queries.
+ * This is the part after the pass, for one query qv: its nth candidate lists
+ * cs / cl [nth][kc] (have_t [nth] each) and approx [n] give its top k s / l
+ * (ids mapped). The result is the exact top k (ties to the lower position)
+ * whatever candidates the pass found, so it does not depend on nth. */
+static void scan_finish(const ac_index *idx, const ac_scan_kernels *ker, const faiss::IndexIDMap *map,
+                        const float *xb, const float *qv, int64_t n, int d, int l2, int k, int kc,
+                        const float *approx, const float *cs, const faiss::Index::idx_t *cl, const int *have_t,
+                        int nth, std::vector<faiss::Index::idx_t> &cand, float *s, faiss::Index::idx_t *l) {
+    auto flat_sim = ker->sim;
+    int have = 0;
+    cand.clear();
+    for (int t = 0; t < nth; t++)
+        cand.insert(cand.end(), cl + (size_t)t * kc, cl + (size_t)t * kc + have_t[t]);
+    std::sort(cand.begin(), cand.end()); /* re-rank in position order: ties keep the lower position */
+    for (faiss::Index::idx_t c : cand) /* the candidates' f32 rows are cold: fetch them all at once */
+        for (int o = 0; o < d; o += 16) __builtin_prefetch(xb + (size_t)c * d + o);
+    for (faiss::Index::idx_t c : cand) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)c * d, d, l2), c);
+    /* the proof that no other vector enters the top k */
+    double qn = 0, qi = 0;
+    for (int i = 0; i < d; i++) qn += (double)qv[i] * qv[i], qi = std::max(qi, (double)std::fabs(qv[i]));
+    const double f = l2 ? 2.0 : 1.0, g = std::ldexp(1.0, -11) + (d + 2) * std::ldexp(1.0, -24);
+    const double a = f * g * std::sqrt(qn), b0 = f * d * std::ldexp(1.0, -25) * qi;
+    const double S = (have == k ? (double)s[k - 1] : -INFINITY) + (l2 ? qn : 0.0); /* in the pass's terms */
+    /* the f32 roundings of the exact similarities (sums of d terms) and of 2 q.x^ - |x|^2 */
+    const double margin = (1e-5 + (d + 32) * std::ldexp(1.0, -24)) *
+                          (std::fabs(S) + (l2 ? qn + (double)idx->sc_max_norm * idx->sc_max_norm : 1.0));
+    double worst = -INFINITY; /* best approximate similarity outside the candidates */
+    for (int t = 0; t < nth; t++)
+        if (have_t[t] == kc) worst = std::max(worst, (double)cs[(size_t)t * kc + kc - 1]);
+    idx->sc_queries++;
+    if (worst + a * idx->sc_max_norm + b0 + margin >= S) { /* not proven at once: vector by vector */
+        idx->sc_unproven++;
+        for (int64_t i = 0; i < n; i++) {
+            if ((double)approx[(size_t)i] + a * idx->sc_norm[(size_t)i] + b0 + margin < S) continue;
+            if (std::binary_search(cand.begin(), cand.end(), (faiss::Index::idx_t)i)) continue;
+            idx->sc_recomputed++;
+            topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)i * d, d, l2), i);
+        }
+        /* pushed out of position order: restore "ties keep the lower position" */
+        for (int r = 1; r < have; r++)
+            for (int t = r; t > 0 && s[t] == s[t - 1] && l[t] < l[t - 1]; t--) std::swap(l[t], l[t - 1]);
+    }
+    for (int r = 0; r < have; r++) l[r] = map->id_map[(size_t)l[r]];
+    for (int r = have; r < k; r++) s[r] = -INFINITY, l[r] = -1;
+}
 
 static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, int l2, float *sims,
                         faiss::Index::idx_t *lab, ac_pool *pool) {
@@ -380,20 +468,6 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
     const int64_t n = flat->ntotal;
     const int d = (int)flat->d;
     const ac_scan_kernels *ker = ac_scan_kernels_now();
-    auto flat_sim = ker->sim;
-    /* Exact results from an f16 pass (half the f32 bytes: the scan's cost is
-     * reading them cold) and a proof. The pass gives approximate similarities
-     * a_i of every vector and its best kc candidates; these are re-ranked on
-     * the f32 vectors, giving the k-th exact similarity S. With x^ the f16
-     * copy (relative rounding 2^-11, absolute 2^-25 below f16's normal
-     * range) and f32 sums in any order (index_scan.h derives the bound for
-     * each level's), |q.x - q.x^| <= e_i = g |q| |x_i| + d 2^-25 |q|_inf,
-     * g = 2^-11 + (d + 2) 2^-24 (twice that for L2's 2 q.x - |x|^2), plus a
-     * relative margin of 1e-5 + (d + 32) 2^-24 for the remaining f32 roundings. A vector outside
-     * the candidates with a_i + e_i < S cannot enter the top k; the others
-     * (none, unless many vectors are near-equal) are computed exactly. A
-     * 4-bit or 8-bit pass was measured too: its error bound is ~10x the gaps
-     * between real neighbours, so the proof failed on most queries. */
     const bool scan = !idx->sc_bad && idx->sc_count == n && n > k;
     const int nth = scan && pool && n * d >= kParallelScan ? ac_pool_threads(pool) : 1;
     const int kc = scan ? (int)std::min<int64_t>(n, k + 8) : k;
@@ -406,48 +480,105 @@ static bool flat_search(const ac_index *idx, const float *q, int64_t nq, int k, 
         const float *qv = q + iq * d;
         float *s = sims + iq * k;
         faiss::Index::idx_t *l = lab + iq * k;
-        int have = 0;
         if (scan) {
             scan_job j = {idx, ker, qv, n, d, l2, kc, approx.get(), cs.data(), cl.data(), have_t.data()};
             ac_pool_run(nth > 1 ? pool : nullptr, scan_step, &j);
-            cand.clear();
-            for (int t = 0; t < nth; t++)
-                cand.insert(cand.end(), cl.begin() + (size_t)t * kc, cl.begin() + (size_t)t * kc + have_t[t]);
-            std::sort(cand.begin(), cand.end()); /* re-rank in position order: ties keep the lower position */
-            for (faiss::Index::idx_t c : cand) /* the candidates' f32 rows are cold: fetch them all at once */
-                for (int o = 0; o < d; o += 16) __builtin_prefetch(xb + (size_t)c * d + o);
-            for (faiss::Index::idx_t c : cand) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)c * d, d, l2), c);
-            /* the proof that no other vector enters the top k */
-            double qn = 0, qi = 0;
-            for (int i = 0; i < d; i++) qn += (double)qv[i] * qv[i], qi = std::max(qi, (double)std::fabs(qv[i]));
-            const double f = l2 ? 2.0 : 1.0, g = std::ldexp(1.0, -11) + (d + 2) * std::ldexp(1.0, -24);
-            const double a = f * g * std::sqrt(qn), b0 = f * d * std::ldexp(1.0, -25) * qi;
-            const double S = (have == k ? (double)s[k - 1] : -INFINITY) + (l2 ? qn : 0.0); /* in the pass's terms */
-            /* the f32 roundings of the exact similarities (sums of d terms) and of 2 q.x^ - |x|^2 */
-            const double margin = (1e-5 + (d + 32) * std::ldexp(1.0, -24)) *
-                                  (std::fabs(S) + (l2 ? qn + (double)idx->sc_max_norm * idx->sc_max_norm : 1.0));
-            double worst = -INFINITY; /* best approximate similarity outside the candidates */
-            for (int t = 0; t < nth; t++)
-                if (have_t[t] == kc) worst = std::max(worst, (double)cs[(size_t)t * kc + kc - 1]);
-            idx->sc_queries++;
-            if (worst + a * idx->sc_max_norm + b0 + margin >= S) { /* not proven at once: vector by vector */
-                idx->sc_unproven++;
-                for (int64_t i = 0; i < n; i++) {
-                    if ((double)approx[(size_t)i] + a * idx->sc_norm[(size_t)i] + b0 + margin < S) continue;
-                    if (std::binary_search(cand.begin(), cand.end(), (faiss::Index::idx_t)i)) continue;
-                    idx->sc_recomputed++;
-                    topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)i * d, d, l2), i);
-                }
-                /* pushed out of position order: restore "ties keep the lower position" */
-                for (int r = 1; r < have; r++)
-                    for (int t = r; t > 0 && s[t] == s[t - 1] && l[t] < l[t - 1]; t--) std::swap(l[t], l[t - 1]);
-            }
+            scan_finish(idx, ker, map, xb, qv, n, d, l2, k, kc, approx.get(), cs.data(), cl.data(), have_t.data(), nth,
+                        cand, s, l);
         } else {
-            for (int64_t i = 0; i < n; i++) topk_push(s, l, k, &have, flat_sim(qv, xb + (size_t)i * d, d, l2), i);
+            int have = 0;
+            for (int64_t i = 0; i < n; i++) topk_push(s, l, k, &have, ker->sim(qv, xb + (size_t)i * d, d, l2), i);
+            for (int r = 0; r < have; r++) l[r] = map->id_map[(size_t)l[r]];
+            for (int r = have; r < k; r++) s[r] = -INFINITY, l[r] = -1;
         }
-        for (int r = 0; r < have; r++) l[r] = map->id_map[(size_t)l[r]];
-        for (int r = have; r < k; r++) s[r] = -INFINITY, l[r] = -1;
     }
+    return true;
+}
+
+// Queries of a batch scanned together (each chunk of the f16 copy read once
+// for them), at most: their approximate similarities take group x n floats.
+static const int64_t kBatchGroup = 8;
+static const size_t kBatchApproxBytes = (size_t)32 << 20;
+// Blocks of the f16 copy that every query of a group scans before the next
+// ones are read: 64 KiB of f16 codes (L1/L2-resident while the group passes).
+static const size_t kBatchChunkBytes = (size_t)64 << 10;
+// Batches this large or more (queries x vectors x dim) split their groups over
+// OpenMP threads (a 64-query batch over 512 128-d keys: 4 M).
+static const int64_t kParallelBatch = (int64_t)1 << 21;
+
+// The flat scan of nq queries at once (ac_index_search_batch): the same pass,
+// proof and results per query as flat_search, with each chunk of the f16 copy
+// read once for a group of queries instead of once per query; the groups are
+// spread over OpenMP threads (each with its own buffers) when the batch is
+// large and the caller is not inside a parallel region.
+static bool flat_search_batch(const ac_index *idx, const float *q, int64_t nq, int k, int l2, float *sims,
+                              faiss::Index::idx_t *lab) {
+    const auto *map = dynamic_cast<const faiss::IndexIDMap *>(idx->top);
+    const auto *flat = map ? dynamic_cast<const faiss::IndexFlat *>(map->index) : nullptr;
+    if (!flat || map->id_map.size() != (size_t)flat->ntotal) return false;
+    const int64_t n = flat->ntotal;
+    const int d = (int)flat->d;
+    const bool scan = !idx->sc_bad && idx->sc_count == n && n > k;
+    if (!scan || nq <= 1) return flat_search(idx, q, nq, k, l2, sims, lab, nullptr);
+    const float *xb = flat->get_xb();
+    const ac_scan_kernels *ker = ac_scan_kernels_now();
+    const int kc = (int)std::min<int64_t>(n, k + 8);
+    const int64_t nb = (n + 15) / 16, n16 = nb * 16;
+    const int64_t group =
+        std::max<int64_t>(1, std::min<int64_t>(kBatchGroup, (int64_t)(kBatchApproxBytes / (n16 * sizeof(float)))));
+    const int64_t chunk = std::max<int64_t>(1, (int64_t)(kBatchChunkBytes / (16 * (size_t)d * sizeof(uint16_t))));
+    const int64_t ngroups = (nq + group - 1) / group;
+    const bool par = ngroups > 1 && nq * n * d >= kParallelBatch && !omp_in_parallel() && omp_get_max_threads() > 1;
+    std::atomic<int> oom{0};
+#pragma omp parallel if (par)
+    {
+        /* nothing may leave a parallel region or skip its barriers: failures are reported after it */
+        std::unique_ptr<float[]> approx;
+        std::vector<float> cs;
+        std::vector<faiss::Index::idx_t> cl, cand;
+        std::vector<int> have;
+        try {
+            approx.reset(new float[(size_t)(group * n16)]);
+            cs.resize((size_t)(group * kc));
+            cl.resize((size_t)(group * kc));
+            have.resize((size_t)group);
+            cand.reserve((size_t)kc);
+        } catch (...) {
+            oom = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < ngroups; gi++) {
+            if (oom) continue;
+            const int64_t g0 = gi * group, ng = std::min(group, nq - g0);
+            std::fill(have.begin(), have.end(), 0);
+            for (int64_t b0 = 0; b0 < nb; b0 += chunk) {
+                const int64_t b1 = std::min(nb, b0 + chunk);
+                int64_t i = 0;
+                for (; ker->block4 && i + 4 <= ng; i += 4) { /* four queries per read of each block */
+                    const float *qq[4];
+                    float *ap[4], *cp[4];
+                    faiss::Index::idx_t *lp[4];
+                    for (int t = 0; t < 4; t++) {
+                        qq[t] = q + (g0 + i + t) * d, ap[t] = approx.get() + (i + t) * n16;
+                        cp[t] = cs.data() + (i + t) * kc, lp[t] = cl.data() + (i + t) * kc;
+                    }
+                    scan_blocks4(idx, ker, qq, n, d, l2, kc, ap, cp, lp, &have[(size_t)i], b0, b1);
+                }
+                for (; i < ng; i++)
+                    scan_blocks(idx, ker, q + (g0 + i) * d, n, d, l2, kc, approx.get() + i * n16, cs.data() + i * kc,
+                                cl.data() + i * kc, &have[(size_t)i], b0, b1);
+            }
+            try {
+                for (int64_t i = 0; i < ng; i++)
+                    scan_finish(idx, ker, map, xb, q + (g0 + i) * d, n, d, l2, k, kc, approx.get() + i * n16,
+                                cs.data() + i * kc, cl.data() + i * kc, &have[(size_t)i], 1, cand,
+                                sims + (g0 + i) * k, lab + (g0 + i) * k);
+            } catch (...) {
+                oom = 1;
+            }
+        }
+    }
+    if (oom) throw std::bad_alloc();
     return true;
 }
 
@@ -491,6 +622,45 @@ int ac_index_search_pool(const ac_index *idx, const float *q, int64_t nq, int k,
         float s = lab[i] < 0 ? -INFINITY : (idx->p.metric == AC_METRIC_COSINE ? dist[i] : -dist[i]);
         if (ids) ids[i] = lab[i];
         if (sims) sims[i] = s;
+    }
+    return AC_OK;
+    AC_CATCH("search")
+}
+
+int ac_index_search_batch(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims) {
+    if (!idx || (!q && nq > 0) || nq < 0) return ac_err(AC_ERR_ARG, "index search: bad arguments");
+    if (k < 1 || k > 65536) return ac_err(AC_ERR_ARG, "index search: k=%d out of range 1..65536", k);
+    if (nq == 0) return AC_OK;
+    if (!idx->top->is_trained) return ac_err(AC_ERR_ARG, "index search: IVF index not trained yet");
+    if (!all_finite(q, (size_t)nq * (size_t)idx->p.dim)) return ac_err(AC_ERR_ARG, "index search: non-finite query");
+    if (idx->p.kind != AC_INDEX_FLAT) { /* FAISS's few-query path (per query alike), in groups of 15 */
+        for (int64_t i = 0; i < nq; i += 15) {
+            const int64_t m = std::min<int64_t>(15, nq - i);
+            int rc = ac_index_search_pool(idx, q + i * idx->p.dim, m, k, ids ? ids + i * k : nullptr,
+                                          sims ? sims + i * k : nullptr, nullptr);
+            if (rc) return rc;
+        }
+        return AC_OK;
+    }
+    AC_TRY
+    std::vector<float> buf;
+    const float *v = prepare(idx, q, nq, buf);
+    const size_t n = (size_t)nq * (size_t)k;
+    std::vector<float> dist(n);
+    std::vector<faiss::Index::idx_t> lab(n);
+    const int l2 = idx->p.metric != AC_METRIC_COSINE;
+    if (!flat_search_batch(idx, v, nq, k, l2, dist.data(), lab.data())) {
+        for (int64_t i = 0; i < nq; i += 15) { /* not our flat layout: FAISS's few-query path */
+            const int64_t m = std::min<int64_t>(15, nq - i);
+            int rc = ac_index_search_pool(idx, q + i * idx->p.dim, m, k, ids ? ids + i * k : nullptr,
+                                          sims ? sims + i * k : nullptr, nullptr);
+            if (rc) return rc;
+        }
+        return AC_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ids) ids[i] = lab[i];
+        if (sims) sims[i] = lab[i] < 0 ? -INFINITY : dist[i]; /* the scan's similarities (see ac_index_search_pool) */
     }
     return AC_OK;
     AC_CATCH("search")

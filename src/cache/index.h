@@ -62,6 +62,15 @@ int ac_index_search(const ac_index *idx, const float *q, int64_t nq, int k, int6
 struct ac_pool;
 int ac_index_search_pool(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims,
                          struct ac_pool *pool);
+/* The results of nq searches of one query each, in one call (a batch of
+ * lookups): bitwise the ids and similarities ac_index_search gives each query
+ * alone. Flat: the own scan with each chunk of its f16 copy read once for a
+ * group of queries, then each query's exact re-rank and proof as alone (its
+ * results are the exact top k, whatever candidates the pass found); IVF and
+ * HNSW: FAISS's few-query path (results per query independent of the others)
+ * in groups of 15. A large flat batch spreads its query groups over OpenMP
+ * threads (call it from outside a parallel region to use them). */
+int ac_index_search_batch(const ac_index *idx, const float *q, int64_t nq, int k, int64_t *ids, float *sims);
 /* The flat index's own scan (single queries): queries scanned, those whose
  * f16 pass could not prove the top k at once, and the vectors then computed
  * exactly (see flat_search in index.cpp). Any pointer may be NULL. */

@@ -32,14 +32,14 @@ AC_PORTABLE static uint32_t block_c(const uint16_t *blk, const float *sq, int nv
 
 static const ac_scan_kernels kernels[] = {
 #if AC_CACHE_NEON
-    {ac_scan_sim_neon, ac_scan_block_neon}, /* scalar and neon (util/cpu.h): NEON serves both */
-    {ac_scan_sim_neon, ac_scan_block_neon},
+    {ac_scan_sim_neon, ac_scan_block_neon, NULL}, /* scalar and neon (util/cpu.h): NEON serves both */
+    {ac_scan_sim_neon, ac_scan_block_neon, NULL},
 #else
-    {sim_c, block_c},
+    {sim_c, block_c, NULL},
 #endif
 #if AC_CACHE_X86
-    {ac_scan_sim_avx2, ac_scan_block_avx2},
-    {ac_scan_sim_avx512, ac_scan_block_avx512},
+    {ac_scan_sim_avx2, ac_scan_block_avx2, NULL},
+    {ac_scan_sim_avx512, ac_scan_block_avx512, ac_scan_block4_avx512},
 #endif
 };
 

@@ -49,6 +49,13 @@ typedef struct ac_scan_kernels {
      * out are written (garbage). Returns the mask of lanes < nv above thr. */
     uint32_t (*block)(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2, float thr,
                       float *out);
+    /* block for 4 queries q[i] at once (a batch, ac_index_search_batch), with
+     * thresholds thr[i], into out[i], masks into mask[i]: each query's values
+     * bitwise block's (the same FMA chains, in the same order), the block's
+     * f16 codes loaded and converted once for the four. NULL at levels
+     * without one (block serves each query). */
+    void (*block4)(const uint16_t *blk, const float *sq, int nv, const float *const *q, int d, int l2,
+                   const float *thr, float *const *out, uint32_t *mask);
 } ac_scan_kernels;
 
 /* The kernels of the level in use (ac_cpu_level()). Never NULL. */
@@ -63,6 +70,8 @@ uint32_t ac_scan_block_neon(const uint16_t *blk, const float *sq, int nv, const 
 float ac_scan_sim_avx512(const float *q, const float *x, int d, int l2);
 uint32_t ac_scan_block_avx512(const uint16_t *blk, const float *sq, int nv, const float *q, int d, int l2,
                               float thr, float *out);
+void ac_scan_block4_avx512(const uint16_t *blk, const float *sq, int nv, const float *const *q, int d, int l2,
+                           const float *thr, float *const *out, uint32_t *mask);
 
 #ifdef __cplusplus
 }

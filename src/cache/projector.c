@@ -150,6 +150,31 @@ int ac_proj_key(const ac_projector *p, const float *x, float *z) {
     return AC_OK;
 }
 
+int ac_proj_keys(const ac_projector *p, const float *x, int n, float *z) {
+    if (!p || (!x && n) || (!z && n) || n < 0) return ac_err(AC_ERR_ARG, "ac_proj_keys: invalid argument");
+    if (!p->k1.w || n <= 1) return n == 1 ? ac_proj_key(p, x, z) : ac_proj_apply(p, x, n, z);
+    const int in = p->in_dim, hid = p->hidden, ld1 = p->k1.ld, ld2 = p->k2.ld;
+    /* u [in] one standardised row; x1 [n][ld1], x2 [n][ld2] codes; s1, s2 [n] their scales; h [n][hid] */
+    float *u = malloc(((size_t)in + 2 * (size_t)n + (size_t)n * hid) * sizeof *u);
+    uint8_t *x1 = malloc((size_t)n * ((size_t)ld1 + ld2));
+    if (!u || !x1) {
+        free(u), free(x1);
+        return ac_err(AC_ERR_NOMEM, "ac_proj_keys: out of memory for %d keys", n);
+    }
+    float *s1 = u + in, *s2 = s1 + n, *h = s2 + n;
+    uint8_t *x2 = x1 + (size_t)n * ld1;
+    for (int i = 0; i < n; i++) { /* apply_one's steps, row by row */
+        const float *xi = x + (size_t)i * in;
+        for (int j = 0; j < in; j++) u[j] = (xi[j] - p->mu[j]) * p->isig[j];
+        s1[i] = ac_q8_quant_u8(u, in, ld1, 0, x1 + (size_t)i * ld1);
+    }
+    ac_q8mat_gemm(&p->k1, p->b1, x1, ld1, s1, n, 128, h, hid, 1);
+    for (int i = 0; i < n; i++) s2[i] = ac_q8_quant_u8(h + (size_t)i * hid, hid, ld2, 1, x2 + (size_t)i * ld2);
+    ac_q8mat_gemm(&p->k2, p->b2, x2, ld2, s2, n, 0, z, p->out_dim, 0);
+    free(u), free(x1);
+    return AC_OK;
+}
+
 int ac_proj_apply(const ac_projector *p, const float *x, int n, float *z) {
     if (!p || (!x && n) || (!z && n) || n < 0) return ac_err(AC_ERR_ARG, "ac_proj_apply: invalid argument");
     const int in = p->in_dim, hid = p->hidden;

@@ -59,6 +59,11 @@ int ac_proj_pack(ac_projector *p);
 /* One lookup key z[out_dim] = f(x[in_dim]): ac_proj_apply of one vector
  * (same values) without its thread team. */
 int ac_proj_key(const ac_projector *p, const float *x, float *z);
+/* n lookup keys z[n][out_dim] of x[n][in_dim] (a batch of queries): row i
+ * bitwise equal to ac_proj_key of x row i. Packed: the two int8 layers as
+ * ac_q8mat_gemm (each weight block read once for all n); unpacked:
+ * ac_proj_apply. AC_OK, AC_ERR_ARG or AC_ERR_NOMEM. */
+int ac_proj_keys(const ac_projector *p, const float *x, int n, float *z);
 
 /* Sets the standardisation from X, then trains on the pairs. X [n][in_dim].
  * *final_loss (optional): mean loss of the last epoch. */

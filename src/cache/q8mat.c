@@ -113,14 +113,41 @@ float ac_q8_quant_u8(const float *x, int n, int ld, int nonneg, uint8_t *x8) {
     return sx;
 }
 
+/* y[r0 .. r0 + 4) of one vector from its dot products v (the one float
+ * expression of gemv and gemm). */
+static inline void finish4(const ac_q8mat *m, const float *b, int r0, const int32_t v[4], float sx, int off, float *y,
+                           int relu) {
+    for (int k = 0; k < 4 && r0 + k < m->rows; k++) {
+        const float t = (b ? b[r0 + k] : 0.0f) + m->scale[r0 + k] * sx * (float)(v[k] - off * m->rsum[r0 + k]);
+        y[r0 + k] = relu && t < 0 ? 0 : t;
+    }
+}
+
 void ac_q8mat_gemv(const ac_q8mat *m, const float *b, const uint8_t *x8, float sx, int off, float *y, int relu) {
     const ac_q8_dot4_fn dot4 = pick().dot4;
     for (int r0 = 0; r0 < m->rows; r0 += 4) {
         int32_t v[4];
         dot4(m, r0, x8, v); /* exact integers on every path */
-        for (int k = 0; k < 4 && r0 + k < m->rows; k++) {
-            const float t = (b ? b[r0 + k] : 0.0f) + m->scale[r0 + k] * sx * (float)(v[k] - off * m->rsum[r0 + k]);
-            y[r0 + k] = relu && t < 0 ? 0 : t;
+        finish4(m, b, r0, v, sx, off, y, relu);
+    }
+}
+
+/* Work (products) from which gemm splits its row blocks over threads: ~64 keys
+ * of a 1537 -> 256 layer (26 M); a 256 -> 128 layer's 2 M stay on one thread. */
+#define AC_Q8_GEMM_PARALLEL ((int64_t)1 << 23)
+
+void ac_q8mat_gemm(const ac_q8mat *m, const float *b, const uint8_t *x8, int ldx, const float *sx, int n, int off,
+                   float *y, int ldy, int relu) {
+    const ac_q8_dot4_fn dot4 = pick().dot4;
+    const int nb = (m->rows + 3) / 4;
+    const int64_t work = (int64_t)n * m->rows * m->ld;
+#pragma omp parallel for schedule(static) if (work >= AC_Q8_GEMM_PARALLEL && nb >= 8)
+    for (int blk = 0; blk < nb; blk++) {
+        const int r0 = 4 * blk;
+        for (int i = 0; i < n; i++) { /* the block's 4 x ld codes stay in L1 while the vectors pass */
+            int32_t v[4];
+            dot4(m, r0, x8 + (size_t)i * ldx, v);
+            finish4(m, b, r0, v, sx[i], off, y + (size_t)i * ldy, relu);
         }
     }
 }

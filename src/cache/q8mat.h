@@ -39,4 +39,13 @@ float ac_q8_quant_u8(const float *x, int n, int ld, int nonneg, uint8_t *x8);
  * NULL. x8 [m->ld] from ac_q8_quant_u8 with the same off. */
 void ac_q8mat_gemv(const ac_q8mat *m, const float *b, const uint8_t *x8, float sx, int off, float *y, int relu);
 
+/* n products at once: y [n][ldy] row i = ac_q8mat_gemv of x8 [n][ldx] row i
+ * with scale sx[i], bitwise (the same integer dot products and the same float
+ * expression per element). Each block of 4 weight rows is read from memory
+ * once for all n vectors (it stays in L1 while they pass), and the blocks are
+ * split over OpenMP threads when the work is large: call it from outside any
+ * parallel region to use them. ldx >= m->ld, ldy >= m->rows. */
+void ac_q8mat_gemm(const ac_q8mat *m, const float *b, const uint8_t *x8, int ldx, const float *sx, int n, int off,
+                   float *y, int ldy, int relu);
+
 #endif
