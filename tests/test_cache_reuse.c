@@ -879,7 +879,7 @@ static void lookup_all_batch(int arch) {
     ac_attn_site all[NB];
     for (int s = 0, nh = 0, nm = 0; s < NB; s++) {
         const int q = pat[s] == 'H' ? nh++ % 4 : 4 + nm++ % 4;
-        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD};
+        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD, -1};
     }
     const int keys[2] = {AC_KEY_RANDOM, AC_KEY_MEAN};
     for (int ki = 0; ki < 2; ki++)
@@ -1323,7 +1323,7 @@ static void projector(int arch) {
         ac_attn_site all[NB];
         for (int s = 0; s < NB; s++) {
             host_summary(&f, &seqs[s], sum + s * SD);
-            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD};
+            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
         }
         for (int kind = 0; kind < 3; kind++) {
             ac_cache_params bp = ac_cache_default_params();
