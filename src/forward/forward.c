@@ -64,10 +64,11 @@ static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
                       : m->pack == AC_PACK_F32  ? "widened to f32"
                       : m->pack == AC_PACK_F32P ? "widened to f32 GEMM panels"
                                                 : "converted to f32 per call";
+    const char *f32how = m->f32_panels ? "f32 weights, copied to GEMM panels" : "f32 weights";
     if (m->info.weight_type == GGML_F32)
-        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (%s)", ac_cpu_level_name(c->level), f, f32how);
     else
-        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights), %s (other weights, %s)%s", ac_cpu_level_name(c->level), f,
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (%s), %s (other weights, %s)%s", ac_cpu_level_name(c->level), f, f32how,
                  q, how, m->fast_fallback ? "; --fast: no AVX512-BF16 at this level, the exact f32 path runs" : "");
     return buf;
 }
