@@ -178,11 +178,18 @@ static int kind_wanted(const ac_model *m, int level, int gemm) {
 
 /* Whether contexts with layout `kind` and GEMM choice `gemm` copy m's F32 matrices (f32_bytes
  * in all) into the own GEMM's panels (see the top of the file): 0 or 1 in *yes. */
+static int f32_panels_env(const char **e) {
+    *e = getenv("AC_F32_PANELS");
+    if (*e && **e && strcasecmp(*e, "auto") && strcasecmp(*e, "on") && strcasecmp(*e, "off") && strcmp(*e, "1") &&
+        strcmp(*e, "0"))
+        return ac_err(AC_ERR_ARG, "AC_F32_PANELS='%s': expected auto, on or off", *e);
+    return AC_OK;
+}
+
 static int f32_panels_wanted(int kind, int gemm, size_t f32_bytes, int *yes) {
-    const char *e = getenv("AC_F32_PANELS");
+    const char *e;
     *yes = 0;
-    if (e && *e && strcasecmp(e, "auto") && strcasecmp(e, "on") && strcasecmp(e, "off") && strcmp(e, "1") && strcmp(e, "0"))
-        return ac_err(AC_ERR_ARG, "AC_F32_PANELS='%s': expected auto, on or off", e);
+    if (f32_panels_env(&e)) return AC_ERR_ARG;
     if (!f32_bytes || (kind != AC_PACK_F32P && kind != AC_PACK_BF16) || (gemm != AC_GEMM_AUTO && gemm != AC_GEMM_OWN))
         return AC_OK; /* the own GEMM does not run them, or nothing to copy */
     if (e && (!strcasecmp(e, "off") || !strcmp(e, "0"))) return AC_OK;
@@ -192,6 +199,8 @@ static int f32_panels_wanted(int kind, int gemm, size_t f32_bytes, int *yes) {
 
 int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out) {
     *out = m;
+    const char *e;
+    if (f32_panels_env(&e)) return AC_ERR_ARG; /* (checked whatever the layout) */
     const int kind = kind_wanted(m, level, gemm);
     if (kind == AC_PACK_NONE) return AC_OK; /* the model as loaded */
     const int cap = AC_MODEL_MAX_MATS(m);
