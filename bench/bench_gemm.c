@@ -4,11 +4,13 @@
  * (cache sharing and clock still do: compare builds or variants side by side).
  *
  *   bench_gemm [--cpu avx512|avx2|scalar] [-M 128] [-t 1] [-r 5] [--shape llama1b|bert|minilm]
- *              [--wtype f32|f16]
+ *              [--wtype f32|f16] [--panels]
  *
  * Prints, per projection (Q, K, O, gate+up SwiGLU, down), the best of r runs in
  * GFLOP per CPU-second (2*M*N*K per job). --wtype f16 hands the kernels F16 weights
- * without an f32 copy (W->f32 NULL), where the level converts them into its panels. */
+ * without an f32 copy (W->f32 NULL), where the level converts them into its panels.
+ * --panels: the weights copied once into the F32 tasks' panels first (AC_PACK_F32P, what the
+ * CPU backend does for a model's matrices), so the tasks read them in place. */
 #define _POSIX_C_SOURCE 200809L
 #include "attncache.h"
 #include "forward/forward.h"
@@ -58,7 +60,7 @@ static ac_mat make_mat(const char *name, int n, int k, int f16, uint64_t *rs, vo
 
 int main(int argc, char **argv) {
     const char *cpu = NULL, *shape = "llama1b", *wtype = "f32";
-    int M = 128, threads = 1, reps = 5;
+    int M = 128, threads = 1, reps = 5, panels = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--cpu") && v) cpu = v, i++;
@@ -67,9 +69,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-r") && v) reps = atoi(v), i++;
         else if (!strcmp(a, "--shape") && v) shape = v, i++;
         else if (!strcmp(a, "--wtype") && v) wtype = v, i++;
+        else if (!strcmp(a, "--panels")) panels = 1;
         else {
             fprintf(stderr, "usage: %s [--cpu L] [-M rows] [-t threads] [-r reps] [--shape llama1b|bert|minilm] "
-                            "[--wtype f32|f16]\n", argv[0]);
+                            "[--wtype f32|f16] [--panels]\n", argv[0]);
             return 2;
         }
     }
@@ -104,14 +107,21 @@ int main(int argc, char **argv) {
     ac_mat wq = make_mat("wq", Q, D, f16, &rs, &own[0]), wk = make_mat("wk", KV, D, f16, &rs, &own[1]);
     ac_mat wo = make_mat("wo", D, Q, f16, &rs, &own[2]), wg = make_mat("wg", F, D, f16, &rs, &own[3]);
     ac_mat wu = make_mat("wu", F, D, f16, &rs, &own[4]), wd = make_mat("wd", D, F, f16, &rs, &own[5]);
+    ac_mat *all[6] = {&wq, &wk, &wo, &wg, &wu, &wd};
+    for (int i = 0; i < 6 && panels; i++)
+        if (ac_f32_panel_pack(all[i]) != AC_OK) {
+            fprintf(stderr, "%s: %s\n", all[i]->name, ac_last_error());
+            return 1;
+        }
     const int maxk = F > D ? F : D;
     float *X = malloc((size_t)M * maxk * sizeof *X), *Y = malloc((size_t)M * maxk * sizeof *Y);
     for (size_t i = 0; i < (size_t)M * maxk; i++) X[i] = urand(&rs), Y[i] = 0;
     struct { const char *name; ac_mat *w, *up; int epi; } jobs[] = {
         {"q", &wq, NULL, AC_EPI_STORE}, {"k", &wk, NULL, AC_EPI_STORE}, {"o", &wo, NULL, AC_EPI_ACCUM},
         {"gate+up", &wg, &wu, AC_EPI_SWIGLU}, {"down", &wd, NULL, AC_EPI_ACCUM}};
-    printf("level %s, kernel %s, shape %s, %s weights, M %d, threads %d, best of %d (GFLOP per CPU-second)\n",
-           ac_cpu_level_name(ac_cpu_level()), ac_own_gemm_kernel(ac_cpu_level(), 0), shape, wtype, M, threads, reps);
+    printf("level %s, kernel %s, shape %s, %s weights%s, M %d, threads %d, best of %d (GFLOP per CPU-second)\n",
+           ac_cpu_level_name(ac_cpu_level()), ac_own_gemm_kernel(ac_cpu_level(), 0), shape, wtype,
+           panels ? " in panels" : "", M, threads, reps);
     double tot_f = 0, tot_t = 0;
     for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
         ac_act a = {X, M, jobs[i].w->n_in, NULL, 0};
@@ -131,7 +141,7 @@ int main(int argc, char **argv) {
         printf("  %-8s N %5d K %5d  %7.1f GFLOP/cpu-s\n", jobs[i].name, jobs[i].w->n_out, jobs[i].w->n_in, fl / best * 1e-9);
     }
     printf("  all      %7.1f GFLOP/cpu-s\n", tot_f / tot_t * 1e-9);
-    for (int i = 0; i < 6; i++) free(own[i]);
+    for (int i = 0; i < 6; i++) free(own[i]), free(all[i]->packed);
     free(X), free(Y);
     ac_ctx_free(ctx);
     ac_model_free(model);

@@ -40,6 +40,10 @@ Example (the lead's run):
         --data sst2=../shared/data/sst2/train.tsv,imdb=../shared/data/imdb/train.tsv \\
         --clients 1,8,64 --seconds 20 --json /tmp/server_compare.json
 
+Two attncache builds side by side (e.g. main's against a branch's), alternating, in one run:
+    python3 bench/server_compare.py --bin build/attncache --other-bin main=build-main/attncache \
+        --servers attncache,llama.cpp --llama-server PATH --clients 1 --seconds 10 --rounds 3
+
 The load generator is Python threads: past a few thousand requests/s it is the bottleneck
 (the report says how busy its process was: compare with the servers' CPU time).
 """
@@ -245,7 +249,15 @@ def main():
                          "(the requests draw from the same texts: the cache's best case; 0: skip the cached run)")
     ap.add_argument("--servers", default="attncache,attncache+cache,llama.cpp,infinity")
     ap.add_argument("--json", default="", help="write every result to this file")
+    ap.add_argument("--other-bin", default="",
+                    help="LABEL=PATH[,LABEL=PATH...]: further attncache builds, each measured as a server named "
+                         "LABEL (like 'attncache', without the cache) beside the others, e.g. a build of main "
+                         "against this branch's, so that their ratio comes from one run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every server this many times per data set, alternating (ratios of "
+                         "side-by-side runs on a shared machine)")
     args = ap.parse_args()
+    other_bins = dict(item.split("=", 1) for item in args.other_bin.split(",") if item)
 
     data = {}
     for item in args.data.split(","):
@@ -264,6 +276,8 @@ def main():
             runs = []
             if "attncache" in wanted:
                 runs.append(("attncache", None))
+            for label in other_bins:
+                runs.append((label, None))
             if "attncache+cache" in wanted and args.cache_corpus > 0:
                 cdir = os.path.join(tmp, "cache-" + dname)
                 corpus = os.path.join(tmp, "corpus-" + dname + ".txt")
@@ -276,10 +290,10 @@ def main():
                 runs.append(("llama.cpp", None))
             if "infinity" in wanted and args.infinity_dir:
                 runs.append(("infinity", None))
-            for name, cdir in runs:
+            for rnd, (name, cdir) in [(r, x) for r in range(args.rounds) for x in runs]:
                 port = free_port()
-                if name.startswith("attncache"):
-                    cmd = [args.bin, "serve", "-m", args.model, "--port", str(port), "-q", "-t", str(args.threads),
+                if name.startswith("attncache") or name in other_bins:
+                    cmd = [other_bins.get(name, args.bin), "serve", "-m", args.model, "--port", str(port), "-q", "-t", str(args.threads),
                            "--workers", str(args.workers), "--max-batch-requests", "64",
                            "--max-concurrent-requests", str(max(clients) * 2), "--auto-truncate"]
                     if cdir:
@@ -318,7 +332,7 @@ def main():
                             sys.exit(f"{name} does not embed like {ref[dname][0]} (cosine {cos:.4f}): not comparable")
                     for c in clients:
                         r = measure(port, model_id, texts, c, args.warmup, args.seconds)
-                        r.update(server=name, data=dname, threads=args.threads)
+                        r.update(server=name, data=dname, threads=args.threads, round=rnd)
                         results.append(r)
                         print(f"{name:16s} {dname:5s} clients {c:3d}: {r['req_per_s']:8.1f} req/s "
                               f"{r['tokens_per_s']:9.0f} tok/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
@@ -328,6 +342,17 @@ def main():
                     stop(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.rounds > 1 or other_bins:  # medians over the rounds, and each server's ratio to the others, per cell
+        cells = {}
+        for r in results:
+            cells.setdefault((r["data"], r["clients"]), {}).setdefault(r["server"], []).append(r["req_per_s"])
+        print("medians of %d round(s), req/s:" % args.rounds)
+        for (dname, c), by in cells.items():
+            med = {k: sorted(v)[len(v) // 2] for k, v in by.items()}
+            names = list(med)
+            ratios = "  ".join(f"{a}/{b} {med[a] / med[b]:.2f}x" for i, a in enumerate(names) for b in names[i + 1:]
+                               if med[b] > 0)
+            print(f"  {dname:5s} clients {c:3d}: " + "  ".join(f"{k} {v:.1f}" for k, v in med.items()) + "  | " + ratios)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "threads": args.threads, "results": results}, f, indent=1)

@@ -351,6 +351,98 @@ static void test_f32_math(void **st) {
         }
 }
 
+/* ---- F32 weights copied into the own GEMM's panels --------------------------------------------- */
+/* Hidden states, logits, classifier outputs and the LM head on one row of ctx c into o_*. */
+typedef struct f32p_outs {
+    float *h, *lg, *cls, *l1;
+} f32p_outs;
+
+static void f32p_run(ac_ctx *c, const ac_model *m, const batch *b, f32p_outs *o) {
+    const int D = m->info.n_embd, V = m->info.n_vocab, NC = m->info.n_cls_out, lm = m->info.has_lm_head;
+    o->h = malloc((size_t)b->T * D * sizeof *o->h);
+    o->lg = malloc((size_t)b->n * V * sizeof *o->lg);
+    o->cls = malloc((size_t)b->n * (NC ? NC : 1) * sizeof *o->cls);
+    o->l1 = malloc((size_t)V * sizeof *o->l1);
+    ac_outputs out = {0};
+    out.hidden = o->h;
+    out.logits = lm ? o->lg : NULL;
+    out.cls = NC ? o->cls : NULL;
+    assert_int_equal(ac_forward(c, b->seqs, b->n, &out), AC_OK);
+    if (lm) assert_int_equal(ac_lm_head(c, o->h + (size_t)5 * D, 1, o->l1), AC_OK);
+}
+
+/* F32 models: the CPU backend copies the matrices once into the own F32 GEMM's panels (a view
+ * of the model, shared by its contexts; the mapping untouched) instead of each task transposing
+ * 64 rows of W on every call; AC_F32_PANELS=off keeps them in place (the model itself, zero
+ * copy). Both ways, exact and fast mode (F32 weights run f32 in both): the same products in the
+ * same order, so every output is bitwise equal, and both match the reference. A malformed
+ * AC_F32_PANELS is refused, naming it. */
+static void test_f32_panels(void **st) {
+    (void)st;
+    const int archs[3] = {AC_ARCH_LLAMA, AC_ARCH_BERT, AC_ARCH_QWEN2};
+    for (int a = 0; a < 3; a++)
+        for (int f32_math = 0; f32_math < 2; f32_math++) {
+            ref_spec s = ref_spec_default(archs[a]);
+            s.wtype = GGML_F32;
+            s.seed = 700 + 2 * a + f32_math;
+            if (archs[a] == AC_ARCH_BERT) s.n_cls = 3;
+            fx f;
+            memset(&f, 0, sizeof f);
+            assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
+            assert_int_equal(ac_gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
+            assert_int_equal(ref_model_init(&f.ref, f.g), 0);
+            ac_model_params mp = ac_model_default_params();
+            mp.f32_math = f32_math;
+            assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
+            batch b;
+            batch_make(&b, g_lens, 3, s.n_vocab, 19);
+
+            unsetenv("AC_F32_PANELS");
+            ac_ctx *cp = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED), *cp2 = mkctx(f.m, AC_GEMM_OWN, AC_ATTN_FUSED);
+            assert_ptr_not_equal(cp->model, f.m);
+            assert_ptr_equal(cp2->model, cp->model); /* one copy per model */
+            assert_int_equal(cp->model->f32_panels, 1);
+            assert_int_equal(cp->model->pack, AC_PACK_F32P); /* also in the fast mode: no bf16 inputs made */
+            assert_int_equal(cp->model->layers[0].wq.pack, AC_PACK_F32P);
+            assert_null(cp->model->layers[0].wq.f32);
+            assert_int_equal(f.m->layers[0].wq.pack, AC_PACK_NONE); /* the loaded model untouched */
+            assert_ptr_equal(f.m->layers[0].wq.f32, f.m->layers[0].wq.data);
+            setenv("AC_F32_PANELS", "off", 1);
+            ac_ctx *ci = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+            assert_ptr_equal(ci->model, f.m); /* in place: per-call transposes */
+            setenv("AC_F32_PANELS", "sometimes", 1);
+            for (int g = 0; g < 2; g++) { /* refused whatever the GEMM (OpenBLAS: no panels at all) */
+                ac_ctx_params bp = ac_ctx_default_params();
+                bp.gemm = g ? AC_GEMM_OPENBLAS : AC_GEMM_AUTO;
+                ac_ctx *bad = NULL;
+                assert_int_equal(ac_ctx_new(f.m, &bp, &bad), AC_ERR_ARG);
+                assert_null(bad);
+                assert_non_null(strstr(ac_last_error(), "AC_F32_PANELS"));
+            }
+            unsetenv("AC_F32_PANELS");
+            ac_ctx *cb = mkctx(f.m, AC_GEMM_OPENBLAS, AC_ATTN_FUSED); /* other GEMMs read the mapping */
+            assert_int_equal(cb->model->f32_panels, 0);
+
+            f32p_outs op, oi;
+            f32p_run(cp, f.m, &b, &op);
+            f32p_run(ci, f.m, &b, &oi);
+            const int D = f.m->info.n_embd, V = f.m->info.n_vocab, NC = f.m->info.n_cls_out;
+            assert_memory_equal(op.h, oi.h, (size_t)b.T * D * sizeof(float));
+            if (f.m->info.has_lm_head) {
+                assert_memory_equal(op.lg, oi.lg, (size_t)b.n * V * sizeof(float));
+                assert_memory_equal(op.l1, oi.l1, (size_t)V * sizeof(float));
+            }
+            if (NC) assert_memory_equal(op.cls, oi.cls, (size_t)b.n * NC * sizeof(float));
+            const double w = check_vs_ref(&f, cp, &b, 1e-4, "f32 panels");
+            printf("  f32 panels %s (%s mode, level %s): bitwise equal to in place; max rel err vs ref %.2e\n",
+                   f.m->arch_name, f32_math ? "exact" : "fast", ac_cpu_level_name(cp->level), w);
+            free(op.h), free(op.lg), free(op.cls), free(op.l1), free(oi.h), free(oi.lg), free(oi.cls), free(oi.l1);
+            ac_ctx_free(cp), ac_ctx_free(cp2), ac_ctx_free(ci), ac_ctx_free(cb);
+            free(b.ids);
+            fx_close(&f);
+        }
+}
+
 /* ---- batch == one at a time ------------------------------------------------------------------ */
 
 static void run_batch_vs_single(const ref_spec *s) {
@@ -915,6 +1007,7 @@ int main(void) {
         cmocka_unit_test(test_qwen2_f32),        cmocka_unit_test(test_bert_f32),
         cmocka_unit_test(test_bert_causal_flag), cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_auto_bf16_larger), cmocka_unit_test(test_f32_math),
+        cmocka_unit_test(test_f32_panels),
         cmocka_unit_test(test_batch_vs_single),
         cmocka_unit_test(test_skip_path),        cmocka_unit_test(test_hook_error),
         cmocka_unit_test(test_site_input),

@@ -111,10 +111,18 @@ static void test_cpu_is_default(void **st) {
         assert_int_equal(ac_ctx_new(m, NULL, &c0), AC_OK); /* default parameters */
         ac_ctx *c1 = ctx_with(m, "cpu", AC_GEMM_AUTO), *c2 = ctx_with(m, "", AC_GEMM_AUTO);
         assert_string_equal(ac_ctx_backend(c0), "cpu");
-        if (cases[k].wtype == GGML_F32) { /* zero-copy: the kernels read the mapping, no copy is made */
-            assert_ptr_equal(c0->model, m);
+        if (cases[k].wtype == GGML_F32) { /* F32: copied once into the own GEMM's panels, the mapping untouched */
+            assert_ptr_not_equal(c0->model, m);
+            assert_ptr_equal(c1->model, c0->model);
+            assert_int_equal(c0->model->f32_panels, 1);
+            assert_int_equal(c0->model->layers[0].wq.pack, AC_PACK_F32P);
             assert_ptr_equal(m->layers[0].wq.f32, m->layers[0].wq.data);
             assert_true((const uint8_t *)m->layers[0].wq.data >= buf && (const uint8_t *)m->layers[0].wq.data < buf + size);
+            setenv("AC_F32_PANELS", "off", 1); /* zero-copy: the kernels read the mapping */
+            ac_ctx *c3 = ctx_with(m, "cpu", AC_GEMM_AUTO);
+            unsetenv("AC_F32_PANELS");
+            assert_ptr_equal(c3->model, m);
+            ac_ctx_free(c3);
         } else { /* one prepared view, shared by the contexts */
             assert_ptr_not_equal(c0->model, m);
             assert_ptr_equal(c1->model, c0->model);

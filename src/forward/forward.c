@@ -64,10 +64,11 @@ static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
                       : m->pack == AC_PACK_F32  ? "widened to f32"
                       : m->pack == AC_PACK_F32P ? "widened to f32 GEMM panels"
                                                 : "converted to f32 per call";
+    const char *f32how = m->f32_panels ? "f32 weights, copied to GEMM panels" : "f32 weights";
     if (m->info.weight_type == GGML_F32)
-        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights)", ac_cpu_level_name(c->level), f);
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (%s)", ac_cpu_level_name(c->level), f, f32how);
     else
-        snprintf(buf, (size_t)n, "cpu %s; gemm %s (f32 weights), %s (other weights, %s)%s", ac_cpu_level_name(c->level), f,
+        snprintf(buf, (size_t)n, "cpu %s; gemm %s (%s), %s (other weights, %s)%s", ac_cpu_level_name(c->level), f, f32how,
                  q, how, m->fast_fallback ? "; --fast: no AVX512-BF16 at this level, the exact f32 path runs" : "");
     return buf;
 }
@@ -647,6 +648,11 @@ static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *sit
     return rc < 0 ? 0 : rc > 0 ? -rc : 1;
 }
 
+/* Whether GEMM inputs are read in bf16 (weights packed for a bf16 kernel at load): else the
+ * norms' and the attention's bf16 copies are never read, and not written (2% of MiniLM's exact
+ * time at AVX2). */
+static int bf16_inputs(const ac_ctx *c) { return c->model->pack == AC_PACK_BF16 || c->model->pack == AC_PACK_DNNL; }
+
 /* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
 static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_plan *pl, double *tp) {
     const ac_model *m = c->model;
@@ -693,7 +699,8 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             memcpy(V + (size_t)P * KVD, c->v + (size_t)pl->off[s] * KVD, (size_t)(n - P) * KVD * sizeof(float));
         }
     prof_lap(c, AC_STAGE_QKV, tp);
-    pl->att_bf_ok = 1;
+    /* the attention writes the bf16 copy of its output only where a GEMM reads it */
+    pl->att_bf_ok = bf16_inputs(c);
     for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->srv[s] && !pl->first[s];
 
     for (int s = 0; s < pl->n_seq; s++) {
@@ -704,7 +711,8 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         }
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                           hp->causal, 1.0f / sqrtf((float)hp->head_dim), c->att_bf + (size_t)o * QD, 0, 0, 0, 0};
+                           hp->causal, 1.0f / sqrtf((float)hp->head_dim),
+                           bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0};
         if (pl->srv[s]) {
             ac_attn_site site = make_site(c, pl, il, s, X);
             if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,
@@ -759,9 +767,6 @@ typedef struct norm_arg {
     int rms;
 } norm_arg;
 
-/* Whether GEMM inputs are read in bf16 (weights packed for a bf16 kernel at load): else the
- * norms' bf16 copies are never read, and not written (2% of MiniLM's exact time at AVX2). */
-static int bf16_inputs(const ac_ctx *c) { return c->model->pack == AC_PACK_BF16 || c->model->pack == AC_PACK_DNNL; }
 
 static void norm_fn(ac_ctx *c, const void *arg, int r0, int r1) {
     const norm_arg *na = arg;

@@ -301,7 +301,9 @@ void ac_dnnl_state_free(ac_dnnl_state *s);
 /* The CPU backend's weights (cpu/weights.c): the model as contexts at `level` with GEMM
  * choice `gemm` (AC_GEMM_*) read it — m itself, or a view of it (made once per layout and
  * kept on m, thread-safe) whose F16/BF16/Q8_0 matrices are widened or packed (view->pack,
- * view->fast_fallback say how). *out is borrowed from m. */
+ * view->fast_fallback say how) and, where the own GEMM runs them, whose F32 matrices are
+ * copied into its F32 panels (view->f32_panels; AC_F32_PANELS=auto|on|off, a malformed value
+ * is an AC_ERR_ARG). *out is borrowed from m. */
 int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out);
 
 /* Tile conversion for backends that need f32 weights: rows [r0, r0+n) of W -> dst [n][K]. */

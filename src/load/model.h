@@ -102,6 +102,7 @@ struct ac_model {
      * kernel (the exact f32 path runs). Both 0 in a loaded model. */
     int pack;
     int fast_fallback;
+    int f32_panels;                 /* 1: the view's F32 matrices are copied into the own GEMM's F32 panels */
     struct ac_model_preps *preps;   /* what backends prepared from this model (ac_model_prepared), owned */
 };
 

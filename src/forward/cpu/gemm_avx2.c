@@ -1,6 +1,7 @@
 /* gemm_avx2.c — the own GEMM's AVX2 + FMA micro-kernel and F32 task (driver:
- * gemm_own.c). Each task transposes its panel of 64 rows of W into
- * P [K][64] (8x8 in-register transposes), then, per strip of 16 columns, a
+ * gemm_own.c). Each task reads its panel P [K][64] (AC_PACK_F32P: copied once by
+ * the CPU backend) or transposes 64 rows of W into it (8x8 in-register
+ * transposes; the first row tile prefetches the panel ahead), then, per strip of 16 columns, a
  * register tile of MR = 6 rows x 16 columns (12 ymm accumulators, 2 loads of
  * P and 6 broadcasts of X per k) over the whole K, k in order: the same FMAs
  * in the same order as the AVX-512 F32 kernel, so the products agree bitwise.
@@ -53,11 +54,16 @@ static void pack_panel(const ac_mat *W, int n0, float *P) {
     }
 }
 
+/* Prefetch distance of a task's first row tile, in panel rows (see gemm_avx512.c: that tile
+ * brings the panel in from memory; the later ones find it in L1/L2). */
+#define PF_ROWS 64
+
 /* C [MR][NR] (row stride NR, columns s..s+15 of it) += A rows (k = 0..K-1) x the 16 columns
  * of P (row stride NR); mr rows valid. The accumulators start from and return to C, so a
- * product cut into k blocks adds exactly what one pass would. */
+ * product cut into k blocks adds exactly what one pass would. pf: prefetch the strip's cache
+ * line PF_ROWS rows ahead while that stays below row pf_end (the panel's end). */
 static inline __attribute__((always_inline)) void kernel(const int mr, int K, const float *A, size_t lda,
-                                                          const float *P, float *C) {
+                                                          const float *P, float *C, const int pf, int pf_end) {
 #define C_LD(r) _mm256_load_ps(C + (r) * NR), _mm256_load_ps(C + (r) * NR + 8)
     __m256 c00 = _mm256_load_ps(C), c01 = _mm256_load_ps(C + 8), c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
@@ -76,6 +82,7 @@ static inline __attribute__((always_inline)) void kernel(const int mr, int K, co
     } while (0)
     for (int k = 0; k < K; k++) {
         const float *b = P + (size_t)k * NR;
+        if (pf && k + PF_ROWS < pf_end) _mm_prefetch((const char *)(b + PF_ROWS * NR), _MM_HINT_T0);
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         F_ROW(c00, c01, a0);
         if (mr > 1) F_ROW(c10, c11, a1);
@@ -95,23 +102,27 @@ static inline __attribute__((always_inline)) void kernel(const int mr, int K, co
 
 #define KB 128 /* k block: P's block (128 x 64 floats, 32 KiB) stays in L1 over all the task's rows */
 
-/* C [.][NR] (rows r0.., columns of the panel) += A rows x P over k0..k0+kl for the task's rows. */
-static void kblock(int nm, int kl, int nc, const float *A, size_t lda, const float *P, float *C) {
+/* C [.][NR] (rows r0.., columns of the panel) += A rows x P over k0..k0+kl for the task's rows;
+ * pf_end > 0: the first row tile prefetches P up to its row pf_end (the rest of the panel). */
+static void kblock(int nm, int kl, int nc, const float *A, size_t lda, const float *P, float *C, int pf_end) {
     for (int r = 0; r < nm;) {
         /* the last 7..11 rows as two tiles of 4..6 (e.g. 8 = 4 + 4, not 6 + 2): a tile of
          * 1..3 rows has 2..6 accumulators, too few to cover the FMA latency */
         const int left = nm - r, mr = left > MR && left < 2 * MR ? (left + 1) / 2 : AC_MIN(MR, left);
         const float *Ar = A + (size_t)r * lda;
         float *Cr = C + (size_t)r * NR;
+        const int pf = r == 0 && pf_end > 0;
         for (int s = 0; s < nc; s += 16) {
+#define KS(n) (pf ? kernel(n, kl, Ar, lda, P + s, Cr + s, 1, pf_end) : kernel(n, kl, Ar, lda, P + s, Cr + s, 0, 0))
             switch (mr) {
-            case 6: kernel(6, kl, Ar, lda, P + s, Cr + s); break;
-            case 5: kernel(5, kl, Ar, lda, P + s, Cr + s); break;
-            case 4: kernel(4, kl, Ar, lda, P + s, Cr + s); break;
-            case 3: kernel(3, kl, Ar, lda, P + s, Cr + s); break;
-            case 2: kernel(2, kl, Ar, lda, P + s, Cr + s); break;
-            default: kernel(1, kl, Ar, lda, P + s, Cr + s); break;
+            case 6: KS(6); break;
+            case 5: KS(5); break;
+            case 4: KS(4); break;
+            case 3: KS(3); break;
+            case 2: KS(2); break;
+            default: KS(1); break;
             }
+#undef KS
         }
         r += mr;
     }
@@ -163,11 +174,12 @@ void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *p
         const float *A = j->X->x + (size_t)s0 * K;
         for (int k0 = 0; k0 < K; k0 += KB) {
             const int kl = AC_MIN(KB, K - k0);
+            const int pf_end = s0 == m0 ? K - k0 : 0; /* the first sub-block brings the panel in */
             if (swiglu) {
-                kblock(sn, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, G);
-                kblock(sn, kl, nc, A + k0, (size_t)K, Pu + (size_t)k0 * NR, C);
+                kblock(sn, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, G, pf_end);
+                kblock(sn, kl, nc, A + k0, (size_t)K, Pu + (size_t)k0 * NR, C, pf_end);
             } else {
-                kblock(sn, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, C);
+                kblock(sn, kl, nc, A + k0, (size_t)K, P + (size_t)k0 * NR, C, pf_end);
             }
         }
         for (int r = 0; r < sn; r++) {

@@ -26,10 +26,20 @@
  * The kernels read a "view" of the model: a copy of its description (struct
  * ac_model) whose matrices carry the layout's copies; everything else (the
  * mapping, vectors, tokenizer, hyper-parameters) is the model's, borrowed. A
- * model whose matrices are all F32 (used in place from the mapping) or a NONE
- * layout needs no view: the context reads the model itself. F32 matrices stay
- * in place in every layout (the own GEMM transposes their panels per call): a
- * panel copy would add their size to the mapping's resident pages. */
+ * NONE layout needs no view: the context reads the model itself.
+ *
+ * F32 matrices are used in place from the mapping, except where the own GEMM
+ * runs them (layouts F32P and BF16, GEMM choice AUTO or OWN): there they are
+ * copied once into the same F32 panels (view->f32_panels = 1), since a task
+ * otherwise transposes its 64 rows of W on every call — at the few rows of a
+ * short text (all-MiniLM-L6-v2 on a 13-token sentence) that transposition was
+ * 2/3 of the forward's time. The copy adds the F32 matrices' size to the
+ * resident memory (the mapping's pages stay, for other layouts), so it is
+ * made only while they total at most F32_PANELS_AUTO_MAX bytes, or as the
+ * environment says: AC_F32_PANELS=on (always) | off (never: per-call
+ * transposes, as before) | auto (the default). Same values in the same
+ * order: results bitwise those of the in-place matrices. A model of F32
+ * matrices only, left in place, needs no view either. */
 #include "forward/forward.h"
 #include "util/common.h"
 #include "util/cpu.h"
@@ -76,9 +86,14 @@ static void weights_release(void *data) {
     free(w);
 }
 
-/* make() of ac_model_prepared: the view of layout `kind`. */
-static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
+#define F32_PANELS_AUTO_MAX ((size_t)1 << 30) /* AC_F32_PANELS=auto: F32 matrices of at most 1 GiB in all */
+#define PREP_F32_PANELS 0x100                   /* in the preparation's key: F32 matrices in panels too */
+
+/* make() of ac_model_prepared: the view of layout kind & 0xff (PREP_F32_PANELS: its F32
+ * matrices in the own GEMM's F32 panels too). */
+static int weights_make(const ac_model *m, int key, void *arg, void **out) {
     (void)arg;
+    const int kind = key & 0xff, f32_panels = !!(key & PREP_F32_PANELS);
     cpu_weights *w = AC_CALLOC(1, sizeof *w);
     if (!w) return AC_ERR_NOMEM;
     ac_model *v = &w->view;
@@ -104,9 +119,13 @@ static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
     if (kind == AC_PACK_DNNL && !(tmp = AC_ALIGNED_ALLOC(maxe * sizeof *tmp))) rc = AC_ERR_NOMEM;
     for (int i = 0; i < n && !rc; i++) {
         ac_mat *W = mats[i];
-        if (W->type == GGML_F32) continue;                 /* in place from the mapping */
+        if (W->pack != AC_PACK_NONE) continue; /* (listed twice: prepared once) */
+        if (W->type == GGML_F32) {
+            /* in place from the mapping, or once into the F32 task's panels */
+            if (f32_panels && (rc = ac_f32_panel_pack(W))) ac_err_prefix(rc, "preparing %s for the CPU", W->name);
+            continue;
+        }
         if (kind == AC_PACK_BF16 && W->n_in % 2) continue; /* stays on the f32 path */
-        if (W->pack != AC_PACK_NONE) continue;             /* (listed twice: prepared once) */
         rc = kind == AC_PACK_BF16  ? ac_bf16_pack(W)
              : kind == AC_PACK_F32P ? ac_f32_panel_pack(W)
              : kind == AC_PACK_F32  ? widen_f32(W)
@@ -114,6 +133,7 @@ static int weights_make(const ac_model *m, int kind, void *arg, void **out) {
         if (rc) ac_err_prefix(rc, "preparing %s for the CPU", W->name);
     }
     v->pack = kind;
+    v->f32_panels = f32_panels;
     v->fast_fallback = !m->params.f32_math && (kind == AC_PACK_F32 || kind == AC_PACK_F32P); /* fast asked, exact runs */
 done:
     free(tmp);
@@ -156,20 +176,54 @@ static int kind_wanted(const ac_model *m, int level, int gemm) {
     return f32_kind(gemm);
 }
 
+/* Whether contexts with layout `kind` and GEMM choice `gemm` copy m's F32 matrices (f32_bytes
+ * in all) into the own GEMM's panels (see the top of the file): 0 or 1 in *yes. */
+static int f32_panels_env(const char **e) {
+    *e = getenv("AC_F32_PANELS");
+    if (*e && **e && strcasecmp(*e, "auto") && strcasecmp(*e, "on") && strcasecmp(*e, "off") && strcmp(*e, "1") &&
+        strcmp(*e, "0"))
+        return ac_err(AC_ERR_ARG, "AC_F32_PANELS='%s': expected auto, on or off", *e);
+    return AC_OK;
+}
+
+static int f32_panels_wanted(int kind, int gemm, size_t f32_bytes, int *yes) {
+    const char *e;
+    *yes = 0;
+    if (f32_panels_env(&e)) return AC_ERR_ARG;
+    if (!f32_bytes || (kind != AC_PACK_F32P && kind != AC_PACK_BF16) || (gemm != AC_GEMM_AUTO && gemm != AC_GEMM_OWN))
+        return AC_OK; /* the own GEMM does not run them, or nothing to copy */
+    if (e && (!strcasecmp(e, "off") || !strcmp(e, "0"))) return AC_OK;
+    *yes = (e && (!strcasecmp(e, "on") || !strcmp(e, "1"))) || f32_bytes <= F32_PANELS_AUTO_MAX;
+    return AC_OK;
+}
+
 int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out) {
     *out = m;
+    const char *e;
+    if (f32_panels_env(&e)) return AC_ERR_ARG; /* (checked whatever the layout) */
     const int kind = kind_wanted(m, level, gemm);
-    int any = 0; /* a matrix the layout changes */
-    for (int il = 0; il < m->hp.n_layer && !any; il++) {
-        const ac_layer *L = &m->layers[il];
-        any = L->wq.type != GGML_F32 || L->wk.type != GGML_F32 || L->wv.type != GGML_F32 || L->wo.type != GGML_F32 ||
-              (L->w_gate.data && L->w_gate.type != GGML_F32) || L->w_up.type != GGML_F32 || L->w_down.type != GGML_F32;
+    if (kind == AC_PACK_NONE) return AC_OK; /* the model as loaded */
+    const int cap = AC_MODEL_MAX_MATS(m);
+    ac_mat **mats = AC_MALLOC((size_t)cap * sizeof *mats);
+    if (!mats) return AC_ERR_NOMEM;
+    /* (a cast for the listing only: nothing of m is changed) */
+    const int n = ac_model_mats((ac_model *)m, mats, cap);
+    int other = 0; /* a matrix that is not F32 (the layout changes it) */
+    size_t f32_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        if (mats[i]->type != GGML_F32) other = 1;
+        else f32_bytes += (size_t)mats[i]->n_out * mats[i]->n_in * sizeof(float);
     }
-    any = any || (m->has_output && m->output.type != GGML_F32) || (m->has_cls && m->cls.type != GGML_F32) ||
-          (m->has_cls_out && m->cls_out.type != GGML_F32);
-    if (kind == AC_PACK_NONE || !any) return AC_OK; /* the model as loaded */
+    free(mats);
+    int f32p, rc = f32_panels_wanted(kind, gemm, f32_bytes, &f32p);
+    if (rc) return rc;
+    if (!other && !f32p) return AC_OK; /* the model as loaded */
+    /* F32 matrices only, all copied to panels: the view is the F32P layout whatever was asked
+     * (the fast mode changes nothing for F32 weights: no bf16 inputs to make) */
+    const int vkind = other ? kind : AC_PACK_F32P;
     void *w = NULL;
-    int rc = ac_model_prepared(m, &cpu_weights_owner, kind, weights_make, NULL, weights_release, &w);
+    rc = ac_model_prepared(m, &cpu_weights_owner, vkind | (f32p ? PREP_F32_PANELS : 0), weights_make, NULL,
+                           weights_release, &w);
     if (rc) return rc;
     *out = &((cpu_weights *)w)->view;
     return AC_OK;
