@@ -974,7 +974,7 @@ static void check_prefix_backend(const char *name, ac_model *m, ac_ctx *cpu, ac_
         pfx_bufs cb;
         pfx_alloc(&cb, m, seqs, PF_NSEQ);
         cpu_rows cr = {&cb, 0};
-        ac_kv_hook kh = {&cr, cpu_rows_lookup, cpu_rows_insert, NULL};
+        ac_kv_hook kh = {&cr, cpu_rows_lookup, cpu_rows_insert, NULL, NULL};
         ac_ctx_set_kv_hook(cpu, &kh);
         o.hidden = hc, o.pooled = pc, o.logits = NULL;
         OK(ac_forward(cpu, seqs, PF_NSEQ, &o));

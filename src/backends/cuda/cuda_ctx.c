@@ -194,7 +194,7 @@ static int kv_begin(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, ac_cu
     for (int s = 0; s < n_seq; s++) {
         const int L = seqs[s].n_tokens;
         float *base = c->pkv + off * tok_floats;
-        ac_kv_rows kr = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd, L, 0};
+        ac_kv_rows kr = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd, L, 0, 0};
         int P = c->kv_hook.lookup ? c->kv_hook.lookup(c->kv_hook.user, seqs[s].tokens, &kr) : 0;
         kc->P[s] = P < 0 ? 0 : P > L - 1 ? L - 1 : P;
         kc->ld[s] = L, kc->kv[s] = kr.kv, kc->hid[s] = kr.hid;
