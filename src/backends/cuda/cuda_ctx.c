@@ -162,7 +162,10 @@ static int hook_record(void *user, int layer, int seq, const float *P, int n_hea
  * forward's layout; pinned memory here, so the backend's copies are DMAs overlapped with the
  * layers); the P rows it gives go to ac_cuda_forward as given rows (uploaded, not computed), which
  * writes the rows it computes back into the same buffers; after a successful call `insert` gets
- * every row. The tree itself stays in host memory. */
+ * every row. The tree itself stays in host memory. With the device prefix cache on (budget > 0) and a
+ * hook that has `match`: a sequence whose matched P tokens have a resident block (found, pinned for the
+ * call) is not looked up at all (pfx_res: no copy out of the tree, no upload; insert is told that rows
+ * [0, P) were not filled); every host-given prefix is made resident (pfx_keep). */
 typedef struct kv_call {
     int *P, *ld;      /* [n_seq] */
     float **kv, **hid; /* [n_seq] each sequence's rows in c->pkv */
