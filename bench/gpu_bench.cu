@@ -17,7 +17,8 @@
  *                       stage (A.V vs the fused kernel) and the Amdahl bound
  *                       (exact minus its attention core and Q/K projections).
  *   gpu_bench prefix    given prefix rows (the prefix K/V cache's seam): Llama-1B, only rows P..L-1
- *                       computed, beside the exact forward (bench_prefix below).
+ *                       computed, beside the exact forward, cold (uploaded) and warm (resident in
+ *                       the device prefix cache) (bench_prefix below).
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
  * readable table. usage: gpu_bench forward|attn|cache|av|prefix|all [repeats]
  *   (cache runs av after it: the A.V kernels alone, every variant, beside the fused kernel) */
@@ -376,10 +377,13 @@ static void bench_av(int reps) {
 /* The prefix K/V cache's seam on the GPU: Llama-1B bf16, each sequence's first P rows given (K/V of
  * every layer and final hidden states in host f32, as the prefix cache's lookup leaves them, in
  * pinned memory, uploaded one layer ahead), only rows P..L-1 computed, the computed rows copied
- * back; beside the exact forward of the same sequences in one run. ms = CUDA events of the main
- * stream (the uploads overlap it); wall = the whole call, copies included (the tree's own lookup
- * and insert copies are not: cuda_ctx.c's, timed by `attncache bench --gpu --prefix-cache`).
- * Bound = L / (L - P) (tokens over computed tokens). */
+ * back; beside the exact forward of the same sequences in one run. Each case twice: cold (the rows
+ * uploaded every call, as without the device prefix cache) and warm (every prefix resident in the
+ * device prefix cache: found before the call, nothing uploaded). ms = CUDA events of the main
+ * stream (the uploads overlap it); wall = the whole call, copies and the warm call's finds included
+ * (the tree's own lookup and insert copies are not: cuda_ctx.c's, timed by `attncache bench --gpu
+ * --prefix-cache`). Bound = L / (L - P) (tokens over computed tokens). Budget of the device prefix
+ * cache: AC_CUDA_PREFIX_CACHE_MB when set, else 2 GiB (the largest case keeps ~300 MB). */
 static void bench_prefix(int reps) {
     struct {
         int L, B, P;
@@ -388,8 +392,11 @@ static void bench_prefix(int reps) {
     ac_cuda_model *g = NULL;
     OK(ac_cuda_model_random(sh.arch, &sh.hp, AC_CUDA_BF16, 7, &g));
     const int NL = sh.hp.n_layer, KVD = sh.hp.n_head_kv * sh.hp.head_dim, D = sh.hp.n_embd;
-    printf("%6s %4s %6s %10s %10s %10s %10s %8s %8s %8s\n", "L", "B", "P", "exact ms", "exact wall", "prefix ms",
-           "pfx wall", "e2e ev", "e2e wall", "bound");
+    const char *env = getenv("AC_CUDA_PREFIX_CACHE_MB");
+    const size_t budget = env && *env ? (size_t)strtoull(env, NULL, 10) << 20 : (size_t)2 << 30;
+    printf("%6s %4s %6s %10s %10s %10s %10s %10s %10s %8s %8s %8s %8s %8s %10s %10s\n", "L", "B", "P", "exact ms",
+           "exact wall", "cold ms", "cold wall", "warm ms", "warm wall", "cold ev", "cold wl", "warm ev", "warm wl",
+           "bound", "cold MiB", "warm MiB");
     for (auto &c : cases) {
         const int T = c.L * c.B;
         std::vector<int32_t> tok(T);
@@ -411,11 +418,25 @@ static void bench_prefix(int reps) {
         po.pfx_P = P.data(), po.pfx_ld = ld.data(), po.pfx_kv = kvp.data(), po.pfx_hid = hidp.data();
         OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po)); /* every row written back: the rows to give */
         for (int b = 0; b < c.B; b++) P[b] = c.P;
-        std::vector<double> ev_e, wall_e, ev_p, wall_p;
+        OK(ac_cuda_set_prefix_cache(g, budget));
+        std::vector<unsigned char> res(c.B);
+        ac_cuda_opts pw = po; /* warm: resident (the keep call below made them so) */
+        pw.pfx_res = res.data(), pw.pfx_keep = 1;
+        ac_cuda_opts pk = po;
+        pk.pfx_keep = 1;
+        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &pk)); /* cold, made resident */
+        auto warm = [&]() {
+            for (int b = 0; b < c.B; b++) res[b] = (unsigned char)ac_cuda_prefix_cache_find(g, seqs[b].tokens, c.P);
+            return ac_cuda_forward(g, seqs.data(), c.B, &o, &pw);
+        };
+        std::vector<double> ev_e, wall_e, ev_p, wall_p, ev_w, wall_w;
         for (int i = 0; i < 2; i++) { /* warm-ups */
             OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
             OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po));
+            OK(warm());
         }
+        ac_cuda_prefix_stats st_c, st_w;
+        int n_res = 0;
         for (int i = 0; i < reps; i++) { /* alternating */
             double t0 = ac_now();
             OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
@@ -423,12 +444,28 @@ static void bench_prefix(int reps) {
             t0 = ac_now();
             OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po));
             wall_p.push_back((ac_now() - t0) * 1e3), ev_p.push_back(ac_cuda_last_ms(g));
+            ac_cuda_prefix_cache_stats(g, &st_c);
+            t0 = ac_now();
+            OK(warm());
+            wall_w.push_back((ac_now() - t0) * 1e3), ev_w.push_back(ac_cuda_last_ms(g));
+            ac_cuda_prefix_cache_stats(g, &st_w);
+            n_res = st_w.last_resident_hits;
         }
         const double me = median(ev_e), mwe = median(wall_e), mp = median(ev_p), mwp = median(wall_p);
-        printf("%6d %4d %6d %10.3f %10.3f %10.3f %10.3f %7.2fx %7.2fx %7.2fx\n", c.L, c.B, c.P, me, mwe, mp, mwp, me / mp,
-               mwe / mwp, (double)c.L / (c.L - c.P));
-        printf("RESULT prefix %d %d %d %.4f %.4f %.4f %.4f\n", c.L, c.B, c.P, me, mwe, mp, mwp);
+        const double mw = median(ev_w), mww = median(wall_w);
+        printf("%6d %4d %6d %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f %7.2fx %7.2fx %7.2fx %7.2fx %7.2fx %10.1f %10.1f\n",
+               c.L, c.B, c.P, me, mwe, mp, mwp, mw, mww, me / mp, mwe / mwp, me / mw, mwe / mww,
+               (double)c.L / (c.L - c.P), st_c.last_bytes_uploaded / 1048576.0, st_w.last_bytes_uploaded / 1048576.0);
+        printf("  device prefix cache: %d of %d sequences from blocks (warm); %llu hits, %llu misses, %llu blocks made "
+               "(%.1f MiB), %llu evicted, %d resident (%.1f MiB of %.1f)\n",
+               n_res, c.B, (unsigned long long)st_w.lru.hits, (unsigned long long)st_w.lru.misses,
+               (unsigned long long)st_w.lru.inserts, st_w.lru.bytes_inserted / 1048576.0,
+               (unsigned long long)st_w.lru.evictions, st_w.lru.entries, st_w.lru.resident / 1048576.0,
+               st_w.lru.budget / 1048576.0);
+        printf("RESULT prefix %d %d %d %.4f %.4f %.4f %.4f %.4f %.4f %zu %zu\n", c.L, c.B, c.P, me, mwe, mp, mwp, mw, mww,
+               st_c.last_bytes_uploaded, st_w.last_bytes_uploaded);
         fflush(stdout);
+        OK(ac_cuda_set_prefix_cache(g, 0)); /* the next case starts empty */
         for (int b = 0; b < c.B; b++) ac_cuda_host_free(kvp[b]), ac_cuda_host_free(hidp[b]);
     }
     ac_cuda_model_free(g);

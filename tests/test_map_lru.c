@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "backends/cuda/map_lru.h"
+#include "backends/cuda/prefix_key.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +273,87 @@ static void test_abort_call(void **state) {
     assert_int_equal(d.live, 0);
 }
 
+/* The device prefix cache's use (cuda_prefix_cache.cu): blocks keyed by ac_prefix_key(tokens, P) with
+ * P as the layer. Keys: equal for equal prefixes, different when one token, the length or the order
+ * differs, none equal among many random prefixes; peek neither counts nor drops, pins like find; a
+ * block found by the context's question survives the same call's inserts under a tiny budget. */
+static int cmp_key(const void *a, const void *b) {
+    const uint64_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : x[1] != y[1] ? (x[1] < y[1] ? -1 : 1) : 0;
+}
+static void test_prefix_keys(void **state) {
+    (void)state;
+    int32_t t[300], u[300];
+    uint64_t s = 88172645463325252ull;
+    for (int i = 0; i < 300; i++) s ^= s << 13, s ^= s >> 7, s ^= s << 17, t[i] = (int32_t)(s % 32000);
+    uint64_t k[2], k2[2];
+    ac_prefix_key(t, 200, k);
+    memcpy(u, t, sizeof u);
+    ac_prefix_key(u, 200, k2);
+    assert_true(k[0] == k2[0] && k[1] == k2[1]);
+    u[250] ^= 1; /* past P: the same key */
+    ac_prefix_key(u, 200, k2);
+    assert_true(k[0] == k2[0] && k[1] == k2[1]);
+    for (int pos = 0; pos < 200; pos += 37) { /* one token of the prefix: both words differ */
+        memcpy(u, t, sizeof u);
+        u[pos] += 1;
+        ac_prefix_key(u, 200, k2);
+        assert_true(k[0] != k2[0] && k[1] != k2[1]);
+    }
+    memcpy(u, t, sizeof u);
+    u[10] = t[11], u[11] = t[10]; /* order */
+    if (t[10] != t[11]) {
+        ac_prefix_key(u, 200, k2);
+        assert_true(k[0] != k2[0] || k[1] != k2[1]);
+    }
+    ac_prefix_key(t, 199, k2); /* length */
+    assert_true(k[0] != k2[0] && k[1] != k2[1]);
+    int32_t z[4] = {0, 0, 0, 0}; /* zero tokens: lengths still apart */
+    uint64_t kz[5][2];
+    for (int P = 0; P <= 4; P++) ac_prefix_key(z, P, kz[P]);
+    for (int a = 0; a <= 4; a++)
+        for (int b = a + 1; b <= 4; b++) assert_true(kz[a][0] != kz[b][0] && kz[a][1] != kz[b][1]);
+    enum { N = 20000 };
+    uint64_t(*all)[2] = malloc(N * sizeof *all);
+    assert_non_null(all);
+    for (int i = 0; i < N; i++) { /* every prefix of 100 random sequences, and 200 single-token edits */
+        const int seq = i / 200, P = 1 + i % 200;
+        int32_t v[200];
+        for (int j = 0; j < 200; j++) v[j] = (int32_t)((t[j] + seq * 7919) % 32000);
+        ac_prefix_key(v, P, all[i]);
+    }
+    qsort(all, N, sizeof *all, cmp_key);
+    for (int i = 1; i < N; i++) assert_true(all[i][0] != all[i - 1][0] || all[i][1] != all[i - 1][1]);
+    free(all);
+
+    dev d = {0};
+    ac_map_lru c;
+    ac_map_lru_init(&c, 3 * 1024, dev_alloc, dev_free, &d);
+    ac_map_lru_begin_call(&c);
+    ac_prefix_key(t, 100, k);
+    assert_null(ac_map_lru_find(&c, k[0], k[1], 100, 1024)); /* the context's question: a miss */
+    assert_null(ac_map_lru_peek(&c, k[0], k[1], 100, 1024)); /* the forward's: not counted */
+    void *a = ac_map_lru_insert(&c, k[0], k[1], 100, 1024);
+    assert_non_null(a);
+    assert_ptr_equal(ac_map_lru_peek(&c, k[0], k[1], 100, 1024), a); /* a second sequence with it: no new block */
+    ac_map_lru_stats st;
+    ac_map_lru_get_stats(&c, &st);
+    assert_int_equal(st.misses, 1), assert_int_equal(st.hits, 0), assert_int_equal(st.inserts, 1);
+    ac_map_lru_begin_call(&c);
+    assert_ptr_equal(ac_map_lru_find(&c, k[0], k[1], 100, 1024), a); /* next call: a device hit */
+    ac_prefix_key(t, 99, k2);
+    assert_null(ac_map_lru_peek(&c, k2[0], k2[1], 99, 1024)); /* another length: never a's */
+    assert_null(ac_map_lru_peek(&c, k[0], k[1], 100, 2048));  /* another size: never a's, and kept */
+    for (uint64_t i = 1; i <= 4; i++) /* fills past the budget: a is pinned, others go */
+        ac_map_lru_insert(&c, i, i, 7, 1024);
+    assert_ptr_equal(ac_map_lru_peek(&c, k[0], k[1], 100, 1024), a);
+    ac_map_lru_get_stats(&c, &st);
+    assert_int_equal(st.hits, 1), assert_int_equal(st.misses, 1);
+    assert_true(st.resident <= 3 * 1024);
+    ac_map_lru_clear(&c);
+    assert_int_equal(d.live, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repeat_and_budget),
@@ -279,6 +361,7 @@ int main(void) {
         cmocka_unit_test(test_stale_and_failures),
         cmocka_unit_test(test_random_vs_reference),
         cmocka_unit_test(test_abort_call),
+        cmocka_unit_test(test_prefix_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

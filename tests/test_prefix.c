@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "attncache.h"
+#include "forward/forward.h" /* ac_kv_hook: match, ac_kv_rows.unfilled */
 
 #include <math.h>
 #include <pthread.h>
@@ -727,11 +728,79 @@ static void test_bert_ignores(void **state) {
     teardown(&fs);
 }
 
+/* The hook's match (what a backend with device-resident prefixes asks first): the P lookup gives,
+ * without copying; count 0 changes no statistics, count 1 counts as a hit of P rows. insert with
+ * rows [0, unfilled) not filled: stores only past them, and nothing when the tree lacks them. */
+static void test_match(void **state) {
+    fixture *f = *state;
+    if (!f) skip();
+    const int V = f->info.n_vocab, L = 60, P = 37;
+    int32_t donor[40], a[60], other[60];
+    fill(donor, 40, V), fill(a, L, V), fill(other, L, V);
+    memcpy(a, donor, (size_t)P * sizeof(int32_t));
+    if (a[P] == donor[P]) a[P] = 3 + (a[P] - 3 + 1) % (V - 3);
+    other[0] = 3 + (donor[0] - 3 + 1) % (V - 3);
+    ac_ctx *c = new_ctx(f);
+    ac_prefix_cache *pc = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_kv_hook h;
+    assert_int_equal(ac_ctx_get_kv_hook(c, &h), 1);
+    assert_non_null(h.match);
+    assert_int_equal(h.match(h.user, a, L, 0), 0); /* empty tree */
+    ac_seq sd = {donor, 40}, sa = {a, L};
+    outs o1, o2;
+    run(c, f, &sd, 1, &o1); /* stores the donor */
+    ac_prefix_stats s0, s1, s2;
+    ac_prefix_get_stats(pc, &s0);
+    assert_int_equal(h.match(h.user, a, L, 0), P);
+    assert_int_equal(h.match(h.user, donor, 40, 0), 39);          /* a repeat: all but the last row */
+    assert_int_equal(h.match(h.user, donor, 10, 0), 0);           /* 9 < min_match 16 */
+    assert_int_equal(h.match(h.user, other, L, 0), 0);
+    assert_int_equal(h.match(h.user, a, 1, 0), 0);
+    ac_prefix_get_stats(pc, &s1);
+    assert_int_equal(s1.lookups, s0.lookups), assert_int_equal(s1.hits, s0.hits);
+    assert_int_equal(h.match(h.user, a, L, 1), P);
+    ac_prefix_get_stats(pc, &s2);
+    assert_int_equal(s2.lookups, s1.lookups + 1), assert_int_equal(s2.hits, s1.hits + 1);
+    assert_int_equal(s2.tokens_reused, s1.tokens_reused + P);
+    run(c, f, &sa, 1, &o2); /* lookup gives the same P */
+    ac_seq_plan plan;
+    assert_int_equal(ac_ctx_last_plan(c, 1, &plan), AC_OK);
+    assert_int_equal(plan.prefix_rows, P);
+    /* insert with unfilled rows: a sequence the tree lacks stores nothing */
+    ac_kv_hook hk = h;
+    ac_prefix_get_stats(pc, &s1);
+    const ac_model_info *mi = &f->info;
+    const int kd = mi->n_head_kv * mi->head_dim;
+    float *rows = calloc((size_t)L * ((size_t)mi->n_layer * 2 * kd + mi->n_embd), sizeof(float));
+    ac_kv_rows kr = {rows, rows + (size_t)mi->n_layer * 2 * L * kd, L, kd, mi->n_layer, mi->n_embd, L, 0, 20};
+    hk.insert(hk.user, other, &kr, 20);
+    ac_prefix_get_stats(pc, &s2);
+    assert_int_equal(s2.inserts, s1.inserts);
+    assert_int_equal(s2.insert_failed, s1.insert_failed + 1);
+    assert_int_equal(hk.match(hk.user, other, L, 0), 0);
+    /* one whose first rows are stored: the rows past them are */
+    int32_t b[60];
+    memcpy(b, a, sizeof b);
+    b[50] = 3 + (a[50] - 3 + 1) % (V - 3);
+    kr.unfilled = 50;
+    hk.insert(hk.user, b, &kr, 50);
+    ac_prefix_get_stats(pc, &s1);
+    assert_int_equal(s1.inserts, s2.inserts + 1);
+    assert_int_equal(s1.tokens_stored, s2.tokens_stored + (L - 50));
+    assert_int_equal(hk.match(hk.user, b, L, 0), L - 1);
+    free(rows);
+    outs_free(&o1), outs_free(&o2);
+    ac_ctx_free(c);
+    ac_prefix_cache_free(pc);
+}
+
 int main(void) {
     const struct CMUnitTest stories[] = {
         cmocka_unit_test(test_exact_P),     cmocka_unit_test(test_batch_mixed), cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_kept_rows),
-        cmocka_unit_test(test_two_threads), cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_two_threads), cmocka_unit_test(test_bad_args), cmocka_unit_test(test_match),
         cmocka_unit_test(test_with_map_cache), cmocka_unit_test(test_persist),
     };
     const struct CMUnitTest attnlm[] = {
@@ -740,6 +809,7 @@ int main(void) {
         cmocka_unit_test(test_kept_rows),
         cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_match),
         cmocka_unit_test(test_with_map_cache),
         cmocka_unit_test(test_persist),
     };

@@ -219,8 +219,9 @@ static void evict_to_budget(ac_prefix_cache *pc) {
 /* ---- the hook --------------------------------------------------------------------------------- */
 
 /* Longest stored prefix of tok[0, lim) at least min_match long: its length (0: none); with
- * rows, its rows are copied into them. Shared lock held. */
-static int walk(ac_prefix_cache *pc, const int32_t *tok, int lim, const ac_kv_rows *rows) {
+ * rows, its rows are copied into them; with rows or stamp, its nodes' last use is stamped. Shared
+ * lock held. */
+static int walk(ac_prefix_cache *pc, const int32_t *tok, int lim, const ac_kv_rows *rows, int stamp) {
     const pnode *nd = &pc->root;
     int pos = 0;
     while (pos < lim) {
@@ -232,8 +233,9 @@ static int walk(ac_prefix_cache *pc, const int32_t *tok, int lim, const ac_kv_ro
         if (rows) { /* (the context's rows below rows->valid hold these already) */
             const int skip = AC_MIN(m, AC_MAX(0, rows->valid - pos));
             if (skip < m) copy_rows(pc, rows->kv, rows->ld, pos + skip, k->rows, k->n, skip, m - skip);
-            atomic_store_explicit(&k->last_use, atomic_fetch_add(&pc->tick, 1) + 1, memory_order_relaxed);
         }
+        if (rows || stamp)
+            atomic_store_explicit(&k->last_use, atomic_fetch_add(&pc->tick, 1) + 1, memory_order_relaxed);
         pos += m;
         if (m < k->n) break;
         nd = k;
@@ -249,8 +251,8 @@ static int hook_lookup(void *user, const int32_t *tokens, const ac_kv_rows *rows
     int P = 0;
     if (rows->L >= 2 && rows->kvd == pc->kvd && rows->n_layer == pc->n_layer && rows->n_embd == pc->n_embd) {
         pthread_rwlock_rdlock(&pc->lock);
-        P = walk(pc, tokens, rows->L - 1, NULL);
-        if (P >= pc->p.min_match) walk(pc, tokens, P, rows);
+        P = walk(pc, tokens, rows->L - 1, NULL, 0);
+        if (P >= pc->p.min_match) walk(pc, tokens, P, rows, 1);
         else P = 0;
         pthread_rwlock_unlock(&pc->lock);
     }
@@ -260,6 +262,35 @@ static int hook_lookup(void *user, const int32_t *tokens, const ac_kv_rows *rows
     }
     atomic_fetch_add(&pc->computed, rows->L - P);
     atomic_fetch_add(&pc->ns_lookup, (int64_t)((ac_now() - t0) * 1e9));
+    return P;
+}
+
+/* The hook's match: lookup's P without copying; count: the caller serves the rows itself, so the
+ * walk counts (and stamps) as a lookup. */
+static int hook_match(void *user, const int32_t *tokens, int L, int count) {
+    prefix_att *a = user;
+    ac_prefix_cache *pc = a->pc;
+    const double t0 = count ? ac_now() : 0;
+    int P = 0;
+    if (L >= 2 && tokens) {
+        pthread_rwlock_rdlock(&pc->lock);
+        P = walk(pc, tokens, L - 1, NULL, 0);
+        if (P >= pc->p.min_match) {
+            if (count) walk(pc, tokens, P, NULL, 1);
+        } else {
+            P = 0;
+        }
+        pthread_rwlock_unlock(&pc->lock);
+    }
+    if (count) {
+        atomic_fetch_add(&pc->lookups, 1);
+        if (P) {
+            atomic_fetch_add(&pc->hits, 1);
+            atomic_fetch_add(&pc->reused, P);
+        }
+        atomic_fetch_add(&pc->computed, L - P);
+        atomic_fetch_add(&pc->ns_lookup, (int64_t)((ac_now() - t0) * 1e9));
+    }
     return P;
 }
 
@@ -277,6 +308,10 @@ static void hook_insert(void *user, const int32_t *tokens, const ac_kv_rows *row
     while (pos < L) {
         pnode *k = find_kid(nd, tokens[pos]);
         if (!k) {
+            if (pos < rows->unfilled) { /* rows the caller did not fill (device-resident): never stored */
+                failed = 1;
+                break;
+            }
             if ((int64_t)node_bytes(pc, L - pos, 0) > pc->p.max_bytes || /* could never fit */
                 !(k = node_new(pc, tokens, pos, L - pos, rows->kv, rows->ld))) {
                 failed = 1;
@@ -604,7 +639,7 @@ int ac_ctx_attach_prefix(ac_ctx *ctx, ac_prefix_cache *pc) {
     if (pc->atts) pc->atts->prev = a;
     pc->atts = a;
     pthread_mutex_unlock(&pc->att_mu);
-    ac_kv_hook h = {a, hook_lookup, hook_insert, hook_release};
+    ac_kv_hook h = {a, hook_lookup, hook_insert, hook_release, hook_match};
     ac_ctx_set_kv_hook(ctx, &h); /* releases a previous attachment */
     return AC_OK;
 }

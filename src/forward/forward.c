@@ -527,7 +527,7 @@ static ac_kv_rows seq_rows(const ac_ctx *c, const fwd_plan *pl, int s) {
     const int L = pl->seqs[s].n_tokens, kvd = hp->n_head_kv * hp->head_dim;
     const int ld = pl->keep ? c->pkv_ld : L;
     float *base = c->pkv + (size_t)pl->off_full[s] * pl->tok_floats;
-    ac_kv_rows r = {base, base + (size_t)hp->n_layer * 2 * ld * kvd, L, kvd, hp->n_layer, hp->n_embd, ld, 0};
+    ac_kv_rows r = {base, base + (size_t)hp->n_layer * 2 * ld * kvd, L, kvd, hp->n_layer, hp->n_embd, ld, 0, 0};
     return r;
 }
 

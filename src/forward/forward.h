@@ -209,6 +209,9 @@ typedef struct ac_kv_rows {
     int valid;  /* rows [0, valid) already hold this sequence's K/V and hidden states (the
                    context kept them from its previous call, which began with the same
                    tokens): lookup need not copy them                                      */
+    int unfilled; /* (insert) rows [0, unfilled) were NOT filled: the backend had them in
+                   device memory (match said P, lookup was not called); insert stores none
+                   of them (if the hook no longer holds them, it stores nothing)          */
 } ac_kv_rows;
 
 typedef struct ac_kv_hook {
@@ -221,6 +224,13 @@ typedef struct ac_kv_hook {
     void (*insert)(void *user, const int32_t *tokens, const ac_kv_rows *rows, int P);
     /* The context gives the hook up (replaced, or ac_ctx_free): as ac_attn_hook.release. */
     void (*release)(void *user);
+    /* Optional (NULL: none). The P that lookup would return for these L tokens, copying nothing
+     * (a backend that keeps hot prefixes in device memory asks this first, then checks its own
+     * copy of tokens[0, P)). count = 0: only a question (no statistics, no last-use stamps);
+     * count = 1: the caller serves those P rows itself (lookup will not be called): counted and
+     * stamped as a lookup that gave P rows. Same thread-safety as lookup. The CPU forward never
+     * calls it. */
+    int (*match)(void *user, const int32_t *tokens, int L, int count);
 } ac_kv_hook;
 
 /* Install (a copy of) a prefix hook; NULL removes it. The replaced one is released. */

@@ -1007,7 +1007,7 @@ static void check_prefix_backend(const char *name, ac_model *m, ac_ctx *cpu, ac_
         pfx_bufs cb;
         pfx_alloc(&cb, m, seqs, PF_NSEQ);
         cpu_rows cr = {&cb, 0};
-        ac_kv_hook kh = {&cr, cpu_rows_lookup, cpu_rows_insert, NULL};
+        ac_kv_hook kh = {&cr, cpu_rows_lookup, cpu_rows_insert, NULL, NULL};
         ac_ctx_set_kv_hook(cpu, &kh);
         o.hidden = hc, o.pooled = pc, o.logits = NULL;
         OK(ac_forward(cpu, seqs, PF_NSEQ, &o));
@@ -1287,6 +1287,268 @@ static void check_label_scoring(const char *name, ac_model *m, ac_ctx *cpu) {
     free(hid), free(lg), free(lh), free(rows);
 }
 
+/* ---- the device prefix cache (cuda_prefix_cache.cu) ----------------------------------------------
+ * One call as the context makes it: every sequence whose P rows are resident (find) flagged pfx_res,
+ * its host rows left NaN (read, they would show); the others given from the donor's sequence 0. */
+static int pres_call(ac_cuda_model *g, const ac_model *m, const ac_seq *seqs, int n, const int *give,
+                     const pfx_bufs *donor, ac_outputs *o, pfx_bufs *pb, unsigned char *res, int keep) {
+    pfx_alloc(pb, m, seqs, n);
+    for (int s = 0; s < n; s++) {
+        res[s] = give[s] > 0 && ac_cuda_prefix_cache_find(g, seqs[s].tokens, give[s]);
+        if (res[s]) pb->P[s] = give[s];
+        else pfx_give(pb, s, give[s], donor, 0);
+    }
+    ac_cuda_opts opts;
+    pfx_opts(pb, &opts);
+    opts.pfx_res = res, opts.pfx_keep = keep;
+    return ac_cuda_forward(g, seqs, n, o, &opts);
+}
+
+static int same_bits(const float *a, const float *b, size_t n) { return !memcmp(a, b, n * sizeof(float)); }
+
+/* rows [P, L) of every sequence, bitwise */
+static int same_rows(const pfx_bufs *a, const pfx_bufs *b) {
+    int ok = 1;
+    for (int s = 0; s < a->n; s++) {
+        const int P = a->P[s], L = a->ld[s];
+        for (int l = 0; l < 2 * a->NL; l++)
+            ok &= same_bits(a->kv[s] + ((size_t)l * L + P) * a->KVD, b->kv[s] + ((size_t)l * L + P) * a->KVD,
+                            (size_t)(L - P) * a->KVD);
+        ok &= same_bits(a->hid[s] + (size_t)P * a->D, b->hid[s] + (size_t)P * a->D, (size_t)(L - P) * a->D);
+    }
+    return ok;
+}
+
+/* At the backend's level, in one precision: given prefixes made resident (pfx_keep), then the same batch
+ * again with every prefix resident: nothing uploaded, outputs and rows written back bitwise the same,
+ * the host rows never read; a sequence flagged resident that is not refused; a budget of about one
+ * block, two batches in turn: blocks evicted, every call bitwise as its first. */
+static void check_prefix_resident(const char *name, ac_model *m, ac_cuda_model *g, int f32) {
+    const int D = m->hp.n_embd, V = m->hp.n_vocab, NL = m->hp.n_layer, KVD = m->hp.n_head_kv * m->hp.head_dim;
+    const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256, Lh = maxL / 2;
+    const char *pr = f32 ? "f32" : "bf16";
+    /* P: Lh (sequence 0's own head), 0, Lh/2 of it, Lh again (the same block in one call), 0, 37 */
+    const int lens[PF_NSEQ] = {Lh + maxL / 4, 33, Lh / 2 + 15, Lh + 1, 1, maxL};
+    const int give[PF_NSEQ] = {Lh, 0, Lh / 2, Lh, 0, 37 < Lh ? 37 : Lh / 3};
+    int T = 0;
+    for (int s = 0; s < PF_NSEQ; s++) T += lens[s];
+    int32_t *tok = malloc((size_t)T * 4);
+    ac_seq seqs[PF_NSEQ];
+    for (int s = 0, o = 0; s < PF_NSEQ; o += lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
+        for (int i = 0; i < lens[s]; i++) tok[o + i] = s > 0 && i < give[s] ? tok[i] : 3 + rnd_int(V - 3);
+    }
+    float *h[3], *pm[3], *lg[3];
+    for (int k = 0; k < 3; k++)
+        h[k] = malloc((size_t)T * D * 4), pm[k] = malloc((size_t)PF_NSEQ * D * 4), lg[k] = malloc((size_t)PF_NSEQ * V * 4);
+    ac_outputs o = {0};
+    o.pooling = AC_POOL_MEAN, o.normalize = 1; /* the mean reads the given rows' hidden states */
+    pfx_bufs donor, pa, pb;
+    pfx_alloc(&donor, m, seqs, PF_NSEQ);
+    ac_cuda_opts opts;
+    pfx_opts(&donor, &opts);
+    o.hidden = h[0], o.pooled = pm[0], o.logits = lg[0];
+    OK(ac_cuda_forward(g, seqs, PF_NSEQ, &o, &opts)); /* the donor: every row written back */
+    OK(ac_cuda_set_prefix_cache(g, (size_t)256 << 20));
+    ac_cuda_prefix_stats s0, s1, s2;
+    ac_cuda_prefix_cache_stats(g, &s0);
+    unsigned char res[PF_NSEQ];
+    o.hidden = h[1], o.pooled = pm[1], o.logits = lg[1];
+    OK(pres_call(g, m, seqs, PF_NSEQ, give, &donor, &o, &pa, res, 1)); /* cold: uploaded, made resident */
+    ac_cuda_prefix_cache_stats(g, &s1);
+    int nres = 0;
+    for (int s = 0; s < PF_NSEQ; s++) nres += res[s];
+    o.hidden = h[2], o.pooled = pm[2], o.logits = lg[2];
+    OK(pres_call(g, m, seqs, PF_NSEQ, give, &donor, &o, &pb, res, 1)); /* warm: every prefix resident */
+    ac_cuda_prefix_cache_stats(g, &s2);
+    int all_res = 1;
+    for (int s = 0; s < PF_NSEQ; s++) all_res &= res[s] == (give[s] > 0);
+    const int bits = same_bits(h[2], h[1], (size_t)T * D) && same_bits(pm[2], pm[1], (size_t)PF_NSEQ * D) &&
+                     same_bits(lg[2], lg[1], (size_t)PF_NSEQ * V) && same_rows(&pa, &pb);
+    const double eh = rel_err(h[1], h[0], (size_t)T * D), el = rel_err(lg[1], lg[0], (size_t)PF_NSEQ * V);
+    printf("  %s %s device prefix cache: cold %zu bytes up, %d from blocks, %llu blocks made (%llu B); warm %zu bytes "
+           "up, %d from blocks, %llu hits; warm == cold bitwise: %s; cold vs the donor hidden %.2e logits %.2e\n",
+           name, pr, s1.last_bytes_uploaded, s1.last_resident_hits, (unsigned long long)(s1.lru.inserts - s0.lru.inserts),
+           (unsigned long long)(s1.lru.bytes_inserted - s0.lru.bytes_inserted), s2.last_bytes_uploaded,
+           s2.last_resident_hits, (unsigned long long)(s2.lru.hits - s1.lru.hits), bits ? "yes" : "NO", eh, el);
+    const double tol = f32 ? 1e-5 : 2e-2;
+    CHECK(nres == 0 && s1.last_bytes_uploaded > 0 && s1.lru.inserts - s0.lru.inserts == 3 && s1.last_resident_hits == 1,
+          "%s %s device prefix cache, cold: 3 blocks made (P = Lh, Lh/2, 37), the repeated one served from its block",
+          name, pr);
+    CHECK(all_finite(h[1], (size_t)T * D) && eh < tol && el < tol, "%s %s device prefix cache, cold: outputs", name, pr);
+    CHECK(all_res && s2.last_bytes_uploaded == 0 && s2.last_resident_hits == 4 && s2.lru.hits - s1.lru.hits == 4,
+          "%s %s device prefix cache, warm: every prefix resident, 0 bytes uploaded", name, pr);
+    CHECK(bits, "%s %s device prefix cache, warm: outputs and rows written back bitwise as cold", name, pr);
+    pfx_free(&pa), pfx_free(&pb);
+    /* flagged resident without being so: refused, nothing else touched */
+    {
+        pfx_alloc(&pb, m, seqs, PF_NSEQ);
+        pfx_opts(&pb, &opts);
+        unsigned char r2[PF_NSEQ] = {0};
+        pb.P[2] = give[2] + 1, r2[2] = 1; /* (P = Lh/2 + 1: never made) */
+        opts.pfx_res = r2;
+        CHECK(ac_cuda_forward(g, seqs, PF_NSEQ, &o, &opts) == AC_ERR_ARG && strstr(ac_last_error(), "not resident"),
+              "%s %s device prefix cache: a prefix flagged resident that is not refused: %s", name, pr, ac_last_error());
+        pfx_free(&pb);
+    }
+    /* about one block of P = Lh: batches X (P = Lh) and Y (P = Lh/2) in turn evict each other */
+    const size_t es = f32 ? 4 : 2, blk = (((size_t)NL * 2 * Lh * KVD * es + 255) & ~(size_t)255) + (size_t)Lh * D * 4;
+    OK(ac_cuda_set_prefix_cache(g, blk + blk / 5));
+    ac_cuda_prefix_cache_stats(g, &s1);
+    float *hx[2], *hy[2];
+    int ev_ok = 1, within = 1;
+    for (int it = 0; it < 3; it++) {
+        for (int b = 0; b < 2; b++) {
+            const int s = b ? 2 : 0;
+            float *hh = malloc((size_t)lens[s] * D * 4);
+            ac_outputs ox = {0};
+            ox.hidden = hh;
+            unsigned char r1;
+            OK(pres_call(g, m, &seqs[s], 1, &give[s], &donor, &ox, &pb, &r1, 1));
+            pfx_free(&pb);
+            ac_cuda_prefix_cache_stats(g, &s2);
+            within &= s2.lru.resident <= blk + blk / 5;
+            float **keep = b ? hy : hx;
+            if (!it) keep[0] = hh;
+            else {
+                ev_ok &= same_bits(hh, keep[0], (size_t)lens[s] * D);
+                free(hh);
+            }
+        }
+    }
+    ac_cuda_prefix_cache_stats(g, &s2);
+    printf("  %s %s device prefix cache, budget of ~1 block: %llu evictions, %llu refused, resident %zu of %zu\n", name,
+           pr, (unsigned long long)(s2.lru.evictions - s1.lru.evictions),
+           (unsigned long long)(s2.lru.refused - s1.lru.refused), s2.lru.resident, s2.lru.budget);
+    CHECK(s2.lru.evictions - s1.lru.evictions >= 4 && within && ev_ok,
+          "%s %s device prefix cache under a budget of one block: evicts, stays within it, outputs bitwise unchanged",
+          name, pr);
+    free(hx[0]), free(hy[0]);
+    OK(ac_cuda_set_prefix_cache(g, 0)); /* off: nothing resident, the backend as before */
+    ac_cuda_prefix_cache_stats(g, &s2);
+    CHECK(s2.lru.resident == 0 && s2.lru.entries == 0 && !ac_cuda_prefix_cache_find(g, seqs[0].tokens, give[0]),
+          "%s %s device prefix cache off: nothing resident", name, pr);
+    pfx_free(&donor);
+    for (int k = 0; k < 3; k++) free(h[k]), free(pm[k]), free(lg[k]);
+    free(tok);
+}
+
+/* Through the public API (ac_prefix_cache on a cuda context, bf16): a batch stored, repeated twice (the
+ * first repeat's prefixes come from the tree and are made resident, the second's from the device: 0
+ * bytes uploaded, outputs bitwise as the first repeat; two sequences of the same length, different
+ * tokens, each its own block); a mixed batch (a device hit, a host hit, a miss, one token); a device hit
+ * whose new rows go into the tree (rows below the hit never copied) and a later host hit over them. */
+static void check_prefix_device_api(const char *name, ac_model *m) {
+    const int D = m->hp.n_embd, V = m->hp.n_vocab;
+    const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256, Lh = maxL / 2;
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    ac_ctx *gpu, *ref;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    OK(ac_ctx_new(m, &gp, &ref)); /* no prefix cache */
+    OK(ac_cuda_set_prefix_cache(gpu->be, (size_t)256 << 20));
+    enum { NB = 5, NM = 4 };
+    int32_t a[NB][256], mx[NM][256];
+    const int la[NB] = {Lh + 20, Lh + 20, 30, Lh / 2 + 5, 1};
+    for (int s = 0; s < NB; s++)
+        for (int i = 0; i < la[s]; i++) a[s][i] = 3 + rnd_int(V - 3);
+    a[1][0] = 3 + (a[0][0] - 3 + 1) % (V - 3); /* same length as 0, apart from its first token */
+    ac_seq sa[NB];
+    int T = 0;
+    for (int s = 0; s < NB; s++) sa[s] = (ac_seq){a[s], la[s]}, T += la[s];
+    float *h[3], *lg[3];
+    for (int k = 0; k < 3; k++) h[k] = malloc((size_t)(T + 4 * maxL) * D * 4), lg[k] = malloc((size_t)NB * V * 4);
+    ac_outputs o = {0};
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pc;
+    OK(ac_prefix_cache_new(m, &pp, &pc));
+    OK(ac_ctx_attach_prefix(gpu, pc));
+    o.hidden = h[0], o.logits = lg[0];
+    OK(ac_forward(ref, sa, NB, &o));
+    OK(ac_forward(gpu, sa, NB, &o)); /* stores them */
+    ac_cuda_prefix_stats d1, d2;
+    ac_prefix_stats t1, t2;
+    o.hidden = h[1], o.logits = lg[1];
+    OK(ac_forward(gpu, sa, NB, &o)); /* P = L - 1 from the tree; made resident */
+    ac_cuda_prefix_cache_stats(gpu->be, &d1);
+    ac_prefix_get_stats(pc, &t1);
+    o.hidden = h[2], o.logits = lg[2];
+    OK(ac_forward(gpu, sa, NB, &o)); /* from the device */
+    ac_cuda_prefix_cache_stats(gpu->be, &d2);
+    ac_prefix_get_stats(pc, &t2);
+    ac_seq_plan plan[NB];
+    OK(ac_ctx_last_plan(gpu, NB, plan));
+    int plan_ok = 1;
+    for (int s = 0; s < NB; s++) plan_ok &= plan[s].prefix_rows == (la[s] > 1 ? la[s] - 1 : 0);
+    const int bits = same_bits(h[2], h[1], (size_t)T * D) && same_bits(lg[2], lg[1], (size_t)NB * V);
+    const double eh = rel_err(h[2], h[0], (size_t)T * D), el = rel_err(lg[2], lg[0], (size_t)NB * V);
+    printf("  %s device prefix cache via the API: repeat 1 %zu bytes up, %d from blocks; repeat 2 %zu bytes up, %d "
+           "from blocks (tree hits +%lld); bitwise equal: %s; vs no cache hidden %.2e logits %.2e\n",
+           name, d1.last_bytes_uploaded, d1.last_resident_hits, d2.last_bytes_uploaded, d2.last_resident_hits,
+           (long long)(t2.hits - t1.hits), bits ? "yes" : "NO", eh, el);
+    CHECK(d1.last_bytes_uploaded > 0 && d1.last_resident_hits == 0 && d2.last_bytes_uploaded == 0 &&
+              d2.last_resident_hits == NB - 1 && t2.hits - t1.hits == NB - 1 && plan_ok,
+          "%s device prefix cache via the API: the second repeat uploads nothing, hits counted by the tree", name);
+    CHECK(bits && eh < 2e-2 && el < 2e-2, "%s device prefix cache via the API: outputs bitwise as the first repeat, "
+                                          "near the GPU without the cache (same-length prefixes kept apart)", name);
+    /* mixed: a device hit (a[0] again), a host hit (a[0]'s first Lh tokens, a new tail), a miss, one token */
+    const int lm[NM] = {la[0], Lh + 15, 25, 1};
+    memcpy(mx[0], a[0], (size_t)la[0] * 4);
+    for (int i = 0; i < lm[1]; i++) mx[1][i] = i < Lh ? a[0][i] : 3 + rnd_int(V - 3);
+    if (mx[1][Lh] == a[0][Lh]) mx[1][Lh] = 3 + (mx[1][Lh] - 3 + 1) % (V - 3);
+    for (int i = 0; i < lm[2]; i++) mx[2][i] = 3 + rnd_int(V - 3);
+    mx[2][0] = 3 + (a[0][0] - 3 + 2) % (V - 3);
+    if (mx[2][0] == a[1][0] || mx[2][0] == a[2][0] || mx[2][0] == a[3][0]) mx[2][0] = 3 + (mx[2][0] - 3 + 5) % (V - 3);
+    mx[3][0] = 7;
+    ac_seq sm[NM];
+    int Tm = 0;
+    for (int s = 0; s < NM; s++) sm[s] = (ac_seq){mx[s], lm[s]}, Tm += lm[s];
+    o.hidden = h[0], o.logits = lg[0];
+    OK(ac_forward(ref, sm, NM, &o));
+    o.hidden = h[1], o.logits = lg[1];
+    ac_cuda_prefix_cache_stats(gpu->be, &d1);
+    OK(ac_forward(gpu, sm, NM, &o));
+    ac_cuda_prefix_cache_stats(gpu->be, &d2);
+    OK(ac_ctx_last_plan(gpu, NM, plan));
+    const int wantm[NM] = {la[0] - 1, Lh, 0, 0};
+    plan_ok = 1;
+    for (int s = 0; s < NM; s++) plan_ok &= plan[s].prefix_rows == wantm[s];
+    double ehm = rel_err(h[1], h[0], (size_t)Tm * D), elm = rel_err(lg[1], lg[0], (size_t)NM * V);
+    printf("  %s device prefix cache, mixed batch (P %d %d %d %d): %d from blocks, %llu made; vs no cache hidden %.2e "
+           "logits %.2e\n", name, plan[0].prefix_rows, plan[1].prefix_rows, plan[2].prefix_rows, plan[3].prefix_rows,
+           d2.last_resident_hits, (unsigned long long)(d2.lru.inserts - d1.lru.inserts), ehm, elm);
+    CHECK(plan_ok && d2.last_resident_hits == 1 && d2.lru.inserts - d1.lru.inserts == 1 && ehm < 2e-2 && elm < 2e-2,
+          "%s device prefix cache, mixed batch: device hit, host hit, miss, one token", name);
+    /* a device hit (a[0]'s first Lh tokens are resident now) with a new tail: the tail goes into the tree;
+       then that sequence continued: a host hit over the tail's rows */
+    int32_t c[256];
+    const int lc = Lh + 30 < maxL ? Lh + 30 : maxL - 10, lc2 = lc + 8;
+    for (int i = 0; i < lc2; i++) c[i] = i < Lh ? a[0][i] : 3 + rnd_int(V - 3);
+    if (c[Lh] == a[0][Lh] || c[Lh] == mx[1][Lh]) c[Lh] = 3 + (c[Lh] - 3 + 7) % (V - 3);
+    ac_seq sc = {c, lc}, sc2 = {c, lc2};
+    OK(ac_forward(gpu, &sc, 1, &o));
+    ac_cuda_prefix_cache_stats(gpu->be, &d1);
+    OK(ac_ctx_last_plan(gpu, 1, plan));
+    const int p1 = plan[0].prefix_rows;
+    o.hidden = h[0], o.logits = lg[0];
+    OK(ac_forward(ref, &sc2, 1, &o));
+    o.hidden = h[1], o.logits = lg[1];
+    OK(ac_forward(gpu, &sc2, 1, &o));
+    ac_cuda_prefix_cache_stats(gpu->be, &d2);
+    OK(ac_ctx_last_plan(gpu, 1, plan));
+    ehm = rel_err(h[1], h[0], (size_t)lc2 * D), elm = rel_err(lg[1], lg[0], (size_t)V);
+    printf("  %s device prefix cache, a device hit's tail stored: P %d (from a block: %d), then P %d from the tree: vs no "
+           "cache hidden %.2e logits %.2e\n", name, p1, d1.last_resident_hits, plan[0].prefix_rows, ehm, elm);
+    CHECK(p1 == Lh && d1.last_resident_hits == 1 && plan[0].prefix_rows == lc && d2.last_resident_hits == 0 &&
+              ehm < 2e-2 && elm < 2e-2,
+          "%s device prefix cache: a device hit's new rows stored in the tree, reused right", name);
+    ac_ctx_attach_prefix(gpu, NULL);
+    ac_prefix_cache_free(pc);
+    ac_ctx_free(gpu), ac_ctx_free(ref);
+    for (int k = 0; k < 3; k++) free(h[k]), free(lg[k]);
+}
+
 static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
                          const char *tsv) {
     if (!m->hp.causal) { /* bidirectional: no prefix rows */
@@ -1307,6 +1569,9 @@ static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
     check_prefix_backend(name, m, cpu, g32, 1);
     check_prefix_backend(name, m, cpu, gbf, 0);
     check_prefix_api(name, m, cpu);
+    check_prefix_resident(name, m, g32, 1);
+    check_prefix_resident(name, m, gbf, 0);
+    check_prefix_device_api(name, m);
     if (tsv) check_greedy_prefix(m, g32, tsv);
     if (tsv) check_label_scoring(name, m, cpu); /* (stories260K: the one decoder here with a tokenizer) */
 }

@@ -223,6 +223,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     free(g->ev_up);
     if (g->st_up) cudaStreamDestroy(g->st_up);
     free(g->h_P);
+    ac_cu_pcache_free(g); /* (before pfx_free: synchronises st_pu) */
     pfx_free(g);
     cudaFree(g->tok), cudaFree(g->pos), cudaFree(g->type0), cudaFree(g->en_w), cudaFree(g->en_b);
     cudaFree(g->out_norm), cudaFree(g->output), cudaFree(g->cls), cudaFree(g->cls_out), cudaFree(g->cls_b);
@@ -661,24 +662,55 @@ static int pfx_reserve(ac_cuda_model *g, int Tn) {
     return AC_OK;
 }
 
-/* Layer il's given K, V rows: copied (f32) to the device on st_pu, converted there in the bf16 mode. */
+/* Layer il's given K, V rows: copied (f32) to the device on st_pu, converted there in the bf16 mode.
+ * With the device prefix cache (pc_how): rows of resident prefixes are copied from their blocks (device
+ * to device, in the slab's type) instead; rows uploaded for a new block are copied into it once
+ * converted. All on st_pu, in this order: host rows up, conversion (which also writes garbage over the
+ * resident sequences' rows of the bf16 slab: the ring slot holds nothing for them), new blocks filled
+ * from the slab, resident rows into the slab. */
 static int pfx_stage(ac_cuda_model *g, int il, int n_seq) {
     if (!g->pfx_any || il >= g->hp.n_layer) return AC_OK;
     const ac_cuda_opts *o = g->pfx_o;
     const int KVD = g->KVD, f32 = g->prec == AC_CUDA_F32;
-    const size_t half = (size_t)g->pfx_tot * KVD, slab = 2 * half;
+    const size_t half = (size_t)g->pfx_tot * KVD, slab = 2 * half, es = ac_cu_tsize(g->prec);
     float *up = g->d_pup + (f32 ? (size_t)il : (size_t)(il & 1)) * slab; /* [2][pfx_tot][KVD] */
+    /* the slab the attention reads: T [2][pfx_tot][KVD] */
+    unsigned char *dst = f32 ? (unsigned char *)up : (unsigned char *)g->d_pkv + (size_t)il * slab * 2;
+    int host = 0;
     for (int s = 0; s < n_seq; s++) {
         const int P = o->pfx_P[s];
-        if (!P) continue;
+        if (!P || (g->pc_act && g->pc_how[s] == 1)) continue;
         const size_t ld = (size_t)o->pfx_ld[s], bytes = (size_t)P * KVD * 4;
         const float *K = o->pfx_kv[s] + (size_t)2 * il * ld * KVD, *V = K + ld * KVD; /* rows [0, P) of each */
         float *dk = up + (size_t)g->h_pcu[s] * KVD;
         AC_CU(cudaMemcpyAsync(dk, K, bytes, cudaMemcpyHostToDevice, g->st_pu));
         AC_CU(cudaMemcpyAsync(dk + half, V, bytes, cudaMemcpyHostToDevice, g->st_pu));
+        g->pc_up_last += 2 * bytes;
+        host = 1;
     }
     int rc;
-    if (!f32) TRY(ac_cu_convert<bf16>((bf16 *)g->d_pkv + (size_t)il * slab, up, slab, g->st_pu));
+    if (!f32 && host) TRY(ac_cu_convert<bf16>((bf16 *)g->d_pkv + (size_t)il * slab, up, slab, g->st_pu));
+    for (int pass = 2; g->pc_act && pass >= 1; pass--) /* new blocks filled first, then resident rows read */
+        for (int s = 0; s < n_seq; s++) {
+            if (g->pc_how[s] != pass) continue;
+            const int P = o->pfx_P[s];
+            const size_t n = (size_t)P * KVD * es;                            /* bytes of P rows of K (or V) */
+            unsigned char *bk = (unsigned char *)g->pc_blk[s] + (size_t)2 * il * n; /* layer il's K; V at + n */
+            unsigned char *sk = dst + (size_t)g->h_pcu[s] * KVD * es, *sv = sk + half * es;
+            if (pass == 2) {
+                AC_CU(cudaMemcpyAsync(bk, sk, n, cudaMemcpyDeviceToDevice, g->st_pu));
+                AC_CU(cudaMemcpyAsync(bk + n, sv, n, cudaMemcpyDeviceToDevice, g->st_pu));
+                if (il == 0) { /* and the final hidden rows, once */
+                    const size_t hb = (size_t)P * g->D * 4;
+                    AC_CU(cudaMemcpyAsync((unsigned char *)g->pc_blk[s] + ac_cu_pcache_hid_off(g, P), o->pfx_hid[s], hb,
+                                          cudaMemcpyHostToDevice, g->st_pu));
+                    g->pc_up_last += hb;
+                }
+            } else {
+                AC_CU(cudaMemcpyAsync(sk, bk, n, cudaMemcpyDeviceToDevice, g->st_pu));
+                AC_CU(cudaMemcpyAsync(sv, bk + n, n, cudaMemcpyDeviceToDevice, g->st_pu));
+            }
+        }
     AC_CU(cudaEventRecord(g->ev_pf[il], g->st_pu));
     return AC_OK;
 }
@@ -721,10 +753,18 @@ static int pfx_hidden_back(ac_cuda_model *g, int n_seq, const float *h) {
 static int pfx_hidden_full(ac_cuda_model *g, int n_seq, const float *h) {
     const ac_cuda_opts *o = g->pfx_o;
     const int D = g->D;
-    for (int s = 0; s < n_seq; s++)
-        if (o->pfx_P[s])
-            AC_CU(cudaMemcpyAsync(g->d_ph + (size_t)g->h_pcu[s] * D, o->pfx_hid[s], (size_t)o->pfx_P[s] * D * 4,
-                                  cudaMemcpyHostToDevice, g->st_pu));
+    for (int s = 0; s < n_seq; s++) {
+        const int P = o->pfx_P[s];
+        if (!P) continue;
+        float *d = g->d_ph + (size_t)g->h_pcu[s] * D;
+        if (g->pc_act && g->pc_how[s]) /* a block's hidden rows (filled at layer 0's stage, same stream) */
+            AC_CU(cudaMemcpyAsync(d, (const unsigned char *)g->pc_blk[s] + ac_cu_pcache_hid_off(g, P), (size_t)P * D * 4,
+                                  cudaMemcpyDeviceToDevice, g->st_pu));
+        else {
+            AC_CU(cudaMemcpyAsync(d, o->pfx_hid[s], (size_t)P * D * 4, cudaMemcpyHostToDevice, g->st_pu));
+            g->pc_up_last += (size_t)P * D * 4;
+        }
+    }
     AC_CU(cudaEventRecord(g->ev_ph, g->st_pu));
     AC_CU(cudaStreamWaitEvent(g->st, g->ev_ph, 0));
     return ac_cu_rows_select(g->d_hfull, h, g->d_ph, g->d_src, g->pfx_Tfull, D, g->st);
@@ -879,8 +919,47 @@ int ac_cuda_lm_head(ac_cuda_model *g, const float *h, int n, float *logits) {
     return rc;
 }
 
+/* The device prefix cache's part of a call with given rows (pfx_res or pfx_keep): each sequence's
+ * block — a resident one serves its rows (how 1), a new one is filled from its host rows (how 2) —
+ * or none (how 0: host rows, not kept). Before any of the call's work is enqueued (inserts may evict:
+ * cudaFree). */
+static int pcache_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_cuda_opts *o, int begun) {
+    if (n_seq > g->pc_cap) {
+        unsigned char *how = (unsigned char *)realloc(g->pc_how, (size_t)n_seq);
+        if (how) g->pc_how = how;
+        void **blk = how ? (void **)realloc(g->pc_blk, (size_t)n_seq * sizeof *blk) : NULL;
+        if (blk) g->pc_blk = blk;
+        if (!how || !blk) return ac_err(AC_ERR_NOMEM, "ac_cuda_forward: out of memory");
+        g->pc_cap = n_seq;
+    }
+    g->pc_begun = begun; /* the context's finds began this call (their blocks pinned): not a new one */
+    ac_cu_pcache_begin(g);
+    g->pc_begun = 0;
+    g->pc_act = 1;
+    for (int s = 0; s < n_seq; s++) {
+        const int P = o->pfx_P[s];
+        g->pc_how[s] = 0, g->pc_blk[s] = NULL;
+        if (!P) continue;
+        /* resident: found by the context this call, or made by an earlier sequence of it (filled before
+           it is read: pfx_stage), or kept from an earlier call (its bytes: these tokens' rows) */
+        void *b = ac_cu_pcache_peek(g, seqs[s].tokens, P);
+        if (b) {
+            g->pc_how[s] = 1, g->pc_blk[s] = b, g->pc_hits_last++;
+            continue;
+        }
+        if (o->pfx_res && o->pfx_res[s])
+            return ac_err(AC_ERR_ARG, "ac_cuda_forward: sequence %d: its %d given rows are not resident in the device "
+                                      "prefix cache", s, P);
+        if (o->pfx_keep && (b = ac_cu_pcache_insert(g, seqs[s].tokens, P))) g->pc_how[s] = 2, g->pc_blk[s] = b;
+    }
+    return AC_OK;
+}
+
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *o) {
     if (!g || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_cuda_forward: invalid argument");
+    const int pc_begun = g->pc_begun;
+    g->pc_begun = 0; /* a call begun by ac_cuda_prefix_cache_find ends with this one (any return) */
+    g->pc_up_last = 0, g->pc_hits_last = 0, g->pc_act = 0;
     const int limit = g->hp.n_ctx_train > 0 ? g->hp.n_ctx_train : (1 << 20);
     int64_t T = 0;
     int Lmax = 0, rc;
@@ -982,10 +1061,13 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     }
     g->n_ev = 0;
     if ((rc = mark(g, -1))) return rc;
+    /* the device prefix cache: blocks looked up and made (from here on every failure drops the made ones) */
+    const int pc_this = pfx && (o->pfx_res || o->pfx_keep);
+    rc = pc_this ? pcache_plan(g, seqs, n_seq, o, pc_begun) : AC_OK;
     /* the summaries the lookups key on (asked by serve_plan's first sites): embeddings first */
     g->sum_n = 0;
     const int summ = o && o->summary > 0 && (o->serve || o->serve_site);
-    rc = !summ ? AC_OK : g->prec == AC_CUDA_F32 ? embed<float>(g, Tn) : embed<bf16>(g, Tn);
+    if (!rc && summ) rc = g->prec == AC_CUDA_F32 ? embed<float>(g, Tn) : embed<bf16>(g, Tn);
     if (!rc && summ) rc = ac_cu_layer0_summary(g, Tn, n_seq, o->summary);
     if (!rc) rc = serve_plan(g, seqs, n_seq, o);
     if (!rc)
@@ -1004,6 +1086,8 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     }
     /* a failed call may not have uploaded the blocks it made resident in the device map cache */
     if ((rc || e != cudaSuccess) && g->lru_on) ac_map_lru_abort_call(&g->lru);
+    if ((rc || e != cudaSuccess) && pc_this) ac_cu_pcache_abort(g); /* the same for the device prefix cache */
+    if (pc_this) g->pc_up_total += g->pc_up_last;
     if (rc) return rc;
     if (e != cudaSuccess) return ac_err(AC_ERR_INTERNAL, "CUDA forward: %s", cudaGetErrorString(e));
     if (cudaEventElapsedTime(&g->last_ms, g->t0, g->t1) != cudaSuccess) g->last_ms = 0;

@@ -91,6 +91,15 @@ typedef struct ac_cuda_opts {
     float *const *pfx_kv;      /* [n_seq] */
     float *const *pfx_hid;     /* [n_seq] */
     const int *pfx_ld;         /* [n_seq] rows per K or V block (>= L) */
+    /* The device prefix cache (below: ac_cuda_prefix_cache_find) with given rows.
+     *   pfx_res[s] 1: sequence s's P given rows are resident (find(tokens, P) said 1 before this
+     *              call): its rows [0, P) of pfx_kv and pfx_hid are neither read nor written (the
+     *              block serves them; nothing is uploaded). The call fails with AC_ERR_ARG if the
+     *              block is not resident. NULL: none.
+     *   pfx_keep   1: given rows read from the host are also made resident (a new block per
+     *              distinct prefix, budget permitting), so a later call can pass pfx_res. */
+    const unsigned char *pfx_res; /* [n_seq] or NULL */
+    int pfx_keep;
 } ac_cuda_opts;
 
 /* Bytes of one head's map of L tokens in a codec (as src/cache/codec.h's ac_codec_map_bytes:
@@ -156,6 +165,28 @@ int ac_cuda_set_map_cache(ac_cuda_model *g, size_t budget_bytes); /* evicts down
 /* Counters since the model was made: hits, misses, blocks made resident (their bytes = uploaded into
  * the cache), evictions, refusals; bytes resident and the budget. Zeros before the first served call. */
 void ac_cuda_map_cache_stats(const ac_cuda_model *g, ac_map_lru_stats *out);
+
+/* The device prefix cache: the given prefix rows (ac_cuda_opts.pfx_*) of hot prefixes kept in device
+ * memory, one block per distinct (tokens[0, P), P) — keyed by a 128-bit hash of the tokens and P (a
+ * collision is about 2^-128 likely: no token copy is compared) — in the precision's type as the
+ * attention reads them, plus their final hidden rows in f32; least recently used evicted first within
+ * a byte budget; blocks of the current call never evicted during it; a failed call drops the blocks
+ * it made. Default budget (set at the first use): AC_CUDA_PREFIX_CACHE_MB from the environment when
+ * set (0: off), else min(1 GiB, an eighth of the device's free memory).
+ * find: 1 when tokens[0, P)'s block is resident (it is then pinned for the next ac_cuda_forward,
+ * which may pass pfx_res[s] = 1 for it), else 0; starts the next call's bookkeeping; never an error.
+ * Not thread-safe (one thread per model, as ac_cuda_forward). */
+int ac_cuda_prefix_cache_find(ac_cuda_model *g, const int32_t *tokens, int P);
+/* 1 if the cache is on (a budget above 0), choosing the default budget at the first call. */
+int ac_cuda_prefix_cache_on(ac_cuda_model *g);
+int ac_cuda_set_prefix_cache(ac_cuda_model *g, size_t budget_bytes); /* evicts down to it; 0: off */
+typedef struct ac_cuda_prefix_stats {
+    ac_map_lru_stats lru;          /* hits / misses: finds; inserts: blocks made (bytes_inserted); resident */
+    uint64_t bytes_uploaded;       /* given rows' bytes copied host -> device (K/V and hidden), all calls */
+    size_t last_bytes_uploaded;    /* the same, last ac_cuda_forward */
+    int last_resident_hits;        /* sequences of the last ac_cuda_forward served from blocks */
+} ac_cuda_prefix_stats;
+void ac_cuda_prefix_cache_stats(const ac_cuda_model *g, ac_cuda_prefix_stats *out);
 
 #ifdef __cplusplus
 }

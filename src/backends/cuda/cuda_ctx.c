@@ -25,7 +25,10 @@
  * The prefix hook (ac_ctx_attach_prefix, forward.h ac_kv_hook) runs here too:
  * lookups on the host before the call, the rows it gives uploaded and only
  * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
- * kv_end below); not yet together with the attention cache's reuse.
+ * kv_end below); hot prefixes stay in device memory (the device prefix cache,
+ * cuda_prefix_cache.cu: the hook's match says P, a resident block of those P
+ * tokens skips the lookup and the upload); not yet together with the
+ * attention cache's reuse.
  * A reusing hook is watched by the measured-gain guard (src/forward/gain.h;
  * ac_ctx_params.gain_guard): every call is timed per token, lookups included,
  * and while calls that use the cache run slower than calls without it (short
@@ -167,10 +170,14 @@ static int hook_record(void *user, int layer, int seq, const float *P, int n_hea
  * forward's layout; pinned memory here, so the backend's copies are DMAs overlapped with the
  * layers); the P rows it gives go to ac_cuda_forward as given rows (uploaded, not computed), which
  * writes the rows it computes back into the same buffers; after a successful call `insert` gets
- * every row. The tree itself stays in host memory. */
+ * every row. The tree itself stays in host memory. With the device prefix cache on (budget > 0) and a
+ * hook that has `match`: a sequence whose matched P tokens have a resident block (found, pinned for the
+ * call) is not looked up at all (pfx_res: no copy out of the tree, no upload; insert is told that rows
+ * [0, P) were not filled); every host-given prefix is made resident (pfx_keep). */
 typedef struct kv_call {
     int *P, *ld;      /* [n_seq] */
     float **kv, **hid; /* [n_seq] each sequence's rows in c->pkv */
+    unsigned char *res; /* [n_seq] 1: rows [0, P) resident in the device prefix cache (not looked up) */
 } kv_call;
 
 /* 1: the prefix hook takes part (rows set up, lookups done, o's pfx_* set); 0: it does not (no hook,
@@ -184,7 +191,8 @@ static int kv_begin(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, ac_cu
     memset(kc, 0, sizeof *kc);
     kc->P = AC_CALLOC((size_t)n_seq, sizeof *kc->P), kc->ld = AC_CALLOC((size_t)n_seq, sizeof *kc->ld);
     kc->kv = AC_CALLOC((size_t)n_seq, sizeof *kc->kv), kc->hid = AC_CALLOC((size_t)n_seq, sizeof *kc->hid);
-    int room = kc->P && kc->ld && kc->kv && kc->hid && ac_mul_ok(T, tok_floats * sizeof(float), &n);
+    kc->res = AC_CALLOC((size_t)n_seq, 1);
+    int room = kc->P && kc->ld && kc->kv && kc->hid && kc->res && ac_mul_ok(T, tok_floats * sizeof(float), &n);
     if (room && T * tok_floats > c->cap_pkv) { /* pinned: the backend's copies to and from it overlap the layers */
         ac_cuda_host_free(c->pkv);
         c->cap_pkv = 0;
@@ -192,24 +200,37 @@ static int kv_begin(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, ac_cu
         room = c->pkv != NULL;
     }
     if (!room) {
-        free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid);
+        free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid), free(kc->res);
         memset(kc, 0, sizeof *kc);
         ac_err_clear();
         return 0;
     }
     c->pkv_valid = 0; /* (the CPU forward's kept rows: not used here) */
+    /* the device prefix cache: a hook that says P without copying (match) lets a resident prefix skip
+       the lookup's copy and the upload */
+    const ac_kv_hook *kh = &c->kv_hook;
+    const int dev = kh->match && ac_cuda_prefix_cache_on(c->be);
     size_t off = 0;
     for (int s = 0; s < n_seq; s++) {
         const int L = seqs[s].n_tokens;
         float *base = c->pkv + off * tok_floats;
-        ac_kv_rows kr = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd, L, 0};
-        int P = c->kv_hook.lookup ? c->kv_hook.lookup(c->kv_hook.user, seqs[s].tokens, &kr) : 0;
+        ac_kv_rows kr = {base, base + (size_t)hp->n_layer * 2 * L * kvd, L, kvd, hp->n_layer, hp->n_embd, L, 0, 0};
+        int P = 0;
+        if (dev && L >= 2) {
+            const int m = kh->match(kh->user, seqs[s].tokens, L, 0);
+            if (m > 0 && m <= L - 1 && ac_cuda_prefix_cache_find(c->be, seqs[s].tokens, m)) {
+                kh->match(kh->user, seqs[s].tokens, L, 1); /* counted as the hook's hit */
+                P = m, kc->res[s] = 1;
+            }
+        }
+        if (!kc->res[s]) P = kh->lookup ? kh->lookup(kh->user, seqs[s].tokens, &kr) : 0;
         kc->P[s] = P < 0 ? 0 : P > L - 1 ? L - 1 : P;
         kc->ld[s] = L, kc->kv[s] = kr.kv, kc->hid[s] = kr.hid;
         c->plan[s].prefix_rows = kc->P[s];
         off += (size_t)L;
     }
     o->pfx_P = kc->P, o->pfx_ld = kc->ld, o->pfx_kv = kc->kv, o->pfx_hid = kc->hid;
+    o->pfx_res = dev ? kc->res : NULL, o->pfx_keep = dev;
     return 1;
 }
 
@@ -219,10 +240,12 @@ static void kv_end(ac_ctx *c, const ac_seq *seqs, int n_seq, kv_call *kc, int ok
     if (ok && c->kv_hook.insert)
         for (int s = 0; s < n_seq; s++) {
             const int L = seqs[s].n_tokens;
-            ac_kv_rows kr = {kc->kv[s], kc->hid[s], L, hp->n_head_kv * hp->head_dim, hp->n_layer, hp->n_embd, L, 0};
+            /* resident rows were not copied out of the tree: insert stores none of them */
+            ac_kv_rows kr = {kc->kv[s], kc->hid[s], L, hp->n_head_kv * hp->head_dim, hp->n_layer, hp->n_embd, L, 0,
+                             kc->res[s] ? kc->P[s] : 0};
             c->kv_hook.insert(c->kv_hook.user, seqs[s].tokens, &kr, kc->P[s]);
         }
-    free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid);
+    free(kc->P), free(kc->ld), free(kc->kv), free(kc->hid), free(kc->res);
 }
 
 static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {

@@ -112,6 +112,20 @@ struct ac_cuda_model {
     cudaStream_t st_pu, st_dn;     /* given rows up, computed rows back */
     cudaEvent_t *ev_pf, *ev_bk;    /* [n_layer] given rows on the device; computed rows copied (main stream) */
     cudaEvent_t ev_ph;             /* given hidden rows on the device */
+
+    /* the device prefix cache (cuda_prefix_cache.cu): hot prefixes' given rows kept in device memory,
+       one block per (ac_prefix_key(tokens, P), P) in map_lru.h's bookkeeping (layer = P) */
+    ac_map_lru pc;
+    int pc_on;                     /* pc initialised (budget chosen) */
+    int pc_act;                    /* pc_how, pc_blk hold the current call's (else stale) */
+    int pc_begun;                  /* a call was begun by ac_cuda_prefix_cache_find before this forward */
+    unsigned char *pc_how;         /* [n_seq] of the current call: 0 host rows, 1 rows from the block (nothing
+                                      uploaded), 2 host rows uploaded and copied into a new block */
+    void **pc_blk;                 /* [n_seq] the block (how 1, 2) */
+    int pc_cap;                    /* entries of pc_how, pc_blk */
+    size_t pc_up_last;             /* bytes of given rows copied host -> device by the last call */
+    uint64_t pc_up_total;          /* the same, summed over calls */
+    int pc_hits_last;              /* sequences of the last call whose rows came from blocks */
 };
 
 int ac_cu_dmalloc(void **p, size_t bytes);          /* AC_ERR_NOMEM with a message on failure */
@@ -130,5 +144,20 @@ void ac_cu_map_cache_begin(ac_cuda_model *g);
  * blocks (recorded on st now; t0 when the blocks come from cudaMalloc, which is not stream-ordered). */
 cudaEvent_t ac_cu_map_cache_ready(ac_cuda_model *g);
 void ac_cu_map_cache_free(ac_cuda_model *g);
+/* The device prefix cache (cuda_prefix_cache.cu). A block of P given rows (bytes from the start):
+ *   [0, kv)          T [n_layer][2][P][KVD]: layer l's K rows at (2l) P KVD, V rows at (2l+1) P KVD
+ *                    (T = the precision's element: as the attention reads the given rows)
+ *   [hid_off, end)   f32 [P][D] the final hidden rows (hid_off = kv rounded up to 256) */
+size_t ac_cu_pcache_hid_off(const ac_cuda_model *g, int P);
+size_t ac_cu_pcache_bytes(const ac_cuda_model *g, int P);
+/* Start a call unless ac_cuda_prefix_cache_find began one (budget chosen at the first). */
+void ac_cu_pcache_begin(ac_cuda_model *g);
+/* The resident block of tokens[0, P), pinned for the call, or NULL (not counted: the context's find was) */
+void *ac_cu_pcache_peek(ac_cuda_model *g, const int32_t *tokens, int P);
+/* A new block for tokens[0, P) (the caller fills it in this call), or NULL (over the budget, no memory) */
+void *ac_cu_pcache_insert(ac_cuda_model *g, const int32_t *tokens, int P);
+/* The call failed: the blocks it made resident may be unfilled: dropped. */
+void ac_cu_pcache_abort(ac_cuda_model *g);
+void ac_cu_pcache_free(ac_cuda_model *g);
 
 #endif

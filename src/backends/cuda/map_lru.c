@@ -95,6 +95,15 @@ void *ac_map_lru_find(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size_t
     return NULL;
 }
 
+void *ac_map_lru_peek(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size_t bytes) {
+    const int i = find_slot(c, k0, k1, layer);
+    if (i < 0 || c->e[i].bytes != bytes) return NULL;
+    lru_unlink(c, i);
+    lru_front(c, i);
+    c->e[i].call = c->call;
+    return c->e[i].dev;
+}
+
 /* room for one more slot and hash entry; 0 or -1 (no memory) */
 static int reserve(ac_map_lru *c) {
     if (c->free_head < 0) {

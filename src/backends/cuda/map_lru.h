@@ -71,6 +71,10 @@ void ac_map_lru_begin_call(ac_map_lru *c);
 /* The resident block of (k0, k1, layer) of this size (made most recent and pinned for the call), or
  * NULL (a miss; a resident block of another size under that identity is evicted: never served). */
 void *ac_map_lru_find(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size_t bytes);
+/* As find, counting neither a hit nor a miss and dropping nothing: the resident block of (k0, k1,
+ * layer) of this size, made most recent and pinned for the call, or NULL. (The prefix cache asks
+ * its blocks twice in a call: the context's question, counted by find, then the forward's.) */
+void *ac_map_lru_peek(ac_map_lru *c, uint64_t k0, uint64_t k1, int layer, size_t bytes);
 /* Make (k0, k1, layer) resident in a new block of `bytes` (the caller fills it: the upload), evicting
  * least recently used unpinned blocks to stay within the budget; pinned for the call. NULL when it
  * cannot fit (bigger than the budget, or the rest pinned) or alloc fails: serve it without caching.
