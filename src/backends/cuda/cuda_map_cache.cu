@@ -38,8 +38,8 @@ static void blk_free(void *user, void *p) {
     if (e != cudaSuccess) cudaGetLastError();
 }
 
-static size_t default_budget(void) {
-    const char *env = getenv("AC_CUDA_MAP_CACHE_MB");
+size_t ac_cu_cache_budget(const char *env_mb, size_t free_div) {
+    const char *env = getenv(env_mb);
     if (env && *env) {
         char *end = NULL;
         const unsigned long long mb = strtoull(env, &end, 10);
@@ -51,7 +51,7 @@ static size_t default_budget(void) {
         return 0;
     }
     const size_t cap = (size_t)1 << 30;
-    return fr / 4 < cap ? fr / 4 : cap;
+    return fr / free_div < cap ? fr / free_div : cap;
 }
 
 /* the pool, where the device has them; NULL otherwise (cudaMalloc) */
@@ -92,7 +92,7 @@ static void init_once(ac_cuda_model *g) {
         cudaMemPoolDestroy(g->lru_pool);
         g->lru_pool = NULL, g->lru_ev = NULL;
     }
-    ac_map_lru_init(&g->lru, default_budget(), blk_alloc, blk_free, g);
+    ac_map_lru_init(&g->lru, ac_cu_cache_budget("AC_CUDA_MAP_CACHE_MB", 4), blk_alloc, blk_free, g);
     g->lru_on = 1;
 }
 

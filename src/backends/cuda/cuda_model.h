@@ -138,6 +138,9 @@ int ac_cu_common_init(ac_cuda_model *g);              /* stream, events, cuBLASL
  * every sequence into g->h_sum (synchronises the stream). cuda_summary.cu. */
 int ac_cu_layer0_summary(ac_cuda_model *g, int Tn, int n_seq, int S);
 void ac_cu_summary_free(ac_cuda_model *g);
+/* A device cache's byte budget: $env_mb MiB when set (a whole number), else min(1 GiB, free device
+ * memory / free_div); 0 when the device cannot say (cuda_map_cache.cu; the map and prefix caches). */
+size_t ac_cu_cache_budget(const char *env_mb, size_t free_div);
 /* The device map cache (cuda_map_cache.cu): start a call (budget chosen at the first); free every block. */
 void ac_cu_map_cache_begin(ac_cuda_model *g);
 /* After serve_plan's allocations: the event the upload stream must wait on before writing this call's

@@ -40,25 +40,9 @@ static void blk_free(void *user, void *p) {
     if (cudaFree(p) != cudaSuccess) cudaGetLastError();
 }
 
-static size_t default_budget(void) {
-    const char *env = getenv("AC_CUDA_PREFIX_CACHE_MB");
-    if (env && *env) {
-        char *end = NULL;
-        const unsigned long long mb = strtoull(env, &end, 10);
-        if (end && !*end) return (size_t)mb << 20;
-    }
-    size_t fr = 0, tot = 0;
-    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    const size_t cap = (size_t)1 << 30;
-    return fr / 8 < cap ? fr / 8 : cap;
-}
-
 static void init_once(ac_cuda_model *g) {
     if (g->pc_on) return;
-    ac_map_lru_init(&g->pc, default_budget(), blk_alloc, blk_free, g);
+    ac_map_lru_init(&g->pc, ac_cu_cache_budget("AC_CUDA_PREFIX_CACHE_MB", 8), blk_alloc, blk_free, g);
     g->pc_on = 1;
 }
 
