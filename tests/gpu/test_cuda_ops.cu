@@ -143,6 +143,29 @@ template <typename T> static void test_norms(double tol, int D) { /* D <= 2048: 
     auto gx = host(dx, ref.size()), go = host(o, ref.size());
     double e1 = rel_err(gx.data(), ref.data(), ref.size()), e2 = rel_err(go.data(), ref.data(), ref.size());
     CHECK(e1 < 1e-5 && e2 < tol, "layernorm (%zu-byte out) rel err %.3g / %.3g", sizeof(T), e1, e2);
+    /* add + layernorm with the residual in T, in place: r = LN(r + y); y32 gets the f32 values (or is
+       not written: NULL) */
+    {
+        auto r = randv((size_t)n * D, 2.0f, 0.3f), y = randv((size_t)n * D, 1.0f);
+        T *dr = dev<T>(r), *dy = dev<T>(y);
+        float *d32 = dev_nan<float>((size_t)n * D);
+        vector<float> sum((size_t)n * D);
+        for (size_t i = 0; i < sum.size(); i++) /* the kernel adds the T values it reads */
+            sum[i] = sizeof(T) == 4 ? r[i] + y[i] : bfr(r[i]) + bfr(y[i]);
+        for (int rr = 0; rr < n; rr++)
+            ref_layernorm(&ref[(size_t)rr * D], &sum[(size_t)rr * D], w.data(), b.data(), D, 1e-12f);
+        OK(ac_cu_add_layernorm<T>(dr, dy, d32, dw, db, n, D, 1e-12f, 0));
+        auto gr = host(dr, ref.size()), g32 = host(d32, ref.size());
+        double e3 = rel_err(gr.data(), ref.data(), ref.size()), e4 = rel_err(g32.data(), ref.data(), ref.size());
+        CHECK(e3 < tol && e4 < 1e-5, "add_layernorm (%zu-byte residual, D %d) rel err %.3g / f32 out %.3g", sizeof(T), D,
+              e3, e4);
+        OK(ac_cu_add_layernorm<T>(dr, dy, NULL, dw, db, n, D, 1e-12f, 0)); /* twice, no f32 out: still finite */
+        auto g2 = host(dr, ref.size());
+        int finite = 1;
+        for (float v : g2) finite &= isfinite(v) != 0;
+        CHECK(finite, "add_layernorm without f32 out: non-finite values (D %d)", D);
+        cudaFree(dr), cudaFree(dy), cudaFree(d32);
+    }
     cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(o);
 }
 

@@ -12,7 +12,9 @@
  *   gu  = xb [Wgate; Wup]^T; hh = silu(g) * u
  *   x  += hh Wdown^T
  * x is the f32 residual stream; xb, qkv, att, gu, hh are in the precision's
- * type T (bf16 or f32). Wq, Wk, Wv are concatenated into one matrix (one GEMM),
+ * type T (bf16 or f32). Bert in bf16 keeps its residual in xb instead (as
+ * PyTorch's bf16 forward does): y = att Wo^T + bo into qkv's space, then
+ * xb = LN(xb + y) in one kernel; x (f32) is written by the last LayerNorm only. Wq, Wk, Wv are concatenated into one matrix (one GEMM),
  * as are Wgate and Wup. */
 #include "cuda_backend.h"
 #include "cuda_attn.h"
@@ -75,6 +77,9 @@ int ac_cu_shapes(ac_cuda_model *g) {
     g->V = hp->n_vocab;
     g->QD = g->H * g->hd, g->KVD = g->Hkv * g->hd, g->QKV = g->QD + 2 * g->KVD;
     g->bert = g->arch == AC_ARCH_BERT;
+    /* bert in bf16: the residual stream in bf16 (see layer()); AC_CUDA_RESID=f32 keeps it in f32 */
+    const char *rs = getenv("AC_CUDA_RESID");
+    g->resid_t = !(rs && !strcmp(rs, "f32"));
     if (g->D <= 0 || g->H <= 0 || g->Hkv <= 0 || g->H % g->Hkv || g->hd <= 0 || g->F <= 0 || hp->n_layer <= 0)
         return ac_err(AC_ERR_UNSUPPORTED, "CUDA backend: unsupported shape (D %d, heads %d/%d, head dim %d)", g->D,
                       g->H, g->Hkv, g->hd);
@@ -794,10 +799,16 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
     } else {
         TRY(served_layer<T>(g, il, n_seq, o));
     }
-    TRY(gemm<T>(g, c->wo, g->att, g->x, 1, D, Tn, D, g->QD, c->bo, 1));
+    /* bert in bf16 (resid_t): the residual is xb itself (the previous LayerNorm's output); the
+       projection writes y = att Wo^T + bo in T to qkv's space (free after attention) and the norm
+       adds it: xb = LN(xb + y). Else x (f32) += att Wo^T + bo, then x, xb = LN(x). */
+    const int rt = g->bert && g->resid_t && sizeof(T) == 2, last = il == g->hp.n_layer - 1;
+    if (rt) TRY(gemm<T>(g, c->wo, g->att, qkv, 0, D, Tn, D, g->QD, c->bo, 0));
+    else TRY(gemm<T>(g, c->wo, g->att, g->x, 1, D, Tn, D, g->QD, c->bo, 1));
     TRY(mark(g, 3));
     if (g->bert) {
-        TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n1w, c->n1b, Tn, D, eps, g->st));
+        if (rt) TRY(ac_cu_add_layernorm<T>(xb, qkv, NULL, c->n1w, c->n1b, Tn, D, eps, g->st));
+        else TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n1w, c->n1b, Tn, D, eps, g->st));
         TRY(mark(g, 5));
         /* bf16: GELU in the up projection's epilogue (tanh form, see cuda_gemm.h): saves a read and a
            write of [T][F]; f32 (exactness checks): the erf form in its own pass */
@@ -809,9 +820,12 @@ template <typename T> static int layer(ac_cuda_model *g, int il, int Tn, int n_s
         } else if (rc) {
             return rc;
         }
-        TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
+        if (rt) TRY(gemm<T>(g, c->wdown, hh, qkv, 0, D, Tn, D, F, c->bdown, 0));
+        else TRY(gemm<T>(g, c->wdown, hh, g->x, 1, D, Tn, D, F, c->bdown, 1));
         TRY(mark(g, 4));
-        TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n2w, c->n2b, Tn, D, eps, g->st));
+        /* (resid_t: the last layer also writes x in f32, the hidden rows the outputs read) */
+        if (rt) TRY(ac_cu_add_layernorm<T>(xb, qkv, last ? g->x : NULL, c->n2w, c->n2b, Tn, D, eps, g->st));
+        else TRY(ac_cu_layernorm<T>(g->x, xb, g->x, c->n2w, c->n2b, Tn, D, eps, g->st));
         TRY(mark(g, 5));
     } else {
         TRY(ac_cu_rmsnorm<T>(xb, g->x, c->n2w, Tn, D, eps, g->st));

@@ -21,6 +21,7 @@ enum { EV_CAP = 1024 };
 struct ac_cuda_model {
     const ac_model *m; /* NULL for random models */
     int arch, prec, bert;
+    int resid_t; /* bert, bf16 mode: residual stream kept in T (xb), not f32 (AC_CUDA_RESID=f32: off) */
     ac_hparams hp;
     int D, H, Hkv, hd, QD, KVD, QKV, F, V;
     int has_output, has_cls, has_cls_out, n_cls, cls_mean_l2;

@@ -158,6 +158,77 @@ int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const fl
     return AC_OK;
 }
 
+/* ---- bert's post-LayerNorm with its residual in T (bf16 mode) -------------------------------
+ * r = layernorm(r + y) * w + b in place: the residual stream of a post-LN model is the previous
+ * LayerNorm's output, which the next GEMM reads in T anyway; keeping it only in T (as PyTorch's
+ * bf16 forward does) reads 2 x T and writes 1 x T per element instead of the f32 stream's read,
+ * accumulate and rewrite (4 + 4 in the GEMM, 4 + 4 + 2 here). The sum and the statistics are f32. */
+template <typename T>
+__global__ void k_add_layernorm_reg(T *r, const T *y, float *y32, const float *w, const float *b, int D, float eps) {
+    __shared__ float red[32];
+    T *rr = r + (size_t)blockIdx.x * D;
+    const T *yr = y + (size_t)blockIdx.x * D;
+    float v[NORM_PER], s1 = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        v[i] = d < D ? ac_ld(rr + d) + ac_ld(yr + d) : 0.f;
+        s1 += v[i];
+    }
+    const float mu = block_sum(s1, red) / D;
+    float s2 = 0;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        const float c = d < D ? v[i] - mu : 0.f;
+        s2 += c * c;
+    }
+    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
+    float *o32 = y32 ? y32 + (size_t)blockIdx.x * D : NULL;
+#pragma unroll
+    for (int i = 0; i < NORM_PER; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        if (d >= D) continue;
+        const float o = (v[i] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
+        ac_st(rr + d, o); /* same thread read rr[d] above: in place is safe */
+        if (o32) o32[d] = o;
+    }
+}
+
+/* any D: the sum is recomputed from global memory in each pass (each thread owns its elements) */
+template <typename T>
+__global__ void k_add_layernorm(T *r, const T *y, float *y32, const float *w, const float *b, int D, float eps) {
+    __shared__ float red[32];
+    T *rr = r + (size_t)blockIdx.x * D;
+    const T *yr = y + (size_t)blockIdx.x * D;
+    float s1 = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) s1 += ac_ld(rr + d) + ac_ld(yr + d);
+    const float mu = block_sum(s1, red) / D;
+    float s2 = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const float c = ac_ld(rr + d) + ac_ld(yr + d) - mu;
+        s2 += c * c;
+    }
+    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
+    float *o32 = y32 ? y32 + (size_t)blockIdx.x * D : NULL;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const float o = (ac_ld(rr + d) + ac_ld(yr + d) - mu) * rs * w[d] + (b ? b[d] : 0.0f);
+        ac_st(rr + d, o);
+        if (o32) o32[d] = o;
+    }
+}
+
+template <typename T>
+int ac_cu_add_layernorm(T *r, const T *y, float *y32, const float *w, const float *b, int n, int D, float eps,
+                        cudaStream_t st) {
+    if (n <= 0) return AC_OK;
+    const int th = norm_threads(D);
+    if (D <= th * NORM_PER) k_add_layernorm_reg<T><<<n, th, 0, st>>>(r, y, y32, w, b, D, eps);
+    else k_add_layernorm<T><<<n, th, 0, st>>>(r, y, y32, w, b, D, eps);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* ---- RoPE: one block per row, threads over (head, pair) of q then k ------------------------ */
 template <typename T>
 __global__ void k_rope(T *q, int ldq, int nh, T *k, int ldk, int nkv, int hd, int n_rot, int neox, const float *cs,
@@ -391,6 +462,8 @@ template <typename T> int ac_cu_kv_out(float *dst, const T *src, int ld, int col
     template int ac_cu_rmsnorm<T>(T *, const float *, const float *, int, int, float, cudaStream_t);           \
     template int ac_cu_layernorm<T>(float *, T *, const float *, const float *, const float *, int, int, float, \
                                     cudaStream_t);                                                             \
+    template int ac_cu_add_layernorm<T>(T *, const T *, float *, const float *, const float *, int, int, float,  \
+                                        cudaStream_t);                                                     \
     template int ac_cu_rope<T>(T *, int, int, T *, int, int, int, int, int, const float *, const int *, int,   \
                                cudaStream_t);                                                                  \
     template int ac_cu_swiglu<T>(T *, const T *, int, int, cudaStream_t);                                      \

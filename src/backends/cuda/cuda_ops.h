@@ -18,6 +18,11 @@ template <typename T> int ac_cu_rmsnorm(T *out, const float *x, const float *w, 
 template <typename T>
 int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int n, int D, float eps,
                     cudaStream_t st);
+/* r [n][D] = layernorm(r + y) * w + b in place (bert's post-LN residual kept in T: the bf16 mode);
+ * y32 [n][D] (optional) gets the same values in f32. Sum and statistics in f32. */
+template <typename T>
+int ac_cu_add_layernorm(T *r, const T *y, float *y32, const float *w, const float *b, int n, int D, float eps,
+                        cudaStream_t st);
 /* RoPE in place on q [n][ldq] (nh heads of hd) and k [n][ldk] (nkv heads): cs [pos][n_rot/2][2] (cos, sin).
  * neox 0: pairs (2i, 2i+1); 1: (i, i + n_rot/2). */
 template <typename T>
