@@ -80,7 +80,7 @@ assert x[\"label\"]==max(lp,key=lp.get)'"
   # a failed write on stdout (here /dev/full) is an error naming the stream, never a silent cut
   if [ -w /dev/full ]; then
     python3 -c "print('Once upon a time there was a dog\n' * 300, end='')" > "$T/many.txt"
-    for cmd in "tokenize -m $STORIES" "embed -m $STORIES" "score -m $STORIES --labels a,b" "similarity -m $STORIES" "info -m $STORIES" "--help" "embed --help"; do
+    for cmd in "tokenize -m $STORIES" "embed -m $STORIES" "score -m $STORIES --labels a,b" "similarity -m $STORIES" "info -m $STORIES" "--help" "embed --help" "eval --help"; do
       "$BIN" $cmd -f "$T/many.txt" > /dev/full 2> "$T/e.txt" < /dev/null; rc=$?
       [ "$cmd" = "--help" ] && { "$BIN" --help > /dev/full 2> "$T/e.txt"; rc=$?; }
       check "stdout on a full disk: '${cmd%% -m*}' exits 1 naming standard output" "[ $rc -eq 1 ] && grep -q 'writing standard output failed: No space left' '$T/e.txt'"

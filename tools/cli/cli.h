@@ -100,6 +100,8 @@ void cli_cache_warn(const ac_cache *cache);
  * the flush or the close failed (disk full, /dev/full, EIO). cli_stdout_failed:
  * stdout already saw a write error (commands stop early). cli_finish_stdout:
  * main's last word: flushes and closes stdout; rc, or 1 if that failed. ---- */
+/* cli_wrap_stdout (first thing in main): stdout remembers the errno of its first failed write. */
+void cli_wrap_stdout(void);
 int cli_close_file(FILE *f, const char *name);
 int cli_stdout_failed(void);
 int cli_finish_stdout(int rc);

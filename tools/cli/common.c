@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_fail(const char *fmt, ...) {
     va_list ap;
@@ -84,6 +85,35 @@ int cli_is_blank(const char *s) {
     return 1;
 }
 
+/* stdout through a cookie stream whose write records the first errno of a failed write(2): a
+ * write that fails while the buffer overflows mid-command (long output, /dev/full) is reported
+ * with its cause at the end, not as a bare "write error" (stdio keeps only the error flag). */
+static int g_out_errno;
+
+static ssize_t out_write(void *cookie, const char *buf, size_t n) {
+    (void)cookie;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(STDOUT_FILENO, buf + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (!g_out_errno) g_out_errno = w < 0 ? errno : EIO;
+            return done ? (ssize_t)done : -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+void cli_wrap_stdout(void) {
+    cookie_io_functions_t io = {.read = NULL, .write = out_write, .seek = NULL, .close = NULL};
+    FILE *f = fopencookie(NULL, "w", io);
+    if (!f) return; /* keep the plain stdout */
+    setvbuf(f, NULL, isatty(STDOUT_FILENO) ? _IOLBF : _IOFBF, 1 << 16);
+    fflush(stdout);
+    stdout = f;
+}
+
 int cli_close_file(FILE *f, const char *name) {
     errno = 0;
     int bad = ferror(f) != 0;
@@ -91,6 +121,7 @@ int cli_close_file(FILE *f, const char *name) {
     if (fflush(f) != 0) bad = 1, e = errno;
     if (fclose(f) != 0 && !bad) bad = 1, e = errno;
     if (!bad) return 0;
+    if (f == stdout && g_out_errno) e = g_out_errno; /* the cause of the first failed write */
     return cli_fail("writing %s failed: %s", name, e ? strerror(e) : "write error");
 }
 

@@ -39,6 +39,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    cli_wrap_stdout();
     if (argc < 2) {
         usage(stderr);
         return 2;
