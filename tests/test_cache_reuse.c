@@ -667,7 +667,8 @@ static void maps_seam(int arch) {
         assert_true(v && o1 && o2);
         for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
         for (int l = 0; l < f.NL; l++) {
-            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0, NULL, -1};
+            ac_attn_site site = {.layer = l, .seq = s, .tokens = batch[s].tokens, .n_tokens = L, .n_head = H,
+                                 .causal = f.causal, .x = NULL, .first = 0, .summary = NULL, .exact_from = -1};
             ac_attn_maps m;
             memset(&m, 0, sizeof m);
             const int rc = h.maps(h.user, &site, &m);
@@ -759,7 +760,8 @@ static void summary_seam(int arch) {
     for (int s = 0; s < 4; s++) host_summary(&f, &batch[s], sum + s * SD);
     ac_cache_reset_stats(c);
     for (int s = 0; s < 4; s++) { /* layer 0 as the cuda backend asks it: x NULL, the summary given */
-        ac_attn_site site = {0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
+        ac_attn_site site = {.layer = 0, .seq = s, .tokens = batch[s].tokens, .n_tokens = batch[s].n_tokens, .n_head = in.n_head,
+                             .causal = f.causal, .x = NULL, .first = 0, .summary = sum + s * SD, .exact_from = -1};
         const int r = h.reuse(h.user, &site);
         assert_int_equal(r > 0, hit_x[s]);
     }
@@ -812,7 +814,8 @@ static void summary_seam(int arch) {
     st = stats_of(c);
     assert_int_equal(st.queries, 2);
     /* sequence 0 asked with sequence 1's summary: the lookup follows the summary, not the tokens */
-    ac_attn_site wrong = {0, 0, batch[0].tokens, batch[0].n_tokens, in.n_head, f.causal, NULL, 0, sum + 2 * SD, -1};
+    ac_attn_site wrong = {.layer = 0, .seq = 0, .tokens = batch[0].tokens, .n_tokens = batch[0].n_tokens, .n_head = in.n_head,
+                        .causal = f.causal, .x = NULL, .first = 0, .summary = sum + 2 * SD, .exact_from = -1};
     h.reuse(h.user, &wrong);
     assert_int_equal(ac_cache_last_hits(f.cctx, 1, hit_s, key_s), AC_OK);
     assert_true(!hit_s[0] || key_s[0] != key_x[0]);

@@ -598,8 +598,9 @@ static ac_attn_site make_site(const ac_ctx *c, const fwd_plan *pl, int il, int s
     const ac_hparams *hp = &c->model->hp;
     const int P = pl->first[s];
     const float *x = P == 0 ? X->x + (size_t)pl->off[s] * hp->n_embd : il == 0 ? c->x0full : NULL;
-    ac_attn_site site = {il, s, pl->seqs[s].tokens, pl->seqs[s].n_tokens, hp->n_head, hp->causal, x, P, NULL,
-                         ac_ctx_exact_from(c, s)};
+    ac_attn_site site = {.layer = il, .seq = s, .tokens = pl->seqs[s].tokens, .n_tokens = pl->seqs[s].n_tokens,
+                         .n_head = hp->n_head, .causal = hp->causal, .x = x, .first = P, .summary = NULL,
+                         .exact_from = ac_ctx_exact_from(c, s)};
     return site;
 }
 

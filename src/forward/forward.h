@@ -33,7 +33,9 @@
 #include <stdint.h>
 
 /* ---- attention hook ------------------------------------------------------------
- * A site is one (layer, sequence) pair of one ac_forward call. */
+ * A site is one (layer, sequence) pair of one ac_forward call. Initialise it with
+ * designated fields (.exact_from = -1 for "no limit"): a positional initializer that
+ * stops early leaves exact_from 0, which means "serve no row". */
 typedef struct ac_attn_site {
     int layer;              /* 0..n_layer-1                                    */
     int seq;                /* index into the seqs[] of this ac_forward call   */

@@ -95,8 +95,9 @@ typedef struct hook_call {
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
     const ac_hparams *hp = &hc->c->loaded->hp;
-    ac_attn_site s = {layer, seq, hc->seqs[seq].tokens, hc->seqs[seq].n_tokens, hp->n_head, hp->causal, NULL, 0,
-                      NULL, ac_ctx_exact_from(hc->c, seq)};
+    ac_attn_site s = {.layer = layer, .seq = seq, .tokens = hc->seqs[seq].tokens, .n_tokens = hc->seqs[seq].n_tokens,
+                      .n_head = hp->n_head, .causal = hp->causal, .x = NULL, .first = 0, .summary = NULL,
+                      .exact_from = ac_ctx_exact_from(hc->c, seq)};
     /* x NULL (the states stay on the device); layer 0: their segment means, computed there (opts.summary),
        which the cache keys on instead of recomputing the states from the tokens */
     if (layer == 0) s.summary = ac_cuda_layer0_summary(hc->c->be, seq);
