@@ -80,7 +80,12 @@ static void bench_forward(int reps) {
                  {bert("bert-base", 768, 12, 12, 3072), 128, 256},
                  {bert("bert-base", 768, 12, 12, 3072), 512, 64},
                  {bert("minilm-l6", 384, 6, 12, 1536), 128, 256},
-                 {bert("minilm-l6", 384, 6, 12, 1536), 512, 64}};
+                 {bert("minilm-l6", 384, 6, 12, 1536), 512, 64},
+                 /* single requests: launch-bound, measured with CUDA graphs (default) and without */
+                 {bert("minilm-l6", 384, 6, 12, 1536), 16, 1},
+                 {bert("minilm-l6", 384, 6, 12, 1536), 128, 1},
+                 {bert("bert-base", 768, 12, 12, 3072), 128, 1},
+                 {llama1b(), 128, 1}};
     printf("%-10s %6s %6s %10s %10s %12s   stages ms: embed qkv+rope attn o mlp norm out\n", "model", "L", "batch",
            "median ms", "wall ms", "tokens/s");
     const char *last = "";
@@ -117,6 +122,20 @@ static void bench_forward(int reps) {
         printf("%-10s %6d %6d %10.3f %10.3f %12.0f   %.2f %.2f %.2f %.2f %.2f %.2f %.2f\n", c.s.name, c.L, c.B, ms,
                median(wall), T / (ms * 1e-3), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
         printf("RESULT forward %s %d %d %.4f\n", c.s.name, c.L, c.B, ms);
+        if (c.B == 1) { /* the same without CUDA graphs (every kernel launched from the host) */
+            ac_cuda_set_graphs(g, 0);
+            std::vector<double> ev0;
+            for (int i = 0; i < reps; i++) {
+                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+                ev0.push_back(ac_cuda_last_ms(g));
+            }
+            ac_cuda_set_graphs(g, 1);
+            long long caps = 0, reps_g = 0;
+            ac_cuda_graph_stats(g, NULL, &caps, &reps_g);
+            printf("%-10s %6d %6d %10.3f   (no CUDA graphs: graphs %.2fx faster; %lld captured, %lld replays so far)\n",
+                   c.s.name, c.L, c.B, median(ev0), median(ev0) / ms, caps, reps_g);
+            printf("RESULT forward_nograph %s %d %d %.4f\n", c.s.name, c.L, c.B, median(ev0));
+        }
         fflush(stdout);
     }
     ac_cuda_model_free(g);

@@ -23,7 +23,9 @@ SHAPES = {  # name: (arch, D, layers, heads, kv heads, head dim, ff, vocab)
     "minilm-l6": ("bert", 384, 6, 12, 12, 32, 1536, 30522),
 }
 FORWARD_CASES = [("llama-1b", 512, 16), ("llama-1b", 2048, 4), ("llama-1b", 8192, 1), ("bert-base", 128, 256),
-                 ("bert-base", 512, 64), ("minilm-l6", 128, 256), ("minilm-l6", 512, 64)]
+                 ("bert-base", 512, 64), ("minilm-l6", 128, 256), ("minilm-l6", 512, 64),
+                 # single requests (launch-bound: where attncache's CUDA graphs matter)
+                 ("minilm-l6", 16, 1), ("minilm-l6", 128, 1), ("bert-base", 128, 1), ("llama-1b", 128, 1)]
 ATTN_CASES = [(8, 16, 2048, 128, 0), (8, 16, 2048, 128, 1), (8, 32, 2048, 64, 0), (8, 32, 2048, 64, 1),
               (2, 16, 8192, 128, 1), (2, 32, 8192, 64, 1)]
 

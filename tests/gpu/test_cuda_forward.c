@@ -774,6 +774,73 @@ static void check_map_cache_abort(const char *name, ac_model *m, ac_cuda_model *
     free(enc), free(P), free(h1), free(h2);
 }
 
+/* CUDA graphs (bf16 model g): three batches of one shape with different tokens run with graphs on
+ * (plain or captured or replayed) and off: bitwise the same outputs; the third call of the shape is a
+ * replay; after a larger call reallocates the buffers the shape is captured again (stale graphs are
+ * never replayed), still bitwise equal. */
+static void check_graphs(const char *name, ac_model *m, ac_cuda_model *g) {
+    const int D = m->hp.n_embd, V = m->hp.n_vocab, dec = m->info.arch != AC_ARCH_BERT, nc = m->info.n_cls_out;
+    const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256;
+    const int lens[3] = {5, maxL < 29 ? maxL : 29, 2}, n = 3, T = lens[0] + lens[1] + lens[2];
+    int32_t *tok = malloc((size_t)4 * T * sizeof *tok);
+    for (int i = 0; i < 4 * T; i++) tok[i] = 3 + rnd_int(V - 3);
+    ac_seq seqs[4][3];
+    for (int k = 0; k < 4; k++)
+        for (int s = 0, o = 0; s < n; o += lens[s], s++) seqs[k][s].tokens = tok + k * T + o, seqs[k][s].n_tokens = lens[s];
+    const size_t nh = (size_t)T * D, np = (size_t)n * D, nl = dec ? (size_t)n * V : 0, ncl = (size_t)n * nc;
+    float *res[2][4]; /* [graphs on/off][batch]: hidden | pooled | logits | cls back to back */
+    const size_t each = nh + np + nl + ncl;
+    int last[4] = {0};
+    long long cap0 = 0, cap1 = 0;
+    ac_cuda_graph_stats(g, NULL, &cap0, NULL);
+    for (int on = 1; on >= 0; on--) {
+        ac_cuda_set_graphs(g, on);
+        for (int k = 0; k < 3; k++) {
+            float *r = res[on][k] = malloc(each * 4);
+            ac_outputs o = {0};
+            o.hidden = r, o.pooled = r + nh, o.logits = dec ? r + nh + np : NULL, o.cls = nc ? r + nh + np + nl : NULL;
+            o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+            o.normalize = !dec;
+            OK(ac_cuda_forward(g, seqs[k], n, &o, NULL));
+            if (on) ac_cuda_graph_stats(g, &last[k], NULL, NULL);
+        }
+    }
+    ac_cuda_graph_stats(g, NULL, &cap1, NULL);
+    int same = 1;
+    for (int k = 0; k < 3; k++) same &= !memcmp(res[0][k], res[1][k], each * 4);
+    CHECK(same, "%s: graphs on vs off differ", name);
+    CHECK(last[2] == 2 && cap1 >= cap0 + (last[1] == 1), "%s: third call of a shape not replayed (last %d %d %d)", name,
+          last[0], last[1], last[2]);
+    /* a larger call (80 sequences of maxL) reallocates the buffers: the next call of the shape captures again */
+    ac_cuda_set_graphs(g, 1);
+    {
+        const int nb = 80;
+        int32_t *bt = malloc((size_t)nb * maxL * sizeof *bt);
+        ac_seq *bs = malloc(nb * sizeof *bs);
+        for (int i = 0; i < nb * maxL; i++) bt[i] = 3 + rnd_int(V - 3);
+        for (int s = 0; s < nb; s++) bs[s].tokens = bt + (size_t)s * maxL, bs[s].n_tokens = maxL;
+        float *pooled = malloc((size_t)nb * D * 4);
+        ac_outputs o = {0};
+        o.pooled = pooled, o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+        OK(ac_cuda_forward(g, bs, nb, &o, NULL));
+        free(bt), free(bs), free(pooled);
+    }
+    float *r = res[1][3] = malloc(each * 4);
+    ac_outputs o = {0};
+    o.hidden = r, o.pooled = r + nh, o.logits = dec ? r + nh + np : NULL, o.cls = nc ? r + nh + np + nl : NULL;
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
+    o.normalize = !dec;
+    OK(ac_cuda_forward(g, seqs[1], n, &o, NULL));
+    ac_cuda_graph_stats(g, &last[3], NULL, NULL);
+    CHECK(last[3] == 1 && !memcmp(r, res[0][1], each * 4), "%s: after reallocation: last %d (want 1: captured again), %s",
+          name, last[3], memcmp(r, res[0][1], each * 4) ? "outputs differ" : "outputs equal");
+    printf("  %s: CUDA graphs: calls of one shape %d/%d/%d (0 plain, 1 captured, 2 replayed), bitwise equal to plain "
+           "runs; after reallocation %d\n", name, last[0], last[1], last[2], last[3]);
+    for (int k = 0; k < 3; k++) free(res[0][k]), free(res[1][k]);
+    free(res[1][3]);
+    free(tok);
+}
+
 static void check_bad_input(ac_cuda_model *g, int V) {
     int32_t ids[3] = {1, 2, V};
     ac_seq s = {ids, 3};
@@ -1605,6 +1672,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     unsetenv("AC_CUDA_MAP_CACHE_POOL");
     check_map_cache_abort(name, m, gbf);
     check_prefix(name, m, cpu, g32, gbf, tsv);
+    check_graphs(name, m, gbf);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);
     ac_cuda_model_free(g32), ac_cuda_model_free(gbf);

@@ -80,6 +80,8 @@ int ac_cu_shapes(ac_cuda_model *g) {
     /* bert in bf16: the residual stream in bf16 (see layer()); AC_CUDA_RESID=f32 keeps it in f32 */
     const char *rs = getenv("AC_CUDA_RESID");
     g->resid_t = !(rs && !strcmp(rs, "f32"));
+    const char *gr = getenv("AC_CUDA_GRAPHS"); /* 0: no CUDA graphs */
+    g->graphs_off = gr && !strcmp(gr, "0");
     if (g->D <= 0 || g->H <= 0 || g->Hkv <= 0 || g->H % g->Hkv || g->hd <= 0 || g->F <= 0 || hp->n_layer <= 0)
         return ac_err(AC_ERR_UNSUPPORTED, "CUDA backend: unsupported shape (D %d, heads %d/%d, head dim %d)", g->D,
                       g->H, g->Hkv, g->hd);
@@ -168,6 +170,7 @@ int ac_cuda_model_random(int arch, const ac_hparams *hp, int prec, uint64_t seed
 }
 
 static void ws_free(ac_cuda_model *g) {
+    g->ws_gen++; /* every captured graph names the old buffers */
     cudaFree(g->x), cudaFree(g->h), cudaFree(g->xb), cudaFree(g->qkv), cudaFree(g->att), cudaFree(g->gu);
     cudaFree(g->hh), cudaFree(g->rows), cudaFree(g->pooled), cudaFree(g->logits), cudaFree(g->clsbuf);
     cudaFree(g->clsout), cudaFree(g->d_tok), cudaFree(g->d_pos), cudaFree(g->d_cu), cudaFree(g->d_poff);
@@ -214,6 +217,8 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     if (!g) return;
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->st_up) cudaStreamSynchronize(g->st_up);
+    for (int i = 0; i < AC_CU_NGRAPH; i++)
+        if (g->graphs[i].state == 2) cudaGraphExecDestroy(g->graphs[i].exec);
     ws_free(g);
     cudaFree(g->P);
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
@@ -304,6 +309,7 @@ static int rope_reserve(ac_cuda_model *g, int L) {
         }
     cudaFree(g->rope_cs);
     g->rope_cs = NULL;
+    g->ws_gen++; /* graphs name the old table */
     int rc = ac_cu_upload_f32(&g->rope_cs, cs, (size_t)L * half * 2);
     free(cs);
     if (rc) return rc;
@@ -844,15 +850,11 @@ static int outputs(ac_cuda_model *g, const float *h, const int *cu, int Tn, int 
     const int D = g->D;
     T *rows = (T *)g->rows;
     int rc;
-    if (out->hidden) AC_CU(cudaMemcpyAsync(out->hidden, h, (size_t)Tn * D * 4, cudaMemcpyDeviceToHost, g->st));
-    if (out->pooled) {
-        TRY(ac_cu_pool(g->pooled, h, cu, n_seq, D, pooling, out->normalize, g->st));
-        AC_CU(cudaMemcpyAsync(out->pooled, g->pooled, (size_t)n_seq * D * 4, cudaMemcpyDeviceToHost, g->st));
-    }
+    g->out_h = h, g->out_T = Tn, g->out_cls = NULL; /* copied to the caller by outputs_copy */
+    if (out->pooled) TRY(ac_cu_pool(g->pooled, h, cu, n_seq, D, pooling, out->normalize, g->st));
     if (out->logits) {
         TRY(ac_cu_gather<T>(rows, h, cu, n_seq, D, 1, g->st));
         TRY(gemm<T>(g, g->output, rows, g->logits, 1, g->V, n_seq, g->V, D, NULL, 0));
-        AC_CU(cudaMemcpyAsync(out->logits, g->logits, (size_t)n_seq * g->V * 4, cudaMemcpyDeviceToHost, g->st));
     }
     if (out->cls) {
         if (g->cls_mean_l2) {
@@ -868,9 +870,22 @@ static int outputs(ac_cuda_model *g, const float *h, const int *cu, int Tn, int 
         }
         float *res = g->has_cls_out ? g->clsout : g->clsbuf;
         if (g->has_cls_out) TRY(gemm<T>(g, g->cls_out, rows, g->clsout, 1, g->n_cls, n_seq, g->n_cls, D, g->cls_out_b, 0));
-        AC_CU(cudaMemcpyAsync(out->cls, res, (size_t)n_seq * g->n_cls * 4, cudaMemcpyDeviceToHost, g->st));
+        g->out_cls = res;
     }
     return mark(g, 6);
+}
+
+/* the outputs' copies to the caller's host buffers (after outputs<T> ran, plainly or in a graph:
+   its device buffers outlive the graph, the caller's pointers change from call to call) */
+static int outputs_copy(ac_cuda_model *g, ac_outputs *out, int n_seq) {
+    const size_t D = g->D;
+    if (out->hidden) AC_CU(cudaMemcpyAsync(out->hidden, g->out_h, (size_t)g->out_T * D * 4, cudaMemcpyDeviceToHost, g->st));
+    if (out->pooled) AC_CU(cudaMemcpyAsync(out->pooled, g->pooled, (size_t)n_seq * D * 4, cudaMemcpyDeviceToHost, g->st));
+    if (out->logits)
+        AC_CU(cudaMemcpyAsync(out->logits, g->logits, (size_t)n_seq * g->V * 4, cudaMemcpyDeviceToHost, g->st));
+    if (out->cls)
+        AC_CU(cudaMemcpyAsync(out->cls, g->out_cls, (size_t)n_seq * g->n_cls * 4, cudaMemcpyDeviceToHost, g->st));
+    return AC_OK;
 }
 
 /* x (f32; bert: normed, with xb its copy in T) of every row */
@@ -967,6 +982,94 @@ static int pcache_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac
         if (o->pfx_keep && (b = ac_cu_pcache_insert(g, seqs[s].tokens, P))) g->pc_how[s] = 2, g->pc_blk[s] = b;
     }
     return AC_OK;
+}
+
+/* ---- CUDA graphs ---------------------------------------------------------------------------------
+ * Once its inputs are in the device buffers (tokens, positions, offsets: copied before), the exact
+ * path's work from the embeddings to the outputs depends only on (rows, sequences, longest sequence,
+ * outputs asked): the same launches with the same arguments. Short inputs spend more time launching
+ * ~8 kernels a layer than running them, so the second call of a shape is captured into a graph and
+ * later calls of that shape launch the graph (one launch). The first call of a shape runs plainly
+ * (it also makes every lazily created resource: cuBLASLt plans, kernel attributes), so the capture
+ * only records. Not with profiling (events per stage), served or recorded maps, given prefix rows,
+ * the materialised kernel or the f32 mode: those run plainly. A reallocated buffer (a larger call)
+ * makes the graphs stale (ws_gen); they are captured again. 32 shapes, least recently used replaced. */
+static int graph_key_outk(const ac_outputs *out, int pooling, const ac_cuda_opts *o) {
+    return (out->hidden ? 1 : 0) | (out->pooled ? 2 : 0) | (out->logits ? 4 : 0) | (out->cls ? 8 : 0) |
+           (out->normalize ? 16 : 0) | (pooling & 7) << 5 | ((o ? o->attn_variant : 0) & 15) << 8;
+}
+
+static int graphable(const ac_cuda_model *g, const ac_cuda_opts *o) {
+    return !g->graphs_off && !g->profile && g->prec != AC_CUDA_F32 && !use_materialised(g, o) &&
+           !(o && (o->record || o->serve || o->serve_site || o->summary > 0 || o->pfx_P));
+}
+
+/* the entry of this shape (made in state 0 when new, replacing the least recently used) */
+static cu_graph *graph_entry(ac_cuda_model *g, int Tn, int n_seq, int Lq, int outk) {
+    cu_graph *lru = NULL; /* a free entry, else the least recently used */
+    g->graph_clock++;
+    for (int i = 0; i < AC_CU_NGRAPH; i++) {
+        cu_graph *e = &g->graphs[i];
+        if (e->state != 0 && e->Tn == Tn && e->n_seq == n_seq && e->Lq == Lq && e->outk == outk) {
+            e->used = g->graph_clock;
+            return e;
+        }
+        if (!lru || (lru->state != 0 && (e->state == 0 || e->used < lru->used))) lru = e;
+    }
+    if (lru->state == 2) cudaGraphExecDestroy(lru->exec);
+    memset(lru, 0, sizeof *lru);
+    lru->Tn = Tn, lru->n_seq = n_seq, lru->Lq = Lq, lru->outk = outk, lru->used = g->graph_clock;
+    return lru;
+}
+
+/* run the forward of entry e: launch its graph, or capture it (second sight) and launch, or run plainly */
+template <typename T>
+static int graph_forward(ac_cuda_model *g, cu_graph *e, int Tn, int n_seq, int Lq, ac_outputs *out, int pooling,
+                         const ac_cuda_opts *o) {
+    if (e->state == 2 && e->gen != g->ws_gen) { /* buffers moved: capture again */
+        cudaGraphExecDestroy(e->exec);
+        e->state = 1;
+    }
+    if (e->state == 2) {
+        g->graph_last = 2, g->graph_replays++;
+        g->out_h = e->out_h, g->out_T = e->out_T, g->out_cls = e->out_cls; /* outputs() does not run on the host */
+        AC_CU(cudaGraphLaunch(e->exec, g->st));
+        return AC_OK;
+    }
+    if (e->state == 1) {
+        cudaGraph_t gr = NULL;
+        if (cudaStreamBeginCapture(g->st, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
+            const int rc = forward<T>(g, Tn, n_seq, Lq, out, pooling, o, 0);
+            const cudaError_t ec = cudaStreamEndCapture(g->st, &gr);
+            cudaGraphExec_t ex = NULL;
+            if (!rc && ec == cudaSuccess && gr && cudaGraphInstantiate(&ex, gr, 0) == cudaSuccess) {
+                cudaGraphDestroy(gr);
+                e->exec = ex, e->state = 2, e->gen = g->ws_gen;
+                e->out_h = g->out_h, e->out_T = g->out_T, e->out_cls = g->out_cls;
+                g->graph_last = 1, g->graph_captures++;
+                AC_CU(cudaGraphLaunch(e->exec, g->st));
+                return AC_OK;
+            }
+            if (gr) cudaGraphDestroy(gr);
+        }
+        cudaGetLastError(); /* the capture's failure is not the call's: run it plainly, never capture again */
+        e->state = -1;
+    } else if (e->state == 0) {
+        e->state = 1;
+    }
+    g->graph_last = 0;
+    return forward<T>(g, Tn, n_seq, Lq, out, pooling, o, 0);
+}
+
+void ac_cuda_set_graphs(ac_cuda_model *g, int on) {
+    if (!g) return;
+    g->graphs_off = !on;
+}
+
+void ac_cuda_graph_stats(const ac_cuda_model *g, int *last, long long *captures, long long *replays) {
+    if (last) *last = g ? g->graph_last : 0;
+    if (captures) *captures = g ? g->graph_captures : 0;
+    if (replays) *replays = g ? g->graph_replays : 0;
 }
 
 int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs *out, const ac_cuda_opts *o) {
@@ -1084,9 +1187,14 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     if (!rc && summ) rc = g->prec == AC_CUDA_F32 ? embed<float>(g, Tn) : embed<bf16>(g, Tn);
     if (!rc && summ) rc = ac_cu_layer0_summary(g, Tn, n_seq, o->summary);
     if (!rc) rc = serve_plan(g, seqs, n_seq, o);
-    if (!rc)
+    g->graph_last = 0;
+    cu_graph *ge = !rc && !pc_this && !summ && graphable(g, o)
+                       ? graph_entry(g, Tn, n_seq, Lq, graph_key_outk(out, pooling, o)) : NULL;
+    if (!rc && ge) rc = graph_forward<bf16>(g, ge, Tn, n_seq, Lq, out, pooling, o);
+    else if (!rc)
         rc = g->prec == AC_CUDA_F32 ? forward<float>(g, Tn, n_seq, Lq, out, pooling, o, summ)
                                     : forward<bf16>(g, Tn, n_seq, Lq, out, pooling, o, summ);
+    if (!rc) rc = outputs_copy(g, out, n_seq);
     if (rc == AC_OK) AC_CU(cudaEventRecord(g->t1, g->st));
     cudaError_t e = cudaStreamSynchronize(g->st);
     if (g->st_up) { /* no upload outlives the call (its staging buffer is reused by the next) */

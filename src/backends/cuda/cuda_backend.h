@@ -143,6 +143,12 @@ enum { AC_CUDA_PROF_N = 7 };
  * (CUDA events on the backend's stream: launch gaps included, host preparation not). */
 float ac_cuda_last_ms(const ac_cuda_model *g);
 void ac_cuda_set_profile(ac_cuda_model *g, int on);
+/* CUDA graphs of the exact path (default on; env AC_CUDA_GRAPHS=0: off): the second call of a shape
+ * (rows, sequences, longest sequence, outputs asked) is captured, later ones replay it; results are
+ * bitwise those of the plain run. ac_cuda_graph_stats: the last call (0 plain, 1 captured, 2 replayed),
+ * graphs captured and replays so far (any pointer may be NULL). */
+void ac_cuda_set_graphs(ac_cuda_model *g, int on);
+void ac_cuda_graph_stats(const ac_cuda_model *g, int *last, long long *captures, long long *replays);
 /* Of the last ac_cuda_forward: sites (layer, sequence) served from maps, and map bytes copied from
  * host memory to the device. */
 void ac_cuda_last_served(const ac_cuda_model *g, int *sites, size_t *bytes_uploaded);

@@ -18,6 +18,18 @@ typedef struct cu_layer {
 
 enum { EV_CAP = 1024 };
 
+/* A captured forward (CUDA graph) of one shape: see "CUDA graphs" in cuda_backend.cu */
+enum { AC_CU_NGRAPH = 32 };
+typedef struct cu_graph {
+    int Tn, n_seq, Lq, outk; /* the key: rows, sequences, longest query run, outputs asked (bits) */
+    int state;               /* 0 free, 1 seen once (run plainly), 2 captured, -1 not capturable */
+    unsigned gen;            /* ws_gen when captured (buffers reallocated since: stale) */
+    unsigned long long used; /* g->graph_clock at the last use (the least recent is replaced) */
+    cudaGraphExec_t exec;
+    const float *out_h, *out_cls; /* what outputs() left at the capture (outputs_copy reads them) */
+    int out_T;
+} cu_graph;
+
 struct ac_cuda_model {
     const ac_model *m; /* NULL for random models */
     int arch, prec, bert;
@@ -59,6 +71,17 @@ struct ac_cuda_model {
     int ev_stage[EV_CAP], n_ev, ev_made;
     float prof[AC_CUDA_PROF_N];
     cudaEvent_t t0, t1; /* first and last operation of a forward call */
+    /* CUDA graphs of the exact path (AC_CUDA_GRAPHS=0 or ac_cuda_set_graphs(g, 0): off) */
+    int graphs_off;
+    unsigned ws_gen;                /* bumped when a workspace buffer is reallocated */
+    unsigned long long graph_clock;
+    cu_graph graphs[AC_CU_NGRAPH];
+    int graph_last;                 /* the last call: 0 plain, 1 captured then launched, 2 replayed */
+    long long graph_replays, graph_captures;
+    /* what outputs() leaves for the copies to the caller's buffers (after the graph or the plain run) */
+    const float *out_h;             /* [out_T][D] device f32 final hidden rows */
+    int out_T;
+    const float *out_cls;           /* device f32 [n_seq][n_cls or D] */
     float last_ms;
 
     /* served maps (opts.serve): per (layer, sequence) of the current call */
