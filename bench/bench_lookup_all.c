@@ -14,6 +14,7 @@
  * usage: bench_lookup_all MODEL TEXTS [N 512] [B 64] [REPS 5] */
 #define _GNU_SOURCE
 #include "attncache.h"
+#include "bench_texts.h"
 #include "cache/cache_testing.h"
 #include "forward/forward.h"
 #include "util/common.h"
@@ -80,34 +81,11 @@ int main(int argc, char **argv) {
     ac_model_info info;
     ac_model_get_info(m, &info);
     const int D = info.n_embd;
-    FILE *f = fopen(argv[2], "r");
-    if (!f) {
-        fprintf(stderr, "bench_lookup_all: cannot read %s\n", argv[2]);
-        return 1;
-    }
     enum { MAXT = 128 };
-    ac_seq *seqs = calloc((size_t)N, sizeof *seqs);
-    int n = 0;
+    ac_seq *seqs = NULL;
     long long tokens = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    while (n < N && (len = getline(&line, &cap, f)) > 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (!len) continue;
-        int32_t *ids = malloc(MAXT * sizeof *ids);
-        int nt = 0;
-        if (!ids || ac_tokenize(m, line, (size_t)len, 1, ids, MAXT, &nt) != AC_OK || nt < 1) {
-            free(ids); /* a line that does not fit: skipped */
-            ac_err_clear();
-            continue;
-        }
-        seqs[n].tokens = ids, seqs[n].n_tokens = nt;
-        tokens += nt;
-        n++;
-    }
-    free(line);
-    fclose(f);
+    int n = bench_load_texts(m, "bench_lookup_all", argv[2], N, MAXT, 0, &seqs, &tokens);
+    if (n < 0) return 1;
     if (n < 1) {
         fprintf(stderr, "bench_lookup_all: no texts in %s\n", argv[2]);
         return 1;

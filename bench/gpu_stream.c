@@ -30,6 +30,7 @@
  * Exits 0 with "SKIP" without a CUDA device. */
 #define _GNU_SOURCE
 #include "attncache.h"
+#include "bench_texts.h"
 #include "backends/cuda/cuda_backend.h"
 #include "cache/cache_testing.h" /* ac_cache_lookup_all_each */
 #include "forward/forward.h" /* the context's backend state (ac_cuda_last_served, map cache stats) */
@@ -76,35 +77,12 @@ int main(int argc, char **argv) {
     ac_model_info info;
     ac_model_get_info(m, &info);
     /* the texts */
-    FILE *f = fopen(argv[2], "r");
-    if (!f) {
-        fprintf(stderr, "gpu_stream: cannot read %s\n", argv[2]);
-        return 1;
-    }
     enum { MAXN = 4096, MAXT = 512 };
-    ac_seq *seqs = calloc(MAXN, sizeof *seqs);
-    int n = 0;
-    long long tokens = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
     const int limit = info.n_ctx_train > 0 && info.n_ctx_train < MAXT ? info.n_ctx_train : MAXT;
-    while (n < MAXN && (len = getline(&line, &cap, f)) > 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (!len) continue;
-        int32_t *ids = malloc(MAXT * sizeof *ids);
-        int nt = 0;
-        if (!ids || ac_tokenize(m, line, (size_t)len, 1, ids, MAXT, &nt) != AC_OK || nt < 1) {
-            free(ids); /* a line that does not fit: skipped */
-            continue;
-        }
-        if (nt > limit) nt = limit;
-        seqs[n].tokens = ids, seqs[n].n_tokens = nt;
-        tokens += nt;
-        n++;
-    }
-    free(line);
-    fclose(f);
+    ac_seq *seqs = NULL;
+    long long tokens = 0;
+    int n = bench_load_texts(m, "gpu_stream", argv[2], MAXN, MAXT, limit, &seqs, &tokens);
+    if (n < 0) return 1;
     if (n < 2) {
         fprintf(stderr, "gpu_stream: fewer than 2 texts in %s\n", argv[2]);
         return 1;
