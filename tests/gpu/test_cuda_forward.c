@@ -809,8 +809,15 @@ static void check_graphs(const char *name, ac_model *m, ac_cuda_model *g) {
     int same = 1;
     for (int k = 0; k < 3; k++) same &= !memcmp(res[0][k], res[1][k], each * 4);
     CHECK(same, "%s: graphs on vs off differ", name);
-    CHECK(last[2] == 2 && cap1 >= cap0 + (last[1] == 1), "%s: third call of a shape not replayed (last %d %d %d)", name,
-          last[0], last[1], last[2]);
+    /* head dims without the fused kernel run the materialised one, which is never captured */
+    const int hd = m->hp.head_dim, fused = hd == 32 || hd == 64 || hd == 128;
+    if (fused)
+        CHECK(last[2] == 2 && cap1 >= cap0 + (last[1] == 1), "%s: third call of a shape not replayed (last %d %d %d)",
+              name, last[0], last[1], last[2]);
+    else
+        CHECK(last[0] == 0 && last[1] == 0 && last[2] == 0 && cap1 == cap0,
+              "%s: head dim %d (materialised attention) captured a graph (last %d %d %d)", name, hd, last[0], last[1],
+              last[2]);
     /* a larger call (80 sequences of maxL) reallocates the buffers: the next call of the shape captures again */
     ac_cuda_set_graphs(g, 1);
     {
@@ -832,8 +839,8 @@ static void check_graphs(const char *name, ac_model *m, ac_cuda_model *g) {
     o.normalize = !dec;
     OK(ac_cuda_forward(g, seqs[1], n, &o, NULL));
     ac_cuda_graph_stats(g, &last[3], NULL, NULL);
-    CHECK(last[3] == 1 && !memcmp(r, res[0][1], each * 4), "%s: after reallocation: last %d (want 1: captured again), %s",
-          name, last[3], memcmp(r, res[0][1], each * 4) ? "outputs differ" : "outputs equal");
+    CHECK(last[3] == fused && !memcmp(r, res[0][1], each * 4), "%s: after reallocation: last %d (want %d), %s",
+          name, last[3], fused, memcmp(r, res[0][1], each * 4) ? "outputs differ" : "outputs equal");
     printf("  %s: CUDA graphs: calls of one shape %d/%d/%d (0 plain, 1 captured, 2 replayed), bitwise equal to plain "
            "runs; after reallocation %d\n", name, last[0], last[1], last[2], last[3]);
     for (int k = 0; k < 3; k++) free(res[0][k]), free(res[1][k]);

@@ -592,7 +592,7 @@ int main(int argc, char **argv) {
     }
     rng_seed(argc > 1 ? strtoull(argv[1], NULL, 10) : 1234);
     test_embed();
-    for (int D : {391, 2048, 3001}) {
+    for (int D : {384, 391, 768, 1024, 2048, 3001}) { /* 384/768/1024: add_layernorm's warp kernel */
         test_norms<float>(1e-5, D);
         test_norms<bf16>(8e-3, D);
     }
