@@ -1209,26 +1209,43 @@ static void batch_round(cache_att *a, lookup_batch *b, const ac_attn_site *sites
     }
     const double t1 = ac_now();
     add_f64(&n->t_features, t1 - t0);
-    int rc = make_keys(c, c->proj, c->key, b->feat, m, b->keys);
+    /* keys and search in chunks of >= 4 queries on the threads (run 15: one thread for the whole
+       batch lost to 16 threads each looking one sequence up); every query's key and search result is
+       bitwise its own (make_keys, ac_index_search_batch), so the chunking changes no result */
+    const int nch = AC_MAX(1, AC_MIN(nt, m / 4)), per = (m + nch - 1) / nch;
+#pragma omp parallel for num_threads(nch) schedule(static, 1) if (nch > 1)
+    for (int ch = 0; ch < nch; ch++) {
+        const int j0 = ch * per, cnt = AC_MIN(per, m - j0);
+        if (cnt <= 0) continue;
+        const int r = make_keys(c, c->proj, c->key, b->feat + (size_t)j0 * fd, cnt, b->keys + (size_t)j0 * kd);
+        if (r) {
+            for (int j = j0; j < j0 + cnt; j++)
+                if (!b->rc[b->pos[j]]) b->rc[b->pos[j]] = r;
+            note_failure(c, ac_last_error());
+            ac_err_clear();
+        }
+    }
     for (int j = 0; j < m; j++) {
         const int i = b->pos[j];
         float *key = b->keys + (size_t)j * kd;
-        if (rc) {
-            if (!b->rc[i]) b->rc[i] = rc;
-        } else if (!b->rc[i] && !all_finite_f(key, kd)) { /* the one query the index refuses alone */
+        if (!b->rc[i] && !all_finite_f(key, kd)) /* the one query the index refuses alone */
             batch_fail(c, b, i, ac_err(AC_ERR_ARG, "index search: non-finite query"));
-        }
         if (b->rc[i]) memset(key, 0, (size_t)kd * sizeof *key); /* searched, not used */
     }
-    if (rc) note_failure(c, ac_last_error()), ac_err_clear();
     const double t2 = ac_now();
     add_f64(&n->t_key, t2 - t1);
-    if (!rc) rc = ac_index_search_batch(c->idx, b->keys, m, AC_LOOKUP_K, b->ids, b->sims);
-    if (rc) {
-        for (int j = 0; j < m; j++)
-            if (!b->rc[b->pos[j]]) b->rc[b->pos[j]] = rc;
-        note_failure(c, ac_last_error());
-        ac_err_clear();
+#pragma omp parallel for num_threads(nch) schedule(static, 1) if (nch > 1)
+    for (int ch = 0; ch < nch; ch++) {
+        const int j0 = ch * per, cnt = AC_MIN(per, m - j0);
+        if (cnt <= 0) continue;
+        const int r = ac_index_search_batch(c->idx, b->keys + (size_t)j0 * kd, cnt, AC_LOOKUP_K,
+                                            b->ids + (size_t)j0 * AC_LOOKUP_K, b->sims + (size_t)j0 * AC_LOOKUP_K);
+        if (r) {
+            for (int j = j0; j < j0 + cnt; j++)
+                if (!b->rc[b->pos[j]]) b->rc[b->pos[j]] = r;
+            note_failure(c, ac_last_error());
+            ac_err_clear();
+        }
     }
     const double t3 = ac_now();
     add_f64(&n->t_search, t3 - t2);
