@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -490,21 +491,49 @@ double cli_now(void) {
 
 /* ---- JSON output (cJSON) ------------------------------------------------------------------- */
 
-cJSON *cli_json_float(float v) {
-    /* the fewest significant digits (6..9) that read back as the same float
-     * (9 always do: every float round-trips); cJSON prints a double with %1.15g (or %1.17g when that
-     * does not round-trip), which keeps those <= 9 digits as they are */
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", (double)v);
-    for (int p = 6; p < 9; p++) {
-        char b2[32];
-        snprintf(b2, sizeof b2, "%.*g", p, (double)v);
-        if ((float)strtod(b2, NULL) == v) {
-            memcpy(buf, b2, sizeof b2);
-            break;
-        }
+/* buf = v in %g with the fewest significant digits (6..9) that read back as the same float
+ * (9 always do: every float round-trips). Whether p digits read back is monotone in p (a
+ * p-digit decimal is also a (p+1)-digit one, and the correctly rounded p+1 digits are at
+ * least as close to v), so a search tries 8, then 7 or 9, then 6: two tries where counting
+ * up from 6 took three. */
+static void float_shortest(float v, char buf[32]) {
+    char b[32];
+    snprintf(buf, 32, "%.8g", (double)v);
+    if ((float)strtod(buf, NULL) != v) {
+        snprintf(buf, 32, "%.9g", (double)v);
+        return;
     }
+    snprintf(b, sizeof b, "%.7g", (double)v);
+    if ((float)strtod(b, NULL) != v) return; /* 8 */
+    memcpy(buf, b, sizeof b);
+    snprintf(b, sizeof b, "%.6g", (double)v);
+    if ((float)strtod(b, NULL) == v) memcpy(buf, b, sizeof b);
+}
+
+cJSON *cli_json_float(float v) {
+    /* cJSON prints a double with %1.15g (or %1.17g when that does not round-trip), which keeps
+     * those <= 9 digits as they are */
+    char buf[32];
+    float_shortest(v, buf);
     return cJSON_CreateNumber(strtod(buf, NULL));
+}
+
+int cli_float_text(float v, char buf[32]) {
+    if (isfinite(v) && fabsf(v) < 1e6f) {
+        /* cJSON prints this node with %1.15g, which gives back the <= 9 digits the same way
+         * (an exponent below -4 too; none at or above 6 arises here) */
+        float_shortest(v, buf);
+        return (int)strlen(buf);
+    }
+    cJSON *j = cli_json_float(v); /* large, inf, nan: what cJSON prints */
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!t) return -1;
+    const size_t n = strlen(t) < 31 ? strlen(t) : 31;
+    memcpy(buf, t, n);
+    buf[n] = 0;
+    cJSON_free(t);
+    return (int)n;
 }
 
 int cli_json_write(FILE *f, cJSON *j) {
