@@ -129,7 +129,9 @@ static inline float online_row(float *s, int nvalid, int nk, float *m, float *l)
         _mm256_store_ps(s + 8 * c, p);
         sum = _mm256_add_ps(sum, p);
     }
-    const float alpha = ac_expf_fma(m_old - m_new); /* exp(-inf) = 0 on the first block */
+    /* exp(-inf) = 0 on the first block; exp(0) is 1 exactly, which the scalar exp need not compute
+     * (the running max of a row changes in few of its blocks) */
+    const float alpha = m_old == m_new ? 1.0f : ac_expf_fma(m_old - m_new);
     *l = *l * alpha + ac_hsum256(sum);
     *m = m_new;
     return alpha;
