@@ -654,6 +654,13 @@ static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *sit
  * time at AVX2). */
 static int bf16_inputs(const ac_ctx *c) { return c->model->pack == AC_PACK_BF16 || c->model->pack == AC_PACK_DNNL; }
 
+/* Whether sequence s takes the plain fused attention: no cached prefix, no served rows, no
+ * supplied map, not recorded, not materialised, no per-head spans (spans_hook: the hook has them). */
+static int plain_fused(const ac_ctx *c, const fwd_plan *pl, int s, int spans_hook) {
+    return !pl->first[s] && !pl->srv[s] && !pl->maps[s] && !pl->rec[s] && c->params.attn != AC_ATTN_MATERIALIZED &&
+           !spans_hook;
+}
+
 /* Q, K, V and attention of one layer; X: [T][D] input of the projections. Result in c->att. */
 static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_plan *pl, double *tp) {
     const ac_model *m = c->model;
@@ -704,8 +711,34 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
     pl->att_bf_ok = bf16_inputs(c);
     for (int s = 0; s < pl->n_seq; s++) pl->att_bf_ok &= !pl->srv[s] && !pl->first[s];
 
+    /* the sequences on the plain fused path (no prefix, served rows, map, recording or per-head
+     * spans): all in one parallel step */
+    const int spans_hook = c->has_hook && c->hook.head_span != NULL;
+    int n_plain = 0;
+    for (int s = 0; s < pl->n_seq; s++) n_plain += plain_fused(c, pl, s, spans_hook);
+    if (n_plain) {
+        ac_attn_args *aas = AC_MALLOC((size_t)n_plain * sizeof *aas);
+        if (!aas) return ac_err(AC_ERR_NOMEM, "out of memory for the attention of %d sequences", n_plain);
+        size_t nkt = 0;
+        for (int s = 0, i = 0; s < pl->n_seq; s++) {
+            if (!plain_fused(c, pl, s, spans_hook)) continue;
+            const int o = pl->off[s];
+            ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
+                               c->att + (size_t)o * QD, pl->seqs[s].n_tokens, hp->n_head, hp->n_head_kv, hp->head_dim,
+                               QD, KVD, hp->causal, 1.0f / sqrtf((float)hp->head_dim),
+                               bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0};
+            aas[i++] = aa;
+            nkt += ac_attn_kt_floats(&aa);
+        }
+        rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, nkt);
+        if (!rc) rc = ac_attn_fused_multi(aas, n_plain, c->kt, c->pool);
+        free(aas);
+        if (rc) return rc;
+        prof_lap(c, AC_STAGE_ATTN, tp);
+    }
     for (int s = 0; s < pl->n_seq; s++) {
         const int o = pl->off[s], n = pl->seqs[s].n_tokens;
+        if (plain_fused(c, pl, s, spans_hook)) continue; /* done above */
         if (pl->first[s]) {
             if ((rc = attend_after_prefix(c, il, s, pl, X, tp))) return rc;
             continue;

@@ -343,6 +343,10 @@ typedef struct ac_attn_args {
 size_t ac_attn_kt_floats(const ac_attn_args *a);
 /* Fused blocked attention with online softmax; never materialises L x L. */
 int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool);
+/* The fused attention of n sequences (a[n], each as for ac_attn_fused) in one parallel step:
+ * bitwise what n calls of ac_attn_fused give. kt: scratch of the sum of ac_attn_kt_floats(&a[i])
+ * floats (64-byte aligned), or NULL (allocated per call). */
+int ac_attn_fused_multi(const ac_attn_args *a, int n, float *kt, ac_pool *pool);
 /* Materialised: P [H][L][L] = softmax(scale Q K^T) (masked) ... */
 int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
 /* ... then out = P V (also the skip path, with a supplied P). */

@@ -110,6 +110,10 @@ int cli_finish_stdout(int rc);
 /* A float as a JSON number with the fewest digits (<= 9) that read back as
  * the same float: embeddings round-trip exactly. NULL when out of memory. */
 cJSON *cli_json_float(float v);
+/* buf = the text cJSON prints for cli_json_float(v) (the same bytes), made without the node:
+ * a row of floats (an embedding) is written straight to a line. Returns its length, or -1
+ * when out of memory. */
+int cli_float_text(float v, char buf[32]);
 /* Writes j unformatted and a newline to f, and frees j (takes it; NULL is
  * out of memory). 0, or 1 after an error line. */
 int cli_json_write(FILE *f, cJSON *j);

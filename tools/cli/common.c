@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,21 +522,164 @@ double cli_now(void) {
 
 /* ---- JSON output (cJSON) ------------------------------------------------------------------- */
 
-cJSON *cli_json_float(float v) {
-    /* the fewest significant digits (6..9) that read back as the same float
-     * (9 always do: every float round-trips); cJSON prints a double with %1.15g (or %1.17g when that
-     * does not round-trip), which keeps those <= 9 digits as they are */
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", (double)v);
-    for (int p = 6; p < 9; p++) {
-        char b2[32];
-        snprintf(b2, sizeof b2, "%.*g", p, (double)v);
-        if ((float)strtod(b2, NULL) == v) {
-            memcpy(buf, b2, sizeof b2);
-            break;
-        }
+/* buf = v in %g with the fewest significant digits (6..9) that read back as the same float
+ * (9 always do: every float round-trips). Whether p digits read back is monotone in p (a
+ * p-digit decimal is also a (p+1)-digit one, and the correctly rounded p+1 digits are at
+ * least as close to v), so a search tries 8, then 7 or 9, then 6: two tries where counting
+ * up from 6 took three. */
+static void float_shortest(float v, char buf[32]) {
+    char b[32];
+    snprintf(buf, 32, "%.8g", (double)v);
+    if ((float)strtod(buf, NULL) != v) {
+        snprintf(buf, 32, "%.9g", (double)v);
+        return;
     }
+    snprintf(b, sizeof b, "%.7g", (double)v);
+    if ((float)strtod(b, NULL) != v) return; /* 8 */
+    memcpy(buf, b, sizeof b);
+    snprintf(b, sizeof b, "%.6g", (double)v);
+    if ((float)strtod(b, NULL) == v) memcpy(buf, b, sizeof b);
+}
+
+cJSON *cli_json_float(float v) {
+    /* cJSON prints a double with %1.15g (or %1.17g when that does not round-trip), which keeps
+     * those <= 9 digits as they are */
+    char buf[32];
+    float_shortest(v, buf);
     return cJSON_CreateNumber(strtod(buf, NULL));
+}
+
+/* ---- the same digits by integer arithmetic, for 1e-10 <= |v| < 1e5 ----------------------
+ * v = m / 2^s exactly (m < 2^24, s <= 58); its digits rounded to p significant ones are
+ * floor(m 10^k / 2^s) with k = p - 1 - X (X: v's decimal exponent), rounded half to even on the
+ * exact remainder as glibc's printf does, all in 128-bit integers. Whether p digits read back as
+ * v: whether they lie strictly inside v's rounding interval (the midpoints to its neighbours),
+ * compared exactly; within 2^-48 of a midpoint, where strtod's rounding to double first could
+ * decide, the snprintf/strtod path answers instead. */
+typedef unsigned __int128 u128;
+
+static const uint64_t g_p10[20] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+                                   100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+                                   10000000000000ull, 100000000000000ull, 1000000000000000ull,
+                                   10000000000000000ull, 100000000000000000ull, 1000000000000000000ull,
+                                   10000000000000000000ull};
+
+/* v = m / 2^s >= 10^x ? (-10 <= x <= 6) */
+static int at_least_p10(uint32_t m, int s, int x) {
+    return x >= 0 ? (u128)m >= ((u128)g_p10[x] << s) : ((u128)m * g_p10[-x]) >= ((u128)1 << s);
+}
+
+/* The p significant digits of m / 2^s (decimal exponent *X on entry, updated on a carry):
+ * *D, with 10^(p-1) <= *D < 10^p. Returns k = p - 1 - *X, so that the digits' value is D / 10^k. */
+static int round_digits(uint32_t m, int s, int p, uint64_t *D, int *X) {
+    int k = p - 1 - *X; /* 0 <= k <= 18 */
+    const u128 n = (u128)m * g_p10[k];
+    u128 q = n >> s;
+    const u128 r = n - (q << s), half = s ? (u128)1 << (s - 1) : 0;
+    if (s && (r > half || (r == half && (q & 1)))) q++;
+    if (q >= g_p10[p]) { /* 99..9 rounded up to 10^p: one digit 1 of the next decade */
+        q = g_p10[p - 1];
+        (*X)++;
+        k--;
+    }
+    *D = (uint64_t)q;
+    return k;
+}
+
+/* 1: D / 10^k reads back as m / 2^s (lo4: 4m - 2, or 4m - 1 where the float below is half as
+ * far: m = 2^23), 0: not, -1: too close to a midpoint to tell here. */
+static int reads_back(uint64_t D, int k, uint32_t m, int s, int pow2) {
+    const u128 d = (u128)D << (s + 2), lo = ((u128)(4 * m - (pow2 ? 1 : 2))) * g_p10[k],
+               hi = ((u128)(4 * m + 2)) * g_p10[k];
+    const u128 dl = d > lo ? d - lo : lo - d, dh = d > hi ? d - hi : hi - d;
+    if (dl <= (lo >> 48) || dh <= (hi >> 48)) return -1;
+    return d > lo && d < hi;
+}
+
+/* %.{p}g of the digits D (p of them) with decimal exponent X, trailing zeros dropped. */
+static int format_g(int neg, uint64_t D, int p, int X, char *out) {
+    char dig[20];
+    int n = p;
+    for (int i = p - 1; i >= 0; i--, D /= 10) dig[i] = (char)('0' + D % 10);
+    while (n > 1 && dig[n - 1] == '0') n--;
+    char *o = out;
+    if (neg) *o++ = '-';
+    if (X < -4 || X >= p) {
+        *o++ = dig[0];
+        if (n > 1) {
+            *o++ = '.';
+            memcpy(o, dig + 1, (size_t)n - 1);
+            o += n - 1;
+        }
+        o += snprintf(o, 8, "e%c%02d", X < 0 ? '-' : '+', X < 0 ? -X : X);
+    } else if (X >= 0) {
+        for (int i = 0; i <= X; i++) *o++ = i < n ? dig[i] : '0';
+        if (n > X + 1) {
+            *o++ = '.';
+            memcpy(o, dig + X + 1, (size_t)(n - X - 1));
+            o += n - X - 1;
+        }
+    } else {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -X - 1; i++) *o++ = '0';
+        memcpy(o, dig, (size_t)n);
+        o += n;
+    }
+    *o = 0;
+    return (int)(o - out);
+}
+
+/* float_shortest's text by integer arithmetic, for 1e-10 <= |v| < 1e5; -1 where it cannot tell. */
+static int float_shortest_int(float v, char buf[32]) {
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    const int neg = (int)(bits >> 31), be = (int)((bits >> 23) & 0xff);
+    const uint32_t m = (bits & 0x7fffffu) | 0x800000u; /* normal: v = m 2^(be - 150) */
+    const int s = 150 - be, pow2 = m == 0x800000u && be > 1;
+    if (s < 0 || s > 58) return -1;
+    int X0 = (int)floor(log10(fabs((double)v)));
+    while (X0 > -10 && !at_least_p10(m, s, X0)) X0--;
+    while (X0 < 6 && at_least_p10(m, s, X0 + 1)) X0++;
+    if (X0 < -10 || X0 > 4 || !at_least_p10(m, s, X0)) return -1; /* (below 1e5: k >= 0 after a carry) */
+    uint64_t D8, D;
+    int X8 = X0, X = X0;
+    const int k8 = round_digits(m, s, 8, &D8, &X8);
+    int r = reads_back(D8, k8, m, s, pow2);
+    if (r < 0) return -1;
+    if (!r) { /* 9 digits: always */
+        round_digits(m, s, 9, &D, &X);
+        return format_g(neg, D, 9, X, buf);
+    }
+    const int k7 = round_digits(m, s, 7, &D, &X);
+    if ((r = reads_back(D, k7, m, s, pow2)) < 0) return -1;
+    if (!r) return format_g(neg, D8, 8, X8, buf);
+    uint64_t D6;
+    int X6 = X0;
+    const int k6 = round_digits(m, s, 6, &D6, &X6);
+    if ((r = reads_back(D6, k6, m, s, pow2)) < 0) return -1;
+    return r ? format_g(neg, D6, 6, X6, buf) : format_g(neg, D, 7, X, buf);
+}
+
+int cli_float_text(float v, char buf[32]) {
+    if (isfinite(v) && fabsf(v) < 1e6f) {
+        /* cJSON prints this node with %1.15g, which gives back the <= 9 digits the same way
+         * (an exponent below -4 too; none at or above 6 arises here) */
+        const float a = fabsf(v);
+        int n = a >= 1e-10f ? float_shortest_int(v, buf) : -1;
+        if (n >= 0) return n;
+        float_shortest(v, buf);
+        return (int)strlen(buf);
+    }
+    cJSON *j = cli_json_float(v); /* large, inf, nan: what cJSON prints */
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!t) return -1;
+    const size_t n = strlen(t) < 31 ? strlen(t) : 31;
+    memcpy(buf, t, n);
+    buf[n] = 0;
+    cJSON_free(t);
+    return (int)n;
 }
 
 int cli_json_write(FILE *f, cJSON *j) {

@@ -27,8 +27,10 @@
 #define ATTN_FN(name) name##_scalar
 #include "attn_impl.h"
 
-/* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]). */
-static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S) {
+/* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]), at least for the
+ * block's nk valid keys j < nk (a level may skip the padding columns past them). */
+static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, int nk, float *S) {
+    (void)nk; /* every key of the block is computed */
     for (int r = 0; r < MR; r++) {
         float acc[BK] = {0};
         for (int d = 0; d < hd; d++) {
@@ -52,10 +54,12 @@ static inline void pv_tile(const float *const p[MR], int nk, const float *V, siz
 }
 
 /* Online-softmax update of one row of a key block: s [BK] raw scores, the first
- * nvalid of them visible. Updates the running max *m and sum *l, overwrites s
- * with p = exp(s - m_new) (0 past nvalid) and returns alpha = exp(m_old - m_new),
+ * nvalid of them visible, nk (>= nvalid) keys in the block. Updates the running max *m
+ * and sum *l, overwrites s with p = exp(s - m_new) (0 past nvalid, at least up to nk;
+ * columns past nk may be left as they are) and returns alpha = exp(m_old - m_new),
  * the factor that rescales the row's output accumulated so far. */
-static inline float online_row(float *s, int nvalid, float *m, float *l) {
+static inline float online_row(float *s, int nvalid, int nk, float *m, float *l) {
+    (void)nk;
     const float m_old = *m;
     float mx = s[0];
     for (int j = 1; j < nvalid; j++) mx = s[j] > mx ? s[j] : mx;
@@ -88,6 +92,10 @@ static inline void softmax_row(float *row, int nv, int L) {
 
 /* ---- entry points: the level's driver ------------------------------------------------ */
 int ac_attn_fused_avx2(const ac_attn_args *a, float *kt, ac_pool *pool);
+int ac_attn_fused_multi_scalar(const ac_attn_args *a, int n, float *kt, ac_pool *pool);
+int ac_attn_fused_multi_avx2(const ac_attn_args *a, int n, float *kt, ac_pool *pool);
+int ac_attn_fused_multi_avx512(const ac_attn_args *a, int n, float *kt, ac_pool *pool);
+int ac_attn_fused_multi_neon(const ac_attn_args *a, int n, float *kt, ac_pool *pool);
 int ac_attn_scores_avx2(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax);
 void ac_attn_apply_avx2(const ac_attn_args *a, const float *P, ac_pool *pool);
 int ac_attn_fused_avx512(const ac_attn_args *a, float *kt, ac_pool *pool);
@@ -117,6 +125,19 @@ int ac_attn_fused(const ac_attn_args *a, float *kt, ac_pool *pool) {
     if (ac_cpu_level() >= AC_CPU_NEON) return ac_attn_fused_neon(a, kt, pool);
 #endif
     return ac_attn_fused_scalar(a, kt, pool);
+}
+
+int ac_attn_fused_multi(const ac_attn_args *a, int n, float *kt, ac_pool *pool) {
+#ifdef AC_ATTN_X86
+    switch (ac_cpu_level()) {
+    case AC_CPU_AVX512: return ac_attn_fused_multi_avx512(a, n, kt, pool);
+    case AC_CPU_AVX2: return ac_attn_fused_multi_avx2(a, n, kt, pool);
+    default: break;
+    }
+#elif defined(__aarch64__)
+    if (ac_cpu_level() >= AC_CPU_NEON) return ac_attn_fused_multi_neon(a, n, kt, pool);
+#endif
+    return ac_attn_fused_multi_scalar(a, n, kt, pool);
 }
 
 int ac_attn_scores(const ac_attn_args *a, float *P, float *kt, ac_pool *pool, double *t_qk, double *t_softmax) {

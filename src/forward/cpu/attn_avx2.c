@@ -9,11 +9,12 @@
 #define ATTN_FN(name) name##_avx2
 #include "attn_impl.h"
 
-/* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]). */
-static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S) {
+/* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]): the strips of 16 keys
+ * that hold the block's nk keys (a short sequence's only block: 2 strips of 4 at L = 25). */
+static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, int nk, float *S) {
     const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3], *q4 = q[4], *q5 = q[5];
     const __m256 sc = _mm256_set1_ps(scale);
-    for (int s = 0; s < BK; s += 16) {
+    for (int s = 0; s < nk; s += 16) {
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
                c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
         const float *kc = Kt + s;
@@ -107,13 +108,15 @@ static inline void pv_tile(const float *const p[MR], int nk, const float *V, siz
     }
 }
 
-/* Online-softmax update of one row of a key block (contract: attn.c). */
-static inline float online_row(float *s, int nvalid, float *m, float *l) {
+/* Online-softmax update of one row of a key block (contract: attn.c): the vectors of 8 that
+ * hold the block's nk keys. */
+static inline float online_row(float *s, int nvalid, int nk, float *m, float *l) {
     const float m_old = *m;
+    const int nv = (nk + 7) / 8;
     __m256 v[8];
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     __m256 vmx = ninf;
-    for (int c = 0; c < 8; c++) {
+    for (int c = 0; c < nv; c++) {
         v[c] = _mm256_blendv_ps(ninf, _mm256_load_ps(s + 8 * c), _mm256_castsi256_ps(ac_mask8(nvalid - 8 * c)));
         vmx = _mm256_max_ps(vmx, v[c]);
     }
@@ -121,12 +124,14 @@ static inline float online_row(float *s, int nvalid, float *m, float *l) {
     const float m_new = mx > m_old ? mx : m_old;
     const __m256 mn = _mm256_set1_ps(m_new);
     __m256 sum = _mm256_setzero_ps();
-    for (int c = 0; c < 8; c++) {
+    for (int c = 0; c < nv; c++) {
         __m256 p = ac_exp256(_mm256_sub_ps(v[c], mn)); /* -inf -> 0 */
         _mm256_store_ps(s + 8 * c, p);
         sum = _mm256_add_ps(sum, p);
     }
-    const float alpha = ac_expf_fma(m_old - m_new); /* exp(-inf) = 0 on the first block */
+    /* exp(-inf) = 0 on the first block; exp(0) is 1 exactly, which the scalar exp need not compute
+     * (the running max of a row changes in few of its blocks) */
+    const float alpha = m_old == m_new ? 1.0f : ac_expf_fma(m_old - m_new);
     *l = *l * alpha + ac_hsum256(sum);
     *m = m_new;
     return alpha;

@@ -8,7 +8,8 @@
 #include "attn_impl.h"
 
 /* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]). */
-static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S) {
+static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, int nk, float *S) {
+    (void)nk; /* every key of the block is computed */
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
            c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00, c40 = c00,
            c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
@@ -155,7 +156,8 @@ static inline void pv_tile(const float *const p[MR], int nk, const float *V, siz
  * nvalid of them visible. Updates the running max *m and sum *l, overwrites s
  * with p = exp(s - m_new) (0 past nvalid) and returns alpha = exp(m_old - m_new),
  * the factor that rescales the row's output accumulated so far. */
-static inline float online_row(float *s, int nvalid, float *m, float *l) {
+static inline float online_row(float *s, int nvalid, int nk, float *m, float *l) {
+    (void)nk;
     const float m_old = *m;
     __m512 v[4];
     const __m512 ninf = _mm512_set1_ps(-INFINITY);

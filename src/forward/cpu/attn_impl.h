@@ -4,9 +4,9 @@
  *
  * The including file defines, before including this header:
  *   ATTN_FN(name)  the level's name of an entry point (e.g. name##_avx2)
- *   static void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S);
+ *   static void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, int nk, float *S);
  *   static void pv_tile(const float *const p[MR], int nk, const float *V, size_t ldv, int w, float *const O[MR]);
- *   static float online_row(float *s, int nvalid, float *m, float *l);
+ *   static float online_row(float *s, int nvalid, int nk, float *m, float *l);
  *   static void softmax_row(float *row, int nv, int L);
  * (contracts: see attn.c). The micro-kernels are inlined into the driver, so a
  * level costs no indirect call per tile or row. */
@@ -24,9 +24,9 @@
 #define BQ 48  /* query rows per task of the fused kernel */
 #define HD_MAX 256
 
-static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S);
+static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, int nk, float *S);
 static inline void pv_tile(const float *const p[MR], int nk, const float *V, size_t ldv, int w, float *const O[MR]);
-static inline float online_row(float *s, int nvalid, float *m, float *l);
+static inline float online_row(float *s, int nvalid, int nk, float *m, float *l);
 static inline void softmax_row(float *row, int nv, int L);
 
 static const float g_zero_row[BK] __attribute__((aligned(64)));
@@ -103,7 +103,7 @@ static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O,
             const float *q[MR], *prow[MR];
             float *orow[MR];
             tile_rows(a, h, i0 + r0, nr, q);
-            qk_tile(q, kt, hd, a->scale, S);
+            qk_tile(q, kt, hd, a->scale, nk, S);
             for (int r = 0; r < MR; r++) {
                 float *s = S + r * BK;
                 const int i = i0 + r0 + r;
@@ -123,7 +123,7 @@ static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O,
                     orow[r] = NULL;
                     continue;
                 }
-                const float alpha = online_row(s, nvalid, &mrow[r0 + r], &lrow[r0 + r]);
+                const float alpha = online_row(s, nvalid, nk, &mrow[r0 + r], &lrow[r0 + r]);
                 float *o = O + (size_t)(r0 + r) * hd;
                 if (alpha != 1.0f)
                     for (int d = 0; d < hd; d++) o[d] *= alpha;
@@ -165,21 +165,30 @@ static int call_init(attn_call *ac, const ac_attn_args *a, float *kt, ac_pool *p
     return AC_OK;
 }
 
+/* The fused call's tasks: heads x query blocks of BQ rows from q0. */
+static int fused_ntask(const ac_attn_args *a) {
+    const int q0 = a->q0 > 0 && a->q0 < a->L ? a->q0 : 0;
+    return a->H * ((a->L - q0 + BQ - 1) / BQ);
+}
+
+/* Task t of a fused call (t < fused_ntask); S, O, mrow, lrow: the thread's scratch. */
+static void fused_task_at(attn_call *ac, int t, float *S, float *O, float *mrow, float *lrow) {
+    const ac_attn_args *a = ac->a;
+    const int q0 = a->q0 > 0 && a->q0 < a->L ? a->q0 : 0;
+    const int nblk = (a->L - q0 + BQ - 1) / BQ;
+    /* causal: later query blocks have more keys, so hand them out first */
+    const int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H, i0 = q0 + b * BQ;
+    fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
+}
+
 static void fused_step(void *v, int ith, int nth) {
     (void)ith, (void)nth;
     attn_call *ac = v;
-    const ac_attn_args *a = ac->a;
-    const int q0 = a->q0 > 0 && a->q0 < a->L ? a->q0 : 0;
-    const int nblk = (a->L - q0 + BQ - 1) / BQ, ntask = a->H * nblk;
+    const int ntask = fused_ntask(ac->a);
     float S[MR * BK] __attribute__((aligned(64)));
     float O[BQ * HD_MAX] __attribute__((aligned(64)));
     float mrow[BQ], lrow[BQ];
-    /* causal: later query blocks have more keys, so hand them out first */
-    for (int t; (t = ac_pool_next(ac->pool)) < ntask;) {
-        int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H;
-        int i0 = q0 + b * BQ;
-        fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
-    }
+    for (int t; (t = ac_pool_next(ac->pool)) < ntask;) fused_task_at(ac, t, S, O, mrow, lrow);
 }
 
 int ATTN_FN(ac_attn_fused)(const ac_attn_args *a, float *kt, ac_pool *pool) {
@@ -191,6 +200,94 @@ int ATTN_FN(ac_attn_fused)(const ac_attn_args *a, float *kt, ac_pool *pool) {
     free(owned);
     free(ac.flag);
     return AC_OK;
+}
+
+/* ---- fused, several sequences in one parallel step ------------------------------------------
+ * Each sequence is its own call (its key blocks, flags, tasks); the tasks of all of them are
+ * numbered one after the other and handed out dynamically in one step, so a batch of short
+ * texts costs one barrier per layer instead of one per text. The calls go longest first (their
+ * tasks are the largest), which leaves the small ones to fill the end. Every task computes
+ * what the call of its sequence alone computes: the results are bitwise those of per-sequence
+ * calls. */
+typedef struct attn_multi {
+    attn_call *calls; /* [n], longest L first */
+    int *start;       /* [n + 1] first task of each call; start[n] = all tasks */
+    int n;
+    ac_pool *pool;
+} attn_multi;
+
+static void fused_multi_step(void *v, int ith, int nth) {
+    (void)ith, (void)nth;
+    attn_multi *am = v;
+    float S[MR * BK] __attribute__((aligned(64)));
+    float O[BQ * HD_MAX] __attribute__((aligned(64)));
+    float mrow[BQ], lrow[BQ];
+    for (int t; (t = ac_pool_next(am->pool)) < am->start[am->n];) {
+        int lo = 0, hi = am->n - 1; /* the call holding task t: start[lo] <= t < start[lo + 1] */
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (am->start[mid] <= t) lo = mid;
+            else hi = mid - 1;
+        }
+        fused_task_at(&am->calls[lo], t - am->start[lo], S, O, mrow, lrow);
+    }
+}
+
+int ATTN_FN(ac_attn_fused_multi)(const ac_attn_args *a, int n, float *kt, ac_pool *pool) {
+    if (n <= 0) return AC_OK;
+    attn_call *calls = malloc((size_t)n * sizeof *calls);
+    int *order = malloc((size_t)n * sizeof *order), *start = malloc(((size_t)n + 1) * sizeof *start);
+    size_t *kofs = malloc((size_t)n * sizeof *kofs), *fofs = malloc((size_t)n * sizeof *fofs);
+    float *owned = NULL;
+    _Atomic int *flags = NULL;
+    int rc = AC_OK;
+    if (!calls || !order || !start || !kofs || !fofs) {
+        rc = ac_err(AC_ERR_NOMEM, "attention: out of memory for %d sequences", n);
+        goto cleanup;
+    }
+    size_t nkt = 0, nflag = 0;
+    double work = 0;
+    for (int i = 0; i < n; i++) { /* each sequence's key blocks and flags, in argument order */
+        kofs[i] = nkt, fofs[i] = nflag;
+        nkt += ac_attn_kt_floats(&a[i]);
+        nflag += (size_t)a[i].Hkv * ((a[i].L + BK - 1) / BK);
+        work += (double)a[i].H * a[i].L * a[i].L * a[i].hd;
+        order[i] = i;
+    }
+    for (int i = 1; i < n; i++) { /* longest first (insertion sort: stable, n is a batch) */
+        const int o = order[i];
+        int k = i;
+        for (; k > 0 && a[order[k - 1]].L < a[o].L; k--) order[k] = order[k - 1];
+        order[k] = o;
+    }
+    if (!kt) kt = owned = AC_ALIGNED_ALLOC(nkt * sizeof(float));
+    flags = calloc(nflag ? nflag : 1, sizeof *flags);
+    if (!kt || !flags) {
+        rc = ac_err(AC_ERR_NOMEM, "attention: out of memory for the key blocks");
+        goto cleanup;
+    }
+    start[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const int o = order[i];
+        calls[i].a = &a[o];
+        calls[i].Kt = kt + kofs[o];
+        calls[i].flag = flags + fofs[o];
+        calls[i].P = NULL;
+        calls[i].pool = NULL;
+        start[i + 1] = start[i] + fused_ntask(&a[o]);
+    }
+    /* little work: the caller alone (a parallel step costs a barrier) */
+    attn_multi am = {calls, start, n, work < 2e5 ? NULL : pool};
+    ac_pool_run(am.pool, fused_multi_step, &am);
+cleanup:
+    free(owned);
+    free(flags);
+    free(calls);
+    free(order);
+    free(start);
+    free(kofs);
+    free(fofs);
+    return rc;
 }
 
 /* ---- materialised ------------------------------------------------------------------------- */
@@ -211,7 +308,7 @@ static void scores_step(void *v, int ith, int nth) {
             const int nr = AC_MIN(MR, L - r0);
             const float *q[MR];
             tile_rows(a, h, r0, nr, q);
-            qk_tile(q, kt_, hd, a->scale, S);
+            qk_tile(q, kt_, hd, a->scale, nk, S);
             for (int r = 0; r < nr; r++) memcpy(Ph + (size_t)(r0 + r) * L + j0, S + r * BK, (size_t)nk * sizeof *S);
         }
     }

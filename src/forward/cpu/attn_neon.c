@@ -12,7 +12,8 @@
 #include "attn_impl.h"
 
 /* S [MR][BK] = scale * q[r] . Kt[:, j] for the MR rows q[r] (each [hd]). */
-static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, float *S) {
+static inline void qk_tile(const float *const q[MR], const float *Kt, int hd, float scale, int nk, float *S) {
+    (void)nk; /* every key of the block is computed */
     const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3], *q4 = q[4], *q5 = q[5];
     for (int s = 0; s < BK; s += 16) {
         float32x4_t c00 = vdupq_n_f32(0.0f), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,
@@ -125,7 +126,8 @@ static inline float32x4_t first_n_or_ninf(float32x4_t v, int n) {
 }
 
 /* Online-softmax update of one row of a key block (contract: attn.c). */
-static inline float online_row(float *s, int nvalid, float *m, float *l) {
+static inline float online_row(float *s, int nvalid, int nk, float *m, float *l) {
+    (void)nk;
     const float m_old = *m;
     float32x4_t v[BK / 4];
     float32x4_t vmx = vdupq_n_f32(-INFINITY);
