@@ -667,7 +667,7 @@ static void maps_seam(int arch) {
         assert_true(v && o1 && o2);
         for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
         for (int l = 0; l < f.NL; l++) {
-            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0, NULL, -1};
+            ac_attn_site site = {l, s, batch[s].tokens, L, H, f.causal, NULL, 0, NULL, -1, NULL};
             ac_attn_maps m;
             memset(&m, 0, sizeof m);
             const int rc = h.maps(h.user, &site, &m);
@@ -759,7 +759,7 @@ static void summary_seam(int arch) {
     for (int s = 0; s < 4; s++) host_summary(&f, &batch[s], sum + s * SD);
     ac_cache_reset_stats(c);
     for (int s = 0; s < 4; s++) { /* layer 0 as the cuda backend asks it: x NULL, the summary given */
-        ac_attn_site site = {0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
+        ac_attn_site site = {0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1, NULL};
         const int r = h.reuse(h.user, &site);
         assert_int_equal(r > 0, hit_x[s]);
     }
@@ -777,7 +777,7 @@ static void summary_seam(int arch) {
     assert_non_null(h.lookup_all);
     ac_attn_site all[4];
     for (int s = 0; s < 4; s++)
-        all[s] = (ac_attn_site){0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
+        all[s] = (ac_attn_site){0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1, NULL};
     for (int rep = 0; rep < 2; rep++) {
         ac_cache_reset_stats(c);
         assert_int_equal(h.lookup_all(h.user, all, 4), AC_OK);
@@ -812,7 +812,7 @@ static void summary_seam(int arch) {
     st = stats_of(c);
     assert_int_equal(st.queries, 2);
     /* sequence 0 asked with sequence 1's summary: the lookup follows the summary, not the tokens */
-    ac_attn_site wrong = {0, 0, batch[0].tokens, batch[0].n_tokens, in.n_head, f.causal, NULL, 0, sum + 2 * SD, -1};
+    ac_attn_site wrong = {0, 0, batch[0].tokens, batch[0].n_tokens, in.n_head, f.causal, NULL, 0, sum + 2 * SD, -1, NULL};
     h.reuse(h.user, &wrong);
     assert_int_equal(ac_cache_last_hits(f.cctx, 1, hit_s, key_s), AC_OK);
     assert_true(!hit_s[0] || key_s[0] != key_x[0]);
@@ -879,7 +879,7 @@ static void lookup_all_batch(int arch) {
     ac_attn_site all[NB];
     for (int s = 0, nh = 0, nm = 0; s < NB; s++) {
         const int q = pat[s] == 'H' ? nh++ % 4 : 4 + nm++ % 4;
-        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD, -1};
+        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD, -1, NULL};
     }
     const int keys[2] = {AC_KEY_RANDOM, AC_KEY_MEAN};
     for (int ki = 0; ki < 2; ki++)
@@ -1323,7 +1323,7 @@ static void projector(int arch) {
         ac_attn_site all[NB];
         for (int s = 0; s < NB; s++) {
             host_summary(&f, &seqs[s], sum + s * SD);
-            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
+            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1, NULL};
         }
         for (int kind = 0; kind < 3; kind++) {
             ac_cache_params bp = ac_cache_default_params();
