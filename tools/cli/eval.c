@@ -573,6 +573,10 @@ int cmd_eval(int argc, char **argv) {
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
                    (long long)cs.search_recomputed, (long long)cs.lookups_failed, (long long)cs.records_damaged,
                    cs.first_failure[0] ? " (first: " : "", cs.first_failure, cs.first_failure[0] ? ")" : "");
+        if (A.seqs != n && A.seqs > 0) /* several sequences per example (stsb: a pair): the hit rate above
+                                         counts examples with at least one served sequence */
+            printf("sequences served: %lld of %lld (%.1f%%)\n", (long long)cs.hits, A.seqs,
+                   100.0 * (double)cs.hits / (double)A.seqs);
         const float floor = c.have_adapt_floor ? c.adapt_floor : ac_cache_default_params().adapt_floor;
         if (floor <= 0)
             printf("adaptive lookups: off (--adapt-floor 0): every sequence looked up\n");
