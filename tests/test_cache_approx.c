@@ -2,7 +2,9 @@
  * (docs/CACHE.md "Approximate reuse that keeps accuracy"); ctest runs it at every CPU level
  * (AC_LEVEL_TESTS, tests/run_at_level.sh).
  * Per-head spans (the head policy):
- *   the kernel: ac_attn_heads restricts exactly the chosen heads — each
+ *   the kernel: heads skipped by ac_attn_args.skip are left untouched and the
+ *   others are bitwise the all-heads kernel (from row q0 too); ac_attn_heads
+ *   restricts exactly the chosen heads — each
  *   restricted head equals a brute-force softmax over its span (sinks, window,
  *   end keys; causal and bidirectional, GQA), the reference ac_attn_local_rows
  *   agrees, and every head with span 0 is bitwise the all-heads fused kernel;
@@ -98,9 +100,29 @@ static void kernel_case(int L, int causal, int ns, int ne, uint64_t seed) {
     float *o_all = malloc((size_t)L * QD * 4), *o_sp = malloc((size_t)L * QD * 4), *o_ref = malloc((size_t)L * QD * 4);
     for (int i = 0; i < L * QD; i++) q[i] = 2 * frand(&seed);
     for (int i = 0; i < L * KVD; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
-    ac_attn_args a = {q, k, v, o_all, L, H, HKV, HD, QD, KVD, causal, 1.0f / sqrtf(HD), NULL, 0, 0, 0, 0};
+    ac_attn_args a = {q, k, v, o_all, L, H, HKV, HD, QD, KVD, causal, 1.0f / sqrtf(HD), NULL, 0, 0, 0, 0, NULL};
     float *kt = aligned_alloc(64, (ac_attn_kt_floats(&a) * 4 + 63) / 64 * 64); /* 64-byte aligned key blocks */
     assert_int_equal(ac_attn_fused(&a, kt, NULL), AC_OK);
+    { /* skipped heads (per-head serving): untouched; the others bitwise the all-heads kernel, also
+       * from a row q0 on (rows before it untouched) */
+        const uint8_t skip[H] = {1, 0, 0, 1};
+        const int q0s[2] = {0, L / 2};
+        for (int qi = 0; qi < 2; qi++) {
+            for (int i = 0; i < L * QD; i++) o_sp[i] = -7.0f;
+            ac_attn_args b = a;
+            b.out = o_sp, b.skip = skip, b.q0 = q0s[qi];
+            assert_int_equal(ac_attn_fused(&b, kt, NULL), AC_OK);
+            const int q0 = b.q0 > 0 && b.q0 < L ? b.q0 : 0;
+            for (int t = 0; t < L; t++)
+                for (int h = 0; h < H; h++) {
+                    const float *got = o_sp + (size_t)t * QD + h * HD;
+                    if (skip[h] || t < q0)
+                        for (int i = 0; i < HD; i++) assert_true(got[i] == -7.0f);
+                    else
+                        assert_memory_equal(got, o_all + (size_t)t * QD + h * HD, HD * 4);
+                }
+        }
+    }
     const int span[H] = {0, 3, 0, 70}; /* heads 0, 2 exact; 1 and 3 restricted (3: exact when L <= 70) */
     a.out = o_sp;
     const int rc = ac_attn_heads(&a, span, ns, ne, kt, NULL);

@@ -627,7 +627,7 @@ static int attend_after_prefix(ac_ctx *c, int il, int s, fwd_plan *pl, const ac_
         return rc;
     for (int t = q0; t < L; t++) memcpy(c->pq + (size_t)t * QD, c->q + (size_t)(o + t - P) * QD, (size_t)QD * sizeof(float));
     ac_attn_args aa = {c->pq, K, V, c->po, L, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0, 0, 0, 0};
+                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0, 0, 0, 0, NULL};
     if (pl->srv[s] > P) { /* rows [P, srv) from the attention-map cache (it writes rows [0, srv)) */
         ac_attn_site site = make_site(c, pl, il, s, X);
         site.x = NULL; /* (layer 0's whole-sequence states were given to `reuse` only) */
@@ -656,26 +656,21 @@ static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *sit
 }
 
 /* A site served per head (pl->hpart): after the hook's apply wrote the served heads' rows
- * [0, srv), every other head runs the fused kernel alone over all rows, and the served heads
- * alone over rows [srv, L) when srv < L: one head at a time, as ac_attn_heads runs its exact
- * heads, so a computed head is bitwise what the exact forward gives it. */
+ * [0, srv), the fused kernel runs every other head over all rows (the served ones skipped), then,
+ * when srv < L, the served heads alone over rows [srv, L). A computed head is bitwise what the
+ * exact forward gives it (the kernel's tasks are per head and row block). */
 static int attn_unserved_heads(ac_ctx *c, const ac_attn_args *aa, const uint8_t *mask, int srv) {
-    const int grp = aa->H / aa->Hkv;
-    for (int h = 0; h < aa->H; h++) {
-        if (mask[h] && srv >= aa->L) continue;
-        const int g = h / grp;
-        ac_attn_args one = *aa;
-        one.q = aa->q + (size_t)h * aa->hd;
-        one.k = aa->k + (size_t)g * aa->hd;
-        one.v = aa->v + (size_t)g * aa->hd;
-        one.out = aa->out + (size_t)h * aa->hd;
-        one.out_bf = NULL;
-        one.H = one.Hkv = 1;
-        one.q0 = mask[h] ? srv : 0;
-        const int rc = ac_attn_fused(&one, c->kt, c->pool);
-        if (rc) return rc;
-    }
-    return AC_OK;
+    ac_attn_args a = *aa;
+    a.out_bf = NULL;
+    a.q0 = 0;
+    a.skip = mask;
+    int rc = ac_attn_fused(&a, c->kt, c->pool);
+    if (rc || srv >= aa->L) return rc;
+    uint8_t inv[AC_ATTN_SPAN_HEADS];
+    for (int h = 0; h < aa->H; h++) inv[h] = !mask[h];
+    a.q0 = srv;
+    a.skip = inv;
+    return ac_attn_fused(&a, c->kt, c->pool);
 }
 
 /* Whether GEMM inputs are read in bf16 (weights packed for a bf16 kernel at load): else the
@@ -750,7 +745,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
                            hp->causal, 1.0f / sqrtf((float)hp->head_dim),
-                           bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0};
+                           bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0, NULL};
         if (pl->srv[s]) {
             ac_attn_site site = make_site(c, pl, il, s, X);
             if (pl->hpart[s]) site.heads = pl->hmask + (size_t)s * hp->n_head;

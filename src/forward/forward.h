@@ -351,6 +351,9 @@ typedef struct ac_attn_args {
                         (a head's span, see head_span); key blocks outside every row's span
                         are skipped */
     int n_sink, n_end;
+    const uint8_t *skip; /* fused: NULL, or [H] 1 = head h is left alone (not computed, its out
+                            columns untouched); every other head gets bitwise what it gets
+                            without skip (per-head serving runs its computed heads so) */
 } ac_attn_args;
 
 /* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks

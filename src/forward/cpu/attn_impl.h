@@ -177,6 +177,7 @@ static void fused_step(void *v, int ith, int nth) {
     /* causal: later query blocks have more keys, so hand them out first */
     for (int t; (t = ac_pool_next(ac->pool)) < ntask;) {
         int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H;
+        if (a->skip && a->skip[h]) continue; /* a head served from the cache's maps */
         int i0 = q0 + b * BQ;
         fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
     }
