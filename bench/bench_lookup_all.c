@@ -123,7 +123,9 @@ int main(int argc, char **argv) {
     if (!sum || !sites || !hit[0] || !hit[1] || !key[0] || !key[1]) return 1;
     for (int i = 0; i < n; i++) {
         if (host_summary(m, seqs[i].tokens, seqs[i].n_tokens, D, sum + i * SD)) return fail("layer-0 summary");
-        sites[i] = (ac_attn_site){0, 0, seqs[i].tokens, seqs[i].n_tokens, info.n_head, info.causal, NULL, 0, sum + i * SD, -1};
+        sites[i] = (ac_attn_site){.layer = 0, .seq = 0, .tokens = seqs[i].tokens, .n_tokens = seqs[i].n_tokens,
+                                  .n_head = info.n_head, .causal = info.causal, .x = NULL, .first = 0,
+                                  .summary = sum + i * SD, .exact_from = -1, .heads = NULL};
     }
     mode_run run[2];
     for (int md = 0; md < 2; md++) run[md] = (mode_run){1e30, 0, 0, 0, 0, 0};

@@ -476,6 +476,12 @@ typedef struct ac_cache_params {
                              candidate whose mean total-variation distance exceeds `verify`
                              is rejected (the next one is tried, else a miss). 0: off    */
     int verify_rows;      /* rows checked per head (default 4 when 0; at most 64)           */
+    const char *serve_heads; /* per-head serving (docs/CACHE.md "Per-head serving"): which heads of a
+                             served layer a hit takes from the map, the others computed exactly:
+                             NULL or "all" (default: every head, as before), "none", "rank:K" (the
+                             K most stable (layer, head) pairs of DIR/head_rank.txt, written by
+                             ac_cache_rank_heads) or a list "L.H,L.H,..." ("L.*": all of layer L).
+                             A layer none of whose heads is served is not served; read at open */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);
@@ -583,6 +589,8 @@ typedef struct ac_cache_stats {
     int skipping;              /* 1: lookups are being skipped now (adaptive lookups)                */
     int64_t head_sites;        /* (sequence, layer, head) triples asked for a span (fused sites) */
     int64_t head_sites_spanned; /* of those, run restricted to their span (head policy)         */
+    int64_t heads_served;      /* (sequence, layer, head) triples served from maps: layers_served x
+                                  n_head when every head is (per-head serving: fewer)            */
     int64_t verify_checked;    /* candidates verified (ac_cache_params.verify)                   */
     int64_t verify_rejected;   /* of those, rejected as too far from the query's exact rows      */
     double t_verify;           /* s: exact layer-0 rows and their comparison (part of the lookup) */
@@ -610,6 +618,22 @@ int ac_cache_tune_heads(ac_cache *cache, float eps, int max_entries, int n_sink,
  * span (may be NULL) and returns the restricted count in *n_restricted. */
 int ac_cache_set_head_spans(ac_cache *cache, const int *span, int n_sink, int n_end);
 int ac_cache_get_head_spans(const ac_cache *cache, int *span, int *n_sink, int *n_end, int *n_restricted);
+/* Per-head serving (ac_cache_params.serve_heads). ac_cache_rank_heads
+ * profiles up to max_entries stored entries (0: 500; evenly spread): each is
+ * looked up as a query would be (its stored feature summary, the cache's key
+ * and threshold, itself excluded; the first other entry that may serve it)
+ * and, per layer and head, the mean total-variation distance between its map
+ * rows and the neighbour's is averaged over the pairs found; heads are ranked
+ * by it, most stable first. Saved as DIR/head_rank.txt on a writable cache
+ * (serve_heads "rank:K" reads it). report (a FILE *, or NULL): the per-head
+ * table. *n_pairs (optional): pairs found (AC_ERR_CACHE when none). Any
+ * thread. */
+int ac_cache_rank_heads(ac_cache *cache, int max_entries, void *report, int *n_pairs);
+/* Set / read the served heads directly: mask [n_layer * n_head] (layer-major,
+ * 1 = served on a hit in a served layer; copied). NULL on set: every head. Any
+ * thread; a forward call already past its lookups keeps the mask it read. */
+int ac_cache_set_serve_heads(ac_cache *cache, const uint8_t *mask);
+int ac_cache_get_serve_heads(const ac_cache *cache, uint8_t *mask);
 void ac_cache_reset_stats(ac_cache *cache);
 /* Human-readable database statistics, with the lookup counts (failed lookups
  * included) / full verification (db stats / db verify; lookups wait for it).

@@ -2,7 +2,9 @@
  * (docs/CACHE.md "Approximate reuse that keeps accuracy"); ctest runs it at every CPU level
  * (AC_LEVEL_TESTS, tests/run_at_level.sh).
  * Per-head spans (the head policy):
- *   the kernel: ac_attn_heads restricts exactly the chosen heads — each
+ *   the kernel: heads skipped by ac_attn_args.skip are left untouched and the
+ *   others are bitwise the all-heads kernel (from row q0 too); ac_attn_heads
+ *   restricts exactly the chosen heads — each
  *   restricted head equals a brute-force softmax over its span (sinks, window,
  *   end keys; causal and bidirectional, GQA), the reference ac_attn_local_rows
  *   agrees, and every head with span 0 is bitwise the all-heads fused kernel;
@@ -25,7 +27,16 @@
  * sequence equal its stored f32 rows (distance ~0: accepted, served); another
  * sequence's map is rejected at a tight threshold (a miss, bitwise exact) and
  * accepted without verification (the output moves); the rows checked put the
- * answer row first; bad settings are refused. */
+ * answer row first; bad settings are refused.
+ * Per-head serving (ac_cache_params.serve_heads): no head served is bitwise the
+ * exact forward (nothing counted served); every head is bitwise the whole-site
+ * serving, every head of one layer bitwise that layer served whole; some heads
+ * of layer 0 equal a reference forward supplied the mixed maps (the stored
+ * entry's for the served heads, the query's own for the others) within 1e-5,
+ * with exact tail rows too (causal); the counters count served heads; specs
+ * and damaged or missing rankings are refused by name; ac_cache_rank_heads
+ * refuses a cache where no entry has a neighbour, ranks the heads of two
+ * entries most stable first, and rank:K serves the K pairs it saved first. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -89,9 +100,29 @@ static void kernel_case(int L, int causal, int ns, int ne, uint64_t seed) {
     float *o_all = malloc((size_t)L * QD * 4), *o_sp = malloc((size_t)L * QD * 4), *o_ref = malloc((size_t)L * QD * 4);
     for (int i = 0; i < L * QD; i++) q[i] = 2 * frand(&seed);
     for (int i = 0; i < L * KVD; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
-    ac_attn_args a = {q, k, v, o_all, L, H, HKV, HD, QD, KVD, causal, 1.0f / sqrtf(HD), NULL, 0, 0, 0, 0};
+    ac_attn_args a = {q, k, v, o_all, L, H, HKV, HD, QD, KVD, causal, 1.0f / sqrtf(HD), NULL, 0, 0, 0, 0, NULL};
     float *kt = aligned_alloc(64, (ac_attn_kt_floats(&a) * 4 + 63) / 64 * 64); /* 64-byte aligned key blocks */
     assert_int_equal(ac_attn_fused(&a, kt, NULL), AC_OK);
+    { /* skipped heads (per-head serving): untouched; the others bitwise the all-heads kernel, also
+       * from a row q0 on (rows before it untouched) */
+        const uint8_t skip[H] = {1, 0, 0, 1};
+        const int q0s[2] = {0, L / 2};
+        for (int qi = 0; qi < 2; qi++) {
+            for (int i = 0; i < L * QD; i++) o_sp[i] = -7.0f;
+            ac_attn_args b = a;
+            b.out = o_sp, b.skip = skip, b.q0 = q0s[qi];
+            assert_int_equal(ac_attn_fused(&b, kt, NULL), AC_OK);
+            const int q0 = b.q0 > 0 && b.q0 < L ? b.q0 : 0;
+            for (int t = 0; t < L; t++)
+                for (int h = 0; h < H; h++) {
+                    const float *got = o_sp + (size_t)t * QD + h * HD;
+                    if (skip[h] || t < q0)
+                        for (int i = 0; i < HD; i++) assert_true(got[i] == -7.0f);
+                    else
+                        assert_memory_equal(got, o_all + (size_t)t * QD + h * HD, HD * 4);
+                }
+        }
+    }
     const int span[H] = {0, 3, 0, 70}; /* heads 0, 2 exact; 1 and 3 restricted (3: exact when L <= 70) */
     a.out = o_sp;
     const int rc = ac_attn_heads(&a, span, ns, ne, kt, NULL);
@@ -618,6 +649,233 @@ static void test_exact_from_bert(void **st) {
     exact_from_case(AC_ARCH_BERT);
 }
 
+/* ---- 4. per-head serving (ac_cache_params.serve_heads) ------------------------------------------ */
+
+/* The maps of one forward pass, recorded per layer: P [NL][H][L][L]; or, with mix set, layer 0's
+ * maps supplied as mix (the other layers computed). A reference for per-head serving. */
+typedef struct maps_hook {
+    int H, L;
+    float *P;         /* [NL][H][L][L] recorded */
+    const float *mix; /* [H][L][L] supplied at layer 0 */
+} maps_hook;
+
+static int mh_record(void *u, const ac_attn_site *s, const float *P) {
+    maps_hook *m = u;
+    const size_t n = (size_t)m->H * m->L * m->L;
+    memcpy(m->P + (size_t)s->layer * n, P, n * sizeof *P);
+    return AC_OK;
+}
+
+static const float *mh_supply(void *u, const ac_attn_site *s) {
+    const maps_hook *m = u;
+    return s->layer == 0 ? m->mix : NULL;
+}
+
+/* P [NL][H][L][L] of seq's exact forward on ctx (materialised through the record hook). */
+static float *record_maps(fx *f, ac_ctx *ctx, const ac_seq *seq) {
+    maps_hook m = {f->NH, seq->n_tokens, calloc((size_t)f->NL * f->NH * seq->n_tokens * seq->n_tokens, 4), NULL};
+    ac_attn_hook h;
+    memset(&h, 0, sizeof h);
+    h.user = &m;
+    h.record = mh_record;
+    ac_ctx_set_attn_hook(ctx, &h);
+    float *x = hidden_of(f, ctx, seq, 1);
+    ac_ctx_set_attn_hook(ctx, NULL);
+    free(x);
+    return m.P;
+}
+
+static int64_t heads_served(ac_cache *c, int64_t *layers) {
+    ac_cache_stats st;
+    ac_cache_get_stats(c, &st);
+    if (layers) *layers = st.layers_served;
+    return st.heads_served;
+}
+
+static void serve_heads_case(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    int32_t ids[80];
+    uint64_t seed = 13;
+    ref_random_tokens(&seed, ids, 80, f.V);
+    const int L = 40;
+    ac_seq x = {ids, L}, y = {ids + L, L}; /* x stored (f32 maps), y served x's maps */
+    build(&f, &x, 1);
+    const size_t n = (size_t)L * f.D, NLH = (size_t)f.NL * f.NH;
+    float *ey = hidden_of(&f, f.exact, &y, 1);
+
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = 1e9f; /* y finds x */
+    p.key = AC_KEY_MEAN;
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    /* default (all): whole-site serving, every head counted */
+    float *all = hidden_of(&f, f.cctx, &y, 1);
+    int64_t nl = 0;
+    assert_int_equal(heads_served(c, &nl), (int64_t)NLH);
+    assert_int_equal(nl, f.NL);
+    assert_true(max_rel(all, ey, n) > 1e-4); /* another input's maps move the output */
+    uint8_t *mask = calloc(NLH, 1), *got = calloc(NLH, 1);
+    /* no head served: no site served, bitwise the exact forward */
+    assert_int_equal(ac_cache_set_serve_heads(c, mask), AC_OK);
+    ac_cache_reset_stats(c);
+    float *h = hidden_of(&f, f.cctx, &y, 1);
+    assert_memory_equal(h, ey, n * 4);
+    assert_int_equal(heads_served(c, &nl), 0);
+    assert_int_equal(nl, 0);
+    free(h);
+    /* every head (set explicitly): bitwise the whole-site serving */
+    memset(mask, 1, NLH);
+    assert_int_equal(ac_cache_set_serve_heads(c, mask), AC_OK);
+    h = hidden_of(&f, f.cctx, &y, 1);
+    assert_memory_equal(h, all, n * 4);
+    free(h);
+    /* every head of layer 0 only: bitwise layer 0 served whole (layers "0") */
+    memset(mask, 0, NLH);
+    memset(mask, 1, (size_t)f.NH);
+    assert_int_equal(ac_cache_set_serve_heads(c, mask), AC_OK);
+    float *l0 = hidden_of(&f, f.cctx, &y, 1);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    p.layers = "0";
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    h = hidden_of(&f, f.cctx, &y, 1);
+    assert_memory_equal(h, l0, n * 4);
+    free(h);
+    /* some heads of layer 0 (the even ones): those heads take x's maps, the others y's own.
+     * Reference: layer 0 supplied the mixed maps (materialised path), the rest computed */
+    ac_ctx *fresh = NULL; /* a context whose buffers never held this input's rows */
+    ac_ctx_params cp = ac_ctx_default_params();
+    cp.n_threads = 2;
+    assert_int_equal(ac_ctx_new(f.m, &cp, &fresh), AC_OK);
+    memset(mask, 0, NLH);
+    int n_even = 0;
+    for (int hh = 0; hh < f.NH; hh += 2) mask[hh] = 1, n_even++;
+    assert_true(n_even < f.NH);
+    assert_int_equal(ac_cache_set_serve_heads(c, mask), AC_OK);
+    assert_int_equal(ac_cache_get_serve_heads(c, got), AC_OK);
+    assert_memory_equal(got, mask, NLH);
+    assert_int_equal(ac_ctx_attach_cache(fresh, c), AC_OK);
+    ac_cache_reset_stats(c);
+    float *part = hidden_of(&f, fresh, &y, 1);
+    assert_int_equal(heads_served(c, &nl), n_even);
+    assert_int_equal(nl, 1);
+    assert_int_equal(ac_ctx_attach_cache(fresh, NULL), AC_OK);
+    float *px = record_maps(&f, f.exact, &x), *py = record_maps(&f, f.exact, &y);
+    const size_t hm = (size_t)L * L;
+    float *mix = malloc((size_t)f.NH * hm * 4);
+    for (int hh = 0; hh < f.NH; hh++) memcpy(mix + hh * hm, (mask[hh] ? px : py) + hh * hm, hm * 4);
+    maps_hook mh = {f.NH, L, NULL, mix};
+    ac_attn_hook sup;
+    memset(&sup, 0, sizeof sup);
+    sup.user = &mh;
+    sup.supply = mh_supply;
+    ac_ctx_set_attn_hook(f.exact, &sup);
+    float *ref = hidden_of(&f, f.exact, &y, 1);
+    ac_ctx_set_attn_hook(f.exact, NULL);
+    assert_true(max_rel(part, ref, n) < 1e-5);
+    assert_true(max_rel(part, ey, n) > 1e-4); /* the served heads did move it */
+    assert_true(max_rel(part, l0, n) > 1e-4); /* and it is not layer 0 served whole */
+    if (f.causal) { /* with exact tail rows: the served heads' last rows computed too (x served itself) */
+        assert_int_equal(ac_cache_close(c), AC_OK);
+        p.exact_tail = 7;
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+        assert_int_equal(ac_cache_set_serve_heads(c, mask), AC_OK);
+        ac_ctx *fresh2 = NULL;
+        assert_int_equal(ac_ctx_new(f.m, &cp, &fresh2), AC_OK);
+        assert_int_equal(ac_ctx_attach_cache(fresh2, c), AC_OK);
+        ac_cache_reset_stats(c);
+        float *ex = hidden_of(&f, f.exact, &x, 1), *sx = hidden_of(&f, fresh2, &x, 1);
+        assert_int_equal(heads_served(c, NULL), n_even);
+        assert_true(max_rel(sx, ex, n) < 1e-5); /* its own f32 maps: exact up to rounding */
+        free(ex), free(sx);
+        ac_ctx_free(fresh2);
+        p.exact_tail = 0;
+    }
+    free(px), free(py), free(mix), free(ref), free(part), free(l0), free(all);
+    ac_ctx_free(fresh);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* bad specs refused by name, at open */
+    p = ac_cache_default_params();
+    const char *bad[] = {"rank:", "rank:-1", "rank:99999", "0.", "x.1", "99.0", "0.99", "0.1;"};
+    for (int i = 0; i < 8; i++) {
+        p.serve_heads = bad[i];
+        c = NULL;
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+        assert_null(c);
+        assert_non_null(strstr(ac_last_error(), "serve-heads"));
+    }
+    p.serve_heads = "rank:1"; /* no ranking yet */
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "tune --rank-heads"));
+    p.serve_heads = "0.1,1.*";
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_cache_get_serve_heads(c, got), AC_OK);
+    for (size_t i = 0; i < NLH; i++) assert_int_equal(got[i], i == 1 || (i >= (size_t)f.NH && i < 2 * (size_t)f.NH));
+    assert_int_equal(ac_cache_close(c), AC_OK);
+
+    /* the ranking: one entry has no neighbour (refused by name); with y stored too, x and y are
+     * each other's; saved, and rank:K serves the K pairs the file lists first */
+    p = ac_cache_default_params();
+    p.writable = 1, p.threshold = 1e9f, p.key = AC_KEY_MEAN;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_cache_rank_heads(c, 0, NULL, NULL), AC_ERR_CACHE);
+    assert_int_equal(ac_cache_add(c, f.exact, y.tokens, y.n_tokens, NULL), AC_OK);
+    assert_int_equal(ac_cache_commit(c), AC_OK);
+    int np = 0;
+    assert_int_equal(ac_cache_rank_heads(c, 0, NULL, &np), AC_OK);
+    assert_int_equal(np, 2);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    char path[256];
+    snprintf(path, sizeof path, "%s/head_rank.txt", f.dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_non_null(fgets(line, sizeof line, fp));
+    const int K = 3;
+    memset(mask, 0, NLH);
+    double prev = -1;
+    for (int i = 0; i < (int)NLH; i++) {
+        int l, hh;
+        double tv, tm;
+        assert_int_equal(fscanf(fp, "%d %d %lf %lf", &l, &hh, &tv, &tm), 4);
+        assert_true(tv >= prev && tv <= tm + 1e-12 && tm <= 1.0); /* most stable first; a mean <= its worst */
+        assert_true(tv > 0);                                     /* two random inputs: every head differs */
+        prev = tv;
+        if (i < K) mask[(size_t)l * f.NH + hh] = 1;
+    }
+    fclose(fp);
+    p = ac_cache_default_params();
+    p.serve_heads = "rank:3";
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_cache_get_serve_heads(c, got), AC_OK);
+    assert_memory_equal(got, mask, NLH);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    /* a damaged ranking: refused at open, naming the file */
+    write_text(path, "head_rank 1\nlayers 1 heads 1 pairs 2 threshold 1\n0 0 0.5 0.5\n");
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "head_rank.txt"));
+    write_text(path, "garbage");
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE);
+    assert_non_null(strstr(ac_last_error(), "head_rank.txt"));
+    free(mask), free(got), free(ey);
+    fx_close(&f);
+}
+
+static void test_serve_heads_llama(void **st) {
+    (void)st;
+    serve_heads_case(AC_ARCH_LLAMA);
+}
+
+static void test_serve_heads_bert(void **st) {
+    (void)st;
+    serve_heads_case(AC_ARCH_BERT);
+}
+
 static void test_verify_rows(void **st) {
     (void)st;
     int rows[8];
@@ -666,6 +924,8 @@ int main(void) {
         cmocka_unit_test(test_verify_bert),
         cmocka_unit_test(test_exact_from_llama),
         cmocka_unit_test(test_exact_from_bert),
+        cmocka_unit_test(test_serve_heads_llama),
+        cmocka_unit_test(test_serve_heads_bert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

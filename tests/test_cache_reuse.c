@@ -668,7 +668,7 @@ static void maps_seam(int arch) {
         for (int i = 0; i < L * KVD; i++) v[i] = sinf(0.37f * (float)i + (float)s);
         for (int l = 0; l < f.NL; l++) {
             ac_attn_site site = {.layer = l, .seq = s, .tokens = batch[s].tokens, .n_tokens = L, .n_head = H,
-                                 .causal = f.causal, .x = NULL, .first = 0, .summary = NULL, .exact_from = -1};
+                                 .causal = f.causal, .x = NULL, .first = 0, .summary = NULL, .exact_from = -1, .heads = NULL};
             ac_attn_maps m;
             memset(&m, 0, sizeof m);
             const int rc = h.maps(h.user, &site, &m);
@@ -761,7 +761,7 @@ static void summary_seam(int arch) {
     ac_cache_reset_stats(c);
     for (int s = 0; s < 4; s++) { /* layer 0 as the cuda backend asks it: x NULL, the summary given */
         ac_attn_site site = {.layer = 0, .seq = s, .tokens = batch[s].tokens, .n_tokens = batch[s].n_tokens, .n_head = in.n_head,
-                             .causal = f.causal, .x = NULL, .first = 0, .summary = sum + s * SD, .exact_from = -1};
+                             .causal = f.causal, .x = NULL, .first = 0, .summary = sum + s * SD, .exact_from = -1, .heads = NULL};
         const int r = h.reuse(h.user, &site);
         assert_int_equal(r > 0, hit_x[s]);
     }
@@ -779,7 +779,7 @@ static void summary_seam(int arch) {
     assert_non_null(h.lookup_all);
     ac_attn_site all[4];
     for (int s = 0; s < 4; s++)
-        all[s] = (ac_attn_site){0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
+        all[s] = (ac_attn_site){0, s, batch[s].tokens, batch[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1, NULL};
     for (int rep = 0; rep < 2; rep++) {
         ac_cache_reset_stats(c);
         assert_int_equal(h.lookup_all(h.user, all, 4), AC_OK);
@@ -815,7 +815,7 @@ static void summary_seam(int arch) {
     assert_int_equal(st.queries, 2);
     /* sequence 0 asked with sequence 1's summary: the lookup follows the summary, not the tokens */
     ac_attn_site wrong = {.layer = 0, .seq = 0, .tokens = batch[0].tokens, .n_tokens = batch[0].n_tokens, .n_head = in.n_head,
-                        .causal = f.causal, .x = NULL, .first = 0, .summary = sum + 2 * SD, .exact_from = -1};
+                        .causal = f.causal, .x = NULL, .first = 0, .summary = sum + 2 * SD, .exact_from = -1, .heads = NULL};
     h.reuse(h.user, &wrong);
     assert_int_equal(ac_cache_last_hits(f.cctx, 1, hit_s, key_s), AC_OK);
     assert_true(!hit_s[0] || key_s[0] != key_x[0]);
@@ -882,7 +882,7 @@ static void lookup_all_batch(int arch) {
     ac_attn_site all[NB];
     for (int s = 0, nh = 0, nm = 0; s < NB; s++) {
         const int q = pat[s] == 'H' ? nh++ % 4 : 4 + nm++ % 4;
-        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD, -1};
+        all[s] = (ac_attn_site){0, s, seqs[q].tokens, seqs[q].n_tokens, in.n_head, f.causal, NULL, 0, sum + q * SD, -1, NULL};
     }
     const int keys[2] = {AC_KEY_RANDOM, AC_KEY_MEAN};
     for (int ki = 0; ki < 2; ki++)
@@ -1326,7 +1326,7 @@ static void projector(int arch) {
         ac_attn_site all[NB];
         for (int s = 0; s < NB; s++) {
             host_summary(&f, &seqs[s], sum + s * SD);
-            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1};
+            all[s] = (ac_attn_site){0, s, seqs[s].tokens, seqs[s].n_tokens, in.n_head, f.causal, NULL, 0, sum + s * SD, -1, NULL};
         }
         for (int kind = 0; kind < 3; kind++) {
             ac_cache_params bp = ac_cache_default_params();

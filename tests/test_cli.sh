@@ -227,6 +227,11 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     # tune looks every query up (adaptive lookups off): 10 misses first would otherwise make it skip the 3 hits
     { for i in 1 2 3 4 5 6 7 8 9 10; do echo "zebra $i computes eigenvalues at dawn"; done; head -3 "$T/corpus.txt"; } > "$T/q2.txt"
     check "tune: every query looked up, whatever --adapt-window says" "'$BIN' tune -m '$STORIES' --cache '$T/cache' -f '$T/q2.txt' --threshold 1e-4 --adapt-window 4 2>/dev/null | grep -q 'mean over 3 hitting queries'"
+    # per-head serving: the ranking, then the 5 most stable (layer, head) pairs served on each hit
+    check "tune --rank-heads: saves the ranking" "'$BIN' tune -m '$STORIES' --cache '$T/cache' --rank-heads --rank-entries 20 --threshold 1e9 2>/dev/null | grep -q 'pairs profiled' && [ -f '$T/cache/head_rank.txt' ]"
+    check "eval --serve-heads rank:5: 5 of 40 (layer, head) pairs served per hit, reported" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 4 --cache '$T/cache' --threshold 1e9 --serve-heads rank:5 2>&1 | grep -q 'per-head serving (--serve-heads): 12.5% of the hits'"
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/cache" --serve-heads rank:9999 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --serve-heads rank:9999: refused by name" "[ $rc -ne 0 ] && grep -q 'bad serve-heads' '$T/e.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
     check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt'"
     # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes

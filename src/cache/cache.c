@@ -28,6 +28,7 @@
 #include "cache/hash.h"
 #include "cache/index.h"
 #include "cache/policy_heads.h"
+#include "cache/policy_serve.h"
 #include "cache/projector.h"
 #include "cache/q8mat.h"
 #include "cache/cache_testing.h"
@@ -84,6 +85,7 @@ typedef struct cache_att {
     seq_state *ss;           /* [ss_cap] per sequence of the current forward call */
     int ss_cap;
     uint8_t *layers;         /* [n_layer] the layer mask read at this call's lookups */
+    uint8_t *serve;          /* [n_layer][n_head] the served heads read with it (per-head serving) */
     scratch scr;
     scratch *tscr;           /* [n_tscr] per-thread scratch of hook_lookup_all's parallel lookups */
     int n_tscr;
@@ -93,7 +95,7 @@ typedef struct cache_att {
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
     _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes, head_sites,
-        head_spanned, verify_checked, verify_rejected, features_given;
+        head_spanned, heads_served, verify_checked, verify_rejected, features_given;
     _Atomic uint64_t bytes_read;
     _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit, t_verify;
 } counters;
@@ -115,6 +117,8 @@ struct ac_cache {
     int key;                 /* enum ac_cache_keykind in use */
     ac_index *idx;           /* NULL when the store is empty */
     uint8_t *layers;         /* [n_layer] 1: served on a hit */
+    uint8_t *serve;          /* [n_layer][n_head] 1: the head of a served layer comes from the map
+                                (per-head serving, policy_serve.h; all 1 by default) */
     ac_head_policy heads;    /* per-head spans (policy_heads.c) */
     ac_layer0_qk l0;         /* layer 0's Q/K weights in f32, when p.verify > 0 (verify.c) */
     int64_t scan_base[2], scan_carry[2]; /* index scan stats: idx's counters at the last reset, and those of replaced indexes */
@@ -765,6 +769,12 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
     free(rp);
     if (rc) goto fail;
     if ((rc = parse_layers(c, p.layers))) goto fail;
+    if (!(c->serve = AC_MALLOC((size_t)c->n_layer * c->n_head))) {
+        rc = AC_ERR_NOMEM;
+        goto fail;
+    }
+    if ((rc = ac_serve_heads_parse(dir, p.serve_heads, c->n_layer, c->n_head, c->serve))) goto fail;
+    c->p.serve_heads = NULL; /* borrowed from the caller: read here only */
     if ((rc = ac_heads_load(dir, p.heads, c->n_layer, c->n_head, &c->heads))) goto fail;
     if (p.exact_tail < 0) {
         rc = ac_err(AC_ERR_ARG, "cache: exact_tail must be >= 0 (got %d)", p.exact_tail);
@@ -821,6 +831,7 @@ int ac_cache_close(ac_cache *c) {
     ac_proj_free(c->proj);
     ac_q8mat_free(&c->rand_proj);
     free(c->layers);
+    free(c->serve);
     ac_heads_free(&c->heads);
     ac_layer0_qk_free(&c->l0);
     scratch_free(&c->wscr);
@@ -990,7 +1001,10 @@ static int lookup_with(cache_att *a, const int32_t *tokens, int L, const float *
     st->looked_up = 1;
     st->hit = 0;
     rd_lock(c);
-    if (copy_layers) memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    if (copy_layers) {
+        memcpy(a->layers, c->layers, (size_t)c->n_layer);
+        memcpy(a->serve, c->serve, (size_t)c->n_layer * c->n_head);
+    }
     const float threshold = c->p.threshold;
     if (!c->idx || threshold < 0) {
         rw_unlock(c);
@@ -1093,6 +1107,12 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
         }
     }
     if (!st->hit || !a->layers[site->layer]) return 0;
+    const uint8_t *sv = a->serve + (size_t)site->layer * c->n_head;
+    int nh = 0;
+    for (int h = 0; h < c->n_head; h++) nh += sv[h];
+    /* no head of this layer served; or some, where the prefix cache supplied the first rows (the
+     * forward serves heads separately only on sites it computes whole): computed exactly */
+    if (nh == 0 || (nh < c->n_head && site->first > 0)) return 0;
     int rows = st->rows;
     if (c->p.exact_tail > 0) /* the last rows exact (causal, rows 'all') */
         rows = AC_MIN(rows, site->n_tokens - c->p.exact_tail);
@@ -1100,6 +1120,7 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
         rows = AC_MIN(rows, site->exact_from);
     if (rows < 1 || (rows < site->n_tokens && !site->causal)) return 0; /* bidirectional: all rows or none */
     add_i64(&c->n.layers_served, 1);
+    add_i64(&c->n.heads_served, nh);
     add_i64(&c->n.rows_served, rows);
     add_i64(&c->n.rows_total, site->n_tokens);
     return rows;
@@ -1322,6 +1343,7 @@ static int hook_lookup_all(void *user, const ac_attn_site *sites, int n) {
     }
     rd_lock(c);
     memcpy(a->layers, c->layers, (size_t)c->n_layer);
+    memcpy(a->serve, c->serve, (size_t)c->n_layer * c->n_head);
     if (c->p.verify > 0 || atomic_load_explicit(&c->lookup_each, memory_order_relaxed)) {
         rw_unlock(c);
         lookup_each(a, sites, n, nt);
@@ -1427,6 +1449,17 @@ static int hook_head_span(void *user, const ac_attn_site *site, int *span, int *
     return n;
 }
 
+/* The heads of a site hook_reuse served that come from the map (forward.h serve_heads). */
+static int hook_serve_heads(void *user, const ac_attn_site *site, uint8_t *mask) {
+    const cache_att *a = user;
+    const ac_cache *c = a->c;
+    if (site->n_head != c->n_head || site->layer < 0 || site->layer >= c->n_layer) return site->n_head;
+    const uint8_t *sv = a->serve + (size_t)site->layer * c->n_head;
+    int n = 0;
+    for (int h = 0; h < c->n_head; h++) n += (mask[h] = sv[h]);
+    return n;
+}
+
 /* out[t][h*hd + d] = sum_j P_h[t][j] V[j][g*hd + d], g = h / (H/Hkv), from
  * the stored compressed rows (decoded inside the A.V kernel). A longer
  * entry serves through its top-left L x L block (causal: exact prefix;
@@ -1437,7 +1470,8 @@ typedef struct apply_job {
     int layer, L, nrows, H, grp, hd, ldv, ldo, causal, renorm; /* rows [0, nrows) of L */
     const float *v;
     float *out;
-    float **rowbuf; /* [n threads][Le] when renorm */
+    float **rowbuf;       /* [n threads][Le] when renorm */
+    const uint8_t *heads; /* [H] 1: serve head h (site->heads); NULL: every head */
 } apply_job;
 
 #define APPLY_ROWS 16
@@ -1450,6 +1484,7 @@ static void apply_task(void *arg, int task, int ith) {
     const ac_map_codec *codec = &e->codec;
     const int Le = e->n_tokens, nb = (j->nrows + APPLY_ROWS - 1) / APPLY_ROWS;
     const int h = task / nb, t0 = (task % nb) * APPLY_ROWS, t1 = AC_MIN(j->nrows, t0 + APPLY_ROWS);
+    if (j->heads && !j->heads[h]) return; /* computed by the forward (per-head serving) */
     const uint8_t *map = ac_store_entry_map(e, j->H, j->layer, h);
     const float *vh = j->v + (size_t)(h / j->grp) * j->hd;
     for (int t = t0; t < t1; t++) {
@@ -1474,7 +1509,12 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
     const int nthr = ac_ctx_threads(a->ctx), ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
     apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
-                   NULL};
+                   NULL, site->heads};
+    int nh = H;
+    if (site->heads) {
+        nh = 0;
+        for (int h = 0; h < H; h++) nh += site->heads[h] != 0;
+    }
     int rc = AC_OK;
     if (j.renorm) {
         if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
@@ -1489,7 +1529,7 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     if (rc) return ac_err(rc, "cache: out of memory serving a map");
     const ac_map_codec *codec = &e->codec;
     atomic_fetch_add_explicit(&c->n.bytes_read,
-                              (uint64_t)H * (ac_codec_row_offset(codec, Le, R - 1) +
+                              (uint64_t)nh * (ac_codec_row_offset(codec, Le, R - 1) +
                                              ac_codec_row_bytes(codec, ac_codec_row_n(codec, Le, R - 1))),
                               memory_order_relaxed);
     return AC_OK;
@@ -1533,6 +1573,7 @@ static void att_free(cache_att *a) {
     free(a->tscr);
     free(a->ss);
     free(a->layers);
+    free(a->serve);
     free(a);
 }
 
@@ -1569,7 +1610,8 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     a->c = c;
     a->ctx = ctx;
     a->layers = AC_CALLOC((size_t)c->n_layer, 1);
-    if (!a->layers || scratch_init(&a->scr, c->D, c->feat_dim)) {
+    a->serve = AC_CALLOC((size_t)c->n_layer * c->n_head, 1);
+    if (!a->layers || !a->serve || scratch_init(&a->scr, c->D, c->feat_dim)) {
         att_free(a);
         return ac_err(AC_ERR_NOMEM, "cache: out of memory attaching a context");
     }
@@ -1585,6 +1627,7 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.apply = hook_apply;
     h.maps = hook_maps;
     h.head_span = hook_head_span;
+    h.serve_heads = hook_serve_heads;
     h.lookup_all = hook_lookup_all;
     h.release = att_release;
     ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */
@@ -1860,6 +1903,104 @@ int ac_cache_tune_heads(ac_cache *c, float eps, int max_entries, int n_sink, int
     return rc;
 }
 
+/* One stored entry looked up as a query (its feature summary, the cache's key and threshold,
+ * itself excluded): the first other entry that may serve it, or -1. wmu held (c->wscr), rw read. */
+static int64_t rank_neighbour(ac_cache *c, int64_t i, const ac_store_entry *q) {
+    float *key = c->wscr.keyv;
+    int64_t ids[AC_LOOKUP_K + 1];
+    float sims[AC_LOOKUP_K + 1];
+    if (make_key(c, c->proj, c->key, q->feature, key, &c->wscr) != AC_OK ||
+        ac_index_search(c->idx, key, 1, AC_LOOKUP_K + 1, ids, sims) != AC_OK) {
+        ac_err_clear();
+        return -1;
+    }
+    for (int k = 0; k < AC_LOOKUP_K + 1 && ids[k] >= 0; k++) {
+        if (ids[k] == i) continue;
+        if (sim_to_dist(c->key, sims[k]) > c->p.threshold) break; /* best first */
+        if (entry_fits(c, ac_mapstore_n_tokens(c->st, ids[k]), q->n_tokens)) return ids[k];
+    }
+    return -1;
+}
+
+int ac_cache_rank_heads(ac_cache *c, int max_entries, void *report, int *n_pairs) {
+    if (!c || max_entries < 0) return ac_err(AC_ERR_ARG, "ac_cache_rank_heads: invalid argument");
+    if (n_pairs) *n_pairs = 0;
+    if (max_entries == 0) max_entries = 500;
+    ac_head_rank r;
+    memset(&r, 0, sizeof r);
+    const int nlh = c->n_layer * c->n_head;
+    r.n_layer = c->n_layer, r.n_head = c->n_head, r.threshold = c->p.threshold;
+    r.tv = AC_CALLOC((size_t)nlh, sizeof *r.tv);
+    r.tv_max = AC_CALLOC((size_t)nlh, sizeof *r.tv_max);
+    r.order = AC_MALLOC((size_t)nlh * sizeof *r.order);
+    float *rq = NULL, *re = NULL;
+    int rc = r.tv && r.tv_max && r.order ? AC_OK : ac_err(AC_ERR_NOMEM, "cache: out of memory ranking heads");
+    pthread_mutex_lock(&c->wmu); /* the writer's scratch makes the keys */
+    rd_lock(c);
+    const int64_t n = ac_mapstore_count(c->st);
+    if (!rc && (!c->idx || n < 2)) rc = ac_err(AC_ERR_CACHE, "cache '%s': ranking heads needs at least 2 indexed entries", c->dir);
+    const int64_t m = AC_MIN(n, (int64_t)max_entries);
+    int cap = 0;
+    for (int64_t k = 0; !rc && k < m; k++) {
+        const int64_t i = k * n / m; /* evenly spread */
+        ac_store_entry q, e;
+        if (ac_mapstore_get(c->st, i, &q) != AC_OK) { /* damaged: left out, as a lookup would */
+            ac_err_clear();
+            continue;
+        }
+        const int64_t j = rank_neighbour(c, i, &q);
+        if (j < 0) continue;
+        if (ac_mapstore_get(c->st, j, &e) != AC_OK) {
+            ac_err_clear();
+            continue;
+        }
+        if (e.n_tokens > cap) {
+            float *a = realloc(rq, (size_t)e.n_tokens * sizeof *a), *b = a ? realloc(re, (size_t)e.n_tokens * sizeof *b) : NULL;
+            if (a) rq = a;
+            if (b) re = b;
+            if (!a || !b) {
+                rc = ac_err(AC_ERR_NOMEM, "cache: out of memory ranking heads");
+                break;
+            }
+            cap = e.n_tokens;
+        }
+        ac_head_rank_pair(&q, &e, c->n_layer, c->n_head, c->causal, r.tv, r.tv_max, rq, re);
+        r.n_pairs++;
+    }
+    rw_unlock(c);
+    if (!rc && r.n_pairs == 0)
+        rc = ac_err(AC_ERR_CACHE, "cache '%s': none of %lld profiled entries has a neighbour within the threshold %g "
+                    "(raise it)", c->dir, (long long)m, (double)c->p.threshold);
+    if (!rc) {
+        ac_head_rank_finish(&r);
+        if (report) ac_head_rank_print(report, &r);
+        if (c->p.writable) rc = ac_head_rank_save(c->dir, &r);
+        if (!rc && n_pairs) *n_pairs = r.n_pairs;
+    }
+    pthread_mutex_unlock(&c->wmu);
+    free(rq);
+    free(re);
+    ac_head_rank_free(&r);
+    return rc;
+}
+
+int ac_cache_set_serve_heads(ac_cache *c, const uint8_t *mask) {
+    if (!c) return ac_err(AC_ERR_ARG, "ac_cache_set_serve_heads: NULL cache");
+    wr_lock(c);
+    for (int i = 0; i < c->n_layer * c->n_head; i++) c->serve[i] = mask ? mask[i] != 0 : 1;
+    rw_unlock(c);
+    return AC_OK;
+}
+
+int ac_cache_get_serve_heads(const ac_cache *cc, uint8_t *mask) {
+    if (!cc || !mask) return ac_err(AC_ERR_ARG, "ac_cache_get_serve_heads: invalid argument");
+    ac_cache *c = (ac_cache *)cc;
+    rd_lock(c);
+    memcpy(mask, c->serve, (size_t)c->n_layer * c->n_head);
+    rw_unlock(c);
+    return AC_OK;
+}
+
 int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     if (!cc || !s) return ac_err(AC_ERR_ARG, "ac_cache_get_stats: invalid argument");
     ac_cache *c = (ac_cache *)cc; /* the locks are not part of the value */
@@ -1885,6 +2026,7 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     pthread_mutex_unlock(&c->admu);
     s->head_sites = atomic_load(&n->head_sites);
     s->head_sites_spanned = atomic_load(&n->head_spanned);
+    s->heads_served = atomic_load(&n->heads_served);
     s->verify_checked = atomic_load(&n->verify_checked);
     s->verify_rejected = atomic_load(&n->verify_rejected);
     s->t_verify = atomic_load(&n->t_verify);
@@ -1915,6 +2057,7 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->rows_total, 0);
     atomic_store(&n->head_sites, 0);
     atomic_store(&n->head_spanned, 0);
+    atomic_store(&n->heads_served, 0);
     atomic_store(&n->verify_checked, 0);
     atomic_store(&n->verify_rejected, 0);
     atomic_store(&n->t_verify, 0.0);

@@ -508,6 +508,8 @@ typedef struct fwd_plan {
     int *srv;             /* [n_seq] rows [0, srv) served by the hook's apply (compressed maps);
                              rows [srv, L) computed (0 < srv < L only for causal models) */
     uint8_t *rec;         /* [n_seq] 1: record the map of this site */
+    uint8_t *hpart;       /* [n_seq] 1: the hook serves only some heads of this site (serve_heads) */
+    uint8_t *hmask;       /* [n_seq][n_head] those heads (1: from the hook's maps), when hpart */
     int *row_seq;         /* [T] sequence of each row */
     int *row_pos;         /* [T] position of each row in its sequence */
     int att_bf_ok;        /* 1: the attention wrote the bf16 copy of every row (no hook apply) */
@@ -531,10 +533,15 @@ static ac_kv_rows seq_rows(const ac_ctx *c, const fwd_plan *pl, int s) {
     return r;
 }
 
-/* No Q or K projected for sequence s (a supplied map, or every row served). */
-static int qk_none(const fwd_plan *pl, int s) { return pl->maps[s] || pl->srv[s] >= pl->seqs[s].n_tokens; }
-/* Computed rows at the start of sequence s that need no query (served by the hook's apply). */
-static int q_skip(const fwd_plan *pl, int s) { return pl->srv[s] > pl->first[s] ? pl->srv[s] - pl->first[s] : 0; }
+/* No Q or K projected for sequence s (a supplied map, or every row of every head served). */
+static int qk_none(const fwd_plan *pl, int s) {
+    return pl->maps[s] || (pl->srv[s] >= pl->seqs[s].n_tokens && !pl->hpart[s]);
+}
+/* Computed rows at the start of sequence s that need no query (served by the hook's apply for
+ * every head; a site served per head needs every row's query for its computed heads). */
+static int q_skip(const fwd_plan *pl, int s) {
+    return pl->srv[s] > pl->first[s] && !pl->hpart[s] ? pl->srv[s] - pl->first[s] : 0;
+}
 
 
 
@@ -547,7 +554,7 @@ static void rope_rows(ac_ctx *c, const void *arg, int r0, int r1) {
         const int s = pl->row_seq[r], pos = pl->row_pos[r];
         if (qk_none(pl, s)) continue;
         const float *cs = c->rope_cs + (size_t)pos * hp->n_rot;
-        if (pos >= pl->srv[s]) ac_rope_row(c->q + (size_t)r * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
+        if (pos >= pl->srv[s] || pl->hpart[s]) ac_rope_row(c->q + (size_t)r * QD, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
         ac_rope_row(c->k + (size_t)r * KVD, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_neox, cs);
     }
 }
@@ -600,7 +607,7 @@ static ac_attn_site make_site(const ac_ctx *c, const fwd_plan *pl, int il, int s
     const float *x = P == 0 ? X->x + (size_t)pl->off[s] * hp->n_embd : il == 0 ? c->x0full : NULL;
     ac_attn_site site = {.layer = il, .seq = s, .tokens = pl->seqs[s].tokens, .n_tokens = pl->seqs[s].n_tokens,
                          .n_head = hp->n_head, .causal = hp->causal, .x = x, .first = P, .summary = NULL,
-                         .exact_from = ac_ctx_exact_from(c, s)};
+                         .exact_from = ac_ctx_exact_from(c, s), .heads = NULL};
     return site;
 }
 
@@ -621,7 +628,7 @@ static int attend_after_prefix(ac_ctx *c, int il, int s, fwd_plan *pl, const ac_
         return rc;
     for (int t = q0; t < L; t++) memcpy(c->pq + (size_t)t * QD, c->q + (size_t)(o + t - P) * QD, (size_t)QD * sizeof(float));
     ac_attn_args aa = {c->pq, K, V, c->po, L, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
-                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0, 0, 0, 0};
+                       hp->causal, 1.0f / sqrtf((float)hp->head_dim), NULL, q0, 0, 0, 0, NULL};
     if (pl->srv[s] > P) { /* rows [P, srv) from the attention-map cache (it writes rows [0, srv)) */
         ac_attn_site site = make_site(c, pl, il, s, X);
         site.x = NULL; /* (layer 0's whole-sequence states were given to `reuse` only) */
@@ -649,6 +656,24 @@ static int attn_spans(ac_ctx *c, const ac_attn_args *aa, const ac_attn_site *sit
     return rc < 0 ? 0 : rc > 0 ? -rc : 1;
 }
 
+/* A site served per head (pl->hpart): after the hook's apply wrote the served heads' rows
+ * [0, srv), the fused kernel runs every other head over all rows (the served ones skipped), then,
+ * when srv < L, the served heads alone over rows [srv, L). A computed head is bitwise what the
+ * exact forward gives it (the kernel's tasks are per head and row block). */
+static int attn_unserved_heads(ac_ctx *c, const ac_attn_args *aa, const uint8_t *mask, int srv) {
+    ac_attn_args a = *aa;
+    a.out_bf = NULL;
+    a.q0 = 0;
+    a.skip = mask;
+    int rc = ac_attn_fused(&a, c->kt, c->pool);
+    if (rc || srv >= aa->L) return rc;
+    uint8_t inv[AC_ATTN_SPAN_HEADS];
+    for (int h = 0; h < aa->H; h++) inv[h] = !mask[h];
+    a.q0 = srv;
+    a.skip = inv;
+    return ac_attn_fused(&a, c->kt, c->pool);
+}
+
 /* Whether GEMM inputs are read in bf16 (weights packed for a bf16 kernel at load): else the
  * norms' and the attention's bf16 copies are never read, and not written (2% of MiniLM's exact
  * time at AVX2). */
@@ -672,6 +697,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         pl->maps[s] = NULL;
         pl->rec[s] = 0;
         pl->srv[s] = 0;
+        pl->hpart[s] = 0;
         if (!c->has_hook) continue;
         const int n = pl->seqs[s].n_tokens, P = pl->first[s];
         if (il == 0 && P > 0 && c->hook.reuse && /* the hook's site.x: every row's layer-0 states */
@@ -686,6 +712,13 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             if (r < n && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none */
             if (pl->kv_on && r > n - 1) r = n - 1; /* K of every computed row goes to the prefix cache */
             if (r <= P) r = 0;                     /* nothing past the cached rows */
+            if (r > 0 && P == 0 && c->hook.serve_heads && hp->n_head <= AC_ATTN_SPAN_HEADS) {
+                uint8_t *mask = pl->hmask + (size_t)s * hp->n_head;
+                memset(mask, 1, (size_t)hp->n_head);
+                const int nh = c->hook.serve_heads(c->hook.user, &site, mask);
+                if (nh <= 0) r = 0; /* no head served after all: the site is computed */
+                else if (nh < hp->n_head) pl->hpart[s] = 1;
+            }
             pl->srv[s] = r;
         }
         if (pl->maps[s] || pl->srv[s]) {
@@ -746,14 +779,19 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
         ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                            c->att + (size_t)o * QD, n, hp->n_head, hp->n_head_kv, hp->head_dim, QD, KVD,
                            hp->causal, 1.0f / sqrtf((float)hp->head_dim),
-                           bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0};
+                           bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0, NULL};
         if (pl->srv[s]) {
             ac_attn_site site = make_site(c, pl, il, s, X);
+            if (pl->hpart[s]) site.heads = pl->hmask + (size_t)s * hp->n_head;
             if ((rc = c->hook.apply(c->hook.user, &site, pl->srv[s], aa.v, KVD, hp->n_head_kv, hp->head_dim, aa.out,
                                     QD)) != AC_OK)
                 return ac_err_prefix(rc, "attention hook apply (layer %d, sequence %d)", il, s);
             prof_lap(c, AC_STAGE_AV, tp);
-            if (pl->srv[s] < n) { /* the rows past the served ones: exact, over every key */
+            if (pl->hpart[s]) { /* the heads not served (and the served ones' rows past srv): exact */
+                if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
+                if ((rc = attn_unserved_heads(c, &aa, site.heads, pl->srv[s]))) return rc;
+                prof_lap(c, AC_STAGE_ATTN, tp);
+            } else if (pl->srv[s] < n) { /* the rows past the served ones: exact, over every key */
                 aa.q0 = pl->srv[s];
                 aa.out_bf = NULL;
                 if ((rc = ac_ctx_scratch_f32(&c->kt, &c->cap_kt, ac_attn_kt_floats(&aa)))) return rc;
@@ -1082,7 +1120,9 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
     pl.maps = AC_MALLOC((size_t)n_seq * sizeof *pl.maps);
     pl.rec = AC_MALLOC((size_t)n_seq);
     pl.srv = AC_MALLOC((size_t)n_seq * sizeof *pl.srv);
-    if (!pl.off || !pl.off_full || !pl.first || !pl.maps || !pl.rec || !pl.srv) {
+    pl.hpart = AC_CALLOC((size_t)n_seq, 1);
+    pl.hmask = AC_MALLOC((size_t)n_seq * hp->n_head);
+    if (!pl.off || !pl.off_full || !pl.first || !pl.maps || !pl.rec || !pl.srv || !pl.hpart || !pl.hmask) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
@@ -1182,6 +1222,8 @@ done:
     free(pl.maps);
     free(pl.rec);
     free(pl.srv);
+    free(pl.hpart);
+    free(pl.hmask);
     free(pl.row_seq);
     free(pl.row_pos);
     return rc;

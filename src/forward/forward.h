@@ -64,6 +64,11 @@ typedef struct ac_attn_site {
     int exact_from;         /* -1, or rows [exact_from, L) must be computed:
                                `reuse` serves at most exact_from rows (the
                                caller's ac_ctx_set_exact_from; ac_ctx_exact_from) */
+    const uint8_t *heads;   /* `apply` only: NULL = every query head is served;
+                               else [n_head], 1 = head h's rows come from the
+                               hook's maps, 0 = computed by the forward (the
+                               hook's `serve_heads` answer; apply must not
+                               write those heads' columns)                     */
 } ac_attn_site;
 #define AC_ATTN_SUMMARY_SEGMENTS 4
 
@@ -132,6 +137,18 @@ typedef struct ac_attn_hook {
      * (0: the usual all-heads kernel). Heads with span 0 are computed by the
      * same fused kernel, one head at a time: bitwise what they were. */
     int (*head_span)(void *user, const ac_attn_site *site, int *span, int *n_sink, int *n_end);
+    /* Per-head serving (the cache's serve_heads policy), asked for each site
+     * `reuse` served (R > 0) whose rows [0, R) the forward computes itself
+     * otherwise (no prefix-cache rows: site->first == 0): set mask[h] = 1 for
+     * the query heads h < site->n_head (at most AC_ATTN_SPAN_HEADS) whose rows
+     * [0, R) come from the hook's maps, 0 for the heads computed exactly
+     * (every row, over every key). Return the number of heads served:
+     * n_head (or a NULL callback): the whole site, as before; 0: the site is
+     * computed exactly after all; 0 < n < n_head: Q and K are projected for
+     * every row, `apply` runs with site->heads = mask (it writes the served
+     * heads' columns only) and the other heads run the fused kernel one head
+     * at a time, which gives them bitwise what the exact forward does. */
+    int (*serve_heads)(void *user, const ac_attn_site *site, uint8_t *mask);
     /* The context gives the hook up: called once, when ac_ctx_set_attn_hook
      * replaces it or ac_ctx_free frees the context (the hook's owner releases
      * `user`; the context must not be used from inside). NULL: nothing to do. */
@@ -336,6 +353,9 @@ typedef struct ac_attn_args {
                         (a head's span, see head_span); key blocks outside every row's span
                         are skipped */
     int n_sink, n_end;
+    const uint8_t *skip; /* fused: NULL, or [H] 1 = head h is left alone (not computed, its out
+                            columns untouched); every other head gets bitwise what it gets
+                            without skip (per-head serving runs its computed heads so) */
 } ac_attn_args;
 
 /* kt: scratch of ac_attn_kt_floats(a) floats for the transposed key blocks

@@ -300,6 +300,7 @@ int cmd_tune(int argc, char **argv) {
     double budget = -1;
     int limit = 50, head_entries = 64, max_span = 0, sink_first = 1, sink_last = 1;
     float head_eps = -1;
+    int rank_heads = 0, rank_entries = 500;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -308,6 +309,10 @@ int cmd_tune(int argc, char **argv) {
             if (cli_opt_float("--head-eps", argv[++i], 0, 1, &head_eps)) return 1;
         } else if (!strcmp(argv[i], "--head-entries") && i + 1 < argc) {
             if (cli_opt_int("--head-entries", argv[++i], 1, 1 << 20, &head_entries)) return 1;
+        } else if (!strcmp(argv[i], "--rank-heads")) {
+            rank_heads = 1;
+        } else if (!strcmp(argv[i], "--rank-entries") && i + 1 < argc) {
+            if (cli_opt_int("--rank-entries", argv[++i], 1, 1 << 20, &rank_entries)) return 1;
         } else if (!strcmp(argv[i], "--max-span") && i + 1 < argc) {
             if (cli_opt_int("--max-span", argv[++i], 0, 512, &max_span)) return 1;
         } else if (!strcmp(argv[i], "--sinks") && i + 1 < argc) {
@@ -340,7 +345,14 @@ int cmd_tune(int argc, char **argv) {
                    "entry, its rows put at most EPS of their mass outside the first F keys (default 1), the\n"
                    "last L keys (bidirectional; default 1) and the window (causal t-w < s <= t, else\n"
                    "|s-t| < w); other heads stay exact. Prints the per-head table, saves DIR/heads.txt\n"
-                   "(use with --heads policy).\n%s%s",
+                   "(use with --heads policy).\n"
+                   "\n"
+                   "       attncache tune -m MODEL --cache DIR --rank-heads [--rank-entries N] [--threshold T]\n"
+                   "Ranks the (layer, head) pairs for per-head serving (no queries needed): each of N stored\n"
+                   "entries (default 500) is looked up as a query (its own summary, the key and threshold T;\n"
+                   "itself excluded), and each head's mean total-variation distance between its map rows and\n"
+                   "the retrieved neighbour's is averaged over the pairs found. Prints the table, saves\n"
+                   "DIR/head_rank.txt (use with --serve-heads rank:K: the K most stable pairs).\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("tune: unknown option '%s' (see --help)", argv[i]);
@@ -349,6 +361,18 @@ int cmd_tune(int argc, char **argv) {
     ac_ctx *exact, *cached;
     ac_cache *cache = NULL;
     cli_lines in = {0};
+    if (rank_heads) { /* per-head serving: heads ranked by their maps' distance to the neighbours' */
+        ac_model_params mp = ac_model_default_params();
+        if (!c.model) return cli_fail("tune: -m MODEL is required");
+        if (head_eps >= 0) return cli_fail("tune: --rank-heads and --head-eps are separate runs");
+        if (ac_model_load(c.model, &mp, &m) != AC_OK) return cli_fail("%s", ac_last_error());
+        int np = 0, rh = cli_open_cache(&c, m, 1, 0, &cache);
+        if (!rh && ac_cache_rank_heads(cache, rank_entries, stdout, &np) != AC_OK) rh = cli_fail("%s", ac_last_error());
+        if (!rh) printf("saved %s/head_rank.txt: %d pairs profiled (use --serve-heads rank:K)\n", c.cache, np);
+        if (cache && ac_cache_close(cache) != AC_OK && !rh) rh = cli_fail("%s", ac_last_error());
+        ac_model_free(m);
+        return rh;
+    }
     if (head_eps >= 0) { /* per-head spans from the stored maps */
         ac_model_params mp = ac_model_default_params();
         if (!c.model) return cli_fail("tune: -m MODEL is required");

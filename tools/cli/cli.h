@@ -22,6 +22,7 @@ typedef struct cli_common {
     const char *cache, *layers, *codec;
     int key, index_kind, allow_longer, have_threshold, commit_every, no_verify, rows;
     const char *heads;  /* --heads none|policy */
+    const char *serve_heads; /* --serve-heads all|none|rank:K|L.H,... (per-head serving) */
     int exact_tail;     /* --exact-tail N */
     int exact_query;    /* --exact-tail query[+M|-M]: 1; exact rows from the query's start (eval) */
     int exact_margin;   /* M of query+M (rows before the query also exact; -M: fewer rows)     */

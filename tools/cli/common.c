@@ -322,6 +322,8 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
         if (!v) return -1;
         if (strcmp(v, "none") != 0 && strcmp(v, "policy") != 0) return cli_fail("bad --heads '%s' (none|policy)", v), -1;
         c->heads = v;
+    } else if (!strcmp(a, "--serve-heads")) {
+        if (!(c->serve_heads = NEXT())) return -1; /* checked by ac_cache_open, which names a bad one */
     } else if (!strcmp(a, "--exact-tail")) {
         const char *v = NEXT();
         if (!v) return -1;
@@ -395,6 +397,10 @@ const char *cli_cache_help =
     "                       run exact attention restricted to sinks + a window around the\n"
     "                       diagonal, on every computed site (no lookup needed: --threshold -1\n"
     "                       turns lookups off)\n"
+    "      --serve-heads S  which heads of a served layer a hit takes from the map, the others\n"
+    "                       computed exactly: all (default) | none | rank:K (the K most stable\n"
+    "                       (layer, head) pairs of DIR/head_rank.txt: `tune --rank-heads`) |\n"
+    "                       L.H,L.H,... (L.*: every head of layer L)\n"
     "      --verify T       rows all: trust a candidate only if a few exact rows of the query's\n"
     "                       layer-0 maps (causal: the last row first; encoders: [CLS]) are within\n"
     "                       mean total-variation distance T of the entry's (0-1; default off)\n"
@@ -426,6 +432,7 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     if (c->adapt_window) p.adapt_window = c->adapt_window;
     if (c->adapt_probe_max) p.adapt_probe_max = c->adapt_probe_max;
     p.heads = c->heads;
+    p.serve_heads = c->serve_heads;
     if (c->exact_query && !c->exact_query_ok)
         return cli_fail("--exact-tail query: only `eval` with a prompt task (agnews-fewshot, trec, sst2 on a decoder) "
                         "knows where each prompt's query starts; give --exact-tail N");

@@ -573,6 +573,10 @@ int cmd_eval(int argc, char **argv) {
                    1e6 * cs.t_fetch / cs.queries, (long long)cs.search_unproven, (long long)cs.queries,
                    (long long)cs.search_recomputed, (long long)cs.lookups_failed, (long long)cs.records_damaged,
                    cs.first_failure[0] ? " (first: " : "", cs.first_failure, cs.first_failure[0] ? ")" : "");
+        if (A.seqs != n && A.seqs > 0) /* several sequences per example (stsb: a pair): the hit rate above
+                                         counts examples with at least one served sequence */
+            printf("sequences served: %lld of %lld (%.1f%%)\n", (long long)cs.hits, A.seqs,
+                   100.0 * (double)cs.hits / (double)A.seqs);
         const float floor = c.have_adapt_floor ? c.adapt_floor : ac_cache_default_params().adapt_floor;
         if (floor <= 0)
             printf("adaptive lookups: off (--adapt-floor 0): every sequence looked up\n");
@@ -622,6 +626,10 @@ int cmd_eval(int argc, char **argv) {
                        "time)\n",
                        (long long)cs.verify_checked, (long long)cs.verify_rejected,
                        1e6 * cs.t_verify / (cs.queries ? cs.queries : 1));
+            if (cs.hits && cs.heads_served < (int64_t)cs.hits * info.n_layer * info.n_head)
+                printf("  per-head serving (--serve-heads): %.1f%% of the hits' (layer, head) attention sites served "
+                       "from maps, the rest computed\n",
+                       100.0 * (double)cs.heads_served / ((double)cs.hits * info.n_layer * info.n_head));
             if (cs.head_sites_spanned)
                 printf("  head policy: %.1f%% of the computed (sequence, layer, head) attention sites ran restricted "
                        "to their span\n",
@@ -729,6 +737,8 @@ int cmd_eval(int argc, char **argv) {
             ac_cache_get_stats(cache, &js);
             cJSON_AddNumberToObject(cj, "head_sites_spanned_share",
                                     js.head_sites ? (double)js.head_sites_spanned / (double)js.head_sites : 0);
+            cJSON_AddNumberToObject(cj, "heads_served_share",
+                                    js.hits ? (double)js.heads_served / ((double)js.hits * info.n_layer * info.n_head) : 0);
             cJSON_AddNumberToObject(cj, "verify_checked", (double)js.verify_checked);
             cJSON_AddNumberToObject(cj, "verify_rejected", (double)js.verify_rejected);
             if (n_sweep && (sw = cJSON_AddArrayToObject(root, "sweep")))

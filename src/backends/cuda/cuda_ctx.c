@@ -97,7 +97,7 @@ static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
     const ac_hparams *hp = &hc->c->loaded->hp;
     ac_attn_site s = {.layer = layer, .seq = seq, .tokens = hc->seqs[seq].tokens, .n_tokens = hc->seqs[seq].n_tokens,
                       .n_head = hp->n_head, .causal = hp->causal, .x = NULL, .first = 0, .summary = NULL,
-                      .exact_from = ac_ctx_exact_from(hc->c, seq)};
+                      .exact_from = ac_ctx_exact_from(hc->c, seq), .heads = NULL};
     /* x NULL (the states stay on the device); layer 0: their segment means, computed there (opts.summary),
        which the cache keys on instead of recomputing the states from the tokens */
     if (layer == 0) s.summary = ac_cuda_layer0_summary(hc->c->be, seq);
@@ -127,6 +127,17 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
                       "backend 'cuda': the cache serves %d of %d rows (rows 'prefix', an exact tail or exact_from); "
                       "partial rows are not on the GPU yet",
                       r, L);
+    if (r > 0 && h->serve_heads && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a served site */
+        uint8_t mask[AC_ATTN_SPAN_HEADS];
+        memset(mask, 1, (size_t)hp->n_head);
+        const int nh = h->serve_heads(h->user, &site, mask);
+        if (nh > 0 && nh < hp->n_head)
+            return ac_err(AC_ERR_UNSUPPORTED,
+                          "backend 'cuda': the cache serves %d of %d heads (serve_heads); per-head serving is not on "
+                          "the GPU yet",
+                          nh, hp->n_head);
+        if (nh <= 0) r = 0;
+    }
     if (!r) {
         if (h->head_span && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a computed site */
             int span[AC_ATTN_SPAN_HEADS], n_sink = 0, n_end = 0;

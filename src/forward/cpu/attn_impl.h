@@ -178,6 +178,7 @@ static void fused_task_at(attn_call *ac, int t, float *S, float *O, float *mrow,
     const int nblk = (a->L - q0 + BQ - 1) / BQ;
     /* causal: later query blocks have more keys, so hand them out first */
     const int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H, i0 = q0 + b * BQ;
+    if (a->skip && a->skip[h]) return; /* a head served from the cache's maps */
     fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
 }
 
