@@ -759,7 +759,7 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
             ac_attn_args aa = {c->q + (size_t)o * QD, c->k + (size_t)o * KVD, c->v + (size_t)o * KVD,
                                c->att + (size_t)o * QD, pl->seqs[s].n_tokens, hp->n_head, hp->n_head_kv, hp->head_dim,
                                QD, KVD, hp->causal, 1.0f / sqrtf((float)hp->head_dim),
-                               bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0};
+                               bf16_inputs(c) ? c->att_bf + (size_t)o * QD : NULL, 0, 0, 0, 0, NULL};
             aas[i++] = aa;
             nkt += ac_attn_kt_floats(&aa);
         }
