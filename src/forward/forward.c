@@ -62,6 +62,8 @@ static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
     const char *how = m->pack == AC_PACK_BF16   ? "packed bf16"
                       : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout)"
                       : m->pack == AC_PACK_F32  ? "widened to f32"
+                      : m->pack == AC_PACK_F32P && m->hp.n_layer > 0 && m->layers[0].w_up.pack == AC_PACK_F16P
+                          ? "F16 kept in f16 GEMM panels, widened by each task"
                       : m->pack == AC_PACK_F32P ? "widened to f32 GEMM panels"
                                                 : "converted to f32 per call";
     const char *f32how = m->f32_panels ? "f32 weights, copied to GEMM panels" : "f32 weights";
@@ -383,7 +385,7 @@ static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
 
 int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
     if (ops_for(c, W) != &ac_gemm_own_ops) return 0;
-    return W->pack == AC_PACK_BF16 || W->pack == AC_PACK_F32P || W->f32; /* (BF16 packing and level checked at creation) */
+    return W->pack == AC_PACK_BF16 || W->pack == AC_PACK_F32P || W->pack == AC_PACK_F16P || W->f32; /* (BF16 packing and level checked at creation) */
 }
 
 /* 1 if a GEMM on W reads only the bf16 copy of its input (the own BF16 kernel) */

@@ -162,6 +162,25 @@ done:
     return AC_OK;
 }
 
+int ac_f16_panel_pack(ac_mat *W) {
+    if (W->type != GGML_F16) return ac_err(AC_ERR_INTERNAL, "%s: f16 panels of a matrix that is not F16", W->name);
+    const int N = W->n_out, K = W->n_in, np = (N + NR - 1) / NR;
+    uint16_t *P = AC_ALIGNED_ALLOC((size_t)np * NR * K * sizeof *P); /* [np][K][NR] */
+    if (!P) return ac_err(AC_ERR_NOMEM, "out of memory copying %s to f16 panels", W->name);
+    for (int p = 0; p < np; p++) { /* 64 rows read side by side, the panel written in order */
+        const uint16_t *rows[NR];
+        for (int c = 0; c < NR; c++)
+            rows[c] = (const uint16_t *)((const char *)W->data + (size_t)AC_MIN(p * NR + c, N - 1) * W->row_bytes);
+        uint16_t *dst = P + (size_t)p * K * NR;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < NR; c++) dst[(size_t)k * NR + c] = rows[c][k];
+    }
+    W->packed = P;
+    W->f32 = NULL;
+    W->pack = AC_PACK_F16P;
+    return AC_OK;
+}
+
 /* ---- the portable F32 task -------------------------------------------------------------
  * P [K][NR] = the 64 rows of W from n0, transposed (rows past N repeat the last
  * one; their results are never stored); then tiles of 4 rows x 16 columns of

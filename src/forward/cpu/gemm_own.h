@@ -19,6 +19,11 @@ static inline const float *ac_f32_panel(const ac_mat *W, int p, float *scratch) 
     return W->pack == AC_PACK_F32P ? (const float *)W->packed + (size_t)p * W->n_in * NR : scratch;
 }
 
+/* Panel p of an AC_PACK_F16P matrix: uint16 [K][NR] (the x86 tasks widen it into their scratch). */
+static inline const uint16_t *ac_f16_panel(const ac_mat *W, int p) {
+    return (const uint16_t *)W->packed + (size_t)p * W->n_in * NR;
+}
+
 typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
 
 void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
