@@ -375,7 +375,8 @@ static void f32p_run(ac_ctx *c, const ac_model *m, const batch *b, f32p_outs *o)
  * AVX-512 level, whose F32 task widens each panel in its first row tile: every output bitwise
  * equal to the f32 panels (AC_F16_PANELS=off) — hidden states of ~108 rows (many row tiles),
  * logits of 3 rows and the LM head on one row (the first tile alone), SWIGLU's two panels
- * included — and at the other levels the f32 panels. A malformed AC_F16_PANELS is refused. */
+ * included — on two threads and on one (whose tasks also prefetch the next task's panels), and
+ * at the other levels the f32 panels. A malformed AC_F16_PANELS is refused. */
 static void test_f16_panels(void **st) {
     (void)st;
     for (int a = 0; a < 2; a++) {
@@ -414,15 +415,25 @@ static void test_f16_panels(void **st) {
         assert_int_equal(cf->model->layers[0].wq.pack, AC_PACK_F32P);
         if (want_here == AC_PACK_F16P) assert_ptr_not_equal(ch->model, cf->model); /* two preparations */
         else assert_ptr_equal(ch->model, cf->model); /* one: the switch changes nothing at this level */
-        f32p_outs oh, of;
+        /* one thread: each task also prefetches the next one's panels (ac_gemm_next) */
+        ac_ctx_params p1 = ac_ctx_default_params();
+        p1.n_threads = 1;
+        ac_ctx *c1 = NULL;
+        assert_int_equal(ac_ctx_new(f.m, &p1, &c1), AC_OK);
+        f32p_outs oh, of, o1;
         f32p_run(ch, f.m, &b, &oh);
         f32p_run(cf, f.m, &b, &of);
+        f32p_run(c1, f.m, &b, &o1);
         const int D = f.m->info.n_embd, V = f.m->info.n_vocab;
         assert_memory_equal(oh.h, of.h, (size_t)b.T * D * sizeof(float));
+        assert_memory_equal(o1.h, of.h, (size_t)b.T * D * sizeof(float));
         if (f.m->info.has_lm_head) {
             assert_memory_equal(oh.lg, of.lg, (size_t)b.n * V * sizeof(float));
             assert_memory_equal(oh.l1, of.l1, (size_t)V * sizeof(float));
+            assert_memory_equal(o1.lg, of.lg, (size_t)b.n * V * sizeof(float));
         }
+        free(o1.h), free(o1.lg), free(o1.cls), free(o1.l1);
+        ac_ctx_free(c1);
         printf("  f16 panels %s (level %s, %s): bitwise equal to f32 panels\n", f.m->arch_name,
                ac_cpu_level_name(ch->level), want_here == AC_PACK_F16P ? "f16 panels" : "f32 panels at this level");
         free(oh.h), free(oh.lg), free(oh.cls), free(oh.l1), free(of.h), free(of.lg), free(of.cls), free(of.l1);

@@ -210,7 +210,8 @@ static void tile_c(int mr, int K, const float *A, size_t lda, const float *P, fl
     memcpy(acc, a, sizeof a);
 }
 
-void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx) {
+    (void)nx;
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
     if (P == pk) pack_panel_c(j->W, n0, pk);
@@ -270,17 +271,47 @@ static void convert_step(void *v, int ith, int nth) {
             ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
 }
 
+/* Task t: its job i, panel p and row block b. */
+static void task_at(const gemm_call *g, int t, int *i_out, int *p_out, int *b_out) {
+    int i = g->n_jobs - 1;
+    while (g->start[i] > t) i--;
+    const ac_gemm_job *j = &g->jobs[i];
+    const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, np = (j->W->n_out + NR - 1) / NR, lt = t - g->start[i];
+    *i_out = i;
+    *p_out = g->bmaj[i] ? lt % np : lt / nb;
+    *b_out = g->bmaj[i] ? lt / np : lt % nb;
+}
+
+/* The panels task t reads where they are read in place (F32P, F16P), for the task before it. */
+static void next_of(const gemm_call *g, int t, ac_gemm_next *nx) {
+    memset(nx, 0, sizeof *nx);
+    if (t >= g->total) return;
+    int i, p, b;
+    task_at(g, t, &i, &p, &b);
+    const ac_mat *W[2] = {g->jobs[i].W, g->jobs[i].W_up};
+    for (int k = 0; k < 2 && W[k]; k++) {
+        const size_t esz = W[k]->pack == AC_PACK_F32P ? sizeof(float) : W[k]->pack == AC_PACK_F16P ? sizeof(uint16_t) : 0;
+        if (!esz) continue; /* (transposed or packed per task: nothing in place to fetch) */
+        nx->p[k] = (const char *)W[k]->packed + (size_t)p * W[k]->n_in * NR * esz;
+        nx->bytes[k] = esz * (size_t)W[k]->n_in * NR;
+    }
+}
+
 static void gemm_step(void *v, int ith, int nth) {
-    (void)nth;
     gemm_call *g = v;
+    ac_gemm_next nx;
     for (int t; (t = ac_pool_next(g->pool)) < g->total;) {
-        int i = g->n_jobs - 1;
-        while (g->start[i] > t) i--;
+        int i, p, b;
+        task_at(g, t, &i, &p, &b);
         const ac_gemm_job *j = &g->jobs[i];
-        const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, np = (j->W->n_out + NR - 1) / NR, lt = t - g->start[i];
-        const int p = g->bmaj[i] ? lt % np : lt / nb, b = g->bmaj[i] ? lt / np : lt % nb;
-        if (j->W->pack == AC_PACK_BF16) g->task_bf16(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk ? g->pk[ith] : NULL);
-        else g->task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk[ith]);
+        const int mb = g->mb[i];
+        /* one thread runs the tasks in order: the next one's panels are known (with more, any
+         * thread may take it) */
+        if (nth == 1) next_of(g, t + 1, &nx);
+        else memset(&nx, 0, sizeof nx);
+        if (j->W->pack == AC_PACK_BF16)
+            g->task_bf16(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk ? g->pk[ith] : NULL, &nx);
+        else g->task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk[ith], &nx);
     }
 }
 

@@ -24,12 +24,20 @@ static inline const uint16_t *ac_f16_panel(const ac_mat *W, int p) {
     return (const uint16_t *)W->packed + (size_t)p * W->n_in * NR;
 }
 
-typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+/* The panels the thread's next task will read (up to two byte ranges; bytes 0: none), which a
+ * task of several row tiles may bring into cache while its later tiles compute from its own
+ * panel (the AVX-512 F32 task does). Prefetches change no result. */
+typedef struct ac_gemm_next {
+    const void *p[2];
+    size_t bytes[2];
+} ac_gemm_next;
 
-void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+
+void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
 
 #endif
