@@ -795,7 +795,14 @@ static void layernorm_rows(ac_ctx *c, float *x, const float *w, const float *b, 
     ac_ctx_par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
 }
 
-static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
+/* The matrices the forward's next GEMM call reads first (ac_ctx.gemm_then), for the call about
+ * to run; NULL, NULL after it. */
+static void gemm_then(ac_ctx *c, const ac_mat *W, const ac_mat *W_up) {
+    c->gemm_then[0] = W;
+    c->gemm_then[1] = W_up;
+}
+
+static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, const ac_mat *next, double *tp) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
     const ac_layer *L = &m->layers[il];
@@ -805,11 +812,17 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     rmsnorm_rows(c, c->x, L->norm1_w, c->xb, c->xb_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
     ac_act X = act(c->xb, c->xb_bf, T, D, 1);
-    if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
+    gemm_then(c, &L->wo, NULL); /* (the Q/K/V projections' call) */
+    rc = attention_block(c, il, L, &X, pl, tp);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     /* x += att Wo^T (+ bo) */
     ac_act A = act(c->att, c->att_bf, T, QD, pl->att_bf_ok);
     ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
-    if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
+    gemm_then(c, &L->w_gate, &L->w_up);
+    rc = ac_ctx_gemm(c, &jo, 1);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     prof_lap(c, AC_STAGE_O, tp);
     /* xb = rmsnorm(x) * ffn_norm */
     rmsnorm_rows(c, c->x, L->norm2_w, c->xb, c->xb_bf, T);
@@ -820,10 +833,16 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     const int skip_f32 = down_bf && ac_ctx_gemm_fast(c, &L->w_gate) && ac_ctx_gemm_fast(c, &L->w_up);
     ac_gemm_job jg = {&L->w_gate, &L->w_up, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, NULL,
                       AC_EPI_SWIGLU};
-    if ((rc = ac_ctx_gemm(c, &jg, 1))) return rc;
+    gemm_then(c, &L->w_down, NULL);
+    rc = ac_ctx_gemm(c, &jg, 1);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     ac_act H = act(c->hb, c->hb_bf, T, F, down_bf);
     ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, NULL, AC_EPI_ACCUM};
-    if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
+    gemm_then(c, next, NULL); /* the next layer's first projection, or the LM head */
+    rc = ac_ctx_gemm(c, &jd, 1);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);
     return AC_OK;
 }
@@ -1091,8 +1110,12 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
     ac_ctx_par_rows(c, T, D, embed_rows, &pl);
     prof_lap(c, AC_STAGE_NORM, &tp);
 
-    for (int il = 0; il < hp->n_layer && rc == AC_OK; il++)
-        rc = bert ? layer_bert(c, il, &pl, &tp) : layer_llama(c, il, &pl, &tp);
+    for (int il = 0; il < hp->n_layer && rc == AC_OK; il++) {
+        /* what the GEMM call after layer il's last one reads first: the next layer's V projection
+         * (project_qkv's first job), or the LM head's matrix for logits */
+        const ac_mat *next = il + 1 < hp->n_layer ? &m->layers[il + 1].wv : out->logits && m->has_output ? &m->output : NULL;
+        rc = bert ? layer_bert(c, il, &pl, &tp) : layer_llama(c, il, &pl, next, &tp);
+    }
 
     if (rc == AC_OK) {
         const float *h = c->x;

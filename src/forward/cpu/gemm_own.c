@@ -258,6 +258,7 @@ typedef struct gemm_call {
     int n_conv;
     ac_pool *pool;
     ac_gemm_task_fn task_f32, task_bf16; /* the level's tasks */
+    const ac_mat *then[2]; /* ctx->gemm_then: the next call's first matrices */
 } gemm_call;
 
 /* an input not yet in bf16 (conv[0]), in chunks of 8 rows */
@@ -282,14 +283,19 @@ static void task_at(const gemm_call *g, int t, int *i_out, int *p_out, int *b_ou
     *b_out = g->bmaj[i] ? lt / np : lt % nb;
 }
 
-/* The panels task t reads where they are read in place (F32P, F16P), for the task before it. */
+/* The panels task t reads where they are read in place (F32P, F16P), for the task before it;
+ * past the last task, the first panels of the next call's matrices (g->then) if known. */
 static void next_of(const gemm_call *g, int t, ac_gemm_next *nx) {
     memset(nx, 0, sizeof *nx);
-    if (t >= g->total) return;
-    int i, p, b;
-    task_at(g, t, &i, &p, &b);
-    const ac_mat *W[2] = {g->jobs[i].W, g->jobs[i].W_up};
-    for (int k = 0; k < 2 && W[k]; k++) {
+    const ac_mat *W[2] = {g->then[0], g->then[1]};
+    int p = 0;
+    if (t < g->total) {
+        int i, b;
+        task_at(g, t, &i, &p, &b);
+        W[0] = g->jobs[i].W, W[1] = g->jobs[i].W_up;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!W[k]) continue;
         const size_t esz = W[k]->pack == AC_PACK_F32P ? sizeof(float) : W[k]->pack == AC_PACK_F16P ? sizeof(uint16_t) : 0;
         if (!esz) continue; /* (transposed or packed per task: nothing in place to fetch) */
         nx->p[k] = (const char *)W[k]->packed + (size_t)p * W[k]->n_in * NR * esz;
@@ -342,7 +348,8 @@ static int f32_rows_per_task(int M, int np, int nth) {
 
 int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
     if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
-    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, {0}, NULL, {0}, 0, ctx->pool, task_f32_for(ctx->level), NULL};
+    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, {0}, NULL, {0}, 0, ctx->pool, task_f32_for(ctx->level), NULL,
+                   {ctx->gemm_then[0], ctx->gemm_then[1]}};
     for (int i = 0; i < n_jobs; i++)
         if (jobs[i].W->pack == AC_PACK_BF16 || (jobs[i].W_up && jobs[i].W_up->pack == AC_PACK_BF16)) {
             if (!own_bf16_level(ctx->level))
