@@ -400,8 +400,8 @@ struct ac_ctx {
     const ac_gemm_ops *gemm_f32;     /* for F32 weights */
     const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */
     const ac_mat *gemm_then[2];      /* the matrices (W, W_up) the forward's next GEMM call reads first, set
-                                        around a call: its last task prefetches their first panels (one
-                                        thread); NULL: unknown */
+                                        around a call: its last tasks prefetch their first panels;
+                                        NULL: unknown */
     float *pkv;     /* per sequence [L][...]: its ac_kv_rows (K/V of every layer, final hidden) */
     size_t cap_pkv;
     /* A single sequence's rows stay in pkv after its call (layout ld = pkv_ld rows): the next

@@ -311,10 +311,9 @@ static void gemm_step(void *v, int ith, int nth) {
         task_at(g, t, &i, &p, &b);
         const ac_gemm_job *j = &g->jobs[i];
         const int mb = g->mb[i];
-        /* one thread runs the tasks in order: the next one's panels are known (with more, any
-         * thread may take it) */
-        if (nth == 1) next_of(g, t + 1, &nx);
-        else memset(&nx, 0, sizeof nx);
+        /* one thread runs the tasks in order: the next one's panels are known; with more, any
+         * thread may take it: the guess is task t + nth (every thread at the pace of this one) */
+        next_of(g, t + nth, &nx);
         if (j->W->pack == AC_PACK_BF16)
             g->task_bf16(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk ? g->pk[ith] : NULL, &nx);
         else g->task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk[ith], &nx);

@@ -24,9 +24,10 @@ static inline const uint16_t *ac_f16_panel(const ac_mat *W, int p) {
     return (const uint16_t *)W->packed + (size_t)p * W->n_in * NR;
 }
 
-/* The panels the thread's next task will read (up to two byte ranges; bytes 0: none), which a
- * task of several row tiles may bring into cache while its later tiles compute from its own
- * panel (the AVX-512 F32 task does). Prefetches change no result. */
+/* The panels the thread's next task will likely read (up to two byte ranges; bytes 0: none;
+ * on one thread exactly its next task's, on n threads task t + n's), which a task of several row
+ * tiles may bring into cache while its later tiles compute from its own panel (the AVX-512 F32
+ * task does). Prefetches change no result. */
 typedef struct ac_gemm_next {
     const void *p[2];
     size_t bytes[2];
