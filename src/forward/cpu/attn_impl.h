@@ -191,15 +191,18 @@ static void fused_step(void *v, int ith, int nth) {
     attn_call *ac = v;
     const ac_attn_args *a = ac->a;
     const int q0 = a->q0 > 0 && a->q0 < a->L ? a->q0 : 0;
+    /* query blocks of at most BQ rows, as even as whole tiles allow (72 rows: 36 + 36, not
+     * 48 + 24: equal tasks for the threads); a row's result does not depend on its block */
     const int nblk = (a->L - q0 + BQ - 1) / BQ, ntask = a->H * nblk;
+    const int bq = ((a->L - q0 + nblk - 1) / nblk + MR - 1) / MR * MR;
     float S[MR * BK] __attribute__((aligned(64)));
     float O[BQ * HD_MAX] __attribute__((aligned(64)));
     float mrow[BQ], lrow[BQ];
     /* causal: later query blocks have more keys, so hand them out first */
     for (int t; (t = ac_pool_next(ac->pool)) < ntask;) {
         int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H;
-        int i0 = q0 + b * BQ;
-        fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
+        int i0 = q0 + b * bq;
+        if (i0 < a->L) fused_task(ac, h, i0, AC_MIN(bq, a->L - i0), S, O, mrow, lrow);
     }
 }
 
