@@ -3,14 +3,17 @@
  * machine loaded by other jobs changes the figure less than a wall-clock time would
  * (cache sharing and clock still do: compare builds or variants side by side).
  *
- *   bench_gemm [--cpu avx512|avx2|scalar] [-M 128] [-t 1] [-r 5] [--shape llama1b|bert|minilm]
- *              [--wtype f32|f16] [--panels]
+ *   bench_gemm [--cpu avx512|avx2|scalar] [-M 128] [-t 1] [-r 5] [--shape llama1b|bert|minilm|attnlm]
+ *              [--wtype f32|f16] [--panels] [--f16-panels] [--flush MB]
  *
  * Prints, per projection (Q, K, O, gate+up SwiGLU, down), the best of r runs in
  * GFLOP per CPU-second (2*M*N*K per job). --wtype f16 hands the kernels F16 weights
  * without an f32 copy (W->f32 NULL), where the level converts them into its panels.
  * --panels: the weights copied once into the F32 tasks' panels first (AC_PACK_F32P, what the
- * CPU backend does for a model's matrices), so the tasks read them in place. */
+ * CPU backend does for a model's matrices), so the tasks read them in place. --f16-panels (with
+ * --wtype f16): kept in f16 in those panels (AC_PACK_F16P), widened by each task. --flush MB:
+ * before each run, MB MiB are written (untimed), so the weights come from memory as in a
+ * forward whose other work (attention, other layers) evicted them. */
 #define _POSIX_C_SOURCE 200809L
 #include "attncache.h"
 #include "forward/forward.h"
@@ -60,7 +63,7 @@ static ac_mat make_mat(const char *name, int n, int k, int f16, uint64_t *rs, vo
 
 int main(int argc, char **argv) {
     const char *cpu = NULL, *shape = "llama1b", *wtype = "f32";
-    int M = 128, threads = 1, reps = 5, panels = 0;
+    int M = 128, threads = 1, reps = 5, panels = 0, f16p = 0, flush_mb = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--cpu") && v) cpu = v, i++;
@@ -70,6 +73,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--shape") && v) shape = v, i++;
         else if (!strcmp(a, "--wtype") && v) wtype = v, i++;
         else if (!strcmp(a, "--panels")) panels = 1;
+        else if (!strcmp(a, "--f16-panels")) f16p = 1;
+        else if (!strcmp(a, "--flush") && v) flush_mb = atoi(v), i++;
         else {
             fprintf(stderr, "usage: %s [--cpu L] [-M rows] [-t threads] [-r reps] [--shape llama1b|bert|minilm] "
                             "[--wtype f32|f16] [--panels]\n", argv[0]);
@@ -87,6 +92,7 @@ int main(int argc, char **argv) {
     int D, Q, KV, F;
     if (!strcmp(shape, "llama1b")) D = 2048, Q = 2048, KV = 512, F = 8192;
     else if (!strcmp(shape, "bert")) D = 768, Q = 768, KV = 768, F = 3072;
+    else if (!strcmp(shape, "attnlm")) D = 256, Q = 256, KV = 64, F = 704; /* models/attnlm-8k.gguf */
     else D = 384, Q = 384, KV = 384, F = 1536; /* minilm */
     const int f16 = !strcmp(wtype, "f16");
     /* a small model only for the context (pool, level, scratch) */
@@ -108,8 +114,8 @@ int main(int argc, char **argv) {
     ac_mat wo = make_mat("wo", D, Q, f16, &rs, &own[2]), wg = make_mat("wg", F, D, f16, &rs, &own[3]);
     ac_mat wu = make_mat("wu", F, D, f16, &rs, &own[4]), wd = make_mat("wd", D, F, f16, &rs, &own[5]);
     ac_mat *all[6] = {&wq, &wk, &wo, &wg, &wu, &wd};
-    for (int i = 0; i < 6 && panels; i++)
-        if (ac_f32_panel_pack(all[i]) != AC_OK) {
+    for (int i = 0; i < 6 && (panels || f16p); i++)
+        if ((f16p ? ac_f16_panel_pack(all[i]) : ac_f32_panel_pack(all[i])) != AC_OK) {
             fprintf(stderr, "%s: %s\n", all[i]->name, ac_last_error());
             return 1;
         }
@@ -119,9 +125,11 @@ int main(int argc, char **argv) {
     struct { const char *name; ac_mat *w, *up; int epi; } jobs[] = {
         {"q", &wq, NULL, AC_EPI_STORE}, {"k", &wk, NULL, AC_EPI_STORE}, {"o", &wo, NULL, AC_EPI_ACCUM},
         {"gate+up", &wg, &wu, AC_EPI_SWIGLU}, {"down", &wd, NULL, AC_EPI_ACCUM}};
-    printf("level %s, kernel %s, shape %s, %s weights%s, M %d, threads %d, best of %d (GFLOP per CPU-second)\n",
+    const size_t flush_n = (size_t)flush_mb << 18; /* floats */
+    float *flush = flush_n ? malloc(flush_n * sizeof *flush) : NULL;
+    printf("level %s, kernel %s, shape %s, %s weights%s, M %d, threads %d, best of %d (GFLOP per CPU-second)%s\n",
            ac_cpu_level_name(ac_cpu_level()), ac_own_gemm_kernel(ac_cpu_level(), 0), shape, wtype,
-           panels ? " in panels" : "", M, threads, reps);
+           f16p ? " in f16 panels" : panels ? " in panels" : "", M, threads, reps, flush ? ", caches flushed" : "");
     double tot_f = 0, tot_t = 0;
     for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
         ac_act a = {X, M, jobs[i].w->n_in, NULL, 0};
@@ -129,6 +137,7 @@ int main(int argc, char **argv) {
         const double fl = 2.0 * M * jobs[i].w->n_out * jobs[i].w->n_in * (jobs[i].up ? 2 : 1);
         double best = 1e30;
         for (int r = 0; r <= reps; r++) { /* r = 0: warm-up */
+            for (size_t f = 0; f < flush_n; f += 16) flush[f] += 1.0f;
             double t0 = cpu_s();
             if (ac_own_gemm_run(ctx, &j, 1) != AC_OK) {
                 fprintf(stderr, "%s: %s\n", jobs[i].name, ac_last_error());
@@ -142,7 +151,7 @@ int main(int argc, char **argv) {
     }
     printf("  all      %7.1f GFLOP/cpu-s\n", tot_f / tot_t * 1e-9);
     for (int i = 0; i < 6; i++) free(own[i]), free(all[i]->packed);
-    free(X), free(Y);
+    free(X), free(Y), free(flush);
     ac_ctx_free(ctx);
     ac_model_free(model);
     free(buf);

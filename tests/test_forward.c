@@ -371,6 +371,78 @@ static void f32p_run(ac_ctx *c, const ac_model *m, const batch *b, f32p_outs *o)
     if (lm) assert_int_equal(ac_lm_head(c, o->h + (size_t)5 * D, 1, o->l1), AC_OK);
 }
 
+/* F16 weights in the exact mode kept in f16 in the own GEMM's panels (AC_PACK_F16P) at the
+ * AVX-512 level, whose F32 task widens each panel in its first row tile: every output bitwise
+ * equal to the f32 panels (AC_F16_PANELS=off) — hidden states of ~108 rows (many row tiles),
+ * logits of 3 rows and the LM head on one row (the first tile alone), SWIGLU's two panels
+ * included — on two threads and on one (whose tasks also prefetch the next task's panels), and
+ * at the other levels the f32 panels. A malformed AC_F16_PANELS is refused. */
+static void test_f16_panels(void **st) {
+    (void)st;
+    for (int a = 0; a < 2; a++) {
+        ref_spec s = ref_spec_default(a ? AC_ARCH_BERT : AC_ARCH_LLAMA);
+        s.wtype = GGML_F16;
+        s.seed = 900 + a;
+        fx f;
+        memset(&f, 0, sizeof f);
+        assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
+        assert_int_equal(ac_gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
+        assert_int_equal(ref_model_init(&f.ref, f.g), 0);
+        ac_model_params mp = ac_model_default_params();
+        mp.f32_math = 1;
+        assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
+        batch b;
+        batch_make(&b, g_lens, 3, s.n_vocab, 23);
+        unsetenv("AC_F16_PANELS");
+        ac_ctx *ch = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+        setenv("AC_F16_PANELS", "off", 1);
+        ac_ctx *cf = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+        setenv("AC_F16_PANELS", "maybe", 1);
+        ac_ctx *bad = NULL;
+        ac_ctx_params bp = ac_ctx_default_params();
+        assert_int_equal(ac_ctx_new(f.m, &bp, &bad), AC_ERR_ARG);
+        assert_null(bad);
+        assert_non_null(strstr(ac_last_error(), "AC_F16_PANELS"));
+        unsetenv("AC_F16_PANELS");
+#if defined(__x86_64__) || defined(__i386__)
+        const int want_here = ch->level >= AC_CPU_AVX512 ? AC_PACK_F16P : AC_PACK_F32P;
+#else
+        const int want_here = AC_PACK_F32P;
+#endif
+        assert_int_equal(ch->model->pack, AC_PACK_F32P);
+        assert_int_equal(ch->model->layers[0].wq.pack, want_here);
+        assert_int_equal(ch->model->layers[0].w_down.pack, want_here);
+        assert_int_equal(cf->model->layers[0].wq.pack, AC_PACK_F32P);
+        if (want_here == AC_PACK_F16P) assert_ptr_not_equal(ch->model, cf->model); /* two preparations */
+        else assert_ptr_equal(ch->model, cf->model); /* one: the switch changes nothing at this level */
+        /* one thread: each task also prefetches the next one's panels (ac_gemm_next) */
+        ac_ctx_params p1 = ac_ctx_default_params();
+        p1.n_threads = 1;
+        ac_ctx *c1 = NULL;
+        assert_int_equal(ac_ctx_new(f.m, &p1, &c1), AC_OK);
+        f32p_outs oh, of, o1;
+        f32p_run(ch, f.m, &b, &oh);
+        f32p_run(cf, f.m, &b, &of);
+        f32p_run(c1, f.m, &b, &o1);
+        const int D = f.m->info.n_embd, V = f.m->info.n_vocab;
+        assert_memory_equal(oh.h, of.h, (size_t)b.T * D * sizeof(float));
+        assert_memory_equal(o1.h, of.h, (size_t)b.T * D * sizeof(float));
+        if (f.m->info.has_lm_head) {
+            assert_memory_equal(oh.lg, of.lg, (size_t)b.n * V * sizeof(float));
+            assert_memory_equal(oh.l1, of.l1, (size_t)V * sizeof(float));
+            assert_memory_equal(o1.lg, of.lg, (size_t)b.n * V * sizeof(float));
+        }
+        free(o1.h), free(o1.lg), free(o1.cls), free(o1.l1);
+        ac_ctx_free(c1);
+        printf("  f16 panels %s (level %s, %s): bitwise equal to f32 panels\n", f.m->arch_name,
+               ac_cpu_level_name(ch->level), want_here == AC_PACK_F16P ? "f16 panels" : "f32 panels at this level");
+        free(oh.h), free(oh.lg), free(oh.cls), free(oh.l1), free(of.h), free(of.lg), free(of.cls), free(of.l1);
+        ac_ctx_free(ch), ac_ctx_free(cf);
+        free(b.ids);
+        fx_close(&f);
+    }
+}
+
 /* F32 models: the CPU backend copies the matrices once into the own F32 GEMM's panels (a view
  * of the model, shared by its contexts; the mapping untouched) instead of each task transposing
  * 64 rows of W on every call; AC_F32_PANELS=off keeps them in place (the model itself, zero
@@ -1008,6 +1080,7 @@ int main(void) {
         cmocka_unit_test(test_bert_causal_flag), cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_auto_bf16_larger), cmocka_unit_test(test_f32_math),
         cmocka_unit_test(test_f32_panels),
+        cmocka_unit_test(test_f16_panels),
         cmocka_unit_test(test_batch_vs_single),
         cmocka_unit_test(test_skip_path),        cmocka_unit_test(test_hook_error),
         cmocka_unit_test(test_site_input),

@@ -516,7 +516,7 @@ static void test_attn_multi(void **st) {
         ac_attn_args a1[NS], am[NS];
         for (int s = 0; s < NS; s++) {
             ac_attn_args x = {q[s], k[s], v[s], o1[s], Ls[s], H, HKV, HD, ldq, ldk, causal, 1.0f / sqrtf((float)HD),
-                              NULL, 0, 0, 0, 0};
+                              NULL, 0, 0, 0, 0, NULL};
             a1[s] = am[s] = x;
             am[s].out = om[s];
             attn_ref(&a1[s], ref[s]);

@@ -796,6 +796,82 @@ static void test_match(void **state) {
     ac_prefix_cache_free(pc);
 }
 
+/* the ids of text as ac_score_labels takes them (BOS, a trailing EOS cut); caller frees */
+static int32_t *text_ids(const fixture *f, const char *text, int *n) {
+    int need = 0;
+    ac_tokenize(f->m, text, strlen(text), 1, NULL, 0, &need);
+    int32_t *ids = malloc((size_t)(need > 0 ? need : 1) * sizeof *ids);
+    assert_int_equal(ac_tokenize(f->m, text, strlen(text), 1, ids, need, n), AC_OK);
+    if (*n > 0 && ids[*n - 1] == ac_token_eos(f->m)) (*n)--;
+    return ids;
+}
+
+/* ac_score_labels with the prefix cache: prompts sharing their demonstrations, labels of one
+ * token (one prefill; every label's log-probability from the last row's logits, against the
+ * log-softmax computed here from ac_forward's logits) and of several tokens (the prompt, then
+ * the prompt + label batch): bitwise the values of a context without the cache. */
+static void test_score_labels(void **state) {
+    fixture *f = *state;
+    if (!f) skip();
+    const int V = f->info.n_vocab;
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pc = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, &pp, &pc), AC_OK);
+    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
+    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    const char *head = "Classify the topic of the news article: world, sports, business or science.\n\n"
+                       "Article: The team won the final match of the season at home.\nTopic: sports\n\n"
+                       "Article: Shares fell after the bank reported lower profits.\nTopic: business\n\n"
+                       "Article: Leaders met to discuss the peace talks in the region.\nTopic: world\n\n";
+    const char *tails[3] = {"Article: A new telescope found water on a distant planet.\nTopic:",
+                            "Article: The striker signed a contract with the club.\nTopic:",
+                            "Article: Oil prices rose as markets opened on Monday.\nTopic:"};
+    const char *single[4] = {" world", " sports", " business", " science"};
+    const char *multi[3] = {" Sci/Tech", " Sports", " world"};
+    char prompt[1024];
+    float *logits = malloc((size_t)V * sizeof *logits);
+    for (int i = 0; i < 3; i++) {
+        snprintf(prompt, sizeof prompt, "%s%s", head, tails[i]);
+        double got[4], want[4], mgot[3], mwant[3];
+        assert_int_equal(ac_score_labels(c, prompt, single, 4, got), AC_OK);
+        assert_int_equal(ac_score_labels(ref, prompt, single, 4, want), AC_OK);
+        /* by hand: the prompt's last logits, log-softmax in double */
+        int np = 0;
+        int32_t *pt = text_ids(f, prompt, &np);
+        ac_seq s = {pt, np};
+        ac_outputs o = {0};
+        o.logits = logits;
+        assert_int_equal(ac_forward(ref, &s, 1, &o), AC_OK);
+        double mx = logits[0], sum = 0;
+        for (int k = 1; k < V; k++) mx = logits[k] > mx ? logits[k] : mx;
+        for (int k = 0; k < V; k++) sum += exp((double)logits[k] - mx);
+        for (int l = 0; l < 4; l++) {
+            char joined[1100];
+            snprintf(joined, sizeof joined, "%s%s", prompt, single[l]);
+            int nj = 0;
+            int32_t *jt = text_ids(f, joined, &nj);
+            assert_int_equal(nj, np + 1); /* a label of one token */
+            assert_memory_equal(jt, pt, (size_t)np * sizeof *pt);
+            const double lp = (double)logits[jt[np]] - mx - log(sum);
+            assert_true(got[l] == want[l]);
+            assert_true(want[l] == lp);
+            free(jt);
+        }
+        free(pt);
+        assert_int_equal(ac_score_labels(c, prompt, multi, 3, mgot), AC_OK);
+        assert_int_equal(ac_score_labels(ref, prompt, multi, 3, mwant), AC_OK);
+        for (int l = 0; l < 3; l++) assert_true(mgot[l] == mwant[l] && isfinite(mgot[l]));
+    }
+    ac_prefix_stats st;
+    assert_int_equal(ac_prefix_get_stats(pc, &st), AC_OK);
+    assert_true(st.hits > 0 && st.tokens_reused > 0);
+    free(logits);
+    ac_ctx_free(c);
+    ac_ctx_free(ref);
+    ac_prefix_cache_free(pc);
+}
+
 int main(void) {
     const struct CMUnitTest stories[] = {
         cmocka_unit_test(test_exact_P),     cmocka_unit_test(test_batch_mixed), cmocka_unit_test(test_eviction),
@@ -812,6 +888,7 @@ int main(void) {
         cmocka_unit_test(test_match),
         cmocka_unit_test(test_with_map_cache),
         cmocka_unit_test(test_persist),
+        cmocka_unit_test(test_score_labels),
     };
     const struct CMUnitTest bert[] = {cmocka_unit_test(test_bert_ignores)};
     int rc = cmocka_run_group_tests_name("prefix_stories260K", stories, setup_stories, teardown);

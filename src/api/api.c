@@ -157,14 +157,23 @@ int ac_embed_texts_status(ac_ctx *ctx, const char *const *texts, int n, int pool
 
 /* ---- label scoring ----------------------------------------------------------------------- */
 
-/* log-softmax value of logits[id] over n entries, in double. */
-static double log_softmax_at(const float *logits, int n, int id) {
+/* The log-softmax of logits [n], in double: its max *mx and the log of its normaliser *ls
+ * (log sum exp(logits - mx)); the value at id is (double)logits[id] - mx - ls. */
+static void log_softmax_norm(const float *logits, int n, double *mx_out, double *ls_out) {
     double mx = logits[0];
     for (int i = 1; i < n; i++)
         if (logits[i] > mx) mx = logits[i];
     double s = 0;
     for (int i = 0; i < n; i++) s += exp((double)logits[i] - mx);
-    return (double)logits[id] - mx - log(s);
+    *mx_out = mx;
+    *ls_out = log(s);
+}
+
+/* log-softmax value of logits[id] over n entries, in double. */
+static double log_softmax_at(const float *logits, int n, int id) {
+    double mx, ls;
+    log_softmax_norm(logits, n, &mx, &ls);
+    return (double)logits[id] - mx - ls;
 }
 
 /* The label's tokens as a continuation of the prompt: tokenize prompt+label and
@@ -262,7 +271,9 @@ int ac_score_labels(ac_ctx *ctx, const char *prompt, const char *const *labels, 
         ac_outputs o = {0};
         o.logits = logits;
         if ((rc = ac_forward(ctx, &s, 1, &o)) != AC_OK) goto done;
-        for (int i = 0; i < n_labels; i++) logprob_out[i] = log_softmax_at(logits, V, ltoks[i][0]);
+        double mx, ls; /* one normaliser for every label */
+        log_softmax_norm(logits, V, &mx, &ls);
+        for (int i = 0; i < n_labels; i++) logprob_out[i] = (double)logits[ltoks[i][0]] - mx - ls;
         goto done;
     }
     /* With a prefix cache: the prompt alone first (stored, its shared head

@@ -62,6 +62,8 @@ static const char *cpu_describe(const ac_ctx *c, char *buf, int n) {
     const char *how = m->pack == AC_PACK_BF16   ? "packed bf16"
                       : m->pack == AC_PACK_DNNL ? "packed bf16 (oneDNN layout)"
                       : m->pack == AC_PACK_F32  ? "widened to f32"
+                      : m->pack == AC_PACK_F32P && m->hp.n_layer > 0 && m->layers[0].w_up.pack == AC_PACK_F16P
+                          ? "F16 kept in f16 GEMM panels, widened by each task"
                       : m->pack == AC_PACK_F32P ? "widened to f32 GEMM panels"
                                                 : "converted to f32 per call";
     const char *f32how = m->f32_panels ? "f32 weights, copied to GEMM panels" : "f32 weights";
@@ -383,7 +385,7 @@ static ac_act act(const float *x, uint16_t *bf, int M, int K, int ok) {
 
 int ac_ctx_gemm_fast(const ac_ctx *c, const ac_mat *W) {
     if (ops_for(c, W) != &ac_gemm_own_ops) return 0;
-    return W->pack == AC_PACK_BF16 || W->pack == AC_PACK_F32P || W->f32; /* (BF16 packing and level checked at creation) */
+    return W->pack == AC_PACK_BF16 || W->pack == AC_PACK_F32P || W->pack == AC_PACK_F16P || W->f32; /* (BF16 packing and level checked at creation) */
 }
 
 /* 1 if a GEMM on W reads only the bf16 copy of its input (the own BF16 kernel) */
@@ -865,7 +867,14 @@ static void layernorm_rows(ac_ctx *c, float *x, const float *w, const float *b, 
     ac_ctx_par_rows(c, T, c->model->hp.n_embd, norm_fn, &na);
 }
 
-static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
+/* The matrices the forward's next GEMM call reads first (ac_ctx.gemm_then), for the call about
+ * to run; NULL, NULL after it. */
+static void gemm_then(ac_ctx *c, const ac_mat *W, const ac_mat *W_up) {
+    c->gemm_then[0] = W;
+    c->gemm_then[1] = W_up;
+}
+
+static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, const ac_mat *next, double *tp) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
     const ac_layer *L = &m->layers[il];
@@ -875,11 +884,17 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     rmsnorm_rows(c, c->x, L->norm1_w, c->xb, c->xb_bf, T);
     prof_lap(c, AC_STAGE_NORM, tp);
     ac_act X = act(c->xb, c->xb_bf, T, D, 1);
-    if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
+    gemm_then(c, &L->wo, NULL); /* (the Q/K/V projections' call) */
+    rc = attention_block(c, il, L, &X, pl, tp);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     /* x += att Wo^T (+ bo) */
     ac_act A = act(c->att, c->att_bf, T, QD, pl->att_bf_ok);
     ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
-    if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
+    gemm_then(c, &L->w_gate, &L->w_up);
+    rc = ac_ctx_gemm(c, &jo, 1);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     prof_lap(c, AC_STAGE_O, tp);
     /* xb = rmsnorm(x) * ffn_norm */
     rmsnorm_rows(c, c->x, L->norm2_w, c->xb, c->xb_bf, T);
@@ -890,10 +905,16 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     const int skip_f32 = down_bf && ac_ctx_gemm_fast(c, &L->w_gate) && ac_ctx_gemm_fast(c, &L->w_up);
     ac_gemm_job jg = {&L->w_gate, &L->w_up, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, NULL,
                       AC_EPI_SWIGLU};
-    if ((rc = ac_ctx_gemm(c, &jg, 1))) return rc;
+    gemm_then(c, &L->w_down, NULL);
+    rc = ac_ctx_gemm(c, &jg, 1);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     ac_act H = act(c->hb, c->hb_bf, T, F, down_bf);
     ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, NULL, AC_EPI_ACCUM};
-    if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
+    gemm_then(c, next, NULL); /* the next layer's first projection, or the LM head */
+    rc = ac_ctx_gemm(c, &jd, 1);
+    gemm_then(c, NULL, NULL);
+    if (rc) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);
     return AC_OK;
 }
@@ -1163,8 +1184,12 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
     ac_ctx_par_rows(c, T, D, embed_rows, &pl);
     prof_lap(c, AC_STAGE_NORM, &tp);
 
-    for (int il = 0; il < hp->n_layer && rc == AC_OK; il++)
-        rc = bert ? layer_bert(c, il, &pl, &tp) : layer_llama(c, il, &pl, &tp);
+    for (int il = 0; il < hp->n_layer && rc == AC_OK; il++) {
+        /* what the GEMM call after layer il's last one reads first: the next layer's V projection
+         * (project_qkv's first job), or the LM head's matrix for logits */
+        const ac_mat *next = il + 1 < hp->n_layer ? &m->layers[il + 1].wv : out->logits && m->has_output ? &m->output : NULL;
+        rc = bert ? layer_bert(c, il, &pl, &tp) : layer_llama(c, il, &pl, next, &tp);
+    }
 
     if (rc == AC_OK) {
         const float *h = c->x;

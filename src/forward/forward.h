@@ -311,7 +311,13 @@ int ac_bf16_pack(ac_mat *W);                               /* sets W->packed, W-
  * tasks sum in the same order: results are bitwise those of AC_PACK_F32. */
 size_t ac_f32_panel_bytes(int n_out, int n_in);
 int ac_f32_panel_pack(ac_mat *W);
-int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16, F32P, or f32 */
+/* An F16 matrix kept in f16 in the same panel layout (uint16 [ceil(N/64)][K][64], rows past N
+ * repeat the last one): W->packed owns it, W->pack = AC_PACK_F16P, W->f32 stays NULL. Only the
+ * AVX-512 F32 task reads it (its first row tile widens the panel as it goes, into its scratch for
+ * the later tiles): the values are exactly those of the f32 widening (every f16 is an f32),
+ * summed in the same order, so results are bitwise those of AC_PACK_F32P, from half the bytes. */
+int ac_f16_panel_pack(ac_mat *W);
+int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs); /* W packed AC_PACK_BF16, F32P, F16P, or f32 */
 
 extern const ac_gemm_ops ac_gemm_naive_ops;
 extern const ac_gemm_ops ac_gemm_own_ops;
@@ -419,6 +425,9 @@ struct ac_ctx {
     ac_pool *pool;                   /* the forward's threads (n_threads, caller included) */
     const ac_gemm_ops *gemm_f32;     /* for F32 weights */
     const ac_gemm_ops *gemm_q;       /* for F16/BF16/Q8_0 weights */
+    const ac_mat *gemm_then[2];      /* the matrices (W, W_up) the forward's next GEMM call reads first, set
+                                        around a call: its last tasks prefetch their first panels;
+                                        NULL: unknown */
     float *pkv;     /* per sequence [L][...]: its ac_kv_rows (K/V of every layer, final hidden) */
     size_t cap_pkv;
     /* A single sequence's rows stay in pkv after its call (layout ld = pkv_ld rows): the next

@@ -30,7 +30,8 @@ typedef struct ac_mat {
     void *packed;          /* backend-packed copy (owned by the backend's weights) or NULL, layout per `pack` */
     void *packed_md;       /* AC_PACK_DNNL: its oneDNN memory descriptor (owned likewise) */
     int pack;              /* AC_PACK_NONE, AC_PACK_BF16 (own panels), AC_PACK_DNNL (oneDNN blocked), AC_PACK_F32
-                              (row-major f32 copy, `f32` = `packed`), AC_PACK_F32P (f32 in the own GEMM's panels) */
+                              (row-major f32 copy, `f32` = `packed`), AC_PACK_F32P (f32 in the own GEMM's panels),
+                              AC_PACK_F16P (f16 in those panels) */
 } ac_mat;
 
 enum {
@@ -38,7 +39,9 @@ enum {
     AC_PACK_BF16 = 1,
     AC_PACK_DNNL = 2,
     AC_PACK_F32 = 3, /* widened to an owned row-major f32 copy (`f32` points at it) */
-    AC_PACK_F32P = 4 /* widened to f32 straight into the own F32 GEMM's panels [ceil(N/64)][K][64] (`f32` NULL) */
+    AC_PACK_F32P = 4, /* widened to f32 straight into the own F32 GEMM's panels [ceil(N/64)][K][64] (`f32` NULL) */
+    AC_PACK_F16P = 5  /* F16 weights kept in f16 in those panels (`packed`: uint16 [ceil(N/64)][K][64]), widened by
+                         each F32 task at the x86 levels (F16C); half the bytes, the same f32 values */
 };
 
 typedef struct ac_layer {

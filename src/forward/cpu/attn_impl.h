@@ -36,6 +36,22 @@ static void transpose_block(const ac_attn_args *a, float *Kt, int g, int kb) {
     const int nkb = (a->L + BK - 1) / BK, j0 = kb * BK, nk = AC_MIN(BK, a->L - j0), hd = a->hd;
     float *dst = Kt + ((size_t)g * nkb + kb) * (size_t)hd * BK;
     const float *k = a->k + (size_t)g * hd;
+#ifdef AC_AVX2
+    if (hd % 8 == 0) { /* 8 keys x 8 dims at a time; keys past the block's end: zero rows */
+        const __m256 z = _mm256_setzero_ps();
+        for (int j = 0; j < BK; j += 8) {
+            const float *kr[8];
+            for (int i = 0; i < 8; i++) kr[i] = j + i < nk ? k + (size_t)(j0 + j + i) * a->ldk : NULL;
+            for (int d = 0; d < hd; d += 8) {
+#define KT_LD(i) (kr[i] ? _mm256_loadu_ps(kr[i] + d) : z)
+                ac_tr8x8_store(KT_LD(0), KT_LD(1), KT_LD(2), KT_LD(3), KT_LD(4), KT_LD(5), KT_LD(6), KT_LD(7),
+                               dst + (size_t)d * BK + j, BK);
+#undef KT_LD
+            }
+        }
+        return;
+    }
+#endif
     for (int d = 0; d < hd; d++) {
         float *row = dst + (size_t)d * BK;
         for (int j = 0; j < nk; j++) row[j] = k[(size_t)(j0 + j) * a->ldk + d];
@@ -100,6 +116,9 @@ static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O,
         const float *kt = kt_block(ac, g, j0 / BK);
         for (int r0 = 0; r0 < nq; r0 += MR) {
             const int nr = AC_MIN(MR, nq - r0);
+            /* causal: a tile whose last row precedes this block sees none of its keys (every row
+             * would be skipped below: the same results without its products) */
+            if (a->causal && i0 + r0 + nr - 1 < j0) continue;
             const float *q[MR], *prow[MR];
             float *orow[MR];
             tile_rows(a, h, i0 + r0, nr, q);
@@ -130,10 +149,12 @@ static void fused_task(attn_call *ac, int h, int i0, int nq, float *S, float *O,
                 prow[r] = s;
                 orow[r] = o;
             }
+            /* causal: keys past the tile's last row have weight 0 in every row */
+            const int nkt = a->causal ? AC_MIN(nk, i0 + r0 + nr - j0) : nk;
             for (int c0 = 0; c0 < hd; c0 += 64) {
                 float *oc[MR];
                 for (int r = 0; r < MR; r++) oc[r] = orow[r] ? orow[r] + c0 : dummy[r];
-                pv_tile(prow, nk, a->v + (size_t)j0 * a->ldk + (size_t)g * hd + c0, (size_t)a->ldk,
+                pv_tile(prow, nkt, a->v + (size_t)j0 * a->ldk + (size_t)g * hd + c0, (size_t)a->ldk,
                         AC_MIN(64, hd - c0), oc);
             }
         }
@@ -175,11 +196,14 @@ static int fused_ntask(const ac_attn_args *a) {
 static void fused_task_at(attn_call *ac, int t, float *S, float *O, float *mrow, float *lrow) {
     const ac_attn_args *a = ac->a;
     const int q0 = a->q0 > 0 && a->q0 < a->L ? a->q0 : 0;
+    /* query blocks of at most BQ rows, as even as whole tiles allow (72 rows: 36 + 36, not
+     * 48 + 24: equal tasks for the threads); a row's result does not depend on its block */
     const int nblk = (a->L - q0 + BQ - 1) / BQ;
+    const int bq = ((a->L - q0 + nblk - 1) / nblk + MR - 1) / MR * MR;
     /* causal: later query blocks have more keys, so hand them out first */
-    const int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H, i0 = q0 + b * BQ;
+    const int b = a->causal ? nblk - 1 - t / a->H : t / a->H, h = t % a->H, i0 = q0 + b * bq;
     if (a->skip && a->skip[h]) return; /* a head served from the cache's maps */
-    fused_task(ac, h, i0, AC_MIN(BQ, a->L - i0), S, O, mrow, lrow);
+    if (i0 < a->L) fused_task(ac, h, i0, AC_MIN(bq, a->L - i0), S, O, mrow, lrow);
 }
 
 static void fused_step(void *v, int ith, int nth) {

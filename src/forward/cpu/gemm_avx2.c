@@ -155,7 +155,8 @@ static inline void epi8(const ac_gemm_job *j, size_t row, int col, int n, __m256
  * packed once and serves every sub-block of MBF rows. Loop order per sub-block: k block, rows,
  * strips: each k block of the panel is read from L1 by every row of the sub-block (a whole
  * panel, K x 256 bytes, can exceed L2 at K = 8192); each output still sums over k in order. */
-void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx) {
+    (void)nx;
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     const int swiglu = j->epi == AC_EPI_SWIGLU;
     const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;

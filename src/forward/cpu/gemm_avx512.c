@@ -111,8 +111,8 @@ static inline void epi16(const ac_gemm_job *j, size_t row, int col, __mmask16 mk
 }
 
 /* One task: rows m0..m0+nm of job j, panel p. */
-void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
-    (void)pk;
+void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx) {
+    (void)pk, (void)nx;
     float gate[MR * NR] __attribute__((aligned(64))); /* SWIGLU: silu's input */
     const ac_mat *W = j->W;
     const int N = W->n_out, K = W->n_in, kp = K / 2, n0 = p * NR;
@@ -189,10 +189,13 @@ static void pack_panel_f32(const ac_mat *W, int n0, float *P) {
 #define PF_ROWS 64
 
 /* out [MR][4] = A rows (f32) x panel P [K][NR]; mr rows valid (registers, as the BF16 kernel);
- * pf: prefetch P PF_ROWS rows ahead. */
+ * pf: prefetch P PF_ROWS rows ahead; nxb: prefetch the nxn cache lines from nxb into L2, spread
+ * over the K steps (another panel: the next task's, while this tile computes from cache). */
 static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K, const float *A, size_t lda,
-                                                              const float *P, __m512 out[MR][4], const int pf) {
+                                                              const float *P, __m512 out[MR][4], const int pf,
+                                                              const char *nxb, int nxn) {
     AC_ACC_DECL;
+    int nxd = 0; /* lines of nxb prefetched so far */
     const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
 #define F_ROW(cr0, cr1, cr2, cr3, ap)                 \
     do {                                              \
@@ -204,6 +207,9 @@ static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K
     } while (0)
     for (int k = 0; k < K; k++) {
         const float *b = P + (size_t)k * NR;
+        if (nxb)
+            for (const int want = (int)((int64_t)(k + 1) * nxn / K); nxd < want; nxd++)
+                _mm_prefetch(nxb + (size_t)64 * nxd, _MM_HINT_T1);
         if (pf && k + PF_ROWS < K) {
             const char *q = (const char *)(b + PF_ROWS * NR);
             _mm_prefetch(q, _MM_HINT_T0), _mm_prefetch(q + 64, _MM_HINT_T0);
@@ -222,8 +228,11 @@ static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K
     AC_ACC_OUT(out);
 }
 
-static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float *P, __m512 acc[MR][4], int pf) {
-#define KF(n) (pf ? kernel_f32(n, K, A, lda, P, acc, 1) : kernel_f32(n, K, A, lda, P, acc, 0))
+static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float *P, __m512 acc[MR][4], int pf,
+                          const char *nxb, int nxn) {
+#define KF(n)                                                                                                  \
+    (pf ? kernel_f32(n, K, A, lda, P, acc, 1, NULL, 0)                                                         \
+        : nxb ? kernel_f32(n, K, A, lda, P, acc, 0, nxb, nxn) : kernel_f32(n, K, A, lda, P, acc, 0, NULL, 0))
     switch (mr) {
     case 6: KF(6); break;
     case 5: KF(5); break;
@@ -235,27 +244,111 @@ static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float
 #undef KF
 }
 
+/* kernel_f32 on an f16 panel P16 [K][NR] (AC_PACK_F16P), each row widened as it is read (exact:
+ * the same f32 values, the same FMAs in the same order, so bitwise kernel_f32's sums) and, with
+ * st, stored to st [K][NR] for the task's later row tiles. A task's first tile thus reads half
+ * the bytes from memory, where a call of few rows spends much of its time (the weights of a
+ * forward do not stay in cache between calls); pf as kernel_f32's, in f16 rows. */
+static inline __attribute__((always_inline)) void kernel_f16(const int mr, int K, const float *A, size_t lda,
+                                                              const uint16_t *P16, float *st, __m512 out[MR][4]) {
+    AC_ACC_DECL;
+    const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
+#define F_ROW(cr0, cr1, cr2, cr3, ap)                 \
+    do {                                              \
+        __m512 av = _mm512_set1_ps((ap)[k]);          \
+        cr0 = _mm512_fmadd_ps(av, b0, cr0);           \
+        cr1 = _mm512_fmadd_ps(av, b1, cr1);           \
+        cr2 = _mm512_fmadd_ps(av, b2, cr2);           \
+        cr3 = _mm512_fmadd_ps(av, b3, cr3);           \
+    } while (0)
+    for (int k = 0; k < K; k++) {
+        const uint16_t *b = P16 + (size_t)k * NR;
+        if (k + 2 * PF_ROWS < K) {
+            const char *q = (const char *)(b + 2 * PF_ROWS * NR);
+            _mm_prefetch(q, _MM_HINT_T0), _mm_prefetch(q + 64, _MM_HINT_T0);
+        }
+        __m512 b0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)b)),
+               b1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 16))),
+               b2 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 32))),
+               b3 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 48)));
+        if (st) {
+            float *d = st + (size_t)k * NR;
+            _mm512_store_ps(d, b0), _mm512_store_ps(d + 16, b1), _mm512_store_ps(d + 32, b2), _mm512_store_ps(d + 48, b3);
+        }
+        F_ROW(c00, c01, c02, c03, a0);
+        if (mr > 1) F_ROW(c10, c11, c12, c13, a1);
+        if (mr > 2) F_ROW(c20, c21, c22, c23, a2);
+        if (mr > 3) F_ROW(c30, c31, c32, c33, a3);
+        if (mr > 4) F_ROW(c40, c41, c42, c43, a4);
+        if (mr > 5) F_ROW(c50, c51, c52, c53, a5);
+    }
+#undef F_ROW
+    AC_ACC_OUT(out);
+}
+
+static void kernel_f16_mr(int mr, int K, const float *A, size_t lda, const uint16_t *P16, float *st, __m512 acc[MR][4]) {
+#define KH(n) (st ? kernel_f16(n, K, A, lda, P16, st, acc) : kernel_f16(n, K, A, lda, P16, NULL, acc))
+    switch (mr) {
+    case 6: KH(6); break;
+    case 5: KH(5); break;
+    case 4: KH(4); break;
+    case 3: KH(3); break;
+    case 2: KH(2); break;
+    default: KH(1); break;
+    }
+#undef KH
+}
+
+/* The first row tile of a task on panel p of W: from the f16 panel (widened into st when later
+ * tiles follow) for AC_PACK_F16P, else kernel_f32 on P with prefetches. */
+static void first_tile(int mr, int K, const float *A, size_t lda, const ac_mat *W, int p, const float *P, float *st,
+                       __m512 acc[MR][4]) {
+    if (W->pack == AC_PACK_F16P) kernel_f16_mr(mr, K, A, lda, ac_f16_panel(W, p), st, acc);
+    else kernel_f32_mr(mr, K, A, lda, P, acc, 1, NULL, 0);
+}
+
+/* Tiles of a task that prefetch the next task's panels (after the first, which streams its own) */
+#define NX_TILES 4
+
 /* One F32 task: rows m0..m0+nm of job j, panel p; pk: [2][K][NR] panel scratch. */
-void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx) {
     float gate[MR * NR] __attribute__((aligned(64))); /* SWIGLU: silu's input */
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR;
+    /* F16P: the first tile widens the panels into pk as it goes; else transposed here if not in place */
     const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
-    if (P == pk) pack_panel_f32(j->W, n0, pk);
-    if (j->epi == AC_EPI_SWIGLU) {
-        float *su = pk + (size_t)K * NR;
-        if ((Pu = ac_f32_panel(j->W_up, p, su)) == su) pack_panel_f32(j->W_up, n0, su);
-    }
+    if (P == pk && j->W->pack != AC_PACK_F16P) pack_panel_f32(j->W, n0, pk);
+    float *su = pk + (size_t)K * NR;
+    if (j->epi == AC_EPI_SWIGLU && (Pu = ac_f32_panel(j->W_up, p, su)) == su && j->W_up->pack != AC_PACK_F16P)
+        pack_panel_f32(j->W_up, n0, su);
     __mmask16 mk[4];
     for (int c = 0; c < 4; c++) mk[c] = ac_mask16(N - n0 - 16 * c);
     __m512 acc[MR][4];
+    /* tiles 1..nxt prefetch the next task's panels, a share each (SWIGLU: its second one while
+     * computing with W_up; otherwise both in turn) */
+    const int swiglu = j->epi == AC_EPI_SWIGLU, ntile = (nm + MR - 1) / MR, nxt = AC_MIN(NX_TILES, ntile - 1);
+    const int nx0 = nx ? (int)(nx->bytes[0] / 64) : 0, nx1 = nx ? (int)(nx->bytes[1] / 64) : 0;
     for (int r0 = m0; r0 < m0 + nm; r0 += MR) {
-        const int mr = AC_MIN(MR, m0 + nm - r0);
+        const int mr = AC_MIN(MR, m0 + nm - r0), ti = (r0 - m0) / MR;
         const float *A = j->X->x + (size_t)r0 * K;
-        kernel_f32_mr(mr, K, A, (size_t)K, P, acc, r0 == m0); /* the first tile prefetches the panel */
-        if (j->epi == AC_EPI_SWIGLU) {
+        const int more = r0 + mr < m0 + nm; /* later tiles read what the first one widened */
+        const char *xb = NULL, *xu = NULL; /* this tile's share of the next panels */
+        int xn = 0, xun = 0;
+        if (ti >= 1 && ti <= nxt) {
+            const int s0 = (ti - 1) * nx0 / nxt, s1 = ti * nx0 / nxt, u0 = (ti - 1) * nx1 / nxt, u1 = ti * nx1 / nxt;
+            if (nx0) xb = (const char *)nx->p[0] + (size_t)64 * s0, xn = s1 - s0;
+            if (nx1) xu = (const char *)nx->p[1] + (size_t)64 * u0, xun = u1 - u0;
+            if (!swiglu && !xb) xb = xu, xn = xun, xu = NULL;
+        }
+        /* the first tile brings the panel in (prefetches; f16 panels widened on the way) */
+        if (r0 == m0) first_tile(mr, K, A, (size_t)K, j->W, p, P, more ? pk : NULL, acc);
+        else kernel_f32_mr(mr, K, A, (size_t)K, P, acc, 0, xb, xn);
+        if (!swiglu && xu && r0 != m0) /* (both next panels, this job has one kernel call per tile) */
+            for (int l = 0; l < xun; l++) _mm_prefetch(xu + (size_t)64 * l, _MM_HINT_T1);
+        if (swiglu) {
             for (int r = 0; r < mr; r++)
                 for (int c = 0; c < 4; c++) _mm512_store_ps(gate + r * NR + 16 * c, acc[r][c]);
-            kernel_f32_mr(mr, K, A, (size_t)K, Pu, acc, r0 == m0);
+            if (r0 == m0) first_tile(mr, K, A, (size_t)K, j->W_up, p, Pu, more ? su : NULL, acc);
+            else kernel_f32_mr(mr, K, A, (size_t)K, Pu, acc, 0, xu, xun);
         }
         for (int r = 0; r < mr; r++) {
             const size_t row = (size_t)(r0 + r) * N + n0;

@@ -117,7 +117,8 @@ static inline void epi4(const ac_gemm_job *j, size_t row, int col, int nv, float
 }
 
 /* One F32 task: rows m0..m0+nm of job j, panel p; pk: [2][K][NR] panel scratch. */
-void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx) {
+    (void)nx;
     float acc[MR * 16], gate[MR * 16]; /* [MR][16] one strip; SWIGLU: silu's input */
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;

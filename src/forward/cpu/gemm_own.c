@@ -162,6 +162,25 @@ done:
     return AC_OK;
 }
 
+int ac_f16_panel_pack(ac_mat *W) {
+    if (W->type != GGML_F16) return ac_err(AC_ERR_INTERNAL, "%s: f16 panels of a matrix that is not F16", W->name);
+    const int N = W->n_out, K = W->n_in, np = (N + NR - 1) / NR;
+    uint16_t *P = AC_ALIGNED_ALLOC((size_t)np * NR * K * sizeof *P); /* [np][K][NR] */
+    if (!P) return ac_err(AC_ERR_NOMEM, "out of memory copying %s to f16 panels", W->name);
+    for (int p = 0; p < np; p++) { /* 64 rows read side by side, the panel written in order */
+        const uint16_t *rows[NR];
+        for (int c = 0; c < NR; c++)
+            rows[c] = (const uint16_t *)((const char *)W->data + (size_t)AC_MIN(p * NR + c, N - 1) * W->row_bytes);
+        uint16_t *dst = P + (size_t)p * K * NR;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < NR; c++) dst[(size_t)k * NR + c] = rows[c][k];
+    }
+    W->packed = P;
+    W->f32 = NULL;
+    W->pack = AC_PACK_F16P;
+    return AC_OK;
+}
+
 /* ---- the portable F32 task -------------------------------------------------------------
  * P [K][NR] = the 64 rows of W from n0, transposed (rows past N repeat the last
  * one; their results are never stored); then tiles of 4 rows x 16 columns of
@@ -191,7 +210,8 @@ static void tile_c(int mr, int K, const float *A, size_t lda, const float *P, fl
     memcpy(acc, a, sizeof a);
 }
 
-void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk) {
+void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx) {
+    (void)nx;
     const int N = j->W->n_out, K = j->W->n_in, n0 = p * NR, nc = AC_MIN(NR, N - n0);
     const float *P = ac_f32_panel(j->W, p, pk), *Pu = NULL;
     if (P == pk) pack_panel_c(j->W, n0, pk);
@@ -238,6 +258,7 @@ typedef struct gemm_call {
     int n_conv;
     ac_pool *pool;
     ac_gemm_task_fn task_f32, task_bf16; /* the level's tasks */
+    const ac_mat *then[2]; /* ctx->gemm_then: the next call's first matrices */
 } gemm_call;
 
 /* an input not yet in bf16 (conv[0]), in chunks of 8 rows */
@@ -251,17 +272,51 @@ static void convert_step(void *v, int ith, int nth) {
             ac_f32_to_bf16(X->bf16 + (size_t)m * X->K, X->x + (size_t)m * X->K, (size_t)X->K);
 }
 
+/* Task t: its job i, panel p and row block b. */
+static void task_at(const gemm_call *g, int t, int *i_out, int *p_out, int *b_out) {
+    int i = g->n_jobs - 1;
+    while (g->start[i] > t) i--;
+    const ac_gemm_job *j = &g->jobs[i];
+    const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, np = (j->W->n_out + NR - 1) / NR, lt = t - g->start[i];
+    *i_out = i;
+    *p_out = g->bmaj[i] ? lt % np : lt / nb;
+    *b_out = g->bmaj[i] ? lt / np : lt % nb;
+}
+
+/* The panels task t reads where they are read in place (F32P, F16P), for the task before it;
+ * past the last task, the first panels of the next call's matrices (g->then) if known. */
+static void next_of(const gemm_call *g, int t, ac_gemm_next *nx) {
+    memset(nx, 0, sizeof *nx);
+    const ac_mat *W[2] = {g->then[0], g->then[1]};
+    int p = 0;
+    if (t < g->total) {
+        int i, b;
+        task_at(g, t, &i, &p, &b);
+        W[0] = g->jobs[i].W, W[1] = g->jobs[i].W_up;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!W[k]) continue;
+        const size_t esz = W[k]->pack == AC_PACK_F32P ? sizeof(float) : W[k]->pack == AC_PACK_F16P ? sizeof(uint16_t) : 0;
+        if (!esz) continue; /* (transposed or packed per task: nothing in place to fetch) */
+        nx->p[k] = (const char *)W[k]->packed + (size_t)p * W[k]->n_in * NR * esz;
+        nx->bytes[k] = esz * (size_t)W[k]->n_in * NR;
+    }
+}
+
 static void gemm_step(void *v, int ith, int nth) {
-    (void)nth;
     gemm_call *g = v;
+    ac_gemm_next nx;
     for (int t; (t = ac_pool_next(g->pool)) < g->total;) {
-        int i = g->n_jobs - 1;
-        while (g->start[i] > t) i--;
+        int i, p, b;
+        task_at(g, t, &i, &p, &b);
         const ac_gemm_job *j = &g->jobs[i];
-        const int mb = g->mb[i], nb = (j->X->M + mb - 1) / mb, np = (j->W->n_out + NR - 1) / NR, lt = t - g->start[i];
-        const int p = g->bmaj[i] ? lt % np : lt / nb, b = g->bmaj[i] ? lt / np : lt % nb;
-        if (j->W->pack == AC_PACK_BF16) g->task_bf16(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk ? g->pk[ith] : NULL);
-        else g->task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk[ith]);
+        const int mb = g->mb[i];
+        /* one thread runs the tasks in order: the next one's panels are known; with more, any
+         * thread may take it: the guess is task t + nth (every thread at the pace of this one) */
+        next_of(g, t + nth, &nx);
+        if (j->W->pack == AC_PACK_BF16)
+            g->task_bf16(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk ? g->pk[ith] : NULL, &nx);
+        else g->task_f32(j, p, b * mb, AC_MIN(mb, j->X->M - b * mb), g->pk[ith], &nx);
     }
 }
 
@@ -297,7 +352,8 @@ static int f32_rows_per_task(int M, int np, int nth, int in_panels) {
 
 int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
     if (n_jobs > 16) return ac_err(AC_ERR_INTERNAL, "too many GEMM jobs in one call");
-    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, {0}, NULL, {0}, 0, ctx->pool, task_f32_for(ctx->level), NULL};
+    gemm_call g = {jobs, n_jobs, 0, {0}, {0}, {0}, NULL, {0}, 0, ctx->pool, task_f32_for(ctx->level), NULL,
+                   {ctx->gemm_then[0], ctx->gemm_then[1]}};
     for (int i = 0; i < n_jobs; i++)
         if (jobs[i].W->pack == AC_PACK_BF16 || (jobs[i].W_up && jobs[i].W_up->pack == AC_PACK_BF16)) {
             if (!own_bf16_level(ctx->level))

@@ -19,12 +19,26 @@ static inline const float *ac_f32_panel(const ac_mat *W, int p, float *scratch) 
     return W->pack == AC_PACK_F32P ? (const float *)W->packed + (size_t)p * W->n_in * NR : scratch;
 }
 
-typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+/* Panel p of an AC_PACK_F16P matrix: uint16 [K][NR] (the x86 tasks widen it into their scratch). */
+static inline const uint16_t *ac_f16_panel(const ac_mat *W, int p) {
+    return (const uint16_t *)W->packed + (size_t)p * W->n_in * NR;
+}
 
-void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
-void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk);
+/* The panels the thread's next task will likely read (up to two byte ranges; bytes 0: none;
+ * on one thread exactly its next task's, on n threads task t + n's), which a task of several row
+ * tiles may bring into cache while its later tiles compute from its own panel (the AVX-512 F32
+ * task does). Prefetches change no result. */
+typedef struct ac_gemm_next {
+    const void *p[2];
+    size_t bytes[2];
+} ac_gemm_next;
+
+typedef void (*ac_gemm_task_fn)(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+
+void ac_gemm_task_f32_scalar(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_f32_avx2(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_f32_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_f32_neon(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
+void ac_gemm_task_bf16_avx512(const ac_gemm_job *j, int p, int m0, int nm, float *pk, const ac_gemm_next *nx);
 
 #endif

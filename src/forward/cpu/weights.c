@@ -88,12 +88,13 @@ static void weights_release(void *data) {
 
 #define F32_PANELS_AUTO_MAX ((size_t)1 << 30) /* AC_F32_PANELS=auto: F32 matrices of at most 1 GiB in all */
 #define PREP_F32_PANELS 0x100                   /* in the preparation's key: F32 matrices in panels too */
+#define PREP_F16_PANELS 0x200                   /* in the key: F16 matrices of the F32P layout in f16 panels */
 
 /* make() of ac_model_prepared: the view of layout kind & 0xff (PREP_F32_PANELS: its F32
  * matrices in the own GEMM's F32 panels too). */
 static int weights_make(const ac_model *m, int key, void *arg, void **out) {
     (void)arg;
-    const int kind = key & 0xff, f32_panels = !!(key & PREP_F32_PANELS);
+    const int kind = key & 0xff, f32_panels = !!(key & PREP_F32_PANELS), f16_panels = !!(key & PREP_F16_PANELS);
     cpu_weights *w = AC_CALLOC(1, sizeof *w);
     if (!w) return AC_ERR_NOMEM;
     ac_model *v = &w->view;
@@ -127,7 +128,7 @@ static int weights_make(const ac_model *m, int key, void *arg, void **out) {
         }
         if (kind == AC_PACK_BF16 && W->n_in % 2) continue; /* stays on the f32 path */
         rc = kind == AC_PACK_BF16  ? ac_bf16_pack(W)
-             : kind == AC_PACK_F32P ? ac_f32_panel_pack(W)
+             : kind == AC_PACK_F32P ? (f16_panels && W->type == GGML_F16 ? ac_f16_panel_pack(W) : ac_f32_panel_pack(W))
              : kind == AC_PACK_F32  ? widen_f32(W)
                                     : ac_dnnl_pack_bf16(W, tmp);
         if (rc) ac_err_prefix(rc, "preparing %s for the CPU", W->name);
@@ -197,6 +198,23 @@ static int f32_panels_wanted(int kind, int gemm, size_t f32_bytes, int *yes) {
     return AC_OK;
 }
 
+/* Whether the F32P layout at `level` keeps F16 matrices in f16 panels (AC_PACK_F16P): where the
+ * level's F32 task widens them (AVX-512: each task's first row tile, as it reads them), unless
+ * AC_F16_PANELS=off (f32 panels, for comparisons). The preparation's key tells the two apart:
+ * contexts at the other levels share the model with them. 0 or 1 in *yes. */
+static int f16_panels_wanted(int kind, int level, int *yes) {
+    const char *e = getenv("AC_F16_PANELS");
+    *yes = 0;
+    if (e && *e && strcasecmp(e, "auto") && strcasecmp(e, "on") && strcasecmp(e, "off") && strcmp(e, "1") && strcmp(e, "0"))
+        return ac_err(AC_ERR_ARG, "AC_F16_PANELS='%s': expected auto, on or off", e);
+#if defined(__x86_64__) || defined(__i386__)
+    *yes = kind == AC_PACK_F32P && level >= AC_CPU_AVX512 && !(e && (!strcasecmp(e, "off") || !strcmp(e, "0")));
+#else
+    (void)kind, (void)level;
+#endif
+    return AC_OK;
+}
+
 int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out) {
     *out = m;
     const char *e;
@@ -221,9 +239,11 @@ int ac_cpu_weights(const ac_model *m, int level, int gemm, const ac_model **out)
     /* F32 matrices only, all copied to panels: the view is the F32P layout whatever was asked
      * (the fast mode changes nothing for F32 weights: no bf16 inputs to make) */
     const int vkind = other ? kind : AC_PACK_F32P;
+    int f16p = 0;
+    if ((rc = f16_panels_wanted(vkind, level, &f16p))) return rc;
     void *w = NULL;
-    rc = ac_model_prepared(m, &cpu_weights_owner, vkind | (f32p ? PREP_F32_PANELS : 0), weights_make, NULL,
-                           weights_release, &w);
+    rc = ac_model_prepared(m, &cpu_weights_owner, vkind | (f32p ? PREP_F32_PANELS : 0) | (f16p ? PREP_F16_PANELS : 0),
+                           weights_make, NULL, weights_release, &w);
     if (rc) return rc;
     *out = &((cpu_weights *)w)->view;
     return AC_OK;
