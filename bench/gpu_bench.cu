@@ -16,6 +16,8 @@
  *                       (overlapped with the layers before them); the attention
  *                       stage (A.V vs the fused kernel) and the Amdahl bound
  *                       (exact minus its attention core and Q/K projections).
+ *   gpu_bench attnx     the fused kernel at Llama-1B's GQA layouts (fused QKV buffer vs separate, B 1 vs 2).
+ *   gpu_bench fwd1 N L B  Llama-1B's forward at L x B, N calls (for ncu and clock sampling).
  *   gpu_bench prefix    given prefix rows (the prefix K/V cache's seam): Llama-1B, only rows P..L-1
  *                       computed, beside the exact forward, cold (uploaded) and warm (resident in
  *                       the device prefix cache) (bench_prefix below).
@@ -188,6 +190,97 @@ static void bench_attn(int reps) {
         }
         cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o), cudaFree(cu);
     }
+}
+
+/* The fused kernel at the forward's own layouts (session 13): Llama-1B's GQA (32 query heads over 8
+ * kv heads) read from one fused [T][QKV] buffer (ldq = ldk = 3072, as the forward passes it) vs
+ * separate buffers and vs no GQA, at B = 1 and 2, with flat and peaky scores (q scaled by `qs`):
+ * which of these makes the forward's attention at 8192 x 1 slower than the kernel bench's B = 2 case. */
+static void bench_attnx(int reps) {
+    struct {
+        int B, H, Hkv, L, fused;
+        float qs;
+    } cases[] = {{2, 32, 32, 8192, 0, 1.f}, {1, 32, 32, 8192, 0, 1.f}, {1, 32, 8, 8192, 0, 1.f},
+                 {1, 32, 8, 8192, 1, 1.f},  {2, 32, 8, 8192, 1, 1.f},  {1, 32, 8, 8192, 1, 8.f},
+                 {4, 32, 8, 2048, 1, 1.f},  {16, 32, 8, 512, 1, 1.f}};
+    const int hd = 64;
+    printf("\n%-40s %6s %10s %10s\n", "attention x (B,H,Hkv,L,fused,qscale)", "variant", "median ms", "TFLOP/s");
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    for (auto &c : cases) {
+        const size_t T = (size_t)c.B * c.L;
+        const int QD = c.H * hd, KVD = c.Hkv * hd, QKV = QD + 2 * KVD;
+        bf16 *buf, *o;
+        int *cu;
+        cudaMalloc(&buf, T * QKV * 2), cudaMalloc(&o, T * QD * 2), cudaMalloc(&cu, (c.B + 1) * 4);
+        std::vector<int> hcu(c.B + 1);
+        for (int b = 0; b <= c.B; b++) hcu[b] = b * c.L;
+        cudaMemcpy(cu, hcu.data(), hcu.size() * 4, cudaMemcpyHostToDevice);
+        std::vector<uint16_t> h(T * QKV);
+        for (size_t i = 0; i < h.size(); i++) {
+            const float u = (float)((i * 2654435761u + (i >> 7) * 40503u) % 2001) / 1000.f - 1.f;
+            h[i] = ac_host_f32_to_bf16(u);
+        }
+        /* fused: [T][QD | KVD | KVD]; separate: Q [T][QD], then K [T][KVD], then V [T][KVD] */
+        if (c.qs != 1.f)
+            for (size_t r = 0; r < T; r++)
+                for (int j = 0; j < QD; j++) {
+                    const size_t i = c.fused ? r * QKV + j : r * QD + j;
+                    h[i] = ac_host_f32_to_bf16(c.qs * ((float)((i * 2654435761u) % 2001) / 1000.f - 1.f));
+                }
+        cudaMemcpy(buf, h.data(), h.size() * 2, cudaMemcpyHostToDevice);
+        const bf16 *q = buf, *k = c.fused ? buf + QD : buf + T * QD, *v = c.fused ? buf + QD + KVD : buf + T * (QD + KVD);
+        const int ld = c.fused ? QKV : 0;
+        ac_cu_attn a = {c.B, c.L, cu, c.H, c.Hkv, hd, c.fused ? ld : QD, c.fused ? ld : KVD, QD, 1, 0.125f};
+        const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * hd * 0.5;
+        for (int w = AC_FLASH_W4; w <= ac_flash_last_variant(hd); w++) {
+            for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
+            std::vector<double> t;
+            for (int i = 0; i < reps; i++) {
+                cudaEventRecord(e0);
+                OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
+                cudaEventRecord(e1);
+                cudaEventSynchronize(e1);
+                float ms;
+                cudaEventElapsedTime(&ms, e0, e1);
+                t.push_back(ms);
+            }
+            const double ms = median(t);
+            printf("%2d,%2d,%2d,%5d,%d,%.0f %28d %10.3f %10.1f\n", c.B, c.H, c.Hkv, c.L, c.fused, c.qs, w, ms,
+                   flop / (ms * 1e-3) / 1e12);
+            printf("RESULT attnx %d %d %d %d %d %.0f %d %.4f\n", c.B, c.H, c.Hkv, c.L, c.fused, c.qs, w, ms);
+            fflush(stdout);
+        }
+        cudaFree(buf), cudaFree(o), cudaFree(cu);
+    }
+}
+
+/* Llama-1B exact forward at one shape, n calls back to back (for ncu and clock sampling). */
+static void bench_fwd1(int L, int B, int n) {
+    shape s = llama1b();
+    ac_cuda_model *g = NULL;
+    OK(ac_cuda_model_random(s.arch, &s.hp, AC_CUDA_BF16, 7, &g));
+    const int T = L * B;
+    std::vector<int32_t> tok(T);
+    for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)s.hp.n_vocab);
+    std::vector<ac_seq> seqs(B);
+    for (int b = 0; b < B; b++) seqs[b].tokens = tok.data() + (size_t)b * L, seqs[b].n_tokens = L;
+    std::vector<float> pooled((size_t)B * s.hp.n_embd);
+    ac_outputs o = {};
+    o.pooled = pooled.data();
+    o.pooling = s.hp.pooling;
+    std::vector<double> ev;
+    for (int i = 0; i < n; i++) {
+        OK(ac_cuda_forward(g, seqs.data(), B, &o, NULL));
+        ev.push_back(ac_cuda_last_ms(g));
+    }
+    float st[AC_CUDA_PROF_N];
+    ac_cuda_set_profile(g, 1);
+    OK(ac_cuda_forward(g, seqs.data(), B, &o, NULL));
+    ac_cuda_get_profile(g, st);
+    printf("fwd1 llama-1b %d x %d: %d calls, median %.3f ms; stages embed %.2f qkv %.2f attn %.2f o %.2f mlp %.2f "
+           "norm %.2f out %.2f\n", L, B, n, median(ev), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
+    ac_cuda_model_free(g);
 }
 
 /* One sequence's H head maps of random rows in a codec (kind 2 q8 or 4 top-k), rows back to back as
@@ -505,5 +598,8 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "cache")) bench_cache(reps);
     if (!strcmp(what, "av") || !strcmp(what, "cache")) bench_av(reps);
     if (!strcmp(what, "prefix")) bench_prefix(reps);
+    if (!strcmp(what, "attnx")) bench_attnx(reps);
+    if (!strcmp(what, "fwd1")) /* gpu_bench fwd1 N L B */
+        bench_fwd1(argc > 3 ? atoi(argv[3]) : 8192, argc > 4 ? atoi(argv[4]) : 1, reps);
     return 0;
 }

@@ -3,6 +3,7 @@ runs it beside bench/gpu_bench on the same GPU, same shapes).
 
   python3 gpu_torch_peer.py run [repeats]     time the peers, print RESULT lines
   python3 gpu_torch_peer.py table OURS PEER   side-by-side markdown tables
+  python3 gpu_torch_peer.py attnprof [reps]   attention inside PyTorch's Llama-1B 8192 x 1 forward
 
 Peers, all bf16 with random weights of the real shapes, median of `repeats`
 (10) CUDA-event timings after 3 warm-ups, torch.inference_mode:
@@ -194,8 +195,54 @@ def table(ours_path, peer_path):
         cols = " | ".join(f"{x:.3f}" if x is not None else "–" for x in v)
         print(f"| {B}, {H}, {L}, {hd}, {c} | {cols} | {fl / best / 1e9:.0f} | {ss} |")
 
+
+def attnprof(reps):
+    """PyTorch's attention kernel inside its own Llama-1B forward at 8192 x 1 (torch.profiler, CUDA time of
+    the kernels whose name holds flash/fmha/attention) beside SDPA alone at the same layout (B 1, 32 heads
+    over 8 kv heads, enable_gqa) and at the kernel bench's B 2 without GQA."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.profiler import ProfilerActivity, profile
+    with torch.inference_mode():
+        for (B, H, Hkv, L) in ((1, 32, 8, 8192), (2, 32, 32, 8192), (1, 32, 32, 8192)):
+            q = torch.randn(B, H, L, 64, device="cuda", dtype=torch.bfloat16)
+            k, v = (torch.randn(B, Hkv, L, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            for be in ("flash", "default"):
+                try:
+                    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hkv != H)
+                    if be == "flash":
+                        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                            ms = timed(f, reps)
+                    else:
+                        ms = timed(f, reps)
+                    print(f"RESULT sdpax {be} {B} {H} {Hkv} {L} {ms:.4f}", flush=True)
+                except Exception as e:
+                    print(f"RESULT sdpax {be} {B} {H} {Hkv} {L} nan   # {type(e).__name__}: {str(e)[:100]}", flush=True)
+        fwd = plain_model("llama-1b")
+        ids = torch.randint(0, SHAPES["llama-1b"][7], (1, 8192), device="cuda")
+        for _ in range(3):
+            fwd(ids)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fwd(ids)
+            torch.cuda.synchronize()
+        tot, att, names = 0.0, 0.0, {}
+        for e in prof.key_averages():
+            t = e.device_time_total / 1e3  # ms
+            tot += t
+            n = e.key.lower()
+            if "flash" in n or "fmha" in n or "attention" in n:
+                att += t
+                names[e.key[:90]] = t
+        print(f"RESULT torch_inforward_attn llama-1b 8192 1 {att:.4f}   # of {tot:.2f} ms kernel time", flush=True)
+        for n, t in names.items():
+            print(f"#   {t:.3f} ms  {n}")
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "attnprof":
+        attnprof(int(sys.argv[2]) if len(sys.argv) > 2 else 10)
     else:
         run(int(sys.argv[2]) if len(sys.argv) > 2 else 10)

@@ -31,6 +31,6 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [ "${AC_GPU_SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_cuda_ops"
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_cuda_cache"
-"$bin/test_cuda_cache"
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_cuda_forward" "$minilm" "$stories" "$greedy"
 fi
 echo "test_gpu: all GPU tests passed"
