@@ -17,7 +17,8 @@
  *                       stage (A.V vs the fused kernel) and the Amdahl bound
  *                       (exact minus its attention core and Q/K projections).
  *   gpu_bench attnx     the fused kernel at Llama-1B's GQA layouts (fused QKV buffer vs separate, B 1 vs 2).
- *   gpu_bench fwd1 N L B  Llama-1B's forward at L x B, N calls (for ncu and clock sampling).
+ *   gpu_bench fwd1 N L B [V]  Llama-1B's forward at L x B, N calls, attention variant V (0: default)
+ *                       (for ncu and clock sampling). AC_BENCH_ATTN_VARIANT=V: `forward` with variant V.
  *   gpu_bench prefix    given prefix rows (the prefix K/V cache's seam): Llama-1B, only rows P..L-1
  *                       computed, beside the exact forward, cold (uploaded) and warm (resident in
  *                       the device prefix cache) (bench_prefix below).
@@ -107,17 +108,22 @@ static void bench_forward(int reps) {
         ac_outputs o = {};
         o.pooled = pooled.data();
         o.pooling = c.s.hp.pooling;
-        for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+        /* AC_BENCH_ATTN_VARIANT=v: the fused attention's variant v where the head dim has it (else the default) */
+        ac_cuda_opts fo = {};
+        const char *evar = getenv("AC_BENCH_ATTN_VARIANT");
+        if (evar && ac_cu_flash_variant_ok(c.s.hp.head_dim, atoi(evar))) fo.attn_variant = atoi(evar);
+        const ac_cuda_opts *fop = fo.attn_variant ? &fo : NULL;
+        for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
         std::vector<double> ev, wall;
         for (int i = 0; i < reps; i++) {
             double t0 = ac_now();
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
             wall.push_back((ac_now() - t0) * 1e3);
             ev.push_back(ac_cuda_last_ms(g));
         }
         float st[AC_CUDA_PROF_N];
         ac_cuda_set_profile(g, 1);
-        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
         ac_cuda_get_profile(g, st);
         ac_cuda_set_profile(g, 0);
         const double ms = median(ev);
@@ -128,7 +134,7 @@ static void bench_forward(int reps) {
             ac_cuda_set_graphs(g, 0);
             std::vector<double> ev0;
             for (int i = 0; i < reps; i++) {
-                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
                 ev0.push_back(ac_cuda_last_ms(g));
             }
             ac_cuda_set_graphs(g, 1);
@@ -171,6 +177,7 @@ static void bench_attn(int reps) {
                         1.0f / sqrtf((float)c.hd)};
         const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * c.hd * (c.causal ? 0.5 : 1.0);
         for (int w = AC_FLASH_W4; w <= ac_flash_last_variant(c.hd); w++) {
+            if (!ac_cu_flash_variant_ok(c.hd, w)) continue;
             for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
             std::vector<double> t;
             for (int i = 0; i < reps; i++) {
@@ -234,6 +241,7 @@ static void bench_attnx(int reps) {
         ac_cu_attn a = {c.B, c.L, cu, c.H, c.Hkv, hd, c.fused ? ld : QD, c.fused ? ld : KVD, QD, 1, 0.125f};
         const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * hd * 0.5;
         for (int w = AC_FLASH_W4; w <= ac_flash_last_variant(hd); w++) {
+            if (!ac_cu_flash_variant_ok(hd, w)) continue;
             for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
             std::vector<double> t;
             for (int i = 0; i < reps; i++) {
@@ -256,7 +264,7 @@ static void bench_attnx(int reps) {
 }
 
 /* Llama-1B exact forward at one shape, n calls back to back (for ncu and clock sampling). */
-static void bench_fwd1(int L, int B, int n) {
+static void bench_fwd1(int L, int B, int n, int variant) {
     shape s = llama1b();
     ac_cuda_model *g = NULL;
     OK(ac_cuda_model_random(s.arch, &s.hp, AC_CUDA_BF16, 7, &g));
@@ -269,17 +277,19 @@ static void bench_fwd1(int L, int B, int n) {
     ac_outputs o = {};
     o.pooled = pooled.data();
     o.pooling = s.hp.pooling;
+    ac_cuda_opts fo = {};
+    fo.attn_variant = variant;
     std::vector<double> ev;
     for (int i = 0; i < n; i++) {
-        OK(ac_cuda_forward(g, seqs.data(), B, &o, NULL));
+        OK(ac_cuda_forward(g, seqs.data(), B, &o, &fo));
         ev.push_back(ac_cuda_last_ms(g));
     }
     float st[AC_CUDA_PROF_N];
     ac_cuda_set_profile(g, 1);
-    OK(ac_cuda_forward(g, seqs.data(), B, &o, NULL));
+    OK(ac_cuda_forward(g, seqs.data(), B, &o, &fo));
     ac_cuda_get_profile(g, st);
-    printf("fwd1 llama-1b %d x %d: %d calls, median %.3f ms; stages embed %.2f qkv %.2f attn %.2f o %.2f mlp %.2f "
-           "norm %.2f out %.2f\n", L, B, n, median(ev), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
+    printf("fwd1 llama-1b %d x %d, attention variant %d: %d calls, median %.3f ms; stages embed %.2f qkv %.2f attn %.2f o %.2f mlp %.2f "
+           "norm %.2f out %.2f\n", L, B, variant, n, median(ev), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
     ac_cuda_model_free(g);
 }
 
@@ -600,6 +610,6 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "prefix")) bench_prefix(reps);
     if (!strcmp(what, "attnx")) bench_attnx(reps);
     if (!strcmp(what, "fwd1")) /* gpu_bench fwd1 N L B */
-        bench_fwd1(argc > 3 ? atoi(argv[3]) : 8192, argc > 4 ? atoi(argv[4]) : 1, reps);
+        bench_fwd1(argc > 3 ? atoi(argv[3]) : 8192, argc > 4 ? atoi(argv[4]) : 1, reps, argc > 5 ? atoi(argv[5]) : 0);
     return 0;
 }

@@ -6,6 +6,7 @@
 #include "gpu_check.h"
 
 #include "backends/cuda/cuda_attn.h"
+#include "backends/cuda/cuda_attn_wg.h"
 #include "backends/cuda/cuda_gemm.h"
 #include "backends/cuda/cuda_ops.h"
 
@@ -471,6 +472,25 @@ static void rand_pfx(int n_seq, int Pmax, int Nmax, vector<int> &cu, vector<int>
     *T = cu[n_seq], *ptot = cp[n_seq];
 }
 
+/* Which variants this device runs: the mma.sync ones everywhere; the wgmma ones (hd 64) only where the
+ * device executes the sm_90a code, and elsewhere refused with AC_ERR_UNSUPPORTED (never a wrong result). */
+static void test_flash_variants_offered(void) {
+    const int wg = ac_cu_wgmma_available();
+    printf("  wgmma attention variants: %s\n", wg ? "available (sm_90a code on this device)" : "not available");
+    for (int v = AC_FLASH_W4; v < AC_FLASH_WG1K128; v++)
+        CHECK(ac_cu_flash_variant_ok(64, v), "flash variant %d offered at hd 64", v);
+    CHECK(!ac_cu_flash_variant_ok(32, AC_FLASH_WG2) && !ac_cu_flash_variant_ok(128, AC_FLASH_WG2),
+          "wgmma variants offered at hd 64 only");
+    for (int v = AC_FLASH_WG1K128; v <= AC_FLASH_WG2K128; v++) {
+        CHECK(ac_cu_flash_variant_ok(64, v) == wg, "wgmma variant %d offered iff available", v);
+        if (!wg) { /* refused before any launch (nothing is read) */
+            ac_cu_attn a = {1, 16, NULL, 4, 4, 64, 256, 256, 256, 0, 0.125f};
+            CHECK(ac_cu_flash_attn(&a, (const bf16 *)NULL, NULL, NULL, NULL, v, 0) == AC_ERR_UNSUPPORTED,
+                  "wgmma variant %d refused without wgmma", v);
+        }
+    }
+}
+
 static void test_flash_prefix(int hd, int H, int Hkv, int variant, int n_seq, int Pmax, int Nmax) {
     vector<int> cu, cp;
     int T, nmax, ptot;
@@ -603,16 +623,23 @@ int main(int argc, char **argv) {
     test_pool();
     test_gemm();
     const int hds[] = {32, 64, 128};
+    test_flash_variants_offered();
     for (int hd : hds)
         for (int causal = 0; causal < 2; causal++)
             for (int variant = AC_FLASH_W4; variant <= ac_flash_last_variant(hd); variant++) {
+                if (!ac_cu_flash_variant_ok(hd, variant)) continue; /* refused: test_flash_variants_offered */
                 test_flash(hd, causal, 8, 2, variant, 5, 300); /* GQA 4:1, lengths 1 .. 300 */
                 test_flash(hd, causal, 4, 4, variant, 3, 64);  /* MHA, one exact tile */
+                if (variant >= AC_FLASH_WG1K128) {             /* the wgmma kernels: 2-warpgroup blocks half */
+                    test_flash(hd, causal, 8, 2, variant, 4, 1030); /* filled at the end, many key tiles */
+                    test_flash(hd, causal, 2, 1, variant, 9, 129);
+                }
             }
     test_flash(64, 1, 12, 12, 0, 2, 1030);                   /* long rows: many KV tiles */
     test_flash(128, 0, 4, 2, 0, 3, 700);
     for (int hd : hds) /* after given prefix rows (the prefix K/V cache), GQA 4:1 and MHA */
         for (int variant = AC_FLASH_W4; variant <= ac_flash_last_variant(hd); variant++) {
+            if (!ac_cu_flash_variant_ok(hd, variant)) continue;
             test_flash_prefix(hd, 8, 2, variant, 7, 300, 150);
             test_flash_prefix(hd, 4, 4, variant, 5, 64, 64);
         }

@@ -16,6 +16,7 @@
  * addresses then fall in 8 different 16-byte bank groups. Causal blocks stop
  * at their last row's key; blocks are issued longest-first. */
 #include "cuda_attn.h"
+#include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
 
 #include <math.h>
@@ -330,6 +331,7 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
     if (!variant) variant = a->hd <= 32 ? AC_FLASH_W4X2 : AC_FLASH_W4;
     if (variant < AC_FLASH_W4 || variant > ac_flash_last_variant(a->hd))
         return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
+    if (variant >= AC_FLASH_WG1K128) return ac_cu_flash_attn_wg(a, q, k, v, out, variant, st);
     switch (a->hd * 16 + variant) {
     case 32 * 16 + AC_FLASH_W4: return launch_flash<32, 4, 1>(a, q, k, v, out, st);
     case 32 * 16 + AC_FLASH_W8: return launch_flash<32, 8, 1>(a, q, k, v, out, st);
@@ -343,6 +345,11 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
     case 128 * 16 + AC_FLASH_W8: return launch_flash<128, 8, 1>(a, q, k, v, out, st);
     default: return ac_err(AC_ERR_UNSUPPORTED, "flash attention: head dim %d (32, 64 or 128)", a->hd);
     }
+}
+
+int ac_cu_flash_variant_ok(int hd, int variant) {
+    if (variant < AC_FLASH_W4 || variant > ac_flash_last_variant(hd)) return 0;
+    return variant < AC_FLASH_WG1K128 || ac_cu_wgmma_available();
 }
 
 template <typename T>
