@@ -481,7 +481,7 @@ static void test_flash_variants_offered(void) {
         CHECK(ac_cu_flash_variant_ok(64, v), "flash variant %d offered at hd 64", v);
     CHECK(!ac_cu_flash_variant_ok(32, AC_FLASH_WG2) && !ac_cu_flash_variant_ok(128, AC_FLASH_WG2),
           "wgmma variants offered at hd 64 only");
-    for (int v = AC_FLASH_WG1K128; v <= AC_FLASH_WG2K128; v++) {
+    for (int v = AC_FLASH_WG1K128; v <= AC_FLASH_WGP2K128; v++) {
         CHECK(ac_cu_flash_variant_ok(64, v) == wg, "wgmma variant %d offered iff available", v);
         if (!wg) { /* refused before any launch (nothing is read) */
             ac_cu_attn a = {1, 16, NULL, 4, 4, 64, 256, 256, 256, 0, 0.125f};
