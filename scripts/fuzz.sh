@@ -25,7 +25,7 @@ compile() { # compile FILE... into $out/obj, echo the objects
   done
 }
 mkdir -p "$out/obj"
-util=(src/util/common.c src/util/fp16.c src/util/fp16_avx2.c src/util/cpu.c)
+util=(src/util/common.c src/util/fp16.c src/util/fp16_avx2.c src/util/cpu.c src/util/atomic_file.c)
 mapfile -t gguf_objs < <(compile tests/fuzz_gguf.c src/load/gguf.c src/load/gguf_write.c "${util[@]}")
 "$CC" "${link[@]}" "${gguf_objs[@]}" -lm -o "$out/fuzz_gguf"
 mapfile -t store_objs < <(compile tests/fuzz_store.c src/cache/store.c src/cache/codec.c src/cache/codec_avx2.c \

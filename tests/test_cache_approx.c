@@ -639,16 +639,6 @@ done:
     fx_close(&f);
 }
 
-static void test_exact_from_llama(void **st) {
-    (void)st;
-    exact_from_case(AC_ARCH_LLAMA);
-}
-
-static void test_exact_from_bert(void **st) {
-    (void)st;
-    exact_from_case(AC_ARCH_BERT);
-}
-
 /* ---- 4. per-head serving (ac_cache_params.serve_heads) ------------------------------------------ */
 
 /* The maps of one forward pass, recorded per layer: P [NL][H][L][L]; or, with mix set, layer 0's
@@ -866,16 +856,6 @@ static void serve_heads_case(int arch) {
     fx_close(&f);
 }
 
-static void test_serve_heads_llama(void **st) {
-    (void)st;
-    serve_heads_case(AC_ARCH_LLAMA);
-}
-
-static void test_serve_heads_bert(void **st) {
-    (void)st;
-    serve_heads_case(AC_ARCH_BERT);
-}
-
 static void test_verify_rows(void **st) {
     (void)st;
     int rows[8];
@@ -894,38 +874,23 @@ static void test_verify_rows(void **st) {
         }
 }
 
-static void test_verify_llama(void **st) {
-    (void)st;
-    verification(AC_ARCH_LLAMA);
-}
-
-static void test_verify_bert(void **st) {
-    (void)st;
-    verification(AC_ARCH_BERT);
-}
-
-static void test_cache_llama(void **st) {
-    (void)st;
-    through_cache(AC_ARCH_LLAMA);
-}
-
-static void test_cache_bert(void **st) {
-    (void)st;
-    through_cache(AC_ARCH_BERT);
-}
+/* The cases run once per architecture, as test_<case>_llama and test_<case>_bert: cmocka hands
+ * each its architecture as the initial state. */
+static int g_llama = AC_ARCH_LLAMA, g_bert = AC_ARCH_BERT;
+static void test_cache(void **st) { through_cache(*(const int *)*st); }
+static void test_verify(void **st) { verification(*(const int *)*st); }
+static void test_exact_from(void **st) { exact_from_case(*(const int *)*st); }
+static void test_serve_heads(void **st) { serve_heads_case(*(const int *)*st); }
+#define PER_ARCH(fn) {#fn "_llama", fn, NULL, NULL, &g_llama}, {#fn "_bert", fn, NULL, NULL, &g_bert}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel),
-        cmocka_unit_test(test_cache_llama),
-        cmocka_unit_test(test_cache_bert),
+        PER_ARCH(test_cache),
         cmocka_unit_test(test_verify_rows),
-        cmocka_unit_test(test_verify_llama),
-        cmocka_unit_test(test_verify_bert),
-        cmocka_unit_test(test_exact_from_llama),
-        cmocka_unit_test(test_exact_from_bert),
-        cmocka_unit_test(test_serve_heads_llama),
-        cmocka_unit_test(test_serve_heads_bert),
+        PER_ARCH(test_verify),
+        PER_ARCH(test_exact_from),
+        PER_ARCH(test_serve_heads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

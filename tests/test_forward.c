@@ -30,19 +30,22 @@ typedef struct fx {
     ac_model *m;
 } fx;
 
-static void fx_open_flags(fx *f, const ref_spec *s, int flags) {
+/* the model of spec s in memory, loaded with f32_math (0: the fast bf16 mode) */
+static void fx_open_math(fx *f, const ref_spec *s, int flags, int f32_math) {
     memset(f, 0, sizeof *f);
     assert_int_equal(ref_build(s, &f->buf, &f->size), AC_OK);
     assert_int_equal(ac_gguf_open_memory(f->buf, f->size, &f->g), AC_OK);
     assert_int_equal(ref_model_init(&f->ref, f->g), 0);
-    /* the fast (bf16) mode, so that these fixtures cover the packed kernels;
-     * test_f32_math covers the exact default */
     ac_model_params mp = ac_model_default_params();
-    mp.f32_math = 0;
+    mp.f32_math = f32_math;
     int rc = ac_model_load_memory(f->buf, f->size, &mp, AC_LOAD_NO_VOCAB | flags, &f->m);
     if (rc) fprintf(stderr, "load: %s\n", ac_last_error());
     assert_int_equal(rc, AC_OK);
 }
+
+/* the fast (bf16) mode, so that these fixtures cover the packed kernels;
+ * test_f32_math covers the exact default */
+static void fx_open_flags(fx *f, const ref_spec *s, int flags) { fx_open_math(f, s, flags, 0); }
 
 static void fx_open(fx *f, const ref_spec *s) { fx_open_flags(f, s, 0); }
 
@@ -286,72 +289,7 @@ static void test_auto_bf16_larger(void **st) {
     fx_close(&f);
 }
 
-/* f32_math: F16/Q8_0 weights widened to f32 (by the CPU backend), products in f32: the tight bound */
-/* The own GEMM on weights widened into its panels (c: AC_PACK_F32P) against the same GEMM on
- * row-major copies (AC_PACK=f32), which it transposes per task: the same products summed in the
- * same order, so hidden states (GEMMs of ~108 rows), logits (3 rows) and the LM head on one row
- * are bitwise equal, at the CPU level in use (ctest runs this program at every level). */
-static void check_panels_vs_rowmajor(const ac_model *m, ac_ctx *c, const batch *b) {
-    setenv("AC_PACK", "f32", 1);
-    ac_ctx *r = mkctx(m, AC_GEMM_AUTO, AC_ATTN_FUSED);
-    unsetenv("AC_PACK");
-    assert_int_equal(r->model->pack, AC_PACK_F32);
-    assert_ptr_equal(r->gemm_q, c->gemm_q); /* both the own GEMM */
-    const int D = m->info.n_embd, V = m->info.n_vocab, lm = m->info.has_lm_head;
-    float *h[2], *lg[2], *l1[2];
-    ac_ctx *cs[2] = {c, r};
-    for (int i = 0; i < 2; i++) {
-        h[i] = malloc((size_t)b->T * D * sizeof *h[i]);
-        lg[i] = malloc((size_t)b->n * V * sizeof *lg[i]);
-        l1[i] = malloc((size_t)V * sizeof *l1[i]);
-        ac_outputs o = {0};
-        o.hidden = h[i];
-        o.logits = lm ? lg[i] : NULL;
-        assert_int_equal(ac_forward(cs[i], b->seqs, b->n, &o), AC_OK);
-        if (lm) assert_int_equal(ac_lm_head(cs[i], h[0] + (size_t)5 * D, 1, l1[i]), AC_OK);
-    }
-    assert_memory_equal(h[0], h[1], (size_t)b->T * D * sizeof(float));
-    if (lm) {
-        assert_memory_equal(lg[0], lg[1], (size_t)b->n * V * sizeof(float));
-        assert_memory_equal(l1[0], l1[1], (size_t)V * sizeof(float));
-    }
-    printf("  f32 panels vs row-major (own GEMM, level %s): hidden%s bitwise equal\n", ac_cpu_level_name(c->level),
-           lm ? ", logits, LM head (1 row)" : "");
-    for (int i = 0; i < 2; i++) free(h[i]), free(lg[i]), free(l1[i]);
-    ac_ctx_free(r);
-}
-
-static void test_f32_math(void **st) {
-    (void)st;
-    const uint32_t types[2] = {GGML_F16, GGML_Q8_0};
-    for (int a = 0; a < 2; a++)
-        for (int t = 0; t < 2; t++) {
-            ref_spec s = ref_spec_default(a ? AC_ARCH_BERT : AC_ARCH_QWEN2);
-            s.wtype = types[t];
-            s.seed = 300 + 2 * a + t;
-            fx f;
-            memset(&f, 0, sizeof f);
-            assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
-            assert_int_equal(ac_gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
-            assert_int_equal(ref_model_init(&f.ref, f.g), 0);
-            ac_model_params mp = ac_model_default_params();
-            mp.f32_math = 1;
-            assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
-            batch b;
-            batch_make(&b, g_lens, 3, s.n_vocab, 17);
-            ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
-            assert_int_equal(c->model->pack, AC_PACK_F32P); /* the own GEMM's panels, widened once */
-            double w = check_vs_ref(&f, c, &b, 1e-4, "f32_math");
-            printf("  f32_math %s %s: max rel err %.2e (gemm %s)\n", a ? "bert" : "qwen2", ggml_dtype_name(types[t]), w,
-                   c->gemm_q->name);
-            check_panels_vs_rowmajor(f.m, c, &b);
-            ac_ctx_free(c);
-            free(b.ids);
-            fx_close(&f);
-        }
-}
-
-/* ---- F32 weights copied into the own GEMM's panels --------------------------------------------- */
+/* ---- the own GEMM's panels: f32, f16 and row-major agree bitwise -------------------------------- */
 /* Hidden states, logits, classifier outputs and the LM head on one row of ctx c into o_*. */
 typedef struct f32p_outs {
     float *h, *lg, *cls, *l1;
@@ -371,6 +309,65 @@ static void f32p_run(ac_ctx *c, const ac_model *m, const batch *b, f32p_outs *o)
     if (lm) assert_int_equal(ac_lm_head(c, o->h + (size_t)5 * D, 1, o->l1), AC_OK);
 }
 
+/* a and b (from the same model and batch) bitwise equal: hidden states, and logits, the LM head
+ * on one row and the classifier outputs where the model has them */
+static void f32p_assert_equal(const f32p_outs *a, const f32p_outs *o, const ac_model *m, const batch *b) {
+    const int D = m->info.n_embd, V = m->info.n_vocab, NC = m->info.n_cls_out;
+    assert_memory_equal(a->h, o->h, (size_t)b->T * D * sizeof(float));
+    if (m->info.has_lm_head) {
+        assert_memory_equal(a->lg, o->lg, (size_t)b->n * V * sizeof(float));
+        assert_memory_equal(a->l1, o->l1, (size_t)V * sizeof(float));
+    }
+    if (NC) assert_memory_equal(a->cls, o->cls, (size_t)b->n * NC * sizeof(float));
+}
+
+static void f32p_free(f32p_outs *o) { free(o->h), free(o->lg), free(o->cls), free(o->l1); }
+
+/* f32_math: F16/Q8_0 weights widened to f32 (by the CPU backend), products in f32: the tight bound */
+/* The own GEMM on weights widened into its panels (c: AC_PACK_F32P) against the same GEMM on
+ * row-major copies (AC_PACK=f32), which it transposes per task: the same products summed in the
+ * same order, so hidden states (GEMMs of ~108 rows), logits (3 rows) and the LM head on one row
+ * are bitwise equal, at the CPU level in use (ctest runs this program at every level). */
+static void check_panels_vs_rowmajor(const ac_model *m, ac_ctx *c, const batch *b) {
+    setenv("AC_PACK", "f32", 1);
+    ac_ctx *r = mkctx(m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+    unsetenv("AC_PACK");
+    assert_int_equal(r->model->pack, AC_PACK_F32);
+    assert_ptr_equal(r->gemm_q, c->gemm_q); /* both the own GEMM */
+    f32p_outs op, orow;
+    f32p_run(c, m, b, &op);
+    f32p_run(r, m, b, &orow);
+    f32p_assert_equal(&op, &orow, m, b);
+    printf("  f32 panels vs row-major (own GEMM, level %s): hidden%s bitwise equal\n", ac_cpu_level_name(c->level),
+           m->info.has_lm_head ? ", logits, LM head (1 row)" : "");
+    f32p_free(&op), f32p_free(&orow);
+    ac_ctx_free(r);
+}
+
+static void test_f32_math(void **st) {
+    (void)st;
+    const uint32_t types[2] = {GGML_F16, GGML_Q8_0};
+    for (int a = 0; a < 2; a++)
+        for (int t = 0; t < 2; t++) {
+            ref_spec s = ref_spec_default(a ? AC_ARCH_BERT : AC_ARCH_QWEN2);
+            s.wtype = types[t];
+            s.seed = 300 + 2 * a + t;
+            fx f;
+            fx_open_math(&f, &s, 0, 1);
+            batch b;
+            batch_make(&b, g_lens, 3, s.n_vocab, 17);
+            ac_ctx *c = mkctx(f.m, AC_GEMM_AUTO, AC_ATTN_FUSED);
+            assert_int_equal(c->model->pack, AC_PACK_F32P); /* the own GEMM's panels, widened once */
+            double w = check_vs_ref(&f, c, &b, 1e-4, "f32_math");
+            printf("  f32_math %s %s: max rel err %.2e (gemm %s)\n", a ? "bert" : "qwen2", ggml_dtype_name(types[t]), w,
+                   c->gemm_q->name);
+            check_panels_vs_rowmajor(f.m, c, &b);
+            ac_ctx_free(c);
+            free(b.ids);
+            fx_close(&f);
+        }
+}
+
 /* F16 weights in the exact mode kept in f16 in the own GEMM's panels (AC_PACK_F16P) at the
  * AVX-512 level, whose F32 task widens each panel in its first row tile: every output bitwise
  * equal to the f32 panels (AC_F16_PANELS=off) — hidden states of ~108 rows (many row tiles),
@@ -384,13 +381,7 @@ static void test_f16_panels(void **st) {
         s.wtype = GGML_F16;
         s.seed = 900 + a;
         fx f;
-        memset(&f, 0, sizeof f);
-        assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
-        assert_int_equal(ac_gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
-        assert_int_equal(ref_model_init(&f.ref, f.g), 0);
-        ac_model_params mp = ac_model_default_params();
-        mp.f32_math = 1;
-        assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
+        fx_open_math(&f, &s, 0, 1);
         batch b;
         batch_make(&b, g_lens, 3, s.n_vocab, 23);
         unsetenv("AC_F16_PANELS");
@@ -424,19 +415,13 @@ static void test_f16_panels(void **st) {
         f32p_run(ch, f.m, &b, &oh);
         f32p_run(cf, f.m, &b, &of);
         f32p_run(c1, f.m, &b, &o1);
-        const int D = f.m->info.n_embd, V = f.m->info.n_vocab;
-        assert_memory_equal(oh.h, of.h, (size_t)b.T * D * sizeof(float));
-        assert_memory_equal(o1.h, of.h, (size_t)b.T * D * sizeof(float));
-        if (f.m->info.has_lm_head) {
-            assert_memory_equal(oh.lg, of.lg, (size_t)b.n * V * sizeof(float));
-            assert_memory_equal(oh.l1, of.l1, (size_t)V * sizeof(float));
-            assert_memory_equal(o1.lg, of.lg, (size_t)b.n * V * sizeof(float));
-        }
-        free(o1.h), free(o1.lg), free(o1.cls), free(o1.l1);
+        f32p_assert_equal(&oh, &of, f.m, &b);
+        f32p_assert_equal(&o1, &of, f.m, &b);
+        f32p_free(&o1);
         ac_ctx_free(c1);
         printf("  f16 panels %s (level %s, %s): bitwise equal to f32 panels\n", f.m->arch_name,
                ac_cpu_level_name(ch->level), want_here == AC_PACK_F16P ? "f16 panels" : "f32 panels at this level");
-        free(oh.h), free(oh.lg), free(oh.cls), free(oh.l1), free(of.h), free(of.lg), free(of.cls), free(of.l1);
+        f32p_free(&oh), f32p_free(&of);
         ac_ctx_free(ch), ac_ctx_free(cf);
         free(b.ids);
         fx_close(&f);
@@ -459,13 +444,7 @@ static void test_f32_panels(void **st) {
             s.seed = 700 + 2 * a + f32_math;
             if (archs[a] == AC_ARCH_BERT) s.n_cls = 3;
             fx f;
-            memset(&f, 0, sizeof f);
-            assert_int_equal(ref_build(&s, &f.buf, &f.size), AC_OK);
-            assert_int_equal(ac_gguf_open_memory(f.buf, f.size, &f.g), AC_OK);
-            assert_int_equal(ref_model_init(&f.ref, f.g), 0);
-            ac_model_params mp = ac_model_default_params();
-            mp.f32_math = f32_math;
-            assert_int_equal(ac_model_load_memory(f.buf, f.size, &mp, AC_LOAD_NO_VOCAB, &f.m), AC_OK);
+            fx_open_math(&f, &s, 0, f32_math);
             batch b;
             batch_make(&b, g_lens, 3, s.n_vocab, 19);
 
@@ -498,17 +477,11 @@ static void test_f32_panels(void **st) {
             f32p_outs op, oi;
             f32p_run(cp, f.m, &b, &op);
             f32p_run(ci, f.m, &b, &oi);
-            const int D = f.m->info.n_embd, V = f.m->info.n_vocab, NC = f.m->info.n_cls_out;
-            assert_memory_equal(op.h, oi.h, (size_t)b.T * D * sizeof(float));
-            if (f.m->info.has_lm_head) {
-                assert_memory_equal(op.lg, oi.lg, (size_t)b.n * V * sizeof(float));
-                assert_memory_equal(op.l1, oi.l1, (size_t)V * sizeof(float));
-            }
-            if (NC) assert_memory_equal(op.cls, oi.cls, (size_t)b.n * NC * sizeof(float));
+            f32p_assert_equal(&op, &oi, f.m, &b);
             const double w = check_vs_ref(&f, cp, &b, 1e-4, "f32 panels");
             printf("  f32 panels %s (%s mode, level %s): bitwise equal to in place; max rel err vs ref %.2e\n",
                    f.m->arch_name, f32_math ? "exact" : "fast", ac_cpu_level_name(cp->level), w);
-            free(op.h), free(op.lg), free(op.cls), free(op.l1), free(oi.h), free(oi.lg), free(oi.cls), free(oi.l1);
+            f32p_free(&op), f32p_free(&oi);
             ac_ctx_free(cp), ac_ctx_free(cp2), ac_ctx_free(ci), ac_ctx_free(cb);
             free(b.ids);
             fx_close(&f);

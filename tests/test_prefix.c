@@ -124,6 +124,15 @@ static ac_ctx *new_ctx(const fixture *f) {
     return c;
 }
 
+/* a new prefix cache (pp NULL: the defaults) into *pc, and a new context attached to it */
+static ac_ctx *new_prefix_ctx(const fixture *f, const ac_prefix_params *pp, ac_prefix_cache **pc) {
+    ac_ctx *c = new_ctx(f);
+    *pc = NULL;
+    assert_int_equal(ac_prefix_cache_new(f->m, pp, pc), AC_OK);
+    assert_int_equal(ac_ctx_attach_prefix(c, *pc), AC_OK);
+    return c;
+}
+
 /* One sequence of L tokens whose first P tokens were stored by an earlier
  * forward of another sequence (same first P tokens, then different ones):
  * the plan says P rows came from the cache and the outputs equal the full
@@ -136,12 +145,10 @@ static void check_P(const fixture *f, int L, int P, int min_match) {
     for (int i = P; i < L; i++) b[i] = (a[i] + 1 + (int32_t)(rng % 5)) % V; /* differs from a at P */
     if (b[P] == a[P]) b[P] = (a[P] + 1) % V;
     if (b[P] < 3) b[P] = 3 + (a[P] == 3);
-    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
     ac_prefix_params pp = ac_prefix_default_params();
     pp.min_match = min_match;
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, &pp, &pc), AC_OK);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *ref = new_ctx(f), *c = new_prefix_ctx(f, &pp, &pc);
     ac_seq sb = {b, L}, sa = {a, L};
     outs ob, oa, ra;
     run(c, f, &sb, 1, &ob); /* stores b */
@@ -196,10 +203,8 @@ static void test_batch_mixed(void **state) {
     const int Ls[5] = {60, 45, 70, 30, 52}, Ps[5] = {40, 0, 69, 0, 17};
     int32_t *toks[5], *donor[5];
     ac_seq s[5], d[5];
-    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *ref = new_ctx(f), *c = new_prefix_ctx(f, NULL, &pc);
     int T = 0, nd = 0;
     for (int i = 0; i < n; i++) {
         toks[i] = malloc((size_t)Ls[i] * sizeof(int32_t));
@@ -250,10 +255,8 @@ static void test_eviction(void **state) {
     const int64_t per_tok = (int64_t)f->info.n_layer * 2 * f->info.n_head_kv * f->info.head_dim * 4 + f->info.n_embd * 4 + 4;
     ac_prefix_params pp = ac_prefix_default_params();
     pp.max_bytes = per_tok * (L + 30) + 1024;
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, &pp, &pc), AC_OK);
-    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *ref = new_ctx(f), *c = new_prefix_ctx(f, &pp, &pc);
     int32_t head[48], t[48];
     fill(head, shared, V);
     int hits = 0;
@@ -309,10 +312,8 @@ static void test_kept_rows(void **state) {
     const int V = f->info.n_vocab;
     ac_prefix_params pp = ac_prefix_default_params();
     pp.min_match = 4;
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, &pp, &pc), AC_OK);
-    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *ref = new_ctx(f), *c = new_prefix_ctx(f, &pp, &pc);
     enum { N = 11, LMAX = 320 };
     static int32_t t[N][LMAX];
     int len[N], want_P[N];
@@ -610,10 +611,8 @@ static void test_persist(void **state) {
     char path[96], bad[112];
     snprintf(path, sizeof path, "%s/prefix.bin", dir);
     snprintf(bad, sizeof bad, "%s/damaged.bin", dir);
-    ac_prefix_cache *pc = NULL, *pc2 = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
-    ac_ctx *c = new_ctx(f), *ref = new_ctx(f);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc, *pc2 = NULL;
+    ac_ctx *c = new_prefix_ctx(f, NULL, &pc), *ref = new_ctx(f);
     ac_seq sa = {a, L}, sb = {b, L};
     outs oa, ob, rb;
     run(c, f, &sa, 1, &oa);
@@ -700,10 +699,8 @@ static void test_bert_ignores(void **state) {
     if (!f) skip();
     int32_t t[40];
     fill(t, 40, f->info.n_vocab);
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
-    ac_ctx *c = new_ctx(f), *ref = new_ctx(f);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *c = new_prefix_ctx(f, NULL, &pc), *ref = new_ctx(f);
     ac_seq s = {t, 40};
     ac_outputs o = {0};
     float *h1 = malloc(40 * (size_t)f->info.n_embd * sizeof *h1), *h2 = malloc(40 * (size_t)f->info.n_embd * sizeof *h2);
@@ -740,10 +737,8 @@ static void test_match(void **state) {
     memcpy(a, donor, (size_t)P * sizeof(int32_t));
     if (a[P] == donor[P]) a[P] = 3 + (a[P] - 3 + 1) % (V - 3);
     other[0] = 3 + (donor[0] - 3 + 1) % (V - 3);
-    ac_ctx *c = new_ctx(f);
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, NULL, &pc), AC_OK);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *c = new_prefix_ctx(f, NULL, &pc);
     ac_kv_hook h;
     assert_int_equal(ac_ctx_get_kv_hook(c, &h), 1);
     assert_non_null(h.match);
@@ -816,10 +811,8 @@ static void test_score_labels(void **state) {
     const int V = f->info.n_vocab;
     ac_prefix_params pp = ac_prefix_default_params();
     pp.min_match = 4;
-    ac_prefix_cache *pc = NULL;
-    assert_int_equal(ac_prefix_cache_new(f->m, &pp, &pc), AC_OK);
-    ac_ctx *ref = new_ctx(f), *c = new_ctx(f);
-    assert_int_equal(ac_ctx_attach_prefix(c, pc), AC_OK);
+    ac_prefix_cache *pc;
+    ac_ctx *ref = new_ctx(f), *c = new_prefix_ctx(f, &pp, &pc);
     const char *head = "Classify the topic of the news article: world, sports, business or science.\n\n"
                        "Article: The team won the final match of the season at home.\nTopic: sports\n\n"
                        "Article: Shares fell after the bank reported lower profits.\nTopic: business\n\n"

@@ -36,6 +36,7 @@
 #include "cache/usage.h"
 #include "cache/verify.h"
 #include "forward/forward.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -533,18 +534,17 @@ static void swap_index(ac_cache *c, ac_index *idx) {
 /* Save the index and its sidecar (writer, or open). */
 static int save_index(ac_cache *c) {
     if (!c->idx) return AC_OK;
-    char name[64], path[PATH_MAX + 80], mpath[PATH_MAX + 96], tpath[PATH_MAX + 128];
+    char name[64], path[PATH_MAX + 80], mpath[PATH_MAX + 96];
     index_name(c->key, name, sizeof name);
     path_of(c, name, path, sizeof path);
     int rc = ac_index_save(c->idx, path);
     if (rc) return rc;
     snprintf(mpath, sizeof mpath, "%s.meta", path);
-    snprintf(tpath, sizeof tpath, "%s.tmp", mpath);
-    FILE *f = fopen(tpath, "w");
-    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tpath, strerror(errno));
-    fprintf(f, "%lld %016llx %d %d\n", (long long)ac_mapstore_count(c->st),
+    ac_atomic_file af;
+    if ((rc = ac_atomic_open(&af, mpath))) return rc;
+    fprintf(af.f, "%lld %016llx %d %d\n", (long long)ac_mapstore_count(c->st),
             (unsigned long long)(c->proj ? ac_proj_fingerprint(c->proj) : 0), c->p.index_kind, KEYS_VERSION);
-    if (fclose(f) != 0 || rename(tpath, mpath) != 0) return ac_err(AC_ERR_IO, "cannot write '%s': %s", mpath, strerror(errno));
+    if ((rc = ac_atomic_commit(&af))) return rc;
     c->idx_dirty = 0;
     return AC_OK;
 }
@@ -1800,9 +1800,8 @@ int ac_cache_set_adapt(ac_cache *c, float floor, int window, int probe_max) {
 
 int ac_cache_save_policy(ac_cache *c) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_save_policy: NULL cache");
-    char path[PATH_MAX + 32], tmp[PATH_MAX + 48];
+    char path[PATH_MAX + 32];
     path_of(c, "policy.txt", path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     uint8_t *layers = AC_MALLOC((size_t)c->n_layer);
     if (!layers) return ac_err(AC_ERR_NOMEM, "cache: out of memory");
     rd_lock(c);
@@ -1810,28 +1809,20 @@ int ac_cache_save_policy(ac_cache *c) {
     const float threshold = c->p.threshold;
     rw_unlock(c);
     pthread_mutex_lock(&c->wmu); /* one writer of the directory's files */
-    int rc = AC_OK;
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-        goto out;
-    }
-    fputs("layers ", f);
+    ac_atomic_file af;
+    int rc = ac_atomic_open(&af, path);
+    if (rc) goto out;
+    fputs("layers ", af.f);
     int first = 1, any = 0;
     for (int l = 0; l < c->n_layer; l++)
         if (layers[l]) {
-            fprintf(f, first ? "%d" : ",%d", l);
+            fprintf(af.f, first ? "%d" : ",%d", l);
             first = 0;
             any = 1;
         }
-    if (!any) fputs("none", f);
-    fprintf(f, "\nthreshold %g\n", threshold);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-        fclose(f);
-        goto out;
-    }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    if (!any) fputs("none", af.f);
+    fprintf(af.f, "\nthreshold %g\n", threshold);
+    rc = ac_atomic_commit(&af);
 out:
     pthread_mutex_unlock(&c->wmu);
     free(layers);

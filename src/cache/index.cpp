@@ -13,6 +13,7 @@
 #include "cache/index_scan.h"
 extern "C" {
 #include "util/common.h" /* a C header without extern "C" guards */
+#include "util/atomic_file.h"
 #include "util/pool.h"
 #include "util/fp16.h"
 }
@@ -685,8 +686,6 @@ int ac_index_lookup(const ac_index *idx, const float *q, float threshold, int64_
 
 int ac_index_save(const ac_index *idx, const char *path) {
     if (!idx || !path) return ac_err(AC_ERR_ARG, "index save: bad arguments");
-    std::string tmp;
-    int fd = -1;
     AC_TRY
     faiss::VectorIOWriter w;
     faiss::write_index(idx->top, &w);
@@ -706,61 +705,24 @@ int ac_index_save(const ac_index *idx, const char *path) {
     h.payload_bytes = w.data.size();
     h.payload_hash = ac_xxh64(w.data.data(), w.data.size(), 0);
     h.header_hash = ac_xxh64(&h, offsetof(FileHeader, header_hash), 0);
-    tmp = std::string(path) + ".tmp." + std::to_string((long)getpid());
-    fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0) return ac_err(AC_ERR_IO, "index save %s: cannot create %s: %s", path, tmp.c_str(), strerror(errno));
-    const uint8_t *parts[2] = {(const uint8_t *)&h, w.data.data()};
-    size_t sizes[2] = {sizeof h, w.data.size()};
-    for (int i = 0; i < 2; i++) {
-        size_t off = 0;
-        while (off < sizes[i]) {
-            ssize_t r = write(fd, parts[i] + off, sizes[i] - off);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) {
-                int e = r < 0 ? errno : ENOSPC;
-                close(fd);
-                unlink(tmp.c_str());
-                return ac_err(AC_ERR_IO, "index save %s: write failed: %s", path, strerror(e));
-            }
-            off += (size_t)r;
-        }
+    ac_atomic_file af;
+    int rc = ac_atomic_open(&af, path);
+    if (rc) return ac_err_prefix(rc, "index save %s", path);
+    if (fwrite(&h, 1, sizeof h, af.f) != sizeof h || fwrite(w.data.data(), 1, w.data.size(), af.f) != w.data.size()) {
+        rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", af.tmp, strerror(errno));
+        ac_atomic_abort(&af);
+    } else {
+        rc = ac_atomic_commit(&af); /* fsync, rename over path, fsync of the directory */
     }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp.c_str());
-        return ac_err(AC_ERR_IO, "index save %s: fsync failed: %s", path, strerror(e));
-    }
-    close(fd);
-    fd = -1;
-    if (rename(tmp.c_str(), path) != 0) {
-        int e = errno;
-        unlink(tmp.c_str());
-        return ac_err(AC_ERR_IO, "index save %s: rename from %s failed: %s", path, tmp.c_str(), strerror(e));
-    }
-    std::string dir(path);
-    size_t slash = dir.rfind('/');
-    dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
-    int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return AC_OK;
+    return rc ? ac_err_prefix(rc, "index save %s", path) : AC_OK;
     }
     catch (const std::bad_alloc &) {
-        if (fd >= 0) close(fd);
-        if (!tmp.empty()) unlink(tmp.c_str());
         return ac_err(AC_ERR_NOMEM, "index save %s: out of memory", path);
     }
     catch (const std::exception &e) {
-        if (fd >= 0) close(fd);
-        if (!tmp.empty()) unlink(tmp.c_str());
         return ac_err(AC_ERR_INTERNAL, "index save %s: %s", path, e.what());
     }
     catch (...) {
-        if (fd >= 0) close(fd);
-        if (!tmp.empty()) unlink(tmp.c_str());
         return ac_err(AC_ERR_INTERNAL, "index save %s: unknown C++ exception", path);
     }
 }

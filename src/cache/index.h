@@ -80,7 +80,7 @@ void ac_index_scan_stats(const ac_index *idx, int64_t *queries, int64_t *unprove
 int ac_index_lookup(const ac_index *idx, const float *q, float threshold, int64_t *id, float *sim, int *hit);
 static inline int ac_index_is_hit(float sim, float threshold) { return sim >= threshold; }
 
-/* Save atomically (path.tmp.<pid>, fsync, rename, fsync dir): a file of our
+/* Save atomically (util/atomic_file.h: path.tmp.XXXXXX, fsync, rename, fsync dir): a file of our
  * own header (magic, version, params, payload size, xxh64 checksum) followed by
  * the FAISS serialisation. Load checks the header and checksum before FAISS
  * parses anything: a corrupt or truncated file gives AC_ERR_FORMAT. */

@@ -14,6 +14,7 @@
 #include "cache/policy_heads.h"
 #include "cache/codec.h"
 #include "forward/forward.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -233,28 +234,18 @@ out:
 }
 
 int ac_heads_save(const char *dir, const ac_head_policy *hp) {
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/heads.txt", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    fprintf(f, "heads 1\nlayers %d heads %d sink %d end %d\n", hp->n_layer, hp->n_head, hp->n_sink, hp->n_end);
+    ac_atomic_file af;
+    int rc = ac_atomic_open(&af, path);
+    if (rc) return rc;
+    fprintf(af.f, "heads 1\nlayers %d heads %d sink %d end %d\n", hp->n_layer, hp->n_head, hp->n_sink, hp->n_end);
     for (int l = 0; l < hp->n_layer; l++) {
-        fprintf(f, "%d:", l);
-        for (int h = 0; h < hp->n_head; h++) fprintf(f, " %d", hp->span ? hp->span[(size_t)l * hp->n_head + h] : 0);
-        fputc('\n', f);
+        fprintf(af.f, "%d:", l);
+        for (int h = 0; h < hp->n_head; h++) fprintf(af.f, " %d", hp->span ? hp->span[(size_t)l * hp->n_head + h] : 0);
+        fputc('\n', af.f);
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        unlink(tmp);
-        return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(e));
-    }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return ac_err(AC_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    }
-    return AC_OK;
+    return ac_atomic_commit(&af);
 }
 
 void ac_heads_print(FILE *f, const ac_head_profile *pr, const ac_head_policy *hp) {

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "cache/policy_serve.h"
 #include "cache/codec.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -76,29 +77,18 @@ static int rank_path(const char *dir, char *path, size_t cap) {
 }
 
 int ac_head_rank_save(const char *dir, const ac_head_rank *r) {
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    char path[PATH_MAX];
     int rc = rank_path(dir, path, sizeof path);
     if (rc) return rc;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    fprintf(f, "head_rank 1\nlayers %d heads %d pairs %d threshold %.9g\n", r->n_layer, r->n_head, r->n_pairs,
+    ac_atomic_file af;
+    if ((rc = ac_atomic_open(&af, path))) return rc;
+    fprintf(af.f, "head_rank 1\nlayers %d heads %d pairs %d threshold %.9g\n", r->n_layer, r->n_head, r->n_pairs,
             (double)r->threshold);
     for (int i = 0; i < r->n_layer * r->n_head; i++) {
         const int lh = r->order[i];
-        fprintf(f, "%d %d %.9g %.9g\n", lh / r->n_head, lh % r->n_head, r->tv[lh], r->tv_max[lh]);
+        fprintf(af.f, "%d %d %.9g %.9g\n", lh / r->n_head, lh % r->n_head, r->tv[lh], r->tv_max[lh]);
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        const int e = errno;
-        fclose(f);
-        unlink(tmp);
-        return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(e));
-    }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return ac_err(AC_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    }
-    return AC_OK;
+    return ac_atomic_commit(&af);
 }
 
 int ac_head_rank_load(const char *dir, int n_layer, int n_head, ac_head_rank *r) {

@@ -21,6 +21,7 @@
 #include "cache/hash.h"
 #include "forward/forward.h"
 #include "load/model.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -364,7 +365,7 @@ static void hook_release(void *user) {
  *           payload XXH64, header XXH64 (of the 72 bytes before it)
  *   node    i64 parent (preorder index, -1: the root), i32 n, i32 0, i32 tokens[n],
  *           f32 rows[n][n_layer*2*kvd + n_embd] (the node's layout)
- * Written to PATH.tmp.PID, fsync'd, renamed over PATH, directory fsync'd: a crash leaves
+ * Written to PATH.tmp.XXXXXX (util/atomic_file.h), fsync'd, renamed over PATH, directory fsync'd: a crash leaves
  * the old file or the new one. A file that fails any check is refused with AC_ERR_CACHE
  * naming the problem; the tree in memory is then unchanged. Host byte order. */
 #define PFX_MAGIC "ACPFXv01"
@@ -411,22 +412,19 @@ static void pw_tree(const ac_prefix_cache *pc, pfx_writer *w, const pnode *nd, i
 
 int ac_prefix_save(ac_prefix_cache *pc, const char *path) {
     if (!pc || !path || !*path) return ac_err(AC_ERR_ARG, "ac_prefix_save: invalid argument");
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return ac_err(AC_ERR_ARG, "prefix cache file name too long: '%s'", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    ac_atomic_file af;
+    int rc = ac_atomic_open(&af, path);
+    if (rc) return rc;
     pfx_hdr h;
     memset(&h, 0, sizeof h);
-    int rc = AC_OK;
-    if (fwrite(&h, 1, sizeof h, f) != sizeof h) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    pfx_writer w = {f, {{0}}, 0, 0, 0};
+    if (fwrite(&h, 1, sizeof h, af.f) != sizeof h) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", af.tmp, strerror(errno));
+    pfx_writer w = {af.f, {{0}}, 0, 0, 0};
     ac_xxh64_init(&w.h, 0);
     if (!rc) {
         pthread_rwlock_rdlock(&pc->lock);
         pw_tree(pc, &w, &pc->root, -1);
         pthread_rwlock_unlock(&pc->lock);
-        if (w.err) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        if (w.err) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", af.tmp, strerror(errno));
     }
     if (!rc) {
         memcpy(h.magic, PFX_MAGIC, 8);
@@ -435,23 +433,14 @@ int ac_prefix_save(ac_prefix_cache *pc, const char *path) {
         memcpy(h.fp, pc->fp, sizeof h.fp);
         h.n_nodes = w.nodes, h.payload = w.bytes, h.payload_hash = ac_xxh64_digest(&w.h);
         h.hdr_hash = ac_xxh64(&h, offsetof(pfx_hdr, hdr_hash), 0);
-        if (fseek(f, 0, SEEK_SET) != 0 || fwrite(&h, 1, sizeof h, f) != sizeof h || fflush(f) != 0 || fsync(fileno(f)) != 0)
-            rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        if (fseek(af.f, 0, SEEK_SET) != 0 || fwrite(&h, 1, sizeof h, af.f) != sizeof h)
+            rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", af.tmp, strerror(errno));
     }
-    if (fclose(f) != 0 && !rc) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path) != 0) rc = ac_err(AC_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
     if (rc) {
-        unlink(tmp);
+        ac_atomic_abort(&af);
         return rc;
     }
-    /* the rename itself made durable */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = slash == dir ? (slash[1] = 0, '/') : 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) fsync(dfd), close(dfd);
-    return AC_OK;
+    return ac_atomic_commit(&af); /* fsync, rename over path, fsync of the directory */
 }
 
 /* a fresh tree from the file's payload, or an error naming what is wrong */

@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include "cache/store.h"
 #include "cache/hash.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -550,19 +551,6 @@ static int check_other_slot(ac_store *st, int other, int other_idx) {
 }
 
 /* ---- create ----------------------------------------------------------------------------- */
-static int fsync_dir_of(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return -1;
-    int r = fsync(dfd);
-    close(dfd);
-    return r;
-}
-
 /* Create path atomically (temp file, fsync, link into place: never replaces
  * an existing file, so two racing creators agree on one). */
 static int create_file(const char *path, const ac_store_params *p) {
@@ -608,7 +596,7 @@ static int create_file(const char *path, const ac_store_params *p) {
         rc = ac_err(AC_ERR_IO, "store %s: cannot link %s into place: %s", path, tmp, strerror(errno));
     }
     unlink(tmp);
-    if (rc == AC_OK) fsync_dir_of(path);
+    if (rc == AC_OK) ac_fsync_dir_of(path);
 done:
     free(page);
     free(tmp);
@@ -936,13 +924,13 @@ int ac_store_repair(const char *path, const ac_store_params *params, FILE *repor
             unlink(tmp);
             goto done;
         }
-        if (rename(tmp, path) != 0) {
-            rc = ac_err(AC_ERR_IO, "store %s: cannot move the repaired copy into place: %s", path, strerror(errno));
-            unlink(tmp);
-            unlink(bak);
+        int moved = 0; /* rename over path, then fsync of the directory */
+        if ((rc = ac_rename_durable(tmp, path, &moved))) {
+            if (!moved) unlink(bak); /* the damaged original is still in place (tmp is removed) */
+            rc = ac_err_prefix(rc, "store %s: %s", path,
+                               moved ? "the repaired copy is in place" : "cannot move the repaired copy into place");
             goto done;
         }
-        fsync_dir_of(path);
         if (report)
             fprintf(report, "repair: rewrote %s with the %lld intact records (%lld were readable before; %llu damaged "
                     "bytes and %lld duplicate keys left out); the damaged original is kept as %s\n", path, (long long)n,
@@ -1019,13 +1007,10 @@ int ac_store_compact(const char *path, const ac_store_params *params, ac_store_c
     snprintf(tmp, pl, "%s.compact.%ld", path, (long)getpid());
     unlink(tmp);
     if ((rc = rewrite_records(st, r, k, tmp))) goto done;
-    if (rename(tmp, path) != 0) {
-        rc = ac_err(AC_ERR_IO, "store %s: cannot move the compacted copy into place: %s", path, strerror(errno));
-        unlink(tmp);
-        goto done;
-    }
-    if (fsync_dir_of(path) != 0) {
-        rc = ac_err(AC_ERR_IO, "store %s: fsync of the directory after compaction: %s", path, strerror(errno));
+    int moved = 0; /* rename over path, then fsync of the directory */
+    if ((rc = ac_rename_durable(tmp, path, &moved))) {
+        rc = ac_err_prefix(rc, "store %s: %s", path,
+                           moved ? "the compacted copy is in place" : "cannot move the compacted copy into place");
         goto done;
     }
     if (report)

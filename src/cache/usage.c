@@ -5,6 +5,7 @@
 #include "attncache.h"
 #include "cache/hash.h"
 #include "cache/store.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -68,9 +69,8 @@ out:
 }
 
 int ac_usage_save(const char *dir, ac_usage_rec *recs, int64_t n) {
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/usage.bin", dir) >= (int)sizeof path) return ac_err(AC_ERR_ARG, "path too long");
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (n > 1) qsort(recs, (size_t)n, sizeof *recs, cmp_rec_key);
     const size_t bytes = 16 + (size_t)n * sizeof *recs + 8;
     uint8_t *buf = AC_MALLOC(bytes);
@@ -81,30 +81,7 @@ int ac_usage_save(const char *dir, ac_usage_rec *recs, int64_t n) {
     if (n) memcpy(buf + 16, recs, (size_t)n * sizeof *recs);
     uint64_t sum = ac_xxh64(buf, bytes - 8, 0);
     memcpy(buf + bytes - 8, &sum, 8);
-    int rc = AC_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    } else {
-        size_t done = 0;
-        while (done < bytes) {
-            ssize_t w = write(fd, buf + done, bytes - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) break;
-            done += (size_t)w;
-        }
-        if (done != bytes || fsync(fd) != 0) rc = ac_err(AC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-        close(fd);
-        if (!rc && rename(tmp, path) != 0) rc = ac_err(AC_ERR_IO, "cannot rename '%s': %s", tmp, strerror(errno));
-        if (rc) unlink(tmp);
-        else {
-            int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-            }
-        }
-    }
+    const int rc = ac_write_file_atomic(path, buf, bytes);
     free(buf);
     return rc;
 }

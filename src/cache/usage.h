@@ -4,7 +4,7 @@
  *
  * File format (little-endian): "ACUSAGE1", u64 n, n records {u64 key, u64
  * hits, i64 last use in unix milliseconds} sorted by key, u64 XXH64 of every
- * byte before it (seed 0). Written whole to "usage.bin.tmp", fsync'd, renamed
+ * byte before it (seed 0). Written whole to "usage.bin.tmp.XXXXXX", fsync'd, renamed
  * over usage.bin, directory fsync'd: a crash leaves the old or the new file.
  * The file is advisory: a missing or damaged one means "no use recorded" (an
  * entry absent from it has hits 0 and last use 0) and never stops a cache. */

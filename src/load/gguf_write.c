@@ -5,6 +5,7 @@
  * to the alignment (offsets relative to the data section). */
 #define _POSIX_C_SOURCE 200809L
 #include "gguf.h"
+#include "util/atomic_file.h"
 #include "util/common.h"
 
 #include <errno.h>
@@ -393,65 +394,13 @@ int ac_gguf_w_to_memory(ac_gguf_writer *w, uint32_t version, uint8_t **buf, size
 
 int ac_gguf_w_write(ac_gguf_writer *w, const char *path, uint32_t version) {
     if (!w || !path) return ac_err(AC_ERR_ARG, "ac_gguf_w_write: NULL argument");
-    size_t plen = strlen(path);
-    char *tmp = AC_MALLOC(plen + 16), *dir = AC_MALLOC(plen + 2);
-    int rc = AC_OK, fd = -1;
-    FILE *f = NULL;
-    if (!tmp || !dir) {
-        rc = AC_ERR_NOMEM;
-        goto done;
+    ac_atomic_file af;
+    int rc = ac_atomic_open(&af, path);
+    if (rc) return rc;
+    sink s = {.f = af.f, .path = af.tmp};
+    if ((rc = serialize(w, version, &s))) {
+        ac_atomic_abort(&af);
+        return rc;
     }
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = ac_err(AC_ERR_IO, "%s: cannot create temp file %s: %s", path, tmp, strerror(errno));
-        tmp[0] = 0;
-        goto done;
-    }
-    if (fchmod(fd, 0644) != 0) {
-        rc = ac_err(AC_ERR_IO, "%s: fchmod: %s", tmp, strerror(errno));
-        goto done;
-    }
-    f = fdopen(fd, "wb");
-    if (!f) {
-        rc = ac_err(AC_ERR_IO, "%s: fdopen: %s", tmp, strerror(errno));
-        goto done;
-    }
-    fd = -1; /* owned by f */
-    sink s = {.f = f, .path = tmp};
-    if ((rc = serialize(w, version, &s))) goto done;
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        rc = ac_err(AC_ERR_IO, "%s: flush/fsync: %s", tmp, strerror(errno));
-        goto done;
-    }
-    int cr = fclose(f);
-    f = NULL;
-    if (cr != 0) {
-        rc = ac_err(AC_ERR_IO, "%s: close: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = ac_err(AC_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
-        goto done;
-    }
-    tmp[0] = 0; /* nothing to unlink */
-    /* fsync the directory so the rename is durable */
-    memcpy(dir, path, plen + 1);
-    char *slash = strrchr(dir, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd) != 0 && errno != EINVAL)
-            rc = ac_err(AC_ERR_IO, "%s: fsync of directory: %s", dir, strerror(errno));
-        close(dfd);
-    }
-done:
-    if (f) fclose(f);
-    if (fd >= 0) close(fd);
-    if (tmp && tmp[0]) unlink(tmp);
-    free(tmp);
-    free(dir);
-    return rc;
+    return ac_atomic_commit(&af); /* fsync, rename over path, fsync of the directory */
 }

@@ -160,11 +160,17 @@ template <typename T> static void test_norms(double tol, int D) { /* D <= 2048: 
         double e3 = rel_err(gr.data(), ref.data(), ref.size()), e4 = rel_err(g32.data(), ref.data(), ref.size());
         CHECK(e3 < tol && e4 < 1e-5, "add_layernorm (%zu-byte residual, D %d) rel err %.3g / f32 out %.3g", sizeof(T), D,
               e3, e4);
-        OK(ac_cu_add_layernorm<T>(dr, dy, NULL, dw, db, n, D, 1e-12f, 0)); /* twice, no f32 out: still finite */
+        /* again on its own output, without the f32 copy (out2 NULL): r = LN(r + y) from the T values of r */
+        for (size_t i = 0; i < sum.size(); i++) sum[i] = sizeof(T) == 4 ? gr[i] + y[i] : gr[i] + bfr(y[i]);
+        for (int rr = 0; rr < n; rr++)
+            ref_layernorm(&ref[(size_t)rr * D], &sum[(size_t)rr * D], w.data(), b.data(), D, 1e-12f);
+        OK(ac_cu_add_layernorm<T>(dr, dy, NULL, dw, db, n, D, 1e-12f, 0));
         auto g2 = host(dr, ref.size());
         int finite = 1;
         for (float v : g2) finite &= isfinite(v) != 0;
-        CHECK(finite, "add_layernorm without f32 out: non-finite values (D %d)", D);
+        const double e5 = rel_err(g2.data(), ref.data(), ref.size());
+        CHECK(finite && e5 < tol, "add_layernorm without f32 out (D %d): rel err %.3g%s", D, e5,
+              finite ? "" : ", non-finite values");
         cudaFree(dr), cudaFree(dy), cudaFree(d32);
     }
     cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(o);
@@ -612,7 +618,9 @@ int main(int argc, char **argv) {
     }
     rng_seed(argc > 1 ? strtoull(argv[1], NULL, 10) : 1234);
     test_embed();
-    for (int D : {384, 391, 768, 1024, 2048, 3001}) { /* 384/768/1024: add_layernorm's warp kernel */
+    /* 384/768/1024: add_layernorm's warp kernel; 391 (D % 4 != 0), 2048 (> 1024): the block-per-row
+     * k_layernorm_reg with and without the residual; 3001: k_layernorm (the loop kernel), both */
+    for (int D : {384, 391, 768, 1024, 2048, 3001}) {
         test_norms<float>(1e-5, D);
         test_norms<bf16>(8e-3, D);
     }

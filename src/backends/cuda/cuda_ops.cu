@@ -93,37 +93,53 @@ template <typename T> int ac_cu_rmsnorm(T *out, const float *x, const float *w, 
     return AC_OK;
 }
 
-template <typename T>
-__global__ void k_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int D, float eps) {
+/* The block-per-row LayerNorm, with an optional residual: v = x [+ x2] (x2 NULL: no add; the sum
+ * in f32), out = (v - mean) / sqrt(var + eps) * w [+ b], and out2 (NULL: none) the same values in
+ * its own type. out may be x (in place: each thread reads its elements before it writes them).
+ * ac_cu_layernorm: x, out f32, out2 T; bert's post-LN with its residual in T (ac_cu_add_layernorm's
+ * fallback): x = out = r, x2 = y, out2 the f32 copy. */
+template <typename TI>
+__device__ __forceinline__ float ld_add(const TI *x, const TI *x2, int d) {
+    return x2 ? ac_ld(x + d) + ac_ld(x2 + d) : ac_ld(x + d);
+}
+
+/* any D: v is re-read from global memory in each pass (each thread owns its elements) */
+template <typename TI, typename TO, typename TO2>
+__global__ void k_layernorm(TO *out, TO2 *out2, const TI *x, const TI *x2, const float *w, const float *b, int D,
+                            float eps) {
     __shared__ float red[32];
-    const float *xr = x + (size_t)blockIdx.x * D;
+    const size_t row = (size_t)blockIdx.x * D;
+    const TI *xr = x + row, *x2r = x2 ? x2 + row : NULL;
     float s1 = 0;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) s1 += xr[d];
+    for (int d = threadIdx.x; d < D; d += blockDim.x) s1 += ld_add(xr, x2r, d);
     const float mu = block_sum(s1, red) / D;
     float s2 = 0;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float c = xr[d] - mu;
+        const float c = ld_add(xr, x2r, d) - mu;
         s2 += c * c;
     }
     const float rs = rsqrtf(block_sum(s2, red) / D + eps);
-    float *yr = y + (size_t)blockIdx.x * D;
-    T *tr = out_t ? out_t + (size_t)blockIdx.x * D : NULL;
+    TO *yr = out + row;
+    TO2 *tr = out2 ? out2 + row : NULL;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float v = (xr[d] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
-        yr[d] = v; /* same thread read xr[d] above: in place is safe */
+        const float v = (ld_add(xr, x2r, d) - mu) * rs * w[d] + (b ? b[d] : 0.0f);
+        ac_st(yr + d, v); /* same thread read x[d] above: in place is safe */
         if (tr) ac_st(tr + d, v);
     }
 }
 
-template <typename T>
-__global__ void k_layernorm_reg(float *y, T *out_t, const float *x, const float *w, const float *b, int D, float eps) {
+/* D <= blockDim.x * NORM_PER: v held in registers between the passes */
+template <typename TI, typename TO, typename TO2>
+__global__ void k_layernorm_reg(TO *out, TO2 *out2, const TI *x, const TI *x2, const float *w, const float *b, int D,
+                                float eps) {
     __shared__ float red[32];
-    const float *xr = x + (size_t)blockIdx.x * D;
+    const size_t row = (size_t)blockIdx.x * D;
+    const TI *xr = x + row, *x2r = x2 ? x2 + row : NULL;
     float v[NORM_PER], s1 = 0;
 #pragma unroll
     for (int i = 0; i < NORM_PER; i++) {
         const int d = threadIdx.x + i * blockDim.x;
-        v[i] = d < D ? xr[d] : 0.f;
+        v[i] = d < D ? ld_add(xr, x2r, d) : 0.f;
         s1 += v[i];
     }
     const float mu = block_sum(s1, red) / D;
@@ -135,25 +151,32 @@ __global__ void k_layernorm_reg(float *y, T *out_t, const float *x, const float 
         s2 += c * c;
     }
     const float rs = rsqrtf(block_sum(s2, red) / D + eps);
-    float *yr = y + (size_t)blockIdx.x * D;
-    T *tr = out_t ? out_t + (size_t)blockIdx.x * D : NULL;
+    TO *yr = out + row;
+    TO2 *tr = out2 ? out2 + row : NULL;
 #pragma unroll
     for (int i = 0; i < NORM_PER; i++) {
         const int d = threadIdx.x + i * blockDim.x;
         if (d >= D) continue;
         const float r = (v[i] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
-        yr[d] = r;
+        ac_st(yr + d, r);
         if (tr) ac_st(tr + d, r);
     }
+}
+
+/* the block-per-row launch of either form */
+template <typename TI, typename TO, typename TO2>
+static void launch_layernorm_rows(TO *out, TO2 *out2, const TI *x, const TI *x2, const float *w, const float *b, int n,
+                                  int D, float eps, cudaStream_t st) {
+    const int th = norm_threads(D);
+    if (D <= th * NORM_PER) k_layernorm_reg<TI, TO, TO2><<<n, th, 0, st>>>(out, out2, x, x2, w, b, D, eps);
+    else k_layernorm<TI, TO, TO2><<<n, th, 0, st>>>(out, out2, x, x2, w, b, D, eps);
 }
 
 template <typename T>
 int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const float *b, int n, int D, float eps,
                     cudaStream_t st) {
     if (n <= 0) return AC_OK;
-    const int th = norm_threads(D);
-    if (D <= th * NORM_PER) k_layernorm_reg<T><<<n, th, 0, st>>>(y, out_t, x, w, b, D, eps);
-    else k_layernorm<T><<<n, th, 0, st>>>(y, out_t, x, w, b, D, eps);
+    launch_layernorm_rows<float, float, T>(y, out_t, x, NULL, w, b, n, D, eps, st);
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -163,63 +186,8 @@ int ac_cu_layernorm(float *y, T *out_t, const float *x, const float *w, const fl
  * LayerNorm's output, which the next GEMM reads in T anyway; keeping it only in T (as PyTorch's
  * bf16 forward does) reads 2 x T and writes 1 x T per element instead of the f32 stream's read,
  * accumulate and rewrite (4 + 4 in the GEMM, 4 + 4 + 2 here). The sum and the statistics are f32. */
-template <typename T>
-__global__ void k_add_layernorm_reg(T *r, const T *y, float *y32, const float *w, const float *b, int D, float eps) {
-    __shared__ float red[32];
-    T *rr = r + (size_t)blockIdx.x * D;
-    const T *yr = y + (size_t)blockIdx.x * D;
-    float v[NORM_PER], s1 = 0;
-#pragma unroll
-    for (int i = 0; i < NORM_PER; i++) {
-        const int d = threadIdx.x + i * blockDim.x;
-        v[i] = d < D ? ac_ld(rr + d) + ac_ld(yr + d) : 0.f;
-        s1 += v[i];
-    }
-    const float mu = block_sum(s1, red) / D;
-    float s2 = 0;
-#pragma unroll
-    for (int i = 0; i < NORM_PER; i++) {
-        const int d = threadIdx.x + i * blockDim.x;
-        const float c = d < D ? v[i] - mu : 0.f;
-        s2 += c * c;
-    }
-    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
-    float *o32 = y32 ? y32 + (size_t)blockIdx.x * D : NULL;
-#pragma unroll
-    for (int i = 0; i < NORM_PER; i++) {
-        const int d = threadIdx.x + i * blockDim.x;
-        if (d >= D) continue;
-        const float o = (v[i] - mu) * rs * w[d] + (b ? b[d] : 0.0f);
-        ac_st(rr + d, o); /* same thread read rr[d] above: in place is safe */
-        if (o32) o32[d] = o;
-    }
-}
-
-/* any D: the sum is recomputed from global memory in each pass (each thread owns its elements) */
-template <typename T>
-__global__ void k_add_layernorm(T *r, const T *y, float *y32, const float *w, const float *b, int D, float eps) {
-    __shared__ float red[32];
-    T *rr = r + (size_t)blockIdx.x * D;
-    const T *yr = y + (size_t)blockIdx.x * D;
-    float s1 = 0;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) s1 += ac_ld(rr + d) + ac_ld(yr + d);
-    const float mu = block_sum(s1, red) / D;
-    float s2 = 0;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        const float c = ac_ld(rr + d) + ac_ld(yr + d) - mu;
-        s2 += c * c;
-    }
-    const float rs = rsqrtf(block_sum(s2, red) / D + eps);
-    float *o32 = y32 ? y32 + (size_t)blockIdx.x * D : NULL;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        const float o = (ac_ld(rr + d) + ac_ld(yr + d) - mu) * rs * w[d] + (b ? b[d] : 0.0f);
-        ac_st(rr + d, o);
-        if (o32) o32[d] = o;
-    }
-}
-
 /* one warp per row, 4 rows a block, 4 consecutive elements per load (8 bytes of bf16, 16 of f32):
- * D % 4 == 0 and D <= 128 NC. Run 15: the block-per-row kernels above issue one 2-byte load per
+ * D % 4 == 0 and D <= 128 NC (else the block-per-row k_layernorm with x2). Run 15: the block-per-row kernels issue one 2-byte load per
  * element and did not get faster on bf16 rows (BERT-base 512 x 64: norms 2.18 ms, ~2x the bytes'
  * time); this one is what the bf16 residual needs to pay off. */
 __device__ __forceinline__ void ld4(const float *p, float v[4]) {
@@ -311,9 +279,7 @@ int ac_cu_add_layernorm(T *r, const T *y, float *y32, const float *w, const floa
         default: launch_add_ln_warp<T, 8>(r, y, y32, w, b, n, D, eps, st); break;
         }
     } else {
-        const int th = norm_threads(D);
-        if (D <= th * NORM_PER) k_add_layernorm_reg<T><<<n, th, 0, st>>>(r, y, y32, w, b, D, eps);
-        else k_add_layernorm<T><<<n, th, 0, st>>>(r, y, y32, w, b, D, eps);
+        launch_layernorm_rows<T, T, float>(r, y32, r, y, w, b, n, D, eps, st); /* r = LN(r + y) in place */
     }
     AC_CU_LAUNCH();
     return AC_OK;

@@ -188,11 +188,19 @@ static void pack_panel_f32(const ac_mat *W, int n0, float *P) {
  * The later tiles find it in L1/L2. Prefetches change no result. */
 #define PF_ROWS 64
 
-/* out [MR][4] = A rows (f32) x panel P [K][NR]; mr rows valid (registers, as the BF16 kernel);
- * pf: prefetch P PF_ROWS rows ahead; nxb: prefetch the nxn cache lines from nxb into L2, spread
- * over the K steps (another panel: the next task's, while this tile computes from cache). */
-static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K, const float *A, size_t lda,
-                                                              const float *P, __m512 out[MR][4], const int pf,
+/* out [MR][4] = A rows (f32) x a panel [K][NR]; mr rows valid (registers, as the BF16 kernel).
+ * The panel is P (f32), or with f16 P16 (AC_PACK_F16P: f16, each row widened as it is read
+ * (exact: the same f32 values, the same FMAs in the same order, so bitwise the f32 panel's sums)
+ * and, with st, stored to st [K][NR] for the task's later row tiles; a task's first tile thus
+ * reads half the bytes from memory, where a call of few rows spends much of its time: the weights
+ * of a forward do not stay in cache between calls). f16, mr and pf are constants where it is
+ * inlined, so each use compiles to one specialised loop.
+ * pf: prefetch the panel PF_ROWS rows ahead (f16: always, 2 * PF_ROWS f16 rows, the same bytes);
+ * nxb (f32 only): prefetch the nxn cache lines from nxb into L2, spread over the K steps (another
+ * panel: the next task's, while this tile computes from cache). */
+static inline __attribute__((always_inline)) void kernel_fma(const int mr, const int f16, int K, const float *A,
+                                                              size_t lda, const float *P, const uint16_t *P16,
+                                                              float *st, __m512 out[MR][4], const int pf,
                                                               const char *nxb, int nxn) {
     AC_ACC_DECL;
     int nxd = 0; /* lines of nxb prefetched so far */
@@ -206,17 +214,33 @@ static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K
         cr3 = _mm512_fmadd_ps(av, b3, cr3);           \
     } while (0)
     for (int k = 0; k < K; k++) {
-        const float *b = P + (size_t)k * NR;
-        if (nxb)
-            for (const int want = (int)((int64_t)(k + 1) * nxn / K); nxd < want; nxd++)
-                _mm_prefetch(nxb + (size_t)64 * nxd, _MM_HINT_T1);
-        if (pf && k + PF_ROWS < K) {
-            const char *q = (const char *)(b + PF_ROWS * NR);
-            _mm_prefetch(q, _MM_HINT_T0), _mm_prefetch(q + 64, _MM_HINT_T0);
-            _mm_prefetch(q + 128, _MM_HINT_T0), _mm_prefetch(q + 192, _MM_HINT_T0);
+        __m512 b0, b1, b2, b3; /* the panel's row k, f32 */
+        if (f16) {
+            const uint16_t *b = P16 + (size_t)k * NR;
+            if (k + 2 * PF_ROWS < K) {
+                const char *q = (const char *)(b + 2 * PF_ROWS * NR);
+                _mm_prefetch(q, _MM_HINT_T0), _mm_prefetch(q + 64, _MM_HINT_T0);
+            }
+            b0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)b));
+            b1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 16)));
+            b2 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 32)));
+            b3 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 48)));
+            if (st) {
+                float *d = st + (size_t)k * NR;
+                _mm512_store_ps(d, b0), _mm512_store_ps(d + 16, b1), _mm512_store_ps(d + 32, b2), _mm512_store_ps(d + 48, b3);
+            }
+        } else {
+            const float *b = P + (size_t)k * NR;
+            if (nxb)
+                for (const int want = (int)((int64_t)(k + 1) * nxn / K); nxd < want; nxd++)
+                    _mm_prefetch(nxb + (size_t)64 * nxd, _MM_HINT_T1);
+            if (pf && k + PF_ROWS < K) {
+                const char *q = (const char *)(b + PF_ROWS * NR);
+                _mm_prefetch(q, _MM_HINT_T0), _mm_prefetch(q + 64, _MM_HINT_T0);
+                _mm_prefetch(q + 128, _MM_HINT_T0), _mm_prefetch(q + 192, _MM_HINT_T0);
+            }
+            b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32), b3 = _mm512_load_ps(b + 48);
         }
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
-               b3 = _mm512_load_ps(b + 48);
         F_ROW(c00, c01, c02, c03, a0);
         if (mr > 1) F_ROW(c10, c11, c12, c13, a1);
         if (mr > 2) F_ROW(c20, c21, c22, c23, a2);
@@ -231,8 +255,8 @@ static inline __attribute__((always_inline)) void kernel_f32(const int mr, int K
 static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float *P, __m512 acc[MR][4], int pf,
                           const char *nxb, int nxn) {
 #define KF(n)                                                                                                  \
-    (pf ? kernel_f32(n, K, A, lda, P, acc, 1, NULL, 0)                                                         \
-        : nxb ? kernel_f32(n, K, A, lda, P, acc, 0, nxb, nxn) : kernel_f32(n, K, A, lda, P, acc, 0, NULL, 0))
+    (pf ? kernel_fma(n, 0, K, A, lda, P, NULL, NULL, acc, 1, NULL, 0)                                                         \
+        : nxb ? kernel_fma(n, 0, K, A, lda, P, NULL, NULL, acc, 0, nxb, nxn) : kernel_fma(n, 0, K, A, lda, P, NULL, NULL, acc, 0, NULL, 0))
     switch (mr) {
     case 6: KF(6); break;
     case 5: KF(5); break;
@@ -244,50 +268,8 @@ static void kernel_f32_mr(int mr, int K, const float *A, size_t lda, const float
 #undef KF
 }
 
-/* kernel_f32 on an f16 panel P16 [K][NR] (AC_PACK_F16P), each row widened as it is read (exact:
- * the same f32 values, the same FMAs in the same order, so bitwise kernel_f32's sums) and, with
- * st, stored to st [K][NR] for the task's later row tiles. A task's first tile thus reads half
- * the bytes from memory, where a call of few rows spends much of its time (the weights of a
- * forward do not stay in cache between calls); pf as kernel_f32's, in f16 rows. */
-static inline __attribute__((always_inline)) void kernel_f16(const int mr, int K, const float *A, size_t lda,
-                                                              const uint16_t *P16, float *st, __m512 out[MR][4]) {
-    AC_ACC_DECL;
-    const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
-#define F_ROW(cr0, cr1, cr2, cr3, ap)                 \
-    do {                                              \
-        __m512 av = _mm512_set1_ps((ap)[k]);          \
-        cr0 = _mm512_fmadd_ps(av, b0, cr0);           \
-        cr1 = _mm512_fmadd_ps(av, b1, cr1);           \
-        cr2 = _mm512_fmadd_ps(av, b2, cr2);           \
-        cr3 = _mm512_fmadd_ps(av, b3, cr3);           \
-    } while (0)
-    for (int k = 0; k < K; k++) {
-        const uint16_t *b = P16 + (size_t)k * NR;
-        if (k + 2 * PF_ROWS < K) {
-            const char *q = (const char *)(b + 2 * PF_ROWS * NR);
-            _mm_prefetch(q, _MM_HINT_T0), _mm_prefetch(q + 64, _MM_HINT_T0);
-        }
-        __m512 b0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)b)),
-               b1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 16))),
-               b2 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 32))),
-               b3 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(b + 48)));
-        if (st) {
-            float *d = st + (size_t)k * NR;
-            _mm512_store_ps(d, b0), _mm512_store_ps(d + 16, b1), _mm512_store_ps(d + 32, b2), _mm512_store_ps(d + 48, b3);
-        }
-        F_ROW(c00, c01, c02, c03, a0);
-        if (mr > 1) F_ROW(c10, c11, c12, c13, a1);
-        if (mr > 2) F_ROW(c20, c21, c22, c23, a2);
-        if (mr > 3) F_ROW(c30, c31, c32, c33, a3);
-        if (mr > 4) F_ROW(c40, c41, c42, c43, a4);
-        if (mr > 5) F_ROW(c50, c51, c52, c53, a5);
-    }
-#undef F_ROW
-    AC_ACC_OUT(out);
-}
-
 static void kernel_f16_mr(int mr, int K, const float *A, size_t lda, const uint16_t *P16, float *st, __m512 acc[MR][4]) {
-#define KH(n) (st ? kernel_f16(n, K, A, lda, P16, st, acc) : kernel_f16(n, K, A, lda, P16, NULL, acc))
+#define KH(n) (st ? kernel_fma(n, 1, K, A, lda, NULL, P16, st, acc, 1, NULL, 0) : kernel_fma(n, 1, K, A, lda, NULL, P16, NULL, acc, 1, NULL, 0))
     switch (mr) {
     case 6: KH(6); break;
     case 5: KH(5); break;
@@ -300,7 +282,7 @@ static void kernel_f16_mr(int mr, int K, const float *A, size_t lda, const uint1
 }
 
 /* The first row tile of a task on panel p of W: from the f16 panel (widened into st when later
- * tiles follow) for AC_PACK_F16P, else kernel_f32 on P with prefetches. */
+ * tiles follow) for AC_PACK_F16P, else kernel_fma on the f32 panel P with prefetches. */
 static void first_tile(int mr, int K, const float *A, size_t lda, const ac_mat *W, int p, const float *P, float *st,
                        __m512 acc[MR][4]) {
     if (W->pack == AC_PACK_F16P) kernel_f16_mr(mr, K, A, lda, ac_f16_panel(W, p), st, acc);
