@@ -480,7 +480,10 @@ typedef struct ac_cache_params {
                              served layer a hit takes from the map, the others computed exactly:
                              NULL or "all" (default: every head, as before), "none", "rank:K" (the
                              K most stable (layer, head) pairs of DIR/head_rank.txt, written by
-                             ac_cache_rank_heads) or a list "L.H,L.H,..." ("L.*": all of layer L).
+                             ac_cache_rank_heads), "rank:K/G" (the same in the K/G most stable
+                             groups of G adjacent heads of a layer: with G * head_dim a multiple
+                             of 64, a served group's Q/K projection columns are skipped) or a list
+                             "L.H,L.H,..." ("L.*": all of layer L).
                              A layer none of whose heads is served is not served; read at open */
 } ac_cache_params;
 

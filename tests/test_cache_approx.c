@@ -809,8 +809,10 @@ static void serve_heads_case(int arch) {
 
     /* bad specs refused by name, at open */
     p = ac_cache_default_params();
-    const char *bad[] = {"rank:", "rank:-1", "rank:99999", "0.", "x.1", "99.0", "0.99", "0.1;"};
-    for (int i = 0; i < 8; i++) {
+    const char *bad[] = {"rank:",     "rank:-1",  "rank:99999", "0.",        "x.1",     "99.0",
+                         "0.99",      "0.1;",     "rank:3/2",   "rank:2/3",  "rank:2/0", "rank:2/",
+                         "rank:2/2x", "rank:/2"};
+    for (int i = 0; i < 14; i++) {
         p.serve_heads = bad[i];
         c = NULL;
         assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
@@ -847,11 +849,12 @@ static void serve_heads_case(int arch) {
     assert_non_null(fgets(line, sizeof line, fp));
     const int K = 3;
     memset(mask, 0, NLH);
-    double prev = -1;
+    double prev = -1, *tvs = calloc(NLH, sizeof *tvs);
     for (int i = 0; i < (int)NLH; i++) {
         int l, hh;
         double tv, tm;
         assert_int_equal(fscanf(fp, "%d %d %lf %lf", &l, &hh, &tv, &tm), 4);
+        tvs[(size_t)l * f.NH + hh] = tv;
         assert_true(tv >= prev && tv <= tm + 1e-12 && tm <= 1.0); /* most stable first; a mean <= its worst */
         assert_true(tv > 0);                                     /* two random inputs: every head differs */
         prev = tv;
@@ -864,6 +867,22 @@ static void serve_heads_case(int arch) {
     assert_int_equal(ac_cache_get_serve_heads(c, got), AC_OK);
     assert_memory_equal(got, mask, NLH);
     assert_int_equal(ac_cache_close(c), AC_OK);
+    /* rank:4/2: the two pairs of adjacent heads (h / 2 equal, one layer) of least mean distance */
+    const int ng = (int)NLH / 2;
+    int g1 = -1, g2 = -1;
+    for (int g = 0; g < ng; g++) {
+        const double d = tvs[2 * g] + tvs[2 * g + 1];
+        if (g1 < 0 || d < tvs[2 * g1] + tvs[2 * g1 + 1]) g2 = g1, g1 = g;
+        else if (g2 < 0 || d < tvs[2 * g2] + tvs[2 * g2 + 1]) g2 = g;
+    }
+    memset(mask, 0, NLH);
+    mask[2 * g1] = mask[2 * g1 + 1] = mask[2 * g2] = mask[2 * g2 + 1] = 1;
+    p.serve_heads = "rank:4/2";
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_cache_get_serve_heads(c, got), AC_OK);
+    assert_memory_equal(got, mask, NLH);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    free(tvs);
     /* a damaged ranking: refused at open, naming the file */
     write_text(path, "head_rank 1\nlayers 1 heads 1 pairs 2 threshold 1\n0 0 0.5 0.5\n");
     assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE);

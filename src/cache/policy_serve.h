@@ -40,7 +40,10 @@ void ac_head_rank_print(FILE *f, const ac_head_rank *r);
 
 /* mask [n_layer][n_head] (1: served on a hit) from a spec: NULL or "all"
  * (every head), "none", "rank:K" (the K most stable pairs of
- * DIR/head_rank.txt, 0 <= K <= n_layer * n_head) or a list "L.H,L.H,..."
+ * DIR/head_rank.txt, 0 <= K <= n_layer * n_head), "rank:K/G" (K heads in the
+ * K/G most stable groups of G adjacent heads of a layer, a group ranked by its
+ * heads' mean distance; G divides n_head and K: groups whose Q/K columns fill
+ * the GEMM's 64-column panels skip their projection) or a list "L.H,L.H,..."
  * (L.* : every head of layer L). AC_ERR_ARG / AC_ERR_CACHE naming the problem. */
 int ac_serve_heads_parse(const char *dir, const char *spec, int n_layer, int n_head, uint8_t *mask);
 
