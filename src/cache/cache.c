@@ -1463,14 +1463,14 @@ static int hook_serve_heads(void *user, const ac_attn_site *site, uint8_t *mask)
 /* out[t][h*hd + d] = sum_j P_h[t][j] V[j][g*hd + d], g = h / (H/Hkv), from
  * the stored compressed rows (decoded inside the A.V kernel). A longer
  * entry serves through its top-left L x L block (causal: exact prefix;
- * bidirectional with allow_longer: rows renormalised). Runs on the
+ * bidirectional with allow_longer: rows renormalised by their mass over
+ * the first L columns, ac_codec_row_mass, no row decoded). Runs on the
  * context's own thread pool: tasks of one head x 16 rows. */
 typedef struct apply_job {
     const ac_store_entry *e;
     int layer, L, nrows, H, grp, hd, ldv, ldo, causal, renorm; /* rows [0, nrows) of L */
     const float *v;
     float *out;
-    float **rowbuf;       /* [n threads][Le] when renorm */
     const uint8_t *heads; /* [H] 1: serve head h (site->heads); NULL: every head */
 } apply_job;
 
@@ -1478,8 +1478,8 @@ typedef struct apply_job {
 
 /* one task: head h = task / nb, rows [16 (task % nb), +16); ith: the thread running it */
 static void apply_task(void *arg, int task, int ith) {
+    (void)ith;
     const apply_job *j = arg;
-    float *row = j->renorm ? j->rowbuf[ith] : NULL;
     const ac_store_entry *e = j->e;
     const ac_map_codec *codec = &e->codec;
     const int Le = e->n_tokens, nb = (j->nrows + APPLY_ROWS - 1) / APPLY_ROWS;
@@ -1489,11 +1489,10 @@ static void apply_task(void *arg, int task, int ith) {
     const float *vh = j->v + (size_t)(h / j->grp) * j->hd;
     for (int t = t0; t < t1; t++) {
         float *o = j->out + (size_t)t * j->ldo + (size_t)h * j->hd;
-        ac_codec_av_row(codec, map + ac_codec_row_offset(codec, Le, t), j->causal ? t + 1 : j->L, vh, j->ldv, j->hd, o);
+        const uint8_t *r = map + ac_codec_row_offset(codec, Le, t);
+        ac_codec_av_row(codec, r, j->causal ? t + 1 : j->L, vh, j->ldv, j->hd, o);
         if (j->renorm) { /* a longer bidirectional entry: rows renormalised over the first L columns */
-            ac_codec_decode_row(codec, map, Le, t, row);
-            double s = 0;
-            for (int k = 0; k < j->L; k++) s += row[k];
+            const double s = ac_codec_row_mass(codec, r, Le, j->L);
             const float inv = s > 1e-20 ? (float)(1.0 / s) : 0.0f;
             for (int d = 0; d < j->hd; d++) o[d] *= inv;
         }
@@ -1507,26 +1506,16 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     const ac_store_entry *e = &a->ss[site->seq].e;
     const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, R = n_rows;
     if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
-    const int nthr = ac_ctx_threads(a->ctx), ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
+    const int ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
     apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
-                   NULL, site->heads};
+                   site->heads};
     int nh = H;
     if (site->heads) {
         nh = 0;
         for (int h = 0; h < H; h++) nh += site->heads[h] != 0;
     }
-    int rc = AC_OK;
-    if (j.renorm) {
-        if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
-        for (int i = 0; !rc && i < nthr; i++)
-            if (!(j.rowbuf[i] = AC_MALLOC((size_t)Le * sizeof(float)))) rc = AC_ERR_NOMEM;
-    }
-    if (!rc) /* little work: the caller alone, no barrier */
-        ac_ctx_run_tasks(a->ctx, ntask, (double)R * L * H * hd < 2e5, apply_task, &j);
-    if (j.rowbuf)
-        for (int i = 0; i < nthr; i++) free(j.rowbuf[i]);
-    free(j.rowbuf);
-    if (rc) return ac_err(rc, "cache: out of memory serving a map");
+    /* little work: the caller alone, no barrier */
+    ac_ctx_run_tasks(a->ctx, ntask, (double)R * L * H * hd < 2e5, apply_task, &j);
     const ac_map_codec *codec = &e->codec;
     atomic_fetch_add_explicit(&c->n.bytes_read,
                               (uint64_t)nh * (ac_codec_row_offset(codec, Le, R - 1) +

@@ -257,6 +257,39 @@ static void decode_row_n(const ac_map_codec *c, const uint8_t *r, int n, float *
     }
 }
 
+double ac_codec_row_mass(const ac_map_codec *c, const void *row, int n_stored, int n) {
+    const uint8_t *r = row;
+    n = AC_MAX(0, AC_MIN(n, n_stored));
+    double s = 0;
+    switch (c->kind) {
+    case AC_CODEC_F32:
+        for (int j = 0; j < n; j++) s += ld_f32(r + 4 * (size_t)j);
+        break;
+    case AC_CODEC_F16:
+        for (int j = 0; j < n; j++) s += ac_f16_to_f32(ld_u16(r + 2 * (size_t)j));
+        break;
+    case AC_CODEC_Q8: { /* integer sum of the codes, then the row's scale */
+        uint32_t q = 0;
+        for (int j = 0; j < n; j++) q += r[4 + j];
+        s = (double)ld_f32(r) * q;
+        break;
+    }
+    case AC_CODEC_Q4: {
+        uint32_t q = 0;
+        for (int j = 0; j < n; j++) q += (j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15);
+        s = (double)ld_f32(r) * q;
+        break;
+    }
+    case AC_CODEC_TOPK: { /* k entries, not n columns */
+        const int kk = AC_MIN(c->topk, n_stored);
+        for (int i = 0; i < kk; i++)
+            if (ld_u16(r + 2 * (size_t)i) < n) s += ac_f16_to_f32(ld_u16(r + 2 * (size_t)kk + 2 * (size_t)i));
+        break;
+    }
+    }
+    return s;
+}
+
 void ac_codec_decode_row(const ac_map_codec *c, const void *map, int L, int t, float *row) {
     int n = ac_codec_row_n(c, L, t);
     const uint8_t *r = (const uint8_t *)map + ac_codec_row_offset(c, L, t);
