@@ -632,6 +632,13 @@ int ac_cache_get_head_spans(const ac_cache *cache, int *span, int *n_sink, int *
  * table. *n_pairs (optional): pairs found (AC_ERR_CACHE when none). Any
  * thread. */
 int ac_cache_rank_heads(ac_cache *cache, int max_entries, void *report, int *n_pairs);
+/* Save a ranking measured elsewhere as DIR/head_rank.txt (what serve_heads "rank:K" reads), e.g.
+ * `attncache tune --rank-heads -f queries`: the output's deviation when one group of heads alone is
+ * served. dist [n_layer * n_head] (layer-major): each head's distance, lower served first (ties: the
+ * lower index); worst (NULL: dist): its worst case; values in [0, 1] (AC_ERR_ARG naming the head
+ * otherwise); n_measured (>= 1): how many measurements each averages (the file's "pairs").
+ * Written as ac_cache_save_policy writes policy.txt (temp, fsync, rename). Any thread. */
+int ac_cache_save_head_rank(ac_cache *cache, const double *dist, const double *worst, int n_measured);
 /* Set / read the served heads directly: mask [n_layer * n_head] (layer-major,
  * 1 = served on a hit in a served layer; copied). NULL on set: every head. Any
  * thread; a forward call already past its lookups keeps the mask it read. */

@@ -1973,6 +1973,33 @@ int ac_cache_rank_heads(ac_cache *c, int max_entries, void *report, int *n_pairs
     return rc;
 }
 
+int ac_cache_save_head_rank(ac_cache *c, const double *dist, const double *worst, int n_measured) {
+    if (!c || !dist || n_measured < 1) return ac_err(AC_ERR_ARG, "ac_cache_save_head_rank: invalid argument");
+    const int nlh = c->n_layer * c->n_head;
+    for (int i = 0; i < nlh; i++) {
+        const double w = worst ? worst[i] : dist[i];
+        if (!(dist[i] >= 0 && dist[i] <= 1) || !(w >= 0 && w <= 1))
+            return ac_err(AC_ERR_ARG, "ac_cache_save_head_rank: layer %d head %d: distance %g (worst %g) outside [0, 1]",
+                          i / c->n_head, i % c->n_head, dist[i], w);
+    }
+    ac_head_rank r;
+    memset(&r, 0, sizeof r);
+    r.n_layer = c->n_layer, r.n_head = c->n_head, r.n_pairs = n_measured, r.threshold = c->p.threshold;
+    r.tv = AC_MALLOC((size_t)nlh * sizeof *r.tv);
+    r.tv_max = AC_MALLOC((size_t)nlh * sizeof *r.tv_max);
+    r.order = AC_MALLOC((size_t)nlh * sizeof *r.order);
+    int rc = r.tv && r.tv_max && r.order ? AC_OK : ac_err(AC_ERR_NOMEM, "cache: out of memory saving a head ranking");
+    if (!rc) {
+        for (int i = 0; i < nlh; i++) r.tv[i] = dist[i], r.tv_max[i] = worst ? worst[i] : dist[i];
+        ac_head_rank_sort(&r);
+        pthread_mutex_lock(&c->wmu); /* one writer of the directory's files */
+        rc = ac_head_rank_save(c->dir, &r);
+        pthread_mutex_unlock(&c->wmu);
+    }
+    ac_head_rank_free(&r);
+    return rc;
+}
+
 int ac_cache_set_serve_heads(ac_cache *c, const uint8_t *mask) {
     if (!c) return ac_err(AC_ERR_ARG, "ac_cache_set_serve_heads: NULL cache");
     wr_lock(c);

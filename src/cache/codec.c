@@ -280,10 +280,15 @@ double ac_codec_row_mass(const ac_map_codec *c, const void *row, int n_stored, i
         s = (double)ld_f32(r) * q;
         break;
     }
-    case AC_CODEC_TOPK: { /* k entries, not n columns */
+    case AC_CODEC_TOPK: { /* k entries, not n columns; values widened 64 at a time (F16C where it runs) */
         const int kk = AC_MIN(c->topk, n_stored);
-        for (int i = 0; i < kk; i++)
-            if (ld_u16(r + 2 * (size_t)i) < n) s += ac_f16_to_f32(ld_u16(r + 2 * (size_t)kk + 2 * (size_t)i));
+        float v[64];
+        for (int i0 = 0; i0 < kk; i0 += 64) {
+            const int m = AC_MIN(64, kk - i0);
+            ac_fp16_row_to_fp32(r + 2 * (size_t)kk + 2 * (size_t)i0, v, m);
+            for (int i = 0; i < m; i++)
+                if (ld_u16(r + 2 * (size_t)(i0 + i)) < n) s += v[i];
+        }
         break;
     }
     }

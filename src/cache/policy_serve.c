@@ -60,6 +60,11 @@ void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_l
 void ac_head_rank_finish(ac_head_rank *r) {
     const int n = r->n_layer * r->n_head;
     for (int i = 0; i < n; i++) r->tv[i] = r->n_pairs ? r->tv[i] / r->n_pairs : 0;
+    ac_head_rank_sort(r);
+}
+
+void ac_head_rank_sort(ac_head_rank *r) {
+    const int n = r->n_layer * r->n_head;
     for (int i = 0; i < n; i++) { /* insertion sort (a few thousand pairs at most): stable, ties by index */
         int j = i;
         while (j > 0 && r->tv[r->order[j - 1]] > r->tv[i]) {

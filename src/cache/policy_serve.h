@@ -35,6 +35,8 @@ void ac_head_rank_finish(ac_head_rank *r);
 int ac_head_rank_save(const char *dir, const ac_head_rank *r);
 int ac_head_rank_load(const char *dir, int n_layer, int n_head, ac_head_rank *r);
 void ac_head_rank_free(ac_head_rank *r);
+/* r->order from r->tv (ascending; ties by index), the sums already averaged. */
+void ac_head_rank_sort(ac_head_rank *r);
 /* The ranking for humans: per layer, each head's mean (worst) distance and its rank. */
 void ac_head_rank_print(FILE *f, const ac_head_rank *r);
 
