@@ -883,6 +883,35 @@ static void serve_heads_case(int arch) {
     assert_memory_equal(got, mask, NLH);
     assert_int_equal(ac_cache_close(c), AC_OK);
     free(tvs);
+    /* a ranking measured elsewhere (ac_cache_save_head_rank): saved, rank:K reads it back in its
+     * order; values outside [0, 1] refused naming the head, nothing written */
+    {
+        double *dist = calloc(NLH, sizeof *dist);
+        for (size_t i = 0; i < NLH; i++) dist[i] = 0.5 - 0.01 * (double)i; /* the last head most stable */
+        p = ac_cache_default_params();
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+        assert_int_equal(ac_cache_save_head_rank(c, dist, NULL, 7), AC_OK);
+        dist[1] = 1.5;
+        assert_int_equal(ac_cache_save_head_rank(c, dist, NULL, 7), AC_ERR_ARG);
+        assert_non_null(strstr(ac_last_error(), "layer 0 head 1"));
+        dist[1] = NAN;
+        assert_int_equal(ac_cache_save_head_rank(c, dist, NULL, 7), AC_ERR_ARG);
+        assert_int_equal(ac_cache_save_head_rank(c, NULL, NULL, 7), AC_ERR_ARG);
+        assert_int_equal(ac_cache_save_head_rank(c, dist, NULL, 0), AC_ERR_ARG);
+        assert_int_equal(ac_cache_close(c), AC_OK);
+        p.serve_heads = "rank:2";
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+        assert_int_equal(ac_cache_get_serve_heads(c, got), AC_OK);
+        for (size_t i = 0; i < NLH; i++) assert_int_equal(got[i], i >= NLH - 2);
+        assert_int_equal(ac_cache_close(c), AC_OK);
+        fp = fopen(path, "r");
+        assert_non_null(fp);
+        int ver = 0, nl = 0, nh = 0, np2 = 0;
+        assert_int_equal(fscanf(fp, "head_rank %d layers %d heads %d pairs %d", &ver, &nl, &nh, &np2), 4);
+        assert_int_equal(np2, 7);
+        fclose(fp);
+        free(dist);
+    }
     /* a damaged ranking: refused at open, naming the file */
     write_text(path, "head_rank 1\nlayers 1 heads 1 pairs 2 threshold 1\n0 0 0.5 0.5\n");
     assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_CACHE);
