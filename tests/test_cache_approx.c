@@ -990,6 +990,66 @@ static void test_serve_heads_wide(void **st) {
     serve_heads_wide_case(AC_ARCH_LLAMA);
 }
 
+/* A longer bidirectional entry (allow_longer) serves through its first L columns renormalised; when
+ * it ends with the query's last token (an encoder's [SEP]) that token is aligned: the query's last
+ * row is the entry's last row and its last column the entry's last column (then renormalised). Both
+ * equal a reference forward supplied exactly those maps at layer 0 (layers "0") within 1e-5, and
+ * the two differ. */
+static void test_longer_end_aligned(void **st) {
+    (void)st;
+    fx f;
+    fx_open(&f, AC_ARCH_BERT);
+    int32_t ids[80];
+    uint64_t seed = 41;
+    ref_random_tokens(&seed, ids, 80, f.V);
+    const int Le = 50, L = 30;
+    ac_seq x = {ids, Le};
+    build(&f, &x, 1);
+    float *px = record_maps(&f, f.exact, &x); /* [NL][H][Le][Le] */
+    const size_t hm = (size_t)L * L, n = (size_t)L * f.D;
+    float *mix = malloc((size_t)f.NH * hm * 4), *out[2];
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = 1e9f, p.key = AC_KEY_MEAN, p.layers = "0", p.allow_longer = 1;
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    for (int aligned = 0; aligned < 2; aligned++) {
+        int32_t q[30];
+        memcpy(q, ids + Le, sizeof q);
+        q[L - 1] = aligned ? ids[Le - 1] : (ids[Le - 1] + 1) % f.V;
+        ac_seq y = {q, L};
+        assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+        ac_cache_reset_stats(c);
+        out[aligned] = hidden_of(&f, f.cctx, &y, 1);
+        int64_t nl = 0;
+        heads_served(c, &nl);
+        assert_int_equal(nl, 1);
+        assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+        for (int h = 0; h < f.NH; h++)
+            for (int t = 0; t < L; t++) {
+                const int src = aligned && t == L - 1 ? Le - 1 : t;
+                const float *r = px + ((size_t)h * Le + src) * Le; /* layer 0 */
+                float *m = mix + h * hm + (size_t)t * L;
+                double sum = 0;
+                for (int j = 0; j < L; j++) sum += (m[j] = aligned && j == L - 1 ? r[Le - 1] : r[j]);
+                for (int j = 0; j < L; j++) m[j] = (float)(m[j] / sum);
+            }
+        maps_hook mh = {f.NH, L, NULL, mix};
+        ac_attn_hook sup;
+        memset(&sup, 0, sizeof sup);
+        sup.user = &mh;
+        sup.supply = mh_supply;
+        ac_ctx_set_attn_hook(f.exact, &sup);
+        float *ref = hidden_of(&f, f.exact, &y, 1);
+        ac_ctx_set_attn_hook(f.exact, NULL);
+        assert_true(max_rel(out[aligned], ref, n) < 1e-5);
+        free(ref);
+    }
+    assert_true(max_rel(out[0], out[1], n) > 1e-4); /* (their last tokens differ too) */
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    free(out[0]), free(out[1]), free(mix), free(px);
+    fx_close(&f);
+}
+
 static void test_serve_heads_llama(void **st) {
     (void)st;
     serve_heads_case(AC_ARCH_LLAMA);
@@ -1050,6 +1110,7 @@ int main(void) {
         cmocka_unit_test(test_exact_from_bert),
         cmocka_unit_test(test_serve_heads_llama),
         cmocka_unit_test(test_serve_heads_wide),
+        cmocka_unit_test(test_longer_end_aligned),
         cmocka_unit_test(test_serve_heads_bert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

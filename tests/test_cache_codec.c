@@ -364,7 +364,8 @@ static void test_fused_across_levels(void **state) {
 /* A hostile TOPK row (indices past the row) must not read outside V. */
 /* ac_codec_row_mass: the sum of a stored row's first n columns (a longer entry served over n)
  * equals the sum of its decoded values, for every codec (Q8/Q4 sum the codes, then scale: within
- * 1e-6), n from 1 to the row's length; top-k rows count only their entries below n. */
+ * 1e-6), n from 1 to the row's length; top-k rows count only their entries below n;
+ * ac_codec_row_value gives each column's decoded value. */
 static void test_row_mass(void **state) {
     (void)state;
     const int L = 77;
@@ -386,6 +387,8 @@ static void test_row_mass(void **state) {
             if (c->kind == AC_CODEC_F32 || c->kind == AC_CODEC_F16) /* a whole row: 1 */
                 assert_true(fabs(ac_codec_row_mass(c, r, L, L) - 1.0) < 1e-3);
             assert_true(ac_codec_row_mass(c, r, L, 0) == 0.0);
+            for (int j = -1; j <= L; j++) /* ac_codec_row_value: the decoded value, 0 outside the row */
+                assert_true(ac_codec_row_value(c, r, L, j) == (j >= 0 && j < L ? row[j] : 0.0f));
         }
         free(map);
     }

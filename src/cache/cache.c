@@ -1464,11 +1464,16 @@ static int hook_serve_heads(void *user, const ac_attn_site *site, uint8_t *mask)
  * the stored compressed rows (decoded inside the A.V kernel). A longer
  * entry serves through its top-left L x L block (causal: exact prefix;
  * bidirectional with allow_longer: rows renormalised by their mass over
- * the first L columns, ac_codec_row_mass, no row decoded). Runs on the
- * context's own thread pool: tasks of one head x 16 rows. */
+ * the first L columns, ac_codec_row_mass, no row decoded; when the entry ends
+ * with the query's last token — [SEP] — that token is aligned: the query's
+ * last row is the entry's last row, and the last column the entry's last
+ * column, so the mass a head puts on the closing token stays on it instead of
+ * spreading over the content). Runs on the context's own thread pool: tasks
+ * of one head x 16 rows. */
 typedef struct apply_job {
     const ac_store_entry *e;
     int layer, L, nrows, H, grp, hd, ldv, ldo, causal, renorm; /* rows [0, nrows) of L */
+    int end_align; /* renorm: the entry's last token is the query's (end_aligned) */
     const float *v;
     float *out;
     const uint8_t *heads; /* [H] 1: serve head h (site->heads); NULL: every head */
@@ -1487,12 +1492,20 @@ static void apply_task(void *arg, int task, int ith) {
     if (j->heads && !j->heads[h]) return; /* computed by the forward (per-head serving) */
     const uint8_t *map = ac_store_entry_map(e, j->H, j->layer, h);
     const float *vh = j->v + (size_t)(h / j->grp) * j->hd;
+    const int body = j->end_align ? j->L - 1 : j->L; /* renorm: the columns taken at their positions */
     for (int t = t0; t < t1; t++) {
         float *o = j->out + (size_t)t * j->ldo + (size_t)h * j->hd;
-        const uint8_t *r = map + ac_codec_row_offset(codec, Le, t);
-        ac_codec_av_row(codec, r, j->causal ? t + 1 : j->L, vh, j->ldv, j->hd, o);
+        const int src = j->end_align && t == j->L - 1 ? Le - 1 : t; /* the closing token's row */
+        const uint8_t *r = map + ac_codec_row_offset(codec, Le, src);
+        ac_codec_av_row(codec, r, j->causal ? t + 1 : body, vh, j->ldv, j->hd, o);
         if (j->renorm) { /* a longer bidirectional entry: rows renormalised over the first L columns */
-            const double s = ac_codec_row_mass(codec, r, Le, j->L);
+            double s = ac_codec_row_mass(codec, r, Le, body);
+            if (j->end_align) { /* the closing token's column */
+                const float pe = ac_codec_row_value(codec, r, Le, Le - 1);
+                const float *ve = vh + (size_t)(j->L - 1) * j->ldv;
+                for (int d = 0; d < j->hd; d++) o[d] += pe * ve[d];
+                s += pe;
+            }
             const float inv = s > 1e-20 ? (float)(1.0 / s) : 0.0f;
             for (int d = 0; d < j->hd; d++) o[d] *= inv;
         }
@@ -1507,8 +1520,9 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, R = n_rows;
     if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
     const int ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
-    apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
-                   site->heads};
+    apply_job j = {e,   site->layer, L,      R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L,
+                   0,   v,           out,    site->heads};
+    j.end_align = j.renorm && ac_entry_end_aligned(e->tokens, Le, site->tokens, L);
     int nh = H;
     if (site->heads) {
         nh = 0;

@@ -295,6 +295,24 @@ double ac_codec_row_mass(const ac_map_codec *c, const void *row, int n_stored, i
     return s;
 }
 
+float ac_codec_row_value(const ac_map_codec *c, const void *row, int n_stored, int j) {
+    const uint8_t *r = row;
+    if (j < 0 || j >= n_stored) return 0.0f;
+    switch (c->kind) {
+    case AC_CODEC_F32: return ld_f32(r + 4 * (size_t)j);
+    case AC_CODEC_F16: return ac_f16_to_f32(ld_u16(r + 2 * (size_t)j));
+    case AC_CODEC_Q8: return (float)r[4 + j] * ld_f32(r);
+    case AC_CODEC_Q4: return (float)((j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15)) * ld_f32(r);
+    case AC_CODEC_TOPK: {
+        const int kk = AC_MIN(c->topk, n_stored);
+        for (int i = 0; i < kk; i++)
+            if (ld_u16(r + 2 * (size_t)i) == j) return ac_f16_to_f32(ld_u16(r + 2 * (size_t)kk + 2 * (size_t)i));
+        return 0.0f;
+    }
+    }
+    return 0.0f;
+}
+
 void ac_codec_decode_row(const ac_map_codec *c, const void *map, int L, int t, float *row) {
     int n = ac_codec_row_n(c, L, t);
     const uint8_t *r = (const uint8_t *)map + ac_codec_row_offset(c, L, t);

@@ -34,6 +34,7 @@ void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_l
                        double *tv_sum, double *tv_max, float *rq, float *re) {
     const int L = q->n_tokens, Le = e->n_tokens;
     const int stride = L > ROWS_PER_MAP ? (L + ROWS_PER_MAP - 1) / ROWS_PER_MAP : 1;
+    const int align = !causal && ac_entry_end_aligned(e->tokens, Le, q->tokens, L);
     for (int l = 0; l < n_layer; l++)
         for (int h = 0; h < n_head; h++) {
             const size_t lh = (size_t)l * n_head + h;
@@ -41,8 +42,10 @@ void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_l
             double sum = 0;
             int rows = 0;
             for (int t = 0; t < L; t += stride, rows++) {
+                const int te = align && t == L - 1 ? Le - 1 : t; /* as serving aligns the closing token */
                 ac_codec_decode_row(&q->codec, mq, L, t, rq);
-                ac_codec_decode_row(&e->codec, me, Le, t, re);
+                ac_codec_decode_row(&e->codec, me, Le, te, re);
+                if (align) re[L - 1] = re[Le - 1];
                 const int n = causal ? t + 1 : L;
                 double se = 0, d = 0;
                 for (int j = 0; j < n; j++) se += re[j];

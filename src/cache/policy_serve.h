@@ -24,6 +24,13 @@ typedef struct ac_head_rank {
  * served by entry e (e->n_tokens >= q->n_tokens; a longer bidirectional entry
  * through its top-left block, rows renormalised as serving does; causal:
  * row t over keys 0..t). rq, re: scratch of e->n_tokens floats. */
+/* 1 when a longer bidirectional entry (Le > L >= 2 tokens) ends with the query's last token (an
+ * encoder's closing [SEP]): serving it aligns that token, the query's last row and column taken
+ * from the entry's last ones (cache.c apply_task; the ranking compares rows the same way). */
+static inline int ac_entry_end_aligned(const int32_t *et, int Le, const int32_t *qt, int L) {
+    return et && qt && Le > L && L >= 2 && et[Le - 1] == qt[L - 1];
+}
+
 void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_layer, int n_head, int causal,
                        double *tv_sum, double *tv_max, float *rq, float *re);
 /* Finish a ranking from the sums of n_pairs pairs (tv_sum becomes the mean;
