@@ -300,14 +300,14 @@ static double mean_deviation(ac_ctx *cached, int32_t **tok, const int *ntok, con
  * group's; saved as DIR/head_rank.txt (ac_cache_save_head_rank). Returns 0 or 1 (reported). */
 static int rank_heads_by_output(ac_cache *cache, ac_ctx *cached, const ac_model_info *info, int g, int32_t **tok,
                                 const int *ntok, const int *hit, int nq, int nh, const float *ref, float *got, int V,
-                                int dec) {
+                                int dec, int cls) {
     const int NL = info->n_layer, NH = info->n_head, nlh = NL * NH;
     if (g > NH || NH % g) return cli_fail("tune: --rank-group %d does not divide the model's %d heads", g, NH);
     double *dist = calloc((size_t)nlh, sizeof *dist), *worst = calloc((size_t)nlh, sizeof *worst);
     uint8_t *mask = calloc((size_t)nlh, 1);
     int rc = !dist || !worst || !mask ? cli_fail("out of memory") : 0;
     printf("per-head output deviation (%s; groups of %d heads served alone; mean (worst) over %d hitting queries):\n",
-           dec ? "KL" : "1-cos", g, nh);
+           dec ? "KL" : cls ? "KL of the classifier's outputs" : "1-cos", g, nh);
     for (int l = 0; l < NL && !rc; l++) {
         printf("  layer %d:", l);
         for (int h0 = 0; h0 < NH && !rc; h0 += g) {
@@ -323,10 +323,11 @@ static int rank_heads_by_output(ac_cache *cache, ac_ctx *cached, const ac_model_
                 ac_seq s = {tok[q], ntok[q]};
                 ac_outputs o = {0};
                 if (dec) o.logits = got;
+                else if (cls) o.cls = got;
                 else o.pooled = got, o.pooling = AC_POOL_DEFAULT;
                 if (ac_forward(cached, &s, 1, &o) != AC_OK) rc = cli_fail("%s", ac_last_error());
                 else {
-                    const double d = deviation(ref + (size_t)q * V, got, V, dec);
+                    const double d = deviation(ref + (size_t)q * V, got, V, dec || cls);
                     sum += d;
                     if (d > w) w = d;
                 }
@@ -410,8 +411,9 @@ int cmd_tune(int argc, char **argv) {
                    "Ranks the heads by what serving them does to the output instead: on the first N query\n"
                    "lines (default 50; lines not in the cache) that hit, each group of G adjacent heads of a\n"
                    "layer (default 1) is served alone and the output's deviation from the exact one is\n"
-                   "averaged (decoders: KL of the last position; encoders: 1 - cosine of the pooled\n"
-                   "embedding); every head of a group gets its group's value. Saves DIR/head_rank.txt (use\n"
+                   "averaged (decoders: KL of the last position; encoders with a classifier head: KL of\n"
+                   "its outputs; other encoders: 1 - cosine of the pooled embedding); every head of a\n"
+                   "group gets its group's value. Saves DIR/head_rank.txt (use\n"
                    "with --serve-heads rank:K/G).\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
@@ -461,7 +463,9 @@ int cmd_tune(int argc, char **argv) {
     ac_ctx_attach_cache(cached, cache);
     ac_model_info info;
     ac_model_get_info(m, &info);
-    const int NL = info.n_layer, dec = info.causal && info.has_lm_head, V = dec ? info.n_vocab : info.n_embd;
+    const int NL = info.n_layer, dec = info.causal && info.has_lm_head;
+    /* the head ranking of an encoder with a classifier head measures the classifier's outputs */
+    const int cls = rank_heads && !dec && info.n_cls_out > 0, V = dec ? info.n_vocab : cls ? info.n_cls_out : info.n_embd;
     if (NL <= 0 || V <= 0) {
         rc = cli_fail("tune: model has no layers");
         goto out;
@@ -491,6 +495,7 @@ int cmd_tune(int argc, char **argv) {
         ac_seq s = {tok[q], ntok[q]};
         ac_outputs o = {0};
         if (dec) o.logits = ref + (size_t)q * V;
+        else if (cls) o.cls = ref + (size_t)q * V;
         else o.pooled = ref + (size_t)q * V, o.pooling = AC_POOL_DEFAULT;
         if (ac_forward(exact, &s, 1, &o) != AC_OK) {
             rc = cli_fail("line %d: %s", q + 1, ac_last_error());
@@ -498,6 +503,7 @@ int cmd_tune(int argc, char **argv) {
         }
         ac_cache_reset_stats(cache);
         if (dec) o.logits = got;
+        else if (cls) o.cls = got;
         else o.pooled = got;
         if (ac_forward(cached, &s, 1, &o) != AC_OK) {
             rc = cli_fail("line %d: %s", q + 1, ac_last_error());
@@ -513,7 +519,7 @@ int cmd_tune(int argc, char **argv) {
         goto out2;
     }
     if (rank_heads) { /* per-head serving: groups of heads ranked by the output's deviation */
-        rc = rank_heads_by_output(cache, cached, &info, rank_group, tok, ntok, hit, nq, nh, ref, got, V, dec);
+        rc = rank_heads_by_output(cache, cached, &info, rank_group, tok, ntok, hit, nq, nh, ref, got, V, dec, cls);
         goto out2;
     }
     /* one layer at a time */
