@@ -238,7 +238,7 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     "$BIN" tune -m "$STORIES" --cache "$T/cache" --rank-heads -f "$T/q.txt" --rank-group 3 --threshold 1e-4 > /dev/null 2> "$T/e.txt"; rc=$?
     check "tune --rank-group 3 (8 heads): refused by name" "[ $rc -ne 0 ] && grep -q 'does not divide' '$T/e.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
-    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt'"
+    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt' && grep -q 'answers changed: [0-9]* of 8 (right to wrong [0-9]*, wrong to right [0-9]*); class 1 predicted: exact [0-9]*, cache [0-9]*' '$T/ev.txt'"
     # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes
     # (STS-B, 20 pairs = 40 sequences: 4 looked up, then probe intervals 4, 8, 16: 3 probes, 33 skipped);
     # --adapt-floor 0 looks every one up

@@ -652,6 +652,18 @@ int cmd_eval(int argc, char **argv) {
                        cs.head_sites ? 100.0 * (double)cs.head_sites_spanned / (double)cs.head_sites : 0);
         }
         printf("  accuracy change: %+.2f points\n", met1 - met0);
+        if (strcmp(task, "stsb")) { /* classification: which answers the cache changed */
+            int rw = 0, wr = 0, pos0 = 0, pos1 = 0, changed = 0;
+            for (int i = 0; i < n; i++) {
+                const int lab = q.ex[i].label;
+                changed += o0[i].pred != o1[i].pred;
+                rw += o0[i].pred == lab && o1[i].pred != lab;
+                wr += o0[i].pred != lab && o1[i].pred == lab;
+                pos0 += o0[i].pred == 1, pos1 += o1[i].pred == 1;
+            }
+            printf("  answers changed: %d of %d (right to wrong %d, wrong to right %d); class 1 predicted: exact %d, "
+                   "cache %d\n", changed, n, rw, wr, pos0, pos1);
+        }
         /* the hit rate where a lookup pays for itself: its cost over the time a hit saves (hsec1
          * includes the hits' own lookups); a guide for --adapt-floor (its own cache misses not counted) */
         const long long looked = A.seqs - A.skipped;
