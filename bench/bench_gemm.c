@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
     double tot_f = 0, tot_t = 0;
     for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
         ac_act a = {X, M, jobs[i].w->n_in, NULL, 0};
-        ac_gemm_job j = {jobs[i].w, jobs[i].up, &a, Y, NULL, NULL, jobs[i].epi};
+        ac_gemm_job j = {jobs[i].w, jobs[i].up, &a, Y, NULL, NULL, jobs[i].epi, NULL, 0};
         const double fl = 2.0 * M * jobs[i].w->n_out * jobs[i].w->n_in * (jobs[i].up ? 2 : 1);
         double best = 1e30;
         for (int r = 0; r <= reps; r++) { /* r = 0: warm-up */

@@ -480,7 +480,10 @@ typedef struct ac_cache_params {
                              served layer a hit takes from the map, the others computed exactly:
                              NULL or "all" (default: every head, as before), "none", "rank:K" (the
                              K most stable (layer, head) pairs of DIR/head_rank.txt, written by
-                             ac_cache_rank_heads) or a list "L.H,L.H,..." ("L.*": all of layer L).
+                             ac_cache_rank_heads), "rank:K/G" (the same in the K/G most stable
+                             groups of G adjacent heads of a layer: with G * head_dim a multiple
+                             of 64, a served group's Q/K projection columns are skipped) or a list
+                             "L.H,L.H,..." ("L.*": all of layer L).
                              A layer none of whose heads is served is not served; read at open */
 } ac_cache_params;
 
@@ -629,6 +632,13 @@ int ac_cache_get_head_spans(const ac_cache *cache, int *span, int *n_sink, int *
  * table. *n_pairs (optional): pairs found (AC_ERR_CACHE when none). Any
  * thread. */
 int ac_cache_rank_heads(ac_cache *cache, int max_entries, void *report, int *n_pairs);
+/* Save a ranking measured elsewhere as DIR/head_rank.txt (what serve_heads "rank:K" reads), e.g.
+ * `attncache tune --rank-heads -f queries`: the output's deviation when one group of heads alone is
+ * served. dist [n_layer * n_head] (layer-major): each head's distance, lower served first (ties: the
+ * lower index); worst (NULL: dist): its worst case; values in [0, 1] (AC_ERR_ARG naming the head
+ * otherwise); n_measured (>= 1): how many measurements each averages (the file's "pairs").
+ * Written as ac_cache_save_policy writes policy.txt (temp, fsync, rename). Any thread. */
+int ac_cache_save_head_rank(ac_cache *cache, const double *dist, const double *worst, int n_measured);
 /* Set / read the served heads directly: mask [n_layer * n_head] (layer-major,
  * 1 = served on a hit in a served layer; copied). NULL on set: every head. Any
  * thread; a forward call already past its lookups keeps the mask it read. */

@@ -362,6 +362,48 @@ static void test_fused_across_levels(void **state) {
 }
 
 /* A hostile TOPK row (indices past the row) must not read outside V. */
+/* ac_codec_row_mass: the sum of a stored row's first n columns (a longer entry served over n)
+ * equals the sum of its decoded values, for every codec (Q8/Q4 sum the codes, then scale: within
+ * 1e-6), n from 1 to the row's length; top-k rows count only their entries below n;
+ * ac_codec_row_value gives each column's decoded value. */
+static void test_row_mass(void **state) {
+    (void)state;
+    const int L = 77;
+    float *P = (float *)mallocCheck((size_t)L * L * sizeof(float)), *row = (float *)mallocCheck((size_t)L * sizeof(float));
+    synth_map(P, L, 0, -1);
+    for (int ci = 0; ci < N_CODECS; ci++) {
+        const ac_map_codec *c = &all_codecs[ci];
+        uint8_t *map = (uint8_t *)mallocCheck(ac_codec_map_bytes(c, L));
+        assert_int_equal(ac_codec_encode(c, P, L, map), AC_OK);
+        for (int t = 0; t < L; t += 7) {
+            ac_codec_decode_row(c, map, L, t, row);
+            const uint8_t *r = map + ac_codec_row_offset(c, L, t);
+            for (int n = 1; n <= L; n += 5) {
+                double want = 0;
+                for (int j = 0; j < n; j++) want += row[j];
+                const double got = ac_codec_row_mass(c, r, L, n);
+                assert_true(fabs(got - want) <= 1e-6 * (want + 1e-3));
+            }
+            if (c->kind == AC_CODEC_F32 || c->kind == AC_CODEC_F16) /* a whole row: 1 */
+                assert_true(fabs(ac_codec_row_mass(c, r, L, L) - 1.0) < 1e-3);
+            assert_true(ac_codec_row_mass(c, r, L, 0) == 0.0);
+            for (int j = -1; j <= L; j++) /* ac_codec_row_value: the decoded value, 0 outside the row */
+                assert_true(ac_codec_row_value(c, r, L, j) == (j >= 0 && j < L ? row[j] : 0.0f));
+        }
+        free(map);
+    }
+    /* a hostile top-k row: an index past n (65535) is not counted */
+    ac_map_codec c = {AC_CODEC_TOPK, 0, 4};
+    uint8_t r[16];
+    uint16_t idx[4] = {0, 4, 5, 65535}, val[4];
+    for (int i = 0; i < 4; i++) val[i] = ac_f32_to_f16(0.25f);
+    memcpy(r, idx, 8);
+    memcpy(r + 8, val, 8);
+    assert_true(fabs(ac_codec_row_mass(&c, r, 6, 5) - 0.5) < 1e-9);
+    assert_true(fabs(ac_codec_row_mass(&c, r, 6, 6) - 0.75) < 1e-9);
+    free(P), free(row);
+}
+
 static void test_fused_hostile_topk(void **state) {
     (void)state;
     ac_map_codec c = {AC_CODEC_TOPK, 0, 4};
@@ -485,6 +527,7 @@ int main(void) {
         cmocka_unit_test(test_encode_rejects),
         cmocka_unit_test(test_fused_vs_reference),
         cmocka_unit_test(test_fused_across_levels),
+        cmocka_unit_test(test_row_mass),
         cmocka_unit_test(test_fused_hostile_topk),
         cmocka_unit_test(test_fused_hostile_scale),
         cmocka_unit_test(test_error_table),

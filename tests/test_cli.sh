@@ -232,8 +232,13 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     check "eval --serve-heads rank:5: 5 of 40 (layer, head) pairs served per hit, reported" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 4 --cache '$T/cache' --threshold 1e9 --serve-heads rank:5 2>&1 | grep -q 'per-head serving (--serve-heads): 12.5% of the hits'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/cache" --serve-heads rank:9999 > /dev/null 2> "$T/e.txt"; rc=$?
     check "eval --serve-heads rank:9999: refused by name" "[ $rc -ne 0 ] && grep -q 'bad serve-heads' '$T/e.txt'"
+    # the output ranking: groups of 2 heads served alone on the hitting queries, saved; rank:4/2 serves 2 groups
+    check "tune --rank-heads -f --rank-group 2: output deviation per group, saved" "'$BIN' tune -m '$STORIES' --cache '$T/cache' --rank-heads -f '$T/q.txt' --rank-group 2 --threshold 1e-4 --limit 20 2>/dev/null | grep -q 'saved head_rank.txt: 20 groups of 2 heads ranked' && [ \$(tail -n +3 '$T/cache/head_rank.txt' | wc -l) -eq 40 ]"
+    check "eval --serve-heads rank:4/2: 4 of 40 pairs served per hit" "'$BIN' eval --task stsb -m '$STORIES' --data '$DATA' --limit 4 --cache '$T/cache' --threshold 1e9 --serve-heads rank:4/2 2>&1 | grep -q 'per-head serving (--serve-heads): 10.0% of the hits'"
+    "$BIN" tune -m "$STORIES" --cache "$T/cache" --rank-heads -f "$T/q.txt" --rank-group 3 --threshold 1e-4 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "tune --rank-group 3 (8 heads): refused by name" "[ $rc -ne 0 ] && grep -q 'does not divide' '$T/e.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
-    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt'"
+    check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt' && grep -q 'answers changed: [0-9]* of 8 (right to wrong [0-9]*, wrong to right [0-9]*); class 1 predicted: exact [0-9]*, cache [0-9]*' '$T/ev.txt'"
     # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes
     # (STS-B, 20 pairs = 40 sequences: 4 looked up, then probe intervals 4, 8, 16: 3 probes, 33 skipped);
     # --adapt-floor 0 looks every one up

@@ -143,7 +143,7 @@ static void test_gemm(void **st) {
             for (int i = 0; i < M * N; i++) Y[lv][e][i] = 0.25f; /* what ACCUM adds to */
             ac_act a = {X, M, K, NULL, 0};
             ac_gemm_job j = {&mw, epis[e] == AC_EPI_SWIGLU ? &mu : NULL, &a, Y[lv][e], NULL,
-                             epis[e] == AC_EPI_SWIGLU ? NULL : b, epis[e]};
+                             epis[e] == AC_EPI_SWIGLU ? NULL : b, epis[e], NULL, 0};
             assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
             /* rows 4..8 alone (M = 5): bitwise the rows of the whole product */
             for (int i = 0; i < 5 * N; i++) Y5[i] = 0.25f;
@@ -193,6 +193,53 @@ static void test_gemm(void **st) {
  * rows split 4 + 4 style); 1800 x 77 goes row block by row block (X of 2.1 MB, far larger than
  * W). Every level: a 7-row product alone is bitwise the same rows of the whole one, sampled
  * rows within f32 rounding of double sums; AVX2 bitwise equal to AVX-512. */
+/* ac_gemm_job.skip (per-head serving's Q/K projections): a 64-column panel whose columns are all
+ * unwanted is left unwritten; every other column, a partly unwanted panel's included, is bitwise
+ * the product without skip; at every level, F32 in place and (where the CPU has it) packed BF16. */
+static void test_gemm_skip(void **st) {
+    (void)st;
+    enum { M = 50, N = 192, K = 96, HD = 32 }; /* 3 panels of 2 "heads" of 32 columns */
+    float *W = malloc(N * K * 4), *X = malloc(M * K * 4), *b = malloc(N * 4);
+    float *Yf = malloc(M * N * 4), *Ys = malloc(M * N * 4);
+    uint64_t rs = 7;
+    for (int i = 0; i < N * K; i++) W[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 16777216.0f - 0.5f;
+    for (int i = 0; i < M * K; i++) X[i] = (float)((rs = rs * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 8388608.0f - 1.0f;
+    for (int i = 0; i < N; i++) b[i] = 0.01f * (float)(i % 5);
+    /* heads 0, 1 (panel 0: skipped), 3 (half of panel 1: computed), 5 (half of panel 2: computed) */
+    const uint8_t skip[N / HD] = {1, 1, 0, 1, 0, 1};
+    for (int lv = AC_CPU_SCALAR; lv <= ac_cpu_hw_level(); lv++)
+        for (int bf = 0; bf < 2; bf++) {
+            if (bf && !ac_bf16_gemm_at(lv)) continue;
+            small_ctx s;
+            small_open(&s, lv);
+            ac_mat mw = f32_mat("w", W, N, K);
+            if (bf) assert_int_equal(ac_bf16_pack(&mw), AC_OK);
+            ac_act a = {X, M, K, malloc(M * K * 2), 0};
+            for (int i = 0; i < M * N; i++) Yf[i] = Ys[i] = 7.0f;
+            ac_gemm_job j = {&mw, NULL, &a, Yf, NULL, b, AC_EPI_STORE, NULL, 0};
+            assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+            j.Y = Ys, j.skip = skip, j.skip_w = HD;
+            assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    const float got = Ys[m * N + n];
+                    if (n < 64) assert_true(got == 7.0f); /* the skipped panel: untouched */
+                    else assert_memory_equal(&got, &Yf[m * N + n], 4);
+                    assert_true(Yf[m * N + n] != 7.0f);
+                }
+            /* no column unwanted with a mask: every column written */
+            const uint8_t none[N / HD] = {0};
+            for (int i = 0; i < M * N; i++) Ys[i] = 7.0f;
+            j.skip = none;
+            assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
+            assert_memory_equal(Ys, Yf, M * N * 4);
+            if (bf) free(mw.packed);
+            free(a.bf16);
+            small_close(&s);
+        }
+    free(W), free(X), free(b), free(Yf), free(Ys);
+}
+
 static void test_gemm_blocks(void **st) {
     (void)st;
     const int shapes[2][3] = {{390, 200, 300}, {1800, 77, 300}};
@@ -213,7 +260,7 @@ static void test_gemm_blocks(void **st) {
                 Y[lv][e] = malloc((size_t)M * N * 4);
                 for (int i = 0; i < M * N; i++) Y[lv][e][i] = 0.25f;
                 ac_act a = {X, M, K, NULL, 0};
-                ac_gemm_job j = {&mw, epis[e] == AC_EPI_SWIGLU ? &mu : NULL, &a, Y[lv][e], NULL, NULL, epis[e]};
+                ac_gemm_job j = {&mw, epis[e] == AC_EPI_SWIGLU ? &mu : NULL, &a, Y[lv][e], NULL, NULL, epis[e], NULL, 0};
                 assert_int_equal(ac_own_gemm_run(s.c, &j, 1), AC_OK);
                 for (int i = 0; i < 7 * N; i++) Y7[i] = 0.25f;
                 ac_act a7 = {X + (size_t)m7 * K, 7, K, NULL, 0};
@@ -549,6 +596,7 @@ int main(void) {
         cmocka_unit_test(test_exp),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_blocks),
+        cmocka_unit_test(test_gemm_skip),
         cmocka_unit_test(test_forward_levels),
         cmocka_unit_test(test_level_errors),
         cmocka_unit_test(test_two_levels_one_model),

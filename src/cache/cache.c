@@ -1463,14 +1463,19 @@ static int hook_serve_heads(void *user, const ac_attn_site *site, uint8_t *mask)
 /* out[t][h*hd + d] = sum_j P_h[t][j] V[j][g*hd + d], g = h / (H/Hkv), from
  * the stored compressed rows (decoded inside the A.V kernel). A longer
  * entry serves through its top-left L x L block (causal: exact prefix;
- * bidirectional with allow_longer: rows renormalised). Runs on the
- * context's own thread pool: tasks of one head x 16 rows. */
+ * bidirectional with allow_longer: rows renormalised by their mass over
+ * the first L columns, ac_codec_row_mass, no row decoded; when the entry ends
+ * with the query's last token — [SEP] — that token is aligned: the query's
+ * last row is the entry's last row, and the last column the entry's last
+ * column, so the mass a head puts on the closing token stays on it instead of
+ * spreading over the content). Runs on the context's own thread pool: tasks
+ * of one head x 16 rows. */
 typedef struct apply_job {
     const ac_store_entry *e;
     int layer, L, nrows, H, grp, hd, ldv, ldo, causal, renorm; /* rows [0, nrows) of L */
+    int end_align; /* renorm: the entry's last token is the query's (end_aligned) */
     const float *v;
     float *out;
-    float **rowbuf;       /* [n threads][Le] when renorm */
     const uint8_t *heads; /* [H] 1: serve head h (site->heads); NULL: every head */
 } apply_job;
 
@@ -1478,8 +1483,8 @@ typedef struct apply_job {
 
 /* one task: head h = task / nb, rows [16 (task % nb), +16); ith: the thread running it */
 static void apply_task(void *arg, int task, int ith) {
+    (void)ith;
     const apply_job *j = arg;
-    float *row = j->renorm ? j->rowbuf[ith] : NULL;
     const ac_store_entry *e = j->e;
     const ac_map_codec *codec = &e->codec;
     const int Le = e->n_tokens, nb = (j->nrows + APPLY_ROWS - 1) / APPLY_ROWS;
@@ -1487,13 +1492,20 @@ static void apply_task(void *arg, int task, int ith) {
     if (j->heads && !j->heads[h]) return; /* computed by the forward (per-head serving) */
     const uint8_t *map = ac_store_entry_map(e, j->H, j->layer, h);
     const float *vh = j->v + (size_t)(h / j->grp) * j->hd;
+    const int body = j->end_align ? j->L - 1 : j->L; /* renorm: the columns taken at their positions */
     for (int t = t0; t < t1; t++) {
         float *o = j->out + (size_t)t * j->ldo + (size_t)h * j->hd;
-        ac_codec_av_row(codec, map + ac_codec_row_offset(codec, Le, t), j->causal ? t + 1 : j->L, vh, j->ldv, j->hd, o);
+        const int src = j->end_align && t == j->L - 1 ? Le - 1 : t; /* the closing token's row */
+        const uint8_t *r = map + ac_codec_row_offset(codec, Le, src);
+        ac_codec_av_row(codec, r, j->causal ? t + 1 : body, vh, j->ldv, j->hd, o);
         if (j->renorm) { /* a longer bidirectional entry: rows renormalised over the first L columns */
-            ac_codec_decode_row(codec, map, Le, t, row);
-            double s = 0;
-            for (int k = 0; k < j->L; k++) s += row[k];
+            double s = ac_codec_row_mass(codec, r, Le, body);
+            if (j->end_align) { /* the closing token's column */
+                const float pe = ac_codec_row_value(codec, r, Le, Le - 1);
+                const float *ve = vh + (size_t)(j->L - 1) * j->ldv;
+                for (int d = 0; d < j->hd; d++) o[d] += pe * ve[d];
+                s += pe;
+            }
             const float inv = s > 1e-20 ? (float)(1.0 / s) : 0.0f;
             for (int d = 0; d < j->hd; d++) o[d] *= inv;
         }
@@ -1507,26 +1519,17 @@ static int hook_apply(void *user, const ac_attn_site *site, int n_rows, const fl
     const ac_store_entry *e = &a->ss[site->seq].e;
     const int L = site->n_tokens, Le = e->n_tokens, H = site->n_head, R = n_rows;
     if (R < 1 || R > L) return ac_err(AC_ERR_INTERNAL, "cache: apply of %d rows of %d", R, L);
-    const int nthr = ac_ctx_threads(a->ctx), ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
-    apply_job j = {e, site->layer, L, R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L, v, out,
-                   NULL, site->heads};
+    const int ntask = H * ((R + APPLY_ROWS - 1) / APPLY_ROWS);
+    apply_job j = {e,   site->layer, L,      R, H, H / n_head_kv, hd, ldv, ldo, c->causal, !c->causal && Le > L,
+                   0,   v,           out,    site->heads};
+    j.end_align = j.renorm && ac_entry_end_aligned(e->tokens, Le, site->tokens, L);
     int nh = H;
     if (site->heads) {
         nh = 0;
         for (int h = 0; h < H; h++) nh += site->heads[h] != 0;
     }
-    int rc = AC_OK;
-    if (j.renorm) {
-        if (!(j.rowbuf = AC_CALLOC((size_t)nthr, sizeof *j.rowbuf))) rc = AC_ERR_NOMEM;
-        for (int i = 0; !rc && i < nthr; i++)
-            if (!(j.rowbuf[i] = AC_MALLOC((size_t)Le * sizeof(float)))) rc = AC_ERR_NOMEM;
-    }
-    if (!rc) /* little work: the caller alone, no barrier */
-        ac_ctx_run_tasks(a->ctx, ntask, (double)R * L * H * hd < 2e5, apply_task, &j);
-    if (j.rowbuf)
-        for (int i = 0; i < nthr; i++) free(j.rowbuf[i]);
-    free(j.rowbuf);
-    if (rc) return ac_err(rc, "cache: out of memory serving a map");
+    /* little work: the caller alone, no barrier */
+    ac_ctx_run_tasks(a->ctx, ntask, (double)R * L * H * hd < 2e5, apply_task, &j);
     const ac_map_codec *codec = &e->codec;
     atomic_fetch_add_explicit(&c->n.bytes_read,
                               (uint64_t)nh * (ac_codec_row_offset(codec, Le, R - 1) +
@@ -1971,6 +1974,33 @@ int ac_cache_rank_heads(ac_cache *c, int max_entries, void *report, int *n_pairs
     pthread_mutex_unlock(&c->wmu);
     free(rq);
     free(re);
+    ac_head_rank_free(&r);
+    return rc;
+}
+
+int ac_cache_save_head_rank(ac_cache *c, const double *dist, const double *worst, int n_measured) {
+    if (!c || !dist || n_measured < 1) return ac_err(AC_ERR_ARG, "ac_cache_save_head_rank: invalid argument");
+    const int nlh = c->n_layer * c->n_head;
+    for (int i = 0; i < nlh; i++) {
+        const double w = worst ? worst[i] : dist[i];
+        if (!(dist[i] >= 0 && dist[i] <= 1) || !(w >= 0 && w <= 1))
+            return ac_err(AC_ERR_ARG, "ac_cache_save_head_rank: layer %d head %d: distance %g (worst %g) outside [0, 1]",
+                          i / c->n_head, i % c->n_head, dist[i], w);
+    }
+    ac_head_rank r;
+    memset(&r, 0, sizeof r);
+    r.n_layer = c->n_layer, r.n_head = c->n_head, r.n_pairs = n_measured, r.threshold = c->p.threshold;
+    r.tv = AC_MALLOC((size_t)nlh * sizeof *r.tv);
+    r.tv_max = AC_MALLOC((size_t)nlh * sizeof *r.tv_max);
+    r.order = AC_MALLOC((size_t)nlh * sizeof *r.order);
+    int rc = r.tv && r.tv_max && r.order ? AC_OK : ac_err(AC_ERR_NOMEM, "cache: out of memory saving a head ranking");
+    if (!rc) {
+        for (int i = 0; i < nlh; i++) r.tv[i] = dist[i], r.tv_max[i] = worst ? worst[i] : dist[i];
+        ac_head_rank_sort(&r);
+        pthread_mutex_lock(&c->wmu); /* one writer of the directory's files */
+        rc = ac_head_rank_save(c->dir, &r);
+        pthread_mutex_unlock(&c->wmu);
+    }
     ac_head_rank_free(&r);
     return rc;
 }

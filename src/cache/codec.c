@@ -257,6 +257,62 @@ static void decode_row_n(const ac_map_codec *c, const uint8_t *r, int n, float *
     }
 }
 
+double ac_codec_row_mass(const ac_map_codec *c, const void *row, int n_stored, int n) {
+    const uint8_t *r = row;
+    n = AC_MAX(0, AC_MIN(n, n_stored));
+    double s = 0;
+    switch (c->kind) {
+    case AC_CODEC_F32:
+        for (int j = 0; j < n; j++) s += ld_f32(r + 4 * (size_t)j);
+        break;
+    case AC_CODEC_F16:
+        for (int j = 0; j < n; j++) s += ac_f16_to_f32(ld_u16(r + 2 * (size_t)j));
+        break;
+    case AC_CODEC_Q8: { /* integer sum of the codes, then the row's scale */
+        uint32_t q = 0;
+        for (int j = 0; j < n; j++) q += r[4 + j];
+        s = (double)ld_f32(r) * q;
+        break;
+    }
+    case AC_CODEC_Q4: {
+        uint32_t q = 0;
+        for (int j = 0; j < n; j++) q += (j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15);
+        s = (double)ld_f32(r) * q;
+        break;
+    }
+    case AC_CODEC_TOPK: { /* k entries, not n columns; values widened 64 at a time (F16C where it runs) */
+        const int kk = AC_MIN(c->topk, n_stored);
+        float v[64];
+        for (int i0 = 0; i0 < kk; i0 += 64) {
+            const int m = AC_MIN(64, kk - i0);
+            ac_fp16_row_to_fp32(r + 2 * (size_t)kk + 2 * (size_t)i0, v, m);
+            for (int i = 0; i < m; i++)
+                if (ld_u16(r + 2 * (size_t)(i0 + i)) < n) s += v[i];
+        }
+        break;
+    }
+    }
+    return s;
+}
+
+float ac_codec_row_value(const ac_map_codec *c, const void *row, int n_stored, int j) {
+    const uint8_t *r = row;
+    if (j < 0 || j >= n_stored) return 0.0f;
+    switch (c->kind) {
+    case AC_CODEC_F32: return ld_f32(r + 4 * (size_t)j);
+    case AC_CODEC_F16: return ac_f16_to_f32(ld_u16(r + 2 * (size_t)j));
+    case AC_CODEC_Q8: return (float)r[4 + j] * ld_f32(r);
+    case AC_CODEC_Q4: return (float)((j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15)) * ld_f32(r);
+    case AC_CODEC_TOPK: {
+        const int kk = AC_MIN(c->topk, n_stored);
+        for (int i = 0; i < kk; i++)
+            if (ld_u16(r + 2 * (size_t)i) == j) return ac_f16_to_f32(ld_u16(r + 2 * (size_t)kk + 2 * (size_t)i));
+        return 0.0f;
+    }
+    }
+    return 0.0f;
+}
+
 void ac_codec_decode_row(const ac_map_codec *c, const void *map, int L, int t, float *row) {
     int n = ac_codec_row_n(c, L, t);
     const uint8_t *r = (const uint8_t *)map + ac_codec_row_offset(c, L, t);

@@ -76,6 +76,12 @@ int ac_codec_encode(const ac_map_codec *c, const float *P, int L, void *dst);
 /* ---- plain references ------------------------------------------------------------ */
 /* Decode row t to row[L] (zeros beyond the stored columns / for dropped top-k). */
 void ac_codec_decode_row(const ac_map_codec *c, const void *map, int L, int t, float *row);
+/* Sum of a stored row's weights in its columns [0, n) (n <= n_stored, its stored columns),
+ * without decoding the row: TOPK reads its k entries, Q8/Q4 sum the codes before the scale.
+ * What serving a longer entry's row over the first n columns renormalises by. */
+double ac_codec_row_mass(const ac_map_codec *c, const void *row, int n_stored, int n);
+/* The weight of column j of a stored row of n_stored columns (0 outside them, or dropped by top-k). */
+float ac_codec_row_value(const ac_map_codec *c, const void *row, int n_stored, int j);
 /* Decode the whole map to P[L][L]. */
 void ac_codec_decode(const ac_map_codec *c, const void *map, int L, float *P);
 /* Reference A.V: out[t][d] = sum_j p_tj V[j][d] via decode_row (double accumulation).

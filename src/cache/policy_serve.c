@@ -35,6 +35,7 @@ void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_l
                        double *tv_sum, double *tv_max, float *rq, float *re) {
     const int L = q->n_tokens, Le = e->n_tokens;
     const int stride = L > ROWS_PER_MAP ? (L + ROWS_PER_MAP - 1) / ROWS_PER_MAP : 1;
+    const int align = !causal && ac_entry_end_aligned(e->tokens, Le, q->tokens, L);
     for (int l = 0; l < n_layer; l++)
         for (int h = 0; h < n_head; h++) {
             const size_t lh = (size_t)l * n_head + h;
@@ -42,8 +43,10 @@ void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_l
             double sum = 0;
             int rows = 0;
             for (int t = 0; t < L; t += stride, rows++) {
+                const int te = align && t == L - 1 ? Le - 1 : t; /* as serving aligns the closing token */
                 ac_codec_decode_row(&q->codec, mq, L, t, rq);
-                ac_codec_decode_row(&e->codec, me, Le, t, re);
+                ac_codec_decode_row(&e->codec, me, Le, te, re);
+                if (align) re[L - 1] = re[Le - 1];
                 const int n = causal ? t + 1 : L;
                 double se = 0, d = 0;
                 for (int j = 0; j < n; j++) se += re[j];
@@ -61,6 +64,11 @@ void ac_head_rank_pair(const ac_store_entry *q, const ac_store_entry *e, int n_l
 void ac_head_rank_finish(ac_head_rank *r) {
     const int n = r->n_layer * r->n_head;
     for (int i = 0; i < n; i++) r->tv[i] = r->n_pairs ? r->tv[i] / r->n_pairs : 0;
+    ac_head_rank_sort(r);
+}
+
+void ac_head_rank_sort(ac_head_rank *r) {
+    const int n = r->n_layer * r->n_head;
     for (int i = 0; i < n; i++) { /* insertion sort (a few thousand pairs at most): stable, ties by index */
         int j = i;
         while (j > 0 && r->tv[r->order[j - 1]] > r->tv[i]) {
@@ -155,6 +163,29 @@ void ac_head_rank_print(FILE *f, const ac_head_rank *r) {
     free(rank);
 }
 
+/* The n_take most stable groups of g adjacent heads (h / g equal, one layer): a group's
+ * distance is the mean of its heads' (ties: the lower index first). Served whole, a group of
+ * heads whose columns fill the GEMM panels lets the forward skip their Q and K projection. */
+static int serve_groups(const ac_head_rank *r, int g, int n_take, uint8_t *mask) {
+    const int ng = r->n_layer * r->n_head / g;
+    uint8_t *taken = AC_CALLOC((size_t)ng, 1);
+    if (!taken) return ac_err(AC_ERR_NOMEM, "out of memory choosing head groups");
+    for (int t = 0; t < n_take; t++) {
+        int best = -1;
+        double bd = 0;
+        for (int i = 0; i < ng; i++) {
+            if (taken[i]) continue;
+            double d = 0;
+            for (int h = 0; h < g; h++) d += r->tv[i * g + h];
+            if (best < 0 || d < bd) best = i, bd = d;
+        }
+        taken[best] = 1;
+        memset(mask + (size_t)best * g, 1, (size_t)g);
+    }
+    free(taken);
+    return AC_OK;
+}
+
 int ac_serve_heads_parse(const char *dir, const char *spec, int n_layer, int n_head, uint8_t *mask) {
     const int n = n_layer * n_head;
     if (!spec || !strcmp(spec, "all")) {
@@ -167,14 +198,23 @@ int ac_serve_heads_parse(const char *dir, const char *spec, int n_layer, int n_h
         char *end;
         errno = 0;
         const long k = strtol(spec + 5, &end, 10);
+        long g = 1; /* rank:K/G: whole groups of G adjacent heads */
+        if (end != spec + 5 && *end == '/' && !errno) {
+            const char *gs = end + 1;
+            g = strtol(gs, &end, 10);
+            if (end == gs || g < 1 || g > n_head || n_head % g || k % g)
+                return ac_err(AC_ERR_ARG, "bad serve-heads '%s' (rank:K/G: G divides %d heads and K)", spec, n_head);
+        }
         if (end == spec + 5 || *end || errno || k < 0 || k > n)
             return ac_err(AC_ERR_ARG, "bad serve-heads '%s' (rank:K with 0 <= K <= %d)", spec, n);
         ac_head_rank r;
-        const int rc = ac_head_rank_load(dir, n_layer, n_head, &r);
+        int rc = ac_head_rank_load(dir, n_layer, n_head, &r);
         if (rc) return rc;
-        for (long i = 0; i < k; i++) mask[r.order[i]] = 1;
+        if (g == 1)
+            for (long i = 0; i < k; i++) mask[r.order[i]] = 1;
+        else rc = serve_groups(&r, (int)g, (int)(k / g), mask);
         ac_head_rank_free(&r);
-        return AC_OK;
+        return rc;
     }
     for (const char *s = spec; *s;) { /* L.H or L.* */
         char *end;

@@ -473,7 +473,7 @@ int ac_ctx_gemm(ac_ctx *c, ac_gemm_job *jobs, int n_jobs) {
 /* The own kernels behind the plain backend interface (one job). */
 static int own_matmul(ac_ctx *c, const ac_mat *W, ac_act *X, float *Y, const float *bias, int accumulate) {
     if (!ac_ctx_gemm_fast(c, W)) return ac_gemm_blas_ops.matmul(c, W, X, Y, bias, accumulate);
-    ac_gemm_job j = {W, NULL, X, Y, NULL, bias, accumulate ? AC_EPI_ACCUM : AC_EPI_STORE};
+    ac_gemm_job j = {W, NULL, X, Y, NULL, bias, accumulate ? AC_EPI_ACCUM : AC_EPI_STORE, NULL, 0};
     return ac_own_gemm_run(c, &j, 1);
 }
 
@@ -512,6 +512,8 @@ typedef struct fwd_plan {
     uint8_t *rec;         /* [n_seq] 1: record the map of this site */
     uint8_t *hpart;       /* [n_seq] 1: the hook serves only some heads of this site (serve_heads) */
     uint8_t *hmask;       /* [n_seq][n_head] those heads (1: from the hook's maps), when hpart */
+    uint8_t *kvmask;      /* [n_seq][n_head_kv] 1: every query head of K/V head g served (its K not
+                             projected), when hpart */
     int *row_seq;         /* [T] sequence of each row */
     int *row_pos;         /* [T] position of each row in its sequence */
     int att_bf_ok;        /* 1: the attention wrote the bf16 copy of every row (no hook apply) */
@@ -564,8 +566,11 @@ static void rope_rows(ac_ctx *c, const void *arg, int r0, int r1) {
 /* Q, K, V projections (+ RoPE for decoders): V for every row; Q and K only for
  * the rows of sequences without a supplied map, as GEMMs over runs of
  * consecutive such sequences; a partly served sequence (rows [0, srv) from
- * the hook) projects K for all its rows and Q for rows [srv, L) only. All of them run as one parallel region when the
- * weights are packed for the BF16 kernel. X: [T][D] input. */
+ * the hook) projects K for all its rows and Q for rows [srv, L) only; a sequence
+ * served per head (hpart) on every row is a run of its own whose Q and K GEMMs skip the
+ * columns of the served heads (ac_gemm_job.skip: whole 64-column panels; the computed heads'
+ * columns are bitwise what the full projection gives). All of them run as one parallel
+ * region when the weights are packed for the BF16 kernel. X: [T][D] input. */
 static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *pl) {
     const ac_model *m = c->model;
     const ac_hparams *hp = &m->hp;
@@ -573,14 +578,19 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
     ac_gemm_job jobs[16];
     ac_act sub[8];
     int nj = 0, ns = 0, rc;
-    jobs[nj++] = (ac_gemm_job){&L->wv, NULL, X, c->v, NULL, L->bv, AC_EPI_STORE};
+    jobs[nj++] = (ac_gemm_job){&L->wv, NULL, X, c->v, NULL, L->bv, AC_EPI_STORE, NULL, 0};
     for (int s = 0; s < pl->n_seq;) {
         if (qk_none(pl, s)) {
             s++;
             continue;
         }
         int e = s + 1, part = q_skip(pl, s); /* a partly served sequence is a run of its own */
-        while (!part && e < pl->n_seq && !qk_none(pl, e) && !q_skip(pl, e)) e++;
+        const int alone = part || pl->hpart[s];
+        while (!alone && e < pl->n_seq && !qk_none(pl, e) && !q_skip(pl, e) && !pl->hpart[e]) e++;
+        /* (a site whose last rows are computed for every head, srv < L, projects them all) */
+        const int hskip = pl->hpart[s] && pl->srv[s] >= pl->seqs[s].n_tokens;
+        const uint8_t *qskip = hskip ? pl->hmask + (size_t)s * hp->n_head : NULL;
+        const uint8_t *kskip = hskip ? pl->kvmask + (size_t)s * hp->n_head_kv : NULL;
         const int r0 = pl->off[s], r1 = e < pl->n_seq ? pl->off[e] : pl->T;
         if (ns >= 7) { /* flush a full job list */
             if ((rc = ac_ctx_gemm(c, jobs, nj))) return rc;
@@ -593,8 +603,10 @@ static int project_qkv(ac_ctx *c, const ac_layer *L, ac_act *X, const fwd_plan *
             aq = &sub[ns++];
             *aq = act(X->x + (size_t)(r0 + part) * D, X->bf16 + (size_t)(r0 + part) * D, r1 - r0 - part, D, X->bf16_ok);
         }
-        jobs[nj++] = (ac_gemm_job){&L->wq, NULL, aq, c->q + (size_t)(r0 + part) * QD, NULL, L->bq, AC_EPI_STORE};
-        jobs[nj++] = (ac_gemm_job){&L->wk, NULL, a, c->k + (size_t)r0 * KVD, NULL, L->bk, AC_EPI_STORE};
+        jobs[nj++] = (ac_gemm_job){&L->wq, NULL, aq, c->q + (size_t)(r0 + part) * QD, NULL, L->bq, AC_EPI_STORE,
+                                   qskip, hp->head_dim};
+        jobs[nj++] = (ac_gemm_job){&L->wk, NULL, a, c->k + (size_t)r0 * KVD, NULL, L->bk, AC_EPI_STORE,
+                                   kskip, hp->head_dim};
         s = e;
     }
     if (nj && (rc = ac_ctx_gemm(c, jobs, nj))) return rc;
@@ -719,7 +731,15 @@ static int attention_block(ac_ctx *c, int il, const ac_layer *L, ac_act *X, fwd_
                 memset(mask, 1, (size_t)hp->n_head);
                 const int nh = c->hook.serve_heads(c->hook.user, &site, mask);
                 if (nh <= 0) r = 0; /* no head served after all: the site is computed */
-                else if (nh < hp->n_head) pl->hpart[s] = 1;
+                else if (nh < hp->n_head) {
+                    pl->hpart[s] = 1;
+                    uint8_t *kvm = pl->kvmask + (size_t)s * hp->n_head_kv;
+                    const int grp = hp->n_head / hp->n_head_kv;
+                    for (int g = 0; g < hp->n_head_kv; g++) {
+                        kvm[g] = 1;
+                        for (int h = g * grp; h < (g + 1) * grp; h++) kvm[g] &= mask[h] != 0;
+                    }
+                }
             }
             pl->srv[s] = r;
         }
@@ -890,7 +910,7 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, const ac_mat *next, doub
     if (rc) return rc;
     /* x += att Wo^T (+ bo) */
     ac_act A = act(c->att, c->att_bf, T, QD, pl->att_bf_ok);
-    ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
+    ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM, NULL, 0};
     gemm_then(c, &L->w_gate, &L->w_up);
     rc = ac_ctx_gemm(c, &jo, 1);
     gemm_then(c, NULL, NULL);
@@ -904,13 +924,13 @@ static int layer_llama(ac_ctx *c, int il, fwd_plan *pl, const ac_mat *next, doub
     const int down_bf = reads_bf16_only(c, &L->w_down);
     const int skip_f32 = down_bf && ac_ctx_gemm_fast(c, &L->w_gate) && ac_ctx_gemm_fast(c, &L->w_up);
     ac_gemm_job jg = {&L->w_gate, &L->w_up, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, NULL,
-                      AC_EPI_SWIGLU};
+                      AC_EPI_SWIGLU, NULL, 0};
     gemm_then(c, &L->w_down, NULL);
     rc = ac_ctx_gemm(c, &jg, 1);
     gemm_then(c, NULL, NULL);
     if (rc) return rc;
     ac_act H = act(c->hb, c->hb_bf, T, F, down_bf);
-    ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, NULL, AC_EPI_ACCUM};
+    ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, NULL, AC_EPI_ACCUM, NULL, 0};
     gemm_then(c, next, NULL); /* the next layer's first projection, or the LM head */
     rc = ac_ctx_gemm(c, &jd, 1);
     gemm_then(c, NULL, NULL);
@@ -929,7 +949,7 @@ static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     if ((rc = attention_block(c, il, L, &X, pl, tp))) return rc;
     /* x = LN(x + att Wo^T + bo) */
     ac_act A = act(c->att, c->att_bf, T, QD, pl->att_bf_ok);
-    ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM};
+    ac_gemm_job jo = {&L->wo, NULL, &A, c->x, NULL, L->bo, AC_EPI_ACCUM, NULL, 0};
     if ((rc = ac_ctx_gemm(c, &jo, 1))) return rc;
     prof_lap(c, AC_STAGE_O, tp);
     layernorm_rows(c, c->x, L->norm1_w, L->norm1_b, c->x_bf, T);
@@ -937,10 +957,10 @@ static int layer_bert(ac_ctx *c, int il, fwd_plan *pl, double *tp) {
     /* x = LN(x + gelu(x Wu^T + bu) Wd^T + bd) */
     const int down_bf = reads_bf16_only(c, &L->w_down);
     const int skip_f32 = down_bf && ac_ctx_gemm_fast(c, &L->w_up);
-    ac_gemm_job ju = {&L->w_up, NULL, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, L->b_up, AC_EPI_GELU};
+    ac_gemm_job ju = {&L->w_up, NULL, &X, skip_f32 ? NULL : c->hb, down_bf ? c->hb_bf : NULL, L->b_up, AC_EPI_GELU, NULL, 0};
     if ((rc = ac_ctx_gemm(c, &ju, 1))) return rc;
     ac_act H = act(c->hb, c->hb_bf, T, F, down_bf);
-    ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, L->b_down, AC_EPI_ACCUM};
+    ac_gemm_job jd = {&L->w_down, NULL, &H, c->x, NULL, L->b_down, AC_EPI_ACCUM, NULL, 0};
     if ((rc = ac_ctx_gemm(c, &jd, 1))) return rc;
     prof_lap(c, AC_STAGE_MLP, tp);
     layernorm_rows(c, c->x, L->norm2_w, L->norm2_b, c->x_bf, T);
@@ -1143,7 +1163,9 @@ static int cpu_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out
     pl.srv = AC_MALLOC((size_t)n_seq * sizeof *pl.srv);
     pl.hpart = AC_CALLOC((size_t)n_seq, 1);
     pl.hmask = AC_MALLOC((size_t)n_seq * hp->n_head);
-    if (!pl.off || !pl.off_full || !pl.first || !pl.maps || !pl.rec || !pl.srv || !pl.hpart || !pl.hmask) {
+    pl.kvmask = AC_MALLOC((size_t)n_seq * hp->n_head_kv);
+    if (!pl.off || !pl.off_full || !pl.first || !pl.maps || !pl.rec || !pl.srv || !pl.hpart || !pl.hmask ||
+        !pl.kvmask) {
         rc = AC_ERR_NOMEM;
         goto done;
     }
@@ -1249,6 +1271,7 @@ done:
     free(pl.srv);
     free(pl.hpart);
     free(pl.hmask);
+    free(pl.kvmask);
     free(pl.row_seq);
     free(pl.row_pos);
     return rc;

@@ -288,6 +288,12 @@ typedef struct ac_gemm_job {
     uint16_t *Ybf;          /* [M][N] bf16 copy of the result, or NULL */
     const float *bias;      /* [N] or NULL */
     int epi;
+    /* Optional (NULL: every column wanted). [N / skip_w] 1: output columns [i skip_w, (i+1) skip_w)
+     * are not wanted (per-head serving: the Q/K columns of heads served from maps). The own kernels
+     * leave a 64-column panel whose columns are all unwanted unwritten and every other column
+     * bitwise as without skip; the generic backends compute every column. skip_w divides N. */
+    const uint8_t *skip;
+    int skip_w;
 } ac_gemm_job;
 
 /* Run jobs (any backend; packed BF16 weights on the own kernel in one region). */

@@ -295,12 +295,62 @@ static double mean_deviation(ac_ctx *cached, int32_t **tok, const int *ntok, con
     return sum;
 }
 
+/* tune --rank-heads -f: each group of g adjacent heads of a layer served alone (every layer
+ * served), the mean and worst output deviation over the nh hitting queries; each head gets its
+ * group's; saved as DIR/head_rank.txt (ac_cache_save_head_rank). Returns 0 or 1 (reported). */
+static int rank_heads_by_output(ac_cache *cache, ac_ctx *cached, const ac_model_info *info, int g, int32_t **tok,
+                                const int *ntok, const int *hit, int nq, int nh, const float *ref, float *got, int V,
+                                int dec, int cls) {
+    const int NL = info->n_layer, NH = info->n_head, nlh = NL * NH;
+    if (g > NH || NH % g) return cli_fail("tune: --rank-group %d does not divide the model's %d heads", g, NH);
+    double *dist = calloc((size_t)nlh, sizeof *dist), *worst = calloc((size_t)nlh, sizeof *worst);
+    uint8_t *mask = calloc((size_t)nlh, 1);
+    int rc = !dist || !worst || !mask ? cli_fail("out of memory") : 0;
+    printf("per-head output deviation (%s; groups of %d heads served alone; mean (worst) over %d hitting queries):\n",
+           dec ? "KL" : cls ? "KL of the classifier's outputs" : "1-cos", g, nh);
+    for (int l = 0; l < NL && !rc; l++) {
+        printf("  layer %d:", l);
+        for (int h0 = 0; h0 < NH && !rc; h0 += g) {
+            memset(mask, 0, (size_t)nlh);
+            memset(mask + (size_t)l * NH + h0, 1, (size_t)g);
+            if (ac_cache_set_serve_heads(cache, mask) != AC_OK) {
+                rc = cli_fail("%s", ac_last_error());
+                break;
+            }
+            double sum = 0, w = 0;
+            for (int q = 0; q < nq && !rc; q++) {
+                if (!hit[q]) continue;
+                ac_seq s = {tok[q], ntok[q]};
+                ac_outputs o = {0};
+                if (dec) o.logits = got;
+                else if (cls) o.cls = got;
+                else o.pooled = got, o.pooling = AC_POOL_DEFAULT;
+                if (ac_forward(cached, &s, 1, &o) != AC_OK) rc = cli_fail("%s", ac_last_error());
+                else {
+                    const double d = deviation(ref + (size_t)q * V, got, V, dec || cls);
+                    sum += d;
+                    if (d > w) w = d;
+                }
+            }
+            const double mean = AC_CLI_MIN(1.0, AC_CLI_MAX(0.0, sum / nh)); /* (KL may pass 1: clipped) */
+            w = AC_CLI_MIN(1.0, AC_CLI_MAX(mean, w));
+            for (int h = h0; h < h0 + g; h++) dist[(size_t)l * NH + h] = mean, worst[(size_t)l * NH + h] = w;
+            printf(" %.2e(%.1e)", mean, w);
+        }
+        printf("\n");
+    }
+    if (!rc && ac_cache_save_head_rank(cache, dist, worst, nh) != AC_OK) rc = cli_fail("%s", ac_last_error());
+    if (!rc) printf("saved head_rank.txt: %d groups of %d heads ranked (use --serve-heads rank:K/%d)\n", nlh / g, g, g);
+    free(dist), free(worst), free(mask);
+    return rc;
+}
+
 int cmd_tune(int argc, char **argv) {
     cli_common c = {0};
     double budget = -1;
     int limit = 50, head_entries = 64, max_span = 0, sink_first = 1, sink_last = 1;
     float head_eps = -1;
-    int rank_heads = 0, rank_entries = 500;
+    int rank_heads = 0, rank_entries = 500, rank_group = 1;
     for (int i = 0; i < argc; i++) {
         int r = cli_common_opt(&c, argc, argv, &i);
         if (r < 0) return 1;
@@ -311,6 +361,8 @@ int cmd_tune(int argc, char **argv) {
             if (cli_opt_int("--head-entries", argv[++i], 1, 1 << 20, &head_entries)) return 1;
         } else if (!strcmp(argv[i], "--rank-heads")) {
             rank_heads = 1;
+        } else if (!strcmp(argv[i], "--rank-group") && i + 1 < argc) {
+            if (cli_opt_int("--rank-group", argv[++i], 1, 1024, &rank_group)) return 1;
         } else if (!strcmp(argv[i], "--rank-entries") && i + 1 < argc) {
             if (cli_opt_int("--rank-entries", argv[++i], 1, 1 << 20, &rank_entries)) return 1;
         } else if (!strcmp(argv[i], "--max-span") && i + 1 < argc) {
@@ -352,7 +404,17 @@ int cmd_tune(int argc, char **argv) {
                    "entries (default 500) is looked up as a query (its own summary, the key and threshold T;\n"
                    "itself excluded), and each head's mean total-variation distance between its map rows and\n"
                    "the retrieved neighbour's is averaged over the pairs found. Prints the table, saves\n"
-                   "DIR/head_rank.txt (use with --serve-heads rank:K: the K most stable pairs).\n%s%s",
+                   "DIR/head_rank.txt (use with --serve-heads rank:K: the K most stable pairs).\n"
+                   "\n"
+                   "       attncache tune -m MODEL --cache DIR --rank-heads -f queries.txt [--rank-group G]\n"
+                   "                      [--limit N] [--threshold T]\n"
+                   "Ranks the heads by what serving them does to the output instead: on the first N query\n"
+                   "lines (default 50; lines not in the cache) that hit, each group of G adjacent heads of a\n"
+                   "layer (default 1) is served alone and the output's deviation from the exact one is\n"
+                   "averaged (decoders: KL of the last position; encoders with a classifier head: KL of\n"
+                   "its outputs; other encoders: 1 - cosine of the pooled embedding); every head of a\n"
+                   "group gets its group's value. Saves DIR/head_rank.txt (use\n"
+                   "with --serve-heads rank:K/G).\n%s%s",
                    cli_common_help, cli_cache_help);
             return 0;
         } else return cli_fail("tune: unknown option '%s' (see --help)", argv[i]);
@@ -361,7 +423,7 @@ int cmd_tune(int argc, char **argv) {
     ac_ctx *exact, *cached;
     ac_cache *cache = NULL;
     cli_lines in = {0};
-    if (rank_heads) { /* per-head serving: heads ranked by their maps' distance to the neighbours' */
+    if (rank_heads && !c.input) { /* per-head serving: heads ranked by their maps' distance to the neighbours' */
         ac_model_params mp = ac_model_default_params();
         if (!c.model) return cli_fail("tune: -m MODEL is required");
         if (head_eps >= 0) return cli_fail("tune: --rank-heads and --head-eps are separate runs");
@@ -401,7 +463,9 @@ int cmd_tune(int argc, char **argv) {
     ac_ctx_attach_cache(cached, cache);
     ac_model_info info;
     ac_model_get_info(m, &info);
-    const int NL = info.n_layer, dec = info.causal && info.has_lm_head, V = dec ? info.n_vocab : info.n_embd;
+    const int NL = info.n_layer, dec = info.causal && info.has_lm_head;
+    /* the head ranking of an encoder with a classifier head measures the classifier's outputs */
+    const int cls = rank_heads && !dec && info.n_cls_out > 0, V = dec ? info.n_vocab : cls ? info.n_cls_out : info.n_embd;
     if (NL <= 0 || V <= 0) {
         rc = cli_fail("tune: model has no layers");
         goto out;
@@ -431,6 +495,7 @@ int cmd_tune(int argc, char **argv) {
         ac_seq s = {tok[q], ntok[q]};
         ac_outputs o = {0};
         if (dec) o.logits = ref + (size_t)q * V;
+        else if (cls) o.cls = ref + (size_t)q * V;
         else o.pooled = ref + (size_t)q * V, o.pooling = AC_POOL_DEFAULT;
         if (ac_forward(exact, &s, 1, &o) != AC_OK) {
             rc = cli_fail("line %d: %s", q + 1, ac_last_error());
@@ -438,6 +503,7 @@ int cmd_tune(int argc, char **argv) {
         }
         ac_cache_reset_stats(cache);
         if (dec) o.logits = got;
+        else if (cls) o.cls = got;
         else o.pooled = got;
         if (ac_forward(cached, &s, 1, &o) != AC_OK) {
             rc = cli_fail("line %d: %s", q + 1, ac_last_error());
@@ -450,6 +516,10 @@ int cmd_tune(int argc, char **argv) {
     if (rc) goto out2;
     if (nh == 0) {
         rc = cli_fail("tune: none of the %d queries hit the cache at this threshold; raise --threshold", nq);
+        goto out2;
+    }
+    if (rank_heads) { /* per-head serving: groups of heads ranked by the output's deviation */
+        rc = rank_heads_by_output(cache, cached, &info, rank_group, tok, ntok, hit, nq, nh, ref, got, V, dec, cls);
         goto out2;
     }
     /* one layer at a time */

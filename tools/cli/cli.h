@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #define AC_CLI_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define AC_CLI_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 typedef struct cli_common {
     const char *model, *input;

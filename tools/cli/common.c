@@ -400,6 +400,8 @@ const char *cli_cache_help =
     "      --serve-heads S  which heads of a served layer a hit takes from the map, the others\n"
     "                       computed exactly: all (default) | none | rank:K (the K most stable\n"
     "                       (layer, head) pairs of DIR/head_rank.txt: `tune --rank-heads`) |\n"
+    "                       rank:K/G (K heads in whole groups of G adjacent heads of a layer:\n"
+    "                       MiniLM's heads of 32 in pairs, G = 2, skip their Q/K projection) |\n"
     "                       L.H,L.H,... (L.*: every head of layer L)\n"
     "      --verify T       rows all: trust a candidate only if a few exact rows of the query's\n"
     "                       layer-0 maps (causal: the last row first; encoders: [CLS]) are within\n"

@@ -621,6 +621,22 @@ int cmd_eval(int argc, char **argv) {
                    "%.3fx = %.0f%% of the attention time saved\n",
                    shr < 1 ? 1.0 / (1.0 - shr) : 0, 100 * shr, ratio(sec0, sec1),
                    att0 > 0 ? 100 * (sec0 - sec1) / att0 : 0);
+            if (cs.hits && cs.heads_served < (int64_t)cs.hits * info.n_layer * info.n_head) {
+                /* per-head serving also skips the served heads' Q and K projections (whole 64-column
+                 * panels): the bound of serving every head, the attention op and the Q/K share of the
+                 * projection stage (Q: D x QD, K and V: D x KVD each) removed; the stages of both */
+                double e[AC_STAGE_COUNT] = {0}, r[AC_STAGE_COUNT] = {0};
+                for (int i = 0; i < n; i++)
+                    for (int k = 0; k < AC_STAGE_COUNT; k++) e[k] += o0[i].stage[k], r[k] += o1[i].stage[k];
+                const double qd = (double)info.n_head, kvd = (double)info.n_head_kv;
+                const double qk = e[AC_STAGE_QKV] * (qd + kvd) / (qd + 2 * kvd), sk = sec0 > 0 ? (att0 + qk) / sec0 : 0;
+                printf("  stages, s (exact | cache):");
+                for (int k = 0; k < AC_STAGE_COUNT; k++)
+                    if (e[k] > 0 || r[k] > 0) printf("  %s %.3f | %.3f", ac_stage_name(k), e[k], r[k]);
+                printf("\n  Amdahl bound with the Q/K projections (no attention op, no Q/K projection): %.3fx "
+                       "(%.1f%% of the exact time); reached %.0f%% of that time saved\n",
+                       sk < 1 ? 1.0 / (1.0 - sk) : 0, 100 * sk, att0 + qk > 0 ? 100 * (sec0 - sec1) / (att0 + qk) : 0);
+            }
             if (cs.verify_checked)
                 printf("  verification: %lld candidates checked, %lld rejected, %.1f us per query (in the lookup "
                        "time)\n",
@@ -636,6 +652,18 @@ int cmd_eval(int argc, char **argv) {
                        cs.head_sites ? 100.0 * (double)cs.head_sites_spanned / (double)cs.head_sites : 0);
         }
         printf("  accuracy change: %+.2f points\n", met1 - met0);
+        if (strcmp(task, "stsb")) { /* classification: which answers the cache changed */
+            int rw = 0, wr = 0, pos0 = 0, pos1 = 0, changed = 0;
+            for (int i = 0; i < n; i++) {
+                const int lab = q.ex[i].label;
+                changed += o0[i].pred != o1[i].pred;
+                rw += o0[i].pred == lab && o1[i].pred != lab;
+                wr += o0[i].pred != lab && o1[i].pred == lab;
+                pos0 += o0[i].pred == 1, pos1 += o1[i].pred == 1;
+            }
+            printf("  answers changed: %d of %d (right to wrong %d, wrong to right %d); class 1 predicted: exact %d, "
+                   "cache %d\n", changed, n, rw, wr, pos0, pos1);
+        }
         /* the hit rate where a lookup pays for itself: its cost over the time a hit saves (hsec1
          * includes the hits' own lookups); a guide for --adapt-floor (its own cache misses not counted) */
         const long long looked = A.seqs - A.skipped;

@@ -303,6 +303,15 @@ static void next_of(const gemm_call *g, int t, ac_gemm_next *nx) {
     }
 }
 
+/* 1: every output column of panel p of job j is unwanted (j->skip): the panel is not computed. */
+static int panel_skipped(const ac_gemm_job *j, int p) {
+    if (!j->skip || j->skip_w < 1) return 0;
+    const int c0 = p * NR, c1 = AC_MIN(j->W->n_out, c0 + NR);
+    for (int b = c0 / j->skip_w; b * j->skip_w < c1; b++)
+        if (!j->skip[b]) return 0;
+    return 1;
+}
+
 static void gemm_step(void *v, int ith, int nth) {
     gemm_call *g = v;
     ac_gemm_next nx;
@@ -311,6 +320,7 @@ static void gemm_step(void *v, int ith, int nth) {
         task_at(g, t, &i, &p, &b);
         const ac_gemm_job *j = &g->jobs[i];
         const int mb = g->mb[i];
+        if (panel_skipped(j, p)) continue; /* (its columns are not wanted: an empty task) */
         /* one thread runs the tasks in order: the next one's panels are known; with more, any
          * thread may take it: the guess is task t + nth (every thread at the pace of this one) */
         next_of(g, t + nth, &nx);
@@ -367,10 +377,12 @@ int ac_own_gemm_run(ac_ctx *ctx, ac_gemm_job *jobs, int n_jobs) {
     int maxk = 0;
     for (int i = 0; i < n_jobs; i++) { /* task counts per job: panels x row blocks */
         const int f32 = jobs[i].W->pack != AC_PACK_BF16, np = (jobs[i].W->n_out + NR - 1) / NR;
+        int np_run = 0; /* the panels computed (the tasks of skipped ones end at once) */
+        for (int p = 0; p < np; p++) np_run += !panel_skipped(&jobs[i], p);
         g.bmaj[i] = f32 && rows_first(&jobs[i]);
         g.mb[i] = !f32 ? MB
                   : g.bmaj[i] ? MBF
-                              : f32_rows_per_task(jobs[i].X->M, np, ctx->n_threads,
+                              : f32_rows_per_task(jobs[i].X->M, AC_MAX(np_run, 1), ctx->n_threads,
                                                   jobs[i].W->pack == AC_PACK_F32P &&
                                                       (!jobs[i].W_up || jobs[i].W_up->pack == AC_PACK_F32P));
         if (f32) maxk = AC_MAX(maxk, jobs[i].W->n_in);
