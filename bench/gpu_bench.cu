@@ -149,6 +149,24 @@ static void bench_forward(int reps) {
     ac_cuda_model_free(g);
 }
 
+/* median ms of reps calls of the fused attention (variant w) after 3 warm-ups, CUDA events */
+static double time_flash(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *o, int w, int reps) {
+    static cudaEvent_t e0, e1;
+    if (!e0) cudaEventCreate(&e0), cudaEventCreate(&e1);
+    for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(a, q, k, v, o, w, 0));
+    std::vector<double> t;
+    for (int i = 0; i < reps; i++) {
+        cudaEventRecord(e0);
+        OK(ac_cu_flash_attn(a, q, k, v, o, w, 0));
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        t.push_back(ms);
+    }
+    return median(t);
+}
+
 static void bench_attn(int reps) {
     struct {
         int B, H, L, hd, causal;
@@ -156,8 +174,6 @@ static void bench_attn(int reps) {
                  {2, 16, 8192, 128, 1}, {2, 32, 8192, 64, 1},
                  {64, 12, 512, 64, 0}, {64, 12, 512, 32, 0}}; /* BERT-base, MiniLM at 512 x 64 */
     printf("\n%-28s %6s %10s %10s\n", "attention (B,H,L,hd,causal)", "variant", "median ms", "TFLOP/s");
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
     for (auto &c : cases) {
         const size_t T = (size_t)c.B * c.L, n = T * c.H * c.hd;
         bf16 *q, *k, *v, *o;
@@ -178,18 +194,7 @@ static void bench_attn(int reps) {
         const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * c.hd * (c.causal ? 0.5 : 1.0);
         for (int w = AC_FLASH_W4; w <= ac_flash_last_variant(c.hd); w++) {
             if (!ac_cu_flash_variant_ok(c.hd, w)) continue;
-            for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
-            std::vector<double> t;
-            for (int i = 0; i < reps; i++) {
-                cudaEventRecord(e0);
-                OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
-                cudaEventRecord(e1);
-                cudaEventSynchronize(e1);
-                float ms;
-                cudaEventElapsedTime(&ms, e0, e1);
-                t.push_back(ms);
-            }
-            const double ms = median(t);
+            const double ms = time_flash(&a, q, k, v, o, w, reps);
             printf("%2d,%2d,%5d,%3d,%d %17d %10.3f %10.1f\n", c.B, c.H, c.L, c.hd, c.causal, w, ms,
                    flop / (ms * 1e-3) / 1e12);
             printf("RESULT attn %d %d %d %d %d %d %.4f\n", c.B, c.H, c.L, c.hd, c.causal, w, ms);
@@ -212,8 +217,6 @@ static void bench_attnx(int reps) {
                  {4, 32, 8, 2048, 1, 1.f},  {16, 32, 8, 512, 1, 1.f}};
     const int hd = 64;
     printf("\n%-40s %6s %10s %10s\n", "attention x (B,H,Hkv,L,fused,qscale)", "variant", "median ms", "TFLOP/s");
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
     for (auto &c : cases) {
         const size_t T = (size_t)c.B * c.L;
         const int QD = c.H * hd, KVD = c.Hkv * hd, QKV = QD + 2 * KVD;
@@ -242,18 +245,7 @@ static void bench_attnx(int reps) {
         const double flop = 4.0 * c.B * c.H * (double)c.L * c.L * hd * 0.5;
         for (int w = AC_FLASH_W4; w <= ac_flash_last_variant(hd); w++) {
             if (!ac_cu_flash_variant_ok(hd, w)) continue;
-            for (int i = 0; i < 3; i++) OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
-            std::vector<double> t;
-            for (int i = 0; i < reps; i++) {
-                cudaEventRecord(e0);
-                OK(ac_cu_flash_attn(&a, q, k, v, o, w, 0));
-                cudaEventRecord(e1);
-                cudaEventSynchronize(e1);
-                float ms;
-                cudaEventElapsedTime(&ms, e0, e1);
-                t.push_back(ms);
-            }
-            const double ms = median(t);
+            const double ms = time_flash(&a, q, k, v, o, w, reps);
             printf("%2d,%2d,%2d,%5d,%d,%.0f %28d %10.3f %10.1f\n", c.B, c.H, c.Hkv, c.L, c.fused, c.qs, w, ms,
                    flop / (ms * 1e-3) / 1e12);
             printf("RESULT attnx %d %d %d %d %d %.0f %d %.4f\n", c.B, c.H, c.Hkv, c.L, c.fused, c.qs, w, ms);

@@ -684,6 +684,25 @@ static float *record_maps(fx *f, ac_ctx *ctx, const ac_seq *seq) {
     return m.P;
 }
 
+/* The exact forward of seq on f->exact given, at layer 0, head hh's map from px where mask[hh] and
+ * from py elsewhere ([H][L][L] each; mix: scratch of that size): the reference a per-head serving
+ * run must equal. */
+static float *hidden_mixed_maps(fx *f, const ac_seq *seq, const uint8_t *mask, const float *px, const float *py,
+                                float *mix) {
+    const int L = seq->n_tokens;
+    const size_t hm = (size_t)L * L;
+    for (int hh = 0; hh < f->NH; hh++) memcpy(mix + hh * hm, (mask[hh] ? px : py) + hh * hm, hm * 4);
+    maps_hook mh = {f->NH, L, NULL, mix};
+    ac_attn_hook sup;
+    memset(&sup, 0, sizeof sup);
+    sup.user = &mh;
+    sup.supply = mh_supply;
+    ac_ctx_set_attn_hook(f->exact, &sup);
+    float *ref = hidden_of(f, f->exact, seq, 1);
+    ac_ctx_set_attn_hook(f->exact, NULL);
+    return ref;
+}
+
 static int64_t heads_served(ac_cache *c, int64_t *layers) {
     ac_cache_stats st;
     ac_cache_get_stats(c, &st);
@@ -765,15 +784,7 @@ static void serve_heads_case(int arch) {
     float *px = record_maps(&f, f.exact, &x), *py = record_maps(&f, f.exact, &y);
     const size_t hm = (size_t)L * L;
     float *mix = malloc((size_t)f.NH * hm * 4);
-    for (int hh = 0; hh < f.NH; hh++) memcpy(mix + hh * hm, (mask[hh] ? px : py) + hh * hm, hm * 4);
-    maps_hook mh = {f.NH, L, NULL, mix};
-    ac_attn_hook sup;
-    memset(&sup, 0, sizeof sup);
-    sup.user = &mh;
-    sup.supply = mh_supply;
-    ac_ctx_set_attn_hook(f.exact, &sup);
-    float *ref = hidden_of(&f, f.exact, &y, 1);
-    ac_ctx_set_attn_hook(f.exact, NULL);
+    float *ref = hidden_mixed_maps(&f, &y, mask, px, py, mix);
     assert_true(max_rel(part, ref, n) < 1e-5);
     assert_true(max_rel(part, ey, n) > 1e-4); /* the served heads did move it */
     assert_true(max_rel(part, l0, n) > 1e-4); /* and it is not layer 0 served whole */
@@ -956,15 +967,7 @@ static void serve_heads_wide_case(int arch) {
         assert_int_equal(heads_served(c, &nl), k == 0 ? 4 : 2);
         assert_int_equal(nl, 1);
         ac_ctx_free(fresh);
-        for (int hh = 0; hh < f.NH; hh++) memcpy(mix + hh * hm, (mask[hh] ? px : py) + hh * hm, hm * 4);
-        maps_hook mh = {f.NH, L, NULL, mix};
-        ac_attn_hook sup;
-        memset(&sup, 0, sizeof sup);
-        sup.user = &mh;
-        sup.supply = mh_supply;
-        ac_ctx_set_attn_hook(f.exact, &sup);
-        float *ref = hidden_of(&f, f.exact, &y, 1);
-        ac_ctx_set_attn_hook(f.exact, NULL);
+        float *ref = hidden_mixed_maps(&f, &y, mask, px, py, mix);
         assert_true(max_rel(part, ref, n) < 1e-5);
         assert_true(max_rel(part, ey, n) > 1e-4); /* the served heads did move it */
         free(part), free(ref);

@@ -24,71 +24,191 @@ namespace {
 
 using namespace ac_ptx;
 
-template <int NWG, int BN, bool PFX>
-__global__ void __launch_bounds__(NWG * 128)
-    k_flash_wg(const bf16 *__restrict__ Q, const bf16 *__restrict__ K, const bf16 *__restrict__ V, bf16 *__restrict__ O,
-               const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2,
-               const int *__restrict__ cp, const bf16 *__restrict__ KP, const bf16 *__restrict__ VP, int ldp) {
 #ifdef AC_WGMMA
-    constexpr int HD = 64, BM = 64 * NWG, NT = BN / 8, DT = HD / 8;
-    constexpr uint32_t QB = BM * 128, TB = BN * 128; /* bytes: the Q tile [BM][64], one K or V tile [BN][64] */
-    extern __shared__ unsigned char smem_raw[];
-    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u; /* swizzle atoms start on 1024-byte boundaries */
-    const uint32_t sK = sQ + QB, sV = sK + 2 * TB;             /* stage st: K at sK + st TB, V at sV + st TB */
+/* One block's place: sequence s, head h (kv head g), query rows q0 .. q0 + 64 NWG - 1, this thread's
+ * warpgroup / warp / rows, and the shared tiles (K and V stage st at sK / sV + st TB). */
+template <int NWG, int BN> struct wg_block {
+    static constexpr int HD = 64, BM = 64 * NWG;
+    static constexpr uint32_t QB = BM * 128, TB = BN * 128; /* bytes: Q tile [BM][64], a K or V tile [BN][64] */
+    uint32_t sQ, sK, sV;
+    int start, n, P, L, q0, g, wg, tq, wrow, row0, row1, wg_last, n_tiles;
+    bool wg_rows; /* the warpgroup has rows of this sequence */
+    const bf16 *Kg, *Vg, *KPg, *VPg;
+};
 
-    const int s = blockIdx.z, h = blockIdx.y, g = h / (H / Hkv);
-    const int start = cu[s], n = cu[s + 1] - start;
-    const int P = PFX ? cp[s + 1] - cp[s] : 0;
-    const int L = P + n;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (q0 >= n) return;
-    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gr = lane >> 2,
-              tq = lane & 3;
-    const int wrow = q0 + wg * 64 + warp * 16;         /* this warp's first row */
-    const int row0 = wrow + gr, row1 = row0 + 8;       /* this thread's two rows (position P + row) */
-    const int wg_first = q0 + wg * 64, wg_last = wg_first + 63;
+/* Fill b; false when the block has no rows (it returns before any barrier). */
+template <int NWG, int BN, bool PFX>
+__device__ __forceinline__ bool wg_setup(wg_block<NWG, BN> &b, unsigned char *smem_raw, const bf16 *K, const bf16 *V,
+                                         const int *cu, int ldk, int H, int Hkv, int causal, const int *cp,
+                                         const bf16 *KP, const bf16 *VP, int ldp) {
+    using B = wg_block<NWG, BN>;
+    b.sQ = (smem_u32(smem_raw) + 1023u) & ~1023u; /* swizzle atoms start on 1024-byte boundaries */
+    b.sK = b.sQ + B::QB, b.sV = b.sK + 2 * B::TB;
+    const int s = blockIdx.z, h = blockIdx.y;
+    b.g = h / (H / Hkv);
+    b.start = cu[s], b.n = cu[s + 1] - b.start;
+    b.P = PFX ? cp[s + 1] - cp[s] : 0;
+    b.L = b.P + b.n;
+    b.q0 = (gridDim.x - 1 - blockIdx.x) * B::BM; /* longest (causal) blocks first */
+    if (b.q0 >= b.n) return false;
+    b.wg = threadIdx.x >> 7, b.tq = threadIdx.x & 3;
+    b.wrow = b.q0 + b.wg * 64 + ((threadIdx.x >> 5) & 3) * 16; /* this warp's first row */
+    b.row0 = b.wrow + ((threadIdx.x & 31) >> 2), b.row1 = b.row0 + 8; /* this thread's rows (position P + row) */
+    b.wg_last = b.q0 + b.wg * 64 + 63;
+    b.wg_rows = b.q0 + b.wg * 64 < b.n;
+    const int kv_end = causal ? min(b.L, b.P + b.q0 + B::BM) : b.L;
+    b.n_tiles = (kv_end + BN - 1) / BN;
+    b.Kg = K + (size_t)b.start * ldk + (size_t)b.g * B::HD, b.Vg = V + (size_t)b.start * ldk + (size_t)b.g * B::HD;
+    b.KPg = b.VPg = nullptr;
+    if (PFX) b.KPg = KP + (size_t)cp[s] * ldp + (size_t)b.g * B::HD, b.VPg = VP + (size_t)cp[s] * ldp + (size_t)b.g * B::HD;
+    return true;
+}
 
-    {   /* the Q tile, rows q0 .. q0 + BM - 1 (zero past n) */
-        const bf16 *Qg = Q + (size_t)start * ldq + (size_t)h * HD;
-        for (int i = threadIdx.x; i < BM * 8; i += NWG * 128) {
-            const int r = i >> 3, c = i & 7, ok = q0 + r < n;
-            cp_async16(sQ + ac_wg::swz(r, c), Qg + (size_t)(ok ? q0 + r : 0) * ldq + c * 8, ok ? 16 : 0);
-        }
+/* the Q tile, rows q0 .. q0 + BM - 1 of head h (zero past n) */
+template <int NWG, int BN>
+__device__ __forceinline__ void wg_load_q(const wg_block<NWG, BN> &b, const bf16 *Q, int ldq) {
+    const bf16 *Qg = Q + (size_t)b.start * ldq + (size_t)blockIdx.y * 64;
+    for (int i = threadIdx.x; i < wg_block<NWG, BN>::BM * 8; i += NWG * 128) {
+        const int r = i >> 3, c = i & 7, ok = b.q0 + r < b.n;
+        cp_async16(b.sQ + ac_wg::swz(r, c), Qg + (size_t)(ok ? b.q0 + r : 0) * ldq + c * 8, ok ? 16 : 0);
     }
-    const int kv_end = causal ? min(L, P + q0 + BM) : L;
-    const int n_tiles = (kv_end + BN - 1) / BN;
-    const bf16 *Kg = K + (size_t)start * ldk + (size_t)g * HD, *Vg = V + (size_t)start * ldk + (size_t)g * HD;
-    const bf16 *KPg = nullptr, *VPg = nullptr;
-    if (PFX) KPg = KP + (size_t)cp[s] * ldp + (size_t)g * HD, VPg = VP + (size_t)cp[s] * ldp + (size_t)g * HD;
-    auto load_tile = [&](int t, int st) { /* keys t BN .. + BN - 1 (zero past L) into stage st */
-        const int j0 = t * BN;
-        const uint32_t ks = sK + st * TB, vs = sV + st * TB;
-        for (int i = threadIdx.x; i < BN * 8; i += NWG * 128) {
-            const int r = i >> 3, c = i & 7, key = j0 + r, ok = key < L;
-            const uint32_t off_s = ac_wg::swz(r, c);
-            if (PFX && key < P) {
-                const size_t off = (size_t)key * ldp + c * 8;
-                cp_async16(ks + off_s, KPg + off, 16);
-                cp_async16(vs + off_s, VPg + off, 16);
-            } else {
-                const size_t off = (size_t)(ok ? key - P : 0) * ldk + c * 8;
-                cp_async16(ks + off_s, Kg + off, ok ? 16 : 0);
-                cp_async16(vs + off_s, Vg + off, ok ? 16 : 0);
+}
+
+/* rows of keys t BN .. + BN - 1 of K (which 0) or V (1) into the swizzled tile at dst (zero past L) */
+template <int NWG, int BN, bool PFX>
+__device__ __forceinline__ void wg_load_rows(const wg_block<NWG, BN> &b, int t, uint32_t dst, int which, int ldk,
+                                             int ldp) {
+    const int j0 = t * BN;
+    const bf16 *own = which ? b.Vg : b.Kg, *given = which ? b.VPg : b.KPg;
+    for (int i = threadIdx.x; i < BN * 8; i += NWG * 128) {
+        const int r = i >> 3, c = i & 7, key = j0 + r, ok = key < b.L;
+        if (PFX && key < b.P) cp_async16(dst + ac_wg::swz(r, c), given + (size_t)key * ldp + c * 8, 16);
+        else cp_async16(dst + ac_wg::swz(r, c), own + (size_t)(ok ? key - b.P : 0) * ldk + c * 8, ok ? 16 : 0);
+    }
+}
+
+/* S = Q K_t^T for the warpgroup's 64 rows (stage st), issued and committed (not waited) */
+template <int NWG, int BN>
+__device__ __forceinline__ void wg_scores(const wg_block<NWG, BN> &b, int st, float (&sc)[BN / 2]) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) sc[i] = 0.f;
+    ac_wg::reg_fence(sc);
+#pragma unroll
+    for (int kc = 0; kc < 4; kc++) { /* hd 64 = 4 k-steps of 16 */
+        const uint64_t da = ac_wg::desc(b.sQ + b.wg * 64 * 128 + kc * 32, 16, 1024);
+        const uint64_t db = ac_wg::desc(b.sK + st * wg_block<NWG, BN>::TB + kc * 32, 16, 1024);
+        if constexpr (BN == 64) ac_wg::wgmma_ss_n64(sc, da, db, 1);
+        else ac_wg::wgmma_ss_n128(sc, da, db, 1);
+    }
+    ac_wg::commit();
+}
+
+/* O += P V_t (stage st), issued and committed (not waited) */
+template <int NWG, int BN>
+__device__ __forceinline__ void wg_pv(const wg_block<NWG, BN> &b, int st, float (&o)[32], const uint32_t (&pf)[BN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++)
+        ac_wg::wgmma_rs_n64_tb(o, pf[kk], ac_wg::desc(b.sV + st * wg_block<NWG, BN>::TB + kk * 2048, wg_block<NWG, BN>::TB, 1024), 1);
+    ac_wg::commit();
+}
+
+/* The online softmax of one tile of raw scores (keys j0 ..): masks keys past L and (causal) past the
+ * row's position, moves the running maxima m0, m1 (this thread's two rows), writes P as the A
+ * fragments of the k-steps of 16 keys, and returns the rescale factors of the old O and l (1 where
+ * no row of the warp moved its max: *moved false) and this tile's row sums. */
+template <int NWG, int BN>
+__device__ __forceinline__ void wg_softmax(const wg_block<NWG, BN> &b, int j0, int causal, float scale_log2,
+                                           float (&sc)[BN / 2], uint32_t (&pf)[BN / 16][4], float &m0, float &m1,
+                                           float &a0, float &a1, float &s0, float &s1, bool &moved) {
+    constexpr int NT = BN / 8;
+    const bool need_mask = j0 + BN > b.L || (causal && j0 + BN - 1 > b.P + b.wrow);
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        if (need_mask) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = j0 + nt * 8 + 2 * b.tq + (e & 1), pos = b.P + (e < 2 ? b.row0 : b.row1);
+                if (key >= b.L || (causal && key > pos)) sc[4 * nt + e] = -INFINITY;
             }
         }
-    };
-
-    float o[DT * 4]; /* O [64 x 64] of the warpgroup: this thread's n-tile d at o[4d .. 4d + 3] */
+        mx0 = fmaxf(mx0, fmaxf(sc[4 * nt], sc[4 * nt + 1]));
+        mx1 = fmaxf(mx1, fmaxf(sc[4 * nt + 2], sc[4 * nt + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    /* a row with every key masked so far keeps max -inf and uses base 0 (its exponentials are 0) */
+    const float b0 = mx0 == -INFINITY ? 0.f : mx0 * scale_log2, b1 = mx1 == -INFINITY ? 0.f : mx1 * scale_log2;
+    moved = __any_sync(0xffffffffu, mx0 != m0 || mx1 != m1); /* warp-uniform */
+    a0 = a1 = 1.f;
+    if (moved) a0 = ex2_ftz(fmaf(m0, scale_log2, -b0)), a1 = ex2_ftz(fmaf(m1, scale_log2, -b1)); /* m = -inf: 0 */
+    m0 = mx0, m1 = mx1;
+    s0 = s1 = 0.f;
 #pragma unroll
-    for (int i = 0; i < DT * 4; i++) o[i] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-    const bool wg_rows = wg_first < n; /* the warpgroup has rows of this sequence */
+    for (int nt = 0; nt < NT; nt++) {
+        const float p0 = ex2_ftz(fmaf(sc[4 * nt], scale_log2, -b0));
+        const float p1 = ex2_ftz(fmaf(sc[4 * nt + 1], scale_log2, -b0));
+        const float p2 = ex2_ftz(fmaf(sc[4 * nt + 2], scale_log2, -b1));
+        const float p3 = ex2_ftz(fmaf(sc[4 * nt + 3], scale_log2, -b1));
+        s0 += p0 + p1, s1 += p2 + p3;
+        pf[nt >> 1][(nt & 1) * 2] = pack_bf16(p0, p1);
+        pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
+    }
+}
 
-    load_tile(0, 0);
+__device__ __forceinline__ void wg_rescale(float (&o)[32], float a0, float a1) {
+#pragma unroll
+    for (int d = 0; d < 8; d++) o[4 * d] *= a0, o[4 * d + 1] *= a0, o[4 * d + 2] *= a1, o[4 * d + 3] *= a1;
+}
+
+/* O / l to this thread's rows (those of the sequence) of head h */
+template <int NWG, int BN>
+__device__ __forceinline__ void wg_store(const wg_block<NWG, BN> &b, const float (&o)[32], float l0, float l1, bf16 *O,
+                                         int ldo) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0 ? 1.f / l0 : 0.f, i1 = l1 > 0 ? 1.f / l1 : 0.f;
+    bf16 *o0 = O + (size_t)(b.start + b.row0) * ldo + (size_t)blockIdx.y * 64;
+    bf16 *o1 = O + (size_t)(b.start + b.row1) * ldo + (size_t)blockIdx.y * 64;
+#pragma unroll
+    for (int d = 0; d < 8; d++) {
+        const int c = d * 8 + 2 * b.tq;
+        if (b.row0 < b.n) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[4 * d] * i0, o[4 * d + 1] * i0);
+        if (b.row1 < b.n) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
+    }
+}
+#endif /* AC_WGMMA */
+
+#define AC_WG_PARAMS                                                                                           \
+    const bf16 *__restrict__ Q, const bf16 *__restrict__ K, const bf16 *__restrict__ V, bf16 *__restrict__ O,  \
+        const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2,    \
+        const int *__restrict__ cp, const bf16 *__restrict__ KP, const bf16 *__restrict__ VP, int ldp
+
+/* Plain: per tile, S (wait), softmax, P V (wait). K_t and V_t share a stage; tile t + 1 loads meanwhile. */
+template <int NWG, int BN, bool PFX>
+__global__ void __launch_bounds__(NWG * 128) k_flash_wg(AC_WG_PARAMS) {
+#ifdef AC_WGMMA
+    extern __shared__ unsigned char smem_raw[];
+    wg_block<NWG, BN> b;
+    if (!wg_setup<NWG, BN, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
+    constexpr uint32_t TB = wg_block<NWG, BN>::TB;
+    float o[32]; /* O [64 x 64] of the warpgroup: this thread's n-tile d at o[4d .. 4d + 3] */
+#pragma unroll
+    for (int i = 0; i < 32; i++) o[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    wg_load_q(b, Q, ldq);
+    wg_load_rows<NWG, BN, PFX>(b, 0, b.sK, 0, ldk, ldp);
+    wg_load_rows<NWG, BN, PFX>(b, 0, b.sV, 1, ldk, ldp);
     cp_commit(); /* group 0: the Q tile and the first K/V tile */
-    for (int t = 0; t < n_tiles; t++) {
-        if (t + 1 < n_tiles) {
-            load_tile(t + 1, (t + 1) & 1);
+    for (int t = 0; t < b.n_tiles; t++) {
+        if (t + 1 < b.n_tiles) {
+            const int nx = (t + 1) & 1;
+            wg_load_rows<NWG, BN, PFX>(b, t + 1, b.sK + nx * TB, 0, ldk, ldp);
+            wg_load_rows<NWG, BN, PFX>(b, t + 1, b.sV + nx * TB, 1, ldk, ldp);
             cp_commit();
             cp_wait<1>();
         } else {
@@ -97,84 +217,27 @@ __global__ void __launch_bounds__(NWG * 128)
         ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
         __syncthreads();
         const int j0 = t * BN, st = t & 1;
-        if (wg_rows && (!causal || j0 <= P + wg_last)) {
-            float sc[NT * 4]; /* S [64 x BN]: this thread's n-tile nt at sc[4nt .. 4nt + 3] */
-#pragma unroll
-            for (int i = 0; i < NT * 4; i++) sc[i] = 0.f;
-            ac_wg::reg_fence(sc);
+        if (b.wg_rows && (!causal || j0 <= b.P + b.wg_last)) { /* warpgroup-uniform */
+            float sc[BN / 2];                                   /* S [64 x BN]: n-tile nt at sc[4nt .. 4nt + 3] */
+            uint32_t pf[BN / 16][4];
             ac_wg::fence();
-#pragma unroll
-            for (int kc = 0; kc < HD / 16; kc++) {
-                const uint64_t da = ac_wg::desc(sQ + wg * 64 * 128 + kc * 32, 16, 1024);
-                const uint64_t db = ac_wg::desc(sK + st * TB + kc * 32, 16, 1024);
-                if constexpr (BN == 64) ac_wg::wgmma_ss_n64(sc, da, db, 1);
-                else ac_wg::wgmma_ss_n128(sc, da, db, 1);
-            }
-            ac_wg::commit();
+            wg_scores(b, st, sc);
             ac_wg::wait<0>();
             ac_wg::reg_fence(sc);
-
-            /* mask keys past L and, causal, past the row's position (raw scores: scale > 0 keeps the max) */
-            const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > P + wrow);
-            float mx0 = m0, mx1 = m1;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                if (need_mask) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int key = j0 + nt * 8 + 2 * tq + (e & 1), pos = P + (e < 2 ? row0 : row1);
-                        if (key >= L || (causal && key > pos)) sc[4 * nt + e] = -INFINITY;
-                    }
-                }
-                mx0 = fmaxf(mx0, fmaxf(sc[4 * nt], sc[4 * nt + 1]));
-                mx1 = fmaxf(mx1, fmaxf(sc[4 * nt + 2], sc[4 * nt + 3]));
-            }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float b0 = mx0 == -INFINITY ? 0.f : mx0 * scale_log2, b1 = mx1 == -INFINITY ? 0.f : mx1 * scale_log2;
-            if (__any_sync(0xffffffffu, mx0 != m0 || mx1 != m1)) { /* some row's max moved: rescale O and l */
-                const float a0 = ex2_ftz(fmaf(m0, scale_log2, -b0)), a1 = ex2_ftz(fmaf(m1, scale_log2, -b1));
-                l0 *= a0, l1 *= a1;
-#pragma unroll
-                for (int d = 0; d < DT; d++) o[4 * d] *= a0, o[4 * d + 1] *= a0, o[4 * d + 2] *= a1, o[4 * d + 3] *= a1;
-            }
-            m0 = mx0, m1 = mx1;
-            uint32_t pf[BN / 16][4]; /* P as the A fragments of the k-steps of 16 keys */
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                const float p0 = ex2_ftz(fmaf(sc[4 * nt], scale_log2, -b0));
-                const float p1 = ex2_ftz(fmaf(sc[4 * nt + 1], scale_log2, -b0));
-                const float p2 = ex2_ftz(fmaf(sc[4 * nt + 2], scale_log2, -b1));
-                const float p3 = ex2_ftz(fmaf(sc[4 * nt + 3], scale_log2, -b1));
-                l0 += p0 + p1, l1 += p2 + p3;
-                pf[nt >> 1][(nt & 1) * 2] = pack_bf16(p0, p1);
-                pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
-            }
+            float a0, a1, s0, s1;
+            bool moved;
+            wg_softmax(b, j0, causal, scale_log2, sc, pf, m0, m1, a0, a1, s0, s1, moved);
+            l0 = l0 * a0 + s0, l1 = l1 * a1 + s1;
+            if (moved) wg_rescale(o, a0, a1);
             ac_wg::reg_fence(o);
             ac_wg::fence();
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++)
-                ac_wg::wgmma_rs_n64_tb(o, pf[kk], ac_wg::desc(sV + st * TB + kk * 2048, TB, 1024), 1);
-            ac_wg::commit();
+            wg_pv(b, st, o, pf);
             ac_wg::wait<0>();
             ac_wg::reg_fence(o);
         }
         __syncthreads(); /* the next iteration's load overwrites this stage */
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = l0 > 0 ? 1.f / l0 : 0.f, i1 = l1 > 0 ? 1.f / l1 : 0.f;
-    bf16 *o0 = O + (size_t)(start + row0) * ldo + (size_t)h * HD, *o1 = O + (size_t)(start + row1) * ldo + (size_t)h * HD;
-#pragma unroll
-    for (int d = 0; d < DT; d++) {
-        const int c = d * 8 + 2 * tq;
-        if (row0 < n) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[4 * d] * i0, o[4 * d + 1] * i0);
-        if (row1 < n) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
-    }
+    wg_store(b, o, l0, l1, O, ldo);
 #endif /* AC_WGMMA */
 }
 
@@ -185,141 +248,50 @@ __global__ void __launch_bounds__(NWG * 128)
  * while it reads K_t and V_{t-1}; P lives in two register sets (an in-flight wgmma reads its A
  * registers until it completes). */
 template <int NWG, int BN, bool PFX>
-__global__ void __launch_bounds__(NWG * 128)
-    k_flash_wgp(const bf16 *__restrict__ Q, const bf16 *__restrict__ K, const bf16 *__restrict__ V, bf16 *__restrict__ O,
-                const int *__restrict__ cu, int ldq, int ldk, int ldo, int H, int Hkv, int causal, float scale_log2,
-                const int *__restrict__ cp, const bf16 *__restrict__ KP, const bf16 *__restrict__ VP, int ldp) {
+__global__ void __launch_bounds__(NWG * 128) k_flash_wgp(AC_WG_PARAMS) {
 #ifdef AC_WGMMA
-    constexpr int HD = 64, BM = 64 * NWG, NT = BN / 8, DT = HD / 8, KS = BN / 16;
-    constexpr uint32_t QB = BM * 128, TB = BN * 128;
     extern __shared__ unsigned char smem_raw[];
-    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u;
-    const uint32_t sK = sQ + QB, sV = sK + 2 * TB; /* K_t at sK + (t & 1) TB, V_t at sV + (t & 1) TB */
-
-    const int s = blockIdx.z, h = blockIdx.y, g = h / (H / Hkv);
-    const int start = cu[s], n = cu[s + 1] - start;
-    const int P = PFX ? cp[s + 1] - cp[s] : 0;
-    const int L = P + n;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * BM;
-    if (q0 >= n) return;
-    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gr = lane >> 2,
-              tq = lane & 3;
-    const int wrow = q0 + wg * 64 + warp * 16, row0 = wrow + gr, row1 = row0 + 8;
-    const int wg_first = q0 + wg * 64, wg_last = wg_first + 63;
-    {
-        const bf16 *Qg = Q + (size_t)start * ldq + (size_t)h * HD;
-        for (int i = threadIdx.x; i < BM * 8; i += NWG * 128) {
-            const int r = i >> 3, c = i & 7, ok = q0 + r < n;
-            cp_async16(sQ + ac_wg::swz(r, c), Qg + (size_t)(ok ? q0 + r : 0) * ldq + c * 8, ok ? 16 : 0);
-        }
-    }
-    const int kv_end = causal ? min(L, P + q0 + BM) : L;
-    const int n_tiles = (kv_end + BN - 1) / BN;
-    const bf16 *Kg = K + (size_t)start * ldk + (size_t)g * HD, *Vg = V + (size_t)start * ldk + (size_t)g * HD;
-    const bf16 *KPg = nullptr, *VPg = nullptr;
-    if (PFX) KPg = KP + (size_t)cp[s] * ldp + (size_t)g * HD, VPg = VP + (size_t)cp[s] * ldp + (size_t)g * HD;
-    /* rows of keys t BN .. + BN - 1 of K (or V: which = 1) into the shared tile at dst (zero past L) */
-    auto load_rows = [&](int t, uint32_t dst, int which) {
-        const int j0 = t * BN;
-        const bf16 *own = which ? Vg : Kg, *given = which ? VPg : KPg;
-        for (int i = threadIdx.x; i < BN * 8; i += NWG * 128) {
-            const int r = i >> 3, c = i & 7, key = j0 + r, ok = key < L;
-            if (PFX && key < P) cp_async16(dst + ac_wg::swz(r, c), given + (size_t)key * ldp + c * 8, 16);
-            else cp_async16(dst + ac_wg::swz(r, c), own + (size_t)(ok ? key - P : 0) * ldk + c * 8, ok ? 16 : 0);
-        }
-    };
-    const bool wg_rows = wg_first < n;
-    auto active = [&](int t) { return wg_rows && (!causal || t * BN <= P + wg_last); }; /* warpgroup-uniform */
-
-    float o[DT * 4];
+    wg_block<NWG, BN> b;
+    if (!wg_setup<NWG, BN, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
+    constexpr uint32_t TB = wg_block<NWG, BN>::TB;
+    auto active = [&](int t) { return b.wg_rows && (!causal || t * BN <= b.P + b.wg_last); }; /* warpgroup-uniform */
+    float o[32];
 #pragma unroll
-    for (int i = 0; i < DT * 4; i++) o[i] = 0.f;
+    for (int i = 0; i < 32; i++) o[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-    uint32_t pf[KS][4], pn[KS][4]; /* P_{t-1} (read by the in-flight product), P_t (being made) */
-
-    load_rows(0, sK, 0);
+    uint32_t pf[BN / 16][4], pn[BN / 16][4]; /* P_{t-1} (read by the in-flight product), P_t (being made) */
+    wg_load_q(b, Q, ldq);
+    wg_load_rows<NWG, BN, PFX>(b, 0, b.sK, 0, ldk, ldp);
     cp_commit(); /* group 0: Q, K_0 */
-    for (int t = 0; t <= n_tiles; t++) { /* t = n_tiles: only the last P V */
-        if (t + 1 < n_tiles) load_rows(t + 1, sK + ((t + 1) & 1) * TB, 0);
-        if (t < n_tiles) load_rows(t, sV + (t & 1) * TB, 1);
+    for (int t = 0; t <= b.n_tiles; t++) { /* t = n_tiles: only the last P V */
+        if (t + 1 < b.n_tiles) wg_load_rows<NWG, BN, PFX>(b, t + 1, b.sK + ((t + 1) & 1) * TB, 0, ldk, ldp);
+        if (t < b.n_tiles) wg_load_rows<NWG, BN, PFX>(b, t, b.sV + (t & 1) * TB, 1, ldk, ldp);
         cp_commit(); /* group t + 1: K_{t+1}, V_t */
-        if (t < n_tiles) cp_wait<1>(); /* K_t and V_{t-1} are in the groups before */
+        if (t < b.n_tiles) cp_wait<1>(); /* K_t and V_{t-1} are in the groups before */
         else cp_wait<0>();
         ac_wg::fence_proxy_async();
         __syncthreads();
-        const bool act = t < n_tiles && active(t), act_prev = t > 0 && active(t - 1);
-        const int j0 = t * BN;
-        float sc[NT * 4];
+        const bool act = t < b.n_tiles && active(t), act_prev = t > 0 && active(t - 1);
+        float sc[BN / 2];
         if (act || act_prev) {
             ac_wg::reg_fence(o);
             ac_wg::fence();
         }
-        if (act) {
-#pragma unroll
-            for (int i = 0; i < NT * 4; i++) sc[i] = 0.f;
-            ac_wg::reg_fence(sc);
-#pragma unroll
-            for (int kc = 0; kc < HD / 16; kc++) {
-                const uint64_t da = ac_wg::desc(sQ + wg * 64 * 128 + kc * 32, 16, 1024);
-                const uint64_t db = ac_wg::desc(sK + (t & 1) * TB + kc * 32, 16, 1024);
-                if constexpr (BN == 64) ac_wg::wgmma_ss_n64(sc, da, db, 1);
-                else ac_wg::wgmma_ss_n128(sc, da, db, 1);
-            }
-            ac_wg::commit();
-        }
-        if (act_prev) {
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++)
-                ac_wg::wgmma_rs_n64_tb(o, pf[kk], ac_wg::desc(sV + ((t - 1) & 1) * TB + kk * 2048, TB, 1024), 1);
-            ac_wg::commit();
-        }
+        if (act) wg_scores(b, t & 1, sc);
+        if (act_prev) wg_pv(b, (t - 1) & 1, o, pf);
         if (act) {
             if (act_prev) ac_wg::wait<1>(); /* S_t done; P_{t-1} V_{t-1} may still run */
             else ac_wg::wait<0>();
             ac_wg::reg_fence(sc);
-            const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > P + wrow);
-            float mx0 = m0, mx1 = m1;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                if (need_mask) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int key = j0 + nt * 8 + 2 * tq + (e & 1), pos = P + (e < 2 ? row0 : row1);
-                        if (key >= L || (causal && key > pos)) sc[4 * nt + e] = -INFINITY;
-                    }
-                }
-                mx0 = fmaxf(mx0, fmaxf(sc[4 * nt], sc[4 * nt + 1]));
-                mx1 = fmaxf(mx1, fmaxf(sc[4 * nt + 2], sc[4 * nt + 3]));
-            }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float b0 = mx0 == -INFINITY ? 0.f : mx0 * scale_log2, b1 = mx1 == -INFINITY ? 0.f : mx1 * scale_log2;
-            const bool moved = __any_sync(0xffffffffu, mx0 != m0 || mx1 != m1);
-            float a0 = 1.f, a1 = 1.f;
-            if (moved) a0 = ex2_ftz(fmaf(m0, scale_log2, -b0)), a1 = ex2_ftz(fmaf(m1, scale_log2, -b1));
-            m0 = mx0, m1 = mx1;
-            float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                const float p0 = ex2_ftz(fmaf(sc[4 * nt], scale_log2, -b0));
-                const float p1 = ex2_ftz(fmaf(sc[4 * nt + 1], scale_log2, -b0));
-                const float p2 = ex2_ftz(fmaf(sc[4 * nt + 2], scale_log2, -b1));
-                const float p3 = ex2_ftz(fmaf(sc[4 * nt + 3], scale_log2, -b1));
-                s0 += p0 + p1, s1 += p2 + p3;
-                pn[nt >> 1][(nt & 1) * 2] = pack_bf16(p0, p1);
-                pn[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
-            }
+            float a0, a1, s0, s1;
+            bool moved;
+            wg_softmax(b, t * BN, causal, scale_log2, sc, pn, m0, m1, a0, a1, s0, s1, moved);
             l0 = l0 * a0 + s0, l1 = l1 * a1 + s1;
             if (act_prev) ac_wg::wait<0>(); /* P_{t-1} V_{t-1} done: O and pf are free */
             ac_wg::reg_fence(o);
-            if (moved) {
+            if (moved) wg_rescale(o, a0, a1);
 #pragma unroll
-                for (int d = 0; d < DT; d++) o[4 * d] *= a0, o[4 * d + 1] *= a0, o[4 * d + 2] *= a1, o[4 * d + 3] *= a1;
-            }
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++)
+            for (int kk = 0; kk < BN / 16; kk++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) pf[kk][e] = pn[kk][e];
         } else if (act_prev) {
@@ -328,18 +300,7 @@ __global__ void __launch_bounds__(NWG * 128)
         }
         __syncthreads(); /* every warpgroup is done with K_t and V_{t-1}: the next loads may overwrite them */
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = l0 > 0 ? 1.f / l0 : 0.f, i1 = l1 > 0 ? 1.f / l1 : 0.f;
-    bf16 *o0 = O + (size_t)(start + row0) * ldo + (size_t)h * HD, *o1 = O + (size_t)(start + row1) * ldo + (size_t)h * HD;
-#pragma unroll
-    for (int d = 0; d < DT; d++) {
-        const int c = d * 8 + 2 * tq;
-        if (row0 < n) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[4 * d] * i0, o[4 * d + 1] * i0);
-        if (row1 < n) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
-    }
+    wg_store(b, o, l0, l1, O, ldo);
 #endif /* AC_WGMMA */
 }
 
@@ -356,7 +317,9 @@ template <int NWG, int BN, bool PFX, bool PIPE>
 int launch_wg_t(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, cudaStream_t st) {
     constexpr int BM = 64 * NWG;
     const size_t smem = (size_t)BM * 128 + (size_t)4 * BN * 128 + 1024; /* + the 1024-byte alignment slack */
-    auto kern = PIPE ? k_flash_wgp<NWG, BN, PFX> : k_flash_wg<NWG, BN, PFX>;
+    void (*kern)(AC_WG_PARAMS);
+    if constexpr (PIPE) kern = k_flash_wgp<NWG, BN, PFX>;
+    else kern = k_flash_wg<NWG, BN, PFX>;
     static bool attr_set = false; /* one attribute per instantiation */
     if (!attr_set) {
         AC_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
