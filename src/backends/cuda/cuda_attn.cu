@@ -326,9 +326,11 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
         return ac_err(AC_ERR_ARG, "flash attention: prefix rows missing or not 16-byte aligned");
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "flash attention: grid too large");
     if (!(a->scale > 0.f)) return ac_err(AC_ERR_ARG, "flash attention: scale %g (want > 0)", (double)a->scale);
-    /* defaults from gpu_bench attn on the H100 (GPU_NOTES run 10): at hd 64 the one-FFMA softmax made
-     * 4 warps x 1 m-tile the fastest (2048 and 8192, causal and not); hd 32 keeps 4 x 2 */
-    if (!variant) variant = a->hd <= 32 ? AC_FLASH_W4X2 : AC_FLASH_W4;
+    /* defaults from gpu_bench attn on the H100: at hd 64 the wgmma kernel with 2 warpgroups and 128-key
+     * tiles where the device runs it (run 17: 1.25x the mma.sync kernel at causal 8192, 1.19-1.24x at
+     * 2048 and BERT-base 512), else 4 warps x 1 m-tile (run 10); hd 32 keeps 4 x 2 */
+    if (!variant)
+        variant = a->hd <= 32 ? AC_FLASH_W4X2 : a->hd == 64 && ac_cu_wgmma_available() ? AC_FLASH_WG2K128 : AC_FLASH_W4;
     if (variant < AC_FLASH_W4 || variant > ac_flash_last_variant(a->hd))
         return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
     if (variant >= AC_FLASH_WG1K128) return ac_cu_flash_attn_wg(a, q, k, v, out, variant, st);

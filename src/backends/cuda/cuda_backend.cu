@@ -18,6 +18,7 @@
  * as are Wgate and Wup. */
 #include "cuda_backend.h"
 #include "cuda_attn.h"
+#include "cuda_attn_wg.h"
 #include "cuda_codec_av.h"
 #include "cuda_gemm.h"
 #include "cuda_ops.h"
@@ -95,6 +96,7 @@ int ac_cu_common_init(ac_cuda_model *g) {
     AC_CU(cudaEventCreate(&g->t1));
     int rc = ac_cu_gemm_new(g->st, &g->gemm);
     if (rc) return rc;
+    (void)ac_cu_wgmma_available(); /* probe once here, never first inside a captured forward (cuda_attn_wg.h) */
     g->L = (cu_layer *)calloc((size_t)g->hp.n_layer, sizeof *g->L);
     return g->L ? AC_OK : AC_ERR_NOMEM;
 }
