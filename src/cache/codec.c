@@ -225,6 +225,9 @@ done:
 }
 
 /* ---- reference decoders ----------------------------------------------------------------- */
+/* code j (0..15) of a q4 row: two per byte after the 4-byte scale, the even column in the low nibble */
+static inline unsigned q4_code(const uint8_t *r, int j) { return (j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15); }
+
 /* Decode a row of n stored columns into row[0..n) (row[n..) untouched). */
 static void decode_row_n(const ac_map_codec *c, const uint8_t *r, int n, float *row) {
     switch (c->kind) {
@@ -239,10 +242,7 @@ static void decode_row_n(const ac_map_codec *c, const uint8_t *r, int n, float *
     }
     case AC_CODEC_Q4: {
         float s = ld_f32(r);
-        for (int j = 0; j < n; j++) {
-            uint8_t b = r[4 + j / 2];
-            row[j] = (float)((j & 1) ? (b >> 4) : (b & 15)) * s;
-        }
+        for (int j = 0; j < n; j++) row[j] = (float)q4_code(r, j) * s;
         break;
     }
     case AC_CODEC_TOPK: {
@@ -276,7 +276,7 @@ double ac_codec_row_mass(const ac_map_codec *c, const void *row, int n_stored, i
     }
     case AC_CODEC_Q4: {
         uint32_t q = 0;
-        for (int j = 0; j < n; j++) q += (j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15);
+        for (int j = 0; j < n; j++) q += q4_code(r, j);
         s = (double)ld_f32(r) * q;
         break;
     }
@@ -302,7 +302,7 @@ float ac_codec_row_value(const ac_map_codec *c, const void *row, int n_stored, i
     case AC_CODEC_F32: return ld_f32(r + 4 * (size_t)j);
     case AC_CODEC_F16: return ac_f16_to_f32(ld_u16(r + 2 * (size_t)j));
     case AC_CODEC_Q8: return (float)r[4 + j] * ld_f32(r);
-    case AC_CODEC_Q4: return (float)((j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15)) * ld_f32(r);
+    case AC_CODEC_Q4: return (float)q4_code(r, j) * ld_f32(r);
     case AC_CODEC_TOPK: {
         const int kk = AC_MIN(c->topk, n_stored);
         for (int i = 0; i < kk; i++)
@@ -380,7 +380,7 @@ AC_PORTABLE static void av_row_c(const ac_map_codec *c, const void *row, int n, 
             case AC_CODEC_F32: pb[i] = ld_f32(r + 4 * (size_t)j); break;
             case AC_CODEC_F16: pb[i] = ac_f16_to_f32(ld_u16(r + 2 * (size_t)j)); break;
             case AC_CODEC_Q8: pb[i] = (float)r[4 + j] * s; break;
-            default: pb[i] = (float)((j & 1) ? (r[4 + j / 2] >> 4) : (r[4 + j / 2] & 15)) * s; break;
+            default: pb[i] = (float)q4_code(r, j) * s; break;
             }
         }
         for (int i = 0; i < m; i++) {
