@@ -39,6 +39,8 @@ static int bench_load_texts(const ac_model *m, const char *who, const char *path
             continue;
         }
         if (limit > 0 && nt > limit) nt = limit;
+        int32_t *fit = realloc(ids, (size_t)nt * sizeof *ids); /* a long max_t must not cost max_t a text */
+        if (fit) ids = fit;
         seqs[n].tokens = ids, seqs[n].n_tokens = nt;
         *tokens += nt;
         n++;

@@ -26,6 +26,8 @@
  * looks each sequence up alone, on threads, the way before the batch (ac_cache_lookup_all_each), its
  * times summed over the threads (more than their wall time): run both on one warm machine to compare.
  * AC_STREAM_BACKEND=cpu runs the same stream on the CPU backend (a check of the program itself).
+ * AC_STREAM_L=N cuts every text at N tokens (default 512, at most 16384 and the model's context): long
+ * prompts on a decoder's shape, where the attention is a large share of the forward.
  * usage: gpu_stream MODEL TEXTS [N_REC (default: half)] [B 64] [REPS 3] [CODEC (the cache's default)]
  * Exits 0 with "SKIP" without a CUDA device. */
 #define _GNU_SOURCE
@@ -77,8 +79,14 @@ int main(int argc, char **argv) {
     ac_model_info info;
     ac_model_get_info(m, &info);
     /* the texts */
-    enum { MAXN = 4096, MAXT = 512 };
-    const int limit = info.n_ctx_train > 0 && info.n_ctx_train < MAXT ? info.n_ctx_train : MAXT;
+    enum { MAXN = 4096, MAXT = 65536 }; /* MAXT: the longest line tokenized (then cut at `limit`) */
+    const char *l_env = getenv("AC_STREAM_L");
+    int limit = l_env ? atoi(l_env) : 512;
+    if (limit < 1 || limit > 16384) {
+        fprintf(stderr, "gpu_stream: AC_STREAM_L=%s: want 1..16384 tokens\n", l_env);
+        return 2;
+    }
+    if (info.n_ctx_train > 0 && info.n_ctx_train < limit) limit = info.n_ctx_train;
     ac_seq *seqs = NULL;
     long long tokens = 0;
     int n = bench_load_texts(m, "gpu_stream", argv[2], MAXN, MAXT, limit, &seqs, &tokens);
