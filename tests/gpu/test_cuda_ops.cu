@@ -478,15 +478,22 @@ static void rand_pfx(int n_seq, int Pmax, int Nmax, vector<int> &cu, vector<int>
     *T = cu[n_seq], *ptot = cp[n_seq];
 }
 
-/* Which variants this device runs: the mma.sync ones everywhere; the wgmma ones (hd 64) only where the
- * device executes the sm_90a code, and elsewhere refused with AC_ERR_UNSUPPORTED (never a wrong result). */
+/* Which variants this device runs: the mma.sync ones everywhere (4 x 2 and 128-key tiles at hd <= 64); the
+ * wgmma ones (hd 64, and hd 128 but the pipelined two) only where the device executes the sm_90a code, and
+ * elsewhere refused with AC_ERR_UNSUPPORTED (never a wrong result). */
 static void test_flash_variants_offered(void) {
     const int wg = ac_cu_wgmma_available();
     printf("  wgmma attention variants: %s\n", wg ? "available (sm_90a code on this device)" : "not available");
     for (int v = AC_FLASH_W4; v < AC_FLASH_WG1K128; v++)
         CHECK(ac_cu_flash_variant_ok(64, v), "flash variant %d offered at hd 64", v);
-    CHECK(!ac_cu_flash_variant_ok(32, AC_FLASH_WG2) && !ac_cu_flash_variant_ok(128, AC_FLASH_WG2),
-          "wgmma variants offered at hd 64 only");
+    CHECK(ac_cu_flash_variant_ok(128, AC_FLASH_W4) && ac_cu_flash_variant_ok(128, AC_FLASH_W8) &&
+              !ac_cu_flash_variant_ok(128, AC_FLASH_W4X2) && !ac_cu_flash_variant_ok(128, AC_FLASH_W4K128),
+          "mma.sync variants at hd 128: 4 x 1 and 8 x 1 only");
+    CHECK(!ac_cu_flash_variant_ok(32, AC_FLASH_WG2), "no wgmma variant at hd 32");
+    for (int v = AC_FLASH_WG1K128; v <= AC_FLASH_WG2K128; v++)
+        CHECK(ac_cu_flash_variant_ok(128, v) == wg, "wgmma variant %d offered at hd 128 iff available", v);
+    CHECK(!ac_cu_flash_variant_ok(128, AC_FLASH_WGP2) && !ac_cu_flash_variant_ok(128, AC_FLASH_WGP2K128),
+          "pipelined wgmma variants at hd 64 only");
     for (int v = AC_FLASH_WG1K128; v <= AC_FLASH_WGP2K128; v++) {
         CHECK(ac_cu_flash_variant_ok(64, v) == wg, "wgmma variant %d offered iff available", v);
         if (!wg) { /* refused before any launch (nothing is read) */

@@ -351,6 +351,7 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
 
 int ac_cu_flash_variant_ok(int hd, int variant) {
     if (variant < AC_FLASH_W4 || variant > ac_flash_last_variant(hd)) return 0;
+    if (hd > 64 && (variant == AC_FLASH_W4X2 || variant == AC_FLASH_W4K128)) return 0; /* hd <= 64 only */
     return variant < AC_FLASH_WG1K128 || ac_cu_wgmma_available();
 }
 

@@ -33,15 +33,18 @@ typedef struct ac_cu_attn {
 enum { AC_FLASH_W4 = 1 /* 4 x 1: 64 rows */, AC_FLASH_W8 = 2 /* 8 x 1: 128 rows */,
        AC_FLASH_W4X2 = 3 /* 4 x 2: 128 rows, each K/V fragment feeds 2 products; hd <= 64 */,
        AC_FLASH_W4K128 = 4 /* 4 x 1 with tiles of 128 keys (half the barriers and softmax passes); hd <= 64 */,
-       /* wgmma (Hopper warpgroup MMA, cuda_attn_wg.cu), hd 64 only, where ac_cu_flash_variant_ok says so:
-        * warpgroups of 64 rows x key tiles */
+       /* wgmma (Hopper warpgroup MMA, cuda_attn_wg.cu), hd 64 and 128, where ac_cu_flash_variant_ok says
+        * so: warpgroups of 64 rows x key tiles */
        AC_FLASH_WG1K128 = 5 /* 1 x 128 keys */, AC_FLASH_WG2 = 6 /* 2 x 64 keys */,
        AC_FLASH_WG2K128 = 7 /* 2 x 128 keys */,
-       /* the same, pipelined: inside a warpgroup the next S = Q K^T and the last P V run during the softmax */
+       /* the same, pipelined: inside a warpgroup the next S = Q K^T and the last P V run during the softmax
+        * (hd 64 only) */
        AC_FLASH_WGP2 = 8 /* 2 x 64 keys */, AC_FLASH_WGP2K128 = 9 /* 2 x 128 keys */ };
-/* The last variant for a head dim (variants run from AC_FLASH_W4 to it; some may not run on this
- * device: ac_cu_flash_variant_ok). */
-static inline int ac_flash_last_variant(int hd) { return hd == 64 ? AC_FLASH_WGP2K128 : hd < 64 ? AC_FLASH_W4K128 : AC_FLASH_W8; }
+/* The last variant for a head dim (variants run from AC_FLASH_W4 to it; some of them are not offered
+ * for hd or may not run on this device: ac_cu_flash_variant_ok). */
+static inline int ac_flash_last_variant(int hd) {
+    return hd == 64 ? AC_FLASH_WGP2K128 : hd < 64 ? AC_FLASH_W4K128 : hd == 128 ? AC_FLASH_WG2K128 : AC_FLASH_W8;
+}
 /* 1 where variant runs for head dim hd on the current device (the wgmma ones need an sm_90 GPU). */
 int ac_cu_flash_variant_ok(int hd, int variant);
 int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int variant,

@@ -1,15 +1,18 @@
-/* cuda_attn_wg.cu — the fused attention on Hopper's warpgroup MMA (wgmma, sm_90a), head dim 64.
+/* cuda_attn_wg.cu — the fused attention on Hopper's warpgroup MMA (wgmma, sm_90a), head dims 64 and 128.
  *
  * The same algorithm as k_flash (cuda_attn.cu: online softmax in the log2 domain, one FFMA and one
  * MUFU.EX2 per score, O rescaled only when a row's max moved, causal blocks stop at their diagonal,
  * longest blocks first, GQA without expanding K/V, given prefix rows), with the two products on
  * wgmma instead of mma.sync:
- *   S [64 x BN] = Q [64 x 64] . K^T     both operands read by the tensor cores from shared memory
+ *   S [64 x BN] = Q [64 x D] . K^T      both operands read by the tensor cores from shared memory
  *                                        (128B-swizzled tiles, K-major), no ldmatrix;
- *   O [64 x 64] += P [64 x BN] . V       P from registers (the S accumulators re-packed to bf16:
+ *   O [64 x D] += P [64 x BN] . V        P from registers (the S accumulators re-packed to bf16:
  *                                        wgmma's accumulator and A-fragment layouts are mma.sync's,
  *                                        warp w of the group holding rows 16w .. 16w + 15), V from
  *                                        shared memory as an MN-major operand (the same tile bytes).
+ * Head dim D = 64 or 128: a tile of rows of D bf16 is kept as D / 64 column blocks, each a 128B-swizzled
+ * tile of rows of 64 (block c holds columns 64c .. 64c + 63); a k-step of S reads the block its 16
+ * columns are in, and O's columns 64c .. are the product with block c of V (one m64n64 per block).
  * Per block: NWG warpgroups x 64 query rows of one (sequence, head), K/V tiles of BN keys two stages
  * deep through cp.async (the Q tile with the first). A warpgroup skips (uniformly) the causal tiles
  * wholly after its last row and every tile when its rows are past the sequence. */
@@ -27,9 +30,10 @@ using namespace ac_ptx;
 #ifdef AC_WGMMA
 /* One block's place: sequence s, head h (kv head g), query rows q0 .. q0 + 64 NWG - 1, this thread's
  * warpgroup / warp / rows, and the shared tiles (K and V stage st at sK / sV + st TB). */
-template <int NWG, int BN> struct wg_block {
-    static constexpr int HD = 64, BM = 64 * NWG;
-    static constexpr uint32_t QB = BM * 128, TB = BN * 128; /* bytes: Q tile [BM][64], a K or V tile [BN][64] */
+template <int NWG, int BN, int D> struct wg_block {
+    static constexpr int HD = D, BM = 64 * NWG, NCB = D / 64; /* NCB column blocks of 64 */
+    static constexpr uint32_t QCB = BM * 128, KCB = BN * 128; /* bytes of a column block of Q [BM][64], K or V [BN][64] */
+    static constexpr uint32_t QB = QCB * NCB, TB = KCB * NCB;  /* bytes: Q tile [BM][D], a K or V tile [BN][D] */
     uint32_t sQ, sK, sV;
     int start, n, P, L, q0, g, wg, tq, wrow, row0, row1, wg_last, n_tiles;
     bool wg_rows; /* the warpgroup has rows of this sequence */
@@ -37,11 +41,11 @@ template <int NWG, int BN> struct wg_block {
 };
 
 /* Fill b; false when the block has no rows (it returns before any barrier). */
-template <int NWG, int BN, bool PFX>
-__device__ __forceinline__ bool wg_setup(wg_block<NWG, BN> &b, unsigned char *smem_raw, const bf16 *K, const bf16 *V,
+template <int NWG, int BN, int D, bool PFX>
+__device__ __forceinline__ bool wg_setup(wg_block<NWG, BN, D> &b, unsigned char *smem_raw, const bf16 *K, const bf16 *V,
                                          const int *cu, int ldk, int H, int Hkv, int causal, const int *cp,
                                          const bf16 *KP, const bf16 *VP, int ldp) {
-    using B = wg_block<NWG, BN>;
+    using B = wg_block<NWG, BN, D>;
     b.sQ = (smem_u32(smem_raw) + 1023u) & ~1023u; /* swizzle atoms start on 1024-byte boundaries */
     b.sK = b.sQ + B::QB, b.sV = b.sK + 2 * B::TB;
     const int s = blockIdx.z, h = blockIdx.y;
@@ -65,50 +69,60 @@ __device__ __forceinline__ bool wg_setup(wg_block<NWG, BN> &b, unsigned char *sm
 }
 
 /* the Q tile, rows q0 .. q0 + BM - 1 of head h (zero past n) */
-template <int NWG, int BN>
-__device__ __forceinline__ void wg_load_q(const wg_block<NWG, BN> &b, const bf16 *Q, int ldq) {
-    const bf16 *Qg = Q + (size_t)b.start * ldq + (size_t)blockIdx.y * 64;
-    for (int i = threadIdx.x; i < wg_block<NWG, BN>::BM * 8; i += NWG * 128) {
-        const int r = i >> 3, c = i & 7, ok = b.q0 + r < b.n;
-        cp_async16(b.sQ + ac_wg::swz(r, c), Qg + (size_t)(ok ? b.q0 + r : 0) * ldq + c * 8, ok ? 16 : 0);
+template <int NWG, int BN, int D>
+__device__ __forceinline__ void wg_load_q(const wg_block<NWG, BN, D> &b, const bf16 *Q, int ldq) {
+    using B = wg_block<NWG, BN, D>;
+    const bf16 *Qg = Q + (size_t)b.start * ldq + (size_t)blockIdx.y * D;
+    for (int i = threadIdx.x; i < B::BM * (D / 8); i += NWG * 128) {
+        const int r = i / (D / 8), c = i % (D / 8), ok = b.q0 + r < b.n; /* 16-byte chunk c of row r */
+        cp_async16(b.sQ + (c >> 3) * B::QCB + ac_wg::swz(r, c & 7), Qg + (size_t)(ok ? b.q0 + r : 0) * ldq + c * 8,
+                   ok ? 16 : 0);
     }
 }
 
 /* rows of keys t BN .. + BN - 1 of K (which 0) or V (1) into the swizzled tile at dst (zero past L) */
-template <int NWG, int BN, bool PFX>
-__device__ __forceinline__ void wg_load_rows(const wg_block<NWG, BN> &b, int t, uint32_t dst, int which, int ldk,
+template <int NWG, int BN, int D, bool PFX>
+__device__ __forceinline__ void wg_load_rows(const wg_block<NWG, BN, D> &b, int t, uint32_t dst, int which, int ldk,
                                              int ldp) {
+    using B = wg_block<NWG, BN, D>;
     const int j0 = t * BN;
     const bf16 *own = which ? b.Vg : b.Kg, *given = which ? b.VPg : b.KPg;
-    for (int i = threadIdx.x; i < BN * 8; i += NWG * 128) {
-        const int r = i >> 3, c = i & 7, key = j0 + r, ok = key < b.L;
-        if (PFX && key < b.P) cp_async16(dst + ac_wg::swz(r, c), given + (size_t)key * ldp + c * 8, 16);
-        else cp_async16(dst + ac_wg::swz(r, c), own + (size_t)(ok ? key - b.P : 0) * ldk + c * 8, ok ? 16 : 0);
+    for (int i = threadIdx.x; i < BN * (D / 8); i += NWG * 128) {
+        const int r = i / (D / 8), c = i % (D / 8), key = j0 + r, ok = key < b.L;
+        const uint32_t at = dst + (c >> 3) * B::KCB + ac_wg::swz(r, c & 7);
+        if (PFX && key < b.P) cp_async16(at, given + (size_t)key * ldp + c * 8, 16);
+        else cp_async16(at, own + (size_t)(ok ? key - b.P : 0) * ldk + c * 8, ok ? 16 : 0);
     }
 }
 
 /* S = Q K_t^T for the warpgroup's 64 rows (stage st), issued and committed (not waited) */
-template <int NWG, int BN>
-__device__ __forceinline__ void wg_scores(const wg_block<NWG, BN> &b, int st, float (&sc)[BN / 2]) {
+template <int NWG, int BN, int D>
+__device__ __forceinline__ void wg_scores(const wg_block<NWG, BN, D> &b, int st, float (&sc)[BN / 2]) {
+    using B = wg_block<NWG, BN, D>;
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) sc[i] = 0.f;
     ac_wg::reg_fence(sc);
 #pragma unroll
-    for (int kc = 0; kc < 4; kc++) { /* hd 64 = 4 k-steps of 16 */
-        const uint64_t da = ac_wg::desc(b.sQ + b.wg * 64 * 128 + kc * 32, 16, 1024);
-        const uint64_t db = ac_wg::desc(b.sK + st * wg_block<NWG, BN>::TB + kc * 32, 16, 1024);
+    for (int kc = 0; kc < D / 16; kc++) { /* k-steps of 16: column block kc / 4, 32 bytes a step inside it */
+        const uint32_t cb = kc >> 2, kin = (kc & 3) * 32;
+        const uint64_t da = ac_wg::desc(b.sQ + cb * B::QCB + b.wg * 64 * 128 + kin, 16, 1024);
+        const uint64_t db = ac_wg::desc(b.sK + st * B::TB + cb * B::KCB + kin, 16, 1024);
         if constexpr (BN == 64) ac_wg::wgmma_ss_n64(sc, da, db, 1);
         else ac_wg::wgmma_ss_n128(sc, da, db, 1);
     }
     ac_wg::commit();
 }
 
-/* O += P V_t (stage st), issued and committed (not waited) */
-template <int NWG, int BN>
-__device__ __forceinline__ void wg_pv(const wg_block<NWG, BN> &b, int st, float (&o)[32], const uint32_t (&pf)[BN / 16][4]) {
+/* O += P V_t (stage st), issued and committed (not waited); O's columns 64c .. 64c + 63 at o[32c ..] */
+template <int NWG, int BN, int D>
+__device__ __forceinline__ void wg_pv(const wg_block<NWG, BN, D> &b, int st, float (&o)[D / 2],
+                                      const uint32_t (&pf)[BN / 16][4]) {
+    using B = wg_block<NWG, BN, D>;
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++)
-        ac_wg::wgmma_rs_n64_tb(o, pf[kk], ac_wg::desc(b.sV + st * wg_block<NWG, BN>::TB + kk * 2048, wg_block<NWG, BN>::TB, 1024), 1);
+#pragma unroll
+        for (int c = 0; c < B::NCB; c++)
+            ac_wg::wgmma_rs_n64_tb(o + 32 * c, pf[kk], ac_wg::desc(b.sV + st * B::TB + c * B::KCB + kk * 2048, B::KCB, 1024), 1);
     ac_wg::commit();
 }
 
@@ -116,8 +130,8 @@ __device__ __forceinline__ void wg_pv(const wg_block<NWG, BN> &b, int st, float 
  * row's position, moves the running maxima m0, m1 (this thread's two rows), writes P as the A
  * fragments of the k-steps of 16 keys, and returns the rescale factors of the old O and l (1 where
  * no row of the warp moved its max: *moved false) and this tile's row sums. */
-template <int NWG, int BN>
-__device__ __forceinline__ void wg_softmax(const wg_block<NWG, BN> &b, int j0, int causal, float scale_log2,
+template <int NWG, int BN, int D>
+__device__ __forceinline__ void wg_softmax(const wg_block<NWG, BN, D> &b, int j0, int causal, float scale_log2,
                                            float (&sc)[BN / 2], uint32_t (&pf)[BN / 16][4], float &m0, float &m1,
                                            float &a0, float &a1, float &s0, float &s1, bool &moved) {
     constexpr int NT = BN / 8;
@@ -158,24 +172,24 @@ __device__ __forceinline__ void wg_softmax(const wg_block<NWG, BN> &b, int j0, i
     }
 }
 
-__device__ __forceinline__ void wg_rescale(float (&o)[32], float a0, float a1) {
+template <int N> __device__ __forceinline__ void wg_rescale(float (&o)[N], float a0, float a1) {
 #pragma unroll
-    for (int d = 0; d < 8; d++) o[4 * d] *= a0, o[4 * d + 1] *= a0, o[4 * d + 2] *= a1, o[4 * d + 3] *= a1;
+    for (int d = 0; d < N / 4; d++) o[4 * d] *= a0, o[4 * d + 1] *= a0, o[4 * d + 2] *= a1, o[4 * d + 3] *= a1;
 }
 
 /* O / l to this thread's rows (those of the sequence) of head h */
-template <int NWG, int BN>
-__device__ __forceinline__ void wg_store(const wg_block<NWG, BN> &b, const float (&o)[32], float l0, float l1, bf16 *O,
-                                         int ldo) {
+template <int NWG, int BN, int D>
+__device__ __forceinline__ void wg_store(const wg_block<NWG, BN, D> &b, const float (&o)[D / 2], float l0, float l1,
+                                         bf16 *O, int ldo) {
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     const float i0 = l0 > 0 ? 1.f / l0 : 0.f, i1 = l1 > 0 ? 1.f / l1 : 0.f;
-    bf16 *o0 = O + (size_t)(b.start + b.row0) * ldo + (size_t)blockIdx.y * 64;
-    bf16 *o1 = O + (size_t)(b.start + b.row1) * ldo + (size_t)blockIdx.y * 64;
+    bf16 *o0 = O + (size_t)(b.start + b.row0) * ldo + (size_t)blockIdx.y * D;
+    bf16 *o1 = O + (size_t)(b.start + b.row1) * ldo + (size_t)blockIdx.y * D;
 #pragma unroll
-    for (int d = 0; d < 8; d++) {
+    for (int d = 0; d < D / 8; d++) { /* n-tile d: columns 8d .. (o[32c ..] = block c = n-tiles 8c ..) */
         const int c = d * 8 + 2 * b.tq;
         if (b.row0 < b.n) *reinterpret_cast<uint32_t *>(o0 + c) = pack_bf16(o[4 * d] * i0, o[4 * d + 1] * i0);
         if (b.row1 < b.n) *reinterpret_cast<uint32_t *>(o1 + c) = pack_bf16(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
@@ -189,26 +203,26 @@ __device__ __forceinline__ void wg_store(const wg_block<NWG, BN> &b, const float
         const int *__restrict__ cp, const bf16 *__restrict__ KP, const bf16 *__restrict__ VP, int ldp
 
 /* Plain: per tile, S (wait), softmax, P V (wait). K_t and V_t share a stage; tile t + 1 loads meanwhile. */
-template <int NWG, int BN, bool PFX>
+template <int NWG, int BN, int D, bool PFX>
 __global__ void __launch_bounds__(NWG * 128) k_flash_wg(AC_WG_PARAMS) {
 #ifdef AC_WGMMA
     extern __shared__ unsigned char smem_raw[];
-    wg_block<NWG, BN> b;
-    if (!wg_setup<NWG, BN, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
-    constexpr uint32_t TB = wg_block<NWG, BN>::TB;
-    float o[32]; /* O [64 x 64] of the warpgroup: this thread's n-tile d at o[4d .. 4d + 3] */
+    wg_block<NWG, BN, D> b;
+    if (!wg_setup<NWG, BN, D, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
+    constexpr uint32_t TB = wg_block<NWG, BN, D>::TB;
+    float o[D / 2]; /* O [64 x D] of the warpgroup: this thread's n-tile d at o[4d .. 4d + 3] */
 #pragma unroll
-    for (int i = 0; i < 32; i++) o[i] = 0.f;
+    for (int i = 0; i < D / 2; i++) o[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     wg_load_q(b, Q, ldq);
-    wg_load_rows<NWG, BN, PFX>(b, 0, b.sK, 0, ldk, ldp);
-    wg_load_rows<NWG, BN, PFX>(b, 0, b.sV, 1, ldk, ldp);
+    wg_load_rows<NWG, BN, D, PFX>(b, 0, b.sK, 0, ldk, ldp);
+    wg_load_rows<NWG, BN, D, PFX>(b, 0, b.sV, 1, ldk, ldp);
     cp_commit(); /* group 0: the Q tile and the first K/V tile */
     for (int t = 0; t < b.n_tiles; t++) {
         if (t + 1 < b.n_tiles) {
             const int nx = (t + 1) & 1;
-            wg_load_rows<NWG, BN, PFX>(b, t + 1, b.sK + nx * TB, 0, ldk, ldp);
-            wg_load_rows<NWG, BN, PFX>(b, t + 1, b.sV + nx * TB, 1, ldk, ldp);
+            wg_load_rows<NWG, BN, D, PFX>(b, t + 1, b.sK + nx * TB, 0, ldk, ldp);
+            wg_load_rows<NWG, BN, D, PFX>(b, t + 1, b.sV + nx * TB, 1, ldk, ldp);
             cp_commit();
             cp_wait<1>();
         } else {
@@ -247,25 +261,25 @@ __global__ void __launch_bounds__(NWG * 128) k_flash_wg(AC_WG_PARAMS) {
  * K and V tiles therefore live one iteration apart: iteration t loads K_{t+1} and V_t (one cp.async group)
  * while it reads K_t and V_{t-1}; P lives in two register sets (an in-flight wgmma reads its A
  * registers until it completes). */
-template <int NWG, int BN, bool PFX>
+template <int NWG, int BN, int D, bool PFX>
 __global__ void __launch_bounds__(NWG * 128) k_flash_wgp(AC_WG_PARAMS) {
 #ifdef AC_WGMMA
     extern __shared__ unsigned char smem_raw[];
-    wg_block<NWG, BN> b;
-    if (!wg_setup<NWG, BN, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
-    constexpr uint32_t TB = wg_block<NWG, BN>::TB;
+    wg_block<NWG, BN, D> b;
+    if (!wg_setup<NWG, BN, D, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
+    constexpr uint32_t TB = wg_block<NWG, BN, D>::TB;
     auto active = [&](int t) { return b.wg_rows && (!causal || t * BN <= b.P + b.wg_last); }; /* warpgroup-uniform */
-    float o[32];
+    float o[D / 2];
 #pragma unroll
-    for (int i = 0; i < 32; i++) o[i] = 0.f;
+    for (int i = 0; i < D / 2; i++) o[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     uint32_t pf[BN / 16][4], pn[BN / 16][4]; /* P_{t-1} (read by the in-flight product), P_t (being made) */
     wg_load_q(b, Q, ldq);
-    wg_load_rows<NWG, BN, PFX>(b, 0, b.sK, 0, ldk, ldp);
+    wg_load_rows<NWG, BN, D, PFX>(b, 0, b.sK, 0, ldk, ldp);
     cp_commit(); /* group 0: Q, K_0 */
     for (int t = 0; t <= b.n_tiles; t++) { /* t = n_tiles: only the last P V */
-        if (t + 1 < b.n_tiles) wg_load_rows<NWG, BN, PFX>(b, t + 1, b.sK + ((t + 1) & 1) * TB, 0, ldk, ldp);
-        if (t < b.n_tiles) wg_load_rows<NWG, BN, PFX>(b, t, b.sV + (t & 1) * TB, 1, ldk, ldp);
+        if (t + 1 < b.n_tiles) wg_load_rows<NWG, BN, D, PFX>(b, t + 1, b.sK + ((t + 1) & 1) * TB, 0, ldk, ldp);
+        if (t < b.n_tiles) wg_load_rows<NWG, BN, D, PFX>(b, t, b.sV + (t & 1) * TB, 1, ldk, ldp);
         cp_commit(); /* group t + 1: K_{t+1}, V_t */
         if (t < b.n_tiles) cp_wait<1>(); /* K_t and V_{t-1} are in the groups before */
         else cp_wait<0>();
@@ -313,13 +327,13 @@ __global__ void k_wgmma_probe(int *out) {
 #endif
 }
 
-template <int NWG, int BN, bool PFX, bool PIPE>
+template <int NWG, int BN, int D, bool PFX, bool PIPE>
 int launch_wg_t(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, cudaStream_t st) {
     constexpr int BM = 64 * NWG;
-    const size_t smem = (size_t)BM * 128 + (size_t)4 * BN * 128 + 1024; /* + the 1024-byte alignment slack */
+    const size_t smem = ((size_t)BM + (size_t)4 * BN) * 2 * D + 1024; /* Q, 2 stages of K and V, + alignment slack */
     void (*kern)(AC_WG_PARAMS);
-    if constexpr (PIPE) kern = k_flash_wgp<NWG, BN, PFX>;
-    else kern = k_flash_wg<NWG, BN, PFX>;
+    if constexpr (PIPE) kern = k_flash_wgp<NWG, BN, D, PFX>;
+    else kern = k_flash_wg<NWG, BN, D, PFX>;
     static bool attr_set = false; /* one attribute per instantiation */
     if (!attr_set) {
         AC_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -333,10 +347,10 @@ int launch_wg_t(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v
     return AC_OK;
 }
 
-template <int NWG, int BN, bool PIPE = false>
+template <int NWG, int BN, int D = 64, bool PIPE = false>
 int launch_wg(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, cudaStream_t st) {
-    return a->cp ? launch_wg_t<NWG, BN, true, PIPE>(a, q, k, v, out, st)
-                 : launch_wg_t<NWG, BN, false, PIPE>(a, q, k, v, out, st);
+    return a->cp ? launch_wg_t<NWG, BN, D, true, PIPE>(a, q, k, v, out, st)
+                 : launch_wg_t<NWG, BN, D, false, PIPE>(a, q, k, v, out, st);
 }
 
 } // namespace
@@ -357,16 +371,20 @@ int ac_cu_wgmma_available(void) {
 
 int ac_cu_flash_attn_wg(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int variant,
                         cudaStream_t st) {
-    if (a->hd != 64) return ac_err(AC_ERR_UNSUPPORTED, "flash attention (wgmma): head dim %d (64 only)", a->hd);
+    if (a->hd != 64 && a->hd != 128)
+        return ac_err(AC_ERR_UNSUPPORTED, "flash attention (wgmma): head dim %d (64 or 128)", a->hd);
     if (!ac_cu_wgmma_available())
         return ac_err(AC_ERR_UNSUPPORTED, "flash attention variant %d needs wgmma (an sm_90 GPU and the sm_90a build)",
                       variant);
-    switch (variant) {
-    case AC_FLASH_WG1K128: return launch_wg<1, 128>(a, q, k, v, out, st);
-    case AC_FLASH_WG2: return launch_wg<2, 64>(a, q, k, v, out, st);
-    case AC_FLASH_WG2K128: return launch_wg<2, 128>(a, q, k, v, out, st);
-    case AC_FLASH_WGP2: return launch_wg<2, 64, true>(a, q, k, v, out, st);
-    case AC_FLASH_WGP2K128: return launch_wg<2, 128, true>(a, q, k, v, out, st);
-    default: return ac_err(AC_ERR_ARG, "flash attention (wgmma): variant %d", variant);
+    switch (a->hd * 16 + variant) {
+    case 64 * 16 + AC_FLASH_WG1K128: return launch_wg<1, 128>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_WG2: return launch_wg<2, 64>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_WG2K128: return launch_wg<2, 128>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_WGP2: return launch_wg<2, 64, 64, true>(a, q, k, v, out, st);
+    case 64 * 16 + AC_FLASH_WGP2K128: return launch_wg<2, 128, 64, true>(a, q, k, v, out, st);
+    case 128 * 16 + AC_FLASH_WG1K128: return launch_wg<1, 128, 128>(a, q, k, v, out, st);
+    case 128 * 16 + AC_FLASH_WG2: return launch_wg<2, 64, 128>(a, q, k, v, out, st);
+    case 128 * 16 + AC_FLASH_WG2K128: return launch_wg<2, 128, 128>(a, q, k, v, out, st);
+    default: return ac_err(AC_ERR_ARG, "flash attention (wgmma): variant %d at head dim %d", variant, a->hd);
     }
 }
