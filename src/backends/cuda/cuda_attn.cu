@@ -326,11 +326,14 @@ int ac_cu_flash_attn(const ac_cu_attn *a, const bf16 *q, const bf16 *k, const bf
         return ac_err(AC_ERR_ARG, "flash attention: prefix rows missing or not 16-byte aligned");
     if (a->n_seq > 65535 || a->H > 65535) return ac_err(AC_ERR_ARG, "flash attention: grid too large");
     if (!(a->scale > 0.f)) return ac_err(AC_ERR_ARG, "flash attention: scale %g (want > 0)", (double)a->scale);
-    /* defaults from gpu_bench attn on the H100: at hd 64 the wgmma kernel with 2 warpgroups and 128-key
-     * tiles where the device runs it (run 17: 1.25x the mma.sync kernel at causal 8192, 1.19-1.24x at
-     * 2048 and BERT-base 512), else 4 warps x 1 m-tile (run 10); hd 32 keeps 4 x 2 */
+    /* defaults from gpu_bench attn on the H100: at hd 64 and 128 the wgmma kernel with 2 warpgroups and
+     * 128-key tiles where the device runs it (run 17, hd 64: 1.25x the mma.sync kernel at causal 8192,
+     * 1.19-1.24x at 2048 and BERT-base 512; run 19, hd 128: 1.25-1.36x), else 4 warps x 1 m-tile
+     * (run 10); hd 32 keeps 4 x 2 */
     if (!variant)
-        variant = a->hd <= 32 ? AC_FLASH_W4X2 : a->hd == 64 && ac_cu_wgmma_available() ? AC_FLASH_WG2K128 : AC_FLASH_W4;
+        variant = a->hd <= 32                                             ? AC_FLASH_W4X2
+                  : (a->hd == 64 || a->hd == 128) && ac_cu_wgmma_available() ? AC_FLASH_WG2K128
+                                                                        : AC_FLASH_W4;
     if (variant < AC_FLASH_W4 || variant > ac_flash_last_variant(a->hd))
         return ac_err(AC_ERR_ARG, "flash attention: variant %d for head dim %d", variant, a->hd);
     if (variant >= AC_FLASH_WG1K128) return ac_cu_flash_attn_wg(a, q, k, v, out, variant, st);

@@ -31,7 +31,9 @@ using namespace ac_ptx;
 /* One block's place: sequence s, head h (kv head g), query rows q0 .. q0 + 64 NWG - 1, this thread's
  * warpgroup / warp / rows, and the shared tiles (K and V stage st at sK / sV + st TB). */
 template <int NWG, int BN, int D> struct wg_block {
+    static_assert(D == 64 || D == 128, "head dim 64 or 128");
     static constexpr int HD = D, BM = 64 * NWG, NCB = D / 64; /* NCB column blocks of 64 */
+    static constexpr int CSH = D == 64 ? 3 : 4;                 /* log2 of the 16-byte chunks a row */
     static constexpr uint32_t QCB = BM * 128, KCB = BN * 128; /* bytes of a column block of Q [BM][64], K or V [BN][64] */
     static constexpr uint32_t QB = QCB * NCB, TB = KCB * NCB;  /* bytes: Q tile [BM][D], a K or V tile [BN][D] */
     uint32_t sQ, sK, sV;
@@ -74,7 +76,7 @@ __device__ __forceinline__ void wg_load_q(const wg_block<NWG, BN, D> &b, const b
     using B = wg_block<NWG, BN, D>;
     const bf16 *Qg = Q + (size_t)b.start * ldq + (size_t)blockIdx.y * D;
     for (int i = threadIdx.x; i < B::BM * (D / 8); i += NWG * 128) {
-        const int r = i / (D / 8), c = i % (D / 8), ok = b.q0 + r < b.n; /* 16-byte chunk c of row r */
+        const int r = i >> B::CSH, c = i & (D / 8 - 1), ok = b.q0 + r < b.n; /* 16-byte chunk c of row r */
         cp_async16(b.sQ + (c >> 3) * B::QCB + ac_wg::swz(r, c & 7), Qg + (size_t)(ok ? b.q0 + r : 0) * ldq + c * 8,
                    ok ? 16 : 0);
     }
@@ -88,7 +90,7 @@ __device__ __forceinline__ void wg_load_rows(const wg_block<NWG, BN, D> &b, int 
     const int j0 = t * BN;
     const bf16 *own = which ? b.Vg : b.Kg, *given = which ? b.VPg : b.KPg;
     for (int i = threadIdx.x; i < BN * (D / 8); i += NWG * 128) {
-        const int r = i / (D / 8), c = i % (D / 8), key = j0 + r, ok = key < b.L;
+        const int r = i >> B::CSH, c = i & (D / 8 - 1), key = j0 + r, ok = key < b.L;
         const uint32_t at = dst + (c >> 3) * B::KCB + ac_wg::swz(r, c & 7);
         if (PFX && key < b.P) cp_async16(at, given + (size_t)key * ldp + c * 8, 16);
         else cp_async16(at, own + (size_t)(ok ? key - b.P : 0) * ldk + c * 8, ok ? 16 : 0);
@@ -203,8 +205,9 @@ __device__ __forceinline__ void wg_store(const wg_block<NWG, BN, D> &b, const fl
         const int *__restrict__ cp, const bf16 *__restrict__ KP, const bf16 *__restrict__ VP, int ldp
 
 /* Plain: per tile, S (wait), softmax, P V (wait). K_t and V_t share a stage; tile t + 1 loads meanwhile. */
+/* hd 64 with 2 warpgroups: at most 128 registers, so two blocks share an SM (at 132, one: 1.5x slower, run 19) */
 template <int NWG, int BN, int D, bool PFX>
-__global__ void __launch_bounds__(NWG * 128) k_flash_wg(AC_WG_PARAMS) {
+__global__ void __launch_bounds__(NWG * 128, NWG == 2 && D == 64 ? 2 : 1) k_flash_wg(AC_WG_PARAMS) {
 #ifdef AC_WGMMA
     extern __shared__ unsigned char smem_raw[];
     wg_block<NWG, BN, D> b;
