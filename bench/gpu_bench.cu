@@ -8,6 +8,8 @@
  *                       split from a profiled extra call.
  *   gpu_bench attn      the fused attention kernel alone (each variant) at
  *                       head dims 64 and 128, causal and not.
+ *   gpu_bench av        the A.V kernels alone (every variant) beside our fused attention (the default
+ *                       kernel) on the same q/k/v, Llama-1B layer, 512 x 16, 2048 x 4, 8192 x 1.
  *   gpu_bench cache     the cache on the GPU: Llama-1B at 512 x 16 and 2048 x 4,
  *                       every (layer, sequence) served from compressed maps
  *                       (top-k 32 and q8 rows, causal; each sequence its own maps), beside the
@@ -337,7 +339,7 @@ static const void *serve_same(void *user, int layer, int seq, int L) {
 static void bench_cache(int reps) {
     struct {
         int L, B;
-    } cases[] = {{512, 16}, {2048, 4}};
+    } cases[] = {{512, 16}, {2048, 4}, {8192, 1}};
     struct {
         const char *name;
         int kind, causal, topk;
@@ -423,7 +425,7 @@ static void bench_cache(int reps) {
 static void bench_av(int reps) {
     struct {
         int L, B;
-    } cases[] = {{512, 16}, {2048, 4}};
+    } cases[] = {{512, 16}, {2048, 4}, {8192, 1}};
     struct {
         const char *name;
         int kind, causal, topk;
@@ -471,7 +473,11 @@ static void bench_av(int reps) {
             cudaMalloc(&tab, c.B * sizeof(void *));
             cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
             const ac_cu_codec cc = {k.kind, k.causal, k.topk};
-            for (int var = 0; var <= (k.kind == 2 ? 2 : 1); var++) {
+            /* top-k: v3 (0, 1) and v4 (3: V in shared memory, 4: V through L1); q8: the tensor cores (0) and, up
+               to 2048 tokens, the CUDA-core gather (2) */
+            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 1, 3, 4}
+                                                      : c.L <= 2048 ? std::vector<int>{0, 2} : std::vector<int>{0};
+            for (int var : vars) {
                 const double us = time_it([&] {
                     OK(ac_cu_codec_av_seqs_variant<bf16>(&cc, (const void *const *)tab, cu, 0, c.B, c.L, H, Hkv, hd,
                                                          qkv + QD + Hkv * hd, QKV, att, QD, 0, var));

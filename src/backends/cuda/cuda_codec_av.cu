@@ -435,6 +435,212 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
     }
 }
 
+/* ---- v4 top-k gather (session 14, variants 3 and 4; bf16 V, k <= 32) -----------------------------------
+ * Why v3 (k_av_smem) runs ~9x over its floor (docs/GPU_NOTES.md, "Session 14: A.V v4"): every pair's
+ * row is fetched from HBM by byte loads only when the warp reaches it (one exposed memory latency per
+ * pair, 16 pairs in a row per warp, 16 warps per SM), and the whole V prefix of the block is copied in
+ * before any work and not overlapped (one 512-thread block per SM at 96 registers).
+ * v4: block = (sequence, kv head g, PB = NW PW consecutive (row, head-of-group) pairs, pair p: row
+ * p / G, head g G + p % G). (1) Every lane loads its entries of all PW pairs of its warp at once
+ * (entry `lane` of pair i, key and f16 weight packed in one register: damaged keys >= n_t and zero
+ * weights drop out here), so the block's row reads are in flight together. (2) Key tiles outer, pairs
+ * inner: the PW pairs' accumulators stay in registers across tiles. STAGE (variant 3): the tile's V
+ * rows [k0, k1) of kv head g are in shared memory, the next tile's copy (cp.async) overlapping this
+ * tile's walk; one tile holds all keys when they fit; two blocks per SM. !STAGE (variant 4): one
+ * "tile" of all keys, V rows read from global memory through L1 (the G heads and neighbouring rows of
+ * a block reuse the same V rows), no staging and no barrier. (3) Per tile and pair: the entries with a
+ * key in the tile (ballot), compacted into the warp's list (V offset, f32 weight) in stored order,
+ * walked 8 then 4 at a time (the last group's slots past the list not read); lane l owns columns COLS l .. COLS l + COLS - 1. */
+template <int COLS, bool GL>
+__device__ __forceinline__ void ld_cols_v4(const bf16 *p, float *x) {
+    if (COLS == 4) {
+        const uint2 u = GL ? __ldg(reinterpret_cast<const uint2 *>(p)) : *reinterpret_cast<const uint2 *>(p);
+        x[0] = __uint_as_float(u.x << 16), x[1] = __uint_as_float(u.x & 0xffff0000u);
+        x[2] = __uint_as_float(u.y << 16), x[3] = __uint_as_float(u.y & 0xffff0000u);
+    } else if (COLS == 2) {
+        const uint32_t u = GL ? __ldg(reinterpret_cast<const unsigned int *>(p)) : *reinterpret_cast<const uint32_t *>(p);
+        x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
+    } else {
+        const unsigned short u = GL ? __ldg(reinterpret_cast<const unsigned short *>(p))
+                                    : *reinterpret_cast<const unsigned short *>(p);
+        x[0] = __uint_as_float((uint32_t)u << 16);
+    }
+}
+/* COLS bf16 at shared-memory address a (one ld.shared with a 32-bit address: one add per entry) */
+template <int COLS>
+__device__ __forceinline__ void lds_cols_v4(uint32_t a, float *x) {
+    if (COLS == 4) {
+        uint32_t u0, u1;
+        asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(u0), "=r"(u1) : "r"(a));
+        x[0] = __uint_as_float(u0 << 16), x[1] = __uint_as_float(u0 & 0xffff0000u);
+        x[2] = __uint_as_float(u1 << 16), x[3] = __uint_as_float(u1 & 0xffff0000u);
+    } else if (COLS == 2) {
+        uint32_t u;
+        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(u) : "r"(a));
+        x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
+    } else {
+        unsigned short u;
+        asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(u) : "r"(a));
+        x[0] = __uint_as_float((uint32_t)u << 16);
+    }
+}
+/* U list entries from jj into acc (TAIL: those at m and past are not read and add 0). The list holds V
+ * offsets: GL, elements from base; else bytes from the shared-memory address sa (this lane's columns). */
+template <int COLS, int U, bool TAIL, bool GL>
+__device__ __forceinline__ void walk_v4(const bf16 *base, uint32_t sa, const uint32_t *e, const float *ew, int jj, int m,
+                                        float *acc) {
+    uint32_t pk[U];
+    float wj[U], x[U][COLS];
+#pragma unroll
+    for (int u = 0; u < U; u += 4) {
+        const uint4 a = *reinterpret_cast<const uint4 *>(e + jj + u);
+        const float4 f = *reinterpret_cast<const float4 *>(ew + jj + u);
+        pk[u] = a.x, pk[u + 1] = a.y, pk[u + 2] = a.z, pk[u + 3] = a.w;
+        wj[u] = f.x, wj[u + 1] = f.y, wj[u + 2] = f.z, wj[u + 3] = f.w;
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        if (!TAIL || jj + u < m) {
+            if (GL) ld_cols_v4<COLS, true>(base + pk[u], x[u]);
+            else lds_cols_v4<COLS>(sa + pk[u], x[u]);
+        } else { /* past the list: nothing read (a stale offset may point past this tile's rows) */
+            wj[u] = 0.f;
+#pragma unroll
+            for (int k = 0; k < COLS; k++) x[u][k] = 0.f;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int k = 0; k < COLS; k++) acc[k] += wj[u] * x[u][k];
+}
+
+/* byte offset of row t of a top-k head map (row_offset for kind 4 alone) */
+__device__ __forceinline__ size_t topk_row_offset(int causal, int k, int L, int t) {
+    const size_t T = (size_t)t;
+    if (!causal) return T * 4 * (size_t)(L < k ? L : k);
+    return 4 * (t <= k ? T * (T + 1) / 2 : (size_t)k * (k + 1) / 2 + (T - k) * k);
+}
+
+template <int COLS, int NW, int PW, bool STAGE>
+__global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
+                                                     int ldv, bf16 *__restrict__ O, int ldo, int KT) {
+    constexpr int HD = 32 * COLS, PB = NW * PW;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    uint32_t *list = reinterpret_cast<uint32_t *>(smem_raw);   /* [NW][32] V offset of the entry (walk_v4) */
+    float *listw = reinterpret_cast<float *>(list + NW * 32);  /* [NW][32] its weight */
+    bf16 *sv = reinterpret_cast<bf16 *>(smem_raw + NW * 32 * 8); /* STAGE: [1 or 2][KT][HD] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int G = H / Hkv, g = blockIdx.y, npairs = rows * G;
+    const int qb0 = (gridDim.x - 1 - blockIdx.x) * PB; /* causal: the longest blocks first */
+    if (qb0 >= npairs) return;                         /* whole block */
+    const int qb1 = min(npairs, qb0 + PB), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kend = c.causal ? (qb1 - 1) / G + 1 : L;
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
+    uint32_t *e = list + warp * 32;
+    float *ew = listw + warp * 32;
+    /* (1) entry `lane` of each pair: key | f16 weight << 16; 0 (weight 0) past the row, for damaged keys */
+    uint32_t ent[PW];
+    if (((uintptr_t)maps & 3) == 0) { /* rows 4-byte aligned: every load issued before any is used */
+        const int dt = NW / G, dh = NW % G; /* pair p + NW: row + dt, head + dh (carry into the row) */
+        int t = (qb0 + warp) / G, hh = (qb0 + warp) % G;
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            if (i) {
+                const int carry = hh + dh >= G;
+                t += dt + carry, hh += dh - (carry ? G : 0);
+            }
+            const int tc = min(t, (qb1 - 1) / G); /* past the block: a valid row, its entries dropped below */
+            const unsigned char *row = maps + (size_t)(g * G + hh) * mb + topk_row_offset(c.causal, c.topk, L, tc);
+            const int n_t = c.causal ? tc + 1 : L, n = n_t < c.topk ? n_t : c.topk, j = min(lane, n - 1);
+            const uint32_t kw = __ldg(reinterpret_cast<const unsigned int *>(row + 4 * (j >> 1)));
+            const uint32_t ww = __ldg(reinterpret_cast<const unsigned int *>(row + 4 * ((n + j) >> 1)));
+            const uint32_t key = j & 1 ? kw >> 16 : kw & 0xffffu, w = (n + j) & 1 ? ww >> 16 : ww & 0xffffu;
+            ent[i] = qb0 + i * NW + warp < qb1 && lane < n && key < (uint32_t)n_t ? key | w << 16 : 0u;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            const int pq = qb0 + i * NW + warp;
+            ent[i] = 0;
+            if (pq < qb1) {
+                const int t = pq / G, h = g * G + pq % G;
+                const unsigned char *row = maps + (size_t)h * mb + topk_row_offset(c.causal, c.topk, L, t);
+                const int n_t = c.causal ? t + 1 : L, n = n_t < c.topk ? n_t : c.topk;
+                if (lane < n) {
+                    const uint32_t key = ld_u16(row + 2 * lane), w = ld_u16(row + 2 * (size_t)n + 2 * lane);
+                    ent[i] = key < (uint32_t)n_t ? key | w << 16 : 0u;
+                }
+            }
+        }
+    }
+    float acc[PW][COLS];
+#pragma unroll
+    for (int i = 0; i < PW; i++)
+#pragma unroll
+        for (int k = 0; k < COLS; k++) acc[i][k] = 0.f;
+    const int ntiles = STAGE ? (kend + KT - 1) / KT : 1;
+    auto stage_tile = [&](int tile) { /* V rows [k0, k1) into stage tile & 1 */
+        constexpr int CH = HD / 8;
+        const int k0 = tile * KT, nr = min(kend, k0 + KT) - k0;
+        bf16 *dst = sv + (size_t)(tile & 1) * KT * HD;
+        for (int i = threadIdx.x; i < nr * CH; i += NW * 32) {
+            const int r = i / CH, cc = (i % CH) * 8;
+            cp_async16(smem_u32(dst + r * HD + cc), Vg + (size_t)(k0 + r) * ldv + cc, 16);
+        }
+        cp_commit();
+    };
+    if (STAGE) stage_tile(0);
+    const uint32_t lt = (1u << lane) - 1u;
+    for (int tile = 0; tile < ntiles; tile++) {
+        const int k0 = STAGE ? tile * KT : 0, nk = STAGE ? min(kend, k0 + KT) - k0 : kend;
+        const bf16 *base = Vg + COLS * lane;
+        uint32_t sa = 0, rs = (uint32_t)ldv;
+        if (STAGE) {
+            if (tile + 1 < ntiles) {
+                stage_tile(tile + 1); /* its stage was last read in tile - 1, before that tile's barrier */
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            sa = smem_u32(sv + (size_t)(tile & 1) * KT * HD + COLS * lane), rs = HD * sizeof(bf16);
+        }
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            const uint32_t key = ent[i] & 0xffffu;
+            const bool in = key - (uint32_t)k0 < (uint32_t)nk && (ent[i] & 0x7fff0000u);
+            const unsigned mask = __ballot_sync(0xffffffffu, in);
+            if (!mask) continue;
+            const int m = __popc(mask);
+            if (in) {
+                const int pos = __popc(mask & lt);
+                e[pos] = (key - (uint32_t)k0) * rs, ew[pos] = half_f32((uint16_t)(ent[i] >> 16));
+            }
+            __syncwarp();
+            int jj = 0; /* the loops are not unrolled: the pair loop is (acc[i] in registers), 16 copies */
+#pragma unroll 1
+            for (; jj + 8 <= m; jj += 8) walk_v4<COLS, 8, false, !STAGE>(base, sa, e, ew, jj, m, acc[i]);
+#pragma unroll 1
+            for (; jj < m; jj += 4) walk_v4<COLS, 4, true, !STAGE>(base, sa, e, ew, jj, m, acc[i]);
+            __syncwarp(); /* the list is rewritten by the next pair */
+        }
+        if (STAGE && tile + 1 < ntiles) __syncthreads(); /* this stage is refilled at tile + 2 */
+    }
+#pragma unroll
+    for (int i = 0; i < PW; i++) {
+        const int pq = qb0 + i * NW + warp;
+        if (pq >= qb1) continue;
+        const int t = pq / G, h = g * G + pq % G;
+        bf16 *o = O + (size_t)(r0 + t) * ldo + (size_t)h * HD + COLS * lane;
+#pragma unroll
+        for (int k = 0; k < COLS; k++) o[k] = __float2bfloat16_rn(acc[i][k]);
+    }
+}
+
 /* one-time raise of a kernel's dynamic shared-memory limit to the device's opt-in maximum */
 static int smem_optin(void) {
     static int v = 0;
@@ -482,13 +688,62 @@ static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
     return AC_OK;
 }
 
+/* The v4 top-k kernel (variants 3 and 4; the caller checked bf16 V, top-k rows of k <= 32, 16-byte
+ * aligned V rows). STAGE: shared memory for two blocks per SM (113 KB each): one stage of every key
+ * when the longest sequence fits (hd 64: 888 keys), else two stages of KT keys (444). */
+template <bool STAGE>
+static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
+                       int hd, const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    constexpr int NW = 8, LIST = NW * 32 * 8;
+    const int G = H / Hkv, PW = hd == 128 ? 8 : 16, PB = NW * PW; /* hd 128: 8 pairs a warp (registers) */
+    const size_t rowb = (size_t)hd * sizeof(bf16);
+    int KT = 0;
+    size_t smem = LIST;
+    if (STAGE) {
+        const int budget = (smem_optin() < 113 * 1024 ? smem_optin() : 113 * 1024) - LIST;
+        KT = (int)(budget / rowb);
+        if (KT >= Lmax) KT = Lmax, smem += (size_t)KT * rowb;
+        else KT = (int)(budget / (2 * rowb)), smem += 2 * (size_t)KT * rowb;
+    }
+    dim3 grid((rows_max * G + PB - 1) / PB, Hkv, n_seq);
+#define AC_AV_TOPK(COLS)                                                                                              \
+    do {                                                                                                              \
+        constexpr int PW = COLS == 4 ? 8 : 16;                                                                        \
+        static int set_ = 0;                                                                                          \
+        if (!set_) {                                                                                                  \
+            if (STAGE)                                                                                                \
+                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                           113 * 1024));                                                              \
+            else /* V rows through L1: as little shared memory as the blocks need */                                \
+                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE>,                                           \
+                                           cudaFuncAttributePreferredSharedMemoryCarveout, 10));                      \
+            set_ = 1;                                                                                                 \
+        }                                                                                                             \
+        k_av_topk<COLS, NW, PW, STAGE><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT);           \
+    } while (0)
+    if (hd == 32) AC_AV_TOPK(1);
+    else if (hd == 64) AC_AV_TOPK(2);
+    else AC_AV_TOPK(4);
+#undef AC_AV_TOPK
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
- * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores */
+ * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
+ * the v4 kernel (V staged in shared memory / read through L1) where it applies, else as 0 */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
+        /* v4 top-k (variants 3, 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
+        if ((variant == 3 || variant == 4) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+            ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32))
+            return variant == 3 ? launch_topk<true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, (const bf16 *)v, ldv,
+                                                    (bf16 *)out, ldo, st)
+                                : launch_topk<false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, (const bf16 *)v, ldv,
+                                                     (bf16 *)out, ldo, st);
         /* q8 and q4 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
         if ((c.kind == 2 || c.kind == 3) && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
             ldo % 2 == 0) {

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""av_v4_sim.py — host simulation of the index logic of the A.V v4 top-k kernel (k_av_topk in
+src/backends/cuda/cuda_codec_av.cu, variants 3 and 4), checked against a plain product, for review
+without a GPU: the pair mapping of a block (the row/head carry of pair p + NW), the 4-byte-word
+reads of keys and weights (and the byte path for maps that are not 4-byte aligned), damaged keys
+and zero weights dropped, the reversed block order, key tiles and the two shared-memory stages
+(each tile's V rows copied into stage tile & 1 and read back at (key - k0) rows), the ballot
+compaction in stored order and the walk 8 then 4 entries at a time (the last group's slots past the
+list not read). Arithmetic only (no timing, no races): test_cuda_cache on a GPU is the real check.
+Needs numpy. usage: python3 tests/gpu/av_v4_sim.py [seed]   (exit 1 on a mismatch)"""
+import numpy as np, struct, sys
+rng = np.random.default_rng(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+
+def topk_row_offset(causal, k, L, t):
+    if not causal: return t * 4 * min(L, k)
+    return 4 * (t * (t + 1) // 2 if t <= k else k * (k + 1) // 2 + (t - k) * k)
+
+def make_maps(L, H, causal, k, damage):
+    mb = (topk_row_offset(causal, k, L, L) + 63) // 64 * 64
+    buf = bytearray(mb * H)
+    P = np.zeros((H, L, L))
+    for h in range(H):
+        for t in range(L):
+            nt = t + 1 if causal else L
+            n = min(nt, k)
+            keys = np.sort(rng.choice(nt, n, replace=False))
+            w = rng.random(n).astype(np.float16)
+            if n > 2: w[rng.integers(0, n)] = 0  # a zero weight: dropped
+            off = h * mb + topk_row_offset(causal, k, L, t)
+            for j in range(n):
+                buf[off + 2 * j:off + 2 * j + 2] = struct.pack('<H', int(keys[j]))
+                buf[off + 2 * n + 2 * j:off + 2 * n + 2 * j + 2] = w[j].tobytes()
+            if damage: buf[off:off + 2] = b'\xff\xff'  # first key past the row: ignored
+            for j in range(n):
+                key = struct.unpack('<H', buf[off + 2 * j:off + 2 * j + 2])[0]
+                if key < nt: P[h, t, key] += float(w[j])
+    return buf, mb, P
+
+def u16(buf, a): return struct.unpack('<H', buf[a:a + 2])[0]
+def u32(buf, a): return struct.unpack('<I', buf[a:a + 4])[0]
+
+def f16(bits): return float(np.frombuffer(struct.pack('<H', bits), dtype=np.float16)[0])
+
+def sim(L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage):
+    G = H // Hkv
+    buf, mb, P = make_maps(L, H, causal, k, damage)
+    V = rng.standard_normal((L, Hkv * HD))
+    O = np.full((L, H * HD), np.nan)
+    PB = NW * PW
+    rows = L
+    npairs = rows * G
+    gx = (rows * G + PB - 1) // PB
+    for g in range(Hkv):
+        for bx in range(gx):
+            qb0 = (gx - 1 - bx) * PB
+            if qb0 >= npairs: continue
+            qb1 = min(npairs, qb0 + PB)
+            kend = (qb1 - 1) // G + 1 if causal else L
+            Vg = V[:, g * HD:(g + 1) * HD]
+            ntiles = (kend + KT - 1) // KT if STAGE else 1
+            stages = [np.full((KT, HD), np.nan), np.full((KT, HD), np.nan)]
+            def stage_tile(tile):
+                k0 = tile * KT; nr = min(kend, k0 + KT) - k0
+                stages[tile & 1][:] = np.nan
+                stages[tile & 1][:nr] = Vg[k0:k0 + nr]
+            ent = np.zeros((NW, PW, 32), dtype=np.uint64)
+            for warp in range(NW):
+                if aligned:
+                    dt, dh = NW // G, NW % G
+                    t0, hh0 = (qb0 + warp) // G, (qb0 + warp) % G
+                    for lane in range(32):
+                        t, hh = t0, hh0
+                        for i in range(PW):
+                            if i:
+                                carry = 1 if hh + dh >= G else 0
+                                t += dt + carry; hh += dh - (G if carry else 0)
+                            tc = min(t, (qb1 - 1) // G)
+                            row = (g * G + hh) * mb + topk_row_offset(causal, k, L, tc)
+                            nt = tc + 1 if causal else L
+                            n = min(nt, k); j = min(lane, n - 1)
+                            kw = u32(buf, row + 4 * (j >> 1)); ww = u32(buf, row + 4 * ((n + j) >> 1))
+                            key = kw >> 16 if j & 1 else kw & 0xffff
+                            w = ww >> 16 if (n + j) & 1 else ww & 0xffff
+                            pq = qb0 + i * NW + warp
+                            assert pq >= qb1 or (t == pq // G and hh == pq % G), "pair mapping"
+                            ent[warp, i, lane] = key | w << 16 if (pq < qb1 and lane < n and key < nt) else 0
+                else:
+                    for i in range(PW):
+                        pq = qb0 + i * NW + warp
+                        if pq >= qb1: continue
+                        t, h = pq // G, g * G + pq % G
+                        row = h * mb + topk_row_offset(causal, k, L, t)
+                        nt = t + 1 if causal else L; n = min(nt, k)
+                        for lane in range(n):
+                            key = u16(buf, row + 2 * lane); w = u16(buf, row + 2 * n + 2 * lane)
+                            ent[warp, i, lane] = key | w << 16 if key < nt else 0
+            acc = np.zeros((NW, PW, HD))
+            if STAGE: stage_tile(0)
+            for tile in range(ntiles):
+                k0 = tile * KT if STAGE else 0
+                nk = min(kend, k0 + KT) - k0 if STAGE else kend
+                if STAGE and tile + 1 < ntiles: stage_tile(tile + 1)
+                src = stages[tile & 1] if STAGE else Vg
+                for warp in range(NW):
+                    for i in range(PW):
+                        e = ent[warp, i]
+                        key = (e & 0xffff).astype(np.int64)
+                        inn = ((key - k0) % (1 << 32) < nk) & ((e & 0x7fff0000) != 0)
+                        m = int(inn.sum())
+                        if m == 0: continue
+                        lst = [(int(key[l]) - k0, f16(int(e[l]) >> 16)) for l in range(32) if inn[l]]
+                        jj = 0
+                        while jj + 8 <= m:
+                            for u in range(8): acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
+                            jj += 8
+                        while jj < m:
+                            for u in range(4):
+                                if jj + u < m: acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
+                            jj += 4
+                # (the stage of tile + 2 is refilled only after every warp's walk of this tile)
+            for warp in range(NW):
+                for i in range(PW):
+                    pq = qb0 + i * NW + warp
+                    if pq >= qb1: continue
+                    t, h = pq // G, g * G + pq % G
+                    O[t, h * HD:(h + 1) * HD] = acc[warp, i]
+    ref = np.zeros_like(O)
+    for h in range(H):
+        g = h // G
+        ref[:, h * HD:(h + 1) * HD] = P[h] @ V[:, g * HD:(g + 1) * HD]
+    err = np.abs(O - ref).max() / max(np.abs(ref).max(), 1e-30)
+    return err
+
+fails = 0
+cases = [  # L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage
+    (37, 8, 2, 8, 1, 8, 37, 8, 16, 1, 1, 0),
+    (90, 8, 2, 8, 1, 32, 20, 8, 16, 1, 1, 0),     # tiles of 20 keys
+    (90, 4, 4, 8, 0, 32, 16, 8, 8, 1, 1, 1),      # dense, damaged
+    (70, 14, 2, 4, 1, 8, 13, 8, 16, 1, 1, 0),     # G 7
+    (70, 16, 1, 4, 1, 8, 70, 8, 16, 1, 1, 1),     # G 16: no row step, head carry
+    (60, 8, 2, 8, 1, 1, 7, 8, 16, 1, 1, 0),       # k 1
+    (64, 8, 2, 8, 1, 32, 64, 8, 16, 0, 1, 0),     # variant 4: one tile of all keys
+    (64, 7, 1, 8, 0, 8, 64, 8, 16, 0, 0, 1),      # byte path (maps not 4-byte aligned)
+    (50, 8, 2, 8, 1, 32, 9, 8, 16, 1, 0, 0),
+    (1, 8, 2, 8, 1, 8, 1, 8, 16, 1, 1, 0),
+]
+for c in cases:
+    e = sim(*c)
+    ok = e < 1e-12
+    fails += not ok
+    print(("ok  " if ok else "FAIL"), "L %d H %d/%d hd %d causal %d k %d KT %d NW %d PW %d stage %d aligned %d damage %d" % c,
+          "max rel err %.2e" % e)
+print("av_v4_sim: %d of %d cases failed" % (fails, len(cases)))
+sys.exit(1 if fails else 0)
