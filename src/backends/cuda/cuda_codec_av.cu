@@ -383,7 +383,6 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         float o[DT][4];
 #pragma unroll
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-        __syncthreads(); /* the previous pass's last tile is no longer read */
         load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
@@ -641,6 +640,175 @@ __global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec 
     }
 }
 
+/* ---- v4 top-k on the tensor cores (session 14, variant 5; bf16 V, k <= 32) ---------------------------
+ * The gather (k_av_topk) costs ~7 instructions per stored entry on the CUDA cores; where a row's k
+ * entries are a large share of its keys (short rows: top-32 over 512 tokens is 1 key in 8 on average)
+ * it is cheaper to multiply densely. Block = (sequence, kv head g, BM = 16 MT rows), warps (mt, hw) as
+ * in k_av_q8_mma (V tiles of 64 keys through shared memory by cp.async, two stages, shared by the G
+ * heads; natural key order). Each warp loads the top-k entries of its 16 rows once (lane l: entry l
+ * of each row, key | f16 weight << 16, damaged keys and zero weights dropped), then per key tile
+ * writes them as bf16 into its own zeroed 16 x 64 tile of P in shared memory and runs P V as the
+ * fused attention does (ldmatrix + mma.sync m16n8k16); a tile none of its rows has an entry in is
+ * skipped. A key held twice by a row (damaged maps) gets the sum of its weights, as on the CPU.
+ * Weights are rounded to bf16 (2^-9 relative; the gather keeps f16's 2^-11). */
+__device__ __forceinline__ void topk_row_entries16(const ac_cu_codec &c, const unsigned char *maps, size_t mb, int L,
+                                                   int rows, int h, int t0, int lane, unsigned char *scratch,
+                                                   uint32_t *ent) {
+    /* ent[r]: entry `lane` of row t0 + r as key | bf16 weight << 16 (0 past the row, past `rows`, for
+     * damaged keys and zero weights). The 16 rows are back to back in the head map (at most 2 KB for
+     * k <= 32): the warp copies them into scratch (shared memory, 16-byte aligned) with coalesced
+     * loads first, then every lane reads its entries there. */
+    const size_t o0 = topk_row_offset(c.causal, c.topk, L, t0);
+    const int tl = min(t0 + 15, rows - 1);
+    const uint32_t nbytes = (uint32_t)(topk_row_offset(c.causal, c.topk, L, tl + 1) - o0);
+    const unsigned char *src = maps + (size_t)h * mb + o0;
+    if (((uintptr_t)src & 3) == 0) {
+        for (uint32_t i = lane; i < nbytes / 4; i += 32)
+            reinterpret_cast<uint32_t *>(scratch)[i] = __ldg(reinterpret_cast<const unsigned int *>(src) + i);
+    } else {
+        for (uint32_t i = lane; i < nbytes; i += 32) scratch[i] = src[i];
+    }
+    __syncwarp();
+    uint32_t off = 0;
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+        const int t = t0 + r, n_t = c.causal ? t + 1 : L, n = n_t < c.topk ? n_t : c.topk;
+        ent[r] = 0;
+        if (t < rows && lane < n) {
+            const uint32_t key = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * lane);
+            const uint32_t w = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * n + 2 * lane);
+            ent[r] = key < (uint32_t)n_t ? key | w << 16 : 0u;
+        }
+        if (t < rows) off += 4 * (uint32_t)n;
+    }
+    __syncwarp(); /* scratch is the warp's P tile next */
+#pragma unroll
+    for (int r = 0; r < 16; r++) { /* the weight as bf16; a key held by several lanes (damaged rows): summed */
+        const bool valid = ent[r] & 0x7fff0000u;
+        const float w = half_f32((uint16_t)(ent[r] >> 16));
+        const unsigned same = __match_any_sync(0xffffffffu, valid ? ent[r] & 0xffffu : 0x10000u + lane);
+        float sum = w;
+        if (__any_sync(0xffffffffu, __popc(same) > 1)) { /* rare: sum over the lanes holding this key */
+            sum = 0.f;
+#pragma unroll 1
+            for (int src = 0; src < 32; src++) {
+                const float ws = __shfl_sync(0xffffffffu, w, src);
+                if (same >> src & 1) sum += ws;
+            }
+            if (__ffs(same) - 1 != lane) sum = 0.f; /* the lowest lane keeps the key */
+        }
+        const uint32_t wb = __bfloat16_as_ushort(__float2bfloat16_rn(sum));
+        ent[r] = valid && (wb & 0x7fffu) ? (ent[r] & 0xffffu) | wb << 16 : 0u;
+    }
+}
+
+template <int HD, int MT>
+__global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_codec c, av_src q, int H, int Hkv,
+                                                        const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
+                                                        int ldo, int GW) {
+    constexpr int BN = 64, LDS = HD + 8, LDP = BN + 8, DT = HD / 8, BM = 16 * MT;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
+    bf16 *Ps = Vs + 2 * BN * LDS;                  /* [warps][16][LDP] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
+    if (tb0 >= rows) return;
+    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    const int mt = warp % MT, hw = warp / MT, t0 = tb0 + mt * 16;
+    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
+    const int w_end = c.causal ? min(L, t0 + 16) : L; /* this warp's last key + 1 */
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
+    bf16 *pw = Ps + warp * 16 * LDP;
+    const uint32_t pw_s = smem_u32(pw);
+    auto load_tile = [&](int t, int stage) {
+        constexpr int CH = HD / 8;
+        const int j0 = t * BN;
+        bf16 *vs = Vs + stage * BN * LDS;
+        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
+            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
+            cp_async16(smem_u32(vs + r * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
+        }
+    };
+    for (int hp = 0; hp < G; hp += GW) {
+        const int hh = hp + hw, h = g * G + hh;
+        const bool active = hh < G && t0 < rows;
+        uint32_t ent[16];
+        __syncthreads(); /* the previous pass's last tile is no longer read (V stage and P tile) */
+        if (active) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, reinterpret_cast<unsigned char *>(pw), ent);
+        else
+#pragma unroll
+            for (int r = 0; r < 16; r++) ent[r] = 0;
+        float o[DT][4];
+#pragma unroll
+        for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        load_tile(0, 0);
+        cp_commit();
+        for (int t = 0; t < n_tiles; t++) {
+            if (t + 1 < n_tiles) {
+                load_tile(t + 1, (t + 1) & 1);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            const bf16 *vs = Vs + (t & 1) * BN * LDS;
+            const uint32_t k0 = (uint32_t)(t * BN);
+            if (active && t * BN < w_end) {
+                /* this warp's P tile: zeroed, then its entries in [k0, k0 + 64) */
+                for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
+                __syncwarp();
+                bool any = false;
+#pragma unroll
+                for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 here */
+                    const uint32_t key = ent[r] & 0xffffu;
+                    const bool in = key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u);
+                    if (in) {
+                        const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
+                        asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+                    }
+                    any |= in;
+                }
+                __syncwarp();
+                if (__any_sync(0xffffffffu, any)) {
+#pragma unroll 1 /* not unrolled: the 16 rows' entries stay in registers (an unrolled tile spills) */
+                    for (int ks = 0; ks < BN / 16; ks++) {
+                        uint32_t a[4];
+                        ldsm_x4(smem_u32(pw + (lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+#pragma unroll
+                        for (int db = 0; db < HD / 16; db++) {
+                            const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
+                            uint32_t v0, v1, v2, v3;
+                            ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
+                            mma16816(o[2 * db], a, v0, v1);
+                            mma16816(o[2 * db + 1], a, v2, v3);
+                        }
+                    }
+                }
+                __syncwarp(); /* the tile is zeroed again next */
+            }
+            __syncthreads(); /* the stage is refilled next */
+        }
+        if (active) {
+            const int rA = t0 + gr, rB = rA + 8;
+#pragma unroll
+            for (int i = 0; i < DT; i++) {
+                const int col = h * HD + i * 8 + 2 * tq;
+                if (rA < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
+                        __floats2bfloat162_rn(o[i][0], o[i][1]);
+                if (rB < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
+                        __floats2bfloat162_rn(o[i][2], o[i][3]);
+            }
+        }
+    }
+}
+
 /* one-time raise of a kernel's dynamic shared-memory limit to the device's opt-in maximum */
 static int smem_optin(void) {
     static int v = 0;
@@ -729,14 +897,40 @@ static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
     return AC_OK;
 }
 
+/* The tensor-core top-k kernel (variant 5; the caller checked bf16 V in 16-byte aligned rows, out in
+ * bf16 pairs, k <= 32): 2 m-tiles x up to 4 heads of the group per block, as the q8 kernel */
+static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv, int hd,
+                           const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    constexpr int MT = 2;
+    const int G = H / Hkv, GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
+    const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16) + (size_t)MT * GW * 16 * (64 + 8) * sizeof(bf16);
+    dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
+    if (hd == 32) k_av_topk_mma<32, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    else if (hd == 64) k_av_topk_mma<64, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    else {
+        static int set = 0; /* hd 128: 52 KB with 4 heads a block, past the default 48 KB */
+        if (!set) {
+            AC_CU(cudaFuncSetAttribute(k_av_topk_mma<128, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+            set = 1;
+        }
+        k_av_topk_mma<128, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    }
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
  * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
- * the v4 kernel (V staged in shared memory / read through L1) where it applies, else as 0 */
+ * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
+ * (k_av_topk_mma), where they apply, else as 0 */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
+        if (variant == 5 && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 &&
+            (uintptr_t)out % 4 == 0 && ldo % 2 == 0)
+            return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
         /* v4 top-k (variants 3, 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
         if ((variant == 3 || variant == 4) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32))
