@@ -203,13 +203,52 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
     cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout);
 }
 
-int main(void) {
+/* v4 top-k (variants 3: V staged in shared memory, 4: V through L1, 5: tensor cores): causal and dense, rows
+   shorter than k, k = 1, GQA 4:1, 1:1, 7:1 and 16:1 (pairs of a warp cross rows unevenly; several passes
+   of the tensor-core kernel), head dims 32/64/128, sequences of different lengths (one of 1 token) in one
+   launch, damaged indices, maps not 4-byte aligned (the byte paths), long sequences (hd 64: 444-key
+   tiles, hd 128: 222), and what the variants leave to variant 0: k > 32, f32 V, q8 rows.
+   longer = 0: without the sequences past 1000 tokens (for compute-sanitizer runs). */
+static void v4_cases(int longer) {
+    const vector<int> lens = {37, 200, 1, 130, 64};
+    for (int var = 3; var <= 5; var++) {
+        for (const char *s : {"topk8-causal", "topk32", "topk32-causal", "topk1", "topk8", "topk1-causal"}) {
+            run_seqs<bf16>(s, lens, 1, 8, 2, 64, var);
+            run_seqs<bf16>(s, lens, 0, 4, 4, 128, var);
+            run_seqs<bf16>(s, lens, 0, 14, 2, 32, var);
+        }
+        run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, var, 1);
+        run_seqs<bf16>("topk32", lens, 1, 4, 1, 128, var, 1);
+        run_seqs<bf16>("topk32-causal", lens, 0, 7, 1, 32, var, 1);
+        run_seqs<bf16>("topk8-causal", lens, 0, 16, 1, 64, var);
+        run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var, 0, 2);
+        run_seqs<bf16>("topk8", lens, 1, 4, 4, 128, var, 1, 1);
+        run_seqs<bf16>("topk32-causal", {900, 500}, 0, 4, 1, 128, var); /* hd 128: several tiles */
+        if (longer) {
+            run_seqs<bf16>("topk32-causal", {4500, 700, 1}, 0, 4, 1, 64, var);
+            run_seqs<bf16>("topk32", {2600, 300}, 0, 4, 2, 64, var);
+            run_seqs<bf16>("topk16-causal", {3000, 45}, 0, 4, 1, 128, var);
+            run_seqs<bf16>("topk32-causal", {2100}, 0, 4, 4, 32, var);
+        }
+        run_seqs<bf16>("topk64-causal", lens, 0, 8, 2, 64, var);
+        run_seqs<float>("topk8-causal", lens, 2, 4, 2, 32, var);
+        run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, var);
+    }
+}
+
+/* usage: test_cuda_cache [v4 | v4short]   (v4: only the v4 top-k cases; v4short: without the long ones) */
+int main(int argc, char **argv) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
         printf("SKIP test_cuda_cache: no CUDA device\n");
         return 0;
     }
     rng_seed(7);
+    if (argc > 1 && (!strcmp(argv[1], "v4") || !strcmp(argv[1], "v4short"))) {
+        v4_cases(!strcmp(argv[1], "v4"));
+        printf("test_cuda_cache %s: %d checks passed, %d failed\n", argv[1], g_pass, g_fail);
+        return g_fail ? 1 : 0;
+    }
     const char *specs[] = {"f32", "f16", "q8", "q4", "topk8", "f32-causal", "f16-causal", "q8-causal", "q4-causal",
                            "topk8-causal", "topk1"};
     const int Ls[] = {1, 37, 200};
@@ -252,31 +291,7 @@ int main(void) {
     run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
     run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
     run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 2);
-    /* v4 top-k (variants 3: V staged in shared memory, 4: V through L1, 5: tensor cores): causal and dense, rows shorter
-       than k, k = 1, GQA 4:1, 1:1 and 7:1 (pairs of a warp cross rows unevenly), head dims 32/64/128,
-       sequences of different lengths (one of 1 token) in one launch, damaged indices, maps not 4-byte
-       aligned (the byte-load path), long sequences (hd 64: 444-key tiles, hd 128: 222), and what the
-       variants leave to variant 0: k > 32, f32 V, q8 rows */
-    for (int var = 3; var <= 5; var++) {
-        for (const char *s : {"topk8-causal", "topk32", "topk32-causal", "topk1", "topk8", "topk1-causal"}) {
-            run_seqs<bf16>(s, lens, 1, 8, 2, 64, var);
-            run_seqs<bf16>(s, lens, 0, 4, 4, 128, var);
-            run_seqs<bf16>(s, lens, 0, 14, 2, 32, var);
-        }
-        run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, var, 1);
-        run_seqs<bf16>("topk32", lens, 1, 4, 1, 128, var, 1);
-        run_seqs<bf16>("topk32-causal", lens, 0, 7, 1, 32, var, 1);
-        run_seqs<bf16>("topk8-causal", lens, 0, 16, 1, 64, var);
-        run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var, 0, 2);
-        run_seqs<bf16>("topk8", lens, 1, 4, 4, 128, var, 1, 1);
-        run_seqs<bf16>("topk32-causal", {4500, 700, 1}, 0, 4, 1, 64, var);
-        run_seqs<bf16>("topk32", {2600, 300}, 0, 4, 2, 64, var);
-        run_seqs<bf16>("topk16-causal", {3000, 45}, 0, 4, 1, 128, var);
-        run_seqs<bf16>("topk32-causal", {2100}, 0, 4, 4, 32, var);
-        run_seqs<bf16>("topk64-causal", lens, 0, 8, 2, 64, var);
-        run_seqs<float>("topk8-causal", lens, 2, 4, 2, 32, var);
-        run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, var);
-    }
+    v4_cases(1);
     /* bad arguments are refused, not run */
     ac_cu_codec bad = {9, 0, 0};
     CHECK(ac_cu_codec_av<float>(&bad, NULL, 0, 8, 8, 1, 1, 8, NULL, 8, NULL, 8, 0) == AC_ERR_ARG, "bad codec kind");
