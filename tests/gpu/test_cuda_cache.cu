@@ -4,7 +4,7 @@
  * (ac_codec_decode), multiplied by V in double. Every codec, dense and causal,
  * GQA, f32 and bf16 V, all rows and a prefix of rows (causal partial reuse),
  * V tiled past shared memory, q8 on the tensor cores, several sequences of a
- * packed batch in one launch (ac_cu_codec_av_seqs), the benchmark variants (v4 top-k: 3, 4, 5).
+ * packed batch in one launch (ac_cu_codec_av_seqs), the benchmark variants (session 14: 3-6).
  * Exits 0 with "SKIP" when no CUDA device is present. */
 #include "gpu_check.h"
 
@@ -203,12 +203,13 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
     cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout);
 }
 
-/* v4 top-k (variants 3: V staged in shared memory, 4: V through L1, 5: tensor cores): causal and dense, rows
+/* Session 14's variants. v4 top-k (3: V staged in shared memory, 4: V through L1, 5: tensor cores): causal and dense, rows
    shorter than k, k = 1, GQA 4:1, 1:1, 7:1 and 16:1 (pairs of a warp cross rows unevenly; several passes
    of the tensor-core kernel), head dims 32/64/128, sequences of different lengths (one of 1 token) in one
    launch, damaged indices, maps not 4-byte aligned (the byte paths), long sequences (hd 64: 444-key
    tiles, hd 128: 222), and what the variants leave to variant 0: k > 32, f32 V, q8 rows.
-   longer = 0: without the sequences past 1000 tokens (for compute-sanitizer runs). */
+   q8/q4 rows with the map words prefetched (6). longer = 0: without the sequences past 1000 tokens
+   (for compute-sanitizer runs). */
 static void v4_cases(int longer) {
     const vector<int> lens = {37, 200, 1, 130, 64};
     for (int var = 3; var <= 5; var++) {
@@ -234,9 +235,18 @@ static void v4_cases(int longer) {
         run_seqs<float>("topk8-causal", lens, 2, 4, 2, 32, var);
         run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, var);
     }
+    /* variant 6: q8 and q4 rows on the tensor cores with the next tile's map words prefetched */
+    for (const char *s : {"q8-causal", "q8", "q4-causal", "q4"}) {
+        run_seqs<bf16>(s, lens, 1, 8, 2, 64, 6);
+        run_seqs<bf16>(s, lens, 0, 4, 4, 128, 6);
+        run_seqs<bf16>(s, lens, 0, 14, 2, 32, 6);
+    }
+    run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128, 6);
+    if (longer) run_seqs<bf16>("q4-causal", {2500, 77}, 0, 4, 1, 64, 6);
+    run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, 6); /* not q8: as variant 0 */
 }
 
-/* usage: test_cuda_cache [v4 | v4short]   (v4: only the v4 top-k cases; v4short: without the long ones) */
+/* usage: test_cuda_cache [v4 | v4short]   (v4: only session 14's variants; v4short: without the long cases) */
 int main(int argc, char **argv) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {

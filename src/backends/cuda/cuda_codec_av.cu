@@ -337,7 +337,7 @@ __device__ __forceinline__ int q8_slot(int j) {
     return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
-template <int HD, int MT, bool Q4>
+template <int HD, int MT, bool Q4, bool PF>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
     constexpr int BN = 64, LDS = HD + 8, DT = HD / 8, BM = 16 * MT;
@@ -383,9 +383,23 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         float o[DT][4];
 #pragma unroll
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        /* PF (variant 6, session 14): the map words of tile t + 1 are loaded at the top of tile t, so
+         * their latency is covered by tile t's barrier and mma work instead of stalling each k-step */
+        uint32_t xs[2][BN / 16] = {};
+        auto fetch = [&](int t, uint32_t(&x)[2][BN / 16]) {
+#pragma unroll
+            for (int ks = 0; ks < BN / 16; ks++) {
+                const int key = t * BN + ks * 16 + 4 * tq;
+                x[0][ks] = Q4 ? ld4n(pA, key, nA) : ld4(pA, key, nA);
+                x[1][ks] = Q4 ? ld4n(pB, key, nB) : ld4(pB, key, nB);
+            }
+        };
+        if (PF && active) fetch(0, xs);
         load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
+            uint32_t nx[2][BN / 16] = {};
+            if (PF && active && t + 1 < n_tiles && (t + 1) * BN < w_end) fetch(t + 1, nx);
             if (t + 1 < n_tiles) {
                 load_tile(t + 1, (t + 1) & 1);
                 cp_commit();
@@ -401,10 +415,10 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                     const int key = t * BN + ks * 16 + 4 * tq;
                     uint32_t a[4];
                     if (Q4) {
-                        const uint32_t xa = ld4n(pA, key, nA), xb = ld4n(pB, key, nB);
+                        const uint32_t xa = PF ? xs[0][ks] : ld4n(pA, key, nA), xb = PF ? xs[1][ks] : ld4n(pB, key, nB);
                         a[0] = q4_pair(xa, 0), a[1] = q4_pair(xb, 0), a[2] = q4_pair(xa, 8), a[3] = q4_pair(xb, 8);
                     } else {
-                        const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
+                        const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
 #pragma unroll
@@ -417,6 +431,9 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                     }
                 }
             }
+            if (PF)
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
         if (active) {
@@ -922,7 +939,8 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
  * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
- * (k_av_topk_mma), where they apply, else as 0 */
+ * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
+ * where they apply, else as 0 */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
@@ -946,7 +964,9 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
             const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
             dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
 #define AC_AV_Q8(HD, Q4)                                                                                              \
-    k_av_q8_mma<HD, MT, Q4><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
+    (variant == 6                                                                                                     \
+         ? k_av_q8_mma<HD, MT, Q4, true><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW) \
+         : k_av_q8_mma<HD, MT, Q4, false><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW))
             const bool q4 = c.kind == 3;
             if (hd == 32) q4 ? AC_AV_Q8(32, true) : AC_AV_Q8(32, false);
             else if (hd == 64) q4 ? AC_AV_Q8(64, true) : AC_AV_Q8(64, false);
