@@ -882,10 +882,11 @@ static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
     constexpr int NW = 8, LIST = NW * 32 * 8;
     const int G = H / Hkv, PW = hd == 128 ? 8 : 16, PB = NW * PW; /* hd 128: 8 pairs a warp (registers) */
     const size_t rowb = (size_t)hd * sizeof(bf16);
+    const int limit = smem_optin() < 113 * 1024 ? smem_optin() : 113 * 1024;
     int KT = 0;
     size_t smem = LIST;
     if (STAGE) {
-        const int budget = (smem_optin() < 113 * 1024 ? smem_optin() : 113 * 1024) - LIST;
+        const int budget = limit - LIST;
         KT = (int)(budget / rowb);
         if (KT >= Lmax) KT = Lmax, smem += (size_t)KT * rowb;
         else KT = (int)(budget / (2 * rowb)), smem += 2 * (size_t)KT * rowb;
@@ -898,7 +899,7 @@ static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
         if (!set_) {                                                                                                  \
             if (STAGE)                                                                                                \
                 AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                           113 * 1024));                                                              \
+                                           limit));                                                                   \
             else /* V rows through L1: as little shared memory as the blocks need */                                \
                 AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE>,                                           \
                                            cudaFuncAttributePreferredSharedMemoryCarveout, 10));                      \
@@ -927,7 +928,8 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     else {
         static int set = 0; /* hd 128: 52 KB with 4 heads a block, past the default 48 KB */
         if (!set) {
-            AC_CU(cudaFuncSetAttribute(k_av_topk_mma<128, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+            const int most = 2 * 64 * (128 + 8) * 2 + 8 * 16 * (64 + 8) * 2; /* 4 heads a block */
+            AC_CU(cudaFuncSetAttribute(k_av_topk_mma<128, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
             set = 1;
         }
         k_av_topk_mma<128, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
