@@ -8,7 +8,9 @@
  * predictions and measured times: docs/GPU_NOTES.md. */
 #include "cuda_codec_av.h"
 #include "cuda_backend.h"
+#include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
+#include "cuda_wgmma.h"
 
 #include <cuda_fp16.h>
 
@@ -826,6 +828,112 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
     }
 }
 
+/* ---- variant 7 (session 14): variant 5 on Hopper's warpgroup MMA, hd 64, sm_90a ----------------------
+ * Variant 5 reads every V fragment through ldmatrix once per warp (8 warps of a block: ~8 KB of
+ * shared-memory reads per 16 rows x 64 keys, ~1 GB a layer at 512 x 16). Here a warpgroup (4 warps,
+ * 64 rows of one head) multiplies its P tile by the V tile with wgmma: the tensor cores read V
+ * straight from shared memory (the fused wgmma kernel's 128B-swizzled MN-major tile and descriptor),
+ * and the A operand comes from registers — the m16n8k16 A fragments each warp ldmatrix-loads from its
+ * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, 4) heads of
+ * the group (one warpgroup each, sharing the V tiles of 64 keys, two cp.async stages). */
+__global__ void __launch_bounds__(512, 1) k_av_topk_wg(ac_cu_codec c, av_src q, int H, int Hkv,
+                                                       const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
+                                                       int ldo, int GW) {
+#ifdef AC_WGMMA
+    constexpr int BN = 64, LDP = BN + 8, BM = 64;
+    constexpr uint32_t TB = BN * 128; /* bytes of a V tile [BN][64] */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const uint32_t s0 = smem_u32(smem_raw), sV = (s0 + 1023u) & ~1023u; /* [2][BN][64] swizzled */
+    bf16 *Ps = reinterpret_cast<bf16 *>(smem_raw + (sV - s0) + 2 * TB);  /* [warps][16][LDP] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
+    if (tb0 >= rows) return;
+    const int G = H / Hkv, g = blockIdx.y, nthr = GW * 128;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = threadIdx.x >> 7, gr = lane >> 2, tq = lane & 3;
+    const int t0 = tb0 + (warp & 3) * 16; /* this warp's rows: the warpgroup's 16 (warp & 3) .. */
+    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
+    bf16 *pw = Ps + warp * 16 * LDP;
+    const uint32_t pw_s = smem_u32(pw);
+    auto load_tile = [&](int t, uint32_t dst) {
+        const int j0 = t * BN;
+        for (int i = threadIdx.x; i < BN * 8; i += nthr) {
+            const int r = i >> 3, cc = i & 7, ok = j0 + r < L;
+            cp_async16(dst + ac_wg::swz(r, cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc * 8, ok ? 16 : 0);
+        }
+    };
+    for (int hp = 0; hp < G; hp += GW) {
+        const int hh = hp + wg, h = g * G + hh;
+        const bool active = hh < G; /* warpgroup-uniform */
+        uint32_t ent[16];
+        __syncthreads(); /* the previous pass's last tile is no longer read (V stage and P tile) */
+        if (active && t0 < rows) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, reinterpret_cast<unsigned char *>(pw), ent);
+        else
+#pragma unroll
+            for (int r = 0; r < 16; r++) ent[r] = 0;
+        float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
+#pragma unroll
+        for (int i = 0; i < 32; i++) o[i] = 0.f;
+        load_tile(0, sV);
+        cp_commit();
+        for (int t = 0; t < n_tiles; t++) {
+            if (t + 1 < n_tiles) {
+                load_tile(t + 1, sV + ((t + 1) & 1) * TB);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
+            __syncthreads();
+            const uint32_t k0 = (uint32_t)(t * BN);
+            if (active) { /* every tile up to the warpgroup's last row (kv_end): the whole group multiplies */
+                for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
+                __syncwarp();
+#pragma unroll
+                for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 */
+                    const uint32_t key = ent[r] & 0xffffu;
+                    if (key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u)) {
+                        const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
+                        asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+                    }
+                }
+                __syncwarp();
+                uint32_t a[BN / 16][4];
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++)
+                    ldsm_x4(pw_s + 2 * ((lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[ks][0], a[ks][1], a[ks][2], a[ks][3]);
+                ac_wg::reg_fence(o);
+                ac_wg::fence();
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++)
+                    ac_wg::wgmma_rs_n64_tb(o, a[ks], ac_wg::desc(sV + (t & 1) * TB + ks * 2048, TB, 1024), 1);
+                ac_wg::commit();
+                ac_wg::wait<0>();
+                ac_wg::reg_fence(o);
+                __syncwarp(); /* the P tile is zeroed again next */
+            }
+            __syncthreads(); /* the stage is refilled next */
+        }
+        if (active) {
+            const int rA = t0 + gr, rB = rA + 8;
+#pragma unroll
+            for (int d = 0; d < 8; d++) {
+                const int col = h * 64 + d * 8 + 2 * tq;
+                if (rA < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) = __floats2bfloat162_rn(o[4 * d], o[4 * d + 1]);
+                if (rB < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
+                        __floats2bfloat162_rn(o[4 * d + 2], o[4 * d + 3]);
+            }
+        }
+    }
+#endif /* AC_WGMMA */
+}
+
 /* one-time raise of a kernel's dynamic shared-memory limit to the device's opt-in maximum */
 static int smem_optin(void) {
     static int v = 0;
@@ -938,19 +1046,39 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
+/* Variant 7 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a code) */
+static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
+                          const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    const int G = H / Hkv, GW = G < 4 ? G : 4;
+    const size_t most = 1024 + 2 * 64 * 128 + (size_t)4 * 4 * 16 * (64 + 8) * sizeof(bf16); /* 4 warpgroups */
+    const size_t smem = 1024 + 2 * 64 * 128 + (size_t)GW * 4 * 16 * (64 + 8) * sizeof(bf16);
+    static int set = 0;
+    if (!set) {
+        AC_CU(cudaFuncSetAttribute(k_av_topk_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
+        set = 1;
+    }
+    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
+    k_av_topk_wg<<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
  * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
  * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
- * where they apply, else as 0 */
+ * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), where they apply, else as 0 */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
-        if (variant == 5 && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 &&
-            (uintptr_t)out % 4 == 0 && ldo % 2 == 0)
+        if ((variant == 5 || variant == 7) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+            ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
+            if (variant == 7 && hd == 64 && ac_cu_wgmma_available())
+                return launch_topk_wg(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
+        }
         /* v4 top-k (variants 3, 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
         if ((variant == 3 || variant == 4) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32))
