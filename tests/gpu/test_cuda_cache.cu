@@ -223,6 +223,8 @@ static void v4_cases(int longer) {
         run_seqs<bf16>("topk32", lens, 1, 4, 1, 128, var, 1);
         run_seqs<bf16>("topk32-causal", lens, 0, 7, 1, 32, var, 1);
         run_seqs<bf16>("topk8-causal", lens, 0, 16, 1, 64, var);
+        run_seqs<bf16>("topk32-causal", lens, 0, 4, 4, 64, var);  /* hd 64, G 1: one warpgroup a block */
+        run_seqs<bf16>("topk8", lens, 2, 7, 1, 64, var, 1);       /* hd 64, G 7: a pass with 3 heads */
         run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var, 0, 2);
         run_seqs<bf16>("topk8", lens, 1, 4, 4, 128, var, 1, 1);
         run_seqs<bf16>("topk32-causal", {900, 500}, 0, 4, 1, 128, var); /* hd 128: several tiles */
