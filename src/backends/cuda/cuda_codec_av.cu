@@ -835,8 +835,10 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
  * straight from shared memory (the fused wgmma kernel's 128B-swizzled MN-major tile and descriptor),
  * and the A operand comes from registers — the m16n8k16 A fragments each warp ldmatrix-loads from its
  * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, 4) heads of
- * the group (one warpgroup each, sharing the V tiles of 64 keys, two cp.async stages). */
-__global__ void __launch_bounds__(512, 1) k_av_topk_wg(ac_cu_codec c, av_src q, int H, int Hkv,
+ * the group (one warpgroup each, sharing the V tiles of 64 keys, two cp.async stages); NWG 2: two
+ * blocks per SM, each with two heads (the G / 2 passes re-copy the V tiles, from L2). */
+template <int NWG> /* warpgroups (heads) a block at most: 4 (one block per SM) or 2 (two) */
+__global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c, av_src q, int H, int Hkv,
                                                        const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                        int ldo, int GW) {
 #ifdef AC_WGMMA
@@ -1046,19 +1048,21 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
-/* Variant 7 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a code) */
+/* Variants 7 and 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
+ * code): NWG warpgroups a block at most */
+template <int NWG>
 static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
                           const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
-    const int G = H / Hkv, GW = G < 4 ? G : 4;
-    const size_t most = 1024 + 2 * 64 * 128 + (size_t)4 * 4 * 16 * (64 + 8) * sizeof(bf16); /* 4 warpgroups */
+    const int G = H / Hkv, GW = G < NWG ? G : NWG;
+    const size_t most = 1024 + 2 * 64 * 128 + (size_t)NWG * 4 * 16 * (64 + 8) * sizeof(bf16);
     const size_t smem = 1024 + 2 * 64 * 128 + (size_t)GW * 4 * 16 * (64 + 8) * sizeof(bf16);
     static int set = 0;
     if (!set) {
-        AC_CU(cudaFuncSetAttribute(k_av_topk_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
+        AC_CU(cudaFuncSetAttribute(k_av_topk_wg<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
         set = 1;
     }
     dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
-    k_av_topk_wg<<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    k_av_topk_wg<NWG><<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -1067,16 +1071,19 @@ static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int 
  * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
  * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
- * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), where they apply, else as 0 */
+ * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
+ * where they apply, else as 0 */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
-        if ((variant == 5 || variant == 7) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+        if ((variant == 5 || variant == 7 || variant == 8) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
-            if (variant == 7 && hd == 64 && ac_cu_wgmma_available())
-                return launch_topk_wg(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
+            if (variant >= 7 && hd == 64 && ac_cu_wgmma_available())
+                return variant == 7
+                           ? launch_topk_wg<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st)
+                           : launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
         }
         /* v4 top-k (variants 3, 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
