@@ -249,7 +249,19 @@ static void v4_cases(int longer) {
     run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, 6); /* not q8: as variant 0 */
 }
 
-/* usage: test_cuda_cache [v4 | v4short]   (v4: only session 14's variants; v4short: without the long cases) */
+/* A few launches of every session-14 kernel, for compute-sanitizer's racecheck (slow): one key tile and
+   several (variant 3 at hd 128: 222-key tiles; the others: 64-key tiles), GQA 4:1 and 1:1. */
+static void v4_race_cases(void) {
+    const vector<int> lens = {37, 200, 1, 130, 64};
+    for (int var : {3, 4, 5, 7, 8}) {
+        run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var);
+        run_seqs<bf16>("topk8", {600, 37}, 0, 4, 4, 128, var);
+    }
+    run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 6);
+}
+
+/* usage: test_cuda_cache [v4 | v4short | v4race]   (v4: only session 14's variants; v4short: without
+   the long cases; v4race: a few launches of each new kernel) */
 int main(int argc, char **argv) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -257,8 +269,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     rng_seed(7);
-    if (argc > 1 && (!strcmp(argv[1], "v4") || !strcmp(argv[1], "v4short"))) {
-        v4_cases(!strcmp(argv[1], "v4"));
+    if (argc > 1 && (!strcmp(argv[1], "v4") || !strcmp(argv[1], "v4short") || !strcmp(argv[1], "v4race"))) {
+        if (!strcmp(argv[1], "v4race")) v4_race_cases();
+        else v4_cases(!strcmp(argv[1], "v4"));
         printf("test_cuda_cache %s: %d checks passed, %d failed\n", argv[1], g_pass, g_fail);
         return g_fail ? 1 : 0;
     }
