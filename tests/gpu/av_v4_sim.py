@@ -222,8 +222,23 @@ def sim_mma(L, H, Hkv, HD, causal, k, aligned, damage, MT=2):
                                 key = u16(scratch, off + 2 * lane); w = u16(scratch, off + 2 * n + 2 * lane)
                                 ent[r, lane] = key | w << 16 if key < nt else 0
                         if t < rows: off += 4 * n
+                    # rows whose stored keys are not strictly ascending (lane l vs l - 1, raw keys): only
+                    # those take the repeated-key path; an ascending row cannot hold a key twice
+                    unsorted = set()
+                    off = 0
+                    for r in range(16):
+                        t = t0 + r; nt = t + 1 if causal else L; n = min(nt, k)
+                        if t >= rows: continue
+                        raw = [u16(scratch, off + 2 * l) for l in range(n)]
+                        if any(raw[l] <= raw[l - 1] for l in range(1, n)): unsorted.add(r)
+                        off += 4 * n
                     wt = np.zeros((16, 32))
                     for r in range(16):  # repeated keys summed into the lowest lane, bf16
+                        if r not in unsorted:
+                            keys = [int(ent[r, l]) & 0xffff for l in range(32) if int(ent[r, l]) & 0x7fff0000]
+                            assert len(keys) == len(set(keys)), "an ascending row holds a key twice"
+                            for lane in range(32): wt[r, lane] = bf16r(f16(int(ent[r, lane]) >> 16)) if int(ent[r, lane]) & 0x7fff0000 else 0.0
+                            continue
                         for lane in range(32):
                             e = int(ent[r, lane]); valid = (e & 0x7fff0000) != 0
                             if not valid: ent[r, lane] = 0; continue

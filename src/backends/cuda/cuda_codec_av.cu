@@ -688,33 +688,40 @@ __device__ __forceinline__ void topk_row_entries16(const ac_cu_codec &c, const u
         for (uint32_t i = lane; i < nbytes; i += 32) scratch[i] = src[i];
     }
     __syncwarp();
-    uint32_t off = 0;
+    uint32_t off = 0, unsorted = 0; /* bit r: row t0 + r's stored keys are not strictly ascending */
 #pragma unroll
     for (int r = 0; r < 16; r++) {
         const int t = t0 + r, n_t = c.causal ? t + 1 : L, n = n_t < c.topk ? n_t : c.topk;
-        ent[r] = 0;
+        uint32_t key = 0xffffffffu, w = 0;
         if (t < rows && lane < n) {
-            const uint32_t key = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * lane);
-            const uint32_t w = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * n + 2 * lane);
-            ent[r] = key < (uint32_t)n_t ? key | w << 16 : 0u;
+            key = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * lane);
+            w = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * n + 2 * lane);
         }
+        const uint32_t prev = __shfl_up_sync(0xffffffffu, key, 1);
+        if (t < rows && lane > 0 && lane < n && key <= prev) unsorted |= 1u << r;
+        ent[r] = t < rows && lane < n && key < (uint32_t)n_t ? key | w << 16 : 0u;
         if (t < rows) off += 4 * (uint32_t)n;
     }
+    unsorted = __reduce_or_sync(0xffffffffu, unsorted);
     __syncwarp(); /* scratch is the warp's P tile next */
 #pragma unroll
     for (int r = 0; r < 16; r++) { /* the weight as bf16; a key held by several lanes (damaged rows): summed */
         const bool valid = ent[r] & 0x7fff0000u;
         const float w = half_f32((uint16_t)(ent[r] >> 16));
-        const unsigned same = __match_any_sync(0xffffffffu, valid ? ent[r] & 0xffffu : 0x10000u + lane);
         float sum = w;
-        if (__any_sync(0xffffffffu, __popc(same) > 1)) { /* rare: sum over the lanes holding this key */
-            sum = 0.f;
+        /* only a row whose keys are not ascending (the codec writes them ascending: damaged maps) can hold
+         * a key twice; match.any is slow (one pass per distinct value), so ascending rows skip it */
+        if (unsorted >> r & 1) {
+            const unsigned same = __match_any_sync(0xffffffffu, valid ? ent[r] & 0xffffu : 0x10000u + lane);
+            if (__any_sync(0xffffffffu, __popc(same) > 1)) { /* sum over the lanes holding this key */
+                sum = 0.f;
 #pragma unroll 1
-            for (int src = 0; src < 32; src++) {
-                const float ws = __shfl_sync(0xffffffffu, w, src);
-                if (same >> src & 1) sum += ws;
+                for (int src = 0; src < 32; src++) {
+                    const float ws = __shfl_sync(0xffffffffu, w, src);
+                    if (same >> src & 1) sum += ws;
+                }
+                if (__ffs(same) - 1 != lane) sum = 0.f; /* the lowest lane keeps the key */
             }
-            if (__ffs(same) - 1 != lane) sum = 0.f; /* the lowest lane keeps the key */
         }
         const uint32_t wb = __bfloat16_as_ushort(__float2bfloat16_rn(sum));
         ent[r] = valid && (wb & 0x7fffu) ? (ent[r] & 0xffffu) | wb << 16 : 0u;
