@@ -503,18 +503,29 @@ __device__ __forceinline__ void lds_cols_v4(uint32_t a, float *x) {
     }
 }
 /* U list entries from jj into acc (TAIL: those at m and past are not read and add 0). The list holds V
- * offsets: GL, elements from base; else bytes from the shared-memory address sa (this lane's columns). */
-template <int COLS, int U, bool TAIL, bool GL>
+ * offsets: GL, elements from base; else bytes from the shared-memory address sa (this lane's columns).
+ * PK (variants 9, 10): the list holds (key - k0) | f16 weight << 16 instead, one word an entry (ew
+ * unused): half the list's shared-memory reads (a broadcast LDS.128 costs 4 wavefronts), two more
+ * instructions an entry to unpack; RB: bytes of a staged V row (PK, !GL). */
+template <int COLS, int U, bool TAIL, bool GL, bool PK = false, int RB = 0>
 __device__ __forceinline__ void walk_v4(const bf16 *base, uint32_t sa, const uint32_t *e, const float *ew, int jj, int m,
-                                        float *acc) {
+                                        float *acc, int ldv = 0) {
     uint32_t pk[U];
     float wj[U], x[U][COLS];
 #pragma unroll
     for (int u = 0; u < U; u += 4) {
         const uint4 a = *reinterpret_cast<const uint4 *>(e + jj + u);
-        const float4 f = *reinterpret_cast<const float4 *>(ew + jj + u);
         pk[u] = a.x, pk[u + 1] = a.y, pk[u + 2] = a.z, pk[u + 3] = a.w;
-        wj[u] = f.x, wj[u + 1] = f.y, wj[u + 2] = f.z, wj[u + 3] = f.w;
+        if (PK) {
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                wj[u + v] = __half2float(__ushort_as_half((unsigned short)(pk[u + v] >> 16)));
+                pk[u + v] = GL ? (pk[u + v] & 0xffffu) * (uint32_t)ldv : (pk[u + v] & 0xffffu) * RB;
+            }
+        } else {
+            const float4 f = *reinterpret_cast<const float4 *>(ew + jj + u);
+            wj[u] = f.x, wj[u + 1] = f.y, wj[u + 2] = f.z, wj[u + 3] = f.w;
+        }
     }
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -540,7 +551,7 @@ __device__ __forceinline__ size_t topk_row_offset(int causal, int k, int L, int 
     return 4 * (t <= k ? T * (T + 1) / 2 : (size_t)k * (k + 1) / 2 + (T - k) * k);
 }
 
-template <int COLS, int NW, int PW, bool STAGE>
+template <int COLS, int NW, int PW, bool STAGE, bool PK>
 __global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                      int ldv, bf16 *__restrict__ O, int ldo, int KT) {
     constexpr int HD = 32 * COLS, PB = NW * PW;
@@ -636,14 +647,16 @@ __global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec 
             const int m = __popc(mask);
             if (in) {
                 const int pos = __popc(mask & lt);
-                e[pos] = (key - (uint32_t)k0) * rs, ew[pos] = half_f32((uint16_t)(ent[i] >> 16));
+                if (PK) e[pos] = ent[i] - (uint32_t)k0; /* key >= k0: only the low half changes */
+                else e[pos] = (key - (uint32_t)k0) * rs, ew[pos] = half_f32((uint16_t)(ent[i] >> 16));
             }
             __syncwarp();
             int jj = 0; /* the loops are not unrolled: the pair loop is (acc[i] in registers), 16 copies */
+            constexpr int RB = HD * (int)sizeof(bf16);
 #pragma unroll 1
-            for (; jj + 8 <= m; jj += 8) walk_v4<COLS, 8, false, !STAGE>(base, sa, e, ew, jj, m, acc[i]);
+            for (; jj + 8 <= m; jj += 8) walk_v4<COLS, 8, false, !STAGE, PK, RB>(base, sa, e, ew, jj, m, acc[i], ldv);
 #pragma unroll 1
-            for (; jj < m; jj += 4) walk_v4<COLS, 4, true, !STAGE>(base, sa, e, ew, jj, m, acc[i]);
+            for (; jj < m; jj += 4) walk_v4<COLS, 4, true, !STAGE, PK, RB>(base, sa, e, ew, jj, m, acc[i], ldv);
             __syncwarp(); /* the list is rewritten by the next pair */
         }
         if (STAGE && tile + 1 < ntiles) __syncthreads(); /* this stage is refilled at tile + 2 */
@@ -993,7 +1006,7 @@ static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
 /* The v4 top-k kernel (variants 3 and 4; the caller checked bf16 V, top-k rows of k <= 32, 16-byte
  * aligned V rows). STAGE: shared memory for two blocks per SM (113 KB each): one stage of every key
  * when the longest sequence fits (hd 64: 888 keys), else two stages of KT keys (444). */
-template <bool STAGE>
+template <bool STAGE, bool PK>
 static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
                        int hd, const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
     constexpr int NW = 8, LIST = NW * 32 * 8;
@@ -1015,14 +1028,14 @@ static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
         static int set_ = 0;                                                                                          \
         if (!set_) {                                                                                                  \
             if (STAGE)                                                                                                \
-                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE, PK>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
                                            limit));                                                                   \
             else /* V rows through L1: as little shared memory as the blocks need */                                \
-                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE>,                                           \
+                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE, PK>,                                           \
                                            cudaFuncAttributePreferredSharedMemoryCarveout, 10));                      \
             set_ = 1;                                                                                                 \
         }                                                                                                             \
-        k_av_topk<COLS, NW, PW, STAGE><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT);           \
+        k_av_topk<COLS, NW, PW, STAGE, PK><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT);           \
     } while (0)
     if (hd == 32) AC_AV_TOPK(1);
     else if (hd == 64) AC_AV_TOPK(2);
@@ -1079,7 +1092,8 @@ static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int 
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
  * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
  * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
- * where they apply, else as 0 */
+ * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
+ * else as 0 */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
@@ -1093,13 +1107,18 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                            : launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
         }
-        /* v4 top-k (variants 3, 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
-        if ((variant == 3 || variant == 4) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
-            ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32))
-            return variant == 3 ? launch_topk<true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, (const bf16 *)v, ldv,
-                                                    (bf16 *)out, ldo, st)
-                                : launch_topk<false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, (const bf16 *)v, ldv,
-                                                     (bf16 *)out, ldo, st);
+        /* v4 top-k gather (variants 3, 4, 9, 10): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
+        if ((variant == 3 || variant == 4 || variant == 9 || variant == 10) && c.kind == 4 && c.topk <= 32 &&
+            (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32)) {
+            const bf16 *vb = (const bf16 *)v;
+            bf16 *ob = (bf16 *)out;
+            switch (variant) {
+            case 3: return launch_topk<true, false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            case 4: return launch_topk<false, false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            case 9: return launch_topk<false, true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            default: return launch_topk<true, true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            }
+        }
         /* q8 and q4 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
         if ((c.kind == 2 || c.kind == 3) && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
             ldo % 2 == 0) {

@@ -36,7 +36,8 @@ int ac_cu_codec_av_seqs(const ac_cu_codec *c, const void *const *d_maps, const i
  * shared memory (3) or read through L1 (4); 5: the same rows densified per 64-key tile on the tensor
  * cores (out in bf16 pairs too); 6: q8/q4 rows on the tensor cores with the next key tile's map words
  * loaded during the current one; 7: variant 5 on Hopper's wgmma at hd 64 where the device runs the
- * sm_90a code (else as 5); 8: 7 with two warpgroups a block; other codecs and layouts as variant 0). */
+ * sm_90a code (else as 5); 8: 7 with two warpgroups a block; 9, 10: 4 and 3 with one packed word an
+ * entry in the gather's list; other codecs and layouts as variant 0). */
 template <typename T>
 int ac_cu_codec_av_seqs_variant(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq,
                                 int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st,
