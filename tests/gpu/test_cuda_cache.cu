@@ -239,6 +239,9 @@ static void v4_cases(int longer) {
         run_seqs<float>("topk8-causal", lens, 2, 4, 2, 32, var);
         run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, var);
     }
+    /* variant 11: v3 as the default was before (top-k rows included) */
+    run_seqs<bf16>("topk32-causal", lens, 1, 8, 2, 64, 11);
+    run_seqs<bf16>("topk8", lens, 0, 4, 4, 128, 11);
     /* variant 6: q8 and q4 rows on the tensor cores with the next tile's map words prefetched */
     for (const char *s : {"q8-causal", "q8", "q4-causal", "q4"}) {
         run_seqs<bf16>(s, lens, 1, 8, 2, 64, 6);
@@ -297,6 +300,8 @@ int main(int argc, char **argv) {
     run<float>("topk8-causal", 200, 4, 2, 64, 200, 0, 1); /* odd V stride: columns 32 apart per lane */
     run<bf16>("q8-causal", 200, 4, 2, 128, 200, 0, 1);
     run<bf16>("topk32", 300, 4, 1, 64, 300, 0, 3);
+    run<bf16>("topk8-causal", 200, 8, 2, 64, 100); /* served prefix through the v4 gather (the default) */
+    run<bf16>("topk32-causal", 700, 4, 1, 128, 333);
     /* v3: V past shared memory in key tiles (f32 hd 128: 446 rows a tile; bf16 hd 128: 892), q8 rows on
        the tensor cores at every head dim, dense and causal, GQA 4:1 */
     run<float>("topk8", 1000, 4, 1, 128, 1000);

@@ -1,7 +1,8 @@
 /* cuda_codec_av.cu — A·V from compressed attention-map rows (see
- * cuda_codec_av.h). Head dims 32/64/128 (v3): q8 rows with bf16 V on the tensor
- * cores (k_av_q8_mma, q4 rows too); every other codec, and f32 V, by a gather from V staged
- * in shared memory once per block for all heads of a kv group (k_av_smem).
+ * cuda_codec_av.h). Head dims 32/64/128: q8 rows with bf16 V on the tensor
+ * cores (k_av_q8_mma, q4 rows too); top-k rows (k <= 32) with bf16 V by the v4 gather, V rows
+ * through L1 (k_av_topk, session 14); every other codec, and f32 V, by a gather from V staged
+ * in shared memory once per block for all heads of a kv group (k_av_smem, v3).
  * Other head dims: one block per (row t, head h) decoding row t into shared
  * memory (weights, and for top-k their key indices), each thread accumulating
  * its output columns d. Row offsets are the codec's closed forms. Versions,
@@ -1093,12 +1094,17 @@ static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int 
  * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
  * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
  * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
- * else as 0 */
+ * else as 0; 11: v3 (the default before session 14) */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
+        /* top-k rows: the v4 gather through L1 (run 19: 179 / 176 / 174 us against v3's 232 / 292 / 671 at
+           Llama-1B 512 x 16 / 2048 x 4 / 8192 x 1, correct in all 9297 checks); where it does not apply
+           (k > 32, V rows not 16-byte aligned) the launch below falls through to v3 as before */
+        if (!variant && c.kind == 4) variant = 4;
+        else if (variant == 11) variant = 0; /* v3 as it was the default (benchmarks) */
         if ((variant == 5 || variant == 7 || variant == 8) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
             if (variant >= 7 && hd == 64 && ac_cu_wgmma_available())
