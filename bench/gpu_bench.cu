@@ -8,6 +8,8 @@
  *                       split from a profiled extra call.
  *   gpu_bench attn      the fused attention kernel alone (each variant) at
  *                       head dims 64 and 128, causal and not.
+ *   gpu_bench av        the A.V kernels alone (every variant) beside our fused attention (the default
+ *                       kernel) on the same q/k/v, Llama-1B layer, 512 x 16, 2048 x 4, 8192 x 1.
  *   gpu_bench cache     the cache on the GPU: Llama-1B at 512 x 16 and 2048 x 4,
  *                       every (layer, sequence) served from compressed maps
  *                       (top-k 32 and q8 rows, causal; each sequence its own maps), beside the
@@ -423,7 +425,7 @@ static void bench_cache(int reps) {
 static void bench_av(int reps) {
     struct {
         int L, B;
-    } cases[] = {{512, 16}, {2048, 4}};
+    } cases[] = {{512, 16}, {2048, 4}, {8192, 1}};
     struct {
         const char *name;
         int kind, causal, topk;
@@ -471,7 +473,13 @@ static void bench_av(int reps) {
             cudaMalloc(&tab, c.B * sizeof(void *));
             cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
             const ac_cu_codec cc = {k.kind, k.causal, k.topk};
-            for (int var = 0; var <= (k.kind == 2 ? 2 : 1); var++) {
+            /* top-k: the default (0: v4's variant 4 since session 14), v3 (11, 1) and v4 (3: V in shared memory, 4: V
+               through L1, 5: tensor cores, 7/8: 5 on wgmma, 9/10: 4/3 with a packed list); q8:
+               the tensor cores (0; 6: the next tile's map words prefetched) and, up to 2048 tokens, the CUDA-core
+               gather (2) */
+            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 1, 3, 4, 5, 7, 8, 9, 10}
+                                                      : c.L <= 2048 ? std::vector<int>{0, 6, 2} : std::vector<int>{0, 6};
+            for (int var : vars) {
                 const double us = time_it([&] {
                     OK(ac_cu_codec_av_seqs_variant<bf16>(&cc, (const void *const *)tab, cu, 0, c.B, c.L, H, Hkv, hd,
                                                          qkv + QD + Hkv * hd, QKV, att, QD, 0, var));

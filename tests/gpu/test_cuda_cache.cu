@@ -4,7 +4,7 @@
  * (ac_codec_decode), multiplied by V in double. Every codec, dense and causal,
  * GQA, f32 and bf16 V, all rows and a prefix of rows (causal partial reuse),
  * V tiled past shared memory, q8 on the tensor cores, several sequences of a
- * packed batch in one launch (ac_cu_codec_av_seqs).
+ * packed batch in one launch (ac_cu_codec_av_seqs), the benchmark variants (session 14: 3-10).
  * Exits 0 with "SKIP" when no CUDA device is present. */
 #include "gpu_check.h"
 
@@ -12,6 +12,7 @@
 #include "backends/cuda/cuda_codec_av.h"
 #include "cache/codec.h"
 
+#include <algorithm>
 #include <string.h>
 #include <vector>
 
@@ -108,9 +109,11 @@ static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int
 
 /* Several sequences of a packed batch in one launch (ac_cu_codec_av_seqs): lens[] tokens each, maps in
  * separate allocations found through a device table, sequences s0 .. ns-1 served; the rows of the
- * sequences before s0 must stay as poisoned. */
+ * sequences before s0 must stay as poisoned. damage: as in run (top-k rows: the first index of every
+ * row past the row); mis: the maps start mis bytes past their allocation's (aligned) start. */
 template <typename T>
-static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, int Hkv, int hd, int variant = 0) {
+static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, int Hkv, int hd, int variant = 0,
+                     int damage = 0, int mis = 0) {
     ac_map_codec c;
     if (ac_codec_parse(spec, &c) != AC_OK) {
         CHECK(0, "codec %s", spec);
@@ -134,23 +137,33 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
         for (int h = 0; h < H; h++) {
             rand_map(P.data(), L, c.causal);
             CHECK(ac_codec_encode(&c, P.data(), L, maps.data() + h * mb) == AC_OK, "encode %s", spec);
+            for (int t = 0; damage && t < L; t++) {
+                unsigned char *r = maps.data() + h * mb + ac_codec_row_offset(&c, L, t);
+                r[0] = 0xff, r[1] = 0xff;
+            }
             ac_codec_decode(&c, maps.data() + h * mb, L, D.data());
-            for (int t = 0; s >= s0 && t < L; t++)
-                for (int d = 0; d < hd; d++) {
-                    double a = 0;
-                    for (int j = 0; j < L; j++)
-                        a += (double)D[(size_t)t * L + j] * V[(size_t)(cu[s] + j) * ldv + (h / (H / Hkv)) * hd + d];
-                    ref[(size_t)(cu[s] + t) * ldo + h * hd + d] = (float)a;
+            vector<double> a(hd);
+            for (int t = 0; s >= s0 && t < L; t++) { /* zero weights skipped: long top-k maps stay cheap */
+                std::fill(a.begin(), a.end(), 0.0);
+                for (int j = 0; j < L; j++) {
+                    const double p = D[(size_t)t * L + j];
+                    if (p == 0.0) continue;
+                    const float *vr = V.data() + (size_t)(cu[s] + j) * ldv + (h / (H / Hkv)) * hd;
+                    for (int d = 0; d < hd; d++) a[d] += p * vr[d];
                 }
+                for (int d = 0; d < hd; d++) ref[(size_t)(cu[s] + t) * ldo + h * hd + d] = (float)a[d];
+            }
         }
-        CU(cudaMalloc(&dmaps[s], maps.size()));
-        CU(cudaMemcpy(dmaps[s], maps.data(), maps.size(), cudaMemcpyHostToDevice));
+        CU(cudaMalloc(&dmaps[s], maps.size() + 16));
+        CU(cudaMemcpy((char *)dmaps[s] + mis, maps.data(), maps.size(), cudaMemcpyHostToDevice));
     }
+    vector<void *> dtab_h(ns);
+    for (int s = 0; s < ns; s++) dtab_h[s] = (char *)dmaps[s] + mis;
     void **dtab;
     int *dcu;
     T *dv, *dout;
     CU(cudaMalloc(&dtab, ns * sizeof(void *)));
-    CU(cudaMemcpy(dtab, dmaps.data(), ns * sizeof(void *), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dtab, dtab_h.data(), ns * sizeof(void *), cudaMemcpyHostToDevice));
     CU(cudaMalloc(&dcu, (ns + 1) * sizeof(int)));
     CU(cudaMemcpy(dcu, cu.data(), (ns + 1) * sizeof(int), cudaMemcpyHostToDevice));
     CU(cudaMalloc(&dv, V.size() * sizeof(T)));
@@ -183,20 +196,89 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
     const double e = rel_err(got.data() + first, ref.data() + first, ref.size() - first);
     CHECK(rc == AC_OK && untouched && all_finite(got.data() + first, got.size() - first) &&
               e < (sizeof(T) == 4 ? 1e-5 : 8e-3),
-          "batched codec %s, %d sequences from %d, H %d/%d hd %d (%zu-byte V, variant %d): rel err %.3g, rows before "
-          "kept %d",
-          spec, ns, s0, H, Hkv, hd, sizeof(T), variant, e, untouched);
+          "batched codec %s, %d sequences from %d (longest %d), H %d/%d hd %d (%zu-byte V, variant %d, damage %d, maps "
+          "+%d): rel err %.3g, rows before kept %d",
+          spec, ns, s0, Lmax, H, Hkv, hd, sizeof(T), variant, damage, mis, e, untouched);
     for (void *m : dmaps) cudaFree(m);
     cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout);
 }
 
-int main(void) {
+/* Session 14's variants. v4 top-k (3: V staged in shared memory, 4: V through L1, 5: tensor cores, 7 and 8:
+   5 on wgmma at hd 64 with 4 or 2 warpgroups a block, as 5 elsewhere; 9, 10: 4 and 3 with a packed list):
+   causal and dense, rows
+   shorter than k, k = 1, GQA 4:1, 1:1, 7:1 and 16:1 (pairs of a warp cross rows unevenly; several passes
+   of the tensor-core kernel), head dims 32/64/128, sequences of different lengths (one of 1 token) in one
+   launch, damaged indices, maps not 4-byte aligned (the byte paths), long sequences (hd 64: 444-key
+   tiles, hd 128: 222), and what the variants leave to variant 0: k > 32, f32 V, q8 rows.
+   q8/q4 rows with the map words prefetched (6). longer = 0: without the sequences past 1000 tokens
+   (for compute-sanitizer runs). */
+static void v4_cases(int longer) {
+    const vector<int> lens = {37, 200, 1, 130, 64};
+    for (int var : {3, 4, 5, 7, 8, 9, 10}) {
+        for (const char *s : {"topk8-causal", "topk32", "topk32-causal", "topk1", "topk8", "topk1-causal"}) {
+            run_seqs<bf16>(s, lens, 1, 8, 2, 64, var);
+            run_seqs<bf16>(s, lens, 0, 4, 4, 128, var);
+            run_seqs<bf16>(s, lens, 0, 14, 2, 32, var);
+        }
+        run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, var, 1);
+        run_seqs<bf16>("topk32", lens, 1, 4, 1, 128, var, 1);
+        run_seqs<bf16>("topk32-causal", lens, 0, 7, 1, 32, var, 1);
+        run_seqs<bf16>("topk8-causal", lens, 0, 16, 1, 64, var);
+        run_seqs<bf16>("topk32-causal", lens, 0, 4, 4, 64, var);  /* hd 64, G 1: one warpgroup a block */
+        run_seqs<bf16>("topk8", lens, 2, 7, 1, 64, var, 1);       /* hd 64, G 7: a pass with 3 heads */
+        run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var, 0, 2);
+        run_seqs<bf16>("topk8", lens, 1, 4, 4, 128, var, 1, 1);
+        run_seqs<bf16>("topk32-causal", {900, 500}, 0, 4, 1, 128, var); /* hd 128: several tiles */
+        if (longer) {
+            run_seqs<bf16>("topk32-causal", {4500, 700, 1}, 0, 4, 1, 64, var);
+            run_seqs<bf16>("topk32", {2600, 300}, 0, 4, 2, 64, var);
+            run_seqs<bf16>("topk16-causal", {3000, 45}, 0, 4, 1, 128, var);
+            run_seqs<bf16>("topk32-causal", {2100}, 0, 4, 4, 32, var);
+        }
+        run_seqs<bf16>("topk64-causal", lens, 0, 8, 2, 64, var);
+        run_seqs<float>("topk8-causal", lens, 2, 4, 2, 32, var);
+        run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, var);
+    }
+    /* variant 11: v3 as the default was before (top-k rows included) */
+    run_seqs<bf16>("topk32-causal", lens, 1, 8, 2, 64, 11);
+    run_seqs<bf16>("topk8", lens, 0, 4, 4, 128, 11);
+    /* variant 6: q8 and q4 rows on the tensor cores with the next tile's map words prefetched */
+    for (const char *s : {"q8-causal", "q8", "q4-causal", "q4"}) {
+        run_seqs<bf16>(s, lens, 1, 8, 2, 64, 6);
+        run_seqs<bf16>(s, lens, 0, 4, 4, 128, 6);
+        run_seqs<bf16>(s, lens, 0, 14, 2, 32, 6);
+    }
+    run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128, 6);
+    if (longer) run_seqs<bf16>("q4-causal", {2500, 77}, 0, 4, 1, 64, 6);
+    run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, 6); /* not q8: as variant 0 */
+}
+
+/* A few launches of every session-14 kernel, for compute-sanitizer's racecheck (slow): one key tile and
+   several (variant 3 at hd 128: 222-key tiles; the others: 64-key tiles), GQA 4:1 and 1:1. */
+static void v4_race_cases(void) {
+    const vector<int> lens = {37, 200, 1, 130, 64};
+    for (int var : {3, 4, 5, 7, 8, 9, 10}) {
+        run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var);
+        run_seqs<bf16>("topk8", {600, 37}, 0, 4, 4, 128, var);
+    }
+    run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 6);
+}
+
+/* usage: test_cuda_cache [v4 | v4short | v4race]   (v4: only session 14's variants; v4short: without
+   the long cases; v4race: a few launches of each new kernel) */
+int main(int argc, char **argv) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
         printf("SKIP test_cuda_cache: no CUDA device\n");
         return 0;
     }
     rng_seed(7);
+    if (argc > 1 && (!strcmp(argv[1], "v4") || !strcmp(argv[1], "v4short") || !strcmp(argv[1], "v4race"))) {
+        if (!strcmp(argv[1], "v4race")) v4_race_cases();
+        else v4_cases(!strcmp(argv[1], "v4"));
+        printf("test_cuda_cache %s: %d checks passed, %d failed\n", argv[1], g_pass, g_fail);
+        return g_fail ? 1 : 0;
+    }
     const char *specs[] = {"f32", "f16", "q8", "q4", "topk8", "f32-causal", "f16-causal", "q8-causal", "q4-causal",
                            "topk8-causal", "topk1"};
     const int Ls[] = {1, 37, 200};
@@ -218,6 +300,8 @@ int main(void) {
     run<float>("topk8-causal", 200, 4, 2, 64, 200, 0, 1); /* odd V stride: columns 32 apart per lane */
     run<bf16>("q8-causal", 200, 4, 2, 128, 200, 0, 1);
     run<bf16>("topk32", 300, 4, 1, 64, 300, 0, 3);
+    run<bf16>("topk8-causal", 200, 8, 2, 64, 100); /* served prefix through the v4 gather (the default) */
+    run<bf16>("topk32-causal", 700, 4, 1, 128, 333);
     /* v3: V past shared memory in key tiles (f32 hd 128: 446 rows a tile; bf16 hd 128: 892), q8 rows on
        the tensor cores at every head dim, dense and causal, GQA 4:1 */
     run<float>("topk8", 1000, 4, 1, 128, 1000);
@@ -239,6 +323,7 @@ int main(void) {
     run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
     run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
     run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 2);
+    v4_cases(1);
     /* bad arguments are refused, not run */
     ac_cu_codec bad = {9, 0, 0};
     CHECK(ac_cu_codec_av<float>(&bad, NULL, 0, 8, 8, 1, 1, 8, NULL, 8, NULL, 8, 0) == AC_ERR_ARG, "bad codec kind");

@@ -1,14 +1,17 @@
 /* cuda_codec_av.cu — A·V from compressed attention-map rows (see
- * cuda_codec_av.h). Head dims 32/64/128 (v3): q8 rows with bf16 V on the tensor
- * cores (k_av_q8_mma, q4 rows too); every other codec, and f32 V, by a gather from V staged
- * in shared memory once per block for all heads of a kv group (k_av_smem).
+ * cuda_codec_av.h). Head dims 32/64/128: q8 rows with bf16 V on the tensor
+ * cores (k_av_q8_mma, q4 rows too); top-k rows (k <= 32) with bf16 V by the v4 gather, V rows
+ * through L1 (k_av_topk, session 14); every other codec, and f32 V, by a gather from V staged
+ * in shared memory once per block for all heads of a kv group (k_av_smem, v3).
  * Other head dims: one block per (row t, head h) decoding row t into shared
  * memory (weights, and for top-k their key indices), each thread accumulating
  * its output columns d. Row offsets are the codec's closed forms. Versions,
  * predictions and measured times: docs/GPU_NOTES.md. */
 #include "cuda_codec_av.h"
 #include "cuda_backend.h"
+#include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
+#include "cuda_wgmma.h"
 
 #include <cuda_fp16.h>
 
@@ -337,7 +340,7 @@ __device__ __forceinline__ int q8_slot(int j) {
     return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
-template <int HD, int MT, bool Q4>
+template <int HD, int MT, bool Q4, bool PF>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
     constexpr int BN = 64, LDS = HD + 8, DT = HD / 8, BM = 16 * MT;
@@ -383,10 +386,23 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         float o[DT][4];
 #pragma unroll
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-        __syncthreads(); /* the previous pass's last tile is no longer read */
+        /* PF (variant 6, session 14): the map words of tile t + 1 are loaded at the top of tile t, so
+         * their latency is covered by tile t's barrier and mma work instead of stalling each k-step */
+        uint32_t xs[2][BN / 16] = {};
+        auto fetch = [&](int t, uint32_t(&x)[2][BN / 16]) {
+#pragma unroll
+            for (int ks = 0; ks < BN / 16; ks++) {
+                const int key = t * BN + ks * 16 + 4 * tq;
+                x[0][ks] = Q4 ? ld4n(pA, key, nA) : ld4(pA, key, nA);
+                x[1][ks] = Q4 ? ld4n(pB, key, nB) : ld4(pB, key, nB);
+            }
+        };
+        if (PF && active) fetch(0, xs);
         load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
+            uint32_t nx[2][BN / 16] = {};
+            if (PF && active && t + 1 < n_tiles && (t + 1) * BN < w_end) fetch(t + 1, nx);
             if (t + 1 < n_tiles) {
                 load_tile(t + 1, (t + 1) & 1);
                 cp_commit();
@@ -402,10 +418,10 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                     const int key = t * BN + ks * 16 + 4 * tq;
                     uint32_t a[4];
                     if (Q4) {
-                        const uint32_t xa = ld4n(pA, key, nA), xb = ld4n(pB, key, nB);
+                        const uint32_t xa = PF ? xs[0][ks] : ld4n(pA, key, nA), xb = PF ? xs[1][ks] : ld4n(pB, key, nB);
                         a[0] = q4_pair(xa, 0), a[1] = q4_pair(xb, 0), a[2] = q4_pair(xa, 8), a[3] = q4_pair(xb, 8);
                     } else {
-                        const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
+                        const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
 #pragma unroll
@@ -418,6 +434,9 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                     }
                 }
             }
+            if (PF)
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
         if (active) {
@@ -433,6 +452,509 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
             }
         }
     }
+}
+
+/* ---- v4 top-k gather (session 14, variants 3 and 4; bf16 V, k <= 32) -----------------------------------
+ * Why v3 (k_av_smem) runs ~9x over its floor (docs/GPU_NOTES.md, "Session 14: A.V v4"): every pair's
+ * row is fetched from HBM by byte loads only when the warp reaches it (one exposed memory latency per
+ * pair, 16 pairs in a row per warp, 16 warps per SM), and the whole V prefix of the block is copied in
+ * before any work and not overlapped (one 512-thread block per SM at 96 registers).
+ * v4: block = (sequence, kv head g, PB = NW PW consecutive (row, head-of-group) pairs, pair p: row
+ * p / G, head g G + p % G). (1) Every lane loads its entries of all PW pairs of its warp at once
+ * (entry `lane` of pair i, key and f16 weight packed in one register: damaged keys >= n_t and zero
+ * weights drop out here), so the block's row reads are in flight together. (2) Key tiles outer, pairs
+ * inner: the PW pairs' accumulators stay in registers across tiles. STAGE (variant 3): the tile's V
+ * rows [k0, k1) of kv head g are in shared memory, the next tile's copy (cp.async) overlapping this
+ * tile's walk; one tile holds all keys when they fit; two blocks per SM. !STAGE (variant 4): one
+ * "tile" of all keys, V rows read from global memory through L1 (the G heads and neighbouring rows of
+ * a block reuse the same V rows), no staging and no barrier. (3) Per tile and pair: the entries with a
+ * key in the tile (ballot), compacted into the warp's list (V offset, f32 weight) in stored order,
+ * walked 8 then 4 at a time (the last group's slots past the list not read); lane l owns columns COLS l .. COLS l + COLS - 1. */
+template <int COLS, bool GL>
+__device__ __forceinline__ void ld_cols_v4(const bf16 *p, float *x) {
+    if (COLS == 4) {
+        const uint2 u = GL ? __ldg(reinterpret_cast<const uint2 *>(p)) : *reinterpret_cast<const uint2 *>(p);
+        x[0] = __uint_as_float(u.x << 16), x[1] = __uint_as_float(u.x & 0xffff0000u);
+        x[2] = __uint_as_float(u.y << 16), x[3] = __uint_as_float(u.y & 0xffff0000u);
+    } else if (COLS == 2) {
+        const uint32_t u = GL ? __ldg(reinterpret_cast<const unsigned int *>(p)) : *reinterpret_cast<const uint32_t *>(p);
+        x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
+    } else {
+        const unsigned short u = GL ? __ldg(reinterpret_cast<const unsigned short *>(p))
+                                    : *reinterpret_cast<const unsigned short *>(p);
+        x[0] = __uint_as_float((uint32_t)u << 16);
+    }
+}
+/* COLS bf16 at shared-memory address a (one ld.shared with a 32-bit address: one add per entry) */
+template <int COLS>
+__device__ __forceinline__ void lds_cols_v4(uint32_t a, float *x) {
+    if (COLS == 4) {
+        uint32_t u0, u1;
+        asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(u0), "=r"(u1) : "r"(a));
+        x[0] = __uint_as_float(u0 << 16), x[1] = __uint_as_float(u0 & 0xffff0000u);
+        x[2] = __uint_as_float(u1 << 16), x[3] = __uint_as_float(u1 & 0xffff0000u);
+    } else if (COLS == 2) {
+        uint32_t u;
+        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(u) : "r"(a));
+        x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
+    } else {
+        unsigned short u;
+        asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(u) : "r"(a));
+        x[0] = __uint_as_float((uint32_t)u << 16);
+    }
+}
+/* U list entries from jj into acc (TAIL: those at m and past are not read and add 0). The list holds V
+ * offsets: GL, elements from base; else bytes from the shared-memory address sa (this lane's columns).
+ * PK (variants 9, 10): the list holds (key - k0) | f16 weight << 16 instead, one word an entry (ew
+ * unused): half the list's shared-memory reads (a broadcast LDS.128 costs 4 wavefronts), two more
+ * instructions an entry to unpack; RB: bytes of a staged V row (PK, !GL). */
+template <int COLS, int U, bool TAIL, bool GL, bool PK = false, int RB = 0>
+__device__ __forceinline__ void walk_v4(const bf16 *base, uint32_t sa, const uint32_t *e, const float *ew, int jj, int m,
+                                        float *acc, int ldv = 0) {
+    uint32_t pk[U];
+    float wj[U], x[U][COLS];
+#pragma unroll
+    for (int u = 0; u < U; u += 4) {
+        const uint4 a = *reinterpret_cast<const uint4 *>(e + jj + u);
+        pk[u] = a.x, pk[u + 1] = a.y, pk[u + 2] = a.z, pk[u + 3] = a.w;
+        if (PK) {
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                wj[u + v] = __half2float(__ushort_as_half((unsigned short)(pk[u + v] >> 16)));
+                pk[u + v] = GL ? (pk[u + v] & 0xffffu) * (uint32_t)ldv : (pk[u + v] & 0xffffu) * RB;
+            }
+        } else {
+            const float4 f = *reinterpret_cast<const float4 *>(ew + jj + u);
+            wj[u] = f.x, wj[u + 1] = f.y, wj[u + 2] = f.z, wj[u + 3] = f.w;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        if (!TAIL || jj + u < m) {
+            if (GL) ld_cols_v4<COLS, true>(base + pk[u], x[u]);
+            else lds_cols_v4<COLS>(sa + pk[u], x[u]);
+        } else { /* past the list: nothing read (a stale offset may point past this tile's rows) */
+            wj[u] = 0.f;
+#pragma unroll
+            for (int k = 0; k < COLS; k++) x[u][k] = 0.f;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int k = 0; k < COLS; k++) acc[k] += wj[u] * x[u][k];
+}
+
+/* byte offset of row t of a top-k head map (row_offset for kind 4 alone) */
+__device__ __forceinline__ size_t topk_row_offset(int causal, int k, int L, int t) {
+    const size_t T = (size_t)t;
+    if (!causal) return T * 4 * (size_t)(L < k ? L : k);
+    return 4 * (t <= k ? T * (T + 1) / 2 : (size_t)k * (k + 1) / 2 + (T - k) * k);
+}
+
+template <int COLS, int NW, int PW, bool STAGE, bool PK>
+__global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
+                                                     int ldv, bf16 *__restrict__ O, int ldo, int KT) {
+    constexpr int HD = 32 * COLS, PB = NW * PW;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    uint32_t *list = reinterpret_cast<uint32_t *>(smem_raw);   /* [NW][32] V offset of the entry (walk_v4) */
+    float *listw = reinterpret_cast<float *>(list + NW * 32);  /* [NW][32] its weight */
+    bf16 *sv = reinterpret_cast<bf16 *>(smem_raw + NW * 32 * 8); /* STAGE: [1 or 2][KT][HD] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int G = H / Hkv, g = blockIdx.y, npairs = rows * G;
+    const int qb0 = (gridDim.x - 1 - blockIdx.x) * PB; /* causal: the longest blocks first */
+    if (qb0 >= npairs) return;                         /* whole block */
+    const int qb1 = min(npairs, qb0 + PB), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kend = c.causal ? (qb1 - 1) / G + 1 : L;
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
+    uint32_t *e = list + warp * 32;
+    float *ew = listw + warp * 32;
+    /* (1) entry `lane` of each pair: key | f16 weight << 16; 0 (weight 0) past the row, for damaged keys */
+    uint32_t ent[PW];
+    if (((uintptr_t)maps & 3) == 0) { /* rows 4-byte aligned: every load issued before any is used */
+        const int dt = NW / G, dh = NW % G; /* pair p + NW: row + dt, head + dh (carry into the row) */
+        int t = (qb0 + warp) / G, hh = (qb0 + warp) % G;
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            if (i) {
+                const int carry = hh + dh >= G;
+                t += dt + carry, hh += dh - (carry ? G : 0);
+            }
+            const int tc = min(t, (qb1 - 1) / G); /* past the block: a valid row, its entries dropped below */
+            const unsigned char *row = maps + (size_t)(g * G + hh) * mb + topk_row_offset(c.causal, c.topk, L, tc);
+            const int n_t = c.causal ? tc + 1 : L, n = n_t < c.topk ? n_t : c.topk, j = min(lane, n - 1);
+            const uint32_t kw = __ldg(reinterpret_cast<const unsigned int *>(row + 4 * (j >> 1)));
+            const uint32_t ww = __ldg(reinterpret_cast<const unsigned int *>(row + 4 * ((n + j) >> 1)));
+            const uint32_t key = j & 1 ? kw >> 16 : kw & 0xffffu, w = (n + j) & 1 ? ww >> 16 : ww & 0xffffu;
+            ent[i] = qb0 + i * NW + warp < qb1 && lane < n && key < (uint32_t)n_t ? key | w << 16 : 0u;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            const int pq = qb0 + i * NW + warp;
+            ent[i] = 0;
+            if (pq < qb1) {
+                const int t = pq / G, h = g * G + pq % G;
+                const unsigned char *row = maps + (size_t)h * mb + topk_row_offset(c.causal, c.topk, L, t);
+                const int n_t = c.causal ? t + 1 : L, n = n_t < c.topk ? n_t : c.topk;
+                if (lane < n) {
+                    const uint32_t key = ld_u16(row + 2 * lane), w = ld_u16(row + 2 * (size_t)n + 2 * lane);
+                    ent[i] = key < (uint32_t)n_t ? key | w << 16 : 0u;
+                }
+            }
+        }
+    }
+    float acc[PW][COLS];
+#pragma unroll
+    for (int i = 0; i < PW; i++)
+#pragma unroll
+        for (int k = 0; k < COLS; k++) acc[i][k] = 0.f;
+    const int ntiles = STAGE ? (kend + KT - 1) / KT : 1;
+    auto stage_tile = [&](int tile) { /* V rows [k0, k1) into stage tile & 1 */
+        constexpr int CH = HD / 8;
+        const int k0 = tile * KT, nr = min(kend, k0 + KT) - k0;
+        bf16 *dst = sv + (size_t)(tile & 1) * KT * HD;
+        for (int i = threadIdx.x; i < nr * CH; i += NW * 32) {
+            const int r = i / CH, cc = (i % CH) * 8;
+            cp_async16(smem_u32(dst + r * HD + cc), Vg + (size_t)(k0 + r) * ldv + cc, 16);
+        }
+        cp_commit();
+    };
+    if (STAGE) stage_tile(0);
+    const uint32_t lt = (1u << lane) - 1u;
+    for (int tile = 0; tile < ntiles; tile++) {
+        const int k0 = STAGE ? tile * KT : 0, nk = STAGE ? min(kend, k0 + KT) - k0 : kend;
+        const bf16 *base = Vg + COLS * lane;
+        uint32_t sa = 0, rs = (uint32_t)ldv;
+        if (STAGE) {
+            if (tile + 1 < ntiles) {
+                stage_tile(tile + 1); /* its stage was last read in tile - 1, before that tile's barrier */
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            sa = smem_u32(sv + (size_t)(tile & 1) * KT * HD + COLS * lane), rs = HD * sizeof(bf16);
+        }
+#pragma unroll
+        for (int i = 0; i < PW; i++) {
+            const uint32_t key = ent[i] & 0xffffu;
+            const bool in = key - (uint32_t)k0 < (uint32_t)nk && (ent[i] & 0x7fff0000u);
+            const unsigned mask = __ballot_sync(0xffffffffu, in);
+            if (!mask) continue;
+            const int m = __popc(mask);
+            if (in) {
+                const int pos = __popc(mask & lt);
+                if (PK) e[pos] = ent[i] - (uint32_t)k0; /* key >= k0: only the low half changes */
+                else e[pos] = (key - (uint32_t)k0) * rs, ew[pos] = half_f32((uint16_t)(ent[i] >> 16));
+            }
+            __syncwarp();
+            int jj = 0; /* the loops are not unrolled: the pair loop is (acc[i] in registers), 16 copies */
+            constexpr int RB = HD * (int)sizeof(bf16);
+#pragma unroll 1
+            for (; jj + 8 <= m; jj += 8) walk_v4<COLS, 8, false, !STAGE, PK, RB>(base, sa, e, ew, jj, m, acc[i], ldv);
+#pragma unroll 1
+            for (; jj < m; jj += 4) walk_v4<COLS, 4, true, !STAGE, PK, RB>(base, sa, e, ew, jj, m, acc[i], ldv);
+            __syncwarp(); /* the list is rewritten by the next pair */
+        }
+        if (STAGE && tile + 1 < ntiles) __syncthreads(); /* this stage is refilled at tile + 2 */
+    }
+#pragma unroll
+    for (int i = 0; i < PW; i++) {
+        const int pq = qb0 + i * NW + warp;
+        if (pq >= qb1) continue;
+        const int t = pq / G, h = g * G + pq % G;
+        bf16 *o = O + (size_t)(r0 + t) * ldo + (size_t)h * HD + COLS * lane;
+#pragma unroll
+        for (int k = 0; k < COLS; k++) o[k] = __float2bfloat16_rn(acc[i][k]);
+    }
+}
+
+/* ---- v4 top-k on the tensor cores (session 14, variant 5; bf16 V, k <= 32) ---------------------------
+ * The gather (k_av_topk) costs ~7 instructions per stored entry on the CUDA cores; where a row's k
+ * entries are a large share of its keys (short rows: top-32 over 512 tokens is 1 key in 8 on average)
+ * it is cheaper to multiply densely. Block = (sequence, kv head g, BM = 16 MT rows), warps (mt, hw) as
+ * in k_av_q8_mma (V tiles of 64 keys through shared memory by cp.async, two stages, shared by the G
+ * heads; natural key order). Each warp loads the top-k entries of its 16 rows once (lane l: entry l
+ * of each row, key | f16 weight << 16, damaged keys and zero weights dropped), then per key tile
+ * writes them as bf16 into its own zeroed 16 x 64 tile of P in shared memory and runs P V as the
+ * fused attention does (ldmatrix + mma.sync m16n8k16); a tile none of its rows has an entry in is
+ * skipped. A key held twice by a row (damaged maps) gets the sum of its weights, as on the CPU.
+ * Weights are rounded to bf16 (2^-9 relative; the gather keeps f16's 2^-11). */
+__device__ __forceinline__ void topk_row_entries16(const ac_cu_codec &c, const unsigned char *maps, size_t mb, int L,
+                                                   int rows, int h, int t0, int lane, unsigned char *scratch,
+                                                   uint32_t *ent) {
+    /* ent[r]: entry `lane` of row t0 + r as key | bf16 weight << 16 (0 past the row, past `rows`, for
+     * damaged keys and zero weights). The 16 rows are back to back in the head map (at most 2 KB for
+     * k <= 32): the warp copies them into scratch (shared memory, 16-byte aligned) with coalesced
+     * loads first, then every lane reads its entries there. */
+    const size_t o0 = topk_row_offset(c.causal, c.topk, L, t0);
+    const int tl = min(t0 + 15, rows - 1);
+    const uint32_t nbytes = (uint32_t)(topk_row_offset(c.causal, c.topk, L, tl + 1) - o0);
+    const unsigned char *src = maps + (size_t)h * mb + o0;
+    if (((uintptr_t)src & 3) == 0) {
+        for (uint32_t i = lane; i < nbytes / 4; i += 32)
+            reinterpret_cast<uint32_t *>(scratch)[i] = __ldg(reinterpret_cast<const unsigned int *>(src) + i);
+    } else {
+        for (uint32_t i = lane; i < nbytes; i += 32) scratch[i] = src[i];
+    }
+    __syncwarp();
+    uint32_t off = 0, unsorted = 0; /* bit r: row t0 + r's stored keys are not strictly ascending */
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+        const int t = t0 + r, n_t = c.causal ? t + 1 : L, n = n_t < c.topk ? n_t : c.topk;
+        uint32_t key = 0xffffffffu, w = 0;
+        if (t < rows && lane < n) {
+            key = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * lane);
+            w = *reinterpret_cast<const uint16_t *>(scratch + off + 2 * n + 2 * lane);
+        }
+        const uint32_t prev = __shfl_up_sync(0xffffffffu, key, 1);
+        if (t < rows && lane > 0 && lane < n && key <= prev) unsorted |= 1u << r;
+        ent[r] = t < rows && lane < n && key < (uint32_t)n_t ? key | w << 16 : 0u;
+        if (t < rows) off += 4 * (uint32_t)n;
+    }
+    unsorted = __reduce_or_sync(0xffffffffu, unsorted);
+    __syncwarp(); /* scratch is the warp's P tile next */
+#pragma unroll
+    for (int r = 0; r < 16; r++) { /* the weight as bf16; a key held by several lanes (damaged rows): summed */
+        const bool valid = ent[r] & 0x7fff0000u;
+        const float w = half_f32((uint16_t)(ent[r] >> 16));
+        float sum = w;
+        /* only a row whose keys are not ascending (the codec writes them ascending: damaged maps) can hold
+         * a key twice; match.any is slow (one pass per distinct value), so ascending rows skip it */
+        if (unsorted >> r & 1) {
+            const unsigned same = __match_any_sync(0xffffffffu, valid ? ent[r] & 0xffffu : 0x10000u + lane);
+            if (__any_sync(0xffffffffu, __popc(same) > 1)) { /* sum over the lanes holding this key */
+                sum = 0.f;
+#pragma unroll 1
+                for (int src = 0; src < 32; src++) {
+                    const float ws = __shfl_sync(0xffffffffu, w, src);
+                    if (same >> src & 1) sum += ws;
+                }
+                if (__ffs(same) - 1 != lane) sum = 0.f; /* the lowest lane keeps the key */
+            }
+        }
+        const uint32_t wb = __bfloat16_as_ushort(__float2bfloat16_rn(sum));
+        ent[r] = valid && (wb & 0x7fffu) ? (ent[r] & 0xffffu) | wb << 16 : 0u;
+    }
+}
+
+template <int HD, int MT>
+__global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_codec c, av_src q, int H, int Hkv,
+                                                        const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
+                                                        int ldo, int GW) {
+    constexpr int BN = 64, LDS = HD + 8, LDP = BN + 8, DT = HD / 8, BM = 16 * MT;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
+    bf16 *Ps = Vs + 2 * BN * LDS;                  /* [warps][16][LDP] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
+    if (tb0 >= rows) return;
+    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    const int mt = warp % MT, hw = warp / MT, t0 = tb0 + mt * 16;
+    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
+    const int w_end = c.causal ? min(L, t0 + 16) : L; /* this warp's last key + 1 */
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
+    bf16 *pw = Ps + warp * 16 * LDP;
+    const uint32_t pw_s = smem_u32(pw);
+    auto load_tile = [&](int t, int stage) {
+        constexpr int CH = HD / 8;
+        const int j0 = t * BN;
+        bf16 *vs = Vs + stage * BN * LDS;
+        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
+            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
+            cp_async16(smem_u32(vs + r * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
+        }
+    };
+    for (int hp = 0; hp < G; hp += GW) {
+        const int hh = hp + hw, h = g * G + hh;
+        const bool active = hh < G && t0 < rows;
+        uint32_t ent[16];
+        __syncthreads(); /* the previous pass's last tile is no longer read (V stage and P tile) */
+        if (active) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, reinterpret_cast<unsigned char *>(pw), ent);
+        else
+#pragma unroll
+            for (int r = 0; r < 16; r++) ent[r] = 0;
+        float o[DT][4];
+#pragma unroll
+        for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        load_tile(0, 0);
+        cp_commit();
+        for (int t = 0; t < n_tiles; t++) {
+            if (t + 1 < n_tiles) {
+                load_tile(t + 1, (t + 1) & 1);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            const bf16 *vs = Vs + (t & 1) * BN * LDS;
+            const uint32_t k0 = (uint32_t)(t * BN);
+            if (active && t * BN < w_end) {
+                /* this warp's P tile: zeroed, then its entries in [k0, k0 + 64) */
+                for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
+                __syncwarp();
+                bool any = false;
+#pragma unroll
+                for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 here */
+                    const uint32_t key = ent[r] & 0xffffu;
+                    const bool in = key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u);
+                    if (in) {
+                        const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
+                        asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+                    }
+                    any |= in;
+                }
+                __syncwarp();
+                if (__any_sync(0xffffffffu, any)) {
+#pragma unroll 1 /* not unrolled: the 16 rows' entries stay in registers (an unrolled tile spills) */
+                    for (int ks = 0; ks < BN / 16; ks++) {
+                        uint32_t a[4];
+                        ldsm_x4(smem_u32(pw + (lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+#pragma unroll
+                        for (int db = 0; db < HD / 16; db++) {
+                            const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
+                            uint32_t v0, v1, v2, v3;
+                            ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
+                            mma16816(o[2 * db], a, v0, v1);
+                            mma16816(o[2 * db + 1], a, v2, v3);
+                        }
+                    }
+                }
+                __syncwarp(); /* the tile is zeroed again next */
+            }
+            __syncthreads(); /* the stage is refilled next */
+        }
+        if (active) {
+            const int rA = t0 + gr, rB = rA + 8;
+#pragma unroll
+            for (int i = 0; i < DT; i++) {
+                const int col = h * HD + i * 8 + 2 * tq;
+                if (rA < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
+                        __floats2bfloat162_rn(o[i][0], o[i][1]);
+                if (rB < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
+                        __floats2bfloat162_rn(o[i][2], o[i][3]);
+            }
+        }
+    }
+}
+
+/* ---- variant 7 (session 14): variant 5 on Hopper's warpgroup MMA, hd 64, sm_90a ----------------------
+ * Variant 5 reads every V fragment through ldmatrix once per warp (8 warps of a block: ~8 KB of
+ * shared-memory reads per 16 rows x 64 keys, ~1 GB a layer at 512 x 16). Here a warpgroup (4 warps,
+ * 64 rows of one head) multiplies its P tile by the V tile with wgmma: the tensor cores read V
+ * straight from shared memory (the fused wgmma kernel's 128B-swizzled MN-major tile and descriptor),
+ * and the A operand comes from registers — the m16n8k16 A fragments each warp ldmatrix-loads from its
+ * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, 4) heads of
+ * the group (one warpgroup each, sharing the V tiles of 64 keys, two cp.async stages); NWG 2: two
+ * blocks per SM, each with two heads (the G / 2 passes re-copy the V tiles, from L2). */
+template <int NWG> /* warpgroups (heads) a block at most: 4 (one block per SM) or 2 (two) */
+__global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c, av_src q, int H, int Hkv,
+                                                       const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
+                                                       int ldo, int GW) {
+#ifdef AC_WGMMA
+    constexpr int BN = 64, LDP = BN + 8, BM = 64;
+    constexpr uint32_t TB = BN * 128; /* bytes of a V tile [BN][64] */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const uint32_t s0 = smem_u32(smem_raw), sV = (s0 + 1023u) & ~1023u; /* [2][BN][64] swizzled */
+    bf16 *Ps = reinterpret_cast<bf16 *>(smem_raw + (sV - s0) + 2 * TB);  /* [warps][16][LDP] */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
+    if (tb0 >= rows) return;
+    const int G = H / Hkv, g = blockIdx.y, nthr = GW * 128;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = threadIdx.x >> 7, gr = lane >> 2, tq = lane & 3;
+    const int t0 = tb0 + (warp & 3) * 16; /* this warp's rows: the warpgroup's 16 (warp & 3) .. */
+    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
+    bf16 *pw = Ps + warp * 16 * LDP;
+    const uint32_t pw_s = smem_u32(pw);
+    auto load_tile = [&](int t, uint32_t dst) {
+        const int j0 = t * BN;
+        for (int i = threadIdx.x; i < BN * 8; i += nthr) {
+            const int r = i >> 3, cc = i & 7, ok = j0 + r < L;
+            cp_async16(dst + ac_wg::swz(r, cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc * 8, ok ? 16 : 0);
+        }
+    };
+    for (int hp = 0; hp < G; hp += GW) {
+        const int hh = hp + wg, h = g * G + hh;
+        const bool active = hh < G; /* warpgroup-uniform */
+        uint32_t ent[16];
+        __syncthreads(); /* the previous pass's last tile is no longer read (V stage and P tile) */
+        if (active && t0 < rows) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, reinterpret_cast<unsigned char *>(pw), ent);
+        else
+#pragma unroll
+            for (int r = 0; r < 16; r++) ent[r] = 0;
+        float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
+#pragma unroll
+        for (int i = 0; i < 32; i++) o[i] = 0.f;
+        load_tile(0, sV);
+        cp_commit();
+        for (int t = 0; t < n_tiles; t++) {
+            if (t + 1 < n_tiles) {
+                load_tile(t + 1, sV + ((t + 1) & 1) * TB);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
+            __syncthreads();
+            const uint32_t k0 = (uint32_t)(t * BN);
+            if (active) { /* every tile up to the warpgroup's last row (kv_end): the whole group multiplies */
+                for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
+                __syncwarp();
+#pragma unroll
+                for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 */
+                    const uint32_t key = ent[r] & 0xffffu;
+                    if (key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u)) {
+                        const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
+                        asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+                    }
+                }
+                __syncwarp();
+                uint32_t a[BN / 16][4];
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++)
+                    ldsm_x4(pw_s + 2 * ((lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[ks][0], a[ks][1], a[ks][2], a[ks][3]);
+                ac_wg::reg_fence(o);
+                ac_wg::fence();
+#pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++)
+                    ac_wg::wgmma_rs_n64_tb(o, a[ks], ac_wg::desc(sV + (t & 1) * TB + ks * 2048, TB, 1024), 1);
+                ac_wg::commit();
+                ac_wg::wait<0>();
+                ac_wg::reg_fence(o);
+                __syncwarp(); /* the P tile is zeroed again next */
+            }
+            __syncthreads(); /* the stage is refilled next */
+        }
+        if (active) {
+            const int rA = t0 + gr, rB = rA + 8;
+#pragma unroll
+            for (int d = 0; d < 8; d++) {
+                const int col = h * 64 + d * 8 + 2 * tq;
+                if (rA < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) = __floats2bfloat162_rn(o[4 * d], o[4 * d + 1]);
+                if (rB < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
+                        __floats2bfloat162_rn(o[4 * d + 2], o[4 * d + 3]);
+            }
+        }
+    }
+#endif /* AC_WGMMA */
 }
 
 /* one-time raise of a kernel's dynamic shared-memory limit to the device's opt-in maximum */
@@ -482,13 +1004,127 @@ static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
     return AC_OK;
 }
 
+/* The v4 top-k kernel (variants 3 and 4; the caller checked bf16 V, top-k rows of k <= 32, 16-byte
+ * aligned V rows). STAGE: shared memory for two blocks per SM (113 KB each): one stage of every key
+ * when the longest sequence fits (hd 64: 888 keys), else two stages of KT keys (444). */
+template <bool STAGE, bool PK>
+static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
+                       int hd, const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    constexpr int NW = 8, LIST = NW * 32 * 8;
+    const int G = H / Hkv, PW = hd == 128 ? 8 : 16, PB = NW * PW; /* hd 128: 8 pairs a warp (registers) */
+    const size_t rowb = (size_t)hd * sizeof(bf16);
+    const int limit = smem_optin() < 113 * 1024 ? smem_optin() : 113 * 1024;
+    int KT = 0;
+    size_t smem = LIST;
+    if (STAGE) {
+        const int budget = limit - LIST;
+        KT = (int)(budget / rowb);
+        if (KT >= Lmax) KT = Lmax, smem += (size_t)KT * rowb;
+        else KT = (int)(budget / (2 * rowb)), smem += 2 * (size_t)KT * rowb;
+    }
+    dim3 grid((rows_max * G + PB - 1) / PB, Hkv, n_seq);
+#define AC_AV_TOPK(COLS)                                                                                              \
+    do {                                                                                                              \
+        constexpr int PW = COLS == 4 ? 8 : 16;                                                                        \
+        static int set_ = 0;                                                                                          \
+        if (!set_) {                                                                                                  \
+            if (STAGE)                                                                                                \
+                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE, PK>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                           limit));                                                                   \
+            else /* V rows through L1: as little shared memory as the blocks need */                                \
+                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE, PK>,                                           \
+                                           cudaFuncAttributePreferredSharedMemoryCarveout, 10));                      \
+            set_ = 1;                                                                                                 \
+        }                                                                                                             \
+        k_av_topk<COLS, NW, PW, STAGE, PK><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT);           \
+    } while (0)
+    if (hd == 32) AC_AV_TOPK(1);
+    else if (hd == 64) AC_AV_TOPK(2);
+    else AC_AV_TOPK(4);
+#undef AC_AV_TOPK
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* The tensor-core top-k kernel (variant 5; the caller checked bf16 V in 16-byte aligned rows, out in
+ * bf16 pairs, k <= 32): 2 m-tiles x up to 4 heads of the group per block, as the q8 kernel */
+static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv, int hd,
+                           const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    constexpr int MT = 2;
+    const int G = H / Hkv, GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
+    const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16) + (size_t)MT * GW * 16 * (64 + 8) * sizeof(bf16);
+    dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
+    if (hd == 32) k_av_topk_mma<32, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    else if (hd == 64) k_av_topk_mma<64, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    else {
+        static int set = 0; /* hd 128: 52 KB with 4 heads a block, past the default 48 KB */
+        if (!set) {
+            const int most = 2 * 64 * (128 + 8) * 2 + 8 * 16 * (64 + 8) * 2; /* 4 heads a block */
+            AC_CU(cudaFuncSetAttribute(k_av_topk_mma<128, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
+            set = 1;
+        }
+        k_av_topk_mma<128, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    }
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
+/* Variants 7 and 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
+ * code): NWG warpgroups a block at most */
+template <int NWG>
+static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
+                          const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    const int G = H / Hkv, GW = G < NWG ? G : NWG;
+    const size_t most = 1024 + 2 * 64 * 128 + (size_t)NWG * 4 * 16 * (64 + 8) * sizeof(bf16);
+    const size_t smem = 1024 + 2 * 64 * 128 + (size_t)GW * 4 * 16 * (64 + 8) * sizeof(bf16);
+    static int set = 0;
+    if (!set) {
+        AC_CU(cudaFuncSetAttribute(k_av_topk_wg<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
+        set = 1;
+    }
+    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
+    k_av_topk_wg<NWG><<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
- * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores */
+ * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
+ * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
+ * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
+ * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
+ * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
+ * else as 0; 11: v3 (the default before session 14) */
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     if constexpr (is_bf16<T>::v) {
+        /* top-k rows: the v4 gather through L1 (run 19: 179 / 176 / 174 us against v3's 232 / 292 / 671 at
+           Llama-1B 512 x 16 / 2048 x 4 / 8192 x 1, correct in all 9297 checks); where it does not apply
+           (k > 32, V rows not 16-byte aligned) the launch below falls through to v3 as before */
+        if (!variant && c.kind == 4) variant = 4;
+        else if (variant == 11) variant = 0; /* v3 as it was the default (benchmarks) */
+        if ((variant == 5 || variant == 7 || variant == 8) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+            ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
+            if (variant >= 7 && hd == 64 && ac_cu_wgmma_available())
+                return variant == 7
+                           ? launch_topk_wg<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st)
+                           : launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
+            return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
+        }
+        /* v4 top-k gather (variants 3, 4, 9, 10): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
+        if ((variant == 3 || variant == 4 || variant == 9 || variant == 10) && c.kind == 4 && c.topk <= 32 &&
+            (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32)) {
+            const bf16 *vb = (const bf16 *)v;
+            bf16 *ob = (bf16 *)out;
+            switch (variant) {
+            case 3: return launch_topk<true, false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            case 4: return launch_topk<false, false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            case 9: return launch_topk<false, true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            default: return launch_topk<true, true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
+            }
+        }
         /* q8 and q4 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
         if ((c.kind == 2 || c.kind == 3) && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
             ldo % 2 == 0) {
@@ -497,7 +1133,9 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
             const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
             dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
 #define AC_AV_Q8(HD, Q4)                                                                                              \
-    k_av_q8_mma<HD, MT, Q4><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
+    (variant == 6                                                                                                     \
+         ? k_av_q8_mma<HD, MT, Q4, true><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW) \
+         : k_av_q8_mma<HD, MT, Q4, false><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW))
             const bool q4 = c.kind == 3;
             if (hd == 32) q4 ? AC_AV_Q8(32, true) : AC_AV_Q8(32, false);
             else if (hd == 64) q4 ? AC_AV_Q8(64, true) : AC_AV_Q8(64, false);
