@@ -36,6 +36,10 @@ typedef struct ac_cuda_site_maps {
                                 equal bytes. Host maps with an identity are kept in the backend's
                                 device map cache (ac_cuda_set_map_cache) and served from it again
                                 without an upload */
+    int rows;                /* rows served: 0 (or >= L): every row; 0 < R < L (causal models only: AC_ERR_ARG
+                                on a bidirectional one): rows [0, R) from the maps, rows [R, L) computed
+                                exactly over every key 0 .. their position (Q, K, V and RoPE projected for
+                                every row: the CPU's rows 'prefix' and exact tails) */
 } ac_cuda_site_maps;
 
 /* Options of a forward call (zero-initialise; all optional). */
@@ -64,7 +68,9 @@ typedef struct ac_cuda_opts {
      * 0 to compute it, or an AC_ERR_* code (< 0), which aborts the forward. out->maps holds the n_head
      * maps at out->maps + h * out->head_bytes; head_bytes >= ac_cuda_map_bytes(kind, causal, topk, L)
      * (a causal map of a longer input serves through its first L rows). Memory as for serve. Used
-     * instead of serve (and the codec_* fields) when set. */
+     * instead of serve (and the codec_* fields) when set. out->rows < L serves rows [0, rows) only
+     * (partly served: the site's other rows run the exact attention over every key, as the CPU forward
+     * does for a hook's reuse returning R < L). */
     int (*serve_site)(void *user, int layer, int seq, int L, struct ac_cuda_site_maps *out);
     /* S > 0 (with serve or serve_site): before the first site is asked, the embeddings run and the
      * layer-0 states' S segment means of every sequence are computed on the device and copied
@@ -72,8 +78,9 @@ typedef struct ac_cuda_opts {
      * them: no host recomputation of the states). The forward's results are unchanged. */
     int summary;
 
-    /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve, serve_site
-     * or record). When pfx_P is set, sequence s's rows [0, P = pfx_P[s]) (0 <= P < L) come from the
+    /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve or record; with
+     * serve_site only when summary is 0 and every served site serves rows [0, R) with P < R < L: rows
+     * [P, R) from the maps, the rest exact, as the CPU forward with both caches). When pfx_P is set, sequence s's rows [0, P = pfx_P[s]) (0 <= P < L) come from the
      * caller and are not computed at all: only rows P..L-1 run through every stage (embedding, norms,
      * projections, RoPE at their positions, MLP); their queries attend causally over all L keys, the
      * given rows' K/V (uploaded through pinned staging, in the precision's type) and their own.
