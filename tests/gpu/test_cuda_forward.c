@@ -1765,6 +1765,7 @@ typedef struct pt_state {
     unsigned char *enc[64][PT_NSEQ]; /* H encoded maps, host (pageable) */
     void *dev[64][PT_NSEQ];          /* the same in device or pinned memory (where != NULL) */
     int pinned;                      /* dev[] is pinned host memory */
+    int run;                         /* ac_cuda_opts.partial_run */
     int bad_ask;                     /* serve_site asked with a length that is not the sequence's */
 } pt_state;
 
@@ -1848,7 +1849,7 @@ static int pt_forward(ac_cuda_model *g, pt_state *st, const ac_seq *seqs, float 
     o.hidden = hidden, o.pooled = pooled, o.pooling = AC_POOL_LAST;
     ac_cuda_opts opts = {0};
     if (pfx) pfx_opts(pfx, &opts);
-    opts.serve_site = pt_serve_site, opts.user = st, opts.summary = summary;
+    opts.serve_site = pt_serve_site, opts.user = st, opts.summary = summary, opts.partial_run = st->run;
     return ac_cuda_forward(g, seqs, PT_NSEQ, &o, &opts);
 }
 /* CPU forward with st's sites served (its reuse/apply hook); kv: a prefix hook (NULL: none) */
@@ -2009,6 +2010,21 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
                 CHECK(dw > 1e-3 && dx > 1e-3 && dw > 2 * ebf && dx > 2 * ebf && dw > 100 * e32 && dx > 100 * e32,
                       "%s partly served top-8: partial differs from whole (%.2e) and exact (%.2e) beyond the GPU's error",
                       name, dw, dx);
+            /* the same with partial_run (partly served sequences as runs: the attention of every row, then A.V
+               over the served rows): bf16 h[5], f32 h[6] */
+            st.run = 1;
+            for (size_t i = 0; i < TD; i++) h[5][i] = h[6][i] = NAN;
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0)); /* (device maps) */
+            pt_free_dev(&st, NL);
+            OK(pt_forward(gbf, &st, seqs, h[5], p[5], NULL, 0)); /* (pageable maps) */
+            pt_copy_maps(&st, NL, 0);
+            st.run = 0;
+            const double rbf = rel_err(h[5], h[1], TD), r32 = rel_err(h[6], h[1], TD), rp = rel_err(p[5], p[1], SD);
+            printf("  %s partly served %s as runs (partial_run): GPU bf16 vs CPU cached hidden %.2e pooled %.2e | GPU "
+                   "f32 %.2e\n",
+                   name, specs[ci], rbf, rp, r32);
+            CHECK(all_finite(h[5], TD) && rbf < 3e-2 && rp < 2e-2 && r32 < 1e-4, "%s partly served %s as runs vs CPU",
+                  name, specs[ci]);
             /* 2. given prefix rows (the CPU's own rows [0, P)) and sites served past them: CPU with both hooks (h[1])
                vs GPU f32 (device maps, h[3]) and bf16 (pageable maps, h[2]) */
             st.P[0] = st.lens[0] / 3, st.P[1] = 0, st.P[2] = st.lens[2] / 2;
@@ -2026,6 +2042,10 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
             OK(pt_forward(g32, &st, seqs, h[3], p[3], &pb, 0));
             int sites32 = -1;
             ac_cuda_last_served(g32, &sites32, NULL);
+            st.run = 1; /* sequence 1 (no given rows) as a run of its own; the others one at a time as before */
+            for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], &pb, 0));
+            st.run = 0;
             pt_free_dev(&st, NL); /* bf16: the pageable host maps */
             for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
             OK(pt_forward(gbf, &st, seqs, h[2], p[2], &pb, 0));
@@ -2039,10 +2059,12 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
                 plan_ok &= cplan[s].prefix_rows == st.P[s] && cplan[s].map_rows == mr;
             }
             const double qbf = rel_err(h[2], h[1], TD), q32 = rel_err(h[3], h[1], TD), qx = rel_err(h[1], h[0], TD);
-            const double qp = rel_err(p[2], p[1], SD);
+            const double qp = rel_err(p[2], p[1], SD), qr32 = rel_err(h[6], h[1], TD);
             printf("  %s given prefix rows + partly served %s (P = %d %d %d %d %d; %d sites): GPU bf16 vs CPU hidden %.2e "
-                   "pooled %.2e | GPU f32 %.2e | CPU vs exact %.2e\n",
-                   name, specs[ci], st.P[0], st.P[1], st.P[2], st.P[3], st.P[4], sites32, qbf, qp, q32, qx);
+                   "pooled %.2e | GPU f32 %.2e (as runs %.2e) | CPU vs exact %.2e\n",
+                   name, specs[ci], st.P[0], st.P[1], st.P[2], st.P[3], st.P[4], sites32, qbf, qp, q32, qr32, qx);
+            CHECK(qr32 < 1e-4 && all_finite(h[6], TD), "%s prefix + partial %s, partial_run, vs the CPU", name,
+                  specs[ci]);
             CHECK(plan_ok && sites32 == pt_sites(&st, NL), "%s prefix + partial %s: the CPU's plan and the GPU's sites",
                   name, specs[ci]);
             CHECK(all_finite(h[2], TD) && qbf < 3e-2 && qp < 2e-2 && q32 < 1e-4, "%s prefix + partial %s vs the CPU",
@@ -2080,12 +2102,18 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
             OK(ac_cuda_forward(gbf, seqs, PT_NSEQ, &o, NULL));
             OK(pt_forward(g32, &st, seqs, h[3], p[3], NULL, 0));
             OK(pt_forward(gbf, &st, seqs, h[2], p[2], NULL, 0));
+            st.run = 1;
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0));
+            OK(pt_forward(gbf, &st, seqs, h[1], p[1], NULL, 0));
+            st.run = 0;
             const double e32 = rel_err(h[3], h[4], TD), ebf = rel_err(h[2], h[5], TD), ec = rel_err(h[3], h[0], TD);
+            const double r32 = rel_err(h[6], h[4], TD), rbf = rel_err(h[1], h[5], TD);
             printf("  %s every site partly served its exact f32 map: GPU f32 vs GPU exact %.2e (vs CPU exact %.2e), bf16 "
-                   "vs GPU exact bf16 %.2e\n",
-                   name, e32, ec, ebf);
+                   "vs GPU exact bf16 %.2e; as runs %.2e / %.2e\n",
+                   name, e32, ec, ebf, r32, rbf);
             CHECK(e32 < 1e-4 && ec < 1e-4 && ebf < 2e-2 && all_finite(h[2], TD),
                   "%s partly served exact maps == the exact forward", name);
+            CHECK(r32 < 1e-4 && rbf < 2e-2 && all_finite(h[1], TD), "%s partly served exact maps as runs == exact", name);
         }
         pt_free_enc(&st, NL);
     }

@@ -227,7 +227,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     free(g->srv_rows), free(g->h_ptab);
     cudaFree(g->d_maps);
     cudaFree(g->d_srvtab);
-    cudaFree(g->d_ptab), cudaFree(g->d_pscr);
+    cudaFree(g->d_ptab), cudaFree(g->d_srows), cudaFree(g->d_pscr);
     ac_cu_summary_free(g);
     ac_cu_map_cache_free(g);
     cudaFreeHost(g->h_stage);
@@ -453,6 +453,46 @@ template <typename T> static int partial_site(ac_cuda_model *g, int il, int n_se
     return ac_cu_attn_materialised<T>(&a, qkv, qkv + QD, qkv + VO, att, g->P, g->d_poff + s, g->st);
 }
 
+/* 1 when sites [s0, s1) of layer il share one codec and their maps' natural head stride (one A.V launch) */
+static int same_codec(const ac_cuda_model *g, int il, int n_seq, int s0, int s1) {
+    if (g->hd != 32 && g->hd != 64 && g->hd != 128) return 0;
+    const size_t k0 = (size_t)il * n_seq + s0;
+    for (int s = s0; s < s1; s++) {
+        const size_t k = (size_t)il * n_seq + s;
+        const int L = g->h_cu[s + 1] - g->h_cu[s];
+        if (g->srv_cc[3 * k] != g->srv_cc[3 * k0] || g->srv_cc[3 * k + 1] != g->srv_cc[3 * k0 + 1] ||
+            g->srv_cc[3 * k + 2] != g->srv_cc[3 * k0 + 2] ||
+            g->srv_mb[k] != ac_cuda_map_bytes(g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2], L))
+            return 0;
+    }
+    return 1;
+}
+
+/* opts.partial_run: partly served sequences [s0, s1) of layer il, none with given rows, as one run: the
+ * fused (or materialised) attention over all their rows, exact, then A.V from the maps over rows [0, R)
+ * of each (overwriting those rows' exact attention) */
+template <typename T> static int partial_run(ac_cuda_model *g, int il, int n_seq, int s0, int s1, const ac_cuda_opts *o) {
+    const int QKV = g->QKV, VO = g->QD + g->KVD;
+    T *qkv = (T *)g->qkv, *att = (T *)g->att;
+    int rc, Lmax = 0;
+    for (int s = s0; s < s1; s++) Lmax = g->h_cu[s + 1] - g->h_cu[s] > Lmax ? g->h_cu[s + 1] - g->h_cu[s] : Lmax;
+    TRY(attention<T>(g, il, s0, s1 - s0, Lmax, o));
+    if (same_codec(g, il, n_seq, s0, s1)) {
+        const size_t k0 = (size_t)il * n_seq + s0;
+        const ac_cu_codec cc = {g->srv_cc[3 * k0], g->srv_cc[3 * k0 + 1], g->srv_cc[3 * k0 + 2]};
+        return ac_cu_codec_av_seqs_rows<T>(&cc, g->d_srvtab + (size_t)il * n_seq, g->d_cu, g->d_srows + (size_t)il * n_seq,
+                                           s0, s1 - s0, Lmax, g->H, g->Hkv, g->hd, qkv + VO, QKV, att, g->QD, g->st);
+    }
+    for (int s = s0; s < s1; s++) {
+        const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
+        const size_t k = (size_t)il * n_seq + s;
+        const ac_cu_codec cc = {g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2]};
+        TRY(ac_cu_codec_av<T>(&cc, g->srv_dev[k], g->srv_mb[k], L, g->srv_rows[k], g->H, g->Hkv, g->hd,
+                              qkv + (size_t)r0 * QKV + VO, QKV, att + (size_t)r0 * g->QD, g->QD, g->st));
+    }
+    return AC_OK;
+}
+
 /* The projections and attention of one layer when some sequences are served: runs of consecutive
  * sequences alike in kind share one GEMM; computed and partly served runs get Q, K, V and RoPE, whole
  * served runs only V. Then computed runs get the fused (or materialised) attention over their rows,
@@ -504,21 +544,22 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
         }
-        if (kind == 2) { /* one sequence at a time */
-            for (int s = s0; s < s1; s++) TRY(partial_site<T>(g, il, n_seq, s, o));
+        if (kind == 2) { /* one sequence at a time, or (partial_run) stretches without given rows as runs */
+            for (int s = s0, e; s < s1; s = e) {
+                const int given = g->pfx_on && g->pfx_o->pfx_P[s] > 0;
+                if (!g->part_run || given) {
+                    TRY(partial_site<T>(g, il, n_seq, s, o));
+                    e = s + 1;
+                    continue;
+                }
+                for (e = s + 1; e < s1 && !(g->pfx_on && g->pfx_o->pfx_P[e] > 0); e++) {}
+                TRY(partial_run<T>(g, il, n_seq, s, e, o));
+            }
             continue;
         }
-        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run's sequences in one launch, where */
-            const size_t k0 = (size_t)il * n_seq + s0;  /* its sites share one codec and natural head stride */
-            int same = 1;
-            for (int s = s0; s < s1 && same; s++) {
-                const size_t k = (size_t)il * n_seq + s;
-                const int L = g->h_cu[s + 1] - g->h_cu[s];
-                same = g->srv_cc[3 * k] == g->srv_cc[3 * k0] && g->srv_cc[3 * k + 1] == g->srv_cc[3 * k0 + 1] &&
-                       g->srv_cc[3 * k + 2] == g->srv_cc[3 * k0 + 2] &&
-                       g->srv_mb[k] == ac_cuda_map_bytes(g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2], L);
-            }
-            if (same) {
+        { /* the run's sequences in one launch, where its sites share one codec and natural head stride */
+            const size_t k0 = (size_t)il * n_seq + s0;
+            if (same_codec(g, il, n_seq, s0, s1)) {
                 const ac_cu_codec cc = {g->srv_cc[3 * k0], g->srv_cc[3 * k0 + 1], g->srv_cc[3 * k0 + 2]};
                 TRY(ac_cu_codec_av_seqs<T>(&cc, g->d_srvtab + (size_t)il * n_seq, g->d_cu, s0, s1 - s0, Lmax, g->H,
                                            g->Hkv, g->hd, qkv + VO, QKV, (T *)g->att, g->QD, g->st));
@@ -586,7 +627,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     size_t dev_total = 0, stage_total = 0, scr = 0; /* scr: d_pscr's bytes (partly served sites after given rows) */
     const int causal = !g->bert && g->hp.causal;
-    g->srv_part = 0;
+    g->srv_part = 0, g->part_run = o->partial_run != 0;
     ac_cu_map_cache_begin(g); /* the device map cache: blocks of this call stay until the next */
     const int use_lru = g->lru.budget > 0;
     for (int il = 0; il < NL; il++)
@@ -707,12 +748,14 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     AC_CU(cudaMemcpyAsync(g->d_srvtab, g->srv_dev, n * sizeof *g->d_srvtab, cudaMemcpyHostToDevice, g->st));
     if (g->srv_part) {
         if (n > g->cap_ptab) {
-            cudaFree(g->d_ptab);
-            g->d_ptab = NULL, g->cap_ptab = 0;
+            cudaFree(g->d_ptab), cudaFree(g->d_srows);
+            g->d_ptab = g->d_srows = NULL, g->cap_ptab = 0;
             int rc = DMALLOC(g->d_ptab, 4 * n * sizeof *g->d_ptab);
+            if (!rc) rc = DMALLOC(g->d_srows, n * sizeof *g->d_srows);
             if (rc) return rc;
             g->cap_ptab = n;
         }
+        AC_CU(cudaMemcpyAsync(g->d_srows, g->srv_rows, n * sizeof *g->d_srows, cudaMemcpyHostToDevice, g->st));
         if (scr) {
             int rc = dev_grow(&g->d_pscr, &g->cap_pscr, scr);
             if (rc) return rc;

@@ -77,6 +77,13 @@ typedef struct ac_cuda_opts {
      * back; ac_cuda_layer0_summary gives them to serve / serve_site (the attention cache keys on
      * them: no host recomputation of the states). The forward's results are unchanged. */
     int summary;
+    /* How partly served sites (ac_cuda_site_maps.rows < L) run: 0 (default) one sequence at a time, the
+     * exact rows [R, L) alone through the prefix-rows attention over keys [0, L) (two launches a site);
+     * 1: consecutive such sequences without given prefix rows as one run: the fused attention over all
+     * their rows (as computed sequences), then one A.V launch overwriting rows [0, R) of each (the
+     * attention of the served rows is computed and dropped; many short sequences launch twice a layer
+     * instead of twice a sequence). Same results up to the attention's rounding. */
+    int partial_run;
 
     /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve or record; with
      * serve_site only when summary is 0 and every served site serves rows [0, R) with P < R < L: rows

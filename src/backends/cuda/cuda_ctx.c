@@ -91,6 +91,12 @@ static int host_features(void) {
     return e && *e && strcmp(e, "0") != 0;
 }
 
+/* AC_CUDA_PARTIAL_RUN=1 (measurements): partly served sequences as runs (ac_cuda_opts.partial_run). */
+static int partial_run_env(void) {
+    const char *e = getenv("AC_CUDA_PARTIAL_RUN");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
 /* One ac_forward call's view for the hook wrappers below. */
 typedef struct hook_call {
     ac_ctx *c;
@@ -304,6 +310,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
             return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': recording and reuse in one call are not on the GPU yet");
         o.user = &hc;
         if (reuse) o.serve_site = hook_serve_site, o.summary = hc.host_features ? 0 : AC_ATTN_SUMMARY_SEGMENTS;
+        if (reuse) o.partial_run = partial_run_env();
         if (h->record) o.record = hook_record;
         use_opts = reuse || h->record;
         if (!use_opts && h->head_span) { /* a hook with spans only: asked per site, as the CPU would */

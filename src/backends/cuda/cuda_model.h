@@ -99,7 +99,9 @@ struct ac_cuda_model {
     int *h_ptab, *d_ptab;      /* [n_layer][n_seq][4] a partly served site's exact rows as one prefix-rows
                                   attention launch: cp {c0, c0 + R} (its keys [0, R): rows of qkv from c0, or
                                   of d_pscr from 0 with given prefix rows), cu {its first and end exact rows} */
-    size_t cap_ptab;           /* sites of h_ptab and d_ptab */
+    size_t cap_ptab;           /* sites of h_ptab, d_ptab and d_srows */
+    int *d_srows;              /* device copy of srv_rows (the batched A.V of partly served runs reads it) */
+    int part_run;              /* this call: partly served sequences without given rows in runs (opts.partial_run) */
     void *d_pscr;              /* partly served sites with given prefix rows: T [2][Lmax][KVD] the site's K, V
                                   rows of every position gathered, then T [Lmax][QD] A.V's rows [0, R) */
     size_t cap_pscr;           /* bytes */
