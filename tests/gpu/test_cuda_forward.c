@@ -523,6 +523,39 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
             }
             cp.exact_tail = 0;
         }
+        { /* per-head serving through the cache (session 14): layer 0 serves head 1 only (the others computed),
+             layer 1 every head, later layers none; decoders with an exact tail of 2 as well (rows and heads) */
+            cp.writable = 0, cp.create = 0, cp.serve_heads = "0.1,1.*", cp.exact_tail = dec ? 2 : 0;
+            OK(ac_cache_open(m, dir, &cp, &cache));
+            ac_seq_plan pl2[2][CA_NSEQ];
+            for (int k = 1; k < 3; k++) {
+                ac_ctx *c = k == 1 ? cpu : gpu;
+                OK(ac_ctx_attach_cache(c, cache));
+                o.hidden = hid[k], o.pooled = pool[k];
+                for (size_t i = 0; i < (size_t)T * D; i++) hid[k][i] = NAN;
+                OK(ac_forward(c, seqs, CA_NSEQ, &o));
+                OK(ac_ctx_last_plan(c, CA_NSEQ, pl2[k - 1]));
+                ac_ctx_attach_cache(c, NULL);
+            }
+            int hsites = -1, hwant = 0, hplan = 1;
+            ac_cuda_last_served(gpu->be, &hsites, NULL);
+            for (int s = 0; s < CA_NSEQ; s++) {
+                const int rows = qsrc[s] < 0 ? 0 : dec ? lens[s] - 2 : lens[s];
+                hwant += rows > 0 ? 2 : 0;
+                for (int k = 0; k < 2; k++)
+                    hplan &= pl2[k][s].map_rows == rows && pl2[k][s].map_layers == (rows > 0 ? 2 : 0);
+            }
+            const double heh = rel_err(hid[2], hid[1], (size_t)T * D), hcs = cosine_min(pool[2], pool[1], CA_NSEQ, D);
+            printf("  %s cache API on cuda, per-head serving 0.1,1.*%s (%s, %d sites): GPU vs CPU cached hidden %.2e "
+                   "pooled cos %.6f\n",
+                   name, dec ? " + exact tail 2" : "", codecs[ci], hsites, heh, hcs);
+            CHECK(hsites == hwant && hplan, "%s cache API (%s) per-head: %d sites served, want %d; plans", name,
+                  codecs[ci], hsites, hwant);
+            CHECK(all_finite(hid[2], (size_t)T * D) && heh < 3e-2 && hcs > 0.999,
+                  "%s cache API (%s) per-head: GPU vs CPU cached %.2e, cos %.6f", name, codecs[ci], heh, hcs);
+            OK(ac_cache_close(cache));
+            cp.serve_heads = NULL, cp.exact_tail = 0;
+        }
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
@@ -1766,6 +1799,8 @@ typedef struct pt_state {
     void *dev[64][PT_NSEQ];          /* the same in device or pinned memory (where != NULL) */
     int pinned;                      /* dev[] is pinned host memory */
     int run;                         /* ac_cuda_opts.partial_run */
+    int heads;                       /* per-head serving: a served site serves heads h with h + layer + seq even */
+    uint8_t hm[64];                  /* the mask lent to the backend (pt_serve_site) */
     int bad_ask;                     /* serve_site asked with a length that is not the sequence's */
 } pt_state;
 
@@ -1782,6 +1817,9 @@ static int pt_rows(const pt_state *st, int layer, int seq) {
         else if (seq == 1) r = layer % 2 ? L / 2 : L - 1;
         else if (seq == 2) r = L - 1 > P ? L - 1 : 0;
         else if (seq == 4) r = layer == 0 ? 0 : P + 1 < L ? P + 1 : 0;
+        break;
+    case 7: /* bidirectional: whole sites or none */
+        r = seq == 3 || (seq == 1 && layer % 2 == 0) ? 0 : L;
         break;
     default:
         if (seq == 0) r = L / 2;
@@ -1803,6 +1841,14 @@ static int pt_record(void *user, const ac_attn_site *site, const float *P) {
     return AC_OK;
 }
 static int pt_reuse(void *user, const ac_attn_site *site) { return pt_rows(user, site->layer, site->seq); }
+static int pt_mask(const pt_state *st, int layer, int seq, uint8_t *mask) {
+    int n = 0;
+    for (int h = 0; h < st->H; h++) n += mask[h] = (uint8_t)((h + layer + seq) % 2 == 0);
+    return n;
+}
+static int pt_serve_heads(void *user, const ac_attn_site *site, uint8_t *mask) {
+    return pt_mask(user, site->layer, site->seq, mask);
+}
 /* rows [0, n_rows) of every head = the stored maps' rows times V (V of every row given) */
 static int pt_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
                     int head_dim, float *out, int ldo) {
@@ -1812,6 +1858,7 @@ static int pt_apply(void *user, const ac_attn_site *site, int n_rows, const floa
     float *tmp = malloc((size_t)L * head_dim * 4);
     if (!tmp) return AC_ERR_NOMEM;
     for (int h = 0; h < site->n_head; h++) {
+        if (site->heads && !site->heads[h]) continue; /* a head the forward computes */
         ac_codec_av(&st->c, st->enc[site->layer][site->seq] + h * mb, L, v + (h / grp) * head_dim, ldv, head_dim, tmp,
                     head_dim);
         for (int t = 0; t < n_rows; t++)
@@ -1834,6 +1881,7 @@ static int pt_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_map
     out->kind = st->c.kind, out->causal = st->c.causal, out->topk = st->c.topk;
     out->pageable = !d;
     out->rows = r;
+    if (st->heads) pt_mask(st, layer, seq, st->hm), out->heads = st->hm;
     return 1;
 }
 static int pt_sites(const pt_state *st, int NL) {
@@ -1856,6 +1904,7 @@ static int pt_forward(ac_cuda_model *g, pt_state *st, const ac_seq *seqs, float 
 static void pt_cpu(ac_ctx *cpu, pt_state *st, const ac_seq *seqs, float *hidden, float *pooled, const ac_kv_hook *kv) {
     ac_attn_hook hook = {0};
     hook.user = st, hook.reuse = pt_reuse, hook.apply = pt_apply;
+    if (st->heads) hook.serve_heads = pt_serve_heads;
     ac_ctx_set_attn_hook(cpu, &hook);
     if (kv) ac_ctx_set_kv_hook(cpu, kv);
     ac_outputs o = {0};
@@ -1915,6 +1964,57 @@ static void pt_copy_maps(pt_state *st, int NL, int pinned) {
         }
 }
 
+/* Per-head serving on a bidirectional model: whole sites (mode 7) serving half their heads from top-8 maps,
+ * the others computed: the CPU's per-head forward vs the GPU (bf16 3e-2, f32 1e-4), and the CPU's per-head
+ * result apart from the one serving every head by more than the GPU's error. h, p: 7 buffers each. */
+static void pt_bidir_heads(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
+                           pt_state *st, const ac_seq *seqs, int T, float **h, float **p) {
+    const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer;
+    const size_t TD = (size_t)T * D, SD = (size_t)PT_NSEQ * D;
+    ac_attn_hook hook = {0};
+    hook.user = st, hook.record = pt_record;
+    ac_ctx_set_attn_hook(cpu, &hook);
+    ac_outputs o = {0};
+    o.hidden = h[0], o.pooled = p[0], o.pooling = AC_POOL_LAST;
+    OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
+    ac_ctx_set_attn_hook(cpu, NULL);
+    int have = 1;
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) have &= st->Pm[l][s] != NULL;
+    CHECK(have, "%s per-head: CPU recorded every site", name);
+    if (!have) return;
+    OK(ac_codec_parse("topk8", &st->c));
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) {
+            const int L = st->lens[s];
+            const size_t mb = ac_codec_map_bytes(&st->c, L);
+            st->enc[l][s] = malloc(mb * H);
+            for (int hh = 0; hh < H; hh++)
+                OK(ac_codec_encode(&st->c, st->Pm[l][s] + (size_t)hh * L * L, L, st->enc[l][s] + hh * mb));
+        }
+    st->mode = 7;
+    pt_cpu(cpu, st, seqs, h[1], p[1], NULL); /* every head of the served sites */
+    st->heads = 1;
+    pt_cpu(cpu, st, seqs, h[2], p[2], NULL);
+    for (size_t i = 0; i < TD; i++) h[3][i] = h[4][i] = NAN;
+    OK(pt_forward(gbf, st, seqs, h[3], p[3], NULL, 0));
+    pt_copy_maps(st, NL, 0);
+    OK(pt_forward(g32, st, seqs, h[4], p[4], NULL, 0));
+    int sites = -1;
+    ac_cuda_last_served(g32, &sites, NULL);
+    st->heads = 0;
+    const double ebf = rel_err(h[3], h[2], TD), e32 = rel_err(h[4], h[2], TD), eph = rel_err(p[3], p[2], SD);
+    const double dall = rel_err(h[2], h[1], TD), dx = rel_err(h[2], h[0], TD);
+    printf("  %s per-head serving, top-8, whole sites (%d served): GPU bf16 vs CPU hidden %.2e pooled %.2e | GPU f32 "
+           "%.2e | CPU vs every head served %.2e, vs exact %.2e\n",
+           name, sites, ebf, eph, e32, dall, dx);
+    CHECK(sites == pt_sites(st, NL) && all_finite(h[3], TD) && ebf < 3e-2 && eph < 2e-2 && e32 < 1e-4,
+          "%s per-head serving (bidirectional) vs the CPU", name);
+    CHECK(dall > 2 * ebf && dx > 2 * ebf, "%s per-head serving (bidirectional): served and computed heads both matter",
+          name);
+    pt_free_enc(st, NL);
+}
+
 static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf) {
     const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer;
     if (NL > 64) return;
@@ -1943,6 +2043,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
         CHECK(rc == AC_ERR_ARG && strstr(ac_last_error(), "bidirectional"),
               "%s partial rows refused on a bidirectional model: %d %s", name, rc, ac_last_error());
         pt_free_enc(&st, NL);
+        pt_bidir_heads(name, m, cpu, g32, gbf, &st, seqs, T, h, p);
         goto done;
     }
     { /* the exact maps, recorded by the CPU engine; h[0]: its exact output */
@@ -2025,6 +2126,28 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
                    name, specs[ci], rbf, rp, r32);
             CHECK(all_finite(h[5], TD) && rbf < 3e-2 && rp < 2e-2 && r32 < 1e-4, "%s partly served %s as runs vs CPU",
                   name, specs[ci]);
+            /* per-head serving: the mix's served sites (whole and partial) serve heads h with h + layer + seq even,
+               the others computed: CPU (h[4]) vs GPU f32 (device maps, h[6]) and bf16 (pageable maps, h[5]) */
+            st.heads = 1;
+            pt_cpu(cpu, &st, seqs, h[4], p[4], NULL);
+            for (size_t i = 0; i < TD; i++) h[5][i] = h[6][i] = NAN;
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0));
+            int hsites = -1;
+            ac_cuda_last_served(g32, &hsites, NULL);
+            pt_free_dev(&st, NL);
+            OK(pt_forward(gbf, &st, seqs, h[5], p[5], NULL, 0));
+            pt_copy_maps(&st, NL, 0);
+            st.heads = 0;
+            const double hbf = rel_err(h[5], h[4], TD), h32 = rel_err(h[6], h[4], TD), hph = rel_err(p[5], p[4], SD);
+            const double hdiff = rel_err(h[4], h[1], TD);
+            printf("  %s per-head serving %s (half the heads of each served site): GPU bf16 vs CPU hidden %.2e pooled "
+                   "%.2e | GPU f32 %.2e | CPU vs every head served %.2e\n",
+                   name, specs[ci], hbf, hph, h32, hdiff);
+            CHECK(hsites == want && all_finite(h[5], TD) && hbf < 3e-2 && hph < 2e-2 && h32 < 1e-4,
+                  "%s per-head serving %s vs the CPU (%d sites)", name, specs[ci], hsites);
+            if (ci == 0)
+                CHECK(hdiff > 1.5 * hbf && hdiff > 100 * h32, "%s per-head top-8: the computed heads matter (%.2e)", name,
+                      hdiff);
             /* 2. given prefix rows (the CPU's own rows [0, P)) and sites served past them: CPU with both hooks (h[1])
                vs GPU f32 (device maps, h[3]) and bf16 (pageable maps, h[2]) */
             st.P[0] = st.lens[0] / 3, st.P[1] = 0, st.P[2] = st.lens[2] / 2;

@@ -224,7 +224,7 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     ws_free(g);
     cudaFree(g->P);
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
-    free(g->srv_rows), free(g->h_ptab);
+    free(g->srv_rows), free(g->h_ptab), free(g->srv_hp), free(g->srv_hm);
     cudaFree(g->d_maps);
     cudaFree(g->d_srvtab);
     cudaFree(g->d_ptab), cudaFree(g->d_srows), cudaFree(g->d_pscr);
@@ -397,10 +397,12 @@ static int attention(ac_cuda_model *g, int il, int s0, int n_seq, int Lmax, cons
 
 /* ---- served maps (opts.serve) ------------------------------------------------------------------ */
 /* A site's kind in served_layer: 0 computed, 1 served whole (V and A.V only), 2 partly served (every
- * projection; A.V for rows [0, R), the exact attention for the rest) */
+ * projection; A.V for rows [0, R), the exact attention for the rest), 3 served per head (every
+ * projection; the exact attention of every row and head, then A.V over rows [0, R) of the served heads) */
 static int site_kind(const ac_cuda_model *g, int il, int n_seq, int s) {
     const size_t k = (size_t)il * n_seq + s;
     if (!g->srv_dev[k]) return 0;
+    if (g->srv_hp[k]) return 3; /* served per head */
     return g->srv_rows[k] < g->h_cu[s + 1] - g->h_cu[s] + (g->pfx_on ? g->pfx_o->pfx_P[s] : 0) ? 2 : 1;
 }
 
@@ -493,6 +495,31 @@ template <typename T> static int partial_run(ac_cuda_model *g, int il, int n_seq
     return AC_OK;
 }
 
+/* Sequences [s0, s1) of layer il served per head (kind 3, no given rows): the exact attention of every
+ * row and head as for computed sequences, then each served head's rows [0, R) overwritten by its maps'
+ * A.V (one launch per served head: the kernels take all heads of a launch; a head alone is one head
+ * over its kv head's V columns) */
+template <typename T> static int per_head_sites(ac_cuda_model *g, int il, int n_seq, int s0, int s1,
+                                                const ac_cuda_opts *o) {
+    const int QKV = g->QKV, VO = g->QD + g->KVD, G = g->H / g->Hkv;
+    T *qkv = (T *)g->qkv, *att = (T *)g->att;
+    int rc, Lmax = 0;
+    for (int s = s0; s < s1; s++) Lmax = g->h_cu[s + 1] - g->h_cu[s] > Lmax ? g->h_cu[s + 1] - g->h_cu[s] : Lmax;
+    TRY(attention<T>(g, il, s0, s1 - s0, Lmax, o));
+    for (int s = s0; s < s1; s++) {
+        const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
+        const size_t k = (size_t)il * n_seq + s, mb = g->srv_mb[k];
+        const ac_cu_codec cc = {g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2]};
+        for (int h = 0; h < g->H; h++) {
+            if (!g->srv_hm[k * g->H + h]) continue;
+            TRY(ac_cu_codec_av<T>(&cc, (const unsigned char *)g->srv_dev[k] + (size_t)h * mb, mb, L, g->srv_rows[k], 1, 1,
+                                  g->hd, qkv + (size_t)r0 * QKV + VO + (size_t)(h / G) * g->hd, QKV,
+                                  att + (size_t)r0 * g->QD + (size_t)h * g->hd, g->QD, g->st));
+        }
+    }
+    return AC_OK;
+}
+
 /* The projections and attention of one layer when some sequences are served: runs of consecutive
  * sequences alike in kind share one GEMM; computed and partly served runs get Q, K, V and RoPE, whole
  * served runs only V. Then computed runs get the fused (or materialised) attention over their rows,
@@ -543,6 +570,10 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
         if (!waited && g->ev_up) { /* this layer's uploaded maps */
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
+        }
+        if (kind == 3) {
+            TRY(per_head_sites<T>(g, il, n_seq, s0, s1, o));
+            continue;
         }
         if (kind == 2) { /* one sequence at a time, or (partial_run) stretches without given rows as runs */
             for (int s = s0, e; s < s1; s = e) {
@@ -610,8 +641,10 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     const size_t n = (size_t)NL * n_seq;
     if (n > g->srv_cap) {
         free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
-        free(g->srv_rows), free(g->h_ptab);
+        free(g->srv_rows), free(g->h_ptab), free(g->srv_hp), free(g->srv_hm);
         g->srv_rows = (int *)calloc(n, sizeof *g->srv_rows);
+        g->srv_hp = (unsigned char *)calloc(n, 1);
+        g->srv_hm = (unsigned char *)calloc(n * (size_t)g->H, 1);
         g->h_ptab = (int *)calloc(4 * n, sizeof *g->h_ptab);
         g->srv_dev = (const void **)calloc(n, sizeof *g->srv_dev);
         g->srv_src = (const void **)calloc(n, sizeof *g->srv_src);
@@ -621,7 +654,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
         g->srv_cc = (int *)calloc(3 * n, sizeof *g->srv_cc);
         g->srv_cap = 0;
         if (!g->srv_dev || !g->srv_src || !g->srv_how || !g->srv_off || !g->srv_mb || !g->srv_cc || !g->srv_rows ||
-            !g->h_ptab)
+            !g->h_ptab || !g->srv_hp || !g->srv_hm)
             return AC_ERR_NOMEM;
         g->srv_cap = n;
     }
@@ -636,7 +669,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             const int L = seqs[s].n_tokens;
             const void *p = NULL;
             size_t mb = 0;
-            int *cc = g->srv_cc + 3 * k, pageable = 0, R = L;
+            int *cc = g->srv_cc + 3 * k, pageable = 0, R = L, hp = 0;
             const int P = g->pfx_on ? o->pfx_P[s] : 0; /* given prefix rows (computed rows: [P, L)) */
             uint64_t id0 = 0, id1 = 0; /* identity of the site's bytes (the device map cache's key) */
             if (o->serve_site) { /* per site: its own codec and head stride */
@@ -661,14 +694,28 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                         return ac_err(AC_ERR_ARG,
                                       "served maps (layer %d, sequence %d): %d rows served, not past its %d given rows", il,
                                       s, R, P);
-                    if (g->pfx_on && R == L) /* with given rows every K row is computed (copied back for insert) */
+                    int nh = g->H; /* heads served */
+                    if (sm.heads) { /* per-head serving: the mask copied (sm.heads is only lent for the call) */
+                        nh = 0;
+                        for (int h = 0; h < g->H; h++) nh += g->srv_hm[k * g->H + h] = sm.heads[h] != 0;
+                        if (nh && P > 0)
+                            return ac_err(AC_ERR_ARG,
+                                          "served maps (layer %d, sequence %d): per-head serving with %d given prefix "
+                                          "rows",
+                                          il, s, P);
+                        hp = nh > 0 && nh < g->H;
+                    }
+                    /* with given rows every K row is computed (copied back for the insert): no whole site */
+                    if (g->pfx_on && R == L && !hp && nh)
                         return ac_err(AC_ERR_ARG,
                                       "served maps (layer %d, sequence %d): a whole site with given prefix rows (serve at "
                                       "most L - 1 = %d rows)",
                                       il, s, L - 1);
-                    p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
-                    id0 = sm.ident[0], id1 = sm.ident[1];
-                    cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
+                    if (nh) { /* (no head served: the site is computed) */
+                        p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
+                        id0 = sm.ident[0], id1 = sm.ident[1];
+                        cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
+                    }
                 }
             } else {
                 mb = ac_cuda_map_bytes(o->codec_kind, o->codec_causal, o->codec_topk, L);
@@ -681,9 +728,10 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             const size_t bytes = mb * g->H;
             g->srv_mb[k] = mb;
             g->srv_src[k] = p, g->srv_dev[k] = NULL, g->srv_how[k] = 0, g->srv_rows[k] = p ? R : 0;
+            g->srv_hp[k] = (unsigned char)(p && hp);
             if (!p) continue;
             g->srv_sites++;
-            if (R < L) { /* partly served: the exact rows' launch offsets (see partial_site) */
+            if (R < L && !hp) { /* partly served: the exact rows' launch offsets (see partial_site) */
                 int *pt = g->h_ptab + 4 * k;
                 const int r0 = g->h_cu[s], c0 = P ? 0 : r0;
                 pt[0] = c0, pt[1] = c0 + R, pt[2] = r0 + R - P, pt[3] = g->h_cu[s + 1];

@@ -40,6 +40,10 @@ typedef struct ac_cuda_site_maps {
                                 on a bidirectional one): rows [0, R) from the maps, rows [R, L) computed
                                 exactly over every key 0 .. their position (Q, K, V and RoPE projected for
                                 every row: the CPU's rows 'prefix' and exact tails) */
+    const unsigned char *heads; /* NULL: every query head served; else [n_head], 1: head h's rows [0, R) from
+                                the maps, 0: head h computed exactly on every row (per-head serving; copied
+                                before serve_site is asked again). Rows [R, L) of every head are exact. Not
+                                with given prefix rows (AC_ERR_ARG) */
 } ac_cuda_site_maps;
 
 /* Options of a forward call (zero-initialise; all optional). */

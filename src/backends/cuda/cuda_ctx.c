@@ -20,11 +20,12 @@
  * kernel's maps copied back (`record`). A site served in part (the cache's
  * rows 'prefix', exact tails, exact_from: reuse returns R < L on a causal
  * model) gets its stored rows [0, R) through A.V and rows [R, L) computed
- * exactly over every key (ac_cuda_site_maps.rows). What the GPU does not do
- * yet is refused with a clear error, never run differently: `supply` (dense
- * f32 maps), per-head spans and per-head serving (--heads), a longer dense
- * entry serving a shorter bidirectional input, and recording mixed with
- * reuse in one call.
+ * exactly over every key (ac_cuda_site_maps.rows); a site served for some
+ * heads only (serve_heads) gets those heads' rows from the maps and the
+ * others computed (ac_cuda_site_maps.heads). What the GPU does not do yet is
+ * refused with a clear error, never run differently: `supply` (dense f32
+ * maps), per-head key spans (--heads policy), a longer dense entry serving a
+ * shorter bidirectional input, and recording mixed with reuse in one call.
  * The prefix hook (ac_ctx_attach_prefix, forward.h ac_kv_hook) runs here too:
  * lookups on the host before the call, the rows it gives uploaded and only
  * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
@@ -104,6 +105,7 @@ typedef struct hook_call {
     int n_seq;
     int host_features; /* host_features() at the call */
     const int *P;      /* [n_seq] rows given by the prefix cache this call (kv_begin), or NULL: none */
+    uint8_t mask[AC_ATTN_SPAN_HEADS]; /* the last site's serve_heads answer (lent to the backend per site) */
 } hook_call;
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
@@ -140,16 +142,12 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     if (r < L && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none (as the CPU) */
     if (hc->P && r > L - 1) r = L - 1; /* with the prefix cache every row's K is computed (for its insert) */
     if (r <= P) r = 0;                 /* nothing past the given rows */
+    int per_head = 0; /* some heads served, the others computed (serve_heads) */
     if (r > 0 && P == 0 && h->serve_heads && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* as the CPU asks a served site */
-        uint8_t mask[AC_ATTN_SPAN_HEADS];
-        memset(mask, 1, (size_t)hp->n_head);
-        const int nh = h->serve_heads(h->user, &site, mask);
-        if (nh > 0 && nh < hp->n_head)
-            return ac_err(AC_ERR_UNSUPPORTED,
-                          "backend 'cuda': the cache serves %d of %d heads (serve_heads); per-head serving is not on "
-                          "the GPU yet",
-                          nh, hp->n_head);
+        memset(hc->mask, 1, (size_t)hp->n_head);
+        const int nh = h->serve_heads(h->user, &site, hc->mask);
         if (nh <= 0) r = 0;
+        per_head = nh > 0 && nh < hp->n_head;
     }
     if (!r) {
         if (!P && h->head_span && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a computed site */
@@ -175,6 +173,7 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     out->pageable = 1; /* the store's rows: a file mapping or the heap */
     out->ident[0] = m.ident[0], out->ident[1] = m.ident[1]; /* the device map cache keeps them by it */
     out->rows = r; /* r < L: rows [r, L) computed exactly over every key (rows 'prefix', exact tails) */
+    out->heads = per_head ? hc->mask : NULL; /* the others computed exactly on every row */
     ac_seq_plan *sp = &c->plan[seq];
     sp->map_layers++;
     sp->map_rows = r - P > sp->map_rows ? r - P : sp->map_rows;
@@ -290,7 +289,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     for (int s = 0; s < n_seq; s++) c->plan[s].n_tokens = seqs[s].n_tokens;
     ac_cuda_opts o;
     memset(&o, 0, sizeof o);
-    hook_call hc = {c, seqs, n_seq, host_features(), NULL};
+    hook_call hc = {c, seqs, n_seq, host_features(), NULL, {0}};
     int use_opts = 0;
     /* the measured-gain guard: a reusing cache whose calls run slower per token than exact
      * ones is left out of this call (but for probes); the hook is not asked at all */

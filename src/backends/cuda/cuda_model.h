@@ -94,7 +94,9 @@ struct ac_cuda_model {
     int *srv_cc;               /* [n_layer][n_seq][3] the site's codec: kind, causal, top-k */
     int *srv_rows;             /* [n_layer][n_seq] served sites: rows [0, srv_rows) from the maps (L: every row;
                                   fewer: partly served, rows [srv_rows, L) computed exactly over every key) */
-    size_t srv_cap;            /* entries of the arrays above */
+    unsigned char *srv_hp;     /* [n_layer][n_seq] 1: the site is served per head (srv_hm says which) */
+    unsigned char *srv_hm;     /* [n_layer][n_seq][H] per-head sites: 1 = head h's rows [0, srv_rows) served */
+    size_t srv_cap;            /* entries of the arrays above (sites) */
     int srv_part;              /* some site of the call is partly served */
     int *h_ptab, *d_ptab;      /* [n_layer][n_seq][4] a partly served site's exact rows as one prefix-rows
                                   attention launch: cp {c0, c0 + R} (its keys [0, R): rows of qkv from c0, or
