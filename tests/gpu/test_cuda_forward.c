@@ -8,7 +8,9 @@
  *   recorded maps (materialised path): rows sum to 1, causal zeros, same output;
  *   bad input (empty, out-of-range ids) refused with AC_ERR_INPUT;
  *   synthetic qwen2 (NEOX RoPE, q/k/v biases, GQA, head dim 64: the fused kernel), llama with
- *   rope_freqs and head dim 32, and bert with a classifier head (tests/ref_forward.c's builder).
+ *   rope_freqs and head dim 32, and bert with a classifier head (tests/ref_forward.c's builder);
+ *   partly served sites, per-head serving and both caches on one context against the CPU's cached
+ *   forward (check_partial, check_cache_api, check_both_caches_api: session 14).
  * Exits 0 with "SKIP" without a CUDA device; a model file that is absent is
  * skipped with a message. usage: test_cuda_forward [minilm.gguf] [stories260K.gguf] [greedy.tsv] */
 #include "gpu_check.h"
