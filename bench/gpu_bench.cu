@@ -493,7 +493,7 @@ static void bench_partial(int reps) {
             const int vr = v == 0 ? 0 : 1 + (v - 1) / 2, as_run = v > 0 && (v - 1) % 2;
             rows_maps rm = {(const unsigned char *)dmaps, h.size() / c.B, ac_cuda_map_bytes(4, 1, 32, c.L), rows[vr]};
             ac_cuda_opts opts = {};
-            opts.serve_site = serve_rows, opts.user = &rm, opts.partial_run = as_run;
+            opts.serve_site = serve_rows, opts.user = &rm, opts.partial_run = as_run ? 1 : -1;
             float sc[AC_CUDA_PROF_N];
             const double ms = run(&opts, sc);
             char nm[32];

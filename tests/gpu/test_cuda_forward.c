@@ -1800,7 +1800,7 @@ typedef struct pt_state {
     unsigned char *enc[64][PT_NSEQ]; /* H encoded maps, host (pageable) */
     void *dev[64][PT_NSEQ];          /* the same in device or pinned memory (where != NULL) */
     int pinned;                      /* dev[] is pinned host memory */
-    int run;                         /* ac_cuda_opts.partial_run */
+    int run;                         /* ac_cuda_opts.partial_run (-1: one sequence at a time; 1: runs) */
     int heads;                       /* per-head serving: a served site serves heads h with h + layer + seq even */
     uint8_t hm[64];                  /* the mask lent to the backend (pt_serve_site) */
     int bad_ask;                     /* serve_site asked with a length that is not the sequence's */
@@ -2023,6 +2023,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
     pt_state st;
     memset(&st, 0, sizeof st);
     st.H = H;
+    st.run = -1; /* one sequence at a time, unless a check says otherwise (the default, 0, picks runs here) */
     const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
     st.lens[0] = maxL, st.lens[1] = 5, st.lens[2] = 2 + rnd_int(maxL - 1), st.lens[3] = 1 + rnd_int(maxL);
     st.lens[4] = maxL / 2 + 3 < maxL ? maxL / 2 + 3 : maxL;
@@ -2121,7 +2122,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
             pt_free_dev(&st, NL);
             OK(pt_forward(gbf, &st, seqs, h[5], p[5], NULL, 0)); /* (pageable maps) */
             pt_copy_maps(&st, NL, 0);
-            st.run = 0;
+            st.run = -1;
             const double rbf = rel_err(h[5], h[1], TD), r32 = rel_err(h[6], h[1], TD), rp = rel_err(p[5], p[1], SD);
             printf("  %s partly served %s as runs (partial_run): GPU bf16 vs CPU cached hidden %.2e pooled %.2e | GPU "
                    "f32 %.2e\n",
@@ -2170,7 +2171,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
             st.run = 1; /* sequence 1 (no given rows) as a run of its own; the others one at a time as before */
             for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
             OK(pt_forward(g32, &st, seqs, h[6], p[6], &pb, 0));
-            st.run = 0;
+            st.run = -1;
             pt_free_dev(&st, NL); /* bf16: the pageable host maps */
             for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
             OK(pt_forward(gbf, &st, seqs, h[2], p[2], &pb, 0));
@@ -2230,7 +2231,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
             st.run = 1;
             OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0));
             OK(pt_forward(gbf, &st, seqs, h[1], p[1], NULL, 0));
-            st.run = 0;
+            st.run = -1;
             const double e32 = rel_err(h[3], h[4], TD), ebf = rel_err(h[2], h[5], TD), ec = rel_err(h[3], h[0], TD);
             const double r32 = rel_err(h[6], h[4], TD), rbf = rel_err(h[1], h[5], TD);
             printf("  %s every site partly served its exact f32 map: GPU f32 vs GPU exact %.2e (vs CPU exact %.2e), bf16 "
@@ -2239,6 +2240,13 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
             CHECK(e32 < 1e-4 && ec < 1e-4 && ebf < 2e-2 && all_finite(h[2], TD),
                   "%s partly served exact maps == the exact forward", name);
             CHECK(r32 < 1e-4 && rbf < 2e-2 && all_finite(h[1], TD), "%s partly served exact maps as runs == exact", name);
+            /* the default (partial_run 0): five partly served sequences of <= 96 tokens in one stretch run as a run,
+               bitwise what partial_run 1 gave */
+            st.run = 0;
+            OK(pt_forward(g32, &st, seqs, h[3], p[3], NULL, 0));
+            st.run = -1;
+            CHECK(!memcmp(h[3], h[6], TD * sizeof(float)), "%s partial_run 0 (default) picks runs for short sequences",
+                  name);
         }
         pt_free_enc(&st, NL);
     }

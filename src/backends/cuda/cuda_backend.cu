@@ -575,15 +575,19 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             TRY(per_head_sites<T>(g, il, n_seq, s0, s1, o));
             continue;
         }
-        if (kind == 2) { /* one sequence at a time, or (partial_run) stretches without given rows as runs */
+        if (kind == 2) { /* one sequence at a time, or stretches without given rows as runs (opts.partial_run) */
             for (int s = s0, e; s < s1; s = e) {
                 const int given = g->pfx_on && g->pfx_o->pfx_P[s] > 0;
-                if (!g->part_run || given) {
+                int Lr = 0; /* the stretch's longest sequence */
+                for (e = s; !given && e < s1 && !(g->pfx_on && g->pfx_o->pfx_P[e] > 0); e++)
+                    Lr = g->h_cu[e + 1] - g->h_cu[e] > Lr ? g->h_cu[e + 1] - g->h_cu[e] : Lr;
+                const int as_run = !given && (g->part_run > 0 || (g->part_run == 0 && e - s >= 2 &&
+                                                                   Lr <= AC_CUDA_PARTIAL_RUN_MAX_L));
+                if (!as_run) {
                     TRY(partial_site<T>(g, il, n_seq, s, o));
                     e = s + 1;
                     continue;
                 }
-                for (e = s + 1; e < s1 && !(g->pfx_on && g->pfx_o->pfx_P[e] > 0); e++) {}
                 TRY(partial_run<T>(g, il, n_seq, s, e, o));
             }
             continue;
@@ -660,7 +664,7 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     size_t dev_total = 0, stage_total = 0, scr = 0; /* scr: d_pscr's bytes (partly served sites after given rows) */
     const int causal = !g->bert && g->hp.causal;
-    g->srv_part = 0, g->part_run = o->partial_run != 0;
+    g->srv_part = 0, g->part_run = o->partial_run < 0 ? -1 : o->partial_run > 0;
     ac_cu_map_cache_begin(g); /* the device map cache: blocks of this call stay until the next */
     const int use_lru = g->lru.budget > 0;
     for (int il = 0; il < NL; il++)

@@ -92,10 +92,11 @@ static int host_features(void) {
     return e && *e && strcmp(e, "0") != 0;
 }
 
-/* AC_CUDA_PARTIAL_RUN=1 (measurements): partly served sequences as runs (ac_cuda_opts.partial_run). */
+/* AC_CUDA_PARTIAL_RUN (measurements): 1 partly served sequences always as runs, 0 always one at a time;
+ * unset: the backend's choice (ac_cuda_opts.partial_run 0). */
 static int partial_run_env(void) {
     const char *e = getenv("AC_CUDA_PARTIAL_RUN");
-    return e && *e && strcmp(e, "0") != 0;
+    return !e || !*e ? 0 : strcmp(e, "0") != 0 ? 1 : -1;
 }
 
 /* One ac_forward call's view for the hook wrappers below. */

@@ -103,7 +103,7 @@ struct ac_cuda_model {
                                   of d_pscr from 0 with given prefix rows), cu {its first and end exact rows} */
     size_t cap_ptab;           /* sites of h_ptab, d_ptab and d_srows */
     int *d_srows;              /* device copy of srv_rows (the batched A.V of partly served runs reads it) */
-    int part_run;              /* this call: partly served sequences without given rows in runs (opts.partial_run) */
+    int part_run;              /* this call's opts.partial_run: 0 auto, 1 runs, -1 one sequence at a time */
     void *d_pscr;              /* partly served sites with given prefix rows: T [2][Lmax][KVD] the site's K, V
                                   rows of every position gathered, then T [Lmax][QD] A.V's rows [0, R) */
     size_t cap_pscr;           /* bytes */
