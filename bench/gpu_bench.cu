@@ -24,8 +24,11 @@
  *   gpu_bench prefix    given prefix rows (the prefix K/V cache's seam): Llama-1B, only rows P..L-1
  *                       computed, beside the exact forward, cold (uploaded) and warm (resident in
  *                       the device prefix cache) (bench_prefix below).
+ *   gpu_bench partial   partly served sites (rows [0, R) from top-32 maps, the rest exact): R = L, L - 16,
+ *                       7L/8, L/2 beside exact, one sequence at a time and as runs (opts.partial_run),
+ *                       Llama-1B at 512 x 16 and 2048 x 4 (bench_partial below).
  * Output: one "RESULT ..." line per measurement (parsed by the runner) and a
- * readable table. usage: gpu_bench forward|attn|cache|av|prefix|all [repeats]
+ * readable table. usage: gpu_bench forward|attn|cache|av|prefix|partial|all [repeats]
  *   (cache runs av after it: the A.V kernels alone, every variant, beside the fused kernel) */
 #include "backends/cuda/cuda_attn.h"
 #include "backends/cuda/cuda_backend.h"
@@ -419,6 +422,93 @@ static void bench_cache(int reps) {
     ac_cuda_model_free(g);
 }
 
+/* Partly served sites (session 14): every site serves rows [0, R) of its maps (top-32 causal, device
+ * memory, each sequence its own), rows [R, L) exact over every key; R = L (whole), L - 16 (an exact
+ * tail), 7L/8, L/2; beside the exact forward, in one run (CUDA events; stages qkv+rope | attention). */
+typedef struct rows_maps {
+    const unsigned char *p;
+    size_t per_seq, head_bytes;
+    int rows; /* 0: every row */
+} rows_maps;
+static int serve_rows(void *user, int layer, int seq, int L, ac_cuda_site_maps *out) {
+    (void)layer, (void)L;
+    const rows_maps *m = (const rows_maps *)user;
+    out->maps = m->p + (size_t)seq * m->per_seq;
+    out->head_bytes = m->head_bytes;
+    out->kind = 4, out->causal = 1, out->topk = 32;
+    out->rows = m->rows;
+    return 1;
+}
+
+static void bench_partial(int reps) {
+    struct {
+        int L, B;
+    } cases[] = {{512, 16}, {2048, 4}};
+    shape sh = llama1b();
+    ac_cuda_model *g = NULL;
+    OK(ac_cuda_model_random(sh.arch, &sh.hp, AC_CUDA_BF16, 7, &g));
+    const int H = sh.hp.n_head;
+    printf("\npartly served sites on the GPU, llama-1b bf16, top-32 causal maps on the device (stages ms: qkv+rope | "
+           "attention)\n");
+    printf("%-7s %-12s %9s %8s %8s %9s\n", "L x B", "rows", "ms", "qkv ms", "attn ms", "vs exact");
+    for (auto &c : cases) {
+        const int T = c.L * c.B;
+        std::vector<int32_t> tok(T);
+        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)sh.hp.n_vocab);
+        std::vector<ac_seq> seqs(c.B);
+        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
+        std::vector<float> pooled((size_t)c.B * sh.hp.n_embd);
+        ac_outputs o = {};
+        o.pooled = pooled.data();
+        o.pooling = AC_POOL_LAST;
+        auto run = [&](const ac_cuda_opts *opts, float *st) {
+            for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
+            std::vector<double> ev;
+            for (int i = 0; i < reps; i++) {
+                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
+                ev.push_back(ac_cuda_last_ms(g));
+            }
+            ac_cuda_set_profile(g, 1);
+            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
+            ac_cuda_get_profile(g, st);
+            ac_cuda_set_profile(g, 0);
+            return median(ev);
+        };
+        float se[AC_CUDA_PROF_N];
+        const double exact = run(NULL, se);
+        printf("%4dx%-2d %-12s %9.3f %8.3f %8.3f\n", c.L, c.B, "exact", exact, se[1], se[2]);
+        printf("RESULT partial %d %d exact %.4f %.4f %.4f\n", c.L, c.B, exact, se[1], se[2]);
+        std::vector<unsigned char> h;
+        for (int b = 0; b < c.B; b++) {
+            std::vector<unsigned char> m = rand_maps(4, 1, 32, c.L, H, (uint64_t)b);
+            h.insert(h.end(), m.begin(), m.end());
+        }
+        void *dmaps = NULL;
+        if (cudaMalloc(&dmaps, h.size()) != cudaSuccess) {
+            fprintf(stderr, "cannot allocate %zu bytes of maps\n", h.size());
+            exit(1);
+        }
+        cudaMemcpy(dmaps, h.data(), h.size(), cudaMemcpyHostToDevice);
+        const int rows[4] = {0, c.L - 16, c.L * 7 / 8, c.L / 2};
+        const char *names[4] = {"whole", "tail 16", "7L/8", "L/2"};
+        for (int v = 0; v < 7; v++) { /* whole; then each R one sequence at a time (seq) and as runs (run) */
+            const int vr = v == 0 ? 0 : 1 + (v - 1) / 2, as_run = v > 0 && (v - 1) % 2;
+            rows_maps rm = {(const unsigned char *)dmaps, h.size() / c.B, ac_cuda_map_bytes(4, 1, 32, c.L), rows[vr]};
+            ac_cuda_opts opts = {};
+            opts.serve_site = serve_rows, opts.user = &rm, opts.partial_run = as_run ? 1 : -1;
+            float sc[AC_CUDA_PROF_N];
+            const double ms = run(&opts, sc);
+            char nm[32];
+            snprintf(nm, sizeof nm, "%s%s", names[vr], v == 0 ? "" : as_run ? " run" : " seq");
+            printf("%4dx%-2d %-12s %9.3f %8.3f %8.3f %8.2fx\n", c.L, c.B, nm, ms, sc[1], sc[2], exact / ms);
+            printf("RESULT partial %d %d %s %.4f %.4f %.4f\n", c.L, c.B, nm, ms, sc[1], sc[2]);
+            fflush(stdout);
+        }
+        cudaFree(dmaps);
+    }
+    ac_cuda_model_free(g);
+}
+
 /* The A.V kernels alone beside our fused attention, one Llama-1B layer (H 32, Hkv 8, hd 64) over
  * the batch, q/k/v inside one [T][QKV] buffer as in the forward, each sequence its own maps on the
  * device: per-layer microseconds and the ratio, for every kernel variant (cuda_codec_av.h). */
@@ -608,6 +698,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "cache")) bench_cache(reps);
     if (!strcmp(what, "av") || !strcmp(what, "cache")) bench_av(reps);
     if (!strcmp(what, "prefix")) bench_prefix(reps);
+    if (!strcmp(what, "partial")) bench_partial(reps);
     if (!strcmp(what, "attnx")) bench_attnx(reps);
     if (!strcmp(what, "fwd1")) /* gpu_bench fwd1 N L B */
         bench_fwd1(argc > 3 ? atoi(argv[3]) : 8192, argc > 4 ? atoi(argv[4]) : 1, reps, argc > 5 ? atoi(argv[5]) : 0);

@@ -28,6 +28,8 @@
  * AC_STREAM_BACKEND=cpu runs the same stream on the CPU backend (a check of the program itself).
  * AC_STREAM_L=N cuts every text at N tokens (default 512, at most 16384 and the model's context): long
  * prompts on a decoder's shape, where the attention is a large share of the forward.
+ * AC_STREAM_EXACT_TAIL=N (decoders): every hit's last N rows computed exactly (partly served sites);
+ * AC_STREAM_SERVE_HEADS=SPEC: the cache's serve_heads ("0.1,1.*", ...): per-head serving (session 14).
  * usage: gpu_stream MODEL TEXTS [N_REC (default: half)] [B 64] [REPS 3] [CODEC (the cache's default)]
  * Exits 0 with "SKIP" without a CUDA device. */
 #define _GNU_SOURCE
@@ -112,6 +114,13 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) return 1;
     ac_cache_params kp = ac_cache_default_params();
     kp.writable = 1, kp.create = 1, kp.codec = codec, kp.threshold = 1e-3f, kp.adapt_floor = 0;
+    /* session 14: partly served sites (decoders: the last N rows exact) and per-head serving on the GPU */
+    const char *tail_env = getenv("AC_STREAM_EXACT_TAIL"), *heads_env = getenv("AC_STREAM_SERVE_HEADS");
+    if (tail_env) kp.exact_tail = atoi(tail_env);
+    if (heads_env && *heads_env) kp.serve_heads = heads_env;
+    if (kp.exact_tail > 0 || kp.serve_heads)
+        printf("cache: exact tail %d, serve_heads %s%s\n", kp.exact_tail, kp.serve_heads ? kp.serve_heads : "all",
+               getenv("AC_CUDA_PARTIAL_RUN") ? " (AC_CUDA_PARTIAL_RUN set)" : "");
     ac_cache *cache = NULL;
     if (ac_cache_open(m, dir, &kp, &cache)) return fail("opening the cache");
     const char *each_env = getenv("AC_STREAM_LOOKUP_EACH");

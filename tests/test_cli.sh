@@ -32,10 +32,16 @@ if [ -f "$STORIES" ]; then
     # reason comes first, and the cache directory is never created
     # --prefix-cache on the cuda backend is accepted now (the prefix cache runs on the GPU): without
     # a GPU the device reason is the error, as for the plain commands
+    # partial rows (--rows prefix, --exact-tail N|query) and both caches together run on the GPU
+    # since session 14: without a GPU, the same device reason (and no cache directory)
     for cmd in "bench -L 8 -r 1 --gpu" "bench -L 8 -r 1 --backend cuda" "embed --backend cuda" \
                "bench -L 8 -r 1 --gpu --cache $T/gc" "embed --backend cuda --cache $T/gc" \
                "bench -L 8 -r 1 --gpu --prefix-cache 8" \
-               "eval --task sst2 --data $SHARED/data --limit 2 --backend cuda --prefix-cache 8"; do
+               "eval --task sst2 --data $SHARED/data --limit 2 --backend cuda --prefix-cache 8" \
+               "bench -L 8 -r 1 --gpu --cache $T/gc --rows prefix --shared-prefix 0.5" \
+               "bench -L 8 -r 1 --gpu --cache $T/gc --exact-tail 2" \
+               "eval --task sst2 --data $SHARED/data --limit 2 --backend cuda --cache $T/gc --rows prefix --prefix-cache 8" \
+               "eval --task sst2 --data $SHARED/data --limit 2 --backend cuda --cache $T/gc --exact-tail query"; do
       check "$cmd without a GPU: clear error" "! echo hi | '$BIN' $cmd -m '$STORIES' > /dev/null 2> '$T/e.txt' && grep -Eq \"backend 'cuda' cannot run here: no CUDA device|backend 'cuda': this attncache was built without the CUDA backend\" '$T/e.txt'"
     done
     check "--cache with the cuda backend, no GPU: no cache directory made" "! test -e '$T/gc'"

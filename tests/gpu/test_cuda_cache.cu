@@ -113,7 +113,7 @@ static void run(const char *spec, int L, int H, int Hkv, int hd, int n_rows, int
  * row past the row); mis: the maps start mis bytes past their allocation's (aligned) start. */
 template <typename T>
 static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, int Hkv, int hd, int variant = 0,
-                     int damage = 0, int mis = 0) {
+                     int damage = 0, int mis = 0, const vector<int> &nrows = {}) {
     ac_map_codec c;
     if (ac_codec_parse(spec, &c) != AC_OK) {
         CHECK(0, "codec %s", spec);
@@ -143,7 +143,7 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
             }
             ac_codec_decode(&c, maps.data() + h * mb, L, D.data());
             vector<double> a(hd);
-            for (int t = 0; s >= s0 && t < L; t++) { /* zero weights skipped: long top-k maps stay cheap */
+            for (int t = 0; s >= s0 && t < (nrows.empty() ? L : nrows[s]); t++) { /* zero weights skipped */
                 std::fill(a.begin(), a.end(), 0.0);
                 for (int j = 0; j < L; j++) {
                     const double p = D[(size_t)t * L + j];
@@ -177,7 +177,14 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
         CU(cudaMemcpy(dv, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
     }
     ac_cu_codec cc = {c.kind, c.causal, c.topk};
-    const int rc = variant ? ac_cu_codec_av_seqs_variant<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H,
+    int *drows = NULL; /* rows [0, nrows[s]) only (ac_cu_codec_av_seqs_rows) */
+    if (!nrows.empty()) {
+        CU(cudaMalloc(&drows, ns * sizeof(int)));
+        CU(cudaMemcpy(drows, nrows.data(), ns * sizeof(int), cudaMemcpyHostToDevice));
+    }
+    const int rc = drows ? ac_cu_codec_av_seqs_rows<T>(&cc, (const void *const *)dtab, dcu, drows, s0, ns - s0, Lmax, H,
+                                                       Hkv, hd, dv, ldv, dout, ldo, 0)
+                 : variant ? ac_cu_codec_av_seqs_variant<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H,
                                                             Hkv, hd, dv, ldv, dout, ldo, 0, variant)
                            : ac_cu_codec_av_seqs<T>(&cc, (const void *const *)dtab, dcu, s0, ns - s0, Lmax, H, Hkv, hd,
                                                     dv, ldv, dout, ldo, 0);
@@ -193,14 +200,21 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
     const size_t first = (size_t)cu[s0] * ldo;
     int untouched = 1;
     for (size_t i = 0; i < first; i++) untouched &= !isfinite(got[i]);
-    const double e = rel_err(got.data() + first, ref.data() + first, ref.size() - first);
-    CHECK(rc == AC_OK && untouched && all_finite(got.data() + first, got.size() - first) &&
-              e < (sizeof(T) == 4 ? 1e-5 : 8e-3),
-          "batched codec %s, %d sequences from %d (longest %d), H %d/%d hd %d (%zu-byte V, variant %d, damage %d, maps "
-          "+%d): rel err %.3g, rows before kept %d",
-          spec, ns, s0, Lmax, H, Hkv, hd, sizeof(T), variant, damage, mis, e, untouched);
+    /* with nrows: each sequence's rows past nrows[s] must stay poisoned; compared: the rows served */
+    vector<float> gs, rs;
+    for (int q = s0; q < ns; q++) {
+        const int R = nrows.empty() ? lens[q] : nrows[q];
+        for (size_t i = (size_t)cu[q] * ldo; i < (size_t)(cu[q] + R) * ldo; i++) gs.push_back(got[i]), rs.push_back(ref[i]);
+        for (size_t i = (size_t)(cu[q] + R) * ldo; i < (size_t)cu[q + 1] * ldo; i++) untouched &= !isfinite(got[i]);
+    }
+    const double e = rs.empty() ? 0 : rel_err(gs.data(), rs.data(), rs.size());
+    CHECK(rc == AC_OK && untouched && all_finite(gs.data(), gs.size()) && e < (sizeof(T) == 4 ? 1e-5 : 8e-3),
+          "batched codec %s, %d sequences from %d (longest %d)%s, H %d/%d hd %d (%zu-byte V, variant %d, damage %d, "
+          "maps +%d): rel err %.3g, rows not served kept %d",
+          spec, ns, s0, Lmax, nrows.empty() ? "" : " (rows per sequence)", H, Hkv, hd, sizeof(T), variant, damage, mis,
+          e, untouched);
     for (void *m : dmaps) cudaFree(m);
-    cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout);
+    cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout), cudaFree(drows);
 }
 
 /* Session 14's variants. v4 top-k (3: V staged in shared memory, 4: V through L1, 5: tensor cores, 7 and 8:
@@ -319,6 +333,16 @@ int main(int argc, char **argv) {
         run_seqs<float>(s, lens, 2, 4, 2, 32);
     }
     run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128);
+    /* rows [0, R) per sequence only (the served rows of partly served sites; session 14): R = L, L - 1, half,
+       1 and 0; the rows past R untouched */
+    const vector<int> rws = {20, 199, 1, 65, 0};
+    for (const char *s : {"topk8-causal", "q8-causal", "q4-causal", "f16-causal", "topk32-causal"}) {
+        run_seqs<bf16>(s, lens, 0, 8, 2, 64, 0, 0, 0, rws);
+        run_seqs<bf16>(s, lens, 1, 4, 4, 128, 0, 0, 0, rws);
+        run_seqs<float>(s, lens, 0, 4, 2, 32, 0, 0, 0, rws);
+    }
+    run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 64, 0, 0, 0, {1050, 37});
+    run_seqs<bf16>("topk32-causal", {2000, 300}, 0, 4, 1, 64, 0, 0, 0, {1990, 300});
     /* the benchmark variants: 8-warp gather blocks (one key tile and several), q8 on the CUDA cores */
     run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
     run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
@@ -333,6 +357,9 @@ int main(int argc, char **argv) {
     CHECK(ac_cu_codec_av_seqs<float>(&bad, (const void *const *)&ok, (const int *)&ok, 0, 1, 8, 1, 1, 64, NULL, 8, NULL,
                                      8, 0) == AC_ERR_ARG,
           "batched: bad codec kind");
+    CHECK(ac_cu_codec_av_seqs_rows<float>(&ok, (const void *const *)&ok, (const int *)&ok, NULL, 0, 1, 8, 1, 1, 64,
+                                          NULL, 8, NULL, 8, 0) == AC_ERR_ARG,
+          "batched rows: no row table");
     printf("test_cuda_cache: %d checks passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -8,7 +8,9 @@
  *   recorded maps (materialised path): rows sum to 1, causal zeros, same output;
  *   bad input (empty, out-of-range ids) refused with AC_ERR_INPUT;
  *   synthetic qwen2 (NEOX RoPE, q/k/v biases, GQA, head dim 64: the fused kernel), llama with
- *   rope_freqs and head dim 32, and bert with a classifier head (tests/ref_forward.c's builder).
+ *   rope_freqs and head dim 32, and bert with a classifier head (tests/ref_forward.c's builder);
+ *   partly served sites, per-head serving and both caches on one context against the CPU's cached
+ *   forward (check_partial, check_cache_api, check_both_caches_api: session 14).
  * Exits 0 with "SKIP" without a CUDA device; a model file that is absent is
  * skipped with a message. usage: test_cuda_forward [minilm.gguf] [stories260K.gguf] [greedy.tsv] */
 #include "gpu_check.h"
@@ -477,15 +479,84 @@ static void check_cache_api(const char *name, ac_model *m, ac_ctx *cpu) {
             ac_ctx_free(gg);
         }
         OK(ac_cache_close(cache));
-        if (dec && ci == 1) { /* an exact tail (partial rows) is refused on the GPU with a clear error */
-            cp.writable = 0, cp.create = 0, cp.exact_tail = 2;
+        if (dec) { /* partial rows (session 14): an exact tail of 2 rows on every hit, then per-sequence exact rows
+                      (the 5-token hit from row 2, the second hit whole, the third from its middle) beside the two
+                      misses: GPU vs CPU with the same cache, the same plan */
+            cp.writable = 0, cp.create = 0;
+            for (int v = 0; v < 2; v++) {
+                cp.exact_tail = v == 0 ? 2 : 0;
+                OK(ac_cache_open(m, dir, &cp, &cache));
+                const int from[CA_NSEQ] = {2, -1, -1, lens[3] / 2, -1};
+                ac_seq_plan pl2[2][CA_NSEQ];
+                for (int k = 1; k < 3; k++) {
+                    ac_ctx *c = k == 1 ? cpu : gpu;
+                    OK(ac_ctx_attach_cache(c, cache));
+                    if (v) OK(ac_ctx_set_exact_from(c, CA_NSEQ, from));
+                    o.hidden = hid[k], o.pooled = pool[k];
+                    for (size_t i = 0; i < (size_t)T * D; i++) hid[k][i] = NAN;
+                    OK(ac_forward(c, seqs, CA_NSEQ, &o));
+                    OK(ac_ctx_last_plan(c, CA_NSEQ, pl2[k - 1]));
+                    OK(ac_ctx_set_exact_from(c, 0, NULL));
+                    ac_ctx_attach_cache(c, NULL);
+                }
+                int psites = -1, pwant = 0, pplan = 1, n_part = 0;
+                ac_cuda_last_served(gpu->be, &psites, NULL);
+                for (int s = 0; s < CA_NSEQ; s++) {
+                    const int L = lens[s];
+                    const int rows = qsrc[s] < 0 ? 0 : v == 0 ? L - 2 : from[s] < 0 ? L : from[s];
+                    pwant += rows > 0 ? NL : 0, n_part += rows > 0 && rows < L;
+                    for (int k = 0; k < 2; k++)
+                        pplan &= pl2[k][s].map_rows == rows && pl2[k][s].map_layers == (rows > 0 ? NL : 0);
+                    if (pl2[1][s].map_rows != rows)
+                        printf("  sequence %d: %d map rows on the GPU, %d on the CPU, want %d\n", s, pl2[1][s].map_rows,
+                               pl2[0][s].map_rows, rows);
+                }
+                const double peh = rel_err(hid[2], hid[1], (size_t)T * D), pex = rel_err(hid[1], hid[0], (size_t)T * D);
+                const double pcs = cosine_min(pool[2], pool[1], CA_NSEQ, D);
+                printf("  %s cache API on cuda, %s (%s, %d partly served sequences, %d sites): GPU vs CPU cached hidden "
+                       "%.2e pooled cos %.6f; CPU vs exact %.2e\n",
+                       name, v == 0 ? "exact tail 2" : "exact_from 2/-/-/L/2", codecs[ci], n_part, psites, peh, pcs, pex);
+                CHECK(psites == pwant && pplan && n_part >= 2, "%s cache API (%s) %s: %d sites served, want %d; plans",
+                      name, codecs[ci], v == 0 ? "exact tail" : "exact_from", psites, pwant);
+                CHECK(all_finite(hid[2], (size_t)T * D) && peh < 3e-2 && pcs > 0.999,
+                      "%s cache API (%s) %s: GPU vs CPU cached %.2e, cos %.6f", name, codecs[ci],
+                      v == 0 ? "exact tail" : "exact_from", peh, pcs);
+                OK(ac_cache_close(cache));
+            }
+            cp.exact_tail = 0;
+        }
+        { /* per-head serving through the cache (session 14): layer 0 serves head 1 only (the others computed),
+             layer 1 every head, later layers none; decoders with an exact tail of 2 as well (rows and heads) */
+            cp.writable = 0, cp.create = 0, cp.serve_heads = "0.1,1.*", cp.exact_tail = dec ? 2 : 0;
             OK(ac_cache_open(m, dir, &cp, &cache));
-            OK(ac_ctx_attach_cache(gpu, cache));
-            const int rc = ac_forward(gpu, seqs, CA_NSEQ, &o);
-            CHECK(rc == AC_ERR_UNSUPPORTED && strstr(ac_last_error(), "partial rows"),
-                  "%s exact tail on cuda: %d (%s)", name, rc, ac_last_error());
-            ac_ctx_attach_cache(gpu, NULL);
+            ac_seq_plan pl2[2][CA_NSEQ];
+            for (int k = 1; k < 3; k++) {
+                ac_ctx *c = k == 1 ? cpu : gpu;
+                OK(ac_ctx_attach_cache(c, cache));
+                o.hidden = hid[k], o.pooled = pool[k];
+                for (size_t i = 0; i < (size_t)T * D; i++) hid[k][i] = NAN;
+                OK(ac_forward(c, seqs, CA_NSEQ, &o));
+                OK(ac_ctx_last_plan(c, CA_NSEQ, pl2[k - 1]));
+                ac_ctx_attach_cache(c, NULL);
+            }
+            int hsites = -1, hwant = 0, hplan = 1;
+            ac_cuda_last_served(gpu->be, &hsites, NULL);
+            for (int s = 0; s < CA_NSEQ; s++) {
+                const int rows = qsrc[s] < 0 ? 0 : dec ? lens[s] - 2 : lens[s];
+                hwant += rows > 0 ? 2 : 0;
+                for (int k = 0; k < 2; k++)
+                    hplan &= pl2[k][s].map_rows == rows && pl2[k][s].map_layers == (rows > 0 ? 2 : 0);
+            }
+            const double heh = rel_err(hid[2], hid[1], (size_t)T * D), hcs = cosine_min(pool[2], pool[1], CA_NSEQ, D);
+            printf("  %s cache API on cuda, per-head serving 0.1,1.*%s (%s, %d sites): GPU vs CPU cached hidden %.2e "
+                   "pooled cos %.6f\n",
+                   name, dec ? " + exact tail 2" : "", codecs[ci], hsites, heh, hcs);
+            CHECK(hsites == hwant && hplan, "%s cache API (%s) per-head: %d sites served, want %d; plans", name,
+                  codecs[ci], hsites, hwant);
+            CHECK(all_finite(hid[2], (size_t)T * D) && heh < 3e-2 && hcs > 0.999,
+                  "%s cache API (%s) per-head: GPU vs CPU cached %.2e, cos %.6f", name, codecs[ci], heh, hcs);
             OK(ac_cache_close(cache));
+            cp.serve_heads = NULL, cp.exact_tail = 0;
         }
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -1186,20 +1257,6 @@ static void check_greedy_prefix(ac_model *m, ac_cuda_model *g, const char *tsv) 
     CHECK(n_lines > 0 && n_ok == n_lines, "greedy lines with prefix rows %d/%d", n_ok, n_lines);
 }
 
-static int dummy_reuse(void *user, const ac_attn_site *site) {
-    (void)user, (void)site;
-    return 0;
-}
-static int dummy_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
-                       int head_dim, float *out, int ldo) {
-    (void)user, (void)site, (void)n_rows, (void)v, (void)ldv, (void)n_head_kv, (void)head_dim, (void)out, (void)ldo;
-    return AC_ERR_INTERNAL;
-}
-static int dummy_maps(void *user, const ac_attn_site *site, ac_attn_maps *out) {
-    (void)user, (void)site, (void)out;
-    return AC_ERR_INTERNAL;
-}
-
 /* The public API: ac_prefix_cache attached to a cuda context (bf16), one batch storing two sequences,
  * then a mixed batch: a shared head (P = Lh), a miss, half the head (P = Lh/2), an exact repeat
  * (P = L-1), a stored sequence continued (P = its length), one token (no lookup hit). The same
@@ -1297,18 +1354,117 @@ static void check_prefix_api(const char *name, ac_model *m, ac_ctx *cpu) {
     const double em = rel_err(pl[1], pl[0], (size_t)PF_NSEQ * D), cm = cosine_min(pl[1], pl[0], PF_NSEQ, D);
     printf("  %s prefix cache API on cuda, repeats mean-pooled: %.2e (cos %.6f)\n", name, em, cm);
     CHECK(all_rep && em < 2e-2 && cm > 0.999, "%s repeats mean-pooled through the prefix cache on cuda", name);
-    /* with an attention cache's reuse too: refused, clearly */
-    OK(ac_ctx_attach_prefix(gpu, pg));
-    ac_attn_hook ah = {0};
-    ah.reuse = dummy_reuse, ah.apply = dummy_apply, ah.maps = dummy_maps;
-    ac_ctx_set_attn_hook(gpu, &ah);
-    CHECK(ac_forward(gpu, sb, PF_NSEQ, &o) == AC_ERR_UNSUPPORTED && strstr(ac_last_error(), "prefix cache"),
-          "prefix cache + attention cache on cuda refused: %s", ac_last_error());
-    ac_ctx_set_attn_hook(gpu, NULL);
     ac_ctx_attach_prefix(cpu, NULL);
     ac_ctx_free(gpu);
     ac_prefix_cache_free(pg), ac_prefix_cache_free(pc);
     for (int k = 0; k < 3; k++) free(h[k]), free(pl[k]), free(lg[k]);
+}
+
+/* Both caches on one cuda context (session 14; issue 13 item 2): the prefix K/V cache gives a sequence's
+ * first P rows, the attention cache (rows 'prefix', top-8 causal rows) serves rows [P, R) where its entry
+ * shares R > P tokens with the query, the rest is exact; the planner's choice per sequence is in
+ * ac_ctx_last_plan. Entries A and B (80 tokens) in the attention cache, a sequence sharing B's first 24
+ * tokens in each context's prefix tree; then one batch: B's first 56 tokens + new ones (P 24, map rows
+ * 32), A's first 40 + new (P 0, map rows 40: partial rows alone), new tokens (neither), B's first 20 +
+ * new (P 20 and no map row past it), B repeated (P 24, map rows 55: capped at L - 1). The GPU's plan must
+ * be that and the CPU's; outputs within bf16 tolerance of the CPU's with the same caches, which differ
+ * from the exact forward by more than that (the top-8 rows were used). */
+enum { BC_NSEQ = 5, BC_LEN = 80, BC_P0 = 24 };
+/* a token id in [3, V) other than x and y */
+static int32_t other_tok(int32_t x, int32_t y, int V) {
+    int32_t t = 3 + (x - 3 + 1) % (V - 3);
+    if (t == y) t = 3 + (t - 3 + 1) % (V - 3);
+    return t == x ? 3 + (t - 3 + 1) % (V - 3) : t;
+}
+static void check_both_caches_api(const char *name, ac_model *m, ac_ctx *cpu) {
+    const int D = m->hp.n_embd, V = m->hp.n_vocab, NL = m->hp.n_layer;
+    if (m->hp.n_ctx_train < BC_LEN) return;
+    int32_t A[BC_LEN], B[BC_LEN], S[BC_P0 + 10], q[BC_NSEQ][BC_LEN];
+    for (int i = 0; i < BC_LEN; i++) A[i] = 3 + rnd_int(V - 3), B[i] = 3 + rnd_int(V - 3);
+    if (A[0] == B[0]) A[0] = 3 + (B[0] - 3 + 1) % (V - 3);
+    for (int i = 0; i < BC_P0 + 10; i++) S[i] = i < BC_P0 ? B[i] : 3 + rnd_int(V - 3);
+    S[BC_P0] = other_tok(B[BC_P0], B[BC_P0], V);
+    const int shared[BC_NSEQ] = {56, 40, 0, 20, BC_LEN}, lq[BC_NSEQ] = {70, 60, 50, 45, BC_LEN};
+    const int32_t *src[BC_NSEQ] = {B, A, NULL, B, B};
+    const int wantP[BC_NSEQ] = {BC_P0, 0, 0, 20, BC_P0}, wantM[BC_NSEQ] = {56 - BC_P0, 40, 0, 0, BC_LEN - 1 - BC_P0};
+    ac_seq qs[BC_NSEQ];
+    int T = 0;
+    for (int s = 0; s < BC_NSEQ; s++) {
+        for (int i = 0; i < lq[s]; i++) q[s][i] = i < shared[s] ? src[s][i] : 3 + rnd_int(V - 3);
+        if (src[s] && shared[s] < lq[s]) /* leave the entry (and S) at `shared` */
+            q[s][shared[s]] = other_tok(src[s][shared[s]], S[shared[s] < BC_P0 + 10 ? shared[s] : 0], V);
+        if (!src[s]) q[s][0] = other_tok(A[0], B[0], V);
+        qs[s] = (ac_seq){q[s], lq[s]};
+        T += lq[s];
+    }
+    ac_ctx_params gp = ac_ctx_default_params();
+    gp.backend = "cuda";
+    gp.gain_guard = -1;
+    ac_ctx *gpu;
+    OK(ac_ctx_new(m, &gp, &gpu));
+    char dir[] = "/tmp/ac_gpu_both_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    ac_cache_params cp = ac_cache_default_params();
+    cp.writable = 1, cp.create = 1, cp.codec = "topk8-causal", cp.rows = AC_ROWS_PREFIX, cp.adapt_floor = 0;
+    ac_cache *cache;
+    OK(ac_cache_open(m, dir, &cp, &cache));
+    OK(ac_cache_add(cache, gpu, A, BC_LEN, NULL)); /* A's maps recorded on the GPU, B's on the CPU */
+    OK(ac_cache_add(cache, cpu, B, BC_LEN, NULL));
+    OK(ac_cache_commit(cache));
+    ac_prefix_params pp = ac_prefix_default_params();
+    pp.min_match = 4;
+    ac_prefix_cache *pg, *pc;
+    OK(ac_prefix_cache_new(m, &pp, &pg));
+    OK(ac_prefix_cache_new(m, &pp, &pc));
+    float *h[4], *lg[4];
+    for (int k = 0; k < 4; k++) h[k] = malloc((size_t)T * D * 4), lg[k] = malloc((size_t)BC_NSEQ * V * 4);
+    ac_outputs o = {0};
+    o.pooling = AC_POOL_LAST;
+    o.hidden = h[0], o.logits = lg[0];
+    OK(ac_forward(cpu, qs, BC_NSEQ, &o)); /* [0]: exact, CPU */
+    ac_seq sseq = {S, BC_P0 + 10};
+    ac_outputs os = {0};
+    os.logits = lg[3];
+    ac_seq_plan plan[2][BC_NSEQ];
+    for (int k = 1; k < 3; k++) { /* [1]: CPU, [2]: GPU, each with its prefix tree holding S and the cache */
+        ac_ctx *c = k == 1 ? cpu : gpu;
+        OK(ac_ctx_attach_prefix(c, k == 1 ? pc : pg));
+        OK(ac_forward(c, &sseq, 1, &os)); /* stores S */
+        OK(ac_ctx_attach_cache(c, cache));
+        for (size_t i = 0; i < (size_t)T * D; i++) h[k][i] = NAN;
+        o.hidden = h[k], o.logits = lg[k];
+        OK(ac_forward(c, qs, BC_NSEQ, &o));
+        OK(ac_ctx_last_plan(c, BC_NSEQ, plan[k - 1]));
+        ac_ctx_attach_cache(c, NULL);
+        ac_ctx_attach_prefix(c, NULL);
+    }
+    int plan_ok = 1, want_sites = 0, sites = -1;
+    ac_cuda_last_served(gpu->be, &sites, NULL);
+    for (int s = 0; s < BC_NSEQ; s++) {
+        want_sites += wantM[s] > 0 ? NL : 0;
+        for (int k = 0; k < 2; k++)
+            plan_ok &= plan[k][s].prefix_rows == wantP[s] && plan[k][s].map_rows == wantM[s] &&
+                       plan[k][s].map_layers == (wantM[s] > 0 ? NL : 0);
+        printf("    sequence %d: prefix rows %d / %d, map rows %d / %d (GPU / CPU; want %d, %d)\n", s,
+               plan[1][s].prefix_rows, plan[0][s].prefix_rows, plan[1][s].map_rows, plan[0][s].map_rows, wantP[s],
+               wantM[s]);
+    }
+    const double eh = rel_err(h[2], h[1], (size_t)T * D), el = rel_err(lg[2], lg[1], (size_t)BC_NSEQ * V);
+    const double ex = rel_err(h[1], h[0], (size_t)T * D);
+    printf("  %s both caches on cuda (prefix rows + top-8 map rows + exact rows, %d sites served): GPU vs CPU hidden "
+           "%.2e logits %.2e; CPU vs exact %.2e\n",
+           name, sites, eh, el, ex);
+    CHECK(plan_ok && sites == want_sites, "%s both caches on cuda: the plan per sequence (%d sites, want %d)", name, sites,
+          want_sites);
+    CHECK(all_finite(h[2], (size_t)T * D) && eh < 3e-2 && el < 3e-2 && ex > eh,
+          "%s both caches on cuda vs the CPU: hidden %.2e logits %.2e (exact apart by %.2e)", name, eh, el, ex);
+    OK(ac_cache_close(cache));
+    ac_prefix_cache_free(pg), ac_prefix_cache_free(pc);
+    ac_ctx_free(gpu);
+    for (int k = 0; k < 4; k++) free(h[k]), free(lg[k]);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
 /* ac_lm_head on a cuda context == the forward's logits; label scoring with labels of several tokens
@@ -1623,6 +1779,485 @@ static void check_prefix_device_api(const char *name, ac_model *m) {
     for (int k = 0; k < 3; k++) free(h[k]), free(lg[k]);
 }
 
+/* ---- partly served sites (session 14): ac_cuda_site_maps.rows ----------------------------------
+ * A served site may take rows [0, R) from its maps only (the CPU's rows 'prefix', exact tails,
+ * exact_from): rows [R, L) then run the exact attention over every key. One batch mixes whole sites
+ * (R = L), partial ones (R = L/2, L - 1, 1, L/3 + 1) and computed ones; the CPU engine's cached
+ * forward with a hook whose reuse returns the same R is the reference (bf16 3e-2, f32 1e-4). With
+ * top-8 rows the served rows differ from exact ones, so a GPU that served the partial sites whole
+ * (ignoring R) or computed them (ignoring the maps) fails: the CPU's forward with the partial rows
+ * is checked to differ from both by more than twice the GPU's error. Exact f32 maps with every site
+ * partial == the exact GPU forward. Then given prefix rows (the prefix K/V cache) with sites served
+ * past them (rows [P, R) from the maps, the rest exact): vs the CPU with both hooks. Refusals: partial
+ * rows on a bidirectional model, and under given rows a whole site, R <= P, the layer-0 summary. */
+enum { PT_NSEQ = 5 };
+typedef struct pt_state {
+    ac_map_codec c;
+    int H, mode; /* 0: the mix; 1: the mix's served sites whole; 2: every site R = (L+1)/2;
+                    3: past given rows P (pt_rows); 4: 3 with sequence 0 whole; 5: 3 with sequence 0 at R = P */
+    int lens[PT_NSEQ], P[PT_NSEQ];
+    float *Pm[64][PT_NSEQ];          /* exact maps [H][L][L] recorded by the CPU */
+    unsigned char *enc[64][PT_NSEQ]; /* H encoded maps, host (pageable) */
+    void *dev[64][PT_NSEQ];          /* the same in device or pinned memory (where != NULL) */
+    int pinned;                      /* dev[] is pinned host memory */
+    int run;                         /* ac_cuda_opts.partial_run (-1: one sequence at a time; 1: runs) */
+    int heads;                       /* per-head serving: a served site serves heads h with h + layer + seq even */
+    uint8_t hm[64];                  /* the mask lent to the backend (pt_serve_site) */
+    int bad_ask;                     /* serve_site asked with a length that is not the sequence's */
+} pt_state;
+
+/* rows served of (layer, seq): 0 computed, L whole, else partial */
+static int pt_rows(const pt_state *st, int layer, int seq) {
+    const int L = st->lens[seq], P = st->P[seq];
+    int r = 0;
+    switch (st->mode) {
+    case 2: r = (L + 1) / 2; break;
+    case 3:
+    case 4:
+    case 5:
+        if (seq == 0) r = st->mode == 4 ? L : st->mode == 5 ? P : P + (L - P) / 2;
+        else if (seq == 1) r = layer % 2 ? L / 2 : L - 1;
+        else if (seq == 2) r = L - 1 > P ? L - 1 : 0;
+        else if (seq == 4) r = layer == 0 ? 0 : P + 1 < L ? P + 1 : 0;
+        break;
+    case 7: /* bidirectional: whole sites or none */
+        r = seq == 3 || (seq == 1 && layer % 2 == 0) ? 0 : L;
+        break;
+    default:
+        if (seq == 0) r = L / 2;
+        else if (seq == 1) r = layer % 2 ? L : 0;
+        else if (seq == 2) r = layer ? L - 1 : 0;
+        else if (seq == 4) r = layer % 2 ? L / 3 + 1 : 1;
+        if (st->mode == 1 && r > 0) r = L;
+    }
+    return r < 0 ? 0 : r > L ? L : r;
+}
+
+static int pt_record(void *user, const ac_attn_site *site, const float *P) {
+    pt_state *st = user;
+    const size_t n = (size_t)site->n_head * site->n_tokens * site->n_tokens;
+    float *c = malloc(n * 4);
+    if (!c) return AC_ERR_NOMEM;
+    memcpy(c, P, n * 4);
+    st->Pm[site->layer][site->seq] = c;
+    return AC_OK;
+}
+static int pt_reuse(void *user, const ac_attn_site *site) { return pt_rows(user, site->layer, site->seq); }
+static int pt_mask(const pt_state *st, int layer, int seq, uint8_t *mask) {
+    int n = 0;
+    for (int h = 0; h < st->H; h++) n += mask[h] = (uint8_t)((h + layer + seq) % 2 == 0);
+    return n;
+}
+static int pt_serve_heads(void *user, const ac_attn_site *site, uint8_t *mask) {
+    return pt_mask(user, site->layer, site->seq, mask);
+}
+/* rows [0, n_rows) of every head = the stored maps' rows times V (V of every row given) */
+static int pt_apply(void *user, const ac_attn_site *site, int n_rows, const float *v, int ldv, int n_head_kv,
+                    int head_dim, float *out, int ldo) {
+    pt_state *st = user;
+    const int L = site->n_tokens, grp = site->n_head / n_head_kv;
+    const size_t mb = ac_codec_map_bytes(&st->c, L);
+    float *tmp = malloc((size_t)L * head_dim * 4);
+    if (!tmp) return AC_ERR_NOMEM;
+    for (int h = 0; h < site->n_head; h++) {
+        if (site->heads && !site->heads[h]) continue; /* a head the forward computes */
+        ac_codec_av(&st->c, st->enc[site->layer][site->seq] + h * mb, L, v + (h / grp) * head_dim, ldv, head_dim, tmp,
+                    head_dim);
+        for (int t = 0; t < n_rows; t++)
+            memcpy(out + (size_t)t * ldo + (size_t)h * head_dim, tmp + (size_t)t * head_dim, (size_t)head_dim * 4);
+    }
+    free(tmp);
+    return AC_OK;
+}
+static int pt_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_maps *out) {
+    pt_state *st = user;
+    if (L != st->lens[seq]) {
+        st->bad_ask = 1;
+        return 0;
+    }
+    const int r = pt_rows(st, layer, seq);
+    if (!r) return 0;
+    void *d = st->dev[layer][seq];
+    out->maps = d ? d : st->enc[layer][seq];
+    out->head_bytes = ac_codec_map_bytes(&st->c, L);
+    out->kind = st->c.kind, out->causal = st->c.causal, out->topk = st->c.topk;
+    out->pageable = !d;
+    out->rows = r;
+    if (st->heads) pt_mask(st, layer, seq, st->hm), out->heads = st->hm;
+    return 1;
+}
+static int pt_sites(const pt_state *st, int NL) {
+    int n = 0;
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) n += pt_rows(st, l, s) > 0;
+    return n;
+}
+/* GPU forward with st's sites served; pfx: given prefix rows (NULL: none). Returns the status. */
+static int pt_forward(ac_cuda_model *g, pt_state *st, const ac_seq *seqs, float *hidden, float *pooled, pfx_bufs *pfx,
+                      int summary) {
+    ac_outputs o = {0};
+    o.hidden = hidden, o.pooled = pooled, o.pooling = AC_POOL_LAST;
+    ac_cuda_opts opts = {0};
+    if (pfx) pfx_opts(pfx, &opts);
+    opts.serve_site = pt_serve_site, opts.user = st, opts.summary = summary, opts.partial_run = st->run;
+    return ac_cuda_forward(g, seqs, PT_NSEQ, &o, &opts);
+}
+/* CPU forward with st's sites served (its reuse/apply hook); kv: a prefix hook (NULL: none) */
+static void pt_cpu(ac_ctx *cpu, pt_state *st, const ac_seq *seqs, float *hidden, float *pooled, const ac_kv_hook *kv) {
+    ac_attn_hook hook = {0};
+    hook.user = st, hook.reuse = pt_reuse, hook.apply = pt_apply;
+    if (st->heads) hook.serve_heads = pt_serve_heads;
+    ac_ctx_set_attn_hook(cpu, &hook);
+    if (kv) ac_ctx_set_kv_hook(cpu, kv);
+    ac_outputs o = {0};
+    o.hidden = hidden, o.pooled = pooled, o.pooling = AC_POOL_LAST;
+    OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
+    ac_ctx_set_attn_hook(cpu, NULL);
+    if (kv) ac_ctx_set_kv_hook(cpu, NULL);
+}
+/* the CPU's prefix hook giving rows [0, P[s]) of sequence s from src (sequences in call order) */
+typedef struct pt_kv {
+    const pfx_bufs *src;
+    const int *P;
+    int calls;
+} pt_kv;
+static int pt_kv_lookup(void *user, const int32_t *tokens, const ac_kv_rows *rows) {
+    pt_kv *k = user;
+    const pfx_bufs *b = k->src;
+    const int s = k->calls++;
+    (void)tokens;
+    if (s >= b->n || rows->L != b->ld[s]) return 0;
+    const int P = k->P[s];
+    for (int l = 0; l < 2 * b->NL; l++)
+        memcpy(rows->kv + (size_t)l * rows->ld * rows->kvd, b->kv[s] + (size_t)l * b->ld[s] * b->KVD,
+               (size_t)P * b->KVD * 4);
+    memcpy(rows->hid, b->hid[s], (size_t)P * b->D * 4);
+    return P;
+}
+static void pt_kv_insert(void *user, const int32_t *tokens, const ac_kv_rows *rows, int P) {
+    (void)user, (void)tokens, (void)rows, (void)P;
+}
+static void pt_free_dev(pt_state *st, int NL) {
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) {
+            if (st->dev[l][s]) st->pinned ? cudaFreeHost(st->dev[l][s]) : cudaFree(st->dev[l][s]);
+            st->dev[l][s] = NULL;
+        }
+    st->pinned = 0;
+}
+static void pt_free_enc(pt_state *st, int NL) {
+    pt_free_dev(st, NL);
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) free(st->enc[l][s]), st->enc[l][s] = NULL;
+}
+/* copies of the encoded maps in device (pinned = 0) or pinned host memory */
+static void pt_copy_maps(pt_state *st, int NL, int pinned) {
+    st->pinned = pinned;
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) {
+            const size_t b = ac_codec_map_bytes(&st->c, st->lens[s]) * st->H;
+            if (pinned) {
+                CHECK(cudaMallocHost(&st->dev[l][s], b) == cudaSuccess, "cudaMallocHost");
+                memcpy(st->dev[l][s], st->enc[l][s], b);
+            } else {
+                CHECK(cudaMalloc(&st->dev[l][s], b) == cudaSuccess, "cudaMalloc");
+                cudaMemcpy(st->dev[l][s], st->enc[l][s], b, cudaMemcpyHostToDevice);
+            }
+        }
+}
+
+/* Per-head serving on a bidirectional model: whole sites (mode 7) serving half their heads from top-8 maps,
+ * the others computed: the CPU's per-head forward vs the GPU (bf16 3e-2, f32 1e-4), and the CPU's per-head
+ * result apart from the one serving every head by more than the GPU's error. h, p: 7 buffers each. */
+static void pt_bidir_heads(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
+                           pt_state *st, const ac_seq *seqs, int T, float **h, float **p) {
+    const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer;
+    const size_t TD = (size_t)T * D, SD = (size_t)PT_NSEQ * D;
+    ac_attn_hook hook = {0};
+    hook.user = st, hook.record = pt_record;
+    ac_ctx_set_attn_hook(cpu, &hook);
+    ac_outputs o = {0};
+    o.hidden = h[0], o.pooled = p[0], o.pooling = AC_POOL_LAST;
+    OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
+    ac_ctx_set_attn_hook(cpu, NULL);
+    int have = 1;
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) have &= st->Pm[l][s] != NULL;
+    CHECK(have, "%s per-head: CPU recorded every site", name);
+    if (!have) return;
+    OK(ac_codec_parse("topk8", &st->c));
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) {
+            const int L = st->lens[s];
+            const size_t mb = ac_codec_map_bytes(&st->c, L);
+            st->enc[l][s] = malloc(mb * H);
+            for (int hh = 0; hh < H; hh++)
+                OK(ac_codec_encode(&st->c, st->Pm[l][s] + (size_t)hh * L * L, L, st->enc[l][s] + hh * mb));
+        }
+    st->mode = 7;
+    pt_cpu(cpu, st, seqs, h[1], p[1], NULL); /* every head of the served sites */
+    st->heads = 1;
+    pt_cpu(cpu, st, seqs, h[2], p[2], NULL);
+    for (size_t i = 0; i < TD; i++) h[3][i] = h[4][i] = NAN;
+    OK(pt_forward(gbf, st, seqs, h[3], p[3], NULL, 0));
+    pt_copy_maps(st, NL, 0);
+    OK(pt_forward(g32, st, seqs, h[4], p[4], NULL, 0));
+    int sites = -1;
+    ac_cuda_last_served(g32, &sites, NULL);
+    st->heads = 0;
+    const double ebf = rel_err(h[3], h[2], TD), e32 = rel_err(h[4], h[2], TD), eph = rel_err(p[3], p[2], SD);
+    const double dall = rel_err(h[2], h[1], TD), dx = rel_err(h[2], h[0], TD);
+    printf("  %s per-head serving, top-8, whole sites (%d served): GPU bf16 vs CPU hidden %.2e pooled %.2e | GPU f32 "
+           "%.2e | CPU vs every head served %.2e, vs exact %.2e\n",
+           name, sites, ebf, eph, e32, dall, dx);
+    CHECK(sites == pt_sites(st, NL) && all_finite(h[3], TD) && ebf < 3e-2 && eph < 2e-2 && e32 < 1e-4,
+          "%s per-head serving (bidirectional) vs the CPU", name);
+    CHECK(dall > 2 * ebf && dx > 2 * ebf, "%s per-head serving (bidirectional): served and computed heads both matter",
+          name);
+    pt_free_enc(st, NL);
+}
+
+static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf) {
+    const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer;
+    if (NL > 64) return;
+    pt_state st;
+    memset(&st, 0, sizeof st);
+    st.H = H;
+    st.run = -1; /* one sequence at a time, unless a check says otherwise (the default, 0, picks runs here) */
+    const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
+    st.lens[0] = maxL, st.lens[1] = 5, st.lens[2] = 2 + rnd_int(maxL - 1), st.lens[3] = 1 + rnd_int(maxL);
+    st.lens[4] = maxL / 2 + 3 < maxL ? maxL / 2 + 3 : maxL;
+    int T = 0;
+    for (int s = 0; s < PT_NSEQ; s++) T += st.lens[s];
+    int32_t *tok = malloc((size_t)T * 4);
+    ac_seq seqs[PT_NSEQ];
+    for (int s = 0, o = 0; s < PT_NSEQ; o += st.lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = st.lens[s];
+        for (int i = 0; i < st.lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
+    }
+    float *h[7], *p[7];
+    for (int k = 0; k < 7; k++) h[k] = malloc((size_t)T * D * 4), p[k] = malloc((size_t)PT_NSEQ * D * 4);
+    if (!m->hp.causal) { /* bidirectional: rows depend on every token, a site is served whole or not at all */
+        OK(ac_codec_parse("f32", &st.c));
+        st.mode = 2;
+        for (int l = 0; l < NL; l++)
+            for (int s = 0; s < PT_NSEQ; s++) st.enc[l][s] = calloc(ac_codec_map_bytes(&st.c, st.lens[s]), H);
+        const int rc = pt_forward(gbf, &st, seqs, h[0], p[0], NULL, 0);
+        CHECK(rc == AC_ERR_ARG && strstr(ac_last_error(), "bidirectional"),
+              "%s partial rows refused on a bidirectional model: %d %s", name, rc, ac_last_error());
+        pt_free_enc(&st, NL);
+        pt_bidir_heads(name, m, cpu, g32, gbf, &st, seqs, T, h, p);
+        goto done;
+    }
+    { /* the exact maps, recorded by the CPU engine; h[0]: its exact output */
+        ac_attn_hook hook = {0};
+        hook.user = &st, hook.record = pt_record;
+        ac_ctx_set_attn_hook(cpu, &hook);
+        ac_outputs o = {0};
+        o.hidden = h[0], o.pooled = p[0], o.pooling = AC_POOL_LAST;
+        OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
+        ac_ctx_set_attn_hook(cpu, NULL);
+    }
+    int have = 1;
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) have &= st.Pm[l][s] != NULL;
+    CHECK(have, "%s partial: CPU recorded every site", name);
+    if (!have) goto done;
+    /* the CPU's own K/V and hidden rows of the batch (prefix rows given to both engines below) */
+    pfx_bufs cb;
+    pfx_alloc(&cb, m, seqs, PT_NSEQ);
+    {
+        cpu_rows cr = {&cb, 0};
+        ac_kv_hook kh = {&cr, cpu_rows_lookup, cpu_rows_insert, NULL, NULL};
+        ac_ctx_set_kv_hook(cpu, &kh);
+        ac_outputs o = {0};
+        o.pooled = p[6], o.pooling = AC_POOL_LAST;
+        OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
+        ac_ctx_set_kv_hook(cpu, NULL);
+    }
+    const char *specs[3] = {"topk8-causal", "q8-causal", "f32"};
+    for (int ci = 0; ci < 3; ci++) {
+        OK(ac_codec_parse(specs[ci], &st.c));
+        for (int l = 0; l < NL; l++)
+            for (int s = 0; s < PT_NSEQ; s++) {
+                const int L = st.lens[s];
+                const size_t mb = ac_codec_map_bytes(&st.c, L);
+                st.enc[l][s] = malloc(mb * H);
+                for (int hh = 0; hh < H; hh++)
+                    OK(ac_codec_encode(&st.c, st.Pm[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
+            }
+        const size_t TD = (size_t)T * D, SD = (size_t)PT_NSEQ * D;
+        if (ci < 2) {
+            /* 1. the mix: CPU cached (h[1]), the same sites served whole on the CPU (h[4]); GPU bf16 with
+               pageable maps (h[2]), GPU f32 with device maps (h[3]) */
+            st.mode = 1;
+            pt_cpu(cpu, &st, seqs, h[4], p[4], NULL);
+            st.mode = 0;
+            pt_cpu(cpu, &st, seqs, h[1], p[1], NULL);
+            for (size_t i = 0; i < TD; i++) h[2][i] = h[3][i] = NAN;
+            OK(pt_forward(gbf, &st, seqs, h[2], p[2], NULL, 0));
+            int sites = -1;
+            ac_cuda_last_served(gbf, &sites, NULL);
+            pt_copy_maps(&st, NL, 0);
+            OK(pt_forward(g32, &st, seqs, h[3], p[3], NULL, 0));
+            const int want = pt_sites(&st, NL);
+            const double ebf = rel_err(h[2], h[1], TD), pbf = rel_err(p[2], p[1], SD), e32 = rel_err(h[3], h[1], TD);
+            const double dw = rel_err(h[1], h[4], TD), dx = rel_err(h[1], h[0], TD);
+            printf("  %s partly served %s (%d of %d sites served, partial/whole/computed mixed): GPU bf16 vs CPU cached "
+                   "hidden %.2e pooled %.2e | GPU f32 %.2e | CPU: partial vs whole %.2e, vs exact %.2e\n",
+                   name, specs[ci], sites, NL * PT_NSEQ, ebf, pbf, e32, dw, dx);
+            CHECK(sites == want && !st.bad_ask, "%s partly served %s: %d sites served, want %d", name, specs[ci], sites,
+                  want);
+            CHECK(all_finite(h[2], TD) && ebf < 3e-2 && pbf < 2e-2 && e32 < 1e-4, "%s partly served %s vs CPU cached",
+                  name, specs[ci]);
+            if (ci == 0) /* top-8 rows: the check above tells partial rows from whole sites and from exact ones */
+                CHECK(dw > 1e-3 && dx > 1e-3 && dw > 2 * ebf && dx > 2 * ebf && dw > 100 * e32 && dx > 100 * e32,
+                      "%s partly served top-8: partial differs from whole (%.2e) and exact (%.2e) beyond the GPU's error",
+                      name, dw, dx);
+            /* the same with partial_run (partly served sequences as runs: the attention of every row, then A.V
+               over the served rows): bf16 h[5], f32 h[6] */
+            st.run = 1;
+            for (size_t i = 0; i < TD; i++) h[5][i] = h[6][i] = NAN;
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0)); /* (device maps) */
+            pt_free_dev(&st, NL);
+            OK(pt_forward(gbf, &st, seqs, h[5], p[5], NULL, 0)); /* (pageable maps) */
+            pt_copy_maps(&st, NL, 0);
+            st.run = -1;
+            const double rbf = rel_err(h[5], h[1], TD), r32 = rel_err(h[6], h[1], TD), rp = rel_err(p[5], p[1], SD);
+            printf("  %s partly served %s as runs (partial_run): GPU bf16 vs CPU cached hidden %.2e pooled %.2e | GPU "
+                   "f32 %.2e\n",
+                   name, specs[ci], rbf, rp, r32);
+            CHECK(all_finite(h[5], TD) && rbf < 3e-2 && rp < 2e-2 && r32 < 1e-4, "%s partly served %s as runs vs CPU",
+                  name, specs[ci]);
+            /* per-head serving: the mix's served sites (whole and partial) serve heads h with h + layer + seq even,
+               the others computed: CPU (h[4]) vs GPU f32 (device maps, h[6]) and bf16 (pageable maps, h[5]) */
+            st.heads = 1;
+            pt_cpu(cpu, &st, seqs, h[4], p[4], NULL);
+            for (size_t i = 0; i < TD; i++) h[5][i] = h[6][i] = NAN;
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0));
+            int hsites = -1;
+            ac_cuda_last_served(g32, &hsites, NULL);
+            pt_free_dev(&st, NL);
+            OK(pt_forward(gbf, &st, seqs, h[5], p[5], NULL, 0));
+            pt_copy_maps(&st, NL, 0);
+            st.heads = 0;
+            const double hbf = rel_err(h[5], h[4], TD), h32 = rel_err(h[6], h[4], TD), hph = rel_err(p[5], p[4], SD);
+            const double hdiff = rel_err(h[4], h[1], TD);
+            printf("  %s per-head serving %s (half the heads of each served site): GPU bf16 vs CPU hidden %.2e pooled "
+                   "%.2e | GPU f32 %.2e | CPU vs every head served %.2e\n",
+                   name, specs[ci], hbf, hph, h32, hdiff);
+            CHECK(hsites == want && all_finite(h[5], TD) && hbf < 3e-2 && hph < 2e-2 && h32 < 1e-4,
+                  "%s per-head serving %s vs the CPU (%d sites)", name, specs[ci], hsites);
+            if (ci == 0)
+                CHECK(hdiff > 1.5 * hbf && hdiff > 100 * h32, "%s per-head top-8: the computed heads matter (%.2e)", name,
+                      hdiff);
+            /* 2. given prefix rows (the CPU's own rows [0, P)) and sites served past them: CPU with both hooks (h[1])
+               vs GPU f32 (device maps, h[3]) and bf16 (pageable maps, h[2]) */
+            st.P[0] = st.lens[0] / 3, st.P[1] = 0, st.P[2] = st.lens[2] / 2;
+            st.P[3] = st.lens[3] > 4 ? 4 : st.lens[3] - 1, st.P[4] = st.lens[4] / 4;
+            st.mode = 3;
+            pt_kv kv = {&cb, st.P, 0};
+            ac_kv_hook kh = {&kv, pt_kv_lookup, pt_kv_insert, NULL, NULL};
+            pt_cpu(cpu, &st, seqs, h[1], p[1], &kh);
+            ac_seq_plan cplan[PT_NSEQ];
+            OK(ac_ctx_last_plan(cpu, PT_NSEQ, cplan));
+            pfx_bufs pb;
+            pfx_alloc(&pb, m, seqs, PT_NSEQ);
+            for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
+            for (size_t i = 0; i < TD; i++) h[2][i] = h[3][i] = NAN;
+            OK(pt_forward(g32, &st, seqs, h[3], p[3], &pb, 0));
+            int sites32 = -1;
+            ac_cuda_last_served(g32, &sites32, NULL);
+            st.run = 1; /* sequence 1 (no given rows) as a run of its own; the others one at a time as before */
+            for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], &pb, 0));
+            st.run = -1;
+            pt_free_dev(&st, NL); /* bf16: the pageable host maps */
+            for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
+            OK(pt_forward(gbf, &st, seqs, h[2], p[2], &pb, 0));
+            int plan_ok = 1;
+            for (int s = 0; s < PT_NSEQ; s++) {
+                int mr = 0;
+                for (int l = 0; l < NL; l++) {
+                    const int r = pt_rows(&st, l, s) - st.P[s];
+                    mr = r > mr ? r : mr;
+                }
+                plan_ok &= cplan[s].prefix_rows == st.P[s] && cplan[s].map_rows == mr;
+            }
+            const double qbf = rel_err(h[2], h[1], TD), q32 = rel_err(h[3], h[1], TD), qx = rel_err(h[1], h[0], TD);
+            const double qp = rel_err(p[2], p[1], SD), qr32 = rel_err(h[6], h[1], TD);
+            printf("  %s given prefix rows + partly served %s (P = %d %d %d %d %d; %d sites): GPU bf16 vs CPU hidden %.2e "
+                   "pooled %.2e | GPU f32 %.2e (as runs %.2e) | CPU vs exact %.2e\n",
+                   name, specs[ci], st.P[0], st.P[1], st.P[2], st.P[3], st.P[4], sites32, qbf, qp, q32, qr32, qx);
+            CHECK(qr32 < 1e-4 && all_finite(h[6], TD), "%s prefix + partial %s, partial_run, vs the CPU", name,
+                  specs[ci]);
+            CHECK(plan_ok && sites32 == pt_sites(&st, NL), "%s prefix + partial %s: the CPU's plan and the GPU's sites",
+                  name, specs[ci]);
+            CHECK(all_finite(h[2], TD) && qbf < 3e-2 && qp < 2e-2 && q32 < 1e-4, "%s prefix + partial %s vs the CPU",
+                  name, specs[ci]);
+            if (ci == 0)
+                CHECK(qx > 2 * qbf && qx > 100 * q32, "%s prefix + partial top-8: served rows used (%.2e from exact)",
+                      name, qx);
+            /* refusals under given rows: the layer-0 summary, a whole site, a site serving no row past P */
+            for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
+            int rc = pt_forward(gbf, &st, seqs, h[2], p[2], &pb, AC_ATTN_SUMMARY_SEGMENTS);
+            CHECK(rc == AC_ERR_ARG && strstr(ac_last_error(), "summary"), "%s given rows + summary refused: %s", name,
+                  ac_last_error());
+            st.mode = 4;
+            rc = pt_forward(gbf, &st, seqs, h[2], p[2], &pb, 0);
+            CHECK(rc == AC_ERR_ARG && strstr(ac_last_error(), "whole site"), "%s given rows + a whole site refused: %s",
+                  name, ac_last_error());
+            st.mode = 5;
+            rc = pt_forward(gbf, &st, seqs, h[2], p[2], &pb, 0);
+            CHECK(rc == AC_ERR_ARG && strstr(ac_last_error(), "not past"), "%s given rows + R = P refused: %s", name,
+                  ac_last_error());
+            st.mode = 3; /* the model still runs after the refusals, as before them */
+            for (int s = 0; s < PT_NSEQ; s++) pfx_give(&pb, s, st.P[s], &cb, s);
+            OK(pt_forward(gbf, &st, seqs, h[5], p[5], &pb, 0));
+            CHECK(!memcmp(h[5], h[2], TD * 4) || rel_err(h[5], h[1], TD) < 3e-2, "%s after the refusals", name);
+            pfx_free(&pb);
+            memset(st.P, 0, sizeof st.P);
+        } else {
+            /* 3. exact f32 maps (pinned), every site partial: the exact GPU forward, both precisions */
+            st.mode = 2;
+            pt_copy_maps(&st, NL, 1);
+            ac_outputs o = {0};
+            o.hidden = h[4], o.pooled = p[4], o.pooling = AC_POOL_LAST;
+            OK(ac_cuda_forward(g32, seqs, PT_NSEQ, &o, NULL));
+            o.hidden = h[5], o.pooled = p[5];
+            OK(ac_cuda_forward(gbf, seqs, PT_NSEQ, &o, NULL));
+            OK(pt_forward(g32, &st, seqs, h[3], p[3], NULL, 0));
+            OK(pt_forward(gbf, &st, seqs, h[2], p[2], NULL, 0));
+            st.run = 1;
+            OK(pt_forward(g32, &st, seqs, h[6], p[6], NULL, 0));
+            OK(pt_forward(gbf, &st, seqs, h[1], p[1], NULL, 0));
+            st.run = -1;
+            const double e32 = rel_err(h[3], h[4], TD), ebf = rel_err(h[2], h[5], TD), ec = rel_err(h[3], h[0], TD);
+            const double r32 = rel_err(h[6], h[4], TD), rbf = rel_err(h[1], h[5], TD);
+            printf("  %s every site partly served its exact f32 map: GPU f32 vs GPU exact %.2e (vs CPU exact %.2e), bf16 "
+                   "vs GPU exact bf16 %.2e; as runs %.2e / %.2e\n",
+                   name, e32, ec, ebf, r32, rbf);
+            CHECK(e32 < 1e-4 && ec < 1e-4 && ebf < 2e-2 && all_finite(h[2], TD),
+                  "%s partly served exact maps == the exact forward", name);
+            CHECK(r32 < 1e-4 && rbf < 2e-2 && all_finite(h[1], TD), "%s partly served exact maps as runs == exact", name);
+            /* the default (partial_run 0): five partly served sequences of <= 96 tokens in one stretch run as a run,
+               bitwise what partial_run 1 gave */
+            st.run = 0;
+            OK(pt_forward(g32, &st, seqs, h[3], p[3], NULL, 0));
+            st.run = -1;
+            CHECK(!memcmp(h[3], h[6], TD * sizeof(float)), "%s partial_run 0 (default) picks runs for short sequences",
+                  name);
+        }
+        pt_free_enc(&st, NL);
+    }
+    pfx_free(&cb);
+done:
+    for (int l = 0; l < NL; l++)
+        for (int s = 0; s < PT_NSEQ; s++) free(st.Pm[l][s]);
+    for (int k = 0; k < 7; k++) free(h[k]), free(p[k]);
+    free(tok);
+}
+
 static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
                          const char *tsv) {
     if (!m->hp.causal) { /* bidirectional: no prefix rows */
@@ -1643,6 +2278,7 @@ static void check_prefix(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
     check_prefix_backend(name, m, cpu, g32, 1);
     check_prefix_backend(name, m, cpu, gbf, 0);
     check_prefix_api(name, m, cpu);
+    check_both_caches_api(name, m, cpu);
     check_prefix_resident(name, m, g32, 1);
     check_prefix_resident(name, m, gbf, 0);
     check_prefix_device_api(name, m);
@@ -1679,6 +2315,7 @@ static void run_loaded(const char *name, ac_model *m, const char *tsv) {
     unsetenv("AC_CUDA_MAP_CACHE_POOL");
     check_map_cache_abort(name, m, gbf);
     check_prefix(name, m, cpu, g32, gbf, tsv);
+    check_partial(name, m, cpu, g32, gbf);
     check_graphs(name, m, gbf);
     check_bad_input(gbf, m->hp.n_vocab);
     if (tsv) check_greedy(m, g32, tsv);

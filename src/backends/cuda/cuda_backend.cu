@@ -224,8 +224,10 @@ void ac_cuda_model_free(ac_cuda_model *g) {
     ws_free(g);
     cudaFree(g->P);
     free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
+    free(g->srv_rows), free(g->h_ptab), free(g->srv_hp), free(g->srv_hm);
     cudaFree(g->d_maps);
     cudaFree(g->d_srvtab);
+    cudaFree(g->d_ptab), cudaFree(g->d_srows), cudaFree(g->d_pscr);
     ac_cu_summary_free(g);
     ac_cu_map_cache_free(g);
     cudaFreeHost(g->h_stage);
@@ -394,9 +396,136 @@ static int attention(ac_cuda_model *g, int il, int s0, int n_seq, int Lmax, cons
 }
 
 /* ---- served maps (opts.serve) ------------------------------------------------------------------ */
+/* A site's kind in served_layer: 0 computed, 1 served whole (V and A.V only), 2 partly served (every
+ * projection; A.V for rows [0, R), the exact attention for the rest), 3 served per head (every
+ * projection; the exact attention of every row and head, then A.V over rows [0, R) of the served heads) */
+static int site_kind(const ac_cuda_model *g, int il, int n_seq, int s) {
+    const size_t k = (size_t)il * n_seq + s;
+    if (!g->srv_dev[k]) return 0;
+    if (g->srv_hp[k]) return 3; /* served per head */
+    return g->srv_rows[k] < g->h_cu[s + 1] - g->h_cu[s] + (g->pfx_on ? g->pfx_o->pfx_P[s] : 0) ? 2 : 1;
+}
+
+/* Sequence s, partly served at layer il: rows [0, R) = its stored maps' rows times V, rows [R, L) the
+ * exact attention over keys [0, L) (causal), as one launch of the prefix-rows attention whose "given"
+ * keys are the sequence's own rows [0, R) (ac_cu_attn.cp: the site's d_ptab entry). Without given
+ * prefix rows (P = 0) every key is a row of qkv: A.V reads V there and writes att's rows [0, R) in place,
+ * the attention's given keys are qkv's rows [r0, r0 + R). With P > 0 given rows (the prefix K/V cache;
+ * rows [P, L) computed, at qkv's rows r0..): the K rows of positions [0, R) and the V rows of [0, L) are
+ * gathered into d_pscr from the layer's given slab and qkv; A.V runs over all R rows into the scratch
+ * (rows [0, P) are not needed: what the CPU's apply does) and rows [P, R) are copied into att; the
+ * attention's given keys are the gathered rows. */
+template <typename T> static int partial_site(ac_cuda_model *g, int il, int n_seq, int s, const ac_cuda_opts *o) {
+    const size_t k = (size_t)il * n_seq + s;
+    const int QKV = g->QKV, QD = g->QD, KVD = g->KVD, VO = QD + KVD;
+    const int P = g->pfx_on ? g->pfx_o->pfx_P[s] : 0, r0 = g->h_cu[s], n = g->h_cu[s + 1] - r0, L = P + n;
+    const int R = g->srv_rows[k];
+    const ac_cu_codec cc = {g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2]};
+    T *qkv = (T *)g->qkv, *att = (T *)g->att;
+    const size_t es = sizeof(T);
+    int rc;
+    ac_cu_attn a = {1, L - R, g->d_ptab + 4 * k + 2, g->H, g->Hkv, g->hd, QKV, QKV, QD, g->hp.causal,
+                    1.0f / sqrtf((float)g->hd)};
+    a.cp = g->d_ptab + 4 * k;
+    if (!P) {
+        TRY(ac_cu_codec_av<T>(&cc, g->srv_dev[k], g->srv_mb[k], L, R, g->H, g->Hkv, g->hd, qkv + (size_t)r0 * QKV + VO,
+                              QKV, att + (size_t)r0 * QD, QD, g->st));
+        a.kp = qkv + QD, a.vp = qkv + VO, a.ldp = QKV;
+    } else {
+        T *sk = (T *)g->d_pscr, *sv = sk + (size_t)L * KVD, *so = sk + (size_t)2 * L * KVD; /* [L][KVD] x 2, [L][QD] */
+        const size_t slab = (size_t)2 * g->pfx_tot * KVD;
+        const T *gk = (sizeof(T) == 4 ? (const T *)g->d_pup : (const T *)g->d_pkv) + il * slab +
+                      (size_t)g->h_pcu[s] * KVD, /* rows [0, P) of the layer's given K; V at + pfx_tot KVD */
+            *gv = gk + (size_t)g->pfx_tot * KVD;
+        AC_CU(cudaMemcpyAsync(sk, gk, (size_t)P * KVD * es, cudaMemcpyDeviceToDevice, g->st));
+        AC_CU(cudaMemcpyAsync(sv, gv, (size_t)P * KVD * es, cudaMemcpyDeviceToDevice, g->st));
+        AC_CU(cudaMemcpy2DAsync(sk + (size_t)P * KVD, KVD * es, qkv + (size_t)r0 * QKV + QD, QKV * es, KVD * es,
+                                (size_t)(R - P), cudaMemcpyDeviceToDevice, g->st));
+        AC_CU(cudaMemcpy2DAsync(sv + (size_t)P * KVD, KVD * es, qkv + (size_t)r0 * QKV + VO, QKV * es, KVD * es,
+                                (size_t)n, cudaMemcpyDeviceToDevice, g->st));
+        TRY(ac_cu_codec_av<T>(&cc, g->srv_dev[k], g->srv_mb[k], L, R, g->H, g->Hkv, g->hd, sv, KVD, so, QD, g->st));
+        AC_CU(cudaMemcpyAsync(att + (size_t)r0 * QD, so + (size_t)P * QD, (size_t)(R - P) * QD * es,
+                              cudaMemcpyDeviceToDevice, g->st));
+        a.kp = sk, a.vp = sv, a.ldp = KVD;
+    }
+    if (!use_materialised(g, o))
+        return ac_cu_flash_attn(&a, (const bf16 *)qkv, (const bf16 *)qkv + QD, (const bf16 *)qkv + VO, (bf16 *)att,
+                                o ? o->attn_variant : 0, g->st);
+    /* P [H][L - R][L] at sequence s's offset (sized for [H][L - P][L]) */
+    return ac_cu_attn_materialised<T>(&a, qkv, qkv + QD, qkv + VO, att, g->P, g->d_poff + s, g->st);
+}
+
+/* 1 when sites [s0, s1) of layer il share one codec and their maps' natural head stride (one A.V launch) */
+static int same_codec(const ac_cuda_model *g, int il, int n_seq, int s0, int s1) {
+    if (g->hd != 32 && g->hd != 64 && g->hd != 128) return 0;
+    const size_t k0 = (size_t)il * n_seq + s0;
+    for (int s = s0; s < s1; s++) {
+        const size_t k = (size_t)il * n_seq + s;
+        const int L = g->h_cu[s + 1] - g->h_cu[s];
+        if (g->srv_cc[3 * k] != g->srv_cc[3 * k0] || g->srv_cc[3 * k + 1] != g->srv_cc[3 * k0 + 1] ||
+            g->srv_cc[3 * k + 2] != g->srv_cc[3 * k0 + 2] ||
+            g->srv_mb[k] != ac_cuda_map_bytes(g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2], L))
+            return 0;
+    }
+    return 1;
+}
+
+/* opts.partial_run: partly served sequences [s0, s1) of layer il, none with given rows, as one run: the
+ * fused (or materialised) attention over all their rows, exact, then A.V from the maps over rows [0, R)
+ * of each (overwriting those rows' exact attention) */
+template <typename T> static int partial_run(ac_cuda_model *g, int il, int n_seq, int s0, int s1, const ac_cuda_opts *o) {
+    const int QKV = g->QKV, VO = g->QD + g->KVD;
+    T *qkv = (T *)g->qkv, *att = (T *)g->att;
+    int rc, Lmax = 0;
+    for (int s = s0; s < s1; s++) Lmax = g->h_cu[s + 1] - g->h_cu[s] > Lmax ? g->h_cu[s + 1] - g->h_cu[s] : Lmax;
+    TRY(attention<T>(g, il, s0, s1 - s0, Lmax, o));
+    if (same_codec(g, il, n_seq, s0, s1)) {
+        const size_t k0 = (size_t)il * n_seq + s0;
+        const ac_cu_codec cc = {g->srv_cc[3 * k0], g->srv_cc[3 * k0 + 1], g->srv_cc[3 * k0 + 2]};
+        return ac_cu_codec_av_seqs_rows<T>(&cc, g->d_srvtab + (size_t)il * n_seq, g->d_cu, g->d_srows + (size_t)il * n_seq,
+                                           s0, s1 - s0, Lmax, g->H, g->Hkv, g->hd, qkv + VO, QKV, att, g->QD, g->st);
+    }
+    for (int s = s0; s < s1; s++) {
+        const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
+        const size_t k = (size_t)il * n_seq + s;
+        const ac_cu_codec cc = {g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2]};
+        TRY(ac_cu_codec_av<T>(&cc, g->srv_dev[k], g->srv_mb[k], L, g->srv_rows[k], g->H, g->Hkv, g->hd,
+                              qkv + (size_t)r0 * QKV + VO, QKV, att + (size_t)r0 * g->QD, g->QD, g->st));
+    }
+    return AC_OK;
+}
+
+/* Sequences [s0, s1) of layer il served per head (kind 3, no given rows): the exact attention of every
+ * row and head as for computed sequences, then each served head's rows [0, R) overwritten by its maps'
+ * A.V (one launch per served head: the kernels take all heads of a launch; a head alone is one head
+ * over its kv head's V columns) */
+template <typename T> static int per_head_sites(ac_cuda_model *g, int il, int n_seq, int s0, int s1,
+                                                const ac_cuda_opts *o) {
+    const int QKV = g->QKV, VO = g->QD + g->KVD, G = g->H / g->Hkv;
+    T *qkv = (T *)g->qkv, *att = (T *)g->att;
+    int rc, Lmax = 0;
+    for (int s = s0; s < s1; s++) Lmax = g->h_cu[s + 1] - g->h_cu[s] > Lmax ? g->h_cu[s + 1] - g->h_cu[s] : Lmax;
+    TRY(attention<T>(g, il, s0, s1 - s0, Lmax, o));
+    for (int s = s0; s < s1; s++) {
+        const int r0 = g->h_cu[s], L = g->h_cu[s + 1] - r0;
+        const size_t k = (size_t)il * n_seq + s, mb = g->srv_mb[k];
+        const ac_cu_codec cc = {g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2]};
+        for (int h = 0; h < g->H; h++) {
+            if (!g->srv_hm[k * g->H + h]) continue;
+            TRY(ac_cu_codec_av<T>(&cc, (const unsigned char *)g->srv_dev[k] + (size_t)h * mb, mb, L, g->srv_rows[k], 1, 1,
+                                  g->hd, qkv + (size_t)r0 * QKV + VO + (size_t)(h / G) * g->hd, QKV,
+                                  att + (size_t)r0 * g->QD + (size_t)h * g->hd, g->QD, g->st));
+        }
+    }
+    return AC_OK;
+}
+
 /* The projections and attention of one layer when some sequences are served: runs of consecutive
- * sequences alike in kind share one GEMM; computed runs get Q, K, V, RoPE and the fused (or
- * materialised) attention, served runs only V and A.V from their compressed maps. */
+ * sequences alike in kind share one GEMM; computed and partly served runs get Q, K, V and RoPE, whole
+ * served runs only V. Then computed runs get the fused (or materialised) attention over their rows,
+ * whole served runs A.V from their compressed maps, partly served sequences both (partial_site). With
+ * given prefix rows (pfx_on) no site is served whole (serve_plan), so every K row is computed. */
+template <typename T> static int pfx_copy_back(ac_cuda_model *g, int il, int Tn, int n_seq);
 template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_seq, const ac_cuda_opts *o) {
     cu_layer *c = &g->L[il];
     const int D = g->D, QKV = g->QKV, VO = g->QD + g->KVD; /* V's first column in qkv */
@@ -409,9 +538,10 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
         AC_CU(cudaMemcpyAsync(c->bv, c->bqkv + VO, (size_t)g->KVD * 4, cudaMemcpyDeviceToDevice, g->st));
     }
     for (int s0 = 0, s1; s0 < n_seq; s0 = s1) {
-        const int hit = dev[s0] != NULL;
-        for (s1 = s0 + 1; s1 < n_seq && (dev[s1] != NULL) == hit; s1++) {}
+        const int hit = site_kind(g, il, n_seq, s0) == 1;
+        for (s1 = s0 + 1; s1 < n_seq && (site_kind(g, il, n_seq, s1) == 1) == hit; s1++) {}
         const int r0 = g->h_cu[s0], rows = g->h_cu[s1] - r0;
+        if (!rows) continue;
         if (hit) {
             TRY(gemm<T>(g, (const T *)c->wqkv + (size_t)VO * D, xb + (size_t)r0 * D, qkv + (size_t)r0 * QKV + VO, yt, QKV,
                         rows, g->KVD, D, c->bv, 0));
@@ -422,16 +552,18 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
                                   g->hp.n_rot, g->hp.rope_neox, g->rope_cs, g->d_pos + r0, rows, g->st));
         }
     }
+    if (g->pfx_on) TRY(pfx_copy_back<T>(g, il, g->h_cu[n_seq], n_seq)); /* K, V rows for the prefix cache's insert */
     TRY(mark(g, 1));
+    if (g->pfx_any) AC_CU(cudaStreamWaitEvent(g->st, g->ev_pf[il], 0)); /* this layer's given rows */
     int waited = 0;
     for (int s0 = 0, s1; s0 < n_seq; s0 = s1) {
-        const int hit = dev[s0] != NULL;
+        const int kind = site_kind(g, il, n_seq, s0);
         int Lmax = 0;
-        for (s1 = s0; s1 < n_seq && (dev[s1] != NULL) == hit; s1++) {
+        for (s1 = s0; s1 < n_seq && site_kind(g, il, n_seq, s1) == kind; s1++) {
             const int L = g->h_cu[s1 + 1] - g->h_cu[s1];
             Lmax = L > Lmax ? L : Lmax;
         }
-        if (!hit) {
+        if (!kind) {
             TRY(attention<T>(g, il, s0, s1 - s0, Lmax, o));
             continue;
         }
@@ -439,17 +571,30 @@ template <typename T> static int served_layer(ac_cuda_model *g, int il, int n_se
             AC_CU(cudaStreamWaitEvent(g->st, g->ev_up[il], 0));
             waited = 1;
         }
-        if (g->hd == 32 || g->hd == 64 || g->hd == 128) { /* the run's sequences in one launch, where */
-            const size_t k0 = (size_t)il * n_seq + s0;  /* its sites share one codec and natural head stride */
-            int same = 1;
-            for (int s = s0; s < s1 && same; s++) {
-                const size_t k = (size_t)il * n_seq + s;
-                const int L = g->h_cu[s + 1] - g->h_cu[s];
-                same = g->srv_cc[3 * k] == g->srv_cc[3 * k0] && g->srv_cc[3 * k + 1] == g->srv_cc[3 * k0 + 1] &&
-                       g->srv_cc[3 * k + 2] == g->srv_cc[3 * k0 + 2] &&
-                       g->srv_mb[k] == ac_cuda_map_bytes(g->srv_cc[3 * k], g->srv_cc[3 * k + 1], g->srv_cc[3 * k + 2], L);
+        if (kind == 3) {
+            TRY(per_head_sites<T>(g, il, n_seq, s0, s1, o));
+            continue;
+        }
+        if (kind == 2) { /* one sequence at a time, or stretches without given rows as runs (opts.partial_run) */
+            for (int s = s0, e; s < s1; s = e) {
+                const int given = g->pfx_on && g->pfx_o->pfx_P[s] > 0;
+                int Lr = 0; /* the stretch's longest sequence */
+                for (e = s; !given && e < s1 && !(g->pfx_on && g->pfx_o->pfx_P[e] > 0); e++)
+                    Lr = g->h_cu[e + 1] - g->h_cu[e] > Lr ? g->h_cu[e + 1] - g->h_cu[e] : Lr;
+                const int as_run = !given && (g->part_run > 0 || (g->part_run == 0 && e - s >= 2 &&
+                                                                   Lr <= AC_CUDA_PARTIAL_RUN_MAX_L));
+                if (!as_run) {
+                    TRY(partial_site<T>(g, il, n_seq, s, o));
+                    e = s + 1;
+                    continue;
+                }
+                TRY(partial_run<T>(g, il, n_seq, s, e, o));
             }
-            if (same) {
+            continue;
+        }
+        { /* the run's sequences in one launch, where its sites share one codec and natural head stride */
+            const size_t k0 = (size_t)il * n_seq + s0;
+            if (same_codec(g, il, n_seq, s0, s1)) {
                 const ac_cu_codec cc = {g->srv_cc[3 * k0], g->srv_cc[3 * k0 + 1], g->srv_cc[3 * k0 + 2]};
                 TRY(ac_cu_codec_av_seqs<T>(&cc, g->d_srvtab + (size_t)il * n_seq, g->d_cu, s0, s1 - s0, Lmax, g->H,
                                            g->Hkv, g->hd, qkv + VO, QKV, (T *)g->att, g->QD, g->st));
@@ -488,7 +633,10 @@ static int stage_layer(ac_cuda_model *g, int il) {
     return AC_OK;
 }
 
-/* Ask serve for every site of the call; sizes, offsets and buffers for the host-served maps. */
+static int dev_grow(void **p, size_t *cap, size_t bytes);
+
+/* Ask serve for every site of the call; sizes, offsets and buffers for the host-served maps; the
+ * partly served sites' launch offsets. */
 static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_cuda_opts *o) {
     g->srv_on = 0, g->srv_sites = 0, g->srv_bytes = 0;
     if (!o || (!o->serve && !o->serve_site)) return AC_OK;
@@ -497,6 +645,11 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     const size_t n = (size_t)NL * n_seq;
     if (n > g->srv_cap) {
         free(g->srv_dev), free(g->srv_src), free(g->srv_how), free(g->srv_off), free(g->srv_mb), free(g->srv_cc);
+        free(g->srv_rows), free(g->h_ptab), free(g->srv_hp), free(g->srv_hm);
+        g->srv_rows = (int *)calloc(n, sizeof *g->srv_rows);
+        g->srv_hp = (unsigned char *)calloc(n, 1);
+        g->srv_hm = (unsigned char *)calloc(n * (size_t)g->H, 1);
+        g->h_ptab = (int *)calloc(4 * n, sizeof *g->h_ptab);
         g->srv_dev = (const void **)calloc(n, sizeof *g->srv_dev);
         g->srv_src = (const void **)calloc(n, sizeof *g->srv_src);
         g->srv_how = (unsigned char *)calloc(n, 1);
@@ -504,10 +657,14 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
         g->srv_mb = (size_t *)calloc(n, sizeof *g->srv_mb);
         g->srv_cc = (int *)calloc(3 * n, sizeof *g->srv_cc);
         g->srv_cap = 0;
-        if (!g->srv_dev || !g->srv_src || !g->srv_how || !g->srv_off || !g->srv_mb || !g->srv_cc) return AC_ERR_NOMEM;
+        if (!g->srv_dev || !g->srv_src || !g->srv_how || !g->srv_off || !g->srv_mb || !g->srv_cc || !g->srv_rows ||
+            !g->h_ptab || !g->srv_hp || !g->srv_hm)
+            return AC_ERR_NOMEM;
         g->srv_cap = n;
     }
-    size_t dev_total = 0, stage_total = 0;
+    size_t dev_total = 0, stage_total = 0, scr = 0; /* scr: d_pscr's bytes (partly served sites after given rows) */
+    const int causal = !g->bert && g->hp.causal;
+    g->srv_part = 0, g->part_run = o->partial_run < 0 ? -1 : o->partial_run > 0;
     ac_cu_map_cache_begin(g); /* the device map cache: blocks of this call stay until the next */
     const int use_lru = g->lru.budget > 0;
     for (int il = 0; il < NL; il++)
@@ -516,7 +673,8 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             const int L = seqs[s].n_tokens;
             const void *p = NULL;
             size_t mb = 0;
-            int *cc = g->srv_cc + 3 * k, pageable = 0;
+            int *cc = g->srv_cc + 3 * k, pageable = 0, R = L, hp = 0;
+            const int P = g->pfx_on ? o->pfx_P[s] : 0; /* given prefix rows (computed rows: [P, L)) */
             uint64_t id0 = 0, id1 = 0; /* identity of the site's bytes (the device map cache's key) */
             if (o->serve_site) { /* per site: its own codec and head stride */
                 ac_cuda_site_maps sm;
@@ -530,9 +688,38 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
                                       "served maps (layer %d, sequence %d): codec (kind %d, top-k %d) or head stride %zu "
                                       "invalid for %d tokens",
                                       il, s, sm.kind, sm.topk, sm.head_bytes, L);
-                    p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
-                    id0 = sm.ident[0], id1 = sm.ident[1];
-                    cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
+                    if (sm.rows > 0 && sm.rows < L && !causal)
+                        return ac_err(AC_ERR_ARG,
+                                      "served maps (layer %d, sequence %d): %d of %d rows served on a bidirectional "
+                                      "model (every row or none)",
+                                      il, s, sm.rows, L);
+                    if (sm.rows > 0 && sm.rows < L) R = sm.rows;
+                    if (P > 0 && R <= P)
+                        return ac_err(AC_ERR_ARG,
+                                      "served maps (layer %d, sequence %d): %d rows served, not past its %d given rows", il,
+                                      s, R, P);
+                    int nh = g->H; /* heads served */
+                    if (sm.heads) { /* per-head serving: the mask copied (sm.heads is only lent for the call) */
+                        nh = 0;
+                        for (int h = 0; h < g->H; h++) nh += g->srv_hm[k * g->H + h] = sm.heads[h] != 0;
+                        if (nh && P > 0)
+                            return ac_err(AC_ERR_ARG,
+                                          "served maps (layer %d, sequence %d): per-head serving with %d given prefix "
+                                          "rows",
+                                          il, s, P);
+                        hp = nh > 0 && nh < g->H;
+                    }
+                    /* with given rows every K row is computed (copied back for the insert): no whole site */
+                    if (g->pfx_on && R == L && !hp && nh)
+                        return ac_err(AC_ERR_ARG,
+                                      "served maps (layer %d, sequence %d): a whole site with given prefix rows (serve at "
+                                      "most L - 1 = %d rows)",
+                                      il, s, L - 1);
+                    if (nh) { /* (no head served: the site is computed) */
+                        p = sm.maps, mb = sm.head_bytes, pageable = sm.pageable;
+                        id0 = sm.ident[0], id1 = sm.ident[1];
+                        cc[0] = sm.kind, cc[1] = sm.causal ? 1 : 0, cc[2] = sm.topk;
+                    }
                 }
             } else {
                 mb = ac_cuda_map_bytes(o->codec_kind, o->codec_causal, o->codec_topk, L);
@@ -544,9 +731,20 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
             }
             const size_t bytes = mb * g->H;
             g->srv_mb[k] = mb;
-            g->srv_src[k] = p, g->srv_dev[k] = NULL, g->srv_how[k] = 0;
+            g->srv_src[k] = p, g->srv_dev[k] = NULL, g->srv_how[k] = 0, g->srv_rows[k] = p ? R : 0;
+            g->srv_hp[k] = (unsigned char)(p && hp);
             if (!p) continue;
             g->srv_sites++;
+            if (R < L && !hp) { /* partly served: the exact rows' launch offsets (see partial_site) */
+                int *pt = g->h_ptab + 4 * k;
+                const int r0 = g->h_cu[s], c0 = P ? 0 : r0;
+                pt[0] = c0, pt[1] = c0 + R, pt[2] = r0 + R - P, pt[3] = g->h_cu[s + 1];
+                g->srv_part = 1;
+                if (P) {
+                    const size_t need = (size_t)L * (2 * g->KVD + g->QD) * ac_cu_tsize(g->prec);
+                    scr = need > scr ? need : scr;
+                }
+            }
             cudaPointerAttributes at;
             cudaMemoryType type = cudaMemoryTypeUnregistered;
             if (pageable) {
@@ -600,6 +798,22 @@ static int serve_plan(ac_cuda_model *g, const ac_seq *seqs, int n_seq, const ac_
     }
     /* pageable source: copied out before the call returns; ordered before this call's kernels */
     AC_CU(cudaMemcpyAsync(g->d_srvtab, g->srv_dev, n * sizeof *g->d_srvtab, cudaMemcpyHostToDevice, g->st));
+    if (g->srv_part) {
+        if (n > g->cap_ptab) {
+            cudaFree(g->d_ptab), cudaFree(g->d_srows);
+            g->d_ptab = g->d_srows = NULL, g->cap_ptab = 0;
+            int rc = DMALLOC(g->d_ptab, 4 * n * sizeof *g->d_ptab);
+            if (!rc) rc = DMALLOC(g->d_srows, n * sizeof *g->d_srows);
+            if (rc) return rc;
+            g->cap_ptab = n;
+        }
+        AC_CU(cudaMemcpyAsync(g->d_srows, g->srv_rows, n * sizeof *g->d_srows, cudaMemcpyHostToDevice, g->st));
+        if (scr) {
+            int rc = dev_grow(&g->d_pscr, &g->cap_pscr, scr);
+            if (rc) return rc;
+        }
+        AC_CU(cudaMemcpyAsync(g->d_ptab, g->h_ptab, 4 * n * sizeof *g->d_ptab, cudaMemcpyHostToDevice, g->st));
+    }
     if (dev_total && !g->st_up) {
         AC_CU(cudaStreamCreateWithFlags(&g->st_up, cudaStreamNonBlocking));
         g->ev_up = (cudaEvent_t *)calloc((size_t)NL, sizeof *g->ev_up);
@@ -1110,8 +1324,12 @@ int ac_cuda_forward(ac_cuda_model *g, const ac_seq *seqs, int n_seq, ac_outputs 
     if (pfx) {
         if (g->bert || !g->hp.causal)
             return ac_err(AC_ERR_UNSUPPORTED, "ac_cuda_forward: prefix rows need a causal model (decoder)");
-        if (o->serve || o->serve_site || o->record)
-            return ac_err(AC_ERR_ARG, "ac_cuda_forward: prefix rows cannot be combined with served or recorded maps");
+        if (o->serve || o->record)
+            return ac_err(AC_ERR_ARG, "ac_cuda_forward: prefix rows cannot be combined with serve (use serve_site) or "
+                                      "recorded maps");
+        if (o->serve_site && o->summary > 0)
+            return ac_err(AC_ERR_ARG, "ac_cuda_forward: the layer-0 summary needs every row's states: not with given "
+                                      "prefix rows (pass summary 0)");
         if (!o->pfx_kv || !o->pfx_hid || !o->pfx_ld) return ac_err(AC_ERR_ARG, "ac_cuda_forward: prefix rows without buffers");
         Lq = 0;
         for (int s = 0; s < n_seq; s++) {

@@ -23,6 +23,7 @@ extern "C" {
 #include "load/model.h" /* C headers without their own extern "C" guards */
 
 enum { AC_CUDA_BF16 = 0, AC_CUDA_F32 = 1 };
+enum { AC_CUDA_PARTIAL_RUN_MAX_L = 1024 }; /* ac_cuda_opts.partial_run 0: longest sequence of a run */
 
 typedef struct ac_cuda_model ac_cuda_model;
 
@@ -36,6 +37,14 @@ typedef struct ac_cuda_site_maps {
                                 equal bytes. Host maps with an identity are kept in the backend's
                                 device map cache (ac_cuda_set_map_cache) and served from it again
                                 without an upload */
+    int rows;                /* rows served: 0 (or >= L): every row; 0 < R < L (causal models only: AC_ERR_ARG
+                                on a bidirectional one): rows [0, R) from the maps, rows [R, L) computed
+                                exactly over every key 0 .. their position (Q, K, V and RoPE projected for
+                                every row: the CPU's rows 'prefix' and exact tails) */
+    const unsigned char *heads; /* NULL: every query head served; else [n_head], 1: head h's rows [0, R) from
+                                the maps, 0: head h computed exactly on every row (per-head serving; copied
+                                before serve_site is asked again). Rows [R, L) of every head are exact. Not
+                                with given prefix rows (AC_ERR_ARG) */
 } ac_cuda_site_maps;
 
 /* Options of a forward call (zero-initialise; all optional). */
@@ -64,16 +73,29 @@ typedef struct ac_cuda_opts {
      * 0 to compute it, or an AC_ERR_* code (< 0), which aborts the forward. out->maps holds the n_head
      * maps at out->maps + h * out->head_bytes; head_bytes >= ac_cuda_map_bytes(kind, causal, topk, L)
      * (a causal map of a longer input serves through its first L rows). Memory as for serve. Used
-     * instead of serve (and the codec_* fields) when set. */
+     * instead of serve (and the codec_* fields) when set. out->rows < L serves rows [0, rows) only
+     * (partly served: the site's other rows run the exact attention over every key, as the CPU forward
+     * does for a hook's reuse returning R < L). */
     int (*serve_site)(void *user, int layer, int seq, int L, struct ac_cuda_site_maps *out);
     /* S > 0 (with serve or serve_site): before the first site is asked, the embeddings run and the
      * layer-0 states' S segment means of every sequence are computed on the device and copied
      * back; ac_cuda_layer0_summary gives them to serve / serve_site (the attention cache keys on
      * them: no host recomputation of the states). The forward's results are unchanged. */
     int summary;
+    /* How partly served sites (ac_cuda_site_maps.rows < L) run. One sequence at a time: the exact rows
+     * [R, L) alone through the prefix-rows attention over keys [0, L) (two launches a site). As a run:
+     * consecutive such sequences without given prefix rows together, the fused attention over all their
+     * rows (as computed sequences), then one A.V launch overwriting rows [0, R) of each (the attention
+     * of the served rows is computed and dropped; many short sequences launch twice a layer instead of
+     * twice a sequence). Same results up to the attention's rounding. 0 (default): runs of two or more
+     * sequences of at most AC_CUDA_PARTIAL_RUN_MAX_L tokens as runs, the others one at a time (run 19,
+     * Llama-1B, top-32 rows: runs 1.13x faster at 512 x 16, equal at 2048 x 4); 1: always runs; -1:
+     * always one at a time. */
+    int partial_run;
 
-    /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve, serve_site
-     * or record). When pfx_P is set, sequence s's rows [0, P = pfx_P[s]) (0 <= P < L) come from the
+    /* Given prefix rows (the prefix K/V cache on the GPU; causal models; not with serve or record; with
+     * serve_site only when summary is 0 and every served site serves rows [0, R) with P < R < L: rows
+     * [P, R) from the maps, the rest exact, as the CPU forward with both caches). When pfx_P is set, sequence s's rows [0, P = pfx_P[s]) (0 <= P < L) come from the
      * caller and are not computed at all: only rows P..L-1 run through every stage (embedding, norms,
      * projections, RoPE at their positions, MLP); their queries attend causally over all L keys, the
      * given rows' K/V (uploaded through pinned staging, in the precision's type) and their own.

@@ -122,6 +122,7 @@ __device__ __forceinline__ float decode_w(const ac_cu_codec &c, const unsigned c
 struct av_src {
     const unsigned char *const *tab; /* device [n_seq] or NULL */
     const int *cu;                   /* device [n_seq + 1] with tab */
+    const int *nrows;                /* device [n_seq] with tab: rows [0, nrows[s]) of sequence s, or NULL: every row */
     const unsigned char *one;        /* without tab */
     size_t one_mb;
     int s0, L1, rows1;
@@ -131,7 +132,7 @@ __device__ __forceinline__ void av_seq(const ac_cu_codec &c, const av_src &q, co
                                        int *r0, int *L, int *rows) {
     if (q.tab) {
         const int s = q.s0 + blockIdx.z;
-        *r0 = q.cu[s], *L = q.cu[s + 1] - *r0, *rows = *L, *maps = q.tab[s];
+        *r0 = q.cu[s], *L = q.cu[s + 1] - *r0, *rows = q.nrows ? q.nrows[s] : *L, *maps = q.tab[s];
         *mb = (row_offset(c, *L, *L) + 63) / 64 * 64;
     } else {
         *r0 = 0, *L = q.L1, *rows = q.rows1, *maps = q.one, *mb = q.one_mb;
@@ -1208,6 +1209,25 @@ int ac_cu_codec_av_seqs_variant(const ac_cu_codec *c, const void *const *d_maps,
     return launch_v3<T>(*c, q, n_seq, Lmax, Lmax, H, Hkv, hd, v, ldv, out, ldo, st, variant);
 }
 
+template <typename T>
+int ac_cu_codec_av_seqs_rows(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, const int *d_rows, int s0,
+                             int n_seq, int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo,
+                             cudaStream_t st) {
+    if (!c || c->kind < 0 || c->kind > 4 || (c->kind == 4 && c->topk < 1) || !d_maps || !d_cu || !d_rows || s0 < 0 ||
+        n_seq < 0 || n_seq > 65535 || Lmax < 1 || Lmax > 65536 || H <= 0 || Hkv <= 0 || H % Hkv ||
+        !(hd == 32 || hd == 64 || hd == 128))
+        return ac_err(AC_ERR_ARG, "codec A.V: invalid arguments (%d sequences, L %d, heads %d/%d, head dim %d)", n_seq,
+                      Lmax, H, Hkv, hd);
+    if (!n_seq) return AC_OK;
+    av_src q = {};
+    q.tab = (const unsigned char *const *)d_maps, q.cu = d_cu, q.nrows = d_rows, q.s0 = s0;
+    return launch_v3<T>(*c, q, n_seq, Lmax, Lmax, H, Hkv, hd, v, ldv, out, ldo, st, 0);
+}
+
+template int ac_cu_codec_av_seqs_rows<float>(const ac_cu_codec *, const void *const *, const int *, const int *, int, int,
+                                             int, int, int, int, const float *, int, float *, int, cudaStream_t);
+template int ac_cu_codec_av_seqs_rows<bf16>(const ac_cu_codec *, const void *const *, const int *, const int *, int, int,
+                                            int, int, int, int, const bf16 *, int, bf16 *, int, cudaStream_t);
 template int ac_cu_codec_av_seqs_variant<float>(const ac_cu_codec *, const void *const *, const int *, int, int, int,
                                                 int, int, int, const float *, int, float *, int, cudaStream_t, int);
 template int ac_cu_codec_av_seqs_variant<bf16>(const ac_cu_codec *, const void *const *, const int *, int, int, int,

@@ -30,6 +30,13 @@ template <typename T>
 int ac_cu_codec_av_seqs(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq, int Lmax,
                         int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st);
 
+/* The same with rows [0, d_rows[s]) of each sequence only (d_rows device, indexed as d_maps; at most its
+ * length): the served rows of partly served sites (the others are the caller's; never written). */
+template <typename T>
+int ac_cu_codec_av_seqs_rows(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, const int *d_rows, int s0,
+                             int n_seq, int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo,
+                             cudaStream_t st);
+
 /* The same with a kernel variant, for benchmarks and tests (0: the default above — top-k rows as 4 where
  * that applies, the rest v3; 1: the v3 gather
  * kernel in 8-warp blocks; 2: q8/q4 rows by the gather kernel on the CUDA cores, not the tensor cores;

@@ -17,18 +17,25 @@
  * `maps` (no decoding on the host; their identity lets the backend keep them
  * in device memory) and ac_cuda_forward runs only V and A.V from them; the others are
  * computed exactly. A recording hook (ac_cache_add) gets the materialised
- * kernel's maps copied back (`record`). What the GPU does not do yet is
+ * kernel's maps copied back (`record`). A site served in part (the cache's
+ * rows 'prefix', exact tails, exact_from: reuse returns R < L on a causal
+ * model) gets its stored rows [0, R) through A.V and rows [R, L) computed
+ * exactly over every key (ac_cuda_site_maps.rows); a site served for some
+ * heads only (serve_heads) gets those heads' rows from the maps and the
+ * others computed (ac_cuda_site_maps.heads). What the GPU does not do yet is
  * refused with a clear error, never run differently: `supply` (dense f32
- * maps), partial rows (the cache's rows 'prefix' and exact tail), per-head
- * spans (--heads), a longer dense entry serving a shorter bidirectional
- * input, and recording mixed with reuse in one call.
+ * maps), per-head key spans (--heads policy), a longer dense entry serving a
+ * shorter bidirectional input, and recording mixed with reuse in one call.
  * The prefix hook (ac_ctx_attach_prefix, forward.h ac_kv_hook) runs here too:
  * lookups on the host before the call, the rows it gives uploaded and only
  * the new rows computed (ac_cuda_opts.pfx_*), insert after it (kv_begin /
  * kv_end below); hot prefixes stay in device memory (the device prefix cache,
  * cuda_prefix_cache.cu: the hook's match says P, a resident block of those P
- * tokens skips the lookup and the upload); not yet together with the
- * attention cache's reuse.
+ * tokens skips the lookup and the upload). Both caches on one context run
+ * the CPU forward's plan: a sequence's first P rows from the prefix cache,
+ * then rows [P, R) from the maps where the attention cache serves past P
+ * (R <= L - 1: every row's K is computed for the insert), the rest exact;
+ * ac_ctx_last_plan reports prefix_rows, map_rows (R - P) and map_layers.
  * A reusing hook is watched by the measured-gain guard (src/forward/gain.h;
  * ac_ctx_params.gain_guard): every call is timed per token, lookups included,
  * and while calls that use the cache run slower than calls without it (short
@@ -85,18 +92,28 @@ static int host_features(void) {
     return e && *e && strcmp(e, "0") != 0;
 }
 
+/* AC_CUDA_PARTIAL_RUN (measurements): 1 partly served sequences always as runs, 0 always one at a time;
+ * unset: the backend's choice (ac_cuda_opts.partial_run 0). */
+static int partial_run_env(void) {
+    const char *e = getenv("AC_CUDA_PARTIAL_RUN");
+    return !e || !*e ? 0 : strcmp(e, "0") != 0 ? 1 : -1;
+}
+
 /* One ac_forward call's view for the hook wrappers below. */
 typedef struct hook_call {
     ac_ctx *c;
     const ac_seq *seqs;
     int n_seq;
     int host_features; /* host_features() at the call */
+    const int *P;      /* [n_seq] rows given by the prefix cache this call (kv_begin), or NULL: none */
+    uint8_t mask[AC_ATTN_SPAN_HEADS]; /* the last site's serve_heads answer (lent to the backend per site) */
 } hook_call;
 
 static ac_attn_site site_of(const hook_call *hc, int layer, int seq) {
     const ac_hparams *hp = &hc->c->loaded->hp;
     ac_attn_site s = {.layer = layer, .seq = seq, .tokens = hc->seqs[seq].tokens, .n_tokens = hc->seqs[seq].n_tokens,
-                      .n_head = hp->n_head, .causal = hp->causal, .x = NULL, .first = 0, .summary = NULL,
+                      .n_head = hp->n_head, .causal = hp->causal, .x = NULL, .first = hc->P ? hc->P[seq] : 0,
+                      .summary = NULL,
                       .exact_from = ac_ctx_exact_from(hc->c, seq), .heads = NULL};
     /* x NULL (the states stay on the device); layer 0: their segment means, computed there (opts.summary),
        which the cache keys on instead of recomputing the states from the tokens */
@@ -119,27 +136,22 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
         free(all);
         if (rc) ac_err_clear(); /* not fatal: reuse then looks each sequence up itself */
     }
+    /* rows [0, r) served, as the CPU forward decides them (forward.c attention_block) */
+    const int P = site.first; /* rows given by the prefix cache: not computed at all */
     int r = h->reuse(h->user, &site);
     r = r < 0 ? 0 : r > L ? L : r;
     if (r < L && !hp->causal) r = 0; /* bidirectional rows depend on every token: all or none (as the CPU) */
-    if (r > 0 && r < L)
-        return ac_err(AC_ERR_UNSUPPORTED,
-                      "backend 'cuda': the cache serves %d of %d rows (rows 'prefix', an exact tail or exact_from); "
-                      "partial rows are not on the GPU yet",
-                      r, L);
-    if (r > 0 && h->serve_heads && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a served site */
-        uint8_t mask[AC_ATTN_SPAN_HEADS];
-        memset(mask, 1, (size_t)hp->n_head);
-        const int nh = h->serve_heads(h->user, &site, mask);
-        if (nh > 0 && nh < hp->n_head)
-            return ac_err(AC_ERR_UNSUPPORTED,
-                          "backend 'cuda': the cache serves %d of %d heads (serve_heads); per-head serving is not on "
-                          "the GPU yet",
-                          nh, hp->n_head);
+    if (hc->P && r > L - 1) r = L - 1; /* with the prefix cache every row's K is computed (for its insert) */
+    if (r <= P) r = 0;                 /* nothing past the given rows */
+    int per_head = 0; /* some heads served, the others computed (serve_heads) */
+    if (r > 0 && P == 0 && h->serve_heads && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* as the CPU asks a served site */
+        memset(hc->mask, 1, (size_t)hp->n_head);
+        const int nh = h->serve_heads(h->user, &site, hc->mask);
         if (nh <= 0) r = 0;
+        per_head = nh > 0 && nh < hp->n_head;
     }
     if (!r) {
-        if (h->head_span && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a computed site */
+        if (!P && h->head_span && hp->n_head <= AC_ATTN_SPAN_HEADS) { /* asked as the CPU asks a computed site */
             int span[AC_ATTN_SPAN_HEADS], n_sink = 0, n_end = 0;
             memset(span, 0, sizeof span);
             if (h->head_span(h->user, &site, span, &n_sink, &n_end) > 0)
@@ -161,9 +173,11 @@ static int hook_serve_site(void *user, int layer, int seq, int L, ac_cuda_site_m
     out->kind = m.kind, out->causal = m.causal, out->topk = m.topk;
     out->pageable = 1; /* the store's rows: a file mapping or the heap */
     out->ident[0] = m.ident[0], out->ident[1] = m.ident[1]; /* the device map cache keeps them by it */
+    out->rows = r; /* r < L: rows [r, L) computed exactly over every key (rows 'prefix', exact tails) */
+    out->heads = per_head ? hc->mask : NULL; /* the others computed exactly on every row */
     ac_seq_plan *sp = &c->plan[seq];
     sp->map_layers++;
-    sp->map_rows = L;
+    sp->map_rows = r - P > sp->map_rows ? r - P : sp->map_rows;
     return 1;
 }
 
@@ -276,7 +290,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
     for (int s = 0; s < n_seq; s++) c->plan[s].n_tokens = seqs[s].n_tokens;
     ac_cuda_opts o;
     memset(&o, 0, sizeof o);
-    hook_call hc = {c, seqs, n_seq, host_features()};
+    hook_call hc = {c, seqs, n_seq, host_features(), NULL, {0}};
     int use_opts = 0;
     /* the measured-gain guard: a reusing cache whose calls run slower per token than exact
      * ones is left out of this call (but for probes); the hook is not asked at all */
@@ -296,6 +310,7 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
             return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': recording and reuse in one call are not on the GPU yet");
         o.user = &hc;
         if (reuse) o.serve_site = hook_serve_site, o.summary = hc.host_features ? 0 : AC_ATTN_SUMMARY_SEGMENTS;
+        if (reuse) o.partial_run = partial_run_env();
         if (h->record) o.record = hook_record;
         use_opts = reuse || h->record;
         if (!use_opts && h->head_span) { /* a hook with spans only: asked per site, as the CPU would */
@@ -311,13 +326,14 @@ static int cuda_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *ou
                 }
         }
     }
-    /* the prefix cache takes part unless a hook wants whole maps (supply, record), as on the CPU */
+    /* the prefix cache takes part unless a hook wants whole maps (supply, record), as on the CPU; with the
+       attention cache too (the CPU's planner): the prefix rows first, then the maps serve rows past them
+       (hook_serve_site), the rest exact. The layer-0 summary needs every row's states, and only rows past
+       the given ones are embedded on the device: the cache computes the states from the tokens instead */
     const int kv_want = c->has_kv_hook && c->loaded->hp.causal && !(c->has_hook && (c->hook.supply || c->hook.record));
-    if (kv_want && c->has_hook && c->hook.reuse)
-        return ac_err(AC_ERR_UNSUPPORTED, "backend 'cuda': the prefix cache together with the attention cache (both "
-                                          "attached to one context) is not on the GPU yet; attach one of them");
     kv_call kc;
     const int kv_on = kv_want && kv_begin(c, seqs, n_seq, &kc, &o);
+    if (kv_on && o.serve_site) o.summary = 0, hc.P = kc.P;
     int rc = ac_cuda_forward(c->be, seqs, n_seq, out, use_opts || kv_on ? &o : NULL);
     if (kv_on) kv_end(c, seqs, n_seq, &kc, rc == AC_OK);
     if (rc) return rc;

@@ -92,7 +92,21 @@ struct ac_cuda_model {
     size_t *srv_off;           /* [n_layer][n_seq] offset in d_maps (host-served sites) */
     size_t *srv_mb;            /* [n_layer][n_seq] bytes between the site's head maps */
     int *srv_cc;               /* [n_layer][n_seq][3] the site's codec: kind, causal, top-k */
-    size_t srv_cap;            /* entries of the arrays above */
+    int *srv_rows;             /* [n_layer][n_seq] served sites: rows [0, srv_rows) from the maps (L: every row;
+                                  fewer: partly served, rows [srv_rows, L) computed exactly over every key) */
+    unsigned char *srv_hp;     /* [n_layer][n_seq] 1: the site is served per head (srv_hm says which) */
+    unsigned char *srv_hm;     /* [n_layer][n_seq][H] per-head sites: 1 = head h's rows [0, srv_rows) served */
+    size_t srv_cap;            /* entries of the arrays above (sites) */
+    int srv_part;              /* some site of the call is partly served */
+    int *h_ptab, *d_ptab;      /* [n_layer][n_seq][4] a partly served site's exact rows as one prefix-rows
+                                  attention launch: cp {c0, c0 + R} (its keys [0, R): rows of qkv from c0, or
+                                  of d_pscr from 0 with given prefix rows), cu {its first and end exact rows} */
+    size_t cap_ptab;           /* sites of h_ptab, d_ptab and d_srows */
+    int *d_srows;              /* device copy of srv_rows (the batched A.V of partly served runs reads it) */
+    int part_run;              /* this call's opts.partial_run: 0 auto, 1 runs, -1 one sequence at a time */
+    void *d_pscr;              /* partly served sites with given prefix rows: T [2][Lmax][KVD] the site's K, V
+                                  rows of every position gathered, then T [Lmax][QD] A.V's rows [0, R) */
+    size_t cap_pscr;           /* bytes */
     const void **d_srvtab;     /* device copy of srv_dev (the batched A.V reads it) */
     size_t cap_srvtab;         /* its entries */
     unsigned char *d_maps, *h_stage; /* device copies of host-served maps; pinned staging (pageable ones) */
