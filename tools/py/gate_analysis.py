@@ -7,10 +7,13 @@ are the exact ones. The estimated end-to-end speed is 1 / (1/s + f), s the cache
 end-to-end speedup (a rechecked input costs one exact forward more).
 
   gate_analysis.py ITEMS.tsv [--speedup S] [--margins 0.05,0.1,...]
-  gate_analysis.py --choose CALIB.tsv --apply HELD.tsv [--speedup S] [--max-loss 0.5] [--max-f 0.06]
+  gate_analysis.py --choose CALIB.tsv --apply HELD.tsv [--speedup S] [--max-loss 0.5]
+  gate_analysis.py --choose HELD.tsv --split HALVES.txt [--speedup S] [--max-loss 0.5]
 
 --choose picks the smallest m whose gated accuracy change on CALIB is >= -max-loss (a stricter
---max-loss leaves room for noise), and reports it on HELD (where nothing was chosen).
+--max-loss leaves room for noise), and reports it on HELD (where nothing was chosen). With
+--split (one line per item of HELD: A or B), it chooses on half A and reports on half B, then the
+other way round.
 """
 from __future__ import annotations
 
@@ -38,6 +41,23 @@ def gated(d: dict[str, np.ndarray], m: float) -> tuple[float, float, int]:
     return float(np.mean(redo)), float(change), int(np.sum(pred != d["exact_pred"]))
 
 
+def subset(d: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[keep] for k, v in d.items()}
+
+
+def choose(c, h, name_c, name_h, max_loss, speedup):
+    fine = sorted(set(np.round(np.arange(0, 1.0001, 0.005), 3)))
+    pick = next((m for m in fine if gated(c, m)[1] >= -max_loss), None)
+    if pick is None:
+        print(f"no margin keeps the loss within {max_loss} on {name_c}")
+        return
+    fc, cc, _ = gated(c, pick)
+    fh, chh, kh = gated(h, pick)
+    sp = f", est. {1 / (1 / speedup + fh):.3f}x" if speedup else ""
+    print(f"chosen on {name_c}: m = {pick} (f {100 * fc:.1f}%, change {cc:+.2f}); "
+          f"on {name_h}: f {100 * fh:.1f}%, change {chh:+.2f}, {kh} answers still changed{sp}")
+
+
 def table(d, margins, s):
     print(f"  {'m':>6} {'f':>7} {'change':>8} {'changed':>8} {'est. speed':>10}")
     for m in margins:
@@ -51,6 +71,7 @@ def main() -> None:
     ap.add_argument("items", nargs="?")
     ap.add_argument("--choose")
     ap.add_argument("--apply")
+    ap.add_argument("--split")
     ap.add_argument("--speedup", type=float, default=0.0)
     ap.add_argument("--max-loss", type=float, default=0.5)
     ap.add_argument("--margins", default="0,0.02,0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5,0.6")
@@ -67,18 +88,15 @@ def main() -> None:
               f"their exact margin: median {np.median(ez[ch]):.3f}; unchanged: median cached margin "
               f"{np.median(d['margin'][~ch]):.3f}")
         table(d, margins, a.speedup)
-    if a.choose:
-        c, h = load(a.choose), load(a.apply)
-        fine = [m for m in sorted(set(np.round(np.arange(0, 1.0001, 0.005), 3)))]
-        pick = next((m for m in fine if gated(c, m)[1] >= -a.max_loss), None)
-        if pick is None:
-            print("no margin keeps the loss on the calibration set")
-            return
-        fc, cc, _ = gated(c, pick)
-        fh, chh, kh = gated(h, pick)
-        sp = f", est. {1 / (1 / a.speedup + fh):.3f}x" if a.speedup else ""
-        print(f"chosen on {a.choose}: m = {pick} (f {100 * fc:.1f}%, change {cc:+.2f}); "
-              f"on {a.apply}: f {100 * fh:.1f}%, change {chh:+.2f}, {kh} answers still changed{sp}")
+    if a.choose and a.split:
+        d = load(a.choose)
+        half = np.array([ln.strip() for ln in open(a.split) if ln.strip()])
+        if len(half) != len(d["label"]):
+            raise SystemExit(f"{a.split}: {len(half)} lines for {len(d['label'])} items")
+        for x, y in (("A", "B"), ("B", "A")):
+            choose(subset(d, half == x), subset(d, half == y), f"half {x}", f"half {y}", a.max_loss, a.speedup)
+    elif a.choose:
+        choose(load(a.choose), load(a.apply), a.choose, a.apply, a.max_loss, a.speedup)
 
 
 if __name__ == "__main__":
