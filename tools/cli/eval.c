@@ -667,6 +667,10 @@ int cmd_eval(int argc, char **argv) {
                        "(%.1f%% of the exact time); reached %.0f%% of that time saved\n",
                        sk < 1 ? 1.0 / (1.0 - sk) : 0, 100 * sk, att0 + qk > 0 ? 100 * (sec0 - sec1) / (att0 + qk) : 0);
             }
+            if (c.recheck_margin > 0)
+                printf("  recheck (--recheck-margin %g): %lld of %d served examples' sequences computed again "
+                       "exactly (%.1f%% of the stream), their exact answers kept\n",
+                       (double)c.recheck_margin, (long long)cs.rechecked, hits, 100.0 * (double)cs.rechecked / n);
             if (cs.verify_checked)
                 printf("  verification: %lld candidates checked, %lld rejected, %.1f us per query (in the lookup "
                        "time)\n",
@@ -799,6 +803,8 @@ int cmd_eval(int argc, char **argv) {
                                     js.hits ? (double)js.heads_served / ((double)js.hits * info.n_layer * info.n_head) : 0);
             cJSON_AddNumberToObject(cj, "verify_checked", (double)js.verify_checked);
             cJSON_AddNumberToObject(cj, "verify_rejected", (double)js.verify_rejected);
+            cJSON_AddNumberToObject(cj, "recheck_margin", c.recheck_margin);
+            cJSON_AddNumberToObject(cj, "rechecked", (double)js.rechecked);
             if (n_sweep && (sw = cJSON_AddArrayToObject(root, "sweep")))
                 for (int k = 0; k < n_sweep; k++) {
                     static const char *const key[10] = {"threshold",         "hit_rate",     "value",
