@@ -255,6 +255,10 @@ assert len(r) == 4 and sum(int(x[\"hit\"]) for x in r) == j[\"cache\"][\"hits\"]
 assert all(float(x[\"distance\"]) == 0 for x in r if x[\"hit\"] == \"0\")
 assert any(float(x[\"distance\"]) > 0 for x in r if x[\"hit\"] == \"1\")
 '"
+    "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 2 --cache "$T/cache" --recheck-margin 2 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --recheck-margin 2: refused by name" "[ $rc -eq 1 ] && grep -q \"bad --recheck-margin '2': out of range\" '$T/e.txt'"
+    "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 2 --cache "$T/cache" --recheck-margin 0.1 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --recheck-margin on a model without a classifier head: refused, naming it" "[ $rc -eq 1 ] && grep -q 'recheck_margin needs a model with a classifier head' '$T/e.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 2 --items /dev/full > /dev/null 2> "$T/e.txt"; rc=$?
     check "eval --items on a full disk: exit 1 naming the file" "[ $rc -eq 1 ] && grep -q '/dev/full' '$T/e.txt'"
     # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes
