@@ -38,7 +38,12 @@
  * refuses a cache where no entry has a neighbour, ranks the heads of two
  * entries most stable first, and rank:K serves the K pairs it saved first. With
  * heads of 32 columns, serving whole 64-column panels of heads leaves their Q (and
- * K) columns unprojected and gives the same output as the mixed-map reference. */
+ * K) columns unprojected and gives the same output as the mixed-map reference.
+ * The confidence gate (ac_cache_params.recheck_margin): a query whose answer the served
+ * maps flip is computed again once the margin is above its cached margin, bitwise the exact
+ * forward (cls and hidden states; alone, in a batch beside a confident served query, and with
+ * no cls asked for), left as served below it; the count is kept; bad margins and a model
+ * without a classifier head are refused by name. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
