@@ -485,6 +485,14 @@ typedef struct ac_cache_params {
                              of 64, a served group's Q/K projection columns are skipped) or a list
                              "L.H,L.H,..." ("L.*": all of layer L).
                              A layer none of whose heads is served is not served; read at open */
+    float recheck_margin; /* confidence-gated exact fallback (docs/CACHE.md "Confidence-gated exact
+                             fallback"), models with a classifier head only: after a forward call, each
+                             sequence the cache served whose classifier outputs have a decision margin
+                             (softmax top-1 minus top-2 probability) under recheck_margin is computed
+                             again exactly, the served ones of a call together, and its outputs (every
+                             one asked for) are the exact ones. In [0, 1]; 0: off (default). A value
+                             outside, or > 0 on a model without a classifier head: AC_ERR_ARG. Counted
+                             in ac_cache_stats.rechecked */
 } ac_cache_params;
 
 ac_cache_params ac_cache_default_params(void);
@@ -600,6 +608,8 @@ typedef struct ac_cache_stats {
     int64_t features_given;    /* lookups (in queries) keyed on the layer-0 summary the backend computed
                                   where its states are (the cuda backend, on the device), instead of
                                   the states recomputed on the host from the tokens (in t_features) */
+    int64_t rechecked;         /* served sequences computed again exactly by the confidence gate
+                                  (ac_cache_params.recheck_margin)                                   */
 } ac_cache_stats;
 /* Lookup statistics since open or the last reset, summed over every attached
  * context (atomic counters); entries: committed and visible. Any thread. */

@@ -38,7 +38,12 @@
  * refuses a cache where no entry has a neighbour, ranks the heads of two
  * entries most stable first, and rank:K serves the K pairs it saved first. With
  * heads of 32 columns, serving whole 64-column panels of heads leaves their Q (and
- * K) columns unprojected and gives the same output as the mixed-map reference. */
+ * K) columns unprojected and gives the same output as the mixed-map reference.
+ * The confidence gate (ac_cache_params.recheck_margin): a query whose answer the served
+ * maps flip is computed again once the margin is above its cached margin, bitwise the exact
+ * forward (cls and hidden states; alone, in a batch beside a confident served query, and with
+ * no cls asked for), left as served below it; the count is kept; bad margins and a model
+ * without a classifier head are refused by name. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1061,6 +1066,135 @@ static void test_verify_rows(void **st) {
         }
 }
 
+/* ---- 5. the confidence gate (ac_cache_params.recheck_margin) ----------------------------------- */
+
+/* cls [n][n_cls] of seqs through ctx; hidden (optional) [sum L][D] */
+static void cls_of(ac_ctx *ctx, const ac_seq *s, int n, float *cls, float *hidden) {
+    ac_outputs o = {0};
+    o.cls = cls, o.hidden = hidden;
+    assert_int_equal(ac_forward(ctx, s, n, &o), AC_OK);
+}
+
+static int argmax_of(const float *z, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (z[i] > z[b]) b = i;
+    return b;
+}
+
+/* softmax top-1 minus top-2 probability, as the gate measures it */
+static double margin_of(const float *z, int n) {
+    double p[8], s = 0, t1 = 0, t2 = 0;
+    for (int i = 0; i < n; i++) s += (p[i] = exp((double)z[i]));
+    for (int i = 0; i < n; i++) {
+        const double q = p[i] / s;
+        if (q > t1) t2 = t1, t1 = q;
+        else if (q > t2) t2 = q;
+    }
+    return t1 - t2;
+}
+
+/* A query whose answer the served maps flip: the gate at any margin above its cached margin
+ * computes it again and answers exactly (bitwise the exact forward, hidden states too), also
+ * inside a batch next to a confident served query (left as served) and with no cls asked for;
+ * below the margin nothing is recomputed; the count is kept; bad margins and a model without
+ * a classifier head are refused by name. */
+static void recheck_case(int arch) {
+    fx f;
+    ref_spec spec = ref_spec_default(arch);
+    const int NC = arch == AC_ARCH_BERT ? 2 : 3;
+    spec.n_cls = NC;
+    fx_open_spec(&f, &spec);
+    enum { L = 24, NQ = 48 };
+    int32_t ids[3 * L + NQ * L];
+    uint64_t seed = 31;
+    ref_random_tokens(&seed, ids, 3 * L + NQ * L, f.V);
+    ac_seq s[3] = {{ids, L}, {ids + L, L}, {ids + 2 * L, L}};
+    build(&f, s, 3);
+    ac_cache_params p = ac_cache_default_params();
+    p.threshold = 1e9f, p.key = AC_KEY_MEAN, p.adapt_floor = 0;
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    /* the flipped query (lowest cached margin among those whose answer changes) and a confident one */
+    float ze[NC], zc[NC], zflip[NC], zconf[NC];
+    int flip = -1, conf = -1;
+    double mflip = 2, mconf = -1;
+    for (int q = 0; q < NQ; q++) {
+        ac_seq x = {ids + 3 * L + q * L, L};
+        cls_of(f.exact, &x, 1, ze, NULL);
+        cls_of(f.cctx, &x, 1, zc, NULL);
+        const double mc = margin_of(zc, NC);
+        if (argmax_of(ze, NC) != argmax_of(zc, NC) && mc < mflip) flip = q, mflip = mc, memcpy(zflip, zc, sizeof zc);
+        if (argmax_of(ze, NC) == argmax_of(zc, NC) && mc > mconf) conf = q, mconf = mc, memcpy(zconf, zc, sizeof zc);
+    }
+    assert_true(flip >= 0 && conf >= 0); /* the served maps change some answer */
+    assert_true(mconf > mflip);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    ac_seq xf = {ids + 3 * L + flip * L, L}, xc = {ids + 3 * L + conf * L, L};
+    float *he = malloc((size_t)L * f.D * 4), *hb = malloc((size_t)2 * L * f.D * 4);
+    cls_of(f.exact, &xf, 1, ze, he);
+    /* 1. below the flipped query's margin: nothing recomputed, the served answer stays */
+    p.recheck_margin = (float)(mflip * 0.5);
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    cls_of(f.cctx, &xf, 1, zc, NULL);
+    assert_memory_equal(zc, zflip, sizeof zc);
+    ac_cache_stats st;
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.rechecked, 0);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    /* 2. between the two margins: the flipped query is computed again, its exact answer back */
+    p.recheck_margin = (float)(0.5 * (mflip + mconf));
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_OK);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, c), AC_OK);
+    float *h1 = malloc((size_t)L * f.D * 4);
+    cls_of(f.cctx, &xf, 1, zc, h1);
+    assert_memory_equal(zc, ze, sizeof zc);
+    assert_int_equal(argmax_of(zc, NC), argmax_of(ze, NC));
+    assert_memory_equal(h1, he, (size_t)L * f.D * 4);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.rechecked, 1);
+    /* in a batch, after the confident query: only the flipped one is recomputed; both rows in place */
+    ac_seq b[2] = {xc, xf};
+    float zb[2 * NC];
+    cls_of(f.cctx, b, 2, zb, hb);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.rechecked, 2);
+    assert_memory_equal(zb + NC, ze, sizeof ze);
+    assert_memory_equal(hb + (size_t)L * f.D, he, (size_t)L * f.D * 4);
+    for (int i = 0; i < NC; i++) assert_true(fabsf(zb[i] - zconf[i]) <= 1e-4f * (1 + fabsf(zconf[i])));
+    /* no cls asked for: the gate still reads them and recomputes */
+    ac_outputs o = {0};
+    o.hidden = h1;
+    assert_int_equal(ac_forward(f.cctx, &xf, 1, &o), AC_OK);
+    assert_memory_equal(h1, he, (size_t)L * f.D * 4);
+    ac_cache_get_stats(c, &st);
+    assert_int_equal(st.rechecked, 3);
+    assert_int_equal(ac_ctx_attach_cache(f.cctx, NULL), AC_OK);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    /* 3. bad margins */
+    const float bad[3] = {-0.1f, 1.5f, NAN};
+    for (int i = 0; i < 3; i++) {
+        p.recheck_margin = bad[i];
+        assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+        assert_non_null(strstr(ac_last_error(), "recheck_margin must be in [0, 1]"));
+    }
+    free(he), free(hb), free(h1);
+    fx_close(&f);
+    /* 4. a model without a classifier head */
+    spec.n_cls = 0;
+    fx_open_spec(&f, &spec);
+    build(&f, s, 1);
+    p.recheck_margin = 0.1f;
+    assert_int_equal(ac_cache_open(f.m, f.dir, &p, &c), AC_ERR_ARG);
+    assert_non_null(strstr(ac_last_error(), "recheck_margin needs a model with a classifier head"));
+    fx_close(&f);
+}
+
 /* The cases run once per architecture, as test_<case>_llama and test_<case>_bert: cmocka hands
  * each its architecture as the initial state. */
 static int g_llama = AC_ARCH_LLAMA, g_bert = AC_ARCH_BERT;
@@ -1068,6 +1202,7 @@ static void test_cache(void **st) { through_cache(*(const int *)*st); }
 static void test_verify(void **st) { verification(*(const int *)*st); }
 static void test_exact_from(void **st) { exact_from_case(*(const int *)*st); }
 static void test_serve_heads(void **st) { serve_heads_case(*(const int *)*st); }
+static void test_recheck(void **st) { recheck_case(*(const int *)*st); }
 #define PER_ARCH(fn) {#fn "_llama", fn, NULL, NULL, &g_llama}, {#fn "_bert", fn, NULL, NULL, &g_bert}
 
 int main(void) {
@@ -1080,6 +1215,7 @@ int main(void) {
         PER_ARCH(test_serve_heads),
         cmocka_unit_test(test_serve_heads_wide),
         cmocka_unit_test(test_longer_end_aligned),
+        PER_ARCH(test_recheck),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -245,6 +245,28 @@ assert len(a)==3 and all(c>0.99 for c in cos) and a!=b, cos'"
     check "tune --rank-group 3 (8 heads): refused by name" "[ $rc -ne 0 ] && grep -q 'does not divide' '$T/e.txt'"
     "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --layers policy > "$T/ev.txt" 2>&1
     check "eval --cache: side-by-side report" "grep -q 'hit rate' '$T/ev.txt' && grep -q 'end-to-end, whole stream' '$T/ev.txt' && grep -q '0 failed lookups, 0 damaged records skipped' '$T/ev.txt' && grep -q 'answers changed: [0-9]* of 8 (right to wrong [0-9]*, wrong to right [0-9]*); class 1 predicted: exact [0-9]*, cache [0-9]*' '$T/ev.txt'"
+    # --items: one line per example, exact and cached side by side, agreeing with the reported figures
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 8 --cache "$T/cache" --threshold 1e9 --items "$T/items.tsv" --json "$T/it.json" > /dev/null 2>&1
+    "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 4 --cache "$T/cache" --threshold 1e9 --items "$T/items2.tsv" --json "$T/it2.json" > /dev/null 2>&1
+    check "eval --items: one line per example; predictions, hits and key distances match the report" "python3 -c '
+import csv, json
+r = list(csv.DictReader(open(\"$T/items.tsv\"), delimiter=\"\\t\"))
+j = json.load(open(\"$T/it.json\"))
+assert len(r) == 8 and [int(x[\"index\"]) for x in r] == list(range(8))
+assert abs(100 * sum(x[\"exact_pred\"] == x[\"label\"] for x in r) / 8 - j[\"value\"]) < 1e-6
+assert abs(100 * sum(x[\"cache_pred\"] == x[\"label\"] for x in r) / 8 - j[\"cache\"][\"value\"]) < 1e-6
+r = list(csv.DictReader(open(\"$T/items2.tsv\"), delimiter=\"\\t\"))
+j = json.load(open(\"$T/it2.json\"))
+assert len(r) == 4 and sum(int(x[\"hit\"]) for x in r) == j[\"cache\"][\"hits\"] > 0
+assert all(float(x[\"distance\"]) == 0 for x in r if x[\"hit\"] == \"0\")
+assert any(float(x[\"distance\"]) > 0 for x in r if x[\"hit\"] == \"1\")
+'"
+    "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 2 --cache "$T/cache" --recheck-margin 2 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --recheck-margin 2: refused by name" "[ $rc -eq 1 ] && grep -q \"bad --recheck-margin '2': out of range\" '$T/e.txt'"
+    "$BIN" eval --task stsb -m "$STORIES" --data "$DATA" --limit 2 --cache "$T/cache" --recheck-margin 0.1 > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --recheck-margin on a model without a classifier head: refused, naming it" "[ $rc -eq 1 ] && grep -q 'recheck_margin needs a model with a classifier head' '$T/e.txt'"
+    "$BIN" eval --task sst2 -m "$STORIES" --data "$DATA" --limit 2 --items /dev/full > /dev/null 2> "$T/e.txt"; rc=$?
+    check "eval --items on a full disk: exit 1 naming the file" "[ $rc -eq 1 ] && grep -q '/dev/full' '$T/e.txt'"
     # adaptive lookups: a stream that never hits skips all but the first --adapt-window lookups and the probes
     # (STS-B, 20 pairs = 40 sequences: 4 looked up, then probe intervals 4, 8, 16: 3 probes, 33 skipped);
     # --adapt-floor 0 looks every one up

@@ -383,6 +383,7 @@ if [[ -s "$TMP/corpus.txt" ]] && "$BIN" build -m "$M" -i "$TMP/corpus.txt" -o "$
       bad "adaptive lookups in /metrics: $(grep -E 'skipp|probes|lookups_total' "$TMP/out")"
     stop_server
     "$BIN" serve -m "$M" --cache "$TMP/c.cache" --adapt-floor 2 --port 0 2>"$TMP/err" && bad "bad --adapt-floor accepted" || { grep -q "bad --adapt-floor" "$TMP/err" && ok || bad "no message for a bad --adapt-floor"; }
+    "$BIN" serve -m "$M" --cache "$TMP/c.cache" --recheck-margin 1.5 --port 0 2>"$TMP/err" && bad "bad --recheck-margin accepted" || { grep -q "bad --recheck-margin" "$TMP/err" && ok || bad "no message for a bad --recheck-margin"; }
     start_server -m "$M" -t 2 -q
     req exact-embed 200 POST /v1/embeddings "$TMP/body"
     if $PY - "$TMP/cached.json" "$TMP/out" <<'EOF'

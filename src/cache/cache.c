@@ -59,6 +59,7 @@ _Static_assert(AC_FEAT_SEGMENTS == AC_ATTN_SUMMARY_SEGMENTS, "the hook's site su
 
 typedef struct seq_state {
     int looked_up, hit;
+    int served;              /* a site of this call was served from the maps (the confidence gate's test) */
     int batched;             /* looked up by hook_lookup_all, not yet taken by layer 0's reuse */
     const int32_t *bt;       /* ... for these tokens */
     int bL;
@@ -96,7 +97,7 @@ typedef struct cache_att {
 /* Lookup statistics: atomics, updated by every attachment's thread. */
 typedef struct counters {
     _Atomic int64_t queries, hits, failed, damaged, layers_served, rows_served, rows_total, skipped, probes, head_sites,
-        head_spanned, heads_served, verify_checked, verify_rejected, features_given;
+        head_spanned, heads_served, verify_checked, verify_rejected, features_given, rechecked;
     _Atomic uint64_t bytes_read;
     _Atomic double t_features, t_key, t_search, t_fetch, sum_distance_hit, t_verify;
 } counters;
@@ -790,6 +791,16 @@ int ac_cache_open(const ac_model *m, const char *dir, const ac_cache_params *pp,
         goto fail;
     }
     if (p.verify > 0 && (rc = ac_layer0_qk_init(m, &c->l0))) goto fail;
+    if (!(p.recheck_margin >= 0 && p.recheck_margin <= 1)) {
+        rc = ac_err(AC_ERR_ARG, "cache: recheck_margin must be in [0, 1] (a probability margin; got %g)",
+                    (double)p.recheck_margin);
+        goto fail;
+    }
+    if (p.recheck_margin > 0 && m->info.n_cls_out < 2) {
+        rc = ac_err(AC_ERR_ARG, "cache: recheck_margin needs a model with a classifier head (%s has none): the "
+                                "gate reads its outputs' margin", m->info.arch_name);
+        goto fail;
+    }
     if (p.exact_tail > 0 && (!c->causal || p.rows != AC_ROWS_ALL)) {
         rc = ac_err(AC_ERR_ARG, "cache: exact tail rows need a causal model and rows 'all'");
         goto fail;
@@ -1123,7 +1134,32 @@ static int hook_reuse(void *user, const ac_attn_site *site) {
     add_i64(&c->n.heads_served, nh);
     add_i64(&c->n.rows_served, rows);
     add_i64(&c->n.rows_total, site->n_tokens);
+    st->served = 1;
     return rows;
+}
+
+/* The confidence gate (ac_cache_params.recheck_margin): the served sequences of the call
+ * whose classifier margin, softmax top-1 minus top-2 probability, is under the margin. */
+static int hook_recheck(void *user, int n_seq, const float *cls, int n_cls, uint8_t *redo) {
+    cache_att *a = user;
+    ac_cache *c = a->c;
+    const float m = c->p.recheck_margin;
+    int k = 0;
+    for (int s = 0; m > 0 && n_cls >= 2 && s < n_seq && s < a->ss_cap; s++) {
+        if (!a->ss[s].served) continue;
+        const float *z = cls + (size_t)s * n_cls; /* [n_cls] logits */
+        int b1 = z[1] > z[0] ? 1 : 0, b2 = 1 - b1; /* top-1, top-2 */
+        for (int i = 2; i < n_cls; i++) {
+            if (z[i] > z[b1]) b2 = b1, b1 = i;
+            else if (z[i] > z[b2]) b2 = i;
+        }
+        double sum = 0;
+        for (int i = 0; i < n_cls; i++) sum += exp((double)z[i] - z[b1]);
+        const double margin = (1.0 - exp((double)z[b2] - z[b1])) / sum; /* p(b1) - p(b2) */
+        if (!(margin >= m)) redo[s] = 1, k++; /* NaN outputs: recomputed */
+    }
+    if (k) add_i64(&c->n.rechecked, k);
+    return k;
 }
 
 /* hook_lookup_all's buffers (an attachment's, grown as needed). Rows of feat,
@@ -1632,6 +1668,7 @@ int ac_ctx_attach_cache(ac_ctx *ctx, ac_cache *c) {
     h.head_span = hook_head_span;
     h.serve_heads = hook_serve_heads;
     h.lookup_all = hook_lookup_all;
+    h.recheck = c->p.recheck_margin > 0 ? hook_recheck : NULL;
     h.release = att_release;
     ac_ctx_set_attn_hook(ctx, &h); /* the context's previous attachment (another cache's) is released */
     return AC_OK;
@@ -2051,6 +2088,7 @@ int ac_cache_get_stats(const ac_cache *cc, ac_cache_stats *s) {
     s->verify_checked = atomic_load(&n->verify_checked);
     s->verify_rejected = atomic_load(&n->verify_rejected);
     s->t_verify = atomic_load(&n->t_verify);
+    s->rechecked = atomic_load(&n->rechecked);
     s->features_given = atomic_load(&n->features_given);
     pthread_mutex_lock(&c->fmu);
     memcpy(s->first_failure, c->first_failure, sizeof s->first_failure);
@@ -2082,6 +2120,7 @@ void ac_cache_reset_stats(ac_cache *c) {
     atomic_store(&n->verify_checked, 0);
     atomic_store(&n->verify_rejected, 0);
     atomic_store(&n->t_verify, 0.0);
+    atomic_store(&n->rechecked, 0);
     atomic_store(&n->features_given, 0);
     atomic_store(&n->bytes_read, 0);
     atomic_store(&n->t_features, 0.0);

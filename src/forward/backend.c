@@ -121,11 +121,71 @@ static int check_exact_from(const ac_ctx *c, const ac_seq *seqs, int n_seq) {
     return AC_OK;
 }
 
+/* The confidence gate (ac_attn_hook.recheck, the cache's recheck_margin): the sequences of
+ * the call just made that the hook names (redo, [n_seq], k of them) run again together
+ * without the hook, and their outputs replace the call's in out (every field asked for;
+ * cls: the call's classifier outputs, out->cls or the caller's scratch). */
+static int recheck_exact(ac_ctx *c, const ac_seq *seqs, int n_seq, const ac_outputs *out, float *cls,
+                         const uint8_t *redo, int k) {
+    const ac_model_info *in = &ac_ctx_model(c)->info;
+    const size_t D = (size_t)in->n_embd, V = (size_t)in->n_vocab, NC = (size_t)in->n_cls_out;
+    const int lm = in->has_lm_head;
+    ac_seq *sub = AC_MALLOC((size_t)k * sizeof *sub);
+    size_t T = 0;
+    for (int s = 0, j = 0; sub && s < n_seq; s++)
+        if (redo[s]) sub[j++] = seqs[s], T += (size_t)seqs[s].n_tokens;
+    ac_outputs o = {0};
+    o.pooling = out->pooling, o.normalize = out->normalize;
+    o.cls = AC_MALLOC((size_t)k * NC * sizeof *o.cls); /* [k][NC] */
+    if (out->hidden) o.hidden = AC_MALLOC(T * D * sizeof *o.hidden);   /* [T][D] */
+    if (out->pooled) o.pooled = AC_MALLOC((size_t)k * D * sizeof *o.pooled); /* [k][D] */
+    if (out->logits && lm) o.logits = AC_MALLOC((size_t)k * V * sizeof *o.logits); /* [k][V] */
+    int rc = AC_OK;
+    if (!sub || !o.cls || (out->hidden && !o.hidden) || (out->pooled && !o.pooled) || (out->logits && lm && !o.logits)) {
+        rc = ac_err(AC_ERR_NOMEM, "ac_forward: out of memory recomputing %d sequences exactly", k);
+        goto cleanup;
+    }
+    ac_attn_hook hook;
+    const int had = ac_ctx_swap_attn_hook(c, NULL, &hook); /* lent out: not released */
+    rc = c->ops->forward(c, sub, k, &o);
+    ac_ctx_swap_attn_hook(c, had ? &hook : NULL, NULL);
+    if (rc) goto cleanup;
+    size_t row = 0, srow = 0; /* hidden rows: of the call, of the recomputed sequences */
+    for (int s = 0, j = 0; s < n_seq; row += (size_t)seqs[s].n_tokens, s++) {
+        if (!redo[s]) continue;
+        const size_t L = (size_t)seqs[s].n_tokens;
+        memcpy(cls + s * NC, o.cls + j * NC, NC * sizeof *cls);
+        if (o.hidden) memcpy(out->hidden + row * D, o.hidden + srow * D, L * D * sizeof *o.hidden);
+        if (o.pooled) memcpy(out->pooled + s * D, o.pooled + j * D, D * sizeof *o.pooled);
+        if (o.logits) memcpy(out->logits + s * V, o.logits + j * V, V * sizeof *o.logits);
+        srow += L, j++;
+    }
+cleanup:
+    free(sub), free(o.cls), free(o.hidden), free(o.pooled), free(o.logits);
+    return rc;
+}
+
 int ac_forward(ac_ctx *c, const ac_seq *seqs, int n_seq, ac_outputs *out) {
     if (!c || !seqs || !out || n_seq <= 0) return ac_err(AC_ERR_ARG, "ac_forward: invalid argument");
-    const int rc = check_exact_from(c, seqs, n_seq);
+    int rc = check_exact_from(c, seqs, n_seq);
     if (rc) return rc;
-    return c->ops->forward(c, seqs, n_seq, out);
+    const int NC = ac_ctx_model(c)->info.n_cls_out;
+    if (!c->has_hook || !c->hook.recheck || NC <= 0) return c->ops->forward(c, seqs, n_seq, out);
+    /* the confidence gate needs the classifier's outputs, asked for or not */
+    ac_outputs o = *out;
+    float *scratch = NULL;
+    uint8_t *redo = AC_CALLOC((size_t)n_seq, 1); /* [n_seq] 1: computed again exactly */
+    if (!o.cls) o.cls = scratch = AC_MALLOC((size_t)n_seq * NC * sizeof *scratch); /* [n_seq][NC] */
+    if (!redo || !o.cls) {
+        free(scratch), free(redo);
+        return ac_err(AC_ERR_NOMEM, "ac_forward: out of memory for the confidence gate of %d sequences", n_seq);
+    }
+    rc = c->ops->forward(c, seqs, n_seq, &o);
+    const int k = rc ? 0 : c->hook.recheck(c->hook.user, n_seq, o.cls, NC, redo);
+    if (k > 0) rc = recheck_exact(c, seqs, n_seq, &o, o.cls, redo, k);
+    free(scratch);
+    free(redo);
+    return rc;
 }
 
 int ac_lm_head(ac_ctx *c, const float *h, int n, float *logits) {

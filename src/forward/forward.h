@@ -160,6 +160,13 @@ typedef struct ac_attn_hook {
      * before the first site calls it (the cuda backend); the CPU forward never does (its
      * path is unchanged). AC_OK, or an error: reuse then looks each site up itself. */
     int (*lookup_all)(void *user, const ac_attn_site *sites, int n);
+    /* Optional: the confidence gate (the cache's recheck_margin). Asked once after a
+     * successful forward call on a model with a classifier head, with that call's
+     * classifier outputs cls [n_seq][n_cls]: set redo[s] = 1 (redo is zeroed, [n_seq]) for
+     * the sequences whose outputs must be computed again exactly, and return how many
+     * (0: none). ac_forward then runs those sequences together without the hook and
+     * writes their exact outputs in place of the call's. */
+    int (*recheck)(void *user, int n_seq, const float *cls, int n_cls, uint8_t *redo);
 } ac_attn_hook;
 
 /* Layer-0 states of a token sequence: the normed embeddings the first

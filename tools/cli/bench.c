@@ -112,6 +112,9 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
            L, (double)L * batch / te, (double)L * batch / tc, te / tc, bound, 100.0 * (te / tc) / bound,
            ca > 0 ? ea / ca : 0, 100.0 * lookup / tc, 100.0 * hit_rate, 100.0 * skip_share, 100.0 * r,
            st.queries ? st.bytes_read / 1048576.0 / st.queries : 0, n_build, tb);
+    if (st.rechecked) /* the confidence gate (--recheck-margin): served sequences computed again exactly */
+        printf("        recheck (--recheck-margin): %lld of %lld served sequences computed again exactly\n",
+               (long long)st.rechecked, (long long)st.hits);
     cJSON *row = results ? cJSON_CreateObject() : NULL;
     if (row) {
         cJSON_AddNumberToObject(row, "L", L);
@@ -124,6 +127,7 @@ static int bench_cached(ac_ctx *ctx, ac_cache *cache, const ac_model_info *info,
         cJSON_AddNumberToObject(row, "hit_rate", hit_rate);
         cJSON_AddNumberToObject(row, "lookups_skipped", (double)st.lookups_skipped);
         cJSON_AddNumberToObject(row, "probes", (double)st.probes);
+        cJSON_AddNumberToObject(row, "rechecked", (double)st.rechecked);
         cJSON_AddNumberToObject(row, "rows_served_share", r);
         cJSON_AddNumberToObject(row, "bytes_per_query", st.queries ? (double)st.bytes_read / st.queries : 0);
         cJSON_AddItemToArray(results, row);

@@ -30,6 +30,7 @@ typedef struct cli_common {
     int exact_query_ok; /* set by the command that knows where each prompt's query starts     */
     float verify;       /* --verify T */
     int verify_rows;    /* --verify-rows N */
+    float recheck_margin; /* --recheck-margin M (the confidence gate; 0: off) */
     float threshold;
     int have_adapt_floor, adapt_window, adapt_probe_max; /* adaptive lookups; 0: the library's defaults */
     float adapt_floor;

@@ -340,6 +340,9 @@ int cli_common_opt(cli_common *c, int argc, char **argv, int *i) {
     } else if (!strcmp(a, "--verify")) {
         const char *v = NEXT();
         if (!v || cli_opt_float("--verify", v, 0, 1, &c->verify)) return -1;
+    } else if (!strcmp(a, "--recheck-margin")) {
+        const char *v = NEXT();
+        if (!v || cli_opt_float("--recheck-margin", v, 0, 1, &c->recheck_margin)) return -1;
     } else if (!strcmp(a, "--verify-rows")) {
         const char *v = NEXT();
         if (!v || cli_opt_int("--verify-rows", v, 1, 64, &c->verify_rows)) return -1;
@@ -408,6 +411,10 @@ const char *cli_cache_help =
     "                       layer-0 maps (causal: the last row first; encoders: [CLS]) are within\n"
     "                       mean total-variation distance T of the entry's (0-1; default off)\n"
     "      --verify-rows N  rows checked per head (default 4)\n"
+    "      --recheck-margin M  models with a classifier head: a served input whose classifier\n"
+    "                       margin (top-1 minus top-2 probability) is under M (0-1; default 0,\n"
+    "                       off) is computed again exactly and answered exactly (the served\n"
+    "                       inputs of a batch together); eval and bench count them\n"
     "      --allow-longer   bidirectional models: a longer entry may serve (renormalised rows)\n"
     "      --no-verify      skip each entry's payload checksum on first use (trust the file)\n"
     "      --adapt-floor F  adaptive lookups: while the cache's recent hit rate is under F (default\n"
@@ -442,6 +449,7 @@ int cli_open_cache(const cli_common *c, ac_model *m, int writable, int create, a
     p.exact_tail = c->exact_tail;
     p.verify = c->verify;
     p.verify_rows = c->verify_rows;
+    p.recheck_margin = c->recheck_margin;
     if (c->commit_every > 0) p.commit_every = c->commit_every;
     int rc = ac_cache_open(m, c->cache, &p, out);
     if (rc != AC_OK) return cli_fail("%s", ac_last_error());

@@ -37,6 +37,8 @@ typedef struct ex_out {
     int seqs;         /* sequences that reached the cache: looked up or skipped */
     long long rows_served, rows_total; /* query rows served from maps / of the served sites */
     int pred;         /* predicted class */
+    double dist;      /* key distance of the served entry (hits; --items) */
+    float cls[2];     /* classifier outputs of the two classes (sst2, imdb on an encoder), for --items */
     double score;     /* STS-B cosine */
     int tokens;
     long long reused, computed; /* prefix cache: rows taken from it / computed */
@@ -137,6 +139,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
             out.cls = cls;
             rc = ac_forward(ctx, &s, 1, &out);
             o->pred = cls[1] > cls[0];
+            o->cls[0] = cls[0], o->cls[1] = cls[1];
         }
     } else { /* stsb */
         ac_model_info info;
@@ -163,6 +166,7 @@ static int run_example(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const 
         o->lookup = (s1.t_features - s0.t_features) + (s1.t_key - s0.t_key) + (s1.t_search - s0.t_search) +
                     (s1.t_fetch - s0.t_fetch);
         o->bytes = s1.bytes_read - s0.bytes_read;
+        o->dist = s1.sum_distance_hit - s0.sum_distance_hit;
         o->rows_served = s1.rows_served - s0.rows_served;
         o->rows_total = s1.rows_total - s0.rows_total;
         o->skipped = (int)(s1.lookups_skipped - s0.lookups_skipped);
@@ -279,6 +283,25 @@ static int run_pair(ac_ctx *ctx, ac_cache *cache, ac_prefix_cache *pc, const eva
     return rc;
 }
 
+/* --items FILE: one TSV line per example, exact (o0) and cached (o1; NULL: no cache) side by
+ * side, for offline analysis of which answers the cache changes (e.g. against the classifier's
+ * margin). 0, or 1 after an error line. */
+static int write_items(const eval_job *j, const ex_out *o0, const ex_out *o1, int n, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) return cli_fail("cannot write '%s': %s", path, strerror(errno));
+    fprintf(f, "index\tlabel\ttokens\texact_pred\tcache_pred\thit\texact_out0\texact_out1\tcache_out0\tcache_out1\tdistance\n");
+    for (int i = 0; i < n; i++) {
+        const ex_out *c = o1 ? &o1[i] : &o0[i];
+        if (!strcmp(j->task, "stsb"))
+            fprintf(f, "%d\t%g\t%d\t-1\t-1\t%d\t%.9g\t0\t%.9g\t0\t%.6g\n", i, j->q->ex[i].score, o0[i].tokens,
+                    c->hit, o0[i].score, c->score, c->dist);
+        else
+            fprintf(f, "%d\t%d\t%d\t%d\t%d\t%d\t%.9g\t%.9g\t%.9g\t%.9g\t%.6g\n", i, j->q->ex[i].label,
+                    o0[i].tokens, o0[i].pred, c->pred, c->hit, o0[i].cls[0], o0[i].cls[1], c->cls[0], c->cls[1], c->dist);
+    }
+    return cli_close_file(f, path);
+}
+
 static double metric_of(const eval_job *j, const ex_out *o, int n) {
     if (!strcmp(j->task, "stsb")) { /* Spearman x 100 */
         double *p = malloc((size_t)n * sizeof *p), *g = malloc((size_t)n * sizeof *g);
@@ -363,7 +386,8 @@ static int draw_plot(const char *json, const char *png) {
 
 int cmd_eval(int argc, char **argv) {
     cli_common c = {0};
-    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL, *dump = NULL;
+    const char *task = NULL, *dir = NULL, *json = NULL, *thresholds = NULL, *plot = NULL, *dump = NULL,
+               *items = NULL;
     int limit = 0, shots = -1, shared = 0;
     int64_t prefix_bytes = 0;
     for (int i = 0; i < argc; i++) {
@@ -390,6 +414,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--dump-prompts") && i + 1 < argc) dump = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--items") && i + 1 < argc) items = argv[++i];
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
             if (cli_opt_int("--limit", argv[++i], 1, 1 << 30, &limit)) return 1;
         } else if (!strcmp(argv[i], "--shots") && i + 1 < argc) {
@@ -412,6 +437,10 @@ int cmd_eval(int argc, char **argv) {
                    "  --dump-prompts FILE  write the prompts (label scoring tasks) as JSON lines — text, token\n"
                    "                       ids, gold label, the labels' token ids — and exit without running\n"
                    "                       the model (peers fed the same ids: bench/prefix_compare.py)\n"
+                   "  --items FILE         write one line per example (TSV with a header): index, gold label,\n"
+                   "                       exact and cached prediction, hit, and the classifier's two outputs\n"
+                   "                       (sst2/imdb on an encoder) or the score (stsb) of both passes, and\n"
+                   "                       the served entry's key distance (hits)\n"
                    "With --cache, every example runs twice side by side, exact (fused attention) and with\n"
                    "the cache (lookup included in its time), and the report gives both metrics, the hit\n"
                    "rate, bytes read per query and end-to-end / attention speedups over the whole stream\n"
@@ -522,6 +551,7 @@ int cmd_eval(int argc, char **argv) {
     }
     for (int i = 0; i < n && !rc; i++) rc = run_pair(ctx, cache, pc, &job, i, &o0[i], &o1[i]); /* side by side */
     if (rc) goto out;
+    if (items && (rc = write_items(&job, o0, cache || pc ? o1 : NULL, n, items))) goto out;
     const stream_agg A = aggregate(o0, o1, n);
     const double sec0 = A.sec0, sec1 = A.sec1, hsec0 = A.hsec0, hsec1 = A.hsec1, att0 = A.att0, att1 = A.att1,
                  hatt0 = A.hatt0, hatt1 = A.hatt1, look = A.look;
@@ -637,6 +667,10 @@ int cmd_eval(int argc, char **argv) {
                        "(%.1f%% of the exact time); reached %.0f%% of that time saved\n",
                        sk < 1 ? 1.0 / (1.0 - sk) : 0, 100 * sk, att0 + qk > 0 ? 100 * (sec0 - sec1) / (att0 + qk) : 0);
             }
+            if (c.recheck_margin > 0)
+                printf("  recheck (--recheck-margin %g): %lld of %d served examples' sequences computed again "
+                       "exactly (%.1f%% of the stream), their exact answers kept\n",
+                       (double)c.recheck_margin, (long long)cs.rechecked, hits, 100.0 * (double)cs.rechecked / n);
             if (cs.verify_checked)
                 printf("  verification: %lld candidates checked, %lld rejected, %.1f us per query (in the lookup "
                        "time)\n",
@@ -769,6 +803,8 @@ int cmd_eval(int argc, char **argv) {
                                     js.hits ? (double)js.heads_served / ((double)js.hits * info.n_layer * info.n_head) : 0);
             cJSON_AddNumberToObject(cj, "verify_checked", (double)js.verify_checked);
             cJSON_AddNumberToObject(cj, "verify_rejected", (double)js.verify_rejected);
+            cJSON_AddNumberToObject(cj, "recheck_margin", c.recheck_margin);
+            cJSON_AddNumberToObject(cj, "rechecked", (double)js.rechecked);
             if (n_sweep && (sw = cJSON_AddArrayToObject(root, "sweep")))
                 for (int k = 0; k < n_sweep; k++) {
                     static const char *const key[10] = {"threshold",         "hit_rate",     "value",

@@ -48,6 +48,9 @@ static const char *usage_text =
     "      --cache DIR              serve an attention cache (one cache shared by the workers)\n"
     "      --threshold T            cache hit when the key distance <= T (default 0.05)\n"
     "      --layers SPEC            cache layers served on a hit: all|none|policy|0-3,7\n"
+    "      --recheck-margin M       models with a classifier head: an input the cache served whose\n"
+    "                               classifier margin (top-1 minus top-2 probability) is under M (0-1)\n"
+    "                               is computed again exactly and answered exactly (default 0: off)\n"
     "      --cache-insert           record served inputs into the cache in the background (DIR is\n"
     "                               created if missing); the workers serve them after each commit\n"
     "      --cache-max-bytes N      byte budget of the map store: an insert that reaches it compacts the\n"
@@ -222,6 +225,13 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
             char *end;
             c->cache_params.threshold = strtof(v, &end);
             if (end == v || *end) return fprintf(stderr, "attncache: error: bad --threshold '%s'\n", v), 0;
+        } else if (!strcmp(a, "--recheck-margin")) {
+            VAL();
+            char *end;
+            const float m = strtof(v, &end);
+            if (end == v || *end || !(m >= 0 && m <= 1))
+                return fprintf(stderr, "attncache: error: bad --recheck-margin '%s' (a margin in 0..1)\n", v), 0;
+            c->cache_params.recheck_margin = m;
         } else if (!strcmp(a, "--cache-insert")) {
             c->cache_insert = 1;
         } else if (!strcmp(a, "--cache-queue")) {
