@@ -123,6 +123,18 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
     return 1;
 }
 
+/* A float in [0, 1] for option opt (what: the range as the error message states it); 0 after the message. */
+static int unit_float(const char *opt, const char *v, const char *what, float *out) {
+    char *end;
+    const float f = v ? strtof(v, &end) : 0.0f;
+    if (!v || end == v || *end || !(f >= 0.0f && f <= 1.0f)) {
+        fprintf(stderr, "attncache: error: bad %s '%s' (%s)\n", opt, v ? v : "", what);
+        return 0;
+    }
+    *out = f;
+    return 1;
+}
+
 /* The API key from a file: its first line, trailing whitespace removed. malloc'd or NULL. */
 static char *read_key_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -227,11 +239,7 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
             if (end == v || *end) return fprintf(stderr, "attncache: error: bad --threshold '%s'\n", v), 0;
         } else if (!strcmp(a, "--recheck-margin")) {
             VAL();
-            char *end;
-            const float m = strtof(v, &end);
-            if (end == v || *end || !(m >= 0 && m <= 1))
-                return fprintf(stderr, "attncache: error: bad --recheck-margin '%s' (a margin in 0..1)\n", v), 0;
-            c->cache_params.recheck_margin = m;
+            if (!unit_float(a, v, "a margin in 0..1", &c->cache_params.recheck_margin)) return 0;
         } else if (!strcmp(a, "--cache-insert")) {
             c->cache_insert = 1;
         } else if (!strcmp(a, "--cache-queue")) {
@@ -253,11 +261,7 @@ static int parse_args(int argc, char **argv, srv_config *c, char **key_owned, in
             c->cache_params.layers = v;
         } else if (!strcmp(a, "--adapt-floor")) {
             VAL();
-            char *end;
-            const float f = strtof(v, &end);
-            if (end == v || *end || !(f >= 0.0f && f <= 1.0f))
-                return fprintf(stderr, "attncache: error: bad --adapt-floor '%s' (a hit rate in [0, 1]; 0: off)\n", v), 0;
-            c->cache_params.adapt_floor = f;
+            if (!unit_float(a, v, "a hit rate in [0, 1]; 0: off", &c->cache_params.adapt_floor)) return 0;
         } else if (!strcmp(a, "--adapt-window")) {
             INT(cache_params.adapt_window, 1, 1 << 20);
         } else if (!strcmp(a, "--adapt-probe-max")) {
