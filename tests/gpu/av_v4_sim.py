@@ -277,7 +277,17 @@ def sim_mma(L, H, Hkv, HD, causal, k, aligned, damage, MT=2):
         ref[:, h * HD:(h + 1) * HD] = Pr[h] @ V[:, g * HD:(g + 1) * HD]
     return np.abs(O - ref).max() / max(np.abs(ref).max(), 1e-30)
 
-fails = 0
+def run(fn, cases, what):
+    """fn(*case) for each case: the number that failed (max relative error over 1e-12), each printed"""
+    failed = 0
+    for c in cases:
+        e = fn(*c)
+        ok = e < 1e-12
+        failed += not ok
+        print(("ok  " if ok else "FAIL"), what % c, "max rel err %.2e" % e)
+    return failed
+
+
 cases = [  # L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage
     (37, 8, 2, 8, 1, 8, 37, 8, 16, 1, 1, 0),
     (90, 8, 2, 8, 1, 32, 20, 8, 16, 1, 1, 0),     # tiles of 20 keys
@@ -290,23 +300,13 @@ cases = [  # L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage
     (50, 8, 2, 8, 1, 32, 9, 8, 16, 1, 0, 0),
     (1, 8, 2, 8, 1, 8, 1, 8, 16, 1, 1, 0),
 ]
-for c in cases:
-    e = sim(*c)
-    ok = e < 1e-12
-    fails += not ok
-    print(("ok  " if ok else "FAIL"), "L %d H %d/%d hd %d causal %d k %d KT %d NW %d PW %d stage %d aligned %d damage %d" % c,
-          "max rel err %.2e" % e)
 mcases = [  # L, H, Hkv, HD, causal, k, aligned, damage (2: a key repeated)
     (40, 4, 1, 16, 1, 8, 1, 0),
     (150, 8, 2, 32, 1, 32, 1, 2),    # several 64-key tiles, repeated keys
     (70, 7, 1, 16, 0, 32, 0, 1),     # dense, G 7 (two passes), byte path, damaged
     (33, 2, 2, 32, 1, 1, 1, 0),
 ]
-for c in mcases:
-    e = sim_mma(*c)
-    ok = e < 1e-12
-    fails += not ok
-    print(("ok  " if ok else "FAIL"), "tensor cores: L %d H %d/%d hd %d causal %d k %d aligned %d damage %d" % c,
-          "max rel err %.2e" % e)
+fails = run(sim, cases, "L %d H %d/%d hd %d causal %d k %d KT %d NW %d PW %d stage %d aligned %d damage %d")
+fails += run(sim_mma, mcases, "tensor cores: L %d H %d/%d hd %d causal %d k %d aligned %d damage %d")
 print("av_v4_sim: %d of %d cases failed" % (fails, len(cases) + len(mcases)))
 sys.exit(1 if fails else 0)
