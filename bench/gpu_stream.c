@@ -65,6 +65,7 @@ int main(int argc, char **argv) {
     }
     ac_model *m = NULL;
     ac_model_params mp = ac_model_default_params();
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines as they come: a run cut short by a time limit keeps them */
     if (ac_model_load(argv[1], &mp, &m)) return fail("loading the model");
     ac_ctx_params cp = ac_ctx_default_params();
     cp.backend = getenv("AC_STREAM_BACKEND") ? getenv("AC_STREAM_BACKEND") : "cuda"; /* "cpu": the same stream on the CPU */
@@ -129,8 +130,10 @@ int main(int argc, char **argv) {
         printf("lookups: each sequence alone (AC_STREAM_LOOKUP_EACH=1), not one batch\n");
     }
     double t0 = now();
-    for (int i = 0; i < n_rec; i++)
+    for (int i = 0; i < n_rec; i++) {
         if (ac_cache_add(cache, ctx, seqs[i].tokens, seqs[i].n_tokens, NULL)) return fail("recording");
+        if (i == 0 || (i + 1) % 16 == 0) printf("recorded %d of %d (%.2f s)\n", i + 1, n_rec, now() - t0);
+    }
     if (ac_cache_commit(cache)) return fail("commit");
     printf("recorded %d entries through the context in %.2f s\n", n_rec, now() - t0);
     /* the stream */

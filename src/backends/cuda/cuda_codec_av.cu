@@ -1096,6 +1096,8 @@ static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int 
  * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
  * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
  * else as 0; 11: v3 (the default before session 14) */
+constexpr int AV_WG_MAX_L = 1024; /* the default's switch from variant 8 to 4 (run 20: between 512 and 2048) */
+
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
@@ -1104,7 +1106,14 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
         /* top-k rows: the v4 gather through L1 (run 19: 179 / 176 / 174 us against v3's 232 / 292 / 671 at
            Llama-1B 512 x 16 / 2048 x 4 / 8192 x 1, correct in all 9297 checks); where it does not apply
            (k > 32, V rows not 16-byte aligned) the launch below falls through to v3 as before */
-        if (!variant && c.kind == 4) variant = 4;
+        /* run 20 (H100, one Llama-1B layer, µs): the wgmma kernel with two blocks a SM (variant 8) 103.5 /
+           239.8 / 740.9 at 512 x 16 / 2048 x 4 / 8192 x 1, the gather 175.6 / 175.6 / 172.3: variant 8 while
+           every sequence of the launch is at most AV_WG_MAX_L keys long (hd 64 on sm_90a), else the gather */
+        if (!variant && c.kind == 4)
+            variant = hd == 64 && Lmax <= AV_WG_MAX_L && (uintptr_t)out % 4 == 0 && ldo % 2 == 0 &&
+                              ac_cu_wgmma_available()
+                          ? 8
+                          : 4;
         else if (variant == 11) variant = 0; /* v3 as it was the default (benchmarks) */
         if ((variant == 5 || variant == 7 || variant == 8) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {

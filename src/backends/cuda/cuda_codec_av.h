@@ -37,8 +37,8 @@ int ac_cu_codec_av_seqs_rows(const ac_cu_codec *c, const void *const *d_maps, co
                              int n_seq, int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo,
                              cudaStream_t st);
 
-/* The same with a kernel variant, for benchmarks and tests (0: the default above — top-k rows as 4 where
- * that applies, the rest v3; 1: the v3 gather
+/* The same with a kernel variant, for benchmarks and tests (0: the default above — top-k rows as 8 where every
+ * sequence is at most 1024 keys at hd 64 on sm_90a, else as 4 where that applies, the rest v3; 1: the v3 gather
  * kernel in 8-warp blocks; 2: q8/q4 rows by the gather kernel on the CUDA cores, not the tensor cores;
  * 3, 4: top-k rows (k <= 32) with bf16 V in 16-byte aligned rows by the v4 gather, V rows staged in
  * shared memory (3) or read through L1 (4); 5: the same rows densified per 64-key tile on the tensor
