@@ -539,7 +539,23 @@ static void bench_av(int reps) {
         }
         return median(t);
     };
+    /* AC_BENCH_AV_L=N: only the case of N tokens; AC_BENCH_AV_VARIANTS=a,b,...: only those variants (one
+       kernel under a profiler) */
+    const int only_L = getenv("AC_BENCH_AV_L") ? atoi(getenv("AC_BENCH_AV_L")) : 0;
+    const char *only_v = getenv("AC_BENCH_AV_VARIANTS");
+    auto wanted = [&](int var) {
+        if (!only_v) return true;
+        for (const char *p = only_v; *p;) {
+            char *end;
+            const long x = strtol(p, &end, 10);
+            if (end == p) break;
+            if (x == var) return true;
+            p = *end == ',' ? end + 1 : end;
+        }
+        return false;
+    };
     for (auto &c : cases) {
+        if (only_L && c.L != only_L) continue;
         const size_t T = (size_t)c.L * c.B;
         bf16 *qkv, *att;
         int *cu;
@@ -563,13 +579,14 @@ static void bench_av(int reps) {
             cudaMalloc(&tab, c.B * sizeof(void *));
             cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
             const ac_cu_codec cc = {k.kind, k.causal, k.topk};
-            /* top-k: the default (0: v4's variant 4 since session 14), v3 (11, 1) and v4 (3: V in shared memory, 4: V
+            /* top-k: the default (0: variant 8 up to 1024 keys, else 4, since session 15), v3 (11, 1) and v4 (3: V in shared memory, 4: V
                through L1, 5: tensor cores, 7/8: 5 on wgmma, 9/10: 4/3 with a packed list); q8:
                the tensor cores (0; 6: the next tile's map words prefetched) and, up to 2048 tokens, the CUDA-core
                gather (2) */
-            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 1, 3, 4, 5, 7, 8, 9, 10}
+            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 1, 3, 4, 5, 7, 8, 9, 10, 12}
                                                       : c.L <= 2048 ? std::vector<int>{0, 6, 2} : std::vector<int>{0, 6};
             for (int var : vars) {
+                if (!wanted(var)) continue;
                 const double us = time_it([&] {
                     OK(ac_cu_codec_av_seqs_variant<bf16>(&cc, (const void *const *)tab, cu, 0, c.B, c.L, H, Hkv, hd,
                                                          qkv + QD + Hkv * hd, QKV, att, QD, 0, var));

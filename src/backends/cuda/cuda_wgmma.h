@@ -63,6 +63,18 @@ __device__ __forceinline__ void wgmma_ss_n128(float *d, uint64_t da, uint64_t db
                  : "l"(da), "l"(db), "r"(accumulate));
 }
 
+/* d [64 x 64] (+)= A [64 x 16] . B [16 x 64]: A from shared memory K-major, B from shared memory MN-major (N
+ * contiguous: the transposed form); accumulate 0 overwrites d */
+__device__ __forceinline__ void wgmma_ss_n64_tb(float *d, uint64_t da, uint64_t db, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+/* bar.sync on named barrier id (1..15) for n threads (a multiple of 32): the warps of one warpgroup */
+__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
 /* d [64 x 64] (+)= A [64 x 16] . B [16 x 64]: A from registers (each warp's 16 rows as the m16n8k16
  * A fragment), B from shared memory MN-major (N contiguous: the transposed form) */
 __device__ __forceinline__ void wgmma_rs_n64_tb(float *d, const uint32_t *a, uint64_t db, int accumulate) {
