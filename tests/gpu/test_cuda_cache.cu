@@ -228,7 +228,7 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
    (for compute-sanitizer runs). */
 static void v4_cases(int longer) {
     const vector<int> lens = {37, 200, 1, 130, 64};
-    for (int var : {3, 4, 5, 7, 8, 9, 10, 12}) {
+    for (int var : {3, 4, 5, 7, 8, 9, 10, 12, 13, 14}) {
         for (const char *s : {"topk8-causal", "topk32", "topk32-causal", "topk1", "topk8", "topk1-causal"}) {
             run_seqs<bf16>(s, lens, 1, 8, 2, 64, var);
             run_seqs<bf16>(s, lens, 0, 4, 4, 128, var);
@@ -271,7 +271,7 @@ static void v4_cases(int longer) {
    several (variant 3 at hd 128: 222-key tiles; the others: 64-key tiles), GQA 4:1 and 1:1. */
 static void v4_race_cases(void) {
     const vector<int> lens = {37, 200, 1, 130, 64};
-    for (int var : {3, 4, 5, 7, 8, 9, 10, 12}) {
+    for (int var : {3, 4, 5, 7, 8, 9, 10, 12, 13, 14}) {
         run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var);
         run_seqs<bf16>("topk8", {600, 37}, 0, 4, 4, 128, var);
     }

@@ -1065,6 +1065,113 @@ __global__ void __launch_bounds__(NWG * 128, 2) k_av_topk_wgs(ac_cu_codec c, av_
 #endif /* AC_WGMMA */
 }
 
+/* ---- variants 13 and 14 (session 15): variant 12's P pipeline over a ring of V tiles, any length -------
+ * Variant 12 keeps every V tile of a block resident, which bounds it to ~1024 keys. Here the block's
+ * warpgroups (NWG heads of the group, 2 or 4) share a ring of AV_RING V tiles: at tile t every thread
+ * waits for its copies of tile t, one block barrier (which also means every warpgroup's product of
+ * tile t - 2 is done: each waited for it at the end of tile t - 1), then tile t + AV_RING - 2 is copied
+ * into the slot tile t - 2 used, two tiles ahead of its use; P tiles as in variant 12 (two per
+ * warpgroup in shared memory, wgmma by descriptor, the build of tile t overlapping the product of
+ * tile t - 1). One block barrier a tile instead of variant 8's two, no wait for the product in the
+ * loop, the copy latency hidden two tiles deep. */
+constexpr int AV_RING = 4;
+template <int NWG>
+__global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wgr(ac_cu_codec c, av_src q, int H, int Hkv,
+                                                        const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
+                                                        int ldo, int GW) {
+#ifdef AC_WGMMA
+    constexpr int BN = 64, BM = 64;
+    constexpr uint32_t TB = BN * 128, PB = BM * 128; /* bytes of a V tile [BN][64], of a P tile [BM][BN] */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows;
+    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
+    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
+    if (tb0 >= rows) return;
+    const int G = H / Hkv, g = blockIdx.y, nthr = GW * 128;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = threadIdx.x >> 7, wr = warp & 3;
+    const int gr = lane >> 2, tq = lane & 3, t0 = tb0 + wr * 16; /* this warp's 16 rows */
+    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
+    const uint32_t s0 = smem_u32(smem_raw), sP = (s0 + 1023u) & ~1023u; /* [GW][2][BM][BN] swizzled */
+    const uint32_t sV = sP + (uint32_t)GW * 2 * PB;                      /* [AV_RING][BN][64] swizzled */
+    const uint32_t pw = sP + (uint32_t)wg * 2 * PB + (uint32_t)wr * 16 * 128; /* this warp's rows of P buffer 0 */
+    unsigned char *pw_g = smem_raw + (pw - s0);
+    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
+    auto load_tile = [&](int t) { /* tile t into ring slot t % AV_RING, one commit group (empty past the end) */
+        if (t < n_tiles) {
+            const uint32_t dst = sV + (uint32_t)(t % AV_RING) * TB;
+            const int j0 = t * BN;
+            for (int i = threadIdx.x; i < BN * 8; i += nthr) {
+                const int r = i >> 3, cc = i & 7, ok = j0 + r < L;
+                cp_async16(dst + ac_wg::swz(r, cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc * 8, ok ? 16 : 0);
+            }
+        }
+        cp_commit();
+    };
+    for (int hp = 0; hp < G; hp += GW) {
+        const int hh = hp + wg, h = g * G + hh;
+        const bool active = hh < G; /* warpgroup-uniform */
+        __syncthreads(); /* the previous pass's tiles and P buffers are no longer read (all its products waited) */
+        for (int t = 0; t < AV_RING - 2; t++) load_tile(t);
+        uint32_t ent[16];
+        if (active && t0 < rows) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, pw_g, ent);
+        else
+#pragma unroll
+            for (int r = 0; r < 16; r++) ent[r] = 0;
+        float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
+#pragma unroll
+        for (int i = 0; i < 32; i++) o[i] = 0.f;
+        for (int t = 0; t < n_tiles; t++) {
+            cp_wait<AV_RING - 3>(); /* this thread's copies of tile t landed (tile t + 1's may be in flight) */
+            ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
+            __syncthreads(); /* every thread's copies of tile t; every product of tile t - 2 done */
+            load_tile(t + AV_RING - 2); /* into tile t - 2's slot */
+            if (!active) continue;
+            const uint32_t buf = (uint32_t)(t & 1) * PB, k0 = (uint32_t)(t * BN);
+            uint4 *pz = reinterpret_cast<uint4 *>(pw_g + buf); /* this warp's 16 rows: 2 KB */
+#pragma unroll
+            for (int i = 0; i < 4; i++) pz[lane + 32 * i] = make_uint4(0, 0, 0, 0);
+            __syncwarp();
+#pragma unroll
+            for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 */
+                const uint32_t key = ent[r] & 0xffffu, j = key - k0;
+                if (j < (uint32_t)BN && (ent[r] & 0x7fff0000u)) {
+                    const uint32_t a = pw + buf + (uint32_t)r * 128 + (((j >> 3) ^ (uint32_t)(r & 7)) << 4) + (j & 7) * 2;
+                    asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+                }
+            }
+            ac_wg::fence_proxy_async();
+            ac_wg::bar_sync(1 + wg, 128); /* the warpgroup's four warps have written their rows */
+            ac_wg::reg_fence(o);
+            ac_wg::fence();
+#pragma unroll
+            for (int ks = 0; ks < BN / 16; ks++)
+                ac_wg::wgmma_ss_n64_tb(o, ac_wg::desc(sP + (uint32_t)wg * 2 * PB + buf + ks * 32, 16, 1024),
+                                       ac_wg::desc(sV + (uint32_t)(t % AV_RING) * TB + ks * 2048, TB, 1024), 1);
+            ac_wg::commit();
+            ac_wg::wait<1>(); /* tile t - 1's product done: its P buffer and (after the next barrier) its V slot */
+            ac_wg::reg_fence(o);
+        }
+        cp_wait<0>(); /* the empty groups past the end */
+        if (active) {
+            ac_wg::wait<0>();
+            ac_wg::reg_fence(o);
+            const int rA = t0 + gr, rB = rA + 8;
+#pragma unroll
+            for (int d = 0; d < 8; d++) {
+                const int col = h * 64 + d * 8 + 2 * tq;
+                if (rA < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) = __floats2bfloat162_rn(o[4 * d], o[4 * d + 1]);
+                if (rB < rows)
+                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
+                        __floats2bfloat162_rn(o[4 * d + 2], o[4 * d + 3]);
+            }
+        }
+    }
+#endif /* AC_WGMMA */
+}
+
 /* one-time raise of a kernel's dynamic shared-memory limit to the device's opt-in maximum */
 static int smem_optin(void) {
     static int v = 0;
@@ -1215,6 +1322,24 @@ static int launch_topk_wgs(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
+/* Variants 13 and 14 (the caller checked what variant 8 needs): NWG warpgroups a block, a ring of V tiles */
+template <int NWG>
+static int launch_topk_wgr(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
+                           const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+    const int G = H / Hkv, GW = G < NWG ? G : NWG;
+    const size_t most = 1024 + (size_t)NWG * 2 * 64 * 128 + (size_t)AV_RING * 64 * 128;
+    const size_t smem = 1024 + (size_t)GW * 2 * 64 * 128 + (size_t)AV_RING * 64 * 128;
+    static int set = 0;
+    if (!set) {
+        AC_CU(cudaFuncSetAttribute(k_av_topk_wgr<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
+        set = 1;
+    }
+    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
+    k_av_topk_wgr<NWG><<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
  * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
@@ -1222,7 +1347,8 @@ static int launch_topk_wgs(const ac_cu_codec &c, const av_src &q, int n_seq, int
  * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
  * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
  * else as 0; 11: v3 (the default before session 14); 12: 8 with every V tile staged once and the P
- * tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8) */
+ * tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8); 13, 14: 12's P
+ * pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length */
 constexpr int AV_WG_MAX_L = 1024; /* the default's switch from variant 8 to 4 (run 20: between 512 and 2048) */
 
 template <typename T>
@@ -1242,8 +1368,12 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                           ? 8
                           : 4;
         else if (variant == 11) variant = 0; /* v3 as it was the default (benchmarks) */
-        if ((variant == 5 || variant == 7 || variant == 8 || variant == 12) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+        if ((variant == 5 || variant == 7 || variant == 8 || variant >= 12) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
+            if ((variant == 13 || variant == 14) && hd == 64 && ac_cu_wgmma_available())
+                return variant == 13
+                           ? launch_topk_wgr<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st)
+                           : launch_topk_wgr<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             if (variant == 12 && hd == 64 && Lmax <= AV_WGS_MAX_L && ac_cu_wgmma_available())
                 return launch_topk_wgs<2>(c, q, n_seq, Lmax, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             if (variant >= 7 && hd == 64 && ac_cu_wgmma_available())
