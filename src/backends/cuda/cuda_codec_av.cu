@@ -11,6 +11,7 @@
 #include "cuda_backend.h"
 #include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
+#include "cuda_pv_tile.h"
 #include "cuda_wgmma.h"
 
 #include <cuda_fp16.h>
@@ -404,13 +405,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         for (int t = 0; t < n_tiles; t++) {
             uint32_t nx[2][BN / 16] = {};
             if (PF && active && t + 1 < n_tiles && (t + 1) * BN < w_end) fetch(t + 1, nx);
-            if (t + 1 < n_tiles) {
-                load_tile(t + 1, (t + 1) & 1);
-                cp_commit();
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            cp_next_tile(t, n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
             if (active && t * BN < w_end) {
@@ -425,14 +420,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                         const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
-#pragma unroll
-                    for (int db = 0; db < HD / 16; db++) {
-                        const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
-                        uint32_t v0, v1, v2, v3;
-                        ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
-                        mma16816(o[2 * db], a, v0, v1);
-                        mma16816(o[2 * db + 1], a, v2, v3);
-                    }
+                    mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, lane); /* V rows in slot order: the permuted keys */
                 }
             }
             if (PF)
@@ -614,29 +602,26 @@ __global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec 
 #pragma unroll
         for (int k = 0; k < COLS; k++) acc[i][k] = 0.f;
     const int ntiles = STAGE ? (kend + KT - 1) / KT : 1;
-    auto stage_tile = [&](int tile) { /* V rows [k0, k1) into stage tile & 1 */
+    auto stage_tile = [&](int tile, int stage) { /* V rows [k0, k1) into stage tile & 1 */
         constexpr int CH = HD / 8;
         const int k0 = tile * KT, nr = min(kend, k0 + KT) - k0;
-        bf16 *dst = sv + (size_t)(tile & 1) * KT * HD;
+        bf16 *dst = sv + (size_t)stage * KT * HD;
         for (int i = threadIdx.x; i < nr * CH; i += NW * 32) {
             const int r = i / CH, cc = (i % CH) * 8;
             cp_async16(smem_u32(dst + r * HD + cc), Vg + (size_t)(k0 + r) * ldv + cc, 16);
         }
-        cp_commit();
     };
-    if (STAGE) stage_tile(0);
+    if (STAGE) {
+        stage_tile(0, 0);
+        cp_commit();
+    }
     const uint32_t lt = (1u << lane) - 1u;
     for (int tile = 0; tile < ntiles; tile++) {
         const int k0 = STAGE ? tile * KT : 0, nk = STAGE ? min(kend, k0 + KT) - k0 : kend;
         const bf16 *base = Vg + COLS * lane;
         uint32_t sa = 0, rs = (uint32_t)ldv;
         if (STAGE) {
-            if (tile + 1 < ntiles) {
-                stage_tile(tile + 1); /* its stage was last read in tile - 1, before that tile's barrier */
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            cp_next_tile(tile, ntiles, stage_tile); /* its stage was last read in tile - 1, before that tile's barrier */
             __syncthreads();
             sa = smem_u32(sv + (size_t)(tile & 1) * KT * HD + COLS * lane), rs = HD * sizeof(bf16);
         }
@@ -789,13 +774,7 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
         load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
-            if (t + 1 < n_tiles) {
-                load_tile(t + 1, (t + 1) & 1);
-                cp_commit();
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            cp_next_tile(t, n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
             const uint32_t k0 = (uint32_t)(t * BN);
@@ -820,14 +799,7 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
                     for (int ks = 0; ks < BN / 16; ks++) {
                         uint32_t a[4];
                         ldsm_x4(smem_u32(pw + (lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
-#pragma unroll
-                        for (int db = 0; db < HD / 16; db++) {
-                            const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
-                            uint32_t v0, v1, v2, v3;
-                            ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
-                            mma16816(o[2 * db], a, v0, v1);
-                            mma16816(o[2 * db + 1], a, v2, v3);
-                        }
+                        mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, lane);
                     }
                 }
                 __syncwarp(); /* the tile is zeroed again next */
@@ -882,8 +854,9 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
     const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
     bf16 *pw = Ps + warp * 16 * LDP;
     const uint32_t pw_s = smem_u32(pw);
-    auto load_tile = [&](int t, uint32_t dst) {
+    auto load_tile = [&](int t, int stage) {
         const int j0 = t * BN;
+        const uint32_t dst = sV + stage * TB;
         for (int i = threadIdx.x; i < BN * 8; i += nthr) {
             const int r = i >> 3, cc = i & 7, ok = j0 + r < L;
             cp_async16(dst + ac_wg::swz(r, cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc * 8, ok ? 16 : 0);
@@ -901,16 +874,10 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
         float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
 #pragma unroll
         for (int i = 0; i < 32; i++) o[i] = 0.f;
-        load_tile(0, sV);
+        load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
-            if (t + 1 < n_tiles) {
-                load_tile(t + 1, sV + ((t + 1) & 1) * TB);
-                cp_commit();
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            cp_next_tile(t, n_tiles, load_tile);
             ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
             __syncthreads();
             const uint32_t k0 = (uint32_t)(t * BN);
@@ -932,9 +899,7 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
                     ldsm_x4(pw_s + 2 * ((lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[ks][0], a[ks][1], a[ks][2], a[ks][3]);
                 ac_wg::reg_fence(o);
                 ac_wg::fence();
-#pragma unroll
-                for (int ks = 0; ks < BN / 16; ks++)
-                    ac_wg::wgmma_rs_n64_tb(o, a[ks], ac_wg::desc(sV + (t & 1) * TB + ks * 2048, TB, 1024), 1);
+                ac_wg::wgmma_pv<BN / 16, 1>(o, a, sV + (t & 1) * TB, TB);
                 ac_wg::commit();
                 ac_wg::wait<0>();
                 ac_wg::reg_fence(o);
