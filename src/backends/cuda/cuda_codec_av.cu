@@ -342,6 +342,36 @@ __device__ __forceinline__ int q8_slot(int j) {
     return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
+/* The tensor-core A.V kernels' shared pieces (k_av_q8_mma, k_av_topk_mma, k_av_topk_wg). V rows j0 ..
+ * j0 + BN - 1 of a kv head (Vg, rows ldv apart; zero rows past L) into the shared tile vs [BN][LDS] by
+ * nthr threads, key r at row q8_slot(r) (SLOT: the q8 kernel's permuted k order) or r. */
+template <int HD, int LDS, int BN, bool SLOT>
+__device__ __forceinline__ void cp_v_tile(bf16 *vs, const bf16 *Vg, int ldv, int j0, int L, int nthr) {
+    constexpr int CH = HD / 8;
+    for (int i = threadIdx.x; i < BN * CH; i += nthr) {
+        const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
+        cp_async16(smem_u32(vs + (SLOT ? q8_slot(r) : r) * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc,
+                   ok ? 16 : 0);
+    }
+}
+/* This thread's part of a 16-row output tile (the m16n8 C layout: n-tile i at o[i], rows gr and gr + 8)
+ * times sA (row rA) and sB (row rB = rA + 8) as bf16 pairs at column col + 8 i of rows r0 + rA and
+ * r0 + rB of O, those below rows. */
+template <int DT>
+__device__ __forceinline__ void st_rows_bf16(bf16 *O, int ldo, int r0, int rA, int rows, int col, const float (*o)[4],
+                                             float sA, float sB) {
+    const int rB = rA + 8;
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+        if (rA < rows)
+            *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col + i * 8) =
+                __floats2bfloat162_rn(o[i][0] * sA, o[i][1] * sA);
+        if (rB < rows)
+            *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col + i * 8) =
+                __floats2bfloat162_rn(o[i][2] * sB, o[i][3] * sB);
+    }
+}
+
 template <int HD, int MT, bool Q4, bool PF>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
@@ -361,15 +391,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
     const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
     const int w_end = c.causal ? min(L, tb0 + mt * 16 + 16) : L; /* this warp's last key + 1 */
     const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
-    auto load_tile = [&](int t, int stage) {
-        constexpr int CH = HD / 8;
-        const int j0 = t * BN;
-        bf16 *vs = Vs + stage * BN * LDS;
-        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
-            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
-            cp_async16(smem_u32(vs + q8_slot(r) * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
-        }
-    };
+    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, true>(Vs + stage * BN * LDS, Vg, ldv, t * BN, L, nthr); };
     for (int hp = 0; hp < G; hp += GW) {
         const int hh = hp + hw, h = g * G + hh;
         const bool active = hh < G;
@@ -428,18 +450,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                 for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
-        if (active) {
-#pragma unroll
-            for (int i = 0; i < DT; i++) {
-                const int col = h * HD + i * 8 + 2 * tq;
-                if (rA < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][0] * sA, o[i][1] * sA);
-                if (rB < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][2] * sB, o[i][3] * sB);
-            }
-        }
+        if (active) st_rows_bf16<DT>(O, ldo, r0, rA, rows, h * HD + 2 * tq, o, sA, sB);
     }
 }
 
@@ -728,6 +739,28 @@ __device__ __forceinline__ void topk_row_entries16(const ac_cu_codec &c, const u
     }
 }
 
+/* The warp's P tile [16][LDP] (bf16, at pw, shared address pw_s) for the keys k0 .. k0 + BN - 1: zeroed,
+ * then the entries of its 16 rows with a key there (ent[r]: key | bf16 weight << 16, as
+ * topk_row_entries16 leaves them) at column key - k0; true where this lane wrote one. */
+template <int BN, int LDP>
+__device__ __forceinline__ bool p_tile(bf16 *pw, uint32_t pw_s, const uint32_t (&ent)[16], uint32_t k0, int lane) {
+    for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
+    __syncwarp();
+    bool any = false;
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+        const uint32_t key = ent[r] & 0xffffu;
+        const bool in = key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u);
+        if (in) {
+            const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
+            asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+        }
+        any |= in;
+    }
+    __syncwarp();
+    return any;
+}
+
 template <int HD, int MT>
 __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_codec c, av_src q, int H, int Hkv,
                                                         const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
@@ -750,15 +783,7 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
     const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
     bf16 *pw = Ps + warp * 16 * LDP;
     const uint32_t pw_s = smem_u32(pw);
-    auto load_tile = [&](int t, int stage) {
-        constexpr int CH = HD / 8;
-        const int j0 = t * BN;
-        bf16 *vs = Vs + stage * BN * LDS;
-        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
-            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
-            cp_async16(smem_u32(vs + r * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
-        }
-    };
+    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, false>(Vs + stage * BN * LDS, Vg, ldv, t * BN, L, nthr); };
     for (int hp = 0; hp < G; hp += GW) {
         const int hh = hp + hw, h = g * G + hh;
         const bool active = hh < G && t0 < rows;
@@ -779,22 +804,7 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
             const uint32_t k0 = (uint32_t)(t * BN);
             if (active && t * BN < w_end) {
-                /* this warp's P tile: zeroed, then its entries in [k0, k0 + 64) */
-                for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
-                __syncwarp();
-                bool any = false;
-#pragma unroll
-                for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 here */
-                    const uint32_t key = ent[r] & 0xffffu;
-                    const bool in = key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u);
-                    if (in) {
-                        const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
-                        asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
-                    }
-                    any |= in;
-                }
-                __syncwarp();
-                if (__any_sync(0xffffffffu, any)) {
+                if (__any_sync(0xffffffffu, p_tile<BN, LDP>(pw, pw_s, ent, k0, lane))) {
 #pragma unroll 1 /* not unrolled: the 16 rows' entries stay in registers (an unrolled tile spills) */
                     for (int ks = 0; ks < BN / 16; ks++) {
                         uint32_t a[4];
@@ -806,19 +816,7 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
             }
             __syncthreads(); /* the stage is refilled next */
         }
-        if (active) {
-            const int rA = t0 + gr, rB = rA + 8;
-#pragma unroll
-            for (int i = 0; i < DT; i++) {
-                const int col = h * HD + i * 8 + 2 * tq;
-                if (rA < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][0], o[i][1]);
-                if (rB < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][2], o[i][3]);
-            }
-        }
+        if (active) st_rows_bf16<DT>(O, ldo, r0, t0 + gr, rows, h * HD + 2 * tq, o, 1.f, 1.f);
     }
 }
 
@@ -882,6 +880,7 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
             __syncthreads();
             const uint32_t k0 = (uint32_t)(t * BN);
             if (active) { /* every tile up to the warpgroup's last row (kv_end): the whole group multiplies */
+                /* the P tile as p_tile builds it, written out: the call here took one register more (123 -> 124) */
                 for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
                 __syncwarp();
 #pragma unroll
