@@ -342,6 +342,33 @@ __device__ __forceinline__ int q8_slot(int j) {
     return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
+/* The place of a k_av_q8_mma / k_av_topk_mma block and of this thread in it: the block's sequence
+ * (av_seq: maps, mb, r0, L, rows), its rows tb0 .. tb0 + 16 MT - 1 (the longest, causal, blocks first)
+ * of kv head g (G heads a kv head) and its n_tiles key tiles of BN; this thread's warp on m-tile mt (rows
+ * t0 .. t0 + 15) of the group's head hw (+ GW a pass, nthr threads), with w_end its last key + 1, and
+ * lane (gr, tq: the m16n8k16 fragment coordinates). */
+template <int MT, int BN> struct mma_av_place {
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows, tb0, G, g, nthr, n_tiles, warp, lane, gr, tq, mt, hw, t0, w_end;
+};
+/* Fill b; false when the block has no rows (it returns before any barrier). */
+template <int MT, int BN>
+__device__ __forceinline__ bool mma_av_setup(const ac_cu_codec &c, const av_src &q, int H, int Hkv, int GW,
+                                             mma_av_place<MT, BN> &b) {
+    constexpr int BM = 16 * MT;
+    av_seq(c, q, &b.maps, &b.mb, &b.r0, &b.L, &b.rows);
+    b.tb0 = (gridDim.x - 1 - blockIdx.x) * BM;
+    if (b.tb0 >= b.rows) return false;
+    b.G = H / Hkv, b.g = blockIdx.y, b.nthr = MT * GW * 32;
+    const int kv_end = c.causal ? min(b.L, b.tb0 + BM) : b.L;
+    b.n_tiles = (kv_end + BN - 1) / BN;
+    b.warp = threadIdx.x >> 5, b.lane = threadIdx.x & 31, b.gr = b.lane >> 2, b.tq = b.lane & 3;
+    b.mt = b.warp % MT, b.hw = b.warp / MT, b.t0 = b.tb0 + b.mt * 16;
+    b.w_end = c.causal ? min(b.L, b.t0 + 16) : b.L;
+    return true;
+}
+
 /* The tensor-core A.V kernels' shared pieces (k_av_q8_mma, k_av_topk_mma, k_av_topk_wg). V rows j0 ..
  * j0 + BN - 1 of a kv head (Vg, rows ldv apart; zero rows past L) into the shared tile vs [BN][LDS] by
  * nthr threads, key r at row q8_slot(r) (SLOT: the q8 kernel's permuted k order) or r. */
@@ -375,37 +402,28 @@ __device__ __forceinline__ void st_rows_bf16(bf16 *O, int ldo, int r0, int rA, i
 template <int HD, int MT, bool Q4, bool PF>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
-    constexpr int BN = 64, LDS = HD + 8, DT = HD / 8, BM = 16 * MT;
+    constexpr int BN = 64, LDS = HD + 8, DT = HD / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
-    const unsigned char *maps;
-    size_t mb;
-    int r0, L, rows;
-    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
-    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (tb0 >= rows) return;
-    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const int mt = warp % MT, hw = warp / MT;
-    const int rA = tb0 + mt * 16 + gr, rB = rA + 8;
-    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
-    const int w_end = c.causal ? min(L, tb0 + mt * 16 + 16) : L; /* this warp's last key + 1 */
-    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
-    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, true>(Vs + stage * BN * LDS, Vg, ldv, t * BN, L, nthr); };
-    for (int hp = 0; hp < G; hp += GW) {
-        const int hh = hp + hw, h = g * G + hh;
-        const bool active = hh < G;
+    mma_av_place<MT, BN> b;
+    if (!mma_av_setup(c, q, H, Hkv, GW, b)) return;
+    const int rA = b.t0 + b.gr, rB = rA + 8;
+    const bf16 *Vg = V + (size_t)b.r0 * ldv + (size_t)b.g * HD;
+    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, true>(Vs + stage * BN * LDS, Vg, ldv, t * BN, b.L, b.nthr); };
+    for (int hp = 0; hp < b.G; hp += GW) {
+        const int hh = hp + b.hw, h = b.g * b.G + hh;
+        const bool active = hh < b.G;
         /* this thread's two rows: weights from byte 4 of the row, n keys stored (0: no row) */
-        const unsigned char *pA = maps, *pB = maps;
+        const unsigned char *pA = b.maps, *pB = b.maps;
         int nA = 0, nB = 0;
         float sA = 0.f, sB = 0.f;
-        if (active && rA < rows) {
-            const unsigned char *rw = maps + (size_t)h * mb + row_offset(c, L, rA);
-            pA = rw + 4, nA = c.causal ? rA + 1 : L, sA = ld_f32(rw);
+        if (active && rA < b.rows) {
+            const unsigned char *rw = b.maps + (size_t)h * b.mb + row_offset(c, b.L, rA);
+            pA = rw + 4, nA = c.causal ? rA + 1 : b.L, sA = ld_f32(rw);
         }
-        if (active && rB < rows) {
-            const unsigned char *rw = maps + (size_t)h * mb + row_offset(c, L, rB);
-            pB = rw + 4, nB = c.causal ? rB + 1 : L, sB = ld_f32(rw);
+        if (active && rB < b.rows) {
+            const unsigned char *rw = b.maps + (size_t)h * b.mb + row_offset(c, b.L, rB);
+            pB = rw + 4, nB = c.causal ? rB + 1 : b.L, sB = ld_f32(rw);
         }
         float o[DT][4];
 #pragma unroll
@@ -416,7 +434,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         auto fetch = [&](int t, uint32_t(&x)[2][BN / 16]) {
 #pragma unroll
             for (int ks = 0; ks < BN / 16; ks++) {
-                const int key = t * BN + ks * 16 + 4 * tq;
+                const int key = t * BN + ks * 16 + 4 * b.tq;
                 x[0][ks] = Q4 ? ld4n(pA, key, nA) : ld4(pA, key, nA);
                 x[1][ks] = Q4 ? ld4n(pB, key, nB) : ld4(pB, key, nB);
             }
@@ -424,16 +442,16 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         if (PF && active) fetch(0, xs);
         load_tile(0, 0);
         cp_commit();
-        for (int t = 0; t < n_tiles; t++) {
+        for (int t = 0; t < b.n_tiles; t++) {
             uint32_t nx[2][BN / 16] = {};
-            if (PF && active && t + 1 < n_tiles && (t + 1) * BN < w_end) fetch(t + 1, nx);
-            cp_next_tile(t, n_tiles, load_tile);
+            if (PF && active && t + 1 < b.n_tiles && (t + 1) * BN < b.w_end) fetch(t + 1, nx);
+            cp_next_tile(t, b.n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
-            if (active && t * BN < w_end) {
+            if (active && t * BN < b.w_end) {
 #pragma unroll
                 for (int ks = 0; ks < BN / 16; ks++) {
-                    const int key = t * BN + ks * 16 + 4 * tq;
+                    const int key = t * BN + ks * 16 + 4 * b.tq;
                     uint32_t a[4];
                     if (Q4) {
                         const uint32_t xa = PF ? xs[0][ks] : ld4n(pA, key, nA), xb = PF ? xs[1][ks] : ld4n(pB, key, nB);
@@ -442,7 +460,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                         const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
-                    mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, lane); /* V rows in slot order: the permuted keys */
+                    mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, b.lane); /* V rows in slot order: the permuted keys */
                 }
             }
             if (PF)
@@ -450,7 +468,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                 for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
-        if (active) st_rows_bf16<DT>(O, ldo, r0, rA, rows, h * HD + 2 * tq, o, sA, sB);
+        if (active) st_rows_bf16<DT>(O, ldo, b.r0, rA, b.rows, h * HD + 2 * b.tq, o, sA, sB);
     }
 }
 
@@ -765,31 +783,22 @@ template <int HD, int MT>
 __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_codec c, av_src q, int H, int Hkv,
                                                         const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                         int ldo, int GW) {
-    constexpr int BN = 64, LDS = HD + 8, LDP = BN + 8, DT = HD / 8, BM = 16 * MT;
+    constexpr int BN = 64, LDS = HD + 8, LDP = BN + 8, DT = HD / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
     bf16 *Ps = Vs + 2 * BN * LDS;                  /* [warps][16][LDP] */
-    const unsigned char *maps;
-    size_t mb;
-    int r0, L, rows;
-    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
-    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (tb0 >= rows) return;
-    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const int mt = warp % MT, hw = warp / MT, t0 = tb0 + mt * 16;
-    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
-    const int w_end = c.causal ? min(L, t0 + 16) : L; /* this warp's last key + 1 */
-    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
-    bf16 *pw = Ps + warp * 16 * LDP;
+    mma_av_place<MT, BN> b;
+    if (!mma_av_setup(c, q, H, Hkv, GW, b)) return;
+    const bf16 *Vg = V + (size_t)b.r0 * ldv + (size_t)b.g * HD;
+    bf16 *pw = Ps + b.warp * 16 * LDP;
     const uint32_t pw_s = smem_u32(pw);
-    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, false>(Vs + stage * BN * LDS, Vg, ldv, t * BN, L, nthr); };
-    for (int hp = 0; hp < G; hp += GW) {
-        const int hh = hp + hw, h = g * G + hh;
-        const bool active = hh < G && t0 < rows;
+    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, false>(Vs + stage * BN * LDS, Vg, ldv, t * BN, b.L, b.nthr); };
+    for (int hp = 0; hp < b.G; hp += GW) {
+        const int hh = hp + b.hw, h = b.g * b.G + hh;
+        const bool active = hh < b.G && b.t0 < b.rows;
         uint32_t ent[16];
         __syncthreads(); /* the previous pass's last tile is no longer read (V stage and P tile) */
-        if (active) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, reinterpret_cast<unsigned char *>(pw), ent);
+        if (active) topk_row_entries16(c, b.maps, b.mb, b.L, b.rows, h, b.t0, b.lane, reinterpret_cast<unsigned char *>(pw), ent);
         else
 #pragma unroll
             for (int r = 0; r < 16; r++) ent[r] = 0;
@@ -798,25 +807,25 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
         load_tile(0, 0);
         cp_commit();
-        for (int t = 0; t < n_tiles; t++) {
-            cp_next_tile(t, n_tiles, load_tile);
+        for (int t = 0; t < b.n_tiles; t++) {
+            cp_next_tile(t, b.n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
             const uint32_t k0 = (uint32_t)(t * BN);
-            if (active && t * BN < w_end) {
-                if (__any_sync(0xffffffffu, p_tile<BN, LDP>(pw, pw_s, ent, k0, lane))) {
+            if (active && t * BN < b.w_end) {
+                if (__any_sync(0xffffffffu, p_tile<BN, LDP>(pw, pw_s, ent, k0, b.lane))) {
 #pragma unroll 1 /* not unrolled: the 16 rows' entries stay in registers (an unrolled tile spills) */
                     for (int ks = 0; ks < BN / 16; ks++) {
                         uint32_t a[4];
-                        ldsm_x4(smem_u32(pw + (lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
-                        mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, lane);
+                        ldsm_x4(smem_u32(pw + (b.lane & 15) * LDP + ks * 16 + (b.lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+                        mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, b.lane);
                     }
                 }
                 __syncwarp(); /* the tile is zeroed again next */
             }
             __syncthreads(); /* the stage is refilled next */
         }
-        if (active) st_rows_bf16<DT>(O, ldo, r0, t0 + gr, rows, h * HD + 2 * tq, o, 1.f, 1.f);
+        if (active) st_rows_bf16<DT>(O, ldo, b.r0, b.t0 + b.gr, b.rows, h * HD + 2 * b.tq, o, 1.f, 1.f);
     }
 }
 
