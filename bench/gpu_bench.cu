@@ -78,6 +78,47 @@ static shape bert(const char *name, int D, int layers, int heads, int ff) {
     return s;
 }
 
+/* B sequences of L tokens each, back to back (token i of the batch: i * 2654435761 mod n_vocab), and
+ * the outputs of a forward over them: pooled rows (pooling). Not copyable: o points into pooled. */
+struct fwd_batch {
+    int B;
+    std::vector<int32_t> tok;
+    std::vector<ac_seq> seqs;
+    std::vector<float> pooled;
+    ac_outputs o = {};
+    fwd_batch(const ac_hparams &hp, int L, int B_, int pooling)
+        : B(B_), tok((size_t)L * B_), seqs(B_), pooled((size_t)B_ * hp.n_embd) {
+        const int T = L * B;
+        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)hp.n_vocab);
+        for (int b = 0; b < B; b++) seqs[b].tokens = tok.data() + (size_t)b * L, seqs[b].n_tokens = L;
+        o.pooled = pooled.data();
+        o.pooling = pooling;
+    }
+    fwd_batch(const fwd_batch &) = delete;
+    fwd_batch &operator=(const fwd_batch &) = delete;
+    int forward(ac_cuda_model *g, const ac_cuda_opts *opts) { return ac_cuda_forward(g, seqs.data(), B, &o, opts); }
+};
+
+/* The stage times (ms, st[AC_CUDA_PROF_N]) of one profiled forward */
+static void profiled_forward(ac_cuda_model *g, fwd_batch &fb, const ac_cuda_opts *opts, float *st) {
+    ac_cuda_set_profile(g, 1);
+    OK(fb.forward(g, opts));
+    ac_cuda_get_profile(g, st);
+    ac_cuda_set_profile(g, 0);
+}
+
+/* Median ms (CUDA events) of reps forwards after 3 warm-ups, then one profiled call: its stages in st */
+static double timed_forward(ac_cuda_model *g, fwd_batch &fb, const ac_cuda_opts *opts, int reps, float *st) {
+    for (int i = 0; i < 3; i++) OK(fb.forward(g, opts));
+    std::vector<double> ev;
+    for (int i = 0; i < reps; i++) {
+        OK(fb.forward(g, opts));
+        ev.push_back(ac_cuda_last_ms(g));
+    }
+    profiled_forward(g, fb, opts, st);
+    return median(ev);
+}
+
 static void bench_forward(int reps) {
     struct {
         shape s;
@@ -104,33 +145,23 @@ static void bench_forward(int reps) {
             OK(ac_cuda_model_random(c.s.arch, &c.s.hp, AC_CUDA_BF16, 7, &g));
             last = c.s.name;
         }
-        const int T = c.L * c.B, D = c.s.hp.n_embd;
-        std::vector<int32_t> tok(T);
-        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c.s.hp.n_vocab);
-        std::vector<ac_seq> seqs(c.B);
-        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
-        std::vector<float> pooled((size_t)c.B * D);
-        ac_outputs o = {};
-        o.pooled = pooled.data();
-        o.pooling = c.s.hp.pooling;
+        const int T = c.L * c.B;
+        fwd_batch fb(c.s.hp, c.L, c.B, c.s.hp.pooling);
         /* AC_BENCH_ATTN_VARIANT=v: the fused attention's variant v where the head dim has it (else the default) */
         ac_cuda_opts fo = {};
         const char *evar = getenv("AC_BENCH_ATTN_VARIANT");
         if (evar && ac_cu_flash_variant_ok(c.s.hp.head_dim, atoi(evar))) fo.attn_variant = atoi(evar);
         const ac_cuda_opts *fop = fo.attn_variant ? &fo : NULL;
-        for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
+        for (int i = 0; i < 3; i++) OK(fb.forward(g, fop));
         std::vector<double> ev, wall;
         for (int i = 0; i < reps; i++) {
             double t0 = ac_now();
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
+            OK(fb.forward(g, fop));
             wall.push_back((ac_now() - t0) * 1e3);
             ev.push_back(ac_cuda_last_ms(g));
         }
         float st[AC_CUDA_PROF_N];
-        ac_cuda_set_profile(g, 1);
-        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
-        ac_cuda_get_profile(g, st);
-        ac_cuda_set_profile(g, 0);
+        profiled_forward(g, fb, fop, st);
         const double ms = median(ev);
         printf("%-10s %6d %6d %10.3f %10.3f %12.0f   %.2f %.2f %.2f %.2f %.2f %.2f %.2f\n", c.s.name, c.L, c.B, ms,
                median(wall), T / (ms * 1e-3), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
@@ -139,7 +170,7 @@ static void bench_forward(int reps) {
             ac_cuda_set_graphs(g, 0);
             std::vector<double> ev0;
             for (int i = 0; i < reps; i++) {
-                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, fop));
+                OK(fb.forward(g, fop));
                 ev0.push_back(ac_cuda_last_ms(g));
             }
             ac_cuda_set_graphs(g, 1);
@@ -265,26 +296,16 @@ static void bench_fwd1(int L, int B, int n, int variant) {
     shape s = llama1b();
     ac_cuda_model *g = NULL;
     OK(ac_cuda_model_random(s.arch, &s.hp, AC_CUDA_BF16, 7, &g));
-    const int T = L * B;
-    std::vector<int32_t> tok(T);
-    for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)s.hp.n_vocab);
-    std::vector<ac_seq> seqs(B);
-    for (int b = 0; b < B; b++) seqs[b].tokens = tok.data() + (size_t)b * L, seqs[b].n_tokens = L;
-    std::vector<float> pooled((size_t)B * s.hp.n_embd);
-    ac_outputs o = {};
-    o.pooled = pooled.data();
-    o.pooling = s.hp.pooling;
+    fwd_batch fb(s.hp, L, B, s.hp.pooling);
     ac_cuda_opts fo = {};
     fo.attn_variant = variant;
     std::vector<double> ev;
     for (int i = 0; i < n; i++) {
-        OK(ac_cuda_forward(g, seqs.data(), B, &o, &fo));
+        OK(fb.forward(g, &fo));
         ev.push_back(ac_cuda_last_ms(g));
     }
     float st[AC_CUDA_PROF_N];
-    ac_cuda_set_profile(g, 1);
-    OK(ac_cuda_forward(g, seqs.data(), B, &o, &fo));
-    ac_cuda_get_profile(g, st);
+    profiled_forward(g, fb, &fo, st);
     printf("fwd1 llama-1b %d x %d, attention variant %d: %d calls, median %.3f ms; stages embed %.2f qkv %.2f attn %.2f o %.2f mlp %.2f "
            "norm %.2f out %.2f\n", L, B, variant, n, median(ev), st[0], st[1], st[2], st[3], st[4], st[5], st[6]);
     ac_cuda_model_free(g);
@@ -356,31 +377,9 @@ static void bench_cache(int reps) {
     printf("%-6s %-14s %-10s %9s %8s %8s %9s %9s %9s %8s\n", "L x B", "codec", "maps", "ms", "qkv ms", "attn ms",
            "vs exact", "attn op x", "bound x", "% bound");
     for (auto &c : cases) {
-        const int T = c.L * c.B;
-        std::vector<int32_t> tok(T);
-        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)sh.hp.n_vocab);
-        std::vector<ac_seq> seqs(c.B);
-        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
-        std::vector<float> pooled((size_t)c.B * sh.hp.n_embd);
-        ac_outputs o = {};
-        o.pooled = pooled.data();
-        o.pooling = AC_POOL_LAST;
-        /* run(opts): median ms of reps after 3 warm-ups, then one profiled call */
-        auto run = [&](const ac_cuda_opts *opts, float *st) {
-            for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
-            std::vector<double> ev;
-            for (int i = 0; i < reps; i++) {
-                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
-                ev.push_back(ac_cuda_last_ms(g));
-            }
-            ac_cuda_set_profile(g, 1);
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
-            ac_cuda_get_profile(g, st);
-            ac_cuda_set_profile(g, 0);
-            return median(ev);
-        };
+        fwd_batch fb(sh.hp, c.L, c.B, AC_POOL_LAST);
         float se[AC_CUDA_PROF_N];
-        const double exact = run(NULL, se);
+        const double exact = timed_forward(g, fb, NULL, reps, se);
         printf("%4dx%-2d %-14s %-10s %9.3f %8.3f %8.3f\n", c.L, c.B, "exact", "-", exact, se[1], se[2]);
         printf("RESULT cache %d %d exact - %.4f %.4f %.4f\n", c.L, c.B, exact, se[1], se[2]);
         for (auto &k : codecs) {
@@ -403,7 +402,7 @@ static void bench_cache(int reps) {
                 opts.serve = serve_same, opts.user = &sm;
                 opts.codec_kind = k.kind, opts.codec_causal = k.causal, opts.codec_topk = k.topk;
                 float sc[AC_CUDA_PROF_N];
-                const double ms = run(&opts, sc);
+                const double ms = timed_forward(g, fb, &opts, reps, sc);
                 int sites = 0;
                 size_t up = 0;
                 ac_cuda_last_served(g, &sites, &up);
@@ -452,30 +451,9 @@ static void bench_partial(int reps) {
            "attention)\n");
     printf("%-7s %-12s %9s %8s %8s %9s\n", "L x B", "rows", "ms", "qkv ms", "attn ms", "vs exact");
     for (auto &c : cases) {
-        const int T = c.L * c.B;
-        std::vector<int32_t> tok(T);
-        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)sh.hp.n_vocab);
-        std::vector<ac_seq> seqs(c.B);
-        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
-        std::vector<float> pooled((size_t)c.B * sh.hp.n_embd);
-        ac_outputs o = {};
-        o.pooled = pooled.data();
-        o.pooling = AC_POOL_LAST;
-        auto run = [&](const ac_cuda_opts *opts, float *st) {
-            for (int i = 0; i < 3; i++) OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
-            std::vector<double> ev;
-            for (int i = 0; i < reps; i++) {
-                OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
-                ev.push_back(ac_cuda_last_ms(g));
-            }
-            ac_cuda_set_profile(g, 1);
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, opts));
-            ac_cuda_get_profile(g, st);
-            ac_cuda_set_profile(g, 0);
-            return median(ev);
-        };
+        fwd_batch fb(sh.hp, c.L, c.B, AC_POOL_LAST);
         float se[AC_CUDA_PROF_N];
-        const double exact = run(NULL, se);
+        const double exact = timed_forward(g, fb, NULL, reps, se);
         printf("%4dx%-2d %-12s %9.3f %8.3f %8.3f\n", c.L, c.B, "exact", exact, se[1], se[2]);
         printf("RESULT partial %d %d exact %.4f %.4f %.4f\n", c.L, c.B, exact, se[1], se[2]);
         std::vector<unsigned char> h;
@@ -497,7 +475,7 @@ static void bench_partial(int reps) {
             ac_cuda_opts opts = {};
             opts.serve_site = serve_rows, opts.user = &rm, opts.partial_run = as_run ? 1 : -1;
             float sc[AC_CUDA_PROF_N];
-            const double ms = run(&opts, sc);
+            const double ms = timed_forward(g, fb, &opts, reps, sc);
             char nm[32];
             snprintf(nm, sizeof nm, "%s%s", names[vr], v == 0 ? "" : as_run ? " run" : " seq");
             printf("%4dx%-2d %-12s %9.3f %8.3f %8.3f %8.2fx\n", c.L, c.B, nm, ms, sc[1], sc[2], exact / ms);
@@ -627,15 +605,7 @@ static void bench_prefix(int reps) {
            "exact wall", "cold ms", "cold wall", "warm ms", "warm wall", "cold ev", "cold wl", "warm ev", "warm wl",
            "bound", "cold MiB", "warm MiB");
     for (auto &c : cases) {
-        const int T = c.L * c.B;
-        std::vector<int32_t> tok(T);
-        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)sh.hp.n_vocab);
-        std::vector<ac_seq> seqs(c.B);
-        for (int b = 0; b < c.B; b++) seqs[b].tokens = tok.data() + (size_t)b * c.L, seqs[b].n_tokens = c.L;
-        std::vector<float> pooled((size_t)c.B * D);
-        ac_outputs o = {};
-        o.pooled = pooled.data();
-        o.pooling = AC_POOL_LAST;
+        fwd_batch fb(sh.hp, c.L, c.B, AC_POOL_LAST);
         std::vector<float *> kvp(c.B), hidp(c.B); /* pinned, as the cuda context's rows (cuda_ctx.c) */
         std::vector<int> P(c.B, 0), ld(c.B, c.L);
         for (int b = 0; b < c.B; b++) {
@@ -645,7 +615,7 @@ static void bench_prefix(int reps) {
         }
         ac_cuda_opts po = {};
         po.pfx_P = P.data(), po.pfx_ld = ld.data(), po.pfx_kv = kvp.data(), po.pfx_hid = hidp.data();
-        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po)); /* every row written back: the rows to give */
+        OK(fb.forward(g, &po)); /* every row written back: the rows to give */
         for (int b = 0; b < c.B; b++) P[b] = c.P;
         OK(ac_cuda_set_prefix_cache(g, budget));
         std::vector<unsigned char> res(c.B);
@@ -653,25 +623,25 @@ static void bench_prefix(int reps) {
         pw.pfx_res = res.data(), pw.pfx_keep = 1;
         ac_cuda_opts pk = po;
         pk.pfx_keep = 1;
-        OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &pk)); /* cold, made resident */
+        OK(fb.forward(g, &pk)); /* cold, made resident */
         auto warm = [&]() {
-            for (int b = 0; b < c.B; b++) res[b] = (unsigned char)ac_cuda_prefix_cache_find(g, seqs[b].tokens, c.P);
-            return ac_cuda_forward(g, seqs.data(), c.B, &o, &pw);
+            for (int b = 0; b < c.B; b++) res[b] = (unsigned char)ac_cuda_prefix_cache_find(g, fb.seqs[b].tokens, c.P);
+            return fb.forward(g, &pw);
         };
         std::vector<double> ev_e, wall_e, ev_p, wall_p, ev_w, wall_w;
         for (int i = 0; i < 2; i++) { /* warm-ups */
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po));
+            OK(fb.forward(g, NULL));
+            OK(fb.forward(g, &po));
             OK(warm());
         }
         ac_cuda_prefix_stats st_c, st_w;
         int n_res = 0;
         for (int i = 0; i < reps; i++) { /* alternating */
             double t0 = ac_now();
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, NULL));
+            OK(fb.forward(g, NULL));
             wall_e.push_back((ac_now() - t0) * 1e3), ev_e.push_back(ac_cuda_last_ms(g));
             t0 = ac_now();
-            OK(ac_cuda_forward(g, seqs.data(), c.B, &o, &po));
+            OK(fb.forward(g, &po));
             wall_p.push_back((ac_now() - t0) * 1e3), ev_p.push_back(ac_cuda_last_ms(g));
             ac_cuda_prefix_cache_stats(g, &st_c);
             t0 = ac_now();

@@ -13,11 +13,8 @@ ldmatrix.trans / mma.sync m16n8k16 fragment layouts as the PTX ISA defines them.
 timing, no races): test_cuda_cache on a GPU is the real check.
 Needs numpy. usage: python3 tests/gpu/av_v4_sim.py [seed]   (exit 1 on a mismatch)"""
 import numpy as np, struct, sys
+from av_sim_blocks import mma_warps, pair_blocks, pair_row, topk_row_offset
 rng = np.random.default_rng(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
-
-def topk_row_offset(causal, k, L, t):
-    if not causal: return t * 4 * min(L, k)
-    return 4 * (t * (t + 1) // 2 if t <= k else k * (k + 1) // 2 + (t - k) * k)
 
 def make_maps(L, H, causal, k, damage):
     mb = (topk_row_offset(causal, k, L, L) + 63) // 64 * 64
@@ -53,82 +50,73 @@ def sim(L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage):
     O = np.full((L, H * HD), np.nan)
     PB = NW * PW
     rows = L
-    npairs = rows * G
-    gx = (rows * G + PB - 1) // PB
-    for g in range(Hkv):
-        for bx in range(gx):
-            qb0 = (gx - 1 - bx) * PB
-            if qb0 >= npairs: continue
-            qb1 = min(npairs, qb0 + PB)
-            kend = (qb1 - 1) // G + 1 if causal else L
-            Vg = V[:, g * HD:(g + 1) * HD]
-            ntiles = (kend + KT - 1) // KT if STAGE else 1
-            stages = [np.full((KT, HD), np.nan), np.full((KT, HD), np.nan)]
-            def stage_tile(tile):
-                k0 = tile * KT; nr = min(kend, k0 + KT) - k0
-                stages[tile & 1][:] = np.nan
-                stages[tile & 1][:nr] = Vg[k0:k0 + nr]
-            ent = np.zeros((NW, PW, 32), dtype=np.uint64)
-            for warp in range(NW):
-                if aligned:
-                    dt, dh = NW // G, NW % G
-                    t0, hh0 = (qb0 + warp) // G, (qb0 + warp) % G
-                    for lane in range(32):
-                        t, hh = t0, hh0
-                        for i in range(PW):
-                            if i:
-                                carry = 1 if hh + dh >= G else 0
-                                t += dt + carry; hh += dh - (G if carry else 0)
-                            tc = min(t, (qb1 - 1) // G)
-                            row = (g * G + hh) * mb + topk_row_offset(causal, k, L, tc)
-                            nt = tc + 1 if causal else L
-                            n = min(nt, k); j = min(lane, n - 1)
-                            kw = u32(buf, row + 4 * (j >> 1)); ww = u32(buf, row + 4 * ((n + j) >> 1))
-                            key = kw >> 16 if j & 1 else kw & 0xffff
-                            w = ww >> 16 if (n + j) & 1 else ww & 0xffff
-                            pq = qb0 + i * NW + warp
-                            assert pq >= qb1 or (t == pq // G and hh == pq % G), "pair mapping"
-                            ent[warp, i, lane] = key | w << 16 if (pq < qb1 and lane < n and key < nt) else 0
-                else:
+    for g, qb0, qb1, kend in pair_blocks(L, rows, G, Hkv, PB, causal, True):
+        Vg = V[:, g * HD:(g + 1) * HD]
+        ntiles = (kend + KT - 1) // KT if STAGE else 1
+        stages = [np.full((KT, HD), np.nan), np.full((KT, HD), np.nan)]
+        def stage_tile(tile):
+            k0 = tile * KT; nr = min(kend, k0 + KT) - k0
+            stages[tile & 1][:] = np.nan
+            stages[tile & 1][:nr] = Vg[k0:k0 + nr]
+        ent = np.zeros((NW, PW, 32), dtype=np.uint64)
+        for warp in range(NW):
+            if aligned:
+                dt, dh = NW // G, NW % G
+                t0, hh0 = (qb0 + warp) // G, (qb0 + warp) % G
+                for lane in range(32):
+                    t, hh = t0, hh0
                     for i in range(PW):
+                        if i:
+                            carry = 1 if hh + dh >= G else 0
+                            t += dt + carry; hh += dh - (G if carry else 0)
+                        tc = min(t, (qb1 - 1) // G)
+                        row = (g * G + hh) * mb + topk_row_offset(causal, k, L, tc)
+                        nt = tc + 1 if causal else L
+                        n = min(nt, k); j = min(lane, n - 1)
+                        kw = u32(buf, row + 4 * (j >> 1)); ww = u32(buf, row + 4 * ((n + j) >> 1))
+                        key = kw >> 16 if j & 1 else kw & 0xffff
+                        w = ww >> 16 if (n + j) & 1 else ww & 0xffff
                         pq = qb0 + i * NW + warp
-                        if pq >= qb1: continue
-                        t, h = pq // G, g * G + pq % G
-                        row = h * mb + topk_row_offset(causal, k, L, t)
-                        nt = t + 1 if causal else L; n = min(nt, k)
-                        for lane in range(n):
-                            key = u16(buf, row + 2 * lane); w = u16(buf, row + 2 * n + 2 * lane)
-                            ent[warp, i, lane] = key | w << 16 if key < nt else 0
-            acc = np.zeros((NW, PW, HD))
-            if STAGE: stage_tile(0)
-            for tile in range(ntiles):
-                k0 = tile * KT if STAGE else 0
-                nk = min(kend, k0 + KT) - k0 if STAGE else kend
-                if STAGE and tile + 1 < ntiles: stage_tile(tile + 1)
-                src = stages[tile & 1] if STAGE else Vg
-                for warp in range(NW):
-                    for i in range(PW):
-                        e = ent[warp, i]
-                        key = (e & 0xffff).astype(np.int64)
-                        inn = ((key - k0) % (1 << 32) < nk) & ((e & 0x7fff0000) != 0)
-                        m = int(inn.sum())
-                        if m == 0: continue
-                        lst = [(int(key[l]) - k0, f16(int(e[l]) >> 16)) for l in range(32) if inn[l]]
-                        jj = 0
-                        while jj + 8 <= m:
-                            for u in range(8): acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
-                            jj += 8
-                        while jj < m:
-                            for u in range(4):
-                                if jj + u < m: acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
-                            jj += 4
-                # (the stage of tile + 2 is refilled only after every warp's walk of this tile)
-            for warp in range(NW):
+                        assert pq >= qb1 or (t == pq // G and hh == pq % G), "pair mapping"
+                        ent[warp, i, lane] = key | w << 16 if (pq < qb1 and lane < n and key < nt) else 0
+            else:
                 for i in range(PW):
                     pq = qb0 + i * NW + warp
                     if pq >= qb1: continue
-                    t, h = pq // G, g * G + pq % G
-                    O[t, h * HD:(h + 1) * HD] = acc[warp, i]
+                    t, h, row, nt, n = pair_row(pq, g, G, mb, causal, k, L)
+                    for lane in range(n):
+                        key = u16(buf, row + 2 * lane); w = u16(buf, row + 2 * n + 2 * lane)
+                        ent[warp, i, lane] = key | w << 16 if key < nt else 0
+        acc = np.zeros((NW, PW, HD))
+        if STAGE: stage_tile(0)
+        for tile in range(ntiles):
+            k0 = tile * KT if STAGE else 0
+            nk = min(kend, k0 + KT) - k0 if STAGE else kend
+            if STAGE and tile + 1 < ntiles: stage_tile(tile + 1)
+            src = stages[tile & 1] if STAGE else Vg
+            for warp in range(NW):
+                for i in range(PW):
+                    e = ent[warp, i]
+                    key = (e & 0xffff).astype(np.int64)
+                    inn = ((key - k0) % (1 << 32) < nk) & ((e & 0x7fff0000) != 0)
+                    m = int(inn.sum())
+                    if m == 0: continue
+                    lst = [(int(key[l]) - k0, f16(int(e[l]) >> 16)) for l in range(32) if inn[l]]
+                    jj = 0
+                    while jj + 8 <= m:
+                        for u in range(8): acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
+                        jj += 8
+                    while jj < m:
+                        for u in range(4):
+                            if jj + u < m: acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
+                        jj += 4
+            # (the stage of tile + 2 is refilled only after every warp's walk of this tile)
+        for warp in range(NW):
+            for i in range(PW):
+                pq = qb0 + i * NW + warp
+                if pq >= qb1: continue
+                t, h = pq // G, g * G + pq % G
+                O[t, h * HD:(h + 1) * HD] = acc[warp, i]
     ref = np.zeros_like(O)
     for h in range(H):
         g = h // G
@@ -183,94 +171,81 @@ def sim_mma(L, H, Hkv, HD, causal, k, aligned, damage, MT=2):
     buf, mb, P = make_maps(L, H, causal, k, damage)
     V = rng.standard_normal((L, Hkv * HD))
     O = np.full((L, H * HD), np.nan)
-    BN, LDS, LDP, DT, BM = 64, HD + 8, 72, HD // 8, 16 * MT
-    GW = min(G, 8 // MT)
+    BN, LDS, LDP, DT = 64, HD + 8, 72, HD // 8
     rows = L
-    gx = (rows + BM - 1) // BM
     Pr = np.zeros_like(P)  # the reference with bf16 weights (sums of repeated keys rounded once)
     for h in range(H):
         for t in range(L):
             for j in range(L):
                 if P[h, t, j] != 0: Pr[h, t, j] = bf16r(P[h, t, j])
-    for g in range(Hkv):
+    for g, h, t0, n_tiles, w_end in mma_warps(L, rows, H, Hkv, causal, MT):
+        if t0 >= rows: continue
         Vg = V[:, g * HD:(g + 1) * HD]
-        for bx in range(gx):
-            tb0 = (gx - 1 - bx) * BM
-            if tb0 >= rows: continue
-            kv_end = min(L, tb0 + BM) if causal else L
-            n_tiles = (kv_end + BN - 1) // BN
-            for hp in range(0, G, GW):
-                for warp in range(MT * GW):
-                    mt, hw = warp % MT, warp // MT
-                    t0 = tb0 + mt * 16
-                    hh = hp + hw; h = g * G + hh
-                    if not (hh < G and t0 < rows): continue
-                    w_end = min(L, t0 + 16) if causal else L
-                    # entries: scratch copy of rows t0 .. min(t0 + 15, rows - 1)
-                    o0 = topk_row_offset(causal, k, L, t0)
-                    tl = min(t0 + 15, rows - 1)
-                    nbytes = topk_row_offset(causal, k, L, tl + 1) - o0
-                    assert nbytes <= 2048 and nbytes % 4 == 0
-                    src = h * mb + o0
-                    scratch = bytes(buf[src:src + nbytes])  # word or byte copies: the same bytes
-                    ent = np.zeros((16, 32), dtype=np.int64)
-                    off = 0
-                    for r in range(16):
-                        t = t0 + r; nt = t + 1 if causal else L; n = min(nt, k)
-                        for lane in range(32):
-                            if t < rows and lane < n:
-                                key = u16(scratch, off + 2 * lane); w = u16(scratch, off + 2 * n + 2 * lane)
-                                ent[r, lane] = key | w << 16 if key < nt else 0
-                        if t < rows: off += 4 * n
-                    # rows whose stored keys are not strictly ascending (lane l vs l - 1, raw keys): only
-                    # those take the repeated-key path; an ascending row cannot hold a key twice
-                    unsorted = set()
-                    off = 0
-                    for r in range(16):
-                        t = t0 + r; nt = t + 1 if causal else L; n = min(nt, k)
-                        if t >= rows: continue
-                        raw = [u16(scratch, off + 2 * l) for l in range(n)]
-                        if any(raw[l] <= raw[l - 1] for l in range(1, n)): unsorted.add(r)
-                        off += 4 * n
-                    wt = np.zeros((16, 32))
-                    for r in range(16):  # repeated keys summed into the lowest lane, bf16
-                        if r not in unsorted:
-                            keys = [int(ent[r, l]) & 0xffff for l in range(32) if int(ent[r, l]) & 0x7fff0000]
-                            assert len(keys) == len(set(keys)), "an ascending row holds a key twice"
-                            for lane in range(32): wt[r, lane] = bf16r(f16(int(ent[r, lane]) >> 16)) if int(ent[r, lane]) & 0x7fff0000 else 0.0
-                            continue
-                        for lane in range(32):
-                            e = int(ent[r, lane]); valid = (e & 0x7fff0000) != 0
-                            if not valid: ent[r, lane] = 0; continue
-                            same = [l2 for l2 in range(32) if (int(ent[r, l2]) & 0x7fff0000) and (int(ent[r, l2]) & 0xffff) == (e & 0xffff)]
-                            sm = sum(f16(int(ent[r, l2]) >> 16) for l2 in same) if len(same) > 1 else f16(e >> 16)
-                            if same[0] != lane: sm = 0.0
-                            wt[r, lane] = bf16r(sm)
-                    o = np.zeros((DT, 32, 4))
-                    for t in range(n_tiles):
-                        if t * BN >= w_end: continue
-                        k0 = t * BN
-                        vs = np.zeros((BN, LDS))
-                        for r in range(BN):
-                            if k0 + r < L: vs[r, :HD] = Vg[k0 + r]
-                        pt = np.zeros((16, LDP))
-                        for r in range(16):
-                            for lane in range(32):
-                                key = int(ent[r, lane]) & 0xffff
-                                if wt[r, lane] != 0 and 0 <= key - k0 < BN: pt[r, key - k0] = wt[r, lane]
-                        for ks in range(BN // 16):
-                            a = ldsm_x4(pt, [(l & 15, ks * 16 + (l >> 4) * 8) for l in range(32)])
-                            for db in range(HD // 16):
-                                v = ldsm_x4_t(vs, [(ks * 16 + (l & 7) + (((l >> 3) & 1) << 3), db * 16 + ((l >> 4) << 3)) for l in range(32)])
-                                mma16816(o[2 * db], a, v[:, 0:2])
-                                mma16816(o[2 * db + 1], a, v[:, 2:4])
-                    for T in range(32):
-                        gr, tq = T >> 2, T & 3
-                        rA, rB = t0 + gr, t0 + gr + 8
-                        for i in range(DT):
-                            col = h * HD + i * 8 + 2 * tq
-                            if rA < rows: O[rA, col:col + 2] = o[i, T, 0:2]
-                            if rB < rows: O[rB, col:col + 2] = o[i, T, 2:4]
+        # entries: scratch copy of rows t0 .. min(t0 + 15, rows - 1)
+        o0 = topk_row_offset(causal, k, L, t0)
+        tl = min(t0 + 15, rows - 1)
+        nbytes = topk_row_offset(causal, k, L, tl + 1) - o0
+        assert nbytes <= 2048 and nbytes % 4 == 0
+        src = h * mb + o0
+        scratch = bytes(buf[src:src + nbytes])  # word or byte copies: the same bytes
+        ent = np.zeros((16, 32), dtype=np.int64)
+        off = 0
+        for r in range(16):
+            t = t0 + r; nt = t + 1 if causal else L; n = min(nt, k)
+            for lane in range(32):
+                if t < rows and lane < n:
+                    key = u16(scratch, off + 2 * lane); w = u16(scratch, off + 2 * n + 2 * lane)
+                    ent[r, lane] = key | w << 16 if key < nt else 0
+            if t < rows: off += 4 * n
+        # rows whose stored keys are not strictly ascending (lane l vs l - 1, raw keys): only
+        # those take the repeated-key path; an ascending row cannot hold a key twice
+        unsorted = set()
+        off = 0
+        for r in range(16):
+            t = t0 + r; nt = t + 1 if causal else L; n = min(nt, k)
+            if t >= rows: continue
+            raw = [u16(scratch, off + 2 * l) for l in range(n)]
+            if any(raw[l] <= raw[l - 1] for l in range(1, n)): unsorted.add(r)
+            off += 4 * n
+        wt = np.zeros((16, 32))
+        for r in range(16):  # repeated keys summed into the lowest lane, bf16
+            if r not in unsorted:
+                keys = [int(ent[r, l]) & 0xffff for l in range(32) if int(ent[r, l]) & 0x7fff0000]
+                assert len(keys) == len(set(keys)), "an ascending row holds a key twice"
+                for lane in range(32): wt[r, lane] = bf16r(f16(int(ent[r, lane]) >> 16)) if int(ent[r, lane]) & 0x7fff0000 else 0.0
+                continue
+            for lane in range(32):
+                e = int(ent[r, lane]); valid = (e & 0x7fff0000) != 0
+                if not valid: ent[r, lane] = 0; continue
+                same = [l2 for l2 in range(32) if (int(ent[r, l2]) & 0x7fff0000) and (int(ent[r, l2]) & 0xffff) == (e & 0xffff)]
+                sm = sum(f16(int(ent[r, l2]) >> 16) for l2 in same) if len(same) > 1 else f16(e >> 16)
+                if same[0] != lane: sm = 0.0
+                wt[r, lane] = bf16r(sm)
+        o = np.zeros((DT, 32, 4))
+        for t in range(n_tiles):
+            if t * BN >= w_end: continue
+            k0 = t * BN
+            vs = np.zeros((BN, LDS))
+            for r in range(BN):
+                if k0 + r < L: vs[r, :HD] = Vg[k0 + r]
+            pt = np.zeros((16, LDP))
+            for r in range(16):
+                for lane in range(32):
+                    key = int(ent[r, lane]) & 0xffff
+                    if wt[r, lane] != 0 and 0 <= key - k0 < BN: pt[r, key - k0] = wt[r, lane]
+            for ks in range(BN // 16):
+                a = ldsm_x4(pt, [(l & 15, ks * 16 + (l >> 4) * 8) for l in range(32)])
+                for db in range(HD // 16):
+                    v = ldsm_x4_t(vs, [(ks * 16 + (l & 7) + (((l >> 3) & 1) << 3), db * 16 + ((l >> 4) << 3)) for l in range(32)])
+                    mma16816(o[2 * db], a, v[:, 0:2])
+                    mma16816(o[2 * db + 1], a, v[:, 2:4])
+        for T in range(32):
+            gr, tq = T >> 2, T & 3
+            rA, rB = t0 + gr, t0 + gr + 8
+            for i in range(DT):
+                col = h * HD + i * 8 + 2 * tq
+                if rA < rows: O[rA, col:col + 2] = o[i, T, 0:2]
+                if rB < rows: O[rB, col:col + 2] = o[i, T, 2:4]
     ref = np.zeros_like(O)
     for h in range(H):
         g = h // G

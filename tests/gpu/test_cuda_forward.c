@@ -55,18 +55,28 @@ static double cosine_min(const float *a, const float *b, int n, int D) {
     return worst;
 }
 
+/* n_seq sequences of lens[s] tokens back to back in one buffer (returned, the caller frees it), seqs[s]
+ * pointing into it: token i of sequence s > 0 is token i of sequence 0 where i < give[s] (give NULL:
+ * nowhere), else random in [3, V) (drawn in order). *T: the tokens in all. */
+static int32_t *rand_batch(int V, const int *lens, int n_seq, const int *give, ac_seq *seqs, int *T) {
+    *T = 0;
+    for (int s = 0; s < n_seq; s++) *T += lens[s];
+    int32_t *tok = malloc((size_t)*T * sizeof *tok);
+    if (!tok) OK(AC_ERR_NOMEM);
+    for (int s = 0, o = 0; s < n_seq; o += lens[s], s++) {
+        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
+        for (int i = 0; i < lens[s]; i++) tok[o + i] = give && s > 0 && i < give[s] ? tok[i] : 3 + rnd_int(V - 3);
+    }
+    return tok;
+}
+
 /* one batch: CPU (exact f32) vs GPU in both precisions */
 static void compare_batch(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_model *g32, ac_cuda_model *gbf,
                           const int *lens, int n_seq) {
     const int D = m->hp.n_embd, V = m->hp.n_vocab, dec = m->info.arch != AC_ARCH_BERT;
-    int T = 0;
-    for (int s = 0; s < n_seq; s++) T += lens[s];
-    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    int T;
     ac_seq *seqs = malloc((size_t)n_seq * sizeof *seqs);
-    for (int s = 0, o = 0; s < n_seq; o += lens[s], s++) {
-        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
-        for (int i = 0; i < lens[s]; i++) tok[o + i] = 3 + rnd_int(V - 3);
-    }
+    int32_t *tok = rand_batch(V, lens, n_seq, NULL, seqs, &T);
     const int nc = m->info.n_cls_out;
     float *h[3], *p[3], *lg[3], *cl[3];
     for (int k = 0; k < 3; k++) {
@@ -145,6 +155,36 @@ static void check_record(const char *name, ac_model *m, ac_cuda_model *gbf) {
     free(a), free(b);
 }
 
+/* A copy of a recorded site's maps P [n_head][L][L] (malloc'd: the caller frees; NULL: out of memory) */
+static float *copy_site_maps(const ac_attn_site *site, const float *P) {
+    const size_t n = (size_t)site->n_head * site->n_tokens * site->n_tokens;
+    float *c = malloc(n * 4);
+    if (c) memcpy(c, P, n * 4);
+    return c;
+}
+/* The exact maps of every (layer, sequence) site, recorded by the CPU engine's hook (record, with user);
+ * the exact output in hidden and pooled (pooling). */
+static void cpu_record(ac_ctx *cpu, const ac_seq *seqs, int n_seq, void *user,
+                       int (*record)(void *, const ac_attn_site *, const float *), float *hidden, float *pooled,
+                       int pooling) {
+    ac_attn_hook hook = {0};
+    hook.user = user, hook.record = record;
+    ac_ctx_set_attn_hook(cpu, &hook);
+    ac_outputs o = {0};
+    o.hidden = hidden, o.pooled = pooled, o.pooling = pooling;
+    OK(ac_forward(cpu, seqs, n_seq, &o));
+    ac_ctx_set_attn_hook(cpu, NULL);
+}
+/* A site's H exact maps of L tokens (P [H][L][L]) encoded in c, back to back ac_codec_map_bytes(c, L)
+ * apart: malloc'd, the caller frees. */
+static unsigned char *encode_site(const ac_map_codec *c, const float *P, int L, int H) {
+    const size_t mb = ac_codec_map_bytes(c, L);
+    unsigned char *e = malloc(mb * H);
+    if (!e) OK(AC_ERR_NOMEM);
+    for (int hh = 0; hh < H; hh++) OK(ac_codec_encode(c, P + (size_t)hh * L * L, L, e + hh * mb));
+    return e;
+}
+
 /* ---- served maps (the cache on the GPU) -------------------------------------------------------
  * Exact maps recorded by the CPU engine, encoded in a cache codec; some (layer, sequence) sites
  * served, the others computed, in one batch. The CPU engine's cached forward (its reuse/apply hook
@@ -167,12 +207,7 @@ static int srv_served(const srv_state *st, int layer, int seq) {
 
 static int srv_record(void *user, const ac_attn_site *site, const float *P) {
     srv_state *st = user;
-    const size_t n = (size_t)site->n_head * site->n_tokens * site->n_tokens;
-    float *c = malloc(n * 4);
-    if (!c) return AC_ERR_NOMEM;
-    memcpy(c, P, n * 4);
-    st->P[site->layer][site->seq] = c;
-    return AC_OK;
+    return (st->P[site->layer][site->seq] = copy_site_maps(site, P)) ? AC_OK : AC_ERR_NOMEM;
 }
 static int srv_reuse(void *user, const ac_attn_site *site) {
     srv_state *st = user;
@@ -213,24 +248,16 @@ static void check_served(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
     st.n_layer = NL, st.H = H;
     const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
     st.lens[0] = 5, st.lens[1] = maxL, st.lens[2] = 1 + rnd_int(maxL), st.lens[3] = 1 + rnd_int(maxL);
-    int T = 0;
-    for (int s = 0; s < SRV_NSEQ; s++) T += st.lens[s];
-    int32_t *tok = malloc((size_t)T * 4);
+    int T;
     ac_seq seqs[SRV_NSEQ];
-    for (int s = 0, o = 0; s < SRV_NSEQ; o += st.lens[s], s++) {
-        seqs[s].tokens = tok + o, seqs[s].n_tokens = st.lens[s];
-        for (int i = 0; i < st.lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
-    }
+    int32_t *tok = rand_batch(m->hp.n_vocab, st.lens, SRV_NSEQ, NULL, seqs, &T);
     float *h[5], *p[5];
     for (int k = 0; k < 5; k++) h[k] = malloc((size_t)T * D * 4), p[k] = malloc((size_t)SRV_NSEQ * D * 4);
     /* 1. the exact maps, recorded by the CPU engine; h[0]: its exact output */
+    cpu_record(cpu, seqs, SRV_NSEQ, &st, srv_record, h[0], p[0], dec ? AC_POOL_LAST : AC_POOL_MEAN);
     ac_attn_hook hook = {0};
-    hook.user = &st, hook.record = srv_record;
-    ac_ctx_set_attn_hook(cpu, &hook);
     ac_outputs o = {0};
-    o.hidden = h[0], o.pooled = p[0], o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
-    OK(ac_forward(cpu, seqs, SRV_NSEQ, &o));
-    ac_ctx_set_attn_hook(cpu, NULL);
+    o.pooling = dec ? AC_POOL_LAST : AC_POOL_MEAN;
     int have = 1;
     for (int l = 0; l < NL; l++)
         for (int s = 0; s < SRV_NSEQ; s++) have &= st.P[l][s] != NULL;
@@ -244,9 +271,7 @@ static void check_served(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
                 const int L = st.lens[s];
                 const size_t mb = ac_codec_map_bytes(&st.c, L);
                 CHECK(mb == ac_cuda_map_bytes(st.c.kind, st.c.causal, st.c.topk, L), "%s map bytes L %d", specs[ci], L);
-                st.enc[l][s] = malloc(mb * H);
-                for (int hh = 0; hh < H; hh++)
-                    OK(ac_codec_encode(&st.c, st.P[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
+                st.enc[l][s] = encode_site(&st.c, st.P[l][s], L, H);
             }
         if (ci < 2) {
             /* 2. mixed hits and misses: CPU cached forward (h[1]) vs the GPU, maps from pageable memory */
@@ -321,9 +346,7 @@ static void check_served(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mod
             for (int s = 0; s < SRV_NSEQ; s++) {
                 const int L = st.lens[s];
                 const size_t mb = ac_codec_map_bytes(&st.c, L);
-                st.enc[l][s] = malloc(mb * H);
-                for (int hh = 0; hh < H; hh++)
-                    OK(ac_codec_encode(&st.c, st.P[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
+                st.enc[l][s] = encode_site(&st.c, st.P[l][s], L, H);
                 /* every row's first index slot past the row (0xffff); weights untouched: a
                  * damaged index must read nothing outside V and drop that entry alone */
                 for (int hh = 0; hh < H; hh++)
@@ -588,14 +611,9 @@ static void check_summary(const char *name, ac_model *m, ac_cuda_model *g32, ac_
     const int maxL = m->hp.n_ctx_train < 200 ? m->hp.n_ctx_train : 200;
     const int lens[] = {1, 2, 3, 5, 8, 37, maxL, maxL / 2 + 1};
     const int n_seq = (int)(sizeof lens / sizeof lens[0]);
-    int T = 0;
-    for (int s = 0; s < n_seq; s++) T += lens[s];
-    int32_t *tok = malloc((size_t)T * 4);
+    int T;
     ac_seq seqs[8];
-    for (int s = 0, o = 0; s < n_seq; o += lens[s], s++) {
-        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
-        for (int i = 0; i < lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
-    }
+    int32_t *tok = rand_batch(m->hp.n_vocab, lens, n_seq, NULL, seqs, &T);
     float *ref = malloc((size_t)n_seq * S * D * 4), *x0 = malloc((size_t)maxL * D * 4);
     for (int s = 0; s < n_seq; s++) { /* the host reference, beside the kernel */
         const int L = lens[s];
@@ -1078,15 +1096,9 @@ static void check_prefix_backend(const char *name, ac_model *m, ac_ctx *cpu, ac_
     const int maxL = m->hp.n_ctx_train < 256 ? m->hp.n_ctx_train : 256, Lh = maxL / 2;
     const int lens[PF_NSEQ] = {Lh + maxL / 4, 33, Lh / 2 + 15, Lh + 1, 1, maxL};
     const int give[PF_NSEQ] = {Lh, 0, Lh / 2, Lh, 0, 37 < Lh ? 37 : Lh / 3};
-    int T = 0;
-    for (int s = 0; s < PF_NSEQ; s++) T += lens[s];
-    int32_t *tok = malloc((size_t)T * 4);
+    int T;
     ac_seq seqs[PF_NSEQ];
-    for (int s = 0, o = 0; s < PF_NSEQ; o += lens[s], s++) {
-        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
-        for (int i = 0; i < lens[s]; i++)
-            tok[o + i] = s > 0 && i < give[s] ? tok[i] /* sequence 0's head */ : 3 + rnd_int(V - 3);
-    }
+    int32_t *tok = rand_batch(V, lens, PF_NSEQ, give, seqs, &T); /* sequences 1.. start with sequence 0's head */
     float *h[4], *pm[4], *lg[4];
     for (int k = 0; k < 4; k++) {
         h[k] = malloc((size_t)T * D * 4), pm[k] = malloc((size_t)PF_NSEQ * D * 4), lg[k] = malloc((size_t)PF_NSEQ * V * 4);
@@ -1560,14 +1572,9 @@ static void check_prefix_resident(const char *name, ac_model *m, ac_cuda_model *
     /* P: Lh (sequence 0's own head), 0, Lh/2 of it, Lh again (the same block in one call), 0, 37 */
     const int lens[PF_NSEQ] = {Lh + maxL / 4, 33, Lh / 2 + 15, Lh + 1, 1, maxL};
     const int give[PF_NSEQ] = {Lh, 0, Lh / 2, Lh, 0, 37 < Lh ? 37 : Lh / 3};
-    int T = 0;
-    for (int s = 0; s < PF_NSEQ; s++) T += lens[s];
-    int32_t *tok = malloc((size_t)T * 4);
+    int T;
     ac_seq seqs[PF_NSEQ];
-    for (int s = 0, o = 0; s < PF_NSEQ; o += lens[s], s++) {
-        seqs[s].tokens = tok + o, seqs[s].n_tokens = lens[s];
-        for (int i = 0; i < lens[s]; i++) tok[o + i] = s > 0 && i < give[s] ? tok[i] : 3 + rnd_int(V - 3);
-    }
+    int32_t *tok = rand_batch(V, lens, PF_NSEQ, give, seqs, &T);
     float *h[3], *pm[3], *lg[3];
     for (int k = 0; k < 3; k++)
         h[k] = malloc((size_t)T * D * 4), pm[k] = malloc((size_t)PF_NSEQ * D * 4), lg[k] = malloc((size_t)PF_NSEQ * V * 4);
@@ -1835,12 +1842,7 @@ static int pt_rows(const pt_state *st, int layer, int seq) {
 
 static int pt_record(void *user, const ac_attn_site *site, const float *P) {
     pt_state *st = user;
-    const size_t n = (size_t)site->n_head * site->n_tokens * site->n_tokens;
-    float *c = malloc(n * 4);
-    if (!c) return AC_ERR_NOMEM;
-    memcpy(c, P, n * 4);
-    st->Pm[site->layer][site->seq] = c;
-    return AC_OK;
+    return (st->Pm[site->layer][site->seq] = copy_site_maps(site, P)) ? AC_OK : AC_ERR_NOMEM;
 }
 static int pt_reuse(void *user, const ac_attn_site *site) { return pt_rows(user, site->layer, site->seq); }
 static int pt_mask(const pt_state *st, int layer, int seq, uint8_t *mask) {
@@ -1973,13 +1975,7 @@ static void pt_bidir_heads(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_m
                            pt_state *st, const ac_seq *seqs, int T, float **h, float **p) {
     const int D = m->hp.n_embd, H = m->hp.n_head, NL = m->hp.n_layer;
     const size_t TD = (size_t)T * D, SD = (size_t)PT_NSEQ * D;
-    ac_attn_hook hook = {0};
-    hook.user = st, hook.record = pt_record;
-    ac_ctx_set_attn_hook(cpu, &hook);
-    ac_outputs o = {0};
-    o.hidden = h[0], o.pooled = p[0], o.pooling = AC_POOL_LAST;
-    OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
-    ac_ctx_set_attn_hook(cpu, NULL);
+    cpu_record(cpu, seqs, PT_NSEQ, st, pt_record, h[0], p[0], AC_POOL_LAST);
     int have = 1;
     for (int l = 0; l < NL; l++)
         for (int s = 0; s < PT_NSEQ; s++) have &= st->Pm[l][s] != NULL;
@@ -1987,13 +1983,7 @@ static void pt_bidir_heads(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_m
     if (!have) return;
     OK(ac_codec_parse("topk8", &st->c));
     for (int l = 0; l < NL; l++)
-        for (int s = 0; s < PT_NSEQ; s++) {
-            const int L = st->lens[s];
-            const size_t mb = ac_codec_map_bytes(&st->c, L);
-            st->enc[l][s] = malloc(mb * H);
-            for (int hh = 0; hh < H; hh++)
-                OK(ac_codec_encode(&st->c, st->Pm[l][s] + (size_t)hh * L * L, L, st->enc[l][s] + hh * mb));
-        }
+        for (int s = 0; s < PT_NSEQ; s++) st->enc[l][s] = encode_site(&st->c, st->Pm[l][s], st->lens[s], H);
     st->mode = 7;
     pt_cpu(cpu, st, seqs, h[1], p[1], NULL); /* every head of the served sites */
     st->heads = 1;
@@ -2027,14 +2017,9 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
     const int maxL = m->hp.n_ctx_train < 96 ? m->hp.n_ctx_train : 96;
     st.lens[0] = maxL, st.lens[1] = 5, st.lens[2] = 2 + rnd_int(maxL - 1), st.lens[3] = 1 + rnd_int(maxL);
     st.lens[4] = maxL / 2 + 3 < maxL ? maxL / 2 + 3 : maxL;
-    int T = 0;
-    for (int s = 0; s < PT_NSEQ; s++) T += st.lens[s];
-    int32_t *tok = malloc((size_t)T * 4);
+    int T;
     ac_seq seqs[PT_NSEQ];
-    for (int s = 0, o = 0; s < PT_NSEQ; o += st.lens[s], s++) {
-        seqs[s].tokens = tok + o, seqs[s].n_tokens = st.lens[s];
-        for (int i = 0; i < st.lens[s]; i++) tok[o + i] = 3 + rnd_int(m->hp.n_vocab - 3);
-    }
+    int32_t *tok = rand_batch(m->hp.n_vocab, st.lens, PT_NSEQ, NULL, seqs, &T);
     float *h[7], *p[7];
     for (int k = 0; k < 7; k++) h[k] = malloc((size_t)T * D * 4), p[k] = malloc((size_t)PT_NSEQ * D * 4);
     if (!m->hp.causal) { /* bidirectional: rows depend on every token, a site is served whole or not at all */
@@ -2049,15 +2034,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
         pt_bidir_heads(name, m, cpu, g32, gbf, &st, seqs, T, h, p);
         goto done;
     }
-    { /* the exact maps, recorded by the CPU engine; h[0]: its exact output */
-        ac_attn_hook hook = {0};
-        hook.user = &st, hook.record = pt_record;
-        ac_ctx_set_attn_hook(cpu, &hook);
-        ac_outputs o = {0};
-        o.hidden = h[0], o.pooled = p[0], o.pooling = AC_POOL_LAST;
-        OK(ac_forward(cpu, seqs, PT_NSEQ, &o));
-        ac_ctx_set_attn_hook(cpu, NULL);
-    }
+    cpu_record(cpu, seqs, PT_NSEQ, &st, pt_record, h[0], p[0], AC_POOL_LAST); /* the exact maps; h[0]: exact */
     int have = 1;
     for (int l = 0; l < NL; l++)
         for (int s = 0; s < PT_NSEQ; s++) have &= st.Pm[l][s] != NULL;
@@ -2079,13 +2056,7 @@ static void check_partial(const char *name, ac_model *m, ac_ctx *cpu, ac_cuda_mo
     for (int ci = 0; ci < 3; ci++) {
         OK(ac_codec_parse(specs[ci], &st.c));
         for (int l = 0; l < NL; l++)
-            for (int s = 0; s < PT_NSEQ; s++) {
-                const int L = st.lens[s];
-                const size_t mb = ac_codec_map_bytes(&st.c, L);
-                st.enc[l][s] = malloc(mb * H);
-                for (int hh = 0; hh < H; hh++)
-                    OK(ac_codec_encode(&st.c, st.Pm[l][s] + (size_t)hh * L * L, L, st.enc[l][s] + hh * mb));
-            }
+            for (int s = 0; s < PT_NSEQ; s++) st.enc[l][s] = encode_site(&st.c, st.Pm[l][s], st.lens[s], H);
         const size_t TD = (size_t)T * D, SD = (size_t)PT_NSEQ * D;
         if (ci < 2) {
             /* 1. the mix: CPU cached (h[1]), the same sites served whole on the CPU (h[4]); GPU bf16 with

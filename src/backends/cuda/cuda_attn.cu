@@ -18,6 +18,7 @@
 #include "cuda_attn.h"
 #include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
+#include "cuda_pv_tile.h"
 
 #include <math.h>
 
@@ -110,13 +111,7 @@ __global__ void __launch_bounds__(NW * 32)
     load_tile(0, 0);
     cp_commit();
     for (int t = 0; t < n_tiles; t++) {
-        if (t + 1 < n_tiles) {
-            load_tile(t + 1, (t + 1) & 1);
-            cp_commit();
-            cp_wait<1>();
-        } else {
-            cp_wait<0>();
-        }
+        cp_next_tile(t, n_tiles, load_tile);
         __syncthreads();
         const bf16 *ks = Ks + (t & 1) * BN * LDS, *vs = Vs + (t & 1) * BN * LDS;
         const int j0 = t * BN;
@@ -143,7 +138,7 @@ __global__ void __launch_bounds__(NW * 32)
         }
         /* mask keys past L and, causal, past the row's position P + row (raw scores: scale > 0 keeps the max) */
         const bool need_mask = j0 + BN > L || (causal && j0 + BN - 1 > P + wrow);
-        uint32_t pf[MT][BN / 16][4];
+        uint32_t pf[BN / 16][MT][4]; /* P as the A fragments of k-step kk of m-tile mt: pf[kk][mt] */
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             float mx0 = m[mt][0], mx1 = m[mt][1]; /* running maxima of the raw scores */
@@ -183,25 +178,13 @@ __global__ void __launch_bounds__(NW * 32)
                 const float p2 = ex2_ftz(fmaf(sc[mt][nt][2], scale_log2, -b1));
                 const float p3 = ex2_ftz(fmaf(sc[mt][nt][3], scale_log2, -b1));
                 l[mt][0] += p0 + p1, l[mt][1] += p2 + p3;
-                pf[mt][nt >> 1][(nt & 1) * 2] = pack_bf16(p0, p1);
-                pf[mt][nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
+                pf[nt >> 1][mt][(nt & 1) * 2] = pack_bf16(p0, p1);
+                pf[nt >> 1][mt][(nt & 1) * 2 + 1] = pack_bf16(p2, p3);
             }
         }
         /* O += P V: each V fragment feeds MT products */
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {
-#pragma unroll
-            for (int db = 0; db < HD / 16; db++) {
-                const int key = kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
-                uint32_t v0, v1, v2, v3;
-                ldsm_x4_t(smem_u32(vs + key * LDS + col), v0, v1, v2, v3);
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma16816(o[mt][2 * db], pf[mt][kk], v0, v1);
-                    mma16816(o[mt][2 * db + 1], pf[mt][kk], v2, v3);
-                }
-            }
-        }
+        for (int kk = 0; kk < BN / 16; kk++) mma_pv_kstep<HD, LDS, MT>(o, pf[kk], vs, kk, lane);
         __syncthreads(); /* the next iteration's load overwrites this stage */
     }
 #pragma unroll

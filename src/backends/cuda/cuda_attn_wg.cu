@@ -19,6 +19,7 @@
 #include "cuda_attn.h"
 #include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
+#include "cuda_pv_tile.h"
 #include "cuda_wgmma.h"
 
 #include <math.h>
@@ -97,6 +98,14 @@ __device__ __forceinline__ void wg_load_rows(const wg_block<NWG, BN, D> &b, int 
     }
 }
 
+/* K_t and V_t into stage st (they share a stage; the argument order is cp_next_tile's) */
+template <int NWG, int BN, int D, bool PFX>
+__device__ __forceinline__ void wg_load_kv(const wg_block<NWG, BN, D> &b, int ldk, int ldp, int t, int st) {
+    using B = wg_block<NWG, BN, D>;
+    wg_load_rows<NWG, BN, D, PFX>(b, t, b.sK + st * B::TB, 0, ldk, ldp);
+    wg_load_rows<NWG, BN, D, PFX>(b, t, b.sV + st * B::TB, 1, ldk, ldp);
+}
+
 /* S = Q K_t^T for the warpgroup's 64 rows (stage st), issued and committed (not waited) */
 template <int NWG, int BN, int D>
 __device__ __forceinline__ void wg_scores(const wg_block<NWG, BN, D> &b, int st, float (&sc)[BN / 2]) {
@@ -120,11 +129,7 @@ template <int NWG, int BN, int D>
 __device__ __forceinline__ void wg_pv(const wg_block<NWG, BN, D> &b, int st, float (&o)[D / 2],
                                       const uint32_t (&pf)[BN / 16][4]) {
     using B = wg_block<NWG, BN, D>;
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++)
-#pragma unroll
-        for (int c = 0; c < B::NCB; c++)
-            ac_wg::wgmma_rs_n64_tb(o + 32 * c, pf[kk], ac_wg::desc(b.sV + st * B::TB + c * B::KCB + kk * 2048, B::KCB, 1024), 1);
+    ac_wg::wgmma_pv<BN / 16, B::NCB>(o, pf, b.sV + st * B::TB, B::KCB);
     ac_wg::commit();
 }
 
@@ -212,25 +217,15 @@ __global__ void __launch_bounds__(NWG * 128, NWG == 2 && D == 64 ? 2 : 1) k_flas
     extern __shared__ unsigned char smem_raw[];
     wg_block<NWG, BN, D> b;
     if (!wg_setup<NWG, BN, D, PFX>(b, smem_raw, K, V, cu, ldk, H, Hkv, causal, cp, KP, VP, ldp)) return;
-    constexpr uint32_t TB = wg_block<NWG, BN, D>::TB;
     float o[D / 2]; /* O [64 x D] of the warpgroup: this thread's n-tile d at o[4d .. 4d + 3] */
 #pragma unroll
     for (int i = 0; i < D / 2; i++) o[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     wg_load_q(b, Q, ldq);
-    wg_load_rows<NWG, BN, D, PFX>(b, 0, b.sK, 0, ldk, ldp);
-    wg_load_rows<NWG, BN, D, PFX>(b, 0, b.sV, 1, ldk, ldp);
+    wg_load_kv<NWG, BN, D, PFX>(b, ldk, ldp, 0, 0);
     cp_commit(); /* group 0: the Q tile and the first K/V tile */
     for (int t = 0; t < b.n_tiles; t++) {
-        if (t + 1 < b.n_tiles) {
-            const int nx = (t + 1) & 1;
-            wg_load_rows<NWG, BN, D, PFX>(b, t + 1, b.sK + nx * TB, 0, ldk, ldp);
-            wg_load_rows<NWG, BN, D, PFX>(b, t + 1, b.sV + nx * TB, 1, ldk, ldp);
-            cp_commit();
-            cp_wait<1>();
-        } else {
-            cp_wait<0>();
-        }
+        cp_next_tile(t, b.n_tiles, wg_load_kv<NWG, BN, D, PFX>, b, ldk, ldp);
         ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
         __syncthreads();
         const int j0 = t * BN, st = t & 1;

@@ -11,6 +11,7 @@
 #include "cuda_backend.h"
 #include "cuda_attn_wg.h"
 #include "cuda_ptx.h"
+#include "cuda_pv_tile.h"
 #include "cuda_wgmma.h"
 
 #include <cuda_fp16.h>
@@ -341,48 +342,88 @@ __device__ __forceinline__ int q8_slot(int j) {
     return (j & ~15) | ((j >> 1) & 1) << 3 | ((j >> 3) & 1) << 2 | ((j >> 2) & 1) << 1 | (j & 1);
 }
 
+/* The place of a k_av_q8_mma / k_av_topk_mma block and of this thread in it: the block's sequence
+ * (av_seq: maps, mb, r0, L, rows), its rows tb0 .. tb0 + 16 MT - 1 (the longest, causal, blocks first)
+ * of kv head g (G heads a kv head) and its n_tiles key tiles of BN; this thread's warp on m-tile mt (rows
+ * t0 .. t0 + 15) of the group's head hw (+ GW a pass, nthr threads), with w_end its last key + 1, and
+ * lane (gr, tq: the m16n8k16 fragment coordinates). */
+template <int MT, int BN> struct mma_av_place {
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows, tb0, G, g, nthr, n_tiles, warp, lane, gr, tq, mt, hw, t0, w_end;
+};
+/* Fill b; false when the block has no rows (it returns before any barrier). */
+template <int MT, int BN>
+__device__ __forceinline__ bool mma_av_setup(const ac_cu_codec &c, const av_src &q, int H, int Hkv, int GW,
+                                             mma_av_place<MT, BN> &b) {
+    constexpr int BM = 16 * MT;
+    av_seq(c, q, &b.maps, &b.mb, &b.r0, &b.L, &b.rows);
+    b.tb0 = (gridDim.x - 1 - blockIdx.x) * BM;
+    if (b.tb0 >= b.rows) return false;
+    b.G = H / Hkv, b.g = blockIdx.y, b.nthr = MT * GW * 32;
+    const int kv_end = c.causal ? min(b.L, b.tb0 + BM) : b.L;
+    b.n_tiles = (kv_end + BN - 1) / BN;
+    b.warp = threadIdx.x >> 5, b.lane = threadIdx.x & 31, b.gr = b.lane >> 2, b.tq = b.lane & 3;
+    b.mt = b.warp % MT, b.hw = b.warp / MT, b.t0 = b.tb0 + b.mt * 16;
+    b.w_end = c.causal ? min(b.L, b.t0 + 16) : b.L;
+    return true;
+}
+
+/* The tensor-core A.V kernels' shared pieces (k_av_q8_mma, k_av_topk_mma, k_av_topk_wg). V rows j0 ..
+ * j0 + BN - 1 of a kv head (Vg, rows ldv apart; zero rows past L) into the shared tile vs [BN][LDS] by
+ * nthr threads, key r at row q8_slot(r) (SLOT: the q8 kernel's permuted k order) or r. */
+template <int HD, int LDS, int BN, bool SLOT>
+__device__ __forceinline__ void cp_v_tile(bf16 *vs, const bf16 *Vg, int ldv, int j0, int L, int nthr) {
+    constexpr int CH = HD / 8;
+    for (int i = threadIdx.x; i < BN * CH; i += nthr) {
+        const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
+        cp_async16(smem_u32(vs + (SLOT ? q8_slot(r) : r) * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc,
+                   ok ? 16 : 0);
+    }
+}
+/* This thread's part of a 16-row output tile (the m16n8 C layout: n-tile i at o[i], rows gr and gr + 8)
+ * times sA (row rA) and sB (row rB = rA + 8) as bf16 pairs at column col + 8 i of rows r0 + rA and
+ * r0 + rB of O, those below rows. */
+template <int DT>
+__device__ __forceinline__ void st_rows_bf16(bf16 *O, int ldo, int r0, int rA, int rows, int col, const float (*o)[4],
+                                             float sA, float sB) {
+    const int rB = rA + 8;
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+        if (rA < rows)
+            *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col + i * 8) =
+                __floats2bfloat162_rn(o[i][0] * sA, o[i][1] * sA);
+        if (rB < rows)
+            *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col + i * 8) =
+                __floats2bfloat162_rn(o[i][2] * sB, o[i][3] * sB);
+    }
+}
+
 template <int HD, int MT, bool Q4, bool PF>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
-    constexpr int BN = 64, LDS = HD + 8, DT = HD / 8, BM = 16 * MT;
+    constexpr int BN = 64, LDS = HD + 8, DT = HD / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
-    const unsigned char *maps;
-    size_t mb;
-    int r0, L, rows;
-    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
-    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (tb0 >= rows) return;
-    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const int mt = warp % MT, hw = warp / MT;
-    const int rA = tb0 + mt * 16 + gr, rB = rA + 8;
-    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
-    const int w_end = c.causal ? min(L, tb0 + mt * 16 + 16) : L; /* this warp's last key + 1 */
-    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
-    auto load_tile = [&](int t, int stage) {
-        constexpr int CH = HD / 8;
-        const int j0 = t * BN;
-        bf16 *vs = Vs + stage * BN * LDS;
-        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
-            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
-            cp_async16(smem_u32(vs + q8_slot(r) * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
-        }
-    };
-    for (int hp = 0; hp < G; hp += GW) {
-        const int hh = hp + hw, h = g * G + hh;
-        const bool active = hh < G;
+    mma_av_place<MT, BN> b;
+    if (!mma_av_setup(c, q, H, Hkv, GW, b)) return;
+    const int rA = b.t0 + b.gr, rB = rA + 8;
+    const bf16 *Vg = V + (size_t)b.r0 * ldv + (size_t)b.g * HD;
+    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, true>(Vs + stage * BN * LDS, Vg, ldv, t * BN, b.L, b.nthr); };
+    for (int hp = 0; hp < b.G; hp += GW) {
+        const int hh = hp + b.hw, h = b.g * b.G + hh;
+        const bool active = hh < b.G;
         /* this thread's two rows: weights from byte 4 of the row, n keys stored (0: no row) */
-        const unsigned char *pA = maps, *pB = maps;
+        const unsigned char *pA = b.maps, *pB = b.maps;
         int nA = 0, nB = 0;
         float sA = 0.f, sB = 0.f;
-        if (active && rA < rows) {
-            const unsigned char *rw = maps + (size_t)h * mb + row_offset(c, L, rA);
-            pA = rw + 4, nA = c.causal ? rA + 1 : L, sA = ld_f32(rw);
+        if (active && rA < b.rows) {
+            const unsigned char *rw = b.maps + (size_t)h * b.mb + row_offset(c, b.L, rA);
+            pA = rw + 4, nA = c.causal ? rA + 1 : b.L, sA = ld_f32(rw);
         }
-        if (active && rB < rows) {
-            const unsigned char *rw = maps + (size_t)h * mb + row_offset(c, L, rB);
-            pB = rw + 4, nB = c.causal ? rB + 1 : L, sB = ld_f32(rw);
+        if (active && rB < b.rows) {
+            const unsigned char *rw = b.maps + (size_t)h * b.mb + row_offset(c, b.L, rB);
+            pB = rw + 4, nB = c.causal ? rB + 1 : b.L, sB = ld_f32(rw);
         }
         float o[DT][4];
 #pragma unroll
@@ -393,7 +434,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         auto fetch = [&](int t, uint32_t(&x)[2][BN / 16]) {
 #pragma unroll
             for (int ks = 0; ks < BN / 16; ks++) {
-                const int key = t * BN + ks * 16 + 4 * tq;
+                const int key = t * BN + ks * 16 + 4 * b.tq;
                 x[0][ks] = Q4 ? ld4n(pA, key, nA) : ld4(pA, key, nA);
                 x[1][ks] = Q4 ? ld4n(pB, key, nB) : ld4(pB, key, nB);
             }
@@ -401,22 +442,16 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         if (PF && active) fetch(0, xs);
         load_tile(0, 0);
         cp_commit();
-        for (int t = 0; t < n_tiles; t++) {
+        for (int t = 0; t < b.n_tiles; t++) {
             uint32_t nx[2][BN / 16] = {};
-            if (PF && active && t + 1 < n_tiles && (t + 1) * BN < w_end) fetch(t + 1, nx);
-            if (t + 1 < n_tiles) {
-                load_tile(t + 1, (t + 1) & 1);
-                cp_commit();
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            if (PF && active && t + 1 < b.n_tiles && (t + 1) * BN < b.w_end) fetch(t + 1, nx);
+            cp_next_tile(t, b.n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
-            if (active && t * BN < w_end) {
+            if (active && t * BN < b.w_end) {
 #pragma unroll
                 for (int ks = 0; ks < BN / 16; ks++) {
-                    const int key = t * BN + ks * 16 + 4 * tq;
+                    const int key = t * BN + ks * 16 + 4 * b.tq;
                     uint32_t a[4];
                     if (Q4) {
                         const uint32_t xa = PF ? xs[0][ks] : ld4n(pA, key, nA), xb = PF ? xs[1][ks] : ld4n(pB, key, nB);
@@ -425,14 +460,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                         const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
-#pragma unroll
-                    for (int db = 0; db < HD / 16; db++) {
-                        const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
-                        uint32_t v0, v1, v2, v3;
-                        ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
-                        mma16816(o[2 * db], a, v0, v1);
-                        mma16816(o[2 * db + 1], a, v2, v3);
-                    }
+                    mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, b.lane); /* V rows in slot order: the permuted keys */
                 }
             }
             if (PF)
@@ -440,18 +468,7 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                 for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
-        if (active) {
-#pragma unroll
-            for (int i = 0; i < DT; i++) {
-                const int col = h * HD + i * 8 + 2 * tq;
-                if (rA < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][0] * sA, o[i][1] * sA);
-                if (rB < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][2] * sB, o[i][3] * sB);
-            }
-        }
+        if (active) st_rows_bf16<DT>(O, ldo, b.r0, rA, b.rows, h * HD + 2 * b.tq, o, sA, sB);
     }
 }
 
@@ -614,29 +631,26 @@ __global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec 
 #pragma unroll
         for (int k = 0; k < COLS; k++) acc[i][k] = 0.f;
     const int ntiles = STAGE ? (kend + KT - 1) / KT : 1;
-    auto stage_tile = [&](int tile) { /* V rows [k0, k1) into stage tile & 1 */
+    auto stage_tile = [&](int tile, int stage) { /* V rows [k0, k1) into stage tile & 1 */
         constexpr int CH = HD / 8;
         const int k0 = tile * KT, nr = min(kend, k0 + KT) - k0;
-        bf16 *dst = sv + (size_t)(tile & 1) * KT * HD;
+        bf16 *dst = sv + (size_t)stage * KT * HD;
         for (int i = threadIdx.x; i < nr * CH; i += NW * 32) {
             const int r = i / CH, cc = (i % CH) * 8;
             cp_async16(smem_u32(dst + r * HD + cc), Vg + (size_t)(k0 + r) * ldv + cc, 16);
         }
-        cp_commit();
     };
-    if (STAGE) stage_tile(0);
+    if (STAGE) {
+        stage_tile(0, 0);
+        cp_commit();
+    }
     const uint32_t lt = (1u << lane) - 1u;
     for (int tile = 0; tile < ntiles; tile++) {
         const int k0 = STAGE ? tile * KT : 0, nk = STAGE ? min(kend, k0 + KT) - k0 : kend;
         const bf16 *base = Vg + COLS * lane;
         uint32_t sa = 0, rs = (uint32_t)ldv;
         if (STAGE) {
-            if (tile + 1 < ntiles) {
-                stage_tile(tile + 1); /* its stage was last read in tile - 1, before that tile's barrier */
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            cp_next_tile(tile, ntiles, stage_tile); /* its stage was last read in tile - 1, before that tile's barrier */
             __syncthreads();
             sa = smem_u32(sv + (size_t)(tile & 1) * KT * HD + COLS * lane), rs = HD * sizeof(bf16);
         }
@@ -743,43 +757,48 @@ __device__ __forceinline__ void topk_row_entries16(const ac_cu_codec &c, const u
     }
 }
 
+/* The warp's P tile [16][LDP] (bf16, at pw, shared address pw_s) for the keys k0 .. k0 + BN - 1: zeroed,
+ * then the entries of its 16 rows with a key there (ent[r]: key | bf16 weight << 16, as
+ * topk_row_entries16 leaves them) at column key - k0; true where this lane wrote one. */
+template <int BN, int LDP>
+__device__ __forceinline__ bool p_tile(bf16 *pw, uint32_t pw_s, const uint32_t (&ent)[16], uint32_t k0, int lane) {
+    for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
+    __syncwarp();
+    bool any = false;
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+        const uint32_t key = ent[r] & 0xffffu;
+        const bool in = key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u);
+        if (in) {
+            const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
+            asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+        }
+        any |= in;
+    }
+    __syncwarp();
+    return any;
+}
+
 template <int HD, int MT>
 __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_codec c, av_src q, int H, int Hkv,
                                                         const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                         int ldo, int GW) {
-    constexpr int BN = 64, LDS = HD + 8, LDP = BN + 8, DT = HD / 8, BM = 16 * MT;
+    constexpr int BN = 64, LDS = HD + 8, LDP = BN + 8, DT = HD / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Vs = reinterpret_cast<bf16 *>(smem_raw); /* [2][BN][LDS] */
     bf16 *Ps = Vs + 2 * BN * LDS;                  /* [warps][16][LDP] */
-    const unsigned char *maps;
-    size_t mb;
-    int r0, L, rows;
-    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
-    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (tb0 >= rows) return;
-    const int G = H / Hkv, g = blockIdx.y, nthr = MT * GW * 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const int mt = warp % MT, hw = warp / MT, t0 = tb0 + mt * 16;
-    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
-    const int w_end = c.causal ? min(L, t0 + 16) : L; /* this warp's last key + 1 */
-    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * HD;
-    bf16 *pw = Ps + warp * 16 * LDP;
+    mma_av_place<MT, BN> b;
+    if (!mma_av_setup(c, q, H, Hkv, GW, b)) return;
+    const bf16 *Vg = V + (size_t)b.r0 * ldv + (size_t)b.g * HD;
+    bf16 *pw = Ps + b.warp * 16 * LDP;
     const uint32_t pw_s = smem_u32(pw);
-    auto load_tile = [&](int t, int stage) {
-        constexpr int CH = HD / 8;
-        const int j0 = t * BN;
-        bf16 *vs = Vs + stage * BN * LDS;
-        for (int i = threadIdx.x; i < BN * CH; i += nthr) {
-            const int r = i / CH, cc = (i % CH) * 8, ok = j0 + r < L;
-            cp_async16(smem_u32(vs + r * LDS + cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc, ok ? 16 : 0);
-        }
-    };
-    for (int hp = 0; hp < G; hp += GW) {
-        const int hh = hp + hw, h = g * G + hh;
-        const bool active = hh < G && t0 < rows;
+    auto load_tile = [&](int t, int stage) { cp_v_tile<HD, LDS, BN, false>(Vs + stage * BN * LDS, Vg, ldv, t * BN, b.L, b.nthr); };
+    for (int hp = 0; hp < b.G; hp += GW) {
+        const int hh = hp + b.hw, h = b.g * b.G + hh;
+        const bool active = hh < b.G && b.t0 < b.rows;
         uint32_t ent[16];
         __syncthreads(); /* the previous pass's last tile is no longer read (V stage and P tile) */
-        if (active) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, reinterpret_cast<unsigned char *>(pw), ent);
+        if (active) topk_row_entries16(c, b.maps, b.mb, b.L, b.rows, h, b.t0, b.lane, reinterpret_cast<unsigned char *>(pw), ent);
         else
 #pragma unroll
             for (int r = 0; r < 16; r++) ent[r] = 0;
@@ -788,65 +807,25 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
         load_tile(0, 0);
         cp_commit();
-        for (int t = 0; t < n_tiles; t++) {
-            if (t + 1 < n_tiles) {
-                load_tile(t + 1, (t + 1) & 1);
-                cp_commit();
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+        for (int t = 0; t < b.n_tiles; t++) {
+            cp_next_tile(t, b.n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
             const uint32_t k0 = (uint32_t)(t * BN);
-            if (active && t * BN < w_end) {
-                /* this warp's P tile: zeroed, then its entries in [k0, k0 + 64) */
-                for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
-                __syncwarp();
-                bool any = false;
-#pragma unroll
-                for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 here */
-                    const uint32_t key = ent[r] & 0xffffu;
-                    const bool in = key - k0 < (uint32_t)BN && (ent[r] & 0x7fff0000u);
-                    if (in) {
-                        const uint32_t a = pw_s + 2 * (r * LDP + (key - k0));
-                        asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
-                    }
-                    any |= in;
-                }
-                __syncwarp();
-                if (__any_sync(0xffffffffu, any)) {
+            if (active && t * BN < b.w_end) {
+                if (__any_sync(0xffffffffu, p_tile<BN, LDP>(pw, pw_s, ent, k0, b.lane))) {
 #pragma unroll 1 /* not unrolled: the 16 rows' entries stay in registers (an unrolled tile spills) */
                     for (int ks = 0; ks < BN / 16; ks++) {
                         uint32_t a[4];
-                        ldsm_x4(smem_u32(pw + (lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
-#pragma unroll
-                        for (int db = 0; db < HD / 16; db++) {
-                            const int slot = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), col = db * 16 + ((lane >> 4) << 3);
-                            uint32_t v0, v1, v2, v3;
-                            ldsm_x4_t(smem_u32(vs + slot * LDS + col), v0, v1, v2, v3);
-                            mma16816(o[2 * db], a, v0, v1);
-                            mma16816(o[2 * db + 1], a, v2, v3);
-                        }
+                        ldsm_x4(smem_u32(pw + (b.lane & 15) * LDP + ks * 16 + (b.lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+                        mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, b.lane);
                     }
                 }
                 __syncwarp(); /* the tile is zeroed again next */
             }
             __syncthreads(); /* the stage is refilled next */
         }
-        if (active) {
-            const int rA = t0 + gr, rB = rA + 8;
-#pragma unroll
-            for (int i = 0; i < DT; i++) {
-                const int col = h * HD + i * 8 + 2 * tq;
-                if (rA < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][0], o[i][1]);
-                if (rB < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
-                        __floats2bfloat162_rn(o[i][2], o[i][3]);
-            }
-        }
+        if (active) st_rows_bf16<DT>(O, ldo, b.r0, b.t0 + b.gr, b.rows, h * HD + 2 * b.tq, o, 1.f, 1.f);
     }
 }
 
@@ -882,8 +861,9 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
     const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
     bf16 *pw = Ps + warp * 16 * LDP;
     const uint32_t pw_s = smem_u32(pw);
-    auto load_tile = [&](int t, uint32_t dst) {
+    auto load_tile = [&](int t, int stage) {
         const int j0 = t * BN;
+        const uint32_t dst = sV + stage * TB;
         for (int i = threadIdx.x; i < BN * 8; i += nthr) {
             const int r = i >> 3, cc = i & 7, ok = j0 + r < L;
             cp_async16(dst + ac_wg::swz(r, cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc * 8, ok ? 16 : 0);
@@ -901,20 +881,15 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
         float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
 #pragma unroll
         for (int i = 0; i < 32; i++) o[i] = 0.f;
-        load_tile(0, sV);
+        load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
-            if (t + 1 < n_tiles) {
-                load_tile(t + 1, sV + ((t + 1) & 1) * TB);
-                cp_commit();
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
+            cp_next_tile(t, n_tiles, load_tile);
             ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
             __syncthreads();
             const uint32_t k0 = (uint32_t)(t * BN);
             if (active) { /* every tile up to the warpgroup's last row (kv_end): the whole group multiplies */
+                /* the P tile as p_tile builds it, written out: the call here took one register more (123 -> 124) */
                 for (int i = lane; i < 16 * LDP / 8; i += 32) reinterpret_cast<uint4 *>(pw)[i] = make_uint4(0, 0, 0, 0);
                 __syncwarp();
 #pragma unroll
@@ -932,9 +907,7 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
                     ldsm_x4(pw_s + 2 * ((lane & 15) * LDP + ks * 16 + (lane >> 4) * 8), a[ks][0], a[ks][1], a[ks][2], a[ks][3]);
                 ac_wg::reg_fence(o);
                 ac_wg::fence();
-#pragma unroll
-                for (int ks = 0; ks < BN / 16; ks++)
-                    ac_wg::wgmma_rs_n64_tb(o, a[ks], ac_wg::desc(sV + (t & 1) * TB + ks * 2048, TB, 1024), 1);
+                ac_wg::wgmma_pv<BN / 16, 1>(o, a, sV + (t & 1) * TB, TB);
                 ac_wg::commit();
                 ac_wg::wait<0>();
                 ac_wg::reg_fence(o);

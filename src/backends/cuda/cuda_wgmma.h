@@ -83,6 +83,17 @@ __device__ __forceinline__ void wgmma_rs_n64_tb(float *d, const uint32_t *a, uin
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
 }
+
+/* O [64 x 64 NCB] += P [64 x 16 KS] . V, issued (not committed): P as KS A fragments in registers (k-step
+ * kk: keys 16 kk ..), V the MN-major 128B-swizzled tile at shared address sv (rows = keys), NCB column
+ * blocks of 64 cb bytes apart; O's columns 64c .. 64c + 63 at o[32c ..] */
+template <int KS, int NCB>
+__device__ __forceinline__ void wgmma_pv(float *o, const uint32_t (&a)[KS][4], uint32_t sv, uint32_t cb) {
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+        for (int c = 0; c < NCB; c++) wgmma_rs_n64_tb(o + 32 * c, a[kk], desc(sv + c * cb + kk * 2048, cb, 1024), 1);
+}
 #endif /* AC_WGMMA */
 
 } // namespace ac_wg
