@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -924,6 +925,52 @@ static void lookup_all_batch(int arch) {
 static void test_lookup_all_batch_llama(void **st) { (void)st, lookup_all_batch(AC_ARCH_LLAMA); }
 static void test_lookup_all_batch_bert(void **st) { (void)st, lookup_all_batch(AC_ARCH_BERT); }
 
+/* ---- 5b. recording on threads ------------------------------------------------------------------------------------- */
+
+/* A site's heads are encoded on threads when recording (rec_put): the stored bytes must not depend
+ * on how many — each codec, one thread against four, entry by entry. */
+static void record_threads(int arch) {
+    fx f;
+    fx_open(&f, arch);
+    const int lens[] = {5, 23, 40};
+    ac_seq seqs[3];
+    int32_t *ids;
+    make_seqs(&f, lens, 3, 29, seqs, &ids);
+    const int nt0 = omp_get_max_threads();
+    for (int k = 0; k < 3; k++) {
+        const char *base = k == 0 ? "topk4" : k == 1 ? "q8" : "f32";
+        char dir[2][160], db[2][400], codec[32];
+        for (int v = 0; v < 2; v++) {
+            omp_set_num_threads(v == 0 ? 1 : 4);
+            char name[32];
+            snprintf(name, sizeof name, "thr%d_%s", v, base);
+            cache_dir(&f, name, dir[v], sizeof dir[v]);
+            build_cache(&f, dir[v], codec_for(&f, base, codec, sizeof codec), seqs, 3);
+            snprintf(db[v], sizeof db[v], "%s/maps.acdb", dir[v]);
+        }
+        omp_set_num_threads(nt0);
+        ac_store *s[2] = {NULL, NULL};
+        for (int v = 0; v < 2; v++) assert_int_equal(ac_store_open(db[v], NULL, AC_STORE_READ, &s[v]), AC_OK);
+        ac_store_params sp;
+        ac_store_get_params(s[0], &sp);
+        assert_true(sp.n_head > 1); /* more than one head a site: the threaded path runs */
+        for (int64_t i = 0; i < 3; i++) {
+            ac_store_entry e0, e1;
+            assert_int_equal(ac_store_get(s[0], i, &e0), AC_OK);
+            assert_int_equal(ac_store_get(s[1], i, &e1), AC_OK);
+            assert_int_equal(e0.n_tokens, e1.n_tokens);
+            assert_int_equal(e0.map_bytes, e1.map_bytes);
+            const size_t n = e0.map_bytes * (size_t)sp.n_layer * sp.n_head;
+            assert_memory_equal(e0.maps, e1.maps, n);
+        }
+        for (int v = 0; v < 2; v++) ac_store_close(s[v]);
+    }
+    free(ids);
+    fx_close(&f);
+}
+static void test_record_threads_llama(void **st) { (void)st, record_threads(AC_ARCH_LLAMA); }
+static void test_record_threads_bert(void **st) { (void)st, record_threads(AC_ARCH_BERT); }
+
 /* ---- 6. bad inputs -------------------------------------------------------------------------------------------------- */
 
 /* file offset of the middle of entry i's maps (store.h: reader handle, any model) */
@@ -1509,6 +1556,7 @@ int main(void) {
         cmocka_unit_test(test_maps_seam_llama),   cmocka_unit_test(test_maps_seam_bert),
         cmocka_unit_test(test_summary_seam_llama), cmocka_unit_test(test_summary_seam_bert),
         cmocka_unit_test(test_lookup_all_batch_llama), cmocka_unit_test(test_lookup_all_batch_bert),
+        cmocka_unit_test(test_record_threads_llama), cmocka_unit_test(test_record_threads_bert),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),
