@@ -931,57 +931,127 @@ __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c
 #endif /* AC_WGMMA */
 }
 
-/* ---- variant 12 (session 15): variant 8 without a block barrier in its key loop ------------------------
+/* ---- variants 12-14 (session 15): the wgmma top-k kernel with P tiles in shared memory --------------------
  * Run 20: variant 8 takes ~100 us at Llama-1B 512 x 16 where its tensor-core work is ~10 us and its bytes
  * ~25: each 64-key tile runs copy wait, two block barriers, the P build, ldmatrix and a wgmma waited for
- * at once, so with 4 warpgroups an SM the latencies are not hidden. Here (sequences of at most
- * AV_WGS_MAX_L keys) the block first copies every V tile its rows can reach into shared memory (one
- * cp.async burst, overlapped with the first head's entries, one barrier), and then each warpgroup runs
- * its heads alone: P tiles in shared memory, 128B-swizzled K-major (the wgmma A operand read by
- * descriptor, no ldmatrix, no A registers), two per warpgroup, so the P build of tile t + 1 overlaps
- * the product of tile t (wgmma.wait_group 1), and the four warps of a warpgroup meet at a named
- * barrier instead of the block's. Block = (sequence, kv head g, 64 rows) x GW = min(G, NWG) warpgroups;
- * warpgroup w takes the group's heads w, w + GW, ... */
-constexpr int AV_WGS_MAX_L = 1024;
+ * at once, so with 4 warpgroups an SM the latencies are not hidden. In these kernels P tiles live in
+ * shared memory, 128B-swizzled K-major (the wgmma A operand read by descriptor: no ldmatrix, no A
+ * registers), two per warpgroup, so the P build of tile t + 1 overlaps the product of tile t
+ * (wgmma.wait_group 1), and the four warps of a warpgroup meet at a named barrier after writing their
+ * rows. Block = (sequence, kv head g, 64 rows) x GW = min(G, NWG) warpgroups, one head each.
+ * Variant 12 (sequences of at most AV_WGS_MAX_L keys) copies every V tile the block's rows reach into
+ * shared memory once (one cp.async burst overlapped with the first head's entries, one block barrier,
+ * the only one), then each warpgroup runs its heads w, w + GW, ... alone. Variants 13 / 14 (any
+ * length; 2 / 4 warpgroups) share a ring of AV_RING V tiles: at tile t every thread waits for its
+ * copies of tile t, one block barrier (which also means every warpgroup's product of tile t - 2 is
+ * done: each waited for it at the end of tile t - 1), then tile t + AV_RING - 2 is copied into the slot
+ * tile t - 2 used, two tiles ahead of its use. */
+constexpr int AV_WGS_MAX_L = 1024, AV_RING = 4;
+#ifdef AC_WGMMA /* the helpers exist in the sm_90a pass only, as the kernels' bodies */
+constexpr uint32_t AV_TB = 64 * 128, AV_PB = 64 * 128; /* bytes of a V tile [64 keys][64], of a P tile [64 rows][64] */
+
+struct wgs_geom { /* a block's place and shared-memory layout (variants 12-14) */
+    const unsigned char *maps;
+    size_t mb;
+    int r0, L, rows, tb0, G, g, nthr, lane, wg, gr, tq, t0, n_tiles;
+    uint32_t sP, sV, pw; /* P tiles [GW][2][64][64], V tiles, this warp's rows of its P buffer 0 (shared addresses) */
+    unsigned char *pw_g; /* pw as a generic pointer */
+};
+
+/* false: the block has no rows (return before any barrier) */
+__device__ __forceinline__ bool wgs_geom_init(wgs_geom &b, const ac_cu_codec &c, const av_src &q, int H, int Hkv, int GW,
+                                              unsigned char *smem_raw) {
+    av_seq(c, q, &b.maps, &b.mb, &b.r0, &b.L, &b.rows);
+    b.tb0 = (gridDim.x - 1 - blockIdx.x) * 64; /* longest (causal) blocks first */
+    if (b.tb0 >= b.rows) return false;
+    b.G = H / Hkv, b.g = blockIdx.y, b.nthr = GW * 128;
+    const int warp = threadIdx.x >> 5, wr = warp & 3;
+    b.lane = threadIdx.x & 31, b.wg = threadIdx.x >> 7, b.gr = b.lane >> 2, b.tq = b.lane & 3, b.t0 = b.tb0 + wr * 16;
+    const int kv_end = c.causal ? min(b.L, b.tb0 + 64) : b.L;
+    b.n_tiles = (kv_end + 63) / 64;
+    const uint32_t s0 = smem_u32(smem_raw);
+    b.sP = (s0 + 1023u) & ~1023u;
+    b.sV = b.sP + (uint32_t)GW * 2 * AV_PB;
+    b.pw = b.sP + (uint32_t)b.wg * 2 * AV_PB + (uint32_t)wr * 16 * 128;
+    b.pw_g = smem_raw + (b.pw - s0);
+    return true;
+}
+
+/* Tile t of a head: this warp's 16 rows of P buffer t & 1 zeroed and its entries in keys [64 t, 64 t + 64)
+ * written (ent[r]: key | bf16 weight << 16), the warpgroup's product O += P . V issued on the V tile at
+ * vtile, then tile t - 1's product waited for (its P buffer free for tile t + 1). */
+__device__ __forceinline__ void wgs_tile(const wgs_geom &b, const uint32_t (&ent)[16], int t, uint32_t vtile,
+                                         float (&o)[32]) {
+    const uint32_t buf = (uint32_t)(t & 1) * AV_PB, k0 = (uint32_t)(t * 64);
+    uint4 *pz = reinterpret_cast<uint4 *>(b.pw_g + buf); /* this warp's 16 rows: 2 KB */
+#pragma unroll
+    for (int i = 0; i < 4; i++) pz[b.lane + 32 * i] = make_uint4(0, 0, 0, 0);
+    __syncwarp();
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+        const uint32_t key = ent[r] & 0xffffu, j = key - k0;
+        if (j < 64u && (ent[r] & 0x7fff0000u)) {
+            const uint32_t a = b.pw + buf + (uint32_t)r * 128 + (((j >> 3) ^ (uint32_t)(r & 7)) << 4) + (j & 7) * 2;
+            asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
+        }
+    }
+    ac_wg::fence_proxy_async(); /* st.shared (generic proxy), read next by wgmma (async proxy) */
+    ac_wg::bar_sync(1 + b.wg, 128); /* the warpgroup's four warps have written their rows */
+    ac_wg::reg_fence(o);
+    ac_wg::fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++)
+        ac_wg::wgmma_ss_n64_tb(o, ac_wg::desc(b.sP + (uint32_t)b.wg * 2 * AV_PB + buf + ks * 32, 16, 1024),
+                               ac_wg::desc(vtile + ks * 2048, AV_TB, 1024), 1);
+    ac_wg::commit();
+    ac_wg::wait<1>();
+    ac_wg::reg_fence(o);
+}
+
+/* the warpgroup's O [64 x 64] of head h (every product waited for): this warp's rows below `rows` */
+__device__ __forceinline__ void wgs_store(const wgs_geom &b, const float (&o)[32], int h, bf16 *__restrict__ O, int ldo) {
+    const int rA = b.t0 + b.gr, rB = rA + 8;
+#pragma unroll
+    for (int d = 0; d < 8; d++) {
+        const int col = h * 64 + d * 8 + 2 * b.tq;
+        if (rA < b.rows)
+            *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(b.r0 + rA) * ldo + col) = __floats2bfloat162_rn(o[4 * d], o[4 * d + 1]);
+        if (rB < b.rows)
+            *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(b.r0 + rB) * ldo + col) = __floats2bfloat162_rn(o[4 * d + 2], o[4 * d + 3]);
+    }
+}
+
+/* this warp's entries of head h (ent zero when its rows are past the sequence's) */
+__device__ __forceinline__ void wgs_entries(const wgs_geom &b, const ac_cu_codec &c, int h, uint32_t (&ent)[16]) {
+    if (b.t0 < b.rows) topk_row_entries16(c, b.maps, b.mb, b.L, b.rows, h, b.t0, b.lane, b.pw_g, ent);
+    else
+#pragma unroll
+        for (int r = 0; r < 16; r++) ent[r] = 0;
+}
+#endif /* AC_WGMMA */
+
 template <int NWG>
 __global__ void __launch_bounds__(NWG * 128, 2) k_av_topk_wgs(ac_cu_codec c, av_src q, int H, int Hkv,
                                                    const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                    int ldo, int GW) {
 #ifdef AC_WGMMA
-    constexpr int BN = 64, BM = 64;
-    constexpr uint32_t TB = BN * 128, PB = BM * 128; /* bytes of a V tile [BN][64], of a P tile [BM][BN] */
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    const unsigned char *maps;
-    size_t mb;
-    int r0, L, rows;
-    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
-    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (tb0 >= rows) return;
-    const int G = H / Hkv, g = blockIdx.y, nthr = GW * 128;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = threadIdx.x >> 7, wr = warp & 3;
-    const int gr = lane >> 2, tq = lane & 3, t0 = tb0 + wr * 16; /* this warp's 16 rows */
-    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
-    const uint32_t s0 = smem_u32(smem_raw), sP = (s0 + 1023u) & ~1023u; /* [GW][2][BM][BN] swizzled */
-    const uint32_t sV = sP + (uint32_t)GW * 2 * PB;                      /* [n_tiles][BN][64] swizzled */
-    const uint32_t pw = sP + (uint32_t)wg * 2 * PB + (uint32_t)wr * 16 * 128; /* this warp's rows of P buffer 0 */
-    unsigned char *pw_g = smem_raw + (pw - s0);
-    { /* every V tile of the block, one burst */
-        const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
-        for (int i = threadIdx.x; i < n_tiles * BN * 8; i += nthr) {
-            const int r = i >> 3, cc = i & 7, ok = r < L;
-            cp_async16(sV + (uint32_t)(r >> 6) * TB + ac_wg::swz(r & 63, cc), Vg + (size_t)(ok ? r : 0) * ldv + cc * 8,
+    wgs_geom b;
+    if (!wgs_geom_init(b, c, q, H, Hkv, GW, smem_raw)) return;
+    { /* every V tile of the block, one burst: tile i at sV + i * AV_TB */
+        const bf16 *Vg = V + (size_t)b.r0 * ldv + (size_t)b.g * 64;
+        for (int i = threadIdx.x; i < b.n_tiles * 64 * 8; i += b.nthr) {
+            const int r = i >> 3, cc = i & 7, ok = r < b.L;
+            cp_async16(b.sV + (uint32_t)(r >> 6) * AV_TB + ac_wg::swz(r & 63, cc), Vg + (size_t)(ok ? r : 0) * ldv + cc * 8,
                        ok ? 16 : 0);
         }
         cp_commit();
     }
     bool first = true;
-    for (int hh = wg; hh < G; hh += GW) { /* warpgroup-uniform */
-        const int h = g * G + hh;
+    for (int hh = b.wg; hh < b.G; hh += GW) { /* warpgroup-uniform; every warpgroup runs at least one head */
+        const int h = b.g * b.G + hh;
         uint32_t ent[16];
-        if (t0 < rows) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, pw_g, ent);
-        else
-#pragma unroll
-            for (int r = 0; r < 16; r++) ent[r] = 0;
+        wgs_entries(b, c, h, ent); /* its scratch is P buffer 0: no product in flight */
         if (first) { /* V resident for the whole block from here on */
             cp_wait<0>();
             __syncthreads();
@@ -990,156 +1060,61 @@ __global__ void __launch_bounds__(NWG * 128, 2) k_av_topk_wgs(ac_cu_codec c, av_
         float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
 #pragma unroll
         for (int i = 0; i < 32; i++) o[i] = 0.f;
-        for (int t = 0; t < n_tiles; t++) {
-            const uint32_t buf = (uint32_t)(t & 1) * PB, k0 = (uint32_t)(t * BN);
-            uint4 *pz = reinterpret_cast<uint4 *>(pw_g + buf); /* this warp's 16 rows: 2 KB */
-            /* buffer t & 1 was last read by the product of tile t - 2, complete (wait_group 1 below) */
-#pragma unroll
-            for (int i = 0; i < 4; i++) pz[lane + 32 * i] = make_uint4(0, 0, 0, 0);
-            __syncwarp();
-#pragma unroll
-            for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 */
-                const uint32_t key = ent[r] & 0xffffu, j = key - k0;
-                if (j < (uint32_t)BN && (ent[r] & 0x7fff0000u)) {
-                    const uint32_t a = pw + buf + (uint32_t)r * 128 + (((j >> 3) ^ (uint32_t)(r & 7)) << 4) + (j & 7) * 2;
-                    asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
-                }
-            }
-            ac_wg::fence_proxy_async(); /* st.shared (generic proxy), read next by wgmma (async proxy) */
-            ac_wg::bar_sync(1 + wg, 128); /* the warpgroup's four warps have written their rows */
-            ac_wg::reg_fence(o);
-            ac_wg::fence();
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ks++)
-                ac_wg::wgmma_ss_n64_tb(o, ac_wg::desc(sP + (uint32_t)wg * 2 * PB + buf + ks * 32, 16, 1024),
-                                       ac_wg::desc(sV + (uint32_t)t * TB + ks * 2048, TB, 1024), 1);
-            ac_wg::commit();
-            ac_wg::wait<1>(); /* tile t - 1's product done: its buffer is free for tile t + 1 */
-            ac_wg::reg_fence(o);
-        }
+        for (int t = 0; t < b.n_tiles; t++) wgs_tile(b, ent, t, b.sV + (uint32_t)t * AV_TB, o);
         ac_wg::wait<0>();
         ac_wg::reg_fence(o);
-        const int rA = t0 + gr, rB = rA + 8;
-#pragma unroll
-        for (int d = 0; d < 8; d++) {
-            const int col = h * 64 + d * 8 + 2 * tq;
-            if (rA < rows)
-                *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) = __floats2bfloat162_rn(o[4 * d], o[4 * d + 1]);
-            if (rB < rows)
-                *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
-                    __floats2bfloat162_rn(o[4 * d + 2], o[4 * d + 3]);
-        }
-        __syncwarp(); /* buffer 0 (the next head's scratch) is no longer read by this warp's wgmma: all waited */
-        ac_wg::bar_sync(1 + wg, 128); /* nor by the other warps' (their product waited too) */
-    }
-    if (first) { /* a block whose warpgroups had no head (G < GW cannot happen) or none ran: drain the copy */
-        cp_wait<0>();
+        wgs_store(b, o, h, O, ldo);
+        __syncwarp();
+        ac_wg::bar_sync(1 + b.wg, 128); /* no warp of the warpgroup reads P buffer 0 any more (all waited) */
     }
 #endif /* AC_WGMMA */
 }
 
-/* ---- variants 13 and 14 (session 15): variant 12's P pipeline over a ring of V tiles, any length -------
- * Variant 12 keeps every V tile of a block resident, which bounds it to ~1024 keys. Here the block's
- * warpgroups (NWG heads of the group, 2 or 4) share a ring of AV_RING V tiles: at tile t every thread
- * waits for its copies of tile t, one block barrier (which also means every warpgroup's product of
- * tile t - 2 is done: each waited for it at the end of tile t - 1), then tile t + AV_RING - 2 is copied
- * into the slot tile t - 2 used, two tiles ahead of its use; P tiles as in variant 12 (two per
- * warpgroup in shared memory, wgmma by descriptor, the build of tile t overlapping the product of
- * tile t - 1). One block barrier a tile instead of variant 8's two, no wait for the product in the
- * loop, the copy latency hidden two tiles deep. */
-constexpr int AV_RING = 4;
 template <int NWG>
 __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wgr(ac_cu_codec c, av_src q, int H, int Hkv,
                                                         const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                         int ldo, int GW) {
 #ifdef AC_WGMMA
-    constexpr int BN = 64, BM = 64;
-    constexpr uint32_t TB = BN * 128, PB = BM * 128; /* bytes of a V tile [BN][64], of a P tile [BM][BN] */
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    const unsigned char *maps;
-    size_t mb;
-    int r0, L, rows;
-    av_seq(c, q, &maps, &mb, &r0, &L, &rows);
-    const int tb0 = (gridDim.x - 1 - blockIdx.x) * BM; /* longest (causal) blocks first */
-    if (tb0 >= rows) return;
-    const int G = H / Hkv, g = blockIdx.y, nthr = GW * 128;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = threadIdx.x >> 7, wr = warp & 3;
-    const int gr = lane >> 2, tq = lane & 3, t0 = tb0 + wr * 16; /* this warp's 16 rows */
-    const int kv_end = c.causal ? min(L, tb0 + BM) : L, n_tiles = (kv_end + BN - 1) / BN;
-    const uint32_t s0 = smem_u32(smem_raw), sP = (s0 + 1023u) & ~1023u; /* [GW][2][BM][BN] swizzled */
-    const uint32_t sV = sP + (uint32_t)GW * 2 * PB;                      /* [AV_RING][BN][64] swizzled */
-    const uint32_t pw = sP + (uint32_t)wg * 2 * PB + (uint32_t)wr * 16 * 128; /* this warp's rows of P buffer 0 */
-    unsigned char *pw_g = smem_raw + (pw - s0);
-    const bf16 *Vg = V + (size_t)r0 * ldv + (size_t)g * 64;
+    wgs_geom b;
+    if (!wgs_geom_init(b, c, q, H, Hkv, GW, smem_raw)) return;
+    const bf16 *Vg = V + (size_t)b.r0 * ldv + (size_t)b.g * 64;
     auto load_tile = [&](int t) { /* tile t into ring slot t % AV_RING, one commit group (empty past the end) */
-        if (t < n_tiles) {
-            const uint32_t dst = sV + (uint32_t)(t % AV_RING) * TB;
-            const int j0 = t * BN;
-            for (int i = threadIdx.x; i < BN * 8; i += nthr) {
-                const int r = i >> 3, cc = i & 7, ok = j0 + r < L;
+        if (t < b.n_tiles) {
+            const uint32_t dst = b.sV + (uint32_t)(t % AV_RING) * AV_TB;
+            const int j0 = t * 64;
+            for (int i = threadIdx.x; i < 64 * 8; i += b.nthr) {
+                const int r = i >> 3, cc = i & 7, ok = j0 + r < b.L;
                 cp_async16(dst + ac_wg::swz(r, cc), Vg + (size_t)(ok ? j0 + r : 0) * ldv + cc * 8, ok ? 16 : 0);
             }
         }
         cp_commit();
     };
-    for (int hp = 0; hp < G; hp += GW) {
-        const int hh = hp + wg, h = g * G + hh;
-        const bool active = hh < G; /* warpgroup-uniform */
+    for (int hp = 0; hp < b.G; hp += GW) {
+        const int hh = hp + b.wg, h = b.g * b.G + hh;
+        const bool active = hh < b.G; /* warpgroup-uniform */
         __syncthreads(); /* the previous pass's tiles and P buffers are no longer read (all its products waited) */
         for (int t = 0; t < AV_RING - 2; t++) load_tile(t);
         uint32_t ent[16];
-        if (active && t0 < rows) topk_row_entries16(c, maps, mb, L, rows, h, t0, lane, pw_g, ent);
+        if (active) wgs_entries(b, c, h, ent);
         else
 #pragma unroll
             for (int r = 0; r < 16; r++) ent[r] = 0;
         float o[32]; /* O [64 x 64] of the warpgroup: n-tile d at o[4d .. 4d + 3], the m16n8 C layout */
 #pragma unroll
         for (int i = 0; i < 32; i++) o[i] = 0.f;
-        for (int t = 0; t < n_tiles; t++) {
+        for (int t = 0; t < b.n_tiles; t++) {
             cp_wait<AV_RING - 3>(); /* this thread's copies of tile t landed (tile t + 1's may be in flight) */
             ac_wg::fence_proxy_async(); /* cp.async wrote through the generic proxy; wgmma reads through the async one */
             __syncthreads(); /* every thread's copies of tile t; every product of tile t - 2 done */
             load_tile(t + AV_RING - 2); /* into tile t - 2's slot */
-            if (!active) continue;
-            const uint32_t buf = (uint32_t)(t & 1) * PB, k0 = (uint32_t)(t * BN);
-            uint4 *pz = reinterpret_cast<uint4 *>(pw_g + buf); /* this warp's 16 rows: 2 KB */
-#pragma unroll
-            for (int i = 0; i < 4; i++) pz[lane + 32 * i] = make_uint4(0, 0, 0, 0);
-            __syncwarp();
-#pragma unroll
-            for (int r = 0; r < 16; r++) { /* ent[r]: key | bf16 weight << 16 */
-                const uint32_t key = ent[r] & 0xffffu, j = key - k0;
-                if (j < (uint32_t)BN && (ent[r] & 0x7fff0000u)) {
-                    const uint32_t a = pw + buf + (uint32_t)r * 128 + (((j >> 3) ^ (uint32_t)(r & 7)) << 4) + (j & 7) * 2;
-                    asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)(ent[r] >> 16)));
-                }
-            }
-            ac_wg::fence_proxy_async();
-            ac_wg::bar_sync(1 + wg, 128); /* the warpgroup's four warps have written their rows */
-            ac_wg::reg_fence(o);
-            ac_wg::fence();
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ks++)
-                ac_wg::wgmma_ss_n64_tb(o, ac_wg::desc(sP + (uint32_t)wg * 2 * PB + buf + ks * 32, 16, 1024),
-                                       ac_wg::desc(sV + (uint32_t)(t % AV_RING) * TB + ks * 2048, TB, 1024), 1);
-            ac_wg::commit();
-            ac_wg::wait<1>(); /* tile t - 1's product done: its P buffer and (after the next barrier) its V slot */
-            ac_wg::reg_fence(o);
+            if (active) wgs_tile(b, ent, t, b.sV + (uint32_t)(t % AV_RING) * AV_TB, o);
         }
         cp_wait<0>(); /* the empty groups past the end */
         if (active) {
             ac_wg::wait<0>();
             ac_wg::reg_fence(o);
-            const int rA = t0 + gr, rB = rA + 8;
-#pragma unroll
-            for (int d = 0; d < 8; d++) {
-                const int col = h * 64 + d * 8 + 2 * tq;
-                if (rA < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rA) * ldo + col) = __floats2bfloat162_rn(o[4 * d], o[4 * d + 1]);
-                if (rB < rows)
-                    *reinterpret_cast<__nv_bfloat162 *>(O + (size_t)(r0 + rB) * ldo + col) =
-                        __floats2bfloat162_rn(o[4 * d + 2], o[4 * d + 3]);
-            }
+            wgs_store(b, o, h, O, ldo);
         }
     }
 #endif /* AC_WGMMA */
@@ -1257,42 +1232,44 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
+/* One launch of a wgmma top-k kernel (variants 7, 8, 12-14): blocks of 64 rows x kv heads x sequences, GW
+ * warpgroups each; `set`: the caller's once-per-kernel flag for the shared-memory limit (most bytes) */
+typedef void (*wg_kernel)(ac_cu_codec, av_src, int, int, const bf16 *, int, bf16 *, int, int);
+static int launch_wg_grid(wg_kernel kern, int &set, size_t most, size_t smem, const ac_cu_codec &c, const av_src &q,
+                          int n_seq, int rows_max, int H, int Hkv, int GW, const bf16 *v, int ldv, bf16 *out, int ldo,
+                          cudaStream_t st) {
+    if (!set) {
+        AC_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
+        set = 1;
+    }
+    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
+    kern<<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
+    AC_CU_LAUNCH();
+    return AC_OK;
+}
+
 /* Variants 7 and 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
  * code): NWG warpgroups a block at most */
 template <int NWG>
 static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
                           const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
     const int G = H / Hkv, GW = G < NWG ? G : NWG;
-    const size_t most = 1024 + 2 * 64 * 128 + (size_t)NWG * 4 * 16 * (64 + 8) * sizeof(bf16);
-    const size_t smem = 1024 + 2 * 64 * 128 + (size_t)GW * 4 * 16 * (64 + 8) * sizeof(bf16);
     static int set = 0;
-    if (!set) {
-        AC_CU(cudaFuncSetAttribute(k_av_topk_wg<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
-        set = 1;
-    }
-    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
-    k_av_topk_wg<NWG><<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
-    AC_CU_LAUNCH();
-    return AC_OK;
+    return launch_wg_grid(k_av_topk_wg<NWG>, set, 1024 + 2 * 64 * 128 + (size_t)NWG * 4 * 16 * (64 + 8) * sizeof(bf16),
+                          1024 + 2 * 64 * 128 + (size_t)GW * 4 * 16 * (64 + 8) * sizeof(bf16), c, q, n_seq, rows_max, H,
+                          Hkv, GW, v, ldv, out, ldo, st);
 }
 
-/* Variant 12 (the caller checked what variant 8 needs and Lmax <= AV_WGS_MAX_L): NWG warpgroups a block */
+/* Variant 12 (the caller checked what variant 8 needs and Lmax <= AV_WGS_MAX_L): NWG warpgroups a block,
+ * P buffers and every V tile of the longest sequence */
 template <int NWG>
 static int launch_topk_wgs(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
                            const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
     const int G = H / Hkv, GW = G < NWG ? G : NWG;
-    const int tiles = (Lmax + 63) / 64;
-    const size_t most = 1024 + (size_t)NWG * 2 * 64 * 128 + (size_t)((AV_WGS_MAX_L + 63) / 64) * 64 * 128;
-    const size_t smem = 1024 + (size_t)GW * 2 * 64 * 128 + (size_t)tiles * 64 * 128;
     static int set = 0;
-    if (!set) {
-        AC_CU(cudaFuncSetAttribute(k_av_topk_wgs<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
-        set = 1;
-    }
-    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
-    k_av_topk_wgs<NWG><<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
-    AC_CU_LAUNCH();
-    return AC_OK;
+    return launch_wg_grid(k_av_topk_wgs<NWG>, set, 1024 + (size_t)NWG * 2 * 64 * 128 + (size_t)((AV_WGS_MAX_L + 63) / 64) * 64 * 128,
+                          1024 + (size_t)GW * 2 * 64 * 128 + (size_t)((Lmax + 63) / 64) * 64 * 128, c, q, n_seq, rows_max,
+                          H, Hkv, GW, v, ldv, out, ldo, st);
 }
 
 /* Variants 13 and 14 (the caller checked what variant 8 needs): NWG warpgroups a block, a ring of V tiles */
@@ -1300,17 +1277,10 @@ template <int NWG>
 static int launch_topk_wgr(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
                            const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
     const int G = H / Hkv, GW = G < NWG ? G : NWG;
-    const size_t most = 1024 + (size_t)NWG * 2 * 64 * 128 + (size_t)AV_RING * 64 * 128;
-    const size_t smem = 1024 + (size_t)GW * 2 * 64 * 128 + (size_t)AV_RING * 64 * 128;
     static int set = 0;
-    if (!set) {
-        AC_CU(cudaFuncSetAttribute(k_av_topk_wgr<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
-        set = 1;
-    }
-    dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
-    k_av_topk_wgr<NWG><<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
-    AC_CU_LAUNCH();
-    return AC_OK;
+    return launch_wg_grid(k_av_topk_wgr<NWG>, set, 1024 + (size_t)NWG * 2 * 64 * 128 + (size_t)AV_RING * 64 * 128,
+                          1024 + (size_t)GW * 2 * 64 * 128 + (size_t)AV_RING * 64 * 128, c, q, n_seq, rows_max, H, Hkv, GW,
+                          v, ldv, out, ldo, st);
 }
 
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
