@@ -4,7 +4,8 @@
 # topics from 8-shot prompts that share their demonstrations (the usual few-shot protocol). A
 # small cache of training prompts' attention maps is recorded; then held-out prompts run twice
 # side by side, exact and with the cache serving the rows of the shared prefix (`--rows prefix`:
-# those rows are what the model computes, so the answers do not change). Full figures and
+# those rows are what the model computes, so the answers do not change); then once more with exact
+# prefix K/V reuse (only the tokens after the shared prefix computed, every stage). Full figures and
 # commands: docs/CACHE.md. The cache lives in a temporary directory, removed at exit.
 # usage: demo_cache.sh [DATA_DIR (default ../shared/data)] [QUERIES (default 100)] [ENTRIES (default 10)]
 # AC_BIN: the attncache binary (default build/attncache); the temporary directory is made under $TMPDIR.
@@ -56,10 +57,17 @@ echo "recorded $entries training prompts' attention maps (top-16 weights per row
   "$(awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", ns / 1e9 }') s"
 show "$dir/cache.json"
 
-# ---- exact prefix K/V reuse (issue 13, item 1: `--prefix-cache`, being added on branch s9-prefix) ----
-# Once eval takes it, run the same stream with it and print its line under the map cache's, e.g.
-#   "$bin" eval --task agnews-fewshot -m "$model" --data "$data" --demos shared --limit "$queries" \
-#     --prefix-cache --json "$dir/prefix.json" > "$dir/prefix.txt" 2>&1
-#   and one line from $dir/prefix.json ("  prefix K/V reuse accuracy ... s ...x end-to-end").
-
+# Exact prefix K/V reuse (the radix tree of cached K/V rows: a prompt whose first tokens match computes
+# only the rest, every stage; exact): the same stream, exact and with the prefix cache side by side.
+"$bin" eval --task agnews-fewshot -m "$model" --data "$data" --demos shared --limit "$queries" \
+  --prefix-cache 256 --json "$dir/prefix.json" > "$dir/prefix.txt" 2>&1 ||
+  { cat "$dir/prefix.txt" >&2; exit 1; }
+python3 - "$dir/prefix.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["prefix"]
+print(f"  prefix K/V reuse accuracy {p['value']:6.2f}%  {p['seconds']:6.2f} s  {p['speedup_e2e']:.2f}x end-to-end "
+      f"(exact {d['seconds']:.2f} s in its run); {p['tokens_reused']} of {p['tokens_reused'] + p['tokens_computed']} "
+      f"prompt tokens reused, exactly")
+EOF
 echo "(timings from one run on this machine; the speedup grows with the share of the prompt that is shared)"

@@ -281,7 +281,7 @@ import json; assert json.load(open(\"$T/ad0.json\"))[\"cache\"][\"lookups_skippe
     if [ -f "$DATA/agnews/train.csv" ] && [ -f "$SRC_DIR/models/attnlm-8k.gguf" ]; then
       mkdir -p "$T/demo_tmp"
       TMPDIR="$T/demo_tmp" AC_BIN="$BIN" bash "$SRC_DIR/scripts/demo_cache.sh" "$DATA" 6 2 > "$T/demo.txt" 2>&1; rc=$?
-      check "demo_cache.sh: exact and cached lines, speedup, hits, temp dir removed" "[ $rc -eq 0 ] && grep -q '^  exact  *accuracy' '$T/demo.txt' && grep -Eq '^  attention cache  *accuracy .* [0-9.]+x end-to-end.*hits 100%' '$T/demo.txt' && [ -z \"\$(ls -A '$T/demo_tmp')\" ]"
+      check "demo_cache.sh: exact, cached and prefix lines, speedup, hits, temp dir removed" "[ $rc -eq 0 ] && grep -q '^  exact  *accuracy' '$T/demo.txt' && grep -Eq '^  attention cache  *accuracy .* [0-9.]+x end-to-end.*hits 100%' '$T/demo.txt' && grep -Eq '^  prefix K/V reuse accuracy .* [0-9.]+x end-to-end .* prompt tokens reused' '$T/demo.txt' && [ -z \"\$(ls -A '$T/demo_tmp')\" ]"
     else
       skip "demo_cache.sh (AG News or models/attnlm-8k.gguf absent)"
     fi
