@@ -224,7 +224,7 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
    of the tensor-core kernel), head dims 32/64/128, sequences of different lengths (one of 1 token) in one
    launch, damaged indices, maps not 4-byte aligned (the byte paths), long sequences (hd 64: 444-key
    tiles, hd 128: 222), and what the variants leave to variant 0: k > 32, f32 V, q8 rows.
-   q8/q4 rows with the map words prefetched (6). longer = 0: without the sequences past 1000 tokens
+   longer = 0: without the sequences past 1000 tokens
    (for compute-sanitizer runs). */
 static void v4_cases(int longer) {
     const vector<int> lens = {37, 200, 1, 130, 64};
@@ -256,15 +256,10 @@ static void v4_cases(int longer) {
     /* variant 11: v3 as the default was before (top-k rows included) */
     run_seqs<bf16>("topk32-causal", lens, 1, 8, 2, 64, 11);
     run_seqs<bf16>("topk8", lens, 0, 4, 4, 128, 11);
-    /* variant 6: q8 and q4 rows on the tensor cores with the next tile's map words prefetched */
-    for (const char *s : {"q8-causal", "q8", "q4-causal", "q4"}) {
-        run_seqs<bf16>(s, lens, 1, 8, 2, 64, 6);
-        run_seqs<bf16>(s, lens, 0, 4, 4, 128, 6);
-        run_seqs<bf16>(s, lens, 0, 14, 2, 32, 6);
-    }
-    run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128, 6);
-    if (longer) run_seqs<bf16>("q4-causal", {2500, 77}, 0, 4, 1, 64, 6);
-    run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, 6); /* not q8: as variant 0 */
+    /* a removed variant's number (6: q8 rows with the map words prefetched, removed in session 15) runs the
+       default */
+    run_seqs<bf16>("q8-causal", lens, 1, 8, 2, 64, 6);
+    run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, 6);
 }
 
 /* A few launches of every session-14 kernel, for compute-sanitizer's racecheck (slow): one key tile and
@@ -275,7 +270,6 @@ static void v4_race_cases(void) {
         run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var);
         run_seqs<bf16>("topk8", {600, 37}, 0, 4, 4, 128, var);
     }
-    run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 6);
 }
 
 /* usage: test_cuda_cache [v4 | v4short | v4race]   (v4: only session 14's variants; v4short: without
@@ -333,6 +327,7 @@ int main(int argc, char **argv) {
         run_seqs<float>(s, lens, 2, 4, 2, 32);
     }
     run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128);
+    run_seqs<bf16>("q4-causal", {2500, 77}, 0, 4, 1, 64); /* q4 on the tensor cores past 2048 keys */
     /* rows [0, R) per sequence only (the served rows of partly served sites; session 14): R = L, L - 1, half,
        1 and 0; the rows past R untouched */
     const vector<int> rws = {20, 199, 1, 65, 0};

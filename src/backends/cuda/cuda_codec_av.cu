@@ -399,7 +399,7 @@ __device__ __forceinline__ void st_rows_bf16(bf16 *O, int ldo, int r0, int rA, i
     }
 }
 
-template <int HD, int MT, bool Q4, bool PF>
+template <int HD, int MT, bool Q4>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
     constexpr int BN = 64, LDS = HD + 8, DT = HD / 8;
@@ -428,23 +428,9 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         float o[DT][4];
 #pragma unroll
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-        /* PF (variant 6, session 14): the map words of tile t + 1 are loaded at the top of tile t, so
-         * their latency is covered by tile t's barrier and mma work instead of stalling each k-step */
-        uint32_t xs[2][BN / 16] = {};
-        auto fetch = [&](int t, uint32_t(&x)[2][BN / 16]) {
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ks++) {
-                const int key = t * BN + ks * 16 + 4 * b.tq;
-                x[0][ks] = Q4 ? ld4n(pA, key, nA) : ld4(pA, key, nA);
-                x[1][ks] = Q4 ? ld4n(pB, key, nB) : ld4(pB, key, nB);
-            }
-        };
-        if (PF && active) fetch(0, xs);
         load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < b.n_tiles; t++) {
-            uint32_t nx[2][BN / 16] = {};
-            if (PF && active && t + 1 < b.n_tiles && (t + 1) * BN < b.w_end) fetch(t + 1, nx);
             cp_next_tile(t, b.n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
@@ -454,18 +440,15 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                     const int key = t * BN + ks * 16 + 4 * b.tq;
                     uint32_t a[4];
                     if (Q4) {
-                        const uint32_t xa = PF ? xs[0][ks] : ld4n(pA, key, nA), xb = PF ? xs[1][ks] : ld4n(pB, key, nB);
+                        const uint32_t xa = ld4n(pA, key, nA), xb = ld4n(pB, key, nB);
                         a[0] = q4_pair(xa, 0), a[1] = q4_pair(xb, 0), a[2] = q4_pair(xa, 8), a[3] = q4_pair(xb, 8);
                     } else {
-                        const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
+                        const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
                     mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, b.lane); /* V rows in slot order: the permuted keys */
                 }
             }
-            if (PF)
-#pragma unroll
-                for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
         if (active) st_rows_bf16<DT>(O, ldo, b.r0, rA, b.rows, h * HD + 2 * b.tq, o, sA, sB);
@@ -1316,18 +1299,22 @@ static int launch_topk_wgr(const ac_cu_codec &c, const av_src &q, int n_seq, int
 /* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
  * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
- * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
- * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
+ * (k_av_topk_mma), 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
  * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
  * else as 0; 11: v3 (the default before session 14); 12: 8 with every V tile staged once and the P
  * tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8); 13, 14: 12's P
- * pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length */
+ * pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length. Any other number
+ * (6: q8/q4 rows with the next tile's map words prefetched, removed in session 15) runs as 0. */
 constexpr int AV_WG_MAX_L = 1024; /* the default's switch from variant 8 to 4 (run 20: between 512 and 2048) */
 
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
+    switch (variant) { /* the variants there are; any other number runs the default */
+    case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 10: case 11: case 12: case 13: case 14: break;
+    default: variant = 0;
+    }
     if constexpr (is_bf16<T>::v) {
         /* top-k rows: the v4 gather through L1 (run 19: 179 / 176 / 174 us against v3's 232 / 292 / 671 at
            Llama-1B 512 x 16 / 2048 x 4 / 8192 x 1, correct in all 9297 checks); where it does not apply
@@ -1374,10 +1361,8 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
             const int GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
             const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
             dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
-#define AC_AV_Q8(HD, Q4)                                                                                              \
-    (variant == 6                                                                                                     \
-         ? k_av_q8_mma<HD, MT, Q4, true><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW) \
-         : k_av_q8_mma<HD, MT, Q4, false><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW))
+#define AC_AV_Q8(HD, Q4) \
+    k_av_q8_mma<HD, MT, Q4><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
             const bool q4 = c.kind == 3;
             if (hd == 32) q4 ? AC_AV_Q8(32, true) : AC_AV_Q8(32, false);
             else if (hd == 64) q4 ? AC_AV_Q8(64, true) : AC_AV_Q8(64, false);
