@@ -338,9 +338,11 @@ int main(int argc, char **argv) {
     }
     run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 64, 0, 0, 0, {1050, 37});
     run_seqs<bf16>("topk32-causal", {2000, 300}, 0, 4, 1, 64, 0, 0, 0, {1990, 300});
-    /* the benchmark variants: 8-warp gather blocks (one key tile and several), q8 on the CUDA cores */
+    /* the benchmark variants: top-k rows by the v3 gather (11; one key tile and several), q8 on the CUDA cores,
+       a removed variant's number (1: 8-warp gather blocks, removed in session 15: the default) */
+    run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 11);
+    run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 11);
     run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
-    run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
     run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 2);
     v4_cases(1);
     /* bad arguments are refused, not run */

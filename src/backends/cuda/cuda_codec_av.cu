@@ -1144,11 +1144,12 @@ template <typename T> struct is_bf16 { static constexpr bool v = false; };
 template <> struct is_bf16<bf16> { static constexpr bool v = true; };
 
 /* Launch the v3 kernels for head dims 32/64/128 over the sequences of q (gridDim.z of them).
- * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel: */
-template <typename T, int NW>
+ * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel, 16 warps a block
+ * (8-warp blocks, variant 1, were slower at every shape of runs 19 and 20: removed in session 15): */
+template <typename T>
 static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
                        int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
-    constexpr int PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
+    constexpr int NW = 16, PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
     const int G = H / Hkv, ent = NW * 32 * 8, optin = smem_optin();
     const size_t rowb = (size_t)hd * sizeof(T);
     int KT = (int)((optin - ent) / rowb);
@@ -1296,15 +1297,15 @@ static int launch_topk_wgr(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
-/* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
- * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
+/* Either kernel. variant (benchmarks; 0 everywhere else): 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
  * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
  * (k_av_topk_mma), 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
  * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
  * else as 0; 11: v3 (the default before session 14); 12: 8 with every V tile staged once and the P
  * tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8); 13, 14: 12's P
  * pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length. Any other number
- * (6: q8/q4 rows with the next tile's map words prefetched, removed in session 15) runs as 0. */
+ * (removed in session 15: 1 the gather kernel in 8-warp blocks, 6 q8/q4 rows with the next tile's map words
+ * prefetched) runs as 0. */
 constexpr int AV_WG_MAX_L = 1024; /* the default's switch from variant 8 to 4 (run 20: between 512 and 2048) */
 
 template <typename T>
@@ -1312,7 +1313,7 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     switch (variant) { /* the variants there are; any other number runs the default */
-    case 1: case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 10: case 11: case 12: case 13: case 14: break;
+    case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 10: case 11: case 12: case 13: case 14: break;
     default: variant = 0;
     }
     if constexpr (is_bf16<T>::v) {
@@ -1372,8 +1373,7 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
             return AC_OK;
         }
     }
-    return variant == 1 ? launch_smem<T, 8>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st)
-                        : launch_smem<T, 16>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st);
+    return launch_smem<T>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st);
 }
 
 } // namespace
