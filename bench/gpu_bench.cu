@@ -558,9 +558,9 @@ static void bench_av(int reps) {
             cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
             const ac_cu_codec cc = {k.kind, k.causal, k.topk};
             /* top-k: the default (0: variant 8 up to 1024 keys, else 4, since session 15), v3 (11) and v4 (4: V through L1, 5: tensor
-               cores, 7/8: 5 on wgmma, 12-14: 8 without block barriers in the key loop); q8:
+               cores, 8: 5 on wgmma, 12-14: 8 without block barriers in the key loop); q8:
                the tensor cores (0) and, up to 2048 tokens, the CUDA-core gather (2) */
-            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 4, 5, 7, 8, 12, 13, 14}
+            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 4, 5, 8, 12, 13, 14}
                                                       : c.L <= 2048 ? std::vector<int>{0, 2} : std::vector<int>{0};
             for (int var : vars) {
                 if (!wanted(var)) continue;

@@ -752,16 +752,17 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
     }
 }
 
-/* ---- variant 7 (session 14): variant 5 on Hopper's warpgroup MMA, hd 64, sm_90a ----------------------
+/* ---- variant 8 (session 14): variant 5 on Hopper's warpgroup MMA, hd 64, sm_90a ----------------------
  * Variant 5 reads every V fragment through ldmatrix once per warp (8 warps of a block: ~8 KB of
  * shared-memory reads per 16 rows x 64 keys, ~1 GB a layer at 512 x 16). Here a warpgroup (4 warps,
  * 64 rows of one head) multiplies its P tile by the V tile with wgmma: the tensor cores read V
  * straight from shared memory (the fused wgmma kernel's 128B-swizzled MN-major tile and descriptor),
  * and the A operand comes from registers — the m16n8k16 A fragments each warp ldmatrix-loads from its
- * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, 4) heads of
+ * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, NWG) heads of
  * the group (one warpgroup each, sharing the V tiles of 64 keys, two cp.async stages); NWG 2: two
- * blocks per SM, each with two heads (the G / 2 passes re-copy the V tiles, from L2). */
-template <int NWG> /* warpgroups (heads) a block at most: 4 (one block per SM) or 2 (two) */
+ * blocks per SM, each with two heads (the G / 2 passes re-copy the V tiles, from L2). Four warpgroups a
+ * block (variant 7, one block per SM) were slower at every shape of runs 19 and 20: removed in session 15. */
+template <int NWG> /* warpgroups (heads) a block at most: 2 (two blocks per SM) */
 __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c, av_src q, int H, int Hkv,
                                                        const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                        int ldo, int GW) {
@@ -1164,7 +1165,7 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
-/* Variants 7 and 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
+/* Variant 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
  * code): NWG warpgroups a block at most */
 template <int NWG>
 static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
@@ -1222,14 +1223,14 @@ static int launch_topk_wgr(const ac_cu_codec &c, const av_src &q, int n_seq, int
 
 /* Either kernel. variant (benchmarks; 0 everywhere else): 2 q8/q4 rows by the gather kernel (CUDA cores)
  * instead of the tensor cores, 4 top-k rows by the v4 gather (V read through L1), 5 top-k rows on the tensor
- * cores (k_av_topk_mma), 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two
- * warpgroups a block, where they apply, else as 0; 11: v3 (the default before session 14); 12: 8 with every
- * V tile staged once and the P tiles double-buffered in shared memory (sequences of at most 1024 keys;
- * longer as 8); 13, 14: 12's P pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any
- * length. Any other number runs as 0, among them those removed in session 15 (slower than another variant at
- * every shape of runs 19 and 20): 1 the gather kernel in 8-warp blocks, 3 the v4 gather with V staged in
- * shared memory, 6 q8/q4 rows with the next tile's map words prefetched, 9 and 10 variants 4 and 3 with one
- * packed word an entry in the gather's list. */
+ * cores (k_av_topk_mma), 8 variant 5 on wgmma with two warpgroups a block (hd 64 on sm_90a; elsewhere as 5),
+ * where they apply, else as 0; 11: v3 (the default before session 14); 12: 8 with every V tile staged once
+ * and the P tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8); 13, 14:
+ * 12's P pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length. Any other
+ * number runs as 0, among them those removed in session 15 (slower than another variant at every shape of
+ * runs 19 and 20): 1 the gather kernel in 8-warp blocks, 3 the v4 gather with V staged in shared memory,
+ * 6 q8/q4 rows with the next tile's map words prefetched, 7 variant 8 with four warpgroups a block, 9 and 10
+ * variants 4 and 3 with one packed word an entry in the gather's list. */
 constexpr int AV_WG_MAX_L = 1024; /* the default's switch from variant 8 to 4 (run 20: between 512 and 2048) */
 
 template <typename T>
@@ -1237,7 +1238,7 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
     switch (variant) { /* the variants there are; any other number runs the default */
-    case 2: case 4: case 5: case 7: case 8: case 11: case 12: case 13: case 14: break;
+    case 2: case 4: case 5: case 8: case 11: case 12: case 13: case 14: break;
     default: variant = 0;
     }
     if constexpr (is_bf16<T>::v) {
@@ -1253,7 +1254,7 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                           ? 8
                           : 4;
         else if (variant == 11) variant = 0; /* v3 as it was the default (benchmarks) */
-        if ((variant == 5 || variant == 7 || variant == 8 || variant >= 12) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+        if ((variant == 5 || variant == 8 || variant >= 12) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
             if ((variant == 13 || variant == 14) && hd == 64 && ac_cu_wgmma_available())
                 return variant == 13
@@ -1261,10 +1262,8 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                            : launch_topk_wgr<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             if (variant == 12 && hd == 64 && Lmax <= AV_WGS_MAX_L && ac_cu_wgmma_available())
                 return launch_topk_wgs<2>(c, q, n_seq, Lmax, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
-            if (variant >= 7 && hd == 64 && ac_cu_wgmma_available())
-                return variant == 7
-                           ? launch_topk_wg<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st)
-                           : launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
+            if (variant >= 8 && hd == 64 && ac_cu_wgmma_available())
+                return launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
         }
         /* v4 top-k gather (variant 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
