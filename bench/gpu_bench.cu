@@ -557,12 +557,11 @@ static void bench_av(int reps) {
             cudaMalloc(&tab, c.B * sizeof(void *));
             cudaMemcpy(tab, maps.data(), c.B * sizeof(void *), cudaMemcpyHostToDevice);
             const ac_cu_codec cc = {k.kind, k.causal, k.topk};
-            /* top-k: the default (0: variant 8 up to 1024 keys, else 4, since session 15), v3 (11, 1) and v4 (3: V in shared memory, 4: V
-               through L1, 5: tensor cores, 7/8: 5 on wgmma, 9/10: 4/3 with a packed list); q8:
-               the tensor cores (0; 6: the next tile's map words prefetched) and, up to 2048 tokens, the CUDA-core
-               gather (2) */
-            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 1, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14}
-                                                      : c.L <= 2048 ? std::vector<int>{0, 6, 2} : std::vector<int>{0, 6};
+            /* top-k: the default (0: variant 8 up to 1024 keys, else 4, since session 15), v3 (11) and v4 (4: V through L1, 5: tensor
+               cores, 8: 5 on wgmma, 12-14: 8 without block barriers in the key loop); q8:
+               the tensor cores (0) and, up to 2048 tokens, the CUDA-core gather (2) */
+            const std::vector<int> vars = k.kind == 4 ? std::vector<int>{0, 11, 4, 5, 8, 12, 13, 14}
+                                                      : c.L <= 2048 ? std::vector<int>{0, 2} : std::vector<int>{0};
             for (int var : vars) {
                 if (!wanted(var)) continue;
                 const double us = time_it([&] {

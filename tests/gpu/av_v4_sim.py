@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
 """av_v4_sim.py — host simulation of the index logic of the A.V v4 top-k kernels (k_av_topk and
-k_av_topk_mma in src/backends/cuda/cuda_codec_av.cu, variants 3, 4, 5), checked against a plain
+k_av_topk_mma in src/backends/cuda/cuda_codec_av.cu, variants 4, 5), checked against a plain
 product, for review
 without a GPU: the pair mapping of a block (the row/head carry of pair p + NW), the 4-byte-word
 reads of keys and weights (and the byte path for maps that are not 4-byte aligned), damaged keys
-and zero weights dropped, the reversed block order, key tiles and the two shared-memory stages
-(each tile's V rows copied into stage tile & 1 and read back at (key - k0) rows), the ballot
-compaction in stored order and the walk 8 then 4 entries at a time (the last group's slots past the
-list not read); for the tensor-core kernel the rows' copy into scratch and the entries read there,
+and zero weights dropped, the reversed block order, the ballot compaction in stored order and the
+walk 8 then 4 entries at a time (the last group's slots past the list not read); for the tensor-core kernel the rows' copy into scratch and the entries read there,
 repeated keys summed, bf16 weights, the per-warp P tile of each 64-key tile and the ldmatrix /
 ldmatrix.trans / mma.sync m16n8k16 fragment layouts as the PTX ISA defines them. Arithmetic only (no
 timing, no races): test_cuda_cache on a GPU is the real check.
@@ -43,7 +41,7 @@ def u32(buf, a): return struct.unpack('<I', buf[a:a + 4])[0]
 
 def f16(bits): return float(np.frombuffer(struct.pack('<H', bits), dtype=np.float16)[0])
 
-def sim(L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage):
+def sim(L, H, Hkv, HD, causal, k, NW, PW, aligned, damage):
     G = H // Hkv
     buf, mb, P = make_maps(L, H, causal, k, damage)
     V = rng.standard_normal((L, Hkv * HD))
@@ -52,12 +50,6 @@ def sim(L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage):
     rows = L
     for g, qb0, qb1, kend in pair_blocks(L, rows, G, Hkv, PB, causal, True):
         Vg = V[:, g * HD:(g + 1) * HD]
-        ntiles = (kend + KT - 1) // KT if STAGE else 1
-        stages = [np.full((KT, HD), np.nan), np.full((KT, HD), np.nan)]
-        def stage_tile(tile):
-            k0 = tile * KT; nr = min(kend, k0 + KT) - k0
-            stages[tile & 1][:] = np.nan
-            stages[tile & 1][:nr] = Vg[k0:k0 + nr]
         ent = np.zeros((NW, PW, 32), dtype=np.uint64)
         for warp in range(NW):
             if aligned:
@@ -88,29 +80,22 @@ def sim(L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage):
                         key = u16(buf, row + 2 * lane); w = u16(buf, row + 2 * n + 2 * lane)
                         ent[warp, i, lane] = key | w << 16 if key < nt else 0
         acc = np.zeros((NW, PW, HD))
-        if STAGE: stage_tile(0)
-        for tile in range(ntiles):
-            k0 = tile * KT if STAGE else 0
-            nk = min(kend, k0 + KT) - k0 if STAGE else kend
-            if STAGE and tile + 1 < ntiles: stage_tile(tile + 1)
-            src = stages[tile & 1] if STAGE else Vg
-            for warp in range(NW):
-                for i in range(PW):
-                    e = ent[warp, i]
-                    key = (e & 0xffff).astype(np.int64)
-                    inn = ((key - k0) % (1 << 32) < nk) & ((e & 0x7fff0000) != 0)
-                    m = int(inn.sum())
-                    if m == 0: continue
-                    lst = [(int(key[l]) - k0, f16(int(e[l]) >> 16)) for l in range(32) if inn[l]]
-                    jj = 0
-                    while jj + 8 <= m:
-                        for u in range(8): acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
-                        jj += 8
-                    while jj < m:
-                        for u in range(4):
-                            if jj + u < m: acc[warp, i] += lst[jj + u][1] * src[lst[jj + u][0]]
-                        jj += 4
-            # (the stage of tile + 2 is refilled only after every warp's walk of this tile)
+        for warp in range(NW):
+            for i in range(PW):
+                e = ent[warp, i]
+                key = (e & 0xffff).astype(np.int64)
+                inn = (key < kend) & ((e & 0x7fff0000) != 0)
+                m = int(inn.sum())
+                if m == 0: continue
+                lst = [(int(key[l]), f16(int(e[l]) >> 16)) for l in range(32) if inn[l]]
+                jj = 0
+                while jj + 8 <= m:
+                    for u in range(8): acc[warp, i] += lst[jj + u][1] * Vg[lst[jj + u][0]]
+                    jj += 8
+                while jj < m:
+                    for u in range(4):
+                        if jj + u < m: acc[warp, i] += lst[jj + u][1] * Vg[lst[jj + u][0]]
+                    jj += 4
         for warp in range(NW):
             for i in range(PW):
                 pq = qb0 + i * NW + warp
@@ -263,17 +248,17 @@ def run(fn, cases, what):
     return failed
 
 
-cases = [  # L, H, Hkv, HD, causal, k, KT, NW, PW, STAGE, aligned, damage
-    (37, 8, 2, 8, 1, 8, 37, 8, 16, 1, 1, 0),
-    (90, 8, 2, 8, 1, 32, 20, 8, 16, 1, 1, 0),     # tiles of 20 keys
-    (90, 4, 4, 8, 0, 32, 16, 8, 8, 1, 1, 1),      # dense, damaged
-    (70, 14, 2, 4, 1, 8, 13, 8, 16, 1, 1, 0),     # G 7
-    (70, 16, 1, 4, 1, 8, 70, 8, 16, 1, 1, 1),     # G 16: no row step, head carry
-    (60, 8, 2, 8, 1, 1, 7, 8, 16, 1, 1, 0),       # k 1
-    (64, 8, 2, 8, 1, 32, 64, 8, 16, 0, 1, 0),     # variant 4: one tile of all keys
-    (64, 7, 1, 8, 0, 8, 64, 8, 16, 0, 0, 1),      # byte path (maps not 4-byte aligned)
-    (50, 8, 2, 8, 1, 32, 9, 8, 16, 1, 0, 0),
-    (1, 8, 2, 8, 1, 8, 1, 8, 16, 1, 1, 0),
+cases = [  # L, H, Hkv, HD, causal, k, NW, PW, aligned, damage
+    (37, 8, 2, 8, 1, 8, 8, 16, 1, 0),
+    (90, 8, 2, 8, 1, 32, 8, 16, 1, 0),
+    (90, 4, 4, 8, 0, 32, 8, 8, 1, 1),      # dense, damaged
+    (70, 14, 2, 4, 1, 8, 8, 16, 1, 0),     # G 7
+    (70, 16, 1, 4, 1, 8, 8, 16, 1, 1),     # G 16: no row step, head carry
+    (60, 8, 2, 8, 1, 1, 8, 16, 1, 0),      # k 1
+    (64, 8, 2, 8, 1, 32, 8, 16, 1, 0),
+    (64, 7, 1, 8, 0, 8, 8, 16, 0, 1),      # byte path (maps not 4-byte aligned)
+    (50, 8, 2, 8, 1, 32, 8, 16, 0, 0),
+    (1, 8, 2, 8, 1, 8, 8, 16, 1, 0),
 ]
 mcases = [  # L, H, Hkv, HD, causal, k, aligned, damage (2: a key repeated)
     (40, 4, 1, 16, 1, 8, 1, 0),
@@ -281,7 +266,7 @@ mcases = [  # L, H, Hkv, HD, causal, k, aligned, damage (2: a key repeated)
     (70, 7, 1, 16, 0, 32, 0, 1),     # dense, G 7 (two passes), byte path, damaged
     (33, 2, 2, 32, 1, 1, 1, 0),
 ]
-fails = run(sim, cases, "L %d H %d/%d hd %d causal %d k %d KT %d NW %d PW %d stage %d aligned %d damage %d")
+fails = run(sim, cases, "L %d H %d/%d hd %d causal %d k %d NW %d PW %d aligned %d damage %d")
 fails += run(sim_mma, mcases, "tensor cores: L %d H %d/%d hd %d causal %d k %d aligned %d damage %d")
 print("av_v4_sim: %d of %d cases failed" % (fails, len(cases) + len(mcases)))
 sys.exit(1 if fails else 0)

@@ -4,7 +4,7 @@
  * (ac_codec_decode), multiplied by V in double. Every codec, dense and causal,
  * GQA, f32 and bf16 V, all rows and a prefix of rows (causal partial reuse),
  * V tiled past shared memory, q8 on the tensor cores, several sequences of a
- * packed batch in one launch (ac_cu_codec_av_seqs), the benchmark variants (session 14: 3-10).
+ * packed batch in one launch (ac_cu_codec_av_seqs), the benchmark variants (sessions 14 and 15).
  * Exits 0 with "SKIP" when no CUDA device is present. */
 #include "gpu_check.h"
 
@@ -217,18 +217,18 @@ static void run_seqs(const char *spec, const vector<int> &lens, int s0, int H, i
     cudaFree(dtab), cudaFree(dcu), cudaFree(dv), cudaFree(dout), cudaFree(drows);
 }
 
-/* Session 14's variants. v4 top-k (3: V staged in shared memory, 4: V through L1, 5: tensor cores, 7 and 8:
-   5 on wgmma at hd 64 with 4 or 2 warpgroups a block, as 5 elsewhere; 9, 10: 4 and 3 with a packed list):
+/* Session 14's variants. v4 top-k (4: V through L1, 5: tensor cores, 8: 5 on wgmma at hd 64 with 2
+   warpgroups a block, as 5 elsewhere; session 15's 12, 13, 14: 8 without block barriers in the key loop):
    causal and dense, rows
    shorter than k, k = 1, GQA 4:1, 1:1, 7:1 and 16:1 (pairs of a warp cross rows unevenly; several passes
    of the tensor-core kernel), head dims 32/64/128, sequences of different lengths (one of 1 token) in one
-   launch, damaged indices, maps not 4-byte aligned (the byte paths), long sequences (hd 64: 444-key
-   tiles, hd 128: 222), and what the variants leave to variant 0: k > 32, f32 V, q8 rows.
-   q8/q4 rows with the map words prefetched (6). longer = 0: without the sequences past 1000 tokens
+   launch, damaged indices, maps not 4-byte aligned (the byte paths), long sequences (many 64-key tiles
+   of the tensor-core kernels), and what the variants leave to variant 0: k > 32, f32 V, q8 rows.
+   longer = 0: without the sequences past 1000 tokens
    (for compute-sanitizer runs). */
 static void v4_cases(int longer) {
     const vector<int> lens = {37, 200, 1, 130, 64};
-    for (int var : {3, 4, 5, 7, 8, 9, 10, 12, 13, 14}) {
+    for (int var : {4, 5, 8, 12, 13, 14}) {
         for (const char *s : {"topk8-causal", "topk32", "topk32-causal", "topk1", "topk8", "topk1-causal"}) {
             run_seqs<bf16>(s, lens, 1, 8, 2, 64, var);
             run_seqs<bf16>(s, lens, 0, 4, 4, 128, var);
@@ -256,26 +256,20 @@ static void v4_cases(int longer) {
     /* variant 11: v3 as the default was before (top-k rows included) */
     run_seqs<bf16>("topk32-causal", lens, 1, 8, 2, 64, 11);
     run_seqs<bf16>("topk8", lens, 0, 4, 4, 128, 11);
-    /* variant 6: q8 and q4 rows on the tensor cores with the next tile's map words prefetched */
-    for (const char *s : {"q8-causal", "q8", "q4-causal", "q4"}) {
-        run_seqs<bf16>(s, lens, 1, 8, 2, 64, 6);
-        run_seqs<bf16>(s, lens, 0, 4, 4, 128, 6);
-        run_seqs<bf16>(s, lens, 0, 14, 2, 32, 6);
-    }
-    run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128, 6);
-    if (longer) run_seqs<bf16>("q4-causal", {2500, 77}, 0, 4, 1, 64, 6);
-    run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, 6); /* not q8: as variant 0 */
+    /* removed variants' numbers (session 15: 3, 9, 10 top-k gathers, 7 wgmma with 4 warpgroups, 6 q8 rows with
+       the map words prefetched) and unknown ones run the default */
+    run_seqs<bf16>("q8-causal", lens, 1, 8, 2, 64, 6);
+    for (int var : {3, 6, 7, 9, 10, 99}) run_seqs<bf16>("topk8-causal", lens, 0, 8, 2, 64, var);
 }
 
-/* A few launches of every session-14 kernel, for compute-sanitizer's racecheck (slow): one key tile and
-   several (variant 3 at hd 128: 222-key tiles; the others: 64-key tiles), GQA 4:1 and 1:1. */
+/* A few launches of every session-14 and -15 kernel, for compute-sanitizer's racecheck (slow): one key
+   tile and several (64-key tiles), GQA 4:1 and 1:1. */
 static void v4_race_cases(void) {
     const vector<int> lens = {37, 200, 1, 130, 64};
-    for (int var : {3, 4, 5, 7, 8, 9, 10, 12, 13, 14}) {
+    for (int var : {4, 5, 8, 12, 13, 14}) {
         run_seqs<bf16>("topk32-causal", lens, 0, 8, 2, 64, var);
         run_seqs<bf16>("topk8", {600, 37}, 0, 4, 4, 128, var);
     }
-    run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 6);
 }
 
 /* usage: test_cuda_cache [v4 | v4short | v4race]   (v4: only session 14's variants; v4short: without
@@ -333,6 +327,7 @@ int main(int argc, char **argv) {
         run_seqs<float>(s, lens, 2, 4, 2, 32);
     }
     run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 128);
+    run_seqs<bf16>("q4-causal", {2500, 77}, 0, 4, 1, 64); /* q4 on the tensor cores past 2048 keys */
     /* rows [0, R) per sequence only (the served rows of partly served sites; session 14): R = L, L - 1, half,
        1 and 0; the rows past R untouched */
     const vector<int> rws = {20, 199, 1, 65, 0};
@@ -343,9 +338,11 @@ int main(int argc, char **argv) {
     }
     run_seqs<bf16>("q8-causal", {1100, 900}, 0, 4, 1, 64, 0, 0, 0, {1050, 37});
     run_seqs<bf16>("topk32-causal", {2000, 300}, 0, 4, 1, 64, 0, 0, 0, {1990, 300});
-    /* the benchmark variants: 8-warp gather blocks (one key tile and several), q8 on the CUDA cores */
+    /* the benchmark variants: top-k rows by the v3 gather (11; one key tile and several), q8 on the CUDA cores,
+       a removed variant's number (1: 8-warp gather blocks, removed in session 15: the default) */
+    run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 11);
+    run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 11);
     run_seqs<bf16>("topk8-causal", lens, 1, 8, 2, 64, 1);
-    run_seqs<bf16>("topk32", {2000, 300}, 0, 4, 1, 64, 1);
     run_seqs<bf16>("q8-causal", lens, 0, 8, 2, 64, 2);
     v4_cases(1);
     /* bad arguments are refused, not run */

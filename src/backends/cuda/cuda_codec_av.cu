@@ -399,7 +399,7 @@ __device__ __forceinline__ void st_rows_bf16(bf16 *O, int ldo, int r0, int rA, i
     }
 }
 
-template <int HD, int MT, bool Q4, bool PF>
+template <int HD, int MT, bool Q4>
 __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
                                                    int ldv, bf16 *__restrict__ O, int ldo, int GW) {
     constexpr int BN = 64, LDS = HD + 8, DT = HD / 8;
@@ -428,23 +428,9 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
         float o[DT][4];
 #pragma unroll
         for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-        /* PF (variant 6, session 14): the map words of tile t + 1 are loaded at the top of tile t, so
-         * their latency is covered by tile t's barrier and mma work instead of stalling each k-step */
-        uint32_t xs[2][BN / 16] = {};
-        auto fetch = [&](int t, uint32_t(&x)[2][BN / 16]) {
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ks++) {
-                const int key = t * BN + ks * 16 + 4 * b.tq;
-                x[0][ks] = Q4 ? ld4n(pA, key, nA) : ld4(pA, key, nA);
-                x[1][ks] = Q4 ? ld4n(pB, key, nB) : ld4(pB, key, nB);
-            }
-        };
-        if (PF && active) fetch(0, xs);
         load_tile(0, 0);
         cp_commit();
         for (int t = 0; t < b.n_tiles; t++) {
-            uint32_t nx[2][BN / 16] = {};
-            if (PF && active && t + 1 < b.n_tiles && (t + 1) * BN < b.w_end) fetch(t + 1, nx);
             cp_next_tile(t, b.n_tiles, load_tile);
             __syncthreads();
             const bf16 *vs = Vs + (t & 1) * BN * LDS;
@@ -454,25 +440,22 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
                     const int key = t * BN + ks * 16 + 4 * b.tq;
                     uint32_t a[4];
                     if (Q4) {
-                        const uint32_t xa = PF ? xs[0][ks] : ld4n(pA, key, nA), xb = PF ? xs[1][ks] : ld4n(pB, key, nB);
+                        const uint32_t xa = ld4n(pA, key, nA), xb = ld4n(pB, key, nB);
                         a[0] = q4_pair(xa, 0), a[1] = q4_pair(xb, 0), a[2] = q4_pair(xa, 8), a[3] = q4_pair(xb, 8);
                     } else {
-                        const uint32_t xa = PF ? xs[0][ks] : ld4(pA, key, nA), xb = PF ? xs[1][ks] : ld4(pB, key, nB);
+                        const uint32_t xa = ld4(pA, key, nA), xb = ld4(pB, key, nB);
                         a[0] = q8_pair(xa, 0), a[1] = q8_pair(xb, 0), a[2] = q8_pair(xa, 2), a[3] = q8_pair(xb, 2);
                     }
                     mma_pv_kstep<HD, LDS, 1>(&o, &a, vs, ks, b.lane); /* V rows in slot order: the permuted keys */
                 }
             }
-            if (PF)
-#pragma unroll
-                for (int ks = 0; ks < BN / 16; ks++) xs[0][ks] = nx[0][ks], xs[1][ks] = nx[1][ks];
             __syncthreads(); /* the stage is refilled next */
         }
         if (active) st_rows_bf16<DT>(O, ldo, b.r0, rA, b.rows, h * HD + 2 * b.tq, o, sA, sB);
     }
 }
 
-/* ---- v4 top-k gather (session 14, variants 3 and 4; bf16 V, k <= 32) -----------------------------------
+/* ---- v4 top-k gather (session 14, variant 4; bf16 V, k <= 32) ---------------------------------------
  * Why v3 (k_av_smem) runs ~9x over its floor (docs/GPU_NOTES.md, "Session 14: A.V v4"): every pair's
  * row is fetched from HBM by byte loads only when the warp reaches it (one exposed memory latency per
  * pair, 16 pairs in a row per warp, 16 warps per SM), and the whole V prefix of the block is copied in
@@ -480,78 +463,45 @@ __global__ void __launch_bounds__(256) k_av_q8_mma(ac_cu_codec c, av_src q, int 
  * v4: block = (sequence, kv head g, PB = NW PW consecutive (row, head-of-group) pairs, pair p: row
  * p / G, head g G + p % G). (1) Every lane loads its entries of all PW pairs of its warp at once
  * (entry `lane` of pair i, key and f16 weight packed in one register: damaged keys >= n_t and zero
- * weights drop out here), so the block's row reads are in flight together. (2) Key tiles outer, pairs
- * inner: the PW pairs' accumulators stay in registers across tiles. STAGE (variant 3): the tile's V
- * rows [k0, k1) of kv head g are in shared memory, the next tile's copy (cp.async) overlapping this
- * tile's walk; one tile holds all keys when they fit; two blocks per SM. !STAGE (variant 4): one
- * "tile" of all keys, V rows read from global memory through L1 (the G heads and neighbouring rows of
- * a block reuse the same V rows), no staging and no barrier. (3) Per tile and pair: the entries with a
- * key in the tile (ballot), compacted into the warp's list (V offset, f32 weight) in stored order,
- * walked 8 then 4 at a time (the last group's slots past the list not read); lane l owns columns COLS l .. COLS l + COLS - 1. */
-template <int COLS, bool GL>
+ * weights drop out here), so the block's row reads are in flight together. (2) The PW pairs'
+ * accumulators stay in registers; V rows are read from global memory through L1 (the G heads and
+ * neighbouring rows of a block reuse the same V rows), no staging and no barrier. (3) Per pair: its
+ * entries (ballot), compacted into the warp's list (V offset, f32 weight) in stored order, walked 8
+ * then 4 at a time (the last group's slots past the list not read); lane l owns columns COLS l ..
+ * COLS l + COLS - 1. Removed in session 15 (slower at every shape of runs 19 and 20): V rows staged in
+ * shared memory in key tiles (variant 3) and one packed word an entry in the list (9, 10). */
+template <int COLS>
 __device__ __forceinline__ void ld_cols_v4(const bf16 *p, float *x) {
     if (COLS == 4) {
-        const uint2 u = GL ? __ldg(reinterpret_cast<const uint2 *>(p)) : *reinterpret_cast<const uint2 *>(p);
+        const uint2 u = __ldg(reinterpret_cast<const uint2 *>(p));
         x[0] = __uint_as_float(u.x << 16), x[1] = __uint_as_float(u.x & 0xffff0000u);
         x[2] = __uint_as_float(u.y << 16), x[3] = __uint_as_float(u.y & 0xffff0000u);
     } else if (COLS == 2) {
-        const uint32_t u = GL ? __ldg(reinterpret_cast<const unsigned int *>(p)) : *reinterpret_cast<const uint32_t *>(p);
+        const uint32_t u = __ldg(reinterpret_cast<const unsigned int *>(p));
         x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
     } else {
-        const unsigned short u = GL ? __ldg(reinterpret_cast<const unsigned short *>(p))
-                                    : *reinterpret_cast<const unsigned short *>(p);
-        x[0] = __uint_as_float((uint32_t)u << 16);
-    }
-}
-/* COLS bf16 at shared-memory address a (one ld.shared with a 32-bit address: one add per entry) */
-template <int COLS>
-__device__ __forceinline__ void lds_cols_v4(uint32_t a, float *x) {
-    if (COLS == 4) {
-        uint32_t u0, u1;
-        asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(u0), "=r"(u1) : "r"(a));
-        x[0] = __uint_as_float(u0 << 16), x[1] = __uint_as_float(u0 & 0xffff0000u);
-        x[2] = __uint_as_float(u1 << 16), x[3] = __uint_as_float(u1 & 0xffff0000u);
-    } else if (COLS == 2) {
-        uint32_t u;
-        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(u) : "r"(a));
-        x[0] = __uint_as_float(u << 16), x[1] = __uint_as_float(u & 0xffff0000u);
-    } else {
-        unsigned short u;
-        asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(u) : "r"(a));
+        const unsigned short u = __ldg(reinterpret_cast<const unsigned short *>(p));
         x[0] = __uint_as_float((uint32_t)u << 16);
     }
 }
 /* U list entries from jj into acc (TAIL: those at m and past are not read and add 0). The list holds V
- * offsets: GL, elements from base; else bytes from the shared-memory address sa (this lane's columns).
- * PK (variants 9, 10): the list holds (key - k0) | f16 weight << 16 instead, one word an entry (ew
- * unused): half the list's shared-memory reads (a broadcast LDS.128 costs 4 wavefronts), two more
- * instructions an entry to unpack; RB: bytes of a staged V row (PK, !GL). */
-template <int COLS, int U, bool TAIL, bool GL, bool PK = false, int RB = 0>
-__device__ __forceinline__ void walk_v4(const bf16 *base, uint32_t sa, const uint32_t *e, const float *ew, int jj, int m,
-                                        float *acc, int ldv = 0) {
+ * offsets in elements from base. */
+template <int COLS, int U, bool TAIL>
+__device__ __forceinline__ void walk_v4(const bf16 *base, const uint32_t *e, const float *ew, int jj, int m, float *acc) {
     uint32_t pk[U];
     float wj[U], x[U][COLS];
 #pragma unroll
     for (int u = 0; u < U; u += 4) {
         const uint4 a = *reinterpret_cast<const uint4 *>(e + jj + u);
         pk[u] = a.x, pk[u + 1] = a.y, pk[u + 2] = a.z, pk[u + 3] = a.w;
-        if (PK) {
-#pragma unroll
-            for (int v = 0; v < 4; v++) {
-                wj[u + v] = __half2float(__ushort_as_half((unsigned short)(pk[u + v] >> 16)));
-                pk[u + v] = GL ? (pk[u + v] & 0xffffu) * (uint32_t)ldv : (pk[u + v] & 0xffffu) * RB;
-            }
-        } else {
-            const float4 f = *reinterpret_cast<const float4 *>(ew + jj + u);
-            wj[u] = f.x, wj[u + 1] = f.y, wj[u + 2] = f.z, wj[u + 3] = f.w;
-        }
+        const float4 f = *reinterpret_cast<const float4 *>(ew + jj + u);
+        wj[u] = f.x, wj[u + 1] = f.y, wj[u + 2] = f.z, wj[u + 3] = f.w;
     }
 #pragma unroll
     for (int u = 0; u < U; u++) {
         if (!TAIL || jj + u < m) {
-            if (GL) ld_cols_v4<COLS, true>(base + pk[u], x[u]);
-            else lds_cols_v4<COLS>(sa + pk[u], x[u]);
-        } else { /* past the list: nothing read (a stale offset may point past this tile's rows) */
+            ld_cols_v4<COLS>(base + pk[u], x[u]);
+        } else { /* past the list: nothing read (a stale offset may point past the sequence's rows) */
             wj[u] = 0.f;
 #pragma unroll
             for (int k = 0; k < COLS; k++) x[u][k] = 0.f;
@@ -570,14 +520,13 @@ __device__ __forceinline__ size_t topk_row_offset(int causal, int k, int L, int 
     return 4 * (t <= k ? T * (T + 1) / 2 : (size_t)k * (k + 1) / 2 + (T - k) * k);
 }
 
-template <int COLS, int NW, int PW, bool STAGE, bool PK>
-__global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
-                                                     int ldv, bf16 *__restrict__ O, int ldo, int KT) {
+template <int COLS, int NW, int PW>
+__global__ void __launch_bounds__(NW * 32, 3) k_av_topk(ac_cu_codec c, av_src q, int H, int Hkv, const bf16 *__restrict__ V,
+                                                     int ldv, bf16 *__restrict__ O, int ldo) {
     constexpr int HD = 32 * COLS, PB = NW * PW;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     uint32_t *list = reinterpret_cast<uint32_t *>(smem_raw);   /* [NW][32] V offset of the entry (walk_v4) */
     float *listw = reinterpret_cast<float *>(list + NW * 32);  /* [NW][32] its weight */
-    bf16 *sv = reinterpret_cast<bf16 *>(smem_raw + NW * 32 * 8); /* STAGE: [1 or 2][KT][HD] */
     const unsigned char *maps;
     size_t mb;
     int r0, L, rows;
@@ -630,52 +579,26 @@ __global__ void __launch_bounds__(NW * 32, STAGE ? 2 : 3) k_av_topk(ac_cu_codec 
     for (int i = 0; i < PW; i++)
 #pragma unroll
         for (int k = 0; k < COLS; k++) acc[i][k] = 0.f;
-    const int ntiles = STAGE ? (kend + KT - 1) / KT : 1;
-    auto stage_tile = [&](int tile, int stage) { /* V rows [k0, k1) into stage tile & 1 */
-        constexpr int CH = HD / 8;
-        const int k0 = tile * KT, nr = min(kend, k0 + KT) - k0;
-        bf16 *dst = sv + (size_t)stage * KT * HD;
-        for (int i = threadIdx.x; i < nr * CH; i += NW * 32) {
-            const int r = i / CH, cc = (i % CH) * 8;
-            cp_async16(smem_u32(dst + r * HD + cc), Vg + (size_t)(k0 + r) * ldv + cc, 16);
-        }
-    };
-    if (STAGE) {
-        stage_tile(0, 0);
-        cp_commit();
-    }
     const uint32_t lt = (1u << lane) - 1u;
-    for (int tile = 0; tile < ntiles; tile++) {
-        const int k0 = STAGE ? tile * KT : 0, nk = STAGE ? min(kend, k0 + KT) - k0 : kend;
-        const bf16 *base = Vg + COLS * lane;
-        uint32_t sa = 0, rs = (uint32_t)ldv;
-        if (STAGE) {
-            cp_next_tile(tile, ntiles, stage_tile); /* its stage was last read in tile - 1, before that tile's barrier */
-            __syncthreads();
-            sa = smem_u32(sv + (size_t)(tile & 1) * KT * HD + COLS * lane), rs = HD * sizeof(bf16);
-        }
+    const bf16 *base = Vg + COLS * lane;
 #pragma unroll
-        for (int i = 0; i < PW; i++) {
-            const uint32_t key = ent[i] & 0xffffu;
-            const bool in = key - (uint32_t)k0 < (uint32_t)nk && (ent[i] & 0x7fff0000u);
-            const unsigned mask = __ballot_sync(0xffffffffu, in);
-            if (!mask) continue;
-            const int m = __popc(mask);
-            if (in) {
-                const int pos = __popc(mask & lt);
-                if (PK) e[pos] = ent[i] - (uint32_t)k0; /* key >= k0: only the low half changes */
-                else e[pos] = (key - (uint32_t)k0) * rs, ew[pos] = half_f32((uint16_t)(ent[i] >> 16));
-            }
-            __syncwarp();
-            int jj = 0; /* the loops are not unrolled: the pair loop is (acc[i] in registers), 16 copies */
-            constexpr int RB = HD * (int)sizeof(bf16);
-#pragma unroll 1
-            for (; jj + 8 <= m; jj += 8) walk_v4<COLS, 8, false, !STAGE, PK, RB>(base, sa, e, ew, jj, m, acc[i], ldv);
-#pragma unroll 1
-            for (; jj < m; jj += 4) walk_v4<COLS, 4, true, !STAGE, PK, RB>(base, sa, e, ew, jj, m, acc[i], ldv);
-            __syncwarp(); /* the list is rewritten by the next pair */
+    for (int i = 0; i < PW; i++) {
+        const uint32_t key = ent[i] & 0xffffu;
+        const bool in = key < (uint32_t)kend && (ent[i] & 0x7fff0000u);
+        const unsigned mask = __ballot_sync(0xffffffffu, in);
+        if (!mask) continue;
+        const int m = __popc(mask);
+        if (in) {
+            const int pos = __popc(mask & lt);
+            e[pos] = key * (uint32_t)ldv, ew[pos] = half_f32((uint16_t)(ent[i] >> 16));
         }
-        if (STAGE && tile + 1 < ntiles) __syncthreads(); /* this stage is refilled at tile + 2 */
+        __syncwarp();
+        int jj = 0; /* the loops are not unrolled: the pair loop is (acc[i] in registers), 16 copies */
+#pragma unroll 1
+        for (; jj + 8 <= m; jj += 8) walk_v4<COLS, 8, false>(base, e, ew, jj, m, acc[i]);
+#pragma unroll 1
+        for (; jj < m; jj += 4) walk_v4<COLS, 4, true>(base, e, ew, jj, m, acc[i]);
+        __syncwarp(); /* the list is rewritten by the next pair */
     }
 #pragma unroll
     for (int i = 0; i < PW; i++) {
@@ -829,16 +752,17 @@ __global__ void __launch_bounds__(256, HD == 128 ? 1 : 2) k_av_topk_mma(ac_cu_co
     }
 }
 
-/* ---- variant 7 (session 14): variant 5 on Hopper's warpgroup MMA, hd 64, sm_90a ----------------------
+/* ---- variant 8 (session 14): variant 5 on Hopper's warpgroup MMA, hd 64, sm_90a ----------------------
  * Variant 5 reads every V fragment through ldmatrix once per warp (8 warps of a block: ~8 KB of
  * shared-memory reads per 16 rows x 64 keys, ~1 GB a layer at 512 x 16). Here a warpgroup (4 warps,
  * 64 rows of one head) multiplies its P tile by the V tile with wgmma: the tensor cores read V
  * straight from shared memory (the fused wgmma kernel's 128B-swizzled MN-major tile and descriptor),
  * and the A operand comes from registers — the m16n8k16 A fragments each warp ldmatrix-loads from its
- * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, 4) heads of
+ * own P tile, built as in variant 5. Block = (sequence, kv head g, 64 rows) x GW = min(G, NWG) heads of
  * the group (one warpgroup each, sharing the V tiles of 64 keys, two cp.async stages); NWG 2: two
- * blocks per SM, each with two heads (the G / 2 passes re-copy the V tiles, from L2). */
-template <int NWG> /* warpgroups (heads) a block at most: 4 (one block per SM) or 2 (two) */
+ * blocks per SM, each with two heads (the G / 2 passes re-copy the V tiles, from L2). Four warpgroups a
+ * block (variant 7, one block per SM) were slower at every shape of runs 19 and 20: removed in session 15. */
+template <int NWG> /* warpgroups (heads) a block at most: 2 (two blocks per SM) */
 __global__ void __launch_bounds__(NWG * 128, 4 / NWG) k_av_topk_wg(ac_cu_codec c, av_src q, int H, int Hkv,
                                                        const bf16 *__restrict__ V, int ldv, bf16 *__restrict__ O,
                                                        int ldo, int GW) {
@@ -1136,11 +1060,12 @@ template <typename T> struct is_bf16 { static constexpr bool v = false; };
 template <> struct is_bf16<bf16> { static constexpr bool v = true; };
 
 /* Launch the v3 kernels for head dims 32/64/128 over the sequences of q (gridDim.z of them).
- * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel: */
-template <typename T, int NW>
+ * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel, 16 warps a block
+ * (8-warp blocks, variant 1, were slower at every shape of runs 19 and 20: removed in session 15): */
+template <typename T>
 static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
                        int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st) {
-    constexpr int PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
+    constexpr int NW = 16, PB = 256; /* PW: pairs per warp and pass: 4 (8 at hd 128: fewer re-stagings) */
     const int G = H / Hkv, ent = NW * 32 * 8, optin = smem_optin();
     const size_t rowb = (size_t)hd * sizeof(T);
     int KT = (int)((optin - ent) / rowb);
@@ -1167,39 +1092,22 @@ static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
     return AC_OK;
 }
 
-/* The v4 top-k kernel (variants 3 and 4; the caller checked bf16 V, top-k rows of k <= 32, 16-byte
- * aligned V rows). STAGE: shared memory for two blocks per SM (113 KB each): one stage of every key
- * when the longest sequence fits (hd 64: 888 keys), else two stages of KT keys (444). */
-template <bool STAGE, bool PK>
-static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv,
-                       int hd, const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
+/* The v4 top-k kernel (variant 4; the caller checked bf16 V, top-k rows of k <= 32, 16-byte aligned V
+ * rows): V rows through L1, shared memory for the warps' lists only. */
+static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv, int hd,
+                       const bf16 *v, int ldv, bf16 *out, int ldo, cudaStream_t st) {
     constexpr int NW = 8, LIST = NW * 32 * 8;
     const int G = H / Hkv, PW = hd == 128 ? 8 : 16, PB = NW * PW; /* hd 128: 8 pairs a warp (registers) */
-    const size_t rowb = (size_t)hd * sizeof(bf16);
-    const int limit = smem_optin() < 113 * 1024 ? smem_optin() : 113 * 1024;
-    int KT = 0;
-    size_t smem = LIST;
-    if (STAGE) {
-        const int budget = limit - LIST;
-        KT = (int)(budget / rowb);
-        if (KT >= Lmax) KT = Lmax, smem += (size_t)KT * rowb;
-        else KT = (int)(budget / (2 * rowb)), smem += 2 * (size_t)KT * rowb;
-    }
     dim3 grid((rows_max * G + PB - 1) / PB, Hkv, n_seq);
 #define AC_AV_TOPK(COLS)                                                                                              \
     do {                                                                                                              \
         constexpr int PW = COLS == 4 ? 8 : 16;                                                                        \
         static int set_ = 0;                                                                                          \
-        if (!set_) {                                                                                                  \
-            if (STAGE)                                                                                                \
-                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE, PK>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                           limit));                                                                   \
-            else /* V rows through L1: as little shared memory as the blocks need */                                \
-                AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW, STAGE, PK>,                                           \
-                                           cudaFuncAttributePreferredSharedMemoryCarveout, 10));                      \
+        if (!set_) { /* as little shared memory as the blocks need: the rest is L1 */                                 \
+            AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW>, cudaFuncAttributePreferredSharedMemoryCarveout, 10));  \
             set_ = 1;                                                                                                 \
         }                                                                                                             \
-        k_av_topk<COLS, NW, PW, STAGE, PK><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT);           \
+        k_av_topk<COLS, NW, PW><<<grid, NW * 32, LIST, st>>>(c, q, H, Hkv, v, ldv, out, ldo);                          \
     } while (0)
     if (hd == 32) AC_AV_TOPK(1);
     else if (hd == 64) AC_AV_TOPK(2);
@@ -1232,7 +1140,7 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     return AC_OK;
 }
 
-/* One launch of a wgmma top-k kernel (variants 7, 8, 12-14): blocks of 64 rows x kv heads x sequences, GW
+/* One launch of a wgmma top-k kernel (variants 8, 12-14): blocks of 64 rows x kv heads x sequences, GW
  * warpgroups each; `set`: the caller's once-per-kernel flag for the shared-memory limit (most bytes) */
 typedef void (*wg_kernel)(ac_cu_codec, av_src, int, int, const bf16 *, int, bf16 *, int, int);
 static int launch_wg_grid(wg_kernel kern, int &set, size_t most, size_t smem, const ac_cu_codec &c, const av_src &q,
@@ -1248,7 +1156,7 @@ static int launch_wg_grid(wg_kernel kern, int &set, size_t most, size_t smem, co
     return AC_OK;
 }
 
-/* Variants 7 and 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
+/* Variant 8 (the caller checked what variant 5 needs, hd 64, and that the device runs the sm_90a
  * code): NWG warpgroups a block at most */
 template <int NWG>
 static int launch_topk_wg(const ac_cu_codec &c, const av_src &q, int n_seq, int rows_max, int H, int Hkv,
@@ -1283,21 +1191,26 @@ static int launch_topk_wgr(const ac_cu_codec &c, const av_src &q, int n_seq, int
                           v, ldv, out, ldo, st);
 }
 
-/* Either kernel. variant (benchmarks; 0 everywhere else): 1 the gather kernel in 8-warp blocks,
- * 2 q8/q4 rows by the gather kernel (CUDA cores) instead of the tensor cores, 3 and 4 top-k rows by
- * the v4 gather (V staged in shared memory / read through L1), 5 top-k rows on the tensor cores
- * (k_av_topk_mma), 6 q8/q4 rows on the tensor cores with the next tile's map words prefetched,
- * 7 variant 5 on wgmma (hd 64 on sm_90a; elsewhere as 5), 8 the same with two warpgroups a block,
- * 9 and 10 variants 4 and 3 with one packed word an entry in the gather's list, where they apply,
- * else as 0; 11: v3 (the default before session 14); 12: 8 with every V tile staged once and the P
- * tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8); 13, 14: 12's P
- * pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length */
+/* Either kernel. variant (benchmarks; 0 everywhere else): 2 q8/q4 rows by the gather kernel (CUDA cores)
+ * instead of the tensor cores, 4 top-k rows by the v4 gather (V read through L1), 5 top-k rows on the tensor
+ * cores (k_av_topk_mma), 8 variant 5 on wgmma with two warpgroups a block (hd 64 on sm_90a; elsewhere as 5),
+ * where they apply, else as 0; 11: v3 (the default before session 14); 12: 8 with every V tile staged once
+ * and the P tiles double-buffered in shared memory (sequences of at most 1024 keys; longer as 8); 13, 14:
+ * 12's P pipeline over a ring of four V tiles shared by 2 / 4 warpgroups (heads), any length. Any other
+ * number runs as 0, among them those removed in session 15 (slower than another variant at every shape of
+ * runs 19 and 20): 1 the gather kernel in 8-warp blocks, 3 the v4 gather with V staged in shared memory,
+ * 6 q8/q4 rows with the next tile's map words prefetched, 7 variant 8 with four warpgroups a block, 9 and 10
+ * variants 4 and 3 with one packed word an entry in the gather's list. */
 constexpr int AV_WG_MAX_L = 1024; /* the default's switch from variant 8 to 4 (run 20: between 512 and 2048) */
 
 template <typename T>
 static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax, int rows_max, int H, int Hkv, int hd,
                      const T *v, int ldv, T *out, int ldo, cudaStream_t st, int variant = 0) {
     const int G = H / Hkv;
+    switch (variant) { /* the variants there are; any other number runs the default */
+    case 2: case 4: case 5: case 8: case 11: case 12: case 13: case 14: break;
+    default: variant = 0;
+    }
     if constexpr (is_bf16<T>::v) {
         /* top-k rows: the v4 gather through L1 (run 19: 179 / 176 / 174 us against v3's 232 / 292 / 671 at
            Llama-1B 512 x 16 / 2048 x 4 / 8192 x 1, correct in all 9297 checks); where it does not apply
@@ -1311,7 +1224,7 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                           ? 8
                           : 4;
         else if (variant == 11) variant = 0; /* v3 as it was the default (benchmarks) */
-        if ((variant == 5 || variant == 7 || variant == 8 || variant >= 12) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
+        if ((variant == 5 || variant == 8 || variant >= 12) && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 &&
             ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 && ldo % 2 == 0) {
             if ((variant == 13 || variant == 14) && hd == 64 && ac_cu_wgmma_available())
                 return variant == 13
@@ -1319,24 +1232,14 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
                            : launch_topk_wgr<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             if (variant == 12 && hd == 64 && Lmax <= AV_WGS_MAX_L && ac_cu_wgmma_available())
                 return launch_topk_wgs<2>(c, q, n_seq, Lmax, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
-            if (variant >= 7 && hd == 64 && ac_cu_wgmma_available())
-                return variant == 7
-                           ? launch_topk_wg<4>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st)
-                           : launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
+            if (variant >= 8 && hd == 64 && ac_cu_wgmma_available())
+                return launch_topk_wg<2>(c, q, n_seq, rows_max, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
             return launch_topk_mma(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
         }
-        /* v4 top-k gather (variants 3, 4, 9, 10): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
-        if ((variant == 3 || variant == 4 || variant == 9 || variant == 10) && c.kind == 4 && c.topk <= 32 &&
-            (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32)) {
-            const bf16 *vb = (const bf16 *)v;
-            bf16 *ob = (bf16 *)out;
-            switch (variant) {
-            case 3: return launch_topk<true, false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
-            case 4: return launch_topk<false, false>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
-            case 9: return launch_topk<false, true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
-            default: return launch_topk<true, true>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, vb, ldv, ob, ldo, st);
-            }
-        }
+        /* v4 top-k gather (variant 4): bf16 V in 16-byte aligned rows, k <= 32, V offsets in 32 bits */
+        if (variant == 4 && c.kind == 4 && c.topk <= 32 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 &&
+            (size_t)Lmax * (size_t)ldv < ((size_t)1 << 32))
+            return launch_topk(c, q, n_seq, rows_max, H, Hkv, hd, (const bf16 *)v, ldv, (bf16 *)out, ldo, st);
         /* q8 and q4 rows: the tensor-core kernel when V rows allow 16-byte copies and out bf16 pairs */
         if ((c.kind == 2 || c.kind == 3) && variant != 2 && (uintptr_t)v % 16 == 0 && ((size_t)ldv * 2) % 16 == 0 && (uintptr_t)out % 4 == 0 &&
             ldo % 2 == 0) {
@@ -1344,10 +1247,8 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
             const int GW = G < 8 / MT ? G : 8 / MT, thr = MT * GW * 32;
             const size_t smem = (size_t)2 * 64 * (hd + 8) * sizeof(bf16);
             dim3 grid((rows_max + 16 * MT - 1) / (16 * MT), Hkv, n_seq);
-#define AC_AV_Q8(HD, Q4)                                                                                              \
-    (variant == 6                                                                                                     \
-         ? k_av_q8_mma<HD, MT, Q4, true><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW) \
-         : k_av_q8_mma<HD, MT, Q4, false><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW))
+#define AC_AV_Q8(HD, Q4) \
+    k_av_q8_mma<HD, MT, Q4><<<grid, thr, smem, st>>>(c, q, H, Hkv, (const bf16 *)v, ldv, (bf16 *)out, ldo, GW)
             const bool q4 = c.kind == 3;
             if (hd == 32) q4 ? AC_AV_Q8(32, true) : AC_AV_Q8(32, false);
             else if (hd == 64) q4 ? AC_AV_Q8(64, true) : AC_AV_Q8(64, false);
@@ -1357,8 +1258,7 @@ static int launch_v3(const ac_cu_codec &c, const av_src &q, int n_seq, int Lmax,
             return AC_OK;
         }
     }
-    return variant == 1 ? launch_smem<T, 8>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st)
-                        : launch_smem<T, 16>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st);
+    return launch_smem<T>(c, q, n_seq, Lmax, rows_max, H, Hkv, hd, v, ldv, out, ldo, st);
 }
 
 } // namespace

@@ -38,15 +38,18 @@ int ac_cu_codec_av_seqs_rows(const ac_cu_codec *c, const void *const *d_maps, co
                              cudaStream_t st);
 
 /* The same with a kernel variant, for benchmarks and tests (0: the default above — top-k rows as 8 where every
- * sequence is at most 1024 keys at hd 64 on sm_90a, else as 4 where that applies, the rest v3; 1: the v3 gather
- * kernel in 8-warp blocks; 2: q8/q4 rows by the gather kernel on the CUDA cores, not the tensor cores;
- * 3, 4: top-k rows (k <= 32) with bf16 V in 16-byte aligned rows by the v4 gather, V rows staged in
- * shared memory (3) or read through L1 (4); 5: the same rows densified per 64-key tile on the tensor
- * cores (out in bf16 pairs too); 6: q8/q4 rows on the tensor cores with the next key tile's map words
- * loaded during the current one; 7: variant 5 on Hopper's wgmma at hd 64 where the device runs the
- * sm_90a code (else as 5); 8: 7 with two warpgroups a block; 9, 10: 4 and 3 with one packed word an
- * entry in the gather's list; 11: v3 for every codec, the default before session 14; other codecs and
- * layouts as variant 0). */
+ * sequence is at most 1024 keys at hd 64 on sm_90a, else as 4 where that applies, the rest v3; 2: q8/q4 rows by
+ * the gather kernel on the CUDA cores, not the tensor cores; 4: top-k rows (k <= 32) with bf16 V in 16-byte
+ * aligned rows by the v4 gather, V rows read through L1; 5: the same rows densified per 64-key tile on the
+ * tensor cores (out in bf16 pairs too); 8: variant 5 on Hopper's wgmma, two warpgroups a block, at hd 64 where
+ * the device runs the sm_90a code (else as 5); 11: v3 for every codec, the default before session 14; 12: 8
+ * with every V tile staged once and the P tiles double-buffered in shared memory (at most 1024 keys; longer as
+ * 8); 13, 14: 12's P pipeline over a ring of four V tiles, 2 / 4 warpgroups a block, any length; other codecs
+ * and layouts as variant 0). Any other number runs as 0, among them those removed in session 15 (slower than
+ * another variant at every shape of runs 19 and 20): 1 (the v3 gather in 8-warp blocks), 3 (the v4 gather
+ * with V staged in shared memory), 6 (q8/q4 rows on the tensor cores with the next key tile's map words loaded
+ * during the current one), 7 (8 with four warpgroups a block), 9 and 10 (4 and 3 with one packed word an
+ * entry in the gather's list). */
 template <typename T>
 int ac_cu_codec_av_seqs_variant(const ac_cu_codec *c, const void *const *d_maps, const int *d_cu, int s0, int n_seq,
                                 int Lmax, int H, int Hkv, int hd, const T *v, int ldv, T *out, int ldo, cudaStream_t st,
