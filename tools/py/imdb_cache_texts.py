@@ -8,6 +8,8 @@ The rows are those of the engine's `eval --task imdb` rule (tools/cli/tasks.c ta
 only the training side: data row i (0-based) of shared/data/imdb/train.tsv with i % 8 != 0 (the
 held-out rows, i % 8 == 0, are what eval scores) and a token count ([CLS] ... [SEP]) in [256, 512],
 in file order. Any '\\n' inside a review (none in the shared file) would become a space.
+train.tsv holds every negative review before every positive one, so the first N (N <= 2,692) are
+all negative: slice the list from both sides for a label-balanced cache.
 """
 from __future__ import annotations
 
