@@ -111,15 +111,13 @@ def main() -> None:
             print(f"  Spearman correlation of key distance and |dz| over the served inputs: {rho:+.3f}")
     if a.choose:
         c, h = load(a.choose), load(a.apply)
-        ok = [t for t in grid(c) if at(c, t)["change"] >= -a.max_loss]
-        g = grid(c)
         pick = None
-        for t in g:  # loosest t such that every t' <= t passes
+        for t in grid(c):  # loosest t such that every t' <= t passes
             if at(c, t)["change"] >= -a.max_loss:
                 pick = t
             else:
                 break
-        if pick is None or not ok:
+        if pick is None:
             print(f"no threshold keeps the loss within {a.max_loss} on {a.choose}")
             return
         rc = at(c, pick)
