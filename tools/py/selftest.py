@@ -508,8 +508,40 @@ def test_sst2_head():
     print(f"  sst2 head: {right}/{len(rows)} of the first dev rows right")
 
 
+def test_threshold_replay():
+    """threshold_analysis.py: a served item farther than t answers exactly; hand-counted items."""
+    sys.path.insert(0, str(TOOLS))
+    import threshold_analysis as ta
+
+    # label, exact_pred, cache_pred, hit, distance: item 0 flips right->wrong at d 0.03, item 1
+    # wrong->right at d 0.05, item 2 served unchanged at d 0.02, item 3 a miss
+    rows = [(1, 1, 0, 1, 0.03), (0, 1, 0, 1, 0.05), (1, 1, 1, 1, 0.02), (0, 0, 0, 0, 0.0)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "items.tsv"
+        with open(path, "w") as f:
+            f.write("index\tlabel\ttokens\texact_pred\tcache_pred\thit\texact_out0\texact_out1\t"
+                    "cache_out0\tcache_out1\tdistance\n")
+            for i, (y, e, c, h, dist) in enumerate(rows):
+                # logit differences z = out1 - out0: exact 1 or -1 by the prediction, cached 0.5 or -0.5
+                f.write(f"{i}\t{y}\t300\t{e}\t{c}\t{h}\t0\t{1 if e else -1}\t0\t{0.5 if c else -0.5}\t{dist}\n")
+        d = ta.load(str(path))
+        r = ta.at(d, 0.1)  # all three hits served: one lost, one gained
+        assert (r["served"], r["to_wrong"], r["to_right"], r["change"]) == (3, 1, 1, 0.0), r
+        assert abs(r["flip_rate"] - 2 / 3) < 1e-12 and abs(r["dist"] - 0.03) < 1e-12, r
+        r = ta.at(d, 0.04)  # item 1 now misses: its exact (wrong) answer stays
+        assert (r["served"], r["to_wrong"], r["to_right"], r["change"]) == (2, 1, 0, -25.0), r
+        r = ta.at(d, 0.01)  # nothing served: the exact stream
+        assert (r["served"], r["change"], r["to_wrong"] + r["to_right"]) == (0, 0.0, 0), r
+        # |dz|: item 0 z from +1 to -0.5 (1.5), item 2 from +1 to +0.5 (0.5): median over served at 0.04
+        assert abs(ta.at(d, 0.04)["dz"] - 1.0) < 1e-12
+        r = ta.at(d, 0.1, np.array([True, False, True, True]))  # a half: items 0, 2, 3
+        assert (r["n"], r["served"], r["to_wrong"], r["to_right"]) == (3, 2, 1, 0), r
+    print("  threshold replay: served / flips / change / |dz| / halves as counted by hand")
+
+
 TESTS = [test_golden_minilm, test_golden_stories, test_convert_llama, test_convert_qwen2,
-         test_convert_bert_weights, test_convert_bert_cls_bin, test_convert_outtypes, test_synthetic, test_sst2_head]
+         test_convert_bert_weights, test_convert_bert_cls_bin, test_convert_outtypes, test_synthetic, test_sst2_head,
+         test_threshold_replay]
 
 
 def main() -> int:
