@@ -23,6 +23,8 @@ p_ij, r_i = 1 - sum_{j in T_i} p_ij the dropped mass):
                                                                 (on the mean of the keys NOT kept:
                                                                  = (sum_j V_j - sum_{T_i} V_j) / (L - k))
   band      out_i = sum_{T_i} p_ij V_j + r_i * mean_{|i-j| <= w} V_j   (local window, --band w)
+  drop      out_i = sum_{T_i} p_ij V_j                          (dropped mass simply lost; a control,
+                                                                 not in the default --variants)
 The stored values are rounded to float16 like the engine's TOPK codec (u16 idx + f16 val; r_i too),
 unless --no-f16. Head sets: `L0-4` (all 60 heads of layers 0-4) and `rank36` (the 18 best pairs of
 heads of session 13's output ranking: groups of 2 heads, group g of a layer = heads 2g and 2g+1,
@@ -139,6 +141,8 @@ def compressed_maps(P, k: int, variant: str, band: int, f16: bool):
     if variant == "topk":
         return torch.zeros_like(P).scatter_(-1, idx, rnd(vals / mass.unsqueeze(-1))), mass
     A = torch.zeros_like(P).scatter_(-1, idx, rnd(vals))
+    if variant == "drop":
+        return A, mass
     r = rnd((1.0 - mass).clamp_min(0.0)).unsqueeze(-1)  # [nh, L, 1]
     if variant == "resid":
         spread = torch.full((L,), 1.0 / L).expand(nh, L, L)
