@@ -28,7 +28,7 @@ p_ij, r_i = 1 - sum_{j in T_i} p_ij the dropped mass):
 The stored values are rounded to float16 like the engine's TOPK codec (u16 idx + f16 val; r_i too),
 unless --no-f16. Head sets: `L0-4` (all 60 heads of layers 0-4) and `rank36` (the 18 best pairs of
 heads of session 13's output ranking: groups of 2 heads, group g of a layer = heads 2g and 2g+1,
-ranked by the mean KL printed in --rank-log, ascending).
+ranked by the mean KL printed in that run's log, ascending; built in as RANK36, or --rank-log FILE).
 
 Prints, per (head set, variant, k): median and mean |dz|, share of answers flipped (sign of z
 changed), accuracy change vs exact (points), and the mean kept mass sum_{T_i} p_ij per layer.
@@ -51,7 +51,11 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("AC_SHARED_DIR", ROOT.parent / "shared"))
 HEAD = ROOT / "models" / "heads" / "minilm-imdb-head.gguf"
-RANK_LOG = Path("/work/wt-s15-imdb/out/tune200.log")
+# session 13's output ranking (`attncache tune --rank-heads -f q60.txt --limit 40 --rank-group 2` on the
+# top-16 cache of 200 training reviews, docs/CACHE.md), its 18 best pairs, as parsed by rank36_heads()
+# from that run's log (session 15: /work/wt-s15-imdb/out/tune200.log); --rank-log re-derives it.
+RANK36 = [(0, h) for h in (0, 1, 2, 3, 4, 5, 10, 11)] + [(1, h) for h in range(2, 12)] + \
+         [(2, h) for h in (2, 3, 4, 5, 10, 11)] + [(3, h) for h in (0, 1, 4, 5, 8, 9)] + [(4, h) for h in range(4, 10)]
 MIN_TOKENS, MAX_TOKENS, HOLDOUT = 256, 512, 8
 N_LAYER, N_HEAD = 6, 12
 
@@ -165,8 +169,9 @@ def main() -> int:
     ap.add_argument("--variants", default="topk,resid,compl,band")
     ap.add_argument("--band", type=int, default=8, help="band variant: window |i-j| <= w")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rank-log", type=Path, default=RANK_LOG,
-                    help="session 13's `tune --rank-heads --rank-group 2` output (the rank36 head set)")
+    ap.add_argument("--rank-log", type=Path, default=None,
+                    help="a `tune --rank-heads --rank-group 2` output: derive the rank36 set from it "
+                         "(default: the built-in RANK36 list)")
     ap.add_argument("--no-f16", action="store_true", help="keep stored values in float32")
     ap.add_argument("--out-tsv", type=Path, default=None, help="per-review z of every run")
     a = ap.parse_args()
@@ -190,11 +195,8 @@ def main() -> int:
     print(f"{len(held)} held-out reviews of {MIN_TOKENS}-{MAX_TOKENS} tokens; using the first {min(a.n, len(held))}")
     held = held[: a.n]
 
-    sets = {"L0-4": sorted((l, h) for l in range(5) for h in range(N_HEAD))}
-    if a.rank_log.is_file():
-        sets["rank36"] = rank36_heads(a.rank_log)
-    else:
-        print(f"note: {a.rank_log} not found: rank36 head set skipped")
+    sets = {"L0-4": sorted((l, h) for l in range(5) for h in range(N_HEAD)),
+            "rank36": rank36_heads(a.rank_log) if a.rank_log else sorted(RANK36)}
     for name, hs in sets.items():
         by = {}
         for l, h in hs:
