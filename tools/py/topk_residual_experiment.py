@@ -162,6 +162,189 @@ def compressed_maps(P, k: int, variant: str, band: int, f16: bool):
     return A + r * spread, mass
 
 
+# ---- --neighbours: serve the maps of a cached review (the engine's cache hit) ------------------------
+
+def layer0_key(m, ids):
+    """The engine's `--key mean`: mean of the 4 position-segment means of the layer-0 input states (the
+    embedding output after its LayerNorm; src/cache/cache.c summarize + summary_mean), L2-normalised
+    (the engine ranks by cosine distance 1 - cos)."""
+    import torch
+
+    x = m.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))[0]  # [L, 384]
+    L, S = x.shape[0], 4
+    segs = []
+    for s in range(S):
+        lo, hi = s * L // S, (s + 1) * L // S
+        if hi <= lo:
+            lo, hi = 0, L
+        segs.append(x[lo:hi].mean(0))
+    return torch.nn.functional.normalize(torch.stack(segs).mean(0), p=2, dim=0)
+
+
+def neighbour_maps(vals, idx, L: int, k: int, variant: str):
+    """Serve a cached entry's top-k rows to a query of L <= Le tokens, as src/cache/cache.c apply_task does
+    for a longer bidirectional entry with end alignment: query row t < L-1 reads entry row t, the last
+    query row ([SEP]) reads the entry's last row; entry column j < L-1 lands on column j, the entry's last
+    column ([SEP]) on column L-1, other columns are dropped. vals [nh, Le, K] f16 (the entry's exact p, the
+    K largest of each row, descending), idx [nh, Le, K] int16. Returns dense A [nh, L, L].
+      topk:  kept weights in the block renormalised by their sum (today's engine)
+      resid: kept weights in the block unnormalised + r_t * (1/L) on every column, r_t = 1 - their sum."""
+    import torch
+
+    nh, Le, _ = vals.shape
+    rows = torch.arange(L)
+    rows[L - 1] = Le - 1
+    v = vals[:, rows, :k].float()  # [nh, L, k]
+    j = idx[:, rows, :k].long()
+    colmap = torch.full((Le,), -1, dtype=torch.long)
+    colmap[: L - 1] = torch.arange(L - 1)
+    colmap[Le - 1] = L - 1
+    c = colmap[j]
+    v = v * (c >= 0)
+    A = torch.zeros(nh, L, L).scatter_add_(-1, c.clamp_min(0), v)
+    s = v.sum(-1, keepdim=True)  # [nh, L, 1] kept mass within the block
+    if variant == "topk":
+        return A * torch.where(s > 1e-20, 1.0 / s.clamp_min(1e-20), torch.zeros_like(s))
+    if variant == "resid":
+        return A + (1.0 - s).clamp_min(0.0) / L
+    raise ValueError(f"--neighbours supports the variants topk and resid, not {variant}")
+
+
+def run_neighbours(a, bert, model, tok, texts, labels, held, sets, ks, variants, w, b) -> int:
+    import torch
+
+    n_cache, kmax = a.neighbours, max(ks)
+    need_layers = sorted({l for hs in sets.values() for l, _ in hs})
+    # cached reviews: rows i % 8 != 0 (training side), 256-512 tokens, the first N/2 negatives and the first
+    # N/2 positives in file order (the file holds all negatives first)
+    first_pos = labels.index(1)
+    chosen = []
+    for start, want in ((0, n_cache // 2), (first_pos, n_cache - n_cache // 2)):
+        got, i = [], start
+        while len(got) < want:
+            batch = [j for j in range(i, min(i + 256, len(texts))) if j % HOLDOUT != 0]
+            if not batch:
+                raise SystemExit("not enough training reviews of 256-512 tokens")
+            lens = [len(x) for x in tok([texts[j] for j in batch], add_special_tokens=True)["input_ids"]]
+            got += [j for j, n in zip(batch, lens) if MIN_TOKENS <= n <= MAX_TOKENS and labels[j] == labels[start]]
+            i += 256
+        chosen += got[:want]
+    print(f"cache: {len(chosen)} training reviews (rows {chosen[0]}..{chosen[n_cache // 2 - 1]} label 0, "
+          f"{chosen[n_cache // 2]}..{chosen[-1]} label 1), layers {need_layers} stored as top-{kmax} rows (f16)")
+    t0 = time.time()
+    keys, lens, store = [], [], []
+    with torch.no_grad():
+        for i in chosen:
+            ids = tok(texts[i], return_tensors="pt")["input_ids"]
+            _, probs = bert.forward(ids)
+            keys.append(layer0_key(model, ids))
+            lens.append(ids.shape[1])
+            ent = {}
+            for l in need_layers:
+                v, j = torch.topk(probs[l], kmax, dim=-1)
+                ent[l] = (v.half(), j.short())
+            store.append(ent)
+    keys = torch.stack(keys)
+    lens = torch.tensor(lens)
+    print(f"cache built in {time.time() - t0:.0f}s; entry lengths {int(lens.min())}-{int(lens.max())}", flush=True)
+
+    srcs = ["neighbour"] + ([] if a.no_own else ["own"])
+    runs = [(src, s, v, k) for src in srcs for s in sets for v in variants for k in ks]
+    z_exact = np.full(len(held), np.nan)
+    z_run = np.full((len(runs), len(held)), np.nan)
+    dist, nb_len, q_len, nb_lab = [], [], [], []
+    y = np.array([labels[i] for i in held])
+    t0 = time.time()
+    with torch.no_grad():
+        for n, i in enumerate(held):
+            ids = tok(texts[i], return_tensors="pt")["input_ids"]
+            L = ids.shape[1]
+            e, probs = bert.forward(ids)
+            z_exact[n] = float(e.double().numpy() @ w + b)
+            if n == 0:  # the neighbour path with the query as its own entry must give the own-map maps
+                for l in need_layers[:1]:
+                    vv, jj = torch.topk(probs[l], kmax, dim=-1)
+                    for v in ("topk", "resid"):
+                        for k in ks:
+                            err = float((neighbour_maps(vv.half(), jj.short(), L, k, v)
+                                         - compressed_maps(probs[l], k, v, a.band, True)[0]).abs().max())
+                            print(f"check: neighbour path on the query's own rows, L{l} {v} k={k}: "
+                                  f"max |diff| of the weights {err:.1e}")
+                            if err > 1e-2:
+                                raise SystemExit("neighbour_maps does not reproduce compressed_maps")
+            q = layer0_key(model, ids)
+            d = 1.0 - keys @ q
+            d[lens < L] = float("inf")  # --allow-longer: an entry at least as long as the query
+            nb = int(torch.argmin(d))
+            if not torch.isfinite(d[nb]):
+                dist.append(np.nan), nb_len.append(0), q_len.append(L), nb_lab.append(-1)
+                continue  # no entry fits: a miss, computed exactly (left out of the table)
+            dist.append(float(d[nb])), nb_len.append(int(lens[nb])), q_len.append(L), nb_lab.append(labels[chosen[nb]])
+            cache = {}
+            for ri, (src, s, v, k) in enumerate(runs):
+                hbl = {}
+                for l, h in sets[s]:
+                    hbl.setdefault(l, []).append(h)
+
+                def serve_fn(li, ctx, V, src=src, v=v, k=k, hbl=hbl):
+                    key = (src, li, v, k)
+                    if key not in cache:
+                        if src == "own":
+                            cache[key] = compressed_maps(probs[li], k, v, a.band, True)[0]
+                        else:
+                            cache[key] = neighbour_maps(*store[nb][li], L, k, v)
+                    hh = hbl[li]
+                    out = ctx.clone()
+                    out[hh] = cache[key][hh] @ V[hh]
+                    return out
+
+                e2, _ = bert.forward(ids, serve={l: serve_fn for l in hbl})
+                z_run[ri, n] = float(e2.double().numpy() @ w + b)
+            if n % 10 == 0 or n == len(held) - 1:
+                print(f"  {n + 1}/{len(held)} queries ({time.time() - t0:.0f}s)", flush=True)
+
+    hit = ~np.isnan(z_run[0])
+    dist, nb_len, q_len, nb_lab = map(np.array, (dist, nb_len, q_len, nb_lab))
+    acc_all = float(((z_exact > 0) == (y == 1)).mean())
+    ze, yy = z_exact[hit], y[hit]
+    acc0 = float(((ze > 0) == (yy == 1)).mean())
+    print(f"\n{hit.sum()} of {len(held)} queries have a fitting entry (the rest: no cached review as long; "
+          f"left out below). exact accuracy {100 * acc_all:.2f}% on all, {100 * acc0:.2f}% on the {hit.sum()} hits; "
+          f"median |z| {np.median(np.abs(ze)):.3f}")
+    print(f"neighbour: cosine distance median {np.nanmedian(dist):.4f} (max {np.nanmax(dist):.4f}); "
+          f"extra tokens Le - L median {np.median((nb_len - q_len)[hit]):.0f}; same label as the query "
+          f"{100 * float((nb_lab[hit] == yy).mean()):.1f}%; no key threshold (every fitting query served)")
+    print("\n| maps | head set | variant | k | median abs dz | mean abs dz | flipped | accuracy change (points) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for ri, (src, s, v, k) in enumerate(runs):
+        zr = z_run[ri][hit]
+        dz = np.abs(zr - ze)
+        flips = float(((zr > 0) != (ze > 0)).mean())
+        acc = float(((zr > 0) == (yy == 1)).mean())
+        print(f"| {src} | {s} | {v} | {k} | {np.median(dz):.4f} | {dz.mean():.4f} | {100 * flips:.1f}% "
+              f"| {100 * (acc - acc0):+.2f} |")
+    print("\npaired, neighbour maps, topk -> resid (flips: only under topk / only under resid; resid |dz| smaller):")
+    for s in sets:
+        for k in ks:
+            try:
+                rt, rr = runs.index(("neighbour", s, "topk", k)), runs.index(("neighbour", s, "resid", k))
+            except ValueError:
+                continue
+            ft = (z_run[rt][hit] > 0) != (ze > 0)
+            fr = (z_run[rr][hit] > 0) != (ze > 0)
+            sm = np.abs(z_run[rr][hit] - ze) < np.abs(z_run[rt][hit] - ze)
+            print(f"  {s} k={k}: {ft.sum()} -> {fr.sum()} flips ({(ft & ~fr).sum()} / {(fr & ~ft).sum()}); "
+                  f"resid smaller on {100 * sm.mean():.0f}%")
+    if a.out_tsv:
+        with open(a.out_tsv, "w") as f:
+            f.write("row\tlabel\tL\tnb_len\tnb_dist\texact\t" + "\t".join("/".join(map(str, r)) for r in runs) + "\n")
+            for n, i in enumerate(held):
+                f.write(f"{i}\t{y[n]}\t{q_len[n]}\t{nb_len[n]}\t{dist[n]:.6f}\t{z_exact[n]:.6f}\t"
+                        + "\t".join(f"{z_run[r, n]:.6f}" for r in range(len(runs))) + "\n")
+    print(f"\ndone in {time.time() - t0:.0f}s")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="held-out reviews (first N in file order)")
@@ -176,6 +359,10 @@ def main() -> int:
                          "(default: the built-in RANK36 list)")
     ap.add_argument("--no-f16", action="store_true", help="keep stored values in float32")
     ap.add_argument("--out-tsv", type=Path, default=None, help="per-review z of every run")
+    ap.add_argument("--neighbours", type=int, default=0, metavar="N_CACHE",
+                    help="serve the maps of the nearest of N_CACHE cached training reviews instead of the "
+                         "review's own (the engine's cache hit; see the header); 0: own maps")
+    ap.add_argument("--no-own", action="store_true", help="--neighbours: skip the own-map reference runs")
     a = ap.parse_args()
 
     import torch
@@ -210,6 +397,8 @@ def main() -> int:
 
     model = AutoModel.from_pretrained(pkg.get_model_path()).eval()
     bert = Bert(model)
+    if a.neighbours > 0:
+        return run_neighbours(a, bert, model, tok, texts, labels, held, sets, ks, variants, w, b)
     runs = [(s, v, k) for s in sets for v in variants for k in ks]
     z_exact = np.zeros(len(held))
     z_run = np.zeros((len(runs), len(held)))
