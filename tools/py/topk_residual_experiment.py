@@ -61,6 +61,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_imdb_head  # noqa: E402  (read_imdb: the label-tab-id-tab-review file)
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("AC_SHARED_DIR", ROOT.parent / "shared"))
 HEAD = ROOT / "models" / "heads" / "minilm-imdb-head.gguf"
@@ -71,20 +74,6 @@ RANK36 = [(0, h) for h in (0, 1, 2, 3, 4, 5, 10, 11)] + [(1, h) for h in range(2
          [(2, h) for h in (2, 3, 4, 5, 10, 11)] + [(3, h) for h in (0, 1, 4, 5, 8, 9)] + [(4, h) for h in range(4, 10)]
 MIN_TOKENS, MAX_TOKENS, HOLDOUT = 256, 512, 8
 N_LAYER, N_HEAD = 6, 12
-
-
-def read_imdb(path: Path) -> tuple[list[str], list[int]]:
-    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): reviews hold U+0085 / U+2028
-    if lines and lines[-1] == "":
-        lines.pop()
-    texts, labels = [], []
-    for n, line in enumerate(lines, 1):
-        parts = line.split("\t")
-        if len(parts) != 3 or parts[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{n}: expected 'label<TAB>id<TAB>review'")
-        texts.append(parts[2])
-        labels.append(int(parts[0]))
-    return texts, labels
 
 
 def load_probe(path: Path) -> tuple[np.ndarray, float]:
@@ -194,6 +183,30 @@ def layer0_key(m, ids):
     return torch.nn.functional.normalize(torch.stack(segs).mean(0), p=2, dim=0)
 
 
+def memo(cache: dict, key, make):
+    """cache[key], made by make() the first time"""
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def served_z(bert, ids, heads, maps_of, w: np.ndarray, b: float) -> float:
+    """The probe's z of one forward in which the heads [(layer, head)] take their attention maps from
+    maps_of(layer) ([H][L][L]; V computed live), every other head computed exactly."""
+    by_layer: dict[int, list[int]] = {}
+    for l, h in heads:
+        by_layer.setdefault(l, []).append(h)
+
+    def serve_fn(li, ctx, V):
+        hh = by_layer[li]
+        out = ctx.clone()
+        out[hh] = maps_of(li)[hh] @ V[hh]
+        return out
+
+    e2, _ = bert.forward(ids, serve={l: serve_fn for l in by_layer})
+    return float(e2.double().numpy() @ w + b)
+
+
 def neighbour_maps(vals, idx, L: int, k: int, variant: str):
     """Serve a cached entry's top-k rows to a query of L <= Le tokens, as src/cache/cache.c apply_task does
     for a longer bidirectional entry with end alignment: query row t < L-1 reads entry row t, the last
@@ -295,24 +308,11 @@ def run_neighbours(a, bert, model, tok, texts, labels, held, sets, ks, variants,
             dist.append(float(d[nb])), nb_len.append(int(lens[nb])), q_len.append(L), nb_lab.append(labels[chosen[nb]])
             cache = {}
             for ri, (src, s, v, k) in enumerate(runs):
-                hbl = {}
-                for l, h in sets[s]:
-                    hbl.setdefault(l, []).append(h)
+                def maps_of(li, src=src, v=v, k=k):
+                    return memo(cache, (src, li, v, k), lambda: compressed_maps(probs[li], k, v, a.band, True)[0]
+                                if src == "own" else neighbour_maps(*store[nb][li], L, k, v))
 
-                def serve_fn(li, ctx, V, src=src, v=v, k=k, hbl=hbl):
-                    key = (src, li, v, k)
-                    if key not in cache:
-                        if src == "own":
-                            cache[key] = compressed_maps(probs[li], k, v, a.band, True)[0]
-                        else:
-                            cache[key] = neighbour_maps(*store[nb][li], L, k, v)
-                    hh = hbl[li]
-                    out = ctx.clone()
-                    out[hh] = cache[key][hh] @ V[hh]
-                    return out
-
-                e2, _ = bert.forward(ids, serve={l: serve_fn for l in hbl})
-                z_run[ri, n] = float(e2.double().numpy() @ w + b)
+                z_run[ri, n] = served_z(bert, ids, sets[s], maps_of, w, b)
             if n % 10 == 0 or n == len(held) - 1:
                 print(f"  {n + 1}/{len(held)} queries ({time.time() - t0:.0f}s)", flush=True)
 
@@ -395,7 +395,8 @@ def main() -> int:
     f16 = not a.no_f16
     w, b = load_probe(HEAD)
 
-    texts, labels = read_imdb(SHARED / "data/imdb/train.tsv")
+    texts, y_all = train_imdb_head.read_imdb(SHARED / "data/imdb/train.tsv")
+    labels = y_all.tolist()
     tok = AutoTokenizer.from_pretrained(pkg.get_model_path())
     cand = [i for i in range(0, len(texts), HOLDOUT)]
     ntok = [len(x) for x in tok([texts[i] for i in cand], add_special_tokens=True)["input_ids"]]
@@ -447,21 +448,10 @@ def main() -> int:
                 for l in range(N_LAYER):
                     mass_sum[ki, l] += float(torch.topk(probs[l], k, dim=-1)[0].sum(-1).mean())
             for ri, (s, v, k) in enumerate(runs):
-                heads_by_layer = {}
-                for l, h in sets[s]:
-                    heads_by_layer.setdefault(l, []).append(h)
+                def maps_of(li, v=v, k=k):
+                    return memo(cache, (li, v, k), lambda: compressed_maps(probs[li], k, v, a.band, f16)[0])
 
-                def serve_fn(li, ctx, V, v=v, k=k, hbl=heads_by_layer):
-                    key = (li, v, k)
-                    if key not in cache:
-                        cache[key] = compressed_maps(probs[li], k, v, a.band, f16)[0]
-                    hh = hbl[li]
-                    out = ctx.clone()
-                    out[hh] = cache[key][hh] @ V[hh]
-                    return out
-
-                e2, _ = bert.forward(ids, serve={l: serve_fn for l in heads_by_layer})
-                z_run[ri, n] = float(e2.double().numpy() @ w + b)
+                z_run[ri, n] = served_z(bert, ids, sets[s], maps_of, w, b)
             if n % 10 == 0 or n == len(held) - 1:
                 print(f"  {n + 1}/{len(held)} reviews ({time.time() - t0:.0f}s)", flush=True)
 
