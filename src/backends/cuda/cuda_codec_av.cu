@@ -15,6 +15,7 @@
 #include "cuda_wgmma.h"
 
 #include <cuda_fp16.h>
+#include <type_traits>
 
 namespace {
 
@@ -1059,6 +1060,23 @@ static int smem_optin(void) {
 template <typename T> struct is_bf16 { static constexpr bool v = false; };
 template <> struct is_bf16<bf16> { static constexpr bool v = true; };
 
+/* cudaFuncSetAttribute(kern, a, v) the first time only: `set` is the caller's flag for that kernel */
+template <typename K> static int attr_once(int &set, K *kern, cudaFuncAttribute a, int v) {
+    if (!set) {
+        AC_CU(cudaFuncSetAttribute(kern, a, v));
+        set = 1;
+    }
+    return AC_OK;
+}
+
+/* f(std::integral_constant<int, COLS>{}) with COLS = hd / 32: the kernels' column template for head dims
+ * 32, 64 and 128; f returns a status */
+template <typename F> static int by_cols(int hd, F &&f) {
+    if (hd == 32) return f(std::integral_constant<int, 1>{});
+    if (hd == 64) return f(std::integral_constant<int, 2>{});
+    return f(std::integral_constant<int, 4>{});
+}
+
 /* Launch the v3 kernels for head dims 32/64/128 over the sequences of q (gridDim.z of them).
  * Lmax: the longest sequence; rows_max: the most rows of one sequence. The gather kernel, 16 warps a block
  * (8-warp blocks, variant 1, were slower at every shape of runs 19 and 20: removed in session 15): */
@@ -1074,20 +1092,14 @@ static int launch_smem(const ac_cu_codec &c, const av_src &q, int n_seq, int Lma
     const size_t smem = ent + (size_t)KT * rowb;
     const int vec = (uintptr_t)v % 16 == 0 && ((size_t)ldv * sizeof(T)) % 16 == 0;
     dim3 grid((rows_max * G + PB - 1) / PB, Hkv, n_seq);
-#define AC_AV_SMEM(COLS)                                                                                              \
-    do {                                                                                                              \
-        constexpr int PW = COLS == 4 ? 8 : 4;                                                                         \
-        static int set_ = 0;                                                                                          \
-        if (!set_) {                                                                                                  \
-            AC_CU(cudaFuncSetAttribute(k_av_smem<T, COLS, NW, PW>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin)); \
-            set_ = 1;                                                                                                 \
-        }                                                                                                             \
-        k_av_smem<T, COLS, NW, PW><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT, PB, vec);         \
-    } while (0)
-    if (hd == 32) AC_AV_SMEM(1);
-    else if (hd == 64) AC_AV_SMEM(2);
-    else AC_AV_SMEM(4);
-#undef AC_AV_SMEM
+    const int rc = by_cols(hd, [&](auto cols) {
+        constexpr int COLS = decltype(cols)::value, PW = COLS == 4 ? 8 : 4;
+        static int set = 0;
+        const int r = attr_once(set, k_av_smem<T, COLS, NW, PW>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+        if (!r) k_av_smem<T, COLS, NW, PW><<<grid, NW * 32, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, KT, PB, vec);
+        return r;
+    });
+    if (rc) return rc;
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -1099,20 +1111,14 @@ static int launch_topk(const ac_cu_codec &c, const av_src &q, int n_seq, int row
     constexpr int NW = 8, LIST = NW * 32 * 8;
     const int G = H / Hkv, PW = hd == 128 ? 8 : 16, PB = NW * PW; /* hd 128: 8 pairs a warp (registers) */
     dim3 grid((rows_max * G + PB - 1) / PB, Hkv, n_seq);
-#define AC_AV_TOPK(COLS)                                                                                              \
-    do {                                                                                                              \
-        constexpr int PW = COLS == 4 ? 8 : 16;                                                                        \
-        static int set_ = 0;                                                                                          \
-        if (!set_) { /* as little shared memory as the blocks need: the rest is L1 */                                 \
-            AC_CU(cudaFuncSetAttribute(k_av_topk<COLS, NW, PW>, cudaFuncAttributePreferredSharedMemoryCarveout, 10));  \
-            set_ = 1;                                                                                                 \
-        }                                                                                                             \
-        k_av_topk<COLS, NW, PW><<<grid, NW * 32, LIST, st>>>(c, q, H, Hkv, v, ldv, out, ldo);                          \
-    } while (0)
-    if (hd == 32) AC_AV_TOPK(1);
-    else if (hd == 64) AC_AV_TOPK(2);
-    else AC_AV_TOPK(4);
-#undef AC_AV_TOPK
+    const int rc = by_cols(hd, [&](auto cols) {
+        constexpr int COLS = decltype(cols)::value, PW = COLS == 4 ? 8 : 16;
+        static int set = 0; /* as little shared memory as the blocks need: the rest is L1 */
+        const int r = attr_once(set, k_av_topk<COLS, NW, PW>, cudaFuncAttributePreferredSharedMemoryCarveout, 10);
+        if (!r) k_av_topk<COLS, NW, PW><<<grid, NW * 32, LIST, st>>>(c, q, H, Hkv, v, ldv, out, ldo);
+        return r;
+    });
+    if (rc) return rc;
     AC_CU_LAUNCH();
     return AC_OK;
 }
@@ -1129,11 +1135,8 @@ static int launch_topk_mma(const ac_cu_codec &c, const av_src &q, int n_seq, int
     else if (hd == 64) k_av_topk_mma<64, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
     else {
         static int set = 0; /* hd 128: 52 KB with 4 heads a block, past the default 48 KB */
-        if (!set) {
-            const int most = 2 * 64 * (128 + 8) * 2 + 8 * 16 * (64 + 8) * 2; /* 4 heads a block */
-            AC_CU(cudaFuncSetAttribute(k_av_topk_mma<128, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
-            set = 1;
-        }
+        const int most = 2 * 64 * (128 + 8) * 2 + 8 * 16 * (64 + 8) * 2; /* 4 heads a block */
+        if (int rc = attr_once(set, k_av_topk_mma<128, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, most)) return rc;
         k_av_topk_mma<128, MT><<<grid, thr, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
     }
     AC_CU_LAUNCH();
@@ -1146,10 +1149,7 @@ typedef void (*wg_kernel)(ac_cu_codec, av_src, int, int, const bf16 *, int, bf16
 static int launch_wg_grid(wg_kernel kern, int &set, size_t most, size_t smem, const ac_cu_codec &c, const av_src &q,
                           int n_seq, int rows_max, int H, int Hkv, int GW, const bf16 *v, int ldv, bf16 *out, int ldo,
                           cudaStream_t st) {
-    if (!set) {
-        AC_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
-        set = 1;
-    }
+    if (int rc = attr_once(set, kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most)) return rc;
     dim3 grid((rows_max + 63) / 64, Hkv, n_seq);
     kern<<<grid, GW * 128, smem, st>>>(c, q, H, Hkv, v, ldv, out, ldo, GW);
     AC_CU_LAUNCH();
