@@ -968,6 +968,40 @@ static void record_threads(int arch) {
     free(ids);
     fx_close(&f);
 }
+/* A map that is not a probability (a model whose activations overflow: NaN attention) fails to record on
+ * the threaded path as on the serial one: the store's message, naming layer 0 head 0 (the lowest head
+ * that fails), and nothing committed. */
+static void test_record_threads_bad_map(void **state) {
+    (void)state;
+    char root[64] = "/tmp/ac_cache_reuse_bad_XXXXXX", path[128], dir[160];
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof path, "%s/model.gguf", root);
+    ref_spec s = ref_spec_default(AC_ARCH_LLAMA);
+    s.wscale = 1e30f; /* activations overflow to inf: every attention row NaN */
+    ac_model *m = load_model_spec(&s, path);
+    ac_ctx *ctx = mkctx(m);
+    snprintf(dir, sizeof dir, "%s/c", root);
+    ac_cache_params p = ac_cache_default_params();
+    p.writable = 1, p.create = 1, p.codec = "topk4-causal";
+    ac_cache *c = NULL;
+    assert_int_equal(ac_cache_open(m, dir, &p, &c), AC_OK);
+    const int nt0 = omp_get_max_threads();
+    omp_set_num_threads(4);
+    int32_t ids[12];
+    for (int i = 0; i < 12; i++) ids[i] = 1 + i;
+    int added = -1;
+    const int rc = ac_cache_add(c, ctx, ids, 12, &added);
+    omp_set_num_threads(nt0);
+    assert_int_not_equal(rc, AC_OK);
+    assert_non_null(strstr(ac_last_error(), "not a probability"));
+    assert_non_null(strstr(ac_last_error(), "layer 0 head 0"));
+    assert_int_equal(ac_cache_commit(c), AC_OK);
+    assert_int_equal(stats_of(c).entries, 0);
+    assert_int_equal(ac_cache_close(c), AC_OK);
+    ac_ctx_free(ctx);
+    ac_model_free(m);
+    rm_rf(root);
+}
 static void test_record_threads_llama(void **st) { (void)st, record_threads(AC_ARCH_LLAMA); }
 static void test_record_threads_bert(void **st) { (void)st, record_threads(AC_ARCH_BERT); }
 
@@ -1557,6 +1591,7 @@ int main(void) {
         cmocka_unit_test(test_summary_seam_llama), cmocka_unit_test(test_summary_seam_bert),
         cmocka_unit_test(test_lookup_all_batch_llama), cmocka_unit_test(test_lookup_all_batch_bert),
         cmocka_unit_test(test_record_threads_llama), cmocka_unit_test(test_record_threads_bert),
+        cmocka_unit_test(test_record_threads_bad_map),
         cmocka_unit_test(test_bad_inputs_llama),  cmocka_unit_test(test_bad_inputs_bert),
         cmocka_unit_test(test_writer_attached),   cmocka_unit_test(test_projector_llama),
         cmocka_unit_test(test_projector_bert),    cmocka_unit_test(test_prefix_rows),

@@ -1717,16 +1717,16 @@ static int rec_put(void *user, const ac_attn_site *site, const float *P) {
     int rc = AC_OK;
     for (int h0 = 0; h0 < nh && !rc; h0 += per) {
         const int n = AC_MIN(per, nh - h0);
-        _Atomic int bad = -1; /* the first head that failed to encode */
+        _Atomic int bad = INT_MAX; /* the lowest head that failed to encode (every head is tried) */
 #pragma omp parallel for num_threads(AC_MIN(nt, n)) schedule(dynamic, 1)
         for (int i = 0; i < n; i++) {
-            if (atomic_load(&bad) >= 0) continue;
             if (ac_codec_encode(&c->codec, P + (size_t)(h0 + i) * LL, L, buf + (size_t)i * mb)) {
-                int none = -1;
-                atomic_compare_exchange_strong(&bad, &none, h0 + i);
+                int cur = atomic_load(&bad);
+                while (h0 + i < cur && !atomic_compare_exchange_weak(&bad, &cur, h0 + i)) {}
             }
         }
-        const int b = atomic_load(&bad), m = b >= 0 ? b - h0 : n; /* heads [h0, h0 + m) encoded */
+        const int b = atomic_load(&bad) == INT_MAX ? -1 : atomic_load(&bad);
+        const int m = b >= 0 ? b - h0 : n; /* heads [h0, h0 + m) encoded */
         for (int i = 0; i < m && !rc; i++)
             rc = ac_mapstore_put_map_encoded(c->stw, site->layer, h0 + i, buf + (size_t)i * mb, mb);
         if (!rc && b >= 0) { /* the store encodes it again on this thread: its message, and the entry dropped */
